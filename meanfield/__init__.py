@@ -1,0 +1,20 @@
+"""meanfield: the mean-field (infinite-token) limit of self-attention dynamics on the sphere.
+
+The public surface is exactly what this module imports; everything else lives in private modules.
+"""
+from ._errors import (MeanfieldError as MeanfieldError, UnsupportedModelError as UnsupportedModelError,
+                      ResolutionError as ResolutionError, NonFiniteStateError as NonFiniteStateError,
+                      ConvergenceError as ConvergenceError)
+from ._measures import Density as Density, Particles as Particles
+from ._model import Model as Model
+from ._schemes import SCHEMES as SCHEMES, Scheme as Scheme, get_scheme as get_scheme
+from ._simulate import (simulate as simulate, Trajectory as Trajectory, Status as Status,
+                        BACKENDS as BACKENDS, MeanfieldWarning as MeanfieldWarning)
+from .sphere._funk_hecke import (funk_hecke as funk_hecke, funk_hecke_dbeta as funk_hecke_dbeta,
+                                 kernel_bandlimit as kernel_bandlimit)
+from . import sphere as sphere
+
+# --- analysis (growth rates, equiangular ODE) ---
+# --- energy ---
+
+__version__ = "0.1.0"

@@ -1,0 +1,251 @@
+"""Measures on S^{d-1}: a band-limited :class:`Density` and weighted :class:`Particles`.
+
+A Density's values are taken w.r.t. the *normalized* uniform measure σ, so the uniform density is 1
+and a probability density integrates to 1 against σ.  On S² (d = 3) it is stored by orthonormal
+spherical-harmonic coefficients (``meanfield.sphere`` conventions; then ρ̂_00 = √(4π) for a
+probability density); on S¹ (d = 2) by Fourier coefficients c_0..c_L (c_0 = 1 for a probability).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._validate import dimension, nonneg_int
+from .sphere import _circle as circ
+from .sphere import _sh as sh
+
+_SQRT4PI = np.sqrt(4 * np.pi)
+MASS_TOL = 1e-10
+
+
+@dataclass(frozen=True, eq=False)
+class Density:
+    """A band-limited density on S² (d = 3) or S¹ (d = 2).
+
+    Attributes
+    ----------
+    coeffs : ndarray, complex
+        d = 3: (nalm(lmax),) orthonormal SH coefficients in ducc0 order; d = 2: (lmax + 1,) Fourier c_k.
+    lmax : int
+        Band limit L.
+    d : int
+        Ambient dimension (2 or 3).
+    radius : ndarray or None
+        Coefficients (same layout) of the radius field r(x) for schemes with a radius; None for r ≡ 1
+        or sphere-only schemes.
+    """
+
+    coeffs: np.ndarray
+    lmax: int
+    d: int = 3
+    radius: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        d = dimension(self.d)
+        if d not in (2, 3):
+            raise ValueError(f"`d` must be 2 or 3 for a Density (use Particles or the zonal solver for d > 3); "
+                             f"got d={d}.")
+        lmax = nonneg_int("lmax", self.lmax)
+        c = np.array(self.coeffs, dtype=complex)
+        if c.shape != (self._ncoef(lmax, d),):
+            raise ValueError(f"`coeffs` must have shape ({self._ncoef(lmax, d)},) for lmax={lmax}, d={d}; "
+                             f"got {c.shape}.")
+        if not np.all(np.isfinite(c)):
+            raise ValueError("`coeffs` must be finite; it contains NaN or inf.")
+        c.setflags(write=False)
+        object.__setattr__(self, "coeffs", c)
+        if self.radius is not None:
+            r = np.array(self.radius, dtype=complex)
+            if r.shape != c.shape:
+                raise ValueError(f"`radius` coefficients must have shape {c.shape}; got {r.shape}.")
+            r.setflags(write=False)
+            object.__setattr__(self, "radius", r)
+
+    @staticmethod
+    def _ncoef(lmax, d):
+        return sh.nalm(lmax) if d == 3 else lmax + 1
+
+    # -- constructors ---------------------------------------------------------------------------
+    @classmethod
+    def uniform(cls, lmax: int, d: int = 3) -> "Density":
+        """The uniform probability density (ρ ≡ 1 w.r.t. σ)."""
+        c = np.zeros(cls._ncoef(nonneg_int("lmax", lmax), dimension(d)), dtype=complex)
+        c[0] = _SQRT4PI if d == 3 else 1.0
+        return cls(c, lmax, d)
+
+    @classmethod
+    def from_coefficients(cls, coeffs, lmax: int | None = None, d: int = 3, radius=None) -> "Density":
+        """Wrap coefficients (layout of :class:`Density`); ``lmax`` is inferred when omitted."""
+        c = np.asarray(coeffs)
+        if lmax is None:
+            lmax = (int(round((np.sqrt(8 * c.size + 1) - 3) / 2)) if d == 3 else c.size - 1)
+        return cls(c, lmax, d, radius)
+
+    @classmethod
+    def from_function(cls, f, lmax: int, d: int = 3, radius=None, normalize: bool = False) -> "Density":
+        """Project ``f`` (points (..., d) → values) onto degree ≤ lmax by exact-degree quadrature.
+
+        ``radius`` may be a float or a function of points, projected the same way.  With
+        ``normalize=True`` the result is rescaled to unit mass.
+        """
+        lmax, d = nonneg_int("lmax", lmax), dimension(d)
+        coeffs = cls._project(f, lmax, d)
+        rad = None
+        if radius is not None:
+            rad = cls._project(radius if callable(radius) else (lambda x, r=float(radius): np.full(x.shape[:-1], r)),
+                               lmax, d)
+        out = cls(coeffs, lmax, d, rad)
+        return out.normalized() if normalize else out
+
+    @staticmethod
+    def _project(f, lmax, d):
+        if d == 3:
+            grid = sh.SphereGrid.for_bandlimit(lmax, dealias=True)
+            return sh.analysis(np.asarray(f(grid.points), dtype=float), lmax, grid)
+        n = circ.circle_grid_size(lmax)
+        return circ.circle_analysis(np.asarray(f(circ.circle_points(n)), dtype=float), lmax)
+
+    # -- values ------------------------------------------------------------------------------------
+    def evaluate(self, points) -> np.ndarray:
+        """ρ at points of shape (..., d) (unit vectors) → values (...,)."""
+        p = np.asarray(points, dtype=float)
+        if p.shape[-1] != self.d:
+            raise ValueError(f"`points` must have last axis {self.d}; got shape {p.shape}.")
+        if self.d == 3:
+            return sh.synthesis_points(self.coeffs, self.lmax, p.reshape(-1, 3)).reshape(p.shape[:-1])
+        return circ.circle_evaluate(self.coeffs, np.arctan2(p[..., 1], p[..., 0]))
+
+    def evaluate_radius(self, points) -> np.ndarray:
+        if self.radius is None:
+            return np.ones(np.shape(points)[:-1])
+        return self.with_coeffs(self.radius).evaluate(points)
+
+    def on_grid(self, grid=None):
+        """Values on a grid: d = 3 → (ntheta, nphi) on ``grid`` (default: the 3/2-rule grid), d = 2 → (n,)."""
+        if self.d == 3:
+            grid = grid or sh.SphereGrid.for_bandlimit(self.lmax)
+            return sh.synthesis(self.coeffs, self.lmax, grid)
+        n = grid or circ.circle_grid_size(self.lmax)
+        return circ.circle_synthesis(self.coeffs, n)
+
+    def mass(self) -> float:
+        """∫ ρ dσ (1 for a probability density)."""
+        return float(self.coeffs[0].real / (_SQRT4PI if self.d == 3 else 1.0))
+
+    def power(self) -> np.ndarray:
+        """Degree power E_ℓ = Σ_m |ρ̂_ℓm|², shape (lmax + 1,)."""
+        if self.d == 3:
+            return sh.degree_power(self.coeffs, self.lmax)
+        return np.abs(self.coeffs) ** 2 * np.where(np.arange(self.lmax + 1) == 0, 1.0, 2.0)
+
+    def tail_fraction(self, frac: float = 2 / 3) -> float:
+        """E_tail = Σ_{ℓ > frac·L} E_ℓ / Σ_ℓ E_ℓ: the resolution monitor."""
+        e = self.power()
+        return float(e[int(np.floor(frac * self.lmax)) + 1:].sum() / e.sum())
+
+    # -- transformations --------------------------------------------------------------------------
+    def with_coeffs(self, coeffs, radius=None) -> "Density":
+        return Density(coeffs, self.lmax, self.d, radius)
+
+    def normalized(self) -> "Density":
+        m = self.mass()
+        if not m > 0:
+            raise ValueError(f"cannot normalize a density of mass {m!r} (must be > 0).")
+        return self.with_coeffs(self.coeffs / m, self.radius)
+
+    def resized(self, lmax: int) -> "Density":
+        """Zero-pad or truncate to a new band limit."""
+        lmax = nonneg_int("lmax", lmax)
+        if self.d == 3:
+            rs = lambda a: sh.resize(a, self.lmax, lmax)  # noqa: E731
+        else:
+            rs = lambda a: np.concatenate([a, np.zeros(max(0, lmax - self.lmax))])[: lmax + 1]  # noqa: E731
+        return Density(rs(self.coeffs), lmax, self.d, None if self.radius is None else rs(self.radius))
+
+    def __repr__(self):
+        return f"Density(lmax={self.lmax}, d={self.d}, mass={self.mass():.6g}, radius={'yes' if self.radius is not None else 'no'})"
+
+
+@dataclass(frozen=True, eq=False)
+class Particles:
+    """Weighted tokens on S^{d-1}, optionally with radii (x_j = r_j θ_j).
+
+    Parameters
+    ----------
+    positions : array_like, shape (n, d)
+        Unit vectors θ_j (checked to 1e-10; pass ``normalize=True`` to project arbitrary nonzero vectors).
+    weights : array_like, shape (n,), optional
+        Nonnegative, summing to 1; default uniform 1/n.
+    radii : array_like, shape (n,), optional
+        Radii r_j > 0 for schemes with a radius; default None (r ≡ 1).
+    """
+
+    positions: np.ndarray
+    weights: np.ndarray | None = None
+    radii: np.ndarray | None = None
+    normalize: bool = field(default=False, repr=False)
+
+    def __post_init__(self):
+        x = np.array(self.positions, dtype=float)
+        if x.ndim != 2 or x.shape[0] < 1:
+            raise ValueError(f"`positions` must have shape (n, d) with n ≥ 1; got shape {x.shape}.")
+        dimension(x.shape[1])
+        if not np.all(np.isfinite(x)):
+            raise ValueError("`positions` must be finite; it contains NaN or inf.")
+        norms = np.linalg.norm(x, axis=1)
+        if self.normalize:
+            if np.any(norms == 0):
+                raise ValueError("`positions` contains a zero vector, which has no direction.")
+            x = x / norms[:, None]
+        elif np.max(np.abs(norms - 1)) > 1e-10:
+            raise ValueError(f"`positions` must be unit vectors (max | ‖x‖ − 1 | = {np.max(np.abs(norms - 1)):.3g}); "
+                             "pass normalize=True to project them.")
+        n = x.shape[0]
+        w = np.full(n, 1.0 / n) if self.weights is None else np.array(self.weights, dtype=float)
+        if w.shape != (n,):
+            raise ValueError(f"`weights` must have shape ({n},); got {w.shape}.")
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError("`weights` must be finite and ≥ 0.")
+        if abs(w.sum() - 1) > MASS_TOL:
+            if not self.normalize:
+                raise ValueError(f"`weights` must sum to 1; got sum={w.sum()!r} (pass normalize=True to rescale).")
+            w = w / w.sum()
+        r = None
+        if self.radii is not None:
+            r = np.array(np.broadcast_to(np.asarray(self.radii, dtype=float), (n,)))
+            if not np.all(np.isfinite(r)) or np.any(r <= 0):
+                raise ValueError("`radii` must be finite and > 0.")
+        for name, a in (("positions", x), ("weights", w), ("radii", r)):
+            if a is not None:
+                a.setflags(write=False)
+            object.__setattr__(self, name, a)
+
+    @classmethod
+    def uniform(cls, n: int, d: int = 3, seed=0, radii=None) -> "Particles":
+        """n i.i.d. uniform points on S^{d-1} with equal weights (``seed`` for numpy's default_rng)."""
+        n, d = nonneg_int("n", n, minimum=1), dimension(d)
+        x = np.random.default_rng(seed).standard_normal((n, d))
+        return cls(x, None, radii, normalize=True)
+
+    @property
+    def n(self) -> int:
+        return self.positions.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.positions.shape[1]
+
+    @property
+    def directions(self) -> np.ndarray:
+        return self.positions
+
+    def ambient(self) -> np.ndarray:
+        """r_j θ_j, shape (n, d) (θ_j when there are no radii)."""
+        return self.positions if self.radii is None else self.positions * self.radii[:, None]
+
+    def __len__(self):
+        return self.n
+
+    def __repr__(self):
+        return f"Particles(n={self.n}, d={self.d}, radii={'yes' if self.radii is not None else 'no'})"

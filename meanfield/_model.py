@@ -1,0 +1,137 @@
+"""The frozen, validated description of one attention dynamics."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ._schemes import Scheme, get_scheme
+from ._validate import choice, dimension, matrix, positive_float
+
+ATTENTIONS = {"softmax": "softmax", "sa": "softmax", "unnormalized": "unnormalized", "usa": "unnormalized"}
+
+
+@dataclass(frozen=True)
+class Model:
+    """Self-attention dynamics of tokens on S^{d-1} under one normalization scheme.
+
+    Parameters
+    ----------
+    beta : float
+        Inverse temperature β > 0 of the attention kernel exp(β⟨Qθ_j, Kθ_k⟩).
+    scheme : str
+        One of :data:`meanfield.SCHEMES` ("post-ln", "pre-ln", "mix-ln", "peri-ln", "ngpt",
+        "ln-scaling", "qkv-norm", "angpt").
+    attention : {"softmax", "unnormalized"}
+        SA (weights divided by Z) or USA (divided by the constant token count; 1 in mean field).
+        "sa" and "usa" are accepted aliases.
+    d : int
+        Ambient dimension, d ≥ 2; tokens live on S^{d-1}.
+    Q, K, V : array_like, shape (d, d) or (heads, d, d), optional
+        Query, key and value matrices; None means the identity.  A leading axis gives several heads
+        whose attention vectors are summed (the output projection is absorbed into V).
+    alpha : float or callable, optional
+        nGPT / anGPT step size α_t > 0, a constant or a function of t.
+    tau : float, optional
+        Mix-LN switch time τ ≥ 0 (required for "mix-ln", refused for the others).
+    """
+
+    beta: float
+    scheme: str = "post-ln"
+    attention: str = "softmax"
+    d: int = 3
+    Q: np.ndarray | None = field(default=None, repr=False)
+    K: np.ndarray | None = field(default=None, repr=False)
+    V: np.ndarray | None = field(default=None, repr=False)
+    alpha: float | Callable = 1.0
+    tau: float | None = None
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        set_("beta", positive_float("beta", self.beta))
+        scheme = get_scheme(self.scheme)
+        set_("scheme", scheme.name)
+        set_("attention", ATTENTIONS[choice("attention", self.attention, ATTENTIONS)])
+        set_("d", dimension(self.d))
+        for name in ("Q", "K", "V"):
+            set_(name, matrix(name, getattr(self, name), self.d))
+        heads = {getattr(self, n).shape[0] for n in "QKV" if getattr(self, n) is not None
+                 and getattr(self, n).ndim == 3}
+        if len(heads) > 1:
+            raise ValueError(f"`Q`, `K`, `V` must have the same number of heads; got {sorted(heads)}.")
+        if not callable(self.alpha):
+            set_("alpha", positive_float("alpha", self.alpha))
+        if scheme.uses_tau:
+            if self.tau is None:
+                raise ValueError("`tau` (the Mix-LN switch time) is required for scheme='mix-ln'.")
+            set_("tau", positive_float("tau", self.tau, allow_zero=True))
+        elif self.tau is not None:
+            raise ValueError(f"`tau` is only used by scheme='mix-ln'; got tau={self.tau!r} "
+                             f"with scheme={self.scheme!r}.")
+
+    @property
+    def scheme_def(self) -> Scheme:
+        """The :class:`Scheme` row of this model."""
+        return get_scheme(self.scheme)
+
+    @property
+    def heads(self) -> int:
+        return max((getattr(self, n).shape[0] for n in "QKV"
+                    if getattr(self, n) is not None and getattr(self, n).ndim == 3), default=1)
+
+    @property
+    def softmax(self) -> bool:
+        return self.attention == "softmax"
+
+    @property
+    def isotropic(self) -> bool:
+        """True when QᵀK = c·I with c > 0 for a single head, so the kernel is zonal (spectral fast path).
+
+        β is then replaced by the effective β·c (see :attr:`beta_eff`)."""
+        return self._kernel_scale() is not None
+
+    @property
+    def beta_eff(self) -> float:
+        """β·c for QᵀK = c·I; raises if the kernel is not isotropic."""
+        c = self._kernel_scale()
+        if c is None:
+            raise ValueError("`beta_eff` needs QᵀK = c·I (an isotropic kernel).")
+        return self.beta * c
+
+    def _kernel_scale(self):
+        if self.heads != 1:
+            return None
+        q = np.eye(self.d) if self.Q is None else self.Q.reshape(self.d, self.d)
+        k = np.eye(self.d) if self.K is None else self.K.reshape(self.d, self.d)
+        if self.scheme_def.normalize_qkv and not (_is_orthogonal_multiple(q) and _is_orthogonal_multiple(k)):
+            return None
+        m = q.T @ k
+        c = m[0, 0]
+        if c > 0 and np.allclose(m, c * np.eye(self.d), rtol=0, atol=1e-14 * abs(c)):
+            return 1.0 if self.scheme_def.normalize_qkv else float(c)
+        return None
+
+    def alpha_at(self, t) -> float:
+        """α_t, the nGPT/anGPT step at time t."""
+        if callable(self.alpha):
+            a = float(self.alpha(t))
+            if not (np.isfinite(a) and a > 0):
+                raise ValueError(f"`alpha(t)` must be finite and > 0; got alpha({t!r})={a!r}.")
+            return a
+        return self.alpha
+
+    def matrices(self):
+        """(Q, K, V) as arrays of shape (heads, d, d), identities filled in."""
+        eye = np.eye(self.d)[None]
+        out = []
+        for name in "QKV":
+            m = getattr(self, name)
+            m = eye if m is None else (m[None] if m.ndim == 2 else m)
+            out.append(np.broadcast_to(m, (self.heads, self.d, self.d)))
+        return tuple(out)
+
+
+def _is_orthogonal_multiple(m):
+    g = m.T @ m
+    return np.allclose(g, g[0, 0] * np.eye(len(m)), rtol=0, atol=1e-14 * abs(g[0, 0]))

@@ -1,0 +1,163 @@
+"""The layer-normalization schemes: one registry, one row of data per scheme (DESIGN.md §1).
+
+Every scheme is the same ODE shape for a token x = r θ (θ on S^{d-1}, r > 0) under the attention
+vector A (computed from directions only):
+
+    dθ/dt = P_θ A / s(r, ‖A‖, t),     dr/dt = radial(⟨θ, A⟩, ‖A‖, r, t),
+
+plus a discrete residual-layer map of step h that tends to that ODE as h → 0.  This module is the
+only place where the speed factors, radial laws and layer maps are written down; every backend
+reads them from here.  Arguments are numpy arrays that broadcast against each other (one value per
+token or grid point); ``model`` supplies α(t) and τ.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+SCHEMES: dict[str, "Scheme"] = {}
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    """N(x) = x / ‖x‖ along the last axis."""
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One row of the scheme table.
+
+    Attributes
+    ----------
+    name : str
+        Registry key, e.g. ``"peri-ln"``.
+    has_radius : bool
+        Whether the state carries a radius r (sphere × radius) or lives on the sphere.
+    speed : callable (r, a_norm, t, model) -> s
+        Speed factor s; the direction moves with P_θ A / s.  ``None`` for layer-only schemes.
+    radial : callable (radial_a, a_norm, r, t, model) -> dr/dt
+        Radial law, ``radial_a = ⟨θ, A⟩``.  ``None`` when the radius does not move.
+    layer : callable (x, attn, h, t, model) -> x_new
+        Discrete residual layer of step h; ``x`` has shape (n, d) (ambient, radius included for
+        schemes with a radius, unit vectors otherwise) and ``attn(y)`` returns A of shape (n, d)
+        computed from the directions of ``y``.
+    continuous : bool
+        False for schemes defined only as a layer map (anGPT).
+    normalize_qkv : bool
+        Queries, keys and values are normalized (QKV-Norm).
+    reference : str
+        Where the row comes from.
+    """
+
+    name: str
+    has_radius: bool
+    speed: Callable | None
+    radial: Callable | None
+    layer: Callable
+    continuous: bool = True
+    normalize_qkv: bool = False
+    uses_alpha: bool = False
+    uses_tau: bool = False
+    reference: str = ""
+    description: str = field(default="", compare=False)
+
+
+def register(scheme: Scheme) -> Scheme:
+    SCHEMES[scheme.name] = scheme
+    return scheme
+
+
+def get_scheme(name) -> Scheme:
+    """The registered scheme called ``name``; unknown names list the choices."""
+    if isinstance(name, Scheme):
+        return name
+    try:
+        return SCHEMES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"`scheme` must be one of {sorted(SCHEMES)}; got scheme={name!r}.") from None
+
+
+def _ones(*arrays):
+    return np.ones(np.broadcast(*[np.asarray(a) for a in arrays]).shape)
+
+
+def _after_switch(t, model) -> bool:
+    return model.tau is not None and t > model.tau
+
+
+_KARAGODIN = "Karagodin, Polyanskiy, Rigollet et al. (2025), normalization schemes, Table 1"
+
+register(Scheme(
+    name="post-ln", has_radius=False,
+    speed=lambda r, a_norm, t, model: _ones(a_norm),
+    radial=None,
+    layer=lambda x, attn, h, t, model: normalize(x + h * attn(x)),
+    reference=_KARAGODIN,
+    description="Post-LN: x ← N(x + h Attn(x)); unit speed on the sphere."))
+
+register(Scheme(
+    name="pre-ln", has_radius=True,
+    speed=lambda r, a_norm, t, model: r * _ones(a_norm),
+    radial=lambda radial_a, a_norm, r, t, model: radial_a,
+    layer=lambda x, attn, h, t, model: x + h * attn(normalize(x)),
+    reference=_KARAGODIN,
+    description="Pre-LN: x ← x + h Attn(N(x)); speed 1/r, the radius grows by ⟨θ, A⟩."))
+
+register(Scheme(
+    name="mix-ln", has_radius=True,
+    speed=lambda r, a_norm, t, model: (r * _ones(a_norm)) if _after_switch(t, model) else _ones(r, a_norm),
+    radial=lambda radial_a, a_norm, r, t, model: (radial_a if _after_switch(t, model)
+                                                  else np.zeros(np.shape(radial_a))),
+    layer=lambda x, attn, h, t, model: (x + h * attn(normalize(x)) if _after_switch(t, model)
+                                        else np.linalg.norm(x, axis=-1, keepdims=True)
+                                        * normalize(normalize(x) + h * attn(x))),
+    uses_tau=True, reference=_KARAGODIN,
+    description="Mix-LN: Post-LN for t ≤ τ, Pre-LN after (the radius is frozen until τ)."))
+
+register(Scheme(
+    name="peri-ln", has_radius=True,
+    speed=lambda r, a_norm, t, model: r * a_norm,
+    radial=lambda radial_a, a_norm, r, t, model: radial_a / a_norm,
+    layer=lambda x, attn, h, t, model: x + h * normalize(attn(normalize(x))),
+    reference=_KARAGODIN,
+    description="Peri-LN: x ← x + h N(Attn(N(x))); speed 1/(r‖A‖), radial rate ⟨θ, A⟩/‖A‖."))
+
+register(Scheme(
+    name="ngpt", has_radius=False,
+    speed=lambda r, a_norm, t, model: a_norm / model.alpha_at(t),
+    radial=None,
+    layer=lambda x, attn, h, t, model: normalize(x + h * model.alpha_at(t) * (normalize(attn(x)) - x)),
+    uses_alpha=True, reference="Loshchilov et al. (2024), nGPT; " + _KARAGODIN,
+    description="nGPT: x ← N(x + hα(N(Attn(x)) − x)); speed α_t/‖A‖."))
+
+register(Scheme(
+    name="ln-scaling", has_radius=False,
+    speed=lambda r, a_norm, t, model: np.sqrt(t + 1.0) * _ones(a_norm),
+    radial=None,
+    layer=lambda x, attn, h, t, model: normalize(x + h * attn(x) / np.sqrt(t + 1.0)),
+    reference="Sun et al. (2025), the curse of depth (LayerNorm scaling); " + _KARAGODIN,
+    description="LN-Scaling: speed 1/√(t+1) on the sphere."))
+
+register(Scheme(
+    name="qkv-norm", has_radius=True,
+    speed=lambda r, a_norm, t, model: r * _ones(a_norm),
+    radial=lambda radial_a, a_norm, r, t, model: radial_a,
+    layer=lambda x, attn, h, t, model: x + h * attn(normalize(x)),
+    normalize_qkv=True, reference=_KARAGODIN,
+    description="QKV-Norm: Pre-LN with normalized queries, keys and values "
+                "(w ∝ exp(β⟨Q̂θ_j, K̂θ_k⟩), values Vθ_k/‖Vθ_k‖)."))
+
+
+def _angpt_layer(x, attn, h, t, model):
+    a = model.alpha_at(t) * h
+    nu = 1.0 / np.sqrt(a * a + (1.0 - a) ** 2)
+    return nu * ((1.0 - a) * x + a * normalize(attn(normalize(x))))
+
+
+register(Scheme(
+    name="angpt", has_radius=True, speed=None, radial=None, layer=_angpt_layer,
+    continuous=False, uses_alpha=True, reference=_KARAGODIN,
+    description="anGPT: exact layer map h ← ν(a)((1−a)h + a N(Attn(N(h)))), a = α·step, "
+                "ν(a) = 1/√(a² + (1−a)²); layer-discrete only."))

@@ -1,0 +1,61 @@
+"""Small named validators shared by the public entry points (messages name the parameter)."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def positive_float(name: str, value, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a float after checking it is finite and > 0 (or >= 0)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number; got {name}={value!r}.")
+    v = float(value)
+    ok = np.isfinite(v) and (v >= 0 if allow_zero else v > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be finite and {bound}; got {name}={value!r}.")
+    return v
+
+
+def nonneg_int(name: str, value, *, minimum: int = 0) -> int:
+    """Return ``value`` as an int after checking it is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer >= {minimum}; got {name}={value!r}.")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {name}={value!r}.")
+    return int(value)
+
+
+def dimension(value) -> int:
+    """Validate the ambient dimension ``d`` (tokens live on S^{d-1})."""
+    return nonneg_int("d", value, minimum=2)
+
+
+def choice(name: str, value, allowed) -> str:
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {sorted(allowed)}; got {name}={value!r}.")
+    return value
+
+
+def matrix(name: str, value, d: int) -> np.ndarray | None:
+    """A (d, d) or (heads, d, d) finite float array, or None (identity)."""
+    if value is None:
+        return None
+    a = np.asarray(value, dtype=float)
+    if a.ndim not in (2, 3) or a.shape[-2:] != (d, d):
+        raise ValueError(f"`{name}` must have shape ({d}, {d}) or (heads, {d}, {d}); got shape {a.shape}.")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
+    a = a.copy()
+    a.setflags(write=False)
+    return a
+
+
+def increasing_times(name: str, t) -> np.ndarray:
+    t = np.atleast_1d(np.asarray(t, dtype=float))
+    if t.ndim != 1 or not np.all(np.isfinite(t)):
+        raise ValueError(f"`{name}` must be a finite 1-D array of times; got {t!r}.")
+    if t.size > 1 and not np.all(np.diff(t) > 0):
+        raise ValueError(f"`{name}` must be strictly increasing; got {name}={t!r}.")
+    return t

@@ -1,0 +1,1 @@
+"""Backends register themselves with :func:`meanfield._simulate.register_backend` on import."""

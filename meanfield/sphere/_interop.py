@@ -1,0 +1,78 @@
+"""pyshtools interop, rotations and plotting grids for S² coefficients.
+
+Normalization mapping: meanfield's coefficients are pyshtools' *complex, 'ortho', csphase = −1*
+coefficients for m ≥ 0 (``SHCoeffs.coeffs[0, ℓ, m]``); the m < 0 half is ``coeffs[1, ℓ, |m|] =
+(−1)^m conj(a_ℓm)`` for a real field.  Any other pyshtools convention ('4pi', 'schmidt', 'unnorm',
+real kind, csphase = 1) is converted by pyshtools itself in :func:`from_shcoeffs`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _sh as sh
+
+
+def to_shcoeffs(alm: np.ndarray, lmax: int):
+    """A ``pyshtools.SHCoeffs`` (complex, 'ortho', csphase = −1) holding the real field ``alm``."""
+    import pyshtools  # deferred: pyshtools takes seconds to import
+
+    ell, m = sh.lm_arrays(lmax)
+    arr = np.zeros((2, lmax + 1, lmax + 1), dtype=complex)
+    arr[0, ell, m] = alm
+    arr[1, ell, m] = (-1.0) ** m * np.conj(alm)
+    return pyshtools.SHCoeffs.from_array(arr, normalization="ortho", csphase=-1)
+
+
+def from_shcoeffs(coeffs) -> tuple[np.ndarray, int]:
+    """(alm, lmax) in meanfield's layout from any ``pyshtools.SHCoeffs`` of a real field."""
+    c = coeffs.convert(normalization="ortho", csphase=-1, kind="complex")
+    lmax = c.lmax
+    ell, m = sh.lm_arrays(lmax)
+    return np.ascontiguousarray(c.coeffs[0, ell, m]), lmax
+
+
+def rotation_matrix(alpha: float, beta: float, gamma: float) -> np.ndarray:
+    """R = R_z(alpha) R_y(beta) R_z(gamma) (active, right-handed; radians)."""
+    def rz(a):
+        c, s = np.cos(a), np.sin(a)
+        return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+    c, s = np.cos(beta), np.sin(beta)
+    ry = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    return rz(alpha) @ ry @ rz(gamma)
+
+
+def _zyz_angles(r: np.ndarray):
+    beta = np.arccos(np.clip(r[2, 2], -1.0, 1.0))
+    if abs(np.sin(beta)) < 1e-12:  # gimbal lock: only alpha + gamma (or alpha − gamma) is defined
+        alpha = np.arctan2(r[1, 0], r[0, 0]) if r[2, 2] > 0 else np.arctan2(-r[1, 0], -r[0, 0])
+        return alpha, beta, 0.0
+    return np.arctan2(r[1, 2], r[0, 2]), beta, np.arctan2(r[2, 1], -r[2, 0])
+
+
+def rotate(alm: np.ndarray, lmax: int, rotation) -> np.ndarray:
+    """Coefficients of f∘R⁻¹ (the field carried along by the rotation R).
+
+    ``rotation`` is a 3×3 rotation matrix.  Uses ducc0's Wigner-matrix rotation (no stored tables).
+    """
+    r = np.asarray(rotation, dtype=float)
+    if r.shape != (3, 3) or not np.allclose(r @ r.T, np.eye(3), atol=1e-12) or np.linalg.det(r) < 0:
+        raise ValueError("`rotation` must be a proper 3×3 rotation matrix (R Rᵀ = I, det R = 1).")
+    alpha, beta, gamma = _zyz_angles(r)
+    return sh._ducc().rotate_alm(np.ascontiguousarray(alm, dtype=complex), lmax, gamma, beta, alpha,
+                                 nthreads=sh.NTHREADS)
+
+
+def mollweide_grid(alm: np.ndarray, lmax: int, nlat: int | None = None):
+    """Values on a regular longitude–latitude grid, ready for a Mollweide ``pcolormesh``.
+
+    Returns ``(lon, lat, values)``: lon (nlon,) in [−π, π), lat (nlat,) in (−π/2, π/2) ascending,
+    values (nlat, nlon).
+    """
+    nlat = nlat or max(2 * lmax + 2, 90)
+    nlon = 2 * nlat
+    vals = sh._ducc().synthesis_2d(alm=np.ascontiguousarray(alm, dtype=complex)[None], spin=0, lmax=lmax,
+                                   geometry="F1", ntheta=nlat, nphi=nlon, phi0=-np.pi, nthreads=sh.NTHREADS)[0]
+    theta = (np.arange(nlat) + 0.5) * np.pi / nlat
+    lon = -np.pi + 2 * np.pi * np.arange(nlon) / nlon
+    return lon, (np.pi / 2 - theta)[::-1], vals[::-1]

@@ -1,0 +1,291 @@
+"""Spherical-harmonic transforms on S² (d = 3) on ducc0, with Gauss–Legendre grids.
+
+Conventions (used everywhere in meanfield):
+
+* Coefficients ``alm`` are complex, in ducc0/healpy order (m-major, m ≥ 0 only, index
+  ``m(2L+1-m)/2 + ℓ``), for **orthonormal** complex harmonics Y_ℓm (∫|Y_ℓm|² dA = 1 on the unit
+  sphere, area measure dA) with the Condon–Shortley phase.  A real field is
+  f = Σ_ℓ a_ℓ0 Y_ℓ0 + 2 Re Σ_{m>0} a_ℓm Y_ℓm.
+* Grid values are arrays of shape (ntheta, nphi); ring i is at colatitude ``theta[i]`` (north to
+  south), pixel j at longitude 2πj/nphi.
+* Tangent vector fields are stored as (2, ntheta, nphi) or (2, n) arrays of their components along
+  (e_θ, e_φ); points in R³ as (..., 3).
+
+A band limit L is analysed exactly on ⌊L⌋+1 rings; quadratic products of two degree-L fields are
+projected alias-free on ⌊3L/2⌋+1 rings (``SphereGrid.for_bandlimit(L)``, the 3/2 rule).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validate import nonneg_int
+
+try:  # the machine's usable cores, not the hardware count of a shared host
+    NTHREADS = len(os.sched_getaffinity(0))
+except AttributeError:  # pragma: no cover - non-Linux
+    NTHREADS = os.cpu_count() or 1
+
+
+def _ducc():
+    import ducc0.sht  # deferred: keeps `import meanfield` fast
+
+    return ducc0.sht
+
+
+# ----------------------------------------------------------------------------------------------
+# coefficient layout
+
+def nalm(lmax: int) -> int:
+    """Number of stored coefficients for band limit ``lmax`` (m ≥ 0 only)."""
+    return (lmax + 1) * (lmax + 2) // 2
+
+
+@functools.lru_cache(maxsize=64)
+def _lm(lmax: int):
+    m = np.repeat(np.arange(lmax + 1), np.arange(lmax + 1, 0, -1))
+    start = m * (2 * lmax + 1 - m) // 2
+    ell = np.arange(nalm(lmax)) - start
+    ell.setflags(write=False)
+    m.setflags(write=False)
+    return ell, m
+
+
+def lm_arrays(lmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Degree ℓ and order m of every stored coefficient, each of shape (nalm(lmax),)."""
+    return _lm(nonneg_int("lmax", lmax))
+
+
+def lm_index(lmax: int, ell, m):
+    """Position of (ℓ, m), m ≥ 0, in the coefficient array of band limit ``lmax``."""
+    ell, m = np.asarray(ell), np.asarray(m)
+    if np.any(m < 0) or np.any(m > ell) or np.any(ell > lmax):
+        raise ValueError(f"need 0 ≤ m ≤ ℓ ≤ lmax={lmax}; got ℓ={ell}, m={m}.")
+    return m * (2 * lmax + 1 - m) // 2 + ell
+
+
+def apply_degree(alm: np.ndarray, lmax: int, per_degree: np.ndarray) -> np.ndarray:
+    """Multiply each coefficient by ``per_degree[ℓ]`` (a zonal operator such as a Funk–Hecke multiplier)."""
+    ell, _ = _lm(lmax)
+    return alm * np.asarray(per_degree)[ell]
+
+
+def resize(alm: np.ndarray, lmax_in: int, lmax_out: int) -> np.ndarray:
+    """Zero-pad (lmax_out > lmax_in) or truncate coefficients to a new band limit."""
+    if lmax_in == lmax_out:
+        return alm.copy()
+    ell_o, m_o = _lm(lmax_out)
+    keep = (ell_o <= lmax_in)
+    out = np.zeros(alm.shape[:-1] + (nalm(lmax_out),), dtype=alm.dtype)
+    if lmax_out > lmax_in:
+        out[..., keep] = alm
+    else:
+        ell_i, m_i = _lm(lmax_in)
+        out[...] = alm[..., ell_i <= lmax_out]
+    return out
+
+
+def degree_power(alm: np.ndarray, lmax: int) -> np.ndarray:
+    """E_ℓ = Σ_{m=-ℓ..ℓ} |a_ℓm|² of a real field, shape (lmax + 1,) (the L² norm² is ΣE_ℓ)."""
+    ell, m = _lm(lmax)
+    w = np.where(m == 0, 1.0, 2.0) * np.abs(alm) ** 2
+    return np.bincount(ell, weights=w, minlength=lmax + 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# grids
+
+@dataclass(frozen=True)
+class SphereGrid:
+    """A Gauss–Legendre grid on S²: ``ntheta`` rings × ``nphi`` equispaced longitudes.
+
+    Use :meth:`for_bandlimit` to pick the grid of a band limit.  Attributes ``theta`` (ntheta,),
+    ``phi`` (nphi,), ``weights`` (ntheta, nphi) area weights (Σ = 4π), ``points`` (ntheta, nphi, 3).
+    """
+
+    ntheta: int
+    nphi: int
+
+    def __post_init__(self):
+        nonneg_int("ntheta", self.ntheta, minimum=1)
+        nonneg_int("nphi", self.nphi, minimum=1)
+
+    @classmethod
+    def for_bandlimit(cls, lmax: int, dealias: bool = True) -> "SphereGrid":
+        """Grid for band limit ``lmax``: ⌊3L/2⌋+1 rings (products alias-free) or L+1 (``dealias=False``)."""
+        lmax = nonneg_int("lmax", lmax)
+        ntheta = (3 * lmax) // 2 + 1 if dealias else lmax + 1
+        nphi = max(2 * ntheta, 2 * lmax + 2 if not dealias else 3 * lmax + 2)
+        return cls(ntheta, nphi + (nphi % 2))
+
+    @property
+    def max_lmax(self) -> int:
+        """Largest band limit whose analysis is exact on this grid."""
+        return min(self.ntheta - 1, (self.nphi - 1) // 2)
+
+    @functools.cached_property
+    def theta(self) -> np.ndarray:
+        x, _ = np.polynomial.legendre.leggauss(self.ntheta)
+        return np.arccos(-x)
+
+    @functools.cached_property
+    def phi(self) -> np.ndarray:
+        return 2 * np.pi * np.arange(self.nphi) / self.nphi
+
+    @functools.cached_property
+    def weights(self) -> np.ndarray:
+        ring = _ducc().get_gridweights("GL", self.ntheta)
+        return np.repeat((ring / self.nphi)[:, None], self.nphi, axis=1)
+
+    @functools.cached_property
+    def points(self) -> np.ndarray:
+        th, ph = np.meshgrid(self.theta, self.phi, indexing="ij")
+        return angles_to_points(th, ph)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.ntheta, self.nphi)
+
+    def integrate(self, values: np.ndarray) -> np.ndarray:
+        """∫ f dA by the grid quadrature (exact for degree ≤ 2·ntheta − 1)."""
+        return np.tensordot(values, self.weights, axes=([-2, -1], [0, 1]))
+
+    def check(self, lmax: int) -> None:
+        if lmax > self.max_lmax:
+            raise ValueError(f"`lmax`={lmax} exceeds what this {self.ntheta}×{self.nphi} grid resolves "
+                             f"(max_lmax={self.max_lmax}).")
+
+
+def _as2d(alm):
+    return np.ascontiguousarray(alm, dtype=np.complex128)
+
+
+def synthesis(alm: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
+    """Grid values of the real field with coefficients ``alm``; (nalm,) → (ntheta, nphi), (k, nalm) → (k, …)."""
+    grid.check(lmax)
+    a = _as2d(alm)
+    flat = a.reshape(-1, a.shape[-1])
+    out = np.stack([_ducc().synthesis_2d(alm=f[None], spin=0, lmax=lmax, geometry="GL", ntheta=grid.ntheta,
+                                         nphi=grid.nphi, nthreads=NTHREADS)[0] for f in flat])
+    return out.reshape(a.shape[:-1] + grid.shape)
+
+
+def analysis(values: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
+    """Coefficients up to ``lmax`` of grid values, by Gauss–Legendre quadrature (an L² projection).
+
+    Exact for fields of degree ≤ 2·ntheta − 1 − lmax: with the 3/2-rule grid, the product of two
+    degree-``lmax`` fields is projected without aliasing.
+    """
+    grid.check(lmax)
+    v = np.asarray(values, dtype=float)
+    flat = (v * grid.weights).reshape((-1,) + grid.shape)
+    out = np.stack([_ducc().adjoint_synthesis_2d(map=np.ascontiguousarray(f[None]), spin=0, lmax=lmax,
+                                                 geometry="GL", nthreads=NTHREADS)[0] for f in flat])
+    return out.reshape(v.shape[:-2] + (nalm(lmax),))
+
+
+def gradient(alm: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
+    """Surface gradient ∇_S f on the grid, components along (e_θ, e_φ): shape (2, ntheta, nphi)."""
+    grid.check(lmax)
+    return _ducc().synthesis_2d(alm=_as2d(alm)[None], spin=1, lmax=lmax, geometry="GL", ntheta=grid.ntheta,
+                                nphi=grid.nphi, mode="DERIV1", nthreads=NTHREADS)
+
+
+def divergence(vector: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
+    """Coefficients up to ``lmax`` of div_S F for a tangent field F on the grid, shape (2, ntheta, nphi).
+
+    Computed as minus the adjoint of :func:`gradient` under the grid quadrature
+    (∫ g div F dA = −∫ ∇g·F dA), so the ℓ = 0 coefficient is exactly zero: transport built on it
+    conserves mass to rounding.
+    """
+    grid.check(lmax)
+    weighted = np.ascontiguousarray(np.asarray(vector, dtype=float) * grid.weights)
+    return -_ducc().adjoint_synthesis_2d(map=weighted, spin=1, lmax=lmax, geometry="GL", mode="DERIV1",
+                                         nthreads=NTHREADS)[0]
+
+
+def laplacian(alm: np.ndarray, lmax: int) -> np.ndarray:
+    """Coefficients of Δ_S f: multiply by −ℓ(ℓ+1)."""
+    ell, _ = _lm(lmax)
+    return -ell * (ell + 1.0) * alm
+
+
+# ----------------------------------------------------------------------------------------------
+# points and non-uniform transforms
+
+def angles_to_points(theta, phi) -> np.ndarray:
+    """Unit vectors (..., 3) from colatitude θ and longitude φ (radians)."""
+    st = np.sin(theta)
+    return np.stack([st * np.cos(phi), st * np.sin(phi), np.cos(theta)], axis=-1)
+
+
+def points_to_angles(points) -> tuple[np.ndarray, np.ndarray]:
+    """Colatitude θ ∈ [0, π] and longitude φ ∈ [0, 2π) of points (..., 3) (need not be unit length)."""
+    p = np.asarray(points, dtype=float)
+    theta = np.arctan2(np.hypot(p[..., 0], p[..., 1]), p[..., 2])
+    phi = np.mod(np.arctan2(p[..., 1], p[..., 0]), 2 * np.pi)
+    return theta, phi
+
+
+def tangent_basis(theta, phi) -> tuple[np.ndarray, np.ndarray]:
+    """The unit vectors e_θ and e_φ at (θ, φ), each of shape (..., 3)."""
+    ct, st, cp, sp = np.cos(theta), np.sin(theta), np.cos(phi), np.sin(phi)
+    e_theta = np.stack([ct * cp, ct * sp, -st], axis=-1)
+    e_phi = np.stack([-sp, cp, np.zeros_like(sp)], axis=-1)
+    return e_theta, e_phi
+
+
+def to_ambient(components: np.ndarray, theta, phi) -> np.ndarray:
+    """Tangent components (2, ...) along (e_θ, e_φ) → ambient vectors (..., 3)."""
+    e_t, e_p = tangent_basis(theta, phi)
+    return components[0][..., None] * e_t + components[1][..., None] * e_p
+
+
+def _loc(points) -> np.ndarray:
+    th, ph = points_to_angles(points)
+    return np.ascontiguousarray(np.stack([th.ravel(), ph.ravel()], axis=-1))
+
+
+def synthesis_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13) -> np.ndarray:
+    """Values of the real field ``alm`` at arbitrary points (..., 3) → (...,) by non-uniform synthesis."""
+    p = np.asarray(points, dtype=float)
+    out = _ducc().synthesis_general(alm=_as2d(alm)[None], spin=0, lmax=lmax, loc=_loc(p), epsilon=epsilon,
+                                    nthreads=NTHREADS)[0]
+    return out.reshape(p.shape[:-1])
+
+
+def gradient_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13, ambient: bool = True):
+    """∇_S f at arbitrary points (..., 3): ambient vectors (..., 3), or (2, ...) θ/φ components."""
+    p = np.asarray(points, dtype=float)
+    loc = _loc(p)
+    comp = _ducc().synthesis_general(alm=_as2d(alm)[None], spin=1, lmax=lmax, loc=loc, epsilon=epsilon,
+                                     mode="DERIV1", nthreads=NTHREADS)
+    if not ambient:
+        return comp.reshape((2,) + p.shape[:-1])
+    return to_ambient(comp, loc[:, 0], loc[:, 1]).reshape(p.shape)
+
+
+def adjoint_synthesis_points(values, points, lmax: int, epsilon: float = 1e-13) -> np.ndarray:
+    """Σ_j c_j conj(Y_ℓm(x_j)) for ℓ ≤ lmax: the coefficients of the measure Σ_j c_j δ_{x_j}.
+
+    ``values`` has shape (n,) (weights c_j, real), ``points`` shape (n, 3).  Cost O(n + L² log L).
+    """
+    p = np.asarray(points, dtype=float)
+    v = np.ascontiguousarray(np.asarray(values, dtype=float).reshape(1, -1))
+    return _ducc().adjoint_synthesis_general(map=v, spin=0, lmax=lmax, loc=_loc(p), epsilon=epsilon,
+                                             nthreads=NTHREADS)[0]
+
+
+def ylm(lmax: int, points) -> np.ndarray:
+    """Complex orthonormal Y_ℓm at points (n, 3) for every stored (ℓ, m ≥ 0): shape (n, nalm).
+
+    Direct evaluation (scipy.special.sph_harm_y), for tests and small n; prefer the transforms.
+    """
+    from scipy.special import sph_harm_y
+
+    th, ph = points_to_angles(points)
+    ell, m = _lm(lmax)
+    return sph_harm_y(ell[None, :], m[None, :], np.atleast_1d(th)[:, None], np.atleast_1d(ph)[:, None])

@@ -1,0 +1,78 @@
+"""Zonal (axisymmetric) functions on S^{d-1}, any d ≥ 2: g(⟨x, e⟩) expanded in normalized Gegenbauer polynomials.
+
+P_ℓ^{(d)}(t) = P_ℓ^{(α,α)}(t) / P_ℓ^{(α,α)}(1), α = (d−3)/2 (Jacobi), so P_ℓ^{(d)}(1) = 1; Legendre for d = 3,
+Chebyshev for d = 2.  The pushforward of the normalized uniform measure σ to t = ⟨x, e⟩ is
+c_d (1−t²)^α dt; Gauss–Jacobi quadrature (``scipy.special.roots_jacobi``) integrates it exactly.
+Coefficients g_ℓ of g = Σ g_ℓ P_ℓ^{(d)} are g_ℓ = ∫ g P_ℓ dσ / ∫ P_ℓ² dσ.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import functools
+
+import numpy as np
+from scipy import special
+
+from .._validate import dimension, nonneg_int
+
+
+@dataclass(frozen=True)
+class ZonalGrid:
+    """Gauss–Jacobi nodes ``t`` (n,), weights ``w`` (n,) of the pushforward of σ (Σ w = 1), for S^{d-1}."""
+
+    n: int
+    d: int
+
+    def __post_init__(self):
+        nonneg_int("n", self.n, minimum=1)
+        dimension(self.d)
+
+    @classmethod
+    def for_bandlimit(cls, lmax: int, d: int, dealias: bool = True) -> "ZonalGrid":
+        """Exact for degree ≤ 3L (``dealias``) or 2L."""
+        lmax = nonneg_int("lmax", lmax)
+        return cls((3 * lmax) // 2 + 1 if dealias else lmax + 1, d)
+
+    @functools.cached_property
+    def _nodes(self):
+        a = (self.d - 3) / 2
+        t, w = special.roots_jacobi(self.n, a, a)
+        return t, w / w.sum()
+
+    @property
+    def t(self) -> np.ndarray:
+        return self._nodes[0]
+
+    @property
+    def w(self) -> np.ndarray:
+        return self._nodes[1]
+
+
+def gegenbauer(lmax: int, t, d: int) -> np.ndarray:
+    """P_ℓ^{(d)}(t) for ℓ = 0..lmax, normalized to 1 at t = 1; shape (lmax + 1,) + t.shape."""
+    a = (dimension(d) - 3) / 2
+    ell = np.arange(nonneg_int("lmax", lmax) + 1)
+    t = np.asarray(t, dtype=float)
+    num = special.eval_jacobi(ell.reshape((-1,) + (1,) * t.ndim), a, a, t)
+    return num / special.eval_jacobi(ell, a, a, 1.0).reshape((-1,) + (1,) * t.ndim)
+
+
+def gegenbauer_norms(lmax: int, d: int) -> np.ndarray:
+    """∫ P_ℓ^{(d)}(⟨x,e⟩)² dσ(x) = 1/N(d, ℓ), ℓ = 0..lmax."""
+    from ._funk_hecke import harmonic_dimension
+
+    return 1.0 / harmonic_dimension(d, np.arange(lmax + 1))
+
+
+def zonal_analysis(values: np.ndarray, lmax: int, grid: ZonalGrid) -> np.ndarray:
+    """Coefficients g_0..g_lmax of values at the grid nodes (exact for degree ≤ 2n − 1 − lmax)."""
+    p = gegenbauer(lmax, grid.t, grid.d)
+    return (p * grid.w) @ np.asarray(values, dtype=float).T / gegenbauer_norms(lmax, grid.d)[:, None] \
+        if np.ndim(values) > 1 else (p * grid.w) @ np.asarray(values, dtype=float) / gegenbauer_norms(lmax, grid.d)
+
+
+def zonal_synthesis(coeffs: np.ndarray, t, d: int) -> np.ndarray:
+    """g(t) = Σ g_ℓ P_ℓ^{(d)}(t) at any t in [−1, 1]."""
+    c = np.asarray(coeffs, dtype=float)
+    p = gegenbauer(c.shape[-1] - 1, t, d)
+    return np.tensordot(c, p, axes=([-1], [0]))
