@@ -15,6 +15,8 @@ from .sphere._funk_hecke import (funk_hecke as funk_hecke, funk_hecke_dbeta as f
 from . import sphere as sphere
 
 # --- analysis (growth rates, equiangular ODE) ---
+from .analysis import growth_rate as growth_rate
+from ._measures import ZonalDensity as ZonalDensity
 # --- energy ---
 
 __version__ = "0.1.0"

@@ -249,3 +249,82 @@ class Particles:
 
     def __repr__(self):
         return f"Particles(n={self.n}, d={self.d}, radii={'yes' if self.radii is not None else 'no'})"
+
+
+@dataclass(frozen=True, eq=False)
+class ZonalDensity:
+    """An axisymmetric density ρ(x) = g(⟨x, e⟩) on S^{d-1}, any d ≥ 2, w.r.t. the normalized measure σ.
+
+    Attributes
+    ----------
+    coeffs : ndarray, shape (lmax + 1,)
+        g_ℓ in g(t) = Σ_ℓ g_ℓ P_ℓ^{(d)}(t), P_ℓ^{(d)} the Gegenbauer polynomials normalized to P(1) = 1
+        (so the mass ∫ρ dσ is g_0).
+    lmax : int
+    d : int
+    axis : ndarray, shape (d,)
+        The symmetry axis e (default the last basis vector).
+    radius : ndarray or None
+        Coefficients of a zonal radius field, same layout.
+    """
+
+    coeffs: np.ndarray
+    lmax: int
+    d: int = 3
+    axis: np.ndarray | None = None
+    radius: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        d, lmax = dimension(self.d), nonneg_int("lmax", self.lmax)
+        c = np.array(np.real_if_close(self.coeffs), dtype=float)
+        if c.shape != (lmax + 1,) or not np.all(np.isfinite(c)):
+            raise ValueError(f"`coeffs` must be finite with shape ({lmax + 1},); got shape {c.shape}.")
+        e = np.eye(d)[-1] if self.axis is None else np.asarray(self.axis, dtype=float)
+        if e.shape != (d,) or abs(np.linalg.norm(e) - 1) > 1e-12:
+            raise ValueError(f"`axis` must be a unit vector of length {d}.")
+        object.__setattr__(self, "coeffs", c)
+        object.__setattr__(self, "axis", e)
+        if self.radius is not None:
+            r = np.array(np.real_if_close(self.radius), dtype=float)
+            if r.shape != c.shape:
+                raise ValueError(f"`radius` coefficients must have shape {c.shape}; got {r.shape}.")
+            object.__setattr__(self, "radius", r)
+
+    @classmethod
+    def uniform(cls, lmax: int, d: int = 3) -> "ZonalDensity":
+        c = np.zeros(nonneg_int("lmax", lmax) + 1)
+        c[0] = 1.0
+        return cls(c, lmax, d)
+
+    @classmethod
+    def from_function(cls, g, lmax: int, d: int = 3, radius=None, axis=None) -> "ZonalDensity":
+        """Project g(t), t = ⟨x, e⟩ ∈ [−1, 1], onto degree ≤ lmax (Gauss–Jacobi quadrature)."""
+        from .sphere import _zonal as zon
+
+        grid = zon.ZonalGrid.for_bandlimit(lmax, d)
+        coeffs = zon.zonal_analysis(np.asarray(g(grid.t), dtype=float), lmax, grid)
+        rad = None
+        if radius is not None:
+            vals = radius(grid.t) if callable(radius) else np.full(grid.t.shape, float(radius))
+            rad = zon.zonal_analysis(vals, lmax, grid)
+        return cls(coeffs, lmax, d, axis, rad)
+
+    def evaluate_profile(self, t) -> np.ndarray:
+        """g(t) for t = ⟨x, e⟩ in [−1, 1]."""
+        from .sphere import _zonal as zon
+
+        return zon.zonal_synthesis(self.coeffs, t, self.d)
+
+    def evaluate(self, points) -> np.ndarray:
+        """ρ at points (..., d)."""
+        p = np.asarray(points, dtype=float)
+        return self.evaluate_profile(np.clip(p @ self.axis, -1.0, 1.0))
+
+    def mass(self) -> float:
+        return float(self.coeffs[0])
+
+    def with_coeffs(self, coeffs, radius=None) -> "ZonalDensity":
+        return ZonalDensity(np.real(coeffs), self.lmax, self.d, self.axis, None if radius is None else np.real(radius))
+
+    def __repr__(self):
+        return f"ZonalDensity(lmax={self.lmax}, d={self.d}, mass={self.mass():.6g})"

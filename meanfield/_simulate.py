@@ -216,6 +216,11 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     finally:
         if bar is not None:
             bar.close()
+    if status not in (Status.OK, Status.CALLBACK_STOP, Status.INTERRUPTED) and stepper.t > kept_times[-1]:
+        # keep the last good state the backend returned to (e.g. the last resolved one)
+        kept_times.append(stepper.t)
+        states.append(stepper.state())
+        diags.append(stepper.diagnostics())
     detail = getattr(stepper, "detail", "")
     if status not in (Status.OK, Status.CALLBACK_STOP):
         warnings.warn(f"simulate stopped at t={stepper.t:.6g}: {status.message} {detail}", MeanfieldWarning,

@@ -1,1 +1,2 @@
 """Backends register themselves with :func:`meanfield._simulate.register_backend` on import."""
+from . import _spectral  # noqa: F401,E402

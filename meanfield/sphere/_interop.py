@@ -43,11 +43,19 @@ def rotation_matrix(alpha: float, beta: float, gamma: float) -> np.ndarray:
 
 
 def _zyz_angles(r: np.ndarray):
-    beta = np.arccos(np.clip(r[2, 2], -1.0, 1.0))
-    if abs(np.sin(beta)) < 1e-12:  # gimbal lock: only alpha + gamma (or alpha − gamma) is defined
-        alpha = np.arctan2(r[1, 0], r[0, 0]) if r[2, 2] > 0 else np.arctan2(-r[1, 0], -r[0, 0])
-        return alpha, beta, 0.0
-    return np.arctan2(r[1, 2], r[0, 2]), beta, np.arctan2(r[2, 1], -r[2, 0])
+    """Euler angles (α, β, γ) with R = R_z(α) R_y(β) R_z(γ).
+
+    β and α come from the image of e_z (R's last column) via atan2, γ from the remainder
+    R_y(β)ᵀ R_z(α)ᵀ R, which fixes e_z.  Accurate to rounding for every R, including β near 0 or π,
+    where arccos(R₂₂) would lose half the digits and α, γ separately are ill-determined.
+    """
+    s = np.hypot(r[0, 2], r[1, 2])
+    beta = np.arctan2(s, r[2, 2])
+    alpha = np.arctan2(r[1, 2], r[0, 2]) if s > 0 else 0.0
+    ca, sa, cb, sb = np.cos(alpha), np.sin(alpha), np.cos(beta), np.sin(beta)
+    rest = (np.array([[cb, 0, -sb], [0, 1, 0], [sb, 0, cb]])
+            @ np.array([[ca, sa, 0], [-sa, ca, 0], [0, 0, 1]]) @ r)
+    return alpha, beta, np.arctan2(rest[1, 0], rest[0, 0])
 
 
 def rotate(alm: np.ndarray, lmax: int, rotation) -> np.ndarray:
@@ -59,7 +67,7 @@ def rotate(alm: np.ndarray, lmax: int, rotation) -> np.ndarray:
     if r.shape != (3, 3) or not np.allclose(r @ r.T, np.eye(3), atol=1e-12) or np.linalg.det(r) < 0:
         raise ValueError("`rotation` must be a proper 3×3 rotation matrix (R Rᵀ = I, det R = 1).")
     alpha, beta, gamma = _zyz_angles(r)
-    return sh._ducc().rotate_alm(np.ascontiguousarray(alm, dtype=complex), lmax, gamma, beta, alpha,
+    return sh._ducc().rotate_alm(sh._as2d(alm, lmax), lmax, gamma, beta, alpha,
                                  nthreads=sh.NTHREADS)
 
 

@@ -159,14 +159,29 @@ class SphereGrid:
                              f"(max_lmax={self.max_lmax}).")
 
 
-def _as2d(alm):
-    return np.ascontiguousarray(alm, dtype=np.complex128)
+def _as2d(alm, lmax=None):
+    """Contiguous complex coefficients; with ``lmax``, check the last axis holds exactly nalm(lmax).
+
+    ducc0 reads past the end of a too-short array and silently uses the head of a too-long one.
+    """
+    a = np.ascontiguousarray(alm, dtype=np.complex128)
+    if lmax is not None and (a.ndim == 0 or a.shape[-1] != nalm(lmax)):
+        raise ValueError(f"`alm` must have nalm(lmax)={nalm(lmax)} coefficients in its last axis for "
+                         f"lmax={lmax}; got shape {a.shape}.")
+    return a
+
+
+def _grid_values(name, values, shape):
+    v = np.asarray(values, dtype=float)
+    if v.shape[-len(shape):] != shape:
+        raise ValueError(f"`{name}` must have trailing shape {shape}; got shape {v.shape}.")
+    return v
 
 
 def synthesis(alm: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
     """Grid values of the real field with coefficients ``alm``; (nalm,) → (ntheta, nphi), (k, nalm) → (k, …)."""
     grid.check(lmax)
-    a = _as2d(alm)
+    a = _as2d(alm, lmax)
     flat = a.reshape(-1, a.shape[-1])
     out = np.stack([_ducc().synthesis_2d(alm=f[None], spin=0, lmax=lmax, geometry="GL", ntheta=grid.ntheta,
                                          nphi=grid.nphi, nthreads=NTHREADS)[0] for f in flat])
@@ -180,7 +195,7 @@ def analysis(values: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
     degree-``lmax`` fields is projected without aliasing.
     """
     grid.check(lmax)
-    v = np.asarray(values, dtype=float)
+    v = _grid_values("values", values, grid.shape)
     flat = (v * grid.weights).reshape((-1,) + grid.shape)
     out = np.stack([_ducc().adjoint_synthesis_2d(map=np.ascontiguousarray(f[None]), spin=0, lmax=lmax,
                                                  geometry="GL", nthreads=NTHREADS)[0] for f in flat])
@@ -190,7 +205,10 @@ def analysis(values: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
 def gradient(alm: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
     """Surface gradient ∇_S f on the grid, components along (e_θ, e_φ): shape (2, ntheta, nphi)."""
     grid.check(lmax)
-    return _ducc().synthesis_2d(alm=_as2d(alm)[None], spin=1, lmax=lmax, geometry="GL", ntheta=grid.ntheta,
+    a = _as2d(alm, lmax)
+    if a.ndim != 1:
+        raise ValueError(f"`alm` must be one set of coefficients, shape ({nalm(lmax)},); got shape {a.shape}.")
+    return _ducc().synthesis_2d(alm=a[None], spin=1, lmax=lmax, geometry="GL", ntheta=grid.ntheta,
                                 nphi=grid.nphi, mode="DERIV1", nthreads=NTHREADS)
 
 
@@ -202,7 +220,10 @@ def divergence(vector: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
     conserves mass to rounding.
     """
     grid.check(lmax)
-    weighted = np.ascontiguousarray(np.asarray(vector, dtype=float) * grid.weights)
+    v = np.asarray(vector, dtype=float)
+    if v.shape != (2,) + grid.shape:
+        raise ValueError(f"`vector` must have shape {(2,) + grid.shape}; got shape {v.shape}.")
+    weighted = np.ascontiguousarray(v * grid.weights)
     return -_ducc().adjoint_synthesis_2d(map=weighted, spin=1, lmax=lmax, geometry="GL", mode="DERIV1",
                                          nthreads=NTHREADS)[0]
 
@@ -251,17 +272,19 @@ def _loc(points) -> np.ndarray:
 
 def synthesis_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13) -> np.ndarray:
     """Values of the real field ``alm`` at arbitrary points (..., 3) → (...,) by non-uniform synthesis."""
+    lmax = nonneg_int("lmax", lmax)
     p = np.asarray(points, dtype=float)
-    out = _ducc().synthesis_general(alm=_as2d(alm)[None], spin=0, lmax=lmax, loc=_loc(p), epsilon=epsilon,
+    out = _ducc().synthesis_general(alm=_as2d(alm, lmax)[None], spin=0, lmax=lmax, loc=_loc(p), epsilon=epsilon,
                                     nthreads=NTHREADS)[0]
     return out.reshape(p.shape[:-1])
 
 
 def gradient_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13, ambient: bool = True):
     """∇_S f at arbitrary points (..., 3): ambient vectors (..., 3), or (2, ...) θ/φ components."""
+    lmax = nonneg_int("lmax", lmax)
     p = np.asarray(points, dtype=float)
     loc = _loc(p)
-    comp = _ducc().synthesis_general(alm=_as2d(alm)[None], spin=1, lmax=lmax, loc=loc, epsilon=epsilon,
+    comp = _ducc().synthesis_general(alm=_as2d(alm, lmax)[None], spin=1, lmax=lmax, loc=loc, epsilon=epsilon,
                                      mode="DERIV1", nthreads=NTHREADS)
     if not ambient:
         return comp.reshape((2,) + p.shape[:-1])
@@ -273,8 +296,12 @@ def adjoint_synthesis_points(values, points, lmax: int, epsilon: float = 1e-13) 
 
     ``values`` has shape (n,) (weights c_j, real), ``points`` shape (n, 3).  Cost O(n + L² log L).
     """
+    lmax = nonneg_int("lmax", lmax)
     p = np.asarray(points, dtype=float)
     v = np.ascontiguousarray(np.asarray(values, dtype=float).reshape(1, -1))
+    if v.shape[1] != p.size // 3 or p.shape[-1:] != (3,):
+        raise ValueError(f"`values` must hold one weight per point; got {v.shape[1]} values for points of "
+                         f"shape {p.shape}.")
     return _ducc().adjoint_synthesis_general(map=v, spin=0, lmax=lmax, loc=_loc(p), epsilon=epsilon,
                                              nthreads=NTHREADS)[0]
 

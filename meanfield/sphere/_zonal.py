@@ -65,10 +65,15 @@ def gegenbauer_norms(lmax: int, d: int) -> np.ndarray:
 
 
 def zonal_analysis(values: np.ndarray, lmax: int, grid: ZonalGrid) -> np.ndarray:
-    """Coefficients g_0..g_lmax of values at the grid nodes (exact for degree ≤ 2n − 1 − lmax)."""
+    """Coefficients g_0..g_lmax of values at the grid nodes (exact for degree ≤ 2n − 1 − lmax).
+
+    ``values`` has shape (..., n); the result (..., lmax + 1), the layout :func:`zonal_synthesis` takes.
+    """
     p = gegenbauer(lmax, grid.t, grid.d)
-    return (p * grid.w) @ np.asarray(values, dtype=float).T / gegenbauer_norms(lmax, grid.d)[:, None] \
-        if np.ndim(values) > 1 else (p * grid.w) @ np.asarray(values, dtype=float) / gegenbauer_norms(lmax, grid.d)
+    v = np.asarray(values, dtype=float)
+    if v.shape[-1:] != (grid.n,):
+        raise ValueError(f"`values` must have {grid.n} entries (one per node) in its last axis; got shape {v.shape}.")
+    return (v @ (p * grid.w).T) / gegenbauer_norms(lmax, grid.d)
 
 
 def zonal_synthesis(coeffs: np.ndarray, t, d: int) -> np.ndarray:

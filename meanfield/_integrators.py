@@ -1,0 +1,100 @@
+"""Explicit Runge–Kutta methods as data (Butcher tableaux) and one adaptive stepper.
+
+A method is a tableau: nodes ``c``, matrix ``a``, weights ``b`` and, for embedded pairs, the weights
+``b_err`` of the difference between the two solutions (used for error control).  ``METHODS`` is the
+registry; tests iterate it and measure each method's observed order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tableau:
+    name: str
+    order: int
+    c: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    b_err: np.ndarray | None = None   # b − b̂ of the embedded pair; None for fixed-step methods
+    error_order: int | None = None    # order of the embedded solution
+    fsal: bool = False
+
+    @property
+    def stages(self) -> int:
+        return len(self.b)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.b_err is not None
+
+
+METHODS: dict[str, Tableau] = {}
+
+
+def _register(t: Tableau) -> Tableau:
+    METHODS[t.name] = t
+    return t
+
+
+_register(Tableau("rk4", 4, np.array([0, 0.5, 0.5, 1.0]),
+                  np.array([[0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1.0, 0]]),
+                  np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6])))
+
+_register(Tableau(
+    "rk23", 3, np.array([0, 1 / 2, 3 / 4, 1.0]),
+    np.array([[0, 0, 0, 0], [1 / 2, 0, 0, 0], [0, 3 / 4, 0, 0], [2 / 9, 1 / 3, 4 / 9, 0]]),
+    np.array([2 / 9, 1 / 3, 4 / 9, 0]),
+    b_err=np.array([2 / 9 - 7 / 24, 1 / 3 - 1 / 4, 4 / 9 - 1 / 3, -1 / 8]), error_order=2, fsal=True))
+
+# Dormand–Prince 5(4), the pair of scipy's RK45.
+_DP_A = np.array([
+    [0, 0, 0, 0, 0, 0, 0],
+    [1 / 5, 0, 0, 0, 0, 0, 0],
+    [3 / 40, 9 / 40, 0, 0, 0, 0, 0],
+    [44 / 45, -56 / 15, 32 / 9, 0, 0, 0, 0],
+    [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0, 0, 0],
+    [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656, 0, 0],
+    [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0]])
+_DP_B = np.array([35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0])
+_DP_BHAT = np.array([5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40])
+_register(Tableau("rk45", 5, np.array([0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1, 1]), _DP_A, _DP_B,
+                  b_err=_DP_B - _DP_BHAT, error_order=4, fsal=True))
+
+
+def get_method(name) -> Tableau:
+    try:
+        return METHODS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"`method` must be one of {sorted(METHODS)}; got method={name!r}.") from None
+
+
+def rk_step(tab: Tableau, f, t: float, y: np.ndarray, h: float, k0: np.ndarray | None = None):
+    """One step of ``tab`` from (t, y) with step h.
+
+    Returns ``(y_new, err, k_last)``: the new state, the embedded error estimate (None for fixed-step
+    methods) and the last stage (reusable as the next first stage for FSAL pairs).
+    """
+    ks = [f(t, y) if k0 is None else k0]
+    for i in range(1, tab.stages):
+        yi = y + h * sum(tab.a[i, j] * ks[j] for j in range(i) if tab.a[i, j] != 0)
+        ks.append(f(t + tab.c[i] * h, yi))
+    y_new = y + h * sum(bj * kj for bj, kj in zip(tab.b, ks) if bj != 0)
+    err = None if tab.b_err is None else h * sum(ej * kj for ej, kj in zip(tab.b_err, ks) if ej != 0)
+    return y_new, err, ks[-1]
+
+
+def error_norm(err: np.ndarray, y: np.ndarray, y_new: np.ndarray, rtol: float, atol: float) -> float:
+    """RMS of err / (atol + rtol · max(|y|, |y_new|)) (scipy's norm)."""
+    scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))
+    return float(np.sqrt(np.mean(np.abs(err / scale) ** 2)))
+
+
+def next_step(h: float, norm: float, error_order: int, safety: float = 0.9, min_factor: float = 0.2,
+              max_factor: float = 5.0) -> float:
+    """Step-size update of an embedded pair from the error norm of the last step."""
+    if norm == 0.0:
+        return h * max_factor
+    return h * min(max_factor, max(min_factor, safety * norm ** (-1.0 / (error_order + 1))))

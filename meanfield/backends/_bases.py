@@ -1,0 +1,218 @@
+"""Eulerian discretizations that the spectral backend runs on: S² harmonics, S¹ Fourier, zonal Gegenbauer.
+
+Each basis offers the same small set of operations on coefficient arrays ``c`` (last axis = the
+coefficients of one field) and on values at its quadrature nodes ("grid", last axes = grid shape):
+``synth``, ``analyze`` (an L² projection by quadrature, alias-free for quadratic products),
+``conv`` (a degree-diagonal multiplier, e.g. Funk–Hecke), ``grad`` (tangent components at the nodes),
+``div`` (coefficients of the divergence of a tangent field, with zero mass exactly), ``power``
+(degree spectrum) and ``integrate`` (∫ · dσ, σ the normalized uniform measure).  Tangent fields are
+arrays of shape (ncomp,) + grid shape, components along an orthonormal tangent frame.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..sphere import _circle as circ
+from ..sphere import _sh as sh
+from ..sphere import _zonal as zon
+
+_FOUR_PI = 4 * np.pi
+
+
+class S2Basis:
+    """Orthonormal spherical harmonics on S² with a 3/2-rule Gauss–Legendre grid (ducc0)."""
+
+    d = 3
+    ncomp = 2
+    has_ambient = True
+
+    def __init__(self, lmax: int):
+        self.lmax = lmax
+        self.grid = sh.SphereGrid.for_bandlimit(lmax, dealias=True)
+        self.ell, self.m = sh.lm_arrays(lmax)
+        self.ncoef = sh.nalm(lmax)
+        self.weights = self.grid.weights / _FOUR_PI          # σ-weights of the nodes, Σ = 1
+        self.points = self.grid.points                         # (ntheta, nphi, 3)
+        th, ph = np.meshgrid(self.grid.theta, self.grid.phi, indexing="ij")
+        self.frame = np.stack(sh.tangent_basis(th, ph))        # (2, ntheta, nphi, 3): e_θ, e_φ
+
+    def synth(self, c):
+        return sh.synthesis(c, self.lmax, self.grid)
+
+    def analyze(self, v, lmax=None):
+        return sh.analysis(v, self.lmax if lmax is None else lmax, self.grid)
+
+    def conv(self, c, per_degree):
+        return c * per_degree[self.ell]
+
+    def grad(self, c):
+        return sh.gradient(c, self.lmax, self.grid)
+
+    def div(self, f):
+        return sh.divergence(f, self.lmax, self.grid)
+
+    def power(self, c):
+        return sh.degree_power(c, self.lmax)
+
+    def integrate(self, v):
+        return np.sum(v * self.weights, axis=(-2, -1))
+
+    def mass(self, c):
+        return c[..., 0].real / np.sqrt(_FOUR_PI)
+
+    def pair(self, a, b):
+        """∫ f g dσ from coefficients (Parseval)."""
+        w = np.where(self.m == 0, 1.0, 2.0)
+        return np.sum(w * (a * np.conj(b)).real, axis=-1) / _FOUR_PI
+
+    def uniform(self):
+        c = np.zeros(self.ncoef, complex)
+        c[0] = np.sqrt(_FOUR_PI)
+        return c
+
+    def resize(self, c, lmax):
+        return sh.resize(c, self.lmax, lmax)
+
+    def tangent_components(self, vec):
+        """Ambient vectors (grid, 3) → tangent components (2, grid)."""
+        return np.einsum("kijd,ijd->kij", self.frame, vec)
+
+    def energy_weights(self, lam):
+        """E_β-weights: ∬ e^{β⟨x,y⟩}ρρ dσdσ = Σ_c w_c |c|² (per coefficient)."""
+        return lam[self.ell] * np.where(self.m == 0, 1.0, 2.0) / _FOUR_PI
+
+
+class CircleBasis:
+    """Fourier series on S¹ with 3L+2 equispaced nodes (FFT)."""
+
+    d = 2
+    ncomp = 1
+    has_ambient = True
+
+    def __init__(self, lmax: int):
+        self.lmax = lmax
+        self.n = circ.circle_grid_size(lmax)
+        self.ell = np.arange(lmax + 1)
+        self.ncoef = lmax + 1
+        self.weights = np.full(self.n, 1.0 / self.n)
+        self.points = circ.circle_points(self.n)
+        phi = circ.circle_angles(self.n)
+        self.frame = np.stack([-np.sin(phi), np.cos(phi)], axis=-1)[None]   # (1, n, 2): e_φ
+
+    def synth(self, c):
+        return circ.circle_synthesis(c, self.n)
+
+    def analyze(self, v, lmax=None):
+        return circ.circle_analysis(v, self.lmax if lmax is None else lmax)
+
+    def conv(self, c, per_degree):
+        return c * per_degree[: self.ncoef]
+
+    def grad(self, c):
+        return self.synth(circ.circle_derivative(c))[None]
+
+    def div(self, f):
+        return circ.circle_derivative(self.analyze(f[0]))
+
+    def power(self, c):
+        return np.abs(c) ** 2 * np.where(self.ell == 0, 1.0, 2.0)
+
+    def integrate(self, v):
+        return np.mean(v, axis=-1)
+
+    def mass(self, c):
+        return c[..., 0].real
+
+    def pair(self, a, b):
+        w = np.where(self.ell == 0, 1.0, 2.0)
+        return np.sum(w * (a * np.conj(b)).real, axis=-1)
+
+    def uniform(self):
+        c = np.zeros(self.ncoef, complex)
+        c[0] = 1.0
+        return c
+
+    def resize(self, c, lmax):
+        out = np.zeros(c.shape[:-1] + (lmax + 1,), complex)
+        k = min(lmax, self.lmax) + 1
+        out[..., :k] = c[..., :k]
+        return out
+
+    def tangent_components(self, vec):
+        return np.einsum("kid,id->ki", self.frame, vec)
+
+    def energy_weights(self, lam):
+        return lam[: self.ncoef] * np.where(self.ell == 0, 1.0, 2.0)
+
+
+class ZonalBasis:
+    """Zonal functions g(⟨x, e⟩) on S^{d-1}, any d ≥ 2, in normalized Gegenbauer polynomials.
+
+    Nodes are Gauss–Jacobi points t_i with σ-weights; the one tangent component is along the unit
+    vector pointing towards the pole e (the direction of ∇_S t, |∇_S t| = √(1 − t²)).
+    """
+
+    ncomp = 1
+    has_ambient = False
+
+    def __init__(self, lmax: int, d: int):
+        self.lmax, self.d = lmax, d
+        self.grid = zon.ZonalGrid.for_bandlimit(lmax, d, dealias=True)
+        self.t, self.weights = self.grid.t, self.grid.w
+        self.ell = np.arange(lmax + 1)
+        self.ncoef = lmax + 1
+        self.norms = zon.gegenbauer_norms(lmax, d)
+        self.P = zon.gegenbauer(lmax, self.t, d)                        # (L+1, n)
+        self.dP = self._derivative_values()                              # (L+1, n): √(1−t²) P_ℓ'(t)
+
+    def _derivative_values(self):
+        from scipy import special
+
+        a = (self.d - 3) / 2
+        ell = self.ell[:, None]
+        p1 = special.eval_jacobi(np.maximum(ell - 1, 0), a + 1, a + 1, self.t[None, :])
+        scale = (ell + 2 * a + 1) / 2 / special.eval_jacobi(ell, a, a, 1.0)
+        deriv = np.where(ell == 0, 0.0, scale * p1)
+        return deriv * np.sqrt(1 - self.t ** 2)[None, :]
+
+    def synth(self, c):
+        return np.real(c) @ self.P
+
+    def analyze(self, v, lmax=None):
+        return (np.asarray(v) * self.weights) @ self.P.T / self.norms
+
+    def conv(self, c, per_degree):
+        return c * per_degree[: self.ncoef]
+
+    def grad(self, c):
+        return (np.real(c) @ self.dP)[None]
+
+    def div(self, f):
+        # weak form: ∫ P_ℓ div F dσ = −∫ ∇P_ℓ · F dσ; ℓ = 0 vanishes identically.
+        return -(f[0] * self.weights) @ self.dP.T / self.norms
+
+    def power(self, c):
+        return np.abs(c) ** 2 * self.norms
+
+    def integrate(self, v):
+        return np.sum(v * self.weights, axis=-1)
+
+    def mass(self, c):
+        return np.real(c[..., 0])
+
+    def pair(self, a, b):
+        return np.sum(self.norms * np.real(a * np.conj(b)), axis=-1)
+
+    def uniform(self):
+        c = np.zeros(self.ncoef, complex)
+        c[0] = 1.0
+        return c
+
+    def resize(self, c, lmax):
+        out = np.zeros(c.shape[:-1] + (lmax + 1,), complex)
+        k = min(lmax, self.lmax) + 1
+        out[..., :k] = c[..., :k]
+        return out
+
+    def energy_weights(self, lam):
+        return lam[: self.ncoef] * self.norms

@@ -1,0 +1,517 @@
+"""The Eulerian spectral backend: ∂_t ρ + div_S(ρ v[ρ]) = 0 on S² (harmonics), S¹ (Fourier) or, for
+axisymmetric data, on any S^{d-1} (Gegenbauer).
+
+Per right-hand side, for Q = K = I and V = I (the fast path, all spectral):
+Z = K∗ρ, N_tan = ∇_S Z / β and ⟨x, N⟩ = ∂_β Z come from the Funk–Hecke multipliers λ_ℓ, ∂_β λ_ℓ;
+A = N / Z (softmax) or N (unnormalized); the scheme table gives the speed s and the radial law; the
+flux F = ρ v is formed on the grid and its divergence taken with the spin-1 adjoint, so mass is exact.
+A general V uses the four convolutions Z and K∗(g_i ρ), g_i = (Vy)_i; a general Q, K (or several
+heads) uses quadrature of the kernel on the grid (O(N_grid²), BLAS).
+
+Schemes with a radius carry a radius field r(t, x), advected with ∂_t r + v·∇r = ṙ.  Several
+species (ρ_k, r_k) share the attention of their total density: a general radius distribution.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .._errors import UnsupportedModelError
+from .._integrators import error_norm, get_method, next_step, rk_step
+from .._measures import Density, ZonalDensity
+from .._model import Model
+from .._simulate import MeanfieldWarning, Status, register_backend
+from .._validate import choice, nonneg_int, positive_float
+from ..sphere._funk_hecke import funk_hecke, funk_hecke_dbeta, kernel_bandlimit
+from ._bases import CircleBasis, S2Basis, ZonalBasis
+
+POLICIES = ("stop", "refine", "handoff")
+
+
+class _Fields:
+    """Attention on the grid: tangential A (ncomp, grid), radial ⟨x, A⟩ (grid), ‖A‖ (grid)."""
+
+    __slots__ = ("tangential", "radial", "norm", "z")
+
+    def __init__(self, tangential, radial, z=None):
+        self.tangential, self.radial, self.z = tangential, radial, z
+        self.norm = np.sqrt(np.sum(tangential ** 2, axis=0) + radial ** 2)
+
+
+class SpectralAttention:
+    """The attention vector A[ρ] at the nodes of a basis, for one model.
+
+    Chooses the fast path (isotropic kernel, V = v·I: everything spectral), the general-V path (four
+    scalar convolutions) or quadrature of the kernel on the grid (general Q, K, several heads).
+    """
+
+    def __init__(self, model: Model, basis, quadrature_tol: float = 1e-12):
+        self.model, self.basis = model, basis
+        self.path = self._choose_path()
+        if self.path == "quadrature":
+            self._setup_quadrature(quadrature_tol)
+        else:
+            b = model.beta_eff
+            top = basis.lmax + 2
+            self.beta = b
+            self.lam = funk_hecke(b, top, model.d, scaled=True)     # e^{-β}λ_ℓ: common factors cancel in SA
+            self.dlam = funk_hecke_dbeta(b, top, model.d, scaled=True)
+            self.unscale = 1.0 if model.softmax else np.exp(b)
+            if self.path == "general-v":
+                self._setup_values()
+
+    def _choose_path(self):
+        m = self.model
+        if not m.isotropic:
+            if not self.basis.has_ambient:
+                raise UnsupportedModelError("the zonal solver needs QᵀK = c·I and V = v·I (an axisymmetric "
+                                            "problem); use d = 2, 3 or backend='particles'.")
+            return "quadrature"
+        v = None if m.V is None else m.V.reshape(m.d, m.d)
+        if v is None or (np.allclose(v, v[0, 0] * np.eye(m.d), rtol=0, atol=1e-14 * abs(v[0, 0]) + 1e-300)
+                         and not m.scheme_def.normalize_qkv):
+            self.vscale = 1.0 if v is None else float(v[0, 0])
+            if m.scheme_def.normalize_qkv and v is not None:
+                self.vscale = float(np.sign(v[0, 0]))
+            return "fast"
+        if not self.basis.has_ambient:
+            raise UnsupportedModelError("the zonal solver supports V = v·I only; use d = 2 or 3.")
+        return "general-v"
+
+    def _setup_values(self):
+        pts = self.basis.points
+        v = self.model.V.reshape(self.model.d, self.model.d)
+        g = pts @ v.T
+        if self.model.scheme_def.normalize_qkv:
+            g = g / np.linalg.norm(g, axis=-1, keepdims=True)
+        self.values = np.moveaxis(g, -1, 0)                 # (d, grid)
+
+    def _setup_quadrature(self, tol):
+        m, basis = self.model, self.basis
+        pts = basis.points.reshape(-1, m.d)
+        q_all, k_all, v_all = m.matrices()
+        self.heads = []
+        bound = 0.0
+        for q, k, v in zip(q_all, k_all, v_all):
+            qx, kx, vx = pts @ q.T, pts @ k.T, pts @ v.T
+            if m.scheme_def.normalize_qkv:
+                qx, kx, vx = (a / np.linalg.norm(a, axis=1, keepdims=True) for a in (qx, kx, vx))
+            logits = m.beta * (qx @ kx.T)
+            shift = logits.max() if m.softmax else 0.0
+            self.heads.append((np.exp(logits - shift), vx))
+            bound = max(bound, m.beta * np.linalg.norm(q, 2) * np.linalg.norm(k, 2))
+        need = kernel_bandlimit(bound, tol, 3 if m.d == 3 else 2)
+        capacity = 2 * (basis.grid.ntheta if m.d == 3 else basis.n // 2) - 1 - basis.lmax
+        if need > capacity:
+            warnings.warn(f"quadrature of the anisotropic kernel (β‖Q‖‖K‖ = {bound:.3g}) needs degree {need} for "
+                          f"tol={tol:g} but the grid integrates degree {capacity}; raise `lmax` for accuracy.",
+                          MeanfieldWarning, stacklevel=4)
+
+    # -- the fields -------------------------------------------------------------------------------
+    def __call__(self, rho_c) -> _Fields:
+        if self.path == "fast":
+            return self._fast(rho_c)
+        if self.path == "general-v":
+            return self._general_v(rho_c)
+        return self._quadrature(rho_c)
+
+    def _fast(self, rho_c):
+        b = self.basis
+        zc = b.conv(rho_c, self.lam)
+        z = b.synth(zc) * self.unscale
+        tang = b.grad(zc) * (self.unscale / self.beta)
+        rad = b.synth(b.conv(rho_c, self.dlam)) * self.unscale
+        if self.model.softmax:
+            tang, rad = tang / z, rad / z
+        return _Fields(self.vscale * tang, self.vscale * rad, z)
+
+    def _general_v(self, rho_c):
+        b = self.basis
+        rho = b.synth(rho_c)
+        zc = b.conv(rho_c, self.lam)
+        z = b.synth(zc) * self.unscale
+        # N_i = K∗(g_i ρ): g_i ρ has degree L+1 for linear g; project to L+1 then convolve.
+        gr = b.analyze(self.values * rho, lmax=b.lmax + 1)
+        big = _basis_like(b, b.lmax + 1)
+        nvec = np.stack([big.synth_on(b, big.conv(c, self.lam)) for c in gr], axis=-1) * self.unscale
+        if self.model.softmax:
+            nvec = nvec / z[..., None]
+        return _Fields(b.tangent_components(nvec), np.sum(b.points * nvec, axis=-1), z)
+
+    def _quadrature(self, rho_c):
+        b, m = self.basis, self.model
+        w = (b.synth(rho_c) * b.weights).reshape(-1)
+        total = 0.0
+        z_first = None
+        for kern, vx in self.heads:
+            z = kern @ w
+            n = kern @ (w[:, None] * vx)
+            a = n / z[:, None] if m.softmax else n
+            total = total + a
+            z_first = z if z_first is None else z_first
+        avec = total.reshape(b.points.shape)
+        return _Fields(b.tangent_components(avec), np.sum(b.points * avec, axis=-1), z_first.reshape(b.points.shape[:-1]))
+
+
+def _basis_like(basis, lmax):
+    """A basis of band limit ``lmax`` that synthesizes onto ``basis``'s grid (for degree-L+1 products)."""
+    if isinstance(basis, S2Basis):
+        return _S2Padded(lmax)
+    return _CirclePadded(lmax)
+
+
+class _S2Padded:
+    def __init__(self, lmax):
+        from ..sphere import _sh as sh
+        self.lmax, self.sh = lmax, sh
+        self.ell, _ = sh.lm_arrays(lmax)
+
+    def conv(self, c, per_degree):
+        return c * per_degree[self.ell]
+
+    def synth_on(self, basis, c):
+        return self.sh.synthesis(c, self.lmax, basis.grid)
+
+
+class _CirclePadded:
+    def __init__(self, lmax):
+        self.lmax = lmax
+
+    def conv(self, c, per_degree):
+        return c * per_degree[: self.lmax + 1]
+
+    def synth_on(self, basis, c):
+        from ..sphere import _circle as circ
+        return circ.circle_synthesis(c, basis.n)
+
+
+# ----------------------------------------------------------------------------------------------
+
+_OPTIONS = dict(lmax=None, method="rk45", rtol=1e-9, atol=1e-12, first_step=None, max_step=np.inf,
+                min_step=1e-12, cfl=1.0, r0=1.0, on_resolution_loss="stop", tail_warn=1e-6, tail_tol=1e-4,
+                negativity_tol=1e-6, lmax_max=256, refine_factor=1.5, filter=None, step=None,
+                quadrature_tol=1e-12, mass_tol=1e-10, max_steps=10_000_000, error_norm="l2")
+
+
+@register_backend("spectral")
+class SpectralBackend:
+    """Spectral (Eulerian) solver of the mean-field continuity equation.
+
+    Accepts a :class:`~meanfield.Density` (d = 2 or 3), a :class:`~meanfield.ZonalDensity` (any d,
+    axisymmetric, isotropic kernel) or a list of Densities (species with different radius fields,
+    masses summing to 1).
+
+    Options
+    -------
+    lmax : int
+        Band limit (default: the density's).
+    method : {"rk45", "rk23", "rk4"}
+        Explicit Runge–Kutta method; embedded pairs adapt the step to ``rtol``/``atol``, "rk4" uses the
+        fixed ``step``.
+    error_norm : {"l2", "elementwise"}
+        "l2": the step's error relative to the L² norm of the state; "elementwise": every coefficient
+        against atol + rtol·|c| (for small perturbations of a large background).
+    cfl : float
+        Step cap Δt ≤ cfl·π/(L·max|v|).
+    r0 : float
+        Initial radius where the density carries no radius field (radius schemes).
+    on_resolution_loss : {"stop", "refine", "handoff"}
+        "stop" ends the run (status RESOLUTION_LOST) keeping the last resolved state; "refine" zero-pads to
+        ⌈refine_factor·L⌉ (up to ``lmax_max``) whenever the tail fraction passes ``tail_warn``;
+        "handoff" is for backend="hybrid".
+    tail_warn, tail_tol, negativity_tol : float
+        Resolution monitor: warn (or refine) when E_tail > tail_warn, stop when E_tail > tail_tol or
+        min ρ < −negativity_tol.
+    filter : None or (strength, order)
+        Exponential filter exp(−strength (ℓ/L)^order) after each step.  It changes the answer; its use is
+        recorded in the diagnostics and warned about.
+    """
+
+    def __init__(self, model: Model, initial, **options):
+        unknown = set(options) - set(_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown option(s) {sorted(unknown)} for backend='spectral'; valid: {sorted(_OPTIONS)}.")
+        opts = {**_OPTIONS, **options}
+        self.model = model
+        if not model.scheme_def.continuous:
+            raise UnsupportedModelError(f"scheme {model.scheme!r} is a discrete layer map only; use "
+                                        "backend='particles' with time='layers'.")
+        species = list(initial) if isinstance(initial, (list, tuple)) else [initial]
+        self._check_initial(species)
+        first = species[0]
+        lmax = nonneg_int("lmax", first.lmax if opts["lmax"] is None else opts["lmax"], minimum=1)
+        self.method = get_method(opts["method"])
+        if not self.method.adaptive and opts["step"] is None:
+            raise ValueError(f"`step` is required for the fixed-step method {opts['method']!r}.")
+        for k in ("rtol", "atol", "cfl", "r0", "tail_warn", "tail_tol", "negativity_tol", "min_step",
+                  "refine_factor", "mass_tol", "quadrature_tol"):
+            positive_float(k, opts[k])
+        if opts["step"] is not None:
+            positive_float("step", opts["step"])
+        choice("on_resolution_loss", opts["on_resolution_loss"], POLICIES)
+        choice("error_norm", opts["error_norm"], ("l2", "elementwise"))
+        if opts["on_resolution_loss"] == "handoff" and type(self).name != "hybrid":
+            raise ValueError("on_resolution_loss='handoff' needs backend='hybrid'.")
+        if opts["filter"] is not None:
+            f = opts["filter"]
+            if not (isinstance(f, (tuple, list)) and len(f) == 2 and f[0] > 0 and f[1] > 0):
+                raise ValueError(f"`filter` must be (strength > 0, order > 0); got filter={f!r}.")
+        self.options = opts
+        self.zonal = isinstance(first, ZonalDensity)
+        self._axis = first.axis if self.zonal else None
+        self.t = 0.0
+        self.detail = ""
+        self._setup(lmax)
+        rad = self.model.scheme_def.has_radius
+        y = np.zeros((len(species), 2 if rad else 1, self.basis.ncoef), complex)
+        for i, s in enumerate(species):
+            y[i, 0] = self._resize_from(s.coeffs, s.lmax)
+            if rad:
+                y[i, 1] = (self._resize_from(s.radius, s.lmax) if s.radius is not None
+                           else self.basis.uniform() * opts["r0"])
+        self.y = y
+        self._mass0 = float(np.sum(self.basis.mass(y[:, 0])))
+        self.step_log = {k: [] for k in ("t", "dt", "lmax", "mass_error", "min_rho", "tail", "max_speed",
+                                         "energy", "dissipation", "rejected", "filtered")}
+        self._h = opts["first_step"]
+        self._warned_tail = False
+        self._filter_count = 0
+        self._last = None
+        self._diag_cache = None
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def _check_initial(self, species):
+        kinds = {type(s) for s in species}
+        if not kinds <= {Density, ZonalDensity} or len(kinds) != 1:
+            raise TypeError("backend='spectral' needs a Density, a ZonalDensity or a list of one kind; "
+                            f"got {[type(s).__name__ for s in species]}.")
+        for s in species:
+            if s.d != self.model.d:
+                raise ValueError(f"the density has d={s.d} but the model has d={self.model.d}.")
+            if len({s.lmax for s in species}) != 1:
+                raise ValueError("all species must share `lmax`.")
+        mass = sum(s.mass() for s in species)
+        if abs(mass - 1) > 1e-10:
+            raise ValueError(f"the initial density must have total mass 1 (∫ρ dσ = 1); got {mass!r}. "
+                             "Use Density.normalized().")
+        if len(species) > 1 and not self.model.scheme_def.has_radius:
+            raise ValueError("several species only make sense for schemes with a radius.")
+
+    def _setup(self, lmax):
+        d = self.model.d
+        if self.zonal:
+            self.basis = ZonalBasis(lmax, d)
+        elif d == 3:
+            self.basis = S2Basis(lmax)
+        elif d == 2:
+            self.basis = CircleBasis(lmax)
+        else:
+            raise UnsupportedModelError(f"backend='spectral' handles d = 2, 3 or zonal data; got d={d}.")
+        self.attention = SpectralAttention(self.model, self.basis, self.options["quadrature_tol"])
+        self._energy_w = (self.basis.energy_weights(funk_hecke(self.model.beta_eff, lmax + 1, d))
+                          if self.attention.path != "quadrature" else None)
+
+    def _resize_from(self, c, lmax_in):
+        if self.zonal or self.model.d == 2:
+            out = np.zeros(self.basis.ncoef, complex)
+            k = min(lmax_in, self.basis.lmax) + 1
+            out[:k] = np.asarray(c)[:k]
+            return out
+        from ..sphere import _sh as sh
+        return sh.resize(np.asarray(c, complex), lmax_in, self.basis.lmax)
+
+    # -- right-hand side --------------------------------------------------------------------------
+    def rhs(self, t, y):
+        b, scheme = self.basis, self.model.scheme_def
+        rho = np.stack([b.synth(c) for c in y[:, 0]])
+        fields = self.attention(y[:, 0].sum(axis=0))
+        dy = np.empty_like(y)
+        vmax, diss = 0.0, 0.0
+        for i in range(y.shape[0]):
+            r = b.synth(y[i, 1]) if scheme.has_radius else np.ones_like(rho[i])
+            s = scheme.speed(r, fields.norm, t, self.model)
+            v = fields.tangential / s
+            dy[i, 0] = -b.div(rho[i] * v)
+            if scheme.has_radius:
+                adv = np.sum(v * b.grad(y[i, 1]), axis=0)
+                rdot = scheme.radial(fields.radial, fields.norm, r, t, self.model)
+                dy[i, 1] = b.analyze(rdot - adv)
+            speed2 = np.sum(v ** 2, axis=0)
+            vmax = max(vmax, float(np.sqrt(speed2.max())))
+            diss += float(b.integrate(rho[i] * speed2))
+        self._last = (vmax, diss, float(rho.sum(axis=0).min()))
+        return dy
+
+    # -- stepping ---------------------------------------------------------------------------------
+    def advance(self, t_target: float) -> Status:
+        breaks = [self.model.tau] if (self.model.tau is not None and self.t < self.model.tau < t_target) else []
+        for stop in breaks + [t_target]:
+            status = self._advance_to(stop)
+            if status is not Status.OK:
+                return status
+        return Status.OK
+
+    def _advance_to(self, t_target):
+        opts = self.options
+        while self.t < t_target - 1e-14 * max(1.0, abs(t_target)):
+            if len(self.step_log["t"]) >= opts["max_steps"]:
+                self.detail = f"max_steps={opts['max_steps']} reached at t={self.t:.6g}."
+                return Status.STEP_TOO_SMALL
+            status = self._one_step(t_target)
+            if status is not Status.OK:
+                return status
+        self.t = t_target
+        return Status.OK
+
+    def _cfl_cap(self):
+        if self._last is None:
+            self.rhs(self.t, self.y)
+        vmax = self._last[0]
+        return np.inf if vmax == 0 else self.options["cfl"] * np.pi / (self.basis.lmax * vmax)
+
+    def _one_step(self, t_target):
+        opts, tab = self.options, self.method
+        remaining = t_target - self.t
+        rejected = 0
+        if not tab.adaptive:
+            h = min(opts["step"], remaining)
+            y_new, _, _ = rk_step(tab, self.rhs, self.t, self.y, h)
+        else:
+            h = self._h if self._h is not None else min(self._cfl_cap(), 0.01)
+            while True:
+                h = min(h, opts["max_step"], self._cfl_cap(), remaining)
+                if h < opts["min_step"]:
+                    self.detail = f"step {h:.3g} < min_step at t={self.t:.6g}."
+                    return Status.STEP_TOO_SMALL
+                y_new, err, _ = rk_step(tab, self.rhs, self.t, self.y, h)
+                finite = np.all(np.isfinite(y_new))
+                norm = self._error_norm(err, y_new) if finite else np.inf
+                if norm <= 1.0:
+                    break
+                rejected += 1
+                h = next_step(h, norm, tab.error_order) if finite else h / 4
+            self._h = next_step(h, norm, tab.error_order) if h < remaining or self._h is None else self._h
+        if not np.all(np.isfinite(y_new)):
+            self.detail = f"non-finite coefficients after the step at t={self.t:.6g}."
+            return Status.NON_FINITE
+        return self._accept(y_new, h, rejected)
+
+    def _error_norm(self, err, y_new):
+        opts = self.options
+        if opts["error_norm"] == "l2":  # relative L² error of the whole state
+            err, y, y_new = np.linalg.norm(err), np.linalg.norm(self.y), np.linalg.norm(y_new)
+        else:                           # every coefficient on its own scale (perturbation studies)
+            y = self.y
+        return error_norm(err, y, y_new, opts["rtol"], opts["atol"])
+
+    def _accept(self, y_new, h, rejected):
+        opts = self.options
+        previous = (self.t, self.y)
+        self.t, self.y = self.t + h, y_new
+        if opts["filter"] is not None:
+            strength, order = opts["filter"]
+            damp = np.exp(-strength * (self.basis.ell / self.basis.lmax) ** order)
+            self.y = self.y * damp
+            self._filter_count += 1
+            if self._filter_count == 1:
+                warnings.warn(f"an exponential filter {opts['filter']} is applied after every step: it changes the "
+                              "answer (clusters get a filter-set width).", MeanfieldWarning, stacklevel=5)
+        self.rhs(self.t, self.y)                      # monitors of the new state (and the next first stage)
+        vmax, diss, min_rho = self._last
+        tail = self._tail()
+        self._log(h, rejected, tail, vmax, diss, min_rho)
+        return self._monitor(tail, min_rho, previous)
+
+    def _tail(self):
+        e = self.basis.power(self.y[:, 0].sum(axis=0))
+        cut = int(np.floor(2 * self.basis.lmax / 3)) + 1
+        return float(e[cut:].sum() / e.sum())
+
+    def _monitor(self, tail, min_rho, previous):
+        opts = self.options
+        policy = opts["on_resolution_loss"]
+        if policy == "refine" and tail > opts["tail_warn"]:
+            new_l = int(np.ceil(opts["refine_factor"] * self.basis.lmax))
+            if new_l <= opts["lmax_max"]:
+                self.refine(new_l)
+                return Status.OK
+        lost = tail > opts["tail_tol"] or min_rho < -opts["negativity_tol"]
+        if tail > opts["tail_warn"] and not self._warned_tail and not lost:
+            self._warned_tail = True
+            warnings.warn(f"resolution warning at t={self.t:.6g}: tail-energy fraction {tail:.2e} > tail_warn="
+                          f"{opts['tail_warn']:g} (lmax={self.basis.lmax}).", MeanfieldWarning, stacklevel=5)
+        if lost:
+            self.detail = (f"At t={self.t:.6g}: tail fraction {tail:.3e} (tail_tol={opts['tail_tol']:g}), "
+                           f"min ρ {min_rho:.3e}, lmax={self.basis.lmax}. "
+                           f"State kept from t={previous[0]:.6g}.")
+            self.loss_time = self.t
+            self.t, self.y = previous
+            self._last = None
+            return self._on_loss()
+        mass_err = abs(float(np.sum(self.basis.mass(self.y[:, 0]))) - self._mass0)
+        if mass_err > opts["mass_tol"]:
+            self.detail = f"mass error {mass_err:.3e} at t={self.t:.6g}."
+            return Status.MASS_DRIFT
+        return Status.OK
+
+    def _on_loss(self):
+        return Status.RESOLUTION_LOST
+
+    def refine(self, lmax: int):
+        """Zero-pad the state to band limit ``lmax`` and continue there."""
+        y = np.stack([[self._pad(c, lmax) for c in sp] for sp in self.y])
+        self._setup(lmax)
+        self.y = y
+        self._last = None
+        self._h = None
+
+    def _pad(self, c, lmax):
+        return self.basis.resize(c, lmax)
+
+    def _log(self, h, rejected, tail, vmax, diss, min_rho):
+        log = self.step_log
+        log["t"].append(self.t)
+        log["dt"].append(h)
+        log["lmax"].append(self.basis.lmax)
+        log["mass_error"].append(float(np.sum(self.basis.mass(self.y[:, 0]))) - self._mass0)
+        log["min_rho"].append(min_rho)
+        log["tail"].append(tail)
+        log["max_speed"].append(vmax)
+        log["energy"].append(self._energy())
+        log["dissipation"].append(diss)
+        log["rejected"].append(rejected)
+        log["filtered"].append(self.options["filter"] is not None)
+
+    def _energy(self):
+        """E_β(ρ) = (1/2β) ∬ e^{β_eff⟨x,y⟩} dμ dμ (isotropic kernels; NaN otherwise)."""
+        if self._energy_w is None:
+            return np.nan
+        c = self.y[:, 0].sum(axis=0)
+        return float(np.sum(self._energy_w[: c.size] * np.abs(c) ** 2) / (2 * self.model.beta))
+
+    # -- output -----------------------------------------------------------------------------------
+    def state(self):
+        out = []
+        for sp in self.y:
+            rad = sp[1].copy() if sp.shape[0] > 1 else None
+            if self.zonal:
+                out.append(ZonalDensity(sp[0].real, self.basis.lmax, self.model.d, self._axis,
+                                        None if rad is None else rad.real))
+            else:
+                out.append(Density(sp[0].copy(), self.basis.lmax, self.model.d, rad))
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def diagnostics(self) -> dict:
+        if self._last is None:
+            self.rhs(self.t, self.y)
+        vmax, diss, min_rho = self._last
+        mass = float(np.sum(self.basis.mass(self.y[:, 0])))
+        out = dict(mass=mass, mass_error=mass - self._mass0, min_rho=min_rho, tail_fraction=self._tail(),
+                   energy=self._energy(), max_speed=vmax, dissipation=diss, lmax=self.basis.lmax,
+                   filtered_steps=self._filter_count)
+        if self.model.scheme_def.has_radius:
+            rho = np.stack([self.basis.synth(c) for c in self.y[:, 0]])
+            r = np.stack([self.basis.synth(c) for c in self.y[:, 1]])
+            out["mean_radius"] = float(self.basis.integrate((rho * r).sum(axis=0)) / mass)
+        return out
