@@ -1,0 +1,416 @@
+"""The attention vector of a weighted empirical measure, at arbitrary targets (DESIGN.md §1, §2).
+
+For tokens θ_k ∈ S^{d-1} with weights w_k (Σ w_k = 1) and a target direction x,
+
+    A(x) = Σ_heads Σ_k w_k e^{β⟨q(x), k(θ_k)⟩} v(θ_k) / Z(x)        (SA, "softmax")
+    A(x) = Σ_heads Σ_k w_k e^{β⟨q(x), k(θ_k)⟩} v(θ_k)               (USA, "unnormalized")
+
+with q = Qx, k = Kθ, v = Vθ (QKV-Norm: each normalized to unit length) and
+Z(x) = Σ_k w_k e^{β⟨q(x), k(θ_k)⟩}.  With equal weights 1/n this is DESIGN.md §1 exactly (SA) and
+its division by the constant n (USA).
+
+Two evaluators with one return type, :class:`AttentionField`:
+
+* :func:`attention_field`: the direct sum, O(N·M·d) for N sources and M targets, any d, any Q, K, V
+  (heads summed), optional causal mask; chunked over targets so memory is O(chunk·N), threaded.
+* :func:`attention_field_sh`: S² (d = 3) with QᵀK = c·I, through the kernel's truncated Funk–Hecke
+  expansion and ducc0's non-uniform transforms (DESIGN.md §2, "Particles with a spectral
+  velocity"), O(N + M + L² log L), error ≤ the reported kernel truncation bound.
+
+The velocity of a scheme is built from these fields by the particle backends
+(:mod:`meanfield.backends._stepper`); the energy module and the tests call them directly.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import numpy as np
+
+from ._errors import UnsupportedModelError
+from ._validate import nonneg_int, positive_float
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+_EXECUTOR_LOCK = threading.Lock()
+_CHUNK_ELEMENTS = 2 ** 20  # default chunk: ~8 MB of float64 logits per worker
+
+
+def _nthreads() -> int:
+    from .sphere._sh import NTHREADS
+    return NTHREADS
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None:
+            _EXECUTOR = ThreadPoolExecutor(max_workers=max(1, _nthreads()), thread_name_prefix="meanfield-attn")
+        return _EXECUTOR
+
+
+class AttentionField(NamedTuple):
+    """The attention vector and its parts at M target directions.
+
+    Attributes
+    ----------
+    A : ndarray, shape (M, d), or None
+        Ambient attention vector (summed over heads).  None when only the tangential part was asked for.
+    tangential : ndarray, shape (M, d)
+        P_x A = A − ⟨x, A⟩ x.
+    radial : ndarray, shape (M,), or None
+        ⟨x, A⟩.
+    norm : ndarray, shape (M,), or None
+        ‖A‖.
+    log_z : ndarray, shape (heads, M), or None
+        log Z_h(x) = log Σ_k w_k e^{β⟨q_h(x), k_h(θ_k)⟩} per head (dimensionless); the energy-like
+        quantity (1/2β) Σ_j w_j Z(θ_j) of the state is built from it.
+    """
+
+    A: np.ndarray | None
+    tangential: np.ndarray
+    radial: np.ndarray | None
+    norm: np.ndarray | None
+    log_z: np.ndarray | None
+
+
+# ----------------------------------------------------------------------------------------------
+# input checks shared by both evaluators
+
+def _check_points(name, x, d):
+    x = np.asarray(x, dtype=float)
+    if x.ndim != 2 or x.shape[1] != d or x.shape[0] < 1:
+        raise ValueError(f"`{name}` must have shape (n, {d}) with n ≥ 1 (the model's d={d}); got shape {x.shape}.")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
+    return x
+
+
+def _check_inputs(model, directions, weights, targets):
+    from ._model import Model
+    if not isinstance(model, Model):
+        raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
+    x = _check_points("directions", directions, model.d)
+    n = x.shape[0]
+    if weights is None:
+        w = np.full(n, 1.0 / n)
+    else:
+        w = np.asarray(weights, dtype=float)
+        if w.shape != (n,):
+            raise ValueError(f"`weights` must have shape ({n},); got shape {w.shape}.")
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError("`weights` must be finite and ≥ 0.")
+    y = x if targets is None else _check_points("targets", targets, model.d)
+    return x, w, y
+
+
+def _finish(A, y, log_z, full=True):
+    radial = np.einsum("ij,ij->i", A, y)
+    tangential = A - radial[:, None] * y
+    if not full:
+        return AttentionField(None, tangential, None, None, log_z)
+    return AttentionField(A, tangential, radial, np.linalg.norm(A, axis=1), log_z)
+
+
+def _unit_rows(a, what):
+    nrm = np.linalg.norm(a, axis=-1, keepdims=True)
+    if np.any(nrm == 0):
+        raise ValueError(f"QKV-Norm needs nonzero {what}; a matrix maps a token direction to 0.")
+    return a / nrm
+
+
+# ----------------------------------------------------------------------------------------------
+# direct O(N·M) evaluation
+
+def attention_field(model, directions, weights=None, targets=None, *, causal: bool = False,
+                    chunk: int | None = None, nthreads: int | None = None) -> AttentionField:
+    """Exact attention vector of the weighted tokens ``directions`` at ``targets``, by the direct sum.
+
+    Parameters
+    ----------
+    model : Model
+        Supplies β, the attention ("softmax"/"unnormalized"), Q, K, V (heads summed) and whether the
+        scheme normalizes queries, keys and values (QKV-Norm).
+    directions : array_like, shape (N, d)
+        Source token directions θ_k (unit vectors; only directions enter attention).
+    weights : array_like, shape (N,), optional
+        Nonnegative weights w_k (default 1/N).  SA divides by Σ_k w_k e^{…}; USA does not divide, so
+        with w_k = 1/n it is DESIGN.md's division by the constant n.
+    targets : array_like, shape (M, d), optional
+        Query directions x (unit vectors); default the sources themselves.
+    causal : bool
+        Token j attends only to k ≤ j (index order).  Requires ``targets=None``.
+    chunk : int, optional
+        Rows of targets processed at once; memory is O(chunk·N·nthreads) float64.  Default
+        ≈ 2²⁰/N (about 8 MB per worker).
+    nthreads : int, optional
+        Worker threads over chunks (numpy releases the GIL); default: the usable cores.
+
+    Returns
+    -------
+    AttentionField
+        ``A`` (M, d), ``tangential`` (M, d), ``radial`` (M,), ``norm`` (M,), ``log_z`` (heads, M).
+
+    Notes
+    -----
+    SA uses the log-sum-exp shift (the row maximum of the logits), so nothing overflows for any β.
+    USA returns e^{max}·(shifted sum), which overflows only where the true value does.  A target
+    whose visible sources all have zero weight gets A = 0 (SA) and log Z = −inf.
+    """
+    x, w, y = _check_inputs(model, directions, weights, targets)
+    if causal and targets is not None:
+        raise ValueError("`causal=True` needs `targets=None` (the mask is defined by token order).")
+    n, m = x.shape[0], y.shape[0]
+    if chunk is None:
+        chunk = max(8, min(m, _CHUNK_ELEMENTS // max(n, 1)))
+    chunk = nonneg_int("chunk", chunk, minimum=1)
+    nthreads = _nthreads() if nthreads is None else nonneg_int("nthreads", nthreads, minimum=1)
+
+    Qs, Ks, Vs = model.matrices()
+    beta, heads, d = model.beta, model.heads, model.d
+    qkv = model.scheme_def.normalize_qkv
+    A = np.zeros((m, d))
+    log_z = np.empty((heads, m))
+    for h in range(heads):
+        q = y @ Qs[h].T
+        k = x @ Ks[h].T
+        v = x @ Vs[h].T
+        if qkv:
+            q, k, v = _unit_rows(q, "queries Qθ"), _unit_rows(k, "keys Kθ"), _unit_rows(v, "values Vθ")
+        kT = np.ascontiguousarray((beta * k).T)          # (d, N)
+        rhs = np.concatenate([w[:, None] * v, w[:, None]], axis=1)  # (N, d+1): [w v | w]
+        Ah = np.empty((m, d))
+
+        def block(a, q=q, kT=kT, rhs=rhs, Ah=Ah, h=h):
+            b = min(a + chunk, m)
+            ncols = b if causal else n
+            logits = q[a:b] @ kT[:, :ncols]               # (c, ncols)
+            if causal:
+                rows = np.arange(a, b)[:, None]
+                logits[np.arange(ncols)[None, :] > rows] = -np.inf
+            mx = logits.max(axis=1)
+            logits -= mx[:, None]
+            np.exp(logits, out=logits)
+            acc = logits @ rhs[:ncols]                      # (c, d+1)
+            s = acc[:, d]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                log_z[h, a:b] = mx + np.log(s)
+                if model.softmax:
+                    Ah[a:b] = np.where(s[:, None] > 0, acc[:, :d] / s[:, None], 0.0)
+                else:
+                    Ah[a:b] = acc[:, :d] * np.exp(mx)[:, None]
+
+        starts = range(0, m, chunk)
+        if nthreads == 1 or len(starts) == 1:
+            for a in starts:
+                block(a)
+        else:
+            list(_executor().map(block, starts))
+        A += Ah
+    return _finish(A, y, log_z)
+
+
+# ----------------------------------------------------------------------------------------------
+# spectral evaluation on S²
+
+def sh_support(model) -> str | None:
+    """Why :func:`attention_field_sh` cannot handle ``model`` (None when it can)."""
+    if model.d != 3:
+        return f"the spectral velocity needs d = 3 (tokens on S²); got d={model.d}. Use backend='particles'."
+    if model.heads != 1:
+        return (f"the spectral velocity needs a single head; got {model.heads} heads. "
+                "Use backend='particles'.")
+    if not model.isotropic:
+        why = ("with QKV-Norm, Q and K must be multiples of orthogonal matrices with QᵀK ∝ I"
+               if model.scheme_def.normalize_qkv else "QᵀK must be c·I with c > 0")
+        return (f"the kernel exp(β⟨Qx, Ky⟩) is not zonal ({why}), so it has no Funk–Hecke expansion. "
+                "Use backend='particles'.")
+    return None
+
+
+def _linear_values(model):
+    """(V_eff, linear): values are V_eff·θ (linear) unless QKV-Norm normalizes a non-conformal V."""
+    V = model.matrices()[2][0]
+    if not model.scheme_def.normalize_qkv:
+        return np.array(V), True
+    g = V.T @ V
+    c2 = g[0, 0]
+    if c2 > 0 and np.allclose(g, c2 * np.eye(3), rtol=0, atol=1e-14 * c2):
+        return np.array(V) / np.sqrt(c2), True   # ‖Vθ‖ = √c2 for every unit θ
+    return np.array(V), False
+
+
+def sh_bandlimit(model, tol: float = 1e-12, lmax: int | None = None) -> int:
+    """The band limit L of the spectral velocity: ``lmax`` if given, else kernel_bandlimit(β·c, tol)."""
+    from .sphere._funk_hecke import kernel_bandlimit
+    if lmax is not None:
+        return nonneg_int("lmax", lmax, minimum=1)
+    tol = positive_float("tol", tol)
+    if tol >= 1:
+        raise ValueError(f"`tol` must be in (0, 1); got tol={tol!r}.")
+    return max(1, kernel_bandlimit(model.beta_eff, tol))
+
+
+def sh_error_bounds(beta_eff: float, lmax: int) -> tuple[float, float]:
+    """Sup bounds (ε_Z, ε_M), per unit mass and relative to e^{β}, of the kernel truncation at ``lmax``.
+
+    ε_Z bounds |Z − Z_L| for Z(x) = ∫ e^{β⟨x,y⟩} dμ; ε_M bounds |M − M_L| for the moment
+    M(x) = ∫ e^{β⟨x,y⟩} y dμ = ∇_S Z/β + x ∫ ⟨x,y⟩ e^{β⟨x,y⟩} dμ, using |P_ℓ| ≤ 1,
+    |∂_θ P_ℓ(cos θ)| ≤ √(ℓ(ℓ+1)) and Σ_m |Y_ℓm|² = (2ℓ+1)/4π.  Both are scaled by e^{-β} (the
+    convention of ``funk_hecke(..., scaled=True)``).
+    """
+    from .sphere._funk_hecke import funk_hecke, funk_hecke_dbeta
+    top = lmax + int(beta_eff + 6 * np.sqrt(beta_eff + 1) + 60)
+    ell = np.arange(top + 1)
+    lam = funk_hecke(beta_eff, top, 3, scaled=True)
+    dlam = funk_hecke_dbeta(beta_eff, top, 3, scaled=True)
+    tail = ell > lmax
+    eps_z = float(np.sum(((2 * ell + 1) * lam)[tail]))
+    eps_m = float(np.sum(((2 * ell + 1) * (lam * np.sqrt(ell * (ell + 1.0)) / beta_eff + np.abs(dlam)))[tail]))
+    return eps_z, eps_m
+
+
+class _Geometry(NamedTuple):
+    loc: np.ndarray      # (n, 2) colatitude, longitude for ducc0
+    e_theta: np.ndarray  # (n, 3)
+    e_phi: np.ndarray    # (n, 3)
+
+
+def _geometry(points, nthreads) -> _Geometry:
+    """ducc0 locations and the tangent frame (e_θ, e_φ) of unit vectors (n, 3), threaded over halves."""
+    n = points.shape[0]
+    loc = np.empty((n, 2))
+    e_t = np.empty((n, 3))
+    e_p = np.empty((n, 3))
+
+    def part(sl):
+        p = points[sl]
+        px, py, pz = p[:, 0], p[:, 1], p[:, 2]
+        rho = np.hypot(px, py)
+        th = np.arctan2(rho, pz)
+        ph = np.arctan2(py, px)
+        pole = rho == 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cp = np.where(pole, np.cos(ph), px / rho)
+            sp = np.where(pole, np.sin(ph), py / rho)
+        ph[ph < 0] += 2 * np.pi
+        loc[sl, 0] = th
+        loc[sl, 1] = ph
+        ct, st = np.cos(th), np.sin(th)
+        e_t[sl, 0] = ct * cp
+        e_t[sl, 1] = ct * sp
+        e_t[sl, 2] = -st
+        e_p[sl, 0] = -sp
+        e_p[sl, 1] = cp
+        e_p[sl, 2] = 0.0
+
+    parts = max(1, min(nthreads, n // 50_000))
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    slices = [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
+    if parts == 1:
+        part(slices[0])
+    else:
+        list(_executor().map(part, slices))
+    return _Geometry(loc, e_t, e_p)
+
+
+def attention_field_sh(model, directions, weights=None, targets=None, *, tol: float = 1e-12,
+                       lmax: int | None = None, epsilon: float = 3e-13, radial: bool = True,
+                       nthreads: int | None = None) -> AttentionField:
+    """Attention vector on S² for QᵀK = c·I through the truncated Funk–Hecke expansion of the kernel.
+
+    One adjoint non-uniform transform gives μ̂_ℓm = Σ_k w_k conj(Y_ℓm(θ_k)); multiplying by 4πλ_ℓ
+    (λ_ℓ = ``funk_hecke(β·c, L)``, normalized measure) gives Z = K∗μ, by 4π∂_βλ_ℓ the radial moment
+    R(x) = ∫⟨x,y⟩e^{β⟨x,y⟩}dμ(y).  Non-uniform syntheses (spin 0, and spin 1 for ∇_S Z) at the
+    targets give the moment M = ∇_S Z/β + R x = ∫ e^{β⟨x,y⟩} y dμ(y), and A = V M / Z (SA) or V M
+    (USA).  QKV-Norm with a V that is not a multiple of an orthogonal matrix has nonlinear values
+    v(y) = Vy/‖Vy‖: then Z and the three N_i = K∗(v_i μ) are convolved (4 adjoint transforms).
+
+    Parameters
+    ----------
+    model : Model
+        d = 3, one head, QᵀK = c·I with c > 0 (``model.isotropic``); any V.
+    directions : array_like, shape (N, 3)
+        Source token directions (unit vectors).
+    weights : array_like, shape (N,), optional
+        Nonnegative weights (default 1/N).
+    targets : array_like, shape (M, 3), optional
+        Unit query directions; default the sources.
+    tol : float
+        Kernel truncation tolerance in (0, 1): L = ``kernel_bandlimit(β·c, tol)``.
+    lmax : int, optional
+        Band limit L ≥ 1, overriding ``tol``.
+    epsilon : float
+        Accuracy of ducc0's non-uniform transforms (≥ 2e-13, ducc0's floor for float64).
+    radial : bool
+        If False and V is a multiple of the identity (the fast path), skip the radial synthesis:
+        only ``tangential`` (and ``log_z``) are returned, ``A``, ``radial``, ``norm`` are None.
+    nthreads : int, optional
+        Threads for ducc0 and the geometry; default the usable cores.
+
+    Returns
+    -------
+    AttentionField
+        As :func:`attention_field`; ``log_z`` has shape (1, M).
+
+    Raises
+    ------
+    UnsupportedModelError
+        When d ≠ 3, several heads, or QᵀK is not c·I (:func:`sh_support` gives the reason).
+
+    Notes
+    -----
+    The error is set by the kernel truncation, independent of how concentrated the measure is:
+    per unit mass |Z − Z_L| ≤ e^β ε_Z and |M − M_L| ≤ e^β ε_M (:func:`sh_error_bounds`), plus the
+    transforms' ``epsilon``.
+    """
+    from .sphere import _sh as sh
+    from .sphere._funk_hecke import funk_hecke, funk_hecke_dbeta
+
+    x, w, y = _check_inputs(model, directions, weights, targets)
+    why = sh_support(model)
+    if why is not None:
+        raise UnsupportedModelError(why)
+    L = sh_bandlimit(model, tol, lmax)
+    epsilon = positive_float("epsilon", epsilon)
+    if epsilon < 2e-13 or epsilon >= 1:
+        raise ValueError(f"`epsilon` must be in [2e-13, 1) (ducc0's float64 range); got epsilon={epsilon!r}.")
+    nthreads = _nthreads() if nthreads is None else nonneg_int("nthreads", nthreads, minimum=1)
+    ducc = sh._ducc()
+    b = model.beta_eff
+    ell, _ = sh.lm_arrays(L)
+    lam = 4 * np.pi * funk_hecke(b, L, 3, scaled=True)[ell]          # e^{-β}·4πλ_ℓ
+    V, linear = _linear_values(model)
+    v_is_scalar = linear and np.allclose(V, V[0, 0] * np.eye(3), rtol=0, atol=0)
+    need_radial = radial or not v_is_scalar
+
+    gs = _geometry(x, nthreads)
+    gt = gs if targets is None else _geometry(y, nthreads)
+    kw = dict(lmax=L, epsilon=epsilon, nthreads=nthreads)
+
+    def adjoint(vals):
+        return ducc.adjoint_synthesis_general(map=np.ascontiguousarray(vals[None]), spin=0, loc=gs.loc, **kw)
+
+    def synth(alm):
+        return ducc.synthesis_general(alm=alm, spin=0, loc=gt.loc, **kw)[0]
+
+    mu = adjoint(w)                                                   # (1, nalm)
+    z_alm = mu * lam
+    z = synth(z_alm)                                                  # e^{-β} Z at the targets
+    if linear:
+        grad = ducc.synthesis_general(alm=z_alm, spin=1, loc=gt.loc, mode="DERIV1", **kw)
+        M = (grad[0][:, None] * gt.e_theta + grad[1][:, None] * gt.e_phi) / b
+        if need_radial:
+            dlam = 4 * np.pi * funk_hecke_dbeta(b, L, 3, scaled=True)[ell]
+            M += synth(mu * dlam)[:, None] * y
+        num = M @ V.T
+    else:
+        vals = x @ V.T
+        vals /= np.linalg.norm(vals, axis=1, keepdims=True)
+        num = np.stack([synth(adjoint(w * vals[:, i]) * lam) for i in range(3)], axis=1)
+    with np.errstate(divide="ignore"):
+        log_z = (np.log(z) + b)[None]
+    A = num / z[:, None] if model.softmax else num * np.exp(b)
+    if not need_radial:   # V = v·I and only the tangential part: A is tangential up to rounding
+        return AttentionField(None, A, None, None, log_z)
+    return _finish(A, y, log_z)

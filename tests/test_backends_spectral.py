@@ -1,0 +1,241 @@
+"""The spectral backend against independent answers: linear theory, symmetry, a second solver, exact laws."""
+import warnings
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+import meanfield as mf
+from meanfield.backends._bases import S2Basis
+from meanfield.backends._spectral import SpectralAttention
+from meanfield.sphere import lm_index, rotate, rotation_matrix
+
+
+def _perturbed(L, d, ell, eps):
+    if d == 3:
+        c = mf.Density.uniform(L).coeffs.copy()
+        c[lm_index(L, ell, 0)] = eps
+        return mf.Density(c, L), lambda s: s.coeffs[lm_index(L, ell, 0)].real
+    c = np.zeros(L + 1, complex)
+    c[0], c[ell] = 1.0, eps / 2
+    return mf.Density(c, L, d=2), lambda s: 2 * s.coeffs[ell].real
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("attention", ["softmax", "unnormalized"])
+@pytest.mark.parametrize("beta", [1.0, 5.0])
+def test_linear_growth_matches_growth_rate(d, attention, beta):
+    """uniform + 1e-7·Y_ℓ grows like e^{γ_ℓ t}; nonlinear corrections are O(ε) = 1e-7 relative."""
+    for ell in (1, 2, 3, 4):
+        rate = mf.growth_rate(beta, ell, d, attention)
+        dens, amp = _perturbed(12, d, ell, 1e-7)
+        t_final = 1.0 / rate   # one e-fold: the perturbation stays linear
+        tr = mf.simulate(mf.Model(beta, attention=attention, d=d), dens, t_final, rtol=1e-10, atol=1e-20,
+                         error_norm="elementwise")
+        fitted = np.log(amp(tr.final) / 1e-7) / t_final
+        assert abs(fitted / rate - 1) < 1e-6, (ell, fitted, rate)
+
+
+def _smooth(L):
+    return mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 2] + 0.3 * x[..., 0] * x[..., 1], L)
+
+
+def test_mass_exact_and_stop_on_resolution_loss():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(5.0), _smooth(32), 10.0, save_every=1.0)
+    assert tr.status is mf.Status.RESOLUTION_LOST and not tr.success
+    assert "tail fraction" in tr.message
+    assert np.max(np.abs(tr.diagnostics["mass_error"])) < 1e-13
+    assert np.max(np.abs(tr.steps["mass_error"])) < 1e-13
+    # the last kept state is resolved: its monitors are within the thresholds
+    assert tr.diagnostics["tail_fraction"][-1] <= 1e-4 and tr.diagnostics["min_rho"][-1] >= -1e-6
+    assert tr.times[-1] > 3.0   # clusters formed before the loss
+
+
+def test_refine_policy_raises_lmax_and_keeps_mass():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(5.0), _smooth(16), 5.0, on_resolution_loss="refine", lmax_max=64)
+    assert tr.success, tr.message
+    assert tr.final.lmax > 16 and tr.steps["lmax"].max() == tr.final.lmax
+    assert np.max(np.abs(tr.steps["mass_error"])) < 1e-13
+    assert np.all(tr.steps["tail"] <= 1e-4)
+
+
+def test_filter_is_recorded_and_warned():
+    with pytest.warns(mf.MeanfieldWarning, match="filter"):
+        tr = mf.simulate(mf.Model(2.0), _smooth(16), 0.2, filter=(36.0, 8))
+    assert tr.diagnostics["filtered_steps"][-1] > 0 and tr.steps["filtered"].all()
+
+
+def test_rotation_equivariance():
+    L = 24
+    d0 = _smooth(L)
+    R = rotation_matrix(0.4, 1.0, 2.0)
+    model = mf.Model(5.0)
+    a = mf.simulate(model, d0, 1.0, rtol=1e-12)
+    b = mf.simulate(model, mf.Density(rotate(d0.coeffs, L, R), L), 1.0, rtol=1e-12)
+    assert np.max(np.abs(rotate(a.final.coeffs, L, R) - b.final.coeffs)) < 1e-10
+
+
+def test_exponential_convergence_in_lmax():
+    """While resolved, the error against a finer solution drops geometrically with L."""
+    model = mf.Model(3.0)
+    f = lambda x: np.exp(x[..., 2] + 0.5 * x[..., 0])  # noqa: E731  (entire: coefficients decay super-geometrically)
+    ref = mf.simulate(model, mf.Density.from_function(f, 40, normalize=True), 0.3, rtol=1e-13).final
+    errs = []
+    for L in (6, 8, 10, 12):
+        # coarse L on purpose: the monitor threshold is relaxed, the error is measured directly
+        tr = mf.simulate(model, mf.Density.from_function(f, L, normalize=True), 0.3, rtol=1e-13, tail_tol=1e-2)
+        assert tr.success, tr.message
+        errs.append(np.linalg.norm(tr.final.resized(40).coeffs - ref.coeffs))
+    errs = np.array(errs)
+    assert np.all(np.diff(np.log(errs)) < -4.0), errs        # each +2 in L gains more than e⁴
+    assert errs[-1] < 1e-9
+
+
+def test_zonal_solver_matches_s2_solver():
+    L = 20
+    g = lambda t: np.exp(1.5 * t)  # noqa: E731
+    s2 = mf.Density.from_function(lambda x: g(x[..., 2]), L, normalize=True)
+    zon = mf.ZonalDensity.from_function(g, L, d=3)
+    zon = zon.with_coeffs(zon.coeffs / zon.mass())
+    model = mf.Model(4.0)
+    a = mf.simulate(model, s2, 1.0, rtol=1e-13).final
+    b = mf.simulate(model, zon, 1.0, rtol=1e-13).final
+    t = np.linspace(-1, 1, 41)
+    pts = np.stack([np.sqrt(1 - t ** 2), 0 * t, t], axis=-1)
+    assert np.max(np.abs(a.evaluate(pts) - b.evaluate(pts))) < 1e-10
+
+
+def test_zonal_solver_on_circle_matches_fourier_solver():
+    """d = 2: g(cos φ) in Chebyshev polynomials against the Fourier solver."""
+    L = 20
+    g = lambda t: 1 + 0.4 * t + 0.2 * t ** 2  # noqa: E731
+    four = mf.Density.from_function(lambda x: g(x[..., 1]) / 1.1, L, d=2)
+    zon = mf.ZonalDensity.from_function(lambda t: g(t) / 1.1, L, d=2)
+    model = mf.Model(2.0, d=2)
+    a = mf.simulate(model, four, 1.0, rtol=1e-13).final
+    b = mf.simulate(model, zon, 1.0, rtol=1e-13).final
+    phi = np.linspace(0, 2 * np.pi, 50)
+    pts = np.stack([np.cos(phi), np.sin(phi)], axis=-1)
+    assert np.max(np.abs(a.evaluate(pts) - b.evaluate(pts))) < 1e-10
+
+
+def test_energy_identity_usa():
+    """dE/dt = ∫|v|² dμ along the USA flow (V = I): compare the recorded E(t) with ∫ dissipation dt."""
+    model = mf.Model(2.0, attention="unnormalized")
+    residual = []
+    for h in (1e-2, 5e-3):
+        tr = mf.simulate(model, _smooth(24), 0.5, method="rk4", step=h)
+        t, e, diss = tr.steps["t"], tr.steps["energy"], tr.steps["dissipation"]
+        t, e, diss = np.r_[0.0, t], np.r_[tr.diagnostics["energy"][0], e], np.r_[tr.diagnostics["dissipation"][0], diss]
+        gained = integrate.simpson(diss, x=t)       # O(h⁴), like RK4 itself
+        residual.append(abs((e[-1] - e[0]) - gained) / gained)
+    assert residual[1] < 1e-8
+    assert residual[0] / residual[1] > 2 ** 3.5      # fourth order in h
+
+
+def test_pre_ln_radius_on_uniform_state_grows_linearly():
+    beta, r0 = 3.0, 2.0
+    lam = mf.funk_hecke(beta, 0)[0]
+    dlam = mf.funk_hecke_dbeta(beta, 0)[0]
+    tr = mf.simulate(mf.Model(beta, "pre-ln"), mf.Density.uniform(8), 2.0, r0=r0, save_every=0.5)
+    expected = r0 + tr.times * dlam / lam
+    assert np.max(np.abs(tr.diagnostics["mean_radius"] - expected)) < 1e-12
+    # a small perturbation changes the rate only at second order in ε
+    c = mf.Density.uniform(8).coeffs.copy()
+    c[lm_index(8, 2, 0)] = 1e-4
+    tr2 = mf.simulate(mf.Model(beta, "pre-ln"), mf.Density(c, 8), 2.0, r0=r0, save_every=0.5)
+    assert np.max(np.abs(tr2.diagnostics["mean_radius"] - expected)) < 1e-6
+
+
+@pytest.mark.parametrize("scheme", sorted(s for s in mf.SCHEMES if mf.SCHEMES[s].continuous))
+def test_every_scheme_runs_and_conserves_mass(scheme):
+    model = mf.Model(4.0, scheme, tau=0.3 if scheme == "mix-ln" else None)
+    tr = mf.simulate(model, _smooth(16), 0.6, save_every=0.2)
+    assert tr.success, tr.message
+    assert np.max(np.abs(tr.steps["mass_error"])) < 1e-13
+    assert np.all(np.diff(tr.diagnostics["energy"]) > 0)   # attention concentrates the measure
+
+
+def test_growth_rate_is_rate_of_every_scheme():
+    """The scheme's speed at the uniform state divides the Post-LN rate (pre-ln with r0, peri-ln, ngpt)."""
+    L, ell, beta, eps = 10, 2, 3.0, 1e-7
+    for scheme, kw in [("pre-ln", dict(r0=2.0)), ("peri-ln", dict(r0=2.0)), ("ngpt", {}), ("ln-scaling", {})]:
+        rate = mf.growth_rate(beta, ell, 3, scheme=scheme, r0=kw.get("r0", 1.0))
+        dens, amp = _perturbed(L, 3, ell, eps)
+        h = 1e-3
+        tr = mf.simulate(mf.Model(beta, scheme), dens, h, rtol=1e-12, atol=1e-22, error_norm="elementwise", **kw)
+        fitted = np.log(amp(tr.final) / eps) / h
+        assert abs(fitted / rate - 1) < 1e-3, scheme   # instantaneous rate; r, t move by O(h)
+
+
+def test_attention_paths_agree():
+    """Fast spectral path = general-V path (V = I) = quadrature path (Q = K = I), on the same grid."""
+    L = 16
+    dens = _smooth(L)
+    basis = S2Basis(L)
+    fast = SpectralAttention(mf.Model(2.0), basis)(dens.coeffs)
+    general = SpectralAttention(mf.Model(2.0, V=np.diag([1.0, 1.0, 1.0 + 1e-300])), basis)
+    general.path = "general-v"
+    general._setup_values()
+    gv = general(dens.coeffs)
+    quad = SpectralAttention(mf.Model(2.0, Q=np.diag([1, 1, 1.0]) * 1.0), basis)
+    quad.path = "quadrature"
+    quad._setup_quadrature(1e-12)
+    qv = quad(dens.coeffs)
+    for other in (gv, qv):
+        assert np.max(np.abs(other.tangential - fast.tangential)) < 1e-12
+        assert np.max(np.abs(other.radial - fast.radial)) < 1e-12
+
+
+def test_anisotropic_kernel_runs_through_quadrature():
+    model = mf.Model(1.0, Q=np.diag([1.0, 0.5, 1.0]))
+    tr = mf.simulate(model, _smooth(16), 0.3)
+    assert tr.success and np.max(np.abs(tr.steps["mass_error"])) < 1e-13
+    assert np.isnan(tr.diagnostics["energy"]).all()
+
+
+def test_species_split_into_identical_halves_is_the_single_species():
+    L = 12
+    base = _smooth(L)
+    half = mf.Density(base.coeffs / 2, L, radius=mf.Density.uniform(L).coeffs * 1.5)
+    a, b = mf.simulate(mf.Model(2.0, "pre-ln"), [half, half], 0.5, rtol=1e-12).final
+    single = mf.simulate(mf.Model(2.0, "pre-ln"), base, 0.5, r0=1.5, rtol=1e-12).final
+    assert np.max(np.abs(a.coeffs + b.coeffs - single.coeffs)) < 1e-12
+    assert np.max(np.abs(a.radius - single.radius)) < 1e-12
+
+
+def test_species_speed_scales_with_inverse_radius():
+    """Pre-LN species at r = 1 and r = 2 on the same density: the first moves twice as fast (to O(h))."""
+    L, h = 12, 1e-5
+    base = _smooth(L)
+    uni = mf.Density.uniform(L).coeffs
+    one, two = (mf.Density(base.coeffs / 2, L, radius=uni * r) for r in (1.0, 2.0))
+    a, b = mf.simulate(mf.Model(2.0, "pre-ln"), [one, two], h, rtol=1e-13).final
+    da, db = a.coeffs - one.coeffs, b.coeffs - two.coeffs
+    assert np.linalg.norm(da - 2 * db) < 1e-3 * np.linalg.norm(da)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(lmax=-1), "`lmax`"), (dict(rtol=0.0), "`rtol`"), (dict(method="euler"), "`method`"),
+    (dict(on_resolution_loss="ignore"), "`on_resolution_loss`"), (dict(filter=(1.0,)), "`filter`"),
+    (dict(method="rk4"), "`step`"), (dict(on_resolution_loss="handoff"), "hybrid"),
+    (dict(error_norm="max"), "`error_norm`"),
+])
+def test_bad_options(bad, match):
+    with pytest.raises(ValueError, match=match):
+        mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, **bad)
+
+
+def test_unknown_option_and_bad_initial():
+    with pytest.raises(TypeError, match="unknown option"):
+        mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, lmx=4)
+    with pytest.raises(ValueError, match="mass 1"):
+        mf.simulate(mf.Model(1.0), mf.Density(2 * mf.Density.uniform(4).coeffs, 4), 1.0)
+    with pytest.raises(mf.UnsupportedModelError, match="layer map"):
+        mf.simulate(mf.Model(1.0, "angpt"), mf.Density.uniform(4), 1.0)
+    with pytest.raises(ValueError, match="d=2"):
+        mf.simulate(mf.Model(1.0), mf.Density.uniform(4, d=2), 1.0)
