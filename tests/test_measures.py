@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+import meanfield as mf
+
+
+def test_uniform_density_is_one_everywhere():
+    for d in (2, 3):
+        u = mf.Density.uniform(6, d=d)
+        pts = mf.Particles.uniform(20, d=d, seed=1).positions
+        assert np.allclose(u.evaluate(pts), 1.0, atol=1e-14) and u.mass() == pytest.approx(1.0, abs=1e-15)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_from_function_reproduces_polynomials(d):
+    f = lambda x: 1 + 0.5 * x[..., 0] - 0.25 * x[..., 1] ** 3  # noqa: E731
+    dens = mf.Density.from_function(f, 4, d=d)
+    pts = mf.Particles.uniform(30, d=d, seed=2).positions
+    assert np.max(np.abs(dens.evaluate(pts) - f(pts))) < 1e-13
+    assert dens.mass() == pytest.approx(1.0, abs=1e-14)   # odd terms integrate to 0
+
+
+def test_resize_normalize_power_tail():
+    dens = mf.Density.from_function(lambda x: 2 + x[..., 2], 6)
+    assert dens.normalized().mass() == pytest.approx(1.0, abs=1e-15)
+    big = dens.resized(10)
+    assert np.allclose(big.resized(6).coeffs, dens.coeffs)
+    assert dens.power().shape == (7,) and dens.tail_fraction() == pytest.approx(0.0, abs=1e-28)
+
+
+def test_zonal_density():
+    z = mf.ZonalDensity.from_function(lambda t: 1 + t ** 2 * 0.5, 4, d=5)
+    assert z.mass() == pytest.approx(1 + 0.5 / 5, rel=1e-13)    # ∫ t² dσ = 1/d on S^{d-1}
+    x = np.eye(5)[-1]
+    assert z.evaluate(x) == pytest.approx(1.5, rel=1e-13)
+
+
+def test_particles_defaults_and_radii():
+    p = mf.Particles.uniform(10, d=4, seed=3, radii=2.0)
+    assert p.n == 10 and p.d == 4 and np.allclose(p.weights, 0.1) and np.allclose(p.radii, 2.0)
+    assert np.allclose(np.linalg.norm(p.ambient(), axis=1), 2.0)
+    assert not p.positions.flags.writeable
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(positions=np.ones((3, 3))), "unit vectors"),
+    (dict(positions=np.eye(3), weights=[0.5, 0.5, 0.5]), "sum to 1"),
+    (dict(positions=np.eye(3), weights=[1.5, -0.5, 0.0]), "≥ 0"),
+    (dict(positions=np.eye(3), radii=[1.0, 0.0, 1.0]), "`radii`"),
+    (dict(positions=np.eye(3)[:, :1]), "`d`"),
+    (dict(positions=np.full((2, 3), np.nan)), "finite"),
+])
+def test_particles_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        mf.Particles(**kwargs)
+
+
+def test_density_bad_input():
+    with pytest.raises(ValueError, match="`coeffs`"):
+        mf.Density(np.zeros(5), 3)
+    with pytest.raises(ValueError, match="`d`"):
+        mf.Density(np.zeros(4), 3, d=4)
+    with pytest.raises(ValueError, match="mass"):
+        mf.Density(np.zeros(10), 3).normalized()

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+import meanfield as mf
+
+
+def test_defaults_and_normalized_names():
+    m = mf.Model(2.0)
+    assert (m.scheme, m.attention, m.d, m.heads) == ("post-ln", "softmax", 3, 1)
+    assert mf.Model(1.0, attention="usa").attention == "unnormalized"
+    assert m.isotropic and m.beta_eff == 2.0
+
+
+def test_isotropic_detection_and_effective_beta():
+    assert mf.Model(2.0, Q=2 * np.eye(3), K=1.5 * np.eye(3)).beta_eff == pytest.approx(6.0, rel=1e-15)
+    assert not mf.Model(2.0, Q=np.diag([1.0, 2.0, 3.0])).isotropic
+    # a rotation R with QᵀK = RᵀR = I is isotropic
+    c, s = np.cos(0.3), np.sin(0.3)
+    r = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+    assert mf.Model(1.0, Q=r, K=r).isotropic
+    assert not mf.Model(1.0, Q=np.ones((2, 3, 3))).isotropic   # several heads
+
+
+def test_alpha_function_and_matrices():
+    m = mf.Model(1.0, "ngpt", alpha=lambda t: 1.0 + t)
+    assert m.alpha_at(2.0) == 3.0
+    q, k, v = mf.Model(1.0, d=4, V=2 * np.eye(4)).matrices()
+    assert q.shape == (1, 4, 4) and np.allclose(v[0], 2 * np.eye(4))
+    with pytest.raises(ValueError, match="alpha"):
+        mf.Model(1.0, "ngpt", alpha=lambda t: -1.0).alpha_at(0.0)
+
+
+def test_model_is_frozen():
+    m = mf.Model(1.0)
+    with pytest.raises(AttributeError):
+        m.beta = 2.0
+    with pytest.raises(ValueError):
+        m.Q  # noqa: B018  (None is fine)
+        mf.Model(1.0, Q=np.eye(3)).Q[0, 0] = 5.0   # arrays are read-only
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(beta=0.0), "`beta`"), (dict(beta=-1.0), "`beta`"), (dict(beta=np.nan), "`beta`"),
+    (dict(beta=np.inf), "`beta`"), (dict(beta=1.0, d=1), "`d`"), (dict(beta=1.0, scheme="layer-norm"), "`scheme`"),
+    (dict(beta=1.0, attention="linear"), "`attention`"), (dict(beta=1.0, scheme="mix-ln"), "`tau`"),
+    (dict(beta=1.0, tau=1.0), "`tau`"), (dict(beta=1.0, scheme="mix-ln", tau=-1.0), "`tau`"),
+    (dict(beta=1.0, alpha=0.0), "`alpha`"), (dict(beta=1.0, Q=np.eye(2)), "`Q`"),
+    (dict(beta=1.0, V=np.full((3, 3), np.nan)), "`V`"),
+    (dict(beta=1.0, Q=np.ones((2, 3, 3)), K=np.ones((3, 3, 3))), "heads"),
+])
+def test_bad_input_names_the_parameter(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        mf.Model(**kwargs)
+
+
+def test_beta_type_error():
+    with pytest.raises(TypeError, match="`beta`"):
+        mf.Model("2")

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+import meanfield as mf
+from meanfield._simulate import save_times
+
+
+def test_save_times():
+    assert np.allclose(save_times(1.0), [0, 1])
+    assert np.allclose(save_times(1.0, save_every=0.25), [0, 0.25, 0.5, 0.75, 1.0])
+    assert np.allclose(save_times(1.0, save_every=0.3), [0, 0.3, 0.6, 0.9, 1.0])
+    assert np.allclose(save_times(1.0, t_eval=[0.5, 1.0]), [0, 0.5, 1.0])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(t_final=0.0), "`t_final`"), (dict(t_final=1.0, save_every=-1.0), "`save_every`"),
+    (dict(t_final=1.0, t_eval=[0.5, 0.2]), "`t_eval`"), (dict(t_final=1.0, t_eval=[2.0]), "`t_eval`"),
+    (dict(t_final=1.0, t_eval=[0.5], save_every=0.1), "not both"),
+])
+def test_bad_times(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        save_times(**kwargs)
+
+
+def test_trajectory_and_dense_output():
+    model = mf.Model(2.0)
+    dens = mf.Density.from_function(lambda x: 1 + 0.3 * x[..., 2], 8)
+    tr = mf.simulate(model, dens, 1.0, t_eval=[0.1, 0.37, 1.0])
+    assert tr.success and tr.status.message == "Reached t_final."
+    assert np.allclose(tr.times, [0, 0.1, 0.37, 1.0]) and len(tr.states) == 4 == len(tr)
+    assert set(tr.diagnostics) >= {"mass", "energy", "tail_fraction", "min_rho", "max_speed"}
+    assert tr.diagnostics["energy"].shape == (4,)
+    # restarting from a saved state reproduces the rest of the run (to the step-size control)
+    tr2 = mf.simulate(model, tr.states[2], 0.63, rtol=1e-12)
+    ref = mf.simulate(model, dens, 1.0, rtol=1e-12).final
+    assert np.max(np.abs(tr2.final.coeffs - ref.coeffs)) < 1e-8
+    assert "Trajectory(" in repr(tr)
+
+
+def test_callback_stops():
+    seen = []
+    tr = mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, save_every=0.1,
+                     callback=lambda t, s, d: seen.append(t) or t >= 0.3)
+    assert tr.status is mf.Status.CALLBACK_STOP and abs(tr.times[-1] - 0.3) < 1e-12 and len(seen) == 3
+
+
+def test_front_door_errors():
+    with pytest.raises(TypeError, match="`model`"):
+        mf.simulate("post-ln", mf.Density.uniform(4), 1.0)
+    with pytest.raises(ValueError, match="`backend`"):
+        mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, backend="gpu")
