@@ -98,6 +98,26 @@ class Density:
         out = cls(coeffs, lmax, d, rad)
         return out.normalized() if normalize else out
 
+    @classmethod
+    def random(cls, lmax: int, d: int = 3, seed=0, degree: int = 4, amplitude: float = 1.0) -> "Density":
+        """A smooth random probability density ρ ∝ exp(g), g a random field of degree ≤ ``degree``.
+
+        g has independent Gaussian coefficients of unit variance per degree (scaled by ``amplitude``),
+        so ρ is positive and entire; it is projected onto degree ≤ ``lmax``.
+        """
+        lmax, degree = nonneg_int("lmax", lmax), nonneg_int("degree", degree, minimum=1)
+        rng = np.random.default_rng(seed)
+        if dimension(d) == 3:
+            ell, m = sh.lm_arrays(degree)
+            g = rng.standard_normal(ell.size) + 1j * rng.standard_normal(ell.size)
+            g = np.where(m == 0, g.real * np.sqrt(2), g) / np.sqrt(2 * (2 * ell + 1)) * (ell > 0)
+            field_ = lambda x: sh.synthesis_points(g, degree, x.reshape(-1, 3)).reshape(x.shape[:-1])  # noqa: E731
+        else:
+            k = np.arange(degree + 1)
+            g = (rng.standard_normal(k.size) + 1j * rng.standard_normal(k.size)) / 2 * (k > 0)
+            field_ = lambda x: circ.circle_evaluate(g, np.arctan2(x[..., 1], x[..., 0]))  # noqa: E731
+        return cls.from_function(lambda x: np.exp(amplitude * field_(x)), lmax, d, normalize=True)
+
     @staticmethod
     def _project(f, lmax, d):
         if d == 3:
