@@ -43,6 +43,9 @@ class Scheme:
         Discrete residual layer of step h; ``x`` has shape (n, d) (ambient, radius included for
         schemes with a radius, unit vectors otherwise) and ``attn(y)`` returns A of shape (n, d)
         computed from the directions of ``y``.
+    needs_norm : bool
+        The speed or the radial law uses ‖A‖, so the radial part ⟨θ, A⟩ must be computed even without
+        a radius (Peri-LN, nGPT).  Lets sphere-only schemes skip that work.
     continuous : bool
         False for schemes defined only as a layer map (anGPT).
     normalize_qkv : bool
@@ -56,6 +59,7 @@ class Scheme:
     speed: Callable | None
     radial: Callable | None
     layer: Callable
+    needs_norm: bool = False
     continuous: bool = True
     normalize_qkv: bool = False
     uses_alpha: bool = False
@@ -121,7 +125,7 @@ register(Scheme(
     speed=lambda r, a_norm, t, model: r * a_norm,
     radial=lambda radial_a, a_norm, r, t, model: radial_a / a_norm,
     layer=lambda x, attn, h, t, model: x + h * normalize(attn(normalize(x))),
-    reference=_KARAGODIN,
+    needs_norm=True, reference=_KARAGODIN,
     description="Peri-LN: x ← x + h N(Attn(N(x))); speed 1/(r‖A‖), radial rate ⟨θ, A⟩/‖A‖."))
 
 register(Scheme(
@@ -129,7 +133,7 @@ register(Scheme(
     speed=lambda r, a_norm, t, model: a_norm / model.alpha_at(t),
     radial=None,
     layer=lambda x, attn, h, t, model: normalize(x + h * model.alpha_at(t) * (normalize(attn(x)) - x)),
-    uses_alpha=True, reference="Loshchilov et al. (2024), nGPT; " + _KARAGODIN,
+    needs_norm=True, uses_alpha=True, reference="Loshchilov et al. (2024), nGPT; " + _KARAGODIN,
     description="nGPT: x ← N(x + hα(N(Attn(x)) − x)); speed α_t/‖A‖."))
 
 register(Scheme(

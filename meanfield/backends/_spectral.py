@@ -30,13 +30,21 @@ POLICIES = ("stop", "refine", "handoff")
 
 
 class _Fields:
-    """Attention on the grid: tangential A (ncomp, grid), radial ⟨x, A⟩ (grid), ‖A‖ (grid)."""
+    """Attention on the grid: tangential A (ncomp, grid), radial ⟨x, A⟩ (grid or None), ‖A‖ (grid, lazy)."""
 
-    __slots__ = ("tangential", "radial", "norm", "z")
+    __slots__ = ("tangential", "radial", "z", "_norm")
 
     def __init__(self, tangential, radial, z=None):
         self.tangential, self.radial, self.z = tangential, radial, z
-        self.norm = np.sqrt(np.sum(tangential ** 2, axis=0) + radial ** 2)
+        self._norm = None
+
+    @property
+    def norm(self):
+        if self._norm is None:
+            if self.radial is None:
+                raise RuntimeError("‖A‖ needs the radial part; the scheme row must set needs_norm=True.")
+            self._norm = np.sqrt(np.sum(self.tangential ** 2, axis=0) + self.radial ** 2)
+        return self._norm
 
 
 class SpectralAttention:
@@ -48,6 +56,8 @@ class SpectralAttention:
 
     def __init__(self, model: Model, basis, quadrature_tol: float = 1e-12):
         self.model, self.basis = model, basis
+        scheme = model.scheme_def
+        self.need_radial = scheme.has_radius or scheme.needs_norm
         self.path = self._choose_path()
         if self.path == "quadrature":
             self._setup_quadrature(quadrature_tol)
@@ -81,7 +91,8 @@ class SpectralAttention:
 
     def _setup_values(self):
         pts = self.basis.points
-        v = self.model.V.reshape(self.model.d, self.model.d)
+        d = self.model.d
+        v = np.eye(d) if self.model.V is None else self.model.V.reshape(d, d)
         g = pts @ v.T
         if self.model.scheme_def.normalize_qkv:
             g = g / np.linalg.norm(g, axis=-1, keepdims=True)
@@ -121,10 +132,11 @@ class SpectralAttention:
         zc = b.conv(rho_c, self.lam)
         z = b.synth(zc) * self.unscale
         tang = b.grad(zc) * (self.unscale / self.beta)
-        rad = b.synth(b.conv(rho_c, self.dlam)) * self.unscale
+        rad = b.synth(b.conv(rho_c, self.dlam)) * self.unscale if self.need_radial else None
         if self.model.softmax:
-            tang, rad = tang / z, rad / z
-        return _Fields(self.vscale * tang, self.vscale * rad, z)
+            tang = tang / z
+            rad = None if rad is None else rad / z
+        return _Fields(self.vscale * tang, None if rad is None else self.vscale * rad, z)
 
     def _general_v(self, rho_c):
         b = self.basis
@@ -329,13 +341,14 @@ class SpectralBackend:
         dy = np.empty_like(y)
         vmax, diss = 0.0, 0.0
         for i in range(y.shape[0]):
-            r = b.synth(y[i, 1]) if scheme.has_radius else np.ones_like(rho[i])
-            s = scheme.speed(r, fields.norm, t, self.model)
+            r = b.synth(y[i, 1]) if scheme.has_radius else np.ones(())
+            a_norm = fields.norm if scheme.needs_norm else np.ones(())   # unused by these rows
+            s = scheme.speed(r, a_norm, t, self.model)
             v = fields.tangential / s
             dy[i, 0] = -b.div(rho[i] * v)
             if scheme.has_radius:
                 adv = np.sum(v * b.grad(y[i, 1]), axis=0)
-                rdot = scheme.radial(fields.radial, fields.norm, r, t, self.model)
+                rdot = scheme.radial(fields.radial, a_norm, r, t, self.model)
                 dy[i, 1] = b.analyze(rdot - adv)
             speed2 = np.sum(v ** 2, axis=0)
             vmax = max(vmax, float(np.sqrt(speed2.max())))
