@@ -8,15 +8,22 @@ from ._errors import (MeanfieldError as MeanfieldError, UnsupportedModelError as
 from ._measures import Density as Density, Particles as Particles
 from ._model import Model as Model
 from ._schemes import SCHEMES as SCHEMES, Scheme as Scheme, get_scheme as get_scheme
-from ._simulate import (simulate as simulate, Trajectory as Trajectory, Status as Status,
+from ._simulate import (simulate as simulate, resume as resume, Trajectory as Trajectory, Status as Status,
                         BACKENDS as BACKENDS, MeanfieldWarning as MeanfieldWarning)
+from ._io import save as save, load as load, ResultFileError as ResultFileError
 from .sphere._funk_hecke import (funk_hecke as funk_hecke, funk_hecke_dbeta as funk_hecke_dbeta,
                                  kernel_bandlimit as kernel_bandlimit)
 from . import sphere as sphere
 
 # --- analysis (growth rates, equiangular ODE) ---
 from .analysis import growth_rate as growth_rate
+from ._equiangular import equiangular as equiangular
 from ._measures import ZonalDensity as ZonalDensity
 # --- energy ---
+# --- particles ---
+from ._attention import (attention_field as attention_field, attention_field_sh as attention_field_sh,
+                         AttentionField as AttentionField, particle_velocity as particle_velocity)
+from ._ensemble import ensemble as ensemble, EnsembleResult as EnsembleResult, mean_alignment as mean_alignment
+from ._sampling import sample_density as sample_density, particles_coefficients as particles_coefficients
 
 __version__ = "0.1.0"

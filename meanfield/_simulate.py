@@ -161,17 +161,18 @@ def save_times(t_final, save_every=None, t_eval=None, t0=0.0) -> np.ndarray:
 
 
 def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_every=None, t_eval=None,
-             callback=None, progress: bool = False, **options) -> Trajectory:
+             callback=None, progress: bool = False, checkpoint=None, checkpoint_every: int = 1, t0: float = 0.0,
+             **options) -> Trajectory:
     """Evolve ``initial`` under ``model`` up to ``t_final``.
 
     Parameters
     ----------
     model : Model
         The dynamics (β, scheme, attention, d, Q, K, V, α, τ).
-    initial : Density or Particles
-        The initial measure; which types a backend accepts is in its docstring.
+    initial : Density, ZonalDensity, Particles or list of Density
+        The initial measure at time ``t0``; which types a backend accepts is in its docstring.
     t_final : float
-        Final time (> 0), in the time unit of the ODE (for ``time="layers"``: depth = layers × step).
+        Final time (> t0), in the time unit of the ODE (for ``time="layers"``: depth = layers × step).
     backend : {"spectral", "particles", "particles-sh", "hybrid"}
         See :data:`meanfield.BACKENDS`.
     save_every : float, optional
@@ -181,7 +182,12 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     callback : callable, optional
         ``callback(t, state, diagnostics)`` at every saved time; returning True stops the run.
     progress : bool
-        Show a progress bar (tqdm).
+        Show a progress bar (tqdm) over simulated time.
+    checkpoint : str or Path, optional
+        HDF5 file rewritten atomically every ``checkpoint_every`` saved states and at the end (also
+        after an interruption or a failure); :func:`resume` continues from it.
+    t0 : float
+        Initial time (schemes such as LN-Scaling, Mix-LN and a time-dependent nGPT α depend on t).
     **options
         Backend options (e.g. ``lmax``, ``rtol`` for "spectral"; ``step``, ``time`` for "particles").
         Unknown options raise ``TypeError`` naming the valid ones.
@@ -189,48 +195,120 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     Returns
     -------
     Trajectory
-        ``times``, ``states``, ``diagnostics``, ``status`` (check ``success``).
+        ``times``, ``states``, ``diagnostics``, ``steps``, ``status`` (check ``success``).
     """
     if not isinstance(model, Model):
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
-    times = save_times(t_final, save_every, t_eval)
+    t0 = float(t0)
+    if not np.isfinite(t0) or t0 < 0:
+        raise ValueError(f"`t0` must be finite and >= 0; got t0={t0!r}.")
+    if t_final is not None and float(t_final) <= t0:
+        raise ValueError(f"`t_final` must be > t0={t0}; got t_final={t_final!r}.")
+    times = save_times(t_final, save_every, t_eval, t0)
+    checkpoint_every = int(checkpoint_every)
+    if checkpoint_every < 1:
+        raise ValueError(f"`checkpoint_every` must be an integer >= 1; got {checkpoint_every!r}.")
     stepper = get_backend(backend)(model, initial, **options)
-    kept_times, states, diags = [stepper.t], [stepper.state()], [stepper.diagnostics()]
-    status = Status.OK
+    stepper.t = t0
+    run = _Run(stepper, model, backend, times, checkpoint)
     bar = _progress_bar(progress, times[-1])
     try:
-        for t_target in times[1:]:
+        for i, t_target in enumerate(times[1:], start=1):
             status = stepper.advance(float(t_target))
             if bar is not None:
                 bar.update(stepper.t - bar.n)
             if status is not Status.OK:
+                run.status = status
                 break
-            kept_times.append(stepper.t)
-            states.append(stepper.state())
-            diags.append(stepper.diagnostics())
-            if callback is not None and callback(stepper.t, states[-1], diags[-1]):
-                status = Status.CALLBACK_STOP
+            run.keep()
+            if checkpoint is not None and i % checkpoint_every == 0 and i < len(times) - 1:
+                run.write(complete=False)
+            if callback is not None and callback(stepper.t, run.states[-1], run.diags[-1]):
+                run.status = Status.CALLBACK_STOP
                 break
     except KeyboardInterrupt:
-        status = Status.INTERRUPTED
+        run.status = Status.INTERRUPTED
     finally:
         if bar is not None:
             bar.close()
-    if status not in (Status.OK, Status.CALLBACK_STOP, Status.INTERRUPTED) and stepper.t > kept_times[-1]:
-        # keep the last good state the backend returned to (e.g. the last resolved one)
-        kept_times.append(stepper.t)
-        states.append(stepper.state())
-        diags.append(stepper.diagnostics())
-    detail = getattr(stepper, "detail", "")
-    if status not in (Status.OK, Status.CALLBACK_STOP):
-        warnings.warn(f"simulate stopped at t={stepper.t:.6g}: {status.message} {detail}", MeanfieldWarning,
-                      stacklevel=2)
-    keys = diags[0].keys()
-    diagnostics = {k: np.array([d.get(k, np.nan) for d in diags]) for k in keys}
-    steps = {k: np.asarray(v) for k, v in getattr(stepper, "step_log", {}).items()}
-    return Trajectory(times=np.array(kept_times), states=states, diagnostics=diagnostics, steps=steps,
-                      model=model, backend=backend, status=status, detail=detail,
-                      options=dict(getattr(stepper, "options", options)))
+    if run.status not in (Status.OK, Status.CALLBACK_STOP, Status.INTERRUPTED) and stepper.t > run.times[-1]:
+        run.keep()   # the last good state the backend returned to (e.g. the last resolved one)
+    if run.status not in (Status.OK, Status.CALLBACK_STOP):
+        warnings.warn(f"simulate stopped at t={stepper.t:.6g}: {run.status.message} {stepper.detail}",
+                      MeanfieldWarning, stacklevel=2)
+    traj = run.trajectory()
+    if checkpoint is not None:
+        run.write(complete=run.status is Status.OK)
+    return traj
+
+
+class _Run:
+    """The saved part of a run in progress: states, diagnostics, and how to write or resume it."""
+
+    def __init__(self, stepper, model, backend, times, checkpoint):
+        self.stepper, self.model, self.backend = stepper, model, backend
+        self.save_times, self.path = times, checkpoint
+        self.times, self.states, self.diags = [], [], []
+        self.status = Status.OK
+        self.keep()
+
+    def keep(self):
+        self.times.append(self.stepper.t)
+        self.states.append(self.stepper.state())
+        self.diags.append(self.stepper.diagnostics())
+
+    def trajectory(self) -> Trajectory:
+        keys = self.diags[0].keys()
+        diagnostics = {k: np.array([d.get(k, np.nan) for d in self.diags]) for k in keys}
+        steps = {k: np.asarray(v) for k, v in getattr(self.stepper, "step_log", {}).items()}
+        return Trajectory(times=np.array(self.times), states=list(self.states), diagnostics=diagnostics,
+                          steps=steps, model=self.model, backend=self.backend, status=self.status,
+                          detail=getattr(self.stepper, "detail", ""),
+                          options=dict(getattr(self.stepper, "options", {})))
+
+    def write(self, complete: bool):
+        from ._io import save
+
+        resume = getattr(self.stepper, "resume_options", lambda: {})()
+        remaining = [t for t in self.save_times if t > self.times[-1] + 1e-12 * max(1.0, abs(t))]
+        save(self.trajectory(), self.path, complete=complete,
+             run_info=dict(t_final=float(self.save_times[-1]), remaining_times=remaining, resume=resume))
+
+
+def resume(path, *, callback=None, progress: bool = False, checkpoint_every: int = 1, alpha=None) -> Trajectory:
+    """Continue the run whose checkpoint is ``path`` to its original ``t_final``; returns the whole trajectory.
+
+    The continuation starts from the last saved state with the integrator's step size as it was, so a run
+    killed and resumed gives the same result as an uninterrupted one (to rounding).  The file keeps being
+    updated; a complete file is returned as it is.
+    """
+    from ._io import load, run_info
+
+    done = load(path, alpha=alpha)
+    info = run_info(path)
+    remaining = info.get("remaining_times", [])
+    if info["complete"] or not remaining:
+        return done
+    options = {**done.options, **info.get("resume", {})}
+    rest = simulate(done.model, done.final, info["t_final"], backend=done.backend, t_eval=remaining,
+                    callback=callback, progress=progress, t0=float(done.times[-1]), **options)
+    merged = _concatenate(done, rest)
+    from ._io import save
+
+    left = [t for t in remaining if t > merged.times[-1] + 1e-12 * max(1.0, abs(t))]
+    save(merged, path, complete=merged.status is Status.OK,
+         run_info=dict(t_final=info["t_final"], remaining_times=left,
+                       resume=info.get("resume", {}) if rest.status is not Status.OK else {}))
+    return merged
+
+
+def _concatenate(a: Trajectory, b: Trajectory) -> Trajectory:
+    diagnostics = {k: np.concatenate([a.diagnostics[k], b.diagnostics[k][1:]]) for k in a.diagnostics
+                   if k in b.diagnostics}
+    steps = {k: np.concatenate([a.steps[k], b.steps[k]]) for k in a.steps if k in b.steps}
+    return Trajectory(times=np.concatenate([a.times, b.times[1:]]), states=a.states + b.states[1:],
+                      diagnostics=diagnostics, steps=steps, model=a.model, backend=a.backend, status=b.status,
+                      detail=b.detail, options=a.options)
 
 
 def _progress_bar(progress, total):

@@ -87,3 +87,76 @@ def diagnostics(trajectory, keys=("energy", "tail_fraction", "min_rho", "max_spe
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("t")
     return axes
+
+
+def _state_panel(state, ax, title):
+    from ._measures import ZonalDensity
+
+    if isinstance(state, tuple):   # species: plot the total density
+        state = Density(sum(s.coeffs for s in state), state[0].lmax, state[0].d)
+    if isinstance(state, Density) and state.d == 3:
+        density_map(state, ax=ax, title=title, colorbar=False)
+    elif isinstance(state, Density):
+        circle_density(state, ax=ax)
+        ax.set_title(title, fontsize=9)
+    elif isinstance(state, ZonalDensity):
+        t = np.linspace(-1, 1, 401)
+        ax.plot(t, state.evaluate_profile(t))
+        ax.set_xlabel("⟨x, e⟩")
+        ax.set_title(title, fontsize=9)
+    elif isinstance(state, Particles) and state.d == 3:
+        particles_map(state, ax=ax, title=title)
+    else:
+        g = state.positions @ state.positions.T
+        ax.hist(g[np.triu_indices(state.n, 1)], bins=50, range=(-1, 1))
+        ax.set_xlabel("⟨θ_i, θ_j⟩")
+        ax.set_title(title, fontsize=9)
+
+
+def _needs_mollweide(state):
+    first = state[0] if isinstance(state, tuple) else state
+    return isinstance(first, (Density, Particles)) and first.d == 3
+
+
+def result_figure(trajectory, output, panels: int = 4):
+    """Snapshots of a trajectory (maps on S², curves on S¹, alignment histograms in d > 3) over its
+    diagnostics; ``output`` ending in ``.gif`` writes an animation of every saved state instead."""
+    plt = _plt()
+    if str(output).lower().endswith(".gif"):
+        return animation(trajectory, output)
+    n = len(trajectory.states)
+    idx = np.unique(np.linspace(0, n - 1, min(panels, n)).round().astype(int))
+    fig = plt.figure(figsize=(3.6 * len(idx), 6.0), constrained_layout=True)
+    proj = "mollweide" if _needs_mollweide(trajectory.states[0]) else None
+    for j, i in enumerate(idx):
+        ax = fig.add_subplot(2, len(idx), j + 1, projection=proj)
+        _state_panel(trajectory.states[i], ax, f"t = {trajectory.times[i]:.3g}")
+    keys = [k for k in ("energy", "tail_fraction", "min_rho", "max_speed") if k in trajectory.diagnostics][: len(idx)]
+    axes = [fig.add_subplot(2, len(idx), len(idx) + j + 1) for j in range(len(keys))]
+    if keys:
+        diagnostics(trajectory, keys=keys, axes=axes)
+    m = trajectory.model
+    fig.suptitle(f"{m.scheme}, β = {m.beta:g}, {m.attention}, d = {m.d}, backend {trajectory.backend}: "
+                 f"{trajectory.status.name}", fontsize=10)
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output
+
+
+def animation(trajectory, output, fps: int = 4):
+    """A GIF of every saved state (Pillow writer)."""
+    plt = _plt()
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    proj = "mollweide" if _needs_mollweide(trajectory.states[0]) else None
+    fig = plt.figure(figsize=(6, 3.6))
+
+    def frame(i):
+        fig.clear()
+        ax = fig.add_subplot(projection=proj)
+        _state_panel(trajectory.states[i], ax, f"{trajectory.model.scheme}, t = {trajectory.times[i]:.3g}")
+
+    anim = FuncAnimation(fig, frame, frames=len(trajectory.states))
+    anim.save(output, writer=PillowWriter(fps=fps))
+    plt.close(fig)
+    return output

@@ -503,6 +503,10 @@ class SpectralBackend:
         c = self.y[:, 0].sum(axis=0)
         return float(np.sum(self._energy_w[: c.size] * np.abs(c) ** 2) / (2 * self.model.beta))
 
+    def resume_options(self) -> dict:
+        """Options that let a new backend continue exactly where this one stands (checkpoints)."""
+        return dict(first_step=self._h, lmax=self.basis.lmax)
+
     # -- output -----------------------------------------------------------------------------------
     def state(self):
         out = []

@@ -1,0 +1,90 @@
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+import meanfield as mf
+
+
+@pytest.fixture
+def trajectory():
+    dens = mf.Density.random(12, seed=3, amplitude=0.5)
+    return mf.simulate(mf.Model(2.0, "pre-ln"), dens, 0.5, save_every=0.25, r0=1.5)
+
+
+def test_round_trip(tmp_path, trajectory):
+    path = mf.save(trajectory, tmp_path / "r.h5")
+    back = mf.load(path)
+    assert np.array_equal(back.times, trajectory.times) and back.status is trajectory.status
+    for a, b in zip(back.states, trajectory.states):
+        assert np.array_equal(a.coeffs, b.coeffs) and np.array_equal(a.radius, b.radius)
+    assert back.model == trajectory.model or back.model.beta == trajectory.model.beta
+    assert set(back.diagnostics) == set(trajectory.diagnostics)
+    with h5py.File(path) as f:   # self-describing: time is a dimension scale of the diagnostics
+        assert f["diagnostics/energy"].dims[0][0].name == "/scales/t"
+        assert f.attrs["format"] == "meanfield-trajectory" and "meanfield_version" in f.attrs
+
+
+def test_particles_species_and_zonal_states_round_trip(tmp_path):
+    from meanfield._io import _read_state, _write_state
+
+    states = [mf.Particles.uniform(7, d=5, seed=1, radii=2.0),
+              (mf.Density.uniform(4), mf.Density.uniform(4)),
+              mf.ZonalDensity.uniform(5, d=6)]
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        for i, s in enumerate(states):
+            _write_state(f.create_group(str(i)), s)
+    with h5py.File(tmp_path / "s.h5") as f:
+        p, sp, z = (_read_state(f[str(i)]) for i in range(3))
+    assert np.array_equal(p.positions, states[0].positions) and np.array_equal(p.radii, states[0].radii)
+    assert isinstance(sp, tuple) and len(sp) == 2 and z.d == 6
+
+
+def test_atomic_write_leaves_no_temporary(tmp_path, trajectory):
+    mf.save(trajectory, tmp_path / "r.h5")
+    mf.save(trajectory, tmp_path / "r.h5")      # replacing an existing result
+    assert sorted(os.listdir(tmp_path)) == ["r.h5"]
+
+
+def test_damaged_files_give_a_clear_error(tmp_path, trajectory):
+    path = mf.save(trajectory, tmp_path / "r.h5")
+    data = path.read_bytes()
+    (tmp_path / "truncated.h5").write_bytes(data[: len(data) // 3])
+    with pytest.raises(mf.ResultFileError, match="truncated or corrupted"):
+        mf.load(tmp_path / "truncated.h5")
+    (tmp_path / "garbage.h5").write_bytes(b"not an hdf5 file at all" * 10)
+    with pytest.raises(mf.ResultFileError, match="not a readable HDF5"):
+        mf.load(tmp_path / "garbage.h5")
+    with h5py.File(tmp_path / "foreign.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(mf.ResultFileError, match="not a meanfield result"):
+        mf.load(tmp_path / "foreign.h5")
+    with pytest.raises(mf.ResultFileError, match="does not exist"):
+        mf.load(tmp_path / "missing.h5")
+    with h5py.File(path, "a") as f:              # a state group lost
+        del f["states/000001"]
+    with pytest.raises(mf.ResultFileError, match="inconsistent"):
+        mf.load(path)
+
+
+def test_callable_alpha_needs_to_be_supplied(tmp_path):
+    alpha = lambda t: 1.0 + 0 * t  # noqa: E731
+    tr = mf.simulate(mf.Model(1.0, "ngpt", alpha=alpha), mf.Density.uniform(4), 0.1)
+    path = mf.save(tr, tmp_path / "a.h5")
+    with pytest.raises(mf.ResultFileError, match="callable alpha"):
+        mf.load(path)
+    assert mf.load(path, alpha=alpha).model.alpha is alpha
+
+
+def test_checkpoint_and_resume_reproduce_the_uninterrupted_run(tmp_path):
+    model, dens = mf.Model(5.0), mf.Density.random(20, seed=2)
+    kw = dict(save_every=0.25, on_resolution_loss="refine")
+    full = mf.simulate(model, dens, 1.5, **kw)
+    path = tmp_path / "ck.h5"
+    part = mf.simulate(model, dens, 1.5, checkpoint=path, callback=lambda t, s, d: t >= 0.75 - 1e-12, **kw)
+    assert part.status is mf.Status.CALLBACK_STOP and not mf._io.run_info(path)["complete"]
+    resumed = mf.resume(path)
+    assert resumed.success and np.array_equal(resumed.times, full.times)
+    assert max(np.max(np.abs(a.coeffs - b.coeffs)) for a, b in zip(full.states, resumed.states)) <= 1e-14
+    assert mf._io.run_info(path)["complete"] and len(mf.load(path)) == len(full)
