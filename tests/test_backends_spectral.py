@@ -239,3 +239,28 @@ def test_unknown_option_and_bad_initial():
         mf.simulate(mf.Model(1.0, "angpt"), mf.Density.uniform(4), 1.0)
     with pytest.raises(ValueError, match="d=2"):
         mf.simulate(mf.Model(1.0), mf.Density.uniform(4, d=2), 1.0)
+
+
+@pytest.mark.parametrize("attention", ["softmax", "unnormalized"])
+def test_quadrature_chunks_equal_the_cached_kernel(attention):
+    L = 12
+    dens = _smooth(L)
+    model = mf.Model(1.5, "pre-ln", attention=attention, Q=np.diag([1.0, 0.7, 1.2]))
+    basis = S2Basis(L)
+    cached = SpectralAttention(model, basis)
+    chunked = SpectralAttention(model, basis)
+    chunked.heads = [(q, k, v, s, None) for q, k, v, s, _ in chunked.heads]
+    chunked.chunk = 37
+    a, b = cached(dens.coeffs), chunked(dens.coeffs)
+    assert np.max(np.abs(a.tangential - b.tangential)) < 1e-13 and np.max(np.abs(a.radial - b.radial)) < 1e-13
+
+
+def test_quadrature_refuses_what_cannot_fit(monkeypatch):
+    from meanfield import _memory
+    from meanfield.backends import _spectral
+
+    monkeypatch.setattr(_spectral, "available_bytes", lambda: 10_000)
+    monkeypatch.setattr(_spectral, "fits", lambda n: False)
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 10_000)
+    with pytest.raises(MemoryError, match="GiB"):
+        mf.simulate(mf.Model(1.0, Q=np.diag([1.0, 0.5, 1.0])), _smooth(8), 0.1)

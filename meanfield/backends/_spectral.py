@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 
 from .._errors import UnsupportedModelError
+from .._memory import available_bytes, fits, require
 from .._integrators import error_norm, get_method, next_step, rk_step
 from .._measures import Density, ZonalDensity
 from .._model import Model
@@ -101,17 +102,24 @@ class SpectralAttention:
     def _setup_quadrature(self, tol):
         m, basis = self.model, self.basis
         pts = basis.points.reshape(-1, m.d)
+        n = pts.shape[0]
         q_all, k_all, v_all = m.matrices()
+        # the kernel matrix is constant in time: keep it when it fits, else rebuild it in row chunks
+        self.cache = fits(8.0 * n * n * len(q_all))
+        self.chunk = n if self.cache else max(1, int(available_bytes() // (8 * 8 * n)))
+        require(8.0 * n * min(self.chunk, n) * 3, "the anisotropic-kernel quadrature",
+                "lower `lmax` or use backend='particles'.")
         self.heads = []
         bound = 0.0
         for q, k, v in zip(q_all, k_all, v_all):
             qx, kx, vx = pts @ q.T, pts @ k.T, pts @ v.T
             if m.scheme_def.normalize_qkv:
                 qx, kx, vx = (a / np.linalg.norm(a, axis=1, keepdims=True) for a in (qx, kx, vx))
-            logits = m.beta * (qx @ kx.T)
-            shift = logits.max() if m.softmax else 0.0
-            self.heads.append((np.exp(logits - shift), vx))
-            bound = max(bound, m.beta * np.linalg.norm(q, 2) * np.linalg.norm(k, 2))
+            norm_bound = np.linalg.norm(qx, axis=1).max() * np.linalg.norm(kx, axis=1).max()
+            shift = m.beta * norm_bound if m.softmax else 0.0   # cancels in N/Z; keeps exp() finite
+            kern = np.exp(m.beta * (qx @ kx.T) - shift) if self.cache else None
+            self.heads.append((qx, kx, vx, shift, kern))
+            bound = max(bound, m.beta * norm_bound)
         need = kernel_bandlimit(bound, tol, 3 if m.d == 3 else 2)
         capacity = 2 * (basis.grid.ntheta if m.d == 3 else basis.n // 2) - 1 - basis.lmax
         if need > capacity:
@@ -154,16 +162,18 @@ class SpectralAttention:
     def _quadrature(self, rho_c):
         b, m = self.basis, self.model
         w = (b.synth(rho_c) * b.weights).reshape(-1)
-        total = 0.0
-        z_first = None
-        for kern, vx in self.heads:
-            z = kern @ w
-            n = kern @ (w[:, None] * vx)
-            a = n / z[:, None] if m.softmax else n
-            total = total + a
+        total, z_first = 0.0, None
+        for qx, kx, vx, shift, kern in self.heads:
+            z, n = np.empty(w.size), np.empty((w.size, vx.shape[1]))
+            for lo in range(0, w.size, self.chunk):
+                rows = slice(lo, lo + self.chunk)
+                k = kern[rows] if kern is not None else np.exp(m.beta * (qx[rows] @ kx.T) - shift)
+                z[rows], n[rows] = k @ w, k @ (w[:, None] * vx)
+            total = total + (n / z[:, None] if m.softmax else n * np.exp(shift))
             z_first = z if z_first is None else z_first
         avec = total.reshape(b.points.shape)
-        return _Fields(b.tangent_components(avec), np.sum(b.points * avec, axis=-1), z_first.reshape(b.points.shape[:-1]))
+        z_grid = z_first.reshape(b.points.shape[:-1])
+        return _Fields(b.tangent_components(avec), np.sum(b.points * avec, axis=-1), z_grid)
 
 
 def _basis_like(basis, lmax):
