@@ -40,6 +40,7 @@ def circle_synthesis(coeffs: np.ndarray, n: int) -> np.ndarray:
 
 def circle_analysis(values: np.ndarray, lmax: int) -> np.ndarray:
     """c_0..c_lmax of equispaced values (the trapezoidal rule: exact for degree < n − lmax)."""
+    lmax = nonneg_int("lmax", lmax)
     v = np.asarray(values, dtype=float)
     n = v.shape[-1]
     if 2 * lmax >= n:
@@ -64,5 +65,5 @@ def circle_evaluate(coeffs: np.ndarray, phi) -> np.ndarray:
 
 def circle_adjoint_points(weights, phi, lmax: int) -> np.ndarray:
     """c_k of the measure Σ_j w_j δ_{φ_j} relative to dφ/2π: Σ_j w_j e^{-ikφ_j}, k = 0..lmax."""
-    k = np.arange(lmax + 1)
+    k = np.arange(nonneg_int("lmax", lmax) + 1)
     return np.exp(-1j * np.asarray(phi)[:, None] * k).T @ np.asarray(weights, dtype=float)

@@ -91,7 +91,7 @@ def harmonic_dimension(d: int, ell) -> np.ndarray:
 def kernel_bandlimit(beta, tol=1e-12, d=3) -> int:
     """Smallest L with Σ_{ℓ>L} N(d,ℓ) λ_ℓ / λ_0 < tol.
 
-    Because |P_ℓ^{(d)}| ≤ 1 and e^{βt} = Σ_ℓ N(d,ℓ) λ_ℓ P_ℓ^{(d)}(t), truncating the kernel at degree L
+    Because ``|P_ℓ^{(d)}| ≤ 1`` and e^{βt} = Σ_ℓ N(d,ℓ) λ_ℓ P_ℓ^{(d)}(t), truncating the kernel at degree L
     changes it by at most ``tol * λ_0`` uniformly on [-1, 1]: the error bound of every spectral
     convolution with a band limit L, for any measure, Dirac masses included.
 

@@ -24,8 +24,12 @@ def to_shcoeffs(alm: np.ndarray, lmax: int):
 
 
 def from_shcoeffs(coeffs) -> tuple[np.ndarray, int]:
-    """(alm, lmax) in meanfield's layout from any ``pyshtools.SHCoeffs`` of a real field."""
-    c = coeffs.convert(normalization="ortho", csphase=-1, kind="complex")
+    """(alm, lmax) in meanfield's layout from any ``pyshtools.SHCoeffs`` of a real field.
+
+    Normalization first, kind second: pyshtools 4.14's real → complex conversion of 'unnorm'
+    coefficients scales m > 0 by √2 (its own ``expand`` then disagrees), while it is right from 'ortho'.
+    """
+    c = coeffs.convert(normalization="ortho", csphase=-1, kind=coeffs.kind).convert(kind="complex")
     lmax = c.lmax
     ell, m = sh.lm_arrays(lmax)
     return np.ascontiguousarray(c.coeffs[0, ell, m]), lmax

@@ -1,0 +1,150 @@
+"""Tests of meanfield.sphere._circle: real Fourier series on S¹ (d = 2).
+
+Independent answers: explicit cosine/sine series and their derivatives, the Jacobi–Anger expansion
+e^{β cos φ} = Σ I_k(β) e^{ikφ}, Python-loop direct sums, and trapezoidal quadrature of convolutions.
+"""
+import numpy as np
+import pytest
+from scipy import special
+
+from meanfield import sphere as s
+
+
+def random_coeffs(rng, lmax):
+    c = rng.standard_normal(lmax + 1) + 1j * rng.standard_normal(lmax + 1)
+    c[0] = c[0].real
+    return c
+
+
+def cos_sin_series(c, phi):
+    """f = c_0 + Σ_{k≥1} (a_k cos kφ + b_k sin kφ) with a_k = 2 Re c_k, b_k = −2 Im c_k; and f'."""
+    f = np.full_like(phi, c[0].real)
+    df = np.zeros_like(phi)
+    for k in range(1, len(c)):
+        a, b = 2 * c[k].real, -2 * c[k].imag
+        f += a * np.cos(k * phi) + b * np.sin(k * phi)
+        df += -k * a * np.sin(k * phi) + k * b * np.cos(k * phi)
+    return f, df
+
+
+def test_grid_helpers():
+    assert s.circle_grid_size(10) == 32 and s.circle_grid_size(10, dealias=False) == 22
+    assert s.circle_grid_size(0) == 2
+    n = 12
+    np.testing.assert_allclose(s.circle_angles(n), 2 * np.pi * np.arange(n) / n)
+    p = s.circle_points(n)
+    np.testing.assert_allclose(np.linalg.norm(p, axis=1), 1.0, rtol=1e-15)
+    np.testing.assert_allclose(np.arctan2(p[:, 1], p[:, 0]) % (2 * np.pi), s.circle_angles(n), atol=1e-14)
+
+
+@pytest.mark.parametrize("lmax", [0, 1, 8, 64, 255])
+@pytest.mark.parametrize("dealias", [True, False])
+def test_round_trip(lmax, dealias):
+    rng = np.random.default_rng(lmax)
+    c = random_coeffs(rng, lmax)
+    n = s.circle_grid_size(lmax, dealias)
+    f = s.circle_synthesis(c, n)
+    assert f.shape == (n,) and f.dtype == float
+    np.testing.assert_allclose(f, cos_sin_series(c, s.circle_angles(n))[0], rtol=0, atol=1e-13 * np.abs(c).sum())
+    np.testing.assert_allclose(s.circle_analysis(f, lmax), c, rtol=0, atol=1e-14 * np.abs(c).max() * (1 + np.log2(n)))
+    # minimal n = 2L + 1 is still exact
+    np.testing.assert_allclose(s.circle_analysis(s.circle_synthesis(c, 2 * lmax + 1), lmax), c, rtol=0,
+                               atol=1e-13 * np.abs(c).max())
+
+
+def test_batched_round_trip():
+    rng = np.random.default_rng(0)
+    c = np.stack([random_coeffs(rng, 9) for _ in range(4)])
+    f = s.circle_synthesis(c, 30)
+    assert f.shape == (4, 30)
+    np.testing.assert_allclose(s.circle_analysis(f, 9), c, rtol=0, atol=1e-14)
+
+
+def test_product_is_alias_free_on_dealiased_grid():
+    rng = np.random.default_rng(1)
+    lmax = 20
+    a, b = random_coeffs(rng, lmax), random_coeffs(rng, lmax)
+    n = s.circle_grid_size(lmax)
+    exact = s.circle_analysis(s.circle_synthesis(a, 8 * lmax) * s.circle_synthesis(b, 8 * lmax), lmax)
+    got = s.circle_analysis(s.circle_synthesis(a, n) * s.circle_synthesis(b, n), lmax)
+    np.testing.assert_allclose(got, exact, rtol=0, atol=1e-13 * np.abs(exact).max())
+    n0 = s.circle_grid_size(lmax, dealias=False)
+    aliased = s.circle_analysis(s.circle_synthesis(a, n0) * s.circle_synthesis(b, n0), lmax)
+    assert np.max(np.abs(aliased - exact)) > 1e-3 * np.abs(exact).max()
+
+
+def test_derivative_of_trig_polynomial():
+    rng = np.random.default_rng(2)
+    c = random_coeffs(rng, 30)
+    n = s.circle_grid_size(30)
+    phi = s.circle_angles(n)
+    _, df = cos_sin_series(c, phi)
+    np.testing.assert_allclose(s.circle_synthesis(s.circle_derivative(c), n), df, rtol=0,
+                               atol=1e-13 * np.abs(np.arange(31) * c).sum())
+
+
+def test_derivative_of_exp_cos_is_spectrally_accurate():
+    # Jacobi–Anger: e^{β cos φ} has c_k = I_k(β); d/dφ = −β sin φ e^{β cos φ}
+    beta, lmax = 3.0, 40
+    c = special.iv(np.arange(lmax + 1), beta).astype(complex)
+    n = 128
+    phi = s.circle_angles(n)
+    f = np.exp(beta * np.cos(phi))
+    np.testing.assert_allclose(s.circle_analysis(f, lmax), c, rtol=0, atol=1e-14 * np.e ** beta)
+    np.testing.assert_allclose(s.circle_synthesis(s.circle_derivative(c), n), -beta * np.sin(phi) * f,
+                               rtol=0, atol=1e-13 * np.e ** beta)
+
+
+def test_evaluate_at_arbitrary_angles():
+    rng = np.random.default_rng(3)
+    c = random_coeffs(rng, 15)
+    phi = rng.uniform(-10, 10, size=(7, 5))
+    got = s.circle_evaluate(c, phi)
+    assert got.shape == phi.shape
+    np.testing.assert_allclose(got, cos_sin_series(c, phi)[0], rtol=0, atol=1e-13 * np.abs(c).sum())
+    n = 40
+    np.testing.assert_allclose(s.circle_evaluate(c, s.circle_angles(n)), s.circle_synthesis(c, n), rtol=0, atol=1e-13)
+
+
+def test_adjoint_points_matches_direct_sum_and_is_adjoint():
+    rng = np.random.default_rng(4)
+    lmax, npts = 12, 200
+    phi = rng.uniform(0, 2 * np.pi, npts)
+    w = rng.standard_normal(npts)
+    got = s.circle_adjoint_points(w, phi, lmax)
+    direct = np.array([sum(w[j] * (np.cos(k * phi[j]) - 1j * np.sin(k * phi[j])) for j in range(npts))
+                       for k in range(lmax + 1)])
+    np.testing.assert_allclose(got, direct, rtol=0, atol=1e-12 * np.abs(w).sum())
+    # adjointness: Σ w_j f(φ_j) = c_0 μ̂_0 + 2 Re Σ_{k>0} c_k conj(μ̂_k)
+    c = random_coeffs(rng, lmax)
+    lhs = np.dot(w, s.circle_evaluate(c, phi))
+    rhs = np.real(c[0] * got[0] + 2 * np.sum(c[1:] * np.conj(got[1:])))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
+    # with trapezoid weights at the grid it is the analysis
+    n = 32
+    f = s.circle_synthesis(c, n)
+    np.testing.assert_allclose(s.circle_adjoint_points(f / n, s.circle_angles(n), lmax), c, rtol=0, atol=1e-14 * n)
+
+
+def test_funk_hecke_on_the_circle_is_the_convolution():
+    # (1/2π) ∫ e^{β cos(φ−ψ)} f(ψ) dψ has coefficients I_k(β) c_k = funk_hecke(β, L, d=2) c_k
+    rng = np.random.default_rng(5)
+    beta, lmax = 4.0, 10
+    c = random_coeffs(rng, lmax)
+    conv = s.circle_synthesis(s.funk_hecke(beta, lmax, d=2) * c, 24)
+    psi = s.circle_angles(256)  # trapezoid: exponentially accurate for the periodic analytic integrand
+    f = s.circle_synthesis(c, 256)
+    direct = np.array([np.mean(np.exp(beta * np.cos(p - psi)) * f) for p in s.circle_angles(24)])
+    np.testing.assert_allclose(conv, direct, rtol=0, atol=1e-13 * np.exp(beta) * np.abs(c).sum())
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: s.circle_synthesis(np.ones(6), 10), "`n`"),
+    (lambda: s.circle_analysis(np.ones(10), 5), "`lmax`"),
+    (lambda: s.circle_grid_size(-1), "`lmax`"),
+    (lambda: s.circle_analysis(np.ones(10), -1), "`lmax`"),
+    (lambda: s.circle_adjoint_points(np.ones(3), np.zeros(3), -1), "`lmax`"),
+])
+def test_bad_inputs_raise(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -1,0 +1,264 @@
+"""Tests of meanfield.sphere._funk_hecke: the multipliers λ_ℓ(β, d) of exp(β⟨x, y⟩) and the band limit.
+
+Independent answers: adaptive quadrature (scipy ``quad`` with the algebraic Jacobi weight) of the
+Funk–Hecke integral
+    λ_ℓ = c_d ∫_{-1}^{1} e^{βt} P_ℓ^{(d)}(t) (1−t²)^{(d−3)/2} dt,   c_d = Γ(d/2) / (√π Γ((d−1)/2)),
+with P_ℓ^{(d)} the Gegenbauer polynomial normalized to 1 at t = 1 (Chebyshev for d = 2), evaluated by
+``scipy.special.eval_gegenbauer`` / ``eval_chebyt``; the Hankel asymptotic series of I_ν for large β;
+finite differences in β; the combinatorial count of harmonics.
+"""
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy import integrate, special
+
+import meanfield as mf
+from meanfield import sphere as s
+
+
+def gegenbauer_normalized(ell, d, t):
+    if d == 2:
+        return special.eval_chebyt(ell, t)
+    lam = (d - 2) / 2
+    return special.eval_gegenbauer(ell, lam, t) / special.eval_gegenbauer(ell, lam, 1.0)
+
+
+def c_d(d):
+    return math.gamma(d / 2) / (math.sqrt(math.pi) * math.gamma((d - 1) / 2))
+
+
+def fh_quadrature(beta, ell, d, power=0, epsabs=0.0):
+    """e^{-β} c_d ∫ t^power e^{βt} P_ℓ(t) (1−t²)^α dt and quad's error estimate (scaled by e^{-β}).
+
+    For large ℓ the integrand changes sign and the integral is much smaller than ∫|integrand| ≈ λ_0:
+    pass ``epsabs`` ≈ eps·λ_0, the accuracy any double-precision quadrature can reach there.
+    """
+    a = (d - 3) / 2
+    with warnings.catch_warnings():
+        # "roundoff error is detected": quad has reached the rounding floor we ask for; its estimate stays usable
+        warnings.simplefilter("ignore", integrate.IntegrationWarning)
+        val, err = integrate.quad(lambda t: t ** power * np.exp(beta * (t - 1)) * gegenbauer_normalized(ell, d, t),
+                                  -1, 1, weight="alg", wvar=(a, a), epsabs=epsabs / c_d(d), epsrel=2e-14, limit=400)
+    return c_d(d) * val, c_d(d) * err
+
+
+def fh_quadrature_large_beta(beta, ell, d, cut=80.0):
+    """e^{-β} λ_ℓ for large β, with s = β(1 − t): c_d ∫_0^cut e^{-s} P_ℓ(1−s/β) (s/β)^α (2−s/β)^α ds/β.
+
+    The s^α end-point singularity is carried by quad's algebraic weight; e^{-80} ends the integral.
+    """
+    a = (d - 3) / 2
+    f = lambda x: (np.exp(-x) * gegenbauer_normalized(ell, d, 1 - x / beta)  # noqa: E731
+                   * beta ** (-a) * (2 - x / beta) ** a / beta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", integrate.IntegrationWarning)
+        val, _ = integrate.quad(f, 0, cut, weight="alg", wvar=(a, 0), epsabs=0, epsrel=2e-14, limit=400)
+    return c_d(d) * val
+
+
+def ive_hankel(nu, z, terms=60):
+    """e^{-z} I_ν(z) by the Hankel asymptotic series (large z), summed up to its smallest term.
+
+    Σ_k (−1)^k a_k(ν) z^{-k} / √(2πz), a_k = Π_{j≤k} (4ν² − (2j−1)²) / (k! 8^k); it terminates for
+    half-integer ν (odd d), and for integer ν at z ≥ 10³, ν ≤ 42 its smallest term is below 1e-17.
+    """
+    mu = 4.0 * nu * nu
+    total, term = 1.0, 1.0
+    for k in range(1, terms):
+        new = -term * (mu - (2 * k - 1) ** 2) / (k * 8.0 * z)
+        if new == 0.0 or abs(new) > abs(term):
+            break
+        term = new
+        total += term
+    return total / math.sqrt(2 * math.pi * z)
+
+
+# ------------------------------------------------------------------------------------------------
+# closed forms
+
+def test_low_dimensional_closed_forms():
+    beta = 1.7
+    ell = np.arange(8)
+    np.testing.assert_allclose(s.funk_hecke(beta, 7, d=2), special.iv(ell, beta), rtol=1e-14)
+    sph_i = np.sqrt(np.pi / (2 * beta)) * special.iv(ell + 0.5, beta)
+    np.testing.assert_allclose(s.funk_hecke(beta, 7, d=3), sph_i, rtol=1e-14)
+    np.testing.assert_allclose(s.funk_hecke(beta, 0, d=3)[0], np.sinh(beta) / beta, rtol=1e-14)
+    np.testing.assert_allclose(s.funk_hecke(beta, 1, d=3)[1],
+                               (beta * np.cosh(beta) - np.sinh(beta)) / beta ** 2, rtol=1e-14)
+    # the top-level export is the same function
+    assert mf.funk_hecke is s.funk_hecke
+
+
+@pytest.mark.parametrize("d", [2, 3, 4, 5, 6])
+@pytest.mark.parametrize("beta", [0.5, 5.0, 50.0])
+def test_funk_hecke_matches_quadrature(d, beta):
+    lmax = 12
+    lam = s.funk_hecke(beta, lmax, d, scaled=True)
+    np.testing.assert_allclose(s.funk_hecke(beta, lmax, d), lam * np.exp(beta), rtol=1e-14)
+    floor = 1e-16 * fh_quadrature(beta, 0, d)[0]
+    for ell in range(lmax + 1):
+        q, err = fh_quadrature(beta, ell, d, epsabs=floor)
+        # relative 1e-13 where λ_ℓ is not tiny; ~10 eps·λ_0 absolutely (sign-changing integrand)
+        assert abs(lam[ell] - q) <= 1e-13 * abs(q) + 10 * err + 10 * floor, (ell, lam[ell], q, err)
+
+
+@pytest.mark.parametrize("d", [2, 3, 4, 5, 6])
+def test_funk_hecke_at_beta_zero(d):
+    np.testing.assert_array_equal(s.funk_hecke(0.0, 5, d), [1, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(s.funk_hecke(0, 5, d, scaled=True), [1, 0, 0, 0, 0, 0])
+    # continuity at β → 0
+    np.testing.assert_allclose(s.funk_hecke(1e-9, 3, d), [1, 0, 0, 0], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("d", [2, 3, 4, 5, 6])
+@pytest.mark.parametrize("beta", [1e3, 1e4])
+def test_scaled_is_finite_and_accurate_for_large_beta(d, beta):
+    lmax = 40
+    lam = s.funk_hecke(beta, lmax, d, scaled=True)
+    assert np.all(np.isfinite(lam)) and np.all(lam > 0) and np.all(np.diff(lam) < 0)
+    # route 1: Hankel series of e^{-β} I_ν(β) (terminating for odd d), no scipy Bessel function
+    nu = d / 2 - 1
+    pre = math.gamma(d / 2) * (2 / beta) ** nu
+    hankel = np.array([pre * ive_hankel(ell + nu, beta) for ell in range(lmax + 1)])
+    np.testing.assert_allclose(lam, hankel, rtol=1e-13)
+    # route 2: quadrature after s = β(1 − t)
+    for ell in (0, 1, 7, 40):
+        np.testing.assert_allclose(lam[ell], fh_quadrature_large_beta(beta, ell, d), rtol=1e-12)
+    # the leading large-β behaviour of the ratio: 1 − ℓ(ℓ+d−2)/(2β) + O(β⁻²)
+    ell = np.arange(4)
+    np.testing.assert_allclose(lam[:4] / lam[0], 1 - ell * (ell + d - 2) / (2 * beta), rtol=0,
+                               atol=(ell * (ell + d)).max() ** 2 / beta ** 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# ∂λ/∂β
+
+@pytest.mark.parametrize("d", [2, 3, 4, 6])
+@pytest.mark.parametrize("beta", [0.5, 5.0, 50.0])
+def test_dbeta_matches_finite_differences_and_quadrature(d, beta):
+    lmax = 10
+    dl = s.funk_hecke_dbeta(beta, lmax, d, scaled=True)
+    np.testing.assert_allclose(s.funk_hecke_dbeta(beta, lmax, d), dl * np.exp(beta), rtol=1e-14)
+    # five-point stencil on e^{-β₀}λ(β): λ^{(5)} ~ λ, so truncation ~h⁴/30 ≈ 3e-14, rounding ~eps/h ≈ 2e-13
+    h = 1e-3
+    lam = lambda b: s.funk_hecke(b, lmax, d) * np.exp(-beta)  # noqa: E731
+    fd = (8 * (lam(beta + h) - lam(beta - h)) - (lam(beta + 2 * h) - lam(beta - 2 * h))) / (12 * h)
+    np.testing.assert_allclose(dl, fd, rtol=1e-8, atol=1e-12 * dl[0])
+    # ∂_β λ_ℓ is the multiplier of t e^{βt}
+    floor = 1e-16 * fh_quadrature(beta, 0, d)[0]
+    for ell in range(lmax + 1):
+        q, err = fh_quadrature(beta, ell, d, power=1, epsabs=floor)
+        assert abs(dl[ell] - q) <= 1e-13 * abs(q) + 10 * err + 10 * floor, (ell, dl[ell], q)
+
+
+@pytest.mark.parametrize("d", [2, 3, 5])
+def test_dbeta_at_beta_zero(d):
+    got = s.funk_hecke_dbeta(0.0, 4, d)
+    expected = [fh_quadrature(0.0, ell, d, power=1, epsabs=1e-17)[0] for ell in range(5)]
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
+    assert got[1] == pytest.approx(1 / d, rel=1e-15)
+    np.testing.assert_allclose(s.funk_hecke_dbeta(1e-9, 4, d), got, rtol=0, atol=1e-8)
+
+
+# ------------------------------------------------------------------------------------------------
+# harmonic dimensions and the kernel band limit
+
+@pytest.mark.parametrize("d", [2, 3, 4, 5, 6, 9])
+def test_harmonic_dimension_is_the_combinatorial_count(d):
+    ell = np.arange(30)
+    # N(d, ℓ) = C(ℓ+d−1, d−1) − C(ℓ+d−3, d−1)
+    exact = [math.comb(k + d - 1, d - 1) - (math.comb(k + d - 3, d - 1) if k + d - 3 >= 0 else 0) for k in ell]
+    np.testing.assert_allclose(s.harmonic_dimension(d, ell), exact, rtol=1e-12)
+    if d == 3:
+        np.testing.assert_allclose(s.harmonic_dimension(3, ell), 2 * ell + 1, rtol=1e-13)
+
+
+@pytest.mark.parametrize("beta, tol, expected", [(5.0, 1e-6, 14), (5.0, 1e-12, 21), (50.0, 1e-6, 44),
+                                                 (50.0, 1e-12, 59)])
+def test_kernel_bandlimit_design_values(beta, tol, expected):
+    assert s.kernel_bandlimit(beta, tol) == expected
+    assert mf.kernel_bandlimit(beta, tol, d=3) == expected
+
+
+@pytest.mark.parametrize("d", [2, 3, 4, 6])
+@pytest.mark.parametrize("beta", [0.3, 5.0, 50.0, 500.0])
+@pytest.mark.parametrize("tol", [1e-6, 1e-12])
+def test_truncated_kernel_sup_error_is_below_tol(d, beta, tol):
+    L = s.kernel_bandlimit(beta, tol, d)
+    top = L + int(4 * np.sqrt(beta) + 60)
+    lam = s.funk_hecke(beta, top, d, scaled=True)
+    ell = np.arange(top + 1)
+    t = np.concatenate([np.linspace(-1, 1, 401), [1.0]])
+    p = np.stack([gegenbauer_normalized(k, d, t) for k in ell])
+    terms = (s.harmonic_dimension(d, ell) * lam)[:, None] * p
+    # the series itself reproduces the kernel: e^{β(t−1)} = Σ N(d,ℓ) e^{−β}λ_ℓ P_ℓ(t)
+    np.testing.assert_allclose(terms.sum(axis=0), np.exp(beta * (t - 1)), rtol=0, atol=1e-14)
+    # the truncation error at L is the tail; its sup over t (attained at t = 1) is below tol·λ_0
+    tail = terms[L + 1:].sum(axis=0)
+    assert np.max(np.abs(tail)) < tol * lam[0]
+    assert np.max(np.abs(tail)) == pytest.approx(tail[-1], rel=1e-12)
+    # and L is the smallest such degree
+    if L > 0:
+        assert terms[L:, -1].sum() >= tol * lam[0]
+    err = s.kernel_truncation_error(beta, L, d)
+    assert err < tol <= s.kernel_truncation_error(beta, L - 1, d) if L > 0 else err < tol
+    np.testing.assert_allclose(err, tail[-1] / lam[0], rtol=1e-8, atol=1e-17)
+
+
+def test_kernel_bandlimit_edge_cases():
+    assert s.kernel_bandlimit(0.0) == 0
+    assert s.kernel_truncation_error(0.0, 3) == 0.0
+    # the design estimate L ≈ √(2β ln(1/ε)) + a few (the few grow slowly with β)
+    for beta in (5.0, 50.0, 500.0):
+        est = np.sqrt(2 * beta * np.log(1e12))
+        assert est <= s.kernel_bandlimit(beta, 1e-12) <= 1.15 * est + 3
+
+
+# ------------------------------------------------------------------------------------------------
+# DESIGN §5: linear growth rates of mode ℓ about the uniform state
+
+def test_design_growth_rates():
+    # USA: γ_ℓ = ℓ(ℓ+d−2) λ_ℓ / β ; SA: divided by λ_0
+    ell = np.arange(1, 5)
+    lam2 = s.funk_hecke(1.0, 4, d=2)
+    np.testing.assert_allclose(ell * ell * lam2[1:] / 1.0, [0.565159, 0.542991, 0.199516, 0.043794],
+                               rtol=0, atol=5e-7)
+    lam3 = s.funk_hecke(1.0, 4, d=3)
+    np.testing.assert_allclose(ell * (ell + 1) * lam3[1:] / lam3[0] / 1.0,
+                               [0.626071, 0.365365, 0.102775, 0.018843], rtol=0, atol=5e-7)
+
+
+# ------------------------------------------------------------------------------------------------
+# bad inputs
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: s.funk_hecke(-1.0, 4), "`beta`"),
+    (lambda: s.funk_hecke(np.nan, 4), "`beta`"),
+    (lambda: s.funk_hecke(np.inf, 4), "`beta`"),
+    (lambda: s.funk_hecke(1.0, -1), "`lmax`"),
+    (lambda: s.funk_hecke(1.0, 4, d=1), "`d`"),
+    (lambda: s.funk_hecke_dbeta(-1.0, 4), "`beta`"),
+    (lambda: s.funk_hecke_dbeta(1.0, -2), "`lmax`"),
+    (lambda: s.funk_hecke_dbeta(1.0, 4, d=0), "`d`"),
+    (lambda: s.harmonic_dimension(1, 3), "`d`"),
+    (lambda: s.kernel_bandlimit(-5.0), "`beta`"),
+    (lambda: s.kernel_bandlimit(5.0, tol=0.0), "`tol`"),
+    (lambda: s.kernel_bandlimit(5.0, tol=1.0), "`tol`"),
+    (lambda: s.kernel_bandlimit(5.0, tol=1e-6, d=1), "`d`"),
+    (lambda: s.kernel_truncation_error(5.0, -1), "`lmax`"),
+])
+def test_bad_inputs_raise(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: s.funk_hecke("5", 4), "`beta`"),
+    (lambda: s.funk_hecke(5.0, 4.0), "`lmax`"),
+    (lambda: s.funk_hecke(5.0, 4, d=3.0), "`d`"),
+])
+def test_wrong_types_raise_type_error(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()

@@ -1,0 +1,190 @@
+"""Tests of meanfield.sphere._zonal: zonal functions on S^{d-1} in normalized Gegenbauer polynomials.
+
+Independent answers: moments of a coordinate on S^{d-1}, scipy's Gegenbauer/Chebyshev evaluators,
+adaptive quadrature of ∫ P_ℓ P_k dσ, the count of harmonics N(d, ℓ), the S² SH transforms (m = 0
+coefficients), and a two-dimensional quadrature of the convolution ∫ e^{β⟨x,y⟩} g(⟨y,e⟩) dσ(y).
+"""
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy import integrate, special
+
+from meanfield import sphere as s
+
+DIMS = [2, 3, 4, 5, 6]
+
+
+def gegenbauer_reference(ell, d, t):
+    if d == 2:
+        return special.eval_chebyt(ell, t)
+    lam = (d - 2) / 2
+    return special.eval_gegenbauer(ell, lam, t) / special.eval_gegenbauer(ell, lam, 1.0)
+
+
+def coordinate_moment(d, k):
+    """∫ t^k dσ for t = ⟨x, e⟩, x uniform on S^{d-1}: Γ((k+1)/2) Γ(d/2) / (√π Γ((k+d)/2)) for even k."""
+    if k % 2:
+        return 0.0
+    return math.exp(math.lgamma((k + 1) / 2) + math.lgamma(d / 2) - math.lgamma(0.5) - math.lgamma((k + d) / 2))
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_grid_integrates_polynomials_exactly(d):
+    g = s.ZonalGrid(12, d)
+    assert g.t.shape == g.w.shape == (12,)
+    assert np.all(np.abs(g.t) < 1) and np.all(g.w > 0)
+    np.testing.assert_allclose(g.w.sum(), 1.0, rtol=1e-15)
+    for k in range(2 * g.n):  # degree ≤ 2n − 1
+        np.testing.assert_allclose(np.dot(g.w, g.t ** k), coordinate_moment(d, k), rtol=1e-13, atol=1e-15)
+    fb = s.ZonalGrid.for_bandlimit(10, d)
+    assert fb.n == 16 and s.ZonalGrid.for_bandlimit(10, d, dealias=False).n == 11
+
+
+@pytest.mark.parametrize("n", [7, 300, 1000])
+def test_grid_weights_are_accurate_for_large_n(n):
+    # closed forms: Gauss–Chebyshev of the 1st kind (d = 2), of the 2nd kind (d = 4), and ducc0's
+    # Gauss–Legendre weights (d = 3; accurate to ~1e-16). scipy's roots_jacobi weights alone are off by
+    # 1e-10 (n = 300) and 2e-8 (n = 1000), relative.
+    i = np.arange(1, n + 1)
+    g2 = s.ZonalGrid(n, 2)
+    np.testing.assert_allclose(np.sort(g2.t), np.sort(np.cos((2 * i - 1) * np.pi / (2 * n))), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(g2.w, 1.0 / n, rtol=1e-14)
+    g4 = s.ZonalGrid(n, 4)
+    order = np.argsort(g4.t)
+    ref_t = np.cos(i * np.pi / (n + 1))[::-1]
+    ref_w = np.sin(i * np.pi / (n + 1))[::-1] ** 2
+    np.testing.assert_allclose(g4.t[order], ref_t, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(g4.w[order], ref_w / ref_w.sum(), rtol=1e-13)
+    import ducc0
+
+    g3 = s.ZonalGrid(n, 3)
+    order = np.argsort(g3.t)
+    np.testing.assert_allclose(g3.t[order], -np.cos(ducc0.misc.GL_thetas(n)), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(g3.w[order], ducc0.sht.get_gridweights("GL", n) / (4 * np.pi), rtol=1e-13)
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_gegenbauer_matches_scipy(d):
+    t = np.linspace(-1, 1, 41)
+    p = s.gegenbauer(15, t, d)
+    assert p.shape == (16, 41)
+    ref = np.stack([gegenbauer_reference(ell, d, t) for ell in range(16)])
+    np.testing.assert_allclose(p, ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(p[:, -1], 1.0, rtol=1e-14)
+    if d == 3:
+        np.testing.assert_allclose(p, np.stack([special.eval_legendre(ell, t) for ell in range(16)]), atol=1e-14)
+    assert s.gegenbauer(3, np.zeros((2, 5)), d).shape == (4, 2, 5)
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_orthogonality_and_norms_by_quadrature(d):
+    a = (d - 3) / 2
+    cd = math.gamma(d / 2) / (math.sqrt(math.pi) * math.gamma((d - 1) / 2))
+    lmax = 8
+    norms = s.gegenbauer_norms(lmax, d)
+    np.testing.assert_allclose(norms, 1.0 / s.harmonic_dimension(d, np.arange(lmax + 1)), rtol=1e-14)
+    for ell in range(lmax + 1):
+        for k in range(ell, lmax + 1):
+            with warnings.catch_warnings():  # "roundoff detected" when the integral is 0: the floor we want
+                warnings.simplefilter("ignore", integrate.IntegrationWarning)
+                val, _ = integrate.quad(lambda t: gegenbauer_reference(ell, d, t) * gegenbauer_reference(k, d, t),
+                                        -1, 1, weight="alg", wvar=(a, a), epsabs=1e-14, epsrel=1e-13)
+            expected = norms[ell] if k == ell else 0.0
+            assert abs(cd * val - expected) <= 1e-13, (ell, k, cd * val, expected)
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_round_trip_and_batch_layout(d):
+    rng = np.random.default_rng(d)
+    lmax = 9
+    g = s.ZonalGrid.for_bandlimit(lmax, d)
+    c = rng.standard_normal((3, lmax + 1))
+    vals = s.zonal_synthesis(c, g.t, d)
+    assert vals.shape == (3, g.n)
+    back = s.zonal_analysis(vals, lmax, g)
+    assert back.shape == (3, lmax + 1)
+    np.testing.assert_allclose(back, c, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(s.zonal_analysis(vals[1], lmax, g), c[1], rtol=0, atol=1e-13)
+    # the 3/2-rule grid projects products of two degree-L profiles exactly
+    f1, f2 = rng.standard_normal(lmax + 1), rng.standard_normal(lmax + 1)
+    fine = s.ZonalGrid(4 * lmax, d)
+    prod = lambda grid: s.zonal_synthesis(f1, grid.t, d) * s.zonal_synthesis(f2, grid.t, d)  # noqa: E731
+    np.testing.assert_allclose(s.zonal_analysis(prod(g), lmax, g), s.zonal_analysis(prod(fine), lmax, fine),
+                               rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_exponential_profile_has_funk_hecke_coefficients(d):
+    # e^{κt} = Σ N(d,ℓ) λ_ℓ(κ) P_ℓ(t): the zonal analysis recovers N(d,ℓ) λ_ℓ
+    kappa, lmax = 2.0, 20
+    g = s.ZonalGrid(40, d)
+    coeffs = s.zonal_analysis(np.exp(kappa * g.t), lmax, g)
+    n_dim = s.harmonic_dimension(d, np.arange(lmax + 1))
+    expected = n_dim * s.funk_hecke(kappa, lmax, d)
+    # g_ℓ = N(d,ℓ) ∫ g P_ℓ dσ: the quadrature's rounding (~eps·max g) is multiplied by N(d,ℓ)
+    assert np.all(np.abs(coeffs - expected) <= 1e-13 * expected + 10 * np.finfo(float).eps * n_dim * np.exp(kappa))
+
+
+def test_zonal_coefficients_are_sh_m0_coefficients_on_s2():
+    # g(cos θ) = Σ g_ℓ P_ℓ = Σ a_ℓ0 Y_ℓ0 with Y_ℓ0 = √((2ℓ+1)/(4π)) P_ℓ(cos θ)
+    kappa, lmax = 1.5, 24
+    prof = lambda t: np.exp(kappa * t) * np.cos(3 * t)  # noqa: E731
+    zg = s.ZonalGrid(60, 3)
+    g_ell = s.zonal_analysis(prof(zg.t), lmax, zg)
+    grid = s.SphereGrid.for_bandlimit(40)
+    alm = s.analysis(prof(grid.points[..., 2]), lmax, grid)
+    ell, m = s.lm_arrays(lmax)
+    np.testing.assert_allclose(alm[m == 0].real, g_ell * np.sqrt(4 * np.pi / (2 * np.arange(lmax + 1) + 1)),
+                               rtol=0, atol=1e-14)
+    assert np.max(np.abs(alm[m > 0])) < 1e-14 and np.max(np.abs(alm[m == 0].imag)) == 0
+
+
+def _convolution_by_quadrature(beta, prof, svals, d, n=80):
+    """∫ e^{β⟨x,y⟩} g(⟨y,e⟩) dσ(y) at ⟨x,e⟩ = s, in coordinates y = cos θ e + sin θ u, u ∈ S^{d−2} ⊥ e.
+
+    θ ∈ [0, π] with density ∝ sin^{d−2} θ; ⟨u, e'⟩ = cos ψ, ψ ∈ [0, π] with density ∝ sin^{d−3} ψ (d ≥ 3),
+    or ⟨u, e'⟩ = ±1 with mass ½ each (d = 2).  Gauss–Legendre in θ and ψ: the integrand is analytic.
+    """
+    x, w = np.polynomial.legendre.leggauss(n)
+    th = np.pi * (x + 1) / 2
+    wt = w * np.sin(th) ** (d - 2)
+    wt /= wt.sum()
+    if d == 2:
+        v, wv = np.array([-1.0, 1.0]), np.array([0.5, 0.5])
+    else:
+        wv = w * np.sin(th) ** (d - 3)
+        wv /= wv.sum()
+        v = np.cos(th)
+    out = []
+    for s_ in svals:
+        inner = s_ * np.cos(th)[:, None] + np.sqrt(1 - s_ ** 2) * np.sin(th)[:, None] * v[None, :]
+        out.append(np.einsum("i,j,ij,i->", wt, wv, np.exp(beta * inner), prof(np.cos(th))))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("beta", [0.5, 5.0])
+def test_funk_hecke_on_zonal_functions_is_the_convolution(d, beta):
+    rng = np.random.default_rng(d)
+    lmax = 6
+    c = rng.standard_normal(lmax + 1)
+    prof = lambda t: s.zonal_synthesis(c, t, d)  # noqa: E731  (a degree-6 polynomial profile)
+    svals = np.linspace(-1, 1, 9)
+    spectral = s.zonal_synthesis(s.funk_hecke(beta, lmax, d) * c, svals, d)
+    direct = _convolution_by_quadrature(beta, prof, svals, d)
+    np.testing.assert_allclose(spectral, direct, rtol=0, atol=1e-13 * np.exp(beta) * np.abs(c).sum())
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: s.ZonalGrid(0, 3), "`n`"),
+    (lambda: s.ZonalGrid(5, 1), "`d`"),
+    (lambda: s.ZonalGrid.for_bandlimit(-1, 3), "`lmax`"),
+    (lambda: s.gegenbauer(-1, 0.5, 3), "`lmax`"),
+    (lambda: s.gegenbauer(3, 0.5, 1), "`d`"),
+    (lambda: s.zonal_analysis(np.ones(4), 3, s.ZonalGrid(5, 3)), "`values`"),
+])
+def test_bad_inputs_raise(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
