@@ -114,7 +114,7 @@ class Density:
             field_ = lambda x: sh.synthesis_points(g, degree, x.reshape(-1, 3)).reshape(x.shape[:-1])  # noqa: E731
         else:
             k = np.arange(degree + 1)
-            g = (rng.standard_normal(k.size) + 1j * rng.standard_normal(k.size)) / 2 * (k > 0)
+            g = (rng.standard_normal(k.size) + 1j * rng.standard_normal(k.size)) / np.sqrt(8) * (k > 0)
             field_ = lambda x: circ.circle_evaluate(g, np.arctan2(x[..., 1], x[..., 0]))  # noqa: E731
         return cls.from_function(lambda x: np.exp(amplitude * field_(x)), lmax, d, normalize=True)
 
@@ -154,7 +154,7 @@ class Density:
         return float(self.coeffs[0].real / (_SQRT4PI if self.d == 3 else 1.0))
 
     def power(self) -> np.ndarray:
-        """Degree power E_ℓ = Σ_m |ρ̂_ℓm|², shape (lmax + 1,)."""
+        """Degree power ``E_ℓ = Σ_m |ρ̂_ℓm|²``, shape (lmax + 1,)."""
         if self.d == 3:
             return sh.degree_power(self.coeffs, self.lmax)
         return np.abs(self.coeffs) ** 2 * np.where(np.arange(self.lmax + 1) == 0, 1.0, 2.0)
@@ -247,6 +247,12 @@ class Particles:
         n, d = nonneg_int("n", n, minimum=1), dimension(d)
         x = np.random.default_rng(seed).standard_normal((n, d))
         return cls(x, None, radii, normalize=True)
+
+    @classmethod
+    def from_density(cls, density, n: int, seed=None) -> "Particles":
+        """n i.i.d. samples of a Density or ZonalDensity (see :func:`meanfield.sample_density`)."""
+        from ._sampling import sample_density
+        return sample_density(density, n, seed)
 
     @property
     def n(self) -> int:

@@ -162,7 +162,7 @@ def save_times(t_final, save_every=None, t_eval=None, t0=0.0) -> np.ndarray:
 
 def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_every=None, t_eval=None,
              callback=None, progress: bool = False, checkpoint=None, checkpoint_every: int = 1, t0: float = 0.0,
-             **options) -> Trajectory:
+             metadata: dict | None = None, **options) -> Trajectory:
     """Evolve ``initial`` under ``model`` up to ``t_final``.
 
     Parameters
@@ -188,6 +188,9 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         after an interruption or a failure); :func:`resume` continues from it.
     t0 : float
         Initial time (schemes such as LN-Scaling, Mix-LN and a time-dependent nGPT α depend on t).
+    metadata : dict, optional
+        Extra attributes stored in the checkpoint's ``/run`` group (strings and numbers; the CLI stores the
+        configuration text and the seed) and carried over by :func:`resume`.
     **options
         Backend options (e.g. ``lmax``, ``rtol`` for "spectral"; ``step``, ``time`` for "particles").
         Unknown options raise ``TypeError`` naming the valid ones.
@@ -210,7 +213,7 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         raise ValueError(f"`checkpoint_every` must be an integer >= 1; got {checkpoint_every!r}.")
     stepper = get_backend(backend)(model, initial, **options)
     stepper.t = t0
-    run = _Run(stepper, model, backend, times, checkpoint)
+    run = _Run(stepper, model, backend, times, checkpoint, metadata)
     bar = _progress_bar(progress, times[-1])
     try:
         for i, t_target in enumerate(times[1:], start=1):
@@ -245,8 +248,9 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
 class _Run:
     """The saved part of a run in progress: states, diagnostics, and how to write or resume it."""
 
-    def __init__(self, stepper, model, backend, times, checkpoint):
+    def __init__(self, stepper, model, backend, times, checkpoint, metadata=None):
         self.stepper, self.model, self.backend = stepper, model, backend
+        self.metadata = dict(metadata or {})
         self.save_times, self.path = times, checkpoint
         self.times, self.states, self.diags = [], [], []
         self.status = Status.OK
@@ -272,7 +276,8 @@ class _Run:
         resume = getattr(self.stepper, "resume_options", lambda: {})()
         remaining = [t for t in self.save_times if t > self.times[-1] + 1e-12 * max(1.0, abs(t))]
         save(self.trajectory(), self.path, complete=complete,
-             run_info=dict(t_final=float(self.save_times[-1]), remaining_times=remaining, resume=resume))
+             run_info=dict(self.metadata, t_final=float(self.save_times[-1]), remaining_times=remaining,
+                           resume=resume))
 
 
 def resume(path, *, callback=None, progress: bool = False, checkpoint_every: int = 1, alpha=None) -> Trajectory:
@@ -290,6 +295,7 @@ def resume(path, *, callback=None, progress: bool = False, checkpoint_every: int
     if info["complete"] or not remaining:
         return done
     options = {**done.options, **info.get("resume", {})}
+    metadata = {k: v for k, v in info.items() if k not in _RUN_KEYS}
     rest = simulate(done.model, done.final, info["t_final"], backend=done.backend, t_eval=remaining,
                     callback=callback, progress=progress, t0=float(done.times[-1]), **options)
     merged = _concatenate(done, rest)
@@ -297,9 +303,12 @@ def resume(path, *, callback=None, progress: bool = False, checkpoint_every: int
 
     left = [t for t in remaining if t > merged.times[-1] + 1e-12 * max(1.0, abs(t))]
     save(merged, path, complete=merged.status is Status.OK,
-         run_info=dict(t_final=info["t_final"], remaining_times=left,
+         run_info=dict(metadata, t_final=info["t_final"], remaining_times=left,
                        resume=info.get("resume", {}) if rest.status is not Status.OK else {}))
     return merged
+
+
+_RUN_KEYS = {"t_final", "remaining_times", "resume", "options", "complete"}
 
 
 def _concatenate(a: Trajectory, b: Trajectory) -> Trajectory:

@@ -63,21 +63,13 @@ def _run(args) -> int:
         cfg = load_config(args.config)
         if Path(args.output).exists():
             Path(args.output).unlink()
+        metadata = {"config": cfg.text, **({"seed": cfg.seed} if cfg.seed is not None else {})}
         traj = mf.simulate(cfg.model, cfg.initial, cfg.t_final, backend=cfg.backend, checkpoint=args.output,
-                           checkpoint_every=cfg.checkpoint_every, progress=not args.quiet, **cfg.save, **cfg.options)
-        _annotate(args.output, cfg)
+                           checkpoint_every=cfg.checkpoint_every, progress=not args.quiet, metadata=metadata,
+                           **cfg.save, **cfg.options)
     if not args.quiet:
         print(_summary(traj, args.output))
     return 0 if traj.status.name in ("OK", "CALLBACK_STOP") else 1
-
-
-def _annotate(path, cfg):
-    import h5py
-
-    with h5py.File(path, "a") as f:   # the config and the seed, next to the result (small attributes)
-        f["run"].attrs["config"] = cfg.text
-        if cfg.seed is not None:
-            f["run"].attrs["seed"] = cfg.seed
 
 
 def _summary(traj, path) -> str:

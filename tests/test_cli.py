@@ -104,3 +104,20 @@ lmax_max = 160
     a, b = mf.load(ref), mf.load(out)
     assert len(partial) < len(b) == len(a)
     assert max(np.max(np.abs(x.coeffs - y.coeffs)) for x, y in zip(a.states, b.states)) <= 1e-14
+
+
+def test_config_and_seed_survive_kill_and_resume(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    out = tmp_path / "r.h5"
+    assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+    info = mf._io.run_info(out)
+    assert info["seed"] == 4 and "[initial]" in info["config"]
+    # a checkpoint written mid-run already carries them, and resume keeps them
+    mf.simulate(mf.Model(3.0), mf.Density.random(12, seed=4, amplitude=0.5), 0.4, save_every=0.1,
+                checkpoint=tmp_path / "p.h5", metadata={"config": "x", "seed": 7},
+                callback=lambda t, s, d: t > 0.15)
+    assert mf._io.run_info(tmp_path / "p.h5")["seed"] == 7
+    mf.resume(tmp_path / "p.h5")
+    info = mf._io.run_info(tmp_path / "p.h5")
+    assert info["seed"] == 7 and info["config"] == "x" and info["complete"]

@@ -454,9 +454,12 @@ class SpectralBackend:
     def _monitor(self, tail, min_rho, previous):
         opts = self.options
         policy = opts["on_resolution_loss"]
-        if policy == "refine" and tail > opts["tail_warn"]:
+        if policy == "refine" and (tail > opts["tail_warn"] or min_rho < -0.1 * opts["negativity_tol"]):
             new_l = int(np.ceil(opts["refine_factor"] * self.basis.lmax))
             if new_l <= opts["lmax_max"]:
+                if min_rho < -0.1 * opts["negativity_tol"]:
+                    # undershoot is made by the last step's truncation: redo it from the previous state
+                    self.t, self.y = previous
                 self.refine(new_l)
                 return Status.OK
         lost = tail > opts["tail_tol"] or min_rho < -opts["negativity_tol"]
