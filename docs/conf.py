@@ -38,17 +38,23 @@ numpydoc_show_class_members = False    # members are listed by autodoc's :member
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = True
 
-# Public names of `meanfield` whose docstrings do not build cleanly (docutils errors) and that live in
-# modules other engineers own, so their docstrings are not edited here.  The API page lists them
-# with this reason instead of rendering them; remove a name once its docstring builds.
-_BARS = "writes absolute values or norms with bars (|…|), which reStructuredText reads as undefined substitutions"
-meanfield_autodoc_skip = {
-    "attention_field_sh": f"its docstring {_BARS} (meanfield/_attention.py).",
-    "EnergyEstimate": f"its docstring {_BARS} (meanfield/energy/_energy.py).",
-    "classify": f"its docstring {_BARS} (meanfield/energy/_classify.py).",
-    "find_stationary": f"its docstring {_BARS} (meanfield/energy/_flow.py).",
-    "stationary": f"its docstring {_BARS} (meanfield/energy/_stationary.py).",
-}
+# Docstrings write norms and absolute values with bars (|v|, ‖A‖ is fine), which reStructuredText would
+# read as substitution references: escape bars outside inline literals before numpydoc/docutils see them.
+meanfield_autodoc_skip = {}
+
+
+def _escape_bars(app, what, name, obj, options, lines):
+    import re
+
+    literal = re.compile(r"(``.*?``|`[^`]*`)")
+    for i, line in enumerate(lines):
+        parts = literal.split(line)
+        lines[i] = "".join(p if k % 2 else p.replace("|", r"\|") for k, p in enumerate(parts))
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _escape_bars, priority=400)
+
 
 html_theme = "alabaster"
 html_title = f"meanfield {release}"

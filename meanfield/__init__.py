@@ -19,7 +19,15 @@ from . import sphere as sphere
 from .analysis import growth_rate as growth_rate
 from ._equiangular import equiangular as equiangular
 from ._measures import ZonalDensity as ZonalDensity
+from ._compare import sobolev_distance as sobolev_distance, mmd as mmd
 # --- energy ---
+from ._energy import (energy as energy, energy_estimate as energy_estimate, EnergyEstimate as EnergyEstimate,
+                     uniform_energy as uniform_energy, first_variation as first_variation,
+                     first_variation_gradient as first_variation_gradient, gradient_flow as gradient_flow,
+                     find_stationary as find_stationary, stationary as stationary,
+                     minimize_energy as minimize_energy, maximize_energy as maximize_energy,
+                     classify as classify, Classification as Classification, FEDensity as FEDensity,
+                     SphereMesh as SphereMesh, FESpace as FESpace)
 # --- particles ---
 from ._attention import (attention_field as attention_field, attention_field_sh as attention_field_sh,
                          AttentionField as AttentionField, particle_velocity as particle_velocity)

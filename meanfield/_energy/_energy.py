@@ -1,0 +1,369 @@
+"""The interaction energy E_{β,D}(μ) = (1/2β) ∬ e^{β⟨x, D y⟩} dμ(x) dμ(y) and its first variation.
+
+Evaluation paths (one per measure type; DESIGN.md §1, §2):
+
+* ``Density`` with D = c·I: Parseval with the Funk–Hecke multipliers λ_ℓ(βc) (exact; for a density
+  ρ with orthonormal coefficients ρ̂ on S², ∬ e^{b⟨x,y⟩} ρρ dσdσ = Σ_ℓ λ_ℓ(b) E_ℓ/(4π), E_ℓ = Σ_m|ρ̂_ℓm|²;
+  on S¹ it is Σ_k I_|k|(b) |c_k|²).  A negative c uses λ_ℓ(−b) = (−1)^ℓ λ_ℓ(b).
+* ``Density`` with a general D: a Gauss–Legendre (S²) or equispaced (S¹) grid that integrates
+  ρ(x) e^{β⟨x,Dy⟩} exactly up to the kernel's truncation tolerance, then the O(N_grid²) pair sum.
+* the uniform measure (any D, any d): the closed-form series of :func:`uniform_energy`.
+* ``Particles``: the exact pair sum (chunked, any d), or for D = c·I on S² / S¹ the O(N) spectral
+  sum (adjoint non-uniform transform + Funk–Hecke) with the error bound of the kernel truncation.
+* ``FEDensity`` (:mod:`meanfield._energy._fem`): its own quadrature nodes as atoms.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+
+from .._measures import Density, Particles
+from .._validate import choice, dimension, nonneg_int, positive_float
+from ..sphere import _circle as circ
+from ..sphere import _sh as sh
+from ..sphere._funk_hecke import funk_hecke, kernel_bandlimit, kernel_truncation_error
+from ._kernel import (check_beta, check_D, isotropic_scale, kernel_sums, pair_energy, spectral_norm,
+                      tangent_project)
+
+METHODS = ("auto", "exact", "pairs", "spectral", "quadrature")
+_GRID_TOL = 1e-15          # kernel truncation behind the quadrature grids of a Density
+_NUFFT_EPS = 1e-13
+_SPECTRAL_MIN_N = 4000     # "auto" switches particles on S²/S¹ with D = cI to the O(N) path above this
+_FE_FACTOR_MIN = 10000     # "auto" evaluates FE energies through the truncated kernel above this many nodes
+
+
+@dataclass(frozen=True)
+class EnergyEstimate:
+    """An energy value with the bound on its error and the method that produced it.
+
+    Attributes
+    ----------
+    value : float
+        E_{β,D}(μ) (dimensionless; the energy has the prefactor 1/(2β)).
+    error_bound : float
+        A bound on |value − E| from the method (kernel truncation, quadrature); 0.0 where the
+        method is exact up to rounding, NaN where no bound is known (FE quadrature).
+    method : str
+        "exact", "closed-form", "pairs", "spectral" or "quadrature".
+    """
+
+    value: float
+    error_bound: float
+    method: str
+
+    def __float__(self):
+        return float(self.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# the uniform measure, closed form
+
+def uniform_energy(beta, D=None, d: int = 3) -> float:
+    """E_{β,D}(σ) for the normalized uniform measure σ on S^{d-1}, any real D (not only symmetric).
+
+    Parameters
+    ----------
+    beta : float
+        β > 0.
+    D : None, float or array_like of shape (d, d)
+        Interaction matrix (None: identity, a scalar c: c·I).
+    d : int
+        Ambient dimension (d ≥ 2).
+
+    Returns
+    -------
+    float
+        (1/2β) E_{x,y∼σ} e^{β xᵀDy}.
+
+    Notes
+    -----
+    E depends on D only through its singular values s_i (σ is O(d)-invariant).  Integrating x first,
+    E_x e^{β⟨x, Dy⟩} = ₀F₁(; d/2; β²‖Dy‖²/4); with a_i = s_i² and (y_i²) ~ Dirichlet(½, …, ½),
+
+        2β E = Σ_k (β²/4)^k h_k / ((d/2)_k)²,   h_k = [t^k] Π_i (1 − a_i t)^{−1/2},
+
+    a series of positive terms (no cancellation; evaluated in log scale).  The term ratio is at most
+    (βs_max)²/(4(k+1)²), so ⌊βs_max⌋ + 80 terms leave a tail below 4^{-80}.  Beyond βs_max = 1500 the
+    energy exceeds the float64 range and ``inf`` is returned.  Special cases: D = I gives λ_0 = Γ(d/2)(2/β)^{d/2−1}I_{d/2−1}(β)
+    (sinh β/β on S²); d = 2, D = diag(d1, d2) gives I_0(β(d1+d2)/2) I_0(β(d1−d2)/2).
+    """
+    beta = check_beta(beta)
+    d = dimension(d)
+    D = check_D(D, d)
+    s = np.linalg.svd(D, compute_uv=False)
+    smax = float(s[0]) if s.size else 0.0
+    if smax == 0.0:
+        return 1.0 / (2.0 * beta)
+    a = (s / smax) ** 2
+    z = beta * smax
+    if z > 1500.0:
+        return float("inf")
+    K = int(z) + 80
+    j = np.arange(K + 1)
+    base = np.exp(special.gammaln(j + 0.5) - special.gammaln(0.5) - special.gammaln(j + 1.0))  # (1/2)_j/j!
+    h = np.zeros(K + 1)
+    h[0] = 1.0
+    for ai in a:                     # one series product per dimension (d factors, not a particle loop)
+        with np.errstate(under="ignore"):
+            h = np.convolve(h, base * ai ** j)[: K + 1]
+    with np.errstate(divide="ignore"):
+        logt = (j * np.log(z * z / 4.0) + np.log(h)
+                - 2.0 * (special.gammaln(d / 2.0 + j) - special.gammaln(d / 2.0)))
+    top = float(np.max(logt))
+    with np.errstate(over="ignore"):
+        return float(np.exp(top) * np.sum(np.exp(logt - top)) / (2.0 * beta))
+
+
+# ----------------------------------------------------------------------------------------------
+# atoms: a discrete representation exact for the energy
+
+def _is_fe(measure) -> bool:
+    from ._fem import FEDensity
+    return isinstance(measure, FEDensity)
+
+
+def _measure_dim(measure) -> int:
+    if isinstance(measure, (Particles, Density)) or _is_fe(measure):
+        return measure.d
+    raise TypeError("`measure` must be a meanfield Particles, Density or FEDensity; "
+                    f"got {type(measure).__name__}.")
+
+
+def _density_atoms(rho: Density, beta: float, D: np.ndarray):
+    """Grid points and σ-weights·ρ that integrate ρ(x) e^{β⟨x,Dy⟩} exactly up to the kernel tolerance."""
+    b = beta * spectral_norm(D)
+    lk = kernel_bandlimit(b, _GRID_TOL, rho.d)
+    deg = rho.lmax + lk
+    if rho.d == 3:
+        # Gauss–Legendre in θ (exact to degree 2·ntheta − 1) × trapezoid in φ (exact for |m| < nphi)
+        ntheta = max((deg + 2) // 2, rho.lmax + 1)
+        nphi = max(deg + 1, 2 * rho.lmax + 2)
+        grid = sh.SphereGrid(ntheta, nphi + nphi % 2)
+        pts = grid.points.reshape(-1, 3)
+        w = (grid.weights / (4 * np.pi)).ravel() * rho.on_grid(grid).ravel()
+    else:
+        n = max(deg + 1, 2 * rho.lmax + 1)                  # trapezoid exact for degree < n
+        pts = circ.circle_points(n)
+        w = rho.evaluate(pts) / n
+    bound = 2 * _GRID_TOL * funk_hecke(b, 0, rho.d)[0] if b > 0 else 0.0
+    return pts, w, bound
+
+
+def atoms(measure, beta: float, D: np.ndarray):
+    """(points (n, d), weights (n,), quadrature error bound per unit |mass|²) of a measure."""
+    if isinstance(measure, Particles):
+        return measure.positions, measure.weights, 0.0
+    if isinstance(measure, Density):
+        return _density_atoms(measure, beta, D)
+    if _is_fe(measure):
+        pts, w = measure.atoms()
+        return pts, w, float("nan")
+    raise TypeError("`measure` must be a meanfield Particles, Density or FEDensity; "
+                    f"got {type(measure).__name__}.")
+
+
+# ----------------------------------------------------------------------------------------------
+# the energy
+
+def _multipliers(b: float, lmax: int, d: int) -> np.ndarray:
+    """Funk–Hecke multipliers of e^{b⟨x,y⟩} for any real b: λ_ℓ(−|b|) = (−1)^ℓ λ_ℓ(|b|)."""
+    lam = funk_hecke(abs(b), lmax, d)
+    if b < 0:
+        lam = lam * (-1.0) ** np.arange(lmax + 1)
+    return lam
+
+
+def _density_spectral(rho: Density, beta: float, c: float) -> float:
+    lam = _multipliers(beta * c, rho.lmax, rho.d)
+    p = rho.power()
+    total = float(lam @ p) / (4 * np.pi if rho.d == 3 else 1.0)
+    return total / (2.0 * beta)
+
+
+def _particles_spectral(p: Particles, beta: float, c: float, lmax, tol):
+    b = beta * c
+    d = p.d
+    if lmax is None:
+        lmax = max(1, kernel_bandlimit(abs(b), tol, d))
+    lmax = nonneg_int("lmax", lmax, minimum=1)
+    lam = _multipliers(b, lmax, d)
+    if d == 3:
+        mu = sh.adjoint_synthesis_points(p.weights, p.positions, lmax, epsilon=_NUFFT_EPS)
+        power = 4 * np.pi * sh.degree_power(mu, lmax)
+        nufft = 2 * _NUFFT_EPS * abs(lam[0]) * float(power.sum())
+    else:
+        phi = np.arctan2(p.positions[:, 1], p.positions[:, 0])
+        ck = circ.circle_adjoint_points(p.weights, phi, lmax)
+        power = np.abs(ck) ** 2 * np.where(np.arange(lmax + 1) == 0, 1.0, 2.0)
+        nufft = 0.0
+    value = float(lam @ power) / (2.0 * beta)
+    lam0 = funk_hecke(abs(b), 0, d)[0]
+    bound = (lam0 * kernel_truncation_error(abs(b), lmax, d) + nufft) / (2.0 * beta)
+    return EnergyEstimate(value, bound, "spectral")
+
+
+def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | None = None,
+                    tol: float = 1e-13) -> EnergyEstimate:
+    """E_{β,D}(μ) with an error bound; see :func:`energy` for the parameters.
+
+    Returns
+    -------
+    EnergyEstimate
+        ``value``, ``error_bound`` and the ``method`` used.
+    """
+    d = _measure_dim(measure)
+    beta = check_beta(beta)
+    D = check_D(D, d)
+    choice("method", method, METHODS)
+    tol = positive_float("tol", tol)
+    if tol >= 1:
+        raise ValueError(f"`tol` must be in (0, 1); got tol={tol!r}.")
+    c = isotropic_scale(D)
+
+    if isinstance(measure, Particles):
+        if method in ("exact", "quadrature"):
+            raise ValueError(f"`method`={method!r} is for densities; Particles take 'auto', 'pairs' or 'spectral'.")
+        spectral_ok = c is not None and d in (2, 3)
+        if method == "spectral" and not spectral_ok:
+            raise ValueError("`method`='spectral' needs D = c·I and d ∈ {2, 3}; "
+                             f"got d={d} and {'an isotropic' if c is not None else 'a non-isotropic'} D. "
+                             "Use method='pairs'.")
+        if method == "spectral" or (method == "auto" and spectral_ok and measure.n > _SPECTRAL_MIN_N):
+            return _particles_spectral(measure, beta, c, lmax, tol)
+        return EnergyEstimate(pair_energy(measure.positions, measure.weights, beta, D), 0.0, "pairs")
+
+    if method in ("pairs", "spectral"):
+        raise ValueError(f"`method`={method!r} is for Particles; densities take 'auto', 'exact' or 'quadrature'.")
+    if isinstance(measure, Density):
+        if method in ("auto", "exact"):
+            if not np.any(measure.coeffs[1:]):
+                return EnergyEstimate(measure.mass() ** 2 * uniform_energy(beta, D, d), 0.0, "closed-form")
+            if c is not None:
+                return EnergyEstimate(_density_spectral(measure, beta, c), 0.0, "exact")
+            if method == "exact":
+                raise ValueError("`method`='exact' needs D = c·I (or the uniform density); use 'quadrature'.")
+        pts, w, bound = _density_atoms(measure, beta, D)
+        l1 = float(np.sum(np.abs(w)))
+        return EnergyEstimate(pair_energy(pts, w, beta, D), bound * l1 ** 2 / (2 * beta), "quadrature")
+    # FE density: its quadrature nodes as atoms (direct pair sum), or through the truncated kernel
+    if method == "exact":
+        raise ValueError("`method`='exact' is not available for an FE density; use 'auto' or 'quadrature'.")
+    pts, w = measure.atoms()
+    if method == "auto" and len(w) > _FE_FACTOR_MIN:
+        return EnergyEstimate(measure.space.energy(measure.values, beta, D), float("nan"), "quadrature")
+    return EnergyEstimate(pair_energy(pts, w, beta, D), float("nan"), "quadrature")
+
+
+def energy(measure, beta, D=None, *, method: str = "auto", lmax: int | None = None, tol: float = 1e-13) -> float:
+    """The interaction energy E_{β,D}(μ) = (1/2β) ∬ e^{β⟨x, D y⟩} dμ(x) dμ(y).
+
+    Parameters
+    ----------
+    measure : Particles, Density or FEDensity
+        μ on S^{d-1}.  Only directions enter (radii are ignored).  A Density need not have unit
+        mass: E is quadratic in μ.
+    beta : float
+        Inverse temperature β > 0.
+    D : None, float or array_like, shape (d, d)
+        Interaction matrix D = QᵀK (None: the identity; a scalar c: c·I).  Need not be symmetric.
+    method : {"auto", "exact", "pairs", "spectral", "quadrature"}
+        "auto" picks: uniform density → closed form; Density with D = c·I → Parseval ("exact");
+        Density with general D → grid quadrature; Particles → the direct pair sum, or the O(N)
+        spectral sum on S²/S¹ for D = c·I and more than 4000 particles.
+    lmax : int, optional
+        Band limit of the spectral particle sum (default: from ``tol``).
+    tol : float
+        Kernel truncation tolerance of the spectral particle sum, in (0, 1).
+
+    Returns
+    -------
+    float
+        E_{β,D}(μ) (dimensionless).  :func:`energy_estimate` also returns the error bound.
+
+    Examples
+    --------
+    >>> import meanfield as mf, numpy as np
+    >>> round(mf.energy(mf.Particles([[0, 0, 1.0]]), 2.0), 6)       # a Dirac: e^β/(2β)
+    1.847264
+    """
+    return float(energy_estimate(measure, beta, D, method=method, lmax=lmax, tol=tol).value)
+
+
+# ----------------------------------------------------------------------------------------------
+# first variation and its spherical gradient
+
+def _targets(measure, points, d):
+    if points is None:
+        if isinstance(measure, Particles):
+            return measure.positions
+        if _is_fe(measure):
+            return measure.space.nodes
+        raise ValueError("`points` is required for a Density (the first variation is a function on S^{d-1}).")
+    p = np.asarray(points, dtype=float)
+    if p.ndim < 1 or p.shape[-1] != d:
+        raise ValueError(f"`points` must have shape (..., {d}); got shape {p.shape}.")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("`points` must be finite; it contains NaN or inf.")
+    return p
+
+
+def first_variation(measure, beta, D=None, points=None) -> np.ndarray:
+    """δE/δμ(x) = (1/2β) ∫ (e^{β⟨x,Dy⟩} + e^{β⟨y,Dx⟩}) dμ(y)  (= (1/β)∫ e^{β⟨x,Dy⟩}dμ(y) for D = Dᵀ).
+
+    Parameters
+    ----------
+    measure : Particles, Density or FEDensity
+        μ.
+    beta : float
+        β > 0.
+    D : None, float or array_like, shape (d, d)
+        Interaction matrix (None: identity).
+    points : array_like, shape (..., d), optional
+        Where to evaluate (default: the particle positions, or the FE nodes; required for a Density).
+
+    Returns
+    -------
+    ndarray, shape (...)
+        The first variation at ``points``; along μ, ∫ δE/δμ dμ = 2E.
+    """
+    d = _measure_dim(measure)
+    beta = check_beta(beta)
+    D = check_D(D, d)
+    x = _targets(measure, points, d)
+    y, a, _ = atoms(measure, beta, D)
+    flat = x.reshape(-1, d)
+    z = kernel_sums(flat, y, a, beta, D)
+    if not np.array_equal(D, D.T):
+        z = 0.5 * (z + kernel_sums(flat, y, a, beta, D.T))
+    return (z / beta).reshape(x.shape[:-1])
+
+
+def first_variation_gradient(measure, beta, D=None, points=None) -> np.ndarray:
+    """The spherical gradient ∇_S δE/δμ at unit ``points``: P_x ∫ e^{β⟨x,Dy⟩} D y dμ(y) for D = Dᵀ.
+
+    For symmetric D this is the USA velocity with Q = I, K = V = D: the Wasserstein gradient-ascent
+    field of E (DESIGN.md §1).  A non-symmetric D gives ½P_x∫(e^{β⟨x,Dy⟩}Dy + e^{β⟨x,Dᵀy⟩}Dᵀy)dμ.
+
+    Parameters and default ``points`` as in :func:`first_variation` (points must be unit vectors).
+
+    Returns
+    -------
+    ndarray, shape (..., d)
+        Tangent vectors (ambient components).
+    """
+    d = _measure_dim(measure)
+    beta = check_beta(beta)
+    D = check_D(D, d)
+    x = _targets(measure, points, d)
+    flat = x.reshape(-1, d)
+    nrm = np.linalg.norm(flat, axis=1)
+    if flat.size and np.max(np.abs(nrm - 1)) > 1e-8:
+        raise ValueError(f"`points` must be unit vectors (max | ‖x‖ − 1 | = {np.max(np.abs(nrm - 1)):.3g}).")
+    y, a, _ = atoms(measure, beta, D)
+    _, m = kernel_sums(flat, y, a, beta, D, moment=True)
+    if not np.array_equal(D, D.T):
+        _, m2 = kernel_sums(flat, y, a, beta, D.T, moment=True)
+        m = 0.5 * (m + m2)
+    return tangent_project(flat, m).reshape(x.shape)

@@ -1,0 +1,452 @@
+"""Lagrange finite elements (fenics-basix) on a refined icosahedral mesh of S².
+
+Geometry: every flat triangle T = (a, b, c) of the refined icosahedron is mapped onto the sphere by
+the radial projection F(ξ) = X(ξ)/‖X(ξ)‖, X(ξ) = a + ξ₁(b − a) + ξ₂(c − a), so the curved triangles
+tile S² exactly.  Quadrature uses basix's triangle rule on the reference cell with the exact
+Jacobian of the projection,
+
+    dA = (X · n) / ‖X‖³ · |(b − a) × (c − a)| dξ,     n = unit normal of T,
+
+(the solid angle of a flat area element seen from the centre), so constants — the uniform density
+included — are represented exactly and the only geometric error is the quadrature error of the
+smooth factor dA/dξ.  Basis functions are the basix P1/P2 Lagrange functions pushed forward by F;
+their nodes are the mesh vertices (P1) and the projected edge midpoints (P2).  Densities are taken
+w.r.t. the normalized measure σ (weights sum to 1 up to the quadrature error).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import sparse
+
+from .._validate import nonneg_int
+
+_MAX_LEVEL = 7
+
+
+def _icosahedron():
+    t = (1 + 5 ** 0.5) / 2
+    v = np.array([[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t],
+                  [0, -1, -t], [0, 1, -t], [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]], float)
+    f = np.array([[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4],
+                  [11, 10, 2], [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8],
+                  [3, 8, 9], [4, 9, 5], [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]])
+    return v / np.linalg.norm(v, axis=1)[:, None], f
+
+
+def _edges(f):
+    """Unique edges (sorted vertex pairs) and, per triangle, the index of the edge opposite vertex 0, 1, 2."""
+    e = np.sort(np.concatenate([f[:, [1, 2]], f[:, [0, 2]], f[:, [0, 1]]]), axis=1)
+    ue, inv = np.unique(e, axis=0, return_inverse=True)
+    return ue, inv.reshape(3, len(f)).T
+
+
+def _refine(v, f):
+    ue, opp = _edges(f)
+    mid = v[ue[:, 0]] + v[ue[:, 1]]
+    mid /= np.linalg.norm(mid, axis=1)[:, None]
+    m = opp + len(v)
+    a, b, c = f.T
+    m0, m1, m2 = m.T
+    nf = np.concatenate([np.stack([a, m2, m1], 1), np.stack([m2, b, m0], 1),
+                         np.stack([m1, m0, c], 1), np.stack([m0, m1, m2], 1)])
+    return np.vstack([v, mid]), nf
+
+
+@dataclass(frozen=True, eq=False)
+class SphereMesh:
+    """A triangulation of S² by the radially projected refinements of the icosahedron.
+
+    Attributes
+    ----------
+    vertices : ndarray, shape (nv, 3)
+        Unit vectors; nv = 10·4^level + 2.
+    triangles : ndarray of int, shape (nt, 3)
+        Vertex indices, counter-clockwise seen from outside; nt = 20·4^level.
+    level : int
+        Number of midpoint refinements of the icosahedron.
+    """
+
+    vertices: np.ndarray
+    triangles: np.ndarray
+    level: int
+
+    @classmethod
+    def icosahedral(cls, level: int) -> "SphereMesh":
+        """The icosahedron refined ``level`` times (each triangle split in 4, new vertices projected)."""
+        level = nonneg_int("level", level)
+        if level > _MAX_LEVEL:
+            raise ValueError(f"`level` must be an integer in [0, {_MAX_LEVEL}] (nv = 10·4^level + 2); "
+                             f"got level={level}.")
+        v, f = _icosahedron()
+        for _ in range(level):
+            v, f = _refine(v, f)
+        a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+        flip = np.einsum("ij,ij->i", np.cross(b - a, c - a), a + b + c) < 0
+        f[flip] = f[flip][:, [0, 2, 1]]
+        v.setflags(write=False)
+        f.setflags(write=False)
+        return cls(v, f, level)
+
+    @functools.cached_property
+    def h(self) -> float:
+        """Mesh size: the longest edge (chord length)."""
+        ue, _ = _edges(self.triangles)
+        return float(np.max(np.linalg.norm(self.vertices[ue[:, 0]] - self.vertices[ue[:, 1]], axis=1)))
+
+    def __repr__(self):
+        return f"SphereMesh(level={self.level}, nv={len(self.vertices)}, nt={len(self.triangles)}, h={self.h:.4g})"
+
+
+def real_harmonics(lmax: int, points) -> np.ndarray:
+    """Real spherical harmonics orthonormal w.r.t. σ at unit points (Q, 3): shape (Q, (lmax+1)²).
+
+    Degree-major order; for each ℓ the orders m = −ℓ..ℓ: √(8π) Im Y_ℓ|m| (m < 0), √(4π) Y_ℓ0,
+    √(8π) Re Y_ℓm (m > 0) of the complex orthonormal Y_ℓm (scipy ``sph_harm_y``).
+    """
+    from scipy.special import sph_harm_y
+    from ..sphere._sh import points_to_angles
+
+    th, ph = points_to_angles(points)
+    ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
+    m = np.arange(ell.size) - ell * ell - ell
+    Y = sph_harm_y(ell[None, :], np.abs(m)[None, :], th[:, None], ph[:, None])
+    return np.sqrt(4 * np.pi) * np.where(m == 0, Y.real, np.sqrt(2.0) * np.where(m > 0, Y.real, Y.imag))
+
+
+def kernel_coefficients(beta: float, D: np.ndarray, lmax: int):
+    """The kernel e^{β⟨x,Dy⟩ − shift} in the real σ-orthonormal harmonics of degree ≤ lmax.
+
+    Returns (G, shift): G_ab = ∬ Y_a(x) e^{β⟨x,Dy⟩ − shift} Y_b(y) dσ dσ, shape ((lmax+1)², (lmax+1)²),
+    and shift = β‖D‖₂.  Diagonal Funk–Hecke multipliers for D = c·I; otherwise a Gauss–Legendre
+    product rule exact to degree 2·lmax + 3 in each variable.
+    """
+    from ..sphere._funk_hecke import funk_hecke
+    from ..sphere._sh import SphereGrid
+    from ._kernel import isotropic_scale, spectral_norm
+
+    shift = beta * spectral_norm(D)
+    ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
+    c = isotropic_scale(D)
+    if c is not None:
+        lam = funk_hecke(abs(beta * c), lmax, 3, scaled=True)
+        if c < 0:
+            lam = lam * (-1.0) ** np.arange(lmax + 1)
+        return np.diag(lam[ell]), shift
+    grid = SphereGrid(lmax + 2, 2 * lmax + 4)
+    x = grid.points.reshape(-1, 3)
+    w = grid.weights.ravel() / (4 * np.pi)
+    Y = real_harmonics(lmax, x) * w[:, None]
+    G = Y.T @ np.exp(beta * (x @ D) @ x.T - shift) @ Y
+    return 0.5 * (G + G.T), shift
+
+
+def _basix():
+    import basix  # deferred: basix is only needed by the FE path
+
+    return basix
+
+
+class FESpace:
+    """Continuous P1 or P2 Lagrange elements on a :class:`SphereMesh` (exact-projection geometry).
+
+    Parameters
+    ----------
+    mesh : SphereMesh
+    degree : {1, 2}
+        Polynomial degree on the reference triangle.
+    quadrature_degree : int, optional
+        Degree of the basix triangle rule (default 2·degree + 2).
+
+    Attributes
+    ----------
+    nodes : ndarray, shape (ndof, 3)
+        Unit-vector positions of the degrees of freedom (vertices, then edge midpoints for P2).
+    cell_dofs : ndarray of int, shape (nt, 3 or 6)
+        Degrees of freedom of each triangle in basix's local order.
+    points : ndarray, shape (nt·nq, 3)
+        Quadrature nodes on S².
+    weights : ndarray, shape (nt·nq,)
+        σ-weights of the quadrature nodes (Σ ≈ 1; exact Jacobian, basix rule).
+    basis : scipy.sparse.csr_matrix, shape (nt·nq, ndof)
+        Basis function values at the quadrature nodes.
+    mass : ndarray, shape (ndof,)
+        ∫ φ_i dσ.
+    mass_matrix : scipy.sparse.csr_matrix, shape (ndof, ndof)
+        ∫ φ_i φ_j dσ (symmetric positive definite).
+    """
+
+    def __init__(self, mesh: SphereMesh, degree: int = 1, quadrature_degree: int | None = None):
+        if not isinstance(mesh, SphereMesh):
+            raise TypeError(f"`mesh` must be a SphereMesh; got {type(mesh).__name__}.")
+        degree = nonneg_int("degree", degree, minimum=1)
+        if degree > 2:
+            raise ValueError(f"`degree` must be 1 or 2; got degree={degree}.")
+        q = 2 * degree + 2 if quadrature_degree is None else nonneg_int("quadrature_degree", quadrature_degree,
+                                                                         minimum=1)
+        if q > 30:
+            raise ValueError(f"`quadrature_degree` must be an integer in [1, 30]; got quadrature_degree={q}.")
+        basix = _basix()
+        self.mesh, self.degree, self.quadrature_degree = mesh, degree, q
+        self.element = basix.create_element(basix.ElementFamily.P, basix.CellType.triangle, degree,
+                                            basix.LagrangeVariant.equispaced)
+        v, f = mesh.vertices, mesh.triangles
+        if degree == 1:
+            self.nodes, self.cell_dofs = v, np.array(f)
+        else:
+            # basix local order: vertices 0, 1, 2, then edges (1,2), (0,2), (0,1)
+            ue, opp = _edges(f)
+            mid = v[ue[:, 0]] + v[ue[:, 1]]
+            self.nodes = np.vstack([v, mid / np.linalg.norm(mid, axis=1)[:, None]])
+            self.cell_dofs = np.concatenate([f, opp + len(v)], axis=1)
+        xi, wq = basix.make_quadrature(basix.CellType.triangle, q)
+        self._tab = self.element.tabulate(0, xi)[0, :, :, 0]            # (nq, ndofs_cell)
+        a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+        X = a[:, None] + (b - a)[:, None] * xi[None, :, 0, None] + (c - a)[:, None] * xi[None, :, 1, None]
+        r = np.linalg.norm(X, axis=2)
+        jac = np.einsum("tqi,ti->tq", X, np.cross(b - a, c - a)) / r ** 3     # dA/dξ (reference area 1/2)
+        nt, nq = r.shape
+        self.points = (X / r[..., None]).reshape(-1, 3)
+        self.weights = (wq[None, :] * jac / (4 * np.pi)).ravel()
+        k = self.cell_dofs.shape[1]
+        rows = np.repeat(np.arange(nt * nq), k)
+        cols = np.repeat(self.cell_dofs, nq, axis=0).ravel()
+        self.basis = sparse.csr_matrix((np.tile(self._tab, (nt, 1)).ravel(), (rows, cols)),
+                                       shape=(nt * nq, len(self.nodes)))
+        self.mass = np.asarray(self.basis.T @ self.weights).ravel()
+        self.mass_matrix = (self.basis.T @ sparse.diags(self.weights) @ self.basis).tocsr()
+        for a_ in (self.nodes, self.cell_dofs, self.points, self.weights, self.mass):
+            a_.setflags(write=False)
+
+    @property
+    def ndof(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def d(self) -> int:
+        return 3
+
+    def kernel_matrix(self, beta: float, D: np.ndarray, method: str = "auto"):
+        """K_ij = ∬ φ_i(x) φ_j(y) e^{β⟨x,Dy⟩} dσ dσ, scaled by e^{−shift}.
+
+        Parameters
+        ----------
+        beta : float
+        D : ndarray, shape (3, 3)
+        method : {"auto", "spectral", "direct"}
+            "direct": the product quadrature, O((nt·nq)²) kernel evaluations.  "spectral": the kernel
+            truncated at degree L (tail ≤ 1e-15·λ_0(β‖D‖₂) in each variable) in a real orthonormal
+            harmonic basis, K = A G Aᵀ with A_ik = ∫ φ_i Y_k dσ (the same quadrature) and G the
+            kernel's (L+1)² × (L+1)² matrix (diagonal Funk–Hecke multipliers for D = c·I, else a
+            Gauss–Legendre product rule): O(nt·nq·L² + ndof²·L²).  "auto" takes "spectral" when
+            (L+1)² < ndof.
+
+        Returns
+        -------
+        K : ndarray, shape (ndof, ndof)
+            e^{−shift} · K (symmetrized), dense.
+        shift : float
+            β‖D‖₂ (the largest exponent), so the true matrix is e^{shift} K.
+        """
+        from .._validate import choice
+        from ..sphere._funk_hecke import kernel_bandlimit
+        from ._kernel import spectral_norm
+
+        choice("method", method, ("auto", "spectral", "direct"))
+        lk = max(1, kernel_bandlimit(beta * spectral_norm(D), 1e-15, 3))
+        if method == "spectral" or (method == "auto" and (lk + 1) ** 2 < self.ndof):
+            A, G, shift = self.kernel_factor(beta, D, lk)
+            K = (A @ G) @ A.T
+            return 0.5 * (K + K.T), shift
+        return self._kernel_direct(beta, D)
+
+    def harmonic_moments(self, lmax: int) -> np.ndarray:
+        """A_ik = ∫ φ_i Y_k dσ for the real σ-orthonormal harmonics of degree ≤ lmax: shape (ndof, (lmax+1)²)."""
+        Y = real_harmonics(lmax, self.points)
+        return np.asarray(self.basis.T @ (self.weights[:, None] * Y))
+
+    def kernel_factor(self, beta: float, D: np.ndarray, lmax: int):
+        """(A, G, shift) with K ≈ e^{shift} A G Aᵀ; see :meth:`kernel_matrix`."""
+        G, shift = kernel_coefficients(beta, D, lmax)
+        return self.harmonic_moments(lmax), G, shift
+
+    def energy(self, values, beta: float, D: np.ndarray) -> float:
+        """E_{β,D} of the FE function with nodal ``values`` through the truncated kernel (tail ≤ 1e-15·λ_0).
+
+        Cost O(nt·nq·L²): the moments u_k = ∫ ρ Y_k dσ by the space's quadrature, then (1/2β) uᵀGu.
+        """
+        from ..sphere._funk_hecke import kernel_bandlimit
+        from ._kernel import spectral_norm
+
+        lk = max(1, kernel_bandlimit(beta * spectral_norm(D), 1e-15, 3))
+        G, shift = kernel_coefficients(beta, D, lk)
+        u = real_harmonics(lk, self.points).T @ (self.weights * (self.basis @ values))
+        with np.errstate(over="ignore"):
+            return float(u @ G @ u) * np.exp(shift) / (2.0 * beta)
+
+    def _kernel_direct(self, beta: float, D: np.ndarray):
+        from ._kernel import spectral_norm
+
+        shift = beta * spectral_norm(D)
+        bw = sparse.csr_matrix(self.basis.multiply(self.weights[:, None]))   # (Q, n): σ_q φ_j(x_q)
+        bwT = bw.T.tocsr()
+        x = self.points
+        bdx = np.ascontiguousarray(beta * (x @ D.T).T)
+        n, Q = self.ndof, len(x)
+        nt, nq = len(self.cell_dofs), Q // len(self.cell_dofs)
+        tri_chunk = max(1, 2 ** 21 // (Q * nq))
+
+        def work(starts):
+            K = np.zeros((n, n))
+            for t0 in starts:                            # chunks of triangles (their quadrature nodes)
+                t1 = min(t0 + tri_chunk, nt)
+                rows = slice(t0 * nq, t1 * nq)
+                e = x[rows] @ bdx
+                e -= shift
+                np.exp(e, out=e)                         # (c, Q): e^{β⟨x_c, D x_q⟩ − shift}
+                t = np.asarray(bwT @ e.T).T              # (c, n): Σ_q e_cq σ_q φ_j(x_q)
+                idx = np.unique(self.cell_dofs[t0:t1])
+                local = bw[rows][:, idx].toarray()       # (c, |idx|): σ_c φ_i(x_c)
+                K[idx] += local.T @ t
+            return K
+
+        from ..sphere._sh import NTHREADS
+        starts = list(range(0, nt, tri_chunk))
+        groups = [starts[i::NTHREADS] for i in range(min(NTHREADS, len(starts)))]
+        if len(groups) == 1:
+            K = work(groups[0])
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(max_workers=len(groups)) as ex:   # numpy releases the GIL
+                K = sum(ex.map(work, groups))
+        return 0.5 * (K + K.T), shift
+
+    # -- point location -----------------------------------------------------------------------
+    @functools.cached_property
+    def _tree(self):
+        from scipy.spatial import cKDTree
+
+        v, f = self.mesh.vertices, self.mesh.triangles
+        cen = v[f].sum(axis=1)
+        return cKDTree(cen / np.linalg.norm(cen, axis=1)[:, None])
+
+    def _ray_coords(self, p, tri):
+        """Reference coordinates ξ (…, 2) and the ray parameter t of p·t ∈ plane of triangles ``tri``."""
+        v, f = self.mesh.vertices, self.mesh.triangles
+        a, b, c = v[f[tri, 0]], v[f[tri, 1]], v[f[tri, 2]]
+        e1, e2 = b - a, c - a
+        nrm = np.cross(e1, e2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.einsum("...i,...i->...", a, nrm) / np.einsum("...i,...i->...", p, nrm)
+        r = t[..., None] * p - a
+        g11, g12, g22 = (np.einsum("...i,...i->...", e1, e1), np.einsum("...i,...i->...", e1, e2),
+                         np.einsum("...i,...i->...", e2, e2))
+        r1, r2 = np.einsum("...i,...i->...", r, e1), np.einsum("...i,...i->...", r, e2)
+        det = g11 * g22 - g12 ** 2
+        xi = np.stack([(g22 * r1 - g12 * r2) / det, (g11 * r2 - g12 * r1) / det], axis=-1)
+        return xi, t
+
+    def locate(self, points):
+        """Triangle index (m,) and reference coordinates (m, 2) of unit points (m, 3)."""
+        p = np.asarray(points, dtype=float)
+        k = min(8, len(self.mesh.triangles))
+        _, cand = self._tree.query(p, k=k)
+        cand = cand.reshape(len(p), k)
+        xi, t = self._ray_coords(p[:, None, :], cand)
+        inside = np.minimum(np.minimum(xi[..., 0], xi[..., 1]), 1 - xi[..., 0] - xi[..., 1])
+        inside = np.where(t > 0, inside, -np.inf)
+        best = np.argmax(inside, axis=1)
+        rows = np.arange(len(p))
+        tri, xi_best = cand[rows, best], xi[rows, best]
+        miss = inside[rows, best] < -1e-9
+        if np.any(miss):                                  # rare: fall back to all triangles
+            allt = np.arange(len(self.mesh.triangles))
+            xi_all, t_all = self._ray_coords(p[miss][:, None, :], allt[None, :])
+            ins = np.minimum(np.minimum(xi_all[..., 0], xi_all[..., 1]), 1 - xi_all[..., 0] - xi_all[..., 1])
+            ins = np.where(t_all > 0, ins, -np.inf)
+            j = np.argmax(ins, axis=1)
+            tri[miss] = j
+            xi_best[miss] = xi_all[np.arange(len(j)), j]
+        return tri, np.clip(xi_best, 0.0, 1.0)
+
+    def interpolate(self, f) -> np.ndarray:
+        """Nodal values f(nodes) of a function of points (..., 3) → (...,): the Lagrange interpolant."""
+        return np.asarray(f(self.nodes), dtype=float).reshape(self.ndof)
+
+    def __repr__(self):
+        return (f"FESpace(P{self.degree}, level={self.mesh.level}, ndof={self.ndof}, "
+                f"quadrature_degree={self.quadrature_degree})")
+
+
+@dataclass(frozen=True, eq=False)
+class FEDensity:
+    """A density on S² (w.r.t. the normalized measure σ) in a Lagrange :class:`FESpace`.
+
+    Accepted by :func:`meanfield.energy`, :func:`first_variation` and the stationarity tests
+    (through its quadrature nodes as atoms).
+
+    Attributes
+    ----------
+    space : FESpace
+    values : ndarray, shape (ndof,)
+        Nodal values (≥ 0 for a minimizer; for P2, nonnegative nodal values do not imply ρ ≥ 0
+        between nodes).
+    value : float
+        E_{β,D} of this density, when it was produced by :func:`minimize_energy` (else NaN).
+    certificate : OptimalityCertificate or None
+        The optimality residuals, when produced by :func:`minimize_energy`.
+    """
+
+    space: FESpace
+    values: np.ndarray
+    value: float = float("nan")
+    certificate: object = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if not isinstance(self.space, FESpace):
+            raise TypeError(f"`space` must be an FESpace; got {type(self.space).__name__}.")
+        v = np.array(self.values, dtype=float)
+        if v.shape != (self.space.ndof,):
+            raise ValueError(f"`values` must have shape ({self.space.ndof},); got {v.shape}.")
+        if not np.all(np.isfinite(v)):
+            raise ValueError("`values` must be finite; it contains NaN or inf.")
+        v.setflags(write=False)
+        object.__setattr__(self, "values", v)
+
+    @property
+    def d(self) -> int:
+        return 3
+
+    def evaluate(self, points) -> np.ndarray:
+        """ρ at unit points of shape (..., 3) → (...,)."""
+        p = np.asarray(points, dtype=float)
+        if p.shape[-1] != 3:
+            raise ValueError(f"`points` must have last axis 3; got shape {p.shape}.")
+        flat = p.reshape(-1, 3)
+        tri, xi = self.space.locate(flat)
+        tab = self.space.element.tabulate(0, xi)[0, :, :, 0]           # (m, ndofs_cell)
+        vals = np.einsum("mk,mk->m", tab, self.values[self.space.cell_dofs[tri]])
+        return vals.reshape(p.shape[:-1])
+
+    def mass(self) -> float:
+        """∫ ρ dσ (by the space's quadrature)."""
+        return float(self.space.mass @ self.values)
+
+    def atoms(self):
+        """Quadrature nodes (Q, 3) and weights σ_q ρ(x_q) (Q,): ∫ f ρ dσ ≈ Σ_q a_q f(x_q)."""
+        return self.space.points, self.space.weights * (self.space.basis @ self.values)
+
+    def to_density(self, lmax: int):
+        """The :class:`~meanfield.Density` of degree ≤ lmax with the same moments ∫ ρ conj(Y_ℓm) dσ (FE quadrature)."""
+        from .._measures import Density
+        from ..sphere import _sh as sh
+
+        lmax = nonneg_int("lmax", lmax)
+        pts, a = self.atoms()
+        return Density(4 * np.pi * sh.adjoint_synthesis_points(a, pts, lmax), lmax, 3)
+
+    def __repr__(self):
+        return (f"FEDensity(P{self.space.degree}, level={self.space.mesh.level}, ndof={self.space.ndof}, "
+                f"mass={self.mass():.6g})")

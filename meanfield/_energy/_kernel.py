@@ -1,0 +1,134 @@
+"""Shared pieces of the energy module: input checks, the kernel e^{β⟨x, Dy⟩}, and its sums over atoms.
+
+Every measure the energy module handles is reduced to *atoms* (points y_k, weights a_k) for which
+∫ f dμ = Σ_k a_k f(y_k) is exact (Particles) or exact to a stated quadrature error (a band-limited
+Density on a grid fine enough for the kernel, an FE density on its quadrature nodes).  The sums
+
+    Z(x) = Σ_k a_k e^{β⟨x, D y_k⟩},      M(x) = Σ_k a_k e^{β⟨x, D y_k⟩} D y_k
+
+at target points x are evaluated in chunks (memory O(chunk · n_atoms)); when β‖D‖₂ > 300 the exponent is
+shifted by its largest possible value β‖D‖₂ so nothing overflows before the final scaling.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .._validate import dimension, positive_float
+
+_CHUNK_ELEMENTS = 2 ** 21  # ~16 MB of float64 kernel values per chunk
+_NO_SHIFT = 300.0          # exponents up to this need no overflow shift
+
+
+# ----------------------------------------------------------------------------------------------
+# input checks (messages name the parameter, the allowed range and the value)
+
+def check_beta(beta) -> float:
+    """β must be finite and > 0 (the energy has the prefactor 1/(2β))."""
+    return positive_float("beta", beta)
+
+
+def check_D(D, d: int) -> np.ndarray:
+    """The interaction matrix as a (d, d) float array: None → I, a real scalar c → c·I."""
+    d = dimension(d)
+    if D is None:
+        return np.eye(d)
+    if isinstance(D, numbers.Real) and not isinstance(D, bool):
+        if not np.isfinite(D):
+            raise ValueError(f"`D` must be finite; got D={D!r}.")
+        return float(D) * np.eye(d)
+    a = np.asarray(D, dtype=float)
+    if a.shape != (d, d):
+        raise ValueError(f"`D` must be None, a real scalar or an array of shape ({d}, {d}) (the measure's "
+                         f"dimension d={d}); got shape {a.shape}.")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("`D` must be finite; it contains NaN or inf.")
+    return a.copy()
+
+
+def check_symmetric(D: np.ndarray, purpose: str) -> np.ndarray:
+    """Refuse a non-symmetric D where the gradient-flow structure (or an eigen-decomposition) is needed."""
+    asym = float(np.max(np.abs(D - D.T)))
+    if asym > 1e-12 * max(1.0, float(np.max(np.abs(D)))):
+        raise ValueError(f"`D` must be symmetric for {purpose}; got max|D − Dᵀ| = {asym:.3g}. "
+                         "(E depends on D only through D and Dᵀ jointly; the gradient-flow and "
+                         "extremal theory need D = Dᵀ.)")
+    return 0.5 * (D + D.T)
+
+
+def isotropic_scale(D: np.ndarray) -> float | None:
+    """c when D = c·I (to 1e-14 relative; c may be ≤ 0), else None."""
+    c = float(D[0, 0])
+    scale = max(abs(c), float(np.max(np.abs(D))), 1e-300)
+    if np.max(np.abs(D - c * np.eye(len(D)))) <= 1e-14 * scale:
+        return c
+    return None
+
+
+def spectral_norm(D: np.ndarray) -> float:
+    """‖D‖₂ = max over unit x, y of ⟨x, D y⟩ (the largest singular value)."""
+    return float(np.linalg.norm(D, 2)) if D.size else 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# kernel sums
+
+def kernel_sums(targets, points, weights, beta: float, D: np.ndarray, *, moment: bool = False,
+                chunk: int | None = None):
+    """Z(x) = Σ_k a_k e^{β⟨x, D y_k⟩} and optionally M(x) = Σ_k a_k e^{β⟨x, D y_k⟩} D y_k.
+
+    Parameters
+    ----------
+    targets : ndarray, shape (m, d)
+        Points x (need not be unit vectors).
+    points : ndarray, shape (n, d)
+        Atom positions y_k.
+    weights : ndarray, shape (n,)
+        Atom weights a_k (any real numbers).
+    beta : float
+        β > 0.
+    D : ndarray, shape (d, d)
+        The interaction matrix.
+    moment : bool
+        Also return M.
+
+    Returns
+    -------
+    Z : ndarray, shape (m,)
+    M : ndarray, shape (m, d)  (only with ``moment=True``)
+    """
+    x = np.asarray(targets, dtype=float)
+    y = np.asarray(points, dtype=float)
+    a = np.asarray(weights, dtype=float)
+    m, n = x.shape[0], y.shape[0]
+    shift = beta * spectral_norm(D) * float(np.max(np.linalg.norm(x, axis=1), initial=0.0))
+    shift = shift if shift > _NO_SHIFT else 0.0        # unshifted below: e^0 = 1 exactly, no rounding
+    dy = y @ D.T                                       # rows D y_k
+    rhs = np.concatenate([a[:, None], a[:, None] * dy], axis=1) if moment else a[:, None]
+    bdyT = np.ascontiguousarray(beta * dy.T)           # (d, n)
+    if chunk is None:
+        chunk = max(1, min(m, _CHUNK_ELEMENTS // max(n, 1)))
+    out = np.empty((m, rhs.shape[1]))
+    for s in range(0, m, chunk):                       # chunks of targets, not particles
+        e = x[s:s + chunk] @ bdyT
+        e -= shift
+        np.exp(e, out=e)
+        out[s:s + chunk] = e @ rhs
+    with np.errstate(over="ignore"):
+        out *= np.exp(shift)
+    if moment:
+        return out[:, 0], out[:, 1:]
+    return out[:, 0]
+
+
+def pair_energy(points, weights, beta: float, D: np.ndarray) -> float:
+    """(1/2β) Σ_jk a_j a_k e^{β⟨y_j, D y_k⟩}, chunked, any d (the direct O(n²) sum)."""
+    a = np.asarray(weights, dtype=float)
+    z = kernel_sums(points, points, a, beta, D)
+    return float(a @ z) / (2.0 * beta)
+
+
+def tangent_project(x, v):
+    """P_x v = v − ⟨x, v⟩ x row-wise for unit x (shapes (m, d))."""
+    return v - np.einsum("ij,ij->i", x, v)[:, None] * x

@@ -1,0 +1,270 @@
+"""Global minimizers of E_{β,D} over probability densities on S¹ (nodal Fourier) and S² (basix FE).
+
+For D ⪰ 0 the kernel e^{β⟨x,Dy⟩} = Σ_k β^k ⟨D^{1/2}x, D^{1/2}y⟩^k / k! is positive semi-definite, so E
+is convex on measures and a minimizer is characterized by its first variation φ = δE/δμ:
+φ = 2E on supp ρ and φ ≥ 2E off it.  Both discretizations are a quadratic form in nonnegative
+nodal values ρ_i with the mass constraint Σ m_i ρ_i = 1,
+
+    min ½ ρᵀKρ   subject to  ρ ≥ 0,  mᵀρ = 1,
+
+solved as the bound-constrained problem min ½ρᵀHρ − mᵀρ, ρ ≥ 0 (its solution is a positive multiple
+of the simplex-constrained one) by a primal–dual active-set Newton method on Cholesky factors,
+with scipy's BVLS as the fallback.
+
+The kernel operator is smoothing (its eigenvalues decay like the Funk–Hecke λ_ℓ), so the discrete
+problem is a first-kind problem: the energy, the potential and the low moments of the minimizer are
+determined to rounding, the nodal values in high-frequency directions are not.  Among the
+numerically indistinguishable minimizers we return the one closest to uniform: the objective gets the
+Tikhonov pull ½τ‖ρ − 1‖²_{L²(σ)} (Gram matrix M), with τ = ``regularization`` · ∬ e^{β⟨x,Dy⟩} dσdσ
+(1e-8 of the uniform measure's kernel mass by default).  Its effect on the energy, τ‖ρ − 1‖²/(2β), is
+reported, and the optimality certificate is evaluated with the exact (unregularized) first variation.
+The price is a floor on the nodal values: the rounding of K (~1e-14 relative) amplified by 1/τ, i.e.
+~1e-6 by default, while the energy, the potential and the low moments are exact to ~1e-14.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import linalg, optimize
+
+from .._errors import ConvergenceError
+from .._measures import Density
+from .._validate import dimension, nonneg_int, positive_float
+from ..sphere import _circle as circ
+from ..sphere._funk_hecke import kernel_bandlimit
+from ._kernel import check_beta, check_D, check_symmetric, spectral_norm
+
+
+@dataclass(frozen=True)
+class OptimalityCertificate:
+    """First-order optimality residuals of a minimizer ρ of a convex energy (D ⪰ 0).
+
+    With φ = δE/δμ evaluated pointwise at the nodes and the level 2E = ∫ φ dμ:
+
+    Attributes
+    ----------
+    level : float
+        2E, the value φ must take on supp ρ.
+    support_residual : float
+        max over support nodes of |φ − 2E| / 2E.
+    off_support_violation : float
+        max(0, max over nodes outside the support of (2E − φ)) / 2E.
+    support_fraction : float
+        Fraction of nodes with ρ_i > 0.
+    regularization : float
+        The Tikhonov weight τ (absolute, same units as the quadratic form).
+    regularization_energy : float
+        τ‖ρ − 1‖²_m / (2β): how much the selection rule can have raised E.
+    solver : str
+        "active-set" (primal–dual active set on Cholesky factors) or "bvls" (scipy fallback).
+    iterations : int
+    """
+
+    level: float
+    support_residual: float
+    off_support_violation: float
+    support_fraction: float
+    regularization: float
+    regularization_energy: float
+    solver: str
+    iterations: int
+
+    def satisfied(self, tol: float = 1e-6) -> bool:
+        """True when both residuals are ≤ ``tol`` (relative to 2E)."""
+        return self.support_residual <= tol and self.off_support_violation <= tol
+
+    @property
+    def message(self) -> str:
+        return (f"δE/δμ = 2E·(1 ± {self.support_residual:.2e}) on the support ({100 * self.support_fraction:.1f}% "
+                f"of nodes), ≥ 2E·(1 − {self.off_support_violation:.2e}) off it; selection bias ≤ "
+                f"{self.regularization_energy:.2e} in E ({self.solver}, {self.iterations} iterations).")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class MinimizingDensity(Density):
+    """A :class:`~meanfield.Density` returned by :func:`minimize_energy`, with its energy and certificate.
+
+    The density is the trigonometric interpolant of degree L of the nodal solution; ``nodal_values``
+    (shape (2L + 1,), ≥ 0, at the angles 2πi/(2L+1)) are the optimizer's unknowns.  Between the nodes
+    the interpolant of a minimizer with partial support can dip below zero (Gibbs): use the nodal
+    values, or a larger ``lmax``, for concentrated minimizers.
+    """
+
+    value: float = float("nan")
+    certificate: OptimalityCertificate | None = None
+    nodal_values: np.ndarray | None = field(default=None, repr=False)
+
+    def __repr__(self):
+        return f"MinimizingDensity(lmax={self.lmax}, d={self.d}, value={self.value:.12g})"
+
+
+# ----------------------------------------------------------------------------------------------
+# the quadratic program
+
+def _nonneg_qp(H: np.ndarray, b: np.ndarray, max_iter: int = 100):
+    """min ½xᵀHx − bᵀx subject to x ≥ 0, H ≻ 0: primal–dual active set, BVLS fallback.
+
+    Returns (x, iterations, solver).
+    """
+    n = len(b)
+    active = np.zeros(n, dtype=bool)
+    seen = set()
+    for it in range(1, max_iter + 1):
+        free = ~active
+        x = np.zeros(n)
+        if np.any(free):
+            Hff = H[np.ix_(free, free)]
+            x[free] = linalg.cho_solve(linalg.cho_factor(Hff, check_finite=False), b[free], check_finite=False)
+        lam = H @ x - b
+        scale_x = max(float(np.max(np.abs(x))), 1e-300)
+        scale_l = max(float(np.max(np.abs(b))), 1e-300)
+        new = (free & (x < -1e-13 * scale_x)) | (active & (lam > -1e-13 * scale_l))
+        if np.array_equal(new, active):
+            return np.maximum(x, 0.0), it, "active-set"
+        key = new.tobytes()
+        if key in seen:           # cycling: hand over to BVLS
+            break
+        seen.add(key)
+        active = new
+    R = linalg.cholesky(H, lower=False, check_finite=False)
+    rhs = linalg.solve_triangular(R, b, trans="T", check_finite=False)
+    res = optimize.lsq_linear(R, rhs, bounds=(0.0, np.inf), method="bvls", tol=1e-14, max_iter=10 * n)
+    if res.status < 1:
+        raise ConvergenceError(f"the nonnegative QP did not converge (active set cycled, BVLS: {res.message}).")
+    return res.x, it + res.nit, "bvls"
+
+
+def _solve(K, m, M, regularization):
+    """Minimize ½ρᵀKρ + ½τ(ρ − 1)ᵀM(ρ − 1) over ρ ≥ 0, mᵀρ = 1 (M1 = m: the gradient of the pull is τ(Mρ − m))."""
+    one = np.ones(len(m))
+    tau = regularization * float(one @ K @ one) / float(np.sum(m)) ** 2   # τ = reg · (2β E(σ) in K's units)
+    H = K + tau * M
+    try:
+        x, iters, solver = _nonneg_qp(H, m)
+    except linalg.LinAlgError:
+        raise ConvergenceError("the discrete kernel matrix is numerically singular (the kernel is smoothing); "
+                               f"use `regularization` > 0 (got regularization={regularization!r}).") from None
+    mass = float(m @ x)
+    if not mass > 0:
+        raise ConvergenceError("the nonnegative QP returned a zero density.")
+    return x / mass, tau, iters, solver
+
+
+def _certificate(phi, rho, m, M, E, tau, shift, beta, iters, solver):
+    level = 2.0 * E
+    supp = rho > 0
+    res_on = float(np.max(np.abs(phi[supp] - level))) / level
+    res_off = float(max(0.0, np.max(level - phi[~supp], initial=-np.inf))) / level if np.any(~supp) else 0.0
+    dev = rho - 1.0
+    reg_e = tau * np.exp(shift) * float(dev @ (M @ dev)) / (2.0 * beta)
+    return OptimalityCertificate(level, res_on, res_off, float(np.mean(supp)), tau * np.exp(shift), reg_e,
+                                 solver, iters)
+
+
+# ----------------------------------------------------------------------------------------------
+# S¹: nodal values of a trigonometric polynomial
+
+def _minimize_circle(beta, D, lmax, regularization):
+    from ._energy import first_variation
+
+    n = 2 * lmax + 1                                   # nodes; the trigonometric interpolant has degree lmax
+    lk = kernel_bandlimit(beta * spectral_norm(D), 1e-15, 2)
+    N = n + 2 * lk + 2                                 # fine grid: exact for degree lmax + lk
+    shift = beta * spectral_norm(D)
+    xf = circ.circle_points(N)
+    kf = np.exp(beta * (xf @ D) @ xf.T - shift) / N ** 2
+    # interpolation matrix nodes → fine grid (Dirichlet kernel): P = Re(E_fine · F_nodes)
+    k = np.arange(-lmax, lmax + 1)
+    phin = circ.circle_angles(n)
+    P = np.real(np.exp(1j * np.outer(circ.circle_angles(N), k)) @ np.exp(-1j * np.outer(k, phin))) / n
+    K = P.T @ kf @ P
+    K = 0.5 * (K + K.T)
+    m = np.full(n, 1.0 / n)
+    M = np.diag(m)                                     # trapezoid = exact L²(σ) Gram matrix of nodal values
+    rho, tau, iters, solver = _solve(K, m, M, regularization)
+    E = float(rho @ K @ rho) * np.exp(shift) / (2.0 * beta)
+    coeffs = circ.circle_analysis(rho, lmax)
+    dens = Density(coeffs, lmax, 2)
+    phi = first_variation(dens, beta, D, circ.circle_points(n))
+    cert = _certificate(phi, rho, m, M, E, tau, shift, beta, iters, solver)
+    return MinimizingDensity(coeffs, lmax, 2, value=E, certificate=cert, nodal_values=rho)
+
+
+# ----------------------------------------------------------------------------------------------
+# S²: basix Lagrange elements
+
+def _minimize_sphere(beta, D, level, degree, quadrature_degree, regularization):
+    from ._energy import first_variation
+    from ._fem import FEDensity, FESpace, SphereMesh
+
+    space = FESpace(SphereMesh.icosahedral(level), degree, quadrature_degree)
+    K, shift = space.kernel_matrix(beta, D)
+    m = np.array(space.mass)
+    M = space.mass_matrix.toarray()
+    rho, tau, iters, solver = _solve(K, m, M, regularization)
+    E = float(rho @ K @ rho) * np.exp(shift) / (2.0 * beta)
+    dens = FEDensity(space, rho)
+    phi = first_variation(dens, beta, D, space.nodes)
+    cert = _certificate(phi, rho, m, M, E, tau, shift, beta, iters, solver)
+    return FEDensity(space, rho, value=E, certificate=cert)
+
+
+def minimize_energy(beta, D=None, d: int = 3, *, lmax: int | None = None, level: int | None = None,
+                    degree: int | None = None, quadrature_degree: int | None = None,
+                    regularization: float = 1e-8):
+    """The global minimizer of E_{β,D} over probability densities on S^{d-1}, for D ⪰ 0.
+
+    Parameters
+    ----------
+    beta : float
+        β > 0.
+    D : None, float or array_like, shape (d, d)
+        Symmetric positive semi-definite interaction matrix (None: identity).  For D with a
+        negative eigenvalue the minimizer is a Dirac at its bottom eigenvector, not a density
+        (see :func:`classify`), and this function raises.
+    d : {2, 3}
+        S¹ or S².
+    lmax : int, optional
+        d = 2: degree L of the trigonometric density; the unknowns are its values at 2L + 1
+        equispaced nodes (default 64).
+    level : int, optional
+        d = 3: refinements of the icosahedron (default 3: 642 vertices).
+    degree : {1, 2}, optional
+        d = 3: Lagrange degree (default 1).
+    quadrature_degree : int, optional
+        d = 3: degree of the basix triangle rule (default 2·degree + 2).
+    regularization : float
+        Weight ≥ 0 of the pull ½τ‖ρ − 1‖² towards ρ ≡ 1, relative to ∬ e^{β⟨x,Dy⟩} dσdσ, that selects
+        one of the numerically indistinguishable minimizers (see the module notes); 0 disables it
+        (then the nodal values in high-frequency directions are rounding noise).
+
+    Returns
+    -------
+    MinimizingDensity (d = 2) or FEDensity (d = 3)
+        The minimizer, a density w.r.t. σ with unit mass; ``.value`` is its energy and
+        ``.certificate`` the :class:`OptimalityCertificate`.  Both accept ``evaluate(points)``
+        and are accepted by :func:`meanfield.energy`.
+    """
+    beta = check_beta(beta)
+    d = dimension(d)
+    if d not in (2, 3):
+        raise ValueError(f"`d` must be 2 or 3 for minimize_energy; got d={d}.")
+    D = check_symmetric(check_D(D, d), "minimize_energy")
+    lam_min = float(np.linalg.eigvalsh(D)[0])
+    if lam_min < -1e-12 * max(1.0, spectral_norm(D)):
+        raise ValueError(f"`D` must be positive semi-definite for minimize_energy; its smallest eigenvalue is "
+                         f"{lam_min:.6g}.  Then the minimizer is the Dirac at the bottom eigenvector with "
+                         "E = e^{β λ_min}/(2β) (see meanfield.classify).")
+    regularization = positive_float("regularization", regularization, allow_zero=True)
+    if d == 2:
+        for name, val in (("level", level), ("degree", degree), ("quadrature_degree", quadrature_degree)):
+            if val is not None:
+                raise ValueError(f"`{name}` applies to d=3 (the FE discretization of S²); got {name}={val!r} with d=2.")
+        lmax = 64 if lmax is None else nonneg_int("lmax", lmax, minimum=1)
+        return _minimize_circle(beta, D, lmax, regularization)
+    if lmax is not None:
+        raise ValueError(f"`lmax` applies to d=2 (the Fourier density on S¹); got lmax={lmax!r} with d=3.")
+    level = 3 if level is None else level
+    degree = 1 if degree is None else degree
+    return _minimize_sphere(beta, D, level, degree, quadrature_degree, regularization)

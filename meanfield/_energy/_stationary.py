@@ -1,0 +1,117 @@
+"""Stationarity tests: is v[μ] = 0 on supp μ?
+
+For the gradient flow (a β and a symmetric D) the velocity is v = ∇_S δE/δμ (DESIGN.md §1); for a
+:class:`~meanfield.Model` it is the model's tangential attention P_x A[μ](x) (SA and USA have the same
+zero set, and the speed factor s > 0 of the scheme does not change it).  The support is: particles of
+positive weight, FE nodes with positive value, or the points of a Gauss–Legendre grid where a band-limited
+density exceeds ``support_tol`` · max ρ.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._measures import Density, Particles
+from .._validate import positive_float
+from ..sphere import _sh as sh
+from ._energy import atoms, first_variation_gradient
+from ._kernel import check_beta, check_D, check_symmetric
+
+
+@dataclass(frozen=True)
+class StationarityReport:
+    """The outcome of :func:`stationary`.
+
+    Attributes
+    ----------
+    stationary : bool
+        max |v| over the support ≤ ``tol``.
+    max_speed : float
+        max over the support of |v| (velocity units, 1/time).
+    points : ndarray, shape (m, d)
+        The support points tested.
+    speeds : ndarray, shape (m,)
+        |v| at ``points``.
+    tol : float
+    """
+
+    stationary: bool
+    max_speed: float
+    points: np.ndarray
+    speeds: np.ndarray
+    tol: float
+
+    @property
+    def message(self) -> str:
+        verdict = "stationary" if self.stationary else "not stationary"
+        return (f"{verdict}: max |v| on the support = {self.max_speed:.3g} "
+                f"({len(self.speeds)} support points, tol = {self.tol:.3g}).")
+
+
+def _support_points(measure, support_tol):
+    if isinstance(measure, Particles):
+        return measure.positions[measure.weights > 0]
+    if isinstance(measure, Density):
+        if measure.d == 3:
+            grid = sh.SphereGrid.for_bandlimit(max(measure.lmax, 8))
+            pts, vals = grid.points.reshape(-1, 3), measure.on_grid(grid).ravel()
+        else:
+            from ..sphere import _circle as circ
+            n = max(circ.circle_grid_size(measure.lmax), 64)
+            pts = circ.circle_points(n)
+            vals = measure.evaluate(pts)
+        return pts[vals > support_tol * np.max(vals)]
+    from ._fem import FEDensity
+    if isinstance(measure, FEDensity):
+        return measure.space.nodes[measure.values > support_tol * np.max(measure.values)]
+    raise TypeError("`measure` must be a meanfield Particles, Density or FEDensity; "
+                    f"got {type(measure).__name__}.")
+
+
+def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol: float = 1e-8) -> StationarityReport:
+    """Test whether ``measure`` is a stationary state: v[μ] = 0 on supp μ.
+
+    Parameters
+    ----------
+    measure : Particles, Density or FEDensity
+        μ.
+    model_or_beta : Model or float
+        A :class:`~meanfield.Model` (its attention velocity; ``D`` must then be None) or β > 0
+        (the gradient-flow velocity ∇_S δE/δμ of E_{β,D}).
+    D : None, float or array_like, shape (d, d)
+        Symmetric interaction matrix for the gradient flow (None: identity).
+    tol : float
+        Threshold on max |v| over the support (> 0, velocity units).
+    support_tol : float
+        Densities: the support is where ρ > support_tol · max ρ.
+
+    Returns
+    -------
+    StationarityReport
+    """
+    from .._model import Model
+
+    tol = positive_float("tol", tol)
+    support_tol = positive_float("support_tol", support_tol)
+    pts = _support_points(measure, support_tol)
+    if isinstance(model_or_beta, Model):
+        model = model_or_beta
+        if D is not None:
+            raise ValueError("`D` must be None when a Model is given (its Q, K, V define the velocity).")
+        if model.d != measure.d:
+            raise ValueError(f"the model has d={model.d} but `measure` has d={measure.d}.")
+        from .._attention import attention_field
+
+        y, a, _ = atoms(measure, model.beta, np.eye(model.d))
+        if np.any(a < -1e-12 * np.max(np.abs(a))):
+            raise ValueError("`measure` has negative values (a band-limited density below zero); "
+                             "it is not a measure the attention velocity is defined for.")
+        v = attention_field(model, y, np.maximum(a, 0.0), targets=pts).tangential
+    else:
+        beta = check_beta(model_or_beta)
+        Dm = check_symmetric(check_D(D, measure.d), "the gradient-flow velocity")
+        v = first_variation_gradient(measure, beta, Dm, pts)
+    speeds = np.linalg.norm(v, axis=1)
+    top = float(np.max(speeds)) if speeds.size else 0.0
+    return StationarityReport(top <= tol, top, pts, speeds, tol)

@@ -1,0 +1,237 @@
+"""meanfield._energy._energy: E_{β,D} of every measure type, the uniform closed form, the first variation."""
+import numpy as np
+import pytest
+from scipy import special
+
+import meanfield as mf
+from meanfield._energy import energy_estimate, first_variation, first_variation_gradient, uniform_energy
+
+BETA = 2.0
+
+
+# ----------------------------------------------------------------------------------------------
+# closed forms of DESIGN.md §5 (β = 2), each by an exact method, to 1e-12
+
+def test_uniform_circle():
+    e = mf.energy(mf.Density.uniform(0, d=2), BETA)
+    assert e == pytest.approx(special.i0(BETA) / (2 * BETA), abs=1e-12)
+    assert round(e, 6) == 0.569896
+
+
+def test_uniform_sphere():
+    e = mf.energy(mf.Density.uniform(0, d=3), BETA)
+    assert e == pytest.approx(np.sinh(BETA) / (2 * BETA ** 2), abs=1e-12)
+    assert round(e, 6) == 0.453358
+
+
+@pytest.mark.parametrize("d", [2, 3, 5])
+def test_dirac(d):
+    x = np.zeros((1, d))
+    x[0, -1] = 1.0
+    e = mf.energy(mf.Particles(x), BETA)
+    assert e == pytest.approx(np.exp(BETA) / (2 * BETA), abs=1e-12)
+    assert round(e, 6) == 1.847264
+
+
+@pytest.mark.parametrize("d", [2, 3, 5])
+def test_antipodal_pair(d):
+    x = np.zeros((2, d))
+    x[0, 0], x[1, 0] = 1.0, -1.0
+    e = mf.energy(mf.Particles(x), BETA)
+    assert e == pytest.approx(np.cosh(BETA) / (2 * BETA), abs=1e-12)
+    assert round(e, 6) == 0.940549
+
+
+def test_anisotropic_uniform_circle():
+    D = np.diag([1.0, 0.3])
+    assert uniform_energy(1.0, D, 2) == pytest.approx(0.571327045227, abs=1e-10)
+    # the same through the Density front door, and the product of Bessel functions derived here
+    assert mf.energy(mf.Density.uniform(8, d=2), 1.0, D) == pytest.approx(0.571327045227, abs=1e-10)
+    assert uniform_energy(1.0, D, 2) == pytest.approx(special.i0(0.65) * special.i0(0.35) / 2, abs=1e-15)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_uniform_energy_matches_grid_quadrature(d):
+    """The series (any D, also non-symmetric) against an independent product quadrature."""
+    rng = np.random.default_rng(4)
+    D = rng.standard_normal((d, d))
+    beta = 1.7
+    if d == 3:
+        g = mf.sphere.SphereGrid(48, 96)
+        x, w = g.points.reshape(-1, 3), g.weights.ravel() / (4 * np.pi)
+    else:
+        x, w = mf.sphere.circle_points(256), np.full(256, 1 / 256)
+    quad = w @ np.exp(beta * x @ D @ x.T) @ w / (2 * beta)
+    assert uniform_energy(beta, D, d) == pytest.approx(quad, rel=1e-13)
+
+
+@pytest.mark.parametrize("d", [2, 3, 4, 7])
+def test_uniform_energy_identity_is_lambda0(d):
+    assert uniform_energy(1.3, None, d) == pytest.approx(mf.funk_hecke(1.3, 0, d)[0] / 2.6, rel=1e-14)
+
+
+def test_uniform_energy_large_beta_is_finite_and_zero_matrix():
+    assert np.isfinite(uniform_energy(300.0, np.diag([1.0, 0.5, 0.2]), 3))
+    assert uniform_energy(2.0, 0.0, 3) == 1 / 4
+
+
+# ----------------------------------------------------------------------------------------------
+# the PSD singular case: measures on ker D have E = 1/(2β) exactly
+
+def test_equator_measures_have_minimal_energy_exactly():
+    rng = np.random.default_rng(0)
+    phi = rng.uniform(0, 2 * np.pi, 50)
+    x = np.stack([np.cos(phi), np.sin(phi), np.zeros_like(phi)], axis=1)
+    p = mf.Particles(x, rng.dirichlet(np.ones(50)))
+    D = np.diag([0.0, 0.0, 1.0])
+    assert mf.energy(p, 0.7, D) == pytest.approx(1 / (2 * 0.7), rel=4e-16)   # Σw = 1 to rounding
+    assert mf.classify(D).min_value(0.7) == 1 / (2 * 0.7)
+    # off the equator E is strictly larger
+    assert mf.energy(mf.Particles.uniform(50, 3), 0.7, D) > 1 / (2 * 0.7)
+
+
+# ----------------------------------------------------------------------------------------------
+# densities: Parseval against grid quadrature
+
+def test_density_spectral_equals_quadrature_sphere():
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 2] + 0.3 * x[..., 0] * x[..., 1], 6)
+    a = energy_estimate(rho, BETA)
+    b = energy_estimate(rho, BETA, np.eye(3), method="quadrature")
+    assert a.method == "exact" and b.method == "quadrature"
+    assert abs(a.value - b.value) <= b.error_bound + 1e-15 * a.value
+
+
+@pytest.mark.parametrize("c", [1.0, -0.6, 0.0])
+def test_density_spectral_equals_quadrature_circle(c):
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 0] + 0.4 * (x[..., 0] ** 2 - x[..., 1] ** 2), 4, d=2)
+    a = mf.energy(rho, BETA, c)
+    b = energy_estimate(rho, BETA, c * np.eye(2) + 0 * np.eye(2), method="quadrature")
+    assert a == pytest.approx(b.value, abs=1e-14)
+
+
+def test_density_general_D_matches_particles_on_grid():
+    """A band-limited density and the same density as weighted particles on a fine grid agree."""
+    D = np.array([[1.0, 0.3, 0.0], [0.3, -0.4, 0.2], [0.0, 0.2, 0.8]])
+    rho = mf.Density.from_function(lambda x: 1 + 0.4 * x[..., 1] * x[..., 2], 4)
+    g = mf.sphere.SphereGrid(40, 80)
+    w = g.weights.ravel() / (4 * np.pi) * rho.on_grid(g).ravel()
+    p = mf.Particles(g.points.reshape(-1, 3), w)
+    assert mf.energy(rho, 1.2, D) == pytest.approx(mf.energy(p, 1.2, D), rel=1e-13)
+
+
+# ----------------------------------------------------------------------------------------------
+# particles: the O(N) spectral sum against the pair sum, within its stated bound
+
+@pytest.mark.parametrize("d,c,lmax", [(3, 1.0, 4), (3, 1.0, 8), (3, -0.5, 6), (3, 1.0, None), (2, 1.0, 4),
+                                      (2, -0.5, 8), (2, 1.0, None)])
+def test_particles_spectral_within_bound(d, c, lmax):
+    p = mf.Particles.uniform(1500, d, seed=1)
+    clustered = mf.Particles(np.concatenate([p.positions[:750], np.tile(p.positions[:1], (750, 1))]))
+    for q in (p, clustered):
+        s = energy_estimate(q, BETA, c, method="spectral", lmax=lmax)
+        e = energy_estimate(q, BETA, c, method="pairs")
+        assert s.method == "spectral" and e.method == "pairs"
+        assert abs(s.value - e.value) <= s.error_bound
+    if lmax is None:
+        assert s.error_bound < 1e-11 * s.value
+
+
+def test_particles_auto_uses_spectral_for_many_particles():
+    p = mf.Particles.uniform(5000, 3, seed=2)
+    s = energy_estimate(p, 1.0)
+    assert s.method == "spectral"
+    assert s.value == pytest.approx(energy_estimate(p, 1.0, method="pairs").value, abs=s.error_bound)
+
+
+def test_energy_is_float_and_ignores_radii():
+    p = mf.Particles.uniform(10, 3, radii=np.linspace(1, 2, 10))
+    assert isinstance(mf.energy(p, 1.0), float)
+    assert mf.energy(p, 1.0) == mf.energy(mf.Particles(p.positions), 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# first variation and its gradient
+
+def test_first_variation_integrates_to_twice_energy():
+    rng = np.random.default_rng(3)
+    p = mf.Particles.uniform(30, 4, seed=3)
+    D = rng.standard_normal((4, 4))
+    phi = first_variation(p, 1.1, D)
+    assert p.weights @ phi == pytest.approx(2 * mf.energy(p, 1.1, D), rel=1e-13)
+
+
+def test_first_variation_of_density_matches_spectral_formula():
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 2], 3)
+    x = mf.Particles.uniform(7, 3, seed=5).positions
+    # ∫ e^{β⟨x,y⟩}(1 + a z) dσ = λ_0 + a λ_1 z  (Funk–Hecke), divided by β
+    lam = mf.funk_hecke(BETA, 1)
+    a = rho.coeffs[1].real / np.sqrt(4 * np.pi) * np.sqrt(3)   # the z-coefficient of ρ
+    expect = (lam[0] + a * lam[1] * x[:, 2]) / BETA
+    assert first_variation(rho, BETA, None, x) == pytest.approx(expect, abs=1e-13)
+
+
+def test_gradient_is_tangent_derivative_of_first_variation():
+    D = np.array([[0.5, 0.2, 0.0], [0.2, -1.0, 0.3], [0.0, 0.3, 0.7]])
+    p = mf.Particles.uniform(12, 3, seed=6)
+    x = mf.Particles.uniform(5, 3, seed=7).positions
+    g = first_variation_gradient(p, 1.3, D, x)
+    assert np.max(np.abs(np.einsum("ij,ij->i", g, x))) < 1e-14
+    h = 1e-5
+    for i in range(3):                       # central differences along a tangent direction
+        t = np.cross(x, np.eye(3)[i])
+        t /= np.linalg.norm(t, axis=1)[:, None]
+        xp = np.cos(h) * x + np.sin(h) * t
+        xm = np.cos(h) * x - np.sin(h) * t
+        fd = (first_variation(p, 1.3, D, xp) - first_variation(p, 1.3, D, xm)) / (2 * h)
+        assert np.einsum("ij,ij->i", g, t) == pytest.approx(fd, abs=1e-8)   # O(h²) difference error
+
+
+def test_nonsymmetric_D_first_variation_symmetrizes():
+    D = np.array([[0.0, 1.0], [0.0, 0.0]])
+    p = mf.Particles.uniform(9, 2, seed=8)
+    phi = first_variation(p, 1.0, D)
+    phiT = first_variation(p, 1.0, D.T)
+    assert phi == pytest.approx(phiT, rel=1e-14)
+    assert mf.energy(p, 1.0, D) == pytest.approx(mf.energy(p, 1.0, D.T), rel=1e-14)
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: each message names the parameter
+
+def test_bad_inputs():
+    p = mf.Particles.uniform(5, 3)
+    rho = mf.Density.uniform(2)
+    with pytest.raises(ValueError, match="`beta`"):
+        mf.energy(p, -1.0)
+    with pytest.raises(TypeError, match="`beta`"):
+        mf.energy(p, "2")
+    with pytest.raises(ValueError, match="`D`"):
+        mf.energy(p, 1.0, np.eye(2))
+    with pytest.raises(ValueError, match="`D`"):
+        mf.energy(p, 1.0, np.full((3, 3), np.nan))
+    with pytest.raises(ValueError, match="`D`"):
+        mf.energy(p, 1.0, float("inf"))
+    with pytest.raises(ValueError, match="`method`"):
+        mf.energy(p, 1.0, method="magic")
+    with pytest.raises(ValueError, match="`method`"):
+        mf.energy(p, 1.0, method="quadrature")
+    with pytest.raises(ValueError, match="`method`"):
+        mf.energy(rho, 1.0, method="pairs")
+    with pytest.raises(ValueError, match="`method`"):
+        mf.energy(p, 1.0, np.diag([1.0, 2.0, 3.0]), method="spectral")
+    with pytest.raises(ValueError, match="`method`"):
+        mf.energy(mf.Density.from_function(lambda x: 1 + x[..., 0], 2), 1.0, np.diag([1.0, 2, 3]), method="exact")
+    with pytest.raises(ValueError, match="`tol`"):
+        mf.energy(p, 1.0, tol=2.0)
+    with pytest.raises(ValueError, match="`lmax`"):
+        mf.energy(p, 1.0, method="spectral", lmax=0)
+    with pytest.raises(TypeError, match="`measure`"):
+        mf.energy(np.zeros((3, 3)), 1.0)
+    with pytest.raises(ValueError, match="`d`"):
+        uniform_energy(1.0, None, 1)
+    with pytest.raises(ValueError, match="`points`"):
+        first_variation(rho, 1.0)
+    with pytest.raises(ValueError, match="`points`"):
+        first_variation(p, 1.0, None, np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="`points`"):
+        first_variation_gradient(p, 1.0, None, 2 * np.eye(3))

@@ -1,0 +1,127 @@
+"""meanfield._energy._flow and _stationary: the gradient flow of E_{β,D}, its energy identity, stationary states."""
+import numpy as np
+import pytest
+from scipy import optimize
+
+import meanfield as mf
+from meanfield._energy import dissipation, flow_model
+
+
+def test_flow_model_velocity_is_gradient_of_first_variation():
+    """The USA model Q = I, K = V = D moves particles along ∇_S δE/δμ (DESIGN.md §1)."""
+    D = np.array([[1.0, 0.3, 0.0], [0.3, 0.5, -0.2], [0.0, -0.2, -0.4]])
+    p = mf.Particles.uniform(20, 3, seed=1)
+    v = mf.attention_field(flow_model(1.4, D, 3), p.positions, p.weights).tangential
+    g = mf.first_variation_gradient(p, 1.4, D)
+    assert v == pytest.approx(g, abs=1e-13)
+    vd = mf.attention_field(flow_model(1.4, D, 3, "descent"), p.positions, p.weights).tangential
+    assert vd == pytest.approx(-g, abs=1e-13)
+
+
+def test_energy_identity_to_simpson_order():
+    """E(t) − E(0) = ∫∫|v|² dμ dt along the ascent; the defect is Simpson's O(Δt⁴) on the save grid."""
+    p = mf.Particles.uniform(30, 3, seed=3)
+    D = np.diag([1.0, 0.5, 0.2])
+    res = []
+    for dt in (0.1, 0.05):
+        tr = mf.gradient_flow(p, 1.0, D, t_final=1.0, save_every=dt)
+        assert tr.success
+        e = tr.diagnostics["energy"]
+        assert np.all(np.diff(e) > 0)                                   # an ascent
+        res.append(np.max(np.abs(tr.diagnostics["energy_identity_residual"])))
+    order = np.log2(res[0] / res[1])
+    assert 3.5 < order < 4.6, (res, order)
+    assert res[1] < 1e-7
+
+
+def test_descent_decreases_energy_and_identity_has_the_sign():
+    p = mf.Particles.uniform(15, 2, seed=4)
+    tr = mf.gradient_flow(p, 1.0, np.diag([1.0, 0.6]), t_final=1.0, direction="descent", save_every=0.05)
+    e = tr.diagnostics["energy"]
+    assert np.all(np.diff(e) < 0)
+    assert np.max(np.abs(tr.diagnostics["energy_identity_residual"])) < 1e-6
+
+
+def test_density_flow_through_the_spectral_backend():
+    rho = mf.Density.from_function(lambda x: 1 + 0.3 * x[..., 2], 12)
+    tr = mf.gradient_flow(rho, 1.0, None, t_final=0.3, backend="spectral", save_every=0.05)
+    assert tr.success and isinstance(tr.final, mf.Density)
+    assert np.all(np.diff(tr.diagnostics["energy"]) > 0)
+    assert np.max(np.abs(tr.diagnostics["energy_identity_residual"])) < 1e-6
+
+
+def test_four_particle_rectangle():
+    """DESIGN.md §5: descent from a square ends on the rectangle d1 tanh(βd1a²) = d2 tanh(βd2b²)."""
+    beta, d1, d2 = 1.0, 1.0, 0.5
+    sq = mf.Particles(np.array([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]]) / np.sqrt(2))
+    r = mf.find_stationary(sq, beta, np.diag([d1, d2]), direction="descent", tol=1e-11, check_every=2.0)
+    assert r.converged, r.message
+    a2 = r.state.positions[:, 0] ** 2
+    ref = optimize.brentq(lambda a: d1 * np.tanh(beta * d1 * a) - d2 * np.tanh(beta * d2 * (1 - a)), 0, 1,
+                          xtol=1e-15)
+    assert ref == pytest.approx(0.19370612, abs=1e-8)
+    assert a2 == pytest.approx(np.full(4, ref), abs=1e-8)
+    assert r.energy == pytest.approx(0.5513701486, abs=1e-8)
+    assert r.energy == pytest.approx(np.cosh(beta * d1 * ref) * np.cosh(beta * d2 * (1 - ref)) / (2 * beta), abs=1e-8)
+    assert mf.stationary(r.state, beta, np.diag([d1, d2]), tol=1e-10).stationary
+
+
+def test_find_stationary_gives_up_at_t_max():
+    p = mf.Particles.uniform(6, 3, seed=5)
+    r = mf.find_stationary(p, 1.0, None, tol=1e-14, t_max=0.5, check_every=0.25)
+    assert not r.converged and "Not stationary" in r.message
+    assert r.time == pytest.approx(0.5)
+
+
+def test_stationary_states():
+    beta = 1.0
+    # the antipodal pair is stationary for any D = diag; the uniform density for D = I
+    pair = mf.Particles([[1.0, 0.0], [-1.0, 0.0]])
+    assert mf.stationary(pair, beta, np.diag([-1.0, 0.3])).stationary
+    assert mf.stationary(mf.Density.uniform(6), beta).stationary
+    assert mf.stationary(mf.Density.uniform(6, d=2), beta).stationary
+    # a tilted pair is not; the model's own velocity (SA) agrees on the zero set
+    tilted = mf.Particles([[1.0, 0.0], [0.0, 1.0]])
+    rep = mf.stationary(tilted, beta, None)
+    assert not rep.stationary and rep.max_speed > 0.1 and "not stationary" in rep.message
+    model = mf.Model(beta, attention="softmax", d=2)
+    assert not mf.stationary(tilted, model).stationary
+    assert mf.stationary(pair, model).stationary
+
+
+def test_dissipation_of_uniform_is_zero():
+    assert dissipation(mf.Density.uniform(4), 1.0) == pytest.approx(0.0, abs=1e-26)
+
+
+def test_bad_inputs():
+    p = mf.Particles.uniform(4, 2)
+    with pytest.raises(ValueError, match="`direction`"):
+        mf.gradient_flow(p, 1.0, None, t_final=1.0, direction="sideways")
+    with pytest.raises(ValueError, match="`D`"):
+        mf.gradient_flow(p, 1.0, np.array([[0.0, 1.0], [0.0, 0.0]]), t_final=1.0)
+    with pytest.raises(ValueError, match="`beta`"):
+        mf.gradient_flow(p, 0.0, None, t_final=1.0)
+    with pytest.raises(TypeError, match="`initial`"):
+        mf.gradient_flow([[1.0, 0.0]], 1.0, None, t_final=1.0)
+    with pytest.raises(TypeError, match="`start`"):
+        mf.find_stationary(mf.Density.uniform(2, d=2), 1.0)
+    with pytest.raises(ValueError, match="`tol`"):
+        mf.find_stationary(p, 1.0, tol=0.0)
+    with pytest.raises(ValueError, match="`t_max`"):
+        mf.find_stationary(p, 1.0, t_max=-1.0)
+    with pytest.raises(ValueError, match="`check_every`"):
+        mf.find_stationary(p, 1.0, check_every=0.0)
+    with pytest.raises(ValueError, match="`tol`"):
+        mf.stationary(p, 1.0, tol=-1.0)
+    with pytest.raises(ValueError, match="`support_tol`"):
+        mf.stationary(p, 1.0, support_tol=0.0)
+    with pytest.raises(ValueError, match="`D`"):
+        mf.stationary(p, mf.Model(1.0, d=2), np.eye(2))
+    with pytest.raises(ValueError, match="`D`"):
+        mf.stationary(p, 1.0, np.array([[0.0, 1.0], [0.0, 0.0]]))
+    with pytest.raises(TypeError, match="`measure`"):
+        mf.stationary("uniform", 1.0)
+    with pytest.raises(ValueError, match="`measure`"):
+        mf.stationary(mf.Density.from_function(lambda x: 0.2 + x[..., 2], 2), mf.Model(1.0, d=3))
+    with pytest.raises(ValueError, match="`D`"):
+        dissipation(p, 1.0, np.array([[0.0, 1.0], [0.0, 0.0]]))

@@ -1,0 +1,122 @@
+"""meanfield._energy._maximize and _classify: maximizers with certificates, the classification by the sign of D."""
+import numpy as np
+import pytest
+
+import meanfield as mf
+from meanfield._energy import Classification
+
+
+def test_positive_definite_maximizer_is_dirac_on_top_eigenvector():
+    """DESIGN.md §5: D = diag(0.5, 1), β = 1: the Dirac on e2 with E = e/2."""
+    r = mf.maximize_energy(1.0, np.diag([0.5, 1.0]), d=2, n_starts=8)
+    assert isinstance(r, mf.Particles) and r.kind == "dirac"
+    assert abs(abs(r.positions[0, 1]) - 1) < 1e-15
+    assert r.value == pytest.approx(np.e / 2, abs=1e-12)
+    assert round(r.value, 6) == 1.359141
+    assert r.ascent_best <= r.value * (1 + 1e-12)
+    c = r.certificate
+    assert c.satisfied(1e-12) and c.upper_bound == pytest.approx(r.value, rel=1e-15)
+    assert mf.energy(r, 1.0, np.diag([0.5, 1.0])) == r.value
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_negative_identity_maximizer_is_antipodal_pair(d):
+    """DESIGN.md §5: D = −I, β = 1: an antipodal pair with cosh(1)/2 = 0.771540."""
+    r = mf.maximize_energy(1.0, -np.eye(d), d=d, n_starts=8)
+    assert r.kind == "antipodal"
+    assert r.value == pytest.approx(np.cosh(1.0) / 2, abs=1e-12)
+    assert round(r.value, 6) == 0.771540
+    assert r.certificate.satisfied(1e-12)
+    assert r.ascent_best == pytest.approx(r.value, rel=1e-9)    # the ascent alone finds it too
+
+
+def test_ascent_alone_finds_the_maximizer_in_3d():
+    D = np.diag([1.0, 0.3, -0.5])
+    r = mf.maximize_energy(1.0, D, d=3, candidates=False, n_starts=8)
+    assert r.kind == "dirac" and r.source == "ascent"
+    assert r.value == pytest.approx(np.e / 2, rel=1e-10)
+    assert abs(r.positions[0, 0]) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_dirac_antipodal_switch():
+    """D = diag(−1, dd), β = 1: the Dirac on e2 beats the antipodal pair on e1 for dd > dd* = ln cosh 1.
+
+    Located by bisection on the kind of the ascent-only maximizer (no candidates), to 1e-4."""
+    def kind(dd):
+        return mf.maximize_energy(1.0, np.diag([-1.0, dd]), d=2, candidates=False, n_starts=10, seed=1).kind
+
+    lo, hi = 0.2, 0.7
+    assert kind(lo) == "antipodal" and kind(hi) == "dirac"
+    while hi - lo > 5e-5:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if kind(mid) == "antipodal" else (lo, mid)
+    assert 0.5 * (lo + hi) == pytest.approx(np.log(np.cosh(1.0)), abs=1e-4)
+
+
+@pytest.mark.parametrize("dd", [0.1, 0.43, 0.44, 0.8])
+def test_no_better_measure_than_the_candidates_in_the_unproven_case(dd):
+    D = np.diag([-1.0, dd])
+    r = mf.maximize_energy(1.0, D, d=2, n_starts=16)
+    assert r.source == "candidate" and r.ascent_best <= r.value * (1 + 1e-10)
+    assert r.certificate.excess <= 1e-12
+    assert r.value == pytest.approx(mf.classify(D).max_value(1.0), rel=1e-15)
+
+
+# ----------------------------------------------------------------------------------------------
+# classification
+
+@pytest.mark.parametrize("D,kind,max_ok", [
+    (np.diag([1.0, 2.0]), "positive definite", True),
+    (np.diag([0.0, 0.0, 1.0]), "positive semi-definite", True),
+    (np.diag([-1.0, 0.5]), "indefinite", False),
+    (np.diag([-0.5, 1.0]), "indefinite", True),
+    (np.diag([-1.0, 0.0]), "negative semi-definite", True),
+    (-np.eye(3), "negative definite", True),
+    (np.zeros((2, 2)), "zero", True),
+])
+def test_classify_kinds(D, kind, max_ok):
+    c = mf.classify(D)
+    assert isinstance(c, Classification) and c.kind == kind and c.maximizer_proven == max_ok
+    assert kind in c.message and "maximizers" in str(c)
+
+
+def test_classified_values_match_the_energies_they_name():
+    beta = 1.3
+    # λ_min < 0: Dirac at v_min (Jensen); D ⪯ 0: antipodal max; D ⪰ 0 singular: 1/(2β)
+    D = np.array([[-0.8, 0.3], [0.3, 0.4]])
+    c = mf.classify(D)
+    vmin = c.eigenvectors[:, 0]
+    assert c.min_value(beta) == pytest.approx(mf.energy(mf.Particles(vmin[None]), beta, D), rel=1e-14)
+    rng = np.random.default_rng(0)
+    for _ in range(5):                                   # random measures lie above the minimum
+        p = mf.Particles(rng.standard_normal((6, 2)), rng.dirichlet(np.ones(6)), normalize=True)
+        assert c.min_value(beta) <= mf.energy(p, beta, D) <= c.max_value(beta)
+    assert mf.classify(np.eye(3)).min_value(2.0) == pytest.approx(np.sinh(2.0) / 8, rel=1e-14)
+    assert mf.classify(np.diag([1.0, 2.0])).min_value(1.0) is None
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="`D`"):
+        mf.maximize_energy(1.0, np.array([[0.0, 1.0], [0.0, 0.0]]), d=2)
+    with pytest.raises(ValueError, match="`D`"):
+        mf.maximize_energy(1.0, np.eye(3), d=2)
+    with pytest.raises(ValueError, match="`n_particles`"):
+        mf.maximize_energy(1.0, None, d=2, n_particles=0)
+    with pytest.raises(ValueError, match="`n_starts`"):
+        mf.maximize_energy(1.0, None, d=2, n_starts=0, candidates=False)
+    with pytest.raises(ValueError, match="`beta`"):
+        mf.maximize_energy(0.0, None, d=2)
+    with pytest.raises(ValueError, match="`d`"):
+        mf.maximize_energy(1.0, None, d=1)
+    with pytest.raises(ValueError, match="`tol`"):
+        mf.maximize_energy(1.0, None, d=2, tol=0.0)
+    with pytest.raises(ValueError, match="`D`"):
+        mf.classify(np.ones(3))
+    with pytest.raises(ValueError, match="`D`"):
+        mf.classify([[1.0, 2.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="`D`"):
+        mf.classify([[np.nan, 0.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="`tol`"):
+        mf.classify(np.eye(2), tol=-1.0)
+    with pytest.raises(ValueError, match="`beta`"):
+        mf.classify(np.eye(2)).max_value(-1.0)

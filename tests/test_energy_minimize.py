@@ -1,0 +1,170 @@
+"""meanfield._energy._minimize: global minimizers over densities (S¹ nodal Fourier, S² basix FE) and certificates."""
+import numpy as np
+import pytest
+from scipy import special
+
+import meanfield as mf
+from meanfield._energy import FEDensity, FESpace
+
+# ----------------------------------------------------------------------------------------------
+# S¹
+
+
+def test_circle_minimizer_cos2_coefficient():
+    """DESIGN.md §5: β = 1, D = diag(1, 1.05): ρ = (1 + c2 cos 2θ + …)/(2π) with c2 = 0.10167."""
+    D = np.diag([1.0, 1.05])
+    r = mf.minimize_energy(1.0, D, d=2)
+    assert isinstance(r, mf.Density) and r.mass() == pytest.approx(1.0, abs=1e-14)
+    c2 = 2 * r.coeffs[2].real
+    assert c2 == pytest.approx(0.10167, abs=1e-4)
+    assert abs(r.coeffs[1]) < 1e-12 and abs(r.coeffs[2].imag) < 1e-12        # even in θ, no sin 2θ
+    assert r.certificate.satisfied(1e-8), r.certificate.message
+    assert r.certificate.support_fraction == 1.0
+    assert r.value == pytest.approx(mf.energy(r, 1.0, D), rel=1e-13)          # the returned Density's energy
+    assert r.value < mf.energy(mf.Density.uniform(0, d=2), 1.0, D)
+
+
+def test_circle_minimizer_first_order_slope():
+    """c2/ε → β I_1(β)/(2 I_2(β)) = 2.08165; the O(ε) term measured at ε = 0.05 is ≈ −0.97ε."""
+    slope = special.iv(1, 1.0) / (2 * special.iv(2, 1.0))
+    assert slope == pytest.approx(2.08165, abs=1e-5)
+    eps = 1e-3
+    r = mf.minimize_energy(1.0, np.diag([1.0, 1.0 + eps]), d=2, lmax=32)
+    assert 2 * r.coeffs[2].real / eps == pytest.approx(slope, abs=1.5 * eps)
+
+
+def test_circle_isotropic_minimizer_is_uniform():
+    r = mf.minimize_energy(2.0, 0.7, d=2, lmax=32)
+    # nodal values carry the rounding of K (~1e-14 relative) amplified by 1/τ = 1e8: ~1e-6
+    assert np.max(np.abs(r.on_grid(128) - 1)) < 1e-5
+    assert r.value == pytest.approx(special.i0(1.4) / 4, rel=1e-13)
+
+
+def test_circle_singular_D_concentrates_on_kernel():
+    """D = diag(1, 0): minimizers live on ker D ∩ S¹ = {±e2} with E = 1/(2β); the nodes approach it at O(h²)."""
+    r = mf.minimize_energy(1.0, np.diag([1.0, 0.0]), d=2, lmax=64)
+    h = np.pi / (2 * 64 + 1)
+    assert 0.5 <= r.value <= 0.5 * np.exp(h ** 2)
+    assert r.certificate.support_fraction < 0.1
+    assert r.certificate.off_support_violation <= 1e-12
+
+
+# ----------------------------------------------------------------------------------------------
+# S²
+
+
+def low_mode_distance(r, lmax=6):
+    """‖ρ_h − 1‖ in the degrees 1..lmax of ρ_h dσ, with an independent degree-12 rule."""
+    s = FESpace(r.space.mesh, r.space.degree, 12)
+    pts, a = FEDensity(s, r.values).atoms()
+    mu = mf.sphere.adjoint_synthesis_points(a, pts, lmax) * np.sqrt(4 * np.pi) / a.sum()
+    return float(np.sqrt(mf.sphere.degree_power(mu, lmax)[1:].sum()))
+
+
+def test_sphere_identity_minimizer_is_uniform():
+    r = mf.minimize_energy(1.0, None, d=3, level=3)
+    assert isinstance(r, FEDensity) and r.mass() == pytest.approx(1.0, abs=1e-14)
+    # P1 holds constants exactly; nodal values carry rounding amplified by 1/τ (τ = 1e-8 λ_0): ~3e-7
+    assert np.max(np.abs(r.values - 1)) < 1e-6
+    assert r.value == pytest.approx(np.sinh(1.0) / 2, abs=1e-12)
+    assert r.certificate.satisfied(1e-10), r.certificate.message
+    x = mf.Particles.uniform(200, 3, seed=0).positions
+    assert r.evaluate(x) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_sphere_identity_minimizer_converges_at_quadrature_order():
+    """With exact geometry the only error is the degree-4 basix rule's: O(h^5) guaranteed, O(h^6) observed."""
+    hs, errs = [], []
+    for level in (1, 2, 3):
+        r = mf.minimize_energy(1.0, None, d=3, level=level)
+        hs.append(r.space.mesh.h)
+        errs.append(low_mode_distance(r))
+    order = np.polyfit(np.log(hs), np.log(errs), 1)[0]
+    print(f"low-mode distance {errs}, observed order {order:.2f}")
+    assert order > 5.0
+    assert errs[-1] < 1e-7
+
+
+def test_sphere_singular_minimizer_lives_on_equator():
+    """D = diag(0, 0, 1): the minimizers are the measures on the equator, E = 1/(2β)."""
+    beta = 1.0
+    r = mf.minimize_energy(beta, np.diag([0.0, 0.0, 1.0]), d=3, level=2)
+    supp = r.space.nodes[r.values > 0]
+    assert np.max(np.abs(supp[:, 2])) < r.space.mesh.h
+    assert 0 <= r.value - 1 / (2 * beta) < r.space.mesh.h ** 4       # hat functions spread |z| ≲ h
+    assert r.certificate.off_support_violation < 1e-4
+
+
+def test_sphere_partial_support_certificate():
+    """D = diag(0.3, 1, 1): the minimizer avoids the e2–e3 great circle; first-order conditions hold."""
+    D = np.diag([0.3, 1.0, 1.0])
+    r = mf.minimize_energy(1.0, D, d=3, level=2)
+    c = r.certificate
+    assert 0.2 < c.support_fraction < 0.8
+    assert c.satisfied(1e-6), c.message
+    assert 1 / 2 < r.value < mf.energy(mf.Density.uniform(0), 1.0, D)
+    assert r.value == pytest.approx(mf.energy(r, 1.0, D), rel=1e-13)
+    assert mf.stationary(r, 1.0, D, tol=1e-3).stationary
+
+
+def test_sphere_full_support_minimizer_matches_spectral_galerkin():
+    """D = diag(1, 1, 1.2): a positive minimizer, so E_min = min{uᵀGu : u_0 = 1} over harmonic moments.
+
+    G is the kernel in real harmonics of degree ≤ 10 (tail ≤ 1e-13 λ_0); the FE value must agree."""
+    from meanfield._energy._fem import kernel_coefficients, real_harmonics
+
+    D = np.diag([1.0, 1.0, 1.2])
+    G, shift = kernel_coefficients(1.0, D, 10)
+    u = np.linalg.solve(G, np.eye(len(G))[0])
+    e_ref = np.exp(shift) / 2 / u[0]
+    g = mf.sphere.SphereGrid(30, 60)
+    assert np.min(real_harmonics(10, g.points.reshape(-1, 3)) @ u) > 0       # the Galerkin minimizer is a density
+    r = mf.minimize_energy(1.0, D, d=3, level=2)
+    assert r.certificate.support_fraction == 1.0 and r.certificate.satisfied(1e-7)
+    assert r.value == pytest.approx(e_ref, rel=1e-12)
+    assert r.value < mf.energy(mf.Density.uniform(0), 1.0, D)
+    # the minimizer piles up where ⟨x, Dx⟩ is small: on the equator, not at the poles
+    assert r.evaluate(np.array([[1.0, 0.0, 0.0]]))[0] > r.evaluate(np.array([[0.0, 0.0, 1.0]]))[0]
+
+
+@pytest.mark.slow
+def test_sphere_refinement_slow():
+    """Level 4 extends the D = I convergence; P2 and a partial-support minimizer converge in energy."""
+    r = mf.minimize_energy(1.0, None, d=3, level=4)
+    assert low_mode_distance(r) < 1e-9
+    r2 = mf.minimize_energy(1.0, None, d=3, level=3, degree=2)
+    assert low_mode_distance(r2) < 1e-9 and np.max(np.abs(r2.values - 1)) < 1e-6
+    D = np.diag([0.3, 1.0, 1.0])
+    e = [mf.minimize_energy(1.0, D, d=3, level=k).value for k in (2, 3, 4)]
+    assert abs(e[2] - e[1]) < abs(e[1] - e[0])
+    assert abs(e[2] - e[1]) < 1e-10
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="`D`"):
+        mf.minimize_energy(1.0, np.diag([1.0, -0.1]), d=2)
+    with pytest.raises(ValueError, match="`D`"):
+        mf.minimize_energy(1.0, np.array([[1.0, 0.5], [0.0, 1.0]]), d=2)
+    with pytest.raises(ValueError, match="`D`"):
+        mf.minimize_energy(1.0, np.eye(3), d=2)
+    with pytest.raises(ValueError, match="`d`"):
+        mf.minimize_energy(1.0, None, d=4)
+    with pytest.raises(ValueError, match="`beta`"):
+        mf.minimize_energy(-1.0, None, d=2)
+    with pytest.raises(ValueError, match="`lmax`"):
+        mf.minimize_energy(1.0, None, d=3, lmax=8)
+    with pytest.raises(ValueError, match="`lmax`"):
+        mf.minimize_energy(1.0, None, d=2, lmax=0)
+    with pytest.raises(ValueError, match="`level`"):
+        mf.minimize_energy(1.0, None, d=2, level=2)
+    with pytest.raises(ValueError, match="`degree`"):
+        mf.minimize_energy(1.0, None, d=3, level=0, degree=4)
+    with pytest.raises(ValueError, match="`regularization`"):
+        mf.minimize_energy(1.0, None, d=2, regularization=-1.0)
+    from meanfield._energy._minimize import _solve
+    with pytest.raises(mf.ConvergenceError, match="`regularization`"):
+        _solve(np.zeros((3, 3)), np.full(3, 1 / 3), np.eye(3) / 3, 0.0)
