@@ -139,12 +139,14 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
     targets : array_like, shape (M, d), optional
         Query directions x (unit vectors); default the sources themselves.
     causal : bool
-        Token j attends only to k ≤ j (index order).  Requires ``targets=None``.
+        Token j attends only to k ≤ j (index order).  Requires ``targets=None``.  SA normalizes over
+        the visible tokens; USA keeps the plain weights (with w_k = 1/n: still the constant n).
     chunk : int, optional
         Rows of targets processed at once; memory is O(chunk·N·nthreads) float64.  Default
         ≈ 2²⁰/N (about 8 MB per worker).
     nthreads : int, optional
-        Worker threads over chunks (numpy releases the GIL); default: the usable cores.
+        Blocks evaluated at once on meanfield's worker threads (numpy releases the GIL); 1 runs them
+        sequentially.  Default: the usable cores.
 
     Returns
     -------
@@ -200,12 +202,13 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
                 else:
                     Ah[a:b] = acc[:, :d] * np.exp(mx)[:, None]
 
-        starts = range(0, m, chunk)
-        if nthreads == 1 or len(starts) == 1:
+        starts = list(range(0, m, chunk))
+        groups = [starts[i::nthreads] for i in range(min(nthreads, len(starts)))]
+        if len(groups) == 1:
             for a in starts:
                 block(a)
-        else:
-            list(_executor().map(block, starts))
+        else:   # at most `nthreads` blocks at once (memory O(nthreads·chunk·N))
+            list(_executor().map(lambda g: [block(a) for a in g], groups))
         A += Ah
     return _finish(A, y, log_z)
 
@@ -270,48 +273,130 @@ def sh_error_bounds(beta_eff: float, lmax: int) -> tuple[float, float]:
     return eps_z, eps_m
 
 
-class _Geometry(NamedTuple):
-    loc: np.ndarray      # (n, 2) colatitude, longitude for ducc0
-    e_theta: np.ndarray  # (n, 3)
-    e_phi: np.ndarray    # (n, 3)
-
-
-def _geometry(points, nthreads) -> _Geometry:
-    """ducc0 locations and the tangent frame (e_θ, e_φ) of unit vectors (n, 3), threaded over halves."""
-    n = points.shape[0]
-    loc = np.empty((n, 2))
-    e_t = np.empty((n, 3))
-    e_p = np.empty((n, 3))
-
-    def part(sl):
-        p = points[sl]
-        px, py, pz = p[:, 0], p[:, 1], p[:, 2]
-        rho = np.hypot(px, py)
-        th = np.arctan2(rho, pz)
-        ph = np.arctan2(py, px)
-        pole = rho == 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cp = np.where(pole, np.cos(ph), px / rho)
-            sp = np.where(pole, np.sin(ph), py / rho)
-        ph[ph < 0] += 2 * np.pi
-        loc[sl, 0] = th
-        loc[sl, 1] = ph
-        ct, st = np.cos(th), np.sin(th)
-        e_t[sl, 0] = ct * cp
-        e_t[sl, 1] = ct * sp
-        e_t[sl, 2] = -st
-        e_p[sl, 0] = -sp
-        e_p[sl, 1] = cp
-        e_p[sl, 2] = 0.0
-
-    parts = max(1, min(nthreads, n // 50_000))
+def _in_parts(n, fn, nthreads):
+    """Call fn(slice) over ~equal slices of range(n), on the worker threads when n is large."""
+    parts = max(1, min(nthreads, n // 100_000))
     bounds = np.linspace(0, n, parts + 1).astype(int)
     slices = [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
     if parts == 1:
-        part(slices[0])
+        fn(slices[0])
     else:
-        list(_executor().map(part, slices))
-    return _Geometry(loc, e_t, e_p)
+        list(_executor().map(fn, slices))
+
+
+_LOCAL = threading.local()
+_WORKSPACE_CACHE_MAX = 200_000   # keep per-thread scratch arrays between calls only up to this many points
+
+
+class _Workspace:
+    """Scratch arrays for n points, reused across calls (fresh temporaries of ≥128 kB are mmap'd by
+    glibc and page-faulted on every call: at n = 2·10⁴ that was a third of the evaluation)."""
+
+    def __init__(self, n):
+        self.n = n
+        self.loc = np.empty((n, 2))
+        self.xt = np.empty((3, n))
+        self.rho, self.cphi, self.sphi = np.empty(n), np.empty(n), np.empty(n)
+        self.s1, self.s2, self.s3 = np.empty(n), np.empty(n), np.empty(n)
+        self.b1, self.b2 = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+        self.z, self.rad, self.grad = np.empty((1, n)), np.empty((1, n)), np.empty((2, n))
+
+
+def _workspace(key, n) -> _Workspace:
+    cache = getattr(_LOCAL, "workspaces", None)
+    if cache is None:
+        cache = _LOCAL.workspaces = {}
+    ws = cache.get(key)
+    if ws is None or ws.n != n:
+        ws = _Workspace(n)
+        cache[key] = ws if n <= _WORKSPACE_CACHE_MAX else None
+    return ws
+
+
+def _geometry(points, nthreads, key="sources") -> _Workspace:
+    """ducc0 locations and what the tangent frame needs, from unit vectors (n, 3), into a workspace.
+
+    Fills ``loc`` (n, 2) (colatitude θ ∈ [0, π], longitude φ ∈ [0, 2π]), ``xt`` (3, n) (the points),
+    ``rho`` = sin θ = √(x² + y²), ``cphi``, ``sphi`` = cos φ, sin φ (x/ρ, y/ρ; at the poles the φ that
+    ducc0 is given), so that e_θ = (z cos φ, z sin φ, −ρ) and e_φ = (−sin φ, cos φ, 0).
+    atan2 is computed as atan of the ratio plus the quadrant (numpy's arctan2 is ~3× slower than
+    arctan); the ratio costs at most an ulp, and exact zeros are set explicitly.
+    """
+    n = points.shape[0]
+    ws = _workspace(key, n)
+    np.copyto(ws.xt, points.T)
+    xt, loc = ws.xt, ws.loc
+
+    def part(sl):
+        px, py, pz = xt[0, sl], xt[1, sl], xt[2, sl]
+        r, t1, t2 = ws.rho[sl], ws.s1[sl], ws.s2[sl]
+        b1, b2 = ws.b1[sl], ws.b2[sl]
+        np.multiply(px, px, out=r)
+        np.multiply(py, py, out=t1)
+        r += t1
+        np.sqrt(r, out=r)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # θ = atan(ρ/z) (+π for z < 0)
+            np.divide(r, pz, out=t1)
+            np.arctan(t1, out=t1)
+            np.less(pz, 0, out=b1)
+            np.multiply(b1, np.pi, out=t2)
+            t1 += t2
+            np.equal(pz, 0, out=b1)
+            if b1.any():
+                t1[b1] = np.pi / 2
+            loc[sl, 0] = t1
+            # φ = atan(y/x) (+π for x < 0, +2π for x > 0 > y), in [0, 2π]
+            np.divide(py, px, out=t1)
+            np.arctan(t1, out=t1)
+            np.less(px, 0, out=b1)
+            np.multiply(b1, np.pi, out=t2)
+            t1 += t2
+            np.greater(px, 0, out=b1)
+            np.less(py, 0, out=b2)
+            b1 &= b2
+            np.multiply(b1, 2 * np.pi, out=t2)
+            t1 += t2
+            np.equal(px, 0, out=b1)
+            if b1.any():
+                idx = np.flatnonzero(b1)
+                yz = py[idx]
+                t1[idx] = np.where(yz > 0, np.pi / 2, np.where(yz < 0, 1.5 * np.pi, 0.0))
+            loc[sl, 1] = t1
+            np.divide(px, r, out=ws.cphi[sl])
+            np.divide(py, r, out=ws.sphi[sl])
+        np.equal(r, 0, out=b1)
+        if b1.any():
+            idx = np.flatnonzero(b1)
+            ws.cphi[sl][idx] = np.cos(t1[idx])
+            ws.sphi[sl][idx] = np.sin(t1[idx])
+
+    _in_parts(n, part, nthreads)
+    return ws
+
+
+def _tangent_ambient(ws, comp_theta, comp_phi, scale, nthreads):
+    """(3, n) = scale · (comp_θ e_θ + comp_φ e_φ): tangent components → ambient vectors (fresh array)."""
+    n = ws.n
+    out = np.empty((3, n))
+
+    def part(sl):
+        a, c, t = ws.s1[sl], ws.s2[sl], ws.s3[sl]
+        sc = scale[sl] if np.ndim(scale) else scale
+        np.multiply(comp_theta[sl], sc, out=a)
+        np.multiply(comp_phi[sl], sc, out=c)
+        np.multiply(a, ws.rho[sl], out=out[2, sl])
+        np.negative(out[2, sl], out=out[2, sl])
+        a *= ws.xt[2, sl]
+        np.multiply(a, ws.cphi[sl], out=out[0, sl])
+        np.multiply(c, ws.sphi[sl], out=t)
+        out[0, sl] -= t
+        np.multiply(a, ws.sphi[sl], out=out[1, sl])
+        np.multiply(c, ws.cphi[sl], out=t)
+        out[1, sl] += t
+
+    _in_parts(n, part, nthreads)
+    return out
 
 
 def attention_field_sh(model, directions, weights=None, targets=None, *, tol: float = 1e-12,
@@ -384,33 +469,65 @@ def attention_field_sh(model, directions, weights=None, targets=None, *, tol: fl
     v_is_scalar = linear and np.allclose(V, V[0, 0] * np.eye(3), rtol=0, atol=0)
     need_radial = radial or not v_is_scalar
 
-    gs = _geometry(x, nthreads)
-    gt = gs if targets is None else _geometry(y, nthreads)
+    gs = _geometry(x, nthreads, "sources")
+    gt = gs if targets is None else _geometry(y, nthreads, "targets")
     kw = dict(lmax=L, epsilon=epsilon, nthreads=nthreads)
 
     def adjoint(vals):
         return ducc.adjoint_synthesis_general(map=np.ascontiguousarray(vals[None]), spin=0, loc=gs.loc, **kw)
 
-    def synth(alm):
-        return ducc.synthesis_general(alm=alm, spin=0, loc=gt.loc, **kw)[0]
+    def synth(alm, out=None):
+        return ducc.synthesis_general(alm=alm, spin=0, loc=gt.loc, map=out, **kw)[0]
 
     mu = adjoint(w)                                                   # (1, nalm)
     z_alm = mu * lam
-    z = synth(z_alm)                                                  # e^{-β} Z at the targets
+    z = synth(z_alm, gt.z)                                            # e^{-β} Z at the targets
+    with np.errstate(divide="ignore"):
+        log_z = (np.log(z) + b)[None]
     if linear:
-        grad = ducc.synthesis_general(alm=z_alm, spin=1, loc=gt.loc, mode="DERIV1", **kw)
-        M = (grad[0][:, None] * gt.e_theta + grad[1][:, None] * gt.e_phi) / b
-        if need_radial:
-            dlam = 4 * np.pi * funk_hecke_dbeta(b, L, 3, scaled=True)[ell]
-            M += synth(mu * dlam)[:, None] * y
-        num = M @ V.T
+        grad = ducc.synthesis_general(alm=z_alm, spin=1, loc=gt.loc, mode="DERIV1", map=gt.grad, **kw)
+        # grad = (∂_θ Z, ∂_φ Z / sin θ), e^{-β}-scaled
+        if not need_radial:
+            # V = v·I, tangential part only: A_tan = v ∇_S Z / (β Z) (SA) or v ∇_S Z / β (USA)
+            v = V[0, 0]
+            if model.softmax:
+                scale = np.divide(v / b, z, out=gt.rad[0])   # rad is free on this path
+            else:
+                scale = v * np.exp(b) / b
+            tan = _tangent_ambient(gt, grad[0], grad[1], scale, nthreads)
+            return AttentionField(None, tan.T, None, None, log_z)
+        M = _tangent_ambient(gt, grad[0], grad[1], 1.0 / b, nthreads)
+        dlam = 4 * np.pi * funk_hecke_dbeta(b, L, 3, scaled=True)[ell]
+        M += synth(mu * dlam, gt.rad)[None, :] * gt.xt                # + x ∫⟨x,y⟩e^{β⟨x,y⟩}dμ
+        num = (V @ M).T
     else:
         vals = x @ V.T
         vals /= np.linalg.norm(vals, axis=1, keepdims=True)
         num = np.stack([synth(adjoint(w * vals[:, i]) * lam) for i in range(3)], axis=1)
-    with np.errstate(divide="ignore"):
-        log_z = (np.log(z) + b)[None]
     A = num / z[:, None] if model.softmax else num * np.exp(b)
-    if not need_radial:   # V = v·I and only the tangential part: A is tangential up to rounding
-        return AttentionField(None, A, None, None, log_z)
     return _finish(A, y, log_z)
+
+
+def particle_velocity(model, particles, t: float = 0.0, *, backend: str = "particles", **options):
+    """The scheme's velocity of ``particles`` at time ``t``: one right-hand-side evaluation of a particle backend.
+
+    Parameters
+    ----------
+    model : Model
+    particles : Particles
+        Directions (n, d), weights, radii.
+    t : float
+        Time (enters LN-Scaling, nGPT's α(t), Mix-LN's switch).
+    backend : {"particles", "particles-sh"}
+    **options
+        Backend options (e.g. ``chunk``, ``causal`` for "particles"; ``tol``, ``lmax`` for "particles-sh").
+
+    Returns
+    -------
+    dtheta : ndarray, shape (n, d)
+        dθ_j/dt = P_θ A_j / s_j.
+    dr : ndarray, shape (n,) or None
+        dr_j/dt for schemes with a radius.
+    """
+    from ._simulate import get_backend
+    return get_backend(backend)(model, particles, **options).velocity(t)

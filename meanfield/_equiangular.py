@@ -1,0 +1,148 @@
+"""The equiangular (symmetric) solution: n tokens with all pairwise inner products equal (DESIGN.md §5).
+
+Take n unit vectors θ_1..θ_n with ⟨θ_i, θ_j⟩ = ρ for all i ≠ j (possible for ρ ∈ [−1/(n−1), 1]; for
+ρ = 0 an orthonormal family, d ≥ n), equal radii r and Q = K = V = I.  The attention vector is
+
+    A_i = a θ_i + b S_i,   S_i = Σ_{k≠i} θ_k,
+    SA:  a = e^β / D,  b = e^{βρ} / D,  D = e^β + (n−1) e^{βρ};     USA:  a = e^β / n,  b = e^{βρ} / n,
+
+so that, with ⟨S_i, θ_i⟩ = (n−1)ρ, ⟨S_i, θ_j⟩ = 1 + (n−2)ρ and ‖S_i‖² = (n−1)(1 + (n−2)ρ),
+
+    ⟨θ_i, A_i⟩ = a + (n−1) b ρ,
+    ‖A_i‖²     = a² + 2(n−1) a b ρ + (n−1)(1 + (n−2)ρ) b²,
+    ⟨P_θi A_i, θ_j⟩ = b (1 − ρ)(1 + (n−1)ρ).
+
+Every token sees the same ‖A‖, ⟨θ, A⟩ and r, so the symmetry is preserved and, with s and the radial
+law of the scheme (read from :mod:`meanfield._schemes`),
+
+    dρ/dt = (2/s) b (1 − ρ)(1 + (n−1)ρ),     dr/dt = radial(⟨θ, A⟩, ‖A‖, r, t).
+
+For SA, Post-LN this is DESIGN.md §5's equation; at β = 0 its solution from ρ = 0 is
+ρ(t) = (e^{2t} − 1)/(e^{2t} + n − 1).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.integrate import solve_ivp
+
+from ._errors import ConvergenceError, UnsupportedModelError
+from ._model import ATTENTIONS, Model
+from ._schemes import get_scheme
+from ._validate import choice, increasing_times, nonneg_int, positive_float
+
+
+def equiangular_attention(beta: float, n: int, rho, attention: str = "softmax"):
+    """(a, b, ⟨θ, A⟩, ‖A‖) of the equiangular configuration with inner product ``rho`` (arrays broadcast).
+
+    A_i = a θ_i + b Σ_{k≠i} θ_k; see the module docstring.  SA is evaluated as ratios of
+    e^{β(ρ−1)}, so nothing overflows for large β.
+    """
+    rho = np.asarray(rho, dtype=float)
+    if ATTENTIONS[attention] == "softmax":
+        q = np.exp(beta * (rho - 1.0))
+        den = 1.0 + (n - 1) * q
+        a, b = 1.0 / den, q / den
+    else:
+        a, b = np.exp(beta) / n * np.ones_like(rho), np.exp(beta * rho) / n
+    radial = a + (n - 1) * b * rho
+    norm2 = a * a + 2 * (n - 1) * a * b * rho + (n - 1) * (1 + (n - 2) * rho) * b * b
+    return a, b, radial, np.sqrt(np.maximum(norm2, 0.0))
+
+
+def _scheme_model(scheme, beta, alpha, tau, attention):
+    # The scheme rows read α(t) and τ from a Model; build one with the same validation.  β = 0 is a
+    # valid limit here (the closed form of DESIGN.md §5) although a Model needs β > 0: the rows do
+    # not use β, so it is set after validation.
+    m = Model(beta=beta if beta > 0 else 1.0, scheme=scheme.name, attention=attention, d=3, alpha=alpha, tau=tau)
+    if beta == 0:
+        object.__setattr__(m, "beta", 0.0)
+    return m
+
+
+def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="softmax", rho0=0.0,
+                rtol=1e-12, atol=1e-14):
+    """ρ(t) = ⟨θ_i, θ_j⟩ and the common radius r(t) of n tokens started equiangular.
+
+    Parameters
+    ----------
+    scheme : str
+        A continuous scheme of :data:`meanfield.SCHEMES` (anGPT, layer-only, is refused).
+    beta : float
+        β ≥ 0 (Q = K = V = I).
+    n : int
+        Number of tokens, n ≥ 2.
+    t : array_like, shape (m,)
+        Strictly increasing times ≥ 0 at which to return the solution.
+    r0 : float
+        Initial radius r(0) > 0 (schemes with a radius).
+    alpha : float or callable
+        nGPT step α_t > 0.
+    tau : float, optional
+        Mix-LN switch time (required for "mix-ln").
+    attention : {"softmax", "unnormalized"}
+        SA, or USA (division by the constant n).
+    rho0 : float
+        Initial inner product, in [−1/(n−1), 1) (0: an orthonormal start).
+    rtol, atol : float
+        Tolerances of ``scipy.integrate.solve_ivp`` (DOP853).
+
+    Returns
+    -------
+    rho : ndarray, shape (m,)
+        ⟨θ_i, θ_j⟩ at the times t (dimensionless).
+    r : ndarray, shape (m,)
+        The common radius (constant r0 for schemes without a radius).
+
+    Raises
+    ------
+    UnsupportedModelError
+        For layer-only schemes (anGPT).
+    """
+    sch = get_scheme(scheme)
+    if not sch.continuous:
+        raise UnsupportedModelError(f"scheme={sch.name!r} is defined only as a discrete layer map; "
+                                    "the equiangular ODE needs a continuous-time scheme.")
+    beta = positive_float("beta", beta, allow_zero=True)
+    n = nonneg_int("n", n, minimum=2)
+    t = increasing_times("t", t)
+    if t[0] < 0:
+        raise ValueError(f"`t` must be ≥ 0; got t[0]={t[0]!r}.")
+    r0 = positive_float("r0", r0)
+    rho0 = float(rho0)
+    if not (-1.0 / (n - 1) <= rho0 < 1.0):
+        raise ValueError(f"`rho0` must be in [−1/(n−1), 1) = [{-1 / (n - 1):.6g}, 1) for n={n}; got rho0={rho0!r}.")
+    choice("attention", attention, ATTENTIONS)
+    model = _scheme_model(sch, beta, alpha, tau, attention)
+
+    def rhs(time, y):
+        rho, r = y
+        _, b, radial, norm = equiangular_attention(beta, n, rho, attention)
+        s = sch.speed(np.asarray(r), np.asarray(norm), time, model)
+        drho = 2.0 * b * (1.0 - rho) * (1.0 + (n - 1) * rho) / s
+        dr = 0.0 if sch.radial is None else sch.radial(np.asarray(radial), np.asarray(norm), np.asarray(r), time, model)
+        return [float(drho), float(dr)]
+
+    # integrate piecewise, split at the scheme's switch time (Mix-LN τ), where the velocity jumps
+    cuts = [0.0]
+    if sch.uses_tau and 0.0 < model.tau < t[-1]:
+        cuts.append(model.tau)
+    cuts.append(float(t[-1]))
+    out = np.empty((2, t.size))
+    y0 = [rho0, r0]
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        sel = (t >= lo) & ((t < hi) if hi < cuts[-1] else (t <= hi))
+        if hi == lo:
+            out[:, sel] = np.array(y0)[:, None]
+            continue
+        # evaluate strictly inside the piece so a jump at its ends is seen from the correct side
+        f = (lambda time, y, lo=lo, hi=hi: rhs(min(max(time, np.nextafter(lo, hi)), np.nextafter(hi, lo)), y))
+        te = t[sel]
+        last = hi == cuts[-1]
+        if not last:
+            te = np.append(te, hi)      # the state at the cut starts the next piece
+        sol = solve_ivp(f, (lo, hi), y0, method="DOP853", t_eval=te, rtol=rtol, atol=atol)
+        if not sol.success:
+            raise ConvergenceError(f"equiangular ODE failed on [{lo}, {hi}]: {sol.message}")
+        out[:, sel] = sol.y[:, :int(sel.sum())]
+        y0 = list(sol.y[:, -1])
+    return out[0], out[1]

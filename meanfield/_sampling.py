@@ -1,0 +1,152 @@
+"""Between densities and particles: i.i.d. samples of a density, coefficients of an empirical measure.
+
+* :func:`sample_density` draws n i.i.d. tokens from a :class:`Density` (S², S¹) or a
+  :class:`ZonalDensity` (any S^{d-1}) by rejection against uniform proposals, vectorized in batches;
+  the bound is the density's maximum on a fine grid with a margin, and a proposal that exceeds it
+  restarts the draw with a larger bound (so the samples are exact, never biased by a low bound).
+* :func:`particles_coefficients` gives the coefficients, in the :class:`Density` layout and
+  normalization (values w.r.t. the normalized measure σ), of the measure Σ_j w_j δ_{θ_j}.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._measures import Density, Particles, ZonalDensity
+from ._validate import nonneg_int
+
+_MARGIN = 1.05          # bound = margin × (max on the fine grid)
+_NEG_TOL = 1e-8         # relative negativity that is treated as rounding (clipped to 0)
+
+
+def _rng(seed):
+    if isinstance(seed, np.random.Generator):
+        return seed
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError):
+        raise TypeError(f"`seed` must be None, an int, a SeedSequence or a numpy Generator; got seed={seed!r}.") from None
+
+
+def _uniform_sphere(rng, m, d):
+    x = rng.standard_normal((m, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _evaluator(density):
+    """(values(points), fine-grid values, d) for the supported density types."""
+    if isinstance(density, ZonalDensity):
+        t = np.cos(np.linspace(0.0, np.pi, 16 * density.lmax + 65))
+        return density.evaluate, density.evaluate_profile(t), density.d
+    if isinstance(density, Density):
+        if density.d == 3:
+            from .sphere._sh import SphereGrid
+            fine = density.on_grid(SphereGrid.for_bandlimit(4 * density.lmax + 8))
+        else:
+            from .sphere._circle import circle_synthesis
+            fine = circle_synthesis(density.coeffs, 16 * density.lmax + 64)
+        return density.evaluate, np.ravel(fine), density.d
+    raise TypeError(f"`density` must be a meanfield.Density or ZonalDensity; got {type(density).__name__}.")
+
+
+def _radii(density, points):
+    if density.radius is None:
+        return None
+    if isinstance(density, ZonalDensity):
+        from .sphere._zonal import zonal_synthesis
+        return zonal_synthesis(density.radius, np.clip(points @ density.axis, -1.0, 1.0), density.d)
+    return density.evaluate_radius(points)
+
+
+def sample_density(density, n: int, seed=None, *, batch: int | None = None) -> Particles:
+    """n i.i.d. tokens from the probability density ``density`` (equal weights 1/n).
+
+    Parameters
+    ----------
+    density : Density or ZonalDensity
+        Values w.r.t. the normalized measure σ; need not have unit mass (it is normalized), must be
+        ≥ 0 up to rounding (min ≥ −1e-8·max on a fine grid; tiny negative values count as 0).
+    n : int
+        Number of samples, n ≥ 1.
+    seed : None, int, SeedSequence or numpy.random.Generator
+        Randomness (``numpy.random.default_rng(seed)``).
+    batch : int, optional
+        Proposals per round (default: enough for the remaining samples at the expected acceptance).
+
+    Returns
+    -------
+    Particles
+        Positions (n, d); radii from the density's radius field when it has one.
+
+    Notes
+    -----
+    Rejection sampling: propose x uniform on S^{d-1}, accept with probability ρ(x)/M.  M is 1.05 times
+    the maximum of ρ on a grid several times finer than its band limit; if a proposal has ρ(x) > M
+    the draw restarts with M = 1.1·ρ(x), so the accepted samples follow ρ exactly.  The expected
+    number of proposals is n·M/mass.
+    """
+    n = nonneg_int("n", n, minimum=1)
+    rng = _rng(seed)
+    evaluate, fine, d = _evaluator(density)
+    top = float(np.max(fine))
+    if not top > 0:
+        raise ValueError(f"`density` has no positive values (max {top:.3g} on a fine grid); cannot sample it.")
+    low = float(np.min(fine))
+    if low < -_NEG_TOL * top:
+        raise ValueError(f"`density` takes negative values (min {low:.3g} against max {top:.3g} on a fine grid); "
+                         "only a nonnegative density can be sampled.")
+    mass = float(density.mass())
+    if not mass > 0:
+        raise ValueError(f"`density` must have positive mass; got mass={mass!r}.")
+    if batch is not None:
+        batch = nonneg_int("batch", batch, minimum=1)
+    bound = _MARGIN * top
+    while True:
+        chunks, got, restart = [], 0, False
+        while got < n:
+            m = batch or int(np.ceil(1.2 * (n - got) * bound / mass)) + 16
+            x = _uniform_sphere(rng, m, d)
+            v = evaluate(x)
+            if np.max(v) > bound:          # the grid maximum was too low: restart with a safe bound
+                bound = 1.1 * float(np.max(v))
+                restart = True
+                break
+            keep = rng.random(m) * bound < v
+            chunks.append(x[keep])
+            got += int(keep.sum())
+        if not restart:
+            break
+    x = np.concatenate(chunks)[:n]
+    return Particles(x, None, _radii(density, x), normalize=True)
+
+
+def particles_coefficients(particles: Particles, lmax: int) -> np.ndarray:
+    """Coefficients of the empirical measure Σ_j w_j δ_{θ_j} in the :class:`Density` layout.
+
+    Parameters
+    ----------
+    particles : Particles
+        d = 3 (S²) or d = 2 (S¹).
+    lmax : int
+        Band limit L ≥ 0.
+
+    Returns
+    -------
+    ndarray, complex
+        d = 3: shape (nalm(L),), 4π Σ_j w_j conj(Y_ℓm(θ_j)) (orthonormal Y_ℓm; ρ̂_00 = √(4π) for unit
+        mass), by one adjoint non-uniform transform, O(n + L² log L).  d = 2: shape (L + 1,),
+        c_k = Σ_j w_j e^{−ikφ_j} (c_0 = 1).  Wrap with ``Density.from_coefficients(c, L, d)``; the
+        series of a Dirac sum does not converge, so use it through smooth functionals (H^{-s}
+        distances, low modes).
+    """
+    if not isinstance(particles, Particles):
+        raise TypeError(f"`particles` must be meanfield.Particles; got {type(particles).__name__}.")
+    lmax = nonneg_int("lmax", lmax)
+    if particles.d == 3:
+        from .sphere._sh import adjoint_synthesis_points
+        return 4 * np.pi * adjoint_synthesis_points(particles.weights, particles.positions, lmax)
+    if particles.d == 2:
+        from .sphere._circle import circle_adjoint_points
+        p = particles.positions
+        return circle_adjoint_points(particles.weights, np.arctan2(p[:, 1], p[:, 0]), lmax)
+    raise ValueError(f"`particles` must live on S² (d=3) or S¹ (d=2) for spherical-harmonic/Fourier "
+                     f"coefficients; got d={particles.d}.")

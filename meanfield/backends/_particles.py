@@ -1,0 +1,57 @@
+"""``backend="particles"``: the exact O(N²) attention of weighted tokens, any d ≥ 2 (DESIGN.md §1).
+
+The reference of every other backend: direct sums over all token pairs (:func:`meanfield.attention_field`),
+any Q, K, V (heads summed), SA and USA, QKV-Norm, an optional causal mask, every scheme of
+:data:`meanfield.SCHEMES` in continuous time (Runge–Kutta on the sphere) or as its discrete layer map.
+"""
+from __future__ import annotations
+
+from .._attention import attention_field
+from .._simulate import register_backend
+from .._validate import nonneg_int
+from ._stepper import ParticleStepper
+
+
+@register_backend("particles")
+class ParticlesBackend(ParticleStepper):
+    """Exact particle dynamics: O(N²·d) per velocity evaluation, memory O(N·chunk).
+
+    Parameters
+    ----------
+    model : Model
+        Any d ≥ 2, Q, K, V, attention, scheme.
+    initial : Particles
+        Token directions (n, d), weights (n,), radii (n,) (default 1 for schemes with a radius).
+    **options
+        The integration options of :class:`meanfield.backends._stepper.ParticleStepper` (``time``,
+        ``method``, ``step``, ``rtol``, ``atol``, ``first_step``, ``max_step``, ``min_step``) and:
+
+        causal : bool, default False
+            Token j attends to tokens k ≤ j only (index order).
+        chunk : int, optional
+            Target rows per block of the direct sum (default ≈ 2²⁰/n).
+        threads : int, optional
+            Worker threads over blocks (default: the usable cores).
+
+    Diagnostics
+    -----------
+    ``t``, ``mean_alignment`` (Σ_{i≠j} w_i w_j ⟨θ_i, θ_j⟩ / Σ_{i≠j} w_i w_j, O(n)), ``max_speed``
+    (max_j |dθ_j/dt|), ``max_attention`` (max ‖A_j‖), ``energy`` ((1/2β) Σ_h ∬ e^{β⟨q_h, k_h⟩} dμ dμ,
+    E_{β,D} with D = QᵀK for one head; absent with ``causal``), and radius statistics.
+    """
+
+    OPTIONS = {"causal": False, "chunk": None, "threads": None}
+
+    def _configure(self, opts):
+        if not isinstance(opts["causal"], bool):
+            raise TypeError(f"`causal` must be True or False; got causal={opts['causal']!r}.")
+        if opts["chunk"] is not None:
+            opts["chunk"] = nonneg_int("chunk", opts["chunk"], minimum=1)
+        if opts["threads"] is not None:
+            opts["threads"] = nonneg_int("threads", opts["threads"], minimum=1)
+        return opts
+
+    def _field(self, t, theta, full):
+        o = self.options
+        return attention_field(self.model, theta, self.weights, causal=o["causal"], chunk=o["chunk"],
+                               nthreads=o["threads"])

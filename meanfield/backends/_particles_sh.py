@@ -1,0 +1,101 @@
+"""``backend="particles-sh"``: particles on S² with the spectral velocity, O(N + L² log L) per evaluation.
+
+DESIGN.md §2, "Particles with a spectral velocity": for QᵀK = c·I the kernel e^{βc⟨x,y⟩} is zonal;
+its Funk–Hecke expansion truncated at L = ``kernel_bandlimit(βc, tol)`` is exact to ``tol`` for any
+measure, Dirac masses and tight clusters included.  The attention vector comes from one adjoint
+non-uniform transform and two or three non-uniform syntheses (:func:`meanfield.attention_field_sh`);
+the time integration and layer maps are those of the exact backend (shared stepper).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._attention import attention_field_sh, sh_bandlimit, sh_error_bounds, sh_support
+from .._errors import UnsupportedModelError
+from .._simulate import register_backend
+from .._validate import nonneg_int, positive_float
+from ..sphere._funk_hecke import kernel_truncation_error
+from ._stepper import ParticleStepper
+
+
+@register_backend("particles-sh")
+class ParticlesSHBackend(ParticleStepper):
+    """Particles on S² moved by the spectral (truncated Funk–Hecke) attention.
+
+    Parameters
+    ----------
+    model : Model
+        d = 3, one head, QᵀK = c·I with c > 0 (``model.isotropic``), any V, SA or USA, any scheme.
+    initial : Particles
+        Directions (n, 3), weights, radii.
+    **options
+        The integration options of :class:`meanfield.backends._stepper.ParticleStepper` and:
+
+        tol : float, default 1e-12
+            Kernel truncation tolerance: L = ``kernel_bandlimit(β·c, tol)``.
+        lmax : int, optional
+            Band limit L, overriding ``tol``.
+        epsilon : float, default 3e-13
+            Accuracy of ducc0's non-uniform transforms (≥ 2e-13).
+        threads : int, optional
+            Threads for ducc0 (default: the usable cores).
+        causal : bool, default False
+            Only False: a causal mask is not a convolution (raises UnsupportedModelError).
+
+    Diagnostics
+    -----------
+    Those of the exact backend plus ``lmax``, ``kernel_truncation_error`` (Σ_{ℓ>L}(2ℓ+1)λ_ℓ/λ_0, the
+    relative sup error of the kernel) and ``attention_error_bound`` (a sup bound on |A − A_L| over
+    the tokens implied by the truncation; see :func:`meanfield._attention.sh_error_bounds`).
+    """
+
+    OPTIONS = {"tol": 1e-12, "lmax": None, "epsilon": 3e-13, "threads": None, "causal": False}
+
+    def _check_model(self, model):
+        why = sh_support(model)
+        if why is not None:
+            raise UnsupportedModelError(f"backend='particles-sh': {why}")
+
+    def _configure(self, opts):
+        if opts["causal"] is not False:
+            raise UnsupportedModelError("backend='particles-sh' has no causal mask (a causal sum is not a "
+                                        "convolution); use backend='particles' with causal=True.")
+        opts["tol"] = positive_float("tol", opts["tol"])
+        if opts["tol"] >= 1:
+            raise ValueError(f"`tol` must be in (0, 1); got tol={opts['tol']!r}.")
+        opts["lmax"] = sh_bandlimit(self.model, opts["tol"], opts["lmax"])
+        opts["epsilon"] = positive_float("epsilon", opts["epsilon"])
+        if not 2e-13 <= opts["epsilon"] < 1:
+            raise ValueError(f"`epsilon` must be in [2e-13, 1) (ducc0's float64 range); got epsilon={opts['epsilon']!r}.")
+        if opts["threads"] is not None:
+            opts["threads"] = nonneg_int("threads", opts["threads"], minimum=1)
+        b = self.model.beta_eff
+        opts["kernel_truncation_error"] = kernel_truncation_error(b, opts["lmax"])
+        self._eps = sh_error_bounds(b, opts["lmax"])
+        return opts
+
+    def _field(self, t, theta, full):
+        o = self.options
+        return attention_field_sh(self.model, theta, self.weights, lmax=o["lmax"], epsilon=o["epsilon"],
+                                  radial=full, nthreads=o["threads"])
+
+    def _extra_diagnostics(self, field):
+        return {"lmax": float(self.options["lmax"]),
+                "kernel_truncation_error": self.options["kernel_truncation_error"],
+                "attention_error_bound": self.attention_error_bound(field)}
+
+    def attention_error_bound(self, field) -> float:
+        """Sup over the tokens of a bound on |A − A_L| from the kernel truncation (transforms' ε aside).
+
+        SA: A = V M / Z ⇒ |ΔA| ≤ (‖V‖ ε_M + |A| ε_Z) e^β / (Z − e^β ε_Z); USA: |ΔA| ≤ ‖V‖ ε_M e^β.
+        """
+        eps_z, eps_m = self._eps
+        vnorm = np.linalg.norm(self.model.matrices()[2][0], 2)
+        b = self.model.beta_eff
+        if not self.model.softmax:
+            return float(vnorm * eps_m * np.exp(b))
+        z_scaled = np.exp(field.log_z[0] - b)        # e^{-β} Z at the tokens
+        denom = z_scaled - eps_z
+        if np.any(denom <= 0):
+            return float("inf")
+        return float(np.max((vnorm * eps_m + field.norm * eps_z) / denom))

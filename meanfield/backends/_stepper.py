@@ -1,0 +1,387 @@
+"""Time integration shared by the particle backends: Runge–Kutta on the sphere and the layer maps.
+
+A particle backend supplies one method, ``_field(t, theta, full) -> AttentionField`` (the attention
+vector at its own tokens); everything else lives here once:
+
+* the scheme's ODE (DESIGN.md §1, read from :mod:`meanfield._schemes`): dθ/dt = P_θ A / s,
+  dr/dt = radial law;
+* the explicit Runge–Kutta methods of :data:`meanfield._integrators.METHODS` (classical RK4 with a
+  fixed step; the embedded pairs "rk45" (Dormand–Prince 5(4)) and "rk23" with error control), in
+  ambient coordinates with the directions projected back to the sphere after every step (the
+  right-hand side is evaluated at θ/‖θ‖, so it is a smooth extension off the sphere and the
+  methods keep their order);
+* the discrete layer maps (``time="layers"``) of every scheme, including anGPT.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._errors import UnsupportedModelError
+from .._integrators import get_method, next_step, rk_step
+from .._measures import Particles
+from .._model import Model
+from .._simulate import Status
+from .._validate import positive_float
+
+TIMES = ("continuous", "layers")
+
+
+def scheme_uses_magnitude(scheme, t, model) -> bool:
+    """Whether ‖A‖ or ⟨θ, A⟩ enter the scheme's speed or radial law at time t.
+
+    Probed by calling the scheme's row with NaN magnitudes (the table stays the only place where the
+    formulas are written): a NaN in the result means the value is used.
+    """
+    nan, one = np.array([np.nan]), np.ones(1)
+    with np.errstate(all="ignore"):
+        used = bool(np.isnan(scheme.speed(one, nan, t, model)).any())
+        if scheme.radial is not None:
+            used |= bool(np.isnan(scheme.radial(nan, nan, one, t, model)).any())
+    return used
+
+
+def _row_norms(a):
+    return np.sqrt(np.einsum("ij,ij->i", a, a))
+
+
+COMMON_OPTIONS = {"time": "continuous", "method": None, "step": None, "rtol": 1e-10, "atol": 1e-12,
+                  "first_step": None, "max_step": None, "min_step": 1e-12}
+
+
+def check_options(backend: str, options: dict, allowed: dict) -> dict:
+    """Merge ``options`` into the defaults ``allowed``; unknown names raise TypeError listing the valid ones."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for backend={backend!r}; valid options are {sorted(allowed)}.")
+    return {**allowed, **options}
+
+
+class ParticleStepper:
+    """Base class of the particle backends (see :class:`meanfield._simulate.Backend`).
+
+    Subclasses set ``OPTIONS`` (their own options and defaults), may override ``_check_model``
+    and ``_configure``, and implement ``_field(t, theta, full)``.
+
+    Common options
+    --------------
+    time : {"continuous", "layers"}
+        Integrate the ODE of the scheme, or apply its discrete layer map (``step`` = layer step h;
+        t_final and the save times must be whole numbers of layers).
+    method : {"rk4", "rk23", "rk45"}, optional
+        Runge–Kutta method (:data:`meanfield._integrators.METHODS`).  Default: "rk4" when ``step`` is
+        given, else "rk45".
+    step : float, optional
+        Fixed step of "rk4", or the layer step h of ``time="layers"``.  The steps of one
+        ``advance`` are uniform and at most ``step`` (equal to it when the interval is a multiple).
+    rtol, atol : float
+        Tolerances of the embedded pairs: the max over all components of |err| / (atol + rtol·|y|) is kept ≤ 1
+        (a max norm, stricter than scipy's RMS norm, so no particle is left behind).
+    first_step, max_step : float, optional
+        Initial and largest step of the embedded pairs (default: estimated; unbounded).
+    min_step : float
+        The embedded pairs stop with ``Status.STEP_TOO_SMALL`` below this step.
+    """
+
+    OPTIONS: dict = {}
+    name = "particle-stepper"
+
+    def __init__(self, model: Model, initial, **options):
+        opts = check_options(self.name, options, {**COMMON_OPTIONS, **self.OPTIONS})
+        if not isinstance(model, Model):
+            raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
+        if not isinstance(initial, Particles):
+            raise TypeError(f"backend={self.name!r} needs `initial` to be meanfield.Particles; "
+                            f"got {type(initial).__name__} (sample a Density with Particles.from_density).")
+        if initial.d != model.d:
+            raise ValueError(f"`initial` has d={initial.d} but the model has d={model.d}.")
+        self.model = model
+        self.scheme = model.scheme_def
+        self._check_model(model)
+        opts = self._check_common(opts)
+        opts = self._configure(opts)
+        self.options = opts
+
+        self.weights = np.array(initial.weights)
+        self.n, self.d = initial.n, initial.d
+        has_r = self.scheme.has_radius
+        r = initial.radii if initial.radii is not None else np.ones(self.n)
+        self._radii_passive = None if has_r else (None if initial.radii is None else np.array(initial.radii))
+        self.y = np.concatenate([initial.positions, r[:, None]], axis=1) if has_r else np.array(initial.positions)
+        self.t = 0.0
+        self.detail = ""
+        self.step_log = {"t": [], "dt": []}
+        if self.method is not None and self.method.adaptive:
+            self.step_log.update({"error": [], "rejected": []})
+        self._h = opts["first_step"]
+
+    # -- options ------------------------------------------------------------------------------------
+    def _check_model(self, model):
+        pass
+
+    def _configure(self, opts: dict) -> dict:
+        return opts
+
+    def _check_common(self, opts):
+        time = opts["time"]
+        if time not in TIMES:
+            raise ValueError(f"`time` must be one of {list(TIMES)}; got time={time!r}.")
+        for key in ("step", "first_step", "max_step"):
+            if opts[key] is not None:
+                opts[key] = positive_float(key, opts[key])
+        opts["min_step"] = positive_float("min_step", opts["min_step"])
+        for key in ("rtol", "atol"):
+            opts[key] = positive_float(key, opts[key])
+        if opts["rtol"] < 1e-14:
+            raise ValueError(f"`rtol` must be ≥ 1e-14 (float64 rounding); got rtol={opts['rtol']!r}.")
+        if time == "layers":
+            if opts["step"] is None:
+                raise ValueError("time='layers' needs `step` (the layer step h > 0).")
+            if opts["method"] is not None:
+                raise ValueError("`method` applies to time='continuous' only; time='layers' applies the "
+                                 f"scheme's layer map (got method={opts['method']!r}).")
+            self.method = None
+            return opts
+        if not self.scheme.continuous:
+            raise UnsupportedModelError(
+                f"scheme={self.scheme.name!r} is defined only as a discrete layer map (no continuous-time "
+                "ODE); use time='layers' with step=h.")
+        method = opts["method"] or ("rk4" if opts["step"] is not None else "rk45")
+        self.method = get_method(method)
+        opts["method"] = method
+        if not self.method.adaptive and opts["step"] is None:
+            raise ValueError(f"method={method!r} has a fixed step: give `step` > 0.")
+        if self.method.adaptive and opts["step"] is not None:
+            raise ValueError(f"method={method!r} chooses its own steps; use `first_step`/`max_step`, not `step`.")
+        return opts
+
+    # -- the physics --------------------------------------------------------------------------------
+    def _field(self, t, theta, full: bool):
+        raise NotImplementedError
+
+    def _split(self, y):
+        d = self.d
+        theta = y[:, :d]
+        theta = theta / _row_norms(theta)[:, None]
+        r = y[:, d] if self.scheme.has_radius else np.ones(len(y))
+        return theta, r
+
+    def rhs(self, t, y):
+        """The scheme's ODE at the (possibly off-sphere) state y: same shape as y."""
+        theta, r = self._split(y)
+        full = scheme_uses_magnitude(self.scheme, t, self.model)
+        f = self._field(t, theta, full)
+        a_norm = f.norm if full else np.full(len(theta), np.nan)
+        s = self.scheme.speed(r, a_norm, t, self.model)
+        dtheta = f.tangential / np.reshape(s, (-1, 1))
+        if not self.scheme.has_radius:
+            return dtheta
+        radial = f.radial if full else np.full(len(theta), np.nan)
+        dr = self.scheme.radial(radial, a_norm, r, t, self.model) if self.scheme.radial is not None else 0 * r
+        return np.concatenate([dtheta, np.reshape(dr, (-1, 1))], axis=1)
+
+    def velocity(self, t: float | None = None):
+        """The scheme's velocity at the current state (time ``t``, default the current time).
+
+        Returns
+        -------
+        dtheta : ndarray, shape (n, d)
+            dθ_j/dt = P_θ A_j / s_j (tangent vectors; unit of 1/time).
+        dr : ndarray, shape (n,) or None
+            dr_j/dt for schemes with a radius, else None.
+        """
+        if not self.scheme.continuous:
+            raise UnsupportedModelError(f"scheme={self.scheme.name!r} has no continuous-time velocity.")
+        t = self.t if t is None else float(t)
+        v = self.rhs(t, self.y)
+        return (v[:, :self.d], v[:, self.d]) if self.scheme.has_radius else (v, None)
+
+    # -- Backend protocol -------------------------------------------------------------------------
+    def state(self) -> Particles:
+        theta, r = self._split(self.y)
+        radii = r.copy() if self.scheme.has_radius else self._radii_passive
+        return Particles(theta.copy(), self.weights.copy(), None if radii is None else radii.copy())
+
+    def diagnostics(self) -> dict:
+        theta, r = self._split(self.y)
+        w = self.weights
+        out = {"t": self.t}
+        mean = w @ theta
+        w2 = float(w @ w)
+        out["mean_alignment"] = float((mean @ mean - w2) / (1 - w2)) if w2 < 1 else 1.0
+        if self.scheme.has_radius:
+            out.update(mean_radius=float(w @ r), min_radius=float(r.min()), max_radius=float(r.max()))
+        f = self._field(self.t, theta, True)
+        if self.scheme.continuous:
+            s = self.scheme.speed(r, f.norm, self.t, self.model)
+            out["max_speed"] = float(np.max(np.linalg.norm(f.tangential, axis=1) / np.abs(s)))
+        out["max_attention"] = float(np.max(f.norm))
+        if f.log_z is not None and not self.options.get("causal") and np.all(np.isfinite(f.log_z)):
+            # (1/2β) Σ_h ∬ e^{β⟨q_h(x), k_h(y)⟩} dμ dμ: E_{β,D} with D = QᵀK for one head.
+            out["energy"] = float(np.sum(np.exp(f.log_z) @ w) / (2 * self.model.beta))
+        out.update(self._extra_diagnostics(f))
+        return out
+
+    def _extra_diagnostics(self, field) -> dict:
+        return {}
+
+    def advance(self, t_target: float) -> Status:
+        t_target = float(t_target)
+        if t_target < self.t:
+            raise ValueError(f"`t_target`={t_target} is before the current time t={self.t}.")
+        if self.options["time"] == "layers":
+            return self._advance_layers(t_target)
+        for a, b in self._segments(self.t, t_target):
+            status = self._advance_fixed(a, b) if not self.method.adaptive else self._advance_adaptive(a, b)
+            if status is not Status.OK:
+                return status
+        self.t = t_target
+        return Status.OK
+
+    def _segments(self, t0, t1):
+        """[t0, t1] split at the scheme's switch times (Mix-LN τ), where the velocity jumps."""
+        cuts = [t0]
+        if self.scheme.uses_tau and t0 < self.model.tau < t1:
+            cuts.append(self.model.tau)
+        cuts.append(t1)
+        return [(cuts[i], cuts[i + 1]) for i in range(len(cuts) - 1) if cuts[i + 1] > cuts[i]]
+
+    @staticmethod
+    def _stage_time(t, a, b):
+        # Keep stage times strictly inside the segment so a velocity that jumps at a segment end
+        # (Mix-LN at τ) is always evaluated on the segment's own side.
+        return min(max(t, np.nextafter(a, b)), np.nextafter(b, a))
+
+    def _rk_step(self, t, h, y, a, b, k1=None):
+        def f(tt, yy):
+            return self.rhs(self._stage_time(tt, a, b), yy)
+        return rk_step(self.method, f, t, y, h, k1)
+
+    def _project(self, y):
+        d = self.d
+        y = y.copy()
+        y[:, :d] /= _row_norms(y[:, :d])[:, None]
+        return y
+
+    def _bad_state(self, y, t) -> bool:
+        if not np.all(np.isfinite(y)):
+            self.detail = f"Non-finite state at t={t:.6g}."
+            return True
+        if self.scheme.has_radius and np.any(y[:, self.d] <= 0):
+            self.detail = f"A radius reached ≤ 0 at t={t:.6g} (min r = {y[:, self.d].min():.3g})."
+            return True
+        return False
+
+    def _advance_fixed(self, a, b):
+        n = (b - a) / self.options["step"]
+        nsteps = max(1, int(round(n)) if abs(n - round(n)) < 1e-9 * max(1.0, n) else int(np.ceil(n)))
+        h = (b - a) / nsteps
+        for i in range(nsteps):
+            t = a + i * h
+            y_new, _, _ = self._rk_step(t, h, self.y, a, b)
+            y_new = self._project(y_new)
+            if self._bad_state(y_new, t + h):
+                self.t = t
+                return Status.NON_FINITE
+            self.y = y_new
+            self.t = a + (i + 1) * h if i + 1 < nsteps else b
+            self.step_log["t"].append(self.t)
+            self.step_log["dt"].append(h)
+        return Status.OK
+
+    def _error_norm(self, err, y, y_new):
+        scale = self.options["atol"] + self.options["rtol"] * np.maximum(np.abs(y), np.abs(y_new))
+        return float(np.max(np.abs(err) / scale))
+
+    def _initial_step(self, a, b, f0):
+        # Hairer, Nørsett & Wanner (1993), II.4 (as scipy's select_initial_step), max norm.
+        o = self.options
+        y0 = self.y
+        scale = o["atol"] + o["rtol"] * np.abs(y0)
+        d0, d1 = np.max(np.abs(y0) / scale), np.max(np.abs(f0) / scale)
+        h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+        h0 = min(h0, b - a)
+        f1 = self.rhs(self._stage_time(a + h0, a, b), y0 + h0 * f0)
+        d2 = np.max(np.abs(f1 - f0) / scale) / h0
+        if d1 <= 1e-15 and d2 <= 1e-15:
+            h1 = max(1e-6, h0 * 1e-3)
+        else:
+            h1 = (0.01 / max(d1, d2)) ** (1.0 / (self.method.order + 1))
+        return min(100 * h0, h1)
+
+    def _advance_adaptive(self, a, b):
+        o, tab = self.options, self.method
+        max_step = o["max_step"] or np.inf
+        k1 = self.rhs(self._stage_time(a, a, b), self.y)   # fresh at every segment start
+        h = self._h if self._h is not None else self._initial_step(a, b, k1)
+        t = a
+        rejected = False
+        while t < b:
+            h = min(h, max_step)
+            if h < o["min_step"]:
+                self.t = t
+                self.detail = f"Step {h:.3g} < min_step={o['min_step']:.3g} at t={t:.6g}."
+                return Status.STEP_TOO_SMALL
+            last = t + h >= b - 1e-12 * max(1.0, abs(b))
+            h_try = b - t if last else h
+            y_new, err, k_last = self._rk_step(t, h_try, self.y, a, b, k1)
+            with np.errstate(invalid="ignore"):
+                en = self._error_norm(err, self.y, y_new)
+            if not np.isfinite(en):
+                en = np.inf
+            if en <= 1.0:
+                y_new = self._project(y_new)
+                if self._bad_state(y_new, t + h_try):
+                    self.t = t
+                    return Status.NON_FINITE
+                self.y = y_new
+                t = b if last else t + h_try
+                self.t = t
+                self.step_log["t"].append(t)
+                self.step_log["dt"].append(h_try)
+                self.step_log["error"].append(en)
+                self.step_log["rejected"].append(rejected)
+                # first-same-as-last: the last stage is f(t + h, y_new) and the right-hand side depends
+                # on θ/‖θ‖ only, so it is exact at the projected state too
+                k1 = k_last if tab.fsal else None
+                h_next = next_step(h_try, en, tab.error_order)
+                if rejected:
+                    h_next = min(h_next, h_try)
+                # a clipped last step says little about the nominal step: never shrink h because of it
+                h = max(h, h_next) if last else h_next
+                rejected = False
+            else:
+                h = next_step(h_try, en, tab.error_order) if np.isfinite(en) else 0.2 * h_try
+                rejected = True
+        self._h = h
+        return Status.OK
+
+    # -- layer maps -------------------------------------------------------------------------------
+    def _advance_layers(self, t_target):
+        h = self.options["step"]
+        n = (t_target - self.t) / h
+        nl = int(round(n))
+        if abs(n - nl) > 1e-9 * max(1.0, n):
+            raise ValueError(f"time='layers': t_final and the save times must be whole numbers of layers of "
+                             f"step={h!r}; {t_target!r} − {self.t!r} is {n:.6g} layers.")
+        d, has_r = self.d, self.scheme.has_radius
+        start = round(self.t / h)
+        for i in range(nl):
+            t = (start + i) * h
+            theta, r = self._split(self.y)
+            x = theta * r[:, None] if has_r else theta
+
+            def attn(z, t=t):
+                return self._field(t, z / np.linalg.norm(z, axis=1, keepdims=True), True).A
+
+            x_new = self.scheme.layer(x, attn, h, t, self.model)
+            rad = np.linalg.norm(x_new, axis=1)
+            y_new = np.concatenate([x_new / rad[:, None], rad[:, None]], axis=1) if has_r else x_new / rad[:, None]
+            if self._bad_state(y_new, t + h):
+                self.t = t
+                return Status.NON_FINITE
+            self.y = y_new
+            self.t = (start + i + 1) * h
+            self.step_log["t"].append(self.t)
+            self.step_log["dt"].append(h)
+        self.t = t_target
+        return Status.OK

@@ -1,0 +1,65 @@
+"""mf.ensemble: independent reproducible replicas, Student-t confidence intervals, bad input."""
+import numpy as np
+import pytest
+from scipy import stats
+
+import meanfield as mf
+
+
+MODEL = mf.Model(beta=2.0)
+
+
+def test_replicas_are_reproducible_and_independent():
+    r1 = mf.ensemble(MODEL, 40, 0.5, replicas=3, seed=11, save_every=0.25, step=0.05)
+    r2 = mf.ensemble(MODEL, 40, 0.5, replicas=3, seed=11, save_every=0.25, step=0.05)
+    r3 = mf.ensemble(MODEL, 40, 0.5, replicas=3, seed=12, save_every=0.25, step=0.05)
+    assert r1.success and np.array_equal(r1.values, r2.values)
+    assert not np.array_equal(r1.values, r3.values)
+    assert len(set(r1.values[:, 0])) == 3          # distinct initial draws
+    # replica i is exactly a run from SeedSequence(seed).spawn(R)[i]
+    ss = np.random.SeedSequence(11).spawn(3)[1]
+    p = mf.Particles.uniform(40, seed=np.random.default_rng(ss))
+    traj = mf.simulate(MODEL, p, 0.5, backend="particles", save_every=0.25, step=0.05)
+    assert np.array_equal(r1.values[1], [mf.mean_alignment(s) for s in traj.states])
+    assert np.array_equal(r1.times, [0, 0.25, 0.5])
+
+
+def test_statistics_and_interval():
+    obs = lambda p: np.array([p.positions[:, 2].mean(), mf.mean_alignment(p)])  # noqa: E731
+    r = mf.ensemble(MODEL, 30, 0.2, replicas=12, seed=3, observable=obs, step=0.1, confidence=0.9)
+    assert r.values.shape == (12, 2, 2) and r.mean.shape == (2, 2)
+    v = r.values[:, 1, 0]
+    lo, hi = stats.t.interval(0.9, 11, loc=v.mean(), scale=stats.sem(v))
+    assert r.ci_low[1, 0] == pytest.approx(lo, rel=1e-12) and r.ci_high[1, 0] == pytest.approx(hi, rel=1e-12)
+    assert r.std[1, 0] == pytest.approx(v.std(ddof=1), rel=1e-12)
+    assert np.all(r.count == 12)
+
+
+def test_interval_covers_a_known_mean():
+    # At t = 0 the mean pairwise alignment of i.i.d. uniform tokens has expectation exactly 0.
+    r = mf.ensemble(MODEL, 25, 0.1, replicas=40, seed=5, step=0.1)
+    assert r.ci_low[0] < 0 < r.ci_high[0]
+    assert r.mean[1] > r.mean[0]             # and attention aligns them
+
+
+def test_sampler_and_other_backend():
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 2], 2)
+    r = mf.ensemble(MODEL, lambda rng: mf.Particles.from_density(rho, 50, seed=rng), 0.2, replicas=3,
+                    backend="particles-sh", observable=lambda p: p.positions[:, 2].mean(), step=0.1)
+    assert r.success and r.values.shape == (3, 2)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(replicas=1), ValueError, "`replicas` must be an integer >= 2"),
+    (dict(replicas=2, confidence=1.5), ValueError, r"`confidence` must be in \(0, 1\)"),
+    (dict(replicas=2, observable=3), TypeError, "`observable` must be callable"),
+    (dict(replicas=2, sampler_or_n=0), ValueError, "`sampler_or_n` must be an integer >= 1"),
+    (dict(replicas=2, sampler_or_n="many"), TypeError, "`sampler_or_n` must be a token count"),
+    (dict(replicas=2, sampler_or_n=lambda rng: np.zeros((3, 3))), TypeError, "the sampler must return"),
+    (dict(replicas=2, stepsize=0.1), TypeError, "unknown option"),
+])
+def test_bad_input(kwargs, error, match):
+    args = dict(sampler_or_n=10, step=0.1)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        mf.ensemble(MODEL, args.pop("sampler_or_n"), 0.2, **args)

@@ -1,0 +1,95 @@
+"""mf.equiangular: the exact ODE of the symmetric solution against the closed forms and values of DESIGN.md §5."""
+import numpy as np
+import pytest
+
+import meanfield as mf
+from meanfield import SCHEMES
+from meanfield._equiangular import equiangular_attention
+
+CONTINUOUS = sorted(name for name, s in SCHEMES.items() if s.continuous)
+
+
+@pytest.mark.parametrize("n", [2, 5, 64])
+def test_beta_zero_closed_form(n):
+    t = np.linspace(0, 3, 13)
+    rho, r = mf.equiangular("post-ln", 0.0, n, t)
+    # solve_ivp controls the local error at rtol = 1e-12; the global error is a small multiple of it
+    assert np.max(np.abs(rho - (np.exp(2 * t) - 1) / (np.exp(2 * t) + n - 1))) < 1e-11
+    assert np.all(r == 1.0)
+    if n == 2:
+        assert np.max(np.abs(rho - np.tanh(t))) < 1e-11
+
+
+def test_design_value_sa_n5_beta2():
+    rho, _ = mf.equiangular("post-ln", 2.0, 5, [0.0, 1.5])
+    assert rho[0] == 0.0
+    assert abs(rho[1] - 0.4632182624) < 1e-10       # DESIGN.md §5, 10 digits
+
+
+@pytest.mark.parametrize("scheme, slope", [("post-ln", 4.958e-3), ("peri-ln", 1.3399e-2), ("ngpt", 1.3399e-2),
+                                           ("pre-ln", 4.958e-3)])
+def test_initial_slopes_beta5_n256(scheme, slope):
+    h = 1e-7
+    rho, _ = mf.equiangular(scheme, 5.0, 256, [0.0, h])
+    assert rho[1] / h == pytest.approx(slope, rel=5e-4)     # DESIGN.md §5 gives 4 digits
+    # and the closed form 2/(e^β + n − 1) of Post-LN
+    if scheme == "post-ln":
+        assert rho[1] / h == pytest.approx(2 / (np.exp(5.0) + 255), rel=1e-6)
+
+
+def test_attention_parts_against_explicit_vectors():
+    # Build an equiangular family explicitly (n vectors with Gram matrix (1−ρ)I + ρ11ᵀ) and compare.
+    n, rho, beta = 5, 0.3, 1.7
+    G = (1 - rho) * np.eye(n) + rho * np.ones((n, n))
+    X = np.linalg.cholesky(G)                         # rows: vectors in R^n with ⟨x_i, x_j⟩ = G_ij
+    for attention in ("softmax", "unnormalized"):
+        E = np.exp(beta * X @ X.T) / n                 # weights 1/n
+        A = (E @ X) / E.sum(1, keepdims=True) if attention == "softmax" else E @ X
+        a, b, radial, norm = equiangular_attention(beta, n, rho, attention)
+        assert np.allclose(np.einsum("ij,ij->i", X, A), radial, rtol=1e-14)
+        assert np.allclose(np.linalg.norm(A, axis=1), norm, rtol=1e-14)
+        PA = A - np.einsum("ij,ij->i", X, A)[:, None] * X
+        assert np.allclose(PA[0] @ X[1], b * (1 - rho) * (1 + (n - 1) * rho), rtol=1e-14)
+
+
+def test_mix_ln_is_post_ln_before_tau():
+    t = np.linspace(0, 2, 21)
+    rho_mix, r_mix = mf.equiangular("mix-ln", 3.0, 6, t, tau=0.75, r0=2.0)
+    rho_post, _ = mf.equiangular("post-ln", 3.0, 6, t)
+    before = t <= 0.75
+    assert np.max(np.abs(rho_mix[before] - rho_post[before])) < 1e-11
+    assert np.all(r_mix[before] == 2.0) and np.all(np.diff(r_mix[~before]) > 0)
+
+
+def test_simplex_is_stationary():
+    n = 7
+    rho, r = mf.equiangular("pre-ln", 4.0, n, [0.0, 5.0], rho0=-1 / (n - 1))
+    assert abs(rho[1] + 1 / (n - 1)) < 1e-14
+
+
+@pytest.mark.parametrize("scheme", CONTINUOUS)
+def test_every_continuous_scheme_runs_and_clusters(scheme):
+    tau = 0.5 if scheme == "mix-ln" else None
+    rho, r = mf.equiangular(scheme, 2.0, 8, [0.0, 10.0], tau=tau)
+    assert 0 < rho[1] < 1 and r[1] > 0
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(scheme="angpt"), mf.UnsupportedModelError, "only as a discrete layer map"),
+    (dict(scheme="layer-norm"), ValueError, "`scheme` must be one of"),
+    (dict(beta=-1.0), ValueError, "`beta` must be finite and >= 0"),
+    (dict(n=1), ValueError, "`n` must be an integer >= 2"),
+    (dict(t=[1.0, 0.5]), ValueError, "`t` must be strictly increasing"),
+    (dict(t=[-1.0, 0.5]), ValueError, "`t` must be ≥ 0"),
+    (dict(r0=0.0), ValueError, "`r0` must be finite and > 0"),
+    (dict(rho0=-0.5), ValueError, r"`rho0` must be in \[−1/\(n−1\), 1\)"),
+    (dict(rho0=1.0), ValueError, r"`rho0` must be in"),
+    (dict(scheme="mix-ln"), ValueError, "`tau`"),
+    (dict(attention="linear"), ValueError, "`attention` must be one of"),
+    (dict(scheme="ngpt", alpha=-1.0), ValueError, "`alpha` must be finite and > 0"),
+])
+def test_bad_input(kwargs, error, match):
+    args = dict(scheme="post-ln", beta=1.0, n=4, t=[0.0, 1.0])
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        mf.equiangular(args.pop("scheme"), args.pop("beta"), args.pop("n"), args.pop("t"), **args)

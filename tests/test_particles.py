@@ -1,0 +1,329 @@
+"""The exact particle backend: attention against a naive dense sum, the equiangular ODE for every scheme,
+observed orders of the time integrators and of the layer maps, causal masking, invariances, bad input."""
+import warnings
+
+import numpy as np
+import pytest
+
+import meanfield as mf
+from meanfield import SCHEMES
+from meanfield._attention import attention_field
+
+CONTINUOUS = sorted(name for name, s in SCHEMES.items() if s.continuous)
+
+
+# ------------------------------------------------------------------------------------------------
+# an independent reference: the dense formula of DESIGN.md §1, no chunks, no log-sum-exp shift
+
+def naive_attention(model, theta, w, causal=False):
+    Qs, Ks, Vs = model.matrices()
+    n, d = theta.shape
+    A = np.zeros((n, d))
+    for Q, K, V in zip(Qs, Ks, Vs):
+        q, k, v = theta @ Q.T, theta @ K.T, theta @ V.T
+        if model.scheme_def.normalize_qkv:
+            q, k, v = (a / np.linalg.norm(a, axis=1, keepdims=True) for a in (q, k, v))
+        E = np.exp(model.beta * q @ k.T) * w[None, :]
+        if causal:
+            E = np.tril(E)
+        num = E @ v
+        A += num / E.sum(1, keepdims=True) if model.softmax else num
+    return A
+
+
+def random_state(n, d, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    w = rng.random(n) + 0.1
+    return x / np.linalg.norm(x, axis=1, keepdims=True), w / w.sum()
+
+
+def equiangular_start(n, d=None, seed=0):
+    """n orthonormal directions in R^d (ρ0 = 0), randomly rotated so no coordinate is special."""
+    d = d or n
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, d)))
+    return mf.Particles(q[:n])
+
+
+def pairwise(traj_state):
+    X = traj_state.positions
+    G = X @ X.T
+    return G[~np.eye(len(X), dtype=bool)]
+
+
+def model_for(scheme, beta=5.0, d=6, **kw):
+    extra = {"tau": 0.73} if scheme == "mix-ln" else {}
+    return mf.Model(beta=beta, scheme=scheme, d=d, **extra, **kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# attention field
+
+@pytest.mark.parametrize("attention", ["softmax", "unnormalized"])
+@pytest.mark.parametrize("scheme", ["post-ln", "qkv-norm"])
+def test_attention_matches_dense_formula_multihead(attention, scheme):
+    d, heads = 4, 3
+    rng = np.random.default_rng(1)
+    Q, K, V = (rng.standard_normal((heads, d, d)) / 2 for _ in range(3))
+    m = mf.Model(beta=1.5, scheme=scheme, attention=attention, d=d, Q=Q, K=K, V=V)
+    theta, w = random_state(300, d)
+    ref = naive_attention(m, theta, w)
+    for chunk, threads in [(None, None), (1, 1), (7, 2), (1000, 1)]:
+        f = attention_field(m, theta, w, chunk=chunk, nthreads=threads)
+        assert np.max(np.abs(f.A - ref)) < 1e-13 * np.max(np.abs(ref))
+    assert np.allclose(f.radial, np.einsum("ij,ij->i", theta, ref), rtol=0, atol=1e-13 * np.abs(ref).max())
+    assert np.allclose(f.norm, np.linalg.norm(ref, axis=1), rtol=1e-13)
+    assert np.max(np.abs(np.einsum("ij,ij->i", f.tangential, theta))) < 1e-14 * np.abs(ref).max()
+    # log Z per head, against the dense sum
+    q, k = theta @ Q[1].T, theta @ K[1].T
+    if scheme == "qkv-norm":
+        q, k = q / np.linalg.norm(q, axis=1, keepdims=True), k / np.linalg.norm(k, axis=1, keepdims=True)
+    assert np.allclose(f.log_z[1], np.log(np.exp(1.5 * q @ k.T) @ w), rtol=0, atol=1e-13)
+
+
+def test_attention_causal_and_targets():
+    m = mf.Model(beta=2.0, d=3, V=np.diag([1.0, -0.5, 2.0]))
+    theta, w = random_state(200, 3, seed=3)
+    ref = naive_attention(m, theta, w, causal=True)
+    for chunk in (None, 1, 13):
+        f = attention_field(m, theta, w, causal=True, chunk=chunk)
+        assert np.max(np.abs(f.A - ref)) < 1e-13
+    # targets: the field at new points equals the field of the union restricted to them, with zero weight
+    y, _ = random_state(50, 3, seed=4)
+    f = attention_field(m, theta, w, targets=y)
+    union = naive_attention(m, np.vstack([theta, y]), np.concatenate([w, np.zeros(50)]))[200:]
+    assert np.max(np.abs(f.A - union)) < 1e-13
+
+
+def test_softmax_is_stable_at_huge_beta():
+    # β = 2000: e^{β} overflows, the log-sum-exp shift must not.  Two far-apart clusters: each token
+    # attends to its own cluster only, so A equals the cluster's mean direction.
+    rng = np.random.default_rng(0)
+    c1, c2 = np.array([0, 0, 1.0]), np.array([1.0, 0, 0])
+    pts = np.vstack([c1 + 1e-3 * rng.standard_normal((5, 3)), c2 + 1e-3 * rng.standard_normal((5, 3))])
+    pts /= np.linalg.norm(pts, axis=1, keepdims=True)
+    f = attention_field(mf.Model(beta=2000.0), pts, None)
+    assert np.all(np.isfinite(f.A)) and np.all(np.isfinite(f.log_z))
+    assert np.all(np.linalg.norm(f.A[:5] - c1, axis=1) < 0.01)
+    assert np.all(np.linalg.norm(f.A[5:] - c2, axis=1) < 0.01)
+
+
+def test_attention_field_bad_input():
+    m = mf.Model(beta=1.0)
+    theta, w = random_state(10, 3)
+    with pytest.raises(ValueError, match="`directions` must have shape"):
+        attention_field(m, theta[:, :2], w)
+    with pytest.raises(ValueError, match="`weights` must have shape"):
+        attention_field(m, theta, w[:5])
+    with pytest.raises(ValueError, match="`weights` must be finite and ≥ 0"):
+        attention_field(m, theta, -w)
+    with pytest.raises(ValueError, match="`causal=True` needs `targets=None`"):
+        attention_field(m, theta, w, targets=theta, causal=True)
+    with pytest.raises(ValueError, match="`chunk` must be an integer >= 1"):
+        attention_field(m, theta, w, chunk=0)
+    with pytest.raises(TypeError, match="`model` must be a meanfield.Model"):
+        attention_field("post-ln", theta, w)
+
+
+# ------------------------------------------------------------------------------------------------
+# the equiangular solution, every continuous scheme
+
+@pytest.mark.parametrize("attention", ["softmax", "unnormalized"])
+@pytest.mark.parametrize("scheme", CONTINUOUS)
+def test_equiangular_start_stays_equiangular_and_matches_ode(scheme, attention):
+    n, beta, t_final = 6, 5.0 if attention == "softmax" else 1.0, 2.0
+    alpha = (lambda t: 1.0 + 0.5 * np.sin(t)) if scheme == "ngpt" else 1.0
+    m = model_for(scheme, beta=beta, d=n, attention=attention, alpha=alpha)
+    start = equiangular_start(n)
+    radii = 1.3 if SCHEMES[scheme].has_radius else None
+    start = mf.Particles(start.positions, radii=radii)
+    traj = mf.simulate(m, start, t_final, backend="particles", save_every=0.5, step=0.005)
+    assert traj.success
+    rho_ref, r_ref = mf.equiangular(scheme, beta, n, traj.times, r0=1.3 if radii else 1.0, alpha=alpha,
+                                    tau=m.tau, attention=attention)
+    for state, rho, r in zip(traj.states, rho_ref, r_ref):
+        g = pairwise(state)
+        assert np.ptp(g) < 1e-13                     # symmetry kept to rounding
+        assert abs(g.mean() - rho) < 1e-8            # RK4, h = 0.005: error ~1e-11
+        if SCHEMES[scheme].has_radius:
+            assert np.ptp(state.radii) < 1e-13 and abs(state.radii[0] - r) < 1e-8
+    assert rho_ref[-1] > 1e-3                        # the test is not vacuous: tokens did move
+
+
+def test_rk4_observed_order():
+    n, beta, T = 5, 2.0, 2.0
+    m = mf.Model(beta=beta, d=n, scheme="peri-ln")
+    rho_ref, r_ref = mf.equiangular("peri-ln", beta, n, [T])
+    errs = []
+    hs = np.array([0.25, 0.125, 0.0625])
+    for h in hs:
+        st = mf.simulate(m, equiangular_start(n), T, backend="particles", step=h).final
+        errs.append(abs(pairwise(st).mean() - rho_ref[0]) + abs(st.radii[0] - r_ref[0]))
+    slope = np.polyfit(np.log(hs), np.log(errs), 1)[0]
+    assert abs(slope - 4) < 0.3, (errs, slope)
+
+
+@pytest.mark.parametrize("method", ["rk45", "rk23"])
+def test_adaptive_methods_meet_their_tolerance(method):
+    n, beta, T = 5, 3.0, 3.0
+    m = mf.Model(beta=beta, d=n, scheme="pre-ln")
+    rho_ref, r_ref = mf.equiangular("pre-ln", beta, n, [1.0, 2.0, T])
+    errs = {}
+    for rtol in (1e-6, 1e-9):
+        traj = mf.simulate(m, equiangular_start(n), T, backend="particles", t_eval=[1.0, 2.0, T], method=method,
+                           rtol=rtol, atol=rtol * 1e-2)
+        assert traj.success and np.allclose(traj.times, [0, 1, 2, T], rtol=0, atol=0)
+        errs[rtol] = max(abs(pairwise(s).mean() - rr) for s, rr in zip(traj.states[1:], rho_ref))
+        assert errs[rtol] < 100 * rtol
+        assert len(traj.steps["dt"]) > 2
+    assert errs[1e-9] < errs[1e-6]
+
+
+@pytest.mark.parametrize("scheme", CONTINUOUS)
+def test_layer_maps_converge_at_first_order(scheme):
+    n, beta, T = 5, 2.0, 1.0
+    m = model_for(scheme, beta=beta, d=n)
+    if scheme == "mix-ln":
+        m = mf.Model(beta=beta, scheme=scheme, d=n, tau=0.5)
+    rho_ref, r_ref = mf.equiangular(scheme, beta, n, [T], tau=m.tau)
+    hs = np.array([0.05, 0.025, 0.0125])
+    errs = []
+    for h in hs:
+        st = mf.simulate(m, equiangular_start(n), T, backend="particles", time="layers", step=h).final
+        e = abs(pairwise(st).mean() - rho_ref[0])
+        if SCHEMES[scheme].has_radius:
+            e += abs(st.radii[0] - r_ref[0])
+        errs.append(e)
+    slope = np.polyfit(np.log(hs), np.log(errs), 1)[0]
+    assert abs(slope - 1) < 0.15, (errs, slope)
+
+
+def test_layers_save_every_layer_and_angpt_layer_map():
+    n, h = 4, 0.1
+    m = mf.Model(beta=1.5, scheme="angpt", d=n, alpha=0.7)
+    theta, _ = random_state(n, n, seed=5)
+    start = mf.Particles(theta, radii=np.array([1.0, 2.0, 0.5, 1.5]))
+    traj = mf.simulate(m, start, 0.3, backend="particles", time="layers", step=h, save_every=h)
+    assert np.allclose(traj.times, [0, 0.1, 0.2, 0.3], rtol=0, atol=1e-15)
+    # one layer by hand: x ← ν(a)((1−a)x + a N(A(N(x)))), a = α h, ν = 1/√(a² + (1−a)²)
+    x = start.ambient()
+    a = 0.7 * h
+    A = naive_attention(m, theta, start.weights)
+    x1 = ((1 - a) * x + a * A / np.linalg.norm(A, axis=1, keepdims=True)) / np.sqrt(a * a + (1 - a) ** 2)
+    s1 = traj.states[1]
+    assert np.max(np.abs(s1.ambient() - x1)) < 1e-14
+
+
+def test_angpt_has_no_continuous_time():
+    m = mf.Model(beta=1.0, scheme="angpt")
+    with pytest.raises(mf.UnsupportedModelError, match="only as a discrete layer map"):
+        mf.simulate(m, mf.Particles.uniform(10), 1.0, backend="particles", step=0.1)
+
+
+# ------------------------------------------------------------------------------------------------
+# causal mask, invariances
+
+def test_causal_prefix_ignores_later_tokens():
+    # With SA, uniform weights and a causal mask, tokens 0..k−1 never see tokens ≥ k: their trajectory
+    # is that of the k-token run.  Token 0 sees only itself, so (Post-LN) it does not move.
+    m = mf.Model(beta=3.0, d=3)
+    full = mf.Particles.uniform(40, seed=2)
+    head = mf.Particles(full.positions[:15])
+    a = mf.simulate(m, full, 1.0, backend="particles", causal=True, step=0.05).final
+    b = mf.simulate(m, head, 1.0, backend="particles", causal=True, step=0.05).final
+    assert np.max(np.abs(a.positions[:15] - b.positions)) < 1e-14
+    assert np.max(np.abs(a.positions[0] - full.positions[0])) < 1e-15
+    c = mf.simulate(m, full, 1.0, backend="particles", step=0.05).final
+    assert np.max(np.abs(a.positions - c.positions)) > 1e-3
+
+
+def test_rotation_equivariance_general_qkv():
+    d = 4
+    rng = np.random.default_rng(7)
+    Q, K, V = (rng.standard_normal((d, d)) for _ in range(3))
+    R, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    p = mf.Particles.uniform(30, d=d, seed=3)
+    m = mf.Model(beta=1.0, d=d, Q=Q, K=K, V=V, scheme="pre-ln")
+    mR = mf.Model(beta=1.0, d=d, Q=R @ Q @ R.T, K=R @ K @ R.T, V=R @ V @ R.T, scheme="pre-ln")
+    a = mf.simulate(m, p, 0.5, backend="particles", step=0.05).final
+    b = mf.simulate(mR, mf.Particles(p.positions @ R.T), 0.5, backend="particles", step=0.05).final
+    assert np.max(np.abs(a.positions @ R.T - b.positions)) < 1e-12
+    assert np.max(np.abs(a.radii - b.radii)) < 1e-12
+
+
+def test_diagnostics_energy_and_alignment():
+    d = 3
+    D = np.diag([1.0, 0.6, -0.3])
+    m = mf.Model(beta=2.0, d=d, K=D, V=D, attention="unnormalized")
+    p = mf.Particles.uniform(50, seed=4)
+    traj = mf.simulate(m, p, 0.5, backend="particles", step=0.05)
+    x, w = p.positions, p.weights
+    E0 = w @ np.exp(2.0 * x @ D @ x.T) @ w / (2 * 2.0)
+    assert traj.diagnostics["energy"][0] == pytest.approx(E0, rel=1e-13)
+    assert traj.diagnostics["energy"][-1] > E0         # gradient ascent of E_{β,D} (USA, V = D = QᵀK)
+    G = x @ x.T
+    pairs = ~np.eye(50, dtype=bool)
+    assert traj.diagnostics["mean_alignment"][0] == pytest.approx(G[pairs].mean(), abs=1e-14)
+    v, _ = mf.particle_velocity(m, p)
+    assert traj.diagnostics["max_speed"][0] == pytest.approx(np.linalg.norm(v, axis=1).max(), rel=1e-13)
+
+
+def test_state_radii_and_copies():
+    p = mf.Particles.uniform(8, seed=0, radii=np.linspace(1, 2, 8))
+    from meanfield._simulate import get_backend
+    b = get_backend("particles")(mf.Model(beta=1.0), p, step=0.1)
+    s = b.state()
+    assert np.array_equal(s.radii, p.radii)               # passive radii of a sphere scheme are kept
+    b.advance(0.2)
+    assert np.array_equal(b.state().radii, p.radii)
+    q = get_backend("particles")(mf.Model(beta=1.0, scheme="pre-ln"), mf.Particles(p.positions), step=0.1)
+    assert np.array_equal(q.state().radii, np.ones(8))    # schemes with a radius start at r = 1
+    s1 = b.state()
+    b.advance(0.4)
+    assert not np.array_equal(s1.positions, b.state().positions)   # states are independent copies
+
+
+def test_radius_reaching_zero_stops_with_status():
+    m = mf.Model(beta=1.0, scheme="pre-ln", V=-np.eye(3))   # ⟨θ, A⟩ < 0: the radius shrinks to 0
+    p = mf.Particles(mf.Particles.uniform(20, seed=1).positions, radii=0.3)
+    with pytest.warns(mf.MeanfieldWarning, match="radius reached"):
+        traj = mf.simulate(m, p, 5.0, backend="particles", step=0.01)
+    assert traj.status is mf.Status.NON_FINITE and "radius" in traj.detail
+    assert np.all(traj.final.radii > 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# options and bad input
+
+@pytest.mark.parametrize("options, error, match", [
+    ({"stepsize": 0.1}, TypeError, "unknown option"),
+    ({"time": "depth", "step": 0.1}, ValueError, "`time` must be one of"),
+    ({"time": "layers"}, ValueError, "needs `step`"),
+    ({"time": "layers", "step": 0.1, "method": "rk4"}, ValueError, "`method` applies to time='continuous'"),
+    ({"method": "rk4"}, ValueError, "`step` is required|has a fixed step"),
+    ({"method": "rk45", "step": 0.1}, ValueError, "chooses its own steps"),
+    ({"method": "euler", "step": 0.1}, ValueError, "`method` must be one of"),
+    ({"step": -0.1}, ValueError, "`step` must be finite and > 0"),
+    ({"rtol": 1e-16}, ValueError, "`rtol` must be ≥ 1e-14"),
+    ({"atol": 0.0}, ValueError, "`atol` must be finite and > 0"),
+    ({"chunk": 0, "step": 0.1}, ValueError, "`chunk` must be an integer >= 1"),
+    ({"causal": 1, "step": 0.1}, TypeError, "`causal` must be True or False"),
+    ({"threads": 0, "step": 0.1}, ValueError, "`threads` must be an integer >= 1"),
+])
+def test_bad_options(options, error, match):
+    with pytest.raises(error, match=match):
+        mf.simulate(mf.Model(beta=1.0), mf.Particles.uniform(5), 1.0, backend="particles", **options)
+
+
+def test_bad_initial_and_layer_grid():
+    with pytest.raises(ValueError, match="`initial` has d=4 but the model has d=3"):
+        mf.simulate(mf.Model(beta=1.0), mf.Particles.uniform(5, d=4), 1.0, backend="particles", step=0.1)
+    with pytest.raises(TypeError, match="needs `initial` to be meanfield.Particles"):
+        mf.simulate(mf.Model(beta=1.0), mf.Density.uniform(4), 1.0, backend="particles", step=0.1)
+    with pytest.raises(ValueError, match="whole numbers of layers"):
+        mf.simulate(mf.Model(beta=1.0), mf.Particles.uniform(5), 1.05, backend="particles", time="layers", step=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        traj = mf.simulate(mf.Model(beta=1.0), mf.Particles.uniform(5), 1.0, backend="particles", time="layers",
+                           step=0.1)
+    assert traj.success and len(traj.steps["dt"]) == 10

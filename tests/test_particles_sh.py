@@ -1,0 +1,199 @@
+"""particles-sh: the spectral velocity against the exact direct sum (same velocities to 1e-12), the
+truncation bound, the shared integrator, and the models it must refuse."""
+import numpy as np
+import pytest
+
+import meanfield as mf
+from meanfield import SCHEMES
+from meanfield._attention import attention_field, attention_field_sh, sh_error_bounds
+
+CONTINUOUS = sorted(name for name, s in SCHEMES.items() if s.continuous)
+
+
+def clustered(n, seed=0, width=1e-7):
+    """Half uniform tokens, half in five tight clusters (width ~ ``width`` radians); random weights."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 3))
+    centers = rng.standard_normal((5, 3))
+    half = n // 2
+    x[:half] = centers[np.arange(half) % 5] + width * rng.standard_normal((half, 3))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    w = rng.random(n) + 0.5
+    return x, w / w.sum()
+
+
+def relerr(a, b):
+    return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+
+CASES = {
+    "sa": dict(),
+    "usa": dict(attention="unnormalized"),
+    "general-V": dict(V=np.array([[1.0, 0.3, -0.2], [0.1, 0.7, 0.4], [-0.5, 0.2, 1.2]])),
+    "scaled-QK": dict(Q=2.0 * np.eye(3), K=0.5 * np.eye(3)),  # QᵀK = I but Q, K ≠ I
+    "qkv-norm-nonlinear-V": dict(scheme="qkv-norm", V=np.array([[1.0, 0.3, -0.2], [0.1, 0.7, 0.4], [-0.5, 0.2, 1.2]])),
+    "qkv-norm-orthogonal-QK": dict(scheme="qkv-norm", Q=3 * np.array([[0, -1.0, 0], [1, 0, 0], [0, 0, 1]]),
+                                   K=np.array([[0, -1.0, 0], [1, 0, 0], [0, 0, 1]])),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_spectral_attention_matches_exact(case):
+    m = mf.Model(beta=5.0, **CASES[case])
+    x, w = clustered(4000)
+    e, s = attention_field(m, x, w), attention_field_sh(m, x, w)
+    for name in ("A", "tangential"):
+        assert relerr(getattr(s, name), getattr(e, name)) < 1e-12, name
+    assert relerr(s.radial, e.radial) < 1e-12 and relerr(s.norm, e.norm) < 1e-12
+    assert np.max(np.abs(s.log_z - e.log_z)) < 1e-12
+
+
+def test_spectral_attention_at_other_targets_and_tangential_only():
+    m = mf.Model(beta=5.0)
+    x, w = clustered(3000, seed=1)
+    y = np.random.default_rng(2).standard_normal((500, 3))
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    e, s = attention_field(m, x, w, targets=y), attention_field_sh(m, x, w, targets=y)
+    assert relerr(s.A, e.A) < 1e-12
+    t = attention_field_sh(m, x, w, radial=False)           # the Post-LN fast path: 3 transforms
+    assert t.A is None and t.radial is None
+    assert relerr(t.tangential, attention_field(m, x, w).tangential) < 1e-12
+
+
+@pytest.mark.parametrize("scheme", CONTINUOUS)
+def test_scheme_velocities_match_exact(scheme):
+    extra = {"tau": 0.5} if scheme == "mix-ln" else {}
+    m = mf.Model(beta=5.0, scheme=scheme, **extra)
+    x, w = clustered(4000, seed=3)
+    radii = np.linspace(0.5, 2.0, 4000) if SCHEMES[scheme].has_radius else None
+    p = mf.Particles(x, w, radii)
+    for t in (0.2, 1.0):
+        ve, re = mf.particle_velocity(m, p, t, backend="particles")
+        vs, rs = mf.particle_velocity(m, p, t, backend="particles-sh")
+        assert relerr(vs, ve) < 1e-12
+        if re is not None:
+            assert np.max(np.abs(rs - re)) < 1e-12 * max(np.max(np.abs(re)), 1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1e-1, 1e-8])
+def test_spectral_velocity_matches_exact_at_20000_tokens(width):
+    m = mf.Model(beta=5.0)
+    x, w = clustered(20_000, seed=4, width=width)
+    e, s = attention_field(m, x, w), attention_field_sh(m, x, w)
+    assert np.max(np.abs(s.tangential - e.tangential)) < 1e-12
+    assert relerr(s.A, e.A) < 1e-12
+
+
+def test_truncation_error_is_within_the_reported_bound():
+    # A coarse band limit: the error is visible and must stay below the bound of the diagnostics.
+    m = mf.Model(beta=5.0)
+    x, w = clustered(2000, seed=5, width=1e-3)
+    p = mf.Particles(x, w)
+    from meanfield._simulate import get_backend
+    for tol in (1e-4, 1e-8):
+        b = get_backend("particles-sh")(m, p, tol=tol)
+        diag = b.diagnostics()
+        err = np.max(np.abs(attention_field_sh(m, x, w, tol=tol).A - attention_field(m, x, w).A))
+        assert diag["kernel_truncation_error"] < tol
+        assert err <= diag["attention_error_bound"]
+        assert err > 1e-3 * diag["attention_error_bound"]   # and the bound is not wildly pessimistic
+    eps_z, eps_m = sh_error_bounds(5.0, 21)
+    assert eps_z < 1e-12 * mf.funk_hecke(5.0, 0, scaled=True)[0] * 4 * np.pi
+
+
+def test_runs_agree_with_exact_backend():
+    # The two velocities differ by δ (rounding of the transforms, ~1e-14 relative); along a run the
+    # difference grows at most like δ·T·e^{ΛT} (Grönwall) with Λ ≤ 2β + 1 the Lipschitz constant of
+    # the velocity on the sphere.  Both runs take the same RK4 steps, so that is the whole difference.
+    beta, T = 4.0, 1.0
+    for scheme, kw in [("post-ln", {}), ("peri-ln", {}), ("ngpt", {"attention": "unnormalized"})]:
+        m = mf.Model(beta=beta, scheme=scheme, **kw)
+        p = mf.Particles(*clustered(600, seed=6, width=1e-2))
+        ve, _ = mf.particle_velocity(m, p, backend="particles")
+        vs, _ = mf.particle_velocity(m, p, backend="particles-sh")
+        delta = max(np.max(np.abs(vs - ve)), 1e-15)
+        bound = delta * T * np.exp((2 * beta + 1) * T)
+        a = mf.simulate(m, p, T, backend="particles", step=0.05)
+        b = mf.simulate(m, p, T, backend="particles-sh", step=0.05)
+        assert np.max(np.abs(a.final.positions - b.final.positions)) < bound
+        if a.final.radii is not None:
+            assert np.max(np.abs(a.final.radii - b.final.radii)) < bound
+    m = mf.Model(beta=beta, scheme="angpt", alpha=2.0)
+    p = mf.Particles(*clustered(300, seed=7, width=1e-2))
+    a = mf.simulate(m, p, 0.5, backend="particles", time="layers", step=0.1)
+    b = mf.simulate(m, p, 0.5, backend="particles-sh", time="layers", step=0.1)
+    assert np.max(np.abs(a.final.ambient() - b.final.ambient())) < 1e-12   # 5 layers: little growth
+
+
+def test_equiangular_tetrahedron_on_s2():
+    # n = 4 tokens at the vertices of a regular tetrahedron (ρ0 = −1/3) are stationary
+    # (dρ/dt ∝ 1 + (n−1)ρ = 0): the spectral velocity must vanish there to rounding.
+    v = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / np.sqrt(3)
+    traj = mf.simulate(mf.Model(beta=3.0), mf.Particles(v), 2.0, backend="particles-sh")
+    assert np.max(np.abs(traj.final.positions - v)) < 1e-12
+    rho, _ = mf.equiangular("post-ln", 3.0, 4, [2.0], rho0=-1 / 3)
+    assert abs(rho[0] + 1 / 3) < 1e-14
+
+
+@pytest.mark.parametrize("model, options, match", [
+    (dict(beta=1.0, K=np.diag([1.0, 2.0, 3.0])), {}, "not zonal"),
+    (dict(beta=1.0, d=4), {}, "needs d = 3"),
+    (dict(beta=1.0, Q=np.stack([np.eye(3)] * 2)), {}, "single head"),
+    (dict(beta=1.0, scheme="qkv-norm", Q=np.diag([1.0, 2.0, 1.0]), K=np.diag([1.0, 0.5, 1.0])), {}, "not zonal"),
+    (dict(beta=1.0), {"causal": True}, "no causal mask"),
+])
+def test_unsupported_models(model, options, match):
+    d = model.get("d", 3)
+    with pytest.raises(mf.UnsupportedModelError, match=match):
+        mf.simulate(mf.Model(**model), mf.Particles.uniform(10, d=d), 1.0, backend="particles-sh", **options)
+
+
+@pytest.mark.parametrize("options, error, match", [
+    ({"tol": 0.0}, ValueError, "`tol` must be finite and > 0"),
+    ({"tol": 2.0}, ValueError, r"`tol` must be in \(0, 1\)"),
+    ({"lmax": 0}, ValueError, "`lmax` must be an integer >= 1"),
+    ({"epsilon": 1e-14}, ValueError, r"`epsilon` must be in \[2e-13, 1\)"),
+    ({"chunk": 10}, TypeError, "unknown option"),
+])
+def test_bad_options(options, error, match):
+    with pytest.raises(error, match=match):
+        mf.simulate(mf.Model(beta=1.0), mf.Particles.uniform(10), 1.0, backend="particles-sh", **options)
+
+
+def test_reports_band_limit_and_bound():
+    traj = mf.simulate(mf.Model(beta=5.0), mf.Particles.uniform(100), 0.1, backend="particles-sh", step=0.05)
+    assert traj.options["lmax"] == mf.kernel_bandlimit(5.0, 1e-12)
+    assert traj.options["kernel_truncation_error"] < 1e-12
+    assert np.all(traj.diagnostics["kernel_truncation_error"] < 1e-12)
+    assert np.all(traj.diagnostics["attention_error_bound"] < 1e-10)
+    exact = mf.simulate(mf.Model(beta=5.0), mf.Particles.uniform(100), 0.1, backend="particles", step=0.05)
+    for key in ("energy", "max_speed", "max_attention", "mean_alignment"):
+        assert np.allclose(traj.diagnostics[key], exact.diagnostics[key], rtol=1e-12, atol=0), key
+
+
+def test_tokens_at_poles_and_on_axes():
+    # the tangent frame is singular at the poles and atan2 has signed-zero cases on the axes
+    special = np.array([[0, 0, 1.0], [0, 0, -1.0], [-0.0, -0.0, 1.0], [1.0, 0, 0], [-1.0, -0.0, 0], [-0.0, 1.0, 0],
+                        [0, -1.0, 0], [1.0, 0, -0.0], [-0.6, -0.0, 0.8], [0.6, -0.0, -0.8], [1e-300, -1e-300, 1.0]])
+    x = np.vstack([special, clustered(500, seed=8)[0]])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for kw in ({}, {"V": np.diag([1.0, 2.0, -1.0])}):
+        m = mf.Model(beta=5.0, **kw)
+        e, s = attention_field(m, x, None), attention_field_sh(m, x, None)
+        assert relerr(s.A, e.A) < 1e-12
+        t = attention_field_sh(mf.Model(beta=5.0), x, None, radial=False)
+        assert relerr(t.tangential, attention_field(mf.Model(beta=5.0), x, None).tangential) < 1e-12
+
+
+def test_concurrent_calls_do_not_share_scratch():
+    # the spectral evaluator reuses per-thread scratch arrays: two threads at once must not interfere
+    from concurrent.futures import ThreadPoolExecutor
+    m = mf.Model(beta=5.0)
+    inputs = [clustered(3000, seed=s)[0] for s in range(4)]
+    ref = [attention_field_sh(m, x, None, radial=False).tangential.copy() for x in inputs]
+    with ThreadPoolExecutor(4) as ex:
+        out = list(ex.map(lambda x: attention_field_sh(m, x, None, radial=False).tangential, inputs * 3))
+    # ducc0's threaded sums are not bitwise reproducible (rounding order): interference would be O(1)
+    for i, o in enumerate(out):
+        assert np.max(np.abs(o - ref[i % 4])) < 1e-14
