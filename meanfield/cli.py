@@ -11,6 +11,9 @@ _EPILOG = {
     "plot": "Example: meanfield plot post_ln.h5 --output post_ln.png",
     "info": "Example: meanfield info post_ln.h5",
     "demo": "Example: meanfield demo --output demo.png",
+    "validate": "Example: meanfield validate --quick --output validation-out",
+    "bench": "Example: meanfield bench --quick --output bench-out",
+    "sweep": "Example: meanfield sweep examples/phase_sweep.toml --workers 2 --output sweep-out",
 }
 
 
@@ -35,6 +38,21 @@ def _parser():
     demo.add_argument("--lmax", type=int, default=48, help="initial band limit")
     demo.add_argument("--beta", type=float, default=4.0)
     demo.add_argument("--t-final", type=float, default=3.0)
+    val = sub.add_parser("validate", help="reproduce the published results; print the comparison table",
+                         epilog=_EPILOG["validate"])
+    val.add_argument("--quick", action="store_true", help="the reduced suite (under 3 minutes; run in CI)")
+    val.add_argument("--output", default="validation-out", help="folder for figures, JSON and REPORT.md")
+    bench = sub.add_parser("bench", help="performance report against the alternatives (same-run ratios)",
+                           epilog=_EPILOG["bench"])
+    bench.add_argument("--quick", action="store_true", help="small sizes only")
+    bench.add_argument("--output", required=True, help="folder for JSON, the markdown report and plots")
+    sweep = sub.add_parser("sweep", help="a parameter sweep on dask.distributed (resumable)",
+                           epilog=_EPILOG["sweep"])
+    sweep.add_argument("config", help="TOML sweep file")
+    sweep.add_argument("--workers", type=int, default=None, help="local workers (default: the usable cores)")
+    sweep.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
+    sweep.add_argument("--output", required=True, help="folder for the results table and per-task files")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -112,7 +130,26 @@ def _demo(args) -> int:
     return 0
 
 
-_COMMANDS = {"run": _run, "info": _info, "plot": _plot, "demo": _demo}
+def _validate(args) -> int:
+    from ._validation import main as validation_main   # returns an exit code; args: quick, output
+
+    return validation_main(args)
+
+
+def _bench(args) -> int:
+    from ._bench import main as bench_main              # returns an exit code; args: quick, output
+
+    return bench_main(args)
+
+
+def _sweep(args) -> int:
+    from ._sweep import main as sweep_main              # returns an exit code; args: config, workers, scheduler, output, quiet
+
+    return sweep_main(args)
+
+
+_COMMANDS = {"run": _run, "info": _info, "plot": _plot, "demo": _demo, "validate": _validate, "bench": _bench,
+             "sweep": _sweep}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
