@@ -214,6 +214,7 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     stepper = get_backend(backend)(model, initial, **options)
     stepper.t = t0
     run = _Run(stepper, model, backend, times, checkpoint, metadata)
+    _check_nonnegative(run.diags[0], getattr(stepper, "options", {}))
     bar = _progress_bar(progress, times[-1])
     try:
         for i, t_target in enumerate(times[1:], start=1):
@@ -260,10 +261,13 @@ class _Run:
         self.times.append(self.stepper.t)
         self.states.append(self.stepper.state())
         self.diags.append(self.stepper.diagnostics())
+        # how to continue from *this* state (step size, band limit): an interruption between two saves
+        # must not hand the resumed run the step size of a later, unsaved state
+        self.resume = getattr(self.stepper, "resume_options", lambda: {})()
 
     def trajectory(self) -> Trajectory:
-        keys = self.diags[0].keys()
-        diagnostics = {k: np.array([d.get(k, np.nan) for d in self.diags]) for k in keys}
+        keys = list(dict.fromkeys(k for d in self.diags for k in d))   # e.g. a hybrid run changes phase
+        diagnostics = {k: np.array([d.get(k, np.nan) for d in self.diags], dtype=float) for k in keys}
         steps = {k: np.asarray(v) for k, v in getattr(self.stepper, "step_log", {}).items()}
         return Trajectory(times=np.array(self.times), states=list(self.states), diagnostics=diagnostics,
                           steps=steps, model=self.model, backend=self.backend, status=self.status,
@@ -273,7 +277,7 @@ class _Run:
     def write(self, complete: bool):
         from ._io import save
 
-        resume = getattr(self.stepper, "resume_options", lambda: {})()
+        resume = self.resume
         remaining = [t for t in self.save_times if t > self.times[-1] + 1e-12 * max(1.0, abs(t))]
         save(self.trajectory(), self.path, complete=complete,
              run_info=dict(self.metadata, t_final=float(self.save_times[-1]), remaining_times=remaining,
@@ -306,6 +310,15 @@ def resume(path, *, callback=None, progress: bool = False, checkpoint_every: int
          run_info=dict(metadata, t_final=info["t_final"], remaining_times=left,
                        resume=info.get("resume", {}) if rest.status is not Status.OK else {}))
     return merged
+
+
+def _check_nonnegative(diags: dict, options: dict) -> None:
+    """Refuse an initial density that is negative on the grid (beyond the backend's ``negativity_tol``)."""
+    low, tol = diags.get("min_rho"), options.get("negativity_tol")
+    if low is not None and tol is not None and low < -tol:
+        raise ValueError(f"`initial` must be a nonnegative density; its minimum on the grid is {low:.3g} < "
+                         f"-negativity_tol = {-tol:g}. Fix the initial density (if this is ringing of a sharp "
+                         "profile, project it at a higher band limit).")
 
 
 _RUN_KEYS = {"t_final", "remaining_times", "resume", "options", "complete"}

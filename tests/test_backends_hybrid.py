@@ -1,0 +1,73 @@
+"""The hybrid backend: spectral while resolved, then weighted particles, with exact mass and weights ≥ 0."""
+import warnings
+
+import numpy as np
+import pytest
+
+import meanfield as mf
+from meanfield._sampling import particles_coefficients
+from meanfield.backends._bases import CircleBasis, S2Basis
+from meanfield.backends._hybrid import density_to_particles
+
+
+@pytest.mark.parametrize("basis_cls, d", [(S2Basis, 3), (CircleBasis, 2)])
+@pytest.mark.parametrize("oversample", [1, 2])
+def test_handoff_particles_carry_the_density_exactly(basis_cls, d, oversample):
+    """Quadrature nodes with weights σ_j ρ(x_j): every coefficient of degree ≤ L is the density's."""
+    L = 16
+    dens = mf.Density.random(L, d=d, seed=5, amplitude=0.6)
+    basis = basis_cls(L)
+    particles, clipped = density_to_particles(basis, dens.coeffs[None, None], oversample)
+    assert clipped == 0.0 and np.all(particles.weights > 0) and abs(particles.weights.sum() - 1) < 1e-15
+    assert np.max(np.abs(particles_coefficients(particles, L) - dens.coeffs)) < 1e-13
+
+
+def test_hybrid_runs_through_the_collapse():
+    model = mf.Model(5.0)
+    dens = mf.Density.random(24, seed=2)
+    tr = mf.simulate(model, dens, 6.0, backend="hybrid", save_every=1.0)
+    assert tr.success and "Handed off to particles-sh" in tr.message
+    phase = tr.diagnostics["phase"]
+    assert phase[0] == 0 and phase[-1] == 1
+    final = tr.final
+    assert isinstance(final, mf.Particles) and np.all(final.weights >= 0)
+    assert np.max(np.abs(tr.diagnostics["mass_error"])) < 1e-14
+    assert np.all(np.diff(tr.diagnostics["energy"]) > 0)                  # attention concentrates
+    x, w = final.positions, final.weights                                    # clusters formed:
+    aligned = sum(w[i:i + 2000] @ ((x[i:i + 2000] @ x.T) > 0.999) @ w for i in range(0, len(w), 2000))
+    assert aligned > 0.1      # the weighted fraction of pairs within 2.6° (uniform: 5e-4)
+    assert tr.steps["phase"][0] == 0 and tr.steps["phase"][-1] == 1
+
+
+def test_hybrid_matches_the_spectral_solution_before_and_after_handoff():
+    """Against a refined spectral run: equal before the hand-off, close (particle error) after."""
+    model = mf.Model(5.0)
+    dens = mf.Density.random(40, seed=2, amplitude=0.7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        ref = mf.simulate(model, dens, 2.5, t_eval=[1.0, 2.5], on_resolution_loss="refine", lmax_max=200,
+                          rtol=1e-11)
+    hyb = mf.simulate(model, dens, 2.5, backend="hybrid", t_eval=[1.0, 2.5])
+    assert hyb.success and 1.0 < (hyb.diagnostics["phase"] > 0).argmax() <= 2
+    assert mf.sobolev_distance(hyb.states[1], ref.states[1], lmax=32) < 1e-8      # spectral phase
+    assert mf.sobolev_distance(hyb.states[2], ref.states[2], lmax=32) < 1e-4      # particle phase
+
+
+def test_hybrid_on_the_circle_and_from_particles():
+    model = mf.Model(4.0, d=2)
+    dens = mf.Density.random(32, d=2, seed=1)
+    tr = mf.simulate(model, dens, 6.0, backend="hybrid", save_every=2.0)
+    assert tr.success and "Handed off to particles at" in tr.message
+    again = mf.simulate(model, tr.final, 1.0, backend="hybrid")   # a particle start skips the spectral phase
+    assert again.success and again.diagnostics["phase"][0] == 1
+
+
+def test_hybrid_bad_options():
+    with pytest.raises(TypeError, match="unknown option"):
+        mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, backend="hybrid", on_resolution_loss="stop")
+    with pytest.raises(ValueError, match="`oversample`"):
+        mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, backend="hybrid", oversample=0)
+    with pytest.raises(ValueError, match="`particle_backend`"):
+        mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, backend="hybrid", particle_backend="gpu")
+    with pytest.raises(mf.UnsupportedModelError, match="zonal"):
+        mf.simulate(mf.Model(1.0, d=5), mf.ZonalDensity.uniform(4, d=5), 1.0, backend="hybrid")
