@@ -1,4 +1,5 @@
 import os
+import warnings
 import signal
 import subprocess
 import sys
@@ -121,3 +122,23 @@ def test_config_and_seed_survive_kill_and_resume(tmp_path):
     mf.resume(tmp_path / "p.h5")
     info = mf._io.run_info(tmp_path / "p.h5")
     assert info["seed"] == 7 and info["config"] == "x" and info["complete"]
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".toml") and "sweep" not in f))
+def test_shipped_examples_run_at_a_small_size(name):
+    cfg = mf._config.load_config(os.path.join(EXAMPLES, name))
+    init = cfg.initial
+    if isinstance(init, mf.Density) and init.d == 3:
+        init = init.resized(min(init.lmax, 16)).normalized()
+    elif isinstance(init, mf.Particles):
+        k = min(init.n, 200)
+        init = mf.Particles(init.positions[:k], None, None if init.radii is None else init.radii[:k])
+    opts = dict(cfg.options)
+    t_final = 2 * opts["step"] if opts.get("time") == "layers" else 0.2
+    if "lmax_max" in opts:
+        opts["lmax_max"] = 32
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(cfg.model, init, t_final, backend=cfg.backend, **opts)
+    assert tr.status in (mf.Status.OK, mf.Status.RESOLUTION_LOST), tr.message
+    assert len(tr.states) >= 2
