@@ -82,7 +82,22 @@ class S2Basis:
         return lam[self.ell] * np.where(self.m == 0, 1.0, 2.0) / _FOUR_PI
 
 
-class CircleBasis:
+class _SeriesBasis:
+    """Shared by the one-index expansions (Fourier on S¹, Gegenbauer): coefficient k = 0..L, c_0 = mass."""
+
+    def uniform(self):
+        c = np.zeros(self.ncoef, complex)
+        c[0] = 1.0
+        return c
+
+    def resize(self, c, lmax):
+        out = np.zeros(c.shape[:-1] + (lmax + 1,), complex)
+        k = min(lmax, self.lmax) + 1
+        out[..., :k] = c[..., :k]
+        return out
+
+
+class CircleBasis(_SeriesBasis):
     """Fourier series on S¹ with 3L+2 equispaced nodes (FFT)."""
 
     d = 2
@@ -127,17 +142,6 @@ class CircleBasis:
         w = np.where(self.ell == 0, 1.0, 2.0)
         return np.sum(w * (a * np.conj(b)).real, axis=-1)
 
-    def uniform(self):
-        c = np.zeros(self.ncoef, complex)
-        c[0] = 1.0
-        return c
-
-    def resize(self, c, lmax):
-        out = np.zeros(c.shape[:-1] + (lmax + 1,), complex)
-        k = min(lmax, self.lmax) + 1
-        out[..., :k] = c[..., :k]
-        return out
-
     def tangent_components(self, vec):
         return np.einsum("kid,id->ki", self.frame, vec)
 
@@ -145,7 +149,7 @@ class CircleBasis:
         return lam[: self.ncoef] * np.where(self.ell == 0, 1.0, 2.0)
 
 
-class ZonalBasis:
+class ZonalBasis(_SeriesBasis):
     """Zonal functions g(⟨x, e⟩) on S^{d-1}, any d ≥ 2, in normalized Gegenbauer polynomials.
 
     Nodes are Gauss–Jacobi points t_i with σ-weights; the one tangent component is along the unit
@@ -202,17 +206,6 @@ class ZonalBasis:
 
     def pair(self, a, b):
         return np.sum(self.norms * np.real(a * np.conj(b)), axis=-1)
-
-    def uniform(self):
-        c = np.zeros(self.ncoef, complex)
-        c[0] = 1.0
-        return c
-
-    def resize(self, c, lmax):
-        out = np.zeros(c.shape[:-1] + (lmax + 1,), complex)
-        k = min(lmax, self.lmax) + 1
-        out[..., :k] = c[..., :k]
-        return out
 
     def energy_weights(self, lam):
         return lam[: self.ncoef] * self.norms
