@@ -215,12 +215,14 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     stepper.t = t0
     run = _Run(stepper, model, backend, times, checkpoint, metadata)
     _check_nonnegative(run.diags[0], getattr(stepper, "options", {}))
-    bar = _progress_bar(progress, times[-1])
+    bar = _progress_bar(progress, times[-1], t0)
+    if bar is not None:
+        stepper.on_step = bar.step
     try:
         for i, t_target in enumerate(times[1:], start=1):
             status = stepper.advance(float(t_target))
             if bar is not None:
-                bar.update(stepper.t - bar.n)
+                bar.step(stepper.t, None)
             if status is not Status.OK:
                 run.status = status
                 break
@@ -333,8 +335,27 @@ def _concatenate(a: Trajectory, b: Trajectory) -> Trajectory:
                       detail=b.detail, options=a.options)
 
 
-def _progress_bar(progress, total):
+def _progress_bar(progress, total, t0=0.0):
     if not progress:
         return None
-    from tqdm.auto import tqdm
-    return tqdm(total=float(total), unit="t", bar_format="{l_bar}{bar}| t={n:.3g}/{total:.3g} [{elapsed}<{remaining}]")
+    return _Progress(total, t0)
+
+
+class _Progress:
+    """tqdm over simulated time; the postfix shows the step size and, for spectral runs, L and the tail energy."""
+
+    def __init__(self, total, t0):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=float(total), initial=float(t0), unit="t", dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| t={n:.4g}/{total:.4g} [{elapsed}<{remaining}{postfix}]")
+
+    def step(self, t, dt, **monitors):
+        self.bar.update(t - self.bar.n)
+        if dt is not None:
+            post = {"dt": f"{dt:.2e}"}
+            post.update({k: (f"{v:.1e}" if isinstance(v, float) else v) for k, v in monitors.items()})
+            self.bar.set_postfix(post, refresh=False)
+
+    def close(self):
+        self.bar.close()

@@ -49,3 +49,9 @@ def test_front_door_errors():
         mf.simulate("post-ln", mf.Density.uniform(4), 1.0)
     with pytest.raises(ValueError, match="`backend`"):
         mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, backend="gpu")
+
+
+def test_progress_bar_reports_steps(capsys):
+    mf.simulate(mf.Model(2.0), mf.Density.from_function(lambda x: 1 + 0.3 * x[..., 2], 16), 0.2, progress=True)
+    err = capsys.readouterr().err
+    assert "dt=" in err and "tail=" in err and "lmax=16" in err

@@ -24,7 +24,7 @@ from .._measures import Density, ZonalDensity
 from .._model import Model
 from .._simulate import MeanfieldWarning, Status, register_backend
 from .._validate import choice, nonneg_int, positive_float
-from ..sphere._funk_hecke import funk_hecke, funk_hecke_dbeta, kernel_bandlimit
+from ..sphere._funk_hecke import funk_hecke, funk_hecke_dbeta, kernel_bandlimit, kernel_truncation_error
 from ._bases import CircleBasis, S2Basis, ZonalBasis
 
 POLICIES = ("stop", "refine", "handoff")
@@ -71,6 +71,14 @@ class SpectralAttention:
             self.unscale = 1.0 if model.softmax else np.exp(b)
             if self.path == "general-v":
                 self._setup_values()
+            need = kernel_bandlimit(b, quadrature_tol, model.d)
+            if basis.lmax < need:
+                warnings.warn(f"lmax={basis.lmax} is below the kernel band limit {need} for quadrature_tol="
+                              f"{quadrature_tol:g} at β={b:g}: the attention of the band-limited state can differ "
+                              f"from that of the measure it represents by up to "
+                              f"{kernel_truncation_error(b, basis.lmax, model.d):.2e}·λ_0 (the kernel truncation "
+                              f"error at lmax={basis.lmax}); raise `lmax` to {need} for that tolerance.",
+                              MeanfieldWarning, stacklevel=5)
 
     def _choose_path(self):
         m = self.model
@@ -210,6 +218,23 @@ class _CirclePadded:
 
 # ----------------------------------------------------------------------------------------------
 
+def _memory_estimate(lmax, d, zonal, nspecies, has_radius):
+    """(bytes, grid nodes) of the spectral backend at band limit ``lmax``: the basis (nodes, tangent frame),
+    the fields of one right-hand side per node (measured ≈ 190–230 B/node on S²) and the Runge–Kutta
+    stages of the coefficients; the zonal basis also keeps its (L+1) × nodes Gegenbauer tables."""
+    from ..sphere import _sh as sh
+    from ..sphere._circle import circle_grid_size
+    fields = nspecies * (2 if has_radius else 1)
+    if zonal:
+        nodes, ncoef, tables = (3 * lmax) // 2 + 1, lmax + 1, 2 * (lmax + 1) * ((3 * lmax) // 2 + 1)
+    elif d == 3:
+        grid = sh.SphereGrid.for_bandlimit(lmax, dealias=True)
+        nodes, ncoef, tables = grid.ntheta * grid.nphi, sh.nalm(lmax), 0
+    else:
+        nodes, ncoef, tables = circle_grid_size(lmax), lmax + 1, 0
+    return 8.0 * (nodes * (24 + 8 * fields) + tables) + 16.0 * 12 * fields * ncoef, nodes
+
+
 _OPTIONS = dict(lmax=None, method="rk45", rtol=1e-9, atol=1e-12, first_step=None, max_step=np.inf,
                 min_step=1e-12, cfl=1.0, r0=1.0, on_resolution_loss="stop", tail_warn=1e-6, tail_tol=1e-4,
                 negativity_tol=1e-6, lmax_max=256, refine_factor=1.5, filter=None, step=None,
@@ -284,6 +309,8 @@ class SpectralBackend:
         self._axis = first.axis if self.zonal else None
         self.t = 0.0
         self.detail = ""
+        nbytes, nodes = _memory_estimate(lmax, model.d, self.zonal, len(species), model.scheme_def.has_radius)
+        require(nbytes, f"backend='spectral' at lmax={lmax} ({nodes} grid nodes)", "lower `lmax` (the band limit).")
         self._setup(lmax)
         rad = self.model.scheme_def.has_radius
         y = np.zeros((len(species), 2 if rad else 1, self.basis.ncoef), complex)
@@ -444,6 +471,8 @@ class SpectralBackend:
         vmax, diss, min_rho = self._last
         tail = self._tail()
         self._log(h, rejected, tail, vmax, diss, min_rho)
+        if getattr(self, "on_step", None) is not None:
+            self.on_step(self.t, h, tail=tail, lmax=self.basis.lmax)
         return self._monitor(tail, min_rho, previous)
 
     def _tail(self):

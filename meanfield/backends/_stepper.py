@@ -286,6 +286,7 @@ class ParticleStepper:
             self.t = a + (i + 1) * h if i + 1 < nsteps else b
             self.step_log["t"].append(self.t)
             self.step_log["dt"].append(h)
+            self._notify(h)
         return Status.OK
 
     def _error_norm(self, err, y, y_new):
@@ -338,6 +339,7 @@ class ParticleStepper:
                 self.t = t
                 self.step_log["t"].append(t)
                 self.step_log["dt"].append(h_try)
+                self._notify(h_try)
                 self.step_log["error"].append(en)
                 self.step_log["rejected"].append(rejected)
                 # first-same-as-last: the last stage is f(t + h, y_new) and the right-hand side depends
@@ -354,6 +356,11 @@ class ParticleStepper:
                 rejected = True
         self._h = h
         return Status.OK
+
+    def _notify(self, h):
+        """Report an accepted step to a progress hook set by :func:`meanfield.simulate` (if any)."""
+        if getattr(self, "on_step", None) is not None:
+            self.on_step(self.t, h)
 
     # -- layer maps -------------------------------------------------------------------------------
     def _advance_layers(self, t_target):
@@ -383,5 +390,6 @@ class ParticleStepper:
             self.t = (start + i + 1) * h
             self.step_log["t"].append(self.t)
             self.step_log["dt"].append(h)
+            self._notify(h)
         self.t = t_target
         return Status.OK
