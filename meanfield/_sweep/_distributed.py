@@ -1,0 +1,422 @@
+"""Distributed particles-sh: the tokens split into shards on dask workers, the coefficients reduced per stage.
+
+The spectral velocity of :func:`meanfield.attention_field_sh` has two halves
+(:mod:`meanfield._attention`): the coefficients μ̂_ℓm = Σ_j w_j conj Y_ℓm(θ_j) (one adjoint
+non-uniform transform, linear in the tokens) and the field at the tokens from μ̂ (Funk–Hecke
+multipliers, non-uniform syntheses).  A shard of tokens lives on one worker (a dask actor) for the
+whole run.  At every Runge–Kutta stage each shard sends its partial μ̂ (O(L²) numbers), the driver
+adds them and sends the sum back, and each shard evaluates the velocity of its own tokens and forms
+its next stage locally.  Only O(L²) numbers per shard and stage cross the network, so N is bounded
+by the cluster's memory; the integrator is the particles-sh backend's fixed-step RK4 (same
+arithmetic), so the result equals the single-process run to rounding (the sum of the shards'
+coefficients differs from the one-shot transform in the last bits).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+
+_SH_OPTIONS = ("tol", "lmax", "epsilon", "threads")
+
+
+def _shard_class():
+    """The worker-side stepper: the particles-sh backend whose field comes from preset coefficients."""
+    from .._attention import _geometry, _sh_coefficients, _sh_field
+    from ..backends._particles_sh import ParticlesSHBackend
+
+    class ShardStepper(ParticlesSHBackend):
+        def _field(self, t, theta, full):
+            o = self.options
+            return _sh_field(self.model, self._mu, self._geo, theta, o["lmax"], o["epsilon"], full, self._nthreads)
+
+        def coefficients(self, y):
+            """This shard's μ̂ at the state y (and the geometry the next field evaluation reuses)."""
+            theta, _ = self._split(y)
+            self._geo = _geometry(theta, self._nthreads, self._key)
+            return _sh_coefficients(self.model, self._geo, theta, self.weights, self.options["lmax"],
+                                    self.options["epsilon"], self._nthreads)
+
+    return ShardStepper
+
+
+class Shard:
+    """A dask actor holding a shard of tokens and its Runge–Kutta stages (the driver only sees μ̂)."""
+
+    def __init__(self, model, data, options, index):
+        from .._attention import _nthreads
+        from .._integrators import get_method
+        from .._measures import Particles
+
+        cls = _shard_class()
+        pos = data["positions"]
+        if pos is None:   # generated here: i.i.d. uniform on S² from this shard's seed
+            rng = np.random.default_rng(data["seed"])
+            pos = rng.standard_normal((data["n"], 3))
+            pos /= np.linalg.norm(pos, axis=1, keepdims=True)
+            data = {**data, "weights": np.full(data["n"], data["weight"])}
+        radii = data.get("radii")
+        self.s = cls(model, Particles(pos, None, radii), **options)
+        self.s.weights = np.array(data["weights"], dtype=float)
+        self.s._nthreads = _nthreads() if options.get("threads") is None else options["threads"]
+        self.s._key = ("distributed-shard", index)
+        self.tab = get_method(self.s.options["method"])
+        self.pending = None
+        self.busy = 0.0   # seconds spent computing in this actor's methods (benchmarks read it)
+
+    # -- one Runge–Kutta step, stage by stage (the expressions of meanfield._integrators.rk_step) ------
+    def _settle(self):
+        """Commit the state of the last successful step (the driver goes on only when every shard succeeded)."""
+        if self.pending is not None:
+            self.s.y, self.s.t = self.pending
+            self.pending = None
+
+    def start(self):
+        """μ̂ of the current state (stage 0 of the next step)."""
+        t0 = time.perf_counter()
+        self._settle()
+        self.ks, self.yi = [], self.s.y
+        mu = self.s.coefficients(self.yi)
+        self.busy += time.perf_counter() - t0
+        return mu
+
+    def stage(self, mu, t_stage, h):
+        """Velocity of the last stage from the total μ̂; returns this shard's μ̂ of the next stage."""
+        t0 = time.perf_counter()
+        self._settle()
+        s, tab = self.s, self.tab
+        s._mu = mu
+        self.ks.append(s.rhs(t_stage, self.yi))
+        i = len(self.ks)
+        self.yi = s.y + h * sum(tab.a[i, j] * self.ks[j] for j in range(i) if tab.a[i, j] != 0)
+        mu = s.coefficients(self.yi)
+        self.busy += time.perf_counter() - t0
+        return mu
+
+    def finish(self, mu, t_stage, h, t_new):
+        """Last stage and the update: ("", μ̂ of the new state) or (diagnosis, None) for a bad state.
+
+        The new state becomes current at the next call unless :meth:`discard` comes first (one
+        exchange per stage: the commit needs no round trip of its own).
+        """
+        t0 = time.perf_counter()
+        s, tab = self.s, self.tab
+        s._mu = mu
+        self.ks.append(s.rhs(t_stage, self.yi))
+        y_new = s.y + h * sum(bj * kj for bj, kj in zip(tab.b, self.ks) if bj != 0)
+        y_new = s._project(y_new)
+        self.ks, self.yi = [], None
+        if s._bad_state(y_new, t_new):
+            self.busy += time.perf_counter() - t0
+            return s.detail, None
+        self.pending = (y_new, t_new)
+        self.ks, self.yi = [], y_new
+        mu = s.coefficients(y_new)
+        self.busy += time.perf_counter() - t0
+        return "", mu
+
+    def discard(self):
+        """Drop the last step (another shard failed) and return μ̂ of the state before it."""
+        self.pending = None
+        return self.start()
+
+    # -- saved states and diagnostics --------------------------------------------------------------
+    def busy_seconds(self):
+        return self.busy
+
+    def ping(self, x=None):
+        return x
+
+    def weights(self):
+        return np.asarray(self.s.weights)
+
+    def state(self):
+        self._settle()
+        s = self.s
+        theta, r = s._split(s.y)
+        radii = r if s.scheme.has_radius else s._radii_passive
+        return {"positions": theta, "radii": None if radii is None else np.array(radii)}
+
+    def diagnostic_parts(self, mu, t):
+        """Sums, minima and maxima over this shard that the driver combines into the backend's diagnostics."""
+        self._settle()
+        s = self.s
+        s._mu = mu
+        theta, r = s._split(s.y)
+        w = s.weights
+        f = s._field(t, theta, True)
+        out = {"w_theta": w @ theta, "w2": float(w @ w), "max_attention": float(np.max(f.norm))}
+        if s.scheme.has_radius:
+            out.update(w_r=float(w @ r), min_radius=float(r.min()), max_radius=float(r.max()))
+        if s.scheme.continuous:
+            speed = s.scheme.speed(r, f.norm, t, s.model)
+            out["max_speed"] = float(np.max(np.linalg.norm(f.tangential, axis=1) / np.abs(speed)))
+        if f.log_z is not None and np.all(np.isfinite(f.log_z)):
+            out["z_sum"] = float(np.sum(np.exp(f.log_z) @ w))
+        out["attention_error_bound"] = s.attention_error_bound(f)
+        return out
+
+
+def _combine(parts, t, model, options):
+    """The particles-sh backend's diagnostics from the shards' parts (same keys, same formulas)."""
+    out = {"t": t}
+    mean = sum(p["w_theta"] for p in parts)
+    w2 = sum(p["w2"] for p in parts)
+    out["mean_alignment"] = float((mean @ mean - w2) / (1 - w2)) if w2 < 1 else 1.0
+    if "w_r" in parts[0]:
+        out.update(mean_radius=float(sum(p["w_r"] for p in parts)), min_radius=min(p["min_radius"] for p in parts),
+                   max_radius=max(p["max_radius"] for p in parts))
+    if "max_speed" in parts[0]:
+        out["max_speed"] = max(p["max_speed"] for p in parts)
+    out["max_attention"] = max(p["max_attention"] for p in parts)
+    if all("z_sum" in p for p in parts):
+        out["energy"] = float(sum(p["z_sum"] for p in parts) / (2 * model.beta))
+    out.update(lmax=float(options["lmax"]), kernel_truncation_error=options["kernel_truncation_error"],
+               attention_error_bound=max(p["attention_error_bound"] for p in parts))
+    return out
+
+
+def distributed_particles_sh(model, particles, t_final, *, step, client=None, workers: int | None = None,
+                             shards: int | None = None, save_every=None, t_eval=None, gather: bool = True,
+                             seed=0, progress: bool = False, stats: dict | None = None, **options):
+    """The particles-sh backend's fixed-step RK4 with the tokens sharded over dask workers.
+
+    Parameters
+    ----------
+    model : Model
+        As for ``backend="particles-sh"``: d = 3, one head, QᵀK = c·I, any V, any continuous scheme.
+    particles : Particles or int
+        The initial tokens (split into ``shards`` contiguous blocks and scattered to the workers), or
+        a count N: N i.i.d. uniform tokens on S² with weights 1/N generated on the workers (shard k
+        from ``numpy.random.SeedSequence(seed).spawn(shards)[k]``), so nothing of size N passes
+        through this process.
+    t_final : float
+        Final time.
+    step : float
+        The RK4 step (as ``step`` of the single-process backend: the steps between saved times are
+        uniform and at most ``step``).
+    client : distributed.Client, optional
+        Default: a new ``LocalCluster`` of ``workers`` processes, one thread each (closed at the end).
+    workers : int, optional
+        Workers of that local cluster (default: the usable cores).
+    shards : int, optional
+        Number of shards (default: one per worker); shard k goes to worker k mod workers.
+    save_every, t_eval
+        Save times, as in :func:`meanfield.simulate`.
+    gather : bool
+        Collect the tokens at every saved time into ``Trajectory.states`` (False: the states are
+        None, only the diagnostics come back; for runs whose tokens do not fit in one process).
+    seed : int
+        Root seed when ``particles`` is a count.
+    progress : bool
+        A tqdm bar over simulated time.
+    stats : dict, optional
+        Filled with the costs of the run: ``wall`` (seconds of the time loop), ``steps``,
+        ``step_wall`` (seconds in the steps alone), ``round_trips`` (driver ↔ shards exchanges; in
+        the steps alone: ``step_round_trips``, one per stage), ``shard_busy`` (seconds each shard
+        computed in the steps), ``n``, ``shards``.  Wall time minus the busiest shard is the distribution overhead.
+    **options
+        ``tol``, ``lmax``, ``epsilon`` of particles-sh; ``threads`` per shard (default 1: one
+        shard per single-threaded worker); ``method`` only "rk4".
+
+    Returns
+    -------
+    Trajectory
+        ``backend="particles-sh"`` with the backend's diagnostics (sums and extrema combined over
+        the shards) and ``steps`` (``t``, ``dt``); equal to ``simulate(..., backend="particles-sh",
+        step=step)`` to rounding.
+    """
+    from .._measures import Particles
+    from .._model import Model
+    from .._simulate import Status, Trajectory, save_times
+    from ..backends._particles_sh import ParticlesSHBackend
+    from ..backends._stepper import ParticleStepper
+
+    if not isinstance(model, Model):
+        raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
+    unknown = sorted(set(options) - set(_SH_OPTIONS) - {"method"})
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for distributed_particles_sh; valid options are "
+                        f"{sorted(_SH_OPTIONS + ('method',))} (and step, save_every, t_eval, …).")
+    if options.get("method", "rk4") != "rk4":
+        raise ValueError(f"distributed_particles_sh integrates with the fixed-step 'rk4' only; "
+                         f"got method={options['method']!r}.")
+    opts = {"step": step, "method": "rk4", "threads": 1, **{k: v for k, v in options.items() if k != "method"}}
+    # validate the model and the options once, here, before any worker is involved
+    from .._attention import sh_support
+    from .._errors import UnsupportedModelError
+    why = sh_support(model)
+    if why is not None:
+        raise UnsupportedModelError(f"distributed_particles_sh: {why}")
+    probe = ParticlesSHBackend(model, Particles(np.array([[0.0, 0.0, 1.0]])), **opts)
+    resolved = dict(probe.options)
+    if not probe.scheme.continuous:
+        raise ValueError(f"scheme={model.scheme!r} has no continuous-time ODE; distributed_particles_sh "
+                         "integrates the ODE only.")
+    if isinstance(particles, Particles):
+        if particles.d != 3:
+            raise ValueError(f"`particles` must be on S² (d = 3); got d={particles.d}.")
+        n_total = particles.n
+    elif isinstance(particles, (int, np.integer)) and not isinstance(particles, bool) and particles >= 1:
+        n_total = int(particles)
+    else:
+        raise TypeError(f"`particles` must be meanfield.Particles or a token count N ≥ 1; got {particles!r}.")
+    times = save_times(t_final, save_every, t_eval)
+
+    with _local_client(client, workers) as c:
+        addrs = _worker_addresses(c)
+        n_shards = len(addrs) if shards is None else int(shards)
+        if not 1 <= n_shards <= n_total:
+            raise ValueError(f"`shards` must be in [1, {n_total}] (the token count); got shards={shards!r}.")
+        bounds = np.linspace(0, n_total, n_shards + 1).astype(int)
+        seeds = np.random.SeedSequence(seed).spawn(n_shards)
+        futures = []      # referenced until the end: an actor lives as long as its future
+        for k in range(n_shards):
+            a, b = bounds[k], bounds[k + 1]
+            if isinstance(particles, Particles):
+                data = {"positions": np.asarray(particles.positions[a:b]),
+                        "weights": np.asarray(particles.weights[a:b]),
+                        "radii": None if particles.radii is None else np.asarray(particles.radii[a:b])}
+                data = c.scatter([data], workers=[addrs[k % len(addrs)]], hash=False)[0]
+            else:
+                data = {"positions": None, "n": int(b - a), "weight": 1.0 / n_total, "seed": seeds[k]}
+            futures.append(c.submit(Shard, model, data, opts, k, actor=True, workers=[addrs[k % len(addrs)]]))
+        actors = [f.result() for f in futures]
+        run = _Driver(actors, probe, resolved, model, gather)
+        t0 = time.perf_counter()
+        traj = run.integrate(times, progress, Status, Trajectory, ParticleStepper)
+        if stats is not None:
+            stats.update(wall=time.perf_counter() - t0, step_wall=run.step_wall, steps=len(traj.steps["t"]),
+                         round_trips=run.round_trips, step_round_trips=run.step_round_trips,
+                         shard_busy=[b - b0 for b, b0 in zip(run._all("busy_seconds"), run.busy0)], n=n_total,
+                         shards=n_shards)
+        return traj
+
+
+class _Driver:
+    """The RK loop of ParticleStepper._advance_fixed, with each stage's μ̂ reduced over the shards."""
+
+    def __init__(self, actors, probe, options, model, gather):
+        self.actors, self.probe, self.options, self.model, self.gather = actors, probe, options, model, gather
+        self.tab = probe.method
+        self.round_trips = 0
+        self.step_round_trips = 0
+        self.step_wall = 0.0
+
+    def _all(self, method, *args):
+        self.round_trips += 1
+        futs = [getattr(a, method)(*args) for a in self.actors]
+        return [f.result() for f in futs]
+
+    def _reduce(self, parts):
+        return sum(parts[1:], parts[0]) if len(parts) > 1 else parts[0]
+
+    def integrate(self, times, progress, Status, Trajectory, ParticleStepper):
+        from .._measures import Particles
+
+        tab, h_max = self.tab, self.options["step"]
+        t = float(times[0])
+        mu = self._reduce(self._all("start"))
+        saved_t, states, diags = [], [], []
+        steps_t, steps_dt = [], []
+
+        def keep(t):
+            saved_t.append(t)
+            diags.append(_combine(self._all("diagnostic_parts", mu, t), t, self.model, self.options))
+            if self.gather:
+                parts = self._all("state")
+                pos = np.concatenate([p["positions"] for p in parts])
+                radii = None if parts[0]["radii"] is None else np.concatenate([p["radii"] for p in parts])
+                states.append(Particles(pos, np.concatenate(self._weights()), radii))
+            else:
+                states.append(None)
+
+        keep(t)
+        self.busy0 = self._all("busy_seconds")     # compute before the steps (the first μ̂), not counted
+        status, detail = Status.OK, ""
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=float(times[-1]), unit="t")
+        try:
+            for t_target in times[1:]:
+                for a, b in ParticleStepper._segments(self.probe, t, float(t_target)):
+                    n = (b - a) / h_max
+                    nsteps = max(1, int(round(n)) if abs(n - round(n)) < 1e-9 * max(1.0, n) else int(np.ceil(n)))
+                    h = (b - a) / nsteps
+                    for i in range(nsteps):
+                        t_step = time.perf_counter()
+                        ts = a + i * h
+                        t_new = a + (i + 1) * h if i + 1 < nsteps else b
+                        for s in range(1, tab.stages):
+                            st = ParticleStepper._stage_time(ts + tab.c[s - 1] * h, a, b)
+                            mu = self._reduce(self._all("stage", mu, st, h))
+                        st = ParticleStepper._stage_time(ts + tab.c[tab.stages - 1] * h, a, b)
+                        done = self._all("finish", mu, st, h, ts + h)
+                        bad = [d for d, _ in done if d]
+                        if bad:
+                            status, detail = Status.NON_FINITE, bad[0]
+                            mu = self._reduce(self._all("discard"))
+                            break
+                        mu = self._reduce([m for _, m in done])
+                        steps_t.append(t_new)
+                        steps_dt.append(h)
+                        t = t_new
+                        self.step_wall += time.perf_counter() - t_step
+                        self.step_round_trips += tab.stages
+                    if status is not Status.OK:
+                        break
+                if status is not Status.OK:
+                    break
+                t = float(t_target)
+                keep(t)
+                if bar is not None:
+                    bar.update(t - bar.n)
+        except KeyboardInterrupt:
+            status = Status.INTERRUPTED
+        finally:
+            if bar is not None:
+                bar.close()
+        if status is Status.NON_FINITE and t > saved_t[-1]:
+            keep(t)          # the last good state, as simulate() keeps it
+        if status is not Status.OK:
+            import warnings
+
+            from .._simulate import MeanfieldWarning
+            warnings.warn(f"distributed_particles_sh stopped at t={t:.6g}: {status.message} {detail}",
+                          MeanfieldWarning, stacklevel=3)
+        keys = diags[0].keys()
+        return Trajectory(times=np.array(saved_t), states=states,
+                          diagnostics={k: np.array([d.get(k, np.nan) for d in diags]) for k in keys},
+                          steps={"t": np.asarray(steps_t), "dt": np.asarray(steps_dt)}, model=self.model,
+                          backend="particles-sh", status=status, detail=detail, options=dict(self.options))
+
+    def _weights(self):
+        if not hasattr(self, "_w"):
+            self._w = self._all("weights")
+        return self._w
+
+
+@contextlib.contextmanager
+def _local_client(client, workers):
+    if client is not None:
+        yield client
+        return
+    from distributed import Client, LocalCluster
+
+    from ._runner import _usable_cores
+    with LocalCluster(n_workers=workers or _usable_cores(), threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=40) as cluster, Client(cluster) as c:
+        yield c
+
+
+def _worker_addresses(client) -> list:
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:   # distributed < 2025: every worker is listed
+        info = client.scheduler_info()
+    addrs = sorted(info["workers"])
+    if not addrs:
+        raise RuntimeError("the dask cluster has no workers.")
+    return addrs

@@ -1,0 +1,144 @@
+"""What a sweep records of a trajectory: a registry of observables (name → function of one saved state).
+
+Each observable maps ``(trajectory, i, aligned_tol)`` to a number for the i-th saved state, or None
+where it does not apply.  Tests and docs iterate :data:`OBSERVABLES`.
+
+The pair statistics call :mod:`meanfield.analysis` (``aligned_fraction``, ``cluster_count``,
+``alignment_statistics``, which also handle densities) when it provides them, and otherwise the small
+particle-only versions below (same definitions).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._measures import Density, Particles
+
+OBSERVABLES: dict = {}
+_PAIR_CHUNK = 2048
+
+
+def observable(name, doc):
+    def deco(fn):
+        fn.name, fn.doc = name, doc
+        OBSERVABLES[name] = fn
+        return fn
+    return deco
+
+
+@observable("energy", "the run's `energy` diagnostic: E_β = (1/2β)∬e^{β⟨Qx,Ky⟩}dμdμ (for SA and USA alike)")
+def _energy(traj, i, tol):
+    v = traj.diagnostics.get("energy")
+    return None if v is None else float(v[i])
+
+
+def _analysis(name):
+    """``meanfield.analysis.<name>`` when the analysis package provides it, else None."""
+    try:
+        from .. import analysis
+    except ImportError:   # pragma: no cover
+        return None
+    return getattr(analysis, name, None)
+
+
+@observable("mean_alignment", "Σ_{i≠j} w_i w_j ⟨θ_i, θ_j⟩ / Σ_{i≠j} w_i w_j (particles); "
+                              "|∫x dμ|² (densities)")
+def _mean_alignment(traj, i, tol):
+    s = traj.states[i]
+    if isinstance(s, Particles):
+        from .._ensemble import mean_alignment
+        return mean_alignment(s)
+    if isinstance(s, Density):
+        m = density_mean(s)
+        return float(m @ m)
+    return None
+
+
+@observable("aligned_fraction", "fraction of pairs i ≠ j (weighted) with ⟨θ_i, θ_j⟩ ≥ 1 − aligned_tol "
+                                "(particles; densities with meanfield.analysis)")
+def _aligned_fraction(traj, i, tol):
+    s = traj.states[i]
+    fn = _analysis("aligned_fraction")
+    if fn is not None and isinstance(s, (Particles, Density)):
+        return float(fn(s, tol))
+    return aligned_fraction(s, tol) if isinstance(s, Particles) else None
+
+
+@observable("clusters", "number of clusters: connected components of the pairs with "
+                        "⟨θ_i, θ_j⟩ ≥ 1 − aligned_tol "
+                        "(particles; densities with meanfield.analysis: its default basins)")
+def _clusters(traj, i, tol):
+    s = traj.states[i]
+    fn = _analysis("cluster_count")
+    if fn is not None and isinstance(s, Particles):
+        return int(fn(s, angle=float(np.arccos(1.0 - tol))))
+    if fn is not None and isinstance(s, Density):
+        return int(fn(s))
+    return cluster_count(s, tol) if isinstance(s, Particles) else None
+
+
+@observable("max_speed", "the run's `max_speed` diagnostic (largest token speed)")
+def _max_speed(traj, i, tol):
+    v = traj.diagnostics.get("max_speed")
+    return None if v is None else float(v[i])
+
+
+def _pair_blocks(x, tol):
+    """(start, boolean block of ⟨x_a, x_b⟩ ≥ 1 − tol for rows a of the chunk), O(chunk·n) memory."""
+    n = x.shape[0]
+    for a in range(0, n, _PAIR_CHUNK):
+        yield a, (x[a:a + _PAIR_CHUNK] @ x.T) >= 1.0 - tol
+
+
+def aligned_fraction(particles: Particles, tol: float) -> float:
+    """Σ_{i≠j} w_i w_j 1[⟨θ_i, θ_j⟩ ≥ 1 − tol] / Σ_{i≠j} w_i w_j, chunked: O(n²) time, O(n) memory."""
+    x, w = particles.positions, particles.weights
+    w2 = float(w @ w)
+    if w2 >= 1:
+        return 1.0
+    total = 0.0
+    for a, block in _pair_blocks(x, tol):
+        total += float(w[a:a + len(block)] @ (block @ w))
+    return (total - w2) / (1.0 - w2)     # the diagonal pairs i = j are always "aligned"
+
+
+def cluster_count(particles: Particles, tol: float) -> int:
+    """Connected components of the graph of the pairs with ⟨θ_i, θ_j⟩ ≥ 1 − tol (single linkage)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    x = particles.positions
+    n = x.shape[0]
+    rows, cols = [], []
+    for a, block in _pair_blocks(x, tol):
+        r, c = np.nonzero(block)
+        rows.append(r + a)
+        cols.append(c)
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(r.size, dtype=np.int8), (r, c)), shape=(n, n))
+    return int(connected_components(graph, directed=False)[0])
+
+
+def density_mean(rho: Density) -> np.ndarray:
+    """∫ x ρ(x) dσ(x) (σ the normalized measure), by a quadrature exact for the band limit (S¹ and S²)."""
+    L = rho.lmax
+    nphi = 2 * L + 4
+    phi = 2 * np.pi * np.arange(nphi) / nphi
+    if rho.d == 2:
+        pts = np.stack([np.cos(phi), np.sin(phi)], axis=1)
+        return pts.T @ rho.evaluate(pts) / nphi
+    t, wt = np.polynomial.legendre.leggauss(L // 2 + 2)        # exact for degree ≤ L + 3 in cos θ
+    s = np.sqrt(1 - t ** 2)
+    pts = np.stack([np.outer(s, np.cos(phi)), np.outer(s, np.sin(phi)), np.outer(t, np.ones(nphi))], axis=-1)
+    pts = pts.reshape(-1, 3)
+    weights = np.repeat(wt / 2, nphi) / nphi                    # Σ weights = 1: the normalized measure
+    return pts.T @ (weights * rho.evaluate(pts))
+
+
+def record(traj, observables, at: str, tol: float) -> dict:
+    """The observables of ``traj`` at its final state (``at="final"``) or at every saved state (lists)."""
+    idx = range(len(traj.times)) if at == "saved" else [len(traj.times) - 1]
+    out = {}
+    for name in observables:
+        vals = [OBSERVABLES[name](traj, i, tol) for i in idx]
+        out[name] = vals if at == "saved" else vals[0]
+    return out

@@ -1,0 +1,323 @@
+"""Run a sweep: one task per parameter set on dask.distributed (or serially), resumable, one table at the end.
+
+Layout of the output folder ``DIR``::
+
+    DIR/tasks/<key>.json   one record per finished task, written atomically when the task finishes
+    DIR/runs/<key>.h5      the task's trajectory (only with ``hdf5 = true``; written by the worker)
+    DIR/results.csv        the table assembled from the records, one row per task, in task order
+    DIR/results.jsonl      the same rows as JSON lines (lists stay lists)
+    DIR/sweep.toml         the sweep file that was run
+
+A rerun skips every task that has a record (whatever its run status) except those recorded as
+``ERROR`` (an exception: retried, since it may have been transient, e.g. a lost worker).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import time
+import traceback
+import uuid
+import warnings
+from pathlib import Path
+
+from ._spec import SweepSpec, Task
+
+ERROR = "ERROR"
+
+
+# ----------------------------------------------------------------------------------------------
+# one task (runs on a worker, or in this process)
+
+@contextlib.contextmanager
+def _threads(n):
+    """Limit meanfield's own thread pools (ducc0 transforms, attention blocks) to ``n`` threads."""
+    from ..sphere import _sh
+    old = _sh.NTHREADS
+    _sh.NTHREADS = n if n else old
+    try:
+        yield
+    finally:
+        _sh.NTHREADS = old
+
+
+def run_task(task: Task, settings: dict, out_dir: str | None = None, threads: int | None = 1) -> dict:
+    """Simulate one task and record its observables; never raises (an exception becomes status ERROR).
+
+    ``settings`` is :attr:`SweepSpec.record` (observables, at, aligned_tol, hdf5).
+    """
+    from .._config import parse_config
+    from .._io import save
+    from ._observables import record
+
+    row = {"key": task.key, "index": task.index, "params": task.params, "status": ERROR, "error": "",
+           "wall_time": 0.0, "t_end": None}
+    t0 = time.perf_counter()
+    try:
+        with _threads(threads), warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # an early stop is recorded as the status
+            cfg = parse_config(task.config)
+            traj = _simulate(cfg)
+            at = settings["at"]
+            row.update(record(traj, settings["observables"], at, settings["aligned_tol"]))
+            row["status"] = traj.status.name
+            row["error"] = "" if traj.success else traj.message
+            row["t_end"] = float(traj.times[-1])
+            if at == "saved":
+                row["t"] = [float(t) for t in traj.times]
+            if settings["hdf5"] and out_dir is not None:
+                path = Path(out_dir) / "runs" / f"{task.key}.h5"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                info = {"sweep_parameters": task.params, "sweep_key": task.key, "t_final": cfg.t_final}
+                if cfg.seed is not None:
+                    info["seed"] = cfg.seed
+                save(traj, path, run_info=info, complete=traj.success)
+                row["hdf5"] = f"runs/{task.key}.h5"
+    except Exception as e:   # noqa: BLE001 - a failing task is recorded, the sweep goes on
+        row["status"] = ERROR
+        row["error"] = f"{type(e).__name__}: {e}"
+        row["traceback"] = traceback.format_exc(limit=8)
+    row["wall_time"] = time.perf_counter() - t0
+    return row
+
+
+def _simulate(cfg):
+    from .._simulate import simulate
+    return simulate(cfg.model, cfg.initial, cfg.t_final, backend=cfg.backend, **cfg.save, **cfg.options)
+
+
+# ----------------------------------------------------------------------------------------------
+# the records on disk
+
+def _atomic_write(path: Path, text: str):
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _clean(v):
+    """JSON-safe values: NaN/inf become None (JSON has no NaN)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, list):
+        return [_clean(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    return v
+
+
+def write_record(out_dir: Path, row: dict):
+    _atomic_write(Path(out_dir) / "tasks" / f"{row['key']}.json", json.dumps(_clean(row), sort_keys=True))
+
+
+def read_records(out_dir: Path) -> dict:
+    """key → record of every finished task in ``DIR/tasks`` (unreadable files are ignored: redone)."""
+    recs = {}
+    folder = Path(out_dir) / "tasks"
+    if folder.is_dir():
+        for p in folder.glob("*.json"):
+            try:
+                r = json.loads(p.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(r, dict) and r.get("key") == p.stem:
+                recs[p.stem] = r
+    return recs
+
+
+def table_rows(spec: SweepSpec, records: dict) -> list:
+    """One flat row per task that has a record, in task order: parameters, status, error, time, observables."""
+    rows = []
+    for t in spec.tasks:
+        r = records.get(t.key)
+        if r is None:
+            continue
+        row = {"key": t.key}
+        row.update({name: t.params.get(name) for name in spec.parameter_names})
+        row.update(status=r.get("status"), error=r.get("error", ""), wall_time=r.get("wall_time"),
+                   t_end=r.get("t_end"))
+        if spec.at == "saved":
+            row["t"] = r.get("t")
+        row.update({o: r.get(o) for o in spec.observables})
+        if spec.hdf5:
+            row["hdf5"] = r.get("hdf5")
+        rows.append(row)
+    return rows
+
+
+def write_tables(out_dir: Path, spec: SweepSpec, records: dict) -> list:
+    """Assemble ``results.csv`` / ``results.jsonl`` from the records (atomically); returns the paths."""
+    rows = table_rows(spec, records)
+    paths = []
+    if "jsonl" in spec.table:
+        p = Path(out_dir) / "results.jsonl"
+        _atomic_write(p, "".join(json.dumps(_clean(r)) + "\n" for r in rows))
+        paths.append(p)
+    if "csv" in spec.table:
+        buf = io.StringIO()
+        fields = list(rows[0]) if rows else ["key", *spec.parameter_names, "status", "error", "wall_time"]
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: json.dumps(_clean(v)) if isinstance(v, (list, dict)) else ("" if v is None else v)
+                        for k, v in r.items()})
+        p = Path(out_dir) / "results.csv"
+        _atomic_write(p, buf.getvalue())
+        paths.append(p)
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------
+# the sweep
+
+class SweepResult:
+    """What :func:`run_sweep` did: the rows (task order), the counts and the table files."""
+
+    def __init__(self, rows, ran, skipped, paths):
+        self.rows, self.ran, self.skipped, self.paths = rows, ran, skipped, paths
+
+    @property
+    def failed(self) -> list:
+        return [r for r in self.rows if r["status"] != "OK"]
+
+    @property
+    def success(self) -> bool:
+        return not self.failed
+
+    def __repr__(self):
+        return (f"SweepResult(tasks={len(self.rows)}, ran={self.ran}, skipped={self.skipped}, "
+                f"not_ok={len(self.failed)})")
+
+
+def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = None, scheduler: str | None = None,
+              serial: bool = False, progress: bool = True, max_tasks: int | None = None,
+              threads: int = 1) -> SweepResult:
+    """Run every task of ``spec`` that has no record in ``out_dir`` yet; assemble the table.
+
+    Parameters
+    ----------
+    spec : SweepSpec
+        From :func:`load_sweep` / :func:`parse_sweep`.
+    out_dir : str or Path
+        Output folder (created); see the module docstring for its layout.
+    client : distributed.Client, optional
+        Run on this client.  Otherwise on ``scheduler`` (an address) if given, else on a new
+        ``LocalCluster`` of ``workers`` processes with one thread each (closed at the end).
+    workers : int, optional
+        Local worker processes (default: the usable cores).
+    serial : bool
+        Run the tasks one after the other in this process (no dask).
+    progress : bool
+        A tqdm bar over the tasks.
+    max_tasks : int, optional
+        Stop after this many newly finished tasks (the rest stays for a rerun).
+    threads : int
+        meanfield's threads per task (ducc0 transforms, attention blocks); 1 suits one task per core.
+
+    Returns
+    -------
+    SweepResult
+    """
+    out = Path(out_dir)
+    (out / "tasks").mkdir(parents=True, exist_ok=True)
+    if spec.text:
+        _atomic_write(out / "sweep.toml", spec.text)
+    records = read_records(out)
+    todo = [t for t in spec.tasks if records.get(t.key, {}).get("status", ERROR) == ERROR]
+    if max_tasks is not None:
+        todo_limit = max(0, int(max_tasks))
+    else:
+        todo_limit = len(todo)
+    skipped = len(spec.tasks) - len(todo)
+    bar = _bar(progress, len(spec.tasks), skipped)
+    ran = 0
+    try:
+        if serial or not todo or todo_limit == 0:
+            for t in todo[:todo_limit]:
+                row = run_task(t, spec.record, str(out), threads)
+                write_record(out, row)
+                records[t.key] = row
+                ran += 1
+                _tick(bar, row)
+        else:
+            ran = _run_dask(spec, todo, out, records, bar, client, workers, scheduler, todo_limit, threads)
+    finally:
+        if bar is not None:
+            bar.close()
+        paths = write_tables(out, spec, records)
+    return SweepResult(table_rows(spec, records), ran, skipped, paths)
+
+
+def _run_dask(spec, todo, out, records, bar, client, workers, scheduler, limit, threads) -> int:
+    from distributed import as_completed
+
+    with _client(client, workers, scheduler) as c:
+        run_id = uuid.uuid4().hex[:8]     # fresh dask keys: a retried task is really run again
+        futures = {c.submit(run_task, t, spec.record, str(out), threads, key=f"meanfield-sweep-{t.key}-{run_id}",
+                            pure=False): t for t in todo}
+        ran = 0
+        ac = as_completed(futures)
+        try:
+            for fut in ac:
+                t = futures[fut]
+                try:
+                    row = fut.result()
+                except Exception as e:   # noqa: BLE001 - lost worker, unpicklable result, …
+                    row = {"key": t.key, "index": t.index, "params": t.params, "status": ERROR,
+                           "error": f"{type(e).__name__}: {e}", "wall_time": None, "t_end": None}
+                write_record(out, row)
+                records[t.key] = row
+                ran += 1
+                _tick(bar, row)
+                if ran >= limit:
+                    break
+        finally:
+            for f in futures:
+                if not f.done():
+                    f.cancel()
+    return ran
+
+
+@contextlib.contextmanager
+def _client(client, workers, scheduler):
+    if client is not None:
+        yield client
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        with Client(scheduler) as c:
+            yield c
+        return
+    n = workers or _usable_cores()
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=40) as cluster, Client(cluster) as c:
+        yield c
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def _bar(progress, total, done):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=done, unit="task", desc="sweep")
+
+
+def _tick(bar, row):
+    if bar is not None:
+        bar.update(1)
+        if row["status"] != "OK":
+            bar.set_postfix_str(f"last: {row['status']}", refresh=False)

@@ -1,0 +1,218 @@
+"""Sweep files: a base run configuration plus a ``[sweep]`` table; validation, tasks and their keys.
+
+A sweep file is a run configuration (the tables ``[model]``, ``[initial]``, ``[run]``, ``[options]`` of
+:mod:`meanfield._config`) with one more table::
+
+    [sweep]
+    grid = { "model.beta" = [1.0, 2.0], "initial.seed" = [0, 1] }   # cartesian product of lists
+    sets = [ { "run.backend" = "particles" }, { "run.backend" = "particles-sh" } ]   # explicit list
+    observables = ["energy", "mean_alignment", "aligned_fraction", "clusters"]
+    at = "final"          # or "saved": every observable at every saved time (lists)
+    aligned_tol = 1e-3    # pairs with ⟨θ_i, θ_j⟩ ≥ 1 − aligned_tol are aligned (and clustered together)
+    hdf5 = false          # also write each task's trajectory to DIR/runs/<key>.h5
+    table = ["csv", "jsonl"]
+
+Parameter names are ``"table.key"`` (dotted TOML keys work too: ``[sweep.grid]`` with
+``model.beta = [...]``).  With both ``grid`` and ``sets`` the tasks are every set combined with every
+grid point.  Each task is the base configuration with its parameters substituted, keyed by a stable
+hash of that configuration and of what is recorded (sorted JSON, SHA-256).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .._config import _INITIAL_KEYS, _MODEL_KEYS, _RUN_KEYS, _TABLES, ConfigError, _check_keys
+
+SWEEP_KEYS = {"grid", "sets", "observables", "at", "aligned_tol", "hdf5", "table"}
+AT = ("final", "saved")
+TABLES = ("csv", "jsonl")
+ALWAYS = ("status", "error", "wall_time")   # recorded for every task, whatever `observables` says
+KEY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Task:
+    """One parameter set: its parameters, the resolved run configuration and its key."""
+
+    index: int
+    params: dict
+    config: dict
+    key: str
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep: the tasks and what to record for each."""
+
+    tasks: list
+    observables: tuple
+    at: str = "final"
+    aligned_tol: float = 1e-3
+    hdf5: bool = False
+    table: tuple = ("csv", "jsonl")
+    base: dict = field(default_factory=dict, repr=False)
+    text: str = field(default="", repr=False)
+
+    @property
+    def parameter_names(self) -> list:
+        """The swept parameters, in first-appearance order."""
+        names = []
+        for t in self.tasks:
+            names += [k for k in t.params if k not in names]
+        return names
+
+    @property
+    def record(self) -> dict:
+        """The settings that determine a task's row besides its configuration (part of the key)."""
+        return {"observables": list(self.observables), "at": self.at, "aligned_tol": self.aligned_tol,
+                "hdf5": self.hdf5}
+
+
+def load_sweep(path) -> SweepSpec:
+    """Read and validate a sweep TOML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read sweep file {str(path)!r}: {e}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{str(path)!r} is not valid TOML: {e}") from None
+    return parse_sweep(raw, text)
+
+
+def parse_sweep(raw: dict, text: str = "") -> SweepSpec:
+    """Validate a parsed sweep file (a dict as from ``tomllib``) into a :class:`SweepSpec`."""
+    from ._observables import OBSERVABLES
+
+    raw = copy.deepcopy(raw)
+    if "sweep" not in raw:
+        raise ConfigError("a sweep file needs a [sweep] table (with `grid` and/or `sets`).")
+    sw = raw.pop("sweep")
+    if not isinstance(sw, dict):
+        raise ConfigError("[sweep] must be a table.")
+    _check_keys("sweep", sw, SWEEP_KEYS)
+    _check_keys("top level", raw, _TABLES | {"sweep"})
+
+    grid = _flatten(sw.get("grid", {}), "sweep.grid")
+    for name, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"[sweep] grid values must be non-empty lists; got {name} = {values!r}.")
+    sets = sw.get("sets", [{}] if grid else None)
+    if sets is None:
+        raise ConfigError("[sweep] needs `grid` (lists to combine) and/or `sets` (a list of parameter tables).")
+    if not isinstance(sets, list) or not sets or not all(isinstance(s, dict) for s in sets):
+        raise ConfigError("[sweep] `sets` must be a non-empty list of tables, e.g. "
+                          "sets = [{ \"model.beta\" = 1.0 }, { \"model.beta\" = 2.0 }].")
+    sets = [_flatten(s, f"sweep.sets[{i}]") for i, s in enumerate(sets)]
+    for name in list(grid) + [k for s in sets for k in s]:
+        _check_address(name)
+
+    observables = sw.get("observables", ["energy", "mean_alignment"])
+    if isinstance(observables, str):
+        observables = [observables]
+    if not isinstance(observables, list):
+        raise ConfigError(f"[sweep] `observables` must be a list of names; got {observables!r}.")
+    valid = sorted(set(OBSERVABLES) | set(ALWAYS))
+    unknown = [o for o in observables if o not in valid]
+    if unknown:
+        raise ConfigError(f"unknown observable(s) {unknown} in [sweep]; valid observables: {valid}.")
+    observables = tuple(dict.fromkeys(o for o in observables if o not in ALWAYS))
+    at = sw.get("at", "final")
+    if at not in AT:
+        raise ConfigError(f"[sweep] `at` must be one of {list(AT)}; got at={at!r}.")
+    tol = sw.get("aligned_tol", 1e-3)
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 2:
+        raise ConfigError(f"[sweep] `aligned_tol` must be a number in (0, 2); got aligned_tol={tol!r}.")
+    hdf5 = sw.get("hdf5", False)
+    if not isinstance(hdf5, bool):
+        raise ConfigError(f"[sweep] `hdf5` must be true or false; got hdf5={hdf5!r}.")
+    table = sw.get("table", list(TABLES))
+    table = [table] if isinstance(table, str) else table
+    if not isinstance(table, list) or not table or any(t not in TABLES for t in table):
+        raise ConfigError(f"[sweep] `table` must be a non-empty list of {list(TABLES)}; got table={table!r}.")
+
+    spec = SweepSpec(tasks=[], observables=observables, at=at, aligned_tol=float(tol), hdf5=hdf5,
+                     table=tuple(dict.fromkeys(table)), base=raw, text=text)
+    names = list(grid)
+    tasks, seen = [], {}
+    for s in sets:
+        clash = sorted(set(s) & set(grid))
+        if clash:
+            raise ConfigError(f"parameter(s) {clash} appear in both `grid` and `sets` of [sweep].")
+        for combo in itertools.product(*(grid[n] for n in names)):
+            params = {**s, **dict(zip(names, combo))}
+            config = resolve(raw, params)
+            check_structure(config)
+            key = task_key(config, spec.record)
+            if key in seen:
+                raise ConfigError(f"duplicate parameter sets in [sweep]: {seen[key]} and {params} give the same run.")
+            seen[key] = params
+            tasks.append(Task(index=len(tasks), params=params, config=config, key=key))
+    object.__setattr__(spec, "tasks", tasks)
+    return spec
+
+
+def _flatten(d, where, prefix=""):
+    """{"model": {"beta": [..]}} and {"model.beta": [..]} both → {"model.beta": [..]}."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"[{where}] must be a table of parameters; got {d!r}.")
+    out = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, where, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def _check_address(name):
+    table, _, key = name.partition(".")
+    if table not in _TABLES or not key or "." in key:
+        raise ConfigError(f"sweep parameter {name!r} must be \"table.key\" with table one of {sorted(_TABLES)}, "
+                          "e.g. \"model.beta\", \"initial.seed\", \"run.backend\", \"options.step\".")
+    valid = {"model": _MODEL_KEYS, "run": _RUN_KEYS,
+             "initial": set().union(*_INITIAL_KEYS.values())}.get(table)
+    if valid is not None and key not in valid:
+        raise ConfigError(f"unknown sweep parameter {name!r}; valid keys of [{table}]: {sorted(valid)}.")
+
+
+def resolve(base: dict, params: dict) -> dict:
+    """The run configuration of one task: ``base`` with each ``"table.key"`` of ``params`` substituted."""
+    config = copy.deepcopy(base)
+    for name, value in params.items():
+        table, _, key = name.partition(".")
+        config.setdefault(table, {})[key] = copy.deepcopy(value)
+    return config
+
+
+def check_structure(config: dict):
+    """The key checks of :func:`meanfield._config.parse_config`, without building anything (no values checked)."""
+    _check_keys("top level", config, _TABLES)
+    for t in ("model", "initial", "run"):
+        if t not in config:
+            raise ConfigError(f"the configuration needs a [{t}] table (in the base or from the sweep).")
+    _check_keys("model", config["model"], _MODEL_KEYS)
+    kind = config["initial"].get("kind")
+    if kind not in _INITIAL_KEYS:
+        raise ConfigError(f"[initial] `kind` must be one of {sorted(_INITIAL_KEYS)}; got kind={kind!r}.")
+    _check_keys(f"initial] (kind={kind!r}", config["initial"], _INITIAL_KEYS[kind])
+    _check_keys("run", config["run"], _RUN_KEYS)
+    for t, k in (("model", "beta"), ("run", "t_final")):
+        if k not in config[t]:
+            raise ConfigError(f"[{t}] needs `{k}` (in the base or from the sweep).")
+
+
+def task_key(config: dict, record: dict) -> str:
+    """A stable key: SHA-256 of the sorted JSON of the run configuration and the recording settings."""
+    blob = json.dumps({"v": KEY_VERSION, "config": config, "record": record}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]

@@ -1,0 +1,290 @@
+"""Sweeps on dask.distributed (issue 10): cluster = serial, resume without redoing, failures recorded,
+distributed particles-sh = single process to 1e-12, the spec's validation and the observables."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import meanfield as mf
+from meanfield import cli
+from meanfield._attention import attention_field_from_coefficients, attention_field_sh, sh_coefficients
+from meanfield._config import ConfigError
+from meanfield._sweep import (OBSERVABLES, distributed_particles_sh, load_sweep, parse_sweep, run_sweep, run_task)
+from meanfield._sweep._observables import aligned_fraction, cluster_count, density_mean
+
+distributed = pytest.importorskip("distributed")
+
+BASE = """
+[model]
+beta = 1.0
+[initial]
+kind = "particles"
+n = 12
+seed = 0
+[run]
+backend = "particles"
+t_final = 1.0
+save_every = 0.5
+[options]
+step = 0.1
+threads = 1
+"""
+SWEEP = BASE + """
+[sweep]
+observables = ["energy", "mean_alignment", "aligned_fraction", "clusters", "status", "wall_time"]
+at = "saved"
+aligned_tol = 0.05
+[sweep.grid]
+"model.beta" = [0.5, 2.0, -1.0]
+"initial.seed" = [0, 1]
+"""
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=40) as cluster, Client(cluster) as c:
+        yield c
+
+
+def _spec(text=SWEEP, tmp_path=None):
+    import tomllib
+    return parse_sweep(tomllib.loads(text), text)
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]
+
+
+# ----------------------------------------------------------------------------------------------
+# the sweep
+
+def test_cluster_equals_serial_and_failures_are_recorded(client, tmp_path):
+    spec = _spec()
+    assert len(spec.tasks) == 6 and spec.parameter_names == ["model.beta", "initial.seed"]
+    par = run_sweep(spec, tmp_path / "par", client=client, progress=False)
+    ser = run_sweep(spec, tmp_path / "ser", serial=True, progress=False)
+    assert par.ran == ser.ran == 6
+    assert _strip(par.rows) == _strip(ser.rows)      # same code, one thread each: bitwise the same
+    bad = [r for r in par.rows if r["model.beta"] == -1.0]
+    assert len(bad) == 2 and all(r["status"] == "ERROR" and "`beta`" in r["error"] for r in bad)
+    good = [r for r in par.rows if r["model.beta"] != -1.0]
+    assert all(r["status"] == "OK" and len(r["aligned_fraction"]) == len(r["t"]) == 3 for r in good)
+    assert not par.success
+    # the table files: one row per task, lists kept in JSON lines, JSON-encoded in CSV
+    lines = (tmp_path / "par" / "results.jsonl").read_text().splitlines()
+    assert [json.loads(s)["key"] for s in lines] == [t.key for t in spec.tasks]
+    csv_text = (tmp_path / "par" / "results.csv").read_text().splitlines()
+    assert csv_text[0].startswith("key,model.beta,initial.seed,status,error,wall_time,t_end,t,energy")
+    assert len(csv_text) == 7
+
+
+def test_a_task_equals_a_direct_simulate():
+    spec = _spec()
+    row = run_task(spec.tasks[1], spec.record)
+    p = mf.Particles.uniform(12, seed=1)
+    traj = mf.simulate(mf.Model(beta=0.5), p, 1.0, backend="particles", save_every=0.5, step=0.1, threads=1)
+    assert row["energy"] == list(traj.diagnostics["energy"])
+    assert row["mean_alignment"] == [mf.mean_alignment(s) for s in traj.states]
+
+
+def test_interrupted_sweep_resumes_without_redoing(client, tmp_path):
+    spec = _spec()
+    first = run_sweep(spec, tmp_path, serial=True, progress=False, max_tasks=2)   # "killed" after 2 tasks
+    assert first.ran == 2 and len(first.rows) == 2
+    files = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "tasks").glob("*.json")}
+    assert len(files) == 2
+    time.sleep(0.01)
+    second = run_sweep(spec, tmp_path, client=client, progress=False)
+    assert second.skipped == 2 and second.ran == 4 and len(second.rows) == 6
+    for name, mtime in files.items():
+        assert (tmp_path / "tasks" / name).stat().st_mtime_ns == mtime
+    # a third run redoes only the failed (ERROR) tasks, in case the failure was transient
+    third = run_sweep(spec, tmp_path, serial=True, progress=False)
+    assert third.ran == 2 and third.skipped == 4
+    assert _strip(third.rows) == _strip(second.rows)
+
+
+def test_hdf5_per_task_and_final_observables(tmp_path):
+    text = BASE + '[sweep]\nsets = [{ "model.beta" = 1.0 }, { "model.beta" = 3.0, "run.backend" = "particles-sh" }]\n' \
+                  'observables = ["energy", "clusters"]\nhdf5 = true\ntable = "jsonl"\n'
+    res = run_sweep(_spec(text), tmp_path, serial=True, progress=False)
+    assert res.success and [r["status"] for r in res.rows] == ["OK", "OK"]
+    assert not (tmp_path / "results.csv").exists()
+    for r in res.rows:
+        traj = mf.load(tmp_path / r["hdf5"])
+        assert r["energy"] == traj.diagnostics["energy"][-1] and isinstance(r["clusters"], int)
+    assert mf.load(tmp_path / res.rows[1]["hdf5"]).backend == "particles-sh"
+
+
+def test_cli_sweep_on_a_scheduler(client, tmp_path, capsys):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0, 2.0] }\n')
+    out = tmp_path / "out"
+    args = ["sweep", str(cfg), "--scheduler", client.scheduler.address, "--output", str(out)]
+    assert cli.main(args + ["--quiet"]) == 0
+    assert len(list((out / "tasks").glob("*.json"))) == 2 and (out / "sweep.toml").read_text() == cfg.read_text()
+    assert cli.main(args) == 0
+    assert "2 tasks: 0 run, 2 already done; OK 2" in capsys.readouterr().out
+    cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0, -2.0] }\n')
+    assert cli.main(args + ["--quiet"]) == 1          # one task failed: recorded, exit status 1
+    cfg.write_text(BASE + '[sweep]\ngrid = { "model.bta" = [1.0] }\n')
+    assert cli.main(args) == 2
+    assert "valid keys of [model]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, match", [
+    ("[sweep]\nobservables = [\"energy\"]\n", "needs `grid`"),
+    ("[sweep]\ngrid = { \"model.beta\" = [1.0] }\nbogus = 1\n",
+     r"unknown key\(s\) \['bogus'\] in \[sweep\]; valid keys"),
+    ("[sweep]\ngrid = { \"model.bta\" = [1.0] }\n", r"valid keys of \[model\]: \['K', 'Q'"),
+    ("[sweep]\ngrid = { \"beta\" = [1.0] }\n", "must be \"table.key\""),
+    ("[sweep]\ngrid = { \"model.beta\" = 1.0 }\n", "non-empty lists"),
+    ("[sweep]\ngrid = { \"model.beta\" = [1.0] }\nobservables = [\"entropy\"]\n",
+     r"valid observables: \['aligned_fraction'"),
+    ("[sweep]\ngrid = { \"model.beta\" = [1.0] }\nat = \"every\"\n", "`at` must be one of"),
+    ("[sweep]\ngrid = { \"model.beta\" = [1.0, 1.0] }\n", "duplicate parameter sets"),
+    ("[sweep]\ngrid = { \"initial.lmax\" = [8] }\n", r"unknown key\(s\) \['lmax'\] in \[initial\] \(kind='particles'"),
+    ("[sweep]\nsets = [{ \"model.beta\" = 1.0 }]\ngrid = { \"model.beta\" = [2.0] }\n", "both `grid` and `sets`"),
+    ("[sweep]\ngrid = { \"model.beta\" = [1.0] }\ntable = [\"parquet\"]\n", "`table` must be"),
+])
+def test_invalid_sweep_files(extra, match):
+    with pytest.raises(ConfigError, match=match):
+        _spec(BASE + extra)
+
+
+def test_keys_are_stable_and_dotted_keys_work(tmp_path):
+    a = _spec(BASE + "[sweep.grid]\nmodel.beta = [1.0, 2.0]\n")
+    b = _spec(BASE + "[sweep]\ngrid = { \"model.beta\" = [1.0, 2.0] }\n")
+    assert [t.key for t in a.tasks] == [t.key for t in b.tasks]
+    assert len({t.key for t in a.tasks}) == 2
+    c = _spec(BASE.replace("t_final = 1.0", "t_final = 2.0") + "[sweep.grid]\nmodel.beta = [1.0, 2.0]\n")
+    assert not {t.key for t in a.tasks} & {t.key for t in c.tasks}     # another base run: other tasks
+    f = tmp_path / "x.toml"
+    f.write_text(BASE + "[sweep.grid]\nmodel.beta = [1.0, 2.0]\n")
+    assert [t.key for t in load_sweep(f).tasks] == [t.key for t in a.tasks]
+
+
+def test_shipped_example_parses():
+    spec = load_sweep(Path(__file__).resolve().parents[1] / "examples" / "phase_sweep.toml")
+    assert len(spec.tasks) == 216 and spec.at == "saved"
+    assert spec.observables == ("aligned_fraction", "clusters", "mean_alignment", "energy")
+
+
+# ----------------------------------------------------------------------------------------------
+# observables
+
+def test_pair_observables_against_brute_force():
+    rng = np.random.default_rng(3)
+    centers = rng.standard_normal((3, 3))
+    x = np.repeat(centers, [5, 3, 2], axis=0) + 1e-4 * rng.standard_normal((10, 3))
+    w = rng.random(10)
+    p = mf.Particles(x, w, normalize=True)
+    g = p.positions @ p.positions.T >= 1 - 1e-3
+    ww = np.outer(p.weights, p.weights)
+    off = ~np.eye(10, dtype=bool)
+    assert aligned_fraction(p, 1e-3) == pytest.approx((ww * g)[off].sum() / ww[off].sum(), abs=1e-14)
+    assert cluster_count(p, 1e-3) == 3
+    assert cluster_count(mf.Particles.uniform(50, seed=0), 1e-6) == 50
+
+
+def test_density_mean_is_exact():
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 2] - 0.3 * x[..., 0], lmax=6)
+    assert np.allclose(density_mean(rho), [-0.1, 0, 0.5 / 3], atol=1e-14)
+    assert np.allclose(density_mean(mf.Density.uniform(8)), 0, atol=1e-15)
+    assert set(OBSERVABLES) >= {"energy", "mean_alignment", "aligned_fraction", "clusters"}
+
+
+# ----------------------------------------------------------------------------------------------
+# distributed particles-sh
+
+def test_split_attention_equals_the_one_shot_evaluation():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 3))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    w = rng.random(600)
+    w /= w.sum()
+    V = np.array([[1, 0.2, 0], [0, 1, 0.3], [0.1, 0, 2.0]])
+    for model in (mf.Model(beta=3.0), mf.Model(beta=2.0, scheme="qkv-norm", V=V)):
+        ref = attention_field_sh(model, x, w, nthreads=1)
+        c = sh_coefficients(model, x, w, nthreads=1)
+        f = attention_field_from_coefficients(model, c, x, nthreads=1)
+        for name in ("A", "tangential", "radial", "norm", "log_z"):
+            assert np.array_equal(getattr(ref, name), getattr(f, name)), name
+        c2 = sh_coefficients(model, x[:250], w[:250], nthreads=1) + sh_coefficients(model, x[250:], w[250:], nthreads=1)
+        assert np.abs(c2 - c).max() < 1e-13 * np.abs(c).max()   # linear: the sum of the parts, to rounding
+    with pytest.raises(ValueError, match="`coefficients` must have shape"):
+        attention_field_from_coefficients(mf.Model(beta=3.0), c, x)
+
+
+@pytest.mark.parametrize("scheme, radii", [("post-ln", False), ("pre-ln", True)])
+def test_distributed_particles_sh_equals_single_process(client, scheme, radii):
+    n = 1500
+    p = mf.Particles.uniform(n, seed=4, radii=np.linspace(0.5, 2.0, n) if radii else None)
+    model = mf.Model(beta=4.0, scheme=scheme)
+    ref = mf.simulate(model, p, 0.6, backend="particles-sh", step=0.1, save_every=0.3, threads=1)
+    out = distributed_particles_sh(model, p, 0.6, step=0.1, save_every=0.3, client=client, shards=3)
+    assert out.status is mf.Status.OK and out.backend == "particles-sh" and out.options == ref.options
+    assert np.array_equal(out.times, ref.times) and np.array_equal(out.steps["t"], ref.steps["t"])
+    for a, b in zip(ref.states, out.states):
+        assert np.max(np.abs(a.positions - b.positions)) < 1e-12
+        assert np.array_equal(a.weights, b.weights)
+        if radii:
+            assert np.max(np.abs(a.radii - b.radii)) < 1e-12
+    assert list(out.diagnostics) == list(ref.diagnostics)
+    for k, v in ref.diagnostics.items():
+        assert np.allclose(out.diagnostics[k], v, rtol=1e-12, atol=1e-14), k
+
+
+def test_distributed_particles_sh_generated_tokens_and_errors(client):
+    out = distributed_particles_sh(mf.Model(beta=2.0), 1001, 0.2, step=0.1, client=client, gather=False, seed=5)
+    assert out.states == [None, None] and out.success
+    assert abs(out.diagnostics["mean_alignment"][-1]) < 0.05      # 1001 i.i.d. uniform tokens, t = 0.2
+    with pytest.raises(TypeError, match="unknown option"):
+        distributed_particles_sh(mf.Model(beta=2.0), 10, 0.2, step=0.1, client=client, chunk=3)
+    with pytest.raises(ValueError, match="'rk4' only"):
+        distributed_particles_sh(mf.Model(beta=2.0), 10, 0.2, step=0.1, client=client, method="rk45")
+    with pytest.raises(mf.UnsupportedModelError):
+        distributed_particles_sh(mf.Model(beta=2.0, d=4), 10, 0.2, step=0.1, client=client)
+
+
+# ----------------------------------------------------------------------------------------------
+# a real kill
+
+@pytest.mark.slow
+def test_killed_cli_sweep_finishes_on_rerun(tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(BASE.replace("t_final = 1.0", "t_final = 6.0") + "[sweep]\n"
+                   "grid = { \"model.beta\" = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0], \"initial.seed\" = [0, 1, 2, 3] }\n")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "meanfield", "sweep", str(cfg), "--workers", "2", "--output", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "tasks").glob("*.json"))) < 4:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {p.name: p.stat().st_mtime_ns for p in (out / "tasks").glob("*.json")}
+    assert 4 <= len(done) < 24
+    assert subprocess.run(cmd).returncode == 0
+    assert len(list((out / "tasks").glob("*.json"))) == 24
+    assert all((out / "tasks" / k).stat().st_mtime_ns == m for k, m in done.items())
+    assert len((out / "results.jsonl").read_text().splitlines()) == 24
+
+
+def test_observables_agree_with_the_fallbacks():
+    from types import SimpleNamespace
+    rng = np.random.default_rng(7)
+    x = np.repeat(rng.standard_normal((4, 3)), 6, axis=0) + 3e-3 * rng.standard_normal((24, 3))
+    p = mf.Particles(x, normalize=True)
+    traj = SimpleNamespace(states=[p], diagnostics={})
+    assert OBSERVABLES["aligned_fraction"](traj, 0, 1e-3) == pytest.approx(aligned_fraction(p, 1e-3), abs=1e-14)
+    assert OBSERVABLES["clusters"](traj, 0, 1e-3) == cluster_count(p, 1e-3)
+    assert OBSERVABLES["mean_alignment"](traj, 0, 1e-3) == mf.mean_alignment(p)
