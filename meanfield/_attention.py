@@ -34,6 +34,14 @@ from ._validate import nonneg_int, positive_float
 _EXECUTOR: ThreadPoolExecutor | None = None
 _EXECUTOR_LOCK = threading.Lock()
 _CHUNK_ELEMENTS = 2 ** 20  # default chunk: ~8 MB of float64 logits per worker
+_MEMORY_CHECK_FLOOR = 2 ** 26  # requests below 64 MiB are not checked against the available memory (hot path)
+
+
+def _check_memory(nbytes: float, what: str, how_to_reduce: str) -> None:
+    """Refuse a request beyond the available memory (InsufficientMemoryError) before allocating it."""
+    if nbytes > _MEMORY_CHECK_FLOOR:
+        from ._memory import require
+        require(nbytes, what, how_to_reduce)
 
 
 def _nthreads() -> int:
@@ -167,6 +175,11 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
         chunk = max(8, min(m, _CHUNK_ELEMENTS // max(n, 1)))
     chunk = nonneg_int("chunk", chunk, minimum=1)
     nthreads = _nthreads() if nthreads is None else nonneg_int("nthreads", nthreads, minimum=1)
+    d = model.d   # blocks of (chunk × N) logits in flight, one per thread, plus the (N, d) and (M, d) arrays
+    _check_memory(8.0 * (min(nthreads, -(-m // chunk)) * min(chunk, m) * n + (3 * d + 2) * n + 3 * d * m),
+                  f"the exact attention of N={n} tokens at M={m} targets (chunk={min(chunk, m)}, threads={nthreads})",
+                  "lower `chunk` or the thread count (`threads`, `nthreads`), or on S² use backend='particles-sh' "
+                  "(memory O(N)).")
 
     Qs, Ks, Vs = model.matrices()
     beta, heads, d = model.beta, model.heads, model.d
@@ -308,6 +321,8 @@ def _workspace(key, n) -> _Workspace:
         cache = _LOCAL.workspaces = {}
     ws = cache.get(key)
     if ws is None or ws.n != n:
+        _check_memory(8.0 * 32 * n, f"the spectral velocity's arrays for N={n} tokens",
+                      "lower the number of tokens.")
         ws = _Workspace(n)
         cache[key] = ws if n <= _WORKSPACE_CACHE_MAX else None
     return ws
@@ -449,18 +464,92 @@ def attention_field_sh(model, directions, weights=None, targets=None, *, tol: fl
     per unit mass |Z − Z_L| ≤ e^β ε_Z and |M − M_L| ≤ e^β ε_M (:func:`sh_error_bounds`), plus the
     transforms' ``epsilon``.
     """
-    from .sphere import _sh as sh
-    from .sphere._funk_hecke import funk_hecke, funk_hecke_dbeta
-
     x, w, y = _check_inputs(model, directions, weights, targets)
+    L, epsilon, nthreads = _sh_setup(model, tol, lmax, epsilon, nthreads)
+    gs = _geometry(x, nthreads, "sources")
+    gt = gs if targets is None else _geometry(y, nthreads, "targets")
+    return _sh_field(model, _sh_coefficients(model, gs, x, w, L, epsilon, nthreads), gt, y, L, epsilon, radial,
+                     nthreads)
+
+
+# The two halves of attention_field_sh.  The coefficients are linear in the weights, so the
+# coefficients of a union of token sets are the sums of theirs: a sharded (distributed) run adds the
+# shards' coefficients and evaluates the field at each shard's own targets (meanfield._sweep).
+
+def sh_coefficients(model, directions, weights=None, *, tol: float = 1e-12, lmax: int | None = None,
+                    epsilon: float = 3e-13, nthreads: int | None = None) -> np.ndarray:
+    """The spherical-harmonic coefficients of the weighted tokens that :func:`attention_field_sh` convolves.
+
+    Returns ``mu`` of shape (k, nalm) (ducc0 order, band limit L as in :func:`attention_field_sh`):
+    row 0 is μ̂_ℓm = Σ_j w_j conj Y_ℓm(θ_j); with QKV-Norm and a V that is not a multiple of an
+    orthogonal matrix, rows 1..3 are those of the weights w_j v_i(θ_j).  Linear in ``weights``: the
+    sum over disjoint token sets (weights of the whole measure) is the coefficients of their union.
+    """
+    x, w, _ = _check_inputs(model, directions, weights, None)
+    L, epsilon, nthreads = _sh_setup(model, tol, lmax, epsilon, nthreads)
+    return _sh_coefficients(model, _geometry(x, nthreads, "sources"), x, w, L, epsilon, nthreads)
+
+
+def attention_field_from_coefficients(model, coefficients, targets, *, tol: float = 1e-12,
+                                      lmax: int | None = None, epsilon: float = 3e-13, radial: bool = True,
+                                      nthreads: int | None = None) -> AttentionField:
+    """:func:`attention_field_sh` at ``targets`` from the coefficients of :func:`sh_coefficients`.
+
+    ``attention_field_from_coefficients(model, sh_coefficients(model, x, w), y)`` equals
+    ``attention_field_sh(model, x, w, y)`` (same options) exactly.
+    """
+    from ._model import Model
+    if not isinstance(model, Model):
+        raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
+    L, epsilon, nthreads = _sh_setup(model, tol, lmax, epsilon, nthreads)
+    y = _check_points("targets", targets, 3)
+    from .sphere._sh import lm_arrays
+    k = 1 if _linear_values(model)[1] else 4
+    c = np.asarray(coefficients)
+    if c.shape != (k, lm_arrays(L)[0].size):
+        raise ValueError(f"`coefficients` must have shape ({k}, {lm_arrays(L)[0].size}) for lmax={L}; "
+                         f"got shape {c.shape}.")
+    return _sh_field(model, c, _geometry(y, nthreads, "targets"), y, L, epsilon, radial, nthreads)
+
+
+def _sh_setup(model, tol, lmax, epsilon, nthreads):
+    """Validated (L, epsilon, nthreads) of the spectral evaluation; raises for unsupported models."""
     why = sh_support(model)
     if why is not None:
         raise UnsupportedModelError(why)
     L = sh_bandlimit(model, tol, lmax)
+    _check_memory(256.0 * (L + 2) ** 2, f"the spectral velocity at band limit L={L} (coefficients, ducc0 grids)",
+                  "lower `lmax` (or raise `tol`).")
     epsilon = positive_float("epsilon", epsilon)
     if epsilon < 2e-13 or epsilon >= 1:
         raise ValueError(f"`epsilon` must be in [2e-13, 1) (ducc0's float64 range); got epsilon={epsilon!r}.")
     nthreads = _nthreads() if nthreads is None else nonneg_int("nthreads", nthreads, minimum=1)
+    return L, epsilon, nthreads
+
+
+def _sh_coefficients(model, gs, x, w, L, epsilon, nthreads):
+    """(k, nalm): the adjoint transforms of the weights (and of w·v_i for nonlinear values) at ``gs`` (of x)."""
+    from .sphere import _sh as sh
+    ducc = sh._ducc()
+    kw = dict(lmax=L, epsilon=epsilon, nthreads=nthreads)
+
+    def adjoint(vals):
+        return ducc.adjoint_synthesis_general(map=np.ascontiguousarray(vals[None]), spin=0, loc=gs.loc, **kw)
+
+    mu = adjoint(w)                                                   # (1, nalm)
+    V, linear = _linear_values(model)
+    if linear:
+        return mu
+    vals = x @ V.T
+    vals /= np.linalg.norm(vals, axis=1, keepdims=True)
+    return np.concatenate([mu] + [adjoint(w * vals[:, i]) for i in range(3)])
+
+
+def _sh_field(model, coeffs, gt, y, L, epsilon, radial, nthreads) -> AttentionField:
+    """The attention field at the targets ``y`` (geometry ``gt``) from the coefficients of :func:`_sh_coefficients`."""
+    from .sphere import _sh as sh
+    from .sphere._funk_hecke import funk_hecke, funk_hecke_dbeta
+
     ducc = sh._ducc()
     b = model.beta_eff
     ell, _ = sh.lm_arrays(L)
@@ -468,18 +557,12 @@ def attention_field_sh(model, directions, weights=None, targets=None, *, tol: fl
     V, linear = _linear_values(model)
     v_is_scalar = linear and np.allclose(V, V[0, 0] * np.eye(3), rtol=0, atol=0)
     need_radial = radial or not v_is_scalar
-
-    gs = _geometry(x, nthreads, "sources")
-    gt = gs if targets is None else _geometry(y, nthreads, "targets")
     kw = dict(lmax=L, epsilon=epsilon, nthreads=nthreads)
-
-    def adjoint(vals):
-        return ducc.adjoint_synthesis_general(map=np.ascontiguousarray(vals[None]), spin=0, loc=gs.loc, **kw)
 
     def synth(alm, out=None):
         return ducc.synthesis_general(alm=alm, spin=0, loc=gt.loc, map=out, **kw)[0]
 
-    mu = adjoint(w)                                                   # (1, nalm)
+    mu = coeffs[:1]
     z_alm = mu * lam
     z = synth(z_alm, gt.z)                                            # e^{-β} Z at the targets
     with np.errstate(divide="ignore"):
@@ -501,9 +584,7 @@ def attention_field_sh(model, directions, weights=None, targets=None, *, tol: fl
         M += synth(mu * dlam, gt.rad)[None, :] * gt.xt                # + x ∫⟨x,y⟩e^{β⟨x,y⟩}dμ
         num = (V @ M).T
     else:
-        vals = x @ V.T
-        vals /= np.linalg.norm(vals, axis=1, keepdims=True)
-        num = np.stack([synth(adjoint(w * vals[:, i]) * lam) for i in range(3)], axis=1)
+        num = np.stack([synth(coeffs[1 + i][None] * lam) for i in range(3)], axis=1)
     A = num / z[:, None] if model.softmax else num * np.exp(b)
     return _finish(A, y, log_z)
 

@@ -13,7 +13,9 @@ Layout (version 1)::
     /steps/<name>        per integrator step
 
 Files are written to a temporary name in the same folder and renamed into place, so a reader (or a
-crash) never sees a half-written result.  Reading never unpickles anything.
+crash) never sees a half-written result.  Every non-empty array carries a Fletcher-32 checksum, so a
+corrupted byte is reported (:class:`ResultFileError`) rather than read as a wrong number.  Reading never
+unpickles anything: every dataset must have a numeric dtype.
 """
 from __future__ import annotations
 
@@ -45,6 +47,12 @@ def _json_default(o):
     raise TypeError(f"cannot store option value {o!r} in a result file")
 
 
+def _put(g, name, data, **kw):
+    """A dataset with a Fletcher-32 checksum (non-empty arrays), so a corrupted byte is an error on reading."""
+    a = np.asarray(data)
+    return g.create_dataset(name, data=a, fletcher32=a.ndim > 0 and a.size > 0, **kw)
+
+
 def _write_state(g, state):
     if isinstance(state, tuple):
         g.attrs["kind"] = "species"
@@ -52,35 +60,44 @@ def _write_state(g, state):
             _write_state(g.create_group(str(i)), s)
     elif isinstance(state, Density):
         g.attrs.update(kind="density", lmax=state.lmax, d=state.d)
-        g["coeffs"] = state.coeffs
+        _put(g, "coeffs", state.coeffs)
         if state.radius is not None:
-            g["radius"] = state.radius
+            _put(g, "radius", state.radius)
     elif isinstance(state, ZonalDensity):
         g.attrs.update(kind="zonal", lmax=state.lmax, d=state.d)
-        g["coeffs"], g["axis"] = state.coeffs, state.axis
+        _put(g, "coeffs", state.coeffs)
+        _put(g, "axis", state.axis)
         if state.radius is not None:
-            g["radius"] = state.radius
+            _put(g, "radius", state.radius)
     elif isinstance(state, Particles):
         g.attrs["kind"] = "particles"
-        g.create_dataset("positions", data=state.positions, compression="gzip", compression_opts=1)
-        g["weights"] = state.weights
+        _put(g, "positions", state.positions, compression="gzip", compression_opts=1)
+        _put(g, "weights", state.weights)
         if state.radii is not None:
-            g["radii"] = state.radii
+            _put(g, "radii", state.radii)
     else:
         raise TypeError(f"cannot store a state of type {type(state).__name__}.")
+
+
+def _array(ds) -> np.ndarray:
+    """A dataset's values as a plain numeric array; anything else (strings, object, compound) is refused."""
+    if not hasattr(ds, "dtype") or ds.dtype.kind not in "biufc":
+        raise ResultFileError(f"{getattr(ds, 'name', ds)!r} is not a numeric dataset (dtype "
+                              f"{getattr(ds, 'dtype', type(ds).__name__)}); a meanfield file holds plain numbers only.")
+    return np.asarray(ds[()])
 
 
 def _read_state(g):
     kind = g.attrs["kind"]
     if kind == "species":
         return tuple(_read_state(g[k]) for k in sorted(g, key=int))
-    rad = g["radius"][()] if "radius" in g else None
+    rad = _array(g["radius"]) if "radius" in g else None
     if kind == "density":
-        return Density(g["coeffs"][()], int(g.attrs["lmax"]), int(g.attrs["d"]), rad)
+        return Density(_array(g["coeffs"]), int(g.attrs["lmax"]), int(g.attrs["d"]), rad)
     if kind == "zonal":
-        return ZonalDensity(g["coeffs"][()], int(g.attrs["lmax"]), int(g.attrs["d"]), g["axis"][()], rad)
+        return ZonalDensity(_array(g["coeffs"]), int(g.attrs["lmax"]), int(g.attrs["d"]), _array(g["axis"]), rad)
     if kind == "particles":
-        return Particles(g["positions"][()], g["weights"][()], g["radii"][()] if "radii" in g else None)
+        return Particles(_array(g["positions"]), _array(g["weights"]), _array(g["radii"]) if "radii" in g else None)
     raise ResultFileError(f"unknown state kind {kind!r} in {g.name}.")
 
 
@@ -93,7 +110,7 @@ def _write_model(g, model: Model):
     for name in "QKV":
         m = getattr(model, name)
         if m is not None:
-            g[name] = m
+            _put(g, name, m)
 
 
 def _read_model(g, alpha=None) -> Model:
@@ -103,7 +120,7 @@ def _read_model(g, alpha=None) -> Model:
                               "pass `alpha=` to load().")
     tau = float(a["tau"])
     return Model(float(a["beta"]), str(a["scheme"]), str(a["attention"]), int(a["d"]),
-                 *(g[n][()] if n in g else None for n in "QKV"),
+                 *(_array(g[n]) if n in g else None for n in "QKV"),
                  alpha=alpha if alpha is not None else float(a["alpha"]), tau=None if np.isnan(tau) else tau)
 
 
@@ -136,7 +153,7 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool = Tru
             run.attrs["options"] = json.dumps(trajectory.options, default=_json_default)
             for k, v in (run_info or {}).items():
                 run.attrs[k] = json.dumps(v, default=_json_default) if isinstance(v, (dict, list)) else v
-            t = f.create_dataset("scales/t", data=np.asarray(trajectory.times, dtype=float))
+            t = _put(f, "scales/t", np.asarray(trajectory.times, dtype=float))
             t.make_scale("t")
             states = f.create_group("states")
             for i, (ti, s) in enumerate(zip(trajectory.times, trajectory.states)):
@@ -144,10 +161,10 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool = Tru
                 g.attrs["t"] = ti
                 _write_state(g, s)
             for k, v in trajectory.diagnostics.items():
-                ds = f.create_dataset(f"diagnostics/{k}", data=np.asarray(v, dtype=float))
+                ds = _put(f, f"diagnostics/{k}", np.asarray(v, dtype=float))
                 ds.dims[0].attach_scale(t)
             for k, v in trajectory.steps.items():
-                f.create_dataset(f"steps/{k}", data=np.asarray(v))
+                _put(f, f"steps/{k}", np.asarray(v))
             f.flush()
         os.replace(tmp, path)
     finally:
@@ -184,18 +201,18 @@ def load(path, *, alpha=None):
     try:
         with f:
             model = _read_model(f["model"], alpha)
-            times = f["scales/t"][()]
+            times = _array(f["scales/t"])
             groups = f["states"]
             states = [_read_state(groups[k]) for k in sorted(groups)]
-            diagnostics = {k: f["diagnostics"][k][()] for k in f.get("diagnostics", {})}
-            steps = {k: f["steps"][k][()] for k in f.get("steps", {})}
+            diagnostics = {k: _array(f["diagnostics"][k]) for k in f.get("diagnostics", {})}
+            steps = {k: _array(f["steps"][k]) for k in f.get("steps", {})}
             options = json.loads(f["run"].attrs["options"])
             status = Status[f.attrs["status"]]
             detail = str(f.attrs["detail"])
             backend = str(f.attrs["backend"])
     except ResultFileError:
         raise
-    except (KeyError, OSError, ValueError, json.JSONDecodeError) as e:
+    except (KeyError, OSError, ValueError, TypeError, RuntimeError, json.JSONDecodeError) as e:
         raise ResultFileError(f"{str(path)!r} is damaged or incomplete: {type(e).__name__}: {e}") from None
     if len(states) != len(times):
         raise ResultFileError(f"{str(path)!r} is inconsistent: {len(states)} states for {len(times)} times.")
@@ -206,12 +223,15 @@ def load(path, *, alpha=None):
 def run_info(path) -> dict:
     """The /run attributes of a result file (t_final, resume options, config text, …), JSON decoded."""
     f = _open(path)
-    with f:
-        out = {}
-        for k, v in f["run"].attrs.items():
-            try:
-                out[k] = json.loads(v) if isinstance(v, str) else (v.item() if hasattr(v, "item") else v)
-            except json.JSONDecodeError:
-                out[k] = v
-        out["complete"] = bool(f.attrs["complete"])
-        return out
+    try:
+        with f:
+            out = {}
+            for k, v in f["run"].attrs.items():
+                try:
+                    out[k] = json.loads(v) if isinstance(v, str) else (v.item() if hasattr(v, "item") else v)
+                except json.JSONDecodeError:
+                    out[k] = v
+            out["complete"] = bool(f.attrs["complete"])
+            return out
+    except (KeyError, OSError, ValueError, TypeError, RuntimeError) as e:
+        raise ResultFileError(f"{str(path)!r} is damaged or incomplete: {type(e).__name__}: {e}") from None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._memory import require
 from ._validate import dimension, nonneg_int
 from .sphere import _circle as circ
 from .sphere import _sh as sh
@@ -226,16 +227,21 @@ class Particles:
         if w.shape != (n,):
             raise ValueError(f"`weights` must have shape ({n},); got {w.shape}.")
         if not np.all(np.isfinite(w)) or np.any(w < 0):
-            raise ValueError("`weights` must be finite and ≥ 0.")
+            bad = int(np.flatnonzero(~(np.isfinite(w) & (w >= 0)))[0])
+            raise ValueError(f"`weights` must be finite and ≥ 0; got weights[{bad}]={float(w[bad])!r}.")
         if abs(w.sum() - 1) > MASS_TOL:
             if not self.normalize:
-                raise ValueError(f"`weights` must sum to 1; got sum={w.sum()!r} (pass normalize=True to rescale).")
+                raise ValueError(f"`weights` must sum to 1 (to {MASS_TOL:g}); got sum={float(w.sum())!r} "
+                                 "(pass normalize=True to rescale).")
+            if not w.sum() > 0:
+                raise ValueError(f"`weights` must have a positive sum to be normalized; got sum={float(w.sum())!r}.")
             w = w / w.sum()
         r = None
         if self.radii is not None:
             r = np.array(np.broadcast_to(np.asarray(self.radii, dtype=float), (n,)))
             if not np.all(np.isfinite(r)) or np.any(r <= 0):
-                raise ValueError("`radii` must be finite and > 0.")
+                bad = int(np.flatnonzero(~(np.isfinite(r) & (r > 0)))[0])
+                raise ValueError(f"`radii` must be finite and > 0; got radii[{bad}]={float(r[bad])!r}.")
         for name, a in (("positions", x), ("weights", w), ("radii", r)):
             if a is not None:
                 a.setflags(write=False)
@@ -245,6 +251,7 @@ class Particles:
     def uniform(cls, n: int, d: int = 3, seed=0, radii=None) -> "Particles":
         """n i.i.d. uniform points on S^{d-1} with equal weights (``seed`` for numpy's default_rng)."""
         n, d = nonneg_int("n", n, minimum=1), dimension(d)
+        require(8.0 * n * (3 * d + 2), f"Particles.uniform(n={n}, d={d})", "lower `n`.")
         x = np.random.default_rng(seed).standard_normal((n, d))
         return cls(x, None, radii, normalize=True)
 

@@ -117,7 +117,7 @@ class Model:
         if callable(self.alpha):
             a = float(self.alpha(t))
             if not (np.isfinite(a) and a > 0):
-                raise ValueError(f"`alpha(t)` must be finite and > 0; got alpha({t!r})={a!r}.")
+                raise ValueError(f"`alpha(t)` must be finite and > 0; got alpha({float(t)!r})={a!r}.")
             return a
         return self.alpha
 

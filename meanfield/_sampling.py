@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._measures import Density, Particles, ZonalDensity
+from ._memory import require
 from ._validate import nonneg_int
 
 _MARGIN = 1.05          # bound = margin × (max on the fine grid)
@@ -100,6 +101,9 @@ def sample_density(density, n: int, seed=None, *, batch: int | None = None) -> P
     if batch is not None:
         batch = nonneg_int("batch", batch, minimum=1)
     bound = _MARGIN * top
+    m0 = batch or int(np.ceil(1.2 * n * bound / mass)) + 16      # proposals of the first round
+    require(8.0 * (m0 * (2 * d + 3) + 3 * n * d), f"sampling n={n} tokens on S^{d - 1}",
+            "lower `n` (or pass a smaller `batch`).")
     while True:
         chunks, got, restart = [], 0, False
         while got < n:

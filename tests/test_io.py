@@ -88,3 +88,57 @@ def test_checkpoint_and_resume_reproduce_the_uninterrupted_run(tmp_path):
     assert resumed.success and np.array_equal(resumed.times, full.times)
     assert max(np.max(np.abs(a.coeffs - b.coeffs)) for a, b in zip(full.states, resumed.states)) <= 1e-14
     assert mf._io.run_info(path)["complete"] and len(mf.load(path)) == len(full)
+
+
+def _checkpoint(tmp_path):
+    """A checkpoint of a run stopped half-way (incomplete, resumable)."""
+    path = tmp_path / "ck.h5"
+    mf.simulate(mf.Model(2.0), mf.Density.random(16, seed=1, amplitude=0.5), 0.5, save_every=0.125,
+                checkpoint=path, callback=lambda t, s, d: t >= 0.25 - 1e-12)
+    return path
+
+
+def test_a_flipped_byte_in_the_data_is_detected(tmp_path):
+    """Every array carries a Fletcher-32 checksum: corrupted numbers are an error, not a silently wrong state."""
+    path = _checkpoint(tmp_path)
+    with h5py.File(path) as f:
+        ds = f["states/000001/coeffs"]
+        assert ds.fletcher32
+        offset = ds.id.get_chunk_info(0).byte_offset
+    data = bytearray(path.read_bytes())
+    data[offset + 8] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(mf.ResultFileError, match="damaged or incomplete"):
+        mf.load(path)
+    with pytest.raises(mf.ResultFileError, match="damaged or incomplete"):
+        mf.resume(path)
+
+
+def test_resume_and_run_info_of_a_damaged_checkpoint_give_the_documented_error(tmp_path):
+    path = _checkpoint(tmp_path)
+    data = path.read_bytes()
+    (tmp_path / "truncated.h5").write_bytes(data[: len(data) // 2])
+    with pytest.raises(mf.ResultFileError, match="truncated or corrupted"):
+        mf.resume(tmp_path / "truncated.h5")
+    with h5py.File(path, "a") as f:           # the run group (t_final, remaining times) lost
+        del f["run"]
+    for read in (mf.resume, mf._io.run_info, mf.load):
+        with pytest.raises(mf.ResultFileError, match="damaged or incomplete"):
+            read(path)
+
+
+def test_results_are_plain_numeric_arrays_and_object_dtypes_are_refused(tmp_path, trajectory):
+    path = mf.save(trajectory, tmp_path / "r.h5")
+    kinds = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda name, obj: kinds.update({name: obj.dtype.kind}) if isinstance(obj, h5py.Dataset) else None)
+    assert kinds and set(kinds.values()) <= set("biufc"), kinds
+    back = mf.load(path)
+    arrays = [back.times, *back.diagnostics.values(), *back.steps.values()]
+    arrays += [a for s in back.states for a in (s.coeffs, s.radius) if a is not None]
+    assert all(isinstance(a, np.ndarray) and a.dtype != object for a in arrays)
+    with h5py.File(path, "a") as f:           # a string dataset where numbers belong: never read as objects
+        del f["states/000000/coeffs"]
+        f.create_dataset("states/000000/coeffs", data=[b"1", b"2"], dtype=h5py.string_dtype())
+    with pytest.raises(mf.ResultFileError, match="not a numeric dataset"):
+        mf.load(path)

@@ -8,13 +8,15 @@ the time integration and layer maps are those of the exact backend (shared stepp
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .._attention import attention_field_sh, sh_bandlimit, sh_error_bounds, sh_support
 from .._errors import UnsupportedModelError
-from .._simulate import register_backend
+from .._simulate import MeanfieldWarning, register_backend
 from .._validate import nonneg_int, positive_float
-from ..sphere._funk_hecke import kernel_truncation_error
+from ..sphere._funk_hecke import kernel_bandlimit, kernel_truncation_error
 from ._stepper import ParticleStepper
 
 
@@ -63,6 +65,7 @@ class ParticlesSHBackend(ParticleStepper):
         opts["tol"] = positive_float("tol", opts["tol"])
         if opts["tol"] >= 1:
             raise ValueError(f"`tol` must be in (0, 1); got tol={opts['tol']!r}.")
+        explicit = opts["lmax"] is not None
         opts["lmax"] = sh_bandlimit(self.model, opts["tol"], opts["lmax"])
         opts["epsilon"] = positive_float("epsilon", opts["epsilon"])
         if not 2e-13 <= opts["epsilon"] < 1:
@@ -70,8 +73,14 @@ class ParticlesSHBackend(ParticleStepper):
         if opts["threads"] is not None:
             opts["threads"] = nonneg_int("threads", opts["threads"], minimum=1)
         b = self.model.beta_eff
-        opts["kernel_truncation_error"] = kernel_truncation_error(b, opts["lmax"])
+        self._kernel_error = kernel_truncation_error(b, opts["lmax"])
         self._eps = sh_error_bounds(b, opts["lmax"])
+        need = kernel_bandlimit(b, opts["tol"])
+        if explicit and opts["lmax"] < need:
+            warnings.warn(f"lmax={opts['lmax']} is below the kernel band limit {need} for tol={opts['tol']:g} at "
+                          f"β={b:g}: the attention is exact only to {self._kernel_error:.2e} (relative kernel "
+                          f"truncation error at lmax={opts['lmax']}); raise `lmax` or omit it.",
+                          MeanfieldWarning, stacklevel=5)
         return opts
 
     def _field(self, t, theta, full):
@@ -81,7 +90,7 @@ class ParticlesSHBackend(ParticleStepper):
 
     def _extra_diagnostics(self, field):
         return {"lmax": float(self.options["lmax"]),
-                "kernel_truncation_error": self.options["kernel_truncation_error"],
+                "kernel_truncation_error": self._kernel_error,
                 "attention_error_bound": self.attention_error_bound(field)}
 
     def attention_error_bound(self, field) -> float:

@@ -25,7 +25,7 @@ from .._model import Model
 from .._simulate import MeanfieldWarning, Status, register_backend
 from .._validate import choice, nonneg_int, positive_float
 from ..sphere._funk_hecke import funk_hecke, funk_hecke_dbeta, kernel_bandlimit, kernel_truncation_error
-from ._bases import CircleBasis, S2Basis, ZonalBasis
+from ._bases import CircleBasis, S2Basis, ZonalBasis, workspace
 
 POLICIES = ("stop", "refine", "handoff")
 
@@ -146,13 +146,22 @@ class SpectralAttention:
     def _fast(self, rho_c):
         b = self.basis
         zc = b.conv(rho_c, self.lam)
-        z = b.synth(zc) * self.unscale
-        tang = b.grad(zc) * (self.unscale / self.beta)
+        # in place and without the multiplications by 1 (softmax: unscale = 1; V = I: vscale = 1): the
+        # same values as the plain expressions, fewer passes over the grid
+        gshape = b.weights.shape
+        z = b.synth(zc, out=workspace(b, "z", gshape))
+        if self.unscale != 1.0:
+            z = z * self.unscale
+        tang = b.grad(zc, out=workspace(b, "tangential", (b.ncomp,) + gshape))
+        tang *= self.unscale / self.beta
         rad = b.synth(b.conv(rho_c, self.dlam)) * self.unscale if self.need_radial else None
         if self.model.softmax:
-            tang = tang / z
+            tang /= z
             rad = None if rad is None else rad / z
-        return _Fields(self.vscale * tang, None if rad is None else self.vscale * rad, z)
+        if self.vscale != 1.0:
+            tang = self.vscale * tang
+            rad = None if rad is None else self.vscale * rad
+        return _Fields(tang, rad, z)
 
     def _general_v(self, rho_c):
         b = self.basis
@@ -328,6 +337,7 @@ class SpectralBackend:
         self._filter_count = 0
         self._last = None
         self._diag_cache = None
+        self._k0 = self._memo = None       # f(t, y) of the current state; the last stage of a step
 
     # -- set-up -----------------------------------------------------------------------------------
     def _check_initial(self, species):
@@ -373,7 +383,10 @@ class SpectralBackend:
     # -- right-hand side --------------------------------------------------------------------------
     def rhs(self, t, y):
         b, scheme = self.basis, self.model.scheme_def
-        rho = np.stack([b.synth(c) for c in y[:, 0]])
+        gshape = b.weights.shape          # grid fields go to reused buffers (same values, no page faults)
+        rho = workspace(b, "rho", (y.shape[0],) + gshape)
+        for i in range(y.shape[0]):
+            b.synth(y[i, 0], out=rho[i])
         fields = self.attention(y[:, 0].sum(axis=0))
         dy = np.empty_like(y)
         vmax, diss = 0.0, 0.0
@@ -381,16 +394,17 @@ class SpectralBackend:
             r = b.synth(y[i, 1]) if scheme.has_radius else np.ones(())
             a_norm = fields.norm if scheme.needs_norm else np.ones(())   # unused by these rows
             s = scheme.speed(r, a_norm, t, self.model)
-            v = fields.tangential / s
-            dy[i, 0] = -b.div(rho[i] * v)
+            v = fields.tangential if (np.ndim(s) == 0 and s == 1) else fields.tangential / s   # Post-LN: s = 1
+            dy[i, 0] = -b.div(np.multiply(rho[i], v, out=workspace(b, "flux", v.shape)), overwrite=True)
             if scheme.has_radius:
                 adv = np.sum(v * b.grad(y[i, 1]), axis=0)
                 rdot = scheme.radial(fields.radial, a_norm, r, t, self.model)
                 dy[i, 1] = b.analyze(rdot - adv)
-            speed2 = np.sum(v ** 2, axis=0)
+            speed2 = np.sum(np.multiply(v, v, out=workspace(b, "flux", v.shape)), axis=0,
+                            out=workspace(b, "speed2", gshape))
             vmax = max(vmax, float(np.sqrt(speed2.max())))
-            diss += float(b.integrate(rho[i] * speed2))
-        self._last = (vmax, diss, float(rho.sum(axis=0).min()))
+            diss += float(b.integrate(np.multiply(rho[i], speed2, out=workspace(b, "rho_speed2", gshape))))
+        self._last = (vmax, diss, float((rho[0] if len(rho) == 1 else rho.sum(axis=0)).min()))
         return dy
 
     # -- stepping ---------------------------------------------------------------------------------
@@ -426,15 +440,19 @@ class SpectralBackend:
         rejected = 0
         if not tab.adaptive:
             h = min(opts["step"], remaining)
-            y_new, _, _ = rk_step(tab, self.rhs, self.t, self.y, h)
+            y_new, _, _ = rk_step(tab, self._rhs_memo, self.t, self.y, h, k0=self._first_stage())
         else:
             h = self._h if self._h is not None else min(self._cfl_cap(), 0.01)
+            k0 = self._first_stage()
             while True:
                 h = min(h, opts["max_step"], self._cfl_cap(), remaining)
                 if h < opts["min_step"]:
+                    if rejected and not finite:
+                        self.detail = f"non-finite coefficients at t={self.t:.6g} down to step {h:.3g}."
+                        return Status.NON_FINITE
                     self.detail = f"step {h:.3g} < min_step at t={self.t:.6g}."
                     return Status.STEP_TOO_SMALL
-                y_new, err, _ = rk_step(tab, self.rhs, self.t, self.y, h)
+                y_new, err, _ = rk_step(tab, self._rhs_memo, self.t, self.y, h, k0=k0)
                 finite = np.all(np.isfinite(y_new))
                 norm = self._error_norm(err, y_new) if finite else np.inf
                 if norm <= 1.0:
@@ -446,6 +464,26 @@ class SpectralBackend:
             self.detail = f"non-finite coefficients after the step at t={self.t:.6g}."
             return Status.NON_FINITE
         return self._accept(y_new, h, rejected)
+
+    # The right-hand side at the accepted state is needed twice: for the monitors and as the next step's
+    # first stage; for the FSAL pairs (rk45, rk23) it is also the step's last stage, evaluated at bitwise
+    # the same (t, y).  Each is computed once (8 → 6 right-hand sides per rk45 step; same results).
+    def _rhs_memo(self, t, y):
+        dy = self.rhs(t, y)
+        self._memo = (t, y, dy)
+        return dy
+
+    def _state_rhs(self):
+        """f(t, y) of the accepted state: the step's last stage if it was evaluated there, else computed."""
+        memo, self._memo = self._memo, None
+        if memo is not None and memo[0] == self.t and np.array_equal(memo[1], self.y):
+            return memo[2]                 # it was the last right-hand side evaluated: `_last` is its monitors
+        return self.rhs(self.t, self.y)
+
+    def _first_stage(self):
+        """The cached f(t, y) of the current state, or None when the state changed since it was computed."""
+        k = self._k0
+        return k[2] if k is not None and k[0] == self.t and k[1] is self.y else None
 
     def _error_norm(self, err, y_new):
         opts = self.options
@@ -467,7 +505,7 @@ class SpectralBackend:
             if self._filter_count == 1:
                 warnings.warn(f"an exponential filter {opts['filter']} is applied after every step: it changes the "
                               "answer (clusters get a filter-set width).", MeanfieldWarning, stacklevel=5)
-        self.rhs(self.t, self.y)                      # monitors of the new state (and the next first stage)
+        self._k0 = (self.t, self.y, self._state_rhs())  # monitors of the new state, and the next first stage
         vmax, diss, min_rho = self._last
         tail = self._tail()
         self._log(h, rejected, tail, vmax, diss, min_rho)

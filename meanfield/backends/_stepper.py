@@ -167,6 +167,8 @@ class ParticleStepper:
 
     def rhs(self, t, y):
         """The scheme's ODE at the (possibly off-sphere) state y: same shape as y."""
+        if not np.all(np.isfinite(y)):      # a blown-up stage: NaN for the step control, not an input error
+            return np.full_like(y, np.nan)
         theta, r = self._split(y)
         full = scheme_uses_magnitude(self.scheme, t, self.model)
         f = self._field(t, theta, full)
@@ -223,6 +225,10 @@ class ParticleStepper:
 
     def _extra_diagnostics(self, field) -> dict:
         return {}
+
+    def resume_options(self) -> dict:
+        """Options that let a new backend continue exactly where this one stands (checkpoints)."""
+        return {"first_step": self._h} if self.method is not None and self.method.adaptive else {}
 
     def advance(self, t_target: float) -> Status:
         t_target = float(t_target)
@@ -315,11 +321,15 @@ class ParticleStepper:
         k1 = self.rhs(self._stage_time(a, a, b), self.y)   # fresh at every segment start
         h = self._h if self._h is not None else self._initial_step(a, b, k1)
         t = a
-        rejected = False
+        rejected, en = False, 0.0
         while t < b:
             h = min(h, max_step)
-            if h < o["min_step"]:
+            bad_k1 = k1 is not None and not np.all(np.isfinite(k1))
+            if h < o["min_step"] or bad_k1:
                 self.t = t
+                if bad_k1 or (rejected and en == np.inf):
+                    self.detail = f"Non-finite velocity at t={t:.6g} (down to step {h:.3g})."
+                    return Status.NON_FINITE
                 self.detail = f"Step {h:.3g} < min_step={o['min_step']:.3g} at t={t:.6g}."
                 return Status.STEP_TOO_SMALL
             last = t + h >= b - 1e-12 * max(1.0, abs(b))

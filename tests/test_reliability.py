@@ -1,0 +1,386 @@
+"""Reliability (issue 11): bad input is refused before any work with a message that names it; requests
+beyond the available memory are refused with an estimate; a run that goes non-finite or is interrupted
+keeps its last good state, writes its checkpoint and can be resumed.
+
+File damage (truncation, flipped bytes, foreign or object-dtype datasets) is tested in test_io.py.
+"""
+import warnings
+
+import numpy as np
+import pytest
+
+import meanfield as mf
+from meanfield import _memory
+from meanfield._io import run_info
+from meanfield.backends._particles import ParticlesBackend
+from meanfield.backends._spectral import SpectralBackend
+from meanfield.sphere import kernel_truncation_error
+
+NAN, INF = float("nan"), float("inf")
+P = mf.Particles.uniform(6, seed=0)
+SMOOTH = mf.Density.from_function(lambda x: 1 + 0.3 * x[..., 2], 16)          # β = 1 needs L = 12: resolved
+NEGATIVE = mf.Density.from_function(lambda x: 1 + 3 * x[..., 2], 16)          # mass 1, min ρ = −2
+TWO = [[1.0, 0, 0], [0, 1.0, 0]]
+NGPT_GOES_NEGATIVE = mf.Model(1.0, "ngpt", alpha=lambda t: 1.0 if t < 0.2 else -1.0)
+
+
+def sim(initial=SMOOTH, t_final=0.1, model=None, **kw):
+    return mf.simulate(model or mf.Model(1.0), initial, t_final, **kw)
+
+
+def _row(id_, call, expected, *patterns, marks=()):
+    return pytest.param(call, expected, patterns, id=id_, marks=marks)
+
+
+def _beta_rows():
+    entry_points = {   # β = 0 is a valid limit of funk_hecke (λ_ℓ(0) = δ_ℓ0) and of the equiangular ODE
+        "Model": (lambda b: mf.Model(b), False),
+        "funk_hecke": (lambda b: mf.funk_hecke(b, 4), True),
+        "kernel_bandlimit": (lambda b: mf.kernel_bandlimit(b), True),
+        "growth_rate": (lambda b: mf.growth_rate(b, 2), False),
+        "equiangular": (lambda b: mf.equiangular("post-ln", b, 3, [0.0, 1.0]), True),
+        "energy": (lambda b: mf.energy(P, b), False),
+        "uniform_energy": (lambda b: mf.uniform_energy(b), False),
+        "minimize_energy": (lambda b: mf.minimize_energy(b, d=2, lmax=8), False),
+        "maximize_energy": (lambda b: mf.maximize_energy(b, n_starts=1), False),
+        "gradient_flow": (lambda b: mf.gradient_flow(P, b, t_final=0.1), False),
+        "mmd": (lambda b: mf.mmd(SMOOTH, SMOOTH, b), False),
+    }
+    rows = []
+    for name, (f, zero_ok) in entry_points.items():
+        for b in ([-1.0, NAN, INF] if zero_ok else [0.0, -1.0, NAN, INF]):
+            rows.append(_row(f"beta={b}-{name}", lambda f=f, b=b: f(b), ValueError,
+                             "`beta`", ">= 0" if zero_ok else "> 0", f"beta={b!r}"))
+    return rows
+
+
+def _bandlimit_rows():
+    need, err = mf.kernel_bandlimit(20.0, 1e-12), kernel_truncation_error(20.0, 8)
+    return [
+        _row("L-below-kernel-bandlimit-spectral", lambda: sim(mf.Density.uniform(8), 0.01, mf.Model(20.0)),
+             mf.MeanfieldWarning, "lmax=8", f"kernel band limit {need}", "quadrature_tol=1e-12", f"{err:.2e}"),
+        _row("L-below-kernel-bandlimit-particles-sh",
+             lambda: sim(P, 0.01, mf.Model(20.0), backend="particles-sh", lmax=8),
+             mf.MeanfieldWarning, "lmax=8", f"{need}", f"{err:.2e}"),
+    ]
+
+
+BAD_INPUTS = _beta_rows() + _bandlimit_rows() + [
+    # d < 2 (and d outside a Density's 2, 3)
+    *(_row(f"d=1-{name}", f, ValueError, "`d`", ">= 2", "d=1") for name, f in {
+        "Model": lambda: mf.Model(1.0, d=1), "Particles.uniform": lambda: mf.Particles.uniform(4, d=1),
+        "Particles": lambda: mf.Particles([[1.0], [1.0]]), "Density": lambda: mf.Density.uniform(4, d=1),
+        "ZonalDensity": lambda: mf.ZonalDensity.uniform(4, d=1), "funk_hecke": lambda: mf.funk_hecke(1.0, 4, d=1),
+        "growth_rate": lambda: mf.growth_rate(1.0, 2, d=1), "uniform_energy": lambda: mf.uniform_energy(1.0, d=1),
+    }.items()),
+    _row("d=1.5-Model", lambda: mf.Model(1.0, d=1.5), TypeError, "`d`", "integer", "d=1.5"),
+    _row("d=4-Density", lambda: mf.Density.uniform(4, d=4), ValueError, "`d`", "2 or 3", "d=4"),
+    # unknown names list the choices
+    _row("scheme-Model", lambda: mf.Model(1.0, "post_ln"), ValueError, "`scheme`", "'post-ln'", "'post_ln'"),
+    _row("scheme-growth_rate", lambda: mf.growth_rate(1.0, 2, scheme="x"), ValueError, "`scheme`", "'ngpt'", "'x'"),
+    _row("scheme-equiangular", lambda: mf.equiangular("x", 1.0, 3, [0, 1.0]), ValueError, "`scheme`", "'x'"),
+    _row("backend-simulate", lambda: sim(backend="gpu"), ValueError, "`backend`", "'particles-sh'", "'gpu'"),
+    _row("backend-ensemble", lambda: mf.ensemble(mf.Model(1.0), 4, 0.1, replicas=2, backend="gpu"),
+         ValueError, "`backend`", "'gpu'"),
+    _row("backend-particle_velocity", lambda: mf.particle_velocity(mf.Model(1.0), P, backend="gpu"),
+         ValueError, "`backend`", "'gpu'"),
+    _row("attention-Model", lambda: mf.Model(1.0, attention="hard"), ValueError, "`attention`", "'softmax'", "'hard'"),
+    _row("attention-growth_rate", lambda: mf.growth_rate(1.0, 2, attention="hard"), ValueError, "`attention`",
+         "'hard'"),
+    _row("attention-equiangular", lambda: mf.equiangular("post-ln", 1.0, 3, [0, 1.0], attention="hard"),
+         ValueError, "`attention`", "'hard'"),
+    _row("method-spectral", lambda: sim(method="euler"), ValueError, "`method`", "'rk45'", "'euler'"),
+    _row("method-particles", lambda: sim(P, backend="particles", method="euler"), ValueError, "`method`", "'euler'"),
+    _row("method-energy", lambda: mf.energy(P, 1.0, method="fast"), ValueError, "`method`", "'pairs'", "'fast'"),
+    # τ only with Mix-LN, and required there
+    _row("tau-without-mix-ln", lambda: mf.Model(1.0, tau=1.0), ValueError, "`tau`", "mix-ln", "tau=1.0"),
+    _row("mix-ln-without-tau", lambda: mf.Model(1.0, "mix-ln"), ValueError, "`tau`", "required", "mix-ln"),
+    _row("mix-ln-without-tau-equiangular", lambda: mf.equiangular("mix-ln", 1.0, 3, [0, 1.0]),
+         ValueError, "`tau`", "required"),
+    _row("tau<0", lambda: mf.Model(1.0, "mix-ln", tau=-1.0), ValueError, "`tau`", ">= 0", "tau=-1.0"),
+    # α > 0: constants on construction, callables when called (the run stops with the time and value)
+    *(_row(f"alpha={a}", lambda a=a: mf.Model(1.0, "ngpt", alpha=a), ValueError, "`alpha`", "> 0", f"alpha={a!r}")
+      for a in (0.0, -1.0, NAN)),
+    _row("alpha(t)<=0-particles", lambda: sim(P, 0.5, NGPT_GOES_NEGATIVE, backend="particles", step=0.05),
+         ValueError, "`alpha(t)`", "> 0", "alpha(0.2)=-1.0"),
+    _row("alpha(t)<=0-spectral", lambda: sim(SMOOTH, 0.5, NGPT_GOES_NEGATIVE), ValueError, "`alpha(t)`", "> 0",
+         "=-1.0"),
+    # Q, K, V
+    _row("Q-shape", lambda: mf.Model(1.0, Q=np.eye(2)), ValueError, "`Q`", "shape (3, 3)", "(2, 2)"),
+    _row("K-heads-shape", lambda: mf.Model(1.0, K=np.ones((2, 3, 2))), ValueError, "`K`", "(heads, 3, 3)", "(2, 3, 2)"),
+    _row("V-nan", lambda: mf.Model(1.0, V=np.full((3, 3), NAN)), ValueError, "`V`", "finite", "NaN"),
+    _row("K-inf", lambda: mf.Model(1.0, K=np.diag([1.0, INF, 1.0])), ValueError, "`K`", "finite", "inf"),
+    _row("heads-mismatch", lambda: mf.Model(1.0, Q=np.stack([np.eye(3)] * 2), K=np.stack([np.eye(3)] * 3)),
+         ValueError, "`Q`, `K`, `V`", "heads", "[2, 3]"),
+    # densities: unit mass and nonnegative (normalizing on request is tested below)
+    _row("density-mass-2", lambda: sim(SMOOTH.with_coeffs(2 * SMOOTH.coeffs)), ValueError, "total mass 1", "2.0",
+         "normalized()"),
+    _row("density-mass-negative", lambda: sim(SMOOTH.with_coeffs(-SMOOTH.coeffs)), ValueError, "total mass 1", "-1.0"),
+    _row("zonal-mass-2", lambda: sim(mf.ZonalDensity(np.array([2.0, 0.1]), 1, d=5), model=mf.Model(1.0, d=5)),
+         ValueError, "total mass 1", "2.0"),
+    _row("density-negative-values", lambda: sim(NEGATIVE), ValueError, "`initial`", "nonnegative", "-1.99",
+         "negativity_tol"),
+    _row("normalize-negative-mass", lambda: SMOOTH.with_coeffs(-SMOOTH.coeffs).normalized(), ValueError,
+         "normalize", "mass -1.0", "> 0"),
+    _row("from_function-normalize-negative-mass", lambda: mf.Density.from_function(lambda x: x[..., 2] - 2, 4,
+                                                                                  normalize=True),
+         ValueError, "normalize", "mass -2.0"),
+    _row("sample-negative-density", lambda: mf.sample_density(NEGATIVE, 10), ValueError, "`density`", "negative"),
+    # particles: on the sphere, weights ≥ 0 summing to 1, radii > 0
+    _row("off-sphere", lambda: mf.Particles([[1.0, 1.0, 0]]), ValueError, "`positions`", "unit vectors", "0.414",
+         "normalize=True"),
+    _row("positions-nan", lambda: mf.Particles([[NAN, 0, 1.0]]), ValueError, "`positions`", "finite"),
+    _row("weights-negative", lambda: mf.Particles(TWO, [1.5, -0.5]), ValueError, "`weights`", "≥ 0",
+         "weights[1]=-0.5"),
+    _row("weights-nan", lambda: mf.Particles(TWO, [NAN, 1.0]), ValueError, "`weights`", "weights[0]=nan"),
+    _row("weights-sum", lambda: mf.Particles(TWO, [0.3, 0.3]), ValueError, "`weights`", "sum to 1", "sum=0.6",
+         "normalize=True"),
+    _row("weights-zero-normalize", lambda: mf.Particles(TWO, [0.0, 0.0], normalize=True), ValueError,
+         "`weights`", "positive sum", "sum=0.0"),
+    _row("weights-shape", lambda: mf.Particles(TWO, [1.0]), ValueError, "`weights`", "shape (2,)"),
+    _row("weights-negative-attention_field", lambda: mf.attention_field(mf.Model(1.0), TWO, [1.5, -0.5]),
+         ValueError, "`weights`", "≥ 0"),
+    *(_row(f"radii={r}", lambda r=r: mf.Particles(TWO, radii=[1.0, r]), ValueError, "`radii`", "> 0",
+           f"radii[1]={r!r}") for r in (0.0, -1.0, NAN)),
+    # times strictly increasing, within the run
+    _row("t_eval-decreasing", lambda: sim(t_final=1.0, t_eval=[0.5, 0.2]), ValueError, "`t_eval`",
+         "strictly increasing", "[0.5, 0.2]"),
+    _row("t_eval-beyond-t_final", lambda: sim(t_final=1.0, t_eval=[0.5, 2.0]), ValueError, "`t_eval`", "[0.0, 1.0]"),
+    _row("t_eval-nan", lambda: sim(t_final=1.0, t_eval=[0.5, NAN]), ValueError, "`t_eval`", "finite"),
+    _row("t_eval-ensemble", lambda: mf.ensemble(mf.Model(1.0), 4, 1.0, replicas=2, t_eval=[0.5, 0.2]),
+         ValueError, "`t_eval`", "strictly increasing"),
+    _row("equiangular-t-decreasing", lambda: mf.equiangular("post-ln", 1.0, 3, [0, 1.0, 0.5]), ValueError,
+         "`t`", "strictly increasing"),
+    _row("equiangular-t-negative", lambda: mf.equiangular("post-ln", 1.0, 3, [-1.0, 1.0]), ValueError,
+         "`t`", "≥ 0", "-1.0"),
+    _row("save_every=0", lambda: sim(save_every=0.0), ValueError, "`save_every`", "> 0", "save_every=0.0"),
+    # t_final > t0 ≥ 0, finite
+    *(_row(f"t_final={t}", lambda t=t: sim(t_final=t), ValueError, "`t_final`", f"t_final={t!r}")
+      for t in (0.0, -1.0, NAN, INF)),
+    _row("t_final=None", lambda: sim(t_final=None), TypeError, "`t_final`", "real number"),
+    _row("t_final<t0", lambda: sim(t_final=1.0, t0=2.0), ValueError, "`t_final`", "> t0=2.0", "t_final=1.0"),
+    _row("t0<0", lambda: sim(t0=-1.0), ValueError, "`t0`", ">= 0", "t0=-1.0"),
+    _row("t_final-ensemble", lambda: mf.ensemble(mf.Model(1.0), 4, 0.0, replicas=2), ValueError, "`t_final`", "> 0"),
+    _row("t_final-gradient_flow", lambda: mf.gradient_flow(P, 1.0, t_final=0.0), ValueError, "`t_final`"),
+    # unknown options raise and list the valid ones
+    _row("option-spectral", lambda: sim(lmax_maxx=64), TypeError, "unknown option", "'lmax_maxx'", "'lmax_max'"),
+    _row("option-particles", lambda: sim(P, backend="particles", chunks=8), TypeError, "'chunks'", "'chunk'"),
+    _row("option-particles-sh", lambda: sim(P, backend="particles-sh", toll=1e-6), TypeError, "'toll'", "'tol'"),
+    _row("option-ensemble", lambda: mf.ensemble(mf.Model(1.0), 4, 0.1, replicas=2, stepp=0.1), TypeError, "'stepp'"),
+    _row("option-gradient_flow", lambda: mf.gradient_flow(P, 1.0, t_final=0.1, stepp=0.1), TypeError, "'stepp'"),
+    # wrong types and mismatched measures
+    _row("model-type", lambda: mf.simulate("post-ln", SMOOTH, 1.0), TypeError, "`model`", "str"),
+    _row("beta-type", lambda: mf.Model("1"), TypeError, "`beta`", "real number", "beta='1'"),
+    _row("particles-to-spectral", lambda: sim(P), TypeError, "backend='spectral'", "Particles"),
+    _row("density-to-particles", lambda: sim(SMOOTH, backend="particles"), TypeError, "`initial`", "Density"),
+    _row("d-mismatch", lambda: sim(P, model=mf.Model(1.0, d=4), backend="particles"), ValueError, "d=3", "d=4"),
+]
+
+
+@pytest.mark.parametrize("call, expected, patterns", BAD_INPUTS)
+def test_bad_input_is_refused_with_a_message_naming_it(call, expected, patterns):
+    if issubclass(expected, Warning):
+        with pytest.warns(expected) as caught:
+            call()
+        message = "\n".join(str(w.message) for w in caught if issubclass(w.category, expected))
+    else:
+        with pytest.raises(expected) as caught:
+            call()
+        message = str(caught.value)
+    missing = [p for p in patterns if p not in message]
+    assert not missing, f"message {message!r} lacks {missing}"
+
+
+def test_densities_and_weights_are_normalized_when_asked():
+    f = lambda x: 2.0 + x[..., 2]  # noqa: E731  (mass 2)
+    assert mf.Density.from_function(f, 8).mass() == pytest.approx(2.0)
+    rho = mf.Density.from_function(f, 8, normalize=True)
+    assert rho.mass() == pytest.approx(1.0, abs=1e-15)
+    assert np.allclose(mf.Density.from_function(f, 8).normalized().coeffs, rho.coeffs, rtol=0, atol=1e-15)
+    assert sim(rho.resized(16), 0.05).success
+    p = mf.Particles([[2.0, 0, 0], [0, 0, -0.5]], [3.0, 1.0], normalize=True)
+    assert np.allclose(p.positions, [[1, 0, 0], [0, 0, -1]]) and np.allclose(p.weights, [0.75, 0.25])
+
+
+# ----------------------------------------------------------------------------------------------
+# memory: estimated before allocating, refused with the estimate and how to reduce it
+
+MEMORY_REQUESTS = [
+    pytest.param(1 << 30, lambda: sim(mf.Density.uniform(8), 0.1, mf.Model(2.0), lmax=20000),
+                 ("backend='spectral' at lmax=20000", "lower `lmax`"), id="spectral-lmax=20000"),
+    pytest.param(1 << 30, lambda: sim(mf.ZonalDensity.uniform(8, d=6), 0.1, mf.Model(2.0, d=6), lmax=20000),
+                 ("lmax=20000", "lower `lmax`"), id="zonal-lmax=20000"),
+    pytest.param(1 << 30, lambda: mf.Particles.uniform(10 ** 11),
+                 ("Particles.uniform(n=100000000000", "lower `n`"), id="Particles.uniform"),
+    pytest.param(1 << 30, lambda: mf.sample_density(SMOOTH, 10 ** 10),
+                 ("sampling n=10000000000", "lower `n`"), id="sample_density"),
+    pytest.param(1 << 30, lambda: mf.attention_field(mf.Model(1.0), mf.Particles.uniform(20000).positions,
+                                                     chunk=20000, nthreads=1),
+                 ("exact attention of N=20000", "chunk=20000", "lower `chunk`"), id="attention_field-chunk"),
+    pytest.param(1 << 30, lambda: sim(mf.Particles.uniform(20000), 0.1, backend="particles", chunk=20000,
+                                      threads=1),
+                 ("exact attention of N=20000", "lower `chunk`"), id="particles-backend-chunk"),
+    pytest.param(1 << 30, lambda: sim(P, 0.1, backend="particles-sh", lmax=5000),
+                 ("band limit L=5000", "lower `lmax`"), id="particles-sh-lmax"),
+    pytest.param(1 << 28, lambda: mf.attention_field_sh(mf.Model(1.0), mf.Particles.uniform(10 ** 6).positions),
+                 ("N=1000000 tokens", "lower the number of tokens"), id="particles-sh-tokens"),
+]
+
+
+@pytest.mark.parametrize("available, call, patterns", MEMORY_REQUESTS)
+def test_requests_beyond_memory_are_refused_with_the_estimate(monkeypatch, available, call, patterns):
+    monkeypatch.setattr(_memory, "available_bytes", lambda: available)
+    with pytest.raises(mf.MeanfieldError) as caught:
+        call()
+    err = caught.value
+    assert isinstance(err, MemoryError) and isinstance(err, _memory.InsufficientMemoryError)
+    msg = str(err)
+    assert "GiB but only" in msg and f"{available / 2**30:.2f} GiB are available" in msg
+    assert all(p in msg for p in patterns), msg
+
+
+def test_spectral_memory_estimate_bounds_the_measured_peak():
+    import tracemalloc
+
+    from meanfield.backends._spectral import _memory_estimate
+
+    for scheme, L in (("post-ln", 48), ("pre-ln", 40)):
+        tracemalloc.start()
+        b = SpectralBackend(mf.Model(2.0, scheme), SMOOTH, lmax=L)
+        b.advance(0.01)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        estimate, _ = _memory_estimate(L, 3, False, 1, scheme == "pre-ln")
+        assert peak < estimate < 4 * peak, (scheme, peak, estimate)
+
+
+# ----------------------------------------------------------------------------------------------
+# run time: non-finite states stop the run with a diagnosis, the last good state kept and checkpointed
+
+def _poison_after(monkeypatch, cls, name, k):
+    """Make ``cls.name`` (rhs or _field) return NaN from its (k+1)-th call on; returns the call counter.
+
+    The original is still called first, as in a real blow-up (a NaN state reaches the same code)."""
+    original, calls = getattr(cls, name), [0]
+
+    def poisoned(self, *args):
+        calls[0] += 1
+        out = original(self, *args)
+        if calls[0] <= k:
+            return out
+        if isinstance(out, mf.AttentionField):
+            return mf.AttentionField(*(None if a is None else a * np.nan for a in out))
+        return out * np.nan
+
+    monkeypatch.setattr(cls, name, poisoned)
+    return calls
+
+
+NON_FINITE_RUNS = [
+    pytest.param(SpectralBackend, "rhs", SMOOTH, dict(method="rk4", step=0.05), id="spectral-rk4"),
+    pytest.param(ParticlesBackend, "_field", P, dict(backend="particles", time="layers", step=0.05),
+                 id="particles-layers"),
+    pytest.param(SpectralBackend, "rhs", SMOOTH, {}, id="spectral-rk45"),
+    pytest.param(ParticlesBackend, "rhs", P, dict(backend="particles", step=0.05), id="particles-rk4"),
+    pytest.param(ParticlesBackend, "rhs", P, dict(backend="particles"), id="particles-rk45"),
+]
+
+
+@pytest.mark.parametrize("cls, method, initial, options", NON_FINITE_RUNS)
+def test_non_finite_state_stops_with_a_diagnosis_and_keeps_the_last_good_state(
+        tmp_path, monkeypatch, cls, method, initial, options):
+    _poison_after(monkeypatch, cls, method, 40)
+    path = tmp_path / "ck.h5"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr = sim(initial, 2.0, mf.Model(2.0), save_every=0.1, checkpoint=path, **options)
+    assert tr.status is mf.Status.NON_FINITE and "finite" in tr.detail.lower()
+    assert any(issubclass(w.category, mf.MeanfieldWarning) and "NaN or infinite" in str(w.message) for w in caught)
+    assert 0.1 < tr.times[-1] < 2.0 and len(tr.times) >= 3
+    for s in tr.states:
+        assert np.all(np.isfinite(s.coeffs if hasattr(s, "coeffs") else s.positions))
+    back = mf.load(path)     # the checkpoint holds the same run, marked incomplete, with its diagnosis
+    assert back.status is mf.Status.NON_FINITE and back.detail == tr.detail and not run_info(path)["complete"]
+    assert np.array_equal(back.times, tr.times)
+
+
+def test_a_model_that_overflows_stops_at_once_with_the_initial_state():
+    with pytest.warns(mf.MeanfieldWarning, match="NaN or infinite"):
+        tr = sim(SMOOTH, 1.0, mf.Model(750.0, attention="unnormalized"), method="rk4", step=0.05)
+    assert tr.status is mf.Status.NON_FINITE and len(tr) == 1
+    assert np.array_equal(tr.final.coeffs, SMOOTH.coeffs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ctrl-C: the checkpoint is written before simulate returns, and resume continues the run
+
+def _interrupting(cls, k):
+    original, calls = cls.rhs, [0]
+
+    def rhs(self, *args):
+        calls[0] += 1
+        if calls[0] == k:
+            raise KeyboardInterrupt
+        return original(self, *args)
+    return rhs
+
+
+def _max_diff(a, b):
+    get = (lambda s: s.coeffs) if hasattr(a.states[0], "coeffs") else (lambda s: s.positions)
+    assert np.array_equal(a.times, b.times)
+    return max(np.max(np.abs(get(x) - get(y))) for x, y in zip(a.states, b.states))
+
+
+SPECTRAL_RUN = (mf.Model(5.0), mf.Density.random(20, seed=2), dict(save_every=0.25, on_resolution_loss="refine"))
+PARTICLE_RUN = (mf.Model(3.0, "pre-ln"), mf.Particles.uniform(12, seed=3, radii=1.5),
+                dict(save_every=0.25, backend="particles", step=0.05))
+
+
+@pytest.mark.parametrize("where", ["callback", "rhs"])
+@pytest.mark.parametrize("backend", ["spectral", "particles"])
+def test_interrupt_writes_a_checkpoint_and_resume_reproduces_the_run(tmp_path, monkeypatch, backend, where):
+    model, initial, kw = SPECTRAL_RUN if backend == "spectral" else PARTICLE_RUN
+    full = mf.simulate(model, initial, 1.5, **kw)
+    assert full.success
+    path = tmp_path / "ck.h5"
+    callback = None
+    if where == "callback":
+        def callback(t, state, diagnostics):
+            if t >= 0.75 - 1e-12:
+                raise KeyboardInterrupt
+    else:   # inside a step, between two saves: the resumed run must start from the last *saved* state
+        cls = SpectralBackend if backend == "spectral" else ParticlesBackend
+        monkeypatch.setattr(cls, "rhs", _interrupting(cls, 60 if backend == "spectral" else 90))
+    with pytest.warns(mf.MeanfieldWarning, match="KeyboardInterrupt"):
+        part = mf.simulate(model, initial, 1.5, checkpoint=path, callback=callback, **kw)
+    monkeypatch.undo()
+    assert part.status is mf.Status.INTERRUPTED and 0 < part.times[-1] < 1.5
+    assert not run_info(path)["complete"] and np.array_equal(mf.load(path).times, part.times)
+    resumed = mf.resume(path)
+    assert resumed.success and run_info(path)["complete"]
+    assert _max_diff(full, resumed) <= 1e-14
+
+
+def test_adaptive_particle_run_resumes_exactly(tmp_path):
+    model, initial = mf.Model(3.0), mf.Particles.uniform(12, seed=3)
+    full = mf.simulate(model, initial, 1.0, save_every=0.25, backend="particles")
+    path = tmp_path / "ck.h5"
+    mf.simulate(model, initial, 1.0, save_every=0.25, backend="particles", checkpoint=path,
+                callback=lambda t, s, d: t >= 0.5 - 1e-12)
+    resumed = mf.resume(path)
+    assert resumed.success and _max_diff(full, resumed) <= 1e-14
+
+
+def test_particles_sh_checkpoint_resumes(tmp_path):
+    path = tmp_path / "ck.h5"
+    mf.simulate(mf.Model(2.0), P, 0.5, backend="particles-sh", save_every=0.25, checkpoint=path,
+                callback=lambda t, s, d: t >= 0.25 - 1e-12)
+    assert mf.resume(path).success
+
+
+def test_runtime_alpha_failure_keeps_the_checkpoint(tmp_path):
+    path = tmp_path / "ck.h5"
+    with pytest.raises(ValueError, match=r"`alpha\(t\)`"):
+        sim(P, 0.5, NGPT_GOES_NEGATIVE, backend="particles", step=0.05, save_every=0.1, checkpoint=path)
+    back = mf.load(path, alpha=NGPT_GOES_NEGATIVE.alpha)
+    assert np.allclose(back.times, [0, 0.1]) and not run_info(path)["complete"]
