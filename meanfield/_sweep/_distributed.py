@@ -172,7 +172,10 @@ def _combine(parts, t, model, options):
     out["max_attention"] = max(p["max_attention"] for p in parts)
     if all("z_sum" in p for p in parts):
         out["energy"] = float(sum(p["z_sum"] for p in parts) / (2 * model.beta))
-    out.update(lmax=float(options["lmax"]), kernel_truncation_error=options["kernel_truncation_error"],
+    from ..sphere._funk_hecke import kernel_truncation_error
+
+    out.update(lmax=float(options["lmax"]),
+               kernel_truncation_error=kernel_truncation_error(model.beta_eff, int(options["lmax"])),
                attention_error_bound=max(p["attention_error_bound"] for p in parts))
     return out
 
