@@ -17,7 +17,14 @@ from . import sphere as sphere
 
 # --- analysis (growth rates, equiangular ODE) ---
 from .analysis import growth_rate as growth_rate
-from ._equiangular import equiangular as equiangular
+from .analysis import equiangular as equiangular
+from .analysis import (growth_rates as growth_rates, most_unstable_mode as most_unstable_mode,
+                       UnstableMode as UnstableMode, l1_noise_threshold as l1_noise_threshold,
+                       l1_noise_time as l1_noise_time, equiangular_time as equiangular_time, Clusters as Clusters,
+                       particle_clusters as particle_clusters, density_clusters as density_clusters,
+                       cluster_count as cluster_count, AlignmentStatistics as AlignmentStatistics,
+                       alignment_statistics as alignment_statistics, aligned_fraction as aligned_fraction,
+                       alignment_phase_diagram as alignment_phase_diagram)
 from ._measures import ZonalDensity as ZonalDensity
 from ._compare import sobolev_distance as sobolev_distance, mmd as mmd
 # --- energy ---
@@ -33,5 +40,9 @@ from ._attention import (attention_field as attention_field, attention_field_sh 
                          AttentionField as AttentionField, particle_velocity as particle_velocity)
 from ._ensemble import ensemble as ensemble, EnsembleResult as EnsembleResult, mean_alignment as mean_alignment
 from ._sampling import sample_density as sample_density, particles_coefficients as particles_coefficients
+
+# --- sweeps (dask.distributed, imported lazily inside) ---
+from ._sweep import (run_sweep as run_sweep, load_sweep as load_sweep, SweepResult as SweepResult,
+                     distributed_particles_sh as distributed_particles_sh)
 
 __version__ = "0.1.0"

@@ -4,7 +4,7 @@ import pytest
 
 import meanfield as mf
 from meanfield import SCHEMES
-from meanfield._equiangular import equiangular_attention
+from meanfield.analysis._equiangular import equiangular_attention
 
 CONTINUOUS = sorted(name for name, s in SCHEMES.items() if s.continuous)
 

@@ -25,10 +25,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from ._errors import ConvergenceError, UnsupportedModelError
-from ._model import ATTENTIONS, Model
-from ._schemes import get_scheme
-from ._validate import choice, increasing_times, nonneg_int, positive_float
+from .._errors import ConvergenceError, UnsupportedModelError
+from .._model import ATTENTIONS, Model
+from .._schemes import get_scheme
+from .._validate import choice, increasing_times, nonneg_int, positive_float
 
 
 def equiangular_attention(beta: float, n: int, rho, attention: str = "softmax"):
@@ -57,6 +57,46 @@ def _scheme_model(scheme, beta, alpha, tau, attention):
     if beta == 0:
         object.__setattr__(m, "beta", 0.0)
     return m
+
+
+def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0):
+    """Validate the common arguments; return (scheme row, model, rhs(t, [ρ, r]), n, ρ0, r0)."""
+    sch = get_scheme(scheme)
+    if not sch.continuous:
+        raise UnsupportedModelError(f"scheme={sch.name!r} is defined only as a discrete layer map; "
+                                    "the equiangular ODE needs a continuous-time scheme.")
+    beta = positive_float("beta", beta, allow_zero=True)
+    n = nonneg_int("n", n, minimum=2)
+    r0 = positive_float("r0", r0)
+    rho0 = float(rho0)
+    if not (-1.0 / (n - 1) <= rho0 < 1.0):
+        raise ValueError(f"`rho0` must be in [−1/(n−1), 1) = [{-1 / (n - 1):.6g}, 1) for n={n}; got rho0={rho0!r}.")
+    choice("attention", attention, ATTENTIONS)
+    model = _scheme_model(sch, beta, alpha, tau, attention)
+
+    def rhs(time, y):
+        rho, r = y
+        _, b, radial, norm = equiangular_attention(beta, n, rho, attention)
+        s = sch.speed(np.asarray(r), np.asarray(norm), time, model)
+        drho = 2.0 * b * (1.0 - rho) * (1.0 + (n - 1) * rho) / s
+        dr = 0.0 if sch.radial is None else sch.radial(np.asarray(radial), np.asarray(norm), np.asarray(r), time, model)
+        return [float(drho), float(dr)]
+
+    return sch, model, rhs, n, rho0, r0
+
+
+def _cuts(sch, model, t_end):
+    """[0, t_end] split at the scheme's switch time (Mix-LN τ), where the velocity jumps."""
+    cuts = [0.0]
+    if sch.uses_tau and 0.0 < model.tau < t_end:
+        cuts.append(model.tau)
+    cuts.append(float(t_end))
+    return cuts
+
+
+def _inside(rhs, lo, hi):
+    # evaluate strictly inside the piece so a jump at its ends is seen from the correct side
+    return lambda time, y: rhs(min(max(time, np.nextafter(lo, hi)), np.nextafter(hi, lo)), y)
 
 
 def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="softmax", rho0=0.0,
@@ -98,35 +138,13 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
     UnsupportedModelError
         For layer-only schemes (anGPT).
     """
-    sch = get_scheme(scheme)
-    if not sch.continuous:
-        raise UnsupportedModelError(f"scheme={sch.name!r} is defined only as a discrete layer map; "
-                                    "the equiangular ODE needs a continuous-time scheme.")
-    beta = positive_float("beta", beta, allow_zero=True)
-    n = nonneg_int("n", n, minimum=2)
     t = increasing_times("t", t)
     if t[0] < 0:
         raise ValueError(f"`t` must be ≥ 0; got t[0]={t[0]!r}.")
-    r0 = positive_float("r0", r0)
-    rho0 = float(rho0)
-    if not (-1.0 / (n - 1) <= rho0 < 1.0):
-        raise ValueError(f"`rho0` must be in [−1/(n−1), 1) = [{-1 / (n - 1):.6g}, 1) for n={n}; got rho0={rho0!r}.")
-    choice("attention", attention, ATTENTIONS)
-    model = _scheme_model(sch, beta, alpha, tau, attention)
-
-    def rhs(time, y):
-        rho, r = y
-        _, b, radial, norm = equiangular_attention(beta, n, rho, attention)
-        s = sch.speed(np.asarray(r), np.asarray(norm), time, model)
-        drho = 2.0 * b * (1.0 - rho) * (1.0 + (n - 1) * rho) / s
-        dr = 0.0 if sch.radial is None else sch.radial(np.asarray(radial), np.asarray(norm), np.asarray(r), time, model)
-        return [float(drho), float(dr)]
+    sch, model, rhs, n, rho0, r0 = _setup(scheme, beta, n, r0, alpha, tau, attention, rho0)
 
     # integrate piecewise, split at the scheme's switch time (Mix-LN τ), where the velocity jumps
-    cuts = [0.0]
-    if sch.uses_tau and 0.0 < model.tau < t[-1]:
-        cuts.append(model.tau)
-    cuts.append(float(t[-1]))
+    cuts = _cuts(sch, model, t[-1])
     out = np.empty((2, t.size))
     y0 = [rho0, r0]
     for lo, hi in zip(cuts[:-1], cuts[1:]):
@@ -134,8 +152,7 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
         if hi == lo:
             out[:, sel] = np.array(y0)[:, None]
             continue
-        # evaluate strictly inside the piece so a jump at its ends is seen from the correct side
-        f = (lambda time, y, lo=lo, hi=hi: rhs(min(max(time, np.nextafter(lo, hi)), np.nextafter(hi, lo)), y))
+        f = _inside(rhs, lo, hi)
         te = t[sel]
         last = hi == cuts[-1]
         if not last:
@@ -146,3 +163,58 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
         out[:, sel] = sol.y[:, :int(sel.sum())]
         y0 = list(sol.y[:, -1])
     return out[0], out[1]
+
+
+def equiangular_time(scheme, beta, n, rho, r0=1.0, alpha=1.0, tau=None, *, attention="softmax", rho0=0.0,
+                     t_max=1e6, rtol=1e-12, atol=1e-14):
+    """The first times at which the equiangular inner product ρ(t) reaches the levels ``rho``.
+
+    ρ(t) is that of :func:`equiangular` (same parameters).  It increases monotonically (dρ/dt ≥ 0 on
+    [−1/(n−1), 1)), so each level is reached at most once; the crossing is located on the DOP853
+    dense output by Brent's method, with a terminal event at the highest level.
+
+    Parameters
+    ----------
+    scheme, beta, n, r0, alpha, tau, attention, rho0, rtol, atol
+        As in :func:`equiangular`.
+    rho : float or array_like
+        Levels in (rho0, 1).
+    t_max : float
+        Give up at this time (> 0): levels not reached by then get ``inf``.
+
+    Returns
+    -------
+    float or ndarray
+        The hitting times (shape of ``rho``).
+    """
+    from scipy.optimize import brentq
+
+    sch, model, rhs, n, rho0, r0 = _setup(scheme, beta, n, r0, alpha, tau, attention, rho0)
+    t_max = positive_float("t_max", t_max)
+    levels = np.asarray(rho, dtype=float)
+    flat = np.atleast_1d(levels).ravel()
+    if flat.size == 0 or not np.all(np.isfinite(flat)) or np.any(flat <= rho0) or np.any(flat >= 1):
+        raise ValueError(f"`rho` must be levels in (rho0, 1) = ({rho0:.6g}, 1); got rho={rho!r}.")
+    top = float(flat.max())
+    out = np.full(flat.shape, np.inf)
+    y0 = [rho0, r0]
+    cuts = _cuts(sch, model, t_max)
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        f = _inside(rhs, lo, hi)
+
+        def reached(time, y):
+            return y[0] - top
+        reached.terminal, reached.direction = True, 1
+        sol = solve_ivp(f, (lo, hi), y0, method="DOP853", dense_output=True, events=reached, rtol=rtol, atol=atol)
+        if sol.status == -1:
+            raise ConvergenceError(f"equiangular ODE failed on [{lo}, {hi}]: {sol.message}")
+        end = float(sol.t[-1])
+        rho_lo, rho_hi = float(sol.y[0, 0]), float(sol.y[0, -1])
+        for i, level in enumerate(flat):
+            if np.isinf(out[i]) and rho_lo <= level <= rho_hi:
+                out[i] = lo if level == rho_lo else brentq(lambda s, v=level: sol.sol(s)[0] - v, lo, end,
+                                                           xtol=1e-14, rtol=4 * np.finfo(float).eps)
+        if sol.status == 1:          # the highest level was reached
+            break
+        y0 = list(sol.y[:, -1])
+    return float(out[0]) if levels.ndim == 0 else out.reshape(levels.shape)

@@ -1,5 +1,9 @@
-"""Linear stability of the uniform measure: the growth rate of each spherical-harmonic degree."""
+"""Linear stability of the uniform measure: growth rates per degree, the most unstable mode, and the
+noise level of the ℓ = 1 mode for n i.i.d. tokens."""
 from __future__ import annotations
+
+import numbers
+from typing import NamedTuple
 
 import numpy as np
 
@@ -7,6 +11,54 @@ from .._model import ATTENTIONS
 from .._schemes import get_scheme
 from .._validate import choice, dimension, nonneg_int, positive_float
 from ..sphere._funk_hecke import funk_hecke, funk_hecke_dbeta
+
+
+class _SpeedModel:
+    """What a scheme row reads from a Model to evaluate its speed at the uniform state: α(t) and τ."""
+
+    tau = None
+
+    def __init__(self, alpha):
+        self._alpha = alpha
+
+    def alpha_at(self, _t):
+        return self._alpha
+
+
+def _uniform_speed(sch, beta, d, softmax, lam0, r0, alpha, t) -> float:
+    """The scheme's speed factor s at the uniform state (radius r0, time t)."""
+    # ‖A‖ = ⟨x, A⟩ at the uniform state: ∂_β λ_0 / λ_0 (SA) or ∂_β λ_0 (USA); scaled multipliers cancel
+    radial = funk_hecke_dbeta(beta, 0, d, scaled=True)[0] / (lam0 if softmax else np.exp(-beta))
+    s = sch.speed(np.asarray(r0), np.asarray(radial), float(t), _SpeedModel(alpha))
+    return float(s)
+
+
+def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0, alpha=1.0, t=0.0) -> np.ndarray:
+    """Linear growth rates γ_0 … γ_lmax of every degree about the uniform measure (γ_0 = 0: mass).
+
+    The vectorized form of :func:`growth_rate` (same parameters, ``lmax`` ≥ 1 instead of ``ell``):
+    ``growth_rates(beta, L)[ell] == growth_rate(beta, ell)``.
+
+    Returns
+    -------
+    ndarray, shape (lmax + 1,)
+        γ_ℓ in inverse time units.
+    """
+    beta = positive_float("beta", beta)
+    lmax = nonneg_int("lmax", lmax, minimum=1)
+    d = dimension(d)
+    attention = ATTENTIONS[choice("attention", attention, ATTENTIONS)]
+    sch = get_scheme(scheme)
+    if not sch.continuous:
+        raise ValueError(f"`scheme` must be a continuous-time scheme; {sch.name!r} is a layer map only.")
+    r0 = positive_float("r0", r0)
+    alpha = positive_float("alpha", alpha)
+    t = positive_float("t", t, allow_zero=True)
+    lam = funk_hecke(beta, lmax, d, scaled=True)
+    softmax = attention == "softmax"
+    ell = np.arange(lmax + 1)
+    rates = ell * (ell + d - 2) * lam / beta / (lam[0] if softmax else np.exp(-beta))
+    return rates / _uniform_speed(sch, beta, d, softmax, lam[0], r0, alpha, t)
 
 
 def growth_rate(beta, ell, d=3, attention="softmax", scheme="post-ln", r0=1.0, alpha=1.0, t=0.0) -> float:
@@ -40,24 +92,129 @@ def growth_rate(beta, ell, d=3, attention="softmax", scheme="post-ln", r0=1.0, a
     float
         γ_ℓ in inverse time units.
     """
-    beta = positive_float("beta", beta)
     ell = nonneg_int("ell", ell, minimum=1)
+    return float(growth_rates(beta, ell, d, attention, scheme, r0, alpha, t)[ell])
+
+
+class UnstableMode(NamedTuple):
+    """The fastest-growing degree about the uniform measure (see :func:`most_unstable_mode`).
+
+    Attributes
+    ----------
+    ell : int
+        The degree ℓ* = argmax_ℓ γ_ℓ.
+    rate : float
+        Its growth rate γ_ℓ* (inverse time units).
+    """
+
+    ell: int
+    rate: float
+
+
+def most_unstable_mode(beta, d=3, attention="softmax", scheme="post-ln", r0=1.0, alpha=1.0, t=0.0) -> UnstableMode:
+    """The most unstable degree ℓ* = argmax_{ℓ ≥ 1} γ_ℓ of the uniform measure, and its rate.
+
+    γ_ℓ is :func:`growth_rate`.  The speed factor of the scheme does not depend on ℓ, so ℓ* is the
+    same for every scheme (the rate is not).  ℓ(ℓ + d − 2)λ_ℓ grows then decays super-exponentially
+    (λ_ℓ ≈ λ_0 e^{−ℓ²/(2β)} for large β), so ℓ* ≈ √(2β) for large β; the search covers degrees until
+    the argmax lies in the first half of the window (doubling it otherwise).  Ties (equal rates to
+    rounding) resolve to the smaller degree.
+
+    Parameters
+    ----------
+    beta, d, attention, scheme, r0, alpha, t
+        As in :func:`growth_rate`.
+
+    Returns
+    -------
+    UnstableMode
+        ``(ell, rate)``.
+    """
+    beta = positive_float("beta", beta)
+    lmax = max(8, 2 * int(np.ceil(np.sqrt(2 * beta))) + 8)
+    while True:
+        rates = growth_rates(beta, lmax, d, attention, scheme, r0, alpha, t)
+        ell = int(np.argmax(rates[1:])) + 1
+        if ell <= lmax // 2:
+            return UnstableMode(ell, float(rates[ell]))
+        lmax *= 2
+
+
+def l1_noise_threshold(n, d=3, quantile=None) -> float:
+    """The ℓ = 1 amplitude that n i.i.d. uniform tokens carry by chance: the noise floor of the ℓ = 1 mode.
+
+    The ℓ = 1 part of a measure μ on S^{d-1} is its mean vector m = ∫ x dμ(x); a density
+    ρ = 1 + d⟨a, x⟩ (w.r.t. the normalized measure) has m = a.  For the empirical measure of n i.i.d.
+    uniform tokens, m_n = (1/n) Σ_j θ_j has E|m_n|² = 1/n exactly (E⟨θ_i, θ_j⟩ = δ_ij), and
+    n·d·|m_n|² → χ²_d in distribution (central limit theorem; this is the Rayleigh test of uniformity).
+
+    Returned:
+
+    * ``quantile=None``: the RMS amplitude √(E|m_n|²) = 1/√n (exact for every n);
+    * ``quantile=q`` in (0, 1): the q-quantile of |m_n| under uniformity, √(χ²_{d}(q) / (d n))
+      (asymptotic in n, with an O(1/n) error in the probability).
+
+    A deterministic ℓ = 1 perturbation of amplitude |a| below this threshold is indistinguishable from
+    sampling noise (at level q); in the linear regime both grow like e^{γ_1 t} (see
+    :func:`l1_noise_time`).
+
+    Parameters
+    ----------
+    n : int
+        Number of tokens, n ≥ 1.
+    d : int
+        Ambient dimension, d ≥ 2.
+    quantile : float, optional
+        A probability in (0, 1).
+
+    Returns
+    -------
+    float
+        An amplitude of |m| (dimensionless, in [0, 1]).
+    """
+    n = nonneg_int("n", n, minimum=1)
     d = dimension(d)
-    attention = ATTENTIONS[choice("attention", attention, ATTENTIONS)]
-    sch = get_scheme(scheme)
-    if not sch.continuous:
-        raise ValueError(f"`scheme` must be a continuous-time scheme; {sch.name!r} is a layer map only.")
-    lam = funk_hecke(beta, ell, d, scaled=True)
-    softmax = attention == "softmax"
-    rate = ell * (ell + d - 2) * lam[ell] / beta / (lam[0] if softmax else np.exp(-beta))
-    radial = funk_hecke_dbeta(beta, 0, d, scaled=True)[0] / (lam[0] if softmax else np.exp(-beta))
+    if quantile is None:
+        return float(1.0 / np.sqrt(n))
+    if isinstance(quantile, bool) or not isinstance(quantile, numbers.Real) or not 0 < quantile < 1:
+        raise ValueError(f"`quantile` must be a probability in (0, 1); got quantile={quantile!r}.")
+    from scipy import stats
 
-    class _M:  # the scheme's speed only needs α(t) and τ
-        tau = None
+    return float(np.sqrt(stats.chi2.ppf(float(quantile), d) / (d * n)))
 
-        @staticmethod
-        def alpha_at(_t):
-            return positive_float("alpha", alpha)
 
-    s = float(sch.speed(np.asarray(positive_float("r0", r0)), np.asarray(radial), float(t), _M))
-    return float(rate / s)
+def l1_noise_time(beta, n, amplitude, d=3, attention="softmax", scheme="post-ln", quantile=None, r0=1.0,
+                  alpha=1.0) -> float:
+    """Linear-theory time for the noise-seeded ℓ = 1 mode of n i.i.d. uniform tokens to reach ``amplitude``.
+
+    t = ln(amplitude / ε_n) / γ_1, with ε_n = :func:`l1_noise_threshold` (n, d, quantile) and γ_1 =
+    :func:`growth_rate` (β, 1, d, attention, scheme, r0, alpha) at t = 0.  It is the time at which the
+    mean vector |m(t)| = |m(0)| e^{γ_1 t} of the linearized dynamics reaches ``amplitude`` from the
+    noise floor; it is meaningful while the dynamics stays linear (amplitude ≪ 1) and for schemes
+    whose speed factor at the uniform state does not change in time (Post-LN, nGPT, and the radius
+    schemes only at early times).  Returns 0 when ``amplitude`` ≤ ε_n.
+
+    Parameters
+    ----------
+    beta : float
+        β > 0.
+    n : int
+        Number of tokens, n ≥ 1.
+    amplitude : float
+        Target |m|, in (0, 1].
+    d, attention, scheme, r0, alpha
+        As in :func:`growth_rate`.
+    quantile : float, optional
+        As in :func:`l1_noise_threshold` (default: the RMS noise).
+
+    Returns
+    -------
+    float
+        A time (the unit of the ODE).
+    """
+    amplitude = positive_float("amplitude", amplitude)
+    if amplitude > 1:
+        raise ValueError(f"`amplitude` must be in (0, 1] (|m| ≤ 1); got amplitude={amplitude!r}.")
+    eps = l1_noise_threshold(n, d, quantile)
+    gamma = growth_rate(beta, 1, d, attention, scheme, r0, alpha)
+    return float(max(np.log(amplitude / eps), 0.0) / gamma)

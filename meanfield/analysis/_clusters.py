@@ -1,0 +1,361 @@
+"""Clusters of a measure on the sphere: single linkage for particles, ascent basins for densities.
+
+**Particles.** Two tokens are linked when their angle is at most ``angle`` (⟨θ_i, θ_j⟩ ≥ cos(angle),
+i.e. chord |θ_i − θ_j| ≤ r = 2 sin(angle/2)); the clusters are the connected components of that graph
+(single linkage cut at ``angle``).  They are computed exactly without enumerating the O(n²) linked pairs
+of a collapsed configuration:
+
+1. *leaders*: in index order, every token not yet assigned becomes a leader and takes all unassigned
+   tokens within chord r/2 (a KD-tree ball query).  Members of a group are within r of each other, so
+   a group lies inside one cluster; leaders are more than r/2 apart, so a ball of radius 1.5r holds a
+   bounded number of them (a packing bound);
+2. *links between groups*: a token can be linked to group B only if it lies within 1.5r of B's leader;
+   for every such (token, group) candidate the distance to the nearest member of B is checked
+   (a brute-force block for small groups, a KD-tree of B otherwise), group by group;
+3. connected components of the group graph (``scipy.sparse.csgraph``).
+
+**Densities** (S² and S¹).  The density is evaluated on a fine grid; every node points to its highest
+neighbour (itself included; on S² the 8 neighbours of the Gauss–Legendre grid, across the pole for the
+polar rings), and pointer jumping sends every node to the local maximum its steepest-ascent path ends
+at.  A cluster is a local maximum whose basin holds mass ≥ ``min_mass`` (basins of Gibbs ripples of a
+band-limited density carry almost no mass and are dropped) and whose peak rises above the lowest value
+of its basin (by 1e-8 of max ρ: a uniform density has no cluster).  Adjacent maxima with equal values to
+rounding (a plateau, e.g. the polar ring of a density peaked at a pole) are one maximum, centred at the
+mean of its nodes; centres are accurate to the grid spacing.
+With ``level`` only the nodes where ρ ≥ level count towards the masses (the background is excluded).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._measures import Density, Particles
+from .._validate import nonneg_int, positive_float
+
+_PAIRS = 1 << 22          # above this many pairs within r/2, leaders are chosen greedily
+_TIE = 1e-10             # relative difference of density values treated as a tie (rounding)
+_DEPTH = 1e-8            # a maximum counts when it rises this much (relative) above its basin
+_SMALL = 64               # groups up to this size are checked with all (token, member) pairs at once
+
+
+@dataclass(frozen=True)
+class Clusters:
+    """Clusters of a measure, sorted by decreasing mass.
+
+    Attributes
+    ----------
+    labels : ndarray of int
+        Cluster index of every token (particles) or grid node (densities, see ``nodes``); −1 for
+        grid nodes outside every kept cluster.
+    centers : ndarray, shape (k, d)
+        Unit vectors: the normalized weighted mean of each cluster's tokens (particles) or the
+        location of its maximum (densities).
+    masses : ndarray, shape (k,)
+        The mass of each cluster (weights of its tokens, or ∫ ρ dσ over its basin); for particles
+        they sum to 1.
+    sizes : ndarray, shape (k,)
+        Tokens (particles) or grid nodes (densities) per cluster.
+    nodes : ndarray, shape (..., d), or None
+        The evaluation grid of a density (``labels`` has its leading shape); None for particles.
+    """
+
+    labels: np.ndarray
+    centers: np.ndarray
+    masses: np.ndarray
+    sizes: np.ndarray
+    nodes: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def count(self) -> int:
+        """The number of clusters k."""
+        return int(self.masses.size)
+
+    def count_above(self, min_mass: float) -> int:
+        """The number of clusters of mass ≥ ``min_mass``."""
+        return int(np.sum(self.masses >= positive_float("min_mass", min_mass, allow_zero=True)))
+
+    def __repr__(self):
+        shown = ", ".join(f"{m:.3g}" for m in self.masses[:6]) + (", …" if self.count > 6 else "")
+        return f"Clusters(count={self.count}, masses=[{shown}])"
+
+
+def _check_angle(angle) -> float:
+    angle = positive_float("angle", angle)
+    if angle > np.pi:
+        raise ValueError(f"`angle` must be in (0, π] (radians); got angle={angle!r}.")
+    return angle
+
+
+def _leaders(tree, x, h):
+    """Group tokens around leaders: leaders pairwise > h apart, every token within h of its leader.
+
+    Dispersed tokens (few pairs within h): a maximal independent set of the h-graph by Luby's
+    vectorized rounds (fixed-seed priorities).  Collapsed tokens (many pairs): greedy, one ball query
+    per leader (leaders are then few).  Returns (group index of every token, token index of every leader).
+    """
+    n = len(x)
+    rng = np.random.default_rng(0)
+    sample = rng.choice(n, size=min(n, 256), replace=False)
+    estimate = n * float(np.mean(tree.query_ball_point(x[sample], h, return_length=True)))
+    group = np.full(n, -1)
+    if estimate > _PAIRS:
+        leaders = []
+        for i in range(n):
+            if group[i] >= 0:
+                continue
+            ball = np.asarray(tree.query_ball_point(x[i], h, return_sorted=False), dtype=int)
+            group[ball[group[ball] < 0]] = len(leaders)
+            group[i] = len(leaders)
+            leaders.append(i)
+        return group, np.array(leaders, dtype=int)
+    pairs = tree.query_pairs(h, output_type="ndarray")
+    a, b = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
+    prio = rng.permutation(n)
+    status = np.zeros(n, dtype=np.int8)                   # 0 undecided, 1 leader, 2 covered
+    while np.any(status == 0):
+        und = status == 0
+        live = und[a] & und[b]
+        best = np.full(n, -1)
+        np.maximum.at(best, a[live], prio[b[live]])
+        new = und & (prio > best)                          # local priority maxima: never adjacent
+        status[new] = 1
+        status[b[new[a] & (status[b] == 0)]] = 2
+    lead = np.flatnonzero(status == 1)
+    ids = np.full(n, n)
+    ids[lead] = np.arange(lead.size)
+    edge = (status[a] == 2) & (status[b] == 1)
+    best = np.full(n, n)
+    np.minimum.at(best, a[edge], ids[b[edge]])
+    group = np.where(status == 1, ids, best)
+    return group, lead
+
+
+def _components(x, r):
+    """Labels of the connected components of the graph |x_i − x_j| ≤ r (exact; see the module docstring)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(x)
+    group, leaders = _leaders(tree, x, 0.5 * r)
+    ng = leaders.size
+    order = np.argsort(group, kind="stable")
+    starts = np.searchsorted(group[order], np.arange(ng + 1))
+    gsize = np.diff(starts)
+    # candidate (group g, token p ∉ g): p within 1.5 r of g's leader (a link to g needs it)
+    cand = cKDTree(x[leaders]).sparse_distance_matrix(tree, 1.5 * r, output_type="ndarray")
+    grp, tok, dist = cand["i"].astype(int), cand["j"].astype(int), cand["v"]
+    keep = grp != group[tok]
+    grp, tok, dist = grp[keep], tok[keep], dist[keep]
+
+    def components(a, b):
+        graph = coo_matrix((np.ones(a.size), (a, b)), shape=(ng, ng))
+        return connected_components(graph, directed=False)[1]
+
+    # links to a leader itself are certain; only the rest needs the members, and only across components
+    near = dist <= r
+    a_parts, b_parts = [group[tok[near]]], [grp[near]]
+    comp = components(a_parts[0], b_parts[0])
+    rest = ~near & (comp[group[tok]] != comp[grp])
+    grp, tok = grp[rest], tok[rest]
+    small = gsize[grp] <= _SMALL
+    if np.any(small):                                      # all (token, member) pairs at once
+        g, t = grp[small], tok[small]
+        rep = gsize[g]
+        offs = np.arange(rep.sum()) - np.repeat(np.cumsum(rep) - rep, rep)
+        mem = order[np.repeat(starts[g], rep) + offs]
+        te = np.repeat(t, rep)
+        diff = x[te] - x[mem]
+        hit = np.einsum("ij,ij->i", diff, diff) <= r * r
+        a_parts.append(group[te[hit]])
+        b_parts.append(np.repeat(g, rep)[hit])
+    for g in np.unique(grp[~small]):                       # large groups (collapsed clusters): few
+        t = tok[~small][grp[~small] == g]
+        d, _ = cKDTree(x[order[starts[g]:starts[g + 1]]]).query(x[t], k=1, distance_upper_bound=r * (1 + 1e-12))
+        hit = d <= r
+        a_parts.append(group[t[hit]])
+        b_parts.append(np.full(int(hit.sum()), g))
+    return components(np.concatenate(a_parts), np.concatenate(b_parts))[group]
+
+
+def _summarize(labels, x, w):
+    """Relabel by decreasing mass; weighted-mean centers (the heaviest token if the mean vanishes)."""
+    k = int(labels.max()) + 1
+    masses = np.bincount(labels, weights=w, minlength=k)
+    sizes = np.bincount(labels, minlength=k)
+    sums = np.stack([np.bincount(labels, weights=w * x[:, j], minlength=k) for j in range(x.shape[1])], axis=1)
+    order = np.lexsort((np.arange(k), -masses))
+    rank = np.empty(k, dtype=int)
+    rank[order] = np.arange(k)
+    norms = np.linalg.norm(sums, axis=1)
+    centers = np.empty_like(sums)
+    ok = norms > 1e-12 * np.maximum(masses, 1e-300)
+    centers[ok] = sums[ok] / norms[ok, None]
+    for c in np.flatnonzero(~ok):                       # degenerate (e.g. antipodal) clusters: rare
+        members = np.flatnonzero(labels == c)
+        centers[c] = x[members[np.argmax(w[members])]]
+    return rank[labels], centers[order], masses[order], sizes[order]
+
+
+def particle_clusters(particles, angle: float = 0.1) -> Clusters:
+    """Single-linkage clusters of tokens at angular threshold ``angle`` (exact connected components).
+
+    Parameters
+    ----------
+    particles : Particles
+        Tokens on S^{d-1}, any d.
+    angle : float
+        Linkage threshold in radians, in (0, π]: θ_i and θ_j are linked when
+        arccos⟨θ_i, θ_j⟩ ≤ angle; clusters are the connected components (chains of links).
+
+    Returns
+    -------
+    Clusters
+        ``labels`` per token, ``centers``, ``masses`` (summed weights), ``sizes`` (token counts),
+        sorted by decreasing mass.
+
+    Notes
+    -----
+    Exact, and O(n log n) for clustered configurations (see the module docstring): the O(n²) linked
+    pairs of a collapsed cluster are never enumerated.
+    """
+    if not isinstance(particles, Particles):
+        raise TypeError(f"`particles` must be meanfield.Particles; got {type(particles).__name__}.")
+    angle = _check_angle(angle)
+    x, w = particles.positions, particles.weights
+    labels = _components(x, 2.0 * np.sin(0.5 * angle))
+    labels, centers, masses, sizes = _summarize(labels, x, w)
+    return Clusters(labels, centers, masses, sizes)
+
+
+# ----------------------------------------------------------------------------------------------
+# densities
+
+def _sphere_grid(density, lmax):
+    from ..sphere._sh import SphereGrid, synthesis
+
+    grid = SphereGrid.for_bandlimit(lmax, dealias=True)
+    vals = synthesis(density.resized(min(density.lmax, lmax)).coeffs, min(density.lmax, lmax), grid)
+    nt, nphi = grid.shape
+    i, j = np.meshgrid(np.arange(nt), np.arange(nphi), indexing="ij")
+    idx = np.arange(nt * nphi).reshape(nt, nphi)
+    neigh = []
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            ii, jj = i + di, j + dj
+            over = (ii < 0) | (ii >= nt)                   # across a pole: same ring, opposite longitude
+            ii = np.where(ii < 0, 0, np.where(ii >= nt, nt - 1, ii))
+            jj = np.where(over, jj + nphi // 2, jj) % nphi
+            neigh.append(idx[ii, jj])
+    return grid.points, vals, grid.weights / (4 * np.pi), np.stack(neigh, axis=-1)
+
+
+def _circle_grid(density, n):
+    from ..sphere._circle import circle_points, circle_synthesis
+
+    vals = circle_synthesis(density.coeffs, n)
+    idx = np.arange(n)
+    neigh = np.stack([(idx - 1) % n, idx, (idx + 1) % n], axis=-1)
+    return circle_points(n), vals, np.full(n, 1.0 / n), neigh
+
+
+def density_clusters(density, min_mass: float = 0.01, level: float | None = None, *,
+                     resolution: int | None = None) -> Clusters:
+    """Clusters of a density on S² or S¹: local maxima whose steepest-ascent basin has mass ≥ ``min_mass``.
+
+    Parameters
+    ----------
+    density : Density
+        A density on S² (d = 3) or S¹ (d = 2), values w.r.t. the normalized measure σ.
+    min_mass : float
+        Smallest basin mass that counts as a cluster, in [0, 1] (default 0.01; 0 keeps every local
+        maximum, Gibbs ripples included).
+    level : float, optional
+        Only grid nodes with ρ ≥ ``level`` count towards the masses (and get a label); default: all
+        nodes, so the basin masses sum to the total mass.
+    resolution : int, optional
+        Band limit of the evaluation grid (S²: a Gauss–Legendre grid for that degree; S¹: 8× that
+        many equispaced points); default max(2·lmax, 32).
+
+    Returns
+    -------
+    Clusters
+        ``labels`` on the evaluation grid (``nodes``; −1 outside the kept clusters), ``centers`` (the
+        grid maxima), ``masses`` (∫ max(ρ, 0) dσ over each basin), ``sizes`` (grid nodes), sorted by
+        decreasing mass.
+    """
+    if not isinstance(density, Density):
+        raise TypeError(f"`density` must be a meanfield.Density (S² or S¹); got {type(density).__name__}.")
+    min_mass = positive_float("min_mass", min_mass, allow_zero=True)
+    if min_mass > 1:
+        raise ValueError(f"`min_mass` must be in [0, 1]; got min_mass={min_mass!r}.")
+    if level is not None:
+        level = float(level)
+        if not np.isfinite(level):
+            raise ValueError(f"`level` must be finite; got level={level!r}.")
+    res = nonneg_int("resolution", max(2 * density.lmax, 32) if resolution is None else resolution, minimum=1)
+    if density.d == 3:
+        nodes, vals, wts, neigh = _sphere_grid(density, res)
+    else:
+        nodes, vals, wts, neigh = _circle_grid(density, 8 * res + 8)
+    shape = vals.shape
+    v, w = vals.ravel(), wts.ravel()
+    nb = neigh.reshape(v.size, -1)
+    tol = _TIE * float(np.max(np.abs(v)))
+    idx = np.arange(v.size)
+    parent = nb[idx, np.argmax(v[nb], axis=1)]
+    parent = np.where(v[parent] > v + tol, parent, idx)           # ties (to rounding) stay: plateaus
+    while True:                                                    # pointer jumping: O(log path) rounds
+        nxt = parent[parent]
+        if np.array_equal(nxt, parent):
+            break
+        parent = nxt
+    # a plateau maximum (e.g. the polar ring of a density peaked at the pole) is one maximum: merge
+    # adjacent maxima whose values agree to rounding
+    top = parent == idx
+    a = np.repeat(idx, nb.shape[1])
+    b = nb.ravel()
+    link = top[a] & top[b] & (np.abs(v[a] - v[b]) <= tol)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    _, peak_comp = connected_components(coo_matrix((np.ones(int(link.sum())), (a[link], b[link])),
+                                                   shape=(v.size, v.size)), directed=False)
+    basin = peak_comp[parent]                                       # one id per merged maximum
+    counted = np.ones(v.size, bool) if level is None else v >= level
+    mass_node = np.where(counted, np.maximum(v, 0.0) * w, 0.0)
+    ids, basin = np.unique(basin, return_inverse=True)
+    k = ids.size
+    masses = np.bincount(basin, weights=mass_node, minlength=k)
+    sizes = np.bincount(basin[counted], minlength=k)
+    peak_val = np.full(k, -np.inf)
+    np.maximum.at(peak_val, basin[top], v[top])
+    pts = nodes.reshape(-1, nodes.shape[-1])
+    sums = np.zeros((k, pts.shape[1]))
+    np.add.at(sums, basin[top], pts[top])
+    low = np.full(k, np.inf)
+    np.minimum.at(low, basin, v)
+    depth = peak_val - low                                          # 0 for a flat density (no cluster)
+    ok = (depth > _DEPTH * float(np.max(np.abs(v)))) & (masses >= min_mass) & (sizes > 0)
+    keep = np.flatnonzero(ok)
+    order = keep[np.lexsort((keep, -masses[keep]))]
+    rank = np.full(k, -1)
+    rank[order] = np.arange(order.size)
+    labels = np.where(counted, rank[basin], -1).reshape(shape)
+    norms = np.linalg.norm(sums[order], axis=1, keepdims=True)
+    centers = sums[order] / np.where(norms > 0, norms, 1.0)
+    return Clusters(labels, centers, masses[order], sizes[order], nodes)
+
+
+def cluster_count(measure, **options) -> int:
+    """The number of clusters of Particles (:func:`particle_clusters`) or a Density (:func:`density_clusters`).
+
+    ``options`` go to the function of the measure's type (``angle`` for particles; ``min_mass``,
+    ``level``, ``resolution`` for densities).
+    """
+    if isinstance(measure, Particles):
+        return particle_clusters(measure, **options).count
+    if isinstance(measure, Density):
+        return density_clusters(measure, **options).count
+    raise TypeError(f"`measure` must be meanfield.Particles or meanfield.Density; got {type(measure).__name__}.")

@@ -1,0 +1,385 @@
+"""meanfield.analysis: growth rates and the most unstable mode, the ℓ = 1 noise floor, equiangular hitting times,
+clusters of particles and densities, pairwise alignment and the (β, t) phase diagram."""
+import numpy as np
+import pytest
+from scipy.cluster.hierarchy import fcluster, linkage
+
+import meanfield as mf
+from meanfield import analysis
+
+CONTINUOUS = sorted(name for name, s in mf.SCHEMES.items() if s.continuous)
+
+
+# ------------------------------------------------------------------------------------------------
+# growth rates, most unstable mode
+
+@pytest.mark.parametrize("d", [2, 3, 5])
+@pytest.mark.parametrize("attention", ["softmax", "unnormalized"])
+def test_growth_rates_vectorized_equals_scalar(d, attention):
+    rates = mf.growth_rates(3.0, 12, d, attention)
+    assert rates[0] == 0.0
+    for ell in range(1, 13):
+        assert rates[ell] == pytest.approx(mf.growth_rate(3.0, ell, d, attention), rel=1e-14)
+
+
+@pytest.mark.parametrize("beta", [0.3, 1.0, 4.0, 10.0, 20.0, 40.0, 120.0])
+@pytest.mark.parametrize("d", [2, 3, 5])
+@pytest.mark.parametrize("attention", ["softmax", "unnormalized"])
+def test_most_unstable_mode_is_the_brute_force_argmax(beta, d, attention):
+    ells = np.arange(1, 121)
+    brute = [mf.growth_rate(beta, int(ell), d, attention) for ell in ells]
+    mode = mf.most_unstable_mode(beta, d, attention)
+    assert mode.ell == int(ells[np.argmax(brute)])
+    assert mode.rate == pytest.approx(max(brute), rel=1e-13)
+
+
+def test_most_unstable_mode_values_and_scheme():
+    assert mf.most_unstable_mode(1.0).ell == 1
+    assert mf.most_unstable_mode(10.0).ell == 4
+    assert mf.most_unstable_mode(20.0).ell == 6
+    # the speed factor does not depend on ℓ: same degree for every scheme, rates divided by s
+    post = mf.most_unstable_mode(10.0)
+    for scheme in CONTINUOUS:
+        assert mf.most_unstable_mode(10.0, scheme=scheme, t=0.5).ell == post.ell
+    peri = mf.most_unstable_mode(10.0, scheme="peri-ln", r0=2.0)
+    assert peri.rate == pytest.approx(mf.growth_rate(10.0, post.ell, scheme="peri-ln", r0=2.0), rel=1e-14)
+
+
+def test_growth_and_mode_errors_name_the_parameter():
+    with pytest.raises(ValueError, match="`beta`"):
+        mf.most_unstable_mode(-1.0)
+    with pytest.raises(ValueError, match="`lmax`"):
+        mf.growth_rates(1.0, 0)
+    with pytest.raises(ValueError, match="`scheme`"):
+        mf.most_unstable_mode(1.0, scheme="angpt")
+    with pytest.raises(ValueError, match="`attention`"):
+        mf.growth_rates(1.0, 4, attention="hard")
+    with pytest.raises(ValueError, match="`r0`"):
+        mf.growth_rates(1.0, 4, scheme="pre-ln", r0=0.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# the ℓ = 1 noise floor
+
+def test_l1_noise_threshold_rms_is_exact_and_quantile_covers():
+    assert mf.l1_noise_threshold(400) == pytest.approx(0.05, rel=1e-15)
+    rng = np.random.default_rng(0)
+    for d in (3, 5):
+        n, R = 300, 3000
+        x = rng.standard_normal((R, n, d))
+        x /= np.linalg.norm(x, axis=2, keepdims=True)
+        m2 = np.sum(x.mean(axis=1) ** 2, axis=1)
+        # E[n|m|²] = 1 exactly: within 4 standard errors of the Monte Carlo mean
+        assert abs(np.mean(n * m2) - 1.0) < 4 * np.std(n * m2) / np.sqrt(R)
+        for q in (0.5, 0.9, 0.99):
+            thr = mf.l1_noise_threshold(n, d, quantile=q)
+            cover = np.mean(np.sqrt(m2) <= thr)
+            assert abs(cover - q) < 4 * np.sqrt(q * (1 - q) / R) + 2.0 / n   # MC error + O(1/n) CLT error
+
+
+def test_l1_noise_time():
+    gamma = mf.growth_rate(1.0, 1)
+    assert mf.l1_noise_time(1.0, 10_000, 0.1) == pytest.approx(np.log(0.1 / 0.01) / gamma, rel=1e-14)
+    thr = mf.l1_noise_threshold(10_000, quantile=0.95)
+    assert mf.l1_noise_time(1.0, 10_000, 0.1, quantile=0.95) == pytest.approx(np.log(0.1 / thr) / gamma, rel=1e-14)
+    assert mf.l1_noise_time(1.0, 100, 0.05) == 0.0          # below the noise floor already
+    nm = mf.l1_noise_time(2.0, 1000, 0.2, scheme="ngpt", alpha=0.5)
+    assert nm == pytest.approx(np.log(0.2 * np.sqrt(1000)) / mf.growth_rate(2.0, 1, scheme="ngpt", alpha=0.5))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n=0), "`n`"), (dict(n=10, quantile=1.5), "`quantile`"), (dict(n=10, quantile=0.0), "`quantile`"),
+    (dict(n=10, d=1), "`d`")])
+def test_l1_noise_threshold_errors(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        mf.l1_noise_threshold(**kwargs)
+
+
+def test_l1_noise_time_errors():
+    with pytest.raises(ValueError, match="`amplitude`"):
+        mf.l1_noise_time(1.0, 100, 1.5)
+    with pytest.raises(ValueError, match="`amplitude`"):
+        mf.l1_noise_time(1.0, 100, 0.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# equiangular hitting times
+
+@pytest.mark.parametrize("scheme", CONTINUOUS)
+def test_equiangular_time_hits_the_levels(scheme):
+    tau = 1.0 if scheme == "mix-ln" else None
+    levels = np.array([0.2, 0.6, 0.95])
+    t = mf.equiangular_time(scheme, 3.0, 6, levels, tau=tau)
+    assert np.all(np.diff(t) > 0)
+    rho, _ = mf.equiangular(scheme, 3.0, 6, t, tau=tau)
+    assert np.max(np.abs(rho - levels)) < 1e-9
+    assert isinstance(mf.equiangular_time(scheme, 3.0, 6, 0.6, tau=tau), float)
+
+
+def test_equiangular_time_closed_form_and_limits():
+    # β = 0, Post-LN: ρ(t) = (e^{2t} − 1)/(e^{2t} + n − 1)  ⇒  t(ρ) = ½ ln((1 + (n−1)ρ)/(1 − ρ))
+    n, rho = 5, np.array([0.1, 0.5, 0.9])
+    assert np.allclose(mf.equiangular_time("post-ln", 0.0, n, rho), 0.5 * np.log((1 + (n - 1) * rho) / (1 - rho)),
+                       rtol=1e-10)
+    assert mf.equiangular_time("post-ln", 5.0, 256, 0.5, t_max=1.0) == np.inf
+    with pytest.raises(ValueError, match="`rho`"):
+        mf.equiangular_time("post-ln", 1.0, 4, 1.0)
+    with pytest.raises(ValueError, match="`rho`"):
+        mf.equiangular_time("post-ln", 1.0, 4, [0.5], rho0=0.6)
+    with pytest.raises(ValueError, match="`t_max`"):
+        mf.equiangular_time("post-ln", 1.0, 4, 0.5, t_max=0)
+    with pytest.raises(mf.UnsupportedModelError, match="angpt"):
+        mf.equiangular_time("angpt", 1.0, 4, 0.5)
+
+
+# ------------------------------------------------------------------------------------------------
+# clusters of particles
+
+def _clustered(sizes, d=3, width=1e-4, seed=0, weights=None):
+    rng = np.random.default_rng(seed)
+    k = len(sizes)
+    while True:                     # centers at least 0.5 rad apart
+        c = rng.standard_normal((k, d))
+        c /= np.linalg.norm(c, axis=1, keepdims=True)
+        g = c @ c.T - 2 * np.eye(k)
+        if k == 1 or g.max() < np.cos(0.5):
+            break
+    x = np.repeat(c, sizes, axis=0) + width * rng.standard_normal((sum(sizes), d))
+    return mf.Particles(x, weights, normalize=True), c
+
+
+@pytest.mark.parametrize("d", [2, 3, 7])
+def test_particle_clusters_known_counts_and_masses(d):
+    sizes = [50, 30, 15, 5] if d > 2 else [60, 40]
+    p, centers = _clustered(sizes, d)
+    cl = mf.particle_clusters(p, angle=0.05)
+    assert cl.count == len(sizes)
+    assert np.allclose(cl.masses, np.sort(sizes)[::-1] / sum(sizes))
+    assert np.array_equal(cl.sizes, np.sort(sizes)[::-1])
+    # labels are consistent with the construction (and sorted by mass)
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    assert len(set(zip(truth, cl.labels))) == len(sizes)
+    for j, c in enumerate(cl.centers):
+        assert np.max(c @ centers.T) > 1 - 1e-6
+    assert mf.cluster_count(p, angle=0.05) == len(sizes)
+    assert mf.particle_clusters(p, angle=np.pi).count == 1
+
+
+def test_particle_clusters_weighted_and_collapsed():
+    rng = np.random.default_rng(1)
+    p, _ = _clustered([4000, 3000, 1], width=1e-9, weights=rng.random(7001))
+    cl = mf.particle_clusters(p, angle=0.01)
+    assert cl.count == 3
+    w = p.weights
+    assert np.isclose(cl.masses.sum(), 1.0)
+    assert np.allclose(np.sort(cl.masses)[::-1], cl.masses)
+    assert cl.count_above(1e-3) == 2                           # the singleton weighs < 2/7001
+    assert np.isclose(cl.masses[cl.labels[0]], w[cl.labels == cl.labels[0]].sum())
+
+
+def test_particle_clusters_single_linkage_chains():
+    # points along a great circle spaced 0.04 apart: one cluster at angle 0.05, singletons at 0.03
+    phi = 0.04 * np.arange(40)
+    p = mf.Particles(np.stack([np.cos(phi), np.sin(phi), 0 * phi], axis=1))
+    assert mf.particle_clusters(p, angle=0.05).count == 1
+    assert mf.particle_clusters(p, angle=0.03).count == 40
+
+
+@pytest.mark.parametrize("d", [2, 3, 6])
+@pytest.mark.parametrize("angle", [0.05, 0.2, 0.6])
+def test_particle_clusters_match_scipy_single_linkage(d, angle):
+    p = mf.Particles.uniform(400, d, seed=int(100 * angle) + d)
+    cl = mf.particle_clusters(p, angle)
+    ref = fcluster(linkage(p.positions, "single"), 2 * np.sin(angle / 2), criterion="distance")
+    pairs = set(zip(cl.labels, ref))
+    assert len(pairs) == cl.count == len(set(ref))
+
+
+def test_particle_clusters_errors():
+    p = mf.Particles.uniform(10)
+    with pytest.raises(ValueError, match="`angle`"):
+        mf.particle_clusters(p, angle=0.0)
+    with pytest.raises(ValueError, match="`angle`"):
+        mf.particle_clusters(p, angle=4.0)
+    with pytest.raises(TypeError, match="`particles`"):
+        mf.particle_clusters(np.zeros((3, 3)))
+    with pytest.raises(TypeError, match="`measure`"):
+        mf.cluster_count([1, 2])
+    with pytest.raises(ValueError, match="`min_mass`"):
+        mf.particle_clusters(p).count_above(-1)
+
+
+# ------------------------------------------------------------------------------------------------
+# clusters of densities
+
+def _bumps(centers, weights, kappa, lmax, d=3):
+    centers = np.asarray(centers, dtype=float)
+    return mf.Density.from_function(lambda x: sum(w * np.exp(kappa * (x @ c - 1)) for w, c in zip(weights, centers)),
+                                    lmax, d, normalize=True)
+
+
+def test_density_clusters_three_bumps():
+    centers = np.array([[0, 0, 1.0], [1, 0, 0], [0, -1, 0]])
+    # von Mises–Fisher bumps of equal concentration: the masses are the weights (up to exp(−2κ) overlaps)
+    rho = _bumps(centers, [0.5, 0.3, 0.2], 30.0, 64)
+    cl = mf.density_clusters(rho)
+    assert cl.count == 3
+    assert np.allclose(cl.masses, [0.5, 0.3, 0.2], atol=1e-6)
+    spacing = np.pi / (1.5 * 2 * 64)                # ring spacing of the evaluation grid (2L)
+    assert np.all(np.arccos(np.clip(np.sum(cl.centers * centers, axis=1), -1, 1)) < 2 * spacing)
+    assert cl.labels.shape == cl.nodes.shape[:-1]
+    assert mf.cluster_count(rho) == 3
+    # `level` removes the background: masses count only nodes where ρ ≥ level
+    hi = mf.density_clusters(rho, level=5.0)
+    assert hi.count == 3 and np.all(hi.masses < cl.masses) and np.all(hi.labels[rho.on_grid(_grid(rho)) < 5.0] == -1)
+
+
+def _grid(rho):
+    from meanfield.sphere import SphereGrid
+    return SphereGrid.for_bandlimit(max(2 * rho.lmax, 32))
+
+
+def test_density_clusters_uniform_single_hump_and_circle():
+    assert mf.density_clusters(mf.Density.uniform(16)).count == 0
+    assert mf.density_clusters(mf.Density.uniform(16, d=2)).count == 0
+    hump = mf.Density.from_function(lambda x: 1 + 0.3 * x[..., 2], 8)
+    cl = mf.density_clusters(hump)
+    assert cl.count == 1 and cl.masses[0] == pytest.approx(1.0, abs=1e-12)
+    assert cl.centers[0] @ [0, 0, 1] > 1 - 1e-12     # the polar plateau of the grid is one maximum
+    two = _bumps([[1, 0], [-1, 0]], [0.7, 0.3], 20.0, 48, d=2)
+    cl = mf.density_clusters(two)
+    assert cl.count == 2 and np.allclose(cl.masses, [0.7, 0.3], atol=1e-6)
+    assert np.allclose(cl.centers, [[1, 0], [-1, 0]], atol=1e-12)
+    # min_mass drops small basins
+    three = _bumps([[1, 0], [-1, 0], [0, 1]], [0.6, 0.395, 0.005], 40.0, 64, d=2)
+    assert mf.density_clusters(three, min_mass=0.0).count >= 3
+    assert mf.density_clusters(three, min_mass=0.01).count == 2
+
+
+def test_density_clusters_errors():
+    rho = mf.Density.uniform(4)
+    with pytest.raises(ValueError, match="`min_mass`"):
+        mf.density_clusters(rho, min_mass=2.0)
+    with pytest.raises(ValueError, match="`level`"):
+        mf.density_clusters(rho, level=np.nan)
+    with pytest.raises(ValueError, match="`resolution`"):
+        mf.density_clusters(rho, resolution=0)
+    with pytest.raises(TypeError, match="`density`"):
+        mf.density_clusters(mf.ZonalDensity.uniform(4, d=5))
+
+
+# ------------------------------------------------------------------------------------------------
+# pairwise alignment
+
+def _brute(x, w, delta):
+    g = x @ x.T
+    off = ~np.eye(len(x), dtype=bool)
+    ww = np.outer(w, w)[off]
+    return float(ww @ g[off] / ww.sum()), float(ww @ (g[off] >= 1 - delta) / ww.sum())
+
+
+@pytest.mark.parametrize("d", [2, 3, 8])
+@pytest.mark.parametrize("method", ["auto", "tree", "direct"])
+def test_alignment_statistics_particles_vs_brute_force(d, method):
+    rng = np.random.default_rng(d)
+    p, _ = _clustered([30, 20, 10], d, width=0.05, seed=d, weights=rng.random(60) + 0.1)
+    for delta in (1e-3, 0.05, 0.5, 2.0):
+        st = mf.alignment_statistics(p, delta, method=method, chunk=7)
+        mean, frac = _brute(p.positions, p.weights, delta)
+        assert st.mean_alignment == pytest.approx(mean, abs=1e-13)
+        assert st.aligned_fraction == pytest.approx(frac, abs=1e-12)
+        assert st.delta == delta
+    assert mf.aligned_fraction(p, 2.0) == pytest.approx(1.0)
+    assert mf.alignment_statistics(mf.Particles(np.eye(3)[:1])).aligned_fraction == 1.0   # one token
+
+
+def test_alignment_statistics_density_exact_values():
+    for delta in (0.01, 0.3, 1.0, 2.0):
+        st = mf.alignment_statistics(mf.Density.uniform(8), delta)
+        assert st.mean_alignment == 0.0 and st.aligned_fraction == pytest.approx(delta / 2, rel=1e-14)
+        st1 = mf.alignment_statistics(mf.Density.uniform(8, d=2), delta)
+        assert st1.aligned_fraction == pytest.approx(np.arccos(1 - delta) / np.pi, rel=1e-14)
+    # ρ = 1 + 3⟨a, x⟩ on S² has mean vector a: mean alignment |a|²
+    a = np.array([0.1, -0.2, 0.15])
+    rho = mf.Density.from_function(lambda x: 1 + 3 * x @ a, 4)
+    assert mf.alignment_statistics(rho).mean_alignment == pytest.approx(a @ a, rel=1e-12)
+    rho2 = mf.Density.from_function(lambda x: 1 + 2 * x @ a[:2], 4, d=2)
+    assert mf.alignment_statistics(rho2).mean_alignment == pytest.approx(a[:2] @ a[:2], rel=1e-12)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_alignment_statistics_density_vs_samples(d):
+    f = (lambda x: np.exp(3 * x[..., -1] + x[..., 0]))
+    rho = mf.Density.from_function(f, 32, d=d, normalize=True)
+    exact = mf.alignment_statistics(rho, 0.1)
+    p = mf.sample_density(rho, 20_000, seed=3)
+    st = mf.alignment_statistics(p, 0.1)
+    # U-statistics of 20 000 samples: standard deviation ≤ √(4 max g · F / N) ≈ 0.003 (g the cap mass)
+    assert st.aligned_fraction == pytest.approx(exact.aligned_fraction, abs=0.012)
+    assert st.mean_alignment == pytest.approx(exact.mean_alignment, abs=0.02)
+
+
+def test_alignment_errors():
+    p = mf.Particles.uniform(5)
+    with pytest.raises(ValueError, match="`delta`"):
+        mf.alignment_statistics(p, 0.0)
+    with pytest.raises(ValueError, match="`delta`"):
+        mf.aligned_fraction(p, 2.5)
+    with pytest.raises(ValueError, match="`method`"):
+        mf.alignment_statistics(p, method="fast")
+    with pytest.raises(ValueError, match="`chunk`"):
+        mf.alignment_statistics(p, chunk=0)
+    with pytest.raises(TypeError, match="`measure`"):
+        mf.alignment_statistics("tokens")
+
+
+# ------------------------------------------------------------------------------------------------
+# the (β, t) phase diagram
+
+def test_phase_diagram_shape_and_common_start():
+    betas, times = [1.0, 4.0, 16.0], [0.0, 1.0, 2.0, 8.0]
+    F = mf.alignment_phase_diagram(betas, times, n=24, delta=0.05, seed=3)
+    assert F.shape == (3, 4)
+    assert np.all((F >= 0) & (F <= 1))
+    assert np.all(F[:, 0] == F[0, 0])                          # the same initial tokens for every β
+    assert F[0, -1] == pytest.approx(1.0)                      # β = 1: one cluster by t = 8
+    G = mf.alignment_phase_diagram(betas[:1], times[1:], n=24, delta=0.05, seed=3)
+    assert np.allclose(G[0], F[0, 1:])                         # t = 0 is optional
+
+
+def test_phase_diagram_is_monotone_and_exact_for_the_equiangular_start():
+    # n orthonormal tokens stay equiangular: F is 1[ρ(t) ≥ 1 − δ], nondecreasing in t and nonincreasing in β
+    # (SA Post-LN: dρ/dt = 2b(1−ρ)(1+(n−1)ρ), b = e^{β(ρ−1)}/(1 + (n−1)e^{β(ρ−1)} decreases with β)
+    n, delta = 6, 0.05
+    betas, times = np.array([0.5, 2.0, 4.0, 8.0]), np.array([0.0, 1.0, 2.0, 3.0, 4.0, 6.0])
+    start = mf.Particles(np.eye(n))
+    F = mf.alignment_phase_diagram(betas, times, initial=start, delta=delta, rtol=1e-10, atol=1e-12)
+    assert np.all(np.diff(F, axis=1) >= 0) and np.all(np.diff(F, axis=0) <= 0)
+    hit = np.array([mf.equiangular_time("post-ln", b, n, 1 - delta) for b in betas])
+    assert np.array_equal(F, (times[None, :] >= hit[:, None]).astype(float))
+    assert 0 < F.sum() < F.size
+
+
+def test_phase_diagram_errors():
+    with pytest.raises(ValueError, match="`betas`"):
+        mf.alignment_phase_diagram([-1.0], [1.0])
+    with pytest.raises(ValueError, match="`times`"):
+        mf.alignment_phase_diagram([1.0], [2.0, 1.0])
+    with pytest.raises(ValueError, match="`times`"):
+        mf.alignment_phase_diagram([1.0], [0.0])
+    with pytest.raises(ValueError, match="`delta`"):
+        mf.alignment_phase_diagram([1.0], [1.0], delta=3.0)
+    with pytest.raises(ValueError, match="`replicas`"):
+        mf.alignment_phase_diagram([1.0], [1.0], replicas=0)
+    with pytest.raises(TypeError, match="`initial`"):
+        mf.alignment_phase_diagram([1.0], [1.0], initial=np.eye(3))
+    with pytest.raises(TypeError, match="`seed`"):
+        mf.alignment_phase_diagram([1.0], [1.0], seed="abc")
+
+
+def test_analysis_names_are_exported():
+    for name in ("growth_rate", "growth_rates", "most_unstable_mode", "l1_noise_threshold", "l1_noise_time",
+                 "equiangular", "equiangular_time", "particle_clusters", "density_clusters", "cluster_count",
+                 "alignment_statistics", "aligned_fraction", "alignment_phase_diagram", "Clusters",
+                 "AlignmentStatistics", "UnstableMode"):
+        assert getattr(mf, name) is getattr(analysis, name)
