@@ -1,11 +1,15 @@
 """meanfield: the mean-field (infinite-token) limit of self-attention dynamics on the sphere.
 
-The public surface is exactly what this module imports; everything else lives in private modules.
+The public surface is exactly what this module names: the core objects are imported here; the larger
+tool sets (analysis, energy, particles helpers, sweeps) are listed in :data:`_LAZY` and imported on
+first use, so that ``import meanfield`` stays fast.
 """
+from importlib import import_module as _import_module
+
 from ._errors import (MeanfieldError as MeanfieldError, UnsupportedModelError as UnsupportedModelError,
                       ResolutionError as ResolutionError, NonFiniteStateError as NonFiniteStateError,
                       ConvergenceError as ConvergenceError)
-from ._measures import Density as Density, Particles as Particles
+from ._measures import Density as Density, Particles as Particles, ZonalDensity as ZonalDensity
 from ._model import Model as Model
 from ._schemes import SCHEMES as SCHEMES, Scheme as Scheme, get_scheme as get_scheme
 from ._simulate import (simulate as simulate, resume as resume, Trajectory as Trajectory, Status as Status,
@@ -15,34 +19,40 @@ from .sphere._funk_hecke import (funk_hecke as funk_hecke, funk_hecke_dbeta as f
                                  kernel_bandlimit as kernel_bandlimit)
 from . import sphere as sphere
 
-# --- analysis (growth rates, equiangular ODE) ---
-from .analysis import growth_rate as growth_rate
-from .analysis import equiangular as equiangular
-from .analysis import (growth_rates as growth_rates, most_unstable_mode as most_unstable_mode,
-                       UnstableMode as UnstableMode, l1_noise_threshold as l1_noise_threshold,
-                       l1_noise_time as l1_noise_time, equiangular_time as equiangular_time, Clusters as Clusters,
-                       particle_clusters as particle_clusters, density_clusters as density_clusters,
-                       cluster_count as cluster_count, AlignmentStatistics as AlignmentStatistics,
-                       alignment_statistics as alignment_statistics, aligned_fraction as aligned_fraction,
-                       alignment_phase_diagram as alignment_phase_diagram)
-from ._measures import ZonalDensity as ZonalDensity
-from ._compare import sobolev_distance as sobolev_distance, mmd as mmd
-# --- energy ---
-from ._energy import (energy as energy, energy_estimate as energy_estimate, EnergyEstimate as EnergyEstimate,
-                     uniform_energy as uniform_energy, first_variation as first_variation,
-                     first_variation_gradient as first_variation_gradient, gradient_flow as gradient_flow,
-                     find_stationary as find_stationary, stationary as stationary,
-                     minimize_energy as minimize_energy, maximize_energy as maximize_energy,
-                     classify as classify, Classification as Classification, FEDensity as FEDensity,
-                     SphereMesh as SphereMesh, FESpace as FESpace)
-# --- particles ---
-from ._attention import (attention_field as attention_field, attention_field_sh as attention_field_sh,
-                         AttentionField as AttentionField, particle_velocity as particle_velocity)
-from ._ensemble import ensemble as ensemble, EnsembleResult as EnsembleResult, mean_alignment as mean_alignment
-from ._sampling import sample_density as sample_density, particles_coefficients as particles_coefficients
-
-# --- sweeps (dask.distributed, imported lazily inside) ---
-from ._sweep import (run_sweep as run_sweep, load_sweep as load_sweep, SweepResult as SweepResult,
-                     distributed_particles_sh as distributed_particles_sh)
-
 __version__ = "0.1.0"
+
+# name -> private module that defines it (imported on first attribute access)
+_LAZY = {
+    # analysis: linear theory, the equiangular ODE, clusters and alignment
+    **dict.fromkeys(["growth_rate", "growth_rates", "most_unstable_mode", "UnstableMode", "l1_noise_threshold",
+                     "l1_noise_time", "equiangular", "equiangular_time", "Clusters", "particle_clusters",
+                     "density_clusters", "cluster_count", "AlignmentStatistics", "alignment_statistics",
+                     "aligned_fraction", "alignment_phase_diagram"], ".analysis"),
+    # distances between measures
+    **dict.fromkeys(["sobolev_distance", "mmd"], "._compare"),
+    # the interaction energy E_{β,D}
+    **dict.fromkeys(["energy", "energy_estimate", "EnergyEstimate", "uniform_energy", "first_variation",
+                     "first_variation_gradient", "gradient_flow", "find_stationary", "stationary",
+                     "minimize_energy", "maximize_energy", "classify", "Classification", "FEDensity",
+                     "SphereMesh", "FESpace"], "._energy"),
+    # particles: attention fields, ensembles, sampling
+    **dict.fromkeys(["attention_field", "attention_field_sh", "AttentionField", "particle_velocity"], "._attention"),
+    **dict.fromkeys(["ensemble", "EnsembleResult", "mean_alignment"], "._ensemble"),
+    **dict.fromkeys(["sample_density", "particles_coefficients"], "._sampling"),
+    # sweeps on dask.distributed
+    **dict.fromkeys(["run_sweep", "load_sweep", "SweepResult", "distributed_particles_sh"], "._sweep"),
+}
+
+
+def __getattr__(name):
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'meanfield' has no attribute {name!r}") from None
+    value = getattr(_import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

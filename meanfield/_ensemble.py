@@ -11,7 +11,9 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
+from ._lazy import LazyModule
+
+stats = LazyModule("scipy.stats")
 
 from ._measures import Particles
 from ._simulate import Status, save_times, simulate

@@ -10,7 +10,9 @@ the eigenvalue of  f ↦ ∫ e^{β⟨x,y⟩} f(y) dσ(y)  on spherical harmonics
 from __future__ import annotations
 
 import numpy as np
-from scipy import special
+from .._lazy import LazyModule
+
+special = LazyModule("scipy.special")
 
 from .._validate import dimension, nonneg_int, positive_float
 

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import functools
 
 import numpy as np
-from scipy import special
+from .._lazy import LazyModule
+
+special = LazyModule("scipy.special")
 
 from .._validate import dimension, nonneg_int
 
