@@ -19,6 +19,26 @@ from ..sphere import _zonal as zon
 _FOUR_PI = 4 * np.pi
 
 
+def workspace(basis, name: str, shape: tuple) -> np.ndarray:
+    """A scratch float array ``name`` of ``shape`` kept on ``basis`` between calls.
+
+    Fresh large temporaries are mmap'd and page-faulted on every call (a third of a right-hand side at
+    L ≈ 100); the right-hand side writes its grid fields into these instead (same values).
+    """
+    ws = basis.__dict__.setdefault("_workspace", {})
+    a = ws.get(name)
+    if a is None or a.shape != shape:
+        a = ws[name] = np.empty(shape)
+    return a
+
+
+def _into(values, out):
+    if out is None:
+        return values
+    out[...] = values
+    return out
+
+
 class S2Basis:
     """Orthonormal spherical harmonics on S² with a 3/2-rule Gauss–Legendre grid (ducc0)."""
 
@@ -36,8 +56,8 @@ class S2Basis:
         th, ph = np.meshgrid(self.grid.theta, self.grid.phi, indexing="ij")
         self.frame = np.stack(sh.tangent_basis(th, ph))        # (2, ntheta, nphi, 3): e_θ, e_φ
 
-    def synth(self, c):
-        return sh.synthesis(c, self.lmax, self.grid)
+    def synth(self, c, out=None):
+        return sh.synthesis(c, self.lmax, self.grid, out=out)
 
     def analyze(self, v, lmax=None):
         return sh.analysis(v, self.lmax if lmax is None else lmax, self.grid)
@@ -45,11 +65,11 @@ class S2Basis:
     def conv(self, c, per_degree):
         return c * per_degree[self.ell]
 
-    def grad(self, c):
-        return sh.gradient(c, self.lmax, self.grid)
+    def grad(self, c, out=None):
+        return sh.gradient(c, self.lmax, self.grid, out=out)
 
-    def div(self, f):
-        return sh.divergence(f, self.lmax, self.grid)
+    def div(self, f, overwrite=False):
+        return sh.divergence(f, self.lmax, self.grid, overwrite=overwrite)
 
     def power(self, c):
         return sh.degree_power(c, self.lmax)
@@ -114,8 +134,8 @@ class CircleBasis(_SeriesBasis):
         phi = circ.circle_angles(self.n)
         self.frame = np.stack([-np.sin(phi), np.cos(phi)], axis=-1)[None]   # (1, n, 2): e_φ
 
-    def synth(self, c):
-        return circ.circle_synthesis(c, self.n)
+    def synth(self, c, out=None):
+        return _into(circ.circle_synthesis(c, self.n), out)
 
     def analyze(self, v, lmax=None):
         return circ.circle_analysis(v, self.lmax if lmax is None else lmax)
@@ -123,10 +143,10 @@ class CircleBasis(_SeriesBasis):
     def conv(self, c, per_degree):
         return c * per_degree[: self.ncoef]
 
-    def grad(self, c):
-        return self.synth(circ.circle_derivative(c))[None]
+    def grad(self, c, out=None):
+        return _into(self.synth(circ.circle_derivative(c))[None], out)
 
-    def div(self, f):
+    def div(self, f, overwrite=False):
         return circ.circle_derivative(self.analyze(f[0]))
 
     def power(self, c):
@@ -179,8 +199,8 @@ class ZonalBasis(_SeriesBasis):
         deriv = np.where(ell == 0, 0.0, scale * p1)
         return deriv * np.sqrt(1 - self.t ** 2)[None, :]
 
-    def synth(self, c):
-        return np.real(c) @ self.P
+    def synth(self, c, out=None):
+        return _into(np.real(c) @ self.P, out)
 
     def analyze(self, v, lmax=None):
         return (np.asarray(v) * self.weights) @ self.P.T / self.norms
@@ -188,10 +208,10 @@ class ZonalBasis(_SeriesBasis):
     def conv(self, c, per_degree):
         return c * per_degree[: self.ncoef]
 
-    def grad(self, c):
-        return (np.real(c) @ self.dP)[None]
+    def grad(self, c, out=None):
+        return _into((np.real(c) @ self.dP)[None], out)
 
-    def div(self, f):
+    def div(self, f, overwrite=False):
         # weak form: ∫ P_ℓ div F dσ = −∫ ∇P_ℓ · F dσ; ℓ = 0 vanishes identically.
         return -(f[0] * self.weights) @ self.dP.T / self.norms
 

@@ -196,14 +196,30 @@ def _grid_values(name, values, shape):
     return v
 
 
-def synthesis(alm: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
-    """Grid values of the real field with coefficients ``alm``; (nalm,) → (ntheta, nphi), (k, nalm) → (k, …)."""
+def _out(out, shape):
+    """A fresh float array of ``shape``, or ``out`` checked to be one (C-contiguous float64) to write into."""
+    if out is None:
+        return np.empty(shape)
+    if not (isinstance(out, np.ndarray) and out.shape == shape and out.dtype == np.float64
+            and out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"`out` must be a writeable C-contiguous float64 array of shape {shape}; got "
+                         f"{type(out).__name__} {getattr(out, 'shape', '')} {getattr(out, 'dtype', '')}.")
+    return out
+
+
+def synthesis(alm: np.ndarray, lmax: int, grid: SphereGrid, out: np.ndarray | None = None) -> np.ndarray:
+    """Grid values of the real field with coefficients ``alm``; (nalm,) → (ntheta, nphi), (k, nalm) → (k, …).
+
+    ``out``: an array of the result's shape to write into (reused buffers save the page faults of fresh ones).
+    """
     grid.check(lmax)
     a = _as2d(alm, lmax)
     flat = a.reshape(-1, a.shape[-1])
-    out = np.stack([_ducc().synthesis_2d(alm=f[None], spin=0, lmax=lmax, geometry="GL", ntheta=grid.ntheta,
-                                         nphi=grid.nphi, nthreads=NTHREADS)[0] for f in flat])
-    return out.reshape(a.shape[:-1] + grid.shape)
+    res = _out(out, a.shape[:-1] + grid.shape)
+    for f, o in zip(flat, res.reshape((flat.shape[0], 1) + grid.shape)):   # written in place by ducc0
+        _ducc().synthesis_2d(alm=f[None], spin=0, lmax=lmax, geometry="GL", ntheta=grid.ntheta, nphi=grid.nphi,
+                             nthreads=NTHREADS, map=o)
+    return res
 
 
 def analysis(values: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
@@ -220,28 +236,35 @@ def analysis(values: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
     return out.reshape(v.shape[:-2] + (nalm(lmax),))
 
 
-def gradient(alm: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
-    """Surface gradient ∇_S f on the grid, components along (e_θ, e_φ): shape (2, ntheta, nphi)."""
+def gradient(alm: np.ndarray, lmax: int, grid: SphereGrid, out: np.ndarray | None = None) -> np.ndarray:
+    """Surface gradient ∇_S f on the grid, components along (e_θ, e_φ): shape (2, ntheta, nphi).
+
+    ``out``: an array of that shape to write into.
+    """
     grid.check(lmax)
     a = _as2d(alm, lmax)
     if a.ndim != 1:
         raise ValueError(f"`alm` must be one set of coefficients, shape ({nalm(lmax)},); got shape {a.shape}.")
     return _ducc().synthesis_2d(alm=a[None], spin=1, lmax=lmax, geometry="GL", ntheta=grid.ntheta,
-                                nphi=grid.nphi, mode="DERIV1", nthreads=NTHREADS)
+                                nphi=grid.nphi, mode="DERIV1", nthreads=NTHREADS, map=_out(out, (2,) + grid.shape))
 
 
-def divergence(vector: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
+def divergence(vector: np.ndarray, lmax: int, grid: SphereGrid, overwrite: bool = False) -> np.ndarray:
     """Coefficients up to ``lmax`` of div_S F for a tangent field F on the grid, shape (2, ntheta, nphi).
 
     Computed as minus the adjoint of :func:`gradient` under the grid quadrature
     (∫ g div F dA = −∫ ∇g·F dA), so the ℓ = 0 coefficient is exactly zero: transport built on it
-    conserves mass to rounding.
+    conserves mass to rounding.  ``overwrite=True`` lets a C-contiguous float64 ``vector`` be
+    overwritten (by its quadrature-weighted values) instead of copied.
     """
     grid.check(lmax)
     v = np.asarray(vector, dtype=float)
     if v.shape != (2,) + grid.shape:
         raise ValueError(f"`vector` must have shape {(2,) + grid.shape}; got shape {v.shape}.")
-    weighted = np.ascontiguousarray(v * grid.weights)
+    if overwrite and v is vector and v.flags.c_contiguous and v.flags.writeable:
+        weighted = np.multiply(v, grid.weights, out=v)
+    else:
+        weighted = np.ascontiguousarray(v * grid.weights)
     return -_ducc().adjoint_synthesis_2d(map=weighted, spin=1, lmax=lmax, geometry="GL", mode="DERIV1",
                                          nthreads=NTHREADS)[0]
 
