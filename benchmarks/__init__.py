@@ -1,10 +1,7 @@
 """meanfield's benchmarks: ``python -m benchmarks [--quick] [--output DIR] [case ...]`` from the repository root.
 
-A case is a module with ``main(argv)`` that accepts ``--quick`` and ``--output DIR``, prints a markdown
-table and writes ``DIR/<case>.json``.  Register it in :data:`CASES` (name → module).
+The implementations live in :mod:`meanfield._bench` (one module per case), which ``meanfield bench`` runs
+too; the ``bench_*.py`` files here are thin entry points (``python benchmarks/bench_transforms.py --quick``).
+Each run writes ``DIR/bench.json`` and ``DIR/REPORT.md`` with its plots.
 """
-
-CASES: dict[str, str] = {
-    "transforms": "benchmarks.bench_transforms",  # our S² transforms/gradient against pyshtools
-    "spectral": "benchmarks.bench_spectral",      # one spectral right-hand side in transform units
-}
+from meanfield._bench import CASES as CASES  # noqa: F401  (name → module of meanfield._bench)

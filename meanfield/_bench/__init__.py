@@ -1,0 +1,125 @@
+"""The performance report (issue 12): ``meanfield bench [--quick] --output DIR`` and ``python -m benchmarks``.
+
+Each case is one module with ``NAME``, ``TITLE``, ``run(quick=False, **sizes) -> dict`` and
+``report(result, out_dir) -> str`` (a markdown section; it writes its PNG figures into ``out_dir``).
+:func:`run_cases` runs the chosen cases and writes ``DIR/bench.json`` and ``DIR/REPORT.md``.
+
+JSON layout: ``{"meta": {...machine, cores, load, command...}, "cases": {name: result}}``; a result has
+``status`` ("ok", "not available" or "error" with ``error``), ``comparisons`` (each with ``ours_s``,
+``alternative_s`` and ``speedup`` = alternative / ours, all measured in this run), ``targets`` (the goals
+of the issue and whether this run meets them), ``references`` (figures measured elsewhere: never
+ratios of this run) and the case's own rows.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from . import _common as C
+
+CASES: dict[str, str] = {
+    "transforms": "._transforms",   # 1. transforms and gradients vs pyshtools
+    "spectral": "._spectral_rhs",   # 2. spectral RHS in units of one scalar transform
+    "particles": "._particles",     # 3. particles-sh vs dense attention as published scripts write it
+    "accuracy": "._accuracy",       # 4. error against CPU time: spectral, particles-sh, exact particles
+    "hybrid": "._hybrid",           # 5. hybrid to full clustering vs exact particles at equal error
+    "memory": "._memory",           # 6. peak memory of each at its largest size
+    "dedalus": "._dedalus",         # 7. spectral cost per RK stage vs the Dedalus anchor
+}
+
+
+def case_module(name: str):
+    return importlib.import_module(CASES[name], __name__)
+
+
+def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict | None = None,
+              command: str | None = None, echo=None) -> dict:
+    """Run the benchmark cases ``names`` (default: all) and write ``output/bench.json`` and ``REPORT.md``.
+
+    ``sizes`` maps a case name to keyword overrides of its ``run`` (e.g. ``{"transforms": {"sizes": [16]}}``),
+    for tests and quick looks.  A case that raises is recorded with status "error" and the others still run.
+    """
+    echo = echo or _say
+    names = list(CASES) if not names else list(names)
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        raise ValueError(f"unknown benchmark case(s) {unknown}; choose from {list(CASES)}.")
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = dict(date=C.now(), quick=quick, command=command or " ".join(sys.argv), cases=names,
+                machine=C.machine(), loadavg_start=C.loadavg())
+    results = {}
+    t_all = time.perf_counter()
+    for name in names:
+        echo(f"[bench] {name} ...")
+        mod = case_module(name)
+        load0, t0 = C.loadavg(), time.perf_counter()
+        try:
+            res = mod.run(quick=quick, **(sizes or {}).get(name, {}))
+        except Exception as e:  # noqa: BLE001  (recorded in the report; the other cases still run)
+            res = dict(case=name, title=getattr(mod, "TITLE", name), status="error",
+                       error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        res.setdefault("status", "ok")
+        res.setdefault("title", getattr(mod, "TITLE", name))
+        res.update(seconds=round(time.perf_counter() - t0, 2), loadavg_before=load0, loadavg_after=C.loadavg())
+        results[name] = res
+        echo(f"[bench] {name}: {res['status']} in {res['seconds']:.1f} s (load {load0[0]:.2f} → "
+             f"{res['loadavg_after'][0]:.2f})")
+    meta.update(seconds=round(time.perf_counter() - t_all, 1), loadavg_end=C.loadavg())
+    record = dict(meta=meta, cases=results)
+    (out / "bench.json").write_text(json.dumps(record, indent=1, default=_jsonable) + "\n")
+    from ._report import write_report
+
+    write_report(record, out)
+    echo(f"[bench] wrote {out / 'bench.json'} and {out / 'REPORT.md'}")
+    return record
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _jsonable(x):
+    import numpy as np
+
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+
+
+def parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description="meanfield's performance report against the alternatives "
+                                 "(same-run ratios, medians of repeats); writes bench.json and REPORT.md.")
+    ap.add_argument("cases", nargs="*", metavar="case", help=f"cases to run (default: all of {list(CASES)})")
+    ap.add_argument("--quick", action="store_true", help="small sizes only (about 2 minutes)")
+    ap.add_argument("--output", default="bench-out", help="folder for bench.json, REPORT.md and the plots")
+    return ap
+
+
+def cli(argv=None, prog: str = "python -m benchmarks", default_cases=None) -> int:
+    """``python -m benchmarks`` and ``python benchmarks/bench_*.py``: parse, run, return an exit code."""
+    args = parser(prog).parse_args(argv)
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        parser(prog).error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
+    cmd = " ".join([prog] + (sys.argv[1:] if argv is None else list(argv)))
+    record = run_cases(args.cases or default_cases, quick=args.quick, output=args.output, command=cmd)
+    return _exit_code(record)
+
+
+def _exit_code(record) -> int:
+    return 1 if any(r["status"] == "error" for r in record["cases"].values()) else 0
+
+
+def main(args) -> int:
+    """``meanfield bench``: ``args.quick``, ``args.output`` (and optionally ``args.cases``); an exit code."""
+    cmd = "meanfield bench" + (" --quick" if args.quick else "") + f" --output {args.output}"
+    record = run_cases(getattr(args, "cases", None), quick=args.quick, output=args.output, command=cmd)
+    return _exit_code(record)

@@ -1,0 +1,271 @@
+"""What every benchmark case shares: timing, the machine's description, BLAS threads, anchors, plots.
+
+Timing rules (issue 12): every comparison is measured in the same run, contenders are timed round-robin
+(one call of each per round, after a warm-up call) so that background load on a shared machine hits all
+of them alike, and the figure kept is the median of the rounds.  ``speedup`` is always
+(alternative time) / (our time): > 1 means we are faster.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime
+import functools
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (``os.sched_getaffinity``), not the host's hardware count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        return [float("nan")] * 3
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------------------------
+# timing
+
+def interleaved(funcs: dict, repeats: int, warmup: bool = True, cpu: dict | None = None) -> dict[str, list[float]]:
+    """Wall times of ``repeats`` rounds of every callable, one call of each per round (round-robin).
+
+    With a dict ``cpu``, also fills ``cpu[name]`` with the CPU times of the calling thread
+    (``time.thread_time``): the work of single-threaded code, insensitive to time-slicing on a loaded machine.
+    """
+    if warmup:
+        for f in funcs.values():
+            f()
+    times = {k: [] for k in funcs}
+    if cpu is not None:
+        cpu.update({k: [] for k in funcs})
+    for _ in range(repeats):
+        for k, f in funcs.items():
+            c0, t0 = time.thread_time(), time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+            if cpu is not None:
+                cpu[k].append(time.thread_time() - c0)
+    return times
+
+
+def median(ts) -> float:
+    return float(np.median(ts))
+
+
+def medians(times: dict) -> dict[str, float]:
+    return {k: median(v) for k, v in times.items()}
+
+
+def timed(f):
+    """(result, wall seconds, CPU seconds of this process, all threads) of one call."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = f()
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def comparison(what: str, ours: str, alternative: str, ours_s: float, alternative_s: float, **extra) -> dict:
+    """One same-run comparison record: the times, the contenders and ``speedup`` = alternative / ours."""
+    return dict(what=what, ours=ours, alternative=alternative, ours_s=float(ours_s),
+                alternative_s=float(alternative_s), speedup=float(alternative_s) / float(ours_s), **extra)
+
+
+def target(name: str, goal: str, value, met, note: str = "") -> dict:
+    """A target of the issue and whether this run meets it (``met`` None: not checked in this run)."""
+    return dict(name=name, goal=goal, value=value, met=None if met is None else bool(met), note=note)
+
+
+def slope(xs, ys) -> float:
+    """Least-squares slope of log y against log x (a scaling exponent)."""
+    return float(np.polyfit(np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float)), 1)[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# BLAS threads (what threadpoolctl does, for the OpenBLAS that numpy loaded)
+
+@functools.lru_cache(maxsize=1)
+def _openblas_libs():
+    import numpy  # noqa: F401  (loads numpy's BLAS before the search)
+
+    libs = []
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {parts[-1] for parts in map(str.split, f)
+                     if len(parts) >= 6 and "openblas" in parts[-1].lower() and ".so" in parts[-1]}
+    except OSError:  # pragma: no cover - non-Linux
+        return ()
+    for p in sorted(paths):
+        if not p.startswith("/"):
+            continue
+        try:
+            lib = ctypes.CDLL(p, mode=os.RTLD_NOLOAD)
+        except OSError:
+            continue
+        for setter, getter in (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+                               ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+                               ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+                               ("openblas_set_num_threads", "openblas_get_num_threads")):
+            if hasattr(lib, setter) and hasattr(lib, getter):
+                libs.append((p, getattr(lib, setter), getattr(lib, getter)))
+                break
+    return tuple(libs)
+
+
+def blas_info() -> dict:
+    """The OpenBLAS libraries loaded in this process and their thread counts."""
+    return {Path(p).name: int(get()) for p, _, get in _openblas_libs()}
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None):
+    """Run the block with ``n`` OpenBLAS threads (None: leave as is); restores the previous counts."""
+    if n is None:
+        yield
+        return
+    libs = _openblas_libs()
+    saved = [(s, int(g())) for _, s, g in libs]
+    for s, _ in saved:
+        s(int(n))
+    try:
+        yield
+    finally:
+        for s, k in saved:
+            s(k)
+
+
+@contextlib.contextmanager
+def meanfield_threads(n: int):
+    """Run the block with meanfield's transforms (``meanfield.sphere._sh.NTHREADS``) on ``n`` threads."""
+    from ..sphere import _sh
+
+    saved = _sh.NTHREADS
+    _sh.NTHREADS = int(n)
+    try:
+        yield
+    finally:
+        _sh.NTHREADS = saved
+
+
+# ----------------------------------------------------------------------------------------------
+# the machine
+
+def machine() -> dict:
+    import ducc0
+    import scipy
+
+    import meanfield
+    from ..sphere import _sh
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:  # pragma: no cover
+        pass
+    versions = dict(meanfield=meanfield.__version__, python=platform.python_version(), numpy=np.__version__,
+                    scipy=scipy.__version__, ducc0=ducc0.__version__)
+    try:
+        import pyshtools
+
+        versions["pyshtools"] = pyshtools.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        mem_gb = None
+    return dict(cpu=cpu, platform=platform.platform(), usable_cores=usable_cores(), cpu_count=os.cpu_count(),
+                meanfield_threads=_sh.NTHREADS, blas_threads=blas_info(), memory_gb=mem_gb, versions=versions)
+
+
+# ----------------------------------------------------------------------------------------------
+# anchors: figures measured by others (references, never same-run ratios)
+
+def anchor(name: str) -> tuple[dict | None, str | None]:
+    """(data, path) of ``<name>.json`` from $MEANFIELD_ANCHORS or the checkout's ../shared/anchors."""
+    here = Path(__file__).resolve().parents[2]          # the repository root of a checkout
+    candidates = []
+    if os.environ.get("MEANFIELD_ANCHORS"):
+        candidates.append(Path(os.environ["MEANFIELD_ANCHORS"]))
+    candidates += [here.parent / "shared" / "anchors", here / "shared" / "anchors"]
+    for d in candidates:
+        p = d / f"{name}.json"
+        if p.is_file():
+            return json.loads(p.read_text()), str(p)
+    return None, None
+
+
+# ----------------------------------------------------------------------------------------------
+# plots and tables
+
+def figure(path: Path, draw, size=(6.4, 4.2)) -> str:
+    """Draw with ``draw(ax)`` on a fresh Agg figure and save it to ``path`` (PNG); returns the file name."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    try:
+        draw(ax)
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return path.name
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def ms(s) -> str:
+    """Seconds as milliseconds with 3 significant digits."""
+    if s is None or not np.isfinite(s):
+        return "—"
+    v = 1e3 * s
+    return f"{v:.3g}" if v < 1000 else f"{v:.0f}"
+
+
+def sec(s) -> str:
+    if s is None or not np.isfinite(s):
+        return "—"
+    return f"{s:.3g}"
+
+
+def ratio(x) -> str:
+    if x is None or not np.isfinite(x):
+        return "—"
+    return f"{x:.3g}×" if x < 100 else f"{x:.0f}×"
+
+
+def at_equal_error(ours: list[dict], theirs: list[dict], error: str, cost: str = "cpu_s"):
+    """(our run, their run) for an equal-error comparison from measured points only, or None.
+
+    Their most accurate run against our cheapest run that is at least as accurate (no interpolation,
+    no extrapolation: if none of ours is as accurate, there is no comparison).
+    """
+    if not ours or not theirs:
+        return None
+    best = min(theirs, key=lambda r: r[error])
+    ok = [r for r in ours if r[error] <= best[error]]
+    if not ok:
+        return None
+    return min(ok, key=lambda r: r[cost]), best

@@ -1,0 +1,179 @@
+"""The performance report (meanfield._bench): entry points, the JSON layout and REPORT.md, on tiny sizes."""
+import json
+
+import pytest
+
+from meanfield import _bench
+from meanfield._bench import _common, _hybrid, _particles, _transforms
+from meanfield.cli import main as meanfield_main
+
+
+@pytest.fixture
+def tiny_transforms(monkeypatch):
+    monkeypatch.setattr(_transforms, "QUICK_SIZES", (16, 32))
+
+
+def _check_record(record, names):
+    meta = record["meta"]
+    assert meta["quick"] is True
+    assert meta["machine"]["usable_cores"] >= 1
+    assert len(meta["loadavg_start"]) == 3 and len(meta["loadavg_end"]) == 3
+    assert list(record["cases"]) == names
+    for res in record["cases"].values():
+        assert res["status"] == "ok", res.get("error")
+        assert res["seconds"] >= 0 and len(res["loadavg_before"]) == 3
+        for t in res["targets"]:
+            assert set(t) >= {"name", "goal", "value", "met"}
+
+
+def test_quick_transforms_writes_json_report_and_plot(tmp_path, tiny_transforms):
+    record = _bench.run_cases(["transforms"], quick=True, output=tmp_path, echo=lambda msg: None)
+    on_disk = json.loads((tmp_path / "bench.json").read_text())
+    assert on_disk == json.loads(json.dumps(record))
+    _check_record(on_disk, ["transforms"])
+    res = on_disk["cases"]["transforms"]
+    assert [r["lmax"] for r in res["rows"]] == [16, 32]
+    comps = res["comparisons"]
+    assert len(comps) == 2 * 3                        # two sizes × (GLQ, DH2 synthesis+analysis, DH2 gradient)
+    for c in comps:
+        assert {"ours_s", "alternative_s", "speedup"} <= set(c)
+        assert c["ours_s"] > 0 and c["alternative_s"] > 0 and c["speedup"] > 0
+        assert c["speedup"] == pytest.approx(c["alternative_s"] / c["ours_s"])
+    assert all(r["agreement_rel"] < 1e-12 for r in res["rows"])   # both sides computed the same field
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "usable cores" in report and "speedup" in report and "transforms.png" in report
+    assert (tmp_path / "transforms.png").stat().st_size > 0
+
+
+def test_meanfield_bench_cli_and_python_m_benchmarks_share_the_code(tmp_path, monkeypatch, tiny_transforms):
+    monkeypatch.setattr(_bench, "CASES", {"transforms": _bench.CASES["transforms"]})
+    assert meanfield_main(["bench", "--quick", "--output", str(tmp_path / "a")]) == 0
+    assert _bench.cli(["transforms", "--quick", "--output", str(tmp_path / "b")]) == 0
+    for sub in ("a", "b"):
+        rec = json.loads((tmp_path / sub / "bench.json").read_text())
+        _check_record(rec, ["transforms"])
+    assert json.loads((tmp_path / "a" / "bench.json").read_text())["meta"]["command"].startswith("meanfield bench")
+
+
+def test_unknown_case_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown benchmark case"):
+        _bench.run_cases(["no-such-case"], output=tmp_path)
+    with pytest.raises(SystemExit):
+        _bench.cli(["no-such-case", "--output", str(tmp_path)])
+
+
+def test_unavailable_and_failing_cases_are_reported_not_fatal(tmp_path, monkeypatch):
+    monkeypatch.setattr(_hybrid, "available", lambda: (False, "backend 'hybrid' is not registered"))
+
+    def boom(quick=False, **kw):
+        raise RuntimeError("simulated failure")
+    monkeypatch.setattr(_particles, "run", boom)
+    record = _bench.run_cases(["hybrid", "particles"], quick=True, output=tmp_path, echo=lambda msg: None)
+    assert record["cases"]["hybrid"]["status"] == "not available"
+    assert record["cases"]["particles"]["status"] == "error"
+    assert "simulated failure" in record["cases"]["particles"]["error"]
+    assert _bench._exit_code(record) == 1
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "Not available in this run" in report and "simulated failure" in report
+
+
+def test_dense_baseline_matches_the_exact_velocity():
+    import numpy as np
+
+    import meanfield as mf
+
+    x = _particles.clustered(200, seed=3)
+    exact = mf.particle_velocity(mf.Model(_particles.BETA), mf.Particles(x), backend="particles")[0]
+    for chunk in (7, 200):
+        assert np.max(np.abs(_particles.dense_velocity(x, _particles.BETA, chunk) - exact)) < 1e-13
+
+
+def test_helpers():
+    assert _common.slope([1, 10, 100], [2, 200, 20000]) == pytest.approx(2.0)
+    ours = [dict(err=1e-3, cpu_s=1.0), dict(err=1e-6, cpu_s=5.0)]
+    theirs = [dict(err=1e-2, cpu_s=3.0), dict(err=1e-4, cpu_s=30.0)]
+    assert _common.at_equal_error(ours, theirs, "err") == (ours[1], theirs[1])
+    assert _common.at_equal_error(ours, [dict(err=1e-9, cpu_s=1.0)], "err") is None
+    crossing = _particles._crossover([dict(n=100, sh_s=2.0, dense_s=1.0), dict(n=1000, sh_s=2.0, dense_s=4.0)])
+    assert 100 < crossing["n"] < 1000
+    with _common.blas_threads(1):
+        assert all(v == 1 for v in _common.blas_info().values())
+
+
+# -- the performance edits found by the profile (issue 12): same results, less work ---------------------------
+
+def test_transform_buffers_give_the_same_values():
+    import numpy as np
+
+    from meanfield import sphere
+
+    L = 24
+    grid = sphere.SphereGrid.for_bandlimit(L)
+    a = _transforms._random_alm(L)
+    out = np.empty(grid.shape)
+    assert sphere.synthesis(a, L, grid, out=out) is out
+    assert np.array_equal(out, sphere.synthesis(a, L, grid))
+    two = np.empty((2,) + grid.shape)
+    assert np.array_equal(sphere.synthesis(np.stack([a, 2 * a]), L, grid, out=two),
+                          np.stack([sphere.synthesis(a, L, grid), sphere.synthesis(2 * a, L, grid)]))
+    g = np.empty((2,) + grid.shape)
+    assert sphere.gradient(a, L, grid, out=g) is g and np.array_equal(g, sphere.gradient(a, L, grid))
+    ref = sphere.divergence(g, L, grid)
+    assert np.array_equal(sphere.divergence(g.copy(), L, grid, overwrite=True), ref)
+    kept = g.copy()
+    sphere.divergence(g, L, grid)                      # without overwrite the input is left alone
+    assert np.array_equal(g, kept)
+    with pytest.raises(ValueError, match="`out`"):
+        sphere.synthesis(a, L, grid, out=np.empty((3, 3)))
+    with pytest.raises(ValueError, match="`out`"):
+        sphere.gradient(a, L, grid, out=np.empty((2,) + grid.shape, dtype=np.float32))
+
+
+def _spectral(scheme="post-ln", **kw):
+    import meanfield as mf
+    from meanfield.backends._spectral import SpectralBackend
+
+    return SpectralBackend(mf.Model(4.0, scheme), mf.Density.random(20, seed=1, degree=3, amplitude=0.5), **kw)
+
+
+@pytest.mark.parametrize("scheme, method", [("post-ln", "rk45"), ("pre-ln", "rk45"), ("post-ln", "rk23"),
+                                            ("mix-ln", "rk45")])
+def test_reusing_the_first_stage_does_not_change_the_trajectory(scheme, method):
+    import numpy as np
+
+    kw = dict(method=method)
+    if scheme == "mix-ln":
+        import meanfield as mf
+        from meanfield.backends._spectral import SpectralBackend
+
+        mk = lambda: SpectralBackend(mf.Model(4.0, scheme, tau=0.2),  # noqa: E731
+                                     mf.Density.random(20, seed=1, degree=3, amplitude=0.5), **kw)
+    else:
+        mk = lambda: _spectral(scheme, **kw)  # noqa: E731
+    fast, plain = mk(), mk()
+    plain._first_stage = lambda: None                                  # the stepper without the reuse
+    plain._state_rhs = lambda: plain.rhs(plain.t, plain.y)
+    assert fast.advance(0.5).name == plain.advance(0.5).name == "OK"
+    assert np.array_equal(fast.y, plain.y)
+    assert fast.step_log["t"] == plain.step_log["t"] and fast.step_log["energy"] == plain.step_log["energy"]
+
+
+def test_a_dormand_prince_step_costs_six_right_hand_sides():
+    import numpy as np
+
+    be = _spectral()
+    calls = [0]
+    rhs = be.rhs
+
+    def counted(t, y):
+        calls[0] += 1
+        return rhs(t, y)
+    be.rhs = counted
+    be._one_step(1e9)                                   # the first step also estimates its size
+    n0, logged = calls[0], len(be.step_log["t"])
+    for _ in range(3):
+        be._one_step(1e9)
+    rejected = sum(be.step_log["rejected"][logged:])
+    assert calls[0] - n0 == 6 * 3 + 6 * rejected
+    d1, d2 = be.rhs(be.t, be.y), be.rhs(be.t, be.y)     # results are fresh arrays, not the reused buffers
+    assert d1 is not d2 and np.array_equal(d1, d2)
