@@ -53,18 +53,22 @@ class RunConfig:
     raw: dict = field(default_factory=dict)
 
 
-def load_config(path) -> RunConfig:
-    """Read and validate a TOML configuration file."""
+def read_toml(path, what: str = "configuration") -> tuple[dict, str]:
+    """(parsed table, text) of a TOML file; unreadable or invalid files raise :class:`ConfigError`."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:
-        raise ConfigError(f"cannot read configuration {str(path)!r}: {e}") from None
+        raise ConfigError(f"cannot read {what} {str(path)!r}: {e}") from None
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{str(path)!r} is not valid TOML: {e}") from None
-    return parse_config(raw, text)
+
+
+def load_config(path) -> RunConfig:
+    """Read and validate a TOML configuration file."""
+    return parse_config(*read_toml(path))
 
 
 def parse_config(raw: dict, text: str = "") -> RunConfig:

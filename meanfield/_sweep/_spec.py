@@ -23,11 +23,10 @@ import copy
 import hashlib
 import itertools
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._config import _INITIAL_KEYS, _MODEL_KEYS, _RUN_KEYS, _TABLES, ConfigError, _check_keys
+from .._config import _INITIAL_KEYS, _MODEL_KEYS, _RUN_KEYS, _TABLES, ConfigError, _check_keys, read_toml
 
 SWEEP_KEYS = {"grid", "sets", "observables", "at", "aligned_tol", "hdf5", "table"}
 AT = ("final", "saved")
@@ -76,16 +75,7 @@ class SweepSpec:
 
 def load_sweep(path) -> SweepSpec:
     """Read and validate a sweep TOML file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read sweep file {str(path)!r}: {e}") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{str(path)!r} is not valid TOML: {e}") from None
-    return parse_sweep(raw, text)
+    return parse_sweep(*read_toml(path, "sweep file"))
 
 
 def parse_sweep(raw: dict, text: str = "") -> SweepSpec:
