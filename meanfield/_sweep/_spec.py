@@ -24,7 +24,6 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .._config import _INITIAL_KEYS, _MODEL_KEYS, _RUN_KEYS, _TABLES, ConfigError, _check_keys, read_toml
 
