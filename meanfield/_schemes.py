@@ -12,7 +12,7 @@ token or grid point); ``model`` supplies α(t) and τ.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -144,12 +144,9 @@ register(Scheme(
     reference="Sun et al. (2025), the curse of depth (LayerNorm scaling); " + _KARAGODIN,
     description="LN-Scaling: speed 1/√(t+1) on the sphere."))
 
-register(Scheme(
-    name="qkv-norm", has_radius=True,
-    speed=lambda r, a_norm, t, model: r * _ones(a_norm),
-    radial=lambda radial_a, a_norm, r, t, model: radial_a,
-    layer=lambda x, attn, h, t, model: x + h * attn(normalize(x)),
-    normalize_qkv=True, reference=_KARAGODIN,
+# QKV-Norm is the Pre-LN row with normalized queries, keys and values (the attention changes, not the row).
+register(replace(
+    SCHEMES["pre-ln"], name="qkv-norm", normalize_qkv=True,
     description="QKV-Norm: Pre-LN with normalized queries, keys and values "
                 "(w ∝ exp(β⟨Q̂θ_j, K̂θ_k⟩), values Vθ_k/‖Vθ_k‖)."))
 
