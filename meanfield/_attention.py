@@ -33,6 +33,7 @@ from ._validate import nonneg_int, positive_float
 
 _EXECUTOR: ThreadPoolExecutor | None = None
 _EXECUTOR_LOCK = threading.Lock()
+_THREAD_PREFIX = "meanfield-attn"
 _CHUNK_ELEMENTS = 2 ** 20  # default chunk: ~8 MB of float64 logits per worker
 _MEMORY_CHECK_FLOOR = 2 ** 26  # requests below 64 MiB are not checked against the available memory (hot path)
 
@@ -53,7 +54,7 @@ def _executor() -> ThreadPoolExecutor:
     global _EXECUTOR
     with _EXECUTOR_LOCK:
         if _EXECUTOR is None:
-            _EXECUTOR = ThreadPoolExecutor(max_workers=max(1, _nthreads()), thread_name_prefix="meanfield-attn")
+            _EXECUTOR = ThreadPoolExecutor(max_workers=max(1, _nthreads()), thread_name_prefix=_THREAD_PREFIX)
         return _EXECUTOR
 
 
@@ -286,15 +287,23 @@ def sh_error_bounds(beta_eff: float, lmax: int) -> tuple[float, float]:
     return eps_z, eps_m
 
 
-def _in_parts(n, fn, nthreads):
-    """Call fn(slice) over ~equal slices of range(n), on the worker threads when n is large."""
-    parts = max(1, min(nthreads, n // 100_000))
+_MIN_PART = 5000   # points per thread below which splitting a non-uniform transform does not pay (measured)
+
+
+def _slices(n, nthreads, min_part=_MIN_PART):
+    """Up to ``nthreads`` slices of range(n) with ≥ ``min_part`` points each (one slice on a worker thread)."""
+    parts = max(1, min(nthreads, n // min_part))
+    if parts > 1 and threading.current_thread().name.startswith(_THREAD_PREFIX):
+        parts = 1          # already on a worker: waiting on the same pool could deadlock it
     bounds = np.linspace(0, n, parts + 1).astype(int)
-    slices = [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
-    if parts == 1:
-        fn(slices[0])
-    else:
-        list(_executor().map(fn, slices))
+    return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+def _map_slices(fn, slices):
+    """[fn(s) for s in slices], on the worker threads when there are several (numpy and ducc0 release the GIL)."""
+    if len(slices) == 1:
+        return [fn(slices[0])]
+    return list(_executor().map(fn, slices))
 
 
 _LOCAL = threading.local()
@@ -303,7 +312,8 @@ _WORKSPACE_CACHE_MAX = 200_000   # keep per-thread scratch arrays between calls 
 
 class _Workspace:
     """Scratch arrays for n points, reused across calls (fresh temporaries of ≥128 kB are mmap'd by
-    glibc and page-faulted on every call: at n = 2·10⁴ that was a third of the evaluation)."""
+    glibc and page-faulted on every call: at n = 2·10⁴ that was a third of the evaluation).
+    Slices of it are filled by different worker threads; it belongs to the calling thread."""
 
     def __init__(self, n):
         self.n = n
@@ -328,90 +338,207 @@ def _workspace(key, n) -> _Workspace:
     return ws
 
 
-def _geometry(points, nthreads, key="sources") -> _Workspace:
-    """ducc0 locations and what the tangent frame needs, from unit vectors (n, 3), into a workspace.
+def _fill_geometry(ws: _Workspace, points, sl) -> None:
+    """ducc0 locations and what the tangent frame needs, for the directions ``points[sl]``, into ``ws``.
 
-    Fills ``loc`` (n, 2) (colatitude θ ∈ [0, π], longitude φ ∈ [0, 2π]), ``xt`` (3, n) (the points),
+    Fills ``xt`` (the points divided by their norms, transposed: the stepper's off-sphere Runge–Kutta
+    stages are normalized here, on the worker threads), ``loc`` (colatitude θ ∈ [0, π], longitude
+    φ ∈ [0, 2π]),
     ``rho`` = sin θ = √(x² + y²), ``cphi``, ``sphi`` = cos φ, sin φ (x/ρ, y/ρ; at the poles the φ that
     ducc0 is given), so that e_θ = (z cos φ, z sin φ, −ρ) and e_φ = (−sin φ, cos φ, 0).
     atan2 is computed as atan of the ratio plus the quadrant (numpy's arctan2 is ~3× slower than
     arctan); the ratio costs at most an ulp, and exact zeros are set explicitly.
     """
-    n = points.shape[0]
-    ws = _workspace(key, n)
-    np.copyto(ws.xt, points.T)
     xt, loc = ws.xt, ws.loc
-
-    def part(sl):
-        px, py, pz = xt[0, sl], xt[1, sl], xt[2, sl]
-        r, t1, t2 = ws.rho[sl], ws.s1[sl], ws.s2[sl]
-        b1, b2 = ws.b1[sl], ws.b2[sl]
-        np.multiply(px, px, out=r)
-        np.multiply(py, py, out=t1)
-        r += t1
-        np.sqrt(r, out=r)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # θ = atan(ρ/z) (+π for z < 0)
-            np.divide(r, pz, out=t1)
-            np.arctan(t1, out=t1)
-            np.less(pz, 0, out=b1)
-            np.multiply(b1, np.pi, out=t2)
-            t1 += t2
-            np.equal(pz, 0, out=b1)
-            if b1.any():
-                t1[b1] = np.pi / 2
-            loc[sl, 0] = t1
-            # φ = atan(y/x) (+π for x < 0, +2π for x > 0 > y), in [0, 2π]
-            np.divide(py, px, out=t1)
-            np.arctan(t1, out=t1)
-            np.less(px, 0, out=b1)
-            np.multiply(b1, np.pi, out=t2)
-            t1 += t2
-            np.greater(px, 0, out=b1)
-            np.less(py, 0, out=b2)
-            b1 &= b2
-            np.multiply(b1, 2 * np.pi, out=t2)
-            t1 += t2
-            np.equal(px, 0, out=b1)
-            if b1.any():
-                idx = np.flatnonzero(b1)
-                yz = py[idx]
-                t1[idx] = np.where(yz > 0, np.pi / 2, np.where(yz < 0, 1.5 * np.pi, 0.0))
-            loc[sl, 1] = t1
-            np.divide(px, r, out=ws.cphi[sl])
-            np.divide(py, r, out=ws.sphi[sl])
-        np.equal(r, 0, out=b1)
+    np.copyto(xt[:, sl], points[sl].T)
+    px, py, pz = xt[0, sl], xt[1, sl], xt[2, sl]
+    r, t1, t2 = ws.rho[sl], ws.s1[sl], ws.s2[sl]
+    b1, b2 = ws.b1[sl], ws.b2[sl]
+    np.multiply(px, px, out=r)
+    np.multiply(py, py, out=t1)
+    r += t1
+    np.multiply(pz, pz, out=t1)
+    r += t1
+    np.sqrt(r, out=r)
+    xt[:, sl] /= r
+    np.multiply(px, px, out=r)
+    np.multiply(py, py, out=t1)
+    r += t1
+    np.sqrt(r, out=r)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # θ = atan(ρ/z) (+π for z < 0)
+        np.divide(r, pz, out=t1)
+        np.arctan(t1, out=t1)
+        np.less(pz, 0, out=b1)
+        np.multiply(b1, np.pi, out=t2)
+        t1 += t2
+        np.equal(pz, 0, out=b1)
+        if b1.any():
+            t1[b1] = np.pi / 2
+        loc[sl, 0] = t1
+        # φ = atan(y/x) (+π for x < 0, +2π for x > 0 > y), in [0, 2π]
+        np.divide(py, px, out=t1)
+        np.arctan(t1, out=t1)
+        np.less(px, 0, out=b1)
+        np.multiply(b1, np.pi, out=t2)
+        t1 += t2
+        np.greater(px, 0, out=b1)
+        np.less(py, 0, out=b2)
+        b1 &= b2
+        np.multiply(b1, 2 * np.pi, out=t2)
+        t1 += t2
+        np.equal(px, 0, out=b1)
         if b1.any():
             idx = np.flatnonzero(b1)
-            ws.cphi[sl][idx] = np.cos(t1[idx])
-            ws.sphi[sl][idx] = np.sin(t1[idx])
+            yz = py[idx]
+            t1[idx] = np.where(yz > 0, np.pi / 2, np.where(yz < 0, 1.5 * np.pi, 0.0))
+        loc[sl, 1] = t1
+        np.divide(px, r, out=ws.cphi[sl])
+        np.divide(py, r, out=ws.sphi[sl])
+    np.equal(r, 0, out=b1)
+    if b1.any():
+        idx = np.flatnonzero(b1)
+        ws.cphi[sl][idx] = np.cos(t1[idx])
+        ws.sphi[sl][idx] = np.sin(t1[idx])
 
-    _in_parts(n, part, nthreads)
-    return ws
+
+def _tangent_ambient(ws, sl, comp_theta, comp_phi, scale, out) -> None:
+    """out (3, m) = scale · (comp_θ e_θ + comp_φ e_φ) at the points ``sl`` of ``ws``: tangent components → ambient."""
+    a, c, t = ws.s1[sl], ws.s2[sl], ws.s3[sl]
+    np.multiply(comp_theta, scale, out=a)
+    np.multiply(comp_phi, scale, out=c)
+    np.multiply(a, ws.rho[sl], out=out[2])
+    np.negative(out[2], out=out[2])
+    a *= ws.xt[2, sl]
+    np.multiply(a, ws.cphi[sl], out=out[0])
+    np.multiply(c, ws.sphi[sl], out=t)
+    out[0] -= t
+    np.multiply(a, ws.sphi[sl], out=out[1])
+    np.multiply(c, ws.cphi[sl], out=t)
+    out[1] += t
 
 
-def _tangent_ambient(ws, comp_theta, comp_phi, scale, nthreads):
-    """(3, n) = scale · (comp_θ e_θ + comp_φ e_φ): tangent components → ambient vectors (fresh array)."""
-    n = ws.n
-    out = np.empty((3, n))
+class _SHEvaluator:
+    """The spectral attention of one model at one band limit: everything that does not depend on the tokens.
 
-    def part(sl):
-        a, c, t = ws.s1[sl], ws.s2[sl], ws.s3[sl]
-        sc = scale[sl] if np.ndim(scale) else scale
-        np.multiply(comp_theta[sl], sc, out=a)
-        np.multiply(comp_phi[sl], sc, out=c)
-        np.multiply(a, ws.rho[sl], out=out[2, sl])
-        np.negative(out[2, sl], out=out[2, sl])
-        a *= ws.xt[2, sl]
-        np.multiply(a, ws.cphi[sl], out=out[0, sl])
-        np.multiply(c, ws.sphi[sl], out=t)
-        out[0, sl] -= t
-        np.multiply(a, ws.sphi[sl], out=out[1, sl])
-        np.multiply(c, ws.cphi[sl], out=t)
-        out[1, sl] += t
+    Built once per run by the particles-sh backend (and per call by the public functions below); the
+    token-dependent work is split into slices of points, each on a worker thread with a one-thread
+    ducc0 call (ducc0's own threads gain little below ~10⁶ points; slices gain ~1.6× on 2 cores).
+    The coefficients of the slices add up (the adjoint transform is linear).
+    """
 
-    _in_parts(n, part, nthreads)
-    return out
+    def __init__(self, model, tol: float = 1e-12, lmax: int | None = None, epsilon: float = 3e-13,
+                 nthreads: int | None = None):
+        from .sphere._funk_hecke import funk_hecke, funk_hecke_dbeta
+        from .sphere._sh import _ducc, lm_arrays
+
+        why = sh_support(model)
+        if why is not None:
+            raise UnsupportedModelError(why)
+        L = self.L = sh_bandlimit(model, tol, lmax)
+        _check_memory(256.0 * (L + 2) ** 2, f"the spectral velocity at band limit L={L} (coefficients, ducc0 grids)",
+                      "lower `lmax` (or raise `tol`).")
+        epsilon = positive_float("epsilon", epsilon)
+        if epsilon < 2e-13 or epsilon >= 1:
+            raise ValueError(f"`epsilon` must be in [2e-13, 1) (ducc0's float64 range); got epsilon={epsilon!r}.")
+        self.epsilon = epsilon
+        self.nthreads = _nthreads() if nthreads is None else nonneg_int("nthreads", nthreads, minimum=1)
+        self.beta, self.softmax = model.beta_eff, model.softmax
+        self.V, self.linear = _linear_values(model)
+        scalar_v = self.linear and np.array_equal(self.V, self.V[0, 0] * np.eye(3))
+        self.v_scalar = float(self.V[0, 0]) if scalar_v else None
+        ell = lm_arrays(L)[0]
+        self.lam = 4 * np.pi * funk_hecke(self.beta, L, 3, scaled=True)[ell]          # e^{-β}·4πλ_ℓ
+        self.dlam = 4 * np.pi * funk_hecke_dbeta(self.beta, L, 3, scaled=True)[ell]   # e^{-β}·4π∂_βλ_ℓ
+        self.shape = (1 if self.linear else 4, ell.size)
+        self._ducc = _ducc()
+
+    def _plan(self, n):
+        """(slices, ducc0 threads per call): slices only when the points outweigh the O(L²) grid work each repeats."""
+        slices = _slices(n, self.nthreads) if n >= 16 * (self.L + 1) ** 2 else [slice(0, n)]
+        return slices, (1 if len(slices) > 1 else self.nthreads)
+
+    def _synth(self, alm, loc, out, threads, spin=0):
+        kw = dict(mode="DERIV1") if spin else {}
+        return self._ducc.synthesis_general(alm=alm, spin=spin, loc=loc, map=out, lmax=self.L,
+                                            epsilon=self.epsilon, nthreads=threads, **kw)
+
+    def coefficients(self, x, w, key="sources") -> np.ndarray:
+        """(k, nalm): μ̂_ℓm = Σ_j w_j conj Y_ℓm(θ_j) (and of w_j v_i(θ_j) for nonlinear values).
+
+        ``x`` (N, 3): nonzero directions θ_j ‖x_j‖ (normalized here).  Leaves the geometry of ``x`` in
+        the workspace ``key`` for :meth:`field`."""
+        n = x.shape[0]
+        ws = _workspace(key, n)
+        slices, threads = self._plan(n)
+
+        def adjoint(vals, loc):
+            return self._ducc.adjoint_synthesis_general(map=np.ascontiguousarray(vals[None]), spin=0, loc=loc,
+                                                        lmax=self.L, epsilon=self.epsilon, nthreads=threads)
+
+        def part(sl):
+            _fill_geometry(ws, x, sl)
+            loc = ws.loc[sl]
+            mu = adjoint(w[sl], loc)
+            if self.linear:
+                return mu
+            vals = x[sl] @ self.V.T
+            vals /= np.linalg.norm(vals, axis=1, keepdims=True)
+            return np.concatenate([mu] + [adjoint(w[sl] * vals[:, i], loc) for i in range(3)])
+
+        parts = _map_slices(part, slices)
+        return parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
+
+    def field(self, coeffs, y, radial=True, key="targets", geometry_ready=False) -> AttentionField:
+        """The attention field at the directions ``y`` (M, 3; nonzero, normalized here) from :meth:`coefficients`.
+
+        ``geometry_ready``: the workspace ``key`` already holds the geometry of ``y`` (same call's sources).
+        """
+        n, b = y.shape[0], self.beta
+        ws = _workspace(key, n)
+        slices, threads = self._plan(n)
+        z_alm = coeffs[:1] * self.lam
+        tangential_only = not radial and self.v_scalar is not None
+        out = np.empty((3, n))           # tangential (fast path), the moment M, or the nonlinear numerators
+        r_alm = coeffs[:1] * self.dlam
+        n_alms = [coeffs[1 + i][None] * self.lam for i in range(3)] if not self.linear else None
+
+        def part(sl):
+            if not geometry_ready:
+                _fill_geometry(ws, y, sl)
+            loc = ws.loc[sl]
+            z = self._synth(z_alm, loc, ws.z[:, sl], threads)[0]                      # e^{-β} Z
+            if not self.linear:
+                for i in range(3):
+                    self._synth(n_alms[i], loc, out[i:i + 1, sl], threads)
+                return
+            grad = self._synth(z_alm, loc, ws.grad[:, sl], threads, spin=1)   # (∂_θ Z, ∂_φ Z / sin θ), scaled
+            if tangential_only:
+                # V = v·I, tangential part only: A_tan = v ∇_S Z / (β Z) (SA) or v ∇_S Z / β (USA)
+                scale = (np.divide(self.v_scalar / b, z, out=ws.rad[0, sl]) if self.softmax
+                         else self.v_scalar * np.exp(b) / b)
+                _tangent_ambient(ws, sl, grad[0], grad[1], scale, out[:, sl])
+                return
+            _tangent_ambient(ws, sl, grad[0], grad[1], 1.0 / b, out[:, sl])
+            rad = self._synth(r_alm, loc, ws.rad[:, sl], threads)                  # ∫⟨x,y⟩e^{β⟨x,y⟩}dμ, scaled
+            out[:, sl] += rad * ws.xt[:, sl]                                        # M = ∇_S Z/β + R x
+
+        _map_slices(part, slices)
+        z = ws.z[0]
+        with np.errstate(divide="ignore"):
+            log_z = (np.log(z) + b)[None]
+        if tangential_only:
+            return AttentionField(None, out.T, None, None, log_z)
+        num = (self.V @ out).T if self.linear else out.T
+        A = num / z[:, None] if self.softmax else num * np.exp(b)
+        return _finish(A, ws.xt.T, log_z)
+
+    def __call__(self, x, w, y=None, radial=True) -> AttentionField:
+        """The attention field of the tokens (x, w) at ``y`` (default: at the tokens)."""
+        coeffs = self.coefficients(x, w)
+        if y is None:
+            return self.field(coeffs, x, radial, key="sources", geometry_ready=True)
+        return self.field(coeffs, y, radial)
 
 
 def attention_field_sh(model, directions, weights=None, targets=None, *, tol: float = 1e-12,
@@ -465,11 +592,8 @@ def attention_field_sh(model, directions, weights=None, targets=None, *, tol: fl
     transforms' ``epsilon``.
     """
     x, w, y = _check_inputs(model, directions, weights, targets)
-    L, epsilon, nthreads = _sh_setup(model, tol, lmax, epsilon, nthreads)
-    gs = _geometry(x, nthreads, "sources")
-    gt = gs if targets is None else _geometry(y, nthreads, "targets")
-    return _sh_field(model, _sh_coefficients(model, gs, x, w, L, epsilon, nthreads), gt, y, L, epsilon, radial,
-                     nthreads)
+    ev = _SHEvaluator(model, tol, lmax, epsilon, nthreads)
+    return ev(x, w, None if targets is None else y, radial)
 
 
 # The two halves of attention_field_sh.  The coefficients are linear in the weights, so the
@@ -486,8 +610,7 @@ def sh_coefficients(model, directions, weights=None, *, tol: float = 1e-12, lmax
     sum over disjoint token sets (weights of the whole measure) is the coefficients of their union.
     """
     x, w, _ = _check_inputs(model, directions, weights, None)
-    L, epsilon, nthreads = _sh_setup(model, tol, lmax, epsilon, nthreads)
-    return _sh_coefficients(model, _geometry(x, nthreads, "sources"), x, w, L, epsilon, nthreads)
+    return _SHEvaluator(model, tol, lmax, epsilon, nthreads).coefficients(x, w)
 
 
 def attention_field_from_coefficients(model, coefficients, targets, *, tol: float = 1e-12,
@@ -501,92 +624,12 @@ def attention_field_from_coefficients(model, coefficients, targets, *, tol: floa
     from ._model import Model
     if not isinstance(model, Model):
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
-    L, epsilon, nthreads = _sh_setup(model, tol, lmax, epsilon, nthreads)
+    ev = _SHEvaluator(model, tol, lmax, epsilon, nthreads)
     y = _check_points("targets", targets, 3)
-    from .sphere._sh import lm_arrays
-    k = 1 if _linear_values(model)[1] else 4
     c = np.asarray(coefficients)
-    if c.shape != (k, lm_arrays(L)[0].size):
-        raise ValueError(f"`coefficients` must have shape ({k}, {lm_arrays(L)[0].size}) for lmax={L}; "
-                         f"got shape {c.shape}.")
-    return _sh_field(model, c, _geometry(y, nthreads, "targets"), y, L, epsilon, radial, nthreads)
-
-
-def _sh_setup(model, tol, lmax, epsilon, nthreads):
-    """Validated (L, epsilon, nthreads) of the spectral evaluation; raises for unsupported models."""
-    why = sh_support(model)
-    if why is not None:
-        raise UnsupportedModelError(why)
-    L = sh_bandlimit(model, tol, lmax)
-    _check_memory(256.0 * (L + 2) ** 2, f"the spectral velocity at band limit L={L} (coefficients, ducc0 grids)",
-                  "lower `lmax` (or raise `tol`).")
-    epsilon = positive_float("epsilon", epsilon)
-    if epsilon < 2e-13 or epsilon >= 1:
-        raise ValueError(f"`epsilon` must be in [2e-13, 1) (ducc0's float64 range); got epsilon={epsilon!r}.")
-    nthreads = _nthreads() if nthreads is None else nonneg_int("nthreads", nthreads, minimum=1)
-    return L, epsilon, nthreads
-
-
-def _sh_coefficients(model, gs, x, w, L, epsilon, nthreads):
-    """(k, nalm): the adjoint transforms of the weights (and of w·v_i for nonlinear values) at ``gs`` (of x)."""
-    from .sphere import _sh as sh
-    ducc = sh._ducc()
-    kw = dict(lmax=L, epsilon=epsilon, nthreads=nthreads)
-
-    def adjoint(vals):
-        return ducc.adjoint_synthesis_general(map=np.ascontiguousarray(vals[None]), spin=0, loc=gs.loc, **kw)
-
-    mu = adjoint(w)                                                   # (1, nalm)
-    V, linear = _linear_values(model)
-    if linear:
-        return mu
-    vals = x @ V.T
-    vals /= np.linalg.norm(vals, axis=1, keepdims=True)
-    return np.concatenate([mu] + [adjoint(w * vals[:, i]) for i in range(3)])
-
-
-def _sh_field(model, coeffs, gt, y, L, epsilon, radial, nthreads) -> AttentionField:
-    """The attention field at the targets ``y`` (geometry ``gt``) from the coefficients of :func:`_sh_coefficients`."""
-    from .sphere import _sh as sh
-    from .sphere._funk_hecke import funk_hecke, funk_hecke_dbeta
-
-    ducc = sh._ducc()
-    b = model.beta_eff
-    ell, _ = sh.lm_arrays(L)
-    lam = 4 * np.pi * funk_hecke(b, L, 3, scaled=True)[ell]          # e^{-β}·4πλ_ℓ
-    V, linear = _linear_values(model)
-    v_is_scalar = linear and np.allclose(V, V[0, 0] * np.eye(3), rtol=0, atol=0)
-    need_radial = radial or not v_is_scalar
-    kw = dict(lmax=L, epsilon=epsilon, nthreads=nthreads)
-
-    def synth(alm, out=None):
-        return ducc.synthesis_general(alm=alm, spin=0, loc=gt.loc, map=out, **kw)[0]
-
-    mu = coeffs[:1]
-    z_alm = mu * lam
-    z = synth(z_alm, gt.z)                                            # e^{-β} Z at the targets
-    with np.errstate(divide="ignore"):
-        log_z = (np.log(z) + b)[None]
-    if linear:
-        grad = ducc.synthesis_general(alm=z_alm, spin=1, loc=gt.loc, mode="DERIV1", map=gt.grad, **kw)
-        # grad = (∂_θ Z, ∂_φ Z / sin θ), e^{-β}-scaled
-        if not need_radial:
-            # V = v·I, tangential part only: A_tan = v ∇_S Z / (β Z) (SA) or v ∇_S Z / β (USA)
-            v = V[0, 0]
-            if model.softmax:
-                scale = np.divide(v / b, z, out=gt.rad[0])   # rad is free on this path
-            else:
-                scale = v * np.exp(b) / b
-            tan = _tangent_ambient(gt, grad[0], grad[1], scale, nthreads)
-            return AttentionField(None, tan.T, None, None, log_z)
-        M = _tangent_ambient(gt, grad[0], grad[1], 1.0 / b, nthreads)
-        dlam = 4 * np.pi * funk_hecke_dbeta(b, L, 3, scaled=True)[ell]
-        M += synth(mu * dlam, gt.rad)[None, :] * gt.xt                # + x ∫⟨x,y⟩e^{β⟨x,y⟩}dμ
-        num = (V @ M).T
-    else:
-        num = np.stack([synth(coeffs[1 + i][None] * lam) for i in range(3)], axis=1)
-    A = num / z[:, None] if model.softmax else num * np.exp(b)
-    return _finish(A, y, log_z)
+    if c.shape != ev.shape:
+        raise ValueError(f"`coefficients` must have shape {ev.shape} for lmax={ev.L}; got shape {c.shape}.")
+    return ev.field(c, y, radial)
 
 
 def particle_velocity(model, particles, t: float = 0.0, *, backend: str = "particles", **options):

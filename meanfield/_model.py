@@ -69,6 +69,7 @@ class Model:
         elif self.tau is not None:
             raise ValueError(f"`tau` is only used by scheme='mix-ln'; got tau={self.tau!r} "
                              f"with scheme={self.scheme!r}.")
+        set_("_kernel_scale_value", self._compute_kernel_scale())   # Q, K are read-only: computed once
 
     @property
     def scheme_def(self) -> Scheme:
@@ -100,6 +101,9 @@ class Model:
         return self.beta * c
 
     def _kernel_scale(self):
+        return self._kernel_scale_value
+
+    def _compute_kernel_scale(self):
         if self.heads != 1:
             return None
         q = np.eye(self.d) if self.Q is None else self.Q.reshape(self.d, self.d)

@@ -196,3 +196,55 @@ def test_concurrent_calls_do_not_share_scratch():
     # ducc0's threaded sums are not bitwise reproducible (rounding order): interference would be O(1)
     for i, o in enumerate(out):
         assert np.max(np.abs(o - ref[i % 4])) < 1e-14
+
+
+def _split_evaluators(model, n):
+    """The spectral evaluator on one thread and on two threads (two slices of points at n ≥ 10⁴)."""
+    from meanfield._attention import _SHEvaluator
+    one, two = _SHEvaluator(model, nthreads=1), _SHEvaluator(model, nthreads=2)
+    assert len(one._plan(n)[0]) == 1 and len(two._plan(n)[0]) == 2
+    return one, two
+
+
+@pytest.mark.parametrize("case", ["sa", "usa", "general-V", "qkv-norm-nonlinear-V"])
+def test_point_slices_on_threads_equal_one_call(case):
+    # two slices of points on two threads: the coefficients are sums of the slices' (linear), the
+    # syntheses write disjoint parts; only the rounding order of the sum differs
+    x, w = clustered(12_000, seed=3)
+    m = mf.Model(beta=5.0, **CASES[case])
+    one, two = _split_evaluators(m, len(x))
+    a, b = one(x, w), two(x, w)
+    assert relerr(b.A, a.A) < 1e-14 and relerr(b.tangential, a.tangential) < 1e-14
+    assert np.allclose(b.log_z, a.log_z, rtol=1e-14, atol=0)
+    y = clustered(11_000, seed=4)[0]
+    assert relerr(two(x, w, y).A, one(x, w, y).A) < 1e-14
+    assert relerr(two(x, w, y).A[:500], attention_field(m, x, w, targets=y[:500]).A) < 1e-12
+
+
+def test_slices_are_not_nested_on_worker_threads():
+    # a call made from a meanfield worker thread must run in one slice (waiting on its own pool deadlocks)
+    from meanfield._attention import _executor, _slices
+    assert len(_slices(40_000, 2)) == 2
+    assert _executor().submit(lambda: len(_slices(40_000, 2))).result(timeout=30) == 1
+    x, w = clustered(12_000, seed=5)
+    m = mf.Model(beta=5.0)
+    one, two = _split_evaluators(m, len(x))
+    on_worker = _executor().submit(lambda: two(x, w).A).result(timeout=60)
+    assert relerr(on_worker, one(x, w).A) < 1e-14
+
+
+def test_directions_off_the_sphere_are_normalized():
+    # Runge–Kutta stages leave the sphere; the spectral field (and the backend's right-hand side) is that of θ/‖θ‖
+    from meanfield._simulate import get_backend
+    x, w = clustered(12_000, seed=6)
+    scaled = x * np.random.default_rng(0).uniform(0.5, 2.0, size=(len(x), 1))
+    for kw in ({}, CASES["general-V"]):
+        m = mf.Model(beta=5.0, **kw)
+        for nthreads in (1, 2):
+            ev = _split_evaluators(m, len(x))[nthreads - 1]
+            assert relerr(ev(scaled, w).A, ev(x, w).A) < 1e-14
+            assert relerr(ev(scaled, w).tangential[:500], attention_field(m, x, w, targets=x[:500]).tangential) < 1e-12
+    st = get_backend("particles-sh")(mf.Model(beta=5.0, scheme="pre-ln"), mf.Particles(x, w), step=0.1)
+    y = np.concatenate([scaled, np.ones((len(x), 1))], axis=1)
+    ref = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    assert relerr(st.rhs(0.0, y), st.rhs(0.0, ref)) < 1e-14

@@ -23,20 +23,16 @@ _SH_OPTIONS = ("tol", "lmax", "epsilon", "threads")
 
 def _shard_class():
     """The worker-side stepper: the particles-sh backend whose field comes from preset coefficients."""
-    from .._attention import _geometry, _sh_coefficients, _sh_field
     from ..backends._particles_sh import ParticlesSHBackend
 
     class ShardStepper(ParticlesSHBackend):
         def _field(self, t, theta, full):
-            o = self.options
-            return _sh_field(self.model, self._mu, self._geo, theta, o["lmax"], o["epsilon"], full, self._nthreads)
+            return self._sh.field(self._mu, theta, full, key=self._key, geometry_ready=True)
 
         def coefficients(self, y):
-            """This shard's μ̂ at the state y (and the geometry the next field evaluation reuses)."""
+            """This shard's μ̂ at the state y (its geometry stays in the workspace for the next field)."""
             theta, _ = self._split(y)
-            self._geo = _geometry(theta, self._nthreads, self._key)
-            return _sh_coefficients(self.model, self._geo, theta, self.weights, self.options["lmax"],
-                                    self.options["epsilon"], self._nthreads)
+            return self._sh.coefficients(theta, self.weights, key=self._key)
 
     return ShardStepper
 
@@ -45,7 +41,6 @@ class Shard:
     """A dask actor holding a shard of tokens and its Runge–Kutta stages (the driver only sees μ̂)."""
 
     def __init__(self, model, data, options, index):
-        from .._attention import _nthreads
         from .._integrators import get_method
         from .._measures import Particles
 
@@ -59,7 +54,6 @@ class Shard:
         radii = data.get("radii")
         self.s = cls(model, Particles(pos, None, radii), **options)
         self.s.weights = np.array(data["weights"], dtype=float)
-        self.s._nthreads = _nthreads() if options.get("threads") is None else options["threads"]
         self.s._key = ("distributed-shard", index)
         self.tab = get_method(self.s.options["method"])
         self.pending = None

@@ -3,7 +3,8 @@
 DESIGN.md §2, "Particles with a spectral velocity": for QᵀK = c·I the kernel e^{βc⟨x,y⟩} is zonal;
 its Funk–Hecke expansion truncated at L = ``kernel_bandlimit(βc, tol)`` is exact to ``tol`` for any
 measure, Dirac masses and tight clusters included.  The attention vector comes from one adjoint
-non-uniform transform and two or three non-uniform syntheses (:func:`meanfield.attention_field_sh`);
+non-uniform transform and two or three non-uniform syntheses (:func:`meanfield.attention_field_sh`,
+prepared once per run);
 the time integration and layer maps are those of the exact backend (shared stepper).
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from .._attention import attention_field_sh, sh_bandlimit, sh_error_bounds, sh_support
+from .._attention import _SHEvaluator, sh_bandlimit, sh_error_bounds, sh_support
 from .._errors import UnsupportedModelError
 from .._simulate import MeanfieldWarning, register_backend
 from .._validate import nonneg_int, positive_float
@@ -51,6 +52,7 @@ class ParticlesSHBackend(ParticleStepper):
     the tokens implied by the truncation; see :func:`meanfield._attention.sh_error_bounds`).
     """
 
+    FIELD_NORMALIZES = True
     OPTIONS = {"tol": 1e-12, "lmax": None, "epsilon": 3e-13, "threads": None, "causal": False}
 
     def _check_model(self, model):
@@ -81,12 +83,11 @@ class ParticlesSHBackend(ParticleStepper):
                           f"β={b:g}: the attention is exact only to {self._kernel_error:.2e} (relative kernel "
                           f"truncation error at lmax={opts['lmax']}); raise `lmax` or omit it.",
                           MeanfieldWarning, stacklevel=5)
+        self._sh = _SHEvaluator(self.model, lmax=opts["lmax"], epsilon=opts["epsilon"], nthreads=opts["threads"])
         return opts
 
     def _field(self, t, theta, full):
-        o = self.options
-        return attention_field_sh(self.model, theta, self.weights, lmax=o["lmax"], epsilon=o["epsilon"],
-                                  radial=full, nthreads=o["threads"])
+        return self._sh(theta, self.weights, radial=full)
 
     def _extra_diagnostics(self, field):
         return {"lmax": float(self.options["lmax"]),

@@ -1,7 +1,8 @@
 """Time integration shared by the particle backends: Runge–Kutta on the sphere and the layer maps.
 
 A particle backend supplies one method, ``_field(t, theta, full) -> AttentionField`` (the attention
-vector at its own tokens); everything else lives here once:
+vector at its own tokens; ``theta`` is normalized unless the backend sets ``FIELD_NORMALIZES``, and
+the field is then that of θ/‖θ‖); everything else lives here once:
 
 * the scheme's ODE (DESIGN.md §1, read from :mod:`meanfield._schemes`): dθ/dt = P_θ A / s,
   dr/dt = radial law;
@@ -158,10 +159,14 @@ class ParticleStepper:
     def _field(self, t, theta, full: bool):
         raise NotImplementedError
 
-    def _split(self, y):
+    # True when _field normalizes the directions itself (the spectral velocity does it on its threads)
+    FIELD_NORMALIZES = False
+
+    def _split(self, y, normalize=True):
         d = self.d
         theta = y[:, :d]
-        theta = theta / _row_norms(theta)[:, None]
+        if normalize:
+            theta = theta / _row_norms(theta)[:, None]
         r = y[:, d] if self.scheme.has_radius else np.ones(len(y))
         return theta, r
 
@@ -169,12 +174,13 @@ class ParticleStepper:
         """The scheme's ODE at the (possibly off-sphere) state y: same shape as y."""
         if not np.all(np.isfinite(y)):      # a blown-up stage: NaN for the step control, not an input error
             return np.full_like(y, np.nan)
-        theta, r = self._split(y)
+        theta, r = self._split(y, normalize=not self.FIELD_NORMALIZES)
         full = scheme_uses_magnitude(self.scheme, t, self.model)
         f = self._field(t, theta, full)
         a_norm = f.norm if full else np.full(len(theta), np.nan)
         s = self.scheme.speed(r, a_norm, t, self.model)
-        dtheta = f.tangential / np.reshape(s, (-1, 1))
+        # dividing by a unit speed is the identity, bit for bit; skip the (n, d) pass and its allocation
+        dtheta = f.tangential if np.all(s == 1.0) else f.tangential / np.reshape(s, (-1, 1))
         if not self.scheme.has_radius:
             return dtheta
         radial = f.radial if full else np.full(len(theta), np.nan)
