@@ -221,8 +221,10 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
         if len(groups) == 1:
             for a in starts:
                 block(a)
-        else:   # at most `nthreads` blocks at once (memory O(nthreads·chunk·N))
-            list(_executor().map(lambda g: [block(a) for a in g], groups))
+        else:   # at most `nthreads` blocks at once (memory O(nthreads·chunk·N)), each on one BLAS thread
+            from ._blas import single_threaded_blas
+            with single_threaded_blas():
+                list(_executor().map(lambda g: [block(a) for a in g], groups))
         A += Ah
     return _finish(A, y, log_z)
 

@@ -8,9 +8,7 @@ of them alike, and the figure kept is the median of the rounds.  ``speedup`` is 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
-import functools
 import json
 import os
 import platform
@@ -98,54 +96,7 @@ def slope(xs, ys) -> float:
 # ----------------------------------------------------------------------------------------------
 # BLAS threads (what threadpoolctl does, for the OpenBLAS that numpy loaded)
 
-@functools.lru_cache(maxsize=1)
-def _openblas_libs():
-    import numpy  # noqa: F401  (loads numpy's BLAS before the search)
-
-    libs = []
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {parts[-1] for parts in map(str.split, f)
-                     if len(parts) >= 6 and "openblas" in parts[-1].lower() and ".so" in parts[-1]}
-    except OSError:  # pragma: no cover - non-Linux
-        return ()
-    for p in sorted(paths):
-        if not p.startswith("/"):
-            continue
-        try:
-            lib = ctypes.CDLL(p, mode=os.RTLD_NOLOAD)
-        except OSError:
-            continue
-        for setter, getter in (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-                               ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
-                               ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
-                               ("openblas_set_num_threads", "openblas_get_num_threads")):
-            if hasattr(lib, setter) and hasattr(lib, getter):
-                libs.append((p, getattr(lib, setter), getattr(lib, getter)))
-                break
-    return tuple(libs)
-
-
-def blas_info() -> dict:
-    """The OpenBLAS libraries loaded in this process and their thread counts."""
-    return {Path(p).name: int(get()) for p, _, get in _openblas_libs()}
-
-
-@contextlib.contextmanager
-def blas_threads(n: int | None):
-    """Run the block with ``n`` OpenBLAS threads (None: leave as is); restores the previous counts."""
-    if n is None:
-        yield
-        return
-    libs = _openblas_libs()
-    saved = [(s, int(g())) for _, s, g in libs]
-    for s, _ in saved:
-        s(int(n))
-    try:
-        yield
-    finally:
-        for s, k in saved:
-            s(k)
+from .._blas import blas_info, blas_threads  # noqa: E402,F401  (re-exported for the cases)
 
 
 @contextlib.contextmanager
