@@ -34,7 +34,7 @@ _LAZY = {
     **dict.fromkeys(["energy", "energy_estimate", "EnergyEstimate", "uniform_energy", "first_variation",
                      "first_variation_gradient", "gradient_flow", "find_stationary", "stationary",
                      "minimize_energy", "maximize_energy", "classify", "Classification", "FEDensity",
-                     "SphereMesh", "FESpace"], "._energy"),
+                     "SphereMesh", "FESpace", "EnergyResult"], "._energy"),
     # particles: attention fields, ensembles, sampling
     **dict.fromkeys(["attention_field", "attention_field_sh", "AttentionField", "particle_velocity"], "._attention"),
     **dict.fromkeys(["ensemble", "EnsembleResult", "mean_alignment"], "._ensemble"),

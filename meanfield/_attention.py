@@ -302,10 +302,13 @@ def _slices(n, nthreads, min_part=_MIN_PART):
 
 
 def _map_slices(fn, slices):
-    """[fn(s) for s in slices], on the worker threads when there are several (numpy and ducc0 release the GIL)."""
+    """[fn(s) for s in slices]: the first on this thread, the others on the worker threads at the same time
+    (numpy and ducc0 release the GIL)."""
     if len(slices) == 1:
         return [fn(slices[0])]
-    return list(_executor().map(fn, slices))
+    futures = [_executor().submit(fn, s) for s in slices[1:]]
+    first = fn(slices[0])
+    return [first] + [f.result() for f in futures]
 
 
 _LOCAL = threading.local()

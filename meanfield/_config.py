@@ -6,6 +6,12 @@ A configuration has four tables; unknown tables or keys are errors that list the
     [initial]   kind = "uniform" | "random" | "perturbed" | "particles", and its parameters
     [run]       backend, t_final, save_every | t_eval, checkpoint_every
     [options]   backend options (validated by the backend: lmax, rtol, on_resolution_loss, step, …)
+
+An energy problem (the extremizers and stationary states of E_{β,D}, :mod:`meanfield._energy`) is a
+file with the single table ``[energy]`` instead: ``task`` = "minimize" | "maximize" | "stationary",
+``beta``, ``D``, ``d`` and the keyword arguments of :func:`~meanfield.minimize_energy`,
+:func:`~meanfield.maximize_energy` or :func:`~meanfield.find_stationary` under their own names
+(:func:`parse_config` returns an :class:`EnergyConfig` for it).
 """
 from __future__ import annotations
 
@@ -66,12 +72,16 @@ def read_toml(path, what: str = "configuration") -> tuple[dict, str]:
         raise ConfigError(f"{str(path)!r} is not valid TOML: {e}") from None
 
 
-def load_config(path) -> RunConfig:
-    """Read and validate a TOML configuration file."""
+def load_config(path) -> RunConfig | EnergyConfig:
+    """Read and validate a TOML configuration file (a run, or an energy problem with an ``[energy]`` table)."""
     return parse_config(*read_toml(path))
 
 
-def parse_config(raw: dict, text: str = "") -> RunConfig:
+def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
+    """Validate a parsed configuration: a run (:class:`RunConfig`) or, with an ``[energy]`` table, an
+    energy problem (:class:`EnergyConfig`)."""
+    if "energy" in raw:
+        return parse_energy_config(raw, text)
     _check_keys("top level", raw, _TABLES)
     for t in ("model", "initial", "run"):
         if t not in raw:
@@ -120,3 +130,106 @@ def _initial(kind, c, d):
     n = c.get("n", 1000)
     radius = c.get("radius")
     return Particles.uniform(n, d, seed=seed, radii=None if radius is None else np.full(n, float(radius))), seed
+
+
+# ----------------------------------------------------------------------------------------------
+# energy problems: one [energy] table
+
+ENERGY_TASKS = ("minimize", "maximize", "stationary")
+_ENERGY_COMMON = {"task", "beta", "D", "d"}
+_ENERGY_KEYS = {           # the keyword arguments of the solver of each task, under the same names
+    "minimize": _ENERGY_COMMON | {"lmax", "level", "degree", "quadrature_degree", "regularization"},
+    "maximize": _ENERGY_COMMON | {"n_particles", "n_starts", "seed", "candidates", "tol"},
+    "stationary": _ENERGY_COMMON | {"positions", "weights", "n", "seed", "direction", "tol", "t_max",
+                                    "check_every"},
+}
+_MINIMIZE_BY_D = {2: {"lmax"}, 3: {"level", "degree", "quadrature_degree"}}   # discretization keys per d
+
+
+@dataclass
+class EnergyConfig:
+    """A validated ``[energy]`` table: the problem (task, β, D, d) and the solver's keyword arguments.
+
+    ``parameters`` are passed to :func:`~meanfield.minimize_energy`, :func:`~meanfield.maximize_energy`
+    or :func:`~meanfield.find_stationary` as they are; ``start`` is the initial configuration of
+    ``task = "stationary"`` (None otherwise).
+    """
+
+    task: str
+    beta: float
+    D: np.ndarray
+    d: int
+    parameters: dict
+    start: Particles | None = None
+    text: str = ""
+    seed: int | None = None
+    raw: dict = field(default_factory=dict)
+
+
+def parse_energy_config(raw: dict, text: str = "") -> EnergyConfig:
+    """Validate a configuration with an ``[energy]`` table (and no other table)."""
+    from ._energy._kernel import check_beta, check_D, check_symmetric
+    from ._validate import dimension
+
+    others = sorted(set(raw) - {"energy"})
+    if others:
+        raise ConfigError(f"an energy configuration has the single table [energy] (β, D and d included); "
+                          f"got also {others}. Valid top-level table: ['energy'].")
+    e = dict(raw["energy"])
+    task = e.get("task")
+    if task not in ENERGY_TASKS:
+        raise ConfigError(f"[energy] `task` must be one of {list(ENERGY_TASKS)}; got task={task!r}.")
+    _check_keys(f"energy] (task={task!r}", e, _ENERGY_KEYS[task])
+    if "beta" not in e:
+        raise ConfigError(f"[energy] needs `beta`; valid keys for task={task!r}: {sorted(_ENERGY_KEYS[task])}.")
+    D = e.get("D")
+    if isinstance(D, list) and D and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in D):
+        D = np.diag(np.asarray(D, dtype=float))           # a list of d numbers: the diagonal
+    d = e.get("d", len(D) if isinstance(D, (list, np.ndarray)) else 3)
+    try:
+        beta = check_beta(e["beta"])
+        d = dimension(d)
+        D = check_symmetric(check_D(D, d), "an energy problem")
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[energy]: {err}") from None
+    params = {k: v for k, v in e.items() if k not in _ENERGY_COMMON}
+    start, seed = None, None
+    if task == "minimize":
+        if d not in _MINIMIZE_BY_D:
+            raise ConfigError(f"[energy] task='minimize' needs `d` = 2 (S¹) or 3 (S²); got d={d}.")
+        wrong = sorted(set(params) & _MINIMIZE_BY_D[5 - d])
+        if wrong:
+            valid = sorted(_ENERGY_KEYS["minimize"] - _MINIMIZE_BY_D[5 - d])
+            raise ConfigError(f"[energy] key(s) {wrong} do not apply to task='minimize' with d={d}; "
+                              f"valid keys: {valid}.")
+    elif task == "maximize":
+        seed = params.get("seed", 0)
+    else:
+        start, seed = _energy_start(params, d)
+        params = {k: v for k, v in params.items() if k not in ("positions", "weights", "n", "seed")}
+    return EnergyConfig(task=task, beta=beta, D=D, d=d, parameters=params, start=start, text=text,
+                        seed=None if seed is None else int(seed), raw=raw)
+
+
+def _energy_start(params, d):
+    """The initial particles of task = "stationary": explicit ``positions`` (and ``weights``) or ``n`` uniform."""
+    if ("positions" in params) == ("n" in params):
+        raise ConfigError("[energy] task='stationary' needs exactly one of `positions` (a list of points, "
+                          "normalized on reading) and `n` (that many i.i.d. uniform points, with `seed`).")
+    if "positions" in params:
+        if "seed" in params:
+            raise ConfigError("[energy] `seed` applies to a random start (`n`); got it with `positions`.")
+        try:
+            start = Particles(params["positions"], params.get("weights"), normalize=True)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"[energy]: {err}") from None
+        if start.d != d:
+            raise ConfigError(f"[energy] `positions` are points in R^{start.d} but d={d}.")
+        return start, None
+    if "weights" in params:
+        raise ConfigError("[energy] `weights` applies to explicit `positions`; got it with `n`.")
+    seed = int(params.get("seed", 0))
+    try:
+        return Particles.uniform(params["n"], d, seed=seed), seed
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[energy]: {err}") from None

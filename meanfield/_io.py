@@ -1,4 +1,4 @@
-"""Self-describing HDF5 results: write a Trajectory atomically, read it back into the same objects.
+"""Self-describing HDF5 results: write a Trajectory (or an energy result) atomically, read it back as it was.
 
 Layout (version 1)::
 
@@ -11,6 +11,21 @@ Layout (version 1)::
                          particles: positions, weights, [radii]; species: sub-groups 0, 1, …
     /diagnostics/<name>  per saved time, dimension scale t attached
     /steps/<name>        per integrator step
+
+An energy problem (``meanfield run`` on an ``[energy]`` configuration, an :class:`~meanfield.EnergyResult`)
+has ``format = "meanfield-energy"`` and the layout::
+
+    /                    attrs: format, format_version, meanfield_version, complete, task, value
+    /problem             attrs: task, beta, d, parameters (JSON: the solver's keyword arguments); dataset D
+    /run                 attrs: config (TOML text), seed
+    /start               task "stationary": the initial particles (a state group, as above)
+    /solution            attrs kind, value and, by kind:
+                         minimizing-density (S¹): coeffs, nodal_values, attrs lmax, d;
+                         fe-density (S²): values, attrs level, degree, quadrature_degree;
+                         maximizing-particles: positions, weights, attrs support, source, ascent_best, candidates;
+                         stationary: attrs time, max_speed, converged; state/ (particles); trajectory/ (the
+                         trajectory layout above: model, run, scales, states, diagnostics, steps)
+    /solution/certificate  attrs class and the certificate's fields
 
 Files are written to a temporary name in the same folder and renamed into place, so a reader (or a
 crash) never sees a half-written result.  Every non-empty array carries a Fletcher-32 checksum, so a
@@ -30,6 +45,7 @@ from ._measures import Density, Particles, ZonalDensity
 from ._model import Model
 
 FORMAT = "meanfield-trajectory"
+ENERGY_FORMAT = "meanfield-energy"
 FORMAT_VERSION = 1
 
 
@@ -124,19 +140,28 @@ def _read_model(g, alpha=None) -> Model:
                  alpha=alpha if alpha is not None else float(a["alpha"]), tau=None if np.isnan(tau) else tau)
 
 
-def save(trajectory, path, *, run_info: dict | None = None, complete: bool = True) -> Path:
-    """Write ``trajectory`` to the HDF5 file ``path`` atomically (temporary file + rename).
+def _write_trajectory(g, trajectory):
+    """The trajectory layout (model, options, times, states, diagnostics, steps) into the group ``g``."""
+    g.attrs.update(backend=trajectory.backend, status=trajectory.status.name, detail=trajectory.detail)
+    _write_model(g.create_group("model"), trajectory.model)
+    run = g.require_group("run")
+    run.attrs["options"] = json.dumps(trajectory.options, default=_json_default)
+    t = _put(g, "scales/t", np.asarray(trajectory.times, dtype=float))
+    t.make_scale("t")
+    states = g.create_group("states")
+    for i, (ti, s) in enumerate(zip(trajectory.times, trajectory.states)):
+        sg = states.create_group(f"{i:06d}")
+        sg.attrs["t"] = ti
+        _write_state(sg, s)
+    for k, v in trajectory.diagnostics.items():
+        ds = _put(g, f"diagnostics/{k}", np.asarray(v, dtype=float))
+        ds.dims[0].attach_scale(t)
+    for k, v in trajectory.steps.items():
+        _put(g, f"steps/{k}", np.asarray(v))
 
-    Parameters
-    ----------
-    trajectory : Trajectory
-    path : str or Path
-        Target file; an existing file is replaced only once the new one is complete.
-    run_info : dict, optional
-        Extra run attributes (``t_final``, ``resume`` options, the CLI ``config`` text, ``seed``).
-    complete : bool
-        False for a checkpoint of a run still in progress.
-    """
+
+def _atomic_write(path, fmt, write, run_info=None, complete=True) -> Path:
+    """Write an HDF5 file through ``write(f)`` to a temporary name in the same folder, then rename it."""
     import h5py
 
     from . import __version__
@@ -145,32 +170,40 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool = Tru
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f:
-            f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, meanfield_version=__version__,
-                           backend=trajectory.backend, status=trajectory.status.name, detail=trajectory.detail,
+            f.attrs.update(format=fmt, format_version=FORMAT_VERSION, meanfield_version=__version__,
                            complete=complete)
-            _write_model(f.create_group("model"), trajectory.model)
-            run = f.create_group("run")
-            run.attrs["options"] = json.dumps(trajectory.options, default=_json_default)
+            write(f)
+            run = f.require_group("run")
             for k, v in (run_info or {}).items():
                 run.attrs[k] = json.dumps(v, default=_json_default) if isinstance(v, (dict, list)) else v
-            t = _put(f, "scales/t", np.asarray(trajectory.times, dtype=float))
-            t.make_scale("t")
-            states = f.create_group("states")
-            for i, (ti, s) in enumerate(zip(trajectory.times, trajectory.states)):
-                g = states.create_group(f"{i:06d}")
-                g.attrs["t"] = ti
-                _write_state(g, s)
-            for k, v in trajectory.diagnostics.items():
-                ds = _put(f, f"diagnostics/{k}", np.asarray(v, dtype=float))
-                ds.dims[0].attach_scale(t)
-            for k, v in trajectory.steps.items():
-                _put(f, f"steps/{k}", np.asarray(v))
             f.flush()
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def save(trajectory, path, *, run_info: dict | None = None, complete: bool = True) -> Path:
+    """Write ``trajectory`` (or an energy result) to the HDF5 file ``path`` atomically (temporary file + rename).
+
+    Parameters
+    ----------
+    trajectory : Trajectory or EnergyResult
+        A run of :func:`meanfield.simulate`, or the :class:`~meanfield.EnergyResult` of an energy
+        problem (written in the ``meanfield-energy`` layout, see :doc:`cli`).
+    path : str or Path
+        Target file; an existing file is replaced only once the new one is complete.
+    run_info : dict, optional
+        Extra run attributes (``t_final``, ``resume`` options, the CLI ``config`` text, ``seed``).
+    complete : bool
+        False for a checkpoint of a run still in progress.
+    """
+    from ._energy._problem import EnergyResult
+
+    if isinstance(trajectory, EnergyResult):
+        return _atomic_write(path, ENERGY_FORMAT, lambda f: _write_energy(f, trajectory), run_info, complete)
+    return _atomic_write(path, FORMAT, lambda f: _write_trajectory(f, trajectory), run_info, complete)
 
 
 def _open(path):
@@ -183,41 +216,55 @@ def _open(path):
         f = h5py.File(path, "r")
     except OSError as e:
         raise ResultFileError(f"{str(path)!r} is not a readable HDF5 file (truncated or corrupted?): {e}") from None
-    if f.attrs.get("format") != FORMAT:
+    if f.attrs.get("format") not in (FORMAT, ENERGY_FORMAT):
         f.close()
-        raise ResultFileError(f"{str(path)!r} is not a meanfield result file (no format={FORMAT!r} attribute).")
+        raise ResultFileError(f"{str(path)!r} is not a meanfield result file (no format={FORMAT!r} or "
+                              f"{ENERGY_FORMAT!r} attribute).")
     return f
+
+
+def _read_trajectory(g, alpha=None):
+    from ._simulate import Status, Trajectory
+
+    model = _read_model(g["model"], alpha)
+    times = _array(g["scales/t"])
+    groups = g["states"]
+    states = [_read_state(groups[k]) for k in sorted(groups)]
+    diagnostics = {k: _array(g["diagnostics"][k]) for k in g.get("diagnostics", {})}
+    steps = {k: _array(g["steps"][k]) for k in g.get("steps", {})}
+    options = json.loads(g["run"].attrs["options"])
+    if len(states) != len(times):
+        raise ResultFileError(f"{g.file.filename!r} is inconsistent: {len(states)} states for {len(times)} times.")
+    return Trajectory(times=times, states=states, diagnostics=diagnostics, steps=steps, model=model,
+                      backend=str(g.attrs["backend"]), status=Status[g.attrs["status"]], detail=str(g.attrs["detail"]),
+                      options=options)
 
 
 def load(path, *, alpha=None):
     """Read a result file written by :func:`save` (or a checkpoint) back into a :class:`Trajectory`.
 
+    A file written from an energy problem (``meanfield run`` on an ``[energy]`` configuration) is read
+    back into its :class:`~meanfield.EnergyResult`, whose ``solution`` is the object the solver returned.
     Raises :class:`ResultFileError` with a diagnosis for missing, truncated, corrupted or foreign files.
     ``alpha`` supplies a callable nGPT step that the file could not hold.
     """
-    from ._simulate import Status, Trajectory
-
     f = _open(path)
     try:
         with f:
-            model = _read_model(f["model"], alpha)
-            times = _array(f["scales/t"])
-            groups = f["states"]
-            states = [_read_state(groups[k]) for k in sorted(groups)]
-            diagnostics = {k: _array(f["diagnostics"][k]) for k in f.get("diagnostics", {})}
-            steps = {k: _array(f["steps"][k]) for k in f.get("steps", {})}
-            options = json.loads(f["run"].attrs["options"])
-            status = Status[f.attrs["status"]]
-            detail = str(f.attrs["detail"])
-            backend = str(f.attrs["backend"])
+            if f.attrs["format"] == ENERGY_FORMAT:
+                return _read_energy(f)
+            return _read_trajectory(f, alpha)
     except ResultFileError:
         raise
     except (KeyError, OSError, ValueError, TypeError, RuntimeError, json.JSONDecodeError) as e:
         raise ResultFileError(f"{str(path)!r} is damaged or incomplete: {type(e).__name__}: {e}") from None
-    if len(states) != len(times):
-        raise ResultFileError(f"{str(path)!r} is inconsistent: {len(states)} states for {len(times)} times.")
-    return Trajectory(times=times, states=states, diagnostics=diagnostics, steps=steps, model=model,
-                      backend=backend, status=status, detail=detail, options=options)
+
+
+def file_attrs(path) -> dict:
+    """The root attributes of a result file (format, format_version, meanfield_version, complete, …)."""
+    f = _open(path)
+    with f:
+        return {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
 
 
 def run_info(path) -> dict:
@@ -235,3 +282,102 @@ def run_info(path) -> dict:
             return out
     except (KeyError, OSError, ValueError, TypeError, RuntimeError) as e:
         raise ResultFileError(f"{str(path)!r} is damaged or incomplete: {type(e).__name__}: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# energy problems (format "meanfield-energy")
+
+def _write_certificate(g, cert):
+    """A certificate dataclass as attributes of ``g`` (a None field is left out)."""
+    from dataclasses import asdict
+
+    g.attrs["class"] = type(cert).__name__
+    for k, v in asdict(cert).items():
+        if v is not None:
+            g.attrs[k] = v
+
+
+def _read_certificate(g):
+    from dataclasses import fields
+
+    from ._energy._maximize import MaximizerCertificate
+    from ._energy._minimize import OptimalityCertificate
+
+    cls = {c.__name__: c for c in (OptimalityCertificate, MaximizerCertificate)}[str(g.attrs["class"])]
+    kw = {}
+    for fl in fields(cls):
+        v = g.attrs.get(fl.name)
+        kw[fl.name] = None if v is None else (str(v) if isinstance(v, str) else v.item())
+    return cls(**kw)
+
+
+def _write_energy(f, result):
+    from ._energy._fem import FEDensity
+    from ._energy._flow import StationaryResult
+    from ._energy._maximize import MaximizingParticles
+    from ._energy._minimize import MinimizingDensity
+
+    f.attrs.update(task=result.task, value=result.value)
+    pb = f.create_group("problem")
+    pb.attrs.update(task=result.task, beta=result.beta, d=result.d,
+                    parameters=json.dumps(result.parameters, default=_json_default))
+    _put(pb, "D", result.D)
+    if result.start is not None:
+        _write_state(f.create_group("start"), result.start)
+    g = f.create_group("solution")
+    s = result.solution
+    if isinstance(s, MinimizingDensity):
+        g.attrs.update(kind="minimizing-density", value=s.value, lmax=s.lmax, d=s.d)
+        _put(g, "coeffs", s.coeffs)
+        _put(g, "nodal_values", s.nodal_values)
+    elif isinstance(s, FEDensity):
+        sp = s.space
+        g.attrs.update(kind="fe-density", value=s.value, level=sp.mesh.level, degree=sp.degree,
+                       quadrature_degree=sp.quadrature_degree)
+        _put(g, "values", s.values)
+    elif isinstance(s, MaximizingParticles):
+        g.attrs.update(kind="maximizing-particles", value=s.value, support=s.kind, source=s.source,
+                       ascent_best=s.ascent_best, candidates=json.dumps(s.candidates))
+        _put(g, "positions", s.positions)
+        _put(g, "weights", s.weights)
+    elif isinstance(s, StationaryResult):
+        g.attrs.update(kind="stationary", value=s.energy, time=s.time, max_speed=s.max_speed, converged=s.converged)
+        _write_state(g.create_group("state"), s.state)
+        _write_trajectory(g.create_group("trajectory"), s.trajectory)
+    else:
+        raise TypeError(f"cannot store an energy solution of type {type(s).__name__}.")
+    if getattr(s, "certificate", None) is not None:
+        _write_certificate(g.create_group("certificate"), s.certificate)
+
+
+def _read_energy(f):
+    from ._energy._fem import FEDensity, FESpace, SphereMesh
+    from ._energy._flow import StationaryResult
+    from ._energy._maximize import MaximizingParticles
+    from ._energy._minimize import MinimizingDensity
+    from ._energy._problem import EnergyResult
+
+    pb = f["problem"]
+    g = f["solution"]
+    kind = str(g.attrs["kind"])
+    cert = _read_certificate(g["certificate"]) if "certificate" in g else None
+    value = float(g.attrs["value"])
+    if kind == "minimizing-density":
+        sol = MinimizingDensity(_array(g["coeffs"]), int(g.attrs["lmax"]), int(g.attrs["d"]), value=value,
+                                certificate=cert, nodal_values=_array(g["nodal_values"]))
+    elif kind == "fe-density":
+        space = FESpace(SphereMesh.icosahedral(int(g.attrs["level"])), int(g.attrs["degree"]),
+                        int(g.attrs["quadrature_degree"]))
+        sol = FEDensity(space, _array(g["values"]), value=value, certificate=cert)
+    elif kind == "maximizing-particles":
+        sol = MaximizingParticles(_array(g["positions"]), _array(g["weights"]), value=value,
+                                  kind=str(g.attrs["support"]), source=str(g.attrs["source"]), certificate=cert,
+                                  candidates=json.loads(g.attrs["candidates"]),
+                                  ascent_best=float(g.attrs["ascent_best"]))
+    elif kind == "stationary":
+        sol = StationaryResult(_read_state(g["state"]), float(g.attrs["time"]), float(g.attrs["max_speed"]),
+                               bool(g.attrs["converged"]), value, _read_trajectory(g["trajectory"]))
+    else:
+        raise ResultFileError(f"unknown energy solution kind {kind!r} in {f.filename!r}.")
+    return EnergyResult(str(pb.attrs["task"]), float(pb.attrs["beta"]), _array(pb["D"]), int(pb.attrs["d"]), sol,
+                        json.loads(pb.attrs["parameters"]), _read_state(f["start"]) if "start" in f else None)

@@ -6,13 +6,18 @@ import sys
 from pathlib import Path
 
 _EPILOG = {
-    "run": "Example: meanfield run examples/post_ln_s2.toml --output post_ln.h5   (add --resume to continue a "
-           "killed run from its checkpoint)",
-    "plot": "Example: meanfield plot post_ln.h5 --output post_ln.png",
+    "run": "Examples: meanfield run examples/post_ln_s2.toml --output post_ln.h5   (add --resume to continue a "
+           "killed run from its checkpoint); meanfield run examples/demo_post_ln.toml examples/demo_peri_ln.toml "
+           "--output demo-runs --figure demo.png   (several runs into a folder, one comparison figure); "
+           "meanfield run examples/energy_minimize_s2.toml --output min.h5 --figure min.png   (an energy problem)",
+    "plot": "Examples: meanfield plot post_ln.h5 --output post_ln.png   (one result: snapshots and diagnostics); "
+            "meanfield plot spectral.h5 particles.h5 --output compare.png --projection 3d   (several: a "
+            "comparison with their distance over time)",
     "info": "Example: meanfield info post_ln.h5",
     "demo": "Example: meanfield demo --output demo.png",
     "validate": "Example: meanfield validate --quick --output validation-out",
-    "bench": "Example: meanfield bench --quick --output bench-out",
+    "bench": "Example: meanfield bench --quick --output bench-out   (or: meanfield bench particles sweep --output "
+             "bench-out)",
     "sweep": "Example: meanfield sweep examples/phase_sweep.toml --workers 2 --output sweep-out",
 }
 
@@ -21,15 +26,28 @@ def _parser():
     p = argparse.ArgumentParser(prog="meanfield", description="Mean-field self-attention dynamics on the sphere.",
                                 epilog="Run `meanfield COMMAND --help` for each command's options.")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a TOML configuration; write an HDF5 result (checkpointed)",
+    run = sub.add_parser("run", help="run TOML configurations (or energy problems); write HDF5 results",
                          epilog=_EPILOG["run"])
-    run.add_argument("config", help="TOML file with [model], [initial], [run] and optional [options]")
-    run.add_argument("--output", required=True, help="HDF5 result file (also the checkpoint)")
-    run.add_argument("--resume", action="store_true", help="continue from the checkpoint in --output")
+    run.add_argument("config", nargs="+", metavar="CONFIG",
+                     help="TOML file with [model], [initial], [run] and optional [options], or with one [energy] "
+                          "table; several run one after the other")
+    run.add_argument("--output", required=True,
+                     help="HDF5 result file (also the checkpoint); with several configurations a folder that "
+                          "receives <config stem>.h5 for each")
+    run.add_argument("--figure", default=None, metavar="FIG",
+                     help="also write a figure after the run(s): the result's figure for one configuration, a "
+                          "side-by-side comparison (labelled by the config stems) for several")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the checkpoint in --output (one configuration only)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    plot = sub.add_parser("plot", help="figures of a result file", epilog=_EPILOG["plot"])
-    plot.add_argument("result")
-    plot.add_argument("--output", required=True, help="PNG file (a .gif makes an animation)")
+    plot = sub.add_parser("plot", help="figures of a result file, or a comparison of several",
+                          epilog=_EPILOG["plot"])
+    plot.add_argument("result", nargs="+", metavar="RESULT",
+                      help="HDF5 result file(s); two or more make a side-by-side comparison")
+    plot.add_argument("--output", required=True,
+                      help="figure file (.png, .pdf; for one result a .gif makes an animation)")
+    plot.add_argument("--projection", choices=("mollweide", "3d"), default="mollweide",
+                      help="how particles on S² are drawn (default: mollweide)")
     info = sub.add_parser("info", help="summary of a result file", epilog=_EPILOG["info"])
     info.add_argument("result")
     demo = sub.add_parser("demo", help="Post-LN vs Peri-LN on S² with the spectral solver; writes a figure",
@@ -44,6 +62,9 @@ def _parser():
     val.add_argument("--output", default="validation-out", help="folder for figures, JSON and REPORT.md")
     bench = sub.add_parser("bench", help="performance report against the alternatives (same-run ratios)",
                            epilog=_EPILOG["bench"])
+    bench.add_argument("cases", nargs="*", metavar="CASE",
+                       help="cases to run (default: all): transforms, spectral, particles, accuracy, hybrid, memory, "
+                            "dedalus, sweep")
     bench.add_argument("--quick", action="store_true", help="small sizes only")
     bench.add_argument("--output", required=True, help="folder for JSON, the markdown report and plots")
     sweep = sub.add_parser("sweep", help="a parameter sweep on dask.distributed (resumable)",
@@ -70,24 +91,99 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     import meanfield as mf
-    from ._config import load_config
+    from ._config import ConfigError, EnergyConfig, load_config
 
+    paths = [Path(c) for c in args.config]
+    several = len(paths) > 1
+    if args.resume and several:
+        raise ValueError(f"--resume continues one run (its checkpoint is --output); got {len(paths)} configurations. "
+                         "Resume each with `meanfield run CONFIG --output FOLDER/<stem>.h5 --resume`.")
     if args.resume:
         if not Path(args.output).exists():
             print(f"meanfield run: error: nothing to resume: {args.output!r} does not exist", file=sys.stderr)
             return 2
-        traj = mf.resume(args.output, progress=not args.quiet)
+        from ._io import ENERGY_FORMAT, file_attrs
+
+        if file_attrs(args.output).get("format") == ENERGY_FORMAT:
+            raise ValueError(f"{args.output!r} holds an energy problem, which is solved in one go and has no "
+                             "checkpoint: nothing to resume.")
+        results, outputs = [mf.resume(args.output, progress=not args.quiet)], [Path(args.output)]
     else:
-        cfg = load_config(args.config)
-        if Path(args.output).exists():
-            Path(args.output).unlink()
-        metadata = {"config": cfg.text, **({"seed": cfg.seed} if cfg.seed is not None else {})}
-        traj = mf.simulate(cfg.model, cfg.initial, cfg.t_final, backend=cfg.backend, checkpoint=args.output,
-                           checkpoint_every=cfg.checkpoint_every, progress=not args.quiet, metadata=metadata,
-                           **cfg.save, **cfg.options)
-    if not args.quiet:
-        print(_summary(traj, args.output))
-    return 0 if traj.status.name in ("OK", "CALLBACK_STOP") else 1
+        configs = []
+        for path in paths:                      # validate every file before running any
+            try:
+                configs.append(load_config(path))
+            except ConfigError as e:
+                raise ConfigError(f"{path}: {e}" if several and str(path) not in str(e) else str(e)) from None
+        if args.figure and several and any(isinstance(c, EnergyConfig) for c in configs):
+            raise ValueError("--figure with several configurations compares trajectories; an energy problem "
+                             "([energy] table) gets its figure from its own run (`meanfield run CONFIG --output "
+                             "RESULT.h5 --figure FIG.png`).")
+        outputs = _outputs(paths, Path(args.output))
+        results = []
+        for cfg, out in zip(configs, outputs):
+            results.append(_run_one(cfg, out, args.quiet))
+            if not args.quiet:
+                print(_energy_summary(results[-1], out) if _is_energy(results[-1]) else _summary(results[-1], out))
+    if args.resume and not args.quiet:
+        print(_summary(results[0], outputs[0]))
+    if args.figure:
+        _run_figure(results, [p.stem for p in paths], args.figure)
+        if not args.quiet:
+            print(f"figure written to {args.figure}")
+    ok = [res.success if _is_energy(res) else res.status.name in ("OK", "CALLBACK_STOP") for res in results]
+    return 0 if all(ok) else 1
+
+
+def _outputs(paths, output: Path) -> list:
+    """The result file of each configuration: ``output`` itself for one, ``output/<stem>.h5`` for several."""
+    if len(paths) == 1:
+        return [output]
+    stems = [p.stem for p in paths]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise ValueError(f"several configurations share the stem(s) {twice}; their results would overwrite each "
+                         "other in the --output folder.")
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"with several configurations --output is a folder; {str(output)!r} is a file.")
+    output.mkdir(parents=True, exist_ok=True)
+    return [output / f"{s}.h5" for s in stems]
+
+
+def _is_energy(result) -> bool:
+    from ._energy._problem import EnergyResult
+
+    return isinstance(result, EnergyResult)
+
+
+def _run_one(cfg, output: Path, quiet: bool):
+    """Run one validated configuration into ``output``; returns the Trajectory or EnergyResult."""
+    import meanfield as mf
+    from ._config import EnergyConfig
+
+    metadata = {"config": cfg.text, **({"seed": cfg.seed} if cfg.seed is not None else {})}
+    if isinstance(cfg, EnergyConfig):
+        from ._energy._problem import solve_energy
+
+        result = solve_energy(cfg)
+        mf.save(result, output, run_info=metadata)       # atomic: temporary file + rename
+        return result
+    if output.exists():
+        output.unlink()
+    return mf.simulate(cfg.model, cfg.initial, cfg.t_final, backend=cfg.backend, checkpoint=output,
+                       checkpoint_every=cfg.checkpoint_every, progress=not quiet, metadata=metadata,
+                       **cfg.save, **cfg.options)
+
+
+def _run_figure(results, stems, figure):
+    from .plot import _plt, comparison_figure, energy_figure, result_figure
+
+    if len(results) > 1:
+        _plt().close(comparison_figure(results, figure, labels=stems))
+    elif _is_energy(results[0]):
+        _plt().close(energy_figure(results[0], figure))
+    else:
+        result_figure(results[0], figure)
 
 
 def _summary(traj, path) -> str:
@@ -99,12 +195,48 @@ def _summary(traj, path) -> str:
     return "\n".join(lines)
 
 
+def _matrix_text(D) -> str:
+    import numpy as np
+
+    if np.count_nonzero(D - np.diag(np.diag(D))) == 0:
+        return "diag(" + ", ".join(f"{x:g}" for x in np.diag(D)) + ")"
+    return "[" + "; ".join(" ".join(f"{x:g}" for x in row) for row in D) + "]"
+
+
+def _energy_summary(res, path) -> str:
+    """What `run` and `info` print for an energy problem: value, problem, classification, evidence, solution."""
+    cls = res.classification
+    tag = "proven" if (cls.minimizer_proven if res.task == "minimize" else cls.maximizer_proven) else \
+        "verified numerically only"
+    theory = cls.minimizer if res.task == "minimize" else cls.maximizer
+    lines = [f"{path}: {res!r}",
+             f"  E_β,D = {res.value:.12g}   (uniform measure: {res.uniform_value:.12g})",
+             (f"  problem: {res.task} E over probability measures on S^{res.d - 1}" if res.task != "stationary" else
+              f"  problem: a stationary state of the gradient {res.parameters.get('direction', 'ascent')} of E from "
+              f"{res.start.n} particles on S^{res.d - 1}") + f", β = {res.beta:g}, D = {_matrix_text(res.D)}",
+             f"  D is {cls.kind} (eigenvalues {', '.join(f'{x:.6g}' for x in cls.eigenvalues)})"]
+    if res.task != "stationary":
+        lines.append(f"  theory: the {res.task}rs are {theory} [{tag}]")
+    lines.append(f"  {'certificate' if res.task != 'stationary' else 'flow'}: {res.message}"
+                 f" [{'satisfied' if res.success else 'NOT satisfied'}]")
+    lines.append(f"  solution: {res.measure!r}")
+    return "\n".join(lines)
+
+
 def _info(args) -> int:
     import meanfield as mf
     from ._io import run_info
 
     traj = mf.load(args.result)
     info = run_info(args.result)
+    if _is_energy(traj):
+        from ._io import file_attrs
+
+        print(_energy_summary(traj, args.result))
+        print(f"  solver arguments: {traj.parameters}")
+        print(f"  complete: {info['complete']}, seed: {info.get('seed')}, "
+              f"written by meanfield {file_attrs(args.result).get('meanfield_version')}")
+        return 0
     m = traj.model
     print(_summary(traj, args.result))
     print(f"  model: β={m.beta:g}, scheme={m.scheme}, attention={m.attention}, d={m.d}, α={m.alpha}, τ={m.tau}")
@@ -115,10 +247,20 @@ def _info(args) -> int:
 
 def _plot(args) -> int:
     import meanfield as mf
-    from .plot import result_figure
+    from .plot import _plt, comparison_figure, describe, energy_figure, result_figure
 
-    traj = mf.load(args.result)
-    result_figure(traj, args.output)
+    trajs = [mf.load(path) for path in args.result]
+    energy = [isinstance(tr, mf.EnergyResult) for tr in trajs]
+    if any(energy) and len(trajs) > 1:
+        raise ValueError("an energy result is drawn on its own: give one file "
+                         f"({', '.join(p for p, e in zip(args.result, energy) if e)} is an energy result).")
+    if energy[0]:
+        _plt().close(energy_figure(trajs[0], args.output))
+    elif len(trajs) == 1:
+        result_figure(trajs[0], args.output, projection=args.projection)
+    else:
+        labels = [f"{Path(path).stem}: {describe(tr)}" for path, tr in zip(args.result, trajs)]
+        _plt().close(comparison_figure(trajs, args.output, labels=labels, projection=args.projection))
     print(f"figure written to {args.output}")
     return 0
 

@@ -1,9 +1,11 @@
-"""Figures: Mollweide maps of densities on S², particles, S¹ densities, diagnostics (matplotlib, lazily imported)."""
+"""Figures: Mollweide maps of densities on S², particles (Mollweide or 3-D), S¹ densities, diagnostics, and
+comparisons of several runs (matplotlib, lazily imported)."""
 from __future__ import annotations
 
 import numpy as np
 
 from ._measures import Density, Particles
+from ._validate import choice, nonneg_int
 from .sphere._interop import mollweide_grid
 from .sphere._sh import points_to_angles
 
@@ -45,6 +47,7 @@ def density_map(density: Density, ax=None, vmax=None, cmap="magma", title=None, 
 
 def particles_map(particles: Particles, ax=None, s=2.0, color="k", title=None):
     """Scatter of particles on S² in the Mollweide projection (marker area ∝ weight × n)."""
+    _check_s2_particles(particles)
     plt = _plt()
     if ax is None:
         ax = plt.figure(figsize=(6, 3.4)).add_subplot(projection="mollweide")
@@ -54,6 +57,69 @@ def particles_map(particles: Particles, ax=None, s=2.0, color="k", title=None):
     ax.set_xticklabels([])
     ax.set_yticklabels([])
     ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def _check_s2_particles(particles):
+    if not isinstance(particles, Particles):
+        raise TypeError(f"`particles` must be meanfield.Particles; got {type(particles).__name__}.")
+    if particles.d != 3:
+        raise ValueError(f"`particles` must be Particles on S² (d = 3); got d = {particles.d}.")
+
+
+def particles_3d(particles: Particles, ax=None, s=4.0, color="k", title=None, sphere=True):
+    """3-D scatter of particles on S² (mplot3d) in front of a faint wireframe of the unit sphere.
+
+    The directions θ_j are drawn (radii, if any, are not shown).  Weights are shown by **marker
+    area**: particle j has area ``s · n · w_j`` (points²), so equal weights give every marker the area
+    ``s``, as in :func:`particles_map`.  Points on the far side are shaded lighter (mplot3d depth shading).
+
+    Parameters
+    ----------
+    particles : Particles
+        Tokens on S² (d = 3): positions of shape (n, 3), weights of shape (n,).
+    ax : Axes3D, optional
+        A 3-D Axes (``projection="3d"``); a new figure is made when None.
+    s : float
+        Marker area of a particle of weight 1/n.
+    color : color or array_like of shape (n,)
+        Marker colour, or one value per particle (mapped through the default colormap).
+    title : str, optional
+        Axes title.
+    sphere : bool
+        Draw the unit sphere as a faint wireframe behind the points.
+
+    Returns
+    -------
+    Axes3D
+        The axes, with limits [-1, 1] on every axis and an equal box aspect.
+
+    Raises
+    ------
+    ValueError
+        If ``particles`` is not on S² (d ≠ 3), or ``ax`` is not a 3-D Axes.
+    """
+    _check_s2_particles(particles)
+    plt = _plt()
+    if ax is None:
+        ax = plt.figure(figsize=(4.5, 4.5)).add_subplot(projection="3d")
+    elif getattr(ax, "name", None) != "3d":
+        kind = getattr(ax, "name", type(ax).__name__)
+        raise ValueError(f"`ax` must be a 3-D Axes (projection='3d'); got a {kind!r} Axes.")
+    if sphere:
+        u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 25), np.linspace(0, np.pi, 13))
+        ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.6", linewidth=0.3,
+                          alpha=0.35)
+    x = particles.positions
+    ax.scatter(x[:, 0], x[:, 1], x[:, 2], s=s * particles.weights * particles.n, c=color, linewidths=0)
+    for lim in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
+        lim(-1, 1)
+    ax.set_box_aspect((1, 1, 1))
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+        axis.set_ticks([-1, 0, 1])
+    ax.tick_params(labelsize=6, pad=0)
     if title:
         ax.set_title(title, fontsize=9)
     return ax
@@ -78,18 +144,30 @@ def diagnostics(trajectory, keys=("energy", "tail_fraction", "min_rho", "max_spe
     if axes is None:
         _, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), constrained_layout=True)
     for ax, k in zip(np.atleast_1d(axes), keys):
-        t, v = trajectory.steps.get("t"), trajectory.steps.get(k)
-        if t is None or v is None or len(v) == 0:
-            t, v = trajectory.times, trajectory.diagnostics[k]
+        t, v = _series(trajectory, k)
         ax.plot(t, v)
-        if np.all(np.asarray(v) > 0):
+        if _all_positive([v]):
             ax.set_yscale("log")
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("t")
     return axes
 
 
+def _series(trajectory, key):
+    """(t, values) of a diagnostic: per integrator step when the backend logs it, else at the saved times."""
+    t, v = trajectory.steps.get("t"), trajectory.steps.get(key)
+    if t is None or v is None or len(v) == 0 or len(v) != len(t):
+        t, v = trajectory.times, trajectory.diagnostics[key]
+    return np.asarray(t, dtype=float), np.asarray(v, dtype=float)
+
+
+def _all_positive(values) -> bool:
+    finite = np.concatenate([np.ravel(v)[np.isfinite(v)] for v in values])
+    return finite.size > 0 and bool(np.all(finite > 0))
+
+
 def _state_panel(state, ax, title):
+    """Draw one saved state on ``ax``; particles on S² go to :func:`particles_3d` when ``ax`` is 3-D."""
     from ._measures import ZonalDensity
 
     if isinstance(state, tuple):   # species: plot the total density
@@ -104,6 +182,8 @@ def _state_panel(state, ax, title):
         ax.plot(t, state.evaluate_profile(t))
         ax.set_xlabel("⟨x, e⟩")
         ax.set_title(title, fontsize=9)
+    elif isinstance(state, Particles) and state.d == 3 and ax.name == "3d":
+        particles_3d(state, ax=ax, title=title, s=2.0)
     elif isinstance(state, Particles) and state.d == 3:
         particles_map(state, ax=ax, title=title)
     else:
@@ -113,23 +193,35 @@ def _state_panel(state, ax, title):
         ax.set_title(title, fontsize=9)
 
 
-def _needs_mollweide(state):
+PROJECTIONS = ("mollweide", "3d")
+
+
+def _panel_projection(state, projection):
+    """The Axes projection a state's panel needs: maps on S², 3-D or Mollweide particles, else None."""
     first = state[0] if isinstance(state, tuple) else state
-    return isinstance(first, (Density, Particles)) and first.d == 3
+    if isinstance(first, Particles) and first.d == 3:
+        return projection
+    if isinstance(first, Density) and first.d == 3:
+        return "mollweide"
+    return None
 
 
-def result_figure(trajectory, output, panels: int = 4):
+def result_figure(trajectory, output, panels: int = 4, projection: str = "mollweide"):
     """Snapshots of a trajectory (maps on S², curves on S¹, alignment histograms in d > 3) over its
-    diagnostics; ``output`` ending in ``.gif`` writes an animation of every saved state instead."""
+    diagnostics; ``output`` ending in ``.gif`` writes an animation of every saved state instead.
+
+    ``projection`` ("mollweide" or "3d") selects how particles on S² are drawn (:func:`particles_map`
+    or :func:`particles_3d`); densities on S² are always Mollweide maps.  Returns ``output``.
+    """
+    projection = choice("projection", projection, PROJECTIONS)
     plt = _plt()
     if str(output).lower().endswith(".gif"):
-        return animation(trajectory, output)
+        return animation(trajectory, output, projection=projection)
     n = len(trajectory.states)
     idx = np.unique(np.linspace(0, n - 1, min(panels, n)).round().astype(int))
     fig = plt.figure(figsize=(3.6 * len(idx), 6.0), constrained_layout=True)
-    proj = "mollweide" if _needs_mollweide(trajectory.states[0]) else None
     for j, i in enumerate(idx):
-        ax = fig.add_subplot(2, len(idx), j + 1, projection=proj)
+        ax = fig.add_subplot(2, len(idx), j + 1, projection=_panel_projection(trajectory.states[i], projection))
         _state_panel(trajectory.states[i], ax, f"t = {trajectory.times[i]:.3g}")
     keys = [k for k in ("energy", "tail_fraction", "min_rho", "max_speed") if k in trajectory.diagnostics][: len(idx)]
     axes = [fig.add_subplot(2, len(idx), len(idx) + j + 1) for j in range(len(keys))]
@@ -143,20 +235,379 @@ def result_figure(trajectory, output, panels: int = 4):
     return output
 
 
-def animation(trajectory, output, fps: int = 4):
-    """A GIF of every saved state (Pillow writer)."""
+def animation(trajectory, output, fps: int = 4, projection: str = "mollweide"):
+    """A GIF of every saved state (Pillow writer); ``projection`` as in :func:`result_figure`."""
+    projection = choice("projection", projection, PROJECTIONS)
     plt = _plt()
     from matplotlib.animation import FuncAnimation, PillowWriter
 
-    proj = "mollweide" if _needs_mollweide(trajectory.states[0]) else None
-    fig = plt.figure(figsize=(6, 3.6))
+    fig = plt.figure(figsize=(6, 3.6) if projection == "mollweide" else (5, 5))
 
     def frame(i):
         fig.clear()
-        ax = fig.add_subplot(projection=proj)
+        ax = fig.add_subplot(projection=_panel_projection(trajectory.states[i], projection))
         _state_panel(trajectory.states[i], ax, f"{trajectory.model.scheme}, t = {trajectory.times[i]:.3g}")
 
     anim = FuncAnimation(fig, frame, frames=len(trajectory.states))
     anim.save(output, writer=PillowWriter(fps=fps))
     plt.close(fig)
     return output
+
+
+# -- comparison of several runs ---------------------------------------------------------------------
+
+#: Diagnostics overlaid by :func:`comparison_figure`, in this order, when every trajectory has them.
+COMPARISON_KEYS = ("energy", "mean_alignment", "mean_radius", "max_speed", "tail_fraction", "min_rho")
+DISTANCES = ("sobolev", "mmd")
+
+
+def _close(a, b):
+    return np.isclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def describe(trajectory) -> str:
+    """A short label for a trajectory: its scheme and backend (e.g. ``"post-ln, spectral"``)."""
+    return f"{trajectory.model.scheme}, {trajectory.backend}"
+
+
+def _default_labels(trajs):
+    labels = [describe(tr) for tr in trajs]
+    if len(set(labels)) < len(labels):
+        labels = [f"{lab}, β = {tr.model.beta:g}" for lab, tr in zip(labels, trajs)]
+    if len(set(labels)) < len(labels):
+        labels = [f"{lab} #{k + 1}" for k, lab in enumerate(labels)]
+    return labels
+
+
+def _check_comparison(trajectories, labels):
+    from ._simulate import Trajectory
+
+    if isinstance(trajectories, Trajectory):
+        trajectories = [trajectories]
+    try:
+        trajs = list(trajectories)
+    except TypeError:
+        raise TypeError("`trajectories` must be a sequence of meanfield.Trajectory; "
+                        f"got {type(trajectories).__name__}.") from None
+    if not trajs:
+        raise ValueError("`trajectories` must hold at least one Trajectory; got an empty sequence.")
+    bad = [k for k, tr in enumerate(trajs) if not isinstance(tr, Trajectory)]
+    if bad:
+        raise TypeError(f"`trajectories` must hold meanfield.Trajectory objects; trajectories[{bad[0]}] is a "
+                        f"{type(trajs[bad[0]]).__name__}.")
+    dims = [tr.model.d for tr in trajs]
+    if len(set(dims)) != 1:
+        raise ValueError(f"`trajectories` must all live in the same dimension d; got d = {dims}.")
+    if labels is None:
+        labels = _default_labels(trajs)
+    elif isinstance(labels, str) or len(labels) != len(trajs):
+        got = repr(labels) if isinstance(labels, str) else f"{len(labels)} labels"
+        raise ValueError(f"`labels` must hold one label per trajectory ({len(trajs)}); got {got}.")
+    return trajs, [str(lab) for lab in labels]
+
+
+def _common_targets(times, panels):
+    """Column times: ``panels`` evenly spaced times saved by every run, else evenly spaced targets
+    over the common time range (each run then shows its saved state nearest to the target)."""
+    n = min(panels, min(len(t) for t in times))
+    common = np.asarray(times[0], dtype=float)
+    for t in times[1:]:
+        common = common[np.any(_close(common[:, None], np.asarray(t)[None, :]), axis=1)]
+    if len(common) >= n:
+        return common[np.unique(np.linspace(0, len(common) - 1, n).round().astype(int))]
+    lo, hi = max(t[0] for t in times), min(t[-1] for t in times)
+    if hi < lo:   # disjoint time ranges: span them all
+        lo, hi = min(t[0] for t in times), max(t[-1] for t in times)
+    return np.linspace(lo, hi, n)
+
+
+def _nearest(times, t):
+    return int(np.argmin(np.abs(np.asarray(times) - t)))
+
+
+def _measure_kind(state):
+    """The kind of measure a state is for the distances: "density", "particles" or None (zonal, d > 3)."""
+    if isinstance(state, tuple) and all(isinstance(s, Density) for s in state):
+        state = state[0]
+    if isinstance(state, Density) and state.d in (2, 3):
+        return "density"
+    if isinstance(state, Particles) and state.d in (2, 3):
+        return "particles"
+    return None
+
+
+def _band_limit(states):
+    ls = [(s[0] if isinstance(s, tuple) else s).lmax for s in states if _measure_kind(s) == "density"]
+    return min(ls) if ls else None
+
+
+def comparison_distances(a, b, targets=None, distance: str = "sobolev"):
+    """The distance between two runs over the times they share, as drawn by :func:`comparison_figure`.
+
+    Parameters
+    ----------
+    a, b : Trajectory
+        Runs on the same S¹ or S² whose states are Density, species (tuple of Density) or Particles.
+    targets : array_like, optional
+        Times used when the runs share fewer than two saved times: each run's saved state nearest to
+        each target is compared.  Default: 5 points over the common time range.
+    distance : {"sobolev", "mmd"}
+        ``"sobolev"``: ‖μ − ν‖ in H⁻¹ (:func:`meanfield.sobolev_distance`, s = 1) truncated at one band
+        limit L for all times, the smallest ``lmax`` of the densities compared (it needs at least one
+        Density among the states).  ``"mmd"``: :func:`meanfield.mmd` with the attention kernel at the β
+        of ``a``'s model.
+
+    Returns
+    -------
+    t : ndarray, shape (k,)
+        The common saved times (or the targets).
+    values : ndarray, shape (k,)
+        The distances at those times.
+    lmax : int or None
+        The band limit L of the Sobolev distance (None for "mmd").
+
+    Raises
+    ------
+    ValueError
+        If a state is not a measure on S¹/S² or, for "sobolev", no state is a Density.
+    """
+    from ._compare import mmd, sobolev_distance
+
+    distance = choice("distance", distance, DISTANCES)
+    ta, tb = np.asarray(a.times, dtype=float), np.asarray(b.times, dtype=float)
+    pairs = [(i, int(np.flatnonzero(_close(t, tb))[0]), t) for i, t in enumerate(ta) if np.any(_close(t, tb))]
+    if len(pairs) < 2:
+        if targets is None:
+            targets = np.linspace(max(ta[0], tb[0]), min(ta[-1], tb[-1]), 5)
+        pairs = [(_nearest(ta, t), _nearest(tb, t), float(t)) for t in np.unique(np.asarray(targets, dtype=float))]
+    states = [(a.states[i], b.states[j]) for i, j, _ in pairs]
+    if any(_measure_kind(s) is None for pair in states for s in pair):
+        raise ValueError("a distance needs Density, species or Particles states on S¹ or S² in both runs.")
+    lmax = None
+    if distance == "sobolev":
+        lmax = _band_limit([s for pair in states for s in pair])
+        if lmax is None:
+            raise ValueError("distance='sobolev' needs a Density among the states to fix the band limit; "
+                             "use distance='mmd' to compare two particle runs.")
+        values = [sobolev_distance(x, y, s=1.0, lmax=lmax) for x, y in states]
+    else:
+        values = [mmd(x, y, a.model.beta) for x, y in states]
+    return np.array([t for _, _, t in pairs]), np.array(values), lmax
+
+
+def _distance_curves(trajs, labels, targets, distance):
+    """(label, t, values) for every pair of runs with a defined distance."""
+    curves = []
+    for p in range(len(trajs)):
+        for q in range(p + 1, len(trajs)):
+            kinds = {_measure_kind(trajs[p].states[0]), _measure_kind(trajs[q].states[0])}
+            if None in kinds or (distance == "sobolev" and "density" not in kinds):
+                continue
+            t, v, lmax = comparison_distances(trajs[p], trajs[q], targets, distance)
+            extra = f" (L = {lmax})" if lmax is not None else ""
+            curves.append((f"{labels[p]} vs {labels[q]}{extra}", t, v))
+    return curves
+
+
+def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, projection: str = "mollweide",
+                      distance: str = "sobolev"):
+    """Side-by-side comparison of several runs: a spectral PDE run against particles, Post-LN against Peri-LN, ….
+
+    One row per trajectory with ``panels`` snapshots at common times (drawn as in :func:`result_figure`:
+    maps of densities, particles as scatter, curves on S¹), then a last row with (i) the distance between
+    the runs over the times they share (:func:`comparison_distances`; for every pair of runs on S¹/S² of
+    which at least one holds densities, or every pair of such runs with ``distance="mmd"``) and (ii) the
+    diagnostics that every run records (:data:`COMPARISON_KEYS`: energy, mean alignment, …), one line per
+    run.
+
+    Parameters
+    ----------
+    trajectories : sequence of Trajectory
+        The runs, all in the same dimension d.
+    output : str or Path, optional
+        Write the figure there (any format matplotlib writes from the extension, e.g. ``.png``, ``.pdf``).
+    labels : sequence of str, optional
+        One label per run; default: scheme and backend (:func:`describe`), with β or a number added
+        when these coincide.
+    panels : int
+        Snapshots per run (at most the number of saved states of the shortest run).  The columns use
+        times saved by every run when there are enough of them; otherwise evenly spaced target times
+        over the common range, each run showing its saved state nearest to the target; panel titles
+        always give the time of the state shown.
+    projection : {"mollweide", "3d"}
+        How particles on S² are drawn (:func:`particles_map` or :func:`particles_3d`).
+    distance : {"sobolev", "mmd"}
+        The distance of the last row: H⁻¹ at a fixed band limit, or the attention-kernel MMD.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (managed by pyplot: ``plt.close(fig)`` when done).  Each row is a subfigure; the
+        distance axes has ``gid == "distance"``.
+
+    Raises
+    ------
+    ValueError
+        For an empty sequence, runs in different dimensions, a ``labels`` of the wrong length, a bad
+        ``panels``, ``projection`` or ``distance``, or a ``.gif`` output (animations take one run:
+        :func:`animation`).
+    """
+    trajs, labels = _check_comparison(trajectories, labels)
+    panels = nonneg_int("panels", panels, minimum=1)
+    projection = choice("projection", projection, PROJECTIONS)
+    distance = choice("distance", distance, DISTANCES)
+    if output is not None and str(output).lower().endswith(".gif"):
+        raise ValueError("`output` cannot be a GIF for a comparison (animations take one run); "
+                         f"got output={str(output)!r}.")
+    plt = _plt()
+    targets = _common_targets([tr.times for tr in trajs], panels)
+    curves = _distance_curves(trajs, labels, targets, distance)
+    keys = [k for k in COMPARISON_KEYS if all(k in tr.diagnostics for tr in trajs)]
+    n_bottom = min(bool(curves) + len(keys), max(len(targets), 3))
+    keys = keys[: n_bottom - bool(curves)]
+
+    width = 3.4 * max(len(targets), n_bottom)
+    fig = plt.figure(figsize=(width, 2.9 * len(trajs) + 2.7 * (n_bottom > 0)), layout="constrained")
+    rows = fig.subfigures(len(trajs) + (n_bottom > 0), 1, squeeze=False,
+                          height_ratios=[1.1] * len(trajs) + [1.0] * (n_bottom > 0))[:, 0]
+    for row, tr, label in zip(rows, trajs, labels):
+        row.suptitle(label + ("" if tr.success else f" ({tr.status.name})"), fontsize=10)
+        for j, target in enumerate(targets):
+            i = _nearest(tr.times, target)
+            ax = row.add_subplot(1, len(targets), j + 1, projection=_panel_projection(tr.states[i], projection))
+            _state_panel(tr.states[i], ax, f"t = {tr.times[i]:.3g}")
+    if n_bottom:
+        axes = [rows[-1].add_subplot(1, n_bottom, k + 1) for k in range(n_bottom)]
+        if curves:
+            ax = axes.pop(0)
+            ax.set_gid("distance")
+            for label, t, v in curves:
+                ax.plot(t, v, marker="o", markersize=3, label=label)
+            ax.set_ylim(0, 1.1 * max(max(np.max(v), 0.0) for _, _, v in curves) or 1.0)
+            ax.set_title(r"$H^{-1}$ distance" if distance == "sobolev" else r"MMD$_\beta$ (attention kernel)",
+                         fontsize=9)
+            ax.set_xlabel("t")
+            ax.legend(fontsize=7)
+        for ax, k in zip(axes, keys):
+            series = [_series(tr, k) for tr in trajs]
+            for (t, v), label in zip(series, labels):
+                ax.plot(t, v, label=label)
+            values = np.concatenate([v[np.isfinite(v)] for _, v in series])
+            if _all_positive([values]) and values.max() > 10 * values.min():   # log only over decades
+                ax.set_yscale("log")
+            ax.set_title(k, fontsize=9)
+            ax.set_xlabel("t")
+        if axes:
+            axes[0].legend(fontsize=7)
+    ms = [tr.model for tr in trajs]
+    same = len({(m.beta, m.attention) for m in ms}) == 1
+    fig.suptitle((f"β = {ms[0].beta:g}, {ms[0].attention}, " if same else "") + f"d = {ms[0].d}", fontsize=11)
+    if output is not None:
+        fig.savefig(output, dpi=100)
+    return fig
+
+
+def _sphere_values(f, nlat=90):
+    """(lon, lat, values) of a function of unit points on a regular grid, for a Mollweide ``pcolormesh``."""
+    lat = (np.arange(nlat) + 0.5) * np.pi / nlat - np.pi / 2
+    lon = -np.pi + 2 * np.pi * (np.arange(2 * nlat) + 0.5) / (2 * nlat)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    pts = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=-1)
+    return lon, lat, np.asarray(f(pts.reshape(-1, 3))).reshape(la.shape)
+
+
+def energy_figure(result, output=None):
+    """The answer of an energy problem (an :class:`~meanfield.EnergyResult`): the measure and its evidence.
+
+    Left: the minimizing density (Mollweide map on S², curve with the nodal values on S¹), the maximizing
+    particles, or the stationary state with its start.  Right: for an extremizer the first variation
+    δE/δμ divided by 2E, the quantity of the optimality certificate (= 1 on the support; ≥ 1 everywhere
+    at a minimizer, ≤ 1 at a maximizer); for ``task = "stationary"`` the energy along the gradient flow.
+
+    Parameters
+    ----------
+    result : EnergyResult
+        From ``meanfield run`` on an ``[energy]`` configuration (:func:`meanfield.load`).
+    output : str or Path, optional
+        Write the figure there (format from the extension).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (managed by pyplot: ``plt.close(fig)`` when done).
+    """
+    from ._energy import EnergyResult, first_variation
+
+    if not isinstance(result, EnergyResult):
+        raise TypeError(f"`result` must be a meanfield.EnergyResult; got {type(result).__name__}.")
+    plt = _plt()
+    d, mu, level = result.d, result.measure, 2 * result.value
+    proj = "mollweide" if d == 3 else None
+    fig = plt.figure(figsize=(10, 4.0), layout="constrained")
+    ax0 = fig.add_subplot(1, 2, 1, projection=proj)
+    ax1 = fig.add_subplot(1, 2, 2, projection=proj if result.task != "stationary" else None)
+    phi = lambda x: first_variation(mu, result.beta, result.D, x) / level  # noqa: E731
+    if result.task == "minimize" and d == 3:
+        lon, lat, vals = _sphere_values(mu.evaluate)
+        mesh = ax0.pcolormesh(lon, lat, vals, shading="auto", cmap="magma", vmin=0)
+        fig.colorbar(mesh, ax=ax0, orientation="horizontal", shrink=0.6, pad=0.05)
+        ax0.set_title("minimizing density ρ (uniform = 1)", fontsize=9)
+    elif result.task == "minimize":
+        circle_density(mu, ax=ax0, label="ρ (interpolant)")
+        n = len(mu.nodal_values)
+        ax0.plot(2 * np.pi * np.arange(n) / n, mu.nodal_values, ".", markersize=3, label="nodal values")
+        ax0.legend(fontsize=7)
+        ax0.set_title("minimizing density on S¹", fontsize=9)
+    else:
+        shown = [(mu, "k", "stationary state" if result.task == "stationary" else result.solution.kind)]
+        if result.start is not None:
+            shown.insert(0, (result.start, "0.7", "start"))
+        for p, color, label in shown:
+            if d == 3:
+                particles_map(p, ax=ax0, s=60.0, color=color)
+            elif d == 2:
+                ang = np.mod(np.arctan2(p.positions[:, 1], p.positions[:, 0]), 2 * np.pi)
+                ax0.vlines(ang, 0, p.weights, colors=color, label=label)
+                ax0.plot(ang, p.weights, "o", color=color, markersize=4)
+            else:
+                ax0.bar(np.arange(p.n), np.sort(p.weights)[::-1], color=color, label=label)
+        if d == 2:
+            ax0.set_xlim(0, 2 * np.pi)
+            ax0.set_xlabel("φ")
+            ax0.set_ylabel("weight")
+            ax0.legend(fontsize=7)
+        ax0.set_title(f"{shown[-1][2]}: {mu.n} point(s)", fontsize=9)
+    if result.task == "stationary":
+        tr = result.solution.trajectory
+        ax1.plot(tr.times, tr.diagnostics["energy"], marker="o", markersize=3)
+        ax1.set_xlabel("t")
+        ax1.set_title(f"E along the {result.parameters.get('direction', 'ascent')}; "
+                      f"max |v| = {result.solution.max_speed:.2g}", fontsize=9)
+    elif d == 3:
+        lon, lat, vals = _sphere_values(phi)
+        mesh = ax1.pcolormesh(lon, lat, vals, shading="auto", cmap="viridis")
+        fig.colorbar(mesh, ax=ax1, orientation="horizontal", shrink=0.6, pad=0.05)
+        ax1.set_title("δE/δμ / 2E (= 1 on the support)", fontsize=9)
+    elif d == 2:
+        a = np.linspace(0, 2 * np.pi, 721)
+        ax1.plot(a, phi(np.stack([np.cos(a), np.sin(a)], -1)))
+        ax1.axhline(1.0, color="0.5", lw=0.8, ls="--")
+        ax1.set_xlabel("φ")
+        ax1.set_title("δE/δμ / 2E (= 1 on the support)", fontsize=9)
+    else:
+        vals = phi(mu.positions)
+        ax1.plot(vals, "o")
+        ax1.set_title("δE/δμ / 2E on the support", fontsize=9)
+    for ax in (ax0, ax1):
+        if ax.name == "mollweide":
+            ax.set_xticklabels([])
+            ax.set_yticklabels([])
+            ax.grid(alpha=0.3)
+    D = result.D
+    dtxt = (f"diag({', '.join(f'{x:g}' for x in np.diag(D))})" if np.count_nonzero(D - np.diag(np.diag(D))) == 0
+            else np.array2string(D, precision=3))
+    fig.suptitle(f"{result.task} $E_{{\\beta,D}}$ on $S^{{{d - 1}}}$: β = {result.beta:g}, D = {dtxt}, "
+                 f"E = {result.value:.10g}", fontsize=10)
+    if output is not None:
+        fig.savefig(output, dpi=100)
+    return fig

@@ -177,3 +177,38 @@ def test_a_dormand_prince_step_costs_six_right_hand_sides():
     assert calls[0] - n0 == 6 * 3 + 6 * rejected
     d1, d2 = be.rhs(be.t, be.y), be.rhs(be.t, be.y)     # results are fresh arrays, not the reused buffers
     assert d1 is not d2 and np.array_equal(d1, d2)
+
+
+def test_particles_case_times_both_alternatives_in_the_same_run(tmp_path):
+    res = _particles.run(quick=True, sh_sizes=(100, 300), dense_sizes=(100, 300), check_n=300, dense_limit_s=5.0)
+    check = next(r for r in res["rows"] if r["n"] == 300)
+    assert check["exact_s"] > 0 and check["dense_s"] > 0 and check["sh_s"] > 0
+    assert check["max_velocity_error"] < 1e-12 and check["max_error_vs_exact"] < 1e-12
+    alts = {c["alternative"] for c in res["comparisons"] if c["n"] == 300}
+    assert alts == {"dense numpy (published style)", "meanfield exact backend (particles)"}
+    names = [t["name"] for t in res["targets"]]
+    assert any("exact backend" in n for n in names)
+    text = _particles.report(res, tmp_path)
+    assert "exact backend ms" in text and (tmp_path / "particles_scaling.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_sweep_case_runs_on_a_local_cluster(tmp_path):
+    # starts a 2-worker LocalCluster (~10 s): the sweep rows equal the serial ones, shards equal one process
+    from meanfield._bench import _sweep
+    record = _bench.run_cases(["sweep"], quick=True, output=tmp_path, sizes={"sweep": {"n": 5000, "steps": 1}},
+                              echo=lambda msg: None)
+    res = record["cases"]["sweep"]
+    assert res["status"] == "ok", res.get("error")
+    assert all(t["met"] for t in res["targets"])
+    assert {c["alternative"] for c in res["comparisons"]} == {"serial, one process", "one process, 2 threads"}
+    assert "distribution overhead per step" in (tmp_path / "REPORT.md").read_text()
+    assert _sweep.available()[0]
+
+
+def test_meanfield_bench_runs_the_named_cases_only(tmp_path, tiny_transforms):
+    assert meanfield_main(["bench", "transforms", "--quick", "--output", str(tmp_path)]) == 0
+    rec = json.loads((tmp_path / "bench.json").read_text())
+    _check_record(rec, ["transforms"])
+    assert rec["meta"]["command"] == f"meanfield bench transforms --quick --output {tmp_path}"
+    assert meanfield_main(["bench", "no-such-case", "--output", str(tmp_path)]) == 2

@@ -4,6 +4,8 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +16,17 @@ from meanfield.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
+
+
+def _example_kind(name):
+    with open(os.path.join(EXAMPLES, name), "rb") as f:
+        raw = tomllib.load(f)
+    return "sweep" if "sweep" in raw else "energy" if "energy" in raw else "run"
+
+
+TOMLS = sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".toml"))
+RUN_EXAMPLES = [f for f in TOMLS if _example_kind(f) == "run"]
+ENERGY_EXAMPLES = [f for f in TOMLS if _example_kind(f) == "energy"]
 
 SMALL = """
 [model]
@@ -44,7 +57,7 @@ def test_run_info_plot_every_scheme(tmp_path, scheme, capsys):
     assert mf.load(out).success
 
 
-@pytest.mark.parametrize("name", sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".toml") and "sweep" not in f))
+@pytest.mark.parametrize("name", RUN_EXAMPLES)
 def test_shipped_examples_parse(name):
     cfg = mf._config.load_config(os.path.join(EXAMPLES, name))
     assert cfg.t_final > 0
@@ -124,7 +137,7 @@ def test_config_and_seed_survive_kill_and_resume(tmp_path):
     assert info["seed"] == 7 and info["config"] == "x" and info["complete"]
 
 
-@pytest.mark.parametrize("name", sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".toml") and "sweep" not in f))
+@pytest.mark.parametrize("name", RUN_EXAMPLES)
 def test_shipped_examples_run_at_a_small_size(name):
     cfg = mf._config.load_config(os.path.join(EXAMPLES, name))
     init = cfg.initial
@@ -142,3 +155,167 @@ def test_shipped_examples_run_at_a_small_size(name):
         tr = mf.simulate(cfg.model, init, t_final, backend=cfg.backend, **opts)
     assert tr.status in (mf.Status.OK, mf.Status.RESOLUTION_LOST), tr.message
     assert len(tr.states) >= 2
+
+
+# ----------------------------------------------------------------------------------------------
+# energy problems from configuration files: every shipped [energy] example at a small size, against a
+# value known independently of the solver (DESIGN.md §5 closed forms, or a spectral Galerkin reference)
+
+def _known_minimize_s1(r):
+    """DESIGN.md §5: β = 1, D = diag(1, 1.05): ρ = (1 + c2 cos 2θ + …)/(2π) with c2 = 0.10167."""
+    assert (r.beta, r.d) == (1.0, 2) and np.array_equal(r.D, np.diag([1.0, 1.05]))
+    assert 2 * r.measure.coeffs[2].real == pytest.approx(0.101668, abs=1e-5)
+    assert r.measure.certificate.support_fraction == 1.0
+
+
+def _known_minimize_s2(r):
+    """D ≻ 0 with a positive minimizer: E_min = min{uᵀGu : u_0 = 1} over real harmonics of degree ≤ 12
+    (kernel in harmonics, G; the Galerkin minimizer is checked to be a density, so the reference applies).
+    The level-2 FE value agrees to 1.3e-11 (the quadrature error of the mesh)."""
+    from meanfield._energy._fem import kernel_coefficients, real_harmonics
+
+    G, shift = kernel_coefficients(r.beta, r.D, 12)
+    u = np.linalg.solve(G, np.eye(len(G))[0])
+    assert np.min(real_harmonics(12, mf.sphere.SphereGrid(30, 60).points.reshape(-1, 3)) @ u) > 0
+    assert r.value == pytest.approx(np.exp(shift) / (2 * r.beta) / u[0], rel=1e-10)
+    assert r.value < r.uniform_value and r.measure.certificate.support_fraction == 1.0
+
+
+def _known_maximize_s2(r):
+    """D = diag(−1, −0.5, 0.2), β = 1: the antipodal pair on e1, cosh(1)/2 = 0.771540 (DESIGN.md §5), which
+    beats the Dirac at e3 (e^0.2/2); the random-start ascent alone reaches it too."""
+    assert r.measure.kind == "antipodal" and round(r.value, 6) == 0.771540
+    assert r.value == pytest.approx(np.cosh(1.0) / 2, rel=1e-14)
+    assert r.solution.ascent_best == pytest.approx(r.value, rel=1e-9)
+    assert np.allclose(np.abs(r.measure.positions), [[1, 0, 0], [1, 0, 0]], atol=1e-12)
+
+
+def _known_stationary_s1(r):
+    """DESIGN.md §5: four tokens descend from a square to the rectangle d1 tanh(βd1a²) = d2 tanh(βd2b²)."""
+    from scipy import optimize
+
+    (d1, d2), beta = np.diag(r.D), r.beta
+    a2 = optimize.brentq(lambda a: d1 * np.tanh(beta * d1 * a) - d2 * np.tanh(beta * d2 * (1 - a)), 0, 1, xtol=1e-15)
+    assert a2 == pytest.approx(0.19370612, abs=1e-8)
+    assert r.measure.positions[:, 0] ** 2 == pytest.approx(np.full(4, a2), abs=1e-8)
+    assert r.value == pytest.approx(0.5513701486, abs=1e-9)
+
+
+# name -> (solver arguments that make it small, the check against the known value)
+ENERGY_KNOWN = {
+    "energy_minimize_s1.toml": ({"lmax": 32}, _known_minimize_s1),
+    "energy_minimize_s2.toml": ({"level": 2}, _known_minimize_s2),
+    "energy_maximize_s2.toml": ({"n_starts": 4}, _known_maximize_s2),
+    "energy_stationary_s1.toml": ({}, _known_stationary_s1),
+}
+
+
+def test_every_energy_example_has_a_known_value():
+    assert sorted(ENERGY_KNOWN) == ENERGY_EXAMPLES
+
+
+@pytest.mark.parametrize("name", ENERGY_EXAMPLES)
+def test_energy_examples_at_a_small_size_match_known_values(name, tmp_path):
+    from meanfield._energy import solve_energy
+
+    small, check = ENERGY_KNOWN[name]
+    cfg = mf._config.load_config(os.path.join(EXAMPLES, name))
+    assert set(small) <= set(cfg.parameters)
+    r = solve_energy(replace(cfg, parameters={**cfg.parameters, **small}))
+    assert r.success, r.message
+    check(r)
+    mf.save(r, tmp_path / "r.h5", run_info={"config": cfg.text})         # and through the file
+    back = mf.load(tmp_path / "r.h5")
+    assert type(back.solution) is type(r.solution) and back.value == r.value
+    check(back)
+
+
+def test_energy_run_writes_info_plots_and_loads_back(tmp_path, capsys):
+    out, fig = tmp_path / "min.h5", tmp_path / "min.png"
+    cfg = os.path.join(EXAMPLES, "energy_minimize_s1.toml")
+    assert main(["run", cfg, "--output", str(out), "--figure", str(fig)]) == 0
+    assert "E_β,D = 0.639937" in capsys.readouterr().out
+    r = mf.load(out)
+    assert isinstance(r, mf.EnergyResult) and r.task == "minimize" and r.certificate.satisfied()
+    direct = mf.minimize_energy(1.0, np.diag([1.0, 1.05]), d=2, lmax=64)
+    assert r.value == direct.value and np.array_equal(r.measure.coeffs, direct.coeffs)
+    assert np.array_equal(r.measure.nodal_values, direct.nodal_values) and r.certificate == direct.certificate
+    info = mf._io.run_info(out)
+    assert info["complete"] and "[energy]" in info["config"]
+    assert mf._io.file_attrs(out)["meanfield_version"] == mf.__version__
+    assert fig.stat().st_size > 10_000
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    for part in ("E_β,D = 0.639937193", "D = diag(1, 1.05)", "positive definite", "[satisfied]", "S^1", "β = 1"):
+        assert part in text, part
+    assert main(["run", cfg, "--output", str(out), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    again = tmp_path / "again.png"
+    assert main(["plot", str(out), "--output", str(again)]) == 0 and again.stat().st_size > 10_000
+    assert main(["plot", str(out), str(out), "--output", str(again)]) == 2
+    assert "drawn on its own" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# several configurations in one command
+
+
+def _two_configs(tmp_path):
+    paths = []
+    for scheme in ("post-ln", "peri-ln"):
+        p = tmp_path / f"{scheme}.toml"
+        p.write_text(SMALL.format(scheme=scheme, extra=""))
+        paths.append(str(p))
+    return paths
+
+
+def test_several_configs_write_one_file_each_and_a_comparison_figure(tmp_path, capsys):
+    paths = _two_configs(tmp_path)
+    out, fig = tmp_path / "runs", tmp_path / "cmp.png"
+    assert main(["run", *paths, "--output", str(out), "--figure", str(fig), "--quiet"]) == 0
+    assert sorted(os.listdir(out)) == ["peri-ln.h5", "post-ln.h5"]
+    a, b = mf.load(out / "post-ln.h5"), mf.load(out / "peri-ln.h5")
+    assert (a.model.scheme, b.model.scheme) == ("post-ln", "peri-ln") and a.success and b.success
+    assert np.array_equal(a.states[0].coeffs, b.states[0].coeffs)                 # the same initial density
+    assert fig.stat().st_size > 20_000
+    assert capsys.readouterr().out == ""
+
+
+def test_one_config_with_a_figure_uses_the_result_figure(tmp_path):
+    out, fig = tmp_path / "r.h5", tmp_path / "r.png"
+    assert main(["run", _two_configs(tmp_path)[0], "--output", str(out), "--figure", str(fig), "--quiet"]) == 0
+    assert mf.load(out).success and fig.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("extra, setup, match", [
+    (["--resume"], None, "--resume continues one run"),
+    ([], "file", "is a file"),
+    ([], "same-stem", "share the stem"),
+    (["--figure", "f.png"], "energy", "an energy problem"),
+    ([], "bad", "bad.toml: unknown key"),
+])
+def test_several_configs_errors(tmp_path, capsys, extra, setup, match):
+    paths = _two_configs(tmp_path)
+    out = tmp_path / "runs"
+    if setup == "file":
+        out.write_text("x")
+    elif setup == "same-stem":
+        (tmp_path / "sub").mkdir()
+        paths[1] = str(tmp_path / "sub" / "post-ln.toml")
+        (tmp_path / "sub" / "post-ln.toml").write_text(SMALL.format(scheme="peri-ln", extra=""))
+    elif setup == "energy":
+        paths[1] = os.path.join(EXAMPLES, "energy_minimize_s1.toml")
+    elif setup == "bad":
+        paths[1] = str(tmp_path / "bad.toml")
+        (tmp_path / "bad.toml").write_text(SMALL.format(scheme="peri-ln", extra="temperature = 1"))
+    assert main(["run", *paths, "--output", str(out), *extra, "--quiet"]) == 2
+    assert match in capsys.readouterr().err
+    assert out.is_file() if setup == "file" else not out.exists()                 # nothing ran
+
+
+def test_demo_examples_share_the_initial_density():
+    post = mf._config.load_config(os.path.join(EXAMPLES, "demo_post_ln.toml"))
+    peri = mf._config.load_config(os.path.join(EXAMPLES, "demo_peri_ln.toml"))
+    assert (post.model.scheme, peri.model.scheme) == ("post-ln", "peri-ln")
+    assert np.array_equal(post.initial.coeffs, peri.initial.coeffs) and post.seed == peri.seed
+    assert (post.t_final, post.save, post.options) == (peri.t_final, peri.save, peri.options)

@@ -48,6 +48,7 @@ def test_every_configuration_key_is_documented():
     text = _read("cli.md")
     keys = set(_config._MODEL_KEYS) | set(_config._RUN_KEYS) | set(_config._TABLES)
     keys |= {k for ks in _config._INITIAL_KEYS.values() for k in ks} | set(_config._INITIAL_KEYS)
+    keys |= {k for ks in _config._ENERGY_KEYS.values() for k in ks} | set(_config.ENERGY_TASKS) | {"energy"}
     missing = sorted(k for k in keys if f"`{k}`" not in text and f"`\"{k}\"`" not in text
                      and f"[{k}]" not in text)
     assert not missing, f"configuration keys missing from docs/cli.md: {missing}"

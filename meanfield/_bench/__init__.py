@@ -30,6 +30,7 @@ CASES: dict[str, str] = {
     "hybrid": "._hybrid",           # 5. hybrid to full clustering vs exact particles at equal error
     "memory": "._memory",           # 6. peak memory of each at its largest size
     "dedalus": "._dedalus",         # 7. spectral cost per RK stage vs the Dedalus anchor
+    "sweep": "._sweep",             # 8. dask sweeps vs serial; distributed particles-sh vs one process
 }
 
 
@@ -120,6 +121,10 @@ def _exit_code(record) -> int:
 
 def main(args) -> int:
     """``meanfield bench``: ``args.quick``, ``args.output`` (and optionally ``args.cases``); an exit code."""
-    cmd = "meanfield bench" + (" --quick" if args.quick else "") + f" --output {args.output}"
-    record = run_cases(getattr(args, "cases", None), quick=args.quick, output=args.output, command=cmd)
+    cases = list(getattr(args, "cases", None) or [])
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        raise ValueError(f"unknown benchmark case(s) {unknown}; choose from {list(CASES)}.")
+    cmd = " ".join(["meanfield bench"] + cases + (["--quick"] if args.quick else []) + ["--output", str(args.output)])
+    record = run_cases(cases or None, quick=args.quick, output=args.output, command=cmd)
     return _exit_code(record)

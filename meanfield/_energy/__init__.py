@@ -17,3 +17,4 @@ from ._minimize import (minimize_energy as minimize_energy, MinimizingDensity as
 from ._maximize import (maximize_energy as maximize_energy, MaximizingParticles as MaximizingParticles,
                         MaximizerCertificate as MaximizerCertificate)
 from ._classify import classify as classify, Classification as Classification
+from ._problem import EnergyResult as EnergyResult, solve_energy as solve_energy

@@ -1,6 +1,8 @@
 """Benchmark of issue 10: sweep throughput against serial execution, and distributed particles-sh per step.
 
-    python benchmarks/bench_sweep.py [--quick] [--output DIR]
+Run as case 8 of the performance report: ``meanfield bench sweep [--quick] --output DIR`` (also
+``python -m benchmarks sweep`` and ``python benchmarks/bench_sweep.py``); the report section is
+:mod:`meanfield._bench._sweep`.
 
 1. **Sweep throughput.**  The same tasks (Post-LN, n = 32 tokens on S², exact particles, RK4 to
    t = 10) run serially in this process (:func:`run_sweep` with ``serial=True``) and on a 2-worker
@@ -13,15 +15,10 @@
    empty call to the shards; and the largest difference of the final positions from the
    single-process run.
 
-Prints a markdown table and writes ``DIR/sweep.json``.  Timings on a shared machine are noisy: the
-load average at start and end is recorded with the figures.
+Timings on a shared machine are noisy: the report records the load average before and after.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -132,36 +129,3 @@ def bench_distributed(n: int, steps: int, workers: int = 2, beta: float = 5.0, s
             "overhead_step_s": per_step - busy, "round_trips_per_step": stats["step_round_trips"] / stats["steps"],
             "round_trip_latency_s": float(np.median(lat)),
             "max_position_difference": float(np.max(np.abs(out.final.positions - final_single)))}
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="bench_sweep", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run, ~1 min)")
-    ap.add_argument("--output", default="bench-out", help="folder for sweep.json (default: bench-out)")
-    args = ap.parse_args(argv)
-    load0 = os.getloadavg()
-    sw = bench_sweep(args.quick)
-    n = 100_000 if args.quick else 1_000_000
-    dist = bench_distributed(n, steps=3 if args.quick else 4)
-    rec = {"case": "sweep", "quick": args.quick, "machine": platform.machine(), "cores": len(os.sched_getaffinity(0)),
-           "load_start": load0, "load_end": os.getloadavg(), "sweep": sw, "distributed_particles_sh": dist}
-    print("| measurement | value |\n|---|---|")
-    print(f"| sweep: {sw['tasks']} tasks serial | {sw['serial_s']:.2f} s ({sw['task_mean_s'] * 1e3:.0f} ms/task) |")
-    print(f"| sweep: same on {sw['workers']} local workers | {sw['cluster_s']:.2f} s "
-          f"(+ {sw['cluster_startup_s']:.1f} s cluster start-up) |")
-    print(f"| sweep throughput ratio (cluster / serial) | {sw['speedup']:.2f}× "
-          f"({sw['speedup_with_startup']:.2f}× with start-up); rows identical: {sw['rows_identical']} |")
-    d = dist
-    print(f"| particles-sh N = {d['n']:.0e}, L = {d['lmax']}: single process, per RK4 step | "
-          f"{d['single_step_s_2threads']:.3f} s (2 threads), {d['single_step_s_1thread']:.3f} s (1 thread) |")
-    print(f"| distributed, {d['workers']} workers × 1 thread, per step | {d['distributed_step_s']:.3f} s "
-          f"(busiest shard computes {d['busiest_shard_step_s']:.3f} s) |")
-    print(f"| distribution overhead per step | {d['overhead_step_s'] * 1e3:.1f} ms "
-          f"({d['round_trips_per_step']:.0f} round trips; empty round trip {d['round_trip_latency_s'] * 1e3:.1f} ms) |")
-    print(f"| max position difference from the single-process run | {d['max_position_difference']:.1e} |")
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps(rec, indent=1))
-    print(f"\nwritten: {out / 'sweep.json'}")
-    return 0

@@ -1,0 +1,194 @@
+"""Figures: particles in 3-D, comparisons of runs (spectral PDE against particles), the plot command."""
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from mpl_toolkits.mplot3d import Axes3D  # noqa: E402
+from mpl_toolkits.mplot3d.art3d import Path3DCollection  # noqa: E402
+
+import meanfield as mf  # noqa: E402
+from meanfield import plot  # noqa: E402
+from meanfield._compare import mmd, sobolev_distance  # noqa: E402
+from meanfield.cli import main  # noqa: E402
+from test_cli import SMALL  # noqa: E402
+
+LMAX = 12
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """The same model (β = 3, Post-LN) from the same initial measure: spectral PDE and direct particles."""
+    model = mf.Model(3.0)
+    rho0 = mf.Density.random(LMAX, seed=4, amplitude=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)   # lmax below the kernel band limit: fine here
+        pde = mf.simulate(model, rho0, 0.3, save_every=0.1)
+    p0 = mf.sample_density(rho0, 200, seed=1)
+    particles = mf.simulate(model, p0, 0.3, save_every=0.1, backend="particles")
+    coarse = mf.simulate(model, p0, 0.3, save_every=0.15, backend="particles")
+    return pde, particles, coarse
+
+
+def _titles(fig, row):
+    return [ax.get_title() for ax in fig.subfigs[row].axes]
+
+
+# -- particles_3d ---------------------------------------------------------------------------------
+
+def test_particles_3d_draws_every_point_on_the_sphere():
+    p = mf.Particles.uniform(57, seed=3)
+    ax = plot.particles_3d(p, title="tokens")
+    assert isinstance(ax, Axes3D) and ax.get_title() == "tokens"
+    (sc,) = [c for c in ax.collections if isinstance(c, Path3DCollection)]
+    xyz = np.stack([np.asarray(a) for a in sc._offsets3d], axis=1)
+    assert xyz.shape == (57, 3)
+    np.testing.assert_array_equal(xyz, p.positions)
+    assert ax.get_xlim() == ax.get_ylim() == ax.get_zlim() == (-1.0, 1.0)
+    np.testing.assert_allclose(ax.get_box_aspect(), ax.get_box_aspect()[0])
+    np.testing.assert_allclose(sc.get_sizes(), 4.0)          # equal weights: every marker has area s
+    plt.close(ax.figure)
+
+
+def test_particles_3d_shows_weights_by_marker_area():
+    p = mf.Particles.uniform(4, seed=0)
+    w = np.array([0.1, 0.2, 0.3, 0.4])
+    ax = plot.particles_3d(mf.Particles(p.positions, w), s=2.0, sphere=False)
+    (sc,) = ax.collections
+    np.testing.assert_allclose(sc.get_sizes(), 2.0 * 4 * w)
+    plt.close(ax.figure)
+
+
+def test_particles_3d_rejects_other_dimensions_and_flat_axes():
+    with pytest.raises(ValueError, match="`particles`.*d = 2"):
+        plot.particles_3d(mf.Particles.uniform(10, d=2))
+    with pytest.raises(TypeError, match="`particles`"):
+        plot.particles_3d(np.eye(3))
+    fig = plt.figure()
+    with pytest.raises(ValueError, match="`ax`"):
+        plot.particles_3d(mf.Particles.uniform(10), ax=fig.add_subplot())
+    plt.close(fig)
+
+
+# -- comparison_figure ------------------------------------------------------------------------------
+
+def test_pde_vs_particles_figure_and_its_distance(runs, tmp_path):
+    pde, particles, _ = runs
+    out = tmp_path / "cmp.png"
+    fig = plot.comparison_figure([pde, particles], out, panels=3)
+    assert out.stat().st_size > 10_000
+    # 2 rows of 3 snapshots, then the distance and the shared diagnostics energy and max_speed
+    assert len(fig.axes) == 2 * 3 + 3
+    assert _titles(fig, 0) == _titles(fig, 1) == ["t = 0", "t = 0.2", "t = 0.3"]
+    assert [ax.name for ax in fig.subfigs[1].axes] == ["mollweide"] * 3
+    assert [ax.get_title() for ax in fig.subfigs[2].axes] == [r"$H^{-1}$ distance", "energy", "max_speed"]
+    assert [line.get_label() for line in fig.subfigs[2].axes[1].get_lines()] == ["post-ln, spectral",
+                                                                                  "post-ln, particles"]
+    (dist,) = [ax for ax in fig.axes if ax.get_gid() == "distance"]
+    (line,) = dist.get_lines()
+    t, v = line.get_xdata(), line.get_ydata()
+    np.testing.assert_array_equal(t, pde.times)              # every saved time is common to both runs
+    assert np.all(np.isfinite(v)) and np.all(v > 0)
+    k = 2
+    assert v[k] == pytest.approx(sobolev_distance(pde.states[k], particles.states[k], s=1.0, lmax=LMAX), rel=1e-12)
+    plt.close(fig)
+
+
+def test_mmd_distance_and_3d_particle_panels(runs):
+    pde, particles, _ = runs
+    fig = plot.comparison_figure([pde, particles], labels=["PDE", "N = 200"], panels=2, projection="3d",
+                                 distance="mmd")
+    assert [ax.name for ax in fig.subfigs[1].axes] == ["3d", "3d"]
+    assert [ax.name for ax in fig.subfigs[0].axes] == ["mollweide", "mollweide"]
+    (dist,) = [ax for ax in fig.axes if ax.get_gid() == "distance"]
+    (line,) = dist.get_lines()
+    assert line.get_label() == "PDE vs N = 200"
+    assert line.get_ydata()[-1] == pytest.approx(mmd(pde.final, particles.final, 3.0), rel=1e-12)
+    plt.close(fig)
+
+
+def test_different_save_times_use_the_nearest_saved_states(runs):
+    pde, _, coarse = runs                                    # saved every 0.1 and every 0.15
+    fig = plot.comparison_figure([pde, coarse], panels=3)
+    assert _titles(fig, 1) == ["t = 0", "t = 0.15", "t = 0.3"]
+    middle = float(_titles(fig, 0)[1].removeprefix("t = "))
+    assert middle in (0.1, 0.2)                              # the PDE's saved state nearest to 0.15
+    (dist,) = [ax for ax in fig.axes if ax.get_gid() == "distance"]
+    np.testing.assert_allclose(dist.get_lines()[0].get_xdata(), [0.0, 0.3])   # the two common times
+    plt.close(fig)
+
+
+def test_comparison_figure_validates_its_inputs(runs, tmp_path):
+    pde, particles, _ = runs
+    circle = mf.simulate(mf.Model(3.0, d=2), mf.Particles.uniform(20, d=2), 0.1, backend="particles")
+    with pytest.raises(ValueError, match="`trajectories`.*empty"):
+        plot.comparison_figure([])
+    with pytest.raises(TypeError, match=r"`trajectories`.*trajectories\[1\]"):
+        plot.comparison_figure([pde, pde.final])
+    with pytest.raises(ValueError, match="same dimension"):
+        plot.comparison_figure([pde, circle])
+    with pytest.raises(ValueError, match="`labels`.*2"):
+        plot.comparison_figure([pde, particles], labels=["only one"])
+    with pytest.raises(ValueError, match="`panels`"):
+        plot.comparison_figure([pde, particles], panels=0)
+    with pytest.raises(ValueError, match="`projection`"):
+        plot.comparison_figure([pde, particles], projection="orthographic")
+    with pytest.raises(ValueError, match="`distance`"):
+        plot.comparison_figure([pde, particles], distance="wasserstein")
+    with pytest.raises(ValueError, match="`output`"):
+        plot.comparison_figure([pde, particles], tmp_path / "x.gif")
+    assert plt.get_fignums() == []                           # nothing drawn before the checks pass
+
+
+def test_default_labels_are_unique(runs):
+    pde, particles, coarse = runs
+    assert plot._default_labels([pde, particles]) == ["post-ln, spectral", "post-ln, particles"]
+    assert plot._default_labels([particles, coarse]) == ["post-ln, particles, β = 3 #1",
+                                                         "post-ln, particles, β = 3 #2"]
+
+
+def test_result_figure_draws_particles_in_3d(runs, tmp_path):
+    _, particles, _ = runs
+    assert plot.result_figure(particles, tmp_path / "p.png", panels=2, projection="3d") == tmp_path / "p.png"
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+    with pytest.raises(ValueError, match="`projection`"):
+        plot.result_figure(particles, tmp_path / "q.png", projection="globe")
+
+
+# -- the plot command -------------------------------------------------------------------------------
+
+PARTICLES = """
+[model]
+beta = 3.0
+[initial]
+kind = "particles"
+n = 200
+seed = 4
+[run]
+backend = "particles"
+t_final = 0.4
+save_every = 0.2
+"""
+
+
+def test_plot_command_compares_several_results(tmp_path, capsys):
+    (tmp_path / "s.toml").write_text(SMALL.format(scheme="post-ln", extra=""))
+    (tmp_path / "p.toml").write_text(PARTICLES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        for name in ("s", "p"):
+            assert main(["run", str(tmp_path / f"{name}.toml"), "--output", str(tmp_path / f"{name}.h5"),
+                         "--quiet"]) == 0
+    out = tmp_path / "cmp.png"
+    assert main(["plot", str(tmp_path / "s.h5"), str(tmp_path / "p.h5"), "--output", str(out),
+                 "--projection", "3d"]) == 0
+    assert out.stat().st_size > 10_000 and "figure written" in capsys.readouterr().out
+    assert main(["plot", str(tmp_path / "p.h5"), "--output", str(tmp_path / "one.png"), "--projection", "3d"]) == 0
+    assert (tmp_path / "one.png").stat().st_size > 10_000
+    assert main(["plot", str(tmp_path / "s.h5"), str(tmp_path / "p.h5"), "--output", str(tmp_path / "x.gif")]) == 2
+    assert "`output`" in capsys.readouterr().err
+    assert plt.get_fignums() == []
