@@ -468,13 +468,13 @@ class _SHEvaluator:
         return self._ducc.synthesis_general(alm=alm, spin=spin, loc=loc, map=out, lmax=self.L,
                                             epsilon=self.epsilon, nthreads=threads, **kw)
 
-    def coefficients(self, x, w, key="sources") -> np.ndarray:
+    def coefficients(self, x, w, ws: _Workspace | None = None) -> np.ndarray:
         """(k, nalm): μ̂_ℓm = Σ_j w_j conj Y_ℓm(θ_j) (and of w_j v_i(θ_j) for nonlinear values).
 
         ``x`` (N, 3): nonzero directions θ_j ‖x_j‖ (normalized here).  Leaves the geometry of ``x`` in
-        the workspace ``key`` for :meth:`field`."""
+        the workspace ``ws`` (default: this thread's "sources" scratch), which :meth:`field` can reuse."""
         n = x.shape[0]
-        ws = _workspace(key, n)
+        ws = ws or _workspace("sources", n)
         slices, threads = self._plan(n)
 
         def adjoint(vals, loc):
@@ -494,13 +494,14 @@ class _SHEvaluator:
         parts = _map_slices(part, slices)
         return parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
 
-    def field(self, coeffs, y, radial=True, key="targets", geometry_ready=False) -> AttentionField:
+    def field(self, coeffs, y, radial=True, ws: _Workspace | None = None, geometry_ready=False) -> AttentionField:
         """The attention field at the directions ``y`` (M, 3; nonzero, normalized here) from :meth:`coefficients`.
 
-        ``geometry_ready``: the workspace ``key`` already holds the geometry of ``y`` (same call's sources).
+        ``ws``: scratch arrays for M points (default: this thread's "targets" scratch); with
+        ``geometry_ready`` it already holds the geometry of ``y`` (the workspace :meth:`coefficients` filled).
         """
         n, b = y.shape[0], self.beta
-        ws = _workspace(key, n)
+        ws = ws or _workspace("targets", n)
         slices, threads = self._plan(n)
         z_alm = coeffs[:1] * self.lam
         tangential_only = not radial and self.v_scalar is not None
@@ -540,9 +541,10 @@ class _SHEvaluator:
 
     def __call__(self, x, w, y=None, radial=True) -> AttentionField:
         """The attention field of the tokens (x, w) at ``y`` (default: at the tokens)."""
-        coeffs = self.coefficients(x, w)
+        ws = _workspace("sources", x.shape[0])     # held here: above the cache size it is not kept per thread
+        coeffs = self.coefficients(x, w, ws)
         if y is None:
-            return self.field(coeffs, x, radial, key="sources", geometry_ready=True)
+            return self.field(coeffs, x, radial, ws, geometry_ready=True)
         return self.field(coeffs, y, radial)
 
 

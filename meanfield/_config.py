@@ -25,10 +25,11 @@ from ._measures import Density, Particles
 from ._model import Model
 
 _MODEL_KEYS = {"beta", "scheme", "attention", "d", "Q", "K", "V", "alpha", "tau"}
+_SAMPLE_KEYS = {"samples", "sample_seed"}     # a density kind with `samples = N`: N i.i.d. tokens drawn from it
 _INITIAL_KEYS = {
-    "uniform": {"kind", "lmax"},
-    "random": {"kind", "lmax", "seed", "degree", "amplitude", "r0"},
-    "perturbed": {"kind", "lmax", "ell", "m", "eps"},
+    "uniform": {"kind", "lmax"} | _SAMPLE_KEYS,
+    "random": {"kind", "lmax", "seed", "degree", "amplitude", "r0"} | _SAMPLE_KEYS,
+    "perturbed": {"kind", "lmax", "ell", "m", "eps"} | _SAMPLE_KEYS,
     "particles": {"kind", "n", "seed", "radius"},
 }
 _RUN_KEYS = {"backend", "t_final", "save_every", "t_eval", "checkpoint_every"}
@@ -97,6 +98,8 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
         raise ConfigError(f"[initial] `kind` must be one of {sorted(_INITIAL_KEYS)}; got kind={kind!r}.")
     _check_keys(f"initial] (kind={kind!r}", init, _INITIAL_KEYS[kind])
     initial, seed = _initial(kind, init, model.d)
+    if "samples" in init:
+        initial = _samples(initial, init)
     run = dict(raw["run"])
     _check_keys("run", run, _RUN_KEYS)
     if "t_final" not in run:
@@ -105,6 +108,15 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     return RunConfig(model=model, initial=initial, backend=run.get("backend", "spectral"),
                      t_final=float(run["t_final"]), save=save, checkpoint_every=int(run.get("checkpoint_every", 1)),
                      options=dict(raw.get("options", {})), text=text, seed=seed, raw=raw)
+
+
+def _samples(density, c) -> Particles:
+    """``samples`` i.i.d. tokens of the density (seed ``sample_seed``; radii from its radius field): a
+    particle run from the same initial density as a spectral run of the same file without ``samples``."""
+    n = c["samples"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"[initial] `samples` must be an integer ≥ 1; got samples={n!r}.")
+    return Particles.from_density(density, n, seed=int(c.get("sample_seed", 0)))
 
 
 def _initial(kind, c, d):

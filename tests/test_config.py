@@ -1,4 +1,5 @@
-"""meanfield._config: the [energy] table of energy problems (the run tables are tested in test_cli.py)."""
+"""meanfield._config: the [energy] table of energy problems and sampled initial densities (the other run
+tables are tested in test_cli.py)."""
 import numpy as np
 import pytest
 
@@ -67,3 +68,53 @@ def test_a_run_configuration_is_still_a_run():
 def test_energy_table_errors_name_the_key_and_the_valid_ones(table, match):
     with pytest.raises(ConfigError, match=match):
         parse_config(table)
+
+
+# ----------------------------------------------------------------------------------------------
+# `samples`: the tokens of a particle run drawn from the density a spectral run starts from
+
+RANDOM = {"kind": "random", "lmax": 12, "seed": 3, "degree": 3, "amplitude": 0.8}
+
+
+def run_config(initial, backend="particles-sh"):
+    return {"model": {"beta": 2.0}, "initial": initial, "run": {"t_final": 0.1, "backend": backend}}
+
+
+def test_samples_draw_the_particles_from_the_same_density():
+    density = parse_config(run_config(RANDOM, "spectral")).initial
+    cfg = parse_config(run_config({**RANDOM, "samples": 40_000, "sample_seed": 5}))
+    assert isinstance(density, mf.Density) and isinstance(cfg.initial, mf.Particles)
+    assert cfg.initial.n == 40_000 and cfg.seed == 3
+    direct = mf.Particles.from_density(density, 40_000, seed=5)
+    assert np.array_equal(cfg.initial.positions, direct.positions)
+    # and it is that density: the empirical mean of the tokens against ∫ x ρ dσ, within 5 standard errors
+    x = cfg.initial.positions
+    grid = mf.sphere.SphereGrid.for_bandlimit(32)
+    pts = grid.points.reshape(-1, 3)
+    rho = density.evaluate(pts)
+    w = grid.weights.reshape(-1)
+    mean = (w * rho) @ pts / np.sum(w * rho)
+    assert np.all(np.abs(x.mean(axis=0) - mean) < 5 * x.std(axis=0) / np.sqrt(len(x)))
+
+
+def test_samples_keep_the_radius_field_and_refuse_bad_values():
+    cfg = parse_config(run_config({**RANDOM, "r0": 2.0, "samples": 100}))
+    assert np.allclose(cfg.initial.radii, 2.0, rtol=1e-12)
+    for bad in (0, 2.5, True, "100"):
+        with pytest.raises(ConfigError, match="`samples`"):
+            parse_config(run_config({**RANDOM, "samples": bad}))
+    with pytest.raises(ConfigError, match="samples"):
+        parse_config(run_config({"kind": "particles", "n": 10, "samples": 10}))
+
+
+def test_the_shipped_pde_and_particle_examples_start_from_the_same_density():
+    import os
+    import tomllib
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    with open(os.path.join(root, "post_ln_s2.toml"), "rb") as f:
+        pde = tomllib.load(f)
+    with open(os.path.join(root, "post_ln_s2_particles.toml"), "rb") as f:
+        particles = tomllib.load(f)
+    assert particles["model"] == pde["model"]
+    assert {k: v for k, v in particles["initial"].items() if k not in ("samples", "sample_seed")} == pde["initial"]
+    assert particles["run"]["backend"] == "particles-sh" and pde["run"]["backend"] == "spectral"

@@ -248,3 +248,20 @@ def test_directions_off_the_sphere_are_normalized():
     y = np.concatenate([scaled, np.ones((len(x), 1))], axis=1)
     ref = np.concatenate([x, np.ones((len(x), 1))], axis=1)
     assert relerr(st.rhs(0.0, y), st.rhs(0.0, ref)) < 1e-14
+
+
+def test_geometry_is_reused_above_the_workspace_cache_size(monkeypatch):
+    # above _WORKSPACE_CACHE_MAX points the scratch arrays are not kept per thread: the coefficients'
+    # geometry must still reach the field evaluation (a fresh workspace there meant garbage angles)
+    from meanfield import _attention
+    from meanfield._sweep._distributed import _shard_class
+    monkeypatch.setattr(_attention, "_WORKSPACE_CACHE_MAX", 100)
+    x, w = clustered(3000, seed=9)
+    m = mf.Model(beta=5.0)
+    exact = attention_field(m, x, w)
+    assert relerr(attention_field_sh(m, x, w).A, exact.A) < 1e-12
+    assert relerr(attention_field_sh(m, x, w, radial=False).tangential, exact.tangential) < 1e-12
+    shard = _shard_class()(m, mf.Particles(x, w), step=0.1)
+    shard._key = ("test-shard", 0)
+    shard._mu = shard.coefficients(shard.y)
+    assert relerr(shard._field(0.0, x, True).A, exact.A) < 1e-12

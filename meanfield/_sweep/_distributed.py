@@ -23,16 +23,18 @@ _SH_OPTIONS = ("tol", "lmax", "epsilon", "threads")
 
 def _shard_class():
     """The worker-side stepper: the particles-sh backend whose field comes from preset coefficients."""
+    from .._attention import _workspace
     from ..backends._particles_sh import ParticlesSHBackend
 
     class ShardStepper(ParticlesSHBackend):
         def _field(self, t, theta, full):
-            return self._sh.field(self._mu, theta, full, key=self._key, geometry_ready=True)
+            return self._sh.field(self._mu, theta, full, self._ws, geometry_ready=True)
 
         def coefficients(self, y):
-            """This shard's μ̂ at the state y (its geometry stays in the workspace for the next field)."""
+            """This shard's μ̂ at the state y (its geometry stays in ``self._ws`` for the next field)."""
             theta, _ = self._split(y)
-            return self._sh.coefficients(theta, self.weights, key=self._key)
+            self._ws = _workspace(self._key, len(theta))
+            return self._sh.coefficients(theta, self.weights, self._ws)
 
     return ShardStepper
 
