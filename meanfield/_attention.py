@@ -506,6 +506,7 @@ class _SHEvaluator:
         z_alm = coeffs[:1] * self.lam
         tangential_only = not radial and self.v_scalar is not None
         out = np.empty((3, n))           # tangential (fast path), the moment M, or the nonlinear numerators
+        log_z = np.empty((1, n))
         r_alm = coeffs[:1] * self.dlam
         n_alms = [coeffs[1 + i][None] * self.lam for i in range(3)] if not self.linear else None
 
@@ -514,6 +515,9 @@ class _SHEvaluator:
                 _fill_geometry(ws, y, sl)
             loc = ws.loc[sl]
             z = self._synth(z_alm, loc, ws.z[:, sl], threads)[0]                      # e^{-β} Z
+            with np.errstate(divide="ignore"):
+                np.log(z, out=log_z[0, sl])
+            log_z[0, sl] += b
             if not self.linear:
                 for i in range(3):
                     self._synth(n_alms[i], loc, out[i:i + 1, sl], threads)
@@ -531,8 +535,6 @@ class _SHEvaluator:
 
         _map_slices(part, slices)
         z = ws.z[0]
-        with np.errstate(divide="ignore"):
-            log_z = (np.log(z) + b)[None]
         if tangential_only:
             return AttentionField(None, out.T, None, None, log_z)
         num = (self.V @ out).T if self.linear else out.T
