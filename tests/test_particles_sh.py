@@ -265,3 +265,17 @@ def test_geometry_is_reused_above_the_workspace_cache_size(monkeypatch):
     shard._key = ("test-shard", 0)
     shard._mu = shard.coefficients(shard.y)
     assert relerr(shard._field(0.0, x, True).A, exact.A) < 1e-12
+
+
+@pytest.mark.slow
+def test_a_quarter_million_tokens_on_two_threads_match_the_exact_sum():
+    # above the per-thread scratch cache (2·10⁵ points) and in two slices: the path of N = 10⁶ runs
+    from meanfield._attention import _WORKSPACE_CACHE_MAX
+    from meanfield._simulate import get_backend
+    x, w = clustered(250_000, seed=11)
+    assert len(x) > _WORKSPACE_CACHE_MAX
+    m = mf.Model(beta=5.0)
+    st = get_backend("particles-sh")(m, mf.Particles(x, w), step=0.1, threads=2)
+    v = st.velocity()[0]
+    exact = attention_field(m, x, w, targets=x[::500]).tangential
+    assert relerr(v[::500], exact) < 1e-12
