@@ -235,3 +235,56 @@ def test_bad_inputs():
         first_variation(p, 1.0, None, np.zeros((4, 2)))
     with pytest.raises(ValueError, match="`points`"):
         first_variation_gradient(p, 1.0, None, 2 * np.eye(3))
+
+
+# ----------------------------------------------------------------------------------------------
+# axisymmetric densities on any S^{d-1}
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("c", [1.0, -0.7])
+def test_zonal_energy_equals_the_full_density_energy(d, c):
+    # Funk–Hecke on the Gegenbauer coefficients against Parseval on the SH/Fourier coefficients
+    g = lambda t: np.exp(1.2 * t) + 0.3 * t ** 3   # noqa: E731
+    zon = mf.ZonalDensity.from_function(g, 24, d=d)
+    axis = np.eye(d)[-1]
+    full = mf.Density.from_function(lambda x: g(x @ axis), 24, d=d)
+    for beta in (0.5, 4.0):
+        ez = energy_estimate(zon, beta, c)
+        assert ez.method == "exact" and ez.error_bound == 0.0
+        assert ez.value == pytest.approx(mf.energy(full, beta, c), rel=1e-13)
+
+
+def test_zonal_energy_with_a_general_D_on_s2_uses_quadrature():
+    zon = mf.ZonalDensity.from_function(lambda t: 1 + 0.5 * t + 0.2 * t ** 2, 6, d=3)
+    D = np.diag([0.5, 1.0, 1.5])
+    full = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 2] + 0.2 * x[..., 2] ** 2, 6)
+    est = energy_estimate(zon, 2.0, D)
+    assert est.method == "quadrature"
+    assert est.value == pytest.approx(mf.energy(full, 2.0, D), rel=1e-12)
+
+
+@pytest.mark.parametrize("d", [4, 6])
+def test_zonal_uniform_and_a_monte_carlo_check_in_higher_dimension(d):
+    assert mf.energy(mf.ZonalDensity.uniform(8, d=d), 3.0) == pytest.approx(uniform_energy(3.0, None, d), rel=1e-13)
+    # ρ(x) = 1 + a⟨x, e⟩ on S^{d-1}: E against an unbiased Monte-Carlo estimate (the U-statistic of
+    # uniform samples weighted by ρ, diagonal removed), written out here with numpy alone
+    a, beta, n = 0.8, 2.0, 2000
+    zon = mf.ZonalDensity(np.array([1.0, a]), 1, d=d)
+    rng = np.random.default_rng(d)
+    reps = []
+    for _ in range(10):
+        x = rng.standard_normal((n, d))
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        rho = 1 + a * x[:, -1]
+        K = np.exp(beta * (x @ x.T))
+        reps.append((rho @ K @ rho - np.sum(rho ** 2) * np.exp(beta)) / (n * (n - 1)) / (2 * beta))
+    reps = np.array(reps)
+    assert abs(mf.energy(zon, beta) - reps.mean()) < 5 * reps.std(ddof=1) / np.sqrt(len(reps))
+
+
+def test_zonal_energy_refusals():
+    zon = mf.ZonalDensity.uniform(4, d=5)
+    with pytest.raises(ValueError, match="needs D = c·I"):
+        mf.energy(mf.ZonalDensity(np.array([1.0, 0.5]), 1, d=5), 1.0, np.diag([1.0, 1, 1, 1, 2]))
+    with pytest.raises(ValueError, match="for Particles"):
+        mf.energy(zon, 1.0, method="pairs")

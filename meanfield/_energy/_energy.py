@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-from .._measures import Density, Particles
+from .._measures import Density, Particles, ZonalDensity
 from .._validate import choice, dimension, nonneg_int, positive_float
 from ..sphere import _circle as circ
 from ..sphere import _sh as sh
@@ -182,6 +182,32 @@ def _density_spectral(rho: Density, beta: float, c: float) -> float:
     return total / (2.0 * beta)
 
 
+def _zonal_estimate(rho: ZonalDensity, beta: float, D: np.ndarray, method: str) -> EnergyEstimate:
+    """E of an axisymmetric density ρ = Σ g_ℓ P_ℓ(⟨x, e⟩) on any S^{d-1}.
+
+    D = c·I: Funk–Hecke, ∫ e^{βc⟨x,y⟩} P_ℓ(⟨y,e⟩) dσ(y) = λ_ℓ P_ℓ(⟨x,e⟩) and ∫ P_ℓ² dσ = 1/N_ℓ(d), so
+    E = (1/2β) Σ_ℓ λ_ℓ g_ℓ² / N_ℓ exactly.  Other D on S¹/S²: the same density as a band-limited
+    :class:`Density` (exact: a degree-ℓ polynomial of ⟨x, e⟩ has band limit ℓ) and its quadrature.
+    """
+    from ..sphere._zonal import gegenbauer_norms
+
+    if method in ("pairs", "spectral"):
+        raise ValueError(f"`method`={method!r} is for Particles; densities take 'auto', 'exact' or 'quadrature'.")
+    c = isotropic_scale(D)
+    if c is not None and method != "quadrature":
+        lam = _multipliers(beta * c, rho.lmax, rho.d)
+        value = float(np.sum(lam * rho.coeffs ** 2 * gegenbauer_norms(rho.lmax, rho.d))) / (2.0 * beta)
+        return EnergyEstimate(value, 0.0, "exact")
+    if rho.d not in (2, 3):
+        raise ValueError(f"the energy of a ZonalDensity on S^{rho.d - 1} needs D = c·I (the kernel is then zonal "
+                         f"too); got a D that is not a multiple of the identity (or method={method!r}). "
+                         "Sample it (meanfield.sample_density) and use Particles.")
+    if method == "exact":
+        raise ValueError("`method`='exact' needs D = c·I; use 'quadrature' for a general D.")
+    as_density = Density.from_function(rho.evaluate, rho.lmax, d=rho.d)
+    return energy_estimate(as_density, beta, D, method="quadrature")
+
+
 def _particles_spectral(p: Particles, beta: float, c: float, lmax, tol):
     b = beta * c
     d = p.d
@@ -213,6 +239,8 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
     EnergyEstimate
         ``value``, ``error_bound`` and the ``method`` used.
     """
+    if isinstance(measure, ZonalDensity):
+        return _zonal_estimate(measure, check_beta(beta), check_D(D, measure.d), choice("method", method, METHODS))
     d = _measure_dim(measure)
     beta = check_beta(beta)
     D = check_D(D, d)
@@ -261,9 +289,9 @@ def energy(measure, beta, D=None, *, method: str = "auto", lmax: int | None = No
 
     Parameters
     ----------
-    measure : Particles, Density or FEDensity
-        μ on S^{d-1}.  Only directions enter (radii are ignored).  A Density need not have unit
-        mass: E is quadratic in μ.
+    measure : Particles, Density, ZonalDensity or FEDensity
+        μ on S^{d-1}.  Only directions enter (radii are ignored).  A density need not have unit
+        mass: E is quadratic in μ.  A ZonalDensity on S^{d-1}, d ≥ 4, needs D = c·I.
     beta : float
         Inverse temperature β > 0.
     D : None, float or array_like, shape (d, d)
