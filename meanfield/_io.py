@@ -235,9 +235,15 @@ def _read_trajectory(g, alpha=None):
     options = json.loads(g["run"].attrs["options"])
     if len(states) != len(times):
         raise ResultFileError(f"{g.file.filename!r} is inconsistent: {len(states)} states for {len(times)} times.")
+    status, detail = Status[g.attrs["status"]], str(g.attrs["detail"])
+    if status is Status.OK and not bool(g.attrs.get("complete", True)):
+        # a checkpoint is written with the status of the steps so far: "OK" would read as "finished"
+        t_final = g["run"].attrs.get("t_final")
+        t_final = json.loads(t_final) if isinstance(t_final, str) else t_final
+        status = Status.INCOMPLETE
+        detail = f"Saved up to t = {times[-1]:g}" + (f" of t_final = {t_final:g}." if t_final is not None else ".")
     return Trajectory(times=times, states=states, diagnostics=diagnostics, steps=steps, model=model,
-                      backend=str(g.attrs["backend"]), status=Status[g.attrs["status"]], detail=str(g.attrs["detail"]),
-                      options=options)
+                      backend=str(g.attrs["backend"]), status=status, detail=detail, options=options)
 
 
 def load(path, *, alpha=None):

@@ -56,6 +56,8 @@ class Status(enum.Enum):
     MASS_DRIFT = "Mass drifted beyond `mass_tol`; reduce `rtol` or raise `lmax`."
     INTERRUPTED = "Interrupted by the user (KeyboardInterrupt); the last saved state is kept."
     CALLBACK_STOP = "Stopped by the callback."
+    INCOMPLETE = ("The checkpoint of a run that has not finished (still running, or killed): its last saved "
+                  "state. Continue it with meanfield.resume(path) or `meanfield run CONFIG --output PATH --resume`.")
 
     @property
     def message(self) -> str:

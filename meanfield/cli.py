@@ -84,9 +84,24 @@ def main(argv=None) -> int:
 
     try:
         return _COMMANDS[args.command](args)
-    except (ConfigError, MeanfieldError, ValueError, TypeError) as e:
+    except (ConfigError, MeanfieldError, ValueError, TypeError, OSError) as e:
         print(f"meanfield {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+_FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".eps", ".ps")
+
+
+def _check_output(path, option: str, suffixes=None) -> None:
+    """Refuse, before any work, an output file whose folder does not exist, that is a folder, or (with
+    ``suffixes``) whose extension cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {str(path)!r} is a folder; give a file name.")
+    if not path.parent.is_dir():
+        raise ValueError(f"{option} {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise ValueError(f"{option} {str(path)!r}: the file type must be one of {', '.join(suffixes)}.")
 
 
 def _run(args) -> int:
@@ -119,6 +134,11 @@ def _run(args) -> int:
             raise ValueError("--figure with several configurations compares trajectories; an energy problem "
                              "([energy] table) gets its figure from its own run (`meanfield run CONFIG --output "
                              "RESULT.h5 --figure FIG.png`).")
+        if args.figure:
+            single_run = not several and not isinstance(configs[0], EnergyConfig)
+            _check_output(args.figure, "--figure", _FIGURE_SUFFIXES + ((".gif",) if single_run else ()))
+        if not several:
+            _check_output(args.output, "--output")
         outputs = _outputs(paths, Path(args.output))
         results = []
         for cfg, out in zip(configs, outputs):
@@ -249,6 +269,7 @@ def _plot(args) -> int:
     import meanfield as mf
     from .plot import _plt, comparison_figure, describe, energy_figure, result_figure
 
+    _check_output(args.output, "--output", _FIGURE_SUFFIXES + ((".gif",) if len(args.result) == 1 else ()))
     trajs = [mf.load(path) for path in args.result]
     energy = [isinstance(tr, mf.EnergyResult) for tr in trajs]
     if any(energy) and len(trajs) > 1:

@@ -45,15 +45,50 @@ def density_map(density: Density, ax=None, vmax=None, cmap="magma", title=None, 
     return mesh
 
 
-def particles_map(particles: Particles, ax=None, s=2.0, color="k", title=None):
-    """Scatter of particles on S² in the Mollweide projection (marker area ∝ weight × n)."""
+PARTICLE_STYLES = ("auto", "scatter", "histogram")
+_HISTOGRAM_FROM = 2000      # style="auto": more tokens than this are drawn as a histogram density
+
+
+def particles_map(particles: Particles, ax=None, s=2.0, color="k", title=None, style: str = "auto", cmap="magma"):
+    """Particles on S² in the Mollweide projection: a scatter, or for many tokens their histogram density.
+
+    Parameters
+    ----------
+    particles : Particles
+        Tokens on S² (d = 3).
+    ax : Axes, optional
+        Axes with ``projection="mollweide"`` (created when None).
+    s, color
+        Marker area (× weight × n) and colour of the scatter.
+    title : str, optional
+    style : {"auto", "scatter", "histogram"}
+        ``"histogram"``: the weights summed over equal-area cells (uniform in longitude and sin(latitude)),
+        divided by the cell's share of the sphere, so that the map is a density w.r.t. the normalized
+        measure (uniform = 1) drawn like :func:`density_map` and directly comparable with a PDE run's map.
+        ``"auto"``: histogram above 2000 tokens (a scatter of 10⁵ dots fills the map and hides the
+        clusters), scatter below.
+    cmap : str
+        Colour map of the histogram.
+
+    Returns
+    -------
+    Axes
+    """
     _check_s2_particles(particles)
+    style = choice("style", style, PARTICLE_STYLES)
     plt = _plt()
     if ax is None:
         ax = plt.figure(figsize=(6, 3.4)).add_subplot(projection="mollweide")
     th, ph = points_to_angles(particles.positions)
     lon = np.mod(ph + np.pi, 2 * np.pi) - np.pi
-    ax.scatter(lon, np.pi / 2 - th, s=s * particles.weights * particles.n, c=color, linewidths=0)
+    if style == "histogram" or (style == "auto" and particles.n > _HISTOGRAM_FROM):
+        nb = int(np.clip(np.sqrt(particles.n / 40), 8, 90))         # ~20 tokens per cell on average
+        lon_edges, z_edges = np.linspace(-np.pi, np.pi, 2 * nb + 1), np.linspace(-1, 1, nb + 1)
+        counts, _, _ = np.histogram2d(lon, np.cos(th), bins=(lon_edges, z_edges), weights=particles.weights)
+        rho = counts.T * (2 * nb * nb) / particles.weights.sum()     # each cell is 1/(2 nb²) of the sphere
+        ax.pcolormesh(lon_edges, np.arcsin(z_edges), rho, cmap=cmap, vmin=0, vmax=max(rho.max(), 1e-300))
+    else:
+        ax.scatter(lon, np.pi / 2 - th, s=s * particles.weights * particles.n, c=color, linewidths=0)
     ax.set_xticklabels([])
     ax.set_yticklabels([])
     ax.grid(alpha=0.3)
@@ -146,7 +181,7 @@ def diagnostics(trajectory, keys=("energy", "tail_fraction", "min_rho", "max_spe
     for ax, k in zip(np.atleast_1d(axes), keys):
         t, v = _series(trajectory, k)
         ax.plot(t, v)
-        if _all_positive([v]):
+        if _spans_decades(v):
             ax.set_yscale("log")
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("t")
@@ -154,9 +189,12 @@ def diagnostics(trajectory, keys=("energy", "tail_fraction", "min_rho", "max_spe
 
 
 def _series(trajectory, key):
-    """(t, values) of a diagnostic: per integrator step when the backend logs it, else at the saved times."""
+    """(t, values) of a diagnostic: per integrator step when the backend logs it over the whole run, else at
+    the saved times (a hybrid run logs its spectral steps only: its saved diagnostics go to the end)."""
     t, v = trajectory.steps.get("t"), trajectory.steps.get(key)
-    if t is None or v is None or len(v) == 0 or len(v) != len(t):
+    whole = (t is not None and v is not None and len(v) > 0 and len(v) == len(t)
+             and t[-1] >= trajectory.times[-1] - 1e-12 * max(1.0, abs(trajectory.times[-1])))
+    if not whole:
         t, v = trajectory.times, trajectory.diagnostics[key]
     return np.asarray(t, dtype=float), np.asarray(v, dtype=float)
 
@@ -164,6 +202,13 @@ def _series(trajectory, key):
 def _all_positive(values) -> bool:
     finite = np.concatenate([np.ravel(v)[np.isfinite(v)] for v in values])
     return finite.size > 0 and bool(np.all(finite > 0))
+
+
+def _spans_decades(values) -> bool:
+    """Positive values over more than a factor of 10: a log axis helps; otherwise it hides the tick labels."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    return v.size > 0 and bool(np.all(v > 0)) and v.max() > 10 * v.min()
 
 
 def _state_panel(state, ax, title):
@@ -187,8 +232,9 @@ def _state_panel(state, ax, title):
     elif isinstance(state, Particles) and state.d == 3:
         particles_map(state, ax=ax, title=title)
     else:
-        g = state.positions @ state.positions.T
-        ax.hist(g[np.triu_indices(state.n, 1)], bins=50, range=(-1, 1))
+        x = state.positions[:: max(1, state.n // 2000)]      # the pair histogram of at most ~2000 tokens
+        g = x @ x.T
+        ax.hist(g[np.triu_indices(len(x), 1)], bins=50, range=(-1, 1))
         ax.set_xlabel("⟨θ_i, θ_j⟩")
         ax.set_title(title, fontsize=9)
 
@@ -492,8 +538,7 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
             series = [_series(tr, k) for tr in trajs]
             for (t, v), label in zip(series, labels):
                 ax.plot(t, v, label=label)
-            values = np.concatenate([v[np.isfinite(v)] for _, v in series])
-            if _all_positive([values]) and values.max() > 10 * values.min():   # log only over decades
+            if _spans_decades(np.concatenate([v[np.isfinite(v)] for _, v in series])):
                 ax.set_yscale("log")
             ax.set_title(k, fontsize=9)
             ax.set_xlabel("t")

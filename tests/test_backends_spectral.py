@@ -264,3 +264,13 @@ def test_quadrature_refuses_what_cannot_fit(monkeypatch):
     monkeypatch.setattr(_memory, "available_bytes", lambda: 10_000)
     with pytest.raises(MemoryError, match="GiB"):
         mf.simulate(mf.Model(1.0, Q=np.diag([1.0, 0.5, 1.0])), _smooth(8), 0.1)
+
+
+def test_refine_steps_up_to_lmax_max_exactly_then_says_so():
+    # 16 → 24 → 36 → 54, then 81 > lmax_max = 60: the last refinement goes to 60, not stops at 54
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(5.0), _smooth(16), 8.0, on_resolution_loss="refine", lmax_max=60)
+    assert tr.status is mf.Status.RESOLUTION_LOST
+    assert list(np.unique(tr.steps["lmax"])) == [16, 24, 36, 54, 60]
+    assert "Refinement reached lmax_max=60" in tr.message and "raise `lmax_max`" in tr.message

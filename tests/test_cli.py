@@ -319,3 +319,22 @@ def test_demo_examples_share_the_initial_density():
     assert (post.model.scheme, peri.model.scheme) == ("post-ln", "peri-ln")
     assert np.array_equal(post.initial.coeffs, peri.initial.coeffs) and post.seed == peri.seed
     assert (post.t_final, post.save, post.options) == (peri.t_final, peri.save, peri.options)
+
+
+def test_bad_output_paths_are_refused_before_any_work(tmp_path, capsys):
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    folder = tmp_path / "isdir"
+    folder.mkdir()
+    cases = [(["--output", str(tmp_path / "nodir" / "r.h5")], "does not exist"),
+             (["--output", str(folder)], "is a folder"),
+             (["--output", str(tmp_path / "r.h5"), "--figure", str(tmp_path / "nodir" / "f.png")], "does not exist"),
+             (["--output", str(tmp_path / "r.h5"), "--figure", str(tmp_path / "f.xyz")], "file type")]
+    for extra, match in cases:
+        assert main(["run", str(cfg)] + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert match in err and "Traceback" not in err, err
+        assert not (tmp_path / "r.h5").exists()          # refused before the run started
+    assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 0
+    assert main(["plot", str(tmp_path / "r.h5"), "--output", str(tmp_path / "nodir" / "p.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -142,3 +142,20 @@ def test_results_are_plain_numeric_arrays_and_object_dtypes_are_refused(tmp_path
         f.create_dataset("states/000000/coeffs", data=[b"1", b"2"], dtype=h5py.string_dtype())
     with pytest.raises(mf.ResultFileError, match="not a numeric dataset"):
         mf.load(path)
+
+
+def test_a_checkpoint_of_a_running_or_killed_run_reads_as_incomplete(tmp_path):
+    # checkpoints are written with the status of the steps so far ("OK"); read back mid-run (as after a
+    # SIGKILL) they must not claim to have reached t_final
+    path, seen = tmp_path / "ck.h5", []
+
+    def peek(t, state, diags):
+        if t >= 0.25 - 1e-12 and not seen:
+            seen.append(mf.load(path))
+        return False
+    done = mf.simulate(mf.Model(2.0), mf.Density.random(16, seed=1, amplitude=0.5), 0.5, save_every=0.125,
+                       checkpoint=path, callback=peek)
+    mid = seen[0]
+    assert mid.status is mf.Status.INCOMPLETE and not mid.success
+    assert "of t_final = 0.5" in mid.detail and "resume" in mid.message
+    assert done.status is mf.Status.OK and mf.load(path).status is mf.Status.OK

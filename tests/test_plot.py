@@ -190,5 +190,26 @@ def test_plot_command_compares_several_results(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "p.h5"), "--output", str(tmp_path / "one.png"), "--projection", "3d"]) == 0
     assert (tmp_path / "one.png").stat().st_size > 10_000
     assert main(["plot", str(tmp_path / "s.h5"), str(tmp_path / "p.h5"), "--output", str(tmp_path / "x.gif")]) == 2
-    assert "`output`" in capsys.readouterr().err
+    assert "--output" in capsys.readouterr().err            # refused before the results are read
     assert plt.get_fignums() == []
+
+
+def test_many_particles_are_drawn_as_a_histogram_density_like_a_pde_map():
+    # a density sampled by 10⁵ tokens: the histogram map is a density w.r.t. the normalized measure (its
+    # mean over the equal-area cells is exactly 1) and it matches the density at the cell centres
+    rho = mf.Density.from_function(lambda x: 1 + 0.8 * x[..., 2], 8)
+    p = mf.sample_density(rho, 100_000, seed=1)
+    ax = plot.particles_map(p)
+    mesh = ax.collections[-1]
+    vals = np.asarray(mesh.get_array()).reshape(-1)
+    nb = int(np.sqrt(len(vals) / 2))
+    assert vals.size == 2 * nb * nb and np.mean(vals) == pytest.approx(1.0, rel=1e-12)
+    z_mid = (np.linspace(-1, 1, nb + 1)[:-1] + 1 / nb)
+    by_ring = np.asarray(mesh.get_array()).reshape(nb, 2 * nb).mean(axis=1)
+    assert np.max(np.abs(by_ring - (1 + 0.8 * z_mid))) < 0.05          # sampling error ~1/√(10⁵/nb) ≈ 0.02
+    plt.close(ax.figure)
+    small = plot.particles_map(mf.Particles.uniform(500, seed=0))          # few tokens: a scatter
+    assert len(small.collections[-1].get_offsets()) == 500
+    plt.close(small.figure)
+    with pytest.raises(ValueError, match="`style`"):
+        plot.particles_map(p, style="hexbin")

@@ -522,8 +522,8 @@ class SpectralBackend:
         opts = self.options
         policy = opts["on_resolution_loss"]
         if policy == "refine" and (tail > opts["tail_warn"] or min_rho < -0.1 * opts["negativity_tol"]):
-            new_l = int(np.ceil(opts["refine_factor"] * self.basis.lmax))
-            if new_l <= opts["lmax_max"]:
+            new_l = min(int(np.ceil(opts["refine_factor"] * self.basis.lmax)), opts["lmax_max"])
+            if new_l > self.basis.lmax:      # the last refinement steps up to lmax_max exactly
                 if min_rho < -0.1 * opts["negativity_tol"]:
                     # undershoot is made by the last step's truncation: redo it from the previous state
                     self.t, self.y = previous
@@ -538,6 +538,9 @@ class SpectralBackend:
             self.detail = (f"At t={self.t:.6g}: tail fraction {tail:.3e} (tail_tol={opts['tail_tol']:g}), "
                            f"min ρ {min_rho:.3e}, lmax={self.basis.lmax}. "
                            f"State kept from t={previous[0]:.6g}.")
+            if policy == "refine":
+                self.detail += (f" Refinement reached lmax_max={opts['lmax_max']}: raise `lmax_max`, or continue "
+                                "with particles (backend='hybrid').")
             self.loss_time = self.t
             self.t, self.y = previous
             self._last = None
