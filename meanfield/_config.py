@@ -40,10 +40,14 @@ class ConfigError(ValueError):
     """A configuration file with a missing, unknown or invalid entry."""
 
 
-def _check_keys(where, given, valid):
+def _check_keys(where, given, valid, qualifier: str = ""):
+    """Refuse keys of table ``where`` outside ``valid`` (``where="top level"``: the table names)."""
     unknown = set(given) - set(valid)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)} in [{where}]; valid keys: {sorted(valid)}.")
+    if not unknown:
+        return
+    if where == "top level":
+        raise ConfigError(f"unknown table(s) {sorted(unknown)}; valid tables: {sorted(valid)}.")
+    raise ConfigError(f"unknown key(s) {sorted(unknown)} in [{where}]{qualifier}; valid keys: {sorted(valid)}.")
 
 
 @dataclass
@@ -96,7 +100,7 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     kind = init.get("kind")
     if kind not in _INITIAL_KEYS:
         raise ConfigError(f"[initial] `kind` must be one of {sorted(_INITIAL_KEYS)}; got kind={kind!r}.")
-    _check_keys(f"initial] (kind={kind!r}", init, _INITIAL_KEYS[kind])
+    _check_keys("initial", init, _INITIAL_KEYS[kind], f" (kind={kind!r})")
     initial, seed = _initial(kind, init, model.d)
     if "samples" in init:
         initial = _samples(initial, init)
@@ -191,7 +195,7 @@ def parse_energy_config(raw: dict, text: str = "") -> EnergyConfig:
     task = e.get("task")
     if task not in ENERGY_TASKS:
         raise ConfigError(f"[energy] `task` must be one of {list(ENERGY_TASKS)}; got task={task!r}.")
-    _check_keys(f"energy] (task={task!r}", e, _ENERGY_KEYS[task])
+    _check_keys("energy", e, _ENERGY_KEYS[task], f" (task={task!r})")
     if "beta" not in e:
         raise ConfigError(f"[energy] needs `beta`; valid keys for task={task!r}: {sorted(_ENERGY_KEYS[task])}.")
     D = e.get("D")

@@ -6,6 +6,7 @@ object with one job, advancing its state to a requested time (see :class:`Backen
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -15,7 +16,31 @@ import numpy as np
 from ._model import Model
 from ._validate import positive_float
 
-BACKENDS: dict[str, type] = {}
+class _BackendRegistry(Mapping):
+    """{name: backend class}; the backend modules are imported (and register themselves) on first use,
+    which keeps ``import meanfield`` light while ``meanfield.BACKENDS`` always lists every backend."""
+
+    def __init__(self):
+        self._classes: dict[str, type] = {}
+
+    def _loaded(self) -> dict:
+        _load_backends()
+        return self._classes
+
+    def __getitem__(self, name):
+        return self._loaded()[name]
+
+    def __iter__(self):
+        return iter(self._loaded())
+
+    def __len__(self):
+        return len(self._loaded())
+
+    def __repr__(self):
+        return f"BACKENDS({sorted(self._loaded())})"
+
+
+BACKENDS = _BackendRegistry()
 
 
 class MeanfieldWarning(UserWarning):
@@ -26,7 +51,7 @@ def register_backend(name: str):
     """Class decorator adding a backend to :data:`BACKENDS` under ``name``."""
     def deco(cls):
         cls.name = name
-        BACKENDS[name] = cls
+        BACKENDS._classes[name] = cls
         return cls
     return deco
 

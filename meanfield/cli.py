@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
 from pathlib import Path
 
 _EPILOG = {
@@ -52,10 +54,10 @@ def _parser():
     info.add_argument("result")
     demo = sub.add_parser("demo", help="Post-LN vs Peri-LN on S² with the spectral solver; writes a figure",
                           epilog=_EPILOG["demo"])
-    demo.add_argument("--output", default="demo.png", help="figure file (PNG)")
-    demo.add_argument("--lmax", type=int, default=48, help="initial band limit")
-    demo.add_argument("--beta", type=float, default=4.0)
-    demo.add_argument("--t-final", type=float, default=3.0)
+    demo.add_argument("--output", default="demo.png", help="figure file (PNG; default: demo.png)")
+    demo.add_argument("--lmax", type=int, default=48, help="initial band limit L (default: 48)")
+    demo.add_argument("--beta", type=float, default=4.0, help="inverse temperature β > 0 (default: 4.0)")
+    demo.add_argument("--t-final", type=float, default=3.0, help="final time (default: 3.0)")
     val = sub.add_parser("validate", help="reproduce the published results; print the comparison table",
                          epilog=_EPILOG["validate"])
     val.add_argument("--quick", action="store_true", help="the reduced suite (under 3 minutes; run in CI)")
@@ -83,10 +85,30 @@ def main(argv=None) -> int:
     from ._errors import MeanfieldError
 
     try:
-        return _COMMANDS[args.command](args)
+        with _one_line_warnings(args.command):
+            return _COMMANDS[args.command](args)
     except (ConfigError, MeanfieldError, ValueError, TypeError, OSError) as e:
         print(f"meanfield {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def _one_line_warnings(command: str):
+    """meanfield's warnings as ``meanfield COMMAND: warning: …`` lines (not Python's file:line format)."""
+    from ._simulate import MeanfieldWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, MeanfieldWarning):
+            print(f"meanfield {command}: warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            default(message, category, filename, lineno, file, line)
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = default
 
 
 _FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".eps", ".ps")

@@ -64,7 +64,7 @@ def test_shipped_examples_parse(name):
 
 
 @pytest.mark.parametrize("raw, match", [
-    ({"model": {"beta": 1}, "initial": {"kind": "uniform"}, "run": {"t_final": 1}, "extra": {}}, "top level"),
+    ({"model": {"beta": 1}, "initial": {"kind": "uniform"}, "run": {"t_final": 1}, "extra": {}}, "unknown table"),
     ({"model": {"beta": 1, "temperature": 2}, "initial": {"kind": "uniform"}, "run": {"t_final": 1}}, "temperature"),
     ({"model": {"beta": 1}, "initial": {"kind": "gaussian"}, "run": {"t_final": 1}}, "`kind`"),
     ({"model": {"beta": 1}, "initial": {"kind": "uniform", "seed": 1}, "run": {"t_final": 1}}, "seed"),
@@ -338,3 +338,25 @@ def test_bad_output_paths_are_refused_before_any_work(tmp_path, capsys):
     assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 0
     assert main(["plot", str(tmp_path / "r.h5"), "--output", str(tmp_path / "nodir" / "p.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [f for f in RUN_EXAMPLES])
+def test_shipped_examples_reach_t_final_at_full_size(name, tmp_path):
+    # what a user gets from `meanfield run examples/NAME --output …`: the whole run, not a small version
+    out = tmp_path / "r.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        assert main(["run", os.path.join(EXAMPLES, name), "--output", str(out), "--quiet"]) == 0
+    assert mf.load(out).status is mf.Status.OK and mf._io.run_info(out)["complete"]
+
+
+def test_warnings_are_one_line_messages(tmp_path, capsys):
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))       # lmax 12 < the kernel band limit: a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", mf.MeanfieldWarning)
+        assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "meanfield run: warning: lmax=12 is below the kernel band limit" in err
+    assert ".py:" not in err and "MeanfieldWarning" not in err

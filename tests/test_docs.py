@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import meanfield as mf
@@ -79,3 +80,18 @@ def test_docs_build_without_warnings(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (out / "index.html").is_file()
     shutil.rmtree(out, ignore_errors=True)
+
+
+def test_readme_quick_example_prints_what_its_comments_say():
+    import warnings
+    text = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"## Quick example\s+```python\n(.*?)```", text, re.S).group(1)
+    printed = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        exec(compile(code, "README.md", "exec"), {"print": lambda *a: printed.append(a[0])})
+    message, energy, mass_error, rate = printed
+    assert message == "Reached t_final."
+    assert np.all(np.diff(energy) > 0)                        # "E_β grows as tokens cluster"
+    assert np.all(np.asarray(mass_error) == 0)                # "exactly 0"
+    assert f"{rate:.3f}" == "0.613"

@@ -55,3 +55,11 @@ def test_progress_bar_reports_steps(capsys):
     mf.simulate(mf.Model(2.0), mf.Density.from_function(lambda x: 1 + 0.3 * x[..., 2], 16), 0.2, progress=True)
     err = capsys.readouterr().err
     assert "dt=" in err and "tail=" in err and "lmax=16" in err
+
+
+def test_backends_lists_every_backend_right_after_import():
+    import subprocess
+    import sys
+    code = "import meanfield as mf; print(sorted(mf.BACKENDS)); print(mf.BACKENDS['spectral'].name)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "['hybrid', 'particles', 'particles-sh', 'spectral']" and out[1] == "spectral"

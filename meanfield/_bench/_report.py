@@ -25,7 +25,7 @@ def write_report(record: dict, out: Path) -> Path:
     m = meta["machine"]
     lines = ["# meanfield performance report", "",
              f"`{meta['command']}` — {meta['date']}, {'quick' if meta['quick'] else 'full'} run, "
-             f"{meta['seconds']:.0f} s.", "",
+             f"{meta['seconds']:.1f} s.", "",
              f"Machine: {m['cpu']}, **{m['usable_cores']} usable cores** (os.sched_getaffinity; "
              f"{m['cpu_count']} on the host), {m['memory_gb']:.0f} GB; meanfield/ducc0 threads "
              f"{m['meanfield_threads']}, OpenBLAS threads {sorted(set(m['blas_threads'].values())) or 'unknown'}. "

@@ -308,7 +308,8 @@ class SpectralBackend:
         choice("on_resolution_loss", opts["on_resolution_loss"], POLICIES)
         choice("error_norm", opts["error_norm"], ("l2", "elementwise"))
         if opts["on_resolution_loss"] == "handoff" and type(self).name != "hybrid":
-            raise ValueError("on_resolution_loss='handoff' needs backend='hybrid'.")
+            raise ValueError("on_resolution_loss='handoff' is what backend='hybrid' does (spectral, then particles "
+                             "when resolution is lost): use backend='hybrid', which sets it itself.")
         if opts["filter"] is not None:
             f = opts["filter"]
             if not (isinstance(f, (tuple, list)) and len(f) == 2 and f[0] > 0 and f[1] > 0):
