@@ -455,12 +455,30 @@ def _distance_curves(trajs, labels, targets, distance):
     return curves
 
 
+def _share_map_scales(columns, last_row) -> None:
+    """Maps at the same time (a column) on one colour scale, shown by a colour bar under the column's last
+    map: a PDE density and a particle histogram (both densities w.r.t. σ, uniform = 1) compare by eye."""
+    from matplotlib.collections import QuadMesh
+
+    for axes in columns:
+        meshes = [(ax, c) for ax in axes for c in ax.collections if isinstance(c, QuadMesh)]
+        if len(meshes) < 2:
+            continue
+        vmax = max(float(np.nanmax(c.get_array())) for _, c in meshes)
+        for _, c in meshes:
+            c.set_clim(0.0, vmax)
+        ax, mesh = meshes[-1]
+        if ax.figure is last_row:
+            last_row.colorbar(mesh, ax=ax, orientation="horizontal", shrink=0.6, pad=0.03, aspect=30)
+
+
 def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, projection: str = "mollweide",
                       distance: str = "sobolev"):
     """Side-by-side comparison of several runs: a spectral PDE run against particles, Post-LN against Peri-LN, ….
 
     One row per trajectory with ``panels`` snapshots at common times (drawn as in :func:`result_figure`:
-    maps of densities, particles as scatter, curves on S¹), then a last row with (i) the distance between
+    maps of densities, particles as scatter or histogram densities, curves on S¹; the maps of one
+    column share a colour scale, shown under the column), then a last row with (i) the distance between
     the runs over the times they share (:func:`comparison_distances`; for every pair of runs on S¹/S² of
     which at least one holds densities, or every pair of such runs with ``distance="mmd"``) and (ii) the
     diagnostics that every run records (:data:`COMPARISON_KEYS`: energy, mean alignment, …), one line per
@@ -516,12 +534,15 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
     fig = plt.figure(figsize=(width, 2.9 * len(trajs) + 2.7 * (n_bottom > 0)), layout="constrained")
     rows = fig.subfigures(len(trajs) + (n_bottom > 0), 1, squeeze=False,
                           height_ratios=[1.1] * len(trajs) + [1.0] * (n_bottom > 0))[:, 0]
+    columns = [[] for _ in targets]
     for row, tr, label in zip(rows, trajs, labels):
         row.suptitle(label + ("" if tr.success else f" ({tr.status.name})"), fontsize=10)
         for j, target in enumerate(targets):
             i = _nearest(tr.times, target)
             ax = row.add_subplot(1, len(targets), j + 1, projection=_panel_projection(tr.states[i], projection))
             _state_panel(tr.states[i], ax, f"t = {tr.times[i]:.3g}")
+            columns[j].append(ax)
+    _share_map_scales(columns, rows[len(trajs) - 1])
     if n_bottom:
         axes = [rows[-1].add_subplot(1, n_bottom, k + 1) for k in range(n_bottom)]
         if curves:

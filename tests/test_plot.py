@@ -213,3 +213,21 @@ def test_many_particles_are_drawn_as_a_histogram_density_like_a_pde_map():
     plt.close(small.figure)
     with pytest.raises(ValueError, match="`style`"):
         plot.particles_map(p, style="hexbin")
+
+
+def test_maps_of_one_time_share_a_colour_scale():
+    from matplotlib.collections import QuadMesh
+    rho = mf.Density.from_function(lambda x: np.exp(0.8 * x[..., 2] + 0.3 * x[..., 0]), 20, normalize=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        a = mf.simulate(mf.Model(3.0), rho, 0.4, save_every=0.2)
+        b = mf.simulate(mf.Model(3.0, scheme="peri-ln"), rho, 0.4, save_every=0.2)
+    assert a.success and b.success
+    fig = plot.comparison_figure([a, b], panels=3)
+    maps = [[c for ax in fig.subfigs[r].axes if ax.name == "mollweide" for c in ax.collections
+             if isinstance(c, QuadMesh)] for r in (0, 1)]
+    for top, bottom in zip(*maps):
+        vmax = max(np.max(top.get_array()), np.max(bottom.get_array()))
+        assert top.get_clim() == bottom.get_clim() == (0.0, pytest.approx(vmax, rel=1e-12))
+    assert sum(ax.get_label() == "<colorbar>" for ax in fig.subfigs[1].axes) == 3
+    plt.close(fig)
