@@ -144,6 +144,7 @@ def _run(args) -> int:
         if file_attrs(args.output).get("format") == ENERGY_FORMAT:
             raise ValueError(f"{args.output!r} holds an energy problem, which is solved in one go and has no "
                              "checkpoint: nothing to resume.")
+        _warn_if_config_differs(paths[0], args.output)
         results, outputs = [mf.resume(args.output, progress=not args.quiet)], [Path(args.output)]
     else:
         configs = []
@@ -175,6 +176,22 @@ def _run(args) -> int:
             print(f"figure written to {args.figure}")
     ok = [res.success if _is_energy(res) else res.status.name in ("OK", "CALLBACK_STOP") for res in results]
     return 0 if all(ok) else 1
+
+
+def _warn_if_config_differs(config: Path, output) -> None:
+    """--resume continues the run stored in the checkpoint; say so when CONFIG is not the file it was started from."""
+    from ._io import run_info
+    from ._simulate import MeanfieldWarning
+
+    stored = run_info(output).get("config")
+    try:
+        given = config.read_text()
+    except OSError:
+        given = None
+    if stored is not None and given != stored:
+        warnings.warn(f"{str(config)!r} differs from the configuration stored in {str(output)!r}; --resume "
+                      "continues the stored run (model, options, t_final) and does not read CONFIG.",
+                      MeanfieldWarning, stacklevel=2)
 
 
 def _outputs(paths, output: Path) -> list:

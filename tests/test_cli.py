@@ -360,3 +360,21 @@ def test_warnings_are_one_line_messages(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "meanfield run: warning: lmax=12 is below the kernel band limit" in err
     assert ".py:" not in err and "MeanfieldWarning" not in err
+
+
+def test_resume_with_another_config_says_it_continues_the_stored_run(tmp_path, capsys):
+    cfg, other = tmp_path / "a.toml", tmp_path / "b.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    other.write_text(SMALL.format(scheme="pre-ln", extra=""))
+    out = tmp_path / "a.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", mf.MeanfieldWarning)
+        assert main(["run", str(other), "--output", str(out), "--resume", "--quiet"]) == 0
+        assert "differs from the configuration stored" in capsys.readouterr().err
+        assert main(["run", str(cfg), "--output", str(out), "--resume", "--quiet"]) == 0
+        assert "differs" not in capsys.readouterr().err
+    assert mf.load(out).model.scheme == "post-ln"
