@@ -361,15 +361,13 @@ def _fill_geometry(ws: _Workspace, points, sl) -> None:
     b1, b2 = ws.b1[sl], ws.b2[sl]
     np.multiply(px, px, out=r)
     np.multiply(py, py, out=t1)
-    r += t1
+    r += t1                                  # x² + y²
     np.multiply(pz, pz, out=t1)
-    r += t1
+    t1 += r
+    np.sqrt(t1, out=t1)                      # ‖p‖
+    xt[:, sl] /= t1
     np.sqrt(r, out=r)
-    xt[:, sl] /= r
-    np.multiply(px, px, out=r)
-    np.multiply(py, py, out=t1)
-    r += t1
-    np.sqrt(r, out=r)
+    r /= t1                                  # ρ = sin θ of the unit vector
     with np.errstate(divide="ignore", invalid="ignore"):
         # θ = atan(ρ/z) (+π for z < 0)
         np.divide(r, pz, out=t1)
@@ -507,7 +505,7 @@ class _SHEvaluator:
         tangential_only = not radial and self.v_scalar is not None
         out = np.empty((3, n))           # tangential (fast path), the moment M, or the nonlinear numerators
         log_z = np.empty((1, n))
-        r_alm = coeffs[:1] * self.dlam
+        r_alm = coeffs[:1] * self.dlam if self.linear and not tangential_only else None
         n_alms = [coeffs[1 + i][None] * self.lam for i in range(3)] if not self.linear else None
 
         def part(sl):

@@ -238,8 +238,7 @@ def _read_trajectory(g, alpha=None):
     status, detail = Status[g.attrs["status"]], str(g.attrs["detail"])
     if status is Status.OK and not bool(g.attrs.get("complete", True)):
         # a checkpoint is written with the status of the steps so far: "OK" would read as "finished"
-        t_final = g["run"].attrs.get("t_final")
-        t_final = json.loads(t_final) if isinstance(t_final, str) else t_final
+        t_final = _run_attr(g["run"].attrs.get("t_final"))
         status = Status.INCOMPLETE
         detail = f"Saved up to t = {times[-1]:g}" + (f" of t_final = {t_final:g}." if t_final is not None else ".")
     return Trajectory(times=times, states=states, diagnostics=diagnostics, steps=steps, model=model,
@@ -273,17 +272,22 @@ def file_attrs(path) -> dict:
         return {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
 
 
+def _run_attr(v):
+    """A /run attribute as written: JSON text decoded (plain text, e.g. the TOML config, kept), numbers as Python."""
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+    return v.item() if hasattr(v, "item") else v
+
+
 def run_info(path) -> dict:
     """The /run attributes of a result file (t_final, resume options, config text, …), JSON decoded."""
     f = _open(path)
     try:
         with f:
-            out = {}
-            for k, v in f["run"].attrs.items():
-                try:
-                    out[k] = json.loads(v) if isinstance(v, str) else (v.item() if hasattr(v, "item") else v)
-                except json.JSONDecodeError:
-                    out[k] = v
+            out = {k: _run_attr(v) for k, v in f["run"].attrs.items()}
             out["complete"] = bool(f.attrs["complete"])
             return out
     except (KeyError, OSError, ValueError, TypeError, RuntimeError) as e:

@@ -199,11 +199,6 @@ def _series(trajectory, key):
     return np.asarray(t, dtype=float), np.asarray(v, dtype=float)
 
 
-def _all_positive(values) -> bool:
-    finite = np.concatenate([np.ravel(v)[np.isfinite(v)] for v in values])
-    return finite.size > 0 and bool(np.all(finite > 0))
-
-
 def _spans_decades(values) -> bool:
     """Positive values over more than a factor of 10: a log axis helps; otherwise it hides the tick labels."""
     v = np.asarray(values, dtype=float).ravel()
@@ -559,7 +554,7 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
             series = [_series(tr, k) for tr in trajs]
             for (t, v), label in zip(series, labels):
                 ax.plot(t, v, label=label)
-            if _spans_decades(np.concatenate([v[np.isfinite(v)] for _, v in series])):
+            if _spans_decades(np.concatenate([v for _, v in series])):
                 ax.set_yscale("log")
             ax.set_title(k, fontsize=9)
             ax.set_xlabel("t")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._blas import blas_info, blas_threads  # noqa: F401  (re-exported for the cases)
+
 
 def usable_cores() -> int:
     """Cores this process may run on (``os.sched_getaffinity``), not the host's hardware count."""
@@ -94,10 +96,7 @@ def slope(xs, ys) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# BLAS threads (what threadpoolctl does, for the OpenBLAS that numpy loaded)
-
-from .._blas import blas_info, blas_threads  # noqa: E402,F401  (re-exported for the cases)
-
+# threads (OpenBLAS's are set through meanfield._blas)
 
 @contextlib.contextmanager
 def meanfield_threads(n: int):
