@@ -504,7 +504,7 @@ class _SHEvaluator:
         z_alm = coeffs[:1] * self.lam
         tangential_only = not radial and self.v_scalar is not None
         out = np.empty((3, n))           # tangential (fast path), the moment M, or the nonlinear numerators
-        log_z = np.empty((1, n))
+        log_z = None if tangential_only else np.empty((1, n))
         r_alm = coeffs[:1] * self.dlam if self.linear and not tangential_only else None
         n_alms = [coeffs[1 + i][None] * self.lam for i in range(3)] if not self.linear else None
 
@@ -513,9 +513,10 @@ class _SHEvaluator:
                 _fill_geometry(ws, y, sl)
             loc = ws.loc[sl]
             z = self._synth(z_alm, loc, ws.z[:, sl], threads)[0]                      # e^{-β} Z
-            with np.errstate(divide="ignore"):
-                np.log(z, out=log_z[0, sl])
-            log_z[0, sl] += b
+            if log_z is not None:       # the stepper's fast path skips it: a log costs ~10 ns per token
+                with np.errstate(divide="ignore"):
+                    np.log(z, out=log_z[0, sl])
+                log_z[0, sl] += b
             if not self.linear:
                 for i in range(3):
                     self._synth(n_alms[i], loc, out[i:i + 1, sl], threads)
@@ -578,14 +579,14 @@ def attention_field_sh(model, directions, weights=None, targets=None, *, tol: fl
         Accuracy of ducc0's non-uniform transforms (≥ 2e-13, ducc0's floor for float64).
     radial : bool
         If False and V is a multiple of the identity (the fast path), skip the radial synthesis:
-        only ``tangential`` (and ``log_z``) are returned, ``A``, ``radial``, ``norm`` are None.
+        only ``tangential`` is returned; ``A``, ``radial``, ``norm`` and ``log_z`` are None.
     nthreads : int, optional
         Threads for ducc0 and the geometry; default the usable cores.
 
     Returns
     -------
     AttentionField
-        As :func:`attention_field`; ``log_z`` has shape (1, M).
+        As :func:`attention_field`; ``log_z`` has shape (1, M) (None on the fast path, ``radial=False``).
 
     Raises
     ------

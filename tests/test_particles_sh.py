@@ -56,7 +56,7 @@ def test_spectral_attention_at_other_targets_and_tangential_only():
     e, s = attention_field(m, x, w, targets=y), attention_field_sh(m, x, w, targets=y)
     assert relerr(s.A, e.A) < 1e-12
     t = attention_field_sh(m, x, w, radial=False)           # the Post-LN fast path: 3 transforms
-    assert t.A is None and t.radial is None
+    assert t.A is None and t.radial is None and t.norm is None and t.log_z is None   # no log on the hot path
     assert relerr(t.tangential, attention_field(m, x, w).tangential) < 1e-12
 
 

@@ -174,18 +174,22 @@ class ParticleStepper:
         """The scheme's ODE at the (possibly off-sphere) state y: same shape as y."""
         if not np.all(np.isfinite(y)):      # a blown-up stage: NaN for the step control, not an input error
             return np.full_like(y, np.nan)
-        theta, r = self._split(y, normalize=not self.FIELD_NORMALIZES)
+        d, n = self.d, len(y)
+        theta = y[:, :d] if self.FIELD_NORMALIZES else y[:, :d] / _row_norms(y[:, :d])[:, None]
+        # without a radius r ≡ 1, and unused magnitudes are NaN: scalars broadcast through the scheme's row
+        # (no per-token arrays of ones on the hot path)
+        r = y[:, d] if self.scheme.has_radius else 1.0
         full = scheme_uses_magnitude(self.scheme, t, self.model)
         f = self._field(t, theta, full)
-        a_norm = f.norm if full else np.full(len(theta), np.nan)
+        a_norm = f.norm if full else np.nan
         s = self.scheme.speed(r, a_norm, t, self.model)
         # dividing by a unit speed is the identity, bit for bit; skip the (n, d) pass and its allocation
-        dtheta = f.tangential if np.all(s == 1.0) else f.tangential / np.reshape(s, (-1, 1))
+        dtheta = f.tangential if np.all(s == 1.0) else f.tangential / np.reshape(np.broadcast_to(s, (n,)), (-1, 1))
         if not self.scheme.has_radius:
             return dtheta
-        radial = f.radial if full else np.full(len(theta), np.nan)
+        radial = f.radial if full else np.nan
         dr = self.scheme.radial(radial, a_norm, r, t, self.model) if self.scheme.radial is not None else 0 * r
-        return np.concatenate([dtheta, np.reshape(dr, (-1, 1))], axis=1)
+        return np.concatenate([dtheta, np.reshape(np.broadcast_to(dr, (n,)), (-1, 1))], axis=1)
 
     def velocity(self, t: float | None = None):
         """The scheme's velocity at the current state (time ``t``, default the current time).
