@@ -324,9 +324,10 @@ class _Workspace:
         self.n = n
         self.loc = np.empty((n, 2))
         self.xt = np.empty((3, n))
-        self.rho, self.cphi, self.sphi = np.empty(n), np.empty(n), np.empty(n)
-        self.s1, self.s2, self.s3 = np.empty(n), np.empty(n), np.empty(n)
-        self.b1, self.b2 = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+        self.rho, self.t, self.t2 = np.empty(n), np.empty(n), np.empty(n)
+        self.e_theta, self.e_phi = np.empty((3, n)), np.empty((2, n))
+        self.g, self.g_phi = np.empty((2, n)), np.empty((2, n))
+        self.b = np.empty(n, dtype=bool)
         self.z, self.rad, self.grad = np.empty((1, n)), np.empty((1, n)), np.empty((2, n))
 
 
@@ -344,81 +345,56 @@ def _workspace(key, n) -> _Workspace:
 
 
 def _fill_geometry(ws: _Workspace, points, sl) -> None:
-    """ducc0 locations and what the tangent frame needs, for the directions ``points[sl]``, into ``ws``.
+    """ducc0 locations and the tangent frame of the directions ``points[sl]``, into ``ws``.
 
     Fills ``xt`` (the points divided by their norms, transposed: the stepper's off-sphere Runge–Kutta
     stages are normalized here, on the worker threads), ``loc`` (colatitude θ ∈ [0, π], longitude
-    φ ∈ [0, 2π]),
-    ``rho`` = sin θ = √(x² + y²), ``cphi``, ``sphi`` = cos φ, sin φ (x/ρ, y/ρ; at the poles the φ that
-    ducc0 is given), so that e_θ = (z cos φ, z sin φ, −ρ) and e_φ = (−sin φ, cos φ, 0).
-    atan2 is computed as atan of the ratio plus the quadrant (numpy's arctan2 is ~3× slower than
-    arctan); the ratio costs at most an ulp, and exact zeros are set explicitly.
+    φ ∈ [0, 2π]), ``rho`` = sin θ, and the frame ``e_theta`` = (z cos φ, z sin φ, −ρ),
+    ``e_phi`` = (−sin φ, cos φ) (its z-component is 0), with cos φ, sin φ = x/ρ, y/ρ (at the poles, of
+    the φ that ducc0 is given).
+
+    Written as few whole-slice numpy calls as possible: two threads run this at once and each call
+    takes the GIL back, so the number of calls, not the flops, set its cost.  Both angles come from
+    atan of a ratio (numpy's arctan2 is ~2.5× slower than arctan): θ = π/2 − atan(z/ρ) and
+    φ = π/2 − atan(x/y) (+π when y has its sign bit set: y = −0 gives 2π, y = +0 gives 0 or π).  Each is exact to an absolute ulp of π/2,
+    also at the poles and on the axes, where the ratios are ±inf or ±0.
     """
-    xt, loc = ws.xt, ws.loc
-    np.copyto(xt[:, sl], points[sl].T)
-    px, py, pz = xt[0, sl], xt[1, sl], xt[2, sl]
-    r, t1, t2 = ws.rho[sl], ws.s1[sl], ws.s2[sl]
-    b1, b2 = ws.b1[sl], ws.b2[sl]
-    np.multiply(px, px, out=r)
-    np.multiply(py, py, out=t1)
-    r += t1                                  # x² + y²
-    np.multiply(pz, pz, out=t1)
-    t1 += r
-    np.sqrt(t1, out=t1)                      # ‖p‖
-    xt[:, sl] /= t1
-    np.sqrt(r, out=r)
-    r /= t1                                  # ρ = sin θ of the unit vector
+    xt, loc, rho, t, t2 = ws.xt[:, sl], ws.loc[sl], ws.rho[sl], ws.t[sl], ws.t2[sl]
+    np.copyto(xt, points[sl].T)
+    np.einsum("ij,ij->j", xt, xt, out=t)
+    np.sqrt(t, out=t)
+    xt /= t                                                  # unit vectors
+    np.einsum("ij,ij->j", xt[:2], xt[:2], out=rho)
+    np.sqrt(rho, out=rho)                                    # ρ = sin θ
+    theta, phi, b = loc[:, 0], loc[:, 1], ws.b[sl]
+    e_theta, e_phi = ws.e_theta[:, sl], ws.e_phi[:, sl]
     with np.errstate(divide="ignore", invalid="ignore"):
-        # θ = atan(ρ/z) (+π for z < 0)
-        np.divide(r, pz, out=t1)
-        np.arctan(t1, out=t1)
-        np.less(pz, 0, out=b1)
-        np.multiply(b1, np.pi, out=t2)
-        t1 += t2
-        np.equal(pz, 0, out=b1)
-        if b1.any():
-            t1[b1] = np.pi / 2
-        loc[sl, 0] = t1
-        # φ = atan(y/x) (+π for x < 0, +2π for x > 0 > y), in [0, 2π]
-        np.divide(py, px, out=t1)
-        np.arctan(t1, out=t1)
-        np.less(px, 0, out=b1)
-        np.multiply(b1, np.pi, out=t2)
-        t1 += t2
-        np.greater(px, 0, out=b1)
-        np.less(py, 0, out=b2)
-        b1 &= b2
-        np.multiply(b1, 2 * np.pi, out=t2)
-        t1 += t2
-        np.equal(px, 0, out=b1)
-        if b1.any():
-            idx = np.flatnonzero(b1)
-            yz = py[idx]
-            t1[idx] = np.where(yz > 0, np.pi / 2, np.where(yz < 0, 1.5 * np.pi, 0.0))
-        loc[sl, 1] = t1
-        np.divide(px, r, out=ws.cphi[sl])
-        np.divide(py, r, out=ws.sphi[sl])
-    np.equal(r, 0, out=b1)
-    if b1.any():
-        idx = np.flatnonzero(b1)
-        ws.cphi[sl][idx] = np.cos(t1[idx])
-        ws.sphi[sl][idx] = np.sin(t1[idx])
+        np.divide(xt[2], rho, out=t)
+        np.arctan(t, out=t)
+        np.subtract(np.pi / 2, t, out=theta)
+        np.divide(xt[0], xt[1], out=t)
+        np.arctan(t, out=t)
+        np.signbit(xt[1], out=b)
+        np.multiply(b, np.pi, out=t2)
+        t2 += np.pi / 2
+        np.subtract(t2, t, out=phi)
+        np.divide(xt[1::-1], rho, out=e_phi)                 # (sin φ, cos φ) for now
+    if not rho.all():                                        # on the polar axis: any φ, with its own frame
+        idx = np.flatnonzero(rho == 0)
+        phi[idx] = np.where(np.isnan(phi[idx]), 0.0, phi[idx])
+        e_phi[:, idx] = np.sin(phi[idx]), np.cos(phi[idx])
+    np.multiply(e_phi[::-1], xt[2], out=e_theta[:2])
+    np.negative(rho, out=e_theta[2])
+    np.negative(e_phi[0], out=e_phi[0])
 
 
-def _tangent_ambient(ws, sl, comp_theta, comp_phi, scale, out) -> None:
-    """out (3, m) = scale · (comp_θ e_θ + comp_φ e_φ) at the points ``sl`` of ``ws``: tangent components → ambient."""
-    a, c, t = ws.s1[sl], ws.s2[sl], ws.s3[sl]
-    np.multiply(comp_theta, scale, out=a)
-    np.multiply(comp_phi, scale, out=c)
-    np.multiply(a, ws.rho[sl], out=out[2])
-    np.negative(out[2], out=out[2])
-    a *= ws.xt[2, sl]
-    np.multiply(a, ws.cphi[sl], out=out[0])
-    np.multiply(c, ws.sphi[sl], out=t)
-    out[0] -= t
-    np.multiply(a, ws.sphi[sl], out=out[1])
-    np.multiply(c, ws.cphi[sl], out=t)
-    out[1] += t
+def _tangent_ambient(ws, sl, grad, scale, out) -> None:
+    """out (3, m) = scale · (g_θ e_θ + g_φ e_φ) for ``grad`` = (g_θ, g_φ) (2, m) at the points ``sl`` of ``ws``."""
+    g, tmp = ws.g[:, sl], ws.g_phi[:, sl]
+    np.multiply(grad, scale, out=g)
+    np.multiply(ws.e_theta[:, sl], g[0], out=out)
+    np.multiply(ws.e_phi[:, sl], g[1], out=tmp)
+    out[:2] += tmp
 
 
 class _SHEvaluator:
@@ -526,9 +502,9 @@ class _SHEvaluator:
                 # V = v·I, tangential part only: A_tan = v ∇_S Z / (β Z) (SA) or v ∇_S Z / β (USA)
                 scale = (np.divide(self.v_scalar / b, z, out=ws.rad[0, sl]) if self.softmax
                          else self.v_scalar * np.exp(b) / b)
-                _tangent_ambient(ws, sl, grad[0], grad[1], scale, out[:, sl])
+                _tangent_ambient(ws, sl, grad, scale, out[:, sl])
                 return
-            _tangent_ambient(ws, sl, grad[0], grad[1], 1.0 / b, out[:, sl])
+            _tangent_ambient(ws, sl, grad, 1.0 / b, out[:, sl])
             rad = self._synth(r_alm, loc, ws.rad[:, sl], threads)                  # ∫⟨x,y⟩e^{β⟨x,y⟩}dμ, scaled
             out[:, sl] += rad * ws.xt[:, sl]                                        # M = ∇_S Z/β + R x
 

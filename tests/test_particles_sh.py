@@ -185,6 +185,35 @@ def test_tokens_at_poles_and_on_axes():
         assert relerr(t.tangential, attention_field(mf.Model(beta=5.0), x, None).tangential) < 1e-12
 
 
+def test_geometry_angles_and_frame():
+    # ducc0's locations and the tangent frame, against arctan2 on the same unit vectors: absolute
+    # accuracy of an ulp of π (the angles are ~π in size), also on the axes and near the poles
+    from meanfield._attention import _Workspace, _fill_geometry
+    special = np.array([[0, 0, 1.0], [0, 0, -1.0], [-0.0, -0.0, 1.0], [1.0, 0, 0], [-1.0, -0.0, 0], [-0.0, 1.0, 0],
+                        [0, -1.0, 0], [1.0, -0.0, 0], [1e-12, 1e-13, 1.0], [-1e-9, -1e-15, -1.0], [1.0, 1e-17, 0.5],
+                        [1.0, -1e-17, 0.5], [-1.0, 1e-17, 0.5]])
+    x = np.vstack([special, clustered(2000, seed=3)[0], np.random.default_rng(4).standard_normal((2000, 3))])
+    scaled = x * np.random.default_rng(5).uniform(0.5, 2.0, (len(x), 1))      # off-sphere stages: normalized here
+    ws = _Workspace(len(x))
+    _fill_geometry(ws, scaled, slice(0, len(x)))
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    theta, phi = ws.loc[:, 0], ws.loc[:, 1]
+    assert np.max(np.abs(ws.xt.T - u)) < 4e-16
+    assert np.all((theta >= 0) & (theta <= np.pi) & (phi >= 0) & (phi <= 2 * np.pi))
+    rho = np.hypot(u[:, 0], u[:, 1])
+    assert np.max(np.abs(theta - np.arctan2(rho, u[:, 2]))) < 2 * np.pi * 2.3e-16
+    off_axis = rho > 0
+    dphi = np.angle(np.exp(1j * (phi - np.arctan2(u[:, 1], u[:, 0]))))[off_axis]
+    assert np.max(np.abs(dphi)) < 2 * np.pi * 2.3e-16
+    # the frame: e_θ, e_φ, u orthonormal, and e_θ = ∂u/∂θ at the φ given to ducc0 (poles included)
+    e_t = ws.e_theta.T
+    e_p = np.column_stack([ws.e_phi.T, np.zeros(len(x))])
+    for a, b, dot in ((e_t, e_t, 1), (e_p, e_p, 1), (e_t, e_p, 0), (e_t, u, 0), (e_p, u, 0)):
+        assert np.max(np.abs(np.einsum("ij,ij->i", a, b) - dot)) < 1e-15
+    expected_e_t = np.column_stack([np.cos(theta) * np.cos(phi), np.cos(theta) * np.sin(phi), -np.sin(theta)])
+    assert np.max(np.abs(e_t - expected_e_t)) < 1e-15
+
+
 def test_concurrent_calls_do_not_share_scratch():
     # the spectral evaluator reuses per-thread scratch arrays: two threads at once must not interfere
     from concurrent.futures import ThreadPoolExecutor
