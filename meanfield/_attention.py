@@ -353,11 +353,11 @@ def _fill_geometry(ws: _Workspace, points, sl) -> None:
     ``e_phi`` = (−sin φ, cos φ) (its z-component is 0), with cos φ, sin φ = x/ρ, y/ρ (at the poles, of
     the φ that ducc0 is given).
 
-    Written as few whole-slice numpy calls as possible: two threads run this at once and each call
-    takes the GIL back, so the number of calls, not the flops, set its cost.  Both angles come from
-    atan of a ratio (numpy's arctan2 is ~2.5× slower than arctan): θ = π/2 − atan(z/ρ) and
-    φ = π/2 − atan(x/y) (+π when y has its sign bit set: y = −0 gives 2π, y = +0 gives 0 or π).  Each is exact to an absolute ulp of π/2,
-    also at the poles and on the axes, where the ratios are ±inf or ±0.
+    Both angles come from atan of a ratio, without quadrant branches (numpy's arctan2 is ~2.5× slower
+    than arctan): θ = π/2 − atan(z/ρ) and φ = π/2 − atan(x/y), +π when y has its sign bit set
+    (y = −0 gives 2π, y = +0 gives 0 or π).  Each is exact to an absolute ulp of π/2, also at the
+    poles and on the axes, where the ratios are ±inf or ±0.  (On two threads a slice costs ~1.9× its
+    one-thread time, however few numpy calls it makes: the GIL hand-offs between the calls.)
     """
     xt, loc, rho, t, t2 = ws.xt[:, sl], ws.loc[sl], ws.rho[sl], ws.t[sl], ws.t2[sl]
     np.copyto(xt, points[sl].T)
