@@ -13,7 +13,8 @@ from ._measures import Density as Density, Particles as Particles, ZonalDensity 
 from ._model import Model as Model
 from ._schemes import SCHEMES as SCHEMES, Scheme as Scheme, get_scheme as get_scheme
 from ._simulate import (simulate as simulate, resume as resume, Trajectory as Trajectory, Status as Status,
-                        BACKENDS as BACKENDS, MeanfieldWarning as MeanfieldWarning)
+                        BACKENDS as BACKENDS, MeanfieldWarning as MeanfieldWarning,
+                        particle_velocity as particle_velocity)
 from ._io import save as save, load as load, ResultFileError as ResultFileError
 from .sphere._funk_hecke import (funk_hecke as funk_hecke, funk_hecke_dbeta as funk_hecke_dbeta,
                                  kernel_bandlimit as kernel_bandlimit)
@@ -36,7 +37,7 @@ _LAZY = {
                      "minimize_energy", "maximize_energy", "classify", "Classification", "FEDensity",
                      "SphereMesh", "FESpace", "EnergyResult"], "._energy"),
     # particles: attention fields, ensembles, sampling
-    **dict.fromkeys(["attention_field", "attention_field_sh", "AttentionField", "particle_velocity"], "._attention"),
+    **dict.fromkeys(["attention_field", "attention_field_sh", "AttentionField"], "._attention"),
     **dict.fromkeys(["ensemble", "EnsembleResult", "mean_alignment"], "._ensemble"),
     **dict.fromkeys(["sample_density", "particles_coefficients"], "._sampling"),
     # sweeps on dask.distributed

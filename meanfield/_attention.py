@@ -614,28 +614,3 @@ def attention_field_from_coefficients(model, coefficients, targets, *, tol: floa
     if c.shape != ev.shape:
         raise ValueError(f"`coefficients` must have shape {ev.shape} for lmax={ev.L}; got shape {c.shape}.")
     return ev.field(c, y, radial)
-
-
-def particle_velocity(model, particles, t: float = 0.0, *, backend: str = "particles", **options):
-    """The scheme's velocity of ``particles`` at time ``t``: one right-hand-side evaluation of a particle backend.
-
-    Parameters
-    ----------
-    model : Model
-    particles : Particles
-        Directions (n, d), weights, radii.
-    t : float
-        Time (enters LN-Scaling, nGPT's α(t), Mix-LN's switch).
-    backend : {"particles", "particles-sh"}
-    **options
-        Backend options (e.g. ``chunk``, ``causal`` for "particles"; ``tol``, ``lmax`` for "particles-sh").
-
-    Returns
-    -------
-    dtheta : ndarray, shape (n, d)
-        dθ_j/dt = P_θ A_j / s_j.
-    dr : ndarray, shape (n,) or None
-        dr_j/dt for schemes with a radius.
-    """
-    from ._simulate import get_backend
-    return get_backend(backend)(model, particles, **options).velocity(t)

@@ -386,3 +386,27 @@ class _Progress:
 
     def close(self):
         self.bar.close()
+
+
+def particle_velocity(model, particles, t: float = 0.0, *, backend: str = "particles", **options):
+    """The scheme's velocity of ``particles`` at time ``t``: one right-hand-side evaluation of a particle backend.
+
+    Parameters
+    ----------
+    model : Model
+    particles : Particles
+        Directions (n, d), weights, radii.
+    t : float
+        Time (enters LN-Scaling, nGPT's α(t), Mix-LN's switch).
+    backend : {"particles", "particles-sh"}
+    **options
+        Backend options (e.g. ``chunk``, ``causal`` for "particles"; ``tol``, ``lmax`` for "particles-sh").
+
+    Returns
+    -------
+    dtheta : ndarray, shape (n, d)
+        dθ_j/dt = P_θ A_j / s_j.
+    dr : ndarray, shape (n,) or None
+        dr_j/dt for schemes with a radius.
+    """
+    return get_backend(backend)(model, particles, **options).velocity(t)

@@ -60,7 +60,7 @@ def _ode_slope(scheme, beta, n, t, rho, r):
 
 
 def _initial_slopes(rows):
-    from .._attention import particle_velocity
+    from .._simulate import particle_velocity
 
     n, beta = N_SLOPE, BETA
     post = 2.0 / (np.exp(beta) + n - 1)
