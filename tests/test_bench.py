@@ -88,6 +88,13 @@ def test_dense_baseline_matches_the_exact_velocity():
         assert np.max(np.abs(_particles.dense_velocity(x, _particles.BETA, chunk) - exact)) < 1e-13
 
 
+def test_one_thread_column_runs_on_one_thread():
+    # a run fixes its thread count when it sets up the spectral velocity: the column needs its own stepper
+    x = _particles.clustered(300, seed=4)
+    assert _particles.sh_stepper(x, threads=1)._sh.nthreads == 1
+    assert _particles.sh_stepper(x, threads=2)._sh.nthreads == 2
+
+
 def test_helpers():
     assert _common.slope([1, 10, 100], [2, 200, 20000]) == pytest.approx(2.0)
     ours = [dict(err=1e-3, cpu_s=1.0), dict(err=1e-6, cpu_s=5.0)]
