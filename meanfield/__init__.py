@@ -57,3 +57,8 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_LAZY))
+
+
+# the public names, eager and lazy (``from meanfield import *`` imports the lazy ones on demand)
+__all__ = sorted({name for name in globals() if not name.startswith("_") and name not in ("annotations",)}
+                 | set(_LAZY))

@@ -87,11 +87,18 @@ class AttentionField(NamedTuple):
 # input checks shared by both evaluators
 
 def _check_points(name, x, d):
+    """``x`` as an (n, d) float array of unit vectors: only directions enter attention, so nonzero vectors are
+    normalized (rows already of unit norm to rounding are left bit for bit as they are)."""
     x = np.asarray(x, dtype=float)
     if x.ndim != 2 or x.shape[1] != d or x.shape[0] < 1:
         raise ValueError(f"`{name}` must have shape (n, {d}) with n ≥ 1 (the model's d={d}); got shape {x.shape}.")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    if np.any(norms == 0):
+        raise ValueError(f"`{name}` contains a zero vector, which has no direction.")
+    if np.max(np.abs(norms - 1)) > 1e-15:
+        x = x / norms[:, None]
     return x
 
 
@@ -141,12 +148,12 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
         Supplies β, the attention ("softmax"/"unnormalized"), Q, K, V (heads summed) and whether the
         scheme normalizes queries, keys and values (QKV-Norm).
     directions : array_like, shape (N, d)
-        Source token directions θ_k (unit vectors; only directions enter attention).
+        Source token directions θ_k (nonzero; normalized here: only directions enter attention).
     weights : array_like, shape (N,), optional
         Nonnegative weights w_k (default 1/N).  SA divides by Σ_k w_k e^{…}; USA does not divide, so
         with w_k = 1/n it is DESIGN.md's division by the constant n.
     targets : array_like, shape (M, d), optional
-        Query directions x (unit vectors); default the sources themselves.
+        Query directions x (nonzero; normalized here); default the sources themselves.
     causal : bool
         Token j attends only to k ≤ j (index order).  Requires ``targets=None``.  SA normalizes over
         the visible tokens; USA keeps the plain weights (with w_k = 1/n: still the constant n).
@@ -542,11 +549,11 @@ def attention_field_sh(model, directions, weights=None, targets=None, *, tol: fl
     model : Model
         d = 3, one head, QᵀK = c·I with c > 0 (``model.isotropic``); any V.
     directions : array_like, shape (N, 3)
-        Source token directions (unit vectors).
+        Source token directions (nonzero; normalized here).
     weights : array_like, shape (N,), optional
         Nonnegative weights (default 1/N).
     targets : array_like, shape (M, 3), optional
-        Unit query directions; default the sources.
+        Query directions (nonzero; normalized here); default the sources.
     tol : float
         Kernel truncation tolerance in (0, 1): L = ``kernel_bandlimit(β·c, tol)``.
     lmax : int, optional

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._measures import Density, Particles
+from ._measures import Density, Particles, conversion_hint
 from ._validate import nonneg_int, positive_float
 from .sphere._funk_hecke import funk_hecke, kernel_bandlimit
 
@@ -29,7 +29,8 @@ def coefficients(measure, lmax: int) -> np.ndarray:
         from ._sampling import particles_coefficients
 
         return particles_coefficients(measure, lmax)
-    raise TypeError(f"cannot take coefficients of {type(measure).__name__}; need a Density or Particles.")
+    raise TypeError(f"cannot take coefficients of {type(measure).__name__}; need a Density or Particles."
+                    + conversion_hint(measure))
 
 
 def _dim(mu, nu) -> int:
@@ -77,13 +78,40 @@ def sobolev_distance(mu, nu, s: float = 1.0, lmax: int | None = None) -> float:
 
 
 def mmd(mu, nu, beta: float, tol: float = 1e-12, lmax: int | None = None) -> float:
-    """Maximum mean discrepancy with the attention kernel e^{β⟨x,y⟩} (unnormalized measure scale).
+    """Maximum mean discrepancy of μ and ν with the attention kernel e^{β⟨x,y⟩} on S² or S¹.
 
-    Exact to the kernel truncation bound ``tol`` (relative to λ_0): the band limit defaults to
-    ``kernel_bandlimit(beta, tol, d)``.
+    MMD_β(μ, ν)² = ∬ e^{β⟨x,y⟩} d(μ−ν)(x) d(μ−ν)(y), with the kernel itself (not divided by λ_0) and
+    the measures as given, computed exactly in spherical harmonics: Σ_ℓ λ_ℓ(β) times the degree-ℓ power
+    of μ − ν (λ_ℓ from :func:`funk_hecke`).
+
+    Parameters
+    ----------
+    mu, nu : Density, Particles or tuple of Density
+        Measures on the same sphere, S² (d = 3) or S¹ (d = 2); particles enter as their empirical
+        measure, a tuple of species as the sum of its Densities.
+    beta : float
+        Inverse temperature β > 0 of the kernel.
+    tol : float
+        Kernel truncation tolerance relative to λ_0, 0 < tol < 1: the result is exact to that bound.
+        Sets the default band limit ``kernel_bandlimit(beta, tol, d)``.
+    lmax : int, optional
+        Truncation degree, overriding the one given by ``tol``.
+
+    Returns
+    -------
+    float
+        MMD_β(μ, ν) ≥ 0 (dimensionless).
+
+    Raises
+    ------
+    ValueError
+        If the measures are not on the same S¹ or S², or ``beta`` ≤ 0.
+    TypeError
+        If a measure is another kind of measure on the sphere (e.g. a ZonalDensity or an FEDensity).
     """
     beta = positive_float("beta", beta)
     d = _dim(mu, nu)
     lmax = kernel_bandlimit(beta, tol, d) if lmax is None else nonneg_int("lmax", lmax)
     e = _degree_power(coefficients(mu, lmax) - coefficients(nu, lmax), d, lmax)
-    return float(np.sqrt(max(np.sum(funk_hecke(beta, lmax, d) * e), 0.0)))
+    # √(Σ λ_ℓ e_ℓ) = e^{β/2} √(Σ e^{-β}λ_ℓ e_ℓ): finite up to β ≈ 1400
+    return float(np.exp(beta / 2) * np.sqrt(max(np.sum(funk_hecke(beta, lmax, d, scaled=True) * e), 0.0)))

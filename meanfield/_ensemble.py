@@ -21,7 +21,31 @@ from ._validate import nonneg_int
 
 
 def mean_alignment(particles: Particles) -> float:
-    """Σ_{i≠j} w_i w_j ⟨θ_i, θ_j⟩ / Σ_{i≠j} w_i w_j: the mean pairwise alignment, O(n) (1 = one cluster)."""
+    """The mean pairwise alignment Σ_{i≠j} w_i w_j ⟨θ_i, θ_j⟩ / Σ_{i≠j} w_i w_j of weighted tokens.
+
+    Computed in O(n d) through the mean vector m = Σ_i w_i θ_i as (|m|² − Σ_i w_i²) / (1 − Σ_i w_i²);
+    the default observable of :func:`ensemble`.  Radii are ignored.  For particles it equals
+    ``alignment_statistics(particles).mean_alignment``.
+
+    Parameters
+    ----------
+    particles : Particles
+        Tokens θ_i on S^{d-1}, shape (n, d), with weights w_i summing to 1.
+
+    Returns
+    -------
+    float
+        The mean alignment in [−1, 1]: 1 for a single cluster (and for a single token), about 0 for
+        tokens spread uniformly.
+
+    Raises
+    ------
+    TypeError
+        If ``particles`` is not :class:`Particles` (for a Density use :func:`alignment_statistics`).
+    """
+    if not isinstance(particles, Particles):
+        raise TypeError(f"`particles` must be meanfield.Particles; got {type(particles).__name__} (for a "
+                        "Density use alignment_statistics).")
     w, x = particles.weights, particles.positions
     m = w @ x
     w2 = float(w @ w)

@@ -1,4 +1,4 @@
-"""The exceptions of meanfield: one hierarchy, so callers can catch ``MeanfieldError``."""
+"""The exceptions of meanfield (one hierarchy, so callers can catch ``MeanfieldError``) and its warning."""
 
 
 class MeanfieldError(Exception):
@@ -19,3 +19,8 @@ class NonFiniteStateError(MeanfieldError):
 
 class ConvergenceError(MeanfieldError):
     """An iterative method (optimizer, step-size control) did not converge."""
+
+
+class MeanfieldWarning(UserWarning):
+    """A result to read with care: a run ended early, an option changes the answer (e.g. a filter), a
+    band limit is below the requested tolerance, or a value overflowed float64."""

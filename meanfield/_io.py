@@ -248,10 +248,28 @@ def _read_trajectory(g, alpha=None):
 def load(path, *, alpha=None):
     """Read a result file written by :func:`save` (or a checkpoint) back into a :class:`Trajectory`.
 
-    A file written from an energy problem (``meanfield run`` on an ``[energy]`` configuration) is read
-    back into its :class:`~meanfield.EnergyResult`, whose ``solution`` is the object the solver returned.
-    Raises :class:`ResultFileError` with a diagnosis for missing, truncated, corrupted or foreign files.
-    ``alpha`` supplies a callable nGPT step that the file could not hold.
+    Parameters
+    ----------
+    path : str or Path
+        An HDF5 file in the ``meanfield-trajectory`` or ``meanfield-energy`` layout (see :doc:`cli`).
+    alpha : float or callable, optional
+        The nGPT/anGPT step α_t of the model.  Required when the run used a callable α (a file stores
+        only its repr); otherwise it replaces the stored constant.  Not used for energy files.
+
+    Returns
+    -------
+    Trajectory or EnergyResult
+        The run as it was saved: times, states, diagnostics, steps, model, backend, options and status.
+        The checkpoint of a run still in progress (or killed) comes back with
+        ``status = Status.INCOMPLETE`` (continue it with :func:`resume`).  A file written from an
+        energy problem (``meanfield run`` on an ``[energy]`` configuration) is read back into its
+        :class:`~meanfield.EnergyResult`, whose ``solution`` is the object the solver returned.
+
+    Raises
+    ------
+    ResultFileError
+        With a diagnosis, for a missing, truncated, corrupted or foreign file, and for a callable α
+        that ``alpha`` does not supply.
     """
     f = _open(path)
     try:

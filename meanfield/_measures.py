@@ -20,6 +20,44 @@ _SQRT4PI = np.sqrt(4 * np.pi)
 MASS_TOL = 1e-10
 
 
+def _query_points(points, d) -> np.ndarray:
+    """``points`` (..., d) as finite unit vectors (normalized here; zero vectors have no direction)."""
+    p = np.asarray(points, dtype=float)
+    if p.ndim < 1 or p.shape[-1] != d:
+        raise ValueError(f"`points` must have shape (..., {d}); got shape {p.shape}.")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("`points` must be finite; it contains NaN or inf.")
+    norms = np.linalg.norm(p, axis=-1, keepdims=True)
+    if np.any(norms == 0):
+        raise ValueError("`points` contains a zero vector, which has no direction.")
+    return p / norms
+
+
+def _values_at(f, arg, shape, what: str) -> np.ndarray:
+    """f(arg) as one float per node, shape ``shape`` (a scalar result is broadcast: a constant function)."""
+    vals = np.asarray(f(arg), dtype=float)
+    try:
+        return np.broadcast_to(vals, shape)
+    except ValueError:
+        raise ValueError(f"`{what}` must return one value per point: shape {shape} for an argument of "
+                         f"shape {np.shape(arg)}; got shape {vals.shape}.") from None
+
+
+def conversion_hint(value) -> str:
+    """What to call on a measure-like result that is not a Density (appended to TypeErrors), or ''."""
+    if type(value).__name__ == "FEDensity":
+        return (" An FEDensity (the finite-element result of minimize_energy on S²) becomes a Density with "
+                "`.to_density(lmax)`.")
+    return ""
+
+
+def _check_radius_values(vals, where: str) -> None:
+    lo = float(np.min(vals)) if np.size(vals) else 1.0
+    if not np.all(np.isfinite(vals)) or not lo > 0:
+        raise ValueError(f"`radius` must be finite and > 0 everywhere (a token's distance from the origin); "
+                         f"{where} it is {lo!r} at its smallest.")
+
+
 @dataclass(frozen=True, eq=False)
 class Density:
     """A band-limited density on S² (d = 3) or S¹ (d = 2).
@@ -33,8 +71,9 @@ class Density:
     d : int
         Ambient dimension (2 or 3).
     radius : ndarray or None
-        Coefficients (same layout) of the radius field r(x) for schemes with a radius; None for r ≡ 1
-        or sphere-only schemes.
+        Coefficients (same layout) of the radius field r(x) > 0 for schemes with a radius; None for
+        r ≡ 1 or sphere-only schemes.  The constructors check r > 0 on a grid, and so does
+        :func:`meanfield.simulate` for the schemes that use it.
     """
 
     coeffs: np.ndarray
@@ -70,32 +109,75 @@ class Density:
     # -- constructors ---------------------------------------------------------------------------
     @classmethod
     def uniform(cls, lmax: int, d: int = 3) -> "Density":
-        """The uniform probability density (ρ ≡ 1 w.r.t. σ)."""
+        """The uniform probability density (ρ ≡ 1 w.r.t. σ) stored at band limit ``lmax``.
+
+        Parameters
+        ----------
+        lmax : int
+            Band limit L ≥ 0 of the storage (all coefficients but the first are zero).
+        d : {3, 2}
+            Ambient dimension: S² or S¹.
+        """
         c = np.zeros(cls._ncoef(nonneg_int("lmax", lmax), dimension(d)), dtype=complex)
         c[0] = _SQRT4PI if d == 3 else 1.0
         return cls(c, lmax, d)
 
     @classmethod
     def from_coefficients(cls, coeffs, lmax: int | None = None, d: int = 3, radius=None) -> "Density":
-        """Wrap coefficients (layout of :class:`Density`); ``lmax`` is inferred when omitted."""
+        """A Density from its coefficients.
+
+        Parameters
+        ----------
+        coeffs : array_like, complex
+            d = 3: orthonormal SH coefficients in ducc0 order, shape ((L+1)(L+2)/2,) (m ≥ 0 only; a
+            probability density has ρ̂_00 = √(4π)); d = 2: Fourier c_0..c_L, shape (L+1,) (c_0 = 1).
+        lmax : int, optional
+            Band limit L; inferred from the length of ``coeffs`` when omitted.
+        d : {3, 2}
+        radius : array_like, optional
+            Coefficients of the radius field r(x), same layout; r must be > 0 everywhere (checked on
+            the grid of the 3/2 rule).
+
+        Returns
+        -------
+        Density
+        """
         c = np.asarray(coeffs)
         if lmax is None:
             lmax = (int(round((np.sqrt(8 * c.size + 1) - 3) / 2)) if d == 3 else c.size - 1)
-        return cls(c, lmax, d, radius)
+        out = cls(c, lmax, d, radius)
+        if out.radius is not None:
+            _check_radius_values(out.with_coeffs(out.radius).on_grid(), "on the grid of the 3/2 rule")
+        return out
 
     @classmethod
     def from_function(cls, f, lmax: int, d: int = 3, radius=None, normalize: bool = False) -> "Density":
-        """Project ``f`` (points (..., d) → values) onto degree ≤ lmax by exact-degree quadrature.
+        """Project a function onto degree ≤ ``lmax`` by quadrature exact to that degree.
 
-        ``radius`` may be a float or a function of points, projected the same way.  With
-        ``normalize=True`` the result is rescaled to unit mass.
+        Parameters
+        ----------
+        f : callable
+            Unit vectors of shape (..., d) → density values of shape (...,) w.r.t. σ (the uniform
+            density is 1).  A scalar result is taken as a constant.
+        lmax : int
+            Band limit L ≥ 0.
+        d : {3, 2}
+        radius : float or callable, optional
+            The radius field r(x) > 0 for schemes with a radius: a constant or a function like ``f``;
+            projected the same way.  Its values at the quadrature nodes must be > 0.
+        normalize : bool
+            Rescale the result to unit mass.
+
+        Returns
+        -------
+        Density
         """
         lmax, d = nonneg_int("lmax", lmax), dimension(d)
-        coeffs = cls._project(f, lmax, d)
+        coeffs = cls._project(f, lmax, d, "f")
         rad = None
         if radius is not None:
-            rad = cls._project(radius if callable(radius) else (lambda x, r=float(radius): np.full(x.shape[:-1], r)),
-                               lmax, d)
+            rfun = radius if callable(radius) else (lambda x, r=float(radius): np.full(x.shape[:-1], r))
+            rad = cls._project(rfun, lmax, d, "radius", positive=True)
         out = cls(coeffs, lmax, d, rad)
         return out.normalized() if normalize else out
 
@@ -120,34 +202,67 @@ class Density:
         return cls.from_function(lambda x: np.exp(amplitude * field_(x)), lmax, d, normalize=True)
 
     @staticmethod
-    def _project(f, lmax, d):
+    def _project(f, lmax, d, what, positive=False):
         if d == 3:
             grid = sh.SphereGrid.for_bandlimit(lmax, dealias=True)
-            return sh.analysis(np.asarray(f(grid.points), dtype=float), lmax, grid)
-        n = circ.circle_grid_size(lmax)
-        return circ.circle_analysis(np.asarray(f(circ.circle_points(n)), dtype=float), lmax)
+            vals = _values_at(f, grid.points, grid.points.shape[:-1], what)
+        else:
+            pts = circ.circle_points(circ.circle_grid_size(lmax))
+            vals = _values_at(f, pts, pts.shape[:-1], what)
+        if positive:
+            _check_radius_values(vals, "at the quadrature nodes")
+        if d == 3:
+            return sh.analysis(np.ascontiguousarray(vals), lmax, grid)
+        return circ.circle_analysis(np.ascontiguousarray(vals), lmax)
 
     # -- values ------------------------------------------------------------------------------------
     def evaluate(self, points) -> np.ndarray:
-        """ρ at points of shape (..., d) (unit vectors) → values (...,)."""
-        p = np.asarray(points, dtype=float)
-        if p.shape[-1] != self.d:
-            raise ValueError(f"`points` must have last axis {self.d}; got shape {p.shape}.")
+        """The density ρ (w.r.t. σ) at the directions of ``points``.
+
+        Parameters
+        ----------
+        points : array_like, shape (..., d)
+            Nonzero, finite vectors (normalized here).
+
+        Returns
+        -------
+        ndarray, shape (...,)
+        """
+        p = _query_points(points, self.d)
+        if p.size == 0:
+            return np.zeros(p.shape[:-1])
         if self.d == 3:
             return sh.synthesis_points(self.coeffs, self.lmax, p.reshape(-1, 3)).reshape(p.shape[:-1])
         return circ.circle_evaluate(self.coeffs, np.arctan2(p[..., 1], p[..., 0]))
 
     def evaluate_radius(self, points) -> np.ndarray:
+        """The radius field r at the directions of ``points`` (..., d) → (...,); ones when there is none."""
+        p = _query_points(points, self.d)
         if self.radius is None:
-            return np.ones(np.shape(points)[:-1])
-        return self.with_coeffs(self.radius).evaluate(points)
+            return np.ones(p.shape[:-1])
+        return self.with_coeffs(self.radius).evaluate(p)
 
     def on_grid(self, grid=None):
-        """Values on a grid: d = 3 → (ntheta, nphi) on ``grid`` (default: the 3/2-rule grid), d = 2 → (n,)."""
+        """Values on a grid.
+
+        Parameters
+        ----------
+        grid : meanfield.sphere.SphereGrid or int, optional
+            d = 3: the grid (default ``SphereGrid.for_bandlimit(lmax)``, the 3/2-rule grid; its
+            ``points`` give the nodes); d = 2: the number n of equispaced angles 2πk/n (default the
+            3/2-rule count).
+
+        Returns
+        -------
+        ndarray
+            d = 3: shape (ntheta, nphi); d = 2: shape (n,).
+        """
         if self.d == 3:
+            if grid is not None and not isinstance(grid, sh.SphereGrid):
+                raise TypeError(f"`grid` must be a meanfield.sphere.SphereGrid for d=3; got {type(grid).__name__}.")
             grid = grid or sh.SphereGrid.for_bandlimit(self.lmax)
             return sh.synthesis(self.coeffs, self.lmax, grid)
-        n = grid or circ.circle_grid_size(self.lmax)
+        n = circ.circle_grid_size(self.lmax) if grid is None else nonneg_int("grid", grid, minimum=1)
         return circ.circle_synthesis(self.coeffs, n)
 
     def mass(self) -> float:
@@ -161,22 +276,26 @@ class Density:
         return np.abs(self.coeffs) ** 2 * np.where(np.arange(self.lmax + 1) == 0, 1.0, 2.0)
 
     def tail_fraction(self, frac: float = 2 / 3) -> float:
-        """E_tail = Σ_{ℓ > frac·L} E_ℓ / Σ_ℓ E_ℓ: the resolution monitor."""
+        """E_tail = Σ_{ℓ > frac·L} E_ℓ / Σ_ℓ E_ℓ, the resolution monitor; ``frac`` in (0, 1)."""
+        if not 0 < frac < 1:
+            raise ValueError(f"`frac` must be in (0, 1); got frac={frac!r}.")
         e = self.power()
         return float(e[int(np.floor(frac * self.lmax)) + 1:].sum() / e.sum())
 
     # -- transformations --------------------------------------------------------------------------
     def with_coeffs(self, coeffs, radius=None) -> "Density":
+        """A Density with the same band limit and dimension and new ``coeffs`` (and ``radius``) coefficients."""
         return Density(coeffs, self.lmax, self.d, radius)
 
     def normalized(self) -> "Density":
+        """This density divided by its mass (ValueError unless the mass is > 0); the radius is kept."""
         m = self.mass()
         if not m > 0:
             raise ValueError(f"cannot normalize a density of mass {m!r} (must be > 0).")
         return self.with_coeffs(self.coeffs / m, self.radius)
 
     def resized(self, lmax: int) -> "Density":
-        """Zero-pad or truncate to a new band limit."""
+        """The same density at band limit ``lmax``: zero-padded, or truncated (a projection) when lower."""
         lmax = nonneg_int("lmax", lmax)
         if self.d == 3:
             rs = lambda a: sh.resize(a, self.lmax, lmax)  # noqa: E731
@@ -198,8 +317,11 @@ class Particles:
         Unit vectors θ_j (checked to 1e-10; pass ``normalize=True`` to project arbitrary nonzero vectors).
     weights : array_like, shape (n,), optional
         Nonnegative, summing to 1; default uniform 1/n.
-    radii : array_like, shape (n,), optional
+    radii : float or array_like, shape (n,), optional
         Radii r_j > 0 for schemes with a radius; default None (r ≡ 1).
+    normalize : bool
+        Project nonzero ``positions`` onto the sphere and rescale ``weights`` to sum 1, instead of
+        refusing them.
     """
 
     positions: np.ndarray
@@ -238,7 +360,10 @@ class Particles:
             w = w / w.sum()
         r = None
         if self.radii is not None:
-            r = np.array(np.broadcast_to(np.asarray(self.radii, dtype=float), (n,)))
+            r = np.asarray(self.radii, dtype=float)
+            if r.ndim != 0 and r.shape != (n,):
+                raise ValueError(f"`radii` must be a number or have shape ({n},); got shape {r.shape}.")
+            r = np.array(np.broadcast_to(r, (n,)))
             if not np.all(np.isfinite(r)) or np.any(r <= 0):
                 bad = int(np.flatnonzero(~(np.isfinite(r) & (r > 0)))[0])
                 raise ValueError(f"`radii` must be finite and > 0; got radii[{bad}]={float(r[bad])!r}.")
@@ -249,7 +374,19 @@ class Particles:
 
     @classmethod
     def uniform(cls, n: int, d: int = 3, seed=0, radii=None) -> "Particles":
-        """n i.i.d. uniform points on S^{d-1} with equal weights (``seed`` for numpy's default_rng)."""
+        """n i.i.d. uniform points on S^{d-1} with equal weights 1/n.
+
+        Parameters
+        ----------
+        n : int
+            Number of tokens ≥ 1.
+        d : int
+            Ambient dimension ≥ 2.
+        seed : int, SeedSequence or Generator
+            For numpy's ``default_rng``.
+        radii : float or array_like, shape (n,), optional
+            Radii r_j > 0 (schemes with a radius).
+        """
         n, d = nonneg_int("n", n, minimum=1), dimension(d)
         require(8.0 * n * (3 * d + 2), f"Particles.uniform(n={n}, d={d})", "lower `n`.")
         x = np.random.default_rng(seed).standard_normal((n, d))
@@ -257,20 +394,26 @@ class Particles:
 
     @classmethod
     def from_density(cls, density, n: int, seed=None) -> "Particles":
-        """n i.i.d. samples of a Density or ZonalDensity (see :func:`meanfield.sample_density`)."""
+        """n i.i.d. samples of a Density or ZonalDensity, weights 1/n (see :func:`meanfield.sample_density`).
+
+        The radii are the density's radius field at the samples, when it has one.
+        """
         from ._sampling import sample_density
         return sample_density(density, n, seed)
 
     @property
     def n(self) -> int:
+        """Number of tokens."""
         return self.positions.shape[0]
 
     @property
     def d(self) -> int:
+        """Ambient dimension (the tokens live on S^{d-1})."""
         return self.positions.shape[1]
 
     @property
     def directions(self) -> np.ndarray:
+        """The unit vectors θ_j, shape (n, d) (the same array as ``positions``)."""
         return self.positions
 
     def ambient(self) -> np.ndarray:
@@ -325,6 +468,7 @@ class ZonalDensity:
 
     @classmethod
     def uniform(cls, lmax: int, d: int = 3) -> "ZonalDensity":
+        """The uniform probability density on S^{d-1} (g ≡ 1) stored at band limit ``lmax``."""
         c = np.zeros(nonneg_int("lmax", lmax) + 1)
         c[0] = 1.0
         return cls(c, lmax, d)
@@ -334,29 +478,36 @@ class ZonalDensity:
         """Project g(t), t = ⟨x, e⟩ ∈ [−1, 1], onto degree ≤ lmax (Gauss–Jacobi quadrature)."""
         from .sphere import _zonal as zon
 
-        grid = zon.ZonalGrid.for_bandlimit(lmax, d)
-        coeffs = zon.zonal_analysis(np.asarray(g(grid.t), dtype=float), lmax, grid)
+        grid = zon.ZonalGrid.for_bandlimit(nonneg_int("lmax", lmax), dimension(d))
+        coeffs = zon.zonal_analysis(np.ascontiguousarray(_values_at(g, grid.t, grid.t.shape, "g")), lmax, grid)
         rad = None
         if radius is not None:
-            vals = radius(grid.t) if callable(radius) else np.full(grid.t.shape, float(radius))
-            rad = zon.zonal_analysis(vals, lmax, grid)
+            vals = (_values_at(radius, grid.t, grid.t.shape, "radius") if callable(radius)
+                    else np.full(grid.t.shape, float(radius)))
+            _check_radius_values(vals, "at the quadrature nodes")
+            rad = zon.zonal_analysis(np.ascontiguousarray(vals), lmax, grid)
         return cls(coeffs, lmax, d, axis, rad)
 
     def evaluate_profile(self, t) -> np.ndarray:
-        """g(t) for t = ⟨x, e⟩ in [−1, 1]."""
+        """The profile g(t), t = ⟨x, e⟩ ∈ [−1, 1] (array_like, any shape) → values of the same shape."""
         from .sphere import _zonal as zon
 
-        return zon.zonal_synthesis(self.coeffs, t, self.d)
+        t = np.asarray(t, dtype=float)
+        if not np.all(np.isfinite(t)) or np.any(np.abs(t) > 1 + 1e-12):
+            raise ValueError("`t` must be in [-1, 1] (t = ⟨x, e⟩ for unit x); got values outside it.")
+        return zon.zonal_synthesis(self.coeffs, np.clip(t, -1.0, 1.0), self.d)
 
     def evaluate(self, points) -> np.ndarray:
-        """ρ at points (..., d)."""
-        p = np.asarray(points, dtype=float)
+        """ρ at the directions of ``points`` (..., d) (nonzero; normalized here) → (...,)."""
+        p = _query_points(points, self.d)
         return self.evaluate_profile(np.clip(p @ self.axis, -1.0, 1.0))
 
     def mass(self) -> float:
+        """∫ ρ dσ = g_0 (1 for a probability density)."""
         return float(self.coeffs[0])
 
     def with_coeffs(self, coeffs, radius=None) -> "ZonalDensity":
+        """A ZonalDensity with the same band limit, d and axis, and new coefficients (real parts kept)."""
         return ZonalDensity(np.real(coeffs), self.lmax, self.d, self.axis, None if radius is None else np.real(radius))
 
     def __repr__(self):

@@ -78,11 +78,23 @@ class Model:
 
     @property
     def heads(self) -> int:
+        """The number of attention heads (an int ≥ 1).
+
+        The length of the leading axis of whichever of Q, K, V has shape (heads, d, d) (they must
+        agree); 1 when every matrix is None or of shape (d, d).  A (d, d) matrix, or None (the identity),
+        is shared by all heads (see :meth:`matrices`).
+        """
         return max((getattr(self, n).shape[0] for n in "QKV"
                     if getattr(self, n) is not None and getattr(self, n).ndim == 3), default=1)
 
     @property
     def softmax(self) -> bool:
+        """True for softmax attention (SA), False for unnormalized attention (USA).
+
+        With SA the attention weights e^{β⟨Qθ_j, Kθ_k⟩} are divided by the partition function
+        Z_j = ∫ e^{β⟨Qθ_j, Ky⟩} dμ(y); with USA by the constant token count (1 in mean field).  Set by
+        ``attention`` ("softmax"/"sa" or "unnormalized"/"usa").
+        """
         return self.attention == "softmax"
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._measures import Density, Particles, ZonalDensity
+from ._measures import Density, Particles, ZonalDensity, conversion_hint
 from ._memory import require
 from ._validate import nonneg_int
 
@@ -46,7 +46,8 @@ def _evaluator(density):
             from .sphere._circle import circle_synthesis
             fine = circle_synthesis(density.coeffs, 16 * density.lmax + 64)
         return density.evaluate, np.ravel(fine), density.d
-    raise TypeError(f"`density` must be a meanfield.Density or ZonalDensity; got {type(density).__name__}.")
+    raise TypeError(f"`density` must be a meanfield.Density or ZonalDensity; got {type(density).__name__}."
+                    + conversion_hint(density))
 
 
 def _radii(density, points):

@@ -74,7 +74,23 @@ def register(scheme: Scheme) -> Scheme:
 
 
 def get_scheme(name) -> Scheme:
-    """The registered scheme called ``name``; unknown names list the choices."""
+    """The registered :class:`Scheme` called ``name``.
+
+    Parameters
+    ----------
+    name : str or Scheme
+        A key of :data:`SCHEMES` (e.g. ``"peri-ln"``); a Scheme is returned as it is.
+
+    Returns
+    -------
+    Scheme
+        The registry row: speed factor, radial law, layer map and flags.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the registered ones.
+    """
     if isinstance(name, Scheme):
         return name
     try:

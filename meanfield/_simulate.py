@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ._errors import MeanfieldWarning
 from ._model import Model
 from ._validate import positive_float
 
@@ -41,10 +42,6 @@ class _BackendRegistry(Mapping):
 
 
 BACKENDS = _BackendRegistry()
-
-
-class MeanfieldWarning(UserWarning):
-    """A run ended early or used an option that changes the answer (e.g. a filter)."""
 
 
 def register_backend(name: str):
@@ -227,6 +224,14 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     Trajectory
         ``times``, ``states``, ``diagnostics``, ``steps``, ``status`` (check ``success``).
     """
+    return _simulate(model, initial, t_final, backend, save_every, t_eval, callback, progress, checkpoint,
+                     checkpoint_every, t0, metadata, None, options)
+
+
+def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, progress, checkpoint, checkpoint_every,
+              t0, metadata, prefix, options) -> Trajectory:
+    """:func:`simulate`; with ``prefix`` (the saved part of a resumed run) the checkpoint holds prefix + this
+    part, and so does the returned trajectory."""
     if not isinstance(model, Model):
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
     t0 = float(t0)
@@ -240,7 +245,7 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         raise ValueError(f"`checkpoint_every` must be an integer >= 1; got {checkpoint_every!r}.")
     stepper = get_backend(backend)(model, initial, **options)
     stepper.t = t0
-    run = _Run(stepper, model, backend, times, checkpoint, metadata)
+    run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix)
     _check_nonnegative(run.diags[0], getattr(stepper, "options", {}))
     bar = _progress_bar(progress, times[-1], t0)
     if bar is not None:
@@ -269,18 +274,18 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     if run.status not in (Status.OK, Status.CALLBACK_STOP):
         warnings.warn(f"simulate stopped at t={stepper.t:.6g}: {run.status.message} {stepper.detail}",
                       MeanfieldWarning, stacklevel=2)
-    traj = run.trajectory()
     if checkpoint is not None:
         run.write(complete=run.status is Status.OK)
-    return traj
+    return run.whole()
 
 
 class _Run:
     """The saved part of a run in progress: states, diagnostics, and how to write or resume it."""
 
-    def __init__(self, stepper, model, backend, times, checkpoint, metadata=None):
+    def __init__(self, stepper, model, backend, times, checkpoint, metadata=None, prefix=None):
         self.stepper, self.model, self.backend = stepper, model, backend
         self.metadata = dict(metadata or {})
+        self.prefix = prefix        # the saved part of a resumed run: it starts where this part starts
         self.save_times, self.path = times, checkpoint
         self.times, self.states, self.diags = [], [], []
         self.status = Status.OK
@@ -303,12 +308,17 @@ class _Run:
                           detail=getattr(self.stepper, "detail", ""),
                           options=dict(getattr(self.stepper, "options", {})))
 
+    def whole(self) -> Trajectory:
+        """The run from its very start: the prefix of a resumed run, then this part."""
+        own = self.trajectory()
+        return own if self.prefix is None else _concatenate(self.prefix, own)
+
     def write(self, complete: bool):
         from ._io import save
 
         resume = self.resume
         remaining = [t for t in self.save_times if t > self.times[-1] + 1e-12 * max(1.0, abs(t))]
-        save(self.trajectory(), self.path, complete=complete,
+        save(self.whole(), self.path, complete=complete,
              run_info=dict(self.metadata, t_final=float(self.save_times[-1]), remaining_times=remaining,
                            resume=resume))
 
@@ -317,8 +327,37 @@ def resume(path, *, callback=None, progress: bool = False, checkpoint_every: int
     """Continue the run whose checkpoint is ``path`` to its original ``t_final``; returns the whole trajectory.
 
     The continuation starts from the last saved state with the integrator's step size as it was, so a run
-    killed and resumed gives the same result as an uninterrupted one (to rounding).  The file keeps being
-    updated; a complete file is returned as it is.
+    killed and resumed gives the same result as an uninterrupted one (to rounding).  It saves the states
+    at the save times the checkpoint had not reached yet, with the backend, options and metadata of the
+    original run.
+
+    Parameters
+    ----------
+    path : str or Path
+        A checkpoint written by :func:`simulate` (``checkpoint=``) or ``meanfield run --output``.  It
+        is rewritten atomically with the whole trajectory during the continuation and when it ends (at
+        ``t_final``, or early), still resumable if the run did not finish.  A complete file is returned
+        as it is, unchanged.
+    callback : callable, optional
+        ``callback(t, state, diagnostics)`` at every newly saved time; returning True stops the run.
+    progress : bool
+        Show a progress bar (tqdm) over simulated time.
+    checkpoint_every : int
+        Rewrite ``path`` (atomically, with the whole trajectory so far) every ``checkpoint_every`` newly
+        saved states, as :func:`simulate` does: a resumed run killed again loses no saved state.
+    alpha : float or callable, optional
+        The nGPT/anGPT step α_t, required when the original run used a callable α (see :func:`load`).
+
+    Returns
+    -------
+    Trajectory
+        The saved states from the original start to the end of the continuation (``status`` tells how
+        the continuation ended).
+
+    Raises
+    ------
+    ResultFileError
+        When ``path`` is missing, damaged or not a meanfield result file (see :func:`load`).
     """
     from ._io import load, run_info
 
@@ -329,16 +368,8 @@ def resume(path, *, callback=None, progress: bool = False, checkpoint_every: int
         return done
     options = {**done.options, **info.get("resume", {})}
     metadata = {k: v for k, v in info.items() if k not in _RUN_KEYS}
-    rest = simulate(done.model, done.final, info["t_final"], backend=done.backend, t_eval=remaining,
-                    callback=callback, progress=progress, t0=float(done.times[-1]), **options)
-    merged = _concatenate(done, rest)
-    from ._io import save
-
-    left = [t for t in remaining if t > merged.times[-1] + 1e-12 * max(1.0, abs(t))]
-    save(merged, path, complete=merged.status is Status.OK,
-         run_info=dict(metadata, t_final=info["t_final"], remaining_times=left,
-                       resume=info.get("resume", {}) if rest.status is not Status.OK else {}))
-    return merged
+    return _simulate(done.model, done.final, info["t_final"], done.backend, None, remaining, callback, progress,
+                     path, checkpoint_every, float(done.times[-1]), metadata, done, options)
 
 
 def _check_nonnegative(diags: dict, options: dict) -> None:

@@ -54,8 +54,8 @@ def matrix(name: str, value, d: int) -> np.ndarray | None:
 
 def increasing_times(name: str, t) -> np.ndarray:
     t = np.atleast_1d(np.asarray(t, dtype=float))
-    if t.ndim != 1 or not np.all(np.isfinite(t)):
-        raise ValueError(f"`{name}` must be a finite 1-D array of times; got {t!r}.")
+    if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)):
+        raise ValueError(f"`{name}` must be a finite, non-empty 1-D array of times; got {t!r}.")
     if t.size > 1 and not np.all(np.diff(t) > 0):
         raise ValueError(f"`{name}` must be strictly increasing; got {name}={t!r}.")
     return t

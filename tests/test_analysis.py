@@ -40,9 +40,21 @@ def test_most_unstable_mode_values_and_scheme():
     # the speed factor does not depend on ℓ: same degree for every scheme, rates divided by s
     post = mf.most_unstable_mode(10.0)
     for scheme in CONTINUOUS:
-        assert mf.most_unstable_mode(10.0, scheme=scheme, t=0.5).ell == post.ell
+        tau = 1.0 if scheme == "mix-ln" else None
+        assert mf.most_unstable_mode(10.0, scheme=scheme, t=0.5, tau=tau).ell == post.ell
     peri = mf.most_unstable_mode(10.0, scheme="peri-ln", r0=2.0)
     assert peri.rate == pytest.approx(mf.growth_rate(10.0, post.ell, scheme="peri-ln", r0=2.0), rel=1e-14)
+
+
+def test_mix_ln_rate_switches_at_tau():
+    # Post-LN's rate until τ, Pre-LN's (speed r0) after; τ is required, as in Model
+    for t, like in ((0.5, "post-ln"), (5.0, "pre-ln")):
+        assert mf.growth_rate(1.0, 2, scheme="mix-ln", r0=2.0, t=t, tau=1.0) == pytest.approx(
+            mf.growth_rate(1.0, 2, scheme=like, r0=2.0), rel=1e-15)
+    with pytest.raises(ValueError, match="`tau`.*required"):
+        mf.growth_rate(1.0, 2, scheme="mix-ln")
+    with pytest.raises(ValueError, match="`tau` is only used"):
+        mf.growth_rates(1.0, 4, tau=1.0)
 
 
 def test_growth_and_mode_errors_name_the_parameter():

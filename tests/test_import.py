@@ -17,3 +17,11 @@ def test_lazy_public_names_resolve():
     for name in mf._LAZY:
         assert getattr(mf, name) is not None
     assert set(mf._LAZY) <= set(dir(mf))
+
+
+def test_star_import_gives_every_public_name():
+    import meanfield as mf
+    ns = {}
+    exec("from meanfield import *", ns)
+    assert set(mf._LAZY) <= set(ns) and {"simulate", "Density", "energy", "growth_rate"} <= set(ns)
+    assert not any(name.startswith("_") for name in mf.__all__)

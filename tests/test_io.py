@@ -90,6 +90,29 @@ def test_checkpoint_and_resume_reproduce_the_uninterrupted_run(tmp_path):
     assert mf._io.run_info(path)["complete"] and len(mf.load(path)) == len(full)
 
 
+def test_a_resumed_run_keeps_checkpointing(tmp_path):
+    # killed once, resumed, killed again: the file must hold every state saved before the second kill
+    model, dens = mf.Model(2.0), mf.Density.random(16, seed=1, amplitude=0.5)
+    path = tmp_path / "ck.h5"
+    mf.simulate(model, dens, 1.0, save_every=0.125, checkpoint=path, callback=lambda t, s, d: t >= 0.25 - 1e-12)
+    seen = []
+
+    def kill_after_two(t, state, diagnostics):
+        seen.append((t, len(mf.load(path))))        # what a kill at this moment would leave on disk
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        return False
+
+    resumed = mf.resume(path, callback=kill_after_two)
+    assert resumed.status is mf.Status.INTERRUPTED
+    assert [n for _, n in seen] == [4, 5, 6]           # t = 0, 0.125, 0.25 and each new save, as it was made
+    assert not mf._io.run_info(path)["complete"] and len(mf.load(path)) == 6
+    again = mf.resume(path)
+    full = mf.simulate(model, dens, 1.0, save_every=0.125)
+    assert again.success and np.array_equal(again.times, full.times)
+    assert max(np.max(np.abs(a.coeffs - b.coeffs)) for a, b in zip(full.states, again.states)) <= 1e-14
+
+
 def _checkpoint(tmp_path):
     """A checkpoint of a run stopped half-way (incomplete, resumable)."""
     path = tmp_path / "ck.h5"

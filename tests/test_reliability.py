@@ -24,6 +24,12 @@ TWO = [[1.0, 0, 0], [0, 1.0, 0]]
 NGPT_GOES_NEGATIVE = mf.Model(1.0, "ngpt", alpha=lambda t: 1.0 if t < 0.2 else -1.0)
 
 
+def _FE_DENSITY():
+    mesh = mf.SphereMesh.icosahedral(1)
+    space = mf.FESpace(mesh, 1)
+    return mf.FEDensity(space, np.ones(space.ndof))
+
+
 def sim(initial=SMOOTH, t_final=0.1, model=None, **kw):
     return mf.simulate(model or mf.Model(1.0), initial, t_final, **kw)
 
@@ -174,6 +180,41 @@ BAD_INPUTS = _beta_rows() + _bandlimit_rows() + [
     _row("particles-to-spectral", lambda: sim(P), TypeError, "backend='spectral'", "Particles"),
     _row("density-to-particles", lambda: sim(SMOOTH, backend="particles"), TypeError, "`initial`", "Density"),
     _row("d-mismatch", lambda: sim(P, model=mf.Model(1.0, d=4), backend="particles"), ValueError, "d=3", "d=4"),
+    # radius fields must be positive (Particles' radii already are)
+    _row("radius-negative-constant", lambda: mf.Density.from_function(lambda x: 1.0, 8, radius=-1.0),
+         ValueError, "`radius`", "> 0", "-1.0"),
+    _row("radius-sign-change", lambda: mf.Density.from_function(lambda x: 1.0, 8, radius=lambda x: x[..., 2]),
+         ValueError, "`radius`", "> 0"),
+    _row("radius-zonal", lambda: mf.ZonalDensity.from_function(lambda t: 1.0, 8, radius=lambda t: t),
+         ValueError, "`radius`", "> 0"),
+    _row("radius-coefficients", lambda: mf.Density.from_coefficients(SMOOTH.coeffs, radius=-SMOOTH.coeffs),
+         ValueError, "`radius`", "> 0"),
+    _row("radius-at-simulate", lambda: sim(mf.Density(SMOOTH.coeffs, 16, 3, radius=-SMOOTH.coeffs),
+                                           model=mf.Model(1.0, "pre-ln")), ValueError, "radius", "> 0"),
+    _row("radii-shape", lambda: mf.Particles(TWO, radii=np.ones(3)), ValueError, "`radii`", "(2,)", "(3,)"),
+    # query points and functions
+    _row("evaluate-nan", lambda: SMOOTH.evaluate([[np.nan, 0, 1.0]]), ValueError, "`points`", "finite"),
+    _row("evaluate-zero", lambda: SMOOTH.evaluate([[0.0, 0, 0]]), ValueError, "`points`", "zero vector"),
+    _row("evaluate-shape", lambda: mf.ZonalDensity.uniform(4, d=5).evaluate(np.ones((2, 3))), ValueError,
+         "`points`", "(..., 5)", "(2, 3)"),
+    _row("profile-range", lambda: mf.ZonalDensity.uniform(4).evaluate_profile(2.0), ValueError, "`t`", "[-1, 1]"),
+    _row("from_function-shape", lambda: mf.Density.from_function(lambda x: np.ones(3), 4), ValueError,
+         "`f`", "one value per point", "(3,)"),
+    _row("on_grid-type", lambda: SMOOTH.on_grid(32), TypeError, "`grid`", "SphereGrid", "int"),
+    _row("tail_fraction-range", lambda: SMOOTH.tail_fraction(2.0), ValueError, "`frac`", "(0, 1)", "2.0"),
+    _row("attention-zero-direction", lambda: mf.attention_field(mf.Model(1.0), [[0.0, 0, 0], [0, 0, 1.0]]),
+         ValueError, "`directions`", "zero vector"),
+    _row("equiangular-empty-t", lambda: mf.equiangular("post-ln", 1.0, 3, []), ValueError, "`t`", "non-empty"),
+    _row("mean_alignment-density", lambda: mf.mean_alignment(SMOOTH), TypeError, "`particles`", "Density"),
+    _row("fe-density-to-spectral", lambda: sim(_FE_DENSITY()), TypeError, "FEDensity", ".to_density(lmax)"),
+    # Mix-LN's switch time in the linear theory, as in Model
+    _row("growth_rate-mix-ln-no-tau", lambda: mf.growth_rate(1.0, 2, scheme="mix-ln"), ValueError, "`tau`",
+         "required"),
+    _row("growth_rate-tau-post-ln", lambda: mf.growth_rate(1.0, 2, tau=1.0), ValueError, "`tau`", "mix-ln"),
+    # float64 range
+    _row("funk_hecke-overflow", lambda: mf.funk_hecke(1e4, 4), ValueError, "`beta`", "709.78", "scaled=True"),
+    _row("energy-overflow", lambda: mf.energy(mf.Particles([[0, 0, 1.0]]), 800.0), mf.MeanfieldWarning,
+         "float64", "beta=800.0"),
 ]
 
 

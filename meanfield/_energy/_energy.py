@@ -14,16 +14,18 @@ Evaluation paths (one per measure type; DESIGN.md §1, §2):
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
 
+from .._errors import MeanfieldWarning
 from .._measures import Density, Particles, ZonalDensity
 from .._validate import choice, dimension, nonneg_int, positive_float
 from ..sphere import _circle as circ
 from ..sphere import _sh as sh
-from ..sphere._funk_hecke import funk_hecke, kernel_bandlimit, kernel_truncation_error
+from ..sphere._funk_hecke import funk_hecke_unscaled, kernel_bandlimit, kernel_truncation_error
 from ._kernel import (check_beta, check_D, isotropic_scale, kernel_sums, pair_energy, spectral_norm,
                       tangent_project)
 
@@ -147,7 +149,7 @@ def _density_atoms(rho: Density, beta: float, D: np.ndarray):
         n = max(deg + 1, 2 * rho.lmax + 1)                  # trapezoid exact for degree < n
         pts = circ.circle_points(n)
         w = rho.evaluate(pts) / n
-    bound = 2 * _GRID_TOL * funk_hecke(b, 0, rho.d)[0] if b > 0 else 0.0
+    bound = 2 * _GRID_TOL * funk_hecke_unscaled(b, 0, rho.d)[0] if b > 0 else 0.0
     return pts, w, bound
 
 
@@ -169,7 +171,7 @@ def atoms(measure, beta: float, D: np.ndarray):
 
 def _multipliers(b: float, lmax: int, d: int) -> np.ndarray:
     """Funk–Hecke multipliers of e^{b⟨x,y⟩} for any real b: λ_ℓ(−|b|) = (−1)^ℓ λ_ℓ(|b|)."""
-    lam = funk_hecke(abs(b), lmax, d)
+    lam = funk_hecke_unscaled(abs(b), lmax, d)
     if b < 0:
         lam = lam * (-1.0) ** np.arange(lmax + 1)
     return lam
@@ -225,7 +227,7 @@ def _particles_spectral(p: Particles, beta: float, c: float, lmax, tol):
         power = np.abs(ck) ** 2 * np.where(np.arange(lmax + 1) == 0, 1.0, 2.0)
         nufft = 0.0
     value = float(lam @ power) / (2.0 * beta)
-    lam0 = funk_hecke(abs(b), 0, d)[0]
+    lam0 = funk_hecke_unscaled(abs(b), 0, d)[0]
     bound = (lam0 * kernel_truncation_error(abs(b), lmax, d) + nufft) / (2.0 * beta)
     return EnergyEstimate(value, bound, "spectral")
 
@@ -316,7 +318,11 @@ def energy(measure, beta, D=None, *, method: str = "auto", lmax: int | None = No
     >>> round(mf.energy(mf.Particles([[0, 0, 1.0]]), 2.0), 6)       # a Dirac: e^β/(2β)
     1.847264
     """
-    return float(energy_estimate(measure, beta, D, method=method, lmax=lmax, tol=tol).value)
+    value = float(energy_estimate(measure, beta, D, method=method, lmax=lmax, tol=tol).value)
+    if np.isinf(value):
+        warnings.warn(f"E_(β,D) exceeds the float64 range at beta={beta!r} (it grows like e^β): returned inf.",
+                      MeanfieldWarning, stacklevel=2)
+    return value
 
 
 # ----------------------------------------------------------------------------------------------

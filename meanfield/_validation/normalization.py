@@ -134,7 +134,7 @@ def _mean_field_rates(rows):
         amp = np.array([st.coeffs[lm_index(L, 1, 0)].real for st in traj.states])
         # log-amplitude as a quartic in t (the rate changes in time with the radius): slope at t = 0
         fit = np.polyfit(traj.times, np.log(amp / eps), 4)
-        ref = growth_rate(BETA, 1, scheme=s)
+        ref = growth_rate(BETA, 1, scheme=s, **_kw(s))
         rates[s] = ref
         rows.append(compare(f"mean-field ℓ=1 rate at t=0, {LABEL[s]}, β={BETA:g}: PDE (S², L={L}) vs growth_rate",
                             ref, fit[-2], 1e-6, relative=True))

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._measures import Density, Particles
+from .._measures import Density, Particles, conversion_hint
 from .._validate import nonneg_int, positive_float
 
 
@@ -166,11 +166,39 @@ def alignment_statistics(measure, delta: float = 0.01, *, method: str = "auto",
     if isinstance(measure, Density):
         mean, frac = _density_stats(measure, delta)
         return AlignmentStatistics(mean, frac, delta)
-    raise TypeError(f"`measure` must be meanfield.Particles or meanfield.Density; got {type(measure).__name__}.")
+    raise TypeError(f"`measure` must be meanfield.Particles or meanfield.Density; got {type(measure).__name__}."
+                    + conversion_hint(measure))
 
 
 def aligned_fraction(measure, delta: float = 0.01, *, method: str = "auto", chunk: int | None = None) -> float:
-    """The fraction of pairs with ⟨x, y⟩ ≥ 1 − δ (:func:`alignment_statistics`'s ``aligned_fraction``)."""
+    """The fraction of pairs of distinct tokens with ⟨x, y⟩ ≥ 1 − δ, F_δ, of particles or a density.
+
+    The ``aligned_fraction`` field of :func:`alignment_statistics`, which describes the methods.
+
+    Parameters
+    ----------
+    measure : Particles or Density
+        Particles on any S^{d-1} (pairs i ≠ j weighted by w_i w_j), or a Density on S² or S¹ (pairs
+        drawn from ρ ⊗ ρ; an exact series in its coefficients).
+    delta : float
+        Alignment tolerance δ in (0, 2]: a pair counts when its angle is ≤ arccos(1 − δ).
+    method : {"auto", "tree", "direct"}
+        How the aligned pairs of particles are counted (exactly, either way); ignored for a Density.
+    chunk : int, optional
+        Rows per Gram block of ``method="direct"``.
+
+    Returns
+    -------
+    float
+        F_δ in [0, 1] (δ/2 for the uniform density on S²).
+
+    Raises
+    ------
+    ValueError
+        If ``delta`` is not in (0, 2], ``method`` is unknown, or a Density has no positive mass.
+    TypeError
+        If ``measure`` is neither Particles nor a Density.
+    """
     return alignment_statistics(measure, delta, method=method, chunk=chunk).aligned_fraction
 
 

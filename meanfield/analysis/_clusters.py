@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._measures import Density, Particles
+from .._measures import Density, Particles, conversion_hint
 from .._validate import nonneg_int, positive_float
 
 _PAIRS = 1 << 22          # above this many pairs within r/2, leaders are chosen greedily
@@ -286,7 +286,8 @@ def density_clusters(density, min_mass: float = 0.01, level: float | None = None
         decreasing mass.
     """
     if not isinstance(density, Density):
-        raise TypeError(f"`density` must be a meanfield.Density (S² or S¹); got {type(density).__name__}.")
+        raise TypeError(f"`density` must be a meanfield.Density (S² or S¹); got {type(density).__name__}."
+                        + conversion_hint(density))
     min_mass = positive_float("min_mass", min_mass, allow_zero=True)
     if min_mass > 1:
         raise ValueError(f"`min_mass` must be in [0, 1]; got min_mass={min_mass!r}.")
@@ -351,11 +352,27 @@ def density_clusters(density, min_mass: float = 0.01, level: float | None = None
 def cluster_count(measure, **options) -> int:
     """The number of clusters of Particles (:func:`particle_clusters`) or a Density (:func:`density_clusters`).
 
-    ``options`` go to the function of the measure's type (``angle`` for particles; ``min_mass``,
-    ``level``, ``resolution`` for densities).
+    Parameters
+    ----------
+    measure : Particles or Density
+        Tokens on any S^{d-1}, or a density on S² or S¹.
+    **options
+        Passed to the function of the measure's type: ``angle`` (radians, default 0.1) for particles;
+        ``min_mass`` (default 0.01), ``level``, ``resolution`` for densities.
+
+    Returns
+    -------
+    int
+        The number of clusters, ``Clusters.count``.
+
+    Raises
+    ------
+    TypeError
+        If ``measure`` is neither Particles nor a Density, or an option does not belong to its type.
     """
     if isinstance(measure, Particles):
         return particle_clusters(measure, **options).count
     if isinstance(measure, Density):
         return density_clusters(measure, **options).count
-    raise TypeError(f"`measure` must be meanfield.Particles or meanfield.Density; got {type(measure).__name__}.")
+    raise TypeError(f"`measure` must be meanfield.Particles or meanfield.Density; got {type(measure).__name__}."
+                    + conversion_hint(measure))

@@ -16,24 +16,34 @@ from ..sphere._funk_hecke import funk_hecke, funk_hecke_dbeta
 class _SpeedModel:
     """What a scheme row reads from a Model to evaluate its speed at the uniform state: α(t) and τ."""
 
-    tau = None
-
-    def __init__(self, alpha):
-        self._alpha = alpha
+    def __init__(self, alpha, tau):
+        self._alpha, self.tau = alpha, tau
 
     def alpha_at(self, _t):
         return self._alpha
 
 
-def _uniform_speed(sch, beta, d, softmax, lam0, r0, alpha, t) -> float:
+def _check_tau(sch, tau):
+    """τ as :class:`~meanfield.Model` takes it: required by Mix-LN, refused by every other scheme."""
+    if sch.uses_tau:
+        if tau is None:
+            raise ValueError(f"`tau` (the Mix-LN switch time) is required for scheme={sch.name!r}.")
+        return positive_float("tau", tau, allow_zero=True)
+    if tau is not None:
+        raise ValueError(f"`tau` is only used by scheme='mix-ln'; got tau={tau!r} with scheme={sch.name!r}.")
+    return None
+
+
+def _uniform_speed(sch, beta, d, softmax, lam0, r0, alpha, tau, t) -> float:
     """The scheme's speed factor s at the uniform state (radius r0, time t)."""
     # ‖A‖ = ⟨x, A⟩ at the uniform state: ∂_β λ_0 / λ_0 (SA) or ∂_β λ_0 (USA); scaled multipliers cancel
     radial = funk_hecke_dbeta(beta, 0, d, scaled=True)[0] / (lam0 if softmax else np.exp(-beta))
-    s = sch.speed(np.asarray(r0), np.asarray(radial), float(t), _SpeedModel(alpha))
+    s = sch.speed(np.asarray(r0), np.asarray(radial), float(t), _SpeedModel(alpha, tau))
     return float(s)
 
 
-def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0, alpha=1.0, t=0.0) -> np.ndarray:
+def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0, alpha=1.0, t=0.0,
+                 tau=None) -> np.ndarray:
     """Linear growth rates γ_0 … γ_lmax of every degree about the uniform measure (γ_0 = 0: mass).
 
     The vectorized form of :func:`growth_rate` (same parameters, ``lmax`` ≥ 1 instead of ``ell``):
@@ -54,14 +64,15 @@ def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     r0 = positive_float("r0", r0)
     alpha = positive_float("alpha", alpha)
     t = positive_float("t", t, allow_zero=True)
+    tau = _check_tau(sch, tau)
     lam = funk_hecke(beta, lmax, d, scaled=True)
     softmax = attention == "softmax"
     ell = np.arange(lmax + 1)
     rates = ell * (ell + d - 2) * lam / beta / (lam[0] if softmax else np.exp(-beta))
-    return rates / _uniform_speed(sch, beta, d, softmax, lam[0], r0, alpha, t)
+    return rates / _uniform_speed(sch, beta, d, softmax, lam[0], r0, alpha, tau, t)
 
 
-def growth_rate(beta, ell, d=3, attention="softmax", scheme="post-ln", r0=1.0, alpha=1.0, t=0.0) -> float:
+def growth_rate(beta, ell, d=3, attention="softmax", scheme="post-ln", r0=1.0, alpha=1.0, t=0.0, tau=None) -> float:
     """Linear growth rate γ_ℓ of a degree-ℓ perturbation of the uniform measure on S^{d-1}.
 
     Linearizing ∂_t ρ + div(ρ v[ρ]) = 0 about ρ ≡ 1 (Q = K = V = I) gives ρ = 1 + ε e^{γ_ℓ t} Y_ℓ with
@@ -70,8 +81,9 @@ def growth_rate(beta, ell, d=3, attention="softmax", scheme="post-ln", r0=1.0, a
         γ_ℓ = ℓ(ℓ + d − 2) λ_ℓ / (β λ_0 s)      (softmax attention),
 
     λ_ℓ the Funk–Hecke multipliers (normalized measure) and s the scheme's speed factor at the
-    uniform state (1 for Post-LN; r0 for Pre-LN; r0‖A‖ for Peri-LN with ‖A‖ = ∂_βλ_0/λ_0 (SA) or
-    ∂_βλ_0 (USA); ‖A‖/α for nGPT; √(t+1) for LN-Scaling), so it is the instantaneous rate at time t.
+    uniform state (1 for Post-LN and for Mix-LN until τ; r0 for Pre-LN, QKV-Norm and Mix-LN after τ;
+    r0‖A‖ for Peri-LN with ‖A‖ = ∂_βλ_0/λ_0 (SA) or ∂_βλ_0 (USA); ‖A‖/α for nGPT; √(t+1) for
+    LN-Scaling), so it is the instantaneous rate at time t.
 
     Parameters
     ----------
@@ -86,6 +98,8 @@ def growth_rate(beta, ell, d=3, attention="softmax", scheme="post-ln", r0=1.0, a
         A continuous scheme of the registry; default "post-ln".
     r0, alpha, t : float
         Radius of the uniform state, nGPT step α and time, where the speed factor needs them.
+    tau : float, optional
+        The Mix-LN switch time (required for scheme="mix-ln", refused otherwise, as in :class:`Model`).
 
     Returns
     -------
@@ -93,7 +107,7 @@ def growth_rate(beta, ell, d=3, attention="softmax", scheme="post-ln", r0=1.0, a
         γ_ℓ in inverse time units.
     """
     ell = nonneg_int("ell", ell, minimum=1)
-    return float(growth_rates(beta, ell, d, attention, scheme, r0, alpha, t)[ell])
+    return float(growth_rates(beta, ell, d, attention, scheme, r0, alpha, t, tau)[ell])
 
 
 class UnstableMode(NamedTuple):
@@ -111,7 +125,8 @@ class UnstableMode(NamedTuple):
     rate: float
 
 
-def most_unstable_mode(beta, d=3, attention="softmax", scheme="post-ln", r0=1.0, alpha=1.0, t=0.0) -> UnstableMode:
+def most_unstable_mode(beta, d=3, attention="softmax", scheme="post-ln", r0=1.0, alpha=1.0, t=0.0,
+                       tau=None) -> UnstableMode:
     """The most unstable degree ℓ* = argmax_{ℓ ≥ 1} γ_ℓ of the uniform measure, and its rate.
 
     γ_ℓ is :func:`growth_rate`.  The speed factor of the scheme does not depend on ℓ, so ℓ* is the
@@ -122,7 +137,7 @@ def most_unstable_mode(beta, d=3, attention="softmax", scheme="post-ln", r0=1.0,
 
     Parameters
     ----------
-    beta, d, attention, scheme, r0, alpha, t
+    beta, d, attention, scheme, r0, alpha, t, tau
         As in :func:`growth_rate`.
 
     Returns
@@ -133,7 +148,7 @@ def most_unstable_mode(beta, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     beta = positive_float("beta", beta)
     lmax = max(8, 2 * int(np.ceil(np.sqrt(2 * beta))) + 8)
     while True:
-        rates = growth_rates(beta, lmax, d, attention, scheme, r0, alpha, t)
+        rates = growth_rates(beta, lmax, d, attention, scheme, r0, alpha, t, tau)
         ell = int(np.argmax(rates[1:])) + 1
         if ell <= lmax // 2:
             return UnstableMode(ell, float(rates[ell]))
@@ -184,7 +199,7 @@ def l1_noise_threshold(n, d=3, quantile=None) -> float:
 
 
 def l1_noise_time(beta, n, amplitude, d=3, attention="softmax", scheme="post-ln", quantile=None, r0=1.0,
-                  alpha=1.0) -> float:
+                  alpha=1.0, tau=None) -> float:
     """Linear-theory time for the noise-seeded ℓ = 1 mode of n i.i.d. uniform tokens to reach ``amplitude``.
 
     t = ln(amplitude / ε_n) / γ_1, with ε_n = :func:`l1_noise_threshold` (n, d, quantile) and γ_1 =
@@ -202,7 +217,7 @@ def l1_noise_time(beta, n, amplitude, d=3, attention="softmax", scheme="post-ln"
         Number of tokens, n ≥ 1.
     amplitude : float
         Target |m|, in (0, 1].
-    d, attention, scheme, r0, alpha
+    d, attention, scheme, r0, alpha, tau
         As in :func:`growth_rate`.
     quantile : float, optional
         As in :func:`l1_noise_threshold` (default: the RMS noise).
@@ -216,5 +231,5 @@ def l1_noise_time(beta, n, amplitude, d=3, attention="softmax", scheme="post-ln"
     if amplitude > 1:
         raise ValueError(f"`amplitude` must be in (0, 1] (|m| ≤ 1); got amplitude={amplitude!r}.")
     eps = l1_noise_threshold(n, d, quantile)
-    gamma = growth_rate(beta, 1, d, attention, scheme, r0, alpha)
+    gamma = growth_rate(beta, 1, d, attention, scheme, r0, alpha, tau=tau)
     return float(max(np.log(amplitude / eps), 0.0) / gamma)

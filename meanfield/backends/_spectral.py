@@ -20,11 +20,12 @@ import numpy as np
 from .._errors import UnsupportedModelError
 from .._memory import available_bytes, fits, require
 from .._integrators import error_norm, get_method, next_step, rk_step
-from .._measures import Density, ZonalDensity
+from .._measures import Density, ZonalDensity, conversion_hint
 from .._model import Model
 from .._simulate import MeanfieldWarning, Status, register_backend
 from .._validate import choice, nonneg_int, positive_float
-from ..sphere._funk_hecke import funk_hecke, funk_hecke_dbeta, kernel_bandlimit, kernel_truncation_error
+from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, funk_hecke_unscaled, kernel_bandlimit,
+                                  kernel_truncation_error)
 from ._bases import CircleBasis, S2Basis, ZonalBasis, workspace
 
 POLICIES = ("stop", "refine", "handoff")
@@ -329,6 +330,10 @@ class SpectralBackend:
             if rad:
                 y[i, 1] = (self._resize_from(s.radius, s.lmax) if s.radius is not None
                            else self.basis.uniform() * opts["r0"])
+                r_min = float(np.min(self.basis.synth(y[i, 1])))
+                if not r_min > 0:
+                    raise ValueError(f"the radius field of species {i} must be > 0 everywhere; its minimum on the "
+                                     f"solver's grid is {r_min:.3g}.")
         self.y = y
         self._mass0 = float(np.sum(self.basis.mass(y[:, 0])))
         self.step_log = {k: [] for k in ("t", "dt", "lmax", "mass_error", "min_rho", "tail", "max_speed",
@@ -345,7 +350,7 @@ class SpectralBackend:
         kinds = {type(s) for s in species}
         if not kinds <= {Density, ZonalDensity} or len(kinds) != 1:
             raise TypeError("backend='spectral' needs a Density, a ZonalDensity or a list of one kind; "
-                            f"got {[type(s).__name__ for s in species]}.")
+                            f"got {[type(s).__name__ for s in species]}." + conversion_hint(species[0]))
         for s in species:
             if s.d != self.model.d:
                 raise ValueError(f"the density has d={s.d} but the model has d={self.model.d}.")
@@ -369,7 +374,7 @@ class SpectralBackend:
         else:
             raise UnsupportedModelError(f"backend='spectral' handles d = 2, 3 or zonal data; got d={d}.")
         self.attention = SpectralAttention(self.model, self.basis, self.options["quadrature_tol"])
-        self._energy_w = (self.basis.energy_weights(funk_hecke(self.model.beta_eff, lmax + 1, d))
+        self._energy_w = (self.basis.energy_weights(funk_hecke_unscaled(self.model.beta_eff, lmax + 1, d))
                           if self.attention.path != "quadrature" else None)
 
     def _resize_from(self, c, lmax_in):

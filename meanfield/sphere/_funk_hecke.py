@@ -23,6 +23,15 @@ def _prefactor_log(beta: float, d: int) -> float:
     return special.gammaln(d / 2) + nu * np.log(2.0 / beta)
 
 
+_MAX_UNSCALED_BETA = float(np.log(np.finfo(float).max))   # ≈ 709.78: e^β overflows float64 above it
+
+
+def _check_unscaled(beta, scaled):
+    if not scaled and beta > _MAX_UNSCALED_BETA:
+        raise ValueError(f"`beta` must be ≤ {_MAX_UNSCALED_BETA:.2f} with scaled=False (the multipliers grow like "
+                         f"e^β and overflow float64); got beta={beta!r}. Use scaled=True, which returns e^(-β)·λ_ℓ.")
+
+
 def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
     """Funk–Hecke multipliers λ_0 … λ_lmax of the kernel exp(β⟨x, y⟩).
 
@@ -45,7 +54,8 @@ def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
     Notes
     -----
     λ_ℓ = Γ(d/2) (2/β)^{d/2-1} I_{ℓ+d/2-1}(β); for d = 3 this is √(π/(2β)) I_{ℓ+1/2}(β), for d = 2 it is
-    I_ℓ(β).  Computed from ``scipy.special.ive`` so nothing overflows before the final unscaling.
+    I_ℓ(β).  Computed from ``scipy.special.ive``; only the final unscaling by e^β can overflow, and
+    ``scaled=False`` is refused above β ≈ 709.78, where it would.
     """
     beta = positive_float("beta", beta, allow_zero=True)
     lmax = nonneg_int("lmax", lmax)
@@ -53,9 +63,17 @@ def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
     ell = np.arange(lmax + 1)
     if beta == 0.0:
         return (ell == 0).astype(float)
+    _check_unscaled(beta, scaled)
     nu = d / 2 - 1
     scaled_vals = np.exp(_prefactor_log(beta, d)) * special.ive(ell + nu, beta)
     return scaled_vals if scaled else scaled_vals * np.exp(beta)
+
+
+def funk_hecke_unscaled(beta, lmax, d=3) -> np.ndarray:
+    """λ_ℓ without the check of :func:`funk_hecke`: entries beyond float64 come back as inf (for internal
+    sums that report an overflowing value as inf)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return funk_hecke(beta, lmax, d, scaled=True) * np.exp(beta)
 
 
 def funk_hecke_dbeta(beta, lmax, d=3, scaled=False) -> np.ndarray:
@@ -73,6 +91,7 @@ def funk_hecke_dbeta(beta, lmax, d=3, scaled=False) -> np.ndarray:
     if beta == 0.0:
         # λ_ℓ'(0) = ∫ t P_ℓ dσ: only ℓ = 1 survives, with value 1/d (since ∫ t² dσ = 1/d).
         return np.where(ell == 1, 1.0 / d, 0.0)
+    _check_unscaled(beta, scaled)
     nu = d / 2 - 1
     pre = np.exp(_prefactor_log(beta, d))
     scaled_vals = pre * (special.ive(ell + nu + 1, beta) + (ell / beta) * special.ive(ell + nu, beta))
