@@ -4,7 +4,8 @@ Layout (version 1)::
 
     /                    attrs: format, format_version, meanfield_version, backend, status, detail, complete
     /model               attrs: beta, scheme, attention, d, alpha, tau; datasets Q, K, V when given
-    /run                 attrs: t_final, options (JSON), resume (JSON), config (TOML text, from the CLI), seed
+    /run                 attrs: t_final (default: the last saved time), options (JSON), resume (JSON),
+                         config (TOML text, from the CLI), seed
     /scales/t            the saved times (a dimension scale)
     /states/000000 …     one group per saved state, attrs kind and t:
                          density: coeffs, [radius], attrs lmax, d; zonal: coeffs, [radius], axis;
@@ -195,7 +196,9 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool = Tru
     path : str or Path
         Target file; an existing file is replaced only once the new one is complete.
     run_info : dict, optional
-        Extra run attributes (``t_final``, ``resume`` options, the CLI ``config`` text, ``seed``).
+        Extra run attributes (``t_final``, ``resume`` options, the CLI ``config`` text, ``seed``).  A
+        trajectory's ``t_final`` defaults to its last saved time (the time an in-memory run reached),
+        so that ``meanfield info`` shows it and :func:`meanfield.resume` can extend the file.
     complete : bool
         False for a checkpoint of a run still in progress.
     """
@@ -203,6 +206,9 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool = Tru
 
     if isinstance(trajectory, EnergyResult):
         return _atomic_write(path, ENERGY_FORMAT, lambda f: _write_energy(f, trajectory), run_info, complete)
+    run_info = dict(run_info or {})
+    if run_info.get("t_final") is None:
+        run_info["t_final"] = float(trajectory.times[-1])
     return _atomic_write(path, FORMAT, lambda f: _write_trajectory(f, trajectory), run_info, complete)
 
 

@@ -71,8 +71,8 @@ class Status(enum.Enum):
 
     OK = "Reached t_final."
     RESOLUTION_LOST = ("Spectral resolution lost: the tail-energy fraction or the negativity of the density "
-                       "exceeded the policy threshold; the last resolved state is kept. Raise `lmax`, use "
-                       "on_resolution_loss='refine' or backend='hybrid'.")
+                       "exceeded the policy threshold; the last resolved state is kept (what to change: see the "
+                       "detail).")
     NON_FINITE = "The state became NaN or infinite; the last finite state is kept. Reduce the step size."
     STEP_TOO_SMALL = "The adaptive step size fell below `min_step`; the dynamics is too stiff or singular here."
     MASS_DRIFT = "Mass drifted beyond `mass_tol`; reduce `rtol` or raise `lmax`."
@@ -323,8 +323,9 @@ class _Run:
                            resume=resume))
 
 
-def resume(path, *, callback=None, progress: bool = False, checkpoint_every: int = 1, alpha=None) -> Trajectory:
-    """Continue the run whose checkpoint is ``path`` to its original ``t_final``; returns the whole trajectory.
+def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool = False, checkpoint_every: int = 1,
+           alpha=None) -> Trajectory:
+    """Continue the run whose checkpoint is ``path`` to its ``t_final`` (or beyond); returns the whole trajectory.
 
     The continuation starts from the last saved state with the integrator's step size as it was, so a run
     killed and resumed gives the same result as an uninterrupted one (to rounding).  It saves the states
@@ -337,7 +338,13 @@ def resume(path, *, callback=None, progress: bool = False, checkpoint_every: int
         A checkpoint written by :func:`simulate` (``checkpoint=``) or ``meanfield run --output``.  It
         is rewritten atomically with the whole trajectory during the continuation and when it ends (at
         ``t_final``, or early), still resumable if the run did not finish.  A complete file is returned
-        as it is, unchanged.
+        as it is, unchanged, unless ``t_final`` asks for more.
+    t_final : float, optional
+        Run on to this time instead of the stored ``t_final`` (it must not be earlier): a finished run is
+        extended, in the same file.  The file's ``t_final`` becomes this one.
+    save_every : float, optional
+        Spacing of the saved states beyond the stored ``t_final`` (default: the spacing of the last two
+        stored save times).  Only with ``t_final``.
     callback : callable, optional
         ``callback(t, state, diagnostics)`` at every newly saved time; returning True stops the run.
     progress : bool
@@ -363,13 +370,32 @@ def resume(path, *, callback=None, progress: bool = False, checkpoint_every: int
 
     done = load(path, alpha=alpha)
     info = run_info(path)
-    remaining = info.get("remaining_times", [])
-    if info["complete"] or not remaining:
+    stored_final = float(info["t_final"])
+    remaining = [] if info["complete"] else list(info.get("remaining_times", []))
+    end = stored_final
+    if t_final is not None:
+        end = positive_float("t_final", t_final)
+        if end < stored_final * (1 - 1e-12):
+            raise ValueError(f"`t_final` must be ≥ the stored t_final={stored_final:g} (the states up to it are "
+                             f"in the file); got t_final={t_final!r}.")
+        remaining += list(_extension_times(done.times, stored_final, end, save_every))
+    elif save_every is not None:
+        raise ValueError("`save_every` sets the save times of an extension: give `t_final` with it.")
+    if not remaining:
         return done
     options = {**done.options, **info.get("resume", {})}
     metadata = {k: v for k, v in info.items() if k not in _RUN_KEYS}
-    return _simulate(done.model, done.final, info["t_final"], done.backend, None, remaining, callback, progress,
+    return _simulate(done.model, done.final, end, done.backend, None, remaining, callback, progress,
                      path, checkpoint_every, float(done.times[-1]), metadata, done, options)
+
+
+def _extension_times(times, stored_final, end, save_every) -> np.ndarray:
+    """Save times in (stored_final, end]: every ``save_every`` (default the last stored spacing), and ``end``."""
+    if end <= stored_final:
+        return np.array([])
+    if save_every is None:
+        save_every = float(times[-1] - times[-2]) if len(times) > 1 else end - stored_final
+    return save_times(end, save_every, None, stored_final)[1:]
 
 
 def _check_nonnegative(diags: dict, options: dict) -> None:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import warnings
 from pathlib import Path
 
 _EPILOG = {
     "run": "Examples: meanfield run examples/post_ln_s2.toml --output post_ln.h5   (add --resume to continue a "
-           "killed run from its checkpoint); meanfield run examples/demo_post_ln.toml examples/demo_peri_ln.toml "
+           "killed run from its checkpoint, and --resume --t-final T to extend a finished one); meanfield run examples/demo_post_ln.toml examples/demo_peri_ln.toml "
            "--output demo-runs --figure demo.png   (several runs into a folder, one comparison figure); "
            "meanfield run examples/energy_minimize_s2.toml --output min.h5 --figure min.png   (an energy problem)",
     "plot": "Examples: meanfield plot post_ln.h5 --output post_ln.png   (one result: snapshots and diagnostics); "
@@ -41,6 +42,9 @@ def _parser():
                           "side-by-side comparison (labelled by the config stems) for several")
     run.add_argument("--resume", action="store_true",
                      help="continue from the checkpoint in --output (one configuration only)")
+    run.add_argument("--t-final", type=float, default=None, metavar="T",
+                     help="with --resume: run on to time T (a finished run is extended in the same file; saved "
+                          "states beyond the stored t_final keep the last spacing)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     plot = sub.add_parser("plot", help="figures of a result file, or a comparison of several",
                           epilog=_EPILOG["plot"])
@@ -87,6 +91,10 @@ def main(argv=None) -> int:
     try:
         with _one_line_warnings(args.command):
             return _COMMANDS[args.command](args)
+    except BrokenPipeError:
+        # the reader went away (`meanfield info R.h5 | head`): not an error; keep Python's flush at exit quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ConfigError, MeanfieldError, ValueError, TypeError, OSError) as e:
         print(f"meanfield {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -95,7 +103,7 @@ def main(argv=None) -> int:
 @contextlib.contextmanager
 def _one_line_warnings(command: str):
     """meanfield's warnings as ``meanfield COMMAND: warning: …`` lines (not Python's file:line format)."""
-    from ._simulate import MeanfieldWarning
+    from ._errors import MeanfieldWarning
 
     default = warnings.showwarning
 
@@ -132,6 +140,9 @@ def _run(args) -> int:
 
     paths = [Path(c) for c in args.config]
     several = len(paths) > 1
+    if args.t_final is not None and not args.resume:
+        raise ValueError("--t-final extends a stored run: use it with --resume (for a new run, set t_final in "
+                         "CONFIG).")
     if args.resume and several:
         raise ValueError(f"--resume continues one run (its checkpoint is --output); got {len(paths)} configurations. "
                          "Resume each with `meanfield run CONFIG --output FOLDER/<stem>.h5 --resume`.")
@@ -145,7 +156,8 @@ def _run(args) -> int:
             raise ValueError(f"{args.output!r} holds an energy problem, which is solved in one go and has no "
                              "checkpoint: nothing to resume.")
         _warn_if_config_differs(paths[0], args.output)
-        results, outputs = [mf.resume(args.output, progress=not args.quiet)], [Path(args.output)]
+        results = [mf.resume(args.output, t_final=args.t_final, progress=not args.quiet)]
+        outputs = [Path(args.output)]
     else:
         configs = []
         for path in paths:                      # validate every file before running any
@@ -190,7 +202,8 @@ def _warn_if_config_differs(config: Path, output) -> None:
         given = None
     if stored is not None and given != stored:
         warnings.warn(f"{str(config)!r} differs from the configuration stored in {str(output)!r}; --resume "
-                      "continues the stored run (model, options, t_final) and does not read CONFIG.",
+                      "continues the stored run (model, options, t_final) and does not read CONFIG; "
+                      "add --t-final T to run it longer.",
                       MeanfieldWarning, stacklevel=2)
 
 

@@ -2,8 +2,11 @@
 comparisons of several runs (matplotlib, lazily imported)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
+from ._errors import MeanfieldWarning
 from ._measures import Density, Particles
 from ._validate import choice, nonneg_int
 from .sphere._interop import mollweide_grid
@@ -190,10 +193,12 @@ def diagnostics(trajectory, keys=("energy", "tail_fraction", "min_rho", "max_spe
 
 def _series(trajectory, key):
     """(t, values) of a diagnostic: per integrator step when the backend logs it over the whole run, else at
-    the saved times (a hybrid run logs its spectral steps only: its saved diagnostics go to the end)."""
+    the saved times (a hybrid run logs its spectral quantities for the spectral steps only, NaN after the
+    hand-off: its saved diagnostics go to the end)."""
     t, v = trajectory.steps.get("t"), trajectory.steps.get(key)
     whole = (t is not None and v is not None and len(v) > 0 and len(v) == len(t)
-             and t[-1] >= trajectory.times[-1] - 1e-12 * max(1.0, abs(trajectory.times[-1])))
+             and t[-1] >= trajectory.times[-1] - 1e-12 * max(1.0, abs(trajectory.times[-1]))
+             and bool(np.isfinite(np.asarray(v, dtype=float)[-1])))
     if not whole:
         t, v = trajectory.times, trajectory.diagnostics[key]
     return np.asarray(t, dtype=float), np.asarray(v, dtype=float)
@@ -347,19 +352,48 @@ def _check_comparison(trajectories, labels):
     return trajs, [str(lab) for lab in labels]
 
 
+def _common_times(times):
+    """The times saved by every run (to rounding)."""
+    common = np.asarray(times[0], dtype=float)
+    for t in times[1:]:
+        common = common[np.any(_close(common[:, None], np.asarray(t)[None, :]), axis=1)]
+    return common
+
+
 def _common_targets(times, panels):
     """Column times: ``panels`` evenly spaced times saved by every run, else evenly spaced targets
     over the common time range (each run then shows its saved state nearest to the target)."""
     n = min(panels, min(len(t) for t in times))
-    common = np.asarray(times[0], dtype=float)
-    for t in times[1:]:
-        common = common[np.any(_close(common[:, None], np.asarray(t)[None, :]), axis=1)]
+    common = _common_times(times)
     if len(common) >= n:
         return common[np.unique(np.linspace(0, len(common) - 1, n).round().astype(int))]
     lo, hi = max(t[0] for t in times), min(t[-1] for t in times)
     if hi < lo:   # disjoint time ranges: span them all
         lo, hi = min(t[0] for t in times), max(t[-1] for t in times)
-    return np.linspace(lo, hi, n)
+    return np.unique(np.linspace(lo, hi, n))     # ranges meeting at one time: one column, not n equal ones
+
+
+def _few_common_times(trajs, targets) -> str | None:
+    """Why the comparison of ``trajs`` at the column times ``targets`` is not at common times (None if it is)."""
+    times = [np.asarray(tr.times, dtype=float) for tr in trajs]
+    common = _common_times(times)
+    if len(trajs) < 2 or len(common) >= 2:
+        return None
+    shared = "no saved time" if len(common) == 0 else f"only one saved time (t = {common[0]:g})"
+    msg = (f"the runs share {shared}: each column of the comparison shows every run's saved state nearest to "
+           "the column's time")
+    gap = max(float(np.ptp([t[_nearest(t, target)] for t in times])) for target in targets)
+    if gap > 0:
+        msg += f" (states up to Δt = {gap:.3g} apart)"
+    msg += (", and the distance of runs without two common saved times is taken between those states"
+            + (", at a single time" if len(targets) == 1 else ""))
+    lo, hi = max(t[0] for t in times), min(t[-1] for t in times)
+    if _close(hi, lo):
+        msg += f"; their time ranges meet only at t = {lo:g}"
+    elif hi < lo:
+        msg += "; their time ranges do not overlap"
+    return msg + (". Save the runs at the same times (the same `save_every` and `t_final`, or the same `t_eval`) "
+                  "to compare them over time.")
 
 
 def _nearest(times, t):
@@ -510,6 +544,15 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
         For an empty sequence, runs in different dimensions, a ``labels`` of the wrong length, a bad
         ``panels``, ``projection`` or ``distance``, or a ``.gif`` output (animations take one run:
         :func:`animation`).
+
+    Warns
+    -----
+    MeanfieldWarning
+        When the runs share fewer than two saved times (e.g. different ``save_every``, or a run that
+        stopped before its first save): the columns and the distance then pair states saved at
+        different times, and the message says how many times are shared and how far apart the
+        states shown are.  Runs saved at the same times (same ``save_every`` and ``t_final``, or
+        ``t_eval``) avoid it.
     """
     trajs, labels = _check_comparison(trajectories, labels)
     panels = nonneg_int("panels", panels, minimum=1)
@@ -518,8 +561,11 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
     if output is not None and str(output).lower().endswith(".gif"):
         raise ValueError("`output` cannot be a GIF for a comparison (animations take one run); "
                          f"got output={str(output)!r}.")
-    plt = _plt()
     targets = _common_targets([tr.times for tr in trajs], panels)
+    few = _few_common_times(trajs, targets)
+    if few is not None:
+        warnings.warn(few, MeanfieldWarning, stacklevel=2)
+    plt = _plt()
     curves = _distance_curves(trajs, labels, targets, distance)
     keys = [k for k in COMPARISON_KEYS if all(k in tr.diagnostics for tr in trajs)]
     n_bottom = min(bool(curves) + len(keys), max(len(targets), 3))

@@ -71,3 +71,17 @@ def test_hybrid_bad_options():
         mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, backend="hybrid", particle_backend="gpu")
     with pytest.raises(mf.UnsupportedModelError, match="zonal"):
         mf.simulate(mf.Model(1.0, d=5), mf.ZonalDensity.uniform(4, d=5), 1.0, backend="hybrid")
+
+
+def test_hybrid_refines_up_to_lmax_max_before_handing_off():
+    # S¹ keeps it cheap: without lmax_max the hand-off is at the starting band limit; with it, later and at lmax_max
+    model, dens = mf.Model(3.0, d=2), mf.Density.random(24, d=2, seed=3, amplitude=0.8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        plain = mf.simulate(model, dens, 4.0, backend="hybrid", save_every=1.0)
+        refined = mf.simulate(model, dens, 4.0, backend="hybrid", save_every=1.0, lmax_max=96)
+    assert plain.success and refined.success
+    assert "lmax=24" in plain.detail and "lmax=96" in refined.detail
+    t_plain, t_refined = (float(r.detail.split(" at t=")[1].split(" ")[0]) for r in (plain, refined))
+    assert t_refined > t_plain
+    assert "backend='hybrid'" not in refined.detail        # no advice to use the backend that is running

@@ -273,4 +273,16 @@ def test_refine_steps_up_to_lmax_max_exactly_then_says_so():
         tr = mf.simulate(mf.Model(5.0), _smooth(16), 8.0, on_resolution_loss="refine", lmax_max=60)
     assert tr.status is mf.Status.RESOLUTION_LOST
     assert list(np.unique(tr.steps["lmax"])) == [16, 24, 36, 54, 60]
-    assert "Refinement reached lmax_max=60" in tr.message and "raise `lmax_max`" in tr.message
+    assert "Refinement reached lmax_max=60" in tr.message and "Raise `lmax_max`" in tr.message
+    assert "on_resolution_loss='refine'" not in tr.message          # the advice fits the policy in use
+
+
+def test_mean_alignment_diagnostic_is_that_of_the_density():
+    # |m|², m = ∫ x dμ: the particles' mean_alignment of the density, so comparisons can overlay it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(2.0), mf.Density.random(16, seed=2, amplitude=0.7), 0.5, save_every=0.25)
+        zonal = mf.simulate(mf.Model(2.0, d=5), mf.ZonalDensity.from_function(lambda t: 1 + 0.5 * t, 8, d=5), 0.2)
+    expected = [mf.alignment_statistics(s).mean_alignment for s in tr.states]
+    assert np.allclose(tr.diagnostics["mean_alignment"], expected, rtol=1e-12, atol=0)
+    assert zonal.diagnostics["mean_alignment"][0] == pytest.approx((0.5 / 5) ** 2, rel=1e-13)   # (g_1/d)²

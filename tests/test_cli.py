@@ -378,3 +378,21 @@ def test_resume_with_another_config_says_it_continues_the_stored_run(tmp_path, c
         assert main(["run", str(cfg), "--output", str(out), "--resume", "--quiet"]) == 0
         assert "differs" not in capsys.readouterr().err
     assert mf.load(out).model.scheme == "post-ln"
+
+
+def test_resume_t_final_extends_a_finished_run(tmp_path, capsys):
+    cfg, out = tmp_path / "a.toml", tmp_path / "a.h5"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+        first = mf.load(out)
+        t_end = float(first.times[-1])
+        spacing = float(first.times[-1] - first.times[-2])
+        assert main(["run", str(cfg), "--output", str(out), "--resume", "--t-final", str(1.5 * t_end), "--quiet"]) == 0
+    longer = mf.load(out)
+    assert longer.success and longer.times[-1] == pytest.approx(1.5 * t_end)
+    assert np.allclose(np.diff(longer.times[len(first) - 1:]), spacing)
+    assert mf._io.run_info(out)["t_final"] == pytest.approx(1.5 * t_end)
+    assert main(["run", str(cfg), "--output", str(out), "--t-final", "3", "--quiet"]) == 2
+    assert "use it with --resume" in capsys.readouterr().err

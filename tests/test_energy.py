@@ -211,6 +211,10 @@ def test_bad_inputs():
         mf.energy(p, 1.0, np.full((3, 3), np.nan))
     with pytest.raises(ValueError, match="`D`"):
         mf.energy(p, 1.0, float("inf"))
+    with pytest.raises(ValueError, match="`D`.*3 numbers"):
+        mf.energy(p, 1.0, [1.0, 2.0])
+    # d numbers are the diagonal, as in a configuration file's [energy] table
+    assert mf.energy(p, 1.0, [1.0, 0.5, 0.2]) == mf.energy(p, 1.0, np.diag([1.0, 0.5, 0.2]))
     with pytest.raises(ValueError, match="`method`"):
         mf.energy(p, 1.0, method="magic")
     with pytest.raises(ValueError, match="`method`"):

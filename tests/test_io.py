@@ -182,3 +182,27 @@ def test_a_checkpoint_of_a_running_or_killed_run_reads_as_incomplete(tmp_path):
     assert mid.status is mf.Status.INCOMPLETE and not mid.success
     assert "of t_final = 0.5" in mid.detail and "resume" in mid.message
     assert done.status is mf.Status.OK and mf.load(path).status is mf.Status.OK
+
+
+def test_an_in_memory_run_is_saved_with_its_t_final(tmp_path, trajectory, capsys):
+    # mf.save without run_info: t_final is the last saved time, so `meanfield info` shows it and
+    # mf.resume can read the file back and extend it (it used to store no t_final: "None", KeyError)
+    import warnings
+
+    from meanfield._io import run_info
+    from meanfield.cli import main
+
+    path = mf.save(trajectory, tmp_path / "r.h5")
+    assert run_info(path)["t_final"] == trajectory.times[-1] == 0.5
+    assert main(["info", str(path)]) == 0
+    assert "t_final: 0.5," in capsys.readouterr().out
+    same = mf.resume(path)                                   # complete at its t_final: nothing to do
+    np.testing.assert_array_equal(same.times, trajectory.times)
+    with warnings.catch_warnings():                          # the tail warning of β = 2 at lmax = 12 after t = 0.5
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        longer = mf.resume(path, t_final=0.75)               # extended with the last spacing
+    np.testing.assert_allclose(longer.times, [0.0, 0.25, 0.5, 0.75])
+    assert longer.success and run_info(path)["t_final"] == 0.75
+    # other run attributes keep the default; an explicit t_final is kept as given
+    assert run_info(mf.save(trajectory, tmp_path / "s.h5", run_info={"seed": 3}))["t_final"] == 0.5
+    assert run_info(mf.save(trajectory, tmp_path / "t.h5", run_info={"t_final": 2.0}, complete=False))["t_final"] == 2.0

@@ -81,11 +81,11 @@ def test_pde_vs_particles_figure_and_its_distance(runs, tmp_path):
     out = tmp_path / "cmp.png"
     fig = plot.comparison_figure([pde, particles], out, panels=3)
     assert out.stat().st_size > 10_000
-    # 2 rows of 3 snapshots, then the distance and the shared diagnostics energy and max_speed
+    # 2 rows of 3 snapshots, then the distance and the first shared diagnostics, energy and mean_alignment
     assert len(fig.axes) == 2 * 3 + 3
     assert _titles(fig, 0) == _titles(fig, 1) == ["t = 0", "t = 0.2", "t = 0.3"]
     assert [ax.name for ax in fig.subfigs[1].axes] == ["mollweide"] * 3
-    assert [ax.get_title() for ax in fig.subfigs[2].axes] == [r"$H^{-1}$ distance", "energy", "max_speed"]
+    assert [ax.get_title() for ax in fig.subfigs[2].axes] == [r"$H^{-1}$ distance", "energy", "mean_alignment"]
     assert [line.get_label() for line in fig.subfigs[2].axes[1].get_lines()] == ["post-ln, spectral",
                                                                                   "post-ln, particles"]
     (dist,) = [ax for ax in fig.axes if ax.get_gid() == "distance"]
@@ -120,6 +120,32 @@ def test_different_save_times_use_the_nearest_saved_states(runs):
     (dist,) = [ax for ax in fig.axes if ax.get_gid() == "distance"]
     np.testing.assert_allclose(dist.get_lines()[0].get_xdata(), [0.0, 0.3])   # the two common times
     plt.close(fig)
+
+
+def test_runs_without_two_common_saved_times_are_compared_with_a_warning(runs):
+    pde, particles, coarse = runs                            # pde: 0, 0.1, 0.2, 0.3
+    with warnings.catch_warnings():                          # 0 and 0.3 are common to pde and coarse: no warning
+        warnings.simplefilter("error", mf.MeanfieldWarning)
+        plt.close(plot.comparison_figure([pde, coarse], panels=3))
+    # saved at other times and stopped earlier: only t = 0 is common
+    other = mf.simulate(pde.model, particles.states[0], 0.25, save_every=0.125, backend="particles")
+    match = r"share only one saved time \(t = 0\).*Δt = 0.05 .*save_every"
+    with pytest.warns(mf.MeanfieldWarning, match=match) as rec:
+        fig = plot.comparison_figure([pde, other], panels=3)
+    assert len(rec) == 1
+    assert _titles(fig, 1) == ["t = 0", "t = 0.125", "t = 0.25"]
+    plt.close(fig)
+    # a continuation from the end of the run: the time ranges meet at t = 0.3 only; one column, not three equal ones
+    later = mf.simulate(pde.model, particles.final, 0.5, save_every=0.1, t0=0.3, backend="particles")
+    with pytest.warns(mf.MeanfieldWarning, match=r"t = 0\.3\).*a single time; their time ranges meet only at t = 0\.3"):
+        fig = plot.comparison_figure([pde, later], panels=3)
+    assert _titles(fig, 0) == _titles(fig, 1) == ["t = 0.3"]
+    (dist,) = [ax for ax in fig.axes if ax.get_gid() == "distance"]
+    np.testing.assert_allclose(dist.get_lines()[0].get_xdata(), [0.3])
+    plt.close(fig)
+    with warnings.catch_warnings():                          # one run alone has nothing to share
+        warnings.simplefilter("error", mf.MeanfieldWarning)
+        plt.close(plot.comparison_figure([later], panels=3))
 
 
 def test_comparison_figure_validates_its_inputs(runs, tmp_path):
@@ -231,3 +257,16 @@ def test_maps_of_one_time_share_a_colour_scale():
         assert top.get_clim() == bottom.get_clim() == (0.0, pytest.approx(vmax, rel=1e-12))
     assert sum(ax.get_label() == "<colorbar>" for ax in fig.subfigs[1].axes) == 3
     plt.close(fig)
+
+
+def test_diagnostic_series_of_a_hybrid_run_reach_its_end():
+    # the step log of a hybrid run is NaN for spectral quantities after the hand-off: use the saved diagnostics
+    from meanfield.plot import _series
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(4.0, d=2), mf.Density.random(16, d=2, seed=1), 3.0, backend="hybrid",
+                         save_every=1.0)
+    assert tr.diagnostics["phase"][-1] == 1
+    t, v = _series(tr, "energy")
+    assert t[-1] == pytest.approx(3.0) and np.isfinite(v[-1])

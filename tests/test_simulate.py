@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -63,3 +65,23 @@ def test_backends_lists_every_backend_right_after_import():
     code = "import meanfield as mf; print(sorted(mf.BACKENDS)); print(mf.BACKENDS['spectral'].name)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "['hybrid', 'particles', 'particles-sh', 'spectral']" and out[1] == "spectral"
+
+
+def test_resume_extends_a_finished_run_as_if_it_had_been_longer(tmp_path):
+    model, dens = mf.Model(2.0), mf.Density.random(16, seed=1, amplitude=0.5)
+    path = tmp_path / "run.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        mf.simulate(model, dens, 0.5, save_every=0.125, checkpoint=path)
+        longer = mf.resume(path, t_final=1.0)
+        full = mf.simulate(model, dens, 1.0, save_every=0.125)
+        assert np.array_equal(longer.times, full.times) and longer.success
+        assert max(np.max(np.abs(a.coeffs - b.coeffs)) for a, b in zip(full.states, longer.states)) <= 1e-14
+        assert len(mf.load(path)) == len(full) and mf._io.run_info(path)["t_final"] == 1.0
+        assert len(mf.resume(path)) == len(full)                      # complete again: returned as it is
+        again = mf.resume(path, t_final=1.3, save_every=0.2)          # another spacing, and a short last interval
+        assert np.allclose(again.times[len(full):], [1.2, 1.3])
+    with pytest.raises(ValueError, match="`t_final` must be ≥ the stored"):
+        mf.resume(path, t_final=0.7)
+    with pytest.raises(ValueError, match="give `t_final`"):
+        mf.resume(path, save_every=0.1)

@@ -69,7 +69,7 @@ def uniform_energy(beta, D=None, d: int = 3) -> float:
     ----------
     beta : float
         β > 0.
-    D : None, float or array_like of shape (d, d)
+    D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Interaction matrix (None: identity, a scalar c: c·I).
     d : int
         Ambient dimension (d ≥ 2).
@@ -296,7 +296,7 @@ def energy(measure, beta, D=None, *, method: str = "auto", lmax: int | None = No
         mass: E is quadratic in μ.  A ZonalDensity on S^{d-1}, d ≥ 4, needs D = c·I.
     beta : float
         Inverse temperature β > 0.
-    D : None, float or array_like, shape (d, d)
+    D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Interaction matrix D = QᵀK (None: the identity; a scalar c: c·I).  Need not be symmetric.
     method : {"auto", "exact", "pairs", "spectral", "quadrature"}
         "auto" picks: uniform density → closed form; Density with D = c·I → Parseval ("exact");
@@ -352,7 +352,7 @@ def first_variation(measure, beta, D=None, points=None) -> np.ndarray:
         μ.
     beta : float
         β > 0.
-    D : None, float or array_like, shape (d, d)
+    D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Interaction matrix (None: identity).
     points : array_like, shape (..., d), optional
         Where to evaluate (default: the particle positions, or the FE nodes; required for a Density).

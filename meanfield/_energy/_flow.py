@@ -64,7 +64,7 @@ def gradient_flow(initial, beta, D=None, *, t_final, direction: str = "ascent", 
         The initial measure μ_0 on S^{d-1}.
     beta : float
         β > 0.
-    D : None, float or array_like, shape (d, d)
+    D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Symmetric interaction matrix (None: identity).
     t_final : float
         Final time (> 0), keyword-only.
@@ -159,7 +159,7 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", tol: floa
         The initial configuration.
     beta : float
         β > 0.
-    D : None, float or array_like, shape (d, d)
+    D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Symmetric interaction matrix.
     direction : {"ascent", "descent"}
         Follow +∇ (towards a local maximizer / the attention dynamics) or −∇ (a local minimizer).

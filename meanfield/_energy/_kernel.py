@@ -30,7 +30,7 @@ def check_beta(beta) -> float:
 
 
 def check_D(D, d: int) -> np.ndarray:
-    """The interaction matrix as a (d, d) float array: None → I, a real scalar c → c·I."""
+    """The interaction matrix as a (d, d) float array: None → I, a real scalar c → c·I, d numbers → diag."""
     d = dimension(d)
     if D is None:
         return np.eye(d)
@@ -39,9 +39,11 @@ def check_D(D, d: int) -> np.ndarray:
             raise ValueError(f"`D` must be finite; got D={D!r}.")
         return float(D) * np.eye(d)
     a = np.asarray(D, dtype=float)
+    if a.shape == (d,):
+        a = np.diag(a)                  # the diagonal, as in the [energy] table of a configuration file
     if a.shape != (d, d):
-        raise ValueError(f"`D` must be None, a real scalar or an array of shape ({d}, {d}) (the measure's "
-                         f"dimension d={d}); got shape {a.shape}.")
+        raise ValueError(f"`D` must be None, a real scalar, {d} numbers (a diagonal) or an array of shape "
+                         f"({d}, {d}) (the measure's dimension d={d}); got shape {a.shape}.")
     if not np.all(np.isfinite(a)):
         raise ValueError("`D` must be finite; it contains NaN or inf.")
     return a.copy()

@@ -194,7 +194,7 @@ def maximize_energy(beta, D=None, d: int = 3, *, n_particles: int = 6, n_starts:
     ----------
     beta : float
         β > 0.
-    D : None, float or array_like, shape (d, d)
+    D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Symmetric interaction matrix (None: identity).
     d : int
         Ambient dimension (d ≥ 2).

@@ -219,7 +219,7 @@ def minimize_energy(beta, D=None, d: int = 3, *, lmax: int | None = None, level:
     ----------
     beta : float
         β > 0.
-    D : None, float or array_like, shape (d, d)
+    D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Symmetric positive semi-definite interaction matrix (None: identity).  For D with a
         negative eigenvalue the minimizer is a Dirac at its bottom eigenvector, not a density
         (see :func:`classify`), and this function raises.

@@ -79,7 +79,7 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
     model_or_beta : Model or float
         A :class:`~meanfield.Model` (its attention velocity; ``D`` must then be None) or β > 0
         (the gradient-flow velocity ∇_S δE/δμ of E_{β,D}).
-    D : None, float or array_like, shape (d, d)
+    D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Symmetric interaction matrix for the gradient flow (None: identity).
     tol : float
         Threshold on max |v| over the support (> 0, velocity units).

@@ -20,8 +20,8 @@ from ._spectral import _OPTIONS as _SPECTRAL_OPTIONS
 from ._spectral import SpectralBackend
 
 _OPTIONS = {**{k: v for k, v in _SPECTRAL_OPTIONS.items() if k != "on_resolution_loss"},
-            "tail_tol": 1e-6, "negativity_tol": 1e-10, "particle_backend": "auto", "particle_options": None,
-            "oversample": 2}
+            "tail_tol": 1e-6, "negativity_tol": 1e-10, "lmax_max": None, "particle_backend": "auto",
+            "particle_options": None, "oversample": 2}
 
 
 def density_to_particles(basis, y, oversample: int = 1) -> tuple[Particles, float]:
@@ -62,7 +62,9 @@ class HybridBackend:
     -------
     All options of ``backend="spectral"`` except ``on_resolution_loss`` (always a hand-off); the
     monitor is stricter by default (``tail_tol=1e-6``, ``negativity_tol=1e-10``) so the density handed
-    over is resolved.  ``particle_backend`` is "auto" (particles-sh on S² for isotropic kernels, else
+    over is resolved.  ``lmax_max`` (default None: hand off at the starting band limit) lets the spectral
+    phase refine first, by ``refine_factor`` each time the tail passes ``tail_warn``, up to ``lmax_max``;
+    it hands off when the monitor fires at ``lmax_max``.  ``particle_backend`` is "auto" (particles-sh on S² for isotropic kernels, else
     the exact "particles"), "particles-sh" or "particles"; ``particle_options`` is a dict passed to it
     (default: adaptive rk45 with its default tolerances).  ``oversample`` (default 2) places the particles
     on the grid of band limit ``oversample``·L: (oversample)² times more particles, a smaller particle error.
@@ -86,7 +88,11 @@ class HybridBackend:
             raise UnsupportedModelError("backend='hybrid' needs a Density on S¹ or S² (zonal densities in d > 3 "
                                         "have no particle counterpart here).")
         spectral_opts = {k: v for k, v in opts.items() if k not in ("particle_backend", "particle_options",
-                                                                     "oversample")}
+                                                                     "oversample", "lmax_max")}
+        if opts["lmax_max"] is None:
+            policy = "stop"
+        else:
+            policy, spectral_opts["lmax_max"] = "refine", opts["lmax_max"]
         if isinstance(opts["oversample"], bool) or not isinstance(opts["oversample"], int) or opts["oversample"] < 1:
             raise ValueError(f"`oversample` must be an integer ≥ 1; got oversample={opts['oversample']!r}.")
         self.options = opts
@@ -98,7 +104,8 @@ class HybridBackend:
         if isinstance(initial, Particles):
             self._start_particles(initial, 0.0)
         else:
-            self._spectral = SpectralBackend(model, initial, on_resolution_loss="stop", **spectral_opts)
+            self._spectral = SpectralBackend(model, initial, on_resolution_loss=policy, **spectral_opts)
+            self._spectral.loss_advice = {}          # a loss of resolution is the hand-off, not a failure
         self._t = 0.0
 
     @staticmethod

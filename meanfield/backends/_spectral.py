@@ -545,8 +545,8 @@ class SpectralBackend:
                            f"min ρ {min_rho:.3e}, lmax={self.basis.lmax}. "
                            f"State kept from t={previous[0]:.6g}.")
             if policy == "refine":
-                self.detail += (f" Refinement reached lmax_max={opts['lmax_max']}: raise `lmax_max`, or continue "
-                                "with particles (backend='hybrid').")
+                self.detail += f" Refinement reached lmax_max={opts['lmax_max']}."
+            self.detail += self.loss_advice.get(policy, "")
             self.loss_time = self.t
             self.t, self.y = previous
             self._last = None
@@ -556,6 +556,10 @@ class SpectralBackend:
             self.detail = f"mass error {mass_err:.3e} at t={self.t:.6g}."
             return Status.MASS_DRIFT
         return Status.OK
+
+    # what to change after a loss of resolution, by policy (the hybrid backend, which hands off, clears it)
+    loss_advice = {"stop": " Raise `lmax`, use on_resolution_loss='refine' (up to `lmax_max`) or backend='hybrid'.",
+                   "refine": " Raise `lmax_max`, or continue with particles (backend='hybrid')."}
 
     def _on_loss(self):
         return Status.RESOLUTION_LOST
@@ -608,6 +612,17 @@ class SpectralBackend:
                 out.append(Density(sp[0].copy(), self.basis.lmax, self.model.d, rad))
         return out[0] if len(out) == 1 else tuple(out)
 
+    def _mean_alignment(self, mass) -> float:
+        """∬⟨x, y⟩ dμ dμ / mass² = |m|², m = ∫ x dμ / mass: the particles' ``mean_alignment`` of the density
+        (exact: x ρ is band-limited to L + 1, within the grid's degree)."""
+        b = self.basis
+        rho = b.synth(self.y[:, 0].sum(axis=0))
+        if b.has_ambient:
+            m = b.integrate(np.moveaxis(b.points, -1, 0) * rho)
+        else:
+            m = b.integrate(b.t * rho)          # along the axis; the other components vanish
+        return float(np.sum(np.square(m)) / mass ** 2)
+
     def diagnostics(self) -> dict:
         if self._last is None:
             self.rhs(self.t, self.y)
@@ -615,7 +630,7 @@ class SpectralBackend:
         mass = float(np.sum(self.basis.mass(self.y[:, 0])))
         out = dict(mass=mass, mass_error=mass - self._mass0, min_rho=min_rho, tail_fraction=self._tail(),
                    energy=self._energy(), max_speed=vmax, dissipation=diss, lmax=self.basis.lmax,
-                   filtered_steps=self._filter_count)
+                   filtered_steps=self._filter_count, mean_alignment=self._mean_alignment(mass))
         if self.model.scheme_def.has_radius:
             rho = np.stack([self.basis.synth(c) for c in self.y[:, 0]])
             r = np.stack([self.basis.synth(c) for c in self.y[:, 1]])
