@@ -64,10 +64,11 @@ class HybridBackend:
     monitor is stricter by default (``tail_tol=1e-6``, ``negativity_tol=1e-10``) so the density handed
     over is resolved.  ``lmax_max`` (default None: hand off at the starting band limit) lets the spectral
     phase refine first, by ``refine_factor`` each time the tail passes ``tail_warn``, up to ``lmax_max``;
-    it hands off when the monitor fires at ``lmax_max``.  ``particle_backend`` is "auto" (particles-sh on S² for isotropic kernels, else
-    the exact "particles"), "particles-sh" or "particles"; ``particle_options`` is a dict passed to it
-    (default: adaptive rk45 with its default tolerances).  ``oversample`` (default 2) places the particles
-    on the grid of band limit ``oversample``·L: (oversample)² times more particles, a smaller particle error.
+    it hands off when the monitor fires at ``lmax_max``.  ``particle_backend`` is "auto" (particles-sh on
+    S² for isotropic kernels, else the exact "particles"), "particles-sh" or "particles";
+    ``particle_options`` is a dict passed to it (default: adaptive rk45 with its default tolerances).
+    ``oversample`` (default 2) places the particles on the grid of band limit ``oversample``·L:
+    (oversample)² times more particles, a smaller particle error.
 
     Accuracy: the particles carry the density's low moments exactly at hand-off; afterwards the particle
     method's error grows as the flow map roughens.  Measured (β = 5, Post-LN, ``Density.random(32, seed=2,

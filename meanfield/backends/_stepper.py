@@ -162,23 +162,23 @@ class ParticleStepper:
     # True when _field normalizes the directions itself (the spectral velocity does it on its threads)
     FIELD_NORMALIZES = False
 
+    def _directions(self, y, normalize=True):
+        theta = y[:, :self.d]
+        return theta / _row_norms(theta)[:, None] if normalize else theta
+
     def _split(self, y, normalize=True):
-        d = self.d
-        theta = y[:, :d]
-        if normalize:
-            theta = theta / _row_norms(theta)[:, None]
-        r = y[:, d] if self.scheme.has_radius else np.ones(len(y))
-        return theta, r
+        r = y[:, self.d] if self.scheme.has_radius else np.ones(len(y))
+        return self._directions(y, normalize), r
 
     def rhs(self, t, y):
         """The scheme's ODE at the (possibly off-sphere) state y: same shape as y."""
         if not np.all(np.isfinite(y)):      # a blown-up stage: NaN for the step control, not an input error
             return np.full_like(y, np.nan)
-        d, n = self.d, len(y)
-        theta = y[:, :d] if self.FIELD_NORMALIZES else y[:, :d] / _row_norms(y[:, :d])[:, None]
+        n = len(y)
+        theta = self._directions(y, normalize=not self.FIELD_NORMALIZES)
         # without a radius r ≡ 1, and unused magnitudes are NaN: scalars broadcast through the scheme's row
         # (no per-token arrays of ones on the hot path)
-        r = y[:, d] if self.scheme.has_radius else 1.0
+        r = y[:, self.d] if self.scheme.has_radius else 1.0
         full = scheme_uses_magnitude(self.scheme, t, self.model)
         f = self._field(t, theta, full)
         a_norm = f.norm if full else np.nan
