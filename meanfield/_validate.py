@@ -18,6 +18,13 @@ def positive_float(name: str, value, *, allow_zero: bool = False) -> float:
     return v
 
 
+def max_step_value(value) -> float:
+    """A largest step > 0; ∞ (the default of every backend) means unbounded."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
+        raise ValueError(f"`max_step` must be > 0 (inf: unbounded); got max_step={value!r}.")
+    return float(value)
+
+
 def nonneg_int(name: str, value, *, minimum: int = 0) -> int:
     """Return ``value`` as an int after checking it is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

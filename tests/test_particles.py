@@ -327,3 +327,11 @@ def test_bad_initial_and_layer_grid():
         traj = mf.simulate(mf.Model(beta=1.0), mf.Particles.uniform(5), 1.0, backend="particles", time="layers",
                            step=0.1)
     assert traj.success and len(traj.steps["dt"]) == 10
+
+
+def test_max_step_inf_is_the_documented_default():
+    # docs/backends.md: max_step defaults to unbounded and a configuration may write it as inf
+    p = mf.Particles.uniform(40, seed=3)
+    a = mf.simulate(mf.Model(1.0), p, 0.3, backend="particles", max_step=np.inf)
+    b = mf.simulate(mf.Model(1.0), p, 0.3, backend="particles")
+    assert a.success and np.array_equal(a.final.positions, b.final.positions)

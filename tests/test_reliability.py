@@ -211,6 +211,14 @@ BAD_INPUTS = _beta_rows() + _bandlimit_rows() + [
     _row("growth_rate-mix-ln-no-tau", lambda: mf.growth_rate(1.0, 2, scheme="mix-ln"), ValueError, "`tau`",
          "required"),
     _row("growth_rate-tau-post-ln", lambda: mf.growth_rate(1.0, 2, tau=1.0), ValueError, "`tau`", "mix-ln"),
+    # refinement needs room; a largest step is > 0 (∞: unbounded)
+    _row("lmax_max-below-lmax", lambda: sim(mf.Density.random(24, seed=2), on_resolution_loss="refine", lmax_max=16),
+         ValueError, "`lmax_max`", "lmax=24", "lmax_max=16"),
+    _row("lmax_max-below-lmax-hybrid", lambda: sim(mf.Density.random(24, seed=2), backend="hybrid", lmax_max=16),
+         ValueError, "`lmax_max`", "lmax=24"),
+    _row("max_step-nan-spectral", lambda: sim(max_step=float("nan")), ValueError, "`max_step`", "> 0", "nan"),
+    _row("max_step-zero-particles", lambda: sim(P, backend="particles", max_step=0.0), ValueError, "`max_step`",
+         "inf: unbounded"),
     # float64 range
     _row("funk_hecke-overflow", lambda: mf.funk_hecke(1e4, 4), ValueError, "`beta`", "709.78", "scaled=True"),
     _row("energy-overflow", lambda: mf.energy(mf.Particles([[0, 0, 1.0]]), 800.0), mf.MeanfieldWarning,

@@ -23,7 +23,7 @@ from .._integrators import error_norm, get_method, next_step, rk_step
 from .._measures import Density, ZonalDensity, conversion_hint
 from .._model import Model
 from .._simulate import MeanfieldWarning, Status, register_backend
-from .._validate import choice, nonneg_int, positive_float
+from .._validate import choice, max_step_value, nonneg_int, positive_float
 from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, funk_hecke_unscaled, kernel_bandlimit,
                                   kernel_truncation_error)
 from ._bases import CircleBasis, S2Basis, ZonalBasis, workspace
@@ -306,7 +306,11 @@ class SpectralBackend:
             positive_float(k, opts[k])
         if opts["step"] is not None:
             positive_float("step", opts["step"])
+        max_step_value(opts["max_step"])
         choice("on_resolution_loss", opts["on_resolution_loss"], POLICIES)
+        if opts["on_resolution_loss"] == "refine" and nonneg_int("lmax_max", opts["lmax_max"]) < lmax:
+            raise ValueError(f"`lmax_max` must be ≥ the starting band limit lmax={lmax} to refine; got "
+                             f"lmax_max={opts['lmax_max']!r}.")
         choice("error_norm", opts["error_norm"], ("l2", "elementwise"))
         if opts["on_resolution_loss"] == "handoff" and type(self).name != "hybrid":
             raise ValueError("on_resolution_loss='handoff' is what backend='hybrid' does (spectral, then particles "

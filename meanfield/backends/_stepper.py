@@ -22,7 +22,7 @@ from .._integrators import get_method, next_step, rk_step
 from .._measures import Particles
 from .._model import Model
 from .._simulate import Status
-from .._validate import positive_float
+from .._validate import max_step_value, positive_float
 
 TIMES = ("continuous", "layers")
 
@@ -126,9 +126,11 @@ class ParticleStepper:
         time = opts["time"]
         if time not in TIMES:
             raise ValueError(f"`time` must be one of {list(TIMES)}; got time={time!r}.")
-        for key in ("step", "first_step", "max_step"):
+        for key in ("step", "first_step"):
             if opts[key] is not None:
                 opts[key] = positive_float(key, opts[key])
+        if opts["max_step"] is not None:
+            opts["max_step"] = max_step_value(opts["max_step"])
         opts["min_step"] = positive_float("min_step", opts["min_step"])
         for key in ("rtol", "atol"):
             opts[key] = positive_float(key, opts[key])
