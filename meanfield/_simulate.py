@@ -229,9 +229,10 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
 
 
 def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, progress, checkpoint, checkpoint_every,
-              t0, metadata, prefix, options) -> Trajectory:
+              t0, metadata, prefix, options, keep_state=None) -> Trajectory:
     """:func:`simulate`; with ``prefix`` (the saved part of a resumed run) the checkpoint holds prefix + this
-    part, and so does the returned trajectory."""
+    part, and so does the returned trajectory.  ``keep_state(i)`` False: the state at save time i is
+    dropped (None) once the callback has seen it (runs that need values at many times, few states)."""
     if not isinstance(model, Model):
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
     t0 = float(t0)
@@ -264,6 +265,8 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
             if callback is not None and callback(stepper.t, run.states[-1], run.diags[-1]):
                 run.status = Status.CALLBACK_STOP
                 break
+            if keep_state is not None and not keep_state(i):
+                run.states[-1] = None
     except KeyboardInterrupt:
         run.status = Status.INTERRUPTED
     finally:

@@ -54,21 +54,52 @@ def _cumulative(t, f):
     return integrate.cumulative_trapezoid(f, x=t, initial=0.0)
 
 
-IDENTITY_SUBSTEPS = 8   # states per saved interval on which the energy identity is integrated
+# the energy identity is integrated (Simpson) on at least this many equal parts of every saved interval,
+# and on at least IDENTITY_PARTS parts of the whole run
+IDENTITY_SUBSTEPS, IDENTITY_PARTS = 8, 64
 
 
-def _dense_times(times, substeps):
-    """``substeps`` equal parts of every interval of ``times`` (which starts at t0): the times after t0."""
-    parts = [np.linspace(a, b, substeps + 1)[1:] for a, b in zip(times[:-1], times[1:])]
-    return np.concatenate(parts)
+def _dense_times(times, min_parts: int = IDENTITY_SUBSTEPS, first_parts: int = 0):
+    """(times after t0 that split every interval of ``times`` into equal parts, index of each saved time).
+
+    Every interval gets at least ``min_parts`` parts and its share of IDENTITY_PARTS over the whole span;
+    the first at least ``first_parts`` (a flow from a generic start has its fastest transient early)."""
+    total = times[-1] - times[0]
+    counts = [max(min_parts, int(np.ceil(IDENTITY_PARTS * (b - a) / total))) for a, b in zip(times[:-1], times[1:])]
+    counts[0] = max(counts[0], first_parts)
+    parts = [np.linspace(a, b, k + 1)[1:] for a, b, k in zip(times[:-1], times[1:], counts)]
+    return np.concatenate(parts), np.cumsum([0] + counts)
 
 
-def _saved_part(traj, substeps):
-    """The trajectory at every ``substeps``-th state (the requested save times), and at its last state."""
-    keep = list(range(0, len(traj.times), substeps))
-    if keep[-1] != len(traj.times) - 1:
-        keep.append(len(traj.times) - 1)
+def _flow_with_identity(model, initial, t_final, times, direction, backend, options, stop=None, **parts):
+    """Run the flow to the saved ``times`` through states between them (:func:`_dense_times`), recording E
+    and the dissipation at every one of them, keeping the states at ``times`` only; the energy identity is
+    integrated over all of them.  ``stop(state)`` is asked at the saved times (True ends the run)."""
+    from .._simulate import _simulate
+
+    beta, d = model.beta, initial.d
+    D = model.K.reshape(d, d)
+    dense, saved = _dense_times(times, **parts)
+    saved_set = set(int(i) for i in saved)
+    E, P = [energy(initial, beta, D)], [dissipation(initial, beta, D)]
+
+    def record(t, state, diag):
+        E.append(energy(state, beta, D))
+        P.append(dissipation(state, beta, D))
+        return stop is not None and len(E) - 1 in saved_set and stop(state)
+
+    traj = _simulate(model, initial, t_final, backend, None, dense, record, False, None, 1, float(times[0]), None,
+                     None, options, keep_state=lambda i: i in saved_set)
+    n = len(traj.times)
+    if len(E) < n:                       # the last good state of a run that failed after its last save
+        E.append(energy(traj.states[-1], beta, D))
+        P.append(dissipation(traj.states[-1], beta, D))
+    sign = 1.0 if direction == "ascent" else -1.0
+    E, P = np.array(E[:n]), np.array(P[:n])
+    resid = E - E[0] - sign * _cumulative(np.asarray(traj.times), P)
+    keep = [i for i in range(n) if traj.states[i] is not None]
     diagnostics = {k: np.asarray(v)[keep] for k, v in traj.diagnostics.items()}
+    diagnostics.update(energy=E[keep], dissipation=P[keep], energy_identity_residual=resid[keep])
     return replace(traj, times=np.asarray(traj.times)[keep], states=[traj.states[i] for i in keep],
                    diagnostics=diagnostics)
 
@@ -91,8 +122,8 @@ def gradient_flow(initial, beta, D=None, *, t_final, direction: str = "ascent", 
         ±∇_S δE/δμ: "ascent" is the USA self-attention dynamics with QᵀK = V = D.
     save_every, t_eval
         Save times, as in :func:`meanfield.simulate`.  The energy identity is integrated (Simpson) over
-        ``IDENTITY_SUBSTEPS`` = 8 states per saved interval, so that its residual measures the flow, not
-        the spacing of the saved states; only the requested states are returned.
+        states between them, at least 8 per saved interval and 64 over the run, so that its residual
+        measures the flow, not the spacing of the saved states; only the requested states are returned.
     backend : str
         A backend of :func:`meanfield.simulate` (default "particles", exact for any d and D).
     **options
@@ -106,29 +137,14 @@ def gradient_flow(initial, beta, D=None, *, t_final, direction: str = "ascent", 
         (E(t) − E(0) ∓ ∫_0^t ∫|v|²dμ ds: the integrator's error plus the quadrature error of the time
         integral, O(h⁴) in the substep h).
     """
-    from .._simulate import simulate
+    from .._simulate import save_times
 
     d = getattr(initial, "d", None)
     if d is None:
         raise TypeError(f"`initial` must be a meanfield measure; got {type(initial).__name__}.")
     model = flow_model(beta, D, d, direction)
-    D = model.K.reshape(d, d)
-    from .._simulate import save_times
-
-    dense = _dense_times(save_times(t_final, save_every, t_eval), IDENTITY_SUBSTEPS)
-    traj = simulate(model, initial, t_final, backend=backend, t_eval=dense, **options)
-    return _saved_part(with_energy_identity(traj, model.beta, D, direction), IDENTITY_SUBSTEPS)
-
-
-def with_energy_identity(traj, beta, D, direction="ascent"):
-    """A copy of ``traj`` with the diagnostics ``energy``, ``dissipation``, ``energy_identity_residual``."""
-    sign = 1.0 if direction == "ascent" else -1.0
-    E = np.array([energy(s, beta, D) for s in traj.states])           # one value per saved state
-    P = np.array([dissipation(s, beta, D) for s in traj.states])
-    resid = E - E[0] - sign * _cumulative(np.asarray(traj.times), P)
-    diags = dict(traj.diagnostics)
-    diags.update(energy=E, dissipation=P, energy_identity_residual=resid)
-    return replace(traj, diagnostics=diags)
+    return _flow_with_identity(model, initial, t_final, save_times(t_final, save_every, t_eval), direction,
+                               backend, options)
 
 
 @dataclass(frozen=True)
@@ -193,7 +209,8 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", tol: floa
     t_max : float
         Give up at this time (> 0).
     check_every : float
-        Time between stationarity checks (> 0); the states there are kept in the trajectory.
+        Time between stationarity checks (> 0); the states there are kept in the trajectory.  The energy
+        identity of the trajectory is integrated over 32 states per check interval (64 in the first).
     backend : str
         Backend of :func:`meanfield.simulate` (default "particles").
     **options
@@ -203,7 +220,7 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", tol: floa
     -------
     StationaryResult
     """
-    from .._simulate import simulate
+    from .._simulate import save_times
 
     if not isinstance(start, Particles):
         raise TypeError(f"`start` must be meanfield.Particles; got {type(start).__name__}.")
@@ -214,17 +231,9 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", tol: floa
     D = model.K.reshape(start.d, start.d)
     if backend == "particles":
         options = {"rtol": 1e-12, "atol": 1e-14, **options}
-    from .._simulate import save_times
-
-    calls = [0]
-
-    def stop(t, state, diag):          # at the check times only (the states between them serve the identity)
-        calls[0] += 1
-        return calls[0] % IDENTITY_SUBSTEPS == 0 and support_speed(state, model.beta, D) <= tol
-
-    dense = _dense_times(save_times(t_max, check_every), IDENTITY_SUBSTEPS)
-    traj = simulate(model, start, t_max, backend=backend, t_eval=dense, callback=stop, **options)
-    traj = _saved_part(with_energy_identity(traj, model.beta, D, direction), IDENTITY_SUBSTEPS)
+    traj = _flow_with_identity(model, start, t_max, save_times(t_max, check_every), direction, backend, options,
+                               stop=lambda state: support_speed(state, model.beta, D) <= tol,
+                               min_parts=4 * IDENTITY_SUBSTEPS, first_parts=IDENTITY_PARTS)
     final = traj.final
     speed = support_speed(final, model.beta, D)
     return StationaryResult(final, float(traj.times[-1]), speed, speed <= tol, float(traj.diagnostics["energy"][-1]),
