@@ -246,11 +246,13 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
         raise ValueError(f"`checkpoint_every` must be an integer >= 1; got {checkpoint_every!r}.")
     stepper = get_backend(backend)(model, initial, **options)
     stepper.t = t0
+    getattr(stepper, "check_save_times", lambda _: None)(times)     # e.g. whole layers, before any work
     run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix)
     _check_nonnegative(run.diags[0], getattr(stepper, "options", {}))
     bar = _progress_bar(progress, times[-1], t0)
     if bar is not None:
         stepper.on_step = bar.step
+    dropped = None
     try:
         for i, t_target in enumerate(times[1:], start=1):
             status = stepper.advance(float(t_target))
@@ -266,7 +268,7 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
                 run.status = Status.CALLBACK_STOP
                 break
             if keep_state is not None and not keep_state(i):
-                run.states[-1] = None
+                dropped, run.states[-1] = run.states[-1], None
     except KeyboardInterrupt:
         run.status = Status.INTERRUPTED
     finally:
@@ -274,6 +276,8 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
             bar.close()
     if run.status not in (Status.OK, Status.CALLBACK_STOP, Status.INTERRUPTED) and stepper.t > run.times[-1]:
         run.keep()   # the last good state the backend returned to (e.g. the last resolved one)
+    if run.states[-1] is None:
+        run.states[-1] = dropped         # a run always ends with its last state, kept or not
     if run.status not in (Status.OK, Status.CALLBACK_STOP):
         warnings.warn(f"simulate stopped at t={stepper.t:.6g}: {run.status.message} {stepper.detail}",
                       MeanfieldWarning, stacklevel=2)
@@ -346,7 +350,7 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
         Run on to this time instead of the stored ``t_final`` (it must not be earlier): a finished run is
         extended, in the same file.  The file's ``t_final`` becomes this one.
     save_every : float, optional
-        Spacing of the saved states beyond the stored ``t_final`` (default: the spacing of the last two
+        Spacing of the saved states beyond the stored ``t_final`` (default: the largest spacing of the
         stored save times).  Only with ``t_final``.
     callback : callable, optional
         ``callback(t, state, diagnostics)`` at every newly saved time; returning True stops the run.
@@ -396,8 +400,8 @@ def _extension_times(times, stored_final, end, save_every) -> np.ndarray:
     """Save times in (stored_final, end]: every ``save_every`` (default the last stored spacing), and ``end``."""
     if end <= stored_final:
         return np.array([])
-    if save_every is None:
-        save_every = float(times[-1] - times[-2]) if len(times) > 1 else end - stored_final
+    if save_every is None:       # the run's spacing: the largest gap (a last one may be short, or an early stop)
+        save_every = float(np.max(np.diff(times))) if len(times) > 1 else end - stored_final
     return save_times(end, save_every, None, stored_final)[1:]
 
 
@@ -414,9 +418,17 @@ _RUN_KEYS = {"t_final", "remaining_times", "resume", "options", "complete"}
 
 
 def _concatenate(a: Trajectory, b: Trajectory) -> Trajectory:
-    diagnostics = {k: np.concatenate([a.diagnostics[k], b.diagnostics[k][1:]]) for k in a.diagnostics
-                   if k in b.diagnostics}
-    steps = {k: np.concatenate([a.steps[k], b.steps[k]]) for k in a.steps if k in b.steps}
+    """``a`` then ``b`` (which starts at ``a``'s last state); a key one of them lacks (e.g. the two phases
+    of a hybrid run) is NaN there."""
+    def column(table, k, n):
+        return np.asarray(table[k]) if k in table else np.full(n, np.nan)
+
+    na, nb = len(a.times), len(b.times)
+    diagnostics = {k: np.concatenate([column(a.diagnostics, k, na), column(b.diagnostics, k, nb)[1:]])
+                   for k in dict.fromkeys([*a.diagnostics, *b.diagnostics])}
+    sa, sb = len(a.steps.get("t", [])), len(b.steps.get("t", []))
+    steps = {k: np.concatenate([column(a.steps, k, sa), column(b.steps, k, sb)])
+             for k in dict.fromkeys([*a.steps, *b.steps])}
     return Trajectory(times=np.concatenate([a.times, b.times[1:]]), states=a.states + b.states[1:],
                       diagnostics=diagnostics, steps=steps, model=a.model, backend=a.backend, status=b.status,
                       detail=b.detail, options=a.options)

@@ -44,7 +44,7 @@ def _parser():
                      help="continue from the checkpoint in --output (one configuration only)")
     run.add_argument("--t-final", type=float, default=None, metavar="T",
                      help="with --resume: run on to time T (a finished run is extended in the same file; saved "
-                          "states beyond the stored t_final keep the last spacing)")
+                          "states beyond the stored t_final keep the run's spacing)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     plot = sub.add_parser("plot", help="figures of a result file, or a comparison of several",
                           epilog=_EPILOG["plot"])

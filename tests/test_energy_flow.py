@@ -140,3 +140,24 @@ def test_energy_identity_residual_measures_the_flow_not_the_save_spacing():
     gain = tr.diagnostics["energy"][-1] - tr.diagnostics["energy"][0]
     assert gain > 1.0
     assert np.max(np.abs(tr.diagnostics["energy_identity_residual"])) < 1e-5 * gain
+
+
+def test_flows_keep_the_users_fixed_step_and_their_last_state_on_failure(monkeypatch):
+    rng = np.random.default_rng(1)
+    p = mf.Particles(rng.standard_normal((12, 3)), normalize=True)
+    rk4 = mf.gradient_flow(p, 1.0, t_final=2.0, save_every=0.5, step=0.1, method="rk4")
+    assert len(rk4.steps["t"]) == 20                      # the identity's extra states lie on the step grid
+    layers = mf.gradient_flow(p, 1.0, t_final=2.0, save_every=0.5, time="layers", step=0.1)
+    assert np.allclose(layers.times, [0, 0.5, 1.0, 1.5, 2.0])
+    # a run that fails between two saved times ends with the last state it reached, as simulate's do
+    from meanfield.backends._stepper import ParticleStepper
+    advance = ParticleStepper._advance_adaptive
+
+    def fail_late(self, a, b):
+        return mf.Status.NON_FINITE if a >= 0.7 else advance(self, a, b)
+
+    monkeypatch.setattr(ParticleStepper, "_advance_adaptive", fail_late)
+    with pytest.warns(mf.MeanfieldWarning):
+        broken = mf.gradient_flow(p, 1.0, t_final=2.0, save_every=0.5)
+    assert broken.times[-1] > 0.7 and broken.states[-1] is not None
+    assert len(broken.diagnostics["energy"]) == len(broken.times)

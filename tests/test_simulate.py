@@ -85,3 +85,35 @@ def test_resume_extends_a_finished_run_as_if_it_had_been_longer(tmp_path):
         mf.resume(path, t_final=0.7)
     with pytest.raises(ValueError, match="give `t_final`"):
         mf.resume(path, save_every=0.1)
+
+
+def test_an_extension_the_layer_map_cannot_reach_is_refused_before_any_work(tmp_path):
+    path = tmp_path / "layers.h5"
+    p = mf.Particles.uniform(30, seed=2)
+    mf.simulate(mf.Model(1.0), p, 1.0, save_every=0.5, backend="particles", checkpoint=path, time="layers", step=0.1)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="whole numbers of layers"):
+        mf.resume(path, t_final=2.05)
+    assert path.read_bytes() == before and mf._io.run_info(path)["complete"]
+    assert mf.resume(path, t_final=2.0).success
+
+
+def test_extension_spacing_is_the_runs_not_a_short_last_gap(tmp_path):
+    path = tmp_path / "run.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        mf.simulate(mf.Model(1.0), mf.Density.random(24, seed=1, amplitude=0.3), 1.0, save_every=0.3, checkpoint=path)
+        longer = mf.resume(path, t_final=1.6)
+    assert np.allclose(longer.times, [0, 0.3, 0.6, 0.9, 1.0, 1.3, 1.6])
+
+
+def test_concatenated_runs_keep_the_keys_of_both_parts():
+    from meanfield._simulate import _concatenate
+
+    a = mf.simulate(mf.Model(1.0), mf.Density.uniform(8), 0.2, save_every=0.1)
+    b = mf.simulate(mf.Model(1.0), a.final, 0.4, save_every=0.1, t0=0.2)
+    b.diagnostics["only_in_b"] = np.ones(len(b.times))
+    ab = _concatenate(a, b)
+    assert len(ab.times) == 5 and np.isnan(ab.diagnostics["only_in_b"][:3]).all()
+    assert np.array_equal(ab.diagnostics["only_in_b"][3:], [1.0, 1.0])
+    assert all(len(v) == len(ab.times) for v in ab.diagnostics.values())

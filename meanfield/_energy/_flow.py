@@ -59,16 +59,26 @@ def _cumulative(t, f):
 IDENTITY_SUBSTEPS, IDENTITY_PARTS = 8, 64
 
 
-def _dense_times(times, min_parts: int = IDENTITY_SUBSTEPS, first_parts: int = 0):
+def _dense_times(times, min_parts: int = IDENTITY_SUBSTEPS, first_parts: int = 0, step=None):
     """(times after t0 that split every interval of ``times`` into equal parts, index of each saved time).
 
     Every interval gets at least ``min_parts`` parts and its share of IDENTITY_PARTS over the whole span;
-    the first at least ``first_parts`` (a flow from a generic start has its fastest transient early)."""
+    the first at least ``first_parts`` (a flow from a generic start has its fastest transient early).
+    With a fixed ``step`` (rk4, or the layer maps) the points fall on the step grid from each saved time."""
     total = times[-1] - times[0]
     counts = [max(min_parts, int(np.ceil(IDENTITY_PARTS * (b - a) / total))) for a, b in zip(times[:-1], times[1:])]
     counts[0] = max(counts[0], first_parts)
-    parts = [np.linspace(a, b, k + 1)[1:] for a, b, k in zip(times[:-1], times[1:], counts)]
-    return np.concatenate(parts), np.cumsum([0] + counts)
+    parts = [_interval_points(a, b, k, step) for a, b, k in zip(times[:-1], times[1:], counts)]
+    return np.concatenate(parts), np.cumsum([0] + [len(p) for p in parts])
+
+
+def _interval_points(a, b, k, step):
+    """``k`` equal parts of (a, b], or up to ``k`` parts made of whole steps from ``a`` (then ``b``)."""
+    if step is None:
+        return np.linspace(a, b, k + 1)[1:]
+    m = int(np.floor((b - a) / step * (1 + 1e-12)))
+    inner = a + step * np.unique(np.round(np.linspace(0, m, min(k, m) + 1)))[1:]
+    return np.append(inner[inner < b - 1e-9 * step], b)
 
 
 def _flow_with_identity(model, initial, t_final, times, direction, backend, options, stop=None, **parts):
@@ -79,7 +89,7 @@ def _flow_with_identity(model, initial, t_final, times, direction, backend, opti
 
     beta, d = model.beta, initial.d
     D = model.K.reshape(d, d)
-    dense, saved = _dense_times(times, **parts)
+    dense, saved = _dense_times(times, step=options.get("step"), **parts)
     saved_set = set(int(i) for i in saved)
     E, P = [energy(initial, beta, D)], [dissipation(initial, beta, D)]
 

@@ -385,13 +385,25 @@ class ParticleStepper:
             self.on_step(self.t, h)
 
     # -- layer maps -------------------------------------------------------------------------------
-    def _advance_layers(self, t_target):
+    def check_save_times(self, times) -> None:
+        """Refuse, before any work, save times that the layer map cannot stop at (not whole layers)."""
+        if self.options["time"] != "layers":
+            return
+        for a, b in zip(times[:-1], times[1:]):
+            self._layer_count(a, b)
+
+    def _layer_count(self, t0, t_target) -> int:
         h = self.options["step"]
-        n = (t_target - self.t) / h
+        n = (t_target - t0) / h
         nl = int(round(n))
         if abs(n - nl) > 1e-9 * max(1.0, n):
             raise ValueError(f"time='layers': t_final and the save times must be whole numbers of layers of "
-                             f"step={h!r}; {t_target!r} − {self.t!r} is {n:.6g} layers.")
+                             f"step={h!r}; {t_target!r} − {t0!r} is {n:.6g} layers.")
+        return nl
+
+    def _advance_layers(self, t_target):
+        h = self.options["step"]
+        nl = self._layer_count(self.t, t_target)
         d, has_r = self.d, self.scheme.has_radius
         start = round(self.t / h)
         for i in range(nl):
