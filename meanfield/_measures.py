@@ -179,6 +179,9 @@ class Density:
             rfun = radius if callable(radius) else (lambda x, r=float(radius): np.full(x.shape[:-1], r))
             rad = cls._project(rfun, lmax, d, "radius", positive=True)
         out = cls(coeffs, lmax, d, rad)
+        if rad is not None:     # the band-limited radius can ring below 0 between the nodes: as from_coefficients
+            _check_radius_values(out.with_coeffs(rad).on_grid(), "after projection to degree ≤ lmax, on the grid "
+                                 "of the 3/2 rule (raise `lmax` or smooth the radius)")
         return out.normalized() if normalize else out
 
     @classmethod

@@ -187,6 +187,9 @@ BAD_INPUTS = _beta_rows() + _bandlimit_rows() + [
          ValueError, "`radius`", "> 0"),
     _row("radius-zonal", lambda: mf.ZonalDensity.from_function(lambda t: 1.0, 8, radius=lambda t: t),
          ValueError, "`radius`", "> 0"),
+    _row("radius-rings-negative", lambda: mf.Density.from_function(
+        lambda x: 1.0, 6, radius=lambda x: np.where(x[..., 2] > 0.9, 5.0, 0.05)), ValueError, "`radius`",
+        "after projection"),
     _row("radius-coefficients", lambda: mf.Density.from_coefficients(SMOOTH.coeffs, radius=-SMOOTH.coeffs),
          ValueError, "`radius`", "> 0"),
     _row("radius-at-simulate", lambda: sim(mf.Density(SMOOTH.coeffs, 16, 3, radius=-SMOOTH.coeffs),
