@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._errors import UnsupportedModelError
-from ._validate import nonneg_int, positive_float
+from ._validate import nonneg_int, positive_float, unit_vectors
 
 _EXECUTOR: ThreadPoolExecutor | None = None
 _EXECUTOR_LOCK = threading.Lock()
@@ -92,14 +92,7 @@ def _check_points(name, x, d):
     x = np.asarray(x, dtype=float)
     if x.ndim != 2 or x.shape[1] != d or x.shape[0] < 1:
         raise ValueError(f"`{name}` must have shape (n, {d}) with n ≥ 1 (the model's d={d}); got shape {x.shape}.")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-    if np.any(norms == 0):
-        raise ValueError(f"`{name}` contains a zero vector, which has no direction.")
-    if np.max(np.abs(norms - 1)) > 1e-15:
-        x = x / norms[:, None]
-    return x
+    return unit_vectors(name, x)
 
 
 def _check_inputs(model, directions, weights, targets):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._memory import require
-from ._validate import dimension, nonneg_int
+from ._validate import dimension, nonneg_int, unit_vectors
 from .sphere import _circle as circ
 from .sphere import _sh as sh
 
@@ -25,12 +25,7 @@ def _query_points(points, d) -> np.ndarray:
     p = np.asarray(points, dtype=float)
     if p.ndim < 1 or p.shape[-1] != d:
         raise ValueError(f"`points` must have shape (..., {d}); got shape {p.shape}.")
-    if not np.all(np.isfinite(p)):
-        raise ValueError("`points` must be finite; it contains NaN or inf.")
-    norms = np.linalg.norm(p, axis=-1, keepdims=True)
-    if np.any(norms == 0):
-        raise ValueError("`points` contains a zero vector, which has no direction.")
-    return p / norms
+    return unit_vectors("points", p)
 
 
 def _values_at(f, arg, shape, what: str) -> np.ndarray:

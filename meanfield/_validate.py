@@ -18,6 +18,19 @@ def positive_float(name: str, value, *, allow_zero: bool = False) -> float:
     return v
 
 
+def unit_vectors(name: str, x: np.ndarray) -> np.ndarray:
+    """The rows of ``x`` (..., d) as unit vectors: finite and nonzero, normalized unless already of unit
+    norm to rounding (those are returned bit for bit)."""
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
+    norms = np.sqrt(np.einsum("...i,...i->...", x, x))
+    if np.any(norms == 0):
+        raise ValueError(f"`{name}` contains a zero vector, which has no direction.")
+    if norms.size and np.max(np.abs(norms - 1)) > 1e-15:
+        x = x / norms[..., None]
+    return x
+
+
 def max_step_value(value) -> float:
     """A largest step > 0; ∞ (the default of every backend) means unbounded."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
