@@ -298,8 +298,7 @@ def _slices(n, nthreads, min_part=_MIN_PART):
     parts = max(1, min(nthreads, n // min_part))
     if parts > 1 and threading.current_thread().name.startswith(_THREAD_PREFIX):
         parts = 1          # already on a worker: waiting on the same pool could deadlock it
-    bounds = np.linspace(0, n, parts + 1).astype(int)
-    return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
+    return [slice(i * n // parts, (i + 1) * n // parts) for i in range(parts)]
 
 
 def _map_slices(fn, slices):

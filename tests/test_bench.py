@@ -186,13 +186,23 @@ def test_a_dormand_prince_step_costs_six_right_hand_sides():
     assert d1 is not d2 and np.array_equal(d1, d2)
 
 
+def test_interleaved_times_batches_per_call():
+    calls = []
+    times = _common.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, warmup=False,
+                          calls={"a": 3})
+    assert calls == ["a", "a", "a", "b"] * 2 and len(times["a"]) == len(times["b"]) == 2
+    assert _common.calls_per_turn(0.001) == 50 and _common.calls_per_turn(2.0) == 1
+
+
 def test_particles_case_times_both_alternatives_in_the_same_run(tmp_path):
     res = _particles.run(quick=True, sh_sizes=(100, 300), dense_sizes=(100, 300), check_n=300, dense_limit_s=5.0)
     check = next(r for r in res["rows"] if r["n"] == 300)
     assert check["exact_s"] > 0 and check["dense_s"] > 0 and check["sh_s"] > 0
     assert check["max_velocity_error"] < 1e-12 and check["max_error_vs_exact"] < 1e-12
     alts = {c["alternative"] for c in res["comparisons"] if c["n"] == 300}
-    assert alts == {"dense numpy (published style)", "meanfield exact backend (particles)"}
+    assert alts == {"dense numpy (published style)", "meanfield exact backend (particles)",
+                    "meanfield exact backend (one thread)"}
+    assert check["calls_per_turn"]["sh"] > 1 and check["calls_per_turn"]["exact_1thread"] >= 1
     names = [t["name"] for t in res["targets"]]
     assert any("exact backend" in n for n in names)
     text = _particles.report(res, tmp_path)

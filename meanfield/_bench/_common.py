@@ -1,8 +1,10 @@
 """What every benchmark case shares: timing, the machine's description, BLAS threads, anchors, plots.
 
 Timing rules (issue 12): every comparison is measured in the same run, contenders are timed round-robin
-(one call of each per round, after a warm-up call) so that background load on a shared machine hits all
-of them alike, and the figure kept is the median of the rounds.  ``speedup`` is always
+(one turn of each per round, after a warm-up call) so that background load on a shared machine hits all
+of them alike, and the figure kept is the median of the rounds.  A turn is one call, or for functions of a
+few milliseconds a batch of consecutive calls (timeit's ``number``; :func:`calls_per_turn`), so that a fast
+function is timed warm, as a run calls it, not cold right after a contender that took seconds.  ``speedup`` is always
 (alternative time) / (our time): > 1 means we are faster.
 """
 from __future__ import annotations
@@ -42,26 +44,37 @@ def now() -> str:
 # ----------------------------------------------------------------------------------------------
 # timing
 
-def interleaved(funcs: dict, repeats: int, warmup: bool = True, cpu: dict | None = None) -> dict[str, list[float]]:
-    """Wall times of ``repeats`` rounds of every callable, one call of each per round (round-robin).
+def interleaved(funcs: dict, repeats: int, warmup: bool = True, cpu: dict | None = None,
+                calls: dict | None = None) -> dict[str, list[float]]:
+    """Wall times per call of ``repeats`` rounds of every callable, one turn of each per round (round-robin).
 
-    With a dict ``cpu``, also fills ``cpu[name]`` with the CPU times of the calling thread
-    (``time.thread_time``): the work of single-threaded code, insensitive to time-slicing on a loaded machine.
+    ``calls[name]`` (default 1) is the number of consecutive calls in a turn of ``name``; its time is the
+    turn's wall time divided by it.  With a dict ``cpu``, also fills ``cpu[name]`` with the CPU times per
+    call of the calling thread (``time.thread_time``): the work of single-threaded code, insensitive to
+    time-slicing on a loaded machine.
     """
     if warmup:
         for f in funcs.values():
             f()
+    calls = calls or {}
     times = {k: [] for k in funcs}
     if cpu is not None:
         cpu.update({k: [] for k in funcs})
     for _ in range(repeats):
         for k, f in funcs.items():
+            number = calls.get(k, 1)
             c0, t0 = time.thread_time(), time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
+            for _ in range(number):
+                f()
+            times[k].append((time.perf_counter() - t0) / number)
             if cpu is not None:
-                cpu[k].append(time.thread_time() - c0)
+                cpu[k].append((time.thread_time() - c0) / number)
     return times
+
+
+def calls_per_turn(seconds: float, turn_s: float = 0.05) -> int:
+    """Consecutive calls of a function taking ``seconds`` per call that fill a turn of ~``turn_s`` seconds."""
+    return max(1, int(turn_s / max(seconds, 1e-9)))
 
 
 def median(ts) -> float:

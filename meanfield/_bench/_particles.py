@@ -64,12 +64,19 @@ def sh_stepper(x: np.ndarray, beta: float = BETA, threads: int | None = None):
     return get_backend("particles-sh")(mf.Model(beta), mf.Particles(x), step=0.1, threads=threads)
 
 
-def exact_stepper(x: np.ndarray, beta: float = BETA):
+def exact_stepper(x: np.ndarray, beta: float = BETA, threads: int | None = None):
     """The exact O(N²) backend on tokens ``x`` (Post-LN, softmax): meanfield's reference velocity."""
     import meanfield as mf
     from .._simulate import get_backend
 
-    return get_backend("particles")(mf.Model(beta), mf.Particles(x), step=0.1)
+    return get_backend("particles")(mf.Model(beta), mf.Particles(x), step=0.1, threads=threads)
+
+
+def _exact_velocity_one_thread(st):
+    def f():
+        with C.blas_threads(1):
+            return st.velocity()[0]
+    return f
 
 
 def _sh_velocity(st):
@@ -140,7 +147,7 @@ def run(quick: bool = False, sh_sizes=None, dense_sizes=None, check_n=None, dens
         funcs = ({"sh": _sh_velocity(st), "sh_1thread": _sh_velocity(sh_stepper(x, threads=1))}
                  if n in sh_sizes else {})
         run_dense = n in dense_sizes and (last is None or last[1] * (n / last[0]) ** 2 < limit)
-        configs = {}
+        configs, single = {}, {}     # single: the seconds of one call, from the warm-up calls
         if run_dense:
             # OpenBLAS threading of these skinny products swings with the machine's load: up to ALT_MAX_N the
             # other thread count is timed too, and the faster one is kept (and used for larger N)
@@ -149,23 +156,33 @@ def run(quick: bool = False, sh_sizes=None, dense_sizes=None, check_n=None, dens
             for t, name in configs.items():
                 funcs[name] = dense_call(x, t)
             v_dense, t_try, _ = C.timed(funcs[configs[bthreads]])   # one call sets the repeats (and warms up)
+            single[configs[bthreads]] = t_try
             for t, name in configs.items():
                 if t != bthreads:
-                    funcs[name]()
+                    single[name] = C.timed(funcs[name])[1]
             reps = 5 if t_try < 1 else 3
         else:
             reps = _sh_repeats(n, quick)
         if run_dense and n <= check_n:                   # meanfield's exact backend, the reference of issue 6
             funcs["exact"] = _sh_velocity(exact_stepper(x))
-            v_exact = funcs["exact"]()
-        if "sh" in funcs:
-            funcs["sh"]()                                # warm-up (ducc0 plans, workspaces)
-            funcs["sh_1thread"]()
-        times = C.interleaved(funcs, reps, warmup=False)
-        row = dict(n=n, lmax=st.options["lmax"], repeats=reps, times_s={k: v for k, v in times.items()},
+            v_exact, single["exact"], _ = C.timed(funcs["exact"])
+            if n == check_n:     # both methods on one core: the algorithms' ratio, without threading efficiency
+                funcs["exact_1thread"] = _exact_velocity_one_thread(exact_stepper(x, threads=1))
+                single["exact_1thread"] = C.timed(funcs["exact_1thread"])[1]
+        for name in ("sh", "sh_1thread"):
+            if name in funcs:
+                funcs[name]()                            # warm-up (ducc0 plans, workspaces)
+                single[name] = C.timed(funcs[name])[1]
+        # a turn of each contender fills ~0.05 s (one call when it takes longer): a function of milliseconds is
+        # timed warm, as a simulation calls it, not cold right after a contender that took seconds
+        calls = {k: C.calls_per_turn(t) for k, t in single.items()}
+        times = C.interleaved(funcs, reps, warmup=False, calls=calls)
+        row = dict(n=n, lmax=st.options["lmax"], repeats=reps, calls_per_turn=calls,
+                   times_s={k: v for k, v in times.items()},
                    sh_s=C.median(times["sh"]) if "sh" in times else None,
                    sh_1thread_s=C.median(times["sh_1thread"]) if "sh" in times else None, dense_s=None,
-                   exact_s=C.median(times["exact"]) if "exact" in times else None)
+                   exact_s=C.median(times["exact"]) if "exact" in times else None,
+                   exact_1thread_s=C.median(times["exact_1thread"]) if "exact_1thread" in times else None)
         if configs:
             by_threads = {t: C.median(times[name]) for t, name in configs.items()}
             best = min(by_threads, key=by_threads.get)
@@ -189,6 +206,9 @@ def run(quick: bool = False, sh_sizes=None, dense_sizes=None, check_n=None, dens
                           r["sh_s"], r["dense_s"], n=r["n"]) for r in both]
     comps += [C.comparison(f"Post-LN velocity, N = {r['n']:,}", "particles-sh", "meanfield exact backend (particles)",
                            r["sh_s"], r["exact_s"], n=r["n"]) for r in rows if r["sh_s"] and r.get("exact_s")]
+    comps += [C.comparison(f"Post-LN velocity, N = {r['n']:,}, one thread each", "particles-sh (one thread)",
+                           "meanfield exact backend (one thread)", r["sh_1thread_s"], r["exact_1thread_s"], n=r["n"])
+              for r in rows if r["sh_1thread_s"] and r.get("exact_1thread_s")]
     crossover = _crossover(both)
     sh_pts = [(r["n"], r["sh_s"]) for r in rows if r["sh_s"] is not None]
     d_pts = [(r["n"], r["dense_s"]) for r in rows if r["dense_s"] is not None]
@@ -273,7 +293,10 @@ def report(res: dict, out) -> str:
         g = gpu_by_n.get(r["n"], {})
         sp = r["dense_s"] / r["sh_s"] if r["sh_s"] and r["dense_s"] else None
         err = f"{r['max_velocity_error']:.1e}" if "max_velocity_error" in r else ""
-        rows.append([f"{r['n']:,}", r["lmax"], C.ms(r["sh_s"]), C.ms(r.get("sh_1thread_s")), C.ms(r.get("exact_s")),
+        calls = r.get("calls_per_turn", {})
+        rows.append([f"{r['n']:,}", r["lmax"], C.ms(r["sh_s"]), C.ms(r.get("sh_1thread_s")), calls.get("sh", ""),
+                     C.ms(r.get("exact_s")) + (f" (1 thread: {C.ms(r['exact_1thread_s'])})"
+                                               if r.get("exact_1thread_s") else ""),
                      C.ms(r["dense_s"]) if r["dense_s"] else ("not run: " + r["dense_skipped"] if "dense_skipped" in r
                                                               else "—"),
                      ("/".join(f"{t}: {C.ms(v)}" for t, v in r["dense_by_blas_threads"].items())
@@ -289,12 +312,16 @@ def report(res: dict, out) -> str:
             f"; up to N = {ALT_MAX_N:,} it is timed with 1 and 2 OpenBLAS threads and the faster is kept (column "
             "'BLAS thr'); larger N use 2 threads only if they won by more than 20 % at the last such N (two threads "
             "gain ≤ 10 % on an idle machine and lose up to 5× on a loaded one). Dense is run only where one "
-            f"evaluation is predicted under {res['dense_limit_s']:g} s. Medians of interleaved repeats, ms. The "
+            f"evaluation is predicted under {res['dense_limit_s']:g} s. Medians of interleaved rounds, ms per call; "
+            "in a round each contender runs a batch of consecutive calls filling ~0.05 s (column 'calls'; one call when "
+            "a call takes longer), so that a function of milliseconds is timed warm, as a run calls it. The "
             "H100 columns are the anchor's (another machine, another run): a **reference, never a ratio**; "
             "'bf16 err' is its fused bfloat16 attention's max velocity error relative to max |v|. 'exact backend': "
             "meanfield's own O(N²) `backend=\"particles\"` (log-sum-exp blocks on meanfield's threads, one BLAS "
-            "thread each), timed in the same rounds up to the check N; its ratios are in the JSON comparisons.", "",
-            C.md_table(["N", "L", "particles-sh ms", "1 thread ms", "exact backend ms", "dense ms", "BLAS thr (ms)", "speedup", "max error",
+            "thread each), timed in the same rounds up to the check N; its ratios are in the JSON comparisons. At the "
+            "check N it is also timed on one thread (one OpenBLAS thread), against particles-sh on one thread: the "
+            "ratio of the two algorithms on one core, for information (the target is judged at the defaults).", "",
+            C.md_table(["N", "L", "particles-sh ms", "1 thread ms", "calls", "exact backend ms", "dense ms", "BLAS thr (ms)", "speedup", "max error",
                         "H100 fp64 ms",
                         "H100 fp32 ms", "H100 bf16 ms", "bf16 err"], rows), "",
             f"Crossover: {res['crossover']['note']}. Scaling exponents (least squares of log t on log N): "
