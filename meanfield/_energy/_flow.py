@@ -166,7 +166,8 @@ class StationaryResult:
     state : Particles
         The last state of the flow.
     time : float
-        The time reached.
+        The time reached: the check time at which the flow stopped (checks are at ``check_every``,
+        2·``check_every``, …, so a stationary ``start`` reports ``check_every``, not 0).
     max_speed : float
         max over the support of |v| = |∇_S δE/δμ| at ``state``.
     converged : bool
