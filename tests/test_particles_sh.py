@@ -161,6 +161,30 @@ def test_bad_options(options, error, match):
         mf.simulate(mf.Model(beta=1.0), mf.Particles.uniform(10), 1.0, backend="particles-sh", **options)
 
 
+@pytest.mark.parametrize("tol", [1e-6, 1e-9])
+def test_a_looser_tol_loosens_the_transforms_and_stays_within_it(tol):
+    from meanfield._attention import _SHEvaluator, transform_epsilon
+    m = mf.Model(beta=5.0)
+    assert transform_epsilon(None) == 3e-13 and transform_epsilon(None, tol) == tol / 10
+    assert transform_epsilon(1e-9, tol) == 1e-9                       # an explicit epsilon wins
+    assert _SHEvaluator(m, tol=tol).epsilon == tol / 10
+    x, w = clustered(3000, seed=7, width=1e-3)
+    err = np.max(np.abs(attention_field_sh(m, x, w, tol=tol).tangential - attention_field(m, x, w).tangential))
+    assert err <= tol
+    from meanfield._simulate import get_backend
+    b = get_backend("particles-sh")(m, mf.Particles(x, w), tol=tol)
+    assert b.options["epsilon"] == tol / 10
+    full = np.max(np.abs(attention_field_sh(m, x, w, tol=tol).A - attention_field(m, x, w).A))
+    assert full <= b.diagnostics()["attention_error_bound"]
+
+
+def test_the_bound_counts_the_transforms():
+    eps_z, eps_m = sh_error_bounds(5.0, 21)
+    with_z, with_m = sh_error_bounds(5.0, 21, 1e-10)
+    assert with_z - eps_z == pytest.approx(2 * np.sqrt(4 * np.pi) * 1e-10, rel=1e-3)   # Σ(2ℓ+1)λ_ℓ e^{-β} ≈ 1
+    assert with_m > eps_m + with_z - eps_z
+
+
 def test_reports_band_limit_and_bound():
     traj = mf.simulate(mf.Model(beta=5.0), mf.Particles.uniform(100), 0.1, backend="particles-sh", step=0.05)
     assert traj.options["lmax"] == mf.kernel_bandlimit(5.0, 1e-12)

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from .._attention import _SHEvaluator, sh_bandlimit, sh_error_bounds, sh_support
+from .._attention import _SHEvaluator, sh_bandlimit, sh_error_bounds, sh_support, transform_epsilon
 from .._errors import UnsupportedModelError
 from .._simulate import MeanfieldWarning, register_backend
 from .._validate import nonneg_int, positive_float
@@ -38,8 +38,9 @@ class ParticlesSHBackend(ParticleStepper):
             Kernel truncation tolerance: L = ``kernel_bandlimit(β·c, tol)``.
         lmax : int, optional
             Band limit L, overriding ``tol``.
-        epsilon : float, default 3e-13
-            Accuracy of ducc0's non-uniform transforms (≥ 2e-13).
+        epsilon : float, optional
+            Accuracy of ducc0's non-uniform transforms in [2e-13, 1); default max(3e-13, tol/10), so
+            a looser ``tol`` also makes the transforms cheaper.
         threads : int, optional
             Threads for ducc0 (default: the usable cores).
         causal : bool, default False
@@ -49,11 +50,12 @@ class ParticlesSHBackend(ParticleStepper):
     -----------
     Those of the exact backend plus ``lmax``, ``kernel_truncation_error`` (Σ_{ℓ>L}(2ℓ+1)λ_ℓ/λ_0, the
     relative sup error of the kernel) and ``attention_error_bound`` (a sup bound on |A − A_L| over
-    the tokens implied by the truncation; see :func:`meanfield._attention.sh_error_bounds`).
+    the tokens implied by the truncation and the transforms' ε; see
+    :func:`meanfield._attention.sh_error_bounds`).
     """
 
     FIELD_NORMALIZES = True
-    OPTIONS = {"tol": 1e-12, "lmax": None, "epsilon": 3e-13, "threads": None, "causal": False}
+    OPTIONS = {"tol": 1e-12, "lmax": None, "epsilon": None, "threads": None, "causal": False}
 
     def _check_model(self, model):
         why = sh_support(model)
@@ -69,14 +71,12 @@ class ParticlesSHBackend(ParticleStepper):
             raise ValueError(f"`tol` must be in (0, 1); got tol={opts['tol']!r}.")
         explicit = opts["lmax"] is not None
         opts["lmax"] = sh_bandlimit(self.model, opts["tol"], opts["lmax"])
-        opts["epsilon"] = positive_float("epsilon", opts["epsilon"])
-        if not 2e-13 <= opts["epsilon"] < 1:
-            raise ValueError(f"`epsilon` must be in [2e-13, 1) (ducc0's float64 range); got epsilon={opts['epsilon']!r}.")
+        opts["epsilon"] = transform_epsilon(opts["epsilon"], opts["tol"])
         if opts["threads"] is not None:
             opts["threads"] = nonneg_int("threads", opts["threads"], minimum=1)
         b = self.model.beta_eff
         self._kernel_error = kernel_truncation_error(b, opts["lmax"])
-        self._eps = sh_error_bounds(b, opts["lmax"])
+        self._eps = sh_error_bounds(b, opts["lmax"], opts["epsilon"])
         need = kernel_bandlimit(b, opts["tol"])
         if explicit and opts["lmax"] < need:
             warnings.warn(f"lmax={opts['lmax']} is below the kernel band limit {need} for tol={opts['tol']:g} at "
@@ -95,7 +95,7 @@ class ParticlesSHBackend(ParticleStepper):
                 "attention_error_bound": self.attention_error_bound(field)}
 
     def attention_error_bound(self, field) -> float:
-        """Sup over the tokens of a bound on |A − A_L| from the kernel truncation (transforms' ε aside).
+        """Sup over the tokens of a bound on |A − A_L| from the kernel truncation and the transforms' ε.
 
         SA: A = V M / Z ⇒ |ΔA| ≤ (‖V‖ ε_M + |A| ε_Z) e^β / (Z − e^β ε_Z); USA: |ΔA| ≤ ‖V‖ ε_M e^β.
         """
