@@ -15,8 +15,8 @@ The kernel operator is smoothing (its eigenvalues decay like the Funk–Hecke λ
 problem is a first-kind problem: the energy, the potential and the low moments of the minimizer are
 determined to rounding, the nodal values in high-frequency directions are not.  Among the
 numerically indistinguishable minimizers we return the one closest to uniform: the objective gets the
-Tikhonov pull ½τ‖ρ − 1‖²_{L²(σ)} (Gram matrix M), with τ = ``regularization`` · ∬ e^{β⟨x,Dy⟩} dσdσ
-(1e-8 of the uniform measure's kernel mass by default).  Its effect on the energy, τ‖ρ − 1‖²/(2β), is
+Tikhonov pull ½τ‖ρ − 1‖²_{L²(σ)} (Gram matrix M), with τ = ``regularization`` · 2βE at the minimum
+(1e-8 of the minimum's own kernel level by default; found by re-solving, see ``_solve``).  Its effect on the energy, τ‖ρ − 1‖²/(2β), is
 reported, and the optimality certificate is evaluated with the exact (unregularized) first variation.
 The price is a floor on the nodal values: the rounding of K (~1e-14 relative) amplified by 1/τ, i.e.
 ~1e-6 by default, while the energy, the potential and the low moments are exact to ~1e-14.
@@ -47,11 +47,11 @@ class OptimalityCertificate:
     level : float
         2E, the value φ must take on supp ρ.
     support_residual : float
-        max over support nodes of |φ − 2E| / 2E.
+        max over support nodes of |φ − 2E| / 2E (support: ρ_i > 1e-8 · max ρ).
     off_support_violation : float
         max(0, max over nodes outside the support of (2E − φ)) / 2E.
     support_fraction : float
-        Fraction of nodes with ρ_i > 0.
+        Fraction of nodes on the support: ρ_i > 1e-8 · max ρ (smaller nodal values are rounding).
     regularization : float
         The Tikhonov weight τ (absolute, same units as the quadratic form).
     regularization_energy : float
@@ -135,25 +135,72 @@ def _nonneg_qp(H: np.ndarray, b: np.ndarray, max_iter: int = 100):
     return res.x, it + res.nit, "bvls"
 
 
+_MAX_LEVEL_SOLVES = 4
+
+
 def _solve(K, m, M, regularization):
-    """Minimize ½ρᵀKρ + ½τ(ρ − 1)ᵀM(ρ − 1) over ρ ≥ 0, mᵀρ = 1 (M1 = m: the gradient of the pull is τ(Mρ − m))."""
+    """Minimize ½ρᵀKρ + ½τ(ρ − 1)ᵀM(ρ − 1) over ρ ≥ 0, mᵀρ = 1 (M1 = m: the gradient of the pull is τ(Mρ − m)).
+
+    τ = ``regularization`` · ρᵀKρ at the minimizer (2βE in K's units): the pull is measured against the
+    minimum's own level.  A first solve pulls relative to the uniform measure's level 1ᵀK1/(Σm)²; when
+    the level it finds is lower by more than 2× (a strongly anisotropic D: the uniform measure's level
+    can exceed the minimum's by 10⁶, and a pull of that size biases the minimum by percents), it is
+    solved again at the level found, until the level settles (a few solves at most).
+    """
     one = np.ones(len(m))
-    tau = regularization * float(one @ K @ one) / float(np.sum(m)) ** 2   # τ = reg · (2β E(σ) in K's units)
+    level = float(one @ K @ one) / float(np.sum(m)) ** 2
+    solved = None
+    for _ in range(_MAX_LEVEL_SOLVES):
+        tau = regularization * level
+        try:
+            x, iters, solver = _solve_at(K, m, M, tau, regularization)
+        except ConvergenceError:
+            if solved is None:
+                raise
+            return _smallest_solvable_pull(K, m, M, tau, solved, regularization)
+        solved = (x, tau, iters, solver)
+        found = float(x @ K @ x)
+        if not found < 0.5 * level:
+            break
+        level = found
+    return solved
+
+
+def _smallest_solvable_pull(K, m, M, tau_singular, solved, regularization):
+    """The minimizer at the smallest pull between ``tau_singular`` (below the rounding of K) and the pull of
+    ``solved`` that still solves (geometric steps): the level-relative pull is out of reach, and a larger one
+    only raises the selection bias (reported in the certificate)."""
+    for tau in np.geomspace(tau_singular, solved[1], 8)[1:-1]:
+        try:
+            x, iters, solver = _solve_at(K, m, M, tau, regularization)
+        except ConvergenceError:
+            continue
+        return x, tau, iters, solver
+    return solved
+
+
+def _solve_at(K, m, M, tau, regularization):
     H = K + tau * M
     try:
         x, iters, solver = _nonneg_qp(H, m)
     except linalg.LinAlgError:
-        raise ConvergenceError("the discrete kernel matrix is numerically singular (the kernel is smoothing); "
-                               f"use `regularization` > 0 (got regularization={regularization!r}).") from None
+        advice = ("use `regularization` > 0" if regularization == 0 else
+                  "raise `regularization` (the default is 1e-8)")
+        raise ConvergenceError("the discrete kernel matrix is numerically singular (the kernel is smoothing, and "
+                               f"the pull τ = {tau:.2e} does not lift it); {advice}; got "
+                               f"regularization={regularization!r}.") from None
     mass = float(m @ x)
     if not mass > 0:
         raise ConvergenceError("the nonnegative QP returned a zero density.")
-    return x / mass, tau, iters, solver
+    return x / mass, iters, solver
+
+
+_SUPPORT_FLOOR = 1e-8   # relative nodal value below which a node counts as off the support in the certificate
 
 
 def _certificate(phi, rho, m, M, E, tau, shift, beta, iters, solver):
     level = 2.0 * E
-    supp = rho > 0
+    supp = rho > _SUPPORT_FLOOR * np.max(rho)     # nodal values at rounding level (~1e-18) are off the support
     res_on = float(np.max(np.abs(phi[supp] - level))) / level
     res_off = float(max(0.0, np.max(level - phi[~supp], initial=-np.inf))) / level if np.any(~supp) else 0.0
     dev = rho - 1.0
@@ -235,13 +282,15 @@ def minimize_energy(beta, D=None, d: int = 3, *, lmax: int | None = None, level:
     quadrature_degree : int, optional
         d = 3: degree of the basix triangle rule (default 2·degree + 2).
     regularization : float
-        Weight ≥ 0 of the pull ½τ‖ρ − 1‖² towards ρ ≡ 1, relative to ∬ e^{β⟨x,Dy⟩} dσdσ, that selects
+        Weight ≥ 0 of the pull ½τ‖ρ − 1‖² towards ρ ≡ 1, relative to the minimum's level 2βE, that selects
         one of the numerically indistinguishable minimizers (see the module notes).  It can raise the
         minimum by at most ``certificate.regularization_energy`` (reported in the certificate's message;
-        measured: 1e-7 of 0.1539 on S¹ at β = 5, D = diag(0.2, 2), within its bound 6.7e-6); a smaller
-        value (e.g. 1e-12) lowers that bias.  0 disables it: the nodal values in high-frequency
-        directions are then rounding noise, and beyond small L the kernel matrix is numerically singular,
-        which raises ConvergenceError.
+        measured on S¹: 8.8e-11 of 0.1539 at β = 5, D = diag(0.2, 2), within its bound 1.5e-8; 1.2e-10 of
+        0.7710 at β = 1, D = diag(20, 1), within 1.6e-7).  A smaller value lowers that bias down to where
+        the rounding of the kernel matrix makes the problem singular; below that the smallest pull that
+        still solves is used (the certificate reports its bias).  0 disables it: the nodal values in
+        high-frequency directions are then rounding noise, and beyond small L the kernel matrix is
+        numerically singular, which raises ConvergenceError.
 
     Returns
     -------
