@@ -38,12 +38,16 @@ def check_D(D, d: int) -> np.ndarray:
         if not np.isfinite(D):
             raise ValueError(f"`D` must be finite; got D={D!r}.")
         return float(D) * np.eye(d)
-    a = np.asarray(D, dtype=float)
+    allowed = (f"`D` must be None, a real scalar, {d} numbers (a diagonal) or an array of shape ({d}, {d}) "
+               f"(the measure's dimension d={d})")
+    try:
+        a = np.asarray(D, dtype=float)
+    except (TypeError, ValueError):     # ragged nested lists, strings, objects
+        raise ValueError(f"{allowed}; got {D!r}, which is not a rectangular array of real numbers.") from None
     if a.shape == (d,):
         a = np.diag(a)                  # the diagonal, as in the [energy] table of a configuration file
     if a.shape != (d, d):
-        raise ValueError(f"`D` must be None, a real scalar, {d} numbers (a diagonal) or an array of shape "
-                         f"({d}, {d}) (the measure's dimension d={d}); got shape {a.shape}.")
+        raise ValueError(f"{allowed}; got shape {a.shape}.")
     if not np.all(np.isfinite(a)):
         raise ValueError("`D` must be finite; it contains NaN or inf.")
     return a.copy()
