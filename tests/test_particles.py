@@ -198,6 +198,31 @@ def test_layer_maps_converge_at_first_order(scheme):
     assert abs(slope - 1) < 0.15, (errs, slope)
 
 
+def test_layer_times_start_at_t0_not_on_the_grid_of_the_step():
+    # ln-scaling's layer depends on t: the layers must sit at t0 + k·h (they were snapped to multiples of h)
+    from meanfield._schemes import get_scheme
+    p = mf.Particles.uniform(30, d=4, seed=5)
+    m = mf.Model(2.0, "ln-scaling", d=4)
+    run = mf.simulate(m, p, 1.25, backend="particles", t0=0.05, time="layers", step=0.1, save_every=0.1)
+    x = p.positions.copy()
+    for k in range(12):
+        x = get_scheme("ln-scaling").layer(x, lambda z: attention_field(m, z, p.weights).A, 0.1, 0.05 + 0.1 * k, m)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    assert np.max(np.abs(run.final.positions - x)) < 1e-14
+
+
+@pytest.mark.parametrize("tau, layers", [(0.3, 4), (0.5, 6), (0.7, 8)])
+def test_mix_ln_layer_at_tau_is_post_ln_whatever_the_rounding(tau, layers):
+    # 3·0.1 > 0.3 but 5·0.1 == 0.5 in floating point: the layer at t = τ must be Post-LN (t ≤ τ) in both
+    p = mf.Particles(mf.Particles.uniform(10, seed=2).positions, radii=np.ones(10))
+    r = mf.simulate(mf.Model(1.5, "mix-ln", tau=tau), p, layers * 0.1, backend="particles", time="layers",
+                    step=0.1).final.radii
+    assert np.max(np.abs(r - 1.0)) < 1e-14
+    r = mf.simulate(mf.Model(1.5, "mix-ln", tau=tau), p, (layers + 1) * 0.1, backend="particles", time="layers",
+                    step=0.1).final.radii
+    assert np.all(r > 1.0 + 1e-6)                       # the next layer is Pre-LN: the radius grows
+
+
 def test_layers_save_every_layer_and_angpt_layer_map():
     n, h = 4, 0.1
     m = mf.Model(beta=1.5, scheme="angpt", d=n, alpha=0.7)

@@ -401,13 +401,21 @@ class ParticleStepper:
                              f"step={h!r}; {t_target!r} − {t0!r} is {n:.6g} layers.")
         return nl
 
+    def _layer_time(self, t, h):
+        """A layer's time, snapped onto the scheme's switch time (Mix-LN τ) when it is τ up to rounding: the
+        layer at t = τ is on the "t ≤ τ" side however t was accumulated (3·0.1 > 0.3 in floating point)."""
+        tau = self.model.tau
+        if self.scheme.uses_tau and abs(t - tau) <= 1e-9 * h:
+            return tau
+        return t
+
     def _advance_layers(self, t_target):
         h = self.options["step"]
         nl = self._layer_count(self.t, t_target)
         d, has_r = self.d, self.scheme.has_radius
-        start = round(self.t / h)
+        start = self.t          # layer i of this stretch at start + i·h: the run's t0 need not be a multiple of h
         for i in range(nl):
-            t = (start + i) * h
+            t = self._layer_time(start + i * h, h)
             theta, r = self._split(self.y)
             x = theta * r[:, None] if has_r else theta
 
@@ -421,7 +429,7 @@ class ParticleStepper:
                 self.t = t
                 return Status.NON_FINITE
             self.y = y_new
-            self.t = (start + i + 1) * h
+            self.t = start + (i + 1) * h
             self.step_log["t"].append(self.t)
             self.step_log["dt"].append(h)
             self._notify(h)
