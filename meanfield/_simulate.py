@@ -161,7 +161,7 @@ class Trajectory:
 
 
 def save_times(t_final, save_every=None, t_eval=None, t0=0.0) -> np.ndarray:
-    """The times at which states are kept: t0, every ``save_every``, and t_final (or ``t_eval``)."""
+    """The times at which states are kept: t0, every ``save_every`` (or the ``t_eval``), and t_final."""
     t_final = positive_float("t_final", t_final)
     if t_eval is not None:
         if save_every is not None:
@@ -171,6 +171,8 @@ def save_times(t_final, save_every=None, t_eval=None, t0=0.0) -> np.ndarray:
             raise ValueError(f"`t_eval` must be a non-empty finite 1-D array; got {t_eval!r}.")
         if np.any(np.diff(te) <= 0) or te[0] < t0 or te[-1] > t_final:
             raise ValueError(f"`t_eval` must be strictly increasing within [{t0}, {t_final}]; got {t_eval!r}.")
+        if te[-1] < t_final:                 # the end is always kept, as with save_every
+            te = np.append(te, t_final)
         return te if te[0] == t0 else np.concatenate([[t0], te])
     if save_every is None:
         return np.array([t0, t_final])
@@ -202,7 +204,8 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     save_every : float, optional
         Keep the state every ``save_every`` time units (the end is always kept).
     t_eval : array_like, optional
-        Keep the state exactly at these times (dense output); exclusive with ``save_every``.
+        Keep the state exactly at these times (dense output), within [t0, t_final]; the run still goes
+        to ``t_final``, whose state is always kept.  Exclusive with ``save_every``.
     callback : callable, optional
         ``callback(t, state, diagnostics)`` at every saved time; returning True stops the run.
     progress : bool

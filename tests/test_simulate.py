@@ -117,3 +117,11 @@ def test_concatenated_runs_keep_the_keys_of_both_parts():
     assert len(ab.times) == 5 and np.isnan(ab.diagnostics["only_in_b"][:3]).all()
     assert np.array_equal(ab.diagnostics["only_in_b"][3:], [1.0, 1.0])
     assert all(len(v) == len(ab.times) for v in ab.diagnostics.values())
+
+
+def test_t_eval_before_t_final_still_runs_to_the_end():
+    p = mf.Particles.uniform(20, seed=1)
+    tr = mf.simulate(mf.Model(2.0), p, 1.0, backend="particles", t_eval=[0.2, 0.5])
+    assert np.array_equal(tr.times, [0.0, 0.2, 0.5, 1.0]) and tr.status is mf.Status.OK
+    ref = mf.simulate(mf.Model(2.0), p, 1.0, backend="particles", t_eval=[0.2, 0.5, 1.0])
+    assert np.max(np.abs(tr.final.positions - ref.final.positions)) < 1e-14
