@@ -73,7 +73,8 @@ class Status(enum.Enum):
     RESOLUTION_LOST = ("Spectral resolution lost: the tail-energy fraction or the negativity of the density "
                        "exceeded the policy threshold; the last resolved state is kept (what to change: see the "
                        "detail).")
-    NON_FINITE = "The state became NaN or infinite; the last finite state is kept. Reduce the step size."
+    NON_FINITE = ("The state became NaN or infinite; the last finite state is kept. The detail gives the cause; "
+                  "unless it names another, reduce the step size.")
     STEP_TOO_SMALL = "The adaptive step size fell below `min_step`; the dynamics is too stiff or singular here."
     MASS_DRIFT = "Mass drifted beyond `mass_tol`; reduce `rtol` or raise `lmax`."
     INTERRUPTED = "Interrupted by the user (KeyboardInterrupt); the last saved state is kept."

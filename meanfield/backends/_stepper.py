@@ -185,6 +185,9 @@ class ParticleStepper:
         f = self._field(t, theta, full)
         a_norm = f.norm if full else np.nan
         s = self.scheme.speed(r, a_norm, t, self.model)
+        if not np.all(s != 0) or not np.all(np.isfinite(s)):    # s divides the velocity (s < 0: a radius < 0, below)
+            self._speed_issue = self._speed_diagnosis(s, a_norm, t, n)
+            return np.full_like(y, np.nan)
         # dividing by a unit speed is the identity, bit for bit; skip the (n, d) pass and its allocation
         dtheta = f.tangential if np.all(s == 1.0) else f.tangential / np.reshape(np.broadcast_to(s, (n,)), (-1, 1))
         if not self.scheme.has_radius:
@@ -192,6 +195,25 @@ class ParticleStepper:
         radial = f.radial if full else np.nan
         dr = self.scheme.radial(radial, a_norm, r, t, self.model) if self.scheme.radial is not None else 0 * r
         return np.concatenate([dtheta, np.reshape(np.broadcast_to(dr, (n,)), (-1, 1))], axis=1)
+
+    _speed_issue = None
+
+    def _speed_diagnosis(self, s, a_norm, t, n) -> str:
+        s = np.broadcast_to(s, (n,))
+        bad = np.flatnonzero(~(np.isfinite(s) & (s != 0)))
+        j = int(bad[0])
+        why = ""
+        if np.ndim(a_norm) and a_norm[j] == 0:
+            why = (f" There ‖A_j‖ = 0: the token attends to nothing (all the tokens it sees have zero weight, e.g. a "
+                   "padding token first under a causal mask, or V = 0), and the scheme divides by ‖A‖.")
+        return (f"The speed factor of scheme={self.scheme.name!r} is {s[j]:.3g} for token {j}"
+                f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''} at t={round(t, 12):.6g}, so dθ/dt = P_θA/s is "
+                f"undefined.{why} A smaller step does not help.")
+
+    def _nonfinite(self, detail: str) -> str:
+        """The diagnosis of a non-finite state: the speed factor's, when that was the cause."""
+        issue, self._speed_issue = self._speed_issue, None
+        return issue or detail
 
     def velocity(self, t: float | None = None):
         """The scheme's velocity at the current state (time ``t``, default the current time).
@@ -282,7 +304,7 @@ class ParticleStepper:
 
     def _bad_state(self, y, t) -> bool:
         if not np.all(np.isfinite(y)):
-            self.detail = f"Non-finite state at t={t:.6g}."
+            self.detail = self._nonfinite(f"Non-finite state at t={t:.6g}.")
             return True
         if self.scheme.has_radius and np.any(y[:, self.d] <= 0):
             self.detail = f"A radius reached ≤ 0 at t={t:.6g} (min r = {y[:, self.d].min():.3g})."
@@ -340,7 +362,7 @@ class ParticleStepper:
             if h < o["min_step"] or bad_k1:
                 self.t = t
                 if bad_k1 or (rejected and en == np.inf):
-                    self.detail = f"Non-finite velocity at t={t:.6g} (down to step {h:.3g})."
+                    self.detail = self._nonfinite(f"Non-finite velocity at t={t:.6g} (down to step {h:.3g}).")
                     return Status.NON_FINITE
                 self.detail = f"Step {h:.3g} < min_step={o['min_step']:.3g} at t={t:.6g}."
                 return Status.STEP_TOO_SMALL
