@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._schemes import Scheme, get_scheme
+from ._schemes import SCHEMES, Scheme, get_scheme
 from ._validate import choice, dimension, matrix, positive_float
 
 ATTENTIONS = {"softmax": "softmax", "sa": "softmax", "unnormalized": "unnormalized", "usa": "unnormalized"}
@@ -62,6 +62,10 @@ class Model:
             raise ValueError(f"`Q`, `K`, `V` must have the same number of heads; got {sorted(heads)}.")
         if not callable(self.alpha):
             set_("alpha", positive_float("alpha", self.alpha))
+        if not scheme.uses_alpha and (callable(self.alpha) or self.alpha != 1.0):
+            users = sorted(name for name, s in SCHEMES.items() if s.uses_alpha)
+            raise ValueError(f"`alpha` is only used by scheme={' or '.join(map(repr, users))}; got alpha={self.alpha!r} "
+                             f"with scheme={self.scheme!r}.")
         if scheme.uses_tau:
             if self.tau is None:
                 raise ValueError("`tau` (the Mix-LN switch time) is required for scheme='mix-ln'.")

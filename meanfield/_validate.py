@@ -38,6 +38,15 @@ def max_step_value(value) -> float:
     return float(value)
 
 
+def relative_tolerance(value, name: str = "rtol") -> float:
+    """A relative tolerance of a step-size control: in [1e-14, 1) (float64 rounding below, no accuracy at 1)."""
+    value = positive_float(name, value)
+    if not 1e-14 <= value < 1:
+        raise ValueError(f"`{name}` must be in [1e-14, 1) (float64 rounding below, no accuracy at 1); "
+                         f"got {name}={value!r}.")
+    return value
+
+
 def nonneg_int(name: str, value, *, minimum: int = 0) -> int:
     """Return ``value`` as an int after checking it is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -23,7 +23,7 @@ from .._integrators import error_norm, get_method, next_step, rk_step
 from .._measures import Density, ZonalDensity, conversion_hint
 from .._model import Model
 from .._simulate import MeanfieldWarning, Status, register_backend
-from .._validate import choice, max_step_value, nonneg_int, positive_float
+from .._validate import choice, max_step_value, nonneg_int, positive_float, relative_tolerance
 from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, funk_hecke_unscaled, kernel_bandlimit,
                                   kernel_truncation_error)
 from ._bases import CircleBasis, S2Basis, ZonalBasis, workspace
@@ -301,7 +301,8 @@ class SpectralBackend:
         self.method = get_method(opts["method"])
         if not self.method.adaptive and opts["step"] is None:
             raise ValueError(f"`step` is required for the fixed-step method {opts['method']!r}.")
-        for k in ("rtol", "atol", "cfl", "r0", "tail_warn", "tail_tol", "negativity_tol", "min_step",
+        relative_tolerance(opts["rtol"])
+        for k in ("atol", "cfl", "r0", "tail_warn", "tail_tol", "negativity_tol", "min_step",
                   "refine_factor", "mass_tol", "quadrature_tol"):
             positive_float(k, opts[k])
         if opts["step"] is not None:

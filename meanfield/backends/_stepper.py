@@ -22,7 +22,7 @@ from .._integrators import get_method, next_step, rk_step
 from .._measures import Particles
 from .._model import Model
 from .._simulate import Status
-from .._validate import max_step_value, positive_float
+from .._validate import max_step_value, positive_float, relative_tolerance
 
 TIMES = ("continuous", "layers")
 
@@ -132,10 +132,8 @@ class ParticleStepper:
         if opts["max_step"] is not None:
             opts["max_step"] = max_step_value(opts["max_step"])
         opts["min_step"] = positive_float("min_step", opts["min_step"])
-        for key in ("rtol", "atol"):
-            opts[key] = positive_float(key, opts[key])
-        if opts["rtol"] < 1e-14:
-            raise ValueError(f"`rtol` must be ≥ 1e-14 (float64 rounding); got rtol={opts['rtol']!r}.")
+        opts["atol"] = positive_float("atol", opts["atol"])
+        opts["rtol"] = relative_tolerance(opts["rtol"])
         if time == "layers":
             if opts["step"] is None:
                 raise ValueError("time='layers' needs `step` (the layer step h > 0).")
