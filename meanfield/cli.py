@@ -163,8 +163,10 @@ def _run(args) -> int:
         for path in paths:                      # validate every file before running any
             try:
                 configs.append(load_config(path))
-            except ConfigError as e:
-                raise ConfigError(f"{path}: {e}" if several and str(path) not in str(e) else str(e)) from None
+            except (ConfigError, ValueError, TypeError) as e:   # a bad value is refused by the Model, say, not the parser
+                if not several or str(path) in str(e):
+                    raise
+                raise type(e)(f"{path}: {e}") from None
         if args.figure and several and any(isinstance(c, EnergyConfig) for c in configs):
             raise ValueError("--figure with several configurations compares trajectories; an energy problem "
                              "([energy] table) gets its figure from its own run (`meanfield run CONFIG --output "

@@ -293,6 +293,7 @@ def test_one_config_with_a_figure_uses_the_result_figure(tmp_path):
     ([], "same-stem", "share the stem"),
     (["--figure", "f.png"], "energy", "an energy problem"),
     ([], "bad", "bad.toml: unknown key"),
+    ([], "bad-value", "bad.toml: `alpha` is only used"),
 ])
 def test_several_configs_errors(tmp_path, capsys, extra, setup, match):
     paths = _two_configs(tmp_path)
@@ -308,6 +309,9 @@ def test_several_configs_errors(tmp_path, capsys, extra, setup, match):
     elif setup == "bad":
         paths[1] = str(tmp_path / "bad.toml")
         (tmp_path / "bad.toml").write_text(SMALL.format(scheme="peri-ln", extra="temperature = 1"))
+    elif setup == "bad-value":      # refused by the Model, not by the parser: the file is still named
+        paths[1] = str(tmp_path / "bad.toml")
+        (tmp_path / "bad.toml").write_text(SMALL.format(scheme="peri-ln", extra="alpha = 0.5"))
     assert main(["run", *paths, "--output", str(out), *extra, "--quiet"]) == 2
     assert match in capsys.readouterr().err
     assert out.is_file() if setup == "file" else not out.exists()                 # nothing ran
