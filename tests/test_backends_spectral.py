@@ -286,3 +286,16 @@ def test_mean_alignment_diagnostic_is_that_of_the_density():
     expected = [mf.alignment_statistics(s).mean_alignment for s in tr.states]
     assert np.allclose(tr.diagnostics["mean_alignment"], expected, rtol=1e-12, atol=0)
     assert zonal.diagnostics["mean_alignment"][0] == pytest.approx((0.5 / 5) ** 2, rel=1e-13)   # (g_1/d)²
+
+
+def test_a_loss_by_undershoot_at_a_resolved_tail_names_its_cause():
+    # S¹, β = 5: the density is ~0 between clusters; it undershoots while its tail is at rounding level,
+    # where refining cannot help (it used to refine on and advise raising lmax_max)
+    r = mf.Density.random(lmax=32, d=2, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(beta=5.0, d=2), r, 20.0, save_every=0.25, on_resolution_loss="refine",
+                         lmax_max=2048)
+    assert tr.status is mf.Status.RESOLUTION_LOST
+    assert "min ρ" in tr.detail and "< −negativity_tol" in tr.detail and "tail_tol=" not in tr.detail
+    assert "at rounding level" in tr.detail and "lmax_max" not in tr.detail

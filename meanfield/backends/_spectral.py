@@ -245,6 +245,8 @@ def _memory_estimate(lmax, d, zonal, nspecies, has_radius):
     return 8.0 * (nodes * (24 + 8 * fields) + tables) + 16.0 * 12 * fields * ncoef, nodes
 
 
+_TAIL_ROUNDING = 1e-14   # a tail-energy fraction at float64 rounding: the density is resolved at its band limit
+
 _OPTIONS = dict(lmax=None, method="rk45", rtol=1e-9, atol=1e-12, first_step=None, max_step=np.inf,
                 min_step=1e-12, cfl=1.0, r0=1.0, on_resolution_loss="stop", tail_warn=1e-6, tail_tol=1e-4,
                 negativity_tol=1e-6, lmax_max=256, refine_factor=1.5, filter=None, step=None,
@@ -532,7 +534,8 @@ class SpectralBackend:
     def _monitor(self, tail, min_rho, previous):
         opts = self.options
         policy = opts["on_resolution_loss"]
-        if policy == "refine" and (tail > opts["tail_warn"] or min_rho < -0.1 * opts["negativity_tol"]):
+        undershoot = min_rho < -0.1 * opts["negativity_tol"] and tail > _TAIL_ROUNDING  # a resolved tail: refining cannot help
+        if policy == "refine" and (tail > opts["tail_warn"] or undershoot):
             new_l = min(int(np.ceil(opts["refine_factor"] * self.basis.lmax)), opts["lmax_max"])
             if new_l > self.basis.lmax:      # the last refinement steps up to lmax_max exactly
                 if min_rho < -0.1 * opts["negativity_tol"]:
@@ -546,12 +549,19 @@ class SpectralBackend:
             warnings.warn(f"resolution warning at t={self.t:.6g}: tail-energy fraction {tail:.2e} > tail_warn="
                           f"{opts['tail_warn']:g} (lmax={self.basis.lmax}).", MeanfieldWarning, stacklevel=5)
         if lost:
-            self.detail = (f"At t={self.t:.6g}: tail fraction {tail:.3e} (tail_tol={opts['tail_tol']:g}), "
-                           f"min ρ {min_rho:.3e}, lmax={self.basis.lmax}. "
-                           f"State kept from t={previous[0]:.6g}.")
-            if policy == "refine":
-                self.detail += f" Refinement reached lmax_max={opts['lmax_max']}."
-            self.detail += self.loss_advice.get(policy, "")
+            fired = ([f"the tail fraction {tail:.3e} > tail_tol={opts['tail_tol']:g}"] if tail > opts["tail_tol"] else [])
+            if min_rho < -opts["negativity_tol"]:
+                fired.append(f"min ρ {min_rho:.3e} < −negativity_tol={opts['negativity_tol']:g}")
+            self.detail = (f"At t={self.t:.6g}: {' and '.join(fired)} (tail fraction {tail:.3e}, min ρ {min_rho:.3e}, "
+                           f"lmax={self.basis.lmax}). State kept from t={previous[0]:.6g}.")
+            if tail <= _TAIL_ROUNDING:
+                self.detail += (" The tail is at rounding level, so more degrees cannot remove the undershoot: it is "
+                                "the time stepping's (or an earlier truncation's) where the density is ~0 between clusters. Lower "
+                                "`rtol`, raise `negativity_tol`, or continue with particles (backend='hybrid').")
+            else:
+                if policy == "refine":
+                    self.detail += f" Refinement reached lmax_max={opts['lmax_max']}."
+                self.detail += self.loss_advice.get(policy, "")
             self.loss_time = self.t
             self.t, self.y = previous
             self._last = None
