@@ -297,7 +297,9 @@ def minimize_energy(beta, D=None, d: int = 3, *, lmax: int | None = None, level:
     MinimizingDensity (d = 2) or FEDensity (d = 3)
         The minimizer, a density w.r.t. σ with unit mass; ``.value`` is its energy and
         ``.certificate`` the :class:`OptimalityCertificate`.  Both accept ``evaluate(points)``
-        and are accepted by :func:`meanfield.energy`.
+        and are accepted by :func:`meanfield.energy`.  The nodal values are ≥ 0, but when the support
+        is partial the S¹ interpolant rings between the nodes (down to −8 for D = diag(1, 0), where
+        the minimizer is two Diracs): use ``nodal_values`` there, or ``evaluate`` only on the support.
     """
     beta = check_beta(beta)
     d = dimension(d)
