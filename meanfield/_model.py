@@ -7,6 +7,7 @@ from typing import Callable
 import numpy as np
 
 from ._schemes import SCHEMES, Scheme, get_scheme
+from .sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ._validate import choice, dimension, matrix, positive_float
 
 ATTENTIONS = {"softmax": "softmax", "sa": "softmax", "unnormalized": "unnormalized", "usa": "unnormalized"}
@@ -74,6 +75,10 @@ class Model:
             raise ValueError(f"`tau` is only used by scheme='mix-ln'; got tau={self.tau!r} "
                              f"with scheme={self.scheme!r}.")
         set_("_kernel_scale_value", self._compute_kernel_scale())   # Q, K are read-only: computed once
+        if not self.softmax and self.isotropic and self.beta_eff > _LOG_FLOAT_MAX:
+            raise ValueError(f"attention='unnormalized' needs β·c ≤ {_LOG_FLOAT_MAX:.2f} (QᵀK = c·I); got β·c = "
+                             f"{self.beta_eff:g}: a token's own term e^(β·c) overflows float64, and so does its "
+                             "velocity (USA's speed grows like e^β). Softmax attention has no such limit.")
 
     @property
     def scheme_def(self) -> Scheme:

@@ -46,6 +46,8 @@ def test_model_is_frozen():
     (dict(beta=1.0, tau=1.0), "`tau`"), (dict(beta=1.0, scheme="mix-ln", tau=-1.0), "`tau`"),
     (dict(beta=1.0, alpha=0.0), "`alpha`"), (dict(beta=1.0, Q=np.eye(2)), "`Q`"),
     (dict(beta=1.0, alpha=0.5), "`alpha` is only used by scheme='angpt' or 'ngpt'"),
+    (dict(beta=800.0, attention="unnormalized"), r"needs β·c ≤ 709.78"),
+    (dict(beta=400.0, attention="unnormalized", Q=2 * np.eye(3)), r"got β·c = 800"),
     (dict(beta=1.0, scheme="pre-ln", alpha=lambda t: 1.0), "`alpha` is only used"),
     (dict(beta=1.0, V=np.full((3, 3), np.nan)), "`V`"),
     (dict(beta=1.0, Q=np.ones((2, 3, 3)), K=np.ones((3, 3, 3))), "heads"),
