@@ -161,3 +161,16 @@ def test_flows_keep_the_users_fixed_step_and_their_last_state_on_failure(monkeyp
         broken = mf.gradient_flow(p, 1.0, t_final=2.0, save_every=0.5)
     assert broken.times[-1] > 0.7 and broken.states[-1] is not None
     assert len(broken.diagnostics["energy"]) == len(broken.times)
+
+
+def test_identity_parts_trade_the_identity_resolution_for_speed():
+    p = mf.Particles.uniform(12, seed=3)
+    D = np.diag([1.0, 0.6, 1.4])
+    full = mf.gradient_flow(p, 2.0, D, t_final=0.5, save_every=0.25)
+    saved = mf.gradient_flow(p, 2.0, D, t_final=0.5, save_every=0.25, identity_parts=0)
+    assert np.array_equal(full.times, saved.times) and len(saved.steps["t"]) < len(full.steps["t"])
+    assert np.max(np.abs(full.final.positions - saved.final.positions)) < 1e-9
+    assert abs(full.diagnostics["energy_identity_residual"][-1]) < 1e-6
+    assert abs(saved.diagnostics["energy_identity_residual"][-1]) > 10 * abs(full.diagnostics["energy_identity_residual"][-1])
+    with pytest.raises(TypeError, match="`identity_parts` must be an integer"):
+        mf.gradient_flow(p, 2.0, D, t_final=0.5, identity_parts=1.5)

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import integrate
 
 from .._measures import Particles
-from .._validate import choice, positive_float
+from .._validate import choice, nonneg_int, positive_float
 from ._energy import atoms, energy, first_variation_gradient
 from ._kernel import check_beta, check_D, check_symmetric
 
@@ -59,14 +59,15 @@ def _cumulative(t, f):
 IDENTITY_SUBSTEPS, IDENTITY_PARTS = 8, 64
 
 
-def _dense_times(times, min_parts: int = IDENTITY_SUBSTEPS, first_parts: int = 0, step=None):
+def _dense_times(times, min_parts: int = IDENTITY_SUBSTEPS, first_parts: int = 0, step=None,
+                 total_parts: int = IDENTITY_PARTS):
     """(times after t0 that split every interval of ``times`` into equal parts, index of each saved time).
 
-    Every interval gets at least ``min_parts`` parts and its share of IDENTITY_PARTS over the whole span;
+    Every interval gets at least ``min_parts`` parts and its share of ``total_parts`` over the whole span;
     the first at least ``first_parts`` (a flow from a generic start has its fastest transient early).
     With a fixed ``step`` (rk4, or the layer maps) the points fall on the step grid from each saved time."""
     total = times[-1] - times[0]
-    counts = [max(min_parts, int(np.ceil(IDENTITY_PARTS * (b - a) / total))) for a, b in zip(times[:-1], times[1:])]
+    counts = [max(min_parts, int(np.ceil(total_parts * (b - a) / total))) for a, b in zip(times[:-1], times[1:])]
     counts[0] = max(counts[0], first_parts)
     parts = [_interval_points(a, b, k, step) for a, b, k in zip(times[:-1], times[1:], counts)]
     return np.concatenate(parts), np.cumsum([0] + [len(p) for p in parts])
@@ -115,7 +116,7 @@ def _flow_with_identity(model, initial, t_final, times, direction, backend, opti
 
 
 def gradient_flow(initial, beta, D=None, *, t_final, direction: str = "ascent", save_every=None,
-                  t_eval=None, backend: str = "particles", **options):
+                  t_eval=None, backend: str = "particles", identity_parts: int = IDENTITY_PARTS, **options):
     """Run the Wasserstein gradient ascent (or descent) of E_{β,D} and record the energy identity.
 
     Parameters
@@ -132,10 +133,16 @@ def gradient_flow(initial, beta, D=None, *, t_final, direction: str = "ascent", 
         ±∇_S δE/δμ: "ascent" is the USA self-attention dynamics with QᵀK = V = D.
     save_every, t_eval
         Save times, as in :func:`meanfield.simulate`.  The energy identity is integrated (Simpson) over
-        states between them, at least 8 per saved interval and 64 over the run, so that its residual
-        measures the flow, not the spacing of the saved states; only the requested states are returned.
+        states between them (``identity_parts``), so that its residual measures the flow, not the spacing
+        of the saved states; only the requested states are returned.
     backend : str
         A backend of :func:`meanfield.simulate` (default "particles", exact for any d and D).
+    identity_parts : int
+        States over the run at which E and ∫|v|²dμ enter the energy identity (default 64; every saved
+        interval gets at least ``identity_parts // 8`` of them).  Each is a step end and two energy
+        evaluations: on the spectral quadrature path (anisotropic D) the default makes a short flow ~20×
+        slower than :func:`meanfield.simulate`.  0 records the saved states only: as fast as simulate,
+        but the residual then measures the spacing of the saved states as much as the flow.
     **options
         Backend options (e.g. ``rtol``, ``atol``, ``method``).
 
@@ -153,8 +160,10 @@ def gradient_flow(initial, beta, D=None, *, t_final, direction: str = "ascent", 
     if d is None:
         raise TypeError(f"`initial` must be a meanfield measure; got {type(initial).__name__}.")
     model = flow_model(beta, D, d, direction)
+    identity_parts = nonneg_int("identity_parts", identity_parts)
     return _flow_with_identity(model, initial, t_final, save_times(t_final, save_every, t_eval), direction,
-                               backend, options)
+                               backend, options, total_parts=identity_parts,
+                               min_parts=max(1, identity_parts // IDENTITY_SUBSTEPS))
 
 
 @dataclass(frozen=True)
