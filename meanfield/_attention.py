@@ -310,6 +310,8 @@ def transform_epsilon(epsilon: float | None, tol: float = 1e-12) -> float:
     """
     if epsilon is None:
         tol = positive_float("tol", tol)
+        if tol >= 1:
+            raise ValueError(f"`tol` must be in (0, 1); got tol={tol!r}.")
         return max(_EPSILON_FLOOR, tol / 10)
     epsilon = positive_float("epsilon", epsilon)
     if not 2e-13 <= epsilon < 1:

@@ -44,6 +44,7 @@ import numpy as np
 from ._errors import MeanfieldError
 from ._measures import Density, Particles, ZonalDensity
 from ._model import Model
+from ._schemes import get_scheme
 
 FORMAT = "meanfield-trajectory"
 ENERGY_FORMAT = "meanfield-energy"
@@ -136,9 +137,13 @@ def _read_model(g, alpha=None) -> Model:
         raise ResultFileError(f"the model used a callable alpha ({a['alpha_repr']}), which a file cannot hold; "
                               "pass `alpha=` to load().")
     tau = float(a["tau"])
-    return Model(float(a["beta"]), str(a["scheme"]), str(a["attention"]), int(a["d"]),
-                 *(_array(g[n]) if n in g else None for n in "QKV"),
-                 alpha=alpha if alpha is not None else float(a["alpha"]), tau=None if np.isnan(tau) else tau)
+    scheme = str(a["scheme"])
+    if alpha is None:
+        alpha = float(a["alpha"])
+        if not get_scheme(scheme).uses_alpha:
+            alpha = 1.0     # files written before Model refused it stored an alpha the scheme never used
+    return Model(float(a["beta"]), scheme, str(a["attention"]), int(a["d"]),
+                 *(_array(g[n]) if n in g else None for n in "QKV"), alpha=alpha, tau=None if np.isnan(tau) else tau)
 
 
 def _write_trajectory(g, trajectory):

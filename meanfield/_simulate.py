@@ -172,8 +172,10 @@ def save_times(t_final, save_every=None, t_eval=None, t0=0.0) -> np.ndarray:
             raise ValueError(f"`t_eval` must be a non-empty finite 1-D array; got {t_eval!r}.")
         if np.any(np.diff(te) <= 0) or te[0] < t0 or te[-1] > t_final:
             raise ValueError(f"`t_eval` must be strictly increasing within [{t0}, {t_final}]; got {t_eval!r}.")
-        if te[-1] < t_final:                 # the end is always kept, as with save_every
+        if t_final - te[-1] > 1e-9 * max(1.0, t_final):   # the end is always kept, as with save_every
             te = np.append(te, t_final)
+        else:
+            te = np.append(te[:-1], t_final)    # a last time a rounding error short of t_final is t_final
         return te if te[0] == t0 else np.concatenate([[t0], te])
     if save_every is None:
         return np.array([t0, t_final])

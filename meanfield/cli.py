@@ -166,7 +166,7 @@ def _run(args) -> int:
             except (ConfigError, ValueError, TypeError) as e:   # a bad value is refused by the Model, say, not the parser
                 if not several or str(path) in str(e):
                     raise
-                raise type(e)(f"{path}: {e}") from None
+                raise ConfigError(f"{path}: {e}") from None
         if args.figure and several and any(isinstance(c, EnergyConfig) for c in configs):
             raise ValueError("--figure with several configurations compares trajectories; an energy problem "
                              "([energy] table) gets its figure from its own run (`meanfield run CONFIG --output "

@@ -294,6 +294,7 @@ def test_one_config_with_a_figure_uses_the_result_figure(tmp_path):
     (["--figure", "f.png"], "energy", "an energy problem"),
     ([], "bad", "bad.toml: unknown key"),
     ([], "bad-value", "bad.toml: `alpha` is only used"),
+    ([], "bad-bytes", "bad.toml: 'utf-8' codec can't decode"),
 ])
 def test_several_configs_errors(tmp_path, capsys, extra, setup, match):
     paths = _two_configs(tmp_path)
@@ -309,6 +310,9 @@ def test_several_configs_errors(tmp_path, capsys, extra, setup, match):
     elif setup == "bad":
         paths[1] = str(tmp_path / "bad.toml")
         (tmp_path / "bad.toml").write_text(SMALL.format(scheme="peri-ln", extra="temperature = 1"))
+    elif setup == "bad-bytes":      # UnicodeDecodeError cannot be re-raised with one message argument
+        paths[1] = str(tmp_path / "bad.toml")
+        (tmp_path / "bad.toml").write_bytes(b"[model]\nbeta = 1.0 # caf\xe9\n")
     elif setup == "bad-value":      # refused by the Model, not by the parser: the file is still named
         paths[1] = str(tmp_path / "bad.toml")
         (tmp_path / "bad.toml").write_text(SMALL.format(scheme="peri-ln", extra="alpha = 0.5"))

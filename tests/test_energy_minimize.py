@@ -51,6 +51,10 @@ def test_circle_minimizer_of_a_strongly_anisotropic_kernel(D):
     reference = _discrete_minimum(1.0, D, 240)
     assert abs(r.value - reference) <= r.certificate.regularization_energy + 1e-9
     assert 0 < r.certificate.support_fraction < 0.5
+    smaller = mf.minimize_energy(1.0, D, d=2, regularization=1e-12)   # below K's rounding at this level:
+    assert smaller.certificate.satisfied(), smaller.certificate.message  # the smallest pull that solves
+    assert smaller.certificate.regularization <= r.certificate.regularization
+    assert smaller.value <= r.value + 1e-12
 
 
 def test_circle_minimizer_first_order_slope():

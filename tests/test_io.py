@@ -206,3 +206,16 @@ def test_an_in_memory_run_is_saved_with_its_t_final(tmp_path, trajectory, capsys
     # other run attributes keep the default; an explicit t_final is kept as given
     assert run_info(mf.save(trajectory, tmp_path / "s.h5", run_info={"seed": 3}))["t_final"] == 0.5
     assert run_info(mf.save(trajectory, tmp_path / "t.h5", run_info={"t_final": 2.0}, complete=False))["t_final"] == 2.0
+
+
+def test_files_with_an_alpha_the_scheme_never_used_still_load(tmp_path):
+    # before Model refused alpha for schemes without a step size, such runs stored it
+    import h5py
+    path = tmp_path / "old.h5"
+    mf.save(mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 0.1), path)
+    with h5py.File(path, "r+") as f:
+        groups = []
+        f.visititems(lambda name, obj: groups.append(obj) if name.endswith("model") else None)
+        for g in groups:
+            g.attrs["alpha"] = 0.5
+    assert mf.load(path).model.alpha == 1.0

@@ -167,6 +167,8 @@ def test_a_looser_tol_loosens_the_transforms_and_stays_within_it(tol):
     m = mf.Model(beta=5.0)
     assert transform_epsilon(None) == 3e-13 and transform_epsilon(None, tol) == tol / 10
     assert transform_epsilon(1e-9, tol) == 1e-9                       # an explicit epsilon wins
+    with pytest.raises(ValueError, match=r"`tol` must be in \(0, 1\)"):
+        _SHEvaluator(m, tol=20, lmax=10)                              # lmax ignores tol, the transforms do not
     assert _SHEvaluator(m, tol=tol).epsilon == tol / 10
     x, w = clustered(3000, seed=7, width=1e-3)
     err = np.max(np.abs(attention_field_sh(m, x, w, tol=tol).tangential - attention_field(m, x, w).tangential))

@@ -125,3 +125,7 @@ def test_t_eval_before_t_final_still_runs_to_the_end():
     assert np.array_equal(tr.times, [0.0, 0.2, 0.5, 1.0]) and tr.status is mf.Status.OK
     ref = mf.simulate(mf.Model(2.0), p, 1.0, backend="particles", t_eval=[0.2, 0.5, 1.0])
     assert np.max(np.abs(tr.final.positions - ref.final.positions)) < 1e-14
+
+
+def test_t_eval_a_rounding_error_short_of_t_final_ends_at_t_final():
+    assert np.array_equal(save_times(1.0, t_eval=np.cumsum([0.1] * 10))[-2:], [np.cumsum([0.1] * 9)[-1], 1.0])

@@ -18,8 +18,9 @@ numerically indistinguishable minimizers we return the one closest to uniform: t
 Tikhonov pull ½τ‖ρ − 1‖²_{L²(σ)} (Gram matrix M), with τ = ``regularization`` · 2βE at the minimum
 (1e-8 of the minimum's own kernel level by default; found by re-solving, see ``_solve``).  Its effect on the energy, τ‖ρ − 1‖²/(2β), is
 reported, and the optimality certificate is evaluated with the exact (unregularized) first variation.
-The price is a floor on the nodal values: the rounding of K (~1e-14 relative) amplified by 1/τ, i.e.
-~1e-6 by default, while the energy, the potential and the low moments are exact to ~1e-14.
+The price is a floor on the nodal values: the rounding of K (~1e-14 of its largest entry) amplified by
+1/τ, ~1e-6 by default when the minimum's level is near the kernel's largest values (more for a strongly
+anisotropic D), while the energy, the potential and the low moments are exact to ~1e-14.
 """
 from __future__ import annotations
 
@@ -136,6 +137,7 @@ def _nonneg_qp(H: np.ndarray, b: np.ndarray, max_iter: int = 100):
 
 
 _MAX_LEVEL_SOLVES = 4
+_PULL_BISECTIONS = 6
 
 
 def _solve(K, m, M, regularization):
@@ -149,6 +151,9 @@ def _solve(K, m, M, regularization):
     """
     one = np.ones(len(m))
     level = float(one @ K @ one) / float(np.sum(m)) ** 2
+    if regularization == 0:                     # no pull: one solve, no level to look for
+        x, iters, solver = _solve_at(K, m, M, 0.0, regularization)
+        return x, 0.0, iters, solver
     solved = None
     for _ in range(_MAX_LEVEL_SOLVES):
         tau = regularization * level
@@ -168,15 +173,19 @@ def _solve(K, m, M, regularization):
 
 def _smallest_solvable_pull(K, m, M, tau_singular, solved, regularization):
     """The minimizer at the smallest pull between ``tau_singular`` (below the rounding of K) and the pull of
-    ``solved`` that still solves (geometric steps): the level-relative pull is out of reach, and a larger one
-    only raises the selection bias (reported in the certificate)."""
-    for tau in np.geomspace(tau_singular, solved[1], 8)[1:-1]:
+    ``solved`` that still solves, by bisection in log τ (to a factor ~1.3): the level-relative pull is out
+    of reach, and a larger one only raises the selection bias (reported in the certificate)."""
+    low, best = np.log(tau_singular), solved
+    high = np.log(solved[1])
+    for _ in range(_PULL_BISECTIONS):
+        tau = float(np.exp(0.5 * (low + high)))
         try:
             x, iters, solver = _solve_at(K, m, M, tau, regularization)
         except ConvergenceError:
+            low = np.log(tau)
             continue
-        return x, tau, iters, solver
-    return solved
+        best, high = (x, tau, iters, solver), np.log(tau)
+    return best
 
 
 def _solve_at(K, m, M, tau, regularization):

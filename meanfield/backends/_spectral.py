@@ -556,8 +556,11 @@ class SpectralBackend:
                            f"lmax={self.basis.lmax}). State kept from t={previous[0]:.6g}.")
             if tail <= _TAIL_ROUNDING:
                 self.detail += (" The tail is at rounding level, so more degrees cannot remove the undershoot: it is "
-                                "the time stepping's (or an earlier truncation's) where the density is ~0 between clusters. Lower "
-                                "`rtol`, raise `negativity_tol`, or continue with particles (backend='hybrid').")
+                                "the time stepping's (or an earlier truncation's) where the density is ~0 between "
+                                "clusters.")
+                if self.loss_advice:            # the hybrid backend hands off instead: no advice
+                    self.detail += (" Lower `rtol`, raise `negativity_tol`, or continue with particles "
+                                    "(backend='hybrid').")
             else:
                 if policy == "refine":
                     self.detail += f" Refinement reached lmax_max={opts['lmax_max']}."

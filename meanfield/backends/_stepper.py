@@ -186,6 +186,7 @@ class ParticleStepper:
         if not np.all(s != 0) or not np.all(np.isfinite(s)):    # s divides the velocity (s < 0: a radius < 0, below)
             self._speed_issue = self._speed_diagnosis(s, a_norm, t, n)
             return np.full_like(y, np.nan)
+        self._speed_issue = None        # a rejected trial stage's diagnosis does not outlive it
         # dividing by a unit speed is the identity, bit for bit; skip the (n, d) pass and its allocation
         dtheta = f.tangential if np.all(s == 1.0) else f.tangential / np.reshape(np.broadcast_to(s, (n,)), (-1, 1))
         if not self.scheme.has_radius:
