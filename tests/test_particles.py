@@ -361,3 +361,21 @@ def test_max_step_inf_is_the_documented_default():
     a = mf.simulate(mf.Model(1.0), p, 0.3, backend="particles", max_step=np.inf)
     b = mf.simulate(mf.Model(1.0), p, 0.3, backend="particles")
     assert a.success and np.array_equal(a.final.positions, b.final.positions)
+
+
+@pytest.mark.parametrize("scheme, extra", [("ngpt", dict(causal=True)), ("peri-ln", dict())])
+def test_a_zero_attention_norm_is_diagnosed(scheme, extra):
+    # Peri-LN and nGPT divide by ‖A‖ (and their layer maps normalize A): a token that sees only zero-weight
+    # tokens (a padding token first under a causal mask), or V = 0, has none
+    x = mf.Particles.uniform(5, seed=0).positions
+    weights = [0, 0.25, 0.25, 0.25, 0.25] if extra else None
+    model = mf.Model(2.0, scheme, V=None if extra else np.zeros((3, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tr = mf.simulate(model, mf.Particles(x, weights), 1.0, backend="particles", **extra)
+        layers = mf.simulate(model, mf.Particles(x, weights), 1.0, backend="particles", time="layers", step=0.1,
+                             **extra)
+    assert tr.status is mf.Status.NON_FINITE
+    assert "speed factor" in tr.detail and "‖A_j‖ = 0" in tr.detail and "t=0," in tr.detail
+    assert layers.status is mf.Status.NON_FINITE and "normalizes the attention" in layers.detail
+    assert "‖A_j‖ = 0 for token 0" in layers.detail and "t=0:" in layers.detail

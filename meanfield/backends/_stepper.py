@@ -25,6 +25,8 @@ from .._simulate import Status
 from .._validate import max_step_value, positive_float, relative_tolerance
 
 TIMES = ("continuous", "layers")
+_ZERO_ATTENTION = ("the token attends to nothing (all the tokens it sees have zero weight, e.g. a padding token "
+                   "first under a causal mask, or V = 0)")
 
 
 def scheme_uses_magnitude(scheme, t, model) -> bool:
@@ -201,10 +203,8 @@ class ParticleStepper:
         s = np.broadcast_to(s, (n,))
         bad = np.flatnonzero(~(np.isfinite(s) & (s != 0)))
         j = int(bad[0])
-        why = ""
-        if np.ndim(a_norm) and a_norm[j] == 0:
-            why = (f" There ‖A_j‖ = 0: the token attends to nothing (all the tokens it sees have zero weight, e.g. a "
-                   "padding token first under a causal mask, or V = 0), and the scheme divides by ‖A‖.")
+        why = f" There ‖A_j‖ = 0: {_ZERO_ATTENTION}, and the scheme divides by ‖A‖." if (
+            np.ndim(a_norm) and a_norm[j] == 0) else ""
         return (f"The speed factor of scheme={self.scheme.name!r} is {s[j]:.3g} for token {j}"
                 f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''} at t={round(t, 12):.6g}, so dθ/dt = P_θA/s is "
                 f"undefined.{why} A smaller step does not help.")
@@ -441,7 +441,15 @@ class ParticleStepper:
             x = theta * r[:, None] if has_r else theta
 
             def attn(z, t=t):
-                return self._field(t, z / np.linalg.norm(z, axis=1, keepdims=True), True).A
+                A = self._field(t, z / np.linalg.norm(z, axis=1, keepdims=True), True).A
+                if self.scheme.needs_norm:      # the layer normalizes A: a zero one has no direction
+                    zero = np.flatnonzero(~np.any(A, axis=1))
+                    if zero.size:
+                        self._speed_issue = (f"The layer map of scheme={self.scheme.name!r} normalizes the attention, "
+                                             f"but ‖A_j‖ = 0 for token {zero[0]}"
+                                             f"{f' (and {zero.size - 1} more)' if zero.size > 1 else ''} at "
+                                             f"t={t:.6g}: {_ZERO_ATTENTION}. A smaller step does not help.")
+                return A
 
             x_new = self.scheme.layer(x, attn, h, t, self.model)
             rad = np.linalg.norm(x_new, axis=1)
