@@ -75,10 +75,25 @@ class Model:
             raise ValueError(f"`tau` is only used by scheme='mix-ln'; got tau={self.tau!r} "
                              f"with scheme={self.scheme!r}.")
         set_("_kernel_scale_value", self._compute_kernel_scale())   # Q, K are read-only: computed once
-        if not self.softmax and self.isotropic and self.beta_eff > _LOG_FLOAT_MAX:
-            raise ValueError(f"attention='unnormalized' needs β·c ≤ {_LOG_FLOAT_MAX:.2f} (QᵀK = c·I); got β·c = "
-                             f"{self.beta_eff:g}: a token's own term e^(β·c) overflows float64, and so does its "
-                             "velocity (USA's speed grows like e^β). Softmax attention has no such limit.")
+        if not self.softmax:
+            self._check_usa_range()
+
+    def _check_usa_range(self):
+        """USA is not normalized: its weights e^(β⟨Qx, Ky⟩) must fit in float64 (softmax's are shifted)."""
+        if self.isotropic:
+            if self.beta_eff > _LOG_FLOAT_MAX:
+                raise ValueError(f"attention='unnormalized' needs β·c ≤ {_LOG_FLOAT_MAX:.2f} (QᵀK = c·I); got β·c = "
+                                 f"{self.beta_eff:g}: a token's own term e^(β·c) overflows float64, and so does its "
+                                 "velocity (USA's speed grows like e^β). Softmax attention has no such limit.")
+            return
+        Qs, Ks, _ = self.matrices()
+        top = 1.0 if self.scheme_def.normalize_qkv else max(np.linalg.norm(q.T @ k, 2) for q, k in zip(Qs, Ks))
+        if self.beta * top > _LOG_FLOAT_MAX:
+            import warnings
+            from ._errors import MeanfieldWarning
+            warnings.warn(f"attention='unnormalized' with β·‖QᵀK‖ = {self.beta * top:g} > {_LOG_FLOAT_MAX:.2f}: "
+                          "attention weights e^(β⟨Qx, Ky⟩) can overflow float64 (the run then stops NON_FINITE); "
+                          "softmax attention has no such limit.", MeanfieldWarning, stacklevel=4)
 
     @property
     def scheme_def(self) -> Scheme:

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -60,3 +62,12 @@ def test_bad_input_names_the_parameter(kwargs, match):
 def test_beta_type_error():
     with pytest.raises(TypeError, match="`beta`"):
         mf.Model("2")
+
+
+def test_an_anisotropic_usa_kernel_beyond_float64_is_warned_about():
+    with pytest.warns(mf.MeanfieldWarning, match=r"β·‖QᵀK‖ = 770 > 709.78"):
+        mf.Model(350.0, attention="unnormalized", Q=np.diag([2.2, 2.1, 2.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mf.Model(350.0, Q=np.diag([2.2, 2.1, 2.0]))                      # softmax: shifted, no limit
+        mf.Model(3.0, attention="unnormalized", Q=np.diag([2.2, 2.1, 2.0]))
