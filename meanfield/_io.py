@@ -265,7 +265,8 @@ def load(path, *, alpha=None):
         An HDF5 file in the ``meanfield-trajectory`` or ``meanfield-energy`` layout (see :doc:`cli`).
     alpha : float or callable, optional
         The nGPT/anGPT step α_t of the model.  Required when the run used a callable α (a file stores
-        only its repr); otherwise it replaces the stored constant.  Not used for energy files.
+        only its repr); otherwise it replaces the stored constant (nGPT/anGPT only: for the other schemes a
+        stored α is read as 1, the value they use).  Not used for energy files.
 
     Returns
     -------

@@ -26,14 +26,17 @@ class Model:
         "ln-scaling", "qkv-norm", "angpt").
     attention : {"softmax", "unnormalized"}
         SA (weights divided by Z) or USA (divided by the constant token count; 1 in mean field).
-        "sa" and "usa" are accepted aliases.
+        "sa" and "usa" are accepted aliases.  USA's weights e^(β⟨Qx, Ky⟩) are not shifted: with
+        QᵀK = c·I it needs β·c ≤ 709.78 (e^(βc) overflows float64 above), and an anisotropic kernel
+        beyond that is warned about.
     d : int
         Ambient dimension, d ≥ 2; tokens live on S^{d-1}.
     Q, K, V : array_like, shape (d, d) or (heads, d, d), optional
         Query, key and value matrices; None means the identity.  A leading axis gives several heads
         whose attention vectors are summed (the output projection is absorbed into V).
     alpha : float or callable, optional
-        nGPT / anGPT step size α_t > 0, a constant or a function of t.
+        nGPT / anGPT step size α_t > 0, a constant or a function of t (refused, unless 1, for the
+        other schemes).
     tau : float, optional
         Mix-LN switch time τ ≥ 0 (required for "mix-ln", refused for the others).
     """

@@ -11,8 +11,9 @@ run by :func:`meanfield.simulate` (default ``backend="particles"``), and the ene
 
 is recorded at the saved times as a diagnostic: ``energy`` (E, from :func:`meanfield.energy`),
 ``dissipation`` (∫|v|² dμ) and ``energy_identity_residual`` (the identity's defect, with the time
-integral by the composite Simpson rule on the saved times: it is at the level of the integrator's
-tolerance plus the Simpson error O(Δt⁴) of the save spacing Δt).
+integral by the composite Simpson rule on ``identity_parts`` states between the saved times (default
+64 over the run, ≥ 8 per saved interval; 0: the saved times only): it is at the level of the
+integrator's tolerance plus the Simpson error O(h⁴) of their spacing h).
 """
 from __future__ import annotations
 

@@ -69,7 +69,8 @@ class ParticleStepper:
     --------------
     time : {"continuous", "layers"}
         Integrate the ODE of the scheme, or apply its discrete layer map (``step`` = layer step h;
-        t_final and the save times must be whole numbers of layers).
+        t_final − t0 and the gaps between save times must be whole numbers of layers; layer k sits at
+        t0 + k·h).
     method : {"rk4", "rk23", "rk45"}, optional
         Runge–Kutta method (:data:`meanfield._integrators.METHODS`).  Default: "rk4" when ``step`` is
         given, else "rk45".
@@ -77,7 +78,7 @@ class ParticleStepper:
         Fixed step of "rk4", or the layer step h of ``time="layers"``.  The steps of one
         ``advance`` are uniform and at most ``step`` (equal to it when the interval is a multiple).
     rtol, atol : float
-        Tolerances of the embedded pairs: the max over all components of |err| / (atol + rtol·|y|) is kept ≤ 1
+        Tolerances of the embedded pairs (rtol in [1e-14, 1)): the max over all components of |err| / (atol + rtol·|y|) is kept ≤ 1
         (a max norm, stricter than scipy's RMS norm, so no particle is left behind).
     first_step, max_step : float, optional
         Initial and largest step of the embedded pairs (default: estimated; unbounded).
