@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._errors import UnsupportedModelError
-from ._validate import nonneg_int, positive_float, unit_vectors
+from ._validate import nonneg_int, open_fraction, positive_float, unit_vectors
 
 _EXECUTOR: ThreadPoolExecutor | None = None
 _EXECUTOR_LOCK = threading.Lock()
@@ -264,10 +264,7 @@ def sh_bandlimit(model, tol: float = 1e-12, lmax: int | None = None) -> int:
     from .sphere._funk_hecke import kernel_bandlimit
     if lmax is not None:
         return nonneg_int("lmax", lmax, minimum=1)
-    tol = positive_float("tol", tol)
-    if tol >= 1:
-        raise ValueError(f"`tol` must be in (0, 1); got tol={tol!r}.")
-    return max(1, kernel_bandlimit(model.beta_eff, tol))
+    return max(1, kernel_bandlimit(model.beta_eff, open_fraction("tol", tol)))
 
 
 def sh_error_bounds(beta_eff: float, lmax: int, epsilon: float = 0.0) -> tuple[float, float]:
@@ -309,10 +306,7 @@ def transform_epsilon(epsilon: float | None, tol: float = 1e-12) -> float:
     exact sum: ≤ 0.9·tol for tol = 1e-4..1e-12, β = 1..20, clustered, uniform and antipodal tokens).
     """
     if epsilon is None:
-        tol = positive_float("tol", tol)
-        if tol >= 1:
-            raise ValueError(f"`tol` must be in (0, 1); got tol={tol!r}.")
-        return max(_EPSILON_FLOOR, tol / 10)
+        return max(_EPSILON_FLOOR, open_fraction("tol", tol) / 10)
     epsilon = positive_float("epsilon", epsilon)
     if not 2e-13 <= epsilon < 1:
         raise ValueError(f"`epsilon` must be in [2e-13, 1) (ducc0's float64 range); got epsilon={epsilon!r}.")

@@ -1,11 +1,13 @@
 """The frozen, validated description of one attention dynamics."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from ._errors import MeanfieldWarning
 from ._schemes import SCHEMES, Scheme, get_scheme
 from .sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ._validate import choice, dimension, matrix, positive_float
@@ -92,8 +94,6 @@ class Model:
         Qs, Ks, _ = self.matrices()
         top = 1.0 if self.scheme_def.normalize_qkv else max(np.linalg.norm(q.T @ k, 2) for q, k in zip(Qs, Ks))
         if self.beta * top > _LOG_FLOAT_MAX:
-            import warnings
-            from ._errors import MeanfieldWarning
             warnings.warn(f"attention='unnormalized' with β·‖QᵀK‖ = {self.beta * top:g} > {_LOG_FLOAT_MAX:.2f}: "
                           "attention weights e^(β⟨Qx, Ky⟩) can overflow float64 (the run then stops NON_FINITE); "
                           "softmax attention has no such limit.", MeanfieldWarning, stacklevel=4)

@@ -38,6 +38,14 @@ def max_step_value(value) -> float:
     return float(value)
 
 
+def open_fraction(name: str, value) -> float:
+    """A tolerance or fraction in (0, 1), as a float."""
+    value = positive_float(name, value)
+    if value >= 1:
+        raise ValueError(f"`{name}` must be in (0, 1); got {name}={value!r}.")
+    return value
+
+
 def relative_tolerance(value, name: str = "rtol") -> float:
     """A relative tolerance of a step-size control: in [1e-14, 1) (float64 rounding below, no accuracy at 1)."""
     value = positive_float(name, value)

@@ -22,7 +22,7 @@ from scipy import special
 
 from .._errors import MeanfieldWarning
 from .._measures import Density, Particles, ZonalDensity
-from .._validate import choice, dimension, nonneg_int, positive_float
+from .._validate import choice, dimension, nonneg_int, open_fraction
 from ..sphere import _circle as circ
 from ..sphere import _sh as sh
 from ..sphere._funk_hecke import funk_hecke_unscaled, kernel_bandlimit, kernel_truncation_error
@@ -247,9 +247,7 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
     beta = check_beta(beta)
     D = check_D(D, d)
     choice("method", method, METHODS)
-    tol = positive_float("tol", tol)
-    if tol >= 1:
-        raise ValueError(f"`tol` must be in (0, 1); got tol={tol!r}.")
+    tol = open_fraction("tol", tol)
     c = isotropic_scale(D)
 
     if isinstance(measure, Particles):

@@ -16,7 +16,7 @@ import numpy as np
 from .._attention import _SHEvaluator, sh_bandlimit, sh_error_bounds, sh_support, transform_epsilon
 from .._errors import UnsupportedModelError
 from .._simulate import MeanfieldWarning, register_backend
-from .._validate import nonneg_int, positive_float
+from .._validate import nonneg_int, open_fraction
 from ..sphere._funk_hecke import kernel_bandlimit, kernel_truncation_error
 from ._stepper import ParticleStepper
 
@@ -66,9 +66,7 @@ class ParticlesSHBackend(ParticleStepper):
         if opts["causal"] is not False:
             raise UnsupportedModelError("backend='particles-sh' has no causal mask (a causal sum is not a "
                                         "convolution); use backend='particles' with causal=True.")
-        opts["tol"] = positive_float("tol", opts["tol"])
-        if opts["tol"] >= 1:
-            raise ValueError(f"`tol` must be in (0, 1); got tol={opts['tol']!r}.")
+        opts["tol"] = open_fraction("tol", opts["tol"])
         explicit = opts["lmax"] is not None
         opts["lmax"] = sh_bandlimit(self.model, opts["tol"], opts["lmax"])
         opts["epsilon"] = transform_epsilon(opts["epsilon"], opts["tol"])

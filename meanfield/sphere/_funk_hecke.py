@@ -14,7 +14,7 @@ from .._lazy import LazyModule
 
 special = LazyModule("scipy.special")
 
-from .._validate import dimension, nonneg_int, positive_float
+from .._validate import dimension, nonneg_int, open_fraction, positive_float
 
 
 def _prefactor_log(beta: float, d: int) -> float:
@@ -126,9 +126,7 @@ def kernel_bandlimit(beta, tol=1e-12, d=3) -> int:
         Ambient dimension (sphere S^{d-1}).
     """
     beta = positive_float("beta", beta, allow_zero=True)
-    tol = positive_float("tol", tol)
-    if tol >= 1:
-        raise ValueError(f"`tol` must be in (0, 1); got tol={tol!r}.")
+    tol = open_fraction("tol", tol)
     d = dimension(d)
     if beta == 0.0:
         return 0
