@@ -29,8 +29,9 @@ class Model:
     attention : {"softmax", "unnormalized"}
         SA (weights divided by Z) or USA (divided by the constant token count; 1 in mean field).
         "sa" and "usa" are accepted aliases.  USA's weights e^(β⟨Qx, Ky⟩) are not shifted: with
-        QᵀK = c·I it needs β·c ≤ 709.78 (e^(βc) overflows float64 above), and an anisotropic kernel
-        beyond that is warned about.
+        QᵀK = c·I it needs β·c ≤ 709.78 (e^(βc) overflows float64 above).  An anisotropic kernel with
+        :attr:`logit_bound` β·‖QᵀK‖ beyond that is warned about: backend="spectral" refuses it, and a
+        particle run stops NON_FINITE, with the overflowing token named, once a token's weights overflow.
     d : int
         Ambient dimension, d ≥ 2; tokens live on S^{d-1}.
     Q, K, V : array_like, shape (d, d) or (heads, d, d), optional
@@ -91,12 +92,20 @@ class Model:
                                  f"{self.beta_eff:g}: a token's own term e^(β·c) overflows float64, and so does its "
                                  "velocity (USA's speed grows like e^β). Softmax attention has no such limit.")
             return
+        if self.logit_bound > _LOG_FLOAT_MAX:
+            warnings.warn(f"attention='unnormalized' with β·‖QᵀK‖ = {self.logit_bound:g} > {_LOG_FLOAT_MAX:.2f}: "
+                          "attention weights e^(β⟨Qx, Ky⟩) can overflow float64 (backend='spectral' refuses it; a "
+                          "particle run stops NON_FINITE, diagnosed, when a token's weights overflow); softmax "
+                          "attention has no such limit.", MeanfieldWarning, stacklevel=4)
+
+    @property
+    def logit_bound(self) -> float:
+        """The largest attention logit β⟨Qx, Ky⟩ over unit x, y and the heads: β·max_h ‖Q_hᵀK_h‖₂ (β for QKV-Norm,
+        whose q and k are unit vectors).  USA's weights e^(logit) overflow float64 above 709.78."""
+        if self.scheme_def.normalize_qkv:
+            return float(self.beta)
         Qs, Ks, _ = self.matrices()
-        top = 1.0 if self.scheme_def.normalize_qkv else max(np.linalg.norm(q.T @ k, 2) for q, k in zip(Qs, Ks))
-        if self.beta * top > _LOG_FLOAT_MAX:
-            warnings.warn(f"attention='unnormalized' with β·‖QᵀK‖ = {self.beta * top:g} > {_LOG_FLOAT_MAX:.2f}: "
-                          "attention weights e^(β⟨Qx, Ky⟩) can overflow float64 (the run then stops NON_FINITE); "
-                          "softmax attention has no such limit.", MeanfieldWarning, stacklevel=4)
+        return float(self.beta * max(np.linalg.norm(q.T @ k, 2) for q, k in zip(Qs, Ks)))
 
     @property
     def scheme_def(self) -> Scheme:

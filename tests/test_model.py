@@ -71,3 +71,17 @@ def test_an_anisotropic_usa_kernel_beyond_float64_is_warned_about():
         warnings.simplefilter("error")
         mf.Model(350.0, Q=np.diag([2.2, 2.1, 2.0]))                      # softmax: shifted, no limit
         mf.Model(3.0, attention="unnormalized", Q=np.diag([2.2, 2.1, 2.0]))
+
+
+def test_logit_bound_is_the_largest_logit_over_the_sphere_and_the_heads():
+    rng = np.random.default_rng(4)
+    Q, K = rng.standard_normal((2, 3, 3)), rng.standard_normal((2, 3, 3))
+    m = mf.Model(1.5, Q=Q, K=K)
+    # max over unit x, y of ⟨Q_h x, K_h y⟩ = xᵀ Q_hᵀ K_h y: attained at the top singular pair of Q_hᵀ K_h
+    best = 0.0
+    for q, k in zip(Q, K):
+        u, s, vt = np.linalg.svd(q.T @ k)
+        x, y = u[:, 0], vt[0]
+        best = max(best, float((q @ x) @ (k @ y)))
+    assert m.logit_bound == pytest.approx(1.5 * best, rel=1e-14)
+    assert mf.Model(1.5, "qkv-norm", Q=Q[0], K=K[0]).logit_bound == 1.5       # unit q and k

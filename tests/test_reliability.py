@@ -4,6 +4,7 @@ keeps its last good state, writes its checkpoint and can be resumed.
 
 File damage (truncation, flipped bytes, foreign or object-dtype datasets) is tested in test_io.py.
 """
+import re
 import warnings
 
 import numpy as np
@@ -356,14 +357,45 @@ def test_non_finite_state_stops_with_a_diagnosis_and_keeps_the_last_good_state(
     assert np.array_equal(back.times, tr.times)
 
 
-def test_a_model_that_overflows_stops_at_once_with_the_initial_state():
-    # an isotropic USA kernel beyond e^709 is refused up front (test_model); an anisotropic one overflows here
+def _overflowing_usa_model():
+    # an isotropic USA kernel beyond e^709 is refused by Model (test_model); an anisotropic one is warned about
     with pytest.warns(mf.MeanfieldWarning, match="can overflow float64"):
-        model = mf.Model(350.0, attention="unnormalized", Q=np.diag([2.2, 2.1, 2.0]))
-    with pytest.warns(mf.MeanfieldWarning, match="NaN or infinite"):
-        tr = sim(SMOOTH, 1.0, model, method="rk4", step=0.05)
-    assert tr.status is mf.Status.NON_FINITE and len(tr) == 1
-    assert np.array_equal(tr.final.coeffs, SMOOTH.coeffs)
+        return mf.Model(350.0, attention="unnormalized", Q=np.diag([2.2, 2.1, 2.0]))
+
+
+def test_the_spectral_backend_refuses_a_usa_kernel_beyond_float64():
+    model = _overflowing_usa_model()
+    assert model.logit_bound == pytest.approx(350 * 2.2)
+    with pytest.raises(ValueError, match=r"β·‖QᵀK‖ = 770 > 709.78.*Softmax attention has no such limit"):
+        sim(SMOOTH, 1.0, model, method="rk4", step=0.05)
+
+
+@pytest.mark.parametrize("options", [dict(step=0.05), {}, dict(time="layers", step=0.05)],
+                         ids=["rk4", "rk45", "layers"])
+def test_a_particle_run_whose_weights_overflow_stops_at_once_with_the_cause(options):
+    model = _overflowing_usa_model()
+    x = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0.6, 0.8, 0]])
+    with warnings.catch_warnings(record=True) as caught:     # the diagnosis replaces numpy's overflow warnings
+        warnings.simplefilter("always")
+        tr = sim(mf.Particles(x), 1.0, model, backend="particles", **options)
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert tr.status is mf.Status.NON_FINITE and len(tr) == 1 and np.array_equal(tr.final.positions, x)
+    # token 0 sees itself with weight e^(350·2.2) = e^770 / 4: log Z = 770 − log 4, the largest
+    assert re.search(r"overflows float64 for 3 token\(s\) at t=0: token 0's weight sum .* is e\^768\.61[0-9]*, "
+                     r"beyond e\^709\.78\. A smaller step does not help", tr.detail), tr.detail
+
+
+def test_a_step_below_min_step_names_the_largest_velocity():
+    p = mf.Particles.uniform(20, seed=1)
+    with pytest.warns(mf.MeanfieldWarning, match="min_step"):
+        tr = sim(p, 1.0, mf.Model(2.0), backend="particles", min_step=0.9)
+    assert tr.status is mf.Status.STEP_TOO_SMALL
+    x = p.positions        # SA, Post-LN: v_i = P_x_i Σ_j e^(β⟨x_i, x_j⟩) x_j / Σ_j e^(β⟨x_i, x_j⟩)
+    w = np.exp(2.0 * x @ x.T)
+    A = w @ x / w.sum(axis=1, keepdims=True)
+    v = A - np.sum(A * x, axis=1, keepdims=True) * x
+    reported = float(re.search(r"largest velocity component is ([0-9.e+-]+)\.$", tr.detail).group(1))
+    assert reported == pytest.approx(np.max(np.abs(v)), rel=5e-3)      # printed to 3 digits
 
 
 # ----------------------------------------------------------------------------------------------

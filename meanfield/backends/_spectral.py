@@ -24,6 +24,7 @@ from .._measures import Density, ZonalDensity, conversion_hint
 from .._model import Model
 from .._simulate import MeanfieldWarning, Status, register_backend
 from .._validate import choice, max_step_value, nonneg_int, positive_float, relative_tolerance
+from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, funk_hecke_unscaled, kernel_bandlimit,
                                   kernel_truncation_error)
 from ._bases import CircleBasis, S2Basis, ZonalBasis, workspace
@@ -110,6 +111,10 @@ class SpectralAttention:
 
     def _setup_quadrature(self, tol):
         m, basis = self.model, self.basis
+        if not m.softmax and m.logit_bound > _LOG_FLOAT_MAX:
+            raise ValueError(f"attention='unnormalized' with β·‖QᵀK‖ = {m.logit_bound:.6g} > {_LOG_FLOAT_MAX:.2f}: the "
+                             "kernel e^(β⟨Qx, Ky⟩) on the quadrature grid overflows float64. Softmax attention has no "
+                             "such limit; backend='particles' runs as long as the tokens' weights fit.")
         pts = basis.points.reshape(-1, m.d)
         n = pts.shape[0]
         q_all, k_all, v_all = m.matrices()
@@ -461,7 +466,7 @@ class SpectralBackend:
                 h = min(h, opts["max_step"], self._cfl_cap(), remaining)
                 if h < opts["min_step"]:
                     if rejected and not finite:
-                        self.detail = f"non-finite coefficients at t={self.t:.6g} down to step {h:.3g}."
+                        self.detail = self._nonfinite(f"non-finite coefficients at t={self.t:.6g} down to step {h:.3g}.")
                         return Status.NON_FINITE
                     self.detail = f"step {h:.3g} < min_step at t={self.t:.6g}."
                     return Status.STEP_TOO_SMALL
@@ -474,9 +479,22 @@ class SpectralBackend:
                 h = next_step(h, norm, tab.error_order) if finite else h / 4
             self._h = next_step(h, norm, tab.error_order) if h < remaining or self._h is None else self._h
         if not np.all(np.isfinite(y_new)):
-            self.detail = f"non-finite coefficients after the step at t={self.t:.6g}."
+            self.detail = self._nonfinite(f"non-finite coefficients after the step at t={self.t:.6g}.")
             return Status.NON_FINITE
         return self._accept(y_new, h, rejected)
+
+    def _nonfinite(self, detail: str) -> str:
+        """``detail``, or the attention field's diagnosis when the field is not finite at the last finite state
+        (then a smaller step does not help)."""
+        if not np.all(np.isfinite(self.y)):
+            return detail
+        with np.errstate(all="ignore"):
+            fields = self.attention(self.y[:, 0].sum(axis=0))
+            finite = np.all(np.isfinite(fields.tangential))
+        if finite:
+            return detail
+        return (f"The attention field is not finite at t={round(self.t, 12):.6g}, although the coefficients are "
+                "finite. A smaller step does not help.")
 
     # The right-hand side at the accepted state is needed twice: for the monitors and as the next step's
     # first stage; for the FSAL pairs (rk45, rk23) it is also the step's last stage, evaluated at bitwise

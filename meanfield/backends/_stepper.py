@@ -23,6 +23,7 @@ from .._measures import Particles
 from .._model import Model
 from .._simulate import Status
 from .._validate import max_step_value, positive_float, relative_tolerance
+from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 
 TIMES = ("continuous", "layers")
 _ZERO_ATTENTION = ("the token attends to nothing (all the tokens it sees have zero weight, e.g. a padding token "
@@ -183,9 +184,10 @@ class ParticleStepper:
         # (no per-token arrays of ones on the hot path)
         r = y[:, self.d] if self.scheme.has_radius else 1.0
         full = scheme_uses_magnitude(self.scheme, t, self.model)
-        f = self._field(t, theta, full)
-        a_norm = f.norm if full else np.nan
-        s = self.scheme.speed(r, a_norm, t, self.model)
+        with np.errstate(over="ignore", invalid="ignore"):     # a non-finite field is diagnosed, not warned about
+            f = self._field(t, theta, full)
+            a_norm = f.norm if full else np.nan
+            s = self.scheme.speed(r, a_norm, t, self.model)
         if not np.all(s != 0) or not np.all(np.isfinite(s)):    # s divides the velocity (s < 0: a radius < 0, below)
             self._speed_issue = self._speed_diagnosis(s, a_norm, t, n)
             return np.full_like(y, np.nan)
@@ -211,9 +213,34 @@ class ParticleStepper:
                 f"undefined.{why} A smaller step does not help.")
 
     def _nonfinite(self, detail: str) -> str:
-        """The diagnosis of a non-finite state: the speed factor's, when that was the cause."""
+        """The diagnosis of a non-finite state: the speed factor's or the attention field's, when either was the
+        cause; otherwise ``detail`` (a blown-up trial stage, which a smaller step can avoid)."""
         issue, self._speed_issue = self._speed_issue, None
-        return issue or detail
+        return issue or self._field_diagnosis() or detail
+
+    def _field_diagnosis(self) -> str | None:
+        """Why the attention field is not finite at the current (finite) state, or None when it is finite.
+
+        Called only once a run has failed: it evaluates the field once more at the last finite state."""
+        if not np.all(np.isfinite(self.y)):
+            return None
+        with np.errstate(all="ignore"):
+            f = self._field(self.t, self._directions(self.y), True)
+            bad = np.flatnonzero(~np.all(np.isfinite(f.A), axis=1))
+        log_z = (None if f.log_z is None or self.model.softmax       # (heads, n) → the largest head's, per token
+                 else np.max(np.where(np.isnan(f.log_z), -np.inf, f.log_z), axis=0))
+        if log_z is not None and log_z.max() > _LOG_FLOAT_MAX:     # USA's Z is e^(log Z) and its A about as large
+            over = np.flatnonzero(log_z > _LOG_FLOAT_MAX)
+            j = int(np.argmax(log_z))
+            return (f"attention='unnormalized': the attention overflows float64 for {over.size} token(s) at "
+                    f"t={round(self.t, 12):.6g}: token {j}'s weight sum Σ_k w_k e^(β⟨q, k_k⟩) is e^{log_z[j]:.6g}, "
+                    f"beyond e^{_LOG_FLOAT_MAX:.2f}. A smaller step does not help; attention='softmax' has no such "
+                    "limit, or lower β or the norms of Q and K.")
+        if not bad.size:
+            return None
+        more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
+        return (f"The attention field is not finite for token {int(bad[0])}{more} at t={round(self.t, 12):.6g}, "
+                "although the positions are finite. A smaller step does not help.")
 
     def velocity(self, t: float | None = None):
         """The scheme's velocity at the current state (time ``t``, default the current time).
@@ -246,15 +273,16 @@ class ParticleStepper:
         out["mean_alignment"] = float((mean @ mean - w2) / (1 - w2)) if w2 < 1 else 1.0
         if self.scheme.has_radius:
             out.update(mean_radius=float(w @ r), min_radius=float(r.min()), max_radius=float(r.max()))
-        f = self._field(self.t, theta, True)
-        if self.scheme.continuous:
-            s = self.scheme.speed(r, f.norm, self.t, self.model)
-            out["max_speed"] = float(np.max(np.linalg.norm(f.tangential, axis=1) / np.abs(s)))
-        out["max_attention"] = float(np.max(f.norm))
-        if f.log_z is not None and not self.options.get("causal") and np.all(np.isfinite(f.log_z)):
-            # (1/2β) Σ_h ∬ e^{β⟨q_h(x), k_h(y)⟩} dμ dμ: E_{β,D} with D = QᵀK for one head.
-            out["energy"] = float(np.sum(np.exp(f.log_z) @ w) / (2 * self.model.beta))
-        out.update(self._extra_diagnostics(f))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):    # beyond float64 reads inf
+            f = self._field(self.t, theta, True)
+            if self.scheme.continuous:
+                s = self.scheme.speed(r, f.norm, self.t, self.model)
+                out["max_speed"] = float(np.max(np.linalg.norm(f.tangential, axis=1) / np.abs(s)))
+            out["max_attention"] = float(np.max(f.norm))
+            if f.log_z is not None and not self.options.get("causal") and np.all(np.isfinite(f.log_z)):
+                # (1/2β) Σ_h ∬ e^{β⟨q_h(x), k_h(y)⟩} dμ dμ: E_{β,D} with D = QᵀK for one head.
+                out["energy"] = float(np.sum(np.exp(f.log_z) @ w) / (2 * self.model.beta))
+            out.update(self._extra_diagnostics(f))
         return out
 
     def _extra_diagnostics(self, field) -> dict:
@@ -338,11 +366,13 @@ class ParticleStepper:
         o = self.options
         y0 = self.y
         scale = o["atol"] + o["rtol"] * np.abs(y0)
-        d0, d1 = np.max(np.abs(y0) / scale), np.max(np.abs(f0) / scale)
+        with np.errstate(over="ignore", invalid="ignore"):    # a non-finite f0 stops the run, diagnosed
+            d0, d1 = np.max(np.abs(y0) / scale), np.max(np.abs(f0) / scale)
         h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
         h0 = min(h0, b - a)
         f1 = self.rhs(self._stage_time(a + h0, a, b), y0 + h0 * f0)
-        d2 = np.max(np.abs(f1 - f0) / scale) / h0
+        with np.errstate(over="ignore", invalid="ignore"):
+            d2 = np.max(np.abs(f1 - f0) / scale) / h0
         if d1 <= 1e-15 and d2 <= 1e-15:
             h1 = max(1e-6, h0 * 1e-3)
         else:
@@ -364,7 +394,8 @@ class ParticleStepper:
                 if bad_k1 or (rejected and en == np.inf):
                     self.detail = self._nonfinite(f"Non-finite velocity at t={t:.6g} (down to step {h:.3g}).")
                     return Status.NON_FINITE
-                self.detail = f"Step {h:.3g} < min_step={o['min_step']:.3g} at t={t:.6g}."
+                speed = "" if k1 is None else f", where the largest velocity component is {np.max(np.abs(k1)):.3g}"
+                self.detail = f"Step {h:.3g} < min_step={o['min_step']:.3g} at t={t:.6g}{speed}."
                 return Status.STEP_TOO_SMALL
             last = t + h >= b - 1e-12 * max(1.0, abs(b))
             h_try = b - t if last else h
@@ -452,9 +483,11 @@ class ParticleStepper:
                                              f"t={t:.6g}: {_ZERO_ATTENTION}. A smaller step does not help.")
                 return A
 
-            x_new = self.scheme.layer(x, attn, h, t, self.model)
-            rad = np.linalg.norm(x_new, axis=1)
-            y_new = np.concatenate([x_new / rad[:, None], rad[:, None]], axis=1) if has_r else x_new / rad[:, None]
+            with np.errstate(over="ignore", invalid="ignore"):      # a non-finite layer is diagnosed below
+                x_new = self.scheme.layer(x, attn, h, t, self.model)
+                rad = np.linalg.norm(x_new, axis=1)
+                y_new = (np.concatenate([x_new / rad[:, None], rad[:, None]], axis=1) if has_r
+                         else x_new / rad[:, None])
             if self._bad_state(y_new, t + h):
                 self.t = t
                 return Status.NON_FINITE
