@@ -8,13 +8,13 @@ from importlib import import_module as _import_module
 
 from ._errors import (MeanfieldError as MeanfieldError, UnsupportedModelError as UnsupportedModelError,
                       ResolutionError as ResolutionError, NonFiniteStateError as NonFiniteStateError,
-                      ConvergenceError as ConvergenceError)
+                      ConvergenceError as ConvergenceError, MeanfieldWarning as MeanfieldWarning)
 from ._measures import Density as Density, Particles as Particles, ZonalDensity as ZonalDensity
 from ._model import Model as Model
 from ._schemes import SCHEMES as SCHEMES, Scheme as Scheme, get_scheme as get_scheme
-from ._simulate import (simulate as simulate, resume as resume, Trajectory as Trajectory, Status as Status,
-                        BACKENDS as BACKENDS, MeanfieldWarning as MeanfieldWarning,
-                        particle_velocity as particle_velocity)
+from ._trajectory import Trajectory as Trajectory, Status as Status
+from ._simulate import simulate as simulate, resume as resume, particle_velocity as particle_velocity
+from .backends._registry import BACKENDS as BACKENDS
 from ._io import save as save, load as load, ResultFileError as ResultFileError
 from .sphere._funk_hecke import (funk_hecke as funk_hecke, funk_hecke_dbeta as funk_hecke_dbeta,
                                  kernel_bandlimit as kernel_bandlimit)

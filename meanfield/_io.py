@@ -207,7 +207,7 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool = Tru
     complete : bool
         False for a checkpoint of a run still in progress.
     """
-    from ._energy._problem import EnergyResult
+    from ._energy._results import EnergyResult
 
     if isinstance(trajectory, EnergyResult):
         return _atomic_write(path, ENERGY_FORMAT, lambda f: _write_energy(f, trajectory), run_info, complete)
@@ -235,7 +235,7 @@ def _open(path):
 
 
 def _read_trajectory(g, alpha=None):
-    from ._simulate import Status, Trajectory
+    from ._trajectory import Status, Trajectory
 
     model = _read_model(g["model"], alpha)
     times = _array(g["scales/t"])
@@ -353,9 +353,9 @@ def _read_certificate(g):
 
 def _write_energy(f, result):
     from ._energy._fem import FEDensity
-    from ._energy._flow import StationaryResult
     from ._energy._maximize import MaximizingParticles
     from ._energy._minimize import MinimizingDensity
+    from ._energy._results import StationaryResult
 
     f.attrs.update(task=result.task, value=result.value)
     pb = f.create_group("problem")
@@ -392,10 +392,9 @@ def _write_energy(f, result):
 
 def _read_energy(f):
     from ._energy._fem import FEDensity, FESpace, SphereMesh
-    from ._energy._flow import StationaryResult
     from ._energy._maximize import MaximizingParticles
     from ._energy._minimize import MinimizingDensity
-    from ._energy._problem import EnergyResult
+    from ._energy._results import EnergyResult, StationaryResult
 
     pb = f["problem"]
     g = f["solution"]

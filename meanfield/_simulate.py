@@ -1,192 +1,24 @@
-"""The front door: ``simulate(model, initial, t_final, backend=...)`` and its result object.
+"""The front door: ``simulate(model, initial, t_final, backend=...)``, ``resume`` and ``particle_velocity``.
 
-The loop over save times, the status bookkeeping and the result live here once; a backend is a small
-object with one job, advancing its state to a requested time (see :class:`Backend`).
+The loop over save times, the status bookkeeping and the checkpoints live here once; the result types are
+in :mod:`._trajectory`, and a backend is a small object with one job, advancing its state to a requested
+time (see :class:`.backends._registry.Backend`).
 """
 from __future__ import annotations
 
-import enum
-from collections.abc import Mapping
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import numpy as np
 
 from ._errors import MeanfieldWarning
 from ._model import Model
+from ._trajectory import Status, Trajectory, save_times
 from ._validate import positive_float
+from .backends._registry import BACKENDS, Backend, get_backend, register_backend
 
-class _BackendRegistry(Mapping):
-    """{name: backend class}; the backend modules are imported (and register themselves) on first use,
-    which keeps ``import meanfield`` light while ``meanfield.BACKENDS`` always lists every backend."""
-
-    def __init__(self):
-        self._classes: dict[str, type] = {}
-
-    def _loaded(self) -> dict:
-        _load_backends()
-        return self._classes
-
-    def __getitem__(self, name):
-        return self._loaded()[name]
-
-    def __iter__(self):
-        return iter(self._loaded())
-
-    def __len__(self):
-        return len(self._loaded())
-
-    def __repr__(self):
-        return f"BACKENDS({sorted(self._loaded())})"
-
-
-BACKENDS = _BackendRegistry()
-
-
-def register_backend(name: str):
-    """Class decorator adding a backend to :data:`BACKENDS` under ``name``."""
-    def deco(cls):
-        cls.name = name
-        BACKENDS._classes[name] = cls
-        return cls
-    return deco
-
-
-def get_backend(name: str) -> type:
-    _load_backends()
-    try:
-        return BACKENDS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"`backend` must be one of {sorted(BACKENDS)}; got backend={name!r}.") from None
-
-
-def _load_backends():
-    # Backends register themselves on import; importing them here keeps `import meanfield` light.
-    from . import backends  # noqa: F401
-
-
-class Status(enum.Enum):
-    """How a run ended; the value is the message shown to the user."""
-
-    OK = "Reached t_final."
-    RESOLUTION_LOST = ("Spectral resolution lost: the tail-energy fraction or the negativity of the density "
-                       "exceeded the policy threshold; the last resolved state is kept (what to change: see the "
-                       "detail).")
-    NON_FINITE = ("The state became NaN or infinite; the last finite state is kept. The detail gives the cause; "
-                  "unless it names another, reduce the step size.")
-    STEP_TOO_SMALL = "The adaptive step size fell below `min_step`; the dynamics is too stiff or singular here."
-    MASS_DRIFT = "Mass drifted beyond `mass_tol`; reduce `rtol` or raise `lmax`."
-    INTERRUPTED = "Interrupted by the user (KeyboardInterrupt); the last saved state is kept."
-    CALLBACK_STOP = "Stopped by the callback."
-    INCOMPLETE = ("The checkpoint of a run that has not finished (still running, or killed): its last saved "
-                  "state. Continue it with meanfield.resume(path) or `meanfield run CONFIG --output PATH --resume`.")
-
-    @property
-    def message(self) -> str:
-        return self.value
-
-
-class Backend(Protocol):
-    """What :func:`simulate` needs of a backend.
-
-    ``__init__(model, initial, **options)`` validates everything before any work (unknown options
-    raise ``TypeError``); ``t`` is the current time; ``advance(t_target)`` integrates to exactly
-    ``t_target`` and returns a :class:`Status` (with ``detail`` set to a diagnosis when not OK);
-    ``state()`` returns an independent copy of the current state (a Density, Particles, …);
-    ``diagnostics()`` returns scalar diagnostics of the current state; ``step_log`` is a dict of
-    per-step lists (at least ``t`` and ``dt``).
-    """
-
-    name: str
-    t: float
-    detail: str
-    step_log: dict
-
-    def advance(self, t_target: float) -> Status: ...
-    def state(self) -> Any: ...
-    def diagnostics(self) -> dict: ...
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """The result of :func:`simulate`.
-
-    Attributes
-    ----------
-    times : ndarray, shape (n_saved,)
-        Times of the saved states.
-    states : list
-        The saved states (Density, Particles, …), one per time.
-    diagnostics : dict of str → ndarray, shape (n_saved,)
-        Scalar diagnostics at the saved times (mass error, energy, tail energy, …).
-    steps : dict of str → ndarray, shape (n_steps,)
-        Per-step records of the integrator (time, step size, and the backend's monitors).
-    model : Model
-    backend : str
-    status : Status
-        How the run ended; ``status.message`` explains it, ``detail`` adds the numbers.
-    options : dict
-        The backend options the run used (after defaults).
-    """
-
-    times: np.ndarray
-    states: list
-    diagnostics: dict
-    steps: dict
-    model: Model
-    backend: str
-    status: Status
-    detail: str = ""
-    options: dict = field(default_factory=dict)
-
-    @property
-    def success(self) -> bool:
-        return self.status is Status.OK
-
-    @property
-    def message(self) -> str:
-        return self.status.message + (f" {self.detail}" if self.detail else "")
-
-    @property
-    def final(self):
-        """The last saved state."""
-        return self.states[-1]
-
-    def __len__(self):
-        return len(self.times)
-
-    def __repr__(self):
-        return (f"Trajectory(backend={self.backend!r}, scheme={self.model.scheme!r}, n_saved={len(self.times)}, "
-                f"t=[{self.times[0]:g}, {self.times[-1]:g}], status={self.status.name})")
-
-
-def save_times(t_final, save_every=None, t_eval=None, t0=0.0) -> np.ndarray:
-    """The times at which states are kept: t0, every ``save_every`` (or the ``t_eval``), and t_final."""
-    t_final = positive_float("t_final", t_final)
-    if t_eval is not None:
-        if save_every is not None:
-            raise ValueError("Give either `save_every` or `t_eval`, not both.")
-        te = np.asarray(t_eval, dtype=float)
-        if te.ndim != 1 or te.size == 0 or not np.all(np.isfinite(te)):
-            raise ValueError(f"`t_eval` must be a non-empty finite 1-D array; got {t_eval!r}.")
-        if np.any(np.diff(te) <= 0) or te[0] < t0 or te[-1] > t_final:
-            raise ValueError(f"`t_eval` must be strictly increasing within [{t0}, {t_final}]; got {t_eval!r}.")
-        if t_final - te[-1] > 1e-9 * max(1.0, t_final):   # the end is always kept, as with save_every
-            te = np.append(te, t_final)
-        else:
-            te = np.append(te[:-1], t_final)    # a last time a rounding error short of t_final is t_final
-        return te if te[0] == t0 else np.concatenate([[t0], te])
-    if save_every is None:
-        return np.array([t0, t_final])
-    save_every = positive_float("save_every", save_every)
-    n = int(np.floor((t_final - t0) / save_every + 1e-9))
-    ts = t0 + save_every * np.arange(n + 1)
-    if t_final - ts[-1] > 1e-9 * save_every:
-        ts = np.append(ts, t_final)
-    else:
-        ts[-1] = t_final
-    return ts
+__all__ = ["BACKENDS", "Backend", "MeanfieldWarning", "Status", "Trajectory", "get_backend", "register_backend",
+           "resume", "save_times", "simulate"]
 
 
 def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_every=None, t_eval=None,

@@ -195,7 +195,7 @@ def _run(args) -> int:
 def _warn_if_config_differs(config: Path, output) -> None:
     """--resume continues the run stored in the checkpoint; say so when CONFIG is not the file it was started from."""
     from ._io import run_info
-    from ._simulate import MeanfieldWarning
+    from ._errors import MeanfieldWarning
 
     stored = run_info(output).get("config")
     try:
@@ -225,7 +225,7 @@ def _outputs(paths, output: Path) -> list:
 
 
 def _is_energy(result) -> bool:
-    from ._energy._problem import EnergyResult
+    from ._energy._results import EnergyResult
 
     return isinstance(result, EnergyResult)
 

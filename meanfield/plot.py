@@ -326,7 +326,7 @@ def _default_labels(trajs):
 
 
 def _check_comparison(trajectories, labels):
-    from ._simulate import Trajectory
+    from ._trajectory import Trajectory
 
     if isinstance(trajectories, Trajectory):
         trajectories = [trajectories]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import warnings
 
 from . import _common as C
-from .._simulate import MeanfieldWarning
+from .._errors import MeanfieldWarning
 from ._spectral_rhs import backend, transform_calls
 
 NAME = "dedalus"

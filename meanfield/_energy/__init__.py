@@ -9,7 +9,7 @@ from ._energy import (energy as energy, energy_estimate as energy_estimate, Ener
                       uniform_energy as uniform_energy, first_variation as first_variation,
                       first_variation_gradient as first_variation_gradient)
 from ._flow import (gradient_flow as gradient_flow, find_stationary as find_stationary,
-                    StationaryResult as StationaryResult, dissipation as dissipation, flow_model as flow_model)
+                    dissipation as dissipation, flow_model as flow_model)
 from ._stationary import stationary as stationary, StationarityReport as StationarityReport
 from ._fem import SphereMesh as SphereMesh, FESpace as FESpace, FEDensity as FEDensity
 from ._minimize import (minimize_energy as minimize_energy, MinimizingDensity as MinimizingDensity,
@@ -17,4 +17,5 @@ from ._minimize import (minimize_energy as minimize_energy, MinimizingDensity as
 from ._maximize import (maximize_energy as maximize_energy, MaximizingParticles as MaximizingParticles,
                         MaximizerCertificate as MaximizerCertificate)
 from ._classify import classify as classify, Classification as Classification
-from ._problem import EnergyResult as EnergyResult, solve_energy as solve_energy
+from ._problem import solve_energy as solve_energy
+from ._results import EnergyResult as EnergyResult, StationaryResult as StationaryResult

@@ -17,7 +17,7 @@ integrator's tolerance plus the Simpson error O(h⁴) of their spacing h).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 from scipy import integrate
@@ -26,6 +26,7 @@ from .._measures import Particles
 from .._validate import choice, nonneg_int, positive_float
 from ._energy import atoms, energy, first_variation_gradient
 from ._kernel import check_beta, check_D, check_symmetric
+from ._results import StationaryResult
 
 DIRECTIONS = ("ascent", "descent")
 
@@ -155,7 +156,7 @@ def gradient_flow(initial, beta, D=None, *, t_final, direction: str = "ascent", 
         (E(t) − E(0) ∓ ∫_0^t ∫|v|²dμ ds: the integrator's error plus the quadrature error of the time
         integral, O(h⁴) in the substep h).
     """
-    from .._simulate import save_times
+    from .._trajectory import save_times
 
     d = getattr(initial, "d", None)
     if d is None:
@@ -165,41 +166,6 @@ def gradient_flow(initial, beta, D=None, *, t_final, direction: str = "ascent", 
     return _flow_with_identity(model, initial, t_final, save_times(t_final, save_every, t_eval), direction,
                                backend, options, total_parts=identity_parts,
                                min_parts=max(1, identity_parts // IDENTITY_SUBSTEPS))
-
-
-@dataclass(frozen=True)
-class StationaryResult:
-    """The outcome of :func:`find_stationary`.
-
-    Attributes
-    ----------
-    state : Particles
-        The last state of the flow.
-    time : float
-        The time reached: the check time at which the flow stopped (checks are at ``check_every``,
-        2·``check_every``, …, so a stationary ``start`` reports ``check_every``, not 0).
-    max_speed : float
-        max over the support of |v| = |∇_S δE/δμ| at ``state``.
-    converged : bool
-        ``max_speed`` ≤ ``tol`` before ``t_max``.
-    energy : float
-        E_{β,D}(state).
-    trajectory : Trajectory
-        The flow, with the energy-identity diagnostics.
-    """
-
-    state: object
-    time: float
-    max_speed: float
-    converged: bool
-    energy: float
-    trajectory: object
-
-    @property
-    def message(self) -> str:
-        if self.converged:
-            return f"Stationary to max|v| = {self.max_speed:.3g} on the support at t = {self.time:.6g}."
-        return f"Not stationary by t = {self.time:.6g}: max|v| = {self.max_speed:.3g} on the support."
 
 
 def support_speed(measure, beta, D) -> float:
@@ -241,7 +207,7 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", tol: floa
     -------
     StationaryResult
     """
-    from .._simulate import save_times
+    from .._trajectory import save_times
 
     if not isinstance(start, Particles):
         raise TypeError(f"`start` must be meanfield.Particles; got {type(start).__name__}.")

@@ -228,7 +228,7 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
     """
     from .._measures import Particles
     from .._model import Model
-    from .._simulate import Status, Trajectory, save_times
+    from .._trajectory import Status, Trajectory, save_times
     from ..backends._particles_sh import ParticlesSHBackend
     from ..backends._stepper import ParticleStepper
 
@@ -382,7 +382,7 @@ class _Driver:
         if status is not Status.OK:
             import warnings
 
-            from .._simulate import MeanfieldWarning
+            from .._errors import MeanfieldWarning
             warnings.warn(f"distributed_particles_sh stopped at t={t:.6g}: {status.message} {detail}",
                           MeanfieldWarning, stacklevel=3)
         keys = diags[0].keys()

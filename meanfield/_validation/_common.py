@@ -92,7 +92,7 @@ def quiet():
     """Silence MeanfieldWarning (runs that end on purpose, e.g. at a resolution loss) inside the block."""
     import warnings
 
-    from .._simulate import MeanfieldWarning
+    from .._errors import MeanfieldWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MeanfieldWarning)

@@ -1,5 +1,5 @@
-"""Backends register themselves with :func:`meanfield._simulate.register_backend` on import."""
-from . import _spectral  # noqa: F401,E402
-from . import _particles  # noqa: F401,E402
-from . import _particles_sh  # noqa: F401,E402
-from . import _hybrid  # noqa: F401,E402
+"""The backends, one per file; each registers itself with :func:`._registry.register_backend` on import.
+
+Nothing is imported here: :mod:`._registry` imports the backend modules on first use of the registry, so
+that ``import meanfield`` stays light.
+"""

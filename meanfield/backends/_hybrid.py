@@ -15,7 +15,8 @@ import numpy as np
 from .._errors import UnsupportedModelError
 from .._measures import Density, Particles, ZonalDensity
 from .._model import Model
-from .._simulate import BACKENDS, Status, register_backend
+from .._trajectory import Status
+from ._registry import BACKENDS, register_backend
 from ._spectral import _OPTIONS as _SPECTRAL_OPTIONS
 from ._spectral import SpectralBackend
 

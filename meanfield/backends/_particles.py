@@ -7,8 +7,8 @@ any Q, K, V (heads summed), SA and USA, QKV-Norm, an optional causal mask, every
 from __future__ import annotations
 
 from .._attention import attention_field
-from .._simulate import register_backend
 from .._validate import nonneg_int
+from ._registry import register_backend
 from ._stepper import ParticleStepper
 
 

@@ -14,10 +14,10 @@ import warnings
 import numpy as np
 
 from .._attention import _SHEvaluator, sh_bandlimit, sh_error_bounds, sh_support, transform_epsilon
-from .._errors import UnsupportedModelError
-from .._simulate import MeanfieldWarning, register_backend
+from .._errors import MeanfieldWarning, UnsupportedModelError
 from .._validate import nonneg_int, open_fraction
 from ..sphere._funk_hecke import kernel_bandlimit, kernel_truncation_error
+from ._registry import register_backend
 from ._stepper import ParticleStepper
 
 

@@ -17,17 +17,18 @@ import warnings
 
 import numpy as np
 
-from .._errors import UnsupportedModelError
-from .._memory import available_bytes, fits, require
+from .._errors import MeanfieldWarning, UnsupportedModelError
 from .._integrators import error_norm, get_method, next_step, rk_step
 from .._measures import Density, ZonalDensity, conversion_hint
+from .._memory import available_bytes, fits, require
 from .._model import Model
-from .._simulate import MeanfieldWarning, Status, register_backend
+from .._trajectory import Status
 from .._validate import choice, max_step_value, nonneg_int, positive_float, relative_tolerance
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, funk_hecke_unscaled, kernel_bandlimit,
                                   kernel_truncation_error)
 from ._bases import CircleBasis, S2Basis, ZonalBasis, workspace
+from ._registry import register_backend
 
 POLICIES = ("stop", "refine", "handoff")
 

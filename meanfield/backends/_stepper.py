@@ -21,7 +21,7 @@ from .._errors import UnsupportedModelError
 from .._integrators import get_method, next_step, rk_step
 from .._measures import Particles
 from .._model import Model
-from .._simulate import Status
+from .._trajectory import Status
 from .._validate import max_step_value, positive_float, relative_tolerance
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 
@@ -61,7 +61,7 @@ def check_options(backend: str, options: dict, allowed: dict) -> dict:
 
 
 class ParticleStepper:
-    """Base class of the particle backends (see :class:`meanfield._simulate.Backend`).
+    """Base class of the particle backends (see :class:`meanfield.backends._registry.Backend`).
 
     Subclasses set ``OPTIONS`` (their own options and defaults), may override ``_check_model``
     and ``_configure``, and implement ``_field(t, theta, full)``.

@@ -1,0 +1,112 @@
+"""What a run returns: its :class:`Status` and its :class:`Trajectory`, and the save times of a run."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._model import Model
+from ._validate import positive_float
+
+
+class Status(enum.Enum):
+    """How a run ended; the value is the message shown to the user."""
+
+    OK = "Reached t_final."
+    RESOLUTION_LOST = ("Spectral resolution lost: the tail-energy fraction or the negativity of the density "
+                       "exceeded the policy threshold; the last resolved state is kept (what to change: see the "
+                       "detail).")
+    NON_FINITE = ("The state became NaN or infinite; the last finite state is kept. The detail gives the cause; "
+                  "unless it names another, reduce the step size.")
+    STEP_TOO_SMALL = "The adaptive step size fell below `min_step`; the dynamics is too stiff or singular here."
+    MASS_DRIFT = "Mass drifted beyond `mass_tol`; reduce `rtol` or raise `lmax`."
+    INTERRUPTED = "Interrupted by the user (KeyboardInterrupt); the last saved state is kept."
+    CALLBACK_STOP = "Stopped by the callback."
+    INCOMPLETE = ("The checkpoint of a run that has not finished (still running, or killed): its last saved "
+                  "state. Continue it with meanfield.resume(path) or `meanfield run CONFIG --output PATH --resume`.")
+
+    @property
+    def message(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """The result of :func:`simulate`.
+
+    Attributes
+    ----------
+    times : ndarray, shape (n_saved,)
+        Times of the saved states.
+    states : list
+        The saved states (Density, Particles, …), one per time.
+    diagnostics : dict of str → ndarray, shape (n_saved,)
+        Scalar diagnostics at the saved times (mass error, energy, tail energy, …).
+    steps : dict of str → ndarray, shape (n_steps,)
+        Per-step records of the integrator (time, step size, and the backend's monitors).
+    model : Model
+    backend : str
+    status : Status
+        How the run ended; ``status.message`` explains it, ``detail`` adds the numbers.
+    options : dict
+        The backend options the run used (after defaults).
+    """
+
+    times: np.ndarray
+    states: list
+    diagnostics: dict
+    steps: dict
+    model: Model
+    backend: str
+    status: Status
+    detail: str = ""
+    options: dict = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return self.status is Status.OK
+
+    @property
+    def message(self) -> str:
+        return self.status.message + (f" {self.detail}" if self.detail else "")
+
+    @property
+    def final(self):
+        """The last saved state."""
+        return self.states[-1]
+
+    def __len__(self):
+        return len(self.times)
+
+    def __repr__(self):
+        return (f"Trajectory(backend={self.backend!r}, scheme={self.model.scheme!r}, n_saved={len(self.times)}, "
+                f"t=[{self.times[0]:g}, {self.times[-1]:g}], status={self.status.name})")
+
+
+def save_times(t_final, save_every=None, t_eval=None, t0=0.0) -> np.ndarray:
+    """The times at which states are kept: t0, every ``save_every`` (or the ``t_eval``), and t_final."""
+    t_final = positive_float("t_final", t_final)
+    if t_eval is not None:
+        if save_every is not None:
+            raise ValueError("Give either `save_every` or `t_eval`, not both.")
+        te = np.asarray(t_eval, dtype=float)
+        if te.ndim != 1 or te.size == 0 or not np.all(np.isfinite(te)):
+            raise ValueError(f"`t_eval` must be a non-empty finite 1-D array; got {t_eval!r}.")
+        if np.any(np.diff(te) <= 0) or te[0] < t0 or te[-1] > t_final:
+            raise ValueError(f"`t_eval` must be strictly increasing within [{t0}, {t_final}]; got {t_eval!r}.")
+        if t_final - te[-1] > 1e-9 * max(1.0, t_final):   # the end is always kept, as with save_every
+            te = np.append(te, t_final)
+        else:
+            te = np.append(te[:-1], t_final)    # a last time a rounding error short of t_final is t_final
+        return te if te[0] == t0 else np.concatenate([[t0], te])
+    if save_every is None:
+        return np.array([t0, t_final])
+    save_every = positive_float("save_every", save_every)
+    n = int(np.floor((t_final - t0) / save_every + 1e-9))
+    ts = t0 + save_every * np.arange(n + 1)
+    if t_final - ts[-1] > 1e-9 * save_every:
+        ts = np.append(ts, t_final)
+    else:
+        ts[-1] = t_final
+    return ts
