@@ -23,6 +23,9 @@ import numpy as np
 
 from ._measures import Density, Particles
 from ._model import Model
+from ._trajectory import save_times
+from ._validate import nonneg_int, positive_float, real_number
+from .backends._registry import check_options, get_backend
 
 _MODEL_KEYS = {"beta", "scheme", "attention", "d", "Q", "K", "V", "alpha", "tau"}
 _SAMPLE_KEYS = {"samples", "sample_seed"}     # a density kind with `samples = N`: N i.i.d. tokens drawn from it
@@ -91,6 +94,9 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     for t in ("model", "initial", "run"):
         if t not in raw:
             raise ConfigError(f"the configuration needs a [{t}] table.")
+    for t in _TABLES & set(raw):
+        if not isinstance(raw[t], dict):
+            raise ConfigError(f"[{t}] must be a table; got {t} = {raw[t]!r}.")
     m = dict(raw["model"])
     _check_keys("model", m, _MODEL_KEYS)
     if "beta" not in m:
@@ -109,9 +115,13 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     if "t_final" not in run:
         raise ConfigError("[run] needs `t_final`.")
     save = {k: run[k] for k in ("save_every", "t_eval") if k in run}
-    return RunConfig(model=model, initial=initial, backend=run.get("backend", "spectral"),
-                     t_final=float(run["t_final"]), save=save, checkpoint_every=int(run.get("checkpoint_every", 1)),
-                     options=dict(raw.get("options", {})), text=text, seed=seed, raw=raw)
+    t_final = positive_float("t_final", run["t_final"])
+    save_times(t_final, **save)                     # the save times are checked here, not when the run starts
+    backend, options = run.get("backend", "spectral"), dict(raw.get("options", {}))
+    check_options(backend, options, get_backend(backend).option_defaults())   # names; the backend checks values
+    return RunConfig(model=model, initial=initial, backend=backend, t_final=t_final, save=save,
+                     checkpoint_every=nonneg_int("checkpoint_every", run.get("checkpoint_every", 1), minimum=1),
+                     options=options, text=text, seed=seed, raw=raw)
 
 
 def _samples(density, c) -> Particles:
@@ -120,32 +130,50 @@ def _samples(density, c) -> Particles:
     n = c["samples"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"[initial] `samples` must be an integer ≥ 1; got samples={n!r}.")
-    return Particles.from_density(density, n, seed=int(c.get("sample_seed", 0)))
+    return Particles.from_density(density, n, seed=nonneg_int("sample_seed", c.get("sample_seed", 0)))
 
 
 def _initial(kind, c, d):
     if kind == "uniform":
         return Density.uniform(c.get("lmax", 16), d), None
     if kind == "random":
-        seed = int(c.get("seed", 0))
+        seed = nonneg_int("seed", c.get("seed", 0))
         dens = Density.random(c.get("lmax", 32), d, seed=seed, degree=c.get("degree", 4),
                               amplitude=c.get("amplitude", 1.0))
         if "r0" in c:
-            dens = Density(dens.coeffs, dens.lmax, d, Density.uniform(dens.lmax, d).coeffs * float(c["r0"]))
+            r0 = positive_float("r0", c["r0"])
+            dens = Density(dens.coeffs, dens.lmax, d, Density.uniform(dens.lmax, d).coeffs * r0)
         return dens, seed
     if kind == "perturbed":
-        lmax, ell, m, eps = c.get("lmax", 16), c.get("ell", 1), c.get("m", 0), c.get("eps", 1e-3)
-        coeffs = Density.uniform(lmax, d).coeffs.copy()
-        if d == 3:
-            from .sphere._sh import lm_index
-            coeffs[lm_index(lmax, ell, m)] += eps
-        else:
-            coeffs[ell] += eps / 2
-        return Density(coeffs, lmax, d), None
-    seed = int(c.get("seed", 0))
+        return _perturbed(c, d), None
+    seed = nonneg_int("seed", c.get("seed", 0))
     n = c.get("n", 1000)
     radius = c.get("radius")
-    return Particles.uniform(n, d, seed=seed, radii=None if radius is None else np.full(n, float(radius))), seed
+    radii = None if radius is None else np.full(nonneg_int("n", n, minimum=1), positive_float("radius", radius))
+    return Particles.uniform(n, d, seed=seed, radii=radii), seed
+
+
+def _perturbed(c, d) -> Density:
+    """The uniform density plus ``eps`` times one harmonic: Y_ℓm on S² (the coefficient of degree ℓ and order
+    m), cos ℓθ on S¹ (``m`` does not apply)."""
+    lmax = nonneg_int("lmax", c.get("lmax", 16), minimum=1)
+    ell, eps = nonneg_int("ell", c.get("ell", 1), minimum=1), real_number("eps", c.get("eps", 1e-3))
+    if ell > lmax:
+        raise ValueError(f"`ell` must be in 1..lmax = 1..{lmax} (the perturbed mode must be resolved); got ell={ell}.")
+    coeffs = Density.uniform(lmax, d).coeffs.copy()
+    if d == 3:
+        from .sphere._sh import lm_index
+
+        m = c.get("m", 0)
+        if isinstance(m, bool) or not isinstance(m, int) or not 0 <= m <= ell:
+            raise ValueError(f"`m` must be an integer in 0..ell = 0..{ell} (the real part of Y_ℓm; cos mφ); "
+                             f"got m={m!r}.")
+        coeffs[lm_index(lmax, ell, m)] += eps
+    else:
+        if c.get("m", 0) != 0:
+            raise ValueError(f"`m` applies to d = 3 (Y_ℓm); on S¹ the perturbation is cos ℓθ; got m={c['m']!r}.")
+        coeffs[ell] += eps / 2
+    return Density(coeffs, lmax, d)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,7 +247,10 @@ def parse_energy_config(raw: dict, text: str = "") -> EnergyConfig:
             raise ConfigError(f"[energy] key(s) {wrong} do not apply to task='minimize' with d={d}; "
                               f"valid keys: {valid}.")
     elif task == "maximize":
-        seed = params.get("seed", 0)
+        try:
+            seed = nonneg_int("seed", params.get("seed", 0))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"[energy]: {err}") from None
     else:
         start, seed = _energy_start(params, d)
         params = {k: v for k, v in params.items() if k not in ("positions", "weights", "n", "seed")}
@@ -244,8 +275,8 @@ def _energy_start(params, d):
         return start, None
     if "weights" in params:
         raise ConfigError("[energy] `weights` applies to explicit `positions`; got it with `n`.")
-    seed = int(params.get("seed", 0))
     try:
+        seed = nonneg_int("seed", params.get("seed", 0))
         return Particles.uniform(params["n"], d, seed=seed), seed
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[energy]: {err}") from None

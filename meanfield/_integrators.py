@@ -98,3 +98,37 @@ def next_step(h: float, norm: float, error_order: int, safety: float = 0.9, min_
     if norm == 0.0:
         return h * max_factor
     return h * min(max_factor, max(min_factor, safety * norm ** (-1.0 / (error_order + 1))))
+
+
+def check_step_options(opts: dict, method: Tableau) -> dict:
+    """Validate the step-size options of a run with ``method`` (in place; returns ``opts``).
+
+    ``step`` (fixed-step methods, required there, refused by the adaptive pairs, which choose their own),
+    ``first_step``, ``max_step`` (None or ∞: unbounded) and ``min_step`` > 0 with
+    min_step ≤ first_step ≤ max_step, ``rtol`` in [1e-14, 1) and ``atol`` > 0.
+    """
+    from ._validate import max_step_value, positive_float, relative_tolerance
+
+    for key in ("step", "first_step"):
+        if opts.get(key) is not None:
+            opts[key] = positive_float(key, opts[key])
+    if opts.get("max_step") is not None:
+        opts["max_step"] = max_step_value(opts["max_step"])
+    opts["min_step"] = positive_float("min_step", opts["min_step"])
+    opts["atol"] = positive_float("atol", opts["atol"])
+    opts["rtol"] = relative_tolerance(opts["rtol"])
+    if not method.adaptive and opts.get("step") is None:
+        raise ValueError(f"method={method.name!r} has a fixed step: give `step` > 0.")
+    if method.adaptive and opts.get("step") is not None:
+        raise ValueError(f"method={method.name!r} chooses its own steps; use `first_step`/`max_step`, not `step` "
+                         "(or a fixed-step method such as method='rk4' with `step`).")
+    if method.adaptive:
+        top = opts.get("max_step") or np.inf
+        if opts["min_step"] > top:
+            raise ValueError(f"`min_step` must be ≤ `max_step`; got min_step={opts['min_step']!r} > "
+                             f"max_step={opts['max_step']!r}.")
+        first = opts.get("first_step")
+        if first is not None and not opts["min_step"] <= first <= top:
+            raise ValueError(f"`first_step` must be in [min_step, max_step] = [{opts['min_step']:g}, {top:g}]; "
+                             f"got first_step={first!r}.")
+    return opts

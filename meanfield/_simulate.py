@@ -46,8 +46,10 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     progress : bool
         Show a progress bar (tqdm) over simulated time.
     checkpoint : str or Path, optional
-        HDF5 file rewritten atomically every ``checkpoint_every`` saved states and at the end (also
-        after an interruption or a failure); :func:`resume` continues from it.
+        HDF5 file written atomically once the run is validated (its initial state), then every
+        ``checkpoint_every`` saved states and at the end (also after an interruption or a failure);
+        :func:`resume` continues from it.  A file already there is replaced only by that first write, so
+        input that fails validation leaves it untouched.
     t0 : float
         Initial time (schemes such as LN-Scaling, Mix-LN and a time-dependent nGPT α depend on t).
     metadata : dict, optional
@@ -87,6 +89,8 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     getattr(stepper, "check_save_times", lambda _: None)(times)     # e.g. whole layers, before any work
     run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix)
     _check_nonnegative(run.diags[0], getattr(stepper, "options", {}))
+    if checkpoint is not None:      # validated: replace what the path held by this run's start, atomically
+        run.write(complete=False)
     bar = _progress_bar(progress, times[-1], t0)
     if bar is not None:
         stepper.on_step = bar.step

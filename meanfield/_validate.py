@@ -18,6 +18,23 @@ def positive_float(name: str, value, *, allow_zero: bool = False) -> float:
     return v
 
 
+def real_number(name: str, value) -> float:
+    """Return ``value`` as a float after checking it is a finite real number (of either sign)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value)):
+        raise (ValueError if isinstance(value, numbers.Real) and not isinstance(value, bool) else TypeError)(
+            f"`{name}` must be a finite real number; got {name}={value!r}.")
+    return float(value)
+
+
+def real_array(name: str, value) -> np.ndarray:
+    """``value`` as a float array; a value that is not numeric (a string, ragged lists) raises a ValueError
+    naming ``name``."""
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be numbers (an array of real values); got {name}={value!r}.") from None
+
+
 def unit_vectors(name: str, x: np.ndarray) -> np.ndarray:
     """The rows of ``x`` (..., d) as unit vectors: finite and nonzero, normalized unless already of unit
     norm to rounding (those are returned bit for bit)."""
@@ -79,7 +96,7 @@ def matrix(name: str, value, d: int) -> np.ndarray | None:
     """A (d, d) or (heads, d, d) finite float array, or None (identity)."""
     if value is None:
         return None
-    a = np.asarray(value, dtype=float)
+    a = real_array(name, value)
     if a.ndim not in (2, 3) or a.shape[-2:] != (d, d):
         raise ValueError(f"`{name}` must have shape ({d}, {d}) or (heads, {d}, {d}); got shape {a.shape}.")
     if not np.all(np.isfinite(a)):
@@ -90,7 +107,7 @@ def matrix(name: str, value, d: int) -> np.ndarray | None:
 
 
 def increasing_times(name: str, t) -> np.ndarray:
-    t = np.atleast_1d(np.asarray(t, dtype=float))
+    t = np.atleast_1d(real_array(name, t))
     if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)):
         raise ValueError(f"`{name}` must be a finite, non-empty 1-D array of times; got {t!r}.")
     if t.size > 1 and not np.all(np.diff(t) > 0):

@@ -242,8 +242,7 @@ def _run_one(cfg, output: Path, quiet: bool):
         result = solve_energy(cfg)
         mf.save(result, output, run_info=metadata)       # atomic: temporary file + rename
         return result
-    if output.exists():
-        output.unlink()
+    # an existing file at `output` is replaced (atomically) only once the run is validated and has started
     return mf.simulate(cfg.model, cfg.initial, cfg.t_final, backend=cfg.backend, checkpoint=output,
                        checkpoint_every=cfg.checkpoint_every, progress=not quiet, metadata=metadata,
                        **cfg.save, **cfg.options)

@@ -224,15 +224,24 @@ def test_species_speed_scales_with_inverse_radius():
     (dict(on_resolution_loss="ignore"), "`on_resolution_loss`"), (dict(filter=(1.0,)), "`filter`"),
     (dict(method="rk4"), "`step`"), (dict(on_resolution_loss="handoff"), "hybrid"),
     (dict(error_norm="max"), "`error_norm`"),
+    (dict(first_step=-0.1), "`first_step` must be finite and > 0"), (dict(first_step=0), "`first_step`"),
+    (dict(first_step=2.0, max_step=1.0), r"`first_step` must be in \[min_step, max_step\]"),
+    (dict(max_steps=0), "`max_steps` must be an integer >= 1"),
+    (dict(min_step=0.5, max_step=0.1), "`min_step` must be ≤ `max_step`"),
+    (dict(refine_factor=1.0, on_resolution_loss="refine"), "`refine_factor` must be > 1"),
+    (dict(step=0.1), "method='rk45' chooses its own steps"),
+    (dict(quadrature_tol=2.0), r"`quadrature_tol` must be in \(0, 1\)"),
 ])
 def test_bad_options(bad, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, **bad)
 
 
 def test_unknown_option_and_bad_initial():
     with pytest.raises(TypeError, match="unknown option"):
         mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, lmx=4)
+    with pytest.raises(TypeError, match="`max_steps` must be an integer"):
+        mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, max_steps=500.9)
     with pytest.raises(ValueError, match="mass 1"):
         mf.simulate(mf.Model(1.0), mf.Density(2 * mf.Density.uniform(4).coeffs, 4), 1.0)
     with pytest.raises(mf.UnsupportedModelError, match="layer map"):

@@ -295,6 +295,9 @@ def test_one_config_with_a_figure_uses_the_result_figure(tmp_path):
     ([], "bad", "bad.toml: unknown key"),
     ([], "bad-value", "bad.toml: `alpha` is only used"),
     ([], "bad-bytes", "bad.toml: 'utf-8' codec can't decode"),
+    ([], "bad-backend", "bad.toml: `backend` must be one of"),
+    ([], "bad-option", "bad.toml: unknown option(s) ['rtoll'] for backend='spectral'"),
+    ([], "bad-save", "bad.toml: `save_every` must be finite and > 0"),
 ])
 def test_several_configs_errors(tmp_path, capsys, extra, setup, match):
     paths = _two_configs(tmp_path)
@@ -316,6 +319,13 @@ def test_several_configs_errors(tmp_path, capsys, extra, setup, match):
     elif setup == "bad-value":      # refused by the Model, not by the parser: the file is still named
         paths[1] = str(tmp_path / "bad.toml")
         (tmp_path / "bad.toml").write_text(SMALL.format(scheme="peri-ln", extra="alpha = 0.5"))
+    elif setup in ("bad-backend", "bad-option", "bad-save"):     # [run] and [options]: checked before any run
+        paths[1] = str(tmp_path / "bad.toml")
+        tail = {"bad-backend": 'backend = "spectrl"\n', "bad-option": "[options]\nrtoll = 1e-6\n",
+                "bad-save": ""}[setup]
+        text = SMALL.format(scheme="peri-ln", extra="") + tail
+        (tmp_path / "bad.toml").write_text(text.replace("save_every = 0.2", "save_every = -0.2")
+                                           if setup == "bad-save" else text)
     assert main(["run", *paths, "--output", str(out), *extra, "--quiet"]) == 2
     assert match in capsys.readouterr().err
     assert out.is_file() if setup == "file" else not out.exists()                 # nothing ran
@@ -404,3 +414,15 @@ def test_resume_t_final_extends_a_finished_run(tmp_path, capsys):
     assert mf._io.run_info(out)["t_final"] == pytest.approx(1.5 * t_end)
     assert main(["run", str(cfg), "--output", str(out), "--t-final", "3", "--quiet"]) == 2
     assert "use it with --resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["[options]\nrtoll = 1e-6\n", "[options]\nfirst_step = -0.1\n"])
+def test_a_run_that_fails_validation_leaves_the_previous_result_untouched(tmp_path, capsys, bad):
+    cfg, out = tmp_path / "c.toml", tmp_path / "r.h5"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+    before = out.read_bytes()
+    cfg.write_text(SMALL.format(scheme="post-ln", extra="") + bad)
+    assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 2
+    assert "first_step" in capsys.readouterr().err or "rtoll" in bad
+    assert out.read_bytes() == before and mf.load(out).success

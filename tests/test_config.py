@@ -1,5 +1,5 @@
-"""meanfield._config: the [energy] table of energy problems and sampled initial densities (the other run
-tables are tested in test_cli.py)."""
+"""meanfield._config: the [energy] table of energy problems, sampled initial densities, and the checks of run
+values (the keys of the run tables and the CLI's use of them are tested in test_cli.py)."""
 import numpy as np
 import pytest
 
@@ -118,3 +118,71 @@ def test_the_shipped_pde_and_particle_examples_start_from_the_same_density():
     assert particles["model"] == pde["model"]
     assert {k: v for k, v in particles["initial"].items() if k not in ("samples", "sample_seed")} == pde["initial"]
     assert particles["run"]["backend"] == "particles-sh" and pde["run"]["backend"] == "spectral"
+
+
+RUN = {"model": {"beta": 1.0}, "initial": {"kind": "random", "lmax": 8}, "run": {"t_final": 0.5}}
+
+
+def _with(table, **entries):
+    raw = {k: dict(v) for k, v in RUN.items()}
+    raw.setdefault(table, {}).update(entries)
+    return raw
+
+
+@pytest.mark.parametrize("raw, match", [
+    (_with("run", t_final=True), r"`t_final` must be a real number; got t_final=True"),
+    (_with("run", t_final="abc"), r"`t_final` must be a real number"),
+    (_with("run", checkpoint_every=2.7), r"`checkpoint_every` must be an integer >= 1; got checkpoint_every=2.7"),
+    (_with("run", checkpoint_every="x"), r"`checkpoint_every` must be an integer"),
+    (_with("run", backend="spectrl"), r"`backend` must be one of \['hybrid', 'particles', 'particles-sh', 'spectral'\]"),
+    (_with("run", save_every=0), r"`save_every` must be finite and > 0"),
+    (_with("run", t_eval="x"), r"`t_eval` must be numbers"),
+    (_with("options", rtoll=1e-6), r"unknown option\(s\) \['rtoll'\] for backend='spectral'"),
+    (_with("initial", seed=1.7), r"`seed` must be an integer >= 0; got seed=1.7"),
+    (_with("initial", seed=-1), r"`seed` must be an integer >= 0; got seed=-1"),
+    (_with("initial", r0="x"), r"`r0` must be a real number"),
+    (_with("initial", samples=10, sample_seed=1.5), r"`sample_seed` must be an integer >= 0"),
+    ({**RUN, "initial": {"kind": "particles", "n": 5, "radius": "x"}}, r"`radius` must be a real number"),
+    ({**RUN, "initial": {"kind": "particles", "n": 5, "seed": "abc"}}, r"`seed` must be an integer"),
+    ({**RUN, "initial": {"kind": "perturbed", "lmax": 8, "ell": 20}}, r"`ell` must be in 1..lmax = 1..8"),
+    ({**RUN, "initial": {"kind": "perturbed", "lmax": 8, "ell": 0}}, r"`ell` must be an integer >= 1"),
+    ({**RUN, "initial": {"kind": "perturbed", "lmax": 8, "ell": -1}}, r"`ell` must be an integer >= 1"),
+    ({**RUN, "initial": {"kind": "perturbed", "lmax": 8, "ell": 2, "m": 3}}, r"`m` must be an integer in 0..ell = 0..2"),
+    ({**RUN, "initial": {"kind": "perturbed", "eps": "x"}}, r"`eps` must be a finite real number"),
+    ({**RUN, "model": {"beta": 1.0, "d": 2}, "initial": {"kind": "perturbed", "lmax": 8, "ell": 20}},
+     r"`ell` must be in 1..lmax = 1..8"),
+    ({**RUN, "model": {"beta": 1.0, "d": 2}, "initial": {"kind": "perturbed", "ell": 2, "m": 1}},
+     r"`m` applies to d = 3"),
+    (_with("model", Q="I"), r"`Q` must be numbers"),
+    (_with("model", Q=[[1, 0, 0], [0, 1]]), r"`Q` must be numbers"),
+    ({**RUN, "model": 3}, r"\[model\] must be a table; got model = 3"),
+])
+def test_run_values_are_checked_with_the_parameter_named(raw, match):
+    with pytest.raises((ConfigError, ValueError, TypeError), match=match):
+        parse_config(raw)
+
+
+def test_a_perturbed_start_adds_eps_to_one_coefficient():
+    base = parse_config({**RUN, "initial": {"kind": "perturbed", "lmax": 8, "ell": 3, "m": 2, "eps": 0.01}}).initial
+    diff = base.coeffs - mf.Density.uniform(8).coeffs
+    from meanfield.sphere._sh import lm_index
+    assert np.flatnonzero(diff).tolist() == [lm_index(8, 3, 2)] and diff[lm_index(8, 3, 2)] == 0.01
+    circle = parse_config({**RUN, "model": {"beta": 1.0, "d": 2},
+                           "initial": {"kind": "perturbed", "lmax": 8, "ell": 3, "eps": 0.01}}).initial
+    theta = np.linspace(0, 2 * np.pi, 7)
+    pts = np.stack([np.cos(theta), np.sin(theta)], axis=1)
+    assert np.allclose(circle.evaluate(pts), 1 + 0.01 * np.cos(3 * theta), atol=1e-14, rtol=0)   # cos ℓθ, amplitude eps
+
+
+@pytest.mark.parametrize("energy, match", [
+    ({"task": "maximize", "seed": 2.5}, r"`seed` must be an integer >= 0; got seed=2.5"),
+    ({"task": "stationary", "n": 5, "seed": 2.5}, r"`seed` must be an integer >= 0; got seed=2.5"),
+])
+def test_energy_seeds_are_integers(energy, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config({"energy": {"beta": 1.0, "D": [1.0, 0.5, 0.2], **energy}})
+
+
+def test_maximize_refuses_a_non_boolean_candidates():
+    with pytest.raises(TypeError, match=r"`candidates` must be True or False; got candidates='yes'"):
+        mf.maximize_energy(1.0, [1.0, 0.5, 0.2], 3, candidates="yes")

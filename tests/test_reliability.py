@@ -471,3 +471,21 @@ def test_runtime_alpha_failure_keeps_the_checkpoint(tmp_path):
         sim(P, 0.5, NGPT_GOES_NEGATIVE, backend="particles", step=0.05, save_every=0.1, checkpoint=path)
     back = mf.load(path, alpha=NGPT_GOES_NEGATIVE.alpha)
     assert np.allclose(back.times, [0, 0.1]) and not run_info(path)["complete"]
+
+
+def test_the_checkpoint_holds_the_initial_state_once_the_run_is_validated(tmp_path):
+    path = tmp_path / "ck.h5"
+    path.write_bytes(b"an older result")
+    with pytest.raises(TypeError, match="unknown option"):       # refused: the old file stays
+        sim(P, 0.5, mf.Model(2.0), backend="particles", save_every=0.25, checkpoint=path, stepp=0.1)
+    assert path.read_bytes() == b"an older result"
+    seen = []
+
+    def during_the_first_interval(t, state, diags):      # the first save after t0: the checkpoint of t0 is there
+        seen.append((list(mf.load(path).times), run_info(path)["complete"]))
+        return True
+
+    sim(P, 0.5, mf.Model(2.0), backend="particles", save_every=0.25, checkpoint=path, checkpoint_every=5,
+        callback=during_the_first_interval)
+    assert seen == [([0.0], False)]
+    assert mf.resume(path).success

@@ -222,6 +222,8 @@ def maximize_energy(beta, D=None, d: int = 3, *, n_particles: int = 6, n_starts:
     n_particles = nonneg_int("n_particles", n_particles, minimum=1)
     n_starts = nonneg_int("n_starts", n_starts)
     tol = positive_float("tol", tol)
+    if not isinstance(candidates, (bool, np.bool_)):
+        raise TypeError(f"`candidates` must be True or False; got candidates={candidates!r}.")
     if not candidates and n_starts == 0:
         raise ValueError("`n_starts` must be ≥ 1 when candidates=False (nothing would be searched).")
     rng = np.random.default_rng(seed)

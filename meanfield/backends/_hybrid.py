@@ -16,7 +16,7 @@ from .._errors import UnsupportedModelError
 from .._measures import Density, Particles, ZonalDensity
 from .._model import Model
 from .._trajectory import Status
-from ._registry import BACKENDS, register_backend
+from ._registry import BACKENDS, check_options, register_backend
 from ._spectral import _OPTIONS as _SPECTRAL_OPTIONS
 from ._spectral import SpectralBackend
 
@@ -77,11 +77,13 @@ class HybridBackend:
     2.3e-3 (oversample 1), 2.3e-4 (2), 5.7e-5 (3); from L = 48 with oversample 2, 2.0e-6.
     """
 
+    @classmethod
+    def option_defaults(cls) -> dict:
+        """{option name: default} of this backend."""
+        return dict(_OPTIONS)
+
     def __init__(self, model: Model, initial, **options):
-        unknown = set(options) - set(_OPTIONS)
-        if unknown:
-            raise TypeError(f"unknown option(s) {sorted(unknown)} for backend='hybrid'; valid: {sorted(_OPTIONS)}.")
-        opts = {**_OPTIONS, **options}
+        opts = check_options("hybrid", options, _OPTIONS)
         self.model = model
         self.particle_backend = self._choose_particle_backend(model, opts["particle_backend"])
         self.particle_options = dict(opts["particle_options"] or {})

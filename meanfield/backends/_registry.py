@@ -15,7 +15,9 @@ class Backend(Protocol):
     """What :func:`simulate` needs of a backend.
 
     ``__init__(model, initial, **options)`` validates everything before any work (unknown options
-    raise ``TypeError``); ``t`` is the current time; ``advance(t_target)`` integrates to exactly
+    raise ``TypeError``: :func:`check_options`); the class method ``option_defaults()`` returns
+    {option name: default}, with which configuration files are checked before any run; ``t`` is the
+    current time; ``advance(t_target)`` integrates to exactly
     ``t_target`` and returns a :class:`Status` (with ``detail`` set to a diagnosis when not OK);
     ``state()`` returns an independent copy of the current state (a Density, Particles, …);
     ``diagnostics()`` returns scalar diagnostics of the current state; ``step_log`` is a dict of
@@ -27,6 +29,8 @@ class Backend(Protocol):
     detail: str
     step_log: dict
 
+    @classmethod
+    def option_defaults(cls) -> dict: ...
     def advance(self, t_target: float) -> Status: ...
     def state(self) -> Any: ...
     def diagnostics(self) -> dict: ...
@@ -79,3 +83,11 @@ def get_backend(name: str) -> type:
 def _load_backends():
     # Backends register themselves on import; importing them here keeps `import meanfield` light.
     from . import _hybrid, _particles, _particles_sh, _spectral  # noqa: F401
+
+
+def check_options(backend: str, options: dict, defaults: dict) -> dict:
+    """Merge ``options`` into a backend's ``defaults``; unknown names raise TypeError listing the valid ones."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for backend={backend!r}; valid options are {sorted(defaults)}.")
+    return {**defaults, **options}

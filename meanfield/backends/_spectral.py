@@ -18,17 +18,17 @@ import warnings
 import numpy as np
 
 from .._errors import MeanfieldWarning, UnsupportedModelError
-from .._integrators import error_norm, get_method, next_step, rk_step
+from .._integrators import check_step_options, error_norm, get_method, next_step, rk_step
 from .._measures import Density, ZonalDensity, conversion_hint
 from .._memory import available_bytes, fits, require
 from .._model import Model
 from .._trajectory import Status
-from .._validate import choice, max_step_value, nonneg_int, positive_float, relative_tolerance
+from .._validate import choice, nonneg_int, open_fraction, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, funk_hecke_unscaled, kernel_bandlimit,
                                   kernel_truncation_error)
 from ._bases import CircleBasis, S2Basis, ZonalBasis, workspace
-from ._registry import register_backend
+from ._registry import check_options, register_backend
 
 POLICIES = ("stop", "refine", "handoff")
 
@@ -293,11 +293,13 @@ class SpectralBackend:
         recorded in the diagnostics and warned about.
     """
 
+    @classmethod
+    def option_defaults(cls) -> dict:
+        """{option name: default} of this backend."""
+        return dict(_OPTIONS)
+
     def __init__(self, model: Model, initial, **options):
-        unknown = set(options) - set(_OPTIONS)
-        if unknown:
-            raise TypeError(f"unknown option(s) {sorted(unknown)} for backend='spectral'; valid: {sorted(_OPTIONS)}.")
-        opts = {**_OPTIONS, **options}
+        opts = check_options("spectral", options, _OPTIONS)
         self.model = model
         if not model.scheme_def.continuous:
             raise UnsupportedModelError(f"scheme {model.scheme!r} is a discrete layer map only; use "
@@ -307,15 +309,14 @@ class SpectralBackend:
         first = species[0]
         lmax = nonneg_int("lmax", first.lmax if opts["lmax"] is None else opts["lmax"], minimum=1)
         self.method = get_method(opts["method"])
-        if not self.method.adaptive and opts["step"] is None:
-            raise ValueError(f"`step` is required for the fixed-step method {opts['method']!r}.")
-        relative_tolerance(opts["rtol"])
-        for k in ("atol", "cfl", "r0", "tail_warn", "tail_tol", "negativity_tol", "min_step",
-                  "refine_factor", "mass_tol", "quadrature_tol"):
+        check_step_options(opts, self.method)
+        for k in ("cfl", "r0", "tail_warn", "tail_tol", "negativity_tol", "mass_tol"):
             positive_float(k, opts[k])
-        if opts["step"] is not None:
-            positive_float("step", opts["step"])
-        max_step_value(opts["max_step"])
+        open_fraction("quadrature_tol", opts["quadrature_tol"])
+        if not positive_float("refine_factor", opts["refine_factor"]) > 1:
+            raise ValueError(f"`refine_factor` must be > 1 (each refinement raises the band limit by that factor); "
+                             f"got refine_factor={opts['refine_factor']!r}.")
+        opts["max_steps"] = nonneg_int("max_steps", opts["max_steps"], minimum=1)
         choice("on_resolution_loss", opts["on_resolution_loss"], POLICIES)
         if opts["on_resolution_loss"] == "refine" and nonneg_int("lmax_max", opts["lmax_max"]) < lmax:
             raise ValueError(f"`lmax_max` must be ≥ the starting band limit lmax={lmax} to refine; got "

@@ -18,12 +18,13 @@ from __future__ import annotations
 import numpy as np
 
 from .._errors import UnsupportedModelError
-from .._integrators import get_method, next_step, rk_step
+from .._integrators import check_step_options, get_method, next_step, rk_step
 from .._measures import Particles
 from .._model import Model
 from .._trajectory import Status
-from .._validate import max_step_value, positive_float, relative_tolerance
+from .._validate import positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
+from ._registry import check_options
 
 TIMES = ("continuous", "layers")
 _ZERO_ATTENTION = ("the token attends to nothing (all the tokens it sees have zero weight, e.g. a padding token "
@@ -50,14 +51,6 @@ def _row_norms(a):
 
 COMMON_OPTIONS = {"time": "continuous", "method": None, "step": None, "rtol": 1e-10, "atol": 1e-12,
                   "first_step": None, "max_step": None, "min_step": 1e-12}
-
-
-def check_options(backend: str, options: dict, allowed: dict) -> dict:
-    """Merge ``options`` into the defaults ``allowed``; unknown names raise TypeError listing the valid ones."""
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise TypeError(f"unknown option(s) {unknown} for backend={backend!r}; valid options are {sorted(allowed)}.")
-    return {**allowed, **options}
 
 
 class ParticleStepper:
@@ -90,8 +83,13 @@ class ParticleStepper:
     OPTIONS: dict = {}
     name = "particle-stepper"
 
+    @classmethod
+    def option_defaults(cls) -> dict:
+        """{option name: default} of this backend (the common stepping options and its own)."""
+        return {**COMMON_OPTIONS, **cls.OPTIONS}
+
     def __init__(self, model: Model, initial, **options):
-        opts = check_options(self.name, options, {**COMMON_OPTIONS, **self.OPTIONS})
+        opts = check_options(self.name, options, self.option_defaults())
         if not isinstance(model, Model):
             raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
         if not isinstance(initial, Particles):
@@ -130,17 +128,10 @@ class ParticleStepper:
         time = opts["time"]
         if time not in TIMES:
             raise ValueError(f"`time` must be one of {list(TIMES)}; got time={time!r}.")
-        for key in ("step", "first_step"):
-            if opts[key] is not None:
-                opts[key] = positive_float(key, opts[key])
-        if opts["max_step"] is not None:
-            opts["max_step"] = max_step_value(opts["max_step"])
-        opts["min_step"] = positive_float("min_step", opts["min_step"])
-        opts["atol"] = positive_float("atol", opts["atol"])
-        opts["rtol"] = relative_tolerance(opts["rtol"])
         if time == "layers":
             if opts["step"] is None:
                 raise ValueError("time='layers' needs `step` (the layer step h > 0).")
+            opts["step"] = positive_float("step", opts["step"])
             if opts["method"] is not None:
                 raise ValueError("`method` applies to time='continuous' only; time='layers' applies the "
                                  f"scheme's layer map (got method={opts['method']!r}).")
@@ -153,11 +144,7 @@ class ParticleStepper:
         method = opts["method"] or ("rk4" if opts["step"] is not None else "rk45")
         self.method = get_method(method)
         opts["method"] = method
-        if not self.method.adaptive and opts["step"] is None:
-            raise ValueError(f"method={method!r} has a fixed step: give `step` > 0.")
-        if self.method.adaptive and opts["step"] is not None:
-            raise ValueError(f"method={method!r} chooses its own steps; use `first_step`/`max_step`, not `step`.")
-        return opts
+        return check_step_options(opts, self.method)
 
     # -- the physics --------------------------------------------------------------------------------
     def _field(self, t, theta, full: bool):
