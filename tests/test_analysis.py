@@ -395,3 +395,15 @@ def test_analysis_names_are_exported():
                  "alignment_statistics", "aligned_fraction", "alignment_phase_diagram", "Clusters",
                  "AlignmentStatistics", "UnstableMode"):
         assert getattr(mf, name) is getattr(analysis, name)
+
+
+@pytest.mark.parametrize("scheme, beta, n, levels, kw", [
+    ("post-ln", 5.0, 2, 0.5, {}), ("post-ln", 5.0, 2, [0.5, 0.6], {}),
+    ("pre-ln", 2.0, 4, [0.3, 0.7], dict(r0=0.2, attention="usa")),
+])
+def test_equiangular_time_reaches_the_highest_level(scheme, beta, n, levels, kw):
+    # the terminal event can stop a rounding error below the highest level: that level is still reached
+    t = np.atleast_1d(mf.equiangular_time(scheme, beta, n, levels, **kw))
+    assert np.all(np.isfinite(t))
+    rho, _ = mf.equiangular(scheme, beta, n, t, **kw)
+    assert np.max(np.abs(rho - np.atleast_1d(levels))) < 1e-10

@@ -87,9 +87,36 @@ def test_every_continuous_scheme_runs_and_clusters(scheme):
     (dict(scheme="mix-ln"), ValueError, "`tau`"),
     (dict(attention="linear"), ValueError, "`attention` must be one of"),
     (dict(scheme="ngpt", alpha=-1.0), ValueError, "`alpha` must be finite and > 0"),
+    (dict(rtol=float("nan")), ValueError, "`rtol` must be finite and > 0"),
+    (dict(rtol=2.0), ValueError, r"`rtol` must be in \[1e-14, 1\)"),
+    (dict(atol=-1.0), ValueError, "`atol` must be finite and > 0"),
 ])
 def test_bad_input(kwargs, error, match):
     args = dict(scheme="post-ln", beta=1.0, n=4, t=[0.0, 1.0])
     args.update(kwargs)
     with pytest.raises(error, match=match):
         mf.equiangular(args.pop("scheme"), args.pop("beta"), args.pop("n"), args.pop("t"), **args)
+
+
+def test_long_times_after_collapse_are_cheap(monkeypatch):
+    # ρ → 1 is a stable equilibrium: an explicit method needs O(t) steps there (DOP853: about a second to
+    # t = 1e4, hours to 1e8); counted in right-hand-side evaluations, not seconds
+    from meanfield.analysis import _equiangular as eq
+    calls = []
+    original = eq.equiangular_attention
+    monkeypatch.setattr(eq, "equiangular_attention", lambda *a: calls.append(1) or original(*a))
+    rho, _ = mf.equiangular("post-ln", 1.0, 3, [10.0, 1e4, 1e8])
+    assert len(calls) < 5000                         # LSODA: ~500
+    assert 1 - 1e-6 < rho[0] < 1 and np.all(rho[1:] > 1 - 1e-12)
+
+
+def test_more_accurate_than_the_tolerance_against_a_tight_reference():
+    # against scipy's DOP853 at rtol 1e-14, an independent integrator of the same ODE
+    from scipy.integrate import solve_ivp
+    beta, n, t = 3.0, 7, np.linspace(0.5, 20, 9)
+
+    def rhs(_, y):                                  # Post-LN SA: dρ/dt = 2 b (1−ρ)(1+(n−1)ρ), b the off weight
+        b = np.exp(beta * y[0]) / (np.exp(beta) + (n - 1) * np.exp(beta * y[0]))
+        return [2 * b * (1 - y[0]) * (1 + (n - 1) * y[0])]
+    ref = solve_ivp(rhs, (0, t[-1]), [0.0], method="DOP853", t_eval=t, rtol=1e-14, atol=1e-16).y[0]
+    assert np.max(np.abs(mf.equiangular("post-ln", beta, n, t)[0] - ref)) < 1e-11

@@ -11,7 +11,7 @@ were not available to us, so every reference here is an independent computation:
   4-digit values of DESIGN.md §5, against the ODE of :func:`meanfield.equiangular` and one evaluation of
   the exact particle velocity;
 * time to reach ρ = 0.5, 0.9, 0.99 from ρ0 = 0 (β = 5, n = 64; Mix-LN switches at τ = 2), the ranking it
-  implies, and the time at which Post-LN overtakes Peri-LN: the ODE (DOP853, rtol 1e-12) against n = 64
+  implies, and the time at which Post-LN overtakes Peri-LN: the ODE (LSODA, rtol 1e-12) against n = 64
   orthonormal tokens run by ``backend="particles"`` (RK45, rtol 1e-10);
 * asymptotic rates, derived from the ODE near ρ = 1 (b → 1/n, so du/dt ≈ −2u/s for u = 1 − ρ):
   u ~ e^{−2t} for Post-LN and nGPT (α = 1; s → 1), u ~ e^{−4√(t+1)} for LN-Scaling (s = √(t+1)),
