@@ -3,10 +3,11 @@
 Both are computed from coefficients in the :class:`~meanfield.Density` layout (values w.r.t. the
 normalized measure σ), so a Density, Particles (their empirical measure) or a mixture compare alike:
 
-    ‖μ − ν‖²_{H^{-s}} = Σ_{ℓ ≥ 1} (1 + ℓ(ℓ + d − 2))^{-s} E_ℓ(μ̂ − ν̂) / |S|,
+    ‖μ − ν‖²_{H^{-s}} = Σ_{ℓ ≥ 0} (1 + ℓ(ℓ + d − 2))^{-s} E_ℓ(μ̂ − ν̂) / |S|,
     MMD²_β(μ, ν)      = ∬ e^{β⟨x,y⟩} d(μ−ν)(x) d(μ−ν)(y) = Σ_ℓ λ_ℓ(β) E_ℓ(μ̂ − ν̂) / |S|,
 
-with E_ℓ the degree power and |S| = 4π on S² (1 on S¹ with its Fourier normalization).  The H^{-s}
+with E_ℓ the degree power and |S| = 4π on S² (1 on S¹ with its Fourier normalization).  (The ℓ = 0 term
+is the difference of the masses: 0 for two probability measures.)  The H^{-s}
 norm of a Dirac mass diverges for s ≤ (d−1)/2, so for particles it is taken at a fixed band limit
 ``lmax``: then E‖μ_N − μ‖² = O(1/N) exactly and distances of N i.i.d. tokens decay like N^{-1/2}.
 """
@@ -34,6 +35,11 @@ def coefficients(measure, lmax: int) -> np.ndarray:
 
 
 def _dim(mu, nu) -> int:
+    for name, m in (("mu", mu), ("nu", nu)):
+        parts = m if isinstance(m, tuple) else (m,)
+        if not parts or not all(isinstance(p, (Density, Particles)) for p in parts):
+            raise TypeError(f"`{name}` must be a Density, Particles or a non-empty tuple of Densities; got "
+                            f"{name}={m!r}." + (conversion_hint(m) if not isinstance(m, tuple) else ""))
     dims = {(m[0] if isinstance(m, tuple) else m).d for m in (mu, nu)}
     if len(dims) != 1 or not dims <= {2, 3}:
         raise ValueError(f"both measures must live on the same S¹ or S² (d = 2 or 3); got d = {sorted(dims)}.")
@@ -61,7 +67,7 @@ def sobolev_distance(mu, nu, s: float = 1.0, lmax: int | None = None) -> float:
     Parameters
     ----------
     mu, nu : Density, Particles or tuple of Density
-        Probability measures on the same sphere.
+        Measures on the same sphere (a difference of masses counts in full, at degree 0).
     s : float
         Smoothness index s > 0 of the dual norm.
     lmax : int, optional
@@ -73,7 +79,6 @@ def sobolev_distance(mu, nu, s: float = 1.0, lmax: int | None = None) -> float:
     e = _degree_power(coefficients(mu, lmax) - coefficients(nu, lmax), d, lmax)
     ell = np.arange(lmax + 1)
     w = (1.0 + ell * (ell + d - 2.0)) ** (-s)
-    w[0] = 0.0   # mass differences are not measured (both are probabilities)
     return float(np.sqrt(np.sum(w * e)))
 
 

@@ -407,3 +407,20 @@ def test_equiangular_time_reaches_the_highest_level(scheme, beta, n, levels, kw)
     assert np.all(np.isfinite(t))
     rho, _ = mf.equiangular(scheme, beta, n, t, **kw)
     assert np.max(np.abs(rho - np.atleast_1d(levels))) < 1e-10
+
+
+@pytest.mark.parametrize("scheme", ["peri-ln", "ngpt"])
+@pytest.mark.parametrize("beta", [1.0, 700.0, 720.0, 5000.0])
+def test_usa_rates_of_the_schemes_that_divide_by_the_norm_do_not_overflow(scheme, beta):
+    # s ∝ ‖A‖: the normalization cancels, γ_ℓ(USA) = γ_ℓ(SA); for ℓ = 1, ‖A‖ = λ_1/λ_0 gives γ_1 = 2/(β·c), c = r0 or 1/α
+    usa = mf.growth_rates(beta, 6, attention="unnormalized", scheme=scheme)
+    sa = mf.growth_rates(beta, 6, scheme=scheme)
+    assert np.all(np.isfinite(usa)) and usa[0] == 0.0
+    assert np.allclose(usa, sa, rtol=1e-14, atol=0)
+    assert usa[1] == pytest.approx(2 / beta, rel=1e-13)
+
+
+def test_usa_rates_beyond_float64_are_refused_where_they_overflow():
+    with pytest.raises(ValueError, match=r"attention='unnormalized' with scheme='post-ln' needs β ≤ 709.78"):
+        mf.growth_rates(800.0, 3, attention="unnormalized")
+    assert np.isfinite(mf.growth_rate(709.0, 1, attention="unnormalized"))

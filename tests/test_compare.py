@@ -41,3 +41,21 @@ def test_errors():
         sobolev_distance(mf.Density.uniform(4), mf.Density.uniform(4, d=2))
     with pytest.raises(ValueError, match="`s`"):
         sobolev_distance(mf.Density.uniform(4), mf.Density.uniform(4), s=0)
+
+
+def test_a_difference_of_mass_counts_at_degree_zero():
+    u = mf.Density.uniform(6)
+    # μ − ν = σ (the normalized uniform measure): only its ℓ = 0 term, of weight 1 and power 1
+    assert mf.sobolev_distance(mf.Density(2 * u.coeffs, 6), u) == pytest.approx(1.0, rel=1e-14)
+    p = mf.Particles.uniform(50, seed=3)
+    assert mf.sobolev_distance(p, p, lmax=8) == 0.0
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda u: mf.sobolev_distance(u, np.zeros(3)), r"`nu` must be a Density, Particles or a non-empty tuple"),
+    (lambda u: mf.mmd((), u, 1.0), r"`mu` must be a Density, Particles or a non-empty tuple"),
+    (lambda u: mf.mmd(u, (u, 3), 1.0), r"`nu` must be"),
+])
+def test_non_measures_are_refused_by_name(call, match):
+    with pytest.raises(TypeError, match=match):
+        call(mf.Density.uniform(4))

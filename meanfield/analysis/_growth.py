@@ -10,6 +10,7 @@ import numpy as np
 from .._model import ATTENTIONS
 from .._schemes import get_scheme
 from .._validate import choice, dimension, nonneg_int, positive_float
+from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ..sphere._funk_hecke import funk_hecke, funk_hecke_dbeta
 
 
@@ -35,9 +36,10 @@ def _check_tau(sch, tau):
 
 
 def _uniform_speed(sch, beta, d, softmax, lam0, r0, alpha, tau, t) -> float:
-    """The scheme's speed factor s at the uniform state (radius r0, time t)."""
+    """The scheme's speed factor s at the uniform state (radius r0, time t); for USA, of schemes that divide by
+    ‖A‖ (Peri-LN, nGPT: s is linear in ‖A‖), scaled by e^{-β} like the multipliers, so that e^β cancels."""
     # ‖A‖ = ⟨x, A⟩ at the uniform state: ∂_β λ_0 / λ_0 (SA) or ∂_β λ_0 (USA); scaled multipliers cancel
-    radial = funk_hecke_dbeta(beta, 0, d, scaled=True)[0] / (lam0 if softmax else np.exp(-beta))
+    radial = funk_hecke_dbeta(beta, 0, d, scaled=True)[0] / (lam0 if softmax else 1.0)
     s = sch.speed(np.asarray(r0), np.asarray(radial), float(t), _SpeedModel(alpha, tau))
     return float(s)
 
@@ -65,11 +67,18 @@ def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     alpha = positive_float("alpha", alpha)
     t = positive_float("t", t, allow_zero=True)
     tau = _check_tau(sch, tau)
-    lam = funk_hecke(beta, lmax, d, scaled=True)
+    lam = funk_hecke(beta, lmax, d, scaled=True)            # e^{-β}λ_ℓ, finite for any β
     softmax = attention == "softmax"
     ell = np.arange(lmax + 1)
-    rates = ell * (ell + d - 2) * lam / beta / (lam[0] if softmax else np.exp(-beta))
-    return rates / _uniform_speed(sch, beta, d, softmax, lam[0], r0, alpha, tau, t)
+    rates = ell * (ell + d - 2) * lam / beta / (lam[0] if softmax else 1.0)
+    speed = _uniform_speed(sch, beta, d, softmax, lam[0], r0, alpha, tau, t)
+    if softmax or sch.needs_norm:        # e^β cancels (SA: in λ_ℓ/λ_0; Peri-LN, nGPT: in λ_ℓ/‖A‖)
+        return rates / speed
+    if beta > _LOG_FLOAT_MAX:
+        raise ValueError(f"attention='unnormalized' with scheme={sch.name!r} needs β ≤ {_LOG_FLOAT_MAX:.2f}: its "
+                         f"rates grow like e^β and overflow float64 above; got beta={beta!r}. (Softmax attention, "
+                         "and the schemes that divide by ‖A‖, Peri-LN and nGPT, have no such limit.)")
+    return rates * np.exp(beta) / speed
 
 
 def growth_rate(beta, ell, d=3, attention="softmax", scheme="post-ln", r0=1.0, alpha=1.0, t=0.0, tau=None) -> float:
