@@ -30,7 +30,7 @@ _LAZY = {
                      "density_clusters", "cluster_count", "AlignmentStatistics", "alignment_statistics",
                      "aligned_fraction", "alignment_phase_diagram"], ".analysis"),
     # distances between measures
-    **dict.fromkeys(["sobolev_distance", "mmd"], "._compare"),
+    **dict.fromkeys(["sobolev_distance", "mmd", "wasserstein_distance"], "._compare"),
     # the interaction energy E_{β,D}
     **dict.fromkeys(["energy", "energy_estimate", "EnergyEstimate", "uniform_energy", "first_variation",
                      "first_variation_gradient", "gradient_flow", "find_stationary", "stationary",

@@ -59,3 +59,63 @@ def test_a_difference_of_mass_counts_at_degree_zero():
 def test_non_measures_are_refused_by_name(call, match):
     with pytest.raises(TypeError, match=match):
         call(mf.Density.uniform(4))
+
+
+# --- Wasserstein distance (geodesic cost, exact transport) ---------------------------------------
+
+def _dirac(v):
+    return mf.Particles([v])
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.5])
+def test_wasserstein_of_two_diracs_is_their_angle_in_any_dimension(p):
+    x, y = np.zeros(5), np.zeros(5)
+    x[0], y[0], y[1] = 1.0, np.cos(0.7), np.sin(0.7)
+    assert mf.wasserstein_distance(_dirac(x), _dirac(y), p) == pytest.approx(0.7, abs=1e-14)
+
+
+def test_wasserstein_of_a_dirac_and_the_uniform_density_on_s2():
+    # the geodesic distance θ from a pole has density sin θ / 2: E θ = π/2, E θ² = (π² − 4)/2
+    pole, u = _dirac([0, 0, 1.0]), mf.Density.uniform(8)
+    assert mf.wasserstein_distance(pole, u, 1, grid_lmax=64) == pytest.approx(np.pi / 2, abs=1e-12)
+    errors = [abs(mf.wasserstein_distance(pole, u, 2, grid_lmax=L) ** 2 - (np.pi ** 2 - 4) / 2) for L in (32, 64)]
+    assert errors[1] < 1e-5 and errors[1] < errors[0] / 4      # the grid's error (θ² is not smooth at the pole)
+
+
+def test_wasserstein_on_the_circle_against_pots_circle_solver():
+    import ot
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0, 2 * np.pi, (2, 300))
+    P = [mf.Particles(np.stack([np.cos(t), np.sin(t)], axis=1)) for t in (a, b)]
+    reference = 2 * np.pi * float(np.squeeze(ot.wasserstein_circle(a / (2 * np.pi), b / (2 * np.pi), p=1)))
+    assert mf.wasserstein_distance(*P, p=1) == pytest.approx(reference, abs=1e-12)
+
+
+def test_wasserstein_is_a_rotation_invariant_metric():
+    from scipy.spatial.transform import Rotation
+    rng = np.random.default_rng(1)
+    a, b, c = (mf.Particles.uniform(60, seed=s) for s in (1, 2, 3))
+    w = rng.uniform(0.5, 1.5, 60)
+    a = mf.Particles(a.positions, w / w.sum())
+    d = mf.wasserstein_distance
+    assert d(a, a) == 0.0 and d(a, b) == pytest.approx(d(b, a), abs=1e-14)
+    assert d(a, c) <= d(a, b) + d(b, c) + 1e-14
+    R = Rotation.random(random_state=4).as_matrix()
+    rotated = [mf.Particles(q.positions @ R.T, q.weights) for q in (a, b)]
+    assert d(*rotated) == pytest.approx(d(a, b), abs=1e-13)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: mf.wasserstein_distance(_dirac([1.0, 0, 0]), _dirac([0, 1.0, 0]), p=0.5), ValueError, r"`p` must be ≥ 1"),
+    (lambda: mf.wasserstein_distance(_dirac([1.0, 0, 0]), _dirac([0, 1.0]), 1), ValueError, "same sphere"),
+    (lambda: mf.wasserstein_distance(mf.Density(2 * mf.Density.uniform(4).coeffs, 4), mf.Density.uniform(4)),
+     ValueError, "equal mass"),
+    (lambda: mf.wasserstein_distance(mf.Particles.uniform(300), mf.Particles.uniform(300, seed=1), max_pairs=1000),
+     ValueError, "more pairs than max_pairs=1000"),
+    (lambda: mf.wasserstein_distance(mf.Density.random(8, amplitude=3.0, seed=1), mf.Density.uniform(8)),
+     ValueError, "negative at some grid nodes"),
+    (lambda: mf.wasserstein_distance(np.zeros(3), mf.Density.uniform(4)), TypeError, "`mu` must be"),
+])
+def test_wasserstein_refuses_what_it_cannot_measure(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
