@@ -65,6 +65,45 @@ def _json_default(o):
     raise TypeError(f"cannot store option value {o!r} in a result file")
 
 
+_NON_FINITE = {"inf": float("inf"), "-inf": float("-inf"), "nan": float("nan")}
+
+
+def _finite_json(v):
+    """``v`` for strict JSON: non-finite floats as the strings "inf", "-inf", "nan" (JSON has no such numbers)."""
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    elif isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return "nan" if np.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return {k: _finite_json(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite_json(x) for x in v]
+    return v
+
+
+def _restore_json(v):
+    """Inverse of :func:`_finite_json`: the strings "inf", "-inf", "nan" back to floats."""
+    if isinstance(v, str):
+        return _NON_FINITE.get(v, v)
+    if isinstance(v, dict):
+        return {k: _restore_json(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_restore_json(x) for x in v]
+    return v
+
+
+def json_text(value, **kw) -> str:
+    """Strict JSON text of ``value`` (numpy values as Python; non-finite floats as "inf", "-inf", "nan")."""
+    return json.dumps(_finite_json(value), default=_json_default, allow_nan=False, **kw)
+
+
+def json_value(text: str):
+    """The value of :func:`json_text` (files written before it, with Infinity and NaN, read the same)."""
+    return _restore_json(json.loads(text))
+
+
 def _put(g, name, data, **kw):
     """A dataset with a Fletcher-32 checksum (non-empty arrays), so a corrupted byte is an error on reading."""
     a = np.asarray(data)
@@ -151,7 +190,7 @@ def _write_trajectory(g, trajectory):
     g.attrs.update(backend=trajectory.backend, status=trajectory.status.name, detail=trajectory.detail)
     _write_model(g.create_group("model"), trajectory.model)
     run = g.require_group("run")
-    run.attrs["options"] = json.dumps(trajectory.options, default=_json_default)
+    run.attrs["options"] = json_text(trajectory.options)
     t = _put(g, "scales/t", np.asarray(trajectory.times, dtype=float))
     t.make_scale("t")
     states = g.create_group("states")
@@ -181,7 +220,7 @@ def _atomic_write(path, fmt, write, run_info=None, complete=True) -> Path:
             write(f)
             run = f.require_group("run")
             for k, v in (run_info or {}).items():
-                run.attrs[k] = json.dumps(v, default=_json_default) if isinstance(v, (dict, list)) else v
+                run.attrs[k] = json_text(v) if isinstance(v, (dict, list)) else v
             f.flush()
         os.replace(tmp, path)
     finally:
@@ -243,7 +282,7 @@ def _read_trajectory(g, alpha=None):
     states = [_read_state(groups[k]) for k in sorted(groups)]
     diagnostics = {k: _array(g["diagnostics"][k]) for k in g.get("diagnostics", {})}
     steps = {k: _array(g["steps"][k]) for k in g.get("steps", {})}
-    options = json.loads(g["run"].attrs["options"])
+    options = json_value(g["run"].attrs["options"])
     if len(states) != len(times):
         raise ResultFileError(f"{g.file.filename!r} is inconsistent: {len(states)} states for {len(times)} times.")
     status, detail = Status[g.attrs["status"]], str(g.attrs["detail"])
@@ -306,7 +345,7 @@ def _run_attr(v):
     """A /run attribute as written: JSON text decoded (plain text, e.g. the TOML config, kept), numbers as Python."""
     if isinstance(v, str):
         try:
-            return json.loads(v)
+            return json_value(v)
         except json.JSONDecodeError:
             return v
     return v.item() if hasattr(v, "item") else v
@@ -360,7 +399,7 @@ def _write_energy(f, result):
     f.attrs.update(task=result.task, value=result.value)
     pb = f.create_group("problem")
     pb.attrs.update(task=result.task, beta=result.beta, d=result.d,
-                    parameters=json.dumps(result.parameters, default=_json_default))
+                    parameters=json_text(result.parameters))
     _put(pb, "D", result.D)
     if result.start is not None:
         _write_state(f.create_group("start"), result.start)
@@ -377,7 +416,7 @@ def _write_energy(f, result):
         _put(g, "values", s.values)
     elif isinstance(s, MaximizingParticles):
         g.attrs.update(kind="maximizing-particles", value=s.value, support=s.kind, source=s.source,
-                       ascent_best=s.ascent_best, candidates=json.dumps(s.candidates))
+                       ascent_best=s.ascent_best, candidates=json_text(s.candidates))
         _put(g, "positions", s.positions)
         _put(g, "weights", s.weights)
     elif isinstance(s, StationaryResult):
@@ -411,7 +450,7 @@ def _read_energy(f):
     elif kind == "maximizing-particles":
         sol = MaximizingParticles(_array(g["positions"]), _array(g["weights"]), value=value,
                                   kind=str(g.attrs["support"]), source=str(g.attrs["source"]), certificate=cert,
-                                  candidates=json.loads(g.attrs["candidates"]),
+                                  candidates=json_value(g.attrs["candidates"]),
                                   ascent_best=float(g.attrs["ascent_best"]))
     elif kind == "stationary":
         sol = StationaryResult(_read_state(g["state"]), float(g.attrs["time"]), float(g.attrs["max_speed"]),
@@ -419,4 +458,4 @@ def _read_energy(f):
     else:
         raise ResultFileError(f"unknown energy solution kind {kind!r} in {f.filename!r}.")
     return EnergyResult(str(pb.attrs["task"]), float(pb.attrs["beta"]), _array(pb["D"]), int(pb.attrs["d"]), sol,
-                        json.loads(pb.attrs["parameters"]), _read_state(f["start"]) if "start" in f else None)
+                        json_value(pb.attrs["parameters"]), _read_state(f["start"]) if "start" in f else None)

@@ -219,3 +219,26 @@ def test_files_with_an_alpha_the_scheme_never_used_still_load(tmp_path):
         for g in groups:
             g.attrs["alpha"] = 0.5
     assert mf.load(path).model.alpha == 1.0
+
+
+def test_json_attributes_are_strict_and_non_finite_values_round_trip():
+    import json
+    from meanfield._io import json_text, json_value
+    value = {"max_step": float("inf"), "low": -np.inf, "x": [1.5, float("nan"), np.float32(2.0)], "s": "inf-ish"}
+    text = json_text(value)
+    json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))    # no Infinity / NaN tokens
+    back = json_value(text)
+    assert back["max_step"] == np.inf and back["low"] == -np.inf and np.isnan(back["x"][1])
+    assert back["x"][2] == 2.0 and back["s"] == "inf-ish"
+    assert json_value('{"max_step": Infinity}')["max_step"] == np.inf       # files written before read the same
+
+
+def test_the_stored_options_of_a_run_are_strict_json(tmp_path):
+    import h5py
+    import json
+    path = tmp_path / "r.h5"
+    tr = mf.simulate(mf.Model(1.0), mf.Density.uniform(12), 0.1, checkpoint=path)
+    with h5py.File(path) as f:
+        text = f["run"].attrs["options"]
+    json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    assert mf.load(path).options["max_step"] == np.inf == tr.options["max_step"]

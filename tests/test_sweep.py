@@ -151,7 +151,9 @@ def test_cli_sweep_on_a_scheduler(client, tmp_path, capsys):
      r"valid observables: \['aligned_fraction'"),
     ("[sweep]\ngrid = { \"model.beta\" = [1.0] }\nat = \"every\"\n", "`at` must be one of"),
     ("[sweep]\ngrid = { \"model.beta\" = [1.0, 1.0] }\n", "duplicate parameter sets"),
-    ("[sweep]\ngrid = { \"initial.lmax\" = [8] }\n", r"unknown key\(s\) \['lmax'\] in \[initial\] \(kind='particles'"),
+    ("[sweep]\ngrid = { \"model.beta\" = [1, 1.0] }\n", "duplicate parameter sets"),
+    ("[sweep]\ngrid = { \"initial.seed\" = [0, 0.0] }\n", "duplicate parameter sets"),
+    ("[sweep]\ngrid = { \"initial.lmax\" = [8] }\n", r"unknown key\(s\) \['lmax'\] in \[initial\] \(kind='particles'\)"),
     ("[sweep]\nsets = [{ \"model.beta\" = 1.0 }]\ngrid = { \"model.beta\" = [2.0] }\n", "both `grid` and `sets`"),
     ("[sweep]\ngrid = { \"model.beta\" = [1.0] }\ntable = [\"parquet\"]\n", "`table` must be"),
 ])
@@ -170,6 +172,8 @@ def test_keys_are_stable_and_dotted_keys_work(tmp_path):
     f = tmp_path / "x.toml"
     f.write_text(BASE + "[sweep.grid]\nmodel.beta = [1.0, 2.0]\n")
     assert [t.key for t in load_sweep(f).tasks] == [t.key for t in a.tasks]
+    ints = _spec(BASE + "[sweep.grid]\nmodel.beta = [1, 2]\n")       # 1 and 1.0 are one value: the same keys
+    assert [t.key for t in ints.tasks] == [t.key for t in a.tasks]
 
 
 def test_shipped_example_parses():
@@ -288,3 +292,13 @@ def test_observables_agree_with_the_fallbacks():
     assert OBSERVABLES["aligned_fraction"](traj, 0, 1e-3) == pytest.approx(aligned_fraction(p, 1e-3), abs=1e-14)
     assert OBSERVABLES["clusters"](traj, 0, 1e-3) == cluster_count(p, 1e-3)
     assert OBSERVABLES["mean_alignment"](traj, 0, 1e-3) == mf.mean_alignment(p)
+
+
+def test_records_keep_infinite_values_apart_from_missing_ones(tmp_path):
+    from meanfield._sweep._runner import read_records, write_record
+    (tmp_path / "tasks").mkdir()
+    write_record(tmp_path, {"key": "k1", "energy": float("inf"), "aligned_fraction": None, "t": [0.0, float("nan")]})
+    text = (tmp_path / "tasks" / "k1.json").read_text()
+    json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))    # strict JSON
+    back = read_records(tmp_path)["k1"]
+    assert back["energy"] == float("inf") and back["aligned_fraction"] is None and np.isnan(back["t"][1])

@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
-import math
 import os
 import time
 import traceback
@@ -25,6 +23,7 @@ import uuid
 import warnings
 from pathlib import Path
 
+from .._io import json_text, json_value
 from ._spec import SweepSpec, Task
 
 ERROR = "ERROR"
@@ -102,19 +101,10 @@ def _atomic_write(path: Path, text: str):
     os.replace(tmp, path)
 
 
-def _clean(v):
-    """JSON-safe values: NaN/inf become None (JSON has no NaN)."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, list):
-        return [_clean(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    return v
-
-
 def write_record(out_dir: Path, row: dict):
-    _atomic_write(Path(out_dir) / "tasks" / f"{row['key']}.json", json.dumps(_clean(row), sort_keys=True))
+    """``DIR/tasks/<key>.json``, atomically: strict JSON, non-finite values as "inf", "-inf", "nan" (null is
+    an observable that does not apply)."""
+    _atomic_write(Path(out_dir) / "tasks" / f"{row['key']}.json", json_text(row, sort_keys=True))
 
 
 def read_records(out_dir: Path) -> dict:
@@ -124,7 +114,7 @@ def read_records(out_dir: Path) -> dict:
     if folder.is_dir():
         for p in folder.glob("*.json"):
             try:
-                r = json.loads(p.read_text(encoding="utf-8"))
+                r = json_value(p.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
             if isinstance(r, dict) and r.get("key") == p.stem:
@@ -158,7 +148,7 @@ def write_tables(out_dir: Path, spec: SweepSpec, records: dict) -> list:
     paths = []
     if "jsonl" in spec.table:
         p = Path(out_dir) / "results.jsonl"
-        _atomic_write(p, "".join(json.dumps(_clean(r)) + "\n" for r in rows))
+        _atomic_write(p, "".join(json_text(r) + "\n" for r in rows))
         paths.append(p)
     if "csv" in spec.table:
         buf = io.StringIO()
@@ -166,7 +156,7 @@ def write_tables(out_dir: Path, spec: SweepSpec, records: dict) -> list:
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: json.dumps(_clean(v)) if isinstance(v, (list, dict)) else ("" if v is None else v)
+            w.writerow({k: json_text(v) if isinstance(v, (list, dict)) else ("" if v is None else v)
                         for k, v in r.items()})
         p = Path(out_dir) / "results.csv"
         _atomic_write(p, buf.getvalue())

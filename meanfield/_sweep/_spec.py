@@ -31,7 +31,7 @@ SWEEP_KEYS = {"grid", "sets", "observables", "at", "aligned_tol", "hdf5", "table
 AT = ("final", "saved")
 TABLES = ("csv", "jsonl")
 ALWAYS = ("status", "error", "wall_time")   # recorded for every task, whatever `observables` says
-KEY_VERSION = 1
+KEY_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -193,15 +193,27 @@ def check_structure(config: dict):
     kind = config["initial"].get("kind")
     if kind not in _INITIAL_KEYS:
         raise ConfigError(f"[initial] `kind` must be one of {sorted(_INITIAL_KEYS)}; got kind={kind!r}.")
-    _check_keys(f"initial] (kind={kind!r}", config["initial"], _INITIAL_KEYS[kind])
+    _check_keys("initial", config["initial"], _INITIAL_KEYS[kind], f" (kind={kind!r})")
     _check_keys("run", config["run"], _RUN_KEYS)
     for t, k in (("model", "beta"), ("run", "t_final")):
         if k not in config[t]:
             raise ConfigError(f"[{t}] needs `{k}` (in the base or from the sweep).")
 
 
+def _canonical(value):
+    """``value`` with integral floats as ints, recursively: 1 and 1.0 are the same run (and the same key)."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def task_key(config: dict, record: dict) -> str:
-    """A stable key: SHA-256 of the sorted JSON of the run configuration and the recording settings."""
-    blob = json.dumps({"v": KEY_VERSION, "config": config, "record": record}, sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=True)
+    """A stable key: SHA-256 of the sorted JSON of the run configuration and the recording settings, with
+    numbers in canonical form (an integral float as an int)."""
+    blob = json.dumps({"v": KEY_VERSION, "config": _canonical(config), "record": _canonical(record)},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

@@ -66,7 +66,7 @@ def _scheme_model(scheme, beta, alpha, tau, attention):
 _METHOD = "LSODA"
 
 
-def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol, atol):
+def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e-14):
     """Validate the common arguments; return (scheme row, model, rhs(t, [ρ, r]), n, ρ0, r0)."""
     sch = get_scheme(scheme)
     if not sch.continuous:
