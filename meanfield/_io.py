@@ -229,7 +229,7 @@ def _atomic_write(path, fmt, write, run_info=None, complete=True) -> Path:
     return path
 
 
-def save(trajectory, path, *, run_info: dict | None = None, complete: bool = True) -> Path:
+def save(trajectory, path, *, run_info: dict | None = None, complete: bool | None = None) -> Path:
     """Write ``trajectory`` (or an energy result) to the HDF5 file ``path`` atomically (temporary file + rename).
 
     Parameters
@@ -240,17 +240,23 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool = Tru
     path : str or Path
         Target file; an existing file is replaced only once the new one is complete.
     run_info : dict, optional
-        Extra run attributes (``t_final``, ``resume`` options, the CLI ``config`` text, ``seed``).  A
-        trajectory's ``t_final`` defaults to its last saved time (the time an in-memory run reached),
-        so that ``meanfield info`` shows it and :func:`meanfield.resume` can extend the file.
-    complete : bool
-        False for a checkpoint of a run still in progress.
+        Extra run attributes (``t_final``, ``resume`` options, the CLI ``config`` text, ``seed``); default:
+        the trajectory's own :attr:`~meanfield.Trajectory.run_info` (what :func:`load` read), so that a
+        loaded checkpoint saved elsewhere can still be resumed.  A trajectory's ``t_final`` defaults to its
+        last saved time (the time an in-memory run reached), so that ``meanfield info`` shows it and
+        :func:`meanfield.resume` can extend the file.
+    complete : bool, optional
+        False for a checkpoint of a run still in progress; default: the trajectory's ``run_info``
+        (True for a run in memory).
     """
     from ._energy._results import EnergyResult
 
     if isinstance(trajectory, EnergyResult):
-        return _atomic_write(path, ENERGY_FORMAT, lambda f: _write_energy(f, trajectory), run_info, complete)
-    run_info = dict(run_info or {})
+        return _atomic_write(path, ENERGY_FORMAT, lambda f: _write_energy(f, trajectory), run_info,
+                             True if complete is None else complete)
+    stored = dict(getattr(trajectory, "run_info", {}) or {})
+    complete = bool(stored.pop("complete", True)) if complete is None else complete
+    run_info = dict(stored if run_info is None else run_info)
     if run_info.get("t_final") is None:
         run_info["t_final"] = float(trajectory.times[-1])
     return _atomic_write(path, FORMAT, lambda f: _write_trajectory(f, trajectory), run_info, complete)
@@ -291,8 +297,10 @@ def _read_trajectory(g, alpha=None):
         t_final = _run_attr(g["run"].attrs.get("t_final"))
         status = Status.INCOMPLETE
         detail = f"Saved up to t = {times[-1]:g}" + (f" of t_final = {t_final:g}." if t_final is not None else ".")
+    info = {k: _run_attr(v) for k, v in g["run"].attrs.items() if k != "options"}
+    info["complete"] = bool(g.attrs.get("complete", True))
     return Trajectory(times=times, states=states, diagnostics=diagnostics, steps=steps, model=model,
-                      backend=str(g.attrs["backend"]), status=status, detail=detail, options=options)
+                      backend=str(g.attrs["backend"]), status=status, detail=detail, options=options, run_info=info)
 
 
 def load(path, *, alpha=None):

@@ -51,6 +51,10 @@ class Trajectory:
         How the run ended; ``status.message`` explains it, ``detail`` adds the numbers.
     options : dict
         The backend options the run used (after defaults).
+    run_info : dict
+        What the run's file records beside the states (filled by :func:`meanfield.load`; empty for a run
+        in memory): ``t_final`` of the run, ``remaining_times`` and ``resume`` options of a checkpoint,
+        the CLI's ``config`` text and ``seed``, ``complete``.  :func:`meanfield.save` writes it back.
     """
 
     times: np.ndarray
@@ -62,6 +66,7 @@ class Trajectory:
     status: Status
     detail: str = ""
     options: dict = field(default_factory=dict)
+    run_info: dict = field(default_factory=dict, repr=False)
 
     @property
     def success(self) -> bool:

@@ -342,6 +342,7 @@ def _plot(args) -> int:
 def _demo(args) -> int:
     from ._demo import run_demo
 
+    _check_output(args.output, "--output", _FIGURE_SUFFIXES)     # before the two runs, not after
     run_demo(args.output, lmax=args.lmax, beta=args.beta, t_final=args.t_final)
     return 0
 

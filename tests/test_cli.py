@@ -356,6 +356,9 @@ def test_bad_output_paths_are_refused_before_any_work(tmp_path, capsys):
     assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 0
     assert main(["plot", str(tmp_path / "r.h5"), "--output", str(tmp_path / "nodir" / "p.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    for bad, match in (("d.txt", "file type"), ("nodir/d.png", "does not exist")):     # demo: before its two runs
+        assert main(["demo", "--output", str(tmp_path / bad), "--lmax", "4"]) == 2
+        assert match in capsys.readouterr().err
 
 
 @pytest.mark.slow

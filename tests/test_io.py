@@ -242,3 +242,20 @@ def test_the_stored_options_of_a_run_are_strict_json(tmp_path):
         text = f["run"].attrs["options"]
     json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
     assert mf.load(path).options["max_step"] == np.inf == tr.options["max_step"]
+
+
+def test_a_loaded_checkpoint_saved_elsewhere_can_still_be_resumed(tmp_path):
+    first, copy = tmp_path / "ck.h5", tmp_path / "copy.h5"
+    p = mf.Particles.uniform(30, seed=2)
+    mf.simulate(mf.Model(2.0), p, 1.0, backend="particles", save_every=0.25, checkpoint=first,
+                metadata={"config": "[model]\nbeta = 2.0\n", "seed": 7}, callback=lambda t, s, d: t >= 0.5 - 1e-12)
+    loaded = mf.load(first)
+    assert loaded.status is mf.Status.CALLBACK_STOP
+    assert loaded.run_info["seed"] == 7 and loaded.run_info["t_final"] == 1.0 and not loaded.run_info["complete"]
+    assert loaded.run_info["config"].startswith("[model]") and loaded.run_info["remaining_times"] == [0.75, 1.0]
+    mf.save(loaded, copy)
+    assert mf.load(copy).run_info == loaded.run_info
+    a, b = mf.resume(first), mf.resume(copy)
+    assert a.success and b.success and np.array_equal(a.times, b.times)
+    assert np.array_equal(a.final.positions, b.final.positions)
+    assert mf.load(copy).run_info["complete"] and mf.load(copy).run_info["seed"] == 7
