@@ -201,6 +201,9 @@ def _series(trajectory, key):
              and bool(np.isfinite(np.asarray(v, dtype=float)[-1])))
     if not whole:
         t, v = trajectory.times, trajectory.diagnostics[key]
+    elif key in trajectory.diagnostics and t[0] > trajectory.times[0]:    # the step log starts after one step
+        t = np.concatenate([trajectory.times[:1], t])
+        v = np.concatenate([np.asarray(trajectory.diagnostics[key][:1], dtype=float), np.asarray(v, dtype=float)])
     return np.asarray(t, dtype=float), np.asarray(v, dtype=float)
 
 
@@ -211,14 +214,15 @@ def _spans_decades(values) -> bool:
     return v.size > 0 and bool(np.all(v > 0)) and v.max() > 10 * v.min()
 
 
-def _state_panel(state, ax, title):
-    """Draw one saved state on ``ax``; particles on S² go to :func:`particles_3d` when ``ax`` is 3-D."""
+def _state_panel(state, ax, title, colorbar=False):
+    """Draw one saved state on ``ax``; particles on S² go to :func:`particles_3d` when ``ax`` is 3-D.
+    ``colorbar``: a density map gets its own colour bar (each snapshot has its own scale)."""
     from ._measures import ZonalDensity
 
     if isinstance(state, tuple):   # species: plot the total density
         state = Density(sum(s.coeffs for s in state), state[0].lmax, state[0].d)
     if isinstance(state, Density) and state.d == 3:
-        density_map(state, ax=ax, title=title, colorbar=False)
+        density_map(state, ax=ax, title=title, colorbar=colorbar)
     elif isinstance(state, Density):
         circle_density(state, ax=ax)
         ax.set_title(title, fontsize=9)
@@ -265,12 +269,13 @@ def result_figure(trajectory, output, panels: int = 4, projection: str = "mollwe
         return animation(trajectory, output, projection=projection)
     n = len(trajectory.states)
     idx = np.unique(np.linspace(0, n - 1, min(panels, n)).round().astype(int))
-    fig = plt.figure(figsize=(3.6 * len(idx), 6.0), constrained_layout=True)
+    keys = [k for k in ("energy", "tail_fraction", "min_rho", "max_speed") if k in trajectory.diagnostics]
+    cols = max(len(idx), len(keys))
+    fig = plt.figure(figsize=(3.6 * cols, 6.3), constrained_layout=True)
     for j, i in enumerate(idx):
-        ax = fig.add_subplot(2, len(idx), j + 1, projection=_panel_projection(trajectory.states[i], projection))
-        _state_panel(trajectory.states[i], ax, f"t = {trajectory.times[i]:.3g}")
-    keys = [k for k in ("energy", "tail_fraction", "min_rho", "max_speed") if k in trajectory.diagnostics][: len(idx)]
-    axes = [fig.add_subplot(2, len(idx), len(idx) + j + 1) for j in range(len(keys))]
+        ax = fig.add_subplot(2, cols, j + 1, projection=_panel_projection(trajectory.states[i], projection))
+        _state_panel(trajectory.states[i], ax, f"t = {trajectory.times[i]:.3g}", colorbar=True)
+    axes = [fig.add_subplot(2, cols, cols + j + 1) for j in range(len(keys))]
     if keys:
         diagnostics(trajectory, keys=keys, axes=axes)
     m = trajectory.model

@@ -270,3 +270,16 @@ def test_diagnostic_series_of_a_hybrid_run_reach_its_end():
     assert tr.diagnostics["phase"][-1] == 1
     t, v = _series(tr, "energy")
     assert t[-1] == pytest.approx(3.0) and np.isfinite(v[-1])
+
+
+def test_result_figure_shows_every_diagnostic_from_t0_with_colour_bars(tmp_path, monkeypatch):
+    from meanfield import plot
+    tr = mf.simulate(mf.Model(2.0), mf.Density.random(12, seed=1, amplitude=0.5), 0.3)     # two saved states
+    t, v = plot._series(tr, "energy")
+    assert t[0] == 0.0 and v[0] == tr.diagnostics["energy"][0] and len(t) == len(tr.steps["t"]) + 1
+    figures = []
+    monkeypatch.setattr(plot._plt(), "close", lambda fig=None: figures.append(fig))
+    plot.result_figure(tr, tmp_path / "r.png")
+    titles = {ax.get_title() for ax in figures[0].axes}
+    assert {"energy", "tail_fraction", "min_rho", "max_speed"} <= titles     # not capped at the 2 snapshots
+    assert sum(ax.get_label() == "<colorbar>" for ax in figures[0].axes) == 2   # one per density map
