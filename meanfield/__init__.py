@@ -31,6 +31,7 @@ _LAZY = {
                      "aligned_fraction", "alignment_phase_diagram"], ".analysis"),
     # distances between measures
     **dict.fromkeys(["sobolev_distance", "mmd", "wasserstein_distance"], "._compare"),
+    **dict.fromkeys(["convergence_in_n", "convergence_in_l", "ConvergenceResult"], "._convergence"),
     # the interaction energy E_{β,D}
     **dict.fromkeys(["energy", "energy_estimate", "EnergyEstimate", "uniform_energy", "first_variation",
                      "first_variation_gradient", "gradient_flow", "find_stationary", "stationary",

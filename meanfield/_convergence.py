@@ -1,0 +1,177 @@
+"""Convergence studies as one call each: particles → mean field in the number of tokens N, and the spectral
+solver in the band limit L (DESIGN.md §3, "compare").
+
+* :func:`convergence_in_n`: N i.i.d. tokens drawn from a density, evolved by a particle backend, against the
+  spectral solution from the same density; the H^{-s} distance at a fixed band limit has E‖μ_N − μ‖² = O(1/N),
+  so it decays like N^{-1/2}: the fitted slope of log distance against log N, with its standard error.
+* :func:`convergence_in_l`: the spectral solution at increasing band limits against the finest one; a smooth
+  solution converges faster than any power of L, and the fitted decay per degree is reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._compare import sobolev_distance
+from ._measures import Density
+from ._validate import nonneg_int, positive_float
+
+
+@dataclass(frozen=True)
+class ConvergenceResult:
+    """The outcome of :func:`convergence_in_n` or :func:`convergence_in_l`.
+
+    Attributes
+    ----------
+    sizes : ndarray, shape (k,)
+        The token counts N (``convergence_in_n``) or band limits L (``convergence_in_l``).
+    distances : ndarray, shape (replicas, k) or (k,)
+        ‖μ − μ_ref‖ in H^{-s} for every replica and size (``convergence_in_l``: one per L).
+    mean : ndarray, shape (k,)
+        The distance averaged over the replicas (the distances themselves for ``convergence_in_l``).
+    slope : float
+        Least-squares slope of log(mean) against log N (expect −1/2), or against L (the log-decay per degree,
+        negative when converging).
+    slope_stderr : float
+        Its standard error (NaN with two sizes).
+    reference : Trajectory
+        The reference run (the spectral solution; the finest band limit for ``convergence_in_l``).
+    """
+
+    sizes: np.ndarray
+    distances: np.ndarray
+    mean: np.ndarray
+    slope: float
+    slope_stderr: float
+    reference: object
+
+    @property
+    def message(self) -> str:
+        return f"slope {self.slope:.4g} ± {self.slope_stderr:.2g} over {self.sizes[0]}..{self.sizes[-1]}"
+
+
+def _fit(x, y):
+    """(slope, standard error) of the least-squares line through (x, y)."""
+    if len(x) < 2:
+        raise ValueError("a convergence study needs at least two sizes.")
+    (slope, _), cov = np.polyfit(x, y, 1, cov=True) if len(x) > 2 else (np.polyfit(x, y, 1), None)
+    return float(slope), float(np.sqrt(cov[0, 0])) if cov is not None else float("nan")
+
+
+def _sizes(name, values, minimum):
+    sizes = np.array([nonneg_int(name, v, minimum=minimum) for v in np.atleast_1d(values).tolist()])
+    if sizes.size < 2 or np.any(np.diff(sizes) <= 0):
+        raise ValueError(f"`{name}` must be at least two strictly increasing integers; got {name}={values!r}.")
+    return sizes
+
+
+def _check_run(traj, what):
+    if not traj.success:
+        from ._errors import ConvergenceError
+        raise ConvergenceError(f"the {what} did not reach t_final: {traj.message}")
+    return traj
+
+
+def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, s: float = 1.0,
+                     lmax: int | None = None, backend: str = "particles-sh", reference=None,
+                     particle_options: dict | None = None, **spectral_options) -> ConvergenceResult:
+    """Particles → mean field: the H^{-s} distance at ``t_final`` between N i.i.d. tokens and the PDE solution.
+
+    Parameters
+    ----------
+    model : Model
+    density : Density
+        The initial probability density; the tokens are drawn from it (:func:`meanfield.sample_density`).
+    t_final : float
+        The time of the comparison (> 0).
+    ns : sequence of int
+        Token counts N, strictly increasing.
+    replicas : int
+        Independent samples per N (≥ 1): the sample of replica r at the j-th N is drawn with
+        ``SeedSequence(seed).spawn(replicas)[r].spawn(len(ns))[j]`` (independent across N and replicas).
+    seed : int
+        Root seed.
+    s : float
+        Index of the H^{-s} norm (> 0), taken at the band limit ``lmax`` (default the reference's), where
+        E‖μ_N − μ‖² = O(1/N) holds exactly, so the expected slope is −1/2 for any s.
+    backend : str
+        The particle backend ("particles-sh", default, or "particles").
+    reference : Trajectory, optional
+        The spectral solution from ``density`` (default: computed here with ``spectral_options``).
+    particle_options : dict, optional
+        Options of the particle runs (default: RK4 with step 0.05).
+    **spectral_options
+        Options of the spectral reference run (e.g. ``rtol``).
+
+    Returns
+    -------
+    ConvergenceResult
+        ``sizes`` = N, ``distances`` (replicas, k), ``slope`` of log mean distance against log N (expect −0.5).
+    """
+    from ._sampling import sample_density
+    from ._simulate import simulate
+
+    if not isinstance(density, Density):
+        raise TypeError(f"`density` must be a meanfield.Density; got {type(density).__name__}.")
+    t_final = positive_float("t_final", t_final)
+    ns = _sizes("ns", ns, 1)
+    replicas = nonneg_int("replicas", replicas, minimum=1)
+    s = positive_float("s", s)
+    particle_options = {"step": 0.05, **(particle_options or {})}
+    if reference is None:
+        reference = simulate(model, density, t_final, **spectral_options)
+    ref = _check_run(reference, "spectral reference run").final
+    lmax = ref.lmax if lmax is None else nonneg_int("lmax", lmax, minimum=1)
+    streams = [replica.spawn(ns.size) for replica in np.random.SeedSequence(seed).spawn(replicas)]
+    dist = np.empty((replicas, ns.size))
+    for j, n in enumerate(ns):
+        for r in range(replicas):
+            tokens = sample_density(density, int(n), seed=np.random.default_rng(streams[r][j]))
+            run = _check_run(simulate(model, tokens, t_final, backend=backend, **particle_options), f"particle run N={n}")
+            dist[r, j] = sobolev_distance(run.final, ref, s, lmax=lmax)
+    mean = dist.mean(axis=0)
+    slope, err = _fit(np.log(ns), np.log(mean))
+    return ConvergenceResult(ns, dist, mean, slope, err, reference)
+
+
+def convergence_in_l(model, density, t_final, lmaxes, *, s: float = 1.0, **spectral_options) -> ConvergenceResult:
+    """The spectral solver in the band limit: the H^{-s} distance at ``t_final`` of the run at each L to the
+    run at the largest L (the reference).
+
+    Parameters
+    ----------
+    model : Model
+    density : Density
+        The initial density (resized to each band limit).
+    t_final : float
+        The time of the comparison (> 0).
+    lmaxes : sequence of int
+        Band limits, strictly increasing; the last is the reference.
+    s : float
+        Index of the H^{-s} norm (> 0), taken at the reference's band limit.
+    **spectral_options
+        Options of every spectral run (e.g. ``rtol``; keep it well below the distances studied).  The
+        resolution monitor does not stop these runs (default ``tail_warn = tail_tol = 1``,
+        ``negativity_tol = 1e6``): the error of an under-resolved band limit is what is measured.
+
+    Returns
+    -------
+    ConvergenceResult
+        ``sizes`` = the band limits but the last, ``distances`` = ``mean`` to the reference, ``slope`` of
+        log distance against L (negative: a smooth solution converges exponentially in L).
+    """
+    from ._simulate import simulate
+
+    if not isinstance(density, Density):
+        raise TypeError(f"`density` must be a meanfield.Density; got {type(density).__name__}.")
+    t_final = positive_float("t_final", t_final)
+    lmaxes = _sizes("lmaxes", lmaxes, 1)
+    s = positive_float("s", s)
+    options = {"tail_warn": 1.0, "tail_tol": 1.0, "negativity_tol": 1e6, **spectral_options}
+    runs = [_check_run(simulate(model, density.resized(int(L)), t_final, **options), f"spectral run L={L}")
+            for L in lmaxes]
+    ref = runs[-1].final
+    dist = np.array([sobolev_distance(r.final, ref, s, lmax=int(lmaxes[-1])) for r in runs[:-1]])
+    slope, err = _fit(lmaxes[:-1].astype(float), np.log(dist)) if dist.size >= 2 else (float("nan"), float("nan"))
+    return ConvergenceResult(lmaxes[:-1], dist, dist, slope, err, runs[-1])

@@ -1,0 +1,56 @@
+"""meanfield._convergence: particles → mean field in N, and the spectral solver in L, as one call each."""
+import warnings
+
+import numpy as np
+import pytest
+
+import meanfield as mf
+
+MODEL = mf.Model(3.0)
+
+
+@pytest.fixture(scope="module")
+def in_n():
+    dens = mf.Density.random(24, seed=3, amplitude=0.6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        return dens, mf.convergence_in_n(MODEL, dens, 1.0, [300, 1000, 3000, 10000], replicas=2, rtol=1e-11)
+
+
+def test_particles_approach_the_pde_like_n_to_the_minus_one_half(in_n):
+    _, r = in_n
+    assert r.distances.shape == (2, 4) and np.array_equal(r.sizes, [300, 1000, 3000, 10000])
+    assert abs(r.slope + 0.5) < 0.15 and r.slope_stderr < 0.15, r.message
+
+
+def test_each_distance_is_that_of_its_own_seeded_sample(in_n):
+    dens, r = in_n
+    stream = np.random.SeedSequence(0).spawn(2)[1].spawn(4)[2]           # replica 1, N = 3000
+    tokens = mf.sample_density(dens, 3000, seed=np.random.default_rng(stream))
+    run = mf.simulate(MODEL, tokens, 1.0, backend="particles-sh", step=0.05)
+    expected = mf.sobolev_distance(run.final, r.reference.final, 1.0, lmax=24)
+    assert r.distances[1, 2] == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_spectral_solution_converges_exponentially_in_the_band_limit():
+    dens = mf.Density.random(12, seed=3, amplitude=0.6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        r = mf.convergence_in_l(MODEL, dens, 1.0, [12, 16, 20, 32], rtol=1e-12)
+        low = mf.simulate(MODEL, dens.resized(16), 1.0, rtol=1e-12, tail_warn=1.0, tail_tol=1.0, negativity_tol=1e6)
+    assert np.all(np.diff(np.log(r.mean)) < -2.0)           # each 4 degrees gain more than a factor e²
+    assert r.slope < -0.5 and r.mean[-1] < 1e-5
+    assert r.mean[1] == pytest.approx(mf.sobolev_distance(low.final, r.reference.final, 1.0, lmax=32), rel=1e-12)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda d: mf.convergence_in_n(MODEL, d, 1.0, [1000]), ValueError, "at least two strictly increasing"),
+    (lambda d: mf.convergence_in_n(MODEL, d, 1.0, [1000, 300]), ValueError, "`ns` must be at least two"),
+    (lambda d: mf.convergence_in_n(MODEL, d, 1.0, [100, 200], replicas=0), ValueError, "`replicas`"),
+    (lambda d: mf.convergence_in_n(MODEL, mf.Particles.uniform(5), 1.0, [100, 200]), TypeError, "`density`"),
+    (lambda d: mf.convergence_in_l(MODEL, d, 1.0, [8, 8]), ValueError, "`lmaxes` must be at least two"),
+    (lambda d: mf.convergence_in_l(MODEL, d, -1.0, [8, 12]), ValueError, "`t_final`"),
+])
+def test_bad_input_is_refused_before_any_run(call, error, match):
+    with pytest.raises(error, match=match):
+        call(mf.Density.uniform(8))
