@@ -119,3 +119,18 @@ def test_wasserstein_is_a_rotation_invariant_metric():
 def test_wasserstein_refuses_what_it_cannot_measure(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_mmd_of_particles_in_higher_dimension_is_the_direct_double_sum():
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((2, 40, 6))
+    a = mf.Particles(x / np.linalg.norm(x, axis=1, keepdims=True))
+    b = mf.Particles(y / np.linalg.norm(y, axis=1, keepdims=True), rng.uniform(0.5, 1.5, 40) / 40, normalize=True)
+    beta = 2.0
+
+    def k(p, q):          # ∬ e^{β⟨x,y⟩} dp dq, term by term in plain Python sums
+        return sum(wi * wj * np.exp(beta * xi @ xj) for xi, wi in zip(p.positions, p.weights)
+                   for xj, wj in zip(q.positions, q.weights))
+    expected = np.sqrt(k(a, a) - 2 * k(a, b) + k(b, b))
+    assert mf.mmd(a, b, beta) == pytest.approx(expected, rel=1e-12)
+    assert mf.mmd(a, a, beta) < 1e-6          # the square root of a rounding of e^β-sized terms (~1e-16·e^β)
