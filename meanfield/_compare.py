@@ -35,13 +35,20 @@ def coefficients(measure, lmax: int) -> np.ndarray:
                     + conversion_hint(measure))
 
 
-def _dim(mu, nu) -> int:
+def _common_dimension(mu, nu) -> set:
+    """The dimensions d of the two measures (Density, Particles or non-empty tuples of Densities)."""
+    dims = set()
     for name, m in (("mu", mu), ("nu", nu)):
         parts = m if isinstance(m, tuple) else (m,)
         if not parts or not all(isinstance(p, (Density, Particles)) for p in parts):
             raise TypeError(f"`{name}` must be a Density, Particles or a non-empty tuple of Densities; got "
                             f"{name}={m!r}." + (conversion_hint(m) if not isinstance(m, tuple) else ""))
-    dims = {(m[0] if isinstance(m, tuple) else m).d for m in (mu, nu)}
+        dims |= {p.d for p in parts}
+    return dims
+
+
+def _dim(mu, nu) -> int:
+    dims = _common_dimension(mu, nu)
     if len(dims) != 1 or not dims <= {2, 3}:
         raise ValueError(f"both measures must live on the same S¹ or S² (d = 2 or 3); got d = {sorted(dims)}.")
     return dims.pop()
@@ -138,18 +145,21 @@ def mmd(mu, nu, beta: float, tol: float = 1e-12, lmax: int | None = None) -> flo
     return float(np.exp(beta / 2) * np.sqrt(max(np.sum(funk_hecke(beta, lmax, d, scaled=True) * e), 0.0)))
 
 
+_NEGATIVITY_TOL = 1e-6     # as the spectral solver's default negativity_tol: ringing below it counts as 0
 _MAX_PAIRS = 25_000_000    # n·m for the exact transport: a 200 MB cost matrix; the simplex takes ~O(n³)
 
 
 def _atoms(name: str, measure, grid_lmax):
-    """(points (n, d), masses (n,)) of a measure: particles as they are, a Density through its values at the
-    nodes of a Gauss–Legendre grid of band limit ``grid_lmax`` (S²) or 2·grid_lmax + 1 equispaced angles (S¹)."""
+    """(points (n, d), masses (n,), total mass) of a measure: particles as they are, a Density through its values
+    at the nodes of a Gauss–Legendre grid of band limit ``grid_lmax`` (S²) or 2·grid_lmax + 1 equispaced angles
+    (S¹), ringing below zero (down to −1e-6·max) set to 0; the total is the mass before that."""
     parts = measure if isinstance(measure, tuple) else (measure,)
-    pts, mass = [], []
+    pts, mass, total = [], [], 0.0
     for m in parts:
         if isinstance(m, Particles):
             pts.append(m.positions)
             mass.append(m.weights)
+            total += float(m.weights.sum())
             continue
         L = nonneg_int("grid_lmax", 2 * m.lmax if grid_lmax is None else grid_lmax, minimum=1)
         if m.d == 3:
@@ -160,12 +170,13 @@ def _atoms(name: str, measure, grid_lmax):
             n = 2 * L + 1
             angle = 2 * np.pi * np.arange(n) / n
             values, nodes, w = m.on_grid(n), np.stack([np.cos(angle), np.sin(angle)], axis=1), np.full(n, 1.0 / n)
-        if values.min() < -1e-10 * max(values.max(), 1.0):
+        if values.min() < -_NEGATIVITY_TOL * max(values.max(), 1.0):
             raise ValueError(f"`{name}` is negative at some grid nodes (min {values.min():.3g}): it is not a measure, "
                              "and has no transport distance.")
         pts.append(nodes)
         mass.append(np.maximum(values, 0.0) * w)
-    return np.concatenate(pts), np.concatenate(mass)
+        total += float(values @ w)
+    return np.concatenate(pts), np.concatenate(mass), total
 
 
 def _geodesic_cost(x, y, p, chunk_elements: int = 2 ** 22):
@@ -222,24 +233,18 @@ def wasserstein_distance(mu, nu, p: float = 2.0, *, grid_lmax: int | None = None
     if p < 1:
         raise ValueError(f"`p` must be ≥ 1 (W_p is a metric for p ≥ 1); got p={p!r}.")
     max_pairs = nonneg_int("max_pairs", max_pairs, minimum=1)
-    dims = set()
-    for name, m in (("mu", mu), ("nu", nu)):
-        parts = m if isinstance(m, tuple) else (m,)
-        if not parts or not all(isinstance(q, (Density, Particles)) for q in parts):
-            raise TypeError(f"`{name}` must be a Density, Particles or a non-empty tuple of Densities; got "
-                            f"{name}={m!r}." + (conversion_hint(m) if not isinstance(m, tuple) else ""))
-        dims |= {q.d for q in parts}
+    dims = _common_dimension(mu, nu)
     if len(dims) != 1:
         raise ValueError(f"both measures must live on the same sphere; got d = {sorted(dims)}.")
-    (x, a), (y, b) = _atoms("mu", mu, grid_lmax), _atoms("nu", nu, grid_lmax)
+    (x, a, mass_a), (y, b, mass_b) = _atoms("mu", mu, grid_lmax), _atoms("nu", nu, grid_lmax)
     if len(a) * len(b) > max_pairs:
         raise ValueError(f"W_p is solved exactly on {len(a)} × {len(b)} atoms, more pairs than max_pairs={max_pairs} "
                          "(memory n·m, time ~n³): subsample the particles, lower `grid_lmax`, or raise `max_pairs`.")
-    if abs(a.sum() - b.sum()) > 1e-9 * max(a.sum(), b.sum()):
-        raise ValueError(f"the measures must have equal mass; got {a.sum():.12g} and {b.sum():.12g}.")
+    if abs(mass_a - mass_b) > 1e-9 * max(mass_a, mass_b):
+        raise ValueError(f"the measures must have equal mass; got {mass_a:.12g} and {mass_b:.12g}.")
     cost = _geodesic_cost(x, y, p)
     value, log = ot.emd2(a / a.sum(), b / b.sum(), cost, numItermax=max(100_000, 50 * (len(a) + len(b)) ** 2),
                          log=True)
     if log.get("result_code", 1) != 1:
         raise ConvergenceError(f"the transport problem was not solved: {log.get('warning')}")
-    return float((a.sum() * max(value, 0.0)) ** (1.0 / p))
+    return float((mass_a * max(value, 0.0)) ** (1.0 / p))

@@ -118,7 +118,9 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     t_final = positive_float("t_final", run["t_final"])
     save_times(t_final, **save)                     # the save times are checked here, not when the run starts
     backend, options = run.get("backend", "spectral"), dict(raw.get("options", {}))
-    check_options(backend, options, get_backend(backend).option_defaults())   # names; the backend checks values
+    defaults = getattr(get_backend(backend), "option_defaults", None)       # a registered backend may lack it
+    if defaults is not None:
+        check_options(backend, options, defaults())       # the names here; the backend checks the values
     return RunConfig(model=model, initial=initial, backend=backend, t_final=t_final, save=save,
                      checkpoint_every=nonneg_int("checkpoint_every", run.get("checkpoint_every", 1), minimum=1),
                      options=options, text=text, seed=seed, raw=raw)

@@ -32,9 +32,9 @@ class ConvergenceResult:
         The distance averaged over the replicas (the distances themselves for ``convergence_in_l``).
     slope : float
         Least-squares slope of log(mean) against log N (expect −1/2), or against L (the log-decay per degree,
-        negative when converging).
+        negative when converging; NaN when ``convergence_in_l`` has a single distance, from two band limits).
     slope_stderr : float
-        Its standard error (NaN with two sizes).
+        Its standard error (NaN with two points).
     reference : Trajectory
         The reference run (the spectral solution; the finest band limit for ``convergence_in_l``).
     """
@@ -52,9 +52,7 @@ class ConvergenceResult:
 
 
 def _fit(x, y):
-    """(slope, standard error) of the least-squares line through (x, y)."""
-    if len(x) < 2:
-        raise ValueError("a convergence study needs at least two sizes.")
+    """(slope, standard error) of the least-squares line through (x, y); NaN error with two points."""
     (slope, _), cov = np.polyfit(x, y, 1, cov=True) if len(x) > 2 else (np.polyfit(x, y, 1), None)
     return float(slope), float(np.sqrt(cov[0, 0])) if cov is not None else float("nan")
 
@@ -98,9 +96,10 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     backend : str
         The particle backend ("particles-sh", default, or "particles").
     reference : Trajectory, optional
-        The spectral solution from ``density`` (default: computed here with ``spectral_options``).
+        The spectral solution from ``density``, ending at ``t_final`` (default: computed here with
+        ``spectral_options``, which are refused together with it).
     particle_options : dict, optional
-        Options of the particle runs (default: RK4 with step 0.05).
+        Options of the particle runs (default: ``{"step": 0.05}``, RK4; given, they replace it).
     **spectral_options
         Options of the spectral reference run (e.g. ``rtol``).
 
@@ -118,9 +117,14 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     ns = _sizes("ns", ns, 1)
     replicas = nonneg_int("replicas", replicas, minimum=1)
     s = positive_float("s", s)
-    particle_options = {"step": 0.05, **(particle_options or {})}
+    particle_options = dict(particle_options) if particle_options else {"step": 0.05}
     if reference is None:
         reference = simulate(model, density, t_final, **spectral_options)
+    elif spectral_options:
+        raise TypeError(f"spectral options {sorted(spectral_options)} set the reference run; a `reference` is "
+                        "already given.")
+    elif not np.isclose(reference.times[-1], t_final, rtol=1e-12, atol=0):
+        raise ValueError(f"`reference` must end at t_final={t_final:g}; it ends at t={reference.times[-1]:g}.")
     ref = _check_run(reference, "spectral reference run").final
     lmax = ref.lmax if lmax is None else nonneg_int("lmax", lmax, minimum=1)
     streams = [replica.spawn(ns.size) for replica in np.random.SeedSequence(seed).spawn(replicas)]

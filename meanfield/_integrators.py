@@ -112,8 +112,7 @@ def check_step_options(opts: dict, method: Tableau) -> dict:
     for key in ("step", "first_step"):
         if opts.get(key) is not None:
             opts[key] = positive_float(key, opts[key])
-    if opts.get("max_step") is not None:
-        opts["max_step"] = max_step_value(opts["max_step"])
+    opts["max_step"] = np.inf if opts.get("max_step") is None else max_step_value(opts["max_step"])
     opts["min_step"] = positive_float("min_step", opts["min_step"])
     opts["atol"] = positive_float("atol", opts["atol"])
     opts["rtol"] = relative_tolerance(opts["rtol"])
@@ -123,7 +122,7 @@ def check_step_options(opts: dict, method: Tableau) -> dict:
         raise ValueError(f"method={method.name!r} chooses its own steps; use `first_step`/`max_step`, not `step` "
                          "(or a fixed-step method such as method='rk4' with `step`).")
     if method.adaptive:
-        top = opts.get("max_step") or np.inf
+        top = opts["max_step"]
         if opts["min_step"] > top:
             raise ValueError(f"`min_step` must be ≤ `max_step`; got min_step={opts['min_step']!r} > "
                              f"max_step={opts['max_step']!r}.")

@@ -220,7 +220,7 @@ def _atomic_write(path, fmt, write, run_info=None, complete=True) -> Path:
             write(f)
             run = f.require_group("run")
             for k, v in (run_info or {}).items():
-                run.attrs[k] = json_text(v) if isinstance(v, (dict, list)) else v
+                run.attrs[k] = json_text(v) if isinstance(v, (dict, list, tuple, np.ndarray)) else v
             f.flush()
         os.replace(tmp, path)
     finally:
@@ -249,9 +249,13 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
         False for a checkpoint of a run still in progress; default: the trajectory's ``run_info``
         (True for a run in memory).
     """
-    from ._energy._results import EnergyResult
+    from ._trajectory import Trajectory
 
-    if isinstance(trajectory, EnergyResult):
+    if not isinstance(trajectory, Trajectory):      # an energy result (its module is imported only for one)
+        from ._energy._results import EnergyResult
+
+        if not isinstance(trajectory, EnergyResult):
+            raise TypeError(f"`trajectory` must be a Trajectory or an EnergyResult; got {type(trajectory).__name__}.")
         return _atomic_write(path, ENERGY_FORMAT, lambda f: _write_energy(f, trajectory), run_info,
                              True if complete is None else complete)
     stored = dict(getattr(trajectory, "run_info", {}) or {})
@@ -356,6 +360,8 @@ def _run_attr(v):
             return json_value(v)
         except json.JSONDecodeError:
             return v
+    if isinstance(v, np.ndarray):
+        return v.item() if v.size == 1 else v.tolist()
     return v.item() if hasattr(v, "item") else v
 
 

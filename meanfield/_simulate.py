@@ -7,7 +7,6 @@ time (see :class:`.backends._registry.Backend`).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -233,6 +232,9 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
     if not remaining:
         return done
     options = {**done.options, **info.get("resume", {})}
+    if options.get("first_step") is not None:    # the stored step as the run would take it next: capped by max_step
+        top = options.get("max_step") or np.inf
+        options["first_step"] = min(max(options["first_step"], options.get("min_step", 0.0)), top)
     metadata = {k: v for k, v in info.items() if k not in _RUN_KEYS}
     return _simulate(done.model, done.final, end, done.backend, None, remaining, callback, progress,
                      path, checkpoint_every, float(done.times[-1]), metadata, done, options)

@@ -134,3 +134,14 @@ def test_mmd_of_particles_in_higher_dimension_is_the_direct_double_sum():
     expected = np.sqrt(k(a, a) - 2 * k(a, b) + k(b, b))
     assert mf.mmd(a, b, beta) == pytest.approx(expected, rel=1e-12)
     assert mf.mmd(a, a, beta) < 1e-6          # the square root of a rounding of e^β-sized terms (~1e-16·e^β)
+
+
+def test_wasserstein_accepts_a_density_with_ringing_below_the_solvers_negativity_tolerance():
+    # (1 + z)^4 (mass 1) minus 1e-8·P_2(z) (mass 0): the minimum is about −1e-8 near the south pole
+    def f(x):
+        z = x[..., 2]
+        return 5 * (1 + z) ** 4 / 16 - 1e-8 * (3 * z ** 2 - 1) / 2
+    rho = mf.Density.from_function(f, 8)
+    assert -2e-8 < rho.on_grid(mf.sphere.SphereGrid.for_bandlimit(16, dealias=False)).min() < 0
+    w = mf.wasserstein_distance(rho, mf.Particles([[0, 0, 1.0]]), 1)
+    assert 0 < w < np.pi / 2

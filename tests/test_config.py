@@ -186,3 +186,13 @@ def test_energy_seeds_are_integers(energy, match):
 def test_maximize_refuses_a_non_boolean_candidates():
     with pytest.raises(TypeError, match=r"`candidates` must be True or False; got candidates='yes'"):
         mf.maximize_energy(1.0, [1.0, 0.5, 0.2], 3, candidates="yes")
+
+
+def test_a_registered_backend_without_option_defaults_still_parses(monkeypatch):
+    from meanfield.backends._registry import BACKENDS, register_backend
+
+    BACKENDS._loaded()     # the built-in backends first, then a third-party one without option_defaults
+    monkeypatch.setitem(BACKENDS._classes, "mine", None)
+    register_backend("mine")(type("Mine", (), {}))
+    cfg = parse_config(_with("run", backend="mine") | {"options": {"anything": 1}})
+    assert cfg.backend == "mine" and cfg.options == {"anything": 1}

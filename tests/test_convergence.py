@@ -54,3 +54,17 @@ def test_the_spectral_solution_converges_exponentially_in_the_band_limit():
 def test_bad_input_is_refused_before_any_run(call, error, match):
     with pytest.raises(error, match=match):
         call(mf.Density.uniform(8))
+
+
+def test_particle_options_replace_the_default_and_a_given_reference_is_checked():
+    dens = mf.Density.random(8, seed=1, amplitude=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        ref = mf.simulate(MODEL, dens, 0.2)
+        r = mf.convergence_in_n(MODEL, dens, 0.2, [50, 100], replicas=1, reference=ref,
+                                particle_options={"method": "rk45", "rtol": 1e-6})       # no step added to rk45
+    assert r.reference is ref and np.all(r.mean > 0)
+    with pytest.raises(ValueError, match=r"`reference` must end at t_final=0.1; it ends at t=0.2"):
+        mf.convergence_in_n(MODEL, dens, 0.1, [50, 100], reference=ref)
+    with pytest.raises(TypeError, match=r"spectral options \['rtol'\] set the reference run"):
+        mf.convergence_in_n(MODEL, dens, 0.2, [50, 100], reference=ref, rtol=1e-10)

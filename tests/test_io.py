@@ -259,3 +259,11 @@ def test_a_loaded_checkpoint_saved_elsewhere_can_still_be_resumed(tmp_path):
     assert a.success and b.success and np.array_equal(a.times, b.times)
     assert np.array_equal(a.final.positions, b.final.positions)
     assert mf.load(copy).run_info["complete"] and mf.load(copy).run_info["seed"] == 7
+
+
+def test_metadata_arrays_and_tuples_round_trip(tmp_path):
+    path = tmp_path / "r.h5"
+    mf.simulate(mf.Model(1.0), mf.Particles.uniform(10, seed=1), 0.1, backend="particles", checkpoint=path,
+                metadata={"grid": (3, 4), "ells": np.arange(3), "one": np.float64(2.5), "text": "a b"})
+    info = mf.load(path).run_info
+    assert info["grid"] == [3, 4] and info["ells"] == [0, 1, 2] and info["one"] == 2.5 and info["text"] == "a b"

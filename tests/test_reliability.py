@@ -489,3 +489,20 @@ def test_the_checkpoint_holds_the_initial_state_once_the_run_is_validated(tmp_pa
         callback=during_the_first_interval)
     assert seen == [([0.0], False)]
     assert mf.resume(path).success
+
+
+@pytest.mark.parametrize("backend, initial", [("particles", P), ("spectral", SMOOTH)])
+def test_a_run_with_max_step_resumes_and_matches_the_uninterrupted_run(tmp_path, backend, initial):
+    # the stored next step can exceed max_step (it is capped when taken): resume caps it the same way
+    kw = dict(backend=backend, save_every=0.25, max_step=0.01)
+    full = mf.simulate(mf.Model(2.0), initial, 0.5, **kw)
+    path = tmp_path / "ck.h5"
+    mf.simulate(mf.Model(2.0), initial, 0.5, checkpoint=path, callback=lambda t, s, d: t >= 0.25 - 1e-12, **kw)
+    resumed = mf.resume(path)
+    assert resumed.success and _max_diff(full, resumed) <= 1e-14
+
+
+def test_max_step_none_means_unbounded_in_every_backend():
+    for backend, initial in (("spectral", SMOOTH), ("particles", P)):
+        tr = mf.simulate(mf.Model(1.0), initial, 0.2, backend=backend, max_step=None)
+        assert tr.success and tr.options["max_step"] == np.inf

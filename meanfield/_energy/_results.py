@@ -2,7 +2,7 @@
 (of :func:`~meanfield.find_stationary`) and :class:`EnergyResult` (an energy problem solved as a whole).
 
 Data only, apart from derived properties: the solvers that produce them live in :mod:`._flow` and
-:mod:`._problem`, so that :mod:`meanfield._io` can read them without importing a solver.
+:mod:`._problem` (which import the run machinery), and :mod:`meanfield._io` needs only these classes.
 """
 from __future__ import annotations
 
