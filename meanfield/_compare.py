@@ -103,7 +103,7 @@ def sobolev_distance(mu, nu, s: float = 1.0, lmax: int | None = None) -> float:
 
 
 def mmd(mu, nu, beta: float, tol: float = 1e-12, lmax: int | None = None) -> float:
-    """Maximum mean discrepancy of μ and ν with the attention kernel e^{β⟨x,y⟩} on S² or S¹.
+    """Maximum mean discrepancy of μ and ν with the attention kernel e^{β⟨x,y⟩} (S², S¹; particles on any S^{d-1}).
 
     MMD_β(μ, ν)² = ∬ e^{β⟨x,y⟩} d(μ−ν)(x) d(μ−ν)(y), with the kernel itself (not divided by λ_0) and
     the measures as given, computed exactly in spherical harmonics: Σ_ℓ λ_ℓ(β) times the degree-ℓ power
@@ -131,9 +131,13 @@ def mmd(mu, nu, beta: float, tol: float = 1e-12, lmax: int | None = None) -> flo
     Raises
     ------
     ValueError
-        If the measures are not on the same S¹ or S², or ``beta`` ≤ 0.
+        If the measures are not on the same sphere (S¹ or S², or both particles on S^{d-1}), or ``beta`` ≤ 0.
     TypeError
         If a measure is another kind of measure on the sphere (e.g. a ZonalDensity or an FEDensity).
+
+    Notes
+    -----
+    For two Particles with d > 3, ``tol`` and ``lmax`` do not apply: the sum is direct.
     """
     beta = positive_float("beta", beta)
     if isinstance(mu, Particles) and isinstance(nu, Particles) and mu.d == nu.d and mu.d > 3:
@@ -220,8 +224,11 @@ def wasserstein_distance(mu, nu, p: float = 2.0, *, grid_lmax: int | None = None
     Raises
     ------
     ValueError
-        Measures on different spheres, of different masses, with more pairs of atoms than ``max_pairs``, or a
-        Density that is negative at grid nodes.
+        Measures on different spheres, of different masses, with more pairs of atoms than ``max_pairs`` (two
+        Densities of band limit ≥ 25 at the default grid: pass a smaller ``grid_lmax``), or a Density that is
+        negative at grid nodes beyond −1e-6·max.
+    TypeError
+        If a measure is not a Density, Particles or tuple of Densities.
     ConvergenceError
         If the network simplex does not reach an optimum.
     """

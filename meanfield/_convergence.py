@@ -91,8 +91,10 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     seed : int
         Root seed.
     s : float
-        Index of the H^{-s} norm (> 0), taken at the band limit ``lmax`` (default the reference's), where
-        E‖μ_N − μ‖² = O(1/N) holds exactly, so the expected slope is −1/2 for any s.
+        Index of the H^{-s} norm (> 0), where E‖μ_N − μ‖² = O(1/N) holds exactly at a fixed band limit,
+        so the expected slope is −1/2 for any s.
+    lmax : int, optional
+        The band limit of the distance (default: the reference's final band limit).
     backend : str
         The particle backend ("particles-sh", default, or "particles").
     reference : Trajectory, optional
@@ -107,6 +109,16 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     -------
     ConvergenceResult
         ``sizes`` = N, ``distances`` (replicas, k), ``slope`` of log mean distance against log N (expect −0.5).
+
+    Raises
+    ------
+    TypeError
+        ``density`` not a Density, or spectral options given with a ``reference``.
+    ValueError
+        Fewer than two or non-increasing ``ns``, ``replicas`` < 1, or a ``reference`` that does not end at
+        ``t_final``.
+    ConvergenceError
+        If the reference or a particle run does not reach ``t_final``.
     """
     from ._sampling import sample_density
     from ._simulate import simulate

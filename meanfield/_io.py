@@ -322,7 +322,9 @@ def load(path, *, alpha=None):
     Returns
     -------
     Trajectory or EnergyResult
-        The run as it was saved: times, states, diagnostics, steps, model, backend, options and status.
+        The run as it was saved: times, states, diagnostics, steps, model, backend, options and status,
+        and in ``run_info`` what the file records beside them (``t_final``, configuration text, seed,
+        remaining save times, resume options, ``complete``).
         The checkpoint of a run still in progress (or killed) comes back with
         ``status = Status.INCOMPLETE`` (continue it with :func:`resume`).  A file written from an
         energy problem (``meanfield run`` on an ``[energy]`` configuration) is read back into its

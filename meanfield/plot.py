@@ -257,8 +257,9 @@ def _panel_projection(state, projection):
 
 
 def result_figure(trajectory, output, panels: int = 4, projection: str = "mollweide"):
-    """Snapshots of a trajectory (maps on S², curves on S¹, alignment histograms in d > 3) over its
-    diagnostics; ``output`` ending in ``.gif`` writes an animation of every saved state instead.
+    """Snapshots of a trajectory (maps on S², each with its colour bar; curves on S¹; alignment histograms in
+    d > 3) over one panel per diagnostic (energy, tail_fraction, min_rho, max_speed, those the run has,
+    from t0); ``output`` ending in ``.gif`` writes an animation of every saved state instead.
 
     ``projection`` ("mollweide" or "3d") selects how particles on S² are drawn (:func:`particles_map`
     or :func:`particles_3d`); densities on S² are always Mollweide maps.  Returns ``output``.

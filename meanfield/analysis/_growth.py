@@ -55,6 +55,12 @@ def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     -------
     ndarray, shape (lmax + 1,)
         γ_ℓ in inverse time units.
+
+    Raises
+    ------
+    ValueError
+        Unnormalized attention with β > 709.78 for a scheme whose speed does not divide by ‖A‖ (its rates
+        overflow float64); Peri-LN and nGPT stay finite at any β (e^β cancels), as does softmax attention.
     """
     beta = positive_float("beta", beta)
     lmax = nonneg_int("lmax", lmax, minimum=1)
