@@ -254,7 +254,7 @@ def test_zonal_energy_equals_the_full_density_energy(d, c):
     full = mf.Density.from_function(lambda x: g(x @ axis), 24, d=d)
     for beta in (0.5, 4.0):
         ez = energy_estimate(zon, beta, c)
-        assert ez.method == "exact" and ez.error_bound == 0.0
+        assert ez.method == "exact" and ez.error_bound < 1e-14 * ez.value       # exact but for its rounding
         assert ez.value == pytest.approx(mf.energy(full, beta, c), rel=1e-13)
 
 
@@ -292,3 +292,26 @@ def test_zonal_energy_refusals():
         mf.energy(mf.ZonalDensity(np.array([1.0, 0.5]), 1, d=5), 1.0, np.diag([1.0, 1, 1, 1, 2]))
     with pytest.raises(ValueError, match="for Particles"):
         mf.energy(zon, 1.0, method="pairs")
+
+
+def test_an_alternating_sum_that_cancels_is_not_trusted():
+    # D = −I: λ_ℓ(−β) = (−1)^ℓ λ_ℓ(β) cancel for a concentrated measure; the pair sum of positive terms does not
+    x = np.random.default_rng(0).standard_normal((5000, 3)) * 0.15
+    x[:, 2] += 1
+    p = mf.Particles(x, normalize=True)
+    pairs = mf.energy(p, 50.0, -1.0, method="pairs")
+    auto = energy_estimate(p, 50.0, -1.0)
+    assert auto.method == "pairs" and auto.value == pairs and 0 < pairs < 1e-15
+    spectral = energy_estimate(p, 50.0, -1.0, method="spectral")     # asked for: its bound says it has no digit
+    assert spectral.error_bound > abs(spectral.value - pairs)
+    dens = mf.Density.from_function(lambda y: ((1 + y[..., 2]) / 2) ** 30, 30, normalize=True)
+    with pytest.warns(mf.MeanfieldWarning, match="not determined in float64"):
+        est = energy_estimate(dens, 100.0, -1.0)
+    assert est.error_bound > abs(est.value)
+
+
+def test_a_complex_D_and_a_classification_tolerance_outside_0_1_are_refused():
+    with pytest.raises(ValueError, match="got a complex D"):
+        mf.energy(mf.Particles.uniform(5), 1.0, 1j * np.eye(3))
+    with pytest.raises(ValueError, match=r"`tol` must be in \(0, 1\); got tol=2"):
+        mf.classify(np.eye(2), tol=2)

@@ -174,3 +174,11 @@ def test_identity_parts_trade_the_identity_resolution_for_speed():
     assert abs(saved.diagnostics["energy_identity_residual"][-1]) > 10 * abs(full.diagnostics["energy_identity_residual"][-1])
     with pytest.raises(TypeError, match="`identity_parts` must be an integer"):
         mf.gradient_flow(p, 2.0, D, t_final=0.5, identity_parts=1.5)
+
+
+@pytest.mark.parametrize("c", [3.0, 5.0])
+def test_stationarity_of_a_density_resolves_the_models_own_kernel(c):
+    # the uniform density is stationary for any zonal kernel; Q = K = c·I at β = 5 is the kernel of β = 5c²
+    # (the grid was sized for β = 5 and reported speeds of 8e-5 and 1.4e-2)
+    report = mf.stationary(mf.Density.uniform(4), mf.Model(5.0, Q=c * np.eye(3), K=c * np.eye(3)))
+    assert report.max_speed < 1e-13

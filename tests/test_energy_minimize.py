@@ -201,3 +201,17 @@ def test_bad_inputs():
     from meanfield._energy._minimize import _solve
     with pytest.raises(mf.ConvergenceError, match="`regularization`"):
         _solve(np.zeros((3, 3)), np.full(3, 1 / 3), np.eye(3) / 3, 0.0)
+
+
+@pytest.mark.parametrize("beta, D", [(1.0, np.diag([40.0, 0.0])), (700.0, np.diag([1.0, 0.9]))])
+def test_a_minimum_below_the_resolution_of_the_scaled_kernel_is_refused(beta, D):
+    # the kernel matrix is scaled by e^{-β‖D‖}; these minima sit e^{-40} and e^{-70} below its largest entries
+    # (true values 1/(2β) = 0.5 and ≈ cosh(630)/1400): they used to come back as 1.3748 and −3.3e279 (certified)
+    with pytest.raises(mf.ConvergenceError, match="below float64 resolution"):
+        mf.minimize_energy(beta, D, d=2)
+
+
+def test_a_certificate_with_a_non_positive_level_is_not_satisfied():
+    from meanfield._energy._minimize import OptimalityCertificate
+    cert = OptimalityCertificate(-1.0, -0.5, 0.0, 0.5, 1e-8, 0.0, "test", 1)
+    assert not cert.satisfied()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validate import positive_float
+from .._validate import open_fraction
 from ._kernel import check_beta, check_symmetric
 
 KINDS = ("zero", "positive definite", "positive semi-definite", "indefinite", "negative semi-definite",
@@ -110,7 +110,7 @@ def classify(D, tol: float = 1e-12) -> Classification:
     D : array_like, shape (d, d)
         Symmetric interaction matrix (d ≥ 2).
     tol : float
-        Eigenvalues with |λ| ≤ tol·max|λ| count as zero (> 0).
+        Eigenvalues with |λ| ≤ tol·max|λ| count as zero, 0 < tol < 1.
 
     Returns
     -------
@@ -129,7 +129,7 @@ def classify(D, tol: float = 1e-12) -> Classification:
         raise ValueError(f"`D` must be a square matrix of shape (d, d), d ≥ 2; got shape {a.shape}.")
     if not np.all(np.isfinite(a)):
         raise ValueError("`D` must be finite; it contains NaN or inf.")
-    tol = positive_float("tol", tol)
+    tol = open_fraction("tol", tol)
     a = check_symmetric(a, "classify")
     lam, vec = np.linalg.eigh(a)
     scale = float(np.max(np.abs(lam)))

@@ -33,6 +33,15 @@ METHODS = ("auto", "exact", "pairs", "spectral", "quadrature")
 _GRID_TOL = 1e-15          # kernel truncation behind the quadrature grids of a Density
 _NUFFT_EPS = 1e-13
 _SPECTRAL_MIN_N = 4000     # "auto" switches particles on S²/S¹ with D = cI to the O(N) path above this
+# "auto" leaves a spectral sum whose rounding bound exceeds this fraction of its value for a positive method
+# (D = c·I with c < 0: λ_ℓ alternate in sign and cancel for a concentrated measure)
+_AUTO_ROUNDING = 1e-10
+
+
+def _rounding(terms, beta: float) -> float:
+    """A bound on the float64 rounding of (1/2β) Σ terms: a few ulps of Σ |terms| (the sum cancels when the
+    terms alternate, as λ_ℓ(−|b|) = (−1)^ℓ λ_ℓ(|b|) do)."""
+    return 8 * np.finfo(float).eps * float(np.sum(np.abs(terms))) / (2.0 * beta)
 _FE_FACTOR_MIN = 10000     # "auto" evaluates FE energies through the truncated kernel above this many nodes
 
 
@@ -177,11 +186,9 @@ def _multipliers(b: float, lmax: int, d: int) -> np.ndarray:
     return lam
 
 
-def _density_spectral(rho: Density, beta: float, c: float) -> float:
-    lam = _multipliers(beta * c, rho.lmax, rho.d)
-    p = rho.power()
-    total = float(lam @ p) / (4 * np.pi if rho.d == 3 else 1.0)
-    return total / (2.0 * beta)
+def _density_spectral(rho: Density, beta: float, c: float) -> EnergyEstimate:
+    terms = _multipliers(beta * c, rho.lmax, rho.d) * rho.power() / (4 * np.pi if rho.d == 3 else 1.0)
+    return EnergyEstimate(float(np.sum(terms)) / (2.0 * beta), _rounding(terms, beta), "exact")
 
 
 def _zonal_estimate(rho: ZonalDensity, beta: float, D: np.ndarray, method: str) -> EnergyEstimate:
@@ -197,9 +204,9 @@ def _zonal_estimate(rho: ZonalDensity, beta: float, D: np.ndarray, method: str) 
         raise ValueError(f"`method`={method!r} is for Particles; densities take 'auto', 'exact' or 'quadrature'.")
     c = isotropic_scale(D)
     if c is not None and method != "quadrature":
-        lam = _multipliers(beta * c, rho.lmax, rho.d)
-        value = float(np.sum(lam * rho.coeffs ** 2 * gegenbauer_norms(rho.lmax, rho.d))) / (2.0 * beta)
-        return EnergyEstimate(value, 0.0, "exact")
+        terms = _multipliers(beta * c, rho.lmax, rho.d) * rho.coeffs ** 2 * gegenbauer_norms(rho.lmax, rho.d)
+        return _undetermined_warning(EnergyEstimate(float(np.sum(terms)) / (2.0 * beta), _rounding(terms, beta),
+                                                    "exact"))
     if rho.d not in (2, 3):
         raise ValueError(f"the energy of a ZonalDensity on S^{rho.d - 1} needs D = c·I (the kernel is then zonal "
                          f"too); got a D that is not a multiple of the identity (or method={method!r}). "
@@ -228,8 +235,24 @@ def _particles_spectral(p: Particles, beta: float, c: float, lmax, tol):
         nufft = 0.0
     value = float(lam @ power) / (2.0 * beta)
     lam0 = funk_hecke_unscaled(abs(b), 0, d)[0]
-    bound = (lam0 * kernel_truncation_error(abs(b), lmax, d) + nufft) / (2.0 * beta)
+    bound = (lam0 * kernel_truncation_error(abs(b), lmax, d) + nufft) / (2.0 * beta) + _rounding(lam * power, beta)
     return EnergyEstimate(value, bound, "spectral")
+
+
+def _cancels(est: EnergyEstimate) -> bool:
+    """The spectral sum lost its accuracy to cancellation: "auto" uses a sum of positive terms instead."""
+    return not est.value > 0 or est.error_bound > _AUTO_ROUNDING * est.value
+
+
+def _undetermined_warning(est: EnergyEstimate) -> EnergyEstimate:
+    """``est``, with a warning when its rounding bound leaves no correct digit (D = c·I with c < 0 and a
+    concentrated density: the alternating sum cancels, and so would a quadrature of the density's values)."""
+    if not est.error_bound < abs(est.value):
+        warnings.warn(f"E_β,D of this density is not determined in float64 (value {est.value:.6g}, rounding bound "
+                      f"{est.error_bound:.3g}): with D = c·I, c < 0, the kernel is largest where the density is "
+                      "smallest. Evaluate it on particles sampled from the density (method='pairs'), or with a "
+                      "smaller β·|c|.", MeanfieldWarning, stacklevel=3)
+    return est
 
 
 def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | None = None,
@@ -259,7 +282,9 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
                              f"got d={d} and {'an isotropic' if c is not None else 'a non-isotropic'} D. "
                              "Use method='pairs'.")
         if method == "spectral" or (method == "auto" and spectral_ok and measure.n > _SPECTRAL_MIN_N):
-            return _particles_spectral(measure, beta, c, lmax, tol)
+            est = _particles_spectral(measure, beta, c, lmax, tol)
+            if method == "spectral" or not _cancels(est):
+                return est
         return EnergyEstimate(pair_energy(measure.positions, measure.weights, beta, D), 0.0, "pairs")
 
     if method in ("pairs", "spectral"):
@@ -269,7 +294,7 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
             if not np.any(measure.coeffs[1:]):
                 return EnergyEstimate(measure.mass() ** 2 * uniform_energy(beta, D, d), 0.0, "closed-form")
             if c is not None:
-                return EnergyEstimate(_density_spectral(measure, beta, c), 0.0, "exact")
+                return _undetermined_warning(_density_spectral(measure, beta, c))
             if method == "exact":
                 raise ValueError("`method`='exact' needs D = c·I (or the uniform density); use 'quadrature'.")
         pts, w, bound = _density_atoms(measure, beta, D)

@@ -40,6 +40,8 @@ def check_D(D, d: int) -> np.ndarray:
         return float(D) * np.eye(d)
     allowed = (f"`D` must be None, a real scalar, {d} numbers (a diagonal) or an array of shape ({d}, {d}) "
                f"(the measure's dimension d={d})")
+    if np.iscomplexobj(D):              # numpy would drop the imaginary part with only a ComplexWarning
+        raise ValueError(f"{allowed}; got a complex D.")
     try:
         a = np.asarray(D, dtype=float)
     except (TypeError, ValueError):     # ragged nested lists, strings, objects

@@ -72,8 +72,8 @@ class OptimalityCertificate:
     iterations: int
 
     def satisfied(self, tol: float = 1e-6) -> bool:
-        """True when both residuals are ≤ ``tol`` (relative to 2E)."""
-        return self.support_residual <= tol and self.off_support_violation <= tol
+        """True when both residuals are ≤ ``tol`` (relative to 2E), and the level 2E is a positive number."""
+        return self.level > 0 and self.support_residual <= tol and self.off_support_violation <= tol
 
     @property
     def message(self) -> str:
@@ -205,6 +205,19 @@ def _solve_at(K, m, M, tau, regularization):
 
 
 _SUPPORT_FLOOR = 1e-8   # relative nodal value below which a node counts as off the support in the certificate
+_MIN_SCALED_LEVEL = 1e-10   # the minimum's level relative to the kernel's largest value, below which it is noise
+
+
+def _energy_of(rho, K, shift, beta) -> float:
+    """E of the nodal values ``rho`` from the kernel matrix ``K`` scaled by e^{-shift}; refuses a minimum whose
+    level ρᵀKρ is below the resolution of the scaled matrix (its entries are O(1) where the kernel is largest)."""
+    scaled = float(rho @ K @ rho)
+    if not scaled > _MIN_SCALED_LEVEL:
+        raise ConvergenceError(
+            f"the minimum's kernel level is {scaled:.3g} of the kernel's largest value e^(β‖D‖) = e^{shift:.4g}, "
+            f"below float64 resolution of the discrete problem: its energy would have no correct digit. Lower "
+            f"β‖D‖ (here {shift:.4g}), or use find_stationary(direction='descent') on particles.")
+    return scaled * np.exp(shift) / (2.0 * beta)
 
 
 def _certificate(phi, rho, m, M, E, tau, shift, beta, iters, solver):
@@ -239,7 +252,7 @@ def _minimize_circle(beta, D, lmax, regularization):
     m = np.full(n, 1.0 / n)
     M = np.diag(m)                                     # trapezoid = exact L²(σ) Gram matrix of nodal values
     rho, tau, iters, solver = _solve(K, m, M, regularization)
-    E = float(rho @ K @ rho) * np.exp(shift) / (2.0 * beta)
+    E = _energy_of(rho, K, shift, beta)
     coeffs = circ.circle_analysis(rho, lmax)
     dens = Density(coeffs, lmax, 2)
     phi = first_variation(dens, beta, D, circ.circle_points(n))
@@ -259,7 +272,7 @@ def _minimize_sphere(beta, D, level, degree, quadrature_degree, regularization):
     m = np.array(space.mass)
     M = space.mass_matrix.toarray()
     rho, tau, iters, solver = _solve(K, m, M, regularization)
-    E = float(rho @ K @ rho) * np.exp(shift) / (2.0 * beta)
+    E = _energy_of(rho, K, shift, beta)
     dens = FEDensity(space, rho)
     phi = first_variation(dens, beta, D, space.nodes)
     cert = _certificate(phi, rho, m, M, E, tau, shift, beta, iters, solver)
@@ -309,6 +322,14 @@ def minimize_energy(beta, D=None, d: int = 3, *, lmax: int | None = None, level:
         and are accepted by :func:`meanfield.energy`.  The nodal values are ≥ 0, but when the support
         is partial the S¹ interpolant rings between the nodes (down to −8 for D = diag(1, 0), where
         the minimizer is two Diracs): use ``nodal_values`` there, or ``evaluate`` only on the support.
+
+    Raises
+    ------
+    ConvergenceError
+        When the discrete problem is singular (see ``regularization``), or when the minimum's kernel level
+        is below 1e-10 of the kernel's largest value e^{β‖D‖}: the kernel matrix is scaled by e^{-β‖D‖},
+        so such a minimum has no correct digit (e.g. D = diag(40, 0) at β = 1, whose minimum sits e^{-40}
+        below; it came back 2.7× too high).  A strongly anisotropic D at large β needs particles there.
     """
     beta = check_beta(beta)
     d = dimension(d)

@@ -103,7 +103,8 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
             raise ValueError(f"the model has d={model.d} but `measure` has d={measure.d}.")
         from .._attention import attention_field
 
-        y, a, _ = atoms(measure, model.beta, np.eye(model.d))
+        # the grid resolves the model's kernel e^{β⟨Qx, Ky⟩}: its largest logit β‖QᵀK‖ sets the degree
+        y, a, _ = atoms(measure, model.beta, model.logit_bound / model.beta * np.eye(model.d))
         if np.any(a < -1e-12 * np.max(np.abs(a))):
             raise ValueError("`measure` has negative values (a band-limited density below zero); "
                              "it is not a measure the attention velocity is defined for.")
