@@ -120,3 +120,10 @@ def test_bad_inputs():
         mf.classify(np.eye(2), tol=-1.0)
     with pytest.raises(ValueError, match="`beta`"):
         mf.classify(np.eye(2)).max_value(-1.0)
+
+
+@pytest.mark.parametrize("beta", [380.0, 600.0])
+def test_maximize_at_large_beta_returns_the_proven_dirac(beta):
+    # the certificate's polish ran L-BFGS on δE/δμ ~ e^β, whose squared gradient overflowed above β ≈ 370
+    r = mf.maximize_energy(beta, np.eye(2), d=2, n_starts=0)
+    assert r.value == pytest.approx(np.exp(beta) / (2 * beta), rel=1e-12) and r.certificate.satisfied()
