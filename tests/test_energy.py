@@ -315,3 +315,13 @@ def test_a_complex_D_and_a_classification_tolerance_outside_0_1_are_refused():
         mf.energy(mf.Particles.uniform(5), 1.0, 1j * np.eye(3))
     with pytest.raises(ValueError, match=r"`tol` must be in \(0, 1\); got tol=2"):
         mf.classify(np.eye(2), tol=2)
+
+
+def test_kernel_sums_shift_each_row_by_its_own_largest_exponent():
+    # a fixed worst-case shift β‖D‖ under- or overflowed values that fit in float64
+    pole = mf.Particles([[0, 0, 1.0]])
+    assert mf.energy(pole, 400.0, -1.0) == pytest.approx(np.exp(-400) / 800, rel=1e-12)       # was 0.0
+    assert mf.first_variation(pole, 712.0, points=[[1.0, 0, 0]])[0] == pytest.approx(1 / 712, rel=1e-14)  # was inf
+    assert mf.energy(pole, 712.0) == pytest.approx(np.exp(712 - np.log(1424)), rel=1e-12)     # was inf
+    pair = mf.Particles([[0, 0, 1.0], [0, np.sqrt(3) / 2, -0.5]])     # ⟨x, y⟩ = −1/2: E = e^{400}/3200
+    assert mf.energy(pair, 800.0, -1.0) == pytest.approx(np.exp(400 - np.log(3200)), rel=1e-12)

@@ -106,35 +106,45 @@ def kernel_sums(targets, points, weights, beta: float, D: np.ndarray, *, moment:
     Z : ndarray, shape (m,)
     M : ndarray, shape (m, d)  (only with ``moment=True``)
     """
-    x = np.asarray(targets, dtype=float)
-    y = np.asarray(points, dtype=float)
-    a = np.asarray(weights, dtype=float)
-    m, n = x.shape[0], y.shape[0]
-    shift = beta * spectral_norm(D) * float(np.max(np.linalg.norm(x, axis=1), initial=0.0))
-    shift = shift if shift > _NO_SHIFT else 0.0        # unshifted below: e^0 = 1 exactly, no rounding
-    dy = y @ D.T                                       # rows D y_k
-    rhs = np.concatenate([a[:, None], a[:, None] * dy], axis=1) if moment else a[:, None]
-    bdyT = np.ascontiguousarray(beta * dy.T)           # (d, n)
-    if chunk is None:
-        chunk = max(1, min(m, _CHUNK_ELEMENTS // max(n, 1)))
-    out = np.empty((m, rhs.shape[1]))
-    for s in range(0, m, chunk):                       # chunks of targets, not particles
-        e = x[s:s + chunk] @ bdyT
-        e -= shift
-        np.exp(e, out=e)
-        out[s:s + chunk] = e @ rhs
+    out, shift = _scaled_kernel_sums(targets, points, weights, beta, D, moment, chunk)
     with np.errstate(over="ignore"):
-        out *= np.exp(shift)
+        out *= np.exp(shift)[:, None]
     if moment:
         return out[:, 0], out[:, 1:]
     return out[:, 0]
 
 
+def _scaled_kernel_sums(targets, points, weights, beta, D, moment=False, chunk=None):
+    """(sums (m, 1 or 1 + d), shifts (m,)): :func:`kernel_sums` of each target divided by e^{shift}, the shift
+    its largest exponent β⟨x, D y_k⟩ (0 when that is within ±300, where e^0 = 1 is exact): the largest term of a
+    row is 1, so a sum neither overflows nor underflows unless its own value does."""
+    x = np.asarray(targets, dtype=float)
+    y = np.asarray(points, dtype=float)
+    a = np.asarray(weights, dtype=float)
+    m, n = x.shape[0], y.shape[0]
+    dy = y @ D.T                                       # rows D y_k
+    rhs = np.concatenate([a[:, None], a[:, None] * dy], axis=1) if moment else a[:, None]
+    bdyT = np.ascontiguousarray(beta * dy.T)           # (d, n)
+    if chunk is None:
+        chunk = max(1, min(m, _CHUNK_ELEMENTS // max(n, 1)))
+    out, shift = np.empty((m, rhs.shape[1])), np.zeros(m)
+    for s in range(0, m, chunk):                       # chunks of targets, not particles
+        e = x[s:s + chunk] @ bdyT
+        top = e.max(axis=1) if n else np.zeros(len(e))
+        rows = np.where(np.abs(top) > _NO_SHIFT, top, 0.0)
+        e -= rows[:, None]
+        np.exp(e, out=e)
+        out[s:s + chunk] = e @ rhs
+        shift[s:s + chunk] = rows
+    return out, shift
+
+
 def pair_energy(points, weights, beta: float, D: np.ndarray) -> float:
     """(1/2β) Σ_jk a_j a_k e^{β⟨y_j, D y_k⟩}, chunked, any d (the direct O(n²) sum)."""
     a = np.asarray(weights, dtype=float)
-    z = kernel_sums(points, points, a, beta, D)
-    return float(a @ z) / (2.0 * beta)
+    z, shift = _scaled_kernel_sums(points, points, a, beta, D)
+    with np.errstate(over="ignore"):     # e^{shift}/(2β) per row: finite whenever the energy itself is
+        return float(a @ (z[:, 0] * np.exp(shift - np.log(2.0 * beta))))
 
 
 def tangent_project(x, v):
