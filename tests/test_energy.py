@@ -325,3 +325,21 @@ def test_kernel_sums_shift_each_row_by_its_own_largest_exponent():
     assert mf.energy(pole, 712.0) == pytest.approx(np.exp(712 - np.log(1424)), rel=1e-12)     # was inf
     pair = mf.Particles([[0, 0, 1.0], [0, np.sqrt(3) / 2, -0.5]])     # ⟨x, y⟩ = −1/2: E = e^{400}/3200
     assert mf.energy(pair, 800.0, -1.0) == pytest.approx(np.exp(400 - np.log(3200)), rel=1e-12)
+
+
+def test_the_quadrature_bound_covers_the_rounding_amplified_by_an_indefinite_kernel():
+    from scipy import special
+    # ρ = 31((1+z)/2)^30 (mass 1), D = −I, β = 100: independent value from a positive double integral in
+    # (z1, z2), the azimuth integrated in closed form: E = (1/2β) ∬ ρρ e^{−β z1 z2} I0(β s1 s2) dz1/2 dz2/2
+    beta = 100.0
+    z, wz = np.polynomial.legendre.leggauss(600)
+    rho = 31 * ((1 + z) / 2) ** 30
+    s = np.sqrt(1 - z ** 2)
+    kern = np.exp(-beta * np.outer(z, z)) * special.i0(beta * np.outer(s, s))
+    true = float((wz * rho / 2) @ kern @ (wz * rho / 2)) / (2 * beta)
+    dens = mf.Density.from_function(lambda x: 31 * ((1 + x[..., 2]) / 2) ** 30, 30)
+    with pytest.warns(mf.MeanfieldWarning, match="not determined in float64"):
+        est = energy_estimate(dens, beta, -1.0, method="quadrature")
+    assert abs(est.value - true) <= est.error_bound
+    mild = energy_estimate(dens, 2.0, -1.0, method="quadrature")       # at β = 2 the same bound is small
+    assert mild.error_bound < 1e-11 * abs(mild.value)                # still eleven digits

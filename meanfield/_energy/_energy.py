@@ -142,24 +142,46 @@ def _measure_dim(measure) -> int:
                     f"got {type(measure).__name__}.")
 
 
-def _density_atoms(rho: Density, beta: float, D: np.ndarray):
-    """Grid points and σ-weights·ρ that integrate ρ(x) e^{β⟨x,Dy⟩} exactly up to the kernel tolerance."""
-    b = beta * spectral_norm(D)
-    lk = kernel_bandlimit(b, _GRID_TOL, rho.d)
+def _density_nodes(rho: Density, beta: float, D: np.ndarray):
+    """(points, σ-weights, nodal values of ρ) of the grid that integrates ρ(x) e^{β⟨x,Dy⟩} exactly up to the
+    kernel tolerance."""
+    lk = kernel_bandlimit(beta * spectral_norm(D), _GRID_TOL, rho.d)
     deg = rho.lmax + lk
     if rho.d == 3:
         # Gauss–Legendre in θ (exact to degree 2·ntheta − 1) × trapezoid in φ (exact for |m| < nphi)
         ntheta = max((deg + 2) // 2, rho.lmax + 1)
         nphi = max(deg + 1, 2 * rho.lmax + 2)
         grid = sh.SphereGrid(ntheta, nphi + nphi % 2)
-        pts = grid.points.reshape(-1, 3)
-        w = (grid.weights / (4 * np.pi)).ravel() * rho.on_grid(grid).ravel()
-    else:
-        n = max(deg + 1, 2 * rho.lmax + 1)                  # trapezoid exact for degree < n
-        pts = circ.circle_points(n)
-        w = rho.evaluate(pts) / n
+        return grid.points.reshape(-1, 3), (grid.weights / (4 * np.pi)).ravel(), rho.on_grid(grid).ravel()
+    n = max(deg + 1, 2 * rho.lmax + 1)                      # trapezoid exact for degree < n
+    pts = circ.circle_points(n)
+    return pts, np.full(n, 1.0 / n), rho.evaluate(pts)
+
+
+def _density_atoms(rho: Density, beta: float, D: np.ndarray):
+    """Grid points and σ-weights·ρ that integrate ρ(x) e^{β⟨x,Dy⟩} exactly up to the kernel tolerance."""
+    pts, sigma, values = _density_nodes(rho, beta, D)
+    b = beta * spectral_norm(D)
     bound = 2 * _GRID_TOL * funk_hecke_unscaled(b, 0, rho.d)[0] if b > 0 else 0.0
-    return pts, w, bound
+    return pts, sigma * values, bound
+
+
+def _value_rounding(rho: Density, beta: float, D: np.ndarray) -> float:
+    """The part of the quadrature's error that comes from the rounding of ρ's nodal values, when D is
+    indefinite: the kernel can then be e^{β‖D‖} between two nodes where ρ is tiny and large, and an absolute
+    error δ of the tiny value is amplified by it.  (For D ⪰ 0, K_ij ≤ √(K_ii K_jj): no such amplification.)
+    δ = 16ε·Σ_ℓ √(E_ℓ (2ℓ+1)/4π) (a bound on Σ|ρ̂_ℓm Y_ℓm|; on S¹ Σ|ρ̂_k|), and
+    |ΔE| ≤ (δ/β) Σ_i σ_i Σ_j |w_j| K_ij, one more pass of the pair sum."""
+    sym = 0.5 * (D + D.T)
+    if np.linalg.eigvalsh(sym)[0] >= 0:
+        return 0.0
+    p = rho.power()
+    ell = np.arange(rho.lmax + 1)
+    size = (float(np.sum(np.sqrt(p * (2 * ell + 1) / (4 * np.pi)))) if rho.d == 3
+            else float(np.sum(np.sqrt(p * np.where(ell == 0, 1.0, 2.0)))))
+    delta = 16 * np.finfo(float).eps * size
+    pts, sigma, values = _density_nodes(rho, beta, D)
+    return float(delta * sigma @ kernel_sums(pts, pts, np.abs(sigma * values), beta, D) / beta)
 
 
 def atoms(measure, beta: float, D: np.ndarray):
@@ -245,13 +267,14 @@ def _cancels(est: EnergyEstimate) -> bool:
 
 
 def _undetermined_warning(est: EnergyEstimate) -> EnergyEstimate:
-    """``est``, with a warning when its rounding bound leaves no correct digit (D = c·I with c < 0 and a
-    concentrated density: the alternating sum cancels, and so would a quadrature of the density's values)."""
+    """``est``, with a warning when its bound leaves no correct digit (an indefinite D and a concentrated
+    density: the alternating spectral sum cancels, and the quadrature amplifies the rounding of ρ's values)."""
     if not est.error_bound < abs(est.value):
         warnings.warn(f"E_β,D of this density is not determined in float64 (value {est.value:.6g}, rounding bound "
-                      f"{est.error_bound:.3g}): with D = c·I, c < 0, the kernel is largest where the density is "
-                      "smallest. Evaluate it on particles sampled from the density (method='pairs'), or with a "
-                      "smaller β·|c|.", MeanfieldWarning, stacklevel=3)
+                      f"{est.error_bound:.3g}): with an indefinite D (e.g. c·I, c < 0) the kernel is largest where "
+                      "the density is smallest, and the rounding of the density's small values is amplified by it. "
+                      "Evaluate it on particles sampled from the density (method='pairs'), or with a smaller β‖D‖.",
+                      MeanfieldWarning, stacklevel=3)
     return est
 
 
@@ -299,7 +322,8 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
                 raise ValueError("`method`='exact' needs D = c·I (or the uniform density); use 'quadrature'.")
         pts, w, bound = _density_atoms(measure, beta, D)
         l1 = float(np.sum(np.abs(w)))
-        return EnergyEstimate(pair_energy(pts, w, beta, D), bound * l1 ** 2 / (2 * beta), "quadrature")
+        bound = bound * l1 ** 2 / (2 * beta) + _value_rounding(measure, beta, D)
+        return _undetermined_warning(EnergyEstimate(pair_energy(pts, w, beta, D), bound, "quadrature"))
     # FE density: its quadrature nodes as atoms (direct pair sum), or through the truncated kernel
     if method == "exact":
         raise ValueError("`method`='exact' is not available for an FE density; use 'auto' or 'quadrature'.")
