@@ -301,8 +301,7 @@ def _read_trajectory(g, alpha=None):
         t_final = _run_attr(g["run"].attrs.get("t_final"))
         status = Status.INCOMPLETE
         detail = f"Saved up to t = {times[-1]:g}" + (f" of t_final = {t_final:g}." if t_final is not None else ".")
-    info = {k: _run_attr(v) for k, v in g["run"].attrs.items() if k != "options"}
-    info["complete"] = bool(g.attrs.get("complete", True))
+    info = {k: v for k, v in _run_record(g).items() if k != "options"}
     return Trajectory(times=times, states=states, diagnostics=diagnostics, steps=steps, model=model,
                       backend=str(g.attrs["backend"]), status=status, detail=detail, options=options, run_info=info)
 
@@ -355,6 +354,11 @@ def file_attrs(path) -> dict:
         return {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
 
 
+def _run_record(f) -> dict:
+    """The /run attributes of an open result file, decoded, with the root's ``complete``."""
+    return {**{k: _run_attr(v) for k, v in f["run"].attrs.items()}, "complete": bool(f.attrs.get("complete", True))}
+
+
 def _run_attr(v):
     """A /run attribute as written: JSON text decoded (plain text, e.g. the TOML config, kept), numbers as Python."""
     if isinstance(v, str):
@@ -372,9 +376,7 @@ def run_info(path) -> dict:
     f = _open(path)
     try:
         with f:
-            out = {k: _run_attr(v) for k, v in f["run"].attrs.items()}
-            out["complete"] = bool(f.attrs["complete"])
-            return out
+            return _run_record(f)
     except (KeyError, OSError, ValueError, TypeError, RuntimeError) as e:
         raise ResultFileError(f"{str(path)!r} is damaged or incomplete: {type(e).__name__}: {e}") from None
 

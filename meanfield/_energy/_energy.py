@@ -158,20 +158,25 @@ def _density_nodes(rho: Density, beta: float, D: np.ndarray):
     return pts, np.full(n, 1.0 / n), rho.evaluate(pts)
 
 
+def _grid_bound(beta: float, D: np.ndarray, d: int) -> float:
+    """The kernel-tolerance error of the grid of :func:`_density_nodes`, per unit |mass|²."""
+    b = beta * spectral_norm(D)
+    return 2 * _GRID_TOL * funk_hecke_unscaled(b, 0, d)[0] if b > 0 else 0.0
+
+
 def _density_atoms(rho: Density, beta: float, D: np.ndarray):
     """Grid points and σ-weights·ρ that integrate ρ(x) e^{β⟨x,Dy⟩} exactly up to the kernel tolerance."""
     pts, sigma, values = _density_nodes(rho, beta, D)
-    b = beta * spectral_norm(D)
-    bound = 2 * _GRID_TOL * funk_hecke_unscaled(b, 0, rho.d)[0] if b > 0 else 0.0
-    return pts, sigma * values, bound
+    return pts, sigma * values, _grid_bound(beta, D, rho.d)
 
 
-def _value_rounding(rho: Density, beta: float, D: np.ndarray) -> float:
+def _value_rounding(rho: Density, pts, sigma, w, beta: float, D: np.ndarray) -> float:
     """The part of the quadrature's error that comes from the rounding of ρ's nodal values, when D is
     indefinite: the kernel can then be e^{β‖D‖} between two nodes where ρ is tiny and large, and an absolute
     error δ of the tiny value is amplified by it.  (For D ⪰ 0, K_ij ≤ √(K_ii K_jj): no such amplification.)
     δ = 16ε·Σ_ℓ √(E_ℓ (2ℓ+1)/4π) (a bound on Σ|ρ̂_ℓm Y_ℓm|; on S¹ Σ|ρ̂_k|), and
-    |ΔE| ≤ (δ/β) Σ_i σ_i Σ_j |w_j| K_ij, one more pass of the pair sum."""
+    |ΔE| ≤ (δ/β) Σ_i σ_i Σ_j |w_j| K_ij, one more pass of the pair sum over the nodes ``pts`` (σ-weights
+    ``sigma``, atoms ``w`` = σ·ρ)."""
     sym = 0.5 * (D + D.T)
     if np.linalg.eigvalsh(sym)[0] >= 0:
         return 0.0
@@ -180,8 +185,7 @@ def _value_rounding(rho: Density, beta: float, D: np.ndarray) -> float:
     size = (float(np.sum(np.sqrt(p * (2 * ell + 1) / (4 * np.pi)))) if rho.d == 3
             else float(np.sum(np.sqrt(p * np.where(ell == 0, 1.0, 2.0)))))
     delta = 16 * np.finfo(float).eps * size
-    pts, sigma, values = _density_nodes(rho, beta, D)
-    return float(delta * sigma @ kernel_sums(pts, pts, np.abs(sigma * values), beta, D) / beta)
+    return float(delta * sigma @ kernel_sums(pts, pts, np.abs(w), beta, D) / beta)
 
 
 def atoms(measure, beta: float, D: np.ndarray):
@@ -208,9 +212,16 @@ def _multipliers(b: float, lmax: int, d: int) -> np.ndarray:
     return lam
 
 
+def _exact_sum(terms, beta: float) -> EnergyEstimate:
+    """(1/2β) Σ terms of a Funk–Hecke (Parseval) sum, exact but for its rounding (warned about if it has no
+    digit)."""
+    return _undetermined_warning(EnergyEstimate(float(np.sum(terms)) / (2.0 * beta), _rounding(terms, beta),
+                                                "exact"))
+
+
 def _density_spectral(rho: Density, beta: float, c: float) -> EnergyEstimate:
-    terms = _multipliers(beta * c, rho.lmax, rho.d) * rho.power() / (4 * np.pi if rho.d == 3 else 1.0)
-    return EnergyEstimate(float(np.sum(terms)) / (2.0 * beta), _rounding(terms, beta), "exact")
+    return _exact_sum(_multipliers(beta * c, rho.lmax, rho.d) * rho.power() / (4 * np.pi if rho.d == 3 else 1.0),
+                      beta)
 
 
 def _zonal_estimate(rho: ZonalDensity, beta: float, D: np.ndarray, method: str) -> EnergyEstimate:
@@ -226,9 +237,8 @@ def _zonal_estimate(rho: ZonalDensity, beta: float, D: np.ndarray, method: str) 
         raise ValueError(f"`method`={method!r} is for Particles; densities take 'auto', 'exact' or 'quadrature'.")
     c = isotropic_scale(D)
     if c is not None and method != "quadrature":
-        terms = _multipliers(beta * c, rho.lmax, rho.d) * rho.coeffs ** 2 * gegenbauer_norms(rho.lmax, rho.d)
-        return _undetermined_warning(EnergyEstimate(float(np.sum(terms)) / (2.0 * beta), _rounding(terms, beta),
-                                                    "exact"))
+        return _exact_sum(_multipliers(beta * c, rho.lmax, rho.d) * rho.coeffs ** 2
+                          * gegenbauer_norms(rho.lmax, rho.d), beta)
     if rho.d not in (2, 3):
         raise ValueError(f"the energy of a ZonalDensity on S^{rho.d - 1} needs D = c·I (the kernel is then zonal "
                          f"too); got a D that is not a multiple of the identity (or method={method!r}). "
@@ -317,12 +327,13 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
             if not np.any(measure.coeffs[1:]):
                 return EnergyEstimate(measure.mass() ** 2 * uniform_energy(beta, D, d), 0.0, "closed-form")
             if c is not None:
-                return _undetermined_warning(_density_spectral(measure, beta, c))
+                return _density_spectral(measure, beta, c)
             if method == "exact":
                 raise ValueError("`method`='exact' needs D = c·I (or the uniform density); use 'quadrature'.")
-        pts, w, bound = _density_atoms(measure, beta, D)
+        pts, sigma, values = _density_nodes(measure, beta, D)        # the grid and the synthesis, once
+        w = sigma * values
         l1 = float(np.sum(np.abs(w)))
-        bound = bound * l1 ** 2 / (2 * beta) + _value_rounding(measure, beta, D)
+        bound = _grid_bound(beta, D, d) * l1 ** 2 / (2 * beta) + _value_rounding(measure, pts, sigma, w, beta, D)
         return _undetermined_warning(EnergyEstimate(pair_energy(pts, w, beta, D), bound, "quadrature"))
     # FE density: its quadrature nodes as atoms (direct pair sum), or through the truncated kernel
     if method == "exact":
@@ -348,7 +359,11 @@ def energy(measure, beta, D=None, *, method: str = "auto", lmax: int | None = No
     method : {"auto", "exact", "pairs", "spectral", "quadrature"}
         "auto" picks: uniform density → closed form; Density with D = c·I → Parseval ("exact");
         Density with general D → grid quadrature; Particles → the direct pair sum, or the O(N)
-        spectral sum on S²/S¹ for D = c·I and more than 4000 particles.
+        spectral sum on S²/S¹ for D = c·I and more than 4000 particles, unless that sum cancels
+        (c < 0 on a concentrated measure: its rounding bound above 1e-10 of its value), where the pair
+        sum of positive terms is used.  Every bound of :func:`energy_estimate` includes the rounding of
+        its sum; an energy whose bound exceeds its value (a concentrated density with an indefinite D at
+        large β) is warned about.
     lmax : int, optional
         Band limit of the spectral particle sum (default: from ``tol``).
     tol : float
