@@ -23,17 +23,14 @@ The velocity of a scheme is built from these fields by the particle backends
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
 
+from . import _threads
 from ._errors import UnsupportedModelError
 from ._validate import nonneg_int, open_fraction, positive_float, unit_vectors
 
-_EXECUTOR: ThreadPoolExecutor | None = None
-_EXECUTOR_LOCK = threading.Lock()
-_THREAD_PREFIX = "meanfield-attn"
 _CHUNK_ELEMENTS = 2 ** 20  # default chunk: ~8 MB of float64 logits per worker
 _MEMORY_CHECK_FLOOR = 2 ** 26  # requests below 64 MiB are not checked against the available memory (hot path)
 
@@ -43,19 +40,6 @@ def _check_memory(nbytes: float, what: str, how_to_reduce: str) -> None:
     if nbytes > _MEMORY_CHECK_FLOOR:
         from ._memory import require
         require(nbytes, what, how_to_reduce)
-
-
-def _nthreads() -> int:
-    from .sphere._sh import NTHREADS
-    return NTHREADS
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _EXECUTOR
-    with _EXECUTOR_LOCK:
-        if _EXECUTOR is None:
-            _EXECUTOR = ThreadPoolExecutor(max_workers=max(1, _nthreads()), thread_name_prefix=_THREAD_PREFIX)
-        return _EXECUTOR
 
 
 class AttentionField(NamedTuple):
@@ -175,7 +159,7 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
     if chunk is None:
         chunk = max(8, min(m, _CHUNK_ELEMENTS // max(n, 1)))
     chunk = nonneg_int("chunk", chunk, minimum=1)
-    nthreads = _nthreads() if nthreads is None else nonneg_int("nthreads", nthreads, minimum=1)
+    nthreads = _threads.NTHREADS if nthreads is None else nonneg_int("nthreads", nthreads, minimum=1)
     d = model.d   # blocks of (chunk × N) logits in flight, one per thread, plus the (N, d) and (M, d) arrays
     _check_memory(8.0 * (min(nthreads, -(-m // chunk)) * min(chunk, m) * n + (3 * d + 2) * n + 3 * d * m),
                   f"the exact attention of N={n} tokens at M={m} targets (chunk={min(chunk, m)}, threads={nthreads})",
@@ -224,7 +208,7 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
         else:   # at most `nthreads` blocks at once (memory O(nthreads·chunk·N)), each on one BLAS thread
             from ._blas import single_threaded_blas
             with single_threaded_blas():
-                list(_executor().map(lambda g: [block(a) for a in g], groups))
+                list(_threads.executor().map(lambda g: [block(a) for a in g], groups))
         A += Ah
     return _finish(A, y, log_z)
 
@@ -313,26 +297,7 @@ def transform_epsilon(epsilon: float | None, tol: float = 1e-12) -> float:
     return epsilon
 
 
-_MIN_PART = 5000   # points per thread below which splitting a non-uniform transform does not pay (measured)
 _DUCC_THREADS_FROM_L = 40   # band limit from which one ducc0 call gains from several threads (measured)
-
-
-def _slices(n, nthreads, min_part=_MIN_PART):
-    """Up to ``nthreads`` slices of range(n) with ≥ ``min_part`` points each (one slice on a worker thread)."""
-    parts = max(1, min(nthreads, n // min_part))
-    if parts > 1 and threading.current_thread().name.startswith(_THREAD_PREFIX):
-        parts = 1          # already on a worker: waiting on the same pool could deadlock it
-    return [slice(i * n // parts, (i + 1) * n // parts) for i in range(parts)]
-
-
-def _map_slices(fn, slices):
-    """[fn(s) for s in slices]: the first on this thread, the others on the worker threads at the same time
-    (numpy and ducc0 release the GIL)."""
-    if len(slices) == 1:
-        return [fn(slices[0])]
-    futures = [_executor().submit(fn, s) for s in slices[1:]]
-    first = fn(slices[0])
-    return [first] + [f.result() for f in futures]
 
 
 _LOCAL = threading.local()
@@ -442,7 +407,7 @@ class _SHEvaluator:
         _check_memory(256.0 * (L + 2) ** 2, f"the spectral velocity at band limit L={L} (coefficients, ducc0 grids)",
                       "lower `lmax` (or raise `tol`).")
         self.epsilon = transform_epsilon(epsilon, tol)
-        self.nthreads = _nthreads() if nthreads is None else nonneg_int("nthreads", nthreads, minimum=1)
+        self.nthreads = _threads.NTHREADS if nthreads is None else nonneg_int("nthreads", nthreads, minimum=1)
         self.beta, self.softmax = model.beta_eff, model.softmax
         self.V, self.linear = _linear_values(model)
         scalar_v = self.linear and np.array_equal(self.V, self.V[0, 0] * np.eye(3))
@@ -459,7 +424,7 @@ class _SHEvaluator:
         (measured on 2 cores: at L = 21 two ducc0 threads are up to 1.6× slower than one below 10⁴ points;
         at L = 60 and 120 they gain 1.1–1.8×)."""
         if n >= 16 * (self.L + 1) ** 2:
-            slices = _slices(n, self.nthreads)
+            slices = _threads.slices(n, self.nthreads)
             if len(slices) > 1:
                 return slices, 1
         return [slice(0, n)], (self.nthreads if self.L >= _DUCC_THREADS_FROM_L else 1)
@@ -476,11 +441,15 @@ class _SHEvaluator:
         the workspace ``ws`` (default: this thread's "sources" scratch), which :meth:`field` can reuse."""
         n = x.shape[0]
         ws = ws or _workspace("sources", n)
+        # one ducc0 thread per call: its threads add into a shared grid in arrival order, so the same tokens
+        # would give other bits on each call; slices added in order keep the result reproducible
         slices, threads = self._plan(n)
+        if threads > 1:
+            slices = _threads.slices(n, self.nthreads)
 
         def adjoint(vals, loc):
             return self._ducc.adjoint_synthesis_general(map=np.ascontiguousarray(vals[None]), spin=0, loc=loc,
-                                                        lmax=self.L, epsilon=self.epsilon, nthreads=threads)
+                                                        lmax=self.L, epsilon=self.epsilon, nthreads=1)
 
         def part(sl):
             _fill_geometry(ws, x, sl)
@@ -492,8 +461,7 @@ class _SHEvaluator:
             vals /= np.linalg.norm(vals, axis=1, keepdims=True)
             return np.concatenate([mu] + [adjoint(w[sl] * vals[:, i], loc) for i in range(3)])
 
-        parts = _map_slices(part, slices)
-        return parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
+        return _threads.ordered_sum(_threads.map_slices(part, slices))
 
     def field(self, coeffs, y, radial=True, ws: _Workspace | None = None, geometry_ready=False) -> AttentionField:
         """The attention field at the directions ``y`` (M, 3; nonzero, normalized here) from :meth:`coefficients`.
@@ -535,7 +503,7 @@ class _SHEvaluator:
             rad = self._synth(r_alm, loc, ws.rad[:, sl], threads)                  # ∫⟨x,y⟩e^{β⟨x,y⟩}dμ, scaled
             out[:, sl] += rad * ws.xt[:, sl]                                        # M = ∇_S Z/β + R x
 
-        _map_slices(part, slices)
+        _threads.map_slices(part, slices)
         z = ws.z[0]
         if tangential_only:
             return AttentionField(None, out.T, None, None, log_z)

@@ -278,13 +278,13 @@ def test_point_slices_on_threads_equal_one_call(case):
 
 def test_slices_are_not_nested_on_worker_threads():
     # a call made from a meanfield worker thread must run in one slice (waiting on its own pool deadlocks)
-    from meanfield._attention import _executor, _slices
-    assert len(_slices(40_000, 2)) == 2
-    assert _executor().submit(lambda: len(_slices(40_000, 2))).result(timeout=30) == 1
+    from meanfield._threads import executor, slices
+    assert len(slices(40_000, 2)) == 2
+    assert executor().submit(lambda: len(slices(40_000, 2))).result(timeout=30) == 1
     x, w = clustered(12_000, seed=5)
     m = mf.Model(beta=5.0)
     one, two = _split_evaluators(m, len(x))
-    on_worker = _executor().submit(lambda: two(x, w).A).result(timeout=60)
+    on_worker = executor().submit(lambda: two(x, w).A).result(timeout=60)
     assert relerr(on_worker, one(x, w).A) < 1e-14
 
 

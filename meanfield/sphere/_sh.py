@@ -17,17 +17,14 @@ projected alias-free on ⌊3L/2⌋+1 rings (``SphereGrid.for_bandlimit(L)``, the
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from .. import _threads
+from .._threads import NTHREADS
 from .._validate import nonneg_int
 
-try:  # the machine's usable cores, not the hardware count of a shared host
-    NTHREADS = len(os.sched_getaffinity(0))
-except AttributeError:  # pragma: no cover - non-Linux
-    NTHREADS = os.cpu_count() or 1
 
 
 def _ducc():
@@ -343,8 +340,13 @@ def adjoint_synthesis_points(values, points, lmax: int, epsilon: float = 1e-13) 
     if v.shape[1] != p.size // 3 or p.shape[-1:] != (3,):
         raise ValueError(f"`values` must hold one weight per point; got {v.shape[1]} values for points of "
                          f"shape {p.shape}.")
-    return _ducc().adjoint_synthesis_general(map=v, spin=0, lmax=lmax, loc=_loc(p), epsilon=epsilon,
-                                             nthreads=NTHREADS)[0]
+    loc = _loc(p)
+
+    def part(sl):   # one ducc0 thread per call and slices added in order: the same bits on every call
+        return _ducc().adjoint_synthesis_general(map=np.ascontiguousarray(v[:, sl]), spin=0, lmax=lmax,
+                                                 loc=loc[sl], epsilon=epsilon, nthreads=1)[0]
+
+    return _threads.ordered_sum(_threads.map_slices(part, _threads.slices(v.shape[1], NTHREADS)))
 
 
 def ylm(lmax: int, points) -> np.ndarray:

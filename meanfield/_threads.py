@@ -1,0 +1,57 @@
+"""The worker threads shared by the point transforms and the direct attention sums.
+
+numpy and ducc0 release the GIL, so one pool of ``NTHREADS`` threads runs slices of the points at the
+same time.  Sums over slices are added in slice order, so a result does not depend on which thread
+finishes first: the same input gives the same bits on every call (ducc0's own threads in a non-uniform
+*adjoint* transform add into a shared grid in arrival order, which does not).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+try:  # the machine's usable cores, not the hardware count of a shared host
+    NTHREADS = len(os.sched_getaffinity(0))
+except AttributeError:  # pragma: no cover - non-Linux
+    NTHREADS = os.cpu_count() or 1
+
+THREAD_PREFIX = "meanfield-attn"
+MIN_PART = 5000   # points per thread below which splitting a non-uniform transform does not pay (measured)
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def executor() -> ThreadPoolExecutor:
+    """The process-wide pool of ``NTHREADS`` workers (created on first use)."""
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None:
+            _EXECUTOR = ThreadPoolExecutor(max_workers=max(1, NTHREADS), thread_name_prefix=THREAD_PREFIX)
+        return _EXECUTOR
+
+
+def slices(n: int, nthreads: int, min_part: int = MIN_PART) -> list[slice]:
+    """Up to ``nthreads`` slices of range(n) with ≥ ``min_part`` points each (one slice per thread)."""
+    parts = max(1, min(nthreads, n // min_part))
+    if parts > 1 and threading.current_thread().name.startswith(THREAD_PREFIX):
+        parts = 1          # already on a worker: waiting on the same pool could deadlock it
+    return [slice(i * n // parts, (i + 1) * n // parts) for i in range(parts)]
+
+
+def map_slices(fn, parts: list[slice]) -> list:
+    """[fn(s) for s in parts]: the first on this thread, the others on the workers at the same time."""
+    if len(parts) == 1:
+        return [fn(parts[0])]
+    futures = [executor().submit(fn, s) for s in parts[1:]]
+    first = fn(parts[0])
+    return [first] + [f.result() for f in futures]
+
+
+def ordered_sum(results: list):
+    """Σ results, added in list order (so the bits do not depend on thread timing)."""
+    total = results[0]
+    for r in results[1:]:
+        total = total + r
+    return total
