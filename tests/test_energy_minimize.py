@@ -204,6 +204,7 @@ def test_bad_inputs():
 
 
 @pytest.mark.parametrize("beta, D", [(1.0, np.diag([40.0, 0.0])), (700.0, np.diag([1.0, 0.9]))])
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_a_minimum_below_the_resolution_of_the_scaled_kernel_is_refused(beta, D):
     # the kernel matrix is scaled by e^{-β‖D‖}; these minima sit e^{-40} and e^{-70} below its largest entries
     # (true values 1/(2β) = 0.5 and ≈ cosh(630)/1400): they used to come back as 1.3748 and −3.3e279 (certified)

@@ -165,7 +165,7 @@ def _solve(K, m, M, regularization):
             return _smallest_solvable_pull(K, m, M, tau, solved, regularization)
         solved = (x, tau, iters, solver)
         found = float(x @ K @ x)
-        if not found < 0.5 * level:
+        if not 0 < found < 0.5 * level:   # settled, or a level K cannot resolve (refused by the caller)
             break
         level = found
     return solved
