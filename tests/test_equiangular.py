@@ -111,12 +111,12 @@ def test_long_times_after_collapse_are_cheap(monkeypatch):
 
 
 def test_more_accurate_than_the_tolerance_against_a_tight_reference():
-    # against scipy's DOP853 at rtol 1e-14, an independent integrator of the same ODE
+    # against scipy's DOP853 at rtol 2.3e-14 (scipy raises anything smaller to 100 ulp), an independent integrator of the same ODE
     from scipy.integrate import solve_ivp
     beta, n, t = 3.0, 7, np.linspace(0.5, 20, 9)
 
     def rhs(_, y):                                  # Post-LN SA: dρ/dt = 2 b (1−ρ)(1+(n−1)ρ), b the off weight
         b = np.exp(beta * y[0]) / (np.exp(beta) + (n - 1) * np.exp(beta * y[0]))
         return [2 * b * (1 - y[0]) * (1 + (n - 1) * y[0])]
-    ref = solve_ivp(rhs, (0, t[-1]), [0.0], method="DOP853", t_eval=t, rtol=1e-14, atol=1e-16).y[0]
+    ref = solve_ivp(rhs, (0, t[-1]), [0.0], method="DOP853", t_eval=t, rtol=2.3e-14, atol=1e-16).y[0]
     assert np.max(np.abs(mf.equiangular("post-ln", beta, n, t)[0] - ref)) < 1e-11
