@@ -379,3 +379,10 @@ def test_a_zero_attention_norm_is_diagnosed(scheme, extra):
     assert "speed factor" in tr.detail and "‖A_j‖ = 0" in tr.detail and "t=0," in tr.detail
     assert layers.status is mf.Status.NON_FINITE and "normalizes the attention" in layers.detail
     assert "‖A_j‖ = 0 for token 0" in layers.detail and "t=0:" in layers.detail
+
+
+@pytest.mark.parametrize("beta", [5.0, 712.0, 715.0])
+def test_energy_diagnostic_of_a_dirac_is_finite_wherever_its_value_fits_float64(beta):
+    # e^{log Z} overflows from β = 709.78; the energy e^β/(2β) itself fits up to β ≈ 716
+    tr = mf.simulate(mf.Model(beta=beta), mf.Particles(np.array([[0.0, 0.0, 1.0]] * 2)), 0.1, backend="particles")
+    assert tr.diagnostics["energy"][0] == pytest.approx(np.exp(beta - np.log(2 * beta)), rel=1e-13)

@@ -268,7 +268,9 @@ class ParticleStepper:
             out["max_attention"] = float(np.max(f.norm))
             if f.log_z is not None and not self.options.get("causal") and np.all(np.isfinite(f.log_z)):
                 # (1/2β) Σ_h ∬ e^{β⟨q_h(x), k_h(y)⟩} dμ dμ: E_{β,D} with D = QᵀK for one head.
-                out["energy"] = float(np.sum(np.exp(f.log_z) @ w) / (2 * self.model.beta))
+                # Shifted by the largest log Z: e^{log Z} alone overflows from 709.78, the energy from ~716.
+                top = float(np.max(f.log_z))
+                out["energy"] = float(np.exp(top - np.log(2 * self.model.beta)) * np.sum(np.exp(f.log_z - top) @ w))
             out.update(self._extra_diagnostics(f))
         return out
 
