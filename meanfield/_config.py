@@ -25,7 +25,8 @@ from ._measures import Density, Particles
 from ._model import Model
 from ._trajectory import save_times
 from ._validate import nonneg_int, positive_float, real_number
-from .backends._registry import check_options, get_backend
+from ._validate import check_options
+from .backends._registry import get_backend
 
 _MODEL_KEYS = {"beta", "scheme", "attention", "d", "Q", "K", "V", "alpha", "tau"}
 _SAMPLE_KEYS = {"samples", "sample_seed"}     # a density kind with `samples = N`: N i.i.d. tokens drawn from it

@@ -113,3 +113,11 @@ def increasing_times(name: str, t) -> np.ndarray:
     if t.size > 1 and not np.all(np.diff(t) > 0):
         raise ValueError(f"`{name}` must be strictly increasing; got {name}={t!r}.")
     return t
+
+
+def check_options(owner: str, options: dict, defaults: dict) -> dict:
+    """Merge ``options`` into ``defaults``; unknown names raise TypeError listing the valid ones of ``owner``."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for backend={owner!r}; valid options are {sorted(defaults)}.")
+    return {**defaults, **options}

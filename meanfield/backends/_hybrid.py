@@ -16,7 +16,8 @@ from .._errors import UnsupportedModelError
 from .._measures import Density, Particles, ZonalDensity
 from .._model import Model
 from .._trajectory import Status
-from ._registry import BACKENDS, check_options, register_backend
+from .._validate import check_options
+from ._registry import BACKENDS
 from ._spectral import _OPTIONS as _SPECTRAL_OPTIONS
 from ._spectral import SpectralBackend
 
@@ -52,7 +53,6 @@ def density_to_particles(basis, y, oversample: int = 1) -> tuple[Particles, floa
     return Particles(np.concatenate(pos)[keep], w[keep] / w[keep].sum(), radii), clipped
 
 
-@register_backend("hybrid")
 class HybridBackend:
     """Spectral while resolved, then weighted particles (quadrature nodes) to the end.
 
@@ -76,6 +76,8 @@ class HybridBackend:
     amplitude=0.7)``, H^{-1} distance at L = 32 to a refined spectral solution at t = 3): from L = 32,
     2.3e-3 (oversample 1), 2.3e-4 (2), 5.7e-5 (3); from L = 48 with oversample 2, 2.0e-6.
     """
+
+    name = "hybrid"
 
     @classmethod
     def option_defaults(cls) -> dict:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from .._attention import attention_field
 from .._validate import nonneg_int
-from ._registry import register_backend
 from ._stepper import ParticleStepper
 
 
-@register_backend("particles")
 class ParticlesBackend(ParticleStepper):
     """Exact particle dynamics: O(N²·d) per velocity evaluation, memory O(N·chunk).
 
@@ -39,6 +37,8 @@ class ParticlesBackend(ParticleStepper):
     (max_j |dθ_j/dt|), ``max_attention`` (max ‖A_j‖), ``energy`` ((1/2β) Σ_h ∬ e^{β⟨q_h, k_h⟩} dμ dμ,
     E_{β,D} with D = QᵀK for one head; absent with ``causal``), and radius statistics.
     """
+
+    name = "particles"
 
     OPTIONS = {"causal": False, "chunk": None, "threads": None}
 

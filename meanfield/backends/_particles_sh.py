@@ -17,11 +17,9 @@ from .._attention import _SHEvaluator, sh_bandlimit, sh_error_bounds, sh_support
 from .._errors import MeanfieldWarning, UnsupportedModelError
 from .._validate import nonneg_int, open_fraction
 from ..sphere._funk_hecke import kernel_bandlimit, kernel_truncation_error
-from ._registry import register_backend
 from ._stepper import ParticleStepper
 
 
-@register_backend("particles-sh")
 class ParticlesSHBackend(ParticleStepper):
     """Particles on S² moved by the spectral (truncated Funk–Hecke) attention.
 
@@ -53,6 +51,8 @@ class ParticlesSHBackend(ParticleStepper):
     the tokens implied by the truncation and the transforms' ε; see
     :func:`meanfield._attention.sh_error_bounds`).
     """
+
+    name = "particles-sh"
 
     FIELD_NORMALIZES = True
     OPTIONS = {"tol": 1e-12, "lmax": None, "epsilon": None, "threads": None, "causal": False}

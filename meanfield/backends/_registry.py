@@ -1,11 +1,13 @@
-"""The registry of backends: ``register_backend`` (a class decorator), ``BACKENDS`` and ``get_backend``.
+"""The registry of backends: ``BUILTIN``, ``BACKENDS``, ``get_backend`` and ``register_backend``.
 
-A backend module registers its class on import; the modules are imported on first use of the registry,
-which keeps ``import meanfield`` light while ``meanfield.BACKENDS`` always lists every backend.
+The built-in backends are listed in :data:`BUILTIN` and imported on first use of the registry, which
+keeps ``import meanfield`` light while ``meanfield.BACKENDS`` always lists every backend.  Third-party
+backends join with the class decorator :func:`register_backend`.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
+from importlib import import_module
 from typing import Any, Protocol
 
 from .._trajectory import Status
@@ -36,12 +38,20 @@ class Backend(Protocol):
     def diagnostics(self) -> dict: ...
 
 
+BUILTIN = {  # name: (module of meanfield.backends, class), one backend per module
+    "spectral": ("_spectral", "SpectralBackend"),
+    "particles": ("_particles", "ParticlesBackend"),
+    "particles-sh": ("_particles_sh", "ParticlesSHBackend"),
+    "hybrid": ("_hybrid", "HybridBackend"),
+}
+
+
 class _BackendRegistry(Mapping):
-    """{name: backend class}; the backend modules are imported (and register themselves) on first use,
-    which keeps ``import meanfield`` light while ``meanfield.BACKENDS`` always lists every backend."""
+    """{name: backend class}; the built-in backends are imported on first use."""
 
     def __init__(self):
         self._classes: dict[str, type] = {}
+        self._builtins_loaded = False
 
     def _loaded(self) -> dict:
         _load_backends()
@@ -64,8 +74,9 @@ BACKENDS = _BackendRegistry()
 
 
 def register_backend(name: str):
-    """Class decorator adding a backend to :data:`BACKENDS` under ``name``."""
+    """Class decorator adding a backend to :data:`BACKENDS` under ``name`` (a built-in name is replaced)."""
     def deco(cls):
+        _load_backends()
         cls.name = name
         BACKENDS._classes[name] = cls
         return cls
@@ -81,13 +92,7 @@ def get_backend(name: str) -> type:
 
 
 def _load_backends():
-    # Backends register themselves on import; importing them here keeps `import meanfield` light.
-    from . import _hybrid, _particles, _particles_sh, _spectral  # noqa: F401
-
-
-def check_options(backend: str, options: dict, defaults: dict) -> dict:
-    """Merge ``options`` into a backend's ``defaults``; unknown names raise TypeError listing the valid ones."""
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise TypeError(f"unknown option(s) {unknown} for backend={backend!r}; valid options are {sorted(defaults)}.")
-    return {**defaults, **options}
+    if not BACKENDS._builtins_loaded:
+        BACKENDS._builtins_loaded = True
+        for name, (module, cls) in BUILTIN.items():
+            BACKENDS._classes.setdefault(name, getattr(import_module(f".{module}", __package__), cls))

@@ -28,7 +28,7 @@ from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, funk_hecke_unscaled, kernel_bandlimit,
                                   kernel_truncation_error)
 from ._bases import CircleBasis, S2Basis, ZonalBasis, workspace
-from ._registry import check_options, register_backend
+from .._validate import check_options
 
 POLICIES = ("stop", "refine", "handoff")
 
@@ -259,7 +259,6 @@ _OPTIONS = dict(lmax=None, method="rk45", rtol=1e-9, atol=1e-12, first_step=None
                 quadrature_tol=1e-12, mass_tol=1e-10, max_steps=10_000_000, error_norm="l2")
 
 
-@register_backend("spectral")
 class SpectralBackend:
     """Spectral (Eulerian) solver of the mean-field continuity equation.
 
@@ -292,6 +291,8 @@ class SpectralBackend:
         Exponential filter exp(−strength (ℓ/L)^order) after each step.  It changes the answer; its use is
         recorded in the diagnostics and warned about.
     """
+
+    name = "spectral"
 
     @classmethod
     def option_defaults(cls) -> dict:

@@ -24,7 +24,7 @@ from .._model import Model
 from .._trajectory import Status
 from .._validate import positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
-from ._registry import check_options
+from .._validate import check_options
 
 TIMES = ("continuous", "layers")
 _ZERO_ATTENTION = ("the token attends to nothing (all the tokens it sees have zero weight, e.g. a padding token "
