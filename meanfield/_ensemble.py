@@ -104,8 +104,8 @@ def _initial(sampler_or_n, model, rng):
 
 
 def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=None,
-             backend: str = "particles", save_every=None, t_eval=None, confidence: float = 0.95,
-             **options) -> EnsembleResult:
+             backend: str = "particles", save_every=None, t_eval=None, t0: float = 0.0,
+             confidence: float = 0.95, **options) -> EnsembleResult:
     """Run R independent replicas and summarize an observable over them.
 
     Parameters
@@ -126,8 +126,8 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         :func:`mean_alignment`.
     backend : str
         A particle backend ("particles", "particles-sh").
-    save_every, t_eval
-        As in :func:`meanfield.simulate`.
+    save_every, t_eval, t0
+        As in :func:`meanfield.simulate`: the replicas start at ``t0`` and keep their states at the same times.
     confidence : float
         Level of the confidence interval, in (0, 1).
     **options
@@ -148,7 +148,7 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         nonneg_int("sampler_or_n", sampler_or_n, minimum=1)
     elif not callable(sampler_or_n):
         raise TypeError(f"`sampler_or_n` must be a token count n ≥ 1 or a callable sampler(rng); got {sampler_or_n!r}.")
-    times = save_times(t_final, save_every, t_eval)
+    times = save_times(t_final, save_every, t_eval, t0)
     root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     seeds = root.spawn(replicas)
 
@@ -156,15 +156,18 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     for ss in seeds:
         rng = np.random.default_rng(ss)
         traj = simulate(model, _initial(sampler_or_n, model, rng), t_final, backend=backend,
-                        save_every=save_every, t_eval=t_eval, **options)
+                        save_every=save_every, t_eval=t_eval, t0=t0, **options)
         vals = [np.asarray(observable(s), dtype=float) for s in traj.states]
         statuses.append(traj.status)
         rows.append((traj.times, vals))
     shape = rows[0][1][0].shape
     values = np.full((replicas, times.size) + shape, np.nan)
     for i, (ts, vals) in enumerate(rows):
-        k = min(len(vals), times.size)
-        values[i, :k] = np.stack(vals[:k])
+        # by time, not by position: a replica that stopped early ends with its state at the stop, off the grid
+        at = np.searchsorted(times, ts)
+        on_grid = (at < times.size) & (times[np.minimum(at, times.size - 1)] == ts)
+        if on_grid.any():
+            values[i, at[on_grid]] = np.stack([v for v, keep in zip(vals, on_grid) if keep])
     count = np.sum(np.all(np.isfinite(values.reshape(replicas, times.size, -1)), axis=2), axis=0)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # times no replica (or one) reached: NaN

@@ -74,12 +74,8 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     dropped (None) once the callback has seen it (runs that need values at many times, few states)."""
     if not isinstance(model, Model):
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
-    t0 = float(t0)
-    if not np.isfinite(t0) or t0 < 0:
-        raise ValueError(f"`t0` must be finite and >= 0; got t0={t0!r}.")
-    if t_final is not None and float(t_final) <= t0:
-        raise ValueError(f"`t_final` must be > t0={t0}; got t_final={t_final!r}.")
-    times = save_times(t_final, save_every, t_eval, t0)
+    times = save_times(t_final, save_every, t_eval, t0)       # checks t0 ≥ 0 and t_final > t0
+    t0 = float(times[0])
     checkpoint_every = int(checkpoint_every)
     if checkpoint_every < 1:
         raise ValueError(f"`checkpoint_every` must be an integer >= 1; got {checkpoint_every!r}.")

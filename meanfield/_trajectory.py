@@ -91,7 +91,10 @@ class Trajectory:
 
 def save_times(t_final, save_every=None, t_eval=None, t0=0.0) -> np.ndarray:
     """The times at which states are kept: t0, every ``save_every`` (or the ``t_eval``), and t_final."""
+    t0 = positive_float("t0", t0, allow_zero=True)
     t_final = positive_float("t_final", t_final)
+    if t_final <= t0:
+        raise ValueError(f"`t_final` must be > t0={t0}; got t_final={t_final!r}.")
     if t_eval is not None:
         if save_every is not None:
             raise ValueError("Give either `save_every` or `t_eval`, not both.")

@@ -63,3 +63,33 @@ def test_bad_input(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         mf.ensemble(MODEL, args.pop("sampler_or_n"), 0.2, **args)
+
+
+def test_a_replica_that_stops_early_counts_only_at_the_times_it_reached():
+    # pre-ln with V = −I drives a radius to 0 in one replica (NON_FINITE at t ≈ 1.62): its last state, off the
+    # save grid, used to be filed under the next save time (t = 2) and counted there
+    model = mf.Model(3.0, "pre-ln", V=-np.eye(3))
+
+    def sampler(rng):
+        return mf.Particles.uniform(50, 3, seed=rng, radii=rng.uniform(0.3, 3.0))
+    r = mf.ensemble(model, sampler, 3.0, replicas=3, seed=2, save_every=1.0, step=0.01,
+                    observable=lambda p: p.radii.mean())
+    stopped = [i for i, s in enumerate(r.statuses) if s is not mf.Status.OK]
+    assert stopped and not r.success
+    for i, ss in enumerate(r.seeds):
+        tr = mf.simulate(model, sampler(np.random.default_rng(ss)), 3.0, backend="particles", save_every=1.0, step=0.01)
+        reached = np.isin(r.times, tr.times)
+        assert np.array_equal(np.isfinite(r.values[i]), reached)
+        assert np.array_equal(r.values[i][reached], [s.radii.mean() for s, t in zip(tr.states, tr.times) if t in r.times])
+    assert np.array_equal(r.count, np.sum(np.isfinite(r.values), axis=0)) and r.count[-1] < 3
+
+
+def test_replicas_start_at_t0():
+    model = mf.Model(3.0)
+    r = mf.ensemble(model, 50, 2.0, replicas=2, seed=1, save_every=0.5, t0=1.0)
+    assert np.array_equal(r.times, [1.0, 1.5, 2.0]) and np.all(r.count == 2)
+    tr = mf.simulate(model, mf.Particles.uniform(50, seed=np.random.default_rng(r.seeds[0])), 2.0,
+                     backend="particles", save_every=0.5, t0=1.0)
+    assert np.array_equal(r.values[0], [mf.mean_alignment(s) for s in tr.states])
+    with pytest.raises(ValueError, match=r"`t_final` must be > t0=2.5"):
+        mf.ensemble(model, 50, 2.0, replicas=2, t0=2.5)
