@@ -100,12 +100,23 @@ def next_step(h: float, norm: float, error_order: int, safety: float = 0.9, min_
     return h * min(max_factor, max(min_factor, safety * norm ** (-1.0 / (error_order + 1))))
 
 
-def check_step_options(opts: dict, method: Tableau) -> dict:
+ADAPTIVE_OPTIONS = ("rtol", "atol", "first_step", "max_step", "min_step")
+
+
+def refuse_unused(given: dict, names, why: str) -> None:
+    """Refuse the options among ``names`` that the user set (to anything but None): they would be ignored."""
+    unused = [k for k in names if given.get(k) is not None]
+    if unused:
+        raise ValueError(f"option(s) {unused} would be ignored: {why}.")
+
+
+def check_step_options(opts: dict, method: Tableau, given: dict | None = None) -> dict:
     """Validate the step-size options of a run with ``method`` (in place; returns ``opts``).
 
     ``step`` (fixed-step methods, required there, refused by the adaptive pairs, which choose their own),
     ``first_step``, ``max_step`` (None or ∞: unbounded) and ``min_step`` > 0 with
-    min_step ≤ first_step ≤ max_step, ``rtol`` in [1e-14, 1) and ``atol`` > 0.
+    min_step ≤ first_step ≤ max_step, ``rtol`` in [1e-14, 1) and ``atol`` > 0.  Of the options the user
+    ``given``, those of the adaptive pairs are refused with a fixed-step method (it would ignore them).
     """
     from ._validate import max_step_value, positive_float, relative_tolerance
 
@@ -118,6 +129,9 @@ def check_step_options(opts: dict, method: Tableau) -> dict:
     opts["rtol"] = relative_tolerance(opts["rtol"])
     if not method.adaptive and opts.get("step") is None:
         raise ValueError(f"method={method.name!r} has a fixed step: give `step` > 0.")
+    if not method.adaptive:
+        refuse_unused(given or {}, ADAPTIVE_OPTIONS, f"method={method.name!r} takes fixed steps of `step`; "
+                      "tolerances and step bounds belong to the adaptive methods ('rk45', 'rk23')")
     if method.adaptive and opts.get("step") is not None:
         raise ValueError(f"method={method.name!r} chooses its own steps; use `first_step`/`max_step`, not `step` "
                          "(or a fixed-step method such as method='rk4' with `step`).")

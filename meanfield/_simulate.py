@@ -12,6 +12,7 @@ import numpy as np
 
 from ._errors import MeanfieldWarning
 from ._model import Model
+from ._integrators import ADAPTIVE_OPTIONS, get_method
 from ._trajectory import Status, Trajectory, save_times
 from ._validate import positive_float
 from .backends._registry import BACKENDS, Backend, get_backend, register_backend
@@ -228,12 +229,20 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
     if not remaining:
         return done
     options = {**done.options, **info.get("resume", {})}
+    if _fixed_steps(options):     # the stored options are all of them, defaults included: drop the unused ones
+        options = {k: v for k, v in options.items() if k not in ADAPTIVE_OPTIONS}
     if options.get("first_step") is not None:    # the stored step as the run would take it next: capped by max_step
         top = options.get("max_step") or np.inf
         options["first_step"] = min(max(options["first_step"], options.get("min_step", 0.0)), top)
     metadata = {k: v for k, v in info.items() if k not in _RUN_KEYS}
     return _simulate(done.model, done.final, end, done.backend, None, remaining, callback, progress,
                      path, checkpoint_every, float(done.times[-1]), metadata, done, options)
+
+
+def _fixed_steps(options: dict) -> bool:
+    """Whether a run with these (stored) options takes fixed steps: layer maps, or a fixed-step method."""
+    method = options.get("method")
+    return options.get("time") == "layers" or (isinstance(method, str) and not get_method(method).adaptive)
 
 
 def _extension_times(times, stored_final, end, save_every) -> np.ndarray:

@@ -97,8 +97,8 @@ def matrix(name: str, value, d: int) -> np.ndarray | None:
     if value is None:
         return None
     a = real_array(name, value)
-    if a.ndim not in (2, 3) or a.shape[-2:] != (d, d):
-        raise ValueError(f"`{name}` must have shape ({d}, {d}) or (heads, {d}, {d}); got shape {a.shape}.")
+    if a.ndim not in (2, 3) or a.shape[-2:] != (d, d) or a.shape[0] == 0:
+        raise ValueError(f"`{name}` must have shape ({d}, {d}) or (heads, {d}, {d}) with heads ≥ 1; got shape {a.shape}.")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
     a = a.copy()

@@ -73,6 +73,35 @@ def test_hybrid_bad_options():
         mf.simulate(mf.Model(1.0, d=5), mf.ZonalDensity.uniform(4, d=5), 1.0, backend="hybrid")
 
 
+@pytest.mark.parametrize("particle_options, error, match", [
+    ({"rtoll": 1}, TypeError, r"`particle_options` for the particle phase \(particles-sh\): unknown option"),
+    ({"causal": True}, mf.UnsupportedModelError, r"`particle_options` .*has no causal mask"),
+    ({"time": "layers"}, ValueError, r"`particle_options` .*time='layers' needs `step`"),
+    (3, TypeError, r"`particle_options` must be a dict of particles-sh options; got particle_options=3"),
+])
+def test_hybrid_checks_particle_options_before_the_spectral_phase(particle_options, error, match):
+    # they were checked only at the hand-off, after the spectral work (lost with the exception)
+    calls = []
+    with pytest.raises(error, match=match):
+        mf.simulate(mf.Model(3.0), mf.Density.uniform(8), 5.0, backend="hybrid", particle_options=particle_options,
+                    callback=lambda *a: calls.append(a))
+    assert not calls
+
+
+def test_hybrid_mean_alignment_is_continuous_at_the_hand_off():
+    # the particles stand for the density: |m|² with self-pairs, as the spectral phase reports it
+    model = mf.Model(3.0, "peri-ln")
+    dens = mf.Density.random(16, seed=3, amplitude=0.5)
+    spec = mf.simulate(model, dens, 0.25, save_every=0.25, rtol=1e-12)
+    hyb = mf.simulate(model, dens, 0.25, backend="hybrid", save_every=0.25, tail_tol=1e-30,
+                      particle_options=dict(rtol=1e-12, atol=1e-14))
+    assert hyb.diagnostics["phase"][-1] == 1.0 and "Handed off" in hyb.detail   # at the first step
+    a, b = hyb.diagnostics["mean_alignment"], spec.diagnostics["mean_alignment"]
+    m = hyb.final.weights @ hyb.final.positions
+    assert a[-1] == pytest.approx(m @ m, rel=1e-14)
+    assert abs(a[-1] - b[-1]) < 1e-6      # the token formula (self-pairs left out) was 1.2e-4 off here
+
+
 def test_hybrid_refines_up_to_lmax_max_before_handing_off():
     # S¹ keeps it cheap: without lmax_max the hand-off is at the starting band limit; with it, later and at lmax_max
     model, dens = mf.Model(3.0, d=2), mf.Density.random(24, d=2, seed=3, amplitude=0.8)

@@ -231,6 +231,7 @@ def test_species_speed_scales_with_inverse_radius():
     (dict(refine_factor=1.0, on_resolution_loss="refine"), "`refine_factor` must be > 1"),
     (dict(step=0.1), "method='rk45' chooses its own steps"),
     (dict(quadrature_tol=2.0), r"`quadrature_tol` must be in \(0, 1\)"),
+    (dict(method="rk4", step=0.1, rtol=1e-6), r"\['rtol'\] would be ignored: method='rk4' takes fixed steps"),
 ])
 def test_bad_options(bad, match):
     with pytest.raises((ValueError, TypeError), match=match):

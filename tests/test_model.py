@@ -53,6 +53,7 @@ def test_model_is_frozen():
     (dict(beta=1.0, scheme="pre-ln", alpha=lambda t: 1.0), "`alpha` is only used"),
     (dict(beta=1.0, V=np.full((3, 3), np.nan)), "`V`"),
     (dict(beta=1.0, Q=np.ones((2, 3, 3)), K=np.ones((3, 3, 3))), "heads"),
+    (dict(beta=1.0, Q=np.zeros((0, 3, 3))), r"`Q` must have shape \(3, 3\) or \(heads, 3, 3\) with heads ≥ 1"),
 ])
 def test_bad_input_names_the_parameter(kwargs, match):
     with pytest.raises(ValueError, match=match):

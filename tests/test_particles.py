@@ -2,6 +2,8 @@
 observed orders of the time integrators and of the layer maps, causal masking, invariances, bad input."""
 import warnings
 
+import re
+
 import numpy as np
 import pytest
 
@@ -335,6 +337,11 @@ def test_radius_reaching_zero_stops_with_status():
     ({"chunk": 0, "step": 0.1}, ValueError, "`chunk` must be an integer >= 1"),
     ({"causal": 1, "step": 0.1}, TypeError, "`causal` must be True or False"),
     ({"threads": 0, "step": 0.1}, ValueError, "`threads` must be an integer >= 1"),
+    # options the run would ignore
+    ({"step": 0.1, "rtol": 1e-3}, ValueError, r"\['rtol'\] would be ignored: method='rk4' takes fixed steps"),
+    ({"method": "rk4", "step": 0.1, "max_step": 0.05, "atol": 1e-9}, ValueError, r"\['atol', 'max_step'\]"),
+    ({"time": "layers", "step": 0.1, "first_step": 0.01}, ValueError, r"\['first_step'\] would be ignored: time='layers'"),
+    ({"time": "layers", "step": 0.1, "rtol": 1e-3}, ValueError, r"\['rtol'\] would be ignored"),
 ])
 def test_bad_options(options, error, match):
     with pytest.raises(error, match=match):
@@ -386,3 +393,16 @@ def test_energy_diagnostic_of_a_dirac_is_finite_wherever_its_value_fits_float64(
     # e^{log Z} overflows from β = 709.78; the energy e^β/(2β) itself fits up to β ≈ 716
     tr = mf.simulate(mf.Model(beta=beta), mf.Particles(np.array([[0.0, 0.0, 1.0]] * 2)), 0.1, backend="particles")
     assert tr.diagnostics["energy"][0] == pytest.approx(np.exp(beta - np.log(2 * beta)), rel=1e-13)
+
+
+def test_a_radius_driven_to_zero_is_diagnosed_with_its_rate():
+    # pre-ln with V = −I: dr/dt = ⟨θ, A⟩ < 0 drives radii to 0; the detail names the token and how fast it fell
+    rng = np.random.default_rng(0)
+    p = mf.Particles.uniform(50, 3, seed=rng, radii=rng.uniform(0.3, 3.0))
+    with pytest.warns(mf.MeanfieldWarning):
+        tr = mf.simulate(mf.Model(3.0, "pre-ln", V=-np.eye(3)), p, 3.0, backend="particles", step=0.01)
+    assert tr.status is mf.Status.NON_FINITE
+    j = int(re.search(r"token (\d+): r = -", tr.detail).group(1))
+    rate = float(re.search(r"falling at dr/dt = (\S+):", tr.detail).group(1))
+    assert tr.final.radii[j] == tr.final.radii.min() > 0 and rate < 0
+    assert "no step size gets past that time" in tr.detail

@@ -46,7 +46,7 @@ def density_to_particles(basis, y, oversample: int = 1) -> tuple[Particles, floa
         w.append(sigma * rho)
         r.append(basis.synth(species[1]).reshape(-1) if species.shape[0] > 1 else None)
     w = np.concatenate(w)
-    clipped = float(-w[w < 0].sum())
+    clipped = float(np.abs(w[w < 0]).sum())
     w = np.where(w > 0, w, 0.0)
     keep = w > 0
     radii = None if r[0] is None else np.concatenate(r)[keep]
@@ -88,7 +88,7 @@ class HybridBackend:
         opts = check_options("hybrid", options, _OPTIONS)
         self.model = model
         self.particle_backend = self._choose_particle_backend(model, opts["particle_backend"])
-        self.particle_options = dict(opts["particle_options"] or {})
+        self.particle_options = self._checked_particle_options(model, opts["particle_options"])
         if isinstance(initial, ZonalDensity) or (isinstance(initial, (list, tuple)) and initial
                                                  and isinstance(initial[0], ZonalDensity)):
             raise UnsupportedModelError("backend='hybrid' needs a Density on S¹ or S² (zonal densities in d > 3 "
@@ -121,6 +121,20 @@ class HybridBackend:
         if name not in ("particles", "particles-sh"):
             raise ValueError(f"`particle_backend` must be 'auto', 'particles' or 'particles-sh'; got {name!r}.")
         return name
+
+    def _checked_particle_options(self, model, options) -> dict:
+        """``particle_options`` as a dict, checked now by the particle backend on two probe tokens (not at the
+        hand-off, after the spectral phase has run)."""
+        if options is None:
+            return {}
+        if not isinstance(options, dict):
+            raise TypeError(f"`particle_options` must be a dict of {self.particle_backend} options; got "
+                            f"particle_options={options!r}.")
+        try:
+            BACKENDS[self.particle_backend](model, Particles.uniform(2, model.d, seed=0), **options)
+        except (TypeError, ValueError, UnsupportedModelError) as err:
+            raise type(err)(f"`particle_options` for the particle phase ({self.particle_backend}): {err}") from None
+        return dict(options)
 
     # time is owned by the active phase
     @property
@@ -167,6 +181,10 @@ class HybridBackend:
         d = self._particles.diagnostics()
         w = self._particles.weights
         d.update(phase=1.0, mass=float(w.sum()), mass_error=float(w.sum() - 1.0), n_particles=float(len(w)))
+        # the particles stand for a density: ∬⟨x,y⟩dμdμ = |m|², self-pairs included, as the spectral phase
+        # reports it (the token formula leaves them out: a jump of ~Σw² at the hand-off)
+        mean = w @ self._particles.state().positions
+        d["mean_alignment"] = float(mean @ mean)
         return d
 
     @property

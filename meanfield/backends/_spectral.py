@@ -310,7 +310,7 @@ class SpectralBackend:
         first = species[0]
         lmax = nonneg_int("lmax", first.lmax if opts["lmax"] is None else opts["lmax"], minimum=1)
         self.method = get_method(opts["method"])
-        check_step_options(opts, self.method)
+        check_step_options(opts, self.method, options)
         for k in ("cfl", "r0", "tail_warn", "tail_tol", "negativity_tol", "mass_tol"):
             positive_float(k, opts[k])
         open_fraction("quadrature_tol", opts["quadrature_tol"])
@@ -637,7 +637,7 @@ class SpectralBackend:
 
     def resume_options(self) -> dict:
         """Options that let a new backend continue exactly where this one stands (checkpoints)."""
-        return dict(first_step=self._h, lmax=self.basis.lmax)
+        return dict(first_step=self._h, lmax=self.basis.lmax) if self.method.adaptive else dict(lmax=self.basis.lmax)
 
     # -- output -----------------------------------------------------------------------------------
     def state(self):

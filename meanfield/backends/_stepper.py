@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._errors import UnsupportedModelError
-from .._integrators import check_step_options, get_method, next_step, rk_step
+from .._integrators import ADAPTIVE_OPTIONS, check_step_options, get_method, next_step, refuse_unused, rk_step
 from .._measures import Particles
 from .._model import Model
 from .._trajectory import Status
@@ -100,7 +100,7 @@ class ParticleStepper:
         self.model = model
         self.scheme = model.scheme_def
         self._check_model(model)
-        opts = self._check_common(opts)
+        opts = self._check_common(opts, options)
         opts = self._configure(opts)
         self.options = opts
 
@@ -124,7 +124,7 @@ class ParticleStepper:
     def _configure(self, opts: dict) -> dict:
         return opts
 
-    def _check_common(self, opts):
+    def _check_common(self, opts, given):
         time = opts["time"]
         if time not in TIMES:
             raise ValueError(f"`time` must be one of {list(TIMES)}; got time={time!r}.")
@@ -135,6 +135,7 @@ class ParticleStepper:
             if opts["method"] is not None:
                 raise ValueError("`method` applies to time='continuous' only; time='layers' applies the "
                                  f"scheme's layer map (got method={opts['method']!r}).")
+            refuse_unused(given, ADAPTIVE_OPTIONS, "time='layers' applies the scheme's layer map once per `step`")
             self.method = None
             return opts
         if not self.scheme.continuous:
@@ -144,7 +145,7 @@ class ParticleStepper:
         method = opts["method"] or ("rk4" if opts["step"] is not None else "rk45")
         self.method = get_method(method)
         opts["method"] = method
-        return check_step_options(opts, self.method)
+        return check_step_options(opts, self.method, given)
 
     # -- the physics --------------------------------------------------------------------------------
     def _field(self, t, theta, full: bool):
@@ -320,13 +321,29 @@ class ParticleStepper:
         return y
 
     def _bad_state(self, y, t) -> bool:
+        """Whether the step that ends at ``y`` (time ``t``) from ``self.y`` failed; sets the detail."""
         if not np.all(np.isfinite(y)):
             self.detail = self._nonfinite(f"Non-finite state at t={t:.6g}.")
             return True
         if self.scheme.has_radius and np.any(y[:, self.d] <= 0):
-            self.detail = f"A radius reached ≤ 0 at t={t:.6g} (min r = {y[:, self.d].min():.3g})."
+            self.detail = self._radius_detail(y, t)
             return True
         return False
+
+    def _radius_detail(self, y, t) -> str:
+        """Which radius crossed 0, and how fast it was falling at the start of the failed step (``self.y``)."""
+        d, j = self.d, int(np.argmin(y[:, self.d]))
+        text = f"A radius reached ≤ 0 at t={t:.6g} (token {j}: r = {y[j, d]:.3g})."
+        if self.options["time"] == "layers":
+            return text
+        r = float(self.y[j, d])
+        with np.errstate(all="ignore"):
+            rate = float(self.rhs(self.t, self.y)[j, d])
+        if not rate < 0:
+            return text
+        return (f"{text} Before the step it was r = {r:.3g}, falling at dr/dt = {rate:.3g}: at that rate it reaches "
+                f"0 within {r / -rate:.3g}. A smaller step follows it closer to 0; if dr/dt stays negative, the "
+                "scheme's radial law drives this radius to 0 and no step size gets past that time.")
 
     def _advance_fixed(self, a, b):
         n = (b - a) / self.options["step"]
