@@ -91,6 +91,59 @@ def test_low_dimensional_closed_forms():
     assert mf.funk_hecke is s.funk_hecke
 
 
+def fh_series(beta, ell, d, derivative=False):
+    """λ_ℓ = Σ_k (β/2)^{ℓ+2k} Γ(d/2) / (k! Γ(ℓ+k+d/2)) (or its β-derivative), in 40-digit decimal arithmetic."""
+    from decimal import Decimal, localcontext
+    with localcontext() as ctx:
+        ctx.prec = 40
+        half_beta, half_d = Decimal(repr(beta)) / 2, Decimal(d) / 2
+        lead = Decimal(1)
+        for j in range(ell):
+            lead *= half_beta / (half_d + j)
+        total, term, k = Decimal(0), lead, 0
+        while True:
+            total += term * ((ell + 2 * k) / (2 * half_beta) if derivative else 1)
+            if term < Decimal("1e-35") * total:
+                return float(total)
+            k += 1
+            term *= half_beta * half_beta / (k * (half_d + ell + k - 1))
+
+
+@pytest.mark.parametrize("d", [64, 128, 256, 512, 2048])
+@pytest.mark.parametrize("beta", [1e-8, 0.1, 1.0, 10.0, 50.0])
+def test_high_dimensions_match_the_power_series(d, beta):
+    # e^{-β}-free check in high d, where (2/β)^{d/2-1} overflows while I_{ℓ+d/2-1}(β) underflows (they gave NaN
+    # from d ≈ 80 at β = 1e-8 and d = 512 at β ≤ 10); the series converges fast for β ≪ d
+    lam, dlam = s.funk_hecke(beta, 8, d), s.funk_hecke_dbeta(beta, 8, d)
+    for ell in range(9):
+        assert lam[ell] == pytest.approx(fh_series(beta, ell, d), rel=1e-13, abs=0), ell
+        assert dlam[ell] == pytest.approx(fh_series(beta, ell, d, derivative=True), rel=1e-13, abs=0), ell
+    assert np.all(np.isfinite(mf.growth_rates(beta, 8, d=d)))
+
+
+@pytest.mark.parametrize("beta, d", [(1.0, 2048), (10.0, 512), (50.0, 2048)])
+def test_high_dimensional_band_limit_against_exact_counts(beta, d):
+    # N(d, ℓ) beyond float64 times λ_ℓ below it gave inf·0 = NaN in the tail sums (the band limit was garbage)
+    L = s.kernel_bandlimit(beta, 1e-12, d)
+
+    def share(ell):           # N(d, ℓ) λ_ℓ / λ_0 with the exact integer count
+        count = math.comb(ell + d - 1, d - 1) - (math.comb(ell + d - 3, d - 1) if ell >= 2 else 0)
+        return count * fh_series(beta, ell, d) / fh_series(beta, 0, d)
+    tail = [share(ell) for ell in range(L, L + 40)]
+    assert sum(tail[1:]) < 1e-12 <= sum(tail)
+    assert s.kernel_truncation_error(beta, L, d) == pytest.approx(sum(tail[1:]), rel=1e-6)
+
+
+def test_high_dimensional_multipliers_match_gauss_jacobi_quadrature():
+    # an independent second check of the low degrees: Gauss–Jacobi nodes of the weight (1−t²)^{(d−3)/2}
+    d, beta = 512, 3.0
+    t, w = special.roots_jacobi(80, (d - 3) / 2, (d - 3) / 2)
+    lam = s.funk_hecke(beta, 3, d)
+    for ell in range(4):
+        q = np.sum(w * np.exp(beta * t) * gegenbauer_normalized(ell, d, t)) / np.sum(w)
+        assert lam[ell] == pytest.approx(q, rel=1e-11), ell
+
+
 @pytest.mark.parametrize("d", [2, 3, 4, 5, 6])
 @pytest.mark.parametrize("beta", [0.5, 5.0, 50.0])
 def test_funk_hecke_matches_quadrature(d, beta):

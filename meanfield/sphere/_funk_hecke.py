@@ -23,6 +23,53 @@ def _prefactor_log(beta: float, d: int) -> float:
     return special.gammaln(d / 2) + nu * np.log(2.0 / beta)
 
 
+def _scaled_multipliers(beta: float, ell: np.ndarray, d: int) -> np.ndarray:
+    """e^{-β} λ_ℓ(β, d) for β > 0, from ``ive``; where its prefactor overflows while ``ive`` underflows (large d
+    with β ≲ d, e.g. d = 512 at β = 1), from the power series, in which the (2/β)^{d/2-1} cancels.
+    The series is also taken where the log prefactor is large (> 40): exp of that exponent loses ~|exponent|·eps.
+    Elsewhere the Bessel form is accurate to a few ulp and needs no summation."""
+    pre = _prefactor_log(beta, d)
+    if abs(pre) > _LARGE_PREFACTOR_LOG and beta <= _SERIES_MAX_BETA:
+        return _series_scaled(beta, ell, d)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        vals = np.exp(pre) * special.ive(ell + d / 2 - 1, beta)
+    bad = ~np.isfinite(vals) | (vals == 0)
+    if bad.any():
+        vals[bad] = _series_scaled(beta, ell[bad], d)
+    return vals
+
+
+# exp(x) of a rounded exponent x has a relative error of ~|x|·eps: beyond 40 (~1e-14) the series is the more
+# accurate form (the log prefactor is < 30 for d ≤ 5 at β ≥ 1e-8, but ~570 for d = 256 at β = 1)
+_LARGE_PREFACTOR_LOG = 40.0
+
+
+_SERIES_MAX_BETA = 700.0   # the series sums terms up to ~e^β unscaled
+
+
+def _series_scaled(beta: float, ell: np.ndarray, d: int) -> np.ndarray:
+    """e^{-β} λ_ℓ = e^{-β} Π_{j<ℓ} (β/2)/(d/2 + j) · Σ_k (β²/4)^k / (k! (ℓ + d/2)_k).
+
+    Products and sums of positive terms, each by recurrence: the rounding is a few ulp per factor and per
+    term (no log-gamma differences, whose absolute rounding grows with d).
+    """
+    if beta > _SERIES_MAX_BETA:
+        raise ValueError(f"the Funk–Hecke multipliers at beta={beta!r}, d={d} are beyond float64 in both the "
+                         f"Bessel form (prefactor overflow, Bessel underflow) and the series (β > {_SERIES_MAX_BETA:g}).")
+    top = int(ell.max())
+    steps = (beta / 2) / (d / 2 + np.arange(top))
+    lead = np.concatenate([[1.0], np.cumprod(steps)])[ell]          # (β/2)^ℓ Γ(d/2)/Γ(ℓ + d/2)
+    mu, z = ell + d / 2, beta * beta / 4
+    term, total = np.ones(ell.shape), np.ones(ell.shape)
+    for k in range(1, int(beta) + 60):         # past k ≈ β each term is < 1/4 of the one before
+        term = term * (z / (k * (mu + k - 1)))
+        total += term
+        if np.all(term <= 1e-17 * total):
+            break
+    with np.errstate(under="ignore"):
+        return (lead * np.exp(-beta)) * total
+
+
 _MAX_UNSCALED_BETA = float(np.log(np.finfo(float).max))   # ≈ 709.78: e^β overflows float64 above it
 
 
@@ -54,8 +101,10 @@ def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
     Notes
     -----
     λ_ℓ = Γ(d/2) (2/β)^{d/2-1} I_{ℓ+d/2-1}(β); for d = 3 this is √(π/(2β)) I_{ℓ+1/2}(β), for d = 2 it is
-    I_ℓ(β).  Computed from ``scipy.special.ive``; only the final unscaling by e^β can overflow, and
-    ``scaled=False`` is refused above β ≈ 709.78, where it would.
+    I_ℓ(β).  Computed from ``scipy.special.ive``, and in high dimension, where the prefactor overflows and
+    the Bessel function underflows, from ``scipy.special.hyp0f1`` (the series with the prefactor cancelled);
+    only the final unscaling by e^β can overflow, and ``scaled=False`` is refused above β ≈ 709.78, where
+    it would.
     """
     beta = positive_float("beta", beta, allow_zero=True)
     lmax = nonneg_int("lmax", lmax)
@@ -64,8 +113,7 @@ def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
     if beta == 0.0:
         return (ell == 0).astype(float)
     _check_unscaled(beta, scaled)
-    nu = d / 2 - 1
-    scaled_vals = np.exp(_prefactor_log(beta, d)) * special.ive(ell + nu, beta)
+    scaled_vals = _scaled_multipliers(beta, ell, d)
     return scaled_vals if scaled else scaled_vals * np.exp(beta)
 
 
@@ -92,9 +140,8 @@ def funk_hecke_dbeta(beta, lmax, d=3, scaled=False) -> np.ndarray:
         # λ_ℓ'(0) = ∫ t P_ℓ dσ: only ℓ = 1 survives, with value 1/d (since ∫ t² dσ = 1/d).
         return np.where(ell == 1, 1.0 / d, 0.0)
     _check_unscaled(beta, scaled)
-    nu = d / 2 - 1
-    pre = np.exp(_prefactor_log(beta, d))
-    scaled_vals = pre * (special.ive(ell + nu + 1, beta) + (ell / beta) * special.ive(ell + nu, beta))
+    # Γ(d/2)(2/β)^{d/2-1} I_{ℓ+d/2}(β) = (β/d) λ_ℓ(β, d+2)
+    scaled_vals = (beta / d) * _scaled_multipliers(beta, ell, d + 2) + (ell / beta) * _scaled_multipliers(beta, ell, d)
     return scaled_vals if scaled else scaled_vals * np.exp(beta)
 
 
@@ -102,11 +149,23 @@ def harmonic_dimension(d: int, ell) -> np.ndarray:
     """Dimension N(d, ℓ) of the space of degree-ℓ spherical harmonics on S^{d-1} (2ℓ+1 for d = 3)."""
     d = dimension(d)
     ell = np.asarray(ell, dtype=float)
+    with np.errstate(over="ignore"):
+        return np.exp(_log_harmonic_dimension(d, ell))
+
+
+def _log_harmonic_dimension(d: int, ell: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         logn = (np.log(2 * ell + d - 2) - np.log(ell + d - 2)
                 + special.gammaln(ell + d - 1) - special.gammaln(ell + 1) - special.gammaln(d - 1))
-        n = np.exp(logn)
-    return np.where(ell == 0, 1.0, n)
+    return np.where(ell == 0, 0.0, logn)
+
+
+def _degree_terms(beta: float, top: int, d: int) -> np.ndarray:
+    """N(d, ℓ) λ_ℓ / λ_0 for ℓ = 0..top: the share of degree ℓ in e^{βt} (|P_ℓ| ≤ 1), by logs, so that in high d
+    a count N beyond float64 times a multiplier below it gives their (small) product, not inf·0."""
+    lam = funk_hecke(beta, top, d, scaled=True)
+    with np.errstate(divide="ignore", over="ignore"):
+        return np.exp(_log_harmonic_dimension(d, np.arange(top + 1.0)) + np.log(lam / lam[0]))
 
 
 def kernel_bandlimit(beta, tol=1e-12, d=3) -> int:
@@ -131,8 +190,7 @@ def kernel_bandlimit(beta, tol=1e-12, d=3) -> int:
     if beta == 0.0:
         return 0
     lmax = int(beta + 4 * np.sqrt(beta * np.log(1 / tol) + 1) + 4 * np.log(1 / tol) + 30)
-    lam = funk_hecke(beta, lmax, d, scaled=True)
-    terms = harmonic_dimension(d, np.arange(lmax + 1)) * lam / lam[0]
+    terms = _degree_terms(beta, lmax, d)
     tail = np.cumsum(terms[::-1])[::-1]  # tail[L] = Σ_{ℓ ≥ L}
     tail_after = np.append(tail[1:], 0.0)  # Σ_{ℓ > L}
     return int(np.argmax(tail_after < tol))
@@ -146,6 +204,4 @@ def kernel_truncation_error(beta, lmax, d=3) -> float:
     if beta == 0.0:
         return 0.0
     top = lmax + int(beta + 6 * np.sqrt(beta + 1) + 60)
-    lam = funk_hecke(beta, top, d, scaled=True)
-    terms = harmonic_dimension(d, np.arange(top + 1)) * lam / lam[0]
-    return float(np.sum(terms[lmax + 1:]))
+    return float(np.sum(_degree_terms(beta, top, d)[lmax + 1:]))
