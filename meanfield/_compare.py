@@ -153,6 +153,10 @@ _NEGATIVITY_TOL = 1e-6     # as the spectral solver's default negativity_tol: ri
 _MAX_PAIRS = 25_000_000    # n·m for the exact transport: a 200 MB cost matrix; the simplex takes ~O(n³)
 
 
+def _parts(measure) -> list:
+    return list(measure) if isinstance(measure, tuple) else [measure]
+
+
 def _atoms(name: str, measure, grid_lmax):
     """(points (n, d), masses (n,), total mass) of a measure: particles as they are, a Density through its values
     at the nodes of a Gauss–Legendre grid of band limit ``grid_lmax`` (S²) or 2·grid_lmax + 1 equispaced angles
@@ -165,7 +169,7 @@ def _atoms(name: str, measure, grid_lmax):
             mass.append(m.weights)
             total += float(m.weights.sum())
             continue
-        L = nonneg_int("grid_lmax", 2 * m.lmax if grid_lmax is None else grid_lmax, minimum=1)
+        L = nonneg_int("grid_lmax", grid_lmax, minimum=1)
         if m.d == 3:
             from .sphere._sh import SphereGrid
             grid = SphereGrid.for_bandlimit(L, dealias=False)
@@ -184,13 +188,15 @@ def _atoms(name: str, measure, grid_lmax):
 
 
 def _geodesic_cost(x, y, p, chunk_elements: int = 2 ** 22):
-    """arccos(⟨x_i, y_j⟩)^p (n, m) as 2·arcsin(‖x_i − y_j‖/2): accurate for close points too, where arccos of
-    a rounded inner product errs by ~1e-8 (rows in chunks of ~``chunk_elements`` differences)."""
+    """arccos(⟨x_i, y_j⟩)^p (n, m) as 2·atan2(‖x_i − y_j‖, ‖x_i + y_j‖): accurate to a few ulp at every angle,
+    where arccos of a rounded inner product errs by ~1e-8 near 0 and 2·arcsin(chord/2) by ~1e-9 near π (rows
+    in chunks of ~``chunk_elements`` differences)."""
     cost = np.empty((len(x), len(y)))
     rows = max(1, chunk_elements // max(1, len(y) * x.shape[1]))
     for i in range(0, len(x), rows):
         chord = np.linalg.norm(x[i:i + rows, None, :] - y[None, :, :], axis=-1)
-        cost[i:i + rows] = (2 * np.arcsin(np.minimum(chord / 2, 1.0))) ** p
+        anti = np.linalg.norm(x[i:i + rows, None, :] + y[None, :, :], axis=-1)
+        cost[i:i + rows] = (2 * np.arctan2(chord, anti)) ** p
     return cost
 
 
@@ -210,7 +216,8 @@ def wasserstein_distance(mu, nu, p: float = 2.0, *, grid_lmax: int | None = None
     p : float
         Order p ≥ 1.
     grid_lmax : int, optional
-        Band limit of the grid of a Density (default twice its own band limit): a Gauss–Legendre grid of
+        Band limit of the grid of the Densities, one grid for all of them (default twice the largest band
+        limit among them): a Gauss–Legendre grid of
         grid_lmax + 1 rings × about 2·grid_lmax + 2 longitudes on S², 2·grid_lmax + 1 equispaced angles on S¹.
     max_pairs : int
         Largest n·m for n and m atoms (default 25·10⁶, 200 MB of costs); the simplex takes roughly
@@ -243,6 +250,8 @@ def wasserstein_distance(mu, nu, p: float = 2.0, *, grid_lmax: int | None = None
     dims = _common_dimension(mu, nu)
     if len(dims) != 1:
         raise ValueError(f"both measures must live on the same sphere; got d = {sorted(dims)}.")
+    if grid_lmax is None:      # one grid for every Density: two grids would put a distance between equal measures
+        grid_lmax = 2 * max([m.lmax for m in _parts(mu) + _parts(nu) if isinstance(m, Density)], default=0)
     (x, a, mass_a), (y, b, mass_b) = _atoms("mu", mu, grid_lmax), _atoms("nu", nu, grid_lmax)
     if len(a) * len(b) > max_pairs:
         raise ValueError(f"W_p is solved exactly on {len(a)} × {len(b)} atoms, more pairs than max_pairs={max_pairs} "

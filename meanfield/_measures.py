@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._memory import require
-from ._validate import dimension, nonneg_int, unit_vectors
+from ._validate import dimension, nonneg_int, real_array, unit_vectors
 from .sphere import _circle as circ
 from .sphere import _sh as sh
 
@@ -53,6 +53,20 @@ def _check_radius_values(vals, where: str) -> None:
                          f"{where} it is {lo!r} at its smallest.")
 
 
+def _real_axis_entries(name: str, c: np.ndarray, lmax: int, d: int) -> None:
+    """The m = 0 entries (d = 3: the first lmax + 1; d = 2: c_0) of a real field are real: an imaginary part at
+    rounding level (transforms leave ~1e-16) is set to 0 in place, a larger one is refused (the field's values
+    would ignore it while its norms and distances would not)."""
+    axis = c[:lmax + 1] if d == 3 else c[:1]
+    imag = np.abs(axis.imag)
+    if np.any(imag > 1e-10 * max(float(np.max(np.abs(c))), 1e-300)):
+        i = int(np.argmax(imag))
+        where = f"ℓ={i}, m=0" if d == 3 else "k=0"
+        raise ValueError(f"`{name}` of a real field must have real m = 0 entries (a real field's coefficients "
+                         f"there are real); got imaginary part {axis[i].imag:.3g} at {where}.")
+    axis.imag = 0.0
+
+
 @dataclass(frozen=True, eq=False)
 class Density:
     """A band-limited density on S² (d = 3) or S¹ (d = 2).
@@ -88,12 +102,14 @@ class Density:
                              f"got {c.shape}.")
         if not np.all(np.isfinite(c)):
             raise ValueError("`coeffs` must be finite; it contains NaN or inf.")
+        _real_axis_entries("coeffs", c, lmax, d)
         c.setflags(write=False)
         object.__setattr__(self, "coeffs", c)
         if self.radius is not None:
             r = np.array(self.radius, dtype=complex)
             if r.shape != c.shape:
                 raise ValueError(f"`radius` coefficients must have shape {c.shape}; got {r.shape}.")
+            _real_axis_entries("radius", r, lmax, d)
             r.setflags(write=False)
             object.__setattr__(self, "radius", r)
 
@@ -328,7 +344,7 @@ class Particles:
     normalize: bool = field(default=False, repr=False)
 
     def __post_init__(self):
-        x = np.array(self.positions, dtype=float)
+        x = np.array(real_array("positions", self.positions))
         if x.ndim != 2 or x.shape[0] < 1:
             raise ValueError(f"`positions` must have shape (n, d) with n ≥ 1; got shape {x.shape}.")
         dimension(x.shape[1])
@@ -343,7 +359,7 @@ class Particles:
             raise ValueError(f"`positions` must be unit vectors (max | ‖x‖ − 1 | = {np.max(np.abs(norms - 1)):.3g}); "
                              "pass normalize=True to project them.")
         n = x.shape[0]
-        w = np.full(n, 1.0 / n) if self.weights is None else np.array(self.weights, dtype=float)
+        w = np.full(n, 1.0 / n) if self.weights is None else np.array(real_array("weights", self.weights))
         if w.shape != (n,):
             raise ValueError(f"`weights` must have shape ({n},); got {w.shape}.")
         if not np.all(np.isfinite(w)) or np.any(w < 0):
@@ -358,7 +374,7 @@ class Particles:
             w = w / w.sum()
         r = None
         if self.radii is not None:
-            r = np.asarray(self.radii, dtype=float)
+            r = real_array("radii", self.radii)
             if r.ndim != 0 and r.shape != (n,):
                 raise ValueError(f"`radii` must be a number or have shape ({n},); got shape {r.shape}.")
             r = np.array(np.broadcast_to(r, (n,)))
@@ -450,7 +466,7 @@ class ZonalDensity:
 
     def __post_init__(self):
         d, lmax = dimension(self.d), nonneg_int("lmax", self.lmax)
-        c = np.array(np.real_if_close(self.coeffs), dtype=float)
+        c = np.array(real_array("coeffs", np.real_if_close(self.coeffs)))
         if c.shape != (lmax + 1,) or not np.all(np.isfinite(c)):
             raise ValueError(f"`coeffs` must be finite with shape ({lmax + 1},); got shape {c.shape}.")
         e = np.eye(d)[-1] if self.axis is None else np.asarray(self.axis, dtype=float)
@@ -459,7 +475,7 @@ class ZonalDensity:
         object.__setattr__(self, "coeffs", c)
         object.__setattr__(self, "axis", e)
         if self.radius is not None:
-            r = np.array(np.real_if_close(self.radius), dtype=float)
+            r = np.array(real_array("radius", np.real_if_close(self.radius)))
             if r.shape != c.shape:
                 raise ValueError(f"`radius` coefficients must have shape {c.shape}; got {r.shape}.")
             object.__setattr__(self, "radius", r)

@@ -27,11 +27,19 @@ def real_number(name: str, value) -> float:
 
 
 def real_array(name: str, value) -> np.ndarray:
-    """``value`` as a float array; a value that is not numeric (a string, ragged lists) raises a ValueError
-    naming ``name``."""
+    """``value`` as a float array; a value that is not numeric (a string, ragged lists) or has a nonzero imaginary
+    part raises a ValueError naming ``name`` (numpy would drop the imaginary part with only a warning)."""
     try:
-        return np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
+        a = np.asarray(value)
+        if np.iscomplexobj(a):
+            if np.any(a.imag != 0):
+                raise ValueError(f"`{name}` must be real; got complex values (imaginary parts up to "
+                                 f"{float(np.max(np.abs(a.imag))):.3g}).")
+            a = a.real
+        return np.asarray(a, dtype=float)
+    except (TypeError, ValueError) as err:
+        if str(err).startswith(f"`{name}` must be real"):
+            raise
         raise ValueError(f"`{name}` must be numbers (an array of real values); got {name}={value!r}.") from None
 
 

@@ -146,3 +146,20 @@ def test_wasserstein_accepts_a_density_with_ringing_below_the_solvers_negativity
     assert -2e-8 < rho.on_grid(mf.sphere.SphereGrid.for_bandlimit(16, dealias=False)).min() < 0
     w = mf.wasserstein_distance(rho, mf.Particles([[0, 0, 1.0]]), 1)
     assert 0 < w < np.pi / 2
+
+
+def test_wasserstein_puts_both_densities_on_one_grid():
+    # each Density used to be discretized on its own grid: the uniform density at L = 6 and L = 3 were 0.188 apart
+    assert mf.wasserstein_distance(mf.Density.uniform(6), mf.Density.uniform(3)) < 1e-12
+    rho = mf.Density.random(8, seed=2, amplitude=0.3)
+    assert mf.wasserstein_distance(rho, rho.resized(16)) < 1e-12
+
+
+@pytest.mark.parametrize("delta", [1e-6, 1e-7, 1e-9])
+def test_wasserstein_of_nearly_antipodal_diracs_is_their_angle(delta):
+    # 2·arcsin(chord/2) lost 1e-9 near π; 2·atan2(|x − y|, |x + y|) is accurate at every angle
+    a = np.array([[0.0, 0.0, 1.0]])
+    b = np.array([[np.sin(np.pi - delta), 0.0, np.cos(np.pi - delta)]])
+    angle = 2 * np.arctan2(np.linalg.norm(a - b), np.linalg.norm(a + b))     # the angle of the rounded points
+    assert abs(angle - (np.pi - delta)) < 1e-15
+    assert mf.wasserstein_distance(mf.Particles(a), mf.Particles(b), 1.0) == pytest.approx(np.pi - delta, rel=1e-15)

@@ -62,3 +62,30 @@ def test_density_bad_input():
         mf.Density(np.zeros(4), 3, d=4)
     with pytest.raises(ValueError, match="mass"):
         mf.Density(np.zeros(10), 3).normalized()
+
+
+def test_a_real_field_has_real_axis_coefficients():
+    # an imaginary m = 0 entry changed no value but did change norms and distances (by 0.11 for Im = 0.7)
+    rho = mf.Density.random(8, seed=1)
+    bad = rho.coeffs.copy()
+    bad[1] += 0.7j
+    with pytest.raises(ValueError, match=r"`coeffs` of a real field must have real m = 0 entries.*0\.7 at ℓ=1, m=0"):
+        mf.Density(bad, 8)
+    with pytest.raises(ValueError, match=r"`radius` of a real field .* at ℓ=0, m=0"):
+        mf.Density(rho.coeffs, 8, radius=mf.Density.uniform(8).coeffs + 0.5j)
+    with pytest.raises(ValueError, match=r"at k=0"):
+        mf.Density(np.array([1.0 + 0.1j, 0.2]), 1, d=2)
+    rounding = rho.coeffs.copy()
+    rounding[:9] += 1e-17j                       # what transforms leave: set to 0
+    assert np.array_equal(mf.Density(rounding, 8).coeffs, rho.coeffs)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: mf.Particles(np.array([[0.0, 0.0, 1j]])),
+    lambda: mf.Particles(np.eye(3), weights=np.array([0.5, 0.5, 0j + 1e-3j])),
+    lambda: mf.ZonalDensity(np.array([1.0, 0.5j]), 1, d=5),
+])
+def test_complex_input_is_refused_not_truncated(make):
+    # numpy drops an imaginary part with only a ComplexWarning
+    with pytest.raises(ValueError, match=r"must be real; got complex values"):
+        make()

@@ -434,3 +434,16 @@ def test_non_integer_sizes_raise_type_error():
         s.SphereGrid(4.5, 8)
     with pytest.raises(TypeError, match="`lmax`"):
         s.SphereGrid.for_bandlimit(3.0)
+
+
+def test_a_constant_has_zero_gradient_and_divergence_at_lmax_zero():
+    # ducc0's spin-1 transforms need lmax ≥ 1 (they raised "incorrect l_max: must be >= spin")
+    grid = s.SphereGrid.for_bandlimit(0)
+    a = np.array([2.0 + 0j])
+    assert np.array_equal(s.gradient(a, 0, grid), np.zeros((2,) + grid.shape))
+    out = np.ones((2,) + grid.shape)
+    assert s.gradient(a, 0, grid, out=out) is out and not out.any()
+    assert np.array_equal(s.divergence(np.ones((2,) + grid.shape), 0, grid), [0.0])
+    pts = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    assert np.array_equal(s.gradient_points(a, 0, pts), np.zeros((2, 3)))
+    assert s.gradient_points(a, 0, pts, ambient=False).shape == (2, 2)

@@ -24,18 +24,21 @@ def _prefactor_log(beta: float, d: int) -> float:
 
 
 def _scaled_multipliers(beta: float, ell: np.ndarray, d: int) -> np.ndarray:
-    """e^{-β} λ_ℓ(β, d) for β > 0, from ``ive``; where its prefactor overflows while ``ive`` underflows (large d
-    with β ≲ d, e.g. d = 512 at β = 1), from the power series, in which the (2/β)^{d/2-1} cancels.
-    The series is also taken where the log prefactor is large (> 40): exp of that exponent loses ~|exponent|·eps.
-    Elsewhere the Bessel form is accurate to a few ulp and needs no summation."""
+    """e^{-β} λ_ℓ(β, d) for β > 0: from ``ive`` where the log of its prefactor Γ(d/2)(2/β)^{d/2-1} is at most 40
+    in size (it is a few ulp accurate there), else (large d with β ≲ d: the prefactor overflows while ``ive``
+    underflows at d = 512, β = 1, and exp of a large exponent loses ~|exponent|·eps) from the power series, in
+    which the prefactor cancels."""
     pre = _prefactor_log(beta, d)
     if abs(pre) > _LARGE_PREFACTOR_LOG and beta <= _SERIES_MAX_BETA:
         return _series_scaled(beta, ell, d)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         vals = np.exp(pre) * special.ive(ell + d / 2 - 1, beta)
-    bad = ~np.isfinite(vals) | (vals == 0)
-    if bad.any():
-        vals[bad] = _series_scaled(beta, ell[bad], d)
+    # here |pre| ≤ 40 (where ive underflowed the value is below 1e-306: 0 in float64) or β > 700 (the series is
+    # out of reach); only a huge d at β > 700 can leave the prefactor beyond float64
+    if not np.all(np.isfinite(vals)) or (pre > _LARGE_PREFACTOR_LOG and np.any(vals == 0)):
+        raise ValueError(f"the Funk–Hecke multipliers at beta={beta!r}, d={d} are beyond float64 in the Bessel form "
+                         f"(prefactor e^{pre:.4g}, Bessel function underflow) and the series needs β ≤ "
+                         f"{_SERIES_MAX_BETA:g}.")
     return vals
 
 
@@ -53,9 +56,6 @@ def _series_scaled(beta: float, ell: np.ndarray, d: int) -> np.ndarray:
     Products and sums of positive terms, each by recurrence: the rounding is a few ulp per factor and per
     term (no log-gamma differences, whose absolute rounding grows with d).
     """
-    if beta > _SERIES_MAX_BETA:
-        raise ValueError(f"the Funk–Hecke multipliers at beta={beta!r}, d={d} are beyond float64 in both the "
-                         f"Bessel form (prefactor overflow, Bessel underflow) and the series (β > {_SERIES_MAX_BETA:g}).")
     top = int(ell.max())
     steps = (beta / 2) / (d / 2 + np.arange(top))
     lead = np.concatenate([[1.0], np.cumprod(steps)])[ell]          # (β/2)^ℓ Γ(d/2)/Γ(ℓ + d/2)

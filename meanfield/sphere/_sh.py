@@ -242,6 +242,10 @@ def gradient(alm: np.ndarray, lmax: int, grid: SphereGrid, out: np.ndarray | Non
     a = _as2d(alm, lmax)
     if a.ndim != 1:
         raise ValueError(f"`alm` must be one set of coefficients, shape ({nalm(lmax)},); got shape {a.shape}.")
+    if lmax == 0:        # a constant: ducc0's spin-1 transforms need lmax ≥ 1
+        result = _out(out, (2,) + grid.shape)
+        result[...] = 0.0
+        return result
     return _ducc().synthesis_2d(alm=a[None], spin=1, lmax=lmax, geometry="GL", ntheta=grid.ntheta,
                                 nphi=grid.nphi, mode="DERIV1", nthreads=NTHREADS, map=_out(out, (2,) + grid.shape))
 
@@ -258,6 +262,8 @@ def divergence(vector: np.ndarray, lmax: int, grid: SphereGrid, overwrite: bool 
     v = np.asarray(vector, dtype=float)
     if v.shape != (2,) + grid.shape:
         raise ValueError(f"`vector` must have shape {(2,) + grid.shape}; got shape {v.shape}.")
+    if lmax == 0:        # the divergence has no ℓ = 0 part
+        return np.zeros(1, dtype=complex)
     if overwrite and v is vector and v.flags.c_contiguous and v.flags.writeable:
         weighted = np.multiply(v, grid.weights, out=v)
     else:
@@ -321,6 +327,8 @@ def gradient_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13, 
     """∇_S f at arbitrary points (..., 3): ambient vectors (..., 3), or (2, ...) θ/φ components."""
     lmax = nonneg_int("lmax", lmax)
     p = np.asarray(points, dtype=float)
+    if lmax == 0:        # a constant has no gradient (ducc0's spin-1 transforms need lmax ≥ 1)
+        return np.zeros(p.shape if ambient else (2,) + p.shape[:-1])
     loc = _loc(p)
     comp = _ducc().synthesis_general(alm=_as2d(alm, lmax)[None], spin=1, lmax=lmax, loc=loc, epsilon=epsilon,
                                      mode="DERIV1", nthreads=NTHREADS)
