@@ -291,10 +291,8 @@ def transform_epsilon(epsilon: float | None, tol: float = 1e-12) -> float:
     """
     if epsilon is None:
         return max(_EPSILON_FLOOR, open_fraction("tol", tol) / 10)
-    epsilon = positive_float("epsilon", epsilon)
-    if not 2e-13 <= epsilon < 1:
-        raise ValueError(f"`epsilon` must be in [2e-13, 1) (ducc0's float64 range); got epsilon={epsilon!r}.")
-    return epsilon
+    from .sphere._sh import check_epsilon
+    return check_epsilon(epsilon, floor=2e-13)
 
 
 _DUCC_THREADS_FROM_L = 40   # band limit from which one ducc0 call gains from several threads (measured)

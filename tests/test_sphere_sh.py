@@ -447,3 +447,21 @@ def test_a_constant_has_zero_gradient_and_divergence_at_lmax_zero():
     pts = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
     assert np.array_equal(s.gradient_points(a, 0, pts), np.zeros((2, 3)))
     assert s.gradient_points(a, 0, pts, ambient=False).shape == (2, 2)
+
+
+def test_point_transforms_check_epsilon_and_layouts_check_lengths():
+    pts = np.array([[0.0, 0.0, 1.0]])
+    a = np.zeros(s.nalm(2), dtype=complex)
+    for call in (lambda e: s.synthesis_points(a, 2, pts, epsilon=e), lambda e: s.gradient_points(a, 2, pts, epsilon=e),
+                 lambda e: s.adjoint_synthesis_points(np.ones(1), pts, 2, epsilon=e)):
+        with pytest.raises(ValueError, match=r"`epsilon` must be in \[1e-14, 1\)"):
+            call(1e-15)
+    with pytest.raises(ValueError, match=r"`alm` must have last axis nalm\(lmax_in=2\) = 6; got shape \(5,\)"):
+        s.resize(np.ones(5, complex), 2, 4)
+    with pytest.raises(ValueError, match=r"`alm` must have shape \(6,\) for lmax=2; got shape \(5,\)"):
+        s.to_shcoeffs(np.ones(5, complex), 2)
+
+
+def test_longitudes_are_below_two_pi():
+    theta, phi = s.points_to_angles(np.array([[1.0, -1e-17, 0.0], [1.0, 1e-17, 0.0], [-1.0, -1e-17, 0.0]]))
+    assert np.all((0 <= phi) & (phi < 2 * np.pi)) and phi[0] == 0.0

@@ -17,6 +17,9 @@ def to_shcoeffs(alm: np.ndarray, lmax: int):
     import pyshtools  # deferred: pyshtools takes seconds to import
 
     ell, m = sh.lm_arrays(lmax)
+    alm = np.asarray(alm)
+    if alm.shape != ell.shape:
+        raise ValueError(f"`alm` must have shape ({ell.size},) for lmax={lmax}; got shape {alm.shape}.")
     arr = np.zeros((2, lmax + 1, lmax + 1), dtype=complex)
     arr[0, ell, m] = alm
     arr[1, ell, m] = (-1.0) ** m * np.conj(alm)

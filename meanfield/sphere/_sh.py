@@ -72,6 +72,10 @@ def apply_degree(alm: np.ndarray, lmax: int, per_degree: np.ndarray) -> np.ndarr
 
 def resize(alm: np.ndarray, lmax_in: int, lmax_out: int) -> np.ndarray:
     """Zero-pad (lmax_out > lmax_in) or truncate coefficients to a new band limit."""
+    lmax_in, lmax_out = nonneg_int("lmax_in", lmax_in), nonneg_int("lmax_out", lmax_out)
+    alm = np.asarray(alm)
+    if alm.shape[-1:] != (nalm(lmax_in),):
+        raise ValueError(f"`alm` must have last axis nalm(lmax_in={lmax_in}) = {nalm(lmax_in)}; got shape {alm.shape}.")
     if lmax_in == lmax_out:
         return alm.copy()
     ell_o, m_o = _lm(lmax_out)
@@ -287,11 +291,21 @@ def angles_to_points(theta, phi) -> np.ndarray:
     return np.stack([st * np.cos(phi), st * np.sin(phi), np.cos(theta)], axis=-1)
 
 
+def check_epsilon(epsilon, floor: float = 1e-14) -> float:
+    """ducc0's accuracy target of a non-uniform transform, checked to be in [floor, 1) (ducc0 0.42 has float64
+    kernels down to ~1e-14, though its documentation states 2e-13)."""
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating, np.integer)) \
+            or not floor <= float(epsilon) < 1:
+        raise ValueError(f"`epsilon` must be in [{floor:g}, 1) (ducc0's float64 range); got epsilon={epsilon!r}.")
+    return float(epsilon)
+
+
 def points_to_angles(points) -> tuple[np.ndarray, np.ndarray]:
     """Colatitude θ ∈ [0, π] and longitude φ ∈ [0, 2π) of points (..., 3) (need not be unit length)."""
     p = np.asarray(points, dtype=float)
     theta = np.arctan2(np.hypot(p[..., 0], p[..., 1]), p[..., 2])
     phi = np.mod(np.arctan2(p[..., 1], p[..., 0]), 2 * np.pi)
+    phi = np.where(phi == 2 * np.pi, 0.0, phi)      # mod of a tiny negative angle rounds up to 2π
     return theta, phi
 
 
@@ -316,6 +330,7 @@ def _loc(points) -> np.ndarray:
 
 def synthesis_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13) -> np.ndarray:
     """Values of the real field ``alm`` at arbitrary points (..., 3) → (...,) by non-uniform synthesis."""
+    epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
     p = np.asarray(points, dtype=float)
     out = _ducc().synthesis_general(alm=_as2d(alm, lmax)[None], spin=0, lmax=lmax, loc=_loc(p), epsilon=epsilon,
@@ -325,6 +340,7 @@ def synthesis_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13)
 
 def gradient_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13, ambient: bool = True):
     """∇_S f at arbitrary points (..., 3): ambient vectors (..., 3), or (2, ...) θ/φ components."""
+    epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
     p = np.asarray(points, dtype=float)
     if lmax == 0:        # a constant has no gradient (ducc0's spin-1 transforms need lmax ≥ 1)
@@ -342,6 +358,7 @@ def adjoint_synthesis_points(values, points, lmax: int, epsilon: float = 1e-13) 
 
     ``values`` has shape (n,) (weights c_j, real), ``points`` shape (n, 3).  Cost O(n + L² log L).
     """
+    epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
     p = np.asarray(points, dtype=float)
     v = np.ascontiguousarray(np.asarray(values, dtype=float).reshape(1, -1))
