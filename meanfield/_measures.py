@@ -463,7 +463,7 @@ class ZonalDensity:
     of size N(d, ℓ)^{-1/2} where σ has its mass, so a projection rounds g_ℓ by ~eps·√N(d, ℓ) and point
     values near the axis carry that error (measured for g ≡ 1 at L = 40: 8e-10 for d = 16, 3e-7 for
     d = 32, 0.1 for d = 64).  Keep eps·√N(d, lmax) small; the kernel band limit needs few degrees
-    (14 at β = 1 and 45 at β = 10 for any d ≥ 64, at tolerance 1e-12).
+    (at tolerance 1e-12: 14 at β = 1 and 40–46 at β = 10 for d = 64 to 2048).
     """
 
     coeffs: np.ndarray
