@@ -359,6 +359,7 @@ class SpectralBackend:
         self._last = None
         self._diag_cache = None
         self._k0 = self._memo = None       # f(t, y) of the current state; the last stage of a step
+        self._segment = (0.0, np.inf)      # the [start, stop] that no step crosses (Mix-LN: τ ends one)
 
     # -- set-up -----------------------------------------------------------------------------------
     def _check_initial(self, species):
@@ -439,6 +440,7 @@ class SpectralBackend:
 
     def _advance_to(self, t_target):
         opts = self.options
+        self._segment = (self.t, t_target)
         while self.t < t_target - 1e-14 * max(1.0, abs(t_target)):
             if len(self.step_log["t"]) >= opts["max_steps"]:
                 self.detail = f"max_steps={opts['max_steps']} reached at t={self.t:.6g}."
@@ -502,22 +504,35 @@ class SpectralBackend:
     # The right-hand side at the accepted state is needed twice: for the monitors and as the next step's
     # first stage; for the FSAL pairs (rk45, rk23) it is also the step's last stage, evaluated at bitwise
     # the same (t, y).  Each is computed once (8 → 6 right-hand sides per rk45 step; same results).
+    def _stage_time(self, t):
+        """``t`` kept strictly inside the current segment when the scheme switches laws (Mix-LN at τ), so every
+        stage of a step evaluates the law of the segment's own side: at t = τ, the state that ends the Post-LN
+        segment and the one that starts the Pre-LN segment have different velocities."""
+        if self.model.tau is None:
+            return t
+        a, b = self._segment
+        return min(max(t, np.nextafter(a, b)), np.nextafter(b, a))
+
     def _rhs_memo(self, t, y):
+        t = self._stage_time(t)
         dy = self.rhs(t, y)
         self._memo = (t, y, dy)
         return dy
 
     def _state_rhs(self):
-        """f(t, y) of the accepted state: the step's last stage if it was evaluated there, else computed."""
+        """(t, f(t, y)) of the accepted state (t its stage time): the step's last stage if it was evaluated there,
+        else computed."""
         memo, self._memo = self._memo, None
-        if memo is not None and memo[0] == self.t and np.array_equal(memo[1], self.y):
-            return memo[2]                 # it was the last right-hand side evaluated: `_last` is its monitors
-        return self.rhs(self.t, self.y)
+        t = self._stage_time(self.t)
+        if memo is not None and memo[0] == t and np.array_equal(memo[1], self.y):
+            return memo[0], memo[2]        # it was the last right-hand side evaluated: `_last` is its monitors
+        return t, self.rhs(t, self.y)
 
     def _first_stage(self):
-        """The cached f(t, y) of the current state, or None when the state changed since it was computed."""
+        """The cached f(t, y) of the current state, or None when the state changed since it was computed, or when
+        it was evaluated on the other side of a switch (the end of the previous segment)."""
         k = self._k0
-        return k[2] if k is not None and k[0] == self.t and k[1] is self.y else None
+        return k[2] if k is not None and k[0] == self._stage_time(self.t) and k[1] is self.y else None
 
     def _error_norm(self, err, y_new):
         opts = self.options
@@ -539,7 +554,8 @@ class SpectralBackend:
             if self._filter_count == 1:
                 warnings.warn(f"an exponential filter {opts['filter']} is applied after every step: it changes the "
                               "answer (clusters get a filter-set width).", MeanfieldWarning, stacklevel=5)
-        self._k0 = (self.t, self.y, self._state_rhs())  # monitors of the new state, and the next first stage
+        t_eval, dy = self._state_rhs()
+        self._k0 = (t_eval, self.y, dy)             # monitors of the new state, and the next first stage
         vmax, diss, min_rho = self._last
         tail = self._tail()
         self._log(h, rejected, tail, vmax, diss, min_rho)
