@@ -182,3 +182,14 @@ def test_stationarity_of_a_density_resolves_the_models_own_kernel(c):
     # (the grid was sized for β = 5 and reported speeds of 8e-5 and 1.4e-2)
     report = mf.stationary(mf.Density.uniform(4), mf.Model(5.0, Q=c * np.eye(3), K=c * np.eye(3)))
     assert report.max_speed < 1e-13
+
+
+@pytest.mark.parametrize("scheme, alpha", [("ngpt", 0.5), ("pre-ln", 1.0), ("peri-ln", 1.0), ("post-ln", 1.0)])
+def test_stationarity_reports_the_models_velocity_with_its_speed_factor(scheme, alpha):
+    # |v| = |P_x A|/s with the scheme's s at the tokens' radii (it was |P_x A|: 0.139 for 0.133 under nGPT, α = 0.5)
+    rng = np.random.default_rng(4)
+    p = mf.Particles.uniform(40, seed=1, radii=rng.uniform(0.5, 2.0, 40))
+    model = mf.Model(2.0, scheme, **({"alpha": alpha} if scheme == "ngpt" else {}))
+    report = mf.stationary(p, model, tol=1e-3)
+    dtheta = mf.particle_velocity(model, p, backend="particles")[0]
+    assert np.allclose(report.speeds, np.linalg.norm(dtheta, axis=1), rtol=1e-12, atol=0)

@@ -1,8 +1,9 @@
 """Stationarity tests: is v[μ] = 0 on supp μ?
 
 For the gradient flow (a β and a symmetric D) the velocity is v = ∇_S δE/δμ (DESIGN.md §1); for a
-:class:`~meanfield.Model` it is the model's tangential attention P_x A[μ](x) (SA and USA have the same
-zero set, and the speed factor s > 0 of the scheme does not change it).  The support is: particles of
+:class:`~meanfield.Model` it is the model's velocity P_x A[μ](x)/s, with the scheme's speed factor s
+at the measure's radii (1 without them) and time ``t`` (s > 0 does not change the zero set, but it sets
+the size of |v| that ``tol`` is compared with).  The support is: particles of
 positive weight, FE nodes with positive value, or the points of a Gauss–Legendre grid where a band-limited
 density exceeds ``support_tol`` · max ρ.
 """
@@ -69,7 +70,17 @@ def _support_points(measure, support_tol):
                     f"got {type(measure).__name__}.")
 
 
-def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol: float = 1e-8) -> StationarityReport:
+def _radii_at(measure, pts):
+    """The radii of the measure at its support points (1 where it has none)."""
+    if isinstance(measure, Particles) and measure.radii is not None:
+        return measure.radii[measure.weights > 0]
+    if isinstance(measure, Density) and measure.radius is not None:
+        return Density(measure.radius, measure.lmax, measure.d).evaluate(pts)
+    return np.ones(len(pts))
+
+
+def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol: float = 1e-8,
+               t: float = 0.0) -> StationarityReport:
     """Test whether ``measure`` is a stationary state: v[μ] = 0 on supp μ.
 
     Parameters
@@ -85,6 +96,8 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
         Threshold on max |v| over the support (> 0, velocity units).
     support_tol : float
         Densities: the support is where ρ > support_tol · max ρ.
+    t : float
+        The time of a Model's speed factor (nGPT's α(t), Mix-LN's switch at τ); 0 by default.
 
     Returns
     -------
@@ -94,6 +107,7 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
 
     tol = positive_float("tol", tol)
     support_tol = positive_float("support_tol", support_tol)
+    t = positive_float("t", t, allow_zero=True)
     pts = _support_points(measure, support_tol)
     if isinstance(model_or_beta, Model):
         model = model_or_beta
@@ -108,7 +122,11 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
         if np.any(a < -1e-12 * np.max(np.abs(a))):
             raise ValueError("`measure` has negative values (a band-limited density below zero); "
                              "it is not a measure the attention velocity is defined for.")
-        v = attention_field(model, y, np.maximum(a, 0.0), targets=pts).tangential
+        field = attention_field(model, y, np.maximum(a, 0.0), targets=pts)
+        v = field.tangential
+        if model.scheme_def.continuous:   # a layer-only scheme (anGPT) has no speed: its P_x A is reported
+            with np.errstate(divide="ignore", invalid="ignore"):
+                v = v / model.scheme_def.speed(_radii_at(measure, pts), field.norm, t, model)[:, None]
     else:
         beta = check_beta(model_or_beta)
         Dm = check_symmetric(check_D(D, measure.d), "the gradient-flow velocity")
