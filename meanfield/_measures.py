@@ -53,6 +53,14 @@ def _check_radius_values(vals, where: str) -> None:
                          f"{where} it is {lo!r} at its smallest.")
 
 
+def _normalized(density):
+    """``density`` divided by its mass (a Density or ZonalDensity; ValueError unless the mass is > 0)."""
+    m = density.mass()
+    if not m > 0:
+        raise ValueError(f"cannot normalize a density of mass {m!r} (must be > 0).")
+    return density.with_coeffs(density.coeffs / m, density.radius)
+
+
 def _real_axis_entries(name: str, c: np.ndarray, lmax: int, d: int) -> None:
     """The m = 0 entries (d = 3: the first lmax + 1; d = 2: c_0) of a real field are real: an imaginary part at
     rounding level (transforms leave ~1e-16) is set to 0 in place, a larger one is refused (the field's values
@@ -303,10 +311,7 @@ class Density:
 
     def normalized(self) -> "Density":
         """This density divided by its mass (ValueError unless the mass is > 0); the radius is kept."""
-        m = self.mass()
-        if not m > 0:
-            raise ValueError(f"cannot normalize a density of mass {m!r} (must be > 0).")
-        return self.with_coeffs(self.coeffs / m, self.radius)
+        return _normalized(self)
 
     def resized(self, lmax: int) -> "Density":
         """The same density at band limit ``lmax``: zero-padded, or truncated (a projection) when lower."""
@@ -496,8 +501,10 @@ class ZonalDensity:
         return cls(c, lmax, d)
 
     @classmethod
-    def from_function(cls, g, lmax: int, d: int = 3, radius=None, axis=None) -> "ZonalDensity":
-        """Project g(t), t = ⟨x, e⟩ ∈ [−1, 1], onto degree ≤ lmax (Gauss–Jacobi quadrature)."""
+    def from_function(cls, g, lmax: int, d: int = 3, radius=None, axis=None,
+                      normalize: bool = False) -> "ZonalDensity":
+        """Project g(t), t = ⟨x, e⟩ ∈ [−1, 1], onto degree ≤ lmax (Gauss–Jacobi quadrature); with ``normalize``,
+        divide by the mass (as :meth:`normalized`)."""
         from .sphere import _zonal as zon
 
         grid = zon.ZonalGrid.for_bandlimit(nonneg_int("lmax", lmax), dimension(d))
@@ -508,7 +515,8 @@ class ZonalDensity:
                     else np.full(grid.t.shape, float(radius)))
             _check_radius_values(vals, "at the quadrature nodes")
             rad = zon.zonal_analysis(np.ascontiguousarray(vals), lmax, grid)
-        return cls(coeffs, lmax, d, axis, rad)
+        out = cls(coeffs, lmax, d, axis, rad)
+        return out.normalized() if normalize else out
 
     def evaluate_profile(self, t) -> np.ndarray:
         """The profile g(t), t = ⟨x, e⟩ ∈ [−1, 1] (array_like, any shape) → values of the same shape."""
@@ -527,6 +535,10 @@ class ZonalDensity:
     def mass(self) -> float:
         """∫ ρ dσ = g_0 (1 for a probability density)."""
         return float(self.coeffs[0])
+
+    def normalized(self) -> "ZonalDensity":
+        """This density divided by its mass (ValueError unless the mass is > 0); the radius is kept."""
+        return _normalized(self)
 
     def with_coeffs(self, coeffs, radius=None) -> "ZonalDensity":
         """A ZonalDensity with the same band limit, d and axis, and new coefficients (real parts kept)."""

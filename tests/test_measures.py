@@ -89,3 +89,14 @@ def test_complex_input_is_refused_not_truncated(make):
     # numpy drops an imaginary part with only a ComplexWarning
     with pytest.raises(ValueError, match=r"must be real; got complex values"):
         make()
+
+
+def test_zonal_densities_normalize_like_densities():
+    z = mf.ZonalDensity.from_function(lambda t: 1 + 0.2 * t ** 2, 8, d=5, radius=2.0)
+    assert z.mass() == pytest.approx(1 + 0.2 / 5, rel=1e-14)          # E[t²] = 1/d on S^{d-1}
+    n = z.normalized()
+    assert n.mass() == pytest.approx(1.0, rel=1e-15) and np.array_equal(n.radius, z.radius)
+    assert np.allclose(mf.ZonalDensity.from_function(lambda t: 1 + 0.2 * t ** 2, 8, d=5, normalize=True).coeffs,
+                       n.coeffs, rtol=1e-15, atol=0)
+    with pytest.raises(ValueError, match=r"Use its \.normalized\(\) \(ZonalDensity\.normalized\)"):
+        mf.simulate(mf.Model(1.0, d=5), z, 0.1)

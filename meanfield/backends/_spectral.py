@@ -375,7 +375,7 @@ class SpectralBackend:
         mass = sum(s.mass() for s in species)
         if abs(mass - 1) > 1e-10:
             raise ValueError(f"the initial density must have total mass 1 (∫ρ dσ = 1); got {mass!r}. "
-                             "Use Density.normalized().")
+                             f"Use its .normalized() ({type(species[0]).__name__}.normalized).")
         if len(species) > 1 and not self.model.scheme_def.has_radius:
             raise ValueError("several species only make sense for schemes with a radius.")
 
