@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from ._errors import MeanfieldWarning
-from ._schemes import SCHEMES, Scheme, get_scheme
+from ._schemes import Scheme, check_alpha, check_tau, get_scheme
 from .sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ._validate import choice, dimension, matrix, positive_float
 
@@ -69,17 +69,8 @@ class Model:
             raise ValueError(f"`Q`, `K`, `V` must have the same number of heads; got {sorted(heads)}.")
         if not callable(self.alpha):
             set_("alpha", positive_float("alpha", self.alpha))
-        if not scheme.uses_alpha and (callable(self.alpha) or self.alpha != 1.0):
-            users = sorted(name for name, s in SCHEMES.items() if s.uses_alpha)
-            raise ValueError(f"`alpha` is only used by scheme={' or '.join(map(repr, users))}; got alpha={self.alpha!r} "
-                             f"with scheme={self.scheme!r}.")
-        if scheme.uses_tau:
-            if self.tau is None:
-                raise ValueError("`tau` (the Mix-LN switch time) is required for scheme='mix-ln'.")
-            set_("tau", positive_float("tau", self.tau, allow_zero=True))
-        elif self.tau is not None:
-            raise ValueError(f"`tau` is only used by scheme='mix-ln'; got tau={self.tau!r} "
-                             f"with scheme={self.scheme!r}.")
+        check_alpha(scheme, self.alpha)
+        set_("tau", check_tau(scheme, self.tau))
         set_("_kernel_scale_value", self._compute_kernel_scale())   # Q, K are read-only: computed once
         if not self.softmax:
             self._check_usa_range()

@@ -178,3 +178,35 @@ register(Scheme(
     continuous=False, uses_alpha=True, reference=_KARAGODIN,
     description="anGPT: exact layer map h ← ν(a)((1−a)h + a N(Attn(N(h)))), a = α·step, "
                 "ν(a) = 1/√(a² + (1−a)²); layer-discrete only."))
+
+
+def check_alpha(scheme: Scheme, alpha):
+    """α as given; refused unless the scheme uses it (nGPT, anGPT) or it is the default 1."""
+    if not scheme.uses_alpha and (callable(alpha) or alpha != 1.0):
+        users = sorted(name for name, row in SCHEMES.items() if row.uses_alpha)
+        raise ValueError(f"`alpha` is only used by scheme={' or '.join(map(repr, users))}; got alpha={alpha!r} "
+                         f"with scheme={scheme.name!r}.")
+    return alpha
+
+
+def check_tau(scheme: Scheme, tau):
+    """τ ≥ 0 as a float: required by Mix-LN, refused by every other scheme."""
+    from ._validate import positive_float
+    if scheme.uses_tau:
+        if tau is None:
+            raise ValueError(f"`tau` (the Mix-LN switch time) is required for scheme={scheme.name!r}.")
+        return positive_float("tau", tau, allow_zero=True)
+    if tau is not None:
+        raise ValueError(f"`tau` is only used by scheme='mix-ln'; got tau={tau!r} with scheme={scheme.name!r}.")
+    return None
+
+
+def check_r0(scheme: Scheme, r0) -> float:
+    """The initial radius r0 > 0; refused unless the scheme has a radius or it is the default 1."""
+    from ._validate import positive_float
+    r0 = positive_float("r0", r0)
+    if not scheme.has_radius and r0 != 1.0:
+        users = sorted(name for name, row in SCHEMES.items() if row.has_radius)
+        raise ValueError(f"`r0` is only used by the schemes with a radius ({', '.join(users)}); got r0={r0!r} "
+                         f"with scheme={scheme.name!r}.")
+    return r0

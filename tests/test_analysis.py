@@ -48,9 +48,14 @@ def test_most_unstable_mode_values_and_scheme():
 
 def test_mix_ln_rate_switches_at_tau():
     # Post-LN's rate until τ, Pre-LN's (speed r0) after; τ is required, as in Model
-    for t, like in ((0.5, "post-ln"), (5.0, "pre-ln")):
+    for t, like in ((0.5, dict(scheme="post-ln")), (5.0, dict(scheme="pre-ln", r0=2.0))):
         assert mf.growth_rate(1.0, 2, scheme="mix-ln", r0=2.0, t=t, tau=1.0) == pytest.approx(
-            mf.growth_rate(1.0, 2, scheme=like, r0=2.0), rel=1e-15)
+            mf.growth_rate(1.0, 2, **like), rel=1e-15)
+    # parameters a scheme does not use are refused, as Model refuses them
+    with pytest.raises(ValueError, match=r"`r0` is only used by the schemes with a radius .* scheme='post-ln'"):
+        mf.growth_rate(1.0, 2, scheme="post-ln", r0=2.0)
+    with pytest.raises(ValueError, match=r"`alpha` is only used by scheme='angpt' or 'ngpt'"):
+        mf.growth_rates(1.0, 2, scheme="pre-ln", alpha=3.0)
     with pytest.raises(ValueError, match="`tau`.*required"):
         mf.growth_rate(1.0, 2, scheme="mix-ln")
     with pytest.raises(ValueError, match="`tau` is only used"):

@@ -326,3 +326,21 @@ def test_mix_ln_with_tau_zero_is_pre_ln():
     a = mf.simulate(mf.Model(2.0, "mix-ln", tau=0.0), rho, 0.3, method="rk4", step=0.1).final
     b = mf.simulate(mf.Model(2.0, "pre-ln"), rho, 0.3, method="rk4", step=0.1).final
     assert np.array_equal(a.coeffs, b.coeffs) and np.array_equal(a.radius, b.radius)
+
+
+def test_the_monitor_warns_before_it_stops():
+    rho = mf.Density.uniform(8)
+    with pytest.raises(ValueError, match=r"`tail_warn` must be ≤ `tail_tol`.*tail_warn=1e-06 > tail_tol=1e-08"):
+        mf.simulate(mf.Model(1.0), rho, 0.1, tail_tol=1e-8, tail_warn=1e-6)
+    run = mf.simulate(mf.Model(1.0), rho, 0.1, tail_tol=1e-8)       # a stricter stop alone lowers the warning
+    assert run.options["tail_warn"] == run.options["tail_tol"] == 1e-8
+
+
+def test_a_stalled_step_names_the_speed_and_a_radius_field_without_use_is_warned_about():
+    with pytest.warns(mf.MeanfieldWarning):
+        tr = mf.simulate(mf.Model(300.0, attention="unnormalized"), mf.Density.random(8, seed=1, amplitude=0.3), 0.1)
+    assert tr.status is mf.Status.STEP_TOO_SMALL
+    assert "largest speed on the grid is" in tr.detail and "e^(β‖QᵀK‖) = 1.94e+130" in tr.detail
+    rho = mf.Density.from_function(lambda x: 1 + 0 * x[..., 0], 12, radius=2.0)
+    with pytest.warns(mf.MeanfieldWarning, match="scheme='post-ln' has no radius"):
+        assert mf.simulate(mf.Model(1.0), rho, 0.1).final.radius is None

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._model import ATTENTIONS
-from .._schemes import get_scheme
+from .._schemes import check_alpha, check_r0, check_tau, get_scheme
 from .._validate import choice, dimension, nonneg_int, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ..sphere._funk_hecke import funk_hecke, funk_hecke_dbeta
@@ -22,17 +22,6 @@ class _SpeedModel:
 
     def alpha_at(self, _t):
         return self._alpha
-
-
-def _check_tau(sch, tau):
-    """τ as :class:`~meanfield.Model` takes it: required by Mix-LN, refused by every other scheme."""
-    if sch.uses_tau:
-        if tau is None:
-            raise ValueError(f"`tau` (the Mix-LN switch time) is required for scheme={sch.name!r}.")
-        return positive_float("tau", tau, allow_zero=True)
-    if tau is not None:
-        raise ValueError(f"`tau` is only used by scheme='mix-ln'; got tau={tau!r} with scheme={sch.name!r}.")
-    return None
 
 
 def _uniform_speed(sch, beta, d, softmax, lam0, r0, alpha, tau, t) -> float:
@@ -69,10 +58,10 @@ def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     sch = get_scheme(scheme)
     if not sch.continuous:
         raise ValueError(f"`scheme` must be a continuous-time scheme; {sch.name!r} is a layer map only.")
-    r0 = positive_float("r0", r0)
-    alpha = positive_float("alpha", alpha)
+    r0 = check_r0(sch, r0)
+    alpha = check_alpha(sch, positive_float("alpha", alpha))
     t = positive_float("t", t, allow_zero=True)
-    tau = _check_tau(sch, tau)
+    tau = check_tau(sch, tau)
     lam = funk_hecke(beta, lmax, d, scaled=True)            # e^{-β}λ_ℓ, finite for any β
     softmax = attention == "softmax"
     ell = np.arange(lmax + 1)

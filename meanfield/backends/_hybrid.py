@@ -19,7 +19,7 @@ from .._trajectory import Status
 from .._validate import check_options
 from ._registry import BACKENDS
 from ._spectral import _OPTIONS as _SPECTRAL_OPTIONS
-from ._spectral import SpectralBackend
+from ._spectral import SpectralBackend, monitor_thresholds
 
 _OPTIONS = {**{k: v for k, v in _SPECTRAL_OPTIONS.items() if k != "on_resolution_loss"},
             "tail_tol": 1e-6, "negativity_tol": 1e-10, "lmax_max": None, "particle_backend": "auto",
@@ -93,6 +93,7 @@ class HybridBackend:
                                                  and isinstance(initial[0], ZonalDensity)):
             raise UnsupportedModelError("backend='hybrid' needs a Density on S¹ or S² (zonal densities in d > 3 "
                                         "have no particle counterpart here).")
+        monitor_thresholds(opts, options)
         spectral_opts = {k: v for k, v in opts.items() if k not in ("particle_backend", "particle_options",
                                                                      "oversample", "lmax_max")}
         if opts["lmax_max"] is None:

@@ -234,6 +234,20 @@ class _CirclePadded:
 
 # ----------------------------------------------------------------------------------------------
 
+def monitor_thresholds(opts: dict, given: dict) -> None:
+    """``tail_warn`` ≤ ``tail_tol`` (in place): the monitor warns (or refines) before the run stops.  A stricter
+    ``tail_tol`` given alone lowers ``tail_warn`` with it; both given the wrong way round are refused."""
+    try:
+        wrong_way = opts["tail_warn"] > opts["tail_tol"]
+    except TypeError:          # not numbers: their own checks name them
+        return
+    if wrong_way:
+        if "tail_warn" in given:
+            raise ValueError(f"`tail_warn` must be ≤ `tail_tol` (the monitor warns or refines before it stops the run); "
+                             f"got tail_warn={opts['tail_warn']!r} > tail_tol={opts['tail_tol']!r}.")
+        opts["tail_warn"] = opts["tail_tol"]
+
+
 def _memory_estimate(lmax, d, zonal, nspecies, has_radius):
     """(bytes, grid nodes) of the spectral backend at band limit ``lmax``: the basis (nodes, tangent frame),
     the fields of one right-hand side per node (measured ≈ 190–230 B/node on S²) and the Runge–Kutta
@@ -313,6 +327,7 @@ class SpectralBackend:
         check_step_options(opts, self.method, options)
         for k in ("cfl", "r0", "tail_warn", "tail_tol", "negativity_tol", "mass_tol"):
             positive_float(k, opts[k])
+        monitor_thresholds(opts, options)
         open_fraction("quadrature_tol", opts["quadrature_tol"])
         if not positive_float("refine_factor", opts["refine_factor"]) > 1:
             raise ValueError(f"`refine_factor` must be > 1 (each refinement raises the band limit by that factor); "
@@ -378,6 +393,9 @@ class SpectralBackend:
                              f"Use its .normalized() ({type(species[0]).__name__}.normalized).")
         if len(species) > 1 and not self.model.scheme_def.has_radius:
             raise ValueError("several species only make sense for schemes with a radius.")
+        if not self.model.scheme_def.has_radius and any(s.radius is not None for s in species):
+            warnings.warn(f"scheme={self.model.scheme!r} has no radius: the radius field of the initial density is "
+                          "not used, and the states of the run carry none.", MeanfieldWarning, stacklevel=4)
 
     def _setup(self, lmax):
         d = self.model.d
@@ -473,7 +491,7 @@ class SpectralBackend:
                     if rejected and not finite:
                         self.detail = self._nonfinite(f"non-finite coefficients at t={self.t:.6g} down to step {h:.3g}.")
                         return Status.NON_FINITE
-                    self.detail = f"step {h:.3g} < min_step at t={self.t:.6g}."
+                    self.detail = f"step {h:.3g} < min_step at t={self.t:.6g}{self._speed_note()}."
                     return Status.STEP_TOO_SMALL
                 y_new, err, _ = rk_step(tab, self._rhs_memo, self.t, self.y, h, k0=k0)
                 finite = np.all(np.isfinite(y_new))
@@ -487,6 +505,15 @@ class SpectralBackend:
             self.detail = self._nonfinite(f"non-finite coefficients after the step at t={self.t:.6g}.")
             return Status.NON_FINITE
         return self._accept(y_new, h, rejected)
+
+    def _speed_note(self) -> str:
+        """Where the step stalled: the largest speed on the grid (and, for unnormalized attention, its e^β)."""
+        vmax = self._last[0] if self._last is not None else np.nan
+        note = f", where the largest speed on the grid is {vmax:.3g} (the CFL cap is {self._cfl_cap():.3g})"
+        if not self.model.softmax and self.model.logit_bound > 30:
+            note += (f"; unnormalized attention scales speeds by up to e^(β‖QᵀK‖) = {np.exp(self.model.logit_bound):.3g} "
+                     "(softmax attention divides it out)")
+        return note
 
     def _nonfinite(self, detail: str) -> str:
         """``detail``, or the attention field's diagnosis when the field is not finite at the last finite state
