@@ -104,8 +104,9 @@ ADAPTIVE_OPTIONS = ("rtol", "atol", "first_step", "max_step", "min_step")
 
 
 def refuse_unused(given: dict, names, why: str) -> None:
-    """Refuse the options among ``names`` that the user set (to anything but None): they would be ignored."""
-    unused = [k for k in names if given.get(k) is not None]
+    """Refuse the options among ``names`` that the user set (to anything but None, or ∞ for ``max_step``, which
+    mean unset): they would be ignored."""
+    unused = [k for k in names if given.get(k) is not None and not (k == "max_step" and given[k] == np.inf)]
     if unused:
         raise ValueError(f"option(s) {unused} would be ignored: {why}.")
 

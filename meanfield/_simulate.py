@@ -242,7 +242,12 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
 def _fixed_steps(options: dict) -> bool:
     """Whether a run with these (stored) options takes fixed steps: layer maps, or a fixed-step method."""
     method = options.get("method")
-    return options.get("time") == "layers" or (isinstance(method, str) and not get_method(method).adaptive)
+    if options.get("time") == "layers":
+        return True
+    try:
+        return isinstance(method, str) and not get_method(method).adaptive
+    except ValueError:      # a third-party backend's own method names: its options are passed as stored
+        return False
 
 
 def _extension_times(times, stored_final, end, save_every) -> np.ndarray:

@@ -35,15 +35,19 @@ def executor() -> ThreadPoolExecutor:
 def slices(n: int, nthreads: int, min_part: int = MIN_PART) -> list[slice]:
     """Up to ``nthreads`` slices of range(n) with ≥ ``min_part`` points each (one slice per thread)."""
     parts = max(1, min(nthreads, n // min_part))
-    if parts > 1 and threading.current_thread().name.startswith(THREAD_PREFIX):
-        parts = 1          # already on a worker: waiting on the same pool could deadlock it
     return [slice(i * n // parts, (i + 1) * n // parts) for i in range(parts)]
 
 
+def on_worker() -> bool:
+    """Whether this is one of the pool's threads (which must not wait on the pool: it could deadlock)."""
+    return threading.current_thread().name.startswith(THREAD_PREFIX)
+
+
 def map_slices(fn, parts: list[slice]) -> list:
-    """[fn(s) for s in parts]: the first on this thread, the others on the workers at the same time."""
-    if len(parts) == 1:
-        return [fn(parts[0])]
+    """[fn(s) for s in parts]: the first on this thread, the others on the workers at the same time (all on
+    this thread when it is a worker itself; the slices, and so the bits of a sum over them, are the same)."""
+    if len(parts) == 1 or on_worker():
+        return [fn(p) for p in parts]
     futures = [executor().submit(fn, s) for s in parts[1:]]
     first = fn(parts[0])
     return [first] + [f.result() for f in futures]

@@ -114,3 +114,18 @@ def test_hybrid_refines_up_to_lmax_max_before_handing_off():
     t_plain, t_refined = (float(r.detail.split(" at t=")[1].split(" ")[0]) for r in (plain, refined))
     assert t_refined > t_plain
     assert "backend='hybrid'" not in refined.detail        # no advice to use the backend that is running
+
+
+def test_hybrid_runs_and_resumes_with_a_fixed_step_method(tmp_path):
+    # the spectral phase was given every default as if set, and rk4 refused rtol, atol, max_step, min_step
+    model, rho = mf.Model(3.0), mf.Density.random(12, seed=1, amplitude=0.5)
+    path = tmp_path / "h.h5"
+    full = mf.simulate(model, rho, 0.2, backend="hybrid", method="rk4", step=0.05, save_every=0.1)
+    part = mf.simulate(model, rho, 0.2, backend="hybrid", method="rk4", step=0.05, save_every=0.1, checkpoint=path,
+                       callback=lambda t, s, d: t >= 0.1)
+    assert full.success and part.status is mf.Status.CALLBACK_STOP
+    resumed = mf.resume(path)
+    assert resumed.success and type(resumed.final) is type(full.final)
+    key = "coeffs" if isinstance(full.final, mf.Density) else "positions"
+    assert np.allclose(getattr(resumed.final, key), getattr(full.final, key), rtol=0, atol=1e-13)
+    assert mf.simulate(model, rho, 0.1, method="rk4", step=0.05, max_step=np.inf).success   # ∞ is "unbounded"

@@ -53,6 +53,13 @@ def density_to_particles(basis, y, oversample: int = 1) -> tuple[Particles, floa
     return Particles(np.concatenate(pos)[keep], w[keep] / w[keep].sum(), radii), clipped
 
 
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except (TypeError, ValueError):
+        return False
+
+
 class HybridBackend:
     """Spectral while resolved, then weighted particles (quadrature nodes) to the end.
 
@@ -94,8 +101,10 @@ class HybridBackend:
             raise UnsupportedModelError("backend='hybrid' needs a Density on S¹ or S² (zonal densities in d > 3 "
                                         "have no particle counterpart here).")
         monitor_thresholds(opts, options)
-        spectral_opts = {k: v for k, v in opts.items() if k not in ("particle_backend", "particle_options",
-                                                                     "oversample", "lmax_max")}
+        # the spectral phase gets what the user set and the hybrid's own defaults (its stricter monitor), not
+        # defaults it shares with "spectral": given, those would read as set (rtol with rk4 is refused)
+        spectral_opts = {k: v for k, v in opts.items() if k in _SPECTRAL_OPTIONS and k not in ("on_resolution_loss", "lmax_max")
+                         and (k in options or not _same(v, _SPECTRAL_OPTIONS[k]))}
         if opts["lmax_max"] is None:
             policy = "stop"
         else:

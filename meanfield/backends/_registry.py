@@ -93,6 +93,6 @@ def get_backend(name: str) -> type:
 
 def _load_backends():
     if not BACKENDS._builtins_loaded:
-        BACKENDS._builtins_loaded = True
         for name, (module, cls) in BUILTIN.items():
             BACKENDS._classes.setdefault(name, getattr(import_module(f".{module}", __package__), cls))
+        BACKENDS._builtins_loaded = True      # only once all of them imported

@@ -24,50 +24,73 @@ def _prefactor_log(beta: float, d: int) -> float:
 
 
 def _scaled_multipliers(beta: float, ell: np.ndarray, d: int) -> np.ndarray:
-    """e^{-β} λ_ℓ(β, d) for β > 0: from ``ive`` where the log of its prefactor Γ(d/2)(2/β)^{d/2-1} is at most 40
-    in size (it is a few ulp accurate there), else (large d with β ≲ d: the prefactor overflows while ``ive``
-    underflows at d = 512, β = 1, and exp of a large exponent loses ~|exponent|·eps) from the power series, in
-    which the prefactor cancels."""
+    """e^{-β} λ_ℓ(β, d) for β > 0.
+
+    From ``ive`` (a few ulp) where the log of its prefactor Γ(d/2)(2/β)^{d/2-1} is at most 40, or negative at
+    β > 700 (there a Bessel function that underflows gives a value below float64, as it is); otherwise (large
+    d: the prefactor overflows while ``ive`` underflows at d = 512, β = 1, and exp of a large exponent loses
+    ~|exponent|·eps) from the power series, in which the prefactor cancels.
+    """
     pre = _prefactor_log(beta, d)
-    if abs(pre) > _LARGE_PREFACTOR_LOG and beta <= _SERIES_MAX_BETA:
-        return _series_scaled(beta, ell, d)
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        vals = np.exp(pre) * special.ive(ell + d / 2 - 1, beta)
-    # here |pre| ≤ 40 (where ive underflowed the value is below 1e-306: 0 in float64) or β > 700 (the series is
-    # out of reach); only a huge d at β > 700 can leave the prefactor beyond float64
-    if not np.all(np.isfinite(vals)) or (pre > _LARGE_PREFACTOR_LOG and np.any(vals == 0)):
-        raise ValueError(f"the Funk–Hecke multipliers at beta={beta!r}, d={d} are beyond float64 in the Bessel form "
-                         f"(prefactor e^{pre:.4g}, Bessel function underflow) and the series needs β ≤ "
-                         f"{_SERIES_MAX_BETA:g}.")
-    return vals
+    if abs(pre) <= _LARGE_PREFACTOR_LOG or (beta > _BESSEL_FROM_BETA and pre < 0):
+        with np.errstate(under="ignore"):
+            return np.exp(pre) * special.ive(ell + d / 2 - 1, beta)
+    log_lead, log_sum, lead, total = _series(beta, ell, d)
+    with np.errstate(under="ignore", over="ignore"):
+        direct = (lead * np.exp(-beta)) * total          # the more accurate form, where it neither under- nor overflows
+        by_logs = np.exp(log_lead + log_sum - beta)
+    safe = np.isfinite(direct) & (lead * np.exp(-beta) > 1e-290) & np.isfinite(total)
+    return np.where(safe, direct, by_logs)
+
+
+def _log_scaled_multipliers(beta: float, ell: np.ndarray, d: int) -> np.ndarray:
+    """log(e^{-β} λ_ℓ), finite where e^{-β} λ_ℓ itself is below float64 (for ratios λ_ℓ/λ_0 in high d, where
+    harmonic counts N(d, ℓ) beyond float64 multiply them)."""
+    pre = _prefactor_log(beta, d)
+    if abs(pre) <= _LARGE_PREFACTOR_LOG or (beta > _BESSEL_FROM_BETA and pre < 0):
+        with np.errstate(under="ignore", divide="ignore"):
+            logs = pre + np.log(special.ive(ell + d / 2 - 1, beta))
+        lost = ~np.isfinite(logs)        # ive underflowed: log λ_ℓ < pre − 744 there
+        if np.isfinite(logs[0]) and (not lost.any() or np.max(
+                _log_harmonic_dimension(d, ell[lost].astype(float)) + pre - 744.0 - logs[0]) < -700):
+            return logs                  # what underflowed cannot reach a share of 1e-300 (d = 3 at large β)
+    log_lead, log_sum, _, _ = _series(beta, ell, d)
+    return log_lead + log_sum - beta
 
 
 # exp(x) of a rounded exponent x has a relative error of ~|x|·eps: beyond 40 (~1e-14) the series is the more
 # accurate form (the log prefactor is < 30 for d ≤ 5 at β ≥ 1e-8, but ~570 for d = 256 at β = 1)
 _LARGE_PREFACTOR_LOG = 40.0
+_BESSEL_FROM_BETA = 700.0   # the series needs ~β terms: beyond this, ive wherever it is representable
+_RESCALE = 2.0 ** 900       # the running series sum is divided by this whenever it exceeds it
 
 
-_SERIES_MAX_BETA = 700.0   # the series sums terms up to ~e^β unscaled
+def _series(beta: float, ell: np.ndarray, d: int):
+    """λ_ℓ = Π_{j<ℓ} (β/2)/(d/2 + j) · Σ_k (β²/4)^k / (k! (ℓ + d/2)_k) = lead · sum, as
+    (log lead, log sum, lead, sum), the last two possibly under/overflowed.
 
-
-def _series_scaled(beta: float, ell: np.ndarray, d: int) -> np.ndarray:
-    """e^{-β} λ_ℓ = e^{-β} Π_{j<ℓ} (β/2)/(d/2 + j) · Σ_k (β²/4)^k / (k! (ℓ + d/2)_k).
-
-    Products and sums of positive terms, each by recurrence: the rounding is a few ulp per factor and per
-    term (no log-gamma differences, whose absolute rounding grows with d).
+    Products and sums of positive terms by recurrence: a few ulp per factor and per term (no log-gamma
+    differences, whose absolute rounding grows with d).  The sum is rescaled as it grows (it reaches ~e^β).
     """
     top = int(ell.max())
     steps = (beta / 2) / (d / 2 + np.arange(top))
-    lead = np.concatenate([[1.0], np.cumprod(steps)])[ell]          # (β/2)^ℓ Γ(d/2)/Γ(ℓ + d/2)
+    with np.errstate(under="ignore", over="ignore"):
+        lead = np.concatenate([[1.0], np.cumprod(steps)])[ell]      # (β/2)^ℓ Γ(d/2)/Γ(ℓ + d/2)
+    log_lead = np.concatenate([[0.0], np.cumsum(np.log(steps))])[ell]
     mu, z = ell + d / 2, beta * beta / 4
-    term, total = np.ones(ell.shape), np.ones(ell.shape)
-    for k in range(1, int(beta) + 60):         # past k ≈ β each term is < 1/4 of the one before
+    term, total, log_scale = np.ones(ell.shape), np.ones(ell.shape), np.zeros(ell.shape)
+    for k in range(1, int(beta) + 60):          # past k ≈ β each term is < 1/4 of the one before
         term = term * (z / (k * (mu + k - 1)))
         total += term
+        big = total > _RESCALE
+        if big.any():
+            term[big] /= _RESCALE
+            total[big] /= _RESCALE
+            log_scale[big] += np.log(_RESCALE)
         if np.all(term <= 1e-17 * total):
             break
-    with np.errstate(under="ignore"):
-        return (lead * np.exp(-beta)) * total
+    with np.errstate(over="ignore"):
+        return log_lead, np.log(total) + log_scale, lead, total * np.exp(log_scale)
 
 
 _MAX_UNSCALED_BETA = float(np.log(np.finfo(float).max))   # ≈ 709.78: e^β overflows float64 above it
@@ -102,9 +125,9 @@ def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
     -----
     λ_ℓ = Γ(d/2) (2/β)^{d/2-1} I_{ℓ+d/2-1}(β); for d = 3 this is √(π/(2β)) I_{ℓ+1/2}(β), for d = 2 it is
     I_ℓ(β).  Computed from ``scipy.special.ive``, and in high dimension, where the prefactor overflows and
-    the Bessel function underflows, from ``scipy.special.hyp0f1`` (the series with the prefactor cancelled);
-    only the final unscaling by e^β can overflow, and ``scaled=False`` is refused above β ≈ 709.78, where
-    it would.
+    the Bessel function underflows, from the power series λ_ℓ = (β/2)^ℓ Γ(d/2)/Γ(ℓ+d/2) ₀F₁(ℓ+d/2; β²/4)
+    (the prefactor cancelled), summed by recurrence; only the final unscaling by e^β can overflow, and
+    ``scaled=False`` is refused above β ≈ 709.78, where it would.
     """
     beta = positive_float("beta", beta, allow_zero=True)
     lmax = nonneg_int("lmax", lmax)
@@ -162,10 +185,12 @@ def _log_harmonic_dimension(d: int, ell: np.ndarray) -> np.ndarray:
 
 def _degree_terms(beta: float, top: int, d: int) -> np.ndarray:
     """N(d, ℓ) λ_ℓ / λ_0 for ℓ = 0..top: the share of degree ℓ in e^{βt} (|P_ℓ| ≤ 1), by logs, so that in high d
-    a count N beyond float64 times a multiplier below it gives their (small) product, not inf·0."""
-    lam = funk_hecke(beta, top, d, scaled=True)
-    with np.errstate(divide="ignore", over="ignore"):
-        return np.exp(_log_harmonic_dimension(d, np.arange(top + 1.0)) + np.log(lam / lam[0]))
+    a count N beyond float64 times a ratio λ_ℓ/λ_0 below it gives their product, not inf·0 or 0."""
+    beta = positive_float("beta", beta)
+    ell = np.arange(top + 1)
+    log_lam = _log_scaled_multipliers(beta, ell, d)
+    with np.errstate(over="ignore"):
+        return np.exp(_log_harmonic_dimension(d, ell.astype(float)) + log_lam - log_lam[0])
 
 
 def kernel_bandlimit(beta, tol=1e-12, d=3) -> int:
@@ -189,11 +214,28 @@ def kernel_bandlimit(beta, tol=1e-12, d=3) -> int:
     d = dimension(d)
     if beta == 0.0:
         return 0
-    lmax = int(beta + 4 * np.sqrt(beta * np.log(1 / tol) + 1) + 4 * np.log(1 / tol) + 30)
-    terms = _degree_terms(beta, lmax, d)
-    tail = np.cumsum(terms[::-1])[::-1]  # tail[L] = Σ_{ℓ ≥ L}
+    start = int(beta + 4 * np.sqrt(beta * np.log(1 / tol) + 1) + 4 * np.log(1 / tol) + 30)
+    terms = _terms_to_negligible(beta, d, start, 1e-3 * tol)
+    with np.errstate(over="ignore"):     # in high d the low-degree tails exceed float64 (e^β/λ_0): inf, > tol
+        tail = np.cumsum(terms[::-1])[::-1]  # tail[L] = Σ_{ℓ ≥ L}
     tail_after = np.append(tail[1:], 0.0)  # Σ_{ℓ > L}
     return int(np.argmax(tail_after < tol))
+
+
+_MAX_DEGREE = 200_000
+
+
+def _terms_to_negligible(beta: float, d: int, top: int, floor: float) -> np.ndarray:
+    """The degree shares N(d,ℓ)λ_ℓ/λ_0 for ℓ = 0..L, L ≥ ``top`` doubled until the shares fall below ``floor`` for
+    good (the last is below it and decreasing): in high d the shares peak far beyond β (d = 4000, β = 800: the
+    sum of shares is e^β/λ_0 ≈ e^720)."""
+    while True:
+        terms = _degree_terms(beta, top, d)
+        if terms[-1] < floor and terms[-1] <= terms[-2]:
+            return terms
+        if top >= _MAX_DEGREE:
+            raise ValueError(f"the kernel e^(βt) at beta={beta!r} on S^{d - 1} needs degrees beyond {_MAX_DEGREE}.")
+        top = min(2 * top, _MAX_DEGREE)
 
 
 def kernel_truncation_error(beta, lmax, d=3) -> float:
@@ -203,5 +245,6 @@ def kernel_truncation_error(beta, lmax, d=3) -> float:
     d = dimension(d)
     if beta == 0.0:
         return 0.0
-    top = lmax + int(beta + 6 * np.sqrt(beta + 1) + 60)
-    return float(np.sum(_degree_terms(beta, top, d)[lmax + 1:]))
+    terms = _terms_to_negligible(beta, d, lmax + int(beta + 6 * np.sqrt(beta + 1) + 60), 1e-300)
+    with np.errstate(over="ignore"):
+        return float(np.sum(terms[lmax + 1:]))
