@@ -61,7 +61,8 @@ class EnsembleResult:
     times : ndarray, shape (T,)
         The saved times (shared by all replicas).
     values : ndarray, shape (R, T, ...)
-        The observable per replica and time (NaN after a replica stopped early).
+        The observable per replica and time (NaN at the save times a replica did not reach; the state where
+        it stopped, between save times, is not counted).
     mean, std : ndarray, shape (T, ...)
         Mean and sample standard deviation (ddof = 1) over the replicas that reached each time.
     ci_low, ci_high : ndarray, shape (T, ...)
@@ -116,7 +117,7 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         each replica's ``numpy.random.Generator``, e.g.
         ``lambda rng: mf.Particles.from_density(rho, 1000, seed=rng)``.
     t_final : float
-        Final time (> 0).
+        Final time (> ``t0``).
     replicas : int
         R ≥ 2.
     seed : int or SeedSequence

@@ -83,6 +83,8 @@ class Density:
     ----------
     coeffs : ndarray, complex
         d = 3: (nalm(lmax),) orthonormal SH coefficients in ducc0 order; d = 2: (lmax + 1,) Fourier c_k.
+        The m = 0 entries (the first L + 1 on S², c_0 on S¹) of a real field are real: imaginary parts at
+        rounding level are set to 0, larger ones (> 1e-10·max|c|) raise ValueError; so for ``radius``.
     lmax : int
         Band limit L.
     d : int
@@ -150,6 +152,7 @@ class Density:
         coeffs : array_like, complex
             d = 3: orthonormal SH coefficients in ducc0 order, shape ((L+1)(L+2)/2,) (m ≥ 0 only; a
             probability density has ρ̂_00 = √(4π)); d = 2: Fourier c_0..c_L, shape (L+1,) (c_0 = 1).
+            The m = 0 entries must be real (see :class:`Density`).
         lmax : int, optional
             Band limit L; inferred from the length of ``coeffs`` when omitted.
         d : {3, 2}

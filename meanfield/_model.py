@@ -34,7 +34,7 @@ class Model:
         particle run stops NON_FINITE, with the overflowing token named, once a token's weights overflow.
     d : int
         Ambient dimension, d ≥ 2; tokens live on S^{d-1}.
-    Q, K, V : array_like, shape (d, d) or (heads, d, d), optional
+    Q, K, V : array_like, shape (d, d) or (heads, d, d) with heads ≥ 1, optional
         Query, key and value matrices; None means the identity.  A leading axis gives several heads
         whose attention vectors are summed (the output projection is absorbed into V).
     alpha : float or callable, optional

@@ -57,7 +57,9 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         configuration text and the seed) and carried over by :func:`resume`.
     **options
         Backend options (e.g. ``lmax``, ``rtol`` for "spectral"; ``step``, ``time`` for "particles").
-        Unknown options raise ``TypeError`` naming the valid ones.
+        Unknown options raise ``TypeError`` naming the valid ones; options the run would ignore (``rtol``,
+        ``atol``, ``first_step``, ``max_step``, ``min_step`` with ``method="rk4"`` or ``time="layers"``;
+        ``max_step=inf`` counts as unset) raise ``ValueError``.
 
     Returns
     -------

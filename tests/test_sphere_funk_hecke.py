@@ -332,4 +332,16 @@ def test_large_beta_band_limits_take_the_legitimate_underflow_of_high_degrees():
     # far beyond the band limit e^{-β}λ_ℓ underflows to 0 in float64, which is its value there (not a failure)
     assert 500 < s.kernel_bandlimit(5000.0, 1e-12) < 700
     assert 0 <= s.kernel_truncation_error(1e4, 2000) < 1e-80
-    assert 0 < s.funk_hecke(800.0, 3, 4000, scaled=True)[0] < 1e-300      # e^{-β}λ_0 ≈ 4e-314: subnormal, not 0
+    with pytest.raises(ValueError, match=r"e\^\(-β\)·λ_0 at beta=800.0, d=4000 is below float64's normal range"):
+        s.funk_hecke(800.0, 3, 4000, scaled=True)                            # ≈ 4e-314: subnormal digits
+
+
+@pytest.mark.parametrize("beta, d", [(1e4, 512), (2000.0, 1000), (5.0, 3)])
+def test_ratios_and_growth_rates_stay_finite_where_the_scaled_multipliers_underflow(beta, d):
+    # e^{-β}λ_ℓ = 0 at d = 512, β = 1e4: growth_rates was NaN (0/0); λ_1/λ_0 = I_{ν+1}(β)/I_ν(β), ν = d/2 − 1
+    ratios, dlog = s.multiplier_ratios(beta, 2, d)
+    nu = d / 2 - 1
+    assert ratios[1] == pytest.approx(special.ive(nu + 1, beta) / special.ive(nu, beta), rel=1e-12)
+    assert dlog == pytest.approx(special.ive(nu + 1, beta) / special.ive(nu, beta), rel=1e-12)  # ∂λ_0/λ_0 = λ_1/λ_0
+    rates = mf.growth_rates(beta, 2, d=d)
+    assert rates[1] == pytest.approx((d - 1) * ratios[1] / beta, rel=1e-13)

@@ -29,7 +29,8 @@ class StationarityReport:
     stationary : bool
         max |v| over the support ≤ ``tol``.
     max_speed : float
-        max over the support of |v| (velocity units, 1/time).
+        max over the support of |v| (velocity units, 1/time): for a Model its velocity P_x A/s, s the
+        scheme's speed factor at the measure's radii (P_x A for anGPT, which has no ODE).
     points : ndarray, shape (m, d)
         The support points tested.
     speeds : ndarray, shape (m,)
@@ -88,8 +89,9 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
     measure : Particles, Density or FEDensity
         μ.
     model_or_beta : Model or float
-        A :class:`~meanfield.Model` (its attention velocity; ``D`` must then be None) or β > 0
-        (the gradient-flow velocity ∇_S δE/δμ of E_{β,D}).
+        A :class:`~meanfield.Model` (its velocity P_x A/s, s the scheme's speed factor at the measure's radii
+        and time ``t``; P_x A for anGPT, which has no ODE; ``D`` must then be None) or β > 0 (the
+        gradient-flow velocity ∇_S δE/δμ of E_{β,D}).
     D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Symmetric interaction matrix for the gradient flow (None: identity).
     tol : float

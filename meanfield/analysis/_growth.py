@@ -11,7 +11,7 @@ from .._model import ATTENTIONS
 from .._schemes import check_alpha, check_r0, check_tau, get_scheme
 from .._validate import choice, dimension, nonneg_int, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
-from ..sphere._funk_hecke import funk_hecke, funk_hecke_dbeta
+from ..sphere._funk_hecke import funk_hecke, multiplier_ratios
 
 
 class _SpeedModel:
@@ -24,13 +24,11 @@ class _SpeedModel:
         return self._alpha
 
 
-def _uniform_speed(sch, beta, d, softmax, lam0, r0, alpha, tau, t) -> float:
-    """The scheme's speed factor s at the uniform state (radius r0, time t); for USA, of schemes that divide by
-    ‖A‖ (Peri-LN, nGPT: s is linear in ‖A‖), scaled by e^{-β} like the multipliers, so that e^β cancels."""
-    # ‖A‖ = ⟨x, A⟩ at the uniform state: ∂_β λ_0 / λ_0 (SA) or ∂_β λ_0 (USA); scaled multipliers cancel
-    radial = funk_hecke_dbeta(beta, 0, d, scaled=True)[0] / (lam0 if softmax else 1.0)
-    s = sch.speed(np.asarray(r0), np.asarray(radial), float(t), _SpeedModel(alpha, tau))
-    return float(s)
+def _uniform_speed(sch, norm_per_lam0, r0, alpha, tau, t) -> float:
+    """The scheme's speed factor s at the uniform state (radius r0, time t), with ‖A‖ = ⟨x, A⟩ there in units of
+    λ_0: ∂_βλ_0/λ_0, SA's ‖A‖ itself; USA's is λ_0 times it, and the schemes that divide by ‖A‖ (Peri-LN,
+    nGPT) have s linear in ‖A‖, so their USA rates equal the SA ones."""
+    return float(sch.speed(np.asarray(r0), np.asarray(norm_per_lam0), float(t), _SpeedModel(alpha, tau)))
 
 
 def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0, alpha=1.0, t=0.0,
@@ -62,18 +60,17 @@ def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     alpha = check_alpha(sch, positive_float("alpha", alpha))
     t = positive_float("t", t, allow_zero=True)
     tau = check_tau(sch, tau)
-    lam = funk_hecke(beta, lmax, d, scaled=True)            # e^{-β}λ_ℓ, finite for any β
+    ratios, dlog_lam0 = multiplier_ratios(beta, lmax, d)     # λ_ℓ/λ_0 by logs: finite for any β and d
     softmax = attention == "softmax"
     ell = np.arange(lmax + 1)
-    rates = ell * (ell + d - 2) * lam / beta / (lam[0] if softmax else 1.0)
-    speed = _uniform_speed(sch, beta, d, softmax, lam[0], r0, alpha, tau, t)
+    rates = ell * (ell + d - 2) * ratios / beta / _uniform_speed(sch, dlog_lam0, r0, alpha, tau, t)
     if softmax or sch.needs_norm:        # e^β cancels (SA: in λ_ℓ/λ_0; Peri-LN, nGPT: in λ_ℓ/‖A‖)
-        return rates / speed
+        return rates
     if beta > _LOG_FLOAT_MAX:
         raise ValueError(f"attention='unnormalized' with scheme={sch.name!r} needs β ≤ {_LOG_FLOAT_MAX:.2f}: its "
                          f"rates grow like e^β and overflow float64 above; got beta={beta!r}. (Softmax attention, "
                          "and the schemes that divide by ‖A‖, Peri-LN and nGPT, have no such limit.)")
-    return rates * np.exp(beta) / speed
+    return rates * funk_hecke(beta, 0, d)[0]                 # USA: λ_ℓ = λ_0 · λ_ℓ/λ_0
 
 
 def growth_rate(beta, ell, d=3, attention="softmax", scheme="post-ln", r0=1.0, alpha=1.0, t=0.0, tau=None) -> float:
@@ -101,7 +98,8 @@ def growth_rate(beta, ell, d=3, attention="softmax", scheme="post-ln", r0=1.0, a
     scheme : str
         A continuous scheme of the registry; default "post-ln".
     r0, alpha, t : float
-        Radius of the uniform state, nGPT step α and time, where the speed factor needs them.
+        Radius of the uniform state, nGPT step α and time of the speed factor.  ``r0`` ≠ 1 is refused unless
+        the scheme has a radius, ``alpha`` ≠ 1 unless scheme="ngpt" (as :class:`Model` refuses them).
     tau : float, optional
         The Mix-LN switch time (required for scheme="mix-ln", refused otherwise, as in :class:`Model`).
 

@@ -74,7 +74,9 @@ class HybridBackend:
     phase refine first, by ``refine_factor`` each time the tail passes ``tail_warn``, up to ``lmax_max``;
     it hands off when the monitor fires at ``lmax_max``.  ``particle_backend`` is "auto" (particles-sh on
     S² for isotropic kernels, else the exact "particles"), "particles-sh" or "particles";
-    ``particle_options`` is a dict passed to it (default: adaptive rk45 with its default tolerances).
+    ``particle_options`` is a dict passed to it (default: adaptive rk45 with its default tolerances),
+    checked by that backend when the run starts.  After the hand-off ``mean_alignment`` is |∫x dμ|²
+    (self-pairs included, the particles standing for the density), continuous with the spectral phase.
     ``oversample`` (default 2) places the particles on the grid of band limit ``oversample``·L:
     (oversample)² times more particles, a smaller particle error.
 

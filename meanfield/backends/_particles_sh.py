@@ -40,7 +40,8 @@ class ParticlesSHBackend(ParticleStepper):
             Accuracy of ducc0's non-uniform transforms in [2e-13, 1); default max(3e-13, tol/10), so
             a looser ``tol`` also makes the transforms cheaper.
         threads : int, optional
-            Threads for ducc0 (default: the usable cores).
+            Worker threads over slices of the tokens, each making one-thread ducc0 calls (the adjoint transform
+            never uses ducc0's own threads, so a run repeats bit for bit); default: the usable cores.
         causal : bool, default False
             Only False: a causal mask is not a convolution (raises UnsupportedModelError).
 

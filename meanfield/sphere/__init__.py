@@ -4,6 +4,7 @@ S² (d = 3) on ducc0 with Gauss–Legendre grids (see :mod:`meanfield.sphere._sh
 the circle S¹ on FFT, zonal functions on any S^{d-1} by Gauss–Jacobi quadrature, and pyshtools interop.
 """
 from ._funk_hecke import (funk_hecke as funk_hecke, funk_hecke_dbeta as funk_hecke_dbeta,
+                          multiplier_ratios as multiplier_ratios,
                           harmonic_dimension as harmonic_dimension, kernel_bandlimit as kernel_bandlimit,
                           kernel_truncation_error as kernel_truncation_error)
 from ._sh import (SphereGrid as SphereGrid, nalm as nalm, lm_arrays as lm_arrays, lm_index as lm_index,

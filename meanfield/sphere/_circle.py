@@ -12,7 +12,7 @@ from .._validate import nonneg_int
 
 
 def circle_grid_size(lmax: int, dealias: bool = True) -> int:
-    """Number of equispaced points: 3L+2 (even: FFT-friendly) with the 3/2 rule (products of two degree-L
+    """Number of equispaced points: 3L+2 rounded up to even (FFT-friendly) with the 3/2 rule (products of two degree-L
     series alias-free; 3L+1 would do), else 2L+2."""
     lmax = nonneg_int("lmax", lmax)
     n = 3 * lmax + 2 if dealias else 2 * lmax + 2

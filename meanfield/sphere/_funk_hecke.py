@@ -114,7 +114,9 @@ def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
     d : int, optional
         Ambient dimension; the sphere is S^{d-1}. ``d >= 2``.
     scaled : bool, optional
-        If True return e^{-β} λ_ℓ, which stays finite and accurate for β up to 10⁴ and beyond.
+        If True return e^{-β} λ_ℓ, which stays finite and accurate for β up to 10⁴ and beyond in low d; in
+        high d at large β it can fall below float64 (d = 512, β = 10⁴), which is refused (ValueError): use
+        :func:`multiplier_ratios` for λ_ℓ/λ_0.
 
     Returns
     -------
@@ -137,7 +139,15 @@ def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
         return (ell == 0).astype(float)
     _check_unscaled(beta, scaled)
     scaled_vals = _scaled_multipliers(beta, ell, d)
+    _check_representable(scaled_vals[0], beta, d)
     return scaled_vals if scaled else scaled_vals * np.exp(beta)
+
+
+def _check_representable(scaled_lam0: float, beta: float, d: int) -> None:
+    if not scaled_lam0 >= np.finfo(float).tiny:
+        raise ValueError(f"e^(-β)·λ_0 at beta={beta!r}, d={d} is below float64's normal range ({scaled_lam0:.3g}); "
+                         "the ratios λ_ℓ/λ_0 are finite: meanfield.sphere.multiplier_ratios (and growth_rates, "
+                         "kernel_bandlimit use them).")
 
 
 def funk_hecke_unscaled(beta, lmax, d=3) -> np.ndarray:
@@ -164,8 +174,22 @@ def funk_hecke_dbeta(beta, lmax, d=3, scaled=False) -> np.ndarray:
         return np.where(ell == 1, 1.0 / d, 0.0)
     _check_unscaled(beta, scaled)
     # Γ(d/2)(2/β)^{d/2-1} I_{ℓ+d/2}(β) = (β/d) λ_ℓ(β, d+2)
-    scaled_vals = (beta / d) * _scaled_multipliers(beta, ell, d + 2) + (ell / beta) * _scaled_multipliers(beta, ell, d)
+    lam = _scaled_multipliers(beta, ell, d)
+    _check_representable(lam[0], beta, d)
+    scaled_vals = (beta / d) * _scaled_multipliers(beta, ell, d + 2) + (ell / beta) * lam
     return scaled_vals if scaled else scaled_vals * np.exp(beta)
+
+
+def multiplier_ratios(beta: float, lmax: int, d: int = 3) -> tuple[np.ndarray, float]:
+    """(λ_ℓ/λ_0 for ℓ = 0..lmax, ∂_βλ_0/λ_0), by logs: finite where e^{-β}λ_ℓ itself is below float64 (high d at
+    large β, e.g. d = 512, β = 10⁴).  ∂_βλ_0 = (β/d) λ_0(β, d + 2)."""
+    beta = positive_float("beta", beta)
+    ell = np.arange(nonneg_int("lmax", lmax) + 1)
+    d = dimension(d)
+    logs = _log_scaled_multipliers(beta, ell, d)
+    ratios = np.exp(logs - logs[0])
+    dlog_lam0 = (beta / d) * float(np.exp(_log_scaled_multipliers(beta, ell[:1], d + 2)[0] - logs[0]))
+    return ratios, dlog_lam0
 
 
 def harmonic_dimension(d: int, ell) -> np.ndarray:

@@ -296,7 +296,8 @@ def check_epsilon(epsilon, floor: float = 1e-14) -> float:
     kernels down to ~1e-14, though its documentation states 2e-13)."""
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating, np.integer)) \
             or not floor <= float(epsilon) < 1:
-        raise ValueError(f"`epsilon` must be in [{floor:g}, 1) (ducc0's float64 range); got epsilon={epsilon!r}.")
+        raise ValueError(f"`epsilon` must be in [{floor:g}, 1) (the accuracy target of ducc0's float64 transforms); "
+                         f"got epsilon={epsilon!r}.")
     return float(epsilon)
 
 
@@ -329,7 +330,8 @@ def _loc(points) -> np.ndarray:
 
 
 def synthesis_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13) -> np.ndarray:
-    """Values of the real field ``alm`` at arbitrary points (..., 3) → (...,) by non-uniform synthesis."""
+    """Values of the real field ``alm`` at arbitrary points (..., 3) → (...,) by non-uniform synthesis
+    (accuracy target ``epsilon`` in [1e-14, 1))."""
     epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
     p = np.asarray(points, dtype=float)
@@ -339,7 +341,8 @@ def synthesis_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13)
 
 
 def gradient_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13, ambient: bool = True):
-    """∇_S f at arbitrary points (..., 3): ambient vectors (..., 3), or (2, ...) θ/φ components."""
+    """∇_S f at arbitrary points (..., 3): ambient vectors (..., 3), or (2, ...) θ/φ components (accuracy target
+    ``epsilon`` in [1e-14, 1))."""
     epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
     p = np.asarray(points, dtype=float)
@@ -356,7 +359,8 @@ def gradient_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13, 
 def adjoint_synthesis_points(values, points, lmax: int, epsilon: float = 1e-13) -> np.ndarray:
     """Σ_j c_j conj(Y_ℓm(x_j)) for ℓ ≤ lmax: the coefficients of the measure Σ_j c_j δ_{x_j}.
 
-    ``values`` has shape (n,) (weights c_j, real), ``points`` shape (n, 3).  Cost O(n + L² log L).
+    ``values`` has shape (n,) (weights c_j, real), ``points`` shape (n, 3); ``epsilon`` in [1e-14, 1).  Cost
+    O(n + L² log L).  The same bits on every call (slices of points, one ducc0 thread each, added in order).
     """
     epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
