@@ -256,7 +256,8 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
 
         if not isinstance(trajectory, EnergyResult):
             raise TypeError(f"`trajectory` must be a Trajectory or an EnergyResult; got {type(trajectory).__name__}.")
-        return _atomic_write(path, ENERGY_FORMAT, lambda f: _write_energy(f, trajectory), run_info,
+        return _atomic_write(path, ENERGY_FORMAT, lambda f: _write_energy(f, trajectory),
+                             dict(trajectory.run_info or {}) if run_info is None else run_info,
                              True if complete is None else complete)
     stored = dict(getattr(trajectory, "run_info", {}) or {})
     complete = bool(stored.pop("complete", True)) if complete is None else complete
@@ -475,5 +476,7 @@ def _read_energy(f):
                                bool(g.attrs["converged"]), value, _read_trajectory(g["trajectory"]))
     else:
         raise ResultFileError(f"unknown energy solution kind {kind!r} in {f.filename!r}.")
+    run_info = {k: v for k, v in _run_record(f).items() if k != "complete"} if "run" in f else {}
     return EnergyResult(str(pb.attrs["task"]), float(pb.attrs["beta"]), _array(pb["D"]), int(pb.attrs["d"]), sol,
-                        json_value(pb.attrs["parameters"]), _read_state(f["start"]) if "start" in f else None)
+                        json_value(pb.attrs["parameters"]), _read_state(f["start"]) if "start" in f else None,
+                        run_info)

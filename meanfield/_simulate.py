@@ -7,6 +7,7 @@ time (see :class:`.backends._registry.Backend`).
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 
@@ -155,19 +156,21 @@ class _Run:
                           detail=getattr(self.stepper, "detail", ""),
                           options=dict(getattr(self.stepper, "options", {})))
 
-    def whole(self) -> Trajectory:
-        """The run from its very start: the prefix of a resumed run, then this part."""
+    def whole(self, complete: bool | None = None) -> Trajectory:
+        """The run from its very start (the prefix of a resumed run, then this part), with the record its file
+        holds beside the states: so a run kept in memory and saved with :func:`save` resumes as exactly as its
+        checkpoint would (with the step size of its last state)."""
         own = self.trajectory()
-        return own if self.prefix is None else _concatenate(self.prefix, own)
+        whole = own if self.prefix is None else _concatenate(self.prefix, own)
+        remaining = [t for t in self.save_times if t > self.times[-1] + 1e-12 * max(1.0, abs(t))]
+        record = dict(self.metadata, t_final=float(self.save_times[-1]), remaining_times=remaining,
+                      resume=self.resume, complete=self.status is Status.OK if complete is None else complete)
+        return replace(whole, run_info=record)
 
     def write(self, complete: bool):
         from ._io import save
 
-        resume = self.resume
-        remaining = [t for t in self.save_times if t > self.times[-1] + 1e-12 * max(1.0, abs(t))]
-        save(self.whole(), self.path, complete=complete,
-             run_info=dict(self.metadata, t_final=float(self.save_times[-1]), remaining_times=remaining,
-                           resume=resume))
+        save(self.whole(complete), self.path)
 
 
 def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool = False, checkpoint_every: int = 1,
@@ -230,15 +233,25 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
         raise ValueError("`save_every` sets the save times of an extension: give `t_final` with it.")
     if not remaining:
         return done
-    options = {**done.options, **info.get("resume", {})}
-    if _fixed_steps(options):     # the stored options are all of them, defaults included: drop the unused ones
-        options = {k: v for k, v in options.items() if k not in ADAPTIVE_OPTIONS}
-    if options.get("first_step") is not None:    # the stored step as the run would take it next: capped by max_step
-        top = options.get("max_step") or np.inf
-        options["first_step"] = min(max(options["first_step"], options.get("min_step", 0.0)), top)
+    options = _resumable({**done.options, **info.get("resume", {})})
     metadata = {k: v for k, v in info.items() if k not in _RUN_KEYS}
     return _simulate(done.model, done.final, end, done.backend, None, remaining, callback, progress,
                      path, checkpoint_every, float(done.times[-1]), metadata, done, options)
+
+
+def _resumable(options: dict) -> dict:
+    """Stored options as a continuation takes them: those a fixed-step run would refuse as unused dropped (the
+    stored options are all of them, defaults included), the stored step capped as the run would take it
+    next; the same inside a hybrid run's ``particle_options``."""
+    options = dict(options)
+    if _fixed_steps(options):
+        options = {k: v for k, v in options.items() if k not in ADAPTIVE_OPTIONS}
+    if options.get("first_step") is not None:
+        top = options.get("max_step") or np.inf
+        options["first_step"] = min(max(options["first_step"], options.get("min_step", 0.0)), top)
+    if isinstance(options.get("particle_options"), dict):
+        options["particle_options"] = _resumable(options["particle_options"])
+    return options
 
 
 def _fixed_steps(options: dict) -> bool:

@@ -52,9 +52,10 @@ class Trajectory:
     options : dict
         The backend options the run used (after defaults).
     run_info : dict
-        What the run's file records beside the states (filled by :func:`meanfield.load`; empty for a run
-        in memory): ``t_final`` of the run, ``remaining_times`` and ``resume`` options of a checkpoint,
-        the CLI's ``config`` text and ``seed``, ``complete``.  :func:`meanfield.save` writes it back.
+        What the run's file records beside the states (filled by :func:`meanfield.load`, and by
+        :func:`meanfield.simulate` for a run in memory): ``t_final`` of the run, ``remaining_times`` and
+        ``resume`` options (the step size of the last state), the CLI's ``config`` text and ``seed``,
+        ``complete``.  :func:`meanfield.save` writes it back, so a saved run resumes as its checkpoint would.
     """
 
     times: np.ndarray

@@ -242,6 +242,9 @@ def test_energy_run_writes_info_plots_and_loads_back(tmp_path, capsys):
     assert np.array_equal(r.measure.nodal_values, direct.nodal_values) and r.certificate == direct.certificate
     info = mf._io.run_info(out)
     assert info["complete"] and "[energy]" in info["config"]
+    assert r.run_info["config"] == info["config"] and r.run_info.get("seed") == info.get("seed")
+    again = mf._io.run_info(mf.save(r, tmp_path / "again.h5"))        # a loaded result keeps its record
+    assert again["config"] == info["config"] and again.get("seed") == info.get("seed")
     assert mf._io.file_attrs(out)["meanfield_version"] == mf.__version__
     assert fig.stat().st_size > 10_000
     assert main(["info", str(out)]) == 0

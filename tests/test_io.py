@@ -267,3 +267,45 @@ def test_metadata_arrays_and_tuples_round_trip(tmp_path):
                 metadata={"grid": (3, 4), "ells": np.arange(3), "one": np.float64(2.5), "text": "a b"})
     info = mf.load(path).run_info
     assert info["grid"] == [3, 4] and info["ells"] == [0, 1, 2] and info["one"] == 2.5 and info["text"] == "a b"
+
+
+def test_a_run_kept_in_memory_and_saved_extends_as_its_checkpoint_would(tmp_path):
+    # the in-memory run had no record of its step size: extending the saved file differed by 2.7e-8 (rtol 1e-5)
+    model, p = mf.Model(beta=4.0), mf.Particles.uniform(100, seed=0)
+    opts = dict(backend="particles", rtol=1e-5, save_every=0.5, threads=1)
+    full = mf.simulate(model, p, 2.0, **opts)
+    short = mf.simulate(model, p, 1.0, **opts)
+    assert short.run_info["complete"] and short.run_info["resume"]["first_step"] > 0
+    extended = mf.resume(mf.save(short, tmp_path / "mem.h5"), t_final=2.0)
+    assert max(np.abs(a.positions - b.positions).max() for a, b in zip(full.states, extended.states)) < 1e-14
+
+
+def test_a_hybrid_run_resumed_after_its_hand_off_matches_the_uninterrupted_run(tmp_path):
+    # after the hand-off the stored resume options were empty: the particle phase restarted its step size (4e-8)
+    model, rho = mf.Model(5.0), mf.Density.random(24, seed=2, amplitude=0.7)
+    opts = dict(backend="hybrid", oversample=1, particle_options={"rtol": 1e-5}, save_every=0.5)
+    full = mf.simulate(model, rho, 2.0, **opts)
+    path = tmp_path / "h.h5"
+    mf.simulate(model, rho, 1.0, checkpoint=path, **opts)
+    extended = mf.resume(path, t_final=2.0)
+    assert full.diagnostics["phase"][2] == 1.0                       # handed off by t = 1
+    assert max(np.abs(a.positions - b.positions).max() for a, b in zip(full.states[2:], extended.states[2:])) < 1e-13
+    # the same steps: the step-size controller turns the ~1e-15 state differences into ~1e-11 in dt
+    assert len(full.steps["dt"]) == len(extended.steps["dt"])
+    np.testing.assert_allclose(extended.steps["dt"], full.steps["dt"], rtol=1e-9, atol=0)
+
+
+def test_an_old_hybrid_checkpoint_with_unused_particle_options_still_resumes(tmp_path):
+    # checkpoints written before the refusal of options a fixed-step run ignores stored them in particle_options
+    import json
+
+    import h5py
+    model, rho = mf.Model(5.0), mf.Density.random(24, seed=2, amplitude=0.7)
+    path = tmp_path / "old.h5"
+    mf.simulate(model, rho, 1.0, backend="hybrid", oversample=1, save_every=0.5, checkpoint=path,
+                particle_options={"method": "rk4", "step": 0.05})
+    with h5py.File(path, "r+") as f:
+        options = json.loads(f["run"].attrs["options"])
+        options["particle_options"]["rtol"] = 1e-8
+        f["run"].attrs["options"] = json.dumps(options)
+    assert mf.resume(path, t_final=1.5).success

@@ -72,6 +72,9 @@ class EnergyResult:
         The keyword arguments the solver was called with (those of the configuration).
     start : Particles or None
         The initial configuration of ``task = "stationary"``.
+    run_info : dict
+        What its file records beside the result (filled by :func:`meanfield.load`: the CLI's ``config``
+        text and ``seed``); :func:`meanfield.save` writes it back.
     """
 
     task: str
@@ -81,6 +84,7 @@ class EnergyResult:
     solution: object = field(repr=False)
     parameters: dict = field(default_factory=dict, repr=False)
     start: object = field(default=None, repr=False)
+    run_info: dict = field(default_factory=dict, repr=False)
 
     @property
     def measure(self):

@@ -213,4 +213,8 @@ class HybridBackend:
         return out
 
     def resume_options(self) -> dict:
-        return self._spectral.resume_options() if self._particles is None else {}
+        """The spectral phase's (step size, band limit); after the hand-off, the particle phase's step size, inside
+        ``particle_options`` (a resumed hybrid starts from the particles)."""
+        if self._particles is None:
+            return self._spectral.resume_options()
+        return {"particle_options": {**self.particle_options, **self._particles.resume_options()}}
