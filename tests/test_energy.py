@@ -343,3 +343,43 @@ def test_the_quadrature_bound_covers_the_rounding_amplified_by_an_indefinite_ker
     assert abs(est.value - true) <= est.error_bound
     mild = energy_estimate(dens, 2.0, -1.0, method="quadrature")       # at β = 2 the same bound is small
     assert mild.error_bound < 1e-11 * abs(mild.value)                # still eleven digits
+
+
+def test_a_spectral_particle_energy_without_a_correct_digit_is_warned_about():
+    # method="spectral" returned −4.28e25 for a true 2.27e-46 (D = −I, a tight cluster) and 2.20 for 2.917
+    # (lmax = 2 at β = 5), with bounds above the values but no warning; "auto" falls back to the pair sum
+    rng = np.random.default_rng(0)
+    x = np.array([0.0, 0.0, 1.0]) + 0.03 * rng.standard_normal((5000, 3))
+    p = mf.Particles(x, normalize=True)
+    with pytest.warns(mf.MeanfieldWarning, match=r"not determined in float64 .* truncated spectral sum"):
+        est = mf.energy_estimate(p, 100.0, -1.0, method="spectral")
+    assert not est.error_bound < abs(est.value)
+    assert mf.energy(p, 100.0, -1.0) == pytest.approx(mf.energy(p, 100.0, -1.0, method="pairs"), rel=1e-12)
+    with pytest.warns(mf.MeanfieldWarning, match="raise `lmax`"):
+        mf.energy(mf.Particles.uniform(2000, seed=1), 5.0, method="spectral", lmax=2)
+
+
+def test_the_first_variation_is_a_function_on_the_sphere():
+    with pytest.raises(ValueError, match=r"`points` must be unit vectors"):
+        mf.first_variation(mf.Particles.uniform(10, seed=0), 1.0, points=np.array([[0.0, 0.0, 2.0]]))
+
+
+@pytest.mark.parametrize("beta, d", [(500.0, 1000), (300.0, 800), (100.0, 4096)])
+def test_uniform_energy_in_high_dimension(beta, d):
+    # the series coefficients h_k overflowed (inf − inf = NaN at β = 500, d = 1000; 1e-12 off at d = 4096);
+    # for D = I the uniform energy is λ_0/(2β), here against a 50-digit sum of the ₀F₁ series
+    from decimal import Decimal, localcontext
+    with localcontext() as ctx:
+        ctx.prec = 50
+        z, total, term, k = Decimal(repr(beta)) ** 2 / 4, Decimal(0), Decimal(1), 0
+        while term > Decimal("1e-40") * total or k < 5:
+            total += term
+            k += 1
+            term *= z / (k * (Decimal(d) / 2 + k - 1))
+        expected = float(total / (2 * Decimal(repr(beta))))
+    assert mf.uniform_energy(beta, d=d) == pytest.approx(expected, rel=1e-14)
+    # an orthogonal D (singular values all 1) gives the same; a rank-deficient one less
+    if d <= 1000:           # (a dense 4096 × 4096 SVD would take seconds)
+        q = np.linalg.qr(np.random.default_rng(1).standard_normal((d, d)))[0]
+        assert mf.uniform_energy(beta, q, d=d) == pytest.approx(expected, rel=1e-12)
+    assert mf.uniform_energy(beta, -np.ones(d), d=d) == mf.uniform_energy(beta, -1.0, d=d) == pytest.approx(expected, rel=1e-14)

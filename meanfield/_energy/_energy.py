@@ -14,6 +14,7 @@ Evaluation paths (one per measure type; DESIGN.md §1, §2):
 """
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -102,9 +103,8 @@ def uniform_energy(beta, D=None, d: int = 3) -> float:
     """
     beta = check_beta(beta)
     d = dimension(d)
-    D = check_D(D, d)
-    s = np.linalg.svd(D, compute_uv=False)
-    smax = float(s[0]) if s.size else 0.0
+    s = _singular_values(D, d)
+    smax = float(s.max()) if s.size else 0.0
     if smax == 0.0:
         return 1.0 / (2.0 * beta)
     a = (s / smax) ** 2
@@ -112,19 +112,55 @@ def uniform_energy(beta, D=None, d: int = 3) -> float:
     if z > 1500.0:
         return float("inf")
     K = int(z) + 80
-    j = np.arange(K + 1)
-    base = np.exp(special.gammaln(j + 0.5) - special.gammaln(0.5) - special.gammaln(j + 1.0))  # (1/2)_j/j!
-    h = np.zeros(K + 1)
-    h[0] = 1.0
-    for ai in a:                     # one series product per dimension (d factors, not a particle loop)
-        with np.errstate(under="ignore"):
-            h = np.convolve(h, base * ai ** j)[: K + 1]
-    with np.errstate(divide="ignore"):
-        logt = (j * np.log(z * z / 4.0) + np.log(h)
-                - 2.0 * (special.gammaln(d / 2.0 + j) - special.gammaln(d / 2.0)))
-    top = float(np.max(logt))
+    g = _isotropy_factors(a, d, K)
+    # 2βE = Σ_k u_k g_k with u_k = (z²/4)^k / (k! (d/2)_k), the ₀F₁ terms, by their ratios (positive, no
+    # cancellation), the running sum rescaled as it grows toward e^z
+    u, total, log_scale = 1.0, 0.0, 0.0
+    for k in range(K + 1):
+        if k:
+            u *= z * z / (4.0 * k * (d / 2.0 + k - 1))
+        total += u * g[k]
+        if total > _RESCALE:
+            u, total, log_scale = u / _RESCALE, total / _RESCALE, log_scale + np.log(_RESCALE)
     with np.errstate(over="ignore"):
-        return float(np.exp(top) * np.sum(np.exp(logt - top)) / (2.0 * beta))
+        return float(np.exp(np.log(total) + log_scale - np.log(2.0 * beta)))
+
+
+_RESCALE = 2.0 ** 900
+
+
+def _singular_values(D, d: int) -> np.ndarray:
+    """The singular values of the interaction matrix given as :func:`check_D` takes it, without forming a d × d
+    identity or diagonal (and its O(d³) SVD) when D is None, a scalar or a diagonal: d = 4096 took 38 s."""
+    if D is None:
+        return np.ones(d)
+    if isinstance(D, numbers.Real) and not isinstance(D, bool):
+        return np.full(d, abs(float(check_D(D, 2)[0, 0])))     # the scalar, checked
+    if np.ndim(D) == 1 and not np.iscomplexobj(D):
+        diagonal = np.asarray(D, dtype=float) if np.shape(D) == (d,) else None
+        if diagonal is not None and np.all(np.isfinite(diagonal)):
+            return np.abs(diagonal)
+    return np.linalg.svd(check_D(D, d), compute_uv=False)
+
+
+def _isotropy_factors(a: np.ndarray, d: int, K: int) -> np.ndarray:
+    """g_k = h_k / c_k ∈ (0, 1], k = 0..K, for h_k = [t^k] Π_i (1 − a_i t)^{−1/2} (a_i ≤ 1) and c_k = (d/2)_k/k!,
+    its value when every a_i = 1 (D ∝ an orthogonal matrix: g ≡ 1).
+
+    From log Π_i (1 − a_i t)^{−1/2} = ½ Σ_m p_m t^m/m (p_m = Σ_i a_i^m): k h_k = ½ Σ_{m≤k} p_m h_{k−m}, divided
+    by c_k so that nothing overflows in high d (h_k reaches 10³²² at d = 1000, β = 500).  O(K² + dK).
+    """
+    m = np.arange(1, K + 1)
+    with np.errstate(under="ignore"):
+        p = np.sum(a[None, :] ** m[:, None], axis=1)                       # p_m, m = 1..K
+    g = np.empty(K + 1)
+    g[0] = 1.0
+    for k in range(1, K + 1):
+        i = np.arange(1, k + 1)
+        with np.errstate(under="ignore"):
+            ratio = np.cumprod((k - i + 1.0) / (d / 2.0 + k - i))          # c_{k−m}/c_k, m = 1..k (each ≤ 1)
+        g[k] = float(np.dot(p[:k], ratio * g[k - 1::-1])) / (2.0 * k)
+    return g
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,11 +316,15 @@ def _undetermined_warning(est: EnergyEstimate) -> EnergyEstimate:
     """``est``, with a warning when its bound leaves no correct digit (an indefinite D and a concentrated
     density: the alternating spectral sum cancels, and the quadrature amplifies the rounding of ρ's values)."""
     if not est.error_bound < abs(est.value):
-        warnings.warn(f"E_β,D of this density is not determined in float64 (value {est.value:.6g}, rounding bound "
-                      f"{est.error_bound:.3g}): with an indefinite D (e.g. c·I, c < 0) the kernel is largest where "
-                      "the density is smallest, and the rounding of the density's small values is amplified by it. "
-                      "Evaluate it on particles sampled from the density (method='pairs'), or with a smaller β‖D‖.",
-                      MeanfieldWarning, stacklevel=3)
+        if est.method == "spectral":
+            why = ("the truncated spectral sum of the particles: below the kernel's band limit (raise `lmax`), or, with "
+                   "an indefinite D (e.g. c·I, c < 0), an alternating sum that cancels. Use method='pairs'")
+        else:
+            why = ("with an indefinite D (e.g. c·I, c < 0) the kernel is largest where the density is smallest, and the "
+                   "rounding of the density's small values is amplified by it. Evaluate it on particles sampled from "
+                   "the density (method='pairs'), or with a smaller β‖D‖")
+        warnings.warn(f"E_β,D is not determined in float64 (value {est.value:.6g}, error bound "
+                      f"{est.error_bound:.3g}): {why}.", MeanfieldWarning, stacklevel=3)
     return est
 
 
@@ -316,7 +356,9 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
                              "Use method='pairs'.")
         if method == "spectral" or (method == "auto" and spectral_ok and measure.n > _SPECTRAL_MIN_N):
             est = _particles_spectral(measure, beta, c, lmax, tol)
-            if method == "spectral" or not _cancels(est):
+            if method == "spectral":
+                return _undetermined_warning(est)
+            if not _cancels(est):
                 return est
         return EnergyEstimate(pair_energy(measure.positions, measure.weights, beta, D), 0.0, "pairs")
 
@@ -402,6 +444,9 @@ def _targets(measure, points, d):
         raise ValueError(f"`points` must have shape (..., {d}); got shape {p.shape}.")
     if not np.all(np.isfinite(p)):
         raise ValueError("`points` must be finite; it contains NaN or inf.")
+    nrm = np.linalg.norm(p.reshape(-1, d), axis=1)
+    if nrm.size and np.max(np.abs(nrm - 1)) > 1e-8:     # δE/δμ is a function on the sphere
+        raise ValueError(f"`points` must be unit vectors (max | ‖x‖ − 1 | = {np.max(np.abs(nrm - 1)):.3g}).")
     return p
 
 
@@ -417,7 +462,8 @@ def first_variation(measure, beta, D=None, points=None) -> np.ndarray:
     D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Interaction matrix (None: identity).
     points : array_like, shape (..., d), optional
-        Where to evaluate (default: the particle positions, or the FE nodes; required for a Density).
+        Unit vectors where to evaluate (default: the particle positions, or the FE nodes; required for a
+        Density).
 
     Returns
     -------
@@ -442,7 +488,7 @@ def first_variation_gradient(measure, beta, D=None, points=None) -> np.ndarray:
     For symmetric D this is the USA velocity with Q = I, K = V = D: the Wasserstein gradient-ascent
     field of E (DESIGN.md §1).  A non-symmetric D gives ½P_x∫(e^{β⟨x,Dy⟩}Dy + e^{β⟨x,Dᵀy⟩}Dᵀy)dμ.
 
-    Parameters and default ``points`` as in :func:`first_variation` (points must be unit vectors).
+    Parameters and default ``points`` as in :func:`first_variation`.
 
     Returns
     -------
@@ -454,9 +500,6 @@ def first_variation_gradient(measure, beta, D=None, points=None) -> np.ndarray:
     D = check_D(D, d)
     x = _targets(measure, points, d)
     flat = x.reshape(-1, d)
-    nrm = np.linalg.norm(flat, axis=1)
-    if flat.size and np.max(np.abs(nrm - 1)) > 1e-8:
-        raise ValueError(f"`points` must be unit vectors (max | ‖x‖ − 1 | = {np.max(np.abs(nrm - 1)):.3g}).")
     y, a, _ = atoms(measure, beta, D)
     _, m = kernel_sums(flat, y, a, beta, D, moment=True)
     if not np.array_equal(D, D.T):

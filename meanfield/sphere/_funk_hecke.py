@@ -26,13 +26,14 @@ def _prefactor_log(beta: float, d: int) -> float:
 def _scaled_multipliers(beta: float, ell: np.ndarray, d: int) -> np.ndarray:
     """e^{-β} λ_ℓ(β, d) for β > 0.
 
-    From ``ive`` (a few ulp) where the log of its prefactor Γ(d/2)(2/β)^{d/2-1} is at most 40, or negative at
-    β > 700 (there a Bessel function that underflows gives a value below float64, as it is); otherwise (large
-    d: the prefactor overflows while ``ive`` underflows at d = 512, β = 1, and exp of a large exponent loses
-    ~|exponent|·eps) from the power series, in which the prefactor cancels.
+    From ``ive`` for d ≤ 100 where the log of its prefactor Γ(d/2)(2/β)^{d/2-1} is at most 40, and at β > 700
+    where the prefactor does not overflow (there a Bessel function that underflows gives a value below
+    float64, as it is); otherwise (the prefactor overflows while ``ive`` underflows at d = 512, β = 1; exp of
+    a large exponent loses ~|exponent|·eps; ive loses digits at large orders) from the power series, in which
+    the prefactor cancels (see :func:`_bessel_form`).
     """
     pre = _prefactor_log(beta, d)
-    if abs(pre) <= _LARGE_PREFACTOR_LOG or (beta > _BESSEL_FROM_BETA and pre < 0):
+    if _bessel_form(pre, beta, d):
         with np.errstate(under="ignore"):
             return np.exp(pre) * special.ive(ell + d / 2 - 1, beta)
     log_lead, log_sum, lead, total = _series(beta, ell, d)
@@ -47,7 +48,7 @@ def _log_scaled_multipliers(beta: float, ell: np.ndarray, d: int) -> np.ndarray:
     """log(e^{-β} λ_ℓ), finite where e^{-β} λ_ℓ itself is below float64 (for ratios λ_ℓ/λ_0 in high d, where
     harmonic counts N(d, ℓ) beyond float64 multiply them)."""
     pre = _prefactor_log(beta, d)
-    if abs(pre) <= _LARGE_PREFACTOR_LOG or (beta > _BESSEL_FROM_BETA and pre < 0):
+    if _bessel_form(pre, beta, d):
         with np.errstate(under="ignore", divide="ignore"):
             logs = pre + np.log(special.ive(ell + d / 2 - 1, beta))
         lost = ~np.isfinite(logs)        # ive underflowed: log λ_ℓ < pre − 744 there
@@ -59,8 +60,19 @@ def _log_scaled_multipliers(beta: float, ell: np.ndarray, d: int) -> np.ndarray:
 
 
 # exp(x) of a rounded exponent x has a relative error of ~|x|·eps: beyond 40 (~1e-14) the series is the more
-# accurate form (the log prefactor is < 30 for d ≤ 5 at β ≥ 1e-8, but ~570 for d = 256 at β = 1)
+# accurate form (the log prefactor is < 30 for d ≤ 5 at β ≥ 1e-8, but ~570 for d = 256 at β = 1); and ive itself
+# loses digits at large orders (measured against 50-digit sums: ≤ 3e-14 up to d = 100, 8e-14 at d = 200 and
+# 2e-13 at d = 800, where the series stays at 1e-14–4e-14 for β ≤ 300)
 _LARGE_PREFACTOR_LOG = 40.0
+_BESSEL_MAX_D = 100
+
+
+def _bessel_form(pre: float, beta: float, d: int) -> bool:
+    """Whether e^{-β}λ_ℓ is taken from ``ive`` (else from the series): low d with a moderate prefactor, or β
+    beyond the series' reach with a prefactor that does not overflow."""
+    if beta > _BESSEL_FROM_BETA:
+        return pre < 0 or abs(pre) <= _LARGE_PREFACTOR_LOG
+    return abs(pre) <= _LARGE_PREFACTOR_LOG and d <= _BESSEL_MAX_D
 _BESSEL_FROM_BETA = 700.0   # the series needs ~β terms: beyond this, ive wherever it is representable
 _RESCALE = 2.0 ** 900       # the running series sum is divided by this whenever it exceeds it
 
