@@ -122,9 +122,25 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     defaults = getattr(get_backend(backend), "option_defaults", None)       # a registered backend may lack it
     if defaults is not None:
         check_options(backend, options, defaults())       # the names here; the backend checks the values
+    _refuse_unused_step_options(options)
     return RunConfig(model=model, initial=initial, backend=backend, t_final=t_final, save=save,
                      checkpoint_every=nonneg_int("checkpoint_every", run.get("checkpoint_every", 1), minimum=1),
                      options=options, text=text, seed=seed, raw=raw)
+
+
+def _refuse_unused_step_options(options: dict) -> None:
+    """Options a fixed-step run would ignore, refused when the file is read (so a batch stops before its first
+    run), as the backends refuse them: at the top level and in a hybrid run's ``particle_options``."""
+    from ._integrators import ADAPTIVE_OPTIONS, METHODS, refuse_unused
+
+    for where, opts in (("[options]", options), ("[options] particle_options", options.get("particle_options"))):
+        if not isinstance(opts, dict):
+            continue
+        method = opts.get("method")
+        if opts.get("time") == "layers":
+            refuse_unused(opts, ADAPTIVE_OPTIONS, f"in {where}, time='layers' applies the layer map once per `step`")
+        elif method in METHODS and not METHODS[method].adaptive:
+            refuse_unused(opts, ADAPTIVE_OPTIONS, f"in {where}, method={method!r} takes fixed steps of `step`")
 
 
 def _samples(density, c) -> Particles:

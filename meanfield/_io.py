@@ -205,6 +205,20 @@ def _write_trajectory(g, trajectory):
         _put(g, f"steps/{k}", np.asarray(v))
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporaries ``.NAME.tmp-PID`` of ``path`` left by killed writers (PID no longer running)."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except (PermissionError, OSError):
+            pass                                    # running (as another user), or unknown: leave it
+
+
 def _atomic_write(path, fmt, write, run_info=None, complete=True) -> Path:
     """Write an HDF5 file through ``write(f)`` to a temporary name in the same folder, then rename it."""
     import h5py
@@ -213,11 +227,14 @@ def _atomic_write(path, fmt, write, run_info=None, complete=True) -> Path:
 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _remove_stale_temporaries(path)
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs.update(format=fmt, format_version=FORMAT_VERSION, meanfield_version=__version__,
                            complete=complete)
             write(f)
+            if not complete and f.attrs.get("status") == "OK":
+                f.attrs["status"] = "INCOMPLETE"   # plain HDF5 readers must not take a checkpoint for a finished run
             run = f.require_group("run")
             for k, v in (run_info or {}).items():
                 run.attrs[k] = json_text(v) if isinstance(v, (dict, list, tuple, np.ndarray)) else v
@@ -297,7 +314,7 @@ def _read_trajectory(g, alpha=None):
     if len(states) != len(times):
         raise ResultFileError(f"{g.file.filename!r} is inconsistent: {len(states)} states for {len(times)} times.")
     status, detail = Status[g.attrs["status"]], str(g.attrs["detail"])
-    if status is Status.OK and not bool(g.attrs.get("complete", True)):
+    if status in (Status.OK, Status.INCOMPLETE) and not bool(g.attrs.get("complete", True)):
         # a checkpoint is written with the status of the steps so far: "OK" would read as "finished"
         t_final = _run_attr(g["run"].attrs.get("t_final"))
         status = Status.INCOMPLETE

@@ -7,6 +7,7 @@ time (see :class:`.backends._registry.Backend`).
 from __future__ import annotations
 
 import warnings
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -20,6 +21,11 @@ from .backends._registry import BACKENDS, Backend, get_backend, register_backend
 
 __all__ = ["BACKENDS", "Backend", "MeanfieldWarning", "Status", "Trajectory", "get_backend", "register_backend",
            "resume", "save_times", "simulate"]
+
+
+# Set by the command line's SIGTERM handler, which also raises KeyboardInterrupt: Python ignores an exception
+# raised while a finalizer runs, so the run checks this between save times as well.
+STOP_REQUESTED = threading.Event()
 
 
 def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_every=None, t_eval=None,
@@ -103,6 +109,8 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
                 run.status = status
                 break
             run.keep()
+            if STOP_REQUESTED.is_set():       # a SIGTERM whose KeyboardInterrupt a finalizer swallowed
+                raise KeyboardInterrupt
             if checkpoint is not None and i % checkpoint_every == 0 and i < len(times) - 1:
                 run.write(complete=False)
             if callback is not None and callback(stepper.t, run.states[-1], run.diags[-1]):

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     from ._errors import MeanfieldError
 
     try:
-        with _one_line_warnings(args.command):
+        with _one_line_warnings(args.command), _terminate_as_interrupt():
             return _COMMANDS[args.command](args)
     except BrokenPipeError:
         # the reader went away (`meanfield info R.h5 | head`): not an error; keep Python's flush at exit quiet
@@ -98,6 +98,30 @@ def main(argv=None) -> int:
     except (ConfigError, MeanfieldError, ValueError, TypeError, OSError) as e:
         print(f"meanfield {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (what batch schedulers send) handled as Ctrl-C: a run writes its checkpoint, status INTERRUPTED,
+    and stops, instead of dying with the states since its last checkpoint."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    from ._simulate import STOP_REQUESTED
+
+    def interrupt(signum, frame):
+        STOP_REQUESTED.set()
+        raise KeyboardInterrupt
+    STOP_REQUESTED.clear()
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -197,16 +221,39 @@ def _warn_if_config_differs(config: Path, output) -> None:
     from ._io import run_info
     from ._errors import MeanfieldWarning
 
-    stored = run_info(output).get("config")
+    info = run_info(output)
+    stored = info.get("config")
     try:
         given = config.read_text()
-    except OSError:
-        given = None
-    if stored is not None and given != stored:
-        warnings.warn(f"{str(config)!r} differs from the configuration stored in {str(output)!r}; --resume "
-                      "continues the stored run (model, options, t_final) and does not read CONFIG; "
-                      "add --t-final T to run it longer.",
+    except OSError as e:
+        raise ValueError(f"cannot read the configuration {str(config)!r}: {e.strerror or e}.") from None
+    if stored is None or given == stored:
+        return
+    same, asked = _same_but_t_final(given, stored)
+    if same and asked == info.get("t_final"):
+        return                  # the run was extended to this CONFIG's t_final (--t-final) since it was stored
+    if same and asked is not None:
+        warnings.warn(f"{str(config)!r} asks for t_final={asked:g}; the run stored in {str(output)!r} ends at "
+                      f"t_final={info.get('t_final'):g}: add --t-final {asked:g} to run it that far.",
                       MeanfieldWarning, stacklevel=2)
+        return
+    warnings.warn(f"{str(config)!r} differs from the configuration stored in {str(output)!r}; --resume "
+                  "continues the stored run (model, options, t_final) and does not read CONFIG; "
+                  "add --t-final T to run it longer.",
+                  MeanfieldWarning, stacklevel=2)
+
+
+def _same_but_t_final(given: str, stored: str):
+    """(whether two configuration texts agree but for [run] t_final, the t_final ``given`` asks for)."""
+    import tomllib
+
+    try:
+        a, b = tomllib.loads(given), tomllib.loads(stored)
+    except tomllib.TOMLDecodeError:
+        return False, None
+    asked = a.get("run", {}).pop("t_final", None)
+    b.get("run", {}).pop("t_final", None)
+    return a == b, (float(asked) if isinstance(asked, (int, float)) and not isinstance(asked, bool) else None)
 
 
 def _outputs(paths, output: Path) -> list:

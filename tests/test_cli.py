@@ -84,6 +84,12 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     assert "`beta`" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "missing.h5")]) == 2
     assert main(["run", str(cfg), "--output", str(tmp_path / "none.h5"), "--resume"]) == 2
+    capsys.readouterr()
+    good = tmp_path / "good.toml"
+    good.write_text(SMALL.format(scheme="post-ln", extra=""))
+    assert main(["run", str(good), "--output", str(tmp_path / "g.h5"), "--quiet"]) == 0
+    assert main(["run", str(tmp_path / "missing.toml"), "--output", str(tmp_path / "g.h5"), "--resume"]) == 2
+    assert "cannot read the configuration" in capsys.readouterr().err
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
@@ -114,10 +120,28 @@ lmax_max = 160
     proc.wait()
     partial = mf.load(out)
     assert not mf._io.run_info(out)["complete"], "the run finished before it could be killed"
+    assert mf._io.file_attrs(out)["status"] == "INCOMPLETE"         # not "OK", for plain HDF5 readers
+    assert partial.status is mf.Status.INCOMPLETE
+    stale = out.with_name(f".{out.name}.tmp-{proc.pid}")
+    stale.write_bytes(b"left by a killed writer")                     # as SIGKILL mid-write leaves it
     assert main(["run", str(cfg), "--output", str(out), "--resume", "--quiet"]) == 0
+    assert not stale.exists()
     a, b = mf.load(ref), mf.load(out)
     assert len(partial) < len(b) == len(a)
     assert max(np.max(np.abs(x.coeffs - y.coeffs)) for x, y in zip(a.states, b.states)) <= 1e-14
+    # SIGTERM (a batch scheduler's stop) is handled like Ctrl-C: a last checkpoint, status INTERRUPTED
+    term = tmp_path / "term.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "meanfield", "run", str(cfg), "--output", str(term), "--quiet"],
+                            cwd=ROOT, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (term.exists() and len(mf.load(term)) >= 8):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert mf.load(term).status is mf.Status.INTERRUPTED and not mf._io.run_info(term)["complete"]
+    assert main(["run", str(cfg), "--output", str(term), "--resume", "--quiet"]) == 0
+    assert max(np.max(np.abs(x.coeffs - y.coeffs)) for x, y in zip(a.states, mf.load(term).states)) <= 1e-14
 
 
 def test_config_and_seed_survive_kill_and_resume(tmp_path):
@@ -432,3 +456,22 @@ def test_a_run_that_fails_validation_leaves_the_previous_result_untouched(tmp_pa
     assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 2
     assert "first_step" in capsys.readouterr().err or "rtoll" in bad
     assert out.read_bytes() == before and mf.load(out).success
+
+
+def test_resume_compares_configurations_but_for_t_final(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"                    # β = 1: resolved far beyond t_final (no resolution loss)
+    cfg.write_text(SMALL.format(scheme="post-ln", extra="").replace("beta = 3.0", "beta = 1.0"))
+    out = tmp_path / "r.h5"
+    assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+    t_end = mf._io.run_info(out)["t_final"]
+    assert main(["run", str(cfg), "--output", str(out), "--resume", "--t-final", str(2 * t_end), "--quiet"]) == 0
+    capsys.readouterr()
+    longer = tmp_path / "longer.toml"            # the same run asked to the extended t_final: nothing to say
+    longer.write_text(cfg.read_text().replace(f"t_final = {t_end}", f"t_final = {2 * t_end}"))
+    assert longer.read_text() != cfg.read_text()
+    assert main(["run", str(longer), "--output", str(out), "--resume", "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    further = tmp_path / "further.toml"
+    further.write_text(cfg.read_text().replace(f"t_final = {t_end}", f"t_final = {3 * t_end}"))
+    assert main(["run", str(further), "--output", str(out), "--resume", "--quiet"]) == 0
+    assert f"asks for t_final={3 * t_end:g}" in capsys.readouterr().err

@@ -196,3 +196,18 @@ def test_a_registered_backend_without_option_defaults_still_parses(monkeypatch):
     register_backend("mine")(type("Mine", (), {}))
     cfg = parse_config(_with("run", backend="mine") | {"options": {"anything": 1}})
     assert cfg.backend == "mine" and cfg.options == {"anything": 1}
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"method": "rk4", "step": 0.1, "rtol": 1e-6}, r"\['rtol'\] would be ignored: in \[options\], method='rk4'"),
+    ({"time": "layers", "step": 0.1, "max_step": 0.05}, r"\['max_step'\] would be ignored: in \[options\], time='layers'"),
+    ({"particle_options": {"method": "rk4", "step": 0.1, "atol": 1e-9}}, r"in \[options\] particle_options"),
+])
+def test_options_a_fixed_step_run_would_ignore_are_refused_when_the_file_is_read(options, match):
+    # a batch of configurations stops before its first run, not after it (the backends refuse them too)
+    raw = {"model": {"beta": 1.0}, "initial": {"kind": "uniform"}, "run": {"t_final": 1.0,
+           "backend": "hybrid" if "particle_options" in options else "particles"}, "options": options}
+    if raw["run"]["backend"] == "particles":
+        raw["initial"] = {"kind": "particles", "n": 8}
+    with pytest.raises(ValueError, match=match):
+        parse_config(raw)

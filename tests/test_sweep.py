@@ -302,3 +302,17 @@ def test_records_keep_infinite_values_apart_from_missing_ones(tmp_path):
     json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))    # strict JSON
     back = read_records(tmp_path)["k1"]
     assert back["energy"] == float("inf") and back["aligned_fraction"] is None and np.isnan(back["t"][1])
+
+
+def test_a_parameter_given_as_a_dotted_and_a_quoted_key_is_refused():
+    # `model.beta` (a table) and "model.beta" (one key) name one parameter: one of the two was dropped silently
+    with pytest.raises(ConfigError, match=r"gives the parameter 'model.beta' twice"):
+        _spec(BASE + '[sweep.grid]\nmodel.beta = [1.0]\n"model.beta" = [2.0]\n')
+
+
+def test_the_output_folder_cannot_be_a_file(tmp_path, capsys):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
+    (tmp_path / "afile").write_text("")
+    assert cli.main(["sweep", str(cfg), "--workers", "1", "--output", str(tmp_path / "afile" / "out"), "--quiet"]) == 2
+    assert "is a file" in capsys.readouterr().err

@@ -12,6 +12,7 @@ dask is imported only inside these functions: ``import meanfield`` stays light.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from ._distributed import distributed_particles_sh as distributed_particles_sh
 from ._observables import OBSERVABLES as OBSERVABLES
@@ -26,6 +27,7 @@ def main(args) -> int:
         raise ValueError(f"`--workers` must be ≥ 1; got {args.workers}.")
     if args.workers is not None and args.scheduler is not None:
         raise ValueError("give either `--workers` (a local cluster) or `--scheduler` (an existing one), not both.")
+    _check_output_folder(Path(args.output))
     try:
         result = run_sweep(spec, args.output, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
     except KeyboardInterrupt:
@@ -42,6 +44,15 @@ def main(args) -> int:
             print(f"  {r['status']}: {r['key']} {_params(r, spec)}: {r['error']}", file=sys.stderr)
         print("table: " + ", ".join(str(p) for p in result.paths))
     return 0 if result.success else 1
+
+
+def _check_output_folder(out: Path) -> None:
+    """--output is a folder (created if missing): refuse a file, or a path below a file, before any work."""
+    for part in (out, *out.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ValueError(f"--output is the sweep's folder (records, tables, results); {str(part)!r} is a file.")
+            return
 
 
 def _params(row, spec):

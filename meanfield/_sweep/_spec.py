@@ -156,10 +156,11 @@ def _flatten(d, where, prefix=""):
     out = {}
     for k, v in d.items():
         name = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, where, name + "."))
-        else:
-            out[name] = v
+        inner = _flatten(v, where, name + ".") if isinstance(v, dict) else {name: v}
+        for key, value in inner.items():
+            if key in out:       # `model.beta` (a dotted key) and `"model.beta"` (one quoted key) name one parameter
+                raise ConfigError(f"[{where}] gives the parameter {key!r} twice (as a dotted and as a quoted key).")
+            out[key] = value
     return out
 
 

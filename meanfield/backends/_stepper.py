@@ -457,7 +457,7 @@ class ParticleStepper:
         nl = int(round(n))
         if abs(n - nl) > 1e-9 * max(1.0, n):
             raise ValueError(f"time='layers': t_final and the save times must be whole numbers of layers of "
-                             f"step={h!r}; {t_target!r} − {t0!r} is {n:.6g} layers.")
+                             f"step={h:g}; {float(t_target):.12g} − {float(t0):.12g} is {n:.6g} layers.")
         return nl
 
     def _layer_time(self, t, h):
