@@ -137,6 +137,8 @@ def _refuse_unused_step_options(options: dict) -> None:
         if not isinstance(opts, dict):
             continue
         method = opts.get("method")
+        if not isinstance(method, (str, type(None))):
+            raise ConfigError(f"{where} `method` must be a string, one of {sorted(METHODS)}; got method={method!r}.")
         if opts.get("time") == "layers":
             refuse_unused(opts, ADAPTIVE_OPTIONS, f"in {where}, time='layers' applies the layer map once per `step`")
         elif method in METHODS and not METHODS[method].adaptive:

@@ -35,8 +35,10 @@ unpickles anything: every dataset must have a numeric dtype.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -205,9 +207,13 @@ def _write_trajectory(g, trajectory):
         _put(g, f"steps/{k}", np.asarray(v))
 
 
+_HOST = socket.gethostname().replace("-", "_") or "host"
+
+
 def _remove_stale_temporaries(path: Path) -> None:
-    """Delete the temporaries ``.NAME.tmp-PID`` of ``path`` left by killed writers (PID no longer running)."""
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+    """Delete the temporaries ``.NAME.tmp-HOST-PID`` of ``path`` left by killed writers of this host (PID no longer
+    running); another host's (a shared file system) cannot be checked and are left."""
+    for stale in path.parent.glob(glob.escape(f".{path.name}.tmp-{_HOST}-") + "*"):
         pid = stale.name.rsplit("-", 1)[-1]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
@@ -226,7 +232,7 @@ def _atomic_write(path, fmt, write, run_info=None, complete=True) -> Path:
     from . import __version__
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{_HOST}-{os.getpid()}")
     _remove_stale_temporaries(path)
     try:
         with h5py.File(tmp, "w") as f:
@@ -258,13 +264,15 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
         Target file; an existing file is replaced only once the new one is complete.
     run_info : dict, optional
         Extra run attributes (``t_final``, ``resume`` options, the CLI ``config`` text, ``seed``); default:
-        the trajectory's own :attr:`~meanfield.Trajectory.run_info` (what :func:`load` read), so that a
-        loaded checkpoint saved elsewhere can still be resumed.  A trajectory's ``t_final`` defaults to its
-        last saved time (the time an in-memory run reached), so that ``meanfield info`` shows it and
-        :func:`meanfield.resume` can extend the file.
+        the trajectory's own :attr:`~meanfield.Trajectory.run_info`: what :func:`load` read, or, for a run
+        returned by :func:`simulate`, what its checkpoint would hold (its ``t_final``, the save times it did
+        not reach, the step size of its last state), so that the file resumes as the checkpoint would.
+        Without one (a Trajectory built by hand), ``t_final`` is the last saved time, so that ``meanfield
+        info`` shows it and :func:`meanfield.resume` can extend the file.
     complete : bool, optional
-        False for a checkpoint of a run still in progress; default: the trajectory's ``run_info``
-        (True for a run in memory).
+        False for a checkpoint of a run still in progress; default: the trajectory's ``run_info`` (a run from
+        :func:`simulate` is complete when it reached its t_final; one stopped early, by a callback too, is
+        saved resumable, as its checkpoint is), else True.
     """
     from ._trajectory import Trajectory
 

@@ -122,6 +122,7 @@ def _terminate_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        STOP_REQUESTED.clear()     # a later simulate() in this process (main() called from Python) runs on
 
 
 @contextlib.contextmanager
@@ -202,10 +203,18 @@ def _run(args) -> int:
             _check_output(args.output, "--output")
         outputs = _outputs(paths, Path(args.output))
         results = []
+        from ._simulate import STOP_REQUESTED
+
         for cfg, out in zip(configs, outputs):
             results.append(_run_one(cfg, out, args.quiet))
             if not args.quiet:
                 print(_energy_summary(results[-1], out) if _is_energy(results[-1]) else _summary(results[-1], out))
+            interrupted = not _is_energy(results[-1]) and results[-1].status is mf.Status.INTERRUPTED
+            if (interrupted or STOP_REQUESTED.is_set()) and len(results) < len(configs):
+                left = [str(p) for p in paths[len(results):]]
+                print(f"meanfield run: interrupted; not started: {', '.join(left)} (their --output files are "
+                      "untouched).", file=sys.stderr)
+                return 1
     if args.resume and not args.quiet:
         print(_summary(results[0], outputs[0]))
     if args.figure:
@@ -230,8 +239,9 @@ def _warn_if_config_differs(config: Path, output) -> None:
     if stored is None or given == stored:
         return
     same, asked = _same_but_t_final(given, stored)
-    if same and asked == info.get("t_final"):
-        return                  # the run was extended to this CONFIG's t_final (--t-final) since it was stored
+    reached = info.get("t_final")
+    if same and (asked == reached or (asked is not None and reached is not None and asked < reached)):
+        return                  # the run was extended to (or beyond) this CONFIG's t_final since it was stored
     if same and asked is not None:
         warnings.warn(f"{str(config)!r} asks for t_final={asked:g}; the run stored in {str(output)!r} ends at "
                       f"t_final={info.get('t_final'):g}: add --t-final {asked:g} to run it that far.",
@@ -251,8 +261,10 @@ def _same_but_t_final(given: str, stored: str):
         a, b = tomllib.loads(given), tomllib.loads(stored)
     except tomllib.TOMLDecodeError:
         return False, None
-    asked = a.get("run", {}).pop("t_final", None)
-    b.get("run", {}).pop("t_final", None)
+    if not (isinstance(a.get("run"), dict) and isinstance(b.get("run"), dict)):
+        return a == b, None
+    asked = a["run"].pop("t_final", None)
+    b["run"].pop("t_final", None)
     return a == b, (float(asked) if isinstance(asked, (int, float)) and not isinstance(asked, bool) else None)
 
 

@@ -122,7 +122,8 @@ lmax_max = 160
     assert not mf._io.run_info(out)["complete"], "the run finished before it could be killed"
     assert mf._io.file_attrs(out)["status"] == "INCOMPLETE"         # not "OK", for plain HDF5 readers
     assert partial.status is mf.Status.INCOMPLETE
-    stale = out.with_name(f".{out.name}.tmp-{proc.pid}")
+    from meanfield._io import _HOST
+    stale = out.with_name(f".{out.name}.tmp-{_HOST}-{proc.pid}")
     stale.write_bytes(b"left by a killed writer")                     # as SIGKILL mid-write leaves it
     assert main(["run", str(cfg), "--output", str(out), "--resume", "--quiet"]) == 0
     assert not stale.exists()
@@ -475,3 +476,27 @@ def test_resume_compares_configurations_but_for_t_final(tmp_path, capsys):
     further.write_text(cfg.read_text().replace(f"t_final = {t_end}", f"t_final = {3 * t_end}"))
     assert main(["run", str(further), "--output", str(out), "--resume", "--quiet"]) == 0
     assert f"asks for t_final={3 * t_end:g}" in capsys.readouterr().err
+
+
+def test_an_interrupted_batch_starts_no_further_run(tmp_path, monkeypatch, capsys):
+    # after a SIGTERM during the first run, the second was started anyway and its --output replaced
+    from meanfield import cli
+    from meanfield._simulate import STOP_REQUESTED
+    paths = []
+    for name in ("a", "b"):
+        p = tmp_path / f"{name}.toml"
+        p.write_text(SMALL.format(scheme="post-ln", extra=""))
+        paths.append(str(p))
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "b.h5").write_bytes(b"an earlier result")
+    real = cli._run_one
+
+    def first_then_sigterm(cfg, path, quiet):
+        result = real(cfg, path, quiet)
+        STOP_REQUESTED.set()               # what the SIGTERM handler does
+        return result
+    monkeypatch.setattr(cli, "_run_one", first_then_sigterm)
+    assert main(["run", *paths, "--output", str(out), "--quiet"]) == 1
+    assert (out / "b.h5").read_bytes() == b"an earlier result" and (out / "a.h5").exists()
+    assert "not started" in capsys.readouterr().err and not STOP_REQUESTED.is_set()

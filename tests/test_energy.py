@@ -383,3 +383,13 @@ def test_uniform_energy_in_high_dimension(beta, d):
         q = np.linalg.qr(np.random.default_rng(1).standard_normal((d, d)))[0]
         assert mf.uniform_energy(beta, q, d=d) == pytest.approx(expected, rel=1e-12)
     assert mf.uniform_energy(beta, -np.ones(d), d=d) == mf.uniform_energy(beta, -1.0, d=d) == pytest.approx(expected, rel=1e-14)
+
+
+@pytest.mark.parametrize("beta, d", [(5.0, 3), (30.0, 10), (300.0, 50)])
+def test_uniform_energy_recurrence_and_convolution_agree(beta, d, monkeypatch):
+    # low d multiplies the d series directly; high d (where that overflows) uses the recurrence for h_k/c_k
+    from meanfield._energy import _energy
+    D = np.diag(np.linspace(1.0, 0.2, d)) * np.where(np.arange(d) % 2, -1.0, 1.0)
+    by_convolution = mf.uniform_energy(beta, D, d=d)
+    monkeypatch.setattr(_energy, "_CONVOLUTION_MAX_D", 0)
+    assert mf.uniform_energy(beta, D, d=d) == pytest.approx(by_convolution, rel=2e-13)

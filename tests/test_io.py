@@ -309,3 +309,20 @@ def test_an_old_hybrid_checkpoint_with_unused_particle_options_still_resumes(tmp
         options["particle_options"]["rtol"] = 1e-8
         f["run"].attrs["options"] = json.dumps(options)
     assert mf.resume(path, t_final=1.5).success
+
+
+def test_only_this_files_stale_temporaries_of_this_host_are_removed(tmp_path, trajectory):
+    # the glob was not escaped: saving r[1].h5 removed r1.h5's temporary and left its own
+    import subprocess
+    import sys
+
+    from meanfield._io import _HOST
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    own = tmp_path / f".r[1].h5.tmp-{_HOST}-{dead.pid}"
+    other_file = tmp_path / f".r1.h5.tmp-{_HOST}-{dead.pid}"
+    other_host = tmp_path / f".r[1].h5.tmp-elsewhere-{dead.pid}"
+    for p in (own, other_file, other_host):
+        p.write_bytes(b"x")
+    mf.save(trajectory, tmp_path / "r[1].h5")
+    assert not own.exists() and other_file.exists() and other_host.exists()

@@ -112,6 +112,8 @@ def uniform_energy(beta, D=None, d: int = 3) -> float:
     if z > 1500.0:
         return float("inf")
     K = int(z) + 80
+    if d <= _CONVOLUTION_MAX_D:
+        return _uniform_energy_by_convolution(a, z, d, K) / (2.0 * beta)
     g = _isotropy_factors(a, d, K)
     # 2βE = Σ_k u_k g_k with u_k = (z²/4)^k / (k! (d/2)_k), the ₀F₁ terms, by their ratios (positive, no
     # cancellation), the running sum rescaled as it grows toward e^z
@@ -127,6 +129,26 @@ def uniform_energy(beta, D=None, d: int = 3) -> float:
 
 
 _RESCALE = 2.0 ** 900
+# h_k ≤ (d/2)_k/k! ≤ 1e96 for d ≤ 100 at z ≤ 1500: the direct product of the d series fits in float64 there
+# (and is 10–40× faster than the recurrence of _isotropy_factors, which high d needs)
+_CONVOLUTION_MAX_D = 100
+
+
+def _uniform_energy_by_convolution(a: np.ndarray, z: float, d: int, K: int) -> float:
+    """2βE = Σ_k (z²/4)^k h_k / ((d/2)_k)², h_k = [t^k] Π_i (1 − a_i t)^{−1/2} by d convolutions (low d)."""
+    j = np.arange(K + 1)
+    base = np.exp(special.gammaln(j + 0.5) - special.gammaln(0.5) - special.gammaln(j + 1.0))  # (1/2)_j/j!
+    h = np.zeros(K + 1)
+    h[0] = 1.0
+    for ai in a:                     # one series product per dimension (d factors, not a particle loop)
+        with np.errstate(under="ignore"):
+            h = np.convolve(h, base * ai ** j)[: K + 1]
+    with np.errstate(divide="ignore"):
+        logt = (j * np.log(z * z / 4.0) + np.log(h)
+                - 2.0 * (special.gammaln(d / 2.0 + j) - special.gammaln(d / 2.0)))
+    top = float(np.max(logt))
+    with np.errstate(over="ignore"):
+        return float(np.exp(top) * np.sum(np.exp(logt - top)))
 
 
 def _singular_values(D, d: int) -> np.ndarray:
