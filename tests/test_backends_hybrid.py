@@ -76,7 +76,7 @@ def test_hybrid_bad_options():
 @pytest.mark.parametrize("particle_options, error, match", [
     ({"rtoll": 1}, TypeError, r"`particle_options` for the particle phase \(particles-sh\): unknown option"),
     ({"causal": True}, mf.UnsupportedModelError, r"`particle_options` .*has no causal mask"),
-    ({"time": "layers"}, ValueError, r"`particle_options` .*time='layers' needs `step`"),
+    ({"time": "layers", "step": 0.1}, ValueError, r"`particle_options` time='layers': the particle phase starts at the hand-off"),
     (3, TypeError, r"`particle_options` must be a dict of particles-sh options; got particle_options=3"),
 ])
 def test_hybrid_checks_particle_options_before_the_spectral_phase(particle_options, error, match):

@@ -142,6 +142,10 @@ class HybridBackend:
         if not isinstance(options, dict):
             raise TypeError(f"`particle_options` must be a dict of {self.particle_backend} options; got "
                             f"particle_options={options!r}.")
+        if options.get("time", "continuous") != "continuous":
+            raise ValueError(f"`particle_options` time={options['time']!r}: the particle phase starts at the hand-off "
+                             "time, which no layer grid fixed in advance contains; the hybrid integrates the ODE "
+                             "(time='continuous').  For layer maps, hand off by hand (docs: numerics, limits).")
         try:
             BACKENDS[self.particle_backend](model, Particles.uniform(2, model.d, seed=0), **options)
         except (TypeError, ValueError, UnsupportedModelError) as err:
