@@ -131,7 +131,7 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
 def _refuse_unused_step_options(options: dict) -> None:
     """Options a fixed-step run would ignore, refused when the file is read (so a batch stops before its first
     run), as the backends refuse them: at the top level and in a hybrid run's ``particle_options``."""
-    from ._integrators import ADAPTIVE_OPTIONS, METHODS, refuse_unused
+    from ._integrators import ADAPTIVE_OPTIONS, METHODS, fixed_steps, refuse_unused
 
     for where, opts in (("[options]", options), ("[options] particle_options", options.get("particle_options"))):
         if not isinstance(opts, dict):
@@ -139,10 +139,9 @@ def _refuse_unused_step_options(options: dict) -> None:
         method = opts.get("method")
         if not isinstance(method, (str, type(None))):
             raise ConfigError(f"{where} `method` must be a string, one of {sorted(METHODS)}; got method={method!r}.")
-        if opts.get("time") == "layers":
-            refuse_unused(opts, ADAPTIVE_OPTIONS, f"in {where}, time='layers' applies the layer map once per `step`")
-        elif method in METHODS and not METHODS[method].adaptive:
-            refuse_unused(opts, ADAPTIVE_OPTIONS, f"in {where}, method={method!r} takes fixed steps of `step`")
+        why = fixed_steps(opts)
+        if why is not None:
+            refuse_unused(opts, ADAPTIVE_OPTIONS, f"in {where}, {why}")
 
 
 def _samples(density, c) -> Particles:

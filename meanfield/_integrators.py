@@ -103,6 +103,17 @@ def next_step(h: float, norm: float, error_order: int, safety: float = 0.9, min_
 ADAPTIVE_OPTIONS = ("rtol", "atol", "first_step", "max_step", "min_step")
 
 
+def fixed_steps(options: dict) -> str | None:
+    """Why a run with these options takes fixed steps ("time='layers'…", "method='rk4'…"), or None (adaptive, or a
+    third-party backend's own method name): then the options of the adaptive pairs would be ignored."""
+    if options.get("time") == "layers":
+        return "time='layers' applies the layer map once per `step`"
+    method = options.get("method")
+    if isinstance(method, str) and method in METHODS and not METHODS[method].adaptive:
+        return f"method={method!r} takes fixed steps of `step`"
+    return None
+
+
 def refuse_unused(given: dict, names, why: str) -> None:
     """Refuse the options among ``names`` that the user set (to anything but None, or ∞ for ``max_step``, which
     mean unset): they would be ignored."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from ._errors import MeanfieldWarning
 from ._model import Model
-from ._integrators import ADAPTIVE_OPTIONS, get_method
+from ._integrators import ADAPTIVE_OPTIONS, fixed_steps
 from ._trajectory import Status, Trajectory, save_times
 from ._validate import positive_float
 from .backends._registry import BACKENDS, Backend, get_backend, register_backend
@@ -252,7 +252,7 @@ def _resumable(options: dict) -> dict:
     stored options are all of them, defaults included), the stored step capped as the run would take it
     next; the same inside a hybrid run's ``particle_options``."""
     options = dict(options)
-    if _fixed_steps(options):
+    if fixed_steps(options):
         options = {k: v for k, v in options.items() if k not in ADAPTIVE_OPTIONS}
     if options.get("first_step") is not None:
         top = options.get("max_step") or np.inf
@@ -260,17 +260,6 @@ def _resumable(options: dict) -> dict:
     if isinstance(options.get("particle_options"), dict):
         options["particle_options"] = _resumable(options["particle_options"])
     return options
-
-
-def _fixed_steps(options: dict) -> bool:
-    """Whether a run with these (stored) options takes fixed steps: layer maps, or a fixed-step method."""
-    method = options.get("method")
-    if options.get("time") == "layers":
-        return True
-    try:
-        return isinstance(method, str) and not get_method(method).adaptive
-    except ValueError:      # a third-party backend's own method names: its options are passed as stored
-        return False
 
 
 def _extension_times(times, stored_final, end, save_every) -> np.ndarray:
