@@ -13,13 +13,45 @@ CONTINUOUS = sorted(name for name, s in mf.SCHEMES.items() if s.continuous)
 # ------------------------------------------------------------------------------------------------
 # growth rates, most unstable mode
 
-@pytest.mark.parametrize("d", [2, 3, 5])
+def test_growth_rate_design_values():
+    """DESIGN §5, through the public function: d = 2 USA and d = 3 SA at β = 1, ℓ = 1..4 (six digits given)."""
+    usa2 = [mf.growth_rate(1.0, ell, 2, "unnormalized") for ell in range(1, 5)]
+    sa3 = [mf.growth_rate(1.0, ell, 3, "softmax") for ell in range(1, 5)]
+    np.testing.assert_allclose(usa2, [0.565159, 0.542991, 0.199516, 0.043794], rtol=0, atol=5e-7)
+    np.testing.assert_allclose(sa3, [0.626071, 0.365365, 0.102775, 0.018843], rtol=0, atol=5e-7)
+
+
+def _bessel_rate(beta, ell, d, softmax, speed):
+    """γ_ℓ written out with Bessel functions (λ_ℓ = Γ(d/2)(2/β)^{d/2−1} I_{ℓ+d/2−1}(β)), independent of the package."""
+    from scipy.special import gammaln, ive
+    nu = d / 2 - 1
+    log_lam0 = gammaln(d / 2) + nu * np.log(2 / beta) + np.log(ive(nu, beta)) + beta
+    ratio = ive(ell + nu, beta) / ive(nu, beta)
+    lam = ratio if softmax else ratio * np.exp(log_lam0)
+    return ell * (ell + d - 2) * lam / (beta * speed)
+
+
+@pytest.mark.parametrize("d", [2, 3, 5, 8])
 @pytest.mark.parametrize("attention", ["softmax", "unnormalized"])
-def test_growth_rates_vectorized_equals_scalar(d, attention):
-    rates = mf.growth_rates(3.0, 12, d, attention)
-    assert rates[0] == 0.0
-    for ell in range(1, 13):
-        assert rates[ell] == pytest.approx(mf.growth_rate(3.0, ell, d, attention), rel=1e-14)
+def test_growth_rates_match_the_bessel_closed_form(d, attention):
+    """Every degree and every continuous scheme's speed at the uniform state, written from DESIGN §1's table:
+    ‖A‖ = I_{d/2}(β)/I_{d/2−1}(β) (SA; times λ_0 for USA), rtol from ive's ~1e-15 per factor."""
+    from scipy.special import gammaln, ive
+    beta, r0, alpha, t = 3.0, 1.7, 0.4, 0.6
+    softmax = attention == "softmax"
+    nu = d / 2 - 1
+    a_norm = ive(nu + 1, beta) / ive(nu, beta)
+    if not softmax:
+        a_norm *= np.exp(gammaln(d / 2) + nu * np.log(2 / beta) + np.log(ive(nu, beta)) + beta)
+    speeds = {"post-ln": (1.0, {}), "pre-ln": (r0, dict(r0=r0)), "qkv-norm": (r0, dict(r0=r0)),
+              "peri-ln": (r0 * a_norm, dict(r0=r0)), "ngpt": (a_norm / alpha, dict(alpha=alpha)),
+              "ln-scaling": (np.sqrt(t + 1), {}), "mix-ln": (r0, dict(r0=r0, tau=0.5))}
+    assert set(speeds) == set(CONTINUOUS)
+    for scheme, (speed, kw) in speeds.items():
+        rates = mf.growth_rates(beta, 12, d, attention, scheme=scheme, t=t, **kw)
+        expected = [0.0] + [_bessel_rate(beta, ell, d, softmax, speed) for ell in range(1, 13)]
+        np.testing.assert_allclose(rates, expected, rtol=1e-13, atol=0, err_msg=scheme)
+        assert mf.growth_rate(beta, 5, d, attention, scheme=scheme, t=t, **kw) == rates[5]
 
 
 @pytest.mark.parametrize("beta", [0.3, 1.0, 4.0, 10.0, 20.0, 40.0, 120.0])

@@ -37,6 +37,20 @@ def test_initial_slopes_beta5_n256(scheme, slope):
         assert rho[1] / h == pytest.approx(2 / (np.exp(5.0) + 255), rel=1e-6)
 
 
+def test_time_change_laws_of_ln_scaling_and_ngpt():
+    """Exact time changes of DESIGN §1's speed factors (no tuning): LN-Scaling's s = √(t+1) runs Post-LN on the
+    clock 2(√(t+1) − 1); nGPT with a constant step α runs nGPT (α = 1) on the clock α t.  1e-11: the global
+    error of solve_ivp at rtol 1e-12, as in test_beta_zero_closed_form."""
+    t = np.linspace(0, 3, 7)
+    ln_scaling, _ = mf.equiangular("ln-scaling", 2.0, 5, t)
+    post_ln, _ = mf.equiangular("post-ln", 2.0, 5, 2 * (np.sqrt(t + 1) - 1))
+    assert np.max(np.abs(ln_scaling - post_ln)) < 1e-11
+    slow, _ = mf.equiangular("ngpt", 2.0, 5, t, alpha=0.5)
+    clock, _ = mf.equiangular("ngpt", 2.0, 5, 0.5 * t)
+    assert np.max(np.abs(slow - clock)) < 1e-11
+    assert np.max(np.abs(slow - mf.equiangular("ngpt", 2.0, 5, t)[0])) > 1e-2     # α is visible
+
+
 def test_attention_parts_against_explicit_vectors():
     # Build an equiangular family explicitly (n vectors with Gram matrix (1−ρ)I + ρ11ᵀ) and compare.
     n, rho, beta = 5, 0.3, 1.7

@@ -52,4 +52,9 @@ def test_positivity_monitor_reports_the_grid_minimum(dens):
     tr = mf.simulate(mf.Model(2.0), dens, 0.1)
     grid_min = tr.final.on_grid().min()
     assert abs(tr.diagnostics["min_rho"][-1] - grid_min) < 1e-12
-    assert tr.success == (tr.diagnostics["tail_fraction"][-1] <= 1e-4 and grid_min >= -1e-6) or not tr.success
+    # a successful run ends within the monitor's thresholds; a failed one can only have lost resolution (it keeps
+    # its last resolved state, so its final diagnostics need not exceed them)
+    if tr.success:
+        assert tr.diagnostics["tail_fraction"][-1] <= 1e-4 and grid_min >= -1e-6
+    else:
+        assert tr.status is mf.Status.RESOLUTION_LOST, tr.status
