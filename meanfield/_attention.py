@@ -29,6 +29,7 @@ import numpy as np
 
 from . import _threads
 from ._errors import UnsupportedModelError
+from ._schemes import norms
 from ._validate import nonneg_int, open_fraction, positive_float, unit_vectors
 
 _CHUNK_ELEMENTS = 2 ** 20  # default chunk: ~8 MB of float64 logits per worker
@@ -102,7 +103,7 @@ def _finish(A, y, log_z, full=True):
     tangential = A - radial[:, None] * y
     if not full:
         return AttentionField(None, tangential, None, None, log_z)
-    return AttentionField(A, tangential, radial, np.linalg.norm(A, axis=1), log_z)
+    return AttentionField(A, tangential, radial, norms(A), log_z)
 
 
 def _unit_rows(a, what):

@@ -255,6 +255,15 @@ def test_mean_alignment_is_logged_every_step():
     assert np.all(np.diff(steps) > 0)         # Pre-LN clusters this smooth density
 
 
+@pytest.mark.parametrize("scheme", ["peri-ln", "ngpt"])
+def test_scale_free_schemes_agree_for_both_attentions_at_large_beta(scheme):
+    """At β = 400 the unnormalized ‖A‖ ~ e^β overflowed when squared: the run froze (status OK, nothing moved)."""
+    rho = mf.ZonalDensity.from_function(lambda t: 1 + 0.3 * t, 170, d=3, normalize=True)
+    sa, usa = (mf.simulate(mf.Model(400.0, scheme, attention=a), rho, 1e-3).final for a in ("softmax", "unnormalized"))
+    assert np.max(np.abs(sa.coeffs - rho.coeffs)) > 1e-6               # it moves
+    assert np.max(np.abs(usa.coeffs - sa.coeffs)) < 1e-15
+
+
 def test_species_speed_scales_with_inverse_radius():
     """Pre-LN species at r = 1 and r = 2 on the same density: the first moves twice as fast (to O(h))."""
     L, h = 12, 1e-5

@@ -51,6 +51,18 @@ def test_time_change_laws_of_ln_scaling_and_ngpt():
     assert np.max(np.abs(slow - mf.equiangular("ngpt", 2.0, 5, t)[0])) > 1e-2     # α is visible
 
 
+@pytest.mark.parametrize("scheme", ["peri-ln", "ngpt"])
+def test_scale_free_schemes_agree_for_both_attentions_at_large_beta(scheme):
+    """Peri-LN and nGPT divide by ‖A‖, so softmax and unnormalized attention give one ODE; at β = 400 USA's
+    ‖A‖ ~ e^β/n has an overflowing square (the solution froze at ρ0)."""
+    t = [0.5, 1.0]
+    sa = mf.equiangular(scheme, 400.0, 5, t, rho0=0.99)
+    usa = mf.equiangular(scheme, 400.0, 5, t, rho0=0.99, attention="unnormalized")
+    np.testing.assert_allclose(usa[0], sa[0], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(usa[1], sa[1], rtol=1e-12, atol=0)
+    assert sa[0][-1] > 0.991
+
+
 def test_attention_parts_against_explicit_vectors():
     # Build an equiangular family explicitly (n vectors with Gram matrix (1−ρ)I + ρ11ᵀ) and compare.
     n, rho, beta = 5, 0.3, 1.7

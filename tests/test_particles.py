@@ -322,6 +322,20 @@ def test_radius_reaching_zero_stops_with_status():
 # ------------------------------------------------------------------------------------------------
 # options and bad input
 
+@pytest.mark.parametrize("scheme", ["peri-ln", "ngpt"])
+@pytest.mark.parametrize("backend, kw", [("particles", {}), ("particles", dict(time="layers", step=0.05)),
+                                         ("particles-sh", {})])
+def test_scale_free_schemes_agree_for_both_attentions_at_large_beta(scheme, backend, kw):
+    """USA's ‖A‖ ~ e^β overflowed when squared from β ≈ 355: Peri-LN and nGPT (which divide by it) stopped with
+    NON_FINITE at β = 400, where softmax attention gives the same motion."""
+    x = np.random.default_rng(0).standard_normal((6, 3))
+    runs = [mf.simulate(mf.Model(400.0, scheme, attention=a), mf.Particles(x / np.linalg.norm(x, axis=1)[:, None]),
+                        0.5, backend=backend, **kw) for a in ("softmax", "unnormalized")]
+    assert all(r.success for r in runs)
+    assert np.max(np.abs(runs[0].final.positions - runs[1].final.positions)) < 1e-14
+    assert np.all(np.isfinite(runs[1].diagnostics["max_speed"]))
+
+
 @pytest.mark.parametrize("options, error, match", [
     ({"stepsize": 0.1}, TypeError, "unknown option"),
     ({"time": "depth", "step": 0.1}, ValueError, "`time` must be one of"),

@@ -38,15 +38,16 @@ def equiangular_attention(beta: float, n: int, rho, attention: str = "softmax"):
     e^{β(ρ−1)}, so nothing overflows for large β.
     """
     rho = np.asarray(rho, dtype=float)
+    q = np.exp(beta * (rho - 1.0))                         # b / a, ≤ 1
     if ATTENTIONS[attention] == "softmax":
-        q = np.exp(beta * (rho - 1.0))
-        den = 1.0 + (n - 1) * q
-        a, b = 1.0 / den, q / den
+        a = 1.0 / (1.0 + (n - 1) * q)
     else:
-        a, b = np.exp(beta) / n * np.ones_like(rho), np.exp(beta * rho) / n
-    radial = a + (n - 1) * b * rho
-    norm2 = a * a + 2 * (n - 1) * a * b * rho + (n - 1) * (1 + (n - 2) * rho) * b * b
-    return a, b, radial, np.sqrt(np.maximum(norm2, 0.0))
+        a = np.exp(beta) / n * np.ones_like(rho)
+    b = a * q
+    # a factored out: USA's a = e^β/n squared overflows from β ≈ 355
+    radial = a * (1 + (n - 1) * q * rho)
+    norm2 = 1 + 2 * (n - 1) * q * rho + (n - 1) * (1 + (n - 2) * rho) * q * q
+    return a, b, radial, a * np.sqrt(np.maximum(norm2, 0.0))
 
 
 def _scheme_model(scheme, beta, alpha, tau, attention):

@@ -22,6 +22,7 @@ from .._integrators import check_step_options, error_norm, get_method, next_step
 from .._measures import Density, ZonalDensity, conversion_hint
 from .._memory import available_bytes, fits, require
 from .._model import Model
+from .._schemes import norms
 from .._trajectory import Status
 from .._validate import choice, nonneg_int, open_fraction, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
@@ -47,7 +48,7 @@ class _Fields:
         if self._norm is None:
             if self.radial is None:
                 raise RuntimeError("‖A‖ needs the radial part; the scheme row must set needs_norm=True.")
-            self._norm = np.sqrt(np.sum(self.tangential ** 2, axis=0) + self.radial ** 2)
+            self._norm = norms(np.concatenate([self.tangential, self.radial[None]]), axis=0)
         return self._norm
 
 

@@ -21,6 +21,7 @@ from .._errors import UnsupportedModelError
 from .._integrators import ADAPTIVE_OPTIONS, check_step_options, get_method, next_step, refuse_unused, rk_step
 from .._measures import Particles
 from .._model import Model
+from .._schemes import norms
 from .._trajectory import Status
 from .._validate import positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
@@ -265,7 +266,7 @@ class ParticleStepper:
             f = self._field(self.t, theta, True)
             if self.scheme.continuous:
                 s = self.scheme.speed(r, f.norm, self.t, self.model)
-                out["max_speed"] = float(np.max(np.linalg.norm(f.tangential, axis=1) / np.abs(s)))
+                out["max_speed"] = float(np.max(norms(f.tangential) / np.abs(s)))
             out["max_attention"] = float(np.max(f.norm))
             if f.log_z is not None and not self.options.get("causal") and np.all(np.isfinite(f.log_z)):
                 # (1/2β) Σ_h ∬ e^{β⟨q_h(x), k_h(y)⟩} dμ dμ: E_{β,D} with D = QᵀK for one head.
@@ -491,7 +492,7 @@ class ParticleStepper:
 
             with np.errstate(over="ignore", invalid="ignore"):      # a non-finite layer is diagnosed below
                 x_new = self.scheme.layer(x, attn, h, t, self.model)
-                rad = np.linalg.norm(x_new, axis=1)
+                rad = norms(x_new)
                 y_new = (np.concatenate([x_new / rad[:, None], rad[:, None]], axis=1) if has_r
                          else x_new / rad[:, None])
             if self._bad_state(y_new, t + h):
