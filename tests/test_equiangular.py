@@ -63,6 +63,19 @@ def test_scale_free_schemes_agree_for_both_attentions_at_large_beta(scheme):
     assert sa[0][-1] > 0.991
 
 
+def test_a_collapse_faster_than_the_integrator_stops_with_a_diagnosis(monkeypatch):
+    """Pre-LN moves θ at speed 1/r: from r0 = 1e-300 the collapse takes ~1e-300 (it hung; now a ConvergenceError
+    names r0); a run over its evaluation budget stops the same way instead of running on."""
+    from meanfield.analysis import _equiangular
+    with pytest.raises(mf.ConvergenceError, match=r"r0=1e-300"):
+        mf.equiangular("pre-ln", 2.0, 5, [0.5, 1.0], r0=1e-300)
+    monkeypatch.setattr(_equiangular, "_MAX_EVALUATIONS", 50)
+    with pytest.raises(mf.ConvergenceError, match="took over 50 evaluations"):
+        mf.equiangular("pre-ln", 2.0, 5, [0.5, 1.0], r0=1e-40)
+    with pytest.raises(mf.ConvergenceError, match="took over 50 evaluations"):
+        mf.equiangular_time("pre-ln", 2.0, 5, 0.9, r0=1e-40)
+
+
 def test_attention_parts_against_explicit_vectors():
     # Build an equiangular family explicitly (n vectors with Gram matrix (1−ρ)I + ρ11ᵀ) and compare.
     n, rho, beta = 5, 0.3, 1.7

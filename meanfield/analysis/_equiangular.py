@@ -85,12 +85,15 @@ def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e
     model = _scheme_model(sch, beta, alpha, tau, attention)
 
     def rhs(time, y):
-        rho, r = y
+        # the state is (ρ, log r): with r0 = 1e-150 the Jacobian entry ∂ρ'/∂r ~ ρ'/r overflowed and LSODA never
+        # returned; ∂ρ'/∂log r = −ρ' (Pre-LN) stays finite, and atol is then a relative accuracy of r
+        rho, log_r = y
+        r = np.exp(log_r)
         _, b, radial, norm = equiangular_attention(beta, n, rho, attention)
         s = sch.speed(np.asarray(r), np.asarray(norm), time, model)
         drho = 2.0 * b * (1.0 - rho) * (1.0 + (n - 1) * rho) / s
         dr = 0.0 if sch.radial is None else sch.radial(np.asarray(radial), np.asarray(norm), np.asarray(r), time, model)
-        return [float(drho), float(dr)]
+        return [float(drho), float(dr / r)]
 
     return sch, model, rhs, n, rho0, r0
 
@@ -107,6 +110,40 @@ def _cuts(sch, model, t_end):
 def _inside(rhs, lo, hi):
     # evaluate strictly inside the piece so a jump at its ends is seen from the correct side
     return lambda time, y: rhs(min(max(time, np.nextafter(lo, hi)), np.nextafter(hi, lo)), y)
+
+
+_MAX_EVALUATIONS = 1_000_000    # ~10 s; ordinary runs take 10²–10⁴, a collapse from r0 = 1e-150 ~7·10⁴
+
+
+class _Budget:
+    """A right-hand side that stops the integration with a ConvergenceError after _MAX_EVALUATIONS calls."""
+
+    def __init__(self, f, r0):
+        self.f, self.r0, self.calls = f, r0, 0
+
+    def __call__(self, time, y):
+        self.calls += 1
+        if self.calls > _MAX_EVALUATIONS:
+            raise ConvergenceError(f"the equiangular ODE took over {_MAX_EVALUATIONS:,} evaluations and stopped at "
+                                   f"t={time:.6g}: its time scale is far below the span asked for (with r0={self.r0:g} "
+                                   "a Pre-LN-like speed r collapses the tokens in a time ~r0). Ask for a shorter span, "
+                                   "or a larger r0 or rtol.")
+        with np.errstate(all="ignore"):
+            dy = self.f(time, y)
+        if not np.all(np.isfinite(dy)):
+            raise ConvergenceError(f"the equiangular ODE became non-finite at t={time:.6g} (state {list(y)}): a step "
+                                   f"overshot a collapse whose time scale is below the integrator's resolution "
+                                   f"(r0={self.r0:g}). Ask for a larger r0 or a shorter span.")
+        return dy
+
+
+def _solve(rhs, lo, hi, y0, r0, **kw):
+    """solve_ivp on the piece [lo, hi], its first step sized from the initial speed: LSODA's own choice stalled
+    at t = 0 when that speed was ~1e150 (r0 = 1e-150), and the budget ends a run that would not finish."""
+    f = _Budget(_inside(rhs, lo, hi), r0)
+    speed = float(np.max(np.abs(f(lo, y0))))
+    first = min(hi - lo, 1e-6 / speed) if speed > 0 and np.isfinite(speed) else None
+    return solve_ivp(f, (lo, hi), y0, method=_METHOD, first_step=first, **kw)
 
 
 def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="softmax", rho0=0.0,
@@ -157,23 +194,22 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
     # integrate piecewise, split at the scheme's switch time (Mix-LN τ), where the velocity jumps
     cuts = _cuts(sch, model, t[-1])
     out = np.empty((2, t.size))
-    y0 = [rho0, r0]
+    y0 = [rho0, np.log(r0)]
     for lo, hi in zip(cuts[:-1], cuts[1:]):
         sel = (t >= lo) & ((t < hi) if hi < cuts[-1] else (t <= hi))
         if hi == lo:
             out[:, sel] = np.array(y0)[:, None]
             continue
-        f = _inside(rhs, lo, hi)
         te = t[sel]
         last = hi == cuts[-1]
         if not last:
             te = np.append(te, hi)      # the state at the cut starts the next piece
-        sol = solve_ivp(f, (lo, hi), y0, method=_METHOD, t_eval=te, rtol=rtol, atol=atol)
+        sol = _solve(rhs, lo, hi, y0, r0, t_eval=te, rtol=rtol, atol=atol)
         if not sol.success:
             raise ConvergenceError(f"equiangular ODE failed on [{lo}, {hi}]: {sol.message}")
         out[:, sel] = sol.y[:, :int(sel.sum())]
         y0 = list(sol.y[:, -1])
-    return out[0], out[1]
+    return out[0], np.exp(out[1])
 
 
 def equiangular_time(scheme, beta, n, rho, r0=1.0, alpha=1.0, tau=None, *, attention="softmax", rho0=0.0,
@@ -208,15 +244,13 @@ def equiangular_time(scheme, beta, n, rho, r0=1.0, alpha=1.0, tau=None, *, atten
         raise ValueError(f"`rho` must be levels in (rho0, 1) = ({rho0:.6g}, 1); got rho={rho!r}.")
     top = float(flat.max())
     out = np.full(flat.shape, np.inf)
-    y0 = [rho0, r0]
+    y0 = [rho0, np.log(r0)]
     cuts = _cuts(sch, model, t_max)
     for lo, hi in zip(cuts[:-1], cuts[1:]):
-        f = _inside(rhs, lo, hi)
-
         def reached(time, y):
             return y[0] - top
         reached.terminal, reached.direction = True, 1
-        sol = solve_ivp(f, (lo, hi), y0, method=_METHOD, dense_output=True, events=reached, rtol=rtol, atol=atol)
+        sol = _solve(rhs, lo, hi, y0, r0, dense_output=True, events=reached, rtol=rtol, atol=atol)
         if sol.status == -1:
             raise ConvergenceError(f"equiangular ODE failed on [{lo}, {hi}]: {sol.message}")
         hit = sol.status == 1        # the highest level was reached, at the event's time
