@@ -93,3 +93,22 @@ def test_replicas_start_at_t0():
     assert np.array_equal(r.values[0], [mf.mean_alignment(s) for s in tr.states])
     with pytest.raises(ValueError, match=r"`t_final` must be > t0=2.5"):
         mf.ensemble(model, 50, 2.0, replicas=2, t0=2.5)
+
+
+@pytest.mark.parametrize("n", [2, 7, 50])
+@pytest.mark.parametrize("d", [2, 3, 5])
+def test_mean_alignment_is_the_weighted_pair_mean(n, d):
+    """Against the direct O(n²) pair sum Σ_{i≠j} w_i w_j⟨θ_i, θ_j⟩ / Σ_{i≠j} w_i w_j (the O(n) form loses a few
+    ulps to cancellation), and the closed cases: an antipodal pair −1, one cluster 1."""
+    rng = np.random.default_rng(n * d)
+    x = rng.standard_normal((n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    w = rng.random(n) + 0.1
+    w /= w.sum()
+    gram, pair = x @ x.T, np.outer(w, w)
+    off = ~np.eye(n, dtype=bool)
+    direct = np.sum(pair[off] * gram[off]) / np.sum(pair[off])
+    assert mf.mean_alignment(mf.Particles(x, w)) == pytest.approx(direct, rel=1e-13, abs=1e-15)
+    e = np.eye(d)[:1]
+    assert mf.mean_alignment(mf.Particles(np.vstack([e, -e]))) == pytest.approx(-1.0, rel=1e-15)
+    assert mf.mean_alignment(mf.Particles(np.repeat(e, n, axis=0), w)) == pytest.approx(1.0, rel=1e-15)

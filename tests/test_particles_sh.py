@@ -62,10 +62,13 @@ def test_spectral_attention_at_other_targets_and_tangential_only():
     assert relerr(t.tangential, attention_field(m, x, w).tangential) < 1e-12
 
 
+@pytest.mark.parametrize("attention", ["softmax", "unnormalized"])
 @pytest.mark.parametrize("scheme", CONTINUOUS)
-def test_scheme_velocities_match_exact(scheme):
+def test_scheme_velocities_match_exact(scheme, attention):
+    """Every scheme and both attentions (USA Post-LN and LN-Scaling take the tangential-only shortcut, whose
+    scale v e^β/β no other test saw); 1e-12: the kernel truncation (tol) plus the transforms' ε = 3e-13."""
     extra = {"tau": 0.5} if scheme == "mix-ln" else {}
-    m = mf.Model(beta=5.0, scheme=scheme, **extra)
+    m = mf.Model(beta=5.0, scheme=scheme, attention=attention, **extra)
     x, w = clustered(4000, seed=3)
     radii = np.linspace(0.5, 2.0, 4000) if SCHEMES[scheme].has_radius else None
     p = mf.Particles(x, w, radii)
