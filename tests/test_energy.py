@@ -397,3 +397,21 @@ def test_uniform_energy_recurrence_and_convolution_agree(beta, d, monkeypatch):
     by_convolution = mf.uniform_energy(beta, D, d=d)
     monkeypatch.setattr(_energy, "_CONVOLUTION_MAX_D", 0)
     assert mf.uniform_energy(beta, D, d=d) == pytest.approx(by_convolution, rel=2e-13)
+
+
+def test_circle_spectral_particle_energy_is_within_its_bound():
+    """S¹, half the tokens in a tight cluster: the spectral sum against a long-double pair sum is within its bound
+    (the Fourier sums' rounding was missing from it: error 3.9e-14 against a bound of 3.7e-15), and c_0 is the
+    mass to an ulp (a BLAS matrix-vector product summed sequentially: 2e-13 off at n = 10⁵)."""
+    from meanfield.sphere import circle_adjoint_points
+    n = 5000
+    x = np.random.default_rng(2).normal(size=(n, 2))
+    x[: n // 2] = x[: n // 2] * 0.01 + [1.0, 0.0]
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    est = mf.energy_estimate(mf.Particles(x), 0.1, 1.0, method="spectral")
+    xl = x.astype(np.longdouble)
+    pairs = sum(np.exp(np.longdouble(0.1) * (xl[a:a + 500] @ xl.T)).sum() for a in range(0, n, 500))
+    reference = float(pairs / n / n / np.longdouble(0.2))
+    assert abs(est.value - reference) <= est.error_bound < 1e-13 * reference
+    many = np.random.default_rng(3).uniform(-np.pi, np.pi, 100_000)
+    assert abs(circle_adjoint_points(np.full(many.size, 1e-5), many, 4)[0] - 1.0) <= 2 * np.finfo(float).eps

@@ -321,8 +321,12 @@ def _particles_spectral(p: Particles, beta: float, c: float, lmax, tol):
     else:
         phi = np.arctan2(p.positions[:, 1], p.positions[:, 0])
         ck = circ.circle_adjoint_points(p.weights, phi, lmax)
-        power = np.abs(ck) ** 2 * np.where(np.arange(lmax + 1) == 0, 1.0, 2.0)
-        nufft = 0.0
+        k = np.arange(lmax + 1)
+        factor = np.where(k == 0, 1.0, 2.0)
+        power = np.abs(ck) ** 2 * factor
+        # the sums' rounding: pairwise summation (log₂ n ulps) and the phase kφ_j (φ to an ulp of π)
+        eps_c = (2 * np.log2(max(len(phi), 2)) + 2 + np.pi * k) * np.finfo(float).eps * float(np.sum(p.weights))
+        nufft = float(np.sum(np.abs(lam) * factor * 2 * np.abs(ck) * eps_c))
     value = float(lam @ power) / (2.0 * beta)
     lam0 = funk_hecke_unscaled(abs(b), 0, d)[0]
     bound = (lam0 * kernel_truncation_error(abs(b), lmax, d) + nufft) / (2.0 * beta) + _rounding(lam * power, beta)

@@ -65,6 +65,9 @@ def circle_evaluate(coeffs: np.ndarray, phi) -> np.ndarray:
 
 
 def circle_adjoint_points(weights, phi, lmax: int) -> np.ndarray:
-    """c_k of the measure Σ_j w_j δ_{φ_j} relative to dφ/2π: Σ_j w_j e^{-ikφ_j}, k = 0..lmax."""
+    """c_k of the measure Σ_j w_j δ_{φ_j} relative to dφ/2π: Σ_j w_j e^{-ikφ_j}, k = 0..lmax.
+
+    Summed pairwise along the points (numpy's reduction), to ~1 ulp of Σ|w_j| where a matrix-vector product
+    (sequential in BLAS) lost up to ~n/50 ulps: 2e-13 at n = 10⁵ in c_0, the mass."""
     k = np.arange(nonneg_int("lmax", lmax) + 1)
-    return np.exp(-1j * np.asarray(phi)[:, None] * k).T @ np.asarray(weights, dtype=float)
+    return np.sum(np.exp(-1j * k[:, None] * np.asarray(phi)[None, :]) * np.asarray(weights, dtype=float), axis=-1)
