@@ -8,7 +8,8 @@ from importlib import import_module as _import_module
 
 from ._errors import (MeanfieldError as MeanfieldError, UnsupportedModelError as UnsupportedModelError,
                       ResolutionError as ResolutionError, NonFiniteStateError as NonFiniteStateError,
-                      ConvergenceError as ConvergenceError, MeanfieldWarning as MeanfieldWarning)
+                      ConvergenceError as ConvergenceError, InsufficientMemoryError as InsufficientMemoryError,
+                      MeanfieldWarning as MeanfieldWarning)
 from ._measures import Density as Density, Particles as Particles, ZonalDensity as ZonalDensity
 from ._model import Model as Model
 from ._schemes import SCHEMES as SCHEMES, Scheme as Scheme, get_scheme as get_scheme

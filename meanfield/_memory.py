@@ -3,11 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ._errors import MeanfieldError
-
-
-class InsufficientMemoryError(MeanfieldError, MemoryError):
-    """A requested discretization would not fit in the available memory."""
+from ._errors import InsufficientMemoryError as InsufficientMemoryError
 
 
 def available_bytes() -> int:

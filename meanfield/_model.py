@@ -1,13 +1,12 @@
 """The frozen, validated description of one attention dynamics."""
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from ._errors import MeanfieldWarning
+from ._errors import warn
 from ._schemes import Scheme, check_alpha, check_tau, get_scheme
 from .sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ._validate import choice, dimension, matrix, positive_float
@@ -84,10 +83,10 @@ class Model:
                                  "velocity (USA's speed grows like e^β). Softmax attention has no such limit.")
             return
         if self.logit_bound > _LOG_FLOAT_MAX:
-            warnings.warn(f"attention='unnormalized' with β·‖QᵀK‖ = {self.logit_bound:g} > {_LOG_FLOAT_MAX:.2f}: "
-                          "attention weights e^(β⟨Qx, Ky⟩) can overflow float64 (backend='spectral' refuses it; a "
-                          "particle run stops NON_FINITE, diagnosed, when a token's weights overflow); softmax "
-                          "attention has no such limit.", MeanfieldWarning, stacklevel=4)
+            warn(f"attention='unnormalized' with β·‖QᵀK‖ = {self.logit_bound:g} > {_LOG_FLOAT_MAX:.2f}: "
+                 "attention weights e^(β⟨Qx, Ky⟩) can overflow float64 (backend='spectral' refuses it; a "
+                 "particle run stops NON_FINITE, diagnosed, when a token's weights overflow); softmax "
+                 "attention has no such limit.")
 
     @property
     def logit_bound(self) -> float:

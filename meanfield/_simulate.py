@@ -6,13 +6,12 @@ time (see :class:`.backends._registry.Backend`).
 """
 from __future__ import annotations
 
-import warnings
 import threading
 from dataclasses import replace
 
 import numpy as np
 
-from ._errors import MeanfieldWarning
+from ._errors import MeanfieldWarning, warn
 from ._model import Model
 from ._integrators import ADAPTIVE_OPTIONS, fixed_steps
 from ._trajectory import Status, Trajectory, save_times
@@ -128,8 +127,7 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     if run.states[-1] is None:
         run.states[-1] = dropped         # a run always ends with its last state, kept or not
     if run.status not in (Status.OK, Status.CALLBACK_STOP):
-        warnings.warn(f"simulate stopped at t={stepper.t:.6g}: {run.status.message} {stepper.detail}",
-                      MeanfieldWarning, stacklevel=2)
+        warn(f"simulate stopped at t={stepper.t:.6g}: {run.status.message} {stepper.detail}")
     if checkpoint is not None:
         run.write(complete=run.status is Status.OK)
     return run.whole()

@@ -227,8 +227,8 @@ def _run(args) -> int:
 
 def _warn_if_config_differs(config: Path, output) -> None:
     """--resume continues the run stored in the checkpoint; say so when CONFIG is not the file it was started from."""
+    from ._errors import warn
     from ._io import run_info
-    from ._errors import MeanfieldWarning
 
     info = run_info(output)
     stored = info.get("config")
@@ -243,14 +243,12 @@ def _warn_if_config_differs(config: Path, output) -> None:
     if same and (asked == reached or (asked is not None and reached is not None and asked < reached)):
         return                  # the run was extended to (or beyond) this CONFIG's t_final since it was stored
     if same and asked is not None:
-        warnings.warn(f"{str(config)!r} asks for t_final={asked:g}; the run stored in {str(output)!r} ends at "
-                      f"t_final={info.get('t_final'):g}: add --t-final {asked:g} to run it that far.",
-                      MeanfieldWarning, stacklevel=2)
+        warn(f"{str(config)!r} asks for t_final={asked:g}; the run stored in {str(output)!r} ends at "
+             f"t_final={info.get('t_final'):g}: add --t-final {asked:g} to run it that far.")
         return
-    warnings.warn(f"{str(config)!r} differs from the configuration stored in {str(output)!r}; --resume "
-                  "continues the stored run (model, options, t_final) and does not read CONFIG; "
-                  "add --t-final T to run it longer.",
-                  MeanfieldWarning, stacklevel=2)
+    warn(f"{str(config)!r} differs from the configuration stored in {str(output)!r}; --resume "
+         "continues the stored run (model, options, t_final) and does not read CONFIG; "
+         "add --t-final T to run it longer.")
 
 
 def _same_but_t_final(given: str, stored: str):

@@ -2,11 +2,10 @@
 comparisons of several runs (matplotlib, lazily imported)."""
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
-from ._errors import MeanfieldWarning
+from ._errors import MeanfieldWarning, warn
 from ._measures import Density, Particles
 from ._validate import choice, nonneg_int
 from .sphere._interop import mollweide_grid
@@ -570,7 +569,7 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
     targets = _common_targets([tr.times for tr in trajs], panels)
     few = _few_common_times(trajs, targets)
     if few is not None:
-        warnings.warn(few, MeanfieldWarning, stacklevel=2)
+        warn(few)
     plt = _plt()
     curves = _distance_curves(trajs, labels, targets, distance)
     keys = [k for k in COMPARISON_KEYS if all(k in tr.diagnostics for tr in trajs)]

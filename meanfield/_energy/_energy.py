@@ -15,13 +15,12 @@ Evaluation paths (one per measure type; DESIGN.md §1, §2):
 from __future__ import annotations
 
 import numbers
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
 
-from .._errors import MeanfieldWarning
+from .._errors import warn
 from .._measures import Density, Particles, ZonalDensity
 from .._validate import choice, dimension, nonneg_int, open_fraction
 from ..sphere import _circle as circ
@@ -349,8 +348,8 @@ def _undetermined_warning(est: EnergyEstimate) -> EnergyEstimate:
             why = ("with an indefinite D (e.g. c·I, c < 0) the kernel is largest where the density is smallest, and the "
                    "rounding of the density's small values is amplified by it. Evaluate it on particles sampled from "
                    "the density (method='pairs'), or with a smaller β‖D‖")
-        warnings.warn(f"E_β,D is not determined in float64 (value {est.value:.6g}, error bound "
-                      f"{est.error_bound:.3g}): {why}.", MeanfieldWarning, stacklevel=3)
+        warn(f"E_β,D is not determined in float64 (value {est.value:.6g}, error bound "
+             f"{est.error_bound:.3g}): {why}.")
     return est
 
 
@@ -450,8 +449,7 @@ def energy(measure, beta, D=None, *, method: str = "auto", lmax: int | None = No
     """
     value = float(energy_estimate(measure, beta, D, method=method, lmax=lmax, tol=tol).value)
     if np.isinf(value):
-        warnings.warn(f"E_(β,D) exceeds the float64 range at beta={beta!r} (it grows like e^β): returned inf.",
-                      MeanfieldWarning, stacklevel=2)
+        warn(f"E_(β,D) exceeds the float64 range at beta={beta!r} (it grows like e^β): returned inf.")
     return value
 
 

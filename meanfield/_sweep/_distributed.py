@@ -380,11 +380,8 @@ class _Driver:
         if status is Status.NON_FINITE and t > saved_t[-1]:
             keep(t)          # the last good state, as simulate() keeps it
         if status is not Status.OK:
-            import warnings
-
-            from .._errors import MeanfieldWarning
-            warnings.warn(f"distributed_particles_sh stopped at t={t:.6g}: {status.message} {detail}",
-                          MeanfieldWarning, stacklevel=3)
+            from .._errors import warn
+            warn(f"distributed_particles_sh stopped at t={t:.6g}: {status.message} {detail}")
         keys = diags[0].keys()
         return Trajectory(times=np.array(saved_t), states=states,
                           diagnostics={k: np.array([d.get(k, np.nan) for d in diags]) for k in keys},

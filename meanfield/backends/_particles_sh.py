@@ -9,12 +9,11 @@ the time integration and layer maps are those of the exact backend (shared stepp
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
 from .._attention import _SHEvaluator, sh_bandlimit, sh_error_bounds, sh_support, transform_epsilon
-from .._errors import MeanfieldWarning, UnsupportedModelError
+from .._errors import UnsupportedModelError, warn
 from .._validate import nonneg_int, open_fraction
 from ..sphere._funk_hecke import kernel_bandlimit, kernel_truncation_error
 from ._stepper import ParticleStepper
@@ -78,10 +77,9 @@ class ParticlesSHBackend(ParticleStepper):
         self._eps = sh_error_bounds(b, opts["lmax"], opts["epsilon"])
         need = kernel_bandlimit(b, opts["tol"])
         if explicit and opts["lmax"] < need:
-            warnings.warn(f"lmax={opts['lmax']} is below the kernel band limit {need} for tol={opts['tol']:g} at "
-                          f"β={b:g}: the attention is exact only to {self._kernel_error:.2e} (relative kernel "
-                          f"truncation error at lmax={opts['lmax']}); raise `lmax` or omit it.",
-                          MeanfieldWarning, stacklevel=5)
+            warn(f"lmax={opts['lmax']} is below the kernel band limit {need} for tol={opts['tol']:g} at "
+                 f"β={b:g}: the attention is exact only to {self._kernel_error:.2e} (relative kernel "
+                 f"truncation error at lmax={opts['lmax']}); raise `lmax` or omit it.")
         self._sh = _SHEvaluator(self.model, lmax=opts["lmax"], epsilon=opts["epsilon"], nthreads=opts["threads"])
         return opts
 

@@ -13,11 +13,10 @@ species (ρ_k, r_k) share the attention of their total density: a general radius
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
-from .._errors import MeanfieldWarning, UnsupportedModelError
+from .._errors import UnsupportedModelError, warn
 from .._integrators import check_step_options, error_norm, get_method, next_step, rk_step
 from .._measures import Density, ZonalDensity, conversion_hint
 from .._memory import available_bytes, fits, require
@@ -77,12 +76,11 @@ class SpectralAttention:
                 self._setup_values()
             need = kernel_bandlimit(b, quadrature_tol, model.d)
             if basis.lmax < need:
-                warnings.warn(f"lmax={basis.lmax} is below the kernel band limit {need} for quadrature_tol="
-                              f"{quadrature_tol:g} at β={b:g}: the attention of the band-limited state can differ "
-                              f"from that of the measure it represents by up to "
-                              f"{kernel_truncation_error(b, basis.lmax, model.d):.2e}·λ_0 (the kernel truncation "
-                              f"error at lmax={basis.lmax}); raise `lmax` to {need} for that tolerance.",
-                              MeanfieldWarning, stacklevel=5)
+                warn(f"lmax={basis.lmax} is below the kernel band limit {need} for quadrature_tol="
+                     f"{quadrature_tol:g} at β={b:g}: the attention of the band-limited state can differ "
+                     f"from that of the measure it represents by up to "
+                     f"{kernel_truncation_error(b, basis.lmax, model.d):.2e}·λ_0 (the kernel truncation "
+                     f"error at lmax={basis.lmax}); raise `lmax` to {need} for that tolerance.")
 
     def _choose_path(self):
         m = self.model
@@ -139,9 +137,8 @@ class SpectralAttention:
         need = kernel_bandlimit(bound, tol, 3 if m.d == 3 else 2)
         capacity = 2 * (basis.grid.ntheta if m.d == 3 else basis.n // 2) - 1 - basis.lmax
         if need > capacity:
-            warnings.warn(f"quadrature of the anisotropic kernel (β‖Q‖‖K‖ = {bound:.3g}) needs degree {need} for "
-                          f"tol={tol:g} but the grid integrates degree {capacity}; raise `lmax` for accuracy.",
-                          MeanfieldWarning, stacklevel=4)
+            warn(f"quadrature of the anisotropic kernel (β‖Q‖‖K‖ = {bound:.3g}) needs degree {need} for "
+                 f"tol={tol:g} but the grid integrates degree {capacity}; raise `lmax` for accuracy.")
 
     # -- the fields -------------------------------------------------------------------------------
     def __call__(self, rho_c) -> _Fields:
@@ -395,8 +392,8 @@ class SpectralBackend:
         if len(species) > 1 and not self.model.scheme_def.has_radius:
             raise ValueError("several species only make sense for schemes with a radius.")
         if not self.model.scheme_def.has_radius and any(s.radius is not None for s in species):
-            warnings.warn(f"scheme={self.model.scheme!r} has no radius: the radius field of the initial density is "
-                          "not used, and the states of the run carry none.", MeanfieldWarning, stacklevel=4)
+            warn(f"scheme={self.model.scheme!r} has no radius: the radius field of the initial density is "
+                 "not used, and the states of the run carry none.")
 
     def _setup(self, lmax):
         d = self.model.d
@@ -580,8 +577,8 @@ class SpectralBackend:
             self.y = self.y * damp
             self._filter_count += 1
             if self._filter_count == 1:
-                warnings.warn(f"an exponential filter {opts['filter']} is applied after every step: it changes the "
-                              "answer (clusters get a filter-set width).", MeanfieldWarning, stacklevel=5)
+                warn(f"an exponential filter {opts['filter']} is applied after every step: it changes the "
+                     "answer (clusters get a filter-set width).")
         t_eval, dy = self._state_rhs()
         self._k0 = (t_eval, self.y, dy)             # monitors of the new state, and the next first stage
         vmax, diss, min_rho = self._last
@@ -611,8 +608,8 @@ class SpectralBackend:
         lost = tail > opts["tail_tol"] or min_rho < -opts["negativity_tol"]
         if tail > opts["tail_warn"] and not self._warned_tail and not lost:
             self._warned_tail = True
-            warnings.warn(f"resolution warning at t={self.t:.6g}: tail-energy fraction {tail:.2e} > tail_warn="
-                          f"{opts['tail_warn']:g} (lmax={self.basis.lmax}).", MeanfieldWarning, stacklevel=5)
+            warn(f"resolution warning at t={self.t:.6g}: tail-energy fraction {tail:.2e} > tail_warn="
+                 f"{opts['tail_warn']:g} (lmax={self.basis.lmax}).")
         if lost:
             fired = ([f"the tail fraction {tail:.3e} > tail_tol={opts['tail_tol']:g}"] if tail > opts["tail_tol"] else [])
             if min_rho < -opts["negativity_tol"]:
