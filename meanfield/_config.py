@@ -50,7 +50,8 @@ def _check_keys(where, given, valid, qualifier: str = ""):
     if not unknown:
         return
     if where == "top level":
-        raise ConfigError(f"unknown table(s) {sorted(unknown)}; valid tables: {sorted(valid)}.")
+        raise ConfigError(f"unknown table(s) {sorted(unknown)}; valid tables: {sorted(valid)} for a run, or a single "
+                          "[energy] table for an energy problem.")
     raise ConfigError(f"unknown key(s) {sorted(unknown)} in [{where}]{qualifier}; valid keys: {sorted(valid)}.")
 
 

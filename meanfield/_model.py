@@ -163,6 +163,13 @@ class Model:
             return a
         return self.alpha
 
+    def __repr__(self) -> str:
+        alpha = self.alpha if not callable(self.alpha) else getattr(self.alpha, "__name__", "callable")
+        given = "".join(f", {name}={_matrix_summary(getattr(self, name))}" for name in "QKV"
+                        if getattr(self, name) is not None)
+        return (f"Model(beta={self.beta!r}, scheme={self.scheme!r}, attention={self.attention!r}, d={self.d}"
+                f"{given}, alpha={alpha!r}, tau={self.tau!r})")
+
     def matrices(self):
         """(Q, K, V) as arrays of shape (heads, d, d), identities filled in."""
         eye = np.eye(self.d)[None]
@@ -172,6 +179,18 @@ class Model:
             m = eye if m is None else (m[None] if m.ndim == 2 else m)
             out.append(np.broadcast_to(m, (self.heads, self.d, self.d)))
         return tuple(out)
+
+
+def _matrix_summary(m) -> str:
+    """A short text for a Q, K or V matrix: c·I, diag([…]), the full matrix (d ≤ 4), or its shape."""
+    if m.ndim == 3:
+        return f"<{m.shape[0]} heads of {m.shape[1]}×{m.shape[2]}>"
+    fmt = lambda a: np.array2string(a, precision=4, separator=", ", suppress_small=True)  # noqa: E731
+    off_diagonal = m - np.diag(np.diag(m))
+    if not off_diagonal.any():
+        c = m[0, 0]
+        return f"{c:g}·I" if np.all(np.diag(m) == c) else f"diag({fmt(np.diag(m))})"
+    return fmt(m).replace("\n", "") if len(m) <= 4 else f"<{m.shape[0]}×{m.shape[1]} matrix>"
 
 
 def _is_orthogonal_multiple(m):

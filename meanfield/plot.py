@@ -255,6 +255,15 @@ def _panel_projection(state, projection):
     return None
 
 
+def _check_projection(trajs, projection: str) -> str:
+    """``projection`` validated, and "3d" refused when no run holds particles on S² (maps are Mollweide only)."""
+    projection = choice("projection", projection, PROJECTIONS)
+    if projection == "3d" and not any(_panel_projection(state, "3d") == "3d" for tr in trajs for state in tr.states):
+        raise ValueError("`projection`='3d' draws particles on S² in 3-D, and these results hold none (densities are "
+                         "drawn as Mollweide maps, S¹ and d > 3 as curves and histograms); omit it.")
+    return projection
+
+
 def result_figure(trajectory, output, panels: int = 4, projection: str = "mollweide"):
     """Snapshots of a trajectory (maps on S², each with its colour bar; curves on S¹; alignment histograms in
     d > 3) over one panel per diagnostic (energy, tail_fraction, min_rho, max_speed, those the run has,
@@ -263,7 +272,7 @@ def result_figure(trajectory, output, panels: int = 4, projection: str = "mollwe
     ``projection`` ("mollweide" or "3d") selects how particles on S² are drawn (:func:`particles_map`
     or :func:`particles_3d`); densities on S² are always Mollweide maps.  Returns ``output``.
     """
-    projection = choice("projection", projection, PROJECTIONS)
+    projection = _check_projection([trajectory], projection)
     plt = _plt()
     if str(output).lower().endswith(".gif"):
         return animation(trajectory, output, projection=projection)
@@ -288,7 +297,7 @@ def result_figure(trajectory, output, panels: int = 4, projection: str = "mollwe
 
 def animation(trajectory, output, fps: int = 4, projection: str = "mollweide"):
     """A GIF of every saved state (Pillow writer); ``projection`` as in :func:`result_figure`."""
-    projection = choice("projection", projection, PROJECTIONS)
+    projection = _check_projection([trajectory], projection)
     plt = _plt()
     from matplotlib.animation import FuncAnimation, PillowWriter
 
@@ -561,7 +570,7 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
     """
     trajs, labels = _check_comparison(trajectories, labels)
     panels = nonneg_int("panels", panels, minimum=1)
-    projection = choice("projection", projection, PROJECTIONS)
+    projection = _check_projection(trajs, projection)
     distance = choice("distance", distance, DISTANCES)
     if output is not None and str(output).lower().endswith(".gif"):
         raise ValueError("`output` cannot be a GIF for a comparison (animations take one run); "

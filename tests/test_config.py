@@ -218,3 +218,10 @@ def test_a_method_that_is_not_a_string_gets_a_clear_error():
            "options": {"method": ["rk4"]}}
     with pytest.raises(ConfigError, match=r"`method` must be a string, one of \['rk23', 'rk4', 'rk45'\]"):
         parse_config(raw)
+
+
+def test_an_unknown_table_names_every_valid_one():
+    raw = {"model": {"beta": 1.0}, "initial": {"kind": "uniform", "lmax": 4}, "run": {"t_final": 1.0}, "option": {}}
+    with pytest.raises(ConfigError, match=r"unknown table\(s\) \['option'\]; valid tables: .*'options'.* or a single "
+                                          r"\[energy\] table"):
+        parse_config(raw)

@@ -86,3 +86,12 @@ def test_logit_bound_is_the_largest_logit_over_the_sphere_and_the_heads():
         best = max(best, float((q @ x) @ (k @ y)))
     assert m.logit_bound == pytest.approx(1.5 * best, rel=1e-14)
     assert mf.Model(1.5, "qkv-norm", Q=Q[0], K=K[0]).logit_bound == 1.5       # unit q and k
+
+
+def test_repr_shows_the_matrices_given():
+    """Q, K, V were hidden: an anisotropic model printed exactly like the isotropic one."""
+    assert repr(mf.Model(1.0)) == "Model(beta=1.0, scheme='post-ln', attention='softmax', d=3, alpha=1.0, tau=None)"
+    text = repr(mf.Model(1.0, Q=np.diag([1.0, 0.5, 1.0]), V=2 * np.eye(3)))
+    assert "Q=diag([1. , 0.5, 1. ])" in text and "V=2·I" in text and "K=" not in text
+    assert "Q=<8×8 matrix>" in repr(mf.Model(1.0, d=8, Q=np.arange(64.0).reshape(8, 8)))
+    assert "K=<2 heads of 3×3>" in repr(mf.Model(1.0, K=np.stack([np.eye(3)] * 2)))

@@ -283,3 +283,14 @@ def test_result_figure_shows_every_diagnostic_from_t0_with_colour_bars(tmp_path,
     titles = {ax.get_title() for ax in figures[0].axes}
     assert {"energy", "tail_fraction", "min_rho", "max_speed"} <= titles     # not capped at the 2 snapshots
     assert sum(ax.get_label() == "<colorbar>" for ax in figures[0].axes) == 2   # one per density map
+
+
+def test_3d_projection_without_particles_on_s2_is_refused(runs, tmp_path):
+    """--projection 3d applies to particles on S²; on density results it was silently ignored."""
+    pde, particles, _ = runs
+    for call in (lambda: plot.result_figure(pde, tmp_path / "a.png", projection="3d"),
+                 lambda: plot.animation(pde, tmp_path / "a.gif", projection="3d"),
+                 lambda: plot.comparison_figure([pde, pde], tmp_path / "b.png", projection="3d")):
+        with pytest.raises(ValueError, match="`projection`='3d' draws particles on S²"):
+            call()
+    plt.close(plot.comparison_figure([pde, particles], tmp_path / "c.png", projection="3d"))   # one run has them
