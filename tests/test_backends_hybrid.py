@@ -100,6 +100,10 @@ def test_hybrid_mean_alignment_is_continuous_at_the_hand_off():
     m = hyb.final.weights @ hyb.final.positions
     assert a[-1] == pytest.approx(m @ m, rel=1e-14)
     assert abs(a[-1] - b[-1]) < 1e-6      # the token formula (self-pairs left out) was 1.2e-4 off here
+    steps = hyb.steps["mean_alignment"]   # logged by both phases, on the same convention
+    assert np.all(np.isfinite(steps)) and steps[-1] == a[-1]
+    reference = np.interp(hyb.steps["t"], np.r_[0.0, spec.steps["t"]], np.r_[b[0], spec.steps["mean_alignment"]])
+    np.testing.assert_allclose(steps, reference, rtol=0, atol=1e-6)     # linear interpolation: O(dt²) ~ 1e-7
 
 
 def test_hybrid_refines_up_to_lmax_max_before_handing_off():

@@ -401,3 +401,15 @@ def test_a_stalled_step_names_the_speed_and_a_radius_field_without_use_is_warned
     rho = mf.Density.from_function(lambda x: 1 + 0 * x[..., 0], 12, radius=2.0)
     with pytest.warns(mf.MeanfieldWarning, match="scheme='post-ln' has no radius"):
         assert mf.simulate(mf.Model(1.0), rho, 0.1).final.radius is None
+
+
+@pytest.mark.parametrize("policy", ["stop", "refine"])
+def test_the_step_log_ends_at_the_state_kept(policy):
+    """A step whose state the monitor rejects (resolution lost, or an undershoot redone after refining) is dropped
+    from the log: it listed a step past the final time (t = 0.01 logged, state kept from t = 0)."""
+    tr = mf.simulate(mf.Model(5.0), mf.Density.random(16, seed=1, amplitude=1.0), 3.0, on_resolution_loss=policy,
+                     lmax_max=40)
+    assert tr.status is mf.Status.RESOLUTION_LOST
+    t = tr.steps["t"]
+    assert t[-1] == tr.times[-1] and np.all(np.diff(t) > 0)
+    assert all(len(v) == len(t) for v in tr.steps.values())

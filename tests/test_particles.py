@@ -420,3 +420,16 @@ def test_a_radius_driven_to_zero_is_diagnosed_with_its_rate():
     rate = float(re.search(r"falling at dr/dt = (\S+):", tr.detail).group(1))
     assert tr.final.radii[j] == tr.final.radii.min() > 0 and rate < 0
     assert "no step size gets past that time" in tr.detail
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(method="rk4", step=0.05), dict(time="layers", step=0.05)],
+                         ids=["adaptive", "rk4", "layers"])
+def test_mean_alignment_is_logged_every_step(kw):
+    """Every step's |pairwise mean alignment|, the saved diagnostic's formula, so particle curves are not drawn
+    through the saved times only."""
+    tr = mf.simulate(mf.Model(3.0), mf.Particles.uniform(40, seed=2), 0.5, save_every=0.25, backend="particles", **kw)
+    steps = tr.steps["mean_alignment"]
+    assert steps.shape == tr.steps["t"].shape and steps.size > 2
+    assert steps[-1] == pytest.approx(mf.mean_alignment(tr.final), rel=1e-14)
+    assert steps[-1] == tr.diagnostics["mean_alignment"][-1]
+    assert np.all(np.diff(steps) > 0)           # Post-LN clusters

@@ -169,6 +169,9 @@ class HybridBackend:
     def _start_particles(self, particles, t):
         self._particles = BACKENDS[self.particle_backend](self.model, particles, **self.particle_options)
         self._particles.t = t
+        # the particles stand for a density: ∬⟨x,y⟩dμdμ = |m|², self-pairs included, as the spectral phase
+        # reports it (the token formula leaves them out: a jump of ~Σw² at the hand-off)
+        self._particles.ALIGNMENT_SELF_PAIRS = True
 
     def advance(self, t_target: float) -> Status:
         if self._particles is None:
@@ -197,10 +200,6 @@ class HybridBackend:
         d = self._particles.diagnostics()
         w = self._particles.weights
         d.update(phase=1.0, mass=float(w.sum()), mass_error=float(w.sum() - 1.0), n_particles=float(len(w)))
-        # the particles stand for a density: ∬⟨x,y⟩dμdμ = |m|², self-pairs included, as the spectral phase
-        # reports it (the token formula leaves them out: a jump of ~Σw² at the hand-off)
-        mean = w @ self._particles.state().positions
-        d["mean_alignment"] = float(mean @ mean)
         return d
 
     @property
@@ -210,9 +209,9 @@ class HybridBackend:
         n_spec = len(spec["t"])
         part = self._particles.step_log if self._particles is not None else {"t": [], "dt": []}
         n_part = len(part["t"])
-        out = {k: list(v) + [np.nan] * n_part for k, v in spec.items() if k not in ("t", "dt")}
-        out["t"] = list(spec["t"]) + list(part["t"])
-        out["dt"] = list(spec["dt"]) + list(part["dt"])
+        # a quantity both phases log (t, dt, mean_alignment) runs on; the others are NaN where a phase lacks them
+        out = {k: list(spec.get(k, [np.nan] * n_spec)) + list(part.get(k, [np.nan] * n_part))
+               for k in dict.fromkeys([*spec, *part])}
         out["phase"] = [0] * n_spec + [1] * n_part
         return out
 

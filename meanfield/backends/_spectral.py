@@ -593,6 +593,12 @@ class SpectralBackend:
         cut = int(np.floor(2 * self.basis.lmax / 3)) + 1
         return float(e[cut:].sum() / e.sum())
 
+    def _roll_back(self, previous):
+        """Return to the state before the last step, and drop that step from the log (its state is not kept)."""
+        self.t, self.y = previous
+        for column in self.step_log.values():
+            column.pop()
+
     def _monitor(self, tail, min_rho, previous):
         opts = self.options
         policy = opts["on_resolution_loss"]
@@ -602,7 +608,7 @@ class SpectralBackend:
             if new_l > self.basis.lmax:      # the last refinement steps up to lmax_max exactly
                 if min_rho < -0.1 * opts["negativity_tol"]:
                     # undershoot is made by the last step's truncation: redo it from the previous state
-                    self.t, self.y = previous
+                    self._roll_back(previous)
                 self.refine(new_l)
                 return Status.OK
         lost = tail > opts["tail_tol"] or min_rho < -opts["negativity_tol"]
@@ -628,7 +634,7 @@ class SpectralBackend:
                     self.detail += f" Refinement reached lmax_max={opts['lmax_max']}."
                 self.detail += self.loss_advice.get(policy, "")
             self.loss_time = self.t
-            self.t, self.y = previous
+            self._roll_back(previous)
             self._last = None
             return self._on_loss()
         mass_err = abs(float(np.sum(self.basis.mass(self.y[:, 0]))) - self._mass0)
