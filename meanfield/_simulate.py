@@ -56,6 +56,11 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         ``checkpoint_every`` saved states and at the end (also after an interruption or a failure);
         :func:`resume` continues from it.  A file already there is replaced only by that first write, so
         input that fails validation leaves it untouched.
+    checkpoint_every : int
+        With ``checkpoint``: rewrite the file after every ``checkpoint_every``-th saved state (an integer
+        ≥ 1, default 1: after each); the first write (the initial state) and the last (at the end or
+        after an early stop) happen whatever its value.  Larger values save I/O on runs with many save
+        times, at the cost of the states since the last write if the process is killed.
     t0 : float
         Initial time (schemes such as LN-Scaling, Mix-LN and a time-dependent nGPT α depend on t).
     metadata : dict, optional
@@ -71,6 +76,17 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     -------
     Trajectory
         ``times``, ``states``, ``diagnostics``, ``steps``, ``status`` (check ``success``).
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not a :class:`Model`, or an option is unknown to the backend.
+    ValueError
+        Invalid times (``t_final`` ≤ ``t0``, save times outside [t0, t_final], both ``save_every`` and
+        ``t_eval``), ``checkpoint_every`` < 1, an invalid option value, or an initial density that is
+        negative on the grid beyond ``negativity_tol``.
+    UnsupportedModelError
+        The backend cannot run this model or this initial measure.
     """
     return _simulate(model, initial, t_final, backend, save_every, t_eval, callback, progress, checkpoint,
                      checkpoint_every, t0, metadata, None, options)
@@ -330,11 +346,13 @@ def particle_velocity(model, particles, t: float = 0.0, *, backend: str = "parti
     Parameters
     ----------
     model : Model
+        The dynamics (β, scheme, attention, Q, K, V, α, τ); its ``d`` must be that of ``particles``.
     particles : Particles
         Directions (n, d), weights, radii.
     t : float
         Time (enters LN-Scaling, nGPT's α(t), Mix-LN's switch).
     backend : {"particles", "particles-sh"}
+        The exact O(N²) attention (any d) or the spectral one on S² (isotropic kernels).
     **options
         Backend options (e.g. ``chunk``, ``causal`` for "particles"; ``tol``, ``lmax`` for "particles-sh").
 

@@ -24,7 +24,13 @@ _EXECUTOR_LOCK = threading.Lock()
 
 
 def executor() -> ThreadPoolExecutor:
-    """The process-wide pool of ``NTHREADS`` workers (created on first use)."""
+    """The process-wide pool of ``NTHREADS`` workers (created on first use).
+
+    Returns
+    -------
+    concurrent.futures.ThreadPoolExecutor
+        The same pool on every call; its threads are named ``meanfield-attn…``.
+    """
     global _EXECUTOR
     with _EXECUTOR_LOCK:
         if _EXECUTOR is None:
@@ -33,19 +39,54 @@ def executor() -> ThreadPoolExecutor:
 
 
 def slices(n: int, nthreads: int, min_part: int = MIN_PART) -> list[slice]:
-    """Up to ``nthreads`` slices of range(n) with ≥ ``min_part`` points each (one slice per thread)."""
+    """Up to ``nthreads`` slices of range(n) with ≥ ``min_part`` points each (one slice per thread).
+
+    Parameters
+    ----------
+    n : int
+        Number of points.
+    nthreads : int
+        Largest number of slices.
+    min_part : int, optional
+        Fewest points per slice (default ``MIN_PART`` = 5000); below 2·min_part points there is one slice.
+
+    Returns
+    -------
+    list of slice
+        max(1, min(nthreads, n // min_part)) contiguous slices covering range(n) in order.
+    """
     parts = max(1, min(nthreads, n // min_part))
     return [slice(i * n // parts, (i + 1) * n // parts) for i in range(parts)]
 
 
 def on_worker() -> bool:
-    """Whether this is one of the pool's threads (which must not wait on the pool: it could deadlock)."""
+    """Whether this is one of the pool's threads (which must not wait on the pool: it could deadlock).
+
+    Returns
+    -------
+    bool
+    """
     return threading.current_thread().name.startswith(THREAD_PREFIX)
 
 
 def map_slices(fn, parts: list[slice]) -> list:
-    """[fn(s) for s in parts]: the first on this thread, the others on the workers at the same time (all on
-    this thread when it is a worker itself; the slices, and so the bits of a sum over them, are the same)."""
+    """[fn(s) for s in parts]: the first on this thread, the others on the workers at the same time.
+
+    All run on this thread when there is one slice or when it is a worker itself; the slices, and so
+    the bits of a sum over them, are the same either way.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(slice)`` → a result.
+    parts : list of slice
+        From :func:`slices`.
+
+    Returns
+    -------
+    list
+        The results, in the order of ``parts``.
+    """
     if len(parts) == 1 or on_worker():
         return [fn(p) for p in parts]
     futures = [executor().submit(fn, s) for s in parts[1:]]
@@ -54,7 +95,18 @@ def map_slices(fn, parts: list[slice]) -> list:
 
 
 def ordered_sum(results: list):
-    """Σ results, added in list order (so the bits do not depend on thread timing)."""
+    """Σ results, added in list order (so the bits do not depend on thread timing).
+
+    Parameters
+    ----------
+    results : list
+        Nonempty list of numbers or arrays of one shape.
+
+    Returns
+    -------
+    object
+        The sum, of the type of the elements.
+    """
     total = results[0]
     for r in results[1:]:
         total = total + r

@@ -355,12 +355,38 @@ def _undetermined_warning(est: EnergyEstimate) -> EnergyEstimate:
 
 def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | None = None,
                     tol: float = 1e-13) -> EnergyEstimate:
-    """E_{β,D}(μ) with an error bound; see :func:`energy` for the parameters.
+    """E_{β,D}(μ) with an error bound.
+
+    Parameters
+    ----------
+    measure : Particles, Density, ZonalDensity or FEDensity
+        μ on S^{d-1} (only directions enter), as in :func:`energy`.
+    beta : float
+        Inverse temperature β > 0.
+    D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
+        Interaction matrix (None: the identity; a scalar c: c·I).
+    method : {"auto", "exact", "pairs", "spectral", "quadrature"}
+        As in :func:`energy`: "pairs" and "spectral" for Particles, "exact" and "quadrature" for
+        densities.
+    lmax : int, optional
+        Band limit of the spectral particle sum (default: from ``tol``).
+    tol : float
+        Kernel truncation tolerance of the spectral particle sum, in (0, 1).
 
     Returns
     -------
     EnergyEstimate
-        ``value``, ``error_bound`` and the ``method`` used.
+        ``value`` (dimensionless), ``error_bound`` (same units; 0.0 for sums exact to rounding, NaN for
+        FE quadrature) and the ``method`` used ("exact", "closed-form", "pairs", "spectral",
+        "quadrature").
+
+    Raises
+    ------
+    TypeError
+        ``measure`` is not one of the types above.
+    ValueError
+        An invalid β, D, ``tol`` or ``lmax``, or a ``method`` that does not apply to the measure (e.g.
+        "spectral" with a D ≠ c·I or d ∉ {2, 3}, "exact" with a general D).
     """
     if isinstance(measure, ZonalDensity):
         return _zonal_estimate(measure, check_beta(beta), check_D(D, measure.d), choice("method", method, METHODS))
@@ -512,12 +538,30 @@ def first_variation_gradient(measure, beta, D=None, points=None) -> np.ndarray:
     For symmetric D this is the USA velocity with Q = I, K = V = D: the Wasserstein gradient-ascent
     field of E (DESIGN.md §1).  A non-symmetric D gives ½P_x∫(e^{β⟨x,Dy⟩}Dy + e^{β⟨x,Dᵀy⟩}Dᵀy)dμ.
 
-    Parameters and default ``points`` as in :func:`first_variation`.
+    Parameters
+    ----------
+    measure : Particles, Density or FEDensity
+        μ on S^{d-1}.
+    beta : float
+        Inverse temperature β > 0.
+    D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
+        Interaction matrix (None: identity).
+    points : array_like, shape (..., d), optional
+        Unit vectors where to evaluate (default: the particle positions, or the FE nodes; required for
+        a Density).
 
     Returns
     -------
     ndarray, shape (..., d)
-        Tangent vectors (ambient components).
+        Tangent vectors at ``points`` (ambient components; per radian of arc on the unit sphere).
+
+    Raises
+    ------
+    ValueError
+        ``points`` missing for a Density, not of shape (..., d), not finite or not unit vectors; an
+        invalid β or D.
+    TypeError
+        ``measure`` is not one of the types above.
     """
     d = _measure_dim(measure)
     beta = check_beta(beta)

@@ -168,7 +168,24 @@ def write_tables(out_dir: Path, spec: SweepSpec, records: dict) -> list:
 # the sweep
 
 class SweepResult:
-    """What :func:`run_sweep` did: the rows (task order), the counts and the table files."""
+    """What :func:`run_sweep` did: the rows (task order), the counts and the table files.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One flat row per task that has a record, in task order: ``key``, the swept parameters,
+        ``status``, ``error``, ``wall_time`` (seconds), ``t_end`` and the observables.
+    ran : int
+        Tasks run by this call.
+    skipped : int
+        Tasks that already had a record (not ``ERROR``) in the output folder.
+    paths : list of Path
+        The table files written (``results.jsonl``, ``results.csv``).
+    failed : list of dict
+        The rows whose ``status`` is not ``"OK"`` (a property).
+    success : bool
+        True when every row has status ``"OK"`` (a property).
+    """
 
     def __init__(self, rows, ran, skipped, paths):
         self.rows, self.ran, self.skipped, self.paths = rows, ran, skipped, paths
@@ -198,10 +215,13 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
     out_dir : str or Path
         Output folder (created); see the module docstring for its layout.
     client : distributed.Client, optional
-        Run on this client.  Otherwise on ``scheduler`` (an address) if given, else on a new
+        Run on this client (it is not closed).  Otherwise on ``scheduler`` if given, else on a new
         ``LocalCluster`` of ``workers`` processes with one thread each (closed at the end).
     workers : int, optional
-        Local worker processes (default: the usable cores).
+        Local worker processes (default: the usable cores); ignored with ``client`` or ``scheduler``.
+    scheduler : str, optional
+        Address of a running dask scheduler (e.g. ``"tcp://host:8786"``) to connect to, with a
+        ``distributed.Client`` closed at the end; ignored with ``client``.
     serial : bool
         Run the tasks one after the other in this process (no dask).
     progress : bool
@@ -214,6 +234,9 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
     Returns
     -------
     SweepResult
+        The rows of every recorded task (this run's and earlier ones), the counts ``ran`` and
+        ``skipped``, and the table paths.  A task whose run failed or ended early is a row with its
+        status, not an exception.
     """
     out = Path(out_dir)
     (out / "tasks").mkdir(parents=True, exist_ok=True)

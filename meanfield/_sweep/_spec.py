@@ -73,12 +73,47 @@ class SweepSpec:
 
 
 def load_sweep(path) -> SweepSpec:
-    """Read and validate a sweep TOML file."""
+    """Read and validate a sweep TOML file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The sweep file (a ``[sweep]`` table with ``grid`` and/or ``sets``, and the tables of a run
+        configuration as the base of every task).
+
+    Returns
+    -------
+    SweepSpec
+        The tasks (one per parameter set, with its resolved configuration and key) and what to record.
+
+    Raises
+    ------
+    ConfigError
+        (a ``ValueError``) The file is missing, not TOML, or not a valid sweep.
+    """
     return parse_sweep(*read_toml(path, "sweep file"))
 
 
 def parse_sweep(raw: dict, text: str = "") -> SweepSpec:
-    """Validate a parsed sweep file (a dict as from ``tomllib``) into a :class:`SweepSpec`."""
+    """Validate a parsed sweep file (a dict as from ``tomllib``) into a :class:`SweepSpec`.
+
+    Parameters
+    ----------
+    raw : dict
+        The parsed file.
+    text : str, optional
+        Its text, stored with the results (``DIR/sweep.toml``).
+
+    Returns
+    -------
+    SweepSpec
+
+    Raises
+    ------
+    ConfigError
+        (a ``ValueError``) The sweep is not valid (unknown keys or tables, empty grid values, a bad
+        parameter address, …).
+    """
     from ._observables import OBSERVABLES
 
     raw = copy.deepcopy(raw)

@@ -35,8 +35,23 @@ def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0,
                  tau=None) -> np.ndarray:
     """Linear growth rates γ_0 … γ_lmax of every degree about the uniform measure (γ_0 = 0: mass).
 
-    The vectorized form of :func:`growth_rate` (same parameters, ``lmax`` ≥ 1 instead of ``ell``):
-    ``growth_rates(beta, L)[ell] == growth_rate(beta, ell)``.
+    The vectorized form of :func:`growth_rate`: ``growth_rates(beta, L)[ell] == growth_rate(beta, ell)``.
+
+    Parameters
+    ----------
+    beta : float
+        Inverse temperature β > 0.
+    lmax : int
+        Largest degree, ≥ 1.
+    d : int
+        Ambient dimension, d ≥ 2 (sphere S^{d-1}).
+    attention : {"softmax", "unnormalized"}
+    scheme : str
+        A continuous scheme of the registry; default "post-ln".
+    r0, alpha, t : float
+        Radius of the uniform state, nGPT step α and time of the speed factor, as in :func:`growth_rate`.
+    tau : float, optional
+        The Mix-LN switch time (required for scheme="mix-ln", refused otherwise).
 
     Returns
     -------
@@ -46,8 +61,9 @@ def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     Raises
     ------
     ValueError
-        Unnormalized attention with β > 709.78 for a scheme whose speed does not divide by ‖A‖ (its rates
-        overflow float64); Peri-LN and nGPT stay finite at any β (e^β cancels), as does softmax attention.
+        An invalid parameter, a layer-map-only scheme, or unnormalized attention with β > 709.78 for a
+        scheme whose speed does not divide by ‖A‖ (its rates overflow float64); Peri-LN and nGPT stay
+        finite at any β (e^β cancels), as does softmax attention.
     """
     beta = positive_float("beta", beta)
     lmax = nonneg_int("lmax", lmax, minimum=1)

@@ -178,9 +178,30 @@ def funk_hecke_dbeta(beta, lmax, d=3, scaled=False) -> np.ndarray:
     """Derivative ∂λ_ℓ/∂β of the Funk–Hecke multipliers, ℓ = 0 … lmax.
 
     ∂_β λ_ℓ is the multiplier of the kernel ⟨x,y⟩ e^{β⟨x,y⟩}; it gives the radial part ⟨x, A⟩ of the
-    attention vector.  Closed form: Γ(d/2)(2/β)^{d/2-1} [I_{ℓ+d/2}(β) + (ℓ/β) I_{ℓ+d/2-1}(β)].
+    attention vector.  Closed form: Γ(d/2)(2/β)^{d/2-1} [I_{ℓ+d/2}(β) + (ℓ/β) I_{ℓ+d/2-1}(β)]; at β = 0
+    only ℓ = 1 is nonzero, with value 1/d.
 
-    Parameters and return value as in :func:`funk_hecke` (``scaled=True`` multiplies by e^{-β}).
+    Parameters
+    ----------
+    beta : float
+        Inverse temperature β ≥ 0 (dimensionless).
+    lmax : int
+        Largest degree ℓ returned.
+    d : int, optional
+        Ambient dimension; the sphere is S^{d-1}. ``d >= 2``.
+    scaled : bool, optional
+        If True return e^{-β} ∂_βλ_ℓ (finite for large β), as ``scaled`` of :func:`funk_hecke`.
+
+    Returns
+    -------
+    ndarray, shape (lmax + 1,)
+        ∂_βλ_ℓ for the normalized uniform measure σ (dimensionless, like λ_ℓ and β).
+
+    Raises
+    ------
+    ValueError
+        β < 0, ``lmax`` or ``d`` invalid; β > 709.78 with ``scaled=False`` (e^β overflows); or e^{-β}λ_0 below
+        float64's normal range (high d at large β: use :func:`multiplier_ratios`).
     """
     beta = positive_float("beta", beta, allow_zero=True)
     lmax = nonneg_int("lmax", lmax)
@@ -198,8 +219,33 @@ def funk_hecke_dbeta(beta, lmax, d=3, scaled=False) -> np.ndarray:
 
 
 def multiplier_ratios(beta: float, lmax: int, d: int = 3) -> tuple[np.ndarray, float]:
-    """(λ_ℓ/λ_0 for ℓ = 0..lmax, ∂_βλ_0/λ_0), by logs: finite where e^{-β}λ_ℓ itself is below float64 (high d at
-    large β, e.g. d = 512, β = 10⁴).  ∂_βλ_0 = (β/d) λ_0(β, d + 2)."""
+    """The ratios λ_ℓ/λ_0 and the logarithmic derivative ∂_βλ_0/λ_0, computed by logs.
+
+    Finite where e^{-β}λ_ℓ itself is below float64 (high d at large β, e.g. d = 512, β = 10⁴), where
+    :func:`funk_hecke` refuses.  ∂_βλ_0 = (β/d) λ_0(β, d + 2).
+
+    Parameters
+    ----------
+    beta : float
+        Inverse temperature β > 0 (dimensionless).
+    lmax : int
+        Largest degree ℓ returned.
+    d : int, optional
+        Ambient dimension (sphere S^{d-1}), d ≥ 2.
+
+    Returns
+    -------
+    ratios : ndarray, shape (lmax + 1,)
+        λ_ℓ/λ_0 for ℓ = 0 … lmax (ratios[0] = 1; dimensionless).
+    dlog_lam0 : float
+        ∂_βλ_0/λ_0 = ∂_β log λ_0 (dimensionless): the norm ‖A‖ = ⟨x, A⟩ of the softmax attention
+        vector at the uniform measure.
+
+    Raises
+    ------
+    ValueError
+        β ≤ 0, or ``lmax`` or ``d`` invalid.
+    """
     beta = positive_float("beta", beta)
     ell = np.arange(nonneg_int("lmax", lmax) + 1)
     d = dimension(d)
@@ -210,7 +256,20 @@ def multiplier_ratios(beta: float, lmax: int, d: int = 3) -> tuple[np.ndarray, f
 
 
 def harmonic_dimension(d: int, ell) -> np.ndarray:
-    """Dimension N(d, ℓ) of the space of degree-ℓ spherical harmonics on S^{d-1} (2ℓ+1 for d = 3)."""
+    """Dimension N(d, ℓ) of the space of degree-ℓ spherical harmonics on S^{d-1} (2ℓ+1 for d = 3).
+
+    Parameters
+    ----------
+    d : int
+        Ambient dimension, d ≥ 2.
+    ell : int or array_like
+        Degree(s) ℓ ≥ 0.
+
+    Returns
+    -------
+    ndarray of float, shape of ``ell``
+        N(d, ℓ) (computed by logs: inf where it exceeds float64, in very high d).
+    """
     d = dimension(d)
     ell = np.asarray(ell, dtype=float)
     with np.errstate(over="ignore"):
@@ -249,6 +308,16 @@ def kernel_bandlimit(beta, tol=1e-12, d=3) -> int:
         Relative kernel truncation tolerance, 0 < tol < 1.
     d : int
         Ambient dimension (sphere S^{d-1}).
+
+    Returns
+    -------
+    int
+        The band limit L (0 for β = 0).
+
+    Raises
+    ------
+    ValueError
+        Invalid β, ``tol`` or ``d``, or a kernel that needs degrees beyond 200 000.
     """
     beta = positive_float("beta", beta, allow_zero=True)
     tol = open_fraction("tol", tol)
@@ -280,7 +349,23 @@ def _terms_to_negligible(beta: float, d: int, top: int, floor: float) -> np.ndar
 
 
 def kernel_truncation_error(beta, lmax, d=3) -> float:
-    """The bound Σ_{ℓ>lmax} N(d,ℓ) λ_ℓ/λ_0 on the relative sup error of the kernel truncated at lmax."""
+    """The bound Σ_{ℓ>lmax} N(d,ℓ) λ_ℓ/λ_0 on the relative sup error of the kernel truncated at lmax.
+
+    Parameters
+    ----------
+    beta : float
+        Inverse temperature β ≥ 0.
+    lmax : int
+        Truncation degree L.
+    d : int, optional
+        Ambient dimension (sphere S^{d-1}), d ≥ 2.
+
+    Returns
+    -------
+    float
+        The bound, relative to λ_0 (dimensionless; 0.0 for β = 0): the truncated kernel differs from
+        e^{β⟨x,y⟩} by at most this times λ_0, uniformly.
+    """
     beta = positive_float("beta", beta, allow_zero=True)
     lmax = nonneg_int("lmax", lmax)
     d = dimension(d)

@@ -13,7 +13,25 @@ from . import _sh as sh
 
 
 def to_shcoeffs(alm: np.ndarray, lmax: int):
-    """A ``pyshtools.SHCoeffs`` (complex, 'ortho', csphase = −1) holding the real field ``alm``."""
+    """A ``pyshtools.SHCoeffs`` (complex, 'ortho', csphase = −1) holding the real field ``alm``.
+
+    Parameters
+    ----------
+    alm : array_like of complex, shape (nalm(lmax),)
+        meanfield coefficients of a real field.
+    lmax : int
+        Their band limit L.
+
+    Returns
+    -------
+    pyshtools.SHCoeffs
+        Complex coefficients of shape (2, L + 1, L + 1), the m < 0 half filled from the m ≥ 0 one.
+
+    Raises
+    ------
+    ValueError
+        ``alm`` does not have shape (nalm(lmax),).
+    """
     import pyshtools  # deferred: pyshtools takes seconds to import
 
     ell, m = sh.lm_arrays(lmax)
@@ -31,6 +49,18 @@ def from_shcoeffs(coeffs) -> tuple[np.ndarray, int]:
 
     Normalization first, kind second: pyshtools 4.14's real → complex conversion of 'unnorm'
     coefficients scales m > 0 by √2 (its own ``expand`` then disagrees), while it is right from 'ortho'.
+
+    Parameters
+    ----------
+    coeffs : pyshtools.SHCoeffs
+        Any normalization, kind and csphase.
+
+    Returns
+    -------
+    alm : ndarray of complex, shape (nalm(lmax),)
+        The coefficients (orthonormal, Condon–Shortley phase, m ≥ 0, ducc0 order).
+    lmax : int
+        The band limit of ``coeffs``.
     """
     c = coeffs.convert(normalization="ortho", csphase=-1, kind=coeffs.kind).convert(kind="complex")
     lmax = c.lmax
@@ -39,7 +69,18 @@ def from_shcoeffs(coeffs) -> tuple[np.ndarray, int]:
 
 
 def rotation_matrix(alpha: float, beta: float, gamma: float) -> np.ndarray:
-    """R = R_z(alpha) R_y(beta) R_z(gamma) (active, right-handed; radians)."""
+    """R = R_z(alpha) R_y(beta) R_z(gamma) (active, right-handed).
+
+    Parameters
+    ----------
+    alpha, beta, gamma : float
+        Euler angles (z-y-z), in radians.
+
+    Returns
+    -------
+    ndarray, shape (3, 3)
+        The rotation matrix.
+    """
     def rz(a):
         c, s = np.cos(a), np.sin(a)
         return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
@@ -68,7 +109,27 @@ def _zyz_angles(r: np.ndarray):
 def rotate(alm: np.ndarray, lmax: int, rotation) -> np.ndarray:
     """Coefficients of f∘R⁻¹ (the field carried along by the rotation R).
 
-    ``rotation`` is a 3×3 rotation matrix.  Uses ducc0's Wigner-matrix rotation (no stored tables).
+    Uses ducc0's Wigner-matrix rotation (no stored tables).
+
+    Parameters
+    ----------
+    alm : array_like of complex, shape (nalm(lmax),)
+        Coefficients of f.
+    lmax : int
+        Their band limit L.
+    rotation : array_like, shape (3, 3)
+        A proper rotation matrix R (e.g. :func:`rotation_matrix`).
+
+    Returns
+    -------
+    ndarray of complex, shape (nalm(lmax),)
+        The coefficients of the rotated field (same band limit).
+
+    Raises
+    ------
+    ValueError
+        ``rotation`` is not a proper 3×3 rotation (R Rᵀ = I to 1e-12, det R = 1), or ``alm`` does not
+        hold nalm(lmax) coefficients.
     """
     r = np.asarray(rotation, dtype=float)
     if r.shape != (3, 3) or not np.allclose(r @ r.T, np.eye(3), atol=1e-12) or np.linalg.det(r) < 0:
@@ -81,8 +142,23 @@ def rotate(alm: np.ndarray, lmax: int, rotation) -> np.ndarray:
 def mollweide_grid(alm: np.ndarray, lmax: int, nlat: int | None = None):
     """Values on a regular longitude–latitude grid, ready for a Mollweide ``pcolormesh``.
 
-    Returns ``(lon, lat, values)``: lon (nlon,) in [−π, π), lat (nlat,) in (−π/2, π/2) ascending,
-    values (nlat, nlon).
+    Parameters
+    ----------
+    alm : array_like of complex, shape (nalm(lmax),)
+        Coefficients of a real field.
+    lmax : int
+        Their band limit L.
+    nlat : int, optional
+        Number of latitudes (default max(2L + 2, 90)); there are 2·nlat longitudes.
+
+    Returns
+    -------
+    lon : ndarray, shape (2·nlat,)
+        Longitudes in radians, in [−π, π).
+    lat : ndarray, shape (nlat,)
+        Latitudes in radians (cell centres), in (−π/2, π/2), ascending.
+    values : ndarray, shape (nlat, 2·nlat)
+        The field at (lat, lon), in its own units.
     """
     nlat = nlat or max(2 * lmax + 2, 90)
     nlon = 2 * nlat

@@ -37,7 +37,18 @@ def _ducc():
 # coefficient layout
 
 def nalm(lmax: int) -> int:
-    """Number of stored coefficients for band limit ``lmax`` (m ≥ 0 only)."""
+    """Number of stored coefficients for band limit ``lmax`` (m ≥ 0 only): (L + 1)(L + 2)/2.
+
+    Parameters
+    ----------
+    lmax : int
+        Band limit L ≥ 0.
+
+    Returns
+    -------
+    int
+        The length of a coefficient array ``alm``.
+    """
     return (lmax + 1) * (lmax + 2) // 2
 
 
@@ -52,12 +63,46 @@ def _lm(lmax: int):
 
 
 def lm_arrays(lmax: int) -> tuple[np.ndarray, np.ndarray]:
-    """Degree ℓ and order m of every stored coefficient, each of shape (nalm(lmax),)."""
+    """Degree ℓ and order m of every stored coefficient (ducc0 order, m-major).
+
+    Parameters
+    ----------
+    lmax : int
+        Band limit L ≥ 0.
+
+    Returns
+    -------
+    ell, m : ndarray of int, each of shape (nalm(lmax),)
+        Read-only arrays (cached): ``alm[i]`` is the coefficient of Y_{ell[i], m[i]}.
+
+    Raises
+    ------
+    ValueError
+        ``lmax`` is not a nonnegative integer.
+    """
     return _lm(nonneg_int("lmax", lmax))
 
 
 def lm_index(lmax: int, ell, m):
-    """Position of (ℓ, m), m ≥ 0, in the coefficient array of band limit ``lmax``."""
+    """Position of (ℓ, m), m ≥ 0, in the coefficient array of band limit ``lmax``: m(2L + 1 − m)/2 + ℓ.
+
+    Parameters
+    ----------
+    lmax : int
+        Band limit L.
+    ell, m : int or array_like of int
+        Degree(s) and order(s), 0 ≤ m ≤ ℓ ≤ L (broadcast together).
+
+    Returns
+    -------
+    int or ndarray of int
+        The index (or indices) into ``alm``, of the broadcast shape of ``ell`` and ``m``.
+
+    Raises
+    ------
+    ValueError
+        Some (ℓ, m) is outside 0 ≤ m ≤ ℓ ≤ lmax.
+    """
     ell, m = np.asarray(ell), np.asarray(m)
     if np.any(m < 0) or np.any(m > ell) or np.any(ell > lmax):
         raise ValueError(f"need 0 ≤ m ≤ ℓ ≤ lmax={lmax}; got ℓ={ell}, m={m}.")
@@ -65,13 +110,46 @@ def lm_index(lmax: int, ell, m):
 
 
 def apply_degree(alm: np.ndarray, lmax: int, per_degree: np.ndarray) -> np.ndarray:
-    """Multiply each coefficient by ``per_degree[ℓ]`` (a zonal operator such as a Funk–Hecke multiplier)."""
+    """Multiply each coefficient by ``per_degree[ℓ]`` (a zonal operator such as a Funk–Hecke multiplier).
+
+    Parameters
+    ----------
+    alm : ndarray of complex, shape (..., nalm(lmax))
+        Coefficients.
+    lmax : int
+        Their band limit L.
+    per_degree : array_like, shape (≥ lmax + 1,)
+        The factor of each degree ℓ = 0 … L (entries beyond L are unused).
+
+    Returns
+    -------
+    ndarray of complex, shape of ``alm``
+        a_ℓm · per_degree[ℓ].
+    """
     ell, _ = _lm(lmax)
     return alm * np.asarray(per_degree)[ell]
 
 
 def resize(alm: np.ndarray, lmax_in: int, lmax_out: int) -> np.ndarray:
-    """Zero-pad (lmax_out > lmax_in) or truncate coefficients to a new band limit."""
+    """Zero-pad (lmax_out > lmax_in) or truncate coefficients to a new band limit.
+
+    Parameters
+    ----------
+    alm : array_like, shape (..., nalm(lmax_in))
+        Coefficients of band limit ``lmax_in``.
+    lmax_in, lmax_out : int
+        The band limits before and after.
+
+    Returns
+    -------
+    ndarray, shape (..., nalm(lmax_out))
+        A new array (also when the band limits are equal), of the dtype of ``alm``.
+
+    Raises
+    ------
+    ValueError
+        A band limit is not a nonnegative integer, or the last axis of ``alm`` is not nalm(lmax_in).
+    """
     lmax_in, lmax_out = nonneg_int("lmax_in", lmax_in), nonneg_int("lmax_out", lmax_out)
     alm = np.asarray(alm)
     if alm.shape[-1:] != (nalm(lmax_in),):
@@ -90,7 +168,21 @@ def resize(alm: np.ndarray, lmax_in: int, lmax_out: int) -> np.ndarray:
 
 
 def degree_power(alm: np.ndarray, lmax: int) -> np.ndarray:
-    """``E_ℓ = Σ_{m=-ℓ..ℓ} |a_ℓm|²`` of a real field, shape (lmax + 1,) (the L² norm² is ΣE_ℓ)."""
+    """The power per degree E_ℓ = Σ_{m=-ℓ..ℓ} |a_ℓm|² of a real field, ℓ = 0 … lmax.
+
+    Parameters
+    ----------
+    alm : ndarray of complex, shape (nalm(lmax),)
+        Coefficients of a real field (m ≥ 0 stored; the m < 0 ones are their conjugates up to sign).
+    lmax : int
+        Their band limit L.
+
+    Returns
+    -------
+    ndarray of float, shape (lmax + 1,)
+        E_ℓ, in (field units)² × area: Σ_ℓ E_ℓ = ∫ f² dA on the unit sphere (the constant 1 has
+        E_0 = 4π).
+    """
     ell, m = _lm(lmax)
     w = np.where(m == 0, 1.0, 2.0) * np.abs(alm) ** 2
     return np.bincount(ell, weights=w, minlength=lmax + 1)
@@ -129,11 +221,22 @@ class SphereGrid:
 
     @classmethod
     def for_bandlimit(cls, lmax: int, dealias: bool = True) -> "SphereGrid":
-        """Grid for band limit ``lmax``: ⌊3L/2⌋+1 rings (products alias-free) or L+1 (``dealias=False``).
+        """The grid of band limit ``lmax``: ⌊3L/2⌋ + 1 rings (products alias-free), or L + 1 (``dealias=False``).
 
         ``nphi`` is the smallest even FFT-friendly length (prime factors ≤ 11) ≥ max(2·ntheta, 3L+2 or
         2L+2): the plain minimum is often 2·prime (194, 386, 514 at L = 64, 128, 256), which makes the
         longitude FFTs, and so the whole transform, 1.4–4× slower.
+
+        Parameters
+        ----------
+        lmax : int
+            Band limit L ≥ 0.
+        dealias : bool, optional
+            Apply the 3/2 rule (default True).
+
+        Returns
+        -------
+        SphereGrid
         """
         lmax = nonneg_int("lmax", lmax)
         ntheta = (3 * lmax) // 2 + 1 if dealias else lmax + 1
@@ -169,10 +272,33 @@ class SphereGrid:
         return (self.ntheta, self.nphi)
 
     def integrate(self, values: np.ndarray) -> np.ndarray:
-        """∫ f dA by the grid quadrature (exact for degree ≤ 2·ntheta − 1)."""
+        """∫ f dA by the grid quadrature (area measure of the unit sphere; exact for degree ≤ 2·ntheta − 1).
+
+        Parameters
+        ----------
+        values : ndarray, shape (..., ntheta, nphi)
+            f on the grid.
+
+        Returns
+        -------
+        ndarray, shape (...)
+            The integrals (a 0-d array for one field), in field units × area (∫ 1 dA = 4π).
+        """
         return np.tensordot(values, self.weights, axes=([-2, -1], [0, 1]))
 
     def check(self, lmax: int) -> None:
+        """Refuse a band limit this grid cannot analyse exactly.
+
+        Parameters
+        ----------
+        lmax : int
+            Band limit L.
+
+        Raises
+        ------
+        ValueError
+            L > :attr:`max_lmax`.
+        """
         if lmax > self.max_lmax:
             raise ValueError(f"`lmax`={lmax} exceeds what this {self.ntheta}×{self.nphi} grid resolves "
                              f"(max_lmax={self.max_lmax}).")
@@ -209,9 +335,29 @@ def _out(out, shape):
 
 
 def synthesis(alm: np.ndarray, lmax: int, grid: SphereGrid, out: np.ndarray | None = None) -> np.ndarray:
-    """Grid values of the real field with coefficients ``alm``; (nalm,) → (ntheta, nphi), (k, nalm) → (k, …).
+    """Grid values of the real field with coefficients ``alm``.
 
-    ``out``: an array of the result's shape to write into (reused buffers save the page faults of fresh ones).
+    Parameters
+    ----------
+    alm : array_like of complex, shape (nalm(lmax),) or (k, nalm(lmax))
+        Coefficients of one field, or of k fields.
+    lmax : int
+        Their band limit L (≤ ``grid.max_lmax``).
+    grid : SphereGrid
+    out : ndarray, shape (ntheta, nphi) or (k, ntheta, nphi), optional
+        A writeable C-contiguous float64 array of the result's shape to write into (reused buffers
+        save the page faults of fresh ones).
+
+    Returns
+    -------
+    ndarray of float, shape (ntheta, nphi) or (k, ntheta, nphi)
+        f at the grid points, in the units of the field (``out`` when given).
+
+    Raises
+    ------
+    ValueError
+        L exceeds what the grid resolves, the last axis of ``alm`` is not nalm(lmax), or ``out`` is not
+        a suitable array.
     """
     grid.check(lmax)
     a = _as2d(alm, lmax)
@@ -228,6 +374,24 @@ def analysis(values: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
 
     Exact for fields of degree ≤ 2·ntheta − 1 − lmax: with the 3/2-rule grid, the product of two
     degree-``lmax`` fields is projected without aliasing.
+
+    Parameters
+    ----------
+    values : array_like of float, shape (..., ntheta, nphi)
+        Field values on ``grid``; leading axes are batched.
+    lmax : int
+        Band limit L of the result (≤ ``grid.max_lmax``).
+    grid : SphereGrid
+
+    Returns
+    -------
+    ndarray of complex, shape (..., nalm(lmax))
+        a_ℓm = ∫ f conj(Y_ℓm) dA (orthonormal harmonics on the unit sphere).
+
+    Raises
+    ------
+    ValueError
+        L exceeds what the grid resolves, or ``values`` does not end in the grid's shape.
     """
     grid.check(lmax)
     v = _grid_values("values", values, grid.shape)
@@ -238,9 +402,28 @@ def analysis(values: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
 
 
 def gradient(alm: np.ndarray, lmax: int, grid: SphereGrid, out: np.ndarray | None = None) -> np.ndarray:
-    """Surface gradient ∇_S f on the grid, components along (e_θ, e_φ): shape (2, ntheta, nphi).
+    """Surface gradient ∇_S f on the grid, components along (e_θ, e_φ).
 
-    ``out``: an array of that shape to write into.
+    Parameters
+    ----------
+    alm : array_like of complex, shape (nalm(lmax),)
+        Coefficients of one real field f.
+    lmax : int
+        Their band limit L (≤ ``grid.max_lmax``).
+    grid : SphereGrid
+    out : ndarray, shape (2, ntheta, nphi), optional
+        A writeable C-contiguous float64 array to write into.
+
+    Returns
+    -------
+    ndarray of float, shape (2, ntheta, nphi)
+        (∂_θ f, ∂_φ f / sin θ): field units per radian of arc on the unit sphere (zero for L = 0).
+
+    Raises
+    ------
+    ValueError
+        L exceeds what the grid resolves, ``alm`` is not one set of nalm(lmax) coefficients, or ``out``
+        is not a suitable array.
     """
     grid.check(lmax)
     a = _as2d(alm, lmax)
@@ -255,12 +438,32 @@ def gradient(alm: np.ndarray, lmax: int, grid: SphereGrid, out: np.ndarray | Non
 
 
 def divergence(vector: np.ndarray, lmax: int, grid: SphereGrid, overwrite: bool = False) -> np.ndarray:
-    """Coefficients up to ``lmax`` of div_S F for a tangent field F on the grid, shape (2, ntheta, nphi).
+    """Coefficients up to ``lmax`` of div_S F for a tangent field F on the grid.
 
     Computed as minus the adjoint of :func:`gradient` under the grid quadrature
     (∫ g div F dA = −∫ ∇g·F dA), so the ℓ = 0 coefficient is exactly zero: transport built on it
-    conserves mass to rounding.  ``overwrite=True`` lets a C-contiguous float64 ``vector`` be
-    overwritten (by its quadrature-weighted values) instead of copied.
+    conserves mass to rounding.
+
+    Parameters
+    ----------
+    vector : array_like of float, shape (2, ntheta, nphi)
+        Components of F along (e_θ, e_φ) on ``grid``.
+    lmax : int
+        Band limit L of the result (≤ ``grid.max_lmax``).
+    grid : SphereGrid
+    overwrite : bool, optional
+        Let a C-contiguous float64 ``vector`` be overwritten (by its quadrature-weighted values)
+        instead of copied.
+
+    Returns
+    -------
+    ndarray of complex, shape (nalm(lmax),)
+        Coefficients of div_S F (units of F per radian of arc); shape (1,), zero, for L = 0.
+
+    Raises
+    ------
+    ValueError
+        L exceeds what the grid resolves, or ``vector`` does not have shape (2, ntheta, nphi).
     """
     grid.check(lmax)
     v = np.asarray(vector, dtype=float)
@@ -277,7 +480,20 @@ def divergence(vector: np.ndarray, lmax: int, grid: SphereGrid, overwrite: bool 
 
 
 def laplacian(alm: np.ndarray, lmax: int) -> np.ndarray:
-    """Coefficients of Δ_S f: multiply by −ℓ(ℓ+1)."""
+    """Coefficients of the Laplace–Beltrami operator Δ_S f: a_ℓm multiplied by −ℓ(ℓ + 1).
+
+    Parameters
+    ----------
+    alm : ndarray of complex, shape (..., nalm(lmax))
+        Coefficients of f.
+    lmax : int
+        Their band limit L.
+
+    Returns
+    -------
+    ndarray of complex, shape of ``alm``
+        Coefficients of Δ_S f (field units per radian² on the unit sphere).
+    """
     ell, _ = _lm(lmax)
     return -ell * (ell + 1.0) * alm
 
@@ -286,7 +502,18 @@ def laplacian(alm: np.ndarray, lmax: int) -> np.ndarray:
 # points and non-uniform transforms
 
 def angles_to_points(theta, phi) -> np.ndarray:
-    """Unit vectors (..., 3) from colatitude θ and longitude φ (radians)."""
+    """Unit vectors from colatitude θ and longitude φ.
+
+    Parameters
+    ----------
+    theta, phi : array_like of float
+        Colatitude θ ∈ [0, π] and longitude φ, in radians (broadcast together).
+
+    Returns
+    -------
+    ndarray, shape (..., 3)
+        (sin θ cos φ, sin θ sin φ, cos θ), over the broadcast shape of ``theta`` and ``phi``.
+    """
     st = np.sin(theta)
     return np.stack([st * np.cos(phi), st * np.sin(phi), np.cos(theta)], axis=-1)
 
@@ -302,7 +529,18 @@ def check_epsilon(epsilon, floor: float = 1e-14) -> float:
 
 
 def points_to_angles(points) -> tuple[np.ndarray, np.ndarray]:
-    """Colatitude θ ∈ [0, π] and longitude φ ∈ [0, 2π) of points (..., 3) (need not be unit length)."""
+    """Colatitude and longitude of points in R³.
+
+    Parameters
+    ----------
+    points : array_like, shape (..., 3)
+        Points (need not be unit length; the direction is used).
+
+    Returns
+    -------
+    theta, phi : ndarray, each of shape (...)
+        θ ∈ [0, π] and φ ∈ [0, 2π), in radians.
+    """
     p = np.asarray(points, dtype=float)
     theta = np.arctan2(np.hypot(p[..., 0], p[..., 1]), p[..., 2])
     phi = np.mod(np.arctan2(p[..., 1], p[..., 0]), 2 * np.pi)
@@ -311,7 +549,18 @@ def points_to_angles(points) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tangent_basis(theta, phi) -> tuple[np.ndarray, np.ndarray]:
-    """The unit vectors e_θ and e_φ at (θ, φ), each of shape (..., 3)."""
+    """The unit tangent vectors e_θ and e_φ at (θ, φ).
+
+    Parameters
+    ----------
+    theta, phi : array_like of float
+        Colatitude and longitude in radians (broadcast together).
+
+    Returns
+    -------
+    e_theta, e_phi : ndarray, each of shape (..., 3)
+        Ambient components of e_θ (pointing south) and e_φ (pointing east).
+    """
     ct, st, cp, sp = np.cos(theta), np.sin(theta), np.cos(phi), np.sin(phi)
     e_theta = np.stack([ct * cp, ct * sp, -st], axis=-1)
     e_phi = np.stack([-sp, cp, np.zeros_like(sp)], axis=-1)
@@ -319,7 +568,20 @@ def tangent_basis(theta, phi) -> tuple[np.ndarray, np.ndarray]:
 
 
 def to_ambient(components: np.ndarray, theta, phi) -> np.ndarray:
-    """Tangent components (2, ...) along (e_θ, e_φ) → ambient vectors (..., 3)."""
+    """Tangent components along (e_θ, e_φ) to ambient vectors in R³.
+
+    Parameters
+    ----------
+    components : ndarray, shape (2, ...)
+        The e_θ and e_φ components.
+    theta, phi : array_like of float, shape (...)
+        Where the vectors are attached (radians).
+
+    Returns
+    -------
+    ndarray, shape (..., 3)
+        components[0]·e_θ + components[1]·e_φ.
+    """
     e_t, e_p = tangent_basis(theta, phi)
     return components[0][..., None] * e_t + components[1][..., None] * e_p
 
@@ -330,8 +592,30 @@ def _loc(points) -> np.ndarray:
 
 
 def synthesis_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13) -> np.ndarray:
-    """Values of the real field ``alm`` at arbitrary points (..., 3) → (...,) by non-uniform synthesis
-    (accuracy target ``epsilon`` in [1e-14, 1))."""
+    """Values of the real field ``alm`` at arbitrary points, by non-uniform synthesis (ducc0).
+
+    Parameters
+    ----------
+    alm : array_like of complex, shape (nalm(lmax),)
+        Coefficients of one real field.
+    lmax : int
+        Their band limit L.
+    points : array_like, shape (..., 3)
+        Where to evaluate (directions; need not be unit length).
+    epsilon : float, optional
+        Relative accuracy target of the transform, in [1e-14, 1) (default 1e-13).
+
+    Returns
+    -------
+    ndarray of float, shape (...)
+        f at ``points``, in the units of the field.
+
+    Raises
+    ------
+    ValueError
+        ``epsilon`` outside [1e-14, 1), ``lmax`` not a nonnegative integer, or the last axis of ``alm``
+        not nalm(lmax).
+    """
     epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
     p = np.asarray(points, dtype=float)
@@ -341,8 +625,31 @@ def synthesis_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13)
 
 
 def gradient_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13, ambient: bool = True):
-    """∇_S f at arbitrary points (..., 3): ambient vectors (..., 3), or (2, ...) θ/φ components (accuracy target
-    ``epsilon`` in [1e-14, 1))."""
+    """Surface gradient ∇_S f at arbitrary points, by non-uniform spin-1 synthesis (ducc0).
+
+    Parameters
+    ----------
+    alm : array_like of complex, shape (nalm(lmax),)
+        Coefficients of one real field f.
+    lmax : int
+        Their band limit L (L = 0 gives zeros).
+    points : array_like, shape (..., 3)
+        Where to evaluate (directions).
+    epsilon : float, optional
+        Relative accuracy target of the transform, in [1e-14, 1) (default 1e-13).
+    ambient : bool, optional
+        Return ambient vectors (default) or the (e_θ, e_φ) components.
+
+    Returns
+    -------
+    ndarray of float, shape (..., 3) if ``ambient`` else (2, ...)
+        ∇_S f, in field units per radian of arc on the unit sphere.
+
+    Raises
+    ------
+    ValueError
+        As :func:`synthesis_points`.
+    """
     epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
     p = np.asarray(points, dtype=float)
@@ -359,8 +666,30 @@ def gradient_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13, 
 def adjoint_synthesis_points(values, points, lmax: int, epsilon: float = 1e-13) -> np.ndarray:
     """Σ_j c_j conj(Y_ℓm(x_j)) for ℓ ≤ lmax: the coefficients of the measure Σ_j c_j δ_{x_j}.
 
-    ``values`` has shape (n,) (weights c_j, real), ``points`` shape (n, 3); ``epsilon`` in [1e-14, 1).  Cost
-    O(n + L² log L).  The same bits on every call (slices of points, one ducc0 thread each, added in order).
+    Cost O(n + L² log L).  The same bits on every call (slices of points, one ducc0 thread each,
+    added in order).
+
+    Parameters
+    ----------
+    values : array_like of float, shape (n,)
+        The weights c_j (real).
+    points : array_like, shape (n, 3)
+        The points x_j (directions).
+    lmax : int
+        Band limit L of the result.
+    epsilon : float, optional
+        Relative accuracy target of the transform, in [1e-14, 1) (default 1e-13).
+
+    Returns
+    -------
+    ndarray of complex, shape (nalm(lmax),)
+        The coefficients, for the orthonormal Y_ℓm of the area measure (the mass Σ c_j is
+        √(4π)·a_00).
+
+    Raises
+    ------
+    ValueError
+        ``epsilon`` outside [1e-14, 1), ``lmax`` not a nonnegative integer, or not one weight per point.
     """
     epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
@@ -379,9 +708,22 @@ def adjoint_synthesis_points(values, points, lmax: int, epsilon: float = 1e-13) 
 
 
 def ylm(lmax: int, points) -> np.ndarray:
-    """Complex orthonormal Y_ℓm at points (n, 3) for every stored (ℓ, m ≥ 0): shape (n, nalm).
+    """Complex orthonormal Y_ℓm at points for every stored (ℓ, m ≥ 0).
 
-    Direct evaluation (scipy.special.sph_harm_y), for tests and small n; prefer the transforms.
+    Direct evaluation (``scipy.special.sph_harm_y``), for tests and small n; prefer the transforms.
+
+    Parameters
+    ----------
+    lmax : int
+        Band limit L.
+    points : array_like, shape (n, 3)
+        Directions (need not be unit length).
+
+    Returns
+    -------
+    ndarray of complex, shape (n, nalm(lmax))
+        Y_ℓm(x_i) in the order of :func:`lm_arrays` (∫|Y_ℓm|² dA = 1 on the unit sphere, Condon–Shortley
+        phase).
     """
     from scipy.special import sph_harm_y
 

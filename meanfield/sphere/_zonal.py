@@ -32,7 +32,22 @@ class ZonalGrid:
 
     @classmethod
     def for_bandlimit(cls, lmax: int, d: int, dealias: bool = True) -> "ZonalGrid":
-        """Exact for degree ≤ 3L (``dealias``) or 2L."""
+        """The grid of band limit ``lmax``: ⌊3L/2⌋ + 1 nodes (exact for degree ≤ 3L, so products of two
+        degree-L functions are projected alias-free) or L + 1 (``dealias=False``, exact for degree ≤ 2L + 1).
+
+        Parameters
+        ----------
+        lmax : int
+            Band limit L ≥ 0.
+        d : int
+            Ambient dimension (sphere S^{d-1}), d ≥ 2.
+        dealias : bool, optional
+            Apply the 3/2 rule (default True).
+
+        Returns
+        -------
+        ZonalGrid
+        """
         lmax = nonneg_int("lmax", lmax)
         return cls((3 * lmax) // 2 + 1 if dealias else lmax + 1, d)
 
@@ -73,7 +88,22 @@ def _gauss_jacobi(n: int, a: float):
 
 
 def gegenbauer(lmax: int, t, d: int) -> np.ndarray:
-    """P_ℓ^{(d)}(t) for ℓ = 0..lmax, normalized to 1 at t = 1; shape (lmax + 1,) + t.shape."""
+    """The normalized Gegenbauer polynomials P_ℓ^{(d)}(t), ℓ = 0 … lmax, with P_ℓ^{(d)}(1) = 1.
+
+    Parameters
+    ----------
+    lmax : int
+        Largest degree.
+    t : array_like of float
+        Arguments in [−1, 1] (t = ⟨x, e⟩).
+    d : int
+        Ambient dimension, d ≥ 2 (Legendre for d = 3, Chebyshev for d = 2).
+
+    Returns
+    -------
+    ndarray, shape (lmax + 1,) + t.shape
+        P_ℓ^{(d)}(t) (dimensionless).
+    """
     a = (dimension(d) - 3) / 2
     ell = np.arange(nonneg_int("lmax", lmax) + 1)
     t = np.asarray(t, dtype=float)
@@ -82,16 +112,47 @@ def gegenbauer(lmax: int, t, d: int) -> np.ndarray:
 
 
 def gegenbauer_norms(lmax: int, d: int) -> np.ndarray:
-    """∫ P_ℓ^{(d)}(⟨x,e⟩)² dσ(x) = 1/N(d, ℓ), ℓ = 0..lmax."""
+    """∫ P_ℓ^{(d)}(⟨x,e⟩)² dσ(x) = 1/N(d, ℓ), ℓ = 0 … lmax (σ the normalized uniform measure).
+
+    Parameters
+    ----------
+    lmax : int
+        Largest degree.
+    d : int
+        Ambient dimension, d ≥ 2.
+
+    Returns
+    -------
+    ndarray of float, shape (lmax + 1,)
+        The squared norms (dimensionless; 1 for ℓ = 0).
+    """
     from ._funk_hecke import harmonic_dimension
 
     return 1.0 / harmonic_dimension(d, np.arange(lmax + 1))
 
 
 def zonal_analysis(values: np.ndarray, lmax: int, grid: ZonalGrid) -> np.ndarray:
-    """Coefficients g_0..g_lmax of values at the grid nodes (exact for degree ≤ 2n − 1 − lmax).
+    """Coefficients g_0 … g_lmax of g = Σ g_ℓ P_ℓ^{(d)} from its values at the grid nodes.
 
-    ``values`` has shape (..., n); the result (..., lmax + 1), the layout :func:`zonal_synthesis` takes.
+    Exact for degree ≤ 2n − 1 − lmax.
+
+    Parameters
+    ----------
+    values : array_like of float, shape (..., n)
+        g at the nodes ``grid.t``; leading axes are batched.
+    lmax : int
+        Largest degree returned.
+    grid : ZonalGrid
+
+    Returns
+    -------
+    ndarray of float, shape (..., lmax + 1)
+        g_ℓ = ∫ g P_ℓ dσ / ∫ P_ℓ² dσ, the layout :func:`zonal_synthesis` takes (units of g).
+
+    Raises
+    ------
+    ValueError
+        ``values`` does not have one entry per node in its last axis.
     """
     p = gegenbauer(lmax, grid.t, grid.d)
     v = np.asarray(values, dtype=float)
@@ -101,7 +162,22 @@ def zonal_analysis(values: np.ndarray, lmax: int, grid: ZonalGrid) -> np.ndarray
 
 
 def zonal_synthesis(coeffs: np.ndarray, t, d: int) -> np.ndarray:
-    """g(t) = Σ g_ℓ P_ℓ^{(d)}(t) at any t in [−1, 1]."""
+    """g(t) = Σ_ℓ g_ℓ P_ℓ^{(d)}(t) at any t in [−1, 1].
+
+    Parameters
+    ----------
+    coeffs : array_like of float, shape (..., L + 1)
+        g_0 … g_L.
+    t : array_like of float
+        Arguments t = ⟨x, e⟩.
+    d : int
+        Ambient dimension, d ≥ 2.
+
+    Returns
+    -------
+    ndarray of float, shape coeffs.shape[:-1] + t.shape
+        g(t), in the units of g.
+    """
     c = np.asarray(coeffs, dtype=float)
     p = gegenbauer(c.shape[-1] - 1, t, d)
     return np.tensordot(c, p, axes=([-1], [0]))
