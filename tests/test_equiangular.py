@@ -76,6 +76,17 @@ def test_a_collapse_faster_than_the_integrator_stops_with_a_diagnosis(monkeypatc
         mf.equiangular_time("pre-ln", 2.0, 5, 0.9, r0=1e-40)
 
 
+def test_rho_rate_is_the_design_slope_at_any_radius():
+    """dρ/dt(0) = 2/(s (e^β + n − 1)) (DESIGN §5) with s = r for Pre-LN: the validation suite's slopes read it
+    (when the ODE's state became (ρ, log r), a caller passing r got e^{-1}·slope and 13 checks failed)."""
+    from meanfield.analysis._equiangular import rho_rate
+    beta, n = 5.0, 256
+    post = 2.0 / (np.exp(beta) + n - 1)
+    assert rho_rate("post-ln", beta, n, 0.0, 0.0) == pytest.approx(post, rel=1e-14)
+    for r in (0.5, 1.0, 3.0):
+        assert rho_rate("pre-ln", beta, n, 0.0, 0.0, r) == pytest.approx(post / r, rel=1e-14)
+
+
 def test_attention_parts_against_explicit_vectors():
     # Build an equiangular family explicitly (n vectors with Gram matrix (1−ρ)I + ρ11ᵀ) and compare.
     n, rho, beta = 5, 0.3, 1.7

@@ -53,10 +53,9 @@ def _model(scheme, n, beta=BETA):
 
 
 def _ode_slope(scheme, beta, n, t, rho, r):
-    from ..analysis._equiangular import _setup
+    from ..analysis._equiangular import rho_rate
 
-    _, _, rhs, *_ = _setup(scheme, beta, n, 1.0, 1.0, _kw(scheme).get("tau"), "softmax", 0.0)
-    return rhs(t, [rho, r])[0]
+    return rho_rate(scheme, beta, n, t, rho, r, tau=_kw(scheme).get("tau"))
 
 
 def _initial_slopes(rows):

@@ -98,6 +98,13 @@ def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e
     return sch, model, rhs, n, rho0, r0
 
 
+def rho_rate(scheme, beta, n, t, rho, r=1.0, alpha=1.0, tau=None, attention="softmax") -> float:
+    """dρ/dt of the equiangular ODE at the state (ρ, r) and time t (the right-hand side :func:`equiangular`
+    integrates, whose state is (ρ, log r))."""
+    _, _, rhs, *_ = _setup(scheme, beta, n, 1.0, alpha, tau, attention, 0.0)
+    return rhs(t, [rho, np.log(r)])[0]
+
+
 def _cuts(sch, model, t_end):
     """[0, t_end] split at the scheme's switch time (Mix-LN τ), where the velocity jumps."""
     cuts = [0.0]
