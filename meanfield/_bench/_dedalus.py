@@ -102,12 +102,15 @@ def run(quick: bool = False, ntheta=None) -> dict:
                         "thread CPU time, worst Nθ ≥ 128; wall-time ratios: "
                         + ", ".join(f"{r['anchor_ntheta']}: {r['stage_over_minimal']:.2f}" for r in rows))]
     if big:
-        worst_ahead = min(x["ahead_of_dedalus_cpu"] for x in big)
+        # a cross-run comparison (the anchor's idle-machine wall time): met only when every reading of ours
+        # clears it, our thread CPU time, our wall time and our wall time calibrated by the anchor's ducc0 loop
+        readings = {k: min(x[f"ahead_of_dedalus{k}"] for x in big) for k in ("_cpu", "", "_calibrated")}
+        worst_ahead = min(readings.values())
         targets.append(C.target("ahead of Dedalus RK443 stage", f"≥ {TARGET_AHEAD:g}× at Nθ ≥ 128 (reference)",
                                 round(worst_ahead, 2), worst_ahead >= TARGET_AHEAD,
-                                "cross-run, our thread CPU time; with our wall time "
-                                f"{min(x['ahead_of_dedalus'] for x in big):.2f}, wall calibrated by the ducc0 loop "
-                                f"{min(x['ahead_of_dedalus_calibrated'] for x in big):.2f}"))
+                                f"cross-run, the worst of three readings: our thread CPU time {readings['_cpu']:.2f}, "
+                                f"our wall time {readings['']:.2f}, wall time calibrated by the anchor's ducc0 loop "
+                                f"{readings['_calibrated']:.2f}"))
     else:
         targets.append(C.target("ahead of Dedalus RK443 stage", f"≥ {TARGET_AHEAD:g}× at Nθ ≥ 128 (reference)",
                                 None, None, "anchor not found" if not data else "no row with Nθ ≥ 128 in this run"))

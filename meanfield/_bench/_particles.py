@@ -30,6 +30,7 @@ CHECK_N, QUICK_CHECK_N = 20_000, 3000
 DENSE_LIMIT_S, QUICK_DENSE_LIMIT_S = 60.0, 5.0
 TARGET_SPEEDUP, TARGET_ERROR, TARGET_1E6_S = 500.0, 1e-12, 0.3
 ALT_MAX_N = 10_000          # dense is timed with both OpenBLAS thread counts up to this N
+CHECK_REPEATS, CHECK_REPEATS_QUICK = 7, 3   # rounds at the check N (each: dense, exact, exact on one thread, ours)
 
 
 def clustered(n: int, seed: int = 0, width: float = 1e-7) -> np.ndarray:
@@ -161,6 +162,8 @@ def run(quick: bool = False, sh_sizes=None, dense_sizes=None, check_n=None, dens
                 if t != bthreads:
                     single[name] = C.timed(funcs[name])[1]
             reps = 5 if t_try < 1 else 3
+            if n == check_n:     # the issue's target is judged here: enough rounds for a median of paired ratios
+                reps = CHECK_REPEATS_QUICK if quick else CHECK_REPEATS
         else:
             reps = _sh_repeats(n, quick)
         if run_dense and n <= check_n:                   # meanfield's exact backend, the reference of issue 6
@@ -194,6 +197,11 @@ def run(quick: bool = False, sh_sizes=None, dense_sizes=None, check_n=None, dens
         if run_dense:
             last = (n, row["dense_s"])
         if n == check_n and run_dense:
+            # one ratio per round (both timed in the same round, minutes apart at most): the load moves both
+            pairs = {"dense_s": (configs[row["dense_blas_threads"]], "sh"), "exact_s": ("exact", "sh"),
+                     "exact_1thread_s": ("exact_1thread", "sh_1thread")}
+            row["paired_speedups"] = {k: [a / b for a, b in zip(times[alt], times[ours])]
+                                      for k, (alt, ours) in pairs.items() if alt in times and ours in times}
             v_sh = funcs["sh"]()
             row["max_velocity_error"] = float(np.max(np.abs(v_sh - v_dense)))
             row["max_error_vs_exact"] = float(np.max(np.abs(v_sh - v_exact)))
@@ -203,11 +211,13 @@ def run(quick: bool = False, sh_sizes=None, dense_sizes=None, check_n=None, dens
 
     both = [r for r in rows if r["sh_s"] is not None and r["dense_s"] is not None]
     comps = [C.comparison(f"Post-LN velocity, N = {r['n']:,}", "particles-sh", "dense numpy (published style)",
-                          r["sh_s"], r["dense_s"], n=r["n"]) for r in both]
+                          r["sh_s"], r["dense_s"], n=r["n"], paired_speedup=_paired(r, "dense_s")) for r in both]
     comps += [C.comparison(f"Post-LN velocity, N = {r['n']:,}", "particles-sh", "meanfield exact backend (particles)",
-                           r["sh_s"], r["exact_s"], n=r["n"]) for r in rows if r["sh_s"] and r.get("exact_s")]
+                           r["sh_s"], r["exact_s"], n=r["n"], paired_speedup=_paired(r, "exact_s"))
+              for r in rows if r["sh_s"] and r.get("exact_s")]
     comps += [C.comparison(f"Post-LN velocity, N = {r['n']:,}, one thread each", "particles-sh (one thread)",
-                           "meanfield exact backend (one thread)", r["sh_1thread_s"], r["exact_1thread_s"], n=r["n"])
+                           "meanfield exact backend (one thread)", r["sh_1thread_s"], r["exact_1thread_s"], n=r["n"],
+                           paired_speedup=_paired(r, "exact_1thread_s"))
               for r in rows if r["sh_1thread_s"] and r.get("exact_1thread_s")]
     crossover = _crossover(both)
     sh_pts = [(r["n"], r["sh_s"]) for r in rows if r["sh_s"] is not None]
@@ -250,12 +260,24 @@ def run(quick: bool = False, sh_sizes=None, dense_sizes=None, check_n=None, dens
 
 
 def _speedup_target(name, row, alternative, error):
-    """The ≥ 500× at ≤ 1e-12 target against ``row[alternative]``; judged only at N = 20,000, where it is stated."""
-    sp, err = row[alternative] / row["sh_s"], row[error]
+    """The ≥ 500× at ≤ 1e-12 target against ``row[alternative]``, judged only at N = 20,000, where it is stated: the
+    median of the per-round ratios (each round times both contenders), with their range."""
+    ratios, err = row["paired_speedups"][alternative], row[error]
+    sp, lo, hi = float(np.median(ratios)), min(ratios), max(ratios)
     at_n = row["n"] == 20_000
-    return C.target(name, f"≥ {TARGET_SPEEDUP:g}× at ≤ {TARGET_ERROR:g} error", f"{sp:.0f}× at {err:.1e}",
-                    (sp >= TARGET_SPEEDUP and err <= TARGET_ERROR) if at_n else None,
-                    "" if at_n else "the target is stated at N = 20,000: not judged here")
+    straddles = lo < TARGET_SPEEDUP <= hi
+    note = "" if at_n else "the target is stated at N = 20,000: not judged here"
+    if at_n and straddles:
+        note = f"at the threshold: the {len(ratios)} rounds straddle {TARGET_SPEEDUP:g}×"
+    return C.target(name, f"≥ {TARGET_SPEEDUP:g}× at ≤ {TARGET_ERROR:g} error",
+                    f"{sp:.0f}× (median of {len(ratios)} rounds, {lo:.0f}–{hi:.0f}×) at {err:.1e}",
+                    (sp >= TARGET_SPEEDUP and err <= TARGET_ERROR) if at_n else None, note)
+
+
+def _paired(row, alternative):
+    """The median per-round speedup over ``alternative`` (rows at the check N), else None."""
+    ratios = row.get("paired_speedups", {}).get(alternative)
+    return float(np.median(ratios)) if ratios else None
 
 
 def _fit(pts):

@@ -85,6 +85,15 @@ def run(quick: bool, outdir) -> list:
                             growth_rate(1.0, ell, d=2, attention="unnormalized"), 5e-7))
     for ell, ref in enumerate(DESIGN_D3_SA, start=1):
         rows.append(compare(f"γ_{ell}, d=3, SA, β=1: DESIGN.md §5 vs growth_rate", ref, growth_rate(1.0, ell), 5e-7))
+    # beyond DESIGN's four digits: every degree the PDE rows below fit, against modified spherical Bessel
+    # functions (scipy), independent of the package's multipliers: λ_ℓ/λ_0 = i_ℓ(β)/i_0(β) on S²
+    from scipy.special import spherical_in
+    for beta in (4.0, 10.0):
+        ells = np.arange(1, 13)
+        ref = ells * (ells + 1) * spherical_in(ells, beta) / (beta * spherical_in(0, beta))
+        ours = growth_rates(beta, 12)[1:]
+        rows.append(compare(f"max over ℓ ≤ 12 of |γ_ℓ/γ_ℓ^Bessel − 1|, d=3, SA, β={beta:g}: scipy spherical_in vs "
+                            "growth_rates", 0.0, float(np.max(np.abs(ours / ref - 1))), 1e-13))
 
     # PDE, S² SA β = 4, and S¹ USA β = 1; particles on S² with the same perturbation
     eps = 1e-7
