@@ -51,10 +51,13 @@ def transform_calls(be, nthreads: int):
         ducc.synthesis_2d(alm=zc, spin=1, mode="DERIV1", ntheta=g.ntheta, nphi=g.nphi, **geo)
         ducc.adjoint_synthesis_2d(map=flux, spin=1, mode="DERIV1", **geo)
 
-    def anchor_loop():  # the anchor's minimal three-transform loop (no Z synthesis)
-        ducc.synthesis_2d(alm=a, spin=0, ntheta=g.ntheta, nphi=g.nphi, **geo)
-        ducc.synthesis_2d(alm=zc, spin=1, mode="DERIV1", ntheta=g.ntheta, nphi=g.nphi, **geo)
-        ducc.adjoint_synthesis_2d(map=flux, spin=1, mode="DERIV1", **geo)
+    lam = be.attention.lam
+
+    def anchor_loop():  # the anchor's "minimal numpy+ducc0 loop": its three transforms and the numpy between them
+        rho = ducc.synthesis_2d(alm=a, spin=0, ntheta=g.ntheta, nphi=g.nphi, **geo)
+        c = np.ascontiguousarray(b.conv(a[0], lam)[None])                  # the degree-diagonal kernel
+        grad = ducc.synthesis_2d(alm=c, spin=1, mode="DERIV1", ntheta=g.ntheta, nphi=g.nphi, **geo)
+        ducc.adjoint_synthesis_2d(map=np.ascontiguousarray(rho * grad * g.weights), spin=1, mode="DERIV1", **geo)
 
     return unit, minimal, anchor_loop
 
