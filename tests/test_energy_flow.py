@@ -193,3 +193,55 @@ def test_stationarity_reports_the_models_velocity_with_its_speed_factor(scheme, 
     report = mf.stationary(p, model, tol=1e-3)
     dtheta = mf.particle_velocity(model, p, backend="particles")[0]
     assert np.allclose(report.speeds, np.linalg.norm(dtheta, axis=1), rtol=1e-12, atol=0)
+
+
+def _zonal_and_density(g, L=12):
+    zonal = mf.ZonalDensity.from_function(g, L, d=3, normalize=True)
+    dens = mf.Density.from_function(lambda x: g(x[..., 2]) / zonal_mass(g), L)
+    return zonal, dens
+
+
+def zonal_mass(g):
+    t, w = np.polynomial.legendre.leggauss(40)
+    return float(w @ g(t)) / 2
+
+
+@pytest.mark.parametrize("how", ["gradient-flow", "post-ln-usa", "peri-ln", "ngpt"])
+def test_stationary_of_a_zonal_density_matches_the_density_path(how):
+    """S²: the zonal path (the zonal solver's attention on its Gauss–Jacobi nodes) against the Density path (atoms
+    and the direct attention sum) at the same support points; the two share no code past the scheme table."""
+    def g(t):
+        return 1 + 0.5 * t + 0.3 * t ** 2
+
+    zonal, dens = _zonal_and_density(g)
+    arg = {"gradient-flow": 1.5, "post-ln-usa": mf.Model(1.5, attention="unnormalized"),
+           "peri-ln": mf.Model(1.5, "peri-ln"), "ngpt": mf.Model(1.5, "ngpt", alpha=0.5)}[how]
+    z = mf.stationary(zonal, arg, tol=1e-3)
+    assert not z.stationary and z.points.shape[1] == 3 and len(z.speeds) > 10
+    np.testing.assert_allclose(np.linalg.norm(z.points, axis=1), 1.0, rtol=1e-15)
+    # the Density path's speeds at those points: its support is a grid, so ask at the zonal nodes directly
+    from meanfield._energy._energy import first_variation_gradient
+    from meanfield._energy._stationary import _radii_at
+    if how == "gradient-flow":
+        ref = np.linalg.norm(first_variation_gradient(dens, 1.5, np.eye(3), z.points), axis=1)
+    else:
+        from meanfield._attention import attention_field
+        from meanfield._energy._energy import atoms
+        y, a, _ = atoms(dens, arg.beta, np.eye(3))
+        f = attention_field(arg, y, a, targets=z.points)
+        ref = np.linalg.norm(f.tangential, axis=1) / np.abs(arg.scheme_def.speed(_radii_at(dens, z.points), f.norm, 0.0,
+                                                                                 arg))
+    np.testing.assert_allclose(z.speeds, ref, rtol=1e-11, atol=1e-14)
+
+
+@pytest.mark.parametrize("d", [4, 8, 64])
+def test_the_uniform_zonal_density_is_stationary_in_any_dimension(d):
+    for arg in (2.0, -1.0, mf.Model(2.0, d=d), mf.Model(2.0, "peri-ln", d=d)):
+        D = None if not isinstance(arg, float) or arg > 0 else -1.0
+        beta = abs(arg) if isinstance(arg, float) else arg
+        assert mf.stationary(mf.ZonalDensity.uniform(6, d=d), beta, D, tol=1e-12).stationary
+    tilted = mf.ZonalDensity(np.array([1.0, 0.4]), 1, d=d)
+    rep = mf.stationary(tilted, mf.Model(2.0, d=d), tol=1e-6)
+    assert not rep.stationary and rep.max_speed > 1e-3
+    with pytest.raises(ValueError, match="`D` must be c·I for a ZonalDensity"):
+        mf.stationary(tilted, 1.0, np.diag(np.r_[1.0, np.ones(d - 1) * 0.5]))

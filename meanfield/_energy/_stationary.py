@@ -5,7 +5,8 @@ For the gradient flow (a β and a symmetric D) the velocity is v = ∇_S δE/δ�
 at the measure's radii (1 without them) and time ``t`` (s > 0 does not change the zero set, but it sets
 the size of |v| that ``tol`` is compared with).  The support is: particles of
 positive weight, FE nodes with positive value, or the points of a Gauss–Legendre grid where a band-limited
-density exceeds ``support_tol`` · max ρ.
+density exceeds ``support_tol`` · max ρ (for a ZonalDensity, the Gauss–Jacobi nodes of the zonal solver's grid,
+one point per latitude: the velocity of an axisymmetric measure is meridional and depends on ⟨x, e⟩ only).
 """
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._measures import Density, Particles
+from .._measures import Density, Particles, ZonalDensity
 from .._validate import positive_float
 from ..sphere import _sh as sh
 from ._energy import atoms, first_variation_gradient
-from ._kernel import check_beta, check_D, check_symmetric
+from ._kernel import check_beta, check_D, check_symmetric, isotropic_scale
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,62 @@ def _radii_at(measure, pts):
     return np.ones(len(pts))
 
 
+def _zonal_speeds(rho: ZonalDensity, model_or_beta, D, t: float, support_tol: float):
+    """(support points (m, d), |v| (m,)) of an axisymmetric density on S^{d-1}, any d: the velocity is meridional,
+    computed on the Gauss–Jacobi nodes of the zonal spectral solver's grid (its band limit raised to the kernel's,
+    tolerance 1e-13), with the solver's attention for a Model and ∇_S of (1/β) Σ λ_ℓ(βc) g_ℓ P_ℓ for the gradient
+    flow (D = c·I: the kernel is then zonal)."""
+    from .._model import Model
+    from ..backends._bases import ZonalBasis
+    from ..backends._spectral import SpectralAttention
+    from ..sphere._funk_hecke import kernel_bandlimit
+    from ._energy import _multipliers
+
+    if isinstance(model_or_beta, Model):
+        model = model_or_beta
+        b = model.beta_eff
+    else:
+        beta = check_beta(model_or_beta)
+        c = isotropic_scale(check_D(D, rho.d))
+        if c is None:
+            raise ValueError("`D` must be c·I for a ZonalDensity (the interaction kernel is then zonal, and so is the "
+                             "velocity); convert the density or use particles for another D.")
+        b = beta * c
+    lmax = max(rho.lmax, kernel_bandlimit(abs(b), 1e-13, rho.d) if b != 0 else 1)
+    basis = ZonalBasis(lmax, rho.d)
+    g = np.zeros(lmax + 1)
+    g[:rho.lmax + 1] = rho.coeffs
+    if isinstance(model_or_beta, Model):
+        if not np.all(basis.synth(g) >= -1e-12 * np.max(np.abs(basis.synth(g)))):
+            raise ValueError("`measure` has negative values (a band-limited density below zero); "
+                             "it is not a measure the attention velocity is defined for.")
+        fields = SpectralAttention(model, basis)(g)
+        v = fields.tangential[0]
+        if model.scheme_def.continuous:
+            r = 1.0 if rho.radius is None else basis.synth(np.pad(rho.radius, (0, lmax - rho.lmax)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                v = v / model.scheme_def.speed(r, fields.norm if model.scheme_def.needs_norm else np.nan, t, model)
+    else:
+        v = basis.grad(basis.conv(g, _multipliers(b, lmax, rho.d) / beta))[0]
+    values = basis.synth(g)
+    keep = values > support_tol * np.max(values)
+    nodes = basis.t[keep]
+    e = rho.axis
+    u = np.eye(rho.d)[int(np.argmin(np.abs(e)))]
+    u = u - (u @ e) * e
+    u /= np.linalg.norm(u)
+    points = nodes[:, None] * e + np.sqrt(1 - nodes ** 2)[:, None] * u
+    return points, np.abs(v[keep])
+
+
 def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol: float = 1e-8,
                t: float = 0.0) -> StationarityReport:
     """Test whether ``measure`` is a stationary state: v[μ] = 0 on supp μ.
 
     Parameters
     ----------
-    measure : Particles, Density or FEDensity
-        μ.
+    measure : Particles, Density, ZonalDensity or FEDensity
+        μ.  A ZonalDensity (any d) needs an isotropic kernel: a Model with QᵀK = c·I and V = v·I, or D = c·I.
     model_or_beta : Model or float
         A :class:`~meanfield.Model` (its velocity P_x A/s, s the scheme's speed factor at the measure's radii
         and time ``t``; P_x A for anGPT, which has no ODE; ``D`` must then be None) or β > 0 (the
@@ -110,6 +159,15 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
     tol = positive_float("tol", tol)
     support_tol = positive_float("support_tol", support_tol)
     t = positive_float("t", t, allow_zero=True)
+    if isinstance(measure, ZonalDensity):
+        if isinstance(model_or_beta, Model):
+            if D is not None:
+                raise ValueError("`D` must be None when a Model is given (its Q, K, V define the velocity).")
+            if model_or_beta.d != measure.d:
+                raise ValueError(f"the model has d={model_or_beta.d} but `measure` has d={measure.d}.")
+        pts, speeds = _zonal_speeds(measure, model_or_beta, D, t, support_tol)
+        top = float(np.max(speeds)) if speeds.size else 0.0
+        return StationarityReport(top <= tol, top, pts, speeds, tol)
     pts = _support_points(measure, support_tol)
     if isinstance(model_or_beta, Model):
         model = model_or_beta
