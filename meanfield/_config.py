@@ -76,6 +76,9 @@ def read_toml(path, what: str = "configuration") -> tuple[dict, str]:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"cannot read {what} {str(path)!r}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{str(path)!r} is not UTF-8 text, as a TOML {what} must be ({e.reason} at byte {e.start}); "
+                          "an HDF5 result is read with `meanfield info`.") from None
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:
@@ -92,6 +95,9 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     energy problem (:class:`EnergyConfig`)."""
     if "energy" in raw:
         return parse_energy_config(raw, text)
+    if "sweep" in raw:
+        raise ConfigError("this is a sweep file (it has a [sweep] table): run it with `meanfield sweep FILE --output "
+                          "DIR` (or meanfield.run_sweep).")
     _check_keys("top level", raw, _TABLES)
     for t in ("model", "initial", "run"):
         if t not in raw:

@@ -322,7 +322,7 @@ def test_one_config_with_a_figure_uses_the_result_figure(tmp_path):
     (["--figure", "f.png"], "energy", "an energy problem"),
     ([], "bad", "bad.toml: unknown key"),
     ([], "bad-value", "bad.toml: `alpha` is only used"),
-    ([], "bad-bytes", "bad.toml: 'utf-8' codec can't decode"),
+    ([], "bad-bytes", "bad.toml' is not UTF-8 text, as a TOML configuration must be (invalid continuation byte"),
     ([], "bad-backend", "bad.toml: `backend` must be one of"),
     ([], "bad-option", "bad.toml: unknown option(s) ['rtoll'] for backend='spectral'"),
     ([], "bad-save", "bad.toml: `save_every` must be finite and > 0"),

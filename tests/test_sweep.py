@@ -1,6 +1,7 @@
 """Sweeps on dask.distributed (issue 10): cluster = serial, resume without redoing, failures recorded,
 distributed particles-sh = single process to 1e-12, the spec's validation and the observables."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -41,7 +42,7 @@ observables = ["energy", "mean_alignment", "aligned_fraction", "clusters", "stat
 at = "saved"
 aligned_tol = 0.05
 [sweep.grid]
-"model.beta" = [0.5, 2.0, -1.0]
+"options.step" = [0.1, 0.2, -0.1]
 "initial.seed" = [0, 1]
 """
 
@@ -68,21 +69,22 @@ def _strip(rows):
 
 def test_cluster_equals_serial_and_failures_are_recorded(client, tmp_path):
     spec = _spec()
-    assert len(spec.tasks) == 6 and spec.parameter_names == ["model.beta", "initial.seed"]
+    assert len(spec.tasks) == 6 and spec.parameter_names == ["options.step", "initial.seed"]
     par = run_sweep(spec, tmp_path / "par", client=client, progress=False)
     ser = run_sweep(spec, tmp_path / "ser", serial=True, progress=False)
     assert par.ran == ser.ran == 6
     assert _strip(par.rows) == _strip(ser.rows)      # same code, one thread each: bitwise the same
-    bad = [r for r in par.rows if r["model.beta"] == -1.0]
-    assert len(bad) == 2 and all(r["status"] == "ERROR" and "`beta`" in r["error"] for r in bad)
-    good = [r for r in par.rows if r["model.beta"] != -1.0]
+    # a value only the backend checks, when the run starts (names and model values are checked up front)
+    bad = [r for r in par.rows if r["options.step"] == -0.1]
+    assert len(bad) == 2 and all(r["status"] == "ERROR" and "`step`" in r["error"] for r in bad)
+    good = [r for r in par.rows if r["options.step"] != -0.1]
     assert all(r["status"] == "OK" and len(r["aligned_fraction"]) == len(r["t"]) == 3 for r in good)
     assert not par.success
     # the table files: one row per task, lists kept in JSON lines, JSON-encoded in CSV
     lines = (tmp_path / "par" / "results.jsonl").read_text().splitlines()
     assert [json.loads(s)["key"] for s in lines] == [t.key for t in spec.tasks]
     csv_text = (tmp_path / "par" / "results.csv").read_text().splitlines()
-    assert csv_text[0].startswith("key,model.beta,initial.seed,status,error,wall_time,t_end,t,energy")
+    assert csv_text[0].startswith("key,options.step,initial.seed,status,error,wall_time,t_end,t,energy")
     assert len(csv_text) == 7
 
 
@@ -90,7 +92,7 @@ def test_a_task_equals_a_direct_simulate():
     spec = _spec()
     row = run_task(spec.tasks[1], spec.record)
     p = mf.Particles.uniform(12, seed=1)
-    traj = mf.simulate(mf.Model(beta=0.5), p, 1.0, backend="particles", save_every=0.5, step=0.1, threads=1)
+    traj = mf.simulate(mf.Model(beta=1.0), p, 1.0, backend="particles", save_every=0.5, step=0.1, threads=1)
     assert row["energy"] == list(traj.diagnostics["energy"])
     assert row["mean_alignment"] == [mf.mean_alignment(s) for s in traj.states]
 
@@ -133,8 +135,11 @@ def test_cli_sweep_on_a_scheduler(client, tmp_path, capsys):
     assert len(list((out / "tasks").glob("*.json"))) == 2 and (out / "sweep.toml").read_text() == cfg.read_text()
     assert cli.main(args) == 0
     assert "2 tasks: 0 run, 2 already done; OK 2" in capsys.readouterr().out
+    cfg.write_text(BASE + '[sweep]\ngrid = { "options.step" = [0.1, -0.1] }\n')
+    assert cli.main(args + ["--quiet"]) == 1          # one task failed when it ran: recorded, exit status 1
     cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0, -2.0] }\n')
-    assert cli.main(args + ["--quiet"]) == 1          # one task failed: recorded, exit status 1
+    assert cli.main(args + ["--quiet"]) == 2          # a model value is checked for every task before any runs
+    assert "task {'model.beta': -2.0}: `beta` must be finite and > 0" in capsys.readouterr().err
     cfg.write_text(BASE + '[sweep]\ngrid = { "model.bta" = [1.0] }\n')
     assert cli.main(args) == 2
     assert "valid keys of [model]" in capsys.readouterr().err
@@ -316,3 +321,45 @@ def test_the_output_folder_cannot_be_a_file(tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     assert cli.main(["sweep", str(cfg), "--workers", "1", "--output", str(tmp_path / "afile" / "out"), "--quiet"]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_every_task_is_checked_before_any_runs(tmp_path, capsys):
+    """An option the backend does not take, a scheme typo or a seed of the wrong type stopped only the tasks
+    that had it, as ERROR rows after the cluster started; now the sweep stops up front (exit 2), as `run` does."""
+    for grid, match in [('"options.tl" = [1e-3]', "task {'options.tl': 0.001}: unknown option(s) ['tl']"),
+                        ('"model.scheme" = ["postln"]', "task {'model.scheme': 'postln'}: `scheme` must be one of"),
+                        ('"initial.seed" = [1.5]', "task {'initial.seed': 1.5}: `seed`")]:
+        with pytest.raises(ConfigError, match=re.escape(match)):
+            _spec(BASE + f"[sweep]\ngrid = {{ {grid} }}\n")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(BASE + '[sweep]\ngrid = { "options.tl" = [1e-3] }\n')
+    assert cli.main(["sweep", str(cfg), "--output", str(tmp_path / "out"), "--quiet"]) == 2
+    assert not (tmp_path / "out").exists()
+    # the wrong kind of file: named, with what to do
+    assert cli.main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 2
+    assert "this is a sweep file (it has a [sweep] table): run it with `meanfield sweep" in capsys.readouterr().err
+    binary = tmp_path / "r.h5"
+    binary.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)))
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_sweep(binary)
+
+
+def test_a_partial_sweep_says_so_and_a_second_sweep_cannot_share_the_folder(tmp_path):
+    spec = _spec()
+    part = run_sweep(spec, tmp_path / "out", serial=True, progress=False, max_tasks=2)
+    assert (part.tasks, len(part.rows), part.missing, part.not_ok) == (6, 2, 4, 0)
+    assert not part.success and "missing=4" in repr(part)       # it read success=True with 4 tasks not run
+    # a sweep file's path is accepted; the lock of a live sweep refuses a second one, a dead one's is taken over
+    lock = tmp_path / "out" / ".lock"
+    import socket
+    lock.write_text(f"{socket.gethostname()} {os.getpid()}")
+    with pytest.raises(mf.MeanfieldError, match="another sweep is running in"):
+        run_sweep(spec, tmp_path / "out", serial=True, progress=False)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(f"{socket.gethostname()} {dead.stdout.strip()}")
+    f = tmp_path / "s.toml"
+    f.write_text(SWEEP.replace("at = \"saved\"", "at = \"saved\"\ntable = [\"csv\"]"))
+    full = run_sweep(str(f), tmp_path / "out", serial=True, progress=False)
+    assert (full.tasks, full.missing, full.not_ok) == (6, 0, 2) and not lock.exists()   # the two step = −0.1 tasks
+    # the table this sweep does not ask for is gone (it held the earlier rows, stale)
+    assert (tmp_path / "out" / "results.csv").exists() and not (tmp_path / "out" / "results.jsonl").exists()

@@ -38,8 +38,9 @@ def main(args) -> int:
         counts = {}
         for r in result.rows:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
-        print(f"{len(result.rows)} tasks: {result.ran} run, {result.skipped} already done; "
-              + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        print(f"{result.tasks} tasks: {result.ran} run, {result.skipped} already done; "
+              + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+              + (f"; {result.missing} not run yet (run the command again)" if result.missing else ""))
         for r in result.failed[:10]:
             print(f"  {r['status']}: {r['key']} {_params(r, spec)}: {r['error']}", file=sys.stderr)
         print("table: " + ", ".join(str(p) for p in result.paths))

@@ -7,6 +7,7 @@ Layout of the output folder ``DIR``::
     DIR/results.csv        the table assembled from the records, one row per task, in task order
     DIR/results.jsonl      the same rows as JSON lines (lists stay lists)
     DIR/sweep.toml         the sweep file that was run
+    DIR/.lock              while a sweep runs in DIR (a second sweep into the same folder is refused)
 
 A rerun skips every task that has a record (whatever its run status) except those recorded as
 ``ERROR`` (an exception: retried, since it may have been transient, e.g. a lost worker).
@@ -23,6 +24,7 @@ import uuid
 import warnings
 from pathlib import Path
 
+from .._errors import MeanfieldError
 from .._io import json_text, json_value
 from ._spec import SweepSpec, Task
 
@@ -142,10 +144,17 @@ def table_rows(spec: SweepSpec, records: dict) -> list:
     return rows
 
 
+TABLE_FILES = {"jsonl": "results.jsonl", "csv": "results.csv"}
+
+
 def write_tables(out_dir: Path, spec: SweepSpec, records: dict) -> list:
-    """Assemble ``results.csv`` / ``results.jsonl`` from the records (atomically); returns the paths."""
+    """Assemble ``results.csv`` / ``results.jsonl`` from the records (atomically); returns the paths.  A table
+    this sweep does not ask for is removed (an earlier sweep's would be read as this one's, stale)."""
     rows = table_rows(spec, records)
     paths = []
+    for kind, name in TABLE_FILES.items():
+        if kind not in spec.table:
+            (Path(out_dir) / name).unlink(missing_ok=True)
     if "jsonl" in spec.table:
         p = Path(out_dir) / "results.jsonl"
         _atomic_write(p, "".join(json_text(r) + "\n" for r in rows))
@@ -181,26 +190,41 @@ class SweepResult:
         Tasks that already had a record (not ``ERROR``) in the output folder.
     paths : list of Path
         The table files written (``results.jsonl``, ``results.csv``).
+    tasks : int
+        The sweep's tasks.
+    missing : int
+        Tasks without a record yet (``max_tasks`` stopped the call, or it was interrupted): rerun to finish.
     failed : list of dict
         The rows whose ``status`` is not ``"OK"`` (a property).
+    not_ok : int
+        ``len(failed)``.
     success : bool
-        True when every row has status ``"OK"`` (a property).
+        True when every task has a row and every row has status ``"OK"`` (a property).
     """
 
-    def __init__(self, rows, ran, skipped, paths):
+    def __init__(self, rows, ran, skipped, paths, tasks=None):
         self.rows, self.ran, self.skipped, self.paths = rows, ran, skipped, paths
+        self.tasks = len(rows) if tasks is None else int(tasks)
+
+    @property
+    def missing(self) -> int:
+        return self.tasks - len(self.rows)
 
     @property
     def failed(self) -> list:
         return [r for r in self.rows if r["status"] != "OK"]
 
     @property
+    def not_ok(self) -> int:
+        return len(self.failed)
+
+    @property
     def success(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.missing
 
     def __repr__(self):
-        return (f"SweepResult(tasks={len(self.rows)}, ran={self.ran}, skipped={self.skipped}, "
-                f"not_ok={len(self.failed)})")
+        return (f"SweepResult(tasks={self.tasks}, ran={self.ran}, skipped={self.skipped}, "
+                f"not_ok={self.not_ok}, missing={self.missing})")
 
 
 def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = None, scheduler: str | None = None,
@@ -210,8 +234,9 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
 
     Parameters
     ----------
-    spec : SweepSpec
-        From :func:`load_sweep` / :func:`parse_sweep`.
+    spec : SweepSpec, str or Path
+        From :func:`load_sweep` / :func:`parse_sweep`, or the path of a sweep file (read with
+        :func:`load_sweep`).
     out_dir : str or Path
         Output folder (created); see the module docstring for its layout.
     client : distributed.Client, optional
@@ -238,8 +263,57 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
         ``skipped``, and the table paths.  A task whose run failed or ended early is a row with its
         status, not an exception.
     """
+    if isinstance(spec, (str, os.PathLike)):
+        from ._spec import load_sweep
+        spec = load_sweep(spec)
+    if not isinstance(spec, SweepSpec):
+        raise TypeError(f"`spec` must be a SweepSpec (load_sweep, parse_sweep) or a sweep file's path; "
+                        f"got {type(spec).__name__}.")
     out = Path(out_dir)
     (out / "tasks").mkdir(parents=True, exist_ok=True)
+    with _lock(out):
+        return _run_locked(spec, out, client, workers, scheduler, serial, progress, max_tasks, threads)
+
+
+@contextlib.contextmanager
+def _lock(out: Path):
+    """``out/.lock`` (host and pid) while a sweep runs there: two sweeps writing one folder left a sweep.toml of
+    one and the table of the other.  A lock whose process is gone (killed) is taken over."""
+    import socket
+
+    path, me = out / ".lock", f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = path.read_text(errors="replace").split()
+            host, pid = (holder + ["", ""])[:2]
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)          # a killed sweep's lock
+                continue
+            raise MeanfieldError(f"another sweep is running in {str(out)!r} (lock held by {' '.join(holder) or '?'}, "
+                               f"{str(path)!r}); wait for it, use another --output, or delete the lock if that "
+                               "sweep is gone.") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _run_locked(spec, out, client, workers, scheduler, serial, progress, max_tasks, threads) -> SweepResult:
     if spec.text:
         _atomic_write(out / "sweep.toml", spec.text)
     records = read_records(out)
@@ -265,7 +339,7 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
         if bar is not None:
             bar.close()
         paths = write_tables(out, spec, records)
-    return SweepResult(table_rows(spec, records), ran, skipped, paths)
+    return SweepResult(table_rows(spec, records), ran, skipped, paths, tasks=len(spec.tasks))
 
 
 def _run_dask(spec, todo, out, records, bar, client, workers, scheduler, limit, threads) -> int:

@@ -178,6 +178,7 @@ def parse_sweep(raw: dict, text: str = "") -> SweepSpec:
             key = task_key(config, spec.record)
             if key in seen:
                 raise ConfigError(f"duplicate parameter sets in [sweep]: {seen[key]} and {params} give the same run.")
+            _check_task(config, params)
             seen[key] = params
             tasks.append(Task(index=len(tasks), params=params, config=config, key=key))
     object.__setattr__(spec, "tasks", tasks)
@@ -208,6 +209,18 @@ def _check_address(name):
              "initial": set().union(*_INITIAL_KEYS.values())}.get(table)
     if valid is not None and key not in valid:
         raise ConfigError(f"unknown sweep parameter {name!r}; valid keys of [{table}]: {sorted(valid)}.")
+
+
+def _check_task(config: dict, params: dict) -> None:
+    """Every value a run checks when its file is read (model, initial measure, save times, backend and option
+    names, fixed-step options), for one task, before any task runs: a mistake stops the sweep up front (exit 2),
+    as it stops ``meanfield run``, instead of becoming an ERROR row after the cluster has started."""
+    from .._config import parse_config
+
+    try:
+        parse_config(config)
+    except (TypeError, ValueError) as err:       # ConfigError is a ValueError
+        raise ConfigError(f"task {params}: {err}") from None
 
 
 def resolve(base: dict, params: dict) -> dict:
