@@ -461,3 +461,41 @@ def test_usa_rates_beyond_float64_are_refused_where_they_overflow():
     with pytest.raises(ValueError, match=r"attention='unnormalized' with scheme='post-ln' needs β ≤ 709.78"):
         mf.growth_rates(800.0, 3, attention="unnormalized")
     assert np.isfinite(mf.growth_rate(709.0, 1, attention="unnormalized"))
+
+
+def test_density_clusters_of_an_under_resolved_density_count_signed_basin_mass():
+    """Five Diracs at L = 40: the Gibbs ripples dip below 0. Counting the positive part only gave each ripple
+    basin 0.01–0.03 (45 clusters, masses summing to 2.0); the signed mass finds the five."""
+    from meanfield.sphere import adjoint_synthesis_points
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((5, 3))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    weights = np.array([0.1, 0.3, 0.15, 0.25, 0.2])
+    dens = mf.Density.from_coefficients(adjoint_synthesis_points(4 * np.pi * weights, centers, 40), 40)
+    assert dens.on_grid().min() < -0.1                       # not a measure: ripples below zero
+    cl = mf.density_clusters(dens)
+    assert cl.count == 5
+    found = np.argmax(cl.centers @ centers.T, axis=1)        # each cluster near a different Dirac
+    assert sorted(found) == list(range(5))
+    with pytest.raises(ValueError, match="`level` must be a finite number"):
+        mf.density_clusters(dens, level="x")
+
+
+def test_aligned_fraction_of_a_density_below_zero_is_clipped_with_a_warning():
+    from meanfield.sphere import adjoint_synthesis_points
+    dirac = mf.Density.from_coefficients(adjoint_synthesis_points(np.array([4 * np.pi]), np.array([[0, 0, 1.0]]), 20), 20)
+    with pytest.warns(mf.MeanfieldWarning, match=r"series is 1.25, outside \[0, 1\]"):
+        assert mf.aligned_fraction(dirac, 0.01) == 1.0
+
+
+def test_phase_diagram_does_not_advance_the_callers_seed_sequence():
+    seed = np.random.SeedSequence(3)
+    a = analysis.alignment_phase_diagram([1.0], [0.0, 0.1], n=16, seed=seed, delta=0.5)
+    b = analysis.alignment_phase_diagram([1.0], [0.0, 0.1], n=16, seed=seed, delta=0.5)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_l1_noise_quantile_is_at_most_one():
+    assert mf.l1_noise_threshold(1, 3, 0.95) == 1.0          # |m| = 1 for one token; the asymptotic formula gave 1.61
+    assert mf.l1_noise_threshold(2, 2, 0.95) == 1.0
+    assert mf.l1_noise_threshold(1000, 3, 0.95) == pytest.approx(np.sqrt(7.814727903251178 / 3000), rel=1e-12)

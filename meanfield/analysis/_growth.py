@@ -213,7 +213,8 @@ def l1_noise_threshold(n, d=3, quantile=None) -> float:
         raise ValueError(f"`quantile` must be a probability in (0, 1); got quantile={quantile!r}.")
     from scipy import stats
 
-    return float(np.sqrt(stats.chi2.ppf(float(quantile), d) / (d * n)))
+    # |m_n| ≤ 1 always: the asymptotic quantile exceeds it for very few tokens (1.61 for n = 1)
+    return float(min(1.0, np.sqrt(stats.chi2.ppf(float(quantile), d) / (d * n))))
 
 
 def l1_noise_time(beta, n, amplitude, d=3, attention="softmax", scheme="post-ln", quantile=None, r0=1.0,
