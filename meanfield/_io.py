@@ -292,12 +292,27 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
     return _atomic_write(path, FORMAT, lambda f: _write_trajectory(f, trajectory), run_info, complete)
 
 
+def _sweep_output(path: Path) -> str | None:
+    """What to say when ``path`` is a sweep's output folder or table, not a result file (None otherwise)."""
+    folder = path if path.is_dir() else path.parent
+    if not (folder / "tasks").is_dir() or not (path.is_dir() or path.suffix in (".jsonl", ".csv", ".toml")):
+        return None
+    runs = sorted((folder / "runs").glob("*.h5")) if (folder / "runs").is_dir() else []
+    return (f"{str(path)!r} is the output of a sweep (`meanfield sweep`), not a run's result file: its table is "
+            f"{str(folder / 'results.jsonl')!r} (or results.csv), one row per task"
+            + (f"; the tasks' trajectories are the HDF5 files in {str(folder / 'runs')!r}" if runs else
+               "; a sweep with `hdf5 = true` also writes each task's trajectory to runs/<key>.h5") + ".")
+
+
 def _open(path):
     import h5py
 
     path = Path(path)
     if not path.exists():
         raise ResultFileError(f"result file {str(path)!r} does not exist.")
+    sweep = _sweep_output(path)
+    if sweep is not None:
+        raise ResultFileError(sweep)
     try:
         f = h5py.File(path, "r")
     except OSError as e:

@@ -363,3 +363,12 @@ def test_a_partial_sweep_says_so_and_a_second_sweep_cannot_share_the_folder(tmp_
     assert (full.tasks, full.missing, full.not_ok) == (6, 0, 2) and not lock.exists()   # the two step = −0.1 tasks
     # the table this sweep does not ask for is gone (it held the earlier rows, stale)
     assert (tmp_path / "out" / "results.csv").exists() and not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_info_on_a_sweep_folder_says_what_it_is(tmp_path, capsys):
+    """`meanfield info DIR` and `plot DIR/results.jsonl` said "not a readable HDF5 file (truncated or corrupted?)"."""
+    out = tmp_path / "out"
+    run_sweep(_spec(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n'), out, serial=True, progress=False)
+    for args in (["info", str(out)], ["plot", str(out / "results.jsonl"), "--output", str(tmp_path / "p.png")]):
+        assert cli.main(args) == 2
+        assert "is the output of a sweep (`meanfield sweep`), not a run's result file" in capsys.readouterr().err
