@@ -372,3 +372,26 @@ def test_info_on_a_sweep_folder_says_what_it_is(tmp_path, capsys):
     for args in (["info", str(out)], ["plot", str(out / "results.jsonl"), "--output", str(tmp_path / "p.png")]):
         assert cli.main(args) == 2
         assert "is the output of a sweep (`meanfield sweep`), not a run's result file" in capsys.readouterr().err
+
+
+def test_the_output_folder_describes_itself(tmp_path):
+    """Each record holds its resolved run configuration and the version; a sweep given as a dict writes
+    sweep.json (it wrote no sweep file at all, so the fixed settings were lost)."""
+    import tomllib
+    spec = parse_sweep(tomllib.loads(BASE + '[sweep]\ngrid = { "model.beta" = [1.0, 2.0] }\n'))     # no text
+    run_sweep(spec, tmp_path / "out", serial=True, progress=False)
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "out" / "tasks").glob("*.json"))]
+    assert sorted(r["config"]["model"]["beta"] for r in records) == [1.0, 2.0]
+    assert all(r["meanfield"] == mf.__version__ and r["config"]["options"]["step"] == 0.1 for r in records)
+    saved = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert saved["sweep"]["grid"] == {"model.beta": [1.0, 2.0]} and saved["initial"]["n"] == 12
+    assert not (tmp_path / "out" / "sweep.toml").exists()
+
+
+def test_cli_serial_runs_without_a_cluster(tmp_path, capsys):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0, 2.0] }\n')
+    assert cli.main(["sweep", str(cfg), "--serial", "--output", str(tmp_path / "out")]) == 0
+    assert "2 tasks: 2 run, 0 already done; OK 2" in capsys.readouterr().out
+    assert cli.main(["sweep", str(cfg), "--serial", "--workers", "2", "--output", str(tmp_path / "o2")]) == 2
+    assert "`--serial` runs the tasks in this process" in capsys.readouterr().err

@@ -27,9 +27,13 @@ def main(args) -> int:
         raise ValueError(f"`--workers` must be ≥ 1; got {args.workers}.")
     if args.workers is not None and args.scheduler is not None:
         raise ValueError("give either `--workers` (a local cluster) or `--scheduler` (an existing one), not both.")
+    serial = getattr(args, "serial", False)
+    if serial and (args.workers is not None or args.scheduler is not None):
+        raise ValueError("`--serial` runs the tasks in this process: it takes no `--workers` or `--scheduler`.")
     _check_output_folder(Path(args.output))
     try:
-        result = run_sweep(spec, args.output, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
+        result = run_sweep(spec, args.output, workers=args.workers, scheduler=args.scheduler, serial=serial,
+                           progress=not args.quiet)
     except KeyboardInterrupt:
         print(f"meanfield sweep: interrupted; the finished tasks are recorded in {args.output!r}: "
               "run the same command again to continue.", file=sys.stderr)

@@ -6,7 +6,7 @@ Layout of the output folder ``DIR``::
     DIR/runs/<key>.h5      the task's trajectory (only with ``hdf5 = true``; written by the worker)
     DIR/results.csv        the table assembled from the records, one row per task, in task order
     DIR/results.jsonl      the same rows as JSON lines (lists stay lists)
-    DIR/sweep.toml         the sweep file that was run
+    DIR/sweep.toml         the sweep file that was run (sweep.json when it was given as a dict, without text)
     DIR/.lock              while a sweep runs in DIR (a second sweep into the same folder is refused)
 
 A rerun skips every task that has a record (whatever its run status) except those recorded as
@@ -55,8 +55,7 @@ def run_task(task: Task, settings: dict, out_dir: str | None = None, threads: in
     from .._io import save
     from ._observables import record
 
-    row = {"key": task.key, "index": task.index, "params": task.params, "status": ERROR, "error": "",
-           "wall_time": 0.0, "t_end": None}
+    row = _record_head(task)
     t0 = time.perf_counter()
     try:
         with _threads(threads), warnings.catch_warnings():
@@ -84,6 +83,14 @@ def run_task(task: Task, settings: dict, out_dir: str | None = None, threads: in
         row["traceback"] = traceback.format_exc(limit=8)
     row["wall_time"] = time.perf_counter() - t0
     return row
+
+
+def _record_head(task: Task) -> dict:
+    """The fields every record starts with: which task, its resolved run configuration and the version, so
+    that a record describes itself without the sweep file."""
+    from .. import __version__
+    return {"key": task.key, "index": task.index, "params": task.params, "config": task.config,
+            "meanfield": __version__, "status": ERROR, "error": "", "wall_time": 0.0, "t_end": None}
 
 
 def _simulate(cfg):
@@ -316,6 +323,10 @@ def _alive(pid: int) -> bool:
 def _run_locked(spec, out, client, workers, scheduler, serial, progress, max_tasks, threads) -> SweepResult:
     if spec.text:
         _atomic_write(out / "sweep.toml", spec.text)
+        (out / "sweep.json").unlink(missing_ok=True)
+    elif spec.definition:       # given as a dict: the fixed settings would otherwise be written nowhere
+        _atomic_write(out / "sweep.json", json_text(spec.definition, sort_keys=True))
+        (out / "sweep.toml").unlink(missing_ok=True)
     records = read_records(out)
     todo = [t for t in spec.tasks if records.get(t.key, {}).get("status", ERROR) == ERROR]
     if max_tasks is not None:
@@ -357,8 +368,7 @@ def _run_dask(spec, todo, out, records, bar, client, workers, scheduler, limit, 
                 try:
                     row = fut.result()
                 except Exception as e:   # noqa: BLE001 - lost worker, unpicklable result, …
-                    row = {"key": t.key, "index": t.index, "params": t.params, "status": ERROR,
-                           "error": f"{type(e).__name__}: {e}", "wall_time": None, "t_end": None}
+                    row = {**_record_head(t), "error": f"{type(e).__name__}: {e}", "wall_time": None}
                 write_record(out, row)
                 records[t.key] = row
                 ran += 1

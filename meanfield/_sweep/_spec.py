@@ -56,6 +56,7 @@ class SweepSpec:
     table: tuple = ("csv", "jsonl")
     base: dict = field(default_factory=dict, repr=False)
     text: str = field(default="", repr=False)
+    definition: dict = field(default_factory=dict, repr=False)     # the parsed sweep file, [sweep] included
 
     @property
     def parameter_names(self) -> list:
@@ -116,6 +117,7 @@ def parse_sweep(raw: dict, text: str = "") -> SweepSpec:
     """
     from ._observables import OBSERVABLES
 
+    definition = copy.deepcopy(raw)
     raw = copy.deepcopy(raw)
     if "sweep" not in raw:
         raise ConfigError("a sweep file needs a [sweep] table (with `grid` and/or `sets`).")
@@ -164,7 +166,7 @@ def parse_sweep(raw: dict, text: str = "") -> SweepSpec:
         raise ConfigError(f"[sweep] `table` must be a non-empty list of {list(TABLES)}; got table={table!r}.")
 
     spec = SweepSpec(tasks=[], observables=observables, at=at, aligned_tol=float(tol), hdf5=hdf5,
-                     table=tuple(dict.fromkeys(table)), base=raw, text=text)
+                     table=tuple(dict.fromkeys(table)), base=raw, text=text, definition=definition)
     names = list(grid)
     tasks, seen = [], {}
     for s in sets:
