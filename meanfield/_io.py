@@ -295,7 +295,7 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
 def _sweep_output(path: Path) -> str | None:
     """What to say when ``path`` is a sweep's output folder or table, not a result file (None otherwise)."""
     folder = path if path.is_dir() else path.parent
-    if not (folder / "tasks").is_dir() or not (path.is_dir() or path.suffix in (".jsonl", ".csv", ".toml")):
+    if not (folder / "tasks").is_dir() or not (path.is_dir() or path.suffix in (".jsonl", ".csv", ".toml", ".json")):
         return None
     runs = sorted((folder / "runs").glob("*.h5")) if (folder / "runs").is_dir() else []
     return (f"{str(path)!r} is the output of a sweep (`meanfield sweep`), not a run's result file: its table is "

@@ -27,11 +27,14 @@ def norms(a: np.ndarray, axis: int = -1) -> np.ndarray:
     """‖a‖ along ``axis`` for any finite a: unnormalized attention reaches ‖A‖ ~ e^β, whose square overflows from
     β ≈ 355 (‖A‖ = inf froze Peri-LN and nGPT there); such entries, and those whose squares underflow, are
     recomputed scaled by their largest component."""
+    a = np.asarray(a)
+    if a.ndim == 1:                                     # one vector: its norm, a scalar
+        return norms(a[None])[0]
     with np.errstate(over="ignore", under="ignore"):
         out = np.sqrt(np.sum(np.square(a), axis=axis))
     bad = ~(np.isfinite(out) & (out > _TINY_NORM))
     if np.any(bad):
-        rows = np.moveaxis(np.asarray(a), axis, -1)[bad]
+        rows = np.moveaxis(a, axis, -1)[bad]
         scale = np.max(np.abs(rows), axis=-1)
         with np.errstate(all="ignore"):       # a norm beyond float64's max is inf, as it should be
             fixed = scale * np.sqrt(np.sum(np.square(rows / scale[:, None]), axis=-1))

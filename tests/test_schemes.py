@@ -118,6 +118,9 @@ def test_norms_neither_overflow_nor_underflow():
     assert norms(np.array([[1.5e308, 1.5e308]]))[0] == np.inf           # beyond float64, as it should be
     assert np.isnan(norms(np.array([[np.nan, 1.0]])))[0]
     np.testing.assert_allclose(normalize(rows[1:2]), [[0.6, 0.8, 0.0]], rtol=1e-15)
+    for row, norm in zip(rows, [5.0, 5e200, 5e-200, 5e-320, 0.0]):        # one vector: a scalar
+        assert norms(row) == pytest.approx(norm, rel=1e-15, abs=0)
+    np.testing.assert_allclose(normalize(rows[1]), [0.6, 0.8, 0.0], rtol=1e-15)
 
 
 def test_mix_ln_switches_at_tau():

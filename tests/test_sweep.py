@@ -352,7 +352,7 @@ def test_a_partial_sweep_says_so_and_a_second_sweep_cannot_share_the_folder(tmp_
     # a sweep file's path is accepted; the lock of a live sweep refuses a second one, a dead one's is taken over
     lock = tmp_path / "out" / ".lock"
     import socket
-    lock.write_text(f"{socket.gethostname()} {os.getpid()}")
+    lock.write_text(f"{socket.gethostname()} {os.getppid()}")              # a live process of this host
     with pytest.raises(mf.MeanfieldError, match="another sweep is running in"):
         run_sweep(spec, tmp_path / "out", serial=True, progress=False)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -395,3 +395,24 @@ def test_cli_serial_runs_without_a_cluster(tmp_path, capsys):
     assert "2 tasks: 2 run, 0 already done; OK 2" in capsys.readouterr().out
     assert cli.main(["sweep", str(cfg), "--serial", "--workers", "2", "--output", str(tmp_path / "o2")]) == 2
     assert "`--serial` runs the tasks in this process" in capsys.readouterr().err
+
+
+def test_locks_left_behind_are_taken_over_and_odd_ones_do_not_crash(tmp_path, capsys):
+    """An empty lock (its writer died before writing), a lock naming this very process (a reused pid) or an
+    unparsable pid: taken over (an empty one once it is a few seconds old), never a traceback."""
+    import socket
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
+    out = tmp_path / "out"
+    (out / "tasks").mkdir(parents=True)
+    lock = out / ".lock"
+    args = ["sweep", str(cfg), "--serial", "--quiet", "--output", str(out)]
+    lock.write_text("")
+    assert cli.main(args) == 2 and "another sweep is running" in capsys.readouterr().err    # fresh: maybe being written
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+    for text in (None, f"{socket.gethostname()} {os.getpid()}", f"{socket.gethostname()} 99999999999999999999"):
+        if text is not None:
+            lock.write_text(text)
+        assert cli.main(args) == 0 and not lock.exists()
+    assert cli.main(["info", str(out / "sweep.toml")]) == 2
+    assert "is the output of a sweep" in capsys.readouterr().err
