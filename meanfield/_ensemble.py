@@ -15,7 +15,7 @@ from ._lazy import LazyModule
 
 stats = LazyModule("scipy.stats")
 
-from ._measures import Particles
+from ._measures import Particles, pair_alignment
 from ._simulate import Status, save_times, simulate
 from ._validate import nonneg_int
 
@@ -46,10 +46,7 @@ def mean_alignment(particles: Particles) -> float:
     if not isinstance(particles, Particles):
         raise TypeError(f"`particles` must be meanfield.Particles; got {type(particles).__name__} (for a "
                         "Density use alignment_statistics).")
-    w, x = particles.weights, particles.positions
-    m = w @ x
-    w2 = float(w @ w)
-    return float((m @ m - w2) / (1.0 - w2)) if w2 < 1 else 1.0
+    return pair_alignment(particles.weights, particles.positions)
 
 
 @dataclass(frozen=True)

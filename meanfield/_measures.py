@@ -549,3 +549,12 @@ class ZonalDensity:
 
     def __repr__(self):
         return f"ZonalDensity(lmax={self.lmax}, d={self.d}, mass={self.mass():.6g})"
+
+
+def pair_alignment(weights, directions) -> float:
+    """Σ_{i≠j} w_i w_j ⟨θ_i, θ_j⟩ / Σ_{i≠j} w_i w_j of unit ``directions`` (n, d) with ``weights`` (n,) summing to 1,
+    in O(n d) through m = Σ_i w_i θ_i: (|m|² − Σ w_i²) / (1 − Σ w_i²); 1 when there is no pair (one token)."""
+    w = np.asarray(weights)
+    m = w @ directions
+    w2 = float(w @ w)
+    return float((m @ m - w2) / (1.0 - w2)) if w2 < 1 else 1.0

@@ -106,8 +106,9 @@ def _zonal_speeds(rho: ZonalDensity, model_or_beta, D, t: float, support_tol: fl
     basis = ZonalBasis(lmax, rho.d)
     g = np.zeros(lmax + 1)
     g[:rho.lmax + 1] = rho.coeffs
+    values = basis.synth(g)
     if isinstance(model_or_beta, Model):
-        if not np.all(basis.synth(g) >= -1e-12 * np.max(np.abs(basis.synth(g)))):
+        if not np.all(values >= -1e-12 * np.max(np.abs(values))):
             raise ValueError("`measure` has negative values (a band-limited density below zero); "
                              "it is not a measure the attention velocity is defined for.")
         fields = SpectralAttention(model, basis)(g)
@@ -118,7 +119,6 @@ def _zonal_speeds(rho: ZonalDensity, model_or_beta, D, t: float, support_tol: fl
                 v = v / model.scheme_def.speed(r, fields.norm if model.scheme_def.needs_norm else np.nan, t, model)
     else:
         v = basis.grad(basis.conv(g, _multipliers(b, lmax, rho.d) / beta))[0]
-    values = basis.synth(g)
     keep = values > support_tol * np.max(values)
     nodes = basis.t[keep]
     e = rho.axis

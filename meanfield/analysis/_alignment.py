@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._measures import Density, Particles, conversion_hint
+from .._measures import Density, Particles, conversion_hint, pair_alignment
 from .._validate import nonneg_int, positive_float
 
 
@@ -47,12 +47,6 @@ def _check_delta(delta) -> float:
     if delta > 2:
         raise ValueError(f"`delta` must be in (0, 2] (⟨x, y⟩ ≥ 1 − δ ≥ −1); got delta={delta!r}.")
     return delta
-
-
-def _mean_vector_alignment(x, w) -> float:
-    m = w @ x
-    w2 = float(w @ w)
-    return float((m @ m - w2) / (1.0 - w2)) if w2 < 1 else 1.0
 
 
 METHODS = ("auto", "tree", "direct")
@@ -171,7 +165,7 @@ def alignment_statistics(measure, delta: float = 0.01, *, method: str = "auto",
             chunk = nonneg_int("chunk", chunk, minimum=1)
         x, w = measure.positions, measure.weights
         frac = float(_pair_fraction(x, w, delta, method, chunk))
-        return AlignmentStatistics(_mean_vector_alignment(x, w), frac, delta)
+        return AlignmentStatistics(pair_alignment(w, x), frac, delta)
     if isinstance(measure, Density):
         mean, frac = _density_stats(measure, delta)
         return AlignmentStatistics(mean, frac, delta)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._errors import UnsupportedModelError
 from .._integrators import ADAPTIVE_OPTIONS, check_step_options, get_method, next_step, refuse_unused, rk_step
-from .._measures import Particles
+from .._measures import Particles, pair_alignment
 from .._model import Model
 from .._schemes import norms
 from .._trajectory import Status
@@ -257,13 +257,11 @@ class ParticleStepper:
     ALIGNMENT_SELF_PAIRS = False
 
     def _mean_alignment(self, theta) -> float:
-        """Σ_{i≠j} w_i w_j⟨θ_i, θ_j⟩ / Σ_{i≠j} w_i w_j in O(n d) (or |Σ w θ|² with ALIGNMENT_SELF_PAIRS)."""
-        w = self.weights
-        mean = w @ theta
+        """:func:`meanfield.mean_alignment` of the tokens (or |Σ w θ|² with ALIGNMENT_SELF_PAIRS)."""
         if self.ALIGNMENT_SELF_PAIRS:
+            mean = self.weights @ theta
             return float(mean @ mean)
-        w2 = float(w @ w)
-        return float((mean @ mean - w2) / (1 - w2)) if w2 < 1 else 1.0
+        return pair_alignment(self.weights, theta)
 
     def _log_step(self, t, h) -> None:
         self.step_log["t"].append(t)
