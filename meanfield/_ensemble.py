@@ -147,7 +147,10 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     elif not callable(sampler_or_n):
         raise TypeError(f"`sampler_or_n` must be a token count n ≥ 1 or a callable sampler(rng); got {sampler_or_n!r}.")
     times = save_times(t_final, save_every, t_eval, t0)
-    root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    try:
+        root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    except (TypeError, ValueError):
+        raise TypeError(f"`seed` must be an int ≥ 0 or a numpy SeedSequence; got seed={seed!r}.") from None
     seeds = root.spawn(replicas)
 
     rows, statuses = [], []

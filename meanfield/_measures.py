@@ -214,7 +214,8 @@ class Density:
         so ρ is positive and entire; it is projected onto degree ≤ ``lmax``.
         """
         lmax, degree = nonneg_int("lmax", lmax), nonneg_int("degree", degree, minimum=1)
-        rng = np.random.default_rng(seed)
+        from ._sampling import _rng
+        rng = _rng(seed)
         if dimension(d) == 3:
             ell, m = sh.lm_arrays(degree)
             g = rng.standard_normal(ell.size) + 1j * rng.standard_normal(ell.size)
@@ -358,7 +359,8 @@ class Particles:
         dimension(x.shape[1])
         if not np.all(np.isfinite(x)):
             raise ValueError("`positions` must be finite; it contains NaN or inf.")
-        norms = np.linalg.norm(x, axis=1)
+        from ._schemes import norms as overflow_safe_norms
+        norms = overflow_safe_norms(x, axis=1)            # entries near 1e308 have squares beyond float64
         if self.normalize:
             if np.any(norms == 0):
                 raise ValueError("`positions` contains a zero vector, which has no direction.")
@@ -373,12 +375,15 @@ class Particles:
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             bad = int(np.flatnonzero(~(np.isfinite(w) & (w >= 0)))[0])
             raise ValueError(f"`weights` must be finite and ≥ 0; got weights[{bad}]={float(w[bad])!r}.")
-        if abs(w.sum() - 1) > MASS_TOL:
+        with np.errstate(over="ignore"):                   # weights near 1e308: an inf sum is "not 1"
+            total = w.sum()
+        if abs(total - 1) > MASS_TOL:
             if not self.normalize:
-                raise ValueError(f"`weights` must sum to 1 (to {MASS_TOL:g}); got sum={float(w.sum())!r} "
+                raise ValueError(f"`weights` must sum to 1 (to {MASS_TOL:g}); got sum={float(total)!r} "
                                  "(pass normalize=True to rescale).")
-            if not w.sum() > 0:
-                raise ValueError(f"`weights` must have a positive sum to be normalized; got sum={float(w.sum())!r}.")
+            if not w.max() > 0:
+                raise ValueError(f"`weights` must have a positive sum to be normalized; got sum={float(total)!r}.")
+            w = w / w.max()                                 # a sum of weights near 1e308 overflows
             w = w / w.sum()
         r = None
         if self.radii is not None:
@@ -411,7 +416,8 @@ class Particles:
         """
         n, d = nonneg_int("n", n, minimum=1), dimension(d)
         require(8.0 * n * (3 * d + 2), f"Particles.uniform(n={n}, d={d})", "lower `n`.")
-        x = np.random.default_rng(seed).standard_normal((n, d))
+        from ._sampling import _rng
+        x = _rng(seed).standard_normal((n, d))
         return cls(x, None, radii, normalize=True)
 
     @classmethod
@@ -485,9 +491,9 @@ class ZonalDensity:
         c = np.array(real_array("coeffs", np.real_if_close(self.coeffs)))
         if c.shape != (lmax + 1,) or not np.all(np.isfinite(c)):
             raise ValueError(f"`coeffs` must be finite with shape ({lmax + 1},); got shape {c.shape}.")
-        e = np.eye(d)[-1] if self.axis is None else np.asarray(self.axis, dtype=float)
-        if e.shape != (d,) or abs(np.linalg.norm(e) - 1) > 1e-12:
-            raise ValueError(f"`axis` must be a unit vector of length {d}.")
+        e = np.eye(d)[-1] if self.axis is None else real_array("axis", self.axis)
+        if e.shape != (d,) or not np.all(np.isfinite(e)) or not abs(np.linalg.norm(e) - 1) <= 1e-12:
+            raise ValueError(f"`axis` must be a finite unit vector of length {d}; got axis={self.axis!r}.")
         object.__setattr__(self, "coeffs", c)
         object.__setattr__(self, "axis", e)
         if self.radius is not None:

@@ -25,7 +25,7 @@ def _rng(seed):
     try:
         return np.random.default_rng(seed)
     except (TypeError, ValueError):
-        raise TypeError(f"`seed` must be None, an int, a SeedSequence or a numpy Generator; got seed={seed!r}.") from None
+        raise TypeError(f"`seed` must be None, an int ≥ 0, a SeedSequence or a numpy Generator; got seed={seed!r}.") from None
 
 
 def _uniform_sphere(rng, m, d):

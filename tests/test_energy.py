@@ -368,7 +368,7 @@ def test_the_first_variation_is_a_function_on_the_sphere():
         mf.first_variation(mf.Particles.uniform(10, seed=0), 1.0, points=np.array([[0.0, 0.0, 2.0]]))
 
 
-@pytest.mark.parametrize("beta, d", [(500.0, 1000), (300.0, 800), (100.0, 4096)])
+@pytest.mark.parametrize("beta, d", [(500.0, 1000), (300.0, 800), (100.0, 4096), (1600.0, 4096), (1501.0, 3000)])
 def test_uniform_energy_in_high_dimension(beta, d):
     # the series coefficients h_k overflowed (inf − inf = NaN at β = 500, d = 1000; 1e-12 off at d = 4096);
     # for D = I the uniform energy is λ_0/(2β), here against a 50-digit sum of the ₀F₁ series
@@ -381,12 +381,23 @@ def test_uniform_energy_in_high_dimension(beta, d):
             k += 1
             term *= z / (k * (Decimal(d) / 2 + k - 1))
         expected = float(total / (2 * Decimal(repr(beta))))
-    assert mf.uniform_energy(beta, d=d) == pytest.approx(expected, rel=1e-14)
+    # the ₀F₁ terms by their ratios: ⌊β⌋ + 80 rounded products, each within ε
+    rel = 2 * (beta + 80) * np.finfo(float).eps
+    assert mf.uniform_energy(beta, d=d) == pytest.approx(expected, rel=rel)
     # an orthogonal D (singular values all 1) gives the same; a rank-deficient one less
     if d <= 1000:           # (a dense 4096 × 4096 SVD would take seconds)
         q = np.linalg.qr(np.random.default_rng(1).standard_normal((d, d)))[0]
         assert mf.uniform_energy(beta, q, d=d) == pytest.approx(expected, rel=1e-12)
-    assert mf.uniform_energy(beta, -np.ones(d), d=d) == mf.uniform_energy(beta, -1.0, d=d) == pytest.approx(expected, rel=1e-14)
+    assert mf.uniform_energy(beta, -np.ones(d), d=d) == mf.uniform_energy(beta, -1.0, d=d) == pytest.approx(expected, rel=rel)
+
+
+def test_uniform_energy_beyond_float64_and_beyond_the_supported_range():
+    # d ≤ 100: past β s_max = 1500 even the rank-one D's energy overflows; in high d it can still be finite
+    # (β = 1600, d = 4096 above), so there the series is summed up to β s_max = 5000 and refused beyond
+    assert mf.uniform_energy(1501.0, np.diag(np.r_[1.0, np.zeros(99)]), d=100) == np.inf
+    assert mf.uniform_energy(4000.0, d=200) == np.inf
+    with pytest.raises(ValueError, match=r"β·s_max = 6000 .* must be ≤ 5000 for the uniform energy in d = 200 .*got beta=6000"):
+        mf.uniform_energy(6000.0, d=200)
 
 
 @pytest.mark.parametrize("beta, d", [(5.0, 3), (30.0, 10), (300.0, 50)])
@@ -415,3 +426,17 @@ def test_circle_spectral_particle_energy_is_within_its_bound():
     assert abs(est.value - reference) <= est.error_bound < 1e-13 * reference
     many = np.random.default_rng(3).uniform(-np.pi, np.pi, 100_000)
     assert abs(circle_adjoint_points(np.full(many.size, 1e-5), many, 4)[0] - 1.0) <= 2 * np.finfo(float).eps
+
+
+def test_overflowing_beta_or_D_is_refused_not_answered():
+    # the logits β⟨x, Dy⟩ and their differences overflowed: energy(P, 1e308) returned 0.0, classify(1e308·I) "zero"
+    p = mf.Particles.uniform(5, seed=0)
+    with pytest.raises(ValueError, match="`beta` must be ≤ 1e\\+100"):
+        mf.energy(p, 1e308)
+    with pytest.raises(ValueError, match="`D` must be finite, of magnitude ≤ 1e\\+100"):
+        mf.energy(p, 1.0, 1e308)
+    with pytest.raises(ValueError, match="`D` must have entries ≤ 1e\\+100"):
+        mf.classify(np.eye(3) * 1e308)
+    with pytest.raises(ValueError, match="`D` must be"):
+        mf.classify([["a", "b"], ["c", "d"]])
+    assert mf.classify(np.eye(3) * 1e99).kind == "positive definite"

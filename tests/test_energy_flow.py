@@ -89,6 +89,26 @@ def test_stationary_states():
     assert mf.stationary(pair, model).stationary
 
 
+@pytest.mark.parametrize("beta", [20.0, 40.0])
+def test_stationarity_is_judged_relative_to_the_size_of_the_gradient(beta):
+    # the velocity is the tangential part of a vector of size ~e^{β}: at β = 40 rounding alone leaves |v| ≈ 37
+    # at a Dirac mass, which an absolute tol called "not stationary"; a tilted pair moves at ~e^{β}/2
+    x = np.array([1.0, 2.0, 3.0]) / np.sqrt(14.0)
+    for state in (mf.Particles([x]), mf.Particles([x, -x]), mf.Density.uniform(4)):
+        rep = mf.stationary(state, beta)
+        assert rep.stationary and rep.scale > np.exp(beta) / (4 * beta ** 2) and "tol·max(1, |G|)" in rep.message
+        assert rep.threshold == rep.tol * rep.scale
+    usa = mf.Model(beta, attention="unnormalized")
+    assert mf.stationary(mf.Particles([x, -x]), usa).stationary
+    tilted = mf.Particles([x, [0.0, 0.0, 1.0]])
+    for arg in (beta, usa):
+        rep = mf.stationary(tilted, arg)
+        assert not rep.stationary and rep.max_speed > 1e-5 * rep.scale      # e^{0.8β} against e^{β}
+    # below a scale of 1 (softmax attention: |A| ≤ 1) the threshold is tol itself
+    rep = mf.stationary(mf.Particles([x, -x]), mf.Model(beta))
+    assert rep.stationary and rep.scale <= 1 and rep.threshold == rep.tol and "tol = 1e-08" in rep.message
+
+
 def test_dissipation_of_uniform_is_zero():
     assert dissipation(mf.Density.uniform(4), 1.0) == pytest.approx(0.0, abs=1e-26)
 

@@ -55,6 +55,29 @@ def test_particles_bad_input(kwargs, match):
         mf.Particles(**kwargs)
 
 
+def test_particles_near_the_float64_limit_are_normalized_not_zeroed():
+    # the squares of 1e308 overflow: the norms gave inf and the positions (and weights) came back as zeros
+    with np.errstate(all="raise"):
+        p = mf.Particles(np.array([[1e308, 1e308, 1e308], [0.0, 3e307, -4e307]]), [1e308, 3e307], normalize=True)
+    np.testing.assert_allclose(p.positions, [[3 ** -0.5] * 3, [0.0, 0.6, -0.8]], rtol=1e-15)
+    np.testing.assert_allclose(p.weights, [1 / 1.3, 0.3 / 1.3], rtol=1e-15)
+    with pytest.raises(ValueError, match="sum to 1 .*got sum=inf"):
+        mf.Particles(np.eye(2), [1e308, 1e308])
+
+
+@pytest.mark.parametrize("axis", [[0.0, 0.0, np.nan], "abc", [0.0, 0.0, 2.0], [1.0, 0.0]])
+def test_zonal_density_axis_is_a_finite_unit_vector(axis):
+    with pytest.raises(ValueError, match="`axis` must be"):
+        mf.ZonalDensity([1.0, 0.5, 0.0], 2, 3, axis=axis)
+
+
+@pytest.mark.parametrize("seed", [-1, "a", 1.5])
+def test_random_constructors_name_a_bad_seed(seed):
+    for make in (lambda: mf.Particles.uniform(3, seed=seed), lambda: mf.Density.random(4, seed=seed)):
+        with pytest.raises(TypeError, match="`seed` must be None, an int ≥ 0"):
+            make()
+
+
 def test_density_bad_input():
     with pytest.raises(ValueError, match="`coeffs`"):
         mf.Density(np.zeros(5), 3)

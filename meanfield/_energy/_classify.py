@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._validate import open_fraction
-from ._kernel import check_beta, check_symmetric
+from ._kernel import check_beta, check_D, check_symmetric
 
 KINDS = ("zero", "positive definite", "positive semi-definite", "indefinite", "negative semi-definite",
          "negative definite")
@@ -124,11 +124,10 @@ def classify(D, tol: float = 1e-12) -> Classification:
     >>> mf.classify([[-1.0, 0.0], [0.0, 0.5]]).kind
     'indefinite'
     """
-    a = np.asarray(D, dtype=float)
+    a = np.asarray(D) if isinstance(D, np.ndarray) else np.array(D)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 2:
         raise ValueError(f"`D` must be a square matrix of shape (d, d), d ≥ 2; got shape {a.shape}.")
-    if not np.all(np.isfinite(a)):
-        raise ValueError("`D` must be finite; it contains NaN or inf.")
+    a = check_D(a, a.shape[0])          # real, finite, entries ≤ 1e100 (a clear error for strings and complex)
     tol = open_fraction("tol", tol)
     a = check_symmetric(a, "classify")
     lam, vec = np.linalg.eigh(a)

@@ -24,9 +24,16 @@ _NO_SHIFT = 300.0          # exponents up to this need no overflow shift
 # ----------------------------------------------------------------------------------------------
 # input checks (messages name the parameter, the allowed range and the value)
 
+_HUGE = 1e100   # β and the entries of D beyond this: the logits β⟨x, Dy⟩ and their differences leave float64
+
+
 def check_beta(beta) -> float:
-    """β must be finite and > 0 (the energy has the prefactor 1/(2β))."""
-    return positive_float("beta", beta)
+    """β must be finite and > 0 (the energy has the prefactor 1/(2β)), and ≤ 1e100."""
+    beta = positive_float("beta", beta)
+    if beta > _HUGE:
+        raise ValueError(f"`beta` must be ≤ {_HUGE:g} (the logits β⟨x, Dy⟩ and their differences must fit in "
+                         f"float64); got beta={beta!r}.")
+    return beta
 
 
 def check_D(D, d: int) -> np.ndarray:
@@ -35,8 +42,8 @@ def check_D(D, d: int) -> np.ndarray:
     if D is None:
         return np.eye(d)
     if isinstance(D, numbers.Real) and not isinstance(D, bool):
-        if not np.isfinite(D):
-            raise ValueError(f"`D` must be finite; got D={D!r}.")
+        if not np.isfinite(D) or abs(D) > _HUGE:
+            raise ValueError(f"`D` must be finite, of magnitude ≤ {_HUGE:g}; got D={D!r}.")
         return float(D) * np.eye(d)
     allowed = (f"`D` must be None, a real scalar, {d} numbers (a diagonal) or an array of shape ({d}, {d}) "
                f"(the measure's dimension d={d})")
@@ -52,6 +59,9 @@ def check_D(D, d: int) -> np.ndarray:
         raise ValueError(f"{allowed}; got shape {a.shape}.")
     if not np.all(np.isfinite(a)):
         raise ValueError("`D` must be finite; it contains NaN or inf.")
+    if a.size and np.max(np.abs(a)) > _HUGE:
+        raise ValueError(f"`D` must have entries ≤ {_HUGE:g} in magnitude (the logits β⟨x, Dy⟩ must fit in float64); "
+                         f"got max |D_ij| = {np.max(np.abs(a)):.3g}.")
     return a.copy()
 
 

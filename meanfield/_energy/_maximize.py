@@ -6,6 +6,10 @@ n weighted particles (x_j = u_j/‖u_j‖, w = softmax(s)) with L-BFGS from rand
 particles are merged and negligible weights dropped.  The certificate is the global first-order
 condition of a maximizer: no Dirac mass can be added with profit, i.e. δE/δμ(x) ≤ 2E for every x
 (checked on a dense point set refined by local ascent), with equality and zero gradient on the support.
+E is not concave, so the condition is necessary, not sufficient: a local maximizer satisfies it too (with
+``candidates=False``, D = diag(−1, 0.3) at β = 1, 3 starts of 2 particles end at the Dirac at e₂, E = 0.6749,
+certificate satisfied, below the antipodal pair's cosh(1)/2 = 0.7715).  The theorem candidates, on by default,
+and several starts are what make the global maximum likely; ``upper_bound`` proves it where a theorem applies.
 """
 from __future__ import annotations
 
@@ -48,6 +52,8 @@ class MaximizerCertificate:
     upper_bound: float | None
 
     def satisfied(self, tol: float = 1e-8) -> bool:
+        """Both residuals ≤ ``tol``: the first-order condition holds (necessary for a maximizer, not sufficient;
+        see the module docstring)."""
         return self.excess <= tol and self.support_residual <= tol
 
 
@@ -211,7 +217,8 @@ def maximize_energy(beta, D=None, d: int = 3, *, n_particles: int = 6, n_starts:
         Also evaluate the theorem candidates (Dirac at the top eigenvector, antipodal pair at the
         bottom one) and prefer them when within ``tol`` of the best ascent.
     tol : float
-        Relative tolerance for preferring a candidate and for merging the ascent's particles.
+        Relative tolerance for preferring a candidate: one within ``tol`` of the best ascent's energy is
+        returned.  (The ascent merges particles closer than 1e-4 and drops weights below 1e-6, fixed.)
 
     Returns
     -------
@@ -229,7 +236,8 @@ def maximize_energy(beta, D=None, d: int = 3, *, n_particles: int = 6, n_starts:
         raise TypeError(f"`candidates` must be True or False; got candidates={candidates!r}.")
     if not candidates and n_starts == 0:
         raise ValueError("`n_starts` must be ≥ 1 when candidates=False (nothing would be searched).")
-    rng = np.random.default_rng(seed)
+    from .._sampling import _rng
+    rng = _rng(seed)
     cls = classify(D)
     vmin, vmax = cls.eigenvectors[:, 0], cls.eigenvectors[:, -1]
     cand = {"dirac": (vmax[None, :], np.ones(1)), "antipodal": (np.stack([vmin, -vmin]), np.full(2, 0.5))}

@@ -3,7 +3,9 @@
 For the gradient flow (a β and a symmetric D) the velocity is v = ∇_S δE/δμ (DESIGN.md §1); for a
 :class:`~meanfield.Model` it is the model's velocity P_x A[μ](x)/s, with the scheme's speed factor s
 at the measure's radii (1 without them) and time ``t`` (s > 0 does not change the zero set, but it sets
-the size of |v| that ``tol`` is compared with).  The support is: particles of
+the size of |v| that ``tol`` is compared with).  The velocity is the tangential part of a vector G (the
+ambient gradient ∫ e^{β⟨x,Dy⟩} D y dμ, or A/s) that can be of size e^{β‖D‖}: its rounding alone is
+ε·|G|, so ``tol`` is relative to the largest |G| on the support once that exceeds 1.  The support is: particles of
 positive weight, FE nodes with positive value, or the points of a Gauss–Legendre grid where a band-limited
 density exceeds ``support_tol`` · max ρ (for a ZonalDensity, the Gauss–Jacobi nodes of the zonal solver's grid,
 one point per latitude: the velocity of an axisymmetric measure is meridional and depends on ⟨x, e⟩ only).
@@ -17,8 +19,8 @@ import numpy as np
 from .._measures import Density, Particles, ZonalDensity
 from .._validate import positive_float
 from ..sphere import _sh as sh
-from ._energy import atoms, first_variation_gradient
-from ._kernel import check_beta, check_D, check_symmetric, isotropic_scale
+from ._energy import atoms, first_variation_moment
+from ._kernel import check_beta, check_D, check_symmetric, isotropic_scale, tangent_project
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class StationarityReport:
     Attributes
     ----------
     stationary : bool
-        max |v| over the support ≤ ``tol``.
+        max |v| over the support ≤ ``tol`` · max(1, ``scale``).
     max_speed : float
         max over the support of |v| (velocity units, 1/time): for a Model its velocity P_x A/s, s the
         scheme's speed factor at the measure's radii (P_x A for anGPT, which has no ODE).
@@ -37,6 +39,9 @@ class StationarityReport:
     speeds : ndarray, shape (m,)
         |v| at ``points``.
     tol : float
+    scale : float
+        The largest |G| on the support, G the vector whose tangential part is v (the ambient gradient of
+        δE/δμ, or A/s for a Model); for the gradient flow of a ZonalDensity the bound |c|·β max δE/δμ.
     """
 
     stationary: bool
@@ -44,12 +49,20 @@ class StationarityReport:
     points: np.ndarray
     speeds: np.ndarray
     tol: float
+    scale: float = 1.0
+
+    @property
+    def threshold(self) -> float:
+        """``tol`` · max(1, ``scale``): the largest max |v| that counts as stationary."""
+        return self.tol * max(1.0, self.scale)
 
     @property
     def message(self) -> str:
         verdict = "stationary" if self.stationary else "not stationary"
+        scale = (f"tol·max(1, |G|) = {self.threshold:.3g}, |G| = {self.scale:.3g} the largest ambient vector whose "
+                 "tangential part is v" if self.scale > 1 else f"tol = {self.tol:.3g}")
         return (f"{verdict}: max |v| on the support = {self.max_speed:.3g} "
-                f"({len(self.speeds)} support points, tol = {self.tol:.3g}).")
+                f"({len(self.speeds)} support points; threshold {scale}).")
 
 
 def _support_points(measure, support_tol):
@@ -82,7 +95,7 @@ def _radii_at(measure, pts):
 
 
 def _zonal_speeds(rho: ZonalDensity, model_or_beta, D, t: float, support_tol: float):
-    """(support points (m, d), |v| (m,)) of an axisymmetric density on S^{d-1}, any d: the velocity is meridional,
+    """(support points (m, d), |v| (m,), the scale |G| of :class:`StationarityReport`) of an axisymmetric density on S^{d-1}, any d: the velocity is meridional,
     computed on the Gauss–Jacobi nodes of the zonal spectral solver's grid (its band limit raised to the kernel's,
     tolerance 1e-13), with the solver's attention for a Model and ∇_S of (1/β) Σ λ_ℓ(βc) g_ℓ P_ℓ for the gradient
     flow (D = c·I: the kernel is then zonal)."""
@@ -111,22 +124,28 @@ def _zonal_speeds(rho: ZonalDensity, model_or_beta, D, t: float, support_tol: fl
         if not np.all(values >= -1e-12 * np.max(np.abs(values))):
             raise ValueError("`measure` has negative values (a band-limited density below zero); "
                              "it is not a measure the attention velocity is defined for.")
-        fields = SpectralAttention(model, basis)(g)
-        v = fields.tangential[0]
+        attention = SpectralAttention(model, basis)
+        attention.need_radial = True            # ‖A‖ sets the scale of the test, whatever the scheme needs
+        fields = attention(g)
+        v, big = fields.tangential[0], np.asarray(fields.norm, dtype=float)
         if model.scheme_def.continuous:
             r = 1.0 if rho.radius is None else basis.synth(np.pad(rho.radius, (0, lmax - rho.lmax)))
             with np.errstate(divide="ignore", invalid="ignore"):
-                v = v / model.scheme_def.speed(r, fields.norm if model.scheme_def.needs_norm else np.nan, t, model)
+                s = model.scheme_def.speed(r, fields.norm if model.scheme_def.needs_norm else np.nan, t, model)
+                v, big = v / s, big / np.abs(s)
     else:
-        v = basis.grad(basis.conv(g, _multipliers(b, lmax, rho.d) / beta))[0]
+        first_variation = basis.conv(g, _multipliers(b, lmax, rho.d) / beta)
+        v = basis.grad(first_variation)[0]
+        big = abs(b) * np.abs(basis.synth(first_variation))       # |∫ c y e^{βc⟨x,y⟩} dμ| ≤ |c| β δE/δμ
     keep = values > support_tol * np.max(values)
+    scale = float(np.max(np.broadcast_to(big, values.shape)[keep])) if np.any(keep) else 1.0
     nodes = basis.t[keep]
     e = rho.axis
     u = np.eye(rho.d)[int(np.argmin(np.abs(e)))]
     u = u - (u @ e) * e
     u /= np.linalg.norm(u)
     points = nodes[:, None] * e + np.sqrt(1 - nodes ** 2)[:, None] * u
-    return points, np.abs(v[keep])
+    return points, np.abs(v[keep]), scale
 
 
 def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol: float = 1e-8,
@@ -144,7 +163,9 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
     D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Symmetric interaction matrix for the gradient flow (None: identity).
     tol : float
-        Threshold on max |v| over the support (> 0, velocity units).
+        Threshold on max |v| over the support (> 0, velocity units), relative to the largest |G| on the
+        support when that exceeds 1 (G the vector v is the tangential part of; see the module docstring):
+        the test is max |v| ≤ tol · max(1, max |G|).
     support_tol : float
         Densities: the support is where ρ > support_tol · max ρ.
     t : float
@@ -165,9 +186,8 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
                 raise ValueError("`D` must be None when a Model is given (its Q, K, V define the velocity).")
             if model_or_beta.d != measure.d:
                 raise ValueError(f"the model has d={model_or_beta.d} but `measure` has d={measure.d}.")
-        pts, speeds = _zonal_speeds(measure, model_or_beta, D, t, support_tol)
-        top = float(np.max(speeds)) if speeds.size else 0.0
-        return StationarityReport(top <= tol, top, pts, speeds, tol)
+        pts, speeds, scale = _zonal_speeds(measure, model_or_beta, D, t, support_tol)
+        return _report(pts, speeds, tol, scale)
     pts = _support_points(measure, support_tol)
     if isinstance(model_or_beta, Model):
         model = model_or_beta
@@ -183,14 +203,20 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
             raise ValueError("`measure` has negative values (a band-limited density below zero); "
                              "it is not a measure the attention velocity is defined for.")
         field = attention_field(model, y, np.maximum(a, 0.0), targets=pts)
-        v = field.tangential
+        v, big = field.tangential, field.norm
         if model.scheme_def.continuous:   # a layer-only scheme (anGPT) has no speed: its P_x A is reported
             with np.errstate(divide="ignore", invalid="ignore"):
-                v = v / model.scheme_def.speed(_radii_at(measure, pts), field.norm, t, model)[:, None]
+                s = model.scheme_def.speed(_radii_at(measure, pts), field.norm, t, model)
+                v, big = v / s[:, None], big / np.abs(s)
     else:
         beta = check_beta(model_or_beta)
         Dm = check_symmetric(check_D(D, measure.d), "the gradient-flow velocity")
-        v = first_variation_gradient(measure, beta, Dm, pts)
-    speeds = np.linalg.norm(v, axis=1)
+        ambient = first_variation_moment(measure, beta, Dm, pts)
+        v, big = tangent_project(pts, ambient), np.linalg.norm(ambient, axis=1)
+    return _report(pts, np.linalg.norm(v, axis=1), tol, float(np.max(big)) if len(big) else 1.0)
+
+
+def _report(pts, speeds, tol, scale) -> StationarityReport:
     top = float(np.max(speeds)) if speeds.size else 0.0
-    return StationarityReport(top <= tol, top, pts, speeds, tol)
+    rep = StationarityReport(False, top, pts, speeds, tol, scale)
+    return StationarityReport(top <= rep.threshold, top, pts, speeds, tol, scale)
