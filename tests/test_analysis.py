@@ -234,7 +234,7 @@ def test_particle_clusters_single_linkage_chains():
     assert mf.particle_clusters(p, angle=0.03).count == 40
 
 
-@pytest.mark.parametrize("d", [2, 3, 6])
+@pytest.mark.parametrize("d", [2, 3, 6, 7, 12])
 @pytest.mark.parametrize("angle", [0.05, 0.2, 0.6])
 def test_particle_clusters_match_scipy_single_linkage(d, angle):
     p = mf.Particles.uniform(400, d, seed=int(100 * angle) + d)
@@ -242,6 +242,36 @@ def test_particle_clusters_match_scipy_single_linkage(d, angle):
     ref = fcluster(linkage(p.positions, "single"), 2 * np.sin(angle / 2), criterion="distance")
     pairs = set(zip(cl.labels, ref))
     assert len(pairs) == cl.count == len(set(ref))
+
+
+@pytest.mark.parametrize("d", [3, 9])
+def test_neighbour_indexes_agree(d):
+    # the KD-tree and the Gram blocks answer every query of the cluster search alike, on dispersed and
+    # collapsed tokens (Gram candidates are decided on the chord, as the tree decides)
+    from meanfield.analysis._neighbours import GramIndex, TreeIndex
+
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal((600, d))
+    x[:300] = x[0] + 1e-3 * rng.standard_normal((300, d))     # a tight cluster, and dispersed tokens
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    tree, gram = TreeIndex(x), GramIndex(x)
+    mixed = []                                                      # some "near" flags true, some false
+    for h in (0.05, 0.4, 1.2):
+        rows = np.arange(0, 600, 7)
+        assert np.array_equal(tree.counts(rows, h), gram.counts(rows, h))
+        for b1, b2 in zip(tree.balls(rows, h), gram.balls(rows, h), strict=True):
+            assert np.array_equal(np.sort(b1), np.sort(b2))
+        as_set = lambda p: set(map(tuple, p))                       # noqa: E731
+        assert as_set(tree.pairs(h)) == as_set(gram.pairs(h))
+        k1, j1, n1 = tree.around(rows, h, 0.6 * h)
+        k2, j2, n2 = gram.around(rows, h, 0.6 * h)
+        o1, o2 = np.lexsort((j1, k1)), np.lexsort((j2, k2))
+        assert np.array_equal(k1[o1], k2[o2]) and np.array_equal(j1[o1], j2[o2])
+        assert np.array_equal(n1[o1], n2[o2])
+        mixed.append(0 < n1.sum() < n1.size)
+        members, queries = np.arange(0, 300, 3), np.arange(290, 600)
+        assert np.allclose(tree.nearest(members, queries, h), gram.nearest(members, queries, h), rtol=0, atol=1e-15)
+    assert any(mixed)
 
 
 def test_particle_clusters_errors():

@@ -50,7 +50,6 @@ def _check_delta(delta) -> float:
 
 
 METHODS = ("auto", "tree", "direct")
-_TREE_MAX_D = 6           # "auto" counts pairs with a KD-tree up to this dimension, with Gram blocks above
 
 
 def _pair_fraction(x, w, delta, method, chunk):
@@ -60,7 +59,8 @@ def _pair_fraction(x, w, delta, method, chunk):
     if w2 >= 1:
         return 1.0
     if method == "auto":
-        method = "tree" if d <= _TREE_MAX_D else "direct"
+        from ._neighbours import TREE_MAX_D
+        method = "tree" if d <= TREE_MAX_D else "direct"
     equal = bool(np.all(w == w[0]))
     if method == "tree":
         # chord |θ_i − θ_j| ≤ √(2δ)  ⇔  ⟨θ_i, θ_j⟩ ≥ 1 − δ; the dual-tree count includes i = j
