@@ -413,3 +413,18 @@ def test_the_step_log_ends_at_the_state_kept(policy):
     t = tr.steps["t"]
     assert t[-1] == tr.times[-1] and np.all(np.diff(t) > 0)
     assert all(len(v) == len(t) for v in tr.steps.values())
+
+
+def test_a_fixed_step_beyond_the_cfl_cap_is_diagnosed_not_refined():
+    # rk4 with step 5 where the CFL cap is ~0.8: the density blew up (min ρ −3e3) and "refine" raised L to
+    # lmax_max, then advised raising lmax_max; the time step is the cause and more degrees only lower the cap
+    rho = mf.Density.random(24, seed=1, degree=3, amplitude=1.2)
+    with pytest.warns(mf.MeanfieldWarning, match="simulate stopped"):
+        tr = mf.simulate(mf.Model(4.0), rho, 20.0, save_every=5.0, method="rk4", step=5.0,
+                         on_resolution_loss="refine", lmax_max=64)
+    assert tr.status is mf.Status.RESOLUTION_LOST and tr.states[-1].lmax == 24 and tr.times[-1] == 0.0
+    assert "beyond the CFL cap" in tr.message and "Lower `step`" in tr.message and "lmax_max" not in tr.message
+    # a step within the cap refines as before
+    ok = mf.simulate(mf.Model(4.0), rho, 2.0, save_every=1.0, method="rk4", step=0.05, on_resolution_loss="refine",
+                     lmax_max=64)
+    assert ok.status is mf.Status.OK

@@ -289,7 +289,9 @@ class SpectralBackend:
         "l2": the step's error relative to the L² norm of the state; "elementwise": every coefficient
         against atol + rtol·|c| (for small perturbations of a large background).
     cfl : float
-        Step cap Δt ≤ cfl·π/(L·max|v|).
+        Step cap Δt ≤ cfl·π/(L·max|v|) of the adaptive methods.  A fixed "rk4" step is not capped; when one
+        beyond the cap ends in a loss of resolution, the run stops there with that diagnosis (refining
+        would only lower the cap).
     r0 : float
         Initial radius where the density carries no radius field (radius schemes).
     on_resolution_loss : {"stop", "refine", "handoff"}
@@ -368,6 +370,7 @@ class SpectralBackend:
                                          "energy", "mean_alignment", "dissipation", "rejected", "filtered")}
         self._h = opts["first_step"]
         self._warned_tail = False
+        self._over_cfl = None      # (t, step, cap) of the last fixed step longer than the CFL cap
         self._filter_count = 0
         self._last = None
         self._diag_cache = None
@@ -479,7 +482,10 @@ class SpectralBackend:
         rejected = 0
         if not tab.adaptive:
             h = min(opts["step"], remaining)
-            y_new, _, _ = rk_step(tab, self._rhs_memo, self.t, self.y, h, k0=self._first_stage())
+            k0 = self._first_stage()
+            cap = self._cfl_cap()        # a fixed step is not capped (it is fixed), but one beyond the cap is unstable
+            self._over_cfl = (self.t, h, cap) if h > cap else None
+            y_new, _, _ = rk_step(tab, self._rhs_memo, self.t, self.y, h, k0=k0)
         else:
             h = self._h if self._h is not None else min(self._cfl_cap(), 0.01)
             k0 = self._first_stage()
@@ -603,6 +609,18 @@ class SpectralBackend:
         opts = self.options
         policy = opts["on_resolution_loss"]
         undershoot = min_rho < -0.1 * opts["negativity_tol"] and tail > _TAIL_ROUNDING  # a resolved tail: refining cannot help
+        lost = tail > opts["tail_tol"] or min_rho < -opts["negativity_tol"]
+        if self._over_cfl is not None and lost:
+            # more degrees only lower the cap: diagnose the time step instead of refining
+            t0, h, cap = self._over_cfl
+            self.detail = (f"At t={self.t:.6g}: the tail fraction {tail:.3e}, min ρ {min_rho:.3e} (lmax={self.basis.lmax}) "
+                           f"after a fixed step {h:.3g} from t={t0:.6g}, beyond the CFL cap cfl·π/(L·max|v|) = "
+                           f"{cap:.3g}, where the time stepping is unstable. State kept from t={previous[0]:.6g}. "
+                           "Lower `step` below the cap, or use an adaptive method (rk45), which keeps to it.")
+            self.loss_time = self.t
+            self._roll_back(previous)
+            self._last = None
+            return self._on_loss()
         if policy == "refine" and (tail > opts["tail_warn"] or undershoot):
             new_l = min(int(np.ceil(opts["refine_factor"] * self.basis.lmax)), opts["lmax_max"])
             if new_l > self.basis.lmax:      # the last refinement steps up to lmax_max exactly
