@@ -24,9 +24,9 @@ import numpy as np
 from ._measures import Density, Particles
 from ._model import Model
 from ._trajectory import save_times
-from ._validate import nonneg_int, positive_float, real_number
+from ._validate import nonneg_int, positive_float, real_number, save_every_count
 from ._validate import check_options
-from .backends._registry import get_backend
+from .backends._registry import check_option_values, get_backend
 
 _MODEL_KEYS = {"beta", "scheme", "attention", "d", "Q", "K", "V", "alpha", "tau"}
 _SAMPLE_KEYS = {"samples", "sample_seed"}     # a density kind with `samples = N`: N i.i.d. tokens drawn from it
@@ -112,7 +112,7 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     model = Model(**m)
     init = dict(raw["initial"])
     kind = init.get("kind")
-    if kind not in _INITIAL_KEYS:
+    if not isinstance(kind, str) or kind not in _INITIAL_KEYS:
         raise ConfigError(f"[initial] `kind` must be one of {sorted(_INITIAL_KEYS)}; got kind={kind!r}.")
     _check_keys("initial", init, _INITIAL_KEYS[kind], f" (kind={kind!r})")
     initial, seed = _initial(kind, init, model.d)
@@ -124,15 +124,19 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
         raise ConfigError("[run] needs `t_final`.")
     save = {k: run[k] for k in ("save_every", "t_eval") if k in run}
     t_final = positive_float("t_final", run["t_final"])
-    save_times(t_final, **save)                     # the save times are checked here, not when the run starts
+    save_every_count(t_final, save.get("save_every"))
+    times = save_times(t_final, **save)             # the save times are checked here, not when the run starts
     backend, options = run.get("backend", "spectral"), dict(raw.get("options", {}))
     defaults = getattr(get_backend(backend), "option_defaults", None)       # a registered backend may lack it
     if defaults is not None:
-        check_options(backend, options, defaults())       # the names here; the backend checks the values
+        check_options(backend, options, defaults())       # the names first, listing the valid ones
     _refuse_unused_step_options(options)
+    checkpoint_every = nonneg_int("checkpoint_every", run.get("checkpoint_every", 1), minimum=1)
+    # the values too, as the backend checks them when the run starts, but without building the solver (the
+    # particle backends on two probe tokens; spectral up to its set-up): a batch or a sweep stops before its first run
+    check_option_values(backend, model, initial, options, times)
     return RunConfig(model=model, initial=initial, backend=backend, t_final=t_final, save=save,
-                     checkpoint_every=nonneg_int("checkpoint_every", run.get("checkpoint_every", 1), minimum=1),
-                     options=options, text=text, seed=seed, raw=raw)
+                     checkpoint_every=checkpoint_every, options=options, text=text, seed=seed, raw=raw)
 
 
 def _refuse_unused_step_options(options: dict) -> None:
@@ -157,16 +161,40 @@ def _samples(density, c) -> Particles:
     n = c["samples"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"[initial] `samples` must be an integer ≥ 1; got samples={n!r}.")
+    _fits(f"[initial] samples={n} tokens", 8.0 * n * (density.d + 3), "lower `samples`.")
     return Particles.from_density(density, n, seed=nonneg_int("sample_seed", c.get("sample_seed", 0)))
+
+
+def _fits(what: str, nbytes: float, advice: str) -> None:
+    """Refuse, before allocating it, an initial measure that cannot fit in memory (a clear error naming the key,
+    not a MemoryError traceback)."""
+    from ._memory import require
+
+    require(nbytes, what, advice)
+
+
+def _band_limit(c, default: int, d: int, minimum: int = 0) -> int:
+    """``lmax`` of a density kind, checked, and refused up front when the quadrature grid it is projected on (about
+    1.5(L+1) × 3(L+1) nodes on S², 40 bytes each with the node coordinates) cannot fit in memory."""
+    lmax = nonneg_int("lmax", c.get("lmax", default), minimum=minimum)
+    nodes = 4.5 * (lmax + 1) ** 2 if d == 3 else 3.0 * (lmax + 1)
+    _fits(f"[initial] lmax={lmax}", 40.0 * nodes, "lower `lmax` (the band limit).")
+    return lmax
 
 
 def _initial(kind, c, d):
     if kind == "uniform":
-        return Density.uniform(c.get("lmax", 16), d), None
+        return Density.uniform(_band_limit(c, 16, d), d), None
     if kind == "random":
         seed = nonneg_int("seed", c.get("seed", 0))
-        dens = Density.random(c.get("lmax", 32), d, seed=seed, degree=c.get("degree", 4),
-                              amplitude=c.get("amplitude", 1.0))
+        lmax = _band_limit(c, 32, d)
+        degree = nonneg_int("degree", c.get("degree", 4), minimum=1)
+        # the random field has (degree + 1)² coefficients on S², synthesized through a grid of about 8(degree + 1)²
+        # complex values
+        coeffs = (degree + 1) ** 2 if d == 3 else degree + 1
+        _fits(f"[initial] degree={degree}", 128.0 * coeffs, "lower `degree`.")
+        dens = Density.random(lmax, d, seed=seed, degree=degree,
+                              amplitude=real_number("amplitude", c.get("amplitude", 1.0)))
         if "r0" in c:
             r0 = positive_float("r0", c["r0"])
             dens = Density(dens.coeffs, dens.lmax, d, Density.uniform(dens.lmax, d).coeffs * r0)
@@ -174,16 +202,17 @@ def _initial(kind, c, d):
     if kind == "perturbed":
         return _perturbed(c, d), None
     seed = nonneg_int("seed", c.get("seed", 0))
-    n = c.get("n", 1000)
+    n = nonneg_int("n", c.get("n", 1000), minimum=1)
+    _fits(f"[initial] n={n} tokens", 8.0 * n * (d + 3), "lower `n`.")
     radius = c.get("radius")
-    radii = None if radius is None else np.full(nonneg_int("n", n, minimum=1), positive_float("radius", radius))
+    radii = None if radius is None else np.full(n, positive_float("radius", radius))
     return Particles.uniform(n, d, seed=seed, radii=radii), seed
 
 
 def _perturbed(c, d) -> Density:
     """The uniform density plus ``eps`` times one harmonic: Y_ℓm on S² (the coefficient of degree ℓ and order
     m), cos ℓθ on S¹ (``m`` does not apply)."""
-    lmax = nonneg_int("lmax", c.get("lmax", 16), minimum=1)
+    lmax = _band_limit(c, 16, d, minimum=1)
     ell, eps = nonneg_int("ell", c.get("ell", 1), minimum=1), real_number("eps", c.get("eps", 1e-3))
     if ell > lmax:
         raise ValueError(f"`ell` must be in 1..lmax = 1..{lmax} (the perturbed mode must be resolved); got ell={ell}.")

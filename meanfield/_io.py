@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import glob
 import json
+import numbers
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,60 @@ FORMAT_VERSION = 1
 
 class ResultFileError(MeanfieldError, OSError):
     """A result or checkpoint file is missing, truncated, corrupted or not a meanfield file."""
+
+
+class _ArgumentError(Exception):
+    """Carries an error in an argument of :func:`load` (not in the file) past its diagnosis of damaged files."""
+
+
+def check_output_path(name: str, path) -> Path:
+    """``path`` as a Path, after checking, before any work, that a result file can be written there: a str or
+    path-like, not a folder, in a folder that exists."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`{name}` must be a file path (a str or pathlib.Path); got {name}={path!r}.")
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"`{name}` must be a file path, not a folder; got {name}={str(p)!r}, which is a folder.")
+    if not p.parent.is_dir():
+        why = "is a file, not a folder" if p.parent.exists() else "does not exist"
+        raise ValueError(f"`{name}` must be a file in an existing folder; got {name}={str(p)!r}: the folder "
+                         f"{str(p.parent)!r} {why}.")
+    return p
+
+
+def check_run_info(name: str, value, reserved=()) -> dict:
+    """``value`` (None or a dict) as a dict a result file's ``/run`` group can hold: non-empty string keys (none of
+    ``reserved``), values that are strings, numbers or booleans, or lists and dicts of them (stored as JSON)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"`{name}` must be a dict (str keys; strings, numbers, or lists and dicts of them); "
+                        f"got {name}={value!r}.")
+    for k, v in value.items():
+        if not isinstance(k, str) or not k:
+            raise TypeError(f"`{name}` keys must be non-empty strings; got the key {k!r} in {name}={value!r}.")
+        if k in reserved:
+            raise ValueError(f"`{name}` key {k!r} is reserved (the run's own record: {sorted(reserved)}); use "
+                             "another name.")
+        if isinstance(v, (str, bool, np.bool_, numbers.Number)):
+            continue
+        if isinstance(v, (Mapping, list, tuple, np.ndarray)):
+            try:
+                json.dumps(_finite_json(v), allow_nan=False, default=_strict_json_default)
+                continue
+            except (TypeError, ValueError):
+                pass
+        raise TypeError(f"`{name}` values must be strings, numbers or booleans, or lists and dicts of them; got "
+                        f"{name}[{k!r}]={v!r}.")
+    return dict(value)
+
+
+def _strict_json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"cannot store {o!r}")
 
 
 def _json_default(o):
@@ -179,12 +235,22 @@ def _read_model(g, alpha=None) -> Model:
                               "pass `alpha=` to load().")
     tau = float(a["tau"])
     scheme = str(a["scheme"])
-    if alpha is None:
-        alpha = float(a["alpha"])
-        if not get_scheme(scheme).uses_alpha:
-            alpha = 1.0     # files written before Model refused it stored an alpha the scheme never used
-    return Model(float(a["beta"]), scheme, str(a["attention"]), int(a["d"]),
-                 *(_array(g[n]) if n in g else None for n in "QKV"), alpha=alpha, tau=None if np.isnan(tau) else tau)
+    given = alpha
+    stored = float(a["alpha"]) if not bool(a["alpha_callable"]) else 1.0
+    if not get_scheme(scheme).uses_alpha:
+        stored = 1.0        # files written before Model refused it stored an alpha the scheme never used
+
+    def model(alpha):
+        return Model(float(a["beta"]), scheme, str(a["attention"]), int(a["d"]),
+                     *(_array(g[n]) if n in g else None for n in "QKV"), alpha=alpha,
+                     tau=None if np.isnan(tau) else tau)
+    stored_model = model(stored)        # a file that does not make a Model is damaged (diagnosed by load)
+    if given is None:
+        return stored_model
+    try:
+        return model(given)
+    except (TypeError, ValueError) as err:     # the file is fine (read above): the argument does not fit it
+        raise _ArgumentError(type(err)(f"`alpha` does not fit the run in the file: {err}")) from None
 
 
 def _write_trajectory(g, trajectory):
@@ -281,6 +347,12 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
 
         if not isinstance(trajectory, EnergyResult):
             raise TypeError(f"`trajectory` must be a Trajectory or an EnergyResult; got {type(trajectory).__name__}.")
+    path = check_output_path("path", path)
+    if run_info is not None:
+        run_info = check_run_info("run_info", run_info, reserved=("options",))
+    if complete is not None and not isinstance(complete, (bool, np.bool_)):
+        raise TypeError(f"`complete` must be True, False or None (from the trajectory); got complete={complete!r}.")
+    if not isinstance(trajectory, Trajectory):
         return _atomic_write(path, ENERGY_FORMAT, lambda f: _write_energy(f, trajectory),
                              dict(trajectory.run_info or {}) if run_info is None else run_info,
                              True if complete is None else complete)
@@ -376,6 +448,10 @@ def load(path, *, alpha=None):
         With a diagnosis, for a missing, truncated, corrupted or foreign file, and for a callable α
         that ``alpha`` does not supply.
     """
+    if alpha is not None and not callable(alpha):
+        from ._validate import positive_float
+
+        positive_float("alpha", alpha)         # an argument error, not a damaged file
     f = _open(path)
     try:
         with f:
@@ -384,6 +460,8 @@ def load(path, *, alpha=None):
             return _read_trajectory(f, alpha)
     except ResultFileError:
         raise
+    except _ArgumentError as e:
+        raise e.args[0] from None
     except (KeyError, OSError, ValueError, TypeError, RuntimeError, json.JSONDecodeError) as e:
         raise ResultFileError(f"{str(path)!r} is damaged or incomplete: {type(e).__name__}: {e}") from None
 

@@ -15,7 +15,7 @@ from ._errors import MeanfieldWarning, warn
 from ._model import Model
 from ._integrators import ADAPTIVE_OPTIONS, fixed_steps
 from ._trajectory import Status, Trajectory, save_times
-from ._validate import positive_float
+from ._validate import nonneg_int, positive_float, save_every_count
 from .backends._registry import BACKENDS, Backend, get_backend, register_backend
 
 __all__ = ["BACKENDS", "Backend", "MeanfieldWarning", "Status", "Trajectory", "get_backend", "register_backend",
@@ -97,16 +97,30 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     """:func:`simulate`; with ``prefix`` (the saved part of a resumed run) the checkpoint holds prefix + this
     part, and so does the returned trajectory.  ``keep_state(i)`` False: the state at save time i is
     dropped (None) once the callback has seen it (runs that need values at many times, few states)."""
+    from ._io import check_output_path, check_run_info
+    from .backends._stepper import check_fixed_step_count
+
     if not isinstance(model, Model):
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
+    if isinstance(initial, (list, tuple)) and not initial:
+        raise ValueError("`initial` must be a measure (Density, ZonalDensity, Particles) or a non-empty list of "
+                         f"Densities (species); got initial={initial!r}.")
+    save_every_count(t_final, save_every, t0)                   # 1e-300 would allocate the save times forever
     times = save_times(t_final, save_every, t_eval, t0)       # checks t0 ≥ 0 and t_final > t0
     t0 = float(times[0])
-    checkpoint_every = int(checkpoint_every)
-    if checkpoint_every < 1:
-        raise ValueError(f"`checkpoint_every` must be an integer >= 1; got {checkpoint_every!r}.")
-    stepper = get_backend(backend)(model, initial, **options)
+    checkpoint_every = nonneg_int("checkpoint_every", checkpoint_every, minimum=1)
+    metadata = check_run_info("metadata", metadata, reserved=tuple(sorted(_RUN_KEYS)))
+    if checkpoint is not None:
+        checkpoint = check_output_path("checkpoint", checkpoint)
+    _check_callback(callback)
+    cls = get_backend(backend)
+    defaults = getattr(cls, "option_defaults", None)
+    # step=1e-300 with "rk4" or time="layers": refused, not run (nor set up)
+    check_fixed_step_count({**(defaults() if defaults is not None else {}), **options}, t0, times[-1])
+    stepper = cls(model, initial, **options)
     stepper.t = t0
     getattr(stepper, "check_save_times", lambda _: None)(times)     # e.g. whole layers, before any work
+    check_fixed_step_count(getattr(stepper, "options", {}), t0, times[-1])   # as the backend resolved them
     run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix)
     _check_nonnegative(run.diags[0], getattr(stepper, "options", {}))
     if checkpoint is not None:      # validated: replace what the path held by this run's start, atomically
@@ -147,6 +161,27 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     if checkpoint is not None:
         run.write(complete=run.status is Status.OK)
     return run.whole()
+
+
+def _check_callback(callback) -> None:
+    """Refuse, before any work, a ``callback`` that is not callable or cannot take ``(t, state, diagnostics)``
+    (it would fail only at the first saved time, after the first stretch of the run)."""
+    if callback is None:
+        return
+    if not callable(callback):
+        raise TypeError(f"`callback` must be callable as callback(t, state, diagnostics) (or None); got "
+                        f"callback={callback!r}.")
+    import inspect
+
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):       # a builtin or extension without a signature: cannot tell
+        return
+    try:
+        signature.bind(0.0, None, {})
+    except TypeError as err:
+        raise TypeError(f"`callback` must accept three positional arguments (t, state, diagnostics); "
+                        f"callback{signature} does not ({err}).") from None
 
 
 class _Run:
@@ -282,6 +317,7 @@ def _extension_times(times, stored_final, end, save_every) -> np.ndarray:
         return np.array([])
     if save_every is None:       # the run's spacing: the largest gap (a last one may be short, or an early stop)
         save_every = float(np.max(np.diff(times))) if len(times) > 1 else end - stored_final
+    save_every_count(end, save_every, stored_final)
     return save_times(end, save_every, None, stored_final)[1:]
 
 

@@ -95,6 +95,10 @@ def dimension(value) -> int:
 
 
 def choice(name: str, value, allowed) -> str:
+    """``value`` after checking it is one of the names ``allowed`` (a string: a list or a number is refused with
+    the same message, not with Python's "unhashable type")."""
+    if not isinstance(value, str):
+        raise TypeError(f"`{name}` must be one of {sorted(allowed)} (a string); got {name}={value!r}.")
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {sorted(allowed)}; got {name}={value!r}.")
     return value
@@ -129,3 +133,38 @@ def check_options(owner: str, options: dict, defaults: dict) -> dict:
     if unknown:
         raise TypeError(f"unknown option(s) {unknown} for backend={owner!r}; valid options are {sorted(defaults)}.")
     return {**defaults, **options}
+
+
+#: The most states a run keeps with ``save_every`` (each is a whole density or token set, kept in memory).
+MAX_SAVES = 1_000_000
+
+
+def save_every_count(t_final, save_every, t0=0.0) -> None:
+    """Refuse a ``save_every`` that asks for more than :data:`MAX_SAVES` saved states between ``t0`` and
+    ``t_final`` (``save_every=1e-300`` would allocate the times, then the states, without end).  Values of the wrong
+    type or sign are left to :func:`meanfield._trajectory.save_times`, which names them."""
+    numbers_ = [t_final, save_every, t0]
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in numbers_):
+        return
+    t_final, save_every, t0 = (float(v) for v in numbers_)
+    if not (np.isfinite(t_final) and np.isfinite(t0) and np.isfinite(save_every) and save_every > 0
+            and t_final > t0):
+        return
+    with np.errstate(over="ignore"):
+        count = (t_final - t0) / save_every
+    if not count <= MAX_SAVES:
+        raise ValueError(f"`save_every` must be ≥ (t_final − t0)/{MAX_SAVES} = {(t_final - t0) / MAX_SAVES:.6g} (at "
+                         f"most {MAX_SAVES} saved states); got save_every={save_every!r}, which asks for "
+                         f"{count:.3g} states from t0={t0:g} to t_final={t_final:g}.")
+
+
+def exponential_filter(value):
+    """The spectral ``filter``: None, or (strength > 0, order > 0) as two finite real numbers."""
+    if value is None:
+        return None
+    ok = (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+                  for v in value))
+    if not ok:
+        raise ValueError(f"`filter` must be None or (strength, order), two finite numbers > 0; got filter={value!r}.")
+    return value

@@ -100,6 +100,14 @@ def main(argv=None) -> int:
     except (ConfigError, MeanfieldError, ValueError, TypeError, OSError) as e:
         print(f"meanfield {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except MemoryError as e:       # numpy's "Unable to allocate …" (a size no check foresaw): one line, no traceback
+        print(f"meanfield {args.command}: error: out of memory: {e or 'MemoryError'}; lower the sizes (lmax, n, "
+              "degree, samples, …).", file=sys.stderr)
+        return 2
+    except OverflowError as e:
+        print(f"meanfield {args.command}: error: a value is too large for float64 arithmetic ({e}); lower it "
+              "(e.g. beta).", file=sys.stderr)
+        return 2
 
 
 @contextlib.contextmanager
@@ -186,14 +194,26 @@ def _run(args) -> int:
         results = [mf.resume(args.output, t_final=args.t_final, progress=not args.quiet)]
         outputs = [Path(args.output)]
     else:
+        from ._errors import MeanfieldError
+
         configs = []
-        for path in paths:                      # validate every file before running any
+        for path in paths:                      # validate every file (option values included) before running any
             try:
                 configs.append(load_config(path))
-            except (ConfigError, ValueError, TypeError) as e:   # a bad value is refused by the Model, say, not the parser
-                if not several or str(path) in str(e):
+            except (ConfigError, ValueError, TypeError, MeanfieldError) as e:   # a bad value is refused by the Model,
+                if not several or str(path) in str(e):                        # say, or a backend, not the parser
                     raise
                 raise ConfigError(f"{path}: {e}") from None
+            except MemoryError as e:
+                if not several:
+                    raise
+                raise ConfigError(f"{path}: out of memory while reading it ({e}); lower its sizes (lmax, n, degree, "
+                                  "samples, …).") from None
+            except OverflowError as e:
+                if not several:
+                    raise
+                raise ConfigError(f"{path}: a value is too large for float64 arithmetic ({e}); lower it "
+                                  "(e.g. beta).") from None
         if args.figure and several and any(isinstance(c, EnergyConfig) for c in configs):
             raise ValueError("--figure with several configurations compares trajectories; an energy problem "
                              "([energy] table) gets its figure from its own run (`meanfield run CONFIG --output "
@@ -400,8 +420,16 @@ def _plot(args) -> int:
 
 def _demo(args) -> int:
     from ._demo import run_demo
+    from ._memory import require
+    from ._validate import nonneg_int, positive_float
+    from .backends._spectral import _memory_estimate
 
     _check_output(args.output, "--output", _FIGURE_SUFFIXES)     # before the two runs, not after
+    lmax = nonneg_int("--lmax", args.lmax, minimum=1)
+    positive_float("--beta", args.beta)
+    positive_float("--t-final", args.t_final)
+    nbytes, nodes = _memory_estimate(lmax, 3, False, 1, False)   # the solver at the starting band limit
+    require(nbytes, f"meanfield demo at --lmax {lmax} ({nodes} grid nodes)", "lower --lmax.")
     run_demo(args.output, lmax=args.lmax, beta=args.beta, t_final=args.t_final)
     return 0
 

@@ -326,6 +326,9 @@ def test_one_config_with_a_figure_uses_the_result_figure(tmp_path):
     ([], "bad-backend", "bad.toml: `backend` must be one of"),
     ([], "bad-option", "bad.toml: unknown option(s) ['rtoll'] for backend='spectral'"),
     ([], "bad-save", "bad.toml: `save_every` must be finite and > 0"),
+    ([], "bad-option-value", "bad.toml: `rtol` must be finite and > 0; got rtol=0."),     # the last file's value
+    ([], "bad-step", "bad.toml: `step` must be ≥"),                                        # stopped the batch only
+    ([], "bad-initial-size", "bad.toml: [initial] lmax=1000000000 needs about"),          # when its run started
 ])
 def test_several_configs_errors(tmp_path, capsys, extra, setup, match):
     paths = _two_configs(tmp_path)
@@ -347,13 +350,18 @@ def test_several_configs_errors(tmp_path, capsys, extra, setup, match):
     elif setup == "bad-value":      # refused by the Model, not by the parser: the file is still named
         paths[1] = str(tmp_path / "bad.toml")
         (tmp_path / "bad.toml").write_text(SMALL.format(scheme="peri-ln", extra="alpha = 0.5"))
-    elif setup in ("bad-backend", "bad-option", "bad-save"):     # [run] and [options]: checked before any run
-        paths[1] = str(tmp_path / "bad.toml")
+    elif setup in ("bad-backend", "bad-option", "bad-save", "bad-option-value", "bad-step"):
+        paths[1] = str(tmp_path / "bad.toml")           # [run] and [options], names and values: before any run
         tail = {"bad-backend": 'backend = "spectrl"\n', "bad-option": "[options]\nrtoll = 1e-6\n",
-                "bad-save": ""}[setup]
+                "bad-save": "", "bad-option-value": "[options]\nrtol = 0\n",
+                "bad-step": '[options]\nmethod = "rk4"\nstep = 1e-300\n'}[setup]
         text = SMALL.format(scheme="peri-ln", extra="") + tail
         (tmp_path / "bad.toml").write_text(text.replace("save_every = 0.2", "save_every = -0.2")
                                            if setup == "bad-save" else text)
+    elif setup == "bad-initial-size":
+        paths[1] = str(tmp_path / "bad.toml")
+        (tmp_path / "bad.toml").write_text(SMALL.format(scheme="peri-ln", extra="").replace("lmax = 12",
+                                                                                          "lmax = 1000000000"))
     assert main(["run", *paths, "--output", str(out), *extra, "--quiet"]) == 2
     assert match in capsys.readouterr().err
     assert out.is_file() if setup == "file" else not out.exists()                 # nothing ran
@@ -500,3 +508,60 @@ def test_an_interrupted_batch_starts_no_further_run(tmp_path, monkeypatch, capsy
     assert main(["run", *paths, "--output", str(out), "--quiet"]) == 1
     assert (out / "b.h5").read_bytes() == b"an earlier result" and (out / "a.h5").exists()
     assert "not started" in capsys.readouterr().err and not STOP_REQUESTED.is_set()
+
+
+@pytest.mark.parametrize("table, entry, match", [
+    ("model", 'attention = ["softmax"]', "`attention` must be one of ['sa', 'softmax', 'unnormalized', 'usa']"),
+    ("initial", 'kind = ["uniform"]', "[initial] `kind` must be one of"),
+    ("initial", 'amplitude = "big"', "`amplitude` must be a finite real number; got amplitude='big'."),
+    ("run", "save_every = 1e-300", "`save_every` must be ≥"),
+    ("options", 'filter = ["a", "b"]', "`filter` must be None or (strength, order)"),
+    ("initial", "degree = 1000000", "[initial] degree=1000000 needs about"),
+])
+def test_bad_values_give_one_line_naming_the_parameter(tmp_path, capsys, table, entry, match):
+    """"unhashable type: 'list'", "'>' not supported…", a ufunc error, "Maximum allowed size exceeded" or a
+    MemoryError traceback before; now the parameter and its allowed values, exit status 2."""
+    raw = {"model": ["beta = 1.0"], "initial": ['kind = "random"', "lmax = 8"], "run": ["t_final = 0.1"],
+           "options": []}
+    if entry.startswith("kind"):
+        raw["initial"] = [entry]
+    else:
+        raw[table].append(entry)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("".join(f"[{t}]\n" + "".join(f"{e}\n" for e in entries) for t, entries in raw.items() if entries))
+    assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.h5").exists()
+
+
+def test_memory_and_overflow_errors_are_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    """`[model] beta = 1e308` with particles-sh (OverflowError) and a size no check foresaw (MemoryError) printed a
+    Python traceback: main() caught ValueError, TypeError, OSError and meanfield's errors only."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nbeta = 1e308\n[initial]\nkind = "particles"\nn = 10\n[run]\nt_final = 0.1\n'
+                   'backend = "particles-sh"\n')
+    assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("meanfield run: error: a value is too large for float64") and "Traceback" not in err
+    from meanfield import cli
+
+    def out_of_memory(args):
+        raise MemoryError("Unable to allocate 168. GiB for an array")
+    monkeypatch.setitem(cli._COMMANDS, "info", out_of_memory)
+    assert main(["info", str(tmp_path / "r.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("meanfield info: error: out of memory: Unable to allocate 168. GiB") and len(err.splitlines()) == 1
+
+
+def test_demo_refuses_a_band_limit_that_cannot_fit_before_running(tmp_path, capsys):
+    """`meanfield demo --lmax 100000` died with a MemoryError traceback; --lmax 0 and --beta -1 are refused too."""
+    import time as _time
+    t0 = _time.perf_counter()
+    for args, match in ([["--lmax", "100000"], "meanfield demo at --lmax 100000"], [["--lmax", "0"], "`--lmax` must be"],
+                        [["--beta", "-1"], "`--beta` must be finite and > 0"],
+                        [["--t-final", "0"], "`--t-final` must be finite and > 0"]):
+        assert main(["demo", "--output", str(tmp_path / "d.png"), *args]) == 2
+        err = capsys.readouterr().err
+        assert match in err and "Traceback" not in err
+    assert _time.perf_counter() - t0 < 30 and not (tmp_path / "d.png").exists()

@@ -225,3 +225,88 @@ def test_an_unknown_table_names_every_valid_one():
     with pytest.raises(ConfigError, match=r"unknown table\(s\) \['option'\]; valid tables: .*'options'.* or a single "
                                           r"\[energy\] table"):
         parse_config(raw)
+
+
+# ----------------------------------------------------------------------------------------------
+# option values and initial sizes, checked when the file is read (before any run of a batch or a sweep)
+
+_P = {"kind": "particles", "n": 6}
+
+
+@pytest.mark.parametrize("backend, initial, options, match", [
+    ("spectral", None, {"rtol": 0}, r"`rtol` must be finite and > 0; got rtol=0"),
+    ("spectral", None, {"lmax": -3}, r"`lmax` must be an integer >= 1"),
+    ("spectral", None, {"filter": ["a", "b"]}, r"`filter` must be None or \(strength, order\)"),
+    ("spectral", None, {"on_resolution_loss": ["stop"]}, r"`on_resolution_loss` must be one of"),
+    ("spectral", None, {"method": "rk4", "step": 1e-3, "max_steps": 10}, r"`step` must be ≥ .*max_steps=10"),
+    ("particles", _P, {"step": -0.1}, r"`step` must be finite and > 0; got step=-0.1"),
+    ("particles", _P, {"threads": 0}, r"`threads` must be an integer >= 1"),
+    ("particles", _P, {"step": 1e-300}, r"`step` must be ≥ .* got step=1e-300"),
+    ("particles", _P, {"time": "layers", "step": 0.3}, r"whole numbers of layers of step=0.3"),
+    ("particles", None, {}, r"needs `initial` to be meanfield.Particles"),
+    ("particles-sh", _P, {"tol": 2.0}, r"`tol` must be in \(0, 1\)"),
+    ("hybrid", None, {"oversample": 0}, r"`oversample` must be an integer ≥ 1"),
+    ("hybrid", None, {"rtol": 0}, r"`rtol` must be finite and > 0"),                 # its spectral phase
+    ("hybrid", None, {"tail_warn": 1e-3}, r"`tail_warn` must be ≤ `tail_tol`"),      # against the hybrid's tail_tol
+    ("hybrid", None, {"particle_options": {"rtol": 0}}, r"`particle_options` .*`rtol`"),
+    ("hybrid", None, {"particle_options": {"step": 1e-300}}, r"particle_options: `step` must be ≥"),
+])
+def test_option_values_are_checked_when_the_file_is_read(backend, initial, options, match):
+    """Only the option names were checked when a file was read: `meanfield run slow.toml bad.toml` ran slow.toml
+    to the end before bad.toml's `rtol = 0` stopped it, and a sweep recorded such a task as an ERROR row."""
+    raw = _with("run", backend=backend) | {"options": options}
+    if initial is not None:
+        raw["initial"] = dict(initial)
+    with pytest.raises((ValueError, TypeError), match=match):
+        parse_config(raw)
+
+
+def test_the_option_check_builds_no_solver(monkeypatch):
+    """The values are checked without the expensive part: the spectral basis and attention are not built, the
+    particle backends see two probe tokens, nothing is advanced."""
+    from meanfield.backends import _spectral, _stepper
+
+    def boom(*args, **kwargs):
+        raise AssertionError("built or ran the solver while reading the file")
+    monkeypatch.setattr(_spectral, "SpectralAttention", boom)
+    monkeypatch.setattr(_spectral.SpectralBackend, "advance", boom)
+    monkeypatch.setattr(_stepper.ParticleStepper, "advance", boom)
+    cfg = parse_config(_with("options", rtol=1e-8, lmax=16))
+    assert cfg.options == {"rtol": 1e-8, "lmax": 16}
+    seen = []
+    real_init = _stepper.ParticleStepper.__init__
+
+    def init(self, model, initial, **options):
+        seen.append(initial.n)
+        real_init(self, model, initial, **options)
+    monkeypatch.setattr(_stepper.ParticleStepper, "__init__", init)
+    cfg = parse_config({**RUN, "initial": {"kind": "particles", "n": 5000}, "run": {"t_final": 0.5, "backend": "particles"},
+                        "options": {"step": 0.1}})
+    assert cfg.initial.n == 5000 and seen == [2]
+    parse_config(_with("run", backend="hybrid") | {"options": {"lmax_max": 32}})
+
+
+@pytest.mark.parametrize("raw, error, match", [
+    (_with("initial", kind=["uniform"]), ConfigError, r"\[initial\] `kind` must be one of .*got kind=\['uniform'\]"),
+    (_with("model", attention=["softmax"]), TypeError, r"`attention` must be one of .*got attention=\['softmax'\]"),
+    (_with("model", scheme=["post-ln"]), (TypeError, ValueError), r"`scheme`"),
+    (_with("initial", amplitude="big"), TypeError, r"`amplitude` must be a finite real number; got amplitude='big'"),
+    (_with("run", save_every=1e-300), ValueError, r"`save_every` must be ≥ .*at most 1000000 saved states"),
+    (_with("initial", lmax=10**9), MemoryError, r"\[initial\] lmax=1000000000 needs about .* lower `lmax`"),
+    (_with("initial", degree=10**6), MemoryError, r"\[initial\] degree=1000000 needs about .* lower `degree`"),
+    ({**RUN, "initial": {"kind": "particles", "n": 10**15}}, MemoryError, r"\[initial\] n=\d+ tokens needs about"),
+    ({**RUN, "initial": {"kind": "particles", "n": 0}}, ValueError, r"`n` must be an integer >= 1"),
+])
+def test_bad_initial_and_save_values_get_a_clear_error_before_any_allocation(raw, error, match):
+    """`kind = ["uniform"]` and `attention = ["softmax"]` said "unhashable type: 'list'", `amplitude = "big"` a
+    ufunc error, `save_every = 1e-300` "Maximum allowed size exceeded", a huge `lmax` or `degree` a MemoryError
+    traceback."""
+    with pytest.raises(error, match=match):
+        parse_config(raw)
+
+
+def test_choice_refuses_a_list_with_the_parameter_named():
+    with pytest.raises(TypeError, match=r"`attention` must be one of \['sa', 'softmax', 'unnormalized', 'usa'\]"):
+        mf.Model(1.0, attention=["softmax"])
+    with pytest.raises(ValueError, match=r"`attention` must be one of"):
+        mf.Model(1.0, attention="soft")

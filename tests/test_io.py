@@ -326,3 +326,58 @@ def test_only_this_files_stale_temporaries_of_this_host_are_removed(tmp_path, tr
         p.write_bytes(b"x")
     mf.save(trajectory, tmp_path / "r[1].h5")
     assert not own.exists() and other_file.exists() and other_host.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# bad arguments of save and load: named, before anything is written; never blamed on the file
+
+@pytest.mark.parametrize("target, error, match", [
+    ("nope/r.h5", ValueError, r"`path` must be a file in an existing folder; .*the folder .*nope' does not exist"),
+    (".", ValueError, r"`path` must be a file path, not a folder"),
+    (5, TypeError, r"`path` must be a file path \(a str or pathlib.Path\); got path=5"),
+])
+def test_save_refuses_a_path_it_cannot_write(tmp_path, trajectory, target, error, match):
+    """h5py's "Unable to synchronously create file", IsADirectoryError and pathlib's TypeError before."""
+    with pytest.raises(error, match=match):
+        mf.save(trajectory, tmp_path / target if isinstance(target, str) else target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(run_info=[1]), TypeError, r"`run_info` must be a dict"),
+    (dict(run_info={"a": object()}), TypeError, r"`run_info` values must be strings, numbers or booleans"),
+    (dict(run_info={"a": [1, object()]}), TypeError, r"`run_info` values must be .*run_info\['a'\]"),
+    (dict(run_info={1: 2}), TypeError, r"`run_info` keys must be non-empty strings"),
+    (dict(run_info={"options": "{}"}), ValueError, r"`run_info` key 'options' is reserved"),
+    (dict(complete="x"), TypeError, r"`complete` must be True, False or None .*got complete='x'"),
+])
+def test_save_refuses_bad_run_info_and_complete(tmp_path, trajectory, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        mf.save(trajectory, tmp_path / "r.h5", **kwargs)
+    assert not (tmp_path / "r.h5").exists()
+
+
+def test_save_accepts_what_a_file_records(tmp_path, trajectory):
+    info = {"config": "[model]", "seed": 3, "t_final": 0.5, "flag": True, "x": np.float64(2.5),
+            "nested": {"a": [1, 2.0, "s", float("inf")]}, "arr": np.arange(3)}
+    mf.save(trajectory, tmp_path / "r.h5", run_info=info, complete=np.bool_(False))
+    back = mf._io.run_info(tmp_path / "r.h5")
+    assert back["seed"] == 3 and back["nested"] == {"a": [1, 2.0, "s", float("inf")]} and back["arr"] == [0, 1, 2]
+    assert back["complete"] is False
+
+
+def test_a_bad_alpha_is_an_argument_error_not_a_damaged_file(tmp_path):
+    """load(path, alpha=-1) raised ResultFileError "file is damaged or incomplete"."""
+    path = mf.save(mf.simulate(mf.Model(1.0, "ngpt", alpha=0.5), mf.Density.uniform(4), 0.1), tmp_path / "n.h5")
+    for alpha, error in ((-1, ValueError), ("x", TypeError), (float("nan"), ValueError)):
+        with pytest.raises(error, match=r"`alpha` must be") as info:
+            mf.load(path, alpha=alpha)
+        assert not isinstance(info.value, mf.ResultFileError)
+    assert mf.load(path, alpha=0.25).model.alpha == 0.25 and mf.load(path).model.alpha == 0.5
+    post = mf.save(mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 0.1), tmp_path / "p.h5")
+    with pytest.raises(ValueError, match=r"`alpha` does not fit the run in the file: `alpha` is only used by") as info:
+        mf.load(post, alpha=0.5)                      # a scheme without α: the argument, not the file
+    assert not isinstance(info.value, mf.ResultFileError)
+    with pytest.raises(ValueError, match=r"`alpha` must be finite and > 0") as info:
+        mf.resume(path, alpha=-1)
+    assert not isinstance(info.value, mf.ResultFileError)

@@ -433,3 +433,43 @@ def test_mean_alignment_is_logged_every_step(kw):
     assert steps[-1] == pytest.approx(mf.mean_alignment(tr.final), rel=1e-14)
     assert steps[-1] == tr.diagnostics["mean_alignment"][-1]
     assert np.all(np.diff(steps) > 0)           # Post-LN clusters
+
+
+# ------------------------------------------------------------------------------------------------
+# a fixed step that would take more steps than a run may: refused up front, naming `step`
+
+@pytest.mark.parametrize("options", [dict(step=1e-300), dict(step=1e-300, method="rk4"),
+                                     dict(step=1e-300, time="layers"), dict(step=5e-324)])
+def test_a_vanishing_fixed_step_is_refused_not_run(options):
+    """simulate(M, P, .1, backend="particles", step=1e-300) ran (without end) with rk4 or time="layers"."""
+    with pytest.raises(ValueError, match=r"`step` must be ≥ \(t_final − t0\)/10000000 = 1e-08 \(the limit of "
+                                         r"10000000 fixed (steps|layers) per run\); got step="):
+        mf.simulate(mf.Model(1.0), mf.Particles.uniform(5, seed=0), 0.1, backend="particles", **options)
+
+
+def test_the_fixed_step_limit_counts_from_t0_to_t_final(monkeypatch):
+    from meanfield.backends import _stepper
+    monkeypatch.setattr(_stepper, "MAX_FIXED_STEPS", 100)
+    p = mf.Particles.uniform(4, seed=0)
+    with pytest.raises(ValueError, match=r"got step=0.001, which takes 200 steps from t0=0 to t_final=0.2: raise "
+                                         r"`step`, or use an adaptive method"):
+        mf.simulate(mf.Model(1.0), p, 0.2, backend="particles", step=1e-3)
+    with pytest.raises(ValueError, match=r"which takes 200 layers .*raise `step` \(fewer, longer layers\)"):
+        mf.simulate(mf.Model(1.0), p, 0.2, backend="particles", step=1e-3, time="layers")
+    assert mf.simulate(mf.Model(1.0), p, 0.2, backend="particles", step=2e-3).success       # 100 steps: allowed
+    assert mf.simulate(mf.Model(1.0), p, 1.2, backend="particles", step=2e-3, t0=1.0).success
+
+
+def test_validate_options_checks_values_on_two_probe_tokens(monkeypatch):
+    from meanfield.backends._particles import ParticlesBackend
+    p = mf.Particles.uniform(1000, seed=0, radii=np.full(1000, 2.0))
+    opts = ParticlesBackend.validate_options(mf.Model(1.0), p, {"step": 0.1, "threads": 1})
+    assert opts["method"] == "rk4" and opts["step"] == 0.1
+    for options, match in (({"step": -0.1}, "`step` must be finite and > 0"), ({"chunk": 0}, "`chunk` must be"),
+                           ({"causal": "yes"}, "`causal` must be True or False")):
+        with pytest.raises((TypeError, ValueError), match=match):
+            ParticlesBackend.validate_options(mf.Model(1.0), p, options)
+    with pytest.raises(ValueError, match="whole numbers of layers"):
+        ParticlesBackend.validate_options(mf.Model(1.0), p, {"time": "layers", "step": 0.3}, np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="`initial` has d=3 but the model has d=4"):
+        ParticlesBackend.validate_options(mf.Model(1.0, d=4), p, {})

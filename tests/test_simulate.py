@@ -129,3 +129,82 @@ def test_t_eval_before_t_final_still_runs_to_the_end():
 
 def test_t_eval_a_rounding_error_short_of_t_final_ends_at_t_final():
     assert np.array_equal(save_times(1.0, t_eval=np.cumsum([0.1] * 10))[-2:], [np.cumsum([0.1] * 9)[-1], 1.0])
+
+
+# ----------------------------------------------------------------------------------------------
+# the arguments of simulate, checked before any work (and before the checkpoint is written)
+
+def _no_run(tmp_path, match, error=(TypeError, ValueError), **kwargs):
+    """simulate(...) refuses ``kwargs`` naming the parameter, before it writes its checkpoint (nothing ran)."""
+    path = tmp_path / "c.h5"
+    kwargs = {"checkpoint": path, "save_every": 0.1, **kwargs}
+    initial = kwargs.pop("initial", mf.Density.uniform(4))
+    with pytest.raises(error, match=match):
+        mf.simulate(mf.Model(1.0), initial, 0.2, **kwargs)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(initial=[]), r"`initial` must be a measure .* or a non-empty list of Densities .*got initial=\[\]"),
+    (dict(initial=()), r"`initial` must be a measure"),
+    (dict(checkpoint_every="a"), r"`checkpoint_every` must be an integer >= 1; got checkpoint_every='a'"),
+    (dict(checkpoint_every=None), r"`checkpoint_every` must be an integer >= 1; got checkpoint_every=None"),
+    (dict(checkpoint_every=2.5), r"`checkpoint_every` must be an integer >= 1; got checkpoint_every=2.5"),
+    (dict(checkpoint_every=True), r"`checkpoint_every` must be an integer >= 1; got checkpoint_every=True"),
+    (dict(checkpoint_every=0), r"`checkpoint_every` must be an integer >= 1; got checkpoint_every=0"),
+    (dict(metadata=[1]), r"`metadata` must be a dict"),
+    (dict(metadata={"a": object()}), r"`metadata` values must be strings, numbers or booleans.*metadata\['a'\]"),
+    (dict(metadata={1: 2}), r"`metadata` keys must be non-empty strings; got the key 1"),
+    (dict(metadata={"options": "x"}), r"`metadata` key 'options' is reserved"),
+    (dict(callback=5), r"`callback` must be callable .*got callback=5"),
+    (dict(callback=lambda t: None), r"`callback` must accept three positional arguments \(t, state, diagnostics\)"),
+    (dict(callback=lambda t, s, d, extra: None), r"`callback` must accept three positional arguments"),
+    (dict(save_every=1e-300), r"`save_every` must be ≥ .*got save_every=1e-300"),
+])
+def test_bad_arguments_are_refused_before_any_work(tmp_path, kwargs, match):
+    """IndexError for [], raw int() errors (or silent acceptance of 2.5 and True) for checkpoint_every, dict and h5py
+    errors for metadata, a callback that failed only after the first save interval."""
+    _no_run(tmp_path, match, **kwargs)
+
+
+def test_a_callback_with_defaults_or_varargs_is_accepted():
+    seen = []
+    mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 0.2, save_every=0.1, callback=lambda *a: seen.append(a[0]))
+    mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 0.2, save_every=0.1,
+                callback=lambda t, s, d, extra=None: seen.append(t))
+    assert len(seen) == 4
+
+
+def test_bad_checkpoint_paths_are_refused_before_any_work(tmp_path):
+    """h5py's "Unable to synchronously create file", IsADirectoryError or pathlib's TypeError, after the set-up."""
+    for path, error, match in [(tmp_path / "nope" / "c.h5", ValueError, r"`checkpoint` must be a file in an existing "
+                                r"folder; .*the folder .* does not exist"),
+                               (tmp_path, ValueError, r"`checkpoint` must be a file path, not a folder"),
+                               (5, TypeError, r"`checkpoint` must be a file path \(a str or pathlib.Path\); got checkpoint=5")]:
+        with pytest.raises(error, match=match):
+            mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 0.2, checkpoint=path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fixed_step_beyond_max_steps_is_refused_naming_step(tmp_path):
+    """The spectral backend ran max_steps steps of "rk4", then reported STEP_TOO_SMALL ("the adaptive step size fell
+    below `min_step`"), far from t_final."""
+    _no_run(tmp_path, r"`step` must be ≥ \(t_final − t0\)/10 = 0.02 \(max_steps=10\); got step=0.001, which takes 200 "
+                      r"steps", method="rk4", step=1e-3, max_steps=10)
+    _no_run(tmp_path, r"`step` must be ≥ .*got step=1e-300", method="rk4", step=1e-300)
+    _no_run(tmp_path, r"`step` must be ≥ .*got step=1e-300", method="rk4", step=1e-300, backend="hybrid")
+    _no_run(tmp_path, r"particle_options: `step` must be ≥ .*got step=1e-300", backend="hybrid",
+            particle_options={"step": 1e-300})
+    ok = mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 0.2, method="rk4", step=0.02, max_steps=10)
+    assert ok.success and len(ok.steps["t"]) == 10
+
+
+def test_resume_refuses_a_save_every_that_asks_for_too_many_states(tmp_path):
+    path = tmp_path / "r.h5"
+    mf.simulate(mf.Model(1.0), mf.Particles.uniform(6, seed=0), 0.2, backend="particles", step=0.1, checkpoint=path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"`save_every` must be ≥ .*at most 1000000 saved states"):
+        mf.resume(path, t_final=1.0, save_every=1e-300)
+    with pytest.raises(TypeError, match=r"`checkpoint_every` must be an integer >= 1"):
+        mf.resume(path, t_final=1.0, checkpoint_every=0.5)
+    assert path.read_bytes() == before

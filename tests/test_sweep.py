@@ -42,7 +42,7 @@ observables = ["energy", "mean_alignment", "aligned_fraction", "clusters", "stat
 at = "saved"
 aligned_tol = 0.05
 [sweep.grid]
-"options.step" = [0.1, 0.2, -0.1]
+"options.step" = [0.1, 0.2, 0.3]
 "initial.seed" = [0, 1]
 """
 
@@ -57,7 +57,24 @@ def client():
 
 def _spec(text=SWEEP, tmp_path=None):
     import tomllib
-    return parse_sweep(tomllib.loads(text), text)
+    spec = parse_sweep(tomllib.loads(text), text)
+    return _failing_when_run(spec) if text is SWEEP else spec
+
+
+def _failing_when_run(spec):
+    """SWEEP with its `options.step = 0.3` tasks turned into `options.step = -0.1` ones after the up-front check: tasks
+    that fail only when they run (a lost worker, …), recorded as ERROR rows.  (A sweep file with step = -0.1 is
+    refused before any task runs: test_option_values_of_every_task_are_checked_before_any_runs.)"""
+    from meanfield._sweep._spec import Task, resolve, task_key
+    tasks = []
+    for t in spec.tasks:
+        if t.params["options.step"] == 0.3:
+            params = {**t.params, "options.step": -0.1}
+            config = resolve(spec.base, params)
+            t = Task(index=t.index, params=params, config=config, key=task_key(config, spec.record))
+        tasks.append(t)
+    object.__setattr__(spec, "tasks", tasks)
+    return spec
 
 
 def _strip(rows):
@@ -136,7 +153,9 @@ def test_cli_sweep_on_a_scheduler(client, tmp_path, capsys):
     assert cli.main(args) == 0
     assert "2 tasks: 0 run, 2 already done; OK 2" in capsys.readouterr().out
     cfg.write_text(BASE + '[sweep]\ngrid = { "options.step" = [0.1, -0.1] }\n')
-    assert cli.main(args + ["--quiet"]) == 1          # one task failed when it ran: recorded, exit status 1
+    assert cli.main(args + ["--quiet"]) == 2          # a bad option value: refused before any task runs
+    assert "task {'options.step': -0.1}: `step` must be finite and > 0" in capsys.readouterr().err
+    assert len(list((out / "tasks").glob("*.json"))) == 2                     # nothing ran
     cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0, -2.0] }\n')
     assert cli.main(args + ["--quiet"]) == 2          # a model value is checked for every task before any runs
     assert "task {'model.beta': -2.0}: `beta` must be finite and > 0" in capsys.readouterr().err
@@ -360,7 +379,7 @@ def test_a_partial_sweep_says_so_and_a_second_sweep_cannot_share_the_folder(tmp_
     f = tmp_path / "s.toml"
     f.write_text(SWEEP.replace("at = \"saved\"", "at = \"saved\"\ntable = [\"csv\"]"))
     full = run_sweep(str(f), tmp_path / "out", serial=True, progress=False)
-    assert (full.tasks, full.missing, full.not_ok) == (6, 0, 2) and not lock.exists()   # the two step = −0.1 tasks
+    assert (full.tasks, full.missing, full.not_ok) == (6, 0, 0) and not lock.exists()   # the file's step = 0.3 tasks
     # the table this sweep does not ask for is gone (it held the earlier rows, stale)
     assert (tmp_path / "out" / "results.csv").exists() and not (tmp_path / "out" / "results.jsonl").exists()
 
@@ -416,3 +435,63 @@ def test_locks_left_behind_are_taken_over_and_odd_ones_do_not_crash(tmp_path, ca
         assert cli.main(args) == 0 and not lock.exists()
     assert cli.main(["info", str(out / "sweep.toml")]) == 2
     assert "is the output of a sweep" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# bad values and arguments: refused before any task runs, before a cluster starts
+
+def test_option_values_of_every_task_are_checked_before_any_runs(tmp_path, capsys):
+    """`"options.rtol" = [1e-6, 0.0]` ran task 1 and recorded task 2 as an ERROR row; _check_task promises refusal
+    up front."""
+    text = BASE.replace("step = 0.1\n", "") + '[sweep]\ngrid = { "options.rtol" = [1e-6, 0.0] }\n'
+    with pytest.raises(ConfigError, match=re.escape("task {'options.rtol': 0.0}: `rtol` must be finite and > 0")):
+        _spec(text)
+    for grid, match in [('"options.step" = [0.1, 1e-300]', "task {'options.step': 1e-300}: `step` must be ≥"),
+                        ('"initial.kind" = [["particles"]]', "[initial] `kind` must be one of"),
+                        ('"model.attention" = [["softmax"]]', "`attention` must be one of"),
+                        ('"run.backend" = ["particles-sh"], "model.d" = [4]', "backend='particles-sh'")]:
+        with pytest.raises(ConfigError, match=re.escape(match)):
+            _spec(BASE + f"[sweep]\ngrid = {{ {grid} }}\n")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(text)
+    assert cli.main(["sweep", str(cfg), "--serial", "--output", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "`rtol` must be finite and > 0" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(workers=0), ValueError, r"`workers` must be an integer >= 1; got workers=0"),
+    (dict(workers=1.5), TypeError, r"`workers` must be an integer >= 1"),
+    (dict(threads=0), ValueError, r"`threads` must be an integer >= 1; got threads=0"),
+    (dict(threads="a"), TypeError, r"`threads` must be an integer >= 1; got threads='a'"),
+    (dict(max_tasks=-1), ValueError, r"`max_tasks` must be an integer >= 0; got max_tasks=-1"),
+    (dict(max_tasks="a"), TypeError, r"`max_tasks` must be an integer >= 0; got max_tasks='a'"),
+])
+def test_run_sweep_arguments_are_checked_before_any_work(tmp_path, kwargs, error, match):
+    """workers=0 silently used all the cores (`workers or _usable_cores()`); threads and max_tasks were not checked."""
+    spec = _spec(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
+    with pytest.raises(error, match=match):
+        run_sweep(spec, tmp_path / "out", progress=False, **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(stats="x"), TypeError, r"`stats` must be a dict .*got stats='x'"),
+    (dict(shards=0), ValueError, r"`shards` must be an integer >= 1; got shards=0"),
+    (dict(shards=11), ValueError, r"`shards` must be in \[1, 10\] \(the token count\); got shards=11"),
+    (dict(shards="2"), TypeError, r"`shards` must be an integer"),
+    (dict(seed="x"), TypeError, r"`seed` must be an integer >= 0; got seed='x'"),
+    (dict(seed=-1), ValueError, r"`seed` must be an integer >= 0; got seed=-1"),
+    (dict(workers=0), ValueError, r"`workers` must be an integer >= 1; got workers=0"),
+    (dict(gather="no"), TypeError, r"`gather` must be True or False"),
+    (dict(step=1e-300), ValueError, r"`step` must be ≥ .*got step=1e-300.*: raise `step`\.$"),
+    (dict(save_every=1e-300), ValueError, r"`save_every` must be ≥"),
+])
+def test_distributed_arguments_are_checked_before_a_cluster_starts(monkeypatch, kwargs, error, match):
+    """stats='x' failed after the run; shards and seed were checked only once the local cluster had started."""
+    from meanfield._sweep import _distributed
+
+    def no_cluster(client, workers):
+        raise AssertionError("a cluster was started before the arguments were checked")
+    monkeypatch.setattr(_distributed, "_local_client", no_cluster)
+    with pytest.raises(error, match=match):
+        distributed_particles_sh(mf.Model(beta=2.0), 10, 0.2, **{"step": 0.1, **kwargs})

@@ -261,13 +261,32 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
         n_total = int(particles)
     else:
         raise TypeError(f"`particles` must be meanfield.Particles or a token count N ≥ 1; got {particles!r}.")
+    # every argument is checked here, before a local cluster is started (and before a run whose end would fail)
+    from .._validate import nonneg_int, save_every_count
+    from ..backends._stepper import check_fixed_step_count
+
+    save_every_count(t_final, save_every)
     times = save_times(t_final, save_every, t_eval)
+    check_fixed_step_count(resolved, times[0], times[-1], adaptive=False)
+    if stats is not None and not isinstance(stats, dict):
+        raise TypeError(f"`stats` must be a dict (filled with the costs of the run) or None; got stats={stats!r}.")
+    if workers is not None:
+        workers = nonneg_int("workers", workers, minimum=1)
+    if shards is not None:
+        shards = nonneg_int("shards", shards, minimum=1)
+        if shards > n_total:
+            raise ValueError(f"`shards` must be in [1, {n_total}] (the token count); got shards={shards!r}.")
+    if not isinstance(particles, Particles) and seed is not None:      # None: fresh entropy, as numpy takes it
+        seed = nonneg_int("seed", seed)
+    if not isinstance(gather, (bool, np.bool_)):        # "no" would gather every state
+        raise TypeError(f"`gather` must be True or False; got gather={gather!r}.")
 
     with _local_client(client, workers) as c:
         addrs = _worker_addresses(c)
-        n_shards = len(addrs) if shards is None else int(shards)
+        n_shards = len(addrs) if shards is None else shards
         if not 1 <= n_shards <= n_total:
-            raise ValueError(f"`shards` must be in [1, {n_total}] (the token count); got shards={shards!r}.")
+            raise ValueError(f"`shards` must be in [1, {n_total}] (the token count; default: one per worker, "
+                             f"{len(addrs)} here); got shards={shards!r}.")
         bounds = np.linspace(0, n_total, n_shards + 1).astype(int)
         seeds = np.random.SeedSequence(seed).spawn(n_shards)
         futures = []      # referenced until the end: an actor lives as long as its future

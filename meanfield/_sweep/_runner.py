@@ -250,7 +250,7 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
         Run on this client (it is not closed).  Otherwise on ``scheduler`` if given, else on a new
         ``LocalCluster`` of ``workers`` processes with one thread each (closed at the end).
     workers : int, optional
-        Local worker processes (default: the usable cores); ignored with ``client`` or ``scheduler``.
+        Local worker processes, ≥ 1 (default: the usable cores); ignored with ``client`` or ``scheduler``.
     scheduler : str, optional
         Address of a running dask scheduler (e.g. ``"tcp://host:8786"``) to connect to, with a
         ``distributed.Client`` closed at the end; ignored with ``client``.
@@ -259,9 +259,9 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
     progress : bool
         A tqdm bar over the tasks.
     max_tasks : int, optional
-        Stop after this many newly finished tasks (the rest stays for a rerun).
+        Stop after this many newly finished tasks, ≥ 0 (the rest stays for a rerun; 0 only assembles the table).
     threads : int
-        meanfield's threads per task (ducc0 transforms, attention blocks); 1 suits one task per core.
+        meanfield's threads per task, ≥ 1 (ducc0 transforms, attention blocks); 1 suits one task per core.
 
     Returns
     -------
@@ -276,6 +276,14 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
     if not isinstance(spec, SweepSpec):
         raise TypeError(f"`spec` must be a SweepSpec (load_sweep, parse_sweep) or a sweep file's path; "
                         f"got {type(spec).__name__}.")
+    from .._validate import nonneg_int
+
+    if workers is not None:           # 0 read as "unset" (all the cores) before
+        workers = nonneg_int("workers", workers, minimum=1)
+    if threads is not None:
+        threads = nonneg_int("threads", threads, minimum=1)
+    if max_tasks is not None:
+        max_tasks = nonneg_int("max_tasks", max_tasks)
     out = Path(out_dir)
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     with _lock(out):
@@ -344,10 +352,7 @@ def _run_locked(spec, out, client, workers, scheduler, serial, progress, max_tas
         (out / "sweep.toml").unlink(missing_ok=True)
     records = read_records(out)
     todo = [t for t in spec.tasks if records.get(t.key, {}).get("status", ERROR) == ERROR]
-    if max_tasks is not None:
-        todo_limit = max(0, int(max_tasks))
-    else:
-        todo_limit = len(todo)
+    todo_limit = len(todo) if max_tasks is None else max_tasks
     skipped = len(spec.tasks) - len(todo)
     bar = _bar(progress, len(spec.tasks), skipped)
     ran = 0
@@ -408,7 +413,7 @@ def _client(client, workers, scheduler):
         with Client(scheduler) as c:
             yield c
         return
-    n = workers or _usable_cores()
+    n = _usable_cores() if workers is None else workers
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=40) as cluster, Client(cluster) as c:
         yield c

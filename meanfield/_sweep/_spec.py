@@ -214,15 +214,18 @@ def _check_address(name):
 
 
 def _check_task(config: dict, params: dict) -> None:
-    """Every value a run checks when its file is read (model, initial measure, save times, backend and option
-    names, fixed-step options), for one task, before any task runs: a mistake stops the sweep up front (exit 2),
-    as it stops ``meanfield run``, instead of becoming an ERROR row after the cluster has started."""
+    """Every value a run checks when its file is read (model, initial measure, save times, backend, option names
+    and values, fixed steps), for one task, before any task runs: a mistake stops the sweep up front (exit 2), as
+    it stops ``meanfield run``, instead of becoming an ERROR row after the cluster has started."""
     from .._config import parse_config
+    from .._errors import MeanfieldError
 
     try:
         parse_config(config)
-    except (TypeError, ValueError) as err:       # ConfigError is a ValueError
-        raise ConfigError(f"task {params}: {err}") from None
+    except (TypeError, ValueError, MeanfieldError) as err:       # ConfigError is a ValueError; MeanfieldError: a
+        raise ConfigError(f"task {params}: {err}") from None    # model the backend cannot run, too little memory
+    except (MemoryError, OverflowError) as err:
+        raise ConfigError(f"task {params}: {type(err).__name__} while checking it: {err}") from None
 
 
 def resolve(base: dict, params: dict) -> dict:
@@ -242,7 +245,7 @@ def check_structure(config: dict):
             raise ConfigError(f"the configuration needs a [{t}] table (in the base or from the sweep).")
     _check_keys("model", config["model"], _MODEL_KEYS)
     kind = config["initial"].get("kind")
-    if kind not in _INITIAL_KEYS:
+    if not isinstance(kind, str) or kind not in _INITIAL_KEYS:
         raise ConfigError(f"[initial] `kind` must be one of {sorted(_INITIAL_KEYS)}; got kind={kind!r}.")
     _check_keys("initial", config["initial"], _INITIAL_KEYS[kind], f" (kind={kind!r})")
     _check_keys("run", config["run"], _RUN_KEYS)

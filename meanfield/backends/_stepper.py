@@ -53,6 +53,52 @@ def _row_norms(a):
 COMMON_OPTIONS = {"time": "continuous", "method": None, "step": None, "rtol": 1e-10, "atol": 1e-12,
                   "first_step": None, "max_step": None, "min_step": 1e-12}
 
+#: The most fixed steps (``step`` with "rk4", or layers of ``time="layers"``) a run may take where the backend
+#: sets no ``max_steps`` of its own: the spectral backend's default ``max_steps``.
+MAX_FIXED_STEPS = 10_000_000
+
+
+def _takes_fixed_steps(opts: dict) -> bool:
+    """Whether a run with these options takes fixed steps of ``step``: the layer map, "rk4", or a particle backend's
+    ``step`` without ``method`` (which means "rk4")."""
+    from .._integrators import fixed_steps
+
+    if fixed_steps(opts) is not None:
+        return True
+    return opts.get("step") is not None and opts.get("method") is None and opts.get("time", "continuous") == "continuous"
+
+
+def check_fixed_step_count(options, t0, t_final, *, adaptive: bool = True) -> None:
+    """Refuse, before any work, a fixed ``step`` that needs more steps from ``t0`` to ``t_final`` than the run may
+    take (the backend's ``max_steps``, else :data:`MAX_FIXED_STEPS`): ``step=1e-300`` would otherwise run without
+    end (or, with ``max_steps``, stop after 10⁷ steps far from ``t_final``).  Also checks a hybrid run's
+    ``particle_options``.  Values of the wrong type are left to the backend's own checks.  ``adaptive=False``: the
+    caller has no adaptive method to suggest instead."""
+    import numbers
+
+    for where, opts in (("", options), ("particle_options: ", (options or {}).get("particle_options"))):
+        if not isinstance(opts, dict) or not _takes_fixed_steps(opts):
+            continue
+        step, limit = opts.get("step"), opts.get("max_steps")
+        own = isinstance(limit, numbers.Integral) and not isinstance(limit, bool) and limit >= 1
+        limit = int(limit) if own else MAX_FIXED_STEPS
+        if isinstance(step, bool) or not isinstance(step, numbers.Real) or not np.isfinite(step) or step <= 0:
+            continue
+        span = float(t_final) - float(t0)
+        with np.errstate(over="ignore"):
+            count = span / float(step)
+        if count <= limit * (1 + 1e-9):          # a whole number of steps up to rounding (0.2/0.02 = 10.000…02)
+            continue
+        what = "layers" if opts.get("time") == "layers" else "steps"
+        bound = f"max_steps={limit}" if own else f"the limit of {limit} fixed {what} per run"
+        advice = "raise `max_steps` or `step`" if own else "raise `step`" + (
+            ", or use an adaptive method (rk45)" if adaptive else "")
+        if what == "layers":
+            advice = "raise `step` (fewer, longer layers)"
+        raise ValueError(f"{where}`step` must be ≥ (t_final − t0)/{limit} = {span / limit:.6g} ({bound}); got "
+                         f"step={step!r}, which takes {count:.3g} {what} from t0={float(t0):g} to "
+                         f"t_final={float(t_final):g}: {advice}.")
+
 
 class ParticleStepper:
     """Base class of the particle backends (see :class:`meanfield.backends._registry.Backend`).
@@ -88,6 +134,20 @@ class ParticleStepper:
     def option_defaults(cls) -> dict:
         """{option name: default} of this backend (the common stepping options and its own)."""
         return {**COMMON_OPTIONS, **cls.OPTIONS}
+
+    @classmethod
+    def validate_options(cls, model, initial, options: dict, times=None) -> dict:
+        """Check ``options`` (names and values) for ``model`` and ``initial`` as a run would, without running it:
+        the backend is built on a probe of at most two of the tokens (its cost does not grow with their number),
+        and with the save ``times`` (t0 … t_final) the layer grid and the number of fixed steps are checked too.
+        Returns the options as the run would use them (defaults filled in)."""
+        probe = initial
+        if isinstance(initial, Particles) and initial.n > 2:
+            probe = Particles(initial.positions[:2], None, None if initial.radii is None else initial.radii[:2])
+        stepper = cls(model, probe, **options)
+        if times is not None:
+            stepper.check_save_times(times)
+        return dict(stepper.options)
 
     def __init__(self, model: Model, initial, **options):
         opts = check_options(self.name, options, self.option_defaults())
@@ -456,7 +516,9 @@ class ParticleStepper:
 
     # -- layer maps -------------------------------------------------------------------------------
     def check_save_times(self, times) -> None:
-        """Refuse, before any work, save times that the layer map cannot stop at (not whole layers)."""
+        """Refuse, before any work, save times that the layer map cannot stop at (not whole layers), and a fixed
+        ``step`` that would take more than :data:`MAX_FIXED_STEPS` steps to ``t_final``."""
+        check_fixed_step_count(self.options, times[0], times[-1])
         if self.options["time"] != "layers":
             return
         for a, b in zip(times[:-1], times[1:]):
