@@ -408,6 +408,10 @@ def _read_trajectory(g, alpha=None):
     options = json_value(g["run"].attrs["options"])
     if len(states) != len(times):
         raise ResultFileError(f"{g.file.filename!r} is inconsistent: {len(states)} states for {len(times)} times.")
+    short = {k: len(v) for k, v in diagnostics.items() if np.shape(v) != np.shape(times)}
+    if short:
+        raise ResultFileError(f"{g.file.filename!r} is inconsistent: diagnostics of other lengths than its "
+                              f"{len(times)} times ({', '.join(f'{k}: {n}' for k, n in short.items())}).")
     status, detail = Status[g.attrs["status"]], str(g.attrs["detail"])
     if status in (Status.OK, Status.INCOMPLETE) and not bool(g.attrs.get("complete", True)):
         # a checkpoint is written with the status of the steps so far: "OK" would read as "finished"

@@ -6,6 +6,7 @@ time (see :class:`.backends._registry.Backend`).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import replace
 
@@ -123,13 +124,13 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     check_fixed_step_count(getattr(stepper, "options", {}), t0, times[-1])   # as the backend resolved them
     run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix)
     _check_nonnegative(run.diags[0], getattr(stepper, "options", {}))
-    if checkpoint is not None:      # validated: replace what the path held by this run's start, atomically
-        run.write(complete=False)
     bar = _progress_bar(progress, times[-1], t0)
     if bar is not None:
         stepper.on_step = bar.step
     dropped = None
     try:
+        if checkpoint is not None:      # validated: replace what the path held by this run's start, atomically
+            run.write(complete=False)
         for i, t_target in enumerate(times[1:], start=1):
             status = stepper.advance(float(t_target))
             if bar is not None:
@@ -149,6 +150,12 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
                 dropped, run.states[-1] = run.states[-1], None
     except KeyboardInterrupt:
         run.status = Status.INTERRUPTED
+    except Exception:
+        # an error inside the run (a callable α(t) that turns invalid, a callback's bug): the states saved so far
+        # go to the checkpoint, resumable once the cause is fixed, and the error is raised
+        if checkpoint is not None:
+            run.write(complete=False, final=True)
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -159,8 +166,37 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     if run.status not in (Status.OK, Status.CALLBACK_STOP):
         warn(f"simulate stopped at t={stepper.t:.6g}: {run.status.message} {stepper.detail}")
     if checkpoint is not None:
-        run.write(complete=run.status is Status.OK)
+        run.write(complete=run.status is Status.OK, final=True)
     return run.whole()
+
+
+@contextlib.contextmanager
+def _signals_deferred(interrupt: bool = True):
+    """SIGINT and SIGTERM held while a checkpoint is written (main thread only), then acted on: a Ctrl-C in the
+    middle of a write left a traceback and the file of the previous checkpoint, losing the states since.  After
+    the final write (``interrupt`` False) there is nothing left to stop: only STOP_REQUESTED is set (the command
+    line then runs no further configuration)."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    handlers = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            handlers[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+        except (ValueError, OSError):           # pragma: no cover - a platform without the signal
+            pass
+    try:
+        yield
+    finally:
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
+        if received:
+            STOP_REQUESTED.set()
+            if interrupt:
+                raise KeyboardInterrupt
 
 
 def _check_callback(callback) -> None:
@@ -197,12 +233,16 @@ class _Run:
         self.keep()
 
     def keep(self):
-        self.times.append(self.stepper.t)
-        self.states.append(self.stepper.state())
-        self.diags.append(self.stepper.diagnostics())
+        # all or nothing: a Ctrl-C inside state() or diagnostics() must not leave a time without its state or
+        # diagnostics (a file with n times and n − 1 diagnostics read as complete, shifted by one save)
+        t, state, diags = self.stepper.t, self.stepper.state(), self.stepper.diagnostics()
         # how to continue from *this* state (step size, band limit): an interruption between two saves
         # must not hand the resumed run the step size of a later, unsaved state
-        self.resume = getattr(self.stepper, "resume_options", lambda: {})()
+        resume = getattr(self.stepper, "resume_options", lambda: {})()
+        self.times.append(t)
+        self.states.append(state)
+        self.diags.append(diags)
+        self.resume = resume
 
     def trajectory(self) -> Trajectory:
         keys = list(dict.fromkeys(k for d in self.diags for k in d))   # e.g. a hybrid run changes phase
@@ -224,10 +264,20 @@ class _Run:
                       resume=self.resume, complete=self.status is Status.OK if complete is None else complete)
         return replace(whole, run_info=record)
 
-    def write(self, complete: bool):
+    def write(self, complete: bool, final: bool = False):
+        """Write the checkpoint (signals deferred until it is on disk).  A periodic write that fails (a full
+        disk) is warned about and the run goes on, the previous checkpoint kept; the final one raises."""
         from ._io import save
 
-        save(self.whole(complete), self.path)
+        try:
+            with _signals_deferred(interrupt=not final):
+                save(self.whole(complete), self.path)
+        except (OSError, RuntimeError) as err:       # h5py reports a full disk as RuntimeError
+            message = (f"could not write the checkpoint {self.path} at t={self.times[-1]:.6g}: {err}. The file keeps "
+                       "its previous checkpoint")
+            if final:
+                raise OSError(f"{message} (resumable with `--resume`).") from err
+            warn(f"{message}; the run goes on and tries again at the next checkpoint.")
 
 
 def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool = False, checkpoint_every: int = 1,
@@ -275,8 +325,11 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
     """
     from ._io import load, run_info
 
-    done = load(path, alpha=alpha)
     info = run_info(path)
+    if "t_final" not in info:
+        raise ValueError(f"`path` {str(path)!r} holds no run of meanfield.simulate (no t_final in its record: an "
+                         "energy result, or a file saved without a run); resume continues simulate runs.")
+    done = load(path, alpha=alpha)
     stored_final = float(info["t_final"])
     remaining = [] if info["complete"] else list(info.get("remaining_times", []))
     end = stored_final

@@ -127,11 +127,14 @@ def _terminate_as_interrupt():
         STOP_REQUESTED.set()
         raise KeyboardInterrupt
     STOP_REQUESTED.clear()
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    # Ctrl-C too: its KeyboardInterrupt, raised while a finalizer runs, is ignored by Python (the run went on
+    # to t_final); the flag stops it at the next save time
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         STOP_REQUESTED.clear()     # a later simulate() in this process (main() called from Python) runs on
 
 
@@ -224,6 +227,11 @@ def _run(args) -> int:
         if not several:
             _check_output(args.output, "--output")
         outputs = _outputs(paths, Path(args.output))
+        inputs = {Path(p).resolve() for p in paths}
+        clash = next((o for o in outputs if o.resolve() in inputs), None)
+        if clash is not None:                    # it was silently overwritten with HDF5
+            raise ValueError(f"--output {str(clash)!r} is one of the configuration files; choose another path "
+                             "(the result is an HDF5 file, e.g. RESULT.h5).")
         results = []
         from ._simulate import STOP_REQUESTED
 

@@ -208,3 +208,94 @@ def test_resume_refuses_a_save_every_that_asks_for_too_many_states(tmp_path):
     with pytest.raises(TypeError, match=r"`checkpoint_every` must be an integer >= 1"):
         mf.resume(path, t_final=1.0, checkpoint_every=0.5)
     assert path.read_bytes() == before
+
+
+# ----------------------------------------------------------------------------------------------
+# long runs never lose work (a review that killed and broke runs)
+
+
+def test_a_state_is_recorded_all_or_nothing(tmp_path, monkeypatch):
+    # a Ctrl-C inside diagnostics() left n times and n − 1 diagnostics: the file read as complete, shifted by one
+    from meanfield.backends._stepper import ParticleStepper
+
+    calls = {"n": 0}
+    original = ParticleStepper.diagnostics
+
+    def interrupted_on_the_third_save(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(ParticleStepper, "diagnostics", interrupted_on_the_third_save)
+    path = tmp_path / "run.h5"
+    with pytest.warns(mf.MeanfieldWarning, match="simulate stopped"):
+        tr = mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 1.0, backend="particles", save_every=0.25,
+                         checkpoint=path)
+    assert tr.status is mf.Status.INTERRUPTED and len(tr.times) == 2
+    assert all(len(v) == 2 for v in tr.diagnostics.values())
+    back = mf.load(path)
+    assert len(back.times) == 2 and all(len(v) == 2 for v in back.diagnostics.values())
+
+
+def test_an_error_inside_a_run_keeps_the_saved_states(tmp_path):
+    # α(t) turning invalid at t = 0.75: the error escaped and the checkpoint stopped at its last periodic write
+    model = mf.Model(2.0, scheme="ngpt", alpha=lambda t: 1.0 if t < 0.75 else 0.0)
+    path = tmp_path / "run.h5"
+    with pytest.raises(ValueError, match="alpha"):
+        mf.simulate(model, mf.Particles.uniform(20, seed=0), 1.0, backend="particles", save_every=0.1,
+                    checkpoint=path, checkpoint_every=4)
+    back = mf.load(path, alpha=lambda t: 1.0)
+    assert back.status is mf.Status.INCOMPLETE and back.times[-1] == pytest.approx(0.7)
+
+
+def test_a_failed_checkpoint_write_is_warned_about_and_the_run_goes_on(tmp_path, monkeypatch):
+    import meanfield._io as io
+
+    real_save, calls = io.save, {"n": 0}
+
+    def disk_full_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("Unable to flush file (No space left on device)")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(io, "save", disk_full_once)
+    path = tmp_path / "run.h5"
+    with pytest.warns(mf.MeanfieldWarning, match="could not write the checkpoint .* goes on"):
+        tr = mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 1.0, backend="particles", save_every=0.25,
+                         checkpoint=path)
+    assert tr.status is mf.Status.OK and mf.load(path).times[-1] == 1.0
+    monkeypatch.setattr(io, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("No space left on device")))
+    with pytest.raises(OSError, match="could not write the checkpoint .* \\(resumable"):
+        mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 1.0, backend="particles", save_every=0.5,
+                    checkpoint=tmp_path / "other.h5")
+
+
+def test_signals_during_a_checkpoint_write_wait_for_it():
+    import os
+    import signal
+
+    from meanfield._simulate import STOP_REQUESTED, _signals_deferred
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                written = True                    # the write goes on to its end
+        assert written and STOP_REQUESTED.is_set()
+        STOP_REQUESTED.clear()
+        with _signals_deferred(interrupt=False):   # the final write: nothing left to stop, only the flag
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert STOP_REQUESTED.is_set()
+    finally:
+        STOP_REQUESTED.clear()
+
+
+def test_resume_names_a_file_that_holds_no_run(tmp_path):
+    from meanfield.cli import main
+
+    out = tmp_path / "energy.h5"
+    assert main(["run", "examples/energy_minimize_s1.toml", "--output", str(out), "--quiet"]) == 0
+    with pytest.raises(ValueError, match="holds no run of meanfield.simulate"):
+        mf.resume(out)
