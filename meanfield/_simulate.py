@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -124,50 +125,62 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     check_fixed_step_count(getattr(stepper, "options", {}), t0, times[-1])   # as the backend resolved them
     run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix)
     _check_nonnegative(run.diags[0], getattr(stepper, "options", {}))
-    bar = _progress_bar(progress, times[-1], t0)
-    if bar is not None:
-        stepper.on_step = bar.step
-    dropped = None
-    try:
-        if checkpoint is not None:      # validated: replace what the path held by this run's start, atomically
-            run.write(complete=False)
-        for i, t_target in enumerate(times[1:], start=1):
-            status = stepper.advance(float(t_target))
-            if bar is not None:
-                bar.step(stepper.t, None)
-            if status is not Status.OK:
-                run.status = status
-                break
-            run.keep()
-            if STOP_REQUESTED.is_set():       # a SIGTERM whose KeyboardInterrupt a finalizer swallowed
-                raise KeyboardInterrupt
-            if checkpoint is not None and i % checkpoint_every == 0 and i < len(times) - 1:
-                run.write(complete=False)
-            if callback is not None and callback(stepper.t, run.states[-1], run.diags[-1]):
-                run.status = Status.CALLBACK_STOP
-                break
-            if keep_state is not None and not keep_state(i):
-                dropped, run.states[-1] = run.states[-1], None
-    except KeyboardInterrupt:
-        run.status = Status.INTERRUPTED
-    except Exception:
-        # an error inside the run (a callable α(t) that turns invalid, a callback's bug): the states saved so far
-        # go to the checkpoint, resumable once the cause is fixed, and the error is raised
-        if checkpoint is not None:
-            run.write(complete=False, final=True)
-        raise
-    finally:
+    with _checkpoint_lock(checkpoint):
+        bar = _progress_bar(progress, times[-1], t0)
         if bar is not None:
-            bar.close()
-    if run.status not in (Status.OK, Status.CALLBACK_STOP, Status.INTERRUPTED) and stepper.t > run.times[-1]:
-        run.keep()   # the last good state the backend returned to (e.g. the last resolved one)
-    if run.states[-1] is None:
-        run.states[-1] = dropped         # a run always ends with its last state, kept or not
-    if run.status not in (Status.OK, Status.CALLBACK_STOP):
-        warn(f"simulate stopped at t={stepper.t:.6g}: {run.status.message} {stepper.detail}")
-    if checkpoint is not None:
-        run.write(complete=run.status is Status.OK, final=True)
-    return run.whole()
+            stepper.on_step = bar.step
+        dropped = None
+        try:
+            if checkpoint is not None:      # validated: replace what the path held by this run's start, atomically
+                run.write(complete=False)
+            for i, t_target in enumerate(times[1:], start=1):
+                status = stepper.advance(float(t_target))
+                if bar is not None:
+                    bar.step(stepper.t, None)
+                if status is not Status.OK:
+                    run.status = status
+                    break
+                run.keep()
+                if STOP_REQUESTED.is_set():       # a SIGTERM whose KeyboardInterrupt a finalizer swallowed
+                    raise KeyboardInterrupt
+                if checkpoint is not None and i % checkpoint_every == 0 and i < len(times) - 1:
+                    run.write(complete=False)
+                if callback is not None and callback(stepper.t, run.states[-1], run.diags[-1]):
+                    run.status = Status.CALLBACK_STOP
+                    break
+                if keep_state is not None and not keep_state(i):
+                    dropped, run.states[-1] = run.states[-1], None
+        except KeyboardInterrupt:
+            run.status = Status.INTERRUPTED
+        except Exception:
+            # an error inside the run (a callable α(t) that turns invalid, a callback's bug): the states saved so far
+            # go to the checkpoint, resumable once the cause is fixed, and the error is raised
+            if checkpoint is not None:
+                run.write(complete=False, final=True)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if run.status not in (Status.OK, Status.CALLBACK_STOP, Status.INTERRUPTED) and stepper.t > run.times[-1]:
+            run.keep()   # the last good state the backend returned to (e.g. the last resolved one)
+        if run.states[-1] is None:
+            run.states[-1] = dropped         # a run always ends with its last state, kept or not
+        if run.status not in (Status.OK, Status.CALLBACK_STOP):
+            warn(f"simulate stopped at t={stepper.t:.6g}: {run.status.message} {stepper.detail}")
+        if checkpoint is not None:
+            run.write(complete=run.status is Status.OK, final=True)
+        return run.whole()
+
+
+def _checkpoint_lock(checkpoint):
+    """``.NAME.lock`` beside the checkpoint while a run writes it: two runs into one ``--output`` replaced each
+    other's checkpoint, and the finished result was silently lost."""
+    if checkpoint is None:
+        return contextlib.nullcontext()
+    from ._lockfile import held
+
+    path = Path(checkpoint)
+    return held(path.with_name(f".{path.name}.lock"), f"another run is writing {str(path)!r}")
 
 
 @contextlib.contextmanager

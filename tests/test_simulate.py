@@ -299,3 +299,19 @@ def test_resume_names_a_file_that_holds_no_run(tmp_path):
     assert main(["run", "examples/energy_minimize_s1.toml", "--output", str(out), "--quiet"]) == 0
     with pytest.raises(ValueError, match="holds no run of meanfield.simulate"):
         mf.resume(out)
+
+
+def test_two_runs_cannot_write_one_checkpoint(tmp_path):
+    # interleaved runs into one --output replaced each other's checkpoint, the finished result silently lost
+    import os
+    import socket
+
+    path = tmp_path / "run.h5"
+    lock = tmp_path / ".run.h5.lock"
+    lock.write_text(f"{socket.gethostname()} {os.getppid()}")            # a live process of this host
+    with pytest.raises(mf.MeanfieldError, match="another run is writing .*run.h5"):
+        mf.simulate(mf.Model(1.0), mf.Particles.uniform(10, seed=0), 0.2, backend="particles", checkpoint=path)
+    assert not path.exists()
+    lock.write_text(f"{socket.gethostname()} 999999999")                 # a killed run's lock is taken over
+    tr = mf.simulate(mf.Model(1.0), mf.Particles.uniform(10, seed=0), 0.2, backend="particles", checkpoint=path)
+    assert tr.success and path.exists() and not lock.exists()

@@ -290,57 +290,11 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
         return _run_locked(spec, out, client, workers, scheduler, serial, progress, max_tasks, threads)
 
 
-@contextlib.contextmanager
 def _lock(out: Path):
-    """``out/.lock`` (host and pid) while a sweep runs there: two sweeps writing one folder left a sweep.toml of
-    one and the table of the other.  A lock whose process is gone (killed) is taken over."""
-    import socket
+    """``out/.lock`` while a sweep runs there (:func:`meanfield._lockfile.held`)."""
+    from .._lockfile import held
 
-    path, me = out / ".lock", f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            holder = path.read_text(errors="replace").split()
-            if _stale(path, holder, socket.gethostname()):
-                path.unlink(missing_ok=True)          # a killed sweep's lock
-                continue
-            raise MeanfieldError(f"another sweep is running in {str(out)!r} (lock held by {' '.join(holder) or '?'}, "
-                                 f"{str(path)!r}); wait for it, use another --output, or delete the lock if that "
-                                 "sweep is gone.") from None
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-        except BaseException:                          # a lock we could not fill is not left behind
-            path.unlink(missing_ok=True)
-            raise
-        break
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _stale(path: Path, holder: list, host: str) -> bool:
-    """A lock nobody holds: this host's, and its process gone (or this very process: a pid reused, as pid 1 in a
-    container); or unreadable (empty: its writer died before writing) and older than a few seconds."""
-    if len(holder) != 2 or not holder[1].isdigit():
-        try:
-            return time.time() - path.stat().st_mtime > 5.0
-        except OSError:
-            return True
-    pid = int(holder[1])
-    return holder[0] == host and (pid == os.getpid() or not _alive(pid))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError, ValueError):       # no such process, or no valid pid at all
-        return False
-    except PermissionError:
-        return True
-    return True
+    return held(out / ".lock", f"another sweep is running in {str(out)!r}")
 
 
 def _run_locked(spec, out, client, workers, scheduler, serial, progress, max_tasks, threads) -> SweepResult:
