@@ -29,8 +29,9 @@ has ``format = "meanfield-energy"`` and the layout::
     /solution/certificate  attrs class and the certificate's fields
 
 Files are written to a temporary name in the same folder and renamed into place, so a reader (or a
-crash) never sees a half-written result.  Every non-empty array carries a Fletcher-32 checksum, so a
-corrupted byte is reported (:class:`ResultFileError`) rather than read as a wrong number.  Reading never
+crash) never sees a half-written result.  Every non-empty array carries a Fletcher-32 checksum, and the
+attributes one SHA-256 digest (root attribute ``attributes_sha256``; files written before it have none), so
+a corrupted byte is reported (:class:`ResultFileError`) rather than read as a wrong number.  Reading never
 unpickles anything: every dataset must have a numeric dtype.
 """
 from __future__ import annotations
@@ -291,6 +292,33 @@ def _remove_stale_temporaries(path: Path) -> None:
             pass                                    # running (as another user), or unknown: leave it
 
 
+_ATTRS_DIGEST = "attributes_sha256"
+
+
+def _attributes_digest(f) -> str:
+    """SHA-256 of every attribute of the file (names, types, values), as h5py reads them back: the arrays carry
+    Fletcher-32 checksums, the attributes (β, the scheme, the run record) none, and one flipped bit of β read
+    4.25 for 4.0 and resumed at it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+
+    def add(name, obj):
+        for key in sorted(obj.attrs):
+            if (name == "" and key == _ATTRS_DIGEST) or key.isupper():   # HDF5's own (dimension scales: references)
+                continue
+            v = obj.attrs[key]
+            v = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+            a = np.asarray(v)
+            if a.dtype.kind == "O":
+                a = np.asarray([str(x) for x in a.ravel()])
+            digest.update(f"{name}/{key}:{a.dtype.str}{a.shape}:".encode() + a.tobytes())
+
+    add("", f)
+    f.visititems(add)
+    return digest.hexdigest()
+
+
 def _atomic_write(path, fmt, write, run_info=None, complete=True) -> Path:
     """Write an HDF5 file through ``write(f)`` to a temporary name in the same folder, then rename it."""
     import h5py
@@ -310,6 +338,7 @@ def _atomic_write(path, fmt, write, run_info=None, complete=True) -> Path:
             run = f.require_group("run")
             for k, v in (run_info or {}).items():
                 run.attrs[k] = json_text(v) if isinstance(v, (dict, list, tuple, np.ndarray)) else v
+            f.attrs[_ATTRS_DIGEST] = _attributes_digest(f)
             f.flush()
         os.replace(tmp, path)
     finally:
@@ -393,6 +422,11 @@ def _open(path):
         f.close()
         raise ResultFileError(f"{str(path)!r} is not a meanfield result file (no format={FORMAT!r} or "
                               f"{ENERGY_FORMAT!r} attribute).")
+    stored = f.attrs.get(_ATTRS_DIGEST)          # files written before it have none
+    if stored is not None and str(stored) != _attributes_digest(f):
+        f.close()
+        raise ResultFileError(f"{str(path)!r} is corrupted: its attributes (model parameters, run record) do not "
+                              "match their checksum.")
     return f
 
 

@@ -64,6 +64,10 @@ def test_damaged_files_give_a_clear_error(tmp_path, trajectory):
         mf.load(tmp_path / "missing.h5")
     with h5py.File(path, "a") as f:              # a state group lost
         del f["states/000001"]
+    with pytest.raises(mf.ResultFileError, match="do not match their checksum"):
+        mf.load(path)
+    with h5py.File(path, "a") as f:              # as a file written before the attributes had a checksum
+        del f.attrs["attributes_sha256"]
     with pytest.raises(mf.ResultFileError, match="inconsistent"):
         mf.load(path)
 
@@ -145,6 +149,7 @@ def test_resume_and_run_info_of_a_damaged_checkpoint_give_the_documented_error(t
         mf.resume(tmp_path / "truncated.h5")
     with h5py.File(path, "a") as f:           # the run group (t_final, remaining times) lost
         del f["run"]
+        del f.attrs["attributes_sha256"]      # (as a file written before the attributes had a checksum)
     for read in (mf.resume, mf._io.run_info, mf.load):
         with pytest.raises(mf.ResultFileError, match="damaged or incomplete"):
             read(path)
@@ -218,6 +223,7 @@ def test_files_with_an_alpha_the_scheme_never_used_still_load(tmp_path):
         f.visititems(lambda name, obj: groups.append(obj) if name.endswith("model") else None)
         for g in groups:
             g.attrs["alpha"] = 0.5
+        del f.attrs["attributes_sha256"]      # those files had no checksum of their attributes
     assert mf.load(path).model.alpha == 1.0
 
 
@@ -308,6 +314,7 @@ def test_an_old_hybrid_checkpoint_with_unused_particle_options_still_resumes(tmp
         options = json.loads(f["run"].attrs["options"])
         options["particle_options"]["rtol"] = 1e-8
         f["run"].attrs["options"] = json.dumps(options)
+        del f.attrs["attributes_sha256"]      # those files had no checksum of their attributes
     assert mf.resume(path, t_final=1.5).success
 
 
@@ -381,3 +388,17 @@ def test_a_bad_alpha_is_an_argument_error_not_a_damaged_file(tmp_path):
     with pytest.raises(ValueError, match=r"`alpha` must be finite and > 0") as info:
         mf.resume(path, alpha=-1)
     assert not isinstance(info.value, mf.ResultFileError)
+
+
+def test_a_corrupted_attribute_is_an_error_not_a_different_model(tmp_path):
+    # one flipped bit of /model beta read 4.25 for 4.0, and --resume finished the run at it
+    import h5py
+
+    path = tmp_path / "r.h5"
+    mf.simulate(mf.Model(4.0), mf.Particles.uniform(10, seed=0), 0.2, backend="particles", checkpoint=path)
+    assert mf.load(path).model.beta == 4.0
+    with h5py.File(path, "r+") as f:
+        key = next(k for k in f["model"].attrs if "beta" in k)
+        f["model"].attrs[key] = 4.25
+    with pytest.raises(mf.ResultFileError, match="attributes .* do not match their checksum"):
+        mf.load(path)
