@@ -19,7 +19,8 @@ class Status(enum.Enum):
                        "detail).")
     NON_FINITE = ("The state became NaN or infinite; the last finite state is kept. The detail gives the cause; "
                   "unless it names another, reduce the step size.")
-    STEP_TOO_SMALL = "The adaptive step size fell below `min_step`; the dynamics is too stiff or singular here."
+    STEP_TOO_SMALL = ("The adaptive step size fell below `min_step` (the dynamics is too stiff or singular here), or "
+                      "`max_steps` steps were taken; the detail says which.")
     MASS_DRIFT = "Mass drifted beyond `mass_tol`; reduce `rtol` or raise `lmax`."
     INTERRUPTED = "Interrupted by the user (KeyboardInterrupt); the last saved state is kept."
     CALLBACK_STOP = "Stopped by the callback."

@@ -428,3 +428,13 @@ def test_a_fixed_step_beyond_the_cfl_cap_is_diagnosed_not_refined():
     ok = mf.simulate(mf.Model(4.0), rho, 2.0, save_every=1.0, method="rk4", step=0.05, on_resolution_loss="refine",
                      lmax_max=64)
     assert ok.status is mf.Status.OK
+
+
+def test_max_steps_and_filter_are_named():
+    # reaching max_steps read "the adaptive step size fell below `min_step`"; filter=["a", "b"] raised a TypeError
+    with pytest.warns(mf.MeanfieldWarning):
+        tr = mf.simulate(mf.Model(1.0), mf.Density.random(16, seed=1, amplitude=0.3), 1.0, max_steps=3)
+    assert tr.status is mf.Status.STEP_TOO_SMALL and "max_steps=3 steps taken" in tr.detail
+    assert "`max_steps` steps were taken" in tr.message
+    with pytest.raises(ValueError, match="`filter` must be"):
+        mf.simulate(mf.Model(1.0), mf.Density.uniform(8), 0.1, filter=["a", "b"])

@@ -23,7 +23,7 @@ from .._memory import available_bytes, fits, require
 from .._model import Model
 from .._schemes import norms
 from .._trajectory import Status
-from .._validate import choice, nonneg_int, open_fraction, positive_float
+from .._validate import choice, exponential_filter, nonneg_int, open_fraction, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, funk_hecke_unscaled, kernel_bandlimit,
                                   kernel_truncation_error)
@@ -341,10 +341,7 @@ class SpectralBackend:
         if opts["on_resolution_loss"] == "handoff" and type(self).name != "hybrid":
             raise ValueError("on_resolution_loss='handoff' is what backend='hybrid' does (spectral, then particles "
                              "when resolution is lost): use backend='hybrid', which sets it itself.")
-        if opts["filter"] is not None:
-            f = opts["filter"]
-            if not (isinstance(f, (tuple, list)) and len(f) == 2 and f[0] > 0 and f[1] > 0):
-                raise ValueError(f"`filter` must be (strength > 0, order > 0); got filter={f!r}.")
+        opts["filter"] = exponential_filter(opts["filter"])      # ["a", "b"] compared with 0 raised a TypeError
         self.options = opts
         self.zonal = isinstance(first, ZonalDensity)
         self._axis = first.axis if self.zonal else None
@@ -462,7 +459,8 @@ class SpectralBackend:
         self._segment = (self.t, t_target)
         while self.t < t_target - 1e-14 * max(1.0, abs(t_target)):
             if len(self.step_log["t"]) >= opts["max_steps"]:
-                self.detail = f"max_steps={opts['max_steps']} reached at t={self.t:.6g}."
+                self.detail = (f"max_steps={opts['max_steps']} steps taken by t={self.t:.6g} (not the step size: "
+                               "raise `max_steps`, or the step).")
                 return Status.STEP_TOO_SMALL
             status = self._one_step(t_target)
             if status is not Status.OK:
