@@ -210,10 +210,13 @@ class Density:
     def random(cls, lmax: int, d: int = 3, seed=0, degree: int = 4, amplitude: float = 1.0) -> "Density":
         """A smooth random probability density ρ ∝ exp(g), g a random field of degree ≤ ``degree``.
 
-        g has independent Gaussian coefficients of unit variance per degree (scaled by ``amplitude``),
-        so ρ is positive and entire; it is projected onto degree ≤ ``lmax``.
+        g has independent Gaussian coefficients of unit variance per degree (scaled by ``amplitude``, a real
+        number), so exp(g) is positive and entire; ρ is its projection onto degree ≤ ``lmax``, which can dip
+        slightly below 0 when ``lmax`` does not resolve it (d = 2, lmax = 8: −0.026 somewhere).
         """
         lmax, degree = nonneg_int("lmax", lmax), nonneg_int("degree", degree, minimum=1)
+        from ._validate import real_number
+        amplitude = real_number("amplitude", amplitude)
         from ._sampling import _rng
         rng = _rng(seed)
         if dimension(d) == 3:

@@ -542,9 +542,16 @@ def test_memory_and_overflow_errors_are_one_line_not_a_traceback(tmp_path, capsy
     cfg.write_text('[model]\nbeta = 1e308\n[initial]\nkind = "particles"\nn = 10\n[run]\nt_final = 0.1\n'
                    'backend = "particles-sh"\n')
     assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("meanfield run: error: a value is too large for float64") and "Traceback" not in err
+    err = capsys.readouterr().err                  # refused by name now, before the overflow
+    assert err.startswith("meanfield run: error: `beta` must be ≤ 1e9") and "Traceback" not in err
     from meanfield import cli
+
+    def overflow(args):
+        raise OverflowError("cannot convert float infinity to integer")
+    monkeypatch.setitem(cli._COMMANDS, "info", overflow)
+    assert main(["info", str(tmp_path / "r.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("meanfield info: error: a value is too large for float64") and len(err.splitlines()) == 1
 
     def out_of_memory(args):
         raise MemoryError("Unable to allocate 168. GiB for an array")
@@ -565,3 +572,11 @@ def test_demo_refuses_a_band_limit_that_cannot_fit_before_running(tmp_path, caps
         err = capsys.readouterr().err
         assert match in err and "Traceback" not in err
     assert _time.perf_counter() - t0 < 30 and not (tmp_path / "d.png").exists()
+
+
+def test_the_output_cannot_be_the_configuration_file(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    text = '[model]\nbeta = 1.0\n[initial]\nkind = "uniform"\nlmax = 8\n[run]\nt_final = 0.1\n'
+    cfg.write_text(text)
+    assert main(["run", str(cfg), "--output", str(cfg), "--quiet"]) == 2
+    assert "is one of the configuration files" in capsys.readouterr().err and cfg.read_text() == text

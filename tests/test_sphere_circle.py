@@ -148,3 +148,39 @@ def test_funk_hecke_on_the_circle_is_the_convolution():
 def test_bad_inputs_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: s.circle_angles(0), ValueError, "`n` must be an integer >= 1; got n=0"),   # returned []
+    (lambda: s.circle_angles(1.5), TypeError, "`n`"),                                 # returned 2 angles
+    (lambda: s.circle_angles("a"), TypeError, "`n`"),
+    (lambda: s.circle_points(-2), ValueError, "`n`"),
+    (lambda: s.circle_synthesis(np.ones(3), 10.5), TypeError, "`n`"),
+    (lambda: s.circle_synthesis(np.ones(0), 10), ValueError, r"`coeffs` must have shape \(\.\.\., L \+ 1\)"),
+    (lambda: s.circle_synthesis(1.0, 10), ValueError, "`coeffs` must have shape"),
+    (lambda: s.circle_synthesis("abc", 10), ValueError, "`coeffs` must be numbers"),
+    (lambda: s.circle_analysis(1.0, 0), ValueError, r"`values` must have shape \(\.\.\., n\)"),
+    (lambda: s.circle_analysis("abc", 0), ValueError, "`values` must be numbers"),
+    (lambda: s.circle_derivative("ab"), ValueError, "`coeffs` must be numbers"),
+    (lambda: s.circle_evaluate(np.ones((2, 3)), [0.1]), ValueError, r"`coeffs` must have shape \(L \+ 1,\)"),
+    (lambda: s.circle_evaluate(np.ones(0), 0.1), ValueError, "`coeffs`"),
+    (lambda: s.circle_evaluate(np.ones(3), np.nan), ValueError, "`phi` must be finite"),
+    (lambda: s.circle_evaluate(np.ones(3), "a"), ValueError, "`phi` must be numbers"),
+    (lambda: s.circle_adjoint_points(np.ones(3), np.zeros(2), 3), ValueError, "`weights` and `phi` must be 1-D"),
+    (lambda: s.circle_adjoint_points("abc", np.zeros(3), 3), ValueError, "`weights` must be numbers"),
+])
+def test_malformed_inputs_raise_naming_the_parameter(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_huge_grids_are_refused_before_allocating():
+    import meanfield as mf
+
+    for call in (lambda: s.circle_angles(10**12), lambda: s.circle_points(10**12),   # tried to allocate 7 TiB
+                 lambda: s.circle_synthesis(np.ones(3), 10**12)):
+        with pytest.raises(mf.InsufficientMemoryError, match="lower `n`"):
+            call()
+    with pytest.raises(mf.InsufficientMemoryError, match="lower `lmax`"):
+        s.circle_adjoint_points(np.ones(3), np.zeros(3), 10**12)
+    np.testing.assert_allclose(s.circle_derivative([1, 2]), [0, 2j])       # a list is fine (it raised)

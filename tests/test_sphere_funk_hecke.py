@@ -345,3 +345,54 @@ def test_ratios_and_growth_rates_stay_finite_where_the_scaled_multipliers_underf
     assert dlog == pytest.approx(special.ive(nu + 1, beta) / special.ive(nu, beta), rel=1e-12)  # ∂λ_0/λ_0 = λ_1/λ_0
     rates = mf.growth_rates(beta, 2, d=d)
     assert rates[1] == pytest.approx((d - 1) * ratios[1] / beta, rel=1e-13)
+
+
+# ------------------------------------------------------------------------------------------------
+# the range of β, sizes and degrees: clear errors, no NaN, no hang, no OverflowError
+
+@pytest.mark.parametrize("call", [
+    lambda: s.funk_hecke(1e308, 3, scaled=True),        # NaN through a misleading "below float64's normal range"
+    lambda: s.funk_hecke_dbeta(1.1e9, 3, scaled=True),
+    lambda: s.multiplier_ratios(1e308, 3),              # NaN ratios (growth_rates returned NaN)
+    lambda: s.multiplier_ratios(1e10, 3),               # a hang: the power series loop over ~β terms
+    lambda: s.kernel_bandlimit(1e308),                  # OverflowError: cannot convert float infinity to integer
+    lambda: s.kernel_truncation_error(1e10, 3),
+])
+def test_beta_beyond_the_computed_range_is_refused_naming_it(call):
+    with pytest.raises(ValueError, match=r"`beta` must be ≤ 1e9 .*got beta="):
+        call()
+
+
+def test_the_largest_beta_is_computed():
+    # d = 3: λ_ℓ = √(π/2β) I_{ℓ+1/2}(β), so e^{-β}λ_0 = (1 − e^{-2β})/(2β) and λ_1/λ_0 = coth β − 1/β
+    beta = 1e9
+    assert s.funk_hecke(beta, 2, scaled=True)[0] == pytest.approx(1 / (2 * beta), rel=1e-12)
+    ratios, dlog = s.multiplier_ratios(beta, 2)
+    assert ratios[1] == pytest.approx(1 - 1 / beta, rel=1e-14) and dlog == pytest.approx(1 - 1 / beta, rel=1e-14)
+    with pytest.raises(ValueError, match="needs degrees beyond 200000"):
+        s.kernel_bandlimit(beta)                        # a clear limit, not an array of ~β degrees
+
+
+def test_huge_degree_requests_are_refused_or_answered_without_their_cost():
+    for call in (lambda: s.funk_hecke(1.0, 10**12), lambda: s.funk_hecke_dbeta(1.0, 10**12),
+                 lambda: s.multiplier_ratios(1.0, 10**12)):
+        with pytest.raises(mf.InsufficientMemoryError, match="lower `lmax`"):
+            call()
+    assert s.kernel_truncation_error(1.0, 10**9) == 0.0   # allocated ~10⁹ degrees (killed for memory)
+    with pytest.raises(mf.InsufficientMemoryError, match="lower `beta`"):
+        s.kernel_truncation_error(1e9, 10)               # its shares are summed to degree ~β
+    # in very high d the multipliers need the power series, ~β²/(2d) terms: refused rather than minutes of work
+    with pytest.raises(ValueError, match=r"power series .* lower `beta` or `lmax`"):
+        s.funk_hecke(1e7, 2, d=3 * 10**7, scaled=True)
+
+
+@pytest.mark.parametrize("ell, exc, match", [
+    (-1, ValueError, r"`ell` must be integer degrees ≥ 0; got ell=-1.0\."),   # returned NaN
+    ([1, 1.5], ValueError, "`ell` must be integer degrees ≥ 0; got ell=1.5 among others"),  # returned 4.0
+    (np.nan, ValueError, "`ell`"),
+    ("a", ValueError, "`ell` must be numbers"),
+])
+def test_harmonic_dimension_checks_degrees(ell, exc, match):
+    with pytest.raises(exc, match=match):
+        s.harmonic_dimension(3, ell)
+    np.testing.assert_allclose(s.harmonic_dimension(3, [0, 1, 2.0]), [1.0, 3.0, 5.0], rtol=1e-14)

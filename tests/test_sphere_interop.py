@@ -210,3 +210,32 @@ def test_mollweide_grid_values():
     np.testing.assert_allclose(vals, s.synthesis_points(a, lmax, s.angles_to_points(th, ph)), rtol=0,
                                atol=1e-12 * np.linalg.norm(a))
     assert s.mollweide_grid(a, lmax)[2].shape == (90, 180)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: s.from_shcoeffs(np.zeros((2, 3, 3))), TypeError, "`coeffs` must be a pyshtools.SHCoeffs.*ndarray"),
+    (lambda: s.rotation_matrix("a", 0.0, 0.0), TypeError, "`alpha` must be a finite real number"),
+    (lambda: s.rotation_matrix(0.0, np.nan, 0.0), ValueError, "`beta` must be a finite real number"),
+    (lambda: s.rotation_matrix(0.0, 0.0, np.zeros(2)), TypeError, "`gamma`"),
+    (lambda: s.rotate(np.zeros(s.nalm(4), complex), -1, np.eye(3)), ValueError, "`lmax`"),
+    (lambda: s.rotate(np.zeros(s.nalm(4), complex), 4, "abc"), ValueError, "`rotation` must be numbers"),
+    (lambda: s.to_shcoeffs(np.zeros(s.nalm(4), complex), -1), ValueError, "`lmax`"),
+    (lambda: s.mollweide_grid(np.zeros(s.nalm(4), complex), -1), ValueError, "`lmax`"),
+    (lambda: s.mollweide_grid(np.zeros(s.nalm(4), complex), 4, 0), ValueError, "`nlat`"),   # 0 meant the default
+    (lambda: s.mollweide_grid(np.zeros(s.nalm(4), complex), 4, 2.5), TypeError, "`nlat`"),
+    (lambda: s.mollweide_grid(np.zeros(5, complex), 4, 10), ValueError, r"`alm` must have nalm\(lmax\)=15"),
+])
+def test_malformed_inputs_raise_naming_the_parameter(call, exc, match):
+    # a too-short alm was read past its end by ducc0 in mollweide_grid
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_huge_requests_are_refused_before_allocating():
+    import meanfield as mf
+
+    a = np.zeros(s.nalm(4), complex)
+    with pytest.raises(mf.InsufficientMemoryError, match="lower `nlat`"):
+        s.mollweide_grid(a, 4, 10**9)                    # tried to allocate 1.6e19 bytes
+    with pytest.raises(mf.InsufficientMemoryError, match="lower `lmax`"):
+        s.to_shcoeffs(a, 10**8)

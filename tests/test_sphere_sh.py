@@ -465,3 +465,100 @@ def test_point_transforms_check_epsilon_and_layouts_check_lengths():
 def test_longitudes_are_below_two_pi():
     theta, phi = s.points_to_angles(np.array([[1.0, -1e-17, 0.0], [1.0, 1e-17, 0.0], [-1.0, -1e-17, 0.0]]))
     assert np.all((0 <= phi) & (phi < 2 * np.pi)) and phi[0] == 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# malformed inputs: a clear error naming the parameter, before any work (they raised IndexError, AttributeError,
+# ducc0's TypeError or broadcast errors, or silently returned nalm(-1) = 0, the north pole for a zero vector)
+
+_A4 = np.zeros(s.nalm(4), dtype=complex)
+
+
+def _g4():
+    return s.SphereGrid.for_bandlimit(4)
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: s.nalm(-1), ValueError, "`lmax` must be an integer >= 0; got lmax=-1"),
+    (lambda: s.nalm(1.5), TypeError, "`lmax`"),
+    (lambda: s.lm_index(-1, 0, 0), ValueError, "`lmax`"),
+    (lambda: s.lm_index(4, 1.5, 0), TypeError, "`ell` must be an integer"),
+    (lambda: s.lm_index(4, 1, "0"), TypeError, "`m` must be an integer"),
+    (lambda: s.ylm(2, np.ones((3, 2))), ValueError, r"`points` must have shape \(\.\.\., 3\)"),
+    (lambda: s.ylm(2, []), ValueError, r"`points` must have shape \(\.\.\., 3\).*got shape \(0,\)"),
+    (lambda: s.ylm(2, [[0.0, 0.0, 0.0]]), ValueError, "`points` contains a zero vector"),
+    (lambda: s.ylm(-1, np.eye(3)), ValueError, "`lmax`"),
+    (lambda: s.ylm(2, np.ones((2, 2, 3))), ValueError, r"`points` must have shape \(n, 3\)"),
+    (lambda: s.synthesis_points(_A4, 4, np.ones((3, 2))), ValueError, "`points` must have shape"),
+    (lambda: s.synthesis_points(_A4, 4, []), ValueError, "`points` must have shape"),
+    (lambda: s.synthesis_points(_A4, 4, [[np.nan, 0.0, 1.0]]), ValueError, "`points` must be finite"),
+    (lambda: s.synthesis_points(_A4, 4, [[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), ValueError, "zero vector"),
+    (lambda: s.gradient_points(np.ones(1), 0, np.ones((3, 2))), ValueError, "`points` must have shape"),
+    (lambda: s.gradient_points(_A4, 4, [[0.0, 0.0, 0.0]]), ValueError, "zero vector"),
+    (lambda: s.adjoint_synthesis_points(np.ones(2), np.ones((2, 2)), 4), ValueError, "`points` must have shape"),
+    (lambda: s.adjoint_synthesis_points(np.ones(1), [[np.inf, 0.0, 0.0]], 4), ValueError, "`points` must be finite"),
+    (lambda: s.adjoint_synthesis_points(np.ones(1), [[0.0, 0.0, 0.0]], 4), ValueError, "zero vector"),
+    (lambda: s.adjoint_synthesis_points("ab", np.eye(3)[:2], 4), ValueError, "`values` must be numbers"),
+    (lambda: s.points_to_angles(np.ones((3, 2))), ValueError, "`points` must have shape"),
+    (lambda: s.points_to_angles([0.0, 0.0, 0.0]), ValueError, "zero vector"),
+    (lambda: s.points_to_angles("abc"), ValueError, "`points` must be numbers"),
+    (lambda: s.synthesis(_A4, 4, None), TypeError, "`grid` must be a meanfield.sphere.SphereGrid.*got NoneType"),
+    (lambda: s.analysis(np.zeros(_g4().shape), 4, None), TypeError, "`grid`"),
+    (lambda: s.gradient(_A4, 4, "grid"), TypeError, "`grid`"),
+    (lambda: s.divergence(np.zeros((2,) + _g4().shape), 4, None), TypeError, "`grid`"),
+    (lambda: s.analysis(np.zeros(_g4().shape), -1, _g4()), ValueError, "`lmax` must be an integer >= 0"),
+    (lambda: s.analysis(np.zeros(_g4().shape), 2.0, _g4()), TypeError, "`lmax`"),
+    (lambda: s.synthesis(_A4, 4.0, _g4()), TypeError, "`lmax`"),
+    (lambda: s.synthesis(_A4, -1, _g4()), ValueError, "`lmax`"),
+    (lambda: _g4().check(-1), ValueError, "`lmax`"),
+    (lambda: s.synthesis("abc", 4, _g4()), ValueError, "`alm` must be numbers"),
+    (lambda: s.analysis("x", 4, _g4()), ValueError, "`values` must be numbers"),
+    (lambda: s.divergence("x", 4, _g4()), ValueError, "`vector` must be numbers"),
+    (lambda: _g4().integrate(np.zeros(3)), ValueError, "`values` must have trailing shape"),
+    (lambda: s.laplacian(_A4[:3], 4), ValueError, r"`alm` must have nalm\(lmax\)=15 coefficients"),
+    (lambda: s.laplacian(_A4, -1), ValueError, "`lmax`"),
+    (lambda: s.degree_power(_A4[:3], 4), ValueError, "`alm`"),
+    (lambda: s.degree_power(np.stack([_A4, _A4]), 4), ValueError, "`alm` must be one set"),
+    (lambda: s.degree_power(_A4, "4"), TypeError, "`lmax`"),
+    (lambda: s.apply_degree(_A4, 4, [1.0, 2.0]), ValueError, r"`per_degree` must be .* at least lmax \+ 1 = 5"),
+    (lambda: s.apply_degree(_A4, 4, np.ones((5, 5))), ValueError, "`per_degree`"),
+    (lambda: s.apply_degree(_A4, 4, "abcde"), ValueError, "`per_degree`"),
+    (lambda: s.apply_degree(_A4[:3], 4, np.ones(5)), ValueError, "`alm`"),
+    (lambda: s.apply_degree(_A4, -1, np.ones(5)), ValueError, "`lmax`"),
+    (lambda: s.angles_to_points("a", 0.0), ValueError, "`theta` must be numbers"),
+    (lambda: s.angles_to_points(0.5, np.nan), ValueError, "`phi` must be finite"),
+    (lambda: s.angles_to_points(np.zeros(2), np.zeros(3)), ValueError, "`theta` and `phi` must broadcast"),
+    (lambda: s.tangent_basis("a", 0.0), ValueError, "`theta`"),
+    (lambda: s.to_ambient(np.zeros(3), 0.1, 0.2), ValueError, r"`components` must have shape \(2, \.\.\.\)"),
+    (lambda: s.to_ambient(np.zeros((2, 4)), np.zeros(3), np.zeros(3)), ValueError, "`components`"),
+])
+def test_malformed_inputs_raise_naming_the_parameter(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_empty_point_sets_give_empty_results():
+    # ducc0 refused an empty location array ("bad subset"); the empty measure has zero coefficients
+    a = np.zeros(s.nalm(4), dtype=complex)
+    a[0] = 1.0
+    none = np.zeros((0, 3))
+    assert s.synthesis_points(a, 4, none).shape == (0,)
+    assert s.gradient_points(a, 4, none).shape == (0, 3)
+    assert s.gradient_points(a, 4, none, ambient=False).shape == (2, 0)
+    assert np.array_equal(s.adjoint_synthesis_points(np.zeros(0), none, 4), np.zeros(s.nalm(4)))
+    theta, phi = s.points_to_angles(none)
+    assert theta.shape == phi.shape == (0,)
+    assert s.ylm(3, none).shape == (0, s.nalm(3))
+
+
+def test_huge_requests_are_refused_before_allocating():
+    import meanfield as mf
+
+    with pytest.raises(mf.InsufficientMemoryError, match="lower `lmax`"):
+        s.lm_arrays(10**9)                       # it hung building ~5e17 (ℓ, m) pairs
+    with pytest.raises(mf.InsufficientMemoryError, match="grid"):
+        s.SphereGrid(10**6, 10**6).points
+    with pytest.raises(mf.InsufficientMemoryError, match="Gauss–Legendre"):
+        s.SphereGrid(10**6, 4).theta              # numpy's leggauss builds an n × n matrix
+    with pytest.raises(mf.InsufficientMemoryError, match="Y_ℓm"):
+        s.ylm(10**5, np.eye(3))

@@ -188,3 +188,29 @@ def test_funk_hecke_on_zonal_functions_is_the_convolution(d, beta):
 def test_bad_inputs_raise(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: s.gegenbauer(3, "a", 3), ValueError, "`t` must be numbers"),
+    (lambda: s.gegenbauer(3, np.nan, 3), ValueError, "`t` must be finite"),
+    (lambda: s.gegenbauer_norms(-1, 3), ValueError, "`lmax`"),              # returned []
+    (lambda: s.gegenbauer_norms(1.5, 3), TypeError, "`lmax`"),              # returned 3 norms
+    (lambda: s.zonal_analysis(np.ones(5), 3, None), TypeError, "`grid` must be a meanfield.sphere.ZonalGrid"),
+    (lambda: s.zonal_analysis("abc", 3, s.ZonalGrid(5, 3)), ValueError, "`values` must be numbers"),
+    (lambda: s.zonal_synthesis(np.ones(0), 0.5, 3), ValueError, r"`coeffs` must have shape \(\.\.\., L \+ 1\)"),
+    (lambda: s.zonal_synthesis("ab", 0.5, 3), ValueError, "`coeffs` must be numbers"),
+])
+def test_malformed_inputs_raise_naming_the_parameter(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_huge_requests_are_refused_before_allocating():
+    import meanfield as mf
+
+    with pytest.raises(mf.InsufficientMemoryError, match="Gauss–Jacobi"):
+        s.ZonalGrid(10**12, 3).t
+    with pytest.raises(mf.InsufficientMemoryError, match="lower `lmax`"):
+        s.gegenbauer(10**12, 0.5, 3)
+    with pytest.raises(mf.InsufficientMemoryError, match="lower `lmax`"):
+        s.gegenbauer_norms(10**12, 3)

@@ -10,8 +10,9 @@ import numpy as np
 from .._model import ATTENTIONS
 from .._schemes import check_alpha, check_r0, check_tau, get_scheme
 from .._validate import choice, dimension, nonneg_int, positive_float
+from ..sphere._checks import check_memory
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
-from ..sphere._funk_hecke import funk_hecke, multiplier_ratios
+from ..sphere._funk_hecke import check_beta, funk_hecke, multiplier_ratios
 
 
 class _SpeedModel:
@@ -31,6 +32,18 @@ def _uniform_speed(sch, norm_per_lam0, r0, alpha, tau, t) -> float:
     return float(sch.speed(np.asarray(r0), np.asarray(norm_per_lam0), float(t), _SpeedModel(alpha, tau)))
 
 
+def _zero_rate_degree(beta: float) -> int:
+    """A degree beyond which every growth rate is 0.0 in float64, for any d and scheme.
+
+    log(λ_ℓ/λ_0) ≤ −ℓ²/(2(β + ℓ)): λ_ℓ/λ_0 = Π_{k=1..ℓ} I_{ν+k}(β)/I_{ν+k−1}(β) (ν = d/2 − 1 ≥ 0), each factor
+    below β/(a + √(a² + β²)) = e^{−asinh(a/β)} with a = ν + k − 1/2 (Amos 1974), and asinh u ≥ u/(1 + u); checked
+    against the computed ratios for d = 2 … 500, β = 1e-3 … 1e7.  Past this degree the bound is below −1000, so
+    the ratio exp(log λ_ℓ − log λ_0) underflows to 0 (float64 ends near e^−745) and so does the rate, even times
+    λ_0 ≤ e^709.78 (USA).  Computing those degrees cost O(lmax) time and memory for zeros (~80 GB at lmax = 10⁹).
+    """
+    return int(1000 + np.sqrt(1e6 + 2000 * beta)) + 1
+
+
 def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0, alpha=1.0, t=0.0,
                  tau=None) -> np.ndarray:
     """Linear growth rates γ_0 … γ_lmax of every degree about the uniform measure (γ_0 = 0: mass).
@@ -40,7 +53,7 @@ def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     Parameters
     ----------
     beta : float
-        Inverse temperature β > 0.
+        Inverse temperature, 0 < β ≤ 1e9.
     lmax : int
         Largest degree, ≥ 1.
     d : int
@@ -56,16 +69,20 @@ def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     Returns
     -------
     ndarray, shape (lmax + 1,)
-        γ_ℓ in inverse time units.
+        γ_ℓ in inverse time units (0.0 where they underflow float64: every degree beyond
+        1000 + √(10⁶ + 2000β) is set to 0.0 without being computed).
 
     Raises
     ------
     ValueError
-        An invalid parameter, a layer-map-only scheme, or unnormalized attention with β > 709.78 for a
-        scheme whose speed does not divide by ‖A‖ (its rates overflow float64); Peri-LN and nGPT stay
-        finite at any β (e^β cancels), as does softmax attention.
+        An invalid parameter (β outside (0, 1e9], where the Funk–Hecke multipliers are computed), a
+        layer-map-only scheme, or unnormalized attention with β > 709.78 for a scheme whose speed does not
+        divide by ‖A‖ (its rates overflow float64); Peri-LN and nGPT stay finite at any β (e^β cancels), as
+        does softmax attention.
+    InsufficientMemoryError
+        ``lmax`` so large that the result would not fit in the available memory.
     """
-    beta = positive_float("beta", beta)
+    beta = check_beta(beta, allow_zero=False)
     lmax = nonneg_int("lmax", lmax, minimum=1)
     d = dimension(d)
     attention = ATTENTIONS[choice("attention", attention, ATTENTIONS)]
@@ -76,16 +93,21 @@ def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     alpha = check_alpha(sch, positive_float("alpha", alpha))
     t = positive_float("t", t, allow_zero=True)
     tau = check_tau(sch, tau)
-    ratios, dlog_lam0 = multiplier_ratios(beta, lmax, d)     # λ_ℓ/λ_0 by logs: finite for any β and d
-    softmax = attention == "softmax"
-    ell = np.arange(lmax + 1)
-    rates = ell * (ell + d - 2) * ratios / beta / _uniform_speed(sch, dlog_lam0, r0, alpha, tau, t)
-    if softmax or sch.needs_norm:        # e^β cancels (SA: in λ_ℓ/λ_0; Peri-LN, nGPT: in λ_ℓ/‖A‖)
-        return rates
-    if beta > _LOG_FLOAT_MAX:
+    cancels = attention == "softmax" or sch.needs_norm   # e^β cancels (SA: in λ_ℓ/λ_0; Peri-LN, nGPT: in λ_ℓ/‖A‖)
+    if not cancels and beta > _LOG_FLOAT_MAX:
         raise ValueError(f"attention='unnormalized' with scheme={sch.name!r} needs β ≤ {_LOG_FLOAT_MAX:.2f}: its "
                          f"rates grow like e^β and overflow float64 above; got beta={beta!r}. (Softmax attention, "
                          "and the schemes that divide by ‖A‖, Peri-LN and nGPT, have no such limit.)")
+    top = min(lmax, _zero_rate_degree(beta))                  # the rates beyond are 0.0
+    check_memory(8.0 * (lmax + 1) + 200.0 * (top + 1), lambda: f"the growth rates of degrees 0 … {lmax}",
+                 "lower `lmax`.")
+    ratios, dlog_lam0 = multiplier_ratios(beta, top, d)      # λ_ℓ/λ_0 by logs: finite for any β and d
+    ell = np.arange(top + 1)
+    rates = ell * (ell + (d - 2.0)) * ratios / beta / _uniform_speed(sch, dlog_lam0, r0, alpha, tau, t)
+    if top < lmax:
+        rates = np.concatenate([rates, np.zeros(lmax - top)])
+    if cancels:
+        return rates
     return rates * funk_hecke(beta, 0, d)[0]                 # USA: λ_ℓ = λ_0 · λ_ℓ/λ_0
 
 
@@ -105,7 +127,7 @@ def growth_rate(beta, ell, d=3, attention="softmax", scheme="post-ln", r0=1.0, a
     Parameters
     ----------
     beta : float
-        Inverse temperature β > 0.
+        Inverse temperature, 0 < β ≤ 1e9.
     ell : int
         Degree ℓ ≥ 1 (ℓ = 0 is mass and does not grow).
     d : int
@@ -122,9 +144,17 @@ def growth_rate(beta, ell, d=3, attention="softmax", scheme="post-ln", r0=1.0, a
     Returns
     -------
     float
-        γ_ℓ in inverse time units.
+        γ_ℓ in inverse time units (0.0 where it underflows float64, as :func:`growth_rates`).
+
+    Raises
+    ------
+    ValueError
+        As :func:`growth_rates`.
     """
     ell = nonneg_int("ell", ell, minimum=1)
+    if ell > _zero_rate_degree(check_beta(beta, allow_zero=False)):
+        growth_rates(beta, 1, d, attention, scheme, r0, alpha, t, tau)   # the checks of the other parameters
+        return 0.0                                                        # without O(ℓ) work
     return float(growth_rates(beta, ell, d, attention, scheme, r0, alpha, t, tau)[ell])
 
 
@@ -163,7 +193,7 @@ def most_unstable_mode(beta, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     UnstableMode
         ``(ell, rate)``.
     """
-    beta = positive_float("beta", beta)
+    beta = check_beta(beta, allow_zero=False)
     lmax = max(8, 2 * int(np.ceil(np.sqrt(2 * beta))) + 8)
     while True:
         rates = growth_rates(beta, lmax, d, attention, scheme, r0, alpha, t, tau)

@@ -8,7 +8,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import nonneg_int
+from .._validate import nonneg_int, real_array
+from ._checks import check_memory, complex_array, finite
+
+
+def _grid_points(n) -> int:
+    return nonneg_int("n", n, minimum=1)
+
+
+def _series(coeffs, name: str = "coeffs") -> np.ndarray:
+    """Coefficients c_0 … c_L (..., L + 1) as a complex array with at least one coefficient."""
+    c = complex_array(name, coeffs)
+    if c.ndim == 0 or c.shape[-1] == 0:
+        raise ValueError(f"`{name}` must have shape (..., L + 1) with L ≥ 0 (c_0 … c_L); got shape {c.shape}.")
+    return c
 
 
 def circle_grid_size(lmax: int, dealias: bool = True) -> int:
@@ -51,7 +64,16 @@ def circle_angles(n: int) -> np.ndarray:
     -------
     ndarray, shape (n,)
         Angles in radians, in [0, 2π), increasing from φ_0 = 0.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``n`` is not an integer ≥ 1.
+    InsufficientMemoryError
+        n points would not fit in the available memory.
     """
+    n = _grid_points(n)
+    check_memory(24.0 * n, lambda: f"the angles of {n} points on S¹", "lower `n`.")
     return 2 * np.pi * np.arange(n) / n
 
 
@@ -67,7 +89,14 @@ def circle_points(n: int) -> np.ndarray:
     -------
     ndarray, shape (n, 2)
         Unit vectors in R², row j at angle φ_j = 2πj/n (radians).
+
+    Raises
+    ------
+    TypeError, ValueError, InsufficientMemoryError
+        As :func:`circle_angles`.
     """
+    n = _grid_points(n)
+    check_memory(64.0 * n, lambda: f"{n} points on S¹", "lower `n`.")
     phi = circle_angles(n)
     return np.stack([np.cos(phi), np.sin(phi)], axis=-1)
 
@@ -89,13 +118,19 @@ def circle_synthesis(coeffs: np.ndarray, n: int) -> np.ndarray:
 
     Raises
     ------
-    ValueError
-        n ≤ 2L: the grid cannot carry degree L.
+    TypeError, ValueError
+        ``n`` is not an integer ≥ 1, n ≤ 2L (the grid cannot carry degree L), or ``coeffs`` is not an array of
+        numbers of shape (..., L + 1).
+    InsufficientMemoryError
+        The result would not fit in the available memory.
     """
-    c = np.asarray(coeffs, dtype=complex)
+    n = _grid_points(n)
+    c = _series(coeffs)
     lmax = c.shape[-1] - 1
     if 2 * lmax >= n:
         raise ValueError(f"`n`={n} points cannot carry degree lmax={lmax}; need n > 2·lmax.")
+    check_memory(32.0 * (c.size // c.shape[-1]) * n, lambda: f"{c.size // c.shape[-1]} series at {n} points on S¹",
+                 "lower `n`.")
     full = np.zeros(c.shape[:-1] + (n // 2 + 1,), dtype=complex)
     full[..., : lmax + 1] = c * n
     return np.fft.irfft(full, n=n, axis=-1)
@@ -121,10 +156,14 @@ def circle_analysis(values: np.ndarray, lmax: int) -> np.ndarray:
     Raises
     ------
     ValueError
-        ``lmax`` is not a nonnegative integer, or 2·lmax ≥ n.
+        ``lmax`` is not a nonnegative integer, ``values`` is not an array of real numbers of shape (..., n), or
+        2·lmax ≥ n.
     """
     lmax = nonneg_int("lmax", lmax)
-    v = np.asarray(values, dtype=float)
+    v = real_array("values", values)
+    if v.ndim == 0:
+        raise ValueError(f"`values` must have shape (..., n) (samples at the n angles of circle_angles); got shape "
+                         f"{v.shape}.")
     n = v.shape[-1]
     if 2 * lmax >= n:
         raise ValueError(f"`lmax`={lmax} needs more than {2 * lmax} points; got {n}.")
@@ -143,7 +182,13 @@ def circle_derivative(coeffs: np.ndarray) -> np.ndarray:
     -------
     ndarray of complex, shape (..., L + 1)
         The coefficients of df/dφ (per radian).
+
+    Raises
+    ------
+    ValueError
+        ``coeffs`` is not an array of numbers of shape (..., L + 1).
     """
+    coeffs = _series(coeffs)
     k = np.arange(coeffs.shape[-1])
     return 1j * k * coeffs
 
@@ -162,11 +207,22 @@ def circle_evaluate(coeffs: np.ndarray, phi) -> np.ndarray:
     -------
     ndarray of float, shape of ``phi``
         f(φ) = c_0 + 2 Re Σ_{k=1..L} c_k e^{ikφ}.
+
+    Raises
+    ------
+    ValueError
+        ``coeffs`` is not a 1-D array of numbers with at least one entry, or ``phi`` is not finite real numbers.
+    InsufficientMemoryError
+        The table e^{ikφ} would not fit in the available memory.
     """
-    c = np.asarray(coeffs, dtype=complex)
+    c = _series(coeffs)
+    if c.ndim != 1:
+        raise ValueError(f"`coeffs` must have shape (L + 1,) (one series); got shape {c.shape}.")
+    ph = finite("phi", real_array("phi", phi))
+    check_memory(48.0 * ph.size * c.size, lambda: f"e^(ikφ) for k ≤ {c.size - 1} at {ph.size} angles",
+                 "evaluate fewer angles at a time.")
     k = np.arange(c.shape[-1])
     w = np.where(k == 0, 1.0, 2.0)
-    ph = np.asarray(phi, dtype=float)
     return np.real(np.exp(1j * ph[..., None] * k) @ (w * c))
 
 
@@ -194,7 +250,18 @@ def circle_adjoint_points(weights, phi, lmax: int) -> np.ndarray:
     Raises
     ------
     ValueError
-        ``lmax`` is not a nonnegative integer.
+        ``lmax`` is not a nonnegative integer, or ``weights`` and ``phi`` are not 1-D arrays of real numbers of
+        the same length (``phi`` finite).
+    InsufficientMemoryError
+        The table e^{-ikφ_j} would not fit in the available memory.
     """
-    k = np.arange(nonneg_int("lmax", lmax) + 1)
-    return np.sum(np.exp(-1j * k[:, None] * np.asarray(phi)[None, :]) * np.asarray(weights, dtype=float), axis=-1)
+    lmax = nonneg_int("lmax", lmax)
+    w = real_array("weights", weights)
+    ph = finite("phi", real_array("phi", phi))
+    if ph.ndim != 1 or w.shape != ph.shape:
+        raise ValueError(f"`weights` and `phi` must be 1-D arrays of the same length (one weight per angle); got "
+                         f"shapes {w.shape} and {ph.shape}.")
+    check_memory(48.0 * (lmax + 1) * ph.size, lambda: f"e^(-ikφ_j) for k ≤ {lmax} at {ph.size} angles",
+                 "lower `lmax`.")
+    k = np.arange(lmax + 1)
+    return np.sum(np.exp(-1j * k[:, None] * ph[None, :]) * w, axis=-1)

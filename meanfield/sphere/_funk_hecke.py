@@ -14,7 +14,31 @@ from .._lazy import LazyModule
 
 special = LazyModule("scipy.special")
 
-from .._validate import dimension, nonneg_int, open_fraction, positive_float
+from .._validate import dimension, nonneg_int, open_fraction, positive_float, real_array
+from ._checks import check_memory
+
+# scipy's ive returns NaN beyond β = 2^30 − 1/2 ≈ 1.07e9 (AMOS gives up), and the power series needs ~β terms
+MAX_BETA = 1e9
+
+
+def check_beta(beta, allow_zero: bool = True) -> float:
+    """β as a float: finite, ≥ 0 (> 0 unless ``allow_zero``) and ≤ :data:`MAX_BETA`, where the multipliers are
+    computed (beyond, scipy's Bessel functions return NaN)."""
+    beta = positive_float("beta", beta, allow_zero=allow_zero)
+    if beta > MAX_BETA:
+        raise ValueError(f"`beta` must be ≤ 1e9 for the Funk–Hecke multipliers of e^(βt) (scipy's Bessel function "
+                         f"ive, which they are computed from, returns NaN above 2^30 ≈ 1.07e9); got beta={beta!r}.")
+    return beta
+
+
+# bytes per degree of the multiplier computations (peak of their temporaries, measured: 24 B by ive, ~90 B by the
+# series or for funk_hecke_dbeta, ~160 B with the harmonic counts of the degree shares)
+_BYTES_PER_DEGREE = 96.0
+_BYTES_PER_DEGREE_SHARES = 160.0
+
+
+def _check_degrees(lmax: int, what: str, per_degree: float = _BYTES_PER_DEGREE, how: str = "lower `lmax`.") -> None:
+    check_memory(per_degree * (lmax + 1.0), lambda: f"{what} for degrees 0 … {lmax}", how)
 
 
 def _prefactor_log(beta: float, d: int) -> float:
@@ -79,6 +103,7 @@ def _bessel_form(pre: float, beta: float, d: int) -> bool:
 _BESSEL_FROM_BETA = 700.0   # the series needs ~β terms: beyond this, ive wherever it is representable
 _RESCALE_BITS = 900
 _RESCALE = 2.0 ** _RESCALE_BITS     # the running series sum is divided by this (exactly) whenever it exceeds it
+_MAX_SERIES_WORK = 1e9     # degree × term evaluations of the power series (~10 s); beyond, refused (not a hang)
 
 
 def _series(beta: float, ell: np.ndarray, d: int):
@@ -91,6 +116,14 @@ def _series(beta: float, ell: np.ndarray, d: int):
     (it reaches ~e^β).
     """
     top = int(ell.max())
+    # the terms of degree 0 (the last to converge) peak where k(k + d/2 − 1) = β²/4: that many loop passes at least
+    mu0, z = d / 2, beta * beta / 4
+    peak = 2 * z / (mu0 + np.sqrt(mu0 * mu0 + 4 * z))
+    if peak * (ell.size + 2500) > _MAX_SERIES_WORK:     # a pass costs ~25 µs, 2500 degrees' worth, of overhead
+        raise ValueError(f"the Funk–Hecke multipliers at beta={beta!r}, d={d} need their power series (the Bessel "
+                         f"form under- or overflows there) summed to about {peak:.3g} terms for each of {ell.size} "
+                         f"degrees, which is refused (beyond ~{_MAX_SERIES_WORK:.0e} term evaluations, tens of "
+                         "seconds): lower `beta` or `lmax`.")
     steps = (beta / 2) / (d / 2 + np.arange(top))
     with np.errstate(under="ignore", over="ignore"):
         lead = np.concatenate([[1.0], np.cumprod(steps)])[ell]      # (β/2)^ℓ Γ(d/2)/Γ(ℓ + d/2)
@@ -125,7 +158,7 @@ def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
     Parameters
     ----------
     beta : float
-        Inverse temperature β ≥ 0 (dimensionless).
+        Inverse temperature, 0 ≤ β ≤ 1e9 (dimensionless).
     lmax : int
         Largest degree ℓ returned.
     d : int, optional
@@ -140,6 +173,14 @@ def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
     ndarray, shape (lmax + 1,)
         λ_ℓ for the normalized uniform measure σ (so λ_0 = ∫ e^{β⟨x,y⟩} dσ(y)).
 
+    Raises
+    ------
+    ValueError
+        β outside [0, 1e9] (or > 709.78 with ``scaled=False``), ``lmax`` or ``d`` invalid, or e^{-β}λ_0 below
+        float64's normal range (high d at large β: use :func:`multiplier_ratios`).
+    InsufficientMemoryError
+        ``lmax`` so large that the computation would not fit in the available memory.
+
     Notes
     -----
     λ_ℓ = Γ(d/2) (2/β)^{d/2-1} I_{ℓ+d/2-1}(β); for d = 3 this is √(π/(2β)) I_{ℓ+1/2}(β), for d = 2 it is
@@ -148,9 +189,10 @@ def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
     (the prefactor cancelled), summed by recurrence; only the final unscaling by e^β can overflow, and
     ``scaled=False`` is refused above β ≈ 709.78, where it would.
     """
-    beta = positive_float("beta", beta, allow_zero=True)
+    beta = check_beta(beta)
     lmax = nonneg_int("lmax", lmax)
     d = dimension(d)
+    _check_degrees(lmax, "the Funk–Hecke multipliers")
     ell = np.arange(lmax + 1)
     if beta == 0.0:
         return (ell == 0).astype(float)
@@ -184,7 +226,7 @@ def funk_hecke_dbeta(beta, lmax, d=3, scaled=False) -> np.ndarray:
     Parameters
     ----------
     beta : float
-        Inverse temperature β ≥ 0 (dimensionless).
+        Inverse temperature, 0 ≤ β ≤ 1e9 (dimensionless).
     lmax : int
         Largest degree ℓ returned.
     d : int, optional
@@ -200,12 +242,15 @@ def funk_hecke_dbeta(beta, lmax, d=3, scaled=False) -> np.ndarray:
     Raises
     ------
     ValueError
-        β < 0, ``lmax`` or ``d`` invalid; β > 709.78 with ``scaled=False`` (e^β overflows); or e^{-β}λ_0 below
-        float64's normal range (high d at large β: use :func:`multiplier_ratios`).
+        β outside [0, 1e9], ``lmax`` or ``d`` invalid; β > 709.78 with ``scaled=False`` (e^β overflows); or
+        e^{-β}λ_0 below float64's normal range (high d at large β: use :func:`multiplier_ratios`).
+    InsufficientMemoryError
+        ``lmax`` so large that the computation would not fit in the available memory.
     """
-    beta = positive_float("beta", beta, allow_zero=True)
+    beta = check_beta(beta)
     lmax = nonneg_int("lmax", lmax)
     d = dimension(d)
+    _check_degrees(lmax, "the derivatives of the Funk–Hecke multipliers")
     ell = np.arange(lmax + 1)
     if beta == 0.0:
         # λ_ℓ'(0) = ∫ t P_ℓ dσ: only ℓ = 1 survives, with value 1/d (since ∫ t² dσ = 1/d).
@@ -227,7 +272,7 @@ def multiplier_ratios(beta: float, lmax: int, d: int = 3) -> tuple[np.ndarray, f
     Parameters
     ----------
     beta : float
-        Inverse temperature β > 0 (dimensionless).
+        Inverse temperature, 0 < β ≤ 1e9 (dimensionless).
     lmax : int
         Largest degree ℓ returned.
     d : int, optional
@@ -244,11 +289,15 @@ def multiplier_ratios(beta: float, lmax: int, d: int = 3) -> tuple[np.ndarray, f
     Raises
     ------
     ValueError
-        β ≤ 0, or ``lmax`` or ``d`` invalid.
+        β outside (0, 1e9], or ``lmax`` or ``d`` invalid.
+    InsufficientMemoryError
+        ``lmax`` so large that the computation would not fit in the available memory.
     """
-    beta = positive_float("beta", beta)
-    ell = np.arange(nonneg_int("lmax", lmax) + 1)
+    beta = check_beta(beta, allow_zero=False)
+    lmax = nonneg_int("lmax", lmax)
     d = dimension(d)
+    _check_degrees(lmax, "the Funk–Hecke multiplier ratios")
+    ell = np.arange(lmax + 1)
     logs = _log_scaled_multipliers(beta, ell, d)
     ratios = np.exp(logs - logs[0])
     dlog_lam0 = (beta / d) * float(np.exp(_log_scaled_multipliers(beta, ell[:1], d + 2)[0] - logs[0]))
@@ -269,9 +318,18 @@ def harmonic_dimension(d: int, ell) -> np.ndarray:
     -------
     ndarray of float, shape of ``ell``
         N(d, ℓ) (computed by logs: inf where it exceeds float64, in very high d).
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``d`` is not an integer ≥ 2, or ``ell`` is not integer degrees ≥ 0.
     """
     d = dimension(d)
-    ell = np.asarray(ell, dtype=float)
+    ell = real_array("ell", ell)
+    bad = ~(np.isfinite(ell) & (ell >= 0) & (ell == np.floor(ell)))
+    if bad.any():
+        raise ValueError(f"`ell` must be integer degrees ≥ 0; got ell={float(ell.flat[int(np.argmax(bad))])!r}"
+                         + (" among others." if ell.ndim else "."))
     with np.errstate(over="ignore"):
         return np.exp(_log_harmonic_dimension(d, ell))
 
@@ -286,7 +344,9 @@ def _log_harmonic_dimension(d: int, ell: np.ndarray) -> np.ndarray:
 def _degree_terms(beta: float, top: int, d: int) -> np.ndarray:
     """N(d, ℓ) λ_ℓ / λ_0 for ℓ = 0..top: the share of degree ℓ in e^{βt} (|P_ℓ| ≤ 1), by logs, so that in high d
     a count N beyond float64 times a ratio λ_ℓ/λ_0 below it gives their product, not inf·0 or 0."""
-    beta = positive_float("beta", beta)
+    beta = check_beta(beta, allow_zero=False)
+    _check_degrees(top, f"the degree shares N(d,ℓ)λ_ℓ/λ_0 of the kernel at beta={beta!r}", _BYTES_PER_DEGREE_SHARES,
+                   "lower `beta` (the shares are summed to degree ~β) or `lmax`.")
     ell = np.arange(top + 1)
     log_lam = _log_scaled_multipliers(beta, ell, d)
     with np.errstate(over="ignore"):
@@ -303,7 +363,7 @@ def kernel_bandlimit(beta, tol=1e-12, d=3) -> int:
     Parameters
     ----------
     beta : float
-        Inverse temperature β ≥ 0.
+        Inverse temperature, 0 ≤ β ≤ 1e9.
     tol : float
         Relative kernel truncation tolerance, 0 < tol < 1.
     d : int
@@ -317,14 +377,14 @@ def kernel_bandlimit(beta, tol=1e-12, d=3) -> int:
     Raises
     ------
     ValueError
-        Invalid β, ``tol`` or ``d``, or a kernel that needs degrees beyond 200 000.
+        Invalid β (outside [0, 1e9]), ``tol`` or ``d``, or a kernel that needs degrees beyond 200 000.
     """
-    beta = positive_float("beta", beta, allow_zero=True)
+    beta = check_beta(beta)
     tol = open_fraction("tol", tol)
     d = dimension(d)
     if beta == 0.0:
         return 0
-    start = int(beta + 4 * np.sqrt(beta * np.log(1 / tol) + 1) + 4 * np.log(1 / tol) + 30)
+    start = min(int(beta + 4 * np.sqrt(beta * np.log(1 / tol) + 1) + 4 * np.log(1 / tol) + 30), _MAX_DEGREE)
     terms = _terms_to_negligible(beta, d, start, 1e-3 * tol)
     with np.errstate(over="ignore"):     # in high d the low-degree tails exceed float64 (e^β/λ_0): inf, > tol
         tail = np.cumsum(terms[::-1])[::-1]  # tail[L] = Σ_{ℓ ≥ L}
@@ -354,7 +414,7 @@ def kernel_truncation_error(beta, lmax, d=3) -> float:
     Parameters
     ----------
     beta : float
-        Inverse temperature β ≥ 0.
+        Inverse temperature, 0 ≤ β ≤ 1e9.
     lmax : int
         Truncation degree L.
     d : int, optional
@@ -365,12 +425,22 @@ def kernel_truncation_error(beta, lmax, d=3) -> float:
     float
         The bound, relative to λ_0 (dimensionless; 0.0 for β = 0): the truncated kernel differs from
         e^{β⟨x,y⟩} by at most this times λ_0, uniformly.
+
+    Raises
+    ------
+    ValueError
+        Invalid β (outside [0, 1e9]), ``lmax`` or ``d``, or a kernel that needs degrees beyond 200 000.
+    InsufficientMemoryError
+        β so large that the degree shares up to ~β would not fit in the available memory.
     """
-    beta = positive_float("beta", beta, allow_zero=True)
+    beta = check_beta(beta)
     lmax = nonneg_int("lmax", lmax)
     d = dimension(d)
     if beta == 0.0:
         return 0.0
-    terms = _terms_to_negligible(beta, d, lmax + int(beta + 6 * np.sqrt(beta + 1) + 60), 1e-300)
+    # the shares past lmax are summed until they are negligible, for lmax > _MAX_DEGREE from _MAX_DEGREE on: when
+    # they are negligible before lmax the sum is empty, 0.0 (they are < 1e-300 and decrease super-exponentially)
+    top = min(lmax, _MAX_DEGREE) + int(beta + 6 * np.sqrt(beta + 1) + 60)
+    terms = _terms_to_negligible(beta, d, top, 1e-300)
     with np.errstate(over="ignore"):
         return float(np.sum(terms[lmax + 1:]))

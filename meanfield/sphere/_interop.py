@@ -7,9 +7,13 @@ real kind, csphase = 1) is converted by pyshtools itself in :func:`from_shcoeffs
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
+from .._validate import nonneg_int, real_array, real_number
 from . import _sh as sh
+from ._checks import check_memory
 
 
 def to_shcoeffs(alm: np.ndarray, lmax: int):
@@ -30,8 +34,12 @@ def to_shcoeffs(alm: np.ndarray, lmax: int):
     Raises
     ------
     ValueError
-        ``alm`` does not have shape (nalm(lmax),).
+        ``lmax`` is not an integer ≥ 0, or ``alm`` does not have shape (nalm(lmax),).
+    InsufficientMemoryError
+        The (2, L + 1, L + 1) array would not fit in the available memory.
     """
+    lmax = nonneg_int("lmax", lmax)
+    check_memory(48.0 * (lmax + 1) ** 2, lambda: f"pyshtools coefficients of band limit lmax={lmax}", "lower `lmax`.")
     import pyshtools  # deferred: pyshtools takes seconds to import
 
     ell, m = sh.lm_arrays(lmax)
@@ -61,7 +69,15 @@ def from_shcoeffs(coeffs) -> tuple[np.ndarray, int]:
         The coefficients (orthonormal, Condon–Shortley phase, m ≥ 0, ducc0 order).
     lmax : int
         The band limit of ``coeffs``.
+
+    Raises
+    ------
+    TypeError
+        ``coeffs`` is not a ``pyshtools.SHCoeffs``.
     """
+    pysh = sys.modules.get("pyshtools")     # an SHCoeffs exists only once pyshtools is imported
+    if pysh is None or not isinstance(coeffs, pysh.SHCoeffs):
+        raise TypeError(f"`coeffs` must be a pyshtools.SHCoeffs (e.g. from to_shcoeffs); got {type(coeffs).__name__}.")
     c = coeffs.convert(normalization="ortho", csphase=-1, kind=coeffs.kind).convert(kind="complex")
     lmax = c.lmax
     ell, m = sh.lm_arrays(lmax)
@@ -80,7 +96,14 @@ def rotation_matrix(alpha: float, beta: float, gamma: float) -> np.ndarray:
     -------
     ndarray, shape (3, 3)
         The rotation matrix.
+
+    Raises
+    ------
+    TypeError, ValueError
+        An angle is not a finite real number.
     """
+    alpha, beta, gamma = real_number("alpha", alpha), real_number("beta", beta), real_number("gamma", gamma)
+
     def rz(a):
         c, s = np.cos(a), np.sin(a)
         return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
@@ -129,9 +152,10 @@ def rotate(alm: np.ndarray, lmax: int, rotation) -> np.ndarray:
     ------
     ValueError
         ``rotation`` is not a proper 3×3 rotation (R Rᵀ = I to 1e-12, det R = 1), or ``alm`` does not
-        hold nalm(lmax) coefficients.
+        hold nalm(lmax) coefficients, or ``lmax`` is not an integer ≥ 0.
     """
-    r = np.asarray(rotation, dtype=float)
+    lmax = nonneg_int("lmax", lmax)
+    r = real_array("rotation", rotation)
     if r.shape != (3, 3) or not np.allclose(r @ r.T, np.eye(3), atol=1e-12) or np.linalg.det(r) < 0:
         raise ValueError("`rotation` must be a proper 3×3 rotation matrix (R Rᵀ = I, det R = 1).")
     alpha, beta, gamma = _zyz_angles(r)
@@ -159,10 +183,23 @@ def mollweide_grid(alm: np.ndarray, lmax: int, nlat: int | None = None):
         Latitudes in radians (cell centres), in (−π/2, π/2), ascending.
     values : ndarray, shape (nlat, 2·nlat)
         The field at (lat, lon), in its own units.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``lmax`` is not an integer ≥ 0, ``nlat`` not an integer ≥ 1, or the last axis of ``alm`` is not nalm(lmax).
+    InsufficientMemoryError
+        The grid would not fit in the available memory.
     """
-    nlat = nlat or max(2 * lmax + 2, 90)
+    lmax = nonneg_int("lmax", lmax)
+    nlat = max(2 * lmax + 2, 90) if nlat is None else nonneg_int("nlat", nlat, minimum=1)
     nlon = 2 * nlat
-    vals = sh._ducc().synthesis_2d(alm=np.ascontiguousarray(alm, dtype=complex)[None], spin=0, lmax=lmax,
+    a = sh._as2d(alm, lmax)
+    if a.ndim != 1:
+        raise ValueError(f"`alm` must be one set of coefficients, shape ({sh.nalm(lmax)},); got shape {a.shape}.")
+    check_memory(8.0 * nlat * nlon * 3 + 32.0 * nlat * (lmax + 1), lambda: f"a {nlat}×{nlon} plotting grid",
+                 "lower `nlat`.")
+    vals = sh._ducc().synthesis_2d(alm=a[None], spin=0, lmax=lmax,
                                    geometry="F1", ntheta=nlat, nphi=nlon, phi0=-np.pi, nthreads=sh.NTHREADS)[0]
     theta = (np.arange(nlat) + 0.5) * np.pi / nlat
     lon = -np.pi + 2 * np.pi * np.arange(nlon) / nlon

@@ -17,14 +17,15 @@ projected alias-free on ⌊3L/2⌋+1 rings (``SphereGrid.for_bandlimit(L)``, the
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import _threads
 from .._threads import NTHREADS
-from .._validate import nonneg_int
-
+from .._validate import nonneg_int, real_array
+from ._checks import check_memory, complex_array, directions, finite
 
 
 def _ducc():
@@ -48,12 +49,23 @@ def nalm(lmax: int) -> int:
     -------
     int
         The length of a coefficient array ``alm``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``lmax`` is not an integer ≥ 0.
     """
+    return _nalm(nonneg_int("lmax", lmax))
+
+
+def _nalm(lmax: int) -> int:
     return (lmax + 1) * (lmax + 2) // 2
 
 
 @functools.lru_cache(maxsize=64)
 def _lm(lmax: int):
+    check_memory(40.0 * nalm(lmax), lambda: f"the (ℓ, m) arrays of band limit lmax={lmax} ({nalm(lmax)} coefficients)",
+                 "lower `lmax`.")
     m = np.repeat(np.arange(lmax + 1), np.arange(lmax + 1, 0, -1))
     start = m * (2 * lmax + 1 - m) // 2
     ell = np.arange(nalm(lmax)) - start
@@ -77,8 +89,10 @@ def lm_arrays(lmax: int) -> tuple[np.ndarray, np.ndarray]:
 
     Raises
     ------
-    ValueError
+    TypeError, ValueError
         ``lmax`` is not a nonnegative integer.
+    InsufficientMemoryError
+        The arrays would not fit in the available memory.
     """
     return _lm(nonneg_int("lmax", lmax))
 
@@ -100,13 +114,33 @@ def lm_index(lmax: int, ell, m):
 
     Raises
     ------
+    TypeError
+        ``lmax``, ``ell`` or ``m`` is not an integer (array).
     ValueError
-        Some (ℓ, m) is outside 0 ≤ m ≤ ℓ ≤ lmax.
+        ``lmax`` < 0, or some (ℓ, m) is outside 0 ≤ m ≤ ℓ ≤ lmax.
     """
+    lmax = nonneg_int("lmax", lmax)
+    for name, value in (("ell", ell), ("m", m)):
+        if np.asarray(value).dtype.kind not in "iu":
+            raise TypeError(f"`{name}` must be an integer or an array of integers; got {name}={value!r}.")
     ell, m = np.asarray(ell), np.asarray(m)
     if np.any(m < 0) or np.any(m > ell) or np.any(ell > lmax):
         raise ValueError(f"need 0 ≤ m ≤ ℓ ≤ lmax={lmax}; got ℓ={ell}, m={m}.")
     return m * (2 * lmax + 1 - m) // 2 + ell
+
+
+def _coefficients(alm, lmax):
+    """(alm as an array of numbers of its own dtype, lmax) after checking lmax ≥ 0 and that the last axis of alm
+    holds nalm(lmax) coefficients."""
+    if type(lmax) is not int or lmax < 0:
+        lmax = nonneg_int("lmax", lmax)
+    a = alm if isinstance(alm, np.ndarray) else np.asarray(alm)
+    if a.dtype.kind not in "biufc":
+        a = complex_array("alm", alm)
+    if a.ndim == 0 or a.shape[-1] != _nalm(lmax):
+        raise ValueError(f"`alm` must have nalm(lmax)={nalm(lmax)} coefficients in its last axis for "
+                         f"lmax={lmax}; got shape {a.shape}.")
+    return a, lmax
 
 
 def apply_degree(alm: np.ndarray, lmax: int, per_degree: np.ndarray) -> np.ndarray:
@@ -125,9 +159,20 @@ def apply_degree(alm: np.ndarray, lmax: int, per_degree: np.ndarray) -> np.ndarr
     -------
     ndarray of complex, shape of ``alm``
         a_ℓm · per_degree[ℓ].
+
+    Raises
+    ------
+    ValueError
+        ``lmax`` is not a nonnegative integer, the last axis of ``alm`` is not nalm(lmax), or ``per_degree`` is
+        not a 1-D array of numbers with at least lmax + 1 entries.
     """
+    alm, lmax = _coefficients(alm, lmax)
+    f = np.asarray(per_degree)
+    if f.ndim != 1 or f.shape[0] < lmax + 1 or f.dtype.kind not in "biufc":
+        raise ValueError(f"`per_degree` must be a 1-D array of numbers with at least lmax + 1 = {lmax + 1} entries "
+                         f"(one per degree ℓ = 0 … {lmax}); got {f.dtype} shape {f.shape}.")
     ell, _ = _lm(lmax)
-    return alm * np.asarray(per_degree)[ell]
+    return alm * f[ell]
 
 
 def resize(alm: np.ndarray, lmax_in: int, lmax_out: int) -> np.ndarray:
@@ -182,7 +227,15 @@ def degree_power(alm: np.ndarray, lmax: int) -> np.ndarray:
     ndarray of float, shape (lmax + 1,)
         E_ℓ, in (field units)² × area: Σ_ℓ E_ℓ = ∫ f² dA on the unit sphere (the constant 1 has
         E_0 = 4π).
+
+    Raises
+    ------
+    ValueError
+        ``lmax`` is not a nonnegative integer, or ``alm`` does not have shape (nalm(lmax),).
     """
+    alm, lmax = _coefficients(alm, lmax)
+    if alm.ndim != 1:
+        raise ValueError(f"`alm` must be one set of coefficients, shape ({nalm(lmax)},); got shape {alm.shape}.")
     ell, m = _lm(lmax)
     w = np.where(m == 0, 1.0, 2.0) * np.abs(alm) ** 2
     return np.bincount(ell, weights=w, minlength=lmax + 1)
@@ -248,8 +301,16 @@ class SphereGrid:
         """Largest band limit whose analysis is exact on this grid."""
         return min(self.ntheta - 1, (self.nphi - 1) // 2)
 
+    def _check_nodes(self, bytes_per_node: float, what: str) -> None:
+        check_memory(bytes_per_node * self.ntheta * self.nphi,
+                     lambda: f"the {what} of a {self.ntheta}×{self.nphi} grid",
+                     "use a smaller grid (a lower band limit).")
+
     @functools.cached_property
     def theta(self) -> np.ndarray:
+        # numpy's leggauss takes the eigenvalues of the n×n companion matrix
+        check_memory(24.0 * self.ntheta ** 2, lambda: f"the Gauss–Legendre nodes of {self.ntheta} rings",
+                     "use a smaller grid (a lower band limit).")
         x, _ = np.polynomial.legendre.leggauss(self.ntheta)
         return np.arccos(-x)
 
@@ -259,11 +320,13 @@ class SphereGrid:
 
     @functools.cached_property
     def weights(self) -> np.ndarray:
+        self._check_nodes(8.0, "quadrature weights")
         ring = _ducc().get_gridweights("GL", self.ntheta)
         return np.repeat((ring / self.nphi)[:, None], self.nphi, axis=1)
 
     @functools.cached_property
     def points(self) -> np.ndarray:
+        self._check_nodes(96.0, "points")
         th, ph = np.meshgrid(self.theta, self.phi, indexing="ij")
         return angles_to_points(th, ph)
 
@@ -283,8 +346,16 @@ class SphereGrid:
         -------
         ndarray, shape (...)
             The integrals (a 0-d array for one field), in field units × area (∫ 1 dA = 4π).
+
+        Raises
+        ------
+        ValueError
+            ``values`` does not end in the grid's shape.
         """
-        return np.tensordot(values, self.weights, axes=([-2, -1], [0, 1]))
+        v = np.asarray(values)
+        if v.ndim < 2 or v.shape[-2:] != self.shape:
+            raise ValueError(f"`values` must have trailing shape {self.shape}; got shape {v.shape}.")
+        return np.tensordot(v, self.weights, axes=([-2, -1], [0, 1]))
 
     def check(self, lmax: int) -> None:
         """Refuse a band limit this grid cannot analyse exactly.
@@ -296,12 +367,20 @@ class SphereGrid:
 
         Raises
         ------
-        ValueError
-            L > :attr:`max_lmax`.
+        TypeError, ValueError
+            L is not an integer ≥ 0, or L > :attr:`max_lmax`.
         """
+        if type(lmax) is not int or lmax < 0:
+            lmax = nonneg_int("lmax", lmax)
         if lmax > self.max_lmax:
             raise ValueError(f"`lmax`={lmax} exceeds what this {self.ntheta}×{self.nphi} grid resolves "
                              f"(max_lmax={self.max_lmax}).")
+
+
+def _check_grid(grid) -> None:
+    if not isinstance(grid, SphereGrid):
+        raise TypeError(f"`grid` must be a meanfield.sphere.SphereGrid (e.g. SphereGrid.for_bandlimit(lmax)); got "
+                        f"{type(grid).__name__}.")
 
 
 def _as2d(alm, lmax=None):
@@ -309,16 +388,16 @@ def _as2d(alm, lmax=None):
 
     ducc0 reads past the end of a too-short array and silently uses the head of a too-long one.
     """
-    a = np.ascontiguousarray(alm, dtype=np.complex128)
-    if lmax is not None and (a.ndim == 0 or a.shape[-1] != nalm(lmax)):
+    a = complex_array("alm", alm, contiguous=True)
+    if lmax is not None and (a.ndim == 0 or a.shape[-1] != _nalm(lmax)):     # lmax checked by the callers
         raise ValueError(f"`alm` must have nalm(lmax)={nalm(lmax)} coefficients in its last axis for "
                          f"lmax={lmax}; got shape {a.shape}.")
     return a
 
 
 def _grid_values(name, values, shape):
-    v = np.asarray(values, dtype=float)
-    if v.shape[-len(shape):] != shape:
+    v = real_array(name, values)
+    if v.ndim < len(shape) or v.shape[-len(shape):] != shape:
         raise ValueError(f"`{name}` must have trailing shape {shape}; got shape {v.shape}.")
     return v
 
@@ -326,6 +405,7 @@ def _grid_values(name, values, shape):
 def _out(out, shape):
     """A fresh float array of ``shape``, or ``out`` checked to be one (C-contiguous float64) to write into."""
     if out is None:
+        check_memory(8.0 * math.prod(shape), lambda: f"an array of shape {shape}", "use a smaller grid.")
         return np.empty(shape)
     if not (isinstance(out, np.ndarray) and out.shape == shape and out.dtype == np.float64
             and out.flags.c_contiguous and out.flags.writeable):
@@ -358,7 +438,10 @@ def synthesis(alm: np.ndarray, lmax: int, grid: SphereGrid, out: np.ndarray | No
     ValueError
         L exceeds what the grid resolves, the last axis of ``alm`` is not nalm(lmax), or ``out`` is not
         a suitable array.
+    TypeError
+        ``grid`` is not a :class:`SphereGrid`.
     """
+    _check_grid(grid)
     grid.check(lmax)
     a = _as2d(alm, lmax)
     flat = a.reshape(-1, a.shape[-1])
@@ -392,7 +475,10 @@ def analysis(values: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
     ------
     ValueError
         L exceeds what the grid resolves, or ``values`` does not end in the grid's shape.
+    TypeError
+        ``grid`` is not a :class:`SphereGrid`.
     """
+    _check_grid(grid)
     grid.check(lmax)
     v = _grid_values("values", values, grid.shape)
     flat = (v * grid.weights).reshape((-1,) + grid.shape)
@@ -424,7 +510,10 @@ def gradient(alm: np.ndarray, lmax: int, grid: SphereGrid, out: np.ndarray | Non
     ValueError
         L exceeds what the grid resolves, ``alm`` is not one set of nalm(lmax) coefficients, or ``out``
         is not a suitable array.
+    TypeError
+        ``grid`` is not a :class:`SphereGrid`.
     """
+    _check_grid(grid)
     grid.check(lmax)
     a = _as2d(alm, lmax)
     if a.ndim != 1:
@@ -464,9 +553,12 @@ def divergence(vector: np.ndarray, lmax: int, grid: SphereGrid, overwrite: bool 
     ------
     ValueError
         L exceeds what the grid resolves, or ``vector`` does not have shape (2, ntheta, nphi).
+    TypeError
+        ``grid`` is not a :class:`SphereGrid`.
     """
+    _check_grid(grid)
     grid.check(lmax)
-    v = np.asarray(vector, dtype=float)
+    v = real_array("vector", vector)
     if v.shape != (2,) + grid.shape:
         raise ValueError(f"`vector` must have shape {(2,) + grid.shape}; got shape {v.shape}.")
     if lmax == 0:        # the divergence has no ℓ = 0 part
@@ -493,7 +585,13 @@ def laplacian(alm: np.ndarray, lmax: int) -> np.ndarray:
     -------
     ndarray of complex, shape of ``alm``
         Coefficients of Δ_S f (field units per radian² on the unit sphere).
+
+    Raises
+    ------
+    ValueError
+        ``lmax`` is not a nonnegative integer, or the last axis of ``alm`` is not nalm(lmax).
     """
+    alm, lmax = _coefficients(alm, lmax)
     ell, _ = _lm(lmax)
     return -ell * (ell + 1.0) * alm
 
@@ -513,9 +611,26 @@ def angles_to_points(theta, phi) -> np.ndarray:
     -------
     ndarray, shape (..., 3)
         (sin θ cos φ, sin θ sin φ, cos θ), over the broadcast shape of ``theta`` and ``phi``.
+
+    Raises
+    ------
+    ValueError
+        ``theta`` or ``phi`` is not finite real numbers, or they do not broadcast together.
     """
+    theta, phi = _angles(theta, phi)
     st = np.sin(theta)
     return np.stack([st * np.cos(phi), st * np.sin(phi), np.cos(theta)], axis=-1)
+
+
+def _angles(theta, phi):
+    """θ and φ as finite float arrays of a common (broadcast) shape."""
+    theta, phi = finite("theta", real_array("theta", theta)), finite("phi", real_array("phi", phi))
+    try:
+        np.broadcast_shapes(theta.shape, phi.shape)
+    except ValueError:
+        raise ValueError(f"`theta` and `phi` must broadcast together; got shapes {theta.shape} and {phi.shape}.") \
+            from None
+    return theta, phi
 
 
 def check_epsilon(epsilon, floor: float = 1e-14) -> float:
@@ -540,8 +655,13 @@ def points_to_angles(points) -> tuple[np.ndarray, np.ndarray]:
     -------
     theta, phi : ndarray, each of shape (...)
         θ ∈ [0, π] and φ ∈ [0, 2π), in radians.
+
+    Raises
+    ------
+    ValueError
+        ``points`` does not have shape (..., 3), or holds NaN, inf or a zero vector (which has no direction).
     """
-    p = np.asarray(points, dtype=float)
+    p = directions("points", points)
     theta = np.arctan2(np.hypot(p[..., 0], p[..., 1]), p[..., 2])
     phi = np.mod(np.arctan2(p[..., 1], p[..., 0]), 2 * np.pi)
     phi = np.where(phi == 2 * np.pi, 0.0, phi)      # mod of a tiny negative angle rounds up to 2π
@@ -560,7 +680,13 @@ def tangent_basis(theta, phi) -> tuple[np.ndarray, np.ndarray]:
     -------
     e_theta, e_phi : ndarray, each of shape (..., 3)
         Ambient components of e_θ (pointing south) and e_φ (pointing east).
+
+    Raises
+    ------
+    ValueError
+        As :func:`angles_to_points`.
     """
+    theta, phi = _angles(theta, phi)
     ct, st, cp, sp = np.cos(theta), np.sin(theta), np.cos(phi), np.sin(phi)
     e_theta = np.stack([ct * cp, ct * sp, -st], axis=-1)
     e_phi = np.stack([-sp, cp, np.zeros_like(sp)], axis=-1)
@@ -581,13 +707,28 @@ def to_ambient(components: np.ndarray, theta, phi) -> np.ndarray:
     -------
     ndarray, shape (..., 3)
         components[0]·e_θ + components[1]·e_φ.
+
+    Raises
+    ------
+    ValueError
+        ``components`` does not have a first axis of length 2 whose entries broadcast with ``theta`` and ``phi``,
+        or the angles are invalid (as :func:`angles_to_points`).
     """
+    components = real_array("components", components)
     e_t, e_p = tangent_basis(theta, phi)
+    if components.ndim == 0 or components.shape[0] != 2:
+        raise ValueError(f"`components` must have shape (2, ...) (the e_θ and e_φ components); got shape "
+                         f"{components.shape}.")
+    try:
+        np.broadcast_shapes(components.shape[1:], e_t.shape[:-1])
+    except ValueError:
+        raise ValueError(f"`components` of shape {components.shape} do not match angles of shape "
+                         f"{e_t.shape[:-1]}; need (2, ...) with ... the shape of `theta` and `phi`.") from None
     return components[0][..., None] * e_t + components[1][..., None] * e_p
 
 
 def _loc(points) -> np.ndarray:
-    th, ph = points_to_angles(points)
+    th, ph = points_to_angles(points)      # checks the points
     return np.ascontiguousarray(np.stack([th.ravel(), ph.ravel()], axis=-1))
 
 
@@ -613,15 +754,18 @@ def synthesis_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13)
     Raises
     ------
     ValueError
-        ``epsilon`` outside [1e-14, 1), ``lmax`` not a nonnegative integer, or the last axis of ``alm``
-        not nalm(lmax).
+        ``epsilon`` outside [1e-14, 1), ``lmax`` not a nonnegative integer, the last axis of ``alm``
+        not nalm(lmax), or ``points`` not of shape (..., 3) or holding NaN, inf or a zero vector.
     """
     epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
-    p = np.asarray(points, dtype=float)
-    out = _ducc().synthesis_general(alm=_as2d(alm, lmax)[None], spin=0, lmax=lmax, loc=_loc(p), epsilon=epsilon,
-                                    nthreads=NTHREADS)[0]
-    return out.reshape(p.shape[:-1])
+    a = _as2d(alm, lmax)
+    loc = _loc(points)
+    shape = np.shape(points)[:-1]
+    if loc.shape[0] == 0:                  # no points (ducc0 refuses an empty location array)
+        return np.zeros(shape)
+    out = _ducc().synthesis_general(alm=a[None], spin=0, lmax=lmax, loc=loc, epsilon=epsilon, nthreads=NTHREADS)[0]
+    return out.reshape(shape)
 
 
 def gradient_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13, ambient: bool = True):
@@ -652,15 +796,16 @@ def gradient_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13, 
     """
     epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
-    p = np.asarray(points, dtype=float)
-    if lmax == 0:        # a constant has no gradient (ducc0's spin-1 transforms need lmax ≥ 1)
-        return np.zeros(p.shape if ambient else (2,) + p.shape[:-1])
-    loc = _loc(p)
-    comp = _ducc().synthesis_general(alm=_as2d(alm, lmax)[None], spin=1, lmax=lmax, loc=loc, epsilon=epsilon,
+    a = _as2d(alm, lmax)
+    loc = _loc(points)
+    p_shape = np.shape(points)
+    if lmax == 0 or loc.shape[0] == 0:   # a constant has no gradient (ducc0's spin-1 transforms need lmax ≥ 1)
+        return np.zeros(p_shape if ambient else (2,) + p_shape[:-1])
+    comp = _ducc().synthesis_general(alm=a[None], spin=1, lmax=lmax, loc=loc, epsilon=epsilon,
                                      mode="DERIV1", nthreads=NTHREADS)
     if not ambient:
-        return comp.reshape((2,) + p.shape[:-1])
-    return to_ambient(comp, loc[:, 0], loc[:, 1]).reshape(p.shape)
+        return comp.reshape((2,) + p_shape[:-1])
+    return to_ambient(comp, loc[:, 0], loc[:, 1]).reshape(p_shape)
 
 
 def adjoint_synthesis_points(values, points, lmax: int, epsilon: float = 1e-13) -> np.ndarray:
@@ -689,16 +834,18 @@ def adjoint_synthesis_points(values, points, lmax: int, epsilon: float = 1e-13) 
     Raises
     ------
     ValueError
-        ``epsilon`` outside [1e-14, 1), ``lmax`` not a nonnegative integer, or not one weight per point.
+        ``epsilon`` outside [1e-14, 1), ``lmax`` not a nonnegative integer, ``points`` not of shape (..., 3) or
+        holding NaN, inf or a zero vector, or not one weight per point.
     """
     epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
-    p = np.asarray(points, dtype=float)
-    v = np.ascontiguousarray(np.asarray(values, dtype=float).reshape(1, -1))
-    if v.shape[1] != p.size // 3 or p.shape[-1:] != (3,):
+    loc = _loc(points)
+    v = np.ascontiguousarray(real_array("values", values).reshape(1, -1))
+    if v.shape[1] != loc.shape[0]:
         raise ValueError(f"`values` must hold one weight per point; got {v.shape[1]} values for points of "
-                         f"shape {p.shape}.")
-    loc = _loc(p)
+                         f"shape {np.shape(points)}.")
+    if loc.shape[0] == 0:                  # the empty measure (ducc0 refuses an empty location array)
+        return np.zeros(nalm(lmax), dtype=complex)
 
     def part(sl):   # one ducc0 thread per call and slices added in order: the same bits on every call
         return _ducc().adjoint_synthesis_general(map=np.ascontiguousarray(v[:, sl]), spin=0, lmax=lmax,
@@ -724,9 +871,22 @@ def ylm(lmax: int, points) -> np.ndarray:
     ndarray of complex, shape (n, nalm(lmax))
         Y_ℓm(x_i) in the order of :func:`lm_arrays` (∫|Y_ℓm|² dA = 1 on the unit sphere, Condon–Shortley
         phase).
+
+    Raises
+    ------
+    ValueError
+        ``lmax`` is not a nonnegative integer, or ``points`` is not of shape (n, 3) or (3,) or holds NaN, inf
+        or a zero vector.
+    InsufficientMemoryError
+        The table of n × nalm(lmax) values would not fit in the available memory.
     """
     from scipy.special import sph_harm_y
 
+    lmax = nonneg_int("lmax", lmax)
     th, ph = points_to_angles(points)
+    if th.ndim > 1:
+        raise ValueError(f"`points` must have shape (n, 3) or (3,); got shape {np.shape(points)}.")
+    check_memory(64.0 * max(th.size, 1) * nalm(lmax), lambda: f"Y_ℓm at {th.size} points up to lmax={lmax}",
+                 "lower `lmax` or evaluate fewer points at a time (or use synthesis_points).")
     ell, m = _lm(lmax)
     return sph_harm_y(ell[None, :], m[None, :], np.atleast_1d(th)[:, None], np.atleast_1d(ph)[:, None])

@@ -16,7 +16,8 @@ from .._lazy import LazyModule
 
 special = LazyModule("scipy.special")
 
-from .._validate import dimension, nonneg_int
+from .._validate import dimension, nonneg_int, real_array
+from ._checks import check_memory, finite
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class ZonalGrid:
 
     @functools.cached_property
     def _nodes(self):
+        check_memory(160.0 * self.n, lambda: f"the Gauss–Jacobi nodes of a {self.n}-node grid",
+                     "lower `n` (the band limit).")
         return _gauss_jacobi(self.n, (self.d - 3) / 2)
 
     @property
@@ -103,10 +106,20 @@ def gegenbauer(lmax: int, t, d: int) -> np.ndarray:
     -------
     ndarray, shape (lmax + 1,) + t.shape
         P_ℓ^{(d)}(t) (dimensionless).
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``lmax`` is not an integer ≥ 0, ``d`` not an integer ≥ 2, or ``t`` not finite real numbers.
+    InsufficientMemoryError
+        The (lmax + 1) × t.size table would not fit in the available memory.
     """
     a = (dimension(d) - 3) / 2
-    ell = np.arange(nonneg_int("lmax", lmax) + 1)
-    t = np.asarray(t, dtype=float)
+    lmax = nonneg_int("lmax", lmax)
+    t = finite("t", real_array("t", t))
+    check_memory(24.0 * (lmax + 1) * max(t.size, 1), lambda: f"P_ℓ(t) for ℓ ≤ {lmax} at {t.size} arguments",
+                 "lower `lmax` or evaluate fewer arguments at a time.")
+    ell = np.arange(lmax + 1)
     num = special.eval_jacobi(ell.reshape((-1,) + (1,) * t.ndim), a, a, t)
     return num / special.eval_jacobi(ell, a, a, 1.0).reshape((-1,) + (1,) * t.ndim)
 
@@ -125,9 +138,18 @@ def gegenbauer_norms(lmax: int, d: int) -> np.ndarray:
     -------
     ndarray of float, shape (lmax + 1,)
         The squared norms (dimensionless; 1 for ℓ = 0).
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``lmax`` is not an integer ≥ 0, or ``d`` not an integer ≥ 2.
+    InsufficientMemoryError
+        lmax + 1 norms would not fit in the available memory.
     """
     from ._funk_hecke import harmonic_dimension
 
+    d, lmax = dimension(d), nonneg_int("lmax", lmax)
+    check_memory(64.0 * (lmax + 1), lambda: f"the norms of {lmax + 1} degrees", "lower `lmax`.")
     return 1.0 / harmonic_dimension(d, np.arange(lmax + 1))
 
 
@@ -152,10 +174,15 @@ def zonal_analysis(values: np.ndarray, lmax: int, grid: ZonalGrid) -> np.ndarray
     Raises
     ------
     ValueError
-        ``values`` does not have one entry per node in its last axis.
+        ``values`` does not have one entry per node in its last axis, or ``lmax`` is not an integer ≥ 0.
+    TypeError
+        ``grid`` is not a :class:`ZonalGrid`.
     """
+    if not isinstance(grid, ZonalGrid):
+        raise TypeError(f"`grid` must be a meanfield.sphere.ZonalGrid (e.g. ZonalGrid.for_bandlimit(lmax, d)); got "
+                        f"{type(grid).__name__}.")
+    v = real_array("values", values)
     p = gegenbauer(lmax, grid.t, grid.d)
-    v = np.asarray(values, dtype=float)
     if v.shape[-1:] != (grid.n,):
         raise ValueError(f"`values` must have {grid.n} entries (one per node) in its last axis; got shape {v.shape}.")
     return (v @ (p * grid.w).T) / gegenbauer_norms(lmax, grid.d)
@@ -177,7 +204,15 @@ def zonal_synthesis(coeffs: np.ndarray, t, d: int) -> np.ndarray:
     -------
     ndarray of float, shape coeffs.shape[:-1] + t.shape
         g(t), in the units of g.
+
+    Raises
+    ------
+    ValueError
+        ``coeffs`` is not an array of real numbers of shape (..., L + 1), ``t`` not finite real numbers, or ``d``
+        not an integer ≥ 2.
     """
-    c = np.asarray(coeffs, dtype=float)
+    c = real_array("coeffs", coeffs)
+    if c.ndim == 0 or c.shape[-1] == 0:
+        raise ValueError(f"`coeffs` must have shape (..., L + 1) with L ≥ 0 (g_0 … g_L); got shape {c.shape}.")
     p = gegenbauer(c.shape[-1] - 1, t, d)
     return np.tensordot(c, p, axes=([-1], [0]))
