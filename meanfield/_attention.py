@@ -80,7 +80,7 @@ def _check_points(name, x, d):
     return unit_vectors(name, x)
 
 
-def _check_inputs(model, directions, weights, targets):
+def _check_inputs(model, directions, weights, targets, need_mass=True):
     from ._model import Model
     if not isinstance(model, Model):
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
@@ -94,6 +94,8 @@ def _check_inputs(model, directions, weights, targets):
             raise ValueError(f"`weights` must have shape ({n},); got shape {w.shape}.")
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             raise ValueError("`weights` must be finite and ≥ 0.")
+        if need_mass and not w.sum() > 0:        # the softmax of no mass is 0/0 (NaN); the direct sum read A = 0
+            raise ValueError("`weights` must have a positive sum (the attention of no mass is undefined).")
     y = x if targets is None else _check_points("targets", targets, model.d)
     return x, w, y
 
@@ -588,7 +590,7 @@ def sh_coefficients(model, directions, weights=None, *, tol: float = 1e-12, lmax
     orthogonal matrix, rows 1..3 are those of the weights w_j v_i(θ_j).  Linear in ``weights``: the
     sum over disjoint token sets (weights of the whole measure) is the coefficients of their union.
     """
-    x, w, _ = _check_inputs(model, directions, weights, None)
+    x, w, _ = _check_inputs(model, directions, weights, None, need_mass=False)   # linear: a shard may weigh 0
     return _SHEvaluator(model, tol, lmax, epsilon, nthreads).coefficients(x, w)
 
 

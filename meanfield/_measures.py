@@ -30,7 +30,14 @@ def _query_points(points, d) -> np.ndarray:
 
 def _values_at(f, arg, shape, what: str) -> np.ndarray:
     """f(arg) as one float per node, shape ``shape`` (a scalar result is broadcast: a constant function)."""
-    vals = np.asarray(f(arg), dtype=float)
+    raw = np.asarray(f(arg))
+    if np.iscomplexobj(raw):                    # float() would drop the imaginary part with only a ComplexWarning
+        raise ValueError(f"`{what}` must return real values; got complex values (imaginary parts up to "
+                         f"{np.max(np.abs(raw.imag)):.3g}).")
+    try:
+        vals = raw.astype(float)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{what}` must return real numbers; got dtype {raw.dtype}.") from None
     try:
         return np.broadcast_to(vals, shape)
     except ValueError:

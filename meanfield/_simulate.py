@@ -465,4 +465,5 @@ def particle_velocity(model, particles, t: float = 0.0, *, backend: str = "parti
     dr : ndarray, shape (n,) or None
         dr_j/dt for schemes with a radius.
     """
+    t = positive_float("t", t, allow_zero=True)       # LN-Scaling's √(t+1) at t = −5 was NaN for every token
     return get_backend(backend)(model, particles, **options).velocity(t)

@@ -123,3 +123,10 @@ def test_zonal_densities_normalize_like_densities():
                        n.coeffs, rtol=1e-15, atol=0)
     with pytest.raises(ValueError, match=r"Use its \.normalized\(\) \(ZonalDensity\.normalized\)"):
         mf.simulate(mf.Model(1.0, d=5), z, 0.1)
+
+
+def test_from_function_refuses_complex_or_non_numeric_values():
+    with pytest.raises(ValueError, match="`f` must return real values"):
+        mf.Density.from_function(lambda x: 1 + 1j * x[..., 0], 4)
+    with pytest.raises(ValueError, match="`f` must return real numbers"):
+        mf.Density.from_function(lambda x: np.full(x.shape[:-1], "a"), 4)

@@ -341,3 +341,15 @@ def test_a_quarter_million_tokens_on_two_threads_match_the_exact_sum():
     v = st.velocity()[0]
     exact = attention_field(m, x, w, targets=x[::500]).tangential
     assert relerr(v[::500], exact) < 1e-12
+
+
+def test_the_attention_of_no_mass_is_refused_but_its_coefficients_are_zero():
+    # zero weights gave NaN (spectral) or A = 0 (direct sum); the coefficients are linear and may weigh 0 (a shard)
+    p = mf.Particles.uniform(5, seed=0)
+    for field in (mf.attention_field_sh, mf.attention_field):
+        with pytest.raises(ValueError, match="`weights` must have a positive sum"):
+            field(mf.Model(1.0), p.positions, weights=np.zeros(5))
+    from meanfield._attention import sh_coefficients
+    assert not np.any(sh_coefficients(mf.Model(1.0), p.positions, weights=np.zeros(5)))
+    with pytest.raises(ValueError, match="`t` must be finite and >= 0"):
+        mf.particle_velocity(mf.Model(1.0, scheme="ln-scaling"), p, t=-5.0)
