@@ -184,6 +184,8 @@ def convergence_in_l(model, density, t_final, lmaxes, *, s: float = 1.0, **spect
     t_final = positive_float("t_final", t_final)
     lmaxes = _sizes("lmaxes", lmaxes, 1)
     s = positive_float("s", s)
+    if "lmax" in spectral_options:         # it overrode every L: the distances all read 0
+        raise ValueError("`lmax` is what convergence_in_l varies (through `lmaxes`); drop it from the options.")
     options = {"tail_warn": 1.0, "tail_tol": 1.0, "negativity_tol": 1e6, **spectral_options}
     runs = [_check_run(simulate(model, density.resized(int(L)), t_final, **options), f"spectral run L={L}")
             for L in lmaxes]

@@ -177,6 +177,11 @@ def circle_density(density: Density, ax=None, **kw):
 
 def diagnostics(trajectory, keys=("energy", "tail_fraction", "min_rho", "max_speed"), axes=None):
     """Time series of a trajectory's per-step diagnostics (log scale where positive)."""
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    missing = [k for k in keys if k not in trajectory.diagnostics and k not in trajectory.steps]
+    if not keys or missing:
+        raise ValueError(f"`keys` must name diagnostics of the trajectory ({sorted(trajectory.diagnostics)}); "
+                         f"got {missing or keys!r}.")
     plt = _plt()
     if axes is None:
         _, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), constrained_layout=True)
@@ -273,6 +278,7 @@ def result_figure(trajectory, output, panels: int = 4, projection: str = "mollwe
     or :func:`particles_3d`); densities on S² are always Mollweide maps.  Returns ``output``.
     """
     projection = _check_projection([trajectory], projection)
+    panels = nonneg_int("panels", panels, minimum=1)
     plt = _plt()
     if str(output).lower().endswith(".gif"):
         return animation(trajectory, output, projection=projection)
@@ -296,8 +302,10 @@ def result_figure(trajectory, output, panels: int = 4, projection: str = "mollwe
 
 
 def animation(trajectory, output, fps: int = 4, projection: str = "mollweide"):
-    """A GIF of every saved state (Pillow writer); ``projection`` as in :func:`result_figure`."""
+    """A GIF of every saved state (Pillow writer), ``fps`` frames per second; ``projection`` as in
+    :func:`result_figure`."""
     projection = _check_projection([trajectory], projection)
+    fps = nonneg_int("fps", fps, minimum=1)         # 0 divided by zero once every frame had been drawn
     plt = _plt()
     from matplotlib.animation import FuncAnimation, PillowWriter
 
@@ -360,8 +368,8 @@ def _check_comparison(trajectories, labels):
         raise ValueError(f"`trajectories` must all live in the same dimension d; got d = {dims}.")
     if labels is None:
         labels = _default_labels(trajs)
-    elif isinstance(labels, str) or len(labels) != len(trajs):
-        got = repr(labels) if isinstance(labels, str) else f"{len(labels)} labels"
+    elif isinstance(labels, str) or not hasattr(labels, "__len__") or len(labels) != len(trajs):
+        got = repr(labels) if isinstance(labels, str) or not hasattr(labels, "__len__") else f"{len(labels)} labels"
         raise ValueError(f"`labels` must hold one label per trajectory ({len(trajs)}); got {got}.")
     return trajs, [str(lab) for lab in labels]
 

@@ -68,3 +68,9 @@ def test_particle_options_replace_the_default_and_a_given_reference_is_checked()
         mf.convergence_in_n(MODEL, dens, 0.1, [50, 100], reference=ref)
     with pytest.raises(TypeError, match=r"spectral options \['rtol'\] set the reference run"):
         mf.convergence_in_n(MODEL, dens, 0.2, [50, 100], reference=ref, rtol=1e-10)
+
+
+def test_convergence_in_l_refuses_an_lmax_option():
+    # the option overrode every L of the study: the distances came back [0, 0]
+    with pytest.raises(ValueError, match="`lmax` is what convergence_in_l varies"):
+        mf.convergence_in_l(mf.Model(1.0), mf.Density.uniform(4), 0.05, [6, 8, 10], lmax=4)

@@ -294,3 +294,18 @@ def test_3d_projection_without_particles_on_s2_is_refused(runs, tmp_path):
         with pytest.raises(ValueError, match="`projection`='3d' draws particles on S²"):
             call()
     plt.close(plot.comparison_figure([pde, particles], tmp_path / "c.png", projection="3d"))   # one run has them
+
+
+def test_figure_arguments_are_checked_before_drawing(tmp_path):
+    # fps=0 divided by zero after every frame was drawn; panels=-1 failed inside numpy; a typo in keys was a
+    # KeyError; labels=5 a TypeError
+    tr = mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 0.2, backend="particles", save_every=0.1)
+    with pytest.raises(ValueError, match="`fps`"):
+        mf.plot.animation(tr, tmp_path / "a.gif", fps=0)
+    with pytest.raises(ValueError, match="`panels`"):
+        mf.plot.result_figure(tr, tmp_path / "r.png", panels=-1)
+    with pytest.raises(ValueError, match="`keys` must name diagnostics .*energi"):
+        mf.plot.diagnostics(tr, keys=("energi",))
+    with pytest.raises(ValueError, match="`labels` must hold one label per trajectory"):
+        mf.plot.comparison_figure([tr, tr], tmp_path / "c.png", labels=5)
+    assert not list(tmp_path.iterdir())
