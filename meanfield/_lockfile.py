@@ -14,6 +14,8 @@ from pathlib import Path
 
 from ._errors import MeanfieldError
 
+_HELD: set = set()      # the locks this process holds now: one naming our pid but not listed here is a leftover
+
 
 @contextlib.contextmanager
 def held(path: Path, busy: str):
@@ -49,22 +51,33 @@ def held(path: Path, busy: str):
             path.unlink(missing_ok=True)
             raise
         break
+    key = _key(path)
+    _HELD.add(key)
     try:
         yield
     finally:
+        _HELD.discard(key)
         path.unlink(missing_ok=True)
 
 
+def _key(path: Path) -> str:
+    return str(Path(path).resolve())
+
+
 def _stale(path: Path, holder: list, host: str) -> bool:
-    """A lock nobody holds: this host's, and its process gone (or this very process: a pid reused, as pid 1 in a
-    container); or unreadable (empty: its writer died before writing) and older than a few seconds."""
+    """A lock nobody holds: this host's, and its process gone (or this very process without holding it: a pid
+    reused, as pid 1 in a container); or unreadable (empty: its writer died before writing) and older than a few seconds."""
     if len(holder) != 2 or not holder[1].isdigit():
         try:
             return time.time() - path.stat().st_mtime > 5.0
         except OSError:
             return True
     pid = int(holder[1])
-    return holder[0] == host and (pid == os.getpid() or not _alive(pid))
+    if holder[0] != host:
+        return False
+    if pid == os.getpid():            # ours: held by another run of this process (a thread), or a leftover
+        return _key(path) not in _HELD
+    return not _alive(pid)
 
 
 def _alive(pid: int) -> bool:

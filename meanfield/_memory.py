@@ -1,6 +1,8 @@
 """Memory estimates made before large allocations, so a request that cannot fit is refused up front."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 
 from ._errors import InsufficientMemoryError as InsufficientMemoryError
@@ -21,8 +23,24 @@ def available_bytes() -> int:
         return 8 << 30
 
 
+_UNCHECKED = contextvars.ContextVar("meanfield_memory_unchecked", default=False)
+
+
+@contextlib.contextmanager
+def unchecked():
+    """Skip :func:`require` in this block: a dry check of a run's options on the machine that reads a sweep, whose
+    memory is not the workers'."""
+    token = _UNCHECKED.set(True)
+    try:
+        yield
+    finally:
+        _UNCHECKED.reset(token)
+
+
 def require(nbytes: float, what: str, how_to_reduce: str, fraction: float = 0.8) -> None:
     """Raise :class:`InsufficientMemoryError` if ``nbytes`` exceeds ``fraction`` of the available memory."""
+    if _UNCHECKED.get():
+        return
     avail = available_bytes()
     if nbytes > fraction * avail:
         raise InsufficientMemoryError(

@@ -185,10 +185,10 @@ def _checkpoint_lock(checkpoint):
 
 @contextlib.contextmanager
 def _signals_deferred(interrupt: bool = True):
-    """SIGINT and SIGTERM held while a checkpoint is written (main thread only), then acted on: a Ctrl-C in the
-    middle of a write left a traceback and the file of the previous checkpoint, losing the states since.  After
-    the final write (``interrupt`` False) there is nothing left to stop: only STOP_REQUESTED is set (the command
-    line then runs no further configuration)."""
+    """SIGINT and SIGTERM held while a checkpoint is written (main thread only), then handed to the handler that
+    was in place (Python's KeyboardInterrupt, the command line's stop flag, the default action or none): a
+    Ctrl-C in the middle of a write left a traceback and the file of the previous checkpoint, losing the states
+    since.  After the final write (``interrupt`` False) a KeyboardInterrupt is not raised: the run is done."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():
@@ -206,10 +206,16 @@ def _signals_deferred(interrupt: bool = True):
     finally:
         for sig, previous in handlers.items():
             signal.signal(sig, previous)
-        if received:
-            STOP_REQUESTED.set()
-            if interrupt:
-                raise KeyboardInterrupt
+        for signum in dict.fromkeys(received):  # each signal once, in arrival order
+            previous = handlers.get(signum)
+            if previous is signal.SIG_DFL:
+                signal.raise_signal(signum)     # its default action (SIGTERM ends the process), now the file is whole
+            elif callable(previous):
+                try:
+                    previous(signum, None)
+                except KeyboardInterrupt:
+                    if interrupt:
+                        raise
 
 
 def _check_callback(callback) -> None:

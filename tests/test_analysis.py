@@ -529,3 +529,15 @@ def test_l1_noise_quantile_is_at_most_one():
     assert mf.l1_noise_threshold(1, 3, 0.95) == 1.0          # |m| = 1 for one token; the asymptotic formula gave 1.61
     assert mf.l1_noise_threshold(2, 2, 0.95) == 1.0
     assert mf.l1_noise_threshold(1000, 3, 0.95) == pytest.approx(np.sqrt(7.814727903251178 / 3000), rel=1e-12)
+
+
+def test_gram_index_links_at_tiny_angles():
+    # at chords ~1e-8 every Gram entry is 1.0 to rounding: the nearest member was picked at random and a chain
+    # of tokens 0.95 r apart split in two in d = 7 (one cluster for the tree in d = 6 and before)
+    r = 2 * np.sin(0.5e-8)
+    for d in (6, 7, 12):
+        s = np.concatenate([np.linspace(0, 0.45 * r, 1500), np.linspace(1.4 * r, 1.85 * r, 1500)])
+        x = np.zeros((s.size, d))
+        x[:, 0], x[:, 1] = np.cos(s), np.sin(s)
+        assert mf.particle_clusters(mf.Particles(x), 1e-8).count == 1
+        assert mf.particle_clusters(mf.Particles(x), 0.9e-8).count == 2

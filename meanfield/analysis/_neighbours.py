@@ -90,9 +90,11 @@ class GramIndex:
         """chord(i, j) ≤ h for pairs whose ⟨x_i, x_j⟩ = g: by g away from the threshold, by the chord near it."""
         inside = g >= thr + _BAND
         unsure = np.flatnonzero(~inside & (g >= thr - _BAND))
-        if unsure.size:
-            diff = self.x[i[unsure]] - self.x[j[unsure]]
-            inside[unsure] = np.sqrt(np.einsum("ij,ij->i", diff, diff)) <= h
+        step = max(1, BLOCK_ELEMENTS // self.x.shape[1])       # the differences in blocks of ~8 MB
+        for lo in range(0, unsure.size, step):
+            u = unsure[lo:lo + step]
+            diff = self.x[i[u]] - self.x[j[u]]
+            inside[u] = np.sqrt(np.einsum("ij,ij->i", diff, diff)) <= h
         return inside
 
     def counts(self, rows, h) -> np.ndarray:
@@ -113,15 +115,21 @@ class GramIndex:
         return a, b, self._decide(rows[a], b, g, 1.0 - 0.5 * inner * inner, inner)
 
     def nearest(self, members, queries, r) -> np.ndarray:
-        # the nearest member is the one of largest ⟨x, y⟩ (no list of all the pairs within r: in a collapsed
-        # cluster that is every pair); its chord is then computed from the difference, as the tree does
+        # squared chords from vectors centred on a member: the members lie within r of it and the candidate
+        # queries within ~2r, so the expansion |a|² + |b|² − 2⟨a, b⟩ errs by ~ε r², where ⟨x, y⟩ itself (all
+        # entries 1.0 to rounding at chords ~1e-8) could not rank them; the chord of the nearest is then
+        # computed from the difference, as the tree does
         x, members, queries = self.x, np.asarray(members), np.asarray(queries)
-        target = x[members]
+        centre = x[members[0]]
+        target = x[members] - centre
+        t2 = np.einsum("ij,ij->i", target, target)
         chunk = max(1, BLOCK_ELEMENTS // max(len(members), 1))
         best = np.empty(len(queries))
         for lo in range(0, len(queries), chunk):
             q = queries[lo:lo + chunk]
-            j = np.argmax(x[q] @ target.T, axis=1)
-            diff = x[q] - target[j]
+            a = x[q] - centre
+            d2 = np.einsum("ij,ij->i", a, a)[:, None] + t2[None, :] - 2.0 * (a @ target.T)
+            j = np.argmin(d2, axis=1)
+            diff = x[q] - x[members[j]]
             best[lo:lo + chunk] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
         return np.where(best <= r, best, np.inf)

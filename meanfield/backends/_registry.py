@@ -110,8 +110,9 @@ class _Validated(Exception):
 
 def _dry_spectral(cls, model, initial, options: dict) -> dict:
     """The options of a spectral(-like) backend checked by its own ``__init__``, stopped where it would build the
-    basis and the attention (``_setup``): names, values, the initial density and the memory estimate are checked,
-    nothing is allocated.  Returns the options as the run would use them."""
+    basis and the attention (``_setup``): names, values and the initial density are checked, nothing is allocated
+    (the memory estimate is left to the run: a sweep is read on one machine and run on others).  Returns the
+    options as the run would use them."""
     from .._validate import exponential_filter
 
     exponential_filter(options.get("filter"))        # the backend compares its items with 0 unchecked
@@ -172,8 +173,10 @@ def check_option_values(name: str, model, initial, options: dict, times=None) ->
 
     from ._stepper import check_fixed_step_count
 
+    from .._memory import unchecked
+
     cls = get_backend(name)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), unchecked():      # memory: the run's machine checks it (sweep workers)
         warnings.simplefilter("ignore")
         hook = getattr(cls, "validate_options", None)
         if hook is not None:
