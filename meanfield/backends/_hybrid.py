@@ -89,6 +89,33 @@ class HybridBackend:
     name = "hybrid"
 
     @classmethod
+    def validate_options(cls, model, initial, options: dict, times=None) -> dict:
+        """The hybrid's own options (particle backend and its options, ``oversample``, the monitor) checked by its
+        ``__init__`` on two probe tokens (the particle phase from the start), then the options of its spectral
+        phase as :meth:`__init__` passes them, by :meth:`SpectralBackend.validate_options`."""
+        from ._spectral import SpectralBackend
+
+        zonal = isinstance(initial, ZonalDensity) or (isinstance(initial, (list, tuple)) and initial
+                                                      and isinstance(initial[0], ZonalDensity))
+        if zonal or isinstance(initial, Particles):
+            probe = initial if zonal else Particles(initial.positions[:2], None,
+                                                    None if initial.radii is None else initial.radii[:2])
+        else:
+            probe = Particles.uniform(2, getattr(model, "d", 3), seed=0)
+        opts = dict(cls(model, probe, **options).options)     # a zonal start is refused here, before any work
+        if isinstance(initial, Particles):
+            return opts
+        spectral = {k: v for k, v in opts.items()
+                    if k in _SPECTRAL_OPTIONS and k not in ("on_resolution_loss", "lmax_max")
+                    and (k in options or not _same(v, _SPECTRAL_OPTIONS[k]))}
+        if opts["lmax_max"] is None:
+            spectral["on_resolution_loss"] = "stop"
+        else:
+            spectral.update(on_resolution_loss="refine", lmax_max=opts["lmax_max"])
+        SpectralBackend.validate_options(model, initial, spectral)
+        return opts
+
+    @classmethod
     def option_defaults(cls) -> dict:
         """{option name: default} of this backend."""
         return dict(_OPTIONS)

@@ -271,6 +271,18 @@ _OPTIONS = dict(lmax=None, method="rk45", rtol=1e-9, atol=1e-12, first_step=None
                 quadrature_tol=1e-12, mass_tol=1e-10, max_steps=10_000_000, error_norm="l2")
 
 
+class _Validated(Exception):
+    """Raised by :meth:`SpectralBackend.validate_options` where the solver would be built: every value was accepted."""
+
+    def __init__(self, options):
+        super().__init__("validated")
+        self.options = options
+
+
+def _stop_before_setup(backend, lmax):
+    raise _Validated(dict(backend.options))
+
+
 class SpectralBackend:
     """Spectral (Eulerian) solver of the mean-field continuity equation.
 
@@ -312,6 +324,18 @@ class SpectralBackend:
     def option_defaults(cls) -> dict:
         """{option name: default} of this backend."""
         return dict(_OPTIONS)
+
+    @classmethod
+    def validate_options(cls, model, initial, options: dict, times=None) -> dict:
+        """The options checked by this backend's own ``__init__``, stopped where it would build the basis and the
+        attention (``_setup``): names, values and the initial density are checked, nothing is allocated.  Returns
+        the options as the run would use them (``times`` is not needed: the caller counts fixed steps)."""
+        dry = type(cls.__name__, (cls,), {"_setup": _stop_before_setup})
+        try:
+            dry(model, initial, **options)
+        except _Validated as done:
+            return done.options
+        return dict(options)      # pragma: no cover - an __init__ that never calls _setup built the solver
 
     def __init__(self, model: Model, initial, **options):
         opts = check_options("spectral", options, _OPTIONS)
