@@ -351,11 +351,15 @@ def _fill_geometry(ws: _Workspace, points, sl) -> None:
     """
     xt, loc, rho, t, t2 = ws.xt[:, sl], ws.loc[sl], ws.rho[sl], ws.t[sl], ws.t2[sl]
     np.copyto(xt, points[sl].T)
-    np.einsum("ij,ij->j", xt, xt, out=t)
-    np.sqrt(t, out=t)
+    np.multiply(xt[0], xt[0], out=rho)
+    np.multiply(xt[1], xt[1], out=t)
+    rho += t                                                 # x² + y²
+    np.multiply(xt[2], xt[2], out=t)
+    t += rho
+    np.sqrt(t, out=t)                                        # ‖x‖
     xt /= t                                                  # unit vectors
-    np.einsum("ij,ij->j", xt[:2], xt[:2], out=rho)
-    np.sqrt(rho, out=rho)                                    # ρ = sin θ
+    np.sqrt(rho, out=rho)
+    rho /= t                                                 # ρ = sin θ
     theta, phi, b = loc[:, 0], loc[:, 1], ws.b[sl]
     e_theta, e_phi = ws.e_theta[:, sl], ws.e_phi[:, sl]
     with np.errstate(divide="ignore", invalid="ignore"):
