@@ -29,7 +29,8 @@ has ``format = "meanfield-energy"`` and the layout::
     /solution/certificate  attrs class and the certificate's fields
 
 Files are written to a temporary name in the same folder and renamed into place, so a reader (or a
-crash) never sees a half-written result.  Every non-empty array carries a Fletcher-32 checksum, and the
+crash) never sees a half-written result; the data reaches the disk before the rename
+(:mod:`meanfield._durable`), so a power loss does not leave the new name with no data either.  Every non-empty array carries a Fletcher-32 checksum, and the
 attributes one SHA-256 digest (root attribute ``attributes_sha256``; files written before it have none), so
 a corrupted byte is reported (:class:`ResultFileError`) rather than read as a wrong number.  Reading never
 unpickles anything: every dataset must have a numeric dtype.
@@ -46,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._durable import replace_durably
 from ._errors import MeanfieldError
 from ._measures import Density, Particles, ZonalDensity
 from ._model import Model
@@ -350,7 +352,7 @@ def _atomic_write(path, fmt, write, run_info=None, complete=True) -> Path:
                 run.attrs[k] = json_text(v) if isinstance(v, (dict, list, tuple, np.ndarray)) else v
             f.attrs[_ATTRS_DIGEST] = _attributes_digest(f)
             f.flush()
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -24,6 +24,7 @@ import uuid
 import warnings
 from pathlib import Path
 
+from .._durable import replace_durably
 from .._errors import MeanfieldError
 from .._io import json_text, json_value
 from ._spec import SweepSpec, Task
@@ -105,9 +106,7 @@ def _atomic_write(path: Path, text: str):
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 def write_record(out_dir: Path, row: dict):

@@ -1,0 +1,65 @@
+"""meanfield._durable: the data is on disk before the rename, and the rename after it."""
+import errno
+import os
+
+import pytest
+
+from meanfield import _durable
+
+
+def _record(monkeypatch, fail_dir_fsync=None, fail_file_fsync=None):
+    calls, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        is_dir = os.path.isdir(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else None
+        calls.append(("fsync", is_dir))
+        err = fail_dir_fsync if is_dir else fail_file_fsync
+        if err is not None:
+            raise OSError(err, os.strerror(err))
+        real_fsync(fd)
+
+    def replace(a, b):
+        calls.append(("replace", None))
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return calls
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="tells files from folders through /proc")
+def test_file_synced_before_and_folder_after_the_rename(tmp_path, monkeypatch):
+    calls = _record(monkeypatch)
+    tmp, final = tmp_path / ".out.tmp", tmp_path / "out.h5"
+    final.write_text("old")
+    tmp.write_text("new")
+    _durable.replace_durably(tmp, final)
+    assert final.read_text() == "new" and not tmp.exists()
+    assert calls == [("fsync", False), ("replace", None), ("fsync", True)]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="tells files from folders through /proc")
+def test_a_folder_that_refuses_fsync_is_not_an_error_but_a_file_is(tmp_path, monkeypatch):
+    _record(monkeypatch, fail_dir_fsync=errno.EINVAL)
+    tmp, final = tmp_path / ".a.tmp", tmp_path / "a"
+    tmp.write_text("x")
+    _durable.replace_durably(tmp, final)
+    assert final.read_text() == "x"
+
+    monkeypatch.undo()
+    _record(monkeypatch, fail_file_fsync=errno.EIO)
+    tmp.write_text("y")
+    with pytest.raises(OSError):
+        _durable.replace_durably(tmp, final)
+    assert final.read_text() == "x"        # not renamed: the old file stands
+
+
+def test_save_goes_through_it(tmp_path, monkeypatch):
+    import meanfield as mf
+
+    seen = []
+    real = _durable.replace_durably
+    monkeypatch.setattr("meanfield._io.replace_durably", lambda a, b: (seen.append(b), real(a, b)))
+    traj = mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, 3, seed=0), 0.1, backend="particles", step=0.05)
+    mf.save(traj, tmp_path / "r.h5")
+    assert seen == [tmp_path / "r.h5"] and mf.load(tmp_path / "r.h5").times.size == traj.times.size
