@@ -310,8 +310,25 @@ def parse_energy_config(raw: dict, text: str = "") -> EnergyConfig:
     else:
         start, seed = _energy_start(params, d)
         params = {k: v for k, v in params.items() if k not in ("positions", "weights", "n", "seed")}
+    _check_energy_parameters(task, beta, D, d, params, start)
     return EnergyConfig(task=task, beta=beta, D=D, d=d, parameters=params, start=start, text=text,
                         seed=None if seed is None else int(seed), raw=raw)
+
+
+def _check_energy_parameters(task, beta, D, d, params, start):
+    """The solver's own checks of its keyword arguments (values, and memory), before any configuration runs."""
+    from ._energy._flow import stationary_arguments
+    from ._energy._maximize import maximize_arguments
+    from ._energy._minimize import minimize_arguments
+    from ._errors import InsufficientMemoryError
+
+    try:
+        if task == "stationary":
+            stationary_arguments(start, beta, D, **params)
+        else:
+            (minimize_arguments if task == "minimize" else maximize_arguments)(beta, D, d, **params)
+    except (TypeError, ValueError, InsufficientMemoryError) as err:
+        raise ConfigError(f"[energy] (task={task!r}): {err}") from None
 
 
 def _energy_start(params, d):

@@ -64,6 +64,19 @@ def test_a_run_configuration_is_still_a_run():
     (energy(task="stationary", beta=1.0, d=3, positions=SQUARE), "R\\^2 but d=3"),
     (energy(task="stationary", beta=1.0, d=2, positions=SQUARE, weights=[1.0, -1.0, 0.5, 0.5]), "`weights`"),
     ({**energy(task="minimize", beta=1.0), "model": {"beta": 1.0}}, r"single table \[energy\].*\['model'\]"),
+    # the solvers' own argument checks, made on reading (a later file of `meanfield run a b` failed after a ran)
+    (energy(task="minimize", beta=1.0, level=9), r"task='minimize'.*`level` must be an integer in \[0, 7\]"),
+    (energy(task="minimize", beta=1.0, degree=3), "`degree` must be 1 or 2"),
+    (energy(task="minimize", beta=1.0, quadrature_degree=31), r"`quadrature_degree` must be an integer in \[1, 30\]"),
+    (energy(task="minimize", beta=1.0, regularization=-1.0), "`regularization`"),
+    (energy(task="minimize", beta=1.0, D=[1.0, 1.05], lmax=0), "`lmax`"),
+    (energy(task="minimize", beta=1.0, level=6, degree=2), r"needs about .* GiB.*lower `level` or `degree`"),
+    (energy(task="maximize", beta=1.0, tol=-1.0), "`tol`"),
+    (energy(task="maximize", beta=1.0, n_starts=0, candidates=False), "`n_starts` must be ≥ 1"),
+    (energy(task="maximize", beta=1.0, n_particles=0), "`n_particles`"),
+    (energy(task="stationary", beta=1.0, d=2, n=4, t_max=0.0), "`t_max`"),
+    (energy(task="stationary", beta=1.0, d=2, n=4, check_every=-1.0), "`check_every`"),
+    (energy(task="stationary", beta=1.0, d=2, n=4, direction="up"), "`direction` must be one of"),
 ])
 def test_energy_table_errors_name_the_key_and_the_valid_ones(table, match):
     with pytest.raises(ConfigError, match=match):

@@ -110,6 +110,9 @@ def test_bad_inputs():
         mf.maximize_energy(1.0, None, d=1)
     with pytest.raises(ValueError, match="`tol`"):
         mf.maximize_energy(1.0, None, d=2, tol=0.0)
+    from meanfield._errors import InsufficientMemoryError
+    with pytest.raises(InsufficientMemoryError, match="n_particles=10000000"):    # pair matrices, before any start
+        mf.maximize_energy(1.0, None, d=2, n_particles=10 ** 7)
     with pytest.raises(ValueError, match="`D`"):
         mf.classify(np.ones(3))
     with pytest.raises(ValueError, match="`D`"):

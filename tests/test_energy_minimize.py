@@ -214,6 +214,8 @@ def test_bad_inputs():
         mf.minimize_energy(1.0, None, d=3, level=0, degree=4)
     with pytest.raises(ValueError, match="`regularization`"):
         mf.minimize_energy(1.0, None, d=2, regularization=-1.0)
+    with pytest.raises(ValueError, match="`degree`"):          # refused before the level-7 mesh is built
+        mf.minimize_energy(1.0, None, d=3, level=7, degree=3)
     from meanfield._energy._minimize import _solve
     with pytest.raises(mf.ConvergenceError, match="`regularization`"):
         _solve(np.zeros((3, 3)), np.full(3, 1 / 3), np.eye(3) / 3, 0.0)
@@ -232,3 +234,12 @@ def test_a_certificate_with_a_non_positive_level_is_not_satisfied():
     from meanfield._energy._minimize import OptimalityCertificate
     cert = OptimalityCertificate(-1.0, -0.5, 0.0, 0.5, 1e-8, 0.0, "test", 1)
     assert not cert.satisfied()
+
+
+def test_a_problem_beyond_the_memory_is_refused_before_it_starts():
+    # dense matrices of the unknowns: level 5 with degree 2 has 40962 (~75 GiB); S¹ with lmax = 10⁶
+    from meanfield._errors import InsufficientMemoryError
+    with pytest.raises(InsufficientMemoryError, match="level=6, degree=2.*lower `level` or `degree`"):
+        mf.minimize_energy(1.0, None, d=3, level=6, degree=2)
+    with pytest.raises(InsufficientMemoryError, match="lmax=1000000.*lower `lmax`"):
+        mf.minimize_energy(1.0, None, d=2, lmax=10 ** 6)

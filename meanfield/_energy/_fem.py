@@ -55,6 +55,27 @@ def _refine(v, f):
     return np.vstack([v, mid]), nf
 
 
+def check_level(level) -> int:
+    """``level`` of :meth:`SphereMesh.icosahedral`, checked: an integer in [0, 7]."""
+    level = nonneg_int("level", level)
+    if level > _MAX_LEVEL:
+        raise ValueError(f"`level` must be an integer in [0, {_MAX_LEVEL}] (nv = 10·4^level + 2); "
+                         f"got level={level}.")
+    return level
+
+
+def check_degrees(degree, quadrature_degree) -> tuple[int, int]:
+    """(degree, quadrature degree) of an :class:`FESpace`, checked: 1 or 2, and [1, 30] (default 2·degree + 2)."""
+    degree = nonneg_int("degree", degree, minimum=1)
+    if degree > 2:
+        raise ValueError(f"`degree` must be 1 or 2; got degree={degree}.")
+    q = 2 * degree + 2 if quadrature_degree is None else nonneg_int("quadrature_degree", quadrature_degree,
+                                                                     minimum=1)
+    if q > 30:
+        raise ValueError(f"`quadrature_degree` must be an integer in [1, 30]; got quadrature_degree={q}.")
+    return degree, q
+
+
 @dataclass(frozen=True, eq=False)
 class SphereMesh:
     """A triangulation of S² by the radially projected refinements of the icosahedron.
@@ -76,10 +97,7 @@ class SphereMesh:
     @classmethod
     def icosahedral(cls, level: int) -> "SphereMesh":
         """The icosahedron refined ``level`` times (each triangle split in 4, new vertices projected)."""
-        level = nonneg_int("level", level)
-        if level > _MAX_LEVEL:
-            raise ValueError(f"`level` must be an integer in [0, {_MAX_LEVEL}] (nv = 10·4^level + 2); "
-                             f"got level={level}.")
+        level = check_level(level)
         v, f = _icosahedron()
         for _ in range(level):
             v, f = _refine(v, f)
@@ -181,13 +199,7 @@ class FESpace:
     def __init__(self, mesh: SphereMesh, degree: int = 1, quadrature_degree: int | None = None):
         if not isinstance(mesh, SphereMesh):
             raise TypeError(f"`mesh` must be a SphereMesh; got {type(mesh).__name__}.")
-        degree = nonneg_int("degree", degree, minimum=1)
-        if degree > 2:
-            raise ValueError(f"`degree` must be 1 or 2; got degree={degree}.")
-        q = 2 * degree + 2 if quadrature_degree is None else nonneg_int("quadrature_degree", quadrature_degree,
-                                                                         minimum=1)
-        if q > 30:
-            raise ValueError(f"`quadrature_degree` must be an integer in [1, 30]; got quadrature_degree={q}.")
+        degree, q = check_degrees(degree, quadrature_degree)
         basix = _basix()
         self.mesh, self.degree, self.quadrature_degree = mesh, degree, q
         self.element = basix.create_element(basix.ElementFamily.P, basix.CellType.triangle, degree,

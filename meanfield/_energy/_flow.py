@@ -209,12 +209,8 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", tol: floa
     """
     from .._trajectory import save_times
 
-    if not isinstance(start, Particles):
-        raise TypeError(f"`start` must be meanfield.Particles; got {type(start).__name__}.")
-    tol = positive_float("tol", tol)
-    t_max = positive_float("t_max", t_max)
-    check_every = positive_float("check_every", check_every)
-    model = flow_model(beta, D, start.d, direction)
+    a = stationary_arguments(start, beta, D, direction=direction, tol=tol, t_max=t_max, check_every=check_every)
+    model, tol, t_max, check_every = a["model"], a["tol"], a["t_max"], a["check_every"]
     D = model.K.reshape(start.d, start.d)
     if backend == "particles":
         options = {"rtol": 1e-12, "atol": 1e-14, **options}
@@ -225,3 +221,20 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", tol: floa
     speed = support_speed(final, model.beta, D)
     return StationaryResult(final, float(traj.times[-1]), speed, speed <= tol, float(traj.diagnostics["energy"][-1]),
                             traj)
+
+
+def stationary_arguments(start, beta, D=None, *, direction="ascent", tol=1e-10, t_max=1e3, check_every=1.0) -> dict:
+    """The arguments of :func:`find_stationary` (but the backend's options), checked, without running anything.
+
+    Returns
+    -------
+    dict
+        model (the flow's :class:`~meanfield.Model`), tol, t_max, check_every.
+    """
+    if not isinstance(start, Particles):
+        raise TypeError(f"`start` must be meanfield.Particles; got {type(start).__name__}.")
+    tol = positive_float("tol", tol)
+    t_max = positive_float("t_max", t_max)
+    check_every = positive_float("check_every", check_every)
+    return dict(model=flow_model(beta, D, start.d, direction), tol=tol, t_max=t_max, check_every=check_every)
+

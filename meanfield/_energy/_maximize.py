@@ -19,6 +19,7 @@ import numpy as np
 from scipy import optimize
 
 from .._measures import Particles
+from .._memory import require
 from .._validate import dimension, nonneg_int, positive_float
 from ._classify import classify
 from ._energy import first_variation, first_variation_gradient
@@ -226,16 +227,10 @@ def maximize_energy(beta, D=None, d: int = 3, *, n_particles: int = 6, n_starts:
         The best measure (a :class:`~meanfield.Particles`), with ``value``, ``kind``, ``source``,
         ``certificate``, ``candidates`` and ``ascent_best``.
     """
-    beta = check_beta(beta)
-    d = dimension(d)
-    D = check_symmetric(check_D(D, d), "maximize_energy")
-    n_particles = nonneg_int("n_particles", n_particles, minimum=1)
-    n_starts = nonneg_int("n_starts", n_starts)
-    tol = positive_float("tol", tol)
-    if not isinstance(candidates, (bool, np.bool_)):
-        raise TypeError(f"`candidates` must be True or False; got candidates={candidates!r}.")
-    if not candidates and n_starts == 0:
-        raise ValueError("`n_starts` must be ≥ 1 when candidates=False (nothing would be searched).")
+    a = maximize_arguments(beta, D, d, n_particles=n_particles, n_starts=n_starts, seed=seed,
+                           candidates=candidates, tol=tol)
+    beta, D, d, n_particles, n_starts, candidates, tol = (a[k] for k in ("beta", "D", "d", "n_particles",
+                                                                         "n_starts", "candidates", "tol"))
     from .._sampling import _rng
     rng = _rng(seed)
     cls = classify(D)
@@ -277,3 +272,31 @@ def maximize_energy(beta, D=None, d: int = 3, *, n_particles: int = 6, n_starts:
     return MaximizingParticles(x, w, value=value, kind=_kind(x, w), source=source, certificate=cert,
                                candidates={k: float(v) for k, v in cand_E.items()},
                                ascent_best=float(best_E))
+
+def maximize_arguments(beta, D=None, d: int = 3, *, n_particles=6, n_starts=24, seed=0, candidates=True,
+                       tol=1e-10) -> dict:
+    """The arguments of :func:`maximize_energy`, checked, without searching anything.
+
+    Returns
+    -------
+    dict
+        beta, D (d, d), d, n_particles, n_starts, seed, candidates, tol.
+    """
+    from .._sampling import _rng
+
+    beta = check_beta(beta)
+    d = dimension(d)
+    D = check_symmetric(check_D(D, d), "maximize_energy")
+    n_particles = nonneg_int("n_particles", n_particles, minimum=1)
+    require(32.0 * n_particles ** 2 * max(d, 3), f"maximize_energy with n_particles={n_particles} (pair matrices)",
+            "lower `n_particles`.")
+    n_starts = nonneg_int("n_starts", n_starts)
+    tol = positive_float("tol", tol)
+    if not isinstance(candidates, (bool, np.bool_)):
+        raise TypeError(f"`candidates` must be True or False; got candidates={candidates!r}.")
+    if not candidates and n_starts == 0:
+        raise ValueError("`n_starts` must be ≥ 1 when candidates=False (nothing would be searched).")
+    _rng(seed)                                   # the seed's own checks
+    return dict(beta=beta, D=D, d=d, n_particles=n_particles, n_starts=n_starts, seed=seed,
+                candidates=bool(candidates), tol=tol)
+

@@ -30,6 +30,7 @@ import numpy as np
 from scipy import linalg, optimize
 
 from .._errors import ConvergenceError
+from .._memory import require
 from .._measures import Density
 from .._validate import dimension, nonneg_int, positive_float
 from ..sphere import _circle as circ
@@ -337,6 +338,24 @@ def minimize_energy(beta, D=None, d: int = 3, *, lmax: int | None = None, level:
         so such a minimum has no correct digit (e.g. D = diag(40, 0) at β = 1, whose minimum sits e^{-40}
         below; it came back 2.7× too high).  A strongly anisotropic D at large β needs particles there.
     """
+    a = minimize_arguments(beta, D, d, lmax=lmax, level=level, degree=degree,
+                           quadrature_degree=quadrature_degree, regularization=regularization)
+    if a["d"] == 2:
+        return _minimize_circle(a["beta"], a["D"], a["lmax"], a["regularization"])
+    return _minimize_sphere(a["beta"], a["D"], a["level"], a["degree"], a["quadrature_degree"], a["regularization"])
+
+
+def minimize_arguments(beta, D=None, d: int = 3, *, lmax=None, level=None, degree=None, quadrature_degree=None,
+                       regularization=1e-8) -> dict:
+    """The arguments of :func:`minimize_energy`, checked and with their defaults, without solving anything.
+
+    Returns
+    -------
+    dict
+        beta, D (d, d), d, regularization, and lmax (d = 2) or level, degree, quadrature_degree (d = 3).
+    """
+    from ._fem import check_degrees, check_level
+
     beta = check_beta(beta)
     d = dimension(d)
     if d not in (2, 3):
@@ -353,9 +372,16 @@ def minimize_energy(beta, D=None, d: int = 3, *, lmax: int | None = None, level:
             if val is not None:
                 raise ValueError(f"`{name}` applies to d=3 (the FE discretization of S²); got {name}={val!r} with d=2.")
         lmax = 64 if lmax is None else nonneg_int("lmax", lmax, minimum=1)
-        return _minimize_circle(beta, D, lmax, regularization)
+        fine = 2 * lmax + 3 + 2 * kernel_bandlimit(beta * spectral_norm(D), 1e-15, 2)
+        require(64.0 * fine ** 2, f"minimize_energy on S¹ with lmax={lmax} (dense matrices of the {fine}-point grid)",
+                "lower `lmax`.")        # measured: ~6 arrays of fine² floats at the peak
+        return dict(beta=beta, D=D, d=d, lmax=lmax, regularization=regularization)
     if lmax is not None:
         raise ValueError(f"`lmax` applies to d=2 (the Fourier density on S¹); got lmax={lmax!r} with d=3.")
-    level = 3 if level is None else level
-    degree = 1 if degree is None else degree
-    return _minimize_sphere(beta, D, level, degree, quadrature_degree, regularization)
+    level = check_level(3 if level is None else level)
+    degree, quadrature_degree = check_degrees(1 if degree is None else degree, quadrature_degree)
+    ndof = (10 if degree == 1 else 40) * 4 ** level + 2           # vertices (and edge midpoints for degree 2)
+    require(48.0 * ndof ** 2, f"minimize_energy on S² with level={level}, degree={degree} (dense matrices of "
+            f"{ndof} unknowns)", "lower `level` or `degree`.")   # measured: 4.2 GB at 10242 unknowns
+    return dict(beta=beta, D=D, d=d, level=level, degree=degree, quadrature_degree=quadrature_degree,
+                regularization=regularization)
