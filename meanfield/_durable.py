@@ -6,22 +6,51 @@ the rename, and the folder after it.
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
+# what a folder's fsync may answer where folders cannot be synced (Windows, some network file systems)
+_FOLDER_UNSUPPORTED = {errno.EINVAL, errno.EBADF, errno.EACCES, errno.EPERM, errno.EISDIR,
+                       getattr(errno, "ENOTSUP", errno.EINVAL), getattr(errno, "EOPNOTSUPP", errno.EINVAL)}
 
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+
+def _flush_to_disk(fd: int) -> None:
     try:
-        fd = os.open(path, flags)
-    except OSError:
-        if directory:       # a folder cannot be opened for fsync on some systems (Windows): best effort
+        import fcntl
+        full = getattr(fcntl, "F_FULLFSYNC", None)     # macOS: fsync reaches the drive's cache only
+    except ImportError:                                  # pragma: no cover - Windows
+        full = None
+    if full is not None:
+        try:
+            fcntl.fcntl(fd, full)
+            return
+        except OSError:                                  # pragma: no cover - a file system without it
+            pass
+    os.fsync(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR)      # writable: Windows' fsync (_commit) refuses a read-only descriptor
+    try:
+        _flush_to_disk(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(path: Path) -> None:
+    if not hasattr(os, "O_DIRECTORY"):                   # Windows: a folder cannot be opened, nor synced
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as err:
+        if err.errno in _FOLDER_UNSUPPORTED:
             return
         raise
     try:
-        os.fsync(fd)
-    except OSError:
-        if not directory:   # a folder's fsync is refused by some file systems (EINVAL): the file's is not optional
+        _flush_to_disk(fd)
+    except OSError as err:
+        if err.errno not in _FOLDER_UNSUPPORTED:         # EIO is a real failure; EINVAL a folder that cannot sync
             raise
     finally:
         os.close(fd)
@@ -38,6 +67,6 @@ def replace_durably(tmp, path) -> None:
         Its final name (an existing file is replaced).
     """
     tmp, path = Path(tmp), Path(path)
-    _fsync_path(tmp)
+    _fsync_file(tmp)
     os.replace(tmp, path)
-    _fsync_path(path.parent, directory=True)
+    _fsync_folder(path.parent)

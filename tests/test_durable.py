@@ -63,3 +63,42 @@ def test_save_goes_through_it(tmp_path, monkeypatch):
     traj = mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, 3, seed=0), 0.1, backend="particles", step=0.05)
     mf.save(traj, tmp_path / "r.h5")
     assert seen == [tmp_path / "r.h5"] and mf.load(tmp_path / "r.h5").times.size == traj.times.size
+
+
+def test_windows_rules_a_read_only_descriptor_cannot_be_synced_and_folders_cannot_be_opened(tmp_path, monkeypatch):
+    # Windows' fsync (_commit) refuses a read-only descriptor (EBADF) and has no O_DIRECTORY
+    import fcntl
+    real = os.fsync
+
+    def fsync(fd):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.delattr(os, "O_DIRECTORY")
+    tmp, final = tmp_path / ".w.tmp", tmp_path / "w"
+    tmp.write_text("data")
+    _durable.replace_durably(tmp, final)
+    assert final.read_text() == "data"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="tells files from folders through /proc")
+def test_a_folder_fsync_that_fails_for_real_is_an_error(tmp_path, monkeypatch):
+    _record(monkeypatch, fail_dir_fsync=errno.EIO)
+    tmp, final = tmp_path / ".b.tmp", tmp_path / "b"
+    tmp.write_text("x")
+    with pytest.raises(OSError, match="Input/output"):
+        _durable.replace_durably(tmp, final)
+
+
+def test_a_failed_sweep_record_leaves_no_temporary(tmp_path, monkeypatch):
+    from meanfield._sweep import _runner
+
+    def fail(a, b):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_runner, "replace_durably", fail)
+    with pytest.raises(OSError, match="No space"):
+        _runner._atomic_write(tmp_path / "k.json", "{}")
+    assert list(tmp_path.iterdir()) == []

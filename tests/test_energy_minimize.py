@@ -243,3 +243,14 @@ def test_a_problem_beyond_the_memory_is_refused_before_it_starts():
         mf.minimize_energy(1.0, None, d=3, level=6, degree=2)
     with pytest.raises(InsufficientMemoryError, match="lmax=1000000.*lower `lmax`"):
         mf.minimize_energy(1.0, None, d=2, lmax=10 ** 6)
+
+
+def test_the_direct_kernel_quadrature_counts_one_matrix_per_thread(monkeypatch):
+    # at large β the kernel's degree lk has (lk + 1)² ≥ ndof and FESpace.kernel_matrix sums one dense matrix per
+    # thread: with 10⁵ threads level 3 (2562 unknowns) is refused at β = 60, not at β = 1 (the spectral path)
+    from meanfield._energy import _minimize
+    from meanfield._errors import InsufficientMemoryError
+    monkeypatch.setattr(_minimize, "NTHREADS", 10 ** 5)
+    with pytest.raises(InsufficientMemoryError, match="level=3, degree=2"):
+        _minimize.minimize_arguments(60.0, None, 3, level=3, degree=2)
+    assert _minimize.minimize_arguments(1.0, None, 3, level=3, degree=2)["level"] == 3

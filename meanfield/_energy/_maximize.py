@@ -226,6 +226,13 @@ def maximize_energy(beta, D=None, d: int = 3, *, n_particles: int = 6, n_starts:
     MaximizingParticles
         The best measure (a :class:`~meanfield.Particles`), with ``value``, ``kind``, ``source``,
         ``certificate``, ``candidates`` and ``ascent_best``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        A bad argument, named.
+    InsufficientMemoryError
+        Before any start, when the pair matrices of ``n_particles`` exceed the available memory.
     """
     a = maximize_arguments(beta, D, d, n_particles=n_particles, n_starts=n_starts, seed=seed,
                            candidates=candidates, tol=tol)

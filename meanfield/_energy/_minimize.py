@@ -35,6 +35,7 @@ from .._measures import Density
 from .._validate import dimension, nonneg_int, positive_float
 from ..sphere import _circle as circ
 from ..sphere._funk_hecke import kernel_bandlimit
+from ..sphere._sh import NTHREADS
 from ._kernel import check_beta, check_D, check_symmetric, spectral_norm
 
 
@@ -337,6 +338,9 @@ def minimize_energy(beta, D=None, d: int = 3, *, lmax: int | None = None, level:
         is below 1e-10 of the kernel's largest value e^{β‖D‖}: the kernel matrix is scaled by e^{-β‖D‖},
         so such a minimum has no correct digit (e.g. D = diag(40, 0) at β = 1, whose minimum sits e^{-40}
         below; it came back 2.7× too high).  A strongly anisotropic D at large β needs particles there.
+    InsufficientMemoryError
+        Before any work, when the dense matrices of the discretization (about 8·(6 + threads)·n² bytes
+        for n unknowns on S², 64·n_fine² on S¹) exceed the available memory.
     """
     a = minimize_arguments(beta, D, d, lmax=lmax, level=level, degree=degree,
                            quadrature_degree=quadrature_degree, regularization=regularization)
@@ -381,7 +385,11 @@ def minimize_arguments(beta, D=None, d: int = 3, *, lmax=None, level=None, degre
     level = check_level(3 if level is None else level)
     degree, quadrature_degree = check_degrees(1 if degree is None else degree, quadrature_degree)
     ndof = (10 if degree == 1 else 40) * 4 ** level + 2           # vertices (and edge midpoints for degree 2)
-    require(48.0 * ndof ** 2, f"minimize_energy on S² with level={level}, degree={degree} (dense matrices of "
-            f"{ndof} unknowns)", "lower `level` or `degree`.")   # measured: 4.2 GB at 10242 unknowns
+    # measured: 4.2 GB at 10242 unknowns; the direct kernel quadrature (FESpace.kernel_matrix "auto", taken
+    # when the kernel's degree lk has (lk + 1)² ≥ ndof) adds one dense matrix per thread
+    lk = max(1, kernel_bandlimit(beta * spectral_norm(D), 1e-15, 3))
+    per_thread = NTHREADS if (lk + 1) ** 2 >= ndof else 0
+    require(8.0 * (6 + per_thread) * ndof ** 2, f"minimize_energy on S² with level={level}, degree={degree} "
+            f"(dense matrices of {ndof} unknowns)", "lower `level` or `degree`.")
     return dict(beta=beta, D=D, d=d, level=level, degree=degree, quadrature_degree=quadrature_degree,
                 regularization=regularization)

@@ -104,9 +104,12 @@ def _simulate(cfg):
 
 def _atomic_write(path: Path, text: str):
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    replace_durably(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        replace_durably(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)        # only left when the write or the rename failed
 
 
 def write_record(out_dir: Path, row: dict):
