@@ -346,7 +346,8 @@ def _fill_geometry(ws: _Workspace, points, sl) -> None:
     Both angles come from atan of a ratio, without quadrant branches (numpy's arctan2 is ~2.5× slower
     than arctan): θ = π/2 − atan(z/ρ) and φ = π/2 − atan(x/y), +π when y has its sign bit set
     (y = −0 gives 2π, y = +0 gives 0 or π).  Each is exact to an absolute ulp of π/2, also at the
-    poles and on the axes, where the ratios are ±inf or ±0.  (On two threads a slice costs ~1.9× its
+    poles and on the axes, where the ratios are ±inf or ±0 (for points of norm above ~1e-150, whose
+    squares do not underflow: the stepper's stages are near the unit sphere, the public functions normalize).  (On two threads a slice costs ~1.9× its
     one-thread time, however few numpy calls it makes: the GIL hand-offs between the calls.)
     """
     xt, loc, rho, t, t2 = ws.xt[:, sl], ws.loc[sl], ws.rho[sl], ws.t[sl], ws.t2[sl]
@@ -446,27 +447,29 @@ class _SHEvaluator:
         the workspace ``ws`` (default: this thread's "sources" scratch), which :meth:`field` can reuse."""
         n = x.shape[0]
         ws = ws or _workspace("sources", n)
+        slices = self._adjoint_slices(n)
+        return _threads.ordered_sum(_threads.map_slices(lambda sl: self._coefficients_part(ws, x, w, sl), slices))
+
+    def _adjoint_slices(self, n):
         # one ducc0 thread per call: its threads add into a shared grid in arrival order, so the same tokens
         # would give other bits on each call; slices added in order keep the result reproducible
         slices, threads = self._plan(n)
-        if threads > 1:
-            slices = _threads.slices(n, self.nthreads)
+        return _threads.slices(n, self.nthreads) if threads > 1 else slices
 
+    def _coefficients_part(self, ws, x, w, sl):
+        """The coefficients of the tokens ``sl`` (filling their geometry in ``ws``)."""
         def adjoint(vals, loc):
             return self._ducc.adjoint_synthesis_general(map=np.ascontiguousarray(vals[None]), spin=0, loc=loc,
                                                         lmax=self.L, epsilon=self.epsilon, nthreads=1)
 
-        def part(sl):
-            _fill_geometry(ws, x, sl)
-            loc = ws.loc[sl]
-            mu = adjoint(w[sl], loc)
-            if self.linear:
-                return mu
-            vals = x[sl] @ self.V.T
-            vals /= np.linalg.norm(vals, axis=1, keepdims=True)
-            return np.concatenate([mu] + [adjoint(w[sl] * vals[:, i], loc) for i in range(3)])
-
-        return _threads.ordered_sum(_threads.map_slices(part, slices))
+        _fill_geometry(ws, x, sl)
+        loc = ws.loc[sl]
+        mu = adjoint(w[sl], loc)
+        if self.linear:
+            return mu
+        vals = x[sl] @ self.V.T
+        vals /= np.linalg.norm(vals, axis=1, keepdims=True)
+        return np.concatenate([mu] + [adjoint(w[sl] * vals[:, i], loc) for i in range(3)])
 
     def field(self, coeffs, y, radial=True, ws: _Workspace | None = None, geometry_ready=False) -> AttentionField:
         """The attention field at the directions ``y`` (M, 3; nonzero, normalized here) from :meth:`coefficients`.
@@ -474,55 +477,108 @@ class _SHEvaluator:
         ``ws``: scratch arrays for M points (default: this thread's "targets" scratch); with
         ``geometry_ready`` it already holds the geometry of ``y`` (the workspace :meth:`coefficients` filled).
         """
-        n, b = y.shape[0], self.beta
+        n = y.shape[0]
         ws = ws or _workspace("targets", n)
         slices, threads = self._plan(n)
-        z_alm = coeffs[:1] * self.lam
-        tangential_only = not radial and self.v_scalar is not None
-        out = np.empty((3, n))           # tangential (fast path), the moment M, or the nonlinear numerators
-        log_z = None if tangential_only else np.empty((1, n))
-        r_alm = coeffs[:1] * self.dlam if self.linear and not tangential_only else None
-        n_alms = [coeffs[1 + i][None] * self.lam for i in range(3)] if not self.linear else None
-
-        def part(sl):
-            if not geometry_ready:
-                _fill_geometry(ws, y, sl)
-            loc = ws.loc[sl]
-            z = self._synth(z_alm, loc, ws.z[:, sl], threads)[0]                      # e^{-β} Z
-            if log_z is not None:       # the stepper's fast path skips it: a log costs ~10 ns per token
-                with np.errstate(divide="ignore"):
-                    np.log(z, out=log_z[0, sl])
-                log_z[0, sl] += b
-            if not self.linear:
-                for i in range(3):
-                    self._synth(n_alms[i], loc, out[i:i + 1, sl], threads)
-                return
-            grad = self._synth(z_alm, loc, ws.grad[:, sl], threads, spin=1)   # (∂_θ Z, ∂_φ Z / sin θ), scaled
-            if tangential_only:
-                # V = v·I, tangential part only: A_tan = v ∇_S Z / (β Z) (SA) or v ∇_S Z / β (USA)
-                scale = (np.divide(self.v_scalar / b, z, out=ws.rad[0, sl]) if self.softmax
-                         else self.v_scalar * np.exp(b) / b)
-                _tangent_ambient(ws, sl, grad, scale, out[:, sl])
-                return
-            _tangent_ambient(ws, sl, grad, 1.0 / b, out[:, sl])
-            rad = self._synth(r_alm, loc, ws.rad[:, sl], threads)                  # ∫⟨x,y⟩e^{β⟨x,y⟩}dμ, scaled
-            out[:, sl] += rad * ws.xt[:, sl]                                        # M = ∇_S Z/β + R x
-
-        _threads.map_slices(part, slices)
-        z = ws.z[0]
-        if tangential_only:
-            return AttentionField(None, out.T, None, None, log_z)
-        num = (self.V @ out).T if self.linear else out.T
-        A = num / z[:, None] if self.softmax else num * np.exp(b)
-        return _finish(A, ws.xt.T, log_z)
+        job = _FieldJob(self, coeffs, n, radial, threads)
+        _threads.map_slices(lambda sl: job.part(ws, y, sl, geometry_ready), slices)
+        return job.finish(ws)
 
     def __call__(self, x, w, y=None, radial=True) -> AttentionField:
         """The attention field of the tokens (x, w) at ``y`` (default: at the tokens)."""
         ws = _workspace("sources", x.shape[0])     # held here: above the cache size it is not kept per thread
+        if y is None:
+            field = self._self_field(x, w, radial, ws)
+            if field is not None:
+                return field
         coeffs = self.coefficients(x, w, ws)
         if y is None:
             return self.field(coeffs, x, radial, ws, geometry_ready=True)
         return self.field(coeffs, y, radial)
+
+    def _self_field(self, x, w, radial, ws) -> AttentionField | None:
+        """The field of the tokens at themselves in one parallel region of two slices, or None where it does
+        not apply (one slice, ducc0's own threads, more than two slices, or called from a worker).
+
+        Each thread transforms its slice, waits for the other at a barrier (whose action adds the two
+        coefficient sets in slice order and prepares the syntheses), then synthesizes at its slice: one
+        hand-off to a worker instead of two, and no serial work between the phases.  The same bits as
+        :meth:`coefficients` followed by :meth:`field`.  Two slices only: a worker then never waits for
+        another queued task, so a pool busy with other calls delays but cannot deadlock it.
+        """
+        n = x.shape[0]
+        slices, threads = self._plan(n)
+        if len(slices) != 2 or threads != 1 or _threads.on_worker():
+            return None
+        mus, job = [None, None], []
+        barrier = threading.Barrier(2, action=lambda: job.append(
+            _FieldJob(self, _threads.ordered_sum(mus), n, radial, threads)))
+
+        def run(i):
+            try:
+                mus[i] = self._coefficients_part(ws, x, w, slices[i])
+                barrier.wait()
+            except BaseException:
+                barrier.abort()                      # the other thread must not wait for this one
+                raise
+            job[0].part(ws, x, slices[i], True)
+
+        worker = _threads.executor().submit(run, 1)
+        try:
+            run(0)
+        except BaseException as err:
+            # the worker's own failure is the cause when this thread only saw the barrier break
+            other = worker.exception()
+            raise (other if isinstance(err, threading.BrokenBarrierError) and other is not None else err)
+        worker.result()
+        return job[0].finish(ws)
+
+
+class _FieldJob:
+    """The syntheses of one :meth:`_SHEvaluator.field` call: its multiplied coefficients and output arrays."""
+
+    def __init__(self, ev: _SHEvaluator, coeffs, n, radial, threads):
+        self.ev, self.n, self.threads = ev, n, threads
+        self.z_alm = coeffs[:1] * ev.lam
+        self.tangential_only = not radial and ev.v_scalar is not None
+        self.out = np.empty((3, n))      # tangential (fast path), the moment M, or the nonlinear numerators
+        self.log_z = None if self.tangential_only else np.empty((1, n))
+        self.r_alm = coeffs[:1] * ev.dlam if ev.linear and not self.tangential_only else None
+        self.n_alms = [coeffs[1 + i][None] * ev.lam for i in range(3)] if not ev.linear else None
+
+    def part(self, ws, y, sl, geometry_ready):
+        ev, b, out, log_z, threads = self.ev, self.ev.beta, self.out, self.log_z, self.threads
+        if not geometry_ready:
+            _fill_geometry(ws, y, sl)
+        loc = ws.loc[sl]
+        z = ev._synth(self.z_alm, loc, ws.z[:, sl], threads)[0]                      # e^{-β} Z
+        if log_z is not None:       # the stepper's fast path skips it: a log costs ~10 ns per token
+            with np.errstate(divide="ignore"):
+                np.log(z, out=log_z[0, sl])
+            log_z[0, sl] += b
+        if not ev.linear:
+            for i in range(3):
+                ev._synth(self.n_alms[i], loc, out[i:i + 1, sl], threads)
+            return
+        grad = ev._synth(self.z_alm, loc, ws.grad[:, sl], threads, spin=1)   # (∂_θ Z, ∂_φ Z / sin θ), scaled
+        if self.tangential_only:
+            # V = v·I, tangential part only: A_tan = v ∇_S Z / (β Z) (SA) or v ∇_S Z / β (USA)
+            scale = (np.divide(ev.v_scalar / b, z, out=ws.rad[0, sl]) if ev.softmax
+                     else ev.v_scalar * np.exp(b) / b)
+            _tangent_ambient(ws, sl, grad, scale, out[:, sl])
+            return
+        _tangent_ambient(ws, sl, grad, 1.0 / b, out[:, sl])
+        rad = ev._synth(self.r_alm, loc, ws.rad[:, sl], threads)                  # ∫⟨x,y⟩e^{β⟨x,y⟩}dμ, scaled
+        out[:, sl] += rad * ws.xt[:, sl]                                          # M = ∇_S Z/β + R x
+
+    def finish(self, ws) -> AttentionField:
+        ev, out, b = self.ev, self.out, self.ev.beta
+        z = ws.z[0]
+        if self.tangential_only:
+            return AttentionField(None, out.T, None, None, self.log_z)
+        num = (ev.V @ out).T if ev.linear else out.T
+        A = num / z[:, None] if ev.softmax else num * np.exp(b)
+        return _finish(A, ws.xt.T, self.log_z)
 
 
 def attention_field_sh(model, directions, weights=None, targets=None, *, tol: float = 1e-12,

@@ -267,6 +267,54 @@ def _split_evaluators(model, n):
 
 
 @pytest.mark.parametrize("case", ["sa", "usa", "general-V", "qkv-norm-nonlinear-V"])
+@pytest.mark.parametrize("radial", [True, False])
+def test_one_parallel_region_gives_the_bits_of_the_two_phases(case, radial):
+    # the tokens at themselves on two slices run as one region with a barrier; coefficients() then field()
+    # run as two parallel phases: the same slices, the same order of the sum, so the same bits
+    x, w = clustered(12_000, seed=3)
+    _, two = _split_evaluators(mf.Model(beta=5.0, **CASES[case]), len(x))
+    a, b = two(x, w, radial=radial), two.field(two.coefficients(x, w), x, radial)
+    for name in a._fields:
+        u, v = getattr(a, name), getattr(b, name)
+        assert (u is None and v is None) or np.array_equal(u, v), name
+
+
+@pytest.mark.parametrize("failing_slice", [0, 1])
+def test_a_failing_slice_raises_its_own_error_and_the_next_call_works(failing_slice, monkeypatch):
+    # slice 0 runs on the calling thread, slice 1 on a worker; either failing before the barrier must not leave
+    # the other waiting (a stuck worker would hang every later call), and its own error is the one raised
+    from meanfield._attention import _SHEvaluator
+    x, w = clustered(12_000, seed=3)
+    _, two = _split_evaluators(mf.Model(beta=5.0), len(x))
+    ref = two(x, w).tangential.copy()
+    real = _SHEvaluator._coefficients_part
+    starts = [sl.start for sl in two._plan(len(x))[0]]
+
+    def flaky(self, ws, pts, weights, sl):
+        if sl.start == starts[failing_slice]:
+            raise FloatingPointError(f"slice {failing_slice}")
+        return real(self, ws, pts, weights, sl)
+
+    monkeypatch.setattr(_SHEvaluator, "_coefficients_part", flaky)
+    with pytest.raises(FloatingPointError, match=f"slice {failing_slice}"):
+        two(x, w)
+    monkeypatch.setattr(_SHEvaluator, "_coefficients_part", real)
+    assert np.array_equal(two(x, w).tangential, ref)
+
+
+def test_calls_from_more_threads_than_workers_finish():
+    # four callers, each holding one worker of the pool at its barrier: the queued ones wait, none deadlocks
+    from concurrent.futures import ThreadPoolExecutor
+    x, w = clustered(12_000, seed=3)
+    _, two = _split_evaluators(mf.Model(beta=5.0), len(x))
+    ref = two(x, w).tangential.copy()
+    with ThreadPoolExecutor(4) as ex:
+        futures = [ex.submit(lambda: two(x, w).tangential.copy()) for _ in range(8)]
+        out = [f.result(timeout=120) for f in futures]
+    assert all(np.array_equal(o, ref) for o in out)
+
+
+@pytest.mark.parametrize("case", ["sa", "usa", "general-V", "qkv-norm-nonlinear-V"])
 def test_point_slices_on_threads_equal_one_call(case):
     # two slices of points on two threads: the coefficients are sums of the slices' (linear), the
     # syntheses write disjoint parts; only the rounding order of the sum differs
