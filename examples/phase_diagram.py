@@ -1,4 +1,4 @@
-"""Phase diagram of clustering over (β, t), run through the sweep (issue 10).
+"""Phase diagram of clustering over (β, t), run through the sweep (examples/phase_sweep.toml).
 
 After the phase-diagram figure of Geshkovski, Letrouit, Polyanskiy & Rigollet, "A mathematical
 perspective on Transformers": n = 32 tokens i.i.d. uniform on S², Post-LN softmax attention with
@@ -6,7 +6,7 @@ Q = K = V = I; for each β the fraction of aligned pairs (⟨θ_i, θ_j⟩ ≥ 1
 averaged over 12 random starts.  Small β: one cluster quickly; large β: several clusters that
 persist (metastability) over the time window.
 
-    python examples/phase_diagram.py [--workers 2] [--output phase-out] [--figure docs/images/phase_diagram.png]
+    python examples/phase_diagram.py [--workers 2] [--output phase-out] [--figure phase_diagram.png]
 
 The sweep (examples/phase_sweep.toml) is resumable: a second run reuses the finished tasks in
 --output and only redraws the figure.
@@ -56,10 +56,11 @@ def draw(betas, times, frac, path, replicas):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--output", default="phase-out", help="sweep folder (resumable)")
-    ap.add_argument("--figure", default=str(HERE.parent / "docs" / "images" / "phase_diagram.png"))
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--workers", type=int, default=2, help="local dask worker processes (default 2)")
+    ap.add_argument("--output", default="phase-out", help="sweep folder (resumable; default phase-out)")
+    ap.add_argument("--figure", default="phase_diagram.png",
+                    help="PNG to write (default phase_diagram.png here; the docs' copy is docs/images/phase_diagram.png)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
 
     from meanfield._sweep import load_sweep, run_sweep

@@ -173,17 +173,24 @@ def _atoms(name: str, measure, grid_lmax):
         if m.d == 3:
             from .sphere._sh import SphereGrid
             grid = SphereGrid.for_bandlimit(L, dealias=False)
-            values, nodes, w = m.on_grid(grid).ravel(), grid.points.reshape(-1, 3), grid.weights.ravel() / (4 * np.pi)
+            nodes, w = grid.points.reshape(-1, 3), grid.weights.ravel() / (4 * np.pi)
+            values = m.on_grid(grid).ravel() if m.lmax <= L else m.evaluate(nodes)
         else:
             n = 2 * L + 1
             angle = 2 * np.pi * np.arange(n) / n
-            values, nodes, w = m.on_grid(n), np.stack([np.cos(angle), np.sin(angle)], axis=1), np.full(n, 1.0 / n)
+            nodes, w = np.stack([np.cos(angle), np.sin(angle)], axis=1), np.full(n, 1.0 / n)
+            values = m.on_grid(n) if m.lmax <= L else m.evaluate(nodes)
         if values.min() < -_NEGATIVITY_TOL * max(values.max(), 1.0):
             raise ValueError(f"`{name}` is negative at some grid nodes (min {values.min():.3g}): it is not a measure, "
                              "and has no transport distance.")
+        atoms = np.maximum(values, 0.0) * w
+        if m.lmax > L:
+            # a density finer than the grid: its point values at the nodes, whose quadrature is not exact for its
+            # degree, so the atoms are scaled to its exact mass (equal measures keep equal masses)
+            atoms *= m.mass() / atoms.sum()
         pts.append(nodes)
-        mass.append(np.maximum(values, 0.0) * w)
-        total += float(values @ w)
+        mass.append(atoms)
+        total += float(values @ w) if m.lmax <= L else m.mass()
     return np.concatenate(pts), np.concatenate(mass), total
 
 
@@ -219,6 +226,8 @@ def wasserstein_distance(mu, nu, p: float = 2.0, *, grid_lmax: int | None = None
         Band limit of the grid of the Densities, one grid for all of them (default twice the largest band
         limit among them): a Gauss–Legendre grid of
         grid_lmax + 1 rings × about 2·grid_lmax + 2 longitudes on S², 2·grid_lmax + 1 equispaced angles on S¹.
+        A Density of larger band limit is taken by its values at the nodes, its atoms scaled to its exact
+        mass (the grid's quadrature is not exact for its degree).
     max_pairs : int
         Largest n·m for n and m atoms (default 25·10⁶, 200 MB of costs); the simplex takes roughly
         O(n³) time (two sets of 2000 particles: about 2 s here).
@@ -232,7 +241,7 @@ def wasserstein_distance(mu, nu, p: float = 2.0, *, grid_lmax: int | None = None
     ------
     ValueError
         Measures on different spheres, of different masses, with more pairs of atoms than ``max_pairs`` (two
-        Densities of band limit ≥ 25 at the default grid: pass a smaller ``grid_lmax``), or a Density that is
+        Densities of band limit ≥ 25 at the default grid: pass a smaller ``grid_lmax``, e.g. 24), or a Density that is
         negative at grid nodes beyond −1e-6·max.
     TypeError
         If a measure is not a Density, Particles or tuple of Densities.
@@ -250,12 +259,15 @@ def wasserstein_distance(mu, nu, p: float = 2.0, *, grid_lmax: int | None = None
     dims = _common_dimension(mu, nu)
     if len(dims) != 1:
         raise ValueError(f"both measures must live on the same sphere; got d = {sorted(dims)}.")
+    densities = [m for m in _parts(mu) + _parts(nu) if isinstance(m, Density)]
     if grid_lmax is None:      # one grid for every Density: two grids would put a distance between equal measures
-        grid_lmax = 2 * max([m.lmax for m in _parts(mu) + _parts(nu) if isinstance(m, Density)], default=0)
+        grid_lmax = 2 * max([m.lmax for m in densities], default=0)
     (x, a, mass_a), (y, b, mass_b) = _atoms("mu", mu, grid_lmax), _atoms("nu", nu, grid_lmax)
     if len(a) * len(b) > max_pairs:
+        fix = "subsample the particles" if not densities else (
+            f"pass a smaller `grid_lmax` (now {grid_lmax}; a density finer than the grid is taken at its nodes)")
         raise ValueError(f"W_p is solved exactly on {len(a)} × {len(b)} atoms, more pairs than max_pairs={max_pairs} "
-                         "(memory n·m, time ~n³): subsample the particles, lower `grid_lmax`, or raise `max_pairs`.")
+                         f"(memory n·m, time ~n³): {fix}, or raise `max_pairs`.")
     if abs(mass_a - mass_b) > 1e-9 * max(mass_a, mass_b):
         raise ValueError(f"the measures must have equal mass; got {mass_a:.12g} and {mass_b:.12g}.")
     cost = _geodesic_cost(x, y, p)

@@ -300,7 +300,7 @@ class _Run:
 
 
 def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool = False, checkpoint_every: int = 1,
-           alpha=None) -> Trajectory:
+           alpha=None, options: dict | None = None) -> Trajectory:
     """Continue the run whose checkpoint is ``path`` to its ``t_final`` (or beyond); returns the whole trajectory.
 
     The continuation starts from the last saved state with the integrator's step size as it was, so a run
@@ -330,6 +330,11 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
         saved states, as :func:`simulate` does: a resumed run killed again loses no saved state.
     alpha : float or callable, optional
         The nGPT/anGPT step α_t, required when the original run used a callable α (see :func:`load`).
+    options : dict, optional
+        Backend options that replace the stored ones from the continuation on, checked by the backend as
+        in :func:`simulate`: e.g. ``{"lmax_max": 512}`` after a spectral run stopped with RESOLUTION_LOST at
+        its ``lmax_max``.  The continuation then differs from what the original options would have given;
+        the file records the new options.
 
     Returns
     -------
@@ -362,10 +367,27 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
         raise ValueError("`save_every` sets the save times of an extension: give `t_final` with it.")
     if not remaining:
         return done
-    options = _resumable({**done.options, **info.get("resume", {})})
+    overrides = _option_overrides(options, done.backend)
+    if overrides:           # recorded as the run's options (the saved part ran with the old ones: see the docstring)
+        done = replace(done, options={**done.options, **overrides})
+    options = _resumable({**done.options, **info.get("resume", {}), **overrides})
     metadata = {k: v for k, v in info.items() if k not in _RUN_KEYS}
     return _simulate(done.model, done.final, end, done.backend, None, remaining, callback, progress,
                      path, checkpoint_every, float(done.times[-1]), metadata, done, options)
+
+
+def _option_overrides(options, backend: str) -> dict:
+    """``resume``'s ``options``: a dict of option names of the run's backend (their values are the backend's to check)."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise TypeError(f"`options` must be a dict of backend option names to values; got {options!r}.")
+    defaults = getattr(get_backend(backend), "option_defaults", None)
+    known = set(defaults()) if defaults is not None else None
+    unknown = sorted(set(options) - known) if known is not None else []
+    if unknown:
+        raise ValueError(f"`options`: unknown option(s) {unknown} for backend={backend!r}; valid: {sorted(known)}.")
+    return dict(options)
 
 
 def _resumable(options: dict) -> dict:

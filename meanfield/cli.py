@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -45,6 +46,9 @@ def _parser():
     run.add_argument("--t-final", type=float, default=None, metavar="T",
                      help="with --resume: run on to time T (a finished run is extended in the same file; saved "
                           "states beyond the stored t_final keep the run's spacing)")
+    run.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="with --resume: replace a stored backend option from the continuation on (VALUE in TOML "
+                          "syntax, e.g. --option lmax_max=512 after a RESOLUTION_LOST stop); repeatable")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     plot = sub.add_parser("plot", help="figures of a result file, or a comparison of several",
                           epilog=_EPILOG["plot"])
@@ -172,6 +176,27 @@ def _check_output(path, option: str, suffixes=None) -> None:
         raise ValueError(f"{option} {str(path)!r}: the file type must be one of {', '.join(suffixes)}.")
 
 
+def _parse_options(items) -> dict:
+    """``--option KEY=VALUE`` items as a dict, each VALUE read as a TOML value (512, 1e-10, "refine", true)."""
+    import tomllib
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--option must be KEY=VALUE (e.g. lmax_max=512); got {item!r}.")
+        value = value.strip()
+        try:
+            out[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", value):      # a bare word is a string: refine
+                raise ValueError(f"--option {key}: {value!r} is not a TOML value (a number, true/false, or a "
+                                 "string such as refine or \"refine\").") from None
+            out[key] = value
+    return out
+
+
 def _run(args) -> int:
     import meanfield as mf
     from ._config import ConfigError, EnergyConfig, load_config
@@ -181,6 +206,9 @@ def _run(args) -> int:
     if args.t_final is not None and not args.resume:
         raise ValueError("--t-final extends a stored run: use it with --resume (for a new run, set t_final in "
                          "CONFIG).")
+    if args.option and not args.resume:
+        raise ValueError("--option replaces an option of a stored run: use it with --resume (for a new run, set it "
+                         "in CONFIG's [options]).")
     if args.resume and several:
         raise ValueError(f"--resume continues one run (its checkpoint is --output); got {len(paths)} configurations. "
                          "Resume each with `meanfield run CONFIG --output FOLDER/<stem>.h5 --resume`.")
@@ -194,7 +222,8 @@ def _run(args) -> int:
             raise ValueError(f"{args.output!r} holds an energy problem, which is solved in one go and has no "
                              "checkpoint: nothing to resume.")
         _warn_if_config_differs(paths[0], args.output)
-        results = [mf.resume(args.output, t_final=args.t_final, progress=not args.quiet)]
+        results = [mf.resume(args.output, t_final=args.t_final, progress=not args.quiet,
+                             options=_parse_options(args.option) or None)]
         outputs = [Path(args.output)]
     else:
         from ._errors import MeanfieldError

@@ -1,4 +1,5 @@
 import os
+import re
 import warnings
 import signal
 import subprocess
@@ -453,6 +454,66 @@ def test_resume_t_final_extends_a_finished_run(tmp_path, capsys):
     assert mf._io.run_info(out)["t_final"] == pytest.approx(1.5 * t_end)
     assert main(["run", str(cfg), "--output", str(out), "--t-final", "3", "--quiet"]) == 2
     assert "use it with --resume" in capsys.readouterr().err
+
+
+LOSES_RESOLUTION = """
+[model]
+beta = 4.0
+[initial]
+kind = "random"
+lmax = 24
+seed = 1
+degree = 3
+amplitude = 1.2
+[run]
+backend = "spectral"
+t_final = 3.0
+save_every = 0.5
+[options]
+on_resolution_loss = "refine"
+lmax_max = 32
+"""
+
+
+def test_a_run_stopped_at_lmax_max_continues_with_a_larger_one(tmp_path, capsys):
+    # RESOLUTION_LOST advises raising lmax_max; --resume could not change it, so the advice could not be followed
+    cfg, out = tmp_path / "r.toml", tmp_path / "r.h5"
+    cfg.write_text(LOSES_RESOLUTION)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 1
+        stopped = mf.load(out)
+        assert stopped.status == mf.Status.RESOLUTION_LOST and "--option lmax_max=N" in stopped.detail
+        assert main(["run", str(cfg), "--output", str(out), "--resume", "--option", "lmax_max=128", "--quiet"]) == 0
+    done = mf.load(out)
+    assert done.success and done.times[-1] == 3.0 and done.final.lmax > 32 and done.options["lmax_max"] == 128
+    assert np.array_equal(done.times[:len(stopped.times)], stopped.times)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--option", "lmax_max=64"], "use it with --resume"),
+    (["--resume", "--option", "lmax_max"], "KEY=VALUE"),
+    (["--resume", "--option", "tail_tol=1e-4 1"], "not a TOML value"),
+    (["--resume", "--option", "lmax_maxx=64"], r"unknown option\(s\) \['lmax_maxx'\]"),
+    (["--resume", "--option", "lmax_max=-1"], "`lmax_max`"),
+])
+def test_option_overrides_are_checked(tmp_path, capsys, args, match):
+    cfg, out = tmp_path / "r.toml", tmp_path / "r.h5"
+    cfg.write_text(LOSES_RESOLUTION)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        main(["run", str(cfg), "--output", str(out), "--quiet"])
+    before = out.read_bytes()
+    assert main(["run", str(cfg), "--output", str(out), "--quiet", *args]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert out.read_bytes() == before
+
+
+def test_option_values_are_toml_or_bare_words():
+    from meanfield.cli import _parse_options
+    assert _parse_options(["lmax_max=512", "rtol = 1e-9", "on_resolution_loss=refine", "filter=\"none\"",
+                           "x=true"]) == {"lmax_max": 512, "rtol": 1e-9, "on_resolution_loss": "refine",
+                                          "filter": "none", "x": True}
 
 
 @pytest.mark.parametrize("bad", ["[options]\nrtoll = 1e-6\n", "[options]\nfirst_step = -0.1\n"])

@@ -685,7 +685,10 @@ class SpectralBackend:
 
     # what to change after a loss of resolution, by policy (the hybrid backend, which hands off, clears it)
     loss_advice = {"stop": " Raise `lmax`, use on_resolution_loss='refine' (up to `lmax_max`) or backend='hybrid'.",
-                   "refine": " Raise `lmax_max`, or continue with particles (backend='hybrid')."}
+                   "refine": " Raise `lmax_max` (a stopped run continues from its checkpoint with it: "
+                             "`meanfield run CONFIG --output FILE --resume --option lmax_max=N`, or "
+                             "meanfield.resume(FILE, options={'lmax_max': N})), or continue with particles "
+                             "(backend='hybrid')."}
 
     def _on_loss(self):
         return Status.RESOLUTION_LOST
