@@ -434,7 +434,8 @@ class Particles:
     def from_density(cls, density, n: int, seed=None) -> "Particles":
         """n i.i.d. samples of a Density or ZonalDensity, weights 1/n (see :func:`meanfield.sample_density`).
 
-        The radii are the density's radius field at the samples, when it has one.
+        The radii are the density's radius field at the samples, when it has one.  A list of species is
+        sampled species by species, with weights that keep each species' share of the mass.
         """
         from ._sampling import sample_density
         return sample_density(density, n, seed)

@@ -64,11 +64,14 @@ def sample_density(density, n: int, seed=None, *, batch: int | None = None) -> P
 
     Parameters
     ----------
-    density : Density or ZonalDensity
+    density : Density, ZonalDensity, or list or tuple of them
         Values w.r.t. the normalized measure σ; need not have unit mass (it is normalized), must be
-        ≥ 0 up to rounding (min ≥ −1e-8·max on a fine grid; tiny negative values count as 0).
+        ≥ 0 up to rounding (min ≥ −1e-8·max on a fine grid; tiny negative values count as 0).  A list
+        is a mixture of species (as ``initial`` of :func:`meanfield.simulate`): each species gets a
+        number of tokens proportional to its mass (at least one), drawn from it with its radius field,
+        and weights such that each species keeps its share of the total mass (the weights sum to 1).
     n : int
-        Number of samples, n ≥ 1.
+        Number of samples, n ≥ 1 (≥ the number of species).
     seed : None, int, SeedSequence or numpy.random.Generator
         Randomness (``numpy.random.default_rng(seed)``).
     batch : int, optional
@@ -88,6 +91,8 @@ def sample_density(density, n: int, seed=None, *, batch: int | None = None) -> P
     """
     n = nonneg_int("n", n, minimum=1)
     rng = _rng(seed)
+    if isinstance(density, (list, tuple)):
+        return _sample_species(list(density), n, rng, batch)
     evaluate, fine, d = _evaluator(density)
     top = float(np.max(fine))
     if not top > 0:
@@ -122,6 +127,32 @@ def sample_density(density, n: int, seed=None, *, batch: int | None = None) -> P
             break
     x = np.concatenate(chunks)[:n]
     return Particles(x, None, _radii(density, x), normalize=True)
+
+
+def _sample_species(species: list, n: int, rng, batch) -> Particles:
+    """:func:`sample_density` of a mixture: tokens per species by largest remainder of n·(mass share), ≥ 1 each."""
+    if not species or not all(isinstance(s, (Density, ZonalDensity)) for s in species):
+        raise TypeError("`density` as a list must hold Density or ZonalDensity species (at least one); got "
+                        f"{[type(s).__name__ for s in species] or 'an empty list'}.")
+    if len({s.d for s in species}) != 1:
+        raise ValueError(f"the species must live on one sphere; got d = {sorted({s.d for s in species})}.")
+    masses = np.array([float(s.mass()) for s in species])
+    if not np.all(masses > 0):
+        raise ValueError(f"every species must have positive mass; got masses {masses.tolist()}.")
+    if n < len(species):
+        raise ValueError(f"`n` must be ≥ the number of species ({len(species)}), one token each at least; got n={n}.")
+    share = masses / masses.sum()
+    counts = np.maximum(1, np.floor(share * n).astype(int))
+    while counts.sum() < n:                       # largest remainders first
+        counts[np.argmax(share * n - counts)] += 1
+    while counts.sum() > n:                       # the minimum of one token overshot: take from the largest
+        counts[np.argmax(np.where(counts > 1, counts - share * n, -np.inf))] -= 1
+    parts = [sample_density(s, int(k), rng, batch=batch) for s, k in zip(species, counts)]
+    radii = None
+    if any(p.radii is not None for p in parts):
+        radii = np.concatenate([p.radii if p.radii is not None else np.ones(p.n) for p in parts])
+    weights = np.concatenate([np.full(k, w / k) for k, w in zip(counts, share)])
+    return Particles(np.concatenate([p.positions for p in parts]), weights, radii)
 
 
 def particles_coefficients(particles: Particles, lmax: int) -> np.ndarray:

@@ -378,9 +378,11 @@ def _run_figure(results, stems, figure):
 def _summary(traj, path) -> str:
     d = traj.diagnostics
     lines = [f"{path}: {traj!r}", f"  status: {traj.message}"]
+    # particles-sh records the kernel's band limit; a hybrid run the density's, then the kernel's after its hand-off
+    label = {"particles-sh": "lmax (kernel)", "hybrid": "lmax (ρ, kernel)"}.get(traj.backend, "lmax")
     for k in ("energy", "mass_error", "tail_fraction", "min_rho", "max_speed", "lmax"):
         if k in d:
-            lines.append(f"  {k:14s} start {d[k][0]: .6g}   end {d[k][-1]: .6g}")
+            lines.append(f"  {label if k == 'lmax' else k:16s} start {d[k][0]: .6g}   end {d[k][-1]: .6g}")
     return "\n".join(lines)
 
 

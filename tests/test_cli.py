@@ -641,3 +641,11 @@ def test_the_output_cannot_be_the_configuration_file(tmp_path, capsys):
     cfg.write_text(text)
     assert main(["run", str(cfg), "--output", str(cfg), "--quiet"]) == 2
     assert "is one of the configuration files" in capsys.readouterr().err and cfg.read_text() == text
+
+
+def test_info_names_what_the_lmax_column_is():
+    # particles-sh records the kernel's band limit, not a resolution of the tokens
+    from meanfield.cli import _summary
+    traj = mf.simulate(mf.Model(2.0), mf.Particles.uniform(50, seed=0), 0.2, backend="particles-sh", step=0.1)
+    text = _summary(traj, "p.h5")
+    assert "lmax (kernel)" in text and f"end  {traj.diagnostics['lmax'][-1]:g}" in text

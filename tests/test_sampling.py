@@ -32,6 +32,29 @@ def test_sampled_moments_on_s1_and_zonal_s4():
     assert abs((pz.positions @ z.axis).mean() - num / den) < 5 / np.sqrt(N // 10)
 
 
+def test_a_list_of_species_is_sampled_species_by_species_with_its_mass_shares():
+    # the north and south halves of 1 + 0.6 z at radii 1 and 2 (masses 0.65 and 0.35, as simulate's species):
+    # tokens split 65/35, weights keep the shares, radii follow the species, and the mixture's first moment
+    # E[z] = 0.6/3 is that of the whole density
+    north = mf.Density.from_function(lambda x: (1 + 0.6 * x[..., 2]) * (1 + x[..., 2]) / 2, 6, radius=1.0)
+    south = mf.Density.from_function(lambda x: (1 + 0.6 * x[..., 2]) * (1 - x[..., 2]) / 2, 6, radius=2.0)
+    m_n, m_s = north.mass(), south.mass()
+    assert m_n == pytest.approx(0.6, abs=1e-12) and m_s == pytest.approx(0.4, abs=1e-12)
+    p = mf.sample_density([north, south], N, seed=4)
+    k = int(round(N * m_n))
+    assert p.n == N and np.allclose(p.radii[:k], 1.0) and np.allclose(p.radii[k:], 2.0)
+    assert p.weights[:k].sum() == pytest.approx(m_n, abs=1e-12) and p.weights.sum() == pytest.approx(1.0, abs=1e-12)
+    assert abs(p.weights @ p.positions[:, 2] - 0.6 / 3) < 5 / np.sqrt(N)
+    assert np.all(p.positions[:k, 2] @ p.weights[:k] > 0) and p.positions[k:, 2] @ p.weights[k:] < 0
+    assert mf.Particles.from_density((north, south), 3, seed=1).n == 3
+    with pytest.raises(ValueError, match="≥ the number of species"):
+        mf.sample_density([north, south], 1)
+    with pytest.raises(TypeError, match="Density or ZonalDensity species"):
+        mf.sample_density([], 10)
+    with pytest.raises(ValueError, match="one sphere"):
+        mf.sample_density([north, mf.Density.uniform(4, d=2)], 10)
+
+
 def test_low_bound_restarts_instead_of_biasing(monkeypatch):
     # Force a bound below the true maximum: a proposal above it must restart the draw with a safe
     # bound, so the samples still follow ρ ∝ e^{κz} exactly: E[z] = coth κ − 1/κ.
