@@ -115,7 +115,7 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     if not isinstance(kind, str) or kind not in _INITIAL_KEYS:
         raise ConfigError(f"[initial] `kind` must be one of {sorted(_INITIAL_KEYS)}; got kind={kind!r}.")
     _check_keys("initial", init, _INITIAL_KEYS[kind], f" (kind={kind!r})")
-    initial, seed = _initial(kind, init, model.d)
+    initial, seed = _initial(kind, init, model.d, _kernel_band_limit(model))
     if "samples" in init:
         initial = _samples(initial, init)
     run = dict(raw["run"])
@@ -182,12 +182,26 @@ def _band_limit(c, default: int, d: int, minimum: int = 0) -> int:
     return lmax
 
 
-def _initial(kind, c, d):
+def _kernel_band_limit(model) -> int:
+    """The band limit that resolves the model's kernel to 1e-12 (what the spectral backend warns below), or 0 when
+    the kernel is not isotropic (its grid is then chosen by the backend's quadrature_tol)."""
+    if not model.isotropic:
+        return 0
+    from .sphere._funk_hecke import kernel_bandlimit
+    try:
+        return int(kernel_bandlimit(model.beta_eff, 1e-12, model.d))
+    except ValueError:          # a β beyond the multipliers' range: the run's own checks say so
+        return 0
+
+
+def _initial(kind, c, d, kernel_lmax: int = 0):
+    """The initial measure of ``[initial]``; a density's default ``lmax`` is its kind's (16, or 32 for "random"),
+    raised to ``kernel_lmax`` when that is larger (a default that the run would warn about is no default)."""
     if kind == "uniform":
-        return Density.uniform(_band_limit(c, 16, d), d), None
+        return Density.uniform(_band_limit(c, max(16, kernel_lmax), d), d), None
     if kind == "random":
         seed = nonneg_int("seed", c.get("seed", 0))
-        lmax = _band_limit(c, 32, d)
+        lmax = _band_limit(c, max(32, kernel_lmax), d)
         degree = nonneg_int("degree", c.get("degree", 4), minimum=1)
         # the random field has (degree + 1)² coefficients on S², synthesized through a grid of about 8(degree + 1)²
         # complex values
@@ -200,7 +214,7 @@ def _initial(kind, c, d):
             dens = Density(dens.coeffs, dens.lmax, d, Density.uniform(dens.lmax, d).coeffs * r0)
         return dens, seed
     if kind == "perturbed":
-        return _perturbed(c, d), None
+        return _perturbed(c, d, kernel_lmax), None
     seed = nonneg_int("seed", c.get("seed", 0))
     n = nonneg_int("n", c.get("n", 1000), minimum=1)
     _fits(f"[initial] n={n} tokens", 8.0 * n * (d + 3), "lower `n`.")
@@ -209,10 +223,10 @@ def _initial(kind, c, d):
     return Particles.uniform(n, d, seed=seed, radii=radii), seed
 
 
-def _perturbed(c, d) -> Density:
+def _perturbed(c, d, kernel_lmax: int = 0) -> Density:
     """The uniform density plus ``eps`` times one harmonic: Y_ℓm on S² (the coefficient of degree ℓ and order
     m), cos ℓθ on S¹ (``m`` does not apply)."""
-    lmax = _band_limit(c, 16, d, minimum=1)
+    lmax = _band_limit(c, max(16, kernel_lmax), d, minimum=1)
     ell, eps = nonneg_int("ell", c.get("ell", 1), minimum=1), real_number("eps", c.get("eps", 1e-3))
     if ell > lmax:
         raise ValueError(f"`ell` must be in 1..lmax = 1..{lmax} (the perturbed mode must be resolved); got ell={ell}.")

@@ -323,3 +323,14 @@ def test_choice_refuses_a_list_with_the_parameter_named():
         mf.Model(1.0, attention=["softmax"])
     with pytest.raises(ValueError, match=r"`attention` must be one of"):
         mf.Model(1.0, attention="soft")
+
+
+@pytest.mark.parametrize("kind, beta, expected", [("uniform", 4.0, 19), ("perturbed", 10.0, 28), ("uniform", 1.0, 16),
+                                                  ("random", 4.0, 32), ("random", 40.0, 53)])
+def test_a_density_default_band_limit_resolves_the_kernel(kind, beta, expected):
+    # lmax = 16 by default made every β ≳ 3 configuration without lmax start with a warning (below the kernel's 19)
+    from meanfield.sphere import kernel_bandlimit
+    cfg = parse_config({"model": {"beta": beta}, "initial": {"kind": kind}, "run": {"t_final": 1.0}})
+    assert cfg.initial.lmax == expected == max(16 if kind != "random" else 32, kernel_bandlimit(beta, 1e-12, 3))
+    assert parse_config({"model": {"beta": beta}, "initial": {"kind": kind, "lmax": 8},
+                         "run": {"t_final": 1.0}}).initial.lmax == 8
