@@ -2,6 +2,7 @@
 comparisons of several runs (matplotlib, lazily imported)."""
 from __future__ import annotations
 
+from pathlib import Path
 
 import numpy as np
 
@@ -269,18 +270,33 @@ def _check_projection(trajs, projection: str) -> str:
     return projection
 
 
-def result_figure(trajectory, output, panels: int = 4, projection: str = "mollweide"):
+def result_figure(trajectory, output=None, panels: int = 4, projection: str = "mollweide"):
     """Snapshots of a trajectory (maps on S², each with its colour bar; curves on S¹; alignment histograms in
     d > 3) over one panel per diagnostic (energy, tail_fraction, min_rho, max_speed, those the run has,
-    from t0); ``output`` ending in ``.gif`` writes an animation of every saved state instead.
+    from t0).
 
-    ``projection`` ("mollweide" or "3d") selects how particles on S² are drawn (:func:`particles_map`
-    or :func:`particles_3d`); densities on S² are always Mollweide maps.  Returns ``output``.
+    Parameters
+    ----------
+    trajectory : Trajectory
+        From :func:`meanfield.simulate` or :func:`meanfield.load`.
+    output : str or Path, optional
+        Figure file (.png, .pdf, …); ending in ``.gif``, an animation of every saved state
+        (:func:`animation`) instead.  None: the figure is returned, open (for a notebook).
+    panels : int
+        Snapshots, ≥ 1 (evenly spaced saved states, the first and the last included).
+    projection : {"mollweide", "3d"}
+        How particles on S² are drawn (:func:`particles_map` or :func:`particles_3d`); densities on S²
+        are always Mollweide maps.
+
+    Returns
+    -------
+    str, Path or matplotlib.figure.Figure
+        ``output``, or the Figure when ``output`` is None.
     """
     projection = _check_projection([trajectory], projection)
     panels = nonneg_int("panels", panels, minimum=1)
     plt = _plt()
-    if str(output).lower().endswith(".gif"):
+    if output is not None and str(output).lower().endswith(".gif"):
         return animation(trajectory, output, projection=projection)
     n = len(trajectory.states)
     idx = np.unique(np.linspace(0, n - 1, min(panels, n)).round().astype(int))
@@ -296,6 +312,8 @@ def result_figure(trajectory, output, panels: int = 4, projection: str = "mollwe
     m = trajectory.model
     fig.suptitle(f"{m.scheme}, β = {m.beta:g}, {m.attention}, d = {m.d}, backend {trajectory.backend}: "
                  f"{trajectory.status.name}", fontsize=10)
+    if output is None:
+        return fig
     fig.savefig(output, dpi=100)
     plt.close(fig)
     return output
@@ -303,9 +321,13 @@ def result_figure(trajectory, output, panels: int = 4, projection: str = "mollwe
 
 def animation(trajectory, output, fps: int = 4, projection: str = "mollweide"):
     """A GIF of every saved state (Pillow writer), ``fps`` frames per second; ``projection`` as in
-    :func:`result_figure`."""
+    :func:`result_figure`.  ``output`` must end in ``.gif``."""
     projection = _check_projection([trajectory], projection)
     fps = nonneg_int("fps", fps, minimum=1)         # 0 divided by zero once every frame had been drawn
+    suffix = Path(str(output)).suffix
+    if suffix.lower() != ".gif":     # Pillow writes GIFs only: refused before any frame is drawn
+        raise ValueError(f"`output` of an animation must end in .gif (written with Pillow; no ffmpeg is "
+                         f"required or used); got {suffix or 'no extension'!r} in {str(output)!r}.")
     plt = _plt()
     from matplotlib.animation import FuncAnimation, PillowWriter
 

@@ -302,6 +302,9 @@ def test_figure_arguments_are_checked_before_drawing(tmp_path):
     tr = mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 0.2, backend="particles", save_every=0.1)
     with pytest.raises(ValueError, match="`fps`"):
         mf.plot.animation(tr, tmp_path / "a.gif", fps=0)
+    with pytest.raises(ValueError, match=r"must end in \.gif .*'\.mp4'"):     # was matplotlib's "unknown file extension"
+        mf.plot.animation(tr, tmp_path / "a.mp4")
+    assert not (tmp_path / "a.mp4").exists()
     with pytest.raises(ValueError, match="`panels`"):
         mf.plot.result_figure(tr, tmp_path / "r.png", panels=-1)
     with pytest.raises(ValueError, match="`keys` must name diagnostics .*energi"):
@@ -309,3 +312,10 @@ def test_figure_arguments_are_checked_before_drawing(tmp_path):
     with pytest.raises(ValueError, match="`labels` must hold one label per trajectory"):
         mf.plot.comparison_figure([tr, tr], tmp_path / "c.png", labels=5)
     assert not list(tmp_path.iterdir())
+
+
+def test_result_figure_without_output_returns_the_open_figure(runs):
+    # for notebooks, as comparison_figure: output=None was a TypeError
+    fig = plot.result_figure(runs[0])
+    assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes) >= 4
+    plt.close(fig)
