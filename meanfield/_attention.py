@@ -347,8 +347,10 @@ def _fill_geometry(ws: _Workspace, points, sl) -> None:
     than arctan): θ = π/2 − atan(z/ρ) and φ = π/2 − atan(x/y), +π when y has its sign bit set
     (y = −0 gives 2π, y = +0 gives 0 or π).  Each is exact to an absolute ulp of π/2, also at the
     poles and on the axes, where the ratios are ±inf or ±0 (for points of norm above ~1e-150, whose
-    squares do not underflow: the stepper's stages are near the unit sphere, the public functions normalize).  (On two threads a slice costs ~1.9× its
-    one-thread time, however few numpy calls it makes: the GIL hand-offs between the calls.)
+    squares do not underflow: the stepper's stages are near the unit sphere, the public functions
+    normalize).  On two threads a slice costs ~1.6× its one-thread time: the GIL changes hands at every
+    numpy call (measured: fewer calls, or the arctangents of one thread beside the frame of the other,
+    did not help).
     """
     xt, loc, rho, t, t2 = ws.xt[:, sl], ws.loc[sl], ws.rho[sl], ws.t[sl], ws.t2[sl]
     np.copyto(xt, points[sl].T)
