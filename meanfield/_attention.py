@@ -515,6 +515,10 @@ class _SHEvaluator:
         mus, job = [None, None], []
         barrier = threading.Barrier(2, action=lambda: job.append(
             _FieldJob(self, _threads.ordered_sum(mus), n, radial, threads)))
+        # the worker's task, once queued, either starts before this thread gives up (which then waits for it) or
+        # sees the call cancelled and leaves the scratch arrays alone: a Ctrl-C anywhere here, even inside
+        # submit(), must neither leave it waiting at the barrier nor let it write into the next call's arrays
+        lock, state, done = threading.Lock(), {"started": False, "cancelled": False}, threading.Event()
 
         def run(i):
             try:
@@ -525,13 +529,29 @@ class _SHEvaluator:
                 raise
             job[0].part(ws, x, slices[i], True)
 
-        worker = _threads.executor().submit(run, 1)
+        def worker_task():
+            with lock:
+                if state["cancelled"]:
+                    return
+                state["started"] = True
+            try:
+                run(1)
+            finally:
+                done.set()
+
         try:
+            worker = _threads.executor().submit(worker_task)
             run(0)
         except BaseException as err:
+            barrier.abort()                          # a worker already waiting is released, a later one fails fast
+            with lock:
+                state["cancelled"] = True
+                started = state["started"]
+            if started:
+                done.wait()
             # the worker's own failure is the cause when this thread only saw the barrier break
-            other = worker.exception()
-            raise (other if isinstance(err, threading.BrokenBarrierError) and other is not None else err)
+            other = worker.exception() if started and isinstance(err, threading.BrokenBarrierError) else None
+            raise (other if other is not None else err)
         worker.result()
         return job[0].finish(ws)
 

@@ -115,7 +115,10 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     if not isinstance(kind, str) or kind not in _INITIAL_KEYS:
         raise ConfigError(f"[initial] `kind` must be one of {sorted(_INITIAL_KEYS)}; got kind={kind!r}.")
     _check_keys("initial", init, _INITIAL_KEYS[kind], f" (kind={kind!r})")
-    initial, seed = _initial(kind, init, model.d, _kernel_band_limit(model))
+    # a density the spectral solver evolves starts at a band limit resolving the kernel; one only sampled into
+    # tokens keeps the kinds' defaults (the kernel's band limit grows like β, and the sampler's grid with it)
+    spectral = "samples" not in init and dict(raw["run"]).get("backend", "spectral") in ("spectral", "hybrid")
+    initial, seed = _initial(kind, init, model.d, _kernel_band_limit(model) if spectral else 0)
     if "samples" in init:
         initial = _samples(initial, init)
     run = dict(raw["run"])

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import MeanfieldWarning, warn
+from ._measures import Particles
 from ._model import Model
 from ._integrators import ADAPTIVE_OPTIONS, fixed_steps
 from ._trajectory import Status, Trajectory, save_times
@@ -365,29 +366,56 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
         remaining += list(_extension_times(done.times, stored_final, end, save_every))
     elif save_every is not None:
         raise ValueError("`save_every` sets the save times of an extension: give `t_final` with it.")
+    stored = _merged(done.options, info.get("resume", {}))       # the run's options, its step size restored
+    overrides = _option_overrides(options, done, stored)
     if not remaining:
+        if overrides:
+            raise ValueError(f"`options` apply to a continuation, and the run in {str(path)!r} is complete: give "
+                             "`t_final` (--t-final) to extend it with them.")
         return done
-    overrides = _option_overrides(options, done.backend)
+    options = _resumable(_merged(stored, overrides))
     if overrides:           # recorded as the run's options (the saved part ran with the old ones: see the docstring)
-        done = replace(done, options={**done.options, **overrides})
-    options = _resumable({**done.options, **info.get("resume", {}), **overrides})
+        done = replace(done, options=_merged(done.options, overrides))
     metadata = {k: v for k, v in info.items() if k not in _RUN_KEYS}
     return _simulate(done.model, done.final, end, done.backend, None, remaining, callback, progress,
                      path, checkpoint_every, float(done.times[-1]), metadata, done, options)
 
 
-def _option_overrides(options, backend: str) -> dict:
-    """``resume``'s ``options``: a dict of option names of the run's backend (their values are the backend's to check)."""
+def _merged(options: dict, extra: dict) -> dict:
+    """``{**options, **extra}``, with a hybrid run's ``particle_options`` merged key by key (an override of one
+    particle option keeps the others, and the stored step size of the particle phase)."""
+    out = {**options, **extra}
+    a, b = options.get("particle_options"), extra.get("particle_options")
+    if isinstance(a, dict) and isinstance(b, dict):
+        out["particle_options"] = {**a, **b}
+    return out
+
+
+def _option_overrides(options, done: Trajectory, stored: dict) -> dict:
+    """``resume``'s ``options``, checked against the run: names of its backend, none that the continuation would
+    ignore (adaptive options of a fixed-step run; a hybrid run past its hand-off takes only ``particle_options``,
+    merged into the stored ones by :func:`_merged`).  Their values are the backend's to check."""
     if options is None:
         return {}
     if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
         raise TypeError(f"`options` must be a dict of backend option names to values; got {options!r}.")
+    backend = done.backend
     defaults = getattr(get_backend(backend), "option_defaults", None)
     known = set(defaults()) if defaults is not None else None
     unknown = sorted(set(options) - known) if known is not None else []
     if unknown:
         raise ValueError(f"`options`: unknown option(s) {unknown} for backend={backend!r}; valid: {sorted(known)}.")
-    return dict(options)
+    options = dict(options)
+    if backend == "hybrid" and isinstance(done.final, Particles):
+        spectral = sorted(set(options) - {"particle_options"})
+        if spectral:
+            raise ValueError(f"`options` {spectral} would be ignored: this hybrid run has handed off to particles, "
+                             "and continues with them; change their options through `particle_options`.")
+    why = fixed_steps(_merged(stored, options))
+    unused = sorted(set(options) & set(ADAPTIVE_OPTIONS)) if why else []
+    if unused:
+        raise ValueError(f"`options` {unused} would be ignored: {why}.")
+    return options
 
 
 def _resumable(options: dict) -> dict:

@@ -191,9 +191,9 @@ def _parse_options(items) -> dict:
             out[key] = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", value):      # a bare word is a string: refine
-                raise ValueError(f"--option {key}: {value!r} is not a TOML value (a number, true/false, or a "
+                raise ValueError(f"--option {key}: {value!r} is not a TOML value (a number, true/false, none, or a "
                                  "string such as refine or \"refine\").") from None
-            out[key] = value
+            out[key] = None if value in ("none", "None", "null") else value     # TOML has no None: unset an option
     return out
 
 
@@ -307,7 +307,7 @@ def _warn_if_config_differs(config: Path, output) -> None:
         return
     warn(f"{str(config)!r} differs from the configuration stored in {str(output)!r}; --resume "
          "continues the stored run (model, options, t_final) and does not read CONFIG; "
-         "add --t-final T to run it longer.")
+         "add --t-final T to run it longer, --option KEY=VALUE to change a backend option.")
 
 
 def _same_but_t_final(given: str, stored: str):

@@ -319,15 +319,19 @@ def result_figure(trajectory, output=None, panels: int = 4, projection: str = "m
     return output
 
 
+_ANIMATION_SUFFIXES = (".gif", ".png", ".apng", ".webp", ".tif", ".tiff")   # Pillow's multi-frame writers
+
+
 def animation(trajectory, output, fps: int = 4, projection: str = "mollweide"):
-    """A GIF of every saved state (Pillow writer), ``fps`` frames per second; ``projection`` as in
-    :func:`result_figure`.  ``output`` must end in ``.gif``."""
+    """An animation of every saved state (Pillow writer: .gif, or .png/.apng, .webp, .tif/.tiff), ``fps`` frames
+    per second; ``projection`` as in :func:`result_figure`."""
     projection = _check_projection([trajectory], projection)
     fps = nonneg_int("fps", fps, minimum=1)         # 0 divided by zero once every frame had been drawn
-    suffix = Path(str(output)).suffix
-    if suffix.lower() != ".gif":     # Pillow writes GIFs only: refused before any frame is drawn
-        raise ValueError(f"`output` of an animation must end in .gif (written with Pillow; no ffmpeg is "
-                         f"required or used); got {suffix or 'no extension'!r} in {str(output)!r}.")
+    suffix = Path(str(output)).suffix.lower()
+    if suffix not in _ANIMATION_SUFFIXES:     # refused before any frame is drawn (matplotlib failed after them)
+        raise ValueError(f"`output` of an animation must end in one of {list(_ANIMATION_SUFFIXES)} (the formats "
+                         f"Pillow writes as animations; ffmpeg is not used); got {suffix or 'no extension'!r} in "
+                         f"{str(output)!r}.")
     plt = _plt()
     from matplotlib.animation import FuncAnimation, PillowWriter
 

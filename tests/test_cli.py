@@ -511,9 +511,9 @@ def test_option_overrides_are_checked(tmp_path, capsys, args, match):
 
 def test_option_values_are_toml_or_bare_words():
     from meanfield.cli import _parse_options
-    assert _parse_options(["lmax_max=512", "rtol = 1e-9", "on_resolution_loss=refine", "filter=\"none\"",
-                           "x=true"]) == {"lmax_max": 512, "rtol": 1e-9, "on_resolution_loss": "refine",
-                                          "filter": "none", "x": True}
+    assert _parse_options(["lmax_max=512", "rtol = 1e-9", "on_resolution_loss=refine", "filter=none",
+                           "x=true", "y=\"none\""]) == {"lmax_max": 512, "rtol": 1e-9, "on_resolution_loss": "refine",
+                                                      "filter": None, "x": True, "y": "none"}
 
 
 @pytest.mark.parametrize("bad", ["[options]\nrtoll = 1e-6\n", "[options]\nfirst_step = -0.1\n"])

@@ -334,3 +334,17 @@ def test_a_density_default_band_limit_resolves_the_kernel(kind, beta, expected):
     assert cfg.initial.lmax == expected == max(16 if kind != "random" else 32, kernel_bandlimit(beta, 1e-12, 3))
     assert parse_config({"model": {"beta": beta}, "initial": {"kind": kind, "lmax": 8},
                          "run": {"t_final": 1.0}}).initial.lmax == 8
+
+
+def test_a_density_sampled_into_tokens_keeps_the_kinds_default_band_limit(monkeypatch):
+    # the kernel's band limit grows like β: at β = 10⁵ a sampled density took 27 s (and 45 GiB at 10⁶) to parse
+    from meanfield import _config
+    seen, real = [], _config._initial
+    monkeypatch.setattr(_config, "_initial", lambda kind, c, d, k=0: (seen.append(k), real(kind, c, d, k))[1])
+    raw = {"model": {"beta": 1e5}, "initial": {"kind": "random", "samples": 100}, "run": {"t_final": 1.0,
+                                                                                          "backend": "particles"}}
+    assert isinstance(parse_config(raw).initial, mf.Particles) and seen == [0]
+    raw["initial"] = {"kind": "uniform"}
+    raw["run"]["backend"] = "hybrid"
+    raw["model"]["beta"] = 4.0
+    assert parse_config(raw).initial.lmax == 19 and seen == [0, 19]

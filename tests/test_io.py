@@ -1,4 +1,5 @@
 import os
+import warnings
 
 import h5py
 import numpy as np
@@ -411,3 +412,31 @@ def test_the_attribute_digest_covers_user_metadata_of_any_case(tmp_path):
         f["run"].attrs["N"] = 1001
     with pytest.raises(mf.ResultFileError, match="do not match their checksum"):
         mf.load(path)
+
+
+def test_resume_options_are_checked_against_the_run(tmp_path):
+    # options on a complete run were ignored without a word; adaptive options of a fixed-step run, and spectral
+    # options of a hybrid run past its hand-off, were accepted, recorded, and never used
+    path = tmp_path / "c.h5"
+    mf.simulate(mf.Model(2.0), mf.Particles.uniform(40, seed=0), 0.4, backend="particles", step=0.1,
+                save_every=0.2, checkpoint=path)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['no_such'\]"):
+        mf.resume(path, options={"chunk": 64, "no_such": 1})
+    with pytest.raises(ValueError, match="is complete: give `t_final`"):
+        mf.resume(path, options={"step": 0.05})
+    with pytest.raises(ValueError, match=r"\['rtol'\] would be ignored: method='rk4'"):
+        mf.resume(path, t_final=0.6, options={"rtol": 1e-3})
+    assert mf.resume(path, t_final=0.6, options={"step": 0.05}).options["step"] == 0.05
+
+
+def test_resume_of_a_handed_off_hybrid_run_takes_particle_options_merged(tmp_path):
+    path = tmp_path / "h.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        h = mf.simulate(mf.Model(5.0), mf.Density.random(16, seed=2, amplitude=0.7), 3.0, backend="hybrid",
+                        save_every=1.0, checkpoint=path, particle_options={"rtol": 1e-8})
+    assert isinstance(h.final, mf.Particles)
+    with pytest.raises(ValueError, match=r"\['rtol'\] would be ignored: this hybrid run has handed off"):
+        mf.resume(path, t_final=3.5, options={"rtol": 1e-2})
+    r = mf.resume(path, t_final=3.5, options={"particle_options": {"atol": 1e-6}})
+    assert r.success and mf.load(path).options["particle_options"] == {"rtol": 1e-8, "atol": 1e-6}

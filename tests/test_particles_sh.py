@@ -302,6 +302,35 @@ def test_a_failing_slice_raises_its_own_error_and_the_next_call_works(failing_sl
     assert np.array_equal(two(x, w).tangential, ref)
 
 
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_an_interrupt_inside_submit_leaves_no_worker_behind(when, monkeypatch):
+    # a Ctrl-C raised inside submit(), before or after the task is queued: the queued task must not wait at the
+    # barrier forever (every later call, and the interpreter's exit, hung) nor write into the next call's arrays
+    import meanfield._threads as threads_module
+    x, w = clustered(12_000, seed=3)
+    _, two = _split_evaluators(mf.Model(beta=5.0), len(x))
+    ref = two(x, w).tangential.copy()
+    pool = threads_module.executor()
+
+    class Interrupting:
+        def submit(self, fn, *args):
+            if when == "before":
+                raise KeyboardInterrupt
+            future = pool.submit(fn, *args)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(threads_module, "executor", lambda: Interrupting())
+    with pytest.raises(KeyboardInterrupt):
+        two(x, w)
+    monkeypatch.setattr(threads_module, "executor", lambda: pool)
+    import threading
+    every_worker = threading.Barrier(pool._max_workers + 1, timeout=20)   # met only if no worker is stuck
+    for _ in range(pool._max_workers):
+        pool.submit(every_worker.wait)
+    every_worker.wait()
+    assert np.array_equal(two(x, w).tangential, ref)
+
+
 def test_calls_from_more_threads_than_workers_finish():
     # four callers, each holding one worker of the pool at its barrier: the queued ones wait, none deadlocks
     from concurrent.futures import ThreadPoolExecutor

@@ -302,7 +302,7 @@ def test_figure_arguments_are_checked_before_drawing(tmp_path):
     tr = mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 0.2, backend="particles", save_every=0.1)
     with pytest.raises(ValueError, match="`fps`"):
         mf.plot.animation(tr, tmp_path / "a.gif", fps=0)
-    with pytest.raises(ValueError, match=r"must end in \.gif .*'\.mp4'"):     # was matplotlib's "unknown file extension"
+    with pytest.raises(ValueError, match=r"must end in one of \['\.gif'.*'\.mp4'"):   # was "unknown file extension"
         mf.plot.animation(tr, tmp_path / "a.mp4")
     assert not (tmp_path / "a.mp4").exists()
     with pytest.raises(ValueError, match="`panels`"):
@@ -319,3 +319,10 @@ def test_result_figure_without_output_returns_the_open_figure(runs):
     fig = plot.result_figure(runs[0])
     assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes) >= 4
     plt.close(fig)
+
+
+def test_animations_in_pillows_other_formats_are_written(tmp_path):
+    from PIL import Image
+    tr = mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 0.2, backend="particles", save_every=0.1)
+    mf.plot.animation(tr, tmp_path / "a.webp")
+    assert Image.open(tmp_path / "a.webp").n_frames == len(tr.times)
