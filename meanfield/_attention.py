@@ -334,6 +334,13 @@ def _workspace(key, n) -> _Workspace:
     return ws
 
 
+def _forget_workspace(ws: _Workspace) -> None:
+    """Drop ``ws`` from this thread's cache (after an interrupted call whose worker may still write into it)."""
+    cache = getattr(_LOCAL, "workspaces", {})
+    for key in [k for k, v in cache.items() if v is ws]:
+        del cache[key]
+
+
 def _fill_geometry(ws: _Workspace, points, sl) -> None:
     """ducc0 locations and the tangent frame of the directions ``points[sl]``, into ``ws``.
 
@@ -542,7 +549,11 @@ class _SHEvaluator:
         try:
             worker = _threads.executor().submit(worker_task)
             run(0)
+            worker.result()
         except BaseException as err:
+            # first: a worker still running (a second Ctrl-C can cut the wait below short) then writes only into
+            # arrays that no later call of this thread uses
+            _forget_workspace(ws)
             barrier.abort()                          # a worker already waiting is released, a later one fails fast
             with lock:
                 state["cancelled"] = True
@@ -552,7 +563,6 @@ class _SHEvaluator:
             # the worker's own failure is the cause when this thread only saw the barrier break
             other = worker.exception() if started and isinstance(err, threading.BrokenBarrierError) else None
             raise (other if other is not None else err)
-        worker.result()
         return job[0].finish(ws)
 
 

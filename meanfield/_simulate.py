@@ -16,7 +16,7 @@ import numpy as np
 from ._errors import MeanfieldWarning, warn
 from ._measures import Particles
 from ._model import Model
-from ._integrators import ADAPTIVE_OPTIONS, fixed_steps
+from ._integrators import ADAPTIVE_OPTIONS, fixed_steps, refuse_unused
 from ._trajectory import Status, Trajectory, save_times
 from ._validate import nonneg_int, positive_float, save_every_count
 from .backends._registry import BACKENDS, Backend, get_backend, register_backend
@@ -411,10 +411,17 @@ def _option_overrides(options, done: Trajectory, stored: dict) -> dict:
         if spectral:
             raise ValueError(f"`options` {spectral} would be ignored: this hybrid run has handed off to particles, "
                              "and continues with them; change their options through `particle_options`.")
-    why = fixed_steps(_merged(stored, options))
-    unused = sorted(set(options) & set(ADAPTIVE_OPTIONS)) if why else []
-    if unused:
-        raise ValueError(f"`options` {unused} would be ignored: {why}.")
+    checks = [(_merged(stored, options), options, "")]
+    po = options.get("particle_options")
+    if isinstance(po, dict):        # the particle phase of a hybrid run has its own step rule
+        checks.append(({**(stored.get("particle_options") or {}), **po}, po, "particle_options: "))
+    for merged, given, where in checks:
+        why = fixed_steps(merged)
+        if why:
+            try:
+                refuse_unused(given, ADAPTIVE_OPTIONS, why)
+            except ValueError as err:
+                raise ValueError(f"`options` {where}{err}") from None
     return options
 
 

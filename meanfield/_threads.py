@@ -7,6 +7,7 @@ finishes first: the same input gives the same bits on every call (ducc0's own th
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -90,7 +91,14 @@ def map_slices(fn, parts: list[slice]) -> list:
     if len(parts) == 1 or on_worker():
         return [fn(p) for p in parts]
     futures = [executor().submit(fn, s) for s in parts[1:]]
-    first = fn(parts[0])
+    try:
+        first = fn(parts[0])
+    except BaseException:
+        # the other slices write into the caller's arrays: those not started are cancelled, the others waited for
+        for f in futures:
+            f.cancel()
+        concurrent.futures.wait(futures)
+        raise
     return [first] + [f.result() for f in futures]
 
 

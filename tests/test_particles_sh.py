@@ -331,6 +331,54 @@ def test_an_interrupt_inside_submit_leaves_no_worker_behind(when, monkeypatch):
     assert np.array_equal(two(x, w).tangential, ref)
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_kill"), reason="sends a real SIGINT to this thread")
+def test_a_second_interrupt_while_the_worker_runs_leaves_the_next_call_correct(monkeypatch):
+    # Ctrl-C while the caller waits for the worker, then again while it waits for the cancelled worker to finish:
+    # the worker, still running, wrote into the scratch arrays of the caller's next call (its error was 0.32)
+    import signal
+    import threading
+    import time
+    from meanfield._attention import _FieldJob
+    x, w = clustered(12_000, seed=3)
+    y, v = clustered(12_000, seed=4)
+    _, two = _split_evaluators(mf.Model(beta=5.0), len(x))
+    ref = two(y, v).tangential.copy()
+    real = _FieldJob.part
+
+    sleep = {"worker": 1.0, "main": 0.0}        # the first call: its worker late; the second: its own main slice
+
+    def slow_on_the_worker(self, *args):
+        time.sleep(sleep["main" if threading.current_thread() is threading.main_thread() else "worker"])
+        return real(self, *args)
+
+    armed = [True]
+
+    def handler(signum, frame):          # only inside the block below: a late signal must not stop pytest
+        if armed[0]:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    monkeypatch.setattr(_FieldJob, "part", slow_on_the_worker)
+    main = threading.main_thread().ident
+    timers = [threading.Timer(t, signal.pthread_kill, (main, signal.SIGINT)) for t in (0.2, 0.5)]
+    try:
+        for timer in timers:
+            timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            two(x, w)
+        armed[0] = False                         # a signal still to come must not stop the second call
+        # at once: the interrupted call's worker writes (at ~1 s) while this call's main slice waits, before the
+        # call reads the field Z its two slices left in the scratch arrays
+        sleep.update(worker=0.0, main=1.2)
+        out = two(y, v).tangential
+    finally:
+        armed[0] = False
+        for timer in timers:
+            timer.join()
+        signal.signal(signal.SIGINT, previous)
+    assert np.array_equal(out, ref)
+
+
 def test_calls_from_more_threads_than_workers_finish():
     # four callers, each holding one worker of the pool at its barrier: the queued ones wait, none deadlocks
     from concurrent.futures import ThreadPoolExecutor

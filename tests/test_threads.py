@@ -39,3 +39,31 @@ def test_spectral_velocity_coefficients_are_the_same_bits_on_every_call(n, lmax)
     ev = _SHEvaluator(mf.Model(beta=5.0), lmax=lmax, epsilon=3e-13, nthreads=2)
     first = ev.coefficients(x, w)
     assert all(np.array_equal(ev.coefficients(x, w), first) for _ in range(30))
+
+
+def test_map_slices_waits_for_the_other_slices_when_its_own_fails():
+    # the other slices write into the caller's arrays: the error must not reach the caller while they still do
+    import time
+    done = []
+
+    def fn(part):
+        if part.start == 0:
+            time.sleep(0.1)                      # the other slice has started: it cannot be cancelled
+            raise FloatingPointError("first slice")
+        time.sleep(0.3)
+        done.append(part.start)
+
+    with pytest.raises(FloatingPointError, match="first slice"):
+        _threads.map_slices(fn, [slice(0, 1), slice(1, 2)])
+    assert done == [1]
+
+    def fails_at_once(part):                     # a slice not started yet is cancelled, and never runs
+        if part.start == 0:
+            raise FloatingPointError("first slice")
+        done.append(part.start)
+
+    with pytest.raises(FloatingPointError):
+        _threads.map_slices(fails_at_once, [slice(0, 1)] + [slice(i, i + 1) for i in range(1, 40)])
+    ran = len(done)
+    time.sleep(0.2)
+    assert len(done) == ran
