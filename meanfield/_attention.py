@@ -22,6 +22,7 @@ The velocity of a scheme is built from these fields by the particle backends
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import NamedTuple
 
@@ -341,6 +342,17 @@ def _forget_workspace(ws: _Workspace) -> None:
         del cache[key]
 
 
+@contextlib.contextmanager
+def _forgotten_on_error(ws: _Workspace):
+    """On any exception (a Ctrl-C included), drop ``ws`` from this thread's cache before it propagates: a worker
+    whose wait was cut short may still write into it."""
+    try:
+        yield
+    except BaseException:
+        _forget_workspace(ws)
+        raise
+
+
 def _fill_geometry(ws: _Workspace, points, sl) -> None:
     """ducc0 locations and the tangent frame of the directions ``points[sl]``, into ``ws``.
 
@@ -457,7 +469,9 @@ class _SHEvaluator:
         n = x.shape[0]
         ws = ws or _workspace("sources", n)
         slices = self._adjoint_slices(n)
-        return _threads.ordered_sum(_threads.map_slices(lambda sl: self._coefficients_part(ws, x, w, sl), slices))
+        with _forgotten_on_error(ws):
+            return _threads.ordered_sum(_threads.map_slices(lambda sl: self._coefficients_part(ws, x, w, sl),
+                                                            slices))
 
     def _adjoint_slices(self, n):
         # one ducc0 thread per call: its threads add into a shared grid in arrival order, so the same tokens
@@ -490,7 +504,8 @@ class _SHEvaluator:
         ws = ws or _workspace("targets", n)
         slices, threads = self._plan(n)
         job = _FieldJob(self, coeffs, n, radial, threads)
-        _threads.map_slices(lambda sl: job.part(ws, y, sl, geometry_ready), slices)
+        with _forgotten_on_error(ws):
+            _threads.map_slices(lambda sl: job.part(ws, y, sl, geometry_ready), slices)
         return job.finish(ws)
 
     def __call__(self, x, w, y=None, radial=True) -> AttentionField:

@@ -374,8 +374,9 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
                              "`t_final` (--t-final) to extend it with them.")
         return done
     options = _resumable(_merged(stored, overrides))
-    if overrides:           # recorded as the run's options (the saved part ran with the old ones: see the docstring)
-        done = replace(done, options=_merged(done.options, overrides))
+    if overrides:           # recorded as the run's options (the saved part ran with the old ones: see the docstring),
+        # without those the continuation drops (a particle phase switched to rk4 keeps no rtol)
+        done = replace(done, options=_resumable(_merged(done.options, overrides)))
     metadata = {k: v for k, v in info.items() if k not in _RUN_KEYS}
     return _simulate(done.model, done.final, end, done.backend, None, remaining, callback, progress,
                      path, checkpoint_every, float(done.times[-1]), metadata, done, options)
@@ -414,14 +415,14 @@ def _option_overrides(options, done: Trajectory, stored: dict) -> dict:
     checks = [(_merged(stored, options), options, "")]
     po = options.get("particle_options")
     if isinstance(po, dict):        # the particle phase of a hybrid run has its own step rule
-        checks.append(({**(stored.get("particle_options") or {}), **po}, po, "particle_options: "))
+        checks.append(({**(stored.get("particle_options") or {}), **po}, po, " (particle_options)"))
     for merged, given, where in checks:
         why = fixed_steps(merged)
         if why:
             try:
                 refuse_unused(given, ADAPTIVE_OPTIONS, why)
             except ValueError as err:
-                raise ValueError(f"`options` {where}{err}") from None
+                raise ValueError(f"`options`{where}: {err}") from None
     return options
 
 

@@ -92,14 +92,12 @@ def map_slices(fn, parts: list[slice]) -> list:
         return [fn(p) for p in parts]
     futures = [executor().submit(fn, s) for s in parts[1:]]
     try:
-        first = fn(parts[0])
+        return [fn(parts[0])] + [f.result() for f in futures]
     except BaseException:
-        # the other slices write into the caller's arrays: those not started are cancelled, the others waited for
-        for f in futures:
-            f.cancel()
-        concurrent.futures.wait(futures)
+        # the other slices write into the caller's arrays: those not started are cancelled (a cancelled future
+        # counts as done only once a worker dequeues it: not waited for), the running ones waited for
+        concurrent.futures.wait([f for f in futures if not f.cancel()])
         raise
-    return [first] + [f.result() for f in futures]
 
 
 def ordered_sum(results: list):

@@ -440,5 +440,7 @@ def test_resume_of_a_handed_off_hybrid_run_takes_particle_options_merged(tmp_pat
         mf.resume(path, t_final=3.5, options={"rtol": 1e-2})
     r = mf.resume(path, t_final=3.5, options={"particle_options": {"atol": 1e-6}})
     assert r.success and mf.load(path).options["particle_options"] == {"rtol": 1e-8, "atol": 1e-6}
-    with pytest.raises(ValueError, match=r"particle_options: option\(s\) \['atol'\] would be ignored: method='rk4'"):
+    with pytest.raises(ValueError, match=r"\(particle_options\): option\(s\) \['atol'\] would be ignored: method='rk4'"):
         mf.resume(path, t_final=4.0, options={"particle_options": {"method": "rk4", "step": 0.05, "atol": 1e-6}})
+    r = mf.resume(path, t_final=3.7, options={"particle_options": {"method": "rk4", "step": 0.05}})
+    assert r.success and mf.load(path).options["particle_options"] == {"method": "rk4", "step": 0.05}   # no rtol

@@ -379,6 +379,51 @@ def test_a_second_interrupt_while_the_worker_runs_leaves_the_next_call_correct(m
     assert np.array_equal(out, ref)
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_kill"), reason="sends a real SIGINT to this thread")
+def test_an_interrupt_while_map_slices_waits_leaves_the_next_call_correct(monkeypatch):
+    # the field at other targets goes through map_slices: a Ctrl-C while it waited for the worker's slice (and a
+    # second one during the wait for it to finish) let that slice write into the next call's arrays (error 2.6)
+    import signal
+    import threading
+    import time
+    from meanfield._attention import _FieldJob
+    x, w = clustered(12_000, seed=3)
+    targets, other = clustered(12_000, seed=5)[0], clustered(12_000, seed=6)[0]
+    _, two = _split_evaluators(mf.Model(beta=5.0), len(x))
+    ref = two(x, w, y=other).A.copy()
+    real = _FieldJob.part
+    sleep = {"worker": 1.0, "main": 0.0}
+
+    def slow(self, *args):
+        time.sleep(sleep["main" if threading.current_thread() is threading.main_thread() else "worker"])
+        return real(self, *args)
+
+    armed = [True]
+
+    def handler(signum, frame):
+        if armed[0]:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    monkeypatch.setattr(_FieldJob, "part", slow)
+    main = threading.main_thread().ident
+    timers = [threading.Timer(t, signal.pthread_kill, (main, signal.SIGINT)) for t in (0.2, 0.5)]
+    try:
+        for timer in timers:
+            timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            two(x, w, y=targets)
+        armed[0] = False
+        sleep.update(worker=0.0, main=1.2)
+        out = two(x, w, y=other).A
+    finally:
+        armed[0] = False
+        for timer in timers:
+            timer.join()
+        signal.signal(signal.SIGINT, previous)
+    assert np.array_equal(out, ref)
+
+
 def test_calls_from_more_threads_than_workers_finish():
     # four callers, each holding one worker of the pool at its barrier: the queued ones wait, none deadlocks
     from concurrent.futures import ThreadPoolExecutor
