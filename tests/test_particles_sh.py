@@ -331,66 +331,16 @@ def test_an_interrupt_inside_submit_leaves_no_worker_behind(when, monkeypatch):
     assert np.array_equal(two(x, w).tangential, ref)
 
 
-@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_kill"), reason="sends a real SIGINT to this thread")
-def test_a_second_interrupt_while_the_worker_runs_leaves_the_next_call_correct(monkeypatch):
-    # Ctrl-C while the caller waits for the worker, then again while it waits for the cancelled worker to finish:
-    # the worker, still running, wrote into the scratch arrays of the caller's next call (its error was 0.32)
+def _interrupted_twice_then(monkeypatch, first, second):
+    """Run ``first()`` with a Ctrl-C (a real SIGINT) at 0.2 s and another at 0.5 s, while its worker's syntheses sleep
+    1 s: it must raise KeyboardInterrupt.  Then, at once, ``second()``, whose own main slice sleeps 1.2 s so that
+    the first call's late worker writes (at ~1 s) in the middle of it.  Returns what ``second()`` returns.
+
+    The signals raise only during ``first()``: one still to come must not stop the second call, nor pytest."""
     import signal
     import threading
     import time
     from meanfield._attention import _FieldJob
-    x, w = clustered(12_000, seed=3)
-    y, v = clustered(12_000, seed=4)
-    _, two = _split_evaluators(mf.Model(beta=5.0), len(x))
-    ref = two(y, v).tangential.copy()
-    real = _FieldJob.part
-
-    sleep = {"worker": 1.0, "main": 0.0}        # the first call: its worker late; the second: its own main slice
-
-    def slow_on_the_worker(self, *args):
-        time.sleep(sleep["main" if threading.current_thread() is threading.main_thread() else "worker"])
-        return real(self, *args)
-
-    armed = [True]
-
-    def handler(signum, frame):          # only inside the block below: a late signal must not stop pytest
-        if armed[0]:
-            raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, handler)
-    monkeypatch.setattr(_FieldJob, "part", slow_on_the_worker)
-    main = threading.main_thread().ident
-    timers = [threading.Timer(t, signal.pthread_kill, (main, signal.SIGINT)) for t in (0.2, 0.5)]
-    try:
-        for timer in timers:
-            timer.start()
-        with pytest.raises(KeyboardInterrupt):
-            two(x, w)
-        armed[0] = False                         # a signal still to come must not stop the second call
-        # at once: the interrupted call's worker writes (at ~1 s) while this call's main slice waits, before the
-        # call reads the field Z its two slices left in the scratch arrays
-        sleep.update(worker=0.0, main=1.2)
-        out = two(y, v).tangential
-    finally:
-        armed[0] = False
-        for timer in timers:
-            timer.join()
-        signal.signal(signal.SIGINT, previous)
-    assert np.array_equal(out, ref)
-
-
-@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_kill"), reason="sends a real SIGINT to this thread")
-def test_an_interrupt_while_map_slices_waits_leaves_the_next_call_correct(monkeypatch):
-    # the field at other targets goes through map_slices: a Ctrl-C while it waited for the worker's slice (and a
-    # second one during the wait for it to finish) let that slice write into the next call's arrays (error 2.6)
-    import signal
-    import threading
-    import time
-    from meanfield._attention import _FieldJob
-    x, w = clustered(12_000, seed=3)
-    targets, other = clustered(12_000, seed=5)[0], clustered(12_000, seed=6)[0]
-    _, two = _split_evaluators(mf.Model(beta=5.0), len(x))
-    ref = two(x, w, y=other).A.copy()
     real = _FieldJob.part
     sleep = {"worker": 1.0, "main": 0.0}
 
@@ -412,15 +362,42 @@ def test_an_interrupt_while_map_slices_waits_leaves_the_next_call_correct(monkey
         for timer in timers:
             timer.start()
         with pytest.raises(KeyboardInterrupt):
-            two(x, w, y=targets)
+            first()
         armed[0] = False
         sleep.update(worker=0.0, main=1.2)
-        out = two(x, w, y=other).A
+        return second()
     finally:
         armed[0] = False
         for timer in timers:
             timer.join()
         signal.signal(signal.SIGINT, previous)
+
+
+_REAL_SIGINT = pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_kill"),
+                                  reason="sends a real SIGINT to this thread")
+
+
+@_REAL_SIGINT
+def test_a_second_interrupt_while_the_worker_runs_leaves_the_next_call_correct(monkeypatch):
+    # Ctrl-C while the caller waits for the worker, then again while it waits for the cancelled worker to finish:
+    # the worker, still running, wrote into the scratch arrays of the caller's next call (its error was 0.32)
+    x, w = clustered(12_000, seed=3)
+    y, v = clustered(12_000, seed=4)
+    _, two = _split_evaluators(mf.Model(beta=5.0), len(x))
+    ref = two(y, v).tangential.copy()
+    out = _interrupted_twice_then(monkeypatch, lambda: two(x, w), lambda: two(y, v).tangential)
+    assert np.array_equal(out, ref)
+
+
+@_REAL_SIGINT
+def test_an_interrupt_while_map_slices_waits_leaves_the_next_call_correct(monkeypatch):
+    # the field at other targets goes through map_slices: a Ctrl-C while it waited for the worker's slice (and a
+    # second one during the wait for it to finish) let that slice write into the next call's arrays (error 2.6)
+    x, w = clustered(12_000, seed=3)
+    targets, other = clustered(12_000, seed=5)[0], clustered(12_000, seed=6)[0]
+    _, two = _split_evaluators(mf.Model(beta=5.0), len(x))
+    ref = two(x, w, y=other).A.copy()
+    out = _interrupted_twice_then(monkeypatch, lambda: two(x, w, y=targets), lambda: two(x, w, y=other).A)
     assert np.array_equal(out, ref)
 
 
