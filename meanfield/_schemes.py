@@ -69,6 +69,9 @@ class Scheme:
     needs_norm : bool
         The speed or the radial law uses ‖A‖, so the radial part ⟨θ, A⟩ must be computed even without
         a radius (Peri-LN, nGPT).  Lets sphere-only schemes skip that work.
+    layer_normalizes_attention : bool
+        The layer map divides the attention by ‖A‖ (Peri-LN, nGPT, anGPT), so a zero A stops a layered run
+        with that diagnosis.
     continuous : bool
         False for schemes defined only as a layer map (anGPT).
     normalize_qkv : bool
@@ -83,6 +86,7 @@ class Scheme:
     radial: Callable | None
     layer: Callable
     needs_norm: bool = False
+    layer_normalizes_attention: bool = False
     continuous: bool = True
     normalize_qkv: bool = False
     uses_alpha: bool = False
@@ -164,7 +168,7 @@ register(Scheme(
     speed=lambda r, a_norm, t, model: r * a_norm,
     radial=lambda radial_a, a_norm, r, t, model: radial_a / a_norm,
     layer=lambda x, attn, h, t, model: x + h * normalize(attn(normalize(x))),
-    needs_norm=True, reference=_KARAGODIN,
+    needs_norm=True, layer_normalizes_attention=True, reference=_KARAGODIN,
     description="Peri-LN: x ← x + h N(Attn(N(x))); speed 1/(r‖A‖), radial rate ⟨θ, A⟩/‖A‖."))
 
 register(Scheme(
@@ -172,7 +176,8 @@ register(Scheme(
     speed=lambda r, a_norm, t, model: a_norm / model.alpha_at(t),
     radial=None,
     layer=lambda x, attn, h, t, model: normalize(x + h * model.alpha_at(t) * (normalize(attn(x)) - x)),
-    needs_norm=True, uses_alpha=True, reference="Loshchilov et al. (2024), nGPT; " + _KARAGODIN,
+    needs_norm=True, layer_normalizes_attention=True, uses_alpha=True,
+    reference="Loshchilov et al. (2024), nGPT; " + _KARAGODIN,
     description="nGPT: x ← N(x + hα(N(Attn(x)) − x)); speed α_t/‖A‖."))
 
 register(Scheme(
@@ -198,7 +203,7 @@ def _angpt_layer(x, attn, h, t, model):
 
 register(Scheme(
     name="angpt", has_radius=True, speed=None, radial=None, layer=_angpt_layer,
-    continuous=False, uses_alpha=True, reference=_KARAGODIN,
+    continuous=False, layer_normalizes_attention=True, uses_alpha=True, reference=_KARAGODIN,
     description="anGPT: exact layer map h ← ν(a)((1−a)h + a N(Attn(N(h)))), a = α·step, "
                 "ν(a) = 1/√(a² + (1−a)²); layer-discrete only."))
 

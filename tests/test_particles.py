@@ -402,6 +402,17 @@ def test_a_zero_attention_norm_is_diagnosed(scheme, extra):
     assert "‖A_j‖ = 0 for token 0" in layers.detail and "t=0:" in layers.detail
 
 
+def test_a_zero_attention_stops_angpt_layers_with_that_diagnosis():
+    # anGPT's layer normalizes A too (it has no speed row): V = 0 used to end in "reduce the step size"
+    model = mf.Model(2.0, "angpt", V=np.zeros((3, 3)))
+    p = mf.Particles(mf.Particles.uniform(5, seed=0).positions, radii=np.ones(5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layers = mf.simulate(model, p, 1.0, backend="particles", time="layers", step=0.1)
+    assert layers.status is mf.Status.NON_FINITE and "normalizes the attention" in layers.detail
+    assert "‖A_j‖ = 0 for token 0" in layers.detail and "reduce the step size" not in layers.detail
+
+
 @pytest.mark.parametrize("beta", [5.0, 712.0, 715.0])
 def test_energy_diagnostic_of_a_dirac_is_finite_wherever_its_value_fits_float64(beta):
     # e^{log Z} overflows from β = 709.78; the energy e^β/(2β) itself fits up to β ≈ 716

@@ -21,6 +21,16 @@ def test_row_is_complete(name):
         assert (s.radial is not None) == s.has_radius
 
 
+@pytest.mark.parametrize("name", sorted(mf.SCHEMES))
+def test_layer_normalizes_attention_flag_matches_the_layer_map(name):
+    # the flag selects the zero-attention diagnosis of layered runs: it must say what the map does
+    m = mf.Model(1.0, name, tau=0.5 if name == "mix-ln" else None)
+    x = normalize(np.array([[1.0, 2.0, 2.0], [0.0, 1.0, 0.0]]))
+    with np.errstate(all="ignore"):
+        out = m.scheme_def.layer(x, lambda y: np.zeros_like(y), 0.1, 0.0, m)
+    assert (not np.all(np.isfinite(out))) == m.scheme_def.layer_normalizes_attention
+
+
 def _attention(beta):
     """Dense SA attention of the directions of y, for a handful of tokens."""
     def attn(y):

@@ -553,7 +553,7 @@ class ParticleStepper:
 
             def attn(z, t=t):
                 A = self._field(t, z / np.linalg.norm(z, axis=1, keepdims=True), True).A
-                if self.scheme.needs_norm:      # the layer normalizes A: a zero one has no direction
+                if self.scheme.layer_normalizes_attention:      # a zero A has no direction
                     zero = np.flatnonzero(~np.any(A, axis=1))
                     if zero.size:
                         self._speed_issue = (f"The layer map of scheme={self.scheme.name!r} normalizes the attention, "
