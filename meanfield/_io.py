@@ -199,9 +199,16 @@ def _write_state(g, state):
 
 def _array(ds) -> np.ndarray:
     """A dataset's values as a plain numeric array; anything else (strings, object, compound) is refused."""
-    if not hasattr(ds, "dtype") or ds.dtype.kind not in "biufc":
+    import h5py
+
+    if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "biufc":
         raise ResultFileError(f"{getattr(ds, 'name', ds)!r} is not a numeric dataset (dtype "
                               f"{getattr(ds, 'dtype', type(ds).__name__)}); a meanfield file holds plain numbers only.")
+    # the stored number type must be exactly the native one: the Fletcher-32 checksum covers the data, not the
+    # type in the header, and one flipped bit of a float's exponent bias read every time doubled
+    if not ds.id.get_type().equal(h5py.h5t.py_create(ds.dtype)):
+        raise ResultFileError(f"{ds.name!r} is damaged: its stored number type is not the plain {ds.dtype} that "
+                              "meanfield writes.")
     return np.asarray(ds[()])
 
 
@@ -295,14 +302,16 @@ def _remove_stale_temporaries(path: Path) -> None:
 
 
 _ATTRS_DIGEST = "attributes_sha256"
+_DIGEST_VERSION = "digest_version"     # 2: the digest covers the names, types and shapes of the datasets too
 _HDF5_ATTRIBUTES = frozenset({"CLASS", "NAME", "DIMENSION_LIST", "REFERENCE_LIST"})   # dimension scales (references)
 
 
-def _attributes_digest(f) -> str:
+def _attributes_digest(f, version: int = 2) -> str:
     """SHA-256 of the file's attributes (names, types, values) as h5py reads them back, but those of the states
     (their kind and time, which the checksummed arrays repeat: hashing them doubled the time to save 2000 states)
     and HDF5's own: the arrays carry Fletcher-32 checksums, the attributes (β, the scheme, the run record) none,
-    and one flipped bit of β read 4.25 for 4.0 and resumed at it."""
+    and one flipped bit of β read 4.25 for 4.0 and resumed at it.  Version 2 adds the names, number types and
+    shapes of the datasets outside the states (a flipped byte renamed ``mass_error``)."""
     import hashlib
 
     import h5py
@@ -319,6 +328,8 @@ def _attributes_digest(f) -> str:
             if a.dtype.kind == "O":
                 a = np.asarray([str(x) for x in a.ravel()])
             digest.update(f"{name}/{key}:{a.dtype.str}{a.shape}:".encode() + a.tobytes())
+        if version >= 2 and isinstance(obj, h5py.Dataset):
+            digest.update(f"dataset {name}:{obj.dtype.str}{obj.shape};".encode())
 
     add("", f)
     for top in sorted(f):
@@ -331,8 +342,42 @@ def _attributes_digest(f) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path, fmt, write, run_info=None, complete=True) -> Path:
-    """Write an HDF5 file through ``write(f)`` to a temporary name in the same folder, then rename it."""
+_WRITE_MARGIN = 1 << 20          # bytes of HDF5 structure beyond the arrays, plus slack
+_BYTES_PER_GROUP = 4096          # HDF5's overhead per stored state (a group, its attributes, its datasets' headers)
+
+
+def _payload_bytes(trajectory) -> int:
+    """An upper estimate of the bytes a trajectory's arrays take in its file (before compression)."""
+    def state_bytes(s):
+        if isinstance(s, tuple):
+            return sum(state_bytes(x) for x in s)
+        return _BYTES_PER_GROUP + sum(v.nbytes for v in vars(s).values() if isinstance(v, np.ndarray))
+
+    columns = list(trajectory.diagnostics.values()) + list(trajectory.steps.values())
+    return (sum(state_bytes(s) for s in trajectory.states)
+            + sum(8 * np.size(v) for v in columns) + 8 * len(trajectory.times))
+
+
+def _check_free_space(path: Path, nbytes: int) -> None:
+    """Refuse, before HDF5 writes anything, a file that the disk cannot hold: HDF5 fails on a full disk deep in
+    its writes and h5py then crashes the process (a segmentation fault) while closing the file."""
+    import errno
+    import shutil
+
+    need = nbytes + _WRITE_MARGIN
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return                                      # unknown: let the write itself report
+    if free < need:
+        raise OSError(errno.ENOSPC, f"No space left on device: writing {str(path)!r} needs about "
+                                    f"{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free")
+
+
+def _atomic_write(path, fmt, write, run_info=None, complete=True, nbytes: int = 0) -> Path:
+    """Write an HDF5 file through ``write(f)`` to a temporary name in the same folder, then rename it.
+
+    ``nbytes``: an estimate of the arrays' size, checked against the free disk space before anything is written."""
     import h5py
 
     from . import __version__
@@ -340,6 +385,7 @@ def _atomic_write(path, fmt, write, run_info=None, complete=True) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{_HOST}-{os.getpid()}")
     _remove_stale_temporaries(path)
+    _check_free_space(path, nbytes)
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs.update(format=fmt, format_version=FORMAT_VERSION, meanfield_version=__version__,
@@ -350,6 +396,7 @@ def _atomic_write(path, fmt, write, run_info=None, complete=True) -> Path:
             run = f.require_group("run")
             for k, v in (run_info or {}).items():
                 run.attrs[k] = json_text(v) if isinstance(v, (dict, list, tuple, np.ndarray)) else v
+            f.attrs[_DIGEST_VERSION] = 2
             f.attrs[_ATTRS_DIGEST] = _attributes_digest(f)
             f.flush()
         replace_durably(tmp, path)
@@ -402,7 +449,8 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
     run_info = dict(stored if run_info is None else run_info)
     if run_info.get("t_final") is None:
         run_info["t_final"] = float(trajectory.times[-1])
-    return _atomic_write(path, FORMAT, lambda f: _write_trajectory(f, trajectory), run_info, complete)
+    return _atomic_write(path, FORMAT, lambda f: _write_trajectory(f, trajectory), run_info, complete,
+                         nbytes=_payload_bytes(trajectory))
 
 
 def _sweep_output(path: Path) -> str | None:
@@ -430,15 +478,21 @@ def _open(path):
         f = h5py.File(path, "r")
     except OSError as e:
         raise ResultFileError(f"{str(path)!r} is not a readable HDF5 file (truncated or corrupted?): {e}") from None
-    if f.attrs.get("format") not in (FORMAT, ENERGY_FORMAT):
+    try:
+        if f.attrs.get("format") not in (FORMAT, ENERGY_FORMAT):
+            raise ResultFileError(f"{str(path)!r} is not a meanfield result file (no format={FORMAT!r} or "
+                                  f"{ENERGY_FORMAT!r} attribute).")
+        stored = f.attrs.get(_ATTRS_DIGEST)          # files written before it have none
+        version = int(f.attrs.get(_DIGEST_VERSION, 1))
+        if stored is not None and str(stored) != _attributes_digest(f, version):
+            raise ResultFileError(f"{str(path)!r} is corrupted: its attributes (model parameters, run record) or "
+                                  "the names and types of its datasets do not match their checksum.")
+    except ResultFileError:
         f.close()
-        raise ResultFileError(f"{str(path)!r} is not a meanfield result file (no format={FORMAT!r} or "
-                              f"{ENERGY_FORMAT!r} attribute).")
-    stored = f.attrs.get(_ATTRS_DIGEST)          # files written before it have none
-    if stored is not None and str(stored) != _attributes_digest(f):
+        raise
+    except (KeyError, OSError, ValueError, TypeError, RuntimeError) as e:   # a damaged header HDF5 cannot walk
         f.close()
-        raise ResultFileError(f"{str(path)!r} is corrupted: its attributes (model parameters, run record) do not "
-                              "match their checksum.")
+        raise ResultFileError(f"{str(path)!r} is damaged: {type(e).__name__}: {e}") from None
     return f
 
 

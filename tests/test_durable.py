@@ -102,3 +102,32 @@ def test_a_failed_sweep_record_leaves_no_temporary(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         _runner._atomic_write(tmp_path / "k.json", "{}")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_result_the_disk_cannot_hold_is_refused_before_hdf5_writes(tmp_path, monkeypatch):
+    # HDF5 on a full disk fails inside its writes and h5py then crashes the process while closing the file
+    # (a segmentation fault, seen on a 200 kB tmpfs): the free space is checked first
+    import shutil
+    import warnings
+
+    import meanfield as mf
+    from meanfield import _io
+
+    tr = mf.simulate(mf.Model(2.0), mf.Particles.uniform(500, seed=0), 0.2, backend="particles", step=0.05,
+                     save_every=0.05)
+    need = _io._payload_bytes(tr)
+    assert need > 5 * 500 * 4 * 8                      # five states of positions and weights, at least
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=need // 2))
+    with pytest.raises(OSError, match="No space left on device.*needs about"):
+        mf.save(tr, tmp_path / "r.h5")
+    assert list(tmp_path.iterdir()) == []              # no temporary left
+    with warnings.catch_warnings(record=True) as caught:   # a periodic checkpoint: warned, the run goes on
+        warnings.simplefilter("always")
+        with pytest.raises(OSError, match="could not write the checkpoint"):
+            mf.simulate(mf.Model(2.0), mf.Particles.uniform(500, seed=0), 0.2, backend="particles", step=0.05,
+                        save_every=0.05, checkpoint=tmp_path / "c.h5")
+    assert any("No space left" in str(w.message) for w in caught)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=need + (2 << 20)))
+    mf.save(tr, tmp_path / "r.h5")                     # room enough: written
+    assert mf.load(tmp_path / "r.h5").times[-1] == pytest.approx(0.2)

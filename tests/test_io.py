@@ -414,6 +414,56 @@ def test_the_attribute_digest_covers_user_metadata_of_any_case(tmp_path):
         mf.load(path)
 
 
+def test_a_renamed_dataset_is_an_error_not_a_missing_diagnostic(tmp_path):
+    # a flipped byte of a name turned mass_error into mass_esror, and diagnostics["mass_error"] raised KeyError
+    path = tmp_path / "r.h5"
+    mf.simulate(mf.Model(1.0), mf.Particles.uniform(10, seed=0), 0.2, backend="particles", checkpoint=path)
+    with h5py.File(path, "r+") as f:
+        name = sorted(f["diagnostics"])[0]
+        f.move(f"diagnostics/{name}", f"diagnostics/{name}x")
+    with pytest.raises(mf.ResultFileError, match="names and types of its datasets do not match"):
+        mf.load(path)
+
+
+def test_files_with_the_first_digest_still_load(tmp_path):
+    from meanfield import _io
+
+    path = tmp_path / "r.h5"
+    mf.simulate(mf.Model(1.0), mf.Particles.uniform(10, seed=0), 0.2, backend="particles", checkpoint=path)
+    with h5py.File(path, "r+") as f:          # as meanfield wrote it before the digest covered the datasets
+        del f.attrs[_io._DIGEST_VERSION]
+        f.attrs[_io._ATTRS_DIGEST] = _io._attributes_digest(f, 1)
+    assert mf.load(path).times[-1] == pytest.approx(0.2)
+
+
+def test_a_number_type_damaged_in_the_header_is_an_error_not_other_numbers(tmp_path):
+    # Fletcher-32 covers the data, not the type: one flipped bit of the exponent bias read t = 2, 4, … for 1, 2, …
+    from meanfield import _io
+
+    tid = h5py.h5t.IEEE_F64LE.copy()
+    tid.set_ebias(tid.get_ebias() - 1)
+    with h5py.File(tmp_path / "t.h5", "w") as f:
+        space = h5py.h5s.create_simple((3,))
+        h5py.Dataset(h5py.h5d.create(f.id, b"t", tid, space)).write_direct(np.array([0.0, 1.0, 2.0]))
+        assert f["t"].dtype.kind == "f"                    # h5py reads it as a float (of another size)
+        with pytest.raises(mf.ResultFileError, match="damaged: its stored number type is not the plain"):
+            _io._array(f["t"])
+
+
+def test_a_header_hdf5_cannot_walk_is_a_result_file_error(tmp_path, monkeypatch):
+    from meanfield import _io
+
+    path = tmp_path / "r.h5"
+    mf.simulate(mf.Model(1.0), mf.Particles.uniform(10, seed=0), 0.2, backend="particles", checkpoint=path)
+
+    def damaged(f, version=2):
+        raise RuntimeError("Object visitation failed (dataspace dim 0 size of 281474976711059 is greater than maxdim)")
+
+    monkeypatch.setattr(_io, "_attributes_digest", damaged)
+    with pytest.raises(mf.ResultFileError, match="is damaged: RuntimeError: Object visitation failed"):
+        mf.load(path)
+
+
 def test_resume_options_are_checked_against_the_run(tmp_path):
     # options on a complete run were ignored without a word; adaptive options of a fixed-step run, and spectral
     # options of a hybrid run past its hand-off, were accepted, recorded, and never used
