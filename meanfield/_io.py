@@ -49,6 +49,7 @@ import numpy as np
 
 from ._durable import replace_durably
 from ._errors import MeanfieldError
+from ._lockfile import pid_alive
 from ._measures import Density, Particles, ZonalDensity
 from ._model import Model
 from ._schemes import get_scheme
@@ -293,12 +294,8 @@ def _remove_stale_temporaries(path: Path) -> None:
         pid = stale.name.rsplit("-", 1)[-1]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if not pid_alive(int(pid)):                    # running (as another user too): left alone
             stale.unlink(missing_ok=True)
-        except (PermissionError, OSError):
-            pass                                    # running (as another user), or unknown: leave it
 
 
 _ATTRS_DIGEST = "attributes_sha256"

@@ -77,14 +77,25 @@ def _stale(path: Path, holder: list, host: str) -> bool:
         return False
     if pid == os.getpid():            # ours: held by another run of this process (a thread), or a leftover
         return _key(path) not in _HELD
-    return not _alive(pid)
+    return not pid_alive(pid)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError, ValueError):       # no such process, or no valid pid at all
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and only waits to be reaped (Linux: state Z in /proc): signal 0 still reaches it,
+    and a killed run whose parent (a job driver, a container's init) has not called wait() yet held its lock."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:                          # no /proc (macOS, Windows), or it exited meanwhile
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] in (b"Z", b"X")     # the state follows the parenthesized name
