@@ -79,6 +79,12 @@ def check_output_path(name: str, path) -> Path:
         why = "is a file, not a folder" if p.parent.exists() else "does not exist"
         raise ValueError(f"`{name}` must be a file in an existing folder; got {name}={str(p)!r}: the folder "
                          f"{str(p.parent)!r} {why}.")
+    if p.is_file() and p.stat().st_size > 0:
+        import h5py
+
+        if not h5py.is_hdf5(p):          # a typo'd --output must not replace a config, a script or a figure
+            raise ValueError(f"`{name}`={str(p)!r} is an existing file that is not an HDF5 file; a result replaces "
+                             "only an earlier result. Choose another path (a .h5 name), or remove that file first.")
     return p
 
 

@@ -643,6 +643,22 @@ def test_the_output_cannot_be_the_configuration_file(tmp_path, capsys):
     assert "is one of the configuration files" in capsys.readouterr().err and cfg.read_text() == text
 
 
+def test_an_existing_file_that_is_not_a_result_is_not_replaced(tmp_path, capsys):
+    # --output notes.txt (or another config) was silently replaced by the result
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    assert main(["run", str(cfg), "--output", str(notes), "--quiet"]) == 2
+    assert "not an HDF5 file" in capsys.readouterr().err and notes.read_text() == "my notes"
+    with pytest.raises(ValueError, match="not an HDF5 file"):
+        mf.simulate(mf.Model(1.0), mf.Particles.uniform(5, seed=0), 0.1, backend="particles", checkpoint=notes)
+    assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 0
+    assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 0    # a result: replaced
+    (tmp_path / "empty.h5").touch()
+    assert main(["run", str(cfg), "--output", str(tmp_path / "empty.h5"), "--quiet"]) == 0
+
+
 def test_info_names_what_the_lmax_column_is():
     # particles-sh records the kernel's band limit, not a resolution of the tokens
     from meanfield.cli import _summary
