@@ -334,8 +334,8 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
     options : dict, optional
         Backend options that replace the stored ones from the continuation on, checked by the backend as
         in :func:`simulate`: e.g. ``{"lmax_max": 512}`` after a spectral run stopped with RESOLUTION_LOST at
-        its ``lmax_max``.  The continuation then differs from what the original options would have given;
-        the file records the new options.
+        its ``lmax_max``; None sets an option back to the backend's default.  The continuation then differs
+        from what the original options would have given; the file records the new options.
 
     Returns
     -------
@@ -384,12 +384,14 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
 
 def _merged(options: dict, extra: dict) -> dict:
     """``{**options, **extra}``, with a hybrid run's ``particle_options`` merged key by key (an override of one
-    particle option keeps the others, and the stored step size of the particle phase)."""
+    particle option keeps the others, and the stored step size of the particle phase).  An override None removes
+    the option, so the backend takes its default (as a new run does; None as a value was refused: "`rtol` must be
+    a real number")."""
     out = {**options, **extra}
     a, b = options.get("particle_options"), extra.get("particle_options")
     if isinstance(a, dict) and isinstance(b, dict):
-        out["particle_options"] = {**a, **b}
-    return out
+        out["particle_options"] = {k: v for k, v in {**a, **b}.items() if not (k in b and v is None)}
+    return {k: v for k, v in out.items() if not (k in extra and v is None)}
 
 
 def _option_overrides(options, done: Trajectory, stored: dict) -> dict:
@@ -423,6 +425,10 @@ def _option_overrides(options, done: Trajectory, stored: dict) -> dict:
                 refuse_unused(given, ADAPTIVE_OPTIONS, why)
             except ValueError as err:
                 raise ValueError(f"`options`{where}: {err}") from None
+    if defaults is not None:    # None: the backend's default, recorded as such (unless the continuation drops it)
+        fixed = fixed_steps(_merged(stored, options))
+        for k in [k for k, v in options.items() if v is None and not (fixed and k in ADAPTIVE_OPTIONS)]:
+            options[k] = defaults()[k]
     return options
 
 

@@ -479,6 +479,19 @@ def test_resume_options_are_checked_against_the_run(tmp_path):
     assert mf.resume(path, t_final=0.6, options={"step": 0.05, "rtol": None}).options["step"] == 0.05   # None: unset
 
 
+def test_resume_option_none_sets_the_backend_default(tmp_path):
+    # `none` was documented as unsetting an option, but reached the backend as a value: "`rtol` must be a real number"
+    from meanfield._simulate import get_backend
+
+    path = tmp_path / "s.h5"
+    mf.simulate(mf.Model(1.0), mf.Density.random(16, seed=0, amplitude=0.3), 0.2, rtol=1e-4, max_steps=10_000,
+                checkpoint=path)
+    r = mf.resume(path, t_final=0.3, options={"rtol": None, "max_steps": None, "lmax": None})
+    default = get_backend("spectral").option_defaults()
+    assert r.success and r.options["rtol"] == default["rtol"] and r.options["max_steps"] == default["max_steps"]
+    assert mf.load(path).options["rtol"] == default["rtol"]
+
+
 def test_resume_of_a_handed_off_hybrid_run_takes_particle_options_merged(tmp_path):
     path = tmp_path / "h.h5"
     with warnings.catch_warnings():
