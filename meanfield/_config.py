@@ -29,6 +29,7 @@ from ._validate import check_options
 from .backends._registry import check_option_values, get_backend
 
 _MODEL_KEYS = {"beta", "scheme", "attention", "d", "Q", "K", "V", "alpha", "tau"}
+SEED_MAX = 2**63 - 1       # seeds are stored in the result file's /run attributes: 64-bit integers
 _SAMPLE_KEYS = {"samples", "sample_seed"}     # a density kind with `samples = N`: N i.i.d. tokens drawn from it
 _INITIAL_KEYS = {
     "uniform": {"kind", "lmax"} | _SAMPLE_KEYS,
@@ -165,7 +166,8 @@ def _samples(density, c) -> Particles:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"[initial] `samples` must be an integer ≥ 1; got samples={n!r}.")
     _fits(f"[initial] samples={n} tokens", 8.0 * n * (density.d + 3), "lower `samples`.")
-    return Particles.from_density(density, n, seed=nonneg_int("sample_seed", c.get("sample_seed", 0)))
+    seed = nonneg_int("sample_seed", c.get("sample_seed", 0), maximum=SEED_MAX)
+    return Particles.from_density(density, n, seed=seed)
 
 
 def _fits(what: str, nbytes: float, advice: str) -> None:
@@ -203,7 +205,7 @@ def _initial(kind, c, d, kernel_lmax: int = 0):
     if kind == "uniform":
         return Density.uniform(_band_limit(c, max(16, kernel_lmax), d), d), None
     if kind == "random":
-        seed = nonneg_int("seed", c.get("seed", 0))
+        seed = nonneg_int("seed", c.get("seed", 0), maximum=SEED_MAX)
         lmax = _band_limit(c, max(32, kernel_lmax), d)
         degree = nonneg_int("degree", c.get("degree", 4), minimum=1)
         # the random field has (degree + 1)² coefficients on S², synthesized through a grid of about 8(degree + 1)²
@@ -218,7 +220,7 @@ def _initial(kind, c, d, kernel_lmax: int = 0):
         return dens, seed
     if kind == "perturbed":
         return _perturbed(c, d, kernel_lmax), None
-    seed = nonneg_int("seed", c.get("seed", 0))
+    seed = nonneg_int("seed", c.get("seed", 0), maximum=SEED_MAX)
     n = nonneg_int("n", c.get("n", 1000), minimum=1)
     _fits(f"[initial] n={n} tokens", 8.0 * n * (d + 3), "lower `n`.")
     radius = c.get("radius")
@@ -321,7 +323,7 @@ def parse_energy_config(raw: dict, text: str = "") -> EnergyConfig:
                               f"valid keys: {valid}.")
     elif task == "maximize":
         try:
-            seed = nonneg_int("seed", params.get("seed", 0))
+            seed = nonneg_int("seed", params.get("seed", 0), maximum=SEED_MAX)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"[energy]: {err}") from None
     else:
@@ -366,7 +368,7 @@ def _energy_start(params, d):
     if "weights" in params:
         raise ConfigError("[energy] `weights` applies to explicit `positions`; got it with `n`.")
     try:
-        seed = nonneg_int("seed", params.get("seed", 0))
+        seed = nonneg_int("seed", params.get("seed", 0), maximum=SEED_MAX)
         return Particles.uniform(params["n"], d, seed=seed), seed
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[energy]: {err}") from None

@@ -102,6 +102,9 @@ def check_run_info(name: str, value, reserved=()) -> dict:
         if k in reserved:
             raise ValueError(f"`{name}` key {k!r} is reserved (the run's own record: {sorted(reserved)}); use "
                              "another name.")
+        if isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) and not -2**63 <= v < 2**63:
+            raise ValueError(f"`{name}` value {k}={v!r} does not fit a 64-bit integer, which an HDF5 attribute holds; "
+                             "store it as a string.")
         if isinstance(v, (str, bool, np.bool_, numbers.Number)):
             continue
         if isinstance(v, (Mapping, list, tuple, np.ndarray)):

@@ -80,12 +80,13 @@ def relative_tolerance(value, name: str = "rtol") -> float:
     return value
 
 
-def nonneg_int(name: str, value, *, minimum: int = 0) -> int:
-    """Return ``value`` as an int after checking it is an integer >= ``minimum``."""
+def nonneg_int(name: str, value, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """Return ``value`` as an int after checking it is an integer >= ``minimum`` (and <= ``maximum``, if given)."""
+    allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{name}` must be an integer >= {minimum}; got {name}={value!r}.")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {name}={value!r}.")
+        raise TypeError(f"`{name}` must be an integer {allowed}; got {name}={value!r}.")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"`{name}` must be an integer {allowed}; got {name}={value!r}.")
     return int(value)
 
 

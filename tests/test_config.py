@@ -1,5 +1,7 @@
 """meanfield._config: the [energy] table of energy problems, sampled initial densities, and the checks of run
 values (the keys of the run tables and the CLI's use of them are tested in test_cli.py)."""
+import tomllib
+
 import numpy as np
 import pytest
 
@@ -348,3 +350,20 @@ def test_a_density_sampled_into_tokens_keeps_the_kinds_default_band_limit(monkey
     raw["run"]["backend"] = "hybrid"
     raw["model"]["beta"] = 4.0
     assert parse_config(raw).initial.lmax == 19 and seen == [0, 19]
+
+
+@pytest.mark.parametrize("table, key", [('kind = "particles"\nn = 10', "seed"),
+                                        ('kind = "random"\nlmax = 4', "seed"),
+                                        ('kind = "random"\nlmax = 4\nsamples = 10', "sample_seed")])
+def test_a_seed_beyond_64_bits_is_refused_when_read(table, key):
+    # it passed validation, the run started, and writing /run failed in h5py ("Object dtype has no native HDF5 ...")
+    text = f"[model]\nbeta = 1.0\n[initial]\n{table}\n{key} = 99999999999999999999\n[run]\nt_final = 0.1\n"
+    with pytest.raises(ValueError, match=rf"`{key}` must be an integer in \[0, 9223372036854775807\]"):
+        parse_config(tomllib.loads(text), text)
+
+
+def test_metadata_integers_beyond_64_bits_are_refused_up_front(tmp_path):
+    with pytest.raises(ValueError, match="seed=1180591620717411303424 does not fit a 64-bit integer"):
+        mf.simulate(mf.Model(1.0), mf.Particles.uniform(5), 0.1, backend="particles", checkpoint=tmp_path / "r.h5",
+                    metadata={"seed": 2**70})
+    assert not (tmp_path / "r.h5").exists()
