@@ -22,6 +22,7 @@ The velocity of a scheme is built from these fields by the particle backends
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import threading
 from typing import NamedTuple
@@ -212,9 +213,31 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
         else:   # at most `nthreads` blocks at once (memory O(nthreads·chunk·N)), each on one BLAS thread
             from ._blas import single_threaded_blas
             with single_threaded_blas():
-                list(_threads.executor().map(lambda g: [block(a) for a in g], groups))
+                _run_block_groups(block, groups)
         A += Ah
     return _finish(A, y, log_z)
+
+
+def _run_block_groups(block, groups) -> None:
+    """``block(a)`` for every start of every group, one group per worker thread.  When the caller is interrupted
+    (Ctrl-C, SIGTERM) or a block fails, the workers stop at their next block: each had half of an N² sum queued,
+    and a run that had reported "interrupted" went on computing for minutes (the interpreter waits for them)."""
+    stop = threading.Event()
+
+    def run(group):
+        for a in group:
+            if stop.is_set():
+                return
+            block(a)
+
+    futures = [_threads.executor().submit(run, g) for g in groups]
+    try:
+        for f in futures:
+            f.result()
+    except BaseException:
+        stop.set()
+        concurrent.futures.wait([f for f in futures if not f.cancel()])   # the blocks running now: one each
+        raise
 
 
 # ----------------------------------------------------------------------------------------------
