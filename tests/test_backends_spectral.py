@@ -438,3 +438,15 @@ def test_max_steps_and_filter_are_named():
     assert "`max_steps` steps were taken" in tr.message
     with pytest.raises(ValueError, match="`filter` must be"):
         mf.simulate(mf.Model(1.0), mf.Density.uniform(8), 0.1, filter=["a", "b"])
+
+
+def test_min_step_neither_stops_the_first_step_nor_a_step_shortened_to_a_save_time():
+    # min_step = 0.05 stopped every run at t = 0 (the first guess is 0.01), and a step shortened to land on a
+    # save time (0.0178 before t = 0.33) counted as a stalled one: STEP_TOO_SMALL on smooth data
+    m, rho = mf.Model(1.0), mf.Density.random(16, seed=0, amplitude=0.3)
+    r = mf.simulate(m, rho, 1.0, min_step=0.05)
+    assert r.success and min(r.steps["dt"]) >= 0.05
+    r = mf.simulate(m, rho, 1.0, min_step=0.05, first_step=0.1, save_every=0.33)
+    assert r.success and np.allclose(r.times, [0, 0.33, 0.66, 0.99, 1.0])
+    ref = mf.simulate(m, rho, 1.0, save_every=0.33)
+    assert np.max(np.abs(r.final.coeffs - ref.final.coeffs)) < 1e-7

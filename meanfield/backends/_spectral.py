@@ -509,16 +509,18 @@ class SpectralBackend:
             self._over_cfl = (self.t, h, cap) if h > cap else None
             y_new, _, _ = rk_step(tab, self._rhs_memo, self.t, self.y, h, k0=k0)
         else:
-            h = self._h if self._h is not None else min(self._cfl_cap(), 0.01)
+            # without first_step the first guess is 0.01, but never below min_step (that stopped every run at t = 0)
+            h = self._h if self._h is not None else max(min(self._cfl_cap(), 0.01), opts["min_step"])
             k0 = self._first_stage()
             while True:
-                h = min(h, opts["max_step"], self._cfl_cap(), remaining)
+                h = min(h, opts["max_step"], self._cfl_cap())
                 if h < opts["min_step"]:
                     if rejected and not finite:
                         self.detail = self._nonfinite(f"non-finite coefficients at t={self.t:.6g} down to step {h:.3g}.")
                         return Status.NON_FINITE
                     self.detail = f"step {h:.3g} < min_step at t={self.t:.6g}{self._speed_note()}."
                     return Status.STEP_TOO_SMALL
+                h = min(h, remaining)      # a step shortened to land on a save time is not a stalled step
                 y_new, err, _ = rk_step(tab, self._rhs_memo, self.t, self.y, h, k0=k0)
                 finite = np.all(np.isfinite(y_new))
                 norm = self._error_norm(err, y_new) if finite else np.inf

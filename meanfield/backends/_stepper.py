@@ -461,7 +461,7 @@ class ParticleStepper:
         o, tab = self.options, self.method
         max_step = o["max_step"] or np.inf
         k1 = self.rhs(self._stage_time(a, a, b), self.y)   # fresh at every segment start
-        h = self._h if self._h is not None else self._initial_step(a, b, k1)
+        h = self._h if self._h is not None else max(self._initial_step(a, b, k1), o["min_step"])
         t = a
         rejected, en = False, 0.0
         while t < b:
