@@ -450,3 +450,14 @@ def test_min_step_neither_stops_the_first_step_nor_a_step_shortened_to_a_save_ti
     assert r.success and np.allclose(r.times, [0, 0.33, 0.66, 0.99, 1.0])
     ref = mf.simulate(m, rho, 1.0, save_every=0.33)
     assert np.max(np.abs(r.final.coeffs - ref.final.coeffs)) < 1e-7
+
+
+def test_lmax_max_is_checked_even_when_unused_and_its_memory_before_the_run():
+    # lmax_max="foo" ran (it is read only when refining), and a cap beyond the memory failed hours into a run
+    rho = mf.Density.random(16, seed=0, amplitude=0.3)
+    with pytest.raises(TypeError, match="`lmax_max` must be an integer >= 1; got lmax_max='foo'"):
+        mf.simulate(mf.Model(1.0), rho, 0.1, lmax_max="foo")
+    with pytest.raises(ValueError, match="`lmax_max` must be an integer >= 1; got lmax_max=-5"):
+        mf.simulate(mf.Model(1.0), rho, 0.1, lmax_max=-5)
+    with pytest.raises(mf.InsufficientMemoryError, match="refining up to lmax_max=100000 .* lower `lmax_max`"):
+        mf.simulate(mf.Model(1.0), rho, 0.1, on_resolution_loss="refine", lmax_max=100_000)

@@ -358,7 +358,8 @@ class SpectralBackend:
                              f"got refine_factor={opts['refine_factor']!r}.")
         opts["max_steps"] = nonneg_int("max_steps", opts["max_steps"], minimum=1)
         choice("on_resolution_loss", opts["on_resolution_loss"], POLICIES)
-        if opts["on_resolution_loss"] == "refine" and nonneg_int("lmax_max", opts["lmax_max"]) < lmax:
+        opts["lmax_max"] = nonneg_int("lmax_max", opts["lmax_max"], minimum=1)     # checked even when not refining
+        if opts["on_resolution_loss"] == "refine" and opts["lmax_max"] < lmax:
             raise ValueError(f"`lmax_max` must be ≥ the starting band limit lmax={lmax} to refine; got "
                              f"lmax_max={opts['lmax_max']!r}.")
         choice("error_norm", opts["error_norm"], ("l2", "elementwise"))
@@ -373,6 +374,10 @@ class SpectralBackend:
         self.detail = ""
         nbytes, nodes = _memory_estimate(lmax, model.d, self.zonal, len(species), model.scheme_def.has_radius)
         require(nbytes, f"backend='spectral' at lmax={lmax} ({nodes} grid nodes)", "lower `lmax` (the band limit).")
+        if opts["on_resolution_loss"] == "refine":   # a cap that cannot fit would fail mid-run, hours in
+            top, nodes = _memory_estimate(opts["lmax_max"], model.d, self.zonal, len(species),
+                                          model.scheme_def.has_radius)
+            require(top, f"refining up to lmax_max={opts['lmax_max']} ({nodes} grid nodes)", "lower `lmax_max`.")
         self._setup(lmax)
         rad = self.model.scheme_def.has_radius
         y = np.zeros((len(species), 2 if rad else 1, self.basis.ncoef), complex)
