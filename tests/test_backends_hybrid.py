@@ -133,3 +133,9 @@ def test_hybrid_runs_and_resumes_with_a_fixed_step_method(tmp_path):
     key = "coeffs" if isinstance(full.final, mf.Density) else "positions"
     assert np.allclose(getattr(resumed.final, key), getattr(full.final, key), rtol=0, atol=1e-13)
     assert mf.simulate(model, rho, 0.1, method="rk4", step=0.05, max_step=np.inf).success   # ∞ is "unbounded"
+
+
+def test_a_handoff_that_cannot_fit_is_refused_before_the_spectral_phase():
+    # oversample=1000 ran the spectral phase, then allocated 8.6 GiB at the hand-off (or ate the machine's memory)
+    with pytest.raises(mf.InsufficientMemoryError, match=r"hand-off to particles .* 1000·16 .* lower `oversample`"):
+        mf.simulate(mf.Model(2.0), mf.Density.random(16, seed=1), 0.1, backend="hybrid", oversample=1000)

@@ -16,10 +16,11 @@ from .._errors import UnsupportedModelError
 from .._measures import Density, Particles, ZonalDensity
 from .._model import Model
 from .._trajectory import Status
+from .._memory import require
 from .._validate import check_options
 from ._registry import BACKENDS
 from ._spectral import _OPTIONS as _SPECTRAL_OPTIONS
-from ._spectral import SpectralBackend, monitor_thresholds
+from ._spectral import SpectralBackend, _memory_estimate, monitor_thresholds
 
 _OPTIONS = {**{k: v for k, v in _SPECTRAL_OPTIONS.items() if k != "on_resolution_loss"},
             "tail_tol": 1e-6, "negativity_tol": 1e-10, "lmax_max": None, "particle_backend": "auto",
@@ -140,6 +141,8 @@ class HybridBackend:
             policy, spectral_opts["lmax_max"] = "refine", opts["lmax_max"]
         if isinstance(opts["oversample"], bool) or not isinstance(opts["oversample"], int) or opts["oversample"] < 1:
             raise ValueError(f"`oversample` must be an integer ≥ 1; got oversample={opts['oversample']!r}.")
+        if not isinstance(initial, Particles):
+            self._check_handoff_memory(model, initial, opts)
         self.options = opts
         self.detail = ""
         self.handoff_time = None
@@ -152,6 +155,17 @@ class HybridBackend:
             self._spectral = SpectralBackend(model, initial, on_resolution_loss=policy, **spectral_opts)
             self._spectral.loss_advice = {}          # a loss of resolution is the hand-off, not a failure
         self._t = 0.0
+
+    @staticmethod
+    def _check_handoff_memory(model, initial, opts) -> None:
+        """Refuse, before the spectral phase, a hand-off whose particles (the nodes of the grid of band limit
+        ``oversample``·L, L up to ``lmax_max``) cannot fit: it allocated them only at the hand-off, hours in."""
+        species = list(initial) if isinstance(initial, (list, tuple)) else [initial]
+        top = opts["lmax_max"] or opts["lmax"] or species[0].lmax
+        fine = int(top) * opts["oversample"]
+        need, nodes = _memory_estimate(fine, model.d, False, len(species), model.scheme_def.has_radius)
+        require(need, f"the hand-off to particles on the grid of band limit oversample·L = {opts['oversample']}·{top} "
+                      f"({nodes} tokens)", "lower `oversample` (or `lmax_max`).")
 
     @staticmethod
     def _choose_particle_backend(model, name):
