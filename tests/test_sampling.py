@@ -103,3 +103,10 @@ def test_bad_input():
         mf.particles_coefficients(np.ones((3, 3)), 3)
     with pytest.raises(ValueError, match="no positive values"):
         mf.sample_density(mf.Density.from_function(lambda x: 0 * x[..., 2], 2), 10)
+
+
+@pytest.mark.parametrize("make", [lambda s: mf.Density.random(8, seed=s), lambda s: mf.Particles.uniform(5, seed=s),
+                                  lambda s: mf.Particles.from_density(mf.Density.uniform(4), 5, seed=s)])
+def test_a_bool_is_not_a_seed(make):
+    with pytest.raises(TypeError, match="`seed` must be None, an int"):
+        make(True)
