@@ -230,10 +230,12 @@ def _run_block_groups(block, groups) -> None:
                 return
             block(a)
 
-    futures = [_threads.executor().submit(run, g) for g in groups]
+    futures = []
     try:
-        for f in futures:
-            f.result()
+        futures += [_threads.executor().submit(run, g) for g in groups]
+        concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)   # any group's failure
+        for f in sorted(futures, key=lambda f: not (f.done() and f.exception() is not None)):
+            f.result()                          # a failed group first: the others are stopped, not waited for
     except BaseException:
         stop.set()
         concurrent.futures.wait([f for f in futures if not f.cancel()])   # the blocks running now: one each

@@ -29,7 +29,7 @@ from ._validate import check_options
 from .backends._registry import check_option_values, get_backend
 
 _MODEL_KEYS = {"beta", "scheme", "attention", "d", "Q", "K", "V", "alpha", "tau"}
-SEED_MAX = 2**63 - 1       # seeds are stored in the result file's /run attributes: 64-bit integers
+SEED_MAX = 2**64 - 1       # seeds are stored in the result file's /run attributes: 64-bit (unsigned) integers
 _SAMPLE_KEYS = {"samples", "sample_seed"}     # a density kind with `samples = N`: N i.i.d. tokens drawn from it
 _INITIAL_KEYS = {
     "uniform": {"kind", "lmax"} | _SAMPLE_KEYS,

@@ -79,13 +79,19 @@ def check_output_path(name: str, path) -> Path:
         why = "is a file, not a folder" if p.parent.exists() else "does not exist"
         raise ValueError(f"`{name}` must be a file in an existing folder; got {name}={str(p)!r}: the folder "
                          f"{str(p.parent)!r} {why}.")
-    if p.is_file() and p.stat().st_size > 0:
+    check_replaceable(f"`{name}`", p)
+    return p
+
+
+def check_replaceable(name: str, path: Path) -> None:
+    """Refuse to replace an existing non-empty file that is not HDF5: a typo'd --output must not overwrite a
+    configuration, a script or notes with a result."""
+    if path.is_file() and path.stat().st_size > 0:
         import h5py
 
-        if not h5py.is_hdf5(p):          # a typo'd --output must not replace a config, a script or a figure
-            raise ValueError(f"`{name}`={str(p)!r} is an existing file that is not an HDF5 file; a result replaces "
+        if not h5py.is_hdf5(path):
+            raise ValueError(f"{name}={str(path)!r} is an existing file that is not an HDF5 file; a result replaces "
                              "only an earlier result. Choose another path (a .h5 name), or remove that file first.")
-    return p
 
 
 def check_run_info(name: str, value, reserved=()) -> dict:
@@ -102,9 +108,9 @@ def check_run_info(name: str, value, reserved=()) -> dict:
         if k in reserved:
             raise ValueError(f"`{name}` key {k!r} is reserved (the run's own record: {sorted(reserved)}); use "
                              "another name.")
-        if isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) and not -2**63 <= v < 2**63:
-            raise ValueError(f"`{name}` value {k}={v!r} does not fit a 64-bit integer, which an HDF5 attribute holds; "
-                             "store it as a string.")
+        if isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) and not -2**63 <= v < 2**64:
+            raise ValueError(f"`{name}` value {k}={v!r} is outside [-2**63, 2**64), the integers an HDF5 attribute "
+                             "holds; store it as a string.")
         if isinstance(v, (str, bool, np.bool_, numbers.Number)):
             continue
         if isinstance(v, (Mapping, list, tuple, np.ndarray)):

@@ -261,6 +261,9 @@ def _run(args) -> int:
         if clash is not None:                    # it was silently overwritten with HDF5
             raise ValueError(f"--output {str(clash)!r} is one of the configuration files; choose another path "
                              "(the result is an HDF5 file, e.g. RESULT.h5).")
+        from ._io import check_replaceable
+        for out in outputs:                      # before any run: an energy problem saves only after its solve
+            check_replaceable("--output", out)
         results = []
         from ._simulate import STOP_REQUESTED
 

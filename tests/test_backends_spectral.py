@@ -450,6 +450,8 @@ def test_min_step_neither_stops_the_first_step_nor_a_step_shortened_to_a_save_ti
     assert r.success and np.allclose(r.times, [0, 0.33, 0.66, 0.99, 1.0])
     ref = mf.simulate(m, rho, 1.0, save_every=0.33)
     assert np.max(np.abs(r.final.coeffs - ref.final.coeffs)) < 1e-7
+    r = mf.simulate(m, rho, 0.2, min_step=0.05, save_every=0.003)   # the very first step shortened to a save time
+    assert r.success and len(r.times) == 68
 
 
 def test_lmax_max_is_checked_even_when_unused_and_its_memory_before_the_run():
@@ -461,3 +463,6 @@ def test_lmax_max_is_checked_even_when_unused_and_its_memory_before_the_run():
         mf.simulate(mf.Model(1.0), rho, 0.1, lmax_max=-5)
     with pytest.raises(mf.InsufficientMemoryError, match="refining up to lmax_max=100000 .* lower `lmax_max`"):
         mf.simulate(mf.Model(1.0), rho, 0.1, on_resolution_loss="refine", lmax_max=100_000)
+    assert mf.simulate(mf.Model(1.0), rho, 0.1, lmax_max=None).success     # as earlier versions stored it
+    with pytest.raises(TypeError, match="`lmax_max` must be an integer >= 1; got lmax_max=None"):
+        mf.simulate(mf.Model(1.0), rho, 0.1, on_resolution_loss="refine", lmax_max=None)

@@ -558,7 +558,8 @@ def test_an_interrupted_batch_starts_no_further_run(tmp_path, monkeypatch, capsy
         paths.append(str(p))
     out = tmp_path / "out"
     (out).mkdir()
-    (out / "b.h5").write_bytes(b"an earlier result")
+    mf.save(mf.simulate(mf.Model(1.0), mf.Particles.uniform(5, seed=0), 0.1, backend="particles"), out / "b.h5")
+    earlier = (out / "b.h5").read_bytes()
     real = cli._run_one
 
     def first_then_sigterm(cfg, path, quiet):
@@ -567,7 +568,7 @@ def test_an_interrupted_batch_starts_no_further_run(tmp_path, monkeypatch, capsy
         return result
     monkeypatch.setattr(cli, "_run_one", first_then_sigterm)
     assert main(["run", *paths, "--output", str(out), "--quiet"]) == 1
-    assert (out / "b.h5").read_bytes() == b"an earlier result" and (out / "a.h5").exists()
+    assert (out / "b.h5").read_bytes() == earlier and (out / "a.h5").exists()
     assert "not started" in capsys.readouterr().err and not STOP_REQUESTED.is_set()
 
 
@@ -657,6 +658,10 @@ def test_an_existing_file_that_is_not_a_result_is_not_replaced(tmp_path, capsys)
     assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 0    # a result: replaced
     (tmp_path / "empty.h5").touch()
     assert main(["run", str(cfg), "--output", str(tmp_path / "empty.h5"), "--quiet"]) == 0
+    energy = tmp_path / "e.toml"                     # refused before the solve (it saves only after it)
+    energy.write_text('[energy]\ntask = "minimize"\nbeta = 1.0\nD = [[1.0, 0.0], [0.0, 1.05]]\nlmax = 16\n')
+    assert main(["run", str(energy), "--output", str(notes), "--quiet"]) == 2
+    assert "--output" in capsys.readouterr().err and notes.read_text() == "my notes"
 
 
 def test_info_names_what_the_lmax_column_is():

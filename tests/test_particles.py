@@ -539,3 +539,7 @@ def test_a_failing_block_stops_the_other_workers():
     with pytest.raises(ValueError, match="block 5"):
         _run_block_groups(block, [list(range(0, 500)), list(range(500, 1000))])
     assert len([a for a in done if a >= 500]) < 50
+    done.clear()                               # a failure in the second group stops the first one too
+    with pytest.raises(ValueError, match="block 5"):
+        _run_block_groups(block, [list(range(1000, 1500)), list(range(0, 500))])
+    assert len([a for a in done if a >= 1000]) < 50

@@ -358,7 +358,8 @@ class SpectralBackend:
                              f"got refine_factor={opts['refine_factor']!r}.")
         opts["max_steps"] = nonneg_int("max_steps", opts["max_steps"], minimum=1)
         choice("on_resolution_loss", opts["on_resolution_loss"], POLICIES)
-        opts["lmax_max"] = nonneg_int("lmax_max", opts["lmax_max"], minimum=1)     # checked even when not refining
+        if opts["lmax_max"] is not None or opts["on_resolution_loss"] == "refine":   # checked even when not refining
+            opts["lmax_max"] = nonneg_int("lmax_max", opts["lmax_max"], minimum=1)
         if opts["on_resolution_loss"] == "refine" and opts["lmax_max"] < lmax:
             raise ValueError(f"`lmax_max` must be ≥ the starting band limit lmax={lmax} to refine; got "
                              f"lmax_max={opts['lmax_max']!r}.")
@@ -525,7 +526,7 @@ class SpectralBackend:
                         return Status.NON_FINITE
                     self.detail = f"step {h:.3g} < min_step at t={self.t:.6g}{self._speed_note()}."
                     return Status.STEP_TOO_SMALL
-                h = min(h, remaining)      # a step shortened to land on a save time is not a stalled step
+                wanted, h = h, min(h, remaining)      # a step shortened to land on a save time is not a stalled one
                 y_new, err, _ = rk_step(tab, self._rhs_memo, self.t, self.y, h, k0=k0)
                 finite = np.all(np.isfinite(y_new))
                 norm = self._error_norm(err, y_new) if finite else np.inf
@@ -533,7 +534,8 @@ class SpectralBackend:
                     break
                 rejected += 1
                 h = next_step(h, norm, tab.error_order) if finite else h / 4
-            self._h = next_step(h, norm, tab.error_order) if h < remaining or self._h is None else self._h
+            # a step shortened to a save time says little about the step size: the next starts from the one wanted
+            self._h = next_step(h, norm, tab.error_order) if h < remaining else wanted
         if not np.all(np.isfinite(y_new)):
             self.detail = self._nonfinite(f"non-finite coefficients after the step at t={self.t:.6g}.")
             return Status.NON_FINITE
