@@ -535,7 +535,11 @@ class SpectralBackend:
                 rejected += 1
                 h = next_step(h, norm, tab.error_order) if finite else h / 4
             # a step shortened to a save time says little about the step size: the next starts from the one wanted
-            self._h = next_step(h, norm, tab.error_order) if h < remaining else wanted
+            # (the first step too: grown from a short one it could stay below min_step)
+            if h < remaining or (self._h is None and wanted <= remaining):
+                self._h = next_step(h, norm, tab.error_order)
+            elif self._h is None:
+                self._h = wanted
         if not np.all(np.isfinite(y_new)):
             self.detail = self._nonfinite(f"non-finite coefficients after the step at t={self.t:.6g}.")
             return Status.NON_FINITE
