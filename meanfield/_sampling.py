@@ -22,9 +22,9 @@ _NEG_TOL = 1e-8         # relative negativity that is treated as rounding (clipp
 def _rng(seed):
     if isinstance(seed, np.random.Generator):
         return seed
-    if isinstance(seed, (bool, np.bool_)):           # numpy takes True for the seed 1
-        raise TypeError(f"`seed` must be None, an int ≥ 0, a SeedSequence or a numpy Generator; got seed={seed!r}.")
     try:
+        if isinstance(seed, (bool, np.bool_)):       # numpy takes True for the seed 1
+            raise TypeError
         return np.random.default_rng(seed)
     except (TypeError, ValueError):
         raise TypeError(f"`seed` must be None, an int ≥ 0, a SeedSequence or a numpy Generator; got seed={seed!r}.") from None

@@ -14,9 +14,9 @@ import numpy as np
 
 from .._errors import UnsupportedModelError
 from .._measures import Density, Particles, ZonalDensity
+from .._memory import require
 from .._model import Model
 from .._trajectory import Status
-from .._memory import require
 from .._validate import check_options
 from ._registry import BACKENDS
 from ._spectral import _OPTIONS as _SPECTRAL_OPTIONS

@@ -534,8 +534,8 @@ class SpectralBackend:
                     break
                 rejected += 1
                 h = next_step(h, norm, tab.error_order) if finite else h / 4
-            # a step shortened to a save time says little about the step size: the next starts from the one wanted
-            # (the first step too: grown from a short one it could stay below min_step)
+            # a step shortened to a save time keeps the step size it interrupted; a first step so shortened hands on
+            # the one it wanted (grown from the short one, it could stay below min_step)
             if h < remaining or (self._h is None and wanted <= remaining):
                 self._h = next_step(h, norm, tab.error_order)
             elif self._h is None:
