@@ -97,6 +97,10 @@ def main(argv=None) -> int:
     try:
         with _one_line_warnings(args.command), _terminate_as_interrupt():
             return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:      # before a run started (reading a config, initial diagnostics), or in a command
+        # without its own handling: a run in progress stops with status INTERRUPTED and its checkpoint instead
+        print(f"meanfield {args.command}: interrupted.", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # the reader went away (`meanfield info R.h5 | head`): not an error; keep Python's flush at exit quiet
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -174,6 +178,22 @@ def _check_output(path, option: str, suffixes=None) -> None:
         raise ValueError(f"{option} {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
     if suffixes is not None and path.suffix.lower() not in suffixes:
         raise ValueError(f"{option} {str(path)!r}: the file type must be one of {', '.join(suffixes)}.")
+    _check_writable(path, option)
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Refuse a file that cannot be written (a read-only folder or file system): found after the run, the
+    figure was lost and a run's result had nowhere to go.  A probe file, not permission bits (root ignores them)."""
+    import tempfile
+
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{option} {str(path)!r}: the file exists and is not writable.")
+    try:
+        with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.name}.probe-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{option} {str(path)!r}: cannot write in the folder {str(path.parent)!r} "
+                         f"({e.strerror or e}).") from None
 
 
 def _parse_options(items) -> dict:
@@ -267,8 +287,14 @@ def _run(args) -> int:
         results = []
         from ._simulate import STOP_REQUESTED
 
-        for cfg, out in zip(configs, outputs):
-            results.append(_run_one(cfg, out, args.quiet))
+        for i, (cfg, out) in enumerate(zip(configs, outputs)):
+            try:
+                results.append(_run_one(cfg, out, args.quiet))
+            except KeyboardInterrupt:      # a run in progress returns INTERRUPTED: this one had not stored anything
+                left = [str(p) for p in paths[i + 1:]]
+                print(f"meanfield run: interrupted before {str(out)!r} stored anything (the file is untouched)"
+                      + (f"; not started: {', '.join(left)}" if left else "") + ".", file=sys.stderr)
+                return 130
             if not args.quiet:
                 print(_energy_summary(results[-1], out) if _is_energy(results[-1]) else _summary(results[-1], out))
             interrupted = not _is_energy(results[-1]) and results[-1].status is mf.Status.INTERRUPTED

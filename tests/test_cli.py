@@ -670,3 +670,39 @@ def test_info_names_what_the_lmax_column_is():
     traj = mf.simulate(mf.Model(2.0), mf.Particles.uniform(50, seed=0), 0.2, backend="particles-sh", step=0.1)
     text = _summary(traj, "p.h5")
     assert "lmax (kernel)" in text and f"end  {traj.diagnostics['lmax'][-1]:g}" in text
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (a folder nothing can be written in)")
+def test_an_unwritable_figure_or_output_is_refused_before_the_run(tmp_path, capsys):
+    # found only after the run: the figure was lost (the probe is a file, not permission bits, which root ignores)
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    for extra in (["--output", str(tmp_path / "r.h5"), "--figure", "/proc/self/f.png"],
+                  ["--output", "/proc/self/r.h5"]):
+        assert main(["run", str(cfg), "--quiet"] + extra) == 2
+        err = capsys.readouterr().err
+        assert "cannot write in the folder '/proc/self'" in err and "Traceback" not in err, err
+        assert not (tmp_path / "r.h5").exists()
+    assert not list(tmp_path.glob(".*probe*"))          # the probe leaves nothing behind
+
+
+def test_an_interrupt_before_the_run_stores_anything_is_one_line(tmp_path, monkeypatch, capsys):
+    # a Ctrl-C in the initial diagnostics (minutes for a large exact run) printed a traceback
+    from meanfield import cli
+    paths = []
+    for name in ("a", "b"):
+        p = tmp_path / f"{name}.toml"
+        p.write_text(SMALL.format(scheme="post-ln", extra=""))
+        paths.append(str(p))
+    (tmp_path / "out").mkdir()
+
+    def interrupted(cfg, path, quiet):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_run_one", interrupted)
+    assert main(["run", *paths, "--output", str(tmp_path / "out"), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted before" in err and "a.h5" in err and "not started: " + paths[1] in err, err
+    assert "Traceback" not in err and not list((tmp_path / "out").iterdir())
+    monkeypatch.setattr("meanfield._config.load_config", lambda path: interrupted(0, 0, 0))
+    assert main(["run", paths[0], "--output", str(tmp_path / "r.h5")]) == 130     # while reading the config
+    assert capsys.readouterr().err == "meanfield run: interrupted.\n"
