@@ -4,7 +4,7 @@ A configuration has four tables; unknown tables or keys are errors that list the
 
     [model]     beta, scheme, attention, d, Q, K, V, alpha, tau          (as meanfield.Model)
     [initial]   kind = "uniform" | "random" | "perturbed" | "particles", and its parameters
-    [run]       backend, t_final, save_every | t_eval, checkpoint_every
+    [run]       backend, t_final, save_every | t_eval, checkpoint_every, checkpoint_interval
     [options]   backend options (validated by the backend: lmax, rtol, on_resolution_loss, step, …)
 
 An energy problem (the extremizers and stationary states of E_{β,D}, :mod:`meanfield._energy`) is a
@@ -37,7 +37,7 @@ _INITIAL_KEYS = {
     "perturbed": {"kind", "lmax", "ell", "m", "eps"} | _SAMPLE_KEYS,
     "particles": {"kind", "n", "seed", "radius"},
 }
-_RUN_KEYS = {"backend", "t_final", "save_every", "t_eval", "checkpoint_every"}
+_RUN_KEYS = {"backend", "t_final", "save_every", "t_eval", "checkpoint_every", "checkpoint_interval"}
 _TABLES = {"model", "initial", "run", "options"}
 
 
@@ -65,6 +65,7 @@ class RunConfig:
     save: dict
     checkpoint_every: int
     options: dict
+    checkpoint_interval: float = 600.0
     text: str = ""
     seed: int | None = None
     raw: dict = field(default_factory=dict)
@@ -136,11 +137,13 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
         check_options(backend, options, defaults())       # the names first, listing the valid ones
     _refuse_unused_step_options(options)
     checkpoint_every = nonneg_int("checkpoint_every", run.get("checkpoint_every", 1), minimum=1)
+    checkpoint_interval = positive_float("checkpoint_interval", run.get("checkpoint_interval", 600.0), allow_zero=True)
     # the values too, as the backend checks them when the run starts, but without building the solver (the
     # particle backends on two probe tokens; spectral up to its set-up): a batch or a sweep stops before its first run
     check_option_values(backend, model, initial, options, times)
     return RunConfig(model=model, initial=initial, backend=backend, t_final=t_final, save=save,
-                     checkpoint_every=checkpoint_every, options=options, text=text, seed=seed, raw=raw)
+                     checkpoint_every=checkpoint_every, options=options, text=text, seed=seed, raw=raw,
+                     checkpoint_interval=checkpoint_interval)
 
 
 def _refuse_unused_step_options(options: dict) -> None:

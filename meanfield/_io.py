@@ -43,6 +43,7 @@ import numbers
 import os
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -360,13 +361,8 @@ _BYTES_PER_GROUP = 4096          # HDF5's overhead per stored state (a group, it
 
 def _payload_bytes(trajectory) -> int:
     """An upper estimate of the bytes a trajectory's arrays take in its file (before compression)."""
-    def state_bytes(s):
-        if isinstance(s, tuple):
-            return sum(state_bytes(x) for x in s)
-        return _BYTES_PER_GROUP + sum(v.nbytes for v in vars(s).values() if isinstance(v, np.ndarray))
-
     columns = list(trajectory.diagnostics.values()) + list(trajectory.steps.values())
-    return (sum(state_bytes(s) for s in trajectory.states)
+    return (sum(_state_bytes(s) for s in trajectory.states)
             + sum(8 * np.size(v) for v in columns) + 8 * len(trajectory.times))
 
 
@@ -418,6 +414,12 @@ def _atomic_write(path, fmt, write, run_info=None, complete=True, nbytes: int = 
     return path
 
 
+def _state_bytes(s) -> int:
+    if isinstance(s, tuple):
+        return sum(_state_bytes(x) for x in s)
+    return _BYTES_PER_GROUP + sum(v.nbytes for v in vars(s).values() if isinstance(v, np.ndarray))
+
+
 def save(trajectory, path, *, run_info: dict | None = None, complete: bool | None = None) -> Path:
     """Write ``trajectory`` (or an energy result) to the HDF5 file ``path`` atomically (temporary file + rename).
 
@@ -456,13 +458,68 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
         return _atomic_write(path, ENERGY_FORMAT, lambda f: _write_energy(f, trajectory),
                              dict(trajectory.run_info or {}) if run_info is None else run_info,
                              True if complete is None else complete)
+    return _save_trajectory(trajectory, path, run_info, complete)
+
+
+def _save_trajectory(trajectory, path, run_info=None, complete=None, point: ResumePoint | None = None) -> Path:
+    """:func:`save` of a Trajectory (arguments checked), with the checkpoint's resume point if any."""
     stored = dict(getattr(trajectory, "run_info", {}) or {})
     complete = bool(stored.pop("complete", True)) if complete is None else complete
     run_info = dict(stored if run_info is None else run_info)
     if run_info.get("t_final") is None:
         run_info["t_final"] = float(trajectory.times[-1])
-    return _atomic_write(path, FORMAT, lambda f: _write_trajectory(f, trajectory), run_info, complete,
-                         nbytes=_payload_bytes(trajectory))
+
+    def write(f):
+        _write_trajectory(f, trajectory)
+        if point is not None and not complete:
+            _write_resume_point(f.create_group(_RESUME_POINT), point)
+    nbytes = _payload_bytes(trajectory) + (_state_bytes(point.state) if point is not None else 0)
+    return _atomic_write(path, FORMAT, write, run_info, complete, nbytes=nbytes)
+
+
+def save_checkpoint(trajectory, path, point: ResumePoint | None) -> Path:
+    """The checkpoint of a run in progress: ``trajectory`` (with its ``run_info`` record) and, if given, the
+    state it reached past its last saved time, from which :func:`meanfield.resume` continues."""
+    return _save_trajectory(trajectory, path, point=point)
+
+
+# ----------------------------------------------------------------------------------------------
+# resume points: where a checkpointed run stood between two save times
+
+_RESUME_POINT = "resume_point"
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A run's state at time ``t`` past its last saved state, and the options that continue from it exactly
+    (the step size wanted there, the band limit).  Stored beside the trajectory of a checkpoint, not in it:
+    ``t`` is not a save time, and the finished run holds the save times only."""
+
+    t: float
+    state: object
+    resume: dict
+
+
+def _write_resume_point(g, point: ResumePoint) -> None:
+    g.attrs.update(t=float(point.t), resume=json_text(point.resume))
+    _write_state(g.create_group("state"), point.state)
+
+
+def read_resume_point(path) -> ResumePoint | None:
+    """The resume point of a checkpoint (None when it has none: it was written at a save time, or before it
+    existed)."""
+    f = _open(path)
+    try:
+        with f:
+            if _RESUME_POINT not in f:
+                return None
+            g = f[_RESUME_POINT]
+            return ResumePoint(float(g.attrs["t"]), _read_state(g["state"]), dict(json_value(g.attrs["resume"])))
+    except ResultFileError:
+        raise
+    except (KeyError, OSError, ValueError, TypeError, RuntimeError, json.JSONDecodeError) as e:
+        raise ResultFileError(f"{str(path)!r} is damaged: its resume point cannot be read: {type(e).__name__}: "
+                              f"{e}") from None
 
 
 def _sweep_output(path: Path) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,8 +32,9 @@ STOP_REQUESTED = threading.Event()
 
 
 def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_every=None, t_eval=None,
-             callback=None, progress: bool = False, checkpoint=None, checkpoint_every: int = 1, t0: float = 0.0,
-             metadata: dict | None = None, **options) -> Trajectory:
+             callback=None, progress: bool = False, checkpoint=None, checkpoint_every: int = 1,
+             checkpoint_interval: float | None = 600.0, t0: float = 0.0, metadata: dict | None = None,
+             **options) -> Trajectory:
     """Evolve ``initial`` under ``model`` up to ``t_final``.
 
     Parameters
@@ -64,6 +66,12 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         ≥ 1, default 1: after each); the first write (the initial state) and the last (at the end or
         after an early stop) happen whatever its value.  Larger values save I/O on runs with many save
         times, at the cost of the states since the last write if the process is killed.
+    checkpoint_interval : float or None
+        With ``checkpoint``: seconds of wall-clock time (≥ 0, default 600) after which the file is rewritten
+        with the state the run has reached, even between save times (a *resume point*, stored beside the
+        saved states, not among them), so a run killed far from its next save time loses at most this much
+        work.  An interruption (Ctrl-C, SIGTERM) or an error inside the run stores its resume point too.
+        None: only at save times.
     t0 : float
         Initial time (schemes such as LN-Scaling, Mix-LN and a time-dependent nGPT α depend on t).
     metadata : dict, optional
@@ -92,14 +100,16 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         The backend cannot run this model or this initial measure.
     """
     return _simulate(model, initial, t_final, backend, save_every, t_eval, callback, progress, checkpoint,
-                     checkpoint_every, t0, metadata, None, options)
+                     checkpoint_every, t0, metadata, None, options, checkpoint_interval=checkpoint_interval)
 
 
 def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, progress, checkpoint, checkpoint_every,
-              t0, metadata, prefix, options, keep_state=None) -> Trajectory:
+              t0, metadata, prefix, options, keep_state=None, checkpoint_interval=None, point=None) -> Trajectory:
     """:func:`simulate`; with ``prefix`` (the saved part of a resumed run) the checkpoint holds prefix + this
     part, and so does the returned trajectory.  ``keep_state(i)`` False: the state at save time i is
-    dropped (None) once the callback has seen it (runs that need values at many times, few states)."""
+    dropped (None) once the callback has seen it (runs that need values at many times, few states).
+    ``point``: the resume point (past the prefix) that ``initial`` and ``t0`` come from; this part's first
+    state is then not a save time, and is left out of the trajectory as a resumed part's first state is."""
     from ._io import check_output_path, check_run_info
     from .backends._stepper import check_fixed_step_count
 
@@ -112,6 +122,8 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     times = save_times(t_final, save_every, t_eval, t0)       # checks t0 ≥ 0 and t_final > t0
     t0 = float(times[0])
     checkpoint_every = nonneg_int("checkpoint_every", checkpoint_every, minimum=1)
+    if checkpoint_interval is not None:
+        checkpoint_interval = positive_float("checkpoint_interval", checkpoint_interval, allow_zero=True)
     metadata = check_run_info("metadata", metadata, reserved=tuple(sorted(_RUN_KEYS)))
     if checkpoint is not None:
         checkpoint = check_output_path("checkpoint", checkpoint)
@@ -124,12 +136,11 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     stepper.t = t0
     getattr(stepper, "check_save_times", lambda _: None)(times)     # e.g. whole layers, before any work
     check_fixed_step_count(getattr(stepper, "options", {}), t0, times[-1])   # as the backend resolved them
-    run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix)
+    run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix, point)
     _check_nonnegative(run.diags[0], getattr(stepper, "options", {}))
     with _checkpoint_lock(checkpoint):
         bar = _progress_bar(progress, times[-1], t0)
-        if bar is not None:
-            stepper.on_step = bar.step
+        stepper.on_step = _step_hook(bar, run, checkpoint_interval)
         dropped = None
         try:
             if checkpoint is not None:      # validated: replace what the path held by this run's start, atomically
@@ -153,17 +164,22 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
                     dropped, run.states[-1] = run.states[-1], None
         except KeyboardInterrupt:
             run.status = Status.INTERRUPTED
+            run.mark_point()
         except Exception:
             # an error inside the run (a callable α(t) that turns invalid, a callback's bug): the states saved so far
             # go to the checkpoint, resumable once the cause is fixed, and the error is raised
             if checkpoint is not None:
+                run.mark_point()
                 run.write(complete=False, final=True)
             raise
         finally:
             if bar is not None:
                 bar.close()
-        if run.status not in (Status.OK, Status.CALLBACK_STOP, Status.INTERRUPTED) and stepper.t > run.times[-1]:
-            run.keep()   # the last good state the backend returned to (e.g. the last resolved one)
+        # the last good state the backend returned to (e.g. the last resolved one); from a resume point, also that
+        # point itself (this part's first state, which the trajectory leaves out as it is not a save time)
+        failed = run.status not in (Status.OK, Status.CALLBACK_STOP, Status.INTERRUPTED)
+        if failed and (stepper.t > run.times[-1] or (point is not None and len(run.times) == 1)):
+            run.keep()
         if run.states[-1] is None:
             run.states[-1] = dropped         # a run always ends with its last state, kept or not
         if run.status not in (Status.OK, Status.CALLBACK_STOP):
@@ -171,6 +187,20 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
         if checkpoint is not None:
             run.write(complete=run.status is Status.OK, final=True)
         return run.whole()
+
+
+def _step_hook(bar, run, interval):
+    """The stepper's ``on_step(t, h, **monitors)`` after each accepted step: the progress bar, and the wall-clock
+    checkpoint when ``interval`` seconds have passed since the last write."""
+    if bar is None and (run.path is None or interval is None):
+        return None
+
+    def on_step(t, h, **monitors):
+        if bar is not None:
+            bar.step(t, h, **monitors)
+        if run.path is not None and interval is not None and time.monotonic() - run.written >= interval:
+            run.write_point()
+    return on_step
 
 
 def _checkpoint_lock(checkpoint):
@@ -243,14 +273,18 @@ def _check_callback(callback) -> None:
 class _Run:
     """The saved part of a run in progress: states, diagnostics, and how to write or resume it."""
 
-    def __init__(self, stepper, model, backend, times, checkpoint, metadata=None, prefix=None):
+    def __init__(self, stepper, model, backend, times, checkpoint, metadata=None, prefix=None, point=None):
         self.stepper, self.model, self.backend = stepper, model, backend
         self.metadata = dict(metadata or {})
-        self.prefix = prefix        # the saved part of a resumed run: it starts where this part starts
+        # the saved part of a resumed run: it ends where this part starts (or, resumed from a point, before)
+        self.prefix = prefix
         self.save_times, self.path = times, checkpoint
         self.times, self.states, self.diags = [], [], []
         self.status = Status.OK
         self.keep()
+        self.point = point          # the run's state past its last saved one, if any (see mark_point)
+        self.from_point = point is not None
+        self.written = time.monotonic()
 
     def keep(self):
         # all or nothing: a Ctrl-C inside state() or diagnostics() must not leave a time without its state or
@@ -263,6 +297,30 @@ class _Run:
         self.states.append(state)
         self.diags.append(diags)
         self.resume = resume
+        self.point = None
+
+    def mark_point(self):
+        """Take the stepper's state as the resume point when it lies strictly between the last saved time and the
+        next one (a backend's state is consistent between its steps; at a save time the run saves it instead)."""
+        if self.path is None:
+            return
+        t = self.stepper.t
+        n = len(self.times)
+        upcoming = self.save_times[n] if n < len(self.save_times) else np.inf
+        # the last *saved* time (this part's first state is not one when it started from a resume point)
+        last = self.prefix.times[-1] if self.from_point and n == 1 else self.times[-1]
+        tiny = 1e-12 * max(1.0, abs(t))
+        if last + tiny < t < upcoming - tiny:
+            from ._io import ResumePoint
+
+            self.point = ResumePoint(t, self.stepper.state(), getattr(self.stepper, "resume_options", dict)())
+        else:       # a backend that went back (the hybrid's hand-off returns to its last resolved state)
+            self.point = None
+
+    def write_point(self):
+        """The checkpoint with the state reached now (the wall-clock checkpoints between save times)."""
+        self.mark_point()
+        self.write(complete=False)
 
     def trajectory(self) -> Trajectory:
         keys = list(dict.fromkeys(k for d in self.diags for k in d))   # e.g. a hybrid run changes phase
@@ -287,11 +345,12 @@ class _Run:
     def write(self, complete: bool, final: bool = False):
         """Write the checkpoint (signals deferred until it is on disk).  A periodic write that fails (a full
         disk) is warned about and the run goes on, the previous checkpoint kept; the final one raises."""
-        from ._io import save
+        from ._io import save_checkpoint
 
         try:
             with _signals_deferred(interrupt=not final):
-                save(self.whole(complete), self.path)
+                save_checkpoint(self.whole(complete), self.path, self.point)
+            self.written = time.monotonic()
         except (OSError, RuntimeError) as err:       # h5py reports a full disk as RuntimeError
             message = (f"could not write the checkpoint {self.path} at t={self.times[-1]:.6g}: {err}. The file keeps "
                        "its previous checkpoint")
@@ -301,11 +360,13 @@ class _Run:
 
 
 def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool = False, checkpoint_every: int = 1,
-           alpha=None, options: dict | None = None) -> Trajectory:
+           checkpoint_interval: float | None = 600.0, alpha=None, options: dict | None = None) -> Trajectory:
     """Continue the run whose checkpoint is ``path`` to its ``t_final`` (or beyond); returns the whole trajectory.
 
     The continuation starts from the last saved state with the integrator's step size as it was, so a run
-    killed and resumed gives the same result as an uninterrupted one (to rounding).  It saves the states
+    killed and resumed gives the same result as an uninterrupted one (to rounding).  A checkpoint written
+    between save times (``checkpoint_interval``, an interruption, an error) also holds the state the run had
+    reached, its *resume point*: the continuation then starts there.  It saves the states
     at the save times the checkpoint had not reached yet, with the backend, options and metadata of the
     original run.
 
@@ -329,6 +390,8 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
     checkpoint_every : int
         Rewrite ``path`` (atomically, with the whole trajectory so far) every ``checkpoint_every`` newly
         saved states, as :func:`simulate` does: a resumed run killed again loses no saved state.
+    checkpoint_interval : float or None
+        Seconds of wall-clock time between rewrites of ``path`` with a resume point, as in :func:`simulate`.
     alpha : float or callable, optional
         The nGPT/anGPT step α_t, required when the original run used a callable α (see :func:`load`).
     options : dict, optional
@@ -348,7 +411,7 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
     ResultFileError
         When ``path`` is missing, damaged or not a meanfield result file (see :func:`load`).
     """
-    from ._io import load, run_info
+    from ._io import load, read_resume_point, run_info
 
     info = run_info(path)
     if "t_final" not in info:
@@ -366,8 +429,14 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
         remaining += list(_extension_times(done.times, stored_final, end, save_every))
     elif save_every is not None:
         raise ValueError("`save_every` sets the save times of an extension: give `t_final` with it.")
-    stored = _merged(done.options, info.get("resume", {}))       # the run's options, its step size restored
-    overrides = _option_overrides(options, done, stored)
+    point = read_resume_point(path)
+    if point is not None and not (float(done.times[-1]) < point.t < (remaining[0] if remaining else -np.inf)):
+        point = None           # (a file edited by hand) the continuation starts from the last saved state
+    # the run's options, with the step size (and band limit) of the state it continues from
+    stored = _merged(done.options, info.get("resume", {}) if point is None else point.resume)
+    # what the continuation runs (a hybrid run's resume point may be past its hand-off to particles)
+    reached = done if point is None else replace(done, states=[*done.states[:-1], point.state])
+    overrides = _option_overrides(options, reached, stored)
     if not remaining:
         if overrides:
             raise ValueError(f"`options` apply to a continuation, and the run in {str(path)!r} is complete: give "
@@ -378,8 +447,10 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
         # without those the continuation drops (a particle phase switched to rk4 keeps no rtol)
         done = replace(done, options=_resumable(_merged(done.options, overrides)))
     metadata = {k: v for k, v in info.items() if k not in _RUN_KEYS}
-    return _simulate(done.model, done.final, end, done.backend, None, remaining, callback, progress,
-                     path, checkpoint_every, float(done.times[-1]), metadata, done, options)
+    start, t0 = (done.final, float(done.times[-1])) if point is None else (point.state, point.t)
+    return _simulate(done.model, start, end, done.backend, None, remaining, callback, progress, path,
+                     checkpoint_every, t0, metadata, done, options, checkpoint_interval=checkpoint_interval,
+                     point=point)
 
 
 def _merged(options: dict, extra: dict) -> dict:

@@ -243,7 +243,8 @@ def _run(args) -> int:
                              "checkpoint: nothing to resume.")
         _warn_if_config_differs(paths[0], args.output)
         results = [mf.resume(args.output, t_final=args.t_final, progress=not args.quiet,
-                             options=_parse_options(args.option) or None)]
+                             options=_parse_options(args.option) or None,
+                             checkpoint_interval=_stored_checkpoint_interval(args.output))]
         outputs = [Path(args.output)]
     else:
         from ._errors import MeanfieldError
@@ -311,6 +312,19 @@ def _run(args) -> int:
             print(f"figure written to {args.figure}")
     ok = [res.success if _is_energy(res) else res.status.name in ("OK", "CALLBACK_STOP") for res in results]
     return 0 if all(ok) else 1
+
+
+def _stored_checkpoint_interval(output) -> float:
+    """The ``checkpoint_interval`` of the configuration stored in a checkpoint (its default when it has none)."""
+    import tomllib
+
+    from ._io import run_info
+
+    try:
+        value = tomllib.loads(str(run_info(output).get("config", ""))).get("run", {}).get("checkpoint_interval", 600.0)
+    except (tomllib.TOMLDecodeError, AttributeError):
+        return 600.0
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else 600.0
 
 
 def _warn_if_config_differs(config: Path, output) -> None:
@@ -389,7 +403,8 @@ def _run_one(cfg, output: Path, quiet: bool):
         return result
     # an existing file at `output` is replaced (atomically) only once the run is validated and has started
     return mf.simulate(cfg.model, cfg.initial, cfg.t_final, backend=cfg.backend, checkpoint=output,
-                       checkpoint_every=cfg.checkpoint_every, progress=not quiet, metadata=metadata,
+                       checkpoint_every=cfg.checkpoint_every, checkpoint_interval=cfg.checkpoint_interval,
+                       progress=not quiet, metadata=metadata,
                        **cfg.save, **cfg.options)
 
 
@@ -462,6 +477,12 @@ def _info(args) -> int:
     print(f"  model: β={m.beta:g}, scheme={m.scheme}, attention={m.attention}, d={m.d}, α={m.alpha}, τ={m.tau}")
     print(f"  complete: {info['complete']}, t_final: {info.get('t_final')}, seed: {info.get('seed')}")
     print(f"  states: {len(traj)} saved, first {traj.states[0]!r}, last {traj.final!r}")
+    from ._io import read_resume_point
+
+    point = read_resume_point(args.result)
+    if point is not None:
+        print(f"  resume point: t={point.t:.6g} (the state the run had reached past its last saved one; "
+              "--resume continues from it)")
     return 0
 
 

@@ -706,3 +706,57 @@ def test_an_interrupt_before_the_run_stores_anything_is_one_line(tmp_path, monke
     monkeypatch.setattr("meanfield._config.load_config", lambda path: interrupted(0, 0, 0))
     assert main(["run", paths[0], "--output", str(tmp_path / "r.h5")]) == 130     # while reading the config
     assert capsys.readouterr().err == "meanfield run: interrupted.\n"
+
+
+def test_sigkill_mid_interval_resumes_from_the_resume_point(tmp_path, capsys):
+    # no save_every: only t0 and t_final are save times; the wall-clock checkpoints (here after every step) keep the
+    # state reached, so a SIGKILL at the end of a long interval does not send the run back to t0
+    cfg = tmp_path / "long.toml"
+    cfg.write_text("""
+[model]
+beta = 5.0
+[initial]
+kind = "random"
+lmax = 32
+seed = 2
+[run]
+t_final = 2.0
+checkpoint_interval = 0
+[options]
+on_resolution_loss = "refine"
+lmax_max = 160
+""")
+    ref = tmp_path / "ref.h5"
+    assert main(["run", str(cfg), "--output", str(ref), "--quiet"]) == 0
+    out = tmp_path / "killed.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "meanfield", "run", str(cfg), "--output", str(out), "--quiet"],
+                            cwd=ROOT)
+    from meanfield._io import read_resume_point
+
+    def reached():
+        try:
+            point = read_resume_point(out)
+        except mf.ResultFileError:          # not written yet
+            return 0.0
+        return 0.0 if point is None else point.t
+    deadline = time.time() + 120
+    while time.time() < deadline and reached() < 0.5:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not mf._io.run_info(out)["complete"], "the run finished before it could be killed"
+    assert np.array_equal(mf.load(out).times, [0.0])
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "resume point: t=" in capsys.readouterr().out
+    assert main(["run", str(cfg), "--output", str(out), "--resume", "--quiet"]) == 0
+    a, b = mf.load(ref), mf.load(out)
+    assert np.array_equal(a.times, b.times) and np.max(np.abs(a.final.coeffs - b.final.coeffs)) <= 1e-14
+    assert len(a.steps["t"]) == len(b.steps["t"])
+
+
+def test_checkpoint_interval_in_a_configuration_is_checked(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra="") + "checkpoint_interval = -5\n")
+    assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5")]) == 2
+    assert "checkpoint_interval" in capsys.readouterr().err

@@ -532,3 +532,115 @@ def test_time_dependent_schemes_resume_on_their_clock(tmp_path, model, backend):
         resumed = mf.resume(path)
     assert full.success and resumed.success
     assert _max_diff(full, resumed) <= 1e-14
+
+
+# ----------------------------------------------------------------------------------------------
+# Resume points: the state a run reached between two save times (wall-clock checkpoints, Ctrl-C, errors)
+
+def _resume_point(path):
+    from meanfield._io import read_resume_point
+    return read_resume_point(path)
+
+
+ONE_INTERVAL = {"spectral": (mf.Model(5.0), mf.Density.random(20, seed=2), dict(on_resolution_loss="refine")),
+                "particles": (mf.Model(3.0, "pre-ln"), mf.Particles.uniform(12, seed=3, radii=1.5),
+                              dict(backend="particles")),
+                "hybrid": (mf.Model(5.0), mf.Density.random(24, seed=2, amplitude=0.7),
+                           dict(backend="hybrid", oversample=1, particle_options={"rtol": 1e-5}))}
+
+
+def _get(state):
+    return state.coeffs if hasattr(state, "coeffs") else state.positions
+
+
+@pytest.mark.parametrize("backend", ["spectral", "particles"])
+def test_an_interrupt_between_save_times_resumes_from_where_the_run_stood(tmp_path, monkeypatch, backend):
+    # a run with no save_every saves only t_final: a Ctrl-C at 90 % restarted it from t0
+    model, initial, kw = ONE_INTERVAL[backend]
+    full = mf.simulate(model, initial, 1.5, **kw)
+    cls = SpectralBackend if backend == "spectral" else ParticlesBackend
+    path = tmp_path / "ck.h5"
+    monkeypatch.setattr(cls, "rhs", _interrupting(cls, 40))
+    with pytest.warns(mf.MeanfieldWarning, match="KeyboardInterrupt"):
+        part = mf.simulate(model, initial, 1.5, checkpoint=path, **kw)
+    monkeypatch.undo()
+    point = _resume_point(path)
+    assert part.status is mf.Status.INTERRUPTED and np.array_equal(part.times, [0.0])
+    assert np.array_equal(mf.load(path).times, [0.0]) and 0 < point.t < 1.5      # beside the trajectory, not in it
+    resumed = mf.resume(path)
+    assert resumed.success and np.array_equal(resumed.times, full.times)
+    assert np.max(np.abs(_get(resumed.final) - _get(full.final))) <= 1e-14
+    assert len(resumed.steps["t"]) == len(full.steps["t"])            # no step taken twice or lost
+    assert _resume_point(path) is None and run_info(path)["complete"]  # a finished run has none
+
+
+@pytest.mark.parametrize("backend", ["spectral", "particles", "hybrid"])
+def test_wall_clock_checkpoints_let_a_killed_run_resume_mid_interval(tmp_path, monkeypatch, backend):
+    # as SIGKILL would leave it: the file as the last wall-clock checkpoint (interval 0: after every step) wrote it
+    import shutil
+
+    import meanfield._io as io
+    model, initial, kw = ONE_INTERVAL[backend]
+    t_final = 2.0 if backend == "hybrid" else 1.5
+    full = mf.simulate(model, initial, t_final, save_every=t_final / 2, **kw)
+    path, copies, real = tmp_path / "ck.h5", [], io.save_checkpoint
+
+    def copying(trajectory, target, point):
+        out = real(trajectory, target, point)
+        if point is not None:
+            copies.append(shutil.copy(target, tmp_path / f"copy{len(copies)}.h5"))
+        return out
+    monkeypatch.setattr(io, "save_checkpoint", copying)
+    mf.simulate(model, initial, t_final, save_every=t_final / 2, checkpoint=path, checkpoint_interval=0.0, **kw)
+    monkeypatch.undo()
+    assert len(copies) > 5
+    picks = [copies[len(copies) // 3], copies[-1]]           # before the middle save time, and after it
+    if backend == "hybrid":
+        picks.append(next(c for c in reversed(copies) if isinstance(_resume_point(c).state, mf.Particles)))
+        assert isinstance(_resume_point(copies[0]).state, mf.Density)     # both phases write resume points
+    for copy in picks:
+        resumed = mf.resume(copy, checkpoint_interval=None)
+        assert resumed.success and np.array_equal(resumed.times, full.times)
+        tol = 1e-13 if backend == "hybrid" else 1e-14
+        assert max(np.max(np.abs(_get(a) - _get(b))) for a, b in zip(full.states, resumed.states)) <= tol
+
+
+def test_an_error_inside_the_run_stores_its_resume_point(tmp_path, monkeypatch):
+    model, initial, kw = ONE_INTERVAL["particles"]
+    original, calls = ParticlesBackend.rhs, [0]
+
+    def failing(self, *args):
+        calls[0] += 1
+        if calls[0] == 30:
+            raise RuntimeError("a transient failure")
+        return original(self, *args)
+    monkeypatch.setattr(ParticlesBackend, "rhs", failing)
+    path = tmp_path / "ck.h5"
+    with pytest.raises(RuntimeError, match="transient"):
+        mf.simulate(model, initial, 1.5, checkpoint=path, **kw)
+    monkeypatch.undo()
+    assert _resume_point(path).t > 0
+    assert np.max(np.abs(mf.resume(path).final.positions - mf.simulate(model, initial, 1.5, **kw).final.positions)) \
+        <= 1e-14
+
+
+def test_a_run_resumed_from_a_point_and_stopped_at_once_keeps_the_point(tmp_path, monkeypatch):
+    model, initial, kw = ONE_INTERVAL["particles"]
+    path = tmp_path / "ck.h5"
+    monkeypatch.setattr(ParticlesBackend, "rhs", _interrupting(ParticlesBackend, 40))
+    with pytest.warns(mf.MeanfieldWarning):
+        mf.simulate(model, initial, 1.5, checkpoint=path, **kw)
+    first = _resume_point(path)
+    monkeypatch.setattr(ParticlesBackend, "rhs", _interrupting(ParticlesBackend, 1))
+    with pytest.warns(mf.MeanfieldWarning):
+        again = mf.resume(path)
+    monkeypatch.undo()
+    assert again.status is mf.Status.INTERRUPTED and np.array_equal(again.times, [0.0])
+    kept = _resume_point(path)
+    assert kept.t == first.t and np.array_equal(kept.state.positions, first.state.positions)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), "often", True])
+def test_checkpoint_interval_is_checked(bad):
+    with pytest.raises((TypeError, ValueError), match="checkpoint_interval"):
+        mf.simulate(mf.Model(1.0), P, 0.1, backend="particles", checkpoint_interval=bad)

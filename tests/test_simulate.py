@@ -252,7 +252,7 @@ def test_an_error_inside_a_run_keeps_the_saved_states(tmp_path):
 def test_a_failed_checkpoint_write_is_warned_about_and_the_run_goes_on(tmp_path, monkeypatch):
     import meanfield._io as io
 
-    real_save, calls = io.save, {"n": 0}
+    real_save, calls = io.save_checkpoint, {"n": 0}
 
     def disk_full_once(*args, **kwargs):
         calls["n"] += 1
@@ -260,13 +260,13 @@ def test_a_failed_checkpoint_write_is_warned_about_and_the_run_goes_on(tmp_path,
             raise RuntimeError("Unable to flush file (No space left on device)")
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(io, "save", disk_full_once)
+    monkeypatch.setattr(io, "save_checkpoint", disk_full_once)
     path = tmp_path / "run.h5"
     with pytest.warns(mf.MeanfieldWarning, match="could not write the checkpoint .* goes on"):
         tr = mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 1.0, backend="particles", save_every=0.25,
                          checkpoint=path)
     assert tr.status is mf.Status.OK and mf.load(path).times[-1] == 1.0
-    monkeypatch.setattr(io, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("No space left on device")))
+    monkeypatch.setattr(io, "save_checkpoint", lambda *a, **k: (_ for _ in ()).throw(OSError("No space left on device")))
     with pytest.raises(OSError, match="could not write the checkpoint .* \\(resumable"):
         mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 1.0, backend="particles", save_every=0.5,
                     checkpoint=tmp_path / "other.h5")

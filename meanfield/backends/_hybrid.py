@@ -210,6 +210,7 @@ class HybridBackend:
     def _start_particles(self, particles, t):
         self._particles = BACKENDS[self.particle_backend](self.model, particles, **self.particle_options)
         self._particles.t = t
+        self._particles.on_step = self.on_step
         # the particles stand for a density: ∬⟨x,y⟩dμdμ = |m|², self-pairs included, as the spectral phase
         # reports it (the token formula leaves them out: a jump of ~Σw² at the hand-off)
         self._particles.ALIGNMENT_SELF_PAIRS = True
@@ -234,6 +235,19 @@ class HybridBackend:
 
     def state(self):
         return self._particles.state() if self._particles is not None else self._spectral.state()
+
+    @property
+    def on_step(self):
+        """The step hook of :func:`meanfield.simulate` (progress, wall-clock checkpoints): handed to the phase
+        that runs, and to the particles at the hand-off."""
+        return self.__dict__.get("_on_step")
+
+    @on_step.setter
+    def on_step(self, hook):
+        self.__dict__["_on_step"] = hook
+        for phase in (self._spectral, self._particles):
+            if phase is not None:
+                phase.on_step = hook
 
     def diagnostics(self) -> dict:
         if self._particles is None:

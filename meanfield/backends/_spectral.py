@@ -611,12 +611,12 @@ class SpectralBackend:
     def _accept(self, y_new, h, rejected):
         opts = self.options
         previous = (self.t, self.y)
-        self.t, self.y = self.t + h, y_new
         if opts["filter"] is not None:
             strength, order = opts["filter"]
-            damp = np.exp(-strength * (self.basis.ell / self.basis.lmax) ** order)
-            self.y = self.y * damp
+            y_new = y_new * np.exp(-strength * (self.basis.ell / self.basis.lmax) ** order)
             self._filter_count += 1
+        self.t, self.y = self.t + h, y_new      # together: an interrupt never leaves a time with another state
+        if opts["filter"] is not None:
             if self._filter_count == 1:
                 warn(f"an exponential filter {opts['filter']} is applied after every step: it changes the "
                      "answer (clusters get a filter-set width).")
@@ -625,9 +625,12 @@ class SpectralBackend:
         vmax, diss, min_rho = self._last
         tail = self._tail()
         self._log(h, rejected, tail, vmax, diss, min_rho)
-        if getattr(self, "on_step", None) is not None:
+        status = self._monitor(tail, min_rho, previous)
+        # after the monitor's verdict: the hook (progress, a wall-clock checkpoint) sees a state the run keeps
+        # (refined, or rolled back), never one it is about to give up
+        if status is Status.OK and getattr(self, "on_step", None) is not None:
             self.on_step(self.t, h, tail=tail, lmax=self.basis.lmax)
-        return self._monitor(tail, min_rho, previous)
+        return status
 
     def _tail(self):
         e = self.basis.power(self.y[:, 0].sum(axis=0))

@@ -491,7 +491,6 @@ class ParticleStepper:
                 t = b if last else t + h_try
                 self.t = t
                 self._log_step(t, h_try)
-                self._notify(h_try)
                 self.step_log["error"].append(en)
                 self.step_log["rejected"].append(rejected)
                 # first-same-as-last: the last stage is f(t + h, y_new) and the right-hand side depends
@@ -503,6 +502,8 @@ class ParticleStepper:
                 # a clipped last step says little about the nominal step: never shrink h because of it
                 h = max(h, h_next) if last else h_next
                 rejected = False
+                self._h = h            # the step wanted from this state on: a checkpoint here resumes with it
+                self._notify(h_try)
             else:
                 h = next_step(h_try, en, tab.error_order) if np.isfinite(en) else 0.2 * h_try
                 rejected = True
