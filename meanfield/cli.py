@@ -197,23 +197,33 @@ def _check_writable(path: Path, option: str) -> None:
 
 
 def _parse_options(items) -> dict:
-    """``--option KEY=VALUE`` items as a dict, each VALUE read as a TOML value (512, 1e-10, "refine", true)."""
+    """``--option KEY=VALUE`` items as a dict, each VALUE read as a TOML value (512, 1e-10, "refine", true).
+
+    A dotted KEY sets one entry of a table option: ``particle_options.rtol=1e-8`` (or ``=none``, its default)."""
     import tomllib
 
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"--option must be KEY=VALUE (e.g. lmax_max=512); got {item!r}.")
+        path = [part.strip() for part in key.split(".")]
+        if not sep or not all(path):
+            raise ValueError(f"--option must be KEY=VALUE (e.g. lmax_max=512, particle_options.rtol=1e-8); got "
+                             f"{item!r}.")
         value = value.strip()
         try:
-            out[key] = tomllib.loads(f"v = {value}")["v"]
+            parsed = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", value):      # a bare word is a string: refine
-                raise ValueError(f"--option {key}: {value!r} is not a TOML value (a number, true/false, none, or a "
-                                 "string such as refine or \"refine\").") from None
-            out[key] = None if value in ("none", "None", "null") else value     # TOML has no None: unset an option
+                raise ValueError(f"--option {key.strip()}: {value!r} is not a TOML value (a number, true/false, "
+                                 "none, or a string such as refine or \"refine\").") from None
+            parsed = None if value in ("none", "None", "null") else value     # TOML has no None: unset an option
+        table = out
+        for part in path[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ValueError(f"--option {key.strip()}: {part!r} was given a value, not a table, by another "
+                                 "--option.")
+        table[path[-1]] = parsed
     return out
 
 

@@ -760,3 +760,36 @@ def test_checkpoint_interval_in_a_configuration_is_checked(tmp_path, capsys):
     cfg.write_text(SMALL.format(scheme="post-ln", extra="") + "checkpoint_interval = -5\n")
     assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5")]) == 2
     assert "checkpoint_interval" in capsys.readouterr().err
+
+
+def test_a_dotted_option_sets_or_resets_one_particle_option(tmp_path):
+    from meanfield.cli import _parse_options
+    assert _parse_options(["particle_options.rtol=1e-8", "particle_options.atol = none", "lmax_max=64"]) == \
+        {"particle_options": {"rtol": 1e-8, "atol": None}, "lmax_max": 64}
+    with pytest.raises(ValueError, match="not a table"):
+        _parse_options(["particle_options=1", "particle_options.rtol=1e-8"])
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        _parse_options(["particle_options.=1"])
+    cfg = tmp_path / "h.toml"
+    cfg.write_text("""
+[model]
+beta = 5.0
+[initial]
+kind = "random"
+lmax = 24
+seed = 2
+amplitude = 0.7
+[run]
+backend = "hybrid"
+t_final = 1.0
+save_every = 0.5
+[options]
+oversample = 1
+particle_options = {rtol = 1e-5}
+""")
+    out = tmp_path / "h.h5"
+    assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+    assert mf.load(out).options["particle_options"]["rtol"] == 1e-5 and mf.load(out).diagnostics["phase"][-1] == 1
+    assert main(["run", str(cfg), "--output", str(out), "--quiet", "--resume", "--t-final", "1.5",
+                 "--option", "particle_options.rtol=none"]) == 0      # TOML has no none: a table could not say it
+    assert "rtol" not in mf.load(out).options["particle_options"]
