@@ -93,9 +93,7 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     assert "cannot read the configuration" in capsys.readouterr().err
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
-    cfg = tmp_path / "long.toml"
-    cfg.write_text("""
+LONG_RUN = """
 [model]
 beta = 5.0
 [initial]
@@ -104,16 +102,27 @@ lmax = 32
 seed = 2
 [run]
 t_final = 2.0
-save_every = 0.05
+{run}
 [options]
 on_resolution_loss = "refine"
 lmax_max = 160
-""")
+"""
+
+
+def _start_long_run(tmp_path, run_entry):
+    """A ~2 s spectral run: its configuration, a finished reference result, and the same run started in a process."""
+    cfg = tmp_path / "long.toml"
+    cfg.write_text(LONG_RUN.format(run=run_entry))
     ref = tmp_path / "ref.h5"
     assert main(["run", str(cfg), "--output", str(ref), "--quiet"]) == 0
     out = tmp_path / "killed.h5"
     proc = subprocess.Popen([sys.executable, "-m", "meanfield", "run", str(cfg), "--output", str(out), "--quiet"],
                             cwd=ROOT)
+    return cfg, ref, out, proc
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    cfg, ref, out, proc = _start_long_run(tmp_path, "save_every = 0.05")
     deadline = time.time() + 120
     while time.time() < deadline and not (out.exists() and len(mf.load(out)) >= 8):
         time.sleep(0.05)
@@ -547,15 +556,20 @@ def test_resume_compares_configurations_but_for_t_final(tmp_path, capsys):
     assert f"asks for t_final={3 * t_end:g}" in capsys.readouterr().err
 
 
-def test_an_interrupted_batch_starts_no_further_run(tmp_path, monkeypatch, capsys):
-    # after a SIGTERM during the first run, the second was started anyway and its --output replaced
-    from meanfield import cli
-    from meanfield._simulate import STOP_REQUESTED
+def _two_small_configs(tmp_path) -> list[str]:
     paths = []
     for name in ("a", "b"):
         p = tmp_path / f"{name}.toml"
         p.write_text(SMALL.format(scheme="post-ln", extra=""))
         paths.append(str(p))
+    return paths
+
+
+def test_an_interrupted_batch_starts_no_further_run(tmp_path, monkeypatch, capsys):
+    # after a SIGTERM during the first run, the second was started anyway and its --output replaced
+    from meanfield import cli
+    from meanfield._simulate import STOP_REQUESTED
+    paths = _two_small_configs(tmp_path)
     out = tmp_path / "out"
     (out).mkdir()
     mf.save(mf.simulate(mf.Model(1.0), mf.Particles.uniform(5, seed=0), 0.1, backend="particles"), out / "b.h5")
@@ -689,11 +703,7 @@ def test_an_unwritable_figure_or_output_is_refused_before_the_run(tmp_path, caps
 def test_an_interrupt_before_the_run_stores_anything_is_one_line(tmp_path, monkeypatch, capsys):
     # a Ctrl-C in the initial diagnostics (minutes for a large exact run) printed a traceback
     from meanfield import cli
-    paths = []
-    for name in ("a", "b"):
-        p = tmp_path / f"{name}.toml"
-        p.write_text(SMALL.format(scheme="post-ln", extra=""))
-        paths.append(str(p))
+    paths = _two_small_configs(tmp_path)
     (tmp_path / "out").mkdir()
 
     def interrupted(cfg, path, quiet):
@@ -711,26 +721,7 @@ def test_an_interrupt_before_the_run_stores_anything_is_one_line(tmp_path, monke
 def test_sigkill_mid_interval_resumes_from_the_resume_point(tmp_path, capsys):
     # no save_every: only t0 and t_final are save times; the wall-clock checkpoints (here after every step) keep the
     # state reached, so a SIGKILL at the end of a long interval does not send the run back to t0
-    cfg = tmp_path / "long.toml"
-    cfg.write_text("""
-[model]
-beta = 5.0
-[initial]
-kind = "random"
-lmax = 32
-seed = 2
-[run]
-t_final = 2.0
-checkpoint_interval = 0
-[options]
-on_resolution_loss = "refine"
-lmax_max = 160
-""")
-    ref = tmp_path / "ref.h5"
-    assert main(["run", str(cfg), "--output", str(ref), "--quiet"]) == 0
-    out = tmp_path / "killed.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "meanfield", "run", str(cfg), "--output", str(out), "--quiet"],
-                            cwd=ROOT)
+    cfg, ref, out, proc = _start_long_run(tmp_path, "checkpoint_interval = 0")
     from meanfield._io import read_resume_point
 
     def reached():
