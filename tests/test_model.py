@@ -95,3 +95,34 @@ def test_repr_shows_the_matrices_given():
     assert "Q=diag([1. , 0.5, 1. ])" in text and "V=2·I" in text and "K=" not in text
     assert "Q=<8×8 matrix>" in repr(mf.Model(1.0, d=8, Q=np.arange(64.0).reshape(8, 8)))
     assert "K=<2 heads of 3×3>" in repr(mf.Model(1.0, K=np.stack([np.eye(3)] * 2)))
+
+
+def test_identity_and_diagonal_q_k_need_no_dense_products(monkeypatch):
+    """Model(d=8192) took 24 s (and logit_bound minutes): QᵀK of identities was formed as a dense O(d³) product."""
+    q = np.diag(np.full(2000, 2.0))
+    monkeypatch.setattr(np, "eye", lambda *a, **k: pytest.fail("a dense identity was built"))
+    m = mf.Model(1.5, d=4096)
+    assert m.isotropic and m.beta_eff == 1.5 and m.logit_bound == 1.5
+    m = mf.Model(1.5, "qkv-norm", d=4096)
+    assert m.isotropic and m.beta_eff == 1.5
+    m = mf.Model(1.5, d=2000, Q=q, K=np.diag(np.linspace(0.5, 1.0, 2000)))      # diagonal: O(d²) checks only
+    assert not m.isotropic and m.logit_bound == 1.5 * 2.0
+
+
+@pytest.mark.parametrize("kinds", [("none", "diag"), ("diag", "full"), ("full", "none"), ("diag", "diag"),
+                                   ("rotation", "none"), ("full", "full")])
+def test_structured_q_k_give_the_dense_results_bit_for_bit(kinds):
+    """A diagonal or missing factor is applied by scaling (see _model._transposed_product): each entry of the
+    dense product has a single nonzero term, so QᵀK, β_eff and logit_bound are those of the dense product exactly."""
+    rng = np.random.default_rng(7)
+    c, s = np.cos(0.3), np.sin(0.3)
+    make = {"none": None, "diag": np.diag(rng.uniform(0.5, 2.0, 3)), "full": rng.standard_normal((3, 3)),
+            "rotation": 1.3 * np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}
+    Q, K = (make[k] for k in kinds)
+    dense = (np.eye(3) if Q is None else Q).T @ (np.eye(3) if K is None else K)
+    m = mf.Model(0.7, Q=Q, K=K)
+    product = m._qk_product()
+    assert np.array_equal(np.diag(product) if product.ndim == 1 else product, dense)
+    assert m.logit_bound == float(0.7 * np.linalg.norm(dense, 2))
+    if m.isotropic:
+        assert m.beta_eff == 0.7 * dense[0, 0]
