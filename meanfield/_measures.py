@@ -68,6 +68,19 @@ def _normalized(density):
     return density.with_coeffs(density.coeffs / m, density.radius)
 
 
+#: Peak bytes per coefficient of building a Density (the array, the validated copy, |c| for the m = 0 check) and a
+#: ZonalDensity (the array, its copy, the finiteness mask): 40 and 17 measured with tracemalloc, rounded up.
+_DENSITY_BYTES_PER_COEF, _ZONAL_BYTES_PER_COEF = 48.0, 24.0
+#: Peak bytes per quadrature node of Density.from_function (nodes, values, the transform's work arrays), measured.
+_PROJECTION_BYTES_PER_NODE = {2: 40.0, 3: 72.0}
+
+
+def _require_band_limit(nbytes: float, call: str) -> None:
+    """Refuse ``call`` (InsufficientMemoryError naming `lmax`, the memory needed and available) before it allocates
+    ``nbytes``: numpy's bare MemoryError (Density.uniform(10**5): "Unable to allocate 74.5 GiB") named neither."""
+    require(nbytes, call, "lower `lmax` (the band limit).")
+
+
 def _real_axis_entries(name: str, c: np.ndarray, lmax: int, d: int) -> None:
     """The m = 0 entries (d = 3: the first lmax + 1; d = 2: c_0) of a real field are real: an imaginary part at
     rounding level (transforms leave ~1e-16) is set to 0 in place, a larger one is refused (the field's values
@@ -146,7 +159,10 @@ class Density:
         d : {3, 2}
             Ambient dimension: S² or S¹.
         """
-        c = np.zeros(cls._ncoef(nonneg_int("lmax", lmax), dimension(d)), dtype=complex)
+        lmax, d = nonneg_int("lmax", lmax), dimension(d)
+        n = cls._ncoef(lmax, d)
+        _require_band_limit(_DENSITY_BYTES_PER_COEF * n, f"Density.uniform(lmax={lmax}, d={d}) ({n} coefficients)")
+        c = np.zeros(n, dtype=complex)
         c[0] = _SQRT4PI if d == 3 else 1.0
         return cls(c, lmax, d)
 
@@ -239,11 +255,14 @@ class Density:
 
     @staticmethod
     def _project(f, lmax, d, what, positive=False):
+        grid = sh.SphereGrid.for_bandlimit(lmax, dealias=True) if d == 3 else None
+        nodes = grid.ntheta * grid.nphi if d == 3 else circ.circle_grid_size(lmax)
+        _require_band_limit(_PROJECTION_BYTES_PER_NODE[d] * nodes + _DENSITY_BYTES_PER_COEF * Density._ncoef(lmax, d),
+                            f"projecting `{what}` at lmax={lmax}, d={d} ({nodes} quadrature nodes)")
         if d == 3:
-            grid = sh.SphereGrid.for_bandlimit(lmax, dealias=True)
             vals = _values_at(f, grid.points, grid.points.shape[:-1], what)
         else:
-            pts = circ.circle_points(circ.circle_grid_size(lmax))
+            pts = circ.circle_points(nodes)
             vals = _values_at(f, pts, pts.shape[:-1], what)
         if positive:
             _check_radius_values(vals, "at the quadrature nodes")
@@ -330,6 +349,9 @@ class Density:
     def resized(self, lmax: int) -> "Density":
         """The same density at band limit ``lmax``: zero-padded, or truncated (a projection) when lower."""
         lmax = nonneg_int("lmax", lmax)
+        n = self._ncoef(lmax, self.d)
+        _require_band_limit(_DENSITY_BYTES_PER_COEF * n * (1 if self.radius is None else 2),
+                            f"Density.resized(lmax={lmax}) (d={self.d}, {n} coefficients)")
         if self.d == 3:
             rs = lambda a: sh.resize(a, self.lmax, lmax)  # noqa: E731
         else:
@@ -516,7 +538,9 @@ class ZonalDensity:
     @classmethod
     def uniform(cls, lmax: int, d: int = 3) -> "ZonalDensity":
         """The uniform probability density on S^{d-1} (g ≡ 1) stored at band limit ``lmax``."""
-        c = np.zeros(nonneg_int("lmax", lmax) + 1)
+        lmax = nonneg_int("lmax", lmax)
+        _require_band_limit(_ZONAL_BYTES_PER_COEF * (lmax + 1), f"ZonalDensity.uniform(lmax={lmax}) ({lmax + 1} coefficients)")
+        c = np.zeros(lmax + 1)
         c[0] = 1.0
         return cls(c, lmax, d)
 

@@ -259,6 +259,19 @@ def test_densities_and_weights_are_normalized_when_asked():
 # memory: estimated before allocating, refused with the estimate and how to reduce it
 
 MEMORY_REQUESTS = [
+    # the measures' constructors allocated first: Density.uniform(10**5) raised numpy's bare MemoryError
+    pytest.param(1 << 20, lambda: mf.Density.uniform(1000),
+                 ("Density.uniform(lmax=1000, d=3)", "501501 coefficients", "lower `lmax`"), id="Density.uniform"),
+    pytest.param(1 << 20, lambda: mf.Density.uniform(10 ** 6, d=2),
+                 ("Density.uniform(lmax=1000000, d=2)", "lower `lmax`"), id="Density.uniform-d=2"),
+    pytest.param(1 << 20, lambda: mf.ZonalDensity.uniform(10 ** 6),
+                 ("ZonalDensity.uniform(lmax=1000000)", "lower `lmax`"), id="ZonalDensity.uniform"),
+    pytest.param(1 << 20, lambda: mf.Density.uniform(2, d=2).resized(10 ** 6),
+                 ("Density.resized(lmax=1000000)", "lower `lmax`"), id="Density.resized"),
+    pytest.param(1 << 20, lambda: mf.Density.from_function(lambda x: 1.0, 10 ** 6, d=2),
+                 ("projecting `f` at lmax=1000000, d=2", "lower `lmax`"), id="Density.from_function-d=2"),
+    pytest.param(1 << 20, lambda: mf.Density.random(1000),
+                 ("at lmax=1000, d=3", "quadrature nodes", "lower `lmax`"), id="Density.random"),
     pytest.param(1 << 30, lambda: sim(mf.Density.uniform(8), 0.1, mf.Model(2.0), lmax=20000),
                  ("backend='spectral' at lmax=20000", "lower `lmax`"), id="spectral-lmax=20000"),
     pytest.param(1 << 30, lambda: sim(mf.ZonalDensity.uniform(8, d=6), 0.1, mf.Model(2.0, d=6), lmax=20000),
@@ -290,6 +303,29 @@ def test_requests_beyond_memory_are_refused_with_the_estimate(monkeypatch, avail
     msg = str(err)
     assert "GiB but only" in msg and f"{available / 2**30:.2f} GiB are available" in msg
     assert all(p in msg for p in patterns), msg
+
+
+def test_measure_constructor_estimates_bound_the_measured_peak():
+    import tracemalloc
+
+    from meanfield import _measures as M
+    from meanfield.sphere import SphereGrid
+
+    grid = SphereGrid.for_bandlimit(100)
+    cases = [(lambda: mf.Density.uniform(300), M._DENSITY_BYTES_PER_COEF * 301 * 302 / 2),
+             (lambda: mf.Density.uniform(10 ** 5, d=2), M._DENSITY_BYTES_PER_COEF * (10 ** 5 + 1)),
+             (lambda: mf.ZonalDensity.uniform(10 ** 5), M._ZONAL_BYTES_PER_COEF * (10 ** 5 + 1)),
+             (lambda: mf.Density.from_function(lambda x: 1 + x[..., 0], 100), grid.ntheta * grid.nphi * M._PROJECTION_BYTES_PER_NODE[3]
+              + M._DENSITY_BYTES_PER_COEF * 101 * 102 / 2),
+             (lambda: mf.Density.from_function(lambda x: 1 + x[..., 0], 10 ** 4, d=2),
+              M._PROJECTION_BYTES_PER_NODE[2] * 3 * 10 ** 4 + M._DENSITY_BYTES_PER_COEF * (10 ** 4 + 1))]
+    for i, (call, estimate) in enumerate(cases):
+        call()                                      # caches (grids, imports) outside the measurement
+        tracemalloc.start()
+        call()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < estimate < 2 * peak, (i, peak, estimate)
 
 
 def test_spectral_memory_estimate_bounds_the_measured_peak():
