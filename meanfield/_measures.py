@@ -71,8 +71,10 @@ def _normalized(density):
 #: Peak bytes per coefficient of building a Density (the array, the validated copy, |c| for the m = 0 check) and a
 #: ZonalDensity (the array, its copy, the finiteness mask): 40 and 17 measured with tracemalloc, rounded up.
 _DENSITY_BYTES_PER_COEF, _ZONAL_BYTES_PER_COEF = 48.0, 24.0
-#: Peak bytes per quadrature node of Density.from_function (nodes, values, the transform's work arrays), measured.
+#: Peak bytes per quadrature node of Density.from_function (nodes, values, the transform's work arrays), measured,
+#: and of ZonalDensity.from_function (its Gauss–Jacobi nodes are polished in long double: 128 measured).
 _PROJECTION_BYTES_PER_NODE = {2: 40.0, 3: 72.0}
+_ZONAL_PROJECTION_BYTES_PER_NODE = 160.0
 
 
 def _require_band_limit(nbytes: float, call: str) -> None:
@@ -551,7 +553,10 @@ class ZonalDensity:
         divide by the mass (as :meth:`normalized`)."""
         from .sphere import _zonal as zon
 
-        grid = zon.ZonalGrid.for_bandlimit(nonneg_int("lmax", lmax), dimension(d))
+        lmax, d = nonneg_int("lmax", lmax), dimension(d)
+        grid = zon.ZonalGrid.for_bandlimit(lmax, d)
+        _require_band_limit(_ZONAL_PROJECTION_BYTES_PER_NODE * grid.n + _ZONAL_BYTES_PER_COEF * (lmax + 1),
+                            f"ZonalDensity.from_function(lmax={lmax}, d={d}) ({grid.n} quadrature nodes)")
         coeffs = zon.zonal_analysis(np.ascontiguousarray(_values_at(g, grid.t, grid.t.shape, "g")), lmax, grid)
         rad = None
         if radius is not None:
