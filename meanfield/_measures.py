@@ -541,7 +541,8 @@ class ZonalDensity:
     def uniform(cls, lmax: int, d: int = 3) -> "ZonalDensity":
         """The uniform probability density on S^{d-1} (g ≡ 1) stored at band limit ``lmax``."""
         lmax = nonneg_int("lmax", lmax)
-        _require_band_limit(_ZONAL_BYTES_PER_COEF * (lmax + 1), f"ZonalDensity.uniform(lmax={lmax}) ({lmax + 1} coefficients)")
+        _require_band_limit(_ZONAL_BYTES_PER_COEF * (lmax + 1),
+                            f"ZonalDensity.uniform(lmax={lmax}) ({lmax + 1} coefficients)")
         c = np.zeros(lmax + 1)
         c[0] = 1.0
         return cls(c, lmax, d)

@@ -318,8 +318,8 @@ def test_measure_constructor_estimates_bound_the_measured_peak():
     cases = [(lambda: mf.Density.uniform(300), M._DENSITY_BYTES_PER_COEF * 301 * 302 / 2),
              (lambda: mf.Density.uniform(10 ** 5, d=2), M._DENSITY_BYTES_PER_COEF * (10 ** 5 + 1)),
              (lambda: mf.ZonalDensity.uniform(10 ** 5), M._ZONAL_BYTES_PER_COEF * (10 ** 5 + 1)),
-             (lambda: mf.Density.from_function(lambda x: 1 + x[..., 0], 100), grid.ntheta * grid.nphi * M._PROJECTION_BYTES_PER_NODE[3]
-              + M._DENSITY_BYTES_PER_COEF * 101 * 102 / 2),
+             (lambda: mf.Density.from_function(lambda x: 1 + x[..., 0], 100),
+              grid.ntheta * grid.nphi * M._PROJECTION_BYTES_PER_NODE[3] + M._DENSITY_BYTES_PER_COEF * 101 * 102 / 2),
              (lambda: mf.Density.from_function(lambda x: 1 + x[..., 0], 10 ** 4, d=2),
               M._PROJECTION_BYTES_PER_NODE[2] * 3 * 10 ** 4 + M._DENSITY_BYTES_PER_COEF * (10 ** 4 + 1)),
              (lambda: mf.ZonalDensity.from_function(lambda t: 1 + t, 400, d=5),
