@@ -177,9 +177,10 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
     A = np.zeros((m, d))
     log_z = np.empty((heads, m))
     for h in range(heads):
-        q = y @ Qs[h].T
-        k = x @ Ks[h].T
-        v = x @ Vs[h].T
+        # a matrix left None is the identity: its O(n·d²) product (most of the time at large d) is skipped
+        q = y if model.Q is None else y @ Qs[h].T
+        k = x if model.K is None else x @ Ks[h].T
+        v = x if model.V is None else x @ Vs[h].T
         if qkv:
             q, k, v = _unit_rows(q, "queries Qθ"), _unit_rows(k, "keys Kθ"), _unit_rows(v, "values Vθ")
         kT = np.ascontiguousarray((beta * k).T)          # (d, N)

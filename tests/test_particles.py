@@ -543,3 +543,15 @@ def test_a_failing_block_stops_the_other_workers():
     with pytest.raises(ValueError, match="block 5"):
         _run_block_groups(block, [list(range(1000, 1500)), list(range(0, 500))])
     assert len([a for a in done if a >= 1000]) < 50
+
+
+@pytest.mark.parametrize("kw", [{}, {"scheme": "qkv-norm"}, {"attention": "usa"}])
+def test_matrices_left_none_give_the_bits_of_explicit_identities(kw):
+    # None skips the identity's O(N·d²) product: the field must not change by a bit
+    d, rng = 6, np.random.default_rng(5)
+    x = rng.standard_normal((40, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    implicit = mf.attention_field(mf.Model(2.0, d=d, **kw), x)
+    eye = np.eye(d)
+    explicit = mf.attention_field(mf.Model(2.0, d=d, Q=eye, K=eye, V=eye, **kw), x)
+    assert np.array_equal(implicit.A, explicit.A) and np.array_equal(implicit.log_z, explicit.log_z)
