@@ -32,7 +32,7 @@ import numpy as np
 from . import _threads
 from ._errors import UnsupportedModelError
 from ._schemes import norms
-from ._validate import nonneg_int, open_fraction, positive_float, unit_vectors
+from ._validate import flag, nonneg_int, open_fraction, positive_float, real_array, unit_vectors
 
 _CHUNK_ELEMENTS = 2 ** 20  # default chunk: ~8 MB of float64 logits per worker
 _MEMORY_CHECK_FLOOR = 2 ** 26  # requests below 64 MiB are not checked against the available memory (hot path)
@@ -76,7 +76,7 @@ class AttentionField(NamedTuple):
 def _check_points(name, x, d):
     """``x`` as an (n, d) float array of unit vectors: only directions enter attention, so nonzero vectors are
     normalized (rows already of unit norm to rounding are left bit for bit as they are)."""
-    x = np.asarray(x, dtype=float)
+    x = real_array(name, x, allow_bool=False)      # numpy read [[True, False, False]] as a unit vector
     if x.ndim != 2 or x.shape[1] != d or x.shape[0] < 1:
         raise ValueError(f"`{name}` must have shape (n, {d}) with n ≥ 1 (the model's d={d}); got shape {x.shape}.")
     return unit_vectors(name, x)
@@ -91,7 +91,7 @@ def _check_inputs(model, directions, weights, targets, need_mass=True):
     if weights is None:
         w = np.full(n, 1.0 / n)
     else:
-        w = np.asarray(weights, dtype=float)
+        w = real_array("weights", weights, allow_bool=False)     # [True, False] read as 1, 0; "a" as numpy's error
         if w.shape != (n,):
             raise ValueError(f"`weights` must have shape ({n},); got shape {w.shape}.")
         if not np.all(np.isfinite(w)) or np.any(w < 0):
@@ -158,6 +158,7 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
     whose visible sources all have zero weight gets A = 0 (SA) and log Z = −inf.
     """
     x, w, y = _check_inputs(model, directions, weights, targets)
+    causal = flag("causal", causal)                 # "no" was read as True
     if causal and targets is not None:
         raise ValueError("`causal=True` needs `targets=None` (the mask is defined by token order).")
     n, m = x.shape[0], y.shape[0]

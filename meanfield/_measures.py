@@ -7,12 +7,14 @@ probability density); on S¹ (d = 2) by Fourier coefficients c_0..c_L (c_0 = 1 f
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._memory import require
-from ._validate import dimension, nonneg_int, real_array, unit_vectors
+from ._validate import (complex_array, dimension, flag, function_of, no_bools, nonneg_int, real_array,
+                        unit_vectors)
 from .sphere import _circle as circ
 from .sphere import _sh as sh
 
@@ -45,6 +47,15 @@ def _values_at(f, arg, shape, what: str) -> np.ndarray:
                          f"shape {np.shape(arg)}; got shape {vals.shape}.") from None
 
 
+def _radius_function_or_number(radius, usage: str) -> None:
+    """A ``radius`` of from_function: a function (called as ``usage``) or a real number ("big" raised float()'s
+    error); its sign is checked at the quadrature nodes, with the values of a function."""
+    if callable(radius):
+        function_of("radius", radius, usage)
+    elif isinstance(radius, bool) or not isinstance(radius, numbers.Real):
+        raise TypeError(f"`radius` must be a real number or a function called as {usage}; got radius={radius!r}.")
+
+
 def conversion_hint(value) -> str:
     """What to call on a measure-like result that is not a Density (appended to TypeErrors), or ''."""
     if type(value).__name__ == "FEDensity":
@@ -58,6 +69,17 @@ def _check_radius_values(vals, where: str) -> None:
     if not np.all(np.isfinite(vals)) or not lo > 0:
         raise ValueError(f"`radius` must be finite and > 0 everywhere (a token's distance from the origin); "
                          f"{where} it is {lo!r} at its smallest.")
+
+
+def _real_coefficients(name: str, value) -> np.ndarray:
+    """Coefficients of a zonal field as a new real array (np.real_if_close drops imaginary parts at rounding level):
+    booleans and values that are not numbers raise naming ``name`` (ragged lists raised numpy's own error)."""
+    no_bools(name, value)
+    try:
+        value = np.real_if_close(value)
+    except (TypeError, ValueError):
+        pass                                # not numeric: real_array names it
+    return np.array(real_array(name, value))
 
 
 def _normalized(density):
@@ -128,7 +150,7 @@ class Density:
             raise ValueError(f"`d` must be 2 or 3 for a Density (use Particles or the zonal solver for d > 3); "
                              f"got d={d}.")
         lmax = nonneg_int("lmax", self.lmax)
-        c = np.array(self.coeffs, dtype=complex)
+        c = complex_array("coeffs", self.coeffs)       # a malformed string raised "complex() arg is a malformed string"
         if c.shape != (self._ncoef(lmax, d),):
             raise ValueError(f"`coeffs` must have shape ({self._ncoef(lmax, d)},) for lmax={lmax}, d={d}; "
                              f"got {c.shape}.")
@@ -138,7 +160,7 @@ class Density:
         c.setflags(write=False)
         object.__setattr__(self, "coeffs", c)
         if self.radius is not None:
-            r = np.array(self.radius, dtype=complex)
+            r = complex_array("radius", self.radius)
             if r.shape != c.shape:
                 raise ValueError(f"`radius` coefficients must have shape {c.shape}; got {r.shape}.")
             _real_axis_entries("radius", r, lmax, d)
@@ -189,7 +211,7 @@ class Density:
         -------
         Density
         """
-        c = np.asarray(coeffs)
+        c = complex_array("coeffs", coeffs)      # ragged lists raised numpy's error (when counting them)
         if lmax is None:
             lmax = (int(round((np.sqrt(8 * c.size + 1) - 3) / 2)) if d == 3 else c.size - 1)
         out = cls(c, lmax, d, radius)
@@ -220,6 +242,11 @@ class Density:
         Density
         """
         lmax, d = nonneg_int("lmax", lmax), dimension(d)
+        normalize = flag("normalize", normalize)
+        # f=3.0 raised "'float' object is not callable" from the projection
+        function_of("f", f, "f(points) (unit vectors of shape (..., d))")
+        if radius is not None:
+            _radius_function_or_number(radius, "radius(points) (unit vectors of shape (..., d))")
         coeffs = cls._project(f, lmax, d, "f")
         rad = None
         if radius is not None:
@@ -387,7 +414,7 @@ class Particles:
     normalize: bool = field(default=False, repr=False)
 
     def __post_init__(self):
-        x = np.array(real_array("positions", self.positions))
+        x = np.array(real_array("positions", self.positions, allow_bool=False))
         if x.ndim != 2 or x.shape[0] < 1:
             raise ValueError(f"`positions` must have shape (n, d) with n ≥ 1; got shape {x.shape}.")
         dimension(x.shape[1])
@@ -395,7 +422,8 @@ class Particles:
             raise ValueError("`positions` must be finite; it contains NaN or inf.")
         from ._schemes import norms as overflow_safe_norms
         norms = overflow_safe_norms(x, axis=1)            # entries near 1e308 have squares beyond float64
-        if self.normalize:
+        normalize = flag("normalize", self.normalize)        # "no" was read as True
+        if normalize:
             if np.any(norms == 0):
                 raise ValueError("`positions` contains a zero vector, which has no direction.")
             x = x / norms[:, None]
@@ -403,7 +431,8 @@ class Particles:
             raise ValueError(f"`positions` must be unit vectors (max | ‖x‖ − 1 | = {np.max(np.abs(norms - 1)):.3g}); "
                              "pass normalize=True to project them.")
         n = x.shape[0]
-        w = np.full(n, 1.0 / n) if self.weights is None else np.array(real_array("weights", self.weights))
+        w = (np.full(n, 1.0 / n) if self.weights is None
+             else np.array(real_array("weights", self.weights, allow_bool=False)))
         if w.shape != (n,):
             raise ValueError(f"`weights` must have shape ({n},); got {w.shape}.")
         if not np.all(np.isfinite(w)) or np.any(w < 0):
@@ -412,7 +441,7 @@ class Particles:
         with np.errstate(over="ignore"):                   # weights near 1e308: an inf sum is "not 1"
             total = w.sum()
         if abs(total - 1) > MASS_TOL:
-            if not self.normalize:
+            if not normalize:
                 raise ValueError(f"`weights` must sum to 1 (to {MASS_TOL:g}); got sum={float(total)!r} "
                                  "(pass normalize=True to rescale).")
             if not w.max() > 0:
@@ -421,7 +450,7 @@ class Particles:
             w = w / w.sum()
         r = None
         if self.radii is not None:
-            r = real_array("radii", self.radii)
+            r = real_array("radii", self.radii, allow_bool=False)
             if r.ndim != 0 and r.shape != (n,):
                 raise ValueError(f"`radii` must be a number or have shape ({n},); got shape {r.shape}.")
             r = np.array(np.broadcast_to(r, (n,)))
@@ -523,16 +552,16 @@ class ZonalDensity:
 
     def __post_init__(self):
         d, lmax = dimension(self.d), nonneg_int("lmax", self.lmax)
-        c = np.array(real_array("coeffs", np.real_if_close(self.coeffs)))
+        c = _real_coefficients("coeffs", self.coeffs)
         if c.shape != (lmax + 1,) or not np.all(np.isfinite(c)):
             raise ValueError(f"`coeffs` must be finite with shape ({lmax + 1},); got shape {c.shape}.")
-        e = np.eye(d)[-1] if self.axis is None else real_array("axis", self.axis)
+        e = np.eye(d)[-1] if self.axis is None else real_array("axis", self.axis, allow_bool=False)
         if e.shape != (d,) or not np.all(np.isfinite(e)) or not abs(np.linalg.norm(e) - 1) <= 1e-12:
             raise ValueError(f"`axis` must be a finite unit vector of length {d}; got axis={self.axis!r}.")
         object.__setattr__(self, "coeffs", c)
         object.__setattr__(self, "axis", e)
         if self.radius is not None:
-            r = np.array(real_array("radius", np.real_if_close(self.radius)))
+            r = _real_coefficients("radius", self.radius)
             if r.shape != c.shape:
                 raise ValueError(f"`radius` coefficients must have shape {c.shape}; got {r.shape}.")
             object.__setattr__(self, "radius", r)
@@ -554,7 +583,10 @@ class ZonalDensity:
         divide by the mass (as :meth:`normalized`)."""
         from .sphere import _zonal as zon
 
-        lmax, d = nonneg_int("lmax", lmax), dimension(d)
+        lmax, d, normalize = nonneg_int("lmax", lmax), dimension(d), flag("normalize", normalize)
+        function_of("g", g, "g(t) (t = ⟨x, e⟩ in [−1, 1])")
+        if radius is not None:
+            _radius_function_or_number(radius, "radius(t) (t = ⟨x, e⟩ in [−1, 1])")
         grid = zon.ZonalGrid.for_bandlimit(lmax, d)
         _require_band_limit(_ZONAL_PROJECTION_BYTES_PER_NODE * grid.n + _ZONAL_BYTES_PER_COEF * (lmax + 1),
                             f"ZonalDensity.from_function(lmax={lmax}, d={d}) ({grid.n} quadrature nodes)")

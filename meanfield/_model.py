@@ -9,7 +9,7 @@ import numpy as np
 from ._errors import warn
 from ._schemes import Scheme, check_alpha, check_tau, get_scheme
 from .sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
-from ._validate import choice, dimension, matrix, positive_float
+from ._validate import choice, dimension, function_of, matrix, positive_float
 
 ATTENTIONS = {"softmax": "softmax", "sa": "softmax", "unnormalized": "unnormalized", "usa": "unnormalized"}
 
@@ -68,6 +68,8 @@ class Model:
             raise ValueError(f"`Q`, `K`, `V` must have the same number of heads; got {sorted(heads)}.")
         if not callable(self.alpha):
             set_("alpha", positive_float("alpha", self.alpha))
+        else:       # alpha(t, s) failed with Python's TypeError at the first step, mid-run
+            function_of("alpha", self.alpha, "alpha(t) (t the time)")
         check_alpha(scheme, self.alpha)
         set_("tau", check_tau(scheme, self.tau))
         set_("_kernel_scale_value", self._compute_kernel_scale())   # Q, K are read-only: computed once
@@ -163,7 +165,11 @@ class Model:
     def alpha_at(self, t) -> float:
         """α_t, the nGPT/anGPT step at time t."""
         if callable(self.alpha):
-            a = float(self.alpha(t))
+            value = self.alpha(t)
+            try:
+                a = float(value)
+            except (TypeError, ValueError):     # "x" or an array: Python's message named neither alpha nor t
+                raise ValueError(f"`alpha(t)` must return a real number; got alpha({float(t)!r})={value!r}.") from None
             if not (np.isfinite(a) and a > 0):
                 raise ValueError(f"`alpha(t)` must be finite and > 0; got alpha({float(t)!r})={a!r}.")
             return a

@@ -100,7 +100,7 @@ def save_times(t_final, save_every=None, t_eval=None, t0=0.0) -> np.ndarray:
     if t_eval is not None:
         if save_every is not None:
             raise ValueError("Give either `save_every` or `t_eval`, not both.")
-        te = real_array("t_eval", t_eval)
+        te = real_array("t_eval", t_eval, allow_bool=False)     # [0.5, True] was read as [0.5, 1.0]
         if te.ndim != 1 or te.size == 0 or not np.all(np.isfinite(te)):
             raise ValueError(f"`t_eval` must be a non-empty finite 1-D array; got {t_eval!r}.")
         if np.any(np.diff(te) <= 0) or te[0] < t0 or te[-1] > t_final:

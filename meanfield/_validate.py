@@ -1,16 +1,26 @@
 """Small named validators shared by the public entry points (messages name the parameter)."""
 from __future__ import annotations
 
+import inspect
+import itertools
 import numbers
 
 import numpy as np
+
+
+def _as_float(value) -> float:
+    """float(value), inf for an integer beyond float64 (float(10**400) raises OverflowError): refused as not finite."""
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf")
 
 
 def positive_float(name: str, value, *, allow_zero: bool = False) -> float:
     """Return ``value`` as a float after checking it is finite and > 0 (or >= 0)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a real number; got {name}={value!r}.")
-    v = float(value)
+    v = _as_float(value)
     ok = np.isfinite(v) and (v >= 0 if allow_zero else v > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
@@ -20,15 +30,45 @@ def positive_float(name: str, value, *, allow_zero: bool = False) -> float:
 
 def real_number(name: str, value) -> float:
     """Return ``value`` as a float after checking it is a finite real number (of either sign)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(_as_float(value)):
         raise (ValueError if isinstance(value, numbers.Real) and not isinstance(value, bool) else TypeError)(
             f"`{name}` must be a finite real number; got {name}={value!r}.")
     return float(value)
 
 
-def real_array(name: str, value) -> np.ndarray:
+def _holds_bool(value) -> bool:
+    """True when ``value`` is a bool, a bool array, or (nested) lists or tuples holding one.  Scanned one nesting
+    level at a time by type, at C speed (a list of 10⁶ numbers takes milliseconds; an array is not scanned)."""
+    level = [value]
+    while level:
+        kinds = set(map(type, level))
+        if any(issubclass(k, (bool, np.bool_)) for k in kinds):
+            return True
+        if any(issubclass(k, np.ndarray) for k in kinds) and any(
+                a.dtype == bool or (a.dtype == object and _holds_bool(a.tolist()))
+                for a in level if isinstance(a, np.ndarray)):
+            return True
+        if not kinds & {list, tuple}:
+            return False
+        nested = level if kinds <= {list, tuple} else [v for v in level if isinstance(v, (list, tuple))]
+        level = list(itertools.chain.from_iterable(nested))
+    return False
+
+
+def no_bools(name: str, value):
+    """``value`` after checking it holds no True/False where numbers are expected: numpy reads them as 1 and 0,
+    so ``weights=[True, False]`` or ``t_eval=[0.5, True]`` passed as numbers.  numpy's bools are refused too."""
+    if _holds_bool(value):
+        raise TypeError(f"`{name}` must be numbers; got booleans (True/False), which numpy would read as 1 and 0.")
+    return value
+
+
+def real_array(name: str, value, *, allow_bool: bool = True) -> np.ndarray:
     """``value`` as a float array; a value that is not numeric (a string, ragged lists) or has a nonzero imaginary
-    part raises a ValueError naming ``name`` (numpy would drop the imaginary part with only a warning)."""
+    part raises a ValueError naming ``name`` (numpy would drop the imaginary part with only a warning).  With
+    ``allow_bool=False`` (parameters that are numbers, not masks) booleans raise a TypeError (:func:`no_bools`)."""
+    if not allow_bool:
+        no_bools(name, value)
     try:
         a = np.asarray(value)
         if np.iscomplexobj(a):
@@ -41,6 +81,42 @@ def real_array(name: str, value) -> np.ndarray:
         if str(err).startswith(f"`{name}` must be real"):
             raise
         raise ValueError(f"`{name}` must be numbers (an array of real values); got {name}={value!r}.") from None
+
+
+def complex_array(name: str, value) -> np.ndarray:
+    """``value`` as a new complex array; booleans (:func:`no_bools`) and values that are not numeric (malformed
+    strings, ragged lists, dicts) raise naming ``name`` (numpy's own message named neither)."""
+    no_bools(name, value)
+    try:
+        return np.array(value, dtype=complex)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be numbers (an array of complex values); got {name}={value!r}.") from None
+
+
+def flag(name: str, value) -> bool:
+    """``value`` as a bool: True or False, numpy's np.True_ and np.False_ included (what a comparison of arrays
+    returns); anything else (1, "yes", None) is refused rather than read by its truth value."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False; got {name}={value!r}.")
+    return bool(value)
+
+
+def function_of(name: str, value, usage: str, nargs: int = 1):
+    """``value`` after checking it is callable with ``nargs`` positional arguments, as ``usage`` (e.g. "alpha(t)")
+    shows; by its signature, so a wrong one is refused before any work (it failed when first called, for α(t)
+    mid-run).  A builtin or extension without a readable signature passes (it is checked by its first call)."""
+    if not callable(value):
+        raise TypeError(f"`{name}` must be a function, called as {usage}; got {name}={value!r}.")
+    try:
+        signature = inspect.signature(value)
+    except (TypeError, ValueError):
+        return value
+    try:
+        signature.bind(*([0.0] * nargs))
+    except TypeError as err:
+        raise TypeError(f"`{name}` must be callable as {usage}; got {name}{signature}, which cannot be called so "
+                        f"({err}).") from None
+    return value
 
 
 def unit_vectors(name: str, x: np.ndarray) -> np.ndarray:
@@ -106,10 +182,10 @@ def choice(name: str, value, allowed) -> str:
 
 
 def matrix(name: str, value, d: int) -> np.ndarray | None:
-    """A (d, d) or (heads, d, d) finite float array, or None (identity)."""
+    """A (d, d) or (heads, d, d) finite float array, or None (identity); booleans are refused (True read as 1)."""
     if value is None:
         return None
-    a = real_array(name, value)
+    a = real_array(name, value, allow_bool=False)
     if a.ndim not in (2, 3) or a.shape[-2:] != (d, d) or a.shape[0] == 0:
         raise ValueError(f"`{name}` must have shape ({d}, {d}) or (heads, {d}, {d}) with heads ≥ 1; got shape {a.shape}.")
     if not np.all(np.isfinite(a)):
@@ -120,7 +196,8 @@ def matrix(name: str, value, d: int) -> np.ndarray | None:
 
 
 def increasing_times(name: str, t) -> np.ndarray:
-    t = np.atleast_1d(real_array(name, t))
+    """``t`` as a finite, non-empty, strictly increasing 1-D float array (booleans refused)."""
+    t = np.atleast_1d(real_array(name, t, allow_bool=False))
     if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)):
         raise ValueError(f"`{name}` must be a finite, non-empty 1-D array of times; got {t!r}.")
     if t.size > 1 and not np.all(np.diff(t) > 0):
@@ -160,12 +237,55 @@ def save_every_count(t_final, save_every, t0=0.0) -> None:
 
 
 def exponential_filter(value):
-    """The spectral ``filter``: None, or (strength > 0, order > 0) as two finite real numbers."""
+    """The spectral ``filter``: None, or (strength > 0, order > 0), two finite real numbers in a tuple, a list or a
+    1-D array (an array is taken as the tuple of its entries, so it gives the run of the same list)."""
     if value is None:
         return None
-    ok = (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v) and v > 0
-                  for v in value))
-    if not ok:
-        raise ValueError(f"`filter` must be None or (strength, order), two finite numbers > 0; got filter={value!r}.")
-    return value
+    pair = tuple(value.tolist()) if isinstance(value, np.ndarray) and value.ndim == 1 else value
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(map(_is_positive_number, pair))):
+        raise ValueError(f"`filter` must be None or (strength, order): two finite numbers > 0 (a tuple, a list or a "
+                         f"1-D array); got filter={value!r}.")
+    return pair
+
+
+def _is_positive_number(value) -> bool:
+    try:
+        positive_float("filter", value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def kernel_beta(model, tol: float) -> float:
+    """The inverse temperature of the attention kernel that a spectral backend expands in degrees, checked before
+    any work: β·c when QᵀK = c·I, else the bound β·max ‖Q‖₂‖K‖₂ of the logits β⟨Qx, Ky⟩ (β for QKV-Norm, whose q
+    and k are unit vectors).  It must be ≤ 1e9 (the range of the Funk–Hecke multipliers) and have a kernel band
+    limit at ``tol`` (degree ≤ 200 000).  The message names that product and its factors: a small ``beta`` with a
+    large Q was refused as "`beta` must be ≤ 1e9 … got beta=1e10".  When the product is β itself (QᵀK = I, or
+    QKV-Norm) the band limit's own message, naming `beta`, is the right one."""
+    from .sphere._funk_hecke import _MAX_DEGREE, MAX_BETA, kernel_bandlimit
+
+    beta = model.beta
+    if model.scheme_def.normalize_qkv or (model.isotropic and model.beta_eff == beta):
+        kernel_bandlimit(beta, tol, model.d)
+        return beta
+    if model.isotropic:
+        b = model.beta_eff
+        what = f"beta·c = {b:.6g} (beta={beta!r}, QᵀK = c·I with c = {b / beta:.6g})"
+    else:
+        Qs, Ks, _ = model.matrices()
+        q, k = max(((np.linalg.norm(q, 2), np.linalg.norm(k, 2)) for q, k in zip(Qs, Ks)), key=lambda p: p[0] * p[1])
+        with np.errstate(over="ignore"):
+            b = float(beta * q * k)
+        head = " of the largest head" if len(Qs) > 1 else ""
+        what = f"beta·‖Q‖₂·‖K‖₂ = {b:.6g} (beta={beta!r}, ‖Q‖₂ = {q:.6g}, ‖K‖₂ = {k:.6g}{head})"
+    if b > MAX_BETA:
+        why = f"must be ≤ {MAX_BETA:g} (the range of its Funk–Hecke multipliers; scipy's Bessel functions: NaN above)"
+    else:
+        try:
+            kernel_bandlimit(b, tol, model.d)
+            return b
+        except ValueError:
+            why = f"is too large: the kernel needs degrees beyond {_MAX_DEGREE} at tol={tol:g}"
+    raise ValueError(f"the attention kernel e^(beta⟨Qx, Ky⟩) has the effective inverse temperature {what}, which "
+                     f"{why}. Lower `beta` or the scale of `Q` and `K`; backend='particles' has no such limit.")

@@ -7,7 +7,7 @@ from scipy import integrate
 
 import meanfield as mf
 from meanfield.backends._bases import S2Basis
-from meanfield.backends._spectral import SpectralAttention
+from meanfield.backends._spectral import SpectralAttention, SpectralBackend
 from meanfield.sphere import SphereGrid, lm_index, rotate, rotation_matrix
 
 
@@ -466,3 +466,31 @@ def test_lmax_max_is_checked_even_when_unused_and_its_memory_before_the_run():
     assert mf.simulate(mf.Model(1.0), rho, 0.1, lmax_max=None).success     # as earlier versions stored it
     with pytest.raises(TypeError, match="`lmax_max` must be an integer >= 1; got lmax_max=None"):
         mf.simulate(mf.Model(1.0), rho, 0.1, on_resolution_loss="refine", lmax_max=None)
+
+
+def test_a_filter_given_as_an_array_runs_as_the_same_tuple():
+    """np.array([36., 8.]) was refused as if it were not two numbers > 0; [36, 10**400] raised numpy's TypeError
+    ("ufunc 'isfinite' not supported for the input types")."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        a = mf.simulate(mf.Model(2.0), _smooth(16), 0.05, filter=np.array([36.0, 8.0]))
+        b = mf.simulate(mf.Model(2.0), _smooth(16), 0.05, filter=(36.0, 8.0))
+    assert np.array_equal(a.final.coeffs, b.final.coeffs)
+    for bad in ([36, 10**400], np.array([36.0, 8.0, 1.0]), np.array([[36.0, 8.0]])):
+        with pytest.raises(ValueError, match=r"`filter` must be None or \(strength, order\): two finite numbers > 0"):
+            mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, filter=bad)
+
+
+@pytest.mark.parametrize("model, named", [
+    (dict(beta=1.0, Q=1e10 * np.eye(3)),
+     r"beta·c = 1e\+10 \(beta=1\.0, QᵀK = c·I with c = 1e\+10\), which must be ≤ 1e\+09 "),
+    (dict(beta=0.5, Q=np.diag([4e9, 1.0, 1.0])), r"beta·‖Q‖₂·‖K‖₂ = 2e\+09 \(beta=0\.5, ‖Q‖₂ = 4e\+09, ‖K‖₂ = 1\)"),
+    (dict(beta=1.0, K=9e8 * np.eye(3)), r"beta·c = 9e\+08 .*needs degrees beyond 200000"),
+])
+def test_a_large_effective_beta_is_named_as_such_not_as_beta(model, named):
+    """beta=1 with Q = 1e10·I was refused as "`beta` must be ≤ 1e9 … got beta=10000000000.0" (in the set-up)."""
+    m, rho = mf.Model(**model), mf.Density.uniform(4)
+    with pytest.raises(ValueError, match=named):
+        mf.simulate(m, rho, 1.0)
+    with pytest.raises(ValueError, match=named):         # refused by the dry pass too, before any run of a batch
+        SpectralBackend.validate_options(m, rho, {})

@@ -367,3 +367,16 @@ def test_metadata_integers_beyond_64_bits_are_refused_up_front(tmp_path):
         mf.simulate(mf.Model(1.0), mf.Particles.uniform(5), 0.1, backend="particles", checkpoint=tmp_path / "r.h5",
                     metadata={"seed": 2**70})
     assert not (tmp_path / "r.h5").exists()
+
+
+@pytest.mark.parametrize("D, match", [
+    ([[1.0, 0.0], [0.0]], r"got \[\[1\.0, 0\.0\], \[0\.0\]\], which is not a rectangular array of real numbers"),
+    ([[1.0, 0.0], 1.0], r"which is not a rectangular array of real numbers"),
+    ([True, False], r"`D` must be numbers; got booleans"),
+])
+def test_a_ragged_or_boolean_D_in_an_energy_table_is_refused_by_name(D, match):
+    """A ragged D raised numpy's "setting an array element with a sequence … inhomogeneous shape"; [true, false]
+    was read as diag(1, 0)."""
+    text = f"[energy]\ntask = 'maximize'\nbeta = 1.0\nD = {D!r}\n".replace("True", "true").replace("False", "false")
+    with pytest.raises(ConfigError, match=r"\[energy\]: `D` must .*" + match.split("`D` must ")[-1]):
+        parse_config(tomllib.loads(text), text)

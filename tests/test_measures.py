@@ -130,3 +130,46 @@ def test_from_function_refuses_complex_or_non_numeric_values():
         mf.Density.from_function(lambda x: 1 + 1j * x[..., 0], 4)
     with pytest.raises(ValueError, match="`f` must return real numbers"):
         mf.Density.from_function(lambda x: np.full(x.shape[:-1], "a"), 4)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: mf.Density.from_coefficients(["a", "b", "c"], d=2), r"`coeffs` must be numbers .*got coeffs=\['a', 'b'"),
+    (lambda: mf.Density.from_coefficients("1+2j, 3", d=3), r"`coeffs` must be numbers"),
+    (lambda: mf.Density.from_coefficients([[1.0, 0.0], [0.0]], d=2), r"`coeffs` must be numbers"),
+    (lambda: mf.Density(np.ones(3), 2, d=2, radius=["2", "x", "0"]), r"`radius` must be numbers"),
+    (lambda: mf.ZonalDensity([[1.0], [0.0, 1.0]], 1, d=4), r"`coeffs` must be numbers"),
+])
+def test_malformed_coefficients_are_refused_by_name(make, match):
+    """Python's "complex() arg is a malformed string" and numpy's "inhomogeneous shape" named no parameter."""
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: mf.Density.from_function(3.0, 4), r"`f` must be a function, called as f\(points\) .*got f=3\.0"),
+    (lambda: mf.Density.from_function(lambda x, y: x, 4), r"`f` must be callable as f\(points\) .*got f\(x, y\)"),
+    (lambda: mf.ZonalDensity.from_function("1 + t", 4, d=5), r"`g` must be a function, called as g\(t\) .*g='1 \+ t'"),
+    (lambda: mf.Density.from_function(lambda x: 1.0, 4, radius="big"), r"`radius` must be a real number or a function"),
+    (lambda: mf.ZonalDensity.from_function(lambda t: 1.0, 4, d=5, radius=lambda: 2.0),
+     r"`radius` must be callable as radius\(t\)"),
+    (lambda: mf.Density.from_function(lambda x: 1.0, 4, normalize="yes"), r"`normalize` must be True or False"),
+])
+def test_from_function_refuses_what_it_cannot_call_by_name(make, match):
+    """A non-callable f raised "'float' object is not callable"; radius="big" raised float()'s error."""
+    with pytest.raises(TypeError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: mf.Particles(np.eye(2), weights=[True, False]), "weights"),
+    (lambda: mf.Particles(np.eye(2), weights=np.array([True, False])), "weights"),
+    (lambda: mf.Particles(np.eye(2), weights=[0.0, True]), "weights"),
+    (lambda: mf.Particles([[True, False], [False, True]]), "positions"),
+    (lambda: mf.Particles(np.eye(2), radii=True), "radii"),
+    (lambda: mf.Density([True, False], 1, d=2), "coeffs"),
+    (lambda: mf.ZonalDensity([1.0, 0.0], 1, d=3, axis=[False, False, True]), "axis"),
+])
+def test_booleans_are_refused_where_numbers_are_expected(make, name):
+    """numpy reads True as 1: weights=[True, False] was a valid probability vector."""
+    with pytest.raises(TypeError, match=rf"`{name}` must be numbers; got booleans \(True/False\)"):
+        make()

@@ -43,7 +43,8 @@ def test_model_is_frozen():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(beta=0.0), "`beta`"), (dict(beta=-1.0), "`beta`"), (dict(beta=np.nan), "`beta`"),
-    (dict(beta=np.inf), "`beta`"), (dict(beta=1.0, d=1), "`d`"), (dict(beta=1.0, scheme="layer-norm"), "`scheme`"),
+    (dict(beta=np.inf), "`beta`"), (dict(beta=10**400), "`beta` must be finite and > 0"),   # float() overflowed
+    (dict(beta=1.0, d=1), "`d`"), (dict(beta=1.0, scheme="layer-norm"), "`scheme`"),
     (dict(beta=1.0, attention="linear"), "`attention`"), (dict(beta=1.0, scheme="mix-ln"), "`tau`"),
     (dict(beta=1.0, tau=1.0), "`tau`"), (dict(beta=1.0, scheme="mix-ln", tau=-1.0), "`tau`"),
     (dict(beta=1.0, alpha=0.0), "`alpha`"), (dict(beta=1.0, Q=np.eye(2)), "`Q`"),
@@ -126,3 +127,28 @@ def test_structured_q_k_give_the_dense_results_bit_for_bit(kinds):
     assert m.logit_bound == float(0.7 * np.linalg.norm(dense, 2))
     if m.isotropic:
         assert m.beta_eff == 0.7 * dense[0, 0]
+
+
+@pytest.mark.parametrize("alpha, shown", [(lambda t, s: 0.5, r"alpha\(t, s\)"), (lambda: 0.5, r"alpha\(\)")])
+def test_a_callable_alpha_of_the_wrong_arity_is_refused_up_front(alpha, shown):
+    """alpha(t, s) failed with Python's TypeError at the first step of the run."""
+    with pytest.raises(TypeError, match=rf"`alpha` must be callable as alpha\(t\) \(t the time\); got {shown}"):
+        mf.Model(1.0, scheme="angpt", alpha=alpha)
+    assert mf.Model(1.0, "ngpt", alpha=lambda t, scale=1.0: scale).alpha_at(0.5) == 1.0   # a default is fine
+    assert mf.Model(1.0, "ngpt", alpha=np.exp).alpha_at(0.0) == 1.0                     # so is a ufunc
+
+
+def test_a_callable_alpha_that_returns_no_number_is_named():
+    """float("x") raised "could not convert string to float: 'x'" mid-run."""
+    with pytest.raises(ValueError, match=r"`alpha\(t\)` must return a real number; got alpha\(0\.0\)='x'"):
+        mf.simulate(mf.Model(1.0, "ngpt", alpha=lambda t: "x"), mf.Particles.uniform(5), 0.1, backend="particles")
+
+
+@pytest.mark.parametrize("name, value", [
+    ("Q", [[True, False, False], [False, True, False], [False, False, True]]), ("K", np.eye(3, dtype=bool)),
+    ("V", [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, True]]),
+])
+def test_boolean_matrices_are_refused(name, value):
+    """Q=np.eye(3, dtype=bool) was read as the identity."""
+    with pytest.raises(TypeError, match=rf"`{name}` must be numbers; got booleans"):
+        mf.Model(1.0, **{name: value})

@@ -555,3 +555,15 @@ def test_matrices_left_none_give_the_bits_of_explicit_identities(kw):
     eye = np.eye(d)
     explicit = mf.attention_field(mf.Model(2.0, d=d, Q=eye, K=eye, V=eye, **kw), x)
     assert np.array_equal(implicit.A, explicit.A) and np.array_equal(implicit.log_z, explicit.log_z)
+
+
+def test_causal_accepts_numpy_bools_and_refuses_other_values():
+    """np.True_ (what a numpy comparison returns) was refused as "`causal` must be True or False; got
+    causal=np.True_"; attention_field read causal="no" as True."""
+    p, m = mf.Particles.uniform(6, seed=1), mf.Model(1.0)
+    runs = [mf.simulate(m, p, 0.1, backend="particles", causal=c, method="rk4", step=0.05)
+            for c in (np.True_, True)]
+    assert np.array_equal(runs[0].final.positions, runs[1].final.positions)
+    assert np.array_equal(attention_field(m, p.positions, causal=np.False_).A, attention_field(m, p.positions).A)
+    with pytest.raises(TypeError, match=r"`causal` must be True or False; got causal='no'"):
+        attention_field(m, p.positions, causal="no")

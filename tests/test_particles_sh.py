@@ -500,3 +500,18 @@ def test_the_attention_of_no_mass_is_refused_but_its_coefficients_are_zero():
     assert not np.any(sh_coefficients(mf.Model(1.0), p.positions, weights=np.zeros(5)))
     with pytest.raises(ValueError, match="`t` must be finite and >= 0"):
         mf.particle_velocity(mf.Model(1.0, scheme="ln-scaling"), p, t=-5.0)
+
+
+def test_causal_false_as_a_numpy_bool_runs():
+    """np.False_ was refused as a causal mask ("has no causal mask"): only the object False passed."""
+    p = mf.Particles.uniform(10, seed=2)
+    runs = [mf.simulate(mf.Model(1.0), p, 0.1, backend="particles-sh", causal=c) for c in (np.False_, False)]
+    assert np.array_equal(runs[0].final.positions, runs[1].final.positions)
+    with pytest.raises(mf.UnsupportedModelError, match="has no causal mask"):
+        mf.simulate(mf.Model(1.0), p, 0.1, backend="particles-sh", causal=np.True_)
+
+
+def test_a_large_effective_beta_is_named_as_such_not_as_beta():
+    """beta=1 with Q = 1e10·I was refused as "`beta` must be ≤ 1e9 … got beta=10000000000.0"."""
+    with pytest.raises(ValueError, match=r"beta·c = 1e\+10 \(beta=1\.0, QᵀK = c·I with c = 1e\+10\), which must be"):
+        mf.simulate(mf.Model(1.0, Q=1e10 * np.eye(3)), mf.Particles.uniform(10), 1.0, backend="particles-sh")

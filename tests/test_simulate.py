@@ -348,3 +348,10 @@ def test_the_checkpoint_lock_holds_within_one_process(tmp_path):
         release.set()
         first.join(60)
     assert not (tmp_path / ".run.h5.lock").exists() and mf.load(path).success
+
+
+@pytest.mark.parametrize("t_eval", [[0.5, True], [False, True], np.array([False, True]), True])
+def test_boolean_save_times_are_refused(t_eval):
+    """numpy read t_eval=[0.5, True] as [0.5, 1.0]."""
+    with pytest.raises(TypeError, match=r"`t_eval` must be numbers; got booleans"):
+        mf.simulate(mf.Model(1.0), mf.Particles.uniform(5), 2.0, backend="particles", t_eval=t_eval)

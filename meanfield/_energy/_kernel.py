@@ -15,7 +15,7 @@ import numbers
 
 import numpy as np
 
-from .._validate import dimension, positive_float
+from .._validate import dimension, no_bools, positive_float
 
 _CHUNK_ELEMENTS = 2 ** 21  # ~16 MB of float64 kernel values per chunk
 _NO_SHIFT = 300.0          # exponents up to this need no overflow shift
@@ -47,12 +47,16 @@ def check_D(D, d: int) -> np.ndarray:
         return float(D) * np.eye(d)
     allowed = (f"`D` must be None, a real scalar, {d} numbers (a diagonal) or an array of shape ({d}, {d}) "
                f"(the measure's dimension d={d})")
-    if np.iscomplexobj(D):              # numpy would drop the imaginary part with only a ComplexWarning
-        raise ValueError(f"{allowed}; got a complex D.")
+    no_bools("D", D)                    # [true, false] in a configuration was read as diag(1, 0)
+    # ragged nested lists (np.iscomplexobj(D) raised numpy's error), strings, objects
     try:
-        a = np.asarray(D, dtype=float)
-    except (TypeError, ValueError):     # ragged nested lists, strings, objects
+        a = np.asarray(D)
+        complex_ = np.iscomplexobj(a)
+        a = a if complex_ else np.asarray(a, dtype=float)
+    except (TypeError, ValueError):
         raise ValueError(f"{allowed}; got {D!r}, which is not a rectangular array of real numbers.") from None
+    if complex_:                        # numpy would drop the imaginary part with only a ComplexWarning
+        raise ValueError(f"{allowed}; got a complex D.")
     if a.shape == (d,):
         a = np.diag(a)                  # the diagonal, as in the [energy] table of a configuration file
     if a.shape != (d, d):

@@ -20,7 +20,7 @@ from scipy import optimize
 
 from .._measures import Particles
 from .._memory import require
-from .._validate import dimension, nonneg_int, positive_float
+from .._validate import dimension, flag, nonneg_int, positive_float
 from ._classify import classify
 from ._energy import first_variation, first_variation_gradient
 from ._kernel import check_beta, check_D, check_symmetric, pair_energy, spectral_norm
@@ -299,11 +299,10 @@ def maximize_arguments(beta, D=None, d: int = 3, *, n_particles=6, n_starts=24, 
             "lower `n_particles`.")
     n_starts = nonneg_int("n_starts", n_starts)
     tol = positive_float("tol", tol)
-    if not isinstance(candidates, (bool, np.bool_)):
-        raise TypeError(f"`candidates` must be True or False; got candidates={candidates!r}.")
+    candidates = flag("candidates", candidates)
     if not candidates and n_starts == 0:
         raise ValueError("`n_starts` must be ≥ 1 when candidates=False (nothing would be searched).")
     _rng(seed)                                   # the seed's own checks
     return dict(beta=beta, D=D, d=d, n_particles=n_particles, n_starts=n_starts, seed=seed,
-                candidates=bool(candidates), tol=tol)
+                candidates=candidates, tol=tol)
 

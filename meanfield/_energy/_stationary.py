@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._measures import Density, Particles, ZonalDensity
-from .._validate import positive_float
+from .._validate import kernel_beta, positive_float
 from ..sphere import _sh as sh
 from ._energy import atoms, first_variation_moment
 from ._kernel import check_beta, check_D, check_symmetric, isotropic_scale, tangent_project
@@ -108,6 +108,7 @@ def _zonal_speeds(rho: ZonalDensity, model_or_beta, D, t: float, support_tol: fl
     if isinstance(model_or_beta, Model):
         model = model_or_beta
         b = model.beta_eff
+        kernel_beta(model, 1e-13)       # β·c of a large Q, named so (it was refused as `beta`)
     else:
         beta = check_beta(model_or_beta)
         c = isotropic_scale(check_D(D, rho.d))

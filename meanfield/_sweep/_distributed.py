@@ -262,7 +262,7 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
     else:
         raise TypeError(f"`particles` must be meanfield.Particles or a token count N ≥ 1; got {particles!r}.")
     # every argument is checked here, before a local cluster is started (and before a run whose end would fail)
-    from .._validate import nonneg_int, save_every_count
+    from .._validate import flag, nonneg_int, save_every_count
     from ..backends._stepper import check_fixed_step_count
 
     save_every_count(t_final, save_every)
@@ -278,8 +278,7 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
             raise ValueError(f"`shards` must be in [1, {n_total}] (the token count); got shards={shards!r}.")
     if not isinstance(particles, Particles) and seed is not None:      # None: fresh entropy, as numpy takes it
         seed = nonneg_int("seed", seed)
-    if not isinstance(gather, (bool, np.bool_)):        # "no" would gather every state
-        raise TypeError(f"`gather` must be True or False; got gather={gather!r}.")
+    gather = flag("gather", gather)        # "no" would gather every state
 
     with _local_client(client, workers) as c:
         addrs = _worker_addresses(c)

@@ -7,7 +7,7 @@ any Q, K, V (heads summed), SA and USA, QKV-Norm, an optional causal mask, every
 from __future__ import annotations
 
 from .._attention import attention_field
-from .._validate import nonneg_int
+from .._validate import flag, nonneg_int
 from ._stepper import ParticleStepper
 
 
@@ -43,8 +43,7 @@ class ParticlesBackend(ParticleStepper):
     OPTIONS = {"causal": False, "chunk": None, "threads": None}
 
     def _configure(self, opts):
-        if not isinstance(opts["causal"], bool):
-            raise TypeError(f"`causal` must be True or False; got causal={opts['causal']!r}.")
+        opts["causal"] = flag("causal", opts["causal"])      # np.True_ too (a numpy comparison's result)
         if opts["chunk"] is not None:
             opts["chunk"] = nonneg_int("chunk", opts["chunk"], minimum=1)
         if opts["threads"] is not None:

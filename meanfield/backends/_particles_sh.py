@@ -14,7 +14,7 @@ import numpy as np
 
 from .._attention import _SHEvaluator, sh_bandlimit, sh_error_bounds, sh_support, transform_epsilon
 from .._errors import UnsupportedModelError, warn
-from .._validate import nonneg_int, open_fraction
+from .._validate import flag, kernel_beta, nonneg_int, open_fraction
 from ..sphere._funk_hecke import kernel_bandlimit, kernel_truncation_error
 from ._stepper import ParticleStepper
 
@@ -63,10 +63,11 @@ class ParticlesSHBackend(ParticleStepper):
             raise UnsupportedModelError(f"backend='particles-sh': {why}")
 
     def _configure(self, opts):
-        if opts["causal"] is not False:
+        if flag("causal", opts["causal"]):        # np.False_ is False too (`is not False` refused it)
             raise UnsupportedModelError("backend='particles-sh' has no causal mask (a causal sum is not a "
                                         "convolution); use backend='particles' with causal=True.")
         opts["tol"] = open_fraction("tol", opts["tol"])
+        kernel_beta(self.model, opts["tol"])        # named as β·c: a large Q was refused as `beta`
         explicit = opts["lmax"] is not None
         opts["lmax"] = sh_bandlimit(self.model, opts["tol"], opts["lmax"])
         opts["epsilon"] = transform_epsilon(opts["epsilon"], opts["tol"])

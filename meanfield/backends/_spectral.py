@@ -23,7 +23,7 @@ from .._memory import available_bytes, fits, require
 from .._model import Model
 from .._schemes import norms
 from .._trajectory import Status
-from .._validate import choice, exponential_filter, nonneg_int, open_fraction, positive_float
+from .._validate import choice, exponential_filter, kernel_beta, nonneg_int, open_fraction, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, funk_hecke_unscaled, kernel_bandlimit,
                                   kernel_truncation_error)
@@ -353,6 +353,7 @@ class SpectralBackend:
             positive_float(k, opts[k])
         monitor_thresholds(opts, options)
         open_fraction("quadrature_tol", opts["quadrature_tol"])
+        kernel_beta(model, opts["quadrature_tol"])    # β·c = 1e10 from a large Q was refused in the set-up, as `beta`
         if not positive_float("refine_factor", opts["refine_factor"]) > 1:
             raise ValueError(f"`refine_factor` must be > 1 (each refinement raises the band limit by that factor); "
                              f"got refine_factor={opts['refine_factor']!r}.")
