@@ -192,10 +192,12 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
 def _step_hook(bar, run, interval):
     """The stepper's ``on_step(t, h, **monitors)`` after each accepted step: the progress bar, and the wall-clock
     checkpoint when ``interval`` seconds have passed since the last write."""
-    if bar is None and (run.path is None or interval is None):
+    if bar is None and run.path is None:
         return None
 
     def on_step(t, h, **monitors):
+        if run.path is not None:
+            run.stepped()          # where a Ctrl-C or an error may take the resume point from (see mark_point)
         if bar is not None:
             bar.step(t, h, **monitors)
         if run.path is not None and interval is not None and time.monotonic() - run.written >= interval:
@@ -283,7 +285,9 @@ class _Run:
         self.status = Status.OK
         self.keep()
         self.point = point          # the run's state past its last saved one, if any (see mark_point)
+        self.point_steps = 0        # this part's step-log length at the point (a resumed run's point: its start)
         self.from_point = point is not None
+        self.at_step = None         # (marker, resume options, step count) at the stepper's last step (see stepped)
         self.written = time.monotonic()
 
     def keep(self):
@@ -293,39 +297,64 @@ class _Run:
         # how to continue from *this* state (step size, band limit): an interruption between two saves
         # must not hand the resumed run the step size of a later, unsaved state
         resume = getattr(self.stepper, "resume_options", lambda: {})()
+        steps = _step_count(self.stepper)
         self.times.append(t)
         self.states.append(state)
         self.diags.append(diags)
         self.resume = resume
+        self.kept_steps = steps     # the step log a checkpoint that resumes from this state holds
         self.point = None
 
-    def mark_point(self):
+    def stepped(self):
+        """The stepper's ``on_step`` hook: it has just finished a step, and its state, time, step log and
+        ``resume_options`` agree.  Recorded with its ``step_marker`` (cheap: no copy of the state)."""
+        marker = getattr(self.stepper, "step_marker", None)
+        marker = marker() if marker is not None else None
+        steps = marker[1] if marker is not None else _step_count(self.stepper)
+        self.at_step = (marker, getattr(self.stepper, "resume_options", dict)(), steps)
+
+    def mark_point(self, at_step: bool = False) -> bool:
         """Take the stepper's state as the resume point when it lies strictly between the last saved time and the
-        next one (a backend's state is consistent between its steps; at a save time the run saves it instead)."""
-        if self.path is None:
-            return
+        next one; True when it did.  ``at_step``: called from the step hook, where the stepper is between two
+        steps.  Otherwise (a Ctrl-C, SIGTERM or an error, which can land half-way through a step: a new state
+        with the old time, a step logged in part, a refinement's new basis before its state) only when the
+        stepper's ``step_marker`` shows that it has not moved since its last step.  When no new point is taken the
+        one already taken since the last saved state (if any) stays, and the checkpoint's step log ends there."""
+        if self.path is None or self.at_step is None:
+            return False
+        marker, resume, steps = self.at_step
+        if not at_step:
+            now = getattr(self.stepper, "step_marker", None)
+            if marker is None or now is None or now() != marker:
+                return False
         t = self.stepper.t
         n = len(self.times)
         upcoming = self.save_times[n] if n < len(self.save_times) else np.inf
         # the last *saved* time (this part's first state is not one when it started from a resume point)
         last = self.prefix.times[-1] if self.from_point and n == 1 else self.times[-1]
         tiny = 1e-12 * max(1.0, abs(t))
-        if last + tiny < t < upcoming - tiny:
-            from ._io import ResumePoint
+        if not last + tiny < t < upcoming - tiny:
+            # at a save time (kept next), or a backend that went back (the hybrid's hand-off returns to its last
+            # resolved state): a point taken before stays valid
+            return False
+        from ._io import ResumePoint
 
-            self.point = ResumePoint(t, self.stepper.state(), getattr(self.stepper, "resume_options", dict)())
-        else:       # a backend that went back (the hybrid's hand-off returns to its last resolved state)
-            self.point = None
+        self.point, self.point_steps = ResumePoint(t, self.stepper.state(), resume), steps
+        return True
 
     def write_point(self):
-        """The checkpoint with the state reached now (the wall-clock checkpoints between save times)."""
-        self.mark_point()
-        self.write(complete=False)
+        """The checkpoint with the state reached now (the wall-clock checkpoints between save times); none at a
+        save time, which the run keeps (and writes) next."""
+        if self.mark_point(at_step=True):
+            self.write(complete=False)
 
     def trajectory(self) -> Trajectory:
         keys = list(dict.fromkeys(k for d in self.diags for k in d))   # e.g. a hybrid run changes phase
         diagnostics = {k: np.array([d.get(k, np.nan) for d in self.diags], dtype=float) for k in keys}
-        steps = {k: np.asarray(v) for k, v in getattr(self.stepper, "step_log", {}).items()}
+        # the steps up to where a resumed run starts (the point, or the last kept state): an interrupted run has
+        # taken steps past it, perhaps logged in part, that the continuation takes again
+        n = self.point_steps if self.point is not None else self.kept_steps
+        steps = {k: np.asarray(v[:n]) for k, v in getattr(self.stepper, "step_log", {}).items()}
         return Trajectory(times=np.array(self.times), states=list(self.states), diagnostics=diagnostics,
                           steps=steps, model=self.model, backend=self.backend, status=self.status,
                           detail=getattr(self.stepper, "detail", ""),
@@ -448,9 +477,25 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
         done = replace(done, options=_resumable(_merged(done.options, overrides)))
     metadata = {k: v for k, v in info.items() if k not in _RUN_KEYS}
     start, t0 = (done.final, float(done.times[-1])) if point is None else (point.state, point.t)
+    done = replace(done, steps=_steps_until(done.steps, t0))
     return _simulate(done.model, start, end, done.backend, None, remaining, callback, progress, path,
                      checkpoint_every, t0, metadata, done, options, checkpoint_interval=checkpoint_interval,
                      point=point)
+
+
+def _step_count(stepper) -> int:
+    return len(getattr(stepper, "step_log", {}).get("t", ()))
+
+
+def _steps_until(steps: dict, t: float) -> dict:
+    """The step log up to time ``t``, where a continuation starts: a file written by an interrupted run of an
+    earlier version logs steps past its last saved state, which the continuation takes again."""
+    ts = np.asarray(steps.get("t", []), dtype=float)
+    past = np.flatnonzero(ts > t + 1e-12 * max(1.0, abs(t)))
+    n = min([int(past[0]) if past.size else ts.size] + [len(v) for v in steps.values()])
+    if all(len(v) == n for v in steps.values()):
+        return steps
+    return {k: np.asarray(v)[:n] for k, v in steps.items()}
 
 
 def _merged(options: dict, extra: dict) -> dict:

@@ -5,7 +5,9 @@ keeps its last good state, writes its checkpoint and can be resumed.
 File damage (truncation, flipped bytes, foreign or object-dtype datasets) is tested in test_io.py.
 """
 import re
+import sys
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -679,6 +681,120 @@ def test_a_run_resumed_from_a_point_and_stopped_at_once_keeps_the_point(tmp_path
     assert again.status is mf.Status.INTERRUPTED and np.array_equal(again.times, [0.0])
     kept = _resume_point(path)
     assert kept.t == first.t and np.array_equal(kept.state.positions, first.state.positions)
+
+
+class _InterruptAtLine:
+    """A Ctrl-C that lands just before line ``line`` of ``fn`` runs for the ``nth`` time (sys.settrace): as a
+    SIGINT can, between a step's new state and its time, inside its log, inside a refinement."""
+
+    def __init__(self, fn, line, nth=3):
+        self.code, self.line, self.nth, self.seen, self.fired = fn.__code__, line, nth, 0, False
+
+    def __enter__(self):
+        self.previous = sys.gettrace()
+        sys.settrace(self._global)
+        return self
+
+    def __exit__(self, *exc):
+        sys.settrace(self.previous)
+
+    def _global(self, frame, event, arg):
+        return self._local if frame.f_code is self.code and not self.fired else None
+
+    def _local(self, frame, event, arg):
+        if event == "line" and frame.f_lineno == self.line and not self.fired:
+            self.seen += 1
+            if self.seen == self.nth:
+                self.fired = True
+                raise KeyboardInterrupt
+        return self._local
+
+
+def _lines(fn):
+    code = fn.__code__
+    return sorted({line for _, _, line in code.co_lines() if line is not None and line > code.co_firstlineno})
+
+
+INTERRUPTED_STEPS = {   # backend → (model, initial, kwargs, the functions of a step)
+    "particles": (mf.Model(3.0, "pre-ln"), mf.Particles.uniform(12, seed=3, radii=1.5),
+                  dict(backend="particles", step=0.05, save_every=0.5),
+                  ("_advance_fixed", "_log_step", "advance")),
+    "spectral": (mf.Model(5.0), mf.Density.random(10, seed=2), dict(on_resolution_loss="refine", save_every=0.25),
+                 ("_accept", "_monitor", "refine", "_advance_to")),       # three refinements
+}
+
+
+@pytest.mark.parametrize("backend", ["particles", pytest.param("spectral", marks=pytest.mark.slow)])   # 5 s, 20 s
+def test_a_ctrl_c_anywhere_in_a_step_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch, backend):
+    # the state, the time, the step size wanted, the step log and the band limit are updated one after the other:
+    # a resume point taken half-way (a new state at the old time, a step logged in part, a new basis with the old
+    # coefficients) resumed to other states, a step log with steps missing or taken twice, or a ValueError
+    import meanfield._durable as durable
+    monkeypatch.setattr(durable, "_flush_to_disk", lambda fd: None)      # ~100 runs: no fsync
+    model, initial, kw, names = INTERRUPTED_STEPS[backend]
+    cls = ParticlesBackend if backend == "particles" else SpectralBackend
+    t_final = 0.5 if backend == "spectral" else 1.0
+    full = mf.simulate(model, initial, t_final, **kw)
+    fired = 0
+    for name in names:
+        fn = getattr(cls, name)
+        for line in _lines(fn):
+            path = tmp_path / f"{name}-{line}.h5"
+            with warnings.catch_warnings(), _InterruptAtLine(fn, line) as interrupt:
+                warnings.simplefilter("ignore", mf.MeanfieldWarning)
+                part = mf.simulate(model, initial, t_final, checkpoint=path, **kw)
+            if not interrupt.fired:
+                continue
+            fired += 1
+            assert part.status is mf.Status.INTERRUPTED, (name, line)
+            assert len({len(v) for v in part.steps.values()}) == 1, (name, line)      # no step logged in part
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", mf.MeanfieldWarning)
+                resumed = mf.resume(path, checkpoint_interval=None)
+            where = f"{name}:{line} (point {getattr(_resume_point(path), 't', None)})"
+            assert resumed.success and _max_diff(full, resumed) <= 1e-14, where
+            assert {k: len(v) for k, v in resumed.steps.items()} == {k: len(v) for k, v in full.steps.items()}, where
+            # (fixed steps from a point: a + i·h from another a, equal to rounding)
+            assert np.allclose(resumed.steps["t"], full.steps["t"], rtol=0, atol=1e-14), where
+    assert fired >= 10
+
+
+def test_wall_clock_checkpoints_at_save_times_hold_no_steps_past_the_saved_states(tmp_path, monkeypatch):
+    # with checkpoint_every > 1, the wall-clock write of a step that ends on a save time (not a resume point:
+    # kept next) stayed the file until the next write, with the steps since the last kept state in its log
+    import shutil
+
+    import meanfield._durable as durable
+    import meanfield._io as io
+    monkeypatch.setattr(durable, "_flush_to_disk", lambda fd: None)
+    model, initial, kw, _ = INTERRUPTED_STEPS["particles"]
+    kw = {**kw, "save_every": 0.25}
+    full = mf.simulate(model, initial, 1.5, **kw)
+    path, copies, real = tmp_path / "ck.h5", [], io.save_checkpoint
+
+    def copying(trajectory, target, point):
+        out = real(trajectory, target, point)
+        copies.append(shutil.copy(target, tmp_path / f"copy{len(copies)}.h5"))
+        return out
+    monkeypatch.setattr(io, "save_checkpoint", copying)
+    mf.simulate(model, initial, 1.5, checkpoint=path, checkpoint_every=3, checkpoint_interval=0.0, **kw)
+    for copy in copies[:-1]:
+        resumed = mf.resume(copy, checkpoint_interval=None)
+        assert _max_diff(full, resumed) <= 1e-14, copy
+        assert np.allclose(resumed.steps["t"], full.steps["t"], rtol=0, atol=1e-14), copy
+
+
+def test_resume_drops_logged_steps_past_the_saved_states_of_an_earlier_version(tmp_path):
+    # an interrupted run of an earlier version wrote the steps it had taken past its last saved state (no resume
+    # point): the continuation takes them again, and logged them twice
+    model, initial, kw, _ = INTERRUPTED_STEPS["particles"]
+    full = mf.simulate(model, initial, 1.5, **kw)
+    stopped = mf.simulate(model, initial, 1.5, callback=lambda t, s, d: t >= 0.5 - 1e-12, **kw)
+    assert len(stopped.steps["t"]) < len(full.steps["t"])
+    path = mf.save(replace(stopped, steps={k: v[:len(stopped.steps["t"]) + 4] for k, v in full.steps.items()}),
+                   tmp_path / "old.h5")
+    resumed = mf.resume(path)
+    assert _max_diff(full, resumed) <= 1e-14 and np.array_equal(resumed.steps["t"], full.steps["t"])
 
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), "often", True])

@@ -270,6 +270,14 @@ class HybridBackend:
         out["phase"] = [0] * n_spec + [1] * n_part
         return out
 
+    def step_marker(self) -> tuple:
+        """The active phase's (see :meth:`ParticleStepper.step_marker`), its step count that of the whole log."""
+        if self._particles is None:
+            return self._spectral.step_marker()
+        t, n, *ids = self._particles.step_marker()
+        before = len(self._log_spectral["t"]) if self._spectral is not None else 0
+        return (t, before + n, id(self._particles), *ids)
+
     def resume_options(self) -> dict:
         """The spectral phase's (step size, band limit); after the hand-off, the particle phase's step size, inside
         ``particle_options`` (a resumed hybrid starts from the particles)."""

@@ -26,7 +26,11 @@ class Backend(Protocol):
     per-step lists (at least ``t`` and ``dt``).  An optional class method ``validate_options(model, initial,
     options, times=None)`` checks the option values cheaply, without building the solver, and returns them as
     the run would use them (:func:`check_option_values`: configuration files and sweeps are checked with it
-    before any run).
+    before any run).  For checkpoints between save times (resume points), optional too: ``resume_options()``
+    (the options that continue exactly from the current state, e.g. the step size wanted there), a hook
+    ``on_step(t, h, **monitors)`` called after each step the run keeps, and ``step_marker()``, a tuple
+    (t, number of logged steps, …) that changes with every change of the state, so that a Ctrl-C half-way
+    through a step can tell the state is no longer the one the last ``on_step`` saw.
     """
 
     name: str

@@ -748,6 +748,11 @@ class SpectralBackend:
         """Options that let a new backend continue exactly where this one stands (checkpoints)."""
         return dict(first_step=self._h, lmax=self.basis.lmax) if self.method.adaptive else dict(lmax=self.basis.lmax)
 
+    def step_marker(self) -> tuple:
+        """(t, steps logged, state and basis identity): see :meth:`ParticleStepper.step_marker`; a refinement
+        changes the basis before the state."""
+        return (self.t, len(self.step_log["t"]), id(self.y), id(self.basis))
+
     # -- output -----------------------------------------------------------------------------------
     def state(self):
         out = []

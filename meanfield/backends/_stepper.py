@@ -355,6 +355,12 @@ class ParticleStepper:
         """Options that let a new backend continue exactly where this one stands (checkpoints)."""
         return {"first_step": self._h} if self.method is not None and self.method.adaptive else {}
 
+    def step_marker(self) -> tuple:
+        """(t, steps logged, state identity): it changes with each step (the state array is replaced, never
+        changed in place), so a run interrupted in the middle of a step can tell that the stepper is no longer
+        where its last ``on_step`` left it (:meth:`meanfield._simulate._Run.mark_point`)."""
+        return (self.t, len(self.step_log["t"]), id(self.y))
+
     def advance(self, t_target: float) -> Status:
         t_target = float(t_target)
         if t_target < self.t:
