@@ -505,8 +505,9 @@ def _merged(options: dict, extra: dict) -> dict:
     a real number")."""
     out = {**options, **extra}
     a, b = options.get("particle_options"), extra.get("particle_options")
-    if isinstance(a, dict) and isinstance(b, dict):
-        out["particle_options"] = {k: v for k, v in {**a, **b}.items() if not (k in b and v is None)}
+    if isinstance(b, dict):     # (stored None: the particle backend's defaults, which a None override keeps)
+        out["particle_options"] = {k: v for k, v in {**(a if isinstance(a, dict) else {}), **b}.items()
+                                   if not (k in b and v is None)}
     return {k: v for k, v in out.items() if not (k in extra and v is None)}
 
 

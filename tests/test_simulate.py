@@ -355,3 +355,14 @@ def test_boolean_save_times_are_refused(t_eval):
     """numpy read t_eval=[0.5, True] as [0.5, 1.0]."""
     with pytest.raises(TypeError, match=r"`t_eval` must be numbers; got booleans"):
         mf.simulate(mf.Model(1.0), mf.Particles.uniform(5), 2.0, backend="particles", t_eval=t_eval)
+
+
+def test_a_particle_option_reset_to_its_default_when_the_hybrid_run_set_none(tmp_path):
+    # `--option particle_options.rtol=none` on a hybrid run without particle_options (the default, None): the None
+    # reached the particle backend, "`rtol` must be a real number; got rtol=None"
+    path = tmp_path / "h.h5"
+    mf.simulate(mf.Model(5.0), mf.Density.random(24, seed=2, amplitude=0.7), 1.0, backend="hybrid", oversample=1,
+                save_every=0.25, checkpoint=path, callback=lambda t, s, d: t >= 0.25)
+    assert mf.load(path).options["particle_options"] is None
+    resumed = mf.resume(path, options={"particle_options": {"rtol": None, "atol": 1e-9}})
+    assert resumed.success and mf.load(path).options["particle_options"] == {"atol": 1e-9}
