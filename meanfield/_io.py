@@ -473,7 +473,8 @@ def _save_trajectory(trajectory, path, run_info=None, complete=None, point: Resu
         _write_trajectory(f, trajectory)
         if point is not None and not complete:
             _write_resume_point(f.create_group(_RESUME_POINT), point)
-    nbytes = _payload_bytes(trajectory) + (_state_bytes(point.state) if point is not None else 0)
+    nbytes = _payload_bytes(trajectory) + (_state_bytes(point.state) + np.asarray(point.stage).nbytes
+                                           if point is not None else 0)
     return _atomic_write(path, FORMAT, write, run_info, complete, nbytes=nbytes)
 
 
@@ -498,11 +499,14 @@ class ResumePoint:
     t: float
     state: object
     resume: dict
+    stage: np.ndarray | None = None     # the next step's first stage, when the backend reuses it (resume_stage)
 
 
 def _write_resume_point(g, point: ResumePoint) -> None:
     g.attrs.update(t=float(point.t), resume=json_text(point.resume))
     _write_state(g.create_group("state"), point.state)
+    if point.stage is not None:
+        _put(g, "stage", point.stage, compression="gzip", compression_opts=1)
 
 
 def read_resume_point(path) -> ResumePoint | None:
@@ -514,7 +518,8 @@ def read_resume_point(path) -> ResumePoint | None:
             if _RESUME_POINT not in f:
                 return None
             g = f[_RESUME_POINT]
-            return ResumePoint(float(g.attrs["t"]), _read_state(g["state"]), dict(json_value(g.attrs["resume"])))
+            return ResumePoint(float(g.attrs["t"]), _read_state(g["state"]), dict(json_value(g.attrs["resume"])),
+                               _array(g["stage"]) if "stage" in g else None)
     except ResultFileError:
         raise
     except (KeyError, OSError, ValueError, TypeError, RuntimeError, json.JSONDecodeError) as e:

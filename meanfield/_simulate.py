@@ -134,6 +134,8 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     check_fixed_step_count({**(defaults() if defaults is not None else {}), **options}, t0, times[-1])
     stepper = cls(model, initial, **options)
     stepper.t = t0
+    if point is not None and point.stage is not None and hasattr(stepper, "carry_stage"):
+        stepper.carry_stage(t0, point.stage)     # the first stage the uninterrupted run had there
     getattr(stepper, "check_save_times", lambda _: None)(times)     # e.g. whole layers, before any work
     check_fixed_step_count(getattr(stepper, "options", {}), t0, times[-1])   # as the backend resolved them
     run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix, point)
@@ -287,7 +289,7 @@ class _Run:
         self.point = point          # the run's state past its last saved one, if any (see mark_point)
         self.point_steps = 0        # this part's step-log length at the point (a resumed run's point: its start)
         self.from_point = point is not None
-        self.at_step = None         # (marker, resume options, step count) at the stepper's last step (see stepped)
+        self.at_step = None         # (marker, resume options, step count, stage) at the stepper's last step
         self.written = time.monotonic()
 
     def keep(self):
@@ -311,7 +313,9 @@ class _Run:
         marker = getattr(self.stepper, "step_marker", None)
         marker = marker() if marker is not None else None
         steps = marker[1] if marker is not None else _step_count(self.stepper)
-        self.at_step = (marker, getattr(self.stepper, "resume_options", dict)(), steps)
+        stage = getattr(self.stepper, "resume_stage", None)
+        self.at_step = (marker, getattr(self.stepper, "resume_options", dict)(), steps,
+                        stage() if stage is not None else None)
 
     def mark_point(self, at_step: bool = False) -> bool:
         """Take the stepper's state as the resume point when it lies strictly between the last saved time and the
@@ -322,7 +326,7 @@ class _Run:
         one already taken since the last saved state (if any) stays, and the checkpoint's step log ends there."""
         if self.path is None or self.at_step is None:
             return False
-        marker, resume, steps = self.at_step
+        marker, resume, steps, stage = self.at_step
         if not at_step:
             now = getattr(self.stepper, "step_marker", None)
             if marker is None or now is None or now() != marker:
@@ -339,7 +343,7 @@ class _Run:
             return False
         from ._io import ResumePoint
 
-        self.point, self.point_steps = ResumePoint(t, self.stepper.state(), resume), steps
+        self.point, self.point_steps = ResumePoint(t, self.stepper.state(), resume, stage), steps
         return True
 
     def write_point(self):
@@ -472,6 +476,8 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
                              "`t_final` (--t-final) to extend it with them.")
         return done
     options = _resumable(_merged(stored, overrides))
+    if overrides and point is not None:      # the stored first stage is the old options' velocity (e.g. lmax)
+        point = replace(point, stage=None)
     if overrides:           # recorded as the run's options (the saved part ran with the old ones: see the docstring),
         # without those the continuation drops (a particle phase switched to rk4 keeps no rtol)
         done = replace(done, options=_resumable(_merged(done.options, overrides)))

@@ -759,6 +759,43 @@ def test_a_ctrl_c_anywhere_in_a_step_resumes_to_the_uninterrupted_run(tmp_path, 
     assert fired >= 10
 
 
+@pytest.mark.parametrize("backend", ["particles", "particles-sh", "hybrid"])
+def test_an_adaptive_particle_run_resumed_anywhere_takes_the_steps_of_the_uninterrupted_run(tmp_path, monkeypatch,
+                                                                                             backend):
+    # the resumed run started from the directions normalized once more (~1e-16 off) and recomputed its first
+    # stage, which the uninterrupted run reused from the last step (first same as last) at the unprojected state:
+    # error estimates ~1e-7 apart, step times ~1e-7 apart, a failing run's last state at another time
+    import shutil
+
+    import meanfield._durable as durable
+    import meanfield._io as io
+    monkeypatch.setattr(durable, "_flush_to_disk", lambda fd: None)
+    if backend == "hybrid":
+        model, initial, kw = ONE_INTERVAL["hybrid"]
+        t_final = 1.0
+    else:
+        model, initial, kw = mf.Model(3.0, "mix-ln", tau=0.37), mf.Particles.uniform(30, seed=3, radii=1.5), {}
+        kw, t_final = dict(backend=backend), 1.0
+    kw = {**kw, "save_every": 0.5}
+    full = mf.simulate(model, initial, t_final, **kw)
+    path, copies, real = tmp_path / "ck.h5", [], io.save_checkpoint
+
+    def copying(trajectory, target, point):
+        out = real(trajectory, target, point)
+        copies.append(shutil.copy(target, tmp_path / f"copy{len(copies)}.h5"))
+        return out
+    monkeypatch.setattr(io, "save_checkpoint", copying)
+    mf.simulate(model, initial, t_final, checkpoint=path, checkpoint_interval=0.0, **kw)
+    monkeypatch.undo()
+    assert any(isinstance(getattr(_resume_point(c), "state", None), mf.Particles) for c in copies[1:-1])
+    for copy in copies[1:-1]:           # from points, and from the saved state at 0.5
+        resumed = mf.resume(copy, checkpoint_interval=None)
+        assert np.array_equal(resumed.times, full.times), copy
+        assert all(np.array_equal(_get(a), _get(b)) for a, b in zip(full.states, resumed.states)), copy
+        for k in ("t", "dt", "error"):
+            assert np.array_equal(resumed.steps[k], full.steps[k], equal_nan=True), (copy, k)
+
+
 def test_wall_clock_checkpoints_at_save_times_hold_no_steps_past_the_saved_states(tmp_path, monkeypatch):
     # with checkpoint_every > 1, the wall-clock write of a step that ends on a save time (not a resume point:
     # kept next) stayed the file until the next write, with the steps since the last kept state in its log

@@ -270,6 +270,14 @@ class HybridBackend:
         out["phase"] = [0] * n_spec + [1] * n_part
         return out
 
+    def resume_stage(self):
+        """The particle phase's (see :meth:`ParticleStepper.resume_stage`); None in the spectral phase."""
+        return self._particles.resume_stage() if self._particles is not None else None
+
+    def carry_stage(self, t: float, stage) -> None:
+        if self._particles is not None:
+            self._particles.carry_stage(t, stage)
+
     def step_marker(self) -> tuple:
         """The active phase's (see :meth:`ParticleStepper.step_marker`), its step count that of the whole log."""
         if self._particles is None:

@@ -177,6 +177,8 @@ class ParticleStepper:
         if self.method is not None and self.method.adaptive:
             self.step_log.update({"error": [], "rejected": []})
         self._h = opts["first_step"]
+        self._stage = None      # f(t, y) of the state reached inside a segment (the next step's FSAL first stage)
+        self._carried = None    # (t, stage) handed over by a resume point: see carry_stage
 
     # -- options ------------------------------------------------------------------------------------
     def _check_model(self, model):
@@ -309,7 +311,9 @@ class ParticleStepper:
 
     # -- Backend protocol -------------------------------------------------------------------------
     def state(self) -> Particles:
-        theta, r = self._split(self.y)
+        # the directions as the stepper holds them (projected after each step): normalized again they differ by
+        # rounding, and a run resumed from this state took other steps (error estimates ~1e-7 apart)
+        theta, r = self._split(self.y, normalize=False)
         radii = r.copy() if self.scheme.has_radius else self._radii_passive
         return Particles(theta.copy(), self.weights.copy(), None if radii is None else radii.copy())
 
@@ -354,6 +358,21 @@ class ParticleStepper:
     def resume_options(self) -> dict:
         """Options that let a new backend continue exactly where this one stands (checkpoints)."""
         return {"first_step": self._h} if self.method is not None and self.method.adaptive else {}
+
+    def resume_stage(self):
+        """The first stage of the next adaptive step (the last stage of the step that reached this state, first
+        same as last), when it is not recomputed at the next step: with it, a run resumed here takes exactly the
+        steps of the uninterrupted one.  (Recomputed at the projected state it differs by rounding, and the error
+        estimates by ~1e-7 relative: the step sizes drifted by ~1e-8.)"""
+        return self._stage
+
+    def carry_stage(self, t: float, stage) -> None:
+        """Start the next adaptive segment, from time ``t``, with ``stage`` (a resume point's
+        :meth:`resume_stage`) as its first stage; ignored unless the stepper stands at ``t`` with a state of
+        that shape."""
+        stage = np.asarray(stage)
+        if t == self.t and stage.shape == self.y.shape and self.method is not None and self.method.adaptive:
+            self._carried = (float(t), stage)
 
     def step_marker(self) -> tuple:
         """(t, steps logged, state identity): it changes with each step (the state array is replaced, never
@@ -466,7 +485,11 @@ class ParticleStepper:
     def _advance_adaptive(self, a, b):
         o, tab = self.options, self.method
         max_step = o["max_step"] or np.inf
-        k1 = self.rhs(self._stage_time(a, a, b), self.y)   # fresh at every segment start
+        carried, self._carried = self._carried, None
+        if carried is not None and carried[0] == a == self.t:
+            k1 = carried[1]     # a resume point's: the uninterrupted run had it from the step that reached a
+        else:
+            k1 = self.rhs(self._stage_time(a, a, b), self.y)   # fresh at every segment start
         h = self._h if self._h is not None else max(self._initial_step(a, b, k1), o["min_step"])
         t = a
         rejected, en = False, 0.0
@@ -502,6 +525,7 @@ class ParticleStepper:
                 # first-same-as-last: the last stage is f(t + h, y_new) and the right-hand side depends
                 # on θ/‖θ‖ only, so it is exact at the projected state too
                 k1 = k_last if tab.fsal else None
+                self._stage = None if last else k1      # a segment's end: the next segment starts afresh
                 h_next = next_step(h_try, en, tab.error_order)
                 if rejected:
                     h_next = min(h_next, h_try)
