@@ -495,3 +495,29 @@ def test_distributed_arguments_are_checked_before_a_cluster_starts(monkeypatch, 
     monkeypatch.setattr(_distributed, "_local_client", no_cluster)
     with pytest.raises(error, match=match):
         distributed_particles_sh(mf.Model(beta=2.0), 10, 0.2, **{"step": 0.1, **kwargs})
+
+
+def test_an_interrupted_task_is_not_recorded_and_stops_a_serial_sweep(tmp_path, monkeypatch):
+    """simulate() turns a Ctrl-C / SIGTERM into status INTERRUPTED: the task was recorded as finished (never run
+    again) and a serial sweep went on, every later task "interrupted" in turn (the flag stays set)."""
+    from meanfield._simulate import STOP_REQUESTED
+    from meanfield._sweep import _runner
+    spec = _spec(BASE + '[sweep]\ngrid = { "initial.seed" = [0, 1, 2, 3] }\n')
+    real, calls = _runner._simulate, []
+
+    def interrupt_the_second(cfg):
+        calls.append(cfg.seed)
+        if len(calls) == 2:
+            STOP_REQUESTED.set()          # what the command line's SIGINT / SIGTERM handler sets
+        return real(cfg)
+    monkeypatch.setattr(_runner, "_simulate", interrupt_the_second)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(spec, tmp_path, serial=True, progress=False)
+    finally:
+        STOP_REQUESTED.clear()
+    assert calls == [0, 1]
+    assert [json.loads(p.read_text())["params"] for p in (tmp_path / "tasks").glob("*.json")] == [{"initial.seed": 0}]
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1
+    again = run_sweep(spec, tmp_path, serial=True, progress=False)
+    assert (again.ran, again.skipped, again.missing) == (3, 1, 0) and again.success

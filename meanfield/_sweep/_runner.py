@@ -10,7 +10,8 @@ Layout of the output folder ``DIR``::
     DIR/.lock              while a sweep runs in DIR (a second sweep into the same folder is refused)
 
 A rerun skips every task that has a record (whatever its run status) except those recorded as
-``ERROR`` (an exception: retried, since it may have been transient, e.g. a lost worker).
+``ERROR`` (an exception: retried, since it may have been transient, e.g. a lost worker).  A task interrupted
+(Ctrl-C, SIGTERM: its run returns status ``INTERRUPTED``) is not finished: it gets no record.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ from .._io import json_text, json_value
 from ._spec import SweepSpec, Task
 
 ERROR = "ERROR"
+INTERRUPTED = "INTERRUPTED"     # Status.INTERRUPTED.name: a task stopped by Ctrl-C / SIGTERM, not finished
+RETRIED = (ERROR, INTERRUPTED)  # records a rerun runs again (INTERRUPTED ones: written by earlier versions)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,7 +310,7 @@ def _run_locked(spec, out, client, workers, scheduler, serial, progress, max_tas
         _atomic_write(out / "sweep.json", json_text(spec.definition, sort_keys=True))
         (out / "sweep.toml").unlink(missing_ok=True)
     records = read_records(out)
-    todo = [t for t in spec.tasks if records.get(t.key, {}).get("status", ERROR) == ERROR]
+    todo = [t for t in spec.tasks if records.get(t.key, {}).get("status", ERROR) in RETRIED]
     todo_limit = len(todo) if max_tasks is None else max_tasks
     skipped = len(spec.tasks) - len(todo)
     bar = _bar(progress, len(spec.tasks), skipped)
@@ -316,6 +319,11 @@ def _run_locked(spec, out, client, workers, scheduler, serial, progress, max_tas
         if serial or not todo or todo_limit == 0:
             for t in todo[:todo_limit]:
                 row = run_task(t, spec.record, str(out), threads)
+                if row["status"] == INTERRUPTED:
+                    # simulate() turned the Ctrl-C into a status: recorded, the task was never run again and the
+                    # sweep went on, each later task "interrupted" in turn
+                    records.pop(t.key, None)
+                    raise KeyboardInterrupt
                 write_record(out, row)
                 records[t.key] = row
                 ran += 1
@@ -345,6 +353,9 @@ def _run_dask(spec, todo, out, records, bar, client, workers, scheduler, limit, 
                     row = fut.result()
                 except Exception as e:   # noqa: BLE001 - lost worker, unpicklable result, …
                     row = {**_record_head(t), "error": f"{type(e).__name__}: {e}", "wall_time": None}
+                if row["status"] == INTERRUPTED:      # a worker's Ctrl-C: the task is not done, a rerun runs it
+                    records.pop(t.key, None)
+                    continue
                 write_record(out, row)
                 records[t.key] = row
                 ran += 1
