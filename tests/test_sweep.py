@@ -521,3 +521,21 @@ def test_an_interrupted_task_is_not_recorded_and_stops_a_serial_sweep(tmp_path, 
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1
     again = run_sweep(spec, tmp_path, serial=True, progress=False)
     assert (again.ran, again.skipped, again.missing) == (3, 1, 0) and again.success
+
+
+def test_a_sweep_with_too_many_tasks_is_refused_before_expanding_it(monkeypatch):
+    """Each task is checked and held in memory before any runs: a grid of 10⁸ points hung for hours, then ran out
+    of memory.  The count is the product of the list lengths, known before a single task is built."""
+    from meanfield._sweep import _spec as spec_module
+    monkeypatch.setattr(spec_module, "MAX_TASKS", 5)
+    with pytest.raises(ConfigError, match=re.escape("[sweep] has 6 tasks (3 options.step × 2 initial.seed); "
+                                                    "at most 5 tasks per sweep file")):
+        _spec(SWEEP)
+    monkeypatch.undo()
+    assert len(_spec(SWEEP).tasks) == 6
+    t0 = time.perf_counter()
+    big = BASE + '[sweep]\nsets = [{ "run.backend" = "particles" }, { "run.backend" = "particles-sh" }]\n' \
+                 f'grid = {{ "initial.seed" = {list(range(10_000))}, "model.beta" = {[1.0 + i for i in range(10_000)]} }}\n'
+    with pytest.raises(ConfigError, match=r"has 200000000 tasks \(2 sets × 10000 initial.seed × 10000 model.beta\)"):
+        _spec(big)
+    assert time.perf_counter() - t0 < 5

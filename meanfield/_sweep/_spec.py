@@ -23,6 +23,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 
 from .._config import _INITIAL_KEYS, _MODEL_KEYS, _RUN_KEYS, _TABLES, ConfigError, _check_keys, read_toml
@@ -32,6 +33,9 @@ AT = ("final", "saved")
 TABLES = ("csv", "jsonl")
 ALWAYS = ("status", "error", "wall_time")   # recorded for every task, whatever `observables` says
 KEY_VERSION = 2
+# Each task is checked (about a millisecond) and held in memory before any runs: a grid of 10⁸ points (one list
+# too many) hung for hours and then ran out of memory.  The limit is checked on the product of the list lengths.
+MAX_TASKS = 100_000
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,11 @@ def parse_sweep(raw: dict, text: str = "") -> SweepSpec:
     if not isinstance(table, list) or not table or any(t not in TABLES for t in table):
         raise ConfigError(f"[sweep] `table` must be a non-empty list of {list(TABLES)}; got table={table!r}.")
 
+    count = len(sets) * math.prod(len(v) for v in grid.values())
+    if count > MAX_TASKS:
+        sizes = " × ".join([f"{len(sets)} sets"] * (len(sets) > 1) + [f"{len(v)} {n}" for n, v in grid.items()])
+        raise ConfigError(f"[sweep] has {count} tasks ({sizes}); at most {MAX_TASKS} tasks per sweep file: "
+                          "split it into several sweep files, each with its own --output.")
     spec = SweepSpec(tasks=[], observables=observables, at=at, aligned_tol=float(tol), hdf5=hdf5,
                      table=tuple(dict.fromkeys(table)), base=raw, text=text, definition=definition)
     names = list(grid)
