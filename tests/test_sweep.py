@@ -539,3 +539,24 @@ def test_a_sweep_with_too_many_tasks_is_refused_before_expanding_it(monkeypatch)
     with pytest.raises(ConfigError, match=r"has 200000000 tasks \(2 sets × 10000 initial.seed × 10000 model.beta\)"):
         _spec(big)
     assert time.perf_counter() - t0 < 5
+
+
+def test_hdf5_files_go_to_the_output_folder_whatever_the_workers_directory(client, tmp_path, monkeypatch):
+    """With --scheduler the workers run in their own working directory: a relative --output sent as is put the
+    per-task HDF5 files in that directory's `out/runs`, not beside the table that names them."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    before = client.run(os.getcwd)
+    client.run(os.chdir, str(elsewhere))
+    monkeypatch.chdir(here)
+    try:
+        res = run_sweep(_spec(BASE + '[sweep]\ngrid = { "model.beta" = [1.0, 2.0] }\nhdf5 = true\n'), "out",
+                        client=client, progress=False)
+    finally:
+        for worker, cwd in before.items():
+            client.run(os.chdir, cwd, workers=[worker])
+    assert res.success
+    for r in res.rows:
+        assert (here / "out" / r["hdf5"]).is_file()
+    assert not (elsewhere / "out").exists()

@@ -342,7 +342,9 @@ def _run_dask(spec, todo, out, records, bar, client, workers, scheduler, limit, 
 
     with _client(client, workers, scheduler) as c:
         run_id = uuid.uuid4().hex[:8]     # fresh dask keys: a retried task is really run again
-        futures = {c.submit(run_task, t, spec.record, str(out), threads, key=f"meanfield-sweep-{t.key}-{run_id}",
+        # absolute: a worker of --scheduler has its own working directory, where a relative --output put its HDF5 files
+        where = str(out.resolve())
+        futures = {c.submit(run_task, t, spec.record, where, threads, key=f"meanfield-sweep-{t.key}-{run_id}",
                             pure=False): t for t in todo}
         ran = 0
         ac = as_completed(futures)
