@@ -560,3 +560,15 @@ def test_hdf5_files_go_to_the_output_folder_whatever_the_workers_directory(clien
     for r in res.rows:
         assert (here / "out" / r["hdf5"]).is_file()
     assert not (elsewhere / "out").exists()
+
+
+def test_a_parameter_a_set_does_not_name_shows_the_value_the_task_ran_with(tmp_path):
+    """A column was empty (null) for a task whose set does not name the parameter, though it ran with the base's
+    value: filtering the table on β = 1 left such rows out.  Empty stays for a value neither sets (a default)."""
+    text = BASE + '[sweep]\nsets = [{ "model.beta" = 3.0 }, { "run.backend" = "particles-sh", "options.tol" = 1e-8 }]\n'
+    res = run_sweep(_spec(text), tmp_path, serial=True, progress=False)
+    assert [(r["model.beta"], r["run.backend"], r["options.tol"]) for r in res.rows] == \
+        [(3.0, "particles", None), (1.0, "particles-sh", 1e-8)]
+    csv_rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("key,model.beta,run.backend,options.tol,status")
+    assert csv_rows[1].split(",")[1:4] == ["3.0", "particles", ""] and csv_rows[2].split(",")[1:4] == ["1.0", "particles-sh", "1e-08"]

@@ -144,7 +144,7 @@ def table_rows(spec: SweepSpec, records: dict) -> list:
         if r is None:
             continue
         row = {"key": t.key}
-        row.update({name: t.params.get(name) for name in spec.parameter_names})
+        row.update({name: _ran_with(t, name) for name in spec.parameter_names})
         row.update(status=r.get("status"), error=r.get("error", ""), wall_time=r.get("wall_time"),
                    t_end=r.get("t_end"))
         if spec.at == "saved":
@@ -154,6 +154,15 @@ def table_rows(spec: SweepSpec, records: dict) -> list:
             row["hdf5"] = r.get("hdf5")
         rows.append(row)
     return rows
+
+
+def _ran_with(task: Task, name: str):
+    """The value of the parameter ``"table.key"`` in the task's configuration: a set that does not name it runs with
+    the base's value (the column was empty, as if the task had none); None when neither sets it (the default)."""
+    if name in task.params:
+        return task.params[name]
+    table, _, key = name.partition(".")
+    return task.config.get(table, {}).get(key)
 
 
 TABLE_FILES = {"jsonl": "results.jsonl", "csv": "results.csv"}
