@@ -572,3 +572,13 @@ def test_a_parameter_a_set_does_not_name_shows_the_value_the_task_ran_with(tmp_p
     csv_rows = (tmp_path / "results.csv").read_text().splitlines()
     assert csv_rows[0].startswith("key,model.beta,run.backend,options.tol,status")
     assert csv_rows[1].split(",")[1:4] == ["3.0", "particles", ""] and csv_rows[2].split(",")[1:4] == ["1.0", "particles-sh", "1e-08"]
+
+
+def test_local_workers_leave_ctrl_c_to_the_sweep():
+    """A Ctrl-C reaches the whole process group: each local worker died with a page of tracebacks before the
+    sweep's "interrupted" line.  The workers start with SIGINT ignored; this process keeps its handler."""
+    from meanfield._sweep._runner import _client
+    mine = signal.getsignal(signal.SIGINT)
+    with _client(None, 1, None) as c:
+        assert signal.getsignal(signal.SIGINT) is mine
+        assert list(c.run(lambda: signal.getsignal(signal.SIGINT) == signal.SIG_IGN).values()) == [True]

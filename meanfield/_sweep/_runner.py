@@ -392,9 +392,32 @@ def _client(client, workers, scheduler):
             yield c
         return
     n = _usable_cores() if workers is None else workers
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=40) as cluster, Client(cluster) as c:
+    with _workers_ignore_ctrl_c():
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=40)
+    with cluster, Client(cluster) as c:
         yield c
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c():
+    """SIGINT ignored while local worker processes start, so that they inherit it ignored.
+
+    A Ctrl-C reaches every process of the terminal's group: each local worker died with a page of tracebacks
+    (asyncio, nanny, broken pipes) before the sweep's own "interrupted" line.  This process handles the Ctrl-C
+    and closes the cluster.  (A Ctrl-C in the few seconds the workers take to start is ignored too.)
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _usable_cores() -> int:
