@@ -577,8 +577,10 @@ def test_a_parameter_a_set_does_not_name_shows_the_value_the_task_ran_with(tmp_p
 def test_local_workers_leave_ctrl_c_to_the_sweep():
     """A Ctrl-C reaches the whole process group: each local worker died with a page of tracebacks before the
     sweep's "interrupted" line.  The workers start with SIGINT ignored; this process keeps its handler."""
+    from meanfield._sweep._distributed import _local_client
     from meanfield._sweep._runner import _client
     mine = signal.getsignal(signal.SIGINT)
-    with _client(None, 1, None) as c:
-        assert signal.getsignal(signal.SIGINT) is mine
-        assert list(c.run(lambda: signal.getsignal(signal.SIGINT) == signal.SIG_IGN).values()) == [True]
+    for start in (lambda: _client(None, 1, None), lambda: _local_client(None, 1)):     # sweep, distributed particles-sh
+        with start() as c:
+            assert signal.getsignal(signal.SIGINT) is mine
+            assert list(c.run(lambda: signal.getsignal(signal.SIGINT) == signal.SIG_IGN).values()) == [True]

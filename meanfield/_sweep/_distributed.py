@@ -419,9 +419,11 @@ def _local_client(client, workers):
         return
     from distributed import Client, LocalCluster
 
-    from ._runner import _usable_cores
-    with LocalCluster(n_workers=workers or _usable_cores(), threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=40) as cluster, Client(cluster) as c:
+    from ._runner import _usable_cores, _workers_ignore_ctrl_c
+    with _workers_ignore_ctrl_c():       # a Ctrl-C stops the run here (status INTERRUPTED), not each worker
+        cluster = LocalCluster(n_workers=workers or _usable_cores(), threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=40)
+    with cluster, Client(cluster) as c:
         yield c
 
 
