@@ -465,12 +465,14 @@ def test_option_values_of_every_task_are_checked_before_any_runs(tmp_path, capsy
     (dict(threads="a"), TypeError, r"`threads` must be an integer >= 1; got threads='a'"),
     (dict(max_tasks=-1), ValueError, r"`max_tasks` must be an integer >= 0; got max_tasks=-1"),
     (dict(max_tasks="a"), TypeError, r"`max_tasks` must be an integer >= 0; got max_tasks='a'"),
+    (dict(serial="no"), TypeError, r"`serial` must be True or False; got serial='no'"),     # ran serially
+    (dict(progress="no"), TypeError, r"`progress` must be True or False; got progress='no'"),
 ])
 def test_run_sweep_arguments_are_checked_before_any_work(tmp_path, kwargs, error, match):
     """workers=0 silently used all the cores (`workers or _usable_cores()`); threads and max_tasks were not checked."""
     spec = _spec(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
     with pytest.raises(error, match=match):
-        run_sweep(spec, tmp_path / "out", progress=False, **kwargs)
+        run_sweep(spec, tmp_path / "out", **{"progress": False, **kwargs})
     assert not (tmp_path / "out").exists()
 
 
@@ -483,6 +485,7 @@ def test_run_sweep_arguments_are_checked_before_any_work(tmp_path, kwargs, error
     (dict(seed=-1), ValueError, r"`seed` must be an integer >= 0; got seed=-1"),
     (dict(workers=0), ValueError, r"`workers` must be an integer >= 1; got workers=0"),
     (dict(gather="no"), TypeError, r"`gather` must be True or False"),
+    (dict(progress="no"), TypeError, r"`progress` must be True or False"),
     (dict(step=1e-300), ValueError, r"`step` must be ≥ .*got step=1e-300.*: raise `step`\.$"),
     (dict(save_every=1e-300), ValueError, r"`save_every` must be ≥"),
 ])

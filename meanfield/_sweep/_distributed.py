@@ -279,6 +279,7 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
     if not isinstance(particles, Particles) and seed is not None:      # None: fresh entropy, as numpy takes it
         seed = nonneg_int("seed", seed)
     gather = flag("gather", gather)        # "no" would gather every state
+    progress = flag("progress", progress)
 
     with _local_client(client, workers) as c:
         addrs = _worker_addresses(c)

@@ -290,8 +290,9 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
     if not isinstance(spec, SweepSpec):
         raise TypeError(f"`spec` must be a SweepSpec (load_sweep, parse_sweep) or a sweep file's path; "
                         f"got {type(spec).__name__}.")
-    from .._validate import nonneg_int
+    from .._validate import flag, nonneg_int
 
+    serial, progress = flag("serial", serial), flag("progress", progress)   # serial="no" ran serially
     if workers is not None:           # 0 read as "unset" (all the cores) before
         workers = nonneg_int("workers", workers, minimum=1)
     if threads is not None:
