@@ -119,6 +119,11 @@ def function_of(name: str, value, usage: str, nargs: int = 1):
     return value
 
 
+class ZeroVectorError(ValueError):
+    """A zero vector where a direction is needed (a ValueError; the particle stepper tells a stage that lost a
+    token's direction from bad input by it)."""
+
+
 def unit_vectors(name: str, x: np.ndarray) -> np.ndarray:
     """The rows of ``x`` (..., d) as unit vectors: finite and nonzero, normalized unless already of unit
     norm to rounding (those are returned bit for bit)."""
@@ -126,7 +131,7 @@ def unit_vectors(name: str, x: np.ndarray) -> np.ndarray:
         raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
     norms = np.sqrt(np.einsum("...i,...i->...", x, x))
     if np.any(norms == 0):
-        raise ValueError(f"`{name}` contains a zero vector, which has no direction.")
+        raise ZeroVectorError(f"`{name}` contains a zero vector, which has no direction.")
     if norms.size and np.max(np.abs(norms - 1)) > 1e-15:
         x = x / norms[..., None]
     return x

@@ -567,3 +567,13 @@ def test_causal_accepts_numpy_bools_and_refuses_other_values():
     assert np.array_equal(attention_field(m, p.positions, causal=np.False_).A, attention_field(m, p.positions).A)
     with pytest.raises(TypeError, match=r"`causal` must be True or False; got causal='no'"):
         attention_field(m, p.positions, causal="no")
+
+
+def test_a_stage_that_sends_a_token_to_the_origin_stops_the_run_as_non_finite():
+    # an RK4 stage of a huge USA velocity cancelled a token's direction: attention_field's input error
+    # ("`directions` contains a zero vector") escaped simulate instead of the NON_FINITE status
+    model = mf.Model(beta=700, attention="unnormalized", scheme="pre-ln")
+    with pytest.warns(mf.MeanfieldWarning, match="origin"):
+        tr = mf.simulate(model, mf.Particles.uniform(12, seed=0), 3, backend="particles", method="rk4", step=0.5)
+    assert tr.status is mf.Status.NON_FINITE and "direction is lost" in tr.detail
+    assert np.array_equal(tr.final.positions, mf.Particles.uniform(12, seed=0).positions)   # the last finite state

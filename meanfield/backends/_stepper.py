@@ -23,7 +23,7 @@ from .._measures import Particles, pair_alignment
 from .._model import Model
 from .._schemes import norms
 from .._trajectory import Status
-from .._validate import positive_float
+from .._validate import ZeroVectorError, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from .._validate import check_options
 
@@ -236,7 +236,12 @@ class ParticleStepper:
         r = y[:, self.d] if self.scheme.has_radius else 1.0
         full = scheme_uses_magnitude(self.scheme, t, self.model)
         with np.errstate(over="ignore", invalid="ignore"):     # a non-finite field is diagnosed, not warned about
-            f = self._field(t, theta, full)
+            try:
+                f = self._field(t, theta, full)
+            except ZeroVectorError:       # a stage that lost a token's direction blew up as a non-finite one does
+                self._speed_issue = (f"A Runge–Kutta stage at t={t:.6g} sends a token to the origin (its direction "
+                                     "is lost): the step is too large for the velocities.")
+                return np.full_like(y, np.nan)
             a_norm = f.norm if full else np.nan
             s = self.scheme.speed(r, a_norm, t, self.model)
         if not np.all(s != 0) or not np.all(np.isfinite(s)):    # s divides the velocity (s < 0: a radius < 0, below)
