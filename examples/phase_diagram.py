@@ -25,7 +25,13 @@ HERE = Path(__file__).resolve().parent
 def phase_table(results_jsonl):
     """(betas, times, mean aligned fraction of shape (len(times), len(betas)), replicas per β)."""
     rows = [json.loads(line) for line in Path(results_jsonl).read_text().splitlines() if line.strip()]
+    failed = [r for r in rows if r["status"] != "OK"]
     rows = [r for r in rows if r["status"] == "OK"]
+    if failed:       # left out of the means, said so (the replica count per β shows it too)
+        print(f"{len(failed)} task(s) did not finish (status {sorted({r['status'] for r in failed})}); "
+              "the means leave them out")
+    if not rows:
+        raise SystemExit(f"no task of {results_jsonl} finished (status OK): nothing to draw")
     betas = sorted({r["model.beta"] for r in rows})
     times = np.asarray(rows[0]["t"])
     frac = np.zeros((times.size, len(betas)))
