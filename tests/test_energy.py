@@ -457,3 +457,23 @@ def test_the_exact_bound_covers_the_error_of_the_funk_hecke_multipliers(beta):
         assert est.method == "exact"
         assert abs(est.value - exact) <= est.error_bound
         assert est.error_bound <= 1e-12 * exact
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_a_density_quadrature_beyond_reach_is_refused_before_any_work(d, monkeypatch):
+    # β‖D‖ = 3e6 asked for 1.5e8 nodes on S² (an O(n³) Gauss–Legendre rule, then 2e16 kernel pairs): it ran for
+    # hours; now a ValueError naming β before the grid or a pair sum is formed
+    import meanfield._energy._energy as en
+
+    def started(*args, **kwargs):
+        raise AssertionError("the quadrature started")
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., -1], 2, d=d)
+    monkeypatch.setattr(en, "pair_energy", started)
+    monkeypatch.setattr(en, "kernel_sums", started)
+    monkeypatch.setattr(en.sh, "SphereGrid", started)
+    D = np.diag(np.arange(1.0, d + 1))
+    beta = 1e6 if d == 3 else 1e8           # S¹: 1.2e5 nodes, 1.4e10 pairs
+    with pytest.raises(ValueError, match=r"`beta`·‖D‖₂ = .* too large for the grid quadrature"):
+        mf.energy(rho, beta, D)
+    with pytest.raises(ValueError, match="too large for the grid quadrature"):
+        mf.first_variation(rho, beta, D, points=np.eye(d))
