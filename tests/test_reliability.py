@@ -592,6 +592,23 @@ ONE_INTERVAL = {"spectral": (mf.Model(5.0), mf.Density.random(20, seed=2), dict(
                            dict(backend="hybrid", oversample=1, particle_options={"rtol": 1e-5}))}
 
 
+def _copy_each_checkpoint(monkeypatch, tmp_path, points_only: bool = False) -> list:
+    """Copies of the checkpoint after each write (with a resume point only, if asked): what a SIGKILL right after
+    that write would leave."""
+    import shutil
+
+    import meanfield._io as io
+    copies, real = [], io.save_checkpoint
+
+    def copying(trajectory, target, point):
+        out = real(trajectory, target, point)
+        if point is not None or not points_only:
+            copies.append(shutil.copy(target, tmp_path / f"copy{len(copies)}.h5"))
+        return out
+    monkeypatch.setattr(io, "save_checkpoint", copying)
+    return copies
+
+
 def _get(state):
     return state.coeffs if hasattr(state, "coeffs") else state.positions
 
@@ -620,21 +637,12 @@ def test_an_interrupt_between_save_times_resumes_from_where_the_run_stood(tmp_pa
 @pytest.mark.parametrize("backend", ["spectral", "particles", "hybrid"])
 def test_wall_clock_checkpoints_let_a_killed_run_resume_mid_interval(tmp_path, monkeypatch, backend):
     # as SIGKILL would leave it: the file as the last wall-clock checkpoint (interval 0: after every step) wrote it
-    import shutil
-
-    import meanfield._io as io
     model, initial, kw = ONE_INTERVAL[backend]
     t_final = 2.0 if backend == "hybrid" else 1.5
     full = mf.simulate(model, initial, t_final, save_every=t_final / 2, **kw)
-    path, copies, real = tmp_path / "ck.h5", [], io.save_checkpoint
-
-    def copying(trajectory, target, point):
-        out = real(trajectory, target, point)
-        if point is not None:
-            copies.append(shutil.copy(target, tmp_path / f"copy{len(copies)}.h5"))
-        return out
-    monkeypatch.setattr(io, "save_checkpoint", copying)
-    mf.simulate(model, initial, t_final, save_every=t_final / 2, checkpoint=path, checkpoint_interval=0.0, **kw)
+    copies = _copy_each_checkpoint(monkeypatch, tmp_path, points_only=True)
+    mf.simulate(model, initial, t_final, save_every=t_final / 2, checkpoint=tmp_path / "ck.h5",
+                checkpoint_interval=0.0, **kw)
     monkeypatch.undo()
     assert len(copies) > 5
     picks = [copies[len(copies) // 3], copies[-1]]           # before the middle save time, and after it
@@ -765,10 +773,7 @@ def test_an_adaptive_particle_run_resumed_anywhere_takes_the_steps_of_the_uninte
     # the resumed run started from the directions normalized once more (~1e-16 off) and recomputed its first
     # stage, which the uninterrupted run reused from the last step (first same as last) at the unprojected state:
     # error estimates ~1e-7 apart, step times ~1e-7 apart, a failing run's last state at another time
-    import shutil
-
     import meanfield._durable as durable
-    import meanfield._io as io
     monkeypatch.setattr(durable, "_flush_to_disk", lambda fd: None)
     if backend == "hybrid":
         model, initial, kw = ONE_INTERVAL["hybrid"]
@@ -778,14 +783,8 @@ def test_an_adaptive_particle_run_resumed_anywhere_takes_the_steps_of_the_uninte
         kw, t_final = dict(backend=backend), 1.0
     kw = {**kw, "save_every": 0.5}
     full = mf.simulate(model, initial, t_final, **kw)
-    path, copies, real = tmp_path / "ck.h5", [], io.save_checkpoint
-
-    def copying(trajectory, target, point):
-        out = real(trajectory, target, point)
-        copies.append(shutil.copy(target, tmp_path / f"copy{len(copies)}.h5"))
-        return out
-    monkeypatch.setattr(io, "save_checkpoint", copying)
-    mf.simulate(model, initial, t_final, checkpoint=path, checkpoint_interval=0.0, **kw)
+    copies = _copy_each_checkpoint(monkeypatch, tmp_path)
+    mf.simulate(model, initial, t_final, checkpoint=tmp_path / "ck.h5", checkpoint_interval=0.0, **kw)
     monkeypatch.undo()
     assert any(isinstance(getattr(_resume_point(c), "state", None), mf.Particles) for c in copies[1:-1])
     for copy in copies[1:-1]:           # from points, and from the saved state at 0.5
@@ -799,22 +798,14 @@ def test_an_adaptive_particle_run_resumed_anywhere_takes_the_steps_of_the_uninte
 def test_wall_clock_checkpoints_at_save_times_hold_no_steps_past_the_saved_states(tmp_path, monkeypatch):
     # with checkpoint_every > 1, the wall-clock write of a step that ends on a save time (not a resume point:
     # kept next) stayed the file until the next write, with the steps since the last kept state in its log
-    import shutil
-
     import meanfield._durable as durable
-    import meanfield._io as io
     monkeypatch.setattr(durable, "_flush_to_disk", lambda fd: None)
     model, initial, kw, _ = INTERRUPTED_STEPS["particles"]
     kw = {**kw, "save_every": 0.25}
     full = mf.simulate(model, initial, 1.5, **kw)
-    path, copies, real = tmp_path / "ck.h5", [], io.save_checkpoint
-
-    def copying(trajectory, target, point):
-        out = real(trajectory, target, point)
-        copies.append(shutil.copy(target, tmp_path / f"copy{len(copies)}.h5"))
-        return out
-    monkeypatch.setattr(io, "save_checkpoint", copying)
-    mf.simulate(model, initial, 1.5, checkpoint=path, checkpoint_every=3, checkpoint_interval=0.0, **kw)
+    copies = _copy_each_checkpoint(monkeypatch, tmp_path)
+    mf.simulate(model, initial, 1.5, checkpoint=tmp_path / "ck.h5", checkpoint_every=3, checkpoint_interval=0.0,
+                **kw)
     for copy in copies[:-1]:
         resumed = mf.resume(copy, checkpoint_interval=None)
         assert _max_diff(full, resumed) <= 1e-14, copy
