@@ -477,3 +477,15 @@ def test_a_density_quadrature_beyond_reach_is_refused_before_any_work(d, monkeyp
         mf.energy(rho, beta, D)
     with pytest.raises(ValueError, match="too large for the grid quadrature"):
         mf.first_variation(rho, beta, D, points=np.eye(d))
+
+
+@pytest.mark.slow        # ~30 s: the quadrature grid of β‖D‖ = 800
+def test_an_energy_that_overflows_float64_says_so_not_that_d_is_indefinite():
+    # beta = 400 with D = diag(1, 1.5, 2) (positive definite) returned inf with a warning about "an indefinite D"
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 2], 8)
+    with pytest.warns(mf.MeanfieldWarning, match="exceeds the float64 range") as record:
+        assert mf.energy(rho, 400.0, np.diag([1.0, 1.5, 2.0])) == np.inf
+    assert not any("indefinite" in str(w.message) for w in record)
+    from meanfield._energy._energy import EnergyEstimate, _undetermined_warning
+    with pytest.warns(mf.MeanfieldWarning, match="indefinite"):      # a finite value without a digit: as before
+        _undetermined_warning(EnergyEstimate(1.0, 2.0, "quadrature"))
