@@ -22,6 +22,7 @@ def _check_record(record, names):
     for res in record["cases"].values():
         assert res["status"] == "ok", res.get("error")
         assert res["seconds"] >= 0 and len(res["loadavg_before"]) == 3
+        assert res["cpu_steal"] is None or 0 <= res["cpu_steal"] <= 1
         for t in res["targets"]:
             assert set(t) >= {"name", "goal", "value", "met"}
 
@@ -53,6 +54,22 @@ def test_meanfield_bench_cli_and_python_m_benchmarks_share_the_code(tmp_path, mo
         rec = json.loads((tmp_path / sub / "bench.json").read_text())
         _check_record(rec, ["transforms"])
     assert json.loads((tmp_path / "a" / "bench.json").read_text())["meta"]["command"].startswith("meanfield bench")
+
+
+def test_steal_share_is_the_steal_field_over_the_eight_cpu_times():
+    before = [100, 0, 20, 500, 0, 0, 0, 30, 7, 0]        # user nice system idle iowait irq softirq steal guest …
+    after = [200, 0, 30, 600, 0, 0, 0, 90, 50, 0]          # guest time is inside user: not counted twice
+    assert _common.steal_share(before, after) == pytest.approx(60 / 270, abs=1e-3)
+    assert _common.steal_share(None, after) is None and _common.steal_share(before, before) is None
+    counters = _common.cpu_counters()
+    assert counters is None or len(counters) >= 8
+
+
+def test_report_states_the_steal_share_when_measured():
+    from meanfield._bench._report import _steal_brief, _steal_sentence
+
+    assert "CPU steal 36 %" in _steal_brief(0.362) and "36 %" in _steal_sentence(0.362)
+    assert _steal_brief(None) == "" and _steal_sentence(None) == ""      # records written before it was measured
 
 
 def test_unknown_case_is_refused(tmp_path):

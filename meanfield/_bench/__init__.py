@@ -54,12 +54,13 @@ def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict |
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(date=C.now(), quick=quick, command=command or " ".join(sys.argv), cases=names,
                 machine=C.machine(), loadavg_start=C.loadavg())
+    counters_all = C.cpu_counters()
     results = {}
     t_all = time.perf_counter()
     for name in names:
         echo(f"[bench] {name} ...")
         mod = case_module(name)
-        load0, t0 = C.loadavg(), time.perf_counter()
+        load0, counters0, t0 = C.loadavg(), C.cpu_counters(), time.perf_counter()
         try:
             res = mod.run(quick=quick, **(sizes or {}).get(name, {}))
         except Exception as e:  # noqa: BLE001  (recorded in the report; the other cases still run)
@@ -67,11 +68,13 @@ def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict |
                        error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         res.setdefault("status", "ok")
         res.setdefault("title", getattr(mod, "TITLE", name))
-        res.update(seconds=round(time.perf_counter() - t0, 2), loadavg_before=load0, loadavg_after=C.loadavg())
+        res.update(seconds=round(time.perf_counter() - t0, 2), loadavg_before=load0, loadavg_after=C.loadavg(),
+                   cpu_steal=C.steal_share(counters0, C.cpu_counters()))
         results[name] = res
         echo(f"[bench] {name}: {res['status']} in {res['seconds']:.1f} s (load {load0[0]:.2f} → "
-             f"{res['loadavg_after'][0]:.2f})")
-    meta.update(seconds=round(time.perf_counter() - t_all, 1), loadavg_end=C.loadavg())
+             f"{res['loadavg_after'][0]:.2f}{_steal_text(res['cpu_steal'])})")
+    meta.update(seconds=round(time.perf_counter() - t_all, 1), loadavg_end=C.loadavg(),
+                cpu_steal=C.steal_share(counters_all, C.cpu_counters()))
     record = dict(meta=meta, cases=results)
     (out / "bench.json").write_text(json.dumps(record, indent=1, default=_jsonable) + "\n")
     from ._report import write_report
@@ -79,6 +82,10 @@ def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict |
     write_report(record, out)
     echo(f"[bench] wrote {out / 'bench.json'} and {out / 'REPORT.md'}")
     return record
+
+
+def _steal_text(share) -> str:
+    return "" if share is None else f"; CPU steal {100 * share:.0f} %"
 
 
 def _say(msg: str) -> None:

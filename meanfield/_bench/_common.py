@@ -37,6 +37,27 @@ def loadavg() -> list[float]:
         return [float("nan")] * 3
 
 
+def cpu_counters() -> list[float] | None:
+    """The host's cumulative CPU times (the ``cpu`` line of /proc/stat: user, nice, system, idle, iowait, irq,
+    softirq, steal, ...), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            return [float(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):  # pragma: no cover - non-Linux
+        return None
+
+
+def steal_share(before, after) -> float | None:
+    """The share of CPU time the hypervisor gave to other guests between two :func:`cpu_counters` readings
+    (/proc/stat's *steal*): on a virtual machine whose vCPUs are shared, the part of "2 cores" this run did
+    not get, which makes two threads gain less than 2×.  None where unknown."""
+    if before is None or after is None or len(before) < 8 or len(after) < 8:
+        return None
+    delta = [b - a for a, b in zip(before, after)]
+    total = sum(delta[:8])          # guest times (fields 9, 10) are already counted in user and nice
+    return round(delta[7] / total, 3) if total > 0 else None
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 

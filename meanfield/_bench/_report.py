@@ -30,8 +30,8 @@ def write_report(record: dict, out: Path) -> Path:
              f"{m['cpu_count']} on the host), {m['memory_gb']:.0f} GB; meanfield/ducc0 threads "
              f"{m['meanfield_threads']}, OpenBLAS threads {sorted(set(m['blas_threads'].values())) or 'unknown'}. "
              f"Load average (1 min) {meta['loadavg_start'][0]:.2f} at the start, {meta['loadavg_end'][0]:.2f} at "
-             "the end: a shared machine, so every ratio below is measured in this run with the contenders "
-             "timed round-robin, and figures are medians of repeats.", "",
+             "the end" + _steal_sentence(meta.get("cpu_steal")) + ": a shared machine, so every ratio below is "
+             "measured in this run with the contenders timed round-robin, and figures are medians of repeats.", "",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", "",
              "`speedup` = (alternative time) / (our time), both measured in this run. Figures from other "
              "machines or runs (the GPU and Dedalus anchors) are shown beside ours as references, never as "
@@ -48,7 +48,7 @@ def write_report(record: dict, out: Path) -> Path:
     for name, res in cases.items():
         lines += [f"## {res['title']}", "",
                   f"*{res['seconds']:.1f} s; load {res['loadavg_before'][0]:.2f} → "
-                  f"{res['loadavg_after'][0]:.2f}.*", ""]
+                  f"{res['loadavg_after'][0]:.2f}" + _steal_brief(res.get("cpu_steal")) + ".*", ""]
         if res["status"] == "ok":
             try:
                 lines.append(case_module(name).report(res, out))
@@ -62,3 +62,15 @@ def write_report(record: dict, out: Path) -> Path:
     path = out / "REPORT.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _steal_sentence(share) -> str:
+    """The hypervisor's steal time over the run (None: unknown, or a record written before it was measured)."""
+    if share is None:
+        return ""
+    return (f"; CPU steal (time the hypervisor gave the vCPUs to other guests, /proc/stat) {100 * share:.0f} % "
+            "of the run, so two threads gain less than 2× when it is large")
+
+
+def _steal_brief(share) -> str:
+    return "" if share is None else f"; CPU steal {100 * share:.0f} %"
