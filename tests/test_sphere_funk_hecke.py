@@ -379,11 +379,20 @@ def test_huge_degree_requests_are_refused_or_answered_without_their_cost():
         with pytest.raises(mf.InsufficientMemoryError, match="lower `lmax`"):
             call()
     assert s.kernel_truncation_error(1.0, 10**9) == 0.0   # allocated ~10⁹ degrees (killed for memory)
-    with pytest.raises(mf.InsufficientMemoryError, match="lower `beta`"):
-        s.kernel_truncation_error(1e9, 10)               # its shares are summed to degree ~β
+    # its shares were summed to degree ~β (16 GB at β = 1e8, refused at 1e9); they vanish past ~37√β. The shares
+    # sum to e^β/λ_0 = β e^β/sinh β ≈ 2β, and those of ℓ ≤ 10 to Σ(2ℓ+1) = 121 (to O(ℓ²/β))
+    assert s.kernel_truncation_error(1e8, 10) == pytest.approx(2e8 - 121, rel=1e-12)
     # in very high d the multipliers need the power series, ~β²/(2d) terms: refused rather than minutes of work
     with pytest.raises(ValueError, match=r"power series .* lower `beta` or `lmax`"):
         s.funk_hecke(1e7, 2, d=3 * 10**7, scaled=True)
+
+
+@pytest.mark.parametrize("beta, lmax", [(1e5, 100), (1e5, 2000), (3e4, 1500)])
+def test_truncation_error_at_large_beta_against_scipy_bessel_shares(beta, lmax):
+    # d = 3: the share of degree ℓ is (2ℓ+1) I_{ℓ+1/2}(β)/I_{1/2}(β), summed here far past where it underflows
+    ell = np.arange(40_000)
+    shares = (2 * ell + 1) * special.ive(ell + 0.5, beta) / special.ive(0.5, beta)
+    assert s.kernel_truncation_error(beta, lmax) == pytest.approx(shares[lmax + 1:].sum(), rel=1e-12)
 
 
 @pytest.mark.parametrize("ell, exc, match", [

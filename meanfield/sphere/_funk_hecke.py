@@ -348,7 +348,7 @@ def _degree_terms(beta: float, top: int, d: int) -> np.ndarray:
     a count N beyond float64 times a ratio λ_ℓ/λ_0 below it gives their product, not inf·0 or 0."""
     beta = check_beta(beta, allow_zero=False)
     _check_degrees(top, f"the degree shares N(d,ℓ)λ_ℓ/λ_0 of the kernel at beta={beta!r}", _BYTES_PER_DEGREE_SHARES,
-                   "lower `beta` (the shares are summed to degree ~β) or `lmax`.")
+                   "lower `beta` (the shares are summed to degree ~40√β, further in high d) or `lmax`.")
     ell = np.arange(top + 1)
     log_lam = _log_scaled_multipliers(beta, ell, d)
     with np.errstate(over="ignore"):
@@ -433,7 +433,7 @@ def kernel_truncation_error(beta, lmax, d=3) -> float:
     ValueError
         Invalid β (outside [0, 1e9]), ``lmax`` or ``d``, or a kernel that needs degrees beyond 200 000.
     InsufficientMemoryError
-        β so large that the degree shares up to ~β would not fit in the available memory.
+        The degree shares up to ~40√β (up to ~β in very high d) would not fit in the available memory.
     """
     beta = check_beta(beta)
     lmax = nonneg_int("lmax", lmax)
@@ -442,7 +442,9 @@ def kernel_truncation_error(beta, lmax, d=3) -> float:
         return 0.0
     # the shares past lmax are summed until they are negligible, for lmax > _MAX_DEGREE from _MAX_DEGREE on: when
     # they are negligible before lmax the sum is empty, 0.0 (they are < 1e-300 and decrease super-exponentially)
-    top = min(lmax, _MAX_DEGREE) + int(beta + 6 * np.sqrt(beta + 1) + 60)
+    # for ℓ ≲ β the shares fall like e^{-ℓ²/2β}, below 1e-300 by ℓ ≈ 37√β: a start at ~β would cost ~160 B·β
+    # (16 GB at β = 1e8) for nothing; a start too low is doubled by _terms_to_negligible (high d)
+    top = min(lmax, _MAX_DEGREE) + int(min(beta, 40 * np.sqrt(beta)) + 6 * np.sqrt(beta + 1) + 60)
     terms = _terms_to_negligible(beta, d, top, 1e-300)
     with np.errstate(over="ignore"):
         return float(np.sum(terms[lmax + 1:]))
