@@ -78,6 +78,30 @@ def test_gegenbauer_matches_scipy(d):
     assert s.gegenbauer(3, np.zeros((2, 5)), d).shape == (4, 2, 5)
 
 
+def test_gegenbauer_at_high_degree_against_closed_forms_and_in_high_dimension():
+    # by its recurrence: scipy's eval_jacobi table took 9 s here (O(ℓ) per value) and was NaN at d = 1000
+    t, lmax = np.linspace(-1, 1, 2001), 1000
+    ell = np.arange(lmax + 1)[:, None]
+    np.testing.assert_allclose(s.gegenbauer(lmax, t, 2), np.cos(ell * np.arccos(t)), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(s.gegenbauer(lmax, t, 3), special.eval_legendre(ell, t), rtol=0, atol=5e-12)
+    high = s.gegenbauer(lmax, t, 1000)
+    assert np.all(np.isfinite(high)) and np.all(np.abs(high) <= 1 + 1e-12)
+    np.testing.assert_allclose(high[:, -1], 1.0, rtol=1e-12)
+    np.testing.assert_allclose(high[:40], np.stack([gegenbauer_reference(k, 1000, t) for k in range(40)]),
+                               rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape", [(), (4,), (2, 3)])
+def test_zonal_synthesis_sums_the_table_for_any_batch_and_argument_shape(shape):
+    rng = np.random.default_rng(7)
+    c, t = rng.standard_normal(shape + (12,)), rng.uniform(-1, 1, (5, 3))
+    expected = np.tensordot(c, s.gegenbauer(11, t, 5), axes=([-1], [0]))
+    got = s.zonal_synthesis(c, t, 5)
+    assert got.shape == shape + (5, 3)
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-13)
+    assert np.ndim(s.zonal_synthesis(c, 0.3, 5)) == len(shape)
+
+
 @pytest.mark.parametrize("d", DIMS)
 def test_orthogonality_and_norms_by_quadrature(d):
     a = (d - 3) / 2
