@@ -153,7 +153,8 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
 
     Notes
     -----
-    SA uses the log-sum-exp shift (the row maximum of the logits), so nothing overflows for any β.
+    SA uses the log-sum-exp shift (the row maximum of the logits of the tokens with nonzero weight), so nothing
+    overflows for any β, and the terms that carry the mass do not underflow (zero-weight tokens do not set it).
     USA returns e^{max}·(shifted sum), which overflows only where the true value does.  A target
     whose visible sources all have zero weight gets A = 0 (SA) and log Z = −inf.
     """
@@ -175,6 +176,10 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
     Qs, Ks, Vs = model.matrices()
     beta, heads, d = model.beta, model.heads, model.d
     qkv = model.scheme_def.normalize_qkv
+    # The shift is the largest logit among the tokens with mass.  A zero-weight token (a test particle, padding, a
+    # quadrature node where ρ = 0) contributes nothing; had its logit set the shift, the terms of the tokens that
+    # carry the mass could underflow (β = 400: a token antipodal to all of them got A = 0 instead of their mean).
+    massless = np.flatnonzero(w == 0)
     A = np.zeros((m, d))
     log_z = np.empty((heads, m))
     for h in range(heads):
@@ -195,7 +200,11 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
             if causal:
                 rows = np.arange(a, b)[:, None]
                 logits[np.arange(ncols)[None, :] > rows] = -np.inf
+            if massless.size:       # a zero-weight token has no say in the shift (see `massless`)
+                logits[:, massless[massless < ncols]] = -np.inf
             mx = logits.max(axis=1)
+            if causal or massless.size:
+                mx[mx == -np.inf] = 0.0         # a row that sees no mass: its sums are 0 (A = 0, log Z = −inf)
             logits -= mx[:, None]
             np.exp(logits, out=logits)
             acc = logits @ rhs[:ncols]                      # (c, d+1)

@@ -110,6 +110,32 @@ def test_softmax_is_stable_at_huge_beta():
     assert np.all(np.linalg.norm(f.A[5:] - c2, axis=1) < 0.01)
 
 
+@pytest.mark.parametrize("attention, beta", [("softmax", 400.0), ("softmax", 2000.0), ("unnormalized", 400.0)])
+def test_a_zero_weight_token_does_not_set_the_shift(attention, beta):
+    # A zero-weight token (a test particle, padding, a quadrature node where ρ = 0) antipodal to the mass: its own
+    # logit β was the row maximum of the shift, the mass's logits ≈ −β lay 2β below it and underflowed (2β > 745),
+    # so the token got A = 0 instead of the mass's mean direction (and Peri-LN stopped: "‖A_j‖ = 0").
+    c = np.cos(0.1)
+    theta = np.array([[0.0, 0.0, 1.0], [0.0, np.sin(0.1), -c], [np.sin(0.1), 0.0, -c]])
+    w = np.array([0.0, 0.5, 0.5])
+    m = mf.Model(beta, attention=attention)
+    f = attention_field(m, theta, w)
+    mean = (theta[1] + theta[2]) / 2
+    if attention == "softmax":      # the mass's two tokens are symmetric about the token: equal weights
+        assert np.allclose(f.A[0], mean, rtol=0, atol=1e-15)
+    else:                           # Σ w_k e^{β⟨θ_0, θ_k⟩} θ_k = e^{−βc} (θ_1 + θ_2)/2, ≈ 1e-173 (β = 400)
+        assert np.allclose(f.A[0], np.exp(-beta * c) * mean, rtol=1e-12, atol=0)
+    assert np.isfinite(f.log_z[0, 0]) and f.log_z[0, 0] == pytest.approx(-beta * c, rel=1e-14)
+    # causal: token 0 sees no mass (A = 0, log Z = −inf, as before); token 1 sees the zero-weight token and itself
+    g = attention_field(m, theta, w, causal=True)
+    assert np.array_equal(g.A[0], np.zeros(3)) and g.log_z[0, 0] == -np.inf
+    if attention == "softmax":
+        assert np.allclose(g.A[1], theta[1], rtol=0, atol=1e-15)
+    if attention == "softmax" and beta == 400.0:
+        dtheta, dr = mf.particle_velocity(mf.Model(beta, "peri-ln"), mf.Particles(theta, w))
+        assert np.all(np.isfinite(dtheta)) and np.all(np.isfinite(dr))
+
+
 def test_attention_field_bad_input():
     m = mf.Model(beta=1.0)
     theta, w = random_state(10, 3)
