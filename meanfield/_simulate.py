@@ -657,6 +657,13 @@ def particle_velocity(model, particles, t: float = 0.0, *, backend: str = "parti
         dθ_j/dt = P_θ A_j / s_j.
     dr : ndarray, shape (n,) or None
         dr_j/dt for schemes with a radius.
+
+    Raises
+    ------
+    ValueError
+        The velocity is undefined: a token's speed factor is 0 (Peri-LN and nGPT divide by ‖A_j‖, which is 0 for
+        a token that sees only zero-weight tokens, e.g. first under a causal mask, or with V = 0); the message
+        names the token.  (It used to return NaN for every token.)
     """
     t = positive_float("t", t, allow_zero=True)       # LN-Scaling's √(t+1) at t = −5 was NaN for every token
     return get_backend(backend)(model, particles, **options).velocity(t)

@@ -428,6 +428,21 @@ def test_a_zero_attention_norm_is_diagnosed(scheme, extra):
     assert "‖A_j‖ = 0 for token 0" in layers.detail and "t=0:" in layers.detail
 
 
+@pytest.mark.parametrize("scheme, extra", [("ngpt", dict(causal=True)), ("peri-ln", dict())])
+def test_particle_velocity_refuses_an_undefined_speed_factor(scheme, extra):
+    # particle_velocity returned NaN for every token, silently, where a run stops with the diagnosis
+    x = mf.Particles.uniform(5, seed=0).positions
+    weights = [0, 0.25, 0.25, 0.25, 0.25] if extra else None
+    model = mf.Model(2.0, scheme, V=None if extra else np.zeros((3, 3)))
+    with pytest.raises(ValueError, match=r"speed factor of scheme='(ngpt|peri-ln)' is 0 for token 0.*‖A_j‖ = 0") as e:
+        mf.particle_velocity(model, mf.Particles(x, weights), **extra)
+    assert "smaller step" not in str(e.value)
+    # with mass on the first token, every token sees some: a velocity
+    if extra:
+        v, _ = mf.particle_velocity(model, mf.Particles(x, [0.1, 0.3, 0.2, 0.2, 0.2]), **extra)
+        assert np.all(np.isfinite(v))
+
+
 def test_a_zero_attention_stops_angpt_layers_with_that_diagnosis():
     # anGPT's layer normalizes A too (it has no speed row): V = 0 used to end in "reduce the step size"
     model = mf.Model(2.0, "angpt", V=np.zeros((3, 3)))

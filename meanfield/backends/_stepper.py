@@ -28,6 +28,7 @@ from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from .._validate import check_options
 
 TIMES = ("continuous", "layers")
+_NO_SMALLER_STEP = " A smaller step does not help."
 _ZERO_ATTENTION = ("the token attends to nothing (all the tokens it sees have zero weight, e.g. a padding token "
                    "first under a causal mask, or V = 0)")
 
@@ -266,7 +267,7 @@ class ParticleStepper:
             np.ndim(a_norm) and a_norm[j] == 0) else ""
         return (f"The speed factor of scheme={self.scheme.name!r} is {s[j]:.3g} for token {j}"
                 f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''} at t={round(t, 12):.6g}, so dθ/dt = P_θA/s is "
-                f"undefined.{why} A smaller step does not help.")
+                f"undefined.{why}{_NO_SMALLER_STEP}")
 
     def _nonfinite(self, detail: str) -> str:
         """The diagnosis of a non-finite state: the speed factor's or the attention field's, when either was the
@@ -307,11 +308,20 @@ class ParticleStepper:
             dθ_j/dt = P_θ A_j / s_j (tangent vectors; unit of 1/time).
         dr : ndarray, shape (n,) or None
             dr_j/dt for schemes with a radius, else None.
+
+        Raises
+        ------
+        ValueError
+            A token's speed factor is 0 or not finite (Peri-LN and nGPT divide by ‖A_j‖, which is 0 for a token
+            that sees no mass, or with V = 0): the velocity is undefined, and the message says which token.
         """
         if not self.scheme.continuous:
             raise UnsupportedModelError(f"scheme={self.scheme.name!r} has no continuous-time velocity.")
         t = self.t if t is None else float(t)
         v = self.rhs(t, self.y)
+        if self._speed_issue is not None:       # the rhs is NaN for every token: say why instead of returning it
+            issue, self._speed_issue = self._speed_issue, None
+            raise ValueError(issue.removesuffix(_NO_SMALLER_STEP))
         return (v[:, :self.d], v[:, self.d]) if self.scheme.has_radius else (v, None)
 
     # -- Backend protocol -------------------------------------------------------------------------
