@@ -110,10 +110,15 @@ def _finish(A, y, log_z, full=True):
     return AttentionField(A, tangential, radial, norms(A), log_z)
 
 
-def _unit_rows(a, what):
+def _unit_rows(a, name, points="token", head=None, heads=1):
+    """The rows of ``a`` (the queries, keys or values Mθ of matrix ``name``) normalized; a zero row is refused."""
     nrm = np.linalg.norm(a, axis=-1, keepdims=True)
     if np.any(nrm == 0):
-        raise ValueError(f"QKV-Norm needs nonzero {what}; a matrix maps a token direction to 0.")
+        zero = np.flatnonzero(nrm[:, 0] == 0)
+        more = f" (and {zero.size - 1} more)" if zero.size > 1 else ""
+        which = f" of head {head}" if heads > 1 else ""
+        raise ValueError(f"scheme='qkv-norm' normalizes {name}θ, so `{name}`{which} must map every direction to a "
+                         f"nonzero vector (e.g. an invertible `{name}`); it maps {points} {int(zero[0])}{more} to 0.")
     return a / nrm
 
 
@@ -188,7 +193,9 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
         k = x if model.K is None else x @ Ks[h].T
         v = x if model.V is None else x @ Vs[h].T
         if qkv:
-            q, k, v = _unit_rows(q, "queries Qθ"), _unit_rows(k, "keys Kθ"), _unit_rows(v, "values Vθ")
+            where = dict(head=h, heads=heads)
+            q = _unit_rows(q, "Q", "token" if targets is None else "target", **where)
+            k, v = _unit_rows(k, "K", **where), _unit_rows(v, "V", **where)
         kT = np.ascontiguousarray((beta * k).T)          # (d, N)
         rhs = np.concatenate([w[:, None] * v, w[:, None]], axis=1)  # (N, d+1): [w v | w]
         Ah = np.empty((m, d))

@@ -136,6 +136,20 @@ def test_a_zero_weight_token_does_not_set_the_shift(attention, beta):
         assert np.all(np.isfinite(dtheta)) and np.all(np.isfinite(dr))
 
 
+def test_qkv_norm_names_the_matrix_that_maps_a_token_to_zero():
+    # the message named neither the matrix nor the token ("QKV-Norm needs nonzero values Vθ; a matrix maps ...")
+    x = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+    singular = np.diag([1.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match=r"`V` must map every direction to a nonzero vector.*token 0 \(and 1 more\) to 0"):
+        mf.particle_velocity(mf.Model(1.0, "qkv-norm", V=singular), mf.Particles(x))
+    with pytest.raises(ValueError, match=r"`Q` of head 1 must map every direction .* maps token 0 \(and 1 more\)"):
+        mf.particle_velocity(mf.Model(1.0, "qkv-norm", Q=np.stack([np.eye(3), singular])), mf.Particles(x))
+    with pytest.raises(ValueError, match=r"`K` must map .* maps token 1 to 0"):
+        attention_field(mf.Model(1.0, "qkv-norm", K=np.diag([0.0, 1.0, 1.0])), x)
+    with pytest.raises(ValueError, match=r"`Q` must map .* maps target 0 to 0"):
+        attention_field(mf.Model(1.0, "qkv-norm", Q=singular), x[1:2], targets=x[:1])
+
+
 def test_attention_field_bad_input():
     m = mf.Model(beta=1.0)
     theta, w = random_state(10, 3)
