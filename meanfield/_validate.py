@@ -154,8 +154,10 @@ def open_fraction(name: str, value) -> float:
 
 def relative_tolerance(value, name: str = "rtol") -> float:
     """A relative tolerance of a step-size control: in [1e-14, 1) (float64 rounding below, no accuracy at 1)."""
-    value = positive_float(name, value)
-    if not 1e-14 <= value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number in [1e-14, 1); got {name}={value!r}.")
+    value = _as_float(value)
+    if not 1e-14 <= value < 1:          # 0, a negative value and NaN too ("must be > 0" hid the lower bound)
         raise ValueError(f"`{name}` must be in [1e-14, 1) (float64 rounding below, no accuracy at 1); "
                          f"got {name}={value!r}.")
     return value

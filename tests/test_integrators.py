@@ -42,3 +42,18 @@ def test_step_control():
     assert error_norm(np.array([1e-6]), np.array([1.0]), np.array([1.0]), 1e-6, 0.0) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="`method`"):
         get_method("euler")
+
+
+@pytest.mark.parametrize("rtol", [0, -1e-3, float("nan"), 1e-16, 1.0])
+@pytest.mark.parametrize("backend", ["particles", "spectral"])
+def test_rtol_out_of_range_names_the_range(backend, rtol):
+    # rtol = 0 (or < 0, NaN) was refused as "must be finite and > 0", yet 1e-16 > 0 is refused too: the message
+    # gives the range the step control accepts
+    import re
+
+    import meanfield as mf
+    initial = mf.Particles.uniform(4, seed=0) if backend == "particles" else mf.Density.uniform(4)
+    with pytest.raises(ValueError, match=re.escape("`rtol` must be in [1e-14, 1)") + f".*got rtol={rtol!r}"):
+        mf.simulate(mf.Model(1.0), initial, 0.1, backend=backend, rtol=rtol)
+    with pytest.raises(TypeError, match=re.escape("`rtol` must be a real number in [1e-14, 1)")):
+        mf.simulate(mf.Model(1.0), initial, 0.1, backend=backend, rtol="1e-8")
