@@ -110,15 +110,16 @@ def _finish(A, y, log_z, full=True):
     return AttentionField(A, tangential, radial, norms(A), log_z)
 
 
-def _unit_rows(a, name, points="token", head=None, heads=1):
-    """The rows of ``a`` (the queries, keys or values Mθ of matrix ``name``) normalized; a zero row is refused."""
+def _unit_rows(a, name, points="token", head=None, heads=1, offset=0):
+    """The rows of ``a`` (the queries, keys or values Mθ of matrix ``name``; row i is point ``offset`` + i)
+    normalized; a zero row is refused."""
     nrm = np.linalg.norm(a, axis=-1, keepdims=True)
     if np.any(nrm == 0):
         zero = np.flatnonzero(nrm[:, 0] == 0)
         more = f" (and {zero.size - 1} more)" if zero.size > 1 else ""
         which = f" of head {head}" if heads > 1 else ""
         raise ValueError(f"scheme='qkv-norm' normalizes {name}θ, so `{name}`{which} must map every direction to a "
-                         f"nonzero vector (e.g. an invertible `{name}`); it maps {points} {int(zero[0])}{more} to 0.")
+                         f"nonzero vector (e.g. an invertible `{name}`); it maps {points} {offset + int(zero[0])}{more} to 0.")
     return a / nrm
 
 
@@ -533,8 +534,7 @@ class _SHEvaluator:
         mu = adjoint(w[sl], loc)
         if self.linear:
             return mu
-        vals = x[sl] @ self.V.T
-        vals /= np.linalg.norm(vals, axis=1, keepdims=True)
+        vals = _unit_rows(x[sl] @ self.V.T, "V", offset=sl.start or 0)     # a zero value: refused, not NaN
         return np.concatenate([mu] + [adjoint(w[sl] * vals[:, i], loc) for i in range(3)])
 
     def field(self, coeffs, y, radial=True, ws: _Workspace | None = None, geometry_ready=False) -> AttentionField:

@@ -166,6 +166,16 @@ def test_bad_options(options, error, match):
         mf.simulate(mf.Model(beta=1.0), mf.Particles.uniform(10), 1.0, backend="particles-sh", **options)
 
 
+def test_qkv_norm_with_a_value_matrix_that_maps_a_token_to_zero_is_refused():
+    # the nonlinear values Vθ/‖Vθ‖ were 0/0: a velocity of NaN for every token, without a word (the exact backend
+    # refuses it naming V and the token, and so does this one now)
+    x = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    m = mf.Model(1.0, "qkv-norm", V=np.diag([1.0, 1.0, 0.0]))
+    for backend in ("particles-sh", "particles"):
+        with pytest.raises(ValueError, match=r"`V` must map every direction to a nonzero vector.*maps token 2 to 0"):
+            mf.particle_velocity(m, mf.Particles(x), backend=backend)
+
+
 @pytest.mark.parametrize("tol", [1e-6, 1e-9])
 def test_a_looser_tol_loosens_the_transforms_and_stays_within_it(tol):
     from meanfield._attention import _SHEvaluator, transform_epsilon
