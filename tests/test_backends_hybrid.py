@@ -88,6 +88,18 @@ def test_hybrid_checks_particle_options_before_the_spectral_phase(particle_optio
     assert not calls
 
 
+@pytest.mark.parametrize("causal", [True, np.True_])
+def test_hybrid_refuses_a_causal_mask_on_the_exact_particle_phase(causal):
+    # particles-sh refused it, but backend='particles' took it and masked the quadrature nodes in grid order after a
+    # non-causal spectral phase
+    with pytest.raises(mf.UnsupportedModelError, match=r"`particle_options` causal=True: .*no token order"):
+        mf.simulate(mf.Model(3.0), mf.Density.uniform(8), 5.0, backend="hybrid", particle_backend="particles",
+                    particle_options={"causal": causal})
+    tr = mf.simulate(mf.Model(3.0), mf.Density.uniform(8), 0.01, backend="hybrid", particle_backend="particles",
+                     particle_options={"causal": False})
+    assert tr.success
+
+
 def test_hybrid_mean_alignment_is_continuous_at_the_hand_off():
     # the particles stand for the density: |m|² with self-pairs, as the spectral phase reports it
     model = mf.Model(3.0, "peri-ln")

@@ -191,6 +191,11 @@ class HybridBackend:
             BACKENDS[self.particle_backend](model, Particles.uniform(2, model.d, seed=0), **options)
         except (TypeError, ValueError, UnsupportedModelError) as err:
             raise type(err)(f"`particle_options` for the particle phase ({self.particle_backend}): {err}") from None
+        if options.get("causal") is True or options.get("causal") is np.True_:     # accepted by backend='particles'
+            raise UnsupportedModelError(
+                "`particle_options` causal=True: the hybrid's particles are the quadrature nodes of a density, which "
+                "have no token order to mask by (and its spectral phase has no causal mask); use causal=False, or "
+                "backend='particles' on Particles in token order.")
         return dict(options)
 
     # time is owned by the active phase
