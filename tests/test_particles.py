@@ -457,6 +457,16 @@ def test_particle_velocity_refuses_an_undefined_speed_factor(scheme, extra):
         assert np.all(np.isfinite(v))
 
 
+@pytest.mark.parametrize("scheme", ["pre-ln", "peri-ln"])
+def test_a_radius_driven_to_zero_is_named_when_the_steps_run_out(scheme):
+    # V = −I: dr/dt = −⟨θ, mean⟩ < 0 takes a radius to 0 in finite time, where dθ/dt = P_θA/s (s ∝ r) blows up;
+    # the adaptive run ended "Step 9e-13 < min_step" with the largest velocity and no word of the radius
+    p = mf.Particles(mf.Particles.uniform(5, seed=0).positions, radii=0.3)
+    tr = mf.simulate(mf.Model(2.0, scheme, V=-np.eye(3)), p, 1.0, backend="particles")
+    assert tr.status is mf.Status.STEP_TOO_SMALL
+    assert re.search(r"Token \d's radius is r = .*e-1\d, falling at dr/dt = -.*drives it to 0", tr.detail), tr.detail
+
+
 def test_a_zero_attention_stops_angpt_layers_with_that_diagnosis():
     # anGPT's layer normalizes A too (it has no speed row): V = 0 used to end in "reduce the step size"
     model = mf.Model(2.0, "angpt", V=np.zeros((3, 3)))

@@ -458,6 +458,22 @@ class ParticleStepper:
                 f"0 within {r / -rate:.3g}. A smaller step follows it closer to 0; if dr/dt stays negative, the "
                 "scheme's radial law drives this radius to 0 and no step size gets past that time.")
 
+    def _vanishing_radius(self, k1) -> str:
+        """Why the steps shrank, when a radius is about to reach 0 (the speed factor s ∝ r of every scheme with a
+        radius then sends dθ/dt = P_θA/s to infinity); "" otherwise."""
+        if not self.scheme.has_radius:
+            return ""
+        d = self.d
+        j = int(np.argmin(self.y[:, d]))
+        r = float(self.y[j, d])
+        with np.errstate(all="ignore"):
+            rate = float((k1 if k1 is not None else self.rhs(self.t, self.y))[j, d])
+        if not (rate < 0 and r / -rate < 1e-6):
+            return ""
+        return (f" Token {j}'s radius is r = {r:.3g}, falling at dr/dt = {rate:.3g}: the scheme's radial law drives it "
+                f"to 0 within {r / -rate:.3g}, where dθ/dt = P_θA/s blows up (s ∝ r); no step size gets past that "
+                "time.")
+
     def _advance_fixed(self, a, b):
         n = (b - a) / self.options["step"]
         nsteps = max(1, int(round(n)) if abs(n - round(n)) < 1e-9 * max(1.0, n) else int(np.ceil(n)))
@@ -517,7 +533,8 @@ class ParticleStepper:
                     self.detail = self._nonfinite(f"Non-finite velocity at t={t:.6g} (down to step {h:.3g}).")
                     return Status.NON_FINITE
                 speed = "" if k1 is None else f", where the largest velocity component is {np.max(np.abs(k1)):.3g}"
-                self.detail = f"Step {h:.3g} < min_step={o['min_step']:.3g} at t={t:.6g}{speed}."
+                self.detail = f"Step {h:.3g} < min_step={o['min_step']:.3g} at t={t:.6g}{speed}." + \
+                    self._vanishing_radius(k1)
                 return Status.STEP_TOO_SMALL
             last = t + h >= b - 1e-12 * max(1.0, abs(b))
             h_try = b - t if last else h
