@@ -489,3 +489,10 @@ def test_an_energy_that_overflows_float64_says_so_not_that_d_is_indefinite():
     from meanfield._energy._energy import EnergyEstimate, _undetermined_warning
     with pytest.warns(mf.MeanfieldWarning, match="indefinite"):      # a finite value without a digit: as before
         _undetermined_warning(EnergyEstimate(1.0, 2.0, "quadrature"))
+
+
+def test_energy_estimate_fields_are_plain_floats():
+    """The estimate's value and bound are Python floats, as documented (its repr showed np.float64(…))."""
+    est = energy_estimate(mf.Density.random(8, seed=0), BETA)
+    assert type(est.value) is float and type(est.error_bound) is float
+    assert "np.float64" not in repr(est)

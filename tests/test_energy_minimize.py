@@ -24,6 +24,16 @@ def test_circle_minimizer_cos2_coefficient():
     assert r.value < mf.energy(mf.Density.uniform(0, d=2), 1.0, D)
 
 
+def test_minimizer_value_and_certificate_are_plain_floats():
+    """``value`` and the certificate's numbers are Python floats, as documented (their repr showed np.float64(…))."""
+    r = mf.minimize_energy(1.0, np.diag([1.0, 1.05]), d=2, lmax=16)
+    c = r.certificate
+    assert type(r.value) is float
+    assert all(type(getattr(c, k)) is float for k in ("level", "support_residual", "off_support_violation",
+                                                       "support_fraction", "regularization", "regularization_energy"))
+    assert "np.float64" not in repr(c)
+
+
 def _discrete_minimum(beta, D, n):
     """min over probability measures on n equispaced points of S¹ of E_{β,D}, by NNLS (an independent method):
     min ‖L^T w‖² + c²(Σw − 1)² over w ≥ 0 with G = L Lᵀ, for a large c."""

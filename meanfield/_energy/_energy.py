@@ -71,6 +71,11 @@ class EnergyEstimate:
     error_bound: float
     method: str
 
+    def __post_init__(self):
+        # plain floats (the sums produce numpy scalars, whose repr is np.float64(…))
+        object.__setattr__(self, "value", float(self.value))
+        object.__setattr__(self, "error_bound", float(self.error_bound))
+
     def __float__(self):
         return float(self.value)
 
@@ -106,8 +111,8 @@ def uniform_energy(beta, D=None, d: int = 3) -> float:
     (βs_max)²/(4(k+1)²), so ⌊βs_max⌋ + 80 terms leave a tail below 4^{-80}.  For d ≤ 100 and βs_max > 1500
     the energy exceeds the float64 range (it is at least that of the rank-one D = s_max e₁e₁ᵀ, ~e^z z^{1−d})
     and ``inf`` is returned; in higher d the series is summed up to βs_max = 5000 (O((βs_max)²) work, ~3 s), where
-    the energy can still be finite (d = 4096, β = 1600: 3.27e123), and ``inf`` is returned when it overflows.  Special cases: D = I gives λ_0 = Γ(d/2)(2/β)^{d/2−1}I_{d/2−1}(β)
-    (sinh β/β on S²); d = 2, D = diag(d1, d2) gives I_0(β(d1+d2)/2) I_0(β(d1−d2)/2).
+    the energy can still be finite (d = 4096, β = 1600: 3.27e123), and ``inf`` is returned when it overflows.  Special cases: D = I gives 2βE = λ_0 = Γ(d/2)(2/β)^{d/2−1}I_{d/2−1}(β)
+    (sinh β/β on S²); d = 2, D = diag(d1, d2) gives 2βE = I_0(β(d1+d2)/2) I_0(β(d1−d2)/2).
     """
     beta = check_beta(beta)
     d = dimension(d)

@@ -221,7 +221,7 @@ def _energy_of(rho, K, shift, beta) -> float:
             f"the minimum's kernel level is {scaled:.3g} of the kernel's largest value e^(β‖D‖) = e^{shift:.4g}, "
             f"below float64 resolution of the discrete problem: its energy would have no correct digit. Lower "
             f"β‖D‖ (here {shift:.4g}), or use find_stationary(direction='descent') on particles.")
-    return scaled * np.exp(shift) / (2.0 * beta)
+    return float(scaled * np.exp(shift) / (2.0 * beta))
 
 
 def _certificate(phi, rho, m, M, E, tau, shift, beta, iters, solver, phi_everywhere=None):
@@ -233,8 +233,8 @@ def _certificate(phi, rho, m, M, E, tau, shift, beta, iters, solver, phi_everywh
     res_off = float(max(0.0, np.max(level - off, initial=-np.inf))) / level
     dev = rho - 1.0
     reg_e = tau * np.exp(shift) * float(dev @ (M @ dev)) / (2.0 * beta)
-    return OptimalityCertificate(level, res_on, res_off, float(np.mean(supp)), tau * np.exp(shift), reg_e,
-                                 solver, iters)
+    return OptimalityCertificate(float(level), res_on, res_off, float(np.mean(supp)), float(tau * np.exp(shift)),
+                                 float(reg_e), solver, iters)
 
 
 # ----------------------------------------------------------------------------------------------
