@@ -112,3 +112,84 @@ def test_pde_vs_particles_tutorial_code_runs_and_matches_its_table():
     quoted = np.array([float(c) for c in row[1:4]])          # the mean over three seeds; this is seed 0 alone
     assert scope["lmax"] == 32 and np.array_equal(scope["t"], [0.0, 1.0, 2.0])
     assert np.all(np.abs(np.log(scope["distance"] / quoted)) < np.log(1.5))
+
+
+def _run_python_blocks(name):
+    """Execute the ```python blocks of a docs page in one namespace; check every ``print(...)  # → TEXT``.
+
+    A line whose comment starts with ``# → `` must print exactly TEXT (up to two spaces, after which a remark
+    may follow).  Returns the namespace."""
+    text = _read(name)
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, f"{name} has no python code blocks"
+    printed = {}
+
+    def record(*args, **kwargs):
+        frame = sys._getframe(1)
+        printed[(frame.f_code.co_filename, frame.f_lineno)] = " ".join(str(a) for a in args)
+
+    scope = {"print": record}
+    checked = 0
+    for i, code in enumerate(blocks):
+        filename = f"{name}[block {i}]"
+        exec(compile(code, filename, "exec"), scope)
+        for lineno, line in enumerate(code.splitlines(), 1):
+            if "# → " in line:
+                expected = line.split("# → ", 1)[1].split("  ")[0].strip()
+                assert printed.get((filename, lineno)) == expected, (filename, lineno, line)
+                checked += 1
+    scope["_checked"] = checked
+    return scope
+
+
+@pytest.mark.slow
+def test_energy_extrema_tutorial_code_prints_what_it_quotes():
+    """docs/tutorials/energy_extrema.md: its code blocks run and print what their comments say, and its energy
+    table is what mf.energy returns, against the closed forms it names (about 15 s: two FE minimizers on S²,
+    three particle flows)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mf.MeanfieldWarning)            # none expected
+        scope = _run_python_blocks("tutorials/energy_extrema.md")
+    assert scope["_checked"] >= 20
+    text = _read("tutorials/energy_extrema.md")
+    for name, (measure, closed) in scope["measures"].items():
+        row = _table_row(text, name, exact=True)
+        assert row is not None, name
+        assert row[2] == f"{scope['energies'][name]:.12f}"
+        assert abs(scope["energies"][name] / closed - 1) < 1e-14          # rounding of the closed form's own terms
+        assert abs(float(row[3])) < 1e-14
+    row = _table_row(text, "uniform on S¹, β = 1, D = diag(1, 0.3)", exact=True)
+    assert row[2] == f"{scope['aniso']:.12f}"
+    from scipy import special
+    assert scope["aniso"] == pytest.approx(special.i0(0.65) * special.i0(0.35) / 2, rel=1e-14)
+    # the residuals the prose quotes, to their order of magnitude (they are set by the selection pull of 1e-8)
+    assert scope["rho"].certificate.support_residual < 1e-8
+    assert scope["fe"].certificate.support_residual < 1e-7 and scope["fe"].certificate.support_fraction == 1.0
+    # the stationary clusters: E is the cluster formula Σ m_a m_b e^{β⟨c_a, D c_b⟩}/(2β)
+    c, m, D = scope["clusters"].centers, scope["clusters"].masses, scope["D"]
+    assert scope["end"].energy == pytest.approx(m @ np.exp(c @ D @ c.T) @ m / 2, rel=1e-12)
+
+
+def test_energy_extrema_tutorial_essentials():
+    """The fast part of the energy-extrema tutorial: the numbers it quotes from the design notes (DESIGN.md §5),
+    against the calls it shows (a few seconds)."""
+    from scipy import optimize
+
+    rho = mf.minimize_energy(1.0, np.diag([1.0, 1.05]), d=2)
+    assert f"{2 * rho.coeffs[2].real:.6f}" == "0.101668" and round(2 * rho.coeffs[2].real, 5) == 0.10167
+    assert rho.certificate.satisfied(1e-8)
+    top = mf.maximize_energy(1.0, np.diag([0.5, 1.0]), d=2, candidates=False, n_starts=4, seed=1)
+    assert top.kind == "dirac" and top.value == pytest.approx(np.e / 2, rel=1e-12)
+    pair = mf.maximize_energy(1.0, -np.eye(2), d=2, candidates=False, n_starts=4, seed=1)
+    assert pair.kind == "antipodal" and pair.value == pytest.approx(np.cosh(1.0) / 2, rel=1e-12)
+    square = mf.Particles(np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]]) / np.sqrt(2))
+    rect = mf.find_stationary(square, 1.0, [1.0, 0.5], direction="descent", tol=1e-11, check_every=5.0)
+    a2 = optimize.brentq(lambda a: np.tanh(a) - 0.5 * np.tanh(0.5 * (1 - a)), 0, 1, xtol=1e-15)
+    assert rect.converged and f"{a2:.8f}" == "0.19370612"
+    assert np.max(np.abs(rect.state.positions[:, 0] ** 2 - a2)) < 1e-10               # the flow's tol 1e-11
+    assert f"{rect.energy:.10f}" == "0.5513701486"
+    coarse = mf.minimize_energy(2.0, np.diag([0.6, 1.0, 1.4]), d=3, level=2)          # level 3 is in the slow test
+    assert f"{coarse.value:.12f}" == "0.382361411568"
+    assert "0.382361411568" in _read("tutorials/energy_extrema.md")
