@@ -342,6 +342,42 @@ def test_the_output_folder_cannot_be_a_file(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
+def test_a_file_no_sweep_wrote_is_refused_before_any_task_runs(tmp_path, capsys):
+    """A results.csv of the --output folder that no sweep wrote (a user's own) was replaced after every task had
+    run; with `table = ["csv"]` a results.jsonl was deleted; a sweep.toml was replaced by the sweep's copy."""
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0, 2.0] }\ntable = ["csv"]\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["sweep", str(cfg), "--serial", "--quiet", "--output", str(out)]
+    for name, text in [("results.csv", "run,energy\n1,0.5\n"), ("results.jsonl", '{"energy": 0.5}\n'),
+                       ("sweep.toml", "# another sweep\n"), ("results.csv", "key,status\nabc,OK\n")]:
+        (out / name).write_text(text)
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err
+        assert f"error: {str(out / name)!r} exists" in err and "Move the file away, or give another" in err
+        assert (out / name).read_text() == text and sorted(p.name for p in out.iterdir()) == [name]   # nothing ran
+        (out / name).unlink()
+    # the sweep's own table is rebuilt from the records: a rerun, another sweep and a rerun that redoes a task whose
+    # record was deleted replace it
+    assert cli.main(args) == 0
+    assert cli.main(args) == 0 and len((out / "results.csv").read_text().splitlines()) == 3
+    next(iter((out / "tasks").glob("*.json"))).unlink()
+    assert cli.main(args) == 0 and len(list((out / "tasks").glob("*.json"))) == 2
+    other = tmp_path / "other.toml"
+    other.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [3.0] }\n')
+    assert cli.main(["sweep", str(other), "--serial", "--quiet", "--output", str(out)]) == 0
+    assert (out / "sweep.toml").read_text() == other.read_text()
+    assert len((out / "results.jsonl").read_text().splitlines()) == 1
+    # the same, from Python (a sweep given as a dict writes sweep.json)
+    import tomllib
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "sweep.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="sweep.json' exists, is not this sweep's file"):
+        run_sweep(parse_sweep(tomllib.loads(other.read_text())), fresh, serial=True, progress=False)
+
+
 def test_every_task_is_checked_before_any_runs(tmp_path, capsys):
     """An option the backend does not take, a scheme typo or a seed of the wrong type stopped only the tasks
     that had it, as ERROR rows after the cluster started; now the sweep stops up front (exit 2), as `run` does."""

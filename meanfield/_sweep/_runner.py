@@ -11,7 +11,9 @@ Layout of the output folder ``DIR``::
 
 A rerun skips every task that has a record (whatever its run status) except those recorded as
 ``ERROR`` (an exception: retried, since it may have been transient, e.g. a lost worker).  A task interrupted
-(Ctrl-C, SIGTERM: its run returns status ``INTERRUPTED``) is not finished: it gets no record.
+(Ctrl-C, SIGTERM: its run returns status ``INTERRUPTED``) is not finished: it gets no record.  A file of one of
+these names that no sweep wrote (a table without recorded rows, a sweep file in a folder where no sweep ran) is
+refused before any task runs (:func:`meanfield._sweep._outdir.refuse_foreign_files`).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from .._durable import replace_durably
 from .._errors import MeanfieldError
 from .._io import json_text, json_value
+from ._outdir import TABLE_FILES, definition_files, refuse_foreign_files
 from ._spec import SweepSpec, Task
 
 ERROR = "ERROR"
@@ -165,9 +168,6 @@ def _ran_with(task: Task, name: str):
     return task.config.get(table, {}).get(key)
 
 
-TABLE_FILES = {"jsonl": "results.jsonl", "csv": "results.csv"}
-
-
 def write_tables(out_dir: Path, spec: SweepSpec, records: dict) -> list:
     """Assemble ``results.csv`` / ``results.jsonl`` from the records (atomically); returns the paths.  A table
     this sweep does not ask for is removed (an earlier sweep's would be read as this one's, stale)."""
@@ -283,6 +283,12 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
         The rows of every recorded task (this run's and earlier ones), the counts ``ran`` and
         ``skipped``, and the table paths.  A task whose run failed or ended early is a row with its
         status, not an exception.
+
+    Raises
+    ------
+    FileExistsError
+        ``out_dir`` holds a ``results.csv``, ``results.jsonl``, ``sweep.toml`` or ``sweep.json`` that no sweep
+        wrote (checked before any task runs; the sweep would replace it).
     """
     if isinstance(spec, (str, os.PathLike)):
         from ._spec import load_sweep
@@ -300,6 +306,7 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
     if max_tasks is not None:
         max_tasks = nonneg_int("max_tasks", max_tasks)
     out = Path(out_dir)
+    refuse_foreign_files(out, spec)      # a results.csv no sweep wrote was replaced, after every task had run
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     with _lock(out):
         return _run_locked(spec, out, client, workers, scheduler, serial, progress, max_tasks, threads)
@@ -313,12 +320,11 @@ def _lock(out: Path):
 
 
 def _run_locked(spec, out, client, workers, scheduler, serial, progress, max_tasks, threads) -> SweepResult:
-    if spec.text:
-        _atomic_write(out / "sweep.toml", spec.text)
-        (out / "sweep.json").unlink(missing_ok=True)
-    elif spec.definition:       # given as a dict: the fixed settings would otherwise be written nowhere
-        _atomic_write(out / "sweep.json", json_text(spec.definition, sort_keys=True))
-        (out / "sweep.toml").unlink(missing_ok=True)
+    for name, text in definition_files(spec).items():
+        if text is None:
+            (out / name).unlink(missing_ok=True)
+        else:
+            _atomic_write(out / name, text)
     records = read_records(out)
     todo = [t for t in spec.tasks if records.get(t.key, {}).get("status", ERROR) in RETRIED]
     todo_limit = len(todo) if max_tasks is None else max_tasks
