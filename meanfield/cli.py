@@ -82,6 +82,8 @@ def _parser():
     sweep.add_argument("config", help="TOML sweep file")
     sweep.add_argument("--workers", type=int, default=None, help="local workers (default: the usable cores)")
     sweep.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")
+    sweep.add_argument("--connect-timeout", type=float, default=None, metavar="SECONDS",
+                       help="with --scheduler: seconds to wait for the scheduler to answer (default: 5)")
     sweep.add_argument("--serial", action="store_true",
                        help="run the tasks one after the other in this process (no dask cluster)")
     sweep.add_argument("--output", required=True, help="folder for the results table and per-task files")

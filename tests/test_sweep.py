@@ -164,6 +164,35 @@ def test_cli_sweep_on_a_scheduler(client, tmp_path, capsys):
     assert "valid keys of [model]" in capsys.readouterr().err
 
 
+def test_an_unreachable_scheduler_fails_fast_and_says_so(tmp_path, capsys):
+    """--scheduler with nothing listening waited dask's default 30 s, then said only "Timed out trying to connect";
+    now 5 s (--connect-timeout / connect_timeout), and the message names the address and what to check."""
+    import socket
+    with socket.socket() as s:          # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
+    args = ["sweep", str(cfg), "--scheduler", address, "--output", str(tmp_path / "out"), "--quiet"]
+    t0 = time.perf_counter()
+    assert cli.main(args) == 2
+    assert time.perf_counter() - t0 < 15
+    err = capsys.readouterr().err
+    assert f"error: could not connect to the dask scheduler at {address!r}" in err and "allow more than 5 s" in err
+    t0 = time.perf_counter()
+    assert cli.main(args + ["--connect-timeout", "0.5"]) == 2
+    assert time.perf_counter() - t0 < 10 and "allow more than 0.5 s" in capsys.readouterr().err
+    with pytest.raises(ConnectionError, match=re.escape(f"could not connect to the dask scheduler at {address!r}")):
+        run_sweep(_spec(cfg.read_text()), tmp_path / "api", scheduler=address, connect_timeout=0.5, progress=False)
+    for extra, match in [(["--connect-timeout", "0"], "`--connect-timeout` must be finite and > 0"),
+                         (["--serial", "--connect-timeout", "2"], "give it with `--scheduler`")]:
+        assert cli.main(["sweep", str(cfg), "--output", str(tmp_path / "o"), *extra] +
+                        (["--scheduler", address] if "--serial" not in extra else [])) == 2
+        assert match in capsys.readouterr().err
+    with pytest.raises(ValueError, match="`connect_timeout` must be finite and > 0; got connect_timeout=-1"):
+        run_sweep(_spec(cfg.read_text()), tmp_path / "api", scheduler=address, connect_timeout=-1, progress=False)
+
+
 @pytest.mark.parametrize("extra, match", [
     ("[sweep]\nobservables = [\"energy\"]\n", "needs `grid`"),
     ("[sweep]\ngrid = { \"model.beta\" = [1.0] }\nbogus = 1\n",

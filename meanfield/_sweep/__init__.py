@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ._distributed import distributed_particles_sh as distributed_particles_sh
 from ._observables import OBSERVABLES as OBSERVABLES
-from ._runner import SweepResult as SweepResult, run_sweep as run_sweep, run_task as run_task
+from ._runner import CONNECT_TIMEOUT, SweepResult as SweepResult, run_sweep as run_sweep, run_task as run_task
 from ._spec import SweepSpec as SweepSpec, load_sweep as load_sweep, parse_sweep as parse_sweep
 
 
@@ -30,10 +30,11 @@ def main(args) -> int:
     serial = getattr(args, "serial", False)
     if serial and (args.workers is not None or args.scheduler is not None):
         raise ValueError("`--serial` runs the tasks in this process: it takes no `--workers` or `--scheduler`.")
+    timeout = _connect_timeout(args)
     _check_output_folder(Path(args.output))
     try:
         result = run_sweep(spec, args.output, workers=args.workers, scheduler=args.scheduler, serial=serial,
-                           progress=not args.quiet)
+                           progress=not args.quiet, connect_timeout=timeout)
     except KeyboardInterrupt:
         print(f"meanfield sweep: interrupted; the finished tasks are recorded in {args.output!r}: "
               "run the same command again to continue.", file=sys.stderr)
@@ -49,6 +50,18 @@ def main(args) -> int:
             print(f"  {r['status']}: {r['key']} {_params(r, spec)}: {r['error']}", file=sys.stderr)
         print("table: " + ", ".join(str(p) for p in result.paths))
     return 0 if result.success else 1
+
+
+def _connect_timeout(args) -> float:
+    """``--connect-timeout``, checked: only with ``--scheduler`` (the time to reach it); default CONNECT_TIMEOUT."""
+    from .._validate import positive_float
+
+    timeout = getattr(args, "connect_timeout", None)
+    if timeout is None:
+        return CONNECT_TIMEOUT
+    if args.scheduler is None:
+        raise ValueError("`--connect-timeout` is the time to reach a `--scheduler`; give it with `--scheduler`.")
+    return positive_float("--connect-timeout", timeout)
 
 
 def _check_output_folder(out: Path) -> None:

@@ -36,6 +36,9 @@ from ._spec import SweepSpec, Task
 ERROR = "ERROR"
 INTERRUPTED = "INTERRUPTED"     # Status.INTERRUPTED.name: a task stopped by Ctrl-C / SIGTERM, not finished
 RETRIED = (ERROR, INTERRUPTED)  # records a rerun runs again (INTERRUPTED ones: written by earlier versions)
+# seconds to reach a --scheduler: dask's default (30 s) made a mistyped address look like a hang; a scheduler
+# answers within milliseconds on a local network
+CONNECT_TIMEOUT = 5.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,7 +253,7 @@ class SweepResult:
 
 def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = None, scheduler: str | None = None,
               serial: bool = False, progress: bool = True, max_tasks: int | None = None,
-              threads: int = 1) -> SweepResult:
+              threads: int = 1, connect_timeout: float = CONNECT_TIMEOUT) -> SweepResult:
     """Run every task of ``spec`` that has no record in ``out_dir`` yet; assemble the table.
 
     Parameters
@@ -276,6 +279,8 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
         Stop after this many newly finished tasks, ≥ 0 (the rest stays for a rerun; 0 only assembles the table).
     threads : int
         meanfield's threads per task, ≥ 1 (ducc0 transforms, attention blocks); 1 suits one task per core.
+    connect_timeout : float
+        Seconds to wait for the ``scheduler`` to answer (default 5; dask's own default is 30).
 
     Returns
     -------
@@ -289,6 +294,8 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
     FileExistsError
         ``out_dir`` holds a ``results.csv``, ``results.jsonl``, ``sweep.toml`` or ``sweep.json`` that no sweep
         wrote (checked before any task runs; the sweep would replace it).
+    ConnectionError
+        The ``scheduler`` did not answer within ``connect_timeout`` seconds (or is not a dask scheduler).
     """
     if isinstance(spec, (str, os.PathLike)):
         from ._spec import load_sweep
@@ -296,7 +303,7 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
     if not isinstance(spec, SweepSpec):
         raise TypeError(f"`spec` must be a SweepSpec (load_sweep, parse_sweep) or a sweep file's path; "
                         f"got {type(spec).__name__}.")
-    from .._validate import flag, nonneg_int
+    from .._validate import flag, nonneg_int, positive_float
 
     serial, progress = flag("serial", serial), flag("progress", progress)   # serial="no" ran serially
     if workers is not None:           # 0 read as "unset" (all the cores) before
@@ -305,11 +312,12 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
         threads = nonneg_int("threads", threads, minimum=1)
     if max_tasks is not None:
         max_tasks = nonneg_int("max_tasks", max_tasks)
+    connect = (scheduler, positive_float("connect_timeout", connect_timeout))
     out = Path(out_dir)
     refuse_foreign_files(out, spec)      # a results.csv no sweep wrote was replaced, after every task had run
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     with _lock(out):
-        return _run_locked(spec, out, client, workers, scheduler, serial, progress, max_tasks, threads)
+        return _run_locked(spec, out, client, workers, connect, serial, progress, max_tasks, threads)
 
 
 def _lock(out: Path):
@@ -319,7 +327,7 @@ def _lock(out: Path):
     return held(out / ".lock", f"another sweep is running in {str(out)!r}")
 
 
-def _run_locked(spec, out, client, workers, scheduler, serial, progress, max_tasks, threads) -> SweepResult:
+def _run_locked(spec, out, client, workers, connect, serial, progress, max_tasks, threads) -> SweepResult:
     for name, text in definition_files(spec).items():
         if text is None:
             (out / name).unlink(missing_ok=True)
@@ -345,7 +353,7 @@ def _run_locked(spec, out, client, workers, scheduler, serial, progress, max_tas
                 ran += 1
                 _tick(bar, row)
         else:
-            ran = _run_dask(spec, todo, out, records, bar, client, workers, scheduler, todo_limit, threads)
+            ran = _run_dask(spec, todo, out, records, bar, client, workers, connect, todo_limit, threads)
     finally:
         if bar is not None:
             bar.close()
@@ -353,10 +361,10 @@ def _run_locked(spec, out, client, workers, scheduler, serial, progress, max_tas
     return SweepResult(table_rows(spec, records), ran, skipped, paths, tasks=len(spec.tasks))
 
 
-def _run_dask(spec, todo, out, records, bar, client, workers, scheduler, limit, threads) -> int:
+def _run_dask(spec, todo, out, records, bar, client, workers, connect, limit, threads) -> int:
     from distributed import as_completed
 
-    with _client(client, workers, scheduler) as c:
+    with _client(client, workers, connect) as c:
         run_id = uuid.uuid4().hex[:8]     # fresh dask keys: a retried task is really run again
         # absolute: a worker of --scheduler has its own working directory, where a relative --output put its HDF5 files
         where = str(out.resolve())
@@ -388,14 +396,16 @@ def _run_dask(spec, todo, out, records, bar, client, workers, scheduler, limit, 
 
 
 @contextlib.contextmanager
-def _client(client, workers, scheduler):
+def _client(client, workers, connect):
+    """The given client; else one of the scheduler of ``connect`` = (address or None, timeout); else of a new
+    LocalCluster of ``workers`` processes."""
     if client is not None:
         yield client
         return
     from distributed import Client, LocalCluster
 
-    if scheduler is not None:
-        with Client(scheduler) as c:
+    if connect[0] is not None:
+        with _connect(*connect) as c:
             yield c
         return
     n = _usable_cores() if workers is None else workers
@@ -404,6 +414,23 @@ def _client(client, workers, scheduler):
                                silence_logs=40)
     with cluster, Client(cluster) as c:
         yield c
+
+
+def _connect(address: str, timeout: float):
+    """A ``distributed.Client`` of the scheduler at ``address``, or a ConnectionError naming it after ``timeout`` s.
+
+    Any failure counts as "could not connect": a refused or silent address times out (OSError), an unknown scheme is a
+    ValueError, and a service that is not a dask scheduler answers with bytes whose decoding failed (a MemoryError
+    for an "array" of exabytes was seen, which the command line then blamed on the sweep's sizes).
+    """
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=timeout)
+    except Exception as e:   # noqa: BLE001 - see the docstring; the cause is in the message
+        raise ConnectionError(f"could not connect to the dask scheduler at {address!r} ({type(e).__name__}: {e}); "
+                              "check the address (e.g. tcp://host:8786) and that a dask scheduler is running there, "
+                              f"or allow more than {timeout:g} s (connect_timeout, --connect-timeout).") from None
 
 
 @contextlib.contextmanager
