@@ -644,11 +644,56 @@ def test_a_parameter_a_set_does_not_name_shows_the_value_the_task_ran_with(tmp_p
 
 def test_local_workers_leave_ctrl_c_to_the_sweep():
     """A Ctrl-C reaches the whole process group: each local worker died with a page of tracebacks before the
-    sweep's "interrupted" line.  The workers start with SIGINT ignored; this process keeps its handler."""
+    sweep's "interrupted" line.  The workers start with SIGINT blocked; this process keeps its handler, unblocked."""
     from meanfield._sweep._distributed import _local_client
-    from meanfield._sweep._runner import _client
+    from meanfield._sweep._runner import CONNECT_TIMEOUT, _client
     mine = signal.getsignal(signal.SIGINT)
-    for start in (lambda: _client(None, 1, None), lambda: _local_client(None, 1)):     # sweep, distributed particles-sh
-        with start() as c:
+    for start in (lambda: _client(None, 1, (None, CONNECT_TIMEOUT)), lambda: _local_client(None, 1)):
+        with start() as c:      # a sweep's cluster, a distributed particles-sh run's
             assert signal.getsignal(signal.SIGINT) is mine
-            assert list(c.run(lambda: signal.getsignal(signal.SIGINT) == signal.SIG_IGN).values()) == [True]
+            assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+            blocked = lambda: signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])     # noqa: E731
+            assert list(c.run(blocked).values()) == [True] and c.submit(blocked, pure=False).result()
+
+
+def test_a_ctrl_c_while_the_local_workers_start_stops_the_sweep(tmp_path):
+    """The workers were started with SIGINT ignored in the whole process, so a Ctrl-C pressed during the seconds they
+    take to start was dropped and the sweep ran on.  Now it stops: the one-line message, exit status 1, no traceback,
+    no process left behind."""
+    psutil = pytest.importorskip("psutil")
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0, 2.0] }\n')
+    cmd = [sys.executable, "-m", "meanfield", "sweep", str(cfg), "--workers", "2", "--output", str(tmp_path / "out"),
+           "--quiet"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not _starting_worker(psutil, proc.pid):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)         # what the terminal does: the whole group, workers included
+    t0 = time.time()
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 1 and time.time() - t0 < 60, err
+    assert "meanfield sweep: interrupted; the finished tasks are recorded in" in err and "Traceback" not in err, err
+    while time.time() < deadline and _session(psutil, proc.pid):
+        time.sleep(0.1)
+    assert not _session(psutil, proc.pid)
+
+
+def _starting_worker(psutil, pid) -> bool:
+    """Whether a worker process of ``pid`` has been spawned (multiprocessing's spawn_main: it is still starting)."""
+    try:
+        return any("spawn_main" in " ".join(c.cmdline()) for c in psutil.Process(pid).children())
+    except psutil.Error:
+        return False
+
+
+def _session(psutil, sid) -> list:
+    """The processes left in the session ``sid``."""
+    left = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == sid:
+                left.append(p)
+        except (OSError, psutil.Error):
+            pass
+    return left

@@ -418,13 +418,12 @@ def _local_client(client, workers):
     if client is not None:
         yield client
         return
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from ._runner import _usable_cores, _workers_ignore_ctrl_c
-    with _workers_ignore_ctrl_c():       # a Ctrl-C stops the run here (status INTERRUPTED), not each worker
-        cluster = LocalCluster(n_workers=workers or _usable_cores(), threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=40)
-    with cluster, Client(cluster) as c:
+    from ._local import local_cluster
+    from ._runner import _usable_cores
+    # a Ctrl-C stops the run here (status INTERRUPTED), not each worker, also while they start
+    with local_cluster(workers or _usable_cores()) as cluster, Client(cluster) as c:
         yield c
 
 

@@ -402,17 +402,15 @@ def _client(client, workers, connect):
     if client is not None:
         yield client
         return
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from ._local import local_cluster
 
     if connect[0] is not None:
         with _connect(*connect) as c:
             yield c
         return
-    n = _usable_cores() if workers is None else workers
-    with _workers_ignore_ctrl_c():
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=40)
-    with cluster, Client(cluster) as c:
+    with local_cluster(_usable_cores() if workers is None else workers) as cluster, Client(cluster) as c:
         yield c
 
 
@@ -431,27 +429,6 @@ def _connect(address: str, timeout: float):
         raise ConnectionError(f"could not connect to the dask scheduler at {address!r} ({type(e).__name__}: {e}); "
                               "check the address (e.g. tcp://host:8786) and that a dask scheduler is running there, "
                               f"or allow more than {timeout:g} s (connect_timeout, --connect-timeout).") from None
-
-
-@contextlib.contextmanager
-def _workers_ignore_ctrl_c():
-    """SIGINT ignored while local worker processes start, so that they inherit it ignored.
-
-    A Ctrl-C reaches every process of the terminal's group: each local worker died with a page of tracebacks
-    (asyncio, nanny, broken pipes) before the sweep's own "interrupted" line.  This process handles the Ctrl-C
-    and closes the cluster.  (A Ctrl-C in the few seconds the workers take to start is ignored too.)
-    """
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _usable_cores() -> int:
