@@ -565,6 +565,43 @@ def test_distributed_arguments_are_checked_before_a_cluster_starts(monkeypatch, 
         distributed_particles_sh(mf.Model(beta=2.0), 10, 0.2, **{"step": 0.1, **kwargs})
 
 
+def test_a_token_count_beyond_memory_is_refused_before_any_work(client, monkeypatch):
+    """distributed_particles_sh(model, 10**15, …) started a local cluster, and then each shard failed to allocate
+    its tokens (numpy's MemoryError from a worker); on a given cluster the shards were submitted unchecked."""
+    from meanfield._sweep import _distributed
+    model = mf.Model(beta=2.0)
+
+    def no_cluster(client, workers):
+        raise AssertionError("a cluster was started before the memory was checked")
+    with monkeypatch.context() as m:
+        m.setattr(_distributed, "_local_client", no_cluster)
+        for gather, advice in [(True, "lower `particles` (the token count), pass gather=False, or pass client="),
+                               (False, "lower `particles` (the token count), or pass client=")]:
+            with pytest.raises(mf.InsufficientMemoryError, match=re.escape("distributed_particles_sh with particles="
+                               "1000000000000000 tokens on a local cluster (about 560 bytes per token")) as info:
+                distributed_particles_sh(model, 10**15, 0.2, step=0.1, gather=gather)
+            assert str(info.value).endswith(advice + " a cluster with more memory.")
+    # a given cluster: each worker's shards against its memory limit, the gathered states against this process's
+    # memory; InsufficientMemoryError, not the MemoryError of a shard that tried
+    with pytest.raises(mf.InsufficientMemoryError, match=r"particles=10000000000000 tokens in 2 shards needs about "
+                       r"[\d.]+ GiB on worker tcp://[\d.:]+ \(about 560 bytes per token\) but its memory limit is"):
+        distributed_particles_sh(model, 10**13, 0.2, step=0.1, client=client, gather=False)
+    with pytest.raises(mf.InsufficientMemoryError, match=r"gathering particles=10000000000000 tokens at 3 saved times"):
+        distributed_particles_sh(model, 10**13, 0.2, step=0.1, save_every=0.1, client=client)
+
+
+def test_a_sweep_task_with_a_token_count_beyond_memory_is_refused_up_front(tmp_path, capsys):
+    """Every task's initial measure is checked (and its memory with it) when the sweep file is read: refused before
+    a cluster starts, named by the task's parameters."""
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(BASE + '[sweep]\ngrid = { "run.backend" = ["particles-sh"], "initial.n" = [12, 1000000000000000] }\n')
+    assert cli.main(["sweep", str(cfg), "--workers", "1", "--output", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "task {'run.backend': 'particles-sh', 'initial.n': 1000000000000000}: [initial] n=1000000000000000 " \
+           "tokens needs about" in err and "lower `n`" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_interrupted_task_is_not_recorded_and_stops_a_serial_sweep(tmp_path, monkeypatch):
     """simulate() turns a Ctrl-C / SIGTERM into status INTERRUPTED: the task was recorded as finished (never run
     again) and a serial sweep went on, every later task "interrupted" in turn (the flag stays set)."""

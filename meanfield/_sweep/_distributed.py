@@ -19,6 +19,10 @@ import time
 import numpy as np
 
 _SH_OPTIONS = ("tol", "lmax", "epsilon", "threads")
+# bytes per token that a shard holds while it steps: 530 measured (tracemalloc peak of a Shard's RK4 stages,
+# diagnostics and state, N = 4·10⁵, Post-LN and Pre-LN), most of it the spectral velocity's workspace (32 floats)
+SHARD_BYTES_PER_TOKEN = 560.0
+GATHER_BYTES_PER_TOKEN = 40.0     # a gathered state: position (3 floats), weight and radius
 
 
 def _shard_class():
@@ -225,6 +229,13 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
         ``backend="particles-sh"`` with the backend's diagnostics (sums and extrema combined over
         the shards) and ``steps`` (``t``, ``dt``); equal to ``simulate(..., backend="particles-sh",
         step=step)`` to rounding.
+
+    Raises
+    ------
+    InsufficientMemoryError
+        Before any work is submitted: the tokens (about ``SHARD_BYTES_PER_TOKEN`` = 560 bytes each while a shard
+        steps) do not fit in this machine's available memory for a local cluster, or a worker's shards exceed 80 %
+        of its memory limit; or the states gathered at the saved times do not fit in this process.
     """
     from .._measures import Particles
     from .._model import Model
@@ -280,14 +291,17 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
         seed = nonneg_int("seed", seed)
     gather = flag("gather", gather)        # "no" would gather every state
     progress = flag("progress", progress)
+    _check_memory_here(n_total, len(times) if gather else 0, local=client is None)
 
     with _local_client(client, workers) as c:
-        addrs = _worker_addresses(c)
+        info = _workers(c)
+        addrs = sorted(info)
         n_shards = len(addrs) if shards is None else shards
         if not 1 <= n_shards <= n_total:
             raise ValueError(f"`shards` must be in [1, {n_total}] (the token count; default: one per worker, "
                              f"{len(addrs)} here); got shards={shards!r}.")
         bounds = np.linspace(0, n_total, n_shards + 1).astype(int)
+        _check_worker_memory(info, addrs, np.diff(bounds), n_total)
         seeds = np.random.SeedSequence(seed).spawn(n_shards)
         futures = []      # referenced until the end: an actor lives as long as its future
         for k in range(n_shards):
@@ -427,12 +441,53 @@ def _local_client(client, workers):
         yield c
 
 
-def _worker_addresses(client) -> list:
+def _workers(client) -> dict:
+    """address → the scheduler's information on that worker (``memory_limit``, …), for every worker."""
     try:
         info = client.scheduler_info(n_workers=-1)
     except TypeError:   # distributed < 2025: every worker is listed
         info = client.scheduler_info()
-    addrs = sorted(info["workers"])
-    if not addrs:
+    if not info["workers"]:
         raise RuntimeError("the dask cluster has no workers.")
-    return addrs
+    return info["workers"]
+
+
+def _worker_addresses(client) -> list:
+    return sorted(_workers(client))
+
+
+def _check_memory_here(n_total: int, saves: int, local: bool) -> None:
+    """Refuse, before a local cluster starts, tokens that this machine cannot hold: all the shards of a local
+    cluster, and the states gathered at ``saves`` saved times (0: ``gather=False``).  A token count was not checked:
+    N = 10¹⁵ started the cluster, and each shard then failed to allocate its tokens."""
+    from .._memory import require
+
+    gathered = saves * n_total * GATHER_BYTES_PER_TOKEN
+    if local:
+        states = f", and the states of {saves} saved times" if saves else ""
+        require(n_total * SHARD_BYTES_PER_TOKEN + gathered,
+                f"distributed_particles_sh with particles={n_total} tokens on a local cluster (about "
+                f"{SHARD_BYTES_PER_TOKEN:.0f} bytes per token{states})",
+                f"lower `particles` (the token count){', pass gather=False' if saves else ''}, or pass client= a "
+                "cluster with more memory.")
+    elif saves:
+        require(gathered, f"distributed_particles_sh gathering particles={n_total} tokens at {saves} saved times",
+                "pass gather=False (the diagnostics only), save fewer times, or lower `particles` (the token count).")
+
+
+def _check_worker_memory(info: dict, addrs: list, sizes, n_total: int) -> None:
+    """Refuse, before any shard is submitted, a worker's shards (shard k goes to worker k mod workers) beyond 80 %
+    of its memory limit (the fraction :func:`meanfield._memory.require` allows; dask pauses a worker there)."""
+    from .._errors import InsufficientMemoryError
+
+    need = dict.fromkeys(addrs, 0.0)
+    for k, size in enumerate(sizes):
+        need[addrs[k % len(addrs)]] += float(size) * SHARD_BYTES_PER_TOKEN
+    for addr, nbytes in need.items():
+        limit = info[addr].get("memory_limit") or 0       # 0 or None: no limit set, nothing to check against
+        if limit and nbytes > 0.8 * limit:
+            raise InsufficientMemoryError(
+                f"distributed_particles_sh with particles={n_total} tokens in {len(sizes)} shards needs about "
+                f"{nbytes / 2**30:.2f} GiB on worker {addr} (about {SHARD_BYTES_PER_TOKEN:.0f} bytes per token) but "
+                f"its memory limit is {limit / 2**30:.2f} GiB; lower `particles` (the token count), or run on more "
+                "workers.")
