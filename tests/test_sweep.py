@@ -594,7 +594,8 @@ def test_a_sweep_task_with_a_token_count_beyond_memory_is_refused_up_front(tmp_p
     """Every task's initial measure is checked (and its memory with it) when the sweep file is read: refused before
     a cluster starts, named by the task's parameters."""
     cfg = tmp_path / "s.toml"
-    cfg.write_text(BASE + '[sweep]\ngrid = { "run.backend" = ["particles-sh"], "initial.n" = [12, 1000000000000000] }\n')
+    cfg.write_text(BASE + '[sweep]\ngrid = { "run.backend" = ["particles-sh"], "initial.n" = [12, 10000000000000'
+                          '00] }\n')
     assert cli.main(["sweep", str(cfg), "--workers", "1", "--output", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "task {'run.backend': 'particles-sh', 'initial.n': 1000000000000000}: [initial] n=1000000000000000 " \

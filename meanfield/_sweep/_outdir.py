@@ -33,9 +33,9 @@ def refuse_foreign_files(out: Path, spec) -> None:
 
     A table (``results.csv``, ``results.jsonl``) is a sweep's when it has a sweep table's columns and no rows or a
     row whose key has a record in ``out/tasks`` (not every row: a record deleted to have its task run again leaves
-    its row behind, which the rerun replaces); an empty file holds nothing to lose.  ``sweep.toml`` / ``sweep.json`` are the
-    sweep's when they hold what this run writes, or when ``out`` has a ``tasks`` folder (a sweep ran there: the file
-    is its copy of the sweep that ran last, which the next sweep replaces).
+    its row behind, which the rerun replaces); an empty file holds nothing to lose.  ``sweep.toml`` and
+    ``sweep.json`` are the sweep's when they hold what this run writes, or when ``out`` has a ``tasks`` folder (a
+    sweep ran there: the file is its copy of the sweep that ran last, which the next sweep replaces).
 
     Parameters
     ----------
