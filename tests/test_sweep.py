@@ -707,6 +707,7 @@ def test_a_ctrl_c_while_the_local_workers_start_stops_the_sweep(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not _starting_worker(psutil, proc.pid):
         time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()[1]
     os.killpg(proc.pid, signal.SIGINT)         # what the terminal does: the whole group, workers included
     t0 = time.time()
     err = proc.communicate(timeout=120)[1]
