@@ -332,6 +332,16 @@ def test_kernel_sums_shift_each_row_by_its_own_largest_exponent():
     assert mf.energy(pair, 800.0, -1.0) == pytest.approx(np.exp(400 - np.log(3200)), rel=1e-12)
 
 
+def test_a_sum_whose_largest_term_alone_overflows_is_not_returned_as_inf():
+    # each row was scaled back by e^{shift}, which overflows beyond 709.78 although the row's sum (its largest term
+    # times a weight < 1) does not: the energy e^{709.1} and the first variation e^{702.7} both returned inf
+    poles = mf.Particles([[0, 0, 1.0], [0, 0, -1.0]])        # weights ½: E = cosh β/(2β), δE/δμ(north) = cosh β/β
+    beta = 717.1
+    assert mf.energy(poles, beta) == pytest.approx(np.exp(beta - np.log(4 * beta)), rel=1e-13)
+    assert mf.first_variation(poles, 710.0, points=[[0, 0, 1.0]])[0] == pytest.approx(np.exp(710 - np.log(1420)),
+                                                                                     rel=1e-13)
+
+
 def test_the_quadrature_bound_covers_the_rounding_amplified_by_an_indefinite_kernel():
     from scipy import special
     # ρ = 31((1+z)/2)^30 (mass 1), D = −I, β = 100: independent value from a positive double integral in

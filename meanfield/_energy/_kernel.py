@@ -121,8 +121,7 @@ def kernel_sums(targets, points, weights, beta: float, D: np.ndarray, *, moment:
     M : ndarray, shape (m, d)  (only with ``moment=True``)
     """
     out, shift = _scaled_kernel_sums(targets, points, weights, beta, D, moment, chunk)
-    with np.errstate(over="ignore"):
-        out *= np.exp(shift)[:, None]
+    _unscale(out, shift)
     if moment:
         return out[:, 0], out[:, 1:]
     return out[:, 0]
@@ -153,12 +152,36 @@ def _scaled_kernel_sums(targets, points, weights, beta, D, moment=False, chunk=N
     return out, shift
 
 
+_LOG_FLOAT_MAX = float(np.log(np.finfo(float).max))   # 709.78
+
+
+def _unscale(out, shift) -> None:
+    """out *= e^{shift} row-wise, in place.  A row whose e^{shift} alone overflows (shift > 709.78) is multiplied by
+    e^{shift/2} twice: its scaled sum is at most Σ|a_k| (1/n for particles), and the product is finite whenever the
+    row's value is (e^{shift} → inf made Z = inf at β‖D‖ = 720 for a Z of 10³⁰³)."""
+    big = shift > _LOG_FLOAT_MAX
+    out[~big] *= np.exp(shift[~big])[:, None]
+    if np.any(big):
+        half = np.exp(0.5 * shift[big])[:, None]
+        with np.errstate(over="ignore"):
+            out[big] = out[big] * half * half
+
+
 def pair_energy(points, weights, beta: float, D: np.ndarray) -> float:
     """(1/2β) Σ_jk a_j a_k e^{β⟨y_j, D y_k⟩}, chunked, any d (the direct O(n²) sum)."""
     a = np.asarray(weights, dtype=float)
     z, shift = _scaled_kernel_sums(points, points, a, beta, D)
-    with np.errstate(over="ignore"):     # e^{shift}/(2β) per row: finite whenever the energy itself is
-        return float(a @ (z[:, 0] * np.exp(shift - np.log(2.0 * beta))))
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = float(a @ (z[:, 0] * np.exp(shift - np.log(2.0 * beta))))
+    if np.isfinite(value):
+        return value
+    # e^{shift}/(2β) of a row overflowed although the row, weighted by a_i ~ 1/n, may not (β‖D‖ = 720 returned inf
+    # for E = 10³⁰⁴), or rows of both signs did (inf − inf): scale by the largest shift, which is applied in halves
+    top = float(np.max(shift))
+    s = float(a @ (z[:, 0] * np.exp(shift - top)))
+    half = np.exp(0.5 * (top - np.log(2.0 * beta)))
+    with np.errstate(over="ignore"):
+        return float(s * half * half)
 
 
 def tangent_project(x, v):
