@@ -1,4 +1,6 @@
 """meanfield._energy._energy: E_{β,D} of every measure type, the uniform closed form, the first variation."""
+import warnings
+
 import numpy as np
 import pytest
 from scipy import special
@@ -340,6 +342,22 @@ def test_a_sum_whose_largest_term_alone_overflows_is_not_returned_as_inf():
     assert mf.energy(poles, beta) == pytest.approx(np.exp(beta - np.log(4 * beta)), rel=1e-13)
     assert mf.first_variation(poles, 710.0, points=[[0, 0, 1.0]])[0] == pytest.approx(np.exp(710 - np.log(1420)),
                                                                                      rel=1e-13)
+
+
+def test_a_density_energy_near_the_float64_limit_is_finite_with_a_finite_bound():
+    # S¹, β = 720, D = diag(1, 0.9): E = 4.3e306 was inf (a row's e^{shift}), and once finite its bound was inf (λ₀ =
+    # I₀(720) overflows), which warned that E is "not determined"; independent value: a log-sum-exp over a fine grid
+    beta = 720.0
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 0], 4, d=2)
+    phi = 2 * np.pi * np.arange(3000) / 3000
+    c, s = np.cos(phi), np.sin(phi)
+    logs = beta * (np.outer(c, c) + 0.9 * np.outer(s, s)) + np.log(np.outer(1 + 0.5 * c, 1 + 0.5 * c))
+    true = np.exp(special.logsumexp(logs) - 2 * np.log(3000) - np.log(2 * beta))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = energy_estimate(rho, beta, [1.0, 0.9])
+    assert est.value == pytest.approx(true, rel=1e-13)
+    assert abs(est.value - true) <= est.error_bound < 1e-12 * true
 
 
 def test_the_quadrature_bound_covers_the_rounding_amplified_by_an_indefinite_kernel():

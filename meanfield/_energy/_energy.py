@@ -25,7 +25,7 @@ from .._measures import Density, Particles, ZonalDensity
 from .._validate import choice, dimension, nonneg_int, open_fraction
 from ..sphere import _circle as circ
 from ..sphere import _sh as sh
-from ..sphere._funk_hecke import funk_hecke_unscaled, kernel_bandlimit, kernel_truncation_error
+from ..sphere._funk_hecke import funk_hecke, funk_hecke_unscaled, kernel_bandlimit, kernel_truncation_error
 from ._kernel import (check_beta, check_D, isotropic_scale, kernel_sums, pair_energy, spectral_norm,
                       tangent_project)
 
@@ -255,6 +255,18 @@ def _grid_bound(beta: float, D: np.ndarray, d: int) -> float:
     return 2 * _GRID_TOL * funk_hecke_unscaled(b, 0, d)[0] if b > 0 else 0.0
 
 
+def _grid_error(beta: float, D: np.ndarray, d: int, l1: float) -> float:
+    """The bound :func:`_grid_bound` on the energy of atoms of total |weight| ``l1``: 2·tol·λ_0·l1²/(2β), by logs
+    where λ_0 alone overflows (β‖D‖ = 720 made the bound of a finite E = 1.3e304 inf, and E "not determined")."""
+    bound = _grid_bound(beta, D, d) * l1 ** 2 / (2 * beta)
+    if np.isfinite(bound) or l1 == 0:
+        return bound
+    b = beta * spectral_norm(D)
+    log_bound = np.log(2 * _GRID_TOL * l1 ** 2 / (2 * beta)) + b + np.log(funk_hecke(b, 0, d, scaled=True)[0])
+    with np.errstate(over="ignore"):
+        return float(np.exp(log_bound))
+
+
 def _density_atoms(rho: Density, beta: float, D: np.ndarray):
     """Grid points and σ-weights·ρ that integrate ρ(x) e^{β⟨x,Dy⟩} exactly up to the kernel tolerance."""
     pts, sigma, values = _density_nodes(rho, beta, D)
@@ -464,7 +476,7 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
         pts, sigma, values = _density_nodes(measure, beta, D)        # the grid and the synthesis, once
         w = sigma * values
         l1 = float(np.sum(np.abs(w)))
-        bound = _grid_bound(beta, D, d) * l1 ** 2 / (2 * beta) + _value_rounding(measure, pts, sigma, w, beta, D)
+        bound = _grid_error(beta, D, d, l1) + _value_rounding(measure, pts, sigma, w, beta, D)
         return _undetermined_warning(EnergyEstimate(pair_energy(pts, w, beta, D), bound, "quadrature"))
     # FE density: its quadrature nodes as atoms (direct pair sum), or through the truncated kernel
     if method == "exact":

@@ -178,10 +178,9 @@ def pair_energy(points, weights, beta: float, D: np.ndarray) -> float:
     # e^{shift}/(2β) of a row overflowed although the row, weighted by a_i ~ 1/n, may not (β‖D‖ = 720 returned inf
     # for E = 10³⁰⁴), or rows of both signs did (inf − inf): scale by the largest shift, which is applied in halves
     top = float(np.max(shift))
-    s = float(a @ (z[:, 0] * np.exp(shift - top)))
     half = np.exp(0.5 * (top - np.log(2.0 * beta)))
     with np.errstate(over="ignore"):
-        return float(s * half * half)
+        return float(float(a @ (z[:, 0] * np.exp(shift - top))) * half * half)
 
 
 def tangent_project(x, v):
