@@ -507,13 +507,32 @@ def test_a_density_quadrature_beyond_reach_is_refused_before_any_work(d, monkeyp
         mf.first_variation(rho, beta, D, points=np.eye(d))
 
 
-@pytest.mark.slow        # ~30 s: the quadrature grid of β‖D‖ = 800
-def test_an_energy_that_overflows_float64_says_so_not_that_d_is_indefinite():
-    # beta = 400 with D = diag(1, 1.5, 2) (positive definite) returned inf with a warning about "an indefinite D"
-    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 2], 8)
-    with pytest.warns(mf.MeanfieldWarning, match="exceeds the float64 range") as record:
-        assert mf.energy(rho, 400.0, np.diag([1.0, 1.5, 2.0])) == np.inf
-    assert not any("indefinite" in str(w.message) for w in record)
+_POSITIVE = lambda x: 1 + 0.5 * x[..., 2]                                 # noqa: E731
+_SIGNED = lambda x: 0.3 + x[..., 0] * x[..., 2] + 0.2 * x[..., 0]         # negative near ±e₁ too  # noqa: E731
+_NONSYMMETRIC = np.array([[1.0, 0.1, 0.0], [0.0, 0.9, 0.0], [0.05, 0.0, 0.8]])
+
+
+@pytest.mark.parametrize("f, beta, D", [(_POSITIVE, 800.0, np.diag([1.0, 0.9, 0.8])),
+                                        (_POSITIVE, 400.0, np.diag([1.0, 1.5, 2.0])),
+                                        (_POSITIVE, 800.0, np.diag([1.0, -0.5, 0.3])),
+                                        (_SIGNED, 800.0, _NONSYMMETRIC)])
+def test_an_energy_beyond_float64_is_found_before_the_quadrature_pair_sum(f, beta, D, monkeypatch):
+    # β‖D‖ = 800: the pair sum over the 36450 grid nodes (and for an indefinite D a second one, for the rounding
+    # bound) ran 15–50 s only to return inf (or NaN, the signed density: rows of both signs overflowed); a lower
+    # bound from the pairs of 1024 nodes near the kernel's peak shows it first.  With D = diag(1, 1.5, 2) it had
+    # also warned about "an indefinite D"
+    import meanfield._energy._energy as en
+
+    def full_sum(*args, **kwargs):
+        raise AssertionError("the quadrature's pair sum started")
+    rho = mf.Density.from_function(f, 8)
+    monkeypatch.setattr(en, "pair_energy", full_sum)
+    monkeypatch.setattr(en, "kernel_sums", full_sum)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert mf.energy(rho, beta, D) == np.inf
+    assert [str(w.message) for w in record] == [
+        f"E_(β,D) exceeds the float64 range at beta={beta!r} (it grows like e^β): returned inf."]
     from meanfield._energy._energy import EnergyEstimate, _undetermined_warning
     with pytest.warns(mf.MeanfieldWarning, match="indefinite"):      # a finite value without a digit: as before
         _undetermined_warning(EnergyEstimate(1.0, 2.0, "quadrature"))
@@ -524,3 +543,47 @@ def test_energy_estimate_fields_are_plain_floats():
     est = energy_estimate(mf.Density.random(8, seed=0), BETA)
     assert type(est.value) is float and type(est.error_bound) is float
     assert "np.float64" not in repr(est)
+
+
+@pytest.mark.parametrize("D", [np.diag([1.0, 0.9, 0.8]), np.diag([1.0, -0.5, 0.3]), _NONSYMMETRIC,
+                               np.diag([1.0, 0.999, 0.998])])
+@pytest.mark.parametrize("f", [_POSITIVE, _SIGNED])
+def test_the_overflow_test_bounds_the_quadrature_pair_sum_from_below(f, D):
+    from meanfield._energy._energy import _density_nodes, _log_pair_sum_lower
+    from meanfield._energy._kernel import pair_energy
+
+    beta = 40.0
+    pts, sigma, values = _density_nodes(mf.Density.from_function(f, 4), beta, D)
+    w = sigma * values
+    S = 2 * beta * pair_energy(pts, w, beta, D)
+    for k in (16, 256, len(w)):
+        lower = _log_pair_sum_lower(pts, w, beta, D, k)
+        assert lower == -np.inf if S <= 0 else lower <= np.log(S) + 1e-13
+    if f is _POSITIVE:                                    # every pair: the sum itself
+        assert _log_pair_sum_lower(pts, w, beta, D, len(w)) == pytest.approx(np.log(S), abs=1e-12)
+
+
+@pytest.mark.parametrize("factor, early", [(0.25, False), (0.55, False), (1.5, None), (4.0, True), (1e10, True)])
+def test_the_overflow_test_agrees_with_the_pair_sum_on_both_sides_of_the_limit(factor, early):
+    # ρ scaled so that E = factor·(largest float64), at β = 50 (a 2738-node grid): below the limit the value is
+    # the pair sum's, bit for bit; above it inf, decided early (True) or by the pair sum itself (None: within the
+    # factor 2 the early test leaves to it)
+    from meanfield._energy._energy import _density_nodes, _overflows
+    from meanfield._energy._kernel import pair_energy
+
+    beta, D = 50.0, np.diag([1.0, 0.9, 0.8])
+    rho = mf.Density.from_function(_POSITIVE, 8)
+    scale = np.sqrt(np.finfo(float).max / mf.energy(rho, beta, D)) * np.sqrt(factor)
+    rho = rho.with_coeffs(scale * rho.coeffs)
+    pts, sigma, values = _density_nodes(rho, beta, D)
+    w = sigma * values
+    with np.errstate(over="ignore"):
+        full = pair_energy(pts, w, beta, D)
+    if early is not None:
+        assert _overflows(pts, w, beta, D) is early
+    if factor < 1:
+        assert mf.energy(rho, beta, D) == full < np.inf
+    else:
+        assert full == np.inf
+        with pytest.warns(mf.MeanfieldWarning, match="exceeds the float64 range"):
+            assert mf.energy(rho, beta, D) == np.inf
