@@ -6,7 +6,7 @@ import pytest
 from scipy import special
 
 import meanfield as mf
-from meanfield._energy import energy_estimate, first_variation, first_variation_gradient, uniform_energy
+from meanfield._energy import dissipation, energy_estimate, first_variation, first_variation_gradient, uniform_energy
 
 BETA = 2.0
 
@@ -587,3 +587,45 @@ def test_the_overflow_test_agrees_with_the_pair_sum_on_both_sides_of_the_limit(f
         assert full == np.inf
         with pytest.warns(mf.MeanfieldWarning, match="exceeds the float64 range"):
             assert mf.energy(rho, beta, D) == np.inf
+
+
+@pytest.fixture(scope="module")
+def many():
+    return mf.Particles.uniform(300_000, seed=0)
+
+
+@pytest.mark.parametrize("tool", ["energy", "first_variation", "first_variation_gradient", "dissipation",
+                                  "stationary", "stationary of a Model"])
+def test_a_direct_sum_over_too_many_particles_warns_with_its_cost_first(tool, many, monkeypatch):
+    # 3·10⁵ particles, D ≠ c·I (no O(N) path): one direct sum over 9e10 pairs, ~13 min here, without a word
+    import meanfield._attention as attention
+    import meanfield._energy._energy as en
+
+    def started(*args, **kwargs):
+        raise AssertionError("the O(N²) sum started")
+    for module, name in ((en, "pair_energy"), (en, "kernel_sums"), (attention, "_run_block_groups")):
+        monkeypatch.setattr(module, name, started)
+    D = np.diag([1.0, 0.9, 0.8])
+    calls = {"energy": lambda: mf.energy(many, 1.0, D), "first_variation": lambda: mf.first_variation(many, 1.0, D),
+             "first_variation_gradient": lambda: mf.first_variation_gradient(many, 1.0, D),
+             "dissipation": lambda: dissipation(many, 1.0, D), "stationary": lambda: mf.stationary(many, 1.0, D),
+             "stationary of a Model": lambda: mf.stationary(many, mf.Model(1.0))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mf.MeanfieldWarning)
+        with pytest.raises(mf.MeanfieldWarning, match=r"N=300000 particles of `measure`: 1 direct sum over "
+                                                      r"300000×300000 = 9e\+10 pairs, expected ~\d+ min .* N ≤ \d+"):
+            calls[tool]()
+
+
+def test_a_direct_sum_whose_memory_would_not_fit_is_refused(monkeypatch):
+    import meanfield._energy._energy as en
+    import meanfield._memory as memory
+
+    def started(*args, **kwargs):
+        raise AssertionError("the O(N²) sum started")
+    many16 = mf.Particles.uniform(300_000, d=16, seed=0)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 100 << 20)
+    monkeypatch.setattr(en, "pair_energy", started)
+    with pytest.raises(mf.InsufficientMemoryError, match=r"the energy's pair sum over the N=300000 particles of "
+                                                         r"`measure` \(d=16\) needs about 0.17 GiB .* at most about N="):
+        mf.energy(many16, 1.0, np.linspace(1.0, 0.5, 16))

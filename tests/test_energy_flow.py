@@ -1,4 +1,6 @@
 """meanfield._energy._flow and _stationary: the gradient flow of E_{β,D}, its energy identity, stationary states."""
+import warnings
+
 import numpy as np
 import pytest
 from scipy import optimize
@@ -265,3 +267,57 @@ def test_the_uniform_zonal_density_is_stationary_in_any_dimension(d):
     assert not rep.stationary and rep.max_speed > 1e-3
     with pytest.raises(ValueError, match="`D` must be c·I for a ZonalDensity"):
         mf.stationary(tilted, 1.0, np.diag(np.r_[1.0, np.ones(d - 1) * 0.5]))
+
+
+# ----------------------------------------------------------------------------------------------
+# the O(N²) work over particles, checked before it starts
+
+@pytest.fixture(scope="module")
+def many():
+    return mf.Particles.uniform(300_000, seed=0)
+
+
+def _no_flow(monkeypatch):
+    import meanfield._energy._flow as fl
+
+    def started(*args, **kwargs):
+        raise AssertionError("the O(N²) work started")
+    monkeypatch.setattr(fl, "energy", started)
+    monkeypatch.setattr(fl, "dissipation", started)
+
+
+@pytest.mark.parametrize("run", ["find_stationary", "gradient_flow"])
+def test_a_flow_of_too_many_particles_warns_with_its_cost_before_any_sum(run, many, monkeypatch):
+    # 3·10⁵ particles: every recorded state costs O(N²) sums (~13 min each here), and find_stationary went on for
+    # days without a word
+    _no_flow(monkeypatch)
+    D = np.diag([1.0, 0.9, 0.8])
+    name = "start" if run == "find_stationary" else "initial"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mf.MeanfieldWarning)
+        with pytest.raises(mf.MeanfieldWarning, match=rf"N=300000 particles of `{name}`: .* direct sums over "
+                                                      r"300000×300000 = 9e\+10 pairs, expected ~\d.* days .* N ≤ \d+"):
+            if run == "find_stationary":
+                mf.find_stationary(many, 1.0, D)
+            else:
+                mf.gradient_flow(many, 1.0, D, t_final=1.0)
+
+
+def test_a_flow_whose_memory_would_not_fit_is_refused_naming_the_largest_n(many, monkeypatch):
+    import meanfield._memory as memory
+    _no_flow(monkeypatch)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 100 << 20)
+    with pytest.raises(mf.InsufficientMemoryError, match=r"N=300000 particles of `start` \(d=3\) needs about 0.16 GiB "
+                                                         r"but only 0.10 GiB .* `start` may hold at most about N=1\d{5} "):
+        mf.find_stationary(many, 1.0, np.diag([1.0, 0.9, 0.8]))
+
+
+def test_a_slow_flow_is_warned_about_once_not_at_each_of_its_sums(monkeypatch):
+    import meanfield._energy._kernel as kernel
+    monkeypatch.setattr(kernel, "_SLOW_SECONDS", 0.0)          # every sum counts as slow
+    p = mf.Particles.uniform(6, 3, seed=5)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        mf.find_stationary(p, 1.0, np.diag([1.0, 0.9, 0.8]), tol=1e-14, t_max=0.5, check_every=0.25)
+    assert [str(w.message).split(" over ")[0] for w in record] == [
+        "find_stationary's flow to its first stationarity check (65 recorded states)"]

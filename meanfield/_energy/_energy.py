@@ -26,8 +26,8 @@ from .._validate import choice, dimension, nonneg_int, open_fraction
 from ..sphere import _circle as circ
 from ..sphere import _sh as sh
 from ..sphere._funk_hecke import funk_hecke, funk_hecke_unscaled, kernel_bandlimit, kernel_truncation_error
-from ._kernel import (_LOG_FLOAT_MAX, _scaled_kernel_sums, check_beta, check_D, isotropic_scale, kernel_sums,
-                      pair_energy, spectral_norm, tangent_project)
+from ._kernel import (_LOG_FLOAT_MAX, _scaled_kernel_sums, check_beta, check_D, check_pair_work, isotropic_scale,
+                      kernel_sums, pair_energy, spectral_norm, tangent_project)
 
 METHODS = ("auto", "exact", "pairs", "spectral", "quadrature")
 _GRID_TOL = 1e-15          # kernel truncation behind the quadrature grids of a Density
@@ -491,6 +491,14 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
     ValueError
         An invalid β, D, ``tol`` or ``lmax``, or a ``method`` that does not apply to the measure (e.g.
         "spectral" with a D ≠ c·I or d ∉ {2, 3}, "exact" with a general D).
+    InsufficientMemoryError
+        The pair sum over the particles would not fit in memory.
+
+    Warns
+    -----
+    MeanfieldWarning
+        The pair sum over the particles is expected to take more than 5 min (with its estimate); the
+        value has no correct digit (its bound exceeds it).
     """
     if isinstance(measure, ZonalDensity):
         return _zonal_estimate(measure, check_beta(beta), check_D(D, measure.d), choice("method", method, METHODS))
@@ -515,6 +523,8 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
                 return _undetermined_warning(est)
             if not _cancels(est):
                 return est
+        check_pair_work("measure", measure.n, d, "the energy's pair sum", advice=(
+            " With D = c·I on S² or S¹, method='spectral' is O(N)." if spectral_ok and method == "pairs" else ""))
         return EnergyEstimate(pair_energy(measure.positions, measure.weights, beta, D), 0.0, "pairs")
 
     if method in ("pairs", "spectral"):
@@ -611,6 +621,13 @@ def _targets(measure, points, d):
     return p
 
 
+def _check_particle_sums(measure, m: int, passes: int, what: str) -> None:
+    """:func:`check_pair_work` of sums over the particles of ``measure`` at m targets (a density's grid is bounded
+    by :func:`_check_grid_work`, an FE density's nodes by its mesh)."""
+    if isinstance(measure, Particles):
+        check_pair_work("measure", measure.n, measure.d, what, m=m, passes=passes)
+
+
 def first_variation(measure, beta, D=None, points=None) -> np.ndarray:
     """δE/δμ(x) = (1/2β) ∫ (e^{β⟨x,Dy⟩} + e^{β⟨y,Dx⟩}) dμ(y)  (= (1/β)∫ e^{β⟨x,Dy⟩}dμ(y) for D = Dᵀ).
 
@@ -637,8 +654,10 @@ def first_variation(measure, beta, D=None, points=None) -> np.ndarray:
     x = _targets(measure, points, d)
     y, a, _ = atoms(measure, beta, D)
     flat = x.reshape(-1, d)
+    symmetric = np.array_equal(D, D.T)
+    _check_particle_sums(measure, len(flat), 1 if symmetric else 2, "the first variation")
     z = kernel_sums(flat, y, a, beta, D)
-    if not np.array_equal(D, D.T):
+    if not symmetric:
         z = 0.5 * (z + kernel_sums(flat, y, a, beta, D.T))
     return (z / beta).reshape(x.shape[:-1])
 
@@ -687,8 +706,10 @@ def first_variation_moment(measure, beta, D, points) -> np.ndarray:
     beta = check_beta(beta)
     D = check_D(D, d)
     y, a, _ = atoms(measure, beta, D)
+    symmetric = np.array_equal(D, D.T)
+    _check_particle_sums(measure, len(points), 1 if symmetric else 2, "the gradient of the first variation")
     _, m = kernel_sums(points, y, a, beta, D, moment=True)
-    if not np.array_equal(D, D.T):
+    if not symmetric:
         _, m2 = kernel_sums(points, y, a, beta, D.T, moment=True)
         m = 0.5 * (m + m2)
     return m

@@ -24,8 +24,8 @@ from scipy import integrate
 
 from .._measures import Particles
 from .._validate import choice, nonneg_int, positive_float
-from ._energy import atoms, energy, first_variation_gradient
-from ._kernel import check_beta, check_D, check_symmetric
+from ._energy import _SPECTRAL_MIN_N, atoms, energy, first_variation_gradient
+from ._kernel import announced, check_beta, check_D, check_pair_work, check_symmetric, isotropic_scale
 from ._results import StationaryResult
 
 DIRECTIONS = ("ascent", "descent")
@@ -84,15 +84,69 @@ def _interval_points(a, b, k, step):
     return np.append(inner[inner < b - 1e-9 * step], b)
 
 
+# (n, d) arrays a particle flow holds besides its kernel sums: the Runge–Kutta stages (7 for rk45), the state,
+# its trial step, error estimate and the saved-state copies in flight
+_STEPPER_COPIES = 12
+
+
+def _evaluations_per_step(options: dict) -> int:
+    """Velocity evaluations of one step of a particle backend with ``options`` (a recorded state costs ≥ one)."""
+    from .._integrators import METHODS
+
+    if options.get("time") == "layers":
+        return 1
+    tab = METHODS.get(options.get("method") or ("rk4" if options.get("step") is not None else "rk45"))
+    return 1 if tab is None else tab.stages - int(tab.fsal)
+
+
+def _check_flow_work(name: str, initial, D, backend: str, options: dict, states: int, what: str) -> None:
+    """:func:`check_pair_work` for a flow of Particles that records E and ∫|v|²dμ at ``states`` states.
+
+    Each costs the dissipation's direct sum, the energy's (unless the O(N) spectral sum applies: D = c·I on S² or
+    S¹ beyond 4000 particles) and, with backend="particles", one step's velocity evaluations (the exact attention,
+    threaded: 1/threads of a sum each)."""
+    from .. import _threads
+
+    if not isinstance(initial, Particles):     # a density's grid is bounded by the energy's own checks
+        return
+    n, d = initial.n, initial.d
+    spectral = isotropic_scale(D) is not None and d in (2, 3) and n > _SPECTRAL_MIN_N
+    velocity = _evaluations_per_step(options) / _threads.NTHREADS if backend == "particles" else 0.0
+    check_pair_work(name, n, d, what,
+                    passes=states * (2 - spectral + velocity), extra_bytes_per_atom=8.0 * _STEPPER_COPIES * (d + 1),
+                    advice=" The energy, the dissipation and the stationarity test of particles are O(N²) for any "
+                           "backend: use fewer particles, or a density (meanfield.minimize_energy, "
+                           "meanfield.maximize_energy, gradient_flow with backend='spectral').")
+
+
 def _flow_with_identity(model, initial, t_final, times, direction, backend, options, stop=None, **parts):
     """Run the flow to the saved ``times`` through states between them (:func:`_dense_times`), recording E
     and the dissipation at every one of them, keeping the states at ``times`` only; the energy identity is
-    integrated over all of them.  ``stop(state)`` is asked at the saved times (True ends the run)."""
+    integrated over all of them.  ``stop(state)`` is asked at the saved times (True ends the run).
+
+    The cost of the direct sums over particles is checked first (:func:`_check_flow_work`): up to the first
+    stationarity check with ``stop`` (find_stationary), else for the whole run; the run's own sums are then
+    not warned about again."""
+    beta, d = model.beta, initial.d
+    D = model.K.reshape(d, d)
+    dense, saved = _dense_times(times, step=options.get("step"), **parts)
+    if stop is None:
+        _check_flow_work("initial", initial, D, backend, options, len(dense) + 1,
+                         f"gradient_flow's {len(dense) + 1} recorded states")
+    else:
+        first = int(saved[1]) + 1
+        _check_flow_work("start", initial, D, backend, options, first,
+                         f"find_stationary's flow to its first stationarity check ({first} recorded states)")
+    with announced():
+        return _run_flow(model, initial, t_final, times, dense, saved, direction, backend, options, stop)
+
+
+def _run_flow(model, initial, t_final, times, dense, saved, direction, backend, options, stop):
+    """The run of :func:`_flow_with_identity` at the ``dense`` times (``saved``: the indices of ``times`` there)."""
     from .._simulate import _simulate
 
     beta, d = model.beta, initial.d
     D = model.K.reshape(d, d)
-    dense, saved = _dense_times(times, step=options.get("step"), **parts)
     saved_set = set(int(i) for i in saved)
     E, P = [energy(initial, beta, D)], [dissipation(initial, beta, D)]
 
@@ -155,6 +209,17 @@ def gradient_flow(initial, beta, D=None, *, t_final, direction: str = "ascent", 
         ``dissipation`` (∫|v|²dμ) and ``energy_identity_residual``
         (E(t) − E(0) ∓ ∫_0^t ∫|v|²dμ ds: the integrator's error plus the quadrature error of the time
         integral, O(h⁴) in the substep h).
+
+    Raises
+    ------
+    InsufficientMemoryError
+        The flow's arrays for the particles of ``initial`` would not fit in memory.
+
+    Warns
+    -----
+    MeanfieldWarning
+        The O(N²) sums over the particles at the recorded states are expected to take more than 5 min (the
+        message gives the estimate).
     """
     from .._trajectory import save_times
 
@@ -206,6 +271,19 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", tol: floa
     Returns
     -------
     StationaryResult
+
+    Raises
+    ------
+    InsufficientMemoryError
+        The flow's arrays for the particles of ``start`` would not fit in memory (the message gives the
+        largest N that would).
+
+    Warns
+    -----
+    MeanfieldWarning
+        Particles so many that the O(N²) sums up to the first stationarity check (the energy, the dissipation and
+        the velocity at each of the 65 states recorded until then) are expected to take more than 5 min; the
+        message gives the estimate.
     """
     from .._trajectory import save_times
 
@@ -218,7 +296,8 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", tol: floa
                                stop=lambda state: support_speed(state, model.beta, D) <= tol,
                                min_parts=4 * IDENTITY_SUBSTEPS, first_parts=IDENTITY_PARTS)
     final = traj.final
-    speed = support_speed(final, model.beta, D)
+    with announced():                         # the flow's check covered this sum
+        speed = support_speed(final, model.beta, D)
     return StationaryResult(final, float(traj.times[-1]), speed, speed <= tol, float(traj.diagnostics["energy"][-1]),
                             traj)
 

@@ -6,15 +6,20 @@ Density on a grid fine enough for the kernel, an FE density on its quadrature no
 
     Z(x) = Σ_k a_k e^{β⟨x, D y_k⟩},      M(x) = Σ_k a_k e^{β⟨x, D y_k⟩} D y_k
 
-at target points x are evaluated in chunks (memory O(chunk · n_atoms)); when β‖D‖₂ > 300 the exponent is
-shifted by its largest possible value β‖D‖₂ so nothing overflows before the final scaling.
+at target points x are evaluated in chunks (memory O(chunk · n_atoms)); each target's exponents are shifted by
+their largest once it exceeds 300 in magnitude, so nothing overflows before the final scaling.  Sums over
+particles are O(N²): :func:`check_pair_work` refuses them up front where their memory would not fit and warns,
+with the expected time, where they would run for more than 5 minutes.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import numbers
 
 import numpy as np
 
+from .._errors import warn
 from .._validate import dimension, no_bools, positive_float
 
 _CHUNK_ELEMENTS = 2 ** 21  # ~16 MB of float64 kernel values per chunk
@@ -127,6 +132,11 @@ def kernel_sums(targets, points, weights, beta: float, D: np.ndarray, *, moment:
     return out[:, 0]
 
 
+def _chunk_rows(m: int, n: int) -> int:
+    """Target rows per block of :func:`_scaled_kernel_sums`: ~2²¹ kernel values (16 MB), at least one row."""
+    return max(1, min(m, _CHUNK_ELEMENTS // max(n, 1)))
+
+
 def _scaled_kernel_sums(targets, points, weights, beta, D, moment=False, chunk=None):
     """(sums (m, 1 or 1 + d), shifts (m,)): :func:`kernel_sums` of each target divided by e^{shift}, the shift
     its largest exponent β⟨x, D y_k⟩ (0 when that is within ±300, where e^0 = 1 is exact): the largest term of a
@@ -138,8 +148,7 @@ def _scaled_kernel_sums(targets, points, weights, beta, D, moment=False, chunk=N
     dy = y @ D.T                                       # rows D y_k
     rhs = np.concatenate([a[:, None], a[:, None] * dy], axis=1) if moment else a[:, None]
     bdyT = np.ascontiguousarray(beta * dy.T)           # (d, n)
-    if chunk is None:
-        chunk = max(1, min(m, _CHUNK_ELEMENTS // max(n, 1)))
+    chunk = _chunk_rows(m, n) if chunk is None else chunk
     out, shift = np.empty((m, rhs.shape[1])), np.zeros(m)
     for s in range(0, m, chunk):                       # chunks of targets, not particles
         e = x[s:s + chunk] @ bdyT
@@ -186,3 +195,91 @@ def pair_energy(points, weights, beta: float, D: np.ndarray) -> float:
 def tangent_project(x, v):
     """P_x v = v − ⟨x, v⟩ x row-wise for unit x (shapes (m, d))."""
     return v - np.einsum("ij,ij->i", x, v)[:, None] * x
+
+
+# ----------------------------------------------------------------------------------------------
+# the cost of the direct sums over particles, checked before they start
+
+# one target–atom pair of kernel_sums (numpy's exp on one core), measured on 2 shared cores: 8 ns at d = 3, 21 ns at
+# d = 64, 58 ns at d = 256 (moment sums alike, within the machine's factor-2 noise)
+_NS_PER_PAIR, _NS_PER_PAIR_PER_DIM = 8.0, 0.2
+_SLOW_SECONDS = 300.0          # expected work beyond this is warned about, with its figure
+_ANNOUNCED = contextvars.ContextVar("meanfield_pair_work_announced", default=False)
+
+
+def pair_seconds(pairs: float, d: int) -> float:
+    """The expected time of direct kernel sums over ``pairs`` target–atom pairs in dimension d (the measured rate)."""
+    return pairs * (_NS_PER_PAIR + _NS_PER_PAIR_PER_DIM * d) * 1e-9
+
+
+def kernel_sum_bytes(m: int, n: int, d: int) -> float:
+    """Peak memory of :func:`kernel_sums` with the moment, m targets and n atoms: one block of kernel values
+    (:func:`_chunk_rows`), D y_k, its transpose and the right-hand side (n·(3d + 2)), the sums (m·(d + 2))."""
+    return 8.0 * (_chunk_rows(m, n) * n + (3 * d + 2) * n + (d + 2) * m)
+
+
+@contextlib.contextmanager
+def announced():
+    """Within: no warning about slow direct sums (a caller warned once about all of them, e.g. a flow's)."""
+    token = _ANNOUNCED.set(True)
+    try:
+        yield
+    finally:
+        _ANNOUNCED.reset(token)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.2g} {unit}"
+    return f"{seconds:.2g} s"
+
+
+def check_pair_work(name: str, n: int, d: int, what: str, *, m: int | None = None, passes: float = 1.0,
+                    extra_bytes_per_atom: float = 0.0, advice: str = "") -> None:
+    """Before direct sums over the N = ``n`` particles of the argument ``name``: refuse them when their memory
+    would not fit (:class:`~meanfield.InsufficientMemoryError`, with the largest N that fits), and warn, with the
+    expected time, when they would run longer than 5 min.
+
+    Parameters
+    ----------
+    name : str
+        The argument that holds the particles, named in the messages.
+    n, d : int
+        The particles and their dimension.
+    what : str
+        The work, for the messages ("the energy's pair sum", ...).
+    m : int, optional
+        Targets of each sum (default n: every particle).
+    passes : float
+        Sums of m·n pairs the work takes.
+    extra_bytes_per_atom : float
+        Memory per particle held besides a sum's (an integrator's stages).
+    advice : str
+        An alternative, appended to the messages.
+    """
+    m = n if m is None else m
+    _check_pair_memory(name, n, d, m, what, extra_bytes_per_atom, advice)
+    seconds = passes * pair_seconds(float(m) * n, d)
+    if seconds <= _SLOW_SECONDS or _ANNOUNCED.get():
+        return
+    fits = n * (np.sqrt(_SLOW_SECONDS / seconds) if m == n else _SLOW_SECONDS / seconds)
+    rate = 1.0 / pair_seconds(1.0, d)
+    sums = f"{passes:.3g} direct sum{'s' if passes != 1 else ''}"
+    warn(f"{what} over the N={n} particles of `{name}`: {sums} over {m}×{n} = {float(m) * n:.3g} pairs, expected "
+         f"~{_duration(seconds)} (at the ~{rate:.2g} pairs/s measured on 2 cores for d={d}; the work grows like "
+         f"N{'²' if m == n else ''}). N ≤ {int(fits)} would take under {_duration(_SLOW_SECONDS)}.{advice}")
+
+
+def _check_pair_memory(name, n, d, m, what, extra_bytes_per_atom, advice) -> None:
+    from .._attention import _MEMORY_CHECK_FLOOR
+    from .._memory import available_bytes, require
+
+    nbytes = kernel_sum_bytes(m, n, d) + extra_bytes_per_atom * n
+    if nbytes <= _MEMORY_CHECK_FLOOR:          # as the exact attention: small requests are not checked
+        return
+    # the block is at most 2²¹ values or one row of n, and m grows with n: bytes ≤ 16 MB + n·per_atom
+    per_atom = 8.0 * (3 * d + 3 + (d + 2) * m / n) + extra_bytes_per_atom
+    largest = max(0, int((0.8 * available_bytes() - 8.0 * _CHUNK_ELEMENTS) / per_atom))
+    require(nbytes, f"{what} over the N={n} particles of `{name}` (d={d})",
+            f"`{name}` may hold at most about N={largest} particles here.{advice}")

@@ -20,7 +20,7 @@ from .._measures import Density, Particles, ZonalDensity
 from .._validate import kernel_beta, positive_float
 from ..sphere import _sh as sh
 from ._energy import atoms, first_variation_moment
-from ._kernel import check_beta, check_D, check_symmetric, isotropic_scale, tangent_project
+from ._kernel import check_beta, check_D, check_pair_work, check_symmetric, isotropic_scale, tangent_project
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,9 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
         if np.any(a < -1e-12 * np.max(np.abs(a))):
             raise ValueError("`measure` has negative values (a band-limited density below zero); "
                              "it is not a measure the attention velocity is defined for.")
+        if isinstance(measure, Particles):
+            check_pair_work("measure", measure.n, model.d, "the attention at the support", m=len(pts),
+                            passes=model.heads)
         field = attention_field(model, y, np.maximum(a, 0.0), targets=pts)
         v, big = field.tangential, field.norm
         if model.scheme_def.continuous:   # a layer-only scheme (anGPT) has no speed: its P_x A is reported
