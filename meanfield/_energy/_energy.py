@@ -497,7 +497,7 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
     Warns
     -----
     MeanfieldWarning
-        The pair sum over the particles is expected to take more than 5 min (with its estimate); the
+        The pair sum over the particles is expected to take more than a minute (with its estimate); the
         value has no correct digit (its bound exceeds it).
     """
     if isinstance(measure, ZonalDensity):

@@ -218,7 +218,7 @@ def gradient_flow(initial, beta, D=None, *, t_final, direction: str = "ascent", 
     Warns
     -----
     MeanfieldWarning
-        The O(N²) sums over the particles at the recorded states are expected to take more than 5 min (the
+        The O(N²) sums over the particles at the recorded states are expected to take more than a minute (the
         message gives the estimate).
     """
     from .._trajectory import save_times
@@ -282,7 +282,7 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", tol: floa
     -----
     MeanfieldWarning
         Particles so many that the O(N²) sums up to the first stationarity check (the energy, the dissipation and
-        the velocity at each of the 65 states recorded until then) are expected to take more than 5 min; the
+        the velocity at each of the 65 states recorded until then) are expected to take more than a minute; the
         message gives the estimate.
     """
     from .._trajectory import save_times

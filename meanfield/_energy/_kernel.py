@@ -9,7 +9,7 @@ Density on a grid fine enough for the kernel, an FE density on its quadrature no
 at target points x are evaluated in chunks (memory O(chunk · n_atoms)); each target's exponents are shifted by
 their largest once it exceeds 300 in magnitude, so nothing overflows before the final scaling.  Sums over
 particles are O(N²): :func:`check_pair_work` refuses them up front where their memory would not fit and warns,
-with the expected time, where they would run for more than 5 minutes.
+with the expected time, where they would run for more than a minute.
 """
 from __future__ import annotations
 
@@ -200,10 +200,10 @@ def tangent_project(x, v):
 # ----------------------------------------------------------------------------------------------
 # the cost of the direct sums over particles, checked before they start
 
-# one target–atom pair of kernel_sums (numpy's exp on one core), measured on 2 shared cores: 8 ns at d = 3, 21 ns at
-# d = 64, 58 ns at d = 256 (moment sums alike, within the machine's factor-2 noise)
-_NS_PER_PAIR, _NS_PER_PAIR_PER_DIM = 8.0, 0.2
-_SLOW_SECONDS = 300.0          # expected work beyond this is warned about, with its figure
+# one target–atom pair of kernel_sums, measured on 2 idle cores: 3.2 ns at d = 3, 6–8 ns at d = 64, 12–18 ns at
+# d = 256 (2.5–3× that while other work shared the cores): the estimate is the idle, lower figure
+_NS_PER_PAIR, _NS_PER_PAIR_PER_DIM = 3.0, 0.05
+_SLOW_SECONDS = 60.0           # expected work beyond this is warned about, with its figure
 _ANNOUNCED = contextvars.ContextVar("meanfield_pair_work_announced", default=False)
 
 
@@ -239,7 +239,7 @@ def check_pair_work(name: str, n: int, d: int, what: str, *, m: int | None = Non
                     extra_bytes_per_atom: float = 0.0, advice: str = "") -> None:
     """Before direct sums over the N = ``n`` particles of the argument ``name``: refuse them when their memory
     would not fit (:class:`~meanfield.InsufficientMemoryError`, with the largest N that fits), and warn, with the
-    expected time, when they would run longer than 5 min.
+    expected time, when they would run longer than a minute.
 
     Parameters
     ----------
@@ -267,7 +267,7 @@ def check_pair_work(name: str, n: int, d: int, what: str, *, m: int | None = Non
     rate = 1.0 / pair_seconds(1.0, d)
     sums = f"{passes:.3g} direct sum{'s' if passes != 1 else ''}"
     warn(f"{what} over the N={n} particles of `{name}`: {sums} over {m}×{n} = {float(m) * n:.3g} pairs, expected "
-         f"~{_duration(seconds)} (at the ~{rate:.2g} pairs/s measured on 2 cores for d={d}; the work grows like "
+         f"~{_duration(seconds)} (at the ~{rate:.2g} pairs/s measured on 2 idle cores for d={d}; the work grows like "
          f"N{'²' if m == n else ''}). N ≤ {int(fits)} would take under {_duration(_SLOW_SECONDS)}.{advice}")
 
 
