@@ -19,6 +19,14 @@ def test_positive_definite_maximizer_is_dirac_on_top_eigenvector():
     assert mf.energy(r, 1.0, np.diag([0.5, 1.0])) == r.value
 
 
+def test_the_dimension_defaults_to_the_size_of_D():
+    r = mf.maximize_energy(1.0, [0.5, 1.0], n_starts=2)                 # d = 2 from D, as the [energy] table reads it
+    assert r.d == 2 and r.value == pytest.approx(np.e / 2, abs=1e-12)
+    assert mf.maximize_energy(1.0, -np.eye(4), n_starts=2).d == 4
+    with pytest.raises(ValueError, match=r"\(the argument `d`=3\); got shape \(2, 2\)"):
+        mf.maximize_energy(1.0, np.eye(2), d=3)
+
+
 @pytest.mark.parametrize("d", [2, 3])
 def test_negative_identity_maximizer_is_antipodal_pair(d):
     """DESIGN.md §5: D = −I, β = 1: an antipodal pair with cosh(1)/2 = 0.771540."""

@@ -24,6 +24,20 @@ def test_circle_minimizer_cos2_coefficient():
     assert r.value < mf.energy(mf.Density.uniform(0, d=2), 1.0, D)
 
 
+def test_the_dimension_defaults_to_the_size_of_D():
+    # a 2 × 2 D without d was refused as "not (3, 3) (the measure's dimension d=3)", with no measure given
+    D = np.diag([1.0, 1.05])
+    assert mf.minimize_energy(1.0, D, lmax=16).value == mf.minimize_energy(1.0, D, d=2, lmax=16).value
+    assert mf.minimize_energy(1.0, [1.0, 1.05], lmax=16).value == mf.minimize_energy(1.0, D, d=2, lmax=16).value
+    assert mf.minimize_energy(1.0, None, level=1).d == 3 and mf.minimize_energy(1.0, 2.0, level=1).d == 3
+    with pytest.raises(ValueError, match=r"shape \(3, 3\) \(the argument `d`=3\); got shape \(2, 2\)"):
+        mf.minimize_energy(1.0, D, d=3)
+    with pytest.raises(ValueError, match=r"`d` must be 2 or 3 for minimize_energy; got d=4"):
+        mf.minimize_energy(1.0, np.eye(4))
+    with pytest.raises(ValueError, match=r"got shape \(2, 3\)"):
+        mf.minimize_energy(1.0, np.ones((2, 3)))
+
+
 def test_minimizer_value_and_certificate_are_plain_floats():
     """``value`` and the certificate's numbers are Python floats, as documented (their repr showed np.float64(…))."""
     r = mf.minimize_energy(1.0, np.diag([1.0, 1.05]), d=2, lmax=16)

@@ -41,8 +41,24 @@ def check_beta(beta) -> float:
     return beta
 
 
-def check_D(D, d: int) -> np.ndarray:
-    """The interaction matrix as a (d, d) float array: None → I, a real scalar c → c·I, d numbers → diag."""
+def dimension_for(D, d) -> int:
+    """``d`` checked, or for d=None the size of a D given as d numbers or a (d, d) array, else 3 (as the
+    ``[energy]`` table of a configuration file reads it: a 2 × 2 D without d was refused as "not (3, 3)")."""
+    if d is not None:
+        return dimension(d)
+    try:
+        shape = np.shape(D) if D is not None and not isinstance(D, (str, bytes)) else ()
+    except ValueError:          # ragged: check_D names it
+        shape = ()
+    if len(shape) in (1, 2) and shape[0] >= 2 and shape == shape[:1] * len(shape):
+        return int(shape[0])
+    return 3
+
+
+def check_D(D, d: int, where: str | None = None) -> np.ndarray:
+    """The interaction matrix as a (d, d) float array: None → I, a real scalar c → c·I, d numbers → diag.
+
+    ``where``: what d is, for the message (default: "the measure's dimension d")."""
     d = dimension(d)
     if D is None:
         return np.eye(d)
@@ -51,7 +67,7 @@ def check_D(D, d: int) -> np.ndarray:
             raise ValueError(f"`D` must be finite, of magnitude ≤ {_HUGE:g}; got D={D!r}.")
         return float(D) * np.eye(d)
     allowed = (f"`D` must be None, a real scalar, {d} numbers (a diagonal) or an array of shape ({d}, {d}) "
-               f"(the measure's dimension d={d})")
+               f"({where or 'the measure' + chr(39) + 's dimension d'}={d})")
     no_bools("D", D)                    # [true, false] in a configuration was read as diag(1, 0)
     # ragged nested lists (np.iscomplexobj(D) raised numpy's error), strings, objects
     try:

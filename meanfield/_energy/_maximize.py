@@ -20,10 +20,10 @@ from scipy import optimize
 
 from .._measures import Particles
 from .._memory import require
-from .._validate import dimension, flag, nonneg_int, positive_float
+from .._validate import flag, nonneg_int, positive_float
 from ._classify import classify
 from ._energy import first_variation, first_variation_gradient
-from ._kernel import check_beta, check_D, check_symmetric, pair_energy, spectral_norm
+from ._kernel import check_beta, check_D, check_symmetric, dimension_for, pair_energy, spectral_norm
 
 _MERGE = 1e-4        # particles closer than this (chord) are merged, then the ascent is restarted
 _DROP = 1e-6         # weights below this are dropped, likewise
@@ -196,7 +196,7 @@ def _max_first_variation(measure, beta, D, rng, n_probe=4096, n_polish=8):
     return top
 
 
-def maximize_energy(beta, D=None, d: int = 3, *, n_particles: int = 6, n_starts: int = 24, seed=0,
+def maximize_energy(beta, D=None, d: int | None = None, *, n_particles: int = 6, n_starts: int = 24, seed=0,
                     candidates: bool = True, tol: float = 1e-10) -> MaximizingParticles:
     """The maximizer of E_{β,D} over probability measures on S^{d-1}, with its certificate.
 
@@ -206,8 +206,9 @@ def maximize_energy(beta, D=None, d: int = 3, *, n_particles: int = 6, n_starts:
         β > 0.
     D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Symmetric interaction matrix (None: identity).
-    d : int
-        Ambient dimension (d ≥ 2).
+    d : int, optional
+        Ambient dimension (d ≥ 2); default: the size of ``D`` when it is given as d numbers or a (d, d) array,
+        else 3.
     n_particles : int
         Particles per ascent start (≥ 1); each has a free position and a free weight.
     n_starts : int
@@ -280,7 +281,7 @@ def maximize_energy(beta, D=None, d: int = 3, *, n_particles: int = 6, n_starts:
                                candidates={k: float(v) for k, v in cand_E.items()},
                                ascent_best=float(best_E))
 
-def maximize_arguments(beta, D=None, d: int = 3, *, n_particles=6, n_starts=24, seed=0, candidates=True,
+def maximize_arguments(beta, D=None, d: int | None = None, *, n_particles=6, n_starts=24, seed=0, candidates=True,
                        tol=1e-10) -> dict:
     """The arguments of :func:`maximize_energy`, checked, without searching anything.
 
@@ -292,8 +293,8 @@ def maximize_arguments(beta, D=None, d: int = 3, *, n_particles=6, n_starts=24, 
     from .._sampling import _rng
 
     beta = check_beta(beta)
-    d = dimension(d)
-    D = check_symmetric(check_D(D, d), "maximize_energy")
+    d = dimension_for(D, d)
+    D = check_symmetric(check_D(D, d, "the argument `d`"), "maximize_energy")
     n_particles = nonneg_int("n_particles", n_particles, minimum=1)
     require(32.0 * n_particles ** 2 * max(d, 3), f"maximize_energy with n_particles={n_particles} (pair matrices)",
             "lower `n_particles`.")

@@ -32,11 +32,11 @@ from scipy import linalg, optimize
 from .._errors import ConvergenceError
 from .._memory import require
 from .._measures import Density
-from .._validate import dimension, nonneg_int, positive_float
+from .._validate import nonneg_int, positive_float
 from ..sphere import _circle as circ
 from ..sphere._funk_hecke import kernel_bandlimit
 from ..sphere._sh import NTHREADS
-from ._kernel import check_beta, check_D, check_symmetric, spectral_norm
+from ._kernel import check_beta, check_D, check_symmetric, dimension_for, spectral_norm
 
 
 @dataclass(frozen=True)
@@ -286,7 +286,7 @@ def _minimize_sphere(beta, D, level, degree, quadrature_degree, regularization):
     return FEDensity(space, rho, value=E, certificate=cert)
 
 
-def minimize_energy(beta, D=None, d: int = 3, *, lmax: int | None = None, level: int | None = None,
+def minimize_energy(beta, D=None, d: int | None = None, *, lmax: int | None = None, level: int | None = None,
                     degree: int | None = None, quadrature_degree: int | None = None,
                     regularization: float = 1e-8):
     """The global minimizer of E_{β,D} over probability densities on S^{d-1}, for D ⪰ 0.
@@ -299,8 +299,8 @@ def minimize_energy(beta, D=None, d: int = 3, *, lmax: int | None = None, level:
         Symmetric positive semi-definite interaction matrix (None: identity).  For D with a
         negative eigenvalue the minimizer is a Dirac at its bottom eigenvector, not a density
         (see :func:`classify`), and this function raises.
-    d : {2, 3}
-        S¹ or S².
+    d : {2, 3}, optional
+        S¹ or S²; default: the size of ``D`` when it is given as d numbers or a (d, d) array, else 3.
     lmax : int, optional
         d = 2: degree L of the trigonometric density; the unknowns are its values at 2L + 1
         equispaced nodes (default 64).
@@ -349,7 +349,7 @@ def minimize_energy(beta, D=None, d: int = 3, *, lmax: int | None = None, level:
     return _minimize_sphere(a["beta"], a["D"], a["level"], a["degree"], a["quadrature_degree"], a["regularization"])
 
 
-def minimize_arguments(beta, D=None, d: int = 3, *, lmax=None, level=None, degree=None, quadrature_degree=None,
+def minimize_arguments(beta, D=None, d: int | None = None, *, lmax=None, level=None, degree=None, quadrature_degree=None,
                        regularization=1e-8) -> dict:
     """The arguments of :func:`minimize_energy`, checked and with their defaults, without solving anything.
 
@@ -361,10 +361,10 @@ def minimize_arguments(beta, D=None, d: int = 3, *, lmax=None, level=None, degre
     from ._fem import check_degrees, check_level
 
     beta = check_beta(beta)
-    d = dimension(d)
+    d = dimension_for(D, d)
     if d not in (2, 3):
         raise ValueError(f"`d` must be 2 or 3 for minimize_energy; got d={d}.")
-    D = check_symmetric(check_D(D, d), "minimize_energy")
+    D = check_symmetric(check_D(D, d, "the argument `d`"), "minimize_energy")
     lam_min = float(np.linalg.eigvalsh(D)[0])
     if lam_min < -1e-12 * max(1.0, spectral_norm(D)):
         raise ValueError(f"`D` must be positive semi-definite for minimize_energy; its smallest eigenvalue is "
