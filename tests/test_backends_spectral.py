@@ -109,6 +109,27 @@ def test_zonal_solver_matches_s2_solver():
     assert np.max(np.abs(a.evaluate(pts) - b.evaluate(pts))) < 1e-10
 
 
+@pytest.mark.parametrize("v", [-2.0, 0.5])
+def test_zonal_qkv_norm_with_scalar_values_matches_s2_solver(v):
+    """QKV-Norm with V = v·I keeps the axial symmetry (normalized values are sign(v)·θ): the zonal solver runs it
+    (it refused it as "supports V = v·I only") and agrees with the S² solver, whose values are normalized on the
+    grid; a radius field rides along."""
+    L = 16
+    g = lambda t: 1 + 0.4 * t + 0.2 * t ** 2  # noqa: E731
+    r = lambda t: 1 + 0.25 * t  # noqa: E731
+    s2 = mf.Density.from_function(lambda x: g(x[..., 2]), L, radius=lambda x: r(x[..., 2]), normalize=True)
+    zon = mf.ZonalDensity.from_function(g, L, d=3, radius=r, normalize=True)
+    model = mf.Model(3.0, "qkv-norm", V=v * np.eye(3))
+    a = mf.simulate(model, s2, 0.5, rtol=1e-12).final
+    b = mf.simulate(model, zon, 0.5, rtol=1e-12).final
+    t = np.linspace(-1, 1, 41)
+    pts = np.stack([np.sqrt(1 - t ** 2), 0 * t, t], axis=-1)
+    assert np.max(np.abs(a.evaluate(pts) - b.evaluate(pts))) < 1e-10
+    assert np.max(np.abs(a.evaluate_radius(pts) - b.with_coeffs(b.radius).evaluate(pts))) < 1e-10
+    assert mf.simulate(mf.Model(3.0, "qkv-norm", d=7, V=v * np.eye(7)),
+                       mf.ZonalDensity.from_function(g, L, d=7, normalize=True), 0.1).status is mf.Status.OK
+
+
 def test_zonal_solver_on_circle_matches_fourier_solver():
     """d = 2: g(cos φ) in Chebyshev polynomials against the Fourier solver."""
     L = 20

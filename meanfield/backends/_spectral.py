@@ -90,11 +90,10 @@ class SpectralAttention:
                                             "problem); use d = 2, 3 or backend='particles'.")
             return "quadrature"
         v = None if m.V is None else m.V.reshape(m.d, m.d)
-        if v is None or (np.allclose(v, v[0, 0] * np.eye(m.d), rtol=0, atol=1e-14 * abs(v[0, 0]) + 1e-300)
-                         and not m.scheme_def.normalize_qkv):
+        if v is None or np.allclose(v, v[0, 0] * np.eye(m.d), rtol=0, atol=1e-14 * abs(v[0, 0]) + 1e-300):
             self.vscale = 1.0 if v is None else float(v[0, 0])
-            if m.scheme_def.normalize_qkv and v is not None:
-                self.vscale = float(np.sign(v[0, 0]))
+            if m.scheme_def.normalize_qkv:      # normalized values: V θ / ‖V θ‖ = sign(v)·θ for V = v·I
+                self.vscale = float(np.sign(self.vscale))
             return "fast"
         if not self.basis.has_ambient:
             raise UnsupportedModelError("the zonal solver supports V = v·I only; use d = 2 or 3.")
