@@ -130,6 +130,20 @@ def test_zonal_qkv_norm_with_scalar_values_matches_s2_solver(v):
                        mf.ZonalDensity.from_function(g, L, d=7, normalize=True), 0.1).status is mf.Status.OK
 
 
+@pytest.mark.parametrize("V, d", [(0.0, 3), ("rank2", 3), (0.0, 7), ("rank2", 2)])
+def test_qkv_norm_with_a_singular_matrix_is_refused_on_densities(V, d):
+    # V = 0·I ran with a zero velocity (sign(0) = 0); a rank-deficient V left V θ/‖V θ‖ undefined on its null
+    # directions, which a density charges
+    V = np.diag([1.0] * (d - 1) + [0.0]) if V == "rank2" else V * np.eye(d)
+    rho = mf.Density.uniform(12, d=d) if d < 4 else mf.ZonalDensity.uniform(12, d=d)
+    with pytest.raises(ValueError, match=r"qkv-norm.*`V` must be invertible; its smallest singular value is 0"):
+        mf.simulate(mf.Model(1.0, "qkv-norm", d=d, V=V), rho, 0.1)
+    with pytest.raises(ValueError, match=r"`Q` must be invertible"):
+        mf.simulate(mf.Model(1.0, "qkv-norm", d=d, Q=np.diag([0.0] + [1.0] * (d - 1))), rho, 0.1)
+    if d < 4:                   # other schemes take a singular V (the zonal solver takes V = v·I only)
+        assert mf.simulate(mf.Model(1.0, "post-ln", d=d, V=V), rho, 0.1).status is mf.Status.OK
+
+
 def test_zonal_solver_on_circle_matches_fourier_solver():
     """d = 2: g(cos φ) in Chebyshev polynomials against the Fourier solver."""
     L = 20

@@ -51,6 +51,21 @@ class _Fields:
         return self._norm
 
 
+def _check_invertible_for_qkv_norm(model) -> None:
+    """QKV-Norm normalizes Qθ, Kθ and Vθ at every point of the sphere, which a density charges everywhere: a
+    singular matrix leaves them undefined on its null directions (V = 0·I ran with a zero velocity, a rank-deficient
+    V divided 0 by 0 at the nodes near them).  Particles check the tokens themselves."""
+    for name, mats in zip("QKV", model.matrices()):
+        if getattr(model, name) is None:
+            continue
+        sv = np.linalg.svd(mats, compute_uv=False)          # (heads, d), descending
+        smallest, largest = float(sv[:, -1].min()), float(sv[:, 0].max())
+        if not smallest > 1e-14 * largest:
+            raise ValueError(f"scheme='qkv-norm' normalizes {name}θ at every direction, so on a density `{name}` must be "
+                             f"invertible; its smallest singular value is {smallest:.3g} (largest {largest:.3g}). "
+                             "Use backend='particles', which checks only the tokens' directions.")
+
+
 class SpectralAttention:
     """The attention vector A[ρ] at the nodes of a basis, for one model.
 
@@ -84,6 +99,8 @@ class SpectralAttention:
 
     def _choose_path(self):
         m = self.model
+        if m.scheme_def.normalize_qkv:
+            _check_invertible_for_qkv_norm(m)
         if not m.isotropic:
             if not self.basis.has_ambient:
                 raise UnsupportedModelError("the zonal solver needs QᵀK = c·I and V = v·I (an axisymmetric "
