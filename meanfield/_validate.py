@@ -216,7 +216,11 @@ def check_options(owner: str, options: dict, defaults: dict) -> dict:
     """Merge ``options`` into ``defaults``; unknown names raise TypeError listing the valid ones of ``owner``."""
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise TypeError(f"unknown option(s) {unknown} for backend={owner!r}; valid options are {sorted(defaults)}.")
+        # the layer maps act on tokens: a density has no layer map, which the list of valid options does not say
+        hint = (" The discrete layer maps (time='layers') are those of the particle backends: backend='particles' "
+                "or 'particles-sh'." if "time" in unknown else "")
+        raise TypeError(f"unknown option(s) {unknown} for backend={owner!r}; valid options are "
+                        f"{sorted(defaults)}.{hint}")
     return {**defaults, **options}
 
 

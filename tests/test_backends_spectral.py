@@ -333,6 +333,8 @@ def test_bad_options(bad, match):
 def test_unknown_option_and_bad_initial():
     with pytest.raises(TypeError, match="unknown option"):
         mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, lmx=4)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['time'\].*layer maps .* backend='particles'"):
+        mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, time="layers", step=0.1)
     with pytest.raises(TypeError, match="`max_steps` must be an integer"):
         mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, max_steps=500.9)
     with pytest.raises(ValueError, match="mass 1"):
