@@ -426,6 +426,17 @@ def test_phase_diagram_shape_and_common_start():
     assert np.allclose(G[0], F[0, 1:])                         # t = 0 is optional
 
 
+@pytest.mark.parametrize("method", ["tree", "direct"])
+def test_no_aligned_pair_gives_exactly_zero_and_all_give_one(method):
+    # equal weights are counted in integers: (count − n)/(n(n − 1)); the float (total − w·w)/(1 − w·w) left 3e-17
+    # where BLAS's w·w rounds differently from n/n² (n = 6 with OpenBLAS's AVX-512 kernel)
+    for n in range(2, 40):
+        apart = mf.Particles(np.eye(n))
+        assert mf.aligned_fraction(apart, 0.5, method=method) == 0.0
+        together = mf.Particles(np.tile(np.eye(n)[:1], (n, 1)))
+        assert mf.aligned_fraction(together, 0.5, method=method) == 1.0
+
+
 def test_phase_diagram_is_monotone_and_exact_for_the_equiangular_start():
     # n orthonormal tokens stay equiangular: F is 1[ρ(t) ≥ 1 − δ], nondecreasing in t and nonincreasing in β
     # (SA Post-LN: dρ/dt = 2b(1−ρ)(1+(n−1)ρ), b = e^{β(ρ−1)}/(1 + (n−1)e^{β(ρ−1)} decreases with β)
