@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._measures import Density, Particles, conversion_hint
-from ._validate import nonneg_int, positive_float
+from ._validate import nonneg_int, open_fraction, positive_float
 from .sphere._funk_hecke import funk_hecke, kernel_bandlimit
 
 
@@ -78,7 +78,19 @@ def _mmd_direct(mu: Particles, nu: Particles, beta: float, chunk_elements: int =
     total = 0.0
     for i in range(0, len(z), rows):
         total += float(c[i:i + rows] @ np.exp(beta * (z[i:i + rows] @ z.T - 1.0)) @ c)
-    return float(np.exp(beta / 2) * np.sqrt(max(total, 0.0)))
+    return _unscale(beta, total)
+
+
+def _unscale(beta: float, scaled_square: float) -> float:
+    """√(e^β · S) for the scaled square S = e^{-β} MMD²: 0 when S ≤ 0 (equal measures; e^{β/2}·0 was NaN from
+    β ≈ 1419, where e^{β/2} overflows), inf when the MMD itself exceeds float64."""
+    if not scaled_square > 0:
+        return 0.0
+    log_value = 0.5 * (beta + np.log(scaled_square))
+    return float(np.exp(log_value)) if log_value < _LOG_FLOAT_MAX else float("inf")
+
+
+_LOG_FLOAT_MAX = float(np.log(np.finfo(float).max))
 
 
 def sobolev_distance(mu, nu, s: float = 1.0, lmax: int | None = None) -> float:
@@ -126,12 +138,14 @@ def mmd(mu, nu, beta: float, tol: float = 1e-12, lmax: int | None = None) -> flo
     Returns
     -------
     float
-        MMD_β(μ, ν) ≥ 0 (dimensionless).
+        MMD_β(μ, ν) ≥ 0 (dimensionless); 0.0 for equal measures at any β, and ``inf`` when the value
+        exceeds float64 (it grows like e^{β/2}: from β ≈ 1419 for measures that differ at low degrees).
 
     Raises
     ------
     ValueError
-        If the measures are not on the same sphere (S¹ or S², or both particles on S^{d-1}), or ``beta`` ≤ 0.
+        If the measures are not on the same sphere (S¹ or S², or both particles on S^{d-1}), ``beta`` ≤ 0,
+        ``tol`` outside (0, 1) or ``lmax`` not an integer ≥ 0 (checked on every path).
     TypeError
         If a measure is another kind of measure on the sphere (e.g. a ZonalDensity or an FEDensity).
 
@@ -140,13 +154,16 @@ def mmd(mu, nu, beta: float, tol: float = 1e-12, lmax: int | None = None) -> flo
     For two Particles with d > 3, ``tol`` and ``lmax`` do not apply: the sum is direct.
     """
     beta = positive_float("beta", beta)
+    tol = open_fraction("tol", tol)          # checked on every path: the direct sum below does not use them
+    if lmax is not None:
+        lmax = nonneg_int("lmax", lmax)
     if isinstance(mu, Particles) and isinstance(nu, Particles) and mu.d == nu.d and mu.d > 3:
         return _mmd_direct(mu, nu, beta)
     d = _dim(mu, nu)
-    lmax = kernel_bandlimit(beta, tol, d) if lmax is None else nonneg_int("lmax", lmax)
+    lmax = kernel_bandlimit(beta, tol, d) if lmax is None else lmax
     e = _degree_power(coefficients(mu, lmax) - coefficients(nu, lmax), d, lmax)
-    # √(Σ λ_ℓ e_ℓ) = e^{β/2} √(Σ e^{-β}λ_ℓ e_ℓ): finite up to β ≈ 1400
-    return float(np.exp(beta / 2) * np.sqrt(max(np.sum(funk_hecke(beta, lmax, d, scaled=True) * e), 0.0)))
+    # √(Σ λ_ℓ e_ℓ) = e^{β/2} √(Σ e^{-β}λ_ℓ e_ℓ)
+    return _unscale(beta, float(np.sum(funk_hecke(beta, lmax, d, scaled=True) * e)))
 
 
 _NEGATIVITY_TOL = 1e-6     # as the spectral solver's default negativity_tol: ringing below it counts as 0

@@ -177,3 +177,46 @@ def test_wasserstein_takes_a_density_finer_than_the_grid_by_its_values_at_the_no
     assert errors[1] < 2e-3 and errors[1] < errors[0]
     c = mf.Density.random(40, d=2, seed=1, amplitude=0.5)
     assert mf.wasserstein_distance(c, c.resized(60), 1, grid_lmax=10) < 1e-12
+
+
+# --- audit regressions -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [lambda: mf.Particles.uniform(20, d=3, seed=1), lambda: mf.Density.random(6, seed=2),
+                                  lambda: mf.Density.uniform(5, d=2), lambda: mf.Particles.uniform(20, d=5, seed=1)])
+def test_mmd_of_equal_measures_is_zero_at_large_beta(make):
+    # e^{β/2}·√0 was NaN from β ≈ 1419, where e^{β/2} overflows float64
+    import warnings
+    m = make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mf.mmd(m, m, 1500.0) == 0.0
+
+
+def test_mmd_beyond_float64_is_inf_without_a_numpy_warning():
+    import warnings
+    a, b = mf.Particles.uniform(20, d=3, seed=1), mf.Particles.uniform(20, d=3, seed=2)
+    a5, b5 = mf.Particles.uniform(20, d=5, seed=1), mf.Particles.uniform(20, d=5, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mf.mmd(a, b, 1500.0) == np.inf and mf.mmd(a5, b5, 1500.0) == np.inf
+        # just below the overflow, the value is finite and matches the direct sum in logs
+        z, c = np.concatenate([a.positions, b.positions]), np.concatenate([a.weights, -b.weights])
+        scaled = c @ np.exp(1400.0 * (z @ z.T - 1.0)) @ c
+        assert mf.mmd(a, b, 1400.0) == pytest.approx(np.exp(0.5 * (1400.0 + np.log(scaled))), rel=1e-10)
+
+
+@pytest.mark.parametrize("kw, error, match", [(dict(tol=-3.0), ValueError, "`tol`"), (dict(tol=1.5), ValueError, "`tol`"),
+                                              (dict(lmax="x"), TypeError, "`lmax`"), (dict(lmax=-1), ValueError, "`lmax`")])
+def test_mmd_checks_tol_and_lmax_on_the_direct_path_too(kw, error, match):
+    p = mf.Particles.uniform(5, d=5, seed=0)
+    with pytest.raises(error, match=match):
+        mf.mmd(p, p, 1.0, **kw)
+
+
+@pytest.mark.parametrize("distance", [lambda a, b: mf.sobolev_distance(a, b, lmax=10 ** 12),
+                                      lambda a, b: mf.mmd(a, b, 1.0, lmax=10 ** 12)])
+def test_a_band_limit_beyond_memory_is_refused_by_name_before_the_transform(distance):
+    # ducc0's adjoint transform failed with a bare "MemoryError: std::bad_alloc"
+    a, b = mf.Particles.uniform(5, seed=0), mf.Particles.uniform(5, seed=1)
+    with pytest.raises(mf.InsufficientMemoryError, match="`lmax`"):
+        distance(a, b)

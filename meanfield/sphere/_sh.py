@@ -836,9 +836,16 @@ def adjoint_synthesis_points(values, points, lmax: int, epsilon: float = 1e-13) 
     ValueError
         ``epsilon`` outside [1e-14, 1), ``lmax`` not a nonnegative integer, ``points`` not of shape (..., 3) or
         holding NaN, inf or a zero vector, or not one weight per point.
+    InsufficientMemoryError
+        ``lmax`` so large that the transform would not fit in the available memory.
     """
     epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
+    # ducc0's result and work grid take ~64 B per coefficient per thread (measured 128–154 B with two threads,
+    # lmax = 1000–3000); unchecked, lmax = 10¹² failed with a bare "MemoryError: std::bad_alloc"
+    check_memory(80.0 * (NTHREADS + 1) * nalm(lmax),
+                 lambda: f"the adjoint transform of band limit lmax={lmax} ({nalm(lmax)} coefficients)",
+                 "lower `lmax` (the band limit).")
     loc = _loc(points)
     v = np.ascontiguousarray(real_array("values", values).reshape(1, -1))
     if v.shape[1] != loc.shape[0]:
