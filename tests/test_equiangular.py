@@ -134,6 +134,8 @@ def test_every_continuous_scheme_runs_and_clusters(scheme):
     (dict(r0=0.0), ValueError, "`r0` must be finite and > 0"),
     (dict(rho0=-0.5), ValueError, r"`rho0` must be in \[−1/\(n−1\), 1\)"),
     (dict(rho0=1.0), ValueError, r"`rho0` must be in"),
+    (dict(rho0="a"), TypeError, r"`rho0` must be a finite real number"),     # was "could not convert string to float"
+    (dict(rho0=float("nan")), ValueError, r"`rho0` must be a finite real number"),
     (dict(scheme="mix-ln"), ValueError, "`tau`"),
     (dict(attention="linear"), ValueError, "`attention` must be one of"),
     (dict(scheme="ngpt", alpha=-1.0), ValueError, "`alpha` must be finite and > 0"),

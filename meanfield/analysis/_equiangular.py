@@ -28,7 +28,7 @@ from scipy.integrate import solve_ivp
 from .._errors import ConvergenceError, UnsupportedModelError
 from .._model import ATTENTIONS, Model
 from .._schemes import get_scheme
-from .._validate import choice, increasing_times, nonneg_int, positive_float, relative_tolerance
+from .._validate import choice, increasing_times, nonneg_int, positive_float, real_number, relative_tolerance
 
 
 def equiangular_attention(beta: float, n: int, rho, attention: str = "softmax"):
@@ -76,7 +76,7 @@ def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e
     beta = positive_float("beta", beta, allow_zero=True)
     n = nonneg_int("n", n, minimum=2)
     r0 = positive_float("r0", r0)
-    rho0 = float(rho0)
+    rho0 = real_number("rho0", rho0)      # float("a") raised "could not convert string to float", naming nothing
     if not (-1.0 / (n - 1) <= rho0 < 1.0):
         raise ValueError(f"`rho0` must be in [−1/(n−1), 1) = [{-1 / (n - 1):.6g}, 1) for n={n}; got rho0={rho0!r}.")
     choice("attention", attention, ATTENTIONS)
