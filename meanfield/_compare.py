@@ -49,7 +49,9 @@ def _common_dimension(mu, nu) -> set:
 
 def _dim(mu, nu) -> int:
     dims = _common_dimension(mu, nu)
-    if len(dims) != 1 or not dims <= {2, 3}:
+    if len(dims) != 1:          # first: "S¹ or S²" misled for two particle measures, which mmd takes in any d
+        raise ValueError(f"both measures must live on the same sphere; got d = {sorted(dims)}.")
+    if not dims <= {2, 3}:
         raise ValueError(f"both measures must live on the same S¹ or S² (d = 2 or 3); got d = {sorted(dims)}.")
     return dims.pop()
 

@@ -37,7 +37,7 @@ def test_iid_samples_converge_like_inverse_sqrt_n():
 def test_errors():
     with pytest.raises(ValueError, match="`lmax`"):
         sobolev_distance(mf.Particles.uniform(3), mf.Particles.uniform(3))
-    with pytest.raises(ValueError, match="same S"):
+    with pytest.raises(ValueError, match=r"same sphere; got d = \[2, 3\]"):
         sobolev_distance(mf.Density.uniform(4), mf.Density.uniform(4, d=2))
     with pytest.raises(ValueError, match="`s`"):
         sobolev_distance(mf.Density.uniform(4), mf.Density.uniform(4), s=0)
@@ -108,6 +108,11 @@ def test_wasserstein_is_a_rotation_invariant_metric():
 @pytest.mark.parametrize("call, error, match", [
     (lambda: mf.wasserstein_distance(_dirac([1.0, 0, 0]), _dirac([0, 1.0, 0]), p=0.5), ValueError, r"`p` must be ≥ 1"),
     (lambda: mf.wasserstein_distance(_dirac([1.0, 0, 0]), _dirac([0, 1.0]), 1), ValueError, "same sphere"),
+    # "the same S¹ or S²" misled: mmd takes two particle measures in any d, only not two different ones
+    (lambda: mf.mmd(mf.Particles.uniform(10, d=4), mf.Particles.uniform(10, d=5), 1.0), ValueError,
+     r"both measures must live on the same sphere; got d = \[4, 5\]"),
+    (lambda: mf.sobolev_distance(mf.Particles.uniform(10, d=4), mf.Particles.uniform(10, d=4)), ValueError,
+     r"same S¹ or S² \(d = 2 or 3\); got d = \[4\]"),
     (lambda: mf.wasserstein_distance(mf.Density(2 * mf.Density.uniform(4).coeffs, 4), mf.Density.uniform(4)),
      ValueError, "equal mass"),
     (lambda: mf.wasserstein_distance(mf.Particles.uniform(300), mf.Particles.uniform(300, seed=1), max_pairs=1000),
