@@ -284,6 +284,12 @@ def test_particle_clusters_errors():
         mf.particle_clusters(np.zeros((3, 3)))
     with pytest.raises(TypeError, match="`measure`"):
         mf.cluster_count([1, 2])
+    # an option of the other measure type: Python's "unexpected keyword argument 'min_mass'" named neither
+    with pytest.raises(TypeError, match=r"\['min_mass'\] do not apply to Particles .* valid: \['angle'\]"):
+        mf.cluster_count(p, min_mass=0.1)
+    with pytest.raises(TypeError, match=r"\['angle'\] do not apply to Density .* valid: \['min_mass', 'level', "
+                                        r"'resolution'\]"):
+        mf.cluster_count(mf.Density.uniform(8), angle=0.1)
     with pytest.raises(ValueError, match="`min_mass`"):
         mf.particle_clusters(p).count_above(-1)
 

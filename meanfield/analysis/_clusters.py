@@ -381,9 +381,20 @@ def cluster_count(measure, **options) -> int:
     TypeError
         If ``measure`` is neither Particles nor a Density, or an option does not belong to its type.
     """
-    if isinstance(measure, Particles):
-        return particle_clusters(measure, **options).count
-    if isinstance(measure, Density):
-        return density_clusters(measure, **options).count
+    for kind, clusters in ((Particles, particle_clusters), (Density, density_clusters)):
+        if isinstance(measure, kind):
+            _check_cluster_options(options, kind.__name__, clusters)
+            return clusters(measure, **options).count
     raise TypeError(f"`measure` must be meanfield.Particles or meanfield.Density; got {type(measure).__name__}."
                     + conversion_hint(measure))
+
+
+def _check_cluster_options(options: dict, kind: str, clusters) -> None:
+    """Options of the other measure type are named as such (Python's "unexpected keyword argument" named neither)."""
+    import inspect
+
+    valid = list(inspect.signature(clusters).parameters)[1:]      # after the measure
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"option(s) {unknown} do not apply to {kind} (cluster_count passes them to "
+                        f"{clusters.__name__}); valid: {valid}.")
