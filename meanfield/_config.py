@@ -290,8 +290,7 @@ class EnergyConfig:
 
 def parse_energy_config(raw: dict, text: str = "") -> EnergyConfig:
     """Validate a configuration with an ``[energy]`` table (and no other table)."""
-    from ._energy._kernel import check_beta, check_D, check_symmetric
-    from ._validate import dimension
+    from ._energy._kernel import check_beta, check_D, check_symmetric, dimension_for
 
     others = sorted(set(raw) - {"energy"})
     if others:
@@ -307,10 +306,9 @@ def parse_energy_config(raw: dict, text: str = "") -> EnergyConfig:
     D = e.get("D")
     if isinstance(D, list) and D and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in D):
         D = np.diag(np.asarray(D, dtype=float))           # a list of d numbers: the diagonal
-    d = e.get("d", len(D) if isinstance(D, (list, np.ndarray)) else 3)
     try:
         beta = check_beta(e["beta"])
-        d = dimension(d)
+        d = dimension_for(D, e.get("d"))
         D = check_symmetric(check_D(D, d), "an energy problem")
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[energy]: {err}") from None
