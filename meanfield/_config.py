@@ -26,6 +26,7 @@ from ._model import Model
 from ._trajectory import save_times
 from ._validate import nonneg_int, positive_float, real_number, save_every_count
 from ._validate import check_options
+from ._validate import checkpoint_every as _checkpoint_every
 from .backends._registry import check_option_values, get_backend
 
 _MODEL_KEYS = {"beta", "scheme", "attention", "d", "Q", "K", "V", "alpha", "tau"}
@@ -63,7 +64,7 @@ class RunConfig:
     backend: str
     t_final: float
     save: dict
-    checkpoint_every: int
+    checkpoint_every: int | str
     options: dict
     checkpoint_interval: float = 600.0
     text: str = ""
@@ -136,7 +137,7 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     if defaults is not None:
         check_options(backend, options, defaults())       # the names first, listing the valid ones
     _refuse_unused_step_options(options)
-    checkpoint_every = nonneg_int("checkpoint_every", run.get("checkpoint_every", 1), minimum=1)
+    checkpoint_every = _checkpoint_every(run.get("checkpoint_every", "auto"))
     checkpoint_interval = positive_float("checkpoint_interval", run.get("checkpoint_interval", 600.0), allow_zero=True)
     # the values too, as the backend checks them when the run starts, but without building the solver (the
     # particle backends on two probe tokens; spectral up to its set-up): a batch or a sweep stops before its first run

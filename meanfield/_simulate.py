@@ -19,7 +19,8 @@ from ._measures import Particles
 from ._model import Model
 from ._integrators import ADAPTIVE_OPTIONS, fixed_steps, refuse_unused
 from ._trajectory import Status, Trajectory, save_times
-from ._validate import nonneg_int, positive_float, save_every_count
+from ._validate import checkpoint_every as _checkpoint_every
+from ._validate import positive_float, save_every_count
 from .backends._registry import BACKENDS, Backend, get_backend, register_backend
 
 __all__ = ["BACKENDS", "Backend", "MeanfieldWarning", "Status", "Trajectory", "get_backend", "register_backend",
@@ -30,9 +31,15 @@ __all__ = ["BACKENDS", "Backend", "MeanfieldWarning", "Status", "Trajectory", "g
 # raised while a finalizer runs, so the run checks this between save times as well.
 STOP_REQUESTED = threading.Event()
 
+#: With ``checkpoint_every="auto"``: the largest share of a run's wall-clock time its checkpoint writes may take.
+#: A write rewrites the whole file (atomically), ~0.7 ms per saved state, so writing after each of 800 saved
+#: states made a run of 8 s take 265 s; paced at this share, a write waits until the run has worked
+#: (1/share − 1) times as long as the last write took, and the states it would have held go in the next one.
+CHECKPOINT_TIME_SHARE = 0.1
+
 
 def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_every=None, t_eval=None,
-             callback=None, progress: bool = False, checkpoint=None, checkpoint_every: int = 1,
+             callback=None, progress: bool = False, checkpoint=None, checkpoint_every: int | str = "auto",
              checkpoint_interval: float | None = 600.0, t0: float = 0.0, metadata: dict | None = None,
              **options) -> Trajectory:
     """Evolve ``initial`` under ``model`` up to ``t_final``.
@@ -57,15 +64,20 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     progress : bool
         Show a progress bar (tqdm) over simulated time.
     checkpoint : str or Path, optional
-        HDF5 file written atomically once the run is validated (its initial state), then every
-        ``checkpoint_every`` saved states and at the end (also after an interruption or a failure);
+        HDF5 file written atomically once the run is validated (its initial state), then after saved
+        states (``checkpoint_every``) and at the end (also after an interruption or a failure);
         :func:`resume` continues from it.  A file already there is replaced only by that first write, so
         input that fails validation leaves it untouched.
-    checkpoint_every : int
-        With ``checkpoint``: rewrite the file after every ``checkpoint_every``-th saved state (an integer
-        ≥ 1, default 1: after each); the first write (the initial state) and the last (at the end or
-        after an early stop) happen whatever its value.  Larger values save I/O on runs with many save
-        times, at the cost of the states since the last write if the process is killed.
+    checkpoint_every : int or "auto"
+        With ``checkpoint``: when to rewrite the file, which holds the whole trajectory each time.
+        ``"auto"`` (default): after a saved state once the run has worked 9 times as long as the last
+        write took (the writes take ≤ :data:`CHECKPOINT_TIME_SHARE` = 10 % of the wall-clock time),
+        else at the first step past that moment (with a resume point) or the next saved state: after each
+        saved state while the file is small, and a run with thousands of them is not slowed down by
+        writes growing with the file.  An integer k ≥ 1: after every k-th saved state exactly (1: after
+        each, whatever the writes cost).  The first write (the initial state) and the last (at the end
+        or after an early stop) happen whatever its value.  A killed process loses the states since the
+        last write.
     checkpoint_interval : float or None
         With ``checkpoint``: seconds of wall-clock time (≥ 0, default 600) after which the file is rewritten
         with the state the run has reached, even between save times (a *resume point*, stored beside the
@@ -121,7 +133,7 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     save_every_count(t_final, save_every, t0)                   # 1e-300 would allocate the save times forever
     times = save_times(t_final, save_every, t_eval, t0)       # checks t0 ≥ 0 and t_final > t0
     t0 = float(times[0])
-    checkpoint_every = nonneg_int("checkpoint_every", checkpoint_every, minimum=1)
+    checkpoint_every = _checkpoint_every(checkpoint_every)
     if checkpoint_interval is not None:
         checkpoint_interval = positive_float("checkpoint_interval", checkpoint_interval, allow_zero=True)
     metadata = check_run_info("metadata", metadata, reserved=tuple(sorted(_RUN_KEYS)))
@@ -138,7 +150,7 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
         stepper.carry_stage(t0, point.stage)     # the first stage the uninterrupted run had there
     getattr(stepper, "check_save_times", lambda _: None)(times)     # e.g. whole layers, before any work
     check_fixed_step_count(getattr(stepper, "options", {}), t0, times[-1])   # as the backend resolved them
-    run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix, point)
+    run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix, point, checkpoint_every)
     _check_nonnegative(run.diags[0], getattr(stepper, "options", {}))
     with _checkpoint_lock(checkpoint):
         bar = _progress_bar(progress, times[-1], t0)
@@ -157,7 +169,7 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
                 run.keep()
                 if STOP_REQUESTED.is_set():       # a SIGTERM whose KeyboardInterrupt a finalizer swallowed
                     raise KeyboardInterrupt
-                if checkpoint is not None and i % checkpoint_every == 0 and i < len(times) - 1:
+                if run.write_due(i) and i < len(times) - 1:
                     run.write(complete=False)
                 if callback is not None and callback(stepper.t, run.states[-1], run.diags[-1]):
                     run.status = Status.CALLBACK_STOP
@@ -193,7 +205,8 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
 
 def _step_hook(bar, run, interval):
     """The stepper's ``on_step(t, h, **monitors)`` after each accepted step: the progress bar, and the wall-clock
-    checkpoint when ``interval`` seconds have passed since the last write."""
+    checkpoint when ``interval`` seconds have passed since the last write (or, with ``checkpoint_every="auto"``,
+    when a saved state waits for a write that its pace now allows)."""
     if bar is None and run.path is None:
         return None
 
@@ -202,7 +215,10 @@ def _step_hook(bar, run, interval):
             run.stepped()          # where a Ctrl-C or an error may take the resume point from (see mark_point)
         if bar is not None:
             bar.step(t, h, **monitors)
-        if run.path is not None and interval is not None and time.monotonic() - run.written >= interval:
+        if run.path is None:
+            return
+        if (interval is not None and time.monotonic() - run.written >= interval) or (
+                run.every == "auto" and run.pending and run.paced()):      # saved states a paced write left
             run.write_point()
     return on_step
 
@@ -277,7 +293,8 @@ def _check_callback(callback) -> None:
 class _Run:
     """The saved part of a run in progress: states, diagnostics, and how to write or resume it."""
 
-    def __init__(self, stepper, model, backend, times, checkpoint, metadata=None, prefix=None, point=None):
+    def __init__(self, stepper, model, backend, times, checkpoint, metadata=None, prefix=None, point=None,
+                 every: int | str = 1):
         self.stepper, self.model, self.backend = stepper, model, backend
         self.metadata = dict(metadata or {})
         # the saved part of a resumed run: it ends where this part starts (or, resumed from a point, before)
@@ -290,7 +307,10 @@ class _Run:
         self.point_steps = 0        # this part's step-log length at the point (a resumed run's point: its start)
         self.from_point = point is not None
         self.at_step = None         # (marker, resume options, step count, stage) at the stepper's last step
+        self.every = every          # checkpoint_every: k, or "auto" (paced by the time the writes take)
         self.written = time.monotonic()
+        self.write_seconds = 0.0    # how long the last write took
+        self.pending = False        # a saved state is not on disk yet
 
     def keep(self):
         # all or nothing: a Ctrl-C inside state() or diagnostics() must not leave a time without its state or
@@ -306,6 +326,7 @@ class _Run:
         self.resume = resume
         self.kept_steps = steps     # the step log a checkpoint that resumes from this state holds
         self.point = None
+        self.pending = True
 
     def stepped(self):
         """The stepper's ``on_step`` hook: it has just finished a step, and its state, time, step log and
@@ -346,6 +367,19 @@ class _Run:
         self.point, self.point_steps = ResumePoint(t, self.stepper.state(), resume, stage), steps
         return True
 
+    def write_due(self, i: int) -> bool:
+        """Whether to write the checkpoint after the ``i``-th saved time (``checkpoint_every``)."""
+        if self.path is None:
+            return False
+        if self.every == "auto":
+            return self.paced()
+        return i % self.every == 0
+
+    def paced(self) -> bool:
+        """With ``checkpoint_every="auto"``: a write now keeps the writes within their share of the wall-clock time."""
+        idle = time.monotonic() - self.written
+        return idle * CHECKPOINT_TIME_SHARE >= self.write_seconds * (1 - CHECKPOINT_TIME_SHARE)
+
     def write_point(self):
         """The checkpoint with the state reached now (the wall-clock checkpoints between save times); none at a
         save time, which the run keeps (and writes) next."""
@@ -381,9 +415,11 @@ class _Run:
         from ._io import save_checkpoint
 
         try:
+            start = time.monotonic()
             with _signals_deferred(interrupt=not final):
                 save_checkpoint(self.whole(complete), self.path, self.point)
             self.written = time.monotonic()
+            self.write_seconds, self.pending = self.written - start, False
         except (OSError, RuntimeError) as err:       # h5py reports a full disk as RuntimeError
             message = (f"could not write the checkpoint {self.path} at t={self.times[-1]:.6g}: {err}. The file keeps "
                        "its previous checkpoint")
@@ -392,7 +428,8 @@ class _Run:
             warn(f"{message}; the run goes on and tries again at the next checkpoint.")
 
 
-def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool = False, checkpoint_every: int = 1,
+def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool = False,
+           checkpoint_every: int | str = "auto",
            checkpoint_interval: float | None = 600.0, alpha=None, options: dict | None = None) -> Trajectory:
     """Continue the run whose checkpoint is ``path`` to its ``t_final`` (or beyond); returns the whole trajectory.
 
@@ -420,9 +457,10 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
         ``callback(t, state, diagnostics)`` at every newly saved time; returning True stops the run.
     progress : bool
         Show a progress bar (tqdm) over simulated time.
-    checkpoint_every : int
-        Rewrite ``path`` (atomically, with the whole trajectory so far) every ``checkpoint_every`` newly
-        saved states, as :func:`simulate` does: a resumed run killed again loses no saved state.
+    checkpoint_every : int or "auto"
+        When to rewrite ``path`` (atomically, with the whole trajectory so far) after newly saved states, as
+        in :func:`simulate`: "auto" (default) paces the writes to ≤ 10 % of the wall-clock time, an integer k
+        writes after every k-th one.
     checkpoint_interval : float or None
         Seconds of wall-clock time between rewrites of ``path`` with a resume point, as in :func:`simulate`.
     alpha : float or callable, optional

@@ -173,6 +173,19 @@ def nonneg_int(name: str, value, *, minimum: int = 0, maximum: int | None = None
     return int(value)
 
 
+def checkpoint_every(value) -> int | str:
+    """``checkpoint_every``: an integer ≥ 1 (every that many saved states) or ``"auto"`` (paced by the time the
+    writes take: see :data:`meanfield._simulate.CHECKPOINT_TIME_SHARE`)."""
+    if isinstance(value, str):
+        if value == "auto":
+            return value
+        raise ValueError(f"`checkpoint_every` must be an integer >= 1 or 'auto'; got checkpoint_every={value!r}.")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        error = ValueError if isinstance(value, numbers.Integral) and not isinstance(value, bool) else TypeError
+        raise error(f"`checkpoint_every` must be an integer >= 1 or 'auto'; got checkpoint_every={value!r}.")
+    return int(value)
+
+
 def dimension(value) -> int:
     """Validate the ambient dimension ``d`` (tokens live on S^{d-1})."""
     return nonneg_int("d", value, minimum=2)

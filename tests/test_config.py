@@ -147,7 +147,7 @@ def _with(table, **entries):
 @pytest.mark.parametrize("raw, match", [
     (_with("run", t_final=True), r"`t_final` must be a real number; got t_final=True"),
     (_with("run", t_final="abc"), r"`t_final` must be a real number"),
-    (_with("run", checkpoint_every=2.7), r"`checkpoint_every` must be an integer >= 1; got checkpoint_every=2.7"),
+    (_with("run", checkpoint_every=2.7), r"`checkpoint_every` must be an integer >= 1 or 'auto'; got checkpoint_every=2.7"),
     (_with("run", checkpoint_every="x"), r"`checkpoint_every` must be an integer"),
     (_with("run", backend="spectrl"), r"`backend` must be one of \['hybrid', 'particles', 'particles-sh', 'spectral'\]"),
     (_with("run", save_every=0), r"`save_every` must be finite and > 0"),

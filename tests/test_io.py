@@ -96,7 +96,7 @@ def test_a_resumed_run_keeps_checkpointing(tmp_path):
     model, dens = mf.Model(2.0), mf.Density.random(16, seed=1, amplitude=0.5)
     path = tmp_path / "ck.h5"
     mf.simulate(model, dens, 1.0, save_every=0.125, checkpoint=path, callback=lambda t, s, d: t >= 0.25 - 1e-12)
-    seen = []
+    seen = []       # checkpoint_every=1: after each saved state, whatever the write costs
 
     def kill_after_two(t, state, diagnostics):
         seen.append((t, len(mf.load(path))))        # what a kill at this moment would leave on disk
@@ -104,7 +104,7 @@ def test_a_resumed_run_keeps_checkpointing(tmp_path):
             raise KeyboardInterrupt
         return False
 
-    resumed = mf.resume(path, callback=kill_after_two)
+    resumed = mf.resume(path, callback=kill_after_two, checkpoint_every=1)
     assert resumed.status is mf.Status.INTERRUPTED
     assert [n for _, n in seen] == [4, 5, 6]           # t = 0, 0.125, 0.25 and each new save, as it was made
     assert not mf._io.run_info(path)["complete"] and len(mf.load(path)) == 6

@@ -147,11 +147,12 @@ def _no_run(tmp_path, match, error=(TypeError, ValueError), **kwargs):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(initial=[]), r"`initial` must be a measure .* or a non-empty list of Densities .*got initial=\[\]"),
     (dict(initial=()), r"`initial` must be a measure"),
-    (dict(checkpoint_every="a"), r"`checkpoint_every` must be an integer >= 1; got checkpoint_every='a'"),
-    (dict(checkpoint_every=None), r"`checkpoint_every` must be an integer >= 1; got checkpoint_every=None"),
-    (dict(checkpoint_every=2.5), r"`checkpoint_every` must be an integer >= 1; got checkpoint_every=2.5"),
-    (dict(checkpoint_every=True), r"`checkpoint_every` must be an integer >= 1; got checkpoint_every=True"),
-    (dict(checkpoint_every=0), r"`checkpoint_every` must be an integer >= 1; got checkpoint_every=0"),
+    (dict(checkpoint_every="a"), r"`checkpoint_every` must be an integer >= 1 or 'auto'; got checkpoint_every='a'"),
+    (dict(checkpoint_every=None), r"`checkpoint_every` must be an integer >= 1 or 'auto'; got checkpoint_every=None"),
+    (dict(checkpoint_every=2.5), r"`checkpoint_every` must be an integer >= 1 or 'auto'; got checkpoint_every=2.5"),
+    (dict(checkpoint_every=True), r"`checkpoint_every` must be an integer >= 1 or 'auto'; got checkpoint_every=True"),
+    (dict(checkpoint_every=0), r"`checkpoint_every` must be an integer >= 1 or 'auto'; got checkpoint_every=0"),
+    (dict(checkpoint_every="every"), r"`checkpoint_every` must be an integer >= 1 or 'auto'; got checkpoint_every='every'"),
     (dict(metadata=[1]), r"`metadata` must be a dict"),
     (dict(metadata={"a": object()}), r"`metadata` values must be strings, numbers or booleans.*metadata\['a'\]"),
     (dict(metadata={1: 2}), r"`metadata` keys must be non-empty strings; got the key 1"),
@@ -231,7 +232,7 @@ def test_a_state_is_recorded_all_or_nothing(tmp_path, monkeypatch):
     path = tmp_path / "run.h5"
     with pytest.warns(mf.MeanfieldWarning, match="simulate stopped"):
         tr = mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 1.0, backend="particles", save_every=0.25,
-                         checkpoint=path)
+                         checkpoint=path, checkpoint_every=1)
     assert tr.status is mf.Status.INTERRUPTED and len(tr.times) == 2
     assert all(len(v) == 2 for v in tr.diagnostics.values())
     back = mf.load(path)
@@ -264,12 +265,65 @@ def test_a_failed_checkpoint_write_is_warned_about_and_the_run_goes_on(tmp_path,
     path = tmp_path / "run.h5"
     with pytest.warns(mf.MeanfieldWarning, match="could not write the checkpoint .* goes on"):
         tr = mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 1.0, backend="particles", save_every=0.25,
-                         checkpoint=path)
+                         checkpoint=path, checkpoint_every=1)
     assert tr.status is mf.Status.OK and mf.load(path).times[-1] == 1.0
     monkeypatch.setattr(io, "save_checkpoint", lambda *a, **k: (_ for _ in ()).throw(OSError("No space left on device")))
     with pytest.raises(OSError, match="could not write the checkpoint .* \\(resumable"):
         mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 1.0, backend="particles", save_every=0.5,
                     checkpoint=tmp_path / "other.h5")
+
+
+def _slow_checkpoint_writes(monkeypatch, seconds):
+    """Make every checkpoint write take ``seconds`` longer; returns the list of the times of the written files."""
+    import time
+
+    import meanfield._io as io
+
+    real_save, written = io.save_checkpoint, []
+
+    def slow_save(trajectory, path, point):
+        time.sleep(seconds)
+        written.append(len(trajectory.times))
+        return real_save(trajectory, path, point)
+
+    monkeypatch.setattr(io, "save_checkpoint", slow_save)
+    return written
+
+
+def test_auto_checkpoints_keep_the_writes_to_their_share_of_the_run(tmp_path, monkeypatch):
+    # writes of 0.05 s against saved states ~1 ms apart: "auto" waits for 9 write-times of work (0.45 s) between
+    # writes, so a run of 40 saved states writes its start and its end (a stalled machine: one or two more);
+    # checkpoint_every=1 writes after each, whatever that costs
+    written = _slow_checkpoint_writes(monkeypatch, 0.05)
+    model, initial = mf.Model(1.0), mf.Particles.uniform(10, seed=0)
+    paced = mf.simulate(model, initial, 1.0, backend="particles", method="rk4", step=0.025, save_every=0.025,
+                        checkpoint=tmp_path / "auto.h5")
+    assert 2 <= len(written) <= 4 and written[0] == 1 and written[-1] == 41
+    stored = mf.load(tmp_path / "auto.h5")
+    assert stored.success and np.array_equal(stored.times, paced.times)
+    assert all(np.array_equal(a.positions, b.positions) for a, b in zip(stored.states, paced.states))
+    written.clear()
+    mf.simulate(model, initial, 1.0, backend="particles", method="rk4", step=0.025, save_every=0.025,
+                checkpoint=tmp_path / "every.h5", checkpoint_every=1)
+    assert written == list(range(1, 42))
+
+
+def test_auto_checkpoints_write_a_waiting_state_once_the_pace_allows(tmp_path, monkeypatch):
+    # the state saved at t = 0.5 waits (the last write was too recent); the callback then works for 0.3 s, more than
+    # nine write-times, so the next step writes it (with a resume point) well before the next save time
+    written = _slow_checkpoint_writes(monkeypatch, 0.01)
+    path, seen = tmp_path / "ck.h5", []
+
+    def callback(t, state, diagnostics):
+        seen.append((t, len(written), len(mf.load(path))))
+        if len(seen) == 1:
+            import time
+            time.sleep(0.3)
+
+    mf.simulate(mf.Model(1.0), mf.Particles.uniform(10, seed=0), 1.0, backend="particles", method="rk4",
+                step=0.05, save_every=0.5, checkpoint=path, callback=callback)
+    # at t = 1 (before its own write) the file holds t = 0 and t = 0.5, written at a step in between
+    assert seen[1][0] == 1.0 and seen[1][2] == 2 and seen[1][1] >= 2
 
 
 def test_signals_during_a_checkpoint_write_wait_for_it():
