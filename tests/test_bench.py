@@ -226,6 +226,17 @@ def test_particles_case_times_both_alternatives_in_the_same_run(tmp_path):
     assert "exact backend ms" in text and (tmp_path / "particles_scaling.png").stat().st_size > 0
 
 
+def test_checkpoint_case_times_three_runs_and_checks_the_file(tmp_path):
+    record = _bench.run_cases(["checkpoint"], quick=True, output=tmp_path, echo=lambda msg: None,
+                              sizes={"checkpoint": {"lmax": 8, "saves": 20, "rounds": 1}})
+    res = record["cases"]["checkpoint"]
+    assert res["status"] == "ok", res.get("error")
+    assert res["writes"]["every"] == 21 and 2 <= res["writes"]["auto"] <= 21 and res["same_states"]
+    assert set(res["seconds_by_mode"]) == {"none", "auto", "every"}
+    assert [t["name"] for t in res["targets"]][1].startswith('the "auto" file') and res["targets"][1]["met"]
+    assert "against saving once" in (tmp_path / "REPORT.md").read_text()
+
+
 @pytest.mark.slow
 def test_sweep_case_runs_on_a_local_cluster(tmp_path):
     # starts a 2-worker LocalCluster (~10 s): the sweep rows equal the serial ones, shards equal one process

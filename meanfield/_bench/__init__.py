@@ -31,6 +31,7 @@ CASES: dict[str, str] = {
     "memory": "._memory",           # 6. peak memory of each at its largest size
     "dedalus": "._dedalus",         # 7. spectral cost per RK stage vs the Dedalus anchor
     "sweep": "._sweep",             # 8. dask sweeps vs serial; distributed particles-sh vs one process
+    "checkpoint": "._checkpoint",   # 9. checkpoint writes of a run with many saved states vs no checkpoint
 }
 
 
