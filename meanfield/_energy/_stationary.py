@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._measures import Density, Particles, ZonalDensity
-from .._validate import kernel_beta, positive_float
+from .._validate import positive_float
+from ..sphere._funk_hecke import kernel_beta
 from ..sphere import _sh as sh
 from ._energy import atoms, first_variation_moment
 from ._kernel import check_beta, check_D, check_pair_work, check_symmetric, isotropic_scale, tangent_project

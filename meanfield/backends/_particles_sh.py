@@ -14,8 +14,8 @@ import numpy as np
 
 from .._attention import _SHEvaluator, sh_bandlimit, sh_error_bounds, sh_support, transform_epsilon
 from .._errors import UnsupportedModelError, warn
-from .._validate import flag, kernel_beta, nonneg_int, open_fraction
-from ..sphere._funk_hecke import kernel_bandlimit, kernel_truncation_error
+from .._validate import flag, nonneg_int, open_fraction
+from ..sphere._funk_hecke import kernel_bandlimit, kernel_beta, kernel_truncation_error
 from ._stepper import ParticleStepper
 
 

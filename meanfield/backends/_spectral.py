@@ -23,7 +23,8 @@ from .._memory import available_bytes, fits, require
 from .._model import Model
 from .._schemes import norms
 from .._trajectory import Status
-from .._validate import choice, exponential_filter, kernel_beta, nonneg_int, open_fraction, positive_float
+from .._validate import choice, exponential_filter, nonneg_int, open_fraction, positive_float
+from ..sphere._funk_hecke import kernel_beta
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, funk_hecke_unscaled, kernel_bandlimit,
                                   kernel_truncation_error)

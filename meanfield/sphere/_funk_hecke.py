@@ -448,3 +448,36 @@ def kernel_truncation_error(beta, lmax, d=3) -> float:
     terms = _terms_to_negligible(beta, d, top, 1e-300)
     with np.errstate(over="ignore"):
         return float(np.sum(terms[lmax + 1:]))
+
+
+def kernel_beta(model, tol: float) -> float:
+    """The inverse temperature of the attention kernel that a spectral backend expands in degrees, checked before
+    any work: β·c when QᵀK = c·I, else the bound β·max ‖Q‖₂‖K‖₂ of the logits β⟨Qx, Ky⟩ (β for QKV-Norm, whose q
+    and k are unit vectors).  It must be ≤ 1e9 (the range of the Funk–Hecke multipliers) and have a kernel band
+    limit at ``tol`` (degree ≤ 200 000).  The message names that product and its factors: a small ``beta`` with a
+    large Q was refused as "`beta` must be ≤ 1e9 … got beta=1e10".  When the product is β itself (QᵀK = I, or
+    QKV-Norm) the band limit's own message, naming `beta`, is the right one."""
+    beta = model.beta
+    if model.scheme_def.normalize_qkv or (model.isotropic and model.beta_eff == beta):
+        kernel_bandlimit(beta, tol, model.d)
+        return beta
+    if model.isotropic:
+        b = model.beta_eff
+        what = f"beta·c = {b:.6g} (beta={beta!r}, QᵀK = c·I with c = {b / beta:.6g})"
+    else:
+        Qs, Ks, _ = model.matrices()
+        q, k = max(((np.linalg.norm(q, 2), np.linalg.norm(k, 2)) for q, k in zip(Qs, Ks)), key=lambda p: p[0] * p[1])
+        with np.errstate(over="ignore"):
+            b = float(beta * q * k)
+        head = " of the largest head" if len(Qs) > 1 else ""
+        what = f"beta·‖Q‖₂·‖K‖₂ = {b:.6g} (beta={beta!r}, ‖Q‖₂ = {q:.6g}, ‖K‖₂ = {k:.6g}{head})"
+    if b > MAX_BETA:
+        why = f"must be ≤ {MAX_BETA:g} (the range of its Funk–Hecke multipliers; scipy's Bessel functions: NaN above)"
+    else:
+        try:
+            kernel_bandlimit(b, tol, model.d)
+            return b
+        except ValueError:
+            why = f"is too large: the kernel needs degrees beyond {_MAX_DEGREE} at tol={tol:g}"
+    raise ValueError(f"the attention kernel e^(beta⟨Qx, Ky⟩) has the effective inverse temperature {what}, which "
+                     f"{why}. Lower `beta` or the scale of `Q` and `K`; backend='particles' has no such limit.")
