@@ -153,6 +153,36 @@ def test_transform_buffers_give_the_same_values():
         sphere.gradient(a, L, grid, out=np.empty((2,) + grid.shape, dtype=np.float32))
 
 
+def test_quadrature_weights_inside_the_transform_give_the_same_bits():
+    """analysis and divergence pass the ring weights to ducc0 (`ringfactor`) instead of weighting the grid first:
+    bitwise the adjoint of the weighted values, batched or not, on one thread or several."""
+    import numpy as np
+
+    from meanfield import sphere
+    from meanfield.sphere import _sh
+
+    ducc = _sh._ducc()
+    for L in (1, 12, 43):
+        grid = sphere.SphereGrid.for_bandlimit(L)
+        assert np.array_equal(np.repeat(grid.ring_weights[:, None], grid.nphi, axis=1), grid.weights)
+        rng = np.random.default_rng(L)
+        f, vec = rng.standard_normal((3,) + grid.shape), rng.standard_normal((2,) + grid.shape)
+        for threads in (1, 2):
+            geo = dict(lmax=L, geometry="GL", nthreads=threads)
+            plain = np.stack([ducc.adjoint_synthesis_2d(map=g[None] * grid.weights, spin=0, **geo)[0] for g in f])
+            div = -ducc.adjoint_synthesis_2d(map=vec * grid.weights, spin=1, mode="DERIV1", **geo)[0]
+            saved, _sh.NTHREADS = _sh.NTHREADS, threads
+            try:
+                assert np.array_equal(sphere.analysis(f, L, grid), plain)
+                assert np.array_equal(sphere.analysis(f[1], L, grid), plain[1])
+                kept = vec.copy()
+                assert np.array_equal(sphere.divergence(vec, L, grid), div)
+                assert np.array_equal(sphere.divergence(vec, L, grid, overwrite=True), div)
+                assert np.array_equal(vec, kept)                 # never written, whatever `overwrite` says
+            finally:
+                _sh.NTHREADS = saved
+
+
 def _spectral(scheme="post-ln", **kw):
     import meanfield as mf
     from meanfield.backends._spectral import SpectralBackend

@@ -5,7 +5,8 @@ coefficients of one field) and on values at its quadrature nodes ("grid", last a
 ``synth``, ``analyze`` (an L² projection by quadrature, alias-free for quadratic products),
 ``conv`` (a degree-diagonal multiplier, e.g. Funk–Hecke), ``grad`` (tangent components at the nodes),
 ``div`` (coefficients of the divergence of a tangent field, with zero mass exactly), ``power``
-(degree spectrum) and ``integrate`` (∫ · dσ, σ the normalized uniform measure).  Tangent fields are
+(degree spectrum), ``integrate`` (∫ · dσ, σ the normalized uniform measure) and ``inner`` (∫ f g dσ of
+two grid fields, without their product as a temporary).  Tangent fields are
 arrays of shape (ncomp,) + grid shape, components along an orthonormal tangent frame.
 """
 from __future__ import annotations
@@ -19,16 +20,16 @@ from ..sphere import _zonal as zon
 _FOUR_PI = 4 * np.pi
 
 
-def workspace(basis, name: str, shape: tuple) -> np.ndarray:
-    """A scratch float array ``name`` of ``shape`` kept on ``basis`` between calls.
+def workspace(basis, name: str, shape: tuple, dtype=float) -> np.ndarray:
+    """A scratch array ``name`` of ``shape`` and ``dtype`` kept on ``basis`` between calls.
 
     Fresh large temporaries are mmap'd and page-faulted on every call (a third of a right-hand side at
     L ≈ 100); the right-hand side writes its grid fields into these instead (same values).
     """
     ws = basis.__dict__.setdefault("_workspace", {})
     a = ws.get(name)
-    if a is None or a.shape != shape:
-        a = ws[name] = np.empty(shape)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = ws[name] = np.empty(shape, dtype)
     return a
 
 
@@ -52,6 +53,7 @@ class S2Basis:
         self.ell, self.m = sh.lm_arrays(lmax)
         self.ncoef = sh.nalm(lmax)
         self.weights = self.grid.weights / _FOUR_PI          # σ-weights of the nodes, Σ = 1
+        self.ring_weights = self.grid.ring_weights / _FOUR_PI  # (ntheta,): the same, constant along each ring
         self.points = self.grid.points                         # (ntheta, nphi, 3)
         th, ph = np.meshgrid(self.grid.theta, self.grid.phi, indexing="ij")
         self.frame = np.stack(sh.tangent_basis(th, ph))        # (2, ntheta, nphi, 3): e_θ, e_φ
@@ -76,6 +78,10 @@ class S2Basis:
 
     def integrate(self, v):
         return np.sum(v * self.weights, axis=(-2, -1))
+
+    def inner(self, f, g):
+        # ring sums, then the ring weights: one pass over the grid (einsum: not a BLAS dot, which threads)
+        return np.einsum("ij,ij->i", f, g) @ self.ring_weights
 
     def mass(self, c):
         return c[..., 0].real / np.sqrt(_FOUR_PI)
@@ -155,6 +161,9 @@ class CircleBasis(_SeriesBasis):
     def integrate(self, v):
         return np.mean(v, axis=-1)
 
+    def inner(self, f, g):
+        return np.einsum("i,i->", f, g) / self.n
+
     def mass(self, c):
         return c[..., 0].real
 
@@ -220,6 +229,9 @@ class ZonalBasis(_SeriesBasis):
 
     def integrate(self, v):
         return np.sum(v * self.weights, axis=-1)
+
+    def inner(self, f, g):
+        return np.einsum("i,i,i->", f, g, self.weights)
 
     def mass(self, c):
         return np.real(c[..., 0])

@@ -321,8 +321,12 @@ class SphereGrid:
     @functools.cached_property
     def weights(self) -> np.ndarray:
         self._check_nodes(8.0, "quadrature weights")
-        ring = _ducc().get_gridweights("GL", self.ntheta)
-        return np.repeat((ring / self.nphi)[:, None], self.nphi, axis=1)
+        return np.repeat(self.ring_weights[:, None], self.nphi, axis=1)
+
+    @functools.cached_property
+    def ring_weights(self) -> np.ndarray:
+        """(ntheta,) the weight of each node of a ring (``weights`` is constant along a ring)."""
+        return _ducc().get_gridweights("GL", self.ntheta) / self.nphi
 
     @functools.cached_property
     def points(self) -> np.ndarray:
@@ -481,9 +485,13 @@ def analysis(values: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
     _check_grid(grid)
     grid.check(lmax)
     v = _grid_values("values", values, grid.shape)
-    flat = (v * grid.weights).reshape((-1,) + grid.shape)
-    out = np.stack([_ducc().adjoint_synthesis_2d(map=np.ascontiguousarray(f[None]), spin=0, lmax=lmax,
-                                                 geometry="GL", nthreads=NTHREADS)[0] for f in flat])
+    flat = v.reshape((-1,) + grid.shape)
+    out = np.empty((flat.shape[0], _nalm(lmax)), dtype=complex)
+    # ducc0 weighs each ring as it reads it (`ringfactor`): the same bits as multiplying the grid by the
+    # weights first, without that pass over the grid and its temporary
+    for f, o in zip(flat, out[:, None]):                         # written in place by ducc0
+        _ducc().adjoint_synthesis_2d(map=np.ascontiguousarray(f[None]), spin=0, lmax=lmax, geometry="GL",
+                                     ringfactor=grid.ring_weights, nthreads=NTHREADS, alm=o)
     return out.reshape(v.shape[:-2] + (nalm(lmax),))
 
 
@@ -541,8 +549,8 @@ def divergence(vector: np.ndarray, lmax: int, grid: SphereGrid, overwrite: bool 
         Band limit L of the result (≤ ``grid.max_lmax``).
     grid : SphereGrid
     overwrite : bool, optional
-        Let a C-contiguous float64 ``vector`` be overwritten (by its quadrature-weighted values)
-        instead of copied.
+        Kept for compatibility: ``vector`` is never modified nor copied when it is C-contiguous float64
+        (the quadrature weights are applied ring by ring inside the transform).
 
     Returns
     -------
@@ -563,12 +571,11 @@ def divergence(vector: np.ndarray, lmax: int, grid: SphereGrid, overwrite: bool 
         raise ValueError(f"`vector` must have shape {(2,) + grid.shape}; got shape {v.shape}.")
     if lmax == 0:        # the divergence has no ℓ = 0 part
         return np.zeros(1, dtype=complex)
-    if overwrite and v is vector and v.flags.c_contiguous and v.flags.writeable:
-        weighted = np.multiply(v, grid.weights, out=v)
-    else:
-        weighted = np.ascontiguousarray(v * grid.weights)
-    return -_ducc().adjoint_synthesis_2d(map=weighted, spin=1, lmax=lmax, geometry="GL", mode="DERIV1",
-                                         nthreads=NTHREADS)[0]
+    # ducc0 weighs each ring as it reads it (`ringfactor`): the same bits as multiplying the grid by the
+    # weights first, without that pass over the grid
+    e = _ducc().adjoint_synthesis_2d(map=np.ascontiguousarray(v), spin=1, lmax=lmax, geometry="GL", mode="DERIV1",
+                                     ringfactor=grid.ring_weights, nthreads=NTHREADS)[0]
+    return np.negative(e, out=e)
 
 
 def laplacian(alm: np.ndarray, lmax: int) -> np.ndarray:
