@@ -86,6 +86,19 @@ def rk_step(tab: Tableau, f, t: float, y: np.ndarray, h: float, k0: np.ndarray |
     return y_new, err, ks[-1]
 
 
+def l2_norm(a: np.ndarray) -> float:
+    """‖a‖₂ over all entries of a real or complex array, without BLAS.
+
+    ``np.linalg.norm`` takes a BLAS dot, which OpenBLAS runs on its thread team from ~10⁴ entries; between two
+    steps the team sleeps, and waking it cost 21 ms of CPU time (56 ms wall) per error norm at L = 170 on a
+    loaded two-vCPU machine, against 0.17 ms here: a quarter of the step.
+    """
+    flat = np.ascontiguousarray(a).reshape(-1)
+    if np.iscomplexobj(flat):
+        flat = flat.view(flat.real.dtype)
+    return float(np.sqrt(np.einsum("i,i->", flat, flat)))
+
+
 def error_norm(err: np.ndarray, y: np.ndarray, y_new: np.ndarray, rtol: float, atol: float) -> float:
     """RMS of err / (atol + rtol · max(|y|, |y_new|)) (scipy's norm)."""
     scale = atol + rtol * np.maximum(np.abs(y), np.abs(y_new))

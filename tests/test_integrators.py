@@ -57,3 +57,15 @@ def test_rtol_out_of_range_names_the_range(backend, rtol):
         mf.simulate(mf.Model(1.0), initial, 0.1, backend=backend, rtol=rtol)
     with pytest.raises(TypeError, match=re.escape("`rtol` must be a real number in [1e-14, 1)")):
         mf.simulate(mf.Model(1.0), initial, 0.1, backend=backend, rtol="1e-8")
+
+
+def test_l2_norm_is_numpys_norm_to_rounding():
+    """The error norm's ‖·‖₂ (einsum, not numpy's threaded BLAS dot): real, complex and strided arrays."""
+    from meanfield._integrators import l2_norm
+
+    rng = np.random.default_rng(3)
+    cases = [rng.standard_normal((1, 2, 20000)) * (1 + 1j), rng.standard_normal(33), rng.standard_normal((6, 8))[:, ::3],
+             np.zeros(4, complex), np.array([3.0 + 4.0j])]
+    for a in cases:
+        assert abs(l2_norm(a) - np.linalg.norm(a)) <= 1e-14 * np.linalg.norm(a)
+    assert l2_norm(np.array([3.0 + 4.0j])) == 5.0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._errors import UnsupportedModelError, warn
-from .._integrators import check_step_options, error_norm, get_method, next_step, rk_step
+from .._integrators import check_step_options, error_norm, get_method, l2_norm, next_step, rk_step
 from .._measures import Density, ZonalDensity, conversion_hint
 from .._memory import available_bytes, fits, require
 from .._model import Model
@@ -665,7 +665,7 @@ class SpectralBackend:
     def _error_norm(self, err, y_new):
         opts = self.options
         if opts["error_norm"] == "l2":  # relative L² error of the whole state
-            err, y, y_new = np.linalg.norm(err), np.linalg.norm(self.y), np.linalg.norm(y_new)
+            err, y, y_new = l2_norm(err), l2_norm(self.y), l2_norm(y_new)
         else:                           # every coefficient on its own scale (perturbation studies)
             y = self.y
         return error_norm(err, y, y_new, opts["rtol"], opts["atol"])
