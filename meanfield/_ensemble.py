@@ -15,6 +15,7 @@ from ._lazy import LazyModule
 
 stats = LazyModule("scipy.stats")
 
+from ._errors import warn
 from ._measures import Particles, pair_alignment
 from ._simulate import Status, save_times, simulate
 from ._validate import nonneg_int
@@ -58,18 +59,25 @@ class EnsembleResult:
     times : ndarray, shape (T,)
         The saved times (shared by all replicas).
     values : ndarray, shape (R, T, ...)
-        The observable per replica and time (NaN at the save times a replica did not reach; the state where
-        it stopped, between save times, is not counted).
+        The observable per replica and time as it returned it; NaN at the save times a replica did not reach
+        (the state where it stopped, between save times, is not counted).
     mean, std : ndarray, shape (T, ...)
-        Mean and sample standard deviation (ddof = 1) over the replicas that reached each time.
+        Mean and sample standard deviation (ddof = 1) over the k replicas counted at each time (``count``).
+        Where those k values are all equal, ``mean`` is that value and ``std`` is 0 exactly (a conserved
+        quantity's interval is then the point itself, not one that misses it by rounding).
     ci_low, ci_high : ndarray, shape (T, ...)
-        The two-sided ``confidence`` interval of the mean, mean ∓ t_{(1+c)/2, k−1} · std/√k.
+        The two-sided ``confidence`` interval of the mean, mean ∓ t_{(1+c)/2, k−1} · std/√k (Student t:
+        exact for normally distributed values, approximate otherwise); NaN where k < 2.
     count : ndarray, shape (T,)
-        Replicas that reached each time (k).
+        The number k of replicas counted at each time: those that reached it with a finite observable (every
+        component finite, for an array observable; a non-finite value is warned about and leaves the
+        replica out of every component at that time).
     confidence : float
     seeds : list of numpy.random.SeedSequence
-        The replicas' seed sequences (re-run replica i with ``seeds[i]``).
+        The replicas' seed sequences: replica i's initial tokens are drawn with
+        ``numpy.random.default_rng(seeds[i])``, so the sampler re-run with that generator gives them again.
     statuses : list of Status
+        How each replica's run ended.
     """
 
     times: np.ndarray
@@ -85,10 +93,12 @@ class EnsembleResult:
 
     @property
     def replicas(self) -> int:
+        """The number R of replicas run."""
         return self.values.shape[0]
 
     @property
     def success(self) -> bool:
+        """Whether every replica reached ``t_final`` (all statuses OK)."""
         return all(s is Status.OK for s in self.statuses)
 
 
@@ -99,6 +109,20 @@ def _initial(sampler_or_n, model, rng):
     if not isinstance(p, Particles):
         raise TypeError(f"the sampler must return meanfield.Particles; got {type(p).__name__}.")
     return p
+
+
+def _observed(observable, state, shape=None) -> np.ndarray:
+    """``observable(state)`` as a float array, refused naming ``observable`` unless it is a real number or an array
+    of them (of ``shape``, when given: that of the first value)."""
+    value = observable(state)
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":        # None became NaN (read as 'not reached'), a str or complex a bare error
+        raise TypeError(f"`observable` must return a real number or an array of real numbers; got {value!r} "
+                        f"(type {type(value).__name__}).")
+    if shape is not None and arr.shape != shape:
+        raise ValueError(f"`observable` must return values of one shape; it returned shape {shape} at the first "
+                         f"state and {arr.shape} later.")
+    return arr.astype(float)
 
 
 def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=None,
@@ -118,10 +142,13 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     replicas : int
         R ≥ 2.
     seed : int or SeedSequence
-        Root seed; replica i uses ``SeedSequence(seed).spawn(R)[i]``.
+        Root seed: an int ≥ 0 (replica i uses ``SeedSequence(seed).spawn(R)[i]``, so the same seed gives
+        the same replicas, and a larger R the same first ones), or a SeedSequence, which is spawned from: its
+        next R children, so the same object passed again gives new, independent replicas.
     observable : callable, optional
-        ``observable(particles) -> float or array`` on every saved state; default
-        :func:`mean_alignment`.
+        ``observable(particles) -> float or array`` (real, of one shape) on every saved state; default
+        :func:`mean_alignment`.  It is first called on replica 0's initial tokens, before any run.  A value
+        that is not finite (NaN, ±inf) is warned about and counts as a time the replica did not reach.
     backend : str
         A particle backend ("particles", "particles-sh").
     save_every, t_eval, t0
@@ -134,6 +161,13 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     Returns
     -------
     EnsembleResult
+
+    Raises
+    ------
+    TypeError, ValueError
+        Invalid input, before any run: ``replicas`` < 2, ``confidence`` outside (0, 1), ``seed`` not an int ≥ 0
+        or a SeedSequence, a token count < 1, an observable that is not callable or does not return real
+        numbers, invalid times or backend options.
     """
     replicas = nonneg_int("replicas", replicas, minimum=2)
     if not (isinstance(confidence, numbers.Real) and 0 < confidence < 1):
@@ -148,33 +182,55 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         raise TypeError(f"`sampler_or_n` must be a token count n ≥ 1 or a callable sampler(rng); got {sampler_or_n!r}.")
     times = save_times(t_final, save_every, t_eval, t0)
     try:
+        if isinstance(seed, bool):          # SeedSequence(True) is SeedSequence(1)
+            raise TypeError
         root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     except (TypeError, ValueError):
         raise TypeError(f"`seed` must be an int ≥ 0 or a numpy SeedSequence; got seed={seed!r}.") from None
     seeds = root.spawn(replicas)
 
-    rows, statuses = [], []
-    for ss in seeds:
+    rows, statuses, shape = [], [], None
+    for i, ss in enumerate(seeds):
         rng = np.random.default_rng(ss)
-        traj = simulate(model, _initial(sampler_or_n, model, rng), t_final, backend=backend,
+        initial = _initial(sampler_or_n, model, rng)
+        if shape is None:                   # a bad observable is refused before the first run, not after it
+            shape = _observed(observable, initial).shape
+        traj = simulate(model, initial, t_final, backend=backend,
                         save_every=save_every, t_eval=t_eval, t0=t0, **options)
-        vals = [np.asarray(observable(s), dtype=float) for s in traj.states]
+        vals = [_observed(observable, s, shape) for s in traj.states]
         statuses.append(traj.status)
         rows.append((traj.times, vals))
-    shape = rows[0][1][0].shape
     values = np.full((replicas, times.size) + shape, np.nan)
+    reached = np.zeros((replicas, times.size), bool)
     for i, (ts, vals) in enumerate(rows):
         # by time, not by position: a replica that stopped early ends with its state at the stop, off the grid
         at = np.searchsorted(times, ts)
         on_grid = (at < times.size) & (times[np.minimum(at, times.size - 1)] == ts)
         if on_grid.any():
             values[i, at[on_grid]] = np.stack([v for v, keep in zip(vals, on_grid) if keep])
-    count = np.sum(np.all(np.isfinite(values.reshape(replicas, times.size, -1)), axis=2), axis=0)
+            reached[i, at[on_grid]] = True
+    # a replica is counted at a time when every component is finite: mean, std and the interval of every
+    # component are over the same k replicas (per-component NaN skipping used k from another set)
+    counted = np.all(np.isfinite(values.reshape(replicas, times.size, -1)), axis=2)
+    bad = reached & ~counted
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        warn(f"ensemble: the observable is not finite at {int(bad.sum())} (replica, time) pair(s), e.g. replica {i} "
+             f"at t={times[j]:g} ({values[i, j]!r}); those replicas are left out of mean, std and the interval at "
+             "those times (see `count`).")
+    kept = np.where(counted.reshape(counted.shape + (1,) * len(shape)), values, np.nan)
+    count = counted.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # times no replica (or one) reached: NaN
-        mean = np.nanmean(values, axis=0)
-        std = np.nanstd(values, axis=0, ddof=1)
+        mean = np.nanmean(kept, axis=0)
+        std = np.nanstd(kept, axis=0, ddof=1)
+        # equal values: their mean and std exactly (the rounding of the sum left the mean an ulp off the value and
+        # an interval of a few 1e-17 that missed it)
+        low, high = np.nanmin(kept, axis=0), np.nanmax(kept, axis=0)
         half = stats.t.ppf(0.5 + confidence / 2, np.maximum(count - 1, 1)) / np.sqrt(count)
+    same = low == high
+    mean = np.where(same, low, mean)
+    std = np.where(same & (count >= 2).reshape((-1,) + (1,) * len(shape)), 0.0, std)
     half = half.reshape((-1,) + (1,) * len(shape)) * std
     return EnsembleResult(times=times, values=values, mean=mean, std=std, ci_low=mean - half, ci_high=mean + half,
                           count=count, confidence=float(confidence), seeds=list(seeds), statuses=statuses)

@@ -112,3 +112,55 @@ def test_mean_alignment_is_the_weighted_pair_mean(n, d):
     e = np.eye(d)[:1]
     assert mf.mean_alignment(mf.Particles(np.vstack([e, -e]))) == pytest.approx(-1.0, rel=1e-15)
     assert mf.mean_alignment(mf.Particles(np.repeat(e, n, axis=0), w)) == pytest.approx(1.0, rel=1e-15)
+
+
+def test_a_non_finite_component_leaves_the_replica_out_of_every_component():
+    # per-component NaN skipping averaged component 0 over all 6 replicas while `count` (and so the t quantile and
+    # the √k of the interval) counted 4: an interval of the wrong width, with no warning
+    def obs(p):
+        z = p.positions[0, 2]
+        return np.array([z, np.nan if z > 0 else z])
+    with pytest.warns(mf.MeanfieldWarning, match=r"observable is not finite .* left out"):
+        r = mf.ensemble(MODEL, 10, 0.1, replicas=6, seed=1, step=0.1, observable=obs)
+    kept = np.all(np.isfinite(r.values), axis=2)                  # (R, T)
+    assert 2 <= kept[:, 0].sum() < 6
+    assert np.array_equal(r.count, kept.sum(axis=0))
+    for j in range(r.times.size):
+        v = r.values[kept[:, j], j, 0]
+        lo, hi = stats.t.interval(0.95, v.size - 1, loc=v.mean(), scale=stats.sem(v))
+        assert r.mean[j, 0] == pytest.approx(v.mean(), rel=1e-12)
+        assert r.ci_low[j, 0] == pytest.approx(lo, rel=1e-12) and r.ci_high[j, 0] == pytest.approx(hi, rel=1e-12)
+
+
+def test_a_constant_observable_has_the_point_interval_at_its_value():
+    # the mean of 30 copies of 0.1 rounded to 0.1 + 2.8e-17 and the interval (half-width 1e-17) missed 0.1
+    r = mf.ensemble(MODEL, 5, 0.1, replicas=30, seed=2, step=0.1, observable=lambda p: 0.1)
+    assert np.all(r.mean == 0.1) and np.all(r.std == 0.0)
+    assert np.all(r.ci_low == 0.1) and np.all(r.ci_high == 0.1)
+
+
+@pytest.mark.parametrize("observable, error, match", [
+    (lambda p: None, TypeError, r"`observable` must return a real number .*got None"),
+    (lambda p: "x", TypeError, r"`observable` must return a real number .*got 'x'"),
+    (lambda p: 1j, TypeError, r"`observable` must return a real number .*got 1j"),
+])
+def test_an_observable_that_returns_no_real_number_is_refused_before_any_run(monkeypatch, observable, error, match):
+    # None became NaN and was counted as 'not reached'; a str or complex failed after the first run, unnamed
+    import meanfield._ensemble as ens
+    runs = []
+    monkeypatch.setattr(ens, "simulate", lambda *a, **k: runs.append(a))
+    with pytest.raises(error, match=match):
+        mf.ensemble(MODEL, 10, 0.1, replicas=2, step=0.1, observable=observable)
+    assert not runs
+
+
+def test_an_observable_of_varying_shape_is_refused_by_name():
+    sizes = iter([10, 12])
+    with pytest.raises(ValueError, match=r"`observable` must return values of one shape; .*\(10,\) .*\(12,\)"):
+        mf.ensemble(MODEL, lambda rng: mf.Particles.uniform(next(sizes), seed=rng), 0.1, replicas=2, step=0.1,
+                    observable=lambda p: p.positions[:, 0])
+
+
+def test_seed_true_is_refused():
+    with pytest.raises(TypeError, match=r"`seed` must be an int ≥ 0 or a numpy SeedSequence; got seed=True"):
+        mf.ensemble(MODEL, 10, 0.1, replicas=2, seed=True, step=0.1)
