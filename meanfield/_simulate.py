@@ -407,6 +407,14 @@ class _Run:
         remaining = [t for t in self.save_times if t > self.times[-1] + 1e-12 * max(1.0, abs(t))]
         record = dict(self.metadata, t_final=float(self.save_times[-1]), remaining_times=remaining,
                       resume=self.resume, complete=self.status is Status.OK if complete is None else complete)
+        # a hybrid run's hand-off, by this part or by the saved part it continues (which the continuation, starting
+        # from the particles, does not know of: a resumed run reported no hand-off at all)
+        handoff = getattr(self.stepper, "handoff", None) or (self.prefix.run_info.get("handoff")
+                                                             if self.prefix is not None else None)
+        if handoff:
+            record["handoff"] = handoff
+            if not whole.detail.startswith(handoff["detail"]):
+                whole = replace(whole, detail=" ".join(x for x in (handoff["detail"], whole.detail) if x))
         return replace(whole, run_info=record)
 
     def write(self, complete: bool, final: bool = False):
@@ -627,7 +635,7 @@ def _check_nonnegative(diags: dict, options: dict) -> None:
                          "profile, project it at a higher band limit).")
 
 
-_RUN_KEYS = {"t_final", "remaining_times", "resume", "options", "complete"}
+_RUN_KEYS = {"t_final", "remaining_times", "resume", "options", "complete", "handoff"}
 
 
 def _concatenate(a: Trajectory, b: Trajectory) -> Trajectory:

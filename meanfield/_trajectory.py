@@ -56,7 +56,9 @@ class Trajectory:
         What the run's file records beside the states (filled by :func:`meanfield.load`, and by
         :func:`meanfield.simulate` for a run in memory): ``t_final`` of the run, ``remaining_times`` and
         ``resume`` options (the step size of the last state), the CLI's ``config`` text and ``seed``,
-        ``complete``.  :func:`meanfield.save` writes it back, so a saved run resumes as its checkpoint would.
+        ``complete``, and for a hybrid run past its hand-off ``handoff`` (``t``, ``particle_backend``,
+        ``n_particles``, ``lmax``, ``clipped_mass``, ``detail``: kept by a resumed run, which starts from the
+        particles).  :func:`meanfield.save` writes it back, so a saved run resumes as its checkpoint would.
     """
 
     times: np.ndarray

@@ -1,4 +1,5 @@
 """The hybrid backend: spectral while resolved, then weighted particles, with exact mass and weights ≥ 0."""
+import re
 import warnings
 
 import numpy as np
@@ -151,3 +152,44 @@ def test_a_handoff_that_cannot_fit_is_refused_before_the_spectral_phase():
     # oversample=1000 ran the spectral phase, then allocated 8.6 GiB at the hand-off (or ate the machine's memory)
     with pytest.raises(mf.InsufficientMemoryError, match=r"hand-off to particles .* 1000·16 .* lower `oversample`"):
         mf.simulate(mf.Model(2.0), mf.Density.random(16, seed=1), 0.1, backend="hybrid", oversample=1000)
+
+
+def test_a_phase_that_fails_reports_its_cause():
+    # the hybrid's detail was its own (empty before the hand-off, the hand-off's after): a spectral phase that took
+    # max_steps, or a particle phase below its min_step, ended with no cause given
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 2] + 0.3 * x[..., 0] * x[..., 1], 12).normalized()
+    with pytest.warns(mf.MeanfieldWarning, match="max_steps=3 steps taken"):
+        tr = mf.simulate(mf.Model(5.0), rho, 1.0, backend="hybrid", max_steps=3)
+    assert tr.status is mf.Status.STEP_TOO_SMALL and tr.detail.startswith("max_steps=3 steps taken")
+    with pytest.warns(mf.MeanfieldWarning, match=r"< min_step=0\.3"):
+        tr = mf.simulate(mf.Model(5.0), rho, 1.0, backend="hybrid", tail_tol=1e-30,
+                         particle_options=dict(min_step=0.3, rtol=1e-13, atol=1e-15))
+    assert tr.status is mf.Status.STEP_TOO_SMALL
+    assert re.match(r"Handed off to particles-sh at t=0 .* State kept from t=0\..* Step \S+ < min_step=0\.3 at t=0",
+                    tr.detail), tr.detail
+
+
+def test_a_resumed_run_keeps_the_record_of_its_hand_off(tmp_path):
+    # a run resumed past its hand-off starts from the particles: its detail said nothing of a hand-off, and no
+    # record held its time
+    model = mf.Model(5.0)
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 2] + 0.3 * x[..., 0] * x[..., 1], 6).normalized()
+    kw = dict(backend="hybrid", save_every=0.25, tail_tol=1e-8, method="rk4", step=0.05,
+              particle_options=dict(method="rk4", step=0.05))
+    full = mf.simulate(model, rho, 1.0, **kw)
+    record = full.run_info["handoff"]
+    assert record["t"] == pytest.approx(0.1, abs=1e-12) and record["particle_backend"] == "particles-sh"
+    assert record["n_particles"] == full.final.n and record["lmax"] == 6 and record["clipped_mass"] == 0.0
+    assert full.detail == record["detail"] and full.detail.startswith("Handed off to particles-sh at t=0.1 ")
+    path = tmp_path / "h.h5"
+    part = mf.simulate(model, rho, 1.0, checkpoint=path, callback=lambda t, s, d: t >= 0.5, **kw)
+    assert part.status is mf.Status.CALLBACK_STOP and isinstance(part.final, mf.Particles)
+    assert mf.load(path).run_info["handoff"] == record
+    resumed = mf.resume(path)
+    assert resumed.success and resumed.detail == full.detail and resumed.run_info["handoff"] == record
+    assert np.array_equal(resumed.final.positions, full.final.positions)
+    assert np.array_equal(resumed.diagnostics["phase"], full.diagnostics["phase"])
+    longer = mf.resume(path, t_final=1.25)                    # extended: still the same record
+    assert longer.success and longer.detail == full.detail and mf.load(path).run_info["handoff"] == record
+    with pytest.raises(ValueError, match="`metadata` key 'handoff' is reserved"):
+        mf.simulate(model, rho, 1.0, metadata={"handoff": 1}, **kw)

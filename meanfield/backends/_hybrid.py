@@ -144,7 +144,10 @@ class HybridBackend:
         if not isinstance(initial, Particles):
             self._check_handoff_memory(model, initial, opts)
         self.options = opts
-        self.detail = ""
+        self._handoff_detail = ""
+        #: the hand-off's record (t, particle_backend, n_particles, lmax, clipped_mass, detail), None before it;
+        #: :func:`meanfield.simulate` keeps it in ``Trajectory.run_info["handoff"]``, across a resume
+        self.handoff = None
         self.handoff_time = None
         self.clipped_mass = 0.0
         self._particles = None
@@ -233,10 +236,20 @@ class HybridBackend:
         particles, clipped = density_to_particles(sp.basis, sp.y, self.options["oversample"])
         self.handoff_time, self.clipped_mass = sp.t, clipped
         self._log_spectral = {k: list(v) for k, v in sp.step_log.items()}
-        self.detail = (f"Handed off to {self.particle_backend} at t={sp.t:.6g} with {particles.n} weighted particles "
-                       f"(lmax={sp.basis.lmax}; clipped negative mass {clipped:.2e}). "
-                       f"Spectral monitor: {sp.detail}")
+        self._handoff_detail = (f"Handed off to {self.particle_backend} at t={sp.t:.6g} with {particles.n} weighted particles "
+                                f"(lmax={sp.basis.lmax}; clipped negative mass {clipped:.2e}). "
+                                f"Spectral monitor: {sp.detail}")
+        self.handoff = dict(t=float(sp.t), particle_backend=self.particle_backend, n_particles=int(particles.n),
+                            lmax=int(sp.basis.lmax), clipped_mass=float(clipped), detail=self._handoff_detail)
         self._start_particles(particles, sp.t)
+
+    @property
+    def detail(self) -> str:
+        """What the run reports beside its status (``Trajectory.detail``): the hand-off (time, particles, the monitor's
+        numbers), then the active phase's own detail, e.g. why it stopped (a failure of either phase was reported
+        with no cause, or with the hand-off's only)."""
+        active = self._particles if self._particles is not None else self._spectral
+        return " ".join(x for x in (self._handoff_detail, active.detail) if x)
 
     def state(self):
         return self._particles.state() if self._particles is not None else self._spectral.state()
