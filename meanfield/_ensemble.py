@@ -168,6 +168,17 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         Invalid input, before any run: ``replicas`` < 2, ``confidence`` outside (0, 1), ``seed`` not an int ≥ 0
         or a SeedSequence, a token count < 1, an observable that is not callable or does not return real
         numbers, invalid times or backend options.
+
+    Notes
+    -----
+    The Student-t interval covers the mean with probability ``confidence`` when the replicas' values are
+    normally distributed, for any R ≥ 2, and approximately otherwise.  Measured (β = 2, Post-LN, n = 20
+    uniform tokens, t ∈ {0, 0.5, 1}; 1000–1500 ensembles per row, true mean 0 by symmetry or from all
+    21 000 replicas): for the mean z-coordinate of the tokens (nearly normal) coverage 0.942–0.946 at
+    95 % with R = 10, 0.951–0.955 with R = 2, 0.791–0.799 at 80 % with R = 3, all within 1.4 binomial
+    standard deviations; for the default :func:`mean_alignment`, whose distribution is skewed (a scaled
+    χ² at t = 0), it is low: 0.929–0.933 at 95 % with R = 10 or 2, 0.73–0.74 at 80 % with R = 3 (a direct
+    sampling of the same statistic gives 0.92 and 0.76).  Skewed observables need more replicas.
     """
     replicas = nonneg_int("replicas", replicas, minimum=2)
     if not (isinstance(confidence, numbers.Real) and 0 < confidence < 1):

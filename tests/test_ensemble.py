@@ -164,3 +164,16 @@ def test_an_observable_of_varying_shape_is_refused_by_name():
 def test_seed_true_is_refused():
     with pytest.raises(TypeError, match=r"`seed` must be an int ≥ 0 or a numpy SeedSequence; got seed=True"):
         mf.ensemble(MODEL, 10, 0.1, replicas=2, seed=True, step=0.1)
+
+
+@pytest.mark.slow
+def test_interval_coverage_matches_the_confidence_level():
+    # the mean z-coordinate of uniform tokens has mean 0 at every t (rotation symmetry) and is nearly normal: the
+    # share of 1000 intervals that cover 0 must be the confidence level within 4 binomial standard deviations
+    level, runs = 0.9, 1000
+    hits = 0
+    for k in range(runs):
+        r = mf.ensemble(MODEL, 20, 0.01, replicas=4, seed=k, method="rk4", step=0.01, confidence=level,
+                        observable=lambda p: p.positions[:, 2].mean())
+        hits += r.ci_low[-1] <= 0.0 <= r.ci_high[-1]
+    assert abs(hits / runs - level) < 4 * np.sqrt(level * (1 - level) / runs)
