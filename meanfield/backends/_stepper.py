@@ -357,7 +357,10 @@ class ParticleStepper:
             f = self._field(self.t, theta, True)
             if self.scheme.continuous:
                 s = self.scheme.speed(r, f.norm, self.t, self.model)
-                out["max_speed"] = float(np.max(norms(f.tangential) / np.abs(s)))
+                speed = norms(f.tangential) / np.abs(s)
+                out["max_speed"] = float(np.max(speed))
+                # Σ_j w_j |dθ_j/dt|², the spectral backend's ∫ρ|v|²dσ: continuous across a hybrid run's hand-off
+                out["dissipation"] = float(w @ np.square(speed))
             out["max_attention"] = float(np.max(f.norm))
             if f.log_z is not None and not self.options.get("causal") and np.all(np.isfinite(f.log_z)):
                 # (1/2β) Σ_h ∬ e^{β⟨q_h(x), k_h(y)⟩} dμ dμ: E_{β,D} with D = QᵀK for one head.
