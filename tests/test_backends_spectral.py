@@ -405,6 +405,17 @@ def test_a_loss_by_undershoot_at_a_resolved_tail_names_its_cause():
     assert "at rounding level" in tr.detail and "lmax_max" not in tr.detail
 
 
+def test_a_loss_by_a_tail_tol_below_rounding_says_so():
+    # tail_tol=1e-30 (how a hybrid run is made to hand off at once) fired with min ρ = 0.5 and the detail explained
+    # an undershoot that was not there ("more degrees cannot remove the undershoot ... raise `negativity_tol`")
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 2], 8)
+    with pytest.warns(mf.MeanfieldWarning, match="simulate stopped"):
+        tr = mf.simulate(mf.Model(1.0), rho, 1.0, tail_tol=1e-30)
+    assert tr.status is mf.Status.RESOLUTION_LOST and "min ρ 5" in tr.detail
+    assert "tail_tol=1e-30 is below the rounding level of the tail fraction (~1e-14)" in tr.detail
+    assert "undershoot" not in tr.detail and "negativity_tol" not in tr.detail
+
+
 def test_mix_ln_keeps_the_fourth_order_of_rk4_across_the_switch():
     # the state at t = τ ends the Post-LN segment: its right-hand side (speed 1, dr/dt = 0) was reused as the
     # first stage of the first Pre-LN step, an O(h) error (−9.2e-3 in the mean radius at h = 0.1)

@@ -740,7 +740,11 @@ class SpectralBackend:
                 fired.append(f"min ρ {min_rho:.3e} < −negativity_tol={opts['negativity_tol']:g}")
             self.detail = (f"At t={self.t:.6g}: {' and '.join(fired)} (tail fraction {tail:.3e}, min ρ {min_rho:.3e}, "
                            f"lmax={self.basis.lmax}). State kept from t={previous[0]:.6g}.")
-            if tail <= _TAIL_ROUNDING:
+            if tail <= _TAIL_ROUNDING and min_rho >= -opts["negativity_tol"]:
+                # only the tail fired, below its rounding level: no undershoot to explain, no band limit that helps
+                self.detail += (f" tail_tol={opts['tail_tol']:g} is below the rounding level of the tail fraction "
+                                f"(~{_TAIL_ROUNDING:g}), which it exceeds at any band limit.")
+            elif tail <= _TAIL_ROUNDING:
                 self.detail += (" The tail is at rounding level, so more degrees cannot remove the undershoot: it is "
                                 "the time stepping's (or an earlier truncation's) where the density is ~0 between "
                                 "clusters.")
