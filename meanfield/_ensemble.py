@@ -18,7 +18,7 @@ stats = LazyModule("scipy.stats")
 from ._errors import warn
 from ._measures import Particles, pair_alignment
 from ._simulate import Status, save_times, simulate
-from ._validate import nonneg_int
+from ._validate import nonneg_int, save_every_count
 
 
 def mean_alignment(particles: Particles) -> float:
@@ -191,6 +191,7 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         nonneg_int("sampler_or_n", sampler_or_n, minimum=1)
     elif not callable(sampler_or_n):
         raise TypeError(f"`sampler_or_n` must be a token count n ≥ 1 or a callable sampler(rng); got {sampler_or_n!r}.")
+    save_every_count(t_final, save_every, t0)       # 1e-300 would allocate the save times without end
     times = save_times(t_final, save_every, t_eval, t0)
     try:
         if isinstance(seed, bool):          # SeedSequence(True) is SeedSequence(1)

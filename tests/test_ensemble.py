@@ -177,3 +177,10 @@ def test_interval_coverage_matches_the_confidence_level():
                         observable=lambda p: p.positions[:, 2].mean())
         hits += r.ci_low[-1] <= 0.0 <= r.ci_high[-1]
     assert abs(hits / runs - level) < 4 * np.sqrt(level * (1 - level) / runs)
+
+
+def test_a_save_every_beyond_the_save_limit_is_refused_by_name():
+    # simulate refused it; ensemble built the save times first (1e-300: numpy's 'Maximum allowed size exceeded';
+    # 1e-9: 30 s and 8 GB of save times, then simulate's refusal)
+    with pytest.raises(ValueError, match=r"`save_every` must be ≥ \(t_final − t0\)/1000000 .*save_every=1e-300"):
+        mf.ensemble(MODEL, 4, 1.0, replicas=2, save_every=1e-300)
