@@ -17,6 +17,7 @@ stats = LazyModule("scipy.stats")
 
 from ._errors import warn
 from ._measures import Particles, pair_alignment
+from ._model import Model
 from ._simulate import Status, save_times, simulate
 from ._validate import nonneg_int, save_every_count
 
@@ -180,6 +181,8 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     χ² at t = 0), it is low: 0.929–0.933 at 95 % with R = 10 or 2, 0.73–0.74 at 80 % with R = 3 (a direct
     sampling of the same statistic gives 0.92 and 0.76).  Skewed observables need more replicas.
     """
+    if not isinstance(model, Model):       # n tokens are drawn on the model's sphere before simulate would check it
+        raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
     replicas = nonneg_int("replicas", replicas, minimum=2)
     if not (isinstance(confidence, numbers.Real) and 0 < confidence < 1):
         raise ValueError(f"`confidence` must be in (0, 1); got confidence={confidence!r}.")

@@ -57,12 +57,13 @@ def test_sampler_and_other_backend():
     (dict(replicas=2, sampler_or_n="many"), TypeError, "`sampler_or_n` must be a token count"),
     (dict(replicas=2, sampler_or_n=lambda rng: np.zeros((3, 3))), TypeError, "the sampler must return"),
     (dict(replicas=2, stepsize=0.1), TypeError, "unknown option"),
+    (dict(replicas=2, model="post-ln"), TypeError, "`model` must be a meanfield.Model; got str"),   # was .d's error
 ])
 def test_bad_input(kwargs, error, match):
-    args = dict(sampler_or_n=10, step=0.1)
+    args = dict(sampler_or_n=10, step=0.1, model=MODEL)
     args.update(kwargs)
     with pytest.raises(error, match=match):
-        mf.ensemble(MODEL, args.pop("sampler_or_n"), 0.2, **args)
+        mf.ensemble(args.pop("model"), args.pop("sampler_or_n"), 0.2, **args)
 
 
 def test_a_replica_that_stops_early_counts_only_at_the_times_it_reached():
