@@ -150,8 +150,8 @@ class Shard:
         if s.scheme.has_radius:
             out.update(w_r=float(w @ r), min_radius=float(r.min()), max_radius=float(r.max()))
         if s.scheme.continuous:
-            speed = s.scheme.speed(r, f.norm, t, s.model)
-            out["max_speed"] = float(np.max(np.linalg.norm(f.tangential, axis=1) / np.abs(speed)))
+            speed = np.linalg.norm(f.tangential, axis=1) / np.abs(s.scheme.speed(r, f.norm, t, s.model))
+            out.update(max_speed=float(np.max(speed)), w_speed2=float(w @ np.square(speed)))
         if f.log_z is not None and np.all(np.isfinite(f.log_z)):
             out["z_sum"] = float(np.sum(np.exp(f.log_z) @ w))
         out["attention_error_bound"] = s.attention_error_bound(f)
@@ -169,6 +169,7 @@ def _combine(parts, t, model, options):
                    max_radius=max(p["max_radius"] for p in parts))
     if "max_speed" in parts[0]:
         out["max_speed"] = max(p["max_speed"] for p in parts)
+        out["dissipation"] = float(sum(p["w_speed2"] for p in parts))
     out["max_attention"] = max(p["max_attention"] for p in parts)
     if all("z_sum" in p for p in parts):
         out["energy"] = float(sum(p["z_sum"] for p in parts) / (2 * model.beta))

@@ -34,7 +34,8 @@ class ParticlesBackend(ParticleStepper):
     Diagnostics
     -----------
     ``t``, ``mean_alignment`` (Σ_{i≠j} w_i w_j ⟨θ_i, θ_j⟩ / Σ_{i≠j} w_i w_j, O(n)), ``max_speed``
-    (max_j |dθ_j/dt|), ``max_attention`` (max ‖A_j‖), ``energy`` ((1/2β) Σ_h ∬ e^{β⟨q_h, k_h⟩} dμ dμ,
+    (max_j |dθ_j/dt|), ``dissipation`` (Σ_j w_j |dθ_j/dt|², as the spectral backend's ∫ρ|v|²dσ),
+    ``max_attention`` (max ‖A_j‖), ``energy`` ((1/2β) Σ_h ∬ e^{β⟨q_h, k_h⟩} dμ dμ,
     E_{β,D} with D = QᵀK for one head; absent with ``causal``), and radius statistics.
     """
 
