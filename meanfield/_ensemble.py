@@ -178,8 +178,8 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     21 000 replicas): for the mean z-coordinate of the tokens (nearly normal) coverage 0.942–0.946 at
     95 % with R = 10, 0.951–0.955 with R = 2, 0.791–0.799 at 80 % with R = 3, all within 1.4 binomial
     standard deviations; for the default :func:`mean_alignment`, whose distribution is skewed (a scaled
-    χ² at t = 0), it is low: 0.929–0.933 at 95 % with R = 10 or 2, 0.73–0.74 at 80 % with R = 3 (a direct
-    sampling of the same statistic gives 0.92 and 0.76).  Skewed observables need more replicas.
+    χ² at t = 0), it is low: 0.927–0.933 at 95 % with R = 10 or 2, 0.73–0.74 at 80 % with R = 3 (a direct
+    sampling of the same statistic gives 0.92–0.93 and 0.76).  Skewed observables need more replicas.
     """
     if not isinstance(model, Model):       # n tokens are drawn on the model's sphere before simulate would check it
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
@@ -205,7 +205,7 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     seeds = root.spawn(replicas)
 
     rows, statuses, shape = [], [], None
-    for i, ss in enumerate(seeds):
+    for ss in seeds:
         rng = np.random.default_rng(ss)
         initial = _initial(sampler_or_n, model, rng)
         if shape is None:                   # a bad observable is refused before the first run, not after it
