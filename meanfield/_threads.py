@@ -3,7 +3,8 @@
 numpy and ducc0 release the GIL, so one pool of ``NTHREADS`` threads runs slices of the points at the
 same time.  Sums over slices are added in slice order, so a result does not depend on which thread
 finishes first: the same input gives the same bits on every call (ducc0's own threads in a non-uniform
-*adjoint* transform add into a shared grid in arrival order, which does not).
+*adjoint* transform add into a shared grid in arrival order, which does not; its grid adjoint
+``adjoint_synthesis_2d`` on several threads was also seen to differ by an ulp between calls).
 """
 from __future__ import annotations
 

@@ -155,7 +155,9 @@ def test_transform_buffers_give_the_same_values():
 
 def test_quadrature_weights_inside_the_transform_give_the_same_bits():
     """analysis and divergence pass the ring weights to ducc0 (`ringfactor`) instead of weighting the grid first:
-    bitwise the adjoint of the weighted values, batched or not, on one thread or several."""
+    bitwise the adjoint of the weighted values, batched or not, on one thread; to rounding on two, where ducc0's own
+    adjoint is not bitwise reproducible (seen after test_backends_spectral.py in one process: 10 of 20 repeated
+    calls at L = 12 differed from the first by 1 ulp in one coefficient, in the plain ducc0 call too)."""
     import numpy as np
 
     from meanfield import sphere
@@ -173,11 +175,12 @@ def test_quadrature_weights_inside_the_transform_give_the_same_bits():
             div = -ducc.adjoint_synthesis_2d(map=vec * grid.weights, spin=1, mode="DERIV1", **geo)[0]
             saved, _sh.NTHREADS = _sh.NTHREADS, threads
             try:
-                assert np.array_equal(sphere.analysis(f, L, grid), plain)
-                assert np.array_equal(sphere.analysis(f[1], L, grid), plain[1])
+                same = np.array_equal if threads == 1 else (lambda a, b: np.allclose(a, b, rtol=0, atol=1e-15))
+                assert same(sphere.analysis(f, L, grid), plain)
+                assert same(sphere.analysis(f[1], L, grid), plain[1])
                 kept = vec.copy()
-                assert np.array_equal(sphere.divergence(vec, L, grid), div)
-                assert np.array_equal(sphere.divergence(vec, L, grid, overwrite=True), div)
+                assert same(sphere.divergence(vec, L, grid), div)
+                assert same(sphere.divergence(vec, L, grid, overwrite=True), div)
                 assert np.array_equal(vec, kept)                 # never written, whatever `overwrite` says
             finally:
                 _sh.NTHREADS = saved

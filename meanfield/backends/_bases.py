@@ -70,8 +70,8 @@ class S2Basis:
     def grad(self, c, out=None):
         return sh.gradient(c, self.lmax, self.grid, out=out)
 
-    def div(self, f, overwrite=False):
-        return sh.divergence(f, self.lmax, self.grid, overwrite=overwrite)
+    def div(self, f):
+        return sh.divergence(f, self.lmax, self.grid)
 
     def power(self, c):
         return sh.degree_power(c, self.lmax)
@@ -152,7 +152,7 @@ class CircleBasis(_SeriesBasis):
     def grad(self, c, out=None):
         return _into(self.synth(circ.circle_derivative(c))[None], out)
 
-    def div(self, f, overwrite=False):
+    def div(self, f):
         return circ.circle_derivative(self.analyze(f[0]))
 
     def power(self, c):
@@ -220,7 +220,7 @@ class ZonalBasis(_SeriesBasis):
     def grad(self, c, out=None):
         return _into((np.real(c) @ self.dP)[None], out)
 
-    def div(self, f, overwrite=False):
+    def div(self, f):
         # weak form: ∫ P_ℓ div F dσ = −∫ ∇P_ℓ · F dσ; ℓ = 0 vanishes identically.
         return -(f[0] * self.weights) @ self.dP.T / self.norms
 
