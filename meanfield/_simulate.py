@@ -142,14 +142,18 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     _check_callback(callback)
     cls = get_backend(backend)
     defaults = getattr(cls, "option_defaults", None)
-    # step=1e-300 with "rk4" or time="layers": refused, not run (nor set up)
-    check_fixed_step_count({**(defaults() if defaults is not None else {}), **options}, t0, times[-1])
+    # step=1e-300 with "rk4" or time="layers": refused, not run (nor set up); the steps of a resumed run are counted
+    # from its very start, as max_steps counts them
+    origin = t0 if prefix is None else float(prefix.times[0])
+    check_fixed_step_count({**(defaults() if defaults is not None else {}), **options}, origin, times[-1])
     stepper = cls(model, initial, **options)
     stepper.t = t0
     if point is not None and point.stage is not None and hasattr(stepper, "carry_stage"):
         stepper.carry_stage(t0, point.stage)     # the first stage the uninterrupted run had there
+    if prefix is not None and hasattr(stepper, "carry_steps"):
+        stepper.carry_steps(prefix.steps)        # run-wide counts (max_steps) go on from the saved part
     getattr(stepper, "check_save_times", lambda _: None)(times)     # e.g. whole layers, before any work
-    check_fixed_step_count(getattr(stepper, "options", {}), t0, times[-1])   # as the backend resolved them
+    check_fixed_step_count(getattr(stepper, "options", {}), origin, times[-1])   # as the backend resolved them
     run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix, point, checkpoint_every)
     _check_nonnegative(run.diags[0], getattr(stepper, "options", {}))
     with _checkpoint_lock(checkpoint):
@@ -446,7 +450,8 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
     between save times (``checkpoint_interval``, an interruption, an error) also holds the state the run had
     reached, its *resume point*: the continuation then starts there.  It saves the states
     at the save times the checkpoint had not reached yet, with the backend, options and metadata of the
-    original run.
+    original run.  ``max_steps`` bounds the steps of the whole run: the continuation counts those in the step log
+    of the saved part, as a run never interrupted would.
 
     Parameters
     ----------
@@ -476,7 +481,8 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
     options : dict, optional
         Backend options that replace the stored ones from the continuation on, checked by the backend as
         in :func:`simulate`: e.g. ``{"lmax_max": 512}`` after a spectral run stopped with RESOLUTION_LOST at
-        its ``lmax_max``; None sets an option back to the backend's default.  The continuation then differs
+        its ``lmax_max``, or a larger ``max_steps`` (the budget of the whole run, its saved part included) after one
+        stopped by it; None sets an option back to the backend's default.  The continuation then differs
         from what the original options would have given; the file records the new options.
 
     Returns

@@ -507,3 +507,61 @@ def test_resume_of_a_handed_off_hybrid_run_takes_particle_options_merged(tmp_pat
         mf.resume(path, t_final=4.0, options={"particle_options": {"method": "rk4", "step": 0.05, "atol": 1e-6}})
     r = mf.resume(path, t_final=3.7, options={"particle_options": {"method": "rk4", "step": 0.05}})
     assert r.success and mf.load(path).options["particle_options"] == {"method": "rk4", "step": 0.05}   # no rtol
+
+
+def _killed_copies(monkeypatch, tmp_path):
+    """Copies of a checkpoint as each write left it on disk: what a SIGKILL right after that write would leave."""
+    import shutil
+
+    from meanfield import _io
+    copies, write = [], _io.save_checkpoint
+
+    def save_and_copy(trajectory, path, point):
+        out = write(trajectory, path, point)
+        copies.append(shutil.copy(path, tmp_path / f"killed-{len(copies)}.h5"))
+        return out
+    monkeypatch.setattr(_io, "save_checkpoint", save_and_copy)
+    return copies
+
+
+def _mid_interval(copies):
+    """The first copy holding a resume point (a kill between two save times)."""
+    from meanfield._io import read_resume_point
+    return next(c for c in copies if read_resume_point(c) is not None)
+
+
+# a spectral run with a filter: a dozen steps, several of them between two save times
+_FILTERED = dict(model=mf.Model(5.0), initial=mf.Density.random(16, seed=1, amplitude=0.5), t_final=1.0,
+                 save_every=0.5, filter=(36.0, 8), rtol=1e-10)
+
+
+def test_max_steps_is_the_budget_of_the_whole_run_resumes_included(tmp_path, monkeypatch):
+    # a resumed run counted its steps from its restart: killed and resumed, a run with max_steps=7 took 12 steps and
+    # reached t_final, where the uninterrupted one stopped after 7 (rtol=1e-7)
+    warnings.simplefilter("ignore", mf.MeanfieldWarning)
+    n = len(mf.simulate(**_FILTERED).steps["t"])
+    budget = dict(_FILTERED, max_steps=n - 3)
+    full = mf.simulate(**budget)
+    assert full.status is mf.Status.STEP_TOO_SMALL and len(full.steps["t"]) == n - 3
+    stopped = tmp_path / "stopped.h5"
+    mf.simulate(**budget, checkpoint=stopped, callback=lambda t, s, d: t >= 0.5)
+    copies = _killed_copies(monkeypatch, tmp_path)
+    mf.simulate(**budget, checkpoint=tmp_path / "run.h5", checkpoint_interval=0)
+    killed = _mid_interval(copies)
+    monkeypatch.undo()
+    for path in (stopped, killed):
+        resumed = mf.resume(path)
+        assert resumed.status is mf.Status.STEP_TOO_SMALL and resumed.detail == full.detail
+        assert np.array_equal(resumed.times, full.times) and len(resumed.steps["t"]) == n - 3
+        # a larger budget (of the whole run) lets it go on to t_final, as an uninterrupted run with it
+        more = mf.resume(path, options={"max_steps": n})
+        assert more.success and len(more.steps["t"]) == n
+    assert f"max_steps={n - 3} steps taken" in full.detail and "the whole run" in full.detail
+
+
+def test_a_fixed_step_extension_beyond_max_steps_is_refused_counting_the_whole_run(tmp_path):
+    path = tmp_path / "r.h5"
+    mf.simulate(mf.Model(1.0), mf.Density.uniform(12), 0.2, method="rk4", step=0.02, max_steps=15, checkpoint=path)
+    with pytest.raises(ValueError, match=r"\(t_final − t0\)/15 .*takes 20 steps from t0=0 to t_final=0.4"):
+        mf.resume(path, t_final=0.4)
+    assert mf.resume(path, t_final=0.4, options={"max_steps": 20}).success

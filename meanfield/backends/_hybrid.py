@@ -296,6 +296,12 @@ class HybridBackend:
         if self._particles is not None:
             self._particles.carry_stage(t, stage)
 
+    def carry_steps(self, steps: dict) -> None:
+        """The spectral phase's (see :meth:`SpectralBackend.carry_steps`): a run resumed before its hand-off counts
+        the spectral steps of its saved part towards ``max_steps``.  The particle phase has no step budget."""
+        if self._particles is None:
+            self._spectral.carry_steps(steps)
+
     def step_marker(self) -> tuple:
         """The active phase's (see :meth:`ParticleStepper.step_marker`), its step count that of the whole log."""
         if self._particles is None:

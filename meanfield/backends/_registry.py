@@ -30,7 +30,9 @@ class Backend(Protocol):
     (the options that continue exactly from the current state, e.g. the step size wanted there), a hook
     ``on_step(t, h, **monitors)`` called after each step the run keeps, and ``step_marker()``, a tuple
     (t, number of logged steps, …) that changes with every change of the state, so that a Ctrl-C half-way
-    through a step can tell the state is no longer the one the last ``on_step`` saw.
+    through a step can tell the state is no longer the one the last ``on_step`` saw.  For a resumed run, optional:
+    ``carry_steps(steps)``, called with the step log of the saved part before the continuation starts, so that
+    run-wide counts (``max_steps``) go on as in a run never interrupted.
     """
 
     name: str

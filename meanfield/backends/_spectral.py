@@ -358,6 +358,9 @@ class SpectralBackend:
     filter : None or (strength, order)
         Exponential filter exp(−strength (ℓ/L)^order) after each step.  It changes the answer; its use is
         recorded in the diagnostics and warned about.
+    max_steps : int
+        The run ends (status STEP_TOO_SMALL) once it has taken this many steps (those of ``Trajectory.steps``),
+        counted over the whole run: a resumed run counts the steps of the part it continues.
     """
 
     name = "spectral"
@@ -441,6 +444,7 @@ class SpectralBackend:
         self._h = opts["first_step"]
         self._warned_tail = False
         self._over_cfl = None      # (t, step, cap) of the last fixed step longer than the CFL cap
+        self._steps_before = 0     # the steps of the run before this backend's first one (see carry_steps)
         self._filter_count = 0
         self._last = None
         self._diag_cache = None
@@ -550,9 +554,10 @@ class SpectralBackend:
         opts = self.options
         self._segment = (self.t, t_target)
         while self.t < t_target - 1e-14 * max(1.0, abs(t_target)):
-            if len(self.step_log["t"]) >= opts["max_steps"]:
-                self.detail = (f"max_steps={opts['max_steps']} steps taken by t={self.t:.6g} (not the step size: "
-                               "raise `max_steps`, or the step).")
+            if self._steps_before + len(self.step_log["t"]) >= opts["max_steps"]:
+                self.detail = (f"max_steps={opts['max_steps']} steps taken by t={self.t:.6g} (the steps of the whole "
+                               "run, a resumed run's earlier ones included; not the step size: raise `max_steps`, "
+                               "or the step).")
                 return Status.STEP_TOO_SMALL
             status = self._one_step(t_target)
             if status is not Status.OK:
@@ -812,6 +817,11 @@ class SpectralBackend:
     def resume_options(self) -> dict:
         """Options that let a new backend continue exactly where this one stands (checkpoints)."""
         return dict(first_step=self._h, lmax=self.basis.lmax) if self.method.adaptive else dict(lmax=self.basis.lmax)
+
+    def carry_steps(self, steps: dict) -> None:
+        """Continue the run whose saved part logged ``steps`` (its ``Trajectory.steps``, up to where this backend
+        starts): ``max_steps`` bounds the steps of the whole run, as in a run that was never interrupted."""
+        self._steps_before = len(steps.get("t", ()))
 
     def step_marker(self) -> tuple:
         """(t, steps logged, state and basis identity): see :meth:`ParticleStepper.step_marker`; a refinement
