@@ -151,7 +151,7 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     if point is not None and point.stage is not None and hasattr(stepper, "carry_stage"):
         stepper.carry_stage(t0, point.stage)     # the first stage the uninterrupted run had there
     if prefix is not None and hasattr(stepper, "carry_steps"):
-        stepper.carry_steps(prefix.steps)        # run-wide counts (max_steps) go on from the saved part
+        stepper.carry_steps(prefix.steps)        # run-wide counts (max_steps, filtered_steps) go on from the saved part
     getattr(stepper, "check_save_times", lambda _: None)(times)     # e.g. whole layers, before any work
     check_fixed_step_count(getattr(stepper, "options", {}), origin, times[-1])   # as the backend resolved them
     run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix, point, checkpoint_every)
@@ -450,8 +450,8 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
     between save times (``checkpoint_interval``, an interruption, an error) also holds the state the run had
     reached, its *resume point*: the continuation then starts there.  It saves the states
     at the save times the checkpoint had not reached yet, with the backend, options and metadata of the
-    original run.  ``max_steps`` bounds the steps of the whole run: the continuation counts those in the step log
-    of the saved part, as a run never interrupted would.
+    original run.  Run-wide counts go on from the step log of the saved part, as in a run never interrupted:
+    ``max_steps`` bounds the steps of the whole run, and the diagnostic ``filtered_steps`` counts its filtered steps.
 
     Parameters
     ----------

@@ -535,6 +535,27 @@ _FILTERED = dict(model=mf.Model(5.0), initial=mf.Density.random(16, seed=1, ampl
                  save_every=0.5, filter=(36.0, 8), rtol=1e-10)
 
 
+def test_run_counts_of_a_run_killed_and_resumed_equal_the_uninterrupted_ones(tmp_path, monkeypatch):
+    # filtered_steps restarted at 0 on resume (a resumed run reported 5 filtered steps of 12 at rtol=1e-7); the step log, and so
+    # the steps taken and the rejected trial steps, already went on across a resume
+    warnings.simplefilter("ignore", mf.MeanfieldWarning)
+    full = mf.simulate(**_FILTERED)
+    assert full.diagnostics["filtered_steps"][-1] == full.steps["filtered"].sum() == len(full.steps["t"]) > 10
+    stopped = tmp_path / "stopped.h5"       # stopped at a save time (a Ctrl-C, a callback)
+    mf.simulate(**_FILTERED, checkpoint=stopped, callback=lambda t, s, d: t >= 0.5)
+    copies = _killed_copies(monkeypatch, tmp_path)
+    mf.simulate(**_FILTERED, checkpoint=tmp_path / "run.h5", checkpoint_interval=0)
+    killed = _mid_interval(copies)          # killed between two save times
+    monkeypatch.undo()
+    for path in (stopped, killed):
+        resumed = mf.resume(path)
+        assert resumed.success and np.array_equal(resumed.times, full.times)
+        np.testing.assert_array_equal(resumed.diagnostics["filtered_steps"], full.diagnostics["filtered_steps"])
+        assert len(resumed.steps["t"]) == len(full.steps["t"])
+        np.testing.assert_array_equal(resumed.steps["rejected"], full.steps["rejected"])
+        assert np.array_equal(mf.load(path).diagnostics["filtered_steps"], full.diagnostics["filtered_steps"])
+
+
 def test_max_steps_is_the_budget_of_the_whole_run_resumes_included(tmp_path, monkeypatch):
     # a resumed run counted its steps from its restart: killed and resumed, a run with max_steps=7 took 12 steps and
     # reached t_final, where the uninterrupted one stopped after 7 (rtol=1e-7)

@@ -32,7 +32,7 @@ class Backend(Protocol):
     (t, number of logged steps, …) that changes with every change of the state, so that a Ctrl-C half-way
     through a step can tell the state is no longer the one the last ``on_step`` saw.  For a resumed run, optional:
     ``carry_steps(steps)``, called with the step log of the saved part before the continuation starts, so that
-    run-wide counts (``max_steps``) go on as in a run never interrupted.
+    run-wide counts (``max_steps``, a count among the diagnostics) go on as in a run never interrupted.
     """
 
     name: str

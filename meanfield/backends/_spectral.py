@@ -357,7 +357,8 @@ class SpectralBackend:
         min ρ < −negativity_tol.
     filter : None or (strength, order)
         Exponential filter exp(−strength (ℓ/L)^order) after each step.  It changes the answer; its use is
-        recorded in the diagnostics and warned about.
+        warned about and recorded: ``steps["filtered"]`` marks the filtered steps, the diagnostic
+        ``filtered_steps`` counts those of the whole run (a resumed run's earlier ones included).
     max_steps : int
         The run ends (status STEP_TOO_SMALL) once it has taken this many steps (those of ``Trajectory.steps``),
         counted over the whole run: a resumed run counts the steps of the part it continues.
@@ -442,9 +443,11 @@ class SpectralBackend:
         self.step_log = {k: [] for k in ("t", "dt", "lmax", "mass_error", "min_rho", "tail", "max_speed",
                                          "energy", "mean_alignment", "dissipation", "rejected", "filtered")}
         self._h = opts["first_step"]
-        self._warned_tail = False
+        self._warned_tail = self._warned_filter = False
         self._over_cfl = None      # (t, step, cap) of the last fixed step longer than the CFL cap
-        self._steps_before = 0     # the steps of the run before this backend's first one (see carry_steps)
+        # run-wide counts: the steps of the run before this backend's first one (a resumed run's saved part), and
+        # the filtered steps of the whole run; see carry_steps
+        self._steps_before = 0
         self._filter_count = 0
         self._last = None
         self._diag_cache = None
@@ -681,12 +684,11 @@ class SpectralBackend:
         if opts["filter"] is not None:
             strength, order = opts["filter"]
             y_new = y_new * np.exp(-strength * (self.basis.ell / self.basis.lmax) ** order)
-            self._filter_count += 1
         self.t, self.y = self.t + h, y_new      # together: an interrupt never leaves a time with another state
-        if opts["filter"] is not None:
-            if self._filter_count == 1:
-                warn(f"an exponential filter {opts['filter']} is applied after every step: it changes the "
-                     "answer (clusters get a filter-set width).")
+        if opts["filter"] is not None and not self._warned_filter:
+            self._warned_filter = True
+            warn(f"an exponential filter {opts['filter']} is applied after every step: it changes the "
+                 "answer (clusters get a filter-set width).")
         t_eval, dy = self._state_rhs()
         self._k0 = (t_eval, self.y, dy)             # monitors of the new state, and the next first stage
         vmax, diss, min_rho = self._last
@@ -707,6 +709,7 @@ class SpectralBackend:
     def _roll_back(self, previous):
         """Return to the state before the last step, and drop that step from the log (its state is not kept)."""
         self.t, self.y = previous
+        self._filter_count -= bool(self.step_log["filtered"][-1])
         for column in self.step_log.values():
             column.pop()
 
@@ -806,6 +809,7 @@ class SpectralBackend:
         log["dissipation"].append(diss)
         log["rejected"].append(rejected)
         log["filtered"].append(self.options["filter"] is not None)
+        self._filter_count += log["filtered"][-1]
 
     def _energy(self):
         """E_β(ρ) = (1/2β) ∬ e^{β_eff⟨x,y⟩} dμ dμ (isotropic kernels; NaN otherwise)."""
@@ -820,8 +824,11 @@ class SpectralBackend:
 
     def carry_steps(self, steps: dict) -> None:
         """Continue the run whose saved part logged ``steps`` (its ``Trajectory.steps``, up to where this backend
-        starts): ``max_steps`` bounds the steps of the whole run, as in a run that was never interrupted."""
+        starts): ``max_steps`` bounds the steps of the whole run, and ``filtered_steps`` counts those of the whole
+        run, as in a run that was never interrupted."""
         self._steps_before = len(steps.get("t", ()))
+        # (NaN in a stretch of the log that lacks the column: _concatenate fills it so)
+        self._filter_count = int(np.nansum(np.asarray(steps.get("filtered", ()), dtype=float)))
 
     def step_marker(self) -> tuple:
         """(t, steps logged, state and basis identity): see :meth:`ParticleStepper.step_marker`; a refinement
