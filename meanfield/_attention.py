@@ -32,7 +32,7 @@ import numpy as np
 from . import _threads
 from ._errors import UnsupportedModelError
 from ._schemes import norms
-from ._validate import flag, nonneg_int, open_fraction, positive_float, real_array, unit_vectors
+from ._validate import ZeroVectorError, flag, nonneg_int, open_fraction, positive_float, real_array, unit_vectors
 
 _CHUNK_ELEMENTS = 2 ** 20  # default chunk: ~8 MB of float64 logits per worker
 _MEMORY_CHECK_FLOOR = 2 ** 26  # requests below 64 MiB are not checked against the available memory (hot path)
@@ -110,16 +110,30 @@ def _finish(A, y, log_z, full=True):
     return AttentionField(A, tangential, radial, norms(A), log_z)
 
 
+class NullDirectionError(ZeroVectorError):
+    """QKV-Norm: Q, K or V maps a direction to the zero vector (the direction is on its null space), where the
+    normalized query, key or value, and so the attention, is undefined.  The message names the matrix and the
+    token."""
+
+
+_UNDERFLOW_NORM = 1e-150    # below it ‖a‖² loses precision as a subnormal, and from ~1e-162 underflows to 0
+
+
 def _unit_rows(a, name, points="token", head=None, heads=1, offset=0):
     """The rows of ``a`` (the queries, keys or values Mθ of matrix ``name``; row i is point ``offset`` + i)
-    normalized; a zero row is refused."""
+    normalized; a zero row is refused (:class:`NullDirectionError`)."""
     nrm = np.linalg.norm(a, axis=-1, keepdims=True)
+    small = np.flatnonzero(nrm[:, 0] < _UNDERFLOW_NORM)
+    if small.size:      # a row of 1e-170s has a direction, but its norm underflowed to 0: scale it to its largest entry
+        top = np.max(np.abs(a[small]), axis=-1, keepdims=True)
+        nrm[small] = top * np.linalg.norm(a[small] / np.where(top > 0, top, 1.0), axis=-1, keepdims=True)
     if np.any(nrm == 0):
         zero = np.flatnonzero(nrm[:, 0] == 0)
         more = f" (and {zero.size - 1} more)" if zero.size > 1 else ""
         which = f" of head {head}" if heads > 1 else ""
-        raise ValueError(f"scheme='qkv-norm' normalizes {name}θ, so `{name}`{which} must map every direction to a "
-                         f"nonzero vector (e.g. an invertible `{name}`); it maps {points} {offset + int(zero[0])}{more} to 0.")
+        raise NullDirectionError(f"scheme='qkv-norm' normalizes {name}θ, so `{name}`{which} must map every direction "
+                                 f"to a nonzero vector (e.g. an invertible `{name}`); it maps {points} "
+                                 f"{offset + int(zero[0])}{more} to 0.")
     return a / nrm
 
 
@@ -156,6 +170,12 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
     -------
     AttentionField
         ``A`` (M, d), ``tangential`` (M, d), ``radial`` (M,), ``norm`` (M,), ``log_z`` (heads, M).
+
+    Raises
+    ------
+    ValueError
+        Invalid input; with QKV-Norm, a Q, K or V that maps a token (or target) direction to 0, where its normalized
+        query, key or value is undefined (:class:`NullDirectionError`, naming the matrix and the token).
 
     Notes
     -----

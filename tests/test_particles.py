@@ -150,6 +150,64 @@ def test_qkv_norm_names_the_matrix_that_maps_a_token_to_zero():
         attention_field(mf.Model(1.0, "qkv-norm", Q=singular), x[1:2], targets=x[:1])
 
 
+# QKV-Norm with Q = diag(1, 0, 0), whose null directions are the great circle x = 0; V sends every token with z > 0 to the
+# value −e1, so A = −e1 exactly and the layer map x ← x + hA lowers x_1 by h a layer: token 1 (x_1 = 0.75) reaches
+# x_1 = 0 exactly at layer 3 of step 0.25, where its normalized query Qθ/‖Qθ‖ is undefined
+_NULL_Q = mf.Model(1.0, "qkv-norm", Q=np.diag([1.0, 0.0, 0.0]), V=np.array([[0, 0, -1.0], [0, 0, 0], [0, 0, 0]]))
+_TO_NULL = mf.Particles(np.array([[0.5, 0.0, np.sqrt(0.75)], [0.75, 0.0, np.sqrt(1 - 0.75 ** 2)]]))
+
+
+def test_a_qkv_norm_token_reaching_a_null_direction_mid_run_ends_the_run_with_a_diagnosis(tmp_path):
+    # it raised the ValueError of the t = 0 check out of simulate, from the third layer on
+    path = tmp_path / "q.h5"
+    with pytest.warns(mf.MeanfieldWarning, match="simulate stopped at t=0.75"):
+        tr = mf.simulate(_NULL_Q, _TO_NULL, 1.0, backend="particles", time="layers", step=0.25, save_every=0.25,
+                         checkpoint=path)
+    assert tr.status is mf.Status.NON_FINITE and np.array_equal(tr.times, [0, 0.25, 0.5, 0.75])
+    assert tr.detail == ("The attention is undefined at t=0.75: scheme='qkv-norm' normalizes Qθ, so `Q` must map every "
+                         "direction to a nonzero vector (e.g. an invertible `Q`); it maps token 1 to 0.")
+    assert tr.final.positions[1, 0] == 0.0 and np.all(np.isfinite(tr.final.positions))
+    # the state where it stopped is kept; what needs its attention is undefined there (NaN), the rest is not
+    assert np.isnan(tr.diagnostics["max_speed"][-1]) and np.isfinite(tr.diagnostics["max_speed"][:-1]).all()
+    assert np.isfinite(tr.diagnostics["mean_radius"]).all()
+    saved = mf.load(path)
+    assert saved.status is mf.Status.NON_FINITE and np.array_equal(saved.times, tr.times)
+    assert saved.detail == tr.detail and not mf._io.run_info(path)["complete"]
+
+
+@pytest.mark.parametrize("backend, model, null, name", [
+    ("particles", _NULL_Q, [0.0, 0.6, 0.8], "Q"),
+    ("particles-sh", mf.Model(1.0, "qkv-norm", V=np.diag([1.0, 1.0, 0.0])), [0.0, 0.0, 1.0], "V")])
+@pytest.mark.parametrize("method", ["rk4", "rk45"])
+def test_the_ode_at_a_qkv_norm_null_direction_stops_with_a_diagnosis(backend, model, null, name, method):
+    # no ODE run lands exactly there by itself (an RK stage could), so the stepper is put there: its right-hand side
+    # raised the ValueError of the t = 0 check
+    stepper = mf.BACKENDS[backend](model, mf.Particles.uniform(4, seed=1), method=method,
+                                   **({"step": 0.1} if method == "rk4" else {}))
+    assert stepper.advance(0.1) is mf.Status.OK
+    stepper.y = np.array(stepper.y)
+    stepper.y[2, :3] = null
+    assert stepper.advance(0.5) is mf.Status.NON_FINITE and stepper.t == 0.1
+    assert re.fullmatch(rf"The attention is undefined at t=0.1: .*`{name}` must map every direction .* maps token 2 "
+                        "to 0.", stepper.detail)
+    assert "max_speed" not in stepper.diagnostics()       # (NaN in a Trajectory)
+
+
+def test_a_qkv_norm_token_on_a_null_direction_at_t0_is_refused_before_any_work(tmp_path):
+    start = mf.Particles(np.array([[0.0, 0.6, 0.8], [1.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"`Q` must map every direction to a nonzero vector .* maps token 0 to 0"):
+        mf.simulate(_NULL_Q, start, 1.0, backend="particles", checkpoint=tmp_path / "q.h5")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_qkv_norm_query_of_underflowing_norm_still_has_its_direction():
+    # Qθ = (1e-170, 0, 0): its squared norm underflows to 0, and it was refused as a zero vector
+    near = np.array([[1e-170, 0.6, 0.8], [0.6, 0.0, 0.8]])
+    field = attention_field(_NULL_Q, near)
+    assert np.all(np.isfinite(field.A)) and np.array_equal(field.A, attention_field(_NULL_Q, near * [1e150, 1, 1]).A)
+    assert mf.simulate(_NULL_Q, mf.Particles(near), 0.5, backend="particles").success
+
+
 def test_attention_field_bad_input():
     m = mf.Model(beta=1.0)
     theta, w = random_state(10, 3)

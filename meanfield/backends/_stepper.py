@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._attention import NullDirectionError
 from .._errors import UnsupportedModelError
 from .._integrators import ADAPTIVE_OPTIONS, check_step_options, get_method, next_step, refuse_unused, rk_step
 from .._measures import Particles, pair_alignment
@@ -126,6 +127,11 @@ class ParticleStepper:
         Initial and largest step of the embedded pairs (default: estimated; unbounded).
     min_step : float
         The embedded pairs stop with ``Status.STEP_TOO_SMALL`` below this step.
+
+    Under QKV-Norm with a singular Q, K or V the attention is undefined at a token that the matrix maps to 0: at
+    the start that is an error (ValueError, from the first diagnostics, before any work); a run that reaches such a
+    state stops there with ``Status.NON_FINITE``, the detail naming the matrix and the token, and the diagnostics
+    that need the attention (``max_speed``, ``energy``, …) left out of that state's (NaN in the Trajectory).
     """
 
     OPTIONS: dict = {}
@@ -239,6 +245,9 @@ class ParticleStepper:
         with np.errstate(over="ignore", invalid="ignore"):     # a non-finite field is diagnosed, not warned about
             try:
                 f = self._field(t, theta, full)
+            except NullDirectionError as err:       # (a ZeroVectorError) QKV-Norm: a token on a null direction
+                self._speed_issue = self._undefined_attention(t, err)
+                return np.full_like(y, np.nan)
             except ZeroVectorError:       # a stage that lost a token's direction blew up as a non-finite one does
                 self._speed_issue = (f"A Runge–Kutta stage at t={t:.6g} sends a token to the origin (its direction "
                                      "is lost): the step is too large for the velocities.")
@@ -258,6 +267,12 @@ class ParticleStepper:
         return np.concatenate([dtheta, np.reshape(np.broadcast_to(dr, (n,)), (-1, 1))], axis=1)
 
     _speed_issue = None
+
+    @staticmethod
+    def _undefined_attention(t, err: NullDirectionError) -> str:
+        """The diagnosis of a run stopped where QKV-Norm's attention is undefined (``err`` names the matrix and the
+        token that it maps to 0)."""
+        return f"The attention is undefined at t={round(t, 12):.6g}: {err}"
 
     def _speed_diagnosis(self, s, a_norm, t, n) -> str:
         s = np.broadcast_to(s, (n,))
@@ -354,7 +369,14 @@ class ParticleStepper:
         if self.scheme.has_radius:
             out.update(mean_radius=float(w @ r), min_radius=float(r.min()), max_radius=float(r.max()))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):    # beyond float64 reads inf
-            f = self._field(self.t, theta, True)
+            try:
+                f = self._field(self.t, theta, True)
+            except NullDirectionError:
+                # QKV-Norm with a token on a null direction of Q, K or V: refused at the start (the first diagnostics
+                # of a run come before any work); a run that reached it stopped there, with no attention to report
+                if not self.step_log["t"]:
+                    raise
+                return out
             if self.scheme.continuous:
                 s = self.scheme.speed(r, f.norm, self.t, self.model)
                 speed = norms(f.tangential) / np.abs(s)
@@ -618,7 +640,11 @@ class ParticleStepper:
             x = theta * r[:, None] if has_r else theta
 
             def attn(z, t=t):
-                A = self._field(t, z / np.linalg.norm(z, axis=1, keepdims=True), True).A
+                try:
+                    A = self._field(t, z / np.linalg.norm(z, axis=1, keepdims=True), True).A
+                except NullDirectionError as err:        # a NaN layer, diagnosed
+                    self._speed_issue = self._undefined_attention(t, err)
+                    return np.full_like(z, np.nan)
                 if self.scheme.layer_normalizes_attention:      # a zero A has no direction
                     zero = np.flatnonzero(~np.any(A, axis=1))
                     if zero.size:
