@@ -122,7 +122,9 @@ def _start_long_run(tmp_path, run_entry):
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
-    cfg, ref, out, proc = _start_long_run(tmp_path, "save_every = 0.05")
+    # a write after every saved state, so the file holds 8 states well before the end ("auto" pacing may write
+    # the first 8 only with the last)
+    cfg, ref, out, proc = _start_long_run(tmp_path, "save_every = 0.05\ncheckpoint_every = 1")
     deadline = time.time() + 120
     while time.time() < deadline and not (out.exists() and len(mf.load(out)) >= 8):
         time.sleep(0.05)
