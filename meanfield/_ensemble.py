@@ -2,7 +2,7 @@
 
 R replicas draw their initial tokens with independent streams (``numpy.random.SeedSequence(seed).spawn(R)``),
 run through :func:`meanfield.simulate`, and an observable of every saved state is summarized over the
-replicas with Student-t confidence intervals.
+replicas with Student-t or bootstrap (BCa) confidence intervals.
 """
 from __future__ import annotations
 
@@ -20,6 +20,27 @@ from ._measures import Particles, pair_alignment
 from ._model import Model
 from ._simulate import Status, save_times, simulate
 from ._validate import nonneg_int, save_every_count
+
+#: The confidence intervals of :func:`ensemble` (``interval=``).
+INTERVALS = ("t", "bootstrap")
+#: Resamples per bootstrap interval (scipy's default).
+BOOTSTRAP_RESAMPLES = 9999
+#: Bound on the floats one ``scipy.stats.bootstrap`` call holds (resamples × replicas × columns): the times and
+#: components are split into blocks under it (128 MB; one block for a few hundred times of 10 replicas).
+_BOOTSTRAP_FLOATS = 2 ** 24
+
+
+def _bootstrap_min_replicas(confidence: float) -> int:
+    """The fewest replicas k with 1 − 2^{1−k} ≥ ``confidence``: below it a BCa interval cannot reach its level.
+
+    A bootstrap percentile or BCa interval of the mean lies between the smallest and the largest of the k values
+    (its ends are quantiles of resample means), and k values of a symmetric continuous distribution all fall on
+    one side of its mean with probability 2^{1−k} (more often for a skewed one): then the interval misses.
+    """
+    k = 2
+    while 2.0 ** (1 - k) > 1 - confidence:
+        k += 1
+    return k
 
 
 def mean_alignment(particles: Particles) -> float:
@@ -67,8 +88,10 @@ class EnsembleResult:
         Where those k values are all equal, ``mean`` is that value and ``std`` is 0 exactly (a conserved
         quantity's interval is then the point itself, not one that misses it by rounding).
     ci_low, ci_high : ndarray, shape (T, ...)
-        The two-sided ``confidence`` interval of the mean, mean ∓ t_{(1+c)/2, k−1} · std/√k (Student t:
-        exact for normally distributed values, approximate otherwise); NaN where k < 2.
+        The two-sided ``confidence`` interval of the mean, by ``interval``: "t", mean ∓ t_{(1+c)/2, k−1} ·
+        std/√k (Student t: exact for normally distributed values, approximate otherwise), NaN where k < 2;
+        "bootstrap", the BCa interval of ``scipy.stats.bootstrap`` over the k values, NaN where k is below the
+        minimum for ``confidence`` (see :func:`ensemble`).  Where the k values are all equal, both are that value.
     count : ndarray, shape (T,)
         The number k of replicas counted at each time: those that reached it with a finite observable (every
         component finite, for an array observable; a non-finite value is warned about and leaves the
@@ -79,6 +102,11 @@ class EnsembleResult:
         ``numpy.random.default_rng(seeds[i])``, so the sampler re-run with that generator gives them again.
     statuses : list of Status
         How each replica's run ended.
+    interval : str
+        Which interval ``ci_low``, ``ci_high`` are: "t" or "bootstrap".
+    bootstrap_seed : numpy.random.SeedSequence or None
+        For "bootstrap", the seed sequence of the resampling: the intervals are ``scipy.stats.bootstrap`` with
+        ``rng=numpy.random.default_rng(bootstrap_seed)``; None for "t".
     """
 
     times: np.ndarray
@@ -91,6 +119,8 @@ class EnsembleResult:
     confidence: float
     seeds: list = field(repr=False)
     statuses: list = field(repr=False)
+    interval: str = "t"
+    bootstrap_seed: np.random.SeedSequence | None = field(default=None, repr=False)
 
     @property
     def replicas(self) -> int:
@@ -128,7 +158,7 @@ def _observed(observable, state, shape=None) -> np.ndarray:
 
 def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=None,
              backend: str = "particles", save_every=None, t_eval=None, t0: float = 0.0,
-             confidence: float = 0.95, **options) -> EnsembleResult:
+             confidence: float = 0.95, interval: str = "t", **options) -> EnsembleResult:
     """Run R independent replicas and summarize an observable over them.
 
     Parameters
@@ -145,7 +175,8 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     seed : int or SeedSequence
         Root seed: an int ≥ 0 (replica i uses ``SeedSequence(seed).spawn(R)[i]``, so the same seed gives
         the same replicas, and a larger R the same first ones), or a SeedSequence, which is spawned from: its
-        next R children, so the same object passed again gives new, independent replicas.
+        next R children, so the same object passed again gives new, independent replicas.  With
+        ``interval="bootstrap"`` one more child, the next after the replicas', seeds the resampling.
     observable : callable, optional
         ``observable(particles) -> float or array`` (real, of one shape) on every saved state; default
         :func:`mean_alignment`.  It is first called on replica 0's initial tokens, before any run.  A value
@@ -156,6 +187,12 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         As in :func:`meanfield.simulate`: the replicas start at ``t0`` and keep their states at the same times.
     confidence : float
         Level of the confidence interval, in (0, 1).
+    interval : {"t", "bootstrap"}
+        The confidence interval of the mean: "t", Student t (mean ∓ t quantile · std/√k); "bootstrap", the
+        bias-corrected and accelerated (BCa) bootstrap interval of ``scipy.stats.bootstrap`` with
+        9999 resamples, drawn with a generator seeded from ``seed`` (reproducible; see
+        :attr:`EnsembleResult.bootstrap_seed`).  "bootstrap" needs R ≥ 1 + log₂(1/(1 − ``confidence``))
+        replicas (6 at 95 %, 4 at 80 %, 8 at 99 %) and does not cover better than "t" at small R: see Notes.
     **options
         Backend options.
 
@@ -166,9 +203,10 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     Raises
     ------
     TypeError, ValueError
-        Invalid input, before any run: ``replicas`` < 2, ``confidence`` outside (0, 1), ``seed`` not an int ≥ 0
-        or a SeedSequence, a token count < 1, an observable that is not callable or does not return real
-        numbers, invalid times or backend options.
+        Invalid input, before any run: ``replicas`` < 2, ``confidence`` outside (0, 1), ``interval`` not "t"
+        or "bootstrap", "bootstrap" with fewer replicas than its minimum, ``seed`` not an int ≥ 0 or a
+        SeedSequence, a token count < 1, an observable that is not callable or does not return real numbers,
+        invalid times or backend options.
 
     Notes
     -----
@@ -186,6 +224,13 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     replicas = nonneg_int("replicas", replicas, minimum=2)
     if not (isinstance(confidence, numbers.Real) and 0 < confidence < 1):
         raise ValueError(f"`confidence` must be in (0, 1); got confidence={confidence!r}.")
+    if not (isinstance(interval, str) and interval in INTERVALS):
+        raise ValueError(f"`interval` must be one of {', '.join(map(repr, INTERVALS))}; got interval={interval!r}.")
+    if interval == "bootstrap" and replicas < (least := _bootstrap_min_replicas(confidence)):
+        raise ValueError(f"`interval`='bootstrap' needs `replicas` >= {least} at confidence={confidence!r}: a BCa "
+                         "interval lies within the range of the R values, which misses the mean of a symmetric "
+                         f"distribution with probability 2^(1-R) = {2.0 ** (1 - replicas):.3g} > 1 - confidence; got "
+                         f"replicas={replicas} (use interval='t' or more replicas).")
     if observable is None:
         observable = mean_alignment
     elif not callable(observable):
@@ -203,6 +248,7 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     except (TypeError, ValueError):
         raise TypeError(f"`seed` must be an int ≥ 0 or a numpy SeedSequence; got seed={seed!r}.") from None
     seeds = root.spawn(replicas)
+    boot_seed = root.spawn(1)[0] if interval == "bootstrap" else None     # "t" leaves a SeedSequence as it was
 
     rows, statuses, shape = [], [], None
     for ss in seeds:
@@ -247,5 +293,59 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     mean = np.where(same, low, mean)
     std = np.where(same & (count >= 2).reshape((-1,) + (1,) * len(shape)), 0.0, std)
     half = half.reshape((-1,) + (1,) * len(shape)) * std
-    return EnsembleResult(times=times, values=values, mean=mean, std=std, ci_low=mean - half, ci_high=mean + half,
-                          count=count, confidence=float(confidence), seeds=list(seeds), statuses=statuses)
+    if interval == "t":
+        ci_low, ci_high = mean - half, mean + half
+    else:
+        ci_low, ci_high = _bca(kept, counted, confidence, np.random.default_rng(boot_seed))
+        enough = (count >= _bootstrap_min_replicas(confidence)).reshape((-1,) + (1,) * len(shape))
+        ci_low, ci_high = np.where(same & enough, low, ci_low), np.where(same & enough, low, ci_high)
+        failed = enough & ~(np.isfinite(ci_low) & np.isfinite(ci_high))
+        if failed.any():
+            j = np.argwhere(failed)[0]
+            warn(f"ensemble: the BCa interval could not be computed at {int(failed.sum())} (time, component) pair(s), "
+                 f"e.g. t={times[j[0]]:g} with values in [{float(low[tuple(j)])!r}, {float(high[tuple(j)])!r}] (a "
+                 "spread of a few ulps, or values whose jackknife cubes underflow or overflow); it is NaN there "
+                 "(rescale the observable or use interval='t').")
+    return EnsembleResult(times=times, values=values, mean=mean, std=std, ci_low=ci_low, ci_high=ci_high,
+                          count=count, confidence=float(confidence), seeds=list(seeds), statuses=statuses,
+                          interval=interval, bootstrap_seed=boot_seed)
+
+
+def _replica_mean(x, axis):
+    """The mean along ``axis`` summed in order, the statistic of the bootstrap: each column gets the same bits
+    whatever the array's shape (``np.mean`` sums in an order that depends on it, and the BCa bias correction
+    counts resample means equal to the sample mean, so an ulp moved an interval end by 1e-4 of its width)."""
+    x = np.moveaxis(x, axis, 0)
+    total = x[0].copy()
+    for row in x[1:]:
+        total += row
+    return total / x.shape[0]
+
+
+def _bca(kept, counted, confidence, rng):
+    """BCa intervals of the mean of ``kept`` (R, T, ...) over the replicas ``counted`` (R, T) at each time.
+
+    One vectorized ``scipy.stats.bootstrap`` call over every time and component with the same count k (all of
+    them, unless replicas stopped early or gave non-finite values), split into blocks only to bound the memory;
+    NaN where k is below the minimum, and where all k values are equal (the caller puts the value there).
+    """
+    R, T = counted.shape
+    flat = kept.reshape(R, T, -1)
+    low, high = np.full(flat.shape[1:], np.nan), np.full(flat.shape[1:], np.nan)
+    count = counted.sum(axis=0)
+    order = np.argsort(~counted, axis=0, kind="stable")     # at each time the counted replicas first, in order
+    for k in np.unique(count[count >= _bootstrap_min_replicas(confidence)]):
+        at = np.flatnonzero(count == k)
+        data = np.take_along_axis(flat[:, at], order[:k, at, None], axis=0)          # (k, times, components)
+        data = np.ascontiguousarray(np.moveaxis(data, 0, -1)).reshape(-1, k)         # (columns, k)
+        lo, hi = np.empty(data.shape[0]), np.empty(data.shape[0])
+        block = max(1, _BOOTSTRAP_FLOATS // (BOOTSTRAP_RESAMPLES * (k + 2)))
+        for b in range(0, data.shape[0], block):
+            with warnings.catch_warnings():     # all k values equal: NaN with a DegenerateDataWarning; the caller
+                warnings.simplefilter("ignore", stats.DegenerateDataWarning)     # puts the value there
+                warnings.simplefilter("ignore", RuntimeWarning)
+                res = stats.bootstrap((data[b:b + block],), _replica_mean, n_resamples=BOOTSTRAP_RESAMPLES, axis=-1,
+                                      vectorized=True, confidence_level=confidence, method="BCa", rng=rng)
+            lo[b:b + block], hi[b:b + block] = res.confidence_interval
+        low[at], high[at] = lo.reshape(at.size, -1), hi.reshape(at.size, -1)
+    return low.reshape(kept.shape[1:]), high.reshape(kept.shape[1:])

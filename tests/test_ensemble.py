@@ -1,4 +1,6 @@
-"""mf.ensemble: independent reproducible replicas, Student-t confidence intervals, bad input."""
+"""mf.ensemble: independent reproducible replicas, Student-t and bootstrap confidence intervals, bad input."""
+import warnings
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -58,6 +60,12 @@ def test_sampler_and_other_backend():
     (dict(replicas=2, sampler_or_n=lambda rng: np.zeros((3, 3))), TypeError, "the sampler must return"),
     (dict(replicas=2, stepsize=0.1), TypeError, "unknown option"),
     (dict(replicas=2, model="post-ln"), TypeError, "`model` must be a meanfield.Model; got str"),   # was .d's error
+    (dict(replicas=6, interval="bca"), ValueError, r"`interval` must be one of 't', 'bootstrap'; got interval='bca'"),
+    (dict(replicas=6, interval=None), ValueError, r"`interval` must be one of 't', 'bootstrap'; got interval=None"),
+    (dict(replicas=5, interval="bootstrap"), ValueError,
+     r"`interval`='bootstrap' needs `replicas` >= 6 at confidence=0.95: .*2\^\(1-R\) = 0.0625 .*got replicas=5"),
+    (dict(replicas=3, interval="bootstrap", confidence=0.8), ValueError, r"needs `replicas` >= 4 at confidence=0.8"),
+    (dict(replicas=7, interval="bootstrap", confidence=0.99), ValueError, r"needs `replicas` >= 8 at confidence=0.99"),
 ])
 def test_bad_input(kwargs, error, match):
     args = dict(sampler_or_n=10, step=0.1, model=MODEL)
@@ -155,6 +163,15 @@ def test_an_observable_that_returns_no_real_number_is_refused_before_any_run(mon
     assert not runs
 
 
+def test_too_few_replicas_for_the_bootstrap_are_refused_before_any_run(monkeypatch):
+    import meanfield._ensemble as ens
+    runs = []
+    monkeypatch.setattr(ens, "simulate", lambda *a, **k: runs.append(a))
+    with pytest.raises(ValueError, match=r"`interval`='bootstrap' needs `replicas` >= 6"):
+        mf.ensemble(MODEL, 10, 0.1, replicas=5, step=0.1, interval="bootstrap")
+    assert not runs
+
+
 def test_an_observable_of_varying_shape_is_refused_by_name():
     sizes = iter([10, 12])
     with pytest.raises(ValueError, match=r"`observable` must return values of one shape; .*\(10,\) .*\(12,\)"):
@@ -185,3 +202,95 @@ def test_a_save_every_beyond_the_save_limit_is_refused_by_name():
     # 1e-9: 30 s and 8 GB of save times, then simulate's refusal)
     with pytest.raises(ValueError, match=r"`save_every` must be ≥ \(t_final − t0\)/1000000 .*save_every=1e-300"):
         mf.ensemble(MODEL, 4, 1.0, replicas=2, save_every=1e-300)
+
+
+def _in_order_mean(x, axis):
+    """The mean summed in replica order (as ensemble's bootstrap does: np.mean's order depends on the shape)."""
+    return sum(np.moveaxis(x, axis, 0)) / x.shape[axis]
+
+
+def test_the_bootstrap_interval_is_scipys_bca_at_every_time_and_component():
+    obs = lambda p: np.array([p.positions[:, 2].mean(), mf.mean_alignment(p)])  # noqa: E731
+    kw = dict(replicas=12, seed=3, observable=obs, save_every=0.1, step=0.1, confidence=0.9)
+    r = mf.ensemble(MODEL, 30, 0.2, interval="bootstrap", **kw)
+    rt = mf.ensemble(MODEL, 30, 0.2, **kw)
+    assert (r.interval, rt.interval, rt.bootstrap_seed) == ("bootstrap", "t", None)
+    assert np.array_equal(r.values, rt.values) and np.array_equal(r.mean, rt.mean) and np.array_equal(r.std, rt.std)
+    # the resampling is seeded by the root's next child after the replicas'
+    assert r.bootstrap_seed.entropy == 3 and r.bootstrap_seed.spawn_key == (12,)
+    for j in range(3):
+        for c in range(2):
+            v = r.values[:, j, c]
+            res = stats.bootstrap((v,), _in_order_mean, confidence_level=0.9, method="BCa",
+                                  rng=np.random.default_rng(r.bootstrap_seed))
+            assert (r.ci_low[j, c], r.ci_high[j, c]) == tuple(res.confidence_interval)
+            # np.mean sums in another order: the ends move by a small part of the width
+            plain = stats.bootstrap((v,), np.mean, confidence_level=0.9, rng=np.random.default_rng(r.bootstrap_seed))
+            width = r.ci_high[j, c] - r.ci_low[j, c]
+            assert np.allclose(tuple(plain.confidence_interval), (r.ci_low[j, c], r.ci_high[j, c]), rtol=0,
+                               atol=1e-3 * width)
+            assert r.ci_low[j, c] < r.mean[j, c] < r.ci_high[j, c]
+
+
+def test_the_bootstrap_interval_is_reproducible():
+    kw = dict(replicas=6, save_every=0.1, step=0.1, interval="bootstrap")
+    r1, r2 = mf.ensemble(MODEL, 20, 0.1, seed=4, **kw), mf.ensemble(MODEL, 20, 0.1, seed=4, **kw)
+    r3 = mf.ensemble(MODEL, 20, 0.1, seed=5, **kw)
+    assert np.array_equal(r1.ci_low, r2.ci_low) and np.array_equal(r1.ci_high, r2.ci_high)
+    assert not np.array_equal(r1.ci_low, r3.ci_low)
+    # a SeedSequence root: R children for the replicas, the next for the resampling, then fresh ones
+    root = np.random.SeedSequence(4)
+    r4 = mf.ensemble(MODEL, 20, 0.1, seed=root, **kw)
+    assert np.array_equal(r4.ci_low, r1.ci_low) and root.n_children_spawned == 7
+    r5 = mf.ensemble(MODEL, 20, 0.1, seed=root, **kw)
+    assert r5.seeds[0].spawn_key == (7,) and r5.bootstrap_seed.spawn_key == (13,)
+    # "t" spawns no resampling child (its replicas and a SeedSequence's state are as before the option)
+    root = np.random.SeedSequence(4)
+    mf.ensemble(MODEL, 20, 0.1, seed=root, replicas=6, save_every=0.1, step=0.1)
+    assert root.n_children_spawned == 6
+
+
+def test_the_bootstrap_interval_per_time_over_the_replicas_counted_there():
+    # replica i gives NaN (in one component) at save time j when i < 4j - 1 (j ≥ 1): counts 12, 9, 5, 1 at the four
+    # times; at 95 % the BCa interval needs 6, so the last two are NaN; the others are over different replica sets
+    calls = iter(range(10 ** 6))
+    R, T = 12, 4
+
+    def obs(p):
+        n = next(calls) - 1             # call 0 is the check on replica 0's initial tokens
+        i, j = (0, 0) if n < 0 else divmod(n, T)
+        z = p.positions[:, 2].mean()
+        return np.array([z, np.nan if j >= 1 and i < 4 * j - 1 else z ** 2])
+    with pytest.warns(mf.MeanfieldWarning, match="observable is not finite") as record:
+        r = mf.ensemble(MODEL, 20, 0.3, replicas=R, seed=6, save_every=0.1, step=0.1, observable=obs,
+                        interval="bootstrap")
+    assert not [w for w in record if "BCa" in str(w.message)]      # too few replicas is not a failure
+    assert np.array_equal(r.count, [12, 9, 5, 1])
+    assert np.all(np.isnan(r.ci_low[2:])) and np.all(np.isnan(r.ci_high[2:]))
+    assert np.all(np.isfinite(r.mean[2:]))       # the mean is still there
+    # one call per count, in increasing count, with one generator: the 9 replicas at t = 0.1, then all 12 at t = 0
+    rng = np.random.default_rng(r.bootstrap_seed)
+    for j in (1, 0):
+        kept = r.values[np.all(np.isfinite(r.values[:, j]), axis=1), j]          # (k, 2)
+        res = stats.bootstrap((kept.T,), _in_order_mean, axis=-1, method="BCa", rng=rng)
+        assert np.array_equal(r.ci_low[j], res.confidence_interval.low)
+        assert np.array_equal(r.ci_high[j], res.confidence_interval.high)
+
+
+def test_a_constant_observable_has_the_point_bootstrap_interval():
+    obs = lambda p: np.array([0.1, p.positions[:, 2].mean()])  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # scipy's DegenerateDataWarning is not passed on
+        r = mf.ensemble(MODEL, 5, 0.1, replicas=8, seed=2, step=0.1, observable=obs, interval="bootstrap")
+    assert np.all(r.ci_low[:, 0] == 0.1) and np.all(r.ci_high[:, 0] == 0.1)
+    assert np.all(r.ci_low[:, 1] < r.mean[:, 1]) and np.all(r.mean[:, 1] < r.ci_high[:, 1])
+
+
+def test_a_bootstrap_interval_scipy_cannot_compute_is_nan_and_warned():
+    # values 0.1 and the next float: the jackknife differences round to 0, and BCa's acceleration is 0/0
+    obs = lambda p: 0.1 if p.positions[0, 2] > 0 else np.nextafter(0.1, 1.0)  # noqa: E731
+    with pytest.warns(mf.MeanfieldWarning, match=r"BCa interval could not be computed at 2 .*t=0 with values in "
+                                                 r"\[0.1, 0.10000000000000002\]"):
+        r = mf.ensemble(MODEL, 5, 0.01, replicas=8, seed=2, step=0.01, observable=obs, interval="bootstrap")
+    assert r.times.size == 2 and len(set(r.values[:, 0])) == 2
+    assert np.all(np.isnan(r.ci_low)) and np.all(np.isnan(r.ci_high)) and np.all(r.mean > 0)
