@@ -119,6 +119,16 @@ def _real_axis_entries(name: str, c: np.ndarray, lmax: int, d: int) -> None:
     axis.imag = 0.0
 
 
+def _density_dimension(d) -> int:
+    """``d`` of a Density, 2 (S¹) or 3 (S²), checked before anything is built for it (Density.random(8, d=4) and
+    from_function raised a bare KeyError from the projection)."""
+    d = dimension(d)
+    if d not in (2, 3):
+        raise ValueError(f"`d` must be 2 or 3 for a Density (use Particles or the zonal solver for d > 3); "
+                         f"got d={d}.")
+    return d
+
+
 @dataclass(frozen=True, eq=False)
 class Density:
     """A band-limited density on S² (d = 3) or S¹ (d = 2).
@@ -145,10 +155,7 @@ class Density:
     radius: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        d = dimension(self.d)
-        if d not in (2, 3):
-            raise ValueError(f"`d` must be 2 or 3 for a Density (use Particles or the zonal solver for d > 3); "
-                             f"got d={d}.")
+        d = _density_dimension(self.d)
         lmax = nonneg_int("lmax", self.lmax)
         c = complex_array("coeffs", self.coeffs)       # a malformed string raised "complex() arg is a malformed string"
         if c.shape != (self._ncoef(lmax, d),):
@@ -183,7 +190,7 @@ class Density:
         d : {3, 2}
             Ambient dimension: S² or S¹.
         """
-        lmax, d = nonneg_int("lmax", lmax), dimension(d)
+        lmax, d = nonneg_int("lmax", lmax), _density_dimension(d)
         n = cls._ncoef(lmax, d)
         _require_band_limit(_DENSITY_BYTES_PER_COEF * n, f"Density.uniform(lmax={lmax}, d={d}) ({n} coefficients)")
         c = np.zeros(n, dtype=complex)
@@ -241,7 +248,7 @@ class Density:
         -------
         Density
         """
-        lmax, d = nonneg_int("lmax", lmax), dimension(d)
+        lmax, d = nonneg_int("lmax", lmax), _density_dimension(d)
         normalize = flag("normalize", normalize)
         # f=3.0 raised "'float' object is not callable" from the projection
         function_of("f", f, "f(points) (unit vectors of shape (..., d))")
@@ -265,13 +272,32 @@ class Density:
         g has independent Gaussian coefficients of unit variance per degree (scaled by ``amplitude``, a real
         number), so exp(g) is positive and entire; ρ is its projection onto degree ≤ ``lmax``, which can dip
         slightly below 0 when ``lmax`` does not resolve it (d = 2, lmax = 8: −0.026 somewhere).
+
+        Parameters
+        ----------
+        lmax : int
+            Band limit L ≥ 0 of the result.
+        d : {3, 2}
+            Ambient dimension: S² or S¹.
+        seed : None, int, SeedSequence or numpy.random.Generator
+            Randomness of g (``numpy.random.default_rng(seed)``).
+        degree : int
+            Largest degree of g, ≥ 1.
+        amplitude : float
+            Factor of g (a real number): 0 gives the uniform density, a larger magnitude sharper peaks.
+
+        Returns
+        -------
+        Density
+            A probability density (mass 1, values w.r.t. σ: the uniform density is 1).
         """
         lmax, degree = nonneg_int("lmax", lmax), nonneg_int("degree", degree, minimum=1)
+        d = _density_dimension(d)
         from ._validate import real_number
         amplitude = real_number("amplitude", amplitude)
         from ._sampling import _rng
         rng = _rng(seed)
-        if dimension(d) == 3:
+        if d == 3:
             ell, m = sh.lm_arrays(degree)
             g = rng.standard_normal(ell.size) + 1j * rng.standard_normal(ell.size)
             g = np.where(m == 0, g.real * np.sqrt(2), g) / np.sqrt(2 * (2 * ell + 1)) * (ell > 0)

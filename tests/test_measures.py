@@ -87,6 +87,17 @@ def test_density_bad_input():
         mf.Density(np.zeros(10), 3).normalized()
 
 
+@pytest.mark.parametrize("make", [
+    lambda d: mf.Density.random(8, d=d),
+    lambda d: mf.Density.from_function(lambda x: 1.0, 8, d=d),
+    lambda d: mf.Density.uniform(8, d=d),
+])
+def test_density_constructors_name_a_dimension_other_than_2_or_3(make):
+    # Density.random(8, d=4) and from_function raised a bare KeyError: 4 from the projection
+    with pytest.raises(ValueError, match=r"`d` must be 2 or 3 for a Density .*got d=4"):
+        make(4)
+
+
 def test_a_real_field_has_real_axis_coefficients():
     # an imaginary m = 0 entry changed no value but did change norms and distances (by 0.11 for Im = 0.7)
     rho = mf.Density.random(8, seed=1)
