@@ -118,12 +118,15 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     if not isinstance(kind, str) or kind not in _INITIAL_KEYS:
         raise ConfigError(f"[initial] `kind` must be one of {sorted(_INITIAL_KEYS)}; got kind={kind!r}.")
     _check_keys("initial", init, _INITIAL_KEYS[kind], f" (kind={kind!r})")
+    backend = dict(raw["run"]).get("backend", "spectral")
+    _check_density_dimension(kind, model.d)
     # a density the spectral solver evolves starts at a band limit resolving the kernel; one only sampled into
     # tokens keeps the kinds' defaults (the kernel's band limit grows like β, and the sampler's grid with it)
-    spectral = "samples" not in init and dict(raw["run"]).get("backend", "spectral") in ("spectral", "hybrid")
+    spectral = "samples" not in init and backend in ("spectral", "hybrid")
     initial, seed = _initial(kind, init, model.d, _kernel_band_limit(model) if spectral else 0)
     if "samples" in init:
         initial = _samples(initial, init)
+    _check_initial_for(kind, init, backend)
     run = dict(raw["run"])
     _check_keys("run", run, _RUN_KEYS)
     if "t_final" not in run:
@@ -132,7 +135,7 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     t_final = positive_float("t_final", run["t_final"])
     save_every_count(t_final, save.get("save_every"))
     times = save_times(t_final, **save)             # the save times are checked here, not when the run starts
-    backend, options = run.get("backend", "spectral"), dict(raw.get("options", {}))
+    options = dict(raw.get("options", {}))
     defaults = getattr(get_backend(backend), "option_defaults", None)       # a registered backend may lack it
     if defaults is not None:
         check_options(backend, options, defaults())       # the names first, listing the valid ones
@@ -145,6 +148,29 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     return RunConfig(model=model, initial=initial, backend=backend, t_final=t_final, save=save,
                      checkpoint_every=checkpoint_every, options=options, text=text, seed=seed, raw=raw,
                      checkpoint_interval=checkpoint_interval)
+
+
+def _check_density_dimension(kind: str, d: int) -> None:
+    """A density kind needs d = 2 or 3; said in the file's terms (the API's message points to the zonal solver,
+    which a file has no kind for)."""
+    if kind != "particles" and d not in (2, 3):
+        raise ConfigError(f"[initial] kind={kind!r} is a density on S² or S¹ ([model] d = 3 or 2); got d={d}: "
+                          'for d > 3 use kind = "particles".')
+
+
+def _check_initial_for(kind: str, init: dict, backend) -> None:
+    """Refuse an [initial] measure that the [run] backend cannot take, with the fix in the file's terms (the API's
+    message names a Python call, Particles.from_density, where a file has the key `samples`)."""
+    tokens = kind == "particles" or "samples" in init
+    if not tokens and backend in ("particles", "particles-sh"):
+        raise ConfigError(f"[run] backend={backend!r} moves tokens, and [initial] kind={kind!r} is a density: add "
+                          '`samples = N` to [initial] to draw N tokens from it, or use kind = "particles".')
+    if tokens and backend in ("spectral", "hybrid"):
+        given = "kind='particles'" if kind == "particles" else "`samples`"
+        raise ConfigError(f"[run] backend={backend!r} evolves a density, and [initial] {given} gives tokens: "
+                          + ('use kind = "uniform", "random" or "perturbed"' if kind == "particles"
+                             else "leave out `samples`")
+                          + ', or backend = "particles" or "particles-sh".')
 
 
 def _refuse_unused_step_options(options: dict) -> None:

@@ -258,7 +258,6 @@ _P = {"kind": "particles", "n": 6}
     ("particles", _P, {"threads": 0}, r"`threads` must be an integer >= 1"),
     ("particles", _P, {"step": 1e-300}, r"`step` must be ≥ .* got step=1e-300"),
     ("particles", _P, {"time": "layers", "step": 0.3}, r"whole numbers of layers of step=0.3"),
-    ("particles", None, {}, r"needs `initial` to be meanfield.Particles"),
     ("particles-sh", _P, {"tol": 2.0}, r"`tol` must be in \(0, 1\)"),
     ("hybrid", None, {"oversample": 0}, r"`oversample` must be an integer ≥ 1"),
     ("hybrid", None, {"rtol": 0}, r"`rtol` must be in \[1e-14, 1\)"),                  # its spectral phase
@@ -317,6 +316,23 @@ def test_bad_initial_and_save_values_get_a_clear_error_before_any_allocation(raw
     ufunc error, `save_every = 1e-300` "Maximum allowed size exceeded", a huge `lmax` or `degree` a MemoryError
     traceback."""
     with pytest.raises(error, match=match):
+        parse_config(raw)
+
+
+@pytest.mark.parametrize("d, initial, backend, match", [
+    (4, RANDOM, "spectral", r"\[initial\] kind='random' is a density on S² or S¹ .*got d=4: for d > 3 use kind = "
+                            r'"particles"'),
+    (3, RANDOM, "particles", r"backend='particles' moves tokens, .*kind='random' is a density: add `samples = N`"),
+    (3, {"kind": "uniform"}, "particles-sh", r"add `samples = N` to \[initial\]"),
+    (3, _P, "spectral", r"backend='spectral' evolves a density, .*kind='particles' gives tokens: use kind = "
+                        r'"uniform", "random" or "perturbed"'),
+    (3, {**RANDOM, "samples": 10}, "hybrid", r"\[initial\] `samples` gives tokens: leave out `samples`"),
+])
+def test_an_initial_kind_the_model_or_backend_cannot_take_gets_the_fix_in_the_files_terms(d, initial, backend, match):
+    """The API's messages named Python calls a file cannot make ("sample a Density with Particles.from_density",
+    "the zonal solver"), and [model] d = 4 with a density kind raised a KeyError traceback."""
+    raw = {"model": {"beta": 2.0, "d": d}, "initial": dict(initial), "run": {"t_final": 0.1, "backend": backend}}
+    with pytest.raises(ConfigError, match=match):
         parse_config(raw)
 
 
