@@ -72,9 +72,9 @@ def _parser():
     val.add_argument("--output", default="validation-out", help="folder for figures, JSON and REPORT.md")
     bench = sub.add_parser("bench", help="performance report against the alternatives (same-run ratios)",
                            epilog=_EPILOG["bench"])
+    from ._bench import CASES          # the registry, so the list cannot leave a case out ("checkpoint" was)
     bench.add_argument("cases", nargs="*", metavar="CASE",
-                       help="cases to run (default: all): transforms, spectral, particles, accuracy, hybrid, memory, "
-                            "dedalus, sweep")
+                       help=f"cases to run (default: all): {', '.join(CASES)}")
     bench.add_argument("--quick", action="store_true", help="small sizes only")
     bench.add_argument("--output", required=True, help="folder for JSON, the markdown report and plots")
     sweep = sub.add_parser("sweep", help="a parameter sweep on dask.distributed (resumable)",

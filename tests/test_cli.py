@@ -93,6 +93,15 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
     assert "cannot read the configuration" in capsys.readouterr().err
 
 
+def test_bench_help_lists_every_benchmark_case(capsys):
+    # the list was typed out and left out "checkpoint"
+    from meanfield._bench import CASES
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(name in text for name in CASES), text
+
+
 LONG_RUN = """
 [model]
 beta = 5.0
