@@ -72,6 +72,16 @@ def test_uniform_energy_identity_is_lambda0(d):
     assert uniform_energy(1.3, None, d) == pytest.approx(mf.funk_hecke(1.3, 0, d)[0] / 2.6, rel=1e-14)
 
 
+def test_uniform_energy_takes_d_from_D_as_minimize_and_maximize_energy_do():
+    # uniform_energy(1.0, diag(1, 1.05)) was refused: d defaulted to 3, "(the measure's dimension d=3)", with no measure
+    D = np.diag([1.0, 1.05])
+    assert uniform_energy(1.0, D) == uniform_energy(1.0, [1.0, 1.05]) == uniform_energy(1.0, D, 2)
+    assert uniform_energy(1.0, D) == pytest.approx(0.640307544253, abs=1e-12)     # the S¹ tutorial's value
+    assert uniform_energy(1.3) == uniform_energy(1.3, None, 3) and uniform_energy(1.3, 2.0) == uniform_energy(1.3, 2.0, 3)
+    with pytest.raises(ValueError, match=r"shape \(3, 3\) \(the argument `d`=3\); got shape \(2, 2\)"):
+        uniform_energy(1.0, D, d=3)
+
+
 def test_uniform_energy_large_beta_is_finite_and_zero_matrix():
     assert np.isfinite(uniform_energy(300.0, np.diag([1.0, 0.5, 0.2]), 3))
     assert uniform_energy(2.0, 0.0, 3) == 1 / 4

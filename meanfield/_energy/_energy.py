@@ -22,12 +22,12 @@ from scipy import special
 
 from .._errors import warn
 from .._measures import Density, Particles, ZonalDensity
-from .._validate import choice, dimension, nonneg_int, open_fraction
+from .._validate import choice, nonneg_int, open_fraction
 from ..sphere import _circle as circ
 from ..sphere import _sh as sh
 from ..sphere._funk_hecke import funk_hecke, funk_hecke_unscaled, kernel_bandlimit, kernel_truncation_error
-from ._kernel import (_LOG_FLOAT_MAX, _scaled_kernel_sums, check_beta, check_D, check_pair_work, isotropic_scale,
-                      kernel_sums, pair_energy, spectral_norm, tangent_project)
+from ._kernel import (_LOG_FLOAT_MAX, _scaled_kernel_sums, check_beta, check_D, check_pair_work, dimension_for,
+                      isotropic_scale, kernel_sums, pair_energy, spectral_norm, tangent_project)
 
 METHODS = ("auto", "exact", "pairs", "spectral", "quadrature")
 _GRID_TOL = 1e-15          # kernel truncation behind the quadrature grids of a Density
@@ -83,7 +83,7 @@ class EnergyEstimate:
 # ----------------------------------------------------------------------------------------------
 # the uniform measure, closed form
 
-def uniform_energy(beta, D=None, d: int = 3) -> float:
+def uniform_energy(beta, D=None, d: int | None = None) -> float:
     """E_{β,D}(σ) for the normalized uniform measure σ on S^{d-1}, any real D (not only symmetric).
 
     Parameters
@@ -92,8 +92,9 @@ def uniform_energy(beta, D=None, d: int = 3) -> float:
         β > 0.
     D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Interaction matrix (None: identity, a scalar c: c·I).
-    d : int
-        Ambient dimension (d ≥ 2).
+    d : int, optional
+        Ambient dimension (d ≥ 2); default: the size of ``D`` when it is given as d numbers or a (d, d) array,
+        else 3 (as :func:`minimize_energy` and :func:`maximize_energy`).
 
     Returns
     -------
@@ -115,7 +116,7 @@ def uniform_energy(beta, D=None, d: int = 3) -> float:
     (sinh β/β on S²); d = 2, D = diag(d1, d2) gives 2βE = I_0(β(d1+d2)/2) I_0(β(d1−d2)/2).
     """
     beta = check_beta(beta)
-    d = dimension(d)
+    d = dimension_for(D, d)
     s = _singular_values(D, d)
     smax = float(s.max()) if s.size else 0.0
     if smax == 0.0:
@@ -179,7 +180,7 @@ def _singular_values(D, d: int) -> np.ndarray:
         diagonal = np.asarray(D, dtype=float) if np.shape(D) == (d,) else None
         if diagonal is not None and np.all(np.isfinite(diagonal)):
             return np.abs(diagonal)
-    return np.linalg.svd(check_D(D, d), compute_uv=False)
+    return np.linalg.svd(check_D(D, d, "the argument `d`"), compute_uv=False)
 
 
 def _isotropy_factors(a: np.ndarray, d: int, K: int) -> np.ndarray:
