@@ -76,8 +76,14 @@ class Scheme:
         False for schemes defined only as a layer map (anGPT).
     normalize_qkv : bool
         Queries, keys and values are normalized (QKV-Norm).
+    uses_alpha : bool
+        The scheme takes the step α (``Model(alpha=...)``: nGPT, anGPT); other schemes refuse α ≠ 1.
+    uses_tau : bool
+        The scheme needs the switch time τ (``Model(tau=...)``: Mix-LN); other schemes refuse it.
     reference : str
         Where the row comes from.
+    description : str
+        One line: the layer map, speed and radial law in words (the registry table of the documentation).
     """
 
     name: str
@@ -222,7 +228,7 @@ def check_tau(scheme: Scheme, tau):
     from ._validate import positive_float
     if scheme.uses_tau:
         if tau is None:
-            raise ValueError(f"`tau` (the Mix-LN switch time) is required for scheme={scheme.name!r}.")
+            raise ValueError(f"`tau` (the Mix-LN switch time, τ ≥ 0) is required for scheme={scheme.name!r}.")
         return positive_float("tau", tau, allow_zero=True)
     if tau is not None:
         raise ValueError(f"`tau` is only used by scheme='mix-ln'; got tau={tau!r} with scheme={scheme.name!r}.")

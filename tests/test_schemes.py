@@ -141,6 +141,11 @@ def test_mix_ln_switches_at_tau():
     assert s.radial(np.array(0.2), np.array(1.0), np.array(3.0), 0.5, m) == 0.0
 
 
+def test_a_missing_switch_time_names_its_range():
+    with pytest.raises(ValueError, match=r"`tau` \(the Mix-LN switch time, τ ≥ 0\) is required for scheme='mix-ln'"):
+        mf.Model(1.0, "mix-ln")
+
+
 def test_angpt_layer_keeps_orthogonal_inputs_on_the_sphere():
     m = mf.Model(1.0, "angpt", alpha=0.5)
     x = np.array([[1.0, 0.0, 0.0]])
