@@ -26,6 +26,19 @@ def test_dirac_against_uniform_has_the_closed_form(d):
     assert abs(sobolev_distance(dirac, mf.Density.uniform(L, d), s) - exact) < 1e-12 * exact
 
 
+@pytest.mark.parametrize("d", [2, 3])
+def test_the_documented_norm_weights_the_l2_sigma_norm_of_each_degree(d):
+    # the docstring's formula: Σ_ℓ (1 + ℓ(ℓ + d − 2))^{-s} ‖(μ − ν)_ℓ‖²_{L²(σ)}; at s → 0 the L²(σ) norm itself
+    rho, L = mf.Density.random(12, d=d, seed=1), 12
+    if d == 3:
+        grid = mf.sphere.SphereGrid.for_bandlimit(L)
+        diff = rho.on_grid(grid) - 1.0
+        l2 = grid.integrate(diff ** 2) / (4 * np.pi)
+    else:
+        l2 = np.mean((rho.evaluate(mf.sphere.circle_points(64)) - 1.0) ** 2)
+    assert sobolev_distance(rho, mf.Density.uniform(L, d), s=1e-300) ** 2 == pytest.approx(l2, rel=1e-13)
+
+
 def test_iid_samples_converge_like_inverse_sqrt_n():
     dens = mf.Density.random(12, seed=1)
     ns = np.array([500, 2000, 8000, 32000])
