@@ -246,6 +246,21 @@ def test_species_split_into_identical_halves_is_the_single_species():
     assert np.max(np.abs(a.radius - single.radius)) < 1e-12
 
 
+def test_an_initial_state_the_backend_refuses_gets_the_right_fix():
+    """Two species of total mass 0.5 were told "Use its .normalized()", which gives each mass 1 (total 2); the
+    scheme of a species run and the way to d > 3 were not named."""
+    L = 8
+    half = mf.Density(mf.Density.uniform(L).coeffs / 2, L, radius=mf.Density.uniform(L).coeffs)
+    with pytest.raises(ValueError, match=r"the species' masses must sum to 1 .*got 1\.5.*Divide every species by that "
+                                         r"sum .*not each by its own mass"):
+        mf.simulate(mf.Model(2.0, "pre-ln"), [half, half, half], 0.1)
+    with pytest.raises(ValueError, match=r"several species only make sense for schemes with a radius \(mix-ln, "
+                                         r"peri-ln, pre-ln, qkv-norm\); got scheme='post-ln'"):
+        mf.simulate(mf.Model(2.0), [half, half], 0.1)
+    with pytest.raises(ValueError, match=r"has d=3 but the model has d=4 \(.*for d > 3 use a ZonalDensity"):
+        mf.simulate(mf.Model(2.0, d=4), mf.Density.uniform(L), 0.1)
+
+
 @pytest.mark.parametrize("scheme, L", [("pre-ln", 24), ("peri-ln", 32)])
 def test_radius_field_is_transported_like_lagrangian_particles(scheme, L):
     """∂_t r + v·∇r = ṙ against a second method: exact particles at Gauss–Legendre nodes (weights ρ(x_q) w_q/4π, radii

@@ -21,7 +21,7 @@ from .._integrators import check_step_options, error_norm, get_method, l2_norm, 
 from .._measures import Density, ZonalDensity, conversion_hint
 from .._memory import available_bytes, fits, require
 from .._model import Model
-from .._schemes import norms
+from .._schemes import SCHEMES, norms
 from .._trajectory import Status
 from .._validate import choice, exponential_filter, nonneg_int, open_fraction, positive_float
 from ..sphere._funk_hecke import kernel_beta
@@ -462,15 +462,24 @@ class SpectralBackend:
                             f"got {[type(s).__name__ for s in species]}." + conversion_hint(species[0]))
         for s in species:
             if s.d != self.model.d:
-                raise ValueError(f"the density has d={s.d} but the model has d={self.model.d}.")
+                # a Density lives on S² or S¹ only: in higher d the spectral backend takes a ZonalDensity
+                hint = (" (a Density lives on S² or S¹: for d > 3 use a ZonalDensity, or Particles with a particle "
+                        "backend)" if isinstance(s, Density) and self.model.d > 3 else "")
+                raise ValueError(f"the density has d={s.d} but the model has d={self.model.d}{hint}.")
             if len({s.lmax for s in species}) != 1:
                 raise ValueError("all species must share `lmax`.")
         mass = sum(s.mass() for s in species)
         if abs(mass - 1) > 1e-10:
+            if len(species) > 1:     # normalizing each species (as said for one density) would give a total of k
+                raise ValueError(f"the species' masses must sum to 1 (Σ_i ∫ρ_i dσ = 1); got {mass!r}. Divide every "
+                                 "species by that sum (s.with_coeffs(s.coeffs / total, s.radius)), not each by its "
+                                 "own mass.")
             raise ValueError(f"the initial density must have total mass 1 (∫ρ dσ = 1); got {mass!r}. "
                              f"Use its .normalized() ({type(species[0]).__name__}.normalized).")
         if len(species) > 1 and not self.model.scheme_def.has_radius:
-            raise ValueError("several species only make sense for schemes with a radius.")
+            with_radius = sorted(name for name, row in SCHEMES.items() if row.has_radius and row.continuous)
+            raise ValueError(f"several species only make sense for schemes with a radius ({', '.join(with_radius)}); "
+                             f"got scheme={self.model.scheme!r}.")
         if not self.model.scheme_def.has_radius and any(s.radius is not None for s in species):
             warn(f"scheme={self.model.scheme!r} has no radius: the radius field of the initial density is "
                  "not used, and the states of the run carry none.")
