@@ -153,7 +153,7 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
         Source token directions θ_k (nonzero; normalized here: only directions enter attention).
     weights : array_like, shape (N,), optional
         Nonnegative weights w_k (default 1/N).  SA divides by Σ_k w_k e^{…}; USA does not divide, so
-        with w_k = 1/n it is DESIGN.md's division by the constant n.
+        with w_k = 1/n it is USA's division by the constant n (:doc:`model`).
     targets : array_like, shape (M, d), optional
         Query directions x (nonzero; normalized here); default the sources themselves.
     causal : bool

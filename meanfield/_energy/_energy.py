@@ -667,7 +667,7 @@ def first_variation_gradient(measure, beta, D=None, points=None) -> np.ndarray:
     """The spherical gradient ∇_S δE/δμ at unit ``points``: P_x ∫ e^{β⟨x,Dy⟩} D y dμ(y) for D = Dᵀ.
 
     For symmetric D this is the USA velocity with Q = I, K = V = D: the Wasserstein gradient-ascent
-    field of E (DESIGN.md §1).  A non-symmetric D gives ½P_x∫(e^{β⟨x,Dy⟩}Dy + e^{β⟨x,Dᵀy⟩}Dᵀy)dμ.
+    field of E (:doc:`model`, the gradient-flow case).  A non-symmetric D gives ½P_x∫(e^{β⟨x,Dy⟩}Dy + e^{β⟨x,Dᵀy⟩}Dᵀy)dμ.
 
     Parameters
     ----------
