@@ -71,6 +71,14 @@ def _check_radius_values(vals, where: str) -> None:
                          f"{where} it is {lo!r} at its smallest.")
 
 
+def _constant_radius_hint(cls, value) -> str:
+    """For a number given as a radius field's coefficients: how to give a constant radius."""
+    if np.ndim(value) != 0:
+        return ""
+    return (f" A constant radius r: pass radius=r to {cls.__name__}.from_function, or the coefficients "
+            f"r * {cls.__name__}.uniform(lmax, d).coeffs.")
+
+
 def _real_coefficients(name: str, value) -> np.ndarray:
     """Coefficients of a zonal field as a new real array (np.real_if_close drops imaginary parts at rounding level):
     booleans and values that are not numbers raise naming ``name`` (ragged lists raised numpy's own error)."""
@@ -169,7 +177,8 @@ class Density:
         if self.radius is not None:
             r = complex_array("radius", self.radius)
             if r.shape != c.shape:
-                raise ValueError(f"`radius` coefficients must have shape {c.shape}; got {r.shape}.")
+                raise ValueError(f"`radius` coefficients must have shape {c.shape}; got {r.shape}."
+                                 + _constant_radius_hint(type(self), r))
             _real_axis_entries("radius", r, lmax, d)
             r.setflags(write=False)
             object.__setattr__(self, "radius", r)
@@ -589,7 +598,8 @@ class ZonalDensity:
         if self.radius is not None:
             r = _real_coefficients("radius", self.radius)
             if r.shape != c.shape:
-                raise ValueError(f"`radius` coefficients must have shape {c.shape}; got {r.shape}.")
+                raise ValueError(f"`radius` coefficients must have shape {c.shape}; got {r.shape}."
+                                 + _constant_radius_hint(type(self), r))
             object.__setattr__(self, "radius", r)
 
     @classmethod

@@ -26,13 +26,26 @@ def _plt():
     return plt
 
 
+def _total_density(state):
+    """The state itself, or for species (a tuple of Densities, as a run with radius species saves) their sum."""
+    if isinstance(state, tuple) and state and all(isinstance(s, Density) for s in state):
+        return Density(sum(s.coeffs for s in state), state[0].lmax, state[0].d)
+    return state
+
+
 def density_map(density: Density, ax=None, vmax=None, cmap="magma", title=None, colorbar=True):
     """Mollweide map of a density on S² (values w.r.t. the normalized measure: uniform = 1).
 
+    ``density``: a Density with d = 3, or a tuple of them (species: their total density is drawn).
     ``ax`` must use ``projection="mollweide"`` (created when None).  Returns the QuadMesh.
     """
+    density = _total_density(density)
     if not isinstance(density, Density) or density.d != 3:
-        raise ValueError("`density` must be a Density on S² (d = 3).")
+        hint = {2: " For d = 2 use meanfield.plot.circle_density."}.get(getattr(density, "d", None), "")
+        if isinstance(density, Particles):
+            hint = " For Particles use meanfield.plot.particles_map."
+        what = f"a Density with d={density.d}" if isinstance(density, Density) else type(density).__name__
+        raise ValueError(f"`density` must be a Density on S² (d = 3) or a tuple of them (species); got {what}.{hint}")
     plt = _plt()
     if ax is None:
         ax = plt.figure(figsize=(6, 3.4)).add_subplot(projection="mollweide")
@@ -224,8 +237,7 @@ def _state_panel(state, ax, title, colorbar=False):
     ``colorbar``: a density map gets its own colour bar (each snapshot has its own scale)."""
     from ._measures import ZonalDensity
 
-    if isinstance(state, tuple):   # species: plot the total density
-        state = Density(sum(s.coeffs for s in state), state[0].lmax, state[0].d)
+    state = _total_density(state)      # species: the total density
     if isinstance(state, Density) and state.d == 3:
         density_map(state, ax=ax, title=title, colorbar=colorbar)
     elif isinstance(state, Density):

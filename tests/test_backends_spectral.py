@@ -643,3 +643,28 @@ def test_rhs_matches_a_plain_evaluation(scheme, attention, d, V, species):
         err = np.linalg.norm(dy - ref) / np.linalg.norm(ref)
         assert err <= 1e-13, (t, err)
         np.testing.assert_allclose(be._last, monitors, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("name", ["tail_tol", "tail_warn"])
+def test_tail_thresholds_above_one_are_refused_and_one_switches_the_check_off(name):
+    rho = mf.Density.random(8, seed=1, amplitude=0.3)
+    with pytest.raises(ValueError, match=rf"`{name}` must be in \(0, 1\] .*1 switches that check off.*{name}=5\.0"):
+        mf.simulate(mf.Model(2.0), rho, 0.1, **{name: 5.0, "tail_tol": 5.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        off = mf.simulate(mf.Model(5.0), rho.resized(4), 4.0, tail_warn=1.0, tail_tol=1.0, negativity_tol=1e6)
+        on = mf.simulate(mf.Model(5.0), rho.resized(4), 4.0)
+    assert on.status is mf.Status.RESOLUTION_LOST and off.success
+
+
+def test_r0_that_sets_no_radius_is_warned_about():
+    rho = mf.Density.random(8, seed=1, amplitude=0.3)
+    with pytest.warns(mf.MeanfieldWarning, match=r"`r0` is not used: scheme='post-ln' has no radius \(.*pre-ln"):
+        mf.simulate(mf.Model(2.0), rho, 0.01, r0=2.0, lmax=16)
+    own = rho.with_coeffs(rho.coeffs, 2.0 * mf.Density.uniform(8).coeffs)
+    with pytest.warns(mf.MeanfieldWarning, match="`r0` is not used: the initial density carries its own radius"):
+        mf.simulate(mf.Model(2.0, scheme="pre-ln"), own, 0.01, r0=3.0, lmax=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(2.0, scheme="pre-ln"), rho, 0.01, r0=2.0, lmax=16)
+    assert tr.diagnostics["mean_radius"][0] == pytest.approx(2.0, rel=1e-13)

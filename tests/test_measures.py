@@ -184,3 +184,14 @@ def test_booleans_are_refused_where_numbers_are_expected(make, name):
     """numpy reads True as 1: weights=[True, False] was a valid probability vector."""
     with pytest.raises(TypeError, match=rf"`{name}` must be numbers; got booleans \(True/False\)"):
         make()
+
+
+def test_a_constant_given_as_radius_coefficients_is_told_how_to_give_a_constant_radius():
+    rho = mf.Density.random(8, seed=1)
+    with pytest.raises(ValueError, match=r"got \(\)\. A constant radius r: pass radius=r to Density\.from_function"):
+        mf.Density.from_coefficients(rho.coeffs, 8, radius=2.0)
+    z = mf.ZonalDensity.uniform(8, d=5)
+    with pytest.raises(ValueError, match=r"r \* ZonalDensity\.uniform\(lmax, d\)\.coeffs"):
+        mf.ZonalDensity(z.coeffs, 8, 5, radius=2.0)
+    with pytest.raises(ValueError, match=r"got \(3,\)\.$"):          # a wrong-length array gets no such hint
+        mf.Density.from_coefficients(rho.coeffs, 8, radius=[1.0, 2.0, 3.0])

@@ -463,8 +463,10 @@ def test_bad_options(options, error, match):
 def test_bad_initial_and_layer_grid():
     with pytest.raises(ValueError, match="`initial` has d=4 but the model has d=3"):
         mf.simulate(mf.Model(beta=1.0), mf.Particles.uniform(5, d=4), 1.0, backend="particles", step=0.1)
-    with pytest.raises(TypeError, match="needs `initial` to be meanfield.Particles"):
+    with pytest.raises(TypeError, match="needs `initial` to be meanfield.Particles.*or use backend='spectral'"):
         mf.simulate(mf.Model(beta=1.0), mf.Density.uniform(4), 1.0, backend="particles", step=0.1)
+    with pytest.raises(TypeError, match="or use backend='spectral'"):      # gradient_flow's default is "particles"
+        mf.gradient_flow(mf.Density.uniform(4), 1.0, t_final=0.1)
     with pytest.raises(ValueError, match="whole numbers of layers"):
         mf.simulate(mf.Model(beta=1.0), mf.Particles.uniform(5), 1.05, backend="particles", time="layers", step=0.1)
     with warnings.catch_warnings():

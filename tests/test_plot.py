@@ -326,3 +326,17 @@ def test_animations_in_pillows_other_formats_are_written(tmp_path):
     tr = mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 0.2, backend="particles", save_every=0.1)
     mf.plot.animation(tr, tmp_path / "a.webp")
     assert Image.open(tmp_path / "a.webp").n_frames == len(tr.times)
+
+
+def test_density_map_draws_the_total_density_of_species_and_names_what_it_refuses():
+    rho = mf.Density.random(8, seed=1, amplitude=0.3)
+    half = rho.with_coeffs(rho.coeffs / 2)
+    species = (mf.Density(half.coeffs, 8, 3, 1.0 * mf.Density.uniform(8).coeffs),
+               mf.Density(half.coeffs, 8, 3, 2.0 * mf.Density.uniform(8).coeffs))
+    whole, parts = plot.density_map(rho), plot.density_map(species)
+    np.testing.assert_allclose(parts.get_array(), whole.get_array(), rtol=1e-13, atol=1e-15)
+    with pytest.raises(ValueError, match=r"got a Density with d=2\. For d = 2 use meanfield\.plot\.circle_density"):
+        plot.density_map(mf.Density.uniform(8, d=2))
+    with pytest.raises(ValueError, match=r"got Particles\. For Particles use meanfield\.plot\.particles_map"):
+        plot.density_map(mf.Particles.uniform(5))
+    plt.close("all")

@@ -354,7 +354,8 @@ class SpectralBackend:
         "handoff" is for backend="hybrid".
     tail_warn, tail_tol, negativity_tol : float
         Resolution monitor: warn (or refine) when E_tail > tail_warn, stop when E_tail > tail_tol or
-        min ρ < −negativity_tol.
+        min ρ < −negativity_tol.  The tail fraction E_tail is at most 1: ``tail_warn`` and ``tail_tol`` are in
+        (0, 1], and 1 switches that check off.
     filter : None or (strength, order)
         Exponential filter exp(−strength (ℓ/L)^order) after each step.  It changes the answer; its use is
         warned about and recorded: ``steps["filtered"]`` marks the filtered steps, the diagnostic
@@ -391,12 +392,18 @@ class SpectralBackend:
                                         "backend='particles' with time='layers'.")
         species = list(initial) if isinstance(initial, (list, tuple)) else [initial]
         self._check_initial(species)
+        if options.get("r0") is not None:
+            self._check_r0_used(species)
         first = species[0]
         lmax = nonneg_int("lmax", first.lmax if opts["lmax"] is None else opts["lmax"], minimum=1)
         self.method = get_method(opts["method"])
         check_step_options(opts, self.method, options)
         for k in ("cfl", "r0", "tail_warn", "tail_tol", "negativity_tol", "mass_tol"):
             positive_float(k, opts[k])
+        for k in ("tail_warn", "tail_tol"):     # a fraction of the energy is at most 1: 5 (for 5 %?) would never act
+            if opts[k] > 1:
+                raise ValueError(f"`{k}` must be in (0, 1] (a fraction of the spectral energy; 1 switches that "
+                                 f"check off); got {k}={opts[k]!r}.")
         monitor_thresholds(opts, options)
         open_fraction("quadrature_tol", opts["quadrature_tol"])
         kernel_beta(model, opts["quadrature_tol"])    # β·c = 1e10 from a large Q was refused in the set-up, as `beta`
@@ -483,6 +490,14 @@ class SpectralBackend:
         if not self.model.scheme_def.has_radius and any(s.radius is not None for s in species):
             warn(f"scheme={self.model.scheme!r} has no radius: the radius field of the initial density is "
                  "not used, and the states of the run carry none.")
+
+    def _check_r0_used(self, species) -> None:
+        """A given ``r0`` that sets no radius (a scheme without one, or densities that carry their own) is warned about."""
+        if not self.model.scheme_def.has_radius:
+            warn(f"`r0` is not used: scheme={self.model.scheme!r} has no radius (the radius schemes: "
+                 f"{', '.join(sorted(n for n, row in SCHEMES.items() if row.has_radius and row.continuous))}).")
+        elif all(s.radius is not None for s in species):
+            warn("`r0` is not used: the initial density carries its own radius field.")
 
     def _setup(self, lmax):
         d = self.model.d

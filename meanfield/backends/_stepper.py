@@ -162,7 +162,8 @@ class ParticleStepper:
             raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
         if not isinstance(initial, Particles):
             raise TypeError(f"backend={self.name!r} needs `initial` to be meanfield.Particles; "
-                            f"got {type(initial).__name__} (sample a Density with Particles.from_density).")
+                            f"got {type(initial).__name__} (sample a Density with Particles.from_density, or use "
+                            "backend='spectral', which evolves a Density).")
         if initial.d != model.d:
             raise ValueError(f"`initial` has d={initial.d} but the model has d={model.d}.")
         self.model = model
