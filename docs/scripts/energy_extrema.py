@@ -4,14 +4,15 @@ E_{β,D}(μ) = (1/2β) ∬ e^{β⟨x, Dy⟩} dμ dμ.  Every number quoted on do
 here, beside the reference it is compared with:
 
 * energies of simple measures (mf.energy) against their closed forms (β = 2; anisotropic uniform on S¹, β = 1);
-* the minimizing density on S¹, β = 1, D = diag(1, 1 + ε): its cos 2θ coefficient at ε = 0.05 against the design
-  notes' 0.10167, and dc₂/dε at ε = 0 (central difference, ε = ±1e-3) against βI₁(β)/(2I₂(β));
+* the minimizing density on S¹, β = 1, D = diag(1, 1 + ε): its cos 2θ coefficient at ε = 0.05 against the
+  reference value 0.10167 (docs/validation.md), and dc₂/dε at ε = 0 (central difference, ε = ±1e-3) against
+  βI₁(β)/(2I₂(β));
 * the minimizer on S² (basix P1 elements), β = 2, D = diag(0.6, 1, 1.4): against the mesh one level coarser and
   against a spectral Galerkin minimum over harmonics of degree ≤ 12 (a second discretization, computed here);
   D = I against the closed form sinh β/(2β²); a partial support, β = 1, D = diag(0.3, 1, 1);
 * maximizers by the multi-start ascent alone (candidates=False): D = diag(0.5, 1) → e/2, D = −I → cosh(1)/2;
-* stationary states: the test mf.stationary; four particles descending from a square to the rectangle of the
-  design notes (a² root of d1 tanh(βd1a²) = d2 tanh(βd2b²), by brentq);
+* stationary states: the test mf.stationary; four particles descending from a square to the rectangle
+  (±a, ±b), a² the root of d1 tanh(βd1a²) = d2 tanh(βd2b²) (by brentq), against its reference values;
 * the attention dynamics (USA, Q = I, K = V = D) is the gradient ascent: E increases, the energy identity
   dE/dt = ∫|v|²dμ holds, mf.simulate gives the same tokens, and the flow ends at a stationary state.
 
@@ -59,7 +60,7 @@ def circle_minimizer():
     c2 = 2 * rho.coeffs[2].real
     print(f"  {rho!r} ({time.perf_counter() - t0:.1f} s, {len(rho.nodal_values)} nodes); uniform energy "
           f"{mf.uniform_energy(1.0, [1.0, 1.05], d=2):.12f}")
-    print(f"  ε = 0.05: c2 = {c2:.6f} (design notes: 0.10167); c4 = {2 * rho.coeffs[4].real:.6f}")
+    print(f"  ε = 0.05: c2 = {c2:.6f} (reference value: 0.10167); c4 = {2 * rho.coeffs[4].real:.6f}")
     print(f"  certificate: {rho.certificate.message} satisfied(1e-8): {rho.certificate.satisfied(1e-8)}")
     print(f"  nodal values in [{rho.nodal_values.min():.4f}, {rho.nodal_values.max():.4f}]")
     a = np.linspace(0, 2 * np.pi, 2000, endpoint=False)
@@ -160,9 +161,9 @@ def stationary_states():
     x = rect.state.positions
     print(f"  four particles from a square, descent: {rect.message} ({time.perf_counter() - t0:.1f} s)")
     print(f"    E(square) = {mf.energy(square, 1.0, [1.0, 0.5]):.10f}")
-    print(f"    a² = mean x1² {np.mean(x[:, 0] ** 2):.10f}, brentq root {a2:.10f} (design notes 0.19370612); "
+    print(f"    a² = mean x1² {np.mean(x[:, 0] ** 2):.10f}, brentq root {a2:.10f} (reference value 0.19370612); "
           f"max |x1² − a²| {np.max(np.abs(x[:, 0] ** 2 - a2)):.1e}")
-    print(f"    E = {rect.energy:.12f}, cosh(βd1a²)cosh(βd2b²)/(2β) = {E:.12f} (design notes 0.5513701486)")
+    print(f"    E = {rect.energy:.12f}, cosh(βd1a²)cosh(βd2b²)/(2β) = {E:.12f} (reference value 0.5513701486)")
     print(f"    max |energy identity residual| {np.max(np.abs(rect.trajectory.diagnostics['energy_identity_residual'])):.1e}")
     path = mf.gradient_flow(square, 1.0, [1.0, 0.5], t_final=15.0, save_every=0.1, direction="descent")
     return square, rect, path
