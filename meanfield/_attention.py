@@ -1,4 +1,4 @@
-"""The attention vector of a weighted empirical measure, at arbitrary targets (DESIGN.md §1, §2).
+"""The attention vector of a weighted empirical measure, at arbitrary targets.
 
 For tokens θ_k ∈ S^{d-1} with weights w_k (Σ w_k = 1) and a target direction x,
 
@@ -6,15 +6,15 @@ For tokens θ_k ∈ S^{d-1} with weights w_k (Σ w_k = 1) and a target direction
     A(x) = Σ_heads Σ_k w_k e^{β⟨q(x), k(θ_k)⟩} v(θ_k)               (USA, "unnormalized")
 
 with q = Qx, k = Kθ, v = Vθ (QKV-Norm: each normalized to unit length) and
-Z(x) = Σ_k w_k e^{β⟨q(x), k(θ_k)⟩}.  With equal weights 1/n this is DESIGN.md §1 exactly (SA) and
-its division by the constant n (USA).
+Z(x) = Σ_k w_k e^{β⟨q(x), k(θ_k)⟩}.  With equal weights 1/n this is the attention of docs/model.md
+("Tokens and attention") exactly (SA) and its division by the constant n (USA).
 
 Two evaluators with one return type, :class:`AttentionField`:
 
 * :func:`attention_field`: the direct sum, O(N·M·d) for N sources and M targets, any d, any Q, K, V
   (heads summed), optional causal mask; chunked over targets so memory is O(chunk·N), threaded.
 * :func:`attention_field_sh`: S² (d = 3) with QᵀK = c·I, through the kernel's truncated Funk–Hecke
-  expansion and ducc0's non-uniform transforms (DESIGN.md §2, "Particles with a spectral
+  expansion and ducc0's non-uniform transforms (docs/numerics.md, "Particles with a spectral
   velocity"), O(N + M + L² log L), error ≤ the reported kernel truncation bound.
 
 The velocity of a scheme is built from these fields by the particle backends

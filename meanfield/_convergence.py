@@ -1,5 +1,5 @@
 """Convergence studies as one call each: particles → mean field in the number of tokens N, and the spectral
-solver in the band limit L (DESIGN.md §3, "compare").
+solver in the band limit L.
 
 * :func:`convergence_in_n`: N i.i.d. tokens drawn from a density, evolved by a particle backend, against the
   spectral solution from the same density; the H^{-s} distance at a fixed band limit has E‖μ_N − μ‖² = O(1/N),

@@ -1,4 +1,4 @@
-"""The layer-normalization schemes: one registry, one row of data per scheme (DESIGN.md §1).
+"""The layer-normalization schemes: one registry, one row of data per scheme (docs/model.md, "The schemes").
 
 Every scheme is the same ODE shape for a token x = r θ (θ on S^{d-1}, r > 0) under the attention
 vector A (computed from directions only):

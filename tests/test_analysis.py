@@ -13,8 +13,8 @@ CONTINUOUS = sorted(name for name, s in mf.SCHEMES.items() if s.continuous)
 # ------------------------------------------------------------------------------------------------
 # growth rates, most unstable mode
 
-def test_growth_rate_design_values():
-    """DESIGN §5, through the public function: d = 2 USA and d = 3 SA at β = 1, ℓ = 1..4 (six digits given)."""
+def test_growth_rate_reference_values():
+    """The reference values (docs/validation.md), through the public function: d = 2 USA and d = 3 SA at β = 1, ℓ = 1..4 (six digits given)."""
     usa2 = [mf.growth_rate(1.0, ell, 2, "unnormalized") for ell in range(1, 5)]
     sa3 = [mf.growth_rate(1.0, ell, 3, "softmax") for ell in range(1, 5)]
     np.testing.assert_allclose(usa2, [0.565159, 0.542991, 0.199516, 0.043794], rtol=0, atol=5e-7)
@@ -34,7 +34,7 @@ def _bessel_rate(beta, ell, d, softmax, speed):
 @pytest.mark.parametrize("d", [2, 3, 5, 8])
 @pytest.mark.parametrize("attention", ["softmax", "unnormalized"])
 def test_growth_rates_match_the_bessel_closed_form(d, attention):
-    """Every degree and every continuous scheme's speed at the uniform state, written from DESIGN §1's table:
+    """Every degree and every continuous scheme's speed at the uniform state, written from docs/model.md's scheme table:
     ‖A‖ = I_{d/2}(β)/I_{d/2−1}(β) (SA; times λ_0 for USA), rtol from ive's ~1e-15 per factor."""
     from scipy.special import gammaln, ive
     beta, r0, alpha, t = 3.0, 1.7, 0.4, 0.6

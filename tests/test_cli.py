@@ -205,10 +205,11 @@ def test_shipped_examples_run_at_a_small_size(name):
 
 # ----------------------------------------------------------------------------------------------
 # energy problems from configuration files: every shipped [energy] example at a small size, against a
-# value known independently of the solver (DESIGN.md §5 closed forms, or a spectral Galerkin reference)
+# value known independently of the solver (closed forms and reference values of docs/validation.md, or a
+# spectral Galerkin reference)
 
 def _known_minimize_s1(r):
-    """DESIGN.md §5: β = 1, D = diag(1, 1.05): ρ = (1 + c2 cos 2θ + …)/(2π) with c2 = 0.10167."""
+    """Reference value (docs/validation.md): β = 1, D = diag(1, 1.05): ρ = (1 + c2 cos 2θ + …)/(2π) with c2 = 0.10167."""
     assert (r.beta, r.d) == (1.0, 2) and np.array_equal(r.D, np.diag([1.0, 1.05]))
     assert 2 * r.measure.coeffs[2].real == pytest.approx(0.101668, abs=1e-5)
     assert r.measure.certificate.support_fraction == 1.0
@@ -228,7 +229,7 @@ def _known_minimize_s2(r):
 
 
 def _known_maximize_s2(r):
-    """D = diag(−1, −0.5, 0.2), β = 1: the antipodal pair on e1, cosh(1)/2 = 0.771540 (DESIGN.md §5), which
+    """D = diag(−1, −0.5, 0.2), β = 1: the antipodal pair on e1, cosh(1)/2 = 0.771540 (a reference value, docs/validation.md), which
     beats the Dirac at e3 (e^0.2/2); the random-start ascent alone reaches it too."""
     assert r.measure.kind == "antipodal" and round(r.value, 6) == 0.771540
     assert r.value == pytest.approx(np.cosh(1.0) / 2, rel=1e-14)
@@ -237,7 +238,7 @@ def _known_maximize_s2(r):
 
 
 def _known_stationary_s1(r):
-    """DESIGN.md §5: four tokens descend from a square to the rectangle d1 tanh(βd1a²) = d2 tanh(βd2b²)."""
+    """Reference values (docs/validation.md): four tokens descend from a square to the rectangle d1 tanh(βd1a²) = d2 tanh(βd2b²)."""
     from scipy import optimize
 
     (d1, d2), beta = np.diag(r.D), r.beta

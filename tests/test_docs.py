@@ -173,8 +173,8 @@ def test_energy_extrema_tutorial_code_prints_what_it_quotes():
 
 
 def test_energy_extrema_tutorial_essentials():
-    """The fast part of the energy-extrema tutorial: the numbers it quotes from the design notes (DESIGN.md §5),
-    against the calls it shows (a few seconds)."""
+    """The fast part of the energy-extrema tutorial: the numbers it quotes from the reference values
+    (docs/validation.md), against the calls it shows (a few seconds)."""
     from scipy import optimize
 
     rho = mf.minimize_energy(1.0, np.diag([1.0, 1.05]), d=2)
@@ -193,3 +193,74 @@ def test_energy_extrema_tutorial_essentials():
     coarse = mf.minimize_energy(2.0, np.diag([0.6, 1.0, 1.4]), d=3, level=2)          # level 3 is in the slow test
     assert f"{coarse.value:.12f}" == "0.382361411568"
     assert "0.382361411568" in _read("tutorials/energy_extrema.md")
+
+
+# ----------------------------------------------------------------------------------------------
+# the design note the package was built from is not shipped: nothing may send a reader to it
+
+ROOT = DOCS.parent
+_SHIPPED = ("meanfield", "docs", "validation", "benchmarks", "examples", "tests")
+_TEXT = {".py", ".md", ".json", ".toml", ".sh", ".txt", ".rst", ".cfg"}
+_UNSHIPPED_NOTE = re.compile(r"\bDESIGN\b|\bdesign notes?\b")
+
+
+def test_no_shipped_file_cites_the_unshipped_design_note():
+    """The reference values, the model and the numerics are documented in docs/ (validation.md "Reference
+    values", model.md, numerics.md); a citation of the internal design note points nowhere."""
+    files = [ROOT / "README.md", ROOT / "pyproject.toml"]
+    files += [p for d in _SHIPPED for p in sorted((ROOT / d).rglob("*")) if p.suffix in _TEXT and p.is_file()]
+    this = Path(__file__).resolve()
+    hits = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}"
+            for p in files if p.resolve() != this
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if _UNSHIPPED_NOTE.search(line)]
+    assert len(files) > 100 and not hits, "\n".join(hits)
+
+
+def _reference_table():
+    """[(values, checked_by_cell)] of the table under "## Reference values" in docs/validation.md."""
+    text = _read("validation.md")
+    section = text.split("\n## Reference values\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or cells[0] in ("value", "") or set(cells[0]) <= set("-"):
+            continue
+        values = [float(v) for v in cells[0].split(",")]
+        rows.append((values, cells[-1]))
+    return rows
+
+
+_NUMBER = re.compile(r"(?<![\w.])\d+\.\d+(?:[eE][-+]?\d+)?")
+
+
+def _numbers_in(path):
+    return {float(m) for m in _NUMBER.findall(path.read_text(encoding="utf-8"))}
+
+
+def test_every_reference_value_is_the_number_its_checks_use():
+    """Each value of the table, as written there, is a number in the validation module (`name`) and in every
+    test module its row names: the table and the code cannot drift apart."""
+    from meanfield._validation import RESULTS
+
+    rows = _reference_table()
+    assert len(rows) >= 16
+    for values, checked_by in rows:
+        sources = [ROOT / "meanfield" / "_validation" / f"{name}.py" for name in re.findall(r"`(\w+)`", checked_by)]
+        sources += [ROOT / "tests" / name for name in re.findall(r"test_\w+\.py", checked_by)]
+        assert sources, f"the row of {values} names no check"
+        for path in sources:
+            assert path.stem in RESULTS or path.parent.name == "tests", path
+            missing = [v for v in values if v not in _numbers_in(path)]
+            assert not missing, f"{path.relative_to(ROOT)} does not hold {missing}"
+
+
+def test_every_reference_value_row_of_the_report_is_in_the_table():
+    """The stored report's rows "reference value … vs …" compare with a number of the table."""
+    import json
+
+    table = {v for values, _ in _reference_table() for v in values}
+    data = json.loads((ROOT / "validation" / "validation.json").read_text(encoding="utf-8"))
+    rows = [r for res in data["results"].values() for r in res["rows"] if "reference value" in r["quantity"]]
+    assert len(rows) >= 18
+    missing = [(r["quantity"], r["reference"]) for r in rows if r["reference"] not in table]
+    assert not missing, missing

@@ -12,7 +12,7 @@ BETA = 2.0
 
 
 # ----------------------------------------------------------------------------------------------
-# closed forms of DESIGN.md §5 (β = 2), each by an exact method, to 1e-12
+# closed forms of the reference values (docs/validation.md; β = 2), each by an exact method, to 1e-12
 
 def test_uniform_circle():
     e = mf.energy(mf.Density.uniform(0, d=2), BETA)

@@ -10,7 +10,7 @@ from meanfield._energy import dissipation, flow_model
 
 
 def test_flow_model_velocity_is_gradient_of_first_variation():
-    """The USA model Q = I, K = V = D moves particles along ∇_S δE/δμ (DESIGN.md §1)."""
+    """The USA model Q = I, K = V = D moves particles along ∇_S δE/δμ (docs/model.md, "The gradient-flow case")."""
     D = np.array([[1.0, 0.3, 0.0], [0.3, 0.5, -0.2], [0.0, -0.2, -0.4]])
     p = mf.Particles.uniform(20, 3, seed=1)
     v = mf.attention_field(flow_model(1.4, D, 3), p.positions, p.weights).tangential
@@ -53,7 +53,7 @@ def test_density_flow_through_the_spectral_backend():
 
 
 def test_four_particle_rectangle():
-    """DESIGN.md §5: descent from a square ends on the rectangle d1 tanh(βd1a²) = d2 tanh(βd2b²)."""
+    """Reference values (docs/validation.md): descent from a square ends on the rectangle d1 tanh(βd1a²) = d2 tanh(βd2b²)."""
     beta, d1, d2 = 1.0, 1.0, 0.5
     sq = mf.Particles(np.array([[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]]) / np.sqrt(2))
     r = mf.find_stationary(sq, beta, np.diag([d1, d2]), direction="descent", tol=1e-11, check_every=2.0)

@@ -7,7 +7,7 @@ from meanfield._energy import Classification
 
 
 def test_positive_definite_maximizer_is_dirac_on_top_eigenvector():
-    """DESIGN.md §5: D = diag(0.5, 1), β = 1: the Dirac on e2 with E = e/2."""
+    """Reference value (docs/validation.md): D = diag(0.5, 1), β = 1: the Dirac on e2 with E = e/2."""
     r = mf.maximize_energy(1.0, np.diag([0.5, 1.0]), d=2, n_starts=8)
     assert isinstance(r, mf.Particles) and r.kind == "dirac"
     assert abs(abs(r.positions[0, 1]) - 1) < 1e-15
@@ -29,7 +29,7 @@ def test_the_dimension_defaults_to_the_size_of_D():
 
 @pytest.mark.parametrize("d", [2, 3])
 def test_negative_identity_maximizer_is_antipodal_pair(d):
-    """DESIGN.md §5: D = −I, β = 1: an antipodal pair with cosh(1)/2 = 0.771540."""
+    """Reference value (docs/validation.md): D = −I, β = 1: an antipodal pair with cosh(1)/2 = 0.771540."""
     r = mf.maximize_energy(1.0, -np.eye(d), d=d, n_starts=8)
     assert r.kind == "antipodal"
     assert r.value == pytest.approx(np.cosh(1.0) / 2, abs=1e-12)

@@ -11,7 +11,7 @@ from meanfield._energy import FEDensity, FESpace
 
 
 def test_circle_minimizer_cos2_coefficient():
-    """DESIGN.md §5: β = 1, D = diag(1, 1.05): ρ = (1 + c2 cos 2θ + …)/(2π) with c2 = 0.10167."""
+    """Reference value (docs/validation.md): β = 1, D = diag(1, 1.05): ρ = (1 + c2 cos 2θ + …)/(2π) with c2 = 0.10167."""
     D = np.diag([1.0, 1.05])
     r = mf.minimize_energy(1.0, D, d=2)
     assert isinstance(r, mf.Density) and r.mass() == pytest.approx(1.0, abs=1e-14)

@@ -1,4 +1,5 @@
-"""mf.equiangular: the exact ODE of the symmetric solution against the closed forms and values of DESIGN.md §5."""
+"""mf.equiangular: the exact ODE of the symmetric solution against closed forms and the reference values
+(docs/validation.md)."""
 import numpy as np
 import pytest
 
@@ -20,10 +21,10 @@ def test_beta_zero_closed_form(n):
         assert np.max(np.abs(rho - np.tanh(t))) < 1e-11
 
 
-def test_design_value_sa_n5_beta2():
+def test_reference_value_sa_n5_beta2():
     rho, _ = mf.equiangular("post-ln", 2.0, 5, [0.0, 1.5])
     assert rho[0] == 0.0
-    assert abs(rho[1] - 0.4632182624) < 1e-10       # DESIGN.md §5, 10 digits
+    assert abs(rho[1] - 0.4632182624) < 1e-10       # reference value, 10 decimals
 
 
 @pytest.mark.parametrize("scheme, slope", [("post-ln", 4.958e-3), ("peri-ln", 1.3399e-2), ("ngpt", 1.3399e-2),
@@ -31,14 +32,14 @@ def test_design_value_sa_n5_beta2():
 def test_initial_slopes_beta5_n256(scheme, slope):
     h = 1e-7
     rho, _ = mf.equiangular(scheme, 5.0, 256, [0.0, h])
-    assert rho[1] / h == pytest.approx(slope, rel=5e-4)     # DESIGN.md §5 gives 4 digits
+    assert rho[1] / h == pytest.approx(slope, rel=5e-4)     # the reference values give 4 and 5 digits
     # and the closed form 2/(e^β + n − 1) of Post-LN
     if scheme == "post-ln":
         assert rho[1] / h == pytest.approx(2 / (np.exp(5.0) + 255), rel=1e-6)
 
 
 def test_time_change_laws_of_ln_scaling_and_ngpt():
-    """Exact time changes of DESIGN §1's speed factors (no tuning): LN-Scaling's s = √(t+1) runs Post-LN on the
+    """Exact time changes of the schemes' speed factors (docs/model.md; no tuning): LN-Scaling's s = √(t+1) runs Post-LN on the
     clock 2(√(t+1) − 1); nGPT with a constant step α runs nGPT (α = 1) on the clock α t.  1e-11: the global
     error of solve_ivp at rtol 1e-12, as in test_beta_zero_closed_form."""
     t = np.linspace(0, 3, 7)
@@ -76,8 +77,8 @@ def test_a_collapse_faster_than_the_integrator_stops_with_a_diagnosis(monkeypatc
         mf.equiangular_time("pre-ln", 2.0, 5, 0.9, r0=1e-40)
 
 
-def test_rho_rate_is_the_design_slope_at_any_radius():
-    """dρ/dt(0) = 2/(s (e^β + n − 1)) (DESIGN §5) with s = r for Pre-LN: the validation suite's slopes read it
+def test_rho_rate_is_the_reference_slope_at_any_radius():
+    """dρ/dt(0) = 2/(s (e^β + n − 1)) (the reference values, docs/validation.md) with s = r for Pre-LN: the validation suite's slopes read it
     (when the ODE's state became (ρ, log r), a caller passing r got e^{-1}·slope and 13 checks failed)."""
     from meanfield.analysis._equiangular import rho_rate
     beta, n = 5.0, 256

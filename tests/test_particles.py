@@ -15,7 +15,8 @@ CONTINUOUS = sorted(name for name, s in SCHEMES.items() if s.continuous)
 
 
 # ------------------------------------------------------------------------------------------------
-# an independent reference: the dense formula of DESIGN.md §1, no chunks, no log-sum-exp shift
+# an independent reference: the dense formula of docs/model.md ("Tokens and attention"), no chunks, no
+# log-sum-exp shift
 
 def naive_attention(model, theta, w, causal=False):
     Qs, Ks, Vs = model.matrices()

@@ -62,10 +62,10 @@ def test_layer_map_is_a_first_order_step_of_the_ode(name):
         assert 1.8 < errs[0] / errs[1] < 2.2  # first order in h
 
 
-# DESIGN.md §1's table written out here, not read from the package's: (speed factor s, dr/dt) of
+# The scheme table of docs/model.md ("The schemes") written out here, not read from the package's: (speed factor s, dr/dt) of
 # (r, ‖A‖, ⟨θ, A⟩, t) for α = 0.5 (nGPT) and τ = 0.5 (Mix-LN)
 ALPHA, TAU = 0.5, 0.5
-DESIGN_ROWS = {
+TABLE_ROWS = {
     "post-ln": lambda r, a, ra, t: (1.0, 0.0),
     "pre-ln": lambda r, a, ra, t: (r, ra),
     "mix-ln": lambda r, a, ra, t: (1.0, 0.0) if t <= TAU else (r, ra),
@@ -76,23 +76,23 @@ DESIGN_ROWS = {
 }
 
 
-def _design_model(name):
+def _table_model(name):
     return mf.Model(2.0, name, tau=TAU if name == "mix-ln" else None, alpha=ALPHA if name == "ngpt" else 1.0)
 
 
-def test_design_rows_cover_the_continuous_schemes():
-    assert set(DESIGN_ROWS) == {n for n in mf.SCHEMES if mf.SCHEMES[n].continuous}
+def test_table_rows_cover_the_continuous_schemes():
+    assert set(TABLE_ROWS) == {n for n in mf.SCHEMES if mf.SCHEMES[n].continuous}
 
 
-@pytest.mark.parametrize("name", sorted(DESIGN_ROWS))
+@pytest.mark.parametrize("name", sorted(TABLE_ROWS))
 @pytest.mark.parametrize("t", [0.3, 0.7, 2.5])
-def test_speed_and_radial_law_are_design_rows(name, t):
+def test_speed_and_radial_law_are_table_rows(name, t):
     """At t ≠ 0 and α ≠ 1, where √(t+1), α and the Mix-LN switch are visible: equal to the written-out row."""
-    model = _design_model(name)
+    model = _table_model(name)
     s = model.scheme_def
     rng = np.random.default_rng(1)
     r, a, ra = 1 + rng.random(5), 0.2 + rng.random(5), rng.standard_normal(5) * 0.1
-    speed, rdot = DESIGN_ROWS[name](r, a, ra, t)
+    speed, rdot = TABLE_ROWS[name](r, a, ra, t)
     np.testing.assert_array_equal(np.broadcast_to(s.speed(r, a, t, model), (5,)), np.broadcast_to(speed, (5,)))
     if s.has_radius:
         np.testing.assert_allclose(s.radial(ra, a, r, t, model), np.broadcast_to(rdot, (5,)), rtol=1e-15, atol=0)
@@ -100,10 +100,10 @@ def test_speed_and_radial_law_are_design_rows(name, t):
         assert np.all(rdot == 0.0)
 
 
-@pytest.mark.parametrize("name", sorted(DESIGN_ROWS))
-def test_layer_map_is_a_first_order_step_of_the_design_ode_at_t(name):
+@pytest.mark.parametrize("name", sorted(TABLE_ROWS))
+def test_layer_map_is_a_first_order_step_of_the_table_ode_at_t(name):
     """At t = 0.7 with α = 0.5 and τ = 0.5: (layer(x, h) − x)/h → r P_θA/s + θ ṙ of the written-out row, O(h)."""
-    model, t = _design_model(name), 0.7
+    model, t = _table_model(name), 0.7
     s = model.scheme_def
     rng = np.random.default_rng(2)
     theta = normalize(rng.standard_normal((6, 3)))
@@ -111,7 +111,7 @@ def test_layer_map_is_a_first_order_step_of_the_design_ode_at_t(name):
     attn = _attention(2.0)
     a = attn(r * theta)
     radial_a = np.sum(theta * a, axis=1, keepdims=True)
-    speed, rdot = DESIGN_ROWS[name](r, np.linalg.norm(a, axis=1, keepdims=True), radial_a, t)
+    speed, rdot = TABLE_ROWS[name](r, np.linalg.norm(a, axis=1, keepdims=True), radial_a, t)
     exact = r * (a - radial_a * theta) / speed + theta * rdot
     errs = [np.max(np.abs((s.layer(r * theta, attn, h, t, model) - r * theta) / h - exact)) for h in (1e-3, 5e-4)]
     assert errs[1] < 1e-2

@@ -241,7 +241,7 @@ def test_harmonic_dimension_is_the_combinatorial_count(d):
 
 @pytest.mark.parametrize("beta, tol, expected", [(5.0, 1e-6, 14), (5.0, 1e-12, 21), (50.0, 1e-6, 44),
                                                  (50.0, 1e-12, 59)])
-def test_kernel_bandlimit_design_values(beta, tol, expected):
+def test_kernel_bandlimit_documented_values(beta, tol, expected):
     assert s.kernel_bandlimit(beta, tol) == expected
     assert mf.kernel_bandlimit(beta, tol, d=3) == expected
 
@@ -274,16 +274,16 @@ def test_truncated_kernel_sup_error_is_below_tol(d, beta, tol):
 def test_kernel_bandlimit_edge_cases():
     assert s.kernel_bandlimit(0.0) == 0
     assert s.kernel_truncation_error(0.0, 3) == 0.0
-    # the design estimate L ≈ √(2β ln(1/ε)) + a few (the few grow slowly with β)
+    # the estimate of docs/numerics.md ("Band limits"): L ≈ √(2β ln(1/ε)) + a few (the few grow slowly with β)
     for beta in (5.0, 50.0, 500.0):
         est = np.sqrt(2 * beta * np.log(1e12))
         assert est <= s.kernel_bandlimit(beta, 1e-12) <= 1.15 * est + 3
 
 
 # ------------------------------------------------------------------------------------------------
-# DESIGN §5: linear growth rates of mode ℓ about the uniform state
+# the reference values (docs/validation.md): linear growth rates of mode ℓ about the uniform state
 
-def test_design_growth_rates():
+def test_reference_growth_rates():
     # USA: γ_ℓ = ℓ(ℓ+d−2) λ_ℓ / β ; SA: divided by λ_0
     ell = np.arange(1, 5)
     lam2 = s.funk_hecke(1.0, 4, d=2)

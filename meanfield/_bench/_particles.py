@@ -8,7 +8,7 @@ It is given its best configuration on this machine: the block size and the OpenB
 chosen as the fastest of a few at a calibration N (recorded).  Ours is the ``particles-sh`` backend's
 velocity (one adjoint and two non-uniform syntheses, L = kernel_bandlimit(β, 1e-12)).
 
-Tokens: β = 5, half of them in five tight clusters (width 1e-7), the rest uniform (DESIGN.md §2).  Dense
+Tokens: β = 5, half of them in five tight clusters (width 1e-7), the rest uniform.  Dense
 is measured only up to the N where one evaluation takes less than ~60 s; nothing is extrapolated.  Beside
 the table, as a reference from another machine (never a ratio), the H100 figures of
 ``../shared/anchors/gpu_dense_attention.json``.

@@ -1,6 +1,6 @@
 """The interaction energy E_{β,D}(μ) = (1/2β) ∬ e^{β⟨x, D y⟩} dμ(x) dμ(y) and its first variation.
 
-Evaluation paths (one per measure type; DESIGN.md §1, §2):
+Evaluation paths (one per measure type; the Funk–Hecke multipliers are those of docs/numerics.md):
 
 * ``Density`` with D = c·I: Parseval with the Funk–Hecke multipliers λ_ℓ(βc) (exact; for a density
   ρ with orthonormal coefficients ρ̂ on S², ∬ e^{b⟨x,y⟩} ρρ dσdσ = Σ_ℓ λ_ℓ(b) E_ℓ/(4π), E_ℓ = Σ_m|ρ̂_ℓm|²;

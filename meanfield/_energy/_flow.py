@@ -4,8 +4,9 @@ With D = Dᵀ the USA velocity of the model Q = I, K = D, V = D,
 
     v[μ](x) = P_x ∫ e^{β⟨x, D y⟩} D y dμ(y) = ∇_S δE/δμ (x),
 
-is the Wasserstein gradient *ascent* of E (DESIGN.md §1), and V = −D gives the descent.  The flow is
-run by :func:`meanfield.simulate` (default ``backend="particles"``), and the energy identity
+is the Wasserstein gradient *ascent* of E (docs/model.md, "The gradient-flow case"), and V = −D gives the
+descent.  The flow is run by :func:`meanfield.simulate` (default ``backend="particles"``), and the energy
+identity
 
     E(t) − E(0) = ± ∫_0^t ∫ |v|² dμ ds
 

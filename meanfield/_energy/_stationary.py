@@ -1,9 +1,9 @@
 """Stationarity tests: is v[μ] = 0 on supp μ?
 
-For the gradient flow (a β and a symmetric D) the velocity is v = ∇_S δE/δμ (DESIGN.md §1); for a
-:class:`~meanfield.Model` it is the model's velocity P_x A[μ](x)/s, with the scheme's speed factor s
-at the measure's radii (1 without them) and time ``t`` (s > 0 does not change the zero set, but it sets
-the size of |v| that ``tol`` is compared with).  The velocity is the tangential part of a vector G (the
+For the gradient flow (a β and a symmetric D) the velocity is v = ∇_S δE/δμ (docs/model.md, "The
+gradient-flow case"); for a :class:`~meanfield.Model` it is the model's velocity P_x A[μ](x)/s, with the
+scheme's speed factor s at the measure's radii (1 without them) and time ``t`` (s > 0 does not change the
+zero set, but it sets the size of |v| that ``tol`` is compared with).  The velocity is the tangential part of a vector G (the
 ambient gradient ∫ e^{β⟨x,Dy⟩} D y dμ, or A/s) that can be of size e^{β‖D‖}: its rounding alone is
 ε·|G|, so ``tol`` is relative to the largest |G| on the support once that exceeds 1.  The support is: particles of
 positive weight, FE nodes with positive value, or the points of a Gauss–Legendre grid where a band-limited

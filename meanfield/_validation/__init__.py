@@ -73,7 +73,8 @@ def write_report(results: dict, outdir: Path, quick: bool, total: float) -> None
              f"Python {platform.python_version()}, {platform.machine()}; {total:.0f} s in total.", "",
              f"**{n_rows - n_bad} of {n_rows} checks passed"
              + (".**" if n_bad == 0 else f"; {n_bad} failed.**"), "",
-             "Every row compares our number (*ours*) with a *reference*: a closed form, a value of DESIGN.md §5, "
+             "Every row compares our number (*ours*) with a *reference*: a closed form, a reference value (each "
+             "listed with its origin under \"Reference values\" in docs/validation.md), "
              "or an independent computation (the equiangular ODE, a second integrator, the PDE against "
              "particles).  *error* is |ours − reference| (relative where the quantity says so), *tolerance* "
              "comes from the method's error (quadrature, time stepping, Monte Carlo standard errors), never "

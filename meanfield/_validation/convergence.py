@@ -1,9 +1,9 @@
 """The mean-field PDE against particles: the distance between N i.i.d. tokens and the PDE solution decays
 like N^{-1/2}, for every sphere scheme (and the radius schemes Pre-LN and Peri-LN in the full run).
 
-Statement (DESIGN.md §5, "Particles → mean field"; propagation of chaos): if θ_1..θ_N are i.i.d. from ρ_0
-and move by the particle dynamics, their empirical measure μ_N(t) approaches the PDE solution ρ(t) at the
-Monte Carlo rate, E‖μ_N(t) − ρ(t)‖ = O(N^{-1/2}), in a negative Sobolev norm taken at a fixed band limit.
+Statement (propagation of chaos): if θ_1..θ_N are i.i.d. from ρ_0 and move by the particle dynamics, their
+empirical measure μ_N(t) approaches the PDE solution ρ(t) at the Monte Carlo rate,
+E‖μ_N(t) − ρ(t)‖ = O(N^{-1/2}), in a negative Sobolev norm taken at a fixed band limit.
 
 What is computed: ρ_0 = 1 + 0.5 z + 0.3 xy on S², β = 2, Q = K = V = I, SA, t = 1.  The PDE by the spectral
 backend (L = 24; its own error, measured against L = 36, must stay below 1e-5, i.e. < 0.1 % of the

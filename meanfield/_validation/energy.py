@@ -5,19 +5,19 @@ Source: Burger, Kabri, Korolev, Roith, Weigand, *Analysis of mean-field models a
 dynamics in transformer architectures with layer normalization*, Phil. Trans. R. Soc. A 383 (2025)
 20240233 (arXiv:2501.03096): for D = QᵀK symmetric and USA attention the dynamics is the Wasserstein
 gradient ascent of E_{β,D}(μ) = (1/2β)∬ e^{β⟨x,Dy⟩} dμdμ; minimizers and maximizers are classified by the
-sign structure of D.  The paper's figures were not available to us; the references are closed forms and
-values of DESIGN.md §5 (derived independently, "independent solvers agree to the digits shown") and, for
-the flow outcomes, an independent integrator:
+sign structure of D.  The paper's figures were not available to us; the references are closed forms,
+the reference values of docs/validation.md (derived independently: independent solvers agree to the digits
+shown) and, for the flow outcomes, an independent integrator:
 
-* E_{β=2} of the uniform measure on S¹ and S², a Dirac and an antipodal pair (DESIGN.md §5, 6 digits) and the
-  anisotropic uniform energy on S¹ (12 digits), by :func:`meanfield.energy`;
+* E_{β=2} of the uniform measure on S¹ and S², a Dirac and an antipodal pair (reference values, 6 decimals)
+  and the anisotropic uniform energy on S¹ (12 decimals), by :func:`meanfield.energy`;
 * minimizing densities (:func:`meanfield.minimize_energy`): D = I gives the uniform measure (its closed-form
   energy; S¹ Fourier nodes and S² basix FE); D = diag(1, 1 + ε) on S¹, β = 1: the cos 2θ coefficient at
-  ε = 0.05 (DESIGN.md: 0.10167) and its slope at ε → 0 against βI_1(β)/(2I_2(β)) (central difference at
+  ε = 0.05 (reference value 0.10167) and its slope at ε → 0 against βI_1(β)/(2I_2(β)) (central difference at
   ε = ±1e-3, O(ε²)); the optimality certificate (K_D∗ρ constant on the support);
 * four particles, D = diag(1, 0.5), β = 1: the descent (:func:`meanfield.find_stationary`) from a square
   ends at the rectangle (±a, ±b), a² the root of d1 tanh(βd1a²) = d2 tanh(βd2b²) (brentq) and
-  E = cosh(βd1a²)cosh(βd2b²)/(2β); DESIGN.md gives 8 and 10 digits;
+  E = cosh(βd1a²)cosh(βd2b²)/(2β); the reference values give 8 and 10 decimals;
 * maximizers by multi-start ascent alone (``candidates=False``): D = diag(0.5, 1) → the Dirac on e2 with
   e/2, D = −I → the antipodal pair with cosh(1)/2 (d = 2, β = 1); for D = diag(−1, dd) the ascent's winner
   switches from the antipodal pair to the Dirac at dd* = ln cosh 1 (the two candidate energies cross there),
@@ -54,12 +54,12 @@ def _energies(rows):
              ("uniform on S²", Density.uniform(8), 0.453358, np.sinh(b) / (2 * b * b)),
              ("Dirac", Particles(e1[None]), 1.847264, np.exp(b) / (2 * b)),
              ("antipodal pair", Particles(np.stack([e1, -e1])), 0.940549, np.cosh(b) / (2 * b))]
-    for label, measure, design, closed in cases:
-        rows.append(compare(f"E_β=2, {label}: DESIGN.md §5 (6 digits) vs closed form", design, closed, 5e-7))
+    for label, measure, ref, closed in cases:
+        rows.append(compare(f"E_β=2, {label}: reference value (6 decimals) vs closed form", ref, closed, 5e-7))
         rows.append(compare(f"E_β=2, {label}: mf.energy vs closed form", closed, energy(measure, b), 1e-13,
                             relative=True))
-    rows.append(compare("E, β=1, D=diag(1, 0.3), uniform on S¹: DESIGN.md §5 (12 digits) vs mf.energy", 0.571327045227,
-                        energy(Density.uniform(16, d=2), 1.0, np.diag([1.0, 0.3])), 5e-13))
+    rows.append(compare("E, β=1, D=diag(1, 0.3), uniform on S¹: reference value (12 decimals) vs mf.energy",
+                        0.571327045227, energy(Density.uniform(16, d=2), 1.0, np.diag([1.0, 0.3])), 5e-13))
 
 
 def _minimizers(rows, quick):
@@ -77,8 +77,8 @@ def _minimizers(rows, quick):
     b = 1.0
     r = minimize_energy(b, np.diag([1.0, 1.05]), d=2)
     c2 = 2 * r.coeffs[2].real                            # ρ = 1 + c2 cos 2θ + … w.r.t. σ
-    rows.append(compare("minimizer on S¹, β=1, D=diag(1, 1.05): cos 2θ coefficient, DESIGN.md §5 vs ours", 0.10167, c2,
-                        5e-6))
+    rows.append(compare("minimizer on S¹, β=1, D=diag(1, 1.05): cos 2θ coefficient, reference value vs ours",
+                        0.10167, c2, 5e-6))
     rows.append(compare("  its optimality: max |K_D∗ρ − 2E|/2E on the support (certificate)", 0.0,
                         r.certificate.support_residual, 1e-8))
     h = 1e-3
@@ -98,9 +98,10 @@ def _four_particles(rows):
     b, d1, d2 = 1.0, 1.0, 0.5
     a2 = brentq(lambda a: d1 * np.tanh(b * d1 * a) - d2 * np.tanh(b * d2 * (1 - a)), 1e-12, 1 - 1e-12, xtol=1e-16)
     E = np.cosh(b * d1 * a2) * np.cosh(b * d2 * (1 - a2)) / (2 * b)
-    rows.append(compare("four particles, β=1, D=diag(1, 0.5): a², DESIGN.md §5 (8 digits) vs the root", 0.19370612, a2,
-                        5e-9))
-    rows.append(compare("  E, DESIGN.md §5 (10 digits) vs cosh(βd1a²)cosh(βd2b²)/(2β)", 0.5513701486, E, 5e-11))
+    rows.append(compare("four particles, β=1, D=diag(1, 0.5): a², reference value (8 decimals) vs the root",
+                        0.19370612, a2, 5e-9))
+    rows.append(compare("  E, reference value (10 decimals) vs cosh(βd1a²)cosh(βd2b²)/(2β)", 0.5513701486, E,
+                        5e-11))
     square = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]]) / np.sqrt(2)
     res = find_stationary(Particles(square), b, np.diag([d1, d2]), direction="descent", tol=1e-11, t_max=1e3,
                           check_every=5.0)

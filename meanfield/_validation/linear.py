@@ -1,13 +1,14 @@
 """Linear instability of the uniform measure: growth rates per degree and the most unstable mode, from the
 formula, the PDE and particles; the noise floor of the ℓ = 1 mode.
 
-Statement (DESIGN.md §5, docs/model.md "Linear stability"): a degree-ℓ perturbation of the uniform measure
-grows like e^{γ_ℓ t}, γ_ℓ = ℓ(ℓ+d−2) λ_ℓ/β (USA; divided by λ_0 for SA), λ_ℓ the Funk–Hecke multipliers;
-the most unstable degree is ℓ* = argmax γ_ℓ (≈ √(2β) for large β).
+Statement (docs/model.md, "Linear stability of the uniform measure"): a degree-ℓ perturbation of the uniform
+measure grows like e^{γ_ℓ t}, γ_ℓ = ℓ(ℓ+d−2) λ_ℓ/β (USA; divided by λ_0 for SA), λ_ℓ the Funk–Hecke
+multipliers; the most unstable degree is ℓ* = argmax γ_ℓ (≈ √(2β) for large β).
 
 What is computed:
 
-* :func:`meanfield.growth_rate` against the 6-digit values of DESIGN.md §5 (d = 2 USA and d = 3 SA, β = 1);
+* :func:`meanfield.growth_rate` against the reference values (docs/validation.md; 6 decimals; d = 2 USA and
+  d = 3 SA, β = 1);
 * the PDE (spectral, S² SA β = 4 at L = 20 and S¹ USA β = 1 at L = 16, band limits at or above the kernel's):
   ρ = 1 + ε Y_ℓ, ε = 1e-7, the log-slope of the degree-ℓ coefficient (least squares over 41 times up to
   min(3/γ_ℓ, 15/γ_max)); tolerance 1e-5 relative (the nonlinearity is O(ε e^{γT}), the time stepping
@@ -34,8 +35,8 @@ from ._common import compare, figure_path, plt, same
 NAME = "linear"
 TITLE = "Linear growth rates and the most unstable mode: formula, PDE, particles"
 
-DESIGN_D2_USA = (0.565159, 0.542991, 0.199516, 0.043794)     # d = 2, β = 1, ℓ = 1..4 (DESIGN.md §5)
-DESIGN_D3_SA = (0.626071, 0.365365, 0.102775, 0.018843)      # d = 3, β = 1, ℓ = 1..4
+REFERENCE_D2_USA = (0.565159, 0.542991, 0.199516, 0.043794)  # d = 2, β = 1, ℓ = 1..4 (reference values)
+REFERENCE_D3_SA = (0.626071, 0.365365, 0.102775, 0.018843)   # d = 3, β = 1, ℓ = 1..4
 
 
 def _zonal_density(L, eps, ells, d=3):
@@ -80,13 +81,14 @@ def run(quick: bool, outdir) -> list:
     from ..analysis import growth_rate, growth_rates, l1_noise_threshold, most_unstable_mode
 
     rows, fig = [], {}
-    for ell, ref in enumerate(DESIGN_D2_USA, start=1):
-        rows.append(compare(f"γ_{ell}, d=2, USA, β=1: DESIGN.md §5 vs growth_rate", ref,
+    for ell, ref in enumerate(REFERENCE_D2_USA, start=1):
+        rows.append(compare(f"γ_{ell}, d=2, USA, β=1: reference value vs growth_rate", ref,
                             growth_rate(1.0, ell, d=2, attention="unnormalized"), 5e-7))
-    for ell, ref in enumerate(DESIGN_D3_SA, start=1):
-        rows.append(compare(f"γ_{ell}, d=3, SA, β=1: DESIGN.md §5 vs growth_rate", ref, growth_rate(1.0, ell), 5e-7))
-    # beyond DESIGN's four digits: every degree the PDE rows below fit, against modified spherical Bessel
-    # functions (scipy), independent of the package's multipliers: λ_ℓ/λ_0 = i_ℓ(β)/i_0(β) on S²
+    for ell, ref in enumerate(REFERENCE_D3_SA, start=1):
+        rows.append(compare(f"γ_{ell}, d=3, SA, β=1: reference value vs growth_rate", ref, growth_rate(1.0, ell),
+                            5e-7))
+    # beyond the four degrees of the reference values: every degree the PDE rows below fit, against modified
+    # spherical Bessel functions (scipy), independent of the package's multipliers: λ_ℓ/λ_0 = i_ℓ(β)/i_0(β) on S²
     from scipy.special import spherical_in
     for beta in (4.0, 10.0):
         ells = np.arange(1, 13)

@@ -2,14 +2,14 @@
 crossover, asymptotic clustering rates; the equiangular ODE against particles, and the mean-field PDE.
 
 Source: Karagodin, Ge, Polyanskiy, Rigollet, *Normalization in attention dynamics* (NeurIPS 2025,
-arXiv:2510.22026): normalization acts as speed regulation (the scheme table of DESIGN.md §1); Peri-LN and
-nGPT move tokens faster initially; the schemes differ in how fast tokens collapse.  The paper's own tables
-were not available to us, so every reference here is an independent computation:
+arXiv:2510.22026): normalization acts as speed regulation (the scheme table of docs/model.md, "The
+schemes"); Peri-LN and nGPT move tokens faster initially; the schemes differ in how fast tokens collapse.
+The paper's own tables were not available to us, so every reference here is an independent computation:
 
 * initial slopes dρ/dt(0) of the symmetric (equiangular) start, β = 5, n = 256: the closed forms
-  2/(e^β + n − 1) (Post-, Pre-, Mix-LN, LN-Scaling) and 2/√(e^{2β} + n − 1) (Peri-LN, nGPT), and the
-  4-digit values of DESIGN.md §5, against the ODE of :func:`meanfield.equiangular` and one evaluation of
-  the exact particle velocity;
+  2/(e^β + n − 1) (Post-, Pre-, Mix-LN, LN-Scaling) and 2/√(e^{2β} + n − 1) (Peri-LN, nGPT), and their
+  reference values (docs/validation.md; 4 and 5 significant digits), against the ODE of
+  :func:`meanfield.equiangular` and one evaluation of the exact particle velocity;
 * time to reach ρ = 0.5, 0.9, 0.99 from ρ0 = 0 (β = 5, n = 64; Mix-LN switches at τ = 2), the ranking it
   implies, and the time at which Post-LN overtakes Peri-LN: the ODE (LSODA, rtol 1e-12) against n = 64
   orthonormal tokens run by ``backend="particles"`` (RK45, rtol 1e-10);
@@ -64,9 +64,10 @@ def _initial_slopes(rows):
     n, beta = N_SLOPE, BETA
     post = 2.0 / (np.exp(beta) + n - 1)
     peri = 2.0 / np.sqrt(np.exp(2 * beta) + n - 1)
-    rows.append(compare(f"dρ/dt(0), Post-LN, β={beta:g}, n={n}: DESIGN.md §5 (4 digits) vs 2/(e^β+n−1)",
+    rows.append(compare(f"dρ/dt(0), Post-LN, β={beta:g}, n={n}: reference value (4 digits) vs 2/(e^β+n−1)",
                         4.958e-3, post, 0.5e-3 / 4.958, relative=True))
-    rows.append(compare(f"dρ/dt(0), Peri-LN and nGPT, β={beta:g}, n={n}: DESIGN.md §5 (4 digits) vs 2/√(e^2β+n−1)",
+    rows.append(compare(f"dρ/dt(0), Peri-LN and nGPT, β={beta:g}, n={n}: reference value (5 digits) "
+                        "vs 2/√(e^2β+n−1)",
                         1.3399e-2, peri, 0.5e-4 / 1.3399, relative=True))
     start = equiangular_particles(n)
     x = start.positions

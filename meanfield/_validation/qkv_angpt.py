@@ -1,9 +1,9 @@
 """QKV-Norm against Pre-LN, and anGPT's exact layer map against nGPT.
 
-Source: the scheme table of Karagodin, Ge, Polyanskiy, Rigollet (2025) as written in DESIGN.md §1 and
-meanfield/_schemes.py (QKV-Norm: Pre-LN with normalized queries, keys and values; anGPT: the layer map
-h ← ν(a)((1 − a)h + a N(Attn(N(h)))), a = αh, ν(a) = 1/√(a² + (1 − a)²)).  No paper figure is reproduced;
-the statements checked are consequences of those definitions, each computed two independent ways:
+Source: the scheme table of Karagodin, Ge, Polyanskiy, Rigollet (2025) as written in docs/model.md ("The
+schemes") and meanfield/_schemes.py (QKV-Norm: Pre-LN with normalized queries, keys and values; anGPT: the
+layer map h ← ν(a)((1 − a)h + a N(Attn(N(h)))), a = αh, ν(a) = 1/√(a² + (1 − a)²)).  No paper figure is
+reproduced; the statements checked are consequences of those definitions, each computed two independent ways:
 
 * Q = K = V = I: QKV-Norm and Pre-LN are the same dynamics (particles and PDE agree to rounding);
 * Q = K = cI, V = vI (c² = 2, v = 1.5): Pre-LN sees the kernel at βc² and values scaled by v, so its initial

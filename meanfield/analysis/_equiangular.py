@@ -1,4 +1,4 @@
-"""The equiangular (symmetric) solution: n tokens with all pairwise inner products equal (DESIGN.md §5).
+"""The equiangular (symmetric) solution: n tokens with all pairwise inner products equal.
 
 Take n unit vectors θ_1..θ_n with ⟨θ_i, θ_j⟩ = ρ for all i ≠ j (possible for ρ ∈ [−1/(n−1), 1]; for
 ρ = 0 an orthonormal family, d ≥ n), equal radii r and Q = K = V = I.  The attention vector is
@@ -17,7 +17,8 @@ law of the scheme (read from :mod:`meanfield._schemes`),
 
     dρ/dt = (2/s) b (1 − ρ)(1 + (n−1)ρ),     dr/dt = radial(⟨θ, A⟩, ‖A‖, r, t).
 
-For SA, Post-LN this is DESIGN.md §5's equation; at β = 0 its solution from ρ = 0 is
+For SA this is dρ/dt = (2/s) e^{βρ}(1 − ρ)(1 + (n−1)ρ)/(e^β + (n−1)e^{βρ}), the equation stated with the
+reference values (docs/validation.md); at β = 0 its Post-LN solution from ρ = 0 is
 ρ(t) = (e^{2t} − 1)/(e^{2t} + n − 1).
 """
 from __future__ import annotations
@@ -52,8 +53,8 @@ def equiangular_attention(beta: float, n: int, rho, attention: str = "softmax"):
 
 def _scheme_model(scheme, beta, alpha, tau, attention):
     # The scheme rows read α(t) and τ from a Model; build one with the same validation.  β = 0 is a
-    # valid limit here (the closed form of DESIGN.md §5) although a Model needs β > 0: the rows do
-    # not use β, so it is set after validation.
+    # valid limit here (Post-LN from ρ = 0: the closed form ρ = (e^{2t} − 1)/(e^{2t} + n − 1)) although a
+    # Model needs β > 0: the rows do not use β, so it is set after validation.
     m = Model(beta=beta if beta > 0 else 1.0, scheme=scheme.name, attention=attention, d=3, alpha=alpha, tau=tau)
     if beta == 0:
         object.__setattr__(m, "beta", 0.0)

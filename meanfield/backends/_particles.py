@@ -1,4 +1,5 @@
-"""``backend="particles"``: the exact O(N²) attention of weighted tokens, any d ≥ 2 (DESIGN.md §1).
+"""``backend="particles"``: the exact O(N²) attention of weighted tokens, any d ≥ 2 (docs/model.md,
+"Tokens and attention").
 
 The reference of every other backend: direct sums over all token pairs (:func:`meanfield.attention_field`),
 any Q, K, V (heads summed), SA and USA, QKV-Norm, an optional causal mask, every scheme of

@@ -1,6 +1,6 @@
 """``backend="particles-sh"``: particles on S² with the spectral velocity, O(N + L² log L) per evaluation.
 
-DESIGN.md §2, "Particles with a spectral velocity": for QᵀK = c·I the kernel e^{βc⟨x,y⟩} is zonal;
+docs/numerics.md, "Particles with a spectral velocity": for QᵀK = c·I the kernel e^{βc⟨x,y⟩} is zonal;
 its Funk–Hecke expansion truncated at L = ``kernel_bandlimit(βc, tol)`` is exact to ``tol`` for any
 measure, Dirac masses and tight clusters included.  The attention vector comes from one adjoint
 non-uniform transform and two or three non-uniform syntheses (:func:`meanfield.attention_field_sh`,

@@ -4,7 +4,7 @@ A particle backend supplies one method, ``_field(t, theta, full) -> AttentionFie
 vector at its own tokens; ``theta`` is normalized unless the backend sets ``FIELD_NORMALIZES``, and
 the field is then that of θ/‖θ‖); everything else lives here once:
 
-* the scheme's ODE (DESIGN.md §1, read from :mod:`meanfield._schemes`): dθ/dt = P_θ A / s,
+* the scheme's ODE (docs/model.md, "The schemes"; read from :mod:`meanfield._schemes`): dθ/dt = P_θ A / s,
   dr/dt = radial law;
 * the explicit Runge–Kutta methods of :data:`meanfield._integrators.METHODS` (classical RK4 with a
   fixed step; the embedded pairs "rk45" (Dormand–Prince 5(4)) and "rk23" with error control), in
