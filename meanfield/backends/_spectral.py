@@ -392,14 +392,14 @@ class SpectralBackend:
                                         "backend='particles' with time='layers'.")
         species = list(initial) if isinstance(initial, (list, tuple)) else [initial]
         self._check_initial(species)
-        if options.get("r0") is not None:
-            self._check_r0_used(species)
         first = species[0]
         lmax = nonneg_int("lmax", first.lmax if opts["lmax"] is None else opts["lmax"], minimum=1)
         self.method = get_method(opts["method"])
         check_step_options(opts, self.method, options)
         for k in ("cfl", "r0", "tail_warn", "tail_tol", "negativity_tol", "mass_tol"):
             positive_float(k, opts[k])
+        if opts["r0"] != _OPTIONS["r0"]:        # not the default (which a resumed run's stored options repeat)
+            self._check_r0_used(species)
         for k in ("tail_warn", "tail_tol"):     # a fraction of the energy is at most 1: 5 (for 5 %?) would never act
             if opts[k] > 1:
                 raise ValueError(f"`{k}` must be in (0, 1] (a fraction of the spectral energy; 1 switches that "
