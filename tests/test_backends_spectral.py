@@ -668,3 +668,16 @@ def test_r0_that_sets_no_radius_is_warned_about():
         warnings.simplefilter("error", mf.MeanfieldWarning)
         tr = mf.simulate(mf.Model(2.0, scheme="pre-ln"), rho, 0.01, r0=2.0, lmax=16)
     assert tr.diagnostics["mean_radius"][0] == pytest.approx(2.0, rel=1e-13)
+
+
+def test_resuming_a_run_without_radius_does_not_warn_about_r0(tmp_path):
+    # the stored options of a run repeat the default r0 = 1, which sets no radius under Post-LN
+    rho = mf.Density.random(16, seed=1, amplitude=0.3)
+    path = tmp_path / "run.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        mf.simulate(mf.Model(2.0), rho, 0.2, save_every=0.05, checkpoint=path, callback=lambda t, s, d: t > 0.07)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert mf.resume(path).success
+    assert not [w for w in caught if "r0" in str(w.message)]
