@@ -34,6 +34,8 @@ def test_quick_run_rows_have_the_contract(report):
         assert r["passed"] == (r["error"] <= r["tolerance"])
         if not isinstance(r["reference"], str):
             assert np.isfinite(r["reference"]) and np.isfinite(r["ours"])
+            diff = abs(r["ours"] - r["reference"])
+            assert r["error"] == pytest.approx(diff / abs(r["reference"]) if r["relative"] else diff, rel=1e-12)
     assert code == (0 if all(r["passed"] for r in rows) else 1)
     assert code == 0
 
@@ -66,3 +68,18 @@ def test_a_failing_module_becomes_a_failing_row(tmp_path):
 def test_script_main_unknown_name():
     with pytest.raises(ValueError, match="unknown validation result"):
         _validation.script_main("no-such-result", [])
+
+
+def test_the_table_shows_the_digits_a_row_is_checked_to():
+    from meanfield._validation._common import compare, fmt, table
+
+    # a 12-digit reference compared at 5e-13 was shown as 0.571327 (7 significant digits)
+    exact = compare("E", 0.571327045227, 0.5713270452271, 5e-13)
+    rel = compare("γ", 2.0, 2.0 + 6e-9, 1e-9, relative=True)
+    loose = compare("slope", 1.3399e-2, 1.33992e-2, 1e-3)
+    text = table([exact, rel, loose])
+    assert "| 0.571327045227 | 0.5713270452271 |" in text
+    assert "| 2 | 2.000000006 |" in text             # a relative 1e-9 of 2: ten digits
+    assert "| 0.013399 | 0.0133992 |" in text          # a coarse tolerance keeps the 7 digits
+    assert fmt(1.23456789e-8) == "1.235e-08" and fmt(1.23456789e-8, 1e-14) == "1.234568e-08"
+    assert fmt(0.0) == "0" and fmt("antipodal", 1e-3) == "antipodal"

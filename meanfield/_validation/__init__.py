@@ -100,7 +100,8 @@ def write_report(results: dict, outdir: Path, quick: bool, total: float) -> None
                                "rows": [dict(zip(Row._fields, (r.quantity, r.reference if isinstance(r.reference, str)
                                                                else float(r.reference),
                                                                r.ours if isinstance(r.ours, str) else float(r.ours),
-                                                               float(r.error), float(r.tolerance), bool(r.passed))))
+                                                               float(r.error), float(r.tolerance), bool(r.passed),
+                                                               bool(r.relative))))
                                         for r in rows]}
                         for name, (rows, secs, err) in results.items()}}
     (outdir / "validation.json").write_text(json.dumps(data, indent=1, ensure_ascii=False, allow_nan=True) + "\n",

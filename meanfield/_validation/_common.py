@@ -16,7 +16,7 @@ class Row(NamedTuple):
 
     ``reference`` and ``ours`` are numbers, or strings for orderings and outcomes; ``error`` is
     |ours − reference| (``relative=True``: divided by |reference|), or 0/1 for strings;
-    ``passed`` is ``error ≤ tolerance``.
+    ``passed`` is ``error ≤ tolerance``; ``relative`` says whether ``error`` and ``tolerance`` are relative.
     """
 
     quantity: str
@@ -25,6 +25,7 @@ class Row(NamedTuple):
     error: float
     tolerance: float
     passed: bool
+    relative: bool = False     # the error (and so the tolerance) is relative to |reference|
 
 
 def compare(quantity: str, reference, ours, tolerance: float, *, relative: bool = False) -> Row:
@@ -34,7 +35,7 @@ def compare(quantity: str, reference, ours, tolerance: float, *, relative: bool 
     if relative:
         err = err / abs(reference) if reference != 0 else math.inf
     ok = bool(np.isfinite(err) and err <= tolerance)
-    return Row(quantity, reference, ours, float(err), float(tolerance), ok)
+    return Row(quantity, reference, ours, float(err), float(tolerance), ok, relative)
 
 
 def same(quantity: str, reference: str, ours: str) -> Row:
@@ -48,8 +49,9 @@ def at_most(quantity: str, ours, limit: float, reference: float = 0.0) -> Row:
     return compare(quantity, reference, ours, limit)
 
 
-def fmt(v) -> str:
-    """A table cell: strings as they are, numbers with 7 significant digits."""
+def fmt(v, resolution: float = 0.0) -> str:
+    """A table cell: strings as they are, numbers with 7 significant digits, or as many more as it takes to show
+    differences of ``resolution`` (a row's tolerance: a reference given to 12 digits is shown to 12), up to 17."""
     if isinstance(v, str):
         return v
     v = float(v)
@@ -57,13 +59,24 @@ def fmt(v) -> str:
         return "0"
     if not np.isfinite(v):
         return str(v)
-    return f"{v:.7g}" if 1e-3 <= abs(v) < 1e7 else f"{v:.3e}"
+    digits, decimals = 7, 3          # significant digits in fixed notation, decimals in exponent notation
+    if np.isfinite(resolution) and resolution > 0:
+        needed = math.floor(math.log10(abs(v))) - math.floor(math.log10(resolution)) + 1
+        digits, decimals = min(17, max(digits, needed)), min(16, max(decimals, needed - 1))
+    return f"{v:.{digits}g}" if 1e-3 <= abs(v) < 1e7 else f"{v:.{decimals}e}"
+
+
+def _resolution(row: Row) -> float:
+    """The difference the reference and ours columns must show: the tolerance, in absolute terms."""
+    if isinstance(row.reference, str):
+        return 0.0
+    return row.tolerance * abs(row.reference) if row.relative else row.tolerance
 
 
 def table(rows, markdown: bool = True) -> str:
     """The rows as a Markdown table (or plain aligned text)."""
     head = ("quantity", "reference", "ours", "error", "tolerance", "pass")
-    body = [(r.quantity, fmt(r.reference), fmt(r.ours), fmt(r.error), fmt(r.tolerance),
+    body = [(r.quantity, fmt(r.reference, _resolution(r)), fmt(r.ours, _resolution(r)), fmt(r.error), fmt(r.tolerance),
              "pass" if r.passed else "**FAIL**" if markdown else "FAIL") for r in rows]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
