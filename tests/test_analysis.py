@@ -471,6 +471,11 @@ def test_phase_diagram_errors():
         mf.alignment_phase_diagram([1.0], [1.0], initial=np.eye(3))
     with pytest.raises(TypeError, match="`seed`"):
         mf.alignment_phase_diagram([1.0], [1.0], seed="abc")
+    # not numbers: numpy's "could not convert string to float: 'a'" named neither argument
+    with pytest.raises(ValueError, match="`betas` must be numbers"):
+        mf.alignment_phase_diagram(["a"], [1.0])
+    with pytest.raises(ValueError, match="`times` must be numbers"):
+        mf.alignment_phase_diagram([1.0], "x")
 
 
 def test_analysis_names_are_exported():

@@ -151,6 +151,14 @@ def test_bad_input(kwargs, error, match):
         mf.equiangular(args.pop("scheme"), args.pop("beta"), args.pop("n"), args.pop("t"), **args)
 
 
+def test_equiangular_time_levels_that_are_not_numbers_are_named():
+    # np.asarray(rho, dtype=float) raised "could not convert string to float: 'a'", naming nothing
+    with pytest.raises(ValueError, match="`rho` must be numbers"):
+        mf.equiangular_time("post-ln", 1.0, 5, "a")
+    with pytest.raises(ValueError, match="`rho` must be numbers"):
+        mf.equiangular_time("post-ln", 1.0, 5, [0.5, "b"])
+
+
 def test_long_times_after_collapse_are_cheap(monkeypatch):
     # ρ → 1 is a stable equilibrium: an explicit method needs O(t) steps there (DOP853: about a second to
     # t = 1e4, hours to 1e8); counted in right-hand-side evaluations, not seconds

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._measures import Density, Particles, conversion_hint, pair_alignment
-from .._validate import nonneg_int, positive_float
+from .._validate import nonneg_int, positive_float, real_array
 
 
 class AlignmentStatistics(NamedTuple):
@@ -253,10 +253,10 @@ def alignment_phase_diagram(betas, times, *, n: int = 256, d: int = 3, delta: fl
     from .._model import Model
     from .._simulate import simulate
 
-    b = np.atleast_1d(np.asarray(betas, dtype=float))
+    b = np.atleast_1d(real_array("betas", betas, allow_bool=False))   # not np.asarray: its error named nothing
     if b.ndim != 1 or b.size == 0 or not np.all(np.isfinite(b)) or np.any(b <= 0):
         raise ValueError(f"`betas` must be a non-empty 1-D array of finite β > 0; got betas={betas!r}.")
-    t = np.atleast_1d(np.asarray(times, dtype=float))
+    t = np.atleast_1d(real_array("times", times, allow_bool=False))
     if t.ndim != 1 or t.size == 0 or not np.all(np.isfinite(t)) or t[0] < 0 or np.any(np.diff(t) <= 0):
         raise ValueError(f"`times` must be a strictly increasing 1-D array of times ≥ 0; got times={times!r}.")
     if t[-1] <= 0:

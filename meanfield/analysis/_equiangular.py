@@ -29,7 +29,8 @@ from scipy.integrate import solve_ivp
 from .._errors import ConvergenceError, UnsupportedModelError
 from .._model import ATTENTIONS, Model
 from .._schemes import get_scheme
-from .._validate import choice, increasing_times, nonneg_int, positive_float, real_number, relative_tolerance
+from .._validate import (choice, increasing_times, nonneg_int, positive_float, real_array, real_number,
+                         relative_tolerance)
 
 
 def equiangular_attention(beta: float, n: int, rho, attention: str = "softmax"):
@@ -246,7 +247,7 @@ def equiangular_time(scheme, beta, n, rho, r0=1.0, alpha=1.0, tau=None, *, atten
 
     sch, model, rhs, n, rho0, r0 = _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol, atol)
     t_max = positive_float("t_max", t_max)
-    levels = np.asarray(rho, dtype=float)
+    levels = real_array("rho", rho, allow_bool=False)   # np.asarray(float) raised "could not convert", naming nothing
     flat = np.atleast_1d(levels).ravel()
     if flat.size == 0 or not np.all(np.isfinite(flat)) or np.any(flat <= rho0) or np.any(flat >= 1):
         raise ValueError(f"`rho` must be levels in (rho0, 1) = ({rho0:.6g}, 1); got rho={rho!r}.")
