@@ -14,6 +14,8 @@ norm of a Dirac mass diverges for s ≤ (d−1)/2, so for particles it is taken 
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ._measures import Density, Particles, conversion_hint
@@ -253,8 +255,8 @@ def wasserstein_distance(mu, nu, p: float = 2.0, *, grid_lmax: int | None = None
     p : float
         Order p ≥ 1.
     grid_lmax : int, optional
-        Band limit of the grid of the Densities, one grid for all of them (default twice the largest band
-        limit among them): a Gauss–Legendre grid of
+        Band limit of the grid of the Densities, ≥ 1, one grid for all of them (default twice the largest
+        band limit among them, at least 1): a Gauss–Legendre grid of
         grid_lmax + 1 rings × about 2·grid_lmax + 2 longitudes on S², 2·grid_lmax + 1 equispaced angles on S¹.
         A Density of larger band limit is taken by its values at the nodes, its atoms scaled to its exact
         mass (the grid's quadrature is not exact for its degree).
@@ -282,16 +284,19 @@ def wasserstein_distance(mu, nu, p: float = 2.0, *, grid_lmax: int | None = None
 
     from ._errors import ConvergenceError
 
-    p = positive_float("p", p)
-    if p < 1:
-        raise ValueError(f"`p` must be ≥ 1 (W_p is a metric for p ≥ 1); got p={p!r}.")
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"`p` must be a real number ≥ 1; got p={p!r}.")
+    if not (np.isfinite(float(p)) and p >= 1):     # p = 0 or inf read "must be finite and > 0", yet 0.5 is refused
+        raise ValueError(f"`p` must be ≥ 1 and finite (W_p is a metric for p ≥ 1); got p={p!r}.")
+    p = float(p)
     max_pairs = nonneg_int("max_pairs", max_pairs, minimum=1)
     dims = _common_dimension(mu, nu)
     if len(dims) != 1:
         raise ValueError(f"both measures must live on the same sphere; got d = {sorted(dims)}.")
     densities = [m for m in _parts(mu) + _parts(nu) if isinstance(m, Density)]
     if grid_lmax is None:      # one grid for every Density: two grids would put a distance between equal measures
-        grid_lmax = 2 * max([m.lmax for m in densities], default=0)
+        # at least 1: a Density of band limit 0 (the uniform measure) made it 0, refused as if the caller had passed it
+        grid_lmax = max(1, 2 * max([m.lmax for m in densities], default=0))
     (x, a, mass_a), (y, b, mass_b) = _atoms("mu", mu, grid_lmax), _atoms("nu", nu, grid_lmax)
     if len(a) * len(b) > max_pairs:
         fix = "subsample the particles" if not densities else (

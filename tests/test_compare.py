@@ -95,6 +95,16 @@ def test_wasserstein_of_a_dirac_and_the_uniform_density_on_s2():
     assert errors[1] < 1e-5 and errors[1] < errors[0] / 4      # the grid's error (θ² is not smooth at the pole)
 
 
+@pytest.mark.parametrize("d", [2, 3])
+def test_wasserstein_to_a_density_of_band_limit_zero_uses_a_grid_by_default(d):
+    # the uniform density at lmax = 0 made the default grid_lmax 2·0 = 0, refused as "`grid_lmax` must be an
+    # integer >= 1" although the caller passed none; the default is now at least 1
+    u, pole = mf.Density.uniform(0, d=d), _dirac([0, 0, 1.0] if d == 3 else [1.0, 0])
+    assert mf.wasserstein_distance(pole, u, 1) == mf.wasserstein_distance(pole, mf.Density.uniform(0, d=d), 1,
+                                                                          grid_lmax=1)
+    assert mf.wasserstein_distance(u, mf.Density.uniform(3, d=d)) == 0.0
+
+
 def test_wasserstein_on_the_circle_against_pots_circle_solver():
     import ot
     rng = np.random.default_rng(0)
@@ -120,6 +130,11 @@ def test_wasserstein_is_a_rotation_invariant_metric():
 
 @pytest.mark.parametrize("call, error, match", [
     (lambda: mf.wasserstein_distance(_dirac([1.0, 0, 0]), _dirac([0, 1.0, 0]), p=0.5), ValueError, r"`p` must be ≥ 1"),
+    # p = 0 and p = inf read "`p` must be finite and > 0", a range that p = 0.5 is not allowed in either
+    (lambda: mf.wasserstein_distance(_dirac([1.0, 0, 0]), _dirac([0, 1.0, 0]), p=0), ValueError,
+     r"`p` must be ≥ 1 and finite"),
+    (lambda: mf.wasserstein_distance(_dirac([1.0, 0, 0]), _dirac([0, 1.0, 0]), p=np.inf), ValueError,
+     r"`p` must be ≥ 1 and finite"),
     (lambda: mf.wasserstein_distance(_dirac([1.0, 0, 0]), _dirac([0, 1.0]), 1), ValueError, "same sphere"),
     # "the same S¹ or S²" misled: mmd takes two particle measures in any d, only not two different ones
     (lambda: mf.mmd(mf.Particles.uniform(10, d=4), mf.Particles.uniform(10, d=5), 1.0), ValueError,
