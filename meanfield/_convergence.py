@@ -32,9 +32,10 @@ class ConvergenceResult:
         The distance averaged over the replicas (the distances themselves for ``convergence_in_l``).
     slope : float
         Least-squares slope of log(mean) against log N (expect −1/2), or against L (the log-decay per degree,
-        negative when converging; NaN when ``convergence_in_l`` has a single distance, from two band limits).
+        negative when converging; NaN when ``convergence_in_l`` has a single distance, from two band limits, and
+        when a distance is exactly 0, which has no logarithm: e.g. a stationary density, the same at every L).
     slope_stderr : float
-        Its standard error (NaN with two points).
+        Its standard error (NaN with two points, or with the slope).
     reference : Trajectory
         The reference run (the spectral solution; the finest band limit for ``convergence_in_l``).
     """
@@ -51,8 +52,14 @@ class ConvergenceResult:
         return f"slope {self.slope:.4g} ± {self.slope_stderr:.2g} over {self.sizes[0]}..{self.sizes[-1]}"
 
 
-def _fit(x, y):
-    """(slope, standard error) of the least-squares line through (x, y); NaN error with two points."""
+def _fit(x, distances):
+    """(slope, standard error) of the least-squares line through (x, log distances); NaN error with two points, and
+    both NaN when a distance is 0 (its log is −inf: numpy warned "divide by zero encountered in log" and the fit
+    returned NaN anyway)."""
+    distances = np.asarray(distances, dtype=float)
+    if len(x) < 2 or not np.all(distances > 0):
+        return float("nan"), float("nan")
+    y = np.log(distances)
     (slope, _), cov = np.polyfit(x, y, 1, cov=True) if len(x) > 2 else (np.polyfit(x, y, 1), None)
     return float(slope), float(np.sqrt(cov[0, 0])) if cov is not None else float("nan")
 
@@ -62,6 +69,22 @@ def _sizes(name, values, minimum):
     if sizes.size < 2 or np.any(np.diff(sizes) <= 0):
         raise ValueError(f"`{name}` must be at least two strictly increasing integers; got {name}={values!r}.")
     return sizes
+
+
+def _root_seed(seed) -> np.random.SeedSequence:
+    """``seed`` as a new SeedSequence (a given one is copied: spawn() would advance the caller's object); numpy's
+    own errors ("SeedSequence expects int or sequence of ints", "expected non-negative integer") named nothing."""
+    if isinstance(seed, np.random.SeedSequence):
+        return np.random.SeedSequence(seed.entropy, spawn_key=seed.spawn_key, pool_size=seed.pool_size,
+                                      n_children_spawned=seed.n_children_spawned)
+    if isinstance(seed, bool):
+        raise TypeError(f"`seed` must be None, an int ≥ 0 (or a sequence of them) or a numpy SeedSequence; "
+                        f"got seed={seed!r}.")
+    try:
+        return np.random.SeedSequence(seed)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"`seed` must be None, an int ≥ 0 (or a sequence of them) or a numpy SeedSequence; "
+                        f"got seed={seed!r}.") from None
 
 
 def _check_run(traj, what):
@@ -88,8 +111,8 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     replicas : int
         Independent samples per N (≥ 1): the sample of replica r at the j-th N is drawn with
         ``SeedSequence(seed).spawn(replicas)[r].spawn(len(ns))[j]`` (independent across N and replicas).
-    seed : int
-        Root seed.
+    seed : None, int or SeedSequence
+        Root seed (an int ≥ 0, or a sequence of them; a SeedSequence is copied, not advanced).
     s : float
         Index of the H^{-s} norm (> 0), where E‖μ_N − μ‖² = O(1/N) holds exactly at a fixed band limit,
         so the expected slope is −1/2 for any s.
@@ -113,10 +136,10 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     Raises
     ------
     TypeError
-        ``density`` not a Density, or spectral options given with a ``reference``.
+        ``density`` not a Density, ``seed`` of another type, or spectral options given with a ``reference``.
     ValueError
-        Fewer than two or non-increasing ``ns``, ``replicas`` < 1, or a ``reference`` that does not end at
-        ``t_final``.
+        Fewer than two or non-increasing ``ns``, ``replicas`` < 1, a negative ``seed``, or a ``reference`` that
+        does not end at ``t_final``.
     ConvergenceError
         If the reference or a particle run does not reach ``t_final``.
     """
@@ -129,6 +152,7 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     ns = _sizes("ns", ns, 1)
     replicas = nonneg_int("replicas", replicas, minimum=1)
     s = positive_float("s", s)
+    root = _root_seed(seed)                     # before the reference run
     particle_options = dict(particle_options) if particle_options else {"step": 0.05}
     if reference is None:
         reference = simulate(model, density, t_final, **spectral_options)
@@ -139,7 +163,7 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
         raise ValueError(f"`reference` must end at t_final={t_final:g}; it ends at t={reference.times[-1]:g}.")
     ref = _check_run(reference, "spectral reference run").final
     lmax = ref.lmax if lmax is None else nonneg_int("lmax", lmax, minimum=1)
-    streams = [replica.spawn(ns.size) for replica in np.random.SeedSequence(seed).spawn(replicas)]
+    streams = [replica.spawn(ns.size) for replica in root.spawn(replicas)]
     dist = np.empty((replicas, ns.size))
     for j, n in enumerate(ns):
         for r in range(replicas):
@@ -147,7 +171,7 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
             run = _check_run(simulate(model, tokens, t_final, backend=backend, **particle_options), f"particle run N={n}")
             dist[r, j] = sobolev_distance(run.final, ref, s, lmax=lmax)
     mean = dist.mean(axis=0)
-    slope, err = _fit(np.log(ns), np.log(mean))
+    slope, err = _fit(np.log(ns), mean)
     return ConvergenceResult(ns, dist, mean, slope, err, reference)
 
 
@@ -191,5 +215,5 @@ def convergence_in_l(model, density, t_final, lmaxes, *, s: float = 1.0, **spect
             for L in lmaxes]
     ref = runs[-1].final
     dist = np.array([sobolev_distance(r.final, ref, s, lmax=int(lmaxes[-1])) for r in runs[:-1]])
-    slope, err = _fit(lmaxes[:-1].astype(float), np.log(dist)) if dist.size >= 2 else (float("nan"), float("nan"))
+    slope, err = _fit(lmaxes[:-1].astype(float), dist)
     return ConvergenceResult(lmaxes[:-1], dist, dist, slope, err, runs[-1])

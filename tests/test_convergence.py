@@ -50,6 +50,10 @@ def test_the_spectral_solution_converges_exponentially_in_the_band_limit():
     (lambda d: mf.convergence_in_n(MODEL, mf.Particles.uniform(5), 1.0, [100, 200]), TypeError, "`density`"),
     (lambda d: mf.convergence_in_l(MODEL, d, 1.0, [8, 8]), ValueError, "`lmaxes` must be at least two"),
     (lambda d: mf.convergence_in_l(MODEL, d, -1.0, [8, 12]), ValueError, "`t_final`"),
+    # numpy's "SeedSequence expects int or sequence of ints" and "expected non-negative integer" named nothing
+    (lambda d: mf.convergence_in_n(MODEL, d, 1.0, [100, 200], seed="a"), TypeError, "`seed` must be None, an int"),
+    (lambda d: mf.convergence_in_n(MODEL, d, 1.0, [100, 200], seed=-1), ValueError, "`seed` must be None, an int"),
+    (lambda d: mf.convergence_in_n(MODEL, d, 1.0, [100, 200], seed=1.5), TypeError, "`seed` must be None, an int"),
 ])
 def test_bad_input_is_refused_before_any_run(call, error, match):
     with pytest.raises(error, match=match):
@@ -74,3 +78,26 @@ def test_convergence_in_l_refuses_an_lmax_option():
     # the option overrode every L of the study: the distances came back [0, 0]
     with pytest.raises(ValueError, match="`lmax` is what convergence_in_l varies"):
         mf.convergence_in_l(mf.Model(1.0), mf.Density.uniform(4), 0.05, [6, 8, 10], lmax=4)
+
+
+def test_convergence_in_n_takes_a_seed_sequence_as_alignment_phase_diagram_does():
+    # SeedSequence(SeedSequence(3)) raised "SeedSequence expects int or sequence of ints"
+    dens = mf.Density.random(16, seed=1, amplitude=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        ref = mf.simulate(MODEL, dens, 0.1)
+        root = np.random.SeedSequence(3)
+        by_sequence = mf.convergence_in_n(MODEL, dens, 0.1, [16, 32], replicas=1, seed=root, reference=ref)
+        by_int = mf.convergence_in_n(MODEL, dens, 0.1, [16, 32], replicas=1, seed=3, reference=ref)
+    assert np.array_equal(by_sequence.distances, by_int.distances)
+    assert root.n_children_spawned == 0                       # the caller's sequence is not advanced
+
+
+def test_a_zero_distance_gives_a_nan_slope_without_a_numpy_warning():
+    # the uniform density is stationary: every band limit gives it exactly, and np.log(0) warned "divide by zero"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        warnings.simplefilter("error", RuntimeWarning)
+        r = mf.convergence_in_l(mf.Model(1.0), mf.Density.uniform(16), 0.05, [4, 8, 12, 16])
+    assert np.array_equal(r.mean, [0.0, 0.0, 0.0])
+    assert np.isnan(r.slope) and np.isnan(r.slope_stderr)
