@@ -639,3 +639,13 @@ def test_a_direct_sum_whose_memory_would_not_fit_is_refused(monkeypatch):
     with pytest.raises(mf.InsufficientMemoryError, match=r"the energy's pair sum over the N=300000 particles of "
                                                          r"`measure` \(d=16\) needs about 0.17 GiB .* at most about N="):
         mf.energy(many16, 1.0, np.linspace(1.0, 0.5, 16))
+
+
+@pytest.mark.parametrize("measure", [mf.Particles(np.eye(3)), mf.Density.uniform(4), mf.Density.random(6, seed=1)],
+                         ids=["pairs", "closed-form", "exact"])
+def test_an_energy_beyond_float64_has_an_infinite_error_bound(measure):
+    """energy_estimate documents "inf with a value inf"; the pair sum and the closed form reported 0.0."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        est = energy_estimate(measure, 1000.0)
+    assert est.value == np.inf and est.error_bound == np.inf
