@@ -111,6 +111,28 @@ def test_stationarity_is_judged_relative_to_the_size_of_the_gradient(beta):
     assert rep.stationary and rep.scale <= 1 and rep.threshold == rep.tol and "tol = 1e-08" in rep.message
 
 
+def test_stationarity_of_the_gradient_flow_beyond_the_float64_range_of_the_gradient():
+    """G = ∫ e^{β⟨x,Dy⟩} D y dμ reaches e^{β‖D‖}: from β‖D‖ ≈ 710 it (or its squared norm) overflowed, and the
+    report read max |v| = NaN with numpy warnings; it is now computed in units of e^{β max⟨x,Dy⟩}."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        # an orthonormal frame: v(θ_1) = (θ_2 + θ_3)/3, of size √2/3, next to |G| = e^β/3 (whose square overflows)
+        frame = mf.stationary(mf.Particles(np.eye(3)), 705.0)
+        assert frame.speeds == pytest.approx(np.full(3, np.sqrt(2) / 3), rel=1e-12)
+        assert frame.scale == pytest.approx(np.exp(705.0) / 3, rel=1e-12) and frame.stationary   # relative to |G|
+        x = np.array([1.0, 2.0, 3.0]) / np.sqrt(14.0)
+        e1 = np.array([1.0, 0.0, 0.0])                  # an eigenvector of D: the antipodal pair there is stationary
+        for state, D in ((mf.Particles([x]), None), (mf.Particles([e1, -e1]), np.diag([2.0, 1.0, -0.5])),
+                         (mf.ZonalDensity.uniform(8), None)):
+            rep = mf.stationary(state, 800.0, D)
+            assert rep.stationary and rep.max_speed == 0.0 and rep.scale == np.inf
+        # a state far from stationary stays so: |v| ~ e^{β·0.8}·… against |G| ~ e^{β}/…, zonal S² at β = 400 and 1000
+        zonal = mf.ZonalDensity.from_function(lambda t: np.exp(3 * t), 30).normalized()
+        assert not mf.stationary(zonal, 400.0).stationary and not mf.stationary(zonal, 1000.0).stationary
+        tilted = mf.Particles([x, -x])                  # not an eigenvector: v ~ |G| at β x·Dx = 200
+        assert not mf.stationary(tilted, 800.0, np.diag([2.0, 1.0, -0.5])).stationary
+
+
 def test_dissipation_of_uniform_is_zero():
     assert dissipation(mf.Density.uniform(4), 1.0) == pytest.approx(0.0, abs=1e-26)
 

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._measures import Density, Particles, ZonalDensity
+from .._schemes import norms
 from .._validate import positive_float
-from ..sphere._funk_hecke import kernel_beta
+from ..sphere._funk_hecke import funk_hecke, kernel_beta
 from ..sphere import _sh as sh
-from ._energy import atoms, first_variation_moment
-from ._kernel import check_beta, check_D, check_pair_work, check_symmetric, isotropic_scale, tangent_project
+from ._energy import _check_particle_sums, atoms
+from ._kernel import (_NO_SHIFT, _scaled_kernel_sums, check_beta, check_D, check_pair_work, check_symmetric,
+                      isotropic_scale, tangent_project)
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,9 @@ class StationarityReport:
         max |v| over the support ≤ ``tol`` · max(1, ``scale``).
     max_speed : float
         max over the support of |v| (velocity units, 1/time): for a Model its velocity P_x A/s, s the
-        scheme's speed factor at the measure's radii (P_x A for anGPT, which has no ODE).
+        scheme's speed factor at the measure's radii (P_x A for anGPT, which has no ODE).  The gradient
+        flow with β‖D‖ > 300 is computed in units of e^{β max⟨x,Dy⟩} and judged there: speeds beyond float64
+        read inf, and speeds below ~1e-308 of that unit (rounding of the test anyway) read 0.
     points : ndarray, shape (m, d)
         The support points tested.
     speeds : ndarray, shape (m,)
@@ -42,7 +46,8 @@ class StationarityReport:
     tol : float
     scale : float
         The largest |G| on the support, G the vector whose tangential part is v (the ambient gradient of
-        δE/δμ, or A/s for a Model); for the gradient flow of a ZonalDensity the bound |c|·β max δE/δμ.
+        δE/δμ, or A/s for a Model); for the gradient flow of a ZonalDensity the bound |c|·β max δE/δμ
+        (inf beyond float64, as ``max_speed``).
     """
 
     stationary: bool
@@ -106,6 +111,7 @@ def _zonal_speeds(rho: ZonalDensity, model_or_beta, D, t: float, support_tol: fl
     from ..sphere._funk_hecke import kernel_bandlimit
     from ._energy import _multipliers
 
+    log_factor = 0.0
     if isinstance(model_or_beta, Model):
         model = model_or_beta
         b = model.beta_eff
@@ -136,18 +142,23 @@ def _zonal_speeds(rho: ZonalDensity, model_or_beta, D, t: float, support_tol: fl
                 s = model.scheme_def.speed(r, fields.norm if model.scheme_def.needs_norm else np.nan, t, model)
                 v, big = v / s, big / np.abs(s)
     else:
-        first_variation = basis.conv(g, _multipliers(b, lmax, rho.d) / beta)
+        # above |b| = 300 in units of e^{|b|}: λ_ℓ(b) overflowed float64 from |b| ≈ 710 (NaN speeds)
+        if abs(b) > _NO_SHIFT:
+            log_factor = abs(b)
+            lam = funk_hecke(abs(b), lmax, rho.d, scaled=True) * (-1.0) ** (np.arange(lmax + 1) * (b < 0))
+        else:
+            log_factor, lam = 0.0, _multipliers(b, lmax, rho.d)
+        first_variation = basis.conv(g, lam / beta)
         v = basis.grad(first_variation)[0]
         big = abs(b) * np.abs(basis.synth(first_variation))       # |∫ c y e^{βc⟨x,y⟩} dμ| ≤ |c| β δE/δμ
     keep = values > support_tol * np.max(values)
-    scale = float(np.max(np.broadcast_to(big, values.shape)[keep])) if np.any(keep) else 1.0
     nodes = basis.t[keep]
     e = rho.axis
     u = np.eye(rho.d)[int(np.argmin(np.abs(e)))]
     u = u - (u @ e) * e
     u /= np.linalg.norm(u)
     points = nodes[:, None] * e + np.sqrt(1 - nodes ** 2)[:, None] * u
-    return points, np.abs(v[keep]), scale
+    return points, np.abs(v[keep]), np.broadcast_to(big, values.shape)[keep], log_factor
 
 
 def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol: float = 1e-8,
@@ -188,9 +199,10 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
                 raise ValueError("`D` must be None when a Model is given (its Q, K, V define the velocity).")
             if model_or_beta.d != measure.d:
                 raise ValueError(f"the model has d={model_or_beta.d} but `measure` has d={measure.d}.")
-        pts, speeds, scale = _zonal_speeds(measure, model_or_beta, D, t, support_tol)
-        return _report(pts, speeds, tol, scale)
+        pts, speeds, sizes, log_factor = _zonal_speeds(measure, model_or_beta, D, t, support_tol)
+        return _report(pts, speeds, tol, sizes, log_factor)
     pts = _support_points(measure, support_tol)
+    log_factor = 0.0
     if isinstance(model_or_beta, Model):
         model = model_or_beta
         if D is not None:
@@ -216,12 +228,32 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
     else:
         beta = check_beta(model_or_beta)
         Dm = check_symmetric(check_D(D, measure.d), "the gradient-flow velocity")
-        ambient = first_variation_moment(measure, beta, Dm, pts)
-        v, big = tangent_project(pts, ambient), np.linalg.norm(ambient, axis=1)
-    return _report(pts, np.linalg.norm(v, axis=1), tol, float(np.max(big)) if len(big) else 1.0)
+        # G = ∫ e^{β⟨x,Dy⟩} D y dμ in units of e^{log_factor}, the largest exponent β⟨x, D y⟩: G itself reaches
+        # e^{β‖D‖}, and from β‖D‖ ≈ 710 it overflowed (NaN speeds, the test inf ≤ inf) or its squared norm did
+        y, a, _ = atoms(measure, beta, Dm)
+        _check_particle_sums(measure, len(pts), 1, "the gradient of the first variation")
+        sums, shift = _scaled_kernel_sums(pts, y, a, beta, Dm, moment=True)
+        log_factor = float(np.max(shift)) if len(shift) else 0.0
+        ambient = sums[:, 1:] * np.exp(shift - log_factor)[:, None]
+        v, big = tangent_project(pts, ambient), norms(ambient, axis=1)
+        # the scaled v can be ~1e-305 (e^{β(⟨x,Dy⟩ − max)}): norms() rescales where its squares underflow to 0
+        return _report(pts, norms(v, axis=1), tol, big, log_factor)
+    return _report(pts, np.linalg.norm(v, axis=1), tol, big, log_factor)
 
 
-def _report(pts, speeds, tol, scale) -> StationarityReport:
+def _report(pts, speeds, tol, sizes, log_factor=0.0) -> StationarityReport:
+    """The report of the speeds |v| and the sizes |G| at ``pts``, both given in units of e^{log_factor} (0 but for
+    β‖D‖ > 300, where they can exceed float64): judged in those units, reported in velocity units (inf beyond
+    float64)."""
+    sizes = np.broadcast_to(np.asarray(sizes, dtype=float), speeds.shape)
     top = float(np.max(speeds)) if speeds.size else 0.0
-    rep = StationarityReport(False, top, pts, speeds, tol, scale)
-    return StationarityReport(top <= rep.threshold, top, pts, speeds, tol, scale)
+    big = float(np.max(sizes)) if sizes.size else 0.0
+    if log_factor == 0.0:
+        scale = big if sizes.size else 1.0
+        rep = StationarityReport(False, top, pts, speeds, tol, scale)
+        return StationarityReport(top <= rep.threshold, top, pts, speeds, tol, scale)
+    stationary = top <= tol * max(float(np.exp(-log_factor)), big)     # |v| ≤ tol·max(1, |G|), divided by e^{f}
+    with np.errstate(over="ignore", divide="ignore"):
+        speeds = np.exp(np.log(speeds) + log_factor)                      # 0 stays 0
+        top, scale = (float(np.exp(np.log(x) + log_factor)) for x in (top, big))
+    return StationarityReport(bool(stationary), top, pts, speeds, tol, scale if sizes.size else 1.0)
