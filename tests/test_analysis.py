@@ -563,3 +563,13 @@ def test_gram_index_links_at_tiny_angles():
         x[:, 0], x[:, 1] = np.cos(s), np.sin(s)
         assert mf.particle_clusters(mf.Particles(x), 1e-8).count == 1
         assert mf.particle_clusters(mf.Particles(x), 0.9e-8).count == 2
+
+
+def test_density_clusters_below_the_band_limit_are_those_of_the_truncated_density():
+    # as documented: resolution < lmax truncates the density first (two bumps at L = 48 read as three at 8)
+    def bumps(x):
+        return sum(m * 20 / np.sinh(20) * np.exp(20 * (x @ c)) for m, c in ((0.7, [0, 0, 1.0]), (0.3, [1.0, 0, 0])))
+    dens = mf.Density.from_function(bumps, 48)
+    assert mf.density_clusters(dens).masses == pytest.approx([0.7, 0.3], abs=1e-4)
+    coarse, truncated = mf.density_clusters(dens, resolution=8), mf.density_clusters(dens.resized(8), resolution=8)
+    assert np.array_equal(coarse.masses, truncated.masses) and coarse.count == 3

@@ -283,8 +283,9 @@ def density_clusters(density, min_mass: float = 0.01, level: float | None = None
         nodes, so the basin masses sum to the total mass (the signed ∫ρ: a Gibbs ripple basin of a
         band-limited density whose lobes dip below 0 carries its net, ~0, mass and is dropped).
     resolution : int, optional
-        Band limit of the evaluation grid (S²: a Gauss–Legendre grid for that degree; S¹: 8× that
-        many equispaced points); default max(2·lmax, 32).
+        Band limit of the evaluation grid (S²: a Gauss–Legendre grid for that degree; S¹: 8·(resolution + 1)
+        equispaced points); default max(2·lmax, 32).  Below the density's ``lmax`` the density is truncated
+        to degree ``resolution`` first, so its clusters are those of the truncated density.
 
     Returns
     -------
