@@ -649,3 +649,14 @@ def test_an_energy_beyond_float64_has_an_infinite_error_bound(measure):
         warnings.simplefilter("ignore", mf.MeanfieldWarning)
         est = energy_estimate(measure, 1000.0)
     assert est.value == np.inf and est.error_bound == np.inf
+
+
+@pytest.mark.parametrize("measure", [mf.Particles.uniform(4), mf.Density.uniform(4), mf.ZonalDensity.uniform(4)],
+                         ids=["pairs", "closed-form", "zonal"])
+@pytest.mark.parametrize("kw, error, match", [(dict(lmax=-1), ValueError, "`lmax` must be an integer >= 1"),
+                                              (dict(lmax="a"), TypeError, "`lmax` must be an integer"),
+                                              (dict(tol=2.0), ValueError, r"`tol` must be in \(0, 1\)")])
+def test_energy_estimate_checks_lmax_and_tol_on_every_path(measure, kw, error, match):
+    """The documented ValueError for an invalid tol or lmax: the paths that do not use them returned a value."""
+    with pytest.raises(error, match=match):
+        energy_estimate(measure, 1.0, **kw)

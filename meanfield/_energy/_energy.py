@@ -477,9 +477,9 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
         As in :func:`energy`: "pairs" and "spectral" for Particles, "exact" and "quadrature" for
         densities.
     lmax : int, optional
-        Band limit of the spectral particle sum (default: from ``tol``).
+        Band limit ≥ 1 of the spectral particle sum (default: from ``tol``); checked on every path.
     tol : float
-        Kernel truncation tolerance of the spectral particle sum, in (0, 1).
+        Kernel truncation tolerance of the spectral particle sum, in (0, 1); checked on every path.
 
     Returns
     -------
@@ -504,13 +504,16 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
         The pair sum over the particles is expected to take more than a minute (with its estimate); the
         value has no correct digit (its bound exceeds it).
     """
+    # tol and lmax checked on every path, as documented (lmax=-1 or "a", tol=2 passed unseen where unused)
+    tol = open_fraction("tol", tol)
+    if lmax is not None:
+        lmax = nonneg_int("lmax", lmax, minimum=1)
     if isinstance(measure, ZonalDensity):
         return _zonal_estimate(measure, check_beta(beta), check_D(D, measure.d), choice("method", method, METHODS))
     d = _measure_dim(measure)
     beta = check_beta(beta)
     D = check_D(D, d)
     choice("method", method, METHODS)
-    tol = open_fraction("tol", tol)
     c = isotropic_scale(D)
 
     if isinstance(measure, Particles):
