@@ -129,6 +129,9 @@ def test_stationarity_of_the_gradient_flow_beyond_the_float64_range_of_the_gradi
         # a state far from stationary stays so: |v| ~ e^{β·0.8}·… against |G| ~ e^{β}/…, zonal S² at β = 400 and 1000
         zonal = mf.ZonalDensity.from_function(lambda t: np.exp(3 * t), 30).normalized()
         assert not mf.stationary(zonal, 400.0).stationary and not mf.stationary(zonal, 1000.0).stationary
+        for beta in (400.0, 800.0):                     # every exponent below −300: units e^{−β}, reported as ~0
+            rep = mf.stationary(mf.Particles([x]), beta, -1.0)
+            assert rep.stationary and rep.max_speed == 0.0 and rep.scale < 1e-170
         tilted = mf.Particles([x, -x])                  # not an eigenvector: v ~ |G| at β x·Dx = 200
         assert not mf.stationary(tilted, 800.0, np.diag([2.0, 1.0, -0.5])).stationary
 

@@ -252,8 +252,9 @@ def _report(pts, speeds, tol, sizes, log_factor=0.0) -> StationarityReport:
         scale = big if sizes.size else 1.0
         rep = StationarityReport(False, top, pts, speeds, tol, scale)
         return StationarityReport(top <= rep.threshold, top, pts, speeds, tol, scale)
-    stationary = top <= tol * max(float(np.exp(-log_factor)), big)     # |v| ≤ tol·max(1, |G|), divided by e^{f}
-    with np.errstate(over="ignore", divide="ignore"):
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        # |v| ≤ tol·max(1, |G|), divided by e^{f} (f < 0 when every exponent is below −300, e.g. D = −c·I)
+        stationary = top <= tol * max(float(np.exp(-log_factor)), big)
         speeds = np.exp(np.log(speeds) + log_factor)                      # 0 stays 0
         top, scale = (float(np.exp(np.log(x) + log_factor)) for x in (top, big))
     return StationarityReport(bool(stationary), top, pts, speeds, tol, scale if sizes.size else 1.0)
