@@ -114,6 +114,36 @@ def test_a_task_equals_a_direct_simulate():
     assert row["mean_alignment"] == [mf.mean_alignment(s) for s in traj.states]
 
 
+def test_a_task_runs_on_threads_threads_also_when_its_options_leave_them_unset(monkeypatch):
+    # sweeps.md: "each task limits meanfield's own threads (transforms, attention blocks) to one".  Only the transforms'
+    # default was limited: the particle backends' attention, `threads` unset, ran on every usable core in each task.
+    import meanfield._attention as attention
+    import meanfield._threads as pool
+    from meanfield.sphere import _sh
+    monkeypatch.setattr(pool, "NTHREADS", 3)
+    monkeypatch.setattr(_sh, "NTHREADS", 3)
+    groups, sh_threads = [], []
+    run_groups, sh_init = attention._run_block_groups, attention._SHEvaluator.__init__
+    monkeypatch.setattr(attention, "_run_block_groups", lambda block, g: (groups.append(len(g)), run_groups(block, g)))
+
+    def init(self, *args, **kwargs):
+        sh_init(self, *args, **kwargs)
+        sh_threads.append(self.nthreads)
+    monkeypatch.setattr(attention._SHEvaluator, "__init__", init)
+    text = BASE.replace("threads = 1\n", "") + \
+        '[sweep]\nsets = [{ "run.backend" = "particles", "options.chunk" = 4 }, { "run.backend" = "particles-sh" }]\n'
+    spec = _spec(text)
+    assert "threads" not in spec.tasks[0].config["options"]
+    sh_threads.clear()              # the up-front check of the tasks builds an evaluator too
+    rows = [run_task(t, spec.record) for t in spec.tasks]
+    assert [r["status"] for r in rows] == ["OK", "OK"]
+    assert groups == [] and sh_threads and set(sh_threads) == {1}       # one thread each (3 groups, 3 threads before)
+    assert pool.NTHREADS == _sh.NTHREADS == 3                            # restored after the task
+    rows2 = [run_task(t, spec.record, threads=2) for t in spec.tasks]
+    assert groups and set(groups) == {2} and set(sh_threads[len(sh_threads) // 2:]) == {2}
+    assert _strip(rows2) == _strip(rows)                                 # the thread count changes no number
+
+
 def test_interrupted_sweep_resumes_without_redoing(client, tmp_path):
     spec = _spec()
     first = run_sweep(spec, tmp_path, serial=True, progress=False, max_tasks=2)   # "killed" after 2 tasks

@@ -46,14 +46,20 @@ CONNECT_TIMEOUT = 5.0
 
 @contextlib.contextmanager
 def _threads(n):
-    """Limit meanfield's own thread pools (ducc0 transforms, attention blocks) to ``n`` threads."""
+    """Limit meanfield's own thread pools (ducc0 transforms, attention blocks) to ``n`` threads.
+
+    Both defaults: ``sphere._sh.NTHREADS`` (the transforms) and ``meanfield._threads.NTHREADS``, which the particle
+    backends' attention (``threads`` left unset) reads; setting only the first left a particles or particles-sh task
+    on every usable core, so two workers ran four threads on two cores."""
+    from .. import _threads as pool
     from ..sphere import _sh
-    old = _sh.NTHREADS
-    _sh.NTHREADS = n if n else old
+    old = _sh.NTHREADS, pool.NTHREADS
+    if n:
+        _sh.NTHREADS = pool.NTHREADS = n
     try:
         yield
     finally:
-        _sh.NTHREADS = old
+        _sh.NTHREADS, pool.NTHREADS = old
 
 
 def run_task(task: Task, settings: dict, out_dir: str | None = None, threads: int | None = 1) -> dict:
