@@ -245,6 +245,17 @@ def test_invalid_sweep_files(extra, match):
         _spec(BASE + extra)
 
 
+def test_a_structural_error_names_the_task_that_has_it():
+    # a grid over the initial kind: the keys of the base that one kind does not take were refused without saying
+    # which task (which kind) has them
+    text = BASE + '[sweep.grid]\n"initial.kind" = ["particles", "uniform"]\n'
+    with pytest.raises(ConfigError, match=re.escape("task {'initial.kind': 'uniform'}: unknown key(s) ['n', 'seed'] "
+                                                    "in [initial] (kind='uniform'); valid keys: ")):
+        _spec(text)
+    with pytest.raises(ConfigError, match=re.escape("task {'initial.kind': 'dirac'}: [initial] `kind` must be one of")):
+        _spec(BASE + '[sweep.grid]\n"initial.kind" = ["particles", "dirac"]\n')
+
+
 def test_keys_are_stable_and_dotted_keys_work(tmp_path):
     a = _spec(BASE + "[sweep.grid]\nmodel.beta = [1.0, 2.0]\n")
     b = _spec(BASE + "[sweep]\ngrid = { \"model.beta\" = [1.0, 2.0] }\n")

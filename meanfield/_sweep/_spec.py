@@ -185,7 +185,10 @@ def parse_sweep(raw: dict, text: str = "") -> SweepSpec:
         for combo in itertools.product(*(grid[n] for n in names)):
             params = {**s, **dict(zip(names, combo))}
             config = resolve(raw, params)
-            check_structure(config)
+            try:
+                check_structure(config)
+            except ConfigError as err:      # which task: "initial.kind" = ["uniform", "particles"] named none
+                raise ConfigError(f"task {params}: {err}" if params else str(err)) from None
             key = task_key(config, spec.record)
             if key in seen:
                 raise ConfigError(f"duplicate parameter sets in [sweep]: {seen[key]} and {params} give the same run.")
