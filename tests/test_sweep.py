@@ -256,6 +256,16 @@ def test_a_structural_error_names_the_task_that_has_it():
         _spec(BASE + '[sweep.grid]\n"initial.kind" = ["particles", "dirac"]\n')
 
 
+def test_checkpoint_settings_are_refused_not_ignored():
+    # a sweep task keeps no checkpoint: these were accepted, ignored, and a grid over them ran one run twice
+    for extra in ('[sweep.grid]\n"run.checkpoint_every" = [1, 2]\n',
+                  '[sweep]\nsets = [{ "run.checkpoint_interval" = 60.0 }]\n'):
+        with pytest.raises(ConfigError, match="a sweep task keeps no checkpoint"):
+            _spec(BASE + extra)
+    with pytest.raises(ConfigError, match=r"\[run\] `checkpoint_every`: a sweep task keeps no checkpoint"):
+        _spec(BASE.replace("[options]", "checkpoint_every = 1\n[options]") + '[sweep.grid]\n"model.beta" = [1.0]\n')
+
+
 def test_keys_are_stable_and_dotted_keys_work(tmp_path):
     a = _spec(BASE + "[sweep.grid]\nmodel.beta = [1.0, 2.0]\n")
     b = _spec(BASE + "[sweep]\ngrid = { \"model.beta\" = [1.0, 2.0] }\n")

@@ -33,6 +33,7 @@ AT = ("final", "saved")
 TABLES = ("csv", "jsonl")
 ALWAYS = ("status", "error", "wall_time")   # recorded for every task, whatever `observables` says
 KEY_VERSION = 2
+NO_CHECKPOINT = {"checkpoint_every", "checkpoint_interval"}   # [run] keys of `meanfield run` that a sweep has no use for
 # Each task is checked (about a millisecond) and held in memory before any runs: a grid of 10⁸ points (one list
 # too many) hung for hours and then ran out of memory.  The limit is checked on the product of the list lengths.
 MAX_TASKS = 100_000
@@ -261,6 +262,10 @@ def check_structure(config: dict):
         raise ConfigError(f"[initial] `kind` must be one of {sorted(_INITIAL_KEYS)}; got kind={kind!r}.")
     _check_keys("initial", config["initial"], _INITIAL_KEYS[kind], f" (kind={kind!r})")
     _check_keys("run", config["run"], _RUN_KEYS)
+    ignored = sorted(NO_CHECKPOINT & set(config["run"]))
+    if ignored:     # they were accepted and ignored (and, swept, gave the same run twice under two keys)
+        raise ConfigError(f"[run] {', '.join(f'`{k}`' for k in ignored)}: a sweep task keeps no checkpoint (a task "
+                          "that is stopped is run again from its start by a rerun); remove it from the sweep file.")
     for t, k in (("model", "beta"), ("run", "t_final")):
         if k not in config[t]:
             raise ConfigError(f"[{t}] needs `{k}` (in the base or from the sweep).")
