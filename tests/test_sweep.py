@@ -161,6 +161,16 @@ def test_interrupted_sweep_resumes_without_redoing(client, tmp_path):
     assert _strip(third.rows) == _strip(second.rows)
 
 
+def test_a_table_without_rows_has_the_columns_of_one_with_rows(tmp_path):
+    # a sweep stopped before its first task finished wrote a CSV header of five columns (no t_end, t, observables)
+    for text in (SWEEP, BASE + '[sweep]\nhdf5 = true\n[sweep.grid]\n"model.beta" = [1.0]\n'):
+        spec = _spec(text)
+        run_sweep(spec, tmp_path / "empty", serial=True, progress=False, max_tasks=0)
+        run_sweep(spec, tmp_path / "full", serial=True, progress=False, max_tasks=1)
+        header = [(tmp_path / d / "results.csv").read_text().splitlines()[0] for d in ("empty", "full")]
+        assert header[0] == header[1]
+
+
 def test_hdf5_per_task_and_final_observables(tmp_path):
     text = BASE + '[sweep]\nsets = [{ "model.beta" = 1.0 }, { "model.beta" = 3.0, "run.backend" = "particles-sh" }]\n' \
                   'observables = ["energy", "clusters"]\nhdf5 = true\ntable = "jsonl"\n'

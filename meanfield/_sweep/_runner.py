@@ -168,6 +168,12 @@ def table_rows(spec: SweepSpec, records: dict) -> list:
     return rows
 
 
+def _columns(spec: SweepSpec) -> list:
+    """The columns of a row of :func:`table_rows` (the header of a table with no rows yet had only the first five)."""
+    return ["key", *spec.parameter_names, "status", "error", "wall_time", "t_end", *(["t"] if spec.at == "saved" else []),
+            *spec.observables, *(["hdf5"] if spec.hdf5 else [])]
+
+
 def _ran_with(task: Task, name: str):
     """The value of the parameter ``"table.key"`` in the task's configuration: a set that does not name it runs with
     the base's value (the column was empty, as if the task had none); None when neither sets it (the default)."""
@@ -191,7 +197,7 @@ def write_tables(out_dir: Path, spec: SweepSpec, records: dict) -> list:
         paths.append(p)
     if "csv" in spec.table:
         buf = io.StringIO()
-        fields = list(rows[0]) if rows else ["key", *spec.parameter_names, "status", "error", "wall_time"]
+        fields = list(rows[0]) if rows else _columns(spec)
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for r in rows:
