@@ -530,6 +530,9 @@ def read_resume_point(path) -> ResumePoint | None:
 def _sweep_output(path: Path) -> str | None:
     """What to say when ``path`` is a sweep's output folder or table, not a result file (None otherwise)."""
     folder = path if path.is_dir() else path.parent
+    if folder.name == "tasks" and path.suffix in ("", ".json") and any(
+            (folder.parent / n).is_file() for n in ("sweep.toml", "sweep.json", "results.jsonl", "results.csv")):
+        folder = folder.parent          # DIR/tasks or a task's record DIR/tasks/<key>.json ("truncated or corrupted?")
     if not (folder / "tasks").is_dir() or not (path.is_dir() or path.suffix in (".jsonl", ".csv", ".toml", ".json")):
         return None
     runs = sorted((folder / "runs").glob("*.h5")) if (folder / "runs").is_dir() else []

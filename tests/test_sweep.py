@@ -514,7 +514,9 @@ def test_info_on_a_sweep_folder_says_what_it_is(tmp_path, capsys):
     """`meanfield info DIR` and `plot DIR/results.jsonl` said "not a readable HDF5 file (truncated or corrupted?)"."""
     out = tmp_path / "out"
     run_sweep(_spec(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n'), out, serial=True, progress=False)
-    for args in (["info", str(out)], ["plot", str(out / "results.jsonl"), "--output", str(tmp_path / "p.png")]):
+    record = next((out / "tasks").glob("*.json"))       # the record folder and a record: "truncated or corrupted?"
+    for args in (["info", str(out)], ["plot", str(out / "results.jsonl"), "--output", str(tmp_path / "p.png")],
+                 ["info", str(out / "tasks")], ["info", str(record)]):
         assert cli.main(args) == 2
         assert "is the output of a sweep (`meanfield sweep`), not a run's result file" in capsys.readouterr().err
 
