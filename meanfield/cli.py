@@ -87,7 +87,8 @@ def _parser():
     sweep.add_argument("--serial", action="store_true",
                        help="run the tasks one after the other in this process (no dask cluster)")
     sweep.add_argument("--output", required=True, help="folder for the results table and per-task files")
-    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.add_argument("--quiet", action="store_true",
+                       help="no progress bar and no summary (the exit status still says whether every task finished)")
     return p
 
 

@@ -535,6 +535,13 @@ def test_the_output_folder_describes_itself(tmp_path):
     assert not (tmp_path / "out" / "sweep.toml").exists()
 
 
+def test_sweep_help_says_what_quiet_leaves_out(capsys):
+    # `--quiet` also drops the summary and the list of failed tasks (sweeps.md); the help said only "no progress bar"
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--help"])
+    assert "no progress bar and no summary" in " ".join(capsys.readouterr().out.split())
+
+
 def test_cli_serial_runs_without_a_cluster(tmp_path, capsys):
     cfg = tmp_path / "s.toml"
     cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0, 2.0] }\n')
