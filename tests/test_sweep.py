@@ -276,6 +276,23 @@ def test_checkpoint_settings_are_refused_not_ignored():
         _spec(BASE.replace("[options]", "checkpoint_every = 1\n[options]") + '[sweep.grid]\n"model.beta" = [1.0]\n')
 
 
+def test_a_sweep_given_as_a_dict_may_hold_numpy_numbers(tmp_path):
+    # "initial.seed": list(np.arange(2)) stopped with "Object of type int64 is not JSON serializable" (the task key)
+    import tomllib
+    raw = tomllib.loads(BASE)
+    toml = parse_sweep({**raw, "sweep": {"grid": {"model.beta": [1.0, 1.5], "initial.seed": [0, 1]}}})
+    spec = parse_sweep({**raw, "sweep": {"grid": {"model.beta": list(np.linspace(1.0, 1.5, 2)),
+                                                   "initial.seed": list(np.arange(2))},
+                                          "aligned_tol": np.float64(0.01)}})
+    assert [t.key for t in spec.tasks] != [] and spec.tasks[0].params == {"model.beta": 1.0, "initial.seed": 0}
+    assert [t.key for t in parse_sweep({**raw, "sweep": {"grid": {"model.beta": [1.0, 1.5], "initial.seed": [0, 1]},
+                                                         "aligned_tol": 0.01}}).tasks] == [t.key for t in spec.tasks]
+    assert [t.key for t in toml.tasks] != [t.key for t in spec.tasks]      # aligned_tol is part of the key
+    assert type(spec.tasks[1].params["initial.seed"]) is int
+    result = run_sweep(spec, tmp_path, serial=True, progress=False)
+    assert result.success and (tmp_path / "sweep.json").is_file()
+
+
 def test_keys_are_stable_and_dotted_keys_work(tmp_path):
     a = _spec(BASE + "[sweep.grid]\nmodel.beta = [1.0, 2.0]\n")
     b = _spec(BASE + "[sweep]\ngrid = { \"model.beta\" = [1.0, 2.0] }\n")

@@ -122,8 +122,8 @@ def parse_sweep(raw: dict, text: str = "") -> SweepSpec:
     """
     from ._observables import OBSERVABLES
 
-    definition = copy.deepcopy(raw)
-    raw = copy.deepcopy(raw)
+    definition = _plain(raw)
+    raw = copy.deepcopy(definition)
     if "sweep" not in raw:
         raise ConfigError("a sweep file needs a [sweep] table (with `grid` and/or `sets`).")
     sw = raw.pop("sweep")
@@ -198,6 +198,21 @@ def parse_sweep(raw: dict, text: str = "") -> SweepSpec:
             tasks.append(Task(index=len(tasks), params=params, config=config, key=key))
     object.__setattr__(spec, "tasks", tasks)
     return spec
+
+
+def _plain(value):
+    """``value`` (a copy) with numpy scalars and arrays as Python numbers and lists, as TOML gives them: a dict with
+    ``"initial.seed": list(np.arange(12))`` stopped at the key's JSON ("Object of type int64 is not JSON
+    serializable"), and its sweep.json could not be written."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return copy.deepcopy(value)
 
 
 def _flatten(d, where, prefix=""):
