@@ -189,7 +189,14 @@ def test_batched_transforms_match_single():
     a = np.stack([random_alm(rng, lmax) for _ in range(3)]).reshape(3, 1, -1)
     f = s.synthesis(a, lmax, g)
     assert f.shape == (3, 1) + g.shape
-    np.testing.assert_array_equal(f[1, 0], s.synthesis(a[1, 0], lmax, g))
+    single = s.synthesis(a[1, 0], lmax, g)
+    from meanfield.sphere import _sh
+
+    if _sh.NTHREADS == 1:
+        np.testing.assert_array_equal(f[1, 0], single)
+    else:   # ducc0's grid transforms on two threads are not bitwise reproducible in every process state: CI on
+        # 2026-11-27 saw 126 of 760 values differ by an ulp (≤ 1.8e-15), as the adjoint did (see test_bench)
+        np.testing.assert_allclose(f[1, 0], single, rtol=0, atol=4e-15 * np.max(np.abs(single)))
     back = s.analysis(f, lmax, g)
     assert back.shape == a.shape
     np.testing.assert_allclose(back, a, rtol=0, atol=1e-13)
@@ -562,3 +569,31 @@ def test_huge_requests_are_refused_before_allocating():
         s.SphereGrid(10**6, 4).theta              # numpy's leggauss builds an n × n matrix
     with pytest.raises(mf.InsufficientMemoryError, match="Y_ℓm"):
         s.ylm(10**5, np.eye(3))
+
+
+def test_grid_transforms_use_one_ducc0_thread_below_the_measured_band_limit(monkeypatch):
+    from meanfield.sphere import _sh
+
+    monkeypatch.setattr(_sh, "NTHREADS", 2)
+    assert _sh._grid_threads(8) == _sh._grid_threads(_sh.GRID_THREADS_FROM_L - 1) == 1
+    assert _sh._grid_threads(_sh.GRID_THREADS_FROM_L) == 2
+    seen = []
+    real = _sh._ducc()
+
+    class Spy:
+        def __getattr__(self, name):
+            def call(*args, **kw):
+                if name in ("synthesis_2d", "adjoint_synthesis_2d"):
+                    seen.append((name, kw["nthreads"]))
+                return getattr(real, name)(*args, **kw)
+            return call
+
+    monkeypatch.setattr(_sh, "_ducc", lambda: Spy())
+    rng = np.random.default_rng(0)
+    for lmax in (12, _sh.GRID_THREADS_FROM_L):
+        g = s.SphereGrid.for_bandlimit(lmax)
+        a = random_alm(rng, lmax)
+        s.analysis(s.synthesis(a, lmax, g), lmax, g)
+        s.divergence(s.gradient(a, lmax, g), lmax, g)
+    want = 4 * [1] + 4 * [2]
+    assert [t for _, t in seen] == want, seen

@@ -28,6 +28,22 @@ from .._validate import nonneg_int, real_array
 from ._checks import check_memory, complex_array, directions, finite
 
 
+GRID_THREADS_FROM_L = 128   # band limit from which a grid transform uses ducc0's threads (measured, below)
+
+
+def _grid_threads(lmax: int) -> int:
+    """ducc0 threads for a grid transform at band limit ``lmax``: one below ``GRID_THREADS_FROM_L``.
+
+    On the 2-vCPU VM of the benchmarks, waking ducc0's pool cost up to ~250 µs per call in some process states
+    (synthesis at L = 8: 16 µs on one thread, 50–360 µs on two).  A Pre-LN spectral run (β = 5, 20 steps, one
+    process, interleaved medians) took, one thread against two: L = 32 0.13 / 0.47 s, L = 64 0.34 / 0.53 s,
+    L = 96 0.61 / 0.80 s, L = 128 1.14 / 1.12 s; in a process where the pool stayed fast two threads were at most
+    5 % faster below L = 128 (L = 64: 0.257 / 0.244 s) and gained from L = 128 (0.95 / 0.82 s; L = 160 1.57 /
+    1.20 s).  One thread also gives the same bits on every call, which ducc0's threads did not in every process
+    state (1-ulp differences seen in CI)."""
+    return 1 if lmax < GRID_THREADS_FROM_L else NTHREADS
+
+
 def _ducc():
     import ducc0.sht  # deferred: keeps `import meanfield` fast
 
@@ -452,7 +468,7 @@ def synthesis(alm: np.ndarray, lmax: int, grid: SphereGrid, out: np.ndarray | No
     res = _out(out, a.shape[:-1] + grid.shape)
     for f, o in zip(flat, res.reshape((flat.shape[0], 1) + grid.shape)):   # written in place by ducc0
         _ducc().synthesis_2d(alm=f[None], spin=0, lmax=lmax, geometry="GL", ntheta=grid.ntheta, nphi=grid.nphi,
-                             nthreads=NTHREADS, map=o)
+                             nthreads=_grid_threads(lmax), map=o)
     return res
 
 
@@ -491,7 +507,7 @@ def analysis(values: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
     # weights first, without that pass over the grid and its temporary
     for f, o in zip(flat, out[:, None]):                         # written in place by ducc0
         _ducc().adjoint_synthesis_2d(map=np.ascontiguousarray(f[None]), spin=0, lmax=lmax, geometry="GL",
-                                     ringfactor=grid.ring_weights, nthreads=NTHREADS, alm=o)
+                                     ringfactor=grid.ring_weights, nthreads=_grid_threads(lmax), alm=o)
     return out.reshape(v.shape[:-2] + (nalm(lmax),))
 
 
@@ -531,7 +547,8 @@ def gradient(alm: np.ndarray, lmax: int, grid: SphereGrid, out: np.ndarray | Non
         result[...] = 0.0
         return result
     return _ducc().synthesis_2d(alm=a[None], spin=1, lmax=lmax, geometry="GL", ntheta=grid.ntheta,
-                                nphi=grid.nphi, mode="DERIV1", nthreads=NTHREADS, map=_out(out, (2,) + grid.shape))
+                                nphi=grid.nphi, mode="DERIV1", nthreads=_grid_threads(lmax),
+                                map=_out(out, (2,) + grid.shape))
 
 
 def divergence(vector: np.ndarray, lmax: int, grid: SphereGrid, overwrite: bool = False) -> np.ndarray:
@@ -574,7 +591,7 @@ def divergence(vector: np.ndarray, lmax: int, grid: SphereGrid, overwrite: bool 
     # ducc0 weighs each ring as it reads it (`ringfactor`): the same bits as multiplying the grid by the
     # weights first, without that pass over the grid
     e = _ducc().adjoint_synthesis_2d(map=np.ascontiguousarray(v), spin=1, lmax=lmax, geometry="GL", mode="DERIV1",
-                                     ringfactor=grid.ring_weights, nthreads=NTHREADS)[0]
+                                     ringfactor=grid.ring_weights, nthreads=_grid_threads(lmax))[0]
     return np.negative(e, out=e)
 
 
