@@ -313,6 +313,11 @@ _OPTIONS = dict(lmax=None, method="rk45", rtol=1e-9, atol=1e-12, first_step=None
                 quadrature_tol=1e-12, mass_tol=1e-10, max_steps=10_000_000, error_norm="l2")
 
 
+def _radius_schemes() -> str:
+    """The schemes this solver evolves a radius field for, as a list for messages."""
+    return ", ".join(sorted(name for name, row in SCHEMES.items() if row.has_radius and row.continuous))
+
+
 class _Validated(Exception):
     """Raised by :meth:`SpectralBackend.validate_options` where the solver would be built: every value was accepted."""
 
@@ -484,8 +489,7 @@ class SpectralBackend:
             raise ValueError(f"the initial density must have total mass 1 (∫ρ dσ = 1); got {mass!r}. "
                              f"Use its .normalized() ({type(species[0]).__name__}.normalized).")
         if len(species) > 1 and not self.model.scheme_def.has_radius:
-            with_radius = sorted(name for name, row in SCHEMES.items() if row.has_radius and row.continuous)
-            raise ValueError(f"several species only make sense for schemes with a radius ({', '.join(with_radius)}); "
+            raise ValueError(f"several species only make sense for schemes with a radius ({_radius_schemes()}); "
                              f"got scheme={self.model.scheme!r}.")
         if not self.model.scheme_def.has_radius and any(s.radius is not None for s in species):
             warn(f"scheme={self.model.scheme!r} has no radius: the radius field of the initial density is "
@@ -495,7 +499,7 @@ class SpectralBackend:
         """A given ``r0`` that sets no radius (a scheme without one, or densities that carry their own) is warned about."""
         if not self.model.scheme_def.has_radius:
             warn(f"`r0` is not used: scheme={self.model.scheme!r} has no radius (the radius schemes: "
-                 f"{', '.join(sorted(n for n, row in SCHEMES.items() if row.has_radius and row.continuous))}).")
+                 f"{_radius_schemes()}).")
         elif all(s.radius is not None for s in species):
             warn("`r0` is not used: the initial density carries its own radius field.")
 
