@@ -188,73 +188,101 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
     causal = flag("causal", causal)                 # "no" was read as True
     if causal and targets is not None:
         raise ValueError("`causal=True` needs `targets=None` (the mask is defined by token order).")
-    n, m = x.shape[0], y.shape[0]
-    if chunk is None:
-        chunk = max(8, min(m, _CHUNK_ELEMENTS // max(n, 1)))
-    chunk = nonneg_int("chunk", chunk, minimum=1)
-    nthreads = _threads.NTHREADS if nthreads is None else nonneg_int("nthreads", nthreads, minimum=1)
-    d = model.d   # blocks of (chunk × N) logits in flight, one per thread, plus the (N, d) and (M, d) arrays
-    _check_memory(8.0 * (min(nthreads, -(-m // chunk)) * min(chunk, m) * n + (3 * d + 2) * n + 3 * d * m),
-                  f"the exact attention of N={n} tokens at M={m} targets (chunk={min(chunk, m)}, threads={nthreads})",
-                  "lower `chunk` or the thread count (`threads`, `nthreads`), or on S² use backend='particles-sh' "
-                  "(memory O(N)).")
+    if chunk is not None:
+        chunk = nonneg_int("chunk", chunk, minimum=1)
+    if nthreads is not None:
+        nthreads = nonneg_int("nthreads", nthreads, minimum=1)
+    return _DirectEvaluator(model, w, causal=causal, chunk=chunk, nthreads=nthreads)(x, None if targets is None else y)
 
-    Qs, Ks, Vs = model.matrices()
-    beta, heads, d = model.beta, model.heads, model.d
-    qkv = model.scheme_def.normalize_qkv
-    # The shift is the largest logit among the tokens with mass.  A zero-weight token (a test particle, padding, a
-    # quadrature node where ρ = 0) contributes nothing; had its logit set the shift, the terms of the tokens that
-    # carry the mass could underflow (β = 400: a token antipodal to all of them got A = 0 instead of their mean).
-    massless = np.flatnonzero(w == 0)
-    A = np.zeros((m, d))
-    log_z = np.empty((heads, m))
-    for h in range(heads):
-        # a matrix left None is the identity: its O(n·d²) product (most of the time at large d) is skipped
-        q = y if model.Q is None else y @ Qs[h].T
-        k = x if model.K is None else x @ Ks[h].T
-        v = x if model.V is None else x @ Vs[h].T
-        if qkv:
-            where = dict(head=h, heads=heads)
-            q = _unit_rows(q, "Q", "token" if targets is None else "target", **where)
-            k, v = _unit_rows(k, "K", **where), _unit_rows(v, "V", **where)
-        kT = np.ascontiguousarray((beta * k).T)          # (d, N)
-        rhs = np.concatenate([w[:, None] * v, w[:, None]], axis=1)  # (N, d+1): [w v | w]
-        Ah = np.empty((m, d))
 
-        def block(a, q=q, kT=kT, rhs=rhs, Ah=Ah, h=h):
-            b = min(a + chunk, m)
-            ncols = b if causal else n
-            logits = q[a:b] @ kT[:, :ncols]               # (c, ncols)
-            if causal:
-                rows = np.arange(a, b)[:, None]
-                logits[np.arange(ncols)[None, :] > rows] = -np.inf
-            if massless.size:       # a zero-weight token has no say in the shift (see `massless`)
-                logits[:, massless[massless < ncols]] = -np.inf
-            mx = logits.max(axis=1)
-            if causal or massless.size:
-                mx[mx == -np.inf] = 0.0         # a row that sees no mass: its sums are 0 (A = 0, log Z = −inf)
-            logits -= mx[:, None]
-            np.exp(logits, out=logits)
-            acc = logits @ rhs[:ncols]                      # (c, d+1)
-            s = acc[:, d]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                log_z[h, a:b] = mx + np.log(s)
-                if model.softmax:
-                    Ah[a:b] = np.where(s[:, None] > 0, acc[:, :d] / s[:, None], 0.0)
-                else:
-                    Ah[a:b] = acc[:, :d] * np.exp(mx)[:, None]
+class _DirectEvaluator:
+    """The direct sum of one model over tokens of fixed weights: everything that does not depend on the token
+    positions (the matrices, the zero-weight tokens, the weight column), built once.
 
-        starts = list(range(0, m, chunk))
-        groups = [starts[i::nthreads] for i in range(min(nthreads, len(starts)))]
-        if len(groups) == 1:
-            for a in starts:
-                block(a)
-        else:   # at most `nthreads` blocks at once (memory O(nthreads·chunk·N)), each on one BLAS thread
-            from ._blas import single_threaded_blas
-            with single_threaded_blas():
-                _run_block_groups(block, groups)
-        A += Ah
-    return _finish(A, y, log_z)
+    Calls do only the arithmetic, on inputs already checked (unit rows, shapes): the particle backend evaluates
+    it several times per step, and for the few hundred tokens of a hand-written script the checks of
+    :func:`attention_field` cost more than the sum itself.  ``chunk`` and ``nthreads`` are checked by the caller.
+    """
+
+    def __init__(self, model, weights, *, causal=False, chunk=None, nthreads=None):
+        self.model, self.w, self.causal, self.chunk = model, weights, causal, chunk
+        self.nthreads = _threads.NTHREADS if nthreads is None else nthreads
+        # A matrix left None is the identity: its O(n·d²) product (most of the time at large d) is skipped.
+        Qs, Ks, Vs = model.matrices()
+        self.heads = [(None if model.Q is None else Qs[h].T, None if model.K is None else Ks[h].T,
+                       None if model.V is None else Vs[h].T) for h in range(model.heads)]
+        # The shift is the largest logit among the tokens with mass.  A zero-weight token (a test particle,
+        # padding, a quadrature node where ρ = 0) contributes nothing; had its logit set the shift, the terms of
+        # the tokens that carry the mass could underflow (β = 400: a token antipodal to all of them got A = 0
+        # instead of their mean).
+        self.massless = np.flatnonzero(weights == 0)
+
+    def __call__(self, x, y=None, full=True) -> AttentionField:
+        """The field of the tokens ``x`` (N, d; unit rows) at ``y`` (M, d; unit rows; default the tokens)."""
+        model, w, causal = self.model, self.w, self.causal
+        n, d = x.shape
+        targets = y
+        y = x if y is None else y
+        m = y.shape[0]
+        chunk = self.chunk or max(8, min(m, _CHUNK_ELEMENTS // max(n, 1)))
+        nthreads = self.nthreads
+        # blocks of (chunk × N) logits in flight, one per thread, plus the (N, d) and (M, d) arrays
+        _check_memory(8.0 * (min(nthreads, -(-m // chunk)) * min(chunk, m) * n + (3 * d + 2) * n + 3 * d * m),
+                      f"the exact attention of N={n} tokens at M={m} targets (chunk={min(chunk, m)}, "
+                      f"threads={nthreads})",
+                      "lower `chunk` or the thread count (`threads`, `nthreads`), or on S² use "
+                      "backend='particles-sh' (memory O(N)).")
+        beta, massless = model.beta, self.massless
+        A = np.zeros((m, d)) if len(self.heads) > 1 else None
+        log_z = np.empty((len(self.heads), m))
+        for h, (QT, KT, VT) in enumerate(self.heads):
+            q = y if QT is None else y @ QT
+            k = x if KT is None else x @ KT
+            v = x if VT is None else x @ VT
+            if model.scheme_def.normalize_qkv:
+                where = dict(head=h, heads=len(self.heads))
+                q = _unit_rows(q, "Q", "token" if targets is None else "target", **where)
+                k, v = _unit_rows(k, "K", **where), _unit_rows(v, "V", **where)
+            kT = np.ascontiguousarray((beta * k).T)          # (d, N)
+            rhs = np.concatenate([w[:, None] * v, w[:, None]], axis=1)  # (N, d+1): [w v | w]
+            Ah = np.empty((m, d))
+
+            def block(a, q=q, kT=kT, rhs=rhs, Ah=Ah, h=h):
+                b = min(a + chunk, m)
+                ncols = b if causal else n
+                logits = q[a:b] @ kT[:, :ncols]               # (c, ncols)
+                if causal:
+                    rows = np.arange(a, b)[:, None]
+                    logits[np.arange(ncols)[None, :] > rows] = -np.inf
+                if massless.size:       # a zero-weight token has no say in the shift (see `massless`)
+                    logits[:, massless[massless < ncols]] = -np.inf
+                mx = logits.max(axis=1)
+                if causal or massless.size:
+                    mx[mx == -np.inf] = 0.0         # a row that sees no mass: its sums are 0 (A = 0, log Z = −inf)
+                logits -= mx[:, None]
+                np.exp(logits, out=logits)
+                acc = logits @ rhs[:ncols]                      # (c, d+1)
+                s = acc[:, d]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    log_z[h, a:b] = mx + np.log(s)
+                    if model.softmax:
+                        Ah[a:b] = np.where(s[:, None] > 0, acc[:, :d] / s[:, None], 0.0)
+                    else:
+                        Ah[a:b] = acc[:, :d] * np.exp(mx)[:, None]
+
+            starts = range(0, m, chunk)
+            if nthreads == 1 or len(starts) == 1:
+                for a in starts:
+                    block(a)
+            else:   # at most `nthreads` blocks at once (memory O(nthreads·chunk·N)), each on one BLAS thread
+                from ._blas import single_threaded_blas
+                with single_threaded_blas():
+                    _run_block_groups(block, [starts[i::nthreads] for i in range(min(nthreads, len(starts)))])
+            if A is None:
+                A = Ah
+            else:
+                A += Ah
+        return _finish(A, y, log_z, full)
 
 
 def _run_block_groups(block, groups) -> None:
@@ -443,6 +471,8 @@ def _fill_geometry(ws: _Workspace, points, sl) -> None:
     np.multiply(xt[2], xt[2], out=t)
     t += rho
     np.sqrt(t, out=t)                                        # ‖x‖
+    if t.size and not (t.min() > 1e-146 and t.max() < np.inf):     # squares that underflowed or overflowed
+        return _fill_geometry_scaled(ws, points, sl)
     xt /= t                                                  # unit vectors
     np.sqrt(rho, out=rho)
     rho /= t                                                 # ρ = sin θ
@@ -466,6 +496,19 @@ def _fill_geometry(ws: _Workspace, points, sl) -> None:
     np.multiply(e_phi[::-1], xt[2], out=e_theta[:2])
     np.negative(rho, out=e_theta[2])
     np.negative(e_phi[0], out=e_phi[0])
+
+
+def _fill_geometry_scaled(ws: _Workspace, points, sl) -> None:
+    """:func:`_fill_geometry` for points some of whose squares underflow or overflow (a Runge–Kutta stage of a huge
+    USA velocity reaches ~1e300, where ‖x‖ = inf gave ducc0 a NaN colatitude): each row divided by its largest
+    entry first.  A zero row has no direction (:class:`ZeroVectorError`, which the stepper diagnoses)."""
+    p = np.asarray(points[sl])
+    top = np.max(np.abs(p), axis=1)
+    if not np.all(top > 0):
+        raise ZeroVectorError("a token's direction was lost (its position is the zero vector).")
+    scaled = np.empty_like(points)
+    scaled[sl] = p / top[:, None]
+    _fill_geometry(ws, scaled, sl)
 
 
 def _tangent_ambient(ws, sl, grad, scale, out) -> None:

@@ -130,6 +130,11 @@ def unit_vectors(name: str, x: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
     norms = np.sqrt(np.einsum("...i,...i->...", x, x))
+    odd = ~(norms > 1e-146) | ~(norms < np.inf)     # squares that underflowed (a tiny row) or overflowed (a huge one)
+    if np.any(odd):     # x/inf would be a zero row, x/0 a NaN one: recompute those norms scaled by their largest entry
+        from ._schemes import norms as safe_norms
+        norms = np.array(norms, dtype=float)
+        norms[odd] = safe_norms(x[odd])
     if np.any(norms == 0):
         raise ZeroVectorError(f"`{name}` contains a zero vector, which has no direction.")
     if norms.size and np.max(np.abs(norms - 1)) > 1e-15:

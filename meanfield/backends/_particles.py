@@ -7,8 +7,8 @@ any Q, K, V (heads summed), SA and USA, QKV-Norm, an optional causal mask, every
 """
 from __future__ import annotations
 
-from .._attention import attention_field
-from .._validate import flag, nonneg_int
+from .._attention import _DirectEvaluator
+from .._validate import flag, nonneg_int, unit_vectors
 from ._stepper import ParticleStepper
 
 
@@ -52,7 +52,12 @@ class ParticlesBackend(ParticleStepper):
             opts["threads"] = nonneg_int("threads", opts["threads"], minimum=1)
         return opts
 
+    FIELD_NORMALIZES = True     # unit_vectors below normalizes (and refuses a zero direction) in one pass
+    _evaluator = None
+
     def _field(self, t, theta, full):
-        o = self.options
-        return attention_field(self.model, theta, self.weights, causal=o["causal"], chunk=o["chunk"],
-                               nthreads=o["threads"])
+        if self._evaluator is None:     # built at the first call: the weights are set after _configure
+            o = self.options
+            self._evaluator = _DirectEvaluator(self.model, self.weights, causal=o["causal"], chunk=o["chunk"],
+                                               nthreads=o["threads"])
+        return self._evaluator(unit_vectors("directions", theta), full=full)

@@ -22,7 +22,7 @@ from .._errors import UnsupportedModelError
 from .._integrators import ADAPTIVE_OPTIONS, check_step_options, get_method, next_step, refuse_unused, rk_step
 from .._measures import Particles, pair_alignment
 from .._model import Model
-from .._schemes import norms
+from .._schemes import _TINY_NORM, norms
 from .._trajectory import Status
 from .._validate import ZeroVectorError, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
@@ -49,7 +49,13 @@ def scheme_uses_magnitude(scheme, t, model) -> bool:
 
 
 def _row_norms(a):
-    return np.sqrt(np.einsum("ij,ij->i", a, a))
+    """‖row‖ of ``a`` (n, d): the plain sum of squares, and :func:`~meanfield._schemes.norms` for the rows whose
+    squares overflow or underflow (a stage of a huge USA velocity reaches rows of ~1e300, which /inf zeroed)."""
+    nrm = np.sqrt(np.einsum("ij,ij->i", a, a))
+    odd = ~(nrm > _TINY_NORM) | ~(nrm < np.inf)
+    if np.any(odd):
+        nrm[odd] = norms(a[odd])
+    return nrm
 
 
 COMMON_OPTIONS = {"time": "continuous", "method": None, "step": None, "rtol": 1e-10, "atol": 1e-12,
@@ -255,12 +261,12 @@ class ParticleStepper:
                 return np.full_like(y, np.nan)
             a_norm = f.norm if full else np.nan
             s = self.scheme.speed(r, a_norm, t, self.model)
-        if not np.all(s != 0) or not np.all(np.isfinite(s)):    # s divides the velocity (s < 0: a radius < 0, below)
+        unit = np.all(s == 1.0)     # dividing by a unit speed is the identity, bit for bit: skip the (n, d) pass
+        if not unit and not np.all(np.isfinite(s) & (s != 0)):     # s divides the velocity (s < 0: r < 0, below)
             self._speed_issue = self._speed_diagnosis(s, a_norm, t, n)
             return np.full_like(y, np.nan)
         self._speed_issue = None        # a rejected trial stage's diagnosis does not outlive it
-        # dividing by a unit speed is the identity, bit for bit; skip the (n, d) pass and its allocation
-        dtheta = f.tangential if np.all(s == 1.0) else f.tangential / np.reshape(np.broadcast_to(s, (n,)), (-1, 1))
+        dtheta = f.tangential if unit else f.tangential / np.reshape(np.broadcast_to(s, (n,)), (-1, 1))
         if not self.scheme.has_radius:
             return dtheta
         radial = f.radial if full else np.nan
@@ -456,7 +462,8 @@ class ParticleStepper:
     def _project(self, y):
         d = self.d
         y = y.copy()
-        y[:, :d] /= _row_norms(y[:, :d])[:, None]
+        with np.errstate(invalid="ignore"):     # a zero row becomes NaN: the non-finite state is diagnosed
+            y[:, :d] /= _row_norms(y[:, :d])[:, None]
         return y
 
     def _bad_state(self, y, t) -> bool:
