@@ -573,3 +573,11 @@ def test_density_clusters_below_the_band_limit_are_those_of_the_truncated_densit
     assert mf.density_clusters(dens).masses == pytest.approx([0.7, 0.3], abs=1e-4)
     coarse, truncated = mf.density_clusters(dens, resolution=8), mf.density_clusters(dens.resized(8), resolution=8)
     assert np.array_equal(coarse.masses, truncated.masses) and coarse.count == 3
+
+
+def test_zero_weight_tokens_form_zero_mass_clusters_that_count_above_skips():
+    x = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1e-3, 0]])
+    c = mf.particle_clusters(mf.Particles(x, weights=[0.5, 0.5, 0.0, 0.0], normalize=True), 0.1)
+    assert c.count == 3 and c.count_above(1e-300) == 2
+    assert np.array_equal(c.masses, [0.5, 0.5, 0.0]) and np.allclose(c.centers[2], [0, 0, 1])
+    assert c.labels[3] == c.labels[0]       # a zero-weight token joins the cluster it is linked to

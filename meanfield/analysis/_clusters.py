@@ -72,7 +72,8 @@ class Clusters:
 
     @property
     def count(self) -> int:
-        """The number of clusters k."""
+        """The number of clusters k (for particles, clusters of zero-weight tokens only included: see
+        :meth:`count_above`)."""
         return int(self.masses.size)
 
     def count_above(self, min_mass: float) -> int:
@@ -222,6 +223,11 @@ def particle_clusters(particles, angle: float = 0.1) -> Clusters:
 
     Notes
     -----
+    Zero-weight tokens (test particles, padding, quadrature nodes where ρ = 0) are tokens like any other: they
+    link chains, and where they stand alone they form clusters of mass 0, last in the order (centered on their
+    plain mean).  ``count`` includes those; ``count_above(min_mass)`` with any ``min_mass`` > 0 counts only the
+    clusters that carry mass.
+
     Exact, and O(n log n) for clustered configurations in low dimension (see the module docstring): the
     O(n²) linked pairs of a collapsed cluster are never enumerated.  Above d = 6 the neighbour queries are
     blocks of the Gram matrix, O(n² d) for dispersed tokens (2·10⁴ tokens in d = 64: ~5 s of CPU, where
