@@ -739,6 +739,8 @@ def _write_energy(f, result):
         _put(g, "weights", s.weights)
     elif isinstance(s, StationaryResult):
         g.attrs.update(kind="stationary", value=s.energy, time=s.time, max_speed=s.max_speed, converged=s.converged)
+        if s.threshold is not None:
+            g.attrs["threshold"] = s.threshold
         _write_state(g.create_group("state"), s.state)
         _write_trajectory(g.create_group("trajectory"), s.trajectory)
     else:
@@ -772,7 +774,8 @@ def _read_energy(f):
                                   ascent_best=float(g.attrs["ascent_best"]))
     elif kind == "stationary":
         sol = StationaryResult(_read_state(g["state"]), float(g.attrs["time"]), float(g.attrs["max_speed"]),
-                               bool(g.attrs["converged"]), value, _read_trajectory(g["trajectory"]))
+                               bool(g.attrs["converged"]), value, _read_trajectory(g["trajectory"]),
+                               float(g.attrs["threshold"]) if "threshold" in g.attrs else None)
     else:
         raise ResultFileError(f"unknown energy solution kind {kind!r} in {f.filename!r}.")
     run_info = {k: v for k, v in _run_record(f).items() if k != "complete"} if "run" in f else {}

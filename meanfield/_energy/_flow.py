@@ -25,30 +25,56 @@ from scipy import integrate
 
 from .._measures import Particles
 from .._validate import choice, nonneg_int, positive_float
-from ._energy import _SPECTRAL_MIN_N, atoms, energy, first_variation_gradient
-from ._kernel import announced, check_beta, check_D, check_pair_work, check_symmetric, isotropic_scale
+from ._energy import _SPECTRAL_MIN_N, _check_particle_sums, atoms, energy, first_variation_gradient
+from ._kernel import (_scaled_kernel_sums, announced, check_beta, check_D, check_pair_work, check_symmetric,
+                      isotropic_scale, tangent_project)
 from ._results import StationaryResult
+from ._stationary import stationary
 
 DIRECTIONS = ("ascent", "descent")
+# the velocity field followed: "gradient" the Wasserstein gradient field ±∇_S δE/δμ (USA attention), "softmax" the
+# same field divided by Z(x) = ∫ e^{β⟨x,Dy⟩}dμ(y) = β δE/δμ(x) > 0 (SA attention): the same zeros, E still monotone
+FLOWS = ("gradient", "softmax")
 
 
-def flow_model(beta, D, d: int, direction: str = "ascent"):
-    """The :class:`~meanfield.Model` whose velocity is ±∇_S δE/δμ: USA, Post-LN, Q = I, K = D, V = ±D."""
+def flow_model(beta, D, d: int, direction: str = "ascent", flow: str = "gradient"):
+    """The :class:`~meanfield.Model` whose velocity is ±∇_S δE/δμ: USA, Post-LN, Q = I, K = D, V = ±D.
+
+    ``flow="softmax"``: the same Model with SA (softmax) attention, whose velocity is ±∇_S δE/δμ / Z,
+    Z(x) = ∫ e^{β⟨x,Dy⟩} dμ(y) (:func:`find_stationary`)."""
     from .._model import Model
 
     choice("direction", direction, DIRECTIONS)
+    choice("flow", flow, FLOWS)
     D = check_symmetric(check_D(D, d), "the gradient flow")
-    return Model(check_beta(beta), scheme="post-ln", attention="unnormalized", d=d, K=D,
-                 V=D if direction == "ascent" else -D)
+    return Model(check_beta(beta), scheme="post-ln", attention="unnormalized" if flow == "gradient" else "softmax",
+                 d=d, K=D, V=D if direction == "ascent" else -D)
 
 
-def dissipation(measure, beta, D=None) -> float:
-    """∫ |∇_S δE/δμ|² dμ (= dE/dt along the ascent), for Particles, Density or FEDensity."""
+def dissipation(measure, beta, D=None, flow: str = "gradient") -> float:
+    """|dE/dt| along the flow, for Particles, Density or FEDensity.
+
+    ``flow="gradient"``: ∫ |∇_S δE/δμ|² dμ.  ``flow="softmax"`` (velocity u = ±∇_S δE/δμ / Z, Z(x) =
+    ∫ e^{β⟨x,Dy⟩} dμ(y)): ∫ Z |u|² dμ = ∫ |∇_S δE/δμ|² / Z dμ, computed in units of e^{β max⟨x,Dy⟩} per point
+    (Z and |∇_S δE/δμ|² / Z both grow like e^{β‖D‖})."""
+    choice("flow", flow, FLOWS)
     d = measure.d
     D = check_symmetric(check_D(D, d), "the dissipation ∫|v|²dμ")
     y, a, _ = atoms(measure, check_beta(beta), D)
+    if flow == "softmax":
+        return _softmax_dissipation(measure, beta, D, y, a)
     g = first_variation_gradient(measure, beta, D, y)
     return float(a @ np.einsum("ij,ij->i", g, g))
+
+
+def _softmax_dissipation(measure, beta, D, y, a) -> float:
+    """Σ_k a_k |P M_k|² / Z_k at the atoms (Z_k, M_k the kernel sum and moment at y_k), each term scaled by
+    e^{shift_k}, its largest exponent, so that neither Z nor |M|² overflows."""
+    _check_particle_sums(measure, len(y), 1, "the dissipation ∫|v|²/Z dμ")
+    sums, shift = _scaled_kernel_sums(y, y, a, beta, D, moment=True)
+    v = tangent_project(y, sums[:, 1:])
+    with np.errstate(over="ignore"):
+        return float(a @ (np.einsum("ij,ij->i", v, v) / sums[:, 0] * np.exp(shift)))
 
 
 def _cumulative(t, f):
@@ -120,9 +146,10 @@ def _check_flow_work(name: str, initial, D, backend: str, options: dict, states:
                            "meanfield.maximize_energy, gradient_flow with backend='spectral').")
 
 
-def _flow_with_identity(model, initial, t_final, times, direction, backend, options, stop=None, **parts):
+def _flow_with_identity(model, initial, t_final, times, direction, backend, options, stop=None, flow="gradient",
+                        **parts):
     """Run the flow to the saved ``times`` through states between them (:func:`_dense_times`), recording E
-    and the dissipation at every one of them, keeping the states at ``times`` only; the energy identity is
+    and the dissipation (of ``flow``: :func:`dissipation`) at every one of them, keeping the states at ``times`` only; the energy identity is
     integrated over all of them.  ``stop(state)`` is asked at the saved times (True ends the run).
 
     The cost of the direct sums over particles is checked first (:func:`_check_flow_work`): up to the first
@@ -139,21 +166,21 @@ def _flow_with_identity(model, initial, t_final, times, direction, backend, opti
         _check_flow_work("start", initial, D, backend, options, first,
                          f"find_stationary's flow to its first stationarity check ({first} recorded states)")
     with announced():
-        return _run_flow(model, initial, t_final, times, dense, saved, direction, backend, options, stop)
+        return _run_flow(model, initial, t_final, times, dense, saved, direction, backend, options, stop, flow)
 
 
-def _run_flow(model, initial, t_final, times, dense, saved, direction, backend, options, stop):
+def _run_flow(model, initial, t_final, times, dense, saved, direction, backend, options, stop, flow="gradient"):
     """The run of :func:`_flow_with_identity` at the ``dense`` times (``saved``: the indices of ``times`` there)."""
     from .._simulate import _simulate
 
     beta, d = model.beta, initial.d
     D = model.K.reshape(d, d)
     saved_set = set(int(i) for i in saved)
-    E, P = [energy(initial, beta, D)], [dissipation(initial, beta, D)]
+    E, P = [energy(initial, beta, D)], [dissipation(initial, beta, D, flow)]
 
     def record(t, state, diag):
         E.append(energy(state, beta, D))
-        P.append(dissipation(state, beta, D))
+        P.append(dissipation(state, beta, D, flow))
         return stop is not None and len(E) - 1 in saved_set and stop(state)
 
     traj = _simulate(model, initial, t_final, backend, None, dense, record, False, None, 1, float(times[0]), None,
@@ -161,7 +188,7 @@ def _run_flow(model, initial, t_final, times, dense, saved, direction, backend, 
     n = len(traj.times)
     if len(E) < n:                       # the last good state of a run that failed after its last save
         E.append(energy(traj.states[-1], beta, D))
-        P.append(dissipation(traj.states[-1], beta, D))
+        P.append(dissipation(traj.states[-1], beta, D, flow))
     sign = 1.0 if direction == "ascent" else -1.0
     E, P = np.array(E[:n]), np.array(P[:n])
     resid = E - E[0] - sign * _cumulative(np.asarray(traj.times), P)
@@ -234,76 +261,32 @@ def gradient_flow(initial, beta, D=None, *, t_final, direction: str = "ascent", 
                                min_parts=max(1, identity_parts // IDENTITY_SUBSTEPS))
 
 
-def support_speed(measure, beta, D) -> float:
-    """max |∇_S δE/δμ| over the particles of positive weight (the stationarity residual of Particles)."""
-    if not isinstance(measure, Particles):
-        raise TypeError(f"`measure` must be Particles here; got {type(measure).__name__}.")
-    pts = measure.positions[measure.weights > 0]
-    g = first_variation_gradient(measure, beta, D, pts)
-    return float(np.max(np.linalg.norm(g, axis=1)))
-
-
-def find_stationary(start, beta, D=None, *, direction: str = "ascent", tol: float = 1e-10,
+def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str = "gradient", tol: float = 1e-10,
                     t_max: float = 1e3, check_every: float = 1.0, backend: str = "particles", **options):
-    """Follow the gradient flow of E_{β,D} from ``start`` until max |v| ≤ ``tol`` on the support.
+    """Follow the gradient flow of E_{β,D} from ``start`` until it is stationary on the support.
 
-    Parameters
-    ----------
-    start : Particles
-        The initial configuration.
-    beta : float
-        β > 0.
-    D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
-        Symmetric interaction matrix.
-    direction : {"ascent", "descent"}
-        Follow +∇ (towards a local maximizer / the attention dynamics) or −∇ (a local minimizer).
-    tol : float
-        Stationarity threshold on max_j |v(θ_j)| (velocity units, 1/time).
-    t_max : float
-        Give up at this time (> 0).
-    check_every : float
-        Time between stationarity checks (> 0); the states there are kept in the trajectory.  The energy
-        identity of the trajectory is integrated over 32 states per check interval (64 in the first).
-    backend : str
-        Backend of :func:`meanfield.simulate` (default "particles").
-    **options
-        Backend options (default rtol=1e-12, atol=1e-14 for the particle backend).
-
-    Returns
-    -------
-    StationaryResult
-
-    Raises
-    ------
-    InsufficientMemoryError
-        The flow's arrays for the particles of ``start`` would not fit in memory (the message gives the
-        largest N that would).
-
-    Warns
-    -----
-    MeanfieldWarning
-        Particles so many that the O(N²) sums up to the first stationarity check (the energy, the dissipation and
-        the velocity at each of the 65 states recorded until then) are expected to take more than a minute; the
-        message gives the estimate.
+    PLACEHOLDER
     """
     from .._trajectory import save_times
 
-    a = stationary_arguments(start, beta, D, direction=direction, tol=tol, t_max=t_max, check_every=check_every)
+    a = stationary_arguments(start, beta, D, direction=direction, flow=flow, tol=tol, t_max=t_max,
+                             check_every=check_every)
     model, tol, t_max, check_every = a["model"], a["tol"], a["t_max"], a["check_every"]
-    D = model.K.reshape(start.d, start.d)
+    beta, D = model.beta, model.K.reshape(start.d, start.d)
     if backend == "particles":
         options = {"rtol": 1e-12, "atol": 1e-14, **options}
     traj = _flow_with_identity(model, start, t_max, save_times(t_max, check_every), direction, backend, options,
-                               stop=lambda state: support_speed(state, model.beta, D) <= tol,
+                               stop=lambda state: stationary(state, beta, D, tol).stationary, flow=flow,
                                min_parts=4 * IDENTITY_SUBSTEPS, first_parts=IDENTITY_PARTS)
     final = traj.final
     with announced():                         # the flow's check covered this sum
-        speed = support_speed(final, model.beta, D)
-    return StationaryResult(final, float(traj.times[-1]), speed, speed <= tol, float(traj.diagnostics["energy"][-1]),
-                            traj)
+        report = stationary(final, beta, D, tol)
+    return StationaryResult(final, float(traj.times[-1]), report.max_speed, report.stationary,
+                            float(traj.diagnostics["energy"][-1]), traj, report.threshold)
 
 
-def stationary_arguments(start, beta, D=None, *, direction="ascent", tol=1e-10, t_max=1e3, check_every=1.0) -> dict:
+def stationary_arguments(start, beta, D=None, *, direction="ascent", flow="gradient", tol=1e-10, t_max=1e3,
+                         check_every=1.0) -> dict:
     """The arguments of :func:`find_stationary` (but the backend's options), checked, without running anything.
 
     Returns
@@ -316,5 +299,4 @@ def stationary_arguments(start, beta, D=None, *, direction="ascent", tol=1e-10, 
     tol = positive_float("tol", tol)
     t_max = positive_float("t_max", t_max)
     check_every = positive_float("check_every", check_every)
-    return dict(model=flow_model(beta, D, start.d, direction), tol=tol, t_max=t_max, check_every=check_every)
-
+    return dict(model=flow_model(beta, D, start.d, direction, flow), tol=tol, t_max=t_max, check_every=check_every)

@@ -26,13 +26,17 @@ class StationaryResult:
         The time reached: the check time at which the flow stopped (checks are at ``check_every``,
         2·``check_every``, …, so a stationary ``start`` reports ``check_every``, not 0).
     max_speed : float
-        max over the support of |v| = |∇_S δE/δμ| at ``state``.
+        max over the support of |v| = |∇_S δE/δμ| at ``state`` (the gradient-flow velocity, whichever
+        ``flow`` was followed).
     converged : bool
-        ``max_speed`` ≤ ``tol`` before ``t_max``.
+        ``max_speed`` ≤ ``threshold`` before ``t_max`` (the test of :func:`meanfield.stationary`).
     energy : float
         E_{β,D}(state).
     trajectory : Trajectory
         The flow, with the energy-identity diagnostics.
+    threshold : float or None
+        ``tol`` · max(1, max |G|) at ``state``, G = ∫ e^{β⟨x,Dy⟩} D y dμ(y) the ambient vector whose tangential
+        part is v (:attr:`meanfield.StationarityReport.threshold`); None in a result stored without it.
     """
 
     state: object
@@ -41,12 +45,14 @@ class StationaryResult:
     converged: bool
     energy: float
     trajectory: object
+    threshold: float | None = None
 
     @property
     def message(self) -> str:
+        bound = "" if self.threshold is None else f" (threshold tol·max(1, |G|) = {self.threshold:.3g})"
         if self.converged:
-            return f"Stationary to max|v| = {self.max_speed:.3g} on the support at t = {self.time:.6g}."
-        return f"Not stationary by t = {self.time:.6g}: max|v| = {self.max_speed:.3g} on the support."
+            return f"Stationary to max|v| = {self.max_speed:.3g} on the support{bound} at t = {self.time:.6g}."
+        return f"Not stationary by t = {self.time:.6g}: max|v| = {self.max_speed:.3g} on the support{bound}."
 
 
 
