@@ -289,7 +289,7 @@ _ENERGY_COMMON = {"task", "beta", "D", "d"}
 _ENERGY_KEYS = {           # the keyword arguments of the solver of each task, under the same names
     "minimize": _ENERGY_COMMON | {"lmax", "level", "degree", "quadrature_degree", "regularization"},
     "maximize": _ENERGY_COMMON | {"n_particles", "n_starts", "seed", "candidates", "tol"},
-    "stationary": _ENERGY_COMMON | {"positions", "weights", "n", "seed", "direction", "tol", "t_max",
+    "stationary": _ENERGY_COMMON | {"positions", "weights", "n", "seed", "direction", "flow", "tol", "t_max",
                                     "check_every"},
 }
 _MINIMIZE_BY_D = {2: {"lmax"}, 3: {"level", "degree", "quadrature_degree"}}   # discretization keys per d

@@ -38,6 +38,8 @@ def test_stationary_start_from_positions_or_uniform_points():
     cfg = parse_config(energy(task="stationary", beta=1.0, d=3, n=5, seed=7))
     assert cfg.start.n == 5 and cfg.seed == 7
     assert np.array_equal(cfg.start.positions, mf.Particles.uniform(5, 3, seed=7).positions)
+    cfg = parse_config(energy(task="stationary", beta=10.0, d=3, n=5, flow="softmax"))    # find_stationary's `flow`
+    assert cfg.parameters == {"flow": "softmax"}
 
 
 def test_a_run_configuration_is_still_a_run():
@@ -79,6 +81,7 @@ def test_a_run_configuration_is_still_a_run():
     (energy(task="stationary", beta=1.0, d=2, n=4, t_max=0.0), "`t_max`"),
     (energy(task="stationary", beta=1.0, d=2, n=4, check_every=-1.0), "`check_every`"),
     (energy(task="stationary", beta=1.0, d=2, n=4, direction="up"), "`direction` must be one of"),
+    (energy(task="stationary", beta=1.0, d=2, n=4, flow="sa"), r"`flow` must be one of \['gradient', 'softmax'\]"),
 ])
 def test_energy_table_errors_name_the_key_and_the_valid_ones(table, match):
     with pytest.raises(ConfigError, match=match):
