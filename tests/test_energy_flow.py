@@ -360,7 +360,8 @@ def _ring_and_pole(k=6, polar=0.8):
 
 
 def test_softmax_flow_is_the_gradient_over_Z_and_its_dissipation_is_dE_dt():
-    """u_i = ±v_i/Z_i, Z_i = Σ_j w_j e^{β⟨x_i,Dx_j⟩}; ∂E/∂x_i = w_i G_i gives dE/dt = Σ_i w_i ⟨v_i, u_i⟩ = Σ_i w_i |v_i|²/Z_i."""
+    """u_i = ±v_i/Z_i, Z_i = Σ_j w_j e^{β⟨x_i,Dx_j⟩}; ∂E/∂x_i = w_i G_i gives
+    dE/dt = Σ_i w_i ⟨v_i, u_i⟩ = Σ_i w_i |v_i|²/Z_i."""
     D = np.array([[1.0, 0.3, 0.0], [0.3, 0.5, -0.2], [0.0, -0.2, -0.4]])
     rng = np.random.default_rng(2)
     p = mf.Particles(rng.standard_normal((15, 3)), rng.uniform(0.5, 1.5, 15), normalize=True)
@@ -461,3 +462,20 @@ def test_the_default_flow_is_the_gradient_flow():
     ref = mf.simulate(flow_model(1.0, None, 3), p, 0.5, t_eval=[0.0, 0.25, 0.5], backend="particles", rtol=1e-12,
                       atol=1e-14)
     assert np.max(np.abs(ref.final.positions - a.state.positions)) < 1e-10
+
+
+def test_a_softmax_stationary_problem_runs_from_a_configuration_and_keeps_its_threshold_in_the_file(tmp_path):
+    from meanfield._config import parse_config
+    from meanfield._energy import solve_energy
+    from meanfield.cli import _energy_summary
+
+    square = [[1.0, 1.0], [-1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]]
+    cfg = parse_config({"energy": {"task": "stationary", "beta": 10.0, "D": [1.0, 0.5], "positions": square,
+                                   "direction": "descent", "flow": "softmax"}})
+    r = solve_energy(cfg)
+    rep = mf.stationary(r.solution.state, 10.0, np.diag([1.0, 0.5]), tol=1e-10)
+    assert r.success and rep.stationary and r.solution.threshold == rep.threshold > 1e-10
+    assert "(softmax flow)" in _energy_summary(r, "r.h5") and "threshold tol·max(1, |G|)" in r.message
+    back = mf.load(mf.save(r, tmp_path / "r.h5"))
+    assert back.solution.threshold == r.solution.threshold and back.parameters["flow"] == "softmax"
+    assert back.solution.message == r.solution.message

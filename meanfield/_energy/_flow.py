@@ -156,7 +156,8 @@ def _check_flow_work(name: str, initial, D, backend: str, options: dict, states:
 def _flow_with_identity(model, initial, t_final, times, direction, backend, options, stop=None, flow="gradient",
                         **parts):
     """Run the flow to the saved ``times`` through states between them (:func:`_dense_times`), recording E
-    and the dissipation (of ``flow``: :func:`dissipation`) at every one of them, keeping the states at ``times`` only; the energy identity is
+    and the dissipation (of ``flow``: :func:`dissipation`) at every one of them, keeping the states at ``times``
+    only; the energy identity is
     integrated over all of them.  ``stop(state)`` is asked at the saved times (True ends the run).
 
     The cost of the direct sums over particles is checked first (:func:`_check_flow_work`): up to the first
@@ -295,15 +296,15 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
         Z ~ e^{β‖D‖}: O(‖D‖) instead of O(β‖D‖ e^{β‖D‖}), so an explicit step is not capped at
         ~e^{−β‖D‖} (20 uniform tokens on S², D = I, β = 10: ~4500 steps per unit time for "gradient",
         whatever ``rtol``; "softmax" takes steps of ~3 time units, cut to the recorded states here, 32 per
-        ``check_every``).  Use it at large β‖D‖, where particles cluster: the ring example below crosses over
-        between β = 5 (660 steps for "gradient", 1064 for "softmax") and β = 10.  The two flows take different paths,
-        so from a generic start they can end at different stationary states (a start whose symmetry fixes the
-        end reaches the same one); ``time`` is the softmax flow's own time.  Measured (2 vCPUs, defaults
-        otherwise):
+        ``check_every``).  Use it at large β‖D‖, where particles cluster: the ring example below crosses
+        over between β = 5 (660 steps for "gradient", 1064 for "softmax") and β = 10.  The two flows take
+        different paths, so from a generic start they can end at different stationary states (a start whose
+        symmetry fixes the end reaches the same one); ``time`` is the softmax flow's own time.  Measured
+        (2 vCPUs, defaults otherwise):
 
         * seven tokens, a ring of six at 0.8 rad from e₃ and one at e₃, β = 10, D = I (ascent): both reach the
-          Dirac at e₃ (E = e^β/2β to rounding); "gradient" in 7274 steps (9.1 s, t = 1), "softmax" in 1118
-          steps (2.4 s, t = 27).
+          Dirac at e₃ (E = e^β/2β to rounding); "gradient" in 7274 steps (9.4 s, t = 1), "softmax" in 1118
+          steps (1.7 s, t = 27); medians of 3.
         * ``Particles.uniform(20, 3, seed=0)``, β = 10, D = I: "gradient" with ``t_max=5`` takes 22417 steps
           (28 s) and does not converge: two clusters (masses 0.6, 0.4, ⟨c₁, c₂⟩ = −0.87) attract at
           max |v| = 4.8e-5 against a threshold of 1.3e-6.  "softmax" reaches two clusters (⟨c₁, c₂⟩ = −0.90)
@@ -340,7 +341,8 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
     Raises
     ------
     ValueError
-        An invalid ``direction``, ``flow``, β, D, ``tol``, ``t_max`` or ``check_every``.
+        An invalid ``direction``, ``flow``, β, D, ``tol``, ``t_max`` or ``check_every`` (a TypeError for a
+        ``direction`` or ``flow`` that is not a string).
     InsufficientMemoryError
         The flow's arrays for the particles of ``start`` would not fit in memory (the message gives the
         largest N that would).
