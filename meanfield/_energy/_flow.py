@@ -294,24 +294,25 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
         stationary states are found) and E is still monotone, dE/dt = ±∫ Z |v/Z|² dμ = ±∫ |v|²/Z dμ (the
         gradient flow of E in the metric ∫ Z |u|² dμ), but its rates are those of the gradient flow divided by
         Z ~ e^{β‖D‖}: O(‖D‖) instead of O(β‖D‖ e^{β‖D‖}), so an explicit step is not capped at
-        ~e^{−β‖D‖} (20 uniform tokens on S², D = I, β = 10: ~4500 steps per unit time for "gradient",
-        whatever ``rtol``; "softmax" takes steps of ~3 time units, cut to the recorded states here, 32 per
-        ``check_every``).  Use it at large β‖D‖, where particles cluster: the ring example below crosses
-        over between β = 5 (660 steps for "gradient", 1064 for "softmax") and β = 10.  The two flows take
-        different paths, so from a generic start they can end at different stationary states (a start whose
-        symmetry fixes the end reaches the same one); ``time`` is the softmax flow's own time.  Measured
-        (2 vCPUs, defaults otherwise):
+        ~e^{−β‖D‖} (20 uniform tokens on S², D = I, β = 10: "gradient" takes 6417 steps over t ∈ [0, 1] at
+        rtol = 1e-12 and still 3959 at rtol = 1e-5, its step stability-capped; "softmax" takes steps of ~3
+        time units once clustered, cut to the recorded states here, 32 per ``check_every``).  Use it at
+        large β‖D‖, where particles cluster: the ring example below crosses over between β = 5 (660 steps
+        for "gradient", 1064 for "softmax") and β = 10.  The two flows take different paths, so from a
+        generic start they can end at different stationary states (a start whose symmetry fixes the end
+        reaches the same one); ``time`` is the softmax flow's own time.  Measured (2 vCPUs, defaults
+        otherwise):
 
         * seven tokens, a ring of six at 0.8 rad from e₃ and one at e₃, β = 10, D = I (ascent): both reach the
           Dirac at e₃ (E = e^β/2β to rounding); "gradient" in 7274 steps (9.4 s, t = 1), "softmax" in 1118
           steps (1.7 s, t = 27); medians of 3.
         * ``Particles.uniform(20, 3, seed=0)``, β = 10, D = I: "gradient" with ``t_max=5`` takes 22417 steps
-          (28 s) and does not converge: two clusters (masses 0.6, 0.4, ⟨c₁, c₂⟩ = −0.87) attract at
-          max |v| = 4.8e-5 against a threshold of 1.3e-6.  "softmax" reaches two clusters (⟨c₁, c₂⟩ = −0.90)
-          by t ≈ 2000 of its time; with ``t_max=1000`` it takes 32974 steps (~90 s) and does not converge
-          either (max |v| = 3.0e-5).  Merging them takes a time ~e^{β(1 − ⟨c₁, c₂⟩)} in either flow's
-          natural units: such metastable states are out of reach of both, and a ``tol`` above their
-          relative speed |v|/|G| (~2e-9 here) reports them stationary.
+          (26–35 s) and does not converge: two clusters (masses 0.6, 0.4, ⟨c₁, c₂⟩ = −0.87) attract at
+          max |v| = 4.8e-5 against a threshold of 1.3e-6.  "softmax" with ``t_max=5`` takes 417 steps (0.7 s)
+          and is still clustering; with ``t_max=1000`` it takes 32974 steps (88 s, median of 3) and does not
+          converge either: two clusters (0.6, 0.4, ⟨c₁, c₂⟩ ≈ −0.90), max |v| = 3.0e-5.  Merging them takes
+          a time ~e^{β(1 − ⟨c₁, c₂⟩)} in either flow's natural units: such metastable states are out of reach
+          of both, and a ``tol`` above their relative speed |v|/|G| (~2e-9 here) reports them stationary.
 
         The energy identity of the trajectory uses the flow's own dissipation (:func:`dissipation`): at
         large β its residual is at the Simpson level for "softmax" (8e-9 of the energy gain in the ring
