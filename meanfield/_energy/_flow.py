@@ -289,35 +289,10 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
         Follow +∇ (towards a local maximizer / the attention dynamics) or −∇ (a local minimizer).
     flow : {"gradient", "softmax"}
         The velocity field followed.  "gradient" (default): the Wasserstein gradient flow ±v, the USA
-        Post-LN model Q = I, K = D, V = ±D (:func:`flow_model`).  "softmax": ±v/Z, Z(x) = ∫ e^{β⟨x,Dy⟩} dμ(y)
-        > 0, the SA (softmax attention) velocity of the same model.  It has the same zeros (the same
-        stationary states are found) and E is still monotone, dE/dt = ±∫ Z |v/Z|² dμ = ±∫ |v|²/Z dμ (the
-        gradient flow of E in the metric ∫ Z |u|² dμ), but its rates are those of the gradient flow divided by
-        Z ~ e^{β‖D‖}: O(‖D‖) instead of O(β‖D‖ e^{β‖D‖}), so an explicit step is not capped at
-        ~e^{−β‖D‖} (20 uniform tokens on S², D = I, β = 10: "gradient" takes 6417 steps over t ∈ [0, 1] at
-        rtol = 1e-12 and still 3959 at rtol = 1e-5, its step stability-capped; "softmax" takes steps of ~3
-        time units once clustered, cut to the recorded states here, 32 per ``check_every``).  Use it at
-        large β‖D‖, where particles cluster: the ring example below crosses over between β = 5 (660 steps
-        for "gradient", 1064 for "softmax") and β = 10.  The two flows take different paths, so from a
-        generic start they can end at different stationary states (a start whose symmetry fixes the end
-        reaches the same one); ``time`` is the softmax flow's own time.  Measured (2 vCPUs, defaults
-        otherwise):
-
-        * seven tokens, a ring of six at 0.8 rad from e₃ and one at e₃, β = 10, D = I (ascent): both reach the
-          Dirac at e₃ (E = e^β/2β to rounding); "gradient" in 7274 steps (9.4 s, t = 1), "softmax" in 1118
-          steps (1.7 s, t = 27); medians of 3.
-        * ``Particles.uniform(20, 3, seed=0)``, β = 10, D = I: "gradient" with ``t_max=5`` takes 22417 steps
-          (26–35 s) and does not converge: two clusters (masses 0.6, 0.4, ⟨c₁, c₂⟩ = −0.87) attract at
-          max |v| = 4.8e-5 against a threshold of 1.3e-6.  "softmax" with ``t_max=5`` takes 417 steps (0.7 s)
-          and is still clustering; with ``t_max=1000`` it takes 32974 steps (88 s, median of 3) and does not
-          converge either: two clusters (0.6, 0.4, ⟨c₁, c₂⟩ ≈ −0.90), max |v| = 3.0e-5.  Merging them takes
-          a time ~e^{β(1 − ⟨c₁, c₂⟩)} in either flow's natural units: such metastable states are out of reach
-          of both, and a ``tol`` above their relative speed |v|/|G| (~2e-9 here) reports them stationary.
-
-        The energy identity of the trajectory uses the flow's own dissipation (:func:`dissipation`): at
-        large β its residual is at the Simpson level for "softmax" (8e-9 of the energy gain in the ring
-        example) while the gradient flow's transient, of rate ~e^{β‖D‖}, is not resolved by the recorded
-        states (a residual of 0.7 of the gain there).
+        Post-LN model Q = I, K = D, V = ±D (:func:`flow_model`).  "softmax": ±v/Z, Z(x) = ∫ e^{β⟨x,Dy⟩} dμ(y),
+        the SA (softmax attention) velocity of the same model: the same zeros, E still monotone, and not stiff
+        at large β‖D‖ (see Notes).  Use it where particles cluster at β‖D‖ ≳ 10.  ``time`` is then the softmax
+        flow's own time, and from a generic start the two flows can end at different stationary states.
     tol : float
         Stationarity threshold (> 0), relative as in :func:`meanfield.stationary`: max_j |v(θ_j)| ≤
         tol · max(1, max_j |G(θ_j)|), v in velocity units of the gradient flow (1/time) whichever ``flow`` is
@@ -359,7 +334,30 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
     -----
     With ∂E/∂x_i = w_i G_i for particles of weights w_i (D = Dᵀ), a flow ẋ_i = ±u_i of tangent u_i has
     dE/dt = ±Σ_i w_i ⟨v_i, u_i⟩: Σ_i w_i |v_i|² for u = v, and Σ_i w_i |v_i|²/Z_i = Σ_i w_i Z_i |u_i|² for
-    u_i = v_i/Z_i, Z_i = Σ_j w_j e^{β⟨x_i, D x_j⟩}.
+    u_i = v_i/Z_i, Z_i = Σ_j w_j e^{β⟨x_i, D x_j⟩} (the softmax flow is the gradient flow of E in the metric
+    ∫ Z |u|² dμ).  Its rates are the gradient flow's divided by Z ~ e^{β‖D‖}: O(‖D‖) instead of
+    O(β‖D‖ e^{β‖D‖}), so its explicit steps are not capped at ~e^{−β‖D‖}.
+
+    Measured (2 vCPUs, the defaults otherwise):
+
+    * 20 uniform tokens on S² (``Particles.uniform(20, 3, seed=0)``), D = I, β = 10: "gradient" takes 6417 steps
+      over t ∈ [0, 1] at rtol = 1e-12 and still 3959 at rtol = 1e-5 (its step is stability-capped); with
+      ``t_max=5`` it takes 22417 steps (26–35 s) and does not converge: two clusters (masses 0.6, 0.4,
+      ⟨c₁, c₂⟩ = −0.87) attract at max |v| = 4.8e-5 against a threshold of 1.3e-6.  "softmax" with ``t_max=5``
+      takes 417 steps (0.7 s) and is still clustering; with ``t_max=1000``, 32974 steps (88 s) and two clusters
+      (0.6, 0.4, ⟨c₁, c₂⟩ ≈ −0.90) at max |v| = 3.0e-5.  Merging them takes a time ~e^{β(1 − ⟨c₁, c₂⟩)} in either
+      flow's own units: such metastable states are out of reach of both, and a ``tol`` above their relative
+      speed |v|/|G| (~2e-9 here) reports them stationary.  The softmax flow's steps (~3 time units once
+      clustered) are cut to the recorded states, 32 per ``check_every``.
+    * seven tokens, a ring of six at 0.8 rad from e₃ and one at e₃, D = I (ascent): both flows reach the Dirac
+      at e₃ (E = e^β/2β to rounding).  β = 10: "gradient" in 7274 steps (9.4 s), "softmax" in 1118 (1.7 s),
+      medians of 3; β = 5: 660 and 1064 steps, so the crossover is between.
+
+    The energy identity of the trajectory uses the flow's own dissipation (:func:`dissipation`).  At large β its
+    residual is at the Simpson level for "softmax" (8e-9 of the energy gain in the ring example at β = 10),
+    while the gradient flow's early transient, of rate ~e^{β‖D‖}, is not resolved by the recorded states (a
+    residual of 0.7 of the gain there): at large β read the gradient flow's ``energy_identity_residual`` as
+    a bound on the recorded states' spacing, not on the integration.
 
     :func:`gradient_flow` has no ``flow``: it returns a trajectory in time, and the softmax flow is not a
     reparametrization of the gradient flow's time (each particle is slowed by its own Z); for the SA
