@@ -216,6 +216,7 @@ class _DirectEvaluator:
         # the tokens that carry the mass could underflow (β = 400: a token antipodal to all of them got A = 0
         # instead of their mean).
         self.massless = np.flatnonzero(weights == 0)
+        self.normalize_qkv = model.scheme_def.normalize_qkv
 
     def __call__(self, x, y=None, full=True) -> AttentionField:
         """The field of the tokens ``x`` (N, d; unit rows) at ``y`` (M, d; unit rows; default the tokens)."""
@@ -227,11 +228,12 @@ class _DirectEvaluator:
         chunk = self.chunk or max(8, min(m, _CHUNK_ELEMENTS // max(n, 1)))
         nthreads = self.nthreads
         # blocks of (chunk × N) logits in flight, one per thread, plus the (N, d) and (M, d) arrays
-        _check_memory(8.0 * (min(nthreads, -(-m // chunk)) * min(chunk, m) * n + (3 * d + 2) * n + 3 * d * m),
-                      f"the exact attention of N={n} tokens at M={m} targets (chunk={min(chunk, m)}, "
-                      f"threads={nthreads})",
-                      "lower `chunk` or the thread count (`threads`, `nthreads`), or on S² use "
-                      "backend='particles-sh' (memory O(N)).")
+        nbytes = 8.0 * (min(nthreads, -(-m // chunk)) * min(chunk, m) * n + (3 * d + 2) * n + 3 * d * m)
+        if nbytes > _MEMORY_CHECK_FLOOR:        # (the message is written only then: this is the hot path)
+            _check_memory(nbytes, f"the exact attention of N={n} tokens at M={m} targets (chunk={min(chunk, m)}, "
+                          f"threads={nthreads})",
+                          "lower `chunk` or the thread count (`threads`, `nthreads`), or on S² use "
+                          "backend='particles-sh' (memory O(N)).")
         beta, massless = model.beta, self.massless
         A = np.zeros((m, d)) if len(self.heads) > 1 else None
         log_z = np.empty((len(self.heads), m))
@@ -239,7 +241,7 @@ class _DirectEvaluator:
             q = y if QT is None else y @ QT
             k = x if KT is None else x @ KT
             v = x if VT is None else x @ VT
-            if model.scheme_def.normalize_qkv:
+            if self.normalize_qkv:
                 where = dict(head=h, heads=len(self.heads))
                 q = _unit_rows(q, "Q", "token" if targets is None else "target", **where)
                 k, v = _unit_rows(k, "K", **where), _unit_rows(v, "V", **where)

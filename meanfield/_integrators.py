@@ -22,6 +22,23 @@ class Tableau:
     error_order: int | None = None    # order of the embedded solution
     fsal: bool = False
 
+    def __post_init__(self):
+        # The arrays are read-only, so the terms that rk_step reads from them (below) cannot go stale.
+        for name in ("c", "a", "b", "b_err"):
+            value = getattr(self, name)
+            if value is not None:
+                value = np.array(value)
+                value.setflags(write=False)
+                object.__setattr__(self, name, value)
+        # rk_step's terms, taken from the arrays once: (coefficient, stage) with the nonzero coefficients, in the
+        # order (and as the numpy scalars) the sums over the tableau read them
+        a, s = self.a, len(self.b)
+        object.__setattr__(self, "_terms", (
+            tuple(tuple((a[i, j], j) for j in range(i) if a[i, j] != 0) for i in range(s)),
+            tuple(self.c[i] for i in range(s)),
+            tuple((bj, j) for j, bj in enumerate(self.b) if bj != 0),
+            None if self.b_err is None else tuple((ej, j) for j, ej in enumerate(self.b_err) if ej != 0)))
+
     @property
     def stages(self) -> int:
         return len(self.b)
@@ -77,13 +94,24 @@ def rk_step(tab: Tableau, f, t: float, y: np.ndarray, h: float, k0: np.ndarray |
     Returns ``(y_new, err, k_last)``: the new state, the embedded error estimate (None for fixed-step
     methods) and the last stage (reusable as the next first stage for FSAL pairs).
     """
+    rows, c, b, b_err = tab._terms
     ks = [f(t, y) if k0 is None else k0]
-    for i in range(1, tab.stages):
-        yi = y + h * sum(tab.a[i, j] * ks[j] for j in range(i) if tab.a[i, j] != 0)
-        ks.append(f(t + tab.c[i] * h, yi))
-    y_new = y + h * sum(bj * kj for bj, kj in zip(tab.b, ks) if bj != 0)
-    err = None if tab.b_err is None else h * sum(ej * kj for ej, kj in zip(tab.b_err, ks) if ej != 0)
+    for i in range(1, len(rows)):
+        yi = y + h * _combine(rows[i], ks)
+        ks.append(f(t + c[i] * h, yi))
+    y_new = y + h * _combine(b, ks)
+    err = None if b_err is None else h * _combine(b_err, ks)
     return y_new, err, ks[-1]
+
+
+def _combine(terms, ks):
+    """Σ coefficient·k over ``terms`` ((coefficient, stage index) pairs), summed as the builtin ``sum`` does
+    (from the integer 0, left to right): the same bits as ``sum(a[i, j] * ks[j] for j … if a[i, j] != 0)`` with no
+    generator and no tableau lookups per step (a step of a few tokens is mostly such bookkeeping)."""
+    acc = 0
+    for coef, j in terms:
+        acc = acc + coef * ks[j]
+    return acc
 
 
 def l2_norm(a: np.ndarray) -> float:

@@ -201,6 +201,15 @@ register(replace(
                 "(w ∝ exp(β⟨Q̂θ_j, K̂θ_k⟩), values Vθ_k/‖Vθ_k‖)."))
 
 
+#: The speed factors and radial laws above whose use of the magnitudes ‖A‖ and ⟨θ, A⟩ (a NaN there gives NaN, or
+#: never enters) is the same at every t and for every model, so the particle stepper probes it once
+#: (:func:`meanfield.backends._stepper.scheme_uses_magnitude`).  Not Mix-LN's (it uses ⟨θ, A⟩ after τ only) nor
+#: LN-Scaling's (√(t + 1) is NaN before t = −1); a row added later, or a custom one, is probed at every t unless
+#: it is listed here.
+TIME_FREE_ROWS = frozenset([SCHEMES["post-ln"].speed, SCHEMES["pre-ln"].speed, SCHEMES["pre-ln"].radial,
+                            SCHEMES["peri-ln"].speed, SCHEMES["peri-ln"].radial, SCHEMES["ngpt"].speed])
+
+
 def _angpt_layer(x, attn, h, t, model):
     a = model.alpha_at(t) * h
     nu = 1.0 / np.sqrt(a * a + (1.0 - a) ** 2)

@@ -127,6 +127,12 @@ class ZeroVectorError(ValueError):
 def unit_vectors(name: str, x: np.ndarray) -> np.ndarray:
     """The rows of ``x`` (..., d) as unit vectors: finite and nonzero, normalized unless already of unit
     norm to rounding (those are returned bit for bit)."""
+    norms = np.sqrt(np.einsum("...i,...i->...", x, x))
+    if norms.size:      # the common case in one pass: every norm finite and > 1e-146 (then so is every entry)
+        lo, hi = norms.min(), norms.max()
+        if lo > 1e-146 and hi < np.inf:     # (a NaN fails both: the checks below)
+            # max |norm − 1| is at the smallest or the largest norm (rounding of n − 1 is monotone in n)
+            return x / norms[..., None] if max(abs(lo - 1), abs(hi - 1)) > 1e-15 else x
     if not np.all(np.isfinite(x)):
         raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
     norms = np.sqrt(np.einsum("...i,...i->...", x, x))

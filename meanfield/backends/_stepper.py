@@ -22,7 +22,7 @@ from .._errors import UnsupportedModelError
 from .._integrators import ADAPTIVE_OPTIONS, check_step_options, get_method, next_step, refuse_unused, rk_step
 from .._measures import Particles, pair_alignment
 from .._model import Model
-from .._schemes import _TINY_NORM, norms
+from .._schemes import _TINY_NORM, TIME_FREE_ROWS, norms
 from .._trajectory import Status
 from .._validate import ZeroVectorError, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
@@ -38,8 +38,23 @@ def scheme_uses_magnitude(scheme, t, model) -> bool:
     """Whether ‖A‖ or ⟨θ, A⟩ enter the scheme's speed or radial law at time t.
 
     Probed by calling the scheme's row with NaN magnitudes (the table stays the only place where the
-    formulas are written): a NaN in the result means the value is used.
+    formulas are written): a NaN in the result means the value is used.  The answer for a speed factor and a radial
+    law of :data:`meanfield._schemes.TIME_FREE_ROWS` (the same at every t, for every model) is probed once and
+    kept; any other row (Mix-LN's, LN-Scaling's, a custom row) is probed at every call, at its t.
     """
+    key = (scheme.speed, scheme.radial)
+    if key[0] in TIME_FREE_ROWS and (key[1] is None or key[1] in TIME_FREE_ROWS):
+        used = _MAGNITUDE_USE.get(key)
+        if used is None:
+            used = _MAGNITUDE_USE[key] = _probe_magnitude(scheme, t, model)
+        return used
+    return _probe_magnitude(scheme, t, model)
+
+
+_MAGNITUDE_USE: dict = {}     # (speed, radial) of TIME_FREE_ROWS → scheme_uses_magnitude's answer
+
+
+def _probe_magnitude(scheme, t, model) -> bool:
     nan, one = np.array([np.nan]), np.ones(1)
     with np.errstate(all="ignore"):
         used = bool(np.isnan(scheme.speed(one, nan, t, model)).any())
@@ -52,10 +67,17 @@ def _row_norms(a):
     """‖row‖ of ``a`` (n, d): the plain sum of squares, and :func:`~meanfield._schemes.norms` for the rows whose
     squares overflow or underflow (a stage of a huge USA velocity reaches rows of ~1e300, which /inf zeroed)."""
     nrm = np.sqrt(np.einsum("ij,ij->i", a, a))
+    if nrm.size and nrm.min() > _TINY_NORM and nrm.max() < np.inf:     # no odd row (a NaN fails both tests)
+        return nrm
     odd = ~(nrm > _TINY_NORM) | ~(nrm < np.inf)
     if np.any(odd):
         nrm[odd] = norms(a[odd])
     return nrm
+
+
+def _all(a) -> bool:
+    """``np.all(a)``, without its Python wrapper for a numpy array or scalar (a scheme row may return either)."""
+    return a.all() if isinstance(a, (np.ndarray, np.generic)) else np.all(a)
 
 
 COMMON_OPTIONS = {"time": "continuous", "method": None, "step": None, "rtol": 1e-10, "atol": 1e-12,
@@ -241,7 +263,7 @@ class ParticleStepper:
 
     def rhs(self, t, y):
         """The scheme's ODE at the (possibly off-sphere) state y: same shape as y."""
-        if not np.all(np.isfinite(y)):      # a blown-up stage: NaN for the step control, not an input error
+        if not np.isfinite(y).all():      # a blown-up stage: NaN for the step control, not an input error
             return np.full_like(y, np.nan)
         n = len(y)
         theta = self._directions(y, normalize=not self.FIELD_NORMALIZES)
@@ -261,8 +283,8 @@ class ParticleStepper:
                 return np.full_like(y, np.nan)
             a_norm = f.norm if full else np.nan
             s = self.scheme.speed(r, a_norm, t, self.model)
-        unit = np.all(s == 1.0)     # dividing by a unit speed is the identity, bit for bit: skip the (n, d) pass
-        if not unit and not np.all(np.isfinite(s) & (s != 0)):     # s divides the velocity (s < 0: r < 0, below)
+        unit = _all(s == 1.0)     # dividing by a unit speed is the identity, bit for bit: skip the (n, d) pass
+        if not unit and not _all(np.isfinite(s) & (s != 0)):     # s divides the velocity (s < 0: r < 0, below)
             self._speed_issue = self._speed_diagnosis(s, a_norm, t, n)
             return np.full_like(y, np.nan)
         self._speed_issue = None        # a rejected trial stage's diagnosis does not outlive it
@@ -455,23 +477,27 @@ class ParticleStepper:
         return min(max(t, np.nextafter(a, b)), np.nextafter(b, a))
 
     def _rk_step(self, t, h, y, a, b, k1=None):
+        lo, hi = np.nextafter(a, b), np.nextafter(b, a)     # _stage_time's bounds, once per step
+
         def f(tt, yy):
-            return self.rhs(self._stage_time(tt, a, b), yy)
+            return self.rhs(min(max(tt, lo), hi), yy)
         return rk_step(self.method, f, t, y, h, k1)
 
     def _project(self, y):
         d = self.d
-        y = y.copy()
         with np.errstate(invalid="ignore"):     # a zero row becomes NaN: the non-finite state is diagnosed
+            if y.shape[1] == d:     # no radius column: one division, no copy
+                return y / _row_norms(y)[:, None]
+            y = y.copy()
             y[:, :d] /= _row_norms(y[:, :d])[:, None]
         return y
 
     def _bad_state(self, y, t) -> bool:
         """Whether the step that ends at ``y`` (time ``t``) from ``self.y`` failed; sets the detail."""
-        if not np.all(np.isfinite(y)):
+        if not np.isfinite(y).all():
             self.detail = self._nonfinite(f"Non-finite state at t={t:.6g}.")
             return True
-        if self.scheme.has_radius and np.any(y[:, self.d] <= 0):
+        if self.scheme.has_radius and (y[:, self.d] <= 0).any():
             self.detail = self._radius_detail(y, t)
             return True
         return False
@@ -525,8 +551,13 @@ class ParticleStepper:
         return Status.OK
 
     def _error_norm(self, err, y, y_new):
-        scale = self.options["atol"] + self.options["rtol"] * np.maximum(np.abs(y), np.abs(y_new))
-        return float(np.max(np.abs(err) / scale))
+        # max |err| / (atol + rtol·max(|y|, |y_new|)), computed in place (the same operations, the same bits)
+        scale = np.maximum(np.abs(y), np.abs(y_new))
+        scale *= self.options["rtol"]
+        scale += self.options["atol"]
+        ratio = np.abs(err)
+        ratio /= scale
+        return float(ratio.max())
 
     def _initial_step(self, a, b, f0):
         # Hairer, Nørsett & Wanner (1993), II.4 (as scipy's select_initial_step), max norm.
@@ -559,7 +590,7 @@ class ParticleStepper:
         rejected, en = False, 0.0
         while t < b:
             h = min(h, max_step)
-            bad_k1 = k1 is not None and not np.all(np.isfinite(k1))
+            bad_k1 = k1 is not None and not np.isfinite(k1).all()
             if h < o["min_step"] or bad_k1:
                 self.t = t
                 if bad_k1 or (rejected and en == np.inf):
