@@ -216,7 +216,10 @@ class _DirectEvaluator:
         # the tokens that carry the mass could underflow (β = 400: a token antipodal to all of them got A = 0
         # instead of their mean).
         self.massless = np.flatnonzero(weights == 0)
-        self.normalize_qkv = model.scheme_def.normalize_qkv
+        self.normalize_qkv, self.softmax = model.scheme_def.normalize_qkv, model.softmax
+        # _one_block's case: one head, softmax, no mask, every token with mass (a few hundred tokens' usual call)
+        self.plain = model.heads == 1 and self.softmax and not causal and not self.massless.size
+        self.w_col = weights[:, None]
 
     def __call__(self, x, y=None, full=True) -> AttentionField:
         """The field of the tokens ``x`` (N, d; unit rows) at ``y`` (M, d; unit rows; default the tokens)."""
@@ -234,7 +237,11 @@ class _DirectEvaluator:
                           f"threads={nthreads})",
                           "lower `chunk` or the thread count (`threads`, `nthreads`), or on S² use "
                           "backend='particles-sh' (memory O(N)).")
-        beta, massless = model.beta, self.massless
+        beta, massless, softmax = model.beta, self.massless, self.softmax
+        if self.plain and m <= chunk:
+            field = self._one_block(x, y, targets, full)
+            if field is not None:
+                return field
         A = np.zeros((m, d)) if len(self.heads) > 1 else None
         log_z = np.empty((len(self.heads), m))
         for h, (QT, KT, VT) in enumerate(self.heads):
@@ -265,9 +272,13 @@ class _DirectEvaluator:
                 np.exp(logits, out=logits)
                 acc = logits @ rhs[:ncols]                      # (c, d+1)
                 s = acc[:, d]
+                if softmax and 0 < s.min() and s.max() < np.inf:   # every row sees mass: the branch below, unguarded
+                    log_z[h, a:b] = mx + np.log(s)
+                    Ah[a:b] = acc[:, :d] / s[:, None]
+                    return
                 with np.errstate(divide="ignore", invalid="ignore"):
                     log_z[h, a:b] = mx + np.log(s)
-                    if model.softmax:
+                    if softmax:
                         Ah[a:b] = np.where(s[:, None] > 0, acc[:, :d] / s[:, None], 0.0)
                     else:
                         Ah[a:b] = acc[:, :d] * np.exp(mx)[:, None]
@@ -285,6 +296,30 @@ class _DirectEvaluator:
             else:
                 A += Ah
         return _finish(A, y, log_z, full)
+
+
+    def _one_block(self, x, y, targets, full):
+        """The general path's arithmetic when it is one block of one head with softmax, no mask and no massless
+        token, written out (no closure, slices, scratch arrays or error-state switches: the same operations on the
+        same arrays, so the same bits); None when a row's weight sum is not finite and > 0 (the general path, with
+        its guards, takes over)."""
+        QT, KT, VT = self.heads[0]
+        q = y if QT is None else y @ QT
+        k = x if KT is None else x @ KT
+        v = x if VT is None else x @ VT
+        if self.normalize_qkv:
+            q = _unit_rows(q, "Q", "token" if targets is None else "target", head=0, heads=1)
+            k, v = _unit_rows(k, "K", head=0, heads=1), _unit_rows(v, "V", head=0, heads=1)
+        logits = q @ np.ascontiguousarray((self.model.beta * k).T)
+        mx = logits.max(axis=1)
+        logits -= mx[:, None]
+        np.exp(logits, out=logits)
+        d = x.shape[1]
+        acc = logits @ np.concatenate([self.w_col * v, self.w_col], axis=1)
+        s = acc[:, d]
+        if not (0 < s.min() and s.max() < np.inf):
+            return None
+        return _finish(acc[:, :d] / s[:, None], y, (mx + np.log(s))[None], full)
 
 
 def _run_block_groups(block, groups) -> None:

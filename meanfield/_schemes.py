@@ -133,6 +133,8 @@ def get_scheme(name) -> Scheme:
 
 
 def _ones(*arrays):
+    if len(arrays) == 1:        # (the speed factors' usual call, once per velocity evaluation)
+        return np.ones(np.shape(arrays[0]))
     return np.ones(np.broadcast(*[np.asarray(a) for a in arrays]).shape)
 
 

@@ -69,3 +69,48 @@ def test_l2_norm_is_numpys_norm_to_rounding():
     for a in cases:
         assert abs(l2_norm(a) - np.linalg.norm(a)) <= 1e-14 * np.linalg.norm(a)
     assert l2_norm(np.array([3.0 + 4.0j])) == 5.0
+
+
+def _reference_rk_step(tab, f, t, y, h, k0=None):
+    """rk_step as it was written before its terms were precomputed: the sums over the tableau, read per step."""
+    ks = [f(t, y) if k0 is None else k0]
+    for i in range(1, tab.stages):
+        yi = y + h * sum(tab.a[i, j] * ks[j] for j in range(i) if tab.a[i, j] != 0)
+        ks.append(f(t + tab.c[i] * h, yi))
+    y_new = y + h * sum(bj * kj for bj, kj in zip(tab.b, ks) if bj != 0)
+    err = None if tab.b_err is None else h * sum(ej * kj for ej, kj in zip(tab.b_err, ks) if ej != 0)
+    return y_new, err, ks[-1]
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_rk_step_has_the_bits_of_the_sums_over_the_tableau(name):
+    # the precomputed terms sum from 0 as builtin sum does: same bits, the sign of a zero included (0 + -0.0 = 0.0),
+    # and a zero coefficient still skips its stage (0·inf would be NaN)
+    tab = get_method(name)
+    rng = np.random.default_rng(3)
+    y = rng.standard_normal((7, 4))
+    y[0] = -0.0
+    times = []
+
+    def f(t, yy):
+        times.append(t)
+        out = np.sin(3 * yy + t) * np.exp(yy)
+        out[0] = -0.0
+        out[1, 0] = np.inf if t > 0 and len(times) % 2 == 0 else out[1, 0]
+        return out
+    with np.errstate(invalid="ignore", over="ignore"):
+        got = rk_step(tab, f, 0.25, y, 0.125)
+        t_got, times[:] = list(times), []
+        want = _reference_rk_step(tab, f, 0.25, y, 0.125)
+    assert times == t_got and [type(t) for t in times] == [type(t) for t in t_got]
+    for a, b in zip(got, want):
+        assert (a is None and b is None) or (np.array_equal(a, b, equal_nan=True)
+                                             and np.array_equal(np.signbit(a), np.signbit(b)))
+
+
+def test_tableau_arrays_are_read_only():
+    # rk_step's terms are read from them once: an edit in place would leave those terms stale
+    tab = get_method("rk45")
+    for arr in (tab.a, tab.b, tab.c, tab.b_err):
+        with pytest.raises(ValueError):
+            arr[0] = 1.0

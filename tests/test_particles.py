@@ -727,3 +727,88 @@ def test_a_stage_at_the_origin_is_diagnosed_not_raised(backend):
     y[3, :3] = 0.0
     assert np.all(np.isnan(st.rhs(0.0, y)))
     assert "direction is lost" in st._speed_issue
+
+def _unit_vectors_reference(name, x):
+    """unit_vectors before its one-pass common case (every norm finite and > 1e-146)."""
+    from meanfield._schemes import norms as safe_norms
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
+    norms = np.sqrt(np.einsum("...i,...i->...", x, x))
+    odd = ~(norms > 1e-146) | ~(norms < np.inf)
+    if np.any(odd):
+        norms = np.array(norms, dtype=float)
+        norms[odd] = safe_norms(x[odd])
+    if np.any(norms == 0):
+        raise ZeroVectorError(f"`{name}` contains a zero vector, which has no direction.")
+    if norms.size and np.max(np.abs(norms - 1)) > 1e-15:
+        x = x / norms[..., None]
+    return x
+
+
+def _row_norms_reference(a):
+    """The stepper's _row_norms before its one-pass common case."""
+    from meanfield._schemes import norms as safe_norms
+    nrm = np.sqrt(np.einsum("ij,ij->i", a, a))
+    odd = ~(nrm > 1e-146) | ~(nrm < np.inf)
+    if np.any(odd):
+        nrm[odd] = safe_norms(a[odd])
+    return nrm
+
+
+def test_unit_vectors_one_pass_case_matches_the_checks():
+    # the common case (finite norms > 1e-146) in one pass: the same result, object and bits, as the full checks;
+    # the unit test at the smallest and largest norms decides as the max over all rows did
+    from meanfield._validate import unit_vectors
+    from meanfield.backends._stepper import _row_norms
+    rng = np.random.default_rng(5)
+    unit = rng.standard_normal((9, 3))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    cases = [unit, 3 * unit, unit.reshape(3, 3, 3)[0], unit[0], unit[:0], np.array([[1.0, 0, 0], [0, 2.0, 0]])]
+    for eps in (1e-15, 1.1e-15, 2e-15, 4.5e-16, 1e-16):     # around the 1e-15 threshold, from both sides
+        for sign in (1, -1):
+            x = unit.copy()
+            x[4] *= 1 + sign * eps
+            cases.append(x)
+    cases += [np.array([[1e300, 1e300, 0.0], [0.6, 0.8, 0.0]]), np.array([[1e-170, 0.0, 0.0], [0.6, 0.8, 0.0]])]
+    for x in cases:
+        got, want = unit_vectors("x", x), _unit_vectors_reference("x", x)
+        assert (got is x) == (want is x) and np.array_equal(got, want)
+        if x.ndim == 2 and x.size:
+            assert np.array_equal(_row_norms(x), _row_norms_reference(x))
+    for bad, err in ((np.array([[np.nan, 0, 1.0]]), ValueError), (np.array([[np.inf, 0, 1.0]]), ValueError),
+                     (np.array([[1.0, 0, 0], [0, 0, 0]]), ZeroVectorError)):
+        with pytest.raises(err):
+            unit_vectors("x", bad)
+    with np.errstate(invalid="ignore"):
+        for x in ([[np.nan, 0, 1.0], [1.0, 0, 0]], [[np.inf, 0, 1.0], [1.0, 0, 0]], [[1e-170, 0, 0], [1e300, 1e300, 0]],
+                  [[0.0, 0, 0], [1.0, 0, 0]]):
+            assert np.array_equal(_row_norms(np.array(x)), _row_norms_reference(np.array(x)), equal_nan=True)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"Q": np.diag([1.0, 2.0, 0.5]), "K": np.eye(3), "V": np.diag([1.0, -1.0, 2.0])},
+                                    {"scheme": "qkv-norm", "Q": np.diag([1.0, 2.0, 0.5])}, {"scheme": "peri-ln"}])
+def test_direct_evaluator_one_block_is_the_general_path(kwargs):
+    # the written-out single block (one head, softmax, no mask, no massless token) gives the bits of the general
+    # path, and hands a row without a finite positive weight sum (here a NaN token) back to it
+    from meanfield._attention import _DirectEvaluator
+    model = mf.Model(5.0, **kwargs)
+    p = mf.Particles.uniform(40, seed=2)
+    x, targets = np.array(p.positions), np.array(mf.Particles.uniform(7, seed=3).positions)
+    ev = _DirectEvaluator(model, np.array(p.weights))
+    assert ev.plain
+    nan_x = x.copy()
+    nan_x[3] = np.nan
+    for args in ((x,), (x, targets), (nan_x,)):
+        for full in (True, False):
+            ev.plain = True
+            with np.errstate(invalid="ignore"):
+                got = ev(*args, full=full)
+            ev.plain = False
+            with np.errstate(invalid="ignore"):
+                want = ev(*args, full=full)
+            for a, b in zip(got, want):
+                assert (a is None and b is None) or np.array_equal(a, b, equal_nan=True)
+    for other in (mf.Model(5.0, attention="unnormalized"), mf.Model(5.0, Q=np.stack([np.eye(3)] * 2))):
+        assert not _DirectEvaluator(other, np.array(p.weights)).plain
+    assert not _DirectEvaluator(model, np.array(p.weights), causal=True).plain
+    assert not _DirectEvaluator(model, np.r_[0.0, np.full(39, 1 / 39)]).plain

@@ -151,3 +151,36 @@ def test_angpt_layer_keeps_orthogonal_inputs_on_the_sphere():
     x = np.array([[1.0, 0.0, 0.0]])
     out = m.scheme_def.layer(x, lambda y: np.array([[0.0, 2.0, 0.0]]), 0.3, 0.0, m)
     assert abs(np.linalg.norm(out) - 1) < 1e-15
+
+
+def test_scheme_uses_magnitude_keeps_only_answers_that_do_not_depend_on_t():
+    # TIME_FREE_ROWS answers are probed once and kept; every other row is probed at its t, so a row whose use of
+    # ‖A‖ or ⟨θ, A⟩ changes with t (Mix-LN at τ, a custom row) is answered at each t
+    from dataclasses import replace
+
+    import meanfield as mf
+    from meanfield._schemes import SCHEMES, TIME_FREE_ROWS
+    from meanfield.backends._stepper import _probe_magnitude, scheme_uses_magnitude
+
+    for f in TIME_FREE_ROWS:   # the claim of the set: the same answer at every t and for every model
+        owner = next(s for s in SCHEMES.values() if f in (s.speed, s.radial))
+        models = [mf.Model(1.0, scheme=owner.name)] + (
+            [mf.Model(1.0, scheme="ngpt", alpha=lambda t: 1e-300 if t > 1 else 1e300)] if owner.name == "ngpt" else [])
+        answers = {_probe_magnitude(replace(owner, speed=f, radial=None) if f is owner.speed
+                                    else replace(owner, speed=lambda r, a, t, m: r, radial=f), t, m)
+                   for t in (-5.0, -1.0, 0.0, 0.5, 2.0, 1e300) for m in models}
+        assert len(answers) == 1, owner.name
+    for scheme in SCHEMES.values():
+        if scheme.continuous:
+            model = mf.Model(1.0, scheme=scheme.name, **({"tau": 0.5} if scheme.uses_tau else {}))
+            for t in (-3.0, 0.0, 0.25, 0.75, 0.25):
+                assert scheme_uses_magnitude(scheme, t, model) == _probe_magnitude(scheme, t, model), (scheme.name, t)
+    mix = mf.Model(1.0, scheme="mix-ln", tau=0.5)
+    assert [scheme_uses_magnitude(SCHEMES["mix-ln"], t, mix) for t in (0.25, 0.75, 0.25)] == [False, True, False]
+    post, pre = SCHEMES["post-ln"], SCHEMES["pre-ln"]
+    late = replace(post, name="late", speed=lambda r, a_norm, t, model: a_norm if t > 1 else r)
+    assert [scheme_uses_magnitude(late, t, mix) for t in (0.0, 2.0, 0.0)] == [False, True, False]
+    # a listed speed factor with a custom radial law: probed at every t
+    late_radial = replace(pre, name="late-radial", radial=lambda ra, a_norm, r, t, model: ra if t > 1 else 0 * r)
+    for _ in range(2):
+        assert [scheme_uses_magnitude(late_radial, t, mix) for t in (0.0, 2.0)] == [False, True]

@@ -15,6 +15,8 @@ the field is then that of θ/‖θ‖); everything else lives here once:
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._attention import NullDirectionError
@@ -605,7 +607,7 @@ class ParticleStepper:
             y_new, err, k_last = self._rk_step(t, h_try, self.y, a, b, k1)
             with np.errstate(invalid="ignore"):
                 en = self._error_norm(err, self.y, y_new)
-            if not np.isfinite(en):
+            if not math.isfinite(en):
                 en = np.inf
             if en <= 1.0:
                 y_new = self._project(y_new)
@@ -631,7 +633,7 @@ class ParticleStepper:
                 self._h = h            # the step wanted from this state on: a checkpoint here resumes with it
                 self._notify(h_try)
             else:
-                h = next_step(h_try, en, tab.error_order) if np.isfinite(en) else 0.2 * h_try
+                h = next_step(h_try, en, tab.error_order) if math.isfinite(en) else 0.2 * h_try
                 rejected = True
         self._h = h
         return Status.OK
