@@ -291,3 +291,27 @@ def test_meanfield_bench_runs_the_named_cases_only(tmp_path, tiny_transforms):
     _check_record(rec, ["transforms"])
     assert rec["meta"]["command"] == f"meanfield bench transforms --quick --output {tmp_path}"
     assert meanfield_main(["bench", "no-such-case", "--output", str(tmp_path)]) == 2
+
+
+def test_small_n_case_reports_the_ratio_to_a_hand_written_script(tmp_path, capsys):
+    import numpy as np
+
+    from meanfield._bench import _small_n
+
+    record = _bench.run_cases(["small-n"], quick=True, output=tmp_path, echo=lambda msg: None,
+                              sizes={"small-n": {"sizes": (20,), "rounds": 2, "t_final": 0.2}})
+    _check_record(record, ["small-n"])
+    res = record["cases"]["small-n"]
+    (row,) = res["rows"]
+    assert row["n"] == 20 and row["rk4_evaluations"] == 4 * 4 + 2      # 4 steps of 4 stages, 2 diagnostics
+    assert row["rk45_evaluations"] >= 6 * row["rk45_steps"]
+    assert row["rk4_ratio"] == pytest.approx(row["rk4_s"] / row["script_s"])
+    assert row["max_difference_rk4"] < 1e-8           # the same RK4 steps (stages off the sphere in the script)
+    assert "meanfield/hand-written" in capsys.readouterr().out
+    assert "hand-written numpy script" in (tmp_path / "REPORT.md").read_text()
+    # the script's velocity is the exact backend's (Post-LN, softmax)
+    import meanfield as mf
+    x = np.array(mf.Particles.uniform(50, 3, seed=1).positions)
+    exact = mf.particle_velocity(mf.Model(_small_n.BETA), mf.Particles(x), backend="particles")[0]
+    assert np.max(np.abs(_small_n.script_velocity(x) - exact)) < 1e-13
+    assert _small_n.QUICK_SIZES and set(_small_n.QUICK_SIZES) <= set(_small_n.SIZES)
