@@ -135,7 +135,6 @@ def unit_vectors(name: str, x: np.ndarray) -> np.ndarray:
             return x / norms[..., None] if max(abs(lo - 1), abs(hi - 1)) > 1e-15 else x
     if not np.all(np.isfinite(x)):
         raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
-    norms = np.sqrt(np.einsum("...i,...i->...", x, x))
     odd = ~(norms > 1e-146) | ~(norms < np.inf)     # squares that underflowed (a tiny row) or overflowed (a huge one)
     if np.any(odd):     # x/inf would be a zero row, x/0 a NaN one: recompute those norms scaled by their largest entry
         from ._schemes import norms as safe_norms
