@@ -116,12 +116,14 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
 
 
 def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, progress, checkpoint, checkpoint_every,
-              t0, metadata, prefix, options, keep_state=None, checkpoint_interval=None, point=None) -> Trajectory:
+              t0, metadata, prefix, options, keep_state=None, checkpoint_interval=None, point=None,
+              setup=None) -> Trajectory:
     """:func:`simulate`; with ``prefix`` (the saved part of a resumed run) the checkpoint holds prefix + this
     part, and so does the returned trajectory.  ``keep_state(i)`` False: the state at save time i is
     dropped (None) once the callback has seen it (runs that need values at many times, few states).
     ``point``: the resume point (past the prefix) that ``initial`` and ``t0`` come from; this part's first
-    state is then not a save time, and is left out of the trajectory as a resumed part's first state is."""
+    state is then not a save time, and is left out of the trajectory as a resumed part's first state is.
+    ``setup(stepper)``: called with the backend's stepper before the run (the gradient flow sets its integrand)."""
     from ._io import check_output_path, check_run_info
     from .backends._stepper import check_fixed_step_count
 
@@ -148,6 +150,8 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     check_fixed_step_count({**(defaults() if defaults is not None else {}), **options}, origin, times[-1])
     stepper = cls(model, initial, **options)
     stepper.t = t0
+    if setup is not None:
+        setup(stepper)
     if point is not None and point.stage is not None and hasattr(stepper, "carry_stage"):
         stepper.carry_stage(t0, point.stage)     # the first stage the uninterrupted run had there
     if prefix is not None and hasattr(stepper, "carry_steps"):

@@ -20,20 +20,30 @@ def test_flow_model_velocity_is_gradient_of_first_variation():
     assert vd == pytest.approx(-g, abs=1e-13)
 
 
-def test_energy_identity_to_simpson_order():
-    """E(t) − E(0) = ∫∫|v|² dμ dt along the ascent; the defect is Simpson's O(Δt⁴) on the save grid."""
+def test_energy_identity_over_the_stages_does_not_depend_on_the_save_grid():
+    """E(t) − E(0) = ∫∫|v|² dμ dt along the ascent.  The particle backend integrates ∫|v|²dμ over its Runge–Kutta
+    stages, so the defect is the integration error at any save spacing (Simpson over the save grid left 1e-7,
+    falling as Δt⁴; measured now 1.5e-15 and 1.7e-16 of a gain of 0.064)."""
     p = mf.Particles.uniform(30, 3, seed=3)
     D = np.diag([1.0, 0.5, 0.2])
-    res = []
     for dt in (0.1, 0.05):
         tr = mf.gradient_flow(p, 1.0, D, t_final=1.0, save_every=dt)
         assert tr.success
         e = tr.diagnostics["energy"]
         assert np.all(np.diff(e) > 0)                                   # an ascent
+        assert np.max(np.abs(tr.diagnostics["energy_identity_residual"])) < 1e-12
+
+
+def test_energy_identity_of_a_density_to_simpson_order():
+    """Without Runge–Kutta stages of particles (a density through the spectral backend) the time integral is
+    Simpson's rule over the recorded states: its defect falls as O(Δt⁴) with their spacing."""
+    rho = mf.Density.from_function(lambda x: 1 + 0.3 * x[..., 2] + 0.2 * x[..., 0] * x[..., 1], 12)
+    res = []
+    for parts in (8, 16):
+        tr = mf.gradient_flow(rho, 1.0, t_final=1.0, backend="spectral", identity_parts=parts)
         res.append(np.max(np.abs(tr.diagnostics["energy_identity_residual"])))
     order = np.log2(res[0] / res[1])
     assert 3.5 < order < 4.6, (res, order)
-    assert res[1] < 1e-7
 
 
 def test_descent_decreases_energy_and_identity_has_the_sign():
@@ -217,8 +227,9 @@ def test_identity_parts_trade_the_identity_resolution_for_speed():
     saved = mf.gradient_flow(p, 2.0, D, t_final=0.5, save_every=0.25, identity_parts=0)
     assert np.array_equal(full.times, saved.times) and len(saved.steps["t"]) < len(full.steps["t"])
     assert np.max(np.abs(full.final.positions - saved.final.positions)) < 1e-9
-    assert abs(full.diagnostics["energy_identity_residual"][-1]) < 1e-6
-    assert abs(saved.diagnostics["energy_identity_residual"][-1]) > 10 * abs(full.diagnostics["energy_identity_residual"][-1])
+    # the particle backend integrates the identity over its stages: the records change the cost, not the residual
+    assert abs(full.diagnostics["energy_identity_residual"][-1]) < 1e-11
+    assert abs(saved.diagnostics["energy_identity_residual"][-1]) < 1e-11
     with pytest.raises(TypeError, match="`identity_parts` must be an integer"):
         mf.gradient_flow(p, 2.0, D, t_final=0.5, identity_parts=1.5)
 
@@ -479,3 +490,35 @@ def test_a_softmax_stationary_problem_runs_from_a_configuration_and_keeps_its_th
     back = mf.load(mf.save(r, tmp_path / "r.h5"))
     assert back.solution.threshold == r.solution.threshold and back.parameters["flow"] == "softmax"
     assert back.solution.message == r.solution.message
+
+
+def _ring(a=0.8):
+    ang = np.arange(6) * np.pi / 3
+    x = np.stack([np.sin(a) * np.cos(ang), np.sin(a) * np.sin(ang), np.cos(a) * np.ones(6)], 1)
+    return mf.Particles(np.vstack([x, [0.0, 0.0, 1.0]]))
+
+
+def test_energy_identity_over_the_stages_resolves_a_collapse_the_records_miss():
+    """At β = 5 the ring collapses to a Dirac around t ≈ 0.03 in a spike of ∫|v|²dμ: Simpson over the 64 recorded
+    states left a residual of 3.8 (0.35 of the gain 10.8); the Runge–Kutta quadrature over the stages leaves the
+    integration error (measured 1.7e-9)."""
+    tr = mf.gradient_flow(_ring(), 5.0, t_final=2.0)
+    E, resid = tr.diagnostics["energy"], tr.diagnostics["energy_identity_residual"]
+    gain = E[-1] - E[0]
+    assert gain > 10
+    assert np.max(np.abs(resid)) <= 1e-7 * gain
+
+
+def test_energy_identity_over_the_stages_has_the_order_of_rk4():
+    """With fixed RK4 steps the residual is the method's global error, O(h⁴): halving h divides it by ~16."""
+    res = []
+    for h in (0.02, 0.01):
+        tr = mf.gradient_flow(_ring(1.0), 2.0, t_final=0.8, method="rk4", step=h)
+        res.append(np.max(np.abs(tr.diagnostics["energy_identity_residual"])))
+    assert res[1] > 0 and 10 < res[0] / res[1] < 24, res
+
+
+def test_energy_identity_of_layers_falls_back_to_simpson_over_the_records():
+    tr = mf.gradient_flow(_ring(1.0), 2.0, t_final=0.5, time="layers", step=0.01, identity_parts=0)
+    resid = tr.diagnostics["energy_identity_residual"]
+    assert np.all(np.isfinite(resid)) and resid[0] == 0

@@ -389,6 +389,9 @@ class ParticleStepper:
         return pair_alignment(self.weights, theta)
 
     def _log_step(self, t, h) -> None:
+        if self.step_integrand is not None:
+            self.integral += np.nan if self._step_integral is None else self._step_integral
+            self._step_integral = None
         self.step_log["t"].append(t)
         self.step_log["dt"].append(h)
         self.step_log["mean_alignment"].append(self._mean_alignment(self._directions(self.y)))
@@ -480,10 +483,28 @@ class ParticleStepper:
 
     def _rk_step(self, t, h, y, a, b, k1=None):
         lo, hi = np.nextafter(a, b), np.nextafter(b, a)     # _stage_time's bounds, once per step
+        if self.step_integrand is None:
+            def f(tt, yy):
+                return self.rhs(min(max(tt, lo), hi), yy)
+            return rk_step(self.method, f, t, y, h, k1)
+        stages = [] if k1 is None else [k1]
 
         def f(tt, yy):
-            return self.rhs(min(max(tt, lo), hi), yy)
-        return rk_step(self.method, f, t, y, h, k1)
+            k = self.rhs(min(max(tt, lo), hi), yy)
+            stages.append(k)
+            return k
+        out = rk_step(self.method, f, t, y, h, k1)
+        g = self.step_integrand     # the step's own quadrature of ∫ g dt, as for an extra equation dS/dt = g
+        self._step_integral = h * sum(bj * g(k) for bj, k in zip(self.method.b, stages) if bj != 0)
+        return out
+
+    #: ``g(stage)`` → float, or None: when set, each accepted Runge–Kutta step adds h Σ_i b_i g(k_i) over its
+    #: stages k_i (the velocities dy/dt) to :attr:`integral`: ∫ g dt integrated by the method itself, with its order
+    #: and its step control (the gradient flow's energy identity integrates ∫|v|²dμ so).  A layer step has no
+    #: stages: it sets :attr:`integral` to NaN.
+    step_integrand = None
+    integral = 0.0
+    _step_integral = None
 
     def _project(self, y):
         d = self.d
