@@ -522,3 +522,14 @@ def test_energy_identity_of_layers_falls_back_to_simpson_over_the_records():
     tr = mf.gradient_flow(_ring(1.0), 2.0, t_final=0.5, time="layers", step=0.01, identity_parts=0)
     resid = tr.diagnostics["energy_identity_residual"]
     assert np.all(np.isfinite(resid)) and resid[0] == 0
+
+
+@pytest.mark.parametrize("fixed", [dict(method="rk4", step=0.01), dict(step=0.01), dict(time="layers", step=0.01)])
+def test_find_stationary_takes_fixed_steps_without_its_default_tolerances(fixed):
+    """find_stationary's default rtol/atol are for the adaptive pairs: with rk4 or layers they were added anyway, and
+    the backend refused them as ignored ("option(s) ['rtol', 'atol'] would be ignored")."""
+    res = mf.find_stationary(_ring(), 2.0, tol=1e-8, t_max=20.0, **fixed)
+    assert res.converged
+    assert np.allclose(res.state.positions, [0.0, 0.0, 1.0], atol=1e-6)
+    with pytest.raises(ValueError, match="ignored"):       # a user's own tolerance is still refused
+        mf.find_stationary(_ring(), 2.0, t_max=1.0, rtol=1e-6, **fixed)

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import integrate
 
 from .._measures import Particles
-from ..backends._stepper import ParticleStepper
+from ..backends._stepper import ParticleStepper, _takes_fixed_steps
 from .._validate import choice, nonneg_int, positive_float
 from ._energy import _SPECTRAL_MIN_N, _check_particle_sums, atoms, energy, first_variation_gradient
 from ._kernel import (_scaled_kernel_sums, announced, check_beta, check_D, check_pair_work, check_symmetric,
@@ -324,7 +324,8 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
     backend : str
         Backend of :func:`meanfield.simulate` (default "particles").
     **options
-        Backend options (default rtol=1e-12, atol=1e-14 for the particle backend).
+        Backend options (default rtol=1e-12, atol=1e-14 for the particle backend's adaptive methods; none with
+        ``method="rk4"``, a ``step`` alone or ``time="layers"``, which take fixed steps).
 
     Returns
     -------
@@ -385,8 +386,8 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
                              check_every=check_every)
     model, tol, t_max, check_every = a["model"], a["tol"], a["t_max"], a["check_every"]
     beta, D = model.beta, model.K.reshape(start.d, start.d)
-    if backend == "particles":
-        options = {"rtol": 1e-12, "atol": 1e-14, **options}
+    if backend == "particles" and not _takes_fixed_steps(options):    # tolerances of the adaptive pairs only: rk4
+        options = {"rtol": 1e-12, "atol": 1e-14, **options}           # and layers refuse them as ignored
     traj = _flow_with_identity(model, start, t_max, save_times(t_max, check_every), direction, backend, options,
                                stop=lambda state: stationary(state, beta, D, tol).stationary, flow=flow,
                                min_parts=4 * IDENTITY_SUBSTEPS, first_parts=IDENTITY_PARTS)
