@@ -533,3 +533,15 @@ def test_find_stationary_takes_fixed_steps_without_its_default_tolerances(fixed)
     assert np.allclose(res.state.positions, [0.0, 0.0, 1.0], atol=1e-6)
     with pytest.raises(ValueError, match="ignored"):       # a user's own tolerance is still refused
         mf.find_stationary(_ring(), 2.0, t_max=1.0, rtol=1e-6, **fixed)
+
+
+def test_a_blown_up_stage_of_the_identity_quadrature_raises_no_numpy_warning():
+    """At β = 700 the stages reach |v| ~ 1e288: their |v|² overflowed in the stage quadrature of the energy identity,
+    and h Σ b_i g(k_i) added +inf and −inf, which leaked 'RuntimeWarning: invalid value encountered in scalar add'
+    beside the run's own MeanfieldWarning."""
+    p = mf.Particles(np.random.default_rng(5).normal(size=(6, 3)), normalize=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr = mf.gradient_flow(p, 700.0, t_final=0.5)
+    assert not tr.success
+    assert [type(w.message) for w in caught] == [mf.MeanfieldWarning], [str(w.message) for w in caught]

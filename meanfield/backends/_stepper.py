@@ -495,7 +495,8 @@ class ParticleStepper:
             return k
         out = rk_step(self.method, f, t, y, h, k1)
         g = self.step_integrand     # the step's own quadrature of ∫ g dt, as for an extra equation dS/dt = g
-        self._step_integral = h * sum(bj * g(k) for bj, k in zip(self.method.b, stages) if bj != 0)
+        with np.errstate(over="ignore", invalid="ignore"):      # a blown-up trial stage (|k|² = inf, ∞ − ∞): its
+            self._step_integral = h * sum(bj * g(k) for bj, k in zip(self.method.b, stages) if bj != 0)   # step fails
         return out
 
     #: ``g(stage)`` → float, or None: when set, each accepted Runge–Kutta step adds h Σ_i b_i g(k_i) over its
