@@ -545,3 +545,10 @@ def test_a_blown_up_stage_of_the_identity_quadrature_raises_no_numpy_warning():
         tr = mf.gradient_flow(p, 700.0, t_final=0.5)
     assert not tr.success
     assert [type(w.message) for w in caught] == [mf.MeanfieldWarning], [str(w.message) for w in caught]
+
+
+def test_gradient_flow_refuses_a_flow_argument_by_name():
+    """flow= belongs to find_stationary: gradient_flow passed it to the backend, which called it an unknown option
+    of backend='particles'."""
+    with pytest.raises(TypeError, match="find_stationary"):
+        mf.gradient_flow(mf.Particles.uniform(5, seed=0), 1.0, t_final=1.0, flow="softmax")

@@ -279,6 +279,10 @@ def gradient_flow(initial, beta, D=None, *, t_final, direction: str = "ascent", 
     d = getattr(initial, "d", None)
     if d is None:
         raise TypeError(f"`initial` must be a meanfield measure; got {type(initial).__name__}.")
+    if "flow" in options:       # else the backend reports it as an unknown option of its own
+        raise TypeError("gradient_flow has no `flow`: it runs the gradient flow in its own time.  For a stationary "
+                        "state by the softmax flow use find_stationary(..., flow='softmax'); for the softmax (SA) "
+                        "dynamics, simulate(Model(beta, attention='softmax', K=D, V=D), ...) (V=-D: the descent).")
     model = flow_model(beta, D, d, direction)
     identity_parts = nonneg_int("identity_parts", identity_parts)
     return _flow_with_identity(model, initial, t_final, save_times(t_final, save_every, t_eval), direction,
@@ -378,7 +382,8 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
 
     :func:`gradient_flow` has no ``flow``: it returns a trajectory in time, and the softmax flow is not a
     reparametrization of the gradient flow's time (each particle is slowed by its own Z); for the SA
-    dynamics itself, :func:`meanfield.simulate` runs ``flow_model(beta, D, d, direction, "softmax")``.
+    dynamics itself, :func:`meanfield.simulate` runs ``meanfield.Model(beta, attention="softmax", K=D, V=D)``
+    (Post-LN, Q = I; ``V=-D`` for the descent).
     """
     from .._trajectory import save_times
 
