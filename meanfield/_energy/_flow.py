@@ -15,7 +15,8 @@ is recorded at the saved times as a diagnostic: ``energy`` (E, from :func:`meanf
 and a Runge–Kutta method the time integral is the method's own quadrature over its stages, as for an extra
 equation dS/dt = ∫|v|² dμ (``ParticleStepper.step_integrand``): the residual is the integration error,
 also where the flow collapses within a few of its steps (at β = 10 a ring of seven tokens collapses on a time
-scale ~1e-5; Simpson over 2048 recorded states left a residual of 0.9 of the energy gain, the stages 2.5e-10).
+scale ~1e-5; Simpson over 2048 recorded states left a residual of 0.9 of the energy gain, the stages 2.5e-10
+of it at rtol = 1e-10).
 Otherwise (layers, a density's backend, the softmax flow) it is the composite Simpson rule on
 ``identity_parts`` states between the saved times (default 64 over the run, ≥ 8 per saved interval; 0: the
 saved times only), at the level of the integrator's tolerance plus the Simpson error O(h⁴) of their spacing h.
@@ -376,9 +377,10 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
       medians of 3; β = 5: 660 and 1064 steps, so the crossover is between.
 
     The energy identity of the trajectory uses the flow's own dissipation (:func:`dissipation`).  The gradient
-    flow's is integrated over the Runge–Kutta stages (see :func:`gradient_flow`): 2.3e-7 of a gain of 910 in the
-    ring example at β = 10, whose collapse takes ~1e-5.  The softmax flow's is integrated by Simpson's rule over
-    the recorded states: 8e-9 of the gain there.
+    flow's is integrated over the Runge–Kutta stages (see :func:`gradient_flow`): in the ring example at β = 10,
+    whose collapse takes ~1e-5, the residual is 1.6e-9 of a gain of 910 (2.3e-7 at gradient_flow's default
+    rtol = 1e-10).  The softmax flow's is integrated by Simpson's rule over the recorded states: 7.7e-6 there
+    (8e-9 of the gain).
 
     :func:`gradient_flow` has no ``flow``: it returns a trajectory in time, and the softmax flow is not a
     reparametrization of the gradient flow's time (each particle is slowed by its own Z); for the SA
