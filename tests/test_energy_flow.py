@@ -552,3 +552,23 @@ def test_gradient_flow_refuses_a_flow_argument_by_name():
     of backend='particles'."""
     with pytest.raises(TypeError, match="find_stationary"):
         mf.gradient_flow(mf.Particles.uniform(5, seed=0), 1.0, t_final=1.0, flow="softmax")
+
+
+def test_the_stage_integrand_of_a_gradient_flow_does_not_reach_a_plain_simulate(monkeypatch):
+    """gradient_flow sets ParticleStepper.step_integrand on its own stepper (through _simulate's setup hook); a
+    simulate run afterwards, in the same process, has none and accumulates nothing."""
+    from meanfield.backends._stepper import ParticleStepper
+    p = mf.Particles.uniform(6, seed=2)
+    flow = mf.gradient_flow(p, 1.0, t_final=0.5)
+    seen = []
+    log = ParticleStepper._log_step
+
+    def spy(self, t, h):
+        seen.append((self.step_integrand, self.integral))
+        return log(self, t, h)
+
+    monkeypatch.setattr(ParticleStepper, "_log_step", spy)
+    plain = mf.simulate(flow_model(1.0, None, 3), p, 0.5, backend="particles")
+    assert seen and all(g is None and s == 0.0 for g, s in seen)
+    assert ParticleStepper.step_integrand is None
+    assert np.allclose(plain.final.positions, flow.final.positions, atol=1e-8)   # (its steps stop at 64 records)
