@@ -572,3 +572,14 @@ def test_the_stage_integrand_of_a_gradient_flow_does_not_reach_a_plain_simulate(
     assert seen and all(g is None and s == 0.0 for g, s in seen)
     assert ParticleStepper.step_integrand is None
     assert np.allclose(plain.final.positions, flow.final.positions, atol=1e-8)   # (its steps stop at 64 records)
+
+
+def test_a_flow_that_stops_early_says_so_in_the_result_message():
+    """At β = 300 the gradient flow cannot take a first step (STEP_TOO_SMALL at t = 0): the result's message said
+    only "Not stationary by t = 0", as if the flow had run."""
+    with pytest.warns(mf.MeanfieldWarning, match="simulate stopped"):
+        r = mf.find_stationary(mf.Particles.uniform(6, 3, seed=1), 300.0, t_max=5)
+    assert r.trajectory.status is mf.Status.STEP_TOO_SMALL
+    assert "The flow stopped early (STEP_TOO_SMALL): Step" in r.message
+    ok = mf.find_stationary(mf.Particles.uniform(6, 3, seed=1), 1.0, t_max=50)
+    assert ok.converged and "stopped early" not in ok.message

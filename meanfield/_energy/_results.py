@@ -29,7 +29,9 @@ class StationaryResult:
         max over the support of |v| = |∇_S δE/δμ| at ``state`` (the gradient-flow velocity, whichever
         ``flow`` was followed).
     converged : bool
-        ``max_speed`` ≤ ``threshold`` before ``t_max`` (the test of :func:`meanfield.stationary`).
+        ``max_speed`` ≤ ``threshold`` at ``state`` (the test of :func:`meanfield.stationary`).  A flow that stopped
+        early (``trajectory.status``, which :attr:`message` then quotes) is judged at its last state too: at large
+        β‖D‖ well-separated particles can pass, their mutual forces being below the rounding of |G|.
     energy : float
         E_{β,D}(state).
     trajectory : Trajectory
@@ -51,8 +53,17 @@ class StationaryResult:
     def message(self) -> str:
         bound = "" if self.threshold is None else f" (threshold tol·max(1, |G|) = {self.threshold:.3g})"
         if self.converged:
-            return f"Stationary to max|v| = {self.max_speed:.3g} on the support{bound} at t = {self.time:.6g}."
-        return f"Not stationary by t = {self.time:.6g}: max|v| = {self.max_speed:.3g} on the support{bound}."
+            text = f"Stationary to max|v| = {self.max_speed:.3g} on the support{bound} at t = {self.time:.6g}."
+        else:
+            text = f"Not stationary by t = {self.time:.6g}: max|v| = {self.max_speed:.3g} on the support{bound}."
+        return text + self._flow_failure()
+
+    def _flow_failure(self) -> str:
+        """Why the flow stopped before ``t_max`` and before a stationarity check passed ("" when it did not)."""
+        status = getattr(self.trajectory, "status", None)
+        if status is None or status.name in ("OK", "CALLBACK_STOP"):
+            return ""
+        return f" The flow stopped early ({status.name}): {self.trajectory.detail}"
 
 
 
