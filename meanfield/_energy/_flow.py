@@ -199,10 +199,13 @@ def _run_flow(model, initial, t_final, times, dense, saved, direction, backend, 
             w = st.weights      # the stages are the velocities v(θ_j) (Post-LN, unit speed): ∫|v|²dμ = Σ_j w_j |v_j|²
             st.step_integrand = lambda k: float(w @ np.einsum("ij,ij->i", k, k))
 
+    def integral():     # ∫_0^t ∫|v|²dμ ds over the stages so far (NaN: no stage quadrature)
+        return stepper[0].integral if getattr(stepper[0], "step_integrand", None) is not None else np.nan
+
     def record(t, state, diag):
         E.append(energy(state, beta, D))
         P.append(dissipation(state, beta, D, flow))
-        S.append(stepper[0].integral if getattr(stepper[0], "step_integrand", None) is not None else np.nan)
+        S.append(integral())
         return stop is not None and len(E) - 1 in saved_set and stop(state)
 
     traj = _simulate(model, initial, t_final, backend, None, dense, record, False, None, 1, float(times[0]), None,
@@ -211,7 +214,7 @@ def _run_flow(model, initial, t_final, times, dense, saved, direction, backend, 
     if len(E) < n:                       # the last good state of a run that failed after its last save
         E.append(energy(traj.states[-1], beta, D))
         P.append(dissipation(traj.states[-1], beta, D, flow))
-        S.append(stepper[0].integral if getattr(stepper[0], "step_integrand", None) is not None else np.nan)
+        S.append(integral())
     sign = 1.0 if direction == "ascent" else -1.0
     E, P, S = np.array(E[:n]), np.array(P[:n]), np.array(S[:n])
     if not np.all(np.isfinite(S)):      # no stage quadrature (layers, a density's backend, the softmax flow)
