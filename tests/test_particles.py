@@ -812,3 +812,32 @@ def test_direct_evaluator_one_block_is_the_general_path(kwargs):
         assert not _DirectEvaluator(other, np.array(p.weights)).plain
     assert not _DirectEvaluator(model, np.array(p.weights), causal=True).plain
     assert not _DirectEvaluator(model, np.r_[0.0, np.full(39, 1 / 39)]).plain
+
+
+@pytest.mark.parametrize("backend", ["particles", "particles-sh"])
+def test_max_steps_bounds_a_particle_run_resumes_included(tmp_path, backend):
+    """Particle runs had no step budget: a stiff adaptive run (a gradient flow at β = 10 takes ~5000 steps per unit
+    time) could only be stopped from outside.  max_steps counts the steps of the whole run, as the spectral
+    backend's does, also across a resume."""
+    import warnings
+    warnings.simplefilter("ignore", mf.MeanfieldWarning)
+    run = dict(model=mf.Model(3.0), initial=mf.Particles.uniform(20, 3, seed=0), t_final=2.0, backend=backend,
+               save_every=0.5)
+    n = len(mf.simulate(**run).steps["t"])
+    full = mf.simulate(**run, max_steps=n - 5)
+    assert full.status is mf.Status.STEP_TOO_SMALL and len(full.steps["t"]) == n - 5
+    assert f"max_steps={n - 5} steps taken" in full.detail and "the whole run" in full.detail
+    path = tmp_path / "stopped.h5"
+    mf.simulate(**run, max_steps=n - 5, checkpoint=path, callback=lambda t, s, d: t >= 0.5)
+    resumed = mf.resume(path)
+    assert resumed.status is mf.Status.STEP_TOO_SMALL and len(resumed.steps["t"]) == n - 5
+    assert np.array_equal(resumed.times, full.times)
+    assert mf.resume(path, options={"max_steps": n}).success
+    layers = mf.simulate(**{**run, "save_every": None}, time="layers", step=0.01, max_steps=200)
+    assert layers.success and len(layers.steps["t"]) == 200
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_max_steps_of_a_particle_run_is_checked(bad, error):
+    with pytest.raises(error, match="`max_steps` must be an integer >= 1"):
+        mf.simulate(mf.Model(1.0), mf.Particles.uniform(5, 3, seed=0), 1.0, backend="particles", max_steps=bad)

@@ -298,7 +298,8 @@ class HybridBackend:
 
     def carry_steps(self, steps: dict) -> None:
         """The spectral phase's (see :meth:`SpectralBackend.carry_steps`): a run resumed before its hand-off counts
-        the spectral steps of its saved part towards ``max_steps``.  The particle phase has no step budget."""
+        the spectral steps of its saved part towards ``max_steps``.  A ``max_steps`` in ``particle_options`` bounds
+        the particle phase's own steps from its hand-off (or from a resume after it)."""
         if self._particles is None:
             self._spectral.carry_steps(steps)
 

@@ -26,7 +26,7 @@ from .._measures import Particles, pair_alignment
 from .._model import Model
 from .._schemes import _TINY_NORM, TIME_FREE_ROWS, norms
 from .._trajectory import Status
-from .._validate import ZeroVectorError, positive_float
+from .._validate import ZeroVectorError, nonneg_int, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from .._validate import check_options
 
@@ -83,7 +83,7 @@ def _all(a) -> bool:
 
 
 COMMON_OPTIONS = {"time": "continuous", "method": None, "step": None, "rtol": 1e-10, "atol": 1e-12,
-                  "first_step": None, "max_step": None, "min_step": 1e-12}
+                  "first_step": None, "max_step": None, "min_step": 1e-12, "max_steps": None}
 
 #: The most fixed steps (``step`` with "rk4", or layers of ``time="layers"``) a run may take where the backend
 #: sets no ``max_steps`` of its own: the spectral backend's default ``max_steps``.
@@ -157,6 +157,11 @@ class ParticleStepper:
         Initial and largest step of the embedded pairs (default: estimated; unbounded).
     min_step : float
         The embedded pairs stop with ``Status.STEP_TOO_SMALL`` below this step.
+    max_steps : int, optional
+        The most steps (or layers) of the whole run, a resumed run's earlier ones included (default: no bound
+        but :data:`MAX_FIXED_STEPS` for fixed steps): the run stops with ``Status.STEP_TOO_SMALL`` once it has
+        taken them, its detail saying so.  Bounds the cost of a stiff adaptive run (a gradient flow at large β
+        takes ~5000 steps per unit time).
 
     Under QKV-Norm with a singular Q, K or V the attention is undefined at a token that the matrix maps to 0: at
     the start that is an error (ValueError, from the first diagnostics, before any work); a run that reaches such a
@@ -226,6 +231,8 @@ class ParticleStepper:
         return opts
 
     def _check_common(self, opts, given):
+        if opts["max_steps"] is not None:
+            opts["max_steps"] = nonneg_int("max_steps", opts["max_steps"], minimum=1)
         time = opts["time"]
         if time not in TIMES:
             raise ValueError(f"`time` must be one of {list(TIMES)}; got time={time!r}.")
@@ -387,6 +394,22 @@ class ParticleStepper:
             mean = self.weights @ theta
             return float(mean @ mean)
         return pair_alignment(self.weights, theta)
+
+    _steps_before = 0     # steps of the saved part of a resumed run (carry_steps)
+
+    def carry_steps(self, steps: dict) -> None:
+        """The steps of the part of the run before its resume point (its step log): ``max_steps`` bounds the
+        steps of the whole run."""
+        self._steps_before = len(steps.get("t", ()))
+
+    def _out_of_steps(self) -> bool:
+        """Whether the run has taken its ``max_steps`` (then the detail says so)."""
+        limit = self.options["max_steps"]
+        if limit is None or self._steps_before + len(self.step_log["t"]) < limit:
+            return False
+        self.detail = (f"max_steps={limit} steps taken by t={self.t:.6g} (the steps of the whole run, a resumed "
+                       "run's earlier ones included; not the step size: raise `max_steps`).")
+        return True
 
     def _log_step(self, t, h) -> None:
         if self.step_integrand is not None:
@@ -562,6 +585,8 @@ class ParticleStepper:
         nsteps = max(1, int(round(n)) if abs(n - round(n)) < 1e-9 * max(1.0, n) else int(np.ceil(n)))
         h = (b - a) / nsteps
         for i in range(nsteps):
+            if self._out_of_steps():
+                return Status.STEP_TOO_SMALL
             t = a + i * h
             y_new, _, _ = self._rk_step(t, h, self.y, a, b)
             y_new = self._project(y_new)
@@ -613,6 +638,9 @@ class ParticleStepper:
         t = a
         rejected, en = False, 0.0
         while t < b:
+            if self._out_of_steps():
+                self.t, self._h = t, h
+                return Status.STEP_TOO_SMALL
             h = min(h, max_step)
             bad_k1 = k1 is not None and not np.isfinite(k1).all()
             if h < o["min_step"] or bad_k1:
@@ -698,6 +726,8 @@ class ParticleStepper:
         d, has_r = self.d, self.scheme.has_radius
         start = self.t          # layer i of this stretch at start + i·h: the run's t0 need not be a multiple of h
         for i in range(nl):
+            if self._out_of_steps():
+                return Status.STEP_TOO_SMALL
             t = self._layer_time(start + i * h, h)
             theta, r = self._split(self.y)
             x = theta * r[:, None] if has_r else theta
