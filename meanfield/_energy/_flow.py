@@ -16,8 +16,9 @@ and a Runge–Kutta method the time integral is the method's own quadrature over
 equation dS/dt = ∫|v|² dμ (``ParticleStepper.step_integrand``): the residual is the integration error,
 also where the flow collapses within a few of its steps (at β = 10 a ring of seven tokens collapses on a time
 scale ~1e-5; Simpson over 2048 recorded states left a residual of 0.9 of the energy gain, the stages 2.5e-10
-of it at rtol = 1e-10).
-Otherwise (layers, a density's backend, the softmax flow) it is the composite Simpson rule on
+of it at rtol = 1e-10).  The softmax flow's dissipation ∫ Z |u|² dμ is integrated over the stages too, with Z
+from each stage's attention sums (backend="particles"; particles-sh's fast path has no Z).
+Otherwise (layers, a density's backend, the softmax flow on particles-sh) it is the composite Simpson rule on
 ``identity_parts`` states between the saved times (default 64 over the run, ≥ 8 per saved interval; 0: the
 saved times only), at the level of the integrator's tolerance plus the Simpson error O(h⁴) of their spacing h.
 
@@ -183,6 +184,26 @@ def _flow_with_identity(model, initial, t_final, times, direction, backend, opti
         return _run_flow(model, initial, t_final, times, dense, saved, direction, backend, options, stop, flow)
 
 
+def _stage_dissipation(w, flow: str):
+    """The flow's dissipation at a Runge–Kutta stage, ``g(k, log_z)`` of ``ParticleStepper.step_integrand``.
+
+    The stages are the velocities of the tokens (Post-LN, unit speed).  "gradient": Σ_j w_j |v_j|².  "softmax"
+    (u_j = v_j / Z_j): Σ_j w_j Z_j |u_j|², Z_j = e^{log_z_j} from the stage's own attention sums, scaled by the
+    largest (Z alone overflows from β‖D‖ ≈ 710); NaN where the backend did not compute log Z (particles-sh's
+    fast path), and the identity then falls back to Simpson's rule over the recorded states."""
+    def gradient(k, log_z):
+        return float(w @ np.einsum("ij,ij->i", k, k))
+
+    def softmax(k, log_z):
+        if log_z is None:
+            return np.nan
+        log_z = log_z[0]
+        top = float(np.max(log_z))
+        return float(w @ (np.exp(log_z - top) * np.einsum("ij,ij->i", k, k))) * np.exp(top)
+
+    return gradient if flow == "gradient" else softmax
+
+
 def _run_flow(model, initial, t_final, times, dense, saved, direction, backend, options, stop, flow="gradient"):
     """The run of :func:`_flow_with_identity` at the ``dense`` times (``saved``: the indices of ``times`` there)."""
     from .._simulate import _simulate
@@ -195,9 +216,8 @@ def _run_flow(model, initial, t_final, times, dense, saved, direction, backend, 
 
     def setup(st):
         stepper.append(st)
-        if flow == "gradient" and isinstance(st, ParticleStepper):
-            w = st.weights      # the stages are the velocities v(θ_j) (Post-LN, unit speed): ∫|v|²dμ = Σ_j w_j |v_j|²
-            st.step_integrand = lambda k: float(w @ np.einsum("ij,ij->i", k, k))
+        if isinstance(st, ParticleStepper):
+            st.step_integrand = _stage_dissipation(st.weights, flow)
 
     def integral():     # ∫_0^t ∫|v|²dμ ds over the stages so far (NaN: no stage quadrature)
         return stepper[0].integral if getattr(stepper[0], "step_integrand", None) is not None else np.nan
@@ -382,8 +402,8 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
     The energy identity of the trajectory uses the flow's own dissipation (:func:`dissipation`).  The gradient
     flow's is integrated over the Runge–Kutta stages (see :func:`gradient_flow`): in the ring example at β = 10,
     whose collapse takes ~1e-5, the residual is 1.6e-9 of a gain of 910 (2.3e-7 at gradient_flow's default
-    rtol = 1e-10).  The softmax flow's is integrated by Simpson's rule over the recorded states: 7.7e-6 there
-    (8e-9 of the gain).
+    rtol = 1e-10).  The softmax flow's Σ_i w_i Z_i |u_i|² is integrated over the stages as well, Z_i from each
+    stage's attention sums: 2.5e-10 there (Simpson's rule over the recorded states, used before, left 7.7e-6).
 
     :func:`gradient_flow` has no ``flow``: it returns a trajectory in time, and the softmax flow is not a
     reparametrization of the gradient flow's time (each particle is slowed by its own Z); for the SA

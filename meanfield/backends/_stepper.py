@@ -283,6 +283,7 @@ class ParticleStepper:
         with np.errstate(over="ignore", invalid="ignore"):     # a non-finite field is diagnosed, not warned about
             try:
                 f = self._field(t, theta, full)
+                self._stage_log_z = f.log_z      # for a step integrand that needs Z (the softmax flow's)
             except NullDirectionError as err:       # (a ZeroVectorError) QKV-Norm: a token on a null direction
                 self._speed_issue = self._undefined_attention(t, err)
                 return np.full_like(y, np.nan)
@@ -510,25 +511,51 @@ class ParticleStepper:
             def f(tt, yy):
                 return self.rhs(min(max(tt, lo), hi), yy)
             return rk_step(self.method, f, t, y, h, k1)
-        stages = [] if k1 is None else [k1]
+        g = self.step_integrand
+        values = [] if k1 is None else [self._first_stage_value(k1, min(max(t, lo), hi), y)]
 
         def f(tt, yy):
             k = self.rhs(min(max(tt, lo), hi), yy)
-            stages.append(k)
+            with np.errstate(over="ignore", invalid="ignore"):  # a blown-up trial stage (|k|² = inf): its step fails
+                values.append(g(k, self._stage_log_z))
             return k
         out = rk_step(self.method, f, t, y, h, k1)
-        g = self.step_integrand     # the step's own quadrature of ∫ g dt, as for an extra equation dS/dt = g
-        with np.errstate(over="ignore", invalid="ignore"):      # a blown-up trial stage (|k|² = inf, ∞ − ∞): its
-            self._step_integral = h * sum(bj * g(k) for bj, k in zip(self.method.b, stages) if bj != 0)   # step fails
+        # the next step's first stage is this one's (a rejected step) or its last (first same as last)
+        self._stage_values = ((k1, values[0]), (out[2], values[-1]))
+        # the step's own quadrature of ∫ g dt, as for an extra equation dS/dt = g (inf − inf: the step fails)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._step_integral = h * sum(bj * v for bj, v in zip(self.method.b, values) if bj != 0)
         return out
 
-    #: ``g(stage)`` → float, or None: when set, each accepted Runge–Kutta step adds h Σ_i b_i g(k_i) over its
-    #: stages k_i (the velocities dy/dt) to :attr:`integral`: ∫ g dt integrated by the method itself, with its order
-    #: and its step control (the gradient flow's energy identity integrates ∫|v|²dμ so).  A layer step has no
-    #: stages: it sets :attr:`integral` to NaN.
+    def _first_stage_value(self, k1, t, y) -> float:
+        """The step integrand at a first stage computed outside the step: kept from the step that computed it, or
+        from the segment's start (:meth:`_segment_first_stage`); else (a resume point's carried stage) its Z is
+        computed again at the state."""
+        for k, value in self._stage_values:
+            if k is k1:
+                return value
+        self.rhs(t, y)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self.step_integrand(k1, self._stage_log_z)
+
+    def _segment_first_stage(self, t, y):
+        """The velocity at a segment's start (and, with a step integrand, its value there)."""
+        k1 = self.rhs(t, y)
+        if self.step_integrand is not None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                self._stage_values = ((k1, self.step_integrand(k1, self._stage_log_z)),)
+        return k1
+
+    #: ``g(stage, log_z)`` → float, or None: when set, each accepted Runge–Kutta step adds h Σ_i b_i g(k_i, log Z_i)
+    #: over its stages k_i (the velocities dy/dt; log Z_i the attention's log-normalizer at that stage, shape
+    #: (heads, n), or None where the backend does not compute it) to :attr:`integral`: ∫ g dt integrated by the
+    #: method itself, with its order and its step control (the gradient flow's energy identity integrates ∫|v|²dμ
+    #: so, the softmax flow's ∫ Z|u|²dμ).  A layer step has no stages: it sets :attr:`integral` to NaN.
     step_integrand = None
     integral = 0.0
     _step_integral = None
+    _stage_log_z = None
+    _stage_values = ()
 
     def _project(self, y):
         d = self.d
@@ -633,7 +660,7 @@ class ParticleStepper:
         if carried is not None and carried[0] == a == self.t:
             k1 = carried[1]     # a resume point's: the uninterrupted run had it from the step that reached a
         else:
-            k1 = self.rhs(self._stage_time(a, a, b), self.y)   # fresh at every segment start
+            k1 = self._segment_first_stage(self._stage_time(a, a, b), self.y)   # fresh at every segment start
         h = self._h if self._h is not None else max(self._initial_step(a, b, k1), o["min_step"])
         t = a
         rejected, en = False, 0.0
