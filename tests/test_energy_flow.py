@@ -579,6 +579,18 @@ def test_energy_identity_of_layers_falls_back_to_simpson_over_the_records():
     assert np.all(np.isfinite(resid)) and resid[0] == 0
 
 
+def test_energy_identity_of_layers_measures_the_maps_first_order_departure_from_the_flow():
+    """A layer map changes E by h∫|v|²dμ + O(h²) per layer: the residual is O(h) whatever the records (measured
+    0.044 and 0.022 of the gain at h = 0.01 and 0.005, the same with a record at every layer)."""
+    rel = {}
+    for h, parts in ((0.01, 64), (0.005, 64), (0.005, 400)):
+        tr = mf.gradient_flow(_ring(), 2.0, t_final=2.0, time="layers", step=h, identity_parts=parts)
+        E = tr.diagnostics["energy"]
+        rel[h, parts] = np.max(np.abs(tr.diagnostics["energy_identity_residual"])) / (E[-1] - E[0])
+    assert 1.8 < rel[0.01, 64] / rel[0.005, 64] < 2.2, rel
+    assert rel[0.005, 400] == pytest.approx(rel[0.005, 64], rel=0.05)
+
+
 @pytest.mark.parametrize("fixed", [dict(method="rk4", step=0.01), dict(step=0.01), dict(time="layers", step=0.01)])
 def test_find_stationary_takes_fixed_steps_without_its_default_tolerances(fixed):
     """find_stationary's default rtol/atol are for the adaptive pairs: with rk4 or layers they were added anyway, and
