@@ -210,3 +210,53 @@ def test_the_diagnostics_both_phases_report_are_continuous_at_the_hand_off(schem
     for k in keys:
         a, b = hyb.diagnostics[k][-1], spec.diagnostics[k][-1]
         assert abs(a - b) <= 1e-11 * abs(b), (k, a, b)      # measured ≤ 7e-14 (rtol 1e-12 in both)
+
+
+def _checkpoint_copies(monkeypatch, tmp_path):
+    """Copies of a checkpoint as each write left it on disk: what a SIGKILL right after that write would leave."""
+    import shutil
+
+    from meanfield import _io
+    copies, write = [], _io.save_checkpoint
+
+    def save_and_copy(trajectory, path, point):
+        out = write(trajectory, path, point)
+        copies.append(shutil.copy(path, tmp_path / f"killed-{len(copies)}.h5"))
+        return out
+    monkeypatch.setattr(_io, "save_checkpoint", save_and_copy)
+    return copies
+
+
+@pytest.mark.parametrize("particle", [{}, dict(method="rk4", step=0.05)])
+def test_the_particle_phase_max_steps_counts_the_whole_run_resumes_included(tmp_path, monkeypatch, particle):
+    # a max_steps in particle_options counted the particle steps from the resume: stopped at t=0.25 and resumed, a run
+    # whose particle phase had to stop after 19 steps (by t≈0.84) ran on to t_final with status OK.  With fixed steps
+    # the run was refused unless step·max_steps covered the whole run (the particle phase covers only its end)
+    from meanfield._io import read_resume_point
+
+    warnings.simplefilter("ignore", mf.MeanfieldWarning)
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 2] + 0.3 * x[..., 0] * x[..., 1], 6).normalized()
+    run = dict(model=mf.Model(5.0), initial=rho, t_final=1.0, backend="hybrid", save_every=0.25, tail_tol=1e-8,
+               method="rk4", step=0.05, particle_options=particle)
+    free = mf.simulate(**run)
+    handoff, n = free.run_info["handoff"]["t"], int(np.sum(free.steps["phase"] == 1))
+    budget = dict(run, particle_options=dict(particle, max_steps=n - 4))
+    full = mf.simulate(**budget)
+    assert full.status is mf.Status.STEP_TOO_SMALL and int(np.sum(full.steps["phase"] == 1)) == n - 4
+    assert f"particle_options['max_steps']={n - 4} steps taken" in full.detail
+    assert "the particle phase's steps of the whole run" in full.detail
+    stopped = tmp_path / "stopped.h5"           # at a save time past the hand-off
+    mf.simulate(**budget, checkpoint=stopped, callback=lambda t, s, d: t >= 0.25)
+    copies = _checkpoint_copies(monkeypatch, tmp_path)
+    mf.simulate(**budget, checkpoint=tmp_path / "run.h5", checkpoint_interval=0)
+    monkeypatch.undo()
+    points = {c: read_resume_point(c) for c in copies}
+    before = next(c for c, p in points.items() if p is not None and p.t < handoff)       # still spectral
+    after = next(c for c, p in points.items() if p is not None and p.t > handoff + 0.1)   # particle steps saved
+    assert full.times[-1] > 0.25 + 0.1
+    for path in (stopped, before, after):
+        resumed = mf.resume(path)
+        assert resumed.status is mf.Status.STEP_TOO_SMALL and resumed.detail == full.detail, path
+        assert np.array_equal(resumed.times, full.times) and np.array_equal(resumed.steps["t"], full.steps["t"])
+        more = mf.resume(path, options={"particle_options": {"max_steps": n}})   # the budget of the whole run
+        assert more.success and int(np.sum(more.steps["phase"] == 1)) == n

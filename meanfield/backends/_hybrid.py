@@ -76,7 +76,8 @@ class HybridBackend:
     it hands off when the monitor fires at ``lmax_max``.  ``particle_backend`` is "auto" (particles-sh on
     S² for isotropic kernels, else the exact "particles"), "particles-sh" or "particles";
     ``particle_options`` is a dict passed to it (default: adaptive rk45 with its default tolerances),
-    checked by that backend when the run starts.  After the hand-off ``mean_alignment`` is |∫x dμ|²
+    checked by that backend when the run starts; its ``max_steps`` counts the particle steps of the whole run, a
+    resumed run's earlier ones included (as the hybrid's ``max_steps`` counts the spectral ones).  After the hand-off ``mean_alignment`` is |∫x dμ|²
     (self-pairs included, the particles standing for the density), continuous with the spectral phase.
     ``oversample`` (default 2) places the particles on the grid of band limit ``oversample``·L:
     (oversample)² times more particles, a smaller particle error.
@@ -219,6 +220,7 @@ class HybridBackend:
         self._particles = BACKENDS[self.particle_backend](self.model, particles, **self.particle_options)
         self._particles.t = t
         self._particles.on_step = self.on_step
+        self._particles.STEP_BUDGET = ("particle_options['max_steps']", "the particle phase's steps of the whole run")
         # the particles stand for a density: ∬⟨x,y⟩dμdμ = |m|², self-pairs included, as the spectral phase
         # reports it (the token formula leaves them out: a jump of ~Σw² at the hand-off)
         self._particles.ALIGNMENT_SELF_PAIRS = True
@@ -297,11 +299,16 @@ class HybridBackend:
             self._particles.carry_stage(t, stage)
 
     def carry_steps(self, steps: dict) -> None:
-        """The spectral phase's (see :meth:`SpectralBackend.carry_steps`): a run resumed before its hand-off counts
-        the spectral steps of its saved part towards ``max_steps``.  A ``max_steps`` in ``particle_options`` bounds
-        the particle phase's own steps from its hand-off (or from a resume after it)."""
+        """The steps of the saved part of a resumed run (its step log, ``phase`` 0 spectral, 1 particle), each
+        counted by the phase that took them: a run resumed before its hand-off counts its spectral steps towards
+        ``max_steps`` (see :meth:`SpectralBackend.carry_steps`), one resumed after it its particle steps towards
+        the ``max_steps`` of ``particle_options``.  Both budgets so cover the whole run, and a resumed run stops
+        where the uninterrupted one would."""
         if self._particles is None:
             self._spectral.carry_steps(steps)
+            return
+        phase = steps.get("phase", ())
+        self._particles.carry_steps({"t": [t for t, p in zip(steps.get("t", ()), phase) if p == 1]})
 
     def step_marker(self) -> tuple:
         """The active phase's (see :meth:`ParticleStepper.step_marker`), its step count that of the whole log."""

@@ -104,8 +104,10 @@ def check_fixed_step_count(options, t0, t_final, *, adaptive: bool = True) -> No
     """Refuse, before any work, a fixed ``step`` that needs more steps from ``t0`` to ``t_final`` than the run may
     take (the backend's ``max_steps``, else :data:`MAX_FIXED_STEPS`): ``step=1e-300`` would otherwise run without
     end (or, with ``max_steps``, stop after 10⁷ steps far from ``t_final``).  Also checks a hybrid run's
-    ``particle_options``.  Values of the wrong type are left to the backend's own checks.  ``adaptive=False``: the
-    caller has no adaptive method to suggest instead."""
+    ``particle_options`` against :data:`MAX_FIXED_STEPS` over the whole run, but not against a ``max_steps`` of
+    their own: the particle phase spans only the part of the run after the hand-off, unknown in advance, and its
+    budget ends it in any case.  Values of the wrong type are left to the backend's own checks.  ``adaptive=False``:
+    the caller has no adaptive method to suggest instead."""
     import numbers
 
     for where, opts in (("", options), ("particle_options: ", (options or {}).get("particle_options"))):
@@ -113,6 +115,8 @@ def check_fixed_step_count(options, t0, t_final, *, adaptive: bool = True) -> No
             continue
         step, limit = opts.get("step"), opts.get("max_steps")
         own = isinstance(limit, numbers.Integral) and not isinstance(limit, bool) and limit >= 1
+        if own and where:
+            continue
         limit = int(limit) if own else MAX_FIXED_STEPS
         if isinstance(step, bool) or not isinstance(step, numbers.Real) or not np.isfinite(step) or step <= 0:
             continue
@@ -398,6 +402,10 @@ class ParticleStepper:
 
     _steps_before = 0     # steps of the saved part of a resumed run (carry_steps)
 
+    #: how a run stopped by its step budget names it: (the option to raise, the steps it counts); a hybrid run's
+    #: particle phase names its own, lest the advice point at the hybrid's ``max_steps`` (its spectral phase's)
+    STEP_BUDGET = ("max_steps", "the steps of the whole run")
+
     def carry_steps(self, steps: dict) -> None:
         """The steps of the part of the run before its resume point (its step log): ``max_steps`` bounds the
         steps of the whole run."""
@@ -408,8 +416,9 @@ class ParticleStepper:
         limit = self.options["max_steps"]
         if limit is None or self._steps_before + len(self.step_log["t"]) < limit:
             return False
-        self.detail = (f"max_steps={limit} steps taken by t={self.t:.6g} (the steps of the whole run, a resumed "
-                       "run's earlier ones included; not the step size: raise `max_steps`).")
+        name, counted = self.STEP_BUDGET
+        self.detail = (f"{name}={limit} steps taken by t={self.t:.6g} ({counted}, a resumed run's earlier ones "
+                       f"included; not the step size: raise `{name}`).")
         return True
 
     def _log_step(self, t, h) -> None:
