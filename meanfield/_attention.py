@@ -605,17 +605,18 @@ class _SHEvaluator:
         return self._ducc.synthesis_general(alm=alm, spin=spin, loc=loc, map=out, lmax=self.L,
                                             epsilon=self.epsilon, nthreads=threads, **kw)
 
-    def coefficients(self, x, w, ws: _Workspace | None = None) -> np.ndarray:
+    def coefficients(self, x, w, ws: _Workspace | None = None, offset: int = 0) -> np.ndarray:
         """(k, nalm): μ̂_ℓm = Σ_j w_j conj Y_ℓm(θ_j) (and of w_j v_i(θ_j) for nonlinear values).
 
         ``x`` (N, 3): nonzero directions θ_j ‖x_j‖ (normalized here).  Leaves the geometry of ``x`` in
-        the workspace ``ws`` (default: this thread's "sources" scratch), which :meth:`field` can reuse."""
+        the workspace ``ws`` (default: this thread's "sources" scratch), which :meth:`field` can reuse.
+        ``offset``: the index of ``x[0]`` among all the tokens (a shard's), as a refused value names it."""
         n = x.shape[0]
         ws = ws or _workspace("sources", n)
         slices = self._adjoint_slices(n)
         with _forgotten_on_error(ws):
-            return _threads.ordered_sum(_threads.map_slices(lambda sl: self._coefficients_part(ws, x, w, sl),
-                                                            slices))
+            return _threads.ordered_sum(_threads.map_slices(
+                lambda sl: self._coefficients_part(ws, x, w, sl, offset), slices))
 
     def _adjoint_slices(self, n):
         # one ducc0 thread per call: its threads add into a shared grid in arrival order, so the same tokens
@@ -623,8 +624,8 @@ class _SHEvaluator:
         slices, threads = self._plan(n)
         return _threads.slices(n, self.nthreads) if threads > 1 else slices
 
-    def _coefficients_part(self, ws, x, w, sl):
-        """The coefficients of the tokens ``sl`` (filling their geometry in ``ws``)."""
+    def _coefficients_part(self, ws, x, w, sl, offset=0):
+        """The coefficients of the tokens ``sl`` (filling their geometry in ``ws``); token j is ``offset`` + j."""
         def adjoint(vals, loc):
             return self._ducc.adjoint_synthesis_general(map=np.ascontiguousarray(vals[None]), spin=0, loc=loc,
                                                         lmax=self.L, epsilon=self.epsilon, nthreads=1)
@@ -634,7 +635,7 @@ class _SHEvaluator:
         mu = adjoint(w[sl], loc)
         if self.linear:
             return mu
-        vals = _unit_rows(x[sl] @ self.V.T, "V", offset=sl.start or 0)     # a zero value: refused, not NaN
+        vals = _unit_rows(x[sl] @ self.V.T, "V", offset=offset + (sl.start or 0))     # a zero value: refused, not NaN
         return np.concatenate([mu] + [adjoint(w[sl] * vals[:, i], loc) for i in range(3)])
 
     def field(self, coeffs, y, radial=True, ws: _Workspace | None = None, geometry_ready=False) -> AttentionField:

@@ -390,6 +390,89 @@ def test_distributed_particles_sh_generated_tokens_and_errors(client):
         distributed_particles_sh(mf.Model(beta=2.0, d=4), 10, 0.2, step=0.1, client=client)
 
 
+@pytest.fixture(scope="module")
+def threaded_client():
+    """A cluster whose workers are threads of this process: a test's monkeypatch reaches its shards."""
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0",
+                      silence_logs=40) as cluster, Client(cluster) as c:
+        yield c
+
+
+# QKV-Norm with V = diag(1, 1, 0): the poles ±e3 are its null directions, where a token has no value
+_NULL_V = mf.Model(1.0, "qkv-norm", V=np.diag([1.0, 1.0, 0.0]))
+
+
+def test_distributed_qkv_norm_token_on_a_null_direction_at_the_start_is_refused(client, monkeypatch):
+    # the shard's NullDirectionError came out of a dask worker once the cluster had started, naming the token by
+    # its index in its shard (token 1 of the second shard for token 4)
+    from meanfield._attention import NullDirectionError
+    from meanfield._sweep import _distributed
+    x = np.array(mf.Particles.uniform(6, seed=1).positions)
+    x[4] = [0.0, 0.0, 1.0]
+    single = r"`V` must map every direction to a nonzero vector .*; it maps token 4 to 0\.$"
+    with pytest.raises(ValueError, match=single):
+        mf.simulate(_NULL_V, mf.Particles(x), 0.2, backend="particles-sh", method="rk4", step=0.1)
+
+    def no_cluster(client, workers):
+        raise AssertionError("a cluster was started before the tokens were checked")
+    with monkeypatch.context() as m:
+        m.setattr(_distributed, "_local_client", no_cluster)
+        with pytest.raises(NullDirectionError, match=single):
+            distributed_particles_sh(_NULL_V, mf.Particles(x), 0.2, step=0.1, shards=2)
+    # tokens generated on the workers are checked there, before any step: V = 0 has no value anywhere
+    with pytest.raises(ValueError, match=r"`V` must map every direction .* maps token 0 \(and 4 more\) to 0\.$"):
+        distributed_particles_sh(mf.Model(1.0, "qkv-norm", V=np.zeros((3, 3))), 10, 0.2, step=0.1, client=client)
+
+
+def _to_null_once(monkeypatch, method, weight, off_sphere=False):
+    """Patch ParticleStepper.``method`` so that, in each stepper once, the token of weight ``weight`` goes to the
+    null direction e3 of _NULL_V: in a projected state (``_project``, the end of the first step) or in the first
+    Runge–Kutta stage off the sphere (``_directions``).  No run lands there by itself; an RK stage could."""
+    from meanfield.backends._stepper import ParticleStepper
+    original = getattr(ParticleStepper, method)
+
+    def patched(self, y, *args, **kwargs):
+        out = original(self, y, *args, **kwargs)
+        hit = np.flatnonzero(self.weights == weight)
+        if not hit.size or getattr(self, "_went_null", False):
+            return out
+        if off_sphere and abs(np.linalg.norm(y[hit[0], :3]) - 1) < 1e-9:
+            return out
+        self._went_null = True
+        out = np.array(out)
+        out[hit[0], :3] = [0.0, 0.0, 1.0]
+        return out
+    monkeypatch.setattr(ParticleStepper, method, patched)
+
+
+@pytest.mark.parametrize("method, off_sphere, t_stop, saved", [
+    ("_project", False, 0.1, [0.0, 0.1]),          # a step ends there: the next one cannot start
+    ("_directions", True, 0.05, [0.0])])           # an RK stage of the first step is there: that step fails
+def test_distributed_qkv_norm_null_direction_mid_run_stops_as_one_process(threaded_client, monkeypatch, method,
+                                                                          off_sphere, t_stop, saved):
+    # the shard's NullDirectionError came out of a dask worker: the run raised instead of stopping with NON_FINITE, its
+    # diagnosis and its last good state (token 4 lives in the second of two shards)
+    w = np.array([0.15, 0.15, 0.15, 0.15, 0.25, 0.15])
+    p = mf.Particles(mf.Particles.uniform(6, seed=1).positions, w)
+    _to_null_once(monkeypatch, method, 0.25, off_sphere)
+    with pytest.warns(mf.MeanfieldWarning, match="stopped at t="):
+        ref = mf.simulate(_NULL_V, p, 0.4, backend="particles-sh", method="rk4", step=0.1, save_every=0.2, threads=1)
+    with pytest.warns(mf.MeanfieldWarning, match=f"distributed_particles_sh stopped at t={saved[-1]:g}"):
+        out = distributed_particles_sh(_NULL_V, p, 0.4, step=0.1, save_every=0.2, client=threaded_client, shards=2)
+    assert ref.status is out.status is mf.Status.NON_FINITE
+    assert re.fullmatch(rf"The attention is undefined at t={t_stop:g}: scheme='qkv-norm' normalizes Vθ, .* maps token "
+                        r"4 to 0\.", ref.detail), ref.detail
+    assert out.detail == ref.detail
+    assert np.array_equal(ref.times, saved) and np.array_equal(out.times, ref.times)
+    assert np.array_equal(out.steps["t"], ref.steps["t"])
+    assert np.max(np.abs(out.final.positions - ref.final.positions)) < 1e-12
+    assert list(out.diagnostics) == list(ref.diagnostics)
+    for k, v in ref.diagnostics.items():        # NaN where the attention is undefined, in both
+        assert np.allclose(out.diagnostics[k], v, rtol=1e-12, atol=1e-14, equal_nan=True), k
+    assert np.isnan(out.diagnostics["max_speed"][-1]) == (len(saved) > 1)
+
+
 # ----------------------------------------------------------------------------------------------
 # a real kill
 

@@ -10,6 +10,10 @@ its next stage locally.  Only O(L²) numbers per shard and stage cross the netwo
 by the cluster's memory; the integrator is the particles-sh backend's fixed-step RK4 (same
 arithmetic), so the result equals the single-process run to rounding (the sum of the shards'
 coefficients differs from the one-shot transform in the last bits).
+
+Under QKV-Norm a token that V maps to 0 has no value: a shard returns the diagnosis instead of its μ̂, so the
+run ends as the single-process one does (refused at the start, else ``Status.NON_FINITE`` with the last good
+state kept) rather than with an exception out of a worker.
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ def _shard_class():
     from ..backends._particles_sh import ParticlesSHBackend
 
     class ShardStepper(ParticlesSHBackend):
+        _offset = 0       # the index of the shard's first token in the run (Shard sets it): a diagnosis names it
+
         def _field(self, t, theta, full):
             return self._sh.field(self._mu, theta, full, self._ws, geometry_ready=True)
 
@@ -38,7 +44,7 @@ def _shard_class():
             """This shard's μ̂ at the state y (its geometry stays in ``self._ws`` for the next field)."""
             theta, _ = self._split(y)
             self._ws = _workspace(self._key, len(theta))
-            return self._sh.coefficients(theta, self.weights, self._ws)
+            return self._sh.coefficients(theta, self.weights, self._ws, offset=self._offset)
 
     return ShardStepper
 
@@ -46,7 +52,7 @@ def _shard_class():
 class Shard:
     """A dask actor holding a shard of tokens and its Runge–Kutta stages (the driver only sees μ̂)."""
 
-    def __init__(self, model, data, options, index):
+    def __init__(self, model, data, options, index, offset=0):
         from .._integrators import get_method
         from .._measures import Particles
 
@@ -61,6 +67,7 @@ class Shard:
         self.s = cls(model, Particles(pos, None, radii), **options)
         self.s.weights = np.array(data["weights"], dtype=float)
         self.s._key = ("distributed-shard", index)
+        self.s._offset = int(offset)
         self.tab = get_method(self.s.options["method"])
         self.pending = None
         self.busy = 0.0   # seconds spent computing in this actor's methods (benchmarks read it)
@@ -72,17 +79,28 @@ class Shard:
             self.s.y, self.s.t = self.pending
             self.pending = None
 
+    def _coefficients(self, y):
+        """This shard's μ̂ at y, or (QKV-Norm, a token that V maps to 0) the message naming V and the token: the
+        driver ends the run with it, as the single-process stepper does, where an exception would leave the worker."""
+        from .._attention import NullDirectionError
+
+        try:
+            return self.s.coefficients(y)
+        except NullDirectionError as err:
+            return str(err)
+
     def start(self):
-        """μ̂ of the current state (stage 0 of the next step)."""
+        """μ̂ of the current state (stage 0 of the next step), or the diagnosis of :meth:`_coefficients`."""
         t0 = time.perf_counter()
         self._settle()
         self.ks, self.yi = [], self.s.y
-        mu = self.s.coefficients(self.yi)
+        mu = self._coefficients(self.yi)
         self.busy += time.perf_counter() - t0
         return mu
 
     def stage(self, mu, t_stage, h):
-        """Velocity of the last stage from the total μ̂; returns this shard's μ̂ of the next stage."""
+        """Velocity of the last stage from the total μ̂; returns this shard's μ̂ of the next stage (or the diagnosis
+        of :meth:`_coefficients`)."""
         t0 = time.perf_counter()
         self._settle()
         s, tab = self.s, self.tab
@@ -90,7 +108,7 @@ class Shard:
         self.ks.append(s.rhs(t_stage, self.yi))
         i = len(self.ks)
         self.yi = s.y + h * sum(tab.a[i, j] * self.ks[j] for j in range(i) if tab.a[i, j] != 0)
-        mu = s.coefficients(self.yi)
+        mu = self._coefficients(self.yi)
         self.busy += time.perf_counter() - t0
         return mu
 
@@ -98,7 +116,9 @@ class Shard:
         """Last stage and the update: ("", μ̂ of the new state) or (diagnosis, None) for a bad state.
 
         The new state becomes current at the next call unless :meth:`discard` comes first (one
-        exchange per stage: the commit needs no round trip of its own).
+        exchange per stage: the commit needs no round trip of its own).  A new state whose μ̂ is undefined
+        (QKV-Norm) is a good state, as for the single-process stepper: its μ̂ is then the diagnosis of
+        :meth:`_coefficients`, and the next step cannot start.
         """
         t0 = time.perf_counter()
         s, tab = self.s, self.tab
@@ -112,7 +132,7 @@ class Shard:
             return s.detail, None
         self.pending = (y_new, t_new)
         self.ks, self.yi = [], y_new
-        mu = s.coefficients(y_new)
+        mu = self._coefficients(y_new)
         self.busy += time.perf_counter() - t0
         return "", mu
 
@@ -139,16 +159,20 @@ class Shard:
         return {"positions": theta, "radii": None if radii is None else np.array(radii)}
 
     def diagnostic_parts(self, mu, t):
-        """Sums, minima and maxima over this shard that the driver combines into the backend's diagnostics."""
+        """Sums, minima and maxima over this shard that the driver combines into the backend's diagnostics;
+        ``mu`` None: the attention is undefined at this state (QKV-Norm), and so are the parts that need it."""
         self._settle()
         s = self.s
-        s._mu = mu
         theta, r = s._split(s.y)
         w = s.weights
-        f = s._field(t, theta, True)
-        out = {"w_theta": w @ theta, "w2": float(w @ w), "max_attention": float(np.max(f.norm))}
+        out = {"w_theta": w @ theta, "w2": float(w @ w)}
         if s.scheme.has_radius:
             out.update(w_r=float(w @ r), min_radius=float(r.min()), max_radius=float(r.max()))
+        if mu is None:
+            return out
+        s._mu = mu
+        f = s._field(t, theta, True)
+        out["max_attention"] = float(np.max(f.norm))
         if s.scheme.continuous:
             speed = np.linalg.norm(f.tangential, axis=1) / np.abs(s.scheme.speed(r, f.norm, t, s.model))
             out.update(max_speed=float(np.max(speed)), w_speed2=float(w @ np.square(speed)))
@@ -156,6 +180,23 @@ class Shard:
             out["z_sum"] = float(np.sum(np.exp(f.log_z) @ w))
         out["attention_error_bound"] = s.attention_error_bound(f)
         return out
+
+
+_NULL_CHECK_ROWS = 1 << 16     # tokens per block of _refuse_null_values: O(block) memory for any N
+
+
+def _refuse_null_values(model, positions) -> None:
+    """Refuse, before a cluster starts, a token whose value QKV-Norm cannot normalize (V maps it to 0), with the
+    single-process backend's error naming V and the token (NullDirectionError, a ValueError).  Tokens generated on
+    the workers are checked there, by the first μ̂ of the run."""
+    from .._attention import _linear_values, _unit_rows
+
+    V, linear = _linear_values(model)
+    if linear:       # no normalized values, or a conformal V (invertible); an isotropic kernel's Q and K are invertible
+        return
+    x = np.asarray(positions)
+    for a in range(0, len(x), _NULL_CHECK_ROWS):
+        _unit_rows(x[a:a + _NULL_CHECK_ROWS] @ V.T, "V", offset=a)
 
 
 def _combine(parts, t, model, options):
@@ -167,6 +208,8 @@ def _combine(parts, t, model, options):
     if "w_r" in parts[0]:
         out.update(mean_radius=float(sum(p["w_r"] for p in parts)), min_radius=min(p["min_radius"] for p in parts),
                    max_radius=max(p["max_radius"] for p in parts))
+    if "max_attention" not in parts[0]:     # the attention is undefined here (QKV-Norm): as ParticleStepper.diagnostics
+        return out
     if "max_speed" in parts[0]:
         out["max_speed"] = max(p["max_speed"] for p in parts)
         out["dissipation"] = float(sum(p["w_speed2"] for p in parts))
@@ -229,10 +272,15 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
     Trajectory
         ``backend="particles-sh"`` with the backend's diagnostics (sums and extrema combined over
         the shards) and ``steps`` (``t``, ``dt``); equal to ``simulate(..., backend="particles-sh",
-        step=step)`` to rounding.
+        step=step)`` to rounding.  Under QKV-Norm a state or Runge–Kutta stage where V maps a token to 0
+        ends the run as there: ``Status.NON_FINITE``, the detail naming V and the token, the last good state
+        kept (its diagnostics that need the attention NaN).
 
     Raises
     ------
+    ValueError
+        Under QKV-Norm, V maps an initial token to 0 (``NullDirectionError``, naming V and the token by its
+        index in ``particles``): Particles before a local cluster starts, generated tokens before the first step.
     InsufficientMemoryError
         Before any work is submitted: the tokens (about ``SHARD_BYTES_PER_TOKEN`` = 560 bytes each while a shard
         steps) do not fit in this machine's available memory for a local cluster, or a worker's shards exceed 80 %
@@ -268,6 +316,7 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
     if isinstance(particles, Particles):
         if particles.d != 3:
             raise ValueError(f"`particles` must be on S² (d = 3); got d={particles.d}.")
+        _refuse_null_values(model, particles.positions)
         n_total = particles.n
     elif isinstance(particles, (int, np.integer)) and not isinstance(particles, bool) and particles >= 1:
         n_total = int(particles)
@@ -314,7 +363,8 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
                 data = c.scatter([data], workers=[addrs[k % len(addrs)]], hash=False)[0]
             else:
                 data = {"positions": None, "n": int(b - a), "weight": 1.0 / n_total, "seed": seeds[k]}
-            futures.append(c.submit(Shard, model, data, opts, k, actor=True, workers=[addrs[k % len(addrs)]]))
+            futures.append(c.submit(Shard, model, data, opts, k, int(a), actor=True,
+                                    workers=[addrs[k % len(addrs)]]))
         actors = [f.result() for f in futures]
         run = _Driver(actors, probe, resolved, model, gather)
         t0 = time.perf_counter()
@@ -343,19 +393,27 @@ class _Driver:
         return [f.result() for f in futs]
 
     def _reduce(self, parts):
+        """The total μ̂ of the shards' parts, or the first shard's diagnosis (a str) where the attention is
+        undefined (QKV-Norm): the shards are in token order, so it names the first such token, as one process does."""
+        undefined = [p for p in parts if isinstance(p, str)]
+        if undefined:
+            return undefined[0]
         return sum(parts[1:], parts[0]) if len(parts) > 1 else parts[0]
 
     def integrate(self, times, progress, Status, Trajectory, ParticleStepper):
+        from .._attention import NullDirectionError
         from .._measures import Particles
 
-        tab, h_max = self.tab, self.options["step"]
         t = float(times[0])
-        mu = self._reduce(self._all("start"))
+        self.mu = self._reduce(self._all("start"))
+        if isinstance(self.mu, str):     # refused before any step, as the single-process backend's first diagnostics
+            raise NullDirectionError(self.mu)
         saved_t, states, diags = [], [], []
-        steps_t, steps_dt = [], []
+        self.steps_t, self.steps_dt = [], []
 
         def keep(t):
             saved_t.append(t)
+            mu = None if isinstance(self.mu, str) else self.mu
             diags.append(_combine(self._all("diagnostic_parts", mu, t), t, self.model, self.options))
             if self.gather:
                 parts = self._all("state")
@@ -375,30 +433,9 @@ class _Driver:
         try:
             for t_target in times[1:]:
                 for a, b in ParticleStepper._segments(self.probe, t, float(t_target)):
-                    n = (b - a) / h_max
-                    nsteps = max(1, int(round(n)) if abs(n - round(n)) < 1e-9 * max(1.0, n) else int(np.ceil(n)))
-                    h = (b - a) / nsteps
-                    for i in range(nsteps):
-                        t_step = time.perf_counter()
-                        ts = a + i * h
-                        t_new = a + (i + 1) * h if i + 1 < nsteps else b
-                        for s in range(1, tab.stages):
-                            st = ParticleStepper._stage_time(ts + tab.c[s - 1] * h, a, b)
-                            mu = self._reduce(self._all("stage", mu, st, h))
-                        st = ParticleStepper._stage_time(ts + tab.c[tab.stages - 1] * h, a, b)
-                        done = self._all("finish", mu, st, h, ts + h)
-                        bad = [d for d, _ in done if d]
-                        if bad:
-                            status, detail = Status.NON_FINITE, bad[0]
-                            mu = self._reduce(self._all("discard"))
-                            break
-                        mu = self._reduce([m for _, m in done])
-                        steps_t.append(t_new)
-                        steps_dt.append(h)
-                        t = t_new
-                        self.step_wall += time.perf_counter() - t_step
-                        self.step_round_trips += tab.stages
-                    if status is not Status.OK:
+                    t, detail = self._advance(a, b, ParticleStepper)
+                    if detail:
+                        status = Status.NON_FINITE
                         break
                 if status is not Status.OK:
                     break
@@ -419,8 +456,50 @@ class _Driver:
         keys = diags[0].keys()
         return Trajectory(times=np.array(saved_t), states=states,
                           diagnostics={k: np.array([d.get(k, np.nan) for d in diags]) for k in keys},
-                          steps={"t": np.asarray(steps_t), "dt": np.asarray(steps_dt)}, model=self.model,
+                          steps={"t": np.asarray(self.steps_t), "dt": np.asarray(self.steps_dt)}, model=self.model,
                           backend="particles-sh", status=status, detail=detail, options=dict(self.options))
+
+    def _advance(self, a, b, ParticleStepper):
+        """The fixed steps of ParticleStepper._advance_fixed over [a, b]: (the time reached, "") or (the time of
+        the last good state, the diagnosis of the failed step)."""
+        n = (b - a) / self.options["step"]
+        nsteps = max(1, int(round(n)) if abs(n - round(n)) < 1e-9 * max(1.0, n) else int(np.ceil(n)))
+        h = (b - a) / nsteps
+        for i in range(nsteps):
+            t_step = time.perf_counter()
+            ts = a + i * h
+            if isinstance(self.mu, str):     # the state the last step reached has no attention: no step from it
+                return ts, ParticleStepper._undefined_attention(ts, self.mu)
+            detail = self._step(ts, h, a, b, ParticleStepper)
+            if detail:
+                return ts, detail
+            self.steps_t.append(a + (i + 1) * h if i + 1 < nsteps else b)
+            self.steps_dt.append(h)
+            self.step_wall += time.perf_counter() - t_step
+            self.step_round_trips += self.tab.stages
+        return b, ""
+
+    def _step(self, ts, h, a, b, ParticleStepper):
+        """One Runge–Kutta step from ``ts`` over the shards: "" (``self.mu`` is then that of the new state, or its
+        diagnosis), or why it failed (the shards then stand where they were, ``self.mu`` theirs)."""
+        tab = self.tab
+
+        def stage_time(s):
+            return ParticleStepper._stage_time(ts + tab.c[s] * h, a, b)
+
+        for s in range(1, tab.stages):
+            self.mu = self._reduce(self._all("stage", self.mu, stage_time(s - 1), h))
+            if isinstance(self.mu, str):     # stage s + 1, at stage_time(s), has no attention (QKV-Norm)
+                detail = ParticleStepper._undefined_attention(stage_time(s), self.mu)
+                self.mu = self._reduce(self._all("discard"))
+                return detail
+        done = self._all("finish", self.mu, stage_time(tab.stages - 1), h, ts + h)
+        bad = [d for d, _ in done if d]
+        if bad:
+            self.mu = self._reduce(self._all("discard"))
+            return bad[0]
+        self.mu = self._reduce([m for _, m in done])
+        return ""
 
     def _weights(self):
         if not hasattr(self, "_w"):
