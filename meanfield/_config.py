@@ -176,14 +176,15 @@ def _check_initial_for(kind: str, init: dict, backend) -> None:
 def _refuse_unused_step_options(options: dict) -> None:
     """Options a fixed-step run would ignore, refused when the file is read (so a batch stops before its first
     run), as the backends refuse them: at the top level and in a hybrid run's ``particle_options``."""
-    from ._integrators import ADAPTIVE_OPTIONS, METHODS, fixed_steps, refuse_unused
+    from ._integrators import ADAPTIVE_OPTIONS, IMPLICIT_METHODS, METHODS, fixed_steps, refuse_unused
 
     for where, opts in (("[options]", options), ("[options] particle_options", options.get("particle_options"))):
         if not isinstance(opts, dict):
             continue
         method = opts.get("method")
         if not isinstance(method, (str, type(None))):
-            raise ConfigError(f"{where} `method` must be a string, one of {sorted(METHODS)}; got method={method!r}.")
+            raise ConfigError(f"{where} `method` must be a string, one of {sorted(METHODS) + sorted(IMPLICIT_METHODS)} "
+                              f"(radau and bdf: particle backends only); got method={method!r}.")
         why = fixed_steps(opts)
         if why is not None:
             refuse_unused(opts, ADAPTIVE_OPTIONS, f"in {where}, {why}")

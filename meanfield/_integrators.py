@@ -81,6 +81,36 @@ _register(Tableau("rk45", 5, np.array([0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1, 1]), _
                   b_err=_DP_B - _DP_BHAT, error_order=4, fsal=True))
 
 
+@dataclass(frozen=True)
+class ImplicitMethod:
+    """A stiff (implicit) integrator of scipy behind the particle backends' ``method`` option.
+
+    ``solver`` is the name of a :class:`scipy.integrate.OdeSolver` class (imported when a run starts: importing
+    meanfield does not import scipy.integrate).  Its Jacobian is estimated by finite differences, n·d velocity
+    evaluations each (n tokens in dimension d): meant for a few hundred tokens whose dynamics is stiff (USA
+    attention and the gradient flow at large β, clusters that collapse fast and attract slowly)."""
+    name: str
+    order: int
+    solver: str
+    adaptive: bool = True       # it chooses its own steps under rtol/atol
+    implicit: bool = True
+
+    def solver_class(self):
+        from scipy import integrate
+        return getattr(integrate, self.solver)
+
+
+#: The implicit methods of the particle backends (not of the spectral backend, whose state is too large for a
+#: dense Jacobian): Radau IIA of order 5 and the variable-order BDF (1 to 5) of scipy.
+IMPLICIT_METHODS: dict[str, ImplicitMethod] = {
+    "radau": ImplicitMethod("radau", 5, "Radau"),
+    "bdf": ImplicitMethod("bdf", 5, "BDF"),
+}
+
+#: scipy's implicit solvers raise rtol below this to it, with a warning: refused up front instead
+IMPLICIT_MIN_RTOL = 100 * np.finfo(float).eps
+
+
 def get_method(name) -> Tableau:
     try:
         return METHODS[name]

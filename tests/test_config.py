@@ -234,7 +234,8 @@ def test_options_a_fixed_step_run_would_ignore_are_refused_when_the_file_is_read
 def test_a_method_that_is_not_a_string_gets_a_clear_error():
     raw = {"model": {"beta": 1.0}, "initial": {"kind": "uniform"}, "run": {"t_final": 1.0},
            "options": {"method": ["rk4"]}}
-    with pytest.raises(ConfigError, match=r"`method` must be a string, one of \['rk23', 'rk4', 'rk45'\]"):
+    with pytest.raises(ConfigError, match=r"`method` must be a string, one of \['rk23', 'rk4', 'rk45', 'bdf', "
+                                          r"'radau'\] \(radau and bdf: particle backends only\)"):
         parse_config(raw)
 
 

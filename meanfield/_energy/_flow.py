@@ -16,7 +16,8 @@ and a Runge–Kutta method the time integral is the method's own quadrature over
 equation dS/dt = ∫|v|² dμ (``ParticleStepper.step_integrand``): the residual is the integration error,
 also where the flow collapses within a few of its steps (at β = 10 a ring of seven tokens collapses on a time
 scale ~1e-5; Simpson over 2048 recorded states left a residual of 0.9 of the energy gain, the stages 2.5e-10
-of it at rtol = 1e-10).  The softmax flow's dissipation ∫ Z |u|² dμ is integrated over the stages too, with Z
+of it at rtol = 1e-10).  With an implicit method ("bdf", "radau") dS/dt = ∫|v|² dμ is one more equation of the
+solver.  The softmax flow's dissipation ∫ Z |u|² dμ is integrated over the stages too, with Z
 from each stage's attention sums (backend="particles"; particles-sh's fast path has no Z).
 Otherwise (layers, a density's backend, the softmax flow on particles-sh) it is the composite Simpson rule on
 ``identity_parts`` states between the saved times (default 64 over the run, ≥ 8 per saved interval; 0: the
@@ -136,10 +137,12 @@ _STEPPER_COPIES = 12
 
 def _evaluations_per_step(options: dict) -> int:
     """Velocity evaluations of one step of a particle backend with ``options`` (a recorded state costs ≥ one)."""
-    from .._integrators import METHODS
+    from .._integrators import IMPLICIT_METHODS, METHODS
 
     if options.get("time") == "layers":
         return 1
+    if options.get("method") in IMPLICIT_METHODS:     # Newton iterations (its Jacobians, n·d more, are reused)
+        return 4
     tab = METHODS.get(options.get("method") or ("rk4" if options.get("step") is not None else "rk45"))
     return 1 if tab is None else tab.stages - int(tab.fsal)
 

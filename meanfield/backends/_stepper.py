@@ -21,7 +21,8 @@ import numpy as np
 
 from .._attention import NullDirectionError
 from .._errors import UnsupportedModelError
-from .._integrators import ADAPTIVE_OPTIONS, check_step_options, get_method, next_step, refuse_unused, rk_step
+from .._integrators import (ADAPTIVE_OPTIONS, IMPLICIT_METHODS, IMPLICIT_MIN_RTOL, METHODS, check_step_options,
+                             get_method, next_step, refuse_unused, rk_step)
 from .._measures import Particles, pair_alignment
 from .._model import Model
 from .._schemes import _TINY_NORM, TIME_FREE_ROWS, norms
@@ -148,15 +149,18 @@ class ParticleStepper:
         Integrate the ODE of the scheme, or apply its discrete layer map (``step`` = layer step h;
         t_final − t0 and the gaps between save times must be whole numbers of layers; layer k sits at
         t0 + k·h).
-    method : {"rk4", "rk23", "rk45"}, optional
-        Runge–Kutta method (:data:`meanfield._integrators.METHODS`).  Default: "rk4" when ``step`` is
-        given, else "rk45".
+    method : {"rk4", "rk23", "rk45", "bdf", "radau"}, optional
+        Runge–Kutta method (:data:`meanfield._integrators.METHODS`), or one of scipy's implicit solvers
+        (:data:`meanfield._integrators.IMPLICIT_METHODS`) for stiff runs of a few hundred tokens (USA or the
+        gradient flow at large β; a finite-difference Jacobian costs n·d velocity evaluations).  Default: "rk4"
+        when ``step`` is given, else "rk45".
     step : float, optional
         Fixed step of "rk4", or the layer step h of ``time="layers"``.  The steps of one
         ``advance`` are uniform and at most ``step`` (equal to it when the interval is a multiple).
     rtol, atol : float
         Tolerances of the embedded pairs (rtol in [1e-14, 1)): the max over all components of |err| / (atol + rtol·|y|) is kept ≤ 1
-        (a max norm, stricter than scipy's RMS norm, so no particle is left behind).
+        (a max norm, stricter than scipy's RMS norm, so no particle is left behind).  The implicit methods use
+        scipy's RMS norm, rtol in [2.22e-14, 1).
     first_step, max_step : float, optional
         Initial and largest step of the embedded pairs (default: estimated; unbounded).
     min_step : float
@@ -221,7 +225,7 @@ class ParticleStepper:
         self.t = 0.0
         self.detail = ""
         self.step_log = {"t": [], "dt": [], "mean_alignment": []}
-        if self.method is not None and self.method.adaptive:
+        if self.method is not None and self.method.adaptive and not self._implicit:    # scipy's steps report neither
             self.step_log.update({"error": [], "rejected": []})
         self._h = opts["first_step"]
         self._stage = None      # f(t, y) of the state reached inside a segment (the next step's FSAL first stage)
@@ -255,9 +259,23 @@ class ParticleStepper:
                 f"scheme={self.scheme.name!r} is defined only as a discrete layer map (no continuous-time "
                 "ODE); use time='layers' with step=h.")
         method = opts["method"] or ("rk4" if opts["step"] is not None else "rk45")
-        self.method = get_method(method)
+        if isinstance(method, str) and method in IMPLICIT_METHODS:
+            self.method = IMPLICIT_METHODS[method]
+        elif isinstance(method, str) and method in METHODS:
+            self.method = get_method(method)
+        else:
+            raise ValueError(f"`method` must be one of {sorted(METHODS) + sorted(IMPLICIT_METHODS)} (the implicit "
+                             f"'radau' and 'bdf' for stiff runs of a few hundred tokens); got method={method!r}.")
         opts["method"] = method
-        return check_step_options(opts, self.method, given)
+        opts = check_step_options(opts, self.method, given)
+        if self._implicit and opts["rtol"] < IMPLICIT_MIN_RTOL:
+            raise ValueError(f"`rtol` must be in [{IMPLICIT_MIN_RTOL:.3g}, 1) with method={method!r} (scipy's implicit "
+                             f"solvers go no lower); got rtol={opts['rtol']!r}.")
+        return opts
+
+    @property
+    def _implicit(self) -> bool:
+        return getattr(self.method, "implicit", False)
 
     # -- the physics --------------------------------------------------------------------------------
     def _field(self, t, theta, full: bool):
@@ -494,7 +512,10 @@ class ParticleStepper:
         if self.options["time"] == "layers":
             return self._advance_layers(t_target)
         for a, b in self._segments(self.t, t_target):
-            status = self._advance_fixed(a, b) if not self.method.adaptive else self._advance_adaptive(a, b)
+            if self._implicit:
+                status = self._advance_implicit(a, b)
+            else:
+                status = self._advance_fixed(a, b) if not self.method.adaptive else self._advance_adaptive(a, b)
             if status is not Status.OK:
                 return status
         self.t = t_target
@@ -559,7 +580,8 @@ class ParticleStepper:
     #: over its stages k_i (the velocities dy/dt; log Z_i the attention's log-normalizer at that stage, shape
     #: (heads, n), or None where the backend does not compute it) to :attr:`integral`: ∫ g dt integrated by the
     #: method itself, with its order and its step control (the gradient flow's energy identity integrates ∫|v|²dμ
-    #: so, the softmax flow's ∫ Z|u|²dμ).  A layer step has no stages: it sets :attr:`integral` to NaN.
+    #: so, the softmax flow's ∫ Z|u|²dμ).  An implicit method solves dS/dt = g as one more equation instead.  A layer
+    #: step has no stages: it sets :attr:`integral` to NaN.
     step_integrand = None
     integral = 0.0
     _step_integral = None
@@ -723,6 +745,70 @@ class ParticleStepper:
                 rejected = True
         self._h = h
         return Status.OK
+
+    def _advance_implicit(self, a, b):
+        """Steps of scipy's implicit solver over the segment [a, b] (a fresh solver per segment, as the explicit
+        pairs start each segment afresh).  The solver carries the unprojected state: the velocity is that of θ/‖θ‖
+        and tangent, so ‖θ‖ drifts by the integration error only; the stepper's state is projected after each
+        step."""
+        o, shape = self.options, self.y.shape
+        self._carried = None
+        nonfinite = []
+        g, size = self.step_integrand, self.y.size      # with g: one more equation dS/dt = g, solved alongside
+
+        def fun(t, y):
+            k = self.rhs(self._stage_time(t, a, b), y[:size].reshape(shape))
+            if not np.isfinite(k).all():
+                nonfinite.append(t)
+            if g is None:
+                return k.ravel()
+            with np.errstate(over="ignore", invalid="ignore"):
+                return np.append(k.ravel(), g(k, self._stage_log_z))
+        y0 = self.y.ravel() if g is None else np.append(self.y.ravel(), 0.0)
+        first = None if self._h is None else min(self._h, b - a)
+        solver, integral = None, 0.0
+        while solver is None or solver.status == "running":
+            if self._out_of_steps():
+                return Status.STEP_TOO_SMALL
+            t = self.t
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):      # a blown-up trial: the solver shrinks its step
+                    if solver is None:
+                        solver = self.method.solver_class()(fun, a, y0, b, rtol=o["rtol"], atol=o["atol"],
+                                                            max_step=o["max_step"], first_step=first)
+                        continue
+                    message = solver.step()
+            except (ValueError, np.linalg.LinAlgError) as err:     # a non-finite Jacobian: its LU refuses it
+                if not nonfinite:
+                    raise
+                return self._implicit_failure(t, str(err))
+            if solver.status == "failed":       # the step shrank to nothing: an undefined velocity, or stiffness
+                return self._implicit_failure(t, message)
+            h = solver.t - t
+            if h < o["min_step"] and solver.t < b:
+                self.detail = f"Step {h:.3g} < min_step={o['min_step']:.3g} at t={t:.6g} ({self.method.name})."
+                return Status.STEP_TOO_SMALL
+            y_new = self._project(solver.y[:size].reshape(shape))
+            if self._bad_state(y_new, solver.t):
+                return Status.NON_FINITE
+            if g is not None:       # this step's part of ∫ g dt
+                self._step_integral, integral = solver.y[size] - integral, solver.y[size]
+            self.y, self.t = y_new, (b if solver.status == "finished" else solver.t)
+            self._h = max(getattr(solver, "h_abs", h), o["min_step"])    # the step it wants next (a resume's first)
+            self._log_step(self.t, h)
+            self._notify(h)
+        return Status.OK
+
+    def _implicit_failure(self, t, message) -> Status:
+        """NON_FINITE with the diagnosis when the velocity was undefined at a trial state (a speed factor, a null
+        direction, a non-finite field), else STEP_TOO_SMALL with scipy's message."""
+        issue, self._speed_issue = self._speed_issue, None
+        issue = issue or self._field_diagnosis()
+        if issue:
+            self.detail = issue
+            return Status.NON_FINITE
+        self.detail = f"The {self.method.name!r} solver failed at t={t:.6g}: {message}"
+        return Status.STEP_TOO_SMALL
 
     def _notify(self, h):
         """Report an accepted step to a progress hook set by :func:`meanfield.simulate` (if any)."""
