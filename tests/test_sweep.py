@@ -17,7 +17,7 @@ from meanfield import cli
 from meanfield._attention import attention_field_from_coefficients, attention_field_sh, sh_coefficients
 from meanfield._config import ConfigError
 from meanfield._sweep import (OBSERVABLES, distributed_particles_sh, load_sweep, parse_sweep, run_sweep, run_task)
-from meanfield._sweep._observables import aligned_fraction, cluster_count, density_mean
+from meanfield._sweep._observables import CLUSTER_MIN_MASS, aligned_fraction, density_mean
 
 distributed = pytest.importorskip("distributed")
 
@@ -326,8 +326,8 @@ def test_pair_observables_against_brute_force():
     ww = np.outer(p.weights, p.weights)
     off = ~np.eye(10, dtype=bool)
     assert aligned_fraction(p, 1e-3) == pytest.approx((ww * g)[off].sum() / ww[off].sum(), abs=1e-14)
-    assert cluster_count(p, 1e-3) == 3
-    assert cluster_count(mf.Particles.uniform(50, seed=0), 1e-6) == 50
+    from types import SimpleNamespace
+    assert OBSERVABLES["clusters"](SimpleNamespace(states=[p], diagnostics={}), 0, 1e-3) == 3
 
 
 def test_density_mean_is_exact():
@@ -504,8 +504,29 @@ def test_observables_agree_with_the_fallbacks():
     p = mf.Particles(x, normalize=True)
     traj = SimpleNamespace(states=[p], diagnostics={})
     assert OBSERVABLES["aligned_fraction"](traj, 0, 1e-3) == pytest.approx(aligned_fraction(p, 1e-3), abs=1e-14)
-    assert OBSERVABLES["clusters"](traj, 0, 1e-3) == cluster_count(p, 1e-3)
+    assert OBSERVABLES["clusters"](traj, 0, 1e-3) == mf.particle_clusters(p, angle=np.arccos(1 - 1e-3)).count == 4
     assert OBSERVABLES["mean_alignment"](traj, 0, 1e-3) == mf.mean_alignment(p)
+
+
+def test_the_clusters_observable_counts_clusters_of_at_least_one_percent_of_the_mass():
+    """Every stray token was a cluster (a hybrid run's weighted nodes counted 491 against its density's 4 basins).
+    Now particles and densities both count clusters of mass ≥ 1 %: collapsed groups (single linkage at aligned_tol)
+    for particles, ascent basins for a density."""
+    from types import SimpleNamespace
+    rng = np.random.default_rng(1)
+    centers = rng.standard_normal((3, 3))
+    grouped = np.repeat(centers, 10, axis=0) + 1e-5 * rng.standard_normal((30, 3))
+    stray = rng.standard_normal((200, 3))
+    w = np.r_[np.full(30, 0.9 / 30), np.full(200, 0.1 / 200)]          # each stray token 0.05 % of the mass
+    p = mf.Particles(np.vstack([grouped, stray]), w, normalize=True)
+    assert CLUSTER_MIN_MASS == 0.01
+    assert mf.particle_clusters(p, angle=np.arccos(1 - 1e-3)).count > 150        # what was recorded (194)
+    assert OBSERVABLES["clusters"](SimpleNamespace(states=[p], diagnostics={}), 0, 1e-3) == 3
+    smooth = mf.Particles.uniform(2000, seed=0)                                     # no collapsed cluster
+    assert OBSERVABLES["clusters"](SimpleNamespace(states=[smooth], diagnostics={}), 0, 1e-3) == 0
+    rho = mf.Density.random(16, seed=1, degree=3, amplitude=1.2)
+    assert OBSERVABLES["clusters"](SimpleNamespace(states=[rho], diagnostics={}), 0, 1e-3) == \
+        mf.density_clusters(rho, min_mass=0.01).count
 
 
 def test_records_keep_infinite_values_apart_from_missing_ones(tmp_path):
