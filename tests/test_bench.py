@@ -315,3 +315,15 @@ def test_small_n_case_reports_the_ratio_to_a_hand_written_script(tmp_path, capsy
     exact = mf.particle_velocity(mf.Model(_small_n.BETA), mf.Particles(x), backend="particles")[0]
     assert np.max(np.abs(_small_n.script_velocity(x) - exact)) < 1e-13
     assert _small_n.QUICK_SIZES and set(_small_n.QUICK_SIZES) <= set(_small_n.SIZES)
+
+
+def test_stiff_case_compares_the_implicit_methods_with_rk45(tmp_path, capsys):
+    record = _bench.run_cases(["stiff"], quick=True, output=tmp_path, echo=lambda msg: None,
+                              sizes={"stiff": {"runs": ((10.0, 0.5),), "n": 8}})
+    _check_record(record, ["stiff"])
+    (row,) = record["cases"]["stiff"]["rows"]
+    assert set(row["steps"]) == {"rk45", "bdf", "radau"} and set(row["status"].values()) == {"OK"}
+    assert row["steps"]["bdf"] < row["steps"]["rk45"] and row["steps"]["radau"] < row["steps"]["rk45"]
+    assert max(row["max_difference"].values()) < 1e-5
+    assert len(record["cases"]["stiff"]["comparisons"]) == 2
+    assert "faster" in capsys.readouterr().out and "radau speedup" in (tmp_path / "REPORT.md").read_text()

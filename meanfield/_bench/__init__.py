@@ -33,6 +33,7 @@ CASES: dict[str, str] = {
     "sweep": "._sweep",             # 8. dask sweeps vs serial; distributed particles-sh vs one process
     "checkpoint": "._checkpoint",   # 9. checkpoint writes of a run with many saved states vs no checkpoint
     "small-n": "._small_n",         # 10. whole exact-backend runs at n ≤ 300 vs a hand-written numpy script
+    "stiff": "._stiff",             # 11. stiff particle runs: implicit methods (bdf, radau) vs rk45
 }
 
 
