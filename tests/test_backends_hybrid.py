@@ -9,6 +9,7 @@ import meanfield as mf
 from meanfield._sampling import particles_coefficients
 from meanfield.backends._bases import CircleBasis, S2Basis
 from meanfield.backends._hybrid import density_to_particles
+from test_io import _killed_copies  # noqa: E402  (the checkpoint copies a SIGKILL would leave)
 
 
 @pytest.mark.parametrize("basis_cls, d", [(S2Basis, 3), (CircleBasis, 2)])
@@ -212,21 +213,6 @@ def test_the_diagnostics_both_phases_report_are_continuous_at_the_hand_off(schem
         assert abs(a - b) <= 1e-11 * abs(b), (k, a, b)      # measured ≤ 7e-14 (rtol 1e-12 in both)
 
 
-def _checkpoint_copies(monkeypatch, tmp_path):
-    """Copies of a checkpoint as each write left it on disk: what a SIGKILL right after that write would leave."""
-    import shutil
-
-    from meanfield import _io
-    copies, write = [], _io.save_checkpoint
-
-    def save_and_copy(trajectory, path, point):
-        out = write(trajectory, path, point)
-        copies.append(shutil.copy(path, tmp_path / f"killed-{len(copies)}.h5"))
-        return out
-    monkeypatch.setattr(_io, "save_checkpoint", save_and_copy)
-    return copies
-
-
 @pytest.mark.parametrize("particle", [{}, dict(method="rk4", step=0.05)])
 def test_the_particle_phase_max_steps_counts_the_whole_run_resumes_included(tmp_path, monkeypatch, particle):
     # a max_steps in particle_options counted the particle steps from the resume: stopped at t=0.25 and resumed, a run
@@ -247,7 +233,7 @@ def test_the_particle_phase_max_steps_counts_the_whole_run_resumes_included(tmp_
     assert "the particle phase's steps of the whole run" in full.detail
     stopped = tmp_path / "stopped.h5"           # at a save time past the hand-off
     mf.simulate(**budget, checkpoint=stopped, callback=lambda t, s, d: t >= 0.25)
-    copies = _checkpoint_copies(monkeypatch, tmp_path)
+    copies = _killed_copies(monkeypatch, tmp_path)
     mf.simulate(**budget, checkpoint=tmp_path / "run.h5", checkpoint_interval=0)
     monkeypatch.undo()
     points = {c: read_resume_point(c) for c in copies}
