@@ -46,7 +46,7 @@ def run(quick: bool = False, runs=None, rounds: int | None = None, n: int = N) -
                                       "method='rk45'", times[m], times["rk45"], n=n))
         print(f"[bench] stiff: β = {beta:g}, t = {t_final:g}: rk45 {row['steps']['rk45']} steps "
               f"{C.ms(times['rk45'])} ms; " + "; ".join(
-                  f"{m} {row['steps'][m]} steps {C.ms(times[m])} ms ({times['rk45'] / times[m]:.1f}× faster)"
+                  f"{m} {row['steps'][m]} steps {C.ms(times[m])} ms (speedup {times['rk45'] / times[m]:.2f})"
                   for m in IMPLICIT), flush=True)
     last = rows[-1]
     targets = [C.target(f"bdf over rk45, USA β = {last['beta']:g}", "reported (no target set)",

@@ -7,6 +7,8 @@ any Q, K, V (heads summed), SA and USA, QKV-Norm, an optional causal mask, every
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .._attention import _DirectEvaluator
 from .._validate import flag, nonneg_int, unit_vectors
 from ._stepper import ParticleStepper
@@ -52,6 +54,16 @@ class ParticlesBackend(ParticleStepper):
             opts["threads"] = nonneg_int("threads", opts["threads"], minimum=1)
         return opts
 
+    def _jacobian(self, t, y):
+        """∂(dθ/dt)/∂y of Post-LN with one head and no mask (the gradient flow, USA and SA), shape (n·d, n·d); None
+        for any other case, or where the attention weights overflow (the implicit solvers then use finite
+        differences, n·d velocity evaluations).  O(n²d³) time, O(n²d²) memory: one velocity evaluation costs
+        O(n²d)."""
+        m = self.model
+        if self.scheme.name != "post-ln" or m.heads != 1 or self.options["causal"] or y.shape[1] != self.d:
+            return None
+        return post_ln_jacobian(y, self.weights, m.beta, *(M[0] for M in m.matrices()), softmax=m.softmax)
+
     FIELD_NORMALIZES = True     # unit_vectors below normalizes (and refuses a zero direction) in one pass
     _evaluator = None
 
@@ -61,3 +73,38 @@ class ParticlesBackend(ParticleStepper):
             self._evaluator = _DirectEvaluator(self.model, self.weights, causal=o["causal"], chunk=o["chunk"],
                                                nthreads=o["threads"])
         return self._evaluator(unit_vectors("directions", theta), full=full)
+
+
+def post_ln_jacobian(y, w, beta, Q, K, V, softmax: bool):
+    """The Jacobian of the Post-LN velocity v_i = P_i A_i at the ambient state ``y`` (n, d) of the directions
+    x_i = y_i/‖y_i‖ (P_i = I − x_i x_iᵀ), A_i = Σ_j c_ij V x_j with c_ij = w_j e^{s_ij}, s_ij = β⟨Q x_i, K x_j⟩
+    (USA), divided by Z_i = Σ_j w_j e^{s_ij} (SA).  Returns shape (n·d, n·d), or None where e^{s} overflows (USA).
+
+    With g_i = KᵀQ x_i, h_m = QᵀK x_m and Ā_i = A_i (SA) or 0 (USA):
+    ∂A_i/∂x_j = c_ij (V + β (V x_j − Ā_i) g_iᵀ) + δ_ij β (Σ_m c_im V x_m h_mᵀ − Ā_i h̄_iᵀ), h̄_i = Σ_m c_im h_m (SA);
+    ∂v_i/∂x_j = P_i ∂A_i/∂x_j − δ_ij (x_i A_iᵀ + ⟨x_i, A_i⟩ I), and ∂x_j/∂y_j = P_j/‖y_j‖.
+    """
+    n, d = y.shape
+    r = np.linalg.norm(y, axis=1)
+    x = y / r[:, None]
+    s = beta * (x @ Q.T) @ (x @ K.T).T
+    with np.errstate(over="ignore"):
+        c = w[None, :] * np.exp(s - s.max(axis=1, keepdims=True) if softmax else s)
+    if softmax:
+        c /= c.sum(axis=1, keepdims=True)
+    if not np.isfinite(c).all():
+        return None
+    U, g, h = x @ V.T, x @ (K.T @ Q).T, x @ (Q.T @ K).T
+    A = c @ U
+    D = U[None, :, :] - A[:, None, :] if softmax else np.broadcast_to(U[None, :, :], (n, n, d))
+    T = c[:, :, None, None] * (V[None, None] + beta * D[:, :, :, None] * g[:, None, None, :])   # (i, j, a, b)
+    own = beta * np.einsum("im,ma,mb->iab", c, U, h)
+    if softmax:
+        own -= beta * A[:, :, None] * (c @ h)[:, None, :]
+    idx = np.arange(n)
+    T[idx, idx] += own
+    proj = np.eye(d)[None] - x[:, :, None] * x[:, None, :]                   # P_i, (n, d, d)
+    J = np.einsum("iac,ijcb->ijab", proj, T)
+    J[idx, idx] -= x[:, :, None] * A[:, None, :] + np.einsum("ia,ia->i", x, A)[:, None, None] * np.eye(d)
+    J = np.einsum("ijac,jcb->ijab", J, proj / r[:, None, None])
+    return J.transpose(0, 2, 1, 3).reshape(n * d, n * d)
