@@ -46,7 +46,7 @@ def test_the_error_of_an_implicit_run_follows_its_tolerance(method):
 
 def test_an_implicit_method_steps_past_the_stiffness_of_usa_clusters():
     """USA at β = 10: once the tokens have clustered the explicit pair is held at steps ~e^{−β} by stability while
-    nothing moves (20 tokens to t = 5: rk45 20115 steps, radau 1101, bdf 1365; measured 33 s, 5.0 s and 3.7 s).
+    nothing moves (20 tokens to t = 5: rk45 20115 steps, radau 1065, bdf 1207; measured 17.6 s, 1.9 s and 0.83 s).
     Here 8 tokens to t = 2; both reach the same clusters."""
     model, start = mf.Model(10.0, attention="unnormalized"), mf.Particles.uniform(8, 3, seed=0)
     runs = {m: mf.simulate(model, start, 2.0, backend="particles", method=m, rtol=1e-8, atol=1e-10)
@@ -60,8 +60,8 @@ def test_an_implicit_method_steps_past_the_stiffness_of_usa_clusters():
 
 @pytest.mark.parametrize("method, most_steps", [("bdf", 7274 // 4), ("radau", 7274 // 2)])
 def test_find_stationary_by_an_implicit_gradient_flow(method, most_steps):
-    """The gradient flow of the ring at β = 10 (rk45: 7274 steps, 7.3 s) by BDF (1525 steps, 0.95 s) or Radau (3311
-    steps, 4.5 s; its error estimate at rtol = 1e-12 holds it back): the same Dirac at e₃.  The energy identity's
+    """The gradient flow of the ring at β = 10 (rk45: 7274 steps, 6.9 s) by BDF (1650 steps, 1.2 s) or Radau (3326
+    steps, 4.8 s; its error estimate at rtol = 1e-12 holds it back): the same Dirac at e₃.  The energy identity's
     ∫∫|v|²dμ dt is one more equation of the solver (Simpson over the 65 records left 672 of the gain of 910; now
     measured 6e-9 with BDF, 1.7e-12 with Radau)."""
     r = mf.find_stationary(_ring(), 10.0, t_max=100.0, method=method)
