@@ -927,3 +927,24 @@ def _session(psutil, sid) -> list:
         except (OSError, psutil.Error):
             pass
     return left
+
+
+def test_tasks_finished_when_a_dask_sweep_is_interrupted_are_recorded(client, tmp_path, monkeypatch):
+    """A Ctrl-C while finished tasks waited to be handed over: their runs/<key>.h5 were written (status OK) but
+    they got no record, and a rerun computed them again."""
+    import distributed
+
+    def ctrl_c_after_the_first(futures):
+        distributed.wait(list(futures))          # every task done, one handed over, then the Ctrl-C
+        yield next(iter(futures))
+        raise KeyboardInterrupt
+    monkeypatch.setattr(distributed, "as_completed", ctrl_c_after_the_first)
+    spec = _spec(BASE + '[sweep]\ngrid = { "initial.seed" = [0, 1, 2] }\nhdf5 = true\n')
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, tmp_path, client=client, progress=False)
+    recorded = sorted(p.stem for p in (tmp_path / "tasks").glob("*.json"))
+    assert recorded == sorted(t.key for t in spec.tasks) == sorted(p.stem for p in (tmp_path / "runs").glob("*.h5"))
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
+    monkeypatch.undo()
+    again = run_sweep(spec, tmp_path, client=client, progress=False)
+    assert (again.ran, again.skipped) == (0, 3) and again.success

@@ -11,7 +11,10 @@ Layout of the output folder ``DIR``::
 
 A rerun skips every task that has a record (whatever its run status) except those recorded as
 ``ERROR`` (an exception: retried, since it may have been transient, e.g. a lost worker).  A task interrupted
-(Ctrl-C, SIGTERM: its run returns status ``INTERRUPTED``) is not finished: it gets no record.  A file of one of
+(Ctrl-C, SIGTERM: its run returns status ``INTERRUPTED``) is not finished: it gets no record.  When a sweep on
+dask is interrupted, the tasks that had finished are recorded before it stops (their results fetched from the
+workers); those still running are not waited for and get no record (on a ``--scheduler``'s workers they may still
+write their ``runs/<key>.h5``, which a rerun replaces).  A file of one of
 these names that no sweep wrote (a table without recorded rows, a sweep file in a folder where no sweep ran) is
 refused before any task runs (:func:`meanfield._sweep._outdir.refuse_foreign_files`).
 """
@@ -39,6 +42,9 @@ RETRIED = (ERROR, INTERRUPTED)  # records a rerun runs again (INTERRUPTED ones: 
 # seconds to reach a --scheduler: dask's default (30 s) made a mistyped address look like a hang; a scheduler
 # answers within milliseconds on a local network
 CONNECT_TIMEOUT = 5.0
+# seconds to fetch a finished task's row from its worker after a Ctrl-C (it is done: the transfer takes milliseconds;
+# the bound keeps the stop prompt if a worker is gone)
+FETCH_TIMEOUT = 5.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -383,6 +389,7 @@ def _run_dask(spec, todo, out, records, bar, client, workers, connect, limit, th
         futures = {c.submit(run_task, t, spec.record, where, threads, key=f"meanfield-sweep-{t.key}-{run_id}",
                             pure=False): t for t in todo}
         ran = 0
+        handled = set()             # futures whose row this loop has recorded (or dropped, if interrupted)
         ac = as_completed(futures)
         try:
             for fut in ac:
@@ -393,18 +400,39 @@ def _run_dask(spec, todo, out, records, bar, client, workers, connect, limit, th
                     row = {**_record_head(t), "error": f"{type(e).__name__}: {e}", "wall_time": None}
                 if row["status"] == INTERRUPTED:      # a worker's Ctrl-C: the task is not done, a rerun runs it
                     records.pop(t.key, None)
+                    handled.add(fut)
                     continue
                 write_record(out, row)
                 records[t.key] = row
+                handled.add(fut)
                 ran += 1
                 _tick(bar, row)
                 if ran >= limit:
                     break
+        except KeyboardInterrupt:
+            _record_finished({f: t for f, t in futures.items() if f not in handled}, out, records)
+            raise
         finally:
             for f in futures:
                 if not f.done():
                     f.cancel()
     return ran
+
+
+def _record_finished(futures: dict, out: Path, records: dict) -> None:
+    """On an interruption: record the tasks of ``futures`` (future → task; those the loop has not recorded) that
+    finished.  Their HDF5 files are written and whole, and without a record a rerun computed them again.  A task
+    still running is not waited for: it stays unrecorded, and a rerun runs it again."""
+    for fut, task in futures.items():
+        if fut.status != "finished":
+            continue
+        try:
+            row = fut.result(timeout=FETCH_TIMEOUT)
+        except Exception:   # noqa: BLE001 - a result that cannot be fetched now: the task is run again
+            continue
+        if row.get("status") != INTERRUPTED:
+            write_record(out, row)
+            records[task.key] = row
 
 
 @contextlib.contextmanager
