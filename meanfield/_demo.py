@@ -7,16 +7,30 @@ import numpy as np
 
 
 def run_demo(output="demo.png", lmax=48, beta=4.0, t_final=3.0, quiet=False):
+    """Run Post-LN and Peri-LN, print their table (unless ``quiet``) and write the figure ``output``.
+
+    Returns
+    -------
+    dict
+        scheme → Trajectory.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        Ctrl-C or SIGTERM during a run: the other run is not started, no table is printed and no figure written.
+    """
     import meanfield as mf
     from meanfield import plot
+    from ._simulate import propagating_interrupts
 
     initial = mf.Density.random(lmax, seed=1, degree=3, amplitude=1.2)
     rows, snaps = [], {}
     times = np.linspace(0.0, t_final, 3)
     for scheme in ("post-ln", "peri-ln"):
         t0 = time.perf_counter()
-        traj = mf.simulate(mf.Model(beta, scheme), initial, t_final, t_eval=times[1:],
-                           on_resolution_loss="refine", lmax_max=4 * lmax)
+        with propagating_interrupts():
+            traj = mf.simulate(mf.Model(beta, scheme), initial, t_final, t_eval=times[1:],
+                               on_resolution_loss="refine", lmax_max=4 * lmax)
         elapsed = time.perf_counter() - t0
         snaps[scheme] = traj
         d = traj.diagnostics
@@ -35,9 +49,26 @@ def run_demo(output="demo.png", lmax=48, beta=4.0, t_final=3.0, quiet=False):
             ax = fig.add_subplot(2, 3, 3 * i + j + 1, projection="mollweide")
             plot.density_map(st, ax=ax, title=f"{scheme}, t = {t:g}, max ρ = {st.on_grid().max():.3g}")
     fig.suptitle(f"Token density on S² (β = {beta}): Post-LN clusters faster than Peri-LN", fontsize=10)
-    fig.savefig(output, dpi=110)
+    _save_whole(fig, output)
     plt.close(fig)
     if not quiet:
         print(f"figure written to {output}")
     return snaps
 
+
+
+def _save_whole(fig, output) -> None:
+    """Save ``fig`` to ``output`` through a temporary file: a Ctrl-C during the write leaves the previous figure."""
+    import os
+    from pathlib import Path
+
+    import matplotlib
+
+    path = Path(output)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        # the format from the final name (the temporary one's suffix is not a format)
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".").lower() or matplotlib.rcParams["savefig.format"])
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

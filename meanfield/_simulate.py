@@ -7,6 +7,7 @@ time (see :class:`.backends._registry.Backend`).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import time
 from dataclasses import replace
@@ -27,9 +28,69 @@ __all__ = ["BACKENDS", "Backend", "MeanfieldWarning", "Status", "Trajectory", "g
            "resume", "save_times", "simulate"]
 
 
-# Set by the command line's SIGTERM handler, which also raises KeyboardInterrupt: Python ignores an exception
-# raised while a finalizer runs, so the run checks this between save times as well.
+# Set by the command line's SIGINT / SIGTERM handler (request_stop), which also raises KeyboardInterrupt: Python
+# ignores an exception raised while a finalizer runs, so the run checks this between save times as well.
 STOP_REQUESTED = threading.Event()
+_STOP_SIGNAL = {"name": None}       # the signal behind STOP_REQUESTED, for the run's detail
+# True inside propagating_interrupts(): commands that compare many runs (validate, bench, demo) must stop, not
+# read an interrupted run as a result
+_PROPAGATE = contextvars.ContextVar("meanfield_propagate_interrupts", default=False)
+
+
+def request_stop(signum) -> None:
+    """Record a stop request: the signal handler of the command line, before it raises KeyboardInterrupt.
+
+    Parameters
+    ----------
+    signum : int
+        The signal received (SIGINT, SIGTERM); its name goes into the interrupted run's detail.
+    """
+    import signal
+
+    try:
+        _STOP_SIGNAL["name"] = signal.Signals(signum).name
+    except ValueError:
+        _STOP_SIGNAL["name"] = f"signal {signum}"
+    STOP_REQUESTED.set()
+
+
+def clear_stop() -> None:
+    """Forget a stop request (the command that received it has ended; later runs in this process run on)."""
+    STOP_REQUESTED.clear()
+    _STOP_SIGNAL["name"] = None
+
+
+def interruption_detail() -> str:
+    """What stopped an interrupted run: the signal the command line received, else a plain KeyboardInterrupt."""
+    name = _STOP_SIGNAL["name"] if STOP_REQUESTED.is_set() else None
+    if name == "SIGINT":
+        return "Interrupted by SIGINT (Ctrl-C)."
+    if name is not None:
+        return f"Interrupted by {name}."
+    return "Interrupted by KeyboardInterrupt (Ctrl-C, or raised in the program)."
+
+
+@contextlib.contextmanager
+def propagating_interrupts():
+    """Inside the block, an interrupted run raises KeyboardInterrupt (after its checkpoint is written) instead of
+    returning a trajectory with status INTERRUPTED; a stop requested before a run starts raises before it starts.
+
+    For code that runs many simulations and judges their results (the validation suite, the benchmarks, the
+    demo): a run cut short by Ctrl-C or SIGTERM read as a result gave false failures and timings, and each later
+    run stopped at its first save time while the command went on to write its report."""
+    token = _PROPAGATE.set(True)
+    try:
+        yield
+    finally:
+        _PROPAGATE.reset(token)
+
+
+def stop_if_requested() -> None:
+    """Raise KeyboardInterrupt if a stop was requested (a signal whose KeyboardInterrupt was swallowed, e.g.
+    raised while a finalizer ran): between the parts of a command that must not go on."""
+    if STOP_REQUESTED.is_set():
+        raise KeyboardInterrupt
+
 
 #: With ``checkpoint_every="auto"``: the largest share of a run's wall-clock time its checkpoint writes may take.
 #: A write rewrites the whole file (atomically), ~0.7 ms per saved state, so writing after each of 800 saved
@@ -127,6 +188,8 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     from ._io import check_output_path, check_run_info
     from .backends._stepper import check_fixed_step_count
 
+    if _PROPAGATE.get():
+        stop_if_requested()
     if not isinstance(model, Model):
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
     if isinstance(initial, (list, tuple)) and not initial:
@@ -186,6 +249,7 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
                     dropped, run.states[-1] = run.states[-1], None
         except KeyboardInterrupt:
             run.status = Status.INTERRUPTED
+            run.cause = interruption_detail()
             run.mark_point()
         except Exception:
             # an error inside the run (a callable α(t) that turns invalid, a callback's bug): the states saved so far
@@ -204,10 +268,13 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
             run.keep()
         if run.states[-1] is None:
             run.states[-1] = dropped         # a run always ends with its last state, kept or not
-        if run.status not in (Status.OK, Status.CALLBACK_STOP):
-            warn(f"simulate stopped at t={stepper.t:.6g}: {run.status.message} {stepper.detail}")
+        propagate = run.status is Status.INTERRUPTED and _PROPAGATE.get()
+        if run.status not in (Status.OK, Status.CALLBACK_STOP) and not propagate:
+            warn(f"simulate stopped at t={stepper.t:.6g}: {run.status.message} {run.detail()}")
         if checkpoint is not None:
             run.write(complete=run.status is Status.OK, final=True)
+        if propagate:
+            raise KeyboardInterrupt(run.cause)
         return run.whole()
 
 
@@ -310,6 +377,7 @@ class _Run:
         self.save_times, self.path = times, checkpoint
         self.times, self.states, self.diags = [], [], []
         self.status = Status.OK
+        self.cause = ""             # what interrupted the run (interruption_detail), before the stepper's detail
         self.keep()
         self.point = point          # the run's state past its last saved one, if any (see mark_point)
         self.point_steps = 0        # this part's step-log length at the point (a resumed run's point: its start)
@@ -403,8 +471,11 @@ class _Run:
         steps = {k: np.asarray(v[:n]) for k, v in getattr(self.stepper, "step_log", {}).items()}
         return Trajectory(times=np.array(self.times), states=list(self.states), diagnostics=diagnostics,
                           steps=steps, model=self.model, backend=self.backend, status=self.status,
-                          detail=getattr(self.stepper, "detail", ""),
-                          options=dict(getattr(self.stepper, "options", {})))
+                          detail=self.detail(), options=dict(getattr(self.stepper, "options", {})))
+
+    def detail(self) -> str:
+        """The run's detail: what interrupted it, if anything, then the backend's."""
+        return " ".join(x for x in (self.cause, getattr(self.stepper, "detail", "")) if x)
 
     def whole(self, complete: bool | None = None) -> Trajectory:
         """The run from its very start (the prefix of a resumed run, then this part), with the record its file

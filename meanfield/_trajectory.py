@@ -22,7 +22,7 @@ class Status(enum.Enum):
     STEP_TOO_SMALL = ("The adaptive step size fell below `min_step` (the dynamics is too stiff or singular here), or "
                       "`max_steps` steps were taken; the detail says which.")
     MASS_DRIFT = "Mass drifted beyond `mass_tol`; reduce `rtol` or raise `lmax`."
-    INTERRUPTED = "Interrupted by the user (KeyboardInterrupt); the last saved state is kept."
+    INTERRUPTED = "Interrupted by Ctrl-C or a signal (the detail says which); the last saved state is kept."
     CALLBACK_STOP = "Stopped by the callback."
     INCOMPLETE = ("The checkpoint of a run that has not finished (still running, or killed): its last saved "
                   "state. Continue it with meanfield.resume(path) or `meanfield run CONFIG --output PATH --resume`.")

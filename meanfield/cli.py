@@ -132,12 +132,12 @@ def _terminate_as_interrupt():
         yield
         return
 
-    from ._simulate import STOP_REQUESTED
+    from ._simulate import clear_stop, request_stop
 
     def interrupt(signum, frame):
-        STOP_REQUESTED.set()
+        request_stop(signum)
         raise KeyboardInterrupt
-    STOP_REQUESTED.clear()
+    clear_stop()
     # Ctrl-C too: its KeyboardInterrupt, raised while a finalizer runs, is ignored by Python (the run went on
     # to t_final); the flag stops it at the next save time
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -146,7 +146,7 @@ def _terminate_as_interrupt():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        STOP_REQUESTED.clear()     # a later simulate() in this process (main() called from Python) runs on
+        clear_stop()               # a later simulate() in this process (main() called from Python) runs on
 
 
 @contextlib.contextmanager
@@ -533,7 +533,11 @@ def _demo(args) -> int:
     positive_float("--t-final", args.t_final)
     nbytes, nodes = _memory_estimate(lmax, 3, False, 1, False)   # the solver at the starting band limit
     require(nbytes, f"meanfield demo at --lmax {lmax} ({nodes} grid nodes)", "lower --lmax.")
-    run_demo(args.output, lmax=args.lmax, beta=args.beta, t_final=args.t_final)
+    try:
+        run_demo(args.output, lmax=args.lmax, beta=args.beta, t_final=args.t_final)
+    except KeyboardInterrupt:
+        print(f"meanfield demo: interrupted; no figure written ({args.output!r} is untouched).", file=sys.stderr)
+        return 130
     return 0
 
 

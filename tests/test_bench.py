@@ -327,3 +327,60 @@ def test_stiff_case_compares_the_implicit_methods_with_rk45(tmp_path, capsys):
     assert max(row["max_difference"].values()) < 1e-5
     assert len(record["cases"]["stiff"]["comparisons"]) == 2
     assert "(speedup " in capsys.readouterr().out and "radau speedup" in (tmp_path / "REPORT.md").read_text()
+
+
+def _fake_cases(monkeypatch, first):
+    """CASES = {first, second}: ``first(quick)`` is the first case's run; returns the calls of the second."""
+    import types
+
+    calls = []
+    modules = {"first": types.SimpleNamespace(run=lambda quick=False: first(), TITLE="first",
+                                              report=lambda res, out: ""),
+               "second": types.SimpleNamespace(run=lambda quick=False: calls.append(quick) or {}, TITLE="second",
+                                               report=lambda res, out: "")}
+    monkeypatch.setattr(_bench, "CASES", dict.fromkeys(modules, ""))
+    monkeypatch.setattr(_bench, "case_module", modules.__getitem__)
+    return calls
+
+
+def _timed_interrupted_run(signum=None):
+    """A case timing a small run that ``signum`` (None: a KeyboardInterrupt raised in it) stops at its first save."""
+    import os
+    import time
+
+    import meanfield as mf
+
+    def stop(t, state, diags):
+        if signum is None:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signum)
+    t0 = time.perf_counter()
+    traj = mf.simulate(mf.Model(1.0), mf.Particles.uniform(6, seed=0), 1.0, backend="particles", save_every=0.25,
+                       step=0.05, callback=stop)
+    return {"ours_s": time.perf_counter() - t0, "checkpoint": traj.status.name}
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_bench_writes_nothing(tmp_path, monkeypatch, capsys, signame):
+    """A Ctrl-C logged "first: ok" with the timing of the interrupted run, ran the later cases (each run stopping at
+    its first save time) and wrote bench.json and REPORT.md over the earlier ones.  Now: status 130, they stay."""
+    import signal
+
+    later = _fake_cases(monkeypatch, lambda: _timed_interrupted_run(getattr(signal, signame)))
+    for name in ("bench.json", "REPORT.md"):
+        (tmp_path / name).write_text(f"earlier {name}")
+    assert meanfield_main(["bench", "--quick", "--output", str(tmp_path)]) == 130
+    out, err = capsys.readouterr()
+    assert "meanfield bench: interrupted; nothing written" in err and "first: ok" not in out, (out, err)
+    assert later == []
+    assert [(p.name, p.read_text()) for p in sorted(tmp_path.iterdir())] == \
+        [("REPORT.md", "earlier REPORT.md"), ("bench.json", "earlier bench.json")]
+
+
+def test_an_interrupted_case_is_raised_by_run_cases(tmp_path, monkeypatch):
+    """In Python (no signal handler of the command line) too: the KeyboardInterrupt, not a record of the case."""
+    later = _fake_cases(monkeypatch, _timed_interrupted_run)
+    with pytest.raises(KeyboardInterrupt):
+        _bench.run_cases(quick=True, output=tmp_path, echo=lambda msg: None)
+    assert later == [] and not list(tmp_path.iterdir())
+    assert _bench.cli(["--output", str(tmp_path)]) == 130

@@ -801,3 +801,40 @@ particle_options = {rtol = 1e-5}
     assert main(["run", str(cfg), "--output", str(out), "--quiet", "--resume", "--t-final", "1.5",
                  "--option", "particle_options.rtol=none"]) == 0      # TOML has no none: a table could not say it
     assert "rtol" not in mf.load(out).options["particle_options"]
+
+
+def test_an_interrupted_demo_writes_no_figure(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C stopped the first run, the second ran (to its first save time), and the demo printed a table of
+    INTERRUPTED runs, wrote the figure and exited 0.  Now: status 130, one run, no table, the figure untouched."""
+    real, calls = mf.simulate, []
+
+    def ctrl_c_in_the_first(*args, **kwargs):
+        calls.append(args[0].scheme)
+        return real(*args, callback=lambda t, state, diags: os.kill(os.getpid(), signal.SIGINT), **kwargs)
+    monkeypatch.setattr(mf, "simulate", ctrl_c_in_the_first)
+    figure = tmp_path / "demo.png"
+    figure.write_bytes(b"earlier figure")
+    assert main(["demo", "--output", str(figure), "--lmax", "6", "--t-final", "0.2"]) == 130
+    out, err = capsys.readouterr()
+    assert calls == ["post-ln"] and "INTERRUPTED" not in out, out
+    assert "meanfield demo: interrupted; no figure written" in err, err
+    assert figure.read_bytes() == b"earlier figure" and [p.name for p in tmp_path.iterdir()] == ["demo.png"]
+
+
+@pytest.mark.parametrize("signame, detail", [("SIGTERM", "Interrupted by SIGTERM."),
+                                              ("SIGINT", "Interrupted by SIGINT (Ctrl-C)."),
+                                              (None, "Interrupted by KeyboardInterrupt")])
+def test_an_interrupted_run_says_what_interrupted_it(tmp_path, signame, detail):
+    """A run stopped by SIGTERM was recorded as "Interrupted by the user (KeyboardInterrupt)"."""
+    from meanfield.cli import _terminate_as_interrupt
+
+    def stop(t, state, diags):
+        if signame is None:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), getattr(signal, signame))
+    out = tmp_path / "r.h5"
+    with _terminate_as_interrupt():
+        traj = mf.simulate(mf.Model(1.0), mf.Particles.uniform(6, seed=0), 1.0, backend="particles",
+                           save_every=0.25, step=0.05, callback=stop, checkpoint=out)
+    assert traj.status is mf.Status.INTERRUPTED and traj.detail.startswith(detail), traj.detail
+    assert detail in mf.load(out).message and "the detail says which" in traj.message

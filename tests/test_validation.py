@@ -83,3 +83,86 @@ def test_the_table_shows_the_digits_a_row_is_checked_to():
     assert "| 0.013399 | 0.0133992 |" in text          # a coarse tolerance keeps the 7 digits
     assert fmt(1.23456789e-8) == "1.235e-08" and fmt(1.23456789e-8, 1e-14) == "1.234568e-08"
     assert fmt(0.0) == "0" and fmt("antipodal", 1e-3) == "antipodal"
+
+
+def _interrupted_run(signum=None):
+    """A small run stopped at its first save time by ``signum`` sent to this process (None: a KeyboardInterrupt
+    raised in it, as Python's own Ctrl-C handler raises it), then used as if it were a result."""
+    import os
+
+    import meanfield as mf
+
+    def stop(t, state, diags):
+        if signum is None:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signum)
+    traj = mf.simulate(mf.Model(1.0), mf.Particles.uniform(6, seed=0), 1.0, backend="particles", save_every=0.25,
+                       step=0.05, callback=stop)
+    return [Row("final time", 1.0, float(traj.times[-1]), abs(1.0 - traj.times[-1]), 1e-9, traj.success)]
+
+
+def _fake_suite(monkeypatch, first):
+    """RESULTS = {first, second}: ``first(quick, outdir)`` is the first module's run; returns the calls of the second."""
+    import types
+
+    calls = []
+    modules = {"first": types.SimpleNamespace(run=first, __doc__="A fake result."),
+               "second": types.SimpleNamespace(run=lambda quick, outdir: calls.append(outdir) or [],
+                                               __doc__="Another.")}
+    monkeypatch.setattr(_validation, "RESULTS", {"first": "first", "second": "second"})
+    monkeypatch.setattr(_validation, "_module", modules.__getitem__)
+    return calls
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_an_interrupted_validate_stops_and_keeps_the_earlier_report(tmp_path, monkeypatch, capsys, signame):
+    """A Ctrl-C or SIGTERM made the interrupted run's checks fail, every later run stop at its first save time, and
+    the suite write a report of false failures over the earlier one, exit status 1.  Now: status 130, no later
+    module, the earlier REPORT.md, validation.json and figures as they were."""
+    import signal
+
+    (tmp_path / "figures").mkdir()
+    earlier = {}
+    for p in (tmp_path / "REPORT.md", tmp_path / "validation.json", tmp_path / "figures" / "first.png"):
+        p.write_bytes(f"earlier {p.name}".encode())
+        earlier[p] = p.read_bytes()
+
+    def first(quick, outdir):
+        (outdir / "first.png").write_bytes(b"made before the interruption")
+        return _interrupted_run(getattr(signal, signame))
+    later = _fake_suite(monkeypatch, first)
+    assert cli_main(["validate", "--quick", "--output", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "meanfield validate: interrupted; no report written" in err, err
+    assert later == []
+    assert {p: p.read_bytes() for p in earlier} == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["REPORT.md", "figures", "validation.json"]
+
+
+def test_an_interrupted_run_is_no_failing_row_in_the_python_api(tmp_path, monkeypatch):
+    """Without the command line's handler (a Ctrl-C in Python): the KeyboardInterrupt reaches the caller, not a
+    FAIL row of the truncated run."""
+    later = _fake_suite(monkeypatch, lambda quick, outdir: _interrupted_run())
+    with pytest.raises(KeyboardInterrupt):
+        _validation.run_result("first", True, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        _validation.run_all(True, tmp_path)
+    assert later == []
+    assert _validation.script_main("first", ["--output", str(tmp_path)]) == 130
+
+
+def test_an_error_after_a_swallowed_interrupt_is_an_interruption(tmp_path, monkeypatch):
+    """A module that fails because a run was cut short (a TypeError on a truncated trajectory): with a stop
+    requested, the interruption, not a failing row."""
+    from meanfield._simulate import STOP_REQUESTED
+
+    def first(quick, outdir):
+        STOP_REQUESTED.set()        # as the signal handler does, its KeyboardInterrupt lost in a finalizer
+        raise TypeError("'NoneType' object is not subscriptable")
+    later = _fake_suite(monkeypatch, first)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _validation.run_all(True, tmp_path)
+    finally:
+        STOP_REQUESTED.clear()
+    assert later == []

@@ -47,6 +47,12 @@ def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict |
 
     ``sizes`` maps a case name to keyword overrides of its ``run`` (e.g. ``{"transforms": {"sizes": [16]}}``),
     for tests and quick looks.  A case that raises is recorded with status "error" and the others still run.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        Ctrl-C or SIGTERM during a case (a run it times is interrupted): nothing is written, since timings
+        and checks of interrupted runs are no results; ``output``'s earlier bench.json and REPORT.md stay.
     """
     echo = echo or _say
     names = list(CASES) if not names else list(names)
@@ -64,11 +70,7 @@ def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict |
         echo(f"[bench] {name} ...")
         mod = case_module(name)
         load0, counters0, t0 = C.loadavg(), C.cpu_counters(), time.perf_counter()
-        try:
-            res = mod.run(quick=quick, **(sizes or {}).get(name, {}))
-        except Exception as e:  # noqa: BLE001  (recorded in the report; the other cases still run)
-            res = dict(case=name, title=getattr(mod, "TITLE", name), status="error",
-                       error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        res = _run_case(name, mod, quick, (sizes or {}).get(name, {}))
         res.setdefault("status", "ok")
         res.setdefault("title", getattr(mod, "TITLE", name))
         res.update(seconds=round(time.perf_counter() - t0, 2), loadavg_before=load0, loadavg_after=C.loadavg(),
@@ -85,6 +87,28 @@ def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict |
     write_report(record, out)
     echo(f"[bench] wrote {out / 'bench.json'} and {out / 'REPORT.md'}")
     return record
+
+
+def _run_case(name: str, mod, quick: bool, sizes: dict) -> dict:
+    """One case's result; an exception becomes status "error", an interruption (Ctrl-C, SIGTERM) is raised."""
+    from .._simulate import STOP_REQUESTED, propagating_interrupts, stop_if_requested
+
+    try:
+        with propagating_interrupts():
+            res = mod.run(quick=quick, **sizes)
+    except Exception as e:  # noqa: BLE001  (recorded in the report; the other cases still run)
+        if STOP_REQUESTED.is_set():         # an error of a run the stop request cut short, not of the case
+            raise KeyboardInterrupt(f"bench case {name} was interrupted") from e
+        res = dict(case=name, title=getattr(mod, "TITLE", name), status="error",
+                   error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+    stop_if_requested()                     # a signal whose KeyboardInterrupt was swallowed (inside a finalizer)
+    return res
+
+
+def _interrupted(prog: str, output) -> int:
+    print(f"{prog}: interrupted; nothing written (bench.json and REPORT.md in {str(output)!r}, if there, are those "
+          "of an earlier run).", file=sys.stderr)
+    return 130
 
 
 def _steal_text(share) -> str:
@@ -121,7 +145,10 @@ def cli(argv=None, prog: str = "python -m benchmarks", default_cases=None) -> in
     if unknown:
         parser(prog).error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
     cmd = " ".join([prog] + (sys.argv[1:] if argv is None else list(argv)))
-    record = run_cases(args.cases or default_cases, quick=args.quick, output=args.output, command=cmd)
+    try:
+        record = run_cases(args.cases or default_cases, quick=args.quick, output=args.output, command=cmd)
+    except KeyboardInterrupt:
+        return _interrupted(prog, args.output)
     return _exit_code(record)
 
 
@@ -130,11 +157,15 @@ def _exit_code(record) -> int:
 
 
 def main(args) -> int:
-    """``meanfield bench``: ``args.quick``, ``args.output`` (and optionally ``args.cases``); an exit code."""
+    """``meanfield bench``: ``args.quick``, ``args.output`` (and optionally ``args.cases``); an exit code (130:
+    interrupted, nothing written)."""
     cases = list(getattr(args, "cases", None) or [])
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         raise ValueError(f"unknown benchmark case(s) {unknown}; choose from {list(CASES)}.")
     cmd = " ".join(["meanfield bench"] + cases + (["--quick"] if args.quick else []) + ["--output", str(args.output)])
-    record = run_cases(cases or None, quick=args.quick, output=args.output, command=cmd)
+    try:
+        record = run_cases(cases or None, quick=args.quick, output=args.output, command=cmd)
+    except KeyboardInterrupt:
+        return _interrupted("meanfield bench", args.output)
     return _exit_code(record)

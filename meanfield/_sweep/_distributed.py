@@ -403,6 +403,7 @@ class _Driver:
     def integrate(self, times, progress, Status, Trajectory, ParticleStepper):
         from .._attention import NullDirectionError
         from .._measures import Particles
+        from .._simulate import _PROPAGATE, interruption_detail
 
         t = float(times[0])
         self.mu = self._reduce(self._all("start"))
@@ -444,10 +445,12 @@ class _Driver:
                 if bar is not None:
                     bar.update(t - bar.n)
         except KeyboardInterrupt:
-            status = Status.INTERRUPTED
+            status, detail = Status.INTERRUPTED, interruption_detail()
         finally:
             if bar is not None:
                 bar.close()
+        if status is Status.INTERRUPTED and _PROPAGATE.get():
+            raise KeyboardInterrupt(detail)          # as simulate() inside propagating_interrupts()
         if status is Status.NON_FINITE and t > saved_t[-1]:
             keep(t)          # the last good state, as simulate() keeps it
         if status is not Status.OK:

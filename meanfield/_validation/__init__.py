@@ -9,8 +9,10 @@ each (:func:`script_main`).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
 import platform
 import sys
 import time
@@ -36,15 +38,28 @@ def _module(name: str):
 
 
 def run_result(name: str, quick: bool, outdir) -> tuple[list, float, str | None]:
-    """Run one result: (rows, seconds, error text or None).  An exception becomes one failing row."""
+    """Run one result: (rows, seconds, error text or None).  An exception becomes one failing row.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        Ctrl-C or SIGTERM during the result (a run it makes is interrupted, or the signal's stop request is
+        found after an error or at the end): an interrupted run is no result, and its rows would be false failures.
+    """
+    from .._simulate import STOP_REQUESTED, propagating_interrupts, stop_if_requested
+
     t0 = time.perf_counter()
     try:
-        rows = list(_module(name).run(quick, outdir))
+        with propagating_interrupts():
+            rows = list(_module(name).run(quick, outdir))
         err = None
     except Exception as e:          # report, do not hide: the suite still writes its report
+        if STOP_REQUESTED.is_set():         # an error of a run the stop request cut short, not of the module
+            raise KeyboardInterrupt(f"{name} was interrupted") from e
         err = "".join(traceback.format_exception_only(type(e), e)).strip()
         rows = [Row(f"{name}: the module raised {type(e).__name__}", "runs", err, 1.0, 0.0, False)]
         traceback.print_exc()
+    stop_if_requested()             # a signal whose KeyboardInterrupt was swallowed (raised inside a finalizer)
     return rows, time.perf_counter() - t0, err
 
 
@@ -125,14 +140,21 @@ def run_all(quick: bool, outdir, names=None) -> dict:
 def main(args) -> int:
     """``meanfield validate``: run every result, print the table, write REPORT.md and validation.json.
 
-    ``args`` has ``quick`` (bool) and ``output`` (folder).  Returns 0 iff every check passed.
+    ``args`` has ``quick`` (bool) and ``output`` (folder).  Returns 0 iff every check passed, 130 when interrupted
+    (Ctrl-C, SIGTERM): then nothing in the folder is written or replaced, the figures included, since the suite
+    makes them in a hidden folder beside and moves them in only once every result has run.
     """
     from ._common import quiet
 
     t0 = time.perf_counter()
     outdir = Path(args.output)
-    with quiet():
-        results = run_all(bool(args.quick), outdir)
+    try:
+        with quiet(), _staged_figures(outdir) as staging:
+            results = run_all(bool(args.quick), staging)
+    except KeyboardInterrupt:
+        print(f"meanfield validate: interrupted; no report written ({outdir / 'REPORT.md'}, validation.json and "
+              "the figures, if there, are those of an earlier run).", file=sys.stderr)
+        return 130
     total = time.perf_counter() - t0
     write_report(results, outdir, bool(args.quick), total)
     rows = [r for res in results.values() for r in res[0]]
@@ -146,6 +168,24 @@ def main(args) -> int:
     return 0 if bad == 0 else 1
 
 
+@contextlib.contextmanager
+def _staged_figures(outdir: Path):
+    """A hidden folder in ``outdir`` for :func:`run_all`; its figures replace ``outdir/figures/*`` only if the
+    block completes (an interrupted suite must not mix its figures into an earlier report)."""
+    import shutil
+    import tempfile
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=outdir, prefix=".validate-partial-"))
+    try:
+        yield staging
+        (outdir / "figures").mkdir(exist_ok=True)
+        for fig in (staging / "figures").iterdir():
+            os.replace(fig, outdir / "figures" / fig.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def script_main(name: str, argv=None, default_output=None) -> int:
     """The body of ``validation/<name>.py``: run one result, print its table, write its figure."""
     import argparse
@@ -157,8 +197,12 @@ def script_main(name: str, argv=None, default_output=None) -> int:
     p.add_argument("--quick", action="store_true", help="the reduced run (as in CI)")
     p.add_argument("--output", default=default_output or "validation/figures", help="folder for the figure")
     args = p.parse_args(argv)
-    with quiet():
-        rows, secs, _ = run_result(name, args.quick, Path(args.output))
+    try:
+        with quiet():
+            rows, secs, _ = run_result(name, args.quick, Path(args.output))
+    except KeyboardInterrupt:
+        print(f"validation/{name}.py: interrupted; no table.", file=sys.stderr)
+        return 130
     print(RESULTS[name])
     print(table(rows, markdown=False))
     print(_summary_line(name, rows, secs) + f"; figure: {Path(args.output) / (name + '.png')}")
