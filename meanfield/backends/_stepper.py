@@ -747,97 +747,13 @@ class ParticleStepper:
         return Status.OK
 
     def _advance_implicit(self, a, b):
-        """Steps of scipy's implicit solver over the segment [a, b] (a fresh solver per segment, as the explicit
-        pairs start each segment afresh).  The solver carries the unprojected state: the velocity is that of θ/‖θ‖
-        and tangent, so ‖θ‖ drifts by the integration error only; the stepper's state is projected after each
-        step.  Its LU factorizations run on one OpenBLAS thread: between two of them the thread team sleeps, and
-        waking it cost up to 160 ms per 300×300 factorization on a loaded two-vCPU machine (1.7 ms on one thread),
-        which made BDF at n = 100 slower with the closed-form Jacobian than with finite differences."""
-        from .._blas import single_threaded_blas
-
-        with single_threaded_blas():
-            return self._implicit_steps(a, b)
-
-    def _implicit_steps(self, a, b):
-        o, shape = self.options, self.y.shape
-        self._carried = None
-        nonfinite = []
-        g, size = self.step_integrand, self.y.size      # with g: one more equation dS/dt = g, solved alongside
-
-        def fun(t, y):
-            k = self.rhs(self._stage_time(t, a, b), y[:size].reshape(shape))
-            if not np.isfinite(k).all():
-                nonfinite.append(t)
-            if g is None:
-                return k.ravel()
-            with np.errstate(over="ignore", invalid="ignore"):
-                return np.append(k.ravel(), g(k, self._stage_log_z))
-        y0 = self.y.ravel() if g is None else np.append(self.y.ravel(), 0.0)
-        first = None if self._h is None else min(self._h, b - a)
-        jac = self._jacobian(a, self.y) is not None and self._implicit_jacobian(shape, y0.size)
-        solver, integral = None, 0.0
-        while solver is None or solver.status == "running":
-            if self._out_of_steps():
-                return Status.STEP_TOO_SMALL
-            t = self.t
-            try:
-                with np.errstate(over="ignore", invalid="ignore"):      # a blown-up trial: the solver shrinks its step
-                    if solver is None:
-                        solver = self.method.solver_class()(fun, a, y0, b, rtol=o["rtol"], atol=o["atol"],
-                                                            max_step=o["max_step"], first_step=first,
-                                                            jac=jac or None)
-                        continue
-                    message = solver.step()
-            except (ValueError, np.linalg.LinAlgError) as err:     # a non-finite Jacobian: its LU refuses it
-                if not nonfinite:
-                    raise
-                return self._implicit_failure(t, str(err))
-            if solver.status == "failed":       # the step shrank to nothing: an undefined velocity, or stiffness
-                return self._implicit_failure(t, message)
-            h = solver.t - t
-            if h < o["min_step"] and solver.t < b:
-                self.detail = f"Step {h:.3g} < min_step={o['min_step']:.3g} at t={t:.6g} ({self.method.name})."
-                return Status.STEP_TOO_SMALL
-            y_new = self._project(solver.y[:size].reshape(shape))
-            if self._bad_state(y_new, solver.t):
-                return Status.NON_FINITE
-            if g is not None:       # this step's part of ∫ g dt
-                self._step_integral, integral = solver.y[size] - integral, solver.y[size]
-            self.y, self.t = y_new, (b if solver.status == "finished" else solver.t)
-            self._h = max(getattr(solver, "h_abs", h), o["min_step"])    # the step it wants next (a resume's first)
-            self._log_step(self.t, h)
-            self._notify(h)
-        return Status.OK
+        from ._implicit import advance_implicit     # scipy's solvers: imported by the runs that use them
+        return advance_implicit(self, a, b)
 
     def _jacobian(self, t, y):
         """∂(dy/dt)/∂y at the state ``y`` as a dense (y.size, y.size) array, or None (the implicit solvers then
         estimate it by finite differences).  A backend overrides it where it has the closed form."""
         return None
-
-    def _implicit_jacobian(self, shape, size):
-        """The Jacobian callable of the solver's system of ``size`` unknowns: the state's (``shape``), then the step
-        integral's (which no equation depends on: its row is left 0, a simplified Newton that still converges).
-        NaN where the closed form fails mid-run (its weights overflow): the solver's factorization then fails and
-        the run stops, diagnosed."""
-        m = int(np.prod(shape))
-
-        def jac(t, y):
-            out = np.zeros((size, size))
-            J = self._jacobian(t, y[:m].reshape(shape))
-            out[:m, :m] = np.nan if J is None else J
-            return out
-        return jac
-
-    def _implicit_failure(self, t, message) -> Status:
-        """NON_FINITE with the diagnosis when the velocity was undefined at a trial state (a speed factor, a null
-        direction, a non-finite field), else STEP_TOO_SMALL with scipy's message."""
-        issue, self._speed_issue = self._speed_issue, None
-        issue = issue or self._field_diagnosis()
-        if issue:
-            self.detail = issue
-            return Status.NON_FINITE
-        self.detail = f"The {self.method.name!r} solver failed at t={t:.6g}: {message}"
-        return Status.STEP_TOO_SMALL
 
     def _notify(self, h):
         """Report an accepted step to a progress hook set by :func:`meanfield.simulate` (if any)."""
