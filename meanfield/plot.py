@@ -50,7 +50,9 @@ def density_map(density: Density, ax=None, vmax=None, cmap="magma", title=None, 
     if ax is None:
         ax = plt.figure(figsize=(6, 3.4)).add_subplot(projection="mollweide")
     lon, lat, vals = mollweide_grid(density.coeffs, density.lmax)
-    mesh = ax.pcolormesh(lon, lat, vals, shading="auto", cmap=cmap, vmin=0, vmax=vmax or max(vals.max(), 1e-300))
+    # the grid starts at λ = −π: its first column, repeated at +π, closes the seam (a sliver was left blank)
+    lon, vals = np.append(lon, np.pi), np.concatenate([vals, vals[:, :1]], axis=1)
+    mesh = _map_mesh(ax, lon, lat, vals, cmap=cmap, vmin=0, vmax=vmax or max(vals.max(), 1e-300))
     ax.set_xticklabels([])
     ax.set_yticklabels([])
     ax.grid(alpha=0.3)
@@ -98,11 +100,8 @@ def particles_map(particles: Particles, ax=None, s=2.0, color="k", title=None, s
     th, ph = points_to_angles(particles.positions)
     lon = np.mod(ph + np.pi, 2 * np.pi) - np.pi
     if style == "histogram" or (style == "auto" and particles.n > _HISTOGRAM_FROM):
-        nb = int(np.clip(np.sqrt(particles.n / 40), 8, 90))         # ~20 tokens per cell on average
-        lon_edges, z_edges = np.linspace(-np.pi, np.pi, 2 * nb + 1), np.linspace(-1, 1, nb + 1)
-        counts, _, _ = np.histogram2d(lon, np.cos(th), bins=(lon_edges, z_edges), weights=particles.weights)
-        rho = counts.T * (2 * nb * nb) / particles.weights.sum()     # each cell is 1/(2 nb²) of the sphere
-        ax.pcolormesh(lon_edges, np.arcsin(z_edges), rho, cmap=cmap, vmin=0, vmax=max(rho.max(), 1e-300))
+        lon_edges, lat_edges, rho = _histogram_density(lon, np.cos(th), particles.weights)
+        _map_mesh(ax, lon_edges, lat_edges, rho, edges=True, cmap=cmap, vmin=0, vmax=max(rho.max(), 1e-300))
     else:
         ax.scatter(lon, np.pi / 2 - th, s=s * particles.weights * particles.n, c=color, linewidths=0)
     ax.set_xticklabels([])
@@ -111,6 +110,56 @@ def particles_map(particles: Particles, ax=None, s=2.0, color="k", title=None, s
     if title:
         ax.set_title(title, fontsize=9)
     return ax
+
+
+def _histogram_density(lon, z, weights):
+    """(lon_edges, lat_edges, ρ) of weighted points binned in equal-area cells, uniform in longitude and in
+    z = sin(latitude); ρ is the cells' weight over their share of the sphere (a density, uniform = 1)."""
+    nb = int(np.clip(np.sqrt(len(lon) / 40), 8, 90))         # ~20 tokens per cell on average
+    lon_edges, z_edges = np.linspace(-np.pi, np.pi, 2 * nb + 1), np.linspace(-1, 1, nb + 1)
+    counts, _, _ = np.histogram2d(lon, z, bins=(lon_edges, z_edges), weights=weights)
+    return lon_edges, np.arcsin(z_edges), counts.T * (2 * nb * nb) / weights.sum()   # a cell is 1/(2 nb²) of S²
+
+
+def _map_mesh(ax, lon, lat, values, edges=False, **kw):
+    """``pcolormesh`` of cells covering the sphere on a Mollweide Axes, with sides that follow the meridians.
+
+    Parameters
+    ----------
+    ax : Axes
+        A Mollweide Axes.
+    lon, lat : ndarray
+        Cell edges (``edges=True``; from −π to π and from −π/2 to π/2), else cell centres (ascending): the
+        edges are then halfway between them, and the outer cells reach ±π and the poles.
+    values : ndarray, shape (len(lat) - edges, len(lon) - edges)
+        One value per cell.
+    **kw
+        Passed on to ``pcolormesh``.
+
+    Returns
+    -------
+    QuadMesh
+        Its rows are strips of the cells (each with its cell's value), not the cells.
+
+    Notes
+    -----
+    ``pcolormesh`` joins a cell's corners by straight lines on the map, but meridians are curves on a
+    Mollweide map: the sides of tall cells become chords, and polar cells become triangles meeting at the
+    pole, which leave blank wedges against the curved boundary (histogram cells are 40° high for a few thousand
+    tokens).  Strips 1° apart in the Mollweide angle θ (sin φ = (2θ + sin 2θ)/π) make each side a chain of
+    chords of 1° of an ellipse, far below a pixel from it.  Parallels are straight lines on the map: longitudes
+    need no splitting.
+    """
+    if not edges:
+        lon, lat = _centre_edges(lon, -np.pi, np.pi), _centre_edges(lat, -np.pi / 2, np.pi / 2)
+    theta = np.linspace(-np.pi / 2, np.pi / 2, 181)
+    strips = np.union1d(lat, np.arcsin(np.clip((2 * theta + np.sin(2 * theta)) / np.pi, -1, 1)))
+    row = np.searchsorted(lat, 0.5 * (strips[:-1] + strips[1:])) - 1
+    return ax.pcolormesh(lon, strips, np.asarray(values)[row], **kw)
+
+
+def _centre_edges(centres, lo, hi):
+    return np.concatenate([[lo], 0.5 * (centres[1:] + centres[:-1]), [hi]])
 
 
 def _check_s2_particles(particles):
@@ -675,7 +724,7 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
 
 
 def _sphere_values(f, nlat=90):
-    """(lon, lat, values) of a function of unit points on a regular grid, for a Mollweide ``pcolormesh``."""
+    """(lon, lat, values) of a function of unit points at the centres of a regular grid, for :func:`_map_mesh`."""
     lat = (np.arange(nlat) + 0.5) * np.pi / nlat - np.pi / 2
     lon = -np.pi + 2 * np.pi * (np.arange(2 * nlat) + 0.5) / (2 * nlat)
     la, lo = np.meshgrid(lat, lon, indexing="ij")
@@ -716,7 +765,7 @@ def energy_figure(result, output=None):
     phi = lambda x: first_variation(mu, result.beta, result.D, x) / level  # noqa: E731
     if result.task == "minimize" and d == 3:
         lon, lat, vals = _sphere_values(mu.evaluate)
-        mesh = ax0.pcolormesh(lon, lat, vals, shading="auto", cmap="magma", vmin=0)
+        mesh = _map_mesh(ax0, lon, lat, vals, cmap="magma", vmin=0)
         fig.colorbar(mesh, ax=ax0, orientation="horizontal", shrink=0.6, pad=0.05)
         ax0.set_title("minimizing density ρ (uniform = 1)", fontsize=9)
     elif result.task == "minimize":
@@ -752,7 +801,7 @@ def energy_figure(result, output=None):
                       f"max |v| = {result.solution.max_speed:.2g}", fontsize=9)
     elif d == 3:
         lon, lat, vals = _sphere_values(phi)
-        mesh = ax1.pcolormesh(lon, lat, vals, shading="auto", cmap="viridis")
+        mesh = _map_mesh(ax1, lon, lat, vals, cmap="viridis")
         fig.colorbar(mesh, ax=ax1, orientation="horizontal", shrink=0.6, pad=0.05)
         ax1.set_title("δE/δμ / 2E (= 1 on the support)", fontsize=9)
     elif d == 2:
