@@ -4,6 +4,8 @@ from __future__ import annotations
 import inspect
 import itertools
 import numbers
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -289,3 +291,55 @@ def _is_positive_number(value) -> bool:
         return False
     return True
 
+
+
+#: Figure file types written by every plotting entry point (matplotlib's Agg, PDF, SVG and PS back-ends, and
+#: Pillow's formats).
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".eps", ".ps")
+
+
+def output_file(name: str, path, suffixes=None) -> Path:
+    """``path`` as a Path, refused before any work when it is a folder, its folder does not exist, its extension
+    is not one of ``suffixes`` (when given), or it cannot be written.
+
+    Parameters
+    ----------
+    name : str
+        How the caller names it in messages (``"--output"``, ``"`output`"``).
+    path : str or os.PathLike
+    suffixes : sequence of str, optional
+        Allowed extensions, lower case with the dot.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``, the path, and the folder or the allowed extensions.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{name} {str(path)!r} is a folder; give a file name.")
+    if not path.parent.is_dir():
+        raise ValueError(f"{name} {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise ValueError(f"{name} {str(path)!r}: the file type must be one of {', '.join(suffixes)}.")
+    _check_writable(name, path)
+    return path
+
+
+def _check_writable(name: str, path: Path) -> None:
+    """Refuse a file that cannot be written (a read-only folder or file system): found after the work, a figure
+    was lost and a run's result had nowhere to go.  A probe file, not permission bits (root ignores them)."""
+    import tempfile
+
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{name} {str(path)!r}: the file exists and is not writable.")
+    try:
+        with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.name}.probe-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{name} {str(path)!r}: cannot write in the folder {str(path.parent)!r} "
+                         f"({e.strerror or e}).") from None

@@ -9,6 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from ._validate import FIGURE_SUFFIXES, output_file
+
 _EPILOG = {
     "run": "Examples: meanfield run examples/post_ln_s2.toml --output post_ln.h5   (add --resume to continue a "
            "killed run from its checkpoint, and --resume --t-final T to extend a finished one); meanfield run examples/demo_post_ln.toml examples/demo_peri_ln.toml "
@@ -168,37 +170,6 @@ def _one_line_warnings(command: str):
         warnings.showwarning = default
 
 
-_FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".eps", ".ps")
-
-
-def _check_output(path, option: str, suffixes=None) -> None:
-    """Refuse, before any work, an output file whose folder does not exist, that is a folder, or (with
-    ``suffixes``) whose extension cannot be written."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{option} {str(path)!r} is a folder; give a file name.")
-    if not path.parent.is_dir():
-        raise ValueError(f"{option} {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
-    if suffixes is not None and path.suffix.lower() not in suffixes:
-        raise ValueError(f"{option} {str(path)!r}: the file type must be one of {', '.join(suffixes)}.")
-    _check_writable(path, option)
-
-
-def _check_writable(path: Path, option: str) -> None:
-    """Refuse a file that cannot be written (a read-only folder or file system): found after the run, the
-    figure was lost and a run's result had nowhere to go.  A probe file, not permission bits (root ignores them)."""
-    import tempfile
-
-    if path.exists() and not os.access(path, os.W_OK):
-        raise ValueError(f"{option} {str(path)!r}: the file exists and is not writable.")
-    try:
-        with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.name}.probe-"):
-            pass
-    except OSError as e:
-        raise ValueError(f"{option} {str(path)!r}: cannot write in the folder {str(path.parent)!r} "
-                         f"({e.strerror or e}).") from None
-
-
 def _parse_options(items) -> dict:
     """``--option KEY=VALUE`` items as a dict, each VALUE read as a TOML value (512, 1e-10, "refine", true).
 
@@ -286,9 +257,9 @@ def _run(args) -> int:
                              "RESULT.h5 --figure FIG.png`).")
         if args.figure:
             single_run = not several and not isinstance(configs[0], EnergyConfig)
-            _check_output(args.figure, "--figure", _FIGURE_SUFFIXES + ((".gif",) if single_run else ()))
+            output_file("--figure", args.figure, FIGURE_SUFFIXES + ((".gif",) if single_run else ()))
         if not several:
-            _check_output(args.output, "--output")
+            output_file("--output", args.output)
         outputs = _outputs(paths, Path(args.output))
         inputs = {Path(p).resolve() for p in paths}
         clash = next((o for o in outputs if o.resolve() in inputs), None)
@@ -504,7 +475,7 @@ def _plot(args) -> int:
     import meanfield as mf
     from .plot import _plt, comparison_figure, describe, energy_figure, result_figure
 
-    _check_output(args.output, "--output", _FIGURE_SUFFIXES + ((".gif",) if len(args.result) == 1 else ()))
+    output_file("--output", args.output, FIGURE_SUFFIXES + ((".gif",) if len(args.result) == 1 else ()))
     trajs = [mf.load(path) for path in args.result]
     energy = [isinstance(tr, mf.EnergyResult) for tr in trajs]
     if any(energy) and len(trajs) > 1:
@@ -527,7 +498,7 @@ def _demo(args) -> int:
     from ._validate import nonneg_int, positive_float
     from .backends._spectral import _memory_estimate
 
-    _check_output(args.output, "--output", _FIGURE_SUFFIXES)     # before the two runs, not after
+    output_file("--output", args.output, FIGURE_SUFFIXES)     # before the two runs, not after
     lmax = nonneg_int("--lmax", args.lmax, minimum=1)
     positive_float("--beta", args.beta)
     positive_float("--t-final", args.t_final)

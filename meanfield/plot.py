@@ -2,13 +2,14 @@
 comparisons of several runs (matplotlib, lazily imported)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ._errors import MeanfieldWarning, warn
 from ._measures import Density, Particles
-from ._validate import choice, nonneg_int
+from ._validate import FIGURE_SUFFIXES, choice, nonneg_int, output_file
 from .sphere._interop import mollweide_grid
 from .sphere._sh import points_to_angles
 
@@ -240,6 +241,7 @@ def circle_density(density: Density, ax=None, **kw):
 
 def diagnostics(trajectory, keys=("energy", "tail_fraction", "min_rho", "max_speed"), axes=None):
     """Time series of a trajectory's per-step diagnostics (log scale where positive)."""
+    _check_trajectory(trajectory)
     keys = [keys] if isinstance(keys, str) else list(keys)
     missing = [k for k in keys if k not in trajectory.diagnostics and k not in trajectory.steps]
     if not keys or missing:
@@ -331,6 +333,35 @@ def _check_projection(trajs, projection: str) -> str:
     return projection
 
 
+def _is_trajectory(value) -> bool:
+    from ._trajectory import Trajectory
+
+    return isinstance(value, Trajectory)
+
+
+def _path_hint(value) -> str:
+    return f" Read the file first: meanfield.load({str(value)!r})." if isinstance(value, (str, os.PathLike)) else ""
+
+
+def _check_trajectory(trajectory) -> None:
+    """Refuse, before any drawing, a ``trajectory`` that is not one (it failed on a missing attribute)."""
+    if _is_trajectory(trajectory):
+        return
+    from ._energy import EnergyResult
+
+    hint = (" An energy result is drawn by meanfield.plot.energy_figure." if isinstance(trajectory, EnergyResult)
+            else _path_hint(trajectory))
+    raise TypeError("`trajectory` must be a meanfield.Trajectory (from meanfield.simulate or meanfield.load); "
+                    f"got {type(trajectory).__name__}.{hint}")
+
+
+def _check_figure_output(output, suffixes=None) -> None:
+    """The checks of the command line's output files, before any drawing (matplotlib refused a missing folder or
+    an unknown file type only once the whole figure had been drawn).  None and file objects are not paths."""
+    if isinstance(output, (str, os.PathLike)):
+        output_file("`output`", output, suffixes)
+
+
 def result_figure(trajectory, output=None, panels: int = 4, projection: str = "mollweide"):
     """Snapshots of a trajectory (maps on S², each with its colour bar; curves on S¹; alignment histograms in
     d > 3) over one panel per diagnostic (energy, tail_fraction, min_rho, max_speed, those the run has,
@@ -353,7 +384,18 @@ def result_figure(trajectory, output=None, panels: int = 4, projection: str = "m
     -------
     str, Path or matplotlib.figure.Figure
         ``output``, or the Figure when ``output`` is None.
+
+    Raises
+    ------
+    TypeError
+        If ``trajectory`` is not a Trajectory (an energy result, or a file name not yet loaded).
+    ValueError
+        Before anything is drawn: an ``output`` in a missing folder, not writable, or of a file type other
+        than ``.gif`` and ``FIGURE_SUFFIXES`` (.png, .pdf, .svg, .jpg, .tif, .webp, .eps, …); a bad
+        ``panels`` or ``projection``.
     """
+    _check_trajectory(trajectory)
+    _check_figure_output(output, FIGURE_SUFFIXES + (".gif",))
     projection = _check_projection([trajectory], projection)
     panels = nonneg_int("panels", panels, minimum=1)
     plt = _plt()
@@ -386,6 +428,7 @@ _ANIMATION_SUFFIXES = (".gif", ".png", ".apng", ".webp", ".tif", ".tiff")   # Pi
 def animation(trajectory, output, fps: int = 4, projection: str = "mollweide"):
     """An animation of every saved state (Pillow writer: .gif, or .png/.apng, .webp, .tif/.tiff), ``fps`` frames
     per second; ``projection`` as in :func:`result_figure`."""
+    _check_trajectory(trajectory)
     projection = _check_projection([trajectory], projection)
     fps = nonneg_int("fps", fps, minimum=1)         # 0 divided by zero once every frame had been drawn
     suffix = Path(str(output)).suffix.lower()
@@ -393,6 +436,7 @@ def animation(trajectory, output, fps: int = 4, projection: str = "mollweide"):
         raise ValueError(f"`output` of an animation must end in one of {list(_ANIMATION_SUFFIXES)} (the formats "
                          f"Pillow writes as animations; ffmpeg is not used); got {suffix or 'no extension'!r} in "
                          f"{str(output)!r}.")
+    _check_figure_output(output)
     plt = _plt()
     from matplotlib.animation import FuncAnimation, PillowWriter
 
@@ -627,7 +671,8 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
     trajectories : sequence of Trajectory
         The runs, all in the same dimension d.
     output : str or Path, optional
-        Write the figure there (any format matplotlib writes from the extension, e.g. ``.png``, ``.pdf``).
+        Write the figure there, in the format of its extension (one of ``FIGURE_SUFFIXES``: ``.png``,
+        ``.pdf``, ``.svg``, …).
     labels : sequence of str, optional
         One label per run; default: scheme and backend (:func:`describe`), with β or a number added
         when these coincide.
@@ -651,8 +696,9 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
     ------
     ValueError
         For an empty sequence, runs in different dimensions, a ``labels`` of the wrong length, a bad
-        ``panels``, ``projection`` or ``distance``, or a ``.gif`` output (animations take one run:
-        :func:`animation`).
+        ``panels``, ``projection`` or ``distance``, a ``.gif`` output (animations take one run:
+        :func:`animation`), or an ``output`` in a missing folder, not writable or of a file type other than
+        ``FIGURE_SUFFIXES``.
 
     Warns
     -----
@@ -670,6 +716,7 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
     if output is not None and str(output).lower().endswith(".gif"):
         raise ValueError("`output` cannot be a GIF for a comparison (animations take one run); "
                          f"got output={str(output)!r}.")
+    _check_figure_output(output, FIGURE_SUFFIXES)
     targets = _common_targets([tr.times for tr in trajs], panels)
     few = _few_common_times(trajs, targets)
     if few is not None:
@@ -745,17 +792,28 @@ def energy_figure(result, output=None):
     result : EnergyResult
         From ``meanfield run`` on an ``[energy]`` configuration (:func:`meanfield.load`).
     output : str or Path, optional
-        Write the figure there (format from the extension).
+        Write the figure there, in the format of its extension (one of ``FIGURE_SUFFIXES``).
 
     Returns
     -------
     matplotlib.figure.Figure
         The figure (managed by pyplot: ``plt.close(fig)`` when done).
+
+    Raises
+    ------
+    TypeError
+        If ``result`` is not an EnergyResult.
+    ValueError
+        Before anything is drawn: an ``output`` in a missing folder, not writable, or of a file type other
+        than ``FIGURE_SUFFIXES`` (.png, .pdf, .svg, .jpg, .tif, .webp, .eps, …).
     """
     from ._energy import EnergyResult, first_variation
 
     if not isinstance(result, EnergyResult):
-        raise TypeError(f"`result` must be a meanfield.EnergyResult; got {type(result).__name__}.")
+        hint = " A Trajectory is drawn by meanfield.plot.result_figure." if _is_trajectory(result) else \
+            _path_hint(result)
+        raise TypeError(f"`result` must be a meanfield.EnergyResult; got {type(result).__name__}.{hint}")
+    _check_figure_output(output, FIGURE_SUFFIXES)
     plt = _plt()
     d, mu, level = result.d, result.measure, 2 * result.value
     proj = "mollweide" if d == 3 else None

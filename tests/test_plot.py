@@ -353,6 +353,41 @@ def test_figure_arguments_are_checked_before_drawing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def _no_drawing(*_):
+    raise AssertionError("drawing started before the arguments were checked")
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda tr, er, tmp: plot.result_figure(er, tmp / "a.png"), TypeError,
+     r"`trajectory` must be a meanfield\.Trajectory .*got EnergyResult\. .*energy_figure"),
+    (lambda tr, er, tmp: plot.result_figure("file.h5", tmp / "a.png"), TypeError,
+     r"`trajectory` must be a meanfield\.Trajectory .*got str\. Read the file first: meanfield\.load\('file\.h5'\)"),
+    (lambda tr, er, tmp: plot.diagnostics(er), TypeError, r"`trajectory` must be a meanfield\.Trajectory"),
+    (lambda tr, er, tmp: plot.animation(er, tmp / "a.gif"), TypeError, r"`trajectory` must be a meanfield\.Trajectory"),
+    (lambda tr, er, tmp: plot.energy_figure(tr, tmp / "a.png"), TypeError,
+     r"`result` must be a meanfield\.EnergyResult; got Trajectory\. .*result_figure"),
+    (lambda tr, er, tmp: plot.result_figure(tr, tmp / "nodir" / "a.png"), ValueError,
+     r"`output` '.*nodir/a\.png': the folder '.*nodir' does not exist"),
+    (lambda tr, er, tmp: plot.result_figure(tr, tmp / "a.xyz"), ValueError,
+     r"`output` '.*a\.xyz': the file type must be one of \.png, \.pdf, .*\.gif"),
+    (lambda tr, er, tmp: plot.animation(tr, tmp / "nodir" / "a.gif"), ValueError, r"the folder '.*nodir' does not exist"),
+    (lambda tr, er, tmp: plot.comparison_figure([tr, tr], tmp / "nodir" / "c.png"), ValueError,
+     r"`output` .*the folder '.*nodir' does not exist"),
+    (lambda tr, er, tmp: plot.comparison_figure([tr, tr], tmp / "c.xyz"), ValueError, "the file type must be one of"),
+    (lambda tr, er, tmp: plot.energy_figure(er, tmp / "e.xyz"), ValueError, "the file type must be one of"),
+])
+def test_plot_functions_check_result_and_output_before_drawing(call, error, match, tmp_path, monkeypatch):
+    """A wrong object failed on a missing attribute ("no attribute 'states'"); a missing folder or an unknown
+    file type only once the whole figure had been drawn (FileNotFoundError, matplotlib's format error).  The
+    output checks are the command line's."""
+    tr = mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 0.2, backend="particles", save_every=0.1)
+    energy = object.__new__(mf.EnergyResult)
+    monkeypatch.setattr(plot, "_plt", _no_drawing)
+    with pytest.raises(error, match=match):
+        call(tr, energy, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
 def test_result_figure_without_output_returns_the_open_figure(runs):
     # for notebooks, as comparison_figure: output=None was a TypeError
     fig = plot.result_figure(runs[0])
