@@ -252,7 +252,7 @@ def diagnostics(trajectory, keys=("energy", "tail_fraction", "min_rho", "max_spe
         _, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), constrained_layout=True)
     for ax, k in zip(np.atleast_1d(axes), keys):
         t, v = _series(trajectory, k)
-        ax.plot(t, v)
+        _plot_series(ax, t, v)
         if _spans_decades(v):
             ax.set_yscale("log")
         ax.set_title(k, fontsize=9)
@@ -274,6 +274,16 @@ def _series(trajectory, key):
         t = np.concatenate([trajectory.times[:1], t])
         v = np.concatenate([np.asarray(trajectory.diagnostics[key][:1], dtype=float), np.asarray(v, dtype=float)])
     return np.asarray(t, dtype=float), np.asarray(v, dtype=float)
+
+
+def _plot_series(ax, t, v, **kw):
+    """``ax.plot(t, v)`` with a marker on each point that has no finite neighbour, which a line does not draw: a
+    run saved once (a checkpoint killed before its first save) had blank diagnostics panels."""
+    finite = np.pad(np.isfinite(np.asarray(v, dtype=float)), 1)
+    alone = finite[1:-1] & ~finite[:-2] & ~finite[2:]
+    if alone.any():
+        kw.update(marker="o", markersize=4, markevery=alone)
+    return ax.plot(t, v, **kw)
 
 
 def _spans_decades(values) -> bool:
@@ -755,7 +765,7 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
         for ax, k in zip(axes, keys):
             series = [_series(tr, k) for tr in trajs]
             for (t, v), label in zip(series, labels):
-                ax.plot(t, v, label=label)
+                _plot_series(ax, t, v, label=label)
             if _spans_decades(np.concatenate([v for _, v in series])):
                 ax.set_yscale("log")
             ax.set_title(k, fontsize=9)

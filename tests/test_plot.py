@@ -388,6 +388,35 @@ def test_plot_functions_check_result_and_output_before_drawing(call, error, matc
     assert not list(tmp_path.iterdir())
 
 
+def _drawn_markers(ax):
+    """Data points of ``ax``'s lines that are drawn as markers."""
+    count = 0
+    for line in ax.lines:
+        if line.get_marker() not in (None, "None", "", " "):
+            every = line.get_markevery()
+            count += len(line.get_xdata()) if every is None else int(np.count_nonzero(every))
+    return count
+
+
+def test_diagnostics_of_a_single_saved_state_are_drawn_as_markers(runs):
+    """A run saved once (a checkpoint killed before its first save) had blank diagnostics panels: a line through
+    one point draws nothing.  Longer series stay plain lines, an isolated value between NaNs gets its marker."""
+    import dataclasses
+    pde = runs[0]
+    one = dataclasses.replace(pde, times=pde.times[:1], states=pde.states[:1], steps={},
+                              diagnostics={k: v[:1] for k, v in pde.diagnostics.items()})
+    axes = plot.diagnostics(one)
+    assert [_drawn_markers(ax) for ax in axes] == [1] * len(axes)
+    assert [_drawn_markers(ax) for ax in plot.diagnostics(pde)] == [0] * len(axes)
+    gap = dataclasses.replace(pde, steps={}, diagnostics={"energy": np.array([1.0, 2.0, np.nan, 3.0])})
+    assert _drawn_markers(plot.diagnostics(gap, keys="energy")) == 1
+    with pytest.warns(mf.MeanfieldWarning, match="only one saved time"):
+        fig = plot.comparison_figure([one, one], labels=["a", "b"])
+    overlaid = [_drawn_markers(ax) for ax in fig.subfigs[-1].axes if ax.get_gid() != "distance"]
+    assert overlaid and overlaid == [2] * len(overlaid)            # one marker per run
+    plt.close("all")
+
+
 def test_result_figure_without_output_returns_the_open_figure(runs):
     # for notebooks, as comparison_figure: output=None was a TypeError
     fig = plot.result_figure(runs[0])
