@@ -238,13 +238,9 @@ def _initial(kind, c, d, kernel_lmax: int = 0):
     if kind == "random":
         seed = nonneg_int("seed", c.get("seed", 0), maximum=SEED_MAX)
         lmax = _band_limit(c, max(32, kernel_lmax), d)
-        degree = nonneg_int("degree", c.get("degree", 4), minimum=1)
-        # the random field has (degree + 1)² coefficients on S², synthesized through a grid of about 8(degree + 1)²
-        # complex values
-        coeffs = (degree + 1) ** 2 if d == 3 else degree + 1
-        _fits(f"[initial] degree={degree}", 128.0 * coeffs, "lower `degree`.")
-        dens = Density.random(lmax, d, seed=seed, degree=degree,
-                              amplitude=real_number("amplitude", c.get("amplitude", 1.0)))
+        # Density.random checks `degree` (≤ lmax: the memory of its field is then within lmax's, checked above)
+        # and `amplitude`, with its defaults
+        dens = Density.random(lmax, d, seed=seed, **{k: c[k] for k in ("degree", "amplitude") if k in c})
         if "r0" in c:
             r0 = positive_float("r0", c["r0"])
             dens = Density(dens.coeffs, dens.lmax, d, Density.uniform(dens.lmax, d).coeffs * r0)

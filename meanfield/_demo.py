@@ -23,7 +23,8 @@ def run_demo(output="demo.png", lmax=48, beta=4.0, t_final=3.0, quiet=False):
     from meanfield import plot
     from ._simulate import propagating_interrupts
 
-    initial = mf.Density.random(lmax, seed=1, degree=3, amplitude=1.2)
+    # degree ≤ lmax (Density.random refuses more): --lmax 1 or 2, which a --lmax check accepts, gets a coarser field
+    initial = mf.Density.random(lmax, seed=1, degree=min(3, lmax), amplitude=1.2)
     rows, snaps = [], {}
     times = np.linspace(0.0, t_final, 3)
     for scheme in ("post-ln", "peri-ln"):

@@ -104,6 +104,9 @@ _DENSITY_BYTES_PER_COEF, _ZONAL_BYTES_PER_COEF = 48.0, 24.0
 #: Peak bytes per quadrature node of Density.from_function (nodes, values, the transform's work arrays), measured,
 #: and of ZonalDensity.from_function (its Gauss–Jacobi nodes are polished in long double: 128 measured).
 _PROJECTION_BYTES_PER_NODE = {2: 40.0, 3: 72.0}
+# Density.random: the default degree of g (lowered to lmax), and the largest |amplitude| (at 100 the peaks of exp(g)
+# at degree 4 already need lmax ≈ 128 to stay nonnegative: beyond, ρ is spikes finer than the band limits runs use)
+_RANDOM_DEGREE, _RANDOM_AMPLITUDE_MAX = 4, 100.0
 _ZONAL_PROJECTION_BYTES_PER_NODE = 160.0
 
 
@@ -275,7 +278,7 @@ class Density:
         return out.normalized() if normalize else out
 
     @classmethod
-    def random(cls, lmax: int, d: int = 3, seed=0, degree: int = 4, amplitude: float = 1.0) -> "Density":
+    def random(cls, lmax: int, d: int = 3, seed=0, degree: int | None = None, amplitude: float = 1.0) -> "Density":
         """A smooth random probability density ρ ∝ exp(g), g a random field of degree ≤ ``degree``.
 
         g has independent Gaussian coefficients of unit variance per degree (scaled by ``amplitude``, a real
@@ -285,25 +288,33 @@ class Density:
         Parameters
         ----------
         lmax : int
-            Band limit L ≥ 0 of the result.
+            Band limit L ≥ 1 of the result.
         d : {3, 2}
             Ambient dimension: S² or S¹.
         seed : None, int, SeedSequence or numpy.random.Generator
             Randomness of g (``numpy.random.default_rng(seed)``).
-        degree : int
-            Largest degree of g, ≥ 1.
+        degree : int, optional
+            Largest degree of g, in [1, lmax] (default min(4, lmax)): degrees above the band limit cannot be
+            represented.  Keeping ρ nonnegative takes more, lmax ≈ 2–3 × degree at amplitude 1 (lmax = 8:
+            min ρ > 0.15 at degree 4, down to −0.16 at degree 6, −0.9 at degree 8, over five seeds).
         amplitude : float
-            Factor of g (a real number): 0 gives the uniform density, a larger magnitude sharper peaks.
+            Factor of g, in [−100, 100]: 0 gives the uniform density, a larger magnitude sharper peaks (at
+            100 and degree 4 they need lmax ≈ 128 to keep ρ nonnegative).
 
         Returns
         -------
         Density
             A probability density (mass 1, values w.r.t. σ: the uniform density is 1).
+
+        Raises
+        ------
+        TypeError, ValueError
+            Naming the parameter and its allowed range: ``lmax`` < 1, ``degree`` outside [1, lmax],
+            ``amplitude`` not a real number in [−100, 100], a bad ``d`` or ``seed``.
         """
-        lmax, degree = nonneg_int("lmax", lmax), nonneg_int("degree", degree, minimum=1)
+        lmax = nonneg_int("lmax", lmax, minimum=1)
+        degree, amplitude = cls._random_degree(degree, lmax), cls._random_amplitude(amplitude)
         d = _density_dimension(d)
-        from ._validate import real_number
-        amplitude = real_number("amplitude", amplitude)
         from ._sampling import _rng
         rng = _rng(seed)
         if d == 3:
@@ -315,7 +326,38 @@ class Density:
             k = np.arange(degree + 1)
             g = (rng.standard_normal(k.size) + 1j * rng.standard_normal(k.size)) / np.sqrt(8) * (k > 0)
             field_ = lambda x: circ.circle_evaluate(g, np.arctan2(x[..., 1], x[..., 0]))  # noqa: E731
-        return cls.from_function(lambda x: np.exp(amplitude * field_(x)), lmax, d, normalize=True)
+
+        def unnormalized(x):
+            # from_function calls this once on all its nodes, and normalizes: subtracting the largest exponent
+            # changes nothing but keeps exp finite (amplitude · g overflowed from about 700, at a high degree
+            # within the amplitude range)
+            exponent = amplitude * field_(x)
+            return np.exp(exponent - exponent.max())
+        return cls.from_function(unnormalized, lmax, d, normalize=True)
+
+    @staticmethod
+    def _random_degree(degree, lmax: int) -> int:
+        """``degree`` of :meth:`random` (None: its default), checked against ``lmax``."""
+        if degree is None:
+            return min(_RANDOM_DEGREE, lmax)
+        degree = nonneg_int("degree", degree, minimum=1)
+        if degree > lmax:
+            raise ValueError(f"`degree` must be an integer in [1, lmax] = [1, {lmax}]; got degree={degree}: degrees "
+                             "of g above the band limit cannot be represented (the projection of exp(g) would be "
+                             "negative somewhere). Lower `degree` or raise `lmax`.")
+        return degree
+
+    @staticmethod
+    def _random_amplitude(amplitude) -> float:
+        """``amplitude`` of :meth:`random`, checked against its range."""
+        from ._validate import real_number
+
+        top = _RANDOM_AMPLITUDE_MAX
+        if abs(real_number("amplitude", amplitude)) > top:
+            raise ValueError(f"`amplitude` must be a real number in [{-top:g}, {top:g}]; got amplitude={amplitude!r}: "
+                             f"at {top:g} the peaks of ρ ∝ exp(amplitude·g) already need lmax ≈ 128 to stay "
+                             "nonnegative, beyond it ρ is spikes finer than the band limits runs use.")
+        return float(amplitude)
 
     @staticmethod
     def _project(f, lmax, d, what, positive=False):

@@ -1,6 +1,7 @@
 """meanfield._config: the [energy] table of energy problems, sampled initial densities, and the checks of run
 values (the keys of the run tables and the CLI's use of them are tested in test_cli.py)."""
 import tomllib
+import warnings
 
 import numpy as np
 import pytest
@@ -311,16 +312,20 @@ def test_the_option_check_builds_no_solver(monkeypatch):
     (_with("initial", amplitude="big"), TypeError, r"`amplitude` must be a finite real number; got amplitude='big'"),
     (_with("run", save_every=1e-300), ValueError, r"`save_every` must be ≥ .*at most 1000000 saved states"),
     (_with("initial", lmax=10**9), MemoryError, r"\[initial\] lmax=1000000000 needs about .* lower `lmax`"),
-    (_with("initial", degree=10**6), MemoryError, r"\[initial\] degree=1000000 needs about .* lower `degree`"),
+    (_with("initial", degree=10**6), ValueError, r"`degree` must be an integer in \[1, lmax\] = \[1, 8\]"),
+    (_with("initial", amplitude=1e6), ValueError, r"`amplitude` must be a real number in \[-100, 100\]; got amp"),
     ({**RUN, "initial": {"kind": "particles", "n": 10**15}}, MemoryError, r"\[initial\] n=\d+ tokens needs about"),
     ({**RUN, "initial": {"kind": "particles", "n": 0}}, ValueError, r"`n` must be an integer >= 1"),
 ])
 def test_bad_initial_and_save_values_get_a_clear_error_before_any_allocation(raw, error, match):
     """`kind = ["uniform"]` and `attention = ["softmax"]` said "unhashable type: 'list'", `amplitude = "big"` a
     ufunc error, `save_every = 1e-300` "Maximum allowed size exceeded", a huge `lmax` or `degree` a MemoryError
-    traceback."""
-    with pytest.raises(error, match=match):
-        parse_config(raw)
+    traceback (a `degree` above `lmax` is now refused as such), `amplitude = 1e6` a numpy overflow warning then
+    "`coeffs` must be finite"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(error, match=match):
+            parse_config(raw)
 
 
 @pytest.mark.parametrize("d, initial, backend, match", [

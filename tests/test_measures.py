@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -76,6 +78,36 @@ def test_random_constructors_name_a_bad_seed(seed):
     for make in (lambda: mf.Particles.uniform(3, seed=seed), lambda: mf.Density.random(4, seed=seed)):
         with pytest.raises(TypeError, match="`seed` must be None, an int ≥ 0"):
             make()
+
+
+@pytest.mark.parametrize("d", [3, 2])
+@pytest.mark.parametrize("kw, match", [
+    (dict(amplitude=1e6), r"`amplitude` must be a real number in \[-100, 100\]; got amplitude=1000000\.0"),
+    (dict(amplitude=-101), r"`amplitude` must be a real number in \[-100, 100\]"),
+    (dict(degree=20), r"`degree` must be an integer in \[1, lmax\] = \[1, 8\]; got degree=20"),
+    (dict(degree=0), r"`degree` must be an integer >= 1"),
+])
+def test_random_density_names_amplitude_and_degree_out_of_range(kw, match, d):
+    """amplitude = 1e6 overflowed exp (a numpy RuntimeWarning, then "`coeffs` must be finite"); degree = 20 at
+    lmax = 8 was accepted, and the density's negative values were found later without naming `degree`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=match):
+            mf.Density.random(8, d=d, **kw)
+
+
+def test_random_density_is_finite_at_every_allowed_amplitude_and_degree():
+    """exp(amplitude·g) overflowed from amplitude·max g ≈ 710; the largest exponent is subtracted before the
+    normalization.  The default degree is lowered to lmax below 4."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for dens in (mf.Density.random(64, seed=0, degree=64, amplitude=100), mf.Density.random(8, amplitude=-100),
+                     mf.Density.random(8, d=2, degree=8, amplitude=100)):
+            assert np.all(np.isfinite(dens.coeffs)) and dens.mass() == pytest.approx(1.0, rel=1e-12)
+    assert np.allclose(mf.Density.random(24, seed=2).coeffs, mf.Density.random(24, seed=2, degree=4).coeffs)
+    assert np.allclose(mf.Density.random(2, seed=2).coeffs, mf.Density.random(2, seed=2, degree=2).coeffs)
+    with pytest.raises(ValueError, match=r"`lmax` must be an integer >= 1"):
+        mf.Density.random(0)
 
 
 def test_density_bad_input():
