@@ -398,10 +398,15 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
       ``t_max=5`` it takes 22417 steps (26–35 s) and does not converge: two clusters (masses 0.6, 0.4,
       ⟨c₁, c₂⟩ = −0.87) attract at max |v| = 4.8e-5 against a threshold of 1.3e-6.  "softmax" with ``t_max=5``
       takes 417 steps (0.7 s) and is still clustering; with ``t_max=1000``, 32974 steps (88 s) and two clusters
-      (0.6, 0.4, ⟨c₁, c₂⟩ ≈ −0.90) at max |v| = 3.0e-5.  Merging them takes a time ~e^{β(1 − ⟨c₁, c₂⟩)} in either
-      flow's own units: such metastable states are out of reach of both, and a ``tol`` above their relative
-      speed |v|/|G| (~2e-9 here) reports them stationary.  The softmax flow's steps (~3 time units once
-      clustered) are cut to the recorded states, 32 per ``check_every``.
+      (0.6, 0.4, ⟨c₁, c₂⟩ ≈ −0.90) at max |v| = 3.0e-5.  The clusters attract at a speed ~m e^{β⟨c₁, c₂⟩} in the
+      gradient flow (merging at t ≈ 1.7e3 here) and ~e^{β(⟨c₁, c₂⟩ − 1)} in the softmax flow (~e^{β(1 − ⟨c₁, c₂⟩)}
+      ≈ 1e8 time units): an explicit method cannot follow the gradient flow there (its steps are held at
+      ~e^{−β}) and nothing follows the softmax flow.  The gradient flow by ``method="bdf"`` does:
+      ``find_stationary(start, 10.0, t_max=5000.0, check_every=250.0, method="bdf", rtol=1e-8, atol=1e-10)`` merges
+      the clusters and converges to the Dirac (E = e^{10}/20) at t = 1750 in 4824 steps (5.9 s); at the default
+      rtol = 1e-12, atol = 1e-14 its steps fell below ``min_step`` at t ≈ 238.  A ``tol`` above the metastable
+      state's relative speed |v|/|G| (~2e-9 here) reports it stationary.  The softmax flow's steps (~3 time
+      units once clustered) are cut to the recorded states, 32 per ``check_every``.
     * seven tokens, a ring of six at 0.8 rad from e₃ and one at e₃, D = I (ascent): both flows reach the Dirac
       at e₃ (E = e^β/2β to rounding).  β = 10: "gradient" in 7274 steps (9.4 s), "softmax" in 1118 (1.7 s),
       medians of 3; β = 5: 660 and 1064 steps, so the crossover is between.  The gradient flow by an implicit
