@@ -181,3 +181,18 @@ def test_an_implicit_gradient_flow_merges_metastable_clusters():
     assert 1000.0 < r.time <= 2500.0
     before = r.trajectory.states[list(r.trajectory.times).index(1000.0)]
     assert list(np.round(mf.particle_clusters(before, angle=1e-4).masses, 3)) == [0.6, 0.4]
+
+
+def test_an_implicit_method_refuses_tokens_whose_jacobian_does_not_fit(monkeypatch):
+    """A dense Jacobian of (n·d)² entries: 10⁵ tokens on S² would need ~3.6 TB, refused before any work."""
+    import meanfield._memory as memory
+    monkeypatch.setattr(memory, "available_bytes", lambda: 16 << 30)
+    with pytest.raises(mf.InsufficientMemoryError, match=r"method='bdf' for 100000 tokens .* use 'rk45'"):
+        mf.simulate(mf.Model(1.0), mf.Particles.uniform(100_000, 3, seed=0), 1.0, backend="particles", method="bdf")
+
+
+def test_the_hybrid_refuses_an_implicit_particle_phase_up_front():
+    """Its hand-off makes thousands of weighted particles: the implicit solver would not finish (a run at β = 6 did
+    not in 300 s), so particle_options refuse it before the spectral phase runs."""
+    with pytest.raises(ValueError, match=r"`particle_options` method='bdf': the hand-off makes thousands"):
+        mf.simulate(mf.Model(6.0), mf.Density.uniform(8), 1.0, backend="hybrid", particle_options={"method": "bdf"})

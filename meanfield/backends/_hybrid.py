@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._errors import UnsupportedModelError
+from .._integrators import IMPLICIT_METHODS
 from .._measures import Density, Particles, ZonalDensity
 from .._memory import require
 from .._model import Model
@@ -191,6 +192,10 @@ class HybridBackend:
             raise ValueError(f"`particle_options` time={options['time']!r}: the particle phase starts at the hand-off "
                              "time, which no layer grid fixed in advance contains; the hybrid integrates the ODE "
                              "(time='continuous').  For layer maps, hand off by hand (docs: numerics, limits).")
+        if options.get("method") in IMPLICIT_METHODS:
+            raise ValueError(f"`particle_options` method={options['method']!r}: the hand-off makes thousands of weighted "
+                             "particles, and an implicit method's dense Jacobian of (n·d)² entries is for a few hundred "
+                             "tokens; use 'rk45' (or backend='particles' with the implicit method on Particles).")
         try:
             BACKENDS[self.particle_backend](model, Particles.uniform(2, model.d, seed=0), **options)
         except (TypeError, ValueError, UnsupportedModelError) as err:

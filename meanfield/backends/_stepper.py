@@ -227,6 +227,8 @@ class ParticleStepper:
         self.step_log = {"t": [], "dt": [], "mean_alignment": []}
         if self.method is not None and self.method.adaptive and not self._implicit:    # scipy's steps report neither
             self.step_log.update({"error": [], "rejected": []})
+        if self._implicit:
+            self._check_implicit_memory()
         self._h = opts["first_step"]
         self._stage = None      # f(t, y) of the state reached inside a segment (the next step's FSAL first stage)
         self._carried = None    # (t, stage) handed over by a resume point: see carry_stage
@@ -276,6 +278,20 @@ class ParticleStepper:
     @property
     def _implicit(self) -> bool:
         return getattr(self.method, "implicit", False)
+
+    #: dense (n·d')² arrays an implicit solver holds: the Jacobian, its copy, and the LU factors (Radau's complex
+    #: one counts twice), d' = d (+1 with a radius)
+    IMPLICIT_MATRICES = 5
+
+    def _check_implicit_memory(self) -> None:
+        """Refuse, before any work, tokens whose dense Jacobian the implicit solver cannot hold."""
+        from .._memory import require
+
+        size = self.y.size
+        require(self.IMPLICIT_MATRICES * 8.0 * size ** 2,
+                f"method={self.method.name!r} for {self.n} tokens (dense Jacobians and factorizations of {size}² "
+                f"entries; their cost grows like {size}³ per factorization)",
+                "use 'rk45' (the implicit methods are for a few hundred tokens), or fewer tokens.")
 
     # -- the physics --------------------------------------------------------------------------------
     def _field(self, t, theta, full: bool):
