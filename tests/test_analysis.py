@@ -378,6 +378,21 @@ def test_alignment_statistics_particles_vs_brute_force(d, method):
     assert mf.alignment_statistics(mf.Particles(np.eye(3)[:1])).aligned_fraction == 1.0   # one token
 
 
+@pytest.mark.parametrize("method", ["tree", "direct"])
+def test_unequal_weights_with_no_aligned_pair_give_exactly_zero(method):
+    """The weighted sum and w·w rounded apart: 20 scattered tokens with random weights gave 1.48e-17, not 0."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(20, 3))
+    w = rng.random(20)
+    p = mf.Particles(x / np.linalg.norm(x, axis=1)[:, None], w / w.sum())     # the reviewer's case
+    g = p.positions @ p.positions.T
+    assert np.max(g[~np.eye(20, dtype=bool)]) < 1 - 1e-2        # no pair within the default δ = 0.01
+    assert mf.alignment_statistics(p, method=method).aligned_fraction == 0.0
+    two = mf.Particles(np.r_[p.positions[:19], p.positions[:1]], p.weights)        # one aligned pair: resolved
+    assert mf.alignment_statistics(two, 1e-3, method=method).aligned_fraction == pytest.approx(
+        _brute(two.positions, two.weights, 1e-3)[1], rel=1e-12)
+
+
 def test_alignment_statistics_density_exact_values():
     for delta in (0.01, 0.3, 1.0, 2.0):
         st = mf.alignment_statistics(mf.Density.uniform(8), delta)

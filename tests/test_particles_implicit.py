@@ -196,3 +196,14 @@ def test_the_hybrid_refuses_an_implicit_particle_phase_up_front():
     not in 300 s), so particle_options refuse it before the spectral phase runs."""
     with pytest.raises(ValueError, match=r"`particle_options` method='bdf': the hand-off makes thousands"):
         mf.simulate(mf.Model(6.0), mf.Density.uniform(8), 1.0, backend="hybrid", particle_options={"method": "bdf"})
+
+
+def test_an_implicit_method_warns_about_the_cost_of_many_unknowns():
+    """100 tokens at d = 32 (3200 unknowns) fit in memory but each factorization takes ~0.7 s: warned up front (a
+    reviewer's 3-step run at d = 32 took 22 s at 200 tokens)."""
+    start = mf.Particles.uniform(100, 32, seed=0)
+    with pytest.warns(mf.MeanfieldWarning, match=r"method='bdf' for 100 tokens: 3200 unknowns, each LU"):
+        mf.simulate(mf.Model(2.0, d=32), start, 0.01, backend="particles", method="bdf", max_steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mf.MeanfieldWarning)
+        mf.simulate(mf.Model(2.0), mf.Particles.uniform(50, 3, seed=0), 0.01, backend="particles", method="bdf")

@@ -84,7 +84,12 @@ def _pair_fraction(x, w, delta, method, chunk):
     # aligned pair gives exactly 0 (w·w and the count/n² round differently with the BLAS kernel: 3e-17 on AVX-512)
     if equal:
         return (total - n) / (n * (n - 1))
-    return min(max((total - w2) / (1.0 - w2), 0.0), 1.0)
+    # Unequal weights: the weighted sum and w·w round apart (1.5e-17 with no aligned pair); an excess within the
+    # sums' rounding bound, n·ε of the total, is no aligned pair
+    excess = total - w2
+    if excess <= n * np.finfo(float).eps * total:
+        return 0.0
+    return min(excess / (1.0 - w2), 1.0)
 
 
 def _cap_multipliers(delta, lmax, d):

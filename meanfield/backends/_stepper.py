@@ -86,6 +86,10 @@ def _all(a) -> bool:
 COMMON_OPTIONS = {"time": "continuous", "method": None, "step": None, "rtol": 1e-10, "atol": 1e-12,
                   "first_step": None, "max_step": None, "min_step": 1e-12, "max_steps": None}
 
+#: Above this many unknowns (tokens × (d + radius)) an implicit method warns about its cost; one LU factorization
+#: of that size took ~0.6 s on one core of the 2-vCPU development machine
+IMPLICIT_WARN_UNKNOWNS, _LU_SECONDS_AT_WARN = 3000, 0.6
+
 #: The most fixed steps (``step`` with "rk4", or layers of ``time="layers"``) a run may take where the backend
 #: sets no ``max_steps`` of its own: the spectral backend's default ``max_steps``.
 MAX_FIXED_STEPS = 10_000_000
@@ -292,6 +296,12 @@ class ParticleStepper:
                 f"method={self.method.name!r} for {self.n} tokens (dense Jacobians and factorizations of {size}² "
                 f"entries; their cost grows like {size}³ per factorization)",
                 "use 'rk45' (the implicit methods are for a few hundred tokens), or fewer tokens.")
+        if size > IMPLICIT_WARN_UNKNOWNS:
+            from .._errors import warn
+            seconds = _LU_SECONDS_AT_WARN * (size / IMPLICIT_WARN_UNKNOWNS) ** 3
+            warn(f"method={self.method.name!r} for {self.n} tokens: {size} unknowns, each LU factorization about "
+                 f"{seconds:.2g} s on one core (0.6 s at 3000 measured on 2 vCPUs) and a stiff run makes hundreds; "
+                 "the implicit methods are for a few hundred tokens ('rk45' otherwise).")
 
     # -- the physics --------------------------------------------------------------------------------
     def _field(self, t, theta, full: bool):
