@@ -156,8 +156,8 @@ class ParticleStepper:
     method : {"rk4", "rk23", "rk45", "bdf", "radau"}, optional
         Runge–Kutta method (:data:`meanfield._integrators.METHODS`), or one of scipy's implicit solvers
         (:data:`meanfield._integrators.IMPLICIT_METHODS`) for stiff runs of a few hundred tokens (USA or the
-        gradient flow at large β; a finite-difference Jacobian costs n·d velocity evaluations).  Default: "rk4"
-        when ``step`` is given, else "rk45".
+        gradient flow at large β; the Jacobian in closed form where the backend has it, :meth:`_jacobian`, else by
+        finite differences, n·d velocity evaluations).  Default: "rk4" when ``step`` is given, else "rk45".
     step : float, optional
         Fixed step of "rk4", or the layer step h of ``time="layers"``.  The steps of one
         ``advance`` are uniform and at most ``step`` (equal to it when the interval is a multiple).
