@@ -96,7 +96,8 @@ class _Segment:
         if self.g is not None:       # this step's part of ∫ g dt
             st._step_integral, self.integral = solver.y[self.size] - self.integral, solver.y[self.size]
         st.y, st.t = y_new, (self.b if solver.status == "finished" else solver.t)
-        st._h = max(getattr(solver, "h_abs", h), o["min_step"])    # the step it wants next (a resume's first)
+        if solver.status != "finished":     # a segment's last step is clipped to its end: it says nothing of the
+            st._h = max(getattr(solver, "h_abs", h), o["min_step"])   # next step (carried, it fell below min_step)
         st._log_step(st.t, h)
         st._notify(h)
         return None
