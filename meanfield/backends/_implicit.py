@@ -39,7 +39,7 @@ class _Segment:
         st._carried = None
         y0 = st.y.ravel() if self.g is None else np.append(st.y.ravel(), 0.0)
         first = None if st._h is None else min(st._h, self.b - self.a)
-        jac = self._jacobian if st._jacobian(self.a, st.y) is not None else None
+        jac = self._jacobian if st._has_jacobian else None
         solver = None
         while solver is None or solver.status == "running":
             if st._out_of_steps():
@@ -78,9 +78,13 @@ class _Segment:
         """The closed form, with the step integral's row and column 0; NaN where it fails mid-run (its weights
         overflow): the factorization then fails and the run stops, diagnosed."""
         m = self.size
-        out = np.zeros((y.size, y.size))
         J = self.st._jacobian(t, y[:m].reshape(self.shape))
-        out[:m, :m] = np.nan if J is None else J
+        if J is None:
+            J = np.full((m, m), np.nan)
+        if y.size == m:
+            return J
+        out = np.zeros((y.size, y.size))
+        out[:m, :m] = J
         return out
 
     def _accept(self, solver, t) -> Status | None:

@@ -54,13 +54,17 @@ class ParticlesBackend(ParticleStepper):
             opts["threads"] = nonneg_int("threads", opts["threads"], minimum=1)
         return opts
 
+    @property
+    def _has_jacobian(self) -> bool:
+        """Post-LN with one head and no mask (the gradient flow, USA and SA): :meth:`_jacobian` has a closed form."""
+        return self.scheme.name == "post-ln" and self.model.heads == 1 and not self.options["causal"]
+
     def _jacobian(self, t, y):
-        """∂(dθ/dt)/∂y of Post-LN with one head and no mask (the gradient flow, USA and SA), shape (n·d, n·d); None
-        for any other case, or where the attention weights overflow (the implicit solvers then use finite
-        differences, n·d velocity evaluations).  O(n²d³) time, O(n²d²) memory: one velocity evaluation costs
-        O(n²d)."""
+        """∂(dθ/dt)/∂y, shape (n·d, n·d), where :attr:`_has_jacobian`; None elsewhere, or where the attention weights
+        overflow (the implicit solvers then use finite differences, n·d velocity evaluations).  O(n²d³) time,
+        O(n²d²) memory: one velocity evaluation costs O(n²d)."""
         m = self.model
-        if self.scheme.name != "post-ln" or m.heads != 1 or self.options["causal"] or y.shape[1] != self.d:
+        if not self._has_jacobian or y.shape[1] != self.d:
             return None
         return post_ln_jacobian(y, self.weights, m.beta, *(M[0] for M in m.matrices()), softmax=m.softmax)
 

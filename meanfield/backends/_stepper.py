@@ -776,6 +776,9 @@ class ParticleStepper:
         from ._implicit import advance_implicit     # scipy's solvers: imported by the runs that use them
         return advance_implicit(self, a, b)
 
+    #: whether :meth:`_jacobian` has a closed form for this model (asked once per implicit segment, without building it)
+    _has_jacobian = False
+
     def _jacobian(self, t, y):
         """∂(dy/dt)/∂y at the state ``y`` as a dense (y.size, y.size) array, or None (the implicit solvers then
         estimate it by finite differences).  A backend overrides it where it has the closed form."""
