@@ -202,9 +202,16 @@ class _DirectEvaluator:
     Calls do only the arithmetic, on inputs already checked (unit rows, shapes): the particle backend evaluates
     it several times per step, and for the few hundred tokens of a hand-written script the checks of
     :func:`attention_field` cost more than the sum itself.  ``chunk`` and ``nthreads`` are checked by the caller.
+
+    ``groups`` = G > 1: the tokens are G independent systems of n/G consecutive tokens (replicas run together), each
+    attending only to its own, with its weights rescaled to mass 1 (checked by the caller: G divides n, every group
+    has mass).  The sum is then G batched (n/G)² blocks, O(n²/G) instead of O(n²), for the field at the tokens only.
     """
 
-    def __init__(self, model, weights, *, causal=False, chunk=None, nthreads=None):
+    def __init__(self, model, weights, *, causal=False, chunk=None, nthreads=None, groups=1):
+        self.groups = groups
+        if groups > 1:
+            weights = weights / np.repeat(weights.reshape(groups, -1).sum(axis=1), weights.size // groups)
         self.model, self.w, self.causal, self.chunk = model, weights, causal, chunk
         self.nthreads = _threads.NTHREADS if nthreads is None else nthreads
         # A matrix left None is the identity: its O(n·d²) product (most of the time at large d) is skipped.
@@ -216,29 +223,41 @@ class _DirectEvaluator:
         # the tokens that carry the mass could underflow (β = 400: a token antipodal to all of them got A = 0
         # instead of their mean).
         self.massless = np.flatnonzero(weights == 0)
+        self.massless_cols = (weights == 0).reshape(groups, -1)    # per group, its own columns
         self.normalize_qkv, self.softmax = model.scheme_def.normalize_qkv, model.softmax
         # _one_block's case: one head, softmax, no mask, every token with mass (a few hundred tokens' usual call)
-        self.plain = model.heads == 1 and self.softmax and not causal and not self.massless.size
+        self.plain = model.heads == 1 and self.softmax and not causal and not self.massless.size and groups == 1
         self.w_col = weights[:, None]
+
+    def _blocks(self, m, n):
+        """The (group slice, row slice) of each block, and its rows and columns: row chunks of the one system, or
+        whole groups, as many as fill a chunk."""
+        G = self.groups
+        if G == 1:
+            chunk = self.chunk or max(8, min(m, _CHUNK_ELEMENTS // max(n, 1)))
+            return [(slice(0, 1), slice(a, min(a + chunk, m))) for a in range(0, m, chunk)], min(chunk, m), n
+        g = n // G
+        per = max(1, (self.chunk or _CHUNK_ELEMENTS // g) // g)     # groups per block: ~`chunk` rows
+        return [(slice(a, min(a + per, G)), slice(0, g)) for a in range(0, G, per)], min(per, G) * g, g
 
     def __call__(self, x, y=None, full=True) -> AttentionField:
         """The field of the tokens ``x`` (N, d; unit rows) at ``y`` (M, d; unit rows; default the tokens)."""
-        model, w, causal = self.model, self.w, self.causal
+        model, w, causal, G = self.model, self.w, self.causal, self.groups
         n, d = x.shape
         targets = y
         y = x if y is None else y
         m = y.shape[0]
-        chunk = self.chunk or max(8, min(m, _CHUNK_ELEMENTS // max(n, 1)))
+        blocks, rows, cols = self._blocks(m, n)
         nthreads = self.nthreads
-        # blocks of (chunk × N) logits in flight, one per thread, plus the (N, d) and (M, d) arrays
-        nbytes = 8.0 * (min(nthreads, -(-m // chunk)) * min(chunk, m) * n + (3 * d + 2) * n + 3 * d * m)
+        # blocks of (rows × cols) logits in flight, one per thread, plus the (N, d) and (M, d) arrays
+        nbytes = 8.0 * (min(nthreads, len(blocks)) * rows * cols + (3 * d + 2) * n + 3 * d * m)
         if nbytes > _MEMORY_CHECK_FLOOR:        # (the message is written only then: this is the hot path)
-            _check_memory(nbytes, f"the exact attention of N={n} tokens at M={m} targets (chunk={min(chunk, m)}, "
+            _check_memory(nbytes, f"the exact attention of N={n} tokens at M={m} targets (chunk={rows}, "
                           f"threads={nthreads})",
                           "lower `chunk` or the thread count (`threads`, `nthreads`), or on S² use "
                           "backend='particles-sh' (memory O(N)).")
         beta, massless, softmax = model.beta, self.massless, self.softmax
-        if self.plain and m <= chunk:
+        if self.plain and len(blocks) == 1:
             field = self._one_block(x, y, targets, full)
             if field is not None:
                 return field
@@ -252,45 +271,46 @@ class _DirectEvaluator:
                 where = dict(head=h, heads=len(self.heads))
                 q = _unit_rows(q, "Q", "token" if targets is None else "target", **where)
                 k, v = _unit_rows(k, "K", **where), _unit_rows(v, "V", **where)
-            kT = np.ascontiguousarray((beta * k).T)          # (d, N)
-            rhs = np.concatenate([w[:, None] * v, w[:, None]], axis=1)  # (N, d+1): [w v | w]
+            # per group: queries (G, M/G, d), keys (G, d, N/G), [w v | w] (G, N/G, d+1)
+            q3 = q.reshape(G, -1, d)
+            kT3 = np.ascontiguousarray((beta * k).reshape(G, -1, d).transpose(0, 2, 1))
+            rhs3 = np.concatenate([w[:, None] * v, w[:, None]], axis=1).reshape(G, -1, d + 1)
             Ah = np.empty((m, d))
+            Ah3, log_z3 = Ah.reshape(G, -1, d), log_z[h].reshape(G, -1)
 
-            def block(a, q=q, kT=kT, rhs=rhs, Ah=Ah, h=h):
-                b = min(a + chunk, m)
-                ncols = b if causal else n
-                logits = q[a:b] @ kT[:, :ncols]               # (c, ncols)
+            def block(gs, rs, q3=q3, kT3=kT3, rhs3=rhs3, Ah3=Ah3, log_z3=log_z3):
+                ncols = rs.stop if causal else cols          # causal: no column beyond the block's last row
+                logits = q3[gs, rs] @ kT3[gs, :, :ncols]          # (groups, rows, ncols)
                 if causal:
-                    rows = np.arange(a, b)[:, None]
-                    logits[np.arange(ncols)[None, :] > rows] = -np.inf
+                    logits[..., np.arange(ncols)[None, :] > np.arange(rs.start, rs.stop)[:, None]] = -np.inf
                 if massless.size:       # a zero-weight token has no say in the shift (see `massless`)
-                    logits[:, massless[massless < ncols]] = -np.inf
-                mx = logits.max(axis=1)
+                    logits[np.broadcast_to(self.massless_cols[gs, None, :ncols], logits.shape)] = -np.inf
+                mx = logits.max(axis=-1)
                 if causal or massless.size:
                     mx[mx == -np.inf] = 0.0         # a row that sees no mass: its sums are 0 (A = 0, log Z = −inf)
-                logits -= mx[:, None]
+                logits -= mx[..., None]
                 np.exp(logits, out=logits)
-                acc = logits @ rhs[:ncols]                      # (c, d+1)
-                s = acc[:, d]
+                acc = logits @ rhs3[gs, :ncols]                  # (groups, rows, d+1)
+                s = acc[..., d]
                 if softmax and 0 < s.min() and s.max() < np.inf:   # every row sees mass: the branch below, unguarded
-                    log_z[h, a:b] = mx + np.log(s)
-                    Ah[a:b] = acc[:, :d] / s[:, None]
+                    log_z3[gs, rs] = mx + np.log(s)
+                    Ah3[gs, rs] = acc[..., :d] / s[..., None]
                     return
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    log_z[h, a:b] = mx + np.log(s)
+                    log_z3[gs, rs] = mx + np.log(s)
                     if softmax:
-                        Ah[a:b] = np.where(s[:, None] > 0, acc[:, :d] / s[:, None], 0.0)
+                        Ah3[gs, rs] = np.where(s[..., None] > 0, acc[..., :d] / s[..., None], 0.0)
                     else:
-                        Ah[a:b] = acc[:, :d] * np.exp(mx)[:, None]
+                        Ah3[gs, rs] = acc[..., :d] * np.exp(mx)[..., None]
 
-            starts = range(0, m, chunk)
-            if nthreads == 1 or len(starts) == 1:
-                for a in starts:
-                    block(a)
+            if nthreads == 1 or len(blocks) == 1:
+                for gs, rs in blocks:
+                    block(gs, rs)
             else:   # at most `nthreads` blocks at once (memory O(nthreads·chunk·N)), each on one BLAS thread
                 from ._blas import single_threaded_blas
                 with single_threaded_blas():
-                    _run_block_groups(block, [starts[i::nthreads] for i in range(min(nthreads, len(starts)))])
+                    _run_block_groups(lambda b: block(*b),
+                                      [blocks[i::nthreads] for i in range(min(nthreads, len(blocks)))])
             if A is None:
                 A = Ah
             else:

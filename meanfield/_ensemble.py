@@ -19,7 +19,7 @@ from ._errors import warn
 from ._measures import Particles, pair_alignment
 from ._model import Model
 from ._simulate import Status, save_times, simulate
-from ._validate import nonneg_int, save_every_count
+from ._validate import flag, nonneg_int, save_every_count
 
 #: The confidence intervals of :func:`ensemble` (``interval=``).
 INTERVALS = ("t", "bootstrap")
@@ -142,6 +142,56 @@ def _initial(sampler_or_n, model, rng):
     return p
 
 
+def _unbatchable(initials, backend, options) -> str:
+    """Why the replicas cannot run as one grouped run of the exact backend ("" when they can)."""
+    from ._integrators import IMPLICIT_METHODS
+
+    if backend != "particles":
+        return f"only backend='particles' runs replicas together (got backend={backend!r})"
+    if options.get("groups", 1) != 1:
+        return "the backend option `groups` is the batching itself"
+    if options.get("method") in IMPLICIT_METHODS:
+        return f"method={options['method']!r} (an implicit method's dense Jacobian would couple the replicas)"
+    if options.get("callback") is not None:
+        return "a `callback` sees the state of one run, which would be all the replicas' tokens at once"
+    if len({p.n for p in initials}) > 1:
+        return "the replicas have different token counts"
+    if len({p.radii is None for p in initials}) > 1:
+        return "some replicas have radii and others not"
+    return ""
+
+
+#: how a batched run may stop that one replica can cause: the replicas are then run one by one
+_REPLICA_FAILURES = (Status.NON_FINITE, Status.STEP_TOO_SMALL)
+
+
+def _run_batched(model, initials, t_final, run, observable, shape):
+    """The replicas as one run of the exact backend with ``groups`` = R: per replica (times, values), and the
+    statuses; None when the run stopped where one replica may have stopped it (and no checkpoint holds the run)."""
+    R, n = len(initials), initials[0].n
+    joint = Particles(np.concatenate([p.positions for p in initials]),
+                      np.concatenate([p.weights for p in initials]) / R,
+                      None if initials[0].radii is None else np.concatenate([p.radii for p in initials]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traj = simulate(model, joint, t_final, groups=R, **run)
+    if traj.status in _REPLICA_FAILURES and run.get("checkpoint") is None:
+        warn(f"ensemble: the batched run of the {R} replicas stopped at t={traj.times[-1]:.6g} ({traj.message}); "
+             "they are run one by one instead, so that each goes as far as it can (batch=False skips the batched "
+             "attempt).")
+        return None
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    rows = []
+    for i, p in enumerate(initials):
+        part = slice(i * n, (i + 1) * n)
+        vals = [_observed(observable, Particles(s.positions[part], p.weights,
+                                                None if s.radii is None else s.radii[part]), shape)
+                for s in traj.states]
+        rows.append((traj.times, vals))
+    return rows, [traj.status] * R
+
+
 def _observed(observable, state, shape=None) -> np.ndarray:
     """``observable(state)`` as a float array, refused naming ``observable`` unless it is a real number or an array
     of them (of ``shape``, when given: that of the first value)."""
@@ -158,7 +208,8 @@ def _observed(observable, state, shape=None) -> np.ndarray:
 
 def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=None,
              backend: str = "particles", save_every=None, t_eval=None, t0: float = 0.0,
-             confidence: float = 0.95, interval: str = "t", **options) -> EnsembleResult:
+             confidence: float = 0.95, interval: str = "t", batch: bool | None = None,
+             **options) -> EnsembleResult:
     """Run R independent replicas and summarize an observable over them.
 
     Parameters
@@ -185,6 +236,19 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         A particle backend ("particles", "particles-sh").
     save_every, t_eval, t0
         As in :func:`meanfield.simulate`: the replicas start at ``t0`` and keep their states at the same times.
+    batch : bool, optional
+        Run the R replicas together, as one run of backend "particles" with ``groups=R`` (each replica's tokens
+        attend only to each other): one velocity evaluation for all of them, which for small n is much faster
+        than R runs (their cost is per-step bookkeeping, not the O(n²) sum; see Notes).  The replicas then share
+        their Runge–Kutta steps: an adaptive step is accepted when every replica's error is within the tolerance,
+        so each is integrated at least as accurately as on its own, but not with the same steps (the values agree
+        with ``batch=False`` to the tolerance; with fixed steps, ``step`` or ``time="layers"``, to rounding).  A
+        batched run that stops early where one replica can stop it (a non-finite state, a step too small) is
+        warned about, and the replicas are run one by one instead, each as far as it goes.  ``checkpoint`` (a
+        :func:`meanfield.simulate` option) saves and resumes the batched run (then no fallback: every replica
+        stops where it stopped).  Default: batched for backend "particles" with an explicit method and no
+        ``callback`` when the replicas have equal token counts (and the same use of radii); ``batch=True``
+        refuses the other cases, ``batch=False`` runs the replicas one after another.
     confidence : float
         Level of the confidence interval, in (0, 1).
     interval : {"t", "bootstrap"}
@@ -279,20 +343,31 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     except (TypeError, ValueError):
         raise TypeError(f"`seed` must be an int ≥ 0 or a numpy SeedSequence; got seed={seed!r}.") from None
+    if batch is not None:
+        batch = flag("batch", batch)
     seeds = root.spawn(replicas)
     boot_seed = root.spawn(1)[0] if interval == "bootstrap" else None     # "t" leaves a SeedSequence as it was
 
-    rows, statuses, shape = [], [], None
-    for ss in seeds:
-        rng = np.random.default_rng(ss)
-        initial = _initial(sampler_or_n, model, rng)
-        if shape is None:                   # a bad observable is refused before the first run, not after it
-            shape = _observed(observable, initial).shape
-        traj = simulate(model, initial, t_final, backend=backend,
-                        save_every=save_every, t_eval=t_eval, t0=t0, **options)
-        vals = [_observed(observable, s, shape) for s in traj.states]
-        statuses.append(traj.status)
-        rows.append((traj.times, vals))
+    initials = [_initial(sampler_or_n, model, np.random.default_rng(ss)) for ss in seeds]
+    shape = _observed(observable, initials[0]).shape      # a bad observable is refused before any run
+    why_not = _unbatchable(initials, backend, options)
+    if batch and why_not:
+        raise ValueError(f"`batch`=True: {why_not}; use batch=False.")
+    if batch is None:
+        batch = not why_not
+    if options.get("checkpoint") is not None and not batch:
+        raise ValueError(f"`checkpoint` saves one run, and these replicas are not run as one ({why_not or 'batch=False'}"
+                         "): as R runs they would overwrite each other's file; use batch=True, or no checkpoint.")
+    run = dict(backend=backend, save_every=save_every, t_eval=t_eval, t0=t0, **options)
+    batched = _run_batched(model, initials, t_final, run, observable, shape) if batch else None
+    if batched is not None:
+        rows, statuses = batched
+    else:
+        rows, statuses = [], []
+        for initial in initials:
+            traj = simulate(model, initial, t_final, **run)
+            statuses.append(traj.status)
+            rows.append((traj.times, [_observed(observable, s, shape) for s in traj.states]))
     values = np.full((replicas, times.size) + shape, np.nan)
     reached = np.zeros((replicas, times.size), bool)
     for i, (ts, vals) in enumerate(rows):

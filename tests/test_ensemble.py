@@ -329,3 +329,80 @@ def test_bootstrap_interval_coverage_matches_its_measured_value():
         sd = np.sqrt(p * (1 - p) / runs + p * (1 - p) / 20_000)
         assert np.all(np.abs(hits[kind] / runs - p) < 4 * sd), (kind, hits[kind] / runs)
     assert hits["bootstrap"][0] < hits["t"][0]
+
+
+# ------------------------------------------------------------------------------------------------
+# batched replicas: one run of backend="particles" with groups=R
+
+def test_batched_replicas_agree_with_the_replicas_run_one_by_one():
+    kw = dict(replicas=5, seed=4, save_every=0.5)
+    fixed = [mf.ensemble(MODEL, 20, 1.5, batch=b, step=0.05, **kw) for b in (True, False)]
+    assert np.max(np.abs(fixed[0].values - fixed[1].values)) < 1e-13     # same steps: rounding apart
+    rtol = 1e-8
+    adaptive = [mf.ensemble(MODEL, 20, 1.5, batch=b, rtol=rtol, atol=rtol, **kw) for b in (True, False)]
+    assert np.max(np.abs(adaptive[0].values - adaptive[1].values)) < 100 * rtol
+    assert all(r.success for r in fixed + adaptive)
+    assert np.array_equal(fixed[0].times, fixed[1].times) and np.array_equal(fixed[0].count, fixed[1].count)
+
+
+def test_replicas_are_batched_by_default_for_the_exact_backend(monkeypatch):
+    import meanfield._ensemble as ens
+    calls = []
+    real = ens.simulate
+
+    def spy(model, initial, t_final, **options):
+        calls.append((initial.n, options.get("groups")))
+        return real(model, initial, t_final, **options)
+    monkeypatch.setattr(ens, "simulate", spy)
+    mf.ensemble(MODEL, 10, 0.2, replicas=4, step=0.1)
+    assert calls == [(40, 4)]
+    calls.clear()
+    mf.ensemble(MODEL, 10, 0.2, replicas=4, step=0.1, batch=False)
+    assert calls == [(10, None)] * 4
+    calls.clear()       # different token counts: one by one
+    mf.ensemble(MODEL, lambda rng: mf.Particles.uniform(int(rng.integers(5, 9)), seed=rng), 0.2, replicas=4, step=0.1)
+    assert len(calls) == 4 and all(g is None for _, g in calls)
+
+
+def test_a_replica_that_stops_a_batched_run_reruns_them_one_by_one():
+    model = mf.Model(3.0, "pre-ln", V=-np.eye(3))
+
+    def sampler(rng):
+        return mf.Particles.uniform(50, 3, seed=rng, radii=rng.uniform(0.3, 3.0))
+    kw = dict(replicas=3, seed=2, save_every=1.0, step=0.01, observable=lambda p: p.radii.mean())
+    with pytest.warns(mf.MeanfieldWarning, match=r"the batched run of the 3 replicas stopped at t=1\.62 .*one by one"):
+        batched = mf.ensemble(model, sampler, 3.0, **kw)
+    with pytest.warns(mf.MeanfieldWarning):
+        alone = mf.ensemble(model, sampler, 3.0, batch=False, **kw)
+    assert batched.statuses == alone.statuses and not batched.success
+    assert np.array_equal(batched.values, alone.values, equal_nan=True)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(backend="particles-sh"), r"`batch`=True: only backend='particles' runs replicas together"),
+    (dict(method="bdf"), r"`batch`=True: method='bdf'"),
+    (dict(callback=lambda t, state: None), r"`batch`=True: a `callback`"),
+    (dict(sampler_or_n=lambda rng: mf.Particles.uniform(int(rng.integers(5, 9)), seed=rng)),
+     r"`batch`=True: the replicas have different token counts"),
+    (dict(batch="yes"), r"`batch` must be True or False"),
+])
+def test_batch_true_refuses_what_it_cannot_batch(kwargs, match):
+    args = dict(sampler_or_n=10, batch=True)
+    args.update(kwargs)
+    error = TypeError if kwargs.get("batch") == "yes" else ValueError
+    with pytest.raises(error, match=match):
+        mf.ensemble(MODEL, args.pop("sampler_or_n"), 0.2, replicas=3, **args)
+
+
+def test_a_checkpoint_needs_the_replicas_in_one_run(tmp_path):
+    path = tmp_path / "ens.h5"
+    with pytest.raises(ValueError, match=r"`checkpoint` saves one run, .*\(batch=False\)"):
+        mf.ensemble(MODEL, 10, 0.2, replicas=3, step=0.1, checkpoint=path, batch=False)
+    with pytest.raises(ValueError, match=r"`checkpoint` saves one run, .*\(only backend='particles'"):
+        mf.ensemble(MODEL, 10, 0.2, replicas=3, step=0.1, checkpoint=path, backend="particles-sh")
+    assert not path.exists()
+    first = mf.ensemble(MODEL, 10, 0.4, replicas=3, step=0.1, save_every=0.2, checkpoint=path)
+    saved = mf.load(path)
+    assert saved.options["groups"] == 3 and saved.final.n == 30
+    again = mf.ensemble(MODEL, 10, 0.4, replicas=3, step=0.1, save_every=0.2, checkpoint=path)
+    assert np.array_equal(first.values, again.values)

@@ -192,6 +192,9 @@ class HybridBackend:
             raise ValueError(f"`particle_options` time={options['time']!r}: the particle phase starts at the hand-off "
                              "time, which no layer grid fixed in advance contains; the hybrid integrates the ODE "
                              "(time='continuous').  For layer maps, hand off by hand (docs: numerics, limits).")
+        if options.get("groups", 1) != 1:
+            raise ValueError(f"`particle_options` groups={options['groups']!r}: the hand-off makes the particles of one "
+                             "measure, not independent groups (groups runs replicas together with backend='particles').")
         if options.get("method") in IMPLICIT_METHODS:
             raise ValueError(f"`particle_options` method={options['method']!r}: the hand-off makes thousands of weighted "
                              "particles, and an implicit method's dense Jacobian of (n·d)² entries is for a few hundred "

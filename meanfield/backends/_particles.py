@@ -10,8 +10,35 @@ from __future__ import annotations
 import numpy as np
 
 from .._attention import _DirectEvaluator
+from .._measures import Particles
 from .._validate import flag, nonneg_int, unit_vectors
 from ._stepper import ParticleStepper
+
+
+def check_groups(groups: int, initial: Particles) -> None:
+    """Refuse ``groups`` that do not split the tokens of ``initial`` into equal blocks of positive mass."""
+    n = initial.n
+    if n % groups:
+        raise ValueError(f"`groups` must divide the number of tokens n={n} (the groups are n/groups consecutive "
+                         f"tokens each); got groups={groups}.")
+    mass = initial.weights.reshape(groups, -1).sum(axis=1)
+    if not np.all(mass > 0):
+        k = int(np.flatnonzero(~(mass > 0))[0])
+        size = n // groups
+        raise ValueError(f"`groups`={groups}: group {k} (tokens {k * size}..{(k + 1) * size - 1}) has no mass (its "
+                         "weights sum to 0); each group is a measure of its own and needs a positive mass.")
+
+
+def group_alignment(weights, theta, groups: int) -> float:
+    """Σ_g m_g · mean_alignment(group g): the groups' mean pair alignments weighted by their masses m_g, O(n d)."""
+    w = weights.reshape(groups, -1)
+    mass = w.sum(axis=1)
+    w = w / mass[:, None]
+    mean = np.einsum("gi,gid->gd", w, theta.reshape(groups, w.shape[1], -1))
+    w2 = np.einsum("gi,gi->g", w, w)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per = np.where(w2 < 1, (np.einsum("gd,gd->g", mean, mean) - w2) / (1.0 - w2), 1.0)
+    return float(mass @ per)
 
 
 class ParticlesBackend(ParticleStepper):
@@ -33,18 +60,43 @@ class ParticlesBackend(ParticleStepper):
             Target rows per block of the direct sum (default ≈ 2²⁰/n).
         threads : int, optional
             Worker threads over blocks (default: the usable cores).
+        groups : int, default 1
+            G independent systems run together (replicas): the n tokens are G groups of n/G consecutive tokens,
+            each attending only to its own group, with its weights rescaled to mass 1 (``causal`` orders the tokens
+            within each group).  One velocity evaluation costs O(n²d/G), and the Runge–Kutta steps are shared: an
+            adaptive step is accepted when every group's error is within the tolerance, so each group is integrated
+            at least as accurately as on its own (not with the same steps).  :func:`meanfield.ensemble` uses it to
+            run its replicas in one batch.  Refused with the implicit methods (their dense Jacobian would couple
+            the groups).
 
     Diagnostics
     -----------
     ``t``, ``mean_alignment`` (Σ_{i≠j} w_i w_j ⟨θ_i, θ_j⟩ / Σ_{i≠j} w_i w_j, O(n)), ``max_speed``
     (max_j |dθ_j/dt|), ``dissipation`` (Σ_j w_j |dθ_j/dt|², as the spectral backend's ∫ρ|v|²dσ),
     ``max_attention`` (max ‖A_j‖), ``energy`` ((1/2β) Σ_h ∬ e^{β⟨q_h, k_h⟩} dμ dμ,
-    E_{β,D} with D = QᵀK for one head; absent with ``causal``), and radius statistics.
+    E_{β,D} with D = QᵀK for one head; absent with ``causal``), and radius statistics.  With ``groups``,
+    ``mean_alignment``, ``dissipation`` and ``energy`` are the groups' own, averaged with their masses as weights;
+    the maxima and radius statistics are over all tokens.
     """
 
     name = "particles"
 
-    OPTIONS = {"causal": False, "chunk": None, "threads": None}
+    OPTIONS = {"causal": False, "chunk": None, "threads": None, "groups": 1}
+
+    def __init__(self, model, initial, **options):
+        super().__init__(model, initial, **options)
+        if self.options["groups"] > 1:
+            check_groups(self.options["groups"], initial)
+
+    @classmethod
+    def _probe(cls, initial, options):
+        """One token of each group (checked on all the tokens first): the groups must divide the probe too."""
+        groups = options.get("groups", 1)
+        if groups is None or groups == 1 or not isinstance(initial, Particles):
+            return super()._probe(initial, options)
+        check_groups(nonneg_int("groups", groups, minimum=1), initial)
+        every = initial.n // groups
+        return Particles(initial.positions[::every], None, None if initial.radii is None else initial.radii[::every])
 
     def _configure(self, opts):
         opts["causal"] = flag("causal", opts["causal"])      # np.True_ too (a numpy comparison's result)
@@ -52,12 +104,21 @@ class ParticlesBackend(ParticleStepper):
             opts["chunk"] = nonneg_int("chunk", opts["chunk"], minimum=1)
         if opts["threads"] is not None:
             opts["threads"] = nonneg_int("threads", opts["threads"], minimum=1)
+        opts["groups"] = nonneg_int("groups", opts["groups"], minimum=1)
+        if opts["groups"] > 1 and self._implicit:
+            raise ValueError(f"method={self.method.name!r} needs groups=1: its dense Jacobian would couple the "
+                             f"{opts['groups']} groups' unknowns (run them one by one, e.g. ensemble(..., "
+                             "batch=False)), or use an explicit method.")
         return opts
 
     @property
     def _has_jacobian(self) -> bool:
         """Post-LN with one head and no mask (the gradient flow, USA and SA): :meth:`_jacobian` has a closed form."""
         return self.scheme.name == "post-ln" and self.model.heads == 1 and not self.options["causal"]
+
+    def _mean_alignment(self, theta) -> float:
+        groups = self.options["groups"]
+        return super()._mean_alignment(theta) if groups == 1 else group_alignment(self.weights, theta, groups)
 
     def _jacobian(self, t, y):
         """∂(dθ/dt)/∂y, shape (n·d, n·d), where :attr:`_has_jacobian`; None elsewhere, or where the attention weights
@@ -75,7 +136,7 @@ class ParticlesBackend(ParticleStepper):
         if self._evaluator is None:     # built at the first call: the weights are set after _configure
             o = self.options
             self._evaluator = _DirectEvaluator(self.model, self.weights, causal=o["causal"], chunk=o["chunk"],
-                                               nthreads=o["threads"])
+                                               nthreads=o["threads"], groups=o["groups"])
         return self._evaluator(unit_vectors("directions", theta), full=full)
 
 

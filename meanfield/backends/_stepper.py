@@ -195,13 +195,17 @@ class ParticleStepper:
         the backend is built on a probe of at most two of the tokens (its cost does not grow with their number),
         and with the save ``times`` (t0 … t_final) the layer grid and the number of fixed steps are checked too.
         Returns the options as the run would use them (defaults filled in)."""
-        probe = initial
-        if isinstance(initial, Particles) and initial.n > 2:
-            probe = Particles(initial.positions[:2], None, None if initial.radii is None else initial.radii[:2])
-        stepper = cls(model, probe, **options)
+        stepper = cls(model, cls._probe(initial, options), **options)
         if times is not None:
             stepper.check_save_times(times)
         return dict(stepper.options)
+
+    @classmethod
+    def _probe(cls, initial, options: dict):
+        """The tokens :meth:`validate_options` builds the backend on: at most two of ``initial``."""
+        if isinstance(initial, Particles) and initial.n > 2:
+            return Particles(initial.positions[:2], None, None if initial.radii is None else initial.radii[:2])
+        return initial
 
     def __init__(self, model: Model, initial, **options):
         opts = check_options(self.name, options, self.option_defaults())
