@@ -314,6 +314,11 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     then miss about equally often (mean_alignment at R = 100: the interval lies above the mean 2.7 % and
     below it 2.9 % of the time, against 1.6 % and 4.0 % for "t"; at R = 50, 2.7 % and 3.5 % against 1.1 %
     and 4.7 %), so its upper end is the better bound.
+
+    Batched replicas (``batch``), measured on the 2-vCPU development machine: 100 replicas of 20 tokens, Post-LN,
+    β = 4, to t = 10 with a state every 1: ``method="rk4", step=0.05`` took 11.2 s one by one and 0.59 s batched
+    (values equal to 2e-15); the default rk45 took 14.2–16.3 s one by one and 1.4–1.6 s batched (the shared steps
+    follow the hardest replica; values within 2e-11).
     """
     if not isinstance(model, Model):       # n tokens are drawn on the model's sphere before simulate would check it
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
