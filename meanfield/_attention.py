@@ -228,10 +228,17 @@ class _DirectEvaluator:
         # _one_block's case: one head, softmax, no mask, every token with mass (a few hundred tokens' usual call)
         self.plain = model.heads == 1 and self.softmax and not causal and not self.massless.size and groups == 1
         self.w_col = weights[:, None]
+        self._block_plans = {}
 
     def _blocks(self, m, n):
         """The (group slice, row slice) of each block, and its rows and columns: row chunks of the one system, or
-        whole groups, as many as fill a chunk."""
+        whole groups, as many as fill a chunk (kept per (m, n): a run asks for the same ones at every stage)."""
+        key = (m, n)
+        if key not in self._block_plans:
+            self._block_plans[key] = self._plan_blocks(m, n)
+        return self._block_plans[key]
+
+    def _plan_blocks(self, m, n):
         G = self.groups
         if G == 1:
             chunk = self.chunk or max(8, min(m, _CHUNK_ELEMENTS // max(n, 1)))
