@@ -185,8 +185,8 @@ def _run_batched(model, initials, t_final, run, observable, shape):
     rows = []
     for i, p in enumerate(initials):
         part = slice(i * n, (i + 1) * n)
-        vals = [_observed(observable, Particles(s.positions[part], p.weights,
-                                                None if s.radii is None else s.radii[part]), shape)
+        vals = [_observed(observable, Particles._of_checked(s.positions[part], p.weights,
+                                                            None if s.radii is None else s.radii[part]), shape)
                 for s in traj.states]
         rows.append((traj.times, vals))
     return rows, [traj.status] * R

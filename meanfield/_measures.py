@@ -540,6 +540,19 @@ class Particles:
             object.__setattr__(self, name, a)
 
     @classmethod
+    def _of_checked(cls, positions, weights, radii=None) -> "Particles":
+        """Particles of arrays that already passed these checks (rows of a checked state, its weights), without
+        repeating them: an ensemble builds one per replica and saved state, and the checks cost ~40 µs each."""
+        p = object.__new__(cls)
+        for name, a in (("positions", positions), ("weights", weights), ("radii", radii)):
+            if a is not None:
+                a = a.view()
+                a.setflags(write=False)
+            object.__setattr__(p, name, a)
+        object.__setattr__(p, "normalize", False)
+        return p
+
+    @classmethod
     def uniform(cls, n: int, d: int = 3, seed=0, radii=None) -> "Particles":
         """n i.i.d. uniform points on S^{d-1} with equal weights 1/n.
 
@@ -555,7 +568,8 @@ class Particles:
             Radii r_j > 0 (schemes with a radius).
         """
         n, d = nonneg_int("n", n, minimum=1), dimension(d)
-        require(8.0 * n * (3 * d + 2), f"Particles.uniform(n={n}, d={d})", "lower `n`.")
+        if n * (3 * d + 2) > 2 ** 23:          # 64 MiB; below, not worth a read of /proc/meminfo per call
+            require(8.0 * n * (3 * d + 2), f"Particles.uniform(n={n}, d={d})", "lower `n`.")
         from ._sampling import _rng
         x = _rng(seed).standard_normal((n, d))
         return cls(x, None, radii, normalize=True)
