@@ -329,6 +329,44 @@ def test_stiff_case_compares_the_implicit_methods_with_rk45(tmp_path, capsys):
     assert "(speedup " in capsys.readouterr().out and "radau speedup" in (tmp_path / "REPORT.md").read_text()
 
 
+def test_ensemble_case_compares_batched_replicas_with_one_by_one_and_a_script(tmp_path, capsys):
+    import numpy as np
+
+    import meanfield as mf
+    from meanfield._bench import _ensemble
+
+    record = _bench.run_cases(["ensemble"], quick=True, output=tmp_path, echo=lambda msg: None,
+                              sizes={"ensemble": {"sizes": ((3, 8), (5, 8)), "rounds": 2, "t_final": 0.5,
+                                                  "save_every": 0.25, "one_by_one_max": 3}})
+    _check_record(record, ["ensemble"])
+    res = record["cases"]["ensemble"]
+    small, large = res["rows"]
+    assert (small["R"], small["n"], small["one_by_one"]) == (3, 8, True) and not large["one_by_one"]
+    assert set(small["seconds"]) == {"batched_rk4", "one_by_one_rk4", "script", "batched_rk45", "one_by_one_rk45"}
+    assert set(large["seconds"]) == {"batched_rk4", "script", "batched_rk45"}      # one by one skipped (R > 3)
+    assert small["save_times"] == [0.0, 0.25, 0.5]
+    assert small["speedup_rk4"] == pytest.approx(small["seconds"]["one_by_one_rk4"] / small["seconds"]["batched_rk4"])
+    assert len(small["speedup_rk4_per_round"]) == 2
+    for row in (small, large):                 # the same RK4 steps (the script evaluates stages off the sphere)
+        assert row["max_difference_script"] < 1e-8 and row["max_difference_script_summary"] < 1e-8
+    assert small["max_difference_one_by_one_rk4"] < 1e-13 and small["max_difference_one_by_one_rk45"] < 1e-6
+    assert len(res["comparisons"]) == 3 + 1
+    (target,) = res["targets"]
+    assert target["name"] == "batched ensemble over one-by-one, R=3, n=8" and target["met"] is None
+    assert "(speedup " in capsys.readouterr().out
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "hand-written batched numpy script" in report and "One by one skipped for R = 5, n = 8" in report
+    # the script's tokens are the ensemble's, and its velocity the exact backend's for each replica
+    x = _ensemble.initial_tokens(4, 10)
+    ens = mf.ensemble(mf.Model(_ensemble.BETA), 10, 0.1, replicas=4, seed=0, save_every=0.1, method="rk4", step=0.05)
+    assert np.max(np.abs(ens.values[:, 0] - _ensemble.script_alignment(x))) < 1e-15
+    v = _ensemble.script_velocity(x)
+    for i in range(4):
+        exact = mf.particle_velocity(mf.Model(_ensemble.BETA), mf.Particles(x[i]), backend="particles")[0]
+        assert np.max(np.abs(v[i] - exact)) < 1e-13
+    assert _ensemble.QUICK_SIZES and _ensemble.ONE_BY_ONE_MAX >= 100
+
+
 def _fake_cases(monkeypatch, first):
     """CASES = {first, second}: ``first(quick)`` is the first case's run; returns the calls of the second."""
     import types

@@ -34,6 +34,7 @@ CASES: dict[str, str] = {
     "checkpoint": "._checkpoint",   # 9. checkpoint writes of a run with many saved states vs no checkpoint
     "small-n": "._small_n",         # 10. whole exact-backend runs at n ≤ 300 vs a hand-written numpy script
     "stiff": "._stiff",             # 11. stiff particle runs: implicit methods (bdf, radau) vs rk45
+    "ensemble": "._ensemble",       # 12. mf.ensemble's batched replicas vs one by one and a batched numpy script
 }
 
 
