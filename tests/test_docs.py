@@ -143,6 +143,19 @@ def _run_python_blocks(name):
 
 
 @pytest.mark.slow
+def test_ensembles_tutorial_code_prints_what_it_quotes():
+    """docs/tutorials/ensembles.md: its two blocks run (batched ensembles, about 100 s on two cores) and print what their comments
+    say; the prose quotes the same growth figures."""
+    scope = _run_python_blocks("tutorials/ensembles.md")
+    assert scope["_checked"] == 7
+    text = _read("tutorials/ensembles.md")
+    g, e = scope["growth"]["post-ln"]
+    assert f"within {100 * (1 - g[1] / e[1]):.1f} % (Post-LN)" in text
+    g, e = scope["growth"]["peri-ln"]
+    assert f"{100 * (1 - g[-1] / e[-1]):.1f} % below at" in text
+
+
+@pytest.mark.slow
 def test_energy_extrema_tutorial_code_prints_what_it_quotes():
     """docs/tutorials/energy_extrema.md: its code blocks run and print what their comments say, and its energy
     table is what mf.energy returns, against the closed forms it names (about 15 s: two FE minimizers on S²,
