@@ -359,6 +359,12 @@ def test_replicas_are_batched_by_default_for_the_exact_backend(monkeypatch):
     calls.clear()
     mf.ensemble(MODEL, 10, 0.2, replicas=4, step=0.1, batch=False)
     assert calls == [(10, None)] * 4
+    calls.clear()       # an implicit method: one by one unless asked (it steps as the stiffest replica needs)
+    mf.ensemble(MODEL, 10, 0.2, replicas=4, method="bdf")
+    assert calls == [(10, None)] * 4
+    calls.clear()
+    mf.ensemble(MODEL, 10, 0.2, replicas=4, method="bdf", batch=True)
+    assert calls == [(40, 4)]
     calls.clear()       # different token counts: one by one
     mf.ensemble(MODEL, lambda rng: mf.Particles.uniform(int(rng.integers(5, 9)), seed=rng), 0.2, replicas=4, step=0.1)
     assert len(calls) == 4 and all(g is None for _, g in calls)
@@ -380,7 +386,6 @@ def test_a_replica_that_stops_a_batched_run_reruns_them_one_by_one():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(backend="particles-sh"), r"`batch`=True: only backend='particles' runs replicas together"),
-    (dict(method="bdf"), r"`batch`=True: method='bdf'"),
     (dict(callback=lambda t, state: None), r"`batch`=True: a `callback`"),
     (dict(sampler_or_n=lambda rng: mf.Particles.uniform(int(rng.integers(5, 9)), seed=rng)),
      r"`batch`=True: the replicas have different token counts"),

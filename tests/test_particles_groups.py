@@ -117,7 +117,6 @@ def test_diagnostics_are_the_groups_own_averaged_by_mass():
     (5, {}, ValueError, r"`groups` must divide the number of tokens n=12 .*got groups=5"),
     (0, {}, ValueError, r"`groups` must be an integer >= 1"),
     ("2", {}, TypeError, r"`groups`"),
-    (3, {"method": "bdf"}, ValueError, r"method='bdf' needs groups=1"),
 ])
 def test_bad_groups_are_refused_before_any_work(groups, options, error, match):
     with pytest.raises(error, match=match):
@@ -136,3 +135,49 @@ def test_the_hybrid_refuses_groups_for_its_particle_phase():
     with pytest.raises(ValueError, match=r"`particle_options` groups=2"):
         mf.simulate(mf.Model(2.0), rho, 1.0, backend="hybrid",
                     particle_backend="particles", particle_options={"groups": 2})
+
+
+@pytest.mark.parametrize("method", ["bdf", "radau"])
+@pytest.mark.parametrize("attention, scheme", [("unnormalized", "post-ln"), ("softmax", "post-ln"),
+                                               ("softmax", "peri-ln")])
+def test_implicit_methods_solve_each_group_as_on_its_own(method, attention, scheme):
+    # Post-LN: the closed-form Jacobian, one block per group (sparse); Peri-LN (a radius): finite differences of one
+    # block's columns.  Reference: each group alone with the same method, both against a tight explicit run.
+    G, n, rtol = 3, 8, 1e-8
+    model = mf.Model(6.0, scheme, attention=attention)
+    initials = [mf.Particles.uniform(n, seed=30 + s) for s in range(G)]
+    joint = mf.simulate(model, _groups_of(initials), 2.0, backend="particles", method=method, rtol=rtol,
+                        atol=1e-10, groups=G)
+    assert joint.success
+    for k, p in enumerate(initials):
+        ref = mf.simulate(model, p, 2.0, backend="particles", rtol=1e-12, atol=1e-14)
+        alone = mf.simulate(model, p, 2.0, backend="particles", method=method, rtol=rtol, atol=1e-10)
+        part = slice(k * n, (k + 1) * n)
+        err_joint = np.max(np.abs(joint.final.positions[part] - ref.final.positions))
+        err_alone = np.max(np.abs(alone.final.positions - ref.final.positions))
+        assert err_joint < 1e-6 and err_joint < 10 * err_alone + 1e-9, (err_joint, err_alone)
+
+
+def test_the_grouped_jacobian_is_block_diagonal_with_each_groups_own_block():
+    from scipy import sparse
+
+    G, n = 4, 6
+    model = mf.Model(3.0, attention="unnormalized")
+    initials = [mf.Particles.uniform(n, seed=40 + s) for s in range(G)]
+    joint = _groups_of(initials)
+    J = ParticlesBackend(model, joint, groups=G, method="bdf")._jacobian(0.0, np.array(joint.positions))
+    assert sparse.issparse(J) and J.shape == (G * n * 3,) * 2
+    dense = J.toarray()
+    for k, p in enumerate(initials):
+        own = ParticlesBackend(model, p, method="bdf")._jacobian(0.0, np.array(p.positions))
+        block = slice(k * n * 3, (k + 1) * n * 3)
+        assert np.allclose(dense[block, block], own, rtol=1e-13, atol=1e-13)
+        dense[block, block] = 0
+    assert not dense.any()
+
+
+def test_an_implicit_ensemble_is_batched():
+    r = [mf.ensemble(mf.Model(8.0, attention="unnormalized"), 6, 1.0, replicas=4, seed=5, save_every=0.5,
+                     method="bdf", rtol=1e-8, atol=1e-10, batch=b) for b in (True, False)]
+    assert all(x.success for x in r)
+    assert np.max(np.abs(r[0].values - r[1].values)) < 1e-6

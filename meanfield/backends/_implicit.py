@@ -40,6 +40,9 @@ class _Segment:
         y0 = st.y.ravel() if self.g is None else np.append(st.y.ravel(), 0.0)
         first = None if st._h is None else min(st._h, self.b - self.a)
         jac = self._jacobian if st._has_jacobian else None
+        # independent groups: a block-diagonal Jacobian, factorized sparse (scipy's splu), and with finite differences
+        # one evaluation per column of a block (scipy groups the columns of different blocks)
+        sparsity = self._block_pattern() if st._jacobian_blocks > 1 else None
         solver = None
         while solver is None or solver.status == "running":
             if st._out_of_steps():
@@ -50,7 +53,7 @@ class _Segment:
                     if solver is None:
                         solver = st.method.solver_class()(self._velocity, self.a, y0, self.b, rtol=o["rtol"],
                                                           atol=o["atol"], max_step=o["max_step"], first_step=first,
-                                                          jac=jac)
+                                                          jac=jac, jac_sparsity=None if jac else sparsity)
                         continue
                     message = solver.step()
             except (ValueError, np.linalg.LinAlgError) as err:     # a non-finite Jacobian: its LU refuses it
@@ -74,11 +77,27 @@ class _Segment:
         with np.errstate(over="ignore", invalid="ignore"):
             return np.append(k.ravel(), self.g(k, st._stage_log_z))
 
+    def _block_pattern(self):
+        """The nonzeros of a Jacobian of independent groups of tokens (csc): its diagonal blocks; the step integral's
+        row and column are left out (0, as in the closed form: a simplified Newton)."""
+        from scipy import sparse
+
+        blocks = self.st._jacobian_blocks
+        block = np.ones((self.size // blocks,) * 2)
+        return sparse.block_diag([block] * blocks + ([] if self.g is None else [np.zeros((1, 1))]), format="csc")
+
     def _jacobian(self, t, y):
-        """The closed form, with the step integral's row and column 0; NaN where it fails mid-run (its weights
-        overflow): the factorization then fails and the run stops, diagnosed."""
+        """The closed form (dense, or sparse for independent groups), with the step integral's row and column 0; NaN
+        where it fails mid-run (its weights overflow): the factorization then fails and the run stops, diagnosed."""
         m = self.size
         J = self.st._jacobian(t, y[:m].reshape(self.shape))
+        if self.st._jacobian_blocks > 1:
+            if J is None:
+                J = self._block_pattern() * np.nan
+            elif y.size > m:
+                from scipy import sparse
+                J = sparse.block_diag([J, np.zeros((1, 1))], format="csc")
+            return J
         if J is None:
             J = np.full((m, m), np.nan)
         if y.size == m:

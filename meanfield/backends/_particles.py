@@ -66,8 +66,8 @@ class ParticlesBackend(ParticleStepper):
             within each group).  One velocity evaluation costs O(n²d/G), and the Runge–Kutta steps are shared: an
             adaptive step is accepted when every group's error is within the tolerance, so each group is integrated
             at least as accurately as on its own (not with the same steps).  :func:`meanfield.ensemble` uses it to
-            run its replicas in one batch.  Refused with the implicit methods (their dense Jacobian would couple
-            the groups).
+            run its replicas in one batch.  The implicit methods factorize the block-diagonal Jacobian sparse (one
+            dense block per group: closed form, or finite differences of n·d/G velocity evaluations).
 
     Diagnostics
     -----------
@@ -105,10 +105,6 @@ class ParticlesBackend(ParticleStepper):
         if opts["threads"] is not None:
             opts["threads"] = nonneg_int("threads", opts["threads"], minimum=1)
         opts["groups"] = nonneg_int("groups", opts["groups"], minimum=1)
-        if opts["groups"] > 1 and self._implicit:
-            raise ValueError(f"method={self.method.name!r} needs groups=1: its dense Jacobian would couple the "
-                             f"{opts['groups']} groups' unknowns (run them one by one, e.g. ensemble(..., "
-                             "batch=False)), or use an explicit method.")
         return opts
 
     @property
@@ -120,14 +116,29 @@ class ParticlesBackend(ParticleStepper):
         groups = self.options["groups"]
         return super()._mean_alignment(theta) if groups == 1 else group_alignment(self.weights, theta, groups)
 
+    @property
+    def _jacobian_blocks(self) -> int:
+        return self.options["groups"]
+
     def _jacobian(self, t, y):
         """∂(dθ/dt)/∂y, shape (n·d, n·d), where :attr:`_has_jacobian`; None elsewhere, or where the attention weights
         overflow (the implicit solvers then use finite differences, n·d velocity evaluations).  O(n²d³) time,
-        O(n²d²) memory: one velocity evaluation costs O(n²d)."""
+        O(n²d²) memory: one velocity evaluation costs O(n²d).  With ``groups`` = G: block diagonal, one (n/G·d)²
+        block per group (scipy.sparse, csc)."""
         m = self.model
         if not self._has_jacobian or y.shape[1] != self.d:
             return None
-        return post_ln_jacobian(y, self.weights, m.beta, *(M[0] for M in m.matrices()), softmax=m.softmax)
+        mats = [M[0] for M in m.matrices()]
+        groups = self.options["groups"]
+        if groups == 1:
+            return post_ln_jacobian(y, self.weights, m.beta, *mats, softmax=m.softmax)
+        from scipy import sparse
+
+        g = self.n // groups
+        w = self.weights.reshape(groups, g)
+        blocks = [post_ln_jacobian(y[k * g:(k + 1) * g], w[k] / w[k].sum(), m.beta, *mats, softmax=m.softmax)
+                  for k in range(groups)]
+        return None if any(b is None for b in blocks) else sparse.block_diag(blocks, format="csc")
 
     FIELD_NORMALIZES = True     # unit_vectors below normalizes (and refuses a zero direction) in one pass
     _evaluator = None

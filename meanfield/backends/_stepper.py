@@ -295,15 +295,17 @@ class ParticleStepper:
         """Refuse, before any work, tokens whose dense Jacobian the implicit solver cannot hold."""
         from .._memory import require
 
-        size = self.y.size
-        require(self.IMPLICIT_MATRICES * 8.0 * size ** 2,
-                f"method={self.method.name!r} for {self.n} tokens (dense Jacobians and factorizations of {size}² "
+        blocks = self._jacobian_blocks
+        size = self.y.size // blocks          # unknowns of one diagonal block of the Jacobian (all, without groups)
+        what = f"{self.n} tokens" if blocks == 1 else f"each of the {blocks} groups of {self.n // blocks} tokens"
+        require(self.IMPLICIT_MATRICES * 8.0 * size ** 2 * blocks,
+                f"method={self.method.name!r} for {what} (dense Jacobians and factorizations of {size}² "
                 f"entries; their cost grows like {size}³ per factorization)",
                 "use 'rk45' (the implicit methods are for a few hundred tokens), or fewer tokens.")
         if size > IMPLICIT_WARN_UNKNOWNS:
             from .._errors import warn
-            seconds = _LU_SECONDS_AT_WARN * (size / IMPLICIT_WARN_UNKNOWNS) ** 3
-            warn(f"method={self.method.name!r} for {self.n} tokens: {size} unknowns, each LU factorization about "
+            seconds = _LU_SECONDS_AT_WARN * (size / IMPLICIT_WARN_UNKNOWNS) ** 3 * blocks
+            warn(f"method={self.method.name!r} for {what}: {size} unknowns, each LU factorization about "
                  f"{seconds:.2g} s on one core (0.6 s at 3000 measured on 2 vCPUs) and a stiff run makes hundreds; "
                  "the implicit methods are for a few hundred tokens ('rk45' otherwise).")
 
@@ -782,6 +784,9 @@ class ParticleStepper:
 
     #: whether :meth:`_jacobian` has a closed form for this model (asked once per implicit segment, without building it)
     _has_jacobian = False
+
+    #: independent diagonal blocks of the Jacobian (groups of tokens that do not interact), of equal size
+    _jacobian_blocks = 1
 
     def _jacobian(self, t, y):
         """∂(dy/dt)/∂y at the state ``y`` as a dense (y.size, y.size) array, or None (the implicit solvers then
