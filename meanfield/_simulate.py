@@ -540,7 +540,7 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
         extended, in the same file.  The file's ``t_final`` becomes this one.
     save_every : float, optional
         Spacing of the saved states beyond the stored ``t_final`` (default: the largest spacing of the
-        stored save times).  Only with ``t_final``.
+        run's save times, those it has not reached yet included).  Only with ``t_final``.
     callback : callable, optional
         ``callback(t, state, diagnostics)`` at every newly saved time; returning True stops the run.
     progress : bool
@@ -586,7 +586,7 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
         if end < stored_final * (1 - 1e-12):
             raise ValueError(f"`t_final` must be ≥ the stored t_final={stored_final:g} (the states up to it are "
                              f"in the file); got t_final={t_final!r}.")
-        remaining += list(_extension_times(done.times, stored_final, end, save_every))
+        remaining += list(_extension_times(np.concatenate([done.times, remaining]), stored_final, end, save_every))
     elif save_every is not None:
         raise ValueError("`save_every` sets the save times of an extension: give `t_final` with it.")
     point = read_resume_point(path)
@@ -698,10 +698,12 @@ def _resumable(options: dict) -> dict:
 
 
 def _extension_times(times, stored_final, end, save_every) -> np.ndarray:
-    """Save times in (stored_final, end]: every ``save_every`` (default the last stored spacing), and ``end``."""
+    """Save times in (stored_final, end]: every ``save_every`` (default the largest spacing of ``times``, the stored
+    times and those the run has not reached yet), and ``end``."""
     if end <= stored_final:
         return np.array([])
-    if save_every is None:       # the run's spacing: the largest gap (a last one may be short, or an early stop)
+    if save_every is None:       # the run's spacing: the largest gap (a last one may be short, or an early stop
+        # splits one: the save times still to come keep the gaps after it, 0.22 was taken for a spacing of 1)
         save_every = float(np.max(np.diff(times))) if len(times) > 1 else end - stored_final
     save_every_count(end, save_every, stored_final)
     return save_times(end, save_every, None, stored_final)[1:]

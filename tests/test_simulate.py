@@ -107,6 +107,20 @@ def test_extension_spacing_is_the_runs_not_a_short_last_gap(tmp_path):
     assert np.allclose(longer.times, [0, 0.3, 0.6, 0.9, 1.0, 1.3, 1.6])
 
 
+def test_extension_spacing_of_a_run_stopped_early_is_its_save_every(tmp_path):
+    # stopped (max_steps) before its first save time: its stored times [0, 0.2] are no spacing; the save times it
+    # has not reached (1, 2, 3, 4) are, and the extension to 6 took 0.2 (10 states) for them
+    path = tmp_path / "run.h5"
+    model, dens = mf.Model(1.0, scheme="pre-ln"), mf.Density.random(16, seed=1, amplitude=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        stopped = mf.simulate(model, dens, 4.0, save_every=1.0, max_steps=3, checkpoint=path)
+        assert stopped.status is mf.Status.STEP_TOO_SMALL and 0 < stopped.times[-1] < 1
+        longer = mf.resume(path, t_final=6.0, options={"max_steps": 10**7})
+    assert longer.success
+    assert np.allclose(longer.times, [0, stopped.times[-1], 1, 2, 3, 4, 5, 6])
+
+
 def test_concatenated_runs_keep_the_keys_of_both_parts():
     from meanfield._simulate import _concatenate
 
