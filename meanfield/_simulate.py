@@ -168,7 +168,7 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     ValueError
         Invalid times (``t_final`` ≤ ``t0``, save times outside [t0, t_final], both ``save_every`` and
         ``t_eval``), ``checkpoint_every`` < 1, an invalid option value, or an initial density that is
-        negative on the grid beyond ``negativity_tol``.
+        negative on the grid beyond ``negativity_tol`` (as given, or once truncated to the option ``lmax``).
     UnsupportedModelError
         The backend cannot run this model or this initial measure.
     """
@@ -222,7 +222,8 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     getattr(stepper, "check_save_times", lambda _: None)(times)     # e.g. whole layers, before any work
     check_fixed_step_count(getattr(stepper, "options", {}), origin, times[-1])   # as the backend resolved them
     run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix, point, checkpoint_every)
-    _check_nonnegative(run.diags[0], getattr(stepper, "options", {}))
+    _check_nonnegative(run.diags[0], getattr(stepper, "options", {}),
+                       getattr(initial[0] if isinstance(initial, (list, tuple)) else initial, "lmax", None))
     with _checkpoint_lock(checkpoint):
         bar = _progress_bar(progress, times[-1], t0)
         stepper.on_step = _step_hook(bar, run, checkpoint_interval)
@@ -709,9 +710,17 @@ def _extension_times(times, stored_final, end, save_every) -> np.ndarray:
     return save_times(end, save_every, None, stored_final)[1:]
 
 
-def _check_nonnegative(diags: dict, options: dict) -> None:
-    """Refuse an initial density that is negative on the grid (beyond the backend's ``negativity_tol``)."""
+def _check_nonnegative(diags: dict, options: dict, initial_lmax=None) -> None:
+    """Refuse an initial density that is negative on the grid (beyond the backend's ``negativity_tol``); when the
+    option ``lmax`` truncated it (``initial_lmax``: the density's own band limit), say so: the truncation made it
+    negative, and the message named only `initial`."""
     low, tol = diags.get("min_rho"), options.get("negativity_tol")
+    lmax = diags.get("lmax")
+    if (low is not None and tol is not None and low < -tol and initial_lmax is not None and lmax is not None
+            and lmax < initial_lmax):
+        raise ValueError(f"`lmax` must keep the initial density nonnegative: lmax={int(lmax)} truncates it (its band "
+                         f"limit is {int(initial_lmax)}) to a density whose minimum on the grid is {low:.3g} < "
+                         f"-negativity_tol = {-tol:g}. Raise `lmax` (up to {int(initial_lmax)}), or leave it unset.")
     if low is not None and tol is not None and low < -tol:
         raise ValueError(f"`initial` must be a nonnegative density; its minimum on the grid is {low:.3g} < "
                          f"-negativity_tol = {-tol:g}. Fix the initial density (if this is ringing of a sharp "

@@ -442,3 +442,16 @@ def test_a_particle_option_reset_to_its_default_when_the_hybrid_run_set_none(tmp
     assert mf.load(path).options["particle_options"] is None
     resumed = mf.resume(path, options={"particle_options": {"rtol": None, "atol": 1e-9}})
     assert resumed.success and mf.load(path).options["particle_options"] == {"atol": 1e-9}
+
+
+def test_a_density_made_negative_by_the_lmax_option_names_lmax_not_initial():
+    # exp(10 z) is positive; truncated to lmax=8 it rings below 0: the error said "`initial` must be a nonnegative
+    # density", naming the argument that was fine and not the option that broke it
+    rho0 = mf.Density.from_function(lambda x: np.exp(10 * x[..., 2]), 48).normalized()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        with pytest.raises(ValueError, match=r"`lmax` must keep the initial density nonnegative: lmax=8 truncates it "
+                                             r"\(its band limit is 48\)"):
+            mf.simulate(mf.Model(1.0), rho0, 0.5, lmax=8)
+        with pytest.raises(ValueError, match="`initial` must be a nonnegative density"):   # negative as given
+            mf.simulate(mf.Model(1.0), rho0.resized(8), 0.5)
