@@ -21,7 +21,7 @@ from ._model import Model
 from ._integrators import ADAPTIVE_OPTIONS, fixed_steps, refuse_unused
 from ._trajectory import Status, Trajectory, save_times
 from ._validate import checkpoint_every as _checkpoint_every
-from ._validate import positive_float, save_every_count
+from ._validate import flag, positive_float, save_every_count
 from .backends._registry import BACKENDS, Backend, get_backend, register_backend
 
 __all__ = ["BACKENDS", "Backend", "MeanfieldWarning", "Status", "Trajectory", "get_backend", "register_backend",
@@ -205,6 +205,7 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     if checkpoint is not None:
         checkpoint = check_output_path("checkpoint", checkpoint)
     _check_callback(callback)
+    flag("progress", progress)          # "no" or 0.0 was read by its truth value
     cls = get_backend(backend)
     defaults = getattr(cls, "option_defaults", None)
     # step=1e-300 with "rk4" or time="layers": refused, not run (nor set up); the steps of a resumed run are counted
@@ -574,6 +575,12 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
     """
     from ._io import load, read_resume_point, run_info
 
+    # checked here too: a complete file is returned before the continuation would check them
+    _checkpoint_every(checkpoint_every)
+    if checkpoint_interval is not None:
+        positive_float("checkpoint_interval", checkpoint_interval, allow_zero=True)
+    _check_callback(callback)
+    flag("progress", progress)
     info = run_info(path)
     if "t_final" not in info:
         raise ValueError(f"`path` {str(path)!r} holds no run of meanfield.simulate (no t_final in its record: an "

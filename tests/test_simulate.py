@@ -455,3 +455,22 @@ def test_a_density_made_negative_by_the_lmax_option_names_lmax_not_initial():
             mf.simulate(mf.Model(1.0), rho0, 0.5, lmax=8)
         with pytest.raises(ValueError, match="`initial` must be a nonnegative density"):   # negative as given
             mf.simulate(mf.Model(1.0), rho0.resized(8), 0.5)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(progress="no"), TypeError, "`progress` must be True or False"),
+    (dict(progress=0.0), TypeError, "`progress` must be True or False"),
+    (dict(checkpoint_every=0), ValueError, "`checkpoint_every` must be an integer >= 1"),
+    (dict(checkpoint_interval=-1.0), ValueError, "`checkpoint_interval` must be finite and >= 0"),
+    (dict(callback=lambda t: None), TypeError, "`callback` must accept three positional arguments"),
+])
+def test_run_arguments_are_checked_by_simulate_and_by_resume_of_a_complete_file(tmp_path, kwargs, error, match):
+    # progress="no" showed a progress bar; resume of a finished file returned it before any argument was checked
+    path = tmp_path / "run.h5"
+    mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 0.1, checkpoint=path)
+    before = path.read_bytes()
+    with pytest.raises(error, match=match):
+        mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 0.1, **kwargs)
+    with pytest.raises(error, match=match):
+        mf.resume(path, **kwargs)
+    assert path.read_bytes() == before
