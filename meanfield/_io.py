@@ -431,12 +431,13 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
     path : str or Path
         Target file; an existing file is replaced only once the new one is complete.
     run_info : dict, optional
-        Extra run attributes (``t_final``, ``resume`` options, the CLI ``config`` text, ``seed``); default:
-        the trajectory's own :attr:`~meanfield.Trajectory.run_info`: what :func:`load` read, or, for a run
-        returned by :func:`simulate`, what its checkpoint would hold (its ``t_final``, the save times it did
-        not reach, the step size of its last state), so that the file resumes as the checkpoint would.
-        Without one (a Trajectory built by hand), ``t_final`` is the last saved time, so that ``meanfield
-        info`` shows it and :func:`meanfield.resume` can extend the file.
+        Extra run attributes (a ``note``, the CLI ``config`` text, ``seed``; ``t_final``, ``resume`` options),
+        added to the trajectory's own :attr:`~meanfield.Trajectory.run_info` (a key given here replaces the
+        stored one): what :func:`load` read, or, for a run returned by :func:`simulate`, what its checkpoint
+        would hold (its ``t_final``, the save times it did not reach, the step size of its last state), so
+        that the file resumes as the checkpoint would.  Without a ``t_final`` in either (a Trajectory built
+        by hand), ``t_final`` is the last saved time, so that ``meanfield info`` shows it and
+        :func:`meanfield.resume` can extend the file.
     complete : bool, optional
         False for a checkpoint of a run still in progress; default: the trajectory's ``run_info`` (a run from
         :func:`simulate` is complete when it reached its t_final; one stopped early, by a callback too, is
@@ -456,7 +457,7 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
         raise TypeError(f"`complete` must be True, False or None (from the trajectory); got complete={complete!r}.")
     if not isinstance(trajectory, Trajectory):
         return _atomic_write(path, ENERGY_FORMAT, lambda f: _write_energy(f, trajectory),
-                             dict(trajectory.run_info or {}) if run_info is None else run_info,
+                             {**(trajectory.run_info or {}), **(run_info or {})},
                              True if complete is None else complete)
     return _save_trajectory(trajectory, path, run_info, complete)
 
@@ -465,7 +466,9 @@ def _save_trajectory(trajectory, path, run_info=None, complete=None, point: Resu
     """:func:`save` of a Trajectory (arguments checked), with the checkpoint's resume point if any."""
     stored = dict(getattr(trajectory, "run_info", {}) or {})
     complete = bool(stored.pop("complete", True)) if complete is None else complete
-    run_info = dict(stored if run_info is None else run_info)
+    # added to the run's own record: {"note": ...} alone dropped t_final, the save times still to come and the
+    # step size, and a stopped run's file then read as complete at its last state
+    run_info = {**stored, **(run_info or {})}
     if run_info.get("t_final") is None:
         run_info["t_final"] = float(trajectory.times[-1])
 

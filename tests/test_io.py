@@ -586,3 +586,23 @@ def test_a_fixed_step_extension_beyond_max_steps_is_refused_counting_the_whole_r
     with pytest.raises(ValueError, match=r"\(t_final − t0\)/15 .*takes 20 steps from t0=0 to t_final=0.4"):
         mf.resume(path, t_final=0.4)
     assert mf.resume(path, t_final=0.4, options={"max_steps": 20}).success
+
+
+def test_save_with_run_info_keeps_the_runs_own_record(tmp_path):
+    from meanfield._io import run_info
+
+    # run_info={"note": ...} replaced the run's record: the file of a run stopped at t = 0.2 of t_final = 4 read
+    # t_final = 0.2, no save times to come, and resume called it complete
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        stopped = mf.simulate(mf.Model(1.0), mf.Density.random(16, seed=1, degree=3), 4.0, save_every=1.0,
+                              max_steps=3)
+        assert stopped.status is mf.Status.STEP_TOO_SMALL
+        path = mf.save(stopped, tmp_path / "noted.h5", run_info={"note": "first try"})
+        info = run_info(path)
+        assert info["note"] == "first try" and info["t_final"] == 4.0 and not info["complete"]
+        assert info["remaining_times"] == [1.0, 2.0, 3.0, 4.0] and info["resume"] == stopped.run_info["resume"]
+        plain = mf.resume(mf.save(stopped, tmp_path / "plain.h5"), options={"max_steps": 10**7})
+        noted = mf.resume(path, options={"max_steps": 10**7})
+    assert np.array_equal(noted.times, plain.times) and noted.times[-1] > 1
+    assert run_info(path)["note"] == "first try"
