@@ -469,8 +469,16 @@ def _save_trajectory(trajectory, path, run_info=None, complete=None, point: Resu
     # added to the run's own record: {"note": ...} alone dropped t_final, the save times still to come and the
     # step size, and a stopped run's file then read as complete at its last state
     run_info = {**stored, **(run_info or {})}
+    last = float(trajectory.times[-1])
     if run_info.get("t_final") is None:
-        run_info["t_final"] = float(trajectory.times[-1])
+        run_info["t_final"] = last
+    t_final = run_info["t_final"]
+    # resume reads it as the run's end: "abc" failed there with "could not convert string to float", and an end
+    # before the last state with "`t_eval` must be strictly increasing"
+    if (isinstance(t_final, (bool, np.bool_)) or not isinstance(t_final, numbers.Real) or not np.isfinite(t_final)
+            or t_final < last * (1 - 1e-12)):
+        raise ValueError(f"`run_info` t_final must be a finite number ≥ the last saved time {last:g} (the end of the "
+                         f"run); got t_final={t_final!r}.")
 
     def write(f):
         _write_trajectory(f, trajectory)

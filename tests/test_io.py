@@ -354,6 +354,10 @@ def test_save_refuses_a_path_it_cannot_write(tmp_path, trajectory, target, error
     (dict(run_info={1: 2}), TypeError, r"`run_info` keys must be non-empty strings"),
     (dict(run_info={"options": "{}"}), ValueError, r"`run_info` key 'options' is reserved"),
     (dict(complete="x"), TypeError, r"`complete` must be True, False or None .*got complete='x'"),
+    # resume read these as the run's end, and failed with "could not convert string to float" / "`t_eval` must be"
+    (dict(run_info={"t_final": "abc"}), ValueError, r"`run_info` t_final must be a finite number ≥ the last saved "
+                                                    r"time 0.5 .*got t_final='abc'"),
+    (dict(run_info={"t_final": 0.1}), ValueError, r"`run_info` t_final must be .* ≥ the last saved time 0.5"),
 ])
 def test_save_refuses_bad_run_info_and_complete(tmp_path, trajectory, kwargs, error, match):
     with pytest.raises(error, match=match):
