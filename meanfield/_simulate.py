@@ -167,8 +167,9 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         ``model`` is not a :class:`Model`, or an option is unknown to the backend.
     ValueError
         Invalid times (``t_final`` ≤ ``t0``, save times outside [t0, t_final], both ``save_every`` and
-        ``t_eval``), ``checkpoint_every`` < 1, an invalid option value, or an initial density that is
-        negative on the grid beyond ``negativity_tol`` (as given, or once truncated to the option ``lmax``).
+        ``t_eval``), ``checkpoint_every`` < 1, an invalid option value, or an initial density (or one of
+        several species) that is negative on the grid beyond ``negativity_tol`` (as given, or once truncated to
+        the option ``lmax``).
     UnsupportedModelError
         The backend cannot run this model or this initial measure.
     """

@@ -246,6 +246,20 @@ def test_species_split_into_identical_halves_is_the_single_species():
     assert np.max(np.abs(a.radius - single.radius)) < 1e-12
 
 
+def test_a_negative_species_is_refused_even_when_the_total_is_positive():
+    """A species ρ/2 − 0.3 beside ρ/2 + 0.3 ran (status OK): only the total density was checked."""
+    L = 12
+    base = _smooth(L)
+    uniform = mf.Density.uniform(L).coeffs
+    low = mf.Density(base.coeffs / 2 - 0.3 * uniform, L, radius=uniform)
+    high = mf.Density(base.coeffs / 2 + 0.3 * uniform, L, radius=2 * uniform)
+    with pytest.raises(ValueError, match=r"species 0 must be a nonnegative density; its minimum on the solver's grid "
+                                         r"is -0\.\d+ < -negativity_tol = -1e-06"):
+        mf.simulate(mf.Model(2.0, "pre-ln"), [low, high], 0.1)
+    half = mf.Density(base.coeffs / 2, L, radius=uniform)
+    assert mf.simulate(mf.Model(2.0, "pre-ln"), [half, half], 0.1).success
+
+
 def test_an_initial_state_the_backend_refuses_gets_the_right_fix():
     """Two species of total mass 0.5 were told "Use its .normalized()", which gives each mass 1 (total 2); the
     scheme of a species run and the way to d > 3 were not named."""

@@ -443,6 +443,12 @@ class SpectralBackend:
         y = np.zeros((len(species), 2 if rad else 1, self.basis.ncoef), complex)
         for i, s in enumerate(species):
             y[i, 0] = self._resize_from(s.coeffs, s.lmax)
+            if len(species) > 1:     # the run checks the total density; a species is a density of its own too
+                low = float(np.min(self.basis.synth(y[i, 0])))
+                if low < -opts["negativity_tol"]:
+                    raise ValueError(f"species {i} must be a nonnegative density; its minimum on the solver's grid "
+                                     f"is {low:.3g} < -negativity_tol = {-opts['negativity_tol']:g} (the total of "
+                                     "the species may be positive: each one is a density of tokens).")
             if rad:
                 y[i, 1] = (self._resize_from(s.radius, s.lmax) if s.radius is not None
                            else self.basis.uniform() * opts["r0"])
