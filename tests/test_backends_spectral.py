@@ -349,7 +349,10 @@ def test_species_speed_scales_with_inverse_radius():
     (dict(first_step=2.0, max_step=1.0), r"`first_step` must be in \[min_step, max_step\]"),
     (dict(max_steps=0), "`max_steps` must be an integer >= 1"),
     (dict(min_step=0.5, max_step=0.1), "`min_step` must be ≤ `max_step`"),
-    (dict(refine_factor=1.0, on_resolution_loss="refine"), "`refine_factor` must be > 1"),
+    (dict(refine_factor=1.0, on_resolution_loss="refine"), "`refine_factor` must be finite and > 1"),
+    (dict(refine_factor=-1.0), r"`refine_factor` must be finite and > 1 .*got refine_factor=-1.0"),  # said "> 0"
+    (dict(refine_factor=np.inf), r"`refine_factor` must be finite and > 1"),
+    (dict(refine_factor="2"), r"`refine_factor` must be a real number > 1"),
     (dict(step=0.1), "method='rk45' chooses its own steps"),
     (dict(quadrature_tol=2.0), r"`quadrature_tol` must be in \(0, 1\)"),
     (dict(method="rk4", step=0.1, rtol=1e-6), r"\['rtol'\] would be ignored: method='rk4' takes fixed steps"),

@@ -13,6 +13,7 @@ species (ρ_k, r_k) share the attention of their total density: a general radius
 """
 from __future__ import annotations
 
+import numbers
 
 import numpy as np
 
@@ -412,9 +413,12 @@ class SpectralBackend:
         monitor_thresholds(opts, options)
         open_fraction("quadrature_tol", opts["quadrature_tol"])
         kernel_beta(model, opts["quadrature_tol"])    # β·c = 1e10 from a large Q was refused in the set-up, as `beta`
-        if not positive_float("refine_factor", opts["refine_factor"]) > 1:
-            raise ValueError(f"`refine_factor` must be > 1 (each refinement raises the band limit by that factor); "
-                             f"got refine_factor={opts['refine_factor']!r}.")
+        factor = opts["refine_factor"]       # "finite and > 0" hid the bound for 0.5 alike: say > 1 from the start
+        if isinstance(factor, bool) or not isinstance(factor, numbers.Real):
+            raise TypeError(f"`refine_factor` must be a real number > 1; got refine_factor={factor!r}.")
+        if not (np.isfinite(factor) and factor > 1):
+            raise ValueError(f"`refine_factor` must be finite and > 1 (each refinement raises the band limit by that "
+                             f"factor); got refine_factor={factor!r}.")
         opts["max_steps"] = nonneg_int("max_steps", opts["max_steps"], minimum=1)
         choice("on_resolution_loss", opts["on_resolution_loss"], POLICIES)
         if opts["lmax_max"] is not None or opts["on_resolution_loss"] == "refine":   # checked even when not refining
