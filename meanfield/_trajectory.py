@@ -39,13 +39,23 @@ class Trajectory:
     Attributes
     ----------
     times : ndarray, shape (n_saved,)
-        Times of the saved states.
-    states : list
-        The saved states (Density, Particles, …), one per time.
+        Times of the saved states, in the time unit of the ODE (a run that stopped early ends with the time of
+        the state it kept, which need not be a save time).
+    states : list, length n_saved
+        The saved states, one per time: a :class:`~meanfield.Density` or :class:`~meanfield.ZonalDensity`
+        (``"spectral"``), a tuple of them (one per species), or :class:`~meanfield.Particles`.
     diagnostics : dict of str → ndarray, shape (n_saved,)
-        Scalar diagnostics at the saved times (mass error, energy, tail energy, …).
+        Scalar diagnostics at the saved times.  Of the spectral backend: ``mass`` (∫ρ dσ, σ the normalized
+        uniform measure: 1 for a probability density) and ``mass_error`` (its change since t0), ``min_rho``
+        (the smallest value of ρ on the grid; uniform density = 1), ``tail_fraction`` (the spectral energy
+        above degree ⌊2L/3⌋ over the total, in [0, 1]), ``energy`` (E_β, NaN for an anisotropic kernel),
+        ``max_speed`` (the largest |v| on the grid), ``dissipation`` (∫ρ|v|² dσ), ``lmax`` (the band limit
+        L), ``filtered_steps``, ``mean_alignment`` (|∫x dμ|²) and, with a radius, ``mean_radius``; see
+        :doc:`numerics`.
     steps : dict of str → ndarray, shape (n_steps,)
-        Per-step records of the integrator (time, step size, and the backend's monitors).
+        Per-step records of the integrator, one entry per accepted step: ``t`` (the time the step reached),
+        ``dt`` (its size), with the adaptive methods ``rejected`` (trial steps rejected before it), and the
+        backend's monitors.
     model : Model
     backend : str
     status : Status
