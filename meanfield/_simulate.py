@@ -612,6 +612,8 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
                              "`t_final` (--t-final) to extend it with them.")
         return done
     options = _resumable(_merged(stored, overrides))
+    if "r0" not in overrides:       # the state it continues from carries its radius field: the stored r0 (the
+        options.pop("r0", None)     # run's initial radius) only warned "`r0` is not used" at every resume
     if overrides and point is not None:      # the stored first stage is the old options' velocity (e.g. lmax)
         point = replace(point, stage=None)
     if overrides:           # recorded as the run's options (the saved part ran with the old ones: see the docstring),

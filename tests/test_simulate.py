@@ -474,3 +474,19 @@ def test_run_arguments_are_checked_by_simulate_and_by_resume_of_a_complete_file(
     with pytest.raises(error, match=match):
         mf.resume(path, **kwargs)
     assert path.read_bytes() == before
+
+
+def test_resuming_a_run_started_with_r0_does_not_warn_that_r0_is_unused(tmp_path):
+    # the stored r0 = 2 went to the continuation, whose state carries its radius field: "`r0` is not used" at
+    # every resume and extension of a Pre-LN run the user had given r0
+    path = tmp_path / "pre.h5"
+    model, dens = mf.Model(2.0, "pre-ln"), mf.Density.random(16, seed=1, degree=3)
+    mf.simulate(model, dens, 0.5, save_every=0.25, r0=2.0, checkpoint=path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        longer = mf.resume(path, t_final=1.0)
+    assert not [w for w in caught if "`r0`" in str(w.message)]
+    full = mf.simulate(model, dens, 1.0, save_every=0.25, r0=2.0)
+    assert np.array_equal(longer.times, full.times) and longer.options["r0"] == 2.0
+    assert max(np.max(np.abs(a.radius - b.radius)) for a, b in zip(full.states, longer.states)) <= 1e-14
+    assert mf.load(path).options["r0"] == 2.0
