@@ -260,6 +260,18 @@ def test_a_negative_species_is_refused_even_when_the_total_is_positive():
     assert mf.simulate(mf.Model(2.0, "pre-ln"), [half, half], 0.1).success
 
 
+def test_a_radius_field_made_negative_by_the_lmax_option_names_lmax():
+    """A positive radius field exp(6 z) cut to lmax=4 rings below 0: the error did not say the option did it."""
+    L = 40
+    dens = mf.Density.from_function(lambda x: np.ones(x.shape[:-1]), L,
+                                    radius=lambda x: 1e-3 + np.exp(6 * x[..., 2]) / np.exp(6))
+    with pytest.raises(ValueError, match=r"the radius field of species 0 must be > 0 everywhere; its minimum on the "
+                                         r"solver's grid is -\d.* once truncated to lmax=4 \(its band limit is 40\): "
+                                         r"raise `lmax`"):
+        mf.simulate(mf.Model(2.0, "pre-ln"), dens, 0.1, lmax=4)
+    assert mf.simulate(mf.Model(2.0, "pre-ln"), dens, 0.01).success
+
+
 def test_an_initial_state_the_backend_refuses_gets_the_right_fix():
     """Two species of total mass 0.5 were told "Use its .normalized()", which gives each mass 1 (total 2); the
     scheme of a species run and the way to d > 3 were not named."""

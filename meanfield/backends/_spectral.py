@@ -447,19 +447,22 @@ class SpectralBackend:
         y = np.zeros((len(species), 2 if rad else 1, self.basis.ncoef), complex)
         for i, s in enumerate(species):
             y[i, 0] = self._resize_from(s.coeffs, s.lmax)
+            # a positive field the option lmax truncated: that option is what to change
+            cut = (f" once truncated to lmax={self.basis.lmax} (its band limit is {s.lmax}): raise `lmax`, or leave it "
+                   "unset" if s.lmax > self.basis.lmax else "")
             if len(species) > 1:     # the run checks the total density; a species is a density of its own too
                 low = float(np.min(self.basis.synth(y[i, 0])))
                 if low < -opts["negativity_tol"]:
                     raise ValueError(f"species {i} must be a nonnegative density; its minimum on the solver's grid "
-                                     f"is {low:.3g} < -negativity_tol = {-opts['negativity_tol']:g} (the total of "
-                                     "the species may be positive: each one is a density of tokens).")
+                                     f"is {low:.3g} < -negativity_tol = {-opts['negativity_tol']:g}{cut} (the total "
+                                     "of the species may be positive: each one is a density of tokens).")
             if rad:
                 y[i, 1] = (self._resize_from(s.radius, s.lmax) if s.radius is not None
                            else self.basis.uniform() * opts["r0"])
                 r_min = float(np.min(self.basis.synth(y[i, 1])))
                 if not r_min > 0:
                     raise ValueError(f"the radius field of species {i} must be > 0 everywhere; its minimum on the "
-                                     f"solver's grid is {r_min:.3g}.")
+                                     f"solver's grid is {r_min:.3g}{cut}.")
         self.y = y
         self._mass0 = float(np.sum(self.basis.mass(y[:, 0])))
         self.step_log = {k: [] for k in ("t", "dt", "lmax", "mass_error", "min_rho", "tail", "max_speed",
