@@ -76,6 +76,21 @@ class Model:
         if not self.softmax:
             self._check_usa_range()
 
+    def __eq__(self, other):
+        """Equal parameters, Q, K and V compared entry by entry (the generated comparison raised "The truth value of
+        an array with more than one element is ambiguous" for any model with a matrix)."""
+        if not isinstance(other, Model):
+            return NotImplemented
+        mine, theirs = ([getattr(m, n) for n in "QKV"] for m in (self, other))
+        return ((self.beta, self.scheme, self.attention, self.d, self.alpha, self.tau)
+                == (other.beta, other.scheme, other.attention, other.d, other.alpha, other.tau)
+                and all((a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+                        for a, b in zip(mine, theirs)))
+
+    def __hash__(self):
+        return hash((self.beta, self.scheme, self.attention, self.d, self.alpha, self.tau,
+                     *(None if m is None else (m.shape, m.tobytes()) for m in (self.Q, self.K, self.V))))
+
     def _check_usa_range(self):
         """USA is not normalized: its weights e^(β⟨Qx, Ky⟩) must fit in float64 (softmax's are shifted)."""
         if self.isotropic:

@@ -41,6 +41,17 @@ def test_model_is_frozen():
         mf.Model(1.0, Q=np.eye(3)).Q[0, 0] = 5.0   # arrays are read-only
 
 
+def test_models_with_matrices_compare_and_hash():
+    # `==` raised "The truth value of an array with more than one element is ambiguous" for any model with a
+    # matrix, e.g. mf.load(path).model == model for a run with V
+    V = np.array([[1.0, 0.2, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.5]])
+    a, b = mf.Model(2.0, V=V), mf.Model(2.0, V=V.copy())
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != mf.Model(2.0, V=2 * V) and a != mf.Model(2.0) and a != mf.Model(3.0, V=V)
+    assert a != mf.Model(2.0, Q=V) and mf.Model(2.0, Q=np.eye(3)) != mf.Model(2.0, Q=np.eye(3)[None])
+    assert mf.Model(2.0) == mf.Model(2.0) and mf.Model(2.0) != "post-ln"
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(beta=0.0), "`beta`"), (dict(beta=-1.0), "`beta`"), (dict(beta=np.nan), "`beta`"),
     (dict(beta=np.inf), "`beta`"), (dict(beta=10**400), "`beta` must be finite and > 0"),   # float() overflowed
