@@ -272,6 +272,24 @@ def test_a_radius_field_made_negative_by_the_lmax_option_names_lmax():
     assert mf.simulate(mf.Model(2.0, "pre-ln"), dens, 0.01).success
 
 
+def test_a_truncation_by_the_lmax_option_that_drops_content_is_warned_about():
+    """simulate(…, lmax=4) (or resume(…, options={"lmax": 4})) of a density of band limit 32 dropped its degrees
+    above 4 in silence; the tail monitor cannot see content that is gone."""
+    dens = mf.Density.random(32, seed=1, degree=3)
+    with pytest.warns(mf.MeanfieldWarning, match=r"lmax=6 truncates the initial density \(band limit 32\): the "
+                                                  r"degrees above 6 held \d\.\d\de-\d\d of its spectral energy"):
+        mf.simulate(mf.Model(1.0), dens, 0.01, lmax=6)
+    with warnings.catch_warnings(record=True) as caught:     # what it drops at 8 is below tail_warn (8.3e-7)
+        warnings.simplefilter("always")
+        mf.simulate(mf.Model(1.0), dens, 0.01, lmax=8)
+    assert not [w for w in caught if "truncates" in str(w.message)]
+    padded = mf.Density.random(8, seed=1, degree=3).resized(32)        # nothing above 8: nothing lost
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mf.simulate(mf.Model(1.0), padded, 0.01, lmax=8)
+    assert not [w for w in caught if "truncates" in str(w.message)]
+
+
 def test_an_initial_state_the_backend_refuses_gets_the_right_fix():
     """Two species of total mass 0.5 were told "Use its .normalized()", which gives each mass 1 (total 2); the
     scheme of a species run and the way to d > 3 were not named."""

@@ -447,6 +447,13 @@ class SpectralBackend:
         y = np.zeros((len(species), 2 if rad else 1, self.basis.ncoef), complex)
         for i, s in enumerate(species):
             y[i, 0] = self._resize_from(s.coeffs, s.lmax)
+            if s.lmax > self.basis.lmax and hasattr(s, "power"):   # content dropped before the first step, unreported
+                e = s.power()
+                lost = float(e[self.basis.lmax + 1:].sum() / e.sum())
+                if lost > opts["tail_warn"]:
+                    warn(f"lmax={self.basis.lmax} truncates the initial density{f' (species {i})' if i else ''} "
+                         f"(band limit {s.lmax}): the degrees above {self.basis.lmax} held {lost:.2e} of its spectral "
+                         f"energy (> tail_warn={opts['tail_warn']:g}), and the run goes on without them.")
             # a positive field the option lmax truncated: that option is what to change
             cut = (f" once truncated to lmax={self.basis.lmax} (its band limit is {s.lmax}): raise `lmax`, or leave it "
                    "unset" if s.lmax > self.basis.lmax else "")
