@@ -290,6 +290,17 @@ def test_a_truncation_by_the_lmax_option_that_drops_content_is_warned_about():
     assert not [w for w in caught if "truncates" in str(w.message)]
 
 
+def test_a_density_of_band_limit_0_is_refused_naming_its_band_limit_and_runs_with_the_lmax_option():
+    dens = mf.Density.uniform(0)
+    with pytest.raises(ValueError, match=r"the initial density has band limit 0, and the solver needs a band limit "
+                                         r">= 1: give the option `lmax`"):
+        mf.simulate(mf.Model(1.0), dens, 0.1)      # was "`lmax` must be an integer >= 1; got lmax=0": not given
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(1.0), dens, 0.1, lmax=4)
+    assert tr.success and np.allclose(tr.final.coeffs, mf.Density.uniform(4).coeffs, atol=1e-14)
+
+
 def test_an_initial_state_the_backend_refuses_gets_the_right_fix():
     """Two species of total mass 0.5 were told "Use its .normalized()", which gives each mass 1 (total 2); the
     scheme of a species run and the way to d > 3 were not named."""

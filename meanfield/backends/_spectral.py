@@ -399,6 +399,9 @@ class SpectralBackend:
         species = list(initial) if isinstance(initial, (list, tuple)) else [initial]
         self._check_initial(species)
         first = species[0]
+        if opts["lmax"] is None and first.lmax < 1:     # "`lmax` must be an integer >= 1" named an option not given
+            raise ValueError(f"the initial density has band limit {first.lmax}, and the solver needs a band limit >= 1: "
+                             "give the option `lmax` (>= 1; the density is zero-padded to it).")
         lmax = nonneg_int("lmax", first.lmax if opts["lmax"] is None else opts["lmax"], minimum=1)
         self.method = get_method(opts["method"])
         check_step_options(opts, self.method, options)
