@@ -1,4 +1,5 @@
 """The spectral backend against independent answers: linear theory, symmetry, a second solver, exact laws."""
+import re
 import warnings
 
 import numpy as np
@@ -299,6 +300,20 @@ def test_a_density_of_band_limit_0_is_refused_naming_its_band_limit_and_runs_wit
         warnings.simplefilter("ignore", mf.MeanfieldWarning)
         tr = mf.simulate(mf.Model(1.0), dens, 0.1, lmax=4)
     assert tr.success and np.allclose(tr.final.coeffs, mf.Density.uniform(4).coeffs, atol=1e-14)
+
+
+def test_a_loss_at_the_first_step_of_an_unresolved_start_does_not_call_it_resolved():
+    """A degree-3 density at lmax = 4 (tail fraction 3.6e-2 at t = 0) stopped after one step with "the last resolved
+    state is kept … State kept from t=0", the start being no more resolved than the step."""
+    tr = mf.simulate(mf.Model(2.0), mf.Density.random(4, seed=1, degree=3), 1.0)
+    assert tr.status is mf.Status.RESOLUTION_LOST and np.array_equal(tr.times, [0.0])
+    assert tr.diagnostics["tail_fraction"][0] > tr.options["tail_tol"]
+    assert re.search(r"The state kept is itself beyond tail_tol \(tail fraction 3\.64\de-02 at t=0, lmax=4\)",
+                     tr.detail)
+    with warnings.catch_warnings():     # a resolved state kept: no such sentence
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        later = mf.simulate(mf.Model(20.0), mf.Density.random(24, seed=1, degree=3), 10.0)
+    assert later.status is mf.Status.RESOLUTION_LOST and "itself beyond" not in later.detail
 
 
 def test_an_initial_state_the_backend_refuses_gets_the_right_fix():
