@@ -128,7 +128,9 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         HDF5 file written atomically once the run is validated (its initial state), then after saved
         states (``checkpoint_every``) and at the end (also after an interruption or a failure);
         :func:`resume` continues from it.  A file already there is replaced only by that first write, so
-        input that fails validation leaves it untouched.
+        input that fails validation leaves it untouched.  A SIGTERM (a batch scheduler's stop) that reaches the
+        main thread during the run, with SIGTERM's default action in place, stops the run as Ctrl-C does: the
+        checkpoint is written (status INTERRUPTED, with its resume point), then the process ends by SIGTERM.
     checkpoint_every : int or "auto"
         With ``checkpoint``: when to rewrite the file, which holds the whole trajectory each time.
         ``"auto"`` (default): after a saved state once the run has worked 9 times as long as the last
@@ -226,7 +228,7 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix, point, checkpoint_every)
     _check_nonnegative(run.diags[0], getattr(stepper, "options", {}),
                        getattr(initial[0] if isinstance(initial, (list, tuple)) else initial, "lmax", None))
-    with _checkpoint_lock(checkpoint):
+    with _terminated_after_checkpoint(checkpoint is not None), _checkpoint_lock(checkpoint):
         bar = _progress_bar(progress, times[-1], t0)
         stepper.on_step = _step_hook(bar, run, checkpoint_interval)
         dropped = None
@@ -299,6 +301,36 @@ def _step_hook(bar, run, interval):
                 run.every == "auto" and run.pending and run.paced()):      # saved states a paced write left
             run.write_point()
     return on_step
+
+
+@contextlib.contextmanager
+def _terminated_after_checkpoint(active: bool):
+    """SIGTERM (what batch schedulers send) during a checkpointed run of a Python program: its default action ended
+    the process at once, and the states since the last write were lost (up to ``checkpoint_interval``, 600 s of
+    work) although the docstring promised a checkpoint with a resume point.  Inside the block it stops the run as
+    Ctrl-C does (the final checkpoint is written, status INTERRUPTED), then the process ends by SIGTERM as it
+    would have.  Only in the main thread and where SIGTERM has its default action (``meanfield run`` has its own
+    handler, which returns the run instead)."""
+    import signal
+
+    if (not active or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+    received = []
+
+    def stop(signum, frame):
+        received.append(signum)
+        request_stop(signum)
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if received:
+            clear_stop()
+            signal.raise_signal(signal.SIGTERM)      # the checkpoint is on disk: the default action, now
 
 
 def _checkpoint_lock(checkpoint):

@@ -1,3 +1,4 @@
+import os
 import warnings
 
 import numpy as np
@@ -490,3 +491,37 @@ def test_resuming_a_run_started_with_r0_does_not_warn_that_r0_is_unused(tmp_path
     assert np.array_equal(longer.times, full.times) and longer.options["r0"] == 2.0
     assert max(np.max(np.abs(a.radius - b.radius)) for a, b in zip(full.states, longer.states)) <= 1e-14
     assert mf.load(path).options["r0"] == 2.0
+
+
+def test_sigterm_in_a_python_program_writes_the_checkpoint_then_terminates(tmp_path):
+    # SIGTERM's default action ended the process at once: the checkpoint kept only what its last write held (here
+    # the initial state), although the docstring promised a final write with the resume point
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "run.h5"
+    script = f"""
+import os, signal, warnings
+import meanfield as mf
+warnings.simplefilter("ignore")
+def callback(t, state, diagnostics):
+    if t >= 0.5:
+        os.kill(os.getpid(), signal.SIGTERM)
+mf.simulate(mf.Model(2.0), mf.Density.random(12, seed=1, degree=3), 1.0, save_every=0.25, checkpoint={str(path)!r},
+            checkpoint_every=1000, checkpoint_interval=None, callback=callback)
+print("not reached")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == -signal.SIGTERM and "not reached" not in done.stdout
+    stopped = mf.load(path)
+    assert stopped.status is mf.Status.INTERRUPTED and "Interrupted by SIGTERM." in stopped.detail
+    assert np.allclose(stopped.times, [0.0, 0.25, 0.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        resumed = mf.resume(path)
+        full = mf.simulate(mf.Model(2.0), mf.Density.random(12, seed=1, degree=3), 1.0, save_every=0.25)
+    assert resumed.success and np.array_equal(resumed.times, full.times)
+    assert max(np.max(np.abs(a.coeffs - b.coeffs)) for a, b in zip(full.states, resumed.states)) <= 1e-14
+    assert not list(tmp_path.glob(".run.h5.lock"))
