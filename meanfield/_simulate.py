@@ -121,7 +121,8 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         Keep the state exactly at these times (dense output), within [t0, t_final]; the run still goes
         to ``t_final``, whose state is always kept.  Exclusive with ``save_every``.
     callback : callable, optional
-        ``callback(t, state, diagnostics)`` at every saved time; returning True stops the run.
+        ``callback(t, state, diagnostics)`` at every saved time after ``t0`` (the initial state is not passed
+        to it: it is ``states[0]`` of the result); returning True stops the run.
     progress : bool
         Show a progress bar (tqdm) over simulated time.
     checkpoint : str or Path, optional
