@@ -820,7 +820,7 @@ class SpectralBackend:
             kept = self._tail()
             if kept > opts["tail_tol"]:     # e.g. an initial density with no room above its degrees: "resolved" it is not
                 self.detail += (f" The state kept is itself beyond tail_tol (tail fraction {kept:.3e} at "
-                                f"t={self.t:.6g}, lmax={self.basis.lmax}): it is no resolved state either; a larger "
+                                f"t={self.t:.6g}, lmax={self.basis.lmax}), so it is not resolved either; a larger "
                                 "`lmax` (the density is zero-padded to it) gives its degrees room.")
             return self._on_loss()
         mass_err = abs(float(np.sum(self.basis.mass(self.y[:, 0]))) - self._mass0)
