@@ -85,14 +85,24 @@ def check_output_path(name: str, path) -> Path:
 
 
 def check_replaceable(name: str, path: Path) -> None:
-    """Refuse to replace an existing non-empty file that is not HDF5: a typo'd --output must not overwrite a
-    configuration, a script or notes with a result."""
+    """Refuse to replace an existing non-empty file that is not a meanfield result (a file that is not HDF5, or an
+    HDF5 file of other data): a typo'd --output must not overwrite a configuration, a script, notes or a data set
+    with a result.  A damaged file that HDF5 cannot open is replaced."""
     if path.is_file() and path.stat().st_size > 0:
         import h5py
 
         if not h5py.is_hdf5(path):
             raise ValueError(f"{name}={str(path)!r} is an existing file that is not an HDF5 file; a result replaces "
                              "only an earlier result. Choose another path (a .h5 name), or remove that file first.")
+        try:        # an HDF5 file of other data (an experiment's data.h5) was replaced all the same
+            with h5py.File(path, "r") as f:
+                fmt = f.attrs.get("format")
+        except (OSError, RuntimeError, ValueError, KeyError):
+            return      # unreadable (damaged): nothing left to lose, and a rerun must be able to replace it
+        if fmt not in (FORMAT, ENERGY_FORMAT):
+            raise ValueError(f"{name}={str(path)!r} is an existing HDF5 file that is not a meanfield result (no "
+                             f"format={FORMAT!r} or {ENERGY_FORMAT!r} attribute); a result replaces only an earlier "
+                             "result. Choose another path, or remove that file first.")
 
 
 def check_run_info(name: str, value, reserved=()) -> dict:

@@ -610,3 +610,18 @@ def test_save_with_run_info_keeps_the_runs_own_record(tmp_path):
         noted = mf.resume(path, options={"max_steps": 10**7})
     assert np.array_equal(noted.times, plain.times) and noted.times[-1] > 1
     assert run_info(path)["note"] == "first try"
+
+
+def test_an_hdf5_file_of_other_data_is_not_replaced_by_a_result(tmp_path, trajectory):
+    # only a non-HDF5 file was refused: mf.save(t, "data.h5") or checkpoint="data.h5" replaced an experiment's data
+    data = tmp_path / "data.h5"
+    with h5py.File(data, "w") as f:
+        f["experiment"] = np.arange(10)
+    before = data.read_bytes()
+    with pytest.raises(ValueError, match=r"`path`=.*data.h5' is an existing HDF5 file that is not a meanfield result"):
+        mf.save(trajectory, data)
+    with pytest.raises(ValueError, match=r"`checkpoint`=.*is an existing HDF5 file that is not a meanfield result"):
+        mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 0.1, checkpoint=data)
+    assert data.read_bytes() == before
+    result = mf.save(trajectory, tmp_path / "r.h5")
+    assert mf.save(trajectory, result) == result            # an earlier result is replaced, as before
