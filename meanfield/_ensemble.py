@@ -176,7 +176,9 @@ def _run_batched(model, initials, t_final, run, observable, shape):
                       None if initials[0].radii is None else np.concatenate([p.radii for p in initials]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        traj = simulate(model, joint, t_final, groups=R, **run)
+        traj = _resumed(model, joint, t_final, R, run)
+        if traj is None:
+            traj = simulate(model, joint, t_final, groups=R, **run)
     if traj.status in _REPLICA_FAILURES and run.get("checkpoint") is None:
         warn(f"ensemble: the batched run of the {R} replicas stopped at t={traj.times[-1]:.6g} ({traj.message}); "
              "they are run one by one instead, so that each goes as far as it can (batch=False skips the batched "
@@ -192,6 +194,61 @@ def _run_batched(model, initials, t_final, run, observable, shape):
                 for s in traj.states]
         rows.append((traj.times, vals))
     return rows, [traj.status] * R
+
+
+#: the options of :func:`simulate` that are not the backend's (the rest of an ensemble's ``run`` is)
+_RUN_OPTIONS = ("backend", "save_every", "t_eval", "t0", "callback", "progress", "checkpoint", "checkpoint_every",
+                "checkpoint_interval", "metadata")
+
+
+def _resumed(model, joint, t_final, R, run):
+    """The batched run continued from ``run["checkpoint"]`` when that file holds it (written by an earlier call with
+    the same arguments: complete, or killed); None when there is no file there (the run starts afresh).  A file that
+    holds another run is refused, naming what differs, rather than overwritten."""
+    from pathlib import Path
+
+    from ._io import ResultFileError, load, run_info
+    from ._simulate import resume
+    from .backends._registry import get_backend
+
+    path = run.get("checkpoint")
+    if path is None or not Path(path).exists():
+        return None
+    alpha = model.alpha if callable(model.alpha) else None
+    try:
+        done, info = load(path, alpha=alpha), run_info(path)
+    except (ResultFileError, ValueError) as err:
+        raise ValueError(f"`checkpoint` {str(path)!r} cannot be resumed by this ensemble: {err} (delete it or "
+                         "choose another path).") from None
+    times = save_times(t_final, run["save_every"], run["t_eval"], run["t0"])
+    planned = np.asarray(done.times if info["complete"] else [*done.times, *info.get("remaining_times", [])], float)
+    stopped = info["complete"] and done.status is not Status.OK     # its last state is where it stopped, off the grid
+    backend_options = {k: v for k, v in run.items() if k not in _RUN_OPTIONS}
+    m, first = done.model, done.states[0]
+    radii = joint.radii if joint.radii is not None or not model.scheme_def.has_radius else np.ones(joint.n)
+    differs = [what for what, same in (
+        ("the backend", done.backend == "particles"),
+        ("the model", isinstance(first, Particles) and
+         (m.beta, m.scheme, m.attention, m.d, m.tau) == (model.beta, model.scheme, model.attention, model.d, model.tau)
+         and (callable(model.alpha) or m.alpha == model.alpha)
+         and all(np.array_equal(a, b) for a, b in zip(m.matrices(), model.matrices()))),
+        ("the replicas or their initial tokens", isinstance(first, Particles) and first.n == joint.n and
+         np.array_equal(first.positions, joint.positions) and np.array_equal(first.weights, joint.weights) and
+         (first.radii is None) == (radii is None) and (radii is None or np.array_equal(first.radii, radii))),
+        ("the save times (t0, t_final, save_every, t_eval)", planned.size <= times.size and (
+            np.array_equal(planned[:-1], times[:planned.size - 1]) and planned[-1] < times[planned.size - 1]
+            if stopped else np.array_equal(planned, times))),
+    ) if not same]
+    if not differs:
+        wanted = get_backend("particles").validate_options(model, joint, {**backend_options, "groups": R})
+        differs += [f"the option {k}={wanted[k]!r}, stored {done.options.get(k)!r}" for k in wanted
+                    if done.options.get(k) != wanted[k]]
+    if differs:
+        raise ValueError(f"`checkpoint` {str(path)!r} holds another run than this ensemble's ({'; '.join(differs)} "
+                         "differ): it resumes only the batched run of the same arguments; delete the file or choose "
+                         "another path.")
+    return resume(path, progress=run.get("progress", False), checkpoint_every=run.get("checkpoint_every", "auto"),
+                  checkpoint_interval=run.get("checkpoint_interval", 600.0), alpha=alpha)
 
 
 def _observed(observable, state, shape=None) -> np.ndarray:
@@ -247,8 +304,10 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         with ``batch=False`` to the tolerance; with fixed steps, ``step`` or ``time="layers"``, to rounding).  A
         batched run that stops early where one replica can stop it (a non-finite state, a step too small) is
         warned about, and the replicas are run one by one instead, each as far as it goes.  ``checkpoint`` (a
-        :func:`meanfield.simulate` option) saves and resumes the batched run (then no fallback: every replica
-        stops where it stopped).  Default: batched for backend "particles" with an explicit method and no
+        :func:`meanfield.simulate` option) saves the batched run (then no fallback: every replica stops where it
+        stopped), and a later call with the same arguments and file resumes it: a killed run goes on from its last
+        checkpoint, a complete one is read back without running; a file that holds another run (other model,
+        replicas, initial tokens, save times or options) is refused, not overwritten.  Default: batched for backend "particles" with an explicit method and no
         ``callback`` when the replicas have equal token counts (and the same use of radii); ``batch=True``
         refuses the other cases, ``batch=False`` runs the replicas one after another.  The implicit methods
         ("bdf", "radau") run batched only with ``batch=True`` (they factorize the batch's block-diagonal Jacobian

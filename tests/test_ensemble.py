@@ -411,3 +411,43 @@ def test_a_checkpoint_needs_the_replicas_in_one_run(tmp_path):
     assert saved.options["groups"] == 3 and saved.final.n == 30
     again = mf.ensemble(MODEL, 10, 0.4, replicas=3, step=0.1, save_every=0.2, checkpoint=path)
     assert np.array_equal(first.values, again.values)
+
+
+def test_a_checkpoint_of_the_same_ensemble_is_resumed_and_another_run_refused(tmp_path, monkeypatch):
+    # ensemble(checkpoint=...) was documented to save and resume the batched run, but a second call started it
+    # again from t0 and overwrote the file: the work of a killed run was lost, as was a file of another run
+    import shutil
+
+    from meanfield import _io
+    from meanfield.backends._particles import ParticlesBackend
+    args = dict(replicas=4, seed=2, save_every=0.25, step=0.05, checkpoint_every=1)
+    full = mf.ensemble(MODEL, 6, 1.0, **args)
+    copies, write = [], _io.save_checkpoint
+
+    def save_and_copy(trajectory, path, point):         # what a SIGKILL right after each write would leave
+        out = write(trajectory, path, point)
+        copies.append(shutil.copy(path, tmp_path / f"killed-{len(copies)}.h5"))
+        return out
+    monkeypatch.setattr(_io, "save_checkpoint", save_and_copy)
+    mf.ensemble(MODEL, 6, 1.0, checkpoint=tmp_path / "run.h5", **args)
+    monkeypatch.undo()
+    path = tmp_path / "ck.h5"
+    shutil.copy(copies[2], path)
+    assert mf.load(path).status is mf.Status.INCOMPLETE and mf.load(path).times[-1] == 0.5
+    calls, field = [], ParticlesBackend._field
+    monkeypatch.setattr(ParticlesBackend, "_field", lambda self, *a: calls.append(1) or field(self, *a))
+    mf.ensemble(MODEL, 6, 1.0, checkpoint=tmp_path / "fresh.h5", **args)
+    fresh, calls[:] = len(calls), []
+    resumed = mf.ensemble(MODEL, 6, 1.0, checkpoint=path, **args)
+    assert resumed.success and np.array_equal(resumed.values, full.values)
+    assert 0 < len(calls) <= fresh * 0.6                # from t = 0.5: 10 of the 20 RK4 steps
+    assert mf.load(path).status is mf.Status.OK
+    calls.clear()
+    again = mf.ensemble(MODEL, 6, 1.0, checkpoint=path, **args)    # complete: read back, not run again
+    assert np.array_equal(again.values, full.values) and not calls
+    for other, what in ((dict(seed=3), "initial tokens"), (dict(step=0.025), "option step"),
+                        (dict(save_every=0.5), "save times"), (dict(replicas=5), "replicas")):
+        with pytest.raises(ValueError, match=rf"`checkpoint` .* holds another run .*{what}"):
+            mf.ensemble(MODEL, 6, 1.0, checkpoint=path, **{**args, **other})
+    with pytest.raises(ValueError, match=r"`checkpoint` .* holds another run .*the model"):
+        mf.ensemble(mf.Model(3.0), 6, 1.0, checkpoint=path, **args)
