@@ -40,13 +40,28 @@ def _analysis(name):
     return getattr(analysis, name, None)
 
 
+def _per_group(traj, s, fn):
+    """``fn(s)``; for a run of backend "particles" with ``groups`` = G > 1 (independent systems, e.g. replicas),
+    each group's own value (its tokens, its weights rescaled to mass 1) averaged with the groups' masses as
+    weights, as that backend's diagnostics are: the pairs of two groups never interact."""
+    grouped = getattr(traj, "backend", None) == "particles"        # (a hand-made record has no backend)
+    groups = (getattr(traj, "options", None) or {}).get("groups", 1) if grouped else 1
+    if groups == 1 or not isinstance(s, Particles):
+        return fn(s)
+    w = s.weights.reshape(groups, -1)
+    mass = w.sum(axis=1)
+    x = s.positions.reshape(groups, w.shape[1], -1)
+    values = [fn(Particles._of_checked(x[g], w[g] / mass[g])) for g in range(groups)]
+    return None if any(v is None for v in values) else float(mass @ np.asarray(values, float))
+
+
 @observable("mean_alignment", "Σ_{i≠j} w_i w_j ⟨θ_i, θ_j⟩ / Σ_{i≠j} w_i w_j (particles); "
                               "|∫x dμ|² (densities)")
 def _mean_alignment(traj, i, tol):
     s = traj.states[i]
     if isinstance(s, Particles):
         from .._ensemble import mean_alignment
-        return mean_alignment(s)
+        return _per_group(traj, s, mean_alignment)
     if isinstance(s, Density):
         m = density_mean(s)
         return float(m @ m)
@@ -59,8 +74,8 @@ def _aligned_fraction(traj, i, tol):
     s = traj.states[i]
     fn = _analysis("aligned_fraction")
     if fn is not None and isinstance(s, (Particles, Density)):
-        return float(fn(s, tol))
-    return aligned_fraction(s, tol) if isinstance(s, Particles) else None
+        return _per_group(traj, s, lambda p: float(fn(p, tol)))
+    return _per_group(traj, s, lambda p: aligned_fraction(p, tol)) if isinstance(s, Particles) else None
 
 
 #: the smallest mass fraction that counts as a cluster, for particles as for densities (density_clusters' default)
@@ -76,7 +91,8 @@ def _clusters(traj, i, tol):
     s = traj.states[i]
     if isinstance(s, Particles):
         from ..analysis import particle_clusters
-        return particle_clusters(s, angle=float(np.arccos(1.0 - tol))).count_above(CLUSTER_MIN_MASS)
+        return _per_group(traj, s, lambda p: particle_clusters(p, angle=float(np.arccos(1.0 - tol)))
+                          .count_above(CLUSTER_MIN_MASS))
     if isinstance(s, Density):
         from ..analysis import density_clusters
         return density_clusters(s, min_mass=CLUSTER_MIN_MASS).count
