@@ -205,14 +205,15 @@ def _resumed(model, joint, t_final, R, run):
     """The batched run continued from ``run["checkpoint"]`` when that file holds it (written by an earlier call with
     the same arguments: complete, or killed); None when there is no file there (the run starts afresh).  A file that
     holds another run is refused, naming what differs, rather than overwritten."""
-    from pathlib import Path
-
-    from ._io import ResultFileError, load, run_info
+    from ._io import ResultFileError, check_output_path, load, run_info
     from ._simulate import resume
+    from ._trajectory import Trajectory
     from .backends._registry import get_backend
 
-    path = run.get("checkpoint")
-    if path is None or not Path(path).exists():
+    if run.get("checkpoint") is None:
+        return None
+    path = check_output_path("checkpoint", run["checkpoint"])      # a folder, a file that is not HDF5: refused
+    if not path.is_file() or path.stat().st_size == 0:
         return None
     alpha = model.alpha if callable(model.alpha) else None
     try:
@@ -220,6 +221,9 @@ def _resumed(model, joint, t_final, R, run):
     except (ResultFileError, ValueError) as err:
         raise ValueError(f"`checkpoint` {str(path)!r} cannot be resumed by this ensemble: {err} (delete it or "
                          "choose another path).") from None
+    if not isinstance(done, Trajectory) or "t_final" not in info:
+        raise ValueError(f"`checkpoint` {str(path)!r} holds no run of meanfield.simulate (an energy result, or a file "
+                         "saved without a run): delete it or choose another path.")
     times = save_times(t_final, run["save_every"], run["t_eval"], run["t0"])
     planned = np.asarray(done.times if info["complete"] else [*done.times, *info.get("remaining_times", [])], float)
     stopped = info["complete"] and done.status is not Status.OK     # its last state is where it stopped, off the grid
