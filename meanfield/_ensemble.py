@@ -149,10 +149,11 @@ def _unbatchable(initials, backend, options, explicit_request: bool = False) -> 
 
     if backend != "particles":
         return f"only backend='particles' runs replicas together (got backend={backend!r})"
-    if options.get("groups", 1) != 1:
-        return "the backend option `groups` is the batching itself"
-    if options.get("method") in IMPLICIT_METHODS and not explicit_request:
-        return (f"method={options['method']!r} steps as the stiffest replica needs, and batched it was no faster "
+    groups, method = options.get("groups", 1), options.get("method")
+    if not (isinstance(groups, numbers.Integral) and not isinstance(groups, bool) and groups == 1):
+        return "the backend option `groups` is the batching itself"     # (a bad value is refused by the backend)
+    if isinstance(method, str) and method in IMPLICIT_METHODS and not explicit_request:
+        return (f"method={method!r} steps as the stiffest replica needs, and batched it was no faster "
                 "(batch=True runs it batched)")
     if options.get("callback") is not None:
         return "a `callback` sees the state of one run, which would be all the replicas' tokens at once"
@@ -178,7 +179,7 @@ def _run_batched(model, initials, t_final, run, observable, shape):
         warnings.simplefilter("always")
         traj = _resumed(model, joint, t_final, R, run)
         if traj is None:
-            traj = simulate(model, joint, t_final, groups=R, **run)
+            traj = simulate(model, joint, t_final, **{**run, "groups": R})      # (groups=1 given: the default)
     if traj.status in _REPLICA_FAILURES and run.get("checkpoint") is None:
         warn(f"ensemble: the batched run of the {R} replicas stopped at t={traj.times[-1]:.6g} ({traj.message}); "
              "they are run one by one instead, so that each goes as far as it can (batch=False skips the batched "

@@ -451,3 +451,21 @@ def test_a_checkpoint_of_the_same_ensemble_is_resumed_and_another_run_refused(tm
             mf.ensemble(MODEL, 6, 1.0, checkpoint=path, **{**args, **other})
     with pytest.raises(ValueError, match=r"`checkpoint` .* holds another run .*the model"):
         mf.ensemble(mf.Model(3.0), 6, 1.0, checkpoint=path, **args)
+
+
+@pytest.mark.parametrize("options, error, match", [
+    (dict(method=["rk4"]), ValueError, r"`method` must be one of"),     # was: unhashable type: 'list'
+    (dict(method={"a": 1}), ValueError, r"`method` must be one of"),
+    (dict(groups=np.array([2, 3])), TypeError, r"`groups` must be an integer"),     # was: truth value ambiguous
+])
+def test_bad_options_are_refused_by_name(options, error, match):
+    with pytest.raises(error, match=match):
+        mf.ensemble(MODEL, 4, 0.2, replicas=2, **options)
+
+
+def test_groups_1_given_explicitly_is_the_default():
+    # groups=1, the backend's default, passed as an option (as a configuration spelling out every option does) made
+    # the batched run fail with "simulate() got multiple values for keyword argument 'groups'"
+    plain = mf.ensemble(MODEL, 4, 0.2, replicas=3, step=0.1)
+    given = mf.ensemble(MODEL, 4, 0.2, replicas=3, step=0.1, groups=1)
+    assert given.success and np.array_equal(plain.values, given.values)
