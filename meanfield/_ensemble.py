@@ -101,7 +101,8 @@ class EnsembleResult:
         The replicas' seed sequences: replica i's initial tokens are drawn with
         ``numpy.random.default_rng(seeds[i])``, so the sampler re-run with that generator gives them again.
     statuses : list of Status
-        How each replica's run ended.
+        How each replica's run ended.  A Ctrl-C (KeyboardInterrupt) stops the whole ensemble: the replicas
+        interrupted, and those run one by one that had not started (no values), are INTERRUPTED.
     interval : str
         Which interval ``ci_low``, ``ci_high`` are: "t" or "bootstrap".
     bootstrap_seed : numpy.random.SeedSequence or None
@@ -439,6 +440,10 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     else:
         rows, statuses = [], []
         for initial in initials:
+            if statuses and statuses[-1] is Status.INTERRUPTED:      # Ctrl-C stops the ensemble, not one replica
+                rows.append((np.empty(0), []))
+                statuses.append(Status.INTERRUPTED)
+                continue
             traj = simulate(model, initial, t_final, **run)
             statuses.append(traj.status)
             rows.append((traj.times, [_observed(observable, s, shape) for s in traj.states]))

@@ -469,3 +469,19 @@ def test_groups_1_given_explicitly_is_the_default():
     plain = mf.ensemble(MODEL, 4, 0.2, replicas=3, step=0.1)
     given = mf.ensemble(MODEL, 4, 0.2, replicas=3, step=0.1, groups=1)
     assert given.success and np.array_equal(plain.values, given.values)
+
+
+def test_ctrl_c_stops_the_replicas_run_one_by_one():
+    # with batch=False a Ctrl-C interrupted one replica's run and the ensemble went on with the next ones (a user had
+    # to press it once per replica); now the replicas not yet run are INTERRUPTED, as a batched run's all are
+    started = []
+
+    def interrupt_replica_1(t, state, diagnostics):      # called at each saved time after t0
+        if t == pytest.approx(0.2):
+            started.append(t)
+        if len(started) == 2:
+            raise KeyboardInterrupt
+        return False
+    r = mf.ensemble(MODEL, 6, 0.4, replicas=4, step=0.1, save_every=0.2, batch=False, callback=interrupt_replica_1)
+    assert r.statuses == [mf.Status.OK] + [mf.Status.INTERRUPTED] * 3
+    assert len(started) == 2 and list(r.count) == [2, 2, 1]
