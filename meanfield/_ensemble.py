@@ -227,8 +227,8 @@ def _resumed(model, joint, t_final, R, run):
         raise ValueError(f"`checkpoint` {str(path)!r} holds no run of meanfield.simulate (an energy result, or a file "
                          "saved without a run): delete it or choose another path.")
     times = save_times(t_final, run["save_every"], run["t_eval"], run["t0"])
+    # (a run that stopped early is stored incomplete, with the save times it did not reach: resume tries them again)
     planned = np.asarray(done.times if info["complete"] else [*done.times, *info.get("remaining_times", [])], float)
-    stopped = info["complete"] and done.status is not Status.OK     # its last state is where it stopped, off the grid
     backend_options = {k: v for k, v in run.items() if k not in _RUN_OPTIONS}
     m, first = done.model, done.states[0]
     radii = joint.radii if joint.radii is not None or not model.scheme_def.has_radius else np.ones(joint.n)
@@ -241,17 +241,15 @@ def _resumed(model, joint, t_final, R, run):
         ("the replicas or their initial tokens", isinstance(first, Particles) and first.n == joint.n and
          np.array_equal(first.positions, joint.positions) and np.array_equal(first.weights, joint.weights) and
          (first.radii is None) == (radii is None) and (radii is None or np.array_equal(first.radii, radii))),
-        ("the save times (t0, t_final, save_every, t_eval)", planned.size <= times.size and (
-            np.array_equal(planned[:-1], times[:planned.size - 1]) and planned[-1] < times[planned.size - 1]
-            if stopped else np.array_equal(planned, times))),
+        ("the save times (t0, t_final, save_every, t_eval)", np.array_equal(planned, times)),
     ) if not same]
     if not differs:
         wanted = get_backend("particles").validate_options(model, joint, {**backend_options, "groups": R})
-        differs += [f"the option {k}={wanted[k]!r}, stored {done.options.get(k)!r}" for k in wanted
+        differs += [f"the option {k}={wanted[k]!r} (stored: {done.options.get(k)!r})" for k in wanted
                     if done.options.get(k) != wanted[k]]
     if differs:
-        raise ValueError(f"`checkpoint` {str(path)!r} holds another run than this ensemble's ({'; '.join(differs)} "
-                         "differ): it resumes only the batched run of the same arguments; delete the file or choose "
+        raise ValueError(f"`checkpoint` {str(path)!r} holds another run than this ensemble's (different: "
+                         f"{'; '.join(differs)}): it resumes only the batched run of the same arguments; delete the file or choose "
                          "another path.")
     return resume(path, progress=run.get("progress", False), checkpoint_every=run.get("checkpoint_every", "auto"),
                   checkpoint_interval=run.get("checkpoint_interval", 600.0), alpha=alpha)

@@ -485,3 +485,17 @@ def test_ctrl_c_stops_the_replicas_run_one_by_one():
     r = mf.ensemble(MODEL, 6, 0.4, replicas=4, step=0.1, save_every=0.2, batch=False, callback=interrupt_replica_1)
     assert r.statuses == [mf.Status.OK] + [mf.Status.INTERRUPTED] * 3
     assert len(started) == 2 and list(r.count) == [2, 2, 1]
+
+
+def test_a_checkpoint_of_a_batched_run_stopped_at_its_start_is_read_back(tmp_path):
+    # Peri-LN divides by ‖A‖, 0 for a first token without mass under the causal mask: the batched run stops at t0
+    def sampler(rng):
+        p = mf.Particles.uniform(5, seed=rng)
+        return mf.Particles(p.positions, np.array([0, 1, 1, 1, 1]) / 4)
+    path, model = tmp_path / "stopped.h5", mf.Model(2.0, "peri-ln")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        runs = [mf.ensemble(model, sampler, 1.0, replicas=3, causal=True, step=0.1, save_every=0.5, checkpoint=path)
+                for _ in range(2)]
+    assert all(s is mf.Status.NON_FINITE for r in runs for s in r.statuses)
+    assert np.array_equal(runs[0].values, runs[1].values, equal_nan=True) and list(runs[1].count) == [3, 0, 0]
