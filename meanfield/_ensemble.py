@@ -249,8 +249,8 @@ def _resumed(model, joint, t_final, R, run):
                     if done.options.get(k) != wanted[k]]
     if differs:
         raise ValueError(f"`checkpoint` {str(path)!r} holds another run than this ensemble's (different: "
-                         f"{'; '.join(differs)}): it resumes only the batched run of the same arguments; delete the file or choose "
-                         "another path.")
+                         f"{'; '.join(differs)}): it resumes only the batched run of the same arguments; delete the "
+                         "file or choose another path.")
     return resume(path, progress=run.get("progress", False), checkpoint_every=run.get("checkpoint_every", "auto"),
                   checkpoint_interval=run.get("checkpoint_interval", 600.0), alpha=alpha)
 
@@ -311,12 +311,12 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         :func:`meanfield.simulate` option) saves the batched run (then no fallback: every replica stops where it
         stopped), and a later call with the same arguments and file resumes it: a killed run goes on from its last
         checkpoint, a complete one is read back without running; a file that holds another run (other model,
-        replicas, initial tokens, save times or options) is refused, not overwritten.  Default: batched for backend "particles" with an explicit method and no
-        ``callback`` when the replicas have equal token counts (and the same use of radii); ``batch=True``
-        refuses the other cases, ``batch=False`` runs the replicas one after another.  The implicit methods
-        ("bdf", "radau") run batched only with ``batch=True`` (they factorize the batch's block-diagonal Jacobian
-        sparse): they step as the stiffest replica needs, and the batch was no faster (10 replicas of 20 tokens,
-        USA, β = 10, to t = 2, "bdf": 12.5 s batched, 11.0 s one by one).
+        replicas, initial tokens, save times or options) is refused, not overwritten.  Default: batched for
+        backend "particles" with an explicit method and no ``callback`` when the replicas have equal token counts
+        (and the same use of radii); ``batch=True`` refuses the other cases, ``batch=False`` runs the replicas one
+        after another.  The implicit methods ("bdf", "radau") run batched only with ``batch=True`` (they factorize
+        the batch's block-diagonal Jacobian sparse): they step as the stiffest replica needs, and the batch was no
+        faster (10 replicas of 20 tokens, USA, β = 10, to t = 2, "bdf": 12.5 s batched, 11.0 s one by one).
     confidence : float
         Level of the confidence interval, in (0, 1).
     interval : {"t", "bootstrap"}
@@ -339,7 +339,7 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         Invalid input, before any run: ``replicas`` < 2, ``confidence`` outside (0, 1), ``interval`` not "t"
         or "bootstrap", "bootstrap" with fewer replicas than its minimum, ``seed`` not an int ≥ 0 or a
         SeedSequence, a token count < 1, an observable that is not callable or does not return real numbers,
-        invalid times or backend options.
+        invalid times or backend options, a ``checkpoint`` file that holds another run.
 
     Notes
     -----
