@@ -171,7 +171,8 @@ _REPLICA_FAILURES = (Status.NON_FINITE, Status.STEP_TOO_SMALL)
 
 def _run_batched(model, initials, t_final, run, observable, shape):
     """The replicas as one run of the exact backend with ``groups`` = R: per replica (times, values), and the
-    statuses; None when the run stopped where one replica may have stopped it (and no checkpoint holds the run)."""
+    statuses; None when the run stopped where one replica may have stopped it (not by spending ``max_steps``, the
+    budget of the whole batch, and with no checkpoint holding the run)."""
     R, n = len(initials), initials[0].n
     joint = Particles(np.concatenate([p.positions for p in initials]),
                       np.concatenate([p.weights for p in initials]) / R,
@@ -181,7 +182,9 @@ def _run_batched(model, initials, t_final, run, observable, shape):
         traj = _resumed(model, joint, t_final, R, run)
         if traj is None:
             traj = simulate(model, joint, t_final, **{**run, "groups": R})      # (groups=1 given: the default)
-    if traj.status in _REPLICA_FAILURES and run.get("checkpoint") is None:
+    budget = run.get("max_steps")
+    spent = budget is not None and traj.status is Status.STEP_TOO_SMALL and len(traj.steps["t"]) >= budget
+    if traj.status in _REPLICA_FAILURES and run.get("checkpoint") is None and not spent:
         warn(f"ensemble: the batched run of the {R} replicas stopped at t={traj.times[-1]:.6g} ({traj.message}); "
              "they are run one by one instead, so that each goes as far as it can (batch=False skips the batched "
              "attempt).")
@@ -307,7 +310,8 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         so each is integrated at least as accurately as on its own, but not with the same steps (the values agree
         with ``batch=False`` to the tolerance; with fixed steps, ``step`` or ``time="layers"``, to rounding).  A
         batched run that stops early where one replica can stop it (a non-finite state, a step too small) is
-        warned about, and the replicas are run one by one instead, each as far as it goes.  ``checkpoint`` (a
+        warned about, and the replicas are run one by one instead, each as far as it goes (not when it spent
+        ``max_steps``: that budget bounds the batch's shared steps, and every replica stops there).  ``checkpoint`` (a
         :func:`meanfield.simulate` option) saves the batched run (then no fallback: every replica stops where it
         stopped), and a later call with the same arguments and file resumes it: a killed run goes on from its last
         checkpoint, a complete one is read back without running; a file that holds another run (other model,

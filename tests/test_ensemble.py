@@ -499,3 +499,19 @@ def test_a_checkpoint_of_a_batched_run_stopped_at_its_start_is_read_back(tmp_pat
                 for _ in range(2)]
     assert all(s is mf.Status.NON_FINITE for r in runs for s in r.statuses)
     assert np.array_equal(runs[0].values, runs[1].values, equal_nan=True) and list(runs[1].count) == [3, 0, 0]
+
+
+def test_a_batched_run_that_spends_max_steps_is_not_rerun_one_by_one(monkeypatch):
+    # max_steps bounds the cost of the batch's shared steps: spending it is no replica's failure, and a rerun one by
+    # one (each replica with the whole budget) would cost up to R times the bound
+    import meanfield._ensemble as ens
+    calls = []
+    real = ens.simulate
+
+    def spy(model, initial, t_final, **options):
+        calls.append(initial.n)
+        return real(model, initial, t_final, **options)
+    monkeypatch.setattr(ens, "simulate", spy)
+    r = mf.ensemble(MODEL, 10, 5.0, replicas=3, save_every=1.0, max_steps=5)
+    assert calls == [30]
+    assert r.statuses == [mf.Status.STEP_TOO_SMALL] * 3 and np.all(r.count[1:] == 0) and np.all(r.count[0] == 3)
