@@ -443,6 +443,28 @@ def _energy_summary(res, path) -> str:
     return "\n".join(lines)
 
 
+def _options_text(traj, width: int = 400) -> str:
+    """The run's backend options that are not the backend's defaults (given, or filled in by the run: a method
+    chosen from ``step``), as name=value; "the backend's defaults" when there are none."""
+    import numpy as np
+
+    from .backends._registry import get_backend
+
+    try:
+        defaults = get_backend(traj.backend).option_defaults()
+    except (ValueError, AttributeError):       # a backend not registered in this session
+        defaults = {}
+
+    def same(a, b):
+        try:
+            return a is b or bool(np.all(np.asarray(a == b)))
+        except (TypeError, ValueError):
+            return False
+    changed = [f"{k}={v!r}" for k, v in traj.options.items() if k not in defaults or not same(v, defaults[k])]
+    text = ", ".join(changed) or "the backend's defaults"
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def _info(args) -> int:
     import meanfield as mf
     from ._io import run_info
@@ -460,6 +482,7 @@ def _info(args) -> int:
     m = traj.model
     print(_summary(traj, args.result))
     print(f"  model: β={m.beta:g}, scheme={m.scheme}, attention={m.attention}, d={m.d}, α={m.alpha}, τ={m.tau}")
+    print(f"  options: {_options_text(traj)}")
     print(f"  complete: {info['complete']}, t_final: {info.get('t_final')}, seed: {info.get('seed')}")
     print(f"  states: {len(traj)} saved, first {traj.states[0]!r}, last {traj.final!r}")
     from ._io import read_resume_point

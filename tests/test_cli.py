@@ -840,3 +840,16 @@ def test_an_interrupted_run_says_what_interrupted_it(tmp_path, signame, detail):
                            save_every=0.25, step=0.05, callback=stop, checkpoint=out)
     assert traj.status is mf.Status.INTERRUPTED and traj.detail.startswith(detail), traj.detail
     assert detail in mf.load(out).message and "the detail says which" in traj.message
+
+
+def test_info_lists_the_options_that_are_not_the_backends_defaults(tmp_path, capsys):
+    # info showed no option at all: a run of 3 independent groups read as one system of 12 tokens
+    path = tmp_path / "g.h5"
+    mf.simulate(mf.Model(2.0), mf.Particles.uniform(12), 0.2, backend="particles", groups=3, step=0.1, checkpoint=path)
+    assert main(["info", str(path)]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("options:"))
+    assert "groups=3" in line and "step=0.1" in line and "rtol" not in line and "threads" not in line
+    plain = tmp_path / "p.h5"
+    mf.simulate(mf.Model(2.0), mf.Density.random(8, seed=1, degree=2), 0.1, checkpoint=plain)
+    assert main(["info", str(plain)]) == 0
+    assert "  options: the backend's defaults" in capsys.readouterr().out.splitlines()
