@@ -208,7 +208,8 @@ _RUN_OPTIONS = ("backend", "save_every", "t_eval", "t0", "callback", "progress",
 
 def _resumed(model, joint, t_final, R, run):
     """The batched run continued from ``run["checkpoint"]`` when that file holds it (written by an earlier call with
-    the same arguments: complete, or killed); None when there is no file there (the run starts afresh).  A file that
+    the same arguments: complete, or killed; or complete to an earlier ``t_final`` with the same ``save_every``,
+    then extended); None when there is no file there (the run starts afresh).  A file that
     holds another run is refused, naming what differs, rather than overwritten."""
     from ._io import ResultFileError, check_output_path, load, run_info
     from ._simulate import resume
@@ -233,6 +234,9 @@ def _resumed(model, joint, t_final, R, run):
     # (a run that stopped early is stored incomplete, with the save times it did not reach: resume tries them again)
     planned = np.asarray(done.times if info["complete"] else [*done.times, *info.get("remaining_times", [])], float)
     backend_options = {k: v for k, v in run.items() if k not in _RUN_OPTIONS}
+    # a finished run whose save times begin this call's (same save_every, a later t_final): extended, as mf.resume does
+    extend = bool(info["complete"] and run["t_eval"] is None and run["save_every"] is not None
+                  and planned.size < times.size and np.array_equal(planned, times[:planned.size]))
     m, first = done.model, done.states[0]
     radii = joint.radii if joint.radii is not None or not model.scheme_def.has_radius else np.ones(joint.n)
     differs = [what for what, same in (
@@ -244,7 +248,7 @@ def _resumed(model, joint, t_final, R, run):
         ("the replicas or their initial tokens", isinstance(first, Particles) and first.n == joint.n and
          np.array_equal(first.positions, joint.positions) and np.array_equal(first.weights, joint.weights) and
          (first.radii is None) == (radii is None) and (radii is None or np.array_equal(first.radii, radii))),
-        ("the save times (t0, t_final, save_every, t_eval)", np.array_equal(planned, times)),
+        ("the save times (t0, t_final, save_every, t_eval)", np.array_equal(planned, times) or extend),
     ) if not same]
     if not differs:
         wanted = get_backend("particles").validate_options(model, joint, {**backend_options, "groups": R})
@@ -254,8 +258,9 @@ def _resumed(model, joint, t_final, R, run):
         raise ValueError(f"`checkpoint` {str(path)!r} holds another run than this ensemble's (different: "
                          f"{'; '.join(differs)}): it resumes only the batched run of the same arguments; delete the "
                          "file or choose another path.")
+    more = dict(t_final=float(times[-1]), save_every=run["save_every"]) if extend else {}
     return resume(path, progress=run.get("progress", False), checkpoint_every=run.get("checkpoint_every", "auto"),
-                  checkpoint_interval=run.get("checkpoint_interval", 600.0), alpha=alpha)
+                  checkpoint_interval=run.get("checkpoint_interval", 600.0), alpha=alpha, **more)
 
 
 def _observed(observable, state, shape=None) -> np.ndarray:
@@ -314,7 +319,8 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         ``max_steps``: that budget bounds the batch's shared steps, and every replica stops there).  ``checkpoint`` (a
         :func:`meanfield.simulate` option) saves the batched run (then no fallback: every replica stops where it
         stopped), and a later call with the same arguments and file resumes it: a killed run goes on from its last
-        checkpoint, a complete one is read back without running; a file that holds another run (other model,
+        checkpoint, a complete one is read back without running, and one complete to an earlier ``t_final`` with the
+        same ``save_every`` is extended to this one; a file that holds another run (other model,
         replicas, initial tokens, save times or options) is refused, not overwritten.  Default: batched for
         backend "particles" with an explicit method and no ``callback`` when the replicas have equal token counts
         (and the same use of radii); ``batch=True`` refuses the other cases, ``batch=False`` runs the replicas one

@@ -515,3 +515,17 @@ def test_a_batched_run_that_spends_max_steps_is_not_rerun_one_by_one(monkeypatch
     r = mf.ensemble(MODEL, 10, 5.0, replicas=3, save_every=1.0, max_steps=5)
     assert calls == [30]
     assert r.statuses == [mf.Status.STEP_TOO_SMALL] * 3 and np.all(r.count[1:] == 0) and np.all(r.count[0] == 3)
+
+
+def test_a_complete_checkpoint_is_extended_to_a_later_t_final(tmp_path):
+    # refused before ("the save times differ"): the batched run is resumed to the later t_final in the same file
+    path = tmp_path / "ens.h5"
+    kw = dict(replicas=3, seed=2, step=0.1, save_every=0.2)
+    short = mf.ensemble(MODEL, 10, 0.4, checkpoint=path, **kw)
+    longer = mf.ensemble(MODEL, 10, 0.8, checkpoint=path, **kw)
+    fresh = mf.ensemble(MODEL, 10, 0.8, **kw)
+    assert np.array_equal(longer.times, fresh.times) and mf.load(path).times[-1] == pytest.approx(0.8)
+    assert np.array_equal(longer.values[:, :3], short.values)
+    assert np.max(np.abs(longer.values - fresh.values)) < 1e-13      # fixed steps: the same steps
+    with pytest.raises(ValueError, match=r"holds another run .*the save times"):
+        mf.ensemble(MODEL, 10, 1.2, checkpoint=path, **{**kw, "save_every": 0.3})
