@@ -456,6 +456,8 @@ def _options_text(traj, width: int = 400) -> str:
         defaults = {}
 
     def same(a, b):
+        if b is None and isinstance(a, float) and a == np.inf:      # None read as "no bound" (max_step)
+            return True
         try:
             return a is b or bool(np.all(np.asarray(a == b)))
         except (TypeError, ValueError):

@@ -849,6 +849,7 @@ def test_info_lists_the_options_that_are_not_the_backends_defaults(tmp_path, cap
     assert main(["info", str(path)]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("options:"))
     assert "groups=3" in line and "step=0.1" in line and "rtol" not in line and "threads" not in line
+    assert "max_step" not in line           # the run stores its default None ("no bound") as inf
     plain = tmp_path / "p.h5"
     mf.simulate(mf.Model(2.0), mf.Density.random(8, seed=1, degree=2), 0.1, checkpoint=plain)
     assert main(["info", str(plain)]) == 0
