@@ -722,10 +722,18 @@ class ZonalDensity:
         return f"ZonalDensity(lmax={self.lmax}, d={self.d}, mass={self.mass():.6g})"
 
 
-def pair_alignment(weights, directions) -> float:
+def pair_alignment(weights, directions):
     """Σ_{i≠j} w_i w_j ⟨θ_i, θ_j⟩ / Σ_{i≠j} w_i w_j of unit ``directions`` (n, d) with ``weights`` (n,) summing to 1,
-    in O(n d) through m = Σ_i w_i θ_i: (|m|² − Σ w_i²) / (1 − Σ w_i²); 1 when there is no pair (one token)."""
+    in O(n d) through m = Σ_i w_i θ_i: (|m|² − Σ w_i²) / (1 − Σ w_i²); 1 when there is no pair (one token).
+
+    With a leading axis of G independent groups, ``weights`` (G, n) each summing to 1 and ``directions`` (G, n, d):
+    each group's value, an ndarray (G,)."""
     w = np.asarray(weights)
+    if w.ndim == 2:
+        m = np.einsum("gi,gid->gd", w, directions)
+        w2 = np.einsum("gi,gi->g", w, w)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(w2 < 1, (np.einsum("gd,gd->g", m, m) - w2) / (1.0 - w2), 1.0)
     m = w @ directions
     w2 = float(w @ w)
     return float((m @ m - w2) / (1.0 - w2)) if w2 < 1 else 1.0

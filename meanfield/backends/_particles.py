@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._attention import _DirectEvaluator
-from .._measures import Particles
+from .._measures import Particles, pair_alignment
 from .._validate import flag, nonneg_int, unit_vectors
 from ._stepper import ParticleStepper
 
@@ -33,12 +33,7 @@ def group_alignment(weights, theta, groups: int) -> float:
     """Σ_g m_g · mean_alignment(group g): the groups' mean pair alignments weighted by their masses m_g, O(n d)."""
     w = weights.reshape(groups, -1)
     mass = w.sum(axis=1)
-    w = w / mass[:, None]
-    mean = np.einsum("gi,gid->gd", w, theta.reshape(groups, w.shape[1], -1))
-    w2 = np.einsum("gi,gi->g", w, w)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per = np.where(w2 < 1, (np.einsum("gd,gd->g", mean, mean) - w2) / (1.0 - w2), 1.0)
-    return float(mass @ per)
+    return float(mass @ pair_alignment(w / mass[:, None], theta.reshape(groups, w.shape[1], -1)))
 
 
 class ParticlesBackend(ParticleStepper):
