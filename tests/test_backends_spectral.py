@@ -64,6 +64,18 @@ def test_refine_policy_raises_lmax_and_keeps_mass():
     assert np.all(tr.steps["tail"] <= 1e-4)
 
 
+def test_refine_redoes_a_step_whose_tail_passed_tail_tol():
+    """A step that jumps from below tail_warn to beyond tail_tol was kept and zero-padded (a state with a tail
+    2.5e-6 > tail_tol = 2e-6 went on at the new band limit); it is redone from the resolved state instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(5.0), _smooth(16), 5.0, on_resolution_loss="refine", lmax_max=64, method="rk4",
+                         step=0.1, tail_warn=1e-6, tail_tol=2e-6)
+    assert tr.success, tr.message
+    assert tr.final.lmax > 16
+    assert np.all(tr.steps["tail"] <= 2e-6), tr.steps["tail"].max()
+
+
 def test_filter_is_recorded_and_warned():
     with pytest.warns(mf.MeanfieldWarning, match="filter"):
         tr = mf.simulate(mf.Model(2.0), _smooth(16), 0.2, filter=(36.0, 8))

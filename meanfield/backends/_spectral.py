@@ -783,8 +783,9 @@ class SpectralBackend:
         if policy == "refine" and (tail > opts["tail_warn"] or undershoot):
             new_l = min(int(np.ceil(opts["refine_factor"] * self.basis.lmax)), opts["lmax_max"])
             if new_l > self.basis.lmax:      # the last refinement steps up to lmax_max exactly
-                if min_rho < -0.1 * opts["negativity_tol"]:
-                    # undershoot is made by the last step's truncation: redo it from the previous state
+                if min_rho < -0.1 * opts["negativity_tol"] or lost:
+                    # an undershoot, or a tail past tail_tol, is made by the last step's truncation: zero-padding
+                    # keeps it, so redo that step from the previous (resolved) state at the new band limit
                     self._roll_back(previous)
                 self.refine(new_l)
                 return Status.OK
