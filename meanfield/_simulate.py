@@ -122,7 +122,8 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         to ``t_final``, whose state is always kept.  Exclusive with ``save_every``.
     callback : callable, optional
         ``callback(t, state, diagnostics)`` at every saved time after ``t0`` (the initial state is not passed
-        to it: it is ``states[0]`` of the result); returning True stops the run.
+        to it: it is ``states[0]`` of the result); returning True stops the run, None or False goes on (any
+        other return value is an error).
     progress : bool
         Show a progress bar (tqdm) over simulated time.
     checkpoint : str or Path, optional
@@ -248,7 +249,8 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
                     raise KeyboardInterrupt
                 if run.write_due(i) and i < len(times) - 1:
                     run.write(complete=False)
-                if callback is not None and callback(stepper.t, run.states[-1], run.diags[-1]):
+                if callback is not None and _stop_requested_by(callback(stepper.t, run.states[-1], run.diags[-1]),
+                                                               stepper.t):
                     run.status = Status.CALLBACK_STOP
                     break
                 if keep_state is not None and not keep_state(i):
@@ -399,6 +401,16 @@ def _check_callback(callback) -> None:
     except TypeError as err:
         raise TypeError(f"`callback` must accept three positional arguments (t, state, diagnostics); "
                         f"callback{signature} does not ({err}).") from None
+
+
+def _stop_requested_by(answer, t) -> bool:
+    """The callback's answer at time ``t``: True stops the run; None or False goes on.  Anything else is refused:
+    a callback ending in an expression (``return d["energy"]``, a list's ``append`` chained by ``and``) would
+    otherwise stop the run at the first save with no error, if its value happened to be truthy."""
+    if answer is None or isinstance(answer, (bool, np.bool_)):
+        return bool(answer)
+    raise TypeError(f"`callback` must return True (stop the run) or None/False (go on); at t={t:.6g} it returned "
+                    f"{answer!r} ({type(answer).__name__}).")
 
 
 class _Run:
@@ -578,7 +590,8 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
         Spacing of the saved states beyond the stored ``t_final`` (default: the largest spacing of the
         run's save times, those it has not reached yet included).  Only with ``t_final``.
     callback : callable, optional
-        ``callback(t, state, diagnostics)`` at every newly saved time; returning True stops the run.
+        ``callback(t, state, diagnostics)`` at every newly saved time; returning True stops the run, None or
+        False goes on (any other return value is an error).
     progress : bool
         Show a progress bar (tqdm) over simulated time.
     checkpoint_every : int or "auto"

@@ -47,6 +47,23 @@ def test_callback_stops():
     assert tr.status is mf.Status.CALLBACK_STOP and abs(tr.times[-1] - 0.3) < 1e-12 and len(seen) == 3
 
 
+@pytest.mark.parametrize("answer", [0.7, 1, "stop", [1]])
+def test_a_callback_returning_neither_a_bool_nor_none_is_an_error(answer, tmp_path):
+    """``return d["energy"]`` stopped the run at its first save, with no error; the states so far still go to the
+    checkpoint, resumable once the callback is fixed."""
+    path = tmp_path / "run.h5"
+    with pytest.raises(TypeError, match=r"`callback` must return True \(stop the run\) or None/False .*at t=0.1"):
+        mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, save_every=0.1, checkpoint=path,
+                    callback=lambda t, s, d: answer)
+    assert mf.load(path).times[-1] == pytest.approx(0.1)
+
+
+def test_a_callback_may_answer_with_a_numpy_bool():
+    tr = mf.simulate(mf.Model(1.0), mf.Density.uniform(4), 1.0, save_every=0.1,
+                     callback=lambda t, s, d: np.float64(t) >= 0.2)
+    assert tr.status is mf.Status.CALLBACK_STOP and tr.times[-1] == pytest.approx(0.2)
+
+
 def test_front_door_errors():
     with pytest.raises(TypeError, match="`model`"):
         mf.simulate("post-ln", mf.Density.uniform(4), 1.0)
