@@ -279,11 +279,20 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
         propagate = run.status is Status.INTERRUPTED and _PROPAGATE.get()
         if run.status not in (Status.OK, Status.CALLBACK_STOP) and not propagate:
             warn(f"simulate stopped at t={stepper.t:.6g}: {run.status.message} {run.detail()}")
+        _warn_if_energy_overflowed(run.diags, model)
         if checkpoint is not None:
             run.write(complete=run.status is Status.OK, final=True)
         if propagate:
             raise KeyboardInterrupt(run.cause)
         return run.whole()
+
+
+def _warn_if_energy_overflowed(diags, model) -> None:
+    """The ``energy`` diagnostic grows like e^{β}: beyond float64 it is recorded as inf (the run itself is sound,
+    softmax attention having no such limit), which would otherwise pass unremarked in a run reported OK."""
+    if any(np.isposinf(d.get("energy", 0.0)) for d in diags):
+        warn(f"the `energy` diagnostic exceeds the float64 range at beta={model.beta!r} (E grows like e^β/(2β) "
+             "as tokens cluster): recorded as inf. The run's states and other diagnostics are unaffected.")
 
 
 def _step_hook(bar, run, interval):

@@ -542,3 +542,28 @@ print("not reached")
     assert resumed.success and np.array_equal(resumed.times, full.times)
     assert max(np.max(np.abs(a.coeffs - b.coeffs)) for a, b in zip(full.states, resumed.states)) <= 1e-14
     assert not list(tmp_path.glob(".run.h5.lock"))
+
+
+@pytest.mark.parametrize("backend", ["spectral", "particles"])
+def test_an_energy_beyond_float64_is_inf_and_warned_about(backend):
+    """At β = 1000 E_β exceeds float64 (e^β/(2β) for clustered tokens): the spectral diagnostic was NaN with numpy's
+    'invalid value' warnings (inf weights times zero coefficients), the particles' inf with no word, in runs
+    reported OK.  Both are now inf, warned about once; the energy of the initial state is meanfield.energy's."""
+    initial = mf.Density.uniform(8) if backend == "spectral" else mf.Particles.uniform(50, 3, seed=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr = mf.simulate(mf.Model(1000.0), initial, 0.01, backend=backend, save_every=0.005)
+    assert tr.status is mf.Status.OK
+    assert np.all(np.isposinf(tr.diagnostics["energy"]))
+    messages = [str(w.message) for w in caught]
+    assert sum("`energy` diagnostic exceeds the float64 range at beta=1000.0" in m for m in messages) == 1
+    assert not any(issubclass(w.category, RuntimeWarning) for w in caught), messages
+
+
+def test_the_spectral_energy_diagnostic_at_moderate_beta_is_meanfield_energy():
+    rho = mf.Density.random(12, seed=3, amplitude=0.5)
+    for beta in (0.5, 5.0, 700.0):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mf.MeanfieldWarning)     # lmax=12 is below β=700's kernel band limit
+            tr = mf.simulate(mf.Model(beta), rho, 1e-9, save_every=1e-9, rtol=1e-12)
+        assert tr.diagnostics["energy"][0] == pytest.approx(mf.energy(rho, beta), rel=1e-13)

@@ -27,7 +27,7 @@ from .._trajectory import Status
 from .._validate import choice, exponential_filter, nonneg_int, open_fraction, positive_float
 from ..sphere._funk_hecke import kernel_beta
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
-from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, funk_hecke_unscaled, kernel_bandlimit,
+from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, kernel_bandlimit,
                                   kernel_truncation_error)
 from ._bases import CircleBasis, S2Basis, ZonalBasis, workspace
 from .._validate import check_options
@@ -537,7 +537,8 @@ class SpectralBackend:
         else:
             raise UnsupportedModelError(f"backend='spectral' handles d = 2, 3 or zonal data; got d={d}.")
         self.attention = SpectralAttention(self.model, self.basis, self.options["quadrature_tol"])
-        self._energy_w = (self.basis.energy_weights(funk_hecke_unscaled(self.model.beta_eff, lmax + 1, d))
+        # e^{-β_eff}-scaled: the unscaled weights overflow to inf from β_eff ≈ 710, and inf·|c|² = NaN where c = 0
+        self._energy_w = (self.basis.energy_weights(funk_hecke(self.model.beta_eff, lmax + 1, d, scaled=True))
                           if self.attention.path != "quadrature" else None)
 
     def _resize_from(self, c, lmax_in):
@@ -873,7 +874,9 @@ class SpectralBackend:
         if self._energy_w is None:
             return np.nan
         c = self.y[:, 0].sum(axis=0)
-        return float(np.sum(self._energy_w[: c.size] * np.abs(c) ** 2) / (2 * self.model.beta))
+        scaled = float(np.sum(self._energy_w[: c.size] * np.abs(c) ** 2) / (2 * self.model.beta))
+        with np.errstate(over="ignore"):        # beyond float64: inf, as meanfield.energy reports it
+            return float(np.exp(self.model.beta_eff) * scaled)
 
     def resume_options(self) -> dict:
         """Options that let a new backend continue exactly where this one stands (checkpoints)."""
