@@ -15,7 +15,7 @@ import numpy as np
 
 from ._compare import sobolev_distance
 from ._measures import Density
-from ._validate import nonneg_int, positive_float
+from ._validate import nonneg_int, positive_float, seed_error
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,13 @@ def _root_seed(seed) -> np.random.SeedSequence:
     if isinstance(seed, np.random.SeedSequence):
         return np.random.SeedSequence(seed.entropy, spawn_key=seed.spawn_key, pool_size=seed.pool_size,
                                       n_children_spawned=seed.n_children_spawned)
+    accepted = "None, an int ≥ 0 (or a sequence of them) or a numpy SeedSequence"
     if isinstance(seed, bool):
-        raise TypeError(f"`seed` must be None, an int ≥ 0 (or a sequence of them) or a numpy SeedSequence; "
-                        f"got seed={seed!r}.")
+        raise seed_error(seed, accepted)
     try:
         return np.random.SeedSequence(seed)
-    except (TypeError, ValueError) as err:
-        raise type(err)(f"`seed` must be None, an int ≥ 0 (or a sequence of them) or a numpy SeedSequence; "
-                        f"got seed={seed!r}.") from None
+    except (TypeError, ValueError):
+        raise seed_error(seed, accepted) from None
 
 
 def _check_run(traj, what):

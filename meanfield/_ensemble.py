@@ -19,7 +19,7 @@ from ._errors import warn
 from ._measures import Particles, pair_alignment
 from ._model import Model
 from ._simulate import Status, save_times, simulate
-from ._validate import flag, nonneg_int, save_every_count
+from ._validate import flag, nonneg_int, save_every_count, seed_error
 
 #: The confidence intervals of :func:`ensemble` (``interval=``).
 INTERVALS = ("t", "bootstrap")
@@ -425,7 +425,7 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
             raise TypeError
         root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     except (TypeError, ValueError):
-        raise TypeError(f"`seed` must be an int ≥ 0 or a numpy SeedSequence; got seed={seed!r}.") from None
+        raise seed_error(seed, "an int ≥ 0 or a numpy SeedSequence") from None
     if batch is not None:
         batch = flag("batch", batch)
     seeds = root.spawn(replicas)

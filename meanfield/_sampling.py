@@ -13,7 +13,7 @@ import numpy as np
 
 from ._measures import Density, Particles, ZonalDensity, conversion_hint
 from ._memory import require
-from ._validate import nonneg_int
+from ._validate import nonneg_int, seed_error
 
 _MARGIN = 1.05          # bound = margin × (max on the fine grid)
 _NEG_TOL = 1e-8         # relative negativity that is treated as rounding (clipped to 0)
@@ -27,7 +27,7 @@ def _rng(seed):
             raise TypeError
         return np.random.default_rng(seed)
     except (TypeError, ValueError):
-        raise TypeError(f"`seed` must be None, an int ≥ 0, a SeedSequence or a numpy Generator; got seed={seed!r}.") from None
+        raise seed_error(seed, "None, an int ≥ 0, a SeedSequence or a numpy Generator") from None
 
 
 def _uniform_sphere(rng, m, d):

@@ -185,6 +185,16 @@ def nonneg_int(name: str, value, *, minimum: int = 0, maximum: int | None = None
     return int(value)
 
 
+def seed_error(seed, accepted: str) -> Exception:
+    """The error for a ``seed`` numpy refused: ValueError for integers out of range (seed=-1: the right kind of
+    value), TypeError for anything else (1.5, "a", True); ``accepted`` lists what the caller takes."""
+    entries = seed if isinstance(seed, (list, tuple)) else [seed]
+    integral = all(isinstance(s, (numbers.Integral, np.integer)) and not isinstance(s, (bool, np.bool_))
+                   for s in entries)
+    kind = ValueError if integral and entries else TypeError
+    return kind(f"`seed` must be {accepted}; got seed={seed!r}.")
+
+
 def checkpoint_every(value) -> int | str:
     """``checkpoint_every``: an integer ≥ 1 (every that many saved states) or ``"auto"`` (paced by the time the
     writes take: see :data:`meanfield._simulate.CHECKPOINT_TIME_SHARE`)."""

@@ -182,6 +182,8 @@ def test_an_observable_of_varying_shape_is_refused_by_name():
 def test_seed_true_is_refused():
     with pytest.raises(TypeError, match=r"`seed` must be an int ≥ 0 or a numpy SeedSequence; got seed=True"):
         mf.ensemble(MODEL, 10, 0.1, replicas=2, seed=True, step=0.1)
+    with pytest.raises(ValueError, match=r"`seed` must be an int ≥ 0 or a numpy SeedSequence; got seed=-1"):
+        mf.ensemble(MODEL, 10, 0.1, replicas=2, seed=-1, step=0.1)
 
 
 @pytest.mark.slow

@@ -73,10 +73,12 @@ def test_zonal_density_axis_is_a_finite_unit_vector(axis):
         mf.ZonalDensity([1.0, 0.5, 0.0], 2, 3, axis=axis)
 
 
-@pytest.mark.parametrize("seed", [-1, "a", 1.5])
-def test_random_constructors_name_a_bad_seed(seed):
+@pytest.mark.parametrize("seed, error", [(-1, ValueError), ([3, -1], ValueError), ("a", TypeError),
+                                         (1.5, TypeError), (True, TypeError)])
+def test_random_constructors_name_a_bad_seed(seed, error):
+    """An integer out of range is a ValueError (it was a TypeError), a value of another kind a TypeError."""
     for make in (lambda: mf.Particles.uniform(3, seed=seed), lambda: mf.Density.random(4, seed=seed)):
-        with pytest.raises(TypeError, match="`seed` must be None, an int ≥ 0"):
+        with pytest.raises(error, match="`seed` must be None, an int ≥ 0"):
             make()
 
 
