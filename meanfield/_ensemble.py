@@ -16,7 +16,7 @@ from ._lazy import LazyModule
 stats = LazyModule("scipy.stats")
 
 from ._errors import warn
-from ._measures import Particles, pair_alignment
+from ._measures import Particles, conversion_hint, pair_alignment
 from ._model import Model
 from ._simulate import Status, save_times, simulate
 from ._validate import flag, nonneg_int, save_every_count, seed_error
@@ -139,7 +139,7 @@ def _initial(sampler_or_n, model, rng):
         return Particles.uniform(int(sampler_or_n), model.d, seed=rng)
     p = sampler_or_n(rng)
     if not isinstance(p, Particles):
-        raise TypeError(f"the sampler must return meanfield.Particles; got {type(p).__name__}.")
+        raise TypeError(f"the sampler must return meanfield.Particles; got {type(p).__name__}." + conversion_hint(p))
     return p
 
 

@@ -57,10 +57,13 @@ def _radius_function_or_number(radius, usage: str) -> None:
 
 
 def conversion_hint(value) -> str:
-    """What to call on a measure-like result that is not a Density (appended to TypeErrors), or ''."""
+    """What to call on a measure-like result that is not the measure asked for (appended to TypeErrors), or ''."""
     if type(value).__name__ == "FEDensity":
         return (" An FEDensity (the finite-element result of minimize_energy on S²) becomes a Density with "
                 "`.to_density(lmax)`.")
+    if type(value).__name__ == "Trajectory":
+        return (" A Trajectory is a run's result: pass one of its states, `traj.final` (the last) or "
+                "`traj.states[i]`; to continue a checkpointed run itself, use meanfield.resume(path).")
     return ""
 
 

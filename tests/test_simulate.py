@@ -567,3 +567,22 @@ def test_the_spectral_energy_diagnostic_at_moderate_beta_is_meanfield_energy():
             warnings.simplefilter("ignore", mf.MeanfieldWarning)     # lmax=12 is below β=700's kernel band limit
             tr = mf.simulate(mf.Model(beta), rho, 1e-9, save_every=1e-9, rtol=1e-12)
         assert tr.diagnostics["energy"][0] == pytest.approx(mf.energy(rho, beta), rel=1e-13)
+
+
+@pytest.mark.parametrize("backend", ["spectral", "particles", "particles-sh", "hybrid"])
+def test_a_trajectory_as_initial_says_to_pass_one_of_its_states(backend):
+    """The hybrid backend raised AttributeError ('Trajectory' object has no attribute 'lmax'), the others a
+    TypeError with no word on what to pass."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(1.0), mf.Particles.uniform(8, seed=1), 0.1, backend="particles")
+    with pytest.raises(TypeError, match=r"got .*Trajectory.*pass one of its states, `traj.final`"):
+        mf.simulate(mf.Model(1.0), tr, 0.2, backend=backend)
+    with pytest.raises(TypeError, match=r"pass one of its states"):
+        mf.energy(tr, 1.0)
+
+
+@pytest.mark.parametrize("initial", [np.ones(3), None, [mf.Density.uniform(4), np.ones(3)]])
+def test_the_hybrid_backend_names_an_initial_of_the_wrong_kind(initial):
+    with pytest.raises(TypeError, match=r"backend='hybrid' needs `initial` to be a Density"):
+        mf.simulate(mf.Model(1.0), initial, 0.2, backend="hybrid")

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import special
 
 from .._errors import warn
-from .._measures import Density, Particles, ZonalDensity
+from .._measures import Density, Particles, ZonalDensity, conversion_hint
 from .._validate import choice, nonneg_int, open_fraction
 from ..sphere import _circle as circ
 from ..sphere import _sh as sh
@@ -219,7 +219,7 @@ def _measure_dim(measure) -> int:
     if isinstance(measure, (Particles, Density)) or _is_fe(measure):
         return measure.d
     raise TypeError("`measure` must be a meanfield Particles, Density or FEDensity; "
-                    f"got {type(measure).__name__}.")
+                    f"got {type(measure).__name__}." + conversion_hint(measure))
 
 
 def _density_nodes(rho: Density, beta: float, D: np.ndarray):
@@ -359,7 +359,7 @@ def atoms(measure, beta: float, D: np.ndarray):
         pts, w = measure.atoms()
         return pts, w, float("nan")
     raise TypeError("`measure` must be a meanfield Particles, Density or FEDensity; "
-                    f"got {type(measure).__name__}.")
+                    f"got {type(measure).__name__}." + conversion_hint(measure))
 
 
 # ----------------------------------------------------------------------------------------------

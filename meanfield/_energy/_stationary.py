@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._measures import Density, Particles, ZonalDensity
+from .._measures import Density, Particles, ZonalDensity, conversion_hint
 from .._schemes import norms
 from .._validate import positive_float
 from ..sphere._funk_hecke import funk_hecke, kernel_beta
@@ -88,7 +88,7 @@ def _support_points(measure, support_tol):
     if isinstance(measure, FEDensity):
         return measure.space.nodes[measure.values > support_tol * np.max(measure.values)]
     raise TypeError("`measure` must be a meanfield Particles, Density or FEDensity; "
-                    f"got {type(measure).__name__}.")
+                    f"got {type(measure).__name__}." + conversion_hint(measure))
 
 
 def _radii_at(measure, pts):

@@ -14,7 +14,7 @@ import numpy as np
 
 from .._errors import UnsupportedModelError
 from .._integrators import IMPLICIT_METHODS
-from .._measures import Density, Particles, ZonalDensity
+from .._measures import Density, Particles, ZonalDensity, conversion_hint
 from .._memory import require
 from .._model import Model
 from .._trajectory import Status
@@ -144,6 +144,7 @@ class HybridBackend:
         if isinstance(opts["oversample"], bool) or not isinstance(opts["oversample"], int) or opts["oversample"] < 1:
             raise ValueError(f"`oversample` must be an integer ≥ 1; got oversample={opts['oversample']!r}.")
         if not isinstance(initial, Particles):
+            self._check_initial(initial)
             self._check_handoff_memory(model, initial, opts)
         self.options = opts
         self._handoff_detail = ""
@@ -160,6 +161,15 @@ class HybridBackend:
             self._spectral = SpectralBackend(model, initial, on_resolution_loss=policy, **spectral_opts)
             self._spectral.loss_advice = {}          # a loss of resolution is the hand-off, not a failure
         self._t = 0.0
+
+    @staticmethod
+    def _check_initial(initial) -> None:
+        """A Density (or a list of them) or Particles; the memory check below reads the densities' band limit."""
+        species = list(initial) if isinstance(initial, (list, tuple)) else [initial]
+        if not species or not all(isinstance(s, Density) for s in species):
+            raise TypeError("backend='hybrid' needs `initial` to be a Density, a list of them, or meanfield.Particles; "
+                            f"got {[type(s).__name__ for s in species] if species else initial!r}."
+                            + (conversion_hint(species[0]) if species else ""))
 
     @staticmethod
     def _check_handoff_memory(model, initial, opts) -> None:

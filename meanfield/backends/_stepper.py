@@ -23,7 +23,7 @@ from .._attention import NullDirectionError
 from .._errors import UnsupportedModelError
 from .._integrators import (ADAPTIVE_OPTIONS, IMPLICIT_METHODS, IMPLICIT_MIN_RTOL, METHODS, check_step_options,
                              get_method, next_step, refuse_unused, rk_step)
-from .._measures import Particles, pair_alignment
+from .._measures import Particles, conversion_hint, pair_alignment
 from .._model import Model
 from .._schemes import _TINY_NORM, TIME_FREE_ROWS, norms
 from .._trajectory import Status
@@ -214,7 +214,7 @@ class ParticleStepper:
         if not isinstance(initial, Particles):
             raise TypeError(f"backend={self.name!r} needs `initial` to be meanfield.Particles; "
                             f"got {type(initial).__name__} (sample a Density with Particles.from_density, or use "
-                            "backend='spectral', which evolves a Density).")
+                            "backend='spectral', which evolves a Density)." + conversion_hint(initial))
         if initial.d != model.d:
             raise ValueError(f"`initial` has d={initial.d} but the model has d={model.d}.")
         self.model = model
