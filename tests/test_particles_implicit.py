@@ -134,15 +134,24 @@ def test_the_spectral_backend_has_no_implicit_method():
 
 @pytest.mark.parametrize("attention", ["softmax", "unnormalized"])
 @pytest.mark.parametrize("general", [False, True])
-def test_the_closed_form_jacobian_is_the_derivative_of_the_velocity(attention, general):
+@pytest.mark.parametrize("heads, causal, massless", [(1, False, False), (3, False, False), (1, True, False),
+                                                     (2, True, True)])
+def test_the_closed_form_jacobian_is_the_derivative_of_the_velocity(attention, general, heads, causal, massless):
     """Against central differences of the right-hand side (error O(ε²) ≈ 1e-12 of the third derivative) at an
-    off-sphere state with unequal weights; Q, K, V general or the identity."""
+    off-sphere state with unequal weights; Q, K, V general or the identity; one head or several (summed); with a
+    causal mask, also with the first two tokens massless (their rows see no mass: A = 0)."""
     from meanfield.backends._particles import ParticlesBackend
 
     rng = np.random.default_rng(0)
-    mats = dict(Q=rng.standard_normal((3, 3)), K=rng.standard_normal((3, 3)), V=rng.standard_normal((3, 3)))
-    st = ParticlesBackend(mf.Model(1.5, attention=attention, **(mats if general else {})),
-                          mf.Particles(rng.standard_normal((7, 3)), rng.uniform(0.5, 1.5, 7), normalize=True))
+    shape = (heads, 3, 3) if heads > 1 else (3, 3)
+    mats = dict(Q=rng.standard_normal(shape), K=rng.standard_normal(shape), V=rng.standard_normal(shape))
+    if heads > 1 and not general:
+        mats = dict(V=np.stack([np.eye(3)] * heads))
+    weights = rng.uniform(0.5, 1.5, 7)
+    if massless:
+        weights[:2] = 0.0
+    st = ParticlesBackend(mf.Model(1.5, attention=attention, **(mats if general or heads > 1 else {})),
+                          mf.Particles(rng.standard_normal((7, 3)), weights, normalize=True), causal=causal)
     y = st.y * rng.uniform(0.8, 1.2, (7, 1))
     J = st._jacobian(0.0, y)
     eps, fd = 1e-6, np.empty_like(J)
@@ -154,21 +163,21 @@ def test_the_closed_form_jacobian_is_the_derivative_of_the_velocity(attention, g
     assert np.max(np.abs(J - fd)) < 1e-8 * max(1.0, np.max(np.abs(J)))
 
 
-def test_the_closed_form_jacobian_is_used_where_it_applies_and_changes_nothing_but_the_cost(monkeypatch):
-    """Post-LN with one head and no mask: the solver gets the closed form; elsewhere (Pre-LN, a causal mask, two
-    heads) None, and scipy's finite differences.  Both runs agree to the tolerance."""
+@pytest.mark.parametrize("model, opts", [(mf.Model(8.0, attention="unnormalized"), {}),
+                                         (mf.Model(8.0, Q=np.stack([np.eye(3), 0.5 * np.eye(3)])), {}),
+                                         (mf.Model(8.0, attention="unnormalized"), dict(causal=True))])
+def test_the_closed_form_jacobian_is_used_where_it_applies_and_changes_nothing_but_the_cost(monkeypatch, model, opts):
+    """Post-LN (one head or several, causal mask or not): the solver gets the closed form; elsewhere (Pre-LN)
+    None, and scipy's finite differences.  Both runs agree to the tolerance."""
     from meanfield.backends._particles import ParticlesBackend
 
     p = mf.Particles.uniform(8, 3, seed=4)
-    assert ParticlesBackend(mf.Model(2.0), p)._jacobian(0.0, p.positions) is not None
-    for model, opts in ((mf.Model(2.0, scheme="pre-ln"), {}), (mf.Model(2.0), dict(causal=True)),
-                        (mf.Model(2.0, Q=np.stack([np.eye(3)] * 2)), {})):
-        st = ParticlesBackend(model, p, **opts)
-        assert st._jacobian(0.0, st.y) is None
-    model = mf.Model(8.0, attention="unnormalized")
-    closed = mf.simulate(model, p, 1.0, backend="particles", method="bdf", rtol=1e-9, atol=1e-12)
+    assert ParticlesBackend(model, p, **opts)._jacobian(0.0, p.positions) is not None
+    st = ParticlesBackend(mf.Model(2.0, scheme="pre-ln"), p)
+    assert st._jacobian(0.0, st.y) is None
+    closed = mf.simulate(model, p, 1.0, backend="particles", method="bdf", rtol=1e-9, atol=1e-12, **opts)
     monkeypatch.setattr(ParticlesBackend, "_has_jacobian", False)         # scipy's finite differences
-    fd = mf.simulate(model, p, 1.0, backend="particles", method="bdf", rtol=1e-9, atol=1e-12)
+    fd = mf.simulate(model, p, 1.0, backend="particles", method="bdf", rtol=1e-9, atol=1e-12, **opts)
     assert np.max(np.abs(closed.final.positions - fd.final.positions)) < 1e-6
 
 

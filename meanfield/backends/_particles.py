@@ -104,8 +104,9 @@ class ParticlesBackend(ParticleStepper):
 
     @property
     def _has_jacobian(self) -> bool:
-        """Post-LN with one head and no mask (the gradient flow, USA and SA): :meth:`_jacobian` has a closed form."""
-        return self.scheme.name == "post-ln" and self.model.heads == 1 and not self.options["causal"]
+        """Post-LN (any heads, causal mask or not; the gradient flow with one head and no mask, USA and SA):
+        :meth:`_jacobian` has a closed form."""
+        return self.scheme.name == "post-ln"
 
     def _mean_alignment(self, theta) -> float:
         groups = self.options["groups"]
@@ -123,15 +124,16 @@ class ParticlesBackend(ParticleStepper):
         m = self.model
         if not self._has_jacobian or y.shape[1] != self.d:
             return None
-        mats = [M[0] for M in m.matrices()]
+        mats, causal = m.matrices(), self.options["causal"]
         groups = self.options["groups"]
         if groups == 1:
-            return post_ln_jacobian(y, self.weights, m.beta, *mats, softmax=m.softmax)
+            return post_ln_jacobian(y, self.weights, m.beta, *mats, softmax=m.softmax, causal=causal)
         from scipy import sparse
 
         g = self.n // groups
         w = self.weights.reshape(groups, g)
-        blocks = [post_ln_jacobian(y[k * g:(k + 1) * g], w[k] / w[k].sum(), m.beta, *mats, softmax=m.softmax)
+        blocks = [post_ln_jacobian(y[k * g:(k + 1) * g], w[k] / w[k].sum(), m.beta, *mats, softmax=m.softmax,
+                                   causal=causal)
                   for k in range(groups)]
         return None if any(b is None for b in blocks) else sparse.block_diag(blocks, format="csc")
 
@@ -146,23 +148,52 @@ class ParticlesBackend(ParticleStepper):
         return self._evaluator(unit_vectors("directions", theta), full=full)
 
 
-def post_ln_jacobian(y, w, beta, Q, K, V, softmax: bool):
+def post_ln_jacobian(y, w, beta, Q, K, V, softmax: bool, causal: bool = False):
     """The Jacobian of the Post-LN velocity v_i = P_i A_i at the ambient state ``y`` (n, d) of the directions
-    x_i = y_i/‖y_i‖ (P_i = I − x_i x_iᵀ), A_i = Σ_j c_ij V x_j with c_ij = w_j e^{s_ij}, s_ij = β⟨Q x_i, K x_j⟩
-    (USA), divided by Z_i = Σ_j w_j e^{s_ij} (SA).  Returns shape (n·d, n·d), or None where e^{s} overflows (USA).
+    x_i = y_i/‖y_i‖ (P_i = I − x_i x_iᵀ), A_i = Σ_h A_i^h summed over the heads h, A_i^h = Σ_j c_ij V_h x_j with
+    c_ij = w_j e^{s_ij}, s_ij = β⟨Q_h x_i, K_h x_j⟩ (USA), divided by Z_i = Σ_j w_j e^{s_ij} (SA); with ``causal``
+    the sums run over j ≤ i.  Q, K, V have shape (heads, d, d).  Returns shape (n·d, n·d), or None where e^{s}
+    overflows (USA).
 
-    With g_i = KᵀQ x_i, h_m = QᵀK x_m and Ā_i = A_i (SA) or 0 (USA):
-    ∂A_i/∂x_j = c_ij (V + β (V x_j − Ā_i) g_iᵀ) + δ_ij β (Σ_m c_im V x_m h_mᵀ − Ā_i h̄_iᵀ), h̄_i = Σ_m c_im h_m (SA);
-    ∂v_i/∂x_j = P_i ∂A_i/∂x_j − δ_ij (x_i A_iᵀ + ⟨x_i, A_i⟩ I), and ∂x_j/∂y_j = P_j/‖y_j‖.
+    With g_i = K_hᵀQ_h x_i, h_m = Q_hᵀK_h x_m and Ā_i = A_i^h (SA) or 0 (USA), per head:
+    ∂A_i^h/∂x_j = c_ij (V_h + β (V_h x_j − Ā_i) g_iᵀ) + δ_ij β (Σ_m c_im V_h x_m h_mᵀ − Ā_i h̄_iᵀ),
+    h̄_i = Σ_m c_im h_m (SA); ∂v_i/∂x_j = P_i ∂A_i/∂x_j − δ_ij (x_i A_iᵀ + ⟨x_i, A_i⟩ I), ∂x_j/∂y_j = P_j/‖y_j‖.
+    A row that sees no mass (a causal prefix of massless tokens, SA) has A_i = 0, as in the velocity.
     """
     n, d = y.shape
     r = np.linalg.norm(y, axis=1)
     x = y / r[:, None]
-    s = beta * (x @ Q.T) @ (x @ K.T).T
-    with np.errstate(over="ignore"):
-        c = w[None, :] * np.exp(s - s.max(axis=1, keepdims=True) if softmax else s)
+    seen = np.broadcast_to(w > 0, (n, n))
+    if causal:
+        seen = seen & np.tri(n, dtype=bool)
+    T, A = np.zeros((n, n, d, d)), np.zeros((n, d))
+    for Qh, Kh, Vh in zip(Q, K, V):
+        head = _post_ln_head(x, w, beta, Qh, Kh, Vh, softmax, seen)
+        if head is None:
+            return None
+        T += head[0]
+        A += head[1]
+    idx = np.arange(n)
+    proj = np.eye(d)[None] - x[:, :, None] * x[:, None, :]                   # P_i, (n, d, d)
+    J = np.einsum("iac,ijcb->ijab", proj, T)
+    J[idx, idx] -= x[:, :, None] * A[:, None, :] + np.einsum("ia,ia->i", x, A)[:, None, None] * np.eye(d)
+    J = np.einsum("ijac,jcb->ijab", J, proj / r[:, None, None])
+    return J.transpose(0, 2, 1, 3).reshape(n * d, n * d)
+
+
+def _post_ln_head(x, w, beta, Q, K, V, softmax, seen):
+    """One head's ∂A_i/∂x_j, shape (n, n, d, d), and A_i (n, d) at the unit directions ``x``: see
+    :func:`post_ln_jacobian`; ``seen`` (n, n) marks the pairs in the sums.  None where e^{s} overflows."""
+    n, d = x.shape
+    s = np.where(seen, beta * (x @ Q.T) @ (x @ K.T).T, -np.inf)
     if softmax:
-        c /= c.sum(axis=1, keepdims=True)
+        top = s.max(axis=1, keepdims=True)
+        s -= np.where(np.isfinite(top), top, 0.0)          # a row that sees no mass keeps its −inf logits
+    with np.errstate(over="ignore"):
+        c = w[None, :] * np.exp(s)
+    if softmax:
+        z = c.sum(axis=1, keepdims=True)
+        c = np.divide(c, z, out=np.zeros_like(c), where=z > 0)
     if not np.isfinite(c).all():
         return None
     U, g, h = x @ V.T, x @ (K.T @ Q).T, x @ (Q.T @ K).T
@@ -174,8 +205,4 @@ def post_ln_jacobian(y, w, beta, Q, K, V, softmax: bool):
         own -= beta * A[:, :, None] * (c @ h)[:, None, :]
     idx = np.arange(n)
     T[idx, idx] += own
-    proj = np.eye(d)[None] - x[:, :, None] * x[:, None, :]                   # P_i, (n, d, d)
-    J = np.einsum("iac,ijcb->ijab", proj, T)
-    J[idx, idx] -= x[:, :, None] * A[:, None, :] + np.einsum("ia,ia->i", x, A)[:, None, None] * np.eye(d)
-    J = np.einsum("ijac,jcb->ijab", J, proj / r[:, None, None])
-    return J.transpose(0, 2, 1, 3).reshape(n * d, n * d)
+    return T, A
