@@ -158,11 +158,33 @@ def _unbatchable(initials, backend, options, explicit_request: bool = False) -> 
                 "(batch=True runs it batched)")
     if options.get("callback") is not None:
         return "a `callback` sees the state of one run, which would be all the replicas' tokens at once"
-    if len({p.n for p in initials}) > 1:
-        return "the replicas have different token counts"
+    counts = [p.n for p in initials]
+    padded = len(counts) * max(counts) ** 2 / sum(n * n for n in counts)
+    if padded > _MAX_PADDING and not explicit_request:
+        return (f"the replicas' token counts ({min(counts)}–{max(counts)}) differ too much: padded to {max(counts)} "
+                f"tokens each, the batch would sum {padded:.3g}× their token pairs (batch=True pads them anyway)")
     if len({p.radii is None for p in initials}) > 1:
         return "some replicas have radii and others not"
     return ""
+
+
+#: batched by default while padding the replicas to the largest token count costs at most this factor in token
+#: pairs (the O(n²) sums); a few replicas of 20 tokens among 10 cost less batched than one by one
+_MAX_PADDING = 2.0
+
+
+def _padded(initials, n: int) -> Particles:
+    """The replicas as one set of R·n tokens, replica i in rows i·n … (i+1)·n − 1 with its mass 1/R.  A replica of
+    fewer tokens is padded with massless copies of its last token: they have no say in any token's attention (the
+    backend drops zero weights from the sums), and without a causal mask each moves exactly as the token it
+    copies, so the shared adaptive steps see no new error."""
+    def copies_of_last(a, p):
+        return np.concatenate([a, np.repeat(a[-1:], n - p.n, axis=0)])
+
+    return Particles(np.concatenate([copies_of_last(p.positions, p) for p in initials]),
+                     np.concatenate([np.append(p.weights, np.zeros(n - p.n)) for p in initials]) / len(initials),
+                     None if initials[0].radii is None else np.concatenate([copies_of_last(p.radii, p)
+                                                                            for p in initials]))
 
 
 #: how a batched run may stop that one replica can cause: the replicas are then run one by one
@@ -173,10 +195,8 @@ def _run_batched(model, initials, t_final, run, observable, shape):
     """The replicas as one run of the exact backend with ``groups`` = R: per replica (times, values), and the
     statuses; None when the run stopped where one replica may have stopped it (not by spending ``max_steps``, the
     budget of the whole batch, and with no checkpoint holding the run)."""
-    R, n = len(initials), initials[0].n
-    joint = Particles(np.concatenate([p.positions for p in initials]),
-                      np.concatenate([p.weights for p in initials]) / R,
-                      None if initials[0].radii is None else np.concatenate([p.radii for p in initials]))
+    R, n = len(initials), max(p.n for p in initials)
+    joint = _padded(initials, n)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         traj = _resumed(model, joint, t_final, R, run)
@@ -193,7 +213,7 @@ def _run_batched(model, initials, t_final, run, observable, shape):
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     rows = []
     for i, p in enumerate(initials):
-        part = slice(i * n, (i + 1) * n)
+        part = slice(i * n, i * n + p.n)
         vals = [_observed(observable, Particles._of_checked(s.positions[part], p.weights,
                                                             None if s.radii is None else s.radii[part]), shape)
                 for s in traj.states]
@@ -322,8 +342,10 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         checkpoint, a complete one is read back without running, and one complete to an earlier ``t_final`` with the
         same ``save_every`` is extended to this one; a file that holds another run (other model,
         replicas, initial tokens, save times or options) is refused, not overwritten.  Default: batched for
-        backend "particles" with an explicit method and no ``callback`` when the replicas have equal token counts
-        (and the same use of radii); ``batch=True`` refuses the other cases, ``batch=False`` runs the replicas one
+        backend "particles" with an explicit method and no ``callback`` when the replicas have the same use of
+        radii and token counts close enough: a replica of fewer tokens is padded with massless copies of its last
+        token (no say in the attention; without a causal mask they move as the token they copy), by default only
+        while that costs at most 2× the replicas' own token pairs; ``batch=True`` refuses the other cases, ``batch=False`` runs the replicas one
         after another.  The implicit methods ("bdf", "radau") run batched only with ``batch=True`` (they factorize
         the batch's block-diagonal Jacobian sparse): they step as the stiffest replica needs, and the batch was no
         faster (10 replicas of 20 tokens, USA, β = 10, to t = 2, "bdf": 12.5 s batched, 11.0 s one by one).

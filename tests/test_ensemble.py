@@ -367,9 +367,41 @@ def test_replicas_are_batched_by_default_for_the_exact_backend(monkeypatch):
     calls.clear()
     mf.ensemble(MODEL, 10, 0.2, replicas=4, method="bdf", batch=True)
     assert calls == [(40, 4)]
-    calls.clear()       # different token counts: one by one
+    calls.clear()       # token counts 5–8: padded to 8 each, at most 2× the token pairs: batched
     mf.ensemble(MODEL, lambda rng: mf.Particles.uniform(int(rng.integers(5, 9)), seed=rng), 0.2, replicas=4, step=0.1)
-    assert len(calls) == 4 and all(g is None for _, g in calls)
+    assert calls == [(32, 4)]
+    calls.clear()       # 2, 2, 2, 30 tokens: padding would cost 3.7× their pairs, so one by one unless asked
+    sizes = iter([2, 2, 2, 30] * 2)
+    mf.ensemble(MODEL, lambda rng: mf.Particles.uniform(next(sizes), seed=rng), 0.2, replicas=4, step=0.1)
+    assert [n for n, _ in calls] == [2, 2, 2, 30] and all(g is None for _, g in calls)
+    calls.clear()
+    mf.ensemble(MODEL, lambda rng: mf.Particles.uniform(next(sizes), seed=rng), 0.2, replicas=4, step=0.1, batch=True)
+    assert calls == [(120, 4)]
+
+
+@pytest.mark.parametrize("model, options", [
+    (MODEL, dict(step=0.05)),
+    (MODEL, dict(step=0.05, causal=True)),
+    (mf.Model(2.0, "pre-ln"), dict(step=0.05)),
+    (MODEL, dict(rtol=1e-8, atol=1e-8)),
+])
+def test_replicas_of_different_token_counts_batched_agree_with_them_run_one_by_one(model, options):
+    """Padded with massless copies of their last token: with fixed steps the values are the replicas' own to
+    rounding (also with a causal mask, where the copies move otherwise, and with radii); adaptive, to the tolerance.
+    The observable sees each replica's own tokens only."""
+    def sampler(rng):
+        n = int(rng.integers(12, 21))
+        radii = rng.uniform(0.5, 2.0, n) if model.scheme_def.has_radius else None
+        return mf.Particles.uniform(n, seed=rng, radii=radii)
+    kw = dict(replicas=6, seed=7, save_every=0.5, **options)
+    observe = dict(observable=lambda p: [mf.mean_alignment(p), p.n, p.weights.sum()])
+    batched, alone = (mf.ensemble(model, sampler, 1.5, batch=b, **observe, **kw) for b in (True, False))
+    counts = batched.values[:, 0, 1]
+    assert len(set(counts)) > 1 and np.array_equal(batched.values[:, :, 1:], alone.values[:, :, 1:])
+    assert np.allclose(batched.values[:, :, 2], 1.0, rtol=0, atol=1e-15)
+    tol = 1e-13 if "step" in options else 100 * options.get("rtol", 0)
+    assert np.max(np.abs(batched.values - alone.values)) < tol
+    assert batched.success and alone.success
 
 
 def test_a_replica_that_stops_a_batched_run_reruns_them_one_by_one():
@@ -389,8 +421,6 @@ def test_a_replica_that_stops_a_batched_run_reruns_them_one_by_one():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(backend="particles-sh"), r"`batch`=True: only backend='particles' runs replicas together"),
     (dict(callback=lambda t, state: None), r"`batch`=True: a `callback`"),
-    (dict(sampler_or_n=lambda rng: mf.Particles.uniform(int(rng.integers(5, 9)), seed=rng)),
-     r"`batch`=True: the replicas have different token counts"),
     (dict(batch="yes"), r"`batch` must be True or False"),
 ])
 def test_batch_true_refuses_what_it_cannot_batch(kwargs, match):
