@@ -239,9 +239,32 @@ def circle_density(density: Density, ax=None, **kw):
     return ax
 
 
-def diagnostics(trajectory, keys=("energy", "tail_fraction", "min_rho", "max_speed"), axes=None):
-    """Time series of a trajectory's per-step diagnostics (log scale where positive)."""
+_DEFAULT_DIAGNOSTICS = ("energy", "tail_fraction", "min_rho", "max_speed")
+
+
+def diagnostics(trajectory, keys=None, axes=None):
+    """Time series of a trajectory's per-step diagnostics (log scale where positive).
+
+    Parameters
+    ----------
+    trajectory : Trajectory
+        Any run (spectral, particles, hybrid, zonal).
+    keys : str or sequence of str, optional
+        The diagnostics to draw, one panel each.  Default: those of energy, tail_fraction, min_rho and
+        max_speed that the run records (a particle run has no tail_fraction or min_rho, which are
+        properties of a band-limited density).
+    axes : sequence of matplotlib Axes, optional
+        One per key (default: a new figure).
+
+    Returns
+    -------
+    ndarray of Axes
+    """
     _check_trajectory(trajectory)
+    if keys is None:
+        # the spectral set was the default for every run: a particle run raised on its own missing keys
+        keys = [k for k in _DEFAULT_DIAGNOSTICS if k in trajectory.diagnostics or k in trajectory.steps] \
+            or sorted(k for k in trajectory.diagnostics if k != "t")
     keys = [keys] if isinstance(keys, str) else list(keys)
     missing = [k for k in keys if k not in trajectory.diagnostics and k not in trajectory.steps]
     if not keys or missing:

@@ -443,3 +443,14 @@ def test_density_map_draws_the_total_density_of_species_and_names_what_it_refuse
     with pytest.raises(ValueError, match=r"got Particles\. For Particles use meanfield\.plot\.particles_map"):
         plot.density_map(mf.Particles.uniform(5))
     plt.close("all")
+
+
+def test_diagnostics_default_keys_fit_every_kind_of_run(runs):
+    """The default panels were the spectral ones (tail_fraction, min_rho) for every run: a particle run raised
+    ValueError on diagnostics(traj) with no arguments.  The default is now what the run records."""
+    pde, particles, _ = runs
+    assert [ax.get_title() for ax in plot.diagnostics(pde)] == ["energy", "tail_fraction", "min_rho", "max_speed"]
+    assert [ax.get_title() for ax in plot.diagnostics(particles)] == ["energy", "max_speed"]
+    with pytest.raises(ValueError, match="`keys` must name diagnostics .*min_rho"):
+        plot.diagnostics(particles, keys=("energy", "min_rho"))      # asked for explicitly: still an error
+    plt.close("all")
