@@ -93,6 +93,32 @@ def _check_run(traj, what):
     return traj
 
 
+def _check_reference(reference, model, density, t_final) -> None:
+    """A given reference must be the spectral run of this model from this density to t_final: another kind of
+    object raised AttributeError ('Density' object has no attribute 'times'), and the run of another model or
+    initial density was compared silently (its distances do not decay: a slope near 0 reported as the result)."""
+    from ._trajectory import Trajectory
+
+    if not isinstance(reference, Trajectory):
+        raise TypeError(f"`reference` must be a meanfield.Trajectory (the spectral run from `density`); got "
+                        f"{type(reference).__name__}.")
+    if not all(isinstance(state, Density) for state in (reference.states[0], reference.final)):
+        raise TypeError(f"`reference` must be a spectral run whose states are Densities; its states are "
+                        f"{type(reference.final).__name__} (backend={reference.backend!r}).")
+    if reference.model != model:
+        raise ValueError(f"`reference` was run with another model ({reference.model!r}); the particles run "
+                         f"{model!r}.")
+    start = reference.states[0]
+    L = max(start.lmax, density.lmax)
+    gap = float(np.max(np.abs(start.resized(L).coeffs - density.resized(L).coeffs)))
+    # the spectral backend saves its initial state as given (zero-padded to a larger lmax): equal up to rounding
+    if start.d != density.d or gap > 1e-12 * max(1.0, float(np.max(np.abs(density.coeffs)))):
+        raise ValueError(f"`reference` must start from `density`; its initial state differs from it (largest "
+                         f"coefficient difference {gap:.3g}).")
+    if not np.isclose(reference.times[-1], t_final, rtol=1e-12, atol=0):
+        raise ValueError(f"`reference` must end at t_final={t_final:g}; it ends at t={reference.times[-1]:g}.")
+
+
 def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, s: float = 1.0,
                      lmax: int | None = None, backend: str = "particles-sh", reference=None,
                      particle_options: dict | None = None, **spectral_options) -> ConvergenceResult:
@@ -120,8 +146,9 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     backend : str
         The particle backend ("particles-sh", default, or "particles").
     reference : Trajectory, optional
-        The spectral solution from ``density``, ending at ``t_final`` (default: computed here with
-        ``spectral_options``, which are refused together with it).
+        The spectral solution of ``model`` from ``density``, ending at ``t_final`` (default: computed here with
+        ``spectral_options``, which are refused together with it); a run of another model, from another
+        initial state or of another backend is refused.
     particle_options : dict, optional
         Options of the particle runs (default: ``{"step": 0.05}``, RK4; given, they replace it).
     **spectral_options
@@ -135,10 +162,11 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     Raises
     ------
     TypeError
-        ``density`` not a Density, ``seed`` of another type, or spectral options given with a ``reference``.
+        ``density`` not a Density, ``seed`` of another type, spectral options given with a ``reference``, or a
+        ``reference`` that is not a spectral Trajectory.
     ValueError
-        Fewer than two or non-increasing ``ns``, ``replicas`` < 1, a negative ``seed``, or a ``reference`` that
-        does not end at ``t_final``.
+        Fewer than two or non-increasing ``ns``, ``replicas`` < 1, a negative ``seed``, or a ``reference`` of
+        another model, from another initial state or that does not end at ``t_final``.
     ConvergenceError
         If the reference or a particle run does not reach ``t_final``.
     """
@@ -158,8 +186,8 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     elif spectral_options:
         raise TypeError(f"spectral options {sorted(spectral_options)} set the reference run; a `reference` is "
                         "already given.")
-    elif not np.isclose(reference.times[-1], t_final, rtol=1e-12, atol=0):
-        raise ValueError(f"`reference` must end at t_final={t_final:g}; it ends at t={reference.times[-1]:g}.")
+    else:
+        _check_reference(reference, model, density, t_final)
     ref = _check_run(reference, "spectral reference run").final
     lmax = ref.lmax if lmax is None else nonneg_int("lmax", lmax, minimum=1)
     streams = [replica.spawn(ns.size) for replica in root.spawn(replicas)]

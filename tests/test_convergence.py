@@ -101,3 +101,26 @@ def test_a_zero_distance_gives_a_nan_slope_without_a_numpy_warning():
         r = mf.convergence_in_l(mf.Model(1.0), mf.Density.uniform(16), 0.05, [4, 8, 12, 16])
     assert np.array_equal(r.mean, [0.0, 0.0, 0.0])
     assert np.isnan(r.slope) and np.isnan(r.slope_stderr)
+
+
+def test_a_given_reference_must_be_the_spectral_run_of_this_model_from_this_density():
+    """A Density or a particle run as `reference` raised AttributeError ('no attribute times' / 'lmax'), and the
+    spectral run of another model or initial density was compared silently: slope −0.05 "over 16..64"."""
+    dens = mf.Density.random(8, seed=1, amplitude=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        ref = mf.simulate(MODEL, dens, 0.2)
+        other_model = mf.simulate(mf.Model(1.0), dens, 0.2)
+        other_start = mf.simulate(MODEL, mf.Density.uniform(8), 0.2)
+        padded = mf.simulate(MODEL, dens, 0.2, lmax=12)                 # the same start, zero-padded: accepted
+    particles = mf.simulate(MODEL, mf.Particles.uniform(20), 0.2, backend="particles")
+    with pytest.raises(TypeError, match=r"`reference` must be a meanfield\.Trajectory.*got Density"):
+        mf.convergence_in_n(MODEL, dens, 0.2, [16, 32], reference=dens)
+    with pytest.raises(TypeError, match=r"`reference` must be a spectral run.*Particles"):
+        mf.convergence_in_n(MODEL, dens, 0.2, [16, 32], reference=particles)
+    with pytest.raises(ValueError, match=r"`reference` was run with another model"):
+        mf.convergence_in_n(MODEL, dens, 0.2, [16, 32], reference=other_model)
+    with pytest.raises(ValueError, match=r"`reference` must start from `density`"):
+        mf.convergence_in_n(MODEL, dens, 0.2, [16, 32], reference=other_start)
+    r = mf.convergence_in_n(MODEL, dens, 0.2, [16, 32], replicas=1, reference=padded)
+    assert r.reference is padded and np.all(r.mean > 0)
