@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import MeanfieldWarning, warn
-from ._measures import Density, Particles
+from ._measures import Density, Particles, conversion_hint
 from ._validate import FIGURE_SUFFIXES, choice, nonneg_int, output_file
 from .sphere._interop import mollweide_grid
 from .sphere._sh import points_to_angles
@@ -227,9 +227,21 @@ def particles_3d(particles: Particles, ax=None, s=4.0, color="k", title=None, sp
 
 
 def circle_density(density: Density, ax=None, **kw):
-    """ρ(φ) on S¹ as a curve over φ ∈ [0, 2π)."""
+    """ρ(φ) on S¹ as a curve over φ ∈ [0, 2π).
+
+    ``density``: a Density or ZonalDensity with d = 2, or a tuple of Densities (species: their total density).
+    ``kw`` go to ``ax.plot``.  Returns the Axes.
+    """
+    from ._measures import ZonalDensity
+
+    density = _total_density(density)
+    # checked by kind first: Particles (no .evaluate) raised AttributeError, and a wrong d read as a wrong kind
+    if not isinstance(density, (Density, ZonalDensity)):
+        raise TypeError(f"`density` must be a Density on S¹ (d = 2); got {type(density).__name__}."
+                        + conversion_hint(density))
     if density.d != 2:
-        raise ValueError("`density` must be a Density on S¹ (d = 2).")
+        hint = " For d = 3 use meanfield.plot.density_map." if density.d == 3 else ""
+        raise ValueError(f"`density` must be a Density on S¹ (d = 2); got d={density.d}.{hint}")
     plt = _plt()
     ax = ax or plt.figure(figsize=(5, 3)).add_subplot()
     phi = np.linspace(0, 2 * np.pi, 721)

@@ -454,3 +454,17 @@ def test_diagnostics_default_keys_fit_every_kind_of_run(runs):
     with pytest.raises(ValueError, match="`keys` must name diagnostics .*min_rho"):
         plot.diagnostics(particles, keys=("energy", "min_rho"))      # asked for explicitly: still an error
     plt.close("all")
+
+
+def test_circle_density_names_the_kind_it_needs():
+    """Particles raised AttributeError ('Particles' object has no attribute 'evaluate'); species were refused
+    with AttributeError too.  A Density, a ZonalDensity or species on S¹ are drawn."""
+    with pytest.raises(TypeError, match=r"`density` must be a Density on S¹ \(d = 2\); got Particles"):
+        plot.circle_density(mf.Particles.uniform(10, d=2))
+    with pytest.raises(ValueError, match=r"got d=3\. For d = 3 use meanfield\.plot\.density_map"):
+        plot.circle_density(mf.Density.uniform(4))
+    half = mf.Density.uniform(4, d=2).with_coeffs(0.5 * mf.Density.uniform(4, d=2).coeffs)
+    for density in (mf.Density.uniform(4, d=2), mf.ZonalDensity.uniform(4, d=2), (half, half)):
+        ax = plot.circle_density(density)
+        np.testing.assert_allclose(ax.lines[0].get_ydata(), 1.0, atol=1e-12)
+    plt.close("all")
