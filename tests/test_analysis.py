@@ -596,3 +596,12 @@ def test_zero_weight_tokens_form_zero_mass_clusters_that_count_above_skips():
     assert c.count == 3 and c.count_above(1e-300) == 2
     assert np.array_equal(c.masses, [0.5, 0.5, 0.0]) and np.allclose(c.centers[2], [0, 0, 1])
     assert c.labels[3] == c.labels[0]       # a zero-weight token joins the cluster it is linked to
+
+
+def test_a_cluster_of_zero_weight_tokens_is_centred_on_their_plain_mean():
+    """As the docstring of particle_clusters says; it was the first token's position (its weighted mean is 0/0)."""
+    a = 0.05
+    x = np.array([[0, 0, 1.0], [1.0, 0, 0], [np.cos(a), np.sin(a), 0]])
+    c = mf.particle_clusters(mf.Particles(x, weights=[1.0, 0.0, 0.0]), angle=0.1)
+    assert np.array_equal(c.masses, [1.0, 0.0]) and np.array_equal(c.sizes, [1, 2])
+    np.testing.assert_allclose(c.centers[1], [np.cos(a / 2), np.sin(a / 2), 0], atol=1e-15)

@@ -53,8 +53,9 @@ class Clusters:
         Cluster index of every token (particles) or grid node (densities, see ``nodes``); −1 for
         grid nodes outside every kept cluster.
     centers : ndarray, shape (k, d)
-        Unit vectors: the normalized weighted mean of each cluster's tokens (particles) or the
-        location of its maximum (densities).
+        Unit vectors: the normalized weighted mean of each cluster's tokens (particles; the plain mean for a
+        cluster of zero-weight tokens, a member token where the mean vanishes) or the location of its
+        maximum (densities).
     masses : ndarray, shape (k,)
         The mass of each cluster (weights of its tokens, or ∫ ρ dσ over its basin); for particles
         they sum to 1.
@@ -194,9 +195,15 @@ def _summarize(labels, x, w):
     order = np.lexsort((np.arange(k), -masses))
     rank = np.empty(k, dtype=int)
     rank[order] = np.arange(k)
+    # a cluster of zero-weight tokens only has no weighted mean (all its sums are 0): its center is the plain
+    # mean of its tokens, as documented (it was the first token's position)
+    massless = masses == 0
+    if np.any(massless):
+        plain = np.stack([np.bincount(labels, weights=x[:, j], minlength=k) for j in range(x.shape[1])], axis=1)
+        sums[massless] = plain[massless]
     norms = np.linalg.norm(sums, axis=1)
     centers = np.empty_like(sums)
-    ok = norms > 1e-12 * np.maximum(masses, 1e-300)
+    ok = norms > 1e-12 * np.where(massless, sizes, np.maximum(masses, 1e-300))
     centers[ok] = sums[ok] / norms[ok, None]
     for c in np.flatnonzero(~ok):                       # degenerate (e.g. antipodal) clusters: rare
         members = np.flatnonzero(labels == c)
