@@ -641,11 +641,18 @@ def comparison_distances(a, b, targets=None, distance: str = "sobolev"):
 
     Raises
     ------
+    TypeError
+        If ``a`` or ``b`` is not a Trajectory.
     ValueError
         If a state is not a measure on S¹/S² or, for "sobolev", no state is a Density.
     """
     from ._compare import mmd, sobolev_distance
 
+    for name, run in (("a", a), ("b", b)):       # a state or a file name failed on a missing attribute 'times'
+        if not _is_trajectory(run):
+            raise TypeError(f"`{name}` must be a meanfield.Trajectory (from meanfield.simulate or meanfield.load); "
+                            f"got {type(run).__name__}.{_path_hint(run)} The distance of two states is "
+                            "meanfield.sobolev_distance or meanfield.mmd.")
     distance = choice("distance", distance, DISTANCES)
     ta, tb = np.asarray(a.times, dtype=float), np.asarray(b.times, dtype=float)
     pairs = [(i, int(np.flatnonzero(_close(t, tb))[0]), t) for i, t in enumerate(ta) if np.any(_close(t, tb))]

@@ -468,3 +468,12 @@ def test_circle_density_names_the_kind_it_needs():
         ax = plot.circle_density(density)
         np.testing.assert_allclose(ax.lines[0].get_ydata(), 1.0, atol=1e-12)
     plt.close("all")
+
+
+def test_comparison_distances_refuses_what_is_not_a_run(runs):
+    """Two states, or two file names, raised AttributeError ("'Density' object has no attribute 'times'")."""
+    pde = runs[0]
+    with pytest.raises(TypeError, match=r"`a` must be a meanfield\.Trajectory.*got Density.*sobolev_distance"):
+        plot.comparison_distances(pde.final, pde)
+    with pytest.raises(TypeError, match=r"`b` must be a meanfield\.Trajectory.*got str.*meanfield\.load\('b\.h5'\)"):
+        plot.comparison_distances(pde, "b.h5")
