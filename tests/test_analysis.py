@@ -605,3 +605,10 @@ def test_a_cluster_of_zero_weight_tokens_is_centred_on_their_plain_mean():
     c = mf.particle_clusters(mf.Particles(x, weights=[1.0, 0.0, 0.0]), angle=0.1)
     assert np.array_equal(c.masses, [1.0, 0.0]) and np.array_equal(c.sizes, [1, 2])
     np.testing.assert_allclose(c.centers[1], [np.cos(a / 2), np.sin(a / 2), 0], atol=1e-15)
+
+
+def test_particle_clusters_of_a_trajectory_says_which_state_to_pass():
+    # cluster_count and density_clusters gave the hint; particle_clusters named only the type
+    run = mf.simulate(mf.Model(1.0), mf.Particles.uniform(10), 0.1, backend="particles")
+    with pytest.raises(TypeError, match=r"`particles` must be meanfield\.Particles; got Trajectory\..*traj\.final"):
+        mf.particle_clusters(run)

@@ -241,7 +241,8 @@ def particle_clusters(particles, angle: float = 0.1) -> Clusters:
     a KD-tree took 24 s).
     """
     if not isinstance(particles, Particles):
-        raise TypeError(f"`particles` must be meanfield.Particles; got {type(particles).__name__}.")
+        raise TypeError(f"`particles` must be meanfield.Particles; got {type(particles).__name__}."
+                        + conversion_hint(particles))
     angle = _check_angle(angle)
     x, w = particles.positions, particles.weights
     labels = _components(x, 2.0 * np.sin(0.5 * angle))
