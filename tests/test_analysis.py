@@ -612,3 +612,16 @@ def test_particle_clusters_of_a_trajectory_says_which_state_to_pass():
     run = mf.simulate(mf.Model(1.0), mf.Particles.uniform(10), 0.1, backend="particles")
     with pytest.raises(TypeError, match=r"`particles` must be meanfield\.Particles; got Trajectory\..*traj\.final"):
         mf.particle_clusters(run)
+
+
+@pytest.mark.parametrize("method", ["tree", "direct"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_every_pair_is_aligned_at_delta_two(method, weighted):
+    """⟨x, y⟩ ≥ 1 − 2 = −1 holds for every pair: F_2 = 1 exactly.  Antipodal pairs read −1 − 2e-16 after rounding
+    and were missed (F = 0.99984 for 500 antipodal pairs)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 3))
+    x = np.concatenate([x, -x]) / np.linalg.norm(np.concatenate([x, -x]), axis=1)[:, None]
+    w = rng.random(1000) if weighted else None
+    p = mf.Particles(x, weights=w, normalize=True)
+    assert mf.aligned_fraction(p, 2.0, method=method) == 1.0

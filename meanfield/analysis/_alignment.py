@@ -56,7 +56,9 @@ def _pair_fraction(x, w, delta, method, chunk):
     """Σ_{i≠j} w_i w_j 1[⟨θ_i, θ_j⟩ ≥ 1 − δ] / Σ_{i≠j} w_i w_j, counted exactly."""
     n, d = x.shape
     w2 = float(w @ w)
-    if w2 >= 1:
+    if w2 >= 1 or delta >= 2:
+        # δ = 2: ⟨θ_i, θ_j⟩ ≥ −1 holds for every pair, but a rounded antipodal pair reads −1 − 2e-16 (chord
+        # 2 + 4e-16; more with positions unit only to 1e-10) and was missed: 0.99984 for 500 antipodal pairs
         return 1.0
     if method == "auto":
         from ._neighbours import TREE_MAX_D
