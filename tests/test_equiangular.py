@@ -181,3 +181,19 @@ def test_more_accurate_than_the_tolerance_against_a_tight_reference():
         return [2 * b * (1 - y[0]) * (1 + (n - 1) * y[0])]
     ref = solve_ivp(rhs, (0, t[-1]), [0.0], method="DOP853", t_eval=t, rtol=2.3e-14, atol=1e-16).y[0]
     assert np.max(np.abs(mf.equiangular("post-ln", beta, n, t)[0] - ref)) < 1e-11
+
+
+@pytest.mark.parametrize("beta", [40.0, 100.0, 700.0])
+def test_hitting_times_of_a_fast_usa_collapse_match_the_quadrature(beta):
+    """USA at large β collapses at speed ~e^{βρ}: ρ crosses most of (0, 1) in a step shorter than one ulp of t, and
+    solve_ivp's event root finder raised "f(a) and f(b) must have different signs" (β ≥ 40).  Post-LN's hitting
+    time is the quadrature t(ρ) = ∫_0^ρ n e^{−βu} / (2(1 − u)(1 + (n−1)u)) du; the ODE at rtol 1e-12 agrees to
+    its global error (2e-11 at β = 20, 2e-10 at β = 700: below 1e-9)."""
+    from scipy.integrate import quad
+
+    n, levels = 3, [0.5, 0.9, 0.999]
+    got = mf.equiangular_time("post-ln", beta, n, levels, attention="unnormalized")
+    for level, t in zip(levels, got):
+        exact = quad(lambda u: n * np.exp(-beta * u) / (2 * (1 - u) * (1 + (n - 1) * u)), 0, level,
+                     epsabs=1e-16, epsrel=1e-13, limit=500, points=[1 / beta, 5 / beta])[0]
+        assert t == pytest.approx(exact, rel=1e-9)

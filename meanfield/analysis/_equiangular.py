@@ -226,8 +226,8 @@ def equiangular_time(scheme, beta, n, rho, r0=1.0, alpha=1.0, tau=None, *, atten
     """The first times at which the equiangular inner product ρ(t) reaches the levels ``rho``.
 
     ρ(t) is that of :func:`equiangular` (same parameters).  It increases monotonically (dρ/dt ≥ 0 on
-    [−1/(n−1), 1)), so each level is reached at most once; the crossing is located on the solver's
-    dense output by Brent's method, and the highest level is the time of a terminal event.
+    [−1/(n−1), 1)), so each level is reached at most once; the crossing is located on the dense output of
+    the solver's step that crosses it by Brent's method, and the integration stops at the highest level.
 
     Parameters
     ----------
@@ -243,40 +243,63 @@ def equiangular_time(scheme, beta, n, rho, r0=1.0, alpha=1.0, tau=None, *, atten
     float or ndarray
         The hitting times (shape of ``rho``).
     """
-    from scipy.optimize import brentq
-
     sch, model, rhs, n, rho0, r0 = _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol, atol)
     t_max = positive_float("t_max", t_max)
     levels = real_array("rho", rho, allow_bool=False)   # np.asarray(float) raised "could not convert", naming nothing
     flat = np.atleast_1d(levels).ravel()
     if flat.size == 0 or not np.all(np.isfinite(flat)) or np.any(flat <= rho0) or np.any(flat >= 1):
         raise ValueError(f"`rho` must be levels in (rho0, 1) = ({rho0:.6g}, 1); got rho={rho!r}.")
-    top = float(flat.max())
     out = np.full(flat.shape, np.inf)
     y0 = [rho0, np.log(r0)]
     cuts = _cuts(sch, model, t_max)
     for lo, hi in zip(cuts[:-1], cuts[1:]):
-        def reached(time, y):
-            return y[0] - top
-        reached.terminal, reached.direction = True, 1
-        sol = _solve(rhs, lo, hi, y0, r0, dense_output=True, events=reached, rtol=rtol, atol=atol)
-        if sol.status == -1:
-            raise ConvergenceError(f"equiangular ODE failed on [{lo}, {hi}]: {sol.message}")
-        hit = sol.status == 1        # the highest level was reached, at the event's time
-        end = float(sol.t_events[0][0]) if hit else float(sol.t[-1])
-        # the state at the event can be a rounding error below the level: the event time is its crossing
-        rho_lo, rho_hi = float(sol.y[0, 0]), (top if hit else float(sol.y[0, -1]))
-        for i, level in enumerate(flat):
-            if not (np.isinf(out[i]) and rho_lo <= level <= rho_hi):
-                continue
-            if level == rho_lo:
-                out[i] = lo
-            elif hit and not sol.sol(end)[0] > level:
-                out[i] = end
-            else:
-                out[i] = brentq(lambda s, v=level: sol.sol(s)[0] - v, lo, end, xtol=1e-14,
-                                rtol=4 * np.finfo(float).eps)
-        if hit:
+        y0, done = _hitting_times(rhs, lo, hi, y0, r0, flat, out, rtol, atol)
+        if done:
             break
-        y0 = list(sol.y[:, -1])
     return float(out[0]) if levels.ndim == 0 else out.reshape(levels.shape)
+
+
+def _hitting_times(rhs, lo, hi, y0, r0, levels, out, rtol, atol):
+    """Step the ODE on [lo, hi] and set ``out[i]`` to the first time ρ reaches ``levels[i]`` (those still inf);
+    return (the state where it stopped, whether every level is reached).
+
+    The steps are taken here rather than by solve_ivp's events, whose root finder needs the dense output to
+    change sign over the step: near a USA collapse at large β (speed ~e^{βρ}) ρ crosses most of (0, 1) within a
+    step shorter than one ulp of t, and solve_ivp raised "f(a) and f(b) must have different signs" (β ≥ 40).  Here
+    such a crossing is at the step's end, which is the hitting time to float64."""
+    from scipy.integrate import LSODA
+    from scipy.optimize import brentq
+
+    f = _Budget(_inside(rhs, lo, hi), r0)
+    speed = float(np.max(np.abs(f(lo, y0))))
+    first = min(hi - lo, 1e-6 / speed) if speed > 0 and np.isfinite(speed) else None
+    solver = LSODA(f, lo, y0, hi, first_step=first, rtol=rtol, atol=atol)
+    top = float(levels.max())
+    while solver.status == "running":
+        t_old, rho_old = solver.t, float(solver.y[0])
+        message = solver.step()
+        if solver.status == "failed":
+            raise ConvergenceError(f"equiangular ODE failed on [{lo}, {hi}]: {message}")
+        t_new, rho_new = solver.t, float(solver.y[0])
+        crossed = np.flatnonzero(np.isinf(out) & (levels > rho_old) & (levels <= rho_new))
+        dense = solver.dense_output() if crossed.size and t_new > t_old else None
+        for i in crossed:
+            out[i] = _crossing(dense, t_old, rho_old, t_new, rho_new, float(levels[i]), brentq)
+        if rho_new >= top:
+            return list(solver.y), True
+    return list(solver.y), False
+
+
+def _crossing(dense, t_old, rho_old, t_new, rho_new, level, brentq) -> float:
+    """The time in [t_old, t_new] at which ρ reaches ``level``, ρ(t_old) < level ≤ ρ(t_new): the root of the step's
+    dense output, t_new for a step of zero length in float64, and the step's chord where the dense output does
+    not bracket the level (it differs from the step's ends by its own error)."""
+    if dense is None:
+        return float(t_new)
+    g_old, g_new = dense(t_old)[0] - level, dense(t_new)[0] - level
+    if g_old < 0 < g_new:
+        return float(brentq(lambda s: dense(s)[0] - level, t_old, t_new, xtol=1e-14, rtol=4 * np.finfo(float).eps))
+    if g_new == 0:
+        return float(t_new)
+    return float(t_old + (level - rho_old) / (rho_new - rho_old) * (t_new - t_old))
+
