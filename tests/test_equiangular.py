@@ -197,3 +197,12 @@ def test_hitting_times_of_a_fast_usa_collapse_match_the_quadrature(beta):
         exact = quad(lambda u: n * np.exp(-beta * u) / (2 * (1 - u) * (1 + (n - 1) * u)), 0, level,
                      epsabs=1e-16, epsrel=1e-13, limit=500, points=[1 / beta, 5 / beta])[0]
         assert t == pytest.approx(exact, rel=1e-9)
+
+
+def test_an_unresolvable_usa_collapse_names_its_cause_and_the_way_out():
+    """At β = 100 (USA, r0 = 1) a step overshoots ρ = 1 and the ODE turns non-finite; the error only said "ask for a
+    larger r0", which is 1 here.  It now names the e^(βρ) speed-up and points to equiangular_time."""
+    with pytest.raises(mf.ConvergenceError, match=r"r0=1;.*e\^\(βρ\).*equiangular_time gives the time of the collapse"):
+        mf.equiangular("post-ln", 100.0, 3, [0.01, 0.1], attention="unnormalized")
+    t_collapse = mf.equiangular_time("post-ln", 100.0, 3, 0.999, attention="unnormalized")
+    assert 0.01 < t_collapse < 0.02

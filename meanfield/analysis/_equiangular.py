@@ -140,9 +140,13 @@ class _Budget:
         with np.errstate(all="ignore"):
             dy = self.f(time, y)
         if not np.all(np.isfinite(dy)):
+            # two causes: a radius r0 ≪ 1 (a Pre-LN-like speed 1/r), or USA at large β, whose speed grows like e^{βρ}
+            # (β = 100, r0 = 1: ρ crossed (0, 1) in under one ulp of t); "ask for a larger r0" alone misled there
             raise ConvergenceError(f"the equiangular ODE became non-finite at t={time:.6g} (state {list(y)}): a step "
-                                   f"overshot a collapse whose time scale is below the integrator's resolution "
-                                   f"(r0={self.r0:g}). Ask for a larger r0 or a shorter span.")
+                                   f"overshot a collapse whose time scale is below the integrator's resolution in t "
+                                   f"(r0={self.r0:g}; unnormalized attention speeds up like e^(βρ) as ρ → 1). Ask for "
+                                   "a larger r0, softmax attention or a smaller β, or a shorter span; "
+                                   "equiangular_time gives the time of the collapse.")
         return dy
 
 
