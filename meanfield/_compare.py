@@ -18,7 +18,7 @@ import numbers
 
 import numpy as np
 
-from ._measures import Density, Particles, conversion_hint
+from ._measures import Density, Particles, ZonalDensity, conversion_hint
 from ._validate import nonneg_int, open_fraction, positive_float
 from .sphere._funk_hecke import funk_hecke, kernel_bandlimit
 
@@ -38,24 +38,81 @@ def coefficients(measure, lmax: int) -> np.ndarray:
 
 
 def _common_dimension(mu, nu) -> set:
-    """The dimensions d of the two measures (Density, Particles or non-empty tuples of Densities)."""
+    """The dimensions d of the two measures (Density, ZonalDensity, Particles or non-empty tuples of densities)."""
     dims = set()
     for name, m in (("mu", mu), ("nu", nu)):
         parts = m if isinstance(m, tuple) else (m,)
-        if not parts or not all(isinstance(p, (Density, Particles)) for p in parts):
-            raise TypeError(f"`{name}` must be a Density, Particles or a non-empty tuple of Densities; got "
-                            f"{name}={m!r}." + (conversion_hint(m) if not isinstance(m, tuple) else ""))
+        if not parts or not all(isinstance(p, (Density, ZonalDensity, Particles)) for p in parts):
+            raise TypeError(f"`{name}` must be a Density, ZonalDensity, Particles or a non-empty tuple of densities "
+                            f"(species); got {name}={m!r}." + (conversion_hint(m) if not isinstance(m, tuple) else ""))
         dims |= {p.d for p in parts}
     return dims
 
 
 def _dim(mu, nu) -> int:
+    """The common d of two measures already passed through :func:`_on_s1_s2` (so a Density has d = 2 or 3, and a
+    ZonalDensity d > 3): any d when they are particles and zonal densities."""
     dims = _common_dimension(mu, nu)
     if len(dims) != 1:          # first: "S¹ or S²" misled for two particle measures, which mmd takes in any d
         raise ValueError(f"both measures must live on the same sphere; got d = {sorted(dims)}.")
-    if not dims <= {2, 3}:
-        raise ValueError(f"both measures must live on the same S¹ or S² (d = 2 or 3); got d = {sorted(dims)}.")
     return dims.pop()
+
+
+def _on_s1_s2(measure):
+    """A ZonalDensity on S¹ or S² as the Density it is (exactly: g(⟨x, e⟩) of degree ≤ L is a band-limited
+    function of degree ≤ L, projected by a quadrature exact to that degree); other measures as they are."""
+    if isinstance(measure, tuple):
+        return tuple(_on_s1_s2(m) for m in measure)
+    if isinstance(measure, ZonalDensity) and measure.d in (2, 3):
+        return Density.from_function(measure.evaluate, measure.lmax, measure.d)
+    return measure
+
+
+def _parts_of(measure) -> tuple:
+    return measure if isinstance(measure, tuple) else (measure,)
+
+
+def _gram(a, b, d: int, lmax: int) -> np.ndarray:
+    """⟨a_ℓ, b_ℓ⟩ in L²(σ), ℓ = 0 … lmax, of two measures on S^{d-1} that are Particles or ZonalDensity, by the
+    addition theorem: the degree-ℓ part of δ_x is N(d, ℓ) P_ℓ(⟨·, x⟩), and ⟨P_ℓ(⟨·, x⟩), P_ℓ(⟨·, y⟩)⟩ =
+    P_ℓ(⟨x, y⟩)/N(d, ℓ) (P_ℓ the Gegenbauer polynomials with P_ℓ(1) = 1)."""
+    from .sphere._funk_hecke import harmonic_dimension
+    from .sphere._zonal import gegenbauer, gegenbauer_norms
+
+    def profile(z):
+        g = np.zeros(lmax + 1)
+        k = min(lmax, z.lmax) + 1
+        g[:k] = z.coeffs[:k]
+        return g
+    if isinstance(a, Particles) and isinstance(b, ZonalDensity):
+        a, b = b, a
+    if isinstance(a, ZonalDensity) and isinstance(b, ZonalDensity):
+        cos = float(np.clip(a.axis @ b.axis, -1.0, 1.0))
+        return profile(a) * profile(b) * gegenbauer_norms(lmax, d) * gegenbauer(lmax, cos, d)
+    if isinstance(a, ZonalDensity):
+        return profile(a) * (gegenbauer(lmax, np.clip(b.positions @ a.axis, -1.0, 1.0), d) @ b.weights)
+    total = np.zeros(lmax + 1)
+    rows = max(1, 2 ** 21 // ((lmax + 1) * b.n))        # tables of (lmax + 1)·rows·m entries
+    for i in range(0, a.n, rows):
+        cos = np.clip(a.positions[i:i + rows] @ b.positions.T, -1.0, 1.0)
+        total += np.einsum("lij,i,j->l", gegenbauer(lmax, cos, d), a.weights[i:i + rows], b.weights)
+    return harmonic_dimension(d, np.arange(lmax + 1)) * total
+
+
+def _degree_power_any_d(mu, nu, d: int, lmax: int) -> np.ndarray:
+    """‖(μ − ν)_ℓ‖² in L²(σ), ℓ = 0 … lmax, for particles and zonal densities (tuples: their sums) on S^{d-1}."""
+    def gram(x, y):
+        return sum(_gram(p, q, d, lmax) for p in _parts_of(x) for q in _parts_of(y))
+    # the three terms cancel for equal measures: their rounding is clipped at 0
+    return np.maximum(gram(mu, mu) - 2 * gram(mu, nu) + gram(nu, nu), 0.0)
+
+
+def _degree_power_of_difference(mu, nu, d: int, lmax: int) -> np.ndarray:
+    """‖(μ − ν)_ℓ‖² in L²(σ), ℓ = 0 … lmax: from spherical-harmonic coefficients on S¹ and S², by the addition
+    theorem on S^{d-1}, d > 3."""
+    if d > 3:
+        return _degree_power_any_d(mu, nu, d, lmax)
+    return _degree_power(coefficients(mu, lmax) - coefficients(nu, lmax), d, lmax)
 
 
 def _degree_power(c, d, lmax):
@@ -67,9 +124,9 @@ def _degree_power(c, d, lmax):
 
 
 def _default_lmax(mu, nu):
-    ls = [m.lmax for m in (mu, nu) if isinstance(m, Density)]
+    ls = [p.lmax for m in (mu, nu) for p in _parts_of(m) if isinstance(p, (Density, ZonalDensity))]
     if not ls:
-        raise ValueError("`lmax` is required when neither measure is a Density.")
+        raise ValueError("`lmax` is required when neither measure is a density.")
     return max(ls)
 
 
@@ -98,7 +155,7 @@ _LOG_FLOAT_MAX = float(np.log(np.finfo(float).max))
 
 
 def sobolev_distance(mu, nu, s: float = 1.0, lmax: int | None = None) -> float:
-    """‖μ − ν‖ in H^{-s}(S^{d-1}), d = 2 or 3, truncated at degree ``lmax`` (default: the Densities' band limit).
+    """‖μ − ν‖ in H^{-s}(S^{d-1}), truncated at degree ``lmax`` (default: the densities' band limit).
 
         ‖μ − ν‖²_{H^{-s}} = Σ_{ℓ=0}^{lmax} (1 + ℓ(ℓ + d − 2))^{-s} ‖(μ − ν)_ℓ‖²_{L²(σ)},
 
@@ -108,8 +165,11 @@ def sobolev_distance(mu, nu, s: float = 1.0, lmax: int | None = None) -> float:
 
     Parameters
     ----------
-    mu, nu : Density, Particles or tuple of Density
-        Measures on the same sphere (a difference of masses counts in full, at degree 0).
+    mu, nu : Density, ZonalDensity, Particles or tuple of densities (species)
+        Measures on the same sphere (a difference of masses counts in full, at degree 0).  On S¹ and S² in
+        spherical harmonics (a ZonalDensity as the Density it is), O(N + L²) for N tokens.  On S^{d-1}, d > 3
+        (particles and zonal densities, e.g. a particle run against the zonal PDE solution): by the addition
+        theorem, Σ_ij w_i w_j N(d, ℓ) P_ℓ(⟨x_i, x_j⟩) for the tokens' own degree-ℓ power, O(N²·L).
     s : float
         Smoothness index s > 0 of the dual norm.
     lmax : int, optional
@@ -121,9 +181,10 @@ def sobolev_distance(mu, nu, s: float = 1.0, lmax: int | None = None) -> float:
         The distance, ≥ 0 (dimensionless, in the units of a density w.r.t. σ).
     """
     s = positive_float("s", s)
+    mu, nu = _on_s1_s2(mu), _on_s1_s2(nu)
     d = _dim(mu, nu)
     lmax = nonneg_int("lmax", _default_lmax(mu, nu) if lmax is None else lmax)
-    e = _degree_power(coefficients(mu, lmax) - coefficients(nu, lmax), d, lmax)
+    e = _degree_power_of_difference(mu, nu, d, lmax)
     ell = np.arange(lmax + 1)
     w = (1.0 + ell * (ell + d - 2.0)) ** (-s)
     return float(np.sqrt(np.sum(w * e)))
@@ -138,10 +199,13 @@ def mmd(mu, nu, beta: float, tol: float = 1e-12, lmax: int | None = None) -> flo
 
     Parameters
     ----------
-    mu, nu : Density, Particles or tuple of Density
-        Measures on the same sphere, S² (d = 3) or S¹ (d = 2); particles enter as their empirical
-        measure, a tuple of species as the sum of its Densities.  Two Particles on S^{d-1}, d > 3: the
-        direct double sum over the tokens, O((N + M)²) (its rounding is ~1e-16·e^β, relative to MMD²).
+    mu, nu : Density, ZonalDensity, Particles or tuple of densities (species)
+        Measures on the same sphere; particles enter as their empirical measure, a tuple of species as the sum
+        of its densities.  On S² (d = 3) and S¹ (d = 2) in spherical harmonics (a ZonalDensity as the Density
+        it is).  Two Particles on S^{d-1}, d > 3: the direct double sum over the tokens, O((N + M)²) (its
+        rounding is ~1e-16·e^β, relative to MMD²).  A ZonalDensity on S^{d-1}, d > 3, against particles or
+        another zonal density: Σ_ℓ λ_ℓ ‖(μ − ν)_ℓ‖² with the degree-ℓ powers from the addition theorem
+        (as in :func:`sobolev_distance`), O(N²·L) for N tokens.
     beta : float
         Inverse temperature β > 0 of the kernel.
     tol : float
@@ -159,10 +223,10 @@ def mmd(mu, nu, beta: float, tol: float = 1e-12, lmax: int | None = None) -> flo
     Raises
     ------
     ValueError
-        If the measures are not on the same sphere (S¹ or S², or both particles on S^{d-1}), ``beta`` ≤ 0,
-        ``tol`` outside (0, 1) or ``lmax`` not an integer ≥ 0 (checked on every path).
+        If the measures are not on the same sphere, ``beta`` ≤ 0, ``tol`` outside (0, 1) or ``lmax`` not an
+        integer ≥ 0 (checked on every path).
     TypeError
-        If a measure is another kind of measure on the sphere (e.g. a ZonalDensity or an FEDensity).
+        If a measure is another kind of measure on the sphere (e.g. an FEDensity: its ``to_density``).
 
     Notes
     -----
@@ -174,9 +238,10 @@ def mmd(mu, nu, beta: float, tol: float = 1e-12, lmax: int | None = None) -> flo
         lmax = nonneg_int("lmax", lmax)
     if isinstance(mu, Particles) and isinstance(nu, Particles) and mu.d == nu.d and mu.d > 3:
         return _mmd_direct(mu, nu, beta)
+    mu, nu = _on_s1_s2(mu), _on_s1_s2(nu)
     d = _dim(mu, nu)
     lmax = kernel_bandlimit(beta, tol, d) if lmax is None else lmax
-    e = _degree_power(coefficients(mu, lmax) - coefficients(nu, lmax), d, lmax)
+    e = _degree_power_of_difference(mu, nu, d, lmax)
     # √(Σ λ_ℓ e_ℓ) = e^{β/2} √(Σ e^{-β}λ_ℓ e_ℓ)
     return _unscale(beta, float(np.sum(funk_hecke(beta, lmax, d, scaled=True) * e)))
 
@@ -248,9 +313,9 @@ def wasserstein_distance(mu, nu, p: float = 2.0, *, grid_lmax: int | None = None
 
     Parameters
     ----------
-    mu, nu : Density, Particles or tuple of Density
+    mu, nu : Density, ZonalDensity (on S¹ or S²), Particles or tuple of densities
         Measures of equal mass on the same sphere.  Particles are used as they are (any d); a Density
-        (S² or S¹) through its values at grid nodes: W_p is then that of the discretized measure, which
+        (S² or S¹; a ZonalDensity as the Density it is) through its values at grid nodes: W_p is then that of the discretized measure, which
         differs from the density's by about the grid spacing (π/(grid_lmax + 1) radians on S²).
     p : float
         Order p ≥ 1.
@@ -290,9 +355,13 @@ def wasserstein_distance(mu, nu, p: float = 2.0, *, grid_lmax: int | None = None
         raise ValueError(f"`p` must be ≥ 1 and finite (W_p is a metric for p ≥ 1); got p={p!r}.")
     p = float(p)
     max_pairs = nonneg_int("max_pairs", max_pairs, minimum=1)
+    mu, nu = _on_s1_s2(mu), _on_s1_s2(nu)
     dims = _common_dimension(mu, nu)
     if len(dims) != 1:
         raise ValueError(f"both measures must live on the same sphere; got d = {sorted(dims)}.")
+    if any(isinstance(m, ZonalDensity) for m in _parts(mu) + _parts(nu)):
+        raise TypeError(f"wasserstein_distance takes a ZonalDensity on S¹ or S² only (it has no grid of atoms on "
+                        f"S^{{d-1}} for d = {dims.pop()}); sobolev_distance and mmd compare it in any d.")
     densities = [m for m in _parts(mu) + _parts(nu) if isinstance(m, Density)]
     if grid_lmax is None:      # one grid for every Density: two grids would put a distance between equal measures
         # at least 1: a Density of band limit 0 (the uniform measure) made it 0, refused as if the caller had passed it

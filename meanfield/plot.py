@@ -599,12 +599,15 @@ def _nearest(times, t):
 
 
 def _measure_kind(state):
-    """The kind of measure a state is for the distances: "density", "particles" or None (zonal, d > 3)."""
-    if isinstance(state, tuple) and all(isinstance(s, Density) for s in state):
+    """The kind of measure a state is for the distances: "density" (a Density, a ZonalDensity or species of them),
+    "particles", or None."""
+    from ._measures import ZonalDensity
+
+    if isinstance(state, tuple) and state and all(isinstance(s, (Density, ZonalDensity)) for s in state):
         state = state[0]
-    if isinstance(state, Density) and state.d in (2, 3):
+    if isinstance(state, (Density, ZonalDensity)):
         return "density"
-    if isinstance(state, Particles) and state.d in (2, 3):
+    if isinstance(state, Particles):
         return "particles"
     return None
 
@@ -620,14 +623,16 @@ def comparison_distances(a, b, targets=None, distance: str = "sobolev"):
     Parameters
     ----------
     a, b : Trajectory
-        Runs on the same S¹ or S² whose states are Density, species (tuple of Density) or Particles.
+        Runs on the same sphere whose states are Density, ZonalDensity, species (tuples of them) or Particles
+        (S^{d-1} for any d: zonal runs and particle runs in d > 3 compare by the addition theorem, see
+        :func:`meanfield.sobolev_distance`).
     targets : array_like, optional
         Times used when the runs share fewer than two saved times: each run's saved state nearest to
         each target is compared.  Default: 5 points over the common time range.
     distance : {"sobolev", "mmd"}
         ``"sobolev"``: ‖μ − ν‖ in H⁻¹ (:func:`meanfield.sobolev_distance`, s = 1) truncated at one band
         limit L for all times, the smallest ``lmax`` of the densities compared (it needs at least one
-        Density among the states).  ``"mmd"``: :func:`meanfield.mmd` with the attention kernel at the β
+        density among the states).  ``"mmd"``: :func:`meanfield.mmd` with the attention kernel at the β
         of ``a``'s model.
 
     Returns
@@ -644,7 +649,7 @@ def comparison_distances(a, b, targets=None, distance: str = "sobolev"):
     TypeError
         If ``a`` or ``b`` is not a Trajectory.
     ValueError
-        If a state is not a measure on S¹/S² or, for "sobolev", no state is a Density.
+        If a state is not a measure, the runs are on different spheres or, for "sobolev", no state is a density.
     """
     from ._compare import mmd, sobolev_distance
 
@@ -662,12 +667,12 @@ def comparison_distances(a, b, targets=None, distance: str = "sobolev"):
         pairs = [(_nearest(ta, t), _nearest(tb, t), float(t)) for t in np.unique(np.asarray(targets, dtype=float))]
     states = [(a.states[i], b.states[j]) for i, j, _ in pairs]
     if any(_measure_kind(s) is None for pair in states for s in pair):
-        raise ValueError("a distance needs Density, species or Particles states on S¹ or S² in both runs.")
+        raise ValueError("a distance needs Density, ZonalDensity, species or Particles states in both runs.")
     lmax = None
     if distance == "sobolev":
         lmax = _band_limit([s for pair in states for s in pair])
         if lmax is None:
-            raise ValueError("distance='sobolev' needs a Density among the states to fix the band limit; "
+            raise ValueError("distance='sobolev' needs a density among the states to fix the band limit; "
                              "use distance='mmd' to compare two particle runs.")
         values = [sobolev_distance(x, y, s=1.0, lmax=lmax) for x, y in states]
     else:

@@ -65,8 +65,9 @@ def test_a_difference_of_mass_counts_at_degree_zero():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda u: mf.sobolev_distance(u, np.zeros(3)), r"`nu` must be a Density, Particles or a non-empty tuple"),
-    (lambda u: mf.mmd((), u, 1.0), r"`mu` must be a Density, Particles or a non-empty tuple"),
+    (lambda u: mf.sobolev_distance(u, np.zeros(3)), r"`nu` must be a Density, ZonalDensity, Particles or a non-empty "
+                                                    r"tuple"),
+    (lambda u: mf.mmd((), u, 1.0), r"`mu` must be a Density, ZonalDensity, Particles or a non-empty tuple"),
     (lambda u: mf.mmd(u, (u, 3), 1.0), r"`nu` must be"),
 ])
 def test_non_measures_are_refused_by_name(call, match):
@@ -140,7 +141,9 @@ def test_wasserstein_is_a_rotation_invariant_metric():
     (lambda: mf.mmd(mf.Particles.uniform(10, d=4), mf.Particles.uniform(10, d=5), 1.0), ValueError,
      r"both measures must live on the same sphere; got d = \[4, 5\]"),
     (lambda: mf.sobolev_distance(mf.Particles.uniform(10, d=4), mf.Particles.uniform(10, d=4)), ValueError,
-     r"same S¹ or S² \(d = 2 or 3\); got d = \[4\]"),
+     r"`lmax` is required when neither measure is a density"),
+    (lambda: mf.wasserstein_distance(mf.ZonalDensity.uniform(4, d=5), mf.Particles.uniform(10, d=5)), TypeError,
+     r"takes a ZonalDensity on S¹ or S² only .*d = 5"),
     (lambda: mf.wasserstein_distance(mf.Density(2 * mf.Density.uniform(4).coeffs, 4), mf.Density.uniform(4)),
      ValueError, "equal mass"),
     (lambda: mf.wasserstein_distance(mf.Particles.uniform(300), mf.Particles.uniform(300, seed=1), max_pairs=1000),
@@ -253,3 +256,68 @@ def test_a_band_limit_beyond_memory_is_refused_by_name_before_the_transform(dist
     a, b = mf.Particles.uniform(5, seed=0), mf.Particles.uniform(5, seed=1)
     with pytest.raises(mf.InsufficientMemoryError, match="`lmax`"):
         distance(a, b)
+
+
+# --- zonal densities, and particles in any dimension (the addition theorem) ------------------------
+
+def _zonal(d, lmax=10, axis=None):
+    return mf.ZonalDensity.from_function(lambda t: np.exp(1.5 * t + 0.5 * t ** 2), lmax, d, axis=axis).normalized()
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_the_addition_theorem_path_is_the_spherical_harmonic_one_on_s1_and_s2(d):
+    """The degree powers of particles and zonal densities (two axes) by Gegenbauer sums, against the spherical-
+    harmonic (Fourier) coefficients of the same measures as Densities: two methods, to rounding."""
+    from meanfield._compare import _degree_power_any_d, _degree_power_of_difference, _on_s1_s2
+
+    rng = np.random.default_rng(2)
+    axis = rng.standard_normal(d)
+    z1, z2 = _zonal(d), _zonal(d, axis=axis / np.linalg.norm(axis))
+    p = mf.Particles(rng.standard_normal((60, d)), rng.uniform(0.5, 1.5, 60), normalize=True)
+    q = mf.Particles.uniform(40, d, seed=3)
+    L = 12
+    for mu, nu in ((z1, p), (z1, z2), (p, q), ((z1, z2), p)):
+        gram = _degree_power_any_d(mu, nu, d, L)
+        sh = _degree_power_of_difference(_on_s1_s2(mu), _on_s1_s2(nu), d, L)
+        assert np.allclose(gram, sh, rtol=1e-11, atol=1e-13 * gram.max()), (type(mu), type(nu))
+
+
+@pytest.mark.parametrize("d", [4, 7])
+def test_mmd_by_the_addition_theorem_is_the_direct_double_sum_in_higher_dimension(d):
+    """Σ_ℓ λ_ℓ ‖(μ − ν)_ℓ‖², the degree powers by Gegenbauer sums, against Σ c_i c_j e^{β⟨z_i, z_j⟩} (kernel
+    truncated at 1e-14 relative)."""
+    from meanfield._compare import _degree_power_any_d, _mmd_direct
+
+    p, q = mf.Particles.uniform(70, d, seed=1), mf.Particles.uniform(50, d, seed=2)
+    beta = 2.0
+    L = mf.kernel_bandlimit(beta, 1e-14, d)
+    by_degree = np.sqrt(np.sum(mf.funk_hecke(beta, L, d) * _degree_power_any_d(p, q, d, L)))
+    assert by_degree == pytest.approx(_mmd_direct(p, q, beta), rel=1e-11)
+
+
+@pytest.mark.parametrize("d", [5, 16])
+def test_iid_uniform_tokens_have_the_expected_sobolev_distance_to_a_zonal_uniform_density(d):
+    """E‖μ_N − σ‖²_{H^{-s}} = (1/N) Σ_{1≤ℓ≤L} (1 + ℓ(ℓ + d − 2))^{-s} N(d, ℓ) for N i.i.d. uniform tokens: the mean over
+    40 draws within 4 standard errors (the zonal path: the uniform ZonalDensity against particles in d > 3)."""
+    from meanfield.sphere import harmonic_dimension
+
+    N, L = 200, 6
+    ell = np.arange(1, L + 1)
+    expected = np.sum((1.0 + ell * (ell + d - 2.0)) ** -1 * harmonic_dimension(d, ell)) / N
+    u = mf.ZonalDensity.uniform(L, d)
+    sq = np.array([mf.sobolev_distance(mf.Particles.uniform(N, d, seed=k), u) ** 2 for k in range(40)])
+    assert abs(sq.mean() - expected) < 4 * sq.std(ddof=1) / np.sqrt(sq.size), (sq.mean(), expected)
+
+
+def test_a_zonal_density_against_itself_and_its_density_is_at_distance_zero():
+    z = _zonal(3)
+    assert mf.sobolev_distance(z, z.normalized()) == 0.0
+    assert mf.sobolev_distance(z, mf.Density.from_function(z.evaluate, 10)) < 1e-15
+    z5 = _zonal(5)
+    assert mf.sobolev_distance(z5, z5) == 0.0 and mf.mmd(z5, z5, 3.0) == 0.0
+    # a zonal density and a rotated copy: ‖ζ_e − ζ_e'‖ > 0, symmetric
+    e = np.zeros(5)
+    e[0] = 1.0
+    r = _zonal(5, axis=e)
+    forth, back = mf.sobolev_distance(z5, r), mf.sobolev_distance(r, z5)
+    assert forth == pytest.approx(back, rel=1e-14) and forth > 0.1

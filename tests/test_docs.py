@@ -114,6 +114,21 @@ def test_pde_vs_particles_tutorial_code_runs_and_matches_its_table():
     assert np.all(np.abs(np.log(scope["distance"] / quoted)) < np.log(1.5))
 
 
+@pytest.mark.slow
+def test_the_higher_dimension_section_of_the_pde_vs_particles_tutorial_matches_its_table():
+    text = _read("tutorials/pde_vs_particles.md")
+    section = text.split("## In higher dimension", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    from meanfield import plot
+
+    scope = {"mf": mf, "plot": plot}          # defined by the page's first block
+    exec(compile(code, "pde_vs_particles.md[higher dimension]", "exec"), scope)
+    assert np.allclose(scope["t5"], [0.0, 0.25, 0.5, 0.75, 1.0])
+    for n, measured in scope["distances"].items():
+        quoted = np.array([float(c) for c in _table_row(section, str(n), exact=True)[1:4]])
+        assert np.allclose(measured[[0, 2, 4]], quoted, rtol=0, atol=6e-4), (n, measured, quoted)
+
+
 def _run_python_blocks(name):
     """Execute the ```python blocks of a docs page in one namespace; check every ``print(...)  # → TEXT``.
 

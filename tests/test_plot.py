@@ -477,3 +477,20 @@ def test_comparison_distances_refuses_what_is_not_a_run(runs):
         plot.comparison_distances(pde.final, pde)
     with pytest.raises(TypeError, match=r"`b` must be a meanfield\.Trajectory.*got str.*meanfield\.load\('b\.h5'\)"):
         plot.comparison_distances(pde, "b.h5")
+
+
+def test_a_zonal_run_and_a_particle_run_in_d5_are_compared_by_their_distance():
+    """Zonal PDE runs and particle runs in d > 3 had no distance panel ("needs S¹ or S²"); the H⁻¹ distance is now
+    that of sobolev_distance (the addition theorem), and it falls with the token count like N^(-1/2)."""
+    z = mf.ZonalDensity.from_function(lambda t: np.exp(1.5 * t), 12, 5).normalized()
+    model = mf.Model(2.0, d=5)
+    pde = mf.simulate(model, z, 0.2, save_every=0.1)
+    runs = [mf.simulate(model, mf.Particles.from_density(z, n, seed=1), 0.2, backend="particles", save_every=0.1)
+            for n in (100, 1600)]
+    fig = plot.comparison_figure([pde, runs[0]], panels=2)
+    (dist,) = [ax for ax in fig.axes if ax.get_gid() == "distance"]
+    v = dist.get_lines()[0].get_ydata()
+    assert v[-1] == pytest.approx(sobolev_distance(pde.final, runs[0].final, s=1.0, lmax=12), rel=1e-12)
+    plt.close(fig)
+    coarse, fine = (plot.comparison_distances(pde, r)[1] for r in runs)
+    assert np.all((coarse / fine > 4 / 1.5) & (coarse / fine < 4 * 1.5))     # √(1600/100) = 4, one draw each
