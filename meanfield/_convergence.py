@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._compare import sobolev_distance
-from ._measures import Density
+from ._measures import Density, ZonalDensity
 from ._validate import nonneg_int, positive_float, seed_error
 
 
@@ -93,6 +93,34 @@ def _check_run(traj, what):
     return traj
 
 
+def _padded_coeffs(density, lmax: int) -> np.ndarray:
+    """A Density's or ZonalDensity's coefficients zero-padded (or truncated) to band limit ``lmax``."""
+    if isinstance(density, Density):
+        return density.resized(lmax).coeffs
+    out = np.zeros(lmax + 1)
+    k = min(lmax, density.lmax) + 1
+    out[:k] = density.coeffs[:k]
+    return out
+
+
+def _at_band_limit(density, lmax: int):
+    """The density zero-padded, or projected, to band limit ``lmax`` (its radius field too)."""
+    if isinstance(density, Density):
+        return density.resized(lmax)
+    radius = None
+    if density.radius is not None:
+        radius = np.zeros(lmax + 1)
+        k = min(lmax, density.lmax) + 1
+        radius[:k] = density.radius[:k]
+    return ZonalDensity(_padded_coeffs(density, lmax), lmax, density.d, density.axis, radius)
+
+
+def _particle_backend(model) -> str:
+    """The default particle backend: "particles-sh" where it applies (S², one head, QᵀK = c·I), else the exact
+    "particles" (any d: a zonal density on S^{d-1}, d > 3)."""
+    return "particles-sh" if model.d == 3 and model.isotropic and model.heads == 1 else "particles"
+
+
 def _check_reference(reference, model, density, t_final) -> None:
     """A given reference must be the spectral run of this model from this density to t_final: another kind of
     object raised AttributeError ('Density' object has no attribute 'times'), and the run of another model or
@@ -102,17 +130,19 @@ def _check_reference(reference, model, density, t_final) -> None:
     if not isinstance(reference, Trajectory):
         raise TypeError(f"`reference` must be a meanfield.Trajectory (the spectral run from `density`); got "
                         f"{type(reference).__name__}.")
-    if not all(isinstance(state, Density) for state in (reference.states[0], reference.final)):
-        raise TypeError(f"`reference` must be a spectral run whose states are Densities; its states are "
-                        f"{type(reference.final).__name__} (backend={reference.backend!r}).")
+    kind = type(density)
+    if not all(isinstance(state, kind) for state in (reference.states[0], reference.final)):
+        raise TypeError(f"`reference` must be a spectral run whose states are {kind.__name__}s, as `density`; its "
+                        f"states are {type(reference.final).__name__} (backend={reference.backend!r}).")
     if reference.model != model:
         raise ValueError(f"`reference` was run with another model ({reference.model!r}); the particles run "
                          f"{model!r}.")
     start = reference.states[0]
     L = max(start.lmax, density.lmax)
-    gap = float(np.max(np.abs(start.resized(L).coeffs - density.resized(L).coeffs)))
+    gap = float(np.max(np.abs(_padded_coeffs(start, L) - _padded_coeffs(density, L))))
+    same_axis = kind is Density or (start.d == density.d and np.allclose(start.axis, density.axis, rtol=0, atol=1e-15))
     # the spectral backend saves its initial state as given (zero-padded to a larger lmax): equal up to rounding
-    if start.d != density.d or gap > 1e-12 * max(1.0, float(np.max(np.abs(density.coeffs)))):
+    if start.d != density.d or not same_axis or gap > 1e-12 * max(1.0, float(np.max(np.abs(density.coeffs)))):
         raise ValueError(f"`reference` must start from `density`; its initial state differs from it (largest "
                          f"coefficient difference {gap:.3g}).")
     if not np.isclose(reference.times[-1], t_final, rtol=1e-12, atol=0):
@@ -120,15 +150,17 @@ def _check_reference(reference, model, density, t_final) -> None:
 
 
 def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, s: float = 1.0,
-                     lmax: int | None = None, backend: str = "particles-sh", reference=None,
+                     lmax: int | None = None, backend: str | None = None, reference=None,
                      particle_options: dict | None = None, **spectral_options) -> ConvergenceResult:
     """Particles → mean field: the H^{-s} distance at ``t_final`` between N i.i.d. tokens and the PDE solution.
 
     Parameters
     ----------
     model : Model
-    density : Density
-        The initial probability density; the tokens are drawn from it (:func:`meanfield.sample_density`).
+    density : Density or ZonalDensity
+        The initial probability density; the tokens are drawn from it (:func:`meanfield.sample_density`).  A
+        ZonalDensity gives the study on S^{d-1} for any d (the zonal spectral solver against exact particles;
+        the distance by the addition theorem, O(N²·L) per token set: see :func:`meanfield.sobolev_distance`).
     t_final : float
         The time of the comparison (> 0).
     ns : sequence of int
@@ -143,8 +175,9 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
         so the expected slope is −1/2 for any s.
     lmax : int, optional
         The band limit of the distance (default: the reference's final band limit).
-    backend : str
-        The particle backend ("particles-sh", default, or "particles").
+    backend : str, optional
+        The particle backend, "particles-sh" or "particles"; default "particles-sh" where it applies (S², one
+        head, QᵀK = c·I), else "particles".
     reference : Trajectory, optional
         The spectral solution of ``model`` from ``density``, ending at ``t_final`` (default: computed here with
         ``spectral_options``, which are refused together with it); a run of another model, from another
@@ -162,7 +195,7 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     Raises
     ------
     TypeError
-        ``density`` not a Density, ``seed`` of another type, spectral options given with a ``reference``, or a
+        ``density`` not a Density or ZonalDensity, ``seed`` of another type, spectral options given with a ``reference``, or a
         ``reference`` that is not a spectral Trajectory.
     ValueError
         Fewer than two or non-increasing ``ns``, ``replicas`` < 1, a negative ``seed``, or a ``reference`` of
@@ -173,10 +206,11 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     from ._sampling import sample_density
     from ._simulate import simulate
 
-    if not isinstance(density, Density):
-        raise TypeError(f"`density` must be a meanfield.Density; got {type(density).__name__}.")
+    if not isinstance(density, (Density, ZonalDensity)):
+        raise TypeError(f"`density` must be a meanfield.Density or ZonalDensity; got {type(density).__name__}.")
     t_final = positive_float("t_final", t_final)
     ns = _sizes("ns", ns, 1)
+    backend = _particle_backend(model) if backend is None else backend
     replicas = nonneg_int("replicas", replicas, minimum=1)
     s = positive_float("s", s)
     root = _root_seed(seed)                     # before the reference run
@@ -209,8 +243,8 @@ def convergence_in_l(model, density, t_final, lmaxes, *, s: float = 1.0, **spect
     Parameters
     ----------
     model : Model
-    density : Density
-        The initial density (resized to each band limit).
+    density : Density or ZonalDensity
+        The initial density (resized to each band limit; a ZonalDensity on S^{d-1}, any d).
     t_final : float
         The time of the comparison (> 0).
     lmaxes : sequence of int
@@ -230,15 +264,15 @@ def convergence_in_l(model, density, t_final, lmaxes, *, s: float = 1.0, **spect
     """
     from ._simulate import simulate
 
-    if not isinstance(density, Density):
-        raise TypeError(f"`density` must be a meanfield.Density; got {type(density).__name__}.")
+    if not isinstance(density, (Density, ZonalDensity)):
+        raise TypeError(f"`density` must be a meanfield.Density or ZonalDensity; got {type(density).__name__}.")
     t_final = positive_float("t_final", t_final)
     lmaxes = _sizes("lmaxes", lmaxes, 1)
     s = positive_float("s", s)
     if "lmax" in spectral_options:         # it overrode every L: the distances all read 0
         raise ValueError("`lmax` is what convergence_in_l varies (through `lmaxes`); drop it from the options.")
     options = {"tail_warn": 1.0, "tail_tol": 1.0, "negativity_tol": 1e6, **spectral_options}
-    runs = [_check_run(simulate(model, density.resized(int(L)), t_final, **options), f"spectral run L={L}")
+    runs = [_check_run(simulate(model, _at_band_limit(density, int(L)), t_final, **options), f"spectral run L={L}")
             for L in lmaxes]
     ref = runs[-1].final
     dist = np.array([sobolev_distance(r.final, ref, s, lmax=int(lmaxes[-1])) for r in runs[:-1]])

@@ -124,3 +124,30 @@ def test_a_given_reference_must_be_the_spectral_run_of_this_model_from_this_dens
         mf.convergence_in_n(MODEL, dens, 0.2, [16, 32], reference=other_start)
     r = mf.convergence_in_n(MODEL, dens, 0.2, [16, 32], replicas=1, reference=padded)
     assert r.reference is padded and np.all(r.mean > 0)
+
+
+def test_particles_approach_the_zonal_pde_like_n_to_the_minus_one_half_in_d5():
+    """A ZonalDensity gives the study on S⁴: the zonal spectral solver against exact particles (the default
+    backend where particles-sh does not apply), the distance by the addition theorem."""
+    z = mf.ZonalDensity.from_function(lambda t: np.exp(1.5 * t), 12, 5).normalized()
+    model = mf.Model(2.0, d=5)
+    r = mf.convergence_in_n(model, z, 0.5, [100, 400, 1600], replicas=3)
+    assert abs(r.slope + 0.5) < 0.1, r.message
+    assert isinstance(r.reference.final, mf.ZonalDensity)
+    # the given reference is checked as for a Density: another axis is another initial state
+    e = np.zeros(5)
+    e[0] = 1.0
+    tilted = mf.simulate(model, mf.ZonalDensity(z.coeffs, z.lmax, 5, axis=e), 0.5)
+    with pytest.raises(ValueError, match=r"`reference` must start from `density`"):
+        mf.convergence_in_n(model, z, 0.5, [16, 32], reference=tilted)
+    # in L: the zonal solver converges fast in the band limit
+    in_l = mf.convergence_in_l(model, z, 0.5, [8, 12, 16, 24])
+    assert in_l.mean[0] < 1e-4 and in_l.mean[-1] < 1e-8 and in_l.slope < 0
+
+
+def test_the_default_particle_backend_is_particles_sh_where_it_applies():
+    from meanfield._convergence import _particle_backend
+
+    assert _particle_backend(MODEL) == "particles-sh"
+    assert _particle_backend(mf.Model(1.0, d=5)) == "particles"
+    assert _particle_backend(mf.Model(1.0, Q=np.diag([1.0, 2.0, 3.0]))) == "particles"
