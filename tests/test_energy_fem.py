@@ -100,3 +100,37 @@ def test_bad_inputs():
         mf.energy(FEDensity(s, np.ones(12)), 1.0, method="exact")
     with pytest.raises(ValueError, match="`method`"):
         mf.energy(FEDensity(s, np.ones(12)), 1.0, method="pairs")
+
+
+def test_mesh_built_by_hand_is_checked():
+    """A mesh of one's own was used as given: a degenerate triangle made the quadrature weights NaN, a clockwise
+    one negative, a missing one left a mass below 1, and bad indices raised numpy's IndexError in FESpace."""
+    m = SphereMesh.icosahedral(1)
+    v, f = np.array(m.vertices), np.array(m.triangles)
+    same = SphereMesh(v.tolist(), f.tolist(), 1)                  # lists are fine, and the result is the same
+    assert FESpace(same, 1).weights.sum() == pytest.approx(FESpace(m, 1).weights.sum(), abs=1e-15)
+    cases = {
+        "unit vectors": (2 * v, f),
+        "shape \\(nv, 3\\)": (v[:, :2], f),
+        "vertex indices": (v, np.where(f == 0, len(v), f)),
+        "integer array": (v, f.astype(float)),
+        "counter-clockwise": (v, np.concatenate([f[:1, ::-1], f[1:]])),
+        "non-degenerate": (v, np.concatenate([[[0, 0, 1]], f[1:]])),
+        "closed": (v, f[1:]),                                       # a hole
+        "closed, consistently": (v, np.concatenate([f, f[:1]])),    # a triangle twice
+    }
+    for match, (vv, ff) in cases.items():
+        with pytest.raises(ValueError, match=match):
+            SphereMesh(vv, ff, 1)
+    with pytest.raises(ValueError, match="`vertices` must be finite"):
+        SphereMesh(np.where(v == v[0, 0], np.nan, v), f, 1)
+    with pytest.raises(TypeError, match="`triangles`"):
+        SphereMesh(v, f.astype(bool), 1)
+    with pytest.raises(ValueError, match="`level`"):
+        SphereMesh(v, f, -1)
+    # two covers of S² (every triangle of the octahedron twice, on two vertex copies) is closed but not a tiling
+    o = np.array([[1, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1.0]])
+    t = np.array([[0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4], [1, 0, 5], [2, 1, 5], [3, 2, 5], [0, 3, 5]])
+    assert FESpace(SphereMesh(o, t, 0), 1).weights.sum() == pytest.approx(1.0, abs=0.1)
+    with pytest.raises(ValueError, match="tile S² once"):
+        SphereMesh(np.vstack([o, o]), np.vstack([t, t + 6]), 0)

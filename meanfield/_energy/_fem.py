@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
-from .._validate import nonneg_int
+from .._validate import no_bools, nonneg_int, real_array
 
 _MAX_LEVEL = 7
+_UNIT_TOL = 1e-12          # |‖v‖ − 1| allowed for a mesh vertex
+_DEGENERATE_DET = 1e-14    # det[a, b, c] at or below which a triangle is degenerate (level 7: ≥ 7e-5)
 
 
 def _icosahedron():
@@ -80,6 +82,9 @@ def check_degrees(degree, quadrature_degree) -> tuple[int, int]:
 class SphereMesh:
     """A triangulation of S² by the radially projected refinements of the icosahedron.
 
+    Built by :meth:`icosahedral`; a triangulation of one's own can be passed as ``SphereMesh(vertices,
+    triangles, level)`` and is checked on construction.
+
     Attributes
     ----------
     vertices : ndarray, shape (nv, 3)
@@ -88,11 +93,72 @@ class SphereMesh:
         Vertex indices, counter-clockwise seen from outside; nt = 20·4^level.
     level : int
         Number of midpoint refinements of the icosahedron.
+
+    Raises
+    ------
+    ValueError
+        ``vertices`` not of shape (nv, 3) or not unit vectors (to 1e-12); ``triangles`` not integer indices of
+        shape (nt, 3) into ``vertices``, a triangle degenerate or clockwise seen from outside (or with the centre
+        of S² in its plane), or triangles that do not tile S² exactly once (a hole, an overlap, an edge not
+        shared by two triangles); ``level`` not an integer ≥ 0.
+    TypeError
+        ``vertices`` or ``triangles`` hold booleans.
     """
 
     vertices: np.ndarray
     triangles: np.ndarray
     level: int
+
+    def __post_init__(self):
+        # a mesh built by hand is checked here: a degenerate or clockwise triangle gave NaN or negative quadrature
+        # weights, a mesh with a hole a total mass below 1, and FESpace and every energy used them silently
+        v = real_array("vertices", self.vertices, allow_bool=False)
+        if v.ndim != 2 or v.shape[1] != 3 or len(v) < 4:
+            raise ValueError(f"`vertices` must have shape (nv, 3) with nv ≥ 4 (points of S²); got shape {v.shape}.")
+        if not np.all(np.isfinite(v)):
+            raise ValueError("`vertices` must be finite; it contains NaN or inf.")
+        off = float(np.max(np.abs(np.linalg.norm(v, axis=1) - 1)))
+        if off > _UNIT_TOL:
+            raise ValueError(f"`vertices` must be unit vectors (to {_UNIT_TOL:g}); got max | ‖v‖ − 1 | = {off:.3g}.")
+        no_bools("triangles", self.triangles)
+        f = np.asarray(self.triangles)
+        if f.ndim != 2 or f.shape[1] != 3 or len(f) == 0 or not np.issubdtype(f.dtype, np.integer):
+            raise ValueError("`triangles` must be an integer array of shape (nt, 3), nt ≥ 1 (vertex indices); got "
+                             f"{'shape ' + str(f.shape) if np.issubdtype(f.dtype, np.number) else repr(self.triangles)}"
+                             f"{'' if np.issubdtype(f.dtype, np.integer) else ' of dtype ' + str(f.dtype)}.")
+        if f.min() < 0 or f.max() >= len(v):
+            raise ValueError(f"`triangles` must hold vertex indices in [0, {len(v) - 1}]; got values in "
+                             f"[{f.min()}, {f.max()}].")
+        a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+        # det[a, b, c] = ⟨(b − a) × (c − a), a⟩: > 0 for a counter-clockwise triangle seen from outside whose plane
+        # misses the centre (the radial projection is then a bijection onto the curved triangle), 0 when degenerate
+        det = np.einsum("ij,ij->i", np.cross(b - a, c - a), a)
+        bad = np.flatnonzero(~(det > _DEGENERATE_DET))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"`triangles` must be non-degenerate and counter-clockwise seen from outside S² "
+                             f"(det[a, b, c] > {_DEGENERATE_DET:g}); {bad.size} of {len(f)} are not, the first "
+                             f"triangles[{i}] = {f[i].tolist()} with det = {det[i]:.3g}.")
+        # a closed surface: every directed edge once, its reverse once (holes, overlaps and stray triangles fail)
+        directed = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+        forward = np.sort(directed[:, 0].astype(np.int64) * len(v) + directed[:, 1])
+        backward = np.sort(directed[:, 1].astype(np.int64) * len(v) + directed[:, 0])
+        if np.any(forward[1:] == forward[:-1]) or not np.array_equal(forward, backward):
+            raise ValueError("`triangles` must form a closed, consistently oriented surface: every edge shared by "
+                             "exactly two triangles, traversed in opposite directions.")
+        # ... that covers S² once: the solid angles (Van Oosterom–Strackee) sum to 4π
+        omega = 2 * np.arctan2(det, 1 + np.einsum("ij,ij->i", a, b) + np.einsum("ij,ij->i", b, c)
+                               + np.einsum("ij,ij->i", c, a))
+        total = float(np.sum(omega)) / (4 * np.pi)
+        if abs(total - 1) > 1e-9:
+            raise ValueError(f"`triangles` must tile S² once; their solid angles sum to {total:.12g}·4π.")
+        level = nonneg_int("level", self.level)
+        v, f = v.copy(), f.astype(np.intp, copy=True)
+        v.setflags(write=False)
+        f.setflags(write=False)
+        object.__setattr__(self, "vertices", v)
+        object.__setattr__(self, "triangles", f)
+        object.__setattr__(self, "level", level)
 
     @classmethod
     def icosahedral(cls, level: int) -> "SphereMesh":
@@ -104,8 +170,6 @@ class SphereMesh:
         a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
         flip = np.einsum("ij,ij->i", np.cross(b - a, c - a), a + b + c) < 0
         f[flip] = f[flip][:, [0, 2, 1]]
-        v.setflags(write=False)
-        f.setflags(write=False)
         return cls(v, f, level)
 
     @functools.cached_property
