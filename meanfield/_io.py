@@ -22,7 +22,8 @@ has ``format = "meanfield-energy"`` and the layout::
     /start               task "stationary": the initial particles (a state group, as above)
     /solution            attrs kind, value and, by kind:
                          minimizing-density (S¹): coeffs, nodal_values, attrs lmax, d;
-                         fe-density (S²): values, attrs level, degree, quadrature_degree;
+                         fe-density (S²): values, vertices, triangles (the mesh; a file without
+                         them: the icosahedral mesh of `level`), attrs level, degree, quadrature_degree;
                          maximizing-particles: positions, weights, attrs support, source, ascent_best, candidates;
                          stationary: attrs time, max_speed, converged; state/ (particles); trajectory/ (the
                          trajectory layout above: model, run, scales, states, diagnostics, steps)
@@ -753,6 +754,9 @@ def _write_energy(f, result):
         g.attrs.update(kind="fe-density", value=s.value, level=sp.mesh.level, degree=sp.degree,
                        quadrature_degree=sp.quadrature_degree)
         _put(g, "values", s.values)
+        # the mesh itself: a SphereMesh built by hand was read back as the icosahedral mesh of its `level`
+        _put(g, "vertices", sp.mesh.vertices)
+        _put(g, "triangles", sp.mesh.triangles)
     elif isinstance(s, MaximizingParticles):
         g.attrs.update(kind="maximizing-particles", value=s.value, support=s.kind, source=s.source,
                        ascent_best=s.ascent_best, candidates=json_text(s.candidates))
@@ -785,8 +789,10 @@ def _read_energy(f):
         sol = MinimizingDensity(_array(g["coeffs"]), int(g.attrs["lmax"]), int(g.attrs["d"]), value=value,
                                 certificate=cert, nodal_values=_array(g["nodal_values"]))
     elif kind == "fe-density":
-        space = FESpace(SphereMesh.icosahedral(int(g.attrs["level"])), int(g.attrs["degree"]),
-                        int(g.attrs["quadrature_degree"]))
+        level = int(g.attrs["level"])
+        mesh = (SphereMesh(_array(g["vertices"]), _array(g["triangles"]), level) if "vertices" in g
+                else SphereMesh.icosahedral(level))         # files written before the mesh was stored
+        space = FESpace(mesh, int(g.attrs["degree"]), int(g.attrs["quadrature_degree"]))
         sol = FEDensity(space, _array(g["values"]), value=value, certificate=cert)
     elif kind == "maximizing-particles":
         sol = MaximizingParticles(_array(g["positions"]), _array(g["weights"]), value=value,

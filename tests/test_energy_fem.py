@@ -134,3 +134,19 @@ def test_mesh_built_by_hand_is_checked():
     assert FESpace(SphereMesh(o, t, 0), 1).weights.sum() == pytest.approx(1.0, abs=0.1)
     with pytest.raises(ValueError, match="tile S² once"):
         SphereMesh(np.vstack([o, o]), np.vstack([t, t + 6]), 0)
+
+
+def test_an_fe_density_on_a_mesh_of_ones_own_round_trips(tmp_path):
+    """The file kept only the mesh's `level` and rebuilt the icosahedral mesh on reading: an FE density on a rotated
+    icosahedron (same level, same number of nodes) came back on the unrotated one, a different density."""
+    from scipy.spatial.transform import Rotation
+
+    ico = SphereMesh.icosahedral(1)
+    turned = SphereMesh(ico.vertices @ Rotation.from_euler("xyz", [0.3, 0.2, 0.1]).as_matrix().T, ico.triangles, 1)
+    space = FESpace(turned, 1)
+    rho = FEDensity(space, space.interpolate(smooth))
+    D = np.diag([0.6, 1.0, 1.4])
+    path = mf.save(mf.EnergyResult("minimize", 1.0, D, 3, rho, {}), tmp_path / "fe.h5")
+    back = mf.load(path).solution
+    np.testing.assert_array_equal(back.space.mesh.vertices, turned.vertices)
+    assert mf.energy(back, 1.0, D) == mf.energy(rho, 1.0, D)
