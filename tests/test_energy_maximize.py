@@ -138,3 +138,22 @@ def test_maximize_at_large_beta_returns_the_proven_dirac(beta):
     # the certificate's polish ran L-BFGS on δE/δμ ~ e^β, whose squared gradient overflowed above β ≈ 370
     r = mf.maximize_energy(beta, np.eye(2), d=2, n_starts=0)
     assert r.value == pytest.approx(np.exp(beta) / (2 * beta), rel=1e-12) and r.certificate.satisfied()
+
+
+@pytest.mark.parametrize("n_starts", [0, 1])
+def test_maximize_where_the_first_variation_overflows_but_e_does_not(n_starts):
+    """β = 712, D = I: E = e^β/(2β) ≈ 1e306 fits in float64, δE/δμ = e^β/β and its gradient do not.  The certificate
+    computed them unscaled (inf) and stopped with "`points` must be finite" (an argument the caller never
+    passed), or returned an upper bound of inf; past the float64 edge (β = 720) the maximum itself overflows and
+    the message named `points` too."""
+    beta = 712.0
+    r = mf.maximize_energy(beta, np.eye(2), d=2, n_starts=n_starts, n_particles=2)
+    exact = np.exp(beta - np.log(2 * beta))
+    assert r.kind == "dirac" and r.value == pytest.approx(exact, rel=1e-12)
+    c = r.certificate
+    assert c.satisfied(1e-12) and c.upper_bound == pytest.approx(exact, rel=1e-12)
+    assert np.isfinite(c.support_gradient)
+    with pytest.raises(ValueError, match="`beta` is too large for maximize_energy"):
+        mf.maximize_energy(720.0, np.eye(2), d=2)
+    with pytest.raises(ValueError, match="`beta` is too large"):
+        mf.maximize_energy(720.0, -np.eye(2), d=2)

@@ -22,8 +22,8 @@ from .._measures import Particles
 from .._memory import require
 from .._validate import flag, nonneg_int, positive_float
 from ._classify import classify
-from ._energy import first_variation, first_variation_gradient
-from ._kernel import check_beta, check_D, check_symmetric, dimension_for, pair_energy, spectral_norm
+from ._kernel import (_LOG_FLOAT_MAX, _scaled_kernel_sums, check_beta, check_D, check_symmetric, dimension_for, pair_energy,
+                      spectral_norm, tangent_project)
 
 _MERGE = 1e-4        # particles closer than this (chord) are merged, then the ascent is restarted
 _DROP = 1e-6         # weights below this are dropped, likewise
@@ -173,22 +173,42 @@ def _probe_points(d, n, rng):
     return g / np.linalg.norm(g, axis=1)[:, None]
 
 
-def _max_first_variation(measure, beta, D, rng, n_probe=4096, n_polish=8):
-    """max over S^{d-1} of δE/δμ: dense probes, then local ascent from the best few."""
+def _scaled_first_variation(measure, beta, D, points, log_scale):
+    """(δE/δμ, |∇_S δE/δμ|) at ``points`` (m, d), both divided by e^{log_scale}, for symmetric D.
+
+    From the kernel sums scaled by each point's largest exponent (:func:`_scaled_kernel_sums`): δE/δμ = Z/β and its
+    gradient P_x M reach e^{β‖D‖}, beyond float64 at β‖D‖ ≈ 710 while E itself (÷2β) is still finite; computed
+    unscaled they overflowed to inf, and the certificate's polish stopped on inf − inf."""
+    sums, shift = _scaled_kernel_sums(points, measure.positions, measure.weights, beta, D, moment=True)
+    factor = np.exp(shift - log_scale)
+    grad = tangent_project(points, sums[:, 1:]) * factor[:, None]
+    return sums[:, 0] * factor / beta, np.linalg.norm(grad, axis=1), grad
+
+
+def _over_2beta(f, z: float, beta: float) -> float:
+    """f(z)/(2β) for f = exp or cosh, in the exponent where f(z) alone overflows but the quotient does not."""
+    if abs(z) < _LOG_FLOAT_MAX:
+        return float(f(z) / (2 * beta))
+    log_f = abs(z) - np.log(2.0) if f is np.cosh else z        # cosh z = e^{|z|}/2 to rounding here
+    with np.errstate(over="ignore"):
+        return float(np.exp(log_f - np.log(2 * beta)))
+
+
+def _max_first_variation(measure, beta, D, rng, log_scale, n_probe=4096, n_polish=8):
+    """max over S^{d-1} of δE/δμ / e^{log_scale}: dense probes, then local ascent from the best few."""
     d = measure.d
     pts = np.concatenate([_probe_points(d, n_probe, rng), measure.positions, -measure.positions])
-    vals = first_variation(measure, beta, D, pts)
+    vals = _scaled_first_variation(measure, beta, D, pts, log_scale)[0]
     best = pts[np.argsort(-vals)[:n_polish]]
 
     top = float(np.max(vals))
-    scale = max(abs(top), np.finfo(float).tiny)   # δE/δμ grows like e^{β‖D‖}: polished in units of the probes' max,
-                                                  # so that L-BFGS's squared gradients stay finite (β ≳ 370)
+    scale = max(abs(top), np.finfo(float).tiny)   # polished in units of the probes' max, so that L-BFGS's squared
+                                                  # gradients stay finite
 
     def negphi(u):
         x = u / np.linalg.norm(u)
-        val = first_variation(measure, beta, D, x[None])[0]
-        g = first_variation_gradient(measure, beta, D, x[None])[0] / np.linalg.norm(u)
-        return -val / scale, -g / scale
+        val, _, g = _scaled_first_variation(measure, beta, D, x[None], log_scale)
+        return -val[0] / scale, -g[0] / np.linalg.norm(u) / scale
 
     for x0 in best:                              # a handful of local polishes
         res = optimize.minimize(negphi, x0, jac=True, method="L-BFGS-B", options={"gtol": 1e-14, "ftol": 1e-16})
@@ -231,7 +251,8 @@ def maximize_energy(beta, D=None, d: int | None = None, *, n_particles: int = 6,
     Raises
     ------
     ValueError, TypeError
-        A bad argument, named.
+        A bad argument, named; a β at which the maximum of E exceeds float64 (the larger theorem candidate,
+        max(e^{βλ_max}, cosh(βλ_min))/(2β), beyond 1.8e308: β·‖D‖ ≳ 710 + ln 2β).
     InsufficientMemoryError
         Before any start, when the pair matrices of ``n_particles`` exceed the available memory.
     """
@@ -269,14 +290,19 @@ def maximize_energy(beta, D=None, d: int | None = None, *, n_particles: int = 6,
         source = "ascent"
     value = pair_energy(x, w, beta, D)
     p = Particles(x, w)
-    level = 2 * value
-    top = _max_first_variation(p, beta, D, rng)
-    phi_s = first_variation(p, beta, D, x)
-    grad_s = np.linalg.norm(first_variation_gradient(p, beta, D, x), axis=1)
-    bound = (np.exp(beta * cls.lambda_max) if cls.maximizer_proven and cls.lambda_max >= -cls.lambda_min
-             else np.cosh(beta * cls.lambda_min) if cls.maximizer_proven else None)
-    cert = MaximizerCertificate(top / level - 1, float(np.max(np.abs(phi_s - level))) / level, float(np.max(grad_s)),
-                                None if bound is None else float(bound) / (2 * beta))
+    # δE/δμ and its gradient in units of e^{β‖D‖}/β ≥ 2E/2: both overflow before E does (β‖D‖ ≳ 709.8)
+    log_scale = beta * spectral_norm(D) - np.log(beta)
+    level = 2 * np.exp(np.log(value) - log_scale)                  # 2E in those units
+    top = _max_first_variation(p, beta, D, rng, log_scale)
+    phi_s, grad_s, _ = _scaled_first_variation(p, beta, D, x, log_scale)
+    g = float(np.max(grad_s))
+    with np.errstate(over="ignore"):          # velocity units (inf only if it is)
+        support_gradient = float(np.exp(np.log(g) + log_scale)) if g > 0 else 0.0
+    bound = (_over_2beta(np.exp, beta * cls.lambda_max, beta)
+             if cls.maximizer_proven and cls.lambda_max >= -cls.lambda_min
+             else _over_2beta(np.cosh, beta * cls.lambda_min, beta) if cls.maximizer_proven else None)
+    cert = MaximizerCertificate(float(top / level - 1), float(np.max(np.abs(phi_s - level)) / level), support_gradient,
+                                None if bound is None else float(bound))
     return MaximizingParticles(x, w, value=value, kind=_kind(x, w), source=source, certificate=cert,
                                candidates={k: float(v) for k, v in cand_E.items()},
                                ascent_best=float(best_E))
@@ -295,6 +321,14 @@ def maximize_arguments(beta, D=None, d: int | None = None, *, n_particles=6, n_s
     beta = check_beta(beta)
     d = dimension_for(D, d)
     D = check_symmetric(check_D(D, d, "the argument `d`"), "maximize_energy")
+    lam = np.linalg.eigvalsh(D)
+    # log of the larger theorem candidate, e^{βλ_max} or cosh(βλ_min) over 2β: a lower bound on the maximum
+    log_max = max(beta * lam[-1], beta * abs(lam[0]) + np.log1p(np.exp(-2 * beta * abs(lam[0]))) - np.log(2.0))
+    if log_max - np.log(2 * beta) > _LOG_FLOAT_MAX:
+        raise ValueError(f"`beta` is too large for maximize_energy: the maximum of E_β,D is at least "
+                         f"e^{log_max - np.log(2 * beta):.6g}, beyond float64 (e^{_LOG_FLOAT_MAX:.2f}); β·max(λ_max, "
+                         f"|λ_min|) must stay below about {_LOG_FLOAT_MAX:.0f} + ln(2β); got beta={beta!r} with "
+                         f"eigenvalues of D in [{lam[0]:.6g}, {lam[-1]:.6g}].")
     n_particles = nonneg_int("n_particles", n_particles, minimum=1)
     require(32.0 * n_particles ** 2 * max(d, 3), f"maximize_energy with n_particles={n_particles} (pair matrices)",
             "lower `n_particles`.")
