@@ -150,3 +150,24 @@ def test_an_fe_density_on_a_mesh_of_ones_own_round_trips(tmp_path):
     back = mf.load(path).solution
     np.testing.assert_array_equal(back.space.mesh.vertices, turned.vertices)
     assert mf.energy(back, 1.0, D) == mf.energy(rho, 1.0, D)
+
+
+def test_kernel_matrix_and_energy_check_beta_and_D():
+    """FESpace.kernel_matrix and FESpace.energy took β and D unchecked: D as a list raised AttributeError ('list'
+    object has no attribute 'size'), β = '1' a TypeError from numpy, β = -1 or NaN gave a matrix of garbage."""
+    s = FESpace(SphereMesh.icosahedral(1), 1)
+    rho = s.interpolate(smooth)
+    D = np.diag([0.6, 1.0, 1.4])
+    K, shift = s.kernel_matrix(1.0, [0.6, 1.0, 1.4])                  # a diagonal, as everywhere else
+    np.testing.assert_array_equal(K, s.kernel_matrix(1.0, D)[0])
+    assert s.energy(list(rho), 1.0, [0.6, 1.0, 1.4]) == s.energy(rho, 1.0, D)
+    for f in (s.kernel_matrix, lambda b, DD: s.energy(rho, b, DD)):
+        with pytest.raises(TypeError, match="`beta`"):
+            f("1", D)
+        for bad in (-1.0, float("nan")):
+            with pytest.raises(ValueError, match="`beta`"):
+                f(bad, D)
+        with pytest.raises(ValueError, match="`D`"):
+            f(1.0, np.eye(2))
+    with pytest.raises(ValueError, match="`values`"):
+        s.energy(rho[:-1], 1.0, D)

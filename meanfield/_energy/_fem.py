@@ -310,7 +310,9 @@ class FESpace:
         Parameters
         ----------
         beta : float
-        D : ndarray, shape (3, 3)
+            β > 0.
+        D : None, float, array_like of shape (3,) (a diagonal) or (3, 3)
+            Interaction matrix (None: identity), as in :func:`meanfield.energy`.
         method : {"auto", "spectral", "direct"}
             "direct": the product quadrature, O((nt·nq)²) kernel evaluations.  "spectral": the kernel
             truncated at degree L (tail ≤ 1e-15·λ_0(β‖D‖₂) in each variable) in a real orthonormal
@@ -328,9 +330,10 @@ class FESpace:
         """
         from .._validate import choice
         from ..sphere._funk_hecke import kernel_bandlimit
-        from ._kernel import spectral_norm
+        from ._kernel import check_beta, check_D, spectral_norm
 
         choice("method", method, ("auto", "spectral", "direct"))
+        beta, D = check_beta(beta), check_D(D, 3)
         lk = max(1, kernel_bandlimit(beta * spectral_norm(D), 1e-15, 3))
         if method == "spectral" or (method == "auto" and (lk + 1) ** 2 < self.ndof):
             A, G, shift = self.kernel_factor(beta, D, lk)
@@ -351,11 +354,14 @@ class FESpace:
     def energy(self, values, beta: float, D: np.ndarray) -> float:
         """E_{β,D} of the FE function with nodal ``values`` through the truncated kernel (tail ≤ 1e-15·λ_0).
 
-        Cost O(nt·nq·L²): the moments u_k = ∫ ρ Y_k dσ by the space's quadrature, then (1/2β) uᵀGu.
+        Cost O(nt·nq·L²): the moments u_k = ∫ ρ Y_k dσ by the space's quadrature, then (1/2β) uᵀGu.  ``values``
+        has shape (ndof,); β and D are taken as by :meth:`kernel_matrix`.
         """
         from ..sphere._funk_hecke import kernel_bandlimit
-        from ._kernel import spectral_norm
+        from ._kernel import check_beta, check_D, spectral_norm
 
+        beta, D = check_beta(beta), check_D(D, 3)
+        values = FEDensity(self, values).values          # shape (ndof,), finite
         lk = max(1, kernel_bandlimit(beta * spectral_norm(D), 1e-15, 3))
         G, shift = kernel_coefficients(beta, D, lk)
         u = real_harmonics(lk, self.points).T @ (self.weights * (self.basis @ values))
