@@ -171,3 +171,19 @@ def test_kernel_matrix_and_energy_check_beta_and_D():
             f(1.0, np.eye(2))
     with pytest.raises(ValueError, match="`values`"):
         s.energy(rho[:-1], 1.0, D)
+
+
+def test_evaluate_checks_points_as_density_evaluate():
+    """A zero vector gave NaN (with numpy's "invalid value" warning) and a NaN scipy's "'x' must be finite"; now
+    the errors of Density.evaluate, which name `points`; other lengths are directions, as there."""
+    s = FESpace(SphereMesh.icosahedral(1), 1)
+    rho = FEDensity(s, s.interpolate(smooth))
+    x = np.array([0.3, -0.4, 0.5])
+    assert rho.evaluate(2 * x) == rho.evaluate(x / np.linalg.norm(x))
+    assert rho.evaluate([[0.0, 0.0, 1.0]]).shape == (1,) and rho.evaluate(np.zeros((0, 3))).shape == (0,)
+    with pytest.raises(ValueError, match="`points` contains a zero vector"):
+        rho.evaluate([[0.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="`points` must be finite"):
+        rho.evaluate([[0.0, 0.0, np.nan]])
+    with pytest.raises(ValueError, match="`points` must have shape"):
+        rho.evaluate([[0.0, 1.0]])

@@ -502,10 +502,17 @@ class FEDensity:
         return 3
 
     def evaluate(self, points) -> np.ndarray:
-        """ρ at unit points of shape (..., 3) → (...,)."""
-        p = np.asarray(points, dtype=float)
-        if p.shape[-1] != 3:
-            raise ValueError(f"`points` must have last axis 3; got shape {p.shape}.")
+        """ρ at the directions of ``points``, shape (..., 3) → (...,), as :meth:`meanfield.Density.evaluate`.
+
+        Raises
+        ------
+        ValueError
+            ``points`` not of shape (..., 3), not finite, or holding a zero vector (no direction)."""
+        from .._measures import _query_points
+
+        # the checks and the normalization of Density.evaluate: a zero vector gave NaN with numpy's warning, a NaN
+        # scipy's "'x' must be finite"
+        p = _query_points(points, 3)
         flat = p.reshape(-1, 3)
         tri, xi = self.space.locate(flat)
         tab = self.space.element.tabulate(0, xi)[0, :, :, 0]           # (m, ndofs_cell)
