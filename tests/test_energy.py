@@ -641,10 +641,12 @@ def test_a_direct_sum_whose_memory_would_not_fit_is_refused(monkeypatch):
         mf.energy(many16, 1.0, np.linspace(1.0, 0.5, 16))
 
 
-@pytest.mark.parametrize("measure", [mf.Particles(np.eye(3)), mf.Density.uniform(4), mf.Density.random(6, seed=1)],
-                         ids=["pairs", "closed-form", "exact"])
+@pytest.mark.parametrize("measure", [mf.Particles(np.eye(3)), mf.Density.uniform(4), mf.Density.random(6, seed=1),
+                                     mf.ZonalDensity.uniform(4, d=5), mf.ZonalDensity([1.0, 0.0, 0.3], 2, d=5)],
+                         ids=["pairs", "closed-form", "exact", "zonal-uniform", "zonal-no-degree-1"])
 def test_an_energy_beyond_float64_has_an_infinite_error_bound(measure):
-    """energy_estimate documents "inf with a value inf"; the pair sum and the closed form reported 0.0."""
+    """energy_estimate documents "inf with a value inf"; the pair sum and the closed form reported 0.0, and the zonal
+    Funk–Hecke sum NaN (λ_ℓ = inf times a zero coefficient), warned about as "an indefinite D" with D = I."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mf.MeanfieldWarning)
         est = energy_estimate(measure, 1000.0)

@@ -373,15 +373,18 @@ def _multipliers(b: float, lmax: int, d: int) -> np.ndarray:
     return lam
 
 
-def _exact_sum(terms, beta: float) -> EnergyEstimate:
-    """(1/2β) Σ terms of a Funk–Hecke (Parseval) sum, exact but for its rounding (warned about if it has no
-    digit)."""
+def _exact_sum(lam, power, beta: float) -> EnergyEstimate:
+    """(1/2β) Σ_ℓ λ_ℓ·power_ℓ, a Funk–Hecke (Parseval) sum, exact but for its rounding (warned about if it has no
+    digit).  A degree without power contributes 0 whatever its λ_ℓ: beyond float64 (β ≳ 710) λ_ℓ = inf, and
+    inf·0 made the energy of ZonalDensity.uniform NaN, warned about as "an indefinite D" with D = I."""
+    with np.errstate(invalid="ignore"):
+        terms = np.where(power != 0, lam * power, 0.0)
     return _undetermined_warning(EnergyEstimate(float(np.sum(terms)) / (2.0 * beta), _rounding(terms, beta),
                                                 "exact"))
 
 
 def _density_spectral(rho: Density, beta: float, c: float) -> EnergyEstimate:
-    return _exact_sum(_multipliers(beta * c, rho.lmax, rho.d) * rho.power() / (4 * np.pi if rho.d == 3 else 1.0),
+    return _exact_sum(_multipliers(beta * c, rho.lmax, rho.d), rho.power() / (4 * np.pi if rho.d == 3 else 1.0),
                       beta)
 
 
@@ -398,8 +401,8 @@ def _zonal_estimate(rho: ZonalDensity, beta: float, D: np.ndarray, method: str) 
         raise ValueError(f"`method`={method!r} is for Particles; densities take 'auto', 'exact' or 'quadrature'.")
     c = isotropic_scale(D)
     if c is not None and method != "quadrature":
-        return _exact_sum(_multipliers(beta * c, rho.lmax, rho.d) * rho.coeffs ** 2
-                          * gegenbauer_norms(rho.lmax, rho.d), beta)
+        return _exact_sum(_multipliers(beta * c, rho.lmax, rho.d), rho.coeffs ** 2 * gegenbauer_norms(rho.lmax, rho.d),
+                          beta)
     if rho.d not in (2, 3):
         raise ValueError(f"the energy of a ZonalDensity on S^{rho.d - 1} needs D = c·I (the kernel is then zonal "
                          f"too); got a D that is not a multiple of the identity (or method={method!r}). "
