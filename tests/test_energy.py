@@ -662,3 +662,13 @@ def test_energy_estimate_checks_lmax_and_tol_on_every_path(measure, kw, error, m
     """The documented ValueError for an invalid tol or lmax: the paths that do not use them returned a value."""
     with pytest.raises(error, match=match):
         energy_estimate(measure, 1.0, **kw)
+
+
+@pytest.mark.parametrize("beta", [1e4, 1e5])
+def test_an_energy_beyond_float64_warns_once_in_its_own_words(beta):
+    """The pair sum's last scaling let numpy's "overflow encountered in exp" RuntimeWarning out beside the package's
+    own warning (a Dirac at β = 1e5)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert mf.energy(mf.Particles([[0.0, 0.0, 1.0]]), beta) == np.inf
+    assert [type(w.message) for w in caught] == [mf.MeanfieldWarning], [str(w.message) for w in caught]

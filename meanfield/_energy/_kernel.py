@@ -203,8 +203,8 @@ def pair_energy(points, weights, beta: float, D: np.ndarray) -> float:
     # e^{shift}/(2β) of a row overflowed although the row, weighted by a_i ~ 1/n, may not (β‖D‖ = 720 returned inf
     # for E = 10³⁰⁴), or rows of both signs did (inf − inf): scale by the largest shift, which is applied in halves
     top = float(np.max(shift))
-    half = np.exp(0.5 * (top - np.log(2.0 * beta)))
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):        # an E beyond float64 is inf, and energy() says so in its own words
+        half = np.exp(0.5 * (top - np.log(2.0 * beta)))
         return float(float(a @ (z[:, 0] * np.exp(shift - top))) * half * half)
 
 
