@@ -16,8 +16,9 @@ problem is a first-kind problem: the energy, the potential and the low moments o
 determined to rounding, the nodal values in high-frequency directions are not.  Among the
 numerically indistinguishable minimizers we return the one closest to uniform: the objective gets the
 Tikhonov pull ½τ‖ρ − 1‖²_{L²(σ)} (Gram matrix M), with τ = ``regularization`` · 2βE at the minimum
-(1e-8 of the minimum's own kernel level by default; found by re-solving, see ``_solve``).  Its effect on the energy, τ‖ρ − 1‖²/(2β), is
-reported, and the optimality certificate is evaluated with the exact (unregularized) first variation.
+(1e-8 of the minimum's own kernel level by default; found by re-solving, see ``_solve``).  How far that (and the
+solver) can have left E above the discrete minimum is reported as the duality gap of the convex problem, and the
+optimality certificate is evaluated with the exact (unregularized) first variation.
 The price is a floor on the nodal values: the rounding of K (~1e-14 of its largest entry) amplified by
 1/τ, ~1e-6 by default when the minimum's level is near the kernel's largest values (more for a strongly
 anisotropic D), while the energy, the potential and the low moments are exact to ~1e-14.
@@ -60,7 +61,9 @@ class OptimalityCertificate:
     regularization : float
         The Tikhonov weight τ (absolute, same units as the quadratic form).
     regularization_energy : float
-        τ‖ρ − 1‖²_m / (2β): how much the selection rule can have raised E.
+        A bound on how far E lies above the minimum of the discrete problem (the "selection bias" of the
+        message): the Frank–Wolfe duality gap (ρᵀKρ − min_i (Kρ)_i/m_i)·e^{shift}/β of the convex quadratic
+        program, which covers the selection rule's pull and the solver's residual.
     solver : str
         "active-set" (primal–dual active set on Cholesky factors) or "bvls" (scipy fallback).
     iterations : int
@@ -224,17 +227,38 @@ def _energy_of(rho, K, shift, beta) -> float:
     return float(scaled * np.exp(shift) / (2.0 * beta))
 
 
-def _certificate(phi, rho, m, M, E, tau, shift, beta, iters, solver, phi_everywhere=None):
+def _duality_gap(rho, K, m, shift, beta, phi, level) -> float:
+    """A bound on E(ρ) − min E over the discrete problem {ρ ≥ 0, mᵀρ = 1}: the Frank–Wolfe (duality) gap.
+
+    f(ρ) = ½ρᵀKρ is convex (K ⪰ 0 for D ⪰ 0), so f(ρ*) ≥ f(ρ) + min_{ρ' feasible} ⟨g, ρ' − ρ⟩, g = Kρ.  That linear
+    program has the dual max λ subject to g − λm ≥ 0, whose best λ is min_{m_i > 0} g_i/m_i when it is feasible
+    (≥ g_i/m_i where m_i < 0, g_i ≥ 0 where m_i = 0): E(ρ) − E* ≤ e^{shift}(ρᵀg − λ)/β.  It covers whatever kept ρ
+    from the minimum: the selection rule's pull, and the solver.  (The pull's own size τ‖ρ − 1‖²/(2β), reported
+    before, is not a bound: a pull that flattens ρ towards 1 also shrinks ‖ρ − 1‖, and at β = 1e-4, D = diag(1, 2)
+    on S¹ the minimum came back 6.5e-6 above the discrete one with a "bias" of 2.0e-6.)
+
+    P2 vertex functions have a slightly negative mass m_i (−1.5e-5 at level 2), and there the dual is infeasible:
+    the gap of the continuous problem at the nodes, 2E − min_i φ(x_i) in energy units (``phi`` the first
+    variation at the nodes, ``level`` = 2E), is returned instead — the linearization of E over all probability
+    measures, sampled at the nodes."""
+    g = K @ rho
+    pos, neg, zero = m > 0, m < 0, m == 0
+    lam = float(np.min(g[pos] / m[pos]))
+    if (np.any(neg) and lam < float(np.max(g[neg] / m[neg]))) or np.any(g[zero] < 0):
+        return max(float(level - np.min(phi)), 0.0)
+    gap = float(rho @ g) - lam
+    return max(gap, 0.0) * float(np.exp(shift)) / beta
+
+
+def _certificate(phi, rho, m, M, K, E, tau, shift, beta, iters, solver, phi_everywhere=None):
     """The certificate from φ at the nodes (and, when given, φ on a fine grid for the off-support test)."""
     level = 2.0 * E
     supp = rho > _SUPPORT_FLOOR * np.max(rho)     # nodal values at rounding level (~1e-18) are off the support
     res_on = float(np.max(np.abs(phi[supp] - level))) / level
     off = phi[~supp] if phi_everywhere is None else phi_everywhere
     res_off = float(max(0.0, np.max(level - off, initial=-np.inf))) / level
-    dev = rho - 1.0
-    reg_e = tau * np.exp(shift) * float(dev @ (M @ dev)) / (2.0 * beta)
     return OptimalityCertificate(float(level), res_on, res_off, float(np.mean(supp)), float(tau * np.exp(shift)),
-                                 float(reg_e), solver, iters)
+                                 _duality_gap(rho, K, m, shift, beta, phi, level), solver, iters)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,7 +287,7 @@ def _minimize_circle(beta, D, lmax, regularization):
     dens = Density(coeffs, lmax, 2)
     phi = first_variation(dens, beta, D, circ.circle_points(n))
     fine = first_variation(dens, beta, D, circ.circle_points(8 * n))
-    cert = _certificate(phi, rho, m, M, E, tau, shift, beta, iters, solver, fine)
+    cert = _certificate(phi, rho, m, M, K, E, tau, shift, beta, iters, solver, fine)
     return MinimizingDensity(coeffs, lmax, 2, value=E, certificate=cert, nodal_values=rho)
 
 
@@ -282,7 +306,7 @@ def _minimize_sphere(beta, D, level, degree, quadrature_degree, regularization):
     E = _energy_of(rho, K, shift, beta)
     dens = FEDensity(space, rho)
     phi = first_variation(dens, beta, D, space.nodes)
-    cert = _certificate(phi, rho, m, M, E, tau, shift, beta, iters, solver)
+    cert = _certificate(phi, rho, m, M, K, E, tau, shift, beta, iters, solver)
     return FEDensity(space, rho, value=E, certificate=cert)
 
 
@@ -312,11 +336,16 @@ def minimize_energy(beta, D=None, d: int | None = None, *, lmax: int | None = No
         d = 3: degree of the basix triangle rule (default 2·degree + 2).
     regularization : float
         Weight ≥ 0 of the pull ½τ‖ρ − 1‖² towards ρ ≡ 1, relative to the minimum's level 2βE, that selects
-        one of the numerically indistinguishable minimizers (see the module notes).  It can raise the
-        minimum by at most ``certificate.regularization_energy`` (reported in the certificate's message;
-        measured on S¹ against the smallest pull that still solves, 1e-14: 8.8e-11 of 0.1539 at β = 5,
-        D = diag(0.2, 2), within its bound 1.5e-8; 2.0e-11 of 0.7710 at β = 1, D = diag(20, 1), within
-        1.6e-7; the degree L adds its own error: there 2e-9 at the default L = 64, against 1000 nodes).  A smaller value lowers that bias down to where
+        one of the numerically indistinguishable minimizers (see the module notes).  It raises the
+        minimum of the discrete problem by at most ``certificate.regularization_energy``, its duality gap
+        (reported in the certificate's message; measured on S¹ against the smallest pull that still solves,
+        1e-14: 8.8e-11 of 0.1539 at β = 5, D = diag(0.2, 2), within its bound 1.1e-8; 2.3e-10 of 0.7710 at
+        β = 1, D = diag(20, 1), within 9.2e-8; against an independent NNLS minimum over 240 points, β = 1e-4,
+        D = diag(1, 2): 6.5e-6 within 2.4e-5; the degree L adds its own error: there 2e-9 at the default
+        L = 64, against 1000 nodes).  At small β the kernel varies by ~β² about its mean, down to the pull's
+        size: the energy stays within the bound, but the density is flattened towards 1 (β = 1e-4,
+        D = diag(0.6, 1, 1.4) on S²: second moments 0.35, 0.33, 0.32 against 0.65, 0.23, 0.12 at β = 1e-2).
+        A smaller value lowers that bias down to where
         the rounding of the kernel matrix makes the problem singular; below that the smallest pull that
         still solves is used (the certificate reports its bias).  0 disables it: the nodal values in
         high-frequency directions are then rounding noise, and beyond small L the kernel matrix is
