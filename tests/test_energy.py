@@ -672,3 +672,17 @@ def test_an_energy_beyond_float64_warns_once_in_its_own_words(beta):
         warnings.simplefilter("always")
         assert mf.energy(mf.Particles([[0.0, 0.0, 1.0]]), beta) == np.inf
     assert [type(w.message) for w in caught] == [mf.MeanfieldWarning], [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("beta", [1e-300, 1e-200, 1e-155])
+@pytest.mark.parametrize("D, d", [(None, 3), ([1.0, 2.0], 2), (None, 200), ([1e-100, 1e-100], 2)])
+def test_uniform_energy_at_a_tiny_beta_is_one_over_two_beta(beta, D, d):
+    """2βE = 1 + O(β²).  The series took log(z²/4) with z² underflowed to 0 (z = β s_max ≲ 1e-154): 0·log 0 made the
+    closed form NaN (energy of Density.uniform with error bound 0), and the high-d sum returned e^{−log 2β}, off
+    by 3e-14 at β = 1e-300."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # numpy's "invalid value" warning came with it
+        value = mf.uniform_energy(beta, D, d)
+        assert value * 2 * beta == pytest.approx(1.0, rel=4 * np.finfo(float).eps)
+        if d == 3:
+            assert mf.energy(mf.Density.uniform(4), beta) == value

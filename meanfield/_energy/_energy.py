@@ -144,6 +144,8 @@ def uniform_energy(beta, D=None, d: int | None = None) -> float:
         total += u * g[k]
         if total > _RESCALE:
             u, total, log_scale = u / _RESCALE, total / _RESCALE, log_scale + np.log(_RESCALE)
+    if log_scale == 0.0:                 # no rescaling: divide (e^{−log 2β} is off by |log 2β|·ε, 3e-14 at β = 1e-300)
+        return float(total / (2.0 * beta))
     with np.errstate(over="ignore"):
         return float(np.exp(np.log(total) + log_scale - np.log(2.0 * beta)))
 
@@ -165,7 +167,9 @@ def _uniform_energy_by_convolution(a: np.ndarray, z: float, d: int, K: int) -> f
         with np.errstate(under="ignore"):
             h = np.convolve(h, base * ai ** j)[: K + 1]
     with np.errstate(divide="ignore"):
-        logt = (j * np.log(z * z / 4.0) + np.log(h)
+        # j·log(z²/4) with the j = 0 term exactly 0: z² underflows for z ≲ 1e-154 (β = 1e-300), and 0·log 0 was NaN
+        log_q = 2.0 * np.log(z) - np.log(4.0)
+        logt = (np.concatenate([[0.0], j[1:] * log_q]) + np.log(h)
                 - 2.0 * (special.gammaln(d / 2.0 + j) - special.gammaln(d / 2.0)))
     top = float(np.max(logt))
     with np.errstate(over="ignore"):
