@@ -686,3 +686,14 @@ def test_uniform_energy_at_a_tiny_beta_is_one_over_two_beta(beta, D, d):
         assert value * 2 * beta == pytest.approx(1.0, rel=4 * np.finfo(float).eps)
         if d == 3:
             assert mf.energy(mf.Density.uniform(4), beta) == value
+
+
+@pytest.mark.parametrize("beta", [1e-300, 1e-100, 1e-20])
+def test_pair_sums_at_a_tiny_beta_are_exact_to_rounding(beta):
+    """At β‖D‖ ≪ ε the kernel is 1 and E = (Σa)²/(2β).  The pair sum multiplied by e^{−log 2β}, off by |log 2β|·ε
+    (3e-14 at β = 1e-300): the Dirac missed 1/(2β), and the quadrature of a density its own error bound (2e-15)."""
+    assert mf.energy(mf.Particles([[0.0, 0.0, 1.0]]), beta) == 1 / (2 * beta)
+    rho = mf.Density.random(4, seed=0)
+    est = energy_estimate(rho, beta, [1.0, 2.0, 3.0])
+    assert est.method == "quadrature"
+    assert abs(est.value - rho.mass() ** 2 / (2 * beta)) <= est.error_bound
