@@ -327,9 +327,7 @@ def parse_energy_config(raw: dict, text: str = "") -> EnergyConfig:
     _check_keys("energy", e, _ENERGY_KEYS[task], f" (task={task!r})")
     if "beta" not in e:
         raise ConfigError(f"[energy] needs `beta`; valid keys for task={task!r}: {sorted(_ENERGY_KEYS[task])}.")
-    D = e.get("D")
-    if isinstance(D, list) and D and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in D):
-        D = np.diag(np.asarray(D, dtype=float))           # a list of d numbers: the diagonal
+    D = e.get("D")          # a list of d numbers is the diagonal: check_D reads it so (and names what was written)
     try:
         beta = check_beta(e["beta"])
         d = dimension_for(D, e.get("d"))

@@ -57,7 +57,8 @@ def test_a_run_configuration_is_still_a_run():
     (energy(task="minimize", beta=-1.0), "`beta`"),
     (energy(task="minimize", beta=1.0, D=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), "`D`"),
     (energy(task="minimize", beta=1.0, D=[[1.0, 0.5], [0.0, 1.0]]), "symmetric"),
-    (energy(task="minimize", beta=1.0, D=[1.0, 1.0], d=3), "`D`"),
+    # the message names what was written: 2 numbers, not the 2 × 2 matrix they were turned into before the check
+    (energy(task="minimize", beta=1.0, D=[1.0, 1.0], d=3), r"`D` must be .* 3 numbers \(a diagonal\).*got shape \(2,\)"),
     (energy(task="minimize", beta=1.0, d=1), "`d`"),
     (energy(task="minimize", beta=1.0, d=4), "d` = 2"),
     (energy(task="minimize", beta=1.0, D=[1.0, 1.05], level=2), r"\['level'\] do not apply.*d=2.*'lmax'"),
