@@ -73,7 +73,7 @@ def test_a_run_configuration_is_still_a_run():
     # the solvers' own argument checks, made on reading (a later file of `meanfield run a b` failed after a ran)
     (energy(task="minimize", beta=1.0, level=9), r"task='minimize'.*`level` must be an integer in \[0, 7\]"),
     (energy(task="minimize", beta=1.0, degree=3), "`degree` must be 1 or 2"),
-    (energy(task="minimize", beta=1.0, quadrature_degree=31), r"`quadrature_degree` must be an integer in \[1, 30\]"),
+    (energy(task="minimize", beta=1.0, quadrature_degree=31), r"`quadrature_degree` must be an integer in \[2, 30\]"),
     (energy(task="minimize", beta=1.0, regularization=-1.0), "`regularization`"),
     (energy(task="minimize", beta=1.0, D=[1.0, 1.05], lmax=0), "`lmax`"),
     (energy(task="minimize", beta=1.0, level=6, degree=2), r"needs about .* GiB.*lower `level` or `degree`"),

@@ -187,3 +187,17 @@ def test_evaluate_checks_points_as_density_evaluate():
         rho.evaluate([[0.0, 0.0, np.nan]])
     with pytest.raises(ValueError, match="`points` must have shape"):
         rho.evaluate([[0.0, 1.0]])
+
+
+@pytest.mark.parametrize("degree, q", [(1, 1), (2, 1), (2, 2), (2, 3)])
+def test_a_rule_too_weak_for_the_mass_matrix_is_refused(degree, q):
+    """The mass matrix integrates products of two basis functions (degree 2·degree).  A weaker rule made it singular
+    (P2 with q ≤ 3: minimize_energy raised ConvergenceError advising a larger `regularization`, or at q = 3 returned
+    nodal values up to 38 where they lie in 0.05–6.6) or far from the Gram matrix (P1 with q = 1: condition 112, not 4)."""
+    m = SphereMesh.icosahedral(1)
+    with pytest.raises(ValueError, match=rf"`quadrature_degree` must be an integer in \[{2 * degree}, 30\]"):
+        FESpace(m, degree, q)
+    with pytest.raises(ValueError, match=rf"`quadrature_degree` must be an integer in \[{2 * degree}, 30\]"):
+        mf.minimize_energy(1.0, [0.6, 1.0, 1.4], level=1, degree=degree, quadrature_degree=q)
+    ok = FESpace(m, degree, 2 * degree)                          # the weakest accepted rule: a Gram matrix
+    assert np.linalg.eigvalsh(ok.mass_matrix.toarray())[0] > 0.1 * np.max(ok.mass)

@@ -333,7 +333,7 @@ def minimize_energy(beta, D=None, d: int | None = None, *, lmax: int | None = No
     degree : {1, 2}, optional
         d = 3: Lagrange degree (default 1).
     quadrature_degree : int, optional
-        d = 3: degree of the basix triangle rule (default 2·degree + 2).
+        d = 3: degree of the basix triangle rule, in [2·degree, 30] (default 2·degree + 2).
     regularization : float
         Weight ≥ 0 of the pull ½τ‖ρ − 1‖² towards ρ ≡ 1, relative to the minimum's level 2βE, that selects
         one of the numerically indistinguishable minimizers (see the module notes).  It raises the
