@@ -318,7 +318,7 @@ def _no_flow(monkeypatch):
 
     def started(*args, **kwargs):
         raise AssertionError("the O(N²) work started")
-    monkeypatch.setattr(fl, "energy", started)
+    monkeypatch.setattr(fl, "_energy_value", started)   # E at each recorded state
     monkeypatch.setattr(fl, "dissipation", started)
 
 
@@ -650,3 +650,17 @@ def test_a_flow_that_stops_early_says_so_in_the_result_message():
     assert "The flow stopped early (STEP_TOO_SMALL): Step" in r.message
     ok = mf.find_stationary(mf.Particles.uniform(6, 3, seed=1), 1.0, t_max=50)
     assert ok.converged and "stopped early" not in ok.message
+
+
+def test_a_flow_whose_energy_exceeds_float64_warns_once():
+    """β = 800, the softmax flow (no USA overflow): E = e^{800}/1600 is beyond float64 at every recorded state, and
+    energy() warned at each of them (65 identical warnings from find_stationary), with numpy's "invalid value"
+    RuntimeWarnings from the identity inf − inf; now one warning, E inf and the residual NaN, the states sound."""
+    start = mf.Particles.uniform(4, 3, seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = mf.find_stationary(start, 800.0, flow="softmax", t_max=10.0, check_every=5.0)
+    assert [type(w.message) for w in caught] == [mf.MeanfieldWarning], [str(w.message) for w in caught]
+    assert "exceeds the float64 range" in str(caught[0].message)
+    assert r.energy == np.inf and np.all(np.isnan(r.trajectory.diagnostics["energy_identity_residual"][1:]))
+    assert np.all(np.isfinite(r.state.positions))

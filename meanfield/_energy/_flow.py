@@ -42,7 +42,8 @@ from .._integrators import IMPLICIT_METHODS
 from .._measures import Particles
 from ..backends._stepper import ParticleStepper, _takes_fixed_steps
 from .._validate import choice, nonneg_int, positive_float
-from ._energy import _SPECTRAL_MIN_N, _check_particle_sums, atoms, energy, first_variation_gradient
+from .._errors import warn
+from ._energy import _SPECTRAL_MIN_N, _check_particle_sums, atoms, energy_estimate, first_variation_gradient
 from ._kernel import (_scaled_kernel_sums, announced, check_beta, check_D, check_pair_work, check_symmetric,
                       isotropic_scale, tangent_project)
 from ._results import StationaryResult
@@ -212,6 +213,11 @@ def _stage_dissipation(w, flow: str):
     return gradient if flow == "gradient" else softmax
 
 
+def _energy_value(measure, beta, D) -> float:
+    """E_{β,D}(μ), inf beyond float64, without :func:`energy`'s warning (the flow warns once for the run)."""
+    return float(energy_estimate(measure, beta, D).value)
+
+
 def _run_flow(model, initial, t_final, times, dense, saved, direction, backend, options, stop, flow="gradient"):
     """The run of :func:`_flow_with_identity` at the ``dense`` times (``saved``: the indices of ``times`` there)."""
     from .._simulate import _simulate
@@ -219,7 +225,9 @@ def _run_flow(model, initial, t_final, times, dense, saved, direction, backend, 
     beta, d = model.beta, initial.d
     D = model.K.reshape(d, d)
     saved_set = set(int(i) for i in saved)
-    E, P, S = [energy(initial, beta, D)], [dissipation(initial, beta, D, flow)], [0.0]
+    # E at every recorded state without energy()'s own warning: beyond float64 (β‖D‖ ≳ 710) it warned once per
+    # state (65 identical warnings for find_stationary); the run warns once below
+    E, P, S = [_energy_value(initial, beta, D)], [dissipation(initial, beta, D, flow)], [0.0]
     stepper = []
 
     def setup(st):
@@ -231,7 +239,7 @@ def _run_flow(model, initial, t_final, times, dense, saved, direction, backend, 
         return stepper[0].integral if getattr(stepper[0], "step_integrand", None) is not None else np.nan
 
     def record(t, state, diag):
-        E.append(energy(state, beta, D))
+        E.append(_energy_value(state, beta, D))
         P.append(dissipation(state, beta, D, flow))
         S.append(integral())
         return stop is not None and len(E) - 1 in saved_set and stop(state)
@@ -240,14 +248,18 @@ def _run_flow(model, initial, t_final, times, dense, saved, direction, backend, 
                      None, options, keep_state=lambda i: i in saved_set, setup=setup)
     n = len(traj.times)
     if len(E) < n:                       # the last good state of a run that failed after its last save
-        E.append(energy(traj.states[-1], beta, D))
+        E.append(_energy_value(traj.states[-1], beta, D))
         P.append(dissipation(traj.states[-1], beta, D, flow))
         S.append(integral())
     sign = 1.0 if direction == "ascent" else -1.0
     E, P, S = np.array(E[:n]), np.array(P[:n]), np.array(S[:n])
-    if not np.all(np.isfinite(S)):      # no stage quadrature (layers, a density's backend, the softmax flow)
-        S = _cumulative(np.asarray(traj.times), P)
-    resid = E - E[0] - sign * S
+    with np.errstate(invalid="ignore"):   # an E or a dissipation beyond float64: the identity is NaN there
+        if not np.all(np.isfinite(S)):  # no stage quadrature (layers, a density's backend, the softmax flow)
+            S = _cumulative(np.asarray(traj.times), P)
+        resid = E - E[0] - sign * S
+    if np.any(np.isposinf(E)) and not np.any(np.isposinf(traj.diagnostics.get("energy", 0.0))):
+        warn(f"E_(β,D) exceeds the float64 range at beta={beta!r} along the flow (it grows like e^(β‖D‖)): "
+             "`energy` is recorded as inf there and `energy_identity_residual` as NaN; the states are unaffected.")
     keep = [i for i in range(n) if traj.states[i] is not None]
     diagnostics = {k: np.asarray(v)[keep] for k, v in traj.diagnostics.items()}
     diagnostics.update(energy=E[keep], dissipation=P[keep], energy_identity_residual=resid[keep])
