@@ -664,3 +664,17 @@ def test_a_flow_whose_energy_exceeds_float64_warns_once():
     assert "exceeds the float64 range" in str(caught[0].message)
     assert r.energy == np.inf and np.all(np.isnan(r.trajectory.diagnostics["energy_identity_residual"][1:]))
     assert np.all(np.isfinite(r.state.positions))
+
+
+def test_a_stationarity_report_beyond_float64_states_the_ratio_it_judged():
+    """Beyond float64 max |v| and |G| both read inf, and the message said "max |v| = inf … threshold = inf" for a
+    verdict that was made on their ratio in scaled units; it now gives that ratio (and `relative_speed` holds it)."""
+    x = np.array([[0.0, 0.0, 1.0], [0.0, 0.01, 1.0]])
+    near = mf.Particles(x / np.linalg.norm(x, axis=1)[:, None])          # two tokens 0.01 rad apart
+    rep = mf.stationary(near, 800.0)
+    assert not rep.stationary and rep.max_speed == np.inf and rep.scale == np.inf
+    assert 1e-3 < rep.relative_speed < 1e-2                               # |v|/|G| ≈ sin(0.01)/2
+    assert f"max |v|/max(1, |G|) = {rep.relative_speed:.3g} against tol = 1e-08" in rep.message
+    small = mf.stationary(near, 1.0)                                       # within float64: as before, ratio kept
+    assert small.relative_speed == pytest.approx(small.max_speed / small.scale, rel=1e-15)
+    assert "max |v|/max(1, |G|)" not in small.message

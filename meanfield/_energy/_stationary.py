@@ -48,6 +48,9 @@ class StationarityReport:
         The largest |G| on the support, G the vector whose tangential part is v (the ambient gradient of
         δE/δμ, or A/s for a Model); for the gradient flow of a ZonalDensity the bound |c|·β max δE/δμ
         (inf beyond float64, as ``max_speed``).
+    relative_speed : float
+        max |v| / max(1, ``scale``), the number the test compares with ``tol`` (computed in the scaled units,
+        so finite where ``max_speed`` and ``scale`` read inf).
     """
 
     stationary: bool
@@ -56,6 +59,7 @@ class StationarityReport:
     speeds: np.ndarray
     tol: float
     scale: float = 1.0
+    relative_speed: float = float("nan")
 
     @property
     def threshold(self) -> float:
@@ -67,8 +71,12 @@ class StationarityReport:
         verdict = "stationary" if self.stationary else "not stationary"
         scale = (f"tol·max(1, |G|) = {self.threshold:.3g}, |G| = {self.scale:.3g} the largest ambient vector whose "
                  "tangential part is v" if self.scale > 1 else f"tol = {self.tol:.3g}")
+        relative = ""
+        if not (np.isfinite(self.max_speed) and np.isfinite(self.scale)):
+            # beyond float64 both read inf, and "inf ≤ inf" said nothing: the test's own ratio does
+            relative = f"; max |v|/max(1, |G|) = {self.relative_speed:.3g} against tol = {self.tol:.3g}"
         return (f"{verdict}: max |v| on the support = {self.max_speed:.3g} "
-                f"({len(self.speeds)} support points; threshold {scale}).")
+                f"({len(self.speeds)} support points; threshold {scale}{relative}).")
 
 
 def _support_points(measure, support_tol):
@@ -251,10 +259,11 @@ def _report(pts, speeds, tol, sizes, log_factor=0.0) -> StationarityReport:
     if log_factor == 0.0:
         scale = big if sizes.size else 1.0
         rep = StationarityReport(False, top, pts, speeds, tol, scale)
-        return StationarityReport(top <= rep.threshold, top, pts, speeds, tol, scale)
+        return StationarityReport(top <= rep.threshold, top, pts, speeds, tol, scale, top / max(1.0, scale))
     with np.errstate(over="ignore", under="ignore", divide="ignore"):
         # |v| ≤ tol·max(1, |G|), divided by e^{f} (f < 0 when every exponent is below −300, e.g. D = −c·I)
+        relative = top / max(float(np.exp(-log_factor)), big)
         stationary = top <= tol * max(float(np.exp(-log_factor)), big)
         speeds = np.exp(np.log(speeds) + log_factor)                      # 0 stays 0
         top, scale = (float(np.exp(np.log(x) + log_factor)) for x in (top, big))
-    return StationarityReport(bool(stationary), top, pts, speeds, tol, scale if sizes.size else 1.0)
+    return StationarityReport(bool(stationary), top, pts, speeds, tol, scale if sizes.size else 1.0, float(relative))
