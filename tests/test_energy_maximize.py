@@ -157,3 +157,11 @@ def test_maximize_where_the_first_variation_overflows_but_e_does_not(n_starts):
         mf.maximize_energy(720.0, np.eye(2), d=2)
     with pytest.raises(ValueError, match="`beta` is too large"):
         mf.maximize_energy(720.0, -np.eye(2), d=2)
+
+
+@pytest.mark.parametrize("tol", [1.0, 2.0])
+def test_a_candidate_tolerance_of_one_or_more_is_refused(tol):
+    """tol ≥ 1 made E_ascent·(1 − tol) ≤ 0, so a theorem candidate was returned however far below the ascent's best
+    it was: the tolerance is a fraction in (0, 1)."""
+    with pytest.raises(ValueError, match=r"`tol` must be in \(0, 1\)"):
+        mf.maximize_energy(1.0, [-1.0, 0.3], tol=tol)

@@ -20,7 +20,7 @@ from scipy import optimize
 
 from .._measures import Particles
 from .._memory import require
-from .._validate import flag, nonneg_int, positive_float
+from .._validate import flag, nonneg_int, open_fraction
 from ._classify import classify
 from ._kernel import (_LOG_FLOAT_MAX, _scaled_kernel_sums, check_beta, check_D, check_symmetric, dimension_for, pair_energy,
                       spectral_norm, tangent_project)
@@ -239,7 +239,7 @@ def maximize_energy(beta, D=None, d: int | None = None, *, n_particles: int = 6,
         Also evaluate the theorem candidates (Dirac at the top eigenvector, antipodal pair at the
         bottom one) and prefer them when within ``tol`` of the best ascent.
     tol : float
-        Relative tolerance for preferring a candidate: one within ``tol`` of the best ascent's energy is
+        Relative tolerance for preferring a candidate, in (0, 1): one within ``tol`` of the best ascent's energy is
         returned.  (The ascent merges particles closer than 1e-4 and drops weights below 1e-6, fixed.)
 
     Returns
@@ -333,7 +333,7 @@ def maximize_arguments(beta, D=None, d: int | None = None, *, n_particles=6, n_s
     require(32.0 * n_particles ** 2 * max(d, 3), f"maximize_energy with n_particles={n_particles} (pair matrices)",
             "lower `n_particles`.")
     n_starts = nonneg_int("n_starts", n_starts)
-    tol = positive_float("tol", tol)
+    tol = open_fraction("tol", tol)     # ≥ 1 preferred a candidate whatever the ascent found (E·(1 − tol) ≤ 0)
     candidates = flag("candidates", candidates)
     if not candidates and n_starts == 0:
         raise ValueError("`n_starts` must be ≥ 1 when candidates=False (nothing would be searched).")
