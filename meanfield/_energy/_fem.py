@@ -86,6 +86,57 @@ def check_degrees(degree, quadrature_degree) -> tuple[int, int]:
     return degree, q
 
 
+def _checked_vertices(vertices) -> np.ndarray:
+    """A SphereMesh's vertices as a float array (nv, 3) of unit vectors; refused by name otherwise."""
+    v = real_array("vertices", vertices, allow_bool=False)
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) < 4:
+        raise ValueError(f"`vertices` must have shape (nv, 3) with nv ≥ 4 (points of S²); got shape {v.shape}.")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("`vertices` must be finite; it contains NaN or inf.")
+    off = float(np.max(np.abs(np.linalg.norm(v, axis=1) - 1)))
+    if off > _UNIT_TOL:
+        raise ValueError(f"`vertices` must be unit vectors (to {_UNIT_TOL:g}); got max | ‖v‖ − 1 | = {off:.3g}.")
+    return v
+
+
+def _checked_triangles(triangles, v) -> np.ndarray:
+    """A SphereMesh's triangles on the vertices ``v``: integer indices (nt, 3) of non-degenerate triangles,
+    counter-clockwise seen from outside, forming a closed surface that tiles S² once; refused by name otherwise."""
+    no_bools("triangles", triangles)
+    f = np.asarray(triangles)
+    if f.ndim != 2 or f.shape[1] != 3 or len(f) == 0 or not np.issubdtype(f.dtype, np.integer):
+        raise ValueError("`triangles` must be an integer array of shape (nt, 3), nt ≥ 1 (vertex indices); got "
+                         f"{'shape ' + str(f.shape) if np.issubdtype(f.dtype, np.number) else repr(triangles)}"
+                         f"{'' if np.issubdtype(f.dtype, np.integer) else ' of dtype ' + str(f.dtype)}.")
+    if f.min() < 0 or f.max() >= len(v):
+        raise ValueError(f"`triangles` must hold vertex indices in [0, {len(v) - 1}]; got values in "
+                         f"[{f.min()}, {f.max()}].")
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    # det[a, b, c] = ⟨(b − a) × (c − a), a⟩: > 0 for a counter-clockwise triangle seen from outside whose plane
+    # misses the centre (the radial projection is then a bijection onto the curved triangle), 0 when degenerate
+    det = np.einsum("ij,ij->i", np.cross(b - a, c - a), a)
+    bad = np.flatnonzero(~(det > _DEGENERATE_DET))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"`triangles` must be non-degenerate and counter-clockwise seen from outside S² "
+                         f"(det[a, b, c] > {_DEGENERATE_DET:g}); {bad.size} of {len(f)} are not, the first "
+                         f"triangles[{i}] = {f[i].tolist()} with det = {det[i]:.3g}.")
+    # a closed surface: every directed edge once, its reverse once (holes, overlaps and stray triangles fail)
+    directed = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    forward = np.sort(directed[:, 0].astype(np.int64) * len(v) + directed[:, 1])
+    backward = np.sort(directed[:, 1].astype(np.int64) * len(v) + directed[:, 0])
+    if np.any(forward[1:] == forward[:-1]) or not np.array_equal(forward, backward):
+        raise ValueError("`triangles` must form a closed, consistently oriented surface: every edge shared by "
+                         "exactly two triangles, traversed in opposite directions.")
+    # ... that covers S² once: the solid angles (Van Oosterom–Strackee) sum to 4π
+    omega = 2 * np.arctan2(det, 1 + np.einsum("ij,ij->i", a, b) + np.einsum("ij,ij->i", b, c)
+                           + np.einsum("ij,ij->i", c, a))
+    total = float(np.sum(omega)) / (4 * np.pi)
+    if abs(total - 1) > 1e-9:
+        raise ValueError(f"`triangles` must tile S² once; their solid angles sum to {total:.12g}·4π.")
+    return f
+
+
 @dataclass(frozen=True, eq=False)
 class SphereMesh:
     """A triangulation of S² by the radially projected refinements of the icosahedron.
@@ -120,46 +171,8 @@ class SphereMesh:
     def __post_init__(self):
         # a mesh built by hand is checked here: a degenerate or clockwise triangle gave NaN or negative quadrature
         # weights, a mesh with a hole a total mass below 1, and FESpace and every energy used them silently
-        v = real_array("vertices", self.vertices, allow_bool=False)
-        if v.ndim != 2 or v.shape[1] != 3 or len(v) < 4:
-            raise ValueError(f"`vertices` must have shape (nv, 3) with nv ≥ 4 (points of S²); got shape {v.shape}.")
-        if not np.all(np.isfinite(v)):
-            raise ValueError("`vertices` must be finite; it contains NaN or inf.")
-        off = float(np.max(np.abs(np.linalg.norm(v, axis=1) - 1)))
-        if off > _UNIT_TOL:
-            raise ValueError(f"`vertices` must be unit vectors (to {_UNIT_TOL:g}); got max | ‖v‖ − 1 | = {off:.3g}.")
-        no_bools("triangles", self.triangles)
-        f = np.asarray(self.triangles)
-        if f.ndim != 2 or f.shape[1] != 3 or len(f) == 0 or not np.issubdtype(f.dtype, np.integer):
-            raise ValueError("`triangles` must be an integer array of shape (nt, 3), nt ≥ 1 (vertex indices); got "
-                             f"{'shape ' + str(f.shape) if np.issubdtype(f.dtype, np.number) else repr(self.triangles)}"
-                             f"{'' if np.issubdtype(f.dtype, np.integer) else ' of dtype ' + str(f.dtype)}.")
-        if f.min() < 0 or f.max() >= len(v):
-            raise ValueError(f"`triangles` must hold vertex indices in [0, {len(v) - 1}]; got values in "
-                             f"[{f.min()}, {f.max()}].")
-        a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-        # det[a, b, c] = ⟨(b − a) × (c − a), a⟩: > 0 for a counter-clockwise triangle seen from outside whose plane
-        # misses the centre (the radial projection is then a bijection onto the curved triangle), 0 when degenerate
-        det = np.einsum("ij,ij->i", np.cross(b - a, c - a), a)
-        bad = np.flatnonzero(~(det > _DEGENERATE_DET))
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(f"`triangles` must be non-degenerate and counter-clockwise seen from outside S² "
-                             f"(det[a, b, c] > {_DEGENERATE_DET:g}); {bad.size} of {len(f)} are not, the first "
-                             f"triangles[{i}] = {f[i].tolist()} with det = {det[i]:.3g}.")
-        # a closed surface: every directed edge once, its reverse once (holes, overlaps and stray triangles fail)
-        directed = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-        forward = np.sort(directed[:, 0].astype(np.int64) * len(v) + directed[:, 1])
-        backward = np.sort(directed[:, 1].astype(np.int64) * len(v) + directed[:, 0])
-        if np.any(forward[1:] == forward[:-1]) or not np.array_equal(forward, backward):
-            raise ValueError("`triangles` must form a closed, consistently oriented surface: every edge shared by "
-                             "exactly two triangles, traversed in opposite directions.")
-        # ... that covers S² once: the solid angles (Van Oosterom–Strackee) sum to 4π
-        omega = 2 * np.arctan2(det, 1 + np.einsum("ij,ij->i", a, b) + np.einsum("ij,ij->i", b, c)
-                               + np.einsum("ij,ij->i", c, a))
-        total = float(np.sum(omega)) / (4 * np.pi)
-        if abs(total - 1) > 1e-9:
-            raise ValueError(f"`triangles` must tile S² once; their solid angles sum to {total:.12g}·4π.")
+        v = _checked_vertices(self.vertices)
+        f = _checked_triangles(self.triangles, v)
         level = nonneg_int("level", self.level)
         v, f = v.copy(), f.astype(np.intp, copy=True)
         v.setflags(write=False)
