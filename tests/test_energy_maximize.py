@@ -88,6 +88,18 @@ def test_classify_kinds(D, kind, max_ok):
     assert kind in c.message and "maximizers" in str(c)
 
 
+def test_classify_takes_a_diagonal_as_the_energy_functions_do():
+    """d numbers are the diagonal, as in energy() and the [energy] table (they were refused as 'not a square
+    matrix'); a scalar, which has no d here, is refused naming what to pass."""
+    diagonal, matrix = mf.classify([-1.0, 0.5]), mf.classify(np.diag([-1.0, 0.5]))
+    assert diagonal.kind == matrix.kind == "indefinite" and diagonal.message == matrix.message
+    assert mf.classify(np.array([0.0, 0.0, 1.0])).kind == "positive semi-definite"
+    with pytest.raises(ValueError, match=r"`D` must be a square matrix of shape \(d, d\) or its diagonal .*c·np.eye"):
+        mf.classify(2.0)
+    with pytest.raises(ValueError, match=r"`D` must be a square matrix"):
+        mf.classify(np.ones((2, 3)))
+
+
 def test_classified_values_match_the_energies_they_name():
     beta = 1.3
     # λ_min < 0: Dirac at v_min (Jensen); D ⪯ 0: antipodal max; D ⪰ 0 singular: 1/(2β)

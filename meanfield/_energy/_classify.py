@@ -107,8 +107,8 @@ def classify(D, tol: float = 1e-12) -> Classification:
 
     Parameters
     ----------
-    D : array_like, shape (d, d)
-        Symmetric interaction matrix (d ≥ 2).
+    D : array_like, shape (d, d) or (d,)
+        Symmetric interaction matrix (d ≥ 2), or its diagonal (d numbers), as the energy functions take it.
     tol : float
         Eigenvalues with |λ| ≤ tol·max|λ| count as zero, 0 < tol < 1.
 
@@ -125,9 +125,11 @@ def classify(D, tol: float = 1e-12) -> Classification:
     'indefinite'
     """
     a = np.asarray(D) if isinstance(D, np.ndarray) else np.array(D)
-    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 2:
-        raise ValueError(f"`D` must be a square matrix of shape (d, d), d ≥ 2; got shape {a.shape}.")
-    a = check_D(a, a.shape[0])          # real, finite, entries ≤ 1e100 (a clear error for strings and complex)
+    square = a.ndim == 2 and a.shape[0] == a.shape[1]
+    if not (square or a.ndim == 1) or a.shape[0] < 2:
+        raise ValueError(f"`D` must be a square matrix of shape (d, d) or its diagonal of d numbers, d ≥ 2 (a scalar "
+                         f"c·I has no d here: pass c·np.eye(d)); got shape {a.shape}.")
+    a = check_D(D, a.shape[0])          # real, finite, entries ≤ 1e100; d numbers: the diagonal
     tol = open_fraction("tol", tol)
     a = check_symmetric(a, "classify")
     lam, vec = np.linalg.eigh(a)
