@@ -134,7 +134,7 @@ def test_bad_inputs():
     with pytest.raises(InsufficientMemoryError, match="n_particles=10000000"):    # pair matrices, before any start
         mf.maximize_energy(1.0, None, d=2, n_particles=10 ** 7)
     with pytest.raises(ValueError, match="`D`"):
-        mf.classify(np.ones(3))
+        mf.classify(np.ones((3, 1)))        # (np.ones(3) is the diagonal of I)
     with pytest.raises(ValueError, match="`D`"):
         mf.classify([[1.0, 2.0], [0.0, 1.0]])
     with pytest.raises(ValueError, match="`D`"):
