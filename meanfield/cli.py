@@ -217,6 +217,8 @@ def _run(args) -> int:
         raise ValueError(f"--resume continues one run (its checkpoint is --output); got {len(paths)} configurations. "
                          "Resume each with `meanfield run CONFIG --output FOLDER/<stem>.h5 --resume`.")
     if args.resume:
+        if args.figure:             # before the run, as for a new one (found after it, the command failed with 2)
+            _check_figure(args.figure, args.output, gif=True)
         if not Path(args.output).exists():
             print(f"meanfield run: error: nothing to resume: {args.output!r} does not exist", file=sys.stderr)
             return 2
@@ -256,8 +258,7 @@ def _run(args) -> int:
                              "([energy] table) gets its figure from its own run (`meanfield run CONFIG --output "
                              "RESULT.h5 --figure FIG.png`).")
         if args.figure:
-            single_run = not several and not isinstance(configs[0], EnergyConfig)
-            output_file("--figure", args.figure, FIGURE_SUFFIXES + ((".gif",) if single_run else ()))
+            _check_figure(args.figure, args.output, gif=not several and not isinstance(configs[0], EnergyConfig))
         if not several:
             output_file("--output", args.output)
         outputs = _outputs(paths, Path(args.output))
@@ -296,6 +297,24 @@ def _run(args) -> int:
             print(f"figure written to {args.figure}")
     ok = [res.success if _is_energy(res) else res.status.name in ("OK", "CALLBACK_STOP") for res in results]
     return 0 if all(ok) else 1
+
+
+def _check_figure(figure, output, gif: bool) -> None:
+    """Refuse, before any run, a ``--figure`` that cannot be written.
+
+    Parameters
+    ----------
+    figure, output : str
+        ``--figure`` and ``--output`` as given.
+    gif : bool
+        Whether an animation (.gif) is a valid figure: one trajectory.
+
+    Raises
+    ------
+    ValueError
+        Naming ``--figure``: a missing or unwritable folder, or a file type outside the figure types.
+    """
+    output_file("--figure", figure, FIGURE_SUFFIXES + ((".gif",) if gif else ()))
 
 
 def _stored_checkpoint_interval(output) -> float:

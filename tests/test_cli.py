@@ -854,3 +854,23 @@ def test_info_lists_the_options_that_are_not_the_backends_defaults(tmp_path, cap
     mf.simulate(mf.Model(2.0), mf.Density.random(8, seed=1, degree=2), 0.1, checkpoint=plain)
     assert main(["info", str(plain)]) == 0
     assert "  options: the backend's defaults" in capsys.readouterr().out.splitlines()
+
+
+def test_a_bad_figure_is_refused_before_a_resumed_run(tmp_path, capsys):
+    # with --resume the figure was checked only after the run: the run was extended, then the command failed with
+    # status 2 and an error naming `output` instead of --figure
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    out = tmp_path / "r.h5"
+    assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+    before = out.read_bytes()
+    for figure, match in ((tmp_path / "nodir" / "f.png", "does not exist"), (tmp_path / "f.xyz", "file type")):
+        assert main(["run", str(cfg), "--output", str(out), "--resume", "--t-final", "0.6", "--figure", str(figure),
+                     "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"--figure {str(figure)!r}" in err and match in err and "Traceback" not in err, err
+        assert out.read_bytes() == before            # refused before the run: not extended
+    gif = tmp_path / "r.gif"                         # one trajectory: an animation is a valid figure
+    assert main(["run", str(cfg), "--output", str(out), "--resume", "--t-final", "0.6", "--figure", str(gif),
+                 "--quiet"]) == 0
+    assert gif.stat().st_size > 0 and mf.load(out).times[-1] == pytest.approx(0.6)
