@@ -300,7 +300,7 @@ def _run(args) -> int:
 
 
 def _check_figure(figure, output, gif: bool) -> None:
-    """Refuse, before any run, a ``--figure`` that cannot be written.
+    """Refuse, before any run, a ``--figure`` that cannot be written or that is the ``--output`` file itself.
 
     Parameters
     ----------
@@ -312,9 +312,26 @@ def _check_figure(figure, output, gif: bool) -> None:
     Raises
     ------
     ValueError
-        Naming ``--figure``: a missing or unwritable folder, or a file type outside the figure types.
+        Naming ``--figure``: a missing or unwritable folder, a file type outside the figure types, or the path of
+        ``--output`` (the figure, written after the run, replaced the result: ``--output r.png --figure r.png``
+        left a PNG and no result, with exit status 0).
     """
-    output_file("--figure", figure, FIGURE_SUFFIXES + ((".gif",) if gif else ()))
+    path = output_file("--figure", figure, FIGURE_SUFFIXES + ((".gif",) if gif else ()))
+    if _same_file(path, output):
+        raise ValueError(f"--figure {str(figure)!r} is the --output file {str(output)!r}: the figure, written after "
+                         "the run, would replace the result. Give the figure another name (e.g. --output RESULT.h5 "
+                         "--figure FIG.png).")
+
+
+def _same_file(a, b) -> bool:
+    """Whether the paths ``a`` and ``b`` name one file (also through a link), existing or not."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)                  # a hard link
+    except OSError:                                    # one of them does not exist (yet): not the same file
+        return False
 
 
 def _stored_checkpoint_interval(output) -> float:
@@ -520,6 +537,10 @@ def _plot(args) -> int:
     from .plot import _plt, comparison_figure, describe, energy_figure, result_figure
 
     output_file("--output", args.output, FIGURE_SUFFIXES + ((".gif",) if len(args.result) == 1 else ()))
+    drawn = next((r for r in args.result if _same_file(args.output, r)), None)
+    if drawn is not None:       # a result named r.png was replaced by its own figure
+        raise ValueError(f"--output {args.output!r} is the result file {drawn!r}: the figure would replace it. Give "
+                         "the figure another name.")
     trajs = [mf.load(path) for path in args.result]
     energy = [isinstance(tr, mf.EnergyResult) for tr in trajs]
     if any(energy) and len(trajs) > 1:

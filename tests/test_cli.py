@@ -874,3 +874,25 @@ def test_a_bad_figure_is_refused_before_a_resumed_run(tmp_path, capsys):
     assert main(["run", str(cfg), "--output", str(out), "--resume", "--t-final", "0.6", "--figure", str(gif),
                  "--quiet"]) == 0
     assert gif.stat().st_size > 0 and mf.load(out).times[-1] == pytest.approx(0.6)
+
+
+def test_a_figure_at_the_output_path_is_refused_before_the_run(tmp_path, capsys):
+    # `--output r.png --figure r.png` ran, then wrote the figure over the result: a PNG and no result, exit status 0
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    out = tmp_path / "r.png"
+    assert main(["run", str(cfg), "--output", str(out), "--figure", str(tmp_path / "." / "r.png"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--figure" in err and "is the --output file" in err and "Traceback" not in err, err
+    assert not out.exists()
+    assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+    before = out.read_bytes()
+    link = tmp_path / "link.png"                     # another name of the same file
+    link.symlink_to(out)
+    for figure in (out, link):
+        assert main(["run", str(cfg), "--output", str(out), "--resume", "--figure", str(figure), "--quiet"]) == 2
+        assert "is the --output file" in capsys.readouterr().err
+    assert out.read_bytes() == before and mf.load(out).success
+    assert main(["plot", str(out), "--output", str(link)]) == 2      # nor by `plot` drawing it
+    assert "is the result file" in capsys.readouterr().err
+    assert out.read_bytes() == before
