@@ -230,7 +230,7 @@ def _run(args) -> int:
         _warn_if_config_differs(paths[0], args.output)
         results = [mf.resume(args.output, t_final=args.t_final, progress=not args.quiet,
                              options=_parse_options(args.option) or None,
-                             checkpoint_interval=_stored_checkpoint_interval(args.output))]
+                             **_stored_checkpoint_settings(args.output))]
         outputs = [Path(args.output)]
     else:
         from ._errors import MeanfieldError
@@ -334,17 +334,33 @@ def _same_file(a, b) -> bool:
         return False
 
 
-def _stored_checkpoint_interval(output) -> float:
-    """The ``checkpoint_interval`` of the configuration stored in a checkpoint (its default when it has none)."""
+def _stored_checkpoint_settings(output) -> dict:
+    """``checkpoint_every`` and ``checkpoint_interval`` of the configuration stored in a checkpoint (each its
+    default when the file has none, or an invalid one), as keyword arguments of :func:`meanfield.resume`.
+
+    A resumed run writes its checkpoint as the configuration asked: ``checkpoint_every = 1`` (every saved state
+    written, whatever the cost) went back to the "auto" pacing after a ``--resume``, so a second kill could lose
+    saved states that the first run would have kept.
+    """
     import tomllib
 
     from ._io import run_info
+    from ._validate import checkpoint_every
 
     try:
-        value = tomllib.loads(str(run_info(output).get("config", ""))).get("run", {}).get("checkpoint_interval", 600.0)
+        run = tomllib.loads(str(run_info(output).get("config", ""))).get("run", {})
     except (tomllib.TOMLDecodeError, AttributeError):
-        return 600.0
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else 600.0
+        run = {}
+    if not isinstance(run, dict):
+        run = {}
+    try:
+        every = checkpoint_every(run.get("checkpoint_every", "auto"))
+    except (TypeError, ValueError):
+        every = "auto"
+    interval = run.get("checkpoint_interval", 600.0)
+    if not (isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval >= 0):
+        interval = 600.0
+    return {"checkpoint_every": every, "checkpoint_interval": interval}
 
 
 def _warn_if_config_differs(config: Path, output) -> None:

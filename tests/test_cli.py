@@ -896,3 +896,24 @@ def test_a_figure_at_the_output_path_is_refused_before_the_run(tmp_path, capsys)
     assert main(["plot", str(out), "--output", str(link)]) == 2      # nor by `plot` drawing it
     assert "is the result file" in capsys.readouterr().err
     assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("line, every, interval", [("checkpoint_every = 1", 1, 600.0),
+                                                     ("checkpoint_every = 3\ncheckpoint_interval = 5.0", 3, 5.0),
+                                                     ("", "auto", 600.0)])
+def test_resume_writes_the_checkpoint_as_the_stored_configuration_asks(tmp_path, monkeypatch, line, every, interval):
+    # --resume restored the stored checkpoint_interval but not checkpoint_every: `checkpoint_every = 1` (every saved
+    # state written) went back to "auto" pacing in the resumed run
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra="") + line + "\n")
+    out = tmp_path / "r.h5"
+    assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+    seen = {}
+    real = mf.resume
+
+    def spy(path, **kwargs):
+        seen.update(kwargs)
+        return real(path, **kwargs)
+    monkeypatch.setattr(mf, "resume", spy)
+    assert main(["run", str(cfg), "--output", str(out), "--resume", "--t-final", "0.6", "--quiet"]) == 0
+    assert (seen["checkpoint_every"], seen["checkpoint_interval"]) == (every, interval)
