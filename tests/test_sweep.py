@@ -553,6 +553,17 @@ def test_the_output_folder_cannot_be_a_file(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (a folder nothing can be created in)")
+def test_an_output_folder_that_cannot_be_written_is_refused_naming_it(tmp_path, capsys):
+    # the error was a bare "[Errno 2] No such file or directory: '/proc/self/out'", naming neither --output nor why
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
+    assert cli.main(["sweep", str(cfg), "--serial", "--output", "/proc/self/out", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--output '/proc/self/out': cannot create the sweep's folder or write in it" in err, err
+    assert "Traceback" not in err
+
+
 def test_a_file_no_sweep_wrote_is_refused_before_any_task_runs(tmp_path, capsys):
     """A results.csv of the --output folder that no sweep wrote (a user's own) was replaced after every task had
     run; with `table = ["csv"]` a results.jsonl was deleted; a sweep.toml was replaced by the sweep's copy."""

@@ -65,12 +65,23 @@ def _connect_timeout(args) -> float:
 
 
 def _check_output_folder(out: Path) -> None:
-    """--output is a folder (created if missing): refuse a file, or a path below a file, before any work."""
+    """--output is a folder (created if missing): refuse a file, a path below a file, or a folder that cannot be
+    created or written in, before any work, with an error naming --output (a bare ``[Errno 2] No such file or
+    directory: '/proc/self/out'`` said neither which argument nor why)."""
+    import tempfile
+
     for part in (out, *out.parents):
         if part.exists():
             if not part.is_dir():
                 raise ValueError(f"--output is the sweep's folder (records, tables, results); {str(part)!r} is a file.")
-            return
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out, prefix=".probe-"):     # a probe, not permission bits (root ignores them)
+            pass
+    except OSError as e:
+        raise ValueError(f"--output {str(out)!r}: cannot create the sweep's folder or write in it "
+                         f"({e.strerror or e}).") from None
 
 
 def _params(row, spec):
