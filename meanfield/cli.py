@@ -259,9 +259,9 @@ def _run(args) -> int:
                              "RESULT.h5 --figure FIG.png`).")
         if args.figure:
             _check_figure(args.figure, args.output, gif=not several and not isinstance(configs[0], EnergyConfig))
-        if not several:
-            output_file("--output", args.output)
         outputs = _outputs(paths, Path(args.output))
+        for out in outputs:      # several: each file of the folder, which may exist and be read-only (a lock error)
+            output_file("--output", out)
         inputs = {Path(p).resolve() for p in paths}
         clash = next((o for o in outputs if o.resolve() in inputs), None)
         if clash is not None:                    # it was silently overwritten with HDF5
@@ -415,7 +415,11 @@ def _outputs(paths, output: Path) -> list:
                          "other in the --output folder.")
     if output.exists() and not output.is_dir():
         raise ValueError(f"with several configurations --output is a folder; {str(output)!r} is a file.")
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:        # it was a bare "[Errno 2] No such file or directory: '/proc/self/runs'"
+        raise ValueError(f"--output {str(output)!r}: cannot create the folder for the results "
+                         f"({e.strerror or e}).") from None
     return [output / f"{s}.h5" for s in stems]
 
 

@@ -917,3 +917,15 @@ def test_resume_writes_the_checkpoint_as_the_stored_configuration_asks(tmp_path,
     monkeypatch.setattr(mf, "resume", spy)
     assert main(["run", str(cfg), "--output", str(out), "--resume", "--t-final", "0.6", "--quiet"]) == 0
     assert (seen["checkpoint_every"], seen["checkpoint_interval"]) == (every, interval)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (a folder nothing can be written in)")
+def test_several_configurations_into_an_unwritable_folder_are_refused_naming_output(tmp_path, capsys):
+    # the errors were bare: "[Errno 2] No such file or directory: '/proc/self/runs'" (the folder could not be
+    # created) and "… '/proc/self/.a.h5.lock'" (an existing folder that cannot be written in)
+    paths = _two_small_configs(tmp_path)
+    for output, match in (("/proc/self/runs", "--output '/proc/self/runs': cannot create the folder"),
+                          ("/proc/self", "--output '/proc/self/a.h5': cannot write in the folder '/proc/self'")):
+        assert main(["run", *paths, "--output", output, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert match in err and "Traceback" not in err, err
