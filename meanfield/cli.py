@@ -257,11 +257,18 @@ def _run(args) -> int:
             raise ValueError("--figure with several configurations compares trajectories; an energy problem "
                              "([energy] table) gets its figure from its own run (`meanfield run CONFIG --output "
                              "RESULT.h5 --figure FIG.png`).")
-        if args.figure:
-            _check_figure(args.figure, args.output, gif=not several and not isinstance(configs[0], EnergyConfig))
+        folder = Path(args.output)
+        created = [p for p in (folder, *folder.parents) if not p.exists()] if several else []   # leaf first
         outputs = _outputs(paths, Path(args.output))
         for out in outputs:      # several: each file of the folder, which may exist and be read-only (a lock error)
             output_file("--output", out)
+        if args.figure:          # after the folder is made: `--output runs --figure runs/cmp.png` was refused
+            try:
+                _check_figure(args.figure, args.output, gif=not several and not isinstance(configs[0], EnergyConfig))
+            except ValueError:
+                for p in created:            # nothing was run: leave no empty folders behind
+                    p.rmdir()
+                raise
         inputs = {Path(p).resolve() for p in paths}
         clash = next((o for o in outputs if o.resolve() in inputs), None)
         if clash is not None:                    # it was silently overwritten with HDF5

@@ -929,3 +929,15 @@ def test_several_configurations_into_an_unwritable_folder_are_refused_naming_out
         assert main(["run", *paths, "--output", output, "--quiet"]) == 2
         err = capsys.readouterr().err
         assert match in err and "Traceback" not in err, err
+
+
+def test_the_comparison_figure_may_go_into_the_new_output_folder(tmp_path, capsys):
+    # `--output runs --figure runs/cmp.png` was refused ("the folder 'runs' does not exist"): the figure was checked
+    # before the command created the folder
+    paths = _two_small_configs(tmp_path)
+    out = tmp_path / "runs"
+    assert main(["run", *paths, "--output", str(out), "--figure", str(out / "cmp.png"), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.h5", "b.h5", "cmp.png"]
+    nested = tmp_path / "new" / "runs"             # a figure refused leaves no folder the command created
+    assert main(["run", *paths, "--output", str(nested), "--figure", str(nested / "cmp.txt"), "--quiet"]) == 2
+    assert "file type" in capsys.readouterr().err and not (tmp_path / "new").exists()
