@@ -545,6 +545,26 @@ def test_a_parameter_given_as_a_dotted_and_a_quoted_key_is_refused():
         _spec(BASE + '[sweep.grid]\nmodel.beta = [1.0]\n"model.beta" = [2.0]\n')
 
 
+def test_a_table_valued_option_can_be_a_parameter_of_a_set_as_of_a_grid():
+    # `sets = [{ "options.particle_options" = { rtol = 1e-6 } }]` was split into 'options.particle_options.rtol' and
+    # refused ("must be \"table.key\""), while the same tables as a grid's list were accepted
+    base = BASE.replace('backend = "particles"', 'backend = "hybrid"').replace(
+        'kind = "particles"\nn = 12\nseed = 0', 'kind = "random"\nlmax = 12').replace("step = 0.1\nthreads = 1\n", "")
+    tables = [{"rtol": 1e-6}, {"rtol": 1e-8, "method": "rk23"}]
+    by_grid = _spec(base + '[sweep]\ngrid = { "options.particle_options" = [{ rtol = 1e-6 }, '
+                           '{ rtol = 1e-8, method = "rk23" }] }\n')
+    for sets in ('[{ "options.particle_options" = { rtol = 1e-6 } }, '
+                 '{ "options.particle_options" = { rtol = 1e-8, method = "rk23" } }]',
+                 '[{ options.particle_options = { rtol = 1e-6 } }, '           # dotted keys: nested tables
+                 '{ options = { particle_options = { rtol = 1e-8, method = "rk23" } } }]'):
+        spec = _spec(base + f"[sweep]\nsets = {sets}\n")
+        assert [t.params for t in spec.tasks] == [{"options.particle_options": p} for p in tables]
+        assert [t.config["options"]["particle_options"] for t in spec.tasks] == tables
+        assert [t.key for t in spec.tasks] == [t.key for t in by_grid.tasks]
+    with pytest.raises(ConfigError, match=r"unknown sweep parameter 'model.bta'"):     # names are still checked
+        _spec(base + "[sweep]\nsets = [{ model = { bta = 1.0 } }]\n")
+
+
 def test_the_output_folder_cannot_be_a_file(tmp_path, capsys):
     cfg = tmp_path / "s.toml"
     cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')

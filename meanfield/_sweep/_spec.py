@@ -216,13 +216,17 @@ def _plain(value):
 
 
 def _flatten(d, where, prefix=""):
-    """{"model": {"beta": [..]}} and {"model.beta": [..]} both → {"model.beta": [..]}."""
+    """{"model": {"beta": [..]}} and {"model.beta": [..]} both → {"model.beta": [..]}.
+
+    Only down to "table.key": below it a table is the parameter's value (a hybrid run's ``particle_options``), so
+    ``{ "options.particle_options" = { rtol = 1e-8 } }`` in ``sets`` is that option, as the same table in a grid list
+    is (it was split into the parameter 'options.particle_options.rtol' and refused)."""
     if not isinstance(d, dict):
         raise ConfigError(f"[{where}] must be a table of parameters; got {d!r}.")
     out = {}
     for k, v in d.items():
         name = f"{prefix}{k}"
-        inner = _flatten(v, where, name + ".") if isinstance(v, dict) else {name: v}
+        inner = _flatten(v, where, name + ".") if isinstance(v, dict) and "." not in name else {name: v}
         for key, value in inner.items():
             if key in out:       # `model.beta` (a dotted key) and `"model.beta"` (one quoted key) name one parameter
                 raise ConfigError(f"[{where}] gives the parameter {key!r} twice (as a dotted and as a quoted key).")
