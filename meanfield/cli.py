@@ -298,6 +298,15 @@ def _run(args) -> int:
                 return 1
     if args.resume and not args.quiet:
         print(_summary(results[0], outputs[0]))
+    from ._simulate import STOP_REQUESTED
+
+    stopped = STOP_REQUESTED.is_set() or any(not _is_energy(r) and r.status is mf.Status.INTERRUPTED for r in results)
+    if args.figure and stopped:
+        # a Ctrl-C or SIGTERM asks the command to stop: the figure of a cut-short run was drawn anyway (a GIF of
+        # every saved state can take minutes), over an earlier figure at that path
+        print(f"meanfield run: interrupted; no figure written ({args.figure!r} is untouched); the result is "
+              "resumable with --resume.", file=sys.stderr)
+        return 1
     if args.figure:
         _run_figure(results, [p.stem for p in paths], args.figure)
         if not args.quiet:

@@ -941,3 +941,38 @@ def test_the_comparison_figure_may_go_into_the_new_output_folder(tmp_path, capsy
     nested = tmp_path / "new" / "runs"             # a figure refused leaves no folder the command created
     assert main(["run", *paths, "--output", str(nested), "--figure", str(nested / "cmp.txt"), "--quiet"]) == 2
     assert "file type" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_an_interrupted_run_draws_no_figure(tmp_path, monkeypatch, capsys, resume):
+    # after a Ctrl-C or SIGTERM the command went on to draw the --figure of the cut-short run (minutes for a GIF), over
+    # the earlier figure at that path
+    from meanfield import cli
+    from meanfield._simulate import STOP_REQUESTED
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    out, fig = tmp_path / "r.h5", tmp_path / "r.png"
+    fig.write_bytes(b"earlier figure")
+    args = ["run", str(cfg), "--output", str(out), "--figure", str(fig), "--quiet"]
+    if resume:
+        assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+        args += ["--resume", "--t-final", "0.6"]
+        real = mf.resume
+
+        def interrupted(*a, **k):
+            result = real(*a, **k)
+            STOP_REQUESTED.set()               # what the SIGTERM handler does
+            return result
+        monkeypatch.setattr(mf, "resume", interrupted)
+    else:
+        real = cli._run_one
+
+        def interrupted(cfg, path, quiet):
+            result = real(cfg, path, quiet)
+            STOP_REQUESTED.set()
+            return result
+        monkeypatch.setattr(cli, "_run_one", interrupted)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "interrupted; no figure written" in err and fig.read_bytes() == b"earlier figure", err
+    assert mf.load(out).times[-1] == pytest.approx(0.6 if resume else 0.4) and not STOP_REQUESTED.is_set()
