@@ -401,7 +401,10 @@ def _atomic_write(path, fmt, write, run_info=None, complete=True, nbytes: int = 
 
     from . import __version__
 
-    path = Path(path)
+    given = Path(path)
+    # a symbolic link is written through, as h5py.File(link, "w") does: renaming the temporary onto the link itself
+    # replaced the link by a file, and the file it named (a result on shared storage) kept the old content
+    path = Path(os.path.realpath(given)) if given.is_symlink() else given
     tmp = path.with_name(f".{path.name}.tmp-{_HOST}-{os.getpid()}")
     _remove_stale_temporaries(path)
     _check_free_space(path, nbytes)
@@ -422,7 +425,7 @@ def _atomic_write(path, fmt, write, run_info=None, complete=True, nbytes: int = 
     finally:
         if tmp.exists():
             tmp.unlink()
-    return path
+    return given
 
 
 def _state_bytes(s) -> int:

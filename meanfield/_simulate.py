@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import threading
 import time
 from dataclasses import replace
@@ -353,7 +354,10 @@ def _checkpoint_lock(checkpoint):
     from ._lockfile import held
 
     path = Path(checkpoint)
-    return held(path.with_name(f".{path.name}.lock"), f"another run is writing {str(path)!r}")
+    # beside the file a link names (the file written: see _io._atomic_write), so that two runs into one file through
+    # two names are refused too
+    real = Path(os.path.realpath(path)) if path.is_symlink() else path
+    return held(real.with_name(f".{real.name}.lock"), f"another run is writing {str(path)!r}")
 
 
 @contextlib.contextmanager

@@ -976,3 +976,23 @@ def test_an_interrupted_run_draws_no_figure(tmp_path, monkeypatch, capsys, resum
     err = capsys.readouterr().err
     assert "interrupted; no figure written" in err and fig.read_bytes() == b"earlier figure", err
     assert mf.load(out).times[-1] == pytest.approx(0.6 if resume else 0.4) and not STOP_REQUESTED.is_set()
+
+
+def test_an_output_that_is_a_symbolic_link_is_written_through(tmp_path):
+    # the atomic rename replaced the link itself by a file: the result it named (on shared storage, say) kept the old
+    # content, and the link was gone
+    from meanfield._errors import MeanfieldError
+    from meanfield._simulate import _checkpoint_lock
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    (tmp_path / "store").mkdir()
+    target, link = tmp_path / "store" / "r.h5", tmp_path / "r.h5"
+    link.symlink_to(target)                           # dangling until the first write
+    assert main(["run", str(cfg), "--output", str(link), "--quiet"]) == 0
+    assert link.is_symlink() and target.is_file() and mf.load(target).times[-1] == pytest.approx(0.4)
+    assert main(["run", str(cfg), "--output", str(link), "--resume", "--t-final", "0.6", "--quiet"]) == 0
+    assert link.is_symlink() and mf.load(target).times[-1] == pytest.approx(0.6)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["r.h5"]      # no temporary or lock left
+    with _checkpoint_lock(target), pytest.raises(MeanfieldError, match="another run is writing"):
+        with _checkpoint_lock(link):                  # one file through two names: one run at a time
+            pass
