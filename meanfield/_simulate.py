@@ -553,7 +553,9 @@ class _Run:
                                                              if self.prefix is not None else None)
         if handoff:
             record["handoff"] = handoff
-            if not whole.detail.startswith(handoff["detail"]):
+            # `in`, not startswith: an interrupted run's detail starts with the cause ("Interrupted by SIGTERM. Handed
+            # off …"), and the hand-off was told twice
+            if handoff["detail"] not in whole.detail:
                 whole = replace(whole, detail=" ".join(x for x in (handoff["detail"], whole.detail) if x))
         return replace(whole, run_info=record)
 

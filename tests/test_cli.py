@@ -996,3 +996,20 @@ def test_an_output_that_is_a_symbolic_link_is_written_through(tmp_path):
     with _checkpoint_lock(target), pytest.raises(MeanfieldError, match="another run is writing"):
         with _checkpoint_lock(link):                  # one file through two names: one run at a time
             pass
+
+
+def test_info_of_an_interrupted_hybrid_run_tells_the_hand_off_once(tmp_path, capsys):
+    # the detail of an interrupted run starts with its cause, so the hand-off (checked with startswith) was prepended
+    # again: "Handed off … Interrupted by SIGTERM. Handed off …" in the file and in `meanfield info`
+    out = tmp_path / "h.h5"
+
+    def interrupt(t, state, diagnostics):
+        if t >= 1.0:
+            raise KeyboardInterrupt              # as a Ctrl-C between two steps
+    traj = mf.simulate(mf.Model(5.0), mf.Density.random(16, seed=2, amplitude=0.7), 2.0, backend="hybrid",
+                       save_every=0.5, callback=interrupt, checkpoint=out)
+    assert traj.status is mf.Status.INTERRUPTED and traj.message.count("Handed off") == 1, traj.message
+    assert mf.load(out).message.count("Handed off") == 1
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("Handed off") == 1 and "Interrupted by KeyboardInterrupt" in text, text
