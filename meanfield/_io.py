@@ -567,6 +567,26 @@ def _sweep_output(path: Path) -> str | None:
                "; a sweep with `hdf5 = true` also writes each task's trajectory to runs/<key>.h5") + ".")
 
 
+def _configuration_file(path: Path) -> str | None:
+    """What to say when ``path`` is a TOML configuration or sweep file, not a result (None otherwise): `meanfield info
+    CONFIG.toml` said "not a readable HDF5 file (truncated or corrupted?)" of an intact configuration."""
+    import tomllib
+
+    try:
+        if path.stat().st_size > 1 << 22:               # far beyond a configuration: not read whole
+            return None
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    if "sweep" in raw:
+        what, run = "a sweep file", "run it with `meanfield sweep FILE --output DIR`"
+    elif raw.keys() & {"model", "initial", "run", "energy"}:
+        what, run = "a configuration", "run it with `meanfield run FILE --output RESULT.h5`, then read RESULT.h5"
+    else:
+        return None
+    return f"{str(path)!r} is {what} (TOML), not a result file: {run}."
+
+
 def _open(path):
     import h5py
 
@@ -579,6 +599,9 @@ def _open(path):
     try:
         f = h5py.File(path, "r")
     except OSError as e:
+        config = _configuration_file(path)
+        if config is not None:
+            raise ResultFileError(config) from None
         raise ResultFileError(f"{str(path)!r} is not a readable HDF5 file (truncated or corrupted?): {e}") from None
     try:
         if f.attrs.get("format") not in (FORMAT, ENERGY_FORMAT):

@@ -1013,3 +1013,22 @@ def test_info_of_an_interrupted_hybrid_run_tells_the_hand_off_once(tmp_path, cap
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert text.count("Handed off") == 1 and "Interrupted by KeyboardInterrupt" in text, text
+
+
+def test_info_and_plot_of_a_configuration_say_what_it_is(tmp_path, capsys):
+    # `meanfield info CONFIG.toml` said "not a readable HDF5 file (truncated or corrupted?)" of an intact configuration
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(SMALL.format(scheme="post-ln", extra="") + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
+    for args, match in ((["info", str(cfg)], "is a configuration (TOML), not a result file: run it with `meanfield run"),
+                        (["plot", str(cfg), "--output", str(tmp_path / "p.png")], "is a configuration (TOML)"),
+                        (["info", str(sweep)], "is a sweep file (TOML), not a result file: run it with `meanfield sweep"),
+                        (["info", os.path.join(EXAMPLES, "energy_minimize_s2.toml")], "is a configuration (TOML)")):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert match in err and "corrupted" not in err, err
+    other = tmp_path / "notes.toml"                  # TOML of something else: the HDF5 diagnosis stays
+    other.write_text("x = 1\n")
+    assert main(["info", str(other)]) == 2
+    assert "not a readable HDF5 file" in capsys.readouterr().err
