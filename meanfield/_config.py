@@ -76,7 +76,9 @@ def read_toml(path, what: str = "configuration") -> tuple[dict, str]:
     """(parsed table, text) of a TOML file; unreadable or invalid files raise :class:`ConfigError`."""
     path = Path(path)
     try:
-        text = path.read_text()
+        # UTF-8 whatever the locale (TOML's encoding), and without the byte-order mark some editors write first:
+        # tomllib reads it as a character and the file was "not valid TOML: Invalid statement (at line 1, column 1)"
+        text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
     except OSError as e:
         raise ConfigError(f"cannot read {what} {str(path)!r}: {e}") from None
     except UnicodeDecodeError as e:

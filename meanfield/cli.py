@@ -387,7 +387,7 @@ def _warn_if_config_differs(config: Path, output) -> None:
     info = run_info(output)
     stored = info.get("config")
     try:
-        given = config.read_text()
+        given = config.read_bytes().decode("utf-8", errors="replace").removeprefix("\ufeff")   # as read_toml reads it
     except OSError as e:
         raise ValueError(f"cannot read the configuration {str(config)!r}: {e.strerror or e}.") from None
     if stored is None or given == stored:

@@ -406,3 +406,23 @@ def test_a_ragged_or_boolean_D_in_an_energy_table_is_refused_by_name(D, match):
     text = f"[energy]\ntask = 'maximize'\nbeta = 1.0\nD = {D!r}\n".replace("True", "true").replace("False", "false")
     with pytest.raises(ConfigError, match=r"\[energy\]: `D` must .*" + match.split("`D` must ")[-1]):
         parse_config(tomllib.loads(text), text)
+
+
+def test_a_configuration_saved_with_a_byte_order_mark_is_read(tmp_path):
+    # editors on Windows save UTF-8 with a BOM: the file was "not valid TOML: Invalid statement (at line 1, column 1)"
+    from meanfield._config import load_config, read_toml
+    text = '# β = 2\n[model]\nbeta = 2.0\n[initial]\nkind = "particles"\nn = 4\n[run]\nbackend = "particles"\nt_final = 0.1\n'
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    cfg = load_config(path)
+    assert isinstance(cfg, RunConfig) and cfg.model.beta == 2.0 and cfg.text == text
+    assert read_toml(path)[1] == text
+    from meanfield.cli import main
+    out = tmp_path / "r.h5"                          # and --resume compares it with the stored text as read
+    assert main(["run", str(path), "--output", str(out), "--quiet"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["run", str(path), "--output", str(out), "--resume", "--t-final", "0.2", "--quiet"]) == 0
+    path.write_bytes(b"\xff\xfe[model]")             # not UTF-8: still said so
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(path)
