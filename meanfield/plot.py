@@ -407,6 +407,30 @@ def _check_figure_output(output, suffixes=None) -> None:
         output_file("`output`", output, suffixes)
 
 
+def _write_whole(output, write) -> None:
+    """``write(path)`` to a temporary file beside ``output``, then renamed to it: a Ctrl-C or an error during the
+    write leaves the previous figure whole (a GIF interrupted after some frames replaced it with a truncated one).
+    File objects, and names without a suffix (matplotlib appends its default format's to them), are written directly.
+
+    Parameters
+    ----------
+    output : str, Path or file object
+    write : callable
+        Writes the figure to the path (or file object) it is given; the temporary keeps ``output``'s suffix, from
+        which matplotlib and Pillow take the format.
+    """
+    if not isinstance(output, (str, os.PathLike)) or not Path(output).suffix:
+        write(output)
+        return
+    path = Path(output)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def result_figure(trajectory, output=None, panels: int = 4, projection: str = "mollweide"):
     """Snapshots of a trajectory (maps on S², each with its colour bar; curves on S¹; alignment histograms in
     d > 3) over one panel per diagnostic (energy, tail_fraction, min_rho, max_speed, those the run has,
@@ -462,7 +486,7 @@ def result_figure(trajectory, output=None, panels: int = 4, projection: str = "m
                  f"{trajectory.status.name}", fontsize=10)
     if output is None:
         return fig
-    fig.savefig(output, dpi=100)
+    _write_whole(output, lambda path: fig.savefig(path, dpi=100))
     plt.close(fig)
     return output
 
@@ -493,7 +517,7 @@ def animation(trajectory, output, fps: int = 4, projection: str = "mollweide"):
         _state_panel(trajectory.states[i], ax, f"{trajectory.model.scheme}, t = {trajectory.times[i]:.3g}")
 
     anim = FuncAnimation(fig, frame, frames=len(trajectory.states))
-    anim.save(output, writer=PillowWriter(fps=fps))
+    _write_whole(output, lambda path: anim.save(path, writer=PillowWriter(fps=fps)))
     plt.close(fig)
     return output
 
@@ -823,7 +847,7 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
     same = len({(m.beta, m.attention) for m in ms}) == 1
     fig.suptitle((f"β = {ms[0].beta:g}, {ms[0].attention}, " if same else "") + f"d = {ms[0].d}", fontsize=11)
     if output is not None:
-        fig.savefig(output, dpi=100)
+        _write_whole(output, lambda path: fig.savefig(path, dpi=100))
     return fig
 
 
@@ -940,5 +964,5 @@ def energy_figure(result, output=None):
     fig.suptitle(f"{result.task} $E_{{\\beta,D}}$ on $S^{{{d - 1}}}$: β = {result.beta:g}, D = {dtxt}, "
                  f"E = {result.value:.10g}", fontsize=10)
     if output is not None:
-        fig.savefig(output, dpi=100)
+        _write_whole(output, lambda path: fig.savefig(path, dpi=100))
     return fig

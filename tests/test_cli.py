@@ -1032,3 +1032,28 @@ def test_info_and_plot_of_a_configuration_say_what_it_is(tmp_path, capsys):
     other.write_text("x = 1\n")
     assert main(["info", str(other)]) == 2
     assert "not a readable HDF5 file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["f.png", "f.gif"])
+def test_a_figure_interrupted_while_written_leaves_the_earlier_one_whole(tmp_path, monkeypatch, capsys, name):
+    # figures were written in place: a Ctrl-C while a GIF's frames were written left a truncated GIF instead of the
+    # earlier figure
+    import matplotlib.figure
+    from matplotlib.animation import PillowWriter
+    traj = mf.simulate(mf.Model(1.0), mf.Particles.uniform(6, seed=0), 0.2, backend="particles", save_every=0.1)
+    mf.save(traj, tmp_path / "r.h5")
+    figure = tmp_path / name
+    figure.write_bytes(b"earlier figure")
+
+    def cut_short(self, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"GIF89a, partly")             # some bytes are out, then the Ctrl-C
+        raise KeyboardInterrupt
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", cut_short)
+    monkeypatch.setattr(PillowWriter, "finish", lambda self: cut_short(self, self.outfile))
+    assert main(["plot", str(tmp_path / "r.h5"), "--output", str(figure)]) == 130
+    assert figure.read_bytes() == b"earlier figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["r.h5", name])      # no temporary left
+    monkeypatch.undo()
+    assert main(["plot", str(tmp_path / "r.h5"), "--output", str(figure)]) == 0      # written whole, then
+    assert figure.stat().st_size > 1000 and sorted(p.name for p in tmp_path.iterdir()) == sorted(["r.h5", name])
