@@ -830,7 +830,7 @@ def test_an_interrupted_task_is_not_recorded_and_stops_a_serial_sweep(tmp_path, 
     again) and a serial sweep went on, every later task "interrupted" in turn (the flag stays set)."""
     from meanfield._simulate import STOP_REQUESTED
     from meanfield._sweep import _runner
-    spec = _spec(BASE + '[sweep]\ngrid = { "initial.seed" = [0, 1, 2, 3] }\n')
+    spec = _spec(BASE + '[sweep]\ngrid = { "initial.seed" = [0, 1, 2, 3] }\nhdf5 = true\n')
     real, calls = _runner._simulate, []
 
     def interrupt_the_second(cfg):
@@ -847,6 +847,8 @@ def test_an_interrupted_task_is_not_recorded_and_stops_a_serial_sweep(tmp_path, 
     assert calls == [0, 1]
     assert [json.loads(p.read_text())["params"] for p in (tmp_path / "tasks").glob("*.json")] == [{"initial.seed": 0}]
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1
+    # nor a trajectory file: the interrupted task's runs/<key>.h5 was left without a record or a row
+    assert [p.stem for p in (tmp_path / "runs").glob("*.h5")] == [p.stem for p in (tmp_path / "tasks").glob("*.json")]
     again = run_sweep(spec, tmp_path, serial=True, progress=False)
     assert (again.ran, again.skipped, again.missing) == (3, 1, 0) and again.success
 

@@ -91,7 +91,9 @@ def run_task(task: Task, settings: dict, out_dir: str | None = None, threads: in
             row["t_end"] = float(traj.times[-1])
             if at == "saved":
                 row["t"] = [float(t) for t in traj.times]
-            if settings["hdf5"] and out_dir is not None:
+            # an interrupted task is not finished (no record; a rerun runs it from its start): no trajectory file
+            # either, which was left in runs/ beside the records with nothing in the table to say what it was
+            if settings["hdf5"] and out_dir is not None and traj.status.name != INTERRUPTED:
                 path = Path(out_dir) / "runs" / f"{task.key}.h5"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 info = {"sweep_parameters": task.params, "sweep_key": task.key, "t_final": cfg.t_final}
