@@ -210,6 +210,10 @@ def _run(args) -> int:
     if args.t_final is not None and not args.resume:
         raise ValueError("--t-final extends a stored run: use it with --resume (for a new run, set t_final in "
                          "CONFIG).")
+    if args.t_final is not None:     # named as typed (the API's check said "`t_final` … got t_final=nan")
+        from ._validate import positive_float
+
+        positive_float("--t-final", args.t_final)
     if args.option and not args.resume:
         raise ValueError("--option replaces an option of a stored run: use it with --resume (for a new run, set it "
                          "in CONFIG's [options]).")
@@ -227,6 +231,7 @@ def _run(args) -> int:
         if file_attrs(args.output).get("format") == ENERGY_FORMAT:
             raise ValueError(f"{args.output!r} holds an energy problem, which is solved in one go and has no "
                              "checkpoint: nothing to resume.")
+        _check_t_final(args.t_final, args.output)
         _warn_if_config_differs(paths[0], args.output)
         results = [mf.resume(args.output, t_final=args.t_final, progress=not args.quiet,
                              options=_parse_options(args.option) or None,
@@ -348,6 +353,16 @@ def _same_file(a, b) -> bool:
         return os.path.samefile(a, b)                  # a hard link
     except OSError:                                    # one of them does not exist (yet): not the same file
         return False
+
+
+def _check_t_final(t_final, output) -> None:
+    """Refuse a ``--t-final`` before the stored run's ``t_final`` (a run is extended, never cut), naming the flag."""
+    from ._io import run_info
+
+    stored = run_info(output).get("t_final")
+    if t_final is not None and stored is not None and t_final < float(stored) * (1 - 1e-12):
+        raise ValueError(f"--t-final must be ≥ the t_final of the run stored in {str(output)!r}, {float(stored):g} "
+                         f"(--t-final extends a run; the states up to it are in the file); got --t-final {t_final:g}.")
 
 
 def _stored_checkpoint_settings(output) -> dict:

@@ -1057,3 +1057,18 @@ def test_a_figure_interrupted_while_written_leaves_the_earlier_one_whole(tmp_pat
     monkeypatch.undo()
     assert main(["plot", str(tmp_path / "r.h5"), "--output", str(figure)]) == 0      # written whole, then
     assert figure.stat().st_size > 1000 and sorted(p.name for p in tmp_path.iterdir()) == sorted(["r.h5", name])
+
+
+def test_a_bad_t_final_for_resume_is_named_as_the_flag(tmp_path, capsys):
+    # the errors named the API's argument: "`t_final` must be finite and > 0; got t_final=nan"
+    cfg = tmp_path / "small.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    out = tmp_path / "r.h5"
+    assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+    for value, match in (("nan", "`--t-final` must be finite and > 0; got --t-final=nan"),
+                         ("-1", "`--t-final` must be finite and > 0"),
+                         ("0.2", f"--t-final must be ≥ the t_final of the run stored in {str(out)!r}, 0.4")):
+        assert main(["run", str(cfg), "--output", str(out), "--resume", "--t-final", value, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert match in err and "Traceback" not in err, err
+    assert main(["run", str(cfg), "--output", str(out), "--resume", "--t-final", "0.4", "--quiet"]) == 0   # its own
