@@ -598,6 +598,10 @@ def _plot(args) -> int:
         raise ValueError("an energy result is drawn on its own: give one file "
                          f"({', '.join(p for p, e in zip(args.result, energy) if e)} is an energy result).")
     if energy[0]:
+        # said in the command's terms (energy_figure said "`output` …: the file type must be one of …", not why)
+        if Path(args.output).suffix.lower() == ".gif":
+            raise ValueError(f"--output {args.output!r}: an energy result is drawn as one figure, not an animation; "
+                             f"give one of {', '.join(FIGURE_SUFFIXES)}.")
         _plt().close(energy_figure(trajs[0], args.output))
     elif len(trajs) == 1:
         result_figure(trajs[0], args.output, projection=args.projection)

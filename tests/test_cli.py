@@ -1072,3 +1072,15 @@ def test_a_bad_t_final_for_resume_is_named_as_the_flag(tmp_path, capsys):
         err = capsys.readouterr().err
         assert match in err and "Traceback" not in err, err
     assert main(["run", str(cfg), "--output", str(out), "--resume", "--t-final", "0.4", "--quiet"]) == 0   # its own
+
+
+def test_an_energy_result_asked_for_as_an_animation_is_refused_in_the_commands_terms(tmp_path, capsys):
+    # `meanfield plot min.h5 --output min.gif` said "`output` 'min.gif': the file type must be one of …", not why
+    cfg = tmp_path / "e.toml"
+    cfg.write_text('[energy]\ntask = "minimize"\nbeta = 1.0\nD = [1.0, 1.05]\nlmax = 8\n')
+    out = tmp_path / "e.h5"
+    assert main(["run", str(cfg), "--output", str(out), "--quiet"]) in (0, 1)
+    assert main(["plot", str(out), "--output", str(tmp_path / "e.gif")]) == 2
+    err = capsys.readouterr().err
+    assert "--output" in err and "an energy result is drawn as one figure, not an animation" in err, err
+    assert not (tmp_path / "e.gif").exists()
