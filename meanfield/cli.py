@@ -509,6 +509,22 @@ def _matrix_text(D) -> str:
     return "[" + "; ".join(" ".join(f"{x:g}" for x in row) for row in D) + "]"
 
 
+def _model_text(m, width: int = 160) -> str:
+    """The model's parameters as ``info`` prints them: Q, K and V too when given (two runs that differed only in V, or
+    in their number of heads, had the same line), each cut to ``width`` characters."""
+    import numpy as np
+
+    parts = [f"β={m.beta:g}, scheme={m.scheme}, attention={m.attention}, d={m.d}, α={m.alpha}, τ={m.tau}"]
+    for name in "QKV":
+        M = getattr(m, name)
+        if M is None:                                  # the identity
+            continue
+        M = np.asarray(M)
+        text = _matrix_text(M) if M.ndim == 2 else f"{M.shape[0]} heads [" + "; ".join(_matrix_text(h) for h in M) + "]"
+        parts.append(f"{name}={text if len(text) <= width else text[:width - 1] + '…'}")
+    return ", ".join(parts)
+
+
 def _energy_summary(res, path) -> str:
     """What `run` and `info` print for an energy problem: value, problem, classification, evidence, solution."""
     cls = res.classification
@@ -570,7 +586,7 @@ def _info(args) -> int:
         return 0
     m = traj.model
     print(_summary(traj, args.result))
-    print(f"  model: β={m.beta:g}, scheme={m.scheme}, attention={m.attention}, d={m.d}, α={m.alpha}, τ={m.tau}")
+    print(f"  model: {_model_text(m)}")
     print(f"  options: {_options_text(traj)}")
     print(f"  complete: {info['complete']}, t_final: {info.get('t_final')}, seed: {info.get('seed')}")
     print(f"  states: {len(traj)} saved, first {traj.states[0]!r}, last {traj.final!r}")

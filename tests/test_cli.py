@@ -1084,3 +1084,17 @@ def test_an_energy_result_asked_for_as_an_animation_is_refused_in_the_commands_t
     err = capsys.readouterr().err
     assert "--output" in err and "an energy result is drawn as one figure, not an animation" in err, err
     assert not (tmp_path / "e.gif").exists()
+
+
+def test_info_shows_q_k_v_when_given(tmp_path, capsys):
+    # the model line left out Q, K and V: runs that differed only in V, or in their heads, printed the same model
+    cfg = tmp_path / "qkv.toml"
+    cfg.write_text('[model]\nbeta = 2.0\nV = [[1, 0, 0], [0, 1, 0], [0, 0, 0.5]]\n'
+                   'Q = [[[1, 0, 0], [0, 1, 0], [0, 0, 1]], [[2, 0, 0], [0, 1, 0], [0, 0.5, 1]]]\n'
+                   '[initial]\nkind = "particles"\nn = 8\n[run]\nbackend = "particles"\nt_final = 0.1\n')
+    out = tmp_path / "r.h5"
+    assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+    assert main(["info", str(out)]) == 0
+    model = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  model:"))
+    assert "Q=2 heads [diag(1, 1, 1); [2 0 0; 0 1 0; 0 0.5 1]]" in model and "V=diag(1, 1, 0.5)" in model, model
+    assert "K=" not in model                           # the identity is left out
