@@ -1021,9 +1021,9 @@ def test_info_and_plot_of_a_configuration_say_what_it_is(tmp_path, capsys):
     cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
     sweep = tmp_path / "s.toml"
     sweep.write_text(SMALL.format(scheme="post-ln", extra="") + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
-    for args, match in ((["info", str(cfg)], "is a configuration (TOML), not a result file: run it with `meanfield run"),
+    for args, match in ((["info", str(cfg)], "is a configuration (TOML), not a result file: run it with `meanfield"),
                         (["plot", str(cfg), "--output", str(tmp_path / "p.png")], "is a configuration (TOML)"),
-                        (["info", str(sweep)], "is a sweep file (TOML), not a result file: run it with `meanfield sweep"),
+                        (["info", str(sweep)], "is a sweep file (TOML), not a result file: run it with `meanfield s"),
                         (["info", os.path.join(EXAMPLES, "energy_minimize_s2.toml")], "is a configuration (TOML)")):
         assert main(args) == 2
         err = capsys.readouterr().err

@@ -411,7 +411,8 @@ def test_a_ragged_or_boolean_D_in_an_energy_table_is_refused_by_name(D, match):
 def test_a_configuration_saved_with_a_byte_order_mark_is_read(tmp_path):
     # editors on Windows save UTF-8 with a BOM: the file was "not valid TOML: Invalid statement (at line 1, column 1)"
     from meanfield._config import load_config, read_toml
-    text = '# β = 2\n[model]\nbeta = 2.0\n[initial]\nkind = "particles"\nn = 4\n[run]\nbackend = "particles"\nt_final = 0.1\n'
+    text = ('# β = 2\n[model]\nbeta = 2.0\n[initial]\nkind = "particles"\nn = 4\n[run]\nbackend = "particles"\n'
+            't_final = 0.1\n')
     path = tmp_path / "c.toml"
     path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
     cfg = load_config(path)
