@@ -596,6 +596,9 @@ def _open(path):
     sweep = _sweep_output(path)
     if sweep is not None:
         raise ResultFileError(sweep)
+    if path.is_dir():           # HDF5's answer was a page: "truncated or corrupted?", errno = 21, buf = 0x7fff…
+        raise ResultFileError(f"{str(path)!r} is a folder, not a result file: give the path of an HDF5 result "
+                              "(e.g. RESULT.h5).")
     try:
         f = h5py.File(path, "r")
     except OSError as e:

@@ -1028,6 +1028,12 @@ def test_info_and_plot_of_a_configuration_say_what_it_is(tmp_path, capsys):
         assert main(args) == 2
         err = capsys.readouterr().err
         assert match in err and "corrupted" not in err, err
+    folder = tmp_path / "results"                    # a folder: HDF5's page of errno details before
+    folder.mkdir()
+    for args in (["info", str(folder)], ["run", str(cfg), "--output", str(folder), "--resume"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"{str(folder)!r} is a folder, not a result file" in err and "corrupted" not in err, err
     other = tmp_path / "notes.toml"                  # TOML of something else: the HDF5 diagnosis stays
     other.write_text("x = 1\n")
     assert main(["info", str(other)]) == 2
