@@ -280,8 +280,9 @@ def _run(args) -> int:
             raise ValueError(f"--output {str(clash)!r} is one of the configuration files; choose another path "
                              "(the result is an HDF5 file, e.g. RESULT.h5).")
         from ._io import check_replaceable
-        for out in outputs:                      # before any run: an energy problem saves only after its solve
+        for out, path in zip(outputs, paths):   # before any run: an energy problem saves only after its solve
             check_replaceable("--output", out)
+            _refuse_to_replace_an_unfinished_run(out, path)
         results = []
         from ._simulate import STOP_REQUESTED
 
@@ -458,6 +459,25 @@ def _is_energy(result) -> bool:
     from ._energy._results import EnergyResult
 
     return isinstance(result, EnergyResult)
+
+
+def _refuse_to_replace_an_unfinished_run(output: Path, config: Path) -> None:
+    """A run into ``output`` must not replace a run stored there that stopped before its t_final (killed,
+    interrupted, ended early): that is continued with --resume.  Replacing it discarded its work, and a batch
+    scheduler that re-runs the same command after a preemption never got past the first stretch."""
+    from ._io import ResultFileError, run_info
+
+    if not output.is_file():
+        return
+    try:
+        info = run_info(output)
+    except ResultFileError:            # not a run's record (an energy result, a damaged file): replaceable
+        return
+    if "t_final" not in info or info.get("complete", True):
+        return
+    raise ValueError(f"--output {str(output)!r} holds a run that stopped before its t_final={info['t_final']:g}; "
+                     f"continue it with `meanfield run {config} --output {output} --resume` (options of its "
+                     "continuation with --option KEY=VALUE), or delete the file to start again.")
 
 
 def _run_one(cfg, output: Path, quiet: bool):

@@ -486,8 +486,10 @@ def result_figure(trajectory, output=None, panels: int = 4, projection: str = "m
                  f"{trajectory.status.name}", fontsize=10)
     if output is None:
         return fig
-    _write_whole(output, lambda path: fig.savefig(path, dpi=100))
-    plt.close(fig)
+    try:
+        _write_whole(output, lambda path: fig.savefig(path, dpi=100))
+    finally:                        # also after a Ctrl-C or an error in the write: no figure left open
+        plt.close(fig)
     return output
 
 
@@ -517,8 +519,10 @@ def animation(trajectory, output, fps: int = 4, projection: str = "mollweide"):
         _state_panel(trajectory.states[i], ax, f"{trajectory.model.scheme}, t = {trajectory.times[i]:.3g}")
 
     anim = FuncAnimation(fig, frame, frames=len(trajectory.states))
-    _write_whole(output, lambda path: anim.save(path, writer=PillowWriter(fps=fps)))
-    plt.close(fig)
+    try:
+        _write_whole(output, lambda path: anim.save(path, writer=PillowWriter(fps=fps)))
+    finally:
+        plt.close(fig)
     return output
 
 

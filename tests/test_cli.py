@@ -1058,6 +1058,8 @@ def test_a_figure_interrupted_while_written_leaves_the_earlier_one_whole(tmp_pat
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", cut_short)
     monkeypatch.setattr(PillowWriter, "finish", lambda self: cut_short(self, self.outfile))
     assert main(["plot", str(tmp_path / "r.h5"), "--output", str(figure)]) == 130
+    import matplotlib.pyplot as plt
+    assert plt.get_fignums() == []                  # the interrupted figure is closed (it leaked into later tests)
     assert figure.read_bytes() == b"earlier figure"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["r.h5", name])      # no temporary left
     monkeypatch.undo()
@@ -1104,3 +1106,25 @@ def test_info_shows_q_k_v_when_given(tmp_path, capsys):
     model = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  model:"))
     assert "Q=2 heads [diag(1, 1, 1); [2 0 0; 0 1 0; 0 0.5 1]]" in model and "V=diag(1, 1, 0.5)" in model, model
     assert "K=" not in model                           # the identity is left out
+
+
+def test_a_run_does_not_replace_an_unfinished_run_stored_at_its_output(tmp_path, capsys):
+    """Re-running the command of a run that stopped before its t_final started again from t = 0 and replaced the file:
+    its work was lost, and a scheduler re-running the command after a preemption never got past the first stretch.
+    Now refused before any work, naming --resume; a finished run is still replaced."""
+    cfg, out = tmp_path / "a.toml", tmp_path / "a.h5"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra="").replace("t_final = 0.4", "t_final = 30.0"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 1        # resolution lost before t_final
+    stored = mf.load(out)
+    assert not stored.success
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run that stopped before its t_final=30" in err and "--resume" in err
+    assert np.array_equal(mf.load(out).times, stored.times)                        # untouched
+    finished = tmp_path / "b.toml"
+    finished.write_text(SMALL.format(scheme="post-ln", extra=""))
+    assert main(["run", str(finished), "--output", str(tmp_path / "b.h5"), "--quiet"]) == 0
+    assert main(["run", str(finished), "--output", str(tmp_path / "b.h5"), "--quiet"]) == 0
