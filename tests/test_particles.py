@@ -478,6 +478,17 @@ def test_bad_initial_and_layer_grid():
     assert traj.success and len(traj.steps["dt"]) == 10
 
 
+def test_layer_grid_refusal_shows_the_near_miss():
+    # a float32 step is 0.10000000149…: 1.0 is 9.99999985 of its layers, not a whole number; the refusal printed
+    # "step=0.1 … is 10 layers", contradicting itself
+    with pytest.raises(ValueError, match="whole numbers of layers") as err:
+        mf.simulate(mf.Model(beta=1.0), mf.Particles.uniform(5), 1.0, backend="particles", time="layers",
+                    step=np.float32(0.1))
+    message = str(err.value)
+    assert "step=0.10000000149011612" in message and "is 9.99999985099 layers" in message
+    assert "10 layers end at 1.0000000149011612" in message
+
+
 def test_max_step_inf_is_the_documented_default():
     # docs/backends.md: max_step defaults to unbounded and a configuration may write it as inf
     p = mf.Particles.uniform(40, seed=3)

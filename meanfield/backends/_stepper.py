@@ -813,8 +813,11 @@ class ParticleStepper:
         n = (t_target - t0) / h
         nl = int(round(n))
         if abs(n - nl) > 1e-9 * max(1.0, n):
+            # the step in full and the count to 12 digits: a near miss (a float32 step 0.10000000149…) printed
+            # as "step=0.1 … is 10 layers" contradicted the refusal
             raise ValueError(f"time='layers': t_final and the save times must be whole numbers of layers of "
-                             f"step={h:g}; {float(t_target):.12g} − {float(t0):.12g} is {n:.6g} layers.")
+                             f"step={h!r}; {float(t_target):.12g} − {float(t0):.12g} is {n:.12g} layers "
+                             f"({nl} layers end at {float(t0) + nl * h:.17g}).")
         return nl
 
     def _layer_time(self, t, h):
