@@ -133,6 +133,7 @@ def test_every_continuous_scheme_runs_and_clusters(scheme):
     (dict(t=[1.0, 0.5]), ValueError, "`t` must be strictly increasing"),
     (dict(t=[-1.0, 0.5]), ValueError, "`t` must be ≥ 0"),
     (dict(r0=0.0), ValueError, "`r0` must be finite and > 0"),
+    (dict(r0=2.0), ValueError, r"`r0` is only used by the schemes with a radius .*scheme='post-ln'"),  # returned r = 2
     (dict(rho0=-0.5), ValueError, r"`rho0` must be in \[−1/\(n−1\), 1\)"),
     (dict(rho0=1.0), ValueError, r"`rho0` must be in"),
     (dict(rho0="a"), TypeError, r"`rho0` must be a finite real number"),     # was "could not convert string to float"

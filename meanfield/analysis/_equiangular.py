@@ -28,7 +28,7 @@ from scipy.integrate import solve_ivp
 
 from .._errors import ConvergenceError, UnsupportedModelError
 from .._model import ATTENTIONS, Model
-from .._schemes import get_scheme
+from .._schemes import check_r0, get_scheme
 from .._validate import (choice, increasing_times, nonneg_int, positive_float, real_array, real_number,
                          relative_tolerance)
 
@@ -77,7 +77,7 @@ def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e
                                     "the equiangular ODE needs a continuous-time scheme.")
     beta = positive_float("beta", beta, allow_zero=True)
     n = nonneg_int("n", n, minimum=2)
-    r0 = positive_float("r0", r0)
+    r0 = check_r0(sch, r0)      # as Model and the backends: r0 ≠ 1 is refused for a scheme without a radius
     rho0 = real_number("rho0", rho0)      # float("a") raised "could not convert string to float", naming nothing
     if not (-1.0 / (n - 1) <= rho0 < 1.0):
         raise ValueError(f"`rho0` must be in [−1/(n−1), 1) = [{-1 / (n - 1):.6g}, 1) for n={n}; got rho0={rho0!r}.")
@@ -174,7 +174,8 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
     t : array_like, shape (m,)
         Strictly increasing times ≥ 0 at which to return the solution.
     r0 : float
-        Initial radius r(0) > 0 (schemes with a radius).
+        Initial radius r(0) > 0 (schemes with a radius; the others take only the default 1, as in
+        :class:`Model`).
     alpha : float or callable
         nGPT step α_t > 0.
     tau : float, optional
