@@ -138,6 +138,19 @@ def test_angles_points_tangent_basis():
     np.testing.assert_allclose(dph, ep, rtol=0, atol=1e-9)
 
 
+
+def test_angles_broadcast_as_documented():
+    # the docstrings say θ and φ broadcast together: a column of colatitudes against a row of longitudes gives
+    # the whole grid (it raised "all input arrays must have the same shape" from np.stack)
+    th, ph = np.linspace(0.1, 3.0, 5), np.linspace(0.0, 6.0, 7)
+    tt, pp = np.meshgrid(th, ph, indexing="ij")
+    np.testing.assert_array_equal(s.angles_to_points(th[:, None], ph[None, :]), s.angles_to_points(tt, pp))
+    np.testing.assert_array_equal(s.angles_to_points(0.3, ph), s.angles_to_points(np.full(7, 0.3), ph))
+    for got, want in zip(s.tangent_basis(th[:, None], ph), s.tangent_basis(tt, pp)):
+        np.testing.assert_array_equal(got, want)
+    comp = np.ones((2, 5, 7))
+    np.testing.assert_array_equal(s.to_ambient(comp, th[:, None], ph), s.to_ambient(comp, tt, pp))
+
 def test_layout_helpers():
     lmax = 9
     ell, m = s.lm_arrays(lmax)

@@ -647,10 +647,14 @@ def angles_to_points(theta, phi) -> np.ndarray:
 
 
 def _angles(theta, phi):
-    """θ and φ as finite float arrays of a common (broadcast) shape."""
+    """θ and φ as finite float arrays of a common (broadcast) shape.
+
+    Broadcast here, not only checked: the callers stack expressions of θ alone (cos θ) with expressions of both,
+    which np.stack refuses when the shapes differ (θ of shape (n, 1) against φ of shape (m,) raised "all input
+    arrays must have the same shape")."""
     theta, phi = finite("theta", real_array("theta", theta)), finite("phi", real_array("phi", phi))
     try:
-        np.broadcast_shapes(theta.shape, phi.shape)
+        theta, phi = np.broadcast_arrays(theta, phi)
     except ValueError:
         raise ValueError(f"`theta` and `phi` must broadcast together; got shapes {theta.shape} and {phi.shape}.") \
             from None
