@@ -41,10 +41,16 @@ def _values_at(f, arg, shape, what: str) -> np.ndarray:
     except (TypeError, ValueError):
         raise ValueError(f"`{what}` must return real numbers; got dtype {raw.dtype}.") from None
     try:
-        return np.broadcast_to(vals, shape)
+        vals = np.broadcast_to(vals, shape)
     except ValueError:
         raise ValueError(f"`{what}` must return one value per point: shape {shape} for an argument of "
                          f"shape {np.shape(arg)}; got shape {vals.shape}.") from None
+    bad = ~np.isfinite(vals)
+    if bad.any():       # else the projection's "`coeffs` must be finite" named a parameter the caller never gave
+        i = np.unravel_index(int(np.argmax(bad)), shape)
+        raise ValueError(f"`{what}` must return finite values; got {float(vals[i])!r} at {int(bad.sum())} of {bad.size} "
+                         f"quadrature nodes (first at {np.asarray(arg)[i].tolist()!r}).")
+    return vals
 
 
 def _radius_function_or_number(radius, usage: str) -> None:
@@ -54,6 +60,8 @@ def _radius_function_or_number(radius, usage: str) -> None:
         function_of("radius", radius, usage)
     elif isinstance(radius, bool) or not isinstance(radius, numbers.Real):
         raise TypeError(f"`radius` must be a real number or a function called as {usage}; got radius={radius!r}.")
+    elif not (np.isfinite(radius) and radius > 0):     # checked here, not as "a function that returns NaN"
+        raise ValueError(f"`radius` must be finite and > 0 (a token's distance from the origin); got radius={radius!r}.")
 
 
 def conversion_hint(value) -> str:

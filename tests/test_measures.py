@@ -229,3 +229,21 @@ def test_a_constant_given_as_radius_coefficients_is_told_how_to_give_a_constant_
         mf.ZonalDensity(z.coeffs, 8, 5, radius=2.0)
     with pytest.raises(ValueError, match=r"got \(3,\)\.$"):          # a wrong-length array gets no such hint
         mf.Density.from_coefficients(rho.coeffs, 8, radius=[1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("make", [
+    lambda f: mf.Density.from_function(f, 4),
+    lambda f: mf.Density.from_function(f, 4, d=2),
+    lambda f: mf.ZonalDensity.from_function(lambda t: f(t[..., None]), 4, d=5),
+])
+def test_from_function_names_a_function_that_returns_nan(make):
+    """A function that returns NaN or inf at a node was refused as "`coeffs` must be finite", a parameter the caller
+    never passed; the error names the function and where it failed."""
+    def f(x):
+        return np.where(x[..., -1] > 0.5, np.nan, 1.0)
+    with pytest.raises(ValueError, match=r"`(f|g)` must return finite values; got nan at \d+ of \d+ quadrature"):
+        make(f)
+    with pytest.raises(ValueError, match=r"`radius` must return finite values; got inf"):
+        mf.Density.from_function(lambda x: 1.0, 4, radius=lambda x: np.where(x[..., 2] > 0.5, np.inf, 1.0))
+    with pytest.raises(ValueError, match=r"`radius` must be finite and > 0 .*; got radius=nan"):
+        mf.Density.from_function(lambda x: 1.0, 4, radius=np.nan)
