@@ -243,11 +243,23 @@ class Density:
         """
         c = complex_array("coeffs", coeffs)      # ragged lists raised numpy's error (when counting them)
         if lmax is None:
-            lmax = (int(round((np.sqrt(8 * c.size + 1) - 3) / 2)) if d == 3 else c.size - 1)
+            lmax = cls._inferred_lmax(c, _density_dimension(d))
         out = cls(c, lmax, d, radius)
         if out.radius is not None:
             _check_radius_values(out.with_coeffs(out.radius).on_grid(), "on the grid of the 3/2 rule")
         return out
+
+    @classmethod
+    def _inferred_lmax(cls, c: np.ndarray, d: int) -> int:
+        """The band limit of coefficients ``c`` given without one, refused unless their count is that of some L ≥ 0:
+        rounding it made 4 coefficients "must have shape (3,) for lmax=1" and none "`lmax` … got lmax=-1", naming a
+        band limit the caller never gave."""
+        lmax = int(round((np.sqrt(8 * c.size + 1) - 3) / 2)) if d == 3 else c.size - 1
+        if c.ndim != 1 or lmax < 0 or c.size != cls._ncoef(lmax, d):
+            counts = "(L + 1)(L + 2)/2 = 1, 3, 6, 10, …" if d == 3 else "L + 1 ≥ 1"
+            raise ValueError(f"`coeffs` must be one coefficient array of length {counts} for d={d} (the band limit "
+                             f"L is inferred from it when `lmax` is not given); got shape {c.shape}.")
+        return lmax
 
     @classmethod
     def from_function(cls, f, lmax: int, d: int = 3, radius=None, normalize: bool = False) -> "Density":

@@ -247,3 +247,13 @@ def test_from_function_names_a_function_that_returns_nan(make):
         mf.Density.from_function(lambda x: 1.0, 4, radius=lambda x: np.where(x[..., 2] > 0.5, np.inf, 1.0))
     with pytest.raises(ValueError, match=r"`radius` must be finite and > 0 .*; got radius=nan"):
         mf.Density.from_function(lambda x: 1.0, 4, radius=np.nan)
+
+
+@pytest.mark.parametrize("coeffs, d", [(np.ones(4), 3), ([], 3), ([], 2), (np.ones((3, 1)), 3)])
+def test_from_coefficients_without_lmax_names_a_count_that_is_no_band_limit(coeffs, d):
+    """The band limit was rounded from the count: 4 coefficients were refused as "must have shape (3,) for lmax=1"
+    and none as "`lmax` must be an integer >= 0; got lmax=-1", a band limit the caller never gave."""
+    with pytest.raises(ValueError, match=r"`coeffs` must be one coefficient array of length .* for d=\d .*got shape"):
+        mf.Density.from_coefficients(coeffs, d=d)
+    assert mf.Density.from_coefficients(np.r_[np.sqrt(4 * np.pi), np.zeros(5)]).lmax == 2
+    assert mf.Density.from_coefficients([1.0, 0.1], d=2).lmax == 1
