@@ -447,6 +447,9 @@ class Density:
             grid = grid or sh.SphereGrid.for_bandlimit(self.lmax)
             return sh.synthesis(self.coeffs, self.lmax, grid)
         n = circ.circle_grid_size(self.lmax) if grid is None else nonneg_int("grid", grid, minimum=1)
+        if n <= 2 * self.lmax:      # circle_synthesis would name its own `n`, which is `grid` here
+            raise ValueError(f"`grid` must be a number of angles > 2·lmax = {2 * self.lmax} for d=2 (fewer cannot "
+                             f"carry degree lmax={self.lmax}); got grid={n}.")
         return circ.circle_synthesis(self.coeffs, n)
 
     def mass(self) -> float:

@@ -257,3 +257,12 @@ def test_from_coefficients_without_lmax_names_a_count_that_is_no_band_limit(coef
         mf.Density.from_coefficients(coeffs, d=d)
     assert mf.Density.from_coefficients(np.r_[np.sqrt(4 * np.pi), np.zeros(5)]).lmax == 2
     assert mf.Density.from_coefficients([1.0, 0.1], d=2).lmax == 1
+
+
+def test_on_grid_on_the_circle_names_grid_too_coarse():
+    """d = 2: a `grid` of too few angles was refused as "`n`=4 points cannot carry degree lmax=5", naming circle_synthesis'
+    parameter, not on_grid's."""
+    rho = mf.Density.from_function(lambda x: 2 + x[..., 0], 5, d=2)
+    with pytest.raises(ValueError, match=r"`grid` must be a number of angles > 2·lmax = 10 for d=2 .*got grid=4"):
+        rho.on_grid(4)
+    np.testing.assert_allclose(rho.on_grid(11), 2 + np.cos(2 * np.pi * np.arange(11) / 11), rtol=0, atol=1e-15)
