@@ -582,6 +582,8 @@ def test_huge_requests_are_refused_before_allocating():
         s.SphereGrid(10**6, 4).theta              # numpy's leggauss builds an n × n matrix
     with pytest.raises(mf.InsufficientMemoryError, match="Y_ℓm"):
         s.ylm(10**5, np.eye(3))
+    with pytest.raises(mf.InsufficientMemoryError, match="Gauss–Legendre weights of 1000000000000 rings"):
+        s.SphereGrid(10**12, 4).ring_weights     # ducc0 allocated them: at 1.5e9 rings the process was killed
 
 
 def test_grid_transforms_use_one_ducc0_thread_below_the_measured_band_limit(monkeypatch):
