@@ -13,7 +13,7 @@ import numpy as np
 
 from .._validate import nonneg_int, real_array, real_number
 from . import _sh as sh
-from ._checks import check_memory
+from ._checks import check_memory, complex_array
 
 
 def to_shcoeffs(alm: np.ndarray, lmax: int):
@@ -43,7 +43,7 @@ def to_shcoeffs(alm: np.ndarray, lmax: int):
     import pyshtools  # deferred: pyshtools takes seconds to import
 
     ell, m = sh.lm_arrays(lmax)
-    alm = np.asarray(alm)
+    alm = complex_array("alm", alm)         # strings raised "complex() arg is a malformed string" from the copy below
     if alm.shape != ell.shape:
         raise ValueError(f"`alm` must have shape ({ell.size},) for lmax={lmax}; got shape {alm.shape}.")
     arr = np.zeros((2, lmax + 1, lmax + 1), dtype=complex)
