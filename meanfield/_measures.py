@@ -24,7 +24,7 @@ MASS_TOL = 1e-10
 
 def _query_points(points, d) -> np.ndarray:
     """``points`` (..., d) as finite unit vectors (normalized here; zero vectors have no direction)."""
-    p = np.asarray(points, dtype=float)
+    p = real_array("points", points)      # np.asarray(dtype=float) dropped imaginary parts with only a warning
     if p.ndim < 1 or p.shape[-1] != d:
         raise ValueError(f"`points` must have shape (..., {d}); got shape {p.shape}.")
     return unit_vectors("points", p)
@@ -726,7 +726,7 @@ class ZonalDensity:
         """The profile g(t), t = ⟨x, e⟩ ∈ [−1, 1] (array_like, any shape) → values of the same shape."""
         from .sphere import _zonal as zon
 
-        t = np.asarray(t, dtype=float)
+        t = real_array("t", t)                # as `points` of evaluate: complex and strings named, not cast
         if not np.all(np.isfinite(t)) or np.any(np.abs(t) > 1 + 1e-12):
             raise ValueError("`t` must be in [-1, 1] (t = ⟨x, e⟩ for unit x); got values outside it.")
         return zon.zonal_synthesis(self.coeffs, np.clip(t, -1.0, 1.0), self.d)

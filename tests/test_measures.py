@@ -266,3 +266,22 @@ def test_on_grid_on_the_circle_names_grid_too_coarse():
     with pytest.raises(ValueError, match=r"`grid` must be a number of angles > 2·lmax = 10 for d=2 .*got grid=4"):
         rho.on_grid(4)
     np.testing.assert_allclose(rho.on_grid(11), 2 + np.cos(2 * np.pi * np.arange(11) / 11), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda v: mf.Density.random(6, seed=1).evaluate(v), "points"),
+    (lambda v: mf.Density.random(6, seed=1).evaluate_radius(v), "points"),
+    (lambda v: mf.Density.random(6, d=2, seed=1).evaluate(np.asarray(v)[..., 1:] if np.ndim(v) else v), "points"),
+    (lambda v: mf.ZonalDensity.uniform(3).evaluate(v), "points"),
+    (lambda v: mf.ZonalDensity.uniform(3).evaluate_profile(np.asarray(v)[..., 2] if np.ndim(v) else v), "t"),
+])
+def test_evaluate_names_complex_or_non_numeric_arguments(call, name):
+    """Complex points lost their imaginary parts with only numpy's ComplexWarning (a wrong value returned), and a
+    string raised numpy's "could not convert string to float", naming no parameter."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=f"`{name}` must be real; got complex values"):
+            call(np.array([[0.0, 0.6, 0.8 + 0.5j]]))
+        with pytest.raises(ValueError, match=f"`{name}` must be numbers"):
+            call("abc")
+        call(np.array([[0.0, 0.6, 0.8 + 0j]]))          # a zero imaginary part is a real number
