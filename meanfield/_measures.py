@@ -467,11 +467,16 @@ class Density:
         return np.abs(self.coeffs) ** 2 * np.where(np.arange(self.lmax + 1) == 0, 1.0, 2.0)
 
     def tail_fraction(self, frac: float = 2 / 3) -> float:
-        """E_tail = Σ_{ℓ > frac·L} E_ℓ / Σ_ℓ E_ℓ, the resolution monitor; ``frac`` in (0, 1)."""
-        if not 0 < frac < 1:
-            raise ValueError(f"`frac` must be in (0, 1); got frac={frac!r}.")
+        """E_tail = Σ_{ℓ > frac·L} E_ℓ / Σ_ℓ E_ℓ, the resolution monitor; ``frac`` in (0, 1).  The zero field has
+        no tail (0.0)."""
+        # "a" raised "'<' not supported between instances of 'int' and 'str'"
+        if isinstance(frac, bool) or not isinstance(frac, numbers.Real) or not 0 < frac < 1:
+            raise (ValueError if isinstance(frac, numbers.Real) and not isinstance(frac, bool) else TypeError)(
+                f"`frac` must be a real number in (0, 1); got frac={frac!r}.")
         e = self.power()
-        return float(e[int(np.floor(frac * self.lmax)) + 1:].sum() / e.sum())
+        total = e.sum()
+        # the zero field gave 0/0: NaN with a RuntimeWarning
+        return float(e[int(np.floor(frac * self.lmax)) + 1:].sum() / total) if total > 0 else 0.0
 
     # -- transformations --------------------------------------------------------------------------
     def with_coeffs(self, coeffs, radius=None) -> "Density":

@@ -285,3 +285,18 @@ def test_evaluate_names_complex_or_non_numeric_arguments(call, name):
         with pytest.raises(ValueError, match=f"`{name}` must be numbers"):
             call("abc")
         call(np.array([[0.0, 0.6, 0.8 + 0j]]))          # a zero imaginary part is a real number
+
+
+def test_tail_fraction_names_a_bad_frac_and_gives_the_zero_field_no_tail():
+    """frac = "a" raised "'<' not supported between instances of 'int' and 'str'"; the zero field returned NaN with a
+    RuntimeWarning (0/0)."""
+    rho = mf.Density.random(6, seed=1)
+    with pytest.raises(TypeError, match=r"`frac` must be a real number in \(0, 1\); got frac='a'"):
+        rho.tail_fraction("a")
+    with pytest.raises(ValueError, match=r"`frac` must be a real number in \(0, 1\); got frac=nan"):
+        rho.tail_fraction(np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mf.Density(np.zeros(28), 6).tail_fraction() == 0.0
+    e = rho.power()
+    assert rho.tail_fraction(0.5) == pytest.approx(e[4:].sum() / e.sum(), rel=1e-15)
