@@ -184,3 +184,27 @@ def test_huge_grids_are_refused_before_allocating():
     with pytest.raises(mf.InsufficientMemoryError, match="lower `lmax`"):
         s.circle_adjoint_points(np.ones(3), np.zeros(3), 10**12)
     np.testing.assert_allclose(s.circle_derivative([1, 2]), [0, 2j])       # a list is fine (it raised)
+
+
+def test_evaluate_and_sampling_on_s1_take_bounded_memory(monkeypatch):
+    """circle_evaluate built the whole table e^{ikφ} (48·n·(L + 1) bytes), so sample_density on S¹, which evaluates
+    all its proposals at once, was refused at L = 2000 for 2·10⁵ tokens (64.6 GiB, "evaluate fewer angles at a
+    time", advice a caller of sample_density cannot follow).  With 1 GiB available: L = 200 at 2·10⁵ angles
+    (a 1.8 GiB table), against the direct sum at a few angles, and 5·10⁴ samples of an L = 200 density."""
+    import meanfield as mf
+    from meanfield import _memory
+
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 1 << 30)
+    rng = np.random.default_rng(0)
+    lmax = 200
+    c = (rng.standard_normal(lmax + 1) + 1j * rng.standard_normal(lmax + 1)) / (1 + np.arange(lmax + 1)) ** 2
+    c[0] = 1.0
+    phi = rng.uniform(-10, 10, (2, 100_000))
+    vals = s.circle_evaluate(c, phi)
+    k = np.arange(1, lmax + 1)
+    for i, j in ((0, 0), (1, 99_999), (1, 54_321)):
+        direct = c[0].real + 2 * np.sum((c[1:] * np.exp(1j * k * phi[i, j])).real)
+        assert vals[i, j] == pytest.approx(direct, abs=1e-13)
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 0], lmax, d=2)
+    p = mf.sample_density(rho, 50_000, seed=1)
+    assert abs(p.positions[:, 0].mean() - 0.25) < 5 / np.sqrt(50_000)

@@ -12,6 +12,9 @@ from .._validate import nonneg_int, real_array
 from ._checks import check_memory, complex_array, finite
 
 
+_EVALUATE_BLOCK_BYTES = 2 ** 25     # the e^{ikφ} table of one block of circle_evaluate
+
+
 def _grid_points(n) -> int:
     return nonneg_int("n", n, minimum=1)
 
@@ -194,7 +197,8 @@ def circle_derivative(coeffs: np.ndarray) -> np.ndarray:
 
 
 def circle_evaluate(coeffs: np.ndarray, phi) -> np.ndarray:
-    """Values of the real field c_0 … c_L at arbitrary angles (direct sum, O(L) per angle).
+    """Values of the real field c_0 … c_L at arbitrary angles (direct sum, O(L) per angle, in blocks of angles:
+    the memory beyond the result is bounded, whatever L and the number of angles).
 
     Parameters
     ----------
@@ -213,17 +217,23 @@ def circle_evaluate(coeffs: np.ndarray, phi) -> np.ndarray:
     ValueError
         ``coeffs`` is not a 1-D array of numbers with at least one entry, or ``phi`` is not finite real numbers.
     InsufficientMemoryError
-        The table e^{ikφ} would not fit in the available memory.
+        The values would not fit in the available memory.
     """
     c = _series(coeffs)
     if c.ndim != 1:
         raise ValueError(f"`coeffs` must have shape (L + 1,) (one series); got shape {c.shape}.")
     ph = finite("phi", real_array("phi", phi))
-    check_memory(48.0 * ph.size * c.size, lambda: f"e^(ikφ) for k ≤ {c.size - 1} at {ph.size} angles",
-                 "evaluate fewer angles at a time.")
+    check_memory(8.0 * ph.size, lambda: f"{ph.size} values on S¹", "evaluate fewer angles at a time.")
     k = np.arange(c.shape[-1])
-    w = np.where(k == 0, 1.0, 2.0)
-    return np.real(np.exp(1j * ph[..., None] * k) @ (w * c))
+    wc = np.where(k == 0, 1.0, 2.0) * c
+    flat = ph.ravel()
+    out = np.empty(flat.size)
+    # the table e^{ikφ} a block of angles at a time (≤ 32 MiB): whole, it took 48·n·(L + 1) bytes, so that
+    # sample_density on S¹ (which evaluates all its proposals at once) was refused at L = 2000 for 2·10⁵ tokens
+    step = max(1, _EVALUATE_BLOCK_BYTES // (48 * c.size))
+    for i in range(0, flat.size, step):
+        out[i:i + step] = np.real(np.exp(1j * flat[i:i + step, None] * k) @ wc)
+    return out.reshape(ph.shape)
 
 
 def circle_adjoint_points(weights, phi, lmax: int) -> np.ndarray:
