@@ -629,3 +629,14 @@ def test_grid_transforms_use_one_ducc0_thread_below_the_measured_band_limit(monk
         s.divergence(s.gradient(a, lmax, g), lmax, g)
     want = 4 * [1] + 4 * [2]
     assert [t for _, t in seen] == want, seen
+
+
+@pytest.mark.parametrize("make", [lambda v: s.SphereGrid.for_bandlimit(4, dealias=v),
+                                  lambda v: s.circle_grid_size(4, dealias=v),
+                                  lambda v: s.ZonalGrid.for_bandlimit(4, 3, dealias=v)])
+def test_dealias_is_a_bool(make):
+    """dealias="no" (or 0, None) was read by its truth value: "no" gave the dealiased grid."""
+    for bad in ("no", 0, None):
+        with pytest.raises(TypeError, match=r"`dealias` must be True or False"):
+            make(bad)
+    assert make(np.False_) == make(False) != make(True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import nonneg_int, real_array
+from .._validate import flag, nonneg_int, real_array
 from ._checks import check_memory, complex_array, finite
 
 
@@ -50,7 +50,7 @@ def circle_grid_size(lmax: int, dealias: bool = True) -> int:
     ValueError
         ``lmax`` is not a nonnegative integer.
     """
-    lmax = nonneg_int("lmax", lmax)
+    lmax, dealias = nonneg_int("lmax", lmax), flag("dealias", dealias)     # "no" was read as True
     n = 3 * lmax + 2 if dealias else 2 * lmax + 2
     return n + (n % 2)
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import _threads
 from .._threads import NTHREADS
-from .._validate import nonneg_int, real_array
+from .._validate import flag, nonneg_int, real_array
 from ._checks import check_memory, complex_array, directions, finite
 
 
@@ -307,7 +307,7 @@ class SphereGrid:
         -------
         SphereGrid
         """
-        lmax = nonneg_int("lmax", lmax)
+        lmax, dealias = nonneg_int("lmax", lmax), flag("dealias", dealias)     # "no" was read as True
         ntheta = (3 * lmax) // 2 + 1 if dealias else lmax + 1
         nphi = max(2 * ntheta, 2 * lmax + 2 if not dealias else 3 * lmax + 2)
         return cls(ntheta, _fft_length(nphi))

@@ -16,7 +16,7 @@ from .._lazy import LazyModule
 
 special = LazyModule("scipy.special")
 
-from .._validate import dimension, nonneg_int, real_array
+from .._validate import dimension, flag, nonneg_int, real_array
 from ._checks import check_memory, finite
 
 
@@ -49,7 +49,7 @@ class ZonalGrid:
         -------
         ZonalGrid
         """
-        lmax = nonneg_int("lmax", lmax)
+        lmax, dealias = nonneg_int("lmax", lmax), flag("dealias", dealias)     # "no" was read as True
         return cls((3 * lmax) // 2 + 1 if dealias else lmax + 1, d)
 
     @functools.cached_property
