@@ -80,10 +80,7 @@ def _gram(a, b, d: int, lmax: int) -> np.ndarray:
     from .sphere._zonal import gegenbauer, gegenbauer_norms
 
     def profile(z):
-        g = np.zeros(lmax + 1)
-        k = min(lmax, z.lmax) + 1
-        g[:k] = z.coeffs[:k]
-        return g
+        return z.resized(lmax).coeffs
     if isinstance(a, Particles) and isinstance(b, ZonalDensity):
         a, b = b, a
     if isinstance(a, ZonalDensity) and isinstance(b, ZonalDensity):

@@ -93,28 +93,6 @@ def _check_run(traj, what):
     return traj
 
 
-def _padded_coeffs(density, lmax: int) -> np.ndarray:
-    """A Density's or ZonalDensity's coefficients zero-padded (or truncated) to band limit ``lmax``."""
-    if isinstance(density, Density):
-        return density.resized(lmax).coeffs
-    out = np.zeros(lmax + 1)
-    k = min(lmax, density.lmax) + 1
-    out[:k] = density.coeffs[:k]
-    return out
-
-
-def _at_band_limit(density, lmax: int):
-    """The density zero-padded, or projected, to band limit ``lmax`` (its radius field too)."""
-    if isinstance(density, Density):
-        return density.resized(lmax)
-    radius = None
-    if density.radius is not None:
-        radius = np.zeros(lmax + 1)
-        k = min(lmax, density.lmax) + 1
-        radius[:k] = density.radius[:k]
-    return ZonalDensity(_padded_coeffs(density, lmax), lmax, density.d, density.axis, radius)
-
-
 def _particle_backend(model) -> str:
     """The default particle backend: "particles-sh" where it applies (S², one head, QᵀK = c·I), else the exact
     "particles" (any d: a zonal density on S^{d-1}, d > 3)."""
@@ -139,7 +117,7 @@ def _check_reference(reference, model, density, t_final) -> None:
                          f"{model!r}.")
     start = reference.states[0]
     L = max(start.lmax, density.lmax)
-    gap = float(np.max(np.abs(_padded_coeffs(start, L) - _padded_coeffs(density, L))))
+    gap = float(np.max(np.abs(start.resized(L).coeffs - density.resized(L).coeffs)))
     same_axis = kind is Density or (start.d == density.d and np.allclose(start.axis, density.axis, rtol=0, atol=1e-15))
     # the spectral backend saves its initial state as given (zero-padded to a larger lmax): equal up to rounding
     if start.d != density.d or not same_axis or gap > 1e-12 * max(1.0, float(np.max(np.abs(density.coeffs)))):
@@ -272,7 +250,7 @@ def convergence_in_l(model, density, t_final, lmaxes, *, s: float = 1.0, **spect
     if "lmax" in spectral_options:         # it overrode every L: the distances all read 0
         raise ValueError("`lmax` is what convergence_in_l varies (through `lmaxes`); drop it from the options.")
     options = {"tail_warn": 1.0, "tail_tol": 1.0, "negativity_tol": 1e6, **spectral_options}
-    runs = [_check_run(simulate(model, _at_band_limit(density, int(L)), t_final, **options), f"spectral run L={L}")
+    runs = [_check_run(simulate(model, density.resized(int(L)), t_final, **options), f"spectral run L={L}")
             for L in lmaxes]
     ref = runs[-1].final
     dist = np.array([sobolev_distance(r.final, ref, s, lmax=int(lmaxes[-1])) for r in runs[:-1]])

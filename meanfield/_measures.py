@@ -753,6 +753,15 @@ class ZonalDensity:
         """A ZonalDensity with the same band limit, d and axis, and new coefficients (real parts kept)."""
         return ZonalDensity(np.real(coeffs), self.lmax, self.d, self.axis, None if radius is None else np.real(radius))
 
+    def resized(self, lmax: int) -> "ZonalDensity":
+        """The same density at band limit ``lmax``: zero-padded, or truncated (a projection: the Gegenbauer
+        polynomials are orthogonal) when lower; its radius field too."""
+        lmax = nonneg_int("lmax", lmax)
+
+        def rs(a):
+            return np.concatenate([a, np.zeros(max(0, lmax - self.lmax))])[: lmax + 1]
+        return ZonalDensity(rs(self.coeffs), lmax, self.d, self.axis, None if self.radius is None else rs(self.radius))
+
     def __repr__(self):
         return f"ZonalDensity(lmax={self.lmax}, d={self.d}, mass={self.mass():.6g})"
 

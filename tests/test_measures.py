@@ -300,3 +300,12 @@ def test_tail_fraction_names_a_bad_frac_and_gives_the_zero_field_no_tail():
         assert mf.Density(np.zeros(28), 6).tail_fraction() == 0.0
     e = rho.power()
     assert rho.tail_fraction(0.5) == pytest.approx(e[4:].sum() / e.sum(), rel=1e-15)
+
+
+def test_a_zonal_density_resized_is_zero_padded_or_projected():
+    z = mf.ZonalDensity.from_function(lambda t: np.exp(t), 12, 5, radius=lambda t: 1 + 0.1 * t)
+    up, down = z.resized(20), z.resized(3)
+    t = np.linspace(-1, 1, 7)
+    assert up.lmax == 20 and np.allclose(up.evaluate_profile(t), z.evaluate_profile(t), rtol=0, atol=1e-14)
+    assert np.array_equal(down.coeffs, z.coeffs[:4]) and np.array_equal(down.radius, z.radius[:4])
+    assert np.array_equal(up.axis, z.axis) and up.d == 5
