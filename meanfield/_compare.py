@@ -68,10 +68,6 @@ def _on_s1_s2(measure):
     return measure
 
 
-def _parts_of(measure) -> tuple:
-    return measure if isinstance(measure, tuple) else (measure,)
-
-
 def _gram(a, b, d: int, lmax: int) -> np.ndarray:
     """⟨a_ℓ, b_ℓ⟩ in L²(σ), ℓ = 0 … lmax, of two measures on S^{d-1} that are Particles or ZonalDensity, by the
     addition theorem: the degree-ℓ part of δ_x is N(d, ℓ) P_ℓ(⟨·, x⟩), and ⟨P_ℓ(⟨·, x⟩), P_ℓ(⟨·, y⟩)⟩ =
@@ -99,7 +95,7 @@ def _gram(a, b, d: int, lmax: int) -> np.ndarray:
 def _degree_power_any_d(mu, nu, d: int, lmax: int) -> np.ndarray:
     """‖(μ − ν)_ℓ‖² in L²(σ), ℓ = 0 … lmax, for particles and zonal densities (tuples: their sums) on S^{d-1}."""
     def gram(x, y):
-        return sum(_gram(p, q, d, lmax) for p in _parts_of(x) for q in _parts_of(y))
+        return sum(_gram(p, q, d, lmax) for p in _parts(x) for q in _parts(y))
     # the three terms cancel for equal measures: their rounding is clipped at 0
     return np.maximum(gram(mu, mu) - 2 * gram(mu, nu) + gram(nu, nu), 0.0)
 
@@ -121,7 +117,7 @@ def _degree_power(c, d, lmax):
 
 
 def _default_lmax(mu, nu):
-    ls = [p.lmax for m in (mu, nu) for p in _parts_of(m) if isinstance(p, (Density, ZonalDensity))]
+    ls = [p.lmax for m in (mu, nu) for p in _parts(m) if isinstance(p, (Density, ZonalDensity))]
     if not ls:
         raise ValueError("`lmax` is required when neither measure is a density.")
     return max(ls)
