@@ -221,6 +221,7 @@ def test_mollweide_grid_values():
     (lambda: s.rotate(np.zeros(s.nalm(4), complex), 4, "abc"), ValueError, "`rotation` must be numbers"),
     (lambda: s.to_shcoeffs(np.zeros(s.nalm(4), complex), -1), ValueError, "`lmax`"),
     (lambda: s.to_shcoeffs(["a"] * s.nalm(4), 4), ValueError, "`alm` must be numbers"),   # "complex() arg is …"
+    (lambda: s.to_shcoeffs(np.full(s.nalm(4), np.nan), 4), ValueError, "`alm` must be finite"),  # was a NaN SHCoeffs
     (lambda: s.mollweide_grid(np.zeros(s.nalm(4), complex), -1), ValueError, "`lmax`"),
     (lambda: s.mollweide_grid(np.zeros(s.nalm(4), complex), 4, 0), ValueError, "`nlat`"),   # 0 meant the default
     (lambda: s.mollweide_grid(np.zeros(s.nalm(4), complex), 4, 2.5), TypeError, "`nlat`"),

@@ -441,6 +441,7 @@ def _g():
     (lambda: s.divergence(np.zeros(_g().shape), 8, _g()), "`vector`"),
     (lambda: s.adjoint_synthesis_points(np.ones(2), np.eye(3), 8), "`values`"),
     (lambda: s.adjoint_synthesis_points(np.ones(3), np.eye(3), -2), "`lmax`"),
+    (lambda: s.adjoint_synthesis_points([1.0, np.nan, 1.0], np.eye(3), 8), "`values` must be finite"),  # was NaN a_ℓm
     (lambda: s.lm_arrays(-1), "`lmax`"),
     (lambda: s.lm_index(4, 2, 3), "lmax=4"),
 ])

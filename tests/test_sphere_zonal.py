@@ -293,3 +293,14 @@ def test_analysis_is_not_cubic_in_the_band_limit(monkeypatch):
     rho = mf.ZonalDensity.from_function(lambda t: np.exp(beta * t), L)
     expected = (2 * np.arange(L + 1) + 1) * s.funk_hecke(beta, L, 3)
     assert np.all(np.abs(rho.coeffs - expected) <= 1e-13 * expected + 0.5 * _analysis_floor(np.exp(beta), L, 3))
+
+
+@pytest.mark.parametrize("f", [lambda t: s.gegenbauer(30, t, 3), lambda t: s.zonal_synthesis(np.ones(31), t, 3)])
+def test_arguments_outside_the_interval_are_refused_and_rounding_is_clipped(f):
+    # the recurrence extrapolates outside [-1, 1]: P_30(1.5) came back as 3.8e11, no value of a zonal function
+    with pytest.raises(ValueError, match=r"`t` must lie in \[-1, 1\].*1\.5"):
+        f(np.array([0.2, 1.5]))
+    with pytest.raises(ValueError, match="`t` must lie"):
+        f(-1.0 - 1e-9)
+    over = np.nextafter(1.0, 2.0) + 4e-16         # ⟨x, x⟩ of a float64 unit vector can exceed 1 by a few ulps
+    np.testing.assert_array_equal(f(np.array([over, -over])), f(np.array([1.0, -1.0])))

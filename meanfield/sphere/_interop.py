@@ -13,7 +13,7 @@ import numpy as np
 
 from .._validate import nonneg_int, real_array, real_number
 from . import _sh as sh
-from ._checks import check_memory, complex_array
+from ._checks import check_memory, complex_array, finite
 
 
 def to_shcoeffs(alm: np.ndarray, lmax: int):
@@ -34,7 +34,7 @@ def to_shcoeffs(alm: np.ndarray, lmax: int):
     Raises
     ------
     ValueError
-        ``lmax`` is not an integer ≥ 0, or ``alm`` does not have shape (nalm(lmax),).
+        ``lmax`` is not an integer ≥ 0, or ``alm`` does not have shape (nalm(lmax),) or holds NaN or inf.
     InsufficientMemoryError
         The (2, L + 1, L + 1) array would not fit in the available memory.
     """
@@ -46,6 +46,7 @@ def to_shcoeffs(alm: np.ndarray, lmax: int):
     alm = complex_array("alm", alm)         # strings raised "complex() arg is a malformed string" from the copy below
     if alm.shape != ell.shape:
         raise ValueError(f"`alm` must have shape ({ell.size},) for lmax={lmax}; got shape {alm.shape}.")
+    finite("alm", alm)                      # pyshtools would carry NaN into every expansion and spectrum
     arr = np.zeros((2, lmax + 1, lmax + 1), dtype=complex)
     arr[0, ell, m] = alm
     arr[1, ell, m] = (-1.0) ** m * np.conj(alm)

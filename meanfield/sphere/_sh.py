@@ -869,7 +869,7 @@ def adjoint_synthesis_points(values, points, lmax: int, epsilon: float = 1e-13) 
     ------
     ValueError
         ``epsilon`` outside [1e-14, 1), ``lmax`` not a nonnegative integer, ``points`` not of shape (..., 3) or
-        holding NaN, inf or a zero vector, or not one weight per point.
+        holding NaN, inf or a zero vector, or ``values`` not one finite weight per point.
     InsufficientMemoryError
         ``lmax`` so large that the transform would not fit in the available memory.
     """
@@ -881,7 +881,7 @@ def adjoint_synthesis_points(values, points, lmax: int, epsilon: float = 1e-13) 
                  lambda: f"the adjoint transform of band limit lmax={lmax} ({nalm(lmax)} coefficients)",
                  "lower `lmax` (the band limit).")
     loc = _loc(points)
-    v = np.ascontiguousarray(real_array("values", values).reshape(1, -1))
+    v = np.ascontiguousarray(finite("values", real_array("values", values)).reshape(1, -1))
     if v.shape[1] != loc.shape[0]:
         raise ValueError(f"`values` must hold one weight per point; got {v.shape[1]} values for points of "
                          f"shape {np.shape(points)}.")

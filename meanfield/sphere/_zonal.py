@@ -90,6 +90,18 @@ def _gauss_jacobi(n: int, a: float):
     return np.asarray(x, dtype=float), np.asarray(w / w.sum(), dtype=float)
 
 
+_ROUNDING_OF_T = 1e-12      # ⟨x, e⟩ of unit vectors computed in float64 may exceed 1 by a few ulps
+
+
+def _in_closed_interval(t: np.ndarray) -> np.ndarray:
+    """``t`` clipped to [−1, 1] after refusing values beyond rounding: the three-term recurrence extrapolates
+    the polynomials outside [−1, 1] (P_30(1.5) ≈ 10¹⁵ in d = 3), which is no value of a zonal function."""
+    if t.size and np.max(np.abs(t)) > 1.0 + _ROUNDING_OF_T:
+        worst = t.flat[np.argmax(np.abs(t))]
+        raise ValueError(f"`t` must lie in [-1, 1] (t = ⟨x, e⟩ of unit vectors); got t = {float(worst)!r}.")
+    return np.clip(t, -1.0, 1.0)
+
+
 def gegenbauer(lmax: int, t, d: int) -> np.ndarray:
     """The normalized Gegenbauer polynomials P_ℓ^{(d)}(t), ℓ = 0 … lmax, with P_ℓ^{(d)}(1) = 1.
 
@@ -110,13 +122,14 @@ def gegenbauer(lmax: int, t, d: int) -> np.ndarray:
     Raises
     ------
     TypeError, ValueError
-        ``lmax`` is not an integer ≥ 0, ``d`` not an integer ≥ 2, or ``t`` not finite real numbers.
+        ``lmax`` is not an integer ≥ 0, ``d`` not an integer ≥ 2, or ``t`` not real numbers in [−1, 1]
+        (up to 1e-12 of rounding, which is clipped).
     InsufficientMemoryError
         The (lmax + 1) × t.size table would not fit in the available memory.
     """
     d = dimension(d)
     lmax = nonneg_int("lmax", lmax)
-    t = finite("t", real_array("t", t))
+    t = _in_closed_interval(finite("t", real_array("t", t)))
     check_memory(24.0 * (lmax + 1) * max(t.size, 1), lambda: f"P_ℓ(t) for ℓ ≤ {lmax} at {t.size} arguments",
                  "lower `lmax` or evaluate fewer arguments at a time.")
     out = np.empty((lmax + 1,) + t.shape)
@@ -239,14 +252,14 @@ def zonal_synthesis(coeffs: np.ndarray, t, d: int) -> np.ndarray:
     Raises
     ------
     ValueError
-        ``coeffs`` is not an array of real numbers of shape (..., L + 1), ``t`` not finite real numbers, or ``d``
-        not an integer ≥ 2.
+        ``coeffs`` is not an array of real numbers of shape (..., L + 1), ``t`` not real numbers in [−1, 1] (up
+        to 1e-12 of rounding, which is clipped), or ``d`` not an integer ≥ 2.
     """
     c = real_array("coeffs", coeffs)
     if c.ndim == 0 or c.shape[-1] == 0:
         raise ValueError(f"`coeffs` must have shape (..., L + 1) with L ≥ 0 (g_0 … g_L); got shape {c.shape}.")
     d = dimension(d)
-    t = finite("t", real_array("t", t))
+    t = _in_closed_interval(finite("t", real_array("t", t)))
     batch = c.shape[:-1]
     check_memory(8.0 * (3 * t.size + (int(np.prod(batch)) + 1) * max(t.size, 1)),
                  lambda: f"g(t) of {int(np.prod(batch))} profiles at {t.size} arguments", "evaluate fewer arguments at a "
