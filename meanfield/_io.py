@@ -795,6 +795,8 @@ def _write_energy(f, result):
         g.attrs.update(kind="stationary", value=s.energy, time=s.time, max_speed=s.max_speed, converged=s.converged)
         if s.threshold is not None:
             g.attrs["threshold"] = s.threshold
+        if s.relative_speed is not None:
+            g.attrs["relative_speed"] = s.relative_speed
         _write_state(g.create_group("state"), s.state)
         _write_trajectory(g.create_group("trajectory"), s.trajectory)
     else:
@@ -831,7 +833,8 @@ def _read_energy(f):
     elif kind == "stationary":
         sol = StationaryResult(_read_state(g["state"]), float(g.attrs["time"]), float(g.attrs["max_speed"]),
                                bool(g.attrs["converged"]), value, _read_trajectory(g["trajectory"]),
-                               float(g.attrs["threshold"]) if "threshold" in g.attrs else None)
+                               float(g.attrs["threshold"]) if "threshold" in g.attrs else None,
+                               float(g.attrs["relative_speed"]) if "relative_speed" in g.attrs else None)
     else:
         raise ResultFileError(f"unknown energy solution kind {kind!r} in {f.filename!r}.")
     run_info = {k: v for k, v in _run_record(f).items() if k != "complete"} if "run" in f else {}

@@ -678,3 +678,22 @@ def test_a_stationarity_report_beyond_float64_states_the_ratio_it_judged():
     small = mf.stationary(near, 1.0)                                       # within float64: as before, ratio kept
     assert small.relative_speed == pytest.approx(small.max_speed / small.scale, rel=1e-15)
     assert "max |v|/max(1, |G|)" not in small.message
+
+
+def test_a_stationary_result_beyond_float64_states_the_ratio_it_judged_and_stores_it(tmp_path):
+    """find_stationary's message read "max|v| = inf on the support (threshold tol·max(1, |G|) = inf)" at β = 800:
+    the verdict was made on the ratio in scaled units, which the result now carries and the message quotes."""
+    x = np.array([[0.0, 0.0, 1.0], [0.0, 0.01, 1.0]])
+    near = mf.Particles(x / np.linalg.norm(x, axis=1)[:, None])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)            # the energy beyond float64
+        r = mf.find_stationary(near, 800.0, flow="softmax", t_max=1.0, check_every=0.5)
+    assert not r.converged and r.max_speed == np.inf and r.threshold == np.inf
+    assert r.relative_speed == mf.stationary(r.state, 800.0).relative_speed
+    assert 1e-4 < r.relative_speed < 1e-2                                 # |v|/|G| ≈ sin(angle)/2, the pair closing
+    assert f"max|v|/max(1, |G|) = {r.relative_speed:.3g} against tol" in r.message
+    back = mf.load(mf.save(mf.EnergyResult("stationary", 800.0, np.eye(3), 3, r, {}), tmp_path / "s.h5")).solution
+    assert back.relative_speed == r.relative_speed and back.message == r.message
+    ok = mf.find_stationary(mf.Particles.uniform(6, 3, seed=1), 1.0, t_max=50)     # within float64: as before
+    assert ok.relative_speed == mf.stationary(ok.state, 1.0).relative_speed <= 1e-10     # the default tol
+    assert "judged on their ratio" not in ok.message

@@ -455,7 +455,7 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
     with announced():                         # the flow's check covered this sum
         report = stationary(final, beta, D, tol)
     return StationaryResult(final, float(traj.times[-1]), report.max_speed, report.stationary,
-                            float(traj.diagnostics["energy"][-1]), traj, report.threshold)
+                            float(traj.diagnostics["energy"][-1]), traj, report.threshold, report.relative_speed)
 
 
 # find_stationary's default tolerances of the particle backend: the explicit pairs', and the implicit methods' (True),

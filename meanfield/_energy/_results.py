@@ -39,6 +39,10 @@ class StationaryResult:
     threshold : float or None
         ``tol`` · max(1, max |G|) at ``state``, G = ∫ e^{β⟨x,Dy⟩} D y dμ(y) the ambient vector whose tangential
         part is v (:attr:`meanfield.StationarityReport.threshold`); None in a result stored without it.
+    relative_speed : float or None
+        max |v| / max(1, max |G|) at ``state``, the number compared with ``tol``
+        (:attr:`meanfield.StationarityReport.relative_speed`): finite where ``max_speed`` and ``threshold``
+        read inf beyond float64 (β‖D‖ ≳ 700); None in a result stored without it.
     """
 
     state: object
@@ -48,10 +52,16 @@ class StationaryResult:
     energy: float
     trajectory: object
     threshold: float | None = None
+    relative_speed: float | None = None
 
     @property
     def message(self) -> str:
-        bound = "" if self.threshold is None else f" (threshold tol·max(1, |G|) = {self.threshold:.3g})"
+        bound = "" if self.threshold is None else f" (threshold tol·max(1, |G|) = {self.threshold:.3g}"
+        if self.threshold is not None and self.relative_speed is not None and not (
+                np.isfinite(self.max_speed) and np.isfinite(self.threshold)):
+            # beyond float64 both read inf, and "inf (threshold inf)" said nothing: the test's own ratio does
+            bound += f"; judged on their ratio max|v|/max(1, |G|) = {self.relative_speed:.3g} against tol"
+        bound += "" if self.threshold is None else ")"
         if self.converged:
             text = f"Stationary to max|v| = {self.max_speed:.3g} on the support{bound} at t = {self.time:.6g}."
         else:
