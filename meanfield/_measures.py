@@ -113,12 +113,13 @@ def _normalized(density):
 #: ZonalDensity (the array, its copy, the finiteness mask): 40 and 17 measured with tracemalloc, rounded up.
 _DENSITY_BYTES_PER_COEF, _ZONAL_BYTES_PER_COEF = 48.0, 24.0
 #: Peak bytes per quadrature node of Density.from_function (nodes, values, the transform's work arrays), measured,
-#: and of ZonalDensity.from_function (its Gauss–Jacobi nodes are polished in long double: 128 measured).
+#: and of ZonalDensity.from_function (Gauss–Jacobi nodes are polished in long double: 128 measured; the product
+#: rule of ZonalGrid 40–53).
 _PROJECTION_BYTES_PER_NODE = {2: 40.0, 3: 72.0}
 # Density.random: the default degree of g (lowered to lmax), and the largest |amplitude| (at 100 the peaks of exp(g)
 # at degree 4 already need lmax ≈ 128 to stay nonnegative: beyond, ρ is spikes finer than the band limits runs use)
 _RANDOM_DEGREE, _RANDOM_AMPLITUDE_MAX = 4, 100.0
-_ZONAL_PROJECTION_BYTES_PER_NODE = 160.0
+_ZONAL_PROJECTION_BYTES_PER_NODE = {"gauss-jacobi": 160.0, "product": 80.0}   # the product rule: 40-53 B measured
 
 
 def _require_band_limit(nbytes: float, call: str) -> None:
@@ -706,7 +707,7 @@ class ZonalDensity:
     @classmethod
     def from_function(cls, g, lmax: int, d: int = 3, radius=None, axis=None,
                       normalize: bool = False) -> "ZonalDensity":
-        """Project g(t), t = ⟨x, e⟩ ∈ [−1, 1], onto degree ≤ lmax (Gauss–Jacobi quadrature); with ``normalize``,
+        """Project g(t), t = ⟨x, e⟩ ∈ [−1, 1], onto degree ≤ lmax (the quadrature of ZonalGrid); with ``normalize``,
         divide by the mass (as :meth:`normalized`)."""
         from .sphere import _zonal as zon
 
@@ -715,8 +716,8 @@ class ZonalDensity:
         if radius is not None:
             _radius_function_or_number(radius, "radius(t) (t = ⟨x, e⟩ in [−1, 1])")
         grid = zon.ZonalGrid.for_bandlimit(lmax, d)
-        _require_band_limit(_ZONAL_PROJECTION_BYTES_PER_NODE * grid.n + _ZONAL_BYTES_PER_COEF * (lmax + 1),
-                            f"ZonalDensity.from_function(lmax={lmax}, d={d}) ({grid.n} quadrature nodes)")
+        _require_band_limit(_ZONAL_PROJECTION_BYTES_PER_NODE[grid.rule] * grid.size + _ZONAL_BYTES_PER_COEF * (lmax + 1),
+                            f"ZonalDensity.from_function(lmax={lmax}, d={d}) ({grid.size} quadrature nodes)")
         coeffs = zon.zonal_analysis(np.ascontiguousarray(_values_at(g, grid.t, grid.t.shape, "g")), lmax, grid)
         rad = None
         if radius is not None:

@@ -273,7 +273,7 @@ MEMORY_REQUESTS = [
     pytest.param(1 << 20, lambda: mf.Density.from_function(lambda x: 1.0, 10 ** 6, d=2),
                  ("projecting `f` at lmax=1000000, d=2", "lower `lmax`"), id="Density.from_function-d=2"),
     pytest.param(1 << 20, lambda: mf.ZonalDensity.from_function(lambda t: 1 + t, 10 ** 6, d=5),
-                 ("ZonalDensity.from_function(lmax=1000000, d=5)", "1500001 quadrature nodes", "lower `lmax`"),
+                 ("ZonalDensity.from_function(lmax=1000000, d=5)", "1500002 quadrature nodes", "lower `lmax`"),
                  id="ZonalDensity.from_function"),
     pytest.param(1 << 20, lambda: mf.Density.random(1000),
                  ("at lmax=1000, d=3", "quadrature nodes", "lower `lmax`"), id="Density.random"),
@@ -436,8 +436,10 @@ def test_measure_constructor_estimates_bound_the_measured_peak():
               grid.ntheta * grid.nphi * M._PROJECTION_BYTES_PER_NODE[3] + M._DENSITY_BYTES_PER_COEF * 101 * 102 / 2),
              (lambda: mf.Density.from_function(lambda x: 1 + x[..., 0], 10 ** 4, d=2),
               M._PROJECTION_BYTES_PER_NODE[2] * 3 * 10 ** 4 + M._DENSITY_BYTES_PER_COEF * (10 ** 4 + 1)),
-             (lambda: mf.ZonalDensity.from_function(lambda t: 1 + t, 400, d=5),
-              M._ZONAL_PROJECTION_BYTES_PER_NODE * 601 + M._ZONAL_BYTES_PER_COEF * 401)]
+             (lambda: mf.ZonalDensity.from_function(lambda t: 1 + t, 400, d=5),          # the O(n) product rule
+              M._ZONAL_PROJECTION_BYTES_PER_NODE["product"] * 602 + M._ZONAL_BYTES_PER_COEF * 401),
+             (lambda: mf.ZonalDensity.from_function(lambda t: 1 + t, 300, d=64),         # Gauss–Jacobi
+              M._ZONAL_PROJECTION_BYTES_PER_NODE["gauss-jacobi"] * 451 + M._ZONAL_BYTES_PER_COEF * 301)]
     for i, (call, estimate) in enumerate(cases):
         call()                                      # caches (grids, imports) outside the measurement
         peak = _traced_peak(call)

@@ -7,7 +7,7 @@ zero set, but it sets the size of |v| that ``tol`` is compared with).  The veloc
 ambient gradient ∫ e^{β⟨x,Dy⟩} D y dμ, or A/s) that can be of size e^{β‖D‖}: its rounding alone is
 ε·|G|, so ``tol`` is relative to the largest |G| on the support once that exceeds 1.  The support is: particles of
 positive weight, FE nodes with positive value, or the points of a Gauss–Legendre grid where a band-limited
-density exceeds ``support_tol`` · max ρ (for a ZonalDensity, the Gauss–Jacobi nodes of the zonal solver's grid,
+density exceeds ``support_tol`` · max ρ (for a ZonalDensity, the nodes of the zonal solver's grid,
 one point per latitude: the velocity of an axisymmetric measure is meridional and depends on ⟨x, e⟩ only).
 """
 from __future__ import annotations
@@ -110,7 +110,7 @@ def _radii_at(measure, pts):
 
 def _zonal_speeds(rho: ZonalDensity, model_or_beta, D, t: float, support_tol: float):
     """(support points (m, d), |v| (m,), the scale |G| of :class:`StationarityReport`) of an axisymmetric density on S^{d-1}, any d: the velocity is meridional,
-    computed on the Gauss–Jacobi nodes of the zonal spectral solver's grid (its band limit raised to the kernel's,
+    computed on the nodes of the zonal spectral solver's grid (its band limit raised to the kernel's,
     tolerance 1e-13), with the solver's attention for a Model and ∇_S of (1/β) Σ λ_ℓ(βc) g_ℓ P_ℓ for the gradient
     flow (D = c·I: the kernel is then zonal)."""
     from .._model import Model

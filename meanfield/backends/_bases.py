@@ -181,7 +181,7 @@ class CircleBasis(_SeriesBasis):
 class ZonalBasis(_SeriesBasis):
     """Zonal functions g(⟨x, e⟩) on S^{d-1}, any d ≥ 2, in normalized Gegenbauer polynomials.
 
-    Nodes are Gauss–Jacobi points t_i with σ-weights; the one tangent component is along the unit
+    Nodes are the points t_i of :class:`meanfield.sphere.ZonalGrid` with σ-weights; the one tangent component is along the unit
     vector pointing towards the pole e (the direction of ∇_S t, |∇_S t| = √(1 − t²)).
     """
 

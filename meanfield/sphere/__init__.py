@@ -1,7 +1,7 @@
 """The sphere layer: grids, transforms, spin-1 calculus, non-uniform evaluation, Funk–Hecke multipliers.
 
 S² (d = 3) on ducc0 with Gauss–Legendre grids (see :mod:`meanfield.sphere._sh` for the conventions),
-the circle S¹ on FFT, zonal functions on any S^{d-1} by Gauss–Jacobi quadrature, and pyshtools interop.
+the circle S¹ on FFT, zonal functions on any S^{d-1} by Gaussian quadrature in t = ⟨x, e⟩, and pyshtools interop.
 """
 from ._funk_hecke import (funk_hecke as funk_hecke, funk_hecke_dbeta as funk_hecke_dbeta,
                           multiplier_ratios as multiplier_ratios,

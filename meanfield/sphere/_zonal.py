@@ -2,8 +2,10 @@
 
 P_ℓ^{(d)}(t) = P_ℓ^{(α,α)}(t) / P_ℓ^{(α,α)}(1), α = (d−3)/2 (Jacobi), so P_ℓ^{(d)}(1) = 1; Legendre for d = 3,
 Chebyshev for d = 2.  The pushforward of the normalized uniform measure σ to t = ⟨x, e⟩ is
-c_d (1−t²)^α dt; Gauss–Jacobi quadrature (``scipy.special.roots_jacobi`` nodes, weights polished in
-long double) integrates it exactly.
+c_d (1−t²)^α dt.  Its quadrature (:class:`ZonalGrid`) is built in O(n) from closed forms where α is an integer
+or half an odd integer (:func:`_product_rule`: Gauss–Chebyshev for d = 2 and even d ≥ 4, ducc0's Gauss–Legendre for
+odd d ≥ 3, the polynomial part of the weight carried by the quadrature weights), else Gauss–Jacobi
+(``scipy.special.roots_jacobi`` nodes polished in long double, O(n²)).
 Coefficients g_ℓ of g = Σ g_ℓ P_ℓ^{(d)} are g_ℓ = ∫ g P_ℓ dσ / ∫ P_ℓ² dσ.
 """
 from __future__ import annotations
@@ -22,7 +24,13 @@ from ._checks import check_memory, finite
 
 @dataclass(frozen=True)
 class ZonalGrid:
-    """Gauss–Jacobi nodes ``t`` (n,), weights ``w`` (n,) of the pushforward of σ (Σ w = 1), for S^{d-1}."""
+    """Nodes ``t`` and positive weights ``w`` (Σ w = 1) of a quadrature of the pushforward of σ to t = ⟨x, e⟩ on
+    S^{d-1}, exact for polynomials of degree ≤ 2n − 1.
+
+    Gauss–Jacobi (n nodes) for d ≤ 4 and where it is cheaper; for d ≥ 5 and n ≥ 20·k, a product rule with
+    n + k nodes, k = ⌊(d − 3)/2⌋ (:func:`_product_rule`), built in O(n): the Gauss–Jacobi nodes take O(n²)
+    (9 s at n = 10⁴).  ``size`` is the number of nodes.
+    """
 
     n: int
     d: int
@@ -52,10 +60,22 @@ class ZonalGrid:
         lmax, dealias = nonneg_int("lmax", lmax), flag("dealias", dealias)     # "no" was read as True
         return cls((3 * lmax) // 2 + 1 if dealias else lmax + 1, d)
 
+    @property
+    def rule(self) -> str:
+        """"product" (O(n), n + k nodes) or "gauss-jacobi" (O(n²), n nodes)."""
+        return "product" if self.d <= 4 or _extra_nodes(self.n, self.d) else "gauss-jacobi"
+
+    @property
+    def size(self) -> int:
+        """The number of nodes: n, or n + ⌊(d − 3)/2⌋ for the product rule."""
+        return self.n + _extra_nodes(self.n, self.d)
+
     @functools.cached_property
     def _nodes(self):
-        check_memory(160.0 * self.n, lambda: f"the Gauss–Jacobi nodes of a {self.n}-node grid",
+        check_memory(160.0 * self.size, lambda: f"the quadrature nodes of a {self.size}-node grid",
                      "lower `n` (the band limit).")
+        if self.rule == "product":
+            return _product_rule(self.size, self.d)
         return _gauss_jacobi(self.n, (self.d - 3) / 2)
 
     @property
@@ -65,6 +85,34 @@ class ZonalGrid:
     @property
     def w(self) -> np.ndarray:
         return self._nodes[1]
+
+
+def _extra_nodes(n: int, d: int) -> int:
+    """k = ⌊(d − 3)/2⌋ when the product rule's n + k nodes cost at most 5 % more than Gauss–Jacobi's n, else 0."""
+    k = (d - 3) // 2
+    return k if d >= 5 and 20 * k <= n else 0
+
+
+def _product_rule(m: int, d: int):
+    """m nodes for the weight (1 − t²)^{(d−3)/2}, exact to degree 2(m − k) − 1, k = ⌊(d − 3)/2⌋, in O(m).
+
+    (1 − t²)^{(d−3)/2} = (1 − t²)^{k}·(1 − t²)^{α₀}, α₀ = −½ (d = 2), 0 (odd d) or ½ (even d ≥ 4): Gauss for
+    (1 − t²)^{α₀} (Chebyshev of the first kind, ducc0's Legendre, Chebyshev of the second kind; closed forms or
+    O(m), ~1 ulp) with weights multiplied by the polynomial (1 − t²)^k = sin^{2k}θ.
+    """
+    k = max((d - 3) // 2, 0)
+    if d == 2:
+        theta = (2 * np.arange(m, 0, -1) - 1) * np.pi / (2 * m)
+        w = np.ones(m)
+    elif d % 2:
+        import ducc0.misc
+        theta = np.asarray(ducc0.misc.GL_thetas(m), dtype=float)[::-1]
+        w = np.asarray(ducc0.misc.GL_weights(m, 1), dtype=float)[::-1]
+    else:
+        theta = np.arange(m, 0, -1) * np.pi / (m + 1)
+        w = np.sin(theta) ** 2
+    w = w * np.sin(theta) ** (2 * k)
+    return np.cos(theta), w / w.sum()
 
 
 def _gauss_jacobi(n: int, a: float):
@@ -200,10 +248,10 @@ def zonal_analysis(values: np.ndarray, lmax: int, grid: ZonalGrid) -> np.ndarray
                         f"{type(grid).__name__}.")
     v = real_array("values", values)
     lmax = nonneg_int("lmax", lmax)
-    if v.shape[-1:] != (grid.n,):
-        raise ValueError(f"`values` must have {grid.n} entries (one per node) in its last axis; got shape {v.shape}.")
-    batch = v.size // grid.n
-    check_memory(8.0 * (batch + 1) * (lmax + 1 + grid.n), lambda: f"{lmax + 1} coefficients of {batch} profiles",
+    if v.shape[-1:] != (grid.size,):
+        raise ValueError(f"`values` must have {grid.size} entries (one per node) in its last axis; got shape {v.shape}.")
+    batch = v.size // grid.size
+    check_memory(8.0 * (batch + 1) * (lmax + 1 + grid.size), lambda: f"{lmax + 1} coefficients of {batch} profiles",
                  "lower `lmax`.")
     vw = v * grid.w
     out = np.empty(v.shape[:-1] + (lmax + 1,))
