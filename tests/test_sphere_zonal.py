@@ -85,6 +85,21 @@ def test_product_rule_of_large_grids_integrates_to_degree_2n_minus_1(d):
     assert abs(np.dot(g.w, f(g.t)) - np.dot(smaller.w, f(smaller.t))) < 1e-15
 
 
+@pytest.mark.parametrize("d, n", [(1000, 400), (4000, 200), (300, 2000)])
+def test_gauss_jacobi_grids_in_high_dimension_are_finite_and_exact(d, n):
+    # scipy's roots_jacobi returned NaN nodes there (so every zonal run raised "`t` must be finite"); the nodes
+    # now come from the Jacobi matrix's eigenvalues.  Moments E t² = 1/d, E t⁴ = 3/(d(d+2)), E t⁶ = 15/(d(d+2)(d+4))
+    g = s.ZonalGrid(n, d)
+    assert g.rule == "gauss-jacobi" and g.size == n
+    assert np.all(np.isfinite(g.t)) and np.all(g.w >= 0) and np.all(np.diff(g.t) > 0)
+    np.testing.assert_allclose(g.w.sum(), 1.0, rtol=1e-14)
+    for k, moment in ((2, 1 / d), (4, 3 / (d * (d + 2))), (6, 15 / (d * (d + 2) * (d + 4)))):
+        np.testing.assert_allclose(np.dot(g.w, g.t ** k), moment, rtol=1e-12)
+    assert abs(np.dot(g.w, g.t ** 3)) < 1e-16
+    product = s.ZonalGrid(20 * ((d - 3) // 2), d)                      # the other rule, many more nodes
+    np.testing.assert_allclose(np.dot(g.w, np.exp(5 * g.t)), np.dot(product.w, np.exp(5 * product.t)), rtol=1e-14)
+
+
 def test_large_grids_in_every_dimension_are_built_fast_enough_to_use():
     # n = 1.5·10⁵ nodes (the 3/2-rule grid of L = 10⁵) in d = 7 took ~30 min by Gauss–Jacobi; a product rule is O(n)
     g = s.ZonalGrid(150_000, 7)

@@ -2,10 +2,10 @@
 
 P_ℓ^{(d)}(t) = P_ℓ^{(α,α)}(t) / P_ℓ^{(α,α)}(1), α = (d−3)/2 (Jacobi), so P_ℓ^{(d)}(1) = 1; Legendre for d = 3,
 Chebyshev for d = 2.  The pushforward of the normalized uniform measure σ to t = ⟨x, e⟩ is
-c_d (1−t²)^α dt.  Its quadrature (:class:`ZonalGrid`) is built in O(n) from closed forms where α is an integer
-or half an odd integer (:func:`_product_rule`: Gauss–Chebyshev for d = 2 and even d ≥ 4, ducc0's Gauss–Legendre for
-odd d ≥ 3, the polynomial part of the weight carried by the quadrature weights), else Gauss–Jacobi
-(``scipy.special.roots_jacobi`` nodes polished in long double, O(n²)).
+c_d (1−t²)^α dt.  Its quadrature (:class:`ZonalGrid`) is built in O(n) for d ≤ 4 and for large grids
+(:func:`_product_rule`: Gauss–Chebyshev for d = 2 and even d ≥ 4, ducc0's Gauss–Legendre for odd d ≥ 3, the
+polynomial part of the weight carried by the quadrature weights), else Gauss–Jacobi (the Jacobi matrix's
+eigenvalues polished in long double, O(n²)).
 Coefficients g_ℓ of g = Σ g_ℓ P_ℓ^{(d)} are g_ℓ = ∫ g P_ℓ dσ / ∫ P_ℓ² dσ.
 """
 from __future__ import annotations
@@ -115,15 +115,29 @@ def _product_rule(m: int, d: int):
     return np.cos(theta), w / w.sum()
 
 
-def _gauss_jacobi(n: int, a: float):
-    """Gauss–Jacobi (a, a) nodes and weights normalized to Σ w = 1.
+def _jacobi_matrix_eigenvalues(n: int, a: float) -> np.ndarray:
+    """The n Gauss–Jacobi (a, a) nodes, a > −½, as the eigenvalues of the symmetric tridiagonal Jacobi matrix
+    (Golub–Welsch): zero diagonal, off-diagonal √β_k, β_k = k(k + 2λ − 1) / (4(k + λ)(k + λ − 1)), λ = a + ½.
 
-    ``scipy.special.roots_jacobi`` gives good nodes but weights with relative errors growing like n³·eps
-    (1e-12 at n = 61, 2e-8 at n = 1000), which would cap every zonal transform at that accuracy.  So
-    its nodes get one Newton step in long double on the three-term recurrence of P_n^{(a,a)}, and the
-    weights come from w_i ∝ 1 / ((1 − x_i²) P_n'(x_i)²).
+    ``scipy.special.roots_jacobi`` returned NaN for large a (d = 500 at n = 600, d = 1000 at n = 400, d = 4000 at
+    n = 200); the matrix has entries in (0, ½] for every a."""
+    from scipy.linalg import eigvalsh_tridiagonal
+
+    lam, k = a + 0.5, np.arange(1.0, n)
+    off = np.sqrt(k * (k + 2 * lam - 1) / (4 * (k + lam) * (k + lam - 1)))
+    return eigvalsh_tridiagonal(np.zeros(n), off)
+
+
+def _gauss_jacobi(n: int, a: float):
+    """Gauss–Jacobi (a, a) nodes and weights normalized to Σ w = 1, a > −½.
+
+    The eigenvalues of the Jacobi matrix (:func:`_jacobi_matrix_eigenvalues`) give good nodes, and weights
+    from eigenvectors (scipy's roots_jacobi) have relative errors growing like n³·eps (1e-12 at n = 61, 2e-8 at
+    n = 1000), which would cap every zonal transform at that accuracy.  So the nodes get one Newton step in
+    long double on the three-term recurrence of P_n^{(a,a)}, and the weights come from
+    w_i ∝ 1 / ((1 − x_i²) P_n'(x_i)²).
     """
-    x = special.roots_jacobi(n, a, a)[0].astype(np.longdouble)
+    x = _jacobi_matrix_eigenvalues(n, a).astype(np.longdouble)
     a = np.longdouble(a)
     for _ in range(2):  # one Newton step, then the derivative at the polished nodes
         p0, p1 = np.ones_like(x), (a + 1) * x
