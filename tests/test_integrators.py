@@ -72,13 +72,13 @@ def test_l2_norm_is_numpys_norm_to_rounding():
 
 
 def _reference_rk_step(tab, f, t, y, h, k0=None):
-    """rk_step as it was written before its terms were precomputed: the sums over the tableau, read per step."""
+    """rk_step as the sums over the tableau, read per step (each coefficient scaled by h before it meets a stage)."""
     ks = [f(t, y) if k0 is None else k0]
     for i in range(1, tab.stages):
-        yi = y + h * sum(tab.a[i, j] * ks[j] for j in range(i) if tab.a[i, j] != 0)
+        yi = y + sum((h * tab.a[i, j]) * ks[j] for j in range(i) if tab.a[i, j] != 0)
         ks.append(f(t + tab.c[i] * h, yi))
-    y_new = y + h * sum(bj * kj for bj, kj in zip(tab.b, ks) if bj != 0)
-    err = None if tab.b_err is None else h * sum(ej * kj for ej, kj in zip(tab.b_err, ks) if ej != 0)
+    y_new = y + sum((h * bj) * kj for bj, kj in zip(tab.b, ks) if bj != 0)
+    err = None if tab.b_err is None else sum((h * ej) * kj for ej, kj in zip(tab.b_err, ks) if ej != 0)
     return y_new, err, ks[-1]
 
 
@@ -99,9 +99,9 @@ def test_rk_step_has_the_bits_of_the_sums_over_the_tableau(name):
         out[1, 0] = np.inf if t > 0 and len(times) % 2 == 0 else out[1, 0]
         return out
     with np.errstate(invalid="ignore", over="ignore"):
-        got = rk_step(tab, f, 0.25, y, 0.125)
+        got = rk_step(tab, f, 0.25, y, 0.1)     # (h not a power of 2: h·Σ a k and Σ (h a) k round differently)
         t_got, times[:] = list(times), []
-        want = _reference_rk_step(tab, f, 0.25, y, 0.125)
+        want = _reference_rk_step(tab, f, 0.25, y, 0.1)
     assert times == t_got and [type(t) for t in times] == [type(t) for t in t_got]
     for a, b in zip(got, want):
         assert (a is None and b is None) or (np.array_equal(a, b, equal_nan=True)
@@ -114,3 +114,30 @@ def test_tableau_arrays_are_read_only():
     for arr in (tab.a, tab.b, tab.c, tab.b_err):
         with pytest.raises(ValueError):
             arr[0] = 1.0
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_a_stage_near_the_float64_maximum_does_not_overflow_the_step(name):
+    # y' = c with c = 1.5e308: the increment h·c and the error estimate are finite, but Dormand–Prince's
+    # coefficients (up to 11.6 in size) times c overflowed when h was applied after the sum (inf, and NaN in err)
+    # (the velocity reads the direction y/|y| only, as Pre-LN's radial law does: an overflowed stage state is NaN)
+    c = 1.5e308
+    y_new, err, _ = rk_step(get_method(name), lambda t, y: c * (y / np.abs(y)), 0.0, np.array([1.0]), 1e-3)
+    assert y_new[0] == pytest.approx(1.5e305, rel=1e-14)
+    assert err is None or abs(err[0]) <= 1e-14 * 1.5e305
+
+
+@pytest.mark.parametrize("scheme", ["pre-ln", "qkv-norm"])
+@pytest.mark.parametrize("method", ["rk45", "rk23"])
+def test_adaptive_pairs_run_usa_at_the_top_of_its_beta_range(scheme, method):
+    # two orthogonal tokens, USA at β = 709 (≤ 709.78, the top of its range): each radius grows at
+    # dr/dt = (e^β + ρ)/2 ≈ 4.1e307, and ρ stays 0 to rounding (its rate is ≤ 1/r), so r(t) = 1 + e^β t/2.
+    # rk45 stopped at t = 0 ("Non-finite velocity"): its stage sums overflowed, while rk4 ran.
+    import meanfield as mf
+    model = mf.Model(709.0, scheme=scheme, attention="usa")
+    tr = mf.simulate(model, mf.Particles(np.eye(3)[:2]), 1e-2, backend="particles", method=method,
+                     t_eval=[2.5e-3, 5e-3, 1e-2])
+    assert tr.status is mf.Status.OK and np.allclose(tr.times, [0, 2.5e-3, 5e-3, 1e-2], rtol=0, atol=1e-15)
+    exact = 1 + np.exp(709.0) / 2 * tr.times
+    radii = np.array([s.radii for s in tr.states])
+    assert np.all(np.abs(radii / exact[:, None] - 1) < 1e-12)

@@ -107,7 +107,7 @@ class Shard:
         s._mu = mu
         self.ks.append(s.rhs(t_stage, self.yi))
         i = len(self.ks)
-        self.yi = s.y + h * sum(tab.a[i, j] * self.ks[j] for j in range(i) if tab.a[i, j] != 0)
+        self.yi = s.y + sum((h * tab.a[i, j]) * self.ks[j] for j in range(i) if tab.a[i, j] != 0)
         mu = self._coefficients(self.yi)
         self.busy += time.perf_counter() - t0
         return mu
@@ -124,7 +124,7 @@ class Shard:
         s, tab = self.s, self.tab
         s._mu = mu
         self.ks.append(s.rhs(t_stage, self.yi))
-        y_new = s.y + h * sum(bj * kj for bj, kj in zip(tab.b, self.ks) if bj != 0)
+        y_new = s.y + sum((h * bj) * kj for bj, kj in zip(tab.b, self.ks) if bj != 0)
         y_new = s._project(y_new)
         self.ks, self.yi = [], None
         if s._bad_state(y_new, t_new):
