@@ -141,8 +141,11 @@ def test_every_continuous_scheme_runs_and_clusters(scheme):
     (dict(scheme="mix-ln"), ValueError, "`tau`"),
     (dict(attention="linear"), ValueError, "`attention` must be one of"),
     (dict(scheme="ngpt", alpha=-1.0), ValueError, "`alpha` must be finite and > 0"),
-    (dict(rtol=float("nan")), ValueError, r"`rtol` must be in \[1e-14, 1\) .*got rtol=nan"),
-    (dict(rtol=2.0), ValueError, r"`rtol` must be in \[1e-14, 1\)"),
+    (dict(rtol=float("nan")), ValueError, r"`rtol` must be in \[2.22e-14, 1\) .*got rtol=nan"),
+    (dict(rtol=2.0), ValueError, r"`rtol` must be in \[2.22e-14, 1\)"),
+    # scipy's LSODA replaced it by 2.22e-14 with a UserWarning; the range said [1e-14, 1)
+    (dict(rtol=1e-14), ValueError, r"`rtol` must be in \[2.22e-14, 1\) \(scipy's LSODA goes no lower.*got rtol=1e-14"),
+    (dict(rtol="1e-8"), TypeError, r"`rtol` must be a real number"),
     (dict(atol=-1.0), ValueError, "`atol` must be finite and > 0"),
 ])
 def test_bad_input(kwargs, error, match):
@@ -150,6 +153,18 @@ def test_bad_input(kwargs, error, match):
     args.update(kwargs)
     with pytest.raises(error, match=match):
         mf.equiangular(args.pop("scheme"), args.pop("beta"), args.pop("n"), args.pop("t"), **args)
+
+
+def test_the_smallest_rtol_accepted_is_used_as_given():
+    # rtol = 1e-14 passed validation and LSODA raised it to 2.22e-14 with a UserWarning; 100 ulp is the floor
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rho, _ = mf.equiangular("post-ln", 2.0, 5, [0.0, 1.5], rtol=2.3e-14)
+        t = mf.equiangular_time("post-ln", 2.0, 5, 0.4, rtol=2.3e-14)
+    assert abs(rho[1] - 0.4632182624) < 1e-10 and 0 < t < 1.5
+    with pytest.raises(ValueError, match=r"`rtol` must be in \[2.22e-14, 1\)"):
+        mf.equiangular_time("post-ln", 2.0, 5, 0.4, rtol=1.5e-14)
 
 
 def test_equiangular_time_levels_that_are_not_numbers_are_named():
