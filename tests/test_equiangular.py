@@ -103,6 +103,42 @@ def test_attention_parts_against_explicit_vectors():
         assert np.allclose(PA[0] @ X[1], b * (1 - rho) * (1 + (n - 1) * rho), rtol=1e-14)
 
 
+def _attention_parts_to_50_digits(beta, n, rho, usa):
+    """(⟨θ, A⟩, ‖A‖) of the equiangular family from the expanded formulas (module docstring) in 50-digit decimals."""
+    from decimal import Decimal, localcontext
+    with localcontext() as ctx:
+        ctx.prec = 50
+        beta, rho = Decimal(beta), Decimal(rho)
+        q = (beta * (rho - 1)).exp()
+        a = beta.exp() / n if usa else 1 / (1 + (n - 1) * q)
+        radial = a * (1 + (n - 1) * q * rho)
+        norm = a * (1 + 2 * (n - 1) * q * rho + (n - 1) * (1 + (n - 2) * rho) * q * q).sqrt()
+        return float(radial), float(norm)
+
+
+@pytest.mark.parametrize("beta", [1e-8, 1e-5, 0.3, 4.0])
+@pytest.mark.parametrize("n, rho", [(5, -0.25), (5, -0.25 + 2.0 ** -30), (3, -0.5), (9, -0.125), (4, -0.2), (7, 0.5),
+                                    (3, 0.999)])
+@pytest.mark.parametrize("attention", ["softmax", "unnormalized"])
+def test_attention_magnitudes_are_accurate_near_the_simplex(beta, n, rho, attention):
+    # ⟨θ, A⟩ and ‖A‖² were evaluated in their expanded forms, which cancel to (1 − q) and (1 − q)² (q = e^{β(ρ−1)})
+    # near the simplex ρ = −1/(n−1) at small β: at β = 1e-8, n = 5, ρ = −1/4 (exact in float64, as are the ρ here, so
+    # u = 1 + (n−1)ρ is too) ‖A‖ came out 1.05e-8·a for (1 − q)·a = 1.25e-8·a
+    _, _, radial, norm = equiangular_attention(beta, n, rho, attention)
+    want = _attention_parts_to_50_digits(beta, n, rho, attention == "unnormalized")
+    assert radial == pytest.approx(want[0], rel=1e-13) and norm == pytest.approx(want[1], rel=1e-13)
+
+
+@pytest.mark.parametrize("beta", [1e-8, 1e-3, 1.0])
+def test_peri_ln_radius_grows_at_unit_rate_from_the_simplex(beta):
+    # the simplex is stationary and A_i = (a − b)θ_i there, so ⟨θ, A⟩/‖A‖ = 1: r(t) = r0 + t (at β = 1e-8 the
+    # rate came out 1.19: r(1) = 2.19)
+    n = 5      # ρ0 = −1/4 is exact in float64
+    rho, r = mf.equiangular("peri-ln", beta, n, [0.0, 0.5, 1.0], r0=1.0, rho0=-1 / (n - 1))
+    np.testing.assert_allclose(r, [1.0, 1.5, 2.0], rtol=1e-12)
+    assert np.all(rho == -1 / (n - 1))
+
+
 def test_mix_ln_is_post_ln_before_tau():
     t = np.linspace(0, 2, 21)
     rho_mix, r_mix = mf.equiangular("mix-ln", 3.0, 6, t, tau=0.75, r0=2.0)

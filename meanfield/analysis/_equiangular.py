@@ -46,10 +46,15 @@ def equiangular_attention(beta: float, n: int, rho, attention: str = "softmax"):
     else:
         a = np.exp(beta) / n * np.ones_like(rho)
     b = a * q
-    # a factored out: USA's a = e^β/n squared overflows from β ≈ 355
-    radial = a * (1 + (n - 1) * q * rho)
-    norm2 = 1 + 2 * (n - 1) * q * rho + (n - 1) * (1 + (n - 2) * rho) * q * q
-    return a, b, radial, a * np.sqrt(np.maximum(norm2, 0.0))
+    # a factored out (USA's a = e^β/n squared overflows from β ≈ 355), and written with δ = 1 − q (expm1) and
+    # u = 1 + (n−1)ρ, both ≥ 0, as sums of terms ≥ 0: ⟨θ, A⟩/a = δ + q u and ‖A‖²/a² = δ² + q u (2 + (n−2) q).
+    # The expanded forms 1 + (n−1)qρ and 1 + 2(n−1)qρ + (n−1)(1 + (n−2)ρ)q² cancel to δ and δ² near the simplex
+    # (u → 0) at small β: at β = 1e-8, n = 4 Peri-LN's rate ⟨θ, A⟩/‖A‖, exactly 1 there, came out 0.63.
+    delta = -np.expm1(beta * (rho - 1.0))
+    u = np.maximum(1.0 + (n - 1) * rho, 0.0)
+    radial = a * (delta + q * u)
+    norm2 = delta * delta + q * u * (2.0 + (n - 2) * q)
+    return a, b, radial, a * np.sqrt(norm2)
 
 
 def _scheme_model(scheme, beta, alpha, tau, attention):
