@@ -139,6 +139,19 @@ def test_peri_ln_radius_grows_at_unit_rate_from_the_simplex(beta):
     assert np.all(rho == -1 / (n - 1))
 
 
+@pytest.mark.parametrize("scheme", ["ngpt", "peri-ln"])
+@pytest.mark.parametrize("n", [2, 4, 5])
+def test_a_zero_attention_vector_is_named(scheme, n):
+    # at β = 0 every A_i is the tokens' mean, 0 on the simplex, and nGPT and Peri-LN divide by ‖A‖: the run stopped
+    # with "became non-finite at t=0 … a step overshot a collapse … unnormalized attention" (softmax, no step taken)
+    for call in (lambda: mf.equiangular(scheme, 0.0, n, [0.0, 1.0], rho0=-1 / (n - 1)),
+                 lambda: mf.equiangular_time(scheme, 0.0, n, 0.5, rho0=-1 / (n - 1))):
+        with pytest.raises(ValueError, match=r"divides by ‖A‖, which is 0 at beta=0 from the simplex"):
+            call()
+    rho, _ = mf.equiangular("post-ln", 0.0, n, [0.0, 1.0], rho0=-1 / (n - 1))    # A = 0 does not stop Post-LN
+    assert np.all(rho == -1 / (n - 1))
+
+
 def test_mix_ln_is_post_ln_before_tau():
     t = np.linspace(0, 2, 21)
     rho_mix, r_mix = mf.equiangular("mix-ln", 3.0, 6, t, tau=0.75, r0=2.0)

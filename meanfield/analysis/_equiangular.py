@@ -103,6 +103,11 @@ def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e
     if not (-1.0 / (n - 1) <= rho0 < 1.0):
         raise ValueError(f"`rho0` must be in [−1/(n−1), 1) = [{-1 / (n - 1):.6g}, 1) for n={n}; got rho0={rho0!r}.")
     choice("attention", attention, ATTENTIONS)
+    if sch.needs_norm and equiangular_attention(beta, n, rho0, attention)[3] == 0:
+        # it stopped with "the equiangular ODE became non-finite at t=0 … a step overshot a collapse", naming USA
+        raise ValueError(f"scheme={sch.name!r} divides by ‖A‖, which is 0 at beta=0 from the simplex rho0 = −1/(n−1) "
+                         f"(each A_i is the mean of the tokens): its ODE is undefined there; give beta > 0 or "
+                         f"rho0 > −1/(n−1); got beta={beta!r}, n={n}, rho0={rho0!r}.")
     _lsoda_rtol(rtol)
     positive_float("atol", atol)
     model = _scheme_model(sch, beta, alpha, tau, attention)
