@@ -165,9 +165,10 @@ register(Scheme(
     speed=lambda r, a_norm, t, model: (r * _ones(a_norm)) if _after_switch(t, model) else _ones(r, a_norm),
     radial=lambda radial_a, a_norm, r, t, model: (radial_a if _after_switch(t, model)
                                                   else np.zeros(np.shape(radial_a))),
+    # before τ: the radius ‖x‖ (by norms: np.linalg.norm's square overflowed from r ≈ 1.3e154) is kept, and attn is
+    # given the directions, as the other layers give it (attn(x) with r = 1e160 stopped on a "zero vector")
     layer=lambda x, attn, h, t, model: (x + h * attn(normalize(x)) if _after_switch(t, model)
-                                        else np.linalg.norm(x, axis=-1, keepdims=True)
-                                        * normalize(normalize(x) + h * attn(x))),
+                                        else norms(x)[..., None] * normalize(normalize(x) + h * attn(normalize(x)))),
     uses_tau=True, reference=_KARAGODIN,
     description="Mix-LN: Post-LN for t ≤ τ, Pre-LN after (the radius is frozen until τ)."))
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield._schemes import normalize
+from meanfield._schemes import normalize, norms
 
 
 def test_registry_has_the_eight_schemes():
@@ -139,6 +139,24 @@ def test_mix_ln_switches_at_tau():
     assert s.speed(np.array(3.0), np.array(1.0), 0.5, m) == 1.0
     assert s.speed(np.array(3.0), np.array(1.0), 1.5, m) == 3.0
     assert s.radial(np.array(0.2), np.array(1.0), np.array(3.0), 0.5, m) == 0.0
+
+
+@pytest.mark.parametrize("r0", [1e-160, 3.0, 1e160])
+def test_mix_ln_layers_before_tau_move_directions_as_post_ln_at_any_radius(r0):
+    # before τ the radius is frozen and the directions take Post-LN layers; the layer gave attn the raw x and took
+    # ‖x‖ with np.linalg.norm, whose square overflows: r0 = 1e160 raised ZeroVectorError ("`directions` contains a
+    # zero vector") out of simulate
+    p = mf.Particles.uniform(5, seed=0)
+    post = mf.simulate(mf.Model(1.0), p, 0.5, backend="particles", time="layers", step=0.1)
+    mix = mf.simulate(mf.Model(1.0, "mix-ln", tau=1.0), mf.Particles(p.positions, radii=np.full(5, r0)), 0.5,
+                      backend="particles", time="layers", step=0.1)
+    assert mix.status is mf.Status.OK
+    np.testing.assert_allclose(mix.final.positions, post.final.positions, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(mix.final.radii, r0, rtol=1e-14)
+    seen = []
+    m = mf.Model(1.0, "mix-ln", tau=1.0)
+    m.scheme_def.layer(r0 * p.positions, lambda y: seen.append(norms(y)) or y, 0.1, 0.0, m)
+    np.testing.assert_allclose(seen[0], 1.0, rtol=1e-15)        # attn is given directions, as by every other layer
 
 
 def test_a_missing_switch_time_names_its_range():
