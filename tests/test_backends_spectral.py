@@ -766,3 +766,29 @@ def test_resuming_a_run_without_radius_does_not_warn_about_r0(tmp_path):
         warnings.simplefilter("always")
         assert mf.resume(path).success
     assert not [w for w in caught if "r0" in str(w.message)]
+
+
+@pytest.mark.parametrize("d", [2, 3, 5, 8, 64])
+def test_zonal_basis_derivatives_match_scipy_jacobi_and_ducc0(d):
+    """√(1−t²) P_ℓ'(t) on the zonal nodes, now by ℓ(ℓ+d−2)/(d−1)·P_{ℓ−1}^{(d+2)} and the O(L·n) recurrence (scipy's
+    eval_jacobi table was O(L²·n): 0.7 s at L = 400, d = 5, against 0.02 s): against d/dt of scipy's Jacobi
+    polynomials, P^{(α,α)}_ℓ' = (ℓ + 2α + 1)/2 · P^{(α+1,α+1)}_{ℓ−1}, and for d = 3 against ducc0's gradient of Y_ℓ0."""
+    from scipy import special
+
+    from meanfield import sphere
+    from meanfield.backends._bases import ZonalBasis
+
+    lmax = 30
+    z = ZonalBasis(lmax, d)
+    a, ell = (d - 3) / 2, np.arange(lmax + 1)[:, None]
+    scipy_derivative = np.where(ell == 0, 0.0, (ell + 2 * a + 1) / 2 / special.eval_jacobi(ell, a, a, 1.0)
+                                * special.eval_jacobi(np.maximum(ell - 1, 0), a + 1, a + 1, z.t[None, :]))
+    reference = scipy_derivative * np.sqrt(1 - z.t ** 2)
+    np.testing.assert_allclose(z.dP, reference, rtol=0, atol=1e-13 * np.max(np.abs(reference)))
+    if d == 3:
+        points = sphere.angles_to_points(np.arccos(z.t), np.zeros_like(z.t))
+        for l in (1, 7, lmax):
+            a_lm = np.zeros(sphere.nalm(lmax), complex)
+            a_lm[sphere.lm_index(lmax, l, 0)] = np.sqrt(4 * np.pi / (2 * l + 1))     # Y_ℓ0 = √((2ℓ+1)/4π) P_ℓ
+            meridional = sphere.gradient_points(a_lm, lmax, points, epsilon=1e-14, ambient=False)[0]
+            np.testing.assert_allclose(z.dP[l], -meridional, rtol=0, atol=1e-13 * l * (l + 1))  # ∂_θ = −√(1−t²)∂_t

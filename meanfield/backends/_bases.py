@@ -199,14 +199,14 @@ class ZonalBasis(_SeriesBasis):
         self.dP = self._derivative_values()                              # (L+1, n): √(1−t²) P_ℓ'(t)
 
     def _derivative_values(self):
-        from scipy import special
-
-        a = (self.d - 3) / 2
-        ell = self.ell[:, None]
-        p1 = special.eval_jacobi(np.maximum(ell - 1, 0), a + 1, a + 1, self.t[None, :])
-        scale = (ell + 2 * a + 1) / 2 / special.eval_jacobi(ell, a, a, 1.0)
-        deriv = np.where(ell == 0, 0.0, scale * p1)
-        return deriv * np.sqrt(1 - self.t ** 2)[None, :]
+        # P_ℓ^{(d)}' = ℓ(ℓ + d − 2)/(d − 1) · P_{ℓ−1}^{(d+2)} (d/dt C_ℓ^λ = 2λ C_{ℓ−1}^{λ+1} and the normalization
+        # P(1) = 1), by the O(L·n) recurrence: scipy's eval_jacobi costs O(ℓ) per value, an O(L²·n) table
+        # (0.7 s at L = 400, d = 5)
+        out = np.zeros((self.ncoef, self.t.size))
+        if self.lmax >= 1:
+            ell = self.ell[1:, None]
+            out[1:] = ell * (ell + self.d - 2) / (self.d - 1) * zon.gegenbauer(self.lmax - 1, self.t, self.d + 2)
+        return out * np.sqrt((1 - self.t) * (1 + self.t))[None, :]
 
     def synth(self, c, out=None):
         return _into(np.real(c) @ self.P, out)
