@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy import integrate, special
 
+import meanfield as mf
 from meanfield import sphere as s
 
 DIMS = [2, 3, 4, 5, 6]
@@ -360,3 +361,17 @@ def test_analysis_in_blocks_of_degrees_recovers_the_coefficients(monkeypatch):
     for entries in (7 * g.size, 1):                 # 7 degrees per block (41 = 5·7 + 6), and one degree per block
         monkeypatch.setattr(_zonal, "_ROWS_PER_BLOCK", entries)
         assert np.all(np.abs(s.zonal_analysis(vals, 40, g) - c) <= bound)
+
+
+def test_norms_beyond_float64_in_high_dimension_are_refused_with_the_largest_band_limit():
+    # 1/N(1000, ℓ) underflowed to 0 from ℓ ≈ 450, and from_function's coefficients came out inf ("`coeffs` must be
+    # finite with shape (451,); got shape (451,)"); N(1000, 294) ≈ 1e299.6 is the last below 1e300
+    from meanfield.sphere._funk_hecke import _log_harmonic_dimension
+
+    assert _log_harmonic_dimension(1000, np.array([294, 295])) @ [1, 0] < 300 * np.log(10) < \
+        _log_harmonic_dimension(1000, np.array([294, 295])) @ [0, 1]
+    with pytest.raises(ValueError, match=r"`lmax`=450 .* d=1000.*from ℓ = 295.*largest band limit .* is 294"):
+        s.gegenbauer_norms(450, 1000)
+    with pytest.raises(ValueError, match="largest band limit of zonal functions in d=1000 is 294"):
+        mf.ZonalDensity.from_function(lambda t: np.exp(5 * t), 450, d=1000)
+    assert s.gegenbauer_norms(294, 1000)[-1] > 0

@@ -152,6 +152,7 @@ def _gauss_jacobi(n: int, a: float):
     return np.asarray(x, dtype=float), np.asarray(w / w.sum(), dtype=float)
 
 
+_LOG_LARGEST_DIMENSION = 300 * np.log(10)      # N(d, ℓ) ≤ 1e300: its inverse, a norm, stays a normal float64
 _ROWS_PER_BLOCK = 2 ** 21   # entries of the P_ℓ(t_i) block of zonal_analysis (16 MiB)
 _ROUNDING_OF_T = 1e-12      # ⟨x, e⟩ of unit vectors computed in float64 may exceed 1 by a few ulps
 
@@ -219,15 +220,22 @@ def gegenbauer_norms(lmax: int, d: int) -> np.ndarray:
     Raises
     ------
     TypeError, ValueError
-        ``lmax`` is not an integer ≥ 0, or ``d`` not an integer ≥ 2.
+        ``lmax`` is not an integer ≥ 0, or ``d`` not an integer ≥ 2, or N(d, lmax) > 1e300 (high d: e.g. lmax > 294
+        in d = 1000), where the norms leave float64.
     InsufficientMemoryError
         lmax + 1 norms would not fit in the available memory.
     """
-    from ._funk_hecke import harmonic_dimension
+    from ._funk_hecke import _log_harmonic_dimension
 
     d, lmax = dimension(d), nonneg_int("lmax", lmax)
     check_memory(64.0 * (lmax + 1), lambda: f"the norms of {lmax + 1} degrees", "lower `lmax`.")
-    return 1.0 / harmonic_dimension(d, np.arange(lmax + 1))
+    log_n = _log_harmonic_dimension(d, np.arange(lmax + 1))
+    if log_n[-1] > _LOG_LARGEST_DIMENSION:
+        # 1/N underflowed to 0 (d = 1000, L = 450), and every coefficient divided by it came out inf
+        top = int(np.searchsorted(log_n, _LOG_LARGEST_DIMENSION)) - 1       # log N(d, ℓ) increases with ℓ
+        raise ValueError(f"`lmax`={lmax} is beyond float64 in d={d}: ∫P_ℓ² dσ = 1/N(d, ℓ) underflows (N(d, ℓ) > "
+                         f"1e300) from ℓ = {top + 1}; the largest band limit of zonal functions in d={d} is {top}.")
+    return np.exp(-log_n)
 
 
 def zonal_analysis(values: np.ndarray, lmax: int, grid: ZonalGrid) -> np.ndarray:
