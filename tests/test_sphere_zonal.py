@@ -348,21 +348,6 @@ def test_arguments_outside_the_interval_are_refused_and_rounding_is_clipped(f):
     np.testing.assert_array_equal(f(np.array([over, -over])), f(np.array([1.0, -1.0])))
 
 
-def test_analysis_in_blocks_of_degrees_recovers_the_coefficients(monkeypatch):
-    # zonal_analysis multiplies blocks of P_ℓ rows (one BLAS call per block, not per degree: 130 s → 3 s at L = 2·10⁴
-    # on a loaded machine); every block, the last partial one too, must return the synthesized coefficients
-    from meanfield.sphere import _zonal
-
-    c = np.random.default_rng(5).standard_normal((2, 41))
-    g = s.ZonalGrid.for_bandlimit(40, 5)
-    vals = s.zonal_synthesis(c, g.t, 5)
-    # rounding of Σ_i w_i v_i P_ℓ(t_i) / ‖P_ℓ‖²: ε·max|v|·(Σ w|P_ℓ|)/‖P_ℓ‖² ≤ ε·max|v|·√N(5, ℓ) (Cauchy–Schwarz)
-    bound = 4 * np.finfo(float).eps * np.max(np.abs(vals)) * np.sqrt(s.harmonic_dimension(5, np.arange(41)))
-    for entries in (7 * g.size, 1):                 # 7 degrees per block (41 = 5·7 + 6), and one degree per block
-        monkeypatch.setattr(_zonal, "_ROWS_PER_BLOCK", entries)
-        assert np.all(np.abs(s.zonal_analysis(vals, 40, g) - c) <= bound)
-
-
 def test_norms_beyond_float64_in_high_dimension_are_refused_with_the_largest_band_limit():
     # 1/N(1000, ℓ) underflowed to 0 from ℓ ≈ 450, and from_function's coefficients came out inf ("`coeffs` must be
     # finite with shape (451,); got shape (451,)"); N(1000, 294) ≈ 1e299.6 is the last below 1e300

@@ -153,7 +153,6 @@ def _gauss_jacobi(n: int, a: float):
 
 
 _LOG_LARGEST_DIMENSION = 300 * np.log(10)      # N(d, ℓ) ≤ 1e300: its inverse, a norm, stays a normal float64
-_ROWS_PER_BLOCK = 2 ** 21   # entries of the P_ℓ(t_i) block of zonal_analysis (16 MiB)
 _ROUNDING_OF_T = 1e-12      # ⟨x, e⟩ of unit vectors computed in float64 may exceed 1 by a few ulps
 
 
@@ -278,15 +277,13 @@ def zonal_analysis(values: np.ndarray, lmax: int, grid: ZonalGrid) -> np.ndarray
                  "lower `lmax`.")
     vw = v * grid.w
     out = np.empty(v.shape[:-1] + (lmax + 1,))
-    # blocks of rows, one matrix product each: a dot per degree was one BLAS call per ℓ, and on a loaded
-    # machine OpenBLAS's thread hand-off made each cost milliseconds (130 s at L = 2·10⁴, 3·10⁴ nodes)
-    block = np.empty((max(1, min(lmax + 1, _ROWS_PER_BLOCK // grid.size)), grid.size))
-    rows = _gegenbauer_rows(lmax, grid.t, grid.d)
-    for start in range(0, lmax + 1, len(block)):
-        stop = min(start + len(block), lmax + 1)
-        for i in range(stop - start):
-            block[i] = next(rows)
-        out[..., start:stop] = vw @ block[:stop - start].T
+    # one BLAS thread: a dot per degree on OpenBLAS's thread team cost milliseconds on a loaded 2-core machine
+    # (130 s at L = 2·10⁴, 3·10⁴ nodes, against 10 s); blocks of rows would cost an (L + 1)-row table at small n
+    from .._blas import single_threaded_blas
+
+    with single_threaded_blas():
+        for ell, p in enumerate(_gegenbauer_rows(lmax, grid.t, grid.d)):
+            out[..., ell] = vw @ p
     return out / gegenbauer_norms(lmax, grid.d)
 
 
