@@ -13,6 +13,11 @@ from ._validate import FIGURE_SUFFIXES, choice, nonneg_int, output_file
 from .sphere._interop import mollweide_grid
 from .sphere._sh import points_to_angles
 
+# the public names (the imported helpers above are not: ``from meanfield.plot import *`` gave ``choice``, ``warn``, …)
+__all__ = ["density_map", "particles_map", "particles_3d", "circle_density", "diagnostics", "result_figure", "animation",
+           "comparison_figure", "comparison_distances", "describe", "energy_figure", "COMPARISON_KEYS", "DISTANCES",
+           "PARTICLE_STYLES", "PROJECTIONS", "FIGURE_SUFFIXES"]
+
 
 def _plt():
     import matplotlib
@@ -64,6 +69,7 @@ def density_map(density: Density, ax=None, vmax=None, cmap="magma", title=None, 
     return mesh
 
 
+#: The ``style`` values of :func:`particles_map`.
 PARTICLE_STYLES = ("auto", "scatter", "histogram")
 _HISTOGRAM_FROM = 2000      # style="auto": more tokens than this are drawn as a histogram density
 
@@ -356,6 +362,7 @@ def _state_panel(state, ax, title, colorbar=False):
         ax.set_title(title, fontsize=9)
 
 
+#: The ``projection`` values of :func:`result_figure`, :func:`animation` and :func:`comparison_figure`.
 PROJECTIONS = ("mollweide", "3d")
 
 
@@ -530,6 +537,7 @@ def animation(trajectory, output, fps: int = 4, projection: str = "mollweide"):
 
 #: Diagnostics overlaid by :func:`comparison_figure`, in this order, when every trajectory has them.
 COMPARISON_KEYS = ("energy", "mean_alignment", "mean_radius", "max_speed", "tail_fraction", "min_rho")
+#: The ``distance`` values of :func:`comparison_distances` and :func:`comparison_figure`.
 DISTANCES = ("sobolev", "mmd")
 
 

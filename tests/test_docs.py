@@ -298,3 +298,25 @@ def test_every_reference_value_row_of_the_report_is_in_the_table():
     assert len(rows) >= 18
     missing = [(r["quantity"], r["reference"]) for r in rows if r["reference"] not in table]
     assert not missing, missing
+
+
+def test_the_plot_module_exports_its_figures_only_and_the_api_page_lists_them_all():
+    """``meanfield.plot.__all__`` holds the drawing functions and the value tables of their options (without it,
+    ``from meanfield.plot import *`` gave the helpers it imports: ``choice``, ``warn``, ``np``, ``Path``, …); the
+    API page's ``automodule:: meanfield.plot`` lists every one of them."""
+    import inspect
+
+    import meanfield.plot as plot
+
+    for name in plot.__all__:
+        obj = getattr(plot, name)
+        assert inspect.isfunction(obj) and obj.__module__ == "meanfield.plot" or isinstance(obj, tuple), name
+    scope = {}
+    exec("from meanfield.plot import *", scope)
+    assert not {"np", "Path", "choice", "warn", "nonneg_int"} & set(scope)
+    own = {n for n, v in vars(plot).items() if inspect.isfunction(v) and v.__module__ == "meanfield.plot"
+           and not n.startswith("_")}
+    assert own <= set(plot.__all__)
+    block = _read("api.md").split(".. automodule:: meanfield.plot", 1)[1].split("```", 1)[0]
+    listed = set(re.findall(r"\w+", block.split(":members:", 1)[1]))
+    assert set(plot.__all__) <= listed, sorted(set(plot.__all__) - listed)
