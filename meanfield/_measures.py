@@ -425,7 +425,18 @@ class Density:
         return circ.circle_evaluate(self.coeffs, np.arctan2(p[..., 1], p[..., 0]))
 
     def evaluate_radius(self, points) -> np.ndarray:
-        """The radius field r at the directions of ``points`` (..., d) → (...,); ones when there is none."""
+        """The radius field r at the directions of ``points``; ones when the density carries none.
+
+        Parameters
+        ----------
+        points : array_like, shape (..., d)
+            Nonzero, finite vectors (normalized here).
+
+        Returns
+        -------
+        ndarray, shape (...,)
+            r (in the units of the tokens' radii, r0 = 1 by default).
+        """
         p = _query_points(points, self.d)
         if self.radius is None:
             return np.ones(p.shape[:-1])
@@ -468,8 +479,18 @@ class Density:
         return np.abs(self.coeffs) ** 2 * np.where(np.arange(self.lmax + 1) == 0, 1.0, 2.0)
 
     def tail_fraction(self, frac: float = 2 / 3) -> float:
-        """E_tail = Σ_{ℓ > frac·L} E_ℓ / Σ_ℓ E_ℓ, the resolution monitor; ``frac`` in (0, 1).  The zero field has
-        no tail (0.0)."""
+        """The tail-energy fraction E_tail = Σ_{ℓ > ⌊frac·L⌋} E_ℓ / Σ_ℓ E_ℓ of the resolution monitor.
+
+        Parameters
+        ----------
+        frac : float
+            Where the tail starts, as a fraction of the band limit L, in (0, 1) (the monitor's 2/3).
+
+        Returns
+        -------
+        float
+            E_tail in [0, 1] (dimensionless; E_ℓ = :meth:`power`).  The zero field has no tail (0.0).
+        """
         # "a" raised "'<' not supported between instances of 'int' and 'str'"
         if isinstance(frac, bool) or not isinstance(frac, numbers.Real) or not 0 < frac < 1:
             raise (ValueError if isinstance(frac, numbers.Real) and not isinstance(frac, bool) else TypeError)(
@@ -481,7 +502,19 @@ class Density:
 
     # -- transformations --------------------------------------------------------------------------
     def with_coeffs(self, coeffs, radius=None) -> "Density":
-        """A Density with the same band limit and dimension and new ``coeffs`` (and ``radius``) coefficients."""
+        """A Density with the same band limit and dimension and new coefficients.
+
+        Parameters
+        ----------
+        coeffs : array_like
+            Coefficients in the layout of ``self.coeffs`` (same shape), w.r.t. the normalized measure σ.
+        radius : array_like, optional
+            Coefficients of a radius field, same shape (default: none; the radius of ``self`` is not kept).
+
+        Returns
+        -------
+        Density
+        """
         return Density(coeffs, self.lmax, self.d, radius)
 
     def normalized(self) -> "Density":
@@ -489,7 +522,17 @@ class Density:
         return _normalized(self)
 
     def resized(self, lmax: int) -> "Density":
-        """The same density at band limit ``lmax``: zero-padded, or truncated (a projection) when lower."""
+        """The same density at another band limit, its radius field too.
+
+        Parameters
+        ----------
+        lmax : int
+            The new band limit L ≥ 0: zero-padded when higher, truncated (a projection) when lower.
+
+        Returns
+        -------
+        Density
+        """
         lmax = nonneg_int("lmax", lmax)
         n = self._ncoef(lmax, self.d)
         _require_band_limit(_DENSITY_BYTES_PER_COEF * n * (1 if self.radius is None else 2),
@@ -614,8 +657,20 @@ class Particles:
     def from_density(cls, density, n: int, seed=None) -> "Particles":
         """n i.i.d. samples of a Density or ZonalDensity, weights 1/n (see :func:`meanfield.sample_density`).
 
-        The radii are the density's radius field at the samples, when it has one.  A list of species is
-        sampled species by species, with weights that keep each species' share of the mass.
+        Parameters
+        ----------
+        density : Density, ZonalDensity or list of Density
+            A nonnegative density; a list of species is sampled species by species, with weights that keep
+            each species' share of the mass.
+        n : int
+            Number of tokens, ≥ 1.
+        seed : None, int, SeedSequence or numpy.random.Generator
+            Randomness of the samples.
+
+        Returns
+        -------
+        Particles
+            Positions of shape (n, d); the radii are the density's radius field at the samples, when it has one.
         """
         from ._sampling import sample_density
         return sample_density(density, n, seed)
@@ -696,7 +751,19 @@ class ZonalDensity:
 
     @classmethod
     def uniform(cls, lmax: int, d: int = 3) -> "ZonalDensity":
-        """The uniform probability density on S^{d-1} (g ≡ 1) stored at band limit ``lmax``."""
+        """The uniform probability density on S^{d-1} (g ≡ 1).
+
+        Parameters
+        ----------
+        lmax : int
+            Band limit L ≥ 0 at which it is stored.
+        d : int
+            Ambient dimension, ≥ 2.
+
+        Returns
+        -------
+        ZonalDensity
+        """
         lmax = nonneg_int("lmax", lmax)
         _require_band_limit(_ZONAL_BYTES_PER_COEF * (lmax + 1),
                             f"ZonalDensity.uniform(lmax={lmax}) ({lmax + 1} coefficients)")
@@ -707,8 +774,28 @@ class ZonalDensity:
     @classmethod
     def from_function(cls, g, lmax: int, d: int = 3, radius=None, axis=None,
                       normalize: bool = False) -> "ZonalDensity":
-        """Project g(t), t = ⟨x, e⟩ ∈ [−1, 1], onto degree ≤ lmax (the quadrature of ZonalGrid); with ``normalize``,
-        divide by the mass (as :meth:`normalized`)."""
+        """The projection of a profile g(t), t = ⟨x, e⟩ ∈ [−1, 1], onto degree ≤ lmax (the quadrature of
+        :class:`meanfield.sphere.ZonalGrid`).
+
+        Parameters
+        ----------
+        g : callable
+            Maps an array of t values to the density's values there (w.r.t. σ: the uniform density is 1).
+        lmax : int
+            Band limit L ≥ 0.
+        d : int
+            Ambient dimension, ≥ 2.
+        radius : callable or float, optional
+            A radius field r(t) > 0, or a constant radius.
+        axis : array_like, shape (d,), optional
+            The symmetry axis e, a unit vector (default the last basis vector).
+        normalize : bool
+            Divide by the mass (as :meth:`normalized`).
+
+        Returns
+        -------
+        ZonalDensity
+        """
         from .sphere import _zonal as zon
 
         lmax, d, normalize = nonneg_int("lmax", lmax), dimension(d), flag("normalize", normalize)
@@ -729,7 +816,17 @@ class ZonalDensity:
         return out.normalized() if normalize else out
 
     def evaluate_profile(self, t) -> np.ndarray:
-        """The profile g(t), t = ⟨x, e⟩ ∈ [−1, 1] (array_like, any shape) → values of the same shape."""
+        """The profile g(t) of the density (w.r.t. σ).
+
+        Parameters
+        ----------
+        t : array_like, any shape
+            t = ⟨x, e⟩ in [−1, 1].
+
+        Returns
+        -------
+        ndarray, the shape of ``t``
+        """
         from .sphere import _zonal as zon
 
         t = real_array("t", t)                # as `points` of evaluate: complex and strings named, not cast
@@ -738,7 +835,17 @@ class ZonalDensity:
         return zon.zonal_synthesis(self.coeffs, np.clip(t, -1.0, 1.0), self.d)
 
     def evaluate(self, points) -> np.ndarray:
-        """ρ at the directions of ``points`` (..., d) (nonzero; normalized here) → (...,)."""
+        """The density ρ (w.r.t. σ) at the directions of ``points``.
+
+        Parameters
+        ----------
+        points : array_like, shape (..., d)
+            Nonzero, finite vectors (normalized here).
+
+        Returns
+        -------
+        ndarray, shape (...,)
+        """
         p = _query_points(points, self.d)
         return self.evaluate_profile(np.clip(p @ self.axis, -1.0, 1.0))
 
@@ -751,12 +858,34 @@ class ZonalDensity:
         return _normalized(self)
 
     def with_coeffs(self, coeffs, radius=None) -> "ZonalDensity":
-        """A ZonalDensity with the same band limit, d and axis, and new coefficients (real parts kept)."""
+        """A ZonalDensity with the same band limit, d and axis, and new coefficients.
+
+        Parameters
+        ----------
+        coeffs : array_like, shape (lmax + 1,)
+            Gegenbauer coefficients g_0..g_L (real parts kept).
+        radius : array_like, shape (lmax + 1,), optional
+            Coefficients of a radius field (default: none; the radius of ``self`` is not kept).
+
+        Returns
+        -------
+        ZonalDensity
+        """
         return ZonalDensity(np.real(coeffs), self.lmax, self.d, self.axis, None if radius is None else np.real(radius))
 
     def resized(self, lmax: int) -> "ZonalDensity":
-        """The same density at band limit ``lmax``: zero-padded, or truncated (a projection: the Gegenbauer
-        polynomials are orthogonal) when lower; its radius field too."""
+        """The same density at another band limit, its radius field too.
+
+        Parameters
+        ----------
+        lmax : int
+            The new band limit L ≥ 0: zero-padded when higher, truncated when lower (a projection: the
+            Gegenbauer polynomials are orthogonal).
+
+        Returns
+        -------
+        ZonalDensity
+        """
         lmax = nonneg_int("lmax", lmax)
 
         def rs(a):

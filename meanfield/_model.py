@@ -178,7 +178,23 @@ class Model:
         return _transposed_product(_structured(self.Q, self.d), _structured(self.K, self.d))
 
     def alpha_at(self, t) -> float:
-        """α_t, the nGPT/anGPT step at time t."""
+        """α_t, the nGPT/anGPT step at time t.
+
+        Parameters
+        ----------
+        t : float
+            Time (in the model's time units; layers count h per layer).
+
+        Returns
+        -------
+        float
+            ``alpha(t)`` for a callable α (checked to be finite and > 0), else the constant α.
+
+        Raises
+        ------
+        ValueError
+            If a callable α returns something that is not a finite real number > 0.
+        """
         if callable(self.alpha):
             value = self.alpha(t)
             try:

@@ -42,8 +42,31 @@ def _total_density(state):
 def density_map(density: Density, ax=None, vmax=None, cmap="magma", title=None, colorbar=True):
     """Mollweide map of a density on S² (values w.r.t. the normalized measure: uniform = 1).
 
-    ``density``: a Density with d = 3, or a tuple of them (species: their total density is drawn).
-    ``ax`` must use ``projection="mollweide"`` (created when None).  Returns the QuadMesh.
+    Parameters
+    ----------
+    density : Density or tuple of Density
+        A density on S² (d = 3), or a tuple of them (species: their total density is drawn).
+    ax : Axes, optional
+        Axes with ``projection="mollweide"`` (created when None).
+    vmax : float, optional
+        Upper end of the colour scale, in units of the uniform density (default: the largest value on
+        the map grid; the lower end is 0).
+    cmap : str
+        Colour map.
+    title : str, optional
+        Title of the axes.
+    colorbar : bool
+        Draw a horizontal colour bar under the map.
+
+    Returns
+    -------
+    matplotlib.collections.QuadMesh
+        The map.
+
+    Raises
+    ------
+    ValueError
+        If ``density`` is not a Density on S² (the message names the function for S¹ densities and particles).
     """
     density = _total_density(density)
     if not isinstance(density, Density) or density.d != 3:
@@ -233,10 +256,27 @@ def particles_3d(particles: Particles, ax=None, s=4.0, color="k", title=None, sp
 
 
 def circle_density(density: Density, ax=None, **kw):
-    """ρ(φ) on S¹ as a curve over φ ∈ [0, 2π).
+    """ρ(φ) on S¹ as a curve over φ ∈ [0, 2π) (values w.r.t. the normalized measure: uniform = 1).
 
-    ``density``: a Density or ZonalDensity with d = 2, or a tuple of Densities (species: their total density).
-    ``kw`` go to ``ax.plot``.  Returns the Axes.
+    Parameters
+    ----------
+    density : Density, ZonalDensity or tuple of Density
+        A density on S¹ (d = 2), or a tuple of Densities (species: their total density is drawn).
+    ax : Axes, optional
+        Axes to draw on (created when None).
+    **kw
+        Passed to ``ax.plot`` (colour, label, …).
+
+    Returns
+    -------
+    Axes
+
+    Raises
+    ------
+    TypeError
+        If ``density`` is not a density (Particles, say).
+    ValueError
+        If its dimension is not 2 (for d = 3 use :func:`density_map`).
     """
     from ._measures import ZonalDensity
 
@@ -504,8 +544,33 @@ _ANIMATION_SUFFIXES = (".gif", ".png", ".apng", ".webp", ".tif", ".tiff")   # Pi
 
 
 def animation(trajectory, output, fps: int = 4, projection: str = "mollweide"):
-    """An animation of every saved state (Pillow writer: .gif, or .png/.apng, .webp, .tif/.tiff), ``fps`` frames
-    per second; ``projection`` as in :func:`result_figure`."""
+    """An animation of every saved state, one frame each (written by Pillow; ffmpeg is not used).
+
+    Parameters
+    ----------
+    trajectory : Trajectory
+        From :func:`meanfield.simulate` or :func:`meanfield.load`.
+    output : str or Path
+        The animation file, ending in ``.gif``, ``.png``/``.apng``, ``.webp`` or ``.tif``/``.tiff``; written
+        to a temporary file beside it and renamed, so an earlier file there stays whole until the end.
+    fps : int
+        Frames per second, ≥ 1.
+    projection : {"mollweide", "3d"}
+        How particles on S² are drawn, as in :func:`result_figure`.
+
+    Returns
+    -------
+    str or Path
+        ``output``.
+
+    Raises
+    ------
+    TypeError
+        If ``trajectory`` is not a Trajectory.
+    ValueError
+        Before any frame is drawn: an ``output`` of another file type, in a missing or unwritable folder; a
+        bad ``fps`` or ``projection``.
+    """
     _check_trajectory(trajectory)
     projection = _check_projection([trajectory], projection)
     fps = nonneg_int("fps", fps, minimum=1)         # 0 divided by zero once every frame had been drawn
@@ -546,7 +611,19 @@ def _close(a, b):
 
 
 def describe(trajectory) -> str:
-    """A short label for a trajectory: its scheme and backend (e.g. ``"post-ln, spectral"``)."""
+    """A short label for a trajectory: its scheme and backend.
+
+    Parameters
+    ----------
+    trajectory : Trajectory
+        A run.
+
+    Returns
+    -------
+    str
+        ``"<scheme>, <backend>"``, e.g. ``"post-ln, spectral"`` (the default labels of
+        :func:`comparison_figure`).
+    """
     return f"{trajectory.model.scheme}, {trajectory.backend}"
 
 

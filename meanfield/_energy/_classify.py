@@ -73,14 +73,38 @@ class Classification:
         return float(self.eigenvalues[-1])
 
     def max_value(self, beta) -> float:
-        """max E_{β,D} over probability measures (the best theorem candidate when not proven)."""
+        """max E_{β,D} over probability measures (the best theorem candidate when not proven).
+
+        Parameters
+        ----------
+        beta : float
+            β > 0.
+
+        Returns
+        -------
+        float
+            max(e^{β λ_max}, cosh(β λ_min)) / (2β): the Dirac on the top eigenvector or the antipodal pair on
+            the bottom one.
+        """
         beta = check_beta(beta)
         dirac = np.exp(beta * self.lambda_max)
         anti = np.cosh(beta * self.lambda_min)
         return float(max(dirac, anti)) / (2 * beta)
 
     def min_value(self, beta) -> float | None:
-        """min E_{β,D}: e^{β min(λ_min, 0)}/(2β) except for D ≻ 0 (None: use :func:`minimize_energy`)."""
+        """min E_{β,D} over probability measures, where it has a closed form.
+
+        Parameters
+        ----------
+        beta : float
+            β > 0.
+
+        Returns
+        -------
+        float or None
+            e^{β min(λ_min, 0)}/(2β) unless D ≻ 0; for D = c·I, c > 0, the energy of the uniform measure;
+            None for any other D ≻ 0 (use :func:`minimize_energy`).
+        """
         beta = check_beta(beta)
         if self.kind == "positive definite" and not np.allclose(self.eigenvalues, self.eigenvalues[0], rtol=1e-14,
                                                                    atol=0):

@@ -183,7 +183,18 @@ class SphereMesh:
 
     @classmethod
     def icosahedral(cls, level: int) -> "SphereMesh":
-        """The icosahedron refined ``level`` times (each triangle split in 4, new vertices projected)."""
+        """The icosahedron refined ``level`` times (each triangle split in 4, new vertices projected).
+
+        Parameters
+        ----------
+        level : int
+            Refinements, in [0, 7]: 10·4^level + 2 vertices, 20·4^level triangles.
+
+        Returns
+        -------
+        SphereMesh
+            Vertices of shape (nv, 3) on the unit sphere, triangles oriented outwards.
+        """
         level = check_level(level)
         v, f = _icosahedron()
         for _ in range(level):
@@ -363,20 +374,63 @@ class FESpace:
         return self._kernel_direct(beta, D)
 
     def harmonic_moments(self, lmax: int) -> np.ndarray:
-        """A_ik = ∫ φ_i Y_k dσ for the real σ-orthonormal harmonics of degree ≤ lmax: shape (ndof, (lmax+1)²)."""
+        """The moments A_ik = ∫ φ_i Y_k dσ of the basis against the real σ-orthonormal harmonics.
+
+        Parameters
+        ----------
+        lmax : int
+            Largest degree of the harmonics Y_k.
+
+        Returns
+        -------
+        ndarray, shape (ndof, (lmax + 1)²)
+            By the space's quadrature.
+        """
         Y = real_harmonics(lmax, self.points)
         return np.asarray(self.basis.T @ (self.weights[:, None] * Y))
 
     def kernel_factor(self, beta: float, D: np.ndarray, lmax: int):
-        """(A, G, shift) with K ≈ e^{shift} A G Aᵀ; see :meth:`kernel_matrix`."""
+        """The factors of the spectral kernel matrix, K ≈ e^{shift} A G Aᵀ (see :meth:`kernel_matrix`).
+
+        Parameters
+        ----------
+        beta : float
+            β > 0.
+        D : ndarray, shape (3, 3)
+            Interaction matrix.
+        lmax : int
+            Degree L of the kernel's truncation.
+
+        Returns
+        -------
+        A : ndarray, shape (ndof, (L + 1)²)
+            :meth:`harmonic_moments`.
+        G : ndarray, shape ((L + 1)², (L + 1)²)
+            The kernel's coefficients in the real harmonic basis, scaled by e^{−shift}.
+        shift : float
+            The scaling exponent, β‖D‖₂.
+        """
         G, shift = kernel_coefficients(beta, D, lmax)
         return self.harmonic_moments(lmax), G, shift
 
     def energy(self, values, beta: float, D: np.ndarray) -> float:
         """E_{β,D} of the FE function with nodal ``values`` through the truncated kernel (tail ≤ 1e-15·λ_0).
 
-        Cost O(nt·nq·L²): the moments u_k = ∫ ρ Y_k dσ by the space's quadrature, then (1/2β) uᵀGu.  ``values``
-        has shape (ndof,); β and D are taken as by :meth:`kernel_matrix`.
+        Cost O(nt·nq·L²): the moments u_k = ∫ ρ Y_k dσ by the space's quadrature, then (1/2β) uᵀGu.
+
+        Parameters
+        ----------
+        values : array_like, shape (ndof,)
+            Nodal values of ρ (w.r.t. σ), finite.
+        beta : float
+            β > 0.
+        D : None, float, array_like of shape (3,) (a diagonal) or (3, 3)
+            Interaction matrix, as in :meth:`kernel_matrix`.
+
+        Returns
+        -------
+        float
+            E_{β,D}(ρ) (dimensionless).
         """
         from ..sphere._funk_hecke import kernel_bandlimit
         from ._kernel import check_beta, check_D, spectral_norm
@@ -452,7 +506,19 @@ class FESpace:
         return xi, t
 
     def locate(self, points):
-        """Triangle index (m,) and reference coordinates (m, 2) of unit points (m, 3)."""
+        """The triangle that holds each point, and the point's coordinates on the reference triangle.
+
+        Parameters
+        ----------
+        points : array_like, shape (m, 3)
+            Unit vectors.
+
+        Returns
+        -------
+        triangles : ndarray of int, shape (m,)
+        xi : ndarray, shape (m, 2)
+            Reference coordinates, in the unit triangle.
+        """
         p = np.asarray(points, dtype=float)
         k = min(8, len(self.mesh.triangles))
         _, cand = self._tree.query(p, k=k)
@@ -475,7 +541,17 @@ class FESpace:
         return tri, np.clip(xi_best, 0.0, 1.0)
 
     def interpolate(self, f) -> np.ndarray:
-        """Nodal values f(nodes) of a function of points (..., 3) → (...,): the Lagrange interpolant."""
+        """The Lagrange interpolant of ``f``: its values at the nodes.
+
+        Parameters
+        ----------
+        f : callable
+            Maps points of shape (..., 3) to values of shape (...,).
+
+        Returns
+        -------
+        ndarray, shape (ndof,)
+        """
         return np.asarray(f(self.nodes), dtype=float).reshape(self.ndof)
 
     def __repr__(self):
@@ -523,7 +599,17 @@ class FEDensity:
         return 3
 
     def evaluate(self, points) -> np.ndarray:
-        """ρ at the directions of ``points``, shape (..., 3) → (...,), as :meth:`meanfield.Density.evaluate`.
+        """ρ (w.r.t. σ) at the directions of ``points``, as :meth:`meanfield.Density.evaluate`.
+
+        Parameters
+        ----------
+        points : array_like, shape (..., 3)
+            Nonzero, finite vectors (normalized here).
+
+        Returns
+        -------
+        ndarray, shape (...,)
+            The finite-element interpolant at those points.
 
         Raises
         ------
@@ -549,7 +635,18 @@ class FEDensity:
         return self.space.points, self.space.weights * (self.space.basis @ self.values)
 
     def to_density(self, lmax: int):
-        """The :class:`~meanfield.Density` of degree ≤ lmax with the same moments ∫ ρ conj(Y_ℓm) dσ (FE quadrature)."""
+        """The :class:`~meanfield.Density` of degree ≤ lmax with the same moments ∫ ρ conj(Y_ℓm) dσ.
+
+        Parameters
+        ----------
+        lmax : int
+            Band limit L ≥ 0 of the result.
+
+        Returns
+        -------
+        Density
+            On S², its coefficients the moments of ρ by the space's quadrature.
+        """
         from .._measures import Density
         from ..sphere import _sh as sh
 

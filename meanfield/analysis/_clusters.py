@@ -78,7 +78,17 @@ class Clusters:
         return int(self.masses.size)
 
     def count_above(self, min_mass: float) -> int:
-        """The number of clusters of mass ≥ ``min_mass``."""
+        """The number of clusters of mass ≥ ``min_mass``.
+
+        Parameters
+        ----------
+        min_mass : float
+            Threshold ≥ 0, in the units of ``masses`` (for particles a fraction of the total weight 1).
+
+        Returns
+        -------
+        int
+        """
         return int(np.sum(self.masses >= positive_float("min_mass", min_mass, allow_zero=True)))
 
     def __repr__(self):

@@ -24,12 +24,27 @@ from ._checks import check_memory, finite
 
 @dataclass(frozen=True)
 class ZonalGrid:
-    """Nodes ``t`` and positive weights ``w`` (Σ w = 1) of a quadrature of the pushforward of σ to t = ⟨x, e⟩ on
-    S^{d-1}, exact for polynomials of degree ≤ 2n − 1.
+    """Quadrature of the pushforward of σ under x ↦ t = ⟨x, e⟩, for zonal functions on S^{d-1}.
 
-    Gauss–Jacobi (n nodes) for d ≤ 4 and where it is cheaper; for d ≥ 5 and n ≥ 20·k, a product rule with
-    n + k nodes, k = ⌊(d − 3)/2⌋ (:func:`_product_rule`), built in O(n): the Gauss–Jacobi nodes take O(n²)
-    (9 s at n = 10⁴).  ``size`` is the number of nodes.
+    The weight is (1 − t²)^{(d−3)/2} on [−1, 1], normalized to Σ w = 1; the rule integrates polynomials in t of
+    degree ≤ 2n − 1 exactly.  For d ≤ 4, and for d ≥ 5 once n ≥ 20·k, k = ⌊(d − 3)/2⌋, it is a product rule of
+    n + k nodes built in O(n) (:func:`_product_rule`); otherwise the n Gauss–Jacobi nodes, O(n²) to build (9 s
+    at n = 10⁴), which is why large grids use the product rule.
+
+    Attributes
+    ----------
+    n : int
+        The rule's order, ≥ 1: exact to degree 2n − 1.
+    d : int
+        Ambient dimension, ≥ 2.
+    size : int
+        Number of nodes: n, or n + k for the product rule in d ≥ 5.
+    rule : {"product", "gauss-jacobi"}
+        Which rule.
+    t : ndarray, shape (size,)
+        The nodes, in (−1, 1), increasing.
+    w : ndarray, shape (size,)
+        The weights, > 0, summing to 1.
     """
 
     n: int
