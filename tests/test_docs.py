@@ -364,3 +364,31 @@ def test_the_plot_module_exports_its_figures_only_and_the_api_page_lists_them_al
     block = _read("api.md").split(".. automodule:: meanfield.plot", 1)[1].split("```", 1)[0]
     listed = set(re.findall(r"\w+", block.split(":members:", 1)[1]))
     assert set(plot.__all__) <= listed, sorted(set(plot.__all__) - listed)
+
+
+def test_radius_species_tutorial_code_gives_its_tables():
+    """docs/tutorials/radius_species.md: its three spectral runs (a few seconds) give the final band limits,
+    energies, mean radii and slopes of its two tables, the species masses of its text, and mass error 0."""
+    import warnings
+
+    text = _read("tutorials/radius_species.md")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    scope = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)      # the kernel band-limit warning at L = 24
+        for code in blocks[:2]:
+            exec(compile(code, "radius_species.md", "exec"), scope)
+    mean_radius = scope["mean_radius"]
+    assert f"here {scope['north'].mass():.3f} and {scope['south'].mass():.3f}, must" in text
+    for label, name in (("Post-LN", "post"), ("Pre-LN, $r_0 = 1$", "pre"), ("Pre-LN, two species", "both")):
+        d = scope[name].diagnostics
+        assert scope[name].status is mf.Status.OK and np.all(d["mass_error"] == 0), name
+        row = _table_row(text, label, exact=True)
+        assert row[1:] == [f"{int(d['lmax'][-1])}", f"{d['energy'][0]:.5f} → {d['energy'][-1]:.5f}"], (label, row)
+    pre, both = scope["pre"], scope["both"]
+    series = {"one species, $r_0 = 1$": (pre.times, [mean_radius(s) for s in pre.states]),
+              "species 1 (north), $r_0 = 1$": (both.times, [mean_radius(s[0]) for s in both.states]),
+              "species 2 (south), $r_0 = 2$": (both.times, [mean_radius(s[1]) for s in both.states])}
+    for label, (t, r) in series.items():
+        row = _table_row(text, label, exact=True)
+        assert row[1:] == [f"{r[0]:.0f} → {r[-1]:.3f}", f"{np.polyfit(t, r, 1)[0]:.3f}"], (label, row)
