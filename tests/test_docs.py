@@ -392,3 +392,27 @@ def test_radius_species_tutorial_code_gives_its_tables():
     for label, (t, r) in series.items():
         row = _table_row(text, label, exact=True)
         assert row[1:] == [f"{r[0]:.0f} → {r[-1]:.3f}", f"{np.polyfit(t, r, 1)[0]:.3f}"], (label, row)
+
+
+def test_model_page_code_runs_and_prints_what_its_comments_say():
+    """docs/model.md: the Model examples construct, the species example ends at L = 36 with a tuple of two
+    Densities, and the two stationarity messages begin as the comments quote them (about 3 s)."""
+    import warnings
+
+    text = _read("model.md")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 3
+    printed = []
+    scope = {"print": lambda *a: printed.append(" ".join(map(str, a)))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        for i, code in enumerate(blocks):
+            exec(compile(code, f"model.md[block {i}]", "exec"), scope)
+    assert "(L refined 24 → 36)" in blocks[1]
+    north_t, south_t = scope["north_t"], scope["south_t"]
+    assert isinstance(scope["traj"].final, tuple) and north_t.lmax == south_t.lmax == 36
+    assert scope["traj"].status is mf.Status.OK
+    quoted = [line.split("# ", 1)[1].replace("…", "").rstrip(" ;()") for line in blocks[2].splitlines() if "print(" in line]
+    assert len(printed) == len(quoted) == 2
+    for message, prefix in zip(printed, quoted):
+        assert message.startswith(prefix), (message, prefix)
