@@ -416,3 +416,14 @@ def test_model_page_code_runs_and_prints_what_its_comments_say():
     assert len(printed) == len(quoted) == 2
     for message, prefix in zip(printed, quoted):
         assert message.startswith(prefix), (message, prefix)
+
+
+def test_the_front_page_map_links_every_page_of_the_toctree():
+    """docs/index.md's "Map of the documentation" describes each page of its toctree (sweeps.md was in the
+    toctree but not in the map)."""
+    text = _read("index.md")
+    toctree = re.search(r"```\{toctree\}\n(.*?)```", text, re.S).group(1)
+    pages = [line.strip() for line in toctree.splitlines() if line.strip() and not line.startswith(":")]
+    section = text.split("## Map of the documentation", 1)[1].split("```{toctree}", 1)[0]
+    linked = set(re.findall(r"\]\(([\w/]+)\.md\)", section))
+    assert len(pages) >= 9 and set(pages) <= linked, sorted(set(pages) - linked)
