@@ -427,3 +427,18 @@ def test_the_front_page_map_links_every_page_of_the_toctree():
     section = text.split("## Map of the documentation", 1)[1].split("```{toctree}", 1)[0]
     linked = set(re.findall(r"\]\(([\w/]+)\.md\)", section))
     assert len(pages) >= 9 and set(pages) <= linked, sorted(set(pages) - linked)
+
+
+def test_the_quoted_gegenbauer_rounding_in_high_dimension():
+    """numerics.md ("The S¹ and zonal solvers") and the ZonalDensity notes quote the error on the axis of
+    g ≡ 1 projected at L = 40 (rounding, so only its size is pinned: within a factor 3).  The page said 8e-10,
+    3e-7 and 0.1 while the code gives 2.2e-10, 8.9e-7 and 1.4e-2."""
+    text = " ".join(_read("numerics.md").split())
+    quoted = {16: 2e-10, 32: 9e-7, 64: 1e-2}
+    assert ("at $L = 40$, on the axis: $2\\cdot10^{-10}$ for $d = 16$, $9\\cdot10^{-7}$ for $d = 32$, "
+            "$10^{-2}$ for $d = 64$; at $t = 0$ below $10^{-15}$") in text
+    for d, value in quoted.items():
+        g = mf.ZonalDensity.from_function(lambda t: np.ones_like(t), 40, d=d)
+        error = max(abs(g.evaluate_profile(1.0) - 1), abs(g.evaluate_profile(-1.0) - 1))
+        assert value / 3 < error < 3 * value, (d, error)
+        assert abs(g.evaluate_profile(0.0) - 1) < 1e-15
