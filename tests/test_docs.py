@@ -442,3 +442,14 @@ def test_the_quoted_gegenbauer_rounding_in_high_dimension():
         error = max(abs(g.evaluate_profile(1.0) - 1), abs(g.evaluate_profile(-1.0) - 1))
         assert value / 3 < error < 3 * value, (d, error)
         assert abs(g.evaluate_profile(0.0) - 1) < 1e-15
+
+
+def test_ensembles_tutorial_rates_of_the_degree_1_mode():
+    """docs/tutorials/ensembles.md quotes 2γ_1 for Post-LN (0.751 at β = 4, 1.252 at β = 1) and Peri-LN (1 at β = 4)
+    from growth_rate, and calls it γ_1: it was λ_1, the symbol of the Funk–Hecke multipliers on every other page
+    (λ_1(4) = 5.12, not the rate 0.375)."""
+    text = _read("tutorials/ensembles.md")
+    assert "\\lambda_1" not in text.replace("Funk–Hecke multiplier\n$\\lambda_1$", "")
+    assert f"$2\\gamma_1 = {2 * mf.growth_rate(4.0, 1):.3f}$ at β = 4" in text
+    assert f"$2\\gamma_1 = {2 * mf.growth_rate(4.0, 1, scheme='peri-ln'):g}$ at β = 4" in text
+    assert f"against ${2 * mf.growth_rate(1.0, 1):.3f}$ (β = 1)" in text
