@@ -453,3 +453,13 @@ def test_ensembles_tutorial_rates_of_the_degree_1_mode():
     assert f"$2\\gamma_1 = {2 * mf.growth_rate(4.0, 1):.3f}$ at β = 4" in text
     assert f"$2\\gamma_1 = {2 * mf.growth_rate(4.0, 1, scheme='peri-ln'):g}$ at β = 4" in text
     assert f"against ${2 * mf.growth_rate(1.0, 1):.3f}$ (β = 1)" in text
+
+
+def test_the_front_page_first_run_is_the_readme_quick_example():
+    """docs/index.md's "A first run" is the README's quick example (tested above) up to its comments."""
+    def code(text, heading):
+        block = re.search(heading + r"\s+```python\n(.*?)```", text, re.S).group(1)
+        return [line.split("#", 1)[0].rstrip() for line in block.splitlines() if line.split("#", 1)[0].strip()]
+
+    readme = code((DOCS.parent / "README.md").read_text(encoding="utf-8"), "## Quick example")
+    assert len(readme) == 8 and code(_read("index.md"), "## A first run") == readme
