@@ -463,3 +463,17 @@ def test_the_front_page_first_run_is_the_readme_quick_example():
 
     readme = code((DOCS.parent / "README.md").read_text(encoding="utf-8"), "## Quick example")
     assert len(readme) == 8 and code(_read("index.md"), "## A first run") == readme
+
+
+def test_sweeps_page_quotes_the_shipped_sweep_file_and_its_task_count():
+    """docs/sweeps.md copies examples/phase_sweep.toml into the page (not a literalinclude): the copy parses to the
+    same file, which has the 18 × 12 = 216 tasks the page and its SweepResult comment state."""
+    import tomllib
+
+    text = _read("sweeps.md")
+    quoted = tomllib.loads(re.findall(r"```toml\n(.*?)```", text, re.S)[0])
+    path = DOCS.parent / "examples" / "phase_sweep.toml"
+    assert quoted == tomllib.loads(path.read_text(encoding="utf-8"))
+    spec = mf.load_sweep(str(path))
+    assert len(spec.tasks) == 216
+    assert "18 × 12 = 216 tasks" in text and "SweepResult(tasks=216, ran=216, skipped=0" in text
