@@ -122,3 +122,12 @@ def test_the_default_parser():
     assert _documented_default("1.5") == 1.5
     assert _documented_default("the initial density's") is None
     assert _cells(r"| `a` | 1 | x \| y |") == ["`a`", "1", "x | y"]
+
+
+@pytest.mark.parametrize("backend", sorted(mf.BACKENDS))
+def test_no_meaning_is_cut_off(backend):
+    """A meaning cell ends its sentence: the `groups` row ended "[`ensemble`](api.md) batches its replicas so |"."""
+    dangling = {"so", "and", "or", "the", "a", "to", "of", "with", "by", "as", "its", "in", "than", "that"}
+    for option, _, meaning in TABLES[backend]:
+        last = re.sub(r"[^\w]+$", "", meaning).rsplit(maxsplit=1)[-1].lower()
+        assert last not in dangling, f"docs/backends.md, backend={backend!r}, {option}: {meaning[-60:]!r}"
