@@ -477,3 +477,18 @@ def test_sweeps_page_quotes_the_shipped_sweep_file_and_its_task_count():
     spec = mf.load_sweep(str(path))
     assert len(spec.tasks) == 216
     assert "18 × 12 = 216 tasks" in text and "SweepResult(tasks=216, ran=216, skipped=0" in text
+
+
+def test_numerics_page_lists_the_step_log_and_the_diagnostics_of_a_spectral_run():
+    """numerics.md ("Time stepping") names the keys of `Trajectory.steps` and `Trajectory.diagnostics` of the
+    spectral backend: exactly those a (Pre-LN, so with a radius) run records."""
+    import warnings
+
+    text = " ".join(_read("numerics.md").split())
+    steps = re.search(r"Every step is logged in `Trajectory\.steps` \((.*?)\)\.", text).group(1)
+    diags = re.search(r"Every saved state has `Trajectory\.diagnostics` \((.*?), and `mean_alignment`", text).group(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        traj = mf.simulate(mf.Model(4.0, "pre-ln"), mf.Density.random(16, seed=1), 0.25)
+    assert set(re.findall(r"`(\w+)`", steps)) == set(traj.steps)
+    assert set(re.findall(r"`(\w+)`", diags)) | {"mean_alignment"} == set(traj.diagnostics)
