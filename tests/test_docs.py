@@ -492,3 +492,14 @@ def test_numerics_page_lists_the_step_log_and_the_diagnostics_of_a_spectral_run(
         traj = mf.simulate(mf.Model(4.0, "pre-ln"), mf.Density.random(16, seed=1), 0.25)
     assert set(re.findall(r"`(\w+)`", steps)) == set(traj.steps)
     assert set(re.findall(r"`(\w+)`", diags)) | {"mean_alignment"} == set(traj.diagnostics)
+
+
+def test_the_front_page_builds_the_docs_with_the_environment_of_its_set_up_commands():
+    """docs/build.sh runs ``$PYTHON -m sphinx`` (PYTHON defaulting to python3); the set-up commands create .venv
+    without activating it, so the page's build command names .venv/bin/python (`docs/build.sh` alone used the
+    system interpreter, which has no Sphinx)."""
+    script = (DOCS / "build.sh").read_text(encoding="utf-8")
+    assert 'PY=${PYTHON:-python3}' in script and '"$PY" -m sphinx -W -b html "$@" docs docs/_build/html' in script
+    text = _read("index.md")
+    assert "python3 -m venv .venv" in text
+    assert '.venv/bin/pip install -e ".[docs]" && PYTHON=.venv/bin/python docs/build.sh' in text
