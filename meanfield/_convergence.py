@@ -38,6 +38,8 @@ class ConvergenceResult:
         Its standard error (NaN with two points, or with the slope).
     reference : Trajectory
         The reference run (the spectral solution; the finest band limit for ``convergence_in_l``).
+    message : str
+        A one-line summary, "slope … ± … over N_min..N_max" (a property).
     """
 
     sizes: np.ndarray
@@ -49,6 +51,7 @@ class ConvergenceResult:
 
     @property
     def message(self) -> str:
+        """A one-line summary: the slope, its standard error and the range of sizes."""
         return f"slope {self.slope:.4g} ± {self.slope_stderr:.2g} over {self.sizes[0]}..{self.sizes[-1]}"
 
 

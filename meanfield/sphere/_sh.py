@@ -277,8 +277,24 @@ def _fft_length(n: int) -> int:
 class SphereGrid:
     """A Gauss–Legendre grid on S²: ``ntheta`` rings × ``nphi`` equispaced longitudes.
 
-    Use :meth:`for_bandlimit` to pick the grid of a band limit.  Attributes ``theta`` (ntheta,),
-    ``phi`` (nphi,), ``weights`` (ntheta, nphi) area weights (Σ = 4π), ``points`` (ntheta, nphi, 3).
+    Use :meth:`for_bandlimit` to pick the grid of a band limit.
+
+    Attributes
+    ----------
+    ntheta : int
+        Number of rings (Gauss–Legendre nodes in cos θ), ≥ 1.
+    nphi : int
+        Number of equispaced longitudes per ring, ≥ 1.
+    theta : ndarray, shape (ntheta,)
+        Colatitudes of the rings, in (0, π), increasing.
+    phi : ndarray, shape (nphi,)
+        Longitudes 2πk/nphi, in [0, 2π).
+    weights : ndarray, shape (ntheta, nphi)
+        Area weights of the nodes (Σ = 4π: the unnormalized measure).
+    points : ndarray, shape (ntheta, nphi, 3)
+        The nodes as unit vectors.
+    shape : tuple of int
+        (ntheta, nphi), the shape of grid values.
     """
 
     ntheta: int
