@@ -521,3 +521,22 @@ def test_every_public_method_of_a_class_on_the_api_page_is_rendered():
         assert public <= listed, (cls.__name__, sorted(public - listed))
         checked += 1
     assert checked >= 5
+
+
+def test_linear_instability_tutorial_code_measures_its_table_row():
+    """docs/tutorials/linear_instability.md: its code block (ℓ = 3, SA, a few seconds) gives the rate its comment
+    quotes, the measured rate of its table's ℓ = 3 row, and the warning its text quotes."""
+    import warnings
+
+    text = _read("tutorials/linear_instability.md")
+    code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    scope = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", mf.MeanfieldWarning)
+        exec(compile(code, "linear_instability.md", "exec"), scope)
+    assert "# 0.61327606…" in code and f"{scope['rate']:.8f}" == "0.61327606"
+    row = _table_row(text, "3", exact=True)
+    assert row[1:3] == [f"{scope['rate']:.8f}", f"{scope['fitted']:.8f}"]
+    assert abs(scope["fitted"] / scope["rate"] - 1) < 1e-9                  # the row's 2.1e-10
+    quoted = re.search(r"warns \(`MeanfieldWarning`\) that `(.*?)`", text).group(1)
+    assert any(quoted in str(w.message) for w in caught), quoted
