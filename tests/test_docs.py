@@ -567,3 +567,27 @@ def test_the_api_page_names_what_its_catch_all_renders():
                  "ConvergenceResult"):
         assert f"meanfield.{name}" in prose, name
     assert "spherical-harmonic attention field and the sweep tools" in " ".join(prose.split())
+
+
+def test_the_pde_and_particle_example_configurations_differ_as_the_docs_say():
+    """cli.md and the PDE-against-particles tutorial: examples/post_ln_s2_particles.toml is post_ln_s2.toml with the
+    same model and density, plus `samples`/`sample_seed`, another backend and RK4 options (the pages said the two
+    differ "only in `samples` and `backend`")."""
+    import tomllib
+
+    pde, part = (tomllib.loads((DOCS.parent / "examples" / f"{name}.toml").read_text(encoding="utf-8"))
+                 for name in ("post_ln_s2", "post_ln_s2_particles"))
+    assert pde["model"] == part["model"]
+    assert {k: v for k, v in part["initial"].items() if k not in ("samples", "sample_seed")} == pde["initial"]
+    assert part["initial"]["samples"] == 100_000 and "sample_seed" in part["initial"]
+    assert {k: v for k, v in part["run"].items() if k != "backend"} == {k: v for k, v in pde["run"].items()
+                                                                          if k != "backend"}
+    assert (pde["run"].get("backend", "spectral"), part["run"]["backend"]) == ("spectral", "particles-sh")
+    assert part["options"] == {"method": "rk4", "step": 0.05}
+    for page in ("cli.md", "tutorials/pde_vs_particles.md"):
+        text = " ".join(_read(page).split())
+        assert "differ only in" not in text.replace("differ only in the scheme", ""), page
+        assert "RK4" in text and "0.05" in text, page
+    post, peri = (tomllib.loads((DOCS.parent / "examples" / f"demo_{s}_ln.toml").read_text(encoding="utf-8"))
+                  for s in ("post", "peri"))          # "differ only in the scheme" (cli.md)
+    assert (post["model"].pop("scheme"), peri["model"].pop("scheme")) == ("post-ln", "peri-ln") and post == peri
