@@ -17,6 +17,10 @@ The paper's own tables were not available to us, so every reference here is an i
   u ~ e^{−2t} for Post-LN and nGPT (α = 1; s → 1), u ~ e^{−4√(t+1)} for LN-Scaling (s = √(t+1)),
   u ~ t^{−2} for Pre-, Peri- and Mix-LN (s ~ r ~ t); measured on late windows from the ODE and the
   particles (the windows' finite-time bias is below 0.004);
+* the equiangular ODE itself: at β = 0 against its closed form ρ(t) = (e^{2t} − 1)/(e^{2t} + n − 1) (n = 2, 5,
+  64; tolerance LSODA's rtol summed over its evaluations), and ρ(1.5) for Post-LN, n = 5, β = 2 against its reference value 0.4632182624 (docs/validation.md,
+  10 decimals) and n = 5 orthonormal tokens (``backend="particles"``, RK45 rtol 1e-10; tolerance the sum of the
+  accepted steps' local error bounds, steps × rtol);
 * the mean-field initial clustering rate of each scheme (the ℓ = 1 growth rate about the uniform measure,
   :func:`meanfield.growth_rate`) against the spectral PDE on S² (ρ = 1 + 10⁻⁶ Y_10, β = 5).  The PDE does
   not reach the asymptotic regime: clusters contract exponentially and each doubling of the band limit
@@ -81,6 +85,28 @@ def _initial_slopes(rows):
         rows.append(compare(f"dρ/dt(0), {LABEL[s]}: particles (n={n}, exact velocity) vs closed form", ref,
                             float(d[off].mean()), 1e-9, relative=True))
     return post, peri
+
+
+def _reference_solution(rows):
+    """The equiangular ODE against its β = 0 closed form and the reference value ρ(1.5) (n = 5, β = 2)."""
+    from .._simulate import simulate
+    from ..analysis import equiangular
+
+    t = np.linspace(0.0, 3.0, 31)
+    for n in (2, 5, 64):
+        closed = (np.exp(2 * t) - 1) / (np.exp(2 * t) + n - 1)
+        # tolerance: LSODA's rtol 1e-12 summed over its ≤ 300 evaluations on [0, 3] (258–309 for these n)
+        rows.append(compare(f"ρ(t), β=0, n={n}, t ≤ 3: max |equiangular ODE − (e^2t−1)/(e^2t+n−1)| (LSODA rtol 1e-12)",
+                            0.0, float(np.max(np.abs(equiangular("post-ln", 0.0, n, t)[0] - closed))), 3e-10))
+    n, beta, t1, rtol = 5, 2.0, 1.5, 1e-10
+    rho = float(equiangular("post-ln", beta, n, [t1])[0][0])
+    rows.append(compare(f"ρ({t1:g}), Post-LN, β={beta:g}, n={n}: reference value (10 decimals) vs equiangular ODE",
+                        0.4632182624, rho, 5e-11))
+    traj = simulate(_model("post-ln", n, beta), equiangular_particles(n), t1, backend="particles", rtol=rtol,
+                    atol=1e-12)
+    steps = len(traj.steps["t"])
+    rows.append(compare(f"  particles (n={n} orthonormal tokens) vs equiangular ODE (tolerance {steps} steps × rtol "
+                        f"{rtol:g})", rho, 1.0 - pair_gap(traj.final)[0], steps * rtol))
 
 
 def _crossover(n, beta=BETA):
@@ -162,6 +188,7 @@ def run(quick: bool, outdir) -> list:
 
     rows = []
     _initial_slopes(rows)
+    _reference_solution(rows)
 
     n = 64
     start = equiangular_particles(n)
