@@ -166,3 +166,20 @@ def test_an_error_after_a_swallowed_interrupt_is_an_interruption(tmp_path, monke
     finally:
         STOP_REQUESTED.clear()
     assert later == []
+
+
+def test_validation_json_is_strict_json_when_a_row_is_not_finite(tmp_path):
+    """A failing row whose number is NaN or inf (a PDE run that did not finish gives inf) was written as the bare
+    tokens NaN / Infinity, which are not JSON (jq, JavaScript and json.loads(parse_constant=...) refuse them)."""
+    from meanfield._validation._common import compare
+
+    rows = [compare("x", 0.0, np.nan, 1.0), compare("y", 1.0, np.inf, 1e-3), compare("z", 1.0, 1.0, 1e-3)]
+    _validation.write_report({CHEAP: (rows, 0.1, None)}, tmp_path, True, 0.1)
+
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+    data = json.loads((tmp_path / "validation.json").read_text(encoding="utf-8"), parse_constant=refuse)
+    got = data["results"][CHEAP]["rows"]
+    assert [r["ours"] for r in got] == ["nan", "inf", 1.0]
+    assert [r["error"] for r in got] == ["nan", "inf", 0.0]
+    assert [r["passed"] for r in got] == [False, False, True] and data["passed"] is False

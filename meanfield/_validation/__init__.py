@@ -119,8 +119,11 @@ def write_report(results: dict, outdir: Path, quick: bool, total: float) -> None
                                                                bool(r.relative))))
                                         for r in rows]}
                         for name, (rows, secs, err) in results.items()}}
-    (outdir / "validation.json").write_text(json.dumps(data, indent=1, ensure_ascii=False, allow_nan=True) + "\n",
-                                            encoding="utf-8")
+    # strict JSON: a failing row's NaN or inf (a run that did not finish) as "nan", "inf", as meanfield.io writes them
+    from .._io import _finite_json
+
+    (outdir / "validation.json").write_text(json.dumps(_finite_json(data), indent=1, ensure_ascii=False,
+                                                       allow_nan=False) + "\n", encoding="utf-8")
 
 
 def run_all(quick: bool, outdir, names=None) -> dict:
