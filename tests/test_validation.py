@@ -223,3 +223,16 @@ def _equiangular_run(normalization, n=16, t=2.0):
 
     return simulate(normalization._model("post-ln", n), equiangular_particles(n), t, backend="particles",
                     t_eval=[0.5, 1.0, t], rtol=1e-10, atol=1e-12)
+
+
+def test_the_table_marks_relative_errors():
+    """65 of the 145 quick rows compare relative errors, none saying so in its quantity, while the report claimed
+    "relative where the quantity says so": 'dρ/dt(0) … reference value (4 digits)' showed error 6.122e-05 for
+    |0.004958 − 0.004957696| = 3.0e-07."""
+    from meanfield._validation._common import compare, table
+
+    rel, absolute = compare("slope", 4.958e-3, 4.957696e-3, 1e-4, relative=True), compare("E", 1.0, 1.0 + 3e-7, 5e-7)
+    for markdown in (True, False):
+        lines = table([rel, absolute], markdown=markdown).splitlines()
+        assert "6.132e-05 (rel.)" in lines[-2] and "1.000e-04 (rel.)" in lines[-2]
+        assert "(rel.)" not in lines[-1]

@@ -91,7 +91,7 @@ def write_report(results: dict, outdir: Path, quick: bool, total: float) -> None
              "Every row compares our number (*ours*) with a *reference*: a closed form, a reference value (each "
              "listed with its origin under \"Reference values\" in docs/validation.md), "
              "or an independent computation (the equiangular ODE, a second integrator, the PDE against "
-             "particles).  *error* is |ours − reference| (relative where the quantity says so), *tolerance* "
+             "particles).  *error* is |ours − reference| (divided by |reference| where marked \"(rel.)\"), *tolerance* "
              "comes from the method's error (quadrature, time stepping, Monte Carlo standard errors), never "
              "from the observed error.  Each section states what is reproduced and from which computation; "
              "the modules are in `meanfield/_validation/`, the scripts in `validation/`.", "",

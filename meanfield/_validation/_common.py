@@ -74,9 +74,11 @@ def _resolution(row: Row) -> float:
 
 
 def table(rows, markdown: bool = True) -> str:
-    """The rows as a Markdown table (or plain aligned text)."""
+    """The rows as a Markdown table (or plain aligned text); a relative error and its tolerance are marked "(rel.)"."""
     head = ("quantity", "reference", "ours", "error", "tolerance", "pass")
-    body = [(r.quantity, fmt(r.reference, _resolution(r)), fmt(r.ours, _resolution(r)), fmt(r.error), fmt(r.tolerance),
+    rel = " (rel.)"         # error and tolerance relative to |reference| (the quantities do not say it)
+    body = [(r.quantity, fmt(r.reference, _resolution(r)), fmt(r.ours, _resolution(r)),
+             fmt(r.error) + (rel if r.relative else ""), fmt(r.tolerance) + (rel if r.relative else ""),
              "pass" if r.passed else "**FAIL**" if markdown else "FAIL") for r in rows]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
