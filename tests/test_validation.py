@@ -236,3 +236,14 @@ def test_the_table_marks_relative_errors():
         lines = table([rel, absolute], markdown=markdown).splitlines()
         assert "6.132e-05 (rel.)" in lines[-2] and "1.000e-04 (rel.)" in lines[-2]
         assert "(rel.)" not in lines[-1]
+
+
+def test_output_that_is_a_file_is_refused_naming_it(tmp_path, capsys, monkeypatch):
+    """--output naming an existing file failed with mkdir's "[Errno 17] File exists: '…'" (exit 2)."""
+    calls = _fake_suite(monkeypatch, lambda quick, outdir: calls.append(outdir) or [])
+    target = tmp_path / "report.md"
+    target.write_text("mine")
+    assert cli_main(["validate", "--quick", "--output", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {str(target)!r} is a file; give a folder" in err, err
+    assert target.read_text() == "mine" and calls == []

@@ -151,6 +151,9 @@ def main(args) -> int:
 
     t0 = time.perf_counter()
     outdir = Path(args.output)
+    if outdir.exists() and not outdir.is_dir():     # mkdir's "[Errno 17] File exists" did not say what to give
+        raise ValueError(f"--output {str(outdir)!r} is a file; give a folder (created if missing) for REPORT.md, "
+                         "validation.json and the figures.")
     try:
         with quiet(), _staged_figures(outdir) as staging:
             results = run_all(bool(args.quick), staging)
