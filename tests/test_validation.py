@@ -247,3 +247,12 @@ def test_output_that_is_a_file_is_refused_naming_it(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert f"--output {str(target)!r} is a file; give a folder" in err, err
     assert target.read_text() == "mine" and calls == []
+
+
+def test_a_result_without_rows_fails(tmp_path, monkeypatch):
+    """A module that returned no rows (a loop over an empty list, a branch that skipped every check) passed: "0/0
+    passed" and exit status 0, though nothing was checked."""
+    _fake_suite(monkeypatch, lambda quick, outdir: [])
+    rows, _, err = _validation.run_result("first", True, tmp_path)
+    assert err is None and len(rows) == 1 and not rows[0].passed and "no checks" in rows[0].quantity
+    assert cli_main(["validate", "--quick", "--output", str(tmp_path / "out")]) == 1

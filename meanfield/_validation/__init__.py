@@ -38,7 +38,8 @@ def _module(name: str):
 
 
 def run_result(name: str, quick: bool, outdir) -> tuple[list, float, str | None]:
-    """Run one result: (rows, seconds, error text or None).  An exception becomes one failing row.
+    """Run one result: (rows, seconds, error text or None).  An exception, or a module that returns no rows, becomes
+    one failing row.
 
     Raises
     ------
@@ -60,6 +61,8 @@ def run_result(name: str, quick: bool, outdir) -> tuple[list, float, str | None]
         rows = [Row(f"{name}: the module raised {type(e).__name__}", "runs", err, 1.0, 0.0, False)]
         traceback.print_exc()
     stop_if_requested()             # a signal whose KeyboardInterrupt was swallowed (raised inside a finalizer)
+    if not rows:                    # nothing checked is no pass (the suite's status was 0 for a result without rows)
+        rows = [Row(f"{name}: the module returned no checks", "at least one check", "none", 1.0, 0.0, False)]
     return rows, time.perf_counter() - t0, err
 
 
