@@ -19,9 +19,10 @@ The paper's own tables were not available to us, so every reference here is an i
   and the particles, the windows' finite-time bias (O(u) for the exponential laws, a/t for the polynomial ones:
   2e-4 … 4e-3) extrapolated away (Richardson), to a tenth of that bias;
 * the equiangular ODE itself: at β = 0 against its closed form ρ(t) = (e^{2t} − 1)/(e^{2t} + n − 1) (n = 2, 5,
-  64; tolerance LSODA's rtol summed over its evaluations), and ρ(1.5) for Post-LN, n = 5, β = 2 against its reference value 0.4632182624 (docs/validation.md,
-  10 decimals) and n = 5 orthonormal tokens (``backend="particles"``, RK45 rtol 1e-10; tolerance the sum of the
-  accepted steps' local error bounds, steps × rtol);
+  64; tolerance LSODA's rtol summed over its evaluations), and ρ(1.5) for Post-LN, n = 5, β = 2 against its
+  reference value 0.4632182624 (docs/validation.md, 10 decimals) and n = 5 orthonormal tokens
+  (``backend="particles"``, RK45 rtol 1e-10; tolerance the sum of the accepted steps' local error bounds,
+  steps × rtol);
 * the mean-field initial clustering rate of each scheme (the ℓ = 1 growth rate about the uniform measure,
   :func:`meanfield.growth_rate`) against the spectral PDE on S² (ρ = 1 + 10⁻⁶ Y_10, β = 5).  The PDE does
   not reach the asymptotic regime: clusters contract exponentially and each doubling of the band limit
