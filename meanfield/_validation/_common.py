@@ -44,11 +44,6 @@ def same(quantity: str, reference: str, ours: str) -> Row:
     return Row(quantity, str(reference), str(ours), 0.0 if ok else 1.0, 0.0, ok)
 
 
-def at_most(quantity: str, ours, limit: float, reference: float = 0.0) -> Row:
-    """A row for a bound: passes iff |ours − reference| ≤ limit (reference defaults to 0)."""
-    return compare(quantity, reference, ours, limit)
-
-
 def fmt(v, resolution: float = 0.0) -> str:
     """A table cell: strings as they are, numbers with 7 significant digits, or as many more as it takes to show
     differences of ``resolution`` (a row's tolerance: a reference given to 12 digits is shown to 12), up to 17."""
