@@ -225,7 +225,9 @@ def _known_minimize_s2(r):
     u = np.linalg.solve(G, np.eye(len(G))[0])
     assert np.min(real_harmonics(12, mf.sphere.SphereGrid(30, 60).points.reshape(-1, 3)) @ u) > 0
     assert r.value == pytest.approx(np.exp(shift) / (2 * r.beta) / u[0], rel=1e-10)
-    assert r.value < r.uniform_value and r.measure.certificate.support_fraction == 1.0
+    # which nodes of the first-kind discrete problem reach 0 is the selection pull's choice, not determined (two of
+    # 162 at level 2 with the pull relative to the kernel's variation); E and the optimality conditions are
+    assert r.value < r.uniform_value and r.measure.certificate.satisfied(1e-6)
 
 
 def _known_maximize_s2(r):

@@ -230,16 +230,17 @@ def real_harmonics(lmax: int, points) -> np.ndarray:
     return np.sqrt(4 * np.pi) * np.where(m == 0, Y.real, np.sqrt(2.0) * np.where(m > 0, Y.real, Y.imag))
 
 
-def kernel_coefficients(beta: float, D: np.ndarray, lmax: int):
+def kernel_coefficients(beta: float, D: np.ndarray, lmax: int, variation: bool = False):
     """The kernel e^{β⟨x,Dy⟩ − shift} in the real σ-orthonormal harmonics of degree ≤ lmax.
 
     Returns (G, shift): G_ab = ∬ Y_a(x) e^{β⟨x,Dy⟩ − shift} Y_b(y) dσ dσ, shape ((lmax+1)², (lmax+1)²),
     and shift = β‖D‖₂.  Diagonal Funk–Hecke multipliers for D = c·I; otherwise a Gauss–Legendre
-    product rule exact to degree 2·lmax + 3 in each variable.
+    product rule exact to degree 2·lmax + 3 in each variable.  With ``variation``, of the kernel less its constant
+    part, e^{−shift}(e^{β⟨x,Dy⟩} − 1) (:func:`meanfield._energy._kernel.scaled_kernel`): G_00 lowered by e^{−shift}.
     """
     from ..sphere._funk_hecke import funk_hecke
     from ..sphere._sh import SphereGrid
-    from ._kernel import isotropic_scale, spectral_norm
+    from ._kernel import isotropic_scale, scaled_kernel, spectral_norm
 
     shift = beta * spectral_norm(D)
     ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
@@ -248,13 +249,26 @@ def kernel_coefficients(beta: float, D: np.ndarray, lmax: int):
         lam = funk_hecke(abs(beta * c), lmax, 3, scaled=True)
         if c < 0:
             lam = lam * (-1.0) ** np.arange(lmax + 1)
+        if variation:
+            lam[0] = _scaled_mean_variation(abs(beta * c))
         return np.diag(lam[ell]), shift
     grid = SphereGrid(lmax + 2, 2 * lmax + 4)
     x = grid.points.reshape(-1, 3)
     w = grid.weights.ravel() / (4 * np.pi)
     Y = real_harmonics(lmax, x) * w[:, None]
-    G = Y.T @ np.exp(beta * (x @ D) @ x.T - shift) @ Y
+    G = Y.T @ scaled_kernel(beta * (x @ D) @ x.T, shift, variation) @ Y
     return 0.5 * (G + G.T), shift
+
+
+def _scaled_mean_variation(b: float) -> float:
+    """e^{−b}(λ_0(b) − 1) = e^{−b}(sinh(b)/b − 1) on S² without cancellation: Σ_{k≥1} b^{2k}/(2k+1)! for b < 1."""
+    if b >= 1.0:
+        return float(-np.expm1(-2.0 * b) / (2.0 * b) - np.exp(-b))
+    k = np.arange(1, 13)
+    from scipy.special import gammaln
+
+    terms = np.exp(2 * k * np.log(b) - gammaln(2 * k + 2)) if b > 0 else np.zeros(1)
+    return float(np.exp(-b) * np.sum(terms[::-1]))
 
 
 def _basix():
@@ -336,7 +350,7 @@ class FESpace:
     def d(self) -> int:
         return 3
 
-    def kernel_matrix(self, beta: float, D: np.ndarray, method: str = "auto"):
+    def kernel_matrix(self, beta: float, D: np.ndarray, method: str = "auto", variation: bool = False):
         """K_ij = ∬ φ_i(x) φ_j(y) e^{β⟨x,Dy⟩} dσ dσ, scaled by e^{−shift}.
 
         Parameters
@@ -352,6 +366,9 @@ class FESpace:
             kernel's (L+1)² × (L+1)² matrix (diagonal Funk–Hecke multipliers for D = c·I, else a
             Gauss–Legendre product rule): O(nt·nq·L² + ndof²·L²).  "auto" takes "spectral" when
             (L+1)² < ndof.
+        variation : bool
+            The matrix of the kernel less its constant part, e^{β⟨x,Dy⟩} − 1 (so K = K_variation + e^{−shift} m mᵀ,
+            m = :attr:`mass`), computed without cancellation (:func:`meanfield._energy._kernel.scaled_kernel`).
 
         Returns
         -------
@@ -368,10 +385,10 @@ class FESpace:
         beta, D = check_beta(beta), check_D(D, 3)
         lk = max(1, kernel_bandlimit(beta * spectral_norm(D), 1e-15, 3))
         if method == "spectral" or (method == "auto" and (lk + 1) ** 2 < self.ndof):
-            A, G, shift = self.kernel_factor(beta, D, lk)
+            A, G, shift = self.kernel_factor(beta, D, lk, variation)
             K = (A @ G) @ A.T
             return 0.5 * (K + K.T), shift
-        return self._kernel_direct(beta, D)
+        return self._kernel_direct(beta, D, variation)
 
     def harmonic_moments(self, lmax: int) -> np.ndarray:
         """The moments A_ik = ∫ φ_i Y_k dσ of the basis against the real σ-orthonormal harmonics.
@@ -389,7 +406,7 @@ class FESpace:
         Y = real_harmonics(lmax, self.points)
         return np.asarray(self.basis.T @ (self.weights[:, None] * Y))
 
-    def kernel_factor(self, beta: float, D: np.ndarray, lmax: int):
+    def kernel_factor(self, beta: float, D: np.ndarray, lmax: int, variation: bool = False):
         """The factors of the spectral kernel matrix, K ≈ e^{shift} A G Aᵀ (see :meth:`kernel_matrix`).
 
         Parameters
@@ -400,6 +417,8 @@ class FESpace:
             Interaction matrix.
         lmax : int
             Degree L of the kernel's truncation.
+        variation : bool
+            G of the kernel less its constant part (see :meth:`kernel_matrix`).
 
         Returns
         -------
@@ -410,7 +429,7 @@ class FESpace:
         shift : float
             The scaling exponent, β‖D‖₂.
         """
-        G, shift = kernel_coefficients(beta, D, lmax)
+        G, shift = kernel_coefficients(beta, D, lmax, variation)
         return self.harmonic_moments(lmax), G, shift
 
     def energy(self, values, beta: float, D: np.ndarray) -> float:
@@ -443,8 +462,8 @@ class FESpace:
         with np.errstate(over="ignore"):
             return float(u @ G @ u) * np.exp(shift) / (2.0 * beta)
 
-    def _kernel_direct(self, beta: float, D: np.ndarray):
-        from ._kernel import spectral_norm
+    def _kernel_direct(self, beta: float, D: np.ndarray, variation: bool = False):
+        from ._kernel import scaled_kernel, spectral_norm
 
         shift = beta * spectral_norm(D)
         bw = sparse.csr_matrix(self.basis.multiply(self.weights[:, None]))   # (Q, n): σ_q φ_j(x_q)
@@ -460,9 +479,7 @@ class FESpace:
             for t0 in starts:                            # chunks of triangles (their quadrature nodes)
                 t1 = min(t0 + tri_chunk, nt)
                 rows = slice(t0 * nq, t1 * nq)
-                e = x[rows] @ bdx
-                e -= shift
-                np.exp(e, out=e)                         # (c, Q): e^{β⟨x_c, D x_q⟩ − shift}
+                e = scaled_kernel(x[rows] @ bdx, shift, variation)    # (c, Q): e^{β⟨x_c, D x_q⟩ − shift}
                 t = np.asarray(bwT @ e.T).T              # (c, n): Σ_q e_cq σ_q φ_j(x_q)
                 idx = np.unique(self.cell_dofs[t0:t1])
                 local = bw[rows][:, idx].toarray()       # (c, |idx|): σ_c φ_i(x_c)

@@ -210,6 +210,36 @@ def pair_energy(points, weights, beta: float, D: np.ndarray) -> float:
         return float(float(a @ (z[:, 0] * np.exp(shift - top))) * half * half)
 
 
+def scaled_kernel(exponent, shift: float, variation: bool = False) -> np.ndarray:
+    """e^{exponent − shift}, or with ``variation`` the kernel's variation about its constant part,
+    e^{−shift}(e^{exponent} − 1), without cancellation.
+
+    At small β the kernel e^{β⟨x,Dy⟩} is 1 + O(β) and its minimizers are told apart at O(β²): e^{e − shift}
+    rounds that to 1e-16 of 1 (β = 1e-4: eight digits left, and the minimizer's pull, relative to the
+    level, flattened it).  expm1 where |exponent| < 1; the difference of exponentials elsewhere, where it does not
+    cancel and e^{exponent} alone could overflow.
+
+    Parameters
+    ----------
+    exponent : ndarray
+        β⟨x, D y⟩ (dimensionless).
+    shift : float
+        The scaling exponent (β‖D‖₂), so that the values are ≤ 1.
+    variation : bool
+        Subtract the constant part e^{−shift}.
+
+    Returns
+    -------
+    ndarray, the shape of ``exponent``
+    """
+    e = np.asarray(exponent, dtype=float)
+    if not variation:
+        return np.exp(e - shift)
+    small = np.abs(e) < 1.0
+    with np.errstate(under="ignore"):
+        return np.where(small, np.exp(-shift) * np.expm1(np.where(small, e, 0.0)), np.exp(e - shift) - np.exp(-shift))
+
+
 def tangent_project(x, v):
     """P_x v = v − ⟨x, v⟩ x row-wise for unit x (shapes (m, d))."""
     return v - np.einsum("ij,ij->i", x, v)[:, None] * x

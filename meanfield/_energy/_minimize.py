@@ -7,6 +7,10 @@ nodal values ρ_i with the mass constraint Σ m_i ρ_i = 1,
 
     min ½ ρᵀKρ   subject to  ρ ≥ 0,  mᵀρ = 1,
 
+K the matrix of the kernel's variation e^{β⟨x,Dy⟩} − 1 (scaled by e^{−β‖D‖}): its constant part adds
+(mᵀρ)² = 1 and is left out, since kept it buried the O(β²) part that sets the minimizer at small β under
+rounding at 1e-16 of 1 (:func:`meanfield._energy._kernel.scaled_kernel`),
+
 solved as the bound-constrained problem min ½ρᵀHρ − mᵀρ, ρ ≥ 0 (its solution is a positive multiple
 of the simplex-constrained one) by a primal–dual active-set Newton method on Cholesky factors,
 with scipy's BVLS as the fallback.
@@ -16,7 +20,7 @@ problem is a first-kind problem: the energy, the potential and the low moments o
 determined to rounding, the nodal values in high-frequency directions are not.  Among the
 numerically indistinguishable minimizers we return the one closest to uniform: the objective gets the
 Tikhonov pull ½τ‖ρ − 1‖²_{L²(σ)} (Gram matrix M), with τ = ``regularization`` · 2βE at the minimum
-(1e-8 of the minimum's own kernel level by default; found by re-solving, see ``_solve``).  How far that (and the
+(1e-8 of the minimum's own kernel level, ρᵀKρ, by default; found by re-solving, see ``_solve``).  How far that (and the
 solver) can have left E above the discrete minimum is reported as the duality gap of the convex problem, and the
 optimality certificate is evaluated with the exact (unregularized) first variation.
 The price is a floor on the nodal values: the rounding of K (~1e-14 of its largest entry) amplified by
@@ -37,7 +41,7 @@ from .._validate import nonneg_int, positive_float
 from ..sphere import _circle as circ
 from ..sphere._funk_hecke import kernel_bandlimit
 from ..sphere._sh import NTHREADS
-from ._kernel import check_beta, check_D, check_symmetric, dimension_for, spectral_norm
+from ._kernel import check_beta, check_D, check_symmetric, dimension_for, scaled_kernel, spectral_norm
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,8 @@ def _solve(K, m, M, regularization):
     solved again at the level found, until the level settles (a few solves at most).
     """
     one = np.ones(len(m))
+    if not np.any(K):                           # D = 0: a constant kernel, every density minimizes; the uniform one
+        return one / float(np.sum(m)), 0.0, 0, "constant kernel"
     level = float(one @ K @ one) / float(np.sum(m)) ** 2
     if regularization == 0:                     # no pull: one solve, no level to look for
         x, iters, solver = _solve_at(K, m, M, 0.0, regularization)
@@ -216,15 +222,19 @@ _MIN_SCALED_LEVEL = 1e-10   # the minimum's level relative to the kernel's large
 
 
 def _energy_of(rho, K, shift, beta) -> float:
-    """E of the nodal values ``rho`` from the kernel matrix ``K`` scaled by e^{-shift}; refuses a minimum whose
-    level ρᵀKρ is below the resolution of the scaled matrix (its entries are O(1) where the kernel is largest)."""
+    """E of the nodal values ``rho`` (mass 1) from the matrix ``K`` of the kernel's variation e^{β⟨x,Dy⟩} − 1
+    scaled by e^{-shift}: E = (1 + e^{shift} ρᵀKρ)/(2β).  Refuses a minimum whose level ρᵀKρ is below the
+    resolution of the scaled matrix (its entries are at most 1 − e^{−shift}, where the kernel is largest)."""
     scaled = float(rho @ K @ rho)
-    if not scaled > _MIN_SCALED_LEVEL:
+    top = float(-np.expm1(-shift))
+    if top == 0.0:                              # D = 0: the constant kernel, E = 1/(2β) for every density
+        return float(1.0 / (2.0 * beta))
+    if not scaled > _MIN_SCALED_LEVEL * top:
         raise ConvergenceError(
-            f"the minimum's kernel level is {scaled:.3g} of the kernel's largest value e^(β‖D‖) = e^{shift:.4g}, "
-            f"below float64 resolution of the discrete problem: its energy would have no correct digit. Lower "
-            f"β‖D‖ (here {shift:.4g}), or use find_stationary(direction='descent') on particles.")
-    return float(scaled * np.exp(shift) / (2.0 * beta))
+            f"the minimum's kernel level is {scaled / top:.3g} of the kernel's largest variation e^(β‖D‖) − 1 "
+            f"(β‖D‖ = {shift:.4g}), below float64 resolution of the discrete problem: its energy would have no "
+            f"correct digit. Lower β‖D‖, or use find_stationary(direction='descent') on particles.")
+    return float((1.0 + scaled * np.exp(shift)) / (2.0 * beta))
 
 
 def _duality_gap(rho, K, m, shift, beta, phi, level) -> float:
@@ -272,7 +282,8 @@ def _minimize_circle(beta, D, lmax, regularization):
     N = n + 2 * lk + 2                                 # fine grid: exact for degree lmax + lk
     shift = beta * spectral_norm(D)
     xf = circ.circle_points(N)
-    kf = np.exp(beta * (xf @ D) @ xf.T - shift) / N ** 2
+    kf = scaled_kernel(beta * (xf @ D) @ xf.T, shift, variation=True) / N ** 2   # the constant part is fixed by
+    # the mass (K = K_variation + e^{−shift} m mᵀ), and kept in K it buried the O(β²) part that sets the minimizer
     # interpolation matrix nodes → fine grid (Dirichlet kernel): P = Re(E_fine · F_nodes)
     k = np.arange(-lmax, lmax + 1)
     phin = circ.circle_angles(n)
@@ -299,7 +310,7 @@ def _minimize_sphere(beta, D, level, degree, quadrature_degree, regularization):
     from ._fem import FEDensity, FESpace, SphereMesh
 
     space = FESpace(SphereMesh.icosahedral(level), degree, quadrature_degree)
-    K, shift = space.kernel_matrix(beta, D)
+    K, shift = space.kernel_matrix(beta, D, variation=True)
     m = np.array(space.mass)
     M = space.mass_matrix.toarray()
     rho, tau, iters, solver = _solve(K, m, M, regularization)
@@ -339,12 +350,13 @@ def minimize_energy(beta, D=None, d: int | None = None, *, lmax: int | None = No
         one of the numerically indistinguishable minimizers (see the module notes).  It raises the
         minimum of the discrete problem by at most ``certificate.regularization_energy``, its duality gap
         (reported in the certificate's message; measured on S¹ against the smallest pull that still solves,
-        1e-14: 8.8e-11 of 0.1539 at β = 5, D = diag(0.2, 2), within its bound 1.1e-8; 2.3e-10 of 0.7710 at
-        β = 1, D = diag(20, 1), within 9.2e-8; against an independent NNLS minimum over 240 points, β = 1e-4,
-        D = diag(1, 2): 6.5e-6 within 2.4e-5; the degree L adds its own error: there 2e-9 at the default
-        L = 64, against 1000 nodes).  At small β the kernel varies by ~β² about its mean, down to the pull's
-        size: the energy stays within the bound, but the density is flattened towards 1 (β = 1e-4,
-        D = diag(0.6, 1, 1.4) on S²: second moments 0.35, 0.33, 0.32 against 0.65, 0.23, 0.12 at β = 1e-2).
+        1e-14: 2.7e-11 of 0.1539 at β = 5, D = diag(0.2, 2), within its bound 4.0e-9; 6.8e-11 of 0.7710 at
+        β = 1, D = diag(20, 1), within 7.8e-8; against an independent NNLS minimum over 240 points, β = 1e-4,
+        D = diag(1, 2): 9e-13, the rounding of E = 5000, within 3.3e-13 + that rounding; the degree L adds its
+        own error: 2e-9 at the default L = 64 against 1000 nodes there).  Small β is resolved: the pull is
+        relative to the kernel's variation, not to its constant part, and the second moments meet the limit
+        β → 0, M_kk ∝ 1/D_k², within O(β) (β = 1e-5: 0.8, 0.2 for D = diag(1, 2) on S¹; 0.648, 0.233, 0.119
+        for D = diag(0.6, 1, 1.4) on S²).
         A smaller value lowers that bias down to where
         the rounding of the kernel matrix makes the problem singular; below that the smallest pull that
         still solves is used (the certificate reports its bias).  0 disables it: the nodal values in
