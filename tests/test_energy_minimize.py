@@ -206,7 +206,9 @@ def test_sphere_refinement_slow():
     r = mf.minimize_energy(1.0, None, d=3, level=4)
     assert low_mode_distance(r) < 1e-9
     r2 = mf.minimize_energy(1.0, None, d=3, level=3, degree=2)
-    assert low_mode_distance(r2) < 1e-9 and np.max(np.abs(r2.values - 1)) < 1e-6
+    # nodal values to the floor the pull sets, ~1e-6 (module notes): 9.5e-7 with the pull relative to the whole
+    # kernel's level, 1.16e-6 relative to its variation (a 6.7× smaller pull at β = 1, D = I)
+    assert low_mode_distance(r2) < 1e-9 and np.max(np.abs(r2.values - 1)) < 2e-6
     D = np.diag([0.3, 1.0, 1.0])
     e = [mf.minimize_energy(1.0, D, d=3, level=k).value for k in (2, 3, 4)]
     assert abs(e[2] - e[1]) < abs(e[1] - e[0])
