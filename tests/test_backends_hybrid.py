@@ -246,3 +246,13 @@ def test_the_particle_phase_max_steps_counts_the_whole_run_resumes_included(tmp_
         assert np.array_equal(resumed.times, full.times) and np.array_equal(resumed.steps["t"], full.steps["t"])
         more = mf.resume(path, options={"particle_options": {"max_steps": n}})   # the budget of the whole run
         assert more.success and int(np.sum(more.steps["phase"] == 1)) == n
+
+
+@pytest.mark.parametrize("option, value, error", [("lmax", -3, ValueError), ("lmax", "a", TypeError),
+                                                  ("lmax_max", -3, ValueError), ("lmax_max", "a", TypeError)])
+def test_a_bad_band_limit_is_named_as_given(option, value, error):
+    # the hand-off's memory check read them first: lmax=-3 raised "`lmax` must be an integer >= 0; got lmax=-6" (the
+    # oversampled value), lmax='a' "invalid literal for int() with base 10: 'a'"; now as backend='spectral' names them
+    with pytest.raises(error, match=rf"^`{option}` must be an integer >= 1; got {option}={value!r}\.$"):
+        mf.simulate(mf.Model(3.0), mf.Density.random(8, seed=1, amplitude=0.5), 0.05, backend="hybrid",
+                    **{option: value})

@@ -18,7 +18,7 @@ from .._measures import Density, Particles, ZonalDensity, conversion_hint
 from .._memory import require
 from .._model import Model
 from .._trajectory import Status
-from .._validate import check_options
+from .._validate import check_options, nonneg_int
 from ._registry import BACKENDS
 from ._spectral import _OPTIONS as _SPECTRAL_OPTIONS
 from ._spectral import SpectralBackend, _memory_estimate, monitor_thresholds
@@ -176,8 +176,11 @@ class HybridBackend:
         """Refuse, before the spectral phase, a hand-off whose particles (the nodes of the grid of band limit
         ``oversample``·L, L up to ``lmax_max``) cannot fit: it allocated them only at the hand-off, hours in."""
         species = list(initial) if isinstance(initial, (list, tuple)) else [initial]
+        for key in ("lmax", "lmax_max"):     # read here before the spectral phase checks them: named as it names them
+            if opts[key] is not None:
+                opts[key] = nonneg_int(key, opts[key], minimum=1)
         top = opts["lmax_max"] or opts["lmax"] or species[0].lmax
-        fine = int(top) * opts["oversample"]
+        fine = top * opts["oversample"]
         need, nodes = _memory_estimate(fine, model.d, False, len(species), model.scheme_def.has_radius)
         require(need, f"the hand-off to particles on the grid of band limit oversample·L = {opts['oversample']}·{top} "
                       f"({nodes} tokens)", "lower `oversample` (or `lmax_max`).")
