@@ -256,3 +256,15 @@ def test_a_bad_band_limit_is_named_as_given(option, value, error):
     with pytest.raises(error, match=rf"^`{option}` must be an integer >= 1; got {option}={value!r}\.$"):
         mf.simulate(mf.Model(3.0), mf.Density.random(8, seed=1, amplitude=0.5), 0.05, backend="hybrid",
                     **{option: value})
+
+
+@pytest.mark.filterwarnings("ignore::meanfield.MeanfieldWarning")    # lmax below the kernel's band limit
+def test_oversample_takes_numpy_integers_and_names_what_it_refuses():
+    # np.int64(2) (from np.arange, a sweep's grid) was refused: "`oversample` must be an integer ≥ 1; got
+    # oversample=np.int64(2)"
+    model, rho = mf.Model(3.0, d=2), mf.Density.random(12, d=2, seed=1, amplitude=0.5)
+    runs = [mf.simulate(model, rho, 0.01, backend="hybrid", tail_tol=1e-30, oversample=o) for o in (2, np.int64(2))]
+    assert runs[0].run_info["handoff"]["n_particles"] == runs[1].run_info["handoff"]["n_particles"] == 74
+    assert np.array_equal(runs[0].final.positions, runs[1].final.positions)
+    with pytest.raises(TypeError, match=r"^`oversample` must be an integer >= 1; got oversample=2\.0\.$"):
+        mf.simulate(model, rho, 0.01, backend="hybrid", oversample=2.0)

@@ -265,7 +265,7 @@ _P = {"kind": "particles", "n": 6}
     ("particles", _P, {"step": 1e-300}, r"`step` must be ≥ .* got step=1e-300"),
     ("particles", _P, {"time": "layers", "step": 0.3}, r"whole numbers of layers of step=0.3"),
     ("particles-sh", _P, {"tol": 2.0}, r"`tol` must be in \(0, 1\)"),
-    ("hybrid", None, {"oversample": 0}, r"`oversample` must be an integer ≥ 1"),
+    ("hybrid", None, {"oversample": 0}, r"`oversample` must be an integer >= 1"),
     ("hybrid", None, {"rtol": 0}, r"`rtol` must be in \[1e-14, 1\)"),                  # its spectral phase
     ("hybrid", None, {"tail_warn": 1e-3}, r"`tail_warn` must be ≤ `tail_tol`"),      # against the hybrid's tail_tol
     ("hybrid", None, {"particle_options": {"rtol": 0}}, r"`particle_options` .*`rtol`"),

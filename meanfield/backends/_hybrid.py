@@ -81,7 +81,7 @@ class HybridBackend:
     resumed run's earlier ones included (as the hybrid's ``max_steps`` counts the spectral ones).  After the hand-off ``mean_alignment`` is |∫x dμ|²
     (self-pairs included, the particles standing for the density), continuous with the spectral phase.
     ``oversample`` (default 2) places the particles on the grid of band limit ``oversample``·L:
-    (oversample)² times more particles, a smaller particle error.
+    (oversample)² times more particles on S² (oversample times more on S¹), a smaller particle error.
 
     Accuracy: the particles carry the density's low moments exactly at hand-off; afterwards the particle
     method's error grows as the flow map roughens.  Measured (β = 5, Post-LN, ``Density.random(32, seed=2,
@@ -141,8 +141,7 @@ class HybridBackend:
             policy = "stop"
         else:
             policy, spectral_opts["lmax_max"] = "refine", opts["lmax_max"]
-        if isinstance(opts["oversample"], bool) or not isinstance(opts["oversample"], int) or opts["oversample"] < 1:
-            raise ValueError(f"`oversample` must be an integer ≥ 1; got oversample={opts['oversample']!r}.")
+        opts["oversample"] = nonneg_int("oversample", opts["oversample"], minimum=1)    # numpy integers too
         if not isinstance(initial, Particles):
             self._check_initial(initial)
             self._check_handoff_memory(model, initial, opts)
