@@ -268,3 +268,19 @@ def test_oversample_takes_numpy_integers_and_names_what_it_refuses():
     assert np.array_equal(runs[0].final.positions, runs[1].final.positions)
     with pytest.raises(TypeError, match=r"^`oversample` must be an integer >= 1; got oversample=2\.0\.$"):
         mf.simulate(model, rho, 0.01, backend="hybrid", oversample=2.0)
+
+
+@pytest.mark.parametrize("model, rho", [(mf.Model(3.0, d=2), mf.Density.random(8, d=2, seed=1)),
+                                        (mf.Model(3.0, Q=np.diag([1.0, 2.0, 3.0])), mf.Density.random(8, seed=1))])
+@pytest.mark.parametrize("particle_options", [None, {"rtol": 1e-8}])
+def test_a_particle_backend_that_cannot_run_the_model_is_named(model, rho, particle_options):
+    # particle_backend='particles-sh' on S¹ or for an anisotropic kernel was refused as "backend='particles-sh': ... Use
+    # backend='particles'" (the backend the user is running is 'hybrid'), or blamed on `particle_options`; built
+    # directly, the backend took it and failed at the hand-off, after the spectral phase
+    from meanfield.backends._hybrid import HybridBackend
+
+    match = r"^particle_backend='particles-sh' cannot run the particle phase of this model: .*particle_backend='particles'"
+    with pytest.raises(mf.UnsupportedModelError, match=match):
+        mf.simulate(model, rho, 1.0, backend="hybrid", particle_backend="particles-sh", particle_options=particle_options)
+    with pytest.raises(mf.UnsupportedModelError, match=match):
+        HybridBackend(model, rho, particle_backend="particles-sh", particle_options=particle_options)

@@ -194,7 +194,15 @@ class HybridBackend:
 
     def _checked_particle_options(self, model, options) -> dict:
         """``particle_options`` as a dict, checked now by the particle backend on two probe tokens (not at the
-        hand-off, after the spectral phase has run)."""
+        hand-off, after the spectral phase has run).  The particle backend is first tried on the model alone: a
+        model it cannot move is the fault of ``particle_backend``, not of ``particle_options``."""
+        probe = Particles.uniform(2, model.d, seed=0)
+        try:
+            BACKENDS[self.particle_backend](model, probe)
+        except UnsupportedModelError as err:
+            raise UnsupportedModelError(f"particle_backend={self.particle_backend!r} cannot run the particle phase of "
+                                        f"this model: {err}  In the hybrid that is particle_backend='particles' (or "
+                                        "'auto', which chooses the backend that can).") from None
         if options is None:
             return {}
         if not isinstance(options, dict):
@@ -212,7 +220,7 @@ class HybridBackend:
                              "particles, and an implicit method's dense Jacobian of (n·d)² entries is for a few hundred "
                              "tokens; use 'rk45' (or backend='particles' with the implicit method on Particles).")
         try:
-            BACKENDS[self.particle_backend](model, Particles.uniform(2, model.d, seed=0), **options)
+            BACKENDS[self.particle_backend](model, probe, **options)
         except (TypeError, ValueError, UnsupportedModelError) as err:
             raise type(err)(f"`particle_options` for the particle phase ({self.particle_backend}): {err}") from None
         if options.get("causal") is True or options.get("causal") is np.True_:     # accepted by backend='particles'
