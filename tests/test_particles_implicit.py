@@ -234,3 +234,12 @@ def test_a_segment_end_clipped_step_is_not_carried_into_the_next_segment(method)
     st.advance(1.0 + 1e-9)                        # a segment of one step, clipped to 1e-9
     assert st.step_log["dt"][-1] == pytest.approx(1e-9, rel=1e-6)
     assert st._h == wanted > 1e-3
+
+
+@pytest.mark.parametrize("method", IMPLICIT)
+@pytest.mark.parametrize("rtol", [1e-15, 0.0, float("nan"), 1.0])
+def test_an_implicit_rtol_out_of_range_is_told_the_implicit_range(method, rtol):
+    # these were told the explicit pairs' range "[1e-14, 1)", and rtol=1e-14 (in it) was then refused with [2.22e-14, 1)
+    with pytest.raises(ValueError, match=rf"^`rtol` must be in \[2.22e-14, 1\) with method='{method}' "):
+        mf.simulate(mf.Model(1.0), mf.Particles.uniform(5, 3, seed=0), 1.0, backend="particles", method=method,
+                    rtol=rtol)

@@ -16,6 +16,7 @@ the field is then that of θ/‖θ‖); everything else lives here once:
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -277,11 +278,12 @@ class ParticleStepper:
             raise ValueError(f"`method` must be one of {sorted(METHODS) + sorted(IMPLICIT_METHODS)} (the implicit "
                              f"'radau' and 'bdf' for stiff runs of a few hundred tokens); got method={method!r}.")
         opts["method"] = method
-        opts = check_step_options(opts, self.method, given)
-        if self._implicit and opts["rtol"] < IMPLICIT_MIN_RTOL:
+        rtol = opts["rtol"]     # the implicit range first: 1e-15, NaN or 1 were told [1e-14, 1), then 1e-14 refused
+        if self._implicit and isinstance(rtol, numbers.Real) and not isinstance(rtol, bool) \
+                and not IMPLICIT_MIN_RTOL <= rtol < 1:
             raise ValueError(f"`rtol` must be in [{IMPLICIT_MIN_RTOL:.3g}, 1) with method={method!r} (scipy's implicit "
-                             f"solvers go no lower); got rtol={opts['rtol']!r}.")
-        return opts
+                             f"solvers go no lower; no accuracy at 1); got rtol={rtol!r}.")
+        return check_step_options(opts, self.method, given)
 
     @property
     def _implicit(self) -> bool:
