@@ -284,3 +284,19 @@ def test_a_particle_backend_that_cannot_run_the_model_is_named(model, rho, parti
         mf.simulate(model, rho, 1.0, backend="hybrid", particle_backend="particles-sh", particle_options=particle_options)
     with pytest.raises(mf.UnsupportedModelError, match=match):
         HybridBackend(model, rho, particle_backend="particles-sh", particle_options=particle_options)
+
+
+@pytest.mark.parametrize("options, error, match", [
+    (dict(method="foo"), ValueError, r"`method` must be one of \['rk23', 'rk4', 'rk45'\]; got method='foo'"),
+    (dict(rtol=5), ValueError, r"`rtol` must be in \[1e-14, 1\)"),
+    (dict(lmax=-1), ValueError, r"`lmax` must be an integer >= 1; got lmax=-1"),
+    (dict(lmax=16, lmax_max=8), ValueError, r"`lmax_max` must be ≥ the starting band limit lmax=16"),
+])
+def test_a_particle_start_checks_the_spectral_options_too(options, error, match):
+    # from Particles the hybrid runs no spectral phase, and took these in silence (status OK)
+    start = mf.Particles.uniform(30, 3, seed=0)
+    with pytest.raises(error, match=match):
+        mf.simulate(mf.Model(3.0), start, 0.1, backend="hybrid", **options)
+    good = dict(lmax=16, lmax_max=32, method="rk4", step=0.1, r0=2.0, filter=(36.0, 8))     # valid ones still run
+    for model in (mf.Model(3.0, Q=np.diag([1.0, 2.0, 3.0])), mf.Model(3.0, "pre-ln"), mf.Model(2.0, d=5)):
+        assert mf.simulate(model, mf.Particles.uniform(30, model.d, seed=0), 0.1, backend="hybrid", **good).success

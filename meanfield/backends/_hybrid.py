@@ -10,9 +10,11 @@ the exact O(N²) backend otherwise).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from .._errors import UnsupportedModelError
+from .._errors import MeanfieldWarning, UnsupportedModelError
 from .._integrators import IMPLICIT_METHODS
 from .._measures import Density, Particles, ZonalDensity, conversion_hint
 from .._memory import require
@@ -155,11 +157,24 @@ class HybridBackend:
         self._particles = None
         self._spectral = None
         if isinstance(initial, Particles):
+            self._check_unused_spectral_options(model, initial, policy, spectral_opts)
             self._start_particles(initial, 0.0)
         else:
             self._spectral = SpectralBackend(model, initial, on_resolution_loss=policy, **spectral_opts)
             self._spectral.loss_advice = {}          # a loss of resolution is the hand-off, not a failure
         self._t = 0.0
+
+    @staticmethod
+    def _check_unused_spectral_options(model, initial, policy, spectral_opts) -> None:
+        """A particle start runs no spectral phase, but the options of that phase are checked all the same (method='foo'
+        or rtol=5 were taken in silence): on the uniform density of band limit 1, which every lmax and lmax_max ≥ 1
+        fits, with what the spectral backend would warn about that stand-in density silenced."""
+        if initial.d not in (2, 3):
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MeanfieldWarning)
+            SpectralBackend.validate_options(model, Density.uniform(1, initial.d),
+                                             {**spectral_opts, "on_resolution_loss": policy})
 
     @staticmethod
     def _check_initial(initial) -> None:
