@@ -300,3 +300,11 @@ def test_a_particle_start_checks_the_spectral_options_too(options, error, match)
     good = dict(lmax=16, lmax_max=32, method="rk4", step=0.1, r0=2.0, filter=(36.0, 8))     # valid ones still run
     for model in (mf.Model(3.0, Q=np.diag([1.0, 2.0, 3.0])), mf.Model(3.0, "pre-ln"), mf.Model(2.0, d=5)):
         assert mf.simulate(model, mf.Particles.uniform(30, model.d, seed=0), 0.1, backend="hybrid", **good).success
+
+
+@pytest.mark.parametrize("tail_tol", [0.0, -1.0])
+def test_a_nonpositive_tail_tol_is_named(tail_tol):
+    # the hybrid lowered tail_warn to it first, and the refusal named the option not given: "`tail_warn` must be finite
+    # and > 0; got tail_warn=-1.0"
+    with pytest.raises(ValueError, match=rf"^`tail_tol` must be finite and > 0; got tail_tol={tail_tol!r}\.$"):
+        mf.simulate(mf.Model(3.0), mf.Density.uniform(8), 0.1, backend="hybrid", tail_tol=tail_tol)

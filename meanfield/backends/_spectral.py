@@ -279,7 +279,7 @@ def monitor_thresholds(opts: dict, given: dict) -> None:
     """``tail_warn`` ≤ ``tail_tol`` (in place): the monitor warns (or refines) before the run stops.  A stricter
     ``tail_tol`` given alone lowers ``tail_warn`` with it; both given the wrong way round are refused."""
     try:
-        wrong_way = opts["tail_warn"] > opts["tail_tol"]
+        wrong_way = opts["tail_warn"] > opts["tail_tol"] > 0     # tail_tol ≤ 0 is refused by its own check, by name
     except TypeError:          # not numbers: their own checks name them
         return
     if wrong_way:
