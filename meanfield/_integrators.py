@@ -87,7 +87,7 @@ class ImplicitMethod:
 
     ``solver`` is the name of a :class:`scipy.integrate.OdeSolver` class (imported when a run starts: importing
     meanfield does not import scipy.integrate).  Its Jacobian is the backend's closed form where it has one
-    (``ParticleStepper._jacobian``: the exact backend's Post-LN with one head), else estimated by finite
+    (``ParticleStepper._jacobian``: the exact backend's Post-LN, any heads, causal or not), else estimated by finite
     differences, n·d velocity evaluations each (n tokens in dimension d): meant for a few hundred tokens whose
     dynamics is stiff (USA attention and the gradient flow at large β, clusters that collapse fast and attract
     slowly)."""
