@@ -1,5 +1,6 @@
 """The implicit methods of the particle backends (method="radau" or "bdf", scipy's solvers): stiff runs of a few
 tokens, where the explicit pairs are capped by stability at steps ~e^{−β}."""
+import re
 import warnings
 
 import numpy as np
@@ -243,3 +244,21 @@ def test_an_implicit_rtol_out_of_range_is_told_the_implicit_range(method, rtol):
     with pytest.raises(ValueError, match=rf"^`rtol` must be in \[2.22e-14, 1\) with method='{method}' "):
         mf.simulate(mf.Model(1.0), mf.Particles.uniform(5, 3, seed=0), 1.0, backend="particles", method=method,
                     rtol=rtol)
+
+
+@pytest.mark.filterwarnings("ignore::meanfield.MeanfieldWarning")     # "simulate stopped at t=0"
+@pytest.mark.parametrize("method", IMPLICIT)
+def test_velocities_beyond_float64_norms_stop_an_implicit_run_with_the_diagnosis(method):
+    # USA at β = 650 (allowed: β ≤ 709.78): scipy's RMS estimate of the first step overflows to 0, and the factorization
+    # of I/h − J failed on infs: radau raised "ValueError: array must not contain infs or NaNs", bdf stopped with that
+    # as its detail.  With a first step given at β = 705 the closed-form Jacobian itself overflows (β e^β).  rk45
+    # reports the step and the largest velocity component; so do the implicit methods now
+    start = mf.Particles.uniform(6, 3, seed=1)
+    run = mf.simulate(mf.Model(650.0, attention="unnormalized"), start, 0.1, backend="particles", method=method)
+    assert run.status is mf.Status.STEP_TOO_SMALL
+    assert re.match(rf"Step 0 < min_step=1e-12 at t=0 \({method}: its first step\), where the largest velocity "
+                    r"component is 3\.03e\+271\.$", run.detail), run.detail
+    run = mf.simulate(mf.Model(705.0, attention="unnormalized"), start, 0.1, backend="particles", method=method,
+                      first_step=1e-3)
+    assert run.status is mf.Status.STEP_TOO_SMALL
+    assert run.detail.startswith(f"The '{method}' solver failed at t=0: the closed-form Jacobian overflows float64")

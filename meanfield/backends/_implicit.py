@@ -32,6 +32,7 @@ class _Segment:
         self.shape, self.size = stepper.y.shape, stepper.y.size
         self.g = stepper.step_integrand
         self.nonfinite = False      # a velocity evaluation was not finite (a failed factorization is then diagnosed)
+        self.jacobian_overflow = False      # the closed-form Jacobian was not finite at a finite state (its LU fails)
         self.integral = 0.0         # S at the solver's current step
 
     def run(self) -> Status:
@@ -54,10 +55,14 @@ class _Segment:
                         solver = st.method.solver_class()(self._velocity, self.a, y0, self.b, rtol=o["rtol"],
                                                           atol=o["atol"], max_step=o["max_step"], first_step=first,
                                                           jac=jac, jac_sparsity=None if jac else sparsity)
+                        if not solver.h_abs >= min(o["min_step"], self.b - self.a):
+                            if self.nonfinite:
+                                return self._failure(t, f"a non-finite velocity (first step {solver.h_abs:.3g})")
+                            return self._first_step_too_small(t, solver.h_abs, y0)
                         continue
                     message = solver.step()
             except (ValueError, np.linalg.LinAlgError) as err:     # a non-finite Jacobian: its LU refuses it
-                if not self.nonfinite:
+                if not (self.nonfinite or self.jacobian_overflow):
                     raise
                 return self._failure(t, str(err))
             if solver.status == "failed":       # the step shrank to nothing: an undefined velocity, or stiffness
@@ -100,6 +105,8 @@ class _Segment:
             return J
         if J is None:
             J = np.full((m, m), np.nan)
+        elif not np.isfinite(J).all():      # finite weights, derivatives beyond float64 (β e^β near β = 709)
+            self.jacobian_overflow = True
         if y.size == m:
             return J
         out = np.zeros((y.size, y.size))
@@ -125,6 +132,16 @@ class _Segment:
         st._notify(h)
         return None
 
+    def _first_step_too_small(self, t, h, y0) -> Status:
+        """STEP_TOO_SMALL for a first step below ``min_step`` (scipy estimates it from RMS norms of the velocity, which
+        overflow to a step of 0 where its components pass ~1e150: the factorization of I/h − J then failed on infs)."""
+        st = self.st
+        with np.errstate(over="ignore", invalid="ignore"):
+            speed = float(np.max(np.abs(self._velocity(t, y0)[:self.size])))
+        st.detail = (f"Step {h:.3g} < min_step={st.options['min_step']:.3g} at t={t:.6g} ({st.method.name}: its first "
+                     f"step), where the largest velocity component is {speed:.3g}.")
+        return Status.STEP_TOO_SMALL
+
     def _failure(self, t, message) -> Status:
         """NON_FINITE with the stepper's diagnosis when the velocity was undefined at a trial state (a speed factor, a
         null direction, a non-finite field), else STEP_TOO_SMALL with scipy's message."""
@@ -134,5 +151,8 @@ class _Segment:
         if issue:
             st.detail = issue
             return Status.NON_FINITE
+        if self.jacobian_overflow and not self.nonfinite:
+            message = ("the closed-form Jacobian overflows float64 at a finite state (its entries grow like β e^β: "
+                       f"{message})")
         st.detail = f"The {st.method.name!r} solver failed at t={t:.6g}: {message}"
         return Status.STEP_TOO_SMALL
