@@ -17,7 +17,7 @@ import numpy as np
 from .._errors import MeanfieldWarning, UnsupportedModelError
 from .._integrators import IMPLICIT_METHODS
 from .._measures import Density, Particles, ZonalDensity, conversion_hint
-from .._memory import require
+from .._memory import require, unchecked
 from .._model import Model
 from .._trajectory import Status
 from .._validate import check_options, nonneg_int
@@ -171,7 +171,7 @@ class HybridBackend:
         fits, with what the spectral backend would warn about that stand-in density silenced."""
         if initial.d not in (2, 3):
             return
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), unchecked():      # nor does the memory of a phase that never runs count
             warnings.simplefilter("ignore", MeanfieldWarning)
             SpectralBackend.validate_options(model, Density.uniform(1, initial.d),
                                              {**spectral_opts, "on_resolution_loss": policy})
