@@ -176,9 +176,14 @@ def test_the_closed_form_jacobian_is_used_where_it_applies_and_changes_nothing_b
     assert ParticlesBackend(model, p, **opts)._jacobian(0.0, p.positions) is not None
     st = ParticlesBackend(mf.Model(2.0, scheme="pre-ln"), p)
     assert st._jacobian(0.0, st.y) is None
+    calls = []          # that the solver is handed the closed form, not only that one exists (a bypass passed)
+    closed_form = ParticlesBackend._jacobian
+    monkeypatch.setattr(ParticlesBackend, "_jacobian", lambda self, t, y: calls.append(t) or closed_form(self, t, y))
     closed = mf.simulate(model, p, 1.0, backend="particles", method="bdf", rtol=1e-9, atol=1e-12, **opts)
+    used = len(calls)
     monkeypatch.setattr(ParticlesBackend, "_has_jacobian", False)         # scipy's finite differences
     fd = mf.simulate(model, p, 1.0, backend="particles", method="bdf", rtol=1e-9, atol=1e-12, **opts)
+    assert used > 0 and len(calls) == used
     assert np.max(np.abs(closed.final.positions - fd.final.positions)) < 1e-6
 
 
