@@ -310,3 +310,28 @@ def test_a_nonpositive_tail_tol_is_named(tail_tol):
     # and > 0; got tail_warn=-1.0"
     with pytest.raises(ValueError, match=rf"^`tail_tol` must be finite and > 0; got tail_tol={tail_tol!r}\.$"):
         mf.simulate(mf.Model(3.0), mf.Density.uniform(8), 0.1, backend="hybrid", tail_tol=tail_tol)
+
+
+def test_the_hybrid_is_the_spectral_run_then_the_particle_run_from_its_nodes(monkeypatch):
+    # S¹, Mix-LN switching at τ = 3 after the hand-off (t ≈ 2.37): the particle phase runs on the absolute clock
+    import meanfield.backends._hybrid as hybrid
+
+    nodes = []
+    handoff = hybrid.density_to_particles
+    monkeypatch.setattr(hybrid, "density_to_particles", lambda *a, **k: nodes.append(handoff(*a, **k)) or nodes[-1])
+    model = mf.Model(10.0, "mix-ln", tau=3.0, d=2)
+    rho = mf.Density.from_function(lambda x: 1 + 0.6 * x[..., 1] + 0.3 * x[..., 0] * x[..., 1], 24, d=2).normalized()
+    kw = dict(save_every=0.5, tail_tol=1e-13)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        hyb = mf.simulate(model, rho, 3.5, backend="hybrid", **kw)
+        spec = mf.simulate(model, rho, 3.5, **kw)
+    t = hyb.run_info["handoff"]["t"]
+    assert 2.0 < t < 3.0 and spec.status is mf.Status.RESOLUTION_LOST
+    before = np.flatnonzero(hyb.diagnostics["phase"] == 0)
+    assert len(before) == 5 and all(np.array_equal(hyb.states[i].coeffs, spec.states[i].coeffs) for i in before)
+    (particles, clipped), = nodes
+    assert clipped == 0.0 and particles.n == hyb.final.n
+    part = mf.simulate(model, particles, 3.5, t0=t, backend="particles", save_every=0.5)
+    assert np.max(np.abs(part.final.positions - hyb.final.positions)) < 1e-12       # measured 4.9e-15
+    assert np.max(np.abs(part.final.radii - hyb.final.radii)) < 1e-12
