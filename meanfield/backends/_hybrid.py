@@ -68,7 +68,8 @@ class HybridBackend:
     """Spectral while resolved, then weighted particles (quadrature nodes) to the end.
 
     Accepts a :class:`~meanfield.Density` (d = 2, 3) or a list of Densities (species), or
-    :class:`~meanfield.Particles` (then it is the particle phase from the start, e.g. on resume).
+    :class:`~meanfield.Particles` (then it is the particle phase from the start, e.g. on resume: the options of the
+    spectral phase are checked, not used; the particle phase takes ``particle_options``).
 
     Options
     -------
