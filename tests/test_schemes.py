@@ -202,3 +202,29 @@ def test_scheme_uses_magnitude_keeps_only_answers_that_do_not_depend_on_t():
     late_radial = replace(pre, name="late-radial", radial=lambda ra, a_norm, r, t, model: ra if t > 1 else 0 * r)
     for _ in range(2):
         assert [scheme_uses_magnitude(late_radial, t, mix) for t in (0.0, 2.0)] == [False, True]
+
+
+def test_mix_ln_at_tau_itself_is_post_ln():
+    # docs/model.md: "1 for t ≤ τ, r after", "Mix-LN's layer at t = τ is a Post-LN layer"; t ≥ τ went unnoticed
+    m = mf.Model(1.0, "mix-ln", tau=1.0)
+    s = m.scheme_def
+    assert s.speed(np.array(3.0), np.array(1.0), 1.0, m) == 1.0
+    assert s.radial(np.array(0.2), np.array(1.0), np.array(3.0), 1.0, m) == 0.0
+    x = np.array([[3.0, 0.0, 0.0]])
+    out = s.layer(x, lambda y: np.array([[0.0, 1.0, 0.0]]), 0.5, 1.0, m)     # the radius 3 is kept at t = τ
+    np.testing.assert_allclose(out, 3.0 * normalize(np.array([[1.0, 0.5, 0.0]])), rtol=1e-15, atol=0)
+    after = s.layer(x, lambda y: np.array([[0.0, 1.0, 0.0]]), 0.5, 1.0 + 1e-9, m)   # Pre-LN just after τ
+    np.testing.assert_allclose(after, [[3.0, 0.5, 0.0]], rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("alpha, h", [(1.0, 1.0), (0.5, 0.4)])
+def test_ngpt_layer_interpolates_between_x_and_the_attention_direction(alpha, h):
+    # x ← N(x + hα(N(A) − x)) = N((1 − hα)x + hα N(A)): at hα = 1 one layer lands on N(A) exactly, and for hα = 0.2
+    # with x ⟂ N(A) the result is N(0.8 x + 0.2 N(A)).  Dropping the "− x" keeps the O(h) limit (the first-order
+    # tests cannot see it) but not these values
+    m = mf.Model(1.0, "ngpt", alpha=alpha)
+    x = np.array([[1.0, 0.0, 0.0]])
+    A = np.array([[0.0, 3.0, 4.0]])
+    a = alpha * h
+    out = m.scheme_def.layer(x, lambda y: A, h, 0.0, m)
+    np.testing.assert_allclose(out, normalize((1 - a) * x + a * A / 5.0), rtol=1e-15, atol=1e-16)
