@@ -698,8 +698,12 @@ def _rhs_case(scheme, attention="softmax", d=3, V=None, species=1):
         rho = mf.Density.random(L, d=d, seed=1, degree=4, amplitude=0.5)
     if species == 2:
         uni = mf.Density.uniform(L).coeffs
-        rho = [mf.Density(rho.coeffs / 2, L, radius=1.3 * uni),
-               mf.Density(rho.coeffs / 2, L, radius=2 * uni + rho.coeffs)]
+        # species of different shapes (ρ ≥ 0.58 on the sphere: both stay positive): with equal halves the attention of
+        # one species was that of the total (SA's A[ρ/2] = A[ρ]; Peri-LN's speed and radial law are scale-free), and a
+        # right-hand side that read species 0's density alone for the attention passed
+        first = 0.35 * rho.coeffs + 0.15 * uni
+        rho = [mf.Density(first, L, radius=1.3 * uni),
+               mf.Density(rho.coeffs - first, L, radius=2 * uni + rho.coeffs)]
     return SpectralBackend(model, rho)
 
 
@@ -792,3 +796,31 @@ def test_zonal_basis_derivatives_match_scipy_jacobi_and_ducc0(d):
             a_lm[sphere.lm_index(lmax, l, 0)] = np.sqrt(4 * np.pi / (2 * l + 1))     # Y_ℓ0 = √((2ℓ+1)/4π) P_ℓ
             meridional = sphere.gradient_points(a_lm, lmax, points, epsilon=1e-14, ambient=False)[0]
             np.testing.assert_allclose(z.dP[l], -meridional, rtol=0, atol=1e-13 * l * (l + 1))  # ∂_θ = −√(1−t²)∂_t
+
+
+@pytest.mark.parametrize("Q", [None, np.diag([1.0, 0.7, 1.2])])
+@pytest.mark.parametrize("attention", ["softmax", "unnormalized"])
+def test_a_general_v_is_applied_as_v_not_its_transpose(Q, attention):
+    """The general-V path (isotropic kernel) and the quadrature path (anisotropic Q) against the direct sum
+    (meanfield.attention_field) over the grid nodes as atoms with weights σ_i ρ_i: the grid integrates
+    ρ(y) e^{β⟨Qx, y⟩} V y exactly up to the kernel's truncation (band limit 16 at β‖Q‖ = 2.4, tol 1e-12; the grid of
+    L = 16 integrates degree 16 + 16 + 1), so the two agree to ~1e-12 relative.  With a V that is not symmetric, V y
+    taken as Vᵀy (pts @ v instead of pts @ v.T) passed every test of this file."""
+    L = 16
+    dens = _smooth(L)
+    basis = S2Basis(L)
+    V = np.array([[1.0, 0.4, 0.0], [-0.3, 0.8, 0.2], [0.1, -0.5, 1.1]])
+    model = mf.Model(2.0, "pre-ln", attention=attention, Q=Q, V=V)
+    att = SpectralAttention(model, basis)
+    assert att.path == ("general-v" if Q is None else "quadrature")
+    f = att(dens.coeffs)
+    grid = basis.points.shape[:-1]
+    pts = basis.points.reshape(-1, 3)
+    w = (basis.synth(dens.coeffs) * basis.weights).reshape(-1)
+    ref = mf.attention_field(model, pts, w)
+    a_ref = ref.A.reshape(grid + (3,))
+    scale = np.max(ref.norm)
+    assert np.max(np.abs(f.tangential - basis.tangent_components(a_ref))) < 1e-11 * scale
+    assert np.max(np.abs(f.radial - ref.radial.reshape(grid))) < 1e-11 * scale
+    mirrored = mf.attention_field(mf.Model(2.0, "pre-ln", attention=attention, Q=Q, V=V.T), pts, w)
+    assert np.max(np.abs(mirrored.A - ref.A)) > 1e-2 * scale     # the test can tell V from Vᵀ
