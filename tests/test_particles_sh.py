@@ -36,6 +36,8 @@ CASES = {
     "qkv-norm-nonlinear-V": dict(scheme="qkv-norm", V=np.array([[1.0, 0.3, -0.2], [0.1, 0.7, 0.4], [-0.5, 0.2, 1.2]])),
     "qkv-norm-orthogonal-QK": dict(scheme="qkv-norm", Q=3 * np.array([[0, -1.0, 0], [1, 0, 0], [0, 0, 1]]),
                                    K=np.array([[0, -1.0, 0], [1, 0, 0], [0, 0, 1]])),
+    # V = c·(orthogonal), c ≠ 1: QKV-Norm's values Vθ/‖Vθ‖ = (V/c)θ are linear (V/√(VᵀV)₀₀ = V/c); V/c² passed
+    "qkv-norm-conformal-V": dict(scheme="qkv-norm", V=2.5 * np.array([[0.6, -0.8, 0], [0.8, 0.6, 0], [0, 0, 1.0]])),
 }
 
 
