@@ -852,3 +852,25 @@ def test_max_steps_bounds_a_particle_run_resumes_included(tmp_path, backend):
 def test_max_steps_of_a_particle_run_is_checked(bad, error):
     with pytest.raises(error, match="`max_steps` must be an integer >= 1"):
         mf.simulate(mf.Model(1.0), mf.Particles.uniform(5, 3, seed=0), 1.0, backend="particles", max_steps=bad)
+
+
+def test_diagnostics_weight_the_tokens_by_their_weights():
+    # dissipation Σ_j w_j |dθ_j/dt|² and mean_radius Σ_j w_j r_j with unequal weights, against the naive dense
+    # attention: the unweighted means (1/n) Σ_j passed every test, whose tokens had equal weights
+    from meanfield._simulate import get_backend
+    rng = np.random.default_rng(7)
+    n = 12
+    theta = rng.standard_normal((n, 3))
+    theta /= np.linalg.norm(theta, axis=1, keepdims=True)
+    w = rng.random(n) ** 3 + 0.01
+    w /= w.sum()
+    r = 1.0 + 2.0 * rng.random(n)
+    m = mf.Model(beta=1.5, scheme="pre-ln")
+    diag = get_backend("particles")(m, mf.Particles(theta, w, r), step=0.1).diagnostics()
+    A = naive_attention(m, theta, w)
+    v = (A - np.sum(A * theta, axis=1, keepdims=True) * theta) / r[:, None]      # Pre-LN: P_θA / r
+    speed2 = np.sum(v * v, axis=1)
+    assert abs(w @ speed2 - speed2.mean()) > 0.05 * (w @ speed2)                 # the weights matter here
+    assert diag["dissipation"] == pytest.approx(w @ speed2, rel=1e-13)
+    assert diag["mean_radius"] == pytest.approx(w @ r, rel=1e-14)
+    assert diag["max_speed"] == pytest.approx(np.sqrt(speed2.max()), rel=1e-13)
