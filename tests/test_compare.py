@@ -321,3 +321,16 @@ def test_a_zonal_density_against_itself_and_its_density_is_at_distance_zero():
     r = _zonal(5, axis=e)
     forth, back = mf.sobolev_distance(z5, r), mf.sobolev_distance(r, z5)
     assert forth == pytest.approx(back, rel=1e-14) and forth > 0.1
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0])
+def test_wasserstein_of_measures_of_mass_c_scales_like_c_to_the_1_over_p(p):
+    # W_p^p = min over couplings π of mass c of ∬ d^p dπ: doubling both measures doubles W_p^p.  Dropping the mass
+    # (the transport problem is solved between the normalized atoms) passed every test, all of unit mass
+    L = 4
+    u = mf.Density.uniform(L)
+    rho = mf.Density.from_function(lambda x: 1 + 0.6 * x[..., 2], L)
+    one = mf.wasserstein_distance(u, rho, p)
+    two = mf.wasserstein_distance(mf.Density(2 * u.coeffs, L), mf.Density(2 * rho.coeffs, L), p)
+    assert one > 0.1
+    assert two == pytest.approx(2 ** (1 / p) * one, rel=1e-12)
