@@ -141,3 +141,16 @@ def test_a_concentrated_zonal_density_in_high_dimension_is_sampled_along_its_axi
     for sample, exact in ((t, et), (t ** 2, et2), (s, 0.0), (s ** 2, (1 - et2) / (d - 1))):
         assert abs(sample.mean() - exact) < 5 * sample.std() / np.sqrt(n)
     np.testing.assert_allclose(np.linalg.norm(p.positions, axis=1), 1.0, rtol=0, atol=4e-16)
+
+
+@pytest.mark.parametrize("n", [3, 7, 11])
+def test_species_keep_their_mass_shares_when_n_does_not_split_evenly(n):
+    # masses 0.6 and 0.4 with n = 7: 4 and 3 tokens (largest remainder), weights 0.6/4 and 0.4/3, each species'
+    # weights summing to its share.  Equal weights 1/n passed the test above, where n·0.6 is a whole number
+    north = mf.Density.from_function(lambda x: (1 + 0.6 * x[..., 2]) * (1 + x[..., 2]) / 2, 6)
+    south = mf.Density.from_function(lambda x: (1 + 0.6 * x[..., 2]) * (1 - x[..., 2]) / 2, 6)
+    p = mf.sample_density([north, south], n, seed=1)
+    counts = {3: (2, 1), 7: (4, 3), 11: (7, 4)}[n]
+    np.testing.assert_allclose(p.weights[:counts[0]], 0.6 / counts[0], rtol=1e-14)
+    np.testing.assert_allclose(p.weights[counts[0]:], 0.4 / counts[1], rtol=1e-14)
+    assert p.weights.sum() == pytest.approx(1.0, abs=1e-15)
