@@ -154,3 +154,15 @@ def test_species_keep_their_mass_shares_when_n_does_not_split_evenly(n):
     np.testing.assert_allclose(p.weights[:counts[0]], 0.6 / counts[0], rtol=1e-14)
     np.testing.assert_allclose(p.weights[counts[0]:], 0.4 / counts[1], rtol=1e-14)
     assert p.weights.sum() == pytest.approx(1.0, abs=1e-15)
+
+
+@pytest.mark.parametrize("d", [3, 4])
+def test_the_radius_of_a_zonal_density_follows_its_own_axis(d):
+    # radius field r(t) = 2 + t of t = ⟨x, e⟩ about the axis e = e₁ (not the default e_d): each token's radius is
+    # 2 + ⟨x, e⟩ (a degree-1 profile, exact to rounding).  Reading t as the last coordinate passed every test, whose
+    # zonal densities with a radius field had the default axis
+    axis = np.eye(d)[0]
+    g = mf.ZonalDensity.from_function(lambda t: 1 + 0.5 * t, 4, d=d, axis=axis)
+    r = mf.ZonalDensity.from_function(lambda t: 2 + t, 4, d=d)
+    p = mf.sample_density(mf.ZonalDensity(g.coeffs, 4, d=d, axis=axis, radius=r.coeffs), 500, seed=1)
+    np.testing.assert_allclose(p.radii, 2 + p.positions @ axis, rtol=0, atol=1e-13)
