@@ -527,3 +527,19 @@ def test_a_large_effective_beta_is_named_as_such_not_as_beta():
     """beta=1 with Q = 1e10·I was refused as "`beta` must be ≤ 1e9 … got beta=10000000000.0"."""
     with pytest.raises(ValueError, match=r"beta·c = 1e\+10 \(beta=1\.0, QᵀK = c·I with c = 1e\+10\), which must be"):
         mf.simulate(mf.Model(1.0, Q=1e10 * np.eye(3)), mf.Particles.uniform(10), 1.0, backend="particles-sh")
+
+
+@pytest.mark.parametrize("beta, lmax", [(5.0, 6), (20.0, 20)])
+def test_the_kernel_part_of_the_bounds_is_the_closed_form_tail(beta, lmax):
+    # e^{βt} = Σ_ℓ (2ℓ+1) λ_ℓ P_ℓ(t) at t = 1 gives Σ_ℓ (2ℓ+1) λ_ℓ = e^β, and its β-derivative Σ_ℓ (2ℓ+1) ∂_βλ_ℓ = e^β:
+    # so the tails past lmax, scaled by e^{-β}, are 1 − e^{-β} Σ_{ℓ≤lmax} (2ℓ+1) λ_ℓ (ε_Z) and likewise for ∂_βλ_ℓ
+    # (the radial part of ε_M; the tangential part √(ℓ(ℓ+1)) λ_ℓ/β is positive).  A bound that started its tail one
+    # degree late (ell > lmax + 1) passed every test, the observed errors being well inside it.  Tolerance: the
+    # multipliers' 2e-13 relative error over a sum of ~1 (the tails are > 1e-6, their first term most of it)
+    ell = np.arange(lmax + 1)
+    tail_z = 1 - np.sum((2 * ell + 1) * mf.funk_hecke(beta, lmax, scaled=True))
+    tail_r = 1 - np.sum((2 * ell + 1) * mf.sphere.funk_hecke_dbeta(beta, lmax, scaled=True))
+    eps_z, eps_m = sh_error_bounds(beta, lmax)
+    assert tail_z > 1e-6 and tail_r > 1e-6
+    assert eps_z == pytest.approx(tail_z, rel=0, abs=1e-12)
+    assert eps_m > tail_r + 1e-12
