@@ -847,3 +847,12 @@ def test_basis_power_and_pair_are_parseval_of_the_grid_values(d):
     assert np.sum(basis.power(a)) == pytest.approx(area * norm2, rel=1e-13)
     assert basis.pair(a, a) == pytest.approx(norm2, rel=1e-13)
     assert basis.pair(a, b) == pytest.approx(basis.integrate(f * g), rel=1e-13)
+
+
+def test_mean_radius_is_the_density_weighted_mean_of_the_radius_field():
+    # ρ = 1 + z/2, r = 2 + z: ∫ ρ r dσ / ∫ ρ dσ = 2 + ⟨z²⟩/2 = 13/6 (the particles' Σ_j w_j r_j of tokens drawn from ρ);
+    # the plain mean ∫ r dσ = 2 passed every test, whose radius fields were constant or whose densities uniform
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 2], 16, radius=lambda x: 2 + x[..., 2])
+    diag = SpectralBackend(mf.Model(1.0, "pre-ln"), rho).diagnostics()
+    assert diag["mean_radius"] == pytest.approx(13 / 6, rel=1e-13)
+    assert diag["mean_alignment"] == pytest.approx(1 / 36, rel=1e-13)       # |∫ x ρ dσ|² = (1/6)²
