@@ -712,3 +712,23 @@ def test_the_spectral_bound_covers_the_transforms_error(monkeypatch):
     monkeypatch.setattr(en, "_NUFFT_EPS", 1e-4)
     est = mf.energy_estimate(p, 2.0, method="spectral")
     assert 1e-9 < abs(est.value - exact) <= est.error_bound
+
+
+def test_uniform_energy_of_a_rank_one_d_in_d_100_up_to_the_float64_limit():
+    # D = z e₁e₁ᵀ on S^99 at z = 1040: 2βE = E_x λ_0(z x₁), λ_0(a) = Γ(d/2)(2/a)^{d/2−1} I_{d/2−1}(a), a 1-D integral
+    # against the law ∝ (1 − t²)^{(d−3)/2} of x₁, done by quad in log scale: E = 1.87e307, finite (it overflows from
+    # z ≈ 1041).  A shortcut "inf beyond z = 1000" for d ≤ 100 passed every test; the reference is good to ~1e-13
+    # (quad's 1e-13, and e^x of an exponent ~700 to ~700 ulp), the series to a few e-13 (observed 4.5e-13)
+    from scipy import integrate
+    d, z = 100, 1040.0
+    nu = d / 2 - 1
+
+    def log_lam0(a):
+        return special.gammaln(d / 2) + nu * np.log(2 / a) + np.log(special.ive(nu, a)) + a
+    shift = log_lam0(z)
+    f = lambda t: np.exp(log_lam0(z * t) - shift + (d - 3) / 2 * np.log1p(-t * t))      # noqa: E731
+    num = 2 * integrate.quad(f, 1e-12, 1, points=[1 - 48.5 / z], epsabs=0, epsrel=1e-13, limit=500)[0]
+    log_e = np.log(num) - special.betaln(0.5, (d - 1) / 2) + shift - np.log(2.0)
+    D = np.zeros(d)
+    D[0] = z
+    assert uniform_energy(1.0, D, d) == pytest.approx(np.exp(log_e), rel=2e-12)
