@@ -405,3 +405,14 @@ def test_harmonic_dimension_checks_degrees(ell, exc, match):
     with pytest.raises(exc, match=match):
         s.harmonic_dimension(3, ell)
     np.testing.assert_allclose(s.harmonic_dimension(3, [0, 1, 2.0]), [1.0, 3.0, 5.0], rtol=1e-14)
+
+
+def test_kernel_beta_of_an_anisotropic_kernel_is_beta_times_both_spectral_norms():
+    # the logits β⟨Qx, Ky⟩ are bounded by β‖Q‖₂‖K‖₂: ‖Q‖₂ = 2, ‖K‖₂ = 3 gives 6β, and K scaled by 1e9 makes it
+    # 6e9 > 1e9, refused naming the product.  β‖Q‖₂ alone (K's norm dropped) passed every test, whose large
+    # anisotropic kernels came from Q
+    from meanfield.sphere._funk_hecke import kernel_beta
+    Q, K = np.diag([2.0, 2.0, 1.0]), np.diag([3.0, 1.0, 1.0])
+    assert kernel_beta(mf.Model(1.5, Q=Q, K=K), 1e-12) == pytest.approx(9.0, rel=1e-15)
+    with pytest.raises(ValueError, match=r"beta·‖Q‖₂·‖K‖₂ = 6e\+09 \(beta=1.0, ‖Q‖₂ = 2, ‖K‖₂ = 3e\+09\)"):
+        kernel_beta(mf.Model(1.0, Q=Q, K=1e9 * K), 1e-12)
