@@ -874,3 +874,22 @@ def test_diagnostics_weight_the_tokens_by_their_weights():
     assert diag["dissipation"] == pytest.approx(w @ speed2, rel=1e-13)
     assert diag["mean_radius"] == pytest.approx(w @ r, rel=1e-14)
     assert diag["max_speed"] == pytest.approx(np.sqrt(speed2.max()), rel=1e-13)
+
+
+def test_the_energy_diagnostic_sums_the_heads():
+    # energy = (1/2β) Σ_h Σ_ij w_i w_j e^{β⟨Q_h x_i, K_h x_j⟩} (the documented Σ_h ∬ e^{β⟨q_h, k_h⟩} dμ dμ), against the
+    # pair sum written out; the first head's alone passed every test, whose energies had one head
+    from meanfield._simulate import get_backend
+    rng = np.random.default_rng(3)
+    n, beta = 15, 1.3
+    x = rng.standard_normal((n, 3))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    w = rng.random(n) + 0.2
+    w /= w.sum()
+    Q = np.stack([np.eye(3), np.diag([1.5, 0.5, 1.0])])
+    K = np.stack([np.diag([1.0, 2.0, 0.3]), np.eye(3)])
+    m = mf.Model(beta=beta, Q=Q, K=K)
+    diag = get_backend("particles")(m, mf.Particles(x, w), step=0.1).diagnostics()
+    heads = [w @ np.exp(beta * (x @ q.T) @ (x @ k.T).T) @ w / (2 * beta) for q, k in zip(Q, K)]
+    assert min(heads) > 0.2 * max(heads)
+    assert diag["energy"] == pytest.approx(sum(heads), rel=1e-13)
