@@ -7,10 +7,9 @@ nodal values ρ_i with the mass constraint Σ m_i ρ_i = 1,
 
     min ½ ρᵀKρ   subject to  ρ ≥ 0,  mᵀρ = 1,
 
-K the matrix of the kernel's variation e^{β⟨x,Dy⟩} − 1 (scaled by e^{−β‖D‖}): its constant part adds
-(mᵀρ)² = 1 and is left out, since kept it buried the O(β²) part that sets the minimizer at small β under
-rounding at 1e-16 of 1 (:func:`meanfield._energy._kernel.scaled_kernel`),
-
+with K the matrix of the kernel's variation e^{β⟨x,Dy⟩} − 1 (scaled by e^{−β‖D‖}).  The kernel's constant
+part adds (mᵀρ)² = 1 and is left out: kept, it buried the O(β²) part that sets the minimizer at small β under
+rounding at 1e-16 of 1 (:func:`meanfield._energy._kernel.scaled_kernel`).  The problem is
 solved as the bound-constrained problem min ½ρᵀHρ − mᵀρ, ρ ≥ 0 (its solution is a positive multiple
 of the simplex-constrained one) by a primal–dual active-set Newton method on Cholesky factors,
 with scipy's BVLS as the fallback.
@@ -19,8 +18,8 @@ The kernel operator is smoothing (its eigenvalues decay like the Funk–Hecke λ
 problem is a first-kind problem: the energy, the potential and the low moments of the minimizer are
 determined to rounding, the nodal values in high-frequency directions are not.  Among the
 numerically indistinguishable minimizers we return the one closest to uniform: the objective gets the
-Tikhonov pull ½τ‖ρ − 1‖²_{L²(σ)} (Gram matrix M), with τ = ``regularization`` · 2βE at the minimum
-(1e-8 of the minimum's own kernel level, ρᵀKρ, by default; found by re-solving, see ``_solve``).  How far that (and the
+Tikhonov pull ½τ‖ρ − 1‖²_{L²(σ)} (Gram matrix M), with τ = ``regularization`` · ρᵀKρ at the minimum, its level
+in K's units, e^{−β‖D‖}(2βE − 1) (1e-8 of it by default; found by re-solving, see ``_solve``).  How far that (and the
 solver) can have left E above the discrete minimum is reported as the duality gap of the convex problem, and the
 optimality certificate is evaluated with the exact (unregularized) first variation.
 The price is a floor on the nodal values: the rounding of K (~1e-14 of its largest entry) amplified by
@@ -346,7 +345,8 @@ def minimize_energy(beta, D=None, d: int | None = None, *, lmax: int | None = No
     quadrature_degree : int, optional
         d = 3: degree of the basix triangle rule, in [2·degree, 30] (default 2·degree + 2).
     regularization : float
-        Weight ≥ 0 of the pull ½τ‖ρ − 1‖² towards ρ ≡ 1, relative to the minimum's level 2βE, that selects
+        Weight ≥ 0 of the pull ½τ‖ρ − 1‖² towards ρ ≡ 1, relative to the minimum's level ρᵀKρ (the kernel's
+        variation e^{β⟨x,Dy⟩} − 1 integrated against it, e^{−β‖D‖}(2βE − 1) in K's units), that selects
         one of the numerically indistinguishable minimizers (see the module notes).  It raises the
         minimum of the discrete problem by at most ``certificate.regularization_energy``, its duality gap
         (reported in the certificate's message; measured on S¹ against the smallest pull that still solves,
