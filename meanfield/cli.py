@@ -70,7 +70,7 @@ def _parser():
     demo.add_argument("--t-final", type=float, default=3.0, help="final time (default: 3.0)")
     val = sub.add_parser("validate", help="reproduce the published results; print the comparison table",
                          epilog=_EPILOG["validate"])
-    val.add_argument("--quick", action="store_true", help="the reduced suite (under 3 minutes; run in CI)")
+    val.add_argument("--quick", action="store_true", help="the reduced suite (about a minute; run in CI)")
     val.add_argument("--output", default="validation-out", help="folder for figures, JSON and REPORT.md")
     bench = sub.add_parser("bench", help="performance report against the alternatives (same-run ratios)",
                            epilog=_EPILOG["bench"])
