@@ -336,3 +336,13 @@ def test_the_selection_bias_of_p2_elements_whose_vertex_masses_are_negative():
     assert 0 < r.value - galerkin <= r.certificate.regularization_energy
     assert r.certificate.regularization_energy == pytest.approx(r.certificate.level - np.min(
         mf.first_variation(r, 2.0, np.diag([0.6, 1.0, 1.4]))), rel=1e-12)
+
+
+@pytest.mark.parametrize("d, options", [(2, {}), (3, {"level": 1})])
+def test_a_zero_interaction_has_the_uniform_minimizer_of_energy_one_over_two_beta(d, options):
+    # D = 0: the kernel is the constant 1, its variation matrix is 0 and every density minimizes, E = 1/(2β); the
+    # solver returns the uniform one (nodal values equal: on S² the FE mass vector normalizes them to ∫ρ dσ = 1)
+    r = mf.minimize_energy(2.0, np.zeros((d, d)), d=d, **options)
+    values = r.nodal_values if d == 2 else r.values
+    assert r.value == 0.25 and np.ptp(values) == 0.0
+    assert r.certificate.solver == "constant kernel" and r.certificate.satisfied(1e-12)
