@@ -335,3 +335,16 @@ def test_the_hybrid_is_the_spectral_run_then_the_particle_run_from_its_nodes(mon
     part = mf.simulate(model, particles, 3.5, t0=t, backend="particles", save_every=0.5)
     assert np.max(np.abs(part.final.positions - hyb.final.positions)) < 1e-12       # measured 4.9e-15
     assert np.max(np.abs(part.final.radii - hyb.final.radii)) < 1e-12
+
+
+def test_the_hand_off_detail_names_the_fired_quantity_once():
+    # "the tail fraction 1.442e-06 > tail_tol=1e-06 (tail fraction 1.442e-06, min ρ 3.644e-03, lmax=16)": the monitor's
+    # detail repeated the quantity that fired; the parenthesis now gives the others
+    rho = mf.Density.from_function(lambda x: np.exp(3 * x[..., 2]), 16, normalize=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        r = mf.simulate(mf.Model(scheme="post-ln", beta=6.0), rho, t_final=1.1, backend="hybrid")
+    assert r.success and "Handed off" in r.detail
+    monitor = r.detail[r.detail.index("Spectral monitor"):]
+    assert re.search(r"the tail fraction \S+ > tail_tol=1e-06 \(min ρ \S+, lmax=16\)\.", monitor), monitor
+    assert monitor.count("tail fraction") == 1

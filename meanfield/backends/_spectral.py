@@ -796,11 +796,16 @@ class SpectralBackend:
             warn(f"resolution warning at t={self.t:.6g}: tail-energy fraction {tail:.2e} > tail_warn="
                  f"{opts['tail_warn']:g} (lmax={self.basis.lmax}).")
         if lost:
-            fired = ([f"the tail fraction {tail:.3e} > tail_tol={opts['tail_tol']:g}"] if tail > opts["tail_tol"] else [])
-            if min_rho < -opts["negativity_tol"]:
+            tail_fired, undershoot = tail > opts["tail_tol"], min_rho < -opts["negativity_tol"]
+            fired = [f"the tail fraction {tail:.3e} > tail_tol={opts['tail_tol']:g}"] if tail_fired else []
+            if undershoot:
                 fired.append(f"min ρ {min_rho:.3e} < −negativity_tol={opts['negativity_tol']:g}")
-            self.detail = (f"At t={self.t:.6g}: {' and '.join(fired)} (tail fraction {tail:.3e}, min ρ {min_rho:.3e}, "
-                           f"lmax={self.basis.lmax}). State kept from t={previous[0]:.6g}.")
+            # the quantities that did not fire, once (the detail repeated the fired one: "the tail fraction 1.442e-06
+            # > tail_tol=1e-06 (tail fraction 1.442e-06, …)")
+            context = ([] if tail_fired else [f"tail fraction {tail:.3e}"]) + \
+                ([] if undershoot else [f"min ρ {min_rho:.3e}"]) + [f"lmax={self.basis.lmax}"]
+            self.detail = (f"At t={self.t:.6g}: {' and '.join(fired)} ({', '.join(context)}). "
+                           f"State kept from t={previous[0]:.6g}.")
             if tail <= _TAIL_ROUNDING and min_rho >= -opts["negativity_tol"]:
                 # only the tail fired, below its rounding level: no undershoot to explain, no band limit that helps
                 self.detail += (f" tail_tol={opts['tail_tol']:g} is below the rounding level of the tail fraction "
