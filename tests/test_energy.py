@@ -732,3 +732,17 @@ def test_uniform_energy_of_a_rank_one_d_in_d_100_up_to_the_float64_limit():
     D = np.zeros(d)
     D[0] = z
     assert uniform_energy(1.0, D, d) == pytest.approx(np.exp(log_e), rel=2e-12)
+
+
+@pytest.mark.parametrize("b", [1e-6, 1e-3, 0.3, 0.999, 1.0, 4.0, 40.0])
+def test_the_variation_multiplier_on_s2_is_lambda0_less_one_without_cancellation(b):
+    # e^{−b}(λ_0(b) − 1): against the Funk–Hecke λ_0 where the difference does not cancel much (b ≥ 0.3: ≤ 2 digits
+    # lost), and against the two leading terms b²/6 + b⁴/120 of the series where it does
+    from meanfield._energy._kernel import scaled_mean_variation_s2
+    from meanfield.sphere import funk_hecke
+
+    got = scaled_mean_variation_s2(b)
+    if b >= 0.3:
+        assert got == pytest.approx(funk_hecke(b, 0, 3, scaled=True)[0] - np.exp(-b), rel=1e-14)
+    else:
+        assert got == pytest.approx(np.exp(-b) * (b ** 2 / 6 + b ** 4 / 120), rel=b ** 4 + 1e-15)

@@ -240,7 +240,7 @@ def kernel_coefficients(beta: float, D: np.ndarray, lmax: int, variation: bool =
     """
     from ..sphere._funk_hecke import funk_hecke
     from ..sphere._sh import SphereGrid
-    from ._kernel import isotropic_scale, scaled_kernel, spectral_norm
+    from ._kernel import isotropic_scale, scaled_kernel, scaled_mean_variation_s2, spectral_norm
 
     shift = beta * spectral_norm(D)
     ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
@@ -250,7 +250,7 @@ def kernel_coefficients(beta: float, D: np.ndarray, lmax: int, variation: bool =
         if c < 0:
             lam = lam * (-1.0) ** np.arange(lmax + 1)
         if variation:
-            lam[0] = _scaled_mean_variation(abs(beta * c))
+            lam[0] = scaled_mean_variation_s2(abs(beta * c))
         return np.diag(lam[ell]), shift
     grid = SphereGrid(lmax + 2, 2 * lmax + 4)
     x = grid.points.reshape(-1, 3)
@@ -258,17 +258,6 @@ def kernel_coefficients(beta: float, D: np.ndarray, lmax: int, variation: bool =
     Y = real_harmonics(lmax, x) * w[:, None]
     G = Y.T @ scaled_kernel(beta * (x @ D) @ x.T, shift, variation) @ Y
     return 0.5 * (G + G.T), shift
-
-
-def _scaled_mean_variation(b: float) -> float:
-    """e^{−b}(λ_0(b) − 1) = e^{−b}(sinh(b)/b − 1) on S² without cancellation: Σ_{k≥1} b^{2k}/(2k+1)! for b < 1."""
-    if b >= 1.0:
-        return float(-np.expm1(-2.0 * b) / (2.0 * b) - np.exp(-b))
-    k = np.arange(1, 13)
-    from scipy.special import gammaln
-
-    terms = np.exp(2 * k * np.log(b) - gammaln(2 * k + 2)) if b > 0 else np.zeros(1)
-    return float(np.exp(-b) * np.sum(terms[::-1]))
 
 
 def _basix():

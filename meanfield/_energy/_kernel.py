@@ -240,6 +240,18 @@ def scaled_kernel(exponent, shift: float, variation: bool = False) -> np.ndarray
         return np.where(small, np.exp(-shift) * np.expm1(np.where(small, e, 0.0)), np.exp(e - shift) - np.exp(-shift))
 
 
+def scaled_mean_variation_s2(b: float) -> float:
+    """The degree-0 Funk–Hecke multiplier of :func:`scaled_kernel`'s variation on S²: e^{−b}(λ_0(b) − 1) =
+    e^{−b}(sinh(b)/b − 1), without cancellation (Σ_{k≥1} b^{2k}/(2k+1)! for b < 1)."""
+    if b >= 1.0:
+        return float(-np.expm1(-2.0 * b) / (2.0 * b) - np.exp(-b))
+    k = np.arange(1, 13)
+    from scipy.special import gammaln
+
+    terms = np.exp(2 * k * np.log(b) - gammaln(2 * k + 2)) if b > 0 else np.zeros(1)
+    return float(np.exp(-b) * np.sum(terms[::-1]))
+
+
 def tangent_project(x, v):
     """P_x v = v − ⟨x, v⟩ x row-wise for unit x (shapes (m, d))."""
     return v - np.einsum("ij,ij->i", x, v)[:, None] * x

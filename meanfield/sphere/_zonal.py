@@ -173,7 +173,7 @@ _ROUNDING_OF_T = 1e-12      # ⟨x, e⟩ of unit vectors computed in float64 may
 
 def _in_closed_interval(t: np.ndarray) -> np.ndarray:
     """``t`` clipped to [−1, 1] after refusing values beyond rounding: the three-term recurrence extrapolates
-    the polynomials outside [−1, 1] (P_30(1.5) ≈ 10¹⁵ in d = 3), which is no value of a zonal function."""
+    the polynomials outside [−1, 1] (P_30(1.5) = 3.8e11 in d = 3), which is no value of a zonal function."""
     if t.size and np.max(np.abs(t)) > 1.0 + _ROUNDING_OF_T:
         worst = t.flat[np.argmax(np.abs(t))]
         raise ValueError(f"`t` must lie in [-1, 1] (t = ⟨x, e⟩ of unit vectors); got t = {float(worst)!r}.")
