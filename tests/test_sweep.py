@@ -788,6 +788,47 @@ def test_distributed_arguments_are_checked_before_a_cluster_starts(monkeypatch, 
         distributed_particles_sh(mf.Model(beta=2.0), 10, 0.2, **{"step": 0.1, **kwargs})
 
 
+def test_a_client_that_is_not_a_running_client_is_refused_before_any_work(tmp_path):
+    """A closed client failed in distributed_particles_sh with "KeyError: 'workers'"; an address given as `client`
+    with "'str' object has no attribute 'scheduler_info'" (and, in run_sweep, '... no attribute submit' after the
+    sweep file had been written into the output folder)."""
+    from distributed import Client, LocalCluster
+    spec = _spec(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                      silence_logs=40) as cluster:
+        closed = Client(cluster)
+        closed.close()
+        for bad, error, match in ((closed, ValueError, r"`client` must be a running distributed.Client; got one "
+                                                       r"whose status is 'closed'"),
+                                  ("tcp://127.0.0.1:8786", TypeError, r"`client` must be a distributed.Client \(an "
+                                                                      r"address goes to `scheduler=`\); got str")):
+            with pytest.raises(error, match=match):
+                distributed_particles_sh(mf.Model(beta=2.0), 10, 0.2, step=0.1, client=bad)
+            with pytest.raises(error, match=match):
+                run_sweep(spec, tmp_path / "out", client=bad, progress=False)
+            assert not (tmp_path / "out").exists()
+
+
+def test_a_worker_lost_during_a_distributed_run_is_a_connection_error_that_says_so(monkeypatch):
+    """A worker killed during the run surfaced as dask's bare "OSError: Unable to contact Actor's worker" (or
+    "RuntimeError: Worker holding Actor was lost"), without the run, the time or what to do."""
+    from distributed import Client, LocalCluster
+    from meanfield._sweep import _distributed
+    advance = _distributed._Driver._advance
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=50) as cluster, Client(cluster) as c:
+        victim = sorted(c.run(os.getpid).items())[1][1]
+
+        def kill_then_advance(self, a, b, stepper):
+            if a >= 0.2:          # after two saved states
+                os.kill(victim, signal.SIGKILL)
+            return advance(self, a, b, stepper)
+        monkeypatch.setattr(_distributed._Driver, "_advance", kill_then_advance)
+        with pytest.raises(ConnectionError, match=r"lost a worker holding a shard of the tokens at t=0\.2 \(.*\): "
+                                                  r"dask actors are not resilient .*; rerun it"):
+            distributed_particles_sh(mf.Model(beta=2.0), 200, 0.5, step=0.1, save_every=0.1, client=c)
+
+
 def test_a_token_count_beyond_memory_is_refused_before_any_work(client, monkeypatch):
     """distributed_particles_sh(model, 10**15, …) started a local cluster, and then each shard failed to allocate
     its tokens (numpy's MemoryError from a worker); on a given cluster the shards were submitted unchecked."""

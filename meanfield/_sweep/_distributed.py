@@ -285,6 +285,11 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
         Before any work is submitted: the tokens (about ``SHARD_BYTES_PER_TOKEN`` = 560 bytes each while a shard
         steps) do not fit in this machine's available memory for a local cluster, or a worker's shards exceed 80 %
         of its memory limit; or the states gathered at the saved times do not fit in this process.
+    TypeError, ValueError
+        ``client`` is not a ``distributed.Client``, or not a running one (closed).
+    ConnectionError
+        A worker holding a shard was lost during the run (it died, or the client was closed): dask actors are not
+        resilient, so the run stops; rerun it.
     """
     from .._measures import Particles
     from .._model import Model
@@ -341,6 +346,8 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
         seed = nonneg_int("seed", seed)
     gather = flag("gather", gather)        # "no" would gather every state
     progress = flag("progress", progress)
+    from ._runner import check_client
+    check_client(client)
     _check_memory_here(n_total, len(times) if gather else 0, local=client is None)
 
     with _local_client(client, workers) as c:
@@ -385,12 +392,28 @@ class _Driver:
         self.tab = probe.method
         self.round_trips = 0
         self.step_round_trips = 0
+        self.t = 0.0          # the time of the state the shards hold (for the messages)
         self.step_wall = 0.0
 
     def _all(self, method, *args):
         self.round_trips += 1
-        futs = [getattr(a, method)(*args) for a in self.actors]
-        return [f.result() for f in futs]
+        try:
+            calls = [getattr(a, method) for a in self.actors]    # RuntimeError: dask has lost an actor's worker
+        except RuntimeError as err:
+            raise self._lost(err) from err
+        try:
+            futs = [call(*args) for call in calls]
+            return [f.result() for f in futs]
+        except OSError as err:              # dask: "Unable to contact Actor's worker" (a worker died, the client closed)
+            raise self._lost(err) from err
+
+    def _lost(self, err) -> ConnectionError:
+        """The error for a shard's worker that dask can no longer reach: it said only "Unable to contact Actor's worker"
+        or "Worker holding Actor was lost", without the run, the time or what to do."""
+        return ConnectionError(
+            f"distributed_particles_sh lost a worker holding a shard of the tokens at t={self.t:.6g} ({err}): dask "
+            "actors are not resilient and the shard's tokens are gone, so the run cannot go on; rerun it (on a "
+            "cluster whose workers stay up, with a client that stays open).")
 
     def _reduce(self, parts):
         """The total μ̂ of the shards' parts, or the first shard's diagnosis (a str) where the attention is
@@ -405,7 +428,7 @@ class _Driver:
         from .._measures import Particles
         from .._simulate import _PROPAGATE, interruption_detail
 
-        t = float(times[0])
+        t = self.t = float(times[0])
         self.mu = self._reduce(self._all("start"))
         if isinstance(self.mu, str):     # refused before any step, as the single-process backend's first diagnostics
             raise NullDirectionError(self.mu)
@@ -413,6 +436,7 @@ class _Driver:
         self.steps_t, self.steps_dt = [], []
 
         def keep(t):
+            self.t = t
             saved_t.append(t)
             mu = None if isinstance(self.mu, str) else self.mu
             diags.append(_combine(self._all("diagnostic_parts", mu, t), t, self.model, self.options))
@@ -470,7 +494,7 @@ class _Driver:
         h = (b - a) / nsteps
         for i in range(nsteps):
             t_step = time.perf_counter()
-            ts = a + i * h
+            ts = self.t = a + i * h
             if isinstance(self.mu, str):     # the state the last step reached has no attention: no step from it
                 return ts, ParticleStepper._undefined_attention(ts, self.mu)
             detail = self._step(ts, h, a, b, ParticleStepper)

@@ -316,6 +316,8 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
         wrote (checked before any task runs; the sweep would replace it).
     ConnectionError
         The ``scheduler`` did not answer within ``connect_timeout`` seconds (or is not a dask scheduler).
+    TypeError, ValueError
+        ``client`` is not a ``distributed.Client`` (an address goes to ``scheduler``), or not a running one.
     """
     if isinstance(spec, (str, os.PathLike)):
         from ._spec import load_sweep
@@ -333,6 +335,7 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
     if max_tasks is not None:
         max_tasks = nonneg_int("max_tasks", max_tasks)
     connect = (scheduler, positive_float("connect_timeout", connect_timeout))
+    check_client(client)
     out = Path(out_dir)
     refuse_foreign_files(out, spec)      # a results.csv no sweep wrote was replaced, after every task had run
     (out / "tasks").mkdir(parents=True, exist_ok=True)
@@ -471,6 +474,22 @@ def _connect(address: str, timeout: float):
         raise ConnectionError(f"could not connect to the dask scheduler at {address!r} ({type(e).__name__}: {e}); "
                               "check the address (e.g. tcp://host:8786) and that a dask scheduler is running there, "
                               f"or allow more than {timeout:g} s (connect_timeout, --connect-timeout).") from None
+
+
+def check_client(client) -> None:
+    """Refuse, before any work, a ``client=`` that is not a running ``distributed.Client``: an address string failed
+    with "'str' object has no attribute 'submit'" (after the sweep file was written), and a closed client of
+    distributed_particles_sh with ``KeyError: 'workers'``."""
+    if client is None:
+        return
+    from distributed import Client
+
+    if not isinstance(client, Client):
+        hint = " (an address goes to `scheduler=`)" if isinstance(client, str) else ""
+        raise TypeError(f"`client` must be a distributed.Client{hint}; got {type(client).__name__} {client!r}.")
+    if client.status != "running":
+        raise ValueError(f"`client` must be a running distributed.Client; got one whose status is {client.status!r} "
+                         "(closed, or not connected yet): pass an open client, or none to start a local cluster.")
 
 
 def _usable_cores() -> int:
