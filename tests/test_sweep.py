@@ -688,6 +688,31 @@ def test_the_output_folder_describes_itself(tmp_path):
     assert not (tmp_path / "out" / "sweep.toml").exists()
 
 
+def test_the_stored_sweep_file_loads_back_to_the_same_tasks_in_the_same_order(tmp_path, capsys):
+    """load_sweep read DIR/sweep.json (the copy of a sweep given as a dict) as TOML ("not valid TOML: Invalid
+    statement"), and the copy had sorted keys: its grid {"model.beta", "initial.seed"} came back as
+    {"initial.seed", "model.beta"}, so a rerun from it ordered the tasks and the columns otherwise."""
+    import tomllib
+    text = BASE + ('[sweep]\nsets = [{ "model.scheme" = "post-ln" }, { "model.scheme" = "pre-ln" }]\n'
+                   '[sweep.grid]\n"model.beta" = [2.0, 1.0]\n"initial.seed" = [1, 0]\n')
+    for name, spec in (("toml", parse_sweep(tomllib.loads(text), text)), ("json", parse_sweep(tomllib.loads(text)))):
+        out = tmp_path / name
+        first = run_sweep(spec, out, serial=True, progress=False)
+        again = load_sweep(out / f"sweep.{name}")
+        assert [(t.key, t.params) for t in again.tasks] == [(t.key, t.params) for t in spec.tasks]
+        assert list(again.tasks[0].params) == ["model.scheme", "model.beta", "initial.seed"]
+        assert again.record == spec.record and again.table == spec.table
+        assert run_sweep(again, out, serial=True, progress=False).skipped == 8 and first.ran == 8
+    assert cli.main(["sweep", str(tmp_path / "json" / "sweep.json"), "--serial", "--quiet",
+                     "--output", str(tmp_path / "json")]) == 0
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"bad.json' must hold a JSON object"):
+        load_sweep(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match=r"bad.json' is not valid JSON"):
+        load_sweep(tmp_path / "bad.json")
+
+
 def test_sweep_help_says_what_quiet_leaves_out(capsys):
     # `--quiet` also drops the summary and the list of failed tasks (sweeps.md); the help said only "no progress bar"
     with pytest.raises(SystemExit):

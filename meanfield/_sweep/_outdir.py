@@ -24,7 +24,8 @@ def definition_files(spec) -> dict:
     if spec.text:
         return {"sweep.toml": spec.text, "sweep.json": None}
     if spec.definition:         # given as a dict: the fixed settings would otherwise be written nowhere
-        return {"sweep.json": json_text(spec.definition, sort_keys=True), "sweep.toml": None}
+        # in the dict's order (sorted keys reordered the grid, and so the tasks and the columns of a rerun from it)
+        return {"sweep.json": json_text(spec.definition, indent=1) + "\n", "sweep.toml": None}
     return {}
 
 

@@ -79,13 +79,15 @@ class SweepSpec:
 
 
 def load_sweep(path) -> SweepSpec:
-    """Read and validate a sweep TOML file.
+    """Read and validate a sweep TOML file (or the ``sweep.json`` that a run stores for a sweep given as a dict).
 
     Parameters
     ----------
     path : str or Path
         The sweep file (a ``[sweep]`` table with ``grid`` and/or ``sets``, and the tables of a run
-        configuration as the base of every task).
+        configuration as the base of every task).  A name ending in ``.json`` is read as JSON: the
+        ``DIR/sweep.json`` of a sweep run from a dict (:func:`parse_sweep`), which gives the same tasks, in the
+        same order, with the same keys.
 
     Returns
     -------
@@ -97,7 +99,29 @@ def load_sweep(path) -> SweepSpec:
     ConfigError
         (a ``ValueError``) The file is missing, not TOML, or not a valid sweep.
     """
+    from pathlib import Path
+
+    if Path(path).suffix.lower() == ".json":     # was read as TOML: "not valid TOML: Invalid statement"
+        return parse_sweep(_read_json(Path(path)))
     return parse_sweep(*read_toml(path, "sweep file"))
+
+
+def _read_json(path) -> dict:
+    """The sweep definition in the JSON file ``path`` (as written by a run: non-finite numbers as "inf", …)."""
+    from .._io import json_value
+
+    try:
+        raw = json_value(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read sweep file {str(path)!r}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{str(path)!r} is not UTF-8 text, as a JSON sweep file must be ({e.reason} at byte "
+                          f"{e.start}).") from None
+    except ValueError as e:
+        raise ConfigError(f"{str(path)!r} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{str(path)!r} must hold a JSON object (the sweep's tables); got {type(raw).__name__}.")
+    return raw
 
 
 def parse_sweep(raw: dict, text: str = "") -> SweepSpec:
