@@ -530,6 +530,32 @@ def test_the_clusters_observable_counts_clusters_of_at_least_one_percent_of_the_
         mf.density_clusters(rho, min_mass=0.01).count
 
 
+def test_collapsed_clusters_and_modes_are_the_two_meanings_of_clusters_by_name():
+    """`clusters` meant collapsed groups for particles and density modes for a density, with no way to ask for
+    one meaning: a sweep over both kinds of backend (or a hybrid run across its hand-off) mixed them in one column.
+    `collapsed_clusters` and `modes` record one meaning each (empty where it does not apply); `clusters` is kept."""
+    from types import SimpleNamespace
+    assert {"collapsed_clusters", "modes", "clusters"} <= set(OBSERVABLES)
+    # three orthonormal tokens (an equiangular start, ρ0 = 0): ρ(t) from the closed-form ODE decides the count
+    model = mf.Model(beta=2.0)
+    traj = mf.simulate(model, mf.Particles(np.eye(3)), 4.0, backend="particles", method="rk4", step=0.01,
+                       save_every=0.5)
+    rho, _ = mf.equiangular("post-ln", 2.0, 3, traj.times)
+    expected = [1 if r >= 1 - 0.05 else 3 for r in rho]
+    assert 1 in expected and 3 in expected
+    for name in ("collapsed_clusters", "clusters"):
+        assert [OBSERVABLES[name](traj, i, 0.05) for i in range(len(traj.times))] == expected
+    assert {OBSERVABLES["modes"](traj, i, 0.05) for i in range(len(traj.times))} == {None}
+    # a density with two antipodal peaks of equal mass: two modes, no collapsed group
+    two = mf.Density.from_function(lambda x: np.exp(8 * x[..., 2] ** 2), 24)
+    dens = SimpleNamespace(states=[two, mf.Density.uniform(8)], diagnostics={})
+    assert [OBSERVABLES["modes"](dens, i, 0.05) for i in (0, 1)] == [2, 0]
+    assert [OBSERVABLES["clusters"](dens, i, 0.05) for i in (0, 1)] == [2, 0]
+    assert [OBSERVABLES["collapsed_clusters"](dens, i, 0.05) for i in (0, 1)] == [None, None]
+    species = SimpleNamespace(states=[(two, two)], diagnostics={})
+    assert {OBSERVABLES[n](species, 0, 0.05) for n in ("collapsed_clusters", "modes", "clusters")} == {None}
+
+
 def test_records_keep_infinite_values_apart_from_missing_ones(tmp_path):
     from meanfield._sweep._runner import read_records, write_record
     (tmp_path / "tasks").mkdir()

@@ -4,8 +4,9 @@ Each observable maps ``(trajectory, i, aligned_tol)`` to a number for the i-th s
 where it does not apply.  Tests and docs iterate :data:`OBSERVABLES`.
 
 The pair statistics call :mod:`meanfield.analysis` (``aligned_fraction``, which also handles densities) when it
-provides it, and otherwise the small particle-only version below (same definition); ``clusters`` calls
-:func:`meanfield.particle_clusters` or :func:`meanfield.density_clusters`.
+provides it, and otherwise the small particle-only version below (same definition).  ``collapsed_clusters`` calls
+:func:`meanfield.particle_clusters` (particles), ``modes`` :func:`meanfield.density_clusters` (densities), and
+``clusters`` (kept for the sweep files that name it) is the one of the two that fits the state's type.
 """
 from __future__ import annotations
 
@@ -100,20 +101,44 @@ def _aligned_fraction(traj, i, tol):
 CLUSTER_MIN_MASS = 0.01
 
 
-@observable("clusters", "number of clusters holding ≥ 1 % of the mass: for particles the connected components of "
-                        "the pairs with ⟨θ_i, θ_j⟩ ≥ 1 − aligned_tol (collapsed groups); for a density its "
-                        "steepest-ascent basins (modes)")
+def _collapsed_count(traj, s, tol):
+    """Single-linkage groups at ⟨θ_i, θ_j⟩ ≥ 1 − tol of the tokens of ``s`` holding ≥ 1 % of the mass."""
+    from ..analysis import particle_clusters
+    return _per_group(traj, s, lambda p: particle_clusters(p, angle=float(np.arccos(1.0 - tol)))
+                      .count_above(CLUSTER_MIN_MASS))
+
+
+def _mode_count(s):
+    """Local maxima of the density ``s`` whose steepest-ascent basin holds ≥ 1 % of the mass."""
+    from ..analysis import density_clusters
+    return density_clusters(s, min_mass=CLUSTER_MIN_MASS).count
+
+
+@observable("collapsed_clusters", "number of groups of tokens linked by aligned pairs (single linkage at "
+                                  "⟨θ_i, θ_j⟩ ≥ 1 − aligned_tol) holding ≥ 1 % of the mass: particles only (empty "
+                                  "for a density)")
+def _collapsed_clusters(traj, i, tol):
+    s = traj.states[i]
+    return _collapsed_count(traj, s, tol) if isinstance(s, Particles) else None
+
+
+@observable("modes", "number of local maxima of a density whose steepest-ascent basin holds ≥ 1 % of the mass: "
+                     "densities only (empty for particles)")
+def _modes(traj, i, tol):
+    s = traj.states[i]
+    return _mode_count(s) if isinstance(s, Density) else None
+
+
+@observable("clusters", "collapsed_clusters of particles, modes of a density (one column whose meaning follows the "
+                        "state's type; name collapsed_clusters or modes to record one meaning)")
 def _clusters(traj, i, tol):
     # Without the mass threshold every stray token was a cluster: 20 000 tokens sampled from a smooth density
     # with 3 modes counted 15 at aligned_tol = 1e-3 (and a hybrid run's hand-off to 10⁴ weighted nodes, 491).
     s = traj.states[i]
     if isinstance(s, Particles):
-        from ..analysis import particle_clusters
-        return _per_group(traj, s, lambda p: particle_clusters(p, angle=float(np.arccos(1.0 - tol)))
-                          .count_above(CLUSTER_MIN_MASS))
+        return _collapsed_count(traj, s, tol)
     if isinstance(s, Density):
-        from ..analysis import density_clusters
-        return density_clusters(s, min_mass=CLUSTER_MIN_MASS).count
+        return _mode_count(s)
     return None
 
 

@@ -6,7 +6,7 @@ A sweep file is a run configuration (the tables ``[model]``, ``[initial]``, ``[r
     [sweep]
     grid = { "model.beta" = [1.0, 2.0], "initial.seed" = [0, 1] }   # cartesian product of lists
     sets = [ { "run.backend" = "particles" }, { "run.backend" = "particles-sh" } ]   # explicit list
-    observables = ["energy", "mean_alignment", "aligned_fraction", "clusters"]
+    observables = ["energy", "mean_alignment", "aligned_fraction", "collapsed_clusters"]
     at = "final"          # or "saved": every observable at every saved time (lists)
     aligned_tol = 1e-3    # pairs with ⟨θ_i, θ_j⟩ ≥ 1 − aligned_tol are aligned (and clustered together)
     hdf5 = false          # also write each task's trajectory to DIR/runs/<key>.h5
