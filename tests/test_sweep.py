@@ -379,6 +379,22 @@ def test_distributed_particles_sh_equals_single_process(client, scheme, radii):
         assert np.allclose(out.diagnostics[k], v, rtol=1e-12, atol=1e-14), k
 
 
+def test_distributed_energy_beyond_e_to_the_709_is_finite_as_in_one_process(threaded_client):
+    """The shards summed e^{log Z} unshifted: at β = 714 four tokens within 1e-3 rad have log Z ≈ 714 > 709.78 and
+    the energy read inf, where the single-process backend (shifted by the largest log Z) gives 8.538e306."""
+    x = np.array([[0, 0, 1.0], [1e-3, 0, 1], [0, 1e-3, 1], [1e-3, 1e-3, 1]])
+    p = mf.Particles(x, normalize=True)
+    model = mf.Model(beta=714.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = mf.simulate(model, p, 0.002, backend="particles-sh", step=0.001, threads=1, tol=1e-6)
+        out = distributed_particles_sh(model, p, 0.002, step=0.001, tol=1e-6, client=threaded_client, shards=2)
+    direct = np.mean(np.exp(714.0 * (p.positions @ p.positions.T) - np.log(2 * 714.0)))      # E at t = 0
+    assert np.isfinite(out.diagnostics["energy"]).all()
+    assert out.diagnostics["energy"][0] == pytest.approx(direct, rel=1e-6)                    # tol = 1e-6
+    assert np.allclose(out.diagnostics["energy"], ref.diagnostics["energy"], rtol=1e-12, atol=0)
+
+
 def test_distributed_particles_sh_generated_tokens_and_errors(client):
     out = distributed_particles_sh(mf.Model(beta=2.0), 1001, 0.2, step=0.1, client=client, gather=False, seed=5)
     assert out.states == [None, None] and out.success

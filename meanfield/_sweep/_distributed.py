@@ -177,7 +177,9 @@ class Shard:
             speed = np.linalg.norm(f.tangential, axis=1) / np.abs(s.scheme.speed(r, f.norm, t, s.model))
             out.update(max_speed=float(np.max(speed)), w_speed2=float(w @ np.square(speed)))
         if f.log_z is not None and np.all(np.isfinite(f.log_z)):
-            out["z_sum"] = float(np.sum(np.exp(f.log_z) @ w))
+            # shifted by the largest log Z, as the backend's energy: e^{log Z} alone overflows from 709.78
+            out["z_top"] = top = float(np.max(f.log_z))
+            out["z_sum"] = float(np.sum(np.exp(f.log_z - top) @ w))
         out["attention_error_bound"] = s.attention_error_bound(f)
         return out
 
@@ -215,7 +217,9 @@ def _combine(parts, t, model, options):
         out["dissipation"] = float(sum(p["w_speed2"] for p in parts))
     out["max_attention"] = max(p["max_attention"] for p in parts)
     if all("z_sum" in p for p in parts):
-        out["energy"] = float(sum(p["z_sum"] for p in parts) / (2 * model.beta))
+        top = max(p["z_top"] for p in parts)
+        total = sum(p["z_sum"] * np.exp(p["z_top"] - top) for p in parts)
+        out["energy"] = float(np.exp(top - np.log(2 * model.beta)) * total)
     from ..sphere._funk_hecke import kernel_truncation_error
 
     out.update(lmax=float(options["lmax"]),
