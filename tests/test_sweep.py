@@ -395,6 +395,26 @@ def test_distributed_energy_beyond_e_to_the_709_is_finite_as_in_one_process(thre
     assert np.allclose(out.diagnostics["energy"], ref.diagnostics["energy"], rtol=1e-12, atol=0)
 
 
+def test_distributed_failed_step_is_diagnosed_as_in_one_process(threaded_client):
+    """A Pre-LN radius that reaches 0: the shard's diagnosis named the token by its index in its shard (token 2 for
+    token 7) and evaluated dr/dt with the field of its last Runge–Kutta stage (−0.391, where one process gives the
+    rate at the step's start, −0.586)."""
+    rng = np.random.default_rng(0)
+    x = np.tile([0, 0, 1.0], (10, 1)) + 0.5 * rng.standard_normal((10, 3))
+    x[7] = [0.05, 0, -1.0]
+    r = np.ones(10)
+    r[7] = 0.05
+    p = mf.Particles(x, radii=r, normalize=True)
+    model = mf.Model(beta=0.1, scheme="pre-ln")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = mf.simulate(model, p, 0.5, backend="particles-sh", step=0.1, threads=1)
+        out = distributed_particles_sh(model, p, 0.5, step=0.1, client=threaded_client, shards=2)
+    assert ref.status is out.status is mf.Status.NON_FINITE
+    assert "(token 7: r = -0.00535)" in ref.detail and "dr/dt = -0.586" in ref.detail
+    assert out.detail == ref.detail and np.array_equal(out.times, ref.times)
+
+
 def test_distributed_particles_sh_generated_tokens_and_errors(client):
     out = distributed_particles_sh(mf.Model(beta=2.0), 1001, 0.2, step=0.1, client=client, gather=False, seed=5)
     assert out.states == [None, None] and out.success

@@ -35,8 +35,6 @@ def _shard_class():
     from ..backends._particles_sh import ParticlesSHBackend
 
     class ShardStepper(ParticlesSHBackend):
-        _offset = 0       # the index of the shard's first token in the run (Shard sets it): a diagnosis names it
-
         def _field(self, t, theta, full):
             return self._sh.field(self._mu, theta, full, self._ws, geometry_ready=True)
 
@@ -44,7 +42,24 @@ def _shard_class():
             """This shard's μ̂ at the state y (its geometry stays in ``self._ws`` for the next field)."""
             theta, _ = self._split(y)
             self._ws = _workspace(self._key, len(theta))
-            return self._sh.coefficients(theta, self.weights, self._ws, offset=self._offset)
+            return self._sh.coefficients(theta, self.weights, self._ws, offset=self._token_offset)
+
+        # The diagnoses of a failed step evaluate the field at the step's start (as in one process); the shard's
+        # field is that of its last Runge–Kutta stage (μ̂ and geometry), which gave another dr/dt (−0.391 for
+        # −0.586).  _mu_start: the total μ̂ of the current state (Shard sets it when the first stage receives it).
+        _mu_start = None
+
+        def _at_start(self):
+            self._mu = self._mu_start
+            self.coefficients(self.y)           # the geometry of the current state (this shard's μ̂ is not needed)
+
+        def _radius_detail(self, y, t):
+            self._at_start()
+            return super()._radius_detail(y, t)
+
+        def _field_diagnosis(self):
+            self._at_start()
+            return super()._field_diagnosis()
 
     return ShardStepper
 
@@ -67,7 +82,7 @@ class Shard:
         self.s = cls(model, Particles(pos, None, radii), **options)
         self.s.weights = np.array(data["weights"], dtype=float)
         self.s._key = ("distributed-shard", index)
-        self.s._offset = int(offset)
+        self.s._token_offset = int(offset)     # a diagnosis names a token by its index in the run
         self.tab = get_method(self.s.options["method"])
         self.pending = None
         self.busy = 0.0   # seconds spent computing in this actor's methods (benchmarks read it)
@@ -105,6 +120,8 @@ class Shard:
         self._settle()
         s, tab = self.s, self.tab
         s._mu = mu
+        if not self.ks:
+            s._mu_start = mu        # the first stage is at the current state
         self.ks.append(s.rhs(t_stage, self.yi))
         i = len(self.ks)
         self.yi = s.y + sum((h * tab.a[i, j]) * self.ks[j] for j in range(i) if tab.a[i, j] != 0)

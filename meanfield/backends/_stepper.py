@@ -362,6 +362,9 @@ class ParticleStepper:
         return np.concatenate([dtheta, np.reshape(np.broadcast_to(dr, (n,)), (-1, 1))], axis=1)
 
     _speed_issue = None
+    #: the run's index of this stepper's first token, added to the token indices that its diagnoses name (a shard of
+    #: meanfield.distributed_particles_sh holds a slice of the run's tokens)
+    _token_offset = 0
 
     @staticmethod
     def _undefined_attention(t, err: NullDirectionError) -> str:
@@ -375,7 +378,8 @@ class ParticleStepper:
         j = int(bad[0])
         why = f" There ‖A_j‖ = 0: {_ZERO_ATTENTION}, and the scheme divides by ‖A‖." if (
             np.ndim(a_norm) and a_norm[j] == 0) else ""
-        return (f"The speed factor of scheme={self.scheme.name!r} is {s[j]:.3g} for token {j}"
+        return (f"The speed factor of scheme={self.scheme.name!r} is {s[j]:.3g} for token "
+                f"{j + self._token_offset}"
                 f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''} at t={round(t, 12):.6g}, so dθ/dt = P_θA/s is "
                 f"undefined.{why}{_NO_SMALLER_STEP}")
 
@@ -400,13 +404,15 @@ class ParticleStepper:
             over = np.flatnonzero(log_z > _LOG_FLOAT_MAX)
             j = int(np.argmax(log_z))
             return (f"attention='unnormalized': the attention overflows float64 for {over.size} token(s) at "
-                    f"t={round(self.t, 12):.6g}: token {j}'s weight sum Σ_k w_k e^(β⟨q, k_k⟩) is e^{log_z[j]:.6g}, "
+                    f"t={round(self.t, 12):.6g}: token {j + self._token_offset}'s weight sum Σ_k w_k e^(β⟨q, k_k⟩) is "
+                    f"e^{log_z[j]:.6g}, "
                     f"beyond e^{_LOG_FLOAT_MAX:.2f}. A smaller step does not help; attention='softmax' has no such "
                     "limit, or lower β or the norms of Q and K.")
         if not bad.size:
             return None
         more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
-        return (f"The attention field is not finite for token {int(bad[0])}{more} at t={round(self.t, 12):.6g}, "
+        return (f"The attention field is not finite for token {int(bad[0]) + self._token_offset}{more} at "
+                f"t={round(self.t, 12):.6g}, "
                 "although the positions are finite. A smaller step does not help.")
 
     def velocity(self, t: float | None = None):
@@ -644,7 +650,7 @@ class ParticleStepper:
     def _radius_detail(self, y, t) -> str:
         """Which radius crossed 0, and how fast it was falling at the start of the failed step (``self.y``)."""
         d, j = self.d, int(np.argmin(y[:, self.d]))
-        text = f"A radius reached ≤ 0 at t={t:.6g} (token {j}: r = {y[j, d]:.3g})."
+        text = f"A radius reached ≤ 0 at t={t:.6g} (token {j + self._token_offset}: r = {y[j, d]:.3g})."
         if self.options["time"] == "layers":
             return text
         r = float(self.y[j, d])
@@ -852,7 +858,7 @@ class ParticleStepper:
                     zero = np.flatnonzero(~np.any(A, axis=1))
                     if zero.size:
                         self._speed_issue = (f"The layer map of scheme={self.scheme.name!r} normalizes the attention, "
-                                             f"but ‖A_j‖ = 0 for token {zero[0]}"
+                                             f"but ‖A_j‖ = 0 for token {zero[0] + self._token_offset}"
                                              f"{f' (and {zero.size - 1} more)' if zero.size > 1 else ''} at "
                                              f"t={t:.6g}: {_ZERO_ATTENTION}. A smaller step does not help.")
                 return A
