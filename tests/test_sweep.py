@@ -510,6 +510,61 @@ def test_distributed_qkv_norm_null_direction_mid_run_stops_as_one_process(thread
     assert np.isnan(out.diagnostics["max_speed"][-1]) == (len(saved) > 1)
 
 
+@pytest.mark.parametrize("model", [mf.Model(3.0), mf.Model(3.0, "pre-ln"), mf.Model(3.0, "mix-ln", tau=0.3),
+                                   mf.Model(3.0, "angpt", alpha=0.5)], ids=lambda m: m.scheme)
+def test_distributed_layer_map_equals_single_process(threaded_client, model):
+    """time="layers" (the scheme's discrete layer map; anGPT has nothing else) was refused as an unknown option."""
+    n = 300
+    p = mf.Particles.uniform(n, seed=2, radii=np.linspace(0.5, 2.0, n))
+    kw = dict(step=0.1, save_every=0.2, time="layers")
+    ref = mf.simulate(model, p, 0.6, backend="particles-sh", threads=1, **kw)
+    out = distributed_particles_sh(model, p, 0.6, client=threaded_client, shards=3, **kw)
+    assert out.status is ref.status is mf.Status.OK and out.options == ref.options
+    assert np.array_equal(out.times, ref.times) and np.array_equal(out.steps["t"], ref.steps["t"])
+    assert len(out.steps["t"]) == 6
+    for a, b in zip(ref.states, out.states):
+        assert np.max(np.abs(a.positions - b.positions)) < 1e-12
+        assert np.max(np.abs(a.radii - b.radii)) < 1e-12
+    assert list(out.diagnostics) == list(ref.diagnostics)
+    for k, v in ref.diagnostics.items():
+        assert np.allclose(out.diagnostics[k], v, rtol=1e-12, atol=1e-14), k
+    with pytest.raises(ValueError, match=r"`method` applies to time='continuous' only"):
+        distributed_particles_sh(model, p, 0.6, client=threaded_client, method="rk4", **kw)
+    with pytest.raises(ValueError, match=r"whole numbers of layers of step=0.07"):
+        distributed_particles_sh(model, p, 0.6, client=threaded_client, **{**kw, "step": 0.07})
+
+
+@pytest.mark.parametrize("where", ["nan", "null"])
+def test_distributed_layer_map_failure_stops_as_one_process(threaded_client, monkeypatch, where):
+    """A layer whose result is not finite, or that puts a token on a null direction of QKV-Norm's V (the next layer
+    has no attention): status, diagnosis, saved times and last good state as in one process."""
+    from meanfield.backends._stepper import ParticleStepper
+    original = ParticleStepper._layer
+
+    def patched(self, t, h):
+        out = original(self, t, h)
+        hit = np.flatnonzero(self.weights == 0.25)
+        if hit.size and t >= 0.2 - 1e-12 and not getattr(self, "_hit", False):
+            self._hit = True
+            out[hit[0], :3] = np.nan if where == "nan" else [0.0, 0.0, 1.0]
+        return out
+    monkeypatch.setattr(ParticleStepper, "_layer", patched)
+    w = np.array([0.15, 0.15, 0.15, 0.15, 0.25, 0.15])
+    p = mf.Particles(mf.Particles.uniform(6, seed=1).positions, w)
+    kw = dict(step=0.1, save_every=0.2, time="layers")
+    with pytest.warns(mf.MeanfieldWarning, match="stopped at t="):
+        ref = mf.simulate(_NULL_V, p, 0.6, backend="particles-sh", threads=1, **kw)
+    with pytest.warns(mf.MeanfieldWarning, match="distributed_particles_sh stopped at t="):
+        out = distributed_particles_sh(_NULL_V, p, 0.6, client=threaded_client, shards=2, **kw)
+    assert ref.status is out.status is mf.Status.NON_FINITE
+    expected = ("Non-finite state at t=0.3." if where == "nan" else
+                r"The attention is undefined at t=0.3: .* maps token 4 to 0\.")
+    assert re.fullmatch(expected, ref.detail), ref.detail
+    assert out.detail == ref.detail
+    assert np.array_equal(out.times, ref.times) and np.array_equal(out.steps["t"], ref.steps["t"])
+    assert np.max(np.abs(out.final.positions - ref.final.positions)) < 1e-12
+
+
 # ----------------------------------------------------------------------------------------------
 # a real kill
 

@@ -7,9 +7,10 @@ multipliers, non-uniform syntheses).  A shard of tokens lives on one worker (a d
 whole run.  At every Runge–Kutta stage each shard sends its partial μ̂ (O(L²) numbers), the driver
 adds them and sends the sum back, and each shard evaluates the velocity of its own tokens and forms
 its next stage locally.  Only O(L²) numbers per shard and stage cross the network, so N is bounded
-by the cluster's memory; the integrator is the particles-sh backend's fixed-step RK4 (same
-arithmetic), so the result equals the single-process run to rounding (the sum of the shards'
-coefficients differs from the one-shot transform in the last bits).
+by the cluster's memory; the integrator is the particles-sh backend's fixed-step RK4, or with
+``time="layers"`` its layer map (one reduction per layer), with the same arithmetic, so the result equals
+the single-process run to rounding (the sum of the shards' coefficients differs from the one-shot
+transform in the last bits).
 
 Under QKV-Norm a token that V maps to 0 has no value: a shard returns the diagnosis instead of its μ̂, so the
 run ends as the single-process one does (refused at the start, else ``Status.NON_FINITE`` with the last good
@@ -83,7 +84,8 @@ class Shard:
         self.s.weights = np.array(data["weights"], dtype=float)
         self.s._key = ("distributed-shard", index)
         self.s._token_offset = int(offset)     # a diagnosis names a token by its index in the run
-        self.tab = get_method(self.s.options["method"])
+        layers = self.s.options["time"] == "layers"
+        self.tab = None if layers else get_method(self.s.options["method"])
         self.pending = None
         self.busy = 0.0   # seconds spent computing in this actor's methods (benchmarks read it)
 
@@ -149,6 +151,22 @@ class Shard:
             return s.detail, None
         self.pending = (y_new, t_new)
         self.ks, self.yi = [], y_new
+        mu = self._coefficients(y_new)
+        self.busy += time.perf_counter() - t0
+        return "", mu
+
+    def layer(self, mu, t, h, t_new):
+        """One layer of the scheme's map (``time="layers"``) from the current state, whose total μ̂ is ``mu``:
+        as :meth:`finish`, ("", μ̂ of the new state) or (diagnosis, None)."""
+        t0 = time.perf_counter()
+        self._settle()
+        s = self.s
+        s._mu = s._mu_start = mu
+        y_new = s._layer(t, h)
+        if s._bad_state(y_new, t_new):
+            self.busy += time.perf_counter() - t0
+            return s.detail, None
+        self.pending = (y_new, t_new)
         mu = self._coefficients(y_new)
         self.busy += time.perf_counter() - t0
         return "", mu
@@ -248,12 +266,13 @@ def _combine(parts, t, model, options):
 def distributed_particles_sh(model, particles, t_final, *, step, client=None, workers: int | None = None,
                              shards: int | None = None, save_every=None, t_eval=None, gather: bool = True,
                              seed=0, progress: bool = False, stats: dict | None = None, **options):
-    """The particles-sh backend's fixed-step RK4 with the tokens sharded over dask workers.
+    """The particles-sh backend's fixed-step RK4 (or its layer map) with the tokens sharded over dask workers.
 
     Parameters
     ----------
     model : Model
-        As for ``backend="particles-sh"``: d = 3, one head, QᵀK = c·I, any V, any continuous scheme.
+        As for ``backend="particles-sh"``: d = 3, one head, QᵀK = c·I, any V, any scheme (anGPT, which has
+        no ODE, with ``time="layers"``).
     particles : Particles or int
         The initial tokens (split into ``shards`` contiguous blocks and scattered to the workers), or
         a count N: N i.i.d. uniform tokens on S² with weights 1/N generated on the workers (shard k
@@ -263,7 +282,8 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
         Final time.
     step : float
         The RK4 step (as ``step`` of the single-process backend: the steps between saved times are
-        uniform and at most ``step``).
+        uniform and at most ``step``), or with ``time="layers"`` the layer step h (t_final and the save times
+        whole numbers of layers).
     client : distributed.Client, optional
         Default: a new ``LocalCluster`` of ``workers`` processes, one thread each (closed at the end).
     workers : int, optional
@@ -286,14 +306,15 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
         computed in the steps), ``n``, ``shards``.  Wall time minus the busiest shard is the distribution overhead.
     **options
         ``tol``, ``lmax``, ``epsilon`` of particles-sh; ``threads`` per shard (default 1: one
-        shard per single-threaded worker); ``method`` only "rk4".
+        shard per single-threaded worker); ``method`` only "rk4"; ``time`` "continuous" (the ODE, default) or
+        "layers" (the scheme's discrete layer map, one reduction of μ̂ per layer).
 
     Returns
     -------
     Trajectory
         ``backend="particles-sh"`` with the backend's diagnostics (sums and extrema combined over
         the shards) and ``steps`` (``t``, ``dt``); equal to ``simulate(..., backend="particles-sh",
-        step=step)`` to rounding.  Under QKV-Norm a state or Runge–Kutta stage where V maps a token to 0
+        step=step)`` (with ``time="layers"`` too) to rounding.  Under QKV-Norm a state or Runge–Kutta stage where V maps a token to 0
         ends the run as there: ``Status.NON_FINITE``, the detail naming V and the token, the last good state
         kept (its diagnostics that need the attention NaN).
 
@@ -320,14 +341,15 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
 
     if not isinstance(model, Model):
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
-    unknown = sorted(set(options) - set(_SH_OPTIONS) - {"method"})
+    unknown = sorted(set(options) - set(_SH_OPTIONS) - {"method", "time"})
     if unknown:
         raise TypeError(f"unknown option(s) {unknown} for distributed_particles_sh; valid options are "
-                        f"{sorted(_SH_OPTIONS + ('method',))} (and step, save_every, t_eval, …).")
-    if options.get("method", "rk4") != "rk4":
-        raise ValueError(f"distributed_particles_sh integrates with the fixed-step 'rk4' only; "
-                         f"got method={options['method']!r}.")
-    opts = {"step": step, "method": "rk4", "threads": 1, **{k: v for k, v in options.items() if k != "method"}}
+                        f"{sorted(_SH_OPTIONS + ('method', 'time'))} (and step, save_every, t_eval, …).")
+    opts = {"step": step, "threads": 1, **options}
+    if opts.get("time", "continuous") == "continuous":
+        if opts.setdefault("method", "rk4") != "rk4":
+            raise ValueError(f"distributed_particles_sh integrates the ODE with the fixed-step 'rk4' only (or applies "
+                             f"the scheme's layer map with time='layers'); got method={options['method']!r}.")
     # validate the model and the options once, here, before any worker is involved
     from .._attention import sh_support
     from .._errors import UnsupportedModelError
@@ -336,9 +358,6 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
         raise UnsupportedModelError(f"distributed_particles_sh: {why}")
     probe = ParticlesSHBackend(model, Particles(np.array([[0.0, 0.0, 1.0]])), **opts)
     resolved = dict(probe.options)
-    if not probe.scheme.continuous:
-        raise ValueError(f"scheme={model.scheme!r} has no continuous-time ODE; distributed_particles_sh "
-                         "integrates the ODE only.")
     if isinstance(particles, Particles):
         if particles.d != 3:
             raise ValueError(f"`particles` must be on S² (d = 3); got d={particles.d}.")
@@ -354,7 +373,10 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
 
     save_every_count(t_final, save_every)
     times = save_times(t_final, save_every, t_eval)
-    check_fixed_step_count(resolved, times[0], times[-1], adaptive=False)
+    if resolved["time"] == "layers":
+        probe.check_save_times(times)       # whole numbers of layers, and not too many
+    else:
+        check_fixed_step_count(resolved, times[0], times[-1], adaptive=False)
     if stats is not None and not isinstance(stats, dict):
         raise TypeError(f"`stats` must be a dict (filled with the costs of the run) or None; got stats={stats!r}.")
     if workers is not None:
@@ -477,9 +499,12 @@ class _Driver:
             from tqdm.auto import tqdm
             bar = tqdm(total=float(times[-1]), unit="t")
         try:
+            layers = self.options["time"] == "layers"
             for t_target in times[1:]:
-                for a, b in ParticleStepper._segments(self.probe, t, float(t_target)):
-                    t, detail = self._advance(a, b, ParticleStepper)
+                # the layers of a stretch are not split at Mix-LN's τ (the layer map reads t), the RK4 steps are
+                spans = [(t, float(t_target))] if layers else ParticleStepper._segments(self.probe, t, float(t_target))
+                for a, b in spans:
+                    t, detail = (self._advance_layers if layers else self._advance)(a, b, ParticleStepper)
                     if detail:
                         status = Status.NON_FINITE
                         break
@@ -506,6 +531,27 @@ class _Driver:
                           diagnostics={k: np.array([d.get(k, np.nan) for d in diags]) for k in keys},
                           steps={"t": np.asarray(self.steps_t), "dt": np.asarray(self.steps_dt)}, model=self.model,
                           backend="particles-sh", status=status, detail=detail, options=dict(self.options))
+
+    def _advance_layers(self, a, b, ParticleStepper):
+        """The layers of ParticleStepper._advance_layers over [a, b]: (the time reached, "") or (the time of the last
+        good state, the diagnosis of the failed layer)."""
+        h = self.options["step"]
+        for i in range(self.probe._layer_count(a, b)):
+            t_step = time.perf_counter()
+            ts = self.t = self.probe._layer_time(a + i * h, h)
+            if isinstance(self.mu, str):     # the state the last layer reached has no attention: no layer from it
+                return ts, ParticleStepper._undefined_attention(ts, self.mu)
+            done = self._all("layer", self.mu, ts, h, a + (i + 1) * h)
+            bad = [d for d, _ in done if d]
+            if bad:
+                self.mu = self._reduce(self._all("discard"))
+                return ts, bad[0]
+            self.mu = self._reduce([m for _, m in done])
+            self.steps_t.append(a + (i + 1) * h)
+            self.steps_dt.append(h)
+            self.step_wall += time.perf_counter() - t_step
+            self.step_round_trips += 1
+        return b, ""
 
     def _advance(self, a, b, ParticleStepper):
         """The fixed steps of ParticleStepper._advance_fixed over [a, b]: (the time reached, "") or (the time of

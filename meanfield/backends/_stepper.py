@@ -839,35 +839,12 @@ class ParticleStepper:
     def _advance_layers(self, t_target):
         h = self.options["step"]
         nl = self._layer_count(self.t, t_target)
-        d, has_r = self.d, self.scheme.has_radius
         start = self.t          # layer i of this stretch at start + i·h: the run's t0 need not be a multiple of h
         for i in range(nl):
             if self._out_of_steps():
                 return Status.STEP_TOO_SMALL
             t = self._layer_time(start + i * h, h)
-            theta, r = self._split(self.y)
-            x = theta * r[:, None] if has_r else theta
-
-            def attn(z, t=t):
-                try:
-                    A = self._field(t, z / np.linalg.norm(z, axis=1, keepdims=True), True).A
-                except NullDirectionError as err:        # a NaN layer, diagnosed
-                    self._speed_issue = self._undefined_attention(t, err)
-                    return np.full_like(z, np.nan)
-                if self.scheme.layer_normalizes_attention:      # a zero A has no direction
-                    zero = np.flatnonzero(~np.any(A, axis=1))
-                    if zero.size:
-                        self._speed_issue = (f"The layer map of scheme={self.scheme.name!r} normalizes the attention, "
-                                             f"but ‖A_j‖ = 0 for token {zero[0] + self._token_offset}"
-                                             f"{f' (and {zero.size - 1} more)' if zero.size > 1 else ''} at "
-                                             f"t={t:.6g}: {_ZERO_ATTENTION}. A smaller step does not help.")
-                return A
-
-            with np.errstate(over="ignore", invalid="ignore"):      # a non-finite layer is diagnosed below
-                x_new = self.scheme.layer(x, attn, h, t, self.model)
-                rad = norms(x_new)
-                y_new = (np.concatenate([x_new / rad[:, None], rad[:, None]], axis=1) if has_r
-                         else x_new / rad[:, None])
+            y_new = self._layer(t, h)
             if self._bad_state(y_new, t + h):
                 self.t = t
                 return Status.NON_FINITE
@@ -877,3 +854,31 @@ class ParticleStepper:
             self._notify(h)
         self.t = t_target
         return Status.OK
+
+    def _layer(self, t, h):
+        """The state after one layer of the scheme's map from the current state at time ``t`` (non-finite where the
+        layer failed: :meth:`_bad_state` diagnoses it)."""
+        has_r = self.scheme.has_radius
+        theta, r = self._split(self.y)
+        x = theta * r[:, None] if has_r else theta
+
+        def attn(z):
+            try:
+                A = self._field(t, z / np.linalg.norm(z, axis=1, keepdims=True), True).A
+            except NullDirectionError as err:        # a NaN layer, diagnosed
+                self._speed_issue = self._undefined_attention(t, err)
+                return np.full_like(z, np.nan)
+            if self.scheme.layer_normalizes_attention:      # a zero A has no direction
+                zero = np.flatnonzero(~np.any(A, axis=1))
+                if zero.size:
+                    self._speed_issue = (f"The layer map of scheme={self.scheme.name!r} normalizes the attention, "
+                                         f"but ‖A_j‖ = 0 for token {zero[0] + self._token_offset}"
+                                         f"{f' (and {zero.size - 1} more)' if zero.size > 1 else ''} at "
+                                         f"t={t:.6g}: {_ZERO_ATTENTION}. A smaller step does not help.")
+            return A
+
+        with np.errstate(over="ignore", invalid="ignore"):      # a non-finite layer is diagnosed by _bad_state
+            x_new = self.scheme.layer(x, attn, h, t, self.model)
+            rad = norms(x_new)
+            return (np.concatenate([x_new / rad[:, None], rad[:, None]], axis=1) if has_r
+                    else x_new / rad[:, None])
