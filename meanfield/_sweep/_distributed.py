@@ -277,7 +277,8 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
         The initial tokens (split into ``shards`` contiguous blocks and scattered to the workers), or
         a count N: N i.i.d. uniform tokens on S² with weights 1/N generated on the workers (shard k
         from ``numpy.random.SeedSequence(seed).spawn(shards)[k]``), so nothing of size N passes
-        through this process.
+        through this process.  The tokens depend on ``shards`` (default: the number of workers): give it
+        to draw the same tokens on another cluster.
     t_final : float
         Final time.
     step : float
