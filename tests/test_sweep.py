@@ -702,6 +702,19 @@ def test_an_output_folder_that_cannot_be_written_is_refused_naming_it(tmp_path, 
     assert "Traceback" not in err
 
 
+def test_run_sweep_refuses_an_output_folder_that_is_a_file_or_cannot_be_written_naming_it(tmp_path):
+    """The command line checked --output, run_sweep did not: "[Errno 20] Not a directory: '…/afile/tasks'",
+    "[Errno 2] No such file or directory: '/proc/self/x'", naming neither `out_dir` nor why."""
+    spec = _spec(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
+    (tmp_path / "afile").write_text("")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        with pytest.raises(ValueError, match=r"`out_dir` is the sweep's folder .*afile' is a file"):
+            run_sweep(spec, out, serial=True, progress=False)
+    if os.path.isdir("/proc/self"):
+        with pytest.raises(ValueError, match=r"`out_dir` '/proc/self/x': cannot create the sweep's folder"):
+            run_sweep(spec, "/proc/self/x", serial=True, progress=False)
+
+
 def test_a_file_no_sweep_wrote_is_refused_before_any_task_runs(tmp_path, capsys):
     """A results.csv of the --output folder that no sweep wrote (a user's own) was replaced after every task had
     run; with `table = ["csv"]` a results.jsonl was deleted; a sweep.toml was replaced by the sweep's copy."""

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ._distributed import distributed_particles_sh as distributed_particles_sh
 from ._observables import OBSERVABLES as OBSERVABLES
-from ._runner import CONNECT_TIMEOUT, SweepResult as SweepResult, run_sweep as run_sweep, run_task as run_task
+from ._runner import CONNECT_TIMEOUT, check_output_folder, SweepResult as SweepResult, run_sweep as run_sweep, \
+    run_task as run_task
 from ._spec import SweepSpec as SweepSpec, load_sweep as load_sweep, parse_sweep as parse_sweep
 
 
@@ -31,7 +32,7 @@ def main(args) -> int:
     if serial and (args.workers is not None or args.scheduler is not None):
         raise ValueError("`--serial` runs the tasks in this process: it takes no `--workers` or `--scheduler`.")
     timeout = _connect_timeout(args)
-    _check_output_folder(Path(args.output))
+    check_output_folder(Path(args.output), "--output")
     try:
         result = run_sweep(spec, args.output, workers=args.workers, scheduler=args.scheduler, serial=serial,
                            progress=not args.quiet, connect_timeout=timeout)
@@ -62,26 +63,6 @@ def _connect_timeout(args) -> float:
     if args.scheduler is None:
         raise ValueError("`--connect-timeout` is the time to reach a `--scheduler`; give it with `--scheduler`.")
     return positive_float("--connect-timeout", timeout)
-
-
-def _check_output_folder(out: Path) -> None:
-    """--output is a folder (created if missing): refuse a file, a path below a file, or a folder that cannot be
-    created or written in, before any work, with an error naming --output (a bare ``[Errno 2] No such file or
-    directory: '/proc/self/out'`` said neither which argument nor why)."""
-    import tempfile
-
-    for part in (out, *out.parents):
-        if part.exists():
-            if not part.is_dir():
-                raise ValueError(f"--output is the sweep's folder (records, tables, results); {str(part)!r} is a file.")
-            break
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out, prefix=".probe-"):     # a probe, not permission bits (root ignores them)
-            pass
-    except OSError as e:
-        raise ValueError(f"--output {str(out)!r}: cannot create the sweep's folder or write in it "
-                         f"({e.strerror or e}).") from None
 
 
 def _params(row, spec):

@@ -337,7 +337,8 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
     connect = (scheduler, positive_float("connect_timeout", connect_timeout))
     check_client(client)
     out = Path(out_dir)
-    refuse_foreign_files(out, spec)      # a results.csv no sweep wrote was replaced, after every task had run
+    refuse_foreign_files(out, spec)      # (before the folder is created: a refused sweep leaves no folder behind)
+    check_output_folder(out, "`out_dir`")      # a results.csv no sweep wrote was replaced, after every task had run
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     with _lock(out):
         return _run_locked(spec, out, client, workers, connect, serial, progress, max_tasks, threads)
@@ -474,6 +475,27 @@ def _connect(address: str, timeout: float):
         raise ConnectionError(f"could not connect to the dask scheduler at {address!r} ({type(e).__name__}: {e}); "
                               "check the address (e.g. tcp://host:8786) and that a dask scheduler is running there, "
                               f"or allow more than {timeout:g} s (connect_timeout, --connect-timeout).") from None
+
+
+def check_output_folder(out: Path, name: str) -> None:
+    """The output folder ``out`` (the argument ``name``) is a folder, created if missing: refuse a file, a path below a
+    file, or a folder that cannot be created or written in, before any work, with an error naming the argument (a
+    bare ``[Errno 2] No such file or directory: '/proc/self/out'`` said neither which argument nor why; run_sweep
+    said ``[Errno 20] Not a directory: 'FILE/tasks'``)."""
+    import tempfile
+
+    for part in (out, *out.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ValueError(f"{name} is the sweep's folder (records, tables, results); {str(part)!r} is a file.")
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out, prefix=".probe-"):     # a probe, not permission bits (root ignores them)
+            pass
+    except OSError as e:
+        raise ValueError(f"{name} {str(out)!r}: cannot create the sweep's folder or write in it "
+                         f"({e.strerror or e}).") from None
 
 
 def check_client(client) -> None:
