@@ -192,7 +192,7 @@ def test_sweep_pair_observables_are_the_groups_own_averaged_by_mass():
     model = mf.Model(6.0)
     traj = mf.simulate(model, _groups_of(initials), 3.0, backend="particles", groups=3, step=0.05, save_every=1.5)
     alone = [mf.simulate(model, p, 3.0, backend="particles", step=0.05, save_every=1.5) for p in initials]
-    names = ["mean_alignment", "aligned_fraction", "clusters", "energy"]
+    names = ["mean_alignment", "aligned_fraction", "clusters", "collapsed_clusters", "energy"]
     got = record(traj, names, "saved", 1e-2)
     for name in names:
         own = np.array([record(a, [name], "saved", 1e-2)[name] for a in alone], float)      # (groups, times)
