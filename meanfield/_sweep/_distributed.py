@@ -315,9 +315,9 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
     Trajectory
         ``backend="particles-sh"`` with the backend's diagnostics (sums and extrema combined over
         the shards) and ``steps`` (``t``, ``dt``); equal to ``simulate(..., backend="particles-sh",
-        step=step)`` (with ``time="layers"`` too) to rounding.  Under QKV-Norm a state or Runge–Kutta stage where V maps a token to 0
-        ends the run as there: ``Status.NON_FINITE``, the detail naming V and the token, the last good state
-        kept (its diagnostics that need the attention NaN).
+        step=step)`` (with ``time="layers"`` too) to rounding.  Under QKV-Norm a state or Runge–Kutta stage
+        where V maps a token to 0 ends the run as there: ``Status.NON_FINITE``, the detail naming V and the
+        token, the last good state kept (its diagnostics that need the attention NaN).
 
     Raises
     ------
@@ -448,7 +448,7 @@ class _Driver:
         try:
             futs = [call(*args) for call in calls]
             return [f.result() for f in futs]
-        except OSError as err:              # dask: "Unable to contact Actor's worker" (a worker died, the client closed)
+        except OSError as err:      # dask: "Unable to contact Actor's worker" (a worker died, the client closed)
             raise self._lost(err) from err
 
     def _lost(self, err) -> ConnectionError:

@@ -114,9 +114,9 @@ def _mode_count(s):
     return density_clusters(s, min_mass=CLUSTER_MIN_MASS).count
 
 
-@observable("collapsed_clusters", "number of groups of tokens linked by aligned pairs (single linkage at "
-                                  "⟨θ_i, θ_j⟩ ≥ 1 − aligned_tol) holding ≥ 1 % of the mass: particles only (empty "
-                                  "for a density)")
+@observable("collapsed_clusters", "number of groups of tokens linked by aligned pairs (single linkage at ⟨θ_i, "
+                                  "θ_j⟩ ≥ 1 − aligned_tol) holding ≥ 1 % of the mass: particles only (empty for a "
+                                  "density)")
 def _collapsed_clusters(traj, i, tol):
     s = traj.states[i]
     return _collapsed_count(traj, s, tol) if isinstance(s, Particles) else None

@@ -404,8 +404,8 @@ class ParticleStepper:
             over = np.flatnonzero(log_z > _LOG_FLOAT_MAX)
             j = int(np.argmax(log_z))
             return (f"attention='unnormalized': the attention overflows float64 for {over.size} token(s) at "
-                    f"t={round(self.t, 12):.6g}: token {j + self._token_offset}'s weight sum Σ_k w_k e^(β⟨q, k_k⟩) is "
-                    f"e^{log_z[j]:.6g}, "
+                    f"t={round(self.t, 12):.6g}: token {j + self._token_offset}'s weight sum Σ_k w_k "
+                    f"e^(β⟨q, k_k⟩) is e^{log_z[j]:.6g}, "
                     f"beyond e^{_LOG_FLOAT_MAX:.2f}. A smaller step does not help; attention='softmax' has no such "
                     "limit, or lower β or the norms of Q and K.")
         if not bad.size:
