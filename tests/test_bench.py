@@ -94,6 +94,25 @@ def test_unavailable_and_failing_cases_are_reported_not_fatal(tmp_path, monkeypa
     assert "Not available in this run" in report and "simulated failure" in report
 
 
+def test_bench_json_is_strict_json_with_null_for_non_finite_numbers(tmp_path, monkeypatch):
+    """A NaN or an infinity in a result (a failed fit, the error of a diverged run) was written as a bare NaN /
+    Infinity, which is no JSON: jq and JavaScript refuse the whole bench.json.  Now null."""
+    import numpy as np
+
+    def nan_case(quick=False):
+        return dict(comparisons=[], targets=[_common.target("t", "goal", float("nan"), None)],
+                    rows=[dict(fit=np.float64(np.inf), errors=np.array([1.0, np.nan]), n=np.int64(3))])
+    _fake_cases(monkeypatch, nan_case)
+
+    def refuse(constant):
+        raise ValueError(f"bare {constant} in bench.json")
+    _bench.run_cases(["first"], quick=True, output=tmp_path, echo=lambda msg: None)
+    rec = json.loads((tmp_path / "bench.json").read_text(), parse_constant=refuse)
+    res = rec["cases"]["first"]
+    assert res["targets"][0]["value"] is None
+    assert res["rows"] == [dict(fit=None, errors=[1.0, None], n=3)]
+
+
 def test_dense_baseline_matches_the_exact_velocity():
     import numpy as np
 

@@ -82,7 +82,9 @@ def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict |
     meta.update(seconds=round(time.perf_counter() - t_all, 1), loadavg_end=C.loadavg(),
                 cpu_steal=C.steal_share(counters_all, C.cpu_counters()))
     record = dict(meta=meta, cases=results)
-    (out / "bench.json").write_text(json.dumps(record, indent=1, default=_jsonable) + "\n")
+    # strict JSON: a NaN or an infinity (a failed fit, an error of a diverged run) is written as null, since a bare
+    # NaN / Infinity is no JSON and other readers (jq, JavaScript, ...) refuse the whole file
+    (out / "bench.json").write_text(json.dumps(_finite_or_null(record), indent=1, allow_nan=False) + "\n")
     from ._report import write_report
 
     write_report(record, out)
@@ -120,13 +122,22 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _jsonable(x):
+def _finite_or_null(x):
+    """``x`` with numpy scalars and arrays as Python numbers and lists, and every non-finite float as None."""
+    import math
+
     import numpy as np
 
+    if isinstance(x, dict):
+        return {k: _finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [_finite_or_null(v) for v in x]
     if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if x is None or isinstance(x, (str, bool, int, float)):
+        return x
     raise TypeError(f"not JSON serializable: {type(x).__name__}")
 
 
