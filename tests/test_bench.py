@@ -89,6 +89,9 @@ def test_unavailable_and_failing_cases_are_reported_not_fatal(tmp_path, monkeypa
     assert record["cases"]["hybrid"]["status"] == "not available"
     assert record["cases"]["particles"]["status"] == "error"
     assert "simulated failure" in record["cases"]["particles"]["error"]
+    for res in record["cases"].values():     # the layout docs/benchmarks.md promises for every result
+        assert res["comparisons"] == [] and res["targets"] == []
+    assert "Traceback" in record["cases"]["particles"]["traceback"]
     assert _bench._exit_code(record) == 1
     report = (tmp_path / "REPORT.md").read_text()
     assert "Not available in this run" in report and "simulated failure" in report

@@ -102,7 +102,7 @@ def _run_case(name: str, mod, quick: bool, sizes: dict) -> dict:
     except Exception as e:  # noqa: BLE001  (recorded in the report; the other cases still run)
         if STOP_REQUESTED.is_set():         # an error of a run the stop request cut short, not of the case
             raise KeyboardInterrupt(f"bench case {name} was interrupted") from e
-        res = dict(case=name, title=getattr(mod, "TITLE", name), status="error",
+        res = dict(case=name, title=getattr(mod, "TITLE", name), status="error", comparisons=[], targets=[],
                    error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     stop_if_requested()                     # a signal whose KeyboardInterrupt was swallowed (inside a finalizer)
     return res
