@@ -79,6 +79,27 @@ def test_unknown_case_is_refused(tmp_path):
         _bench.cli(["no-such-case", "--output", str(tmp_path)])
 
 
+@pytest.mark.parametrize("where, message", [("file", "is a file; give a folder"),
+                                            ("/proc/self", "cannot write in this folder"),
+                                            ("", "--output must name a folder")])
+def test_a_bad_output_is_refused_before_any_case_runs(tmp_path, monkeypatch, capsys, where, message):
+    """An --output that is a file gave "[Errno 17] File exists" (a traceback from python -m benchmarks), and a
+    folder that cannot be written (/proc/self) was found only after every case had run: the measurements were lost.
+    Now each is refused first, naming --output."""
+    calls = _fake_cases(monkeypatch, lambda: {})
+    if where == "file":
+        where = tmp_path / "bench.json"
+        where.write_text("a file")
+    with pytest.raises(ValueError, match=message):
+        _bench.run_cases(["second"], quick=True, output=where, echo=lambda msg: None)
+    assert meanfield_main(["bench", "second", "--quick", "--output", str(where)]) == 2
+    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        _bench.cli(["second", "--quick", "--output", str(where)])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert calls == []
+
+
 def test_unavailable_and_failing_cases_are_reported_not_fatal(tmp_path, monkeypatch):
     monkeypatch.setattr(_hybrid, "available", lambda: (False, "backend 'hybrid' is not registered"))
 

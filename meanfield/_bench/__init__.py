@@ -51,6 +51,9 @@ def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict |
 
     Raises
     ------
+    ValueError
+        An unknown case, or an ``output`` that is a file or a folder that cannot be created or written: refused
+        before any case runs (found at the end, it lost every measurement of the run).
     KeyboardInterrupt
         Ctrl-C or SIGTERM during a case (a run it times is interrupted): nothing is written, since timings
         and checks of interrupted runs are no results; ``output``'s earlier bench.json and REPORT.md stay.
@@ -60,8 +63,7 @@ def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict |
     unknown = [n for n in names if n not in CASES]
     if unknown:
         raise ValueError(f"unknown benchmark case(s) {unknown}; choose from {list(CASES)}.")
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(output)
     meta = dict(date=C.now(), quick=quick, command=command or " ".join(sys.argv), cases=names,
                 machine=C.machine(), loadavg_start=C.loadavg())
     counters_all = C.cpu_counters()
@@ -90,6 +92,33 @@ def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict |
     write_report(record, out)
     echo(f"[bench] wrote {out / 'bench.json'} and {out / 'REPORT.md'}")
     return record
+
+
+def output_folder(output) -> Path:
+    """The folder ``output`` for bench.json, REPORT.md and the plots, created if missing.
+
+    Raises
+    ------
+    ValueError
+        ``output`` is empty, is a file, or is a folder that cannot be created or written (a probe file is written
+        and removed: permission bits say nothing for root or a read-only file system).
+    """
+    import tempfile
+
+    if str(output) == "":
+        raise ValueError("--output must name a folder (created if missing) for bench.json, REPORT.md and the plots; "
+                         "got ''.")
+    out = Path(output)
+    if out.exists() and not out.is_dir():      # mkdir's "[Errno 17] File exists" did not say what to give
+        raise ValueError(f"--output {str(out)!r} is a file; give a folder (created if missing) for bench.json, "
+                         "REPORT.md and the plots.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out, prefix=".bench-probe-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"--output {str(out)!r}: cannot write in this folder ({e.strerror or e}).") from None
+    return out
 
 
 def _run_case(name: str, mod, quick: bool, sizes: dict) -> dict:
@@ -156,6 +185,10 @@ def cli(argv=None, prog: str = "python -m benchmarks", default_cases=None) -> in
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
         parser(prog).error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
+    try:
+        output_folder(args.output)
+    except ValueError as e:
+        parser(prog).error(str(e))
     cmd = " ".join([prog] + (sys.argv[1:] if argv is None else list(argv)))
     try:
         record = run_cases(args.cases or default_cases, quick=args.quick, output=args.output, command=cmd)
