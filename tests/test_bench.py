@@ -137,6 +137,28 @@ def test_bench_json_is_strict_json_with_null_for_non_finite_numbers(tmp_path, mo
     assert res["rows"] == [dict(fit=None, errors=[1.0, None], n=3)]
 
 
+def test_a_particle_run_that_stops_early_is_an_error_not_a_measurement(tmp_path, monkeypatch):
+    """The accuracy, hybrid and stiff cases timed particle runs without looking at their status (with the package's
+    warnings silenced): a run stopped after max_steps=3 steps, at t = 0.04, entered the accuracy table with its
+    MMD to the t = 1 reference and the CPU time of the short run.  Now the case fails, saying which run stopped."""
+    import meanfield as mf
+
+    real = mf.simulate
+
+    def three_steps(*args, **kw):
+        if kw.get("backend") in ("particles", "particles-sh"):
+            kw["max_steps"] = 3
+        return real(*args, **kw)
+    monkeypatch.setattr(mf, "simulate", three_steps)
+    record = _bench.run_cases(["accuracy", "stiff"], quick=True, output=tmp_path, echo=lambda msg: None,
+                              sizes={"accuracy": dict(spectral=((8, 1e-6),), sh_n=(50,), exact_n=(30,), quad_l=(4,)),
+                                     "stiff": dict(runs=((10.0, 0.5),), n=8)})
+    for name, run in (("accuracy", "particles-sh run N=50"), ("stiff", "USA β = 10, method='rk45'")):
+        res = record["cases"][name]
+        assert res["status"] == "error" and f"{run} stopped at t = " in res["error"], res.get("error")
+        assert "max_steps" in res["error"]
+
+
 def test_dense_baseline_matches_the_exact_velocity():
     import numpy as np
 

@@ -87,18 +87,18 @@ def run(quick: bool = False, spectral=None, sh_n=None, exact_n=None, quad_l=None
                                  ("particles", exact_n, "particles (exact, i.i.d.)")):
             for n in ns:
                 p = mf.sample_density(rho0, n, seed=n)
-                def once(p=p, backend=backend):
-                    return mf.simulate(model, p, T_FINAL, backend=backend, rtol=PARTICLE_RTOL,
-                                       atol=PARTICLE_RTOL * 1e-2).final
+                def once(p=p, backend=backend, n=n):
+                    return C.completed(mf.simulate(model, p, T_FINAL, backend=backend, rtol=PARTICLE_RTOL,
+                                                   atol=PARTICLE_RTOL * 1e-2), f"{backend} run N={n}").final
                 series[key].append(dict(n=n, rtol=PARTICLE_RTOL, **_unpack(_measure(once, err, cheap))))
         for lq in quad_l:
             g = sphere.SphereGrid.for_bandlimit(lq, dealias=False)
             pts = g.points.reshape(-1, 3)
             w = rho0.evaluate(pts) * g.weights.reshape(-1)
             p = mf.Particles(pts, weights=w / w.sum())
-            def once(p=p):
-                return mf.simulate(model, p, T_FINAL, backend="particles-sh", rtol=QUAD_RTOL,
-                                   atol=QUAD_RTOL * 1e-2).final
+            def once(p=p, lq=lq):
+                return C.completed(mf.simulate(model, p, T_FINAL, backend="particles-sh", rtol=QUAD_RTOL,
+                                               atol=QUAD_RTOL * 1e-2), f"particles-sh run from the L={lq} rule").final
             series["particles-sh (quadrature start)"].append(dict(n=len(pts), quadrature_lmax=lq, rtol=QUAD_RTOL,
                                                                   **_unpack(_measure(once, err, cheap))))
     comps = []

@@ -113,6 +113,18 @@ def timed(f):
     return out, time.perf_counter() - w0, time.process_time() - c0
 
 
+def completed(trajectory, what: str):
+    """``trajectory`` if its run reached ``t_final``; else RuntimeError naming ``what``, the time and the status.
+
+    A run that stopped early (``max_steps``, a non-finite state, ...) returns its last state: its error against a
+    reference at ``t_final`` and its time would be those of a shorter run, so a case must not measure it.
+    """
+    if not trajectory.success:
+        raise RuntimeError(f"{what} stopped at t = {float(trajectory.times[-1]):.6g} before t_final: "
+                           f"{trajectory.message}")
+    return trajectory
+
+
 def comparison(what: str, ours: str, alternative: str, ours_s: float, alternative_s: float, **extra) -> dict:
     """One same-run comparison record: the times, the contenders and ``speedup`` = alternative / ours."""
     return dict(what=what, ours=ours, alternative=alternative, ours_s=float(ours_s),

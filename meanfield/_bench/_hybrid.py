@@ -71,6 +71,7 @@ def run(quick: bool = False, hybrid=None, exact_n=None, reference=None) -> dict:
             p = mf.sample_density(rho0, n, seed=n)
             tr, wall, cpu = C.timed(lambda p=p: mf.simulate(model, p, T_FINAL, backend="particles", rtol=RTOL,
                                                             atol=RTOL * 1e-2))
+            C.completed(tr, f"exact particles N={n}")
             runs_x.append(dict(n=n, cpu_s=cpu, wall_s=wall, **observe(tr.final)))
     comps = []
     for obs in ("mmd", "energy_error"):

@@ -33,7 +33,8 @@ def run(quick: bool = False, runs=None, rounds: int | None = None, n: int = N) -
     rows, comps = [], []
     for beta, t_final in runs:
         funcs = {m: (lambda m=m: _simulate(beta, t_final, m, n)) for m in ("rk45",) + IMPLICIT}
-        finals = {m: f() for m, f in funcs.items()}           # also the warm-up
+        finals = {m: C.completed(f(), f"USA β = {beta:g}, method={m!r}")     # also the warm-up
+                  for m, f in funcs.items()}
         times = C.medians(C.interleaved(funcs, rounds, warmup=False))
         row = dict(beta=beta, t_final=t_final, n=n, rounds=rounds, seconds=times,
                    steps={m: len(tr.steps["t"]) for m, tr in finals.items()},
