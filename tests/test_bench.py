@@ -333,6 +333,8 @@ def test_checkpoint_case_times_three_runs_and_checks_the_file(tmp_path):
     assert res["writes"]["every"] == 21 and 2 <= res["writes"]["auto"] <= 21 and res["same_states"]
     assert set(res["seconds_by_mode"]) == {"none", "auto", "every"}
     assert [t["name"] for t in res["targets"]][1].startswith('the "auto" file') and res["targets"][1]["met"]
+    # --quick's one short round is not the stated target (it read 1.27, "missed", under load): shown, not judged
+    assert res["targets"][0]["met"] is None and "judged on the full run (300 saved states" in res["targets"][0]["note"]
     assert "against saving once" in (tmp_path / "REPORT.md").read_text()
 
 

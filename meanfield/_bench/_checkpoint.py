@@ -21,6 +21,7 @@ from . import _common as C
 NAME = "checkpoint"
 TITLE = "9. Checkpoints of a run with many saved states"
 TARGET_RATIO = 1.15
+FULL_LMAX, FULL_SAVES, FULL_ROUNDS = 64, 300, 3
 
 
 @contextlib.contextmanager
@@ -44,9 +45,9 @@ def _counted_writes():
 def run(quick: bool = False, lmax: int | None = None, saves: int | None = None, rounds: int | None = None) -> dict:
     import meanfield as mf
 
-    lmax = lmax or (32 if quick else 64)
-    saves = saves or (100 if quick else 300)
-    rounds = rounds or (1 if quick else 3)
+    lmax = lmax or (32 if quick else FULL_LMAX)
+    saves = saves or (100 if quick else FULL_SAVES)
+    rounds = rounds or (1 if quick else FULL_ROUNDS)
     model, rho = mf.Model(1.0, "post-ln"), mf.Density.random(lmax, seed=1, amplitude=0.3)
     folder = Path(tempfile.mkdtemp(prefix="meanfield-bench-checkpoint-"))
     kw = dict(save_every=1.0 / saves, lmax=lmax)
@@ -82,8 +83,12 @@ def run(quick: bool = False, lmax: int | None = None, saves: int | None = None, 
                           "checkpoint_every=1", t["auto"], t["every"], writes_ours=writes["auto"],
                           writes_alternative=writes["every"])]
     ratio = t["auto"] / t["none"]
+    # the target is stated for the full run: --quick's short run (~0.5 s, one round) is dominated by the few
+    # writes' fixed cost and by the machine's load, so its ratio is shown but not judged
     targets = [C.target('"auto" against the same run saved once at its end', f"≤ {TARGET_RATIO}×", round(ratio, 3),
-                        ratio <= TARGET_RATIO, note=f"median of {rounds} rounds"),
+                        None if quick else ratio <= TARGET_RATIO,
+                        f"median of {rounds} rounds" + (f"; judged on the full run ({FULL_SAVES} saved states, L = "
+                                                        f"{FULL_LMAX}, {FULL_ROUNDS} rounds)" if quick else "")),
                C.target('the "auto" file holds the run\'s states', "bit for bit", same, same)]
     return dict(case=NAME, title=TITLE, lmax=lmax, saves=saves, rounds=rounds, seconds_by_mode=t, times=times,
                 writes=writes, file_bytes=files, same_states=same, comparisons=comps, targets=targets)
