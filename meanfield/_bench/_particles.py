@@ -237,7 +237,7 @@ def run(quick: bool = False, sh_sizes=None, dense_sizes=None, check_n=None, dens
     if check:
         targets.append(_speedup_target(f"speedup at N = {check_n:,}", check, "dense_s", "max_velocity_error"))
         if check.get("exact_s"):
-            targets.append(_speedup_target(f"speedup over the exact backend at N = {check_n:,} (issue 6)", check,
+            targets.append(_speedup_target(f"speedup over the exact backend at N = {check_n:,}", check,
                                            "exact_s", "max_error_vs_exact"))
     else:
         targets.append(C.target("speedup at N = 20,000", f"≥ {TARGET_SPEEDUP:g}× at ≤ {TARGET_ERROR:g} error",
