@@ -159,6 +159,17 @@ def test_a_particle_run_that_stops_early_is_an_error_not_a_measurement(tmp_path,
         assert "max_steps" in res["error"]
 
 
+def test_memory_case_says_how_it_measured(tmp_path):
+    """The JSON's method said 'ru_maxrss − RSS after imports' while the peak is VmHWM, reset after the imports."""
+    from meanfield._bench import _memory
+
+    res = _memory.run(items=(("transforms", 16),))
+    (row,) = res["rows"]
+    assert "error" not in row, row
+    assert row["peak_reset"] and "VmHWM reset after the imports" in res["params"]["method"]
+    assert row["peak_above_baseline_mb"] >= 0 and row["input_mb"] > 0
+
+
 def test_dense_baseline_matches_the_exact_velocity():
     import numpy as np
 

@@ -144,7 +144,8 @@ def run(quick: bool = False, items=None) -> dict:
     refs = dict(path=path, dedalus_peak_memory_gb_at_512=ded.get("dedalus_peak_memory_gb_at_512") if ded else None,
                 ducc0_peak_memory_gb_at_512=ded.get("ducc0_peak_memory_gb_at_512") if ded else None)
     return dict(case=NAME, title=TITLE, rows=rows, comparisons=[], references=refs, targets=[],
-                params=dict(method="child process per item: ru_maxrss − RSS after imports; tracemalloc peak"))
+                params=dict(method="child process per item: peak RSS (VmHWM reset after the imports; ru_maxrss where "
+                                   "that is unsupported) − RSS after the imports; tracemalloc peak of a second run"))
 
 
 def report(res: dict, out) -> str:
