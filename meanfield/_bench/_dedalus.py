@@ -94,12 +94,14 @@ def run(quick: bool = False, ntheta=None) -> dict:
                          ahead_of_dedalus_calibrated=a["dedalus_rk443_stage_s"] * machine / r["stage_s"]))
     # one thread: judged on the thread's CPU time (the work; wall time on a shared machine adds the time
     # slices other processes take, which the anchor, measured on an idle machine, did not have)
-    judged = [r for r in rows if r["anchor_ntheta"] >= 128] or rows
-    worst_min = max(r["stage_over_minimal_cpu"] for r in judged)
+    # the target is stated at Nθ ≥ 128: smaller grids are shown, never judged (their fixed costs weigh more)
+    judged = [r for r in rows if r["anchor_ntheta"] >= 128]
+    worst_min = max(r["stage_over_minimal_cpu"] for r in (judged or rows))
     big = [x for x in refs if x["anchor_ntheta"] >= 128]
     targets = [C.target("stage vs minimal transform count", f"≤ {TARGET_OVER_MINIMAL:g}× at Nθ ≥ 128 (same run)",
-                        round(worst_min, 2), worst_min <= TARGET_OVER_MINIMAL,
-                        "thread CPU time, worst Nθ ≥ 128; wall-time ratios: "
+                        round(worst_min, 2), worst_min <= TARGET_OVER_MINIMAL if judged else None,
+                        ("thread CPU time, worst Nθ ≥ 128" if judged else "no row with Nθ ≥ 128 in this run: "
+                         "thread CPU time, worst Nθ") + "; wall-time ratios: "
                         + ", ".join(f"{r['anchor_ntheta']}: {r['stage_over_minimal']:.2f}" for r in rows))]
     if big:
         # a cross-run comparison (the anchor's idle-machine wall time): met only when every reading of ours
