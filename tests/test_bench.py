@@ -207,6 +207,9 @@ def test_helpers():
     assert _common.at_equal_error(ours, [dict(err=1e-9, cpu_s=1.0)], "err") is None
     crossing = _particles._crossover([dict(n=100, sh_s=2.0, dense_s=1.0), dict(n=1000, sh_s=2.0, dense_s=4.0)])
     assert 100 < crossing["n"] < 1000
+    # faster at the smallest N only: a StopIteration lost the whole particles case; now a note without an N
+    odd = _particles._crossover([dict(n=100, sh_s=1.0, dense_s=2.0), dict(n=1000, sh_s=2.0, dense_s=1.0)])
+    assert odd["n"] is None and "faster at N = 100 and dense at N = 1,000" in odd["note"]
     with _common.blas_threads(1):
         assert all(v == 1 for v in _common.blas_info().values())
 

@@ -305,7 +305,11 @@ def _crossover(both) -> dict:
                     note=f"particles-sh is faster at every measured N (from {both[0]['n']:,})")
     if not any(faster):
         return dict(n=None, above=both[-1]["n"], note=f"dense is faster at every measured N (to {both[-1]['n']:,})")
-    i = next(k for k in range(1, len(both)) if faster[k] and not faster[k - 1])
+    i = next((k for k in range(1, len(both)) if faster[k] and not faster[k - 1]), None)
+    if i is None:           # faster at the smallest N only (noise at tiny times): no N where it becomes faster
+        return dict(n=None, note="no crossover: particles-sh is faster at N = " + ", ".join(
+            f"{r['n']:,}" for r, f in zip(both, faster) if f) + " and dense at N = " + ", ".join(
+            f"{r['n']:,}" for r, f in zip(both, faster) if not f))
     a, b = both[i - 1], both[i]
     la, lb = np.log(a["dense_s"] / a["sh_s"]), np.log(b["dense_s"] / b["sh_s"])
     n = float(np.exp(np.log(a["n"]) + (np.log(b["n"]) - np.log(a["n"])) * (-la) / (lb - la)))
