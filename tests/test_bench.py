@@ -377,6 +377,27 @@ def test_sweep_case_runs_on_a_local_cluster(tmp_path):
     assert _sweep.available()[0]
 
 
+def test_sweep_rows_are_identical_only_when_every_task_is_in_both(monkeypatch):
+    """The rows were compared with zip, which stops at the shorter list: a cluster sweep that recorded one task
+    fewer than the serial one was reported 'identical' (the target met)."""
+    import contextlib
+    import types
+
+    import distributed
+
+    from meanfield._sweep import _bench as sweep_bench, _runner
+
+    def fake_run_sweep(spec, folder, serial=False, client=None, progress=False):
+        rows = [dict(task=k, beta=1.0, status="OK", wall_time=0.1) for k in range(len(spec.tasks))]
+        return types.SimpleNamespace(rows=rows if serial else rows[:-1])
+    monkeypatch.setattr(_runner, "run_sweep", fake_run_sweep)
+    monkeypatch.setattr(distributed, "LocalCluster", lambda **kw: contextlib.nullcontext())
+    monkeypatch.setattr(distributed, "Client", lambda cluster: contextlib.nullcontext(
+        types.SimpleNamespace(run=lambda f: None)))
+    res = sweep_bench.bench_sweep(quick=True)
+    assert res["tasks"] == 8 and res["rows_identical"] is False
+
+
 def test_meanfield_bench_runs_the_named_cases_only(tmp_path, tiny_transforms):
     assert meanfield_main(["bench", "transforms", "--quick", "--output", str(tmp_path)]) == 0
     rec = json.loads((tmp_path / "bench.json").read_text())

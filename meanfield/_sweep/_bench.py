@@ -74,8 +74,10 @@ def bench_sweep(quick: bool, workers: int = 2) -> dict:
                 par = run_sweep(spec, Path(tmp) / f"cluster{rep}", client=c, progress=False)
                 t_par.append(time.perf_counter() - t0)
     t_serial, t_par = min(t_serial), min(t_par)
-    same = all({k: v for k, v in a.items() if k != "wall_time"} == {k: v for k, v in b.items() if k != "wall_time"}
-               for a, b in zip(serial.rows, par.rows))
+    # every task in both (zip alone stops at the shorter: a task the cluster did not record went unnoticed)
+    same = len(serial.rows) == len(par.rows) == len(spec.tasks) and all(
+        {k: v for k, v in a.items() if k != "wall_time"} == {k: v for k, v in b.items() if k != "wall_time"}
+        for a, b in zip(serial.rows, par.rows))
     return {"tasks": len(spec.tasks), "workers": workers, "serial_s": t_serial, "cluster_s": t_par,
             "cluster_startup_s": t_start, "speedup": t_serial / t_par,
             "speedup_with_startup": t_serial / (t_par + t_start),
