@@ -363,6 +363,23 @@ def test_checkpoint_case_times_three_runs_and_checks_the_file(tmp_path):
     assert "against saving once" in (tmp_path / "REPORT.md").read_text()
 
 
+def test_checkpoint_case_removes_its_files_when_it_fails(tmp_path, monkeypatch):
+    """The case removed its temporary folder only at the end: a failure (or Ctrl-C) left it in the temp folder."""
+    import tempfile
+
+    import meanfield as mf
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def full_disk(*args, **kw):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(mf, "save", full_disk)
+    record = _bench.run_cases(["checkpoint"], quick=True, output=tmp_path / "out", echo=lambda msg: None,
+                              sizes={"checkpoint": {"lmax": 8, "saves": 5, "rounds": 1}})
+    assert "No space left on device" in record["cases"]["checkpoint"]["error"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
 @pytest.mark.slow
 def test_sweep_case_runs_on_a_local_cluster(tmp_path):
     # starts a 2-worker LocalCluster (~10 s): the sweep rows equal the serial ones, shards equal one process

@@ -11,6 +11,7 @@ Target: "auto" costs at most 1.15× the run saved once, and its file holds the s
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -58,26 +59,26 @@ def run(quick: bool = False, lmax: int | None = None, saves: int | None = None, 
     def saved_once():
         mf.save(simulate(), folder / "once.h5")
 
-    times = {"none": [], "auto": [], "every": []}
-    writes, files = {}, {}
-    reference = simulate()                                  # warm-up, and the states the files must hold
-    for r in range(rounds):
-        for name in times:
-            path = None if name == "none" else folder / f"{name}.h5"
-            every = 1 if name == "every" else "auto"
-            if name == "every" and r > 0:                   # the O(K²) contender once: it is the slow one
-                continue
-            with _counted_writes() as counted:
-                _, wall, _ = C.timed(saved_once if path is None else lambda: simulate(path, every))
-            times[name].append(wall)
-            if path is not None:
-                writes[name], files[name] = len(counted), path.stat().st_size
-    stored = mf.load(folder / "auto.h5")
-    same = bool(np.array_equal(stored.times, reference.times)
-                and all(np.array_equal(a.coeffs, b.coeffs) for a, b in zip(stored.states, reference.states)))
-    for p in folder.iterdir():
-        p.unlink()
-    folder.rmdir()
+    try:                                                    # the files go, whatever stops the case
+        times = {"none": [], "auto": [], "every": []}
+        writes, files = {}, {}
+        reference = simulate()                                  # warm-up, and the states the files must hold
+        for r in range(rounds):
+            for name in times:
+                path = None if name == "none" else folder / f"{name}.h5"
+                every = 1 if name == "every" else "auto"
+                if name == "every" and r > 0:                   # the O(K²) contender once: it is the slow one
+                    continue
+                with _counted_writes() as counted:
+                    _, wall, _ = C.timed(saved_once if path is None else lambda: simulate(path, every))
+                times[name].append(wall)
+                if path is not None:
+                    writes[name], files[name] = len(counted), path.stat().st_size
+        stored = mf.load(folder / "auto.h5")
+        same = bool(np.array_equal(stored.times, reference.times)
+                    and all(np.array_equal(a.coeffs, b.coeffs) for a, b in zip(stored.states, reference.states)))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     t = {k: C.median(v) for k, v in times.items()}
     comps = [C.comparison(f"spectral run, {saves} saved states, L = {lmax}", 'checkpoint_every="auto"',
                           "checkpoint_every=1", t["auto"], t["every"], writes_ours=writes["auto"],
