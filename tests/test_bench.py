@@ -72,9 +72,13 @@ def test_report_states_the_steal_share_when_measured():
     assert _steal_brief(None) == "" and _steal_sentence(None) == ""      # records written before it was measured
 
 
-def test_unknown_case_is_refused(tmp_path):
+def test_unknown_case_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown benchmark case"):
         _bench.run_cases(["no-such-case"], output=tmp_path)
+    # one name as a string is that case (it was split into letters: "unknown benchmark case(s) ['s', 't', ...]")
+    calls = _fake_cases(monkeypatch, lambda: {})
+    assert list(_bench.run_cases("second", output=tmp_path, echo=lambda msg: None)["cases"]) == ["second"]
+    assert calls == [False]
     with pytest.raises(SystemExit):
         _bench.cli(["no-such-case", "--output", str(tmp_path)])
 

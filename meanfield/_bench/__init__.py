@@ -44,7 +44,8 @@ def case_module(name: str):
 
 def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict | None = None,
               command: str | None = None, echo=None) -> dict:
-    """Run the benchmark cases ``names`` (default: all) and write ``output/bench.json`` and ``REPORT.md``.
+    """Run the benchmark cases ``names`` (a name or a list of names; default: all) and write ``output/bench.json``
+    and ``REPORT.md``.
 
     ``sizes`` maps a case name to keyword overrides of its ``run`` (e.g. ``{"transforms": {"sizes": [16]}}``),
     for tests and quick looks.  A case that raises is recorded with status "error" and the others still run.
@@ -59,7 +60,7 @@ def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict |
         and checks of interrupted runs are no results; ``output``'s earlier bench.json and REPORT.md stay.
     """
     echo = echo or _say
-    names = list(CASES) if not names else list(names)
+    names = list(CASES) if not names else [names] if isinstance(names, str) else list(names)
     unknown = [n for n in names if n not in CASES]
     if unknown:
         raise ValueError(f"unknown benchmark case(s) {unknown}; choose from {list(CASES)}.")
