@@ -79,6 +79,9 @@ def test_unknown_case_is_refused(tmp_path, monkeypatch):
     calls = _fake_cases(monkeypatch, lambda: {})
     assert list(_bench.run_cases("second", output=tmp_path, echo=lambda msg: None)["cases"]) == ["second"]
     assert calls == [False]
+    with pytest.raises(ValueError, match=r"`sizes` has unknown benchmark case\(s\) \['secnod'\]"):
+        _bench.run_cases("second", output=tmp_path, sizes={"secnod": {"n": 3}})
+    assert calls == [False]                      # refused before running (it ran at the default sizes)
     with pytest.raises(SystemExit):
         _bench.cli(["no-such-case", "--output", str(tmp_path)])
 

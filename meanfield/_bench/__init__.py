@@ -53,7 +53,7 @@ def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict |
     Raises
     ------
     ValueError
-        An unknown case, or an ``output`` that is a file or a folder that cannot be created or written: refused
+        An unknown case (in ``names`` or ``sizes``), or an ``output`` that is a file or a folder that cannot be created or written: refused
         before any case runs (found at the end, it lost every measurement of the run).
     KeyboardInterrupt
         Ctrl-C or SIGTERM during a case (a run it times is interrupted): nothing is written, since timings
@@ -64,6 +64,9 @@ def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict |
     unknown = [n for n in names if n not in CASES]
     if unknown:
         raise ValueError(f"unknown benchmark case(s) {unknown}; choose from {list(CASES)}.")
+    unknown = [n for n in (sizes or {}) if n not in CASES]
+    if unknown:        # a misspelt key left the case at its default sizes, silently
+        raise ValueError(f"`sizes` has unknown benchmark case(s) {unknown}; choose from {list(CASES)}.")
     out = output_folder(output)
     meta = dict(date=C.now(), quick=quick, command=command or " ".join(sys.argv), cases=names,
                 machine=C.machine(), loadavg_start=C.loadavg())
