@@ -188,6 +188,18 @@ def test_dedalus_targets_are_not_judged_without_a_row_at_ntheta_128():
     assert dedalus["met"] is None
 
 
+def test_a_result_json_cannot_hold_fails_that_case_only(tmp_path, monkeypatch):
+    """A case returning an object JSON cannot hold raised TypeError when bench.json was written, after every case:
+    nothing was written and the run's measurements were lost.  Now that case is an error and the others stay."""
+    later = _fake_cases(monkeypatch, lambda: dict(comparisons=[], targets=[], when=object()))
+    record = _bench.run_cases(quick=True, output=tmp_path, echo=lambda msg: None)
+    assert later == [True]
+    first = record["cases"]["first"]
+    assert first["status"] == "error" and "not JSON serializable: object" in first["error"]
+    on_disk = json.loads((tmp_path / "bench.json").read_text())
+    assert on_disk["cases"]["second"]["status"] == "ok" and (tmp_path / "REPORT.md").is_file()
+
+
 def test_dense_baseline_matches_the_exact_velocity():
     import numpy as np
 

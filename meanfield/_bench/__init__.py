@@ -132,6 +132,7 @@ def _run_case(name: str, mod, quick: bool, sizes: dict) -> dict:
     try:
         with propagating_interrupts():
             res = mod.run(quick=quick, **sizes)
+        _finite_or_null(res)                # a value bench.json cannot hold fails this case, not the whole run
     except Exception as e:  # noqa: BLE001  (recorded in the report; the other cases still run)
         if STOP_REQUESTED.is_set():         # an error of a run the stop request cut short, not of the case
             raise KeyboardInterrupt(f"bench case {name} was interrupted") from e
