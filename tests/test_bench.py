@@ -200,6 +200,27 @@ def test_a_result_json_cannot_hold_fails_that_case_only(tmp_path, monkeypatch):
     assert on_disk["cases"]["second"]["status"] == "ok" and (tmp_path / "REPORT.md").is_file()
 
 
+def test_spectral_case_times_the_unit_on_the_threads_of_the_right_hand_side(tmp_path, monkeypatch):
+    """meanfield's grid transforms run on one thread below GRID_THREADS_FROM_L = 128, but the unit (one scalar
+    synthesis) and the minimal four transforms were timed on NTHREADS: at L = 64 on the loaded machine the 'minimal'
+    set took 1.71 ms against 1.60 ms for the whole right-hand side that contains it, and the units read 6.8 instead
+    of 9.7."""
+    from meanfield._bench import _spectral_rhs
+    from meanfield.sphere import _sh
+
+    monkeypatch.setattr(_sh, "NTHREADS", 2)
+    seen, real = [], _spectral_rhs.transform_calls
+
+    def spy(be, nthreads):
+        seen.append((be.basis.lmax, nthreads))
+        return real(be, nthreads)
+    monkeypatch.setattr(_spectral_rhs, "transform_calls", spy)
+    res = _spectral_rhs.run(quick=True, sizes=(16, _sh.GRID_THREADS_FROM_L))
+    assert seen == [(16, 1), (_sh.GRID_THREADS_FROM_L, 2)]
+    assert [r["threads"] for r in res["rows"]] == [1, 2]
+    assert "| thr |" in _spectral_rhs.report(res, tmp_path)
+
+
 def test_dense_baseline_matches_the_exact_velocity():
     import numpy as np
 
