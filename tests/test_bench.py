@@ -46,6 +46,20 @@ def test_quick_transforms_writes_json_report_and_plot(tmp_path, tiny_transforms)
     assert (tmp_path / "transforms.png").stat().st_size > 0
 
 
+def test_transforms_case_says_how_many_threads_ours_ran_on(tmp_path):
+    """meanfield's grid transforms run on one thread below L = 128: the comparisons said 'meanfield.sphere
+    (2 threads)' and the report 'Ours on 2 threads (and 1)' at L = 16 and 32, where both columns are one thread."""
+    from meanfield.sphere import _sh
+
+    res = _transforms.run(quick=True, sizes=(16, _sh.GRID_THREADS_FROM_L))
+    expected = {16: 1, _sh.GRID_THREADS_FROM_L: _sh.NTHREADS}
+    assert {r["lmax"]: r["our_threads"] for r in res["rows"]} == expected
+    for c in res["comparisons"]:
+        k = expected[c["lmax"]]
+        assert c["ours"] == f"meanfield.sphere ({k} thread{'s' if k != 1 else ''})"
+    assert "one below) and on 1 thread" in _transforms.report(res, tmp_path)
+
+
 def test_meanfield_bench_cli_and_python_m_benchmarks_share_the_code(tmp_path, monkeypatch, tiny_transforms):
     monkeypatch.setattr(_bench, "CASES", {"transforms": _bench.CASES["transforms"]})
     assert meanfield_main(["bench", "--quick", "--output", str(tmp_path / "a")]) == 0
