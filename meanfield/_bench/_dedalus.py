@@ -67,7 +67,8 @@ def bench_row(ntheta: int, quick: bool) -> dict:
     t, tc = C.medians(times), C.medians(cpu)
     stage = t["step"] / STAGES_PER_STEP
     return dict(anchor_ntheta=ntheta, lmax=L, ntheta=be.basis.grid.ntheta, nphi=be.basis.grid.nphi, repeats=reps,
-                times_s=t, cpu_s=tc, stage_s=stage, stage_cpu_s=tc["step"] / STAGES_PER_STEP,
+                times_s=t, cpu_s=tc, rounds_s=times, rounds_cpu_s=cpu, stage_s=stage,
+                stage_cpu_s=tc["step"] / STAGES_PER_STEP,
                 rhs_calls_per_step=rhs_per_step, rejected_steps=rejected,
                 stage_over_minimal=stage / t["minimal"], rhs_over_minimal=t["rhs"] / t["minimal"],
                 stage_over_minimal_cpu=tc["step"] / STAGES_PER_STEP / tc["minimal"],

@@ -82,10 +82,11 @@ def run(quick: bool = False, sizes=None) -> dict:
         # GRID_THREADS_FROM_L): a 2-thread unit under a 1-thread right-hand side measured the threading, not the cost
         threads = sh._grid_threads(L)
         unit, minimal, _ = transform_calls(post, threads)
-        t = C.medians(C.interleaved({"post": lambda: post.rhs(0.0, post.y), "pre": lambda: pre.rhs(0.0, pre.y),
-                                     "unit": unit, "minimal": minimal}, _repeats(L, quick)))
+        rounds = C.interleaved({"post": lambda: post.rhs(0.0, post.y), "pre": lambda: pre.rhs(0.0, pre.y),
+                                "unit": unit, "minimal": minimal}, _repeats(L, quick))
+        t = C.medians(rounds)
         g = post.basis.grid
-        rows.append(dict(lmax=L, ntheta=g.ntheta, nphi=g.nphi, threads=threads, times_s=t,
+        rows.append(dict(lmax=L, ntheta=g.ntheta, nphi=g.nphi, threads=threads, times_s=t, rounds_s=rounds,
                          post_units=t["post"] / t["unit"], pre_units=t["pre"] / t["unit"],
                          minimal_units=t["minimal"] / t["unit"],
                          post_over_minimal=t["post"] / t["minimal"]))

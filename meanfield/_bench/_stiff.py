@@ -35,8 +35,9 @@ def run(quick: bool = False, runs=None, rounds: int | None = None, n: int = N) -
         funcs = {m: (lambda m=m: _simulate(beta, t_final, m, n)) for m in ("rk45",) + IMPLICIT}
         finals = {m: C.completed(f(), f"USA β = {beta:g}, method={m!r}")     # also the warm-up
                   for m, f in funcs.items()}
-        times = C.medians(C.interleaved(funcs, rounds, warmup=False))
-        row = dict(beta=beta, t_final=t_final, n=n, rounds=rounds, seconds=times,
+        raw = C.interleaved(funcs, rounds, warmup=False)
+        times = C.medians(raw)
+        row = dict(beta=beta, t_final=t_final, n=n, rounds=rounds, seconds=times, rounds_s=raw,
                    steps={m: len(tr.steps["t"]) for m, tr in finals.items()},
                    status={m: tr.status.name for m, tr in finals.items()},
                    max_difference={m: float(np.max(np.abs(finals[m].final.positions - finals["rk45"].final.positions)))

@@ -75,19 +75,20 @@ def bench_one(lmax: int, repeats: int) -> dict:
     coeffs = sphere.to_shcoeffs(a, lmax).convert(normalization="4pi", csphase=1, kind="real")
     sa = lambda: sphere.analysis(sphere.synthesis(a, lmax, grid), lmax, grid)  # noqa: E731
     gr = lambda: sphere.gradient(a, lmax, grid)  # noqa: E731
-    t = C.medians(C.interleaved({
+    rounds = C.interleaved({
         "ours_sa": _with_threads(nt, sa), "ours1_sa": _with_threads(1, sa),
         "ours_grad": _with_threads(nt, gr), "ours1_grad": _with_threads(1, gr),
         "pysh_glq_sa": lambda: coeffs.expand(grid="GLQ").expand(),
         "pysh_dh2_sa": lambda: coeffs.expand().expand(),
         "pysh_dh2_grad": lambda: coeffs.gradient(),
-    }, repeats))
+    }, repeats)
+    t = C.medians(rounds)
     glq_shape = list(coeffs.expand(grid="GLQ").data.shape)
     dh2_shape = list(coeffs.expand().data.shape)
     with C.meanfield_threads(nt):       # what "ours" ran on: meanfield's grid transforms use one thread below L = 128
         used = sh._grid_threads(lmax)
     return dict(lmax=lmax, repeats=repeats, our_grid=list(grid.shape), our_threads=used,
-                pyshtools_glq_grid=glq_shape, pyshtools_dh2_grid=dh2_shape, times_s=t,
+                pyshtools_glq_grid=glq_shape, pyshtools_dh2_grid=dh2_shape, times_s=t, rounds_s=rounds,
                 agreement_rel=_check_same_field(lmax))
 
 
