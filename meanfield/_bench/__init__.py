@@ -179,7 +179,7 @@ def parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=prog, description="meanfield's performance report against the alternatives "
                                  "(same-run ratios, medians of repeats); writes bench.json and REPORT.md.")
     ap.add_argument("cases", nargs="*", metavar="case", help=f"cases to run (default: all of {list(CASES)})")
-    ap.add_argument("--quick", action="store_true", help="small sizes only (about 2 minutes)")
+    ap.add_argument("--quick", action="store_true", help="small sizes only (30 s idle, about 3 minutes on a loaded machine)")
     ap.add_argument("--output", default="bench-out", help="folder for bench.json, REPORT.md and the plots")
     return ap
 
