@@ -139,9 +139,10 @@ def test_unavailable_and_failing_cases_are_reported_not_fatal(tmp_path, monkeypa
     assert "Not available in this run" in report and "simulated failure" in report
 
 
-def test_bench_json_is_strict_json_with_null_for_non_finite_numbers(tmp_path, monkeypatch):
+def test_bench_json_is_strict_json_with_non_finite_numbers_as_strings(tmp_path, monkeypatch):
     """A NaN or an infinity in a result (a failed fit, the error of a diverged run) was written as a bare NaN /
-    Infinity, which is no JSON: jq and JavaScript refuse the whole bench.json.  Now null."""
+    Infinity, which is no JSON: jq and JavaScript refuse the whole bench.json.  Now the strings "nan" / "inf", the
+    convention of validation.json (null already means "not judged" for a target's verdict)."""
     import numpy as np
 
     def nan_case(quick=False):
@@ -154,8 +155,8 @@ def test_bench_json_is_strict_json_with_null_for_non_finite_numbers(tmp_path, mo
     _bench.run_cases(["first"], quick=True, output=tmp_path, echo=lambda msg: None)
     rec = json.loads((tmp_path / "bench.json").read_text(), parse_constant=refuse)
     res = rec["cases"]["first"]
-    assert res["targets"][0]["value"] is None
-    assert res["rows"] == [dict(fit=None, errors=[1.0, None], n=3)]
+    assert res["targets"][0]["value"] == "nan"
+    assert res["rows"] == [dict(fit="inf", errors=[1.0, "nan"], n=3)]
 
 
 def test_a_particle_run_that_stops_early_is_an_error_not_a_measurement(tmp_path, monkeypatch):

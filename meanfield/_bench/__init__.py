@@ -88,9 +88,9 @@ def run_cases(names=None, quick: bool = False, output="bench-out", sizes: dict |
     meta.update(seconds=round(time.perf_counter() - t_all, 1), loadavg_end=C.loadavg(),
                 cpu_steal=C.steal_share(counters_all, C.cpu_counters()))
     record = dict(meta=meta, cases=results)
-    # strict JSON: a NaN or an infinity (a failed fit, an error of a diverged run) is written as null, since a bare
-    # NaN / Infinity is no JSON and other readers (jq, JavaScript, ...) refuse the whole file
-    (out / "bench.json").write_text(json.dumps(_finite_or_null(record), indent=1, allow_nan=False) + "\n")
+    # strict JSON: a bare NaN / Infinity (a failed fit, an error of a diverged run) is no JSON, and other readers
+    # (jq, JavaScript, ...) refuse the whole file
+    (out / "bench.json").write_text(_strict_json(record) + "\n")
     from ._report import write_report
 
     write_report(record, out)
@@ -132,7 +132,7 @@ def _run_case(name: str, mod, quick: bool, sizes: dict) -> dict:
     try:
         with propagating_interrupts():
             res = mod.run(quick=quick, **sizes)
-        _finite_or_null(res)                # a value bench.json cannot hold fails this case, not the whole run
+        _strict_json(res)                   # a value bench.json cannot hold fails this case, not the whole run
     except Exception as e:  # noqa: BLE001  (recorded in the report; the other cases still run)
         if STOP_REQUESTED.is_set():         # an error of a run the stop request cut short, not of the case
             raise KeyboardInterrupt(f"bench case {name} was interrupted") from e
@@ -156,23 +156,14 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _finite_or_null(x):
-    """``x`` with numpy scalars and arrays as Python numbers and lists, and every non-finite float as None."""
-    import math
+def _strict_json(x) -> str:
+    """``x`` as strict JSON in the package's one convention (:func:`meanfield._io._finite_json`: a non-finite float
+    is the string "nan", "inf" or "-inf", as in validation.json); TypeError naming the type JSON cannot hold."""
+    from .._io import _finite_json
 
-    import numpy as np
-
-    if isinstance(x, dict):
-        return {k: _finite_or_null(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, np.ndarray)):
-        return [_finite_or_null(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if x is None or isinstance(x, (str, bool, int, float)):
-        return x
-    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+    def refuse(obj):
+        raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+    return json.dumps(_finite_json(x), indent=1, allow_nan=False, default=refuse)
 
 
 def parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
