@@ -1,4 +1,4 @@
-"""The performance report (issue 12): ``meanfield bench [--quick] --output DIR`` and ``python -m benchmarks``.
+"""The performance report: ``meanfield bench [--quick] --output DIR`` and ``python -m benchmarks``.
 
 Each case is one module with ``NAME``, ``TITLE``, ``run(quick=False, **sizes) -> dict`` and
 ``report(result, out_dir) -> str`` (a markdown section; it writes its PNG figures into ``out_dir``).

@@ -1,6 +1,6 @@
 """What every benchmark case shares: timing, the machine's description, BLAS threads, anchors, plots.
 
-Timing rules (issue 12): every comparison is measured in the same run, contenders are timed round-robin
+Timing rules: every comparison is measured in the same run, contenders are timed round-robin
 (one turn of each per round, after a warm-up call) so that background load on a shared machine hits all
 of them alike, and the figure kept is the median of the rounds.  A turn is one call, or for functions of a
 few milliseconds a batch of consecutive calls (timeit's ``number``; :func:`calls_per_turn`), so that a fast

@@ -12,7 +12,7 @@ same-run ratio.  Here, one thread, at the anchor's Nθ (our L = ⌊2(Nθ−1)/3�
 * the minimal transform count of that right-hand side (four ducc0 calls, timed alone in this run);
 * the anchor's three-transform loop, re-timed here, to calibrate this machine against the anchor's.
 
-Targets (issue 12): our stage within 1.5× of the minimal transform count; ≥ 4× ahead of Dedalus's
+Targets: our stage within 1.5× of the minimal transform count; ≥ 4× ahead of Dedalus's
 RK443 stage at Nθ ≥ 128.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Case 3: particles-sh against dense attention written the way published scripts write it, N = 10²..10⁶,
-and against meanfield's own exact backend (``backend="particles"``) up to the check N (issue 6).
+and against meanfield's own exact backend (``backend="particles"``) up to the check N.
 
 The alternative (:func:`dense_velocity`) is the Post-LN softmax velocity v_i = P_{x_i} Σ_j w_ij x_j computed
 as published particle scripts do it: plain numpy, float64, the (N, N) kernel in blocks of rows, one pass
@@ -166,7 +166,7 @@ def run(quick: bool = False, sh_sizes=None, dense_sizes=None, check_n=None, dens
                 reps = CHECK_REPEATS_QUICK if quick else CHECK_REPEATS
         else:
             reps = _sh_repeats(n, quick)
-        if run_dense and n <= check_n:                   # meanfield's exact backend, the reference of issue 6
+        if run_dense and n <= check_n:                   # meanfield's exact backend, the reference of the 500× target
             funcs["exact"] = _sh_velocity(exact_stepper(x))
             v_exact, single["exact"], _ = C.timed(funcs["exact"])
             if n == check_n:     # both methods on one core: the algorithms' ratio, without threading efficiency

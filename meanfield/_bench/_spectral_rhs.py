@@ -5,7 +5,7 @@ of ρ, synthesis of Z = K∗ρ, the spin-1 synthesis of ∇Z and the spin-1 adjo
 transform costs about two scalar ones, so the floor is about 6 units.  The unit is one scalar synthesis
 on the same 3/2-rule Gauss–Legendre grid, timed in the same run; "minimal" is those four ducc0 calls
 alone (no grid arithmetic), also timed in the same run.  Pre-LN (a radius field: 4 more transforms) is
-shown for information.  Target (issue 12): Post-LN ≤ 12 units.
+shown for information.  Target: Post-LN ≤ 12 units.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scale-out on dask.distributed (issue 10): parameter sweeps and sharded particles-sh runs.
+"""Scale-out on dask.distributed: parameter sweeps and sharded particles-sh runs.
 
 * :func:`run_sweep` / ``meanfield sweep SWEEP.toml --output DIR``: every parameter set of a sweep
   file is a task (simulate + observables) on a ``LocalCluster`` or an existing scheduler;

@@ -1,4 +1,4 @@
-"""Benchmark of issue 10: sweep throughput against serial execution, and distributed particles-sh per step.
+"""Benchmark of the scale-out: sweep throughput against serial execution, and distributed particles-sh per step.
 
 Run as case 8 of the performance report: ``meanfield bench sweep [--quick] --output DIR`` (also
 ``python -m benchmarks sweep`` and ``python benchmarks/bench_sweep.py``); the report section is
