@@ -145,6 +145,19 @@ def test_a_task_runs_on_threads_threads_also_when_its_options_leave_them_unset(m
     assert _strip(rows2) == _strip(rows)                                 # the thread count changes no number
 
 
+def test_max_tasks_on_a_cluster_runs_only_that_many_tasks(client, tmp_path):
+    """All the tasks were submitted to dask and the loop stopped reading at max_tasks: the workers ran the others
+    too, whose results were dropped (computed, never recorded, computed again by the next sweep).  Now exactly
+    max_tasks tasks run, as in a serial sweep."""
+    spec = _spec(BASE + '[sweep]\ngrid = { "initial.seed" = [0, 1, 2, 3] }\nhdf5 = true\n')
+    first = run_sweep(spec, tmp_path, client=client, progress=False, max_tasks=1)
+    assert first.ran == 1 and len(list((tmp_path / "tasks").glob("*.json"))) == 1
+    time.sleep(1.0)                                   # a task dask ran past the limit writes its HDF5 file
+    assert len(list((tmp_path / "runs").glob("*.h5"))) == 1
+    rest = run_sweep(spec, tmp_path, client=client, progress=False)
+    assert rest.skipped == 1 and rest.ran == len(spec.tasks) - 1
+
+
 def test_interrupted_sweep_resumes_without_redoing(client, tmp_path):
     spec = _spec()
     first = run_sweep(spec, tmp_path, serial=True, progress=False, max_tasks=2)   # "killed" after 2 tasks

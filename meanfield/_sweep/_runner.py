@@ -392,8 +392,10 @@ def _run_dask(spec, todo, out, records, bar, client, workers, connect, limit, th
         run_id = uuid.uuid4().hex[:8]     # fresh dask keys: a retried task is really run again
         # absolute: a worker of --scheduler has its own working directory, where a relative --output put its HDF5 files
         where = str(out.resolve())
+        # only the first `limit` tasks: with all of them submitted, the workers ran tasks past max_tasks whose
+        # results the loop then dropped (computed, not recorded, and computed again by the next sweep)
         futures = {c.submit(run_task, t, spec.record, where, threads, key=f"meanfield-sweep-{t.key}-{run_id}",
-                            pure=False): t for t in todo}
+                            pure=False): t for t in todo[:limit]}
         ran = 0
         handled = set()             # futures whose row this loop has recorded (or dropped, if interrupted)
         ac = as_completed(futures)
