@@ -319,7 +319,8 @@ def harmonic_dimension(d: int, ell) -> np.ndarray:
     Returns
     -------
     ndarray of float, shape of ``ell``
-        N(d, ℓ) (computed by logs: inf where it exceeds float64, in very high d).
+        N(d, ℓ) (exact while below 2⁵³ in d = 2, 3; relative error ≲ ℓ·eps otherwise for ℓ ≤ 2²⁰, ≲ |log Γ(ℓ + d)|·eps
+        by logs beyond; inf where it exceeds float64, in very high d).
 
     Raises
     ------
@@ -332,8 +333,15 @@ def harmonic_dimension(d: int, ell) -> np.ndarray:
     if bad.any():
         raise ValueError(f"`ell` must be integer degrees ≥ 0; got ell={float(ell.flat[int(np.argmax(bad))])!r}"
                          + (" among others." if ell.ndim else "."))
+    if ell.size and ell.max() <= _COUNT_TABLE_MAX:     # by logs N(1000, 1) was 999.9999999983 (see _harmonic_counts)
+        from ._zonal import _harmonic_counts
+
+        return _harmonic_counts(int(ell.max()), d)[ell.astype(int)]
     with np.errstate(over="ignore"):
         return np.exp(_log_harmonic_dimension(d, ell))
+
+
+_COUNT_TABLE_MAX = 2 ** 20       # degrees up to which harmonic_dimension builds the table of counts (8 MiB)
 
 
 def _log_harmonic_dimension(d: int, ell: np.ndarray) -> np.ndarray:
