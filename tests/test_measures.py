@@ -309,3 +309,34 @@ def test_a_zonal_density_resized_is_zero_padded_or_projected():
     assert up.lmax == 20 and np.allclose(up.evaluate_profile(t), z.evaluate_profile(t), rtol=0, atol=1e-14)
     assert np.array_equal(down.coeffs, z.coeffs[:4]) and np.array_equal(down.radius, z.radius[:4])
     assert np.array_equal(up.axis, z.axis) and up.d == 5
+
+
+@pytest.mark.parametrize("d, lmax", [(16, 100), (64, 40), (200, 20), (1000, 20), (1000, 100)])
+def test_zonal_rounding_error_bounds_the_error_at_the_poles(d, lmax):
+    # g ≡ 1 projected: the exact value is 1 everywhere, while the rounding of g_ℓ (eps·√N(d, ℓ)) reaches the poles in
+    # full: measured |error| 4.5e-7, 0.014, 0.0042, 3438, 4.2e55 at t = ±1, between 0.07 and 0.96 of the estimate
+    from meanfield.sphere import zonal_synthesis
+
+    rho = mf.ZonalDensity.from_function(np.ones_like, lmax, d=d)
+    poles = np.array([-1.0, 1.0])
+    err = np.abs(zonal_synthesis(rho.coeffs, poles, d) - 1.0)
+    est = rho.rounding_error(poles)
+    assert np.all(err <= est) and np.all(est <= 20 * err)
+    assert rho.rounding_error(0.0) < 2e-14 and rho.rounding_error([[0.0]]).shape == (1, 1)
+
+
+def test_zonal_values_without_a_correct_digit_are_refused_and_imprecise_ones_warned():
+    # exp(5t) on S^999 at L = 100 came back as 1.0 and 1.6487 at t = 0, 0.1 (right) and −4e55 at t = 1, silently
+    rho = mf.ZonalDensity.from_function(lambda t: np.exp(5 * t), 100, d=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(rho.evaluate_profile([0.0, 0.1]), np.exp([0.0, 0.5]), rtol=1e-13)
+        np.testing.assert_array_equal(mf.ZonalDensity.uniform(100, d=1000).evaluate_profile([-1.0, 1.0]), 1.0)
+    with pytest.raises(ValueError, match=r"`t` .* at 1 of 3 arguments, \|t\| ≥ 1.*rounding_error.*d=1000 at lmax=100"):
+        rho.evaluate_profile([0.0, 0.1, 1.0])
+    with pytest.raises(ValueError, match="`t`"):
+        rho.evaluate(np.eye(1000)[[0, 999]])         # the second point is the axis
+    with pytest.warns(mf.MeanfieldWarning, match=r"rounding up to 2.4e-06 .* at t=0.3"):
+        rho.evaluate_profile([0.3])                  # 10 standard deviations of t out: 5 correct digits
+    with pytest.warns(mf.MeanfieldWarning, match=r"rounding up to 0.03"):
+        mf.ZonalDensity.from_function(np.ones_like, 40, d=64).evaluate_profile(1.0)

@@ -335,6 +335,41 @@ def _gegenbauer_rows(lmax: int, t: np.ndarray, d: int):
         yield p
 
 
+#: The rounding of a projected coefficient g_ℓ, in units of eps·√N(d, ℓ)·‖g‖_{L²(σ)}: measured ≤ 1.2 (the analysis of
+#: seven profiles, d = 4 … 1000, L = 5 … 100, against the same quadrature in long double), 4 for a margin.
+_ROUNDING_UNITS = 4.0
+
+
+def _rounding_bound(coeffs: np.ndarray, t: np.ndarray, d: int) -> np.ndarray:
+    """An estimate of the rounding error of g(t) = Σ_ℓ g_ℓ P_ℓ^{(d)}(t) at ``t`` (clipped to [−1, 1], any shape):
+
+        δ(t) = Σ_ℓ min(|g_ℓ|, 4·eps·√N(d, ℓ)·‖g‖) |P_ℓ^{(d)}(t)|,   ‖g‖² = Σ_ℓ g_ℓ² / N(d, ℓ) = ∫ g² dσ.
+
+    A projection g_ℓ = N(d, ℓ) ∫ g P_ℓ dσ by quadrature rounds each term by ~eps relative, so by Cauchy–Schwarz
+    |δg_ℓ| ≲ eps·N(d, ℓ)·‖g‖·‖P_ℓ‖ = eps·√N(d, ℓ)·‖g‖ (‖P_ℓ‖² = 1/N(d, ℓ)); the synthesis adds eps·|g_ℓ| per term.
+    A coefficient below that floor is all rounding (or exact, e.g. the zeros of the uniform density), so it counts
+    with its own size.  Since |P_ℓ| ≤ 1 = P_ℓ(±1), δ is largest at the poles t = ±1, where P_ℓ is N(d, ℓ)^{1/2} times
+    its size where σ has its mass.  Measured against long double (315 cases): the error is ≤ 0.88·δ, median 0.09·δ.
+    O(L·t.size).
+    """
+    size = _rounding_sizes(coeffs, d)
+    t = np.clip(np.asarray(t, dtype=float), -1.0, 1.0)
+    out = np.zeros(t.shape)
+    for a, p in zip(size, _gegenbauer_rows(size.size - 1, t, d)):
+        out += a * np.abs(p)
+    return out
+
+
+def _rounding_sizes(coeffs: np.ndarray, d: int) -> np.ndarray:
+    """min(|g_ℓ|, 4·eps·√N(d, ℓ)·‖g‖), ℓ = 0 … L: the rounding of each coefficient in :func:`_rounding_bound`
+    (δ(±1) is their sum)."""
+    c = np.real(np.asarray(coeffs))
+    counts = _harmonic_counts(c.size - 1, d)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = np.sqrt(np.sum(c * c / counts))
+        return np.minimum(np.abs(c), _ROUNDING_UNITS * np.finfo(float).eps * np.sqrt(counts) * norm)
+
+
 def zonal_synthesis(coeffs: np.ndarray, t, d: int) -> np.ndarray:
     """g(t) = Σ_ℓ g_ℓ P_ℓ^{(d)}(t) at any t in [−1, 1].
 
