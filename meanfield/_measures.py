@@ -879,7 +879,7 @@ class ZonalDensity:
 
         return zon._rounding_bound(self.coeffs, _profile_arguments(t), self.d)
 
-    def _check_rounding(self, t: np.ndarray, values: np.ndarray) -> None:
+    def _check_rounding(self, t: np.ndarray, values: np.ndarray, warn_too: bool = True) -> None:
         """Warn where :meth:`rounding_error` exceeds 1e-6 of the scale max(|g(t)|, ‖g‖), and refuse ``t`` where it
         exceeds the scale: those values have no correct digit (g ≡ 1 in d = 1000 at L = 100 came back as −4e55 at
         t = 1, silently).  O(L) when even the poles are clear, else one more O(L·t.size) pass."""
@@ -902,7 +902,7 @@ class ZonalDensity:
                              f"the rounding error (ZonalDensity.rounding_error) exceeds the value scale max(|g(t)|, "
                              f"‖g‖), e.g. {float(err.flat[worst]):.3g} at t={float(t.flat[worst]):.6g} {where}. Evaluate "
                              "where rounding_error(t) is small, or lower `lmax`.")
-        if rel.flat[worst] > _ROUNDING_WARN:
+        if warn_too and rel.flat[worst] > _ROUNDING_WARN:
             warn(f"the density's values near the poles carry rounding up to {rel.flat[worst]:.2g} of their scale "
                  f"max(|g(t)|, ‖g‖) ({float(err.flat[worst]):.3g} at t={float(t.flat[worst]):.6g}) {where}; "
                  "ZonalDensity.rounding_error(t) gives it at each t.")

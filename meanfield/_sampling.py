@@ -14,6 +14,7 @@ import numpy as np
 from ._measures import Density, Particles, ZonalDensity, conversion_hint
 from ._memory import require
 from ._validate import nonneg_int, seed_error
+from .sphere._zonal import gegenbauer_norms, zonal_synthesis
 
 _MARGIN = 1.05          # bound = margin × (max on the fine grid)
 _NEG_TOL = 1e-8         # relative negativity that is treated as rounding (clipped to 0)
@@ -38,8 +39,14 @@ def _uniform_sphere(rng, m, d):
 def _evaluator(density):
     """(values(points), fine-grid values, d) for the supported density types."""
     if isinstance(density, ZonalDensity):
-        t = np.cos(np.linspace(0.0, np.pi, 16 * density.lmax + 65))
-        return density.evaluate, density.evaluate_profile(t), density.d
+        t, g = _zonal_fine_grid(density)
+
+        def values(points):     # the proposals: refused where no digit is correct (never reached in high d)
+            tt = np.clip(points @ density.axis, -1.0, 1.0)
+            v = zonal_synthesis(density.coeffs, tt, density.d)
+            density._check_rounding(tt, v, warn_too=False)
+            return v
+        return values, g[_resolved(density, t, g)], density.d
     if isinstance(density, Density):
         if density.d == 3:
             from .sphere._sh import SphereGrid
@@ -50,6 +57,20 @@ def _evaluator(density):
         return density.evaluate, np.ravel(fine), density.d
     raise TypeError(f"`density` must be a meanfield.Density or ZonalDensity; got {type(density).__name__}."
                     + conversion_hint(density))
+
+
+def _zonal_fine_grid(density):
+    """(t, g(t)) on the fine grid of a ZonalDensity, without the rounding check of evaluate_profile (see _resolved)."""
+    t = np.cos(np.linspace(0.0, np.pi, 16 * density.lmax + 65))
+    return t, zonal_synthesis(density.coeffs, t, density.d)
+
+
+def _resolved(density, t, g):
+    """Where g(t) is good to 1e-3 of max(|g|, ‖g‖) by its rounding estimate.  In high d the values near the poles
+    are rounding (e^{5t} on S^999 at L = 100: −4e55 at t = 1), and sampling refused the density as negative there
+    ("min -4.18e+55 against max 1.87e+19"), or would have drawn ~1e19 proposals per token."""
+    norm = np.sqrt(np.sum(density.coeffs ** 2 * gegenbauer_norms(density.lmax, density.d)))
+    return density.rounding_error(t) <= 1e-3 * np.maximum(np.abs(g), norm)
 
 
 def _radii(density, points):
@@ -87,7 +108,9 @@ def sample_density(density, n: int, seed=None, *, batch: int | None = None) -> P
     Notes
     -----
     Rejection sampling: propose x uniform on S^{d-1}, accept with probability ρ(x)/M.  M is 1.05 times
-    the maximum of ρ on a grid several times finer than its band limit; if a proposal has ρ(x) > M
+    the maximum of ρ on a grid several times finer than its band limit (for a ZonalDensity, where its values are
+    good to 1e-3 by :meth:`~meanfield.ZonalDensity.rounding_error`: in high d those near the poles are rounding,
+    which no uniform proposal reaches, and a proposal there is refused with ValueError); if a proposal has ρ(x) > M
     the draw restarts with M = 1.1·ρ(x), so the accepted samples follow ρ exactly.  The expected
     number of proposals is n·M/mass.  A ZonalDensity g(⟨x, e⟩) on S^{d-1}, d > 3, whose mass sits where σ has
     little (concentrated g in high d: e^{10(t−1)} on S^19 has M/mass ≈ 2400) is drawn the same way in
@@ -153,13 +176,17 @@ def _zonal_proposal(density, rng, ratio: float):
     d = density.d
     if d <= 3:
         return None
-    t = np.cos(np.linspace(0.0, np.pi, 16 * density.lmax + 65))
+    t, g = _zonal_fine_grid(density)
     power = (d - 3) / 2
 
-    def h(tt):
+    def h(tt):              # g's rounding near the poles is multiplied by (1 − t²)^p: checked on the fine grid
         with np.errstate(under="ignore"):
-            return density.evaluate_profile(tt) * (1.0 - tt * tt) ** power
-    fine = h(t)
+            return zonal_synthesis(density.coeffs, tt, d) * (1.0 - tt * tt) ** power
+    with np.errstate(under="ignore"):
+        weight = (1.0 - t * t) ** power
+    fine = g * weight
+    if np.max(density.rounding_error(t) * weight) > 1e-3 * np.max(fine):
+        return None
     bound = _MARGIN * float(np.max(fine))
     # ∫ h dt = mass · ∫ (1 − t²)^p dt, ∫_{-1}^{1} (1 − t²)^p dt = B(1/2, p + 1), by logs (it underflows in high d)
     from scipy.special import betaln

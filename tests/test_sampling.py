@@ -166,3 +166,14 @@ def test_the_radius_of_a_zonal_density_follows_its_own_axis(d):
     r = mf.ZonalDensity.from_function(lambda t: 2 + t, 4, d=d)
     p = mf.sample_density(mf.ZonalDensity(g.coeffs, 4, d=d, axis=axis, radius=r.coeffs), 500, seed=1)
     np.testing.assert_allclose(p.radii, 2 + p.positions @ axis, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("d, lmax", [(64, 40), (1000, 100)])
+def test_zonal_sampling_ignores_the_rounding_at_the_poles(d, lmax):
+    # in high d the values near the poles are rounding (e^{5t} on S^999 at L = 100: −4e55 at t = 1): sampling refused
+    # the density ("`density` takes negative values (min -4.18e+55 against max 1.87e+19 on a fine grid)"; S^63 at
+    # L = 40: min -0.0203).  The mean of t = ⟨x, e⟩ is ∂_β log λ_0(β) at β = 5
+    rho = mf.ZonalDensity.from_function(lambda t: np.exp(5 * t), lmax, d=d, normalize=True)
+    t = mf.sample_density(rho, 4000, seed=3).positions @ rho.axis
+    exact = mf.sphere.funk_hecke_dbeta(5.0, 0, d)[0] / mf.funk_hecke(5.0, 0, d)[0]
+    assert abs(t.mean() - exact) < 4 * t.std() / np.sqrt(t.size)
