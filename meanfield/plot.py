@@ -386,9 +386,16 @@ def _state_panel(state, ax, title, colorbar=False):
         circle_density(state, ax=ax)
         ax.set_title(title, fontsize=9)
     elif isinstance(state, ZonalDensity):
+        from .sphere._zonal import gegenbauer_norms, zonal_synthesis
         t = np.linspace(-1, 1, 401)
-        ax.plot(t, state.evaluate_profile(t))
-        ax.set_xlabel("⟨x, e⟩")
+        g = zonal_synthesis(state.coeffs, t, state.d)
+        # in high d the values near the poles are rounding (e^{5t} on S^999 at L = 100: −4e55 at t = 1), which set
+        # the axis: drawn only where good to 1e-3 (ZonalDensity.rounding_error), and the label says so
+        scale = np.maximum(np.abs(g), np.sqrt(np.sum(state.coeffs ** 2 * gegenbauer_norms(state.lmax, state.d))))
+        good = state.rounding_error(t) <= 1e-3 * scale
+        ax.plot(t, np.where(good, g, np.nan))
+        ax.set_xlabel("⟨x, e⟩" if good.all() else
+                      f"⟨x, e⟩ (|⟨x, e⟩| ≥ {np.min(np.abs(t[~good])):.2g}: rounding, not drawn)")
         ax.set_title(title, fontsize=9)
     elif isinstance(state, Particles) and state.d == 3 and ax.name == "3d":
         particles_3d(state, ax=ax, title=title, s=2.0)

@@ -494,3 +494,19 @@ def test_a_zonal_run_and_a_particle_run_in_d5_are_compared_by_their_distance():
     plt.close(fig)
     coarse, fine = (plot.comparison_distances(pde, r)[1] for r in runs)
     assert np.all((coarse / fine > 4 / 1.5) & (coarse / fine < 4 * 1.5))     # √(1600/100) = 4, one draw each
+
+
+def test_a_zonal_state_in_high_dimension_is_drawn_where_its_values_are_not_rounding():
+    """In high d the profile's values near the poles are rounding (e^{5t} on S^999 at L = 100: −4e55 at t = 1), which
+    set the panel's axis (and now make evaluate_profile refuse): they are left out, and the axis label says so."""
+    rho = mf.ZonalDensity.from_function(lambda t: np.exp(5 * t), 100, d=1000, normalize=True)
+    tr = mf.simulate(mf.Model(4.0, d=1000), rho, 0.1, save_every=0.1)
+    fig = plot.result_figure(tr, panels=1)
+    ax = fig.axes[0]
+    y = ax.get_lines()[0].get_ydata()
+    assert np.nanmax(np.abs(y)) < 10 and np.isnan(y[[0, -1]]).all()
+    assert "rounding, not drawn" in ax.get_xlabel()
+    plt.close(fig)
+    fig = plot.result_figure(mf.simulate(mf.Model(1.0, d=5), mf.ZonalDensity.uniform(12, d=5), 0.1), panels=1)
+    assert fig.axes[0].get_xlabel() == "⟨x, e⟩"
+    plt.close(fig)
