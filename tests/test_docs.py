@@ -430,18 +430,29 @@ def test_the_front_page_map_links_every_page_of_the_toctree():
 
 
 def test_the_quoted_gegenbauer_rounding_in_high_dimension():
-    """numerics.md ("The S¹ and zonal solvers") and the ZonalDensity notes quote the error on the axis of
-    g ≡ 1 projected at L = 40 (rounding, so only its size is pinned: within a factor 3).  The page said 8e-10,
-    3e-7 and 0.1 while the code gives 2.2e-10, 8.9e-7 and 1.4e-2."""
-    text = " ".join(_read("numerics.md").split())
-    quoted = {16: 2e-10, 32: 9e-7, 64: 1e-2}
-    assert ("at $L = 40$, on the axis: $2\\cdot10^{-10}$ for $d = 16$, $9\\cdot10^{-7}$ for $d = 32$, "
-            "$10^{-2}$ for $d = 64$; at $t = 0$ below $10^{-15}$") in text
-    for d, value in quoted.items():
-        g = mf.ZonalDensity.from_function(lambda t: np.ones_like(t), 40, d=d)
-        error = max(abs(g.evaluate_profile(1.0) - 1), abs(g.evaluate_profile(-1.0) - 1))
-        assert value / 3 < error < 3 * value, (d, error)
-        assert abs(g.evaluate_profile(0.0) - 1) < 1e-15
+    """numerics.md ("The S¹ and zonal solvers") tabulates the error on the axis of g ≡ 1 projected at L = 20, 40,
+    100 and ZonalDensity.rounding_error there (rounding, so the error is pinned within a factor 3, the estimate
+    within 1.5), and the |t| where the estimate passes 1e-6 and 1 at L = 40.  The page had said 8e-10, 3e-7 and 0.1
+    at L = 40 while the code gave 2.2e-10, 8.9e-7 and 1.4e-2."""
+    from meanfield.sphere import zonal_synthesis
+
+    section = _read("numerics.md").split("## The $S^1$ and zonal solvers", 1)[1]
+    grid = np.linspace(0.0, 1.0, 2001)
+    for d in (16, 32, 64, 200, 1000):
+        row = _table_row(section, str(d), exact=True)
+        for L, cell in zip((20, 40, 100), row[1:4]):
+            error, estimate = (float(x) for x in cell.split(" / "))
+            g = mf.ZonalDensity.from_function(np.ones_like, L, d=d)
+            measured = abs(zonal_synthesis(g.coeffs, np.array([1.0]), d)[0] - 1)
+            assert error / 3 < measured < 3 * error and measured <= g.rounding_error(1.0), (d, L, measured)
+            assert estimate / 1.5 < g.rounding_error(1.0) < 1.5 * estimate, (d, L)
+            assert abs(zonal_synthesis(g.coeffs, np.array([0.0]), d)[0] - 1) < 2e-14
+            if L == 40:
+                r = g.rounding_error(grid)
+                quoted = [None if c == "—" else float(c) for c in row[4].split(" / ")]
+                for level, q in zip((1e-6, 1.0), quoted):
+                    first = grid[np.argmax(r > level)] if np.any(r > level) else None
+                    assert (first is None) if q is None else abs(first - q) <= 0.01, (d, level, first, q)
 
 
 def test_ensembles_tutorial_rates_of_the_degree_1_mode():
