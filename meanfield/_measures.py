@@ -843,6 +843,17 @@ class ZonalDensity:
         Returns
         -------
         ndarray, the shape of ``t``
+
+        Raises
+        ------
+        ValueError
+            ``t`` outside [−1, 1], or where :meth:`rounding_error` exceeds the value scale max(|g(t)|, ‖g‖): in high d
+            near the poles, where the values have no correct digit (e^{5t} on S^999 at L = 100: −4e55 at t = 1).
+
+        Warns
+        -----
+        MeanfieldWarning
+            Where :meth:`rounding_error` exceeds 1e-6 of that scale.
         """
         from .sphere import _zonal as zon
 
@@ -918,6 +929,16 @@ class ZonalDensity:
         Returns
         -------
         ndarray, shape (...,)
+
+        Raises
+        ------
+        ValueError
+            As :meth:`evaluate_profile` at t = ⟨x, e⟩ (points near the axis in high d).
+
+        Warns
+        -----
+        MeanfieldWarning
+            As :meth:`evaluate_profile`.
         """
         p = _query_points(points, self.d)
         return self.evaluate_profile(np.clip(p @ self.axis, -1.0, 1.0))
