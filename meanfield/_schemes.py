@@ -213,8 +213,32 @@ TIME_FREE_ROWS = frozenset([SCHEMES["post-ln"].speed, SCHEMES["pre-ln"].speed, S
                             SCHEMES["peri-ln"].speed, SCHEMES["peri-ln"].radial, SCHEMES["ngpt"].speed])
 
 
+def angpt_weight(model, t, h) -> float:
+    """anGPT's layer weight a = α_t·h, checked to be in (0, 1].
+
+    The layer h ← ν(a)((1−a)h + a N(Attn(N(h)))) moves the stream towards the normalized attention output by the
+    fraction a (a = 1 replaces it); with a > 1 the weight (1 − a) of the stream is negative and the layer
+    extrapolates beyond N(Attn) (a = 2 gives ν(2)(2N(Attn) − h)), which is no anGPT layer.  A constant α is
+    checked before any work (:class:`meanfield.backends._stepper.ParticleStepper`); a callable α(t) at each layer
+    (a ValueError then ends the run there, as an α(t) ≤ 0 does).
+
+    Raises
+    ------
+    ValueError
+        a = α_t·h > 1; the message names `alpha`, `step` and the range.
+    """
+    alpha = model.alpha_at(t)
+    a = alpha * h
+    if not a <= 1.0 + 1e-12:      # the rounding of step = 1/α (1.0000000000000002) is a = 1
+        given = f"alpha({float(t)!r})={alpha!r}" if callable(model.alpha) else f"alpha={alpha!r}"
+        raise ValueError(f"scheme='angpt' needs the layer weight a = alpha·step in (0, 1] (the layer interpolates "
+                         f"between the stream and N(Attn): (1−a)h + a·N(Attn), a > 1 extrapolates); got {given}, "
+                         f"step={h!r}: a = {a:.6g}. Lower `step` or `alpha`.")
+    return a
+
+
 def _angpt_layer(x, attn, h, t, model):
-    a = model.alpha_at(t) * h
+    a = angpt_weight(model, t, h)
     nu = 1.0 / np.sqrt(a * a + (1.0 - a) ** 2)
     return nu * ((1.0 - a) * x + a * normalize(attn(normalize(x))))
 
