@@ -18,6 +18,7 @@ import numbers
 
 import numpy as np
 
+from ._measures import NEGATIVITY_TOL as _NEGATIVITY_TOL
 from ._measures import Density, Particles, ZonalDensity, conversion_hint
 from ._validate import nonneg_int, open_fraction, positive_float
 from .sphere._funk_hecke import funk_hecke, kernel_bandlimit
@@ -239,7 +240,6 @@ def mmd(mu, nu, beta: float, tol: float = 1e-12, lmax: int | None = None) -> flo
     return _unscale(beta, float(np.sum(funk_hecke(beta, lmax, d, scaled=True) * e)))
 
 
-_NEGATIVITY_TOL = 1e-6     # as the spectral solver's default negativity_tol: ringing below it counts as 0
 _MAX_PAIRS = 25_000_000    # n·m for the exact transport: a 200 MB cost matrix; the simplex takes ~O(n³)
 
 

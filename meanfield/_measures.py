@@ -21,6 +21,11 @@ from .sphere import _sh as sh
 
 _SQRT4PI = np.sqrt(4 * np.pi)
 MASS_TOL = 1e-10
+#: How negative a density may be on a solver's grid (uniform density = 1) and still count as nonnegative: ringing
+#: of a band-limited profile below it is 0.  The spectral backend's default ``negativity_tol``, and the start that
+#: both it and backend="hybrid" accept (the hybrid's stricter monitor then hands such a start to particles at once);
+#: :func:`meanfield.wasserstein_distance` clips below it too.
+NEGATIVITY_TOL = 1e-6
 
 
 def _query_points(points, d) -> np.ndarray:

@@ -229,7 +229,7 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     getattr(stepper, "check_save_times", lambda _: None)(times)     # e.g. whole layers, before any work
     check_fixed_step_count(getattr(stepper, "options", {}), origin, times[-1])   # as the backend resolved them
     run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix, point, checkpoint_every)
-    _check_nonnegative(run.diags[0], getattr(stepper, "options", {}),
+    _check_nonnegative(run.diags[0], getattr(stepper, "options", {}), getattr(stepper, "start_negativity_tol", None),
                        getattr(initial[0] if isinstance(initial, (list, tuple)) else initial, "lmax", None))
     with _terminated_after_checkpoint(checkpoint is not None), _checkpoint_lock(checkpoint):
         bar = _progress_bar(progress, times[-1], t0)
@@ -781,20 +781,24 @@ def _extension_times(times, stored_final, end, save_every) -> np.ndarray:
     return save_times(end, save_every, None, stored_final)[1:]
 
 
-def _check_nonnegative(diags: dict, options: dict, initial_lmax=None) -> None:
-    """Refuse an initial density that is negative on the grid (beyond the backend's ``negativity_tol``); when the
-    option ``lmax`` truncated it (``initial_lmax``: the density's own band limit), say so: the truncation made it
-    negative, and the message named only `initial`."""
-    low, tol = diags.get("min_rho"), options.get("negativity_tol")
+def _check_nonnegative(diags: dict, options: dict, start_tol=None, initial_lmax=None) -> None:
+    """Refuse an initial density that is negative on the grid (beyond the backend's ``start_tol``, by default its
+    ``negativity_tol``; the hybrid's is looser than its monitor's); when the option ``lmax`` truncated it
+    (``initial_lmax``: the density's own band limit), say so: the truncation made it negative, and the message
+    named only `initial`."""
+    from .backends._spectral import start_bound as _bound
+
+    low, given = diags.get("min_rho"), options.get("negativity_tol")
+    tol = given if start_tol is None else start_tol
     lmax = diags.get("lmax")
     if (low is not None and tol is not None and low < -tol and initial_lmax is not None and lmax is not None
             and lmax < initial_lmax):
         raise ValueError(f"`lmax` must keep the initial density nonnegative: lmax={int(lmax)} truncates it (its band "
                          f"limit is {int(initial_lmax)}) to a density whose minimum on the grid is {low:.3g} < "
-                         f"-negativity_tol = {-tol:g}. Raise `lmax` (up to {int(initial_lmax)}), or leave it unset.")
+                         f"{_bound(tol, given)}. Raise `lmax` (up to {int(initial_lmax)}), or leave it unset.")
     if low is not None and tol is not None and low < -tol:
         raise ValueError(f"`initial` must be a nonnegative density; its minimum on the grid is {low:.3g} < "
-                         f"-negativity_tol = {-tol:g}. Fix the initial density (if this is ringing of a sharp "
+                         f"{_bound(tol, given)}. Fix the initial density (if this is ringing of a sharp "
                          "profile, project it at a higher band limit).")
 
 

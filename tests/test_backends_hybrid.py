@@ -348,3 +348,50 @@ def test_the_hand_off_detail_names_the_fired_quantity_once():
     monitor = r.detail[r.detail.index("Spectral monitor"):]
     assert re.search(r"the tail fraction \S+ > tail_tol=1e-06 \(min ρ \S+, lmax=16\)\.", monitor), monitor
     assert monitor.count("tail fraction") == 1
+
+
+def _borderline(lmax=16, depth=1e-8):
+    """(1 + z)⁴ (mass 1) minus depth·P_2(z) (mass 0): min ρ ≈ −depth near the south pole, nonnegative to ringing."""
+    def f(x):
+        z = x[..., 2]
+        return 5 * (1 + z) ** 4 / 16 - depth * (3 * z ** 2 - 1) / 2
+    return mf.Density.from_function(f, lmax)
+
+
+def test_hybrid_accepts_the_starts_that_spectral_accepts():
+    # min ρ ≈ −1e-8, inside spectral's negativity_tol = 1e-6: "spectral" ran it, "hybrid" refused it ("< -negativity_tol
+    # = -1e-10", its stricter monitor's threshold).  One tolerance (meanfield._measures.NEGATIVITY_TOL) now decides
+    # the start for both; the hybrid's monitor hands such a start to particles at its first step
+    rho = _borderline()
+    model = mf.Model(2.0)
+    spectral = mf.simulate(model, rho, 0.1, backend="spectral")
+    assert -1e-8 < spectral.diagnostics["min_rho"][0] < -9e-9 and spectral.success
+    hybrid = mf.simulate(model, rho, 0.1, backend="hybrid")
+    assert hybrid.success and hybrid.run_info["handoff"]["t"] == 0.0
+    assert 0 < hybrid.run_info["handoff"]["clipped_mass"] < 1e-10
+    # the two agree on the mean direction to the particle method's error (the particles carry the moments exactly)
+    m_s, m_h = (float(tr.diagnostics["mean_alignment"][-1]) for tr in (spectral, hybrid))
+    assert abs(m_s - m_h) < 1e-4
+    # beyond −1e-6 both refuse it, the hybrid naming the bound it applied
+    deep = _borderline(depth=1e-5)
+    with pytest.raises(ValueError, match=r"its minimum on the grid is -9\.87e-06 < -negativity_tol = -1e-06"):
+        mf.simulate(model, deep, 0.2, backend="spectral")
+    with pytest.raises(ValueError, match=r"its minimum on the grid is -9\.87e-06 < -1e-06 \(a start is checked against "
+                                         r"max\(negativity_tol=1e-10, 1e-06\)\)"):
+        mf.simulate(model, deep, 0.2, backend="hybrid")
+    # species alike (each is checked on its own): a species at min ρ ≈ −5e-9 was refused by the hybrid only
+    u = mf.Density.uniform(16).coeffs
+    species = [mf.Density(rho.coeffs / 2, 16, radius=u), mf.Density(rho.coeffs / 2, 16, radius=2 * u)]
+    for backend in ("spectral", "hybrid"):
+        assert mf.simulate(mf.Model(2.0, "pre-ln"), species, 0.05, backend=backend).success
+    # a looser negativity_tol given to either loosens its start check alike
+    for backend in ("spectral", "hybrid"):
+        assert mf.simulate(model, deep, 0.05, backend=backend, negativity_tol=1e-4).success
+
+
+def test_negativity_tolerance_is_defined_once():
+    from meanfield._compare import _NEGATIVITY_TOL
+    from meanfield._measures import NEGATIVITY_TOL
+    from meanfield.backends._registry import BACKENDS
+
+    assert BACKENDS["spectral"].option_defaults()["negativity_tol"] == NEGATIVITY_TOL == _NEGATIVITY_TOL

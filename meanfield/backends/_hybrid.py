@@ -23,7 +23,7 @@ from .._trajectory import Status
 from .._validate import check_options, nonneg_int
 from ._registry import BACKENDS
 from ._spectral import _OPTIONS as _SPECTRAL_OPTIONS
-from ._spectral import SpectralBackend, _memory_estimate, monitor_thresholds
+from ._spectral import SpectralBackend, _memory_estimate, monitor_thresholds, start_negativity_tol
 
 _OPTIONS = {**{k: v for k, v in _SPECTRAL_OPTIONS.items() if k != "on_resolution_loss"},
             "tail_tol": 1e-6, "negativity_tol": 1e-10, "lmax_max": None, "particle_backend": "auto",
@@ -57,6 +57,14 @@ def density_to_particles(basis, y, oversample: int = 1) -> tuple[Particles, floa
     return Particles(np.concatenate(pos)[keep], w[keep] / w[keep].sum(), radii), clipped
 
 
+class _SpectralPhase(SpectralBackend):
+    """The hybrid's spectral phase: its monitor hands off instead of ending the run, so a start that
+    backend="spectral" accepts (min ρ ≥ −1e-6 on the grid) is accepted under the stricter ``negativity_tol`` too,
+    and handed to particles at the first step."""
+
+    HANDS_OFF = True
+
+
 def _same(a, b) -> bool:
     try:
         return bool(a == b) and type(a) is type(b)
@@ -75,7 +83,9 @@ class HybridBackend:
     -------
     All options of ``backend="spectral"`` except ``on_resolution_loss`` (always a hand-off); the
     monitor is stricter by default (``tail_tol=1e-6``, ``negativity_tol=1e-10``) so the density handed
-    over is resolved.  ``lmax_max`` (default None: hand off at the starting band limit) lets the spectral
+    over is resolved.  The starting density is checked as backend="spectral" checks it by default (min ρ ≥ −1e-6 on
+    the grid, or −``negativity_tol`` if that is looser): a start between −1e-6 and −``negativity_tol`` is handed to
+    particles at the first step (its negative nodal mass clipped and reported).  ``lmax_max`` (default None: hand off at the starting band limit) lets the spectral
     phase refine first, by ``refine_factor`` each time the tail passes ``tail_warn``, up to ``lmax_max``;
     it hands off when the monitor fires at ``lmax_max``.  ``particle_backend`` is "auto" (particles-sh on
     S² for isotropic kernels, else the exact "particles"), "particles-sh" or "particles";
@@ -99,8 +109,6 @@ class HybridBackend:
         """The hybrid's own options (particle backend and its options, ``oversample``, the monitor) checked by its
         ``__init__`` on two probe tokens (the particle phase from the start), then the options of its spectral
         phase as :meth:`__init__` passes them, by :meth:`SpectralBackend.validate_options`."""
-        from ._spectral import SpectralBackend
-
         zonal = isinstance(initial, ZonalDensity) or (isinstance(initial, (list, tuple)) and initial
                                                       and isinstance(initial[0], ZonalDensity))
         if zonal or isinstance(initial, Particles):
@@ -118,7 +126,7 @@ class HybridBackend:
             spectral["on_resolution_loss"] = "stop"
         else:
             spectral.update(on_resolution_loss="refine", lmax_max=opts["lmax_max"])
-        SpectralBackend.validate_options(model, initial, spectral)
+        _SpectralPhase.validate_options(model, initial, spectral)
         return opts
 
     @classmethod
@@ -161,9 +169,12 @@ class HybridBackend:
             self._check_unused_spectral_options(model, initial, policy, spectral_opts)
             self._start_particles(initial, 0.0)
         else:
-            self._spectral = SpectralBackend(model, initial, on_resolution_loss=policy, **spectral_opts)
+            self._spectral = _SpectralPhase(model, initial, on_resolution_loss=policy, **spectral_opts)
             self._spectral.loss_advice = {}          # a loss of resolution is the hand-off, not a failure
         self._t = 0.0
+        #: the most negative value a starting density may take on the grid, negated: as backend="spectral" by
+        #: default (1e-6), though the monitor's negativity_tol is stricter (a start between hands off at once)
+        self.start_negativity_tol = start_negativity_tol(opts["negativity_tol"], hands_off=True)
 
     @staticmethod
     def _check_unused_spectral_options(model, initial, policy, spectral_opts) -> None:

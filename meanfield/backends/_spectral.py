@@ -19,7 +19,7 @@ import numpy as np
 
 from .._errors import UnsupportedModelError, warn
 from .._integrators import check_step_options, error_norm, get_method, l2_norm, next_step, rk_step
-from .._measures import Density, ZonalDensity, conversion_hint
+from .._measures import NEGATIVITY_TOL, Density, ZonalDensity, conversion_hint
 from .._memory import available_bytes, fits, require
 from .._model import Model
 from .._schemes import SCHEMES, norms
@@ -310,8 +310,24 @@ _TAIL_ROUNDING = 1e-14   # a tail-energy fraction at float64 rounding: the densi
 
 _OPTIONS = dict(lmax=None, method="rk45", rtol=1e-9, atol=1e-12, first_step=None, max_step=np.inf,
                 min_step=1e-12, cfl=1.0, r0=1.0, on_resolution_loss="stop", tail_warn=1e-6, tail_tol=1e-4,
-                negativity_tol=1e-6, lmax_max=256, refine_factor=1.5, filter=None, step=None,
+                negativity_tol=NEGATIVITY_TOL, lmax_max=256, refine_factor=1.5, filter=None, step=None,
                 quadrature_tol=1e-12, mass_tol=1e-10, max_steps=10_000_000, error_norm="l2")
+
+
+def start_negativity_tol(negativity_tol: float, hands_off: bool = False) -> float:
+    """How negative the starting density may be on the grid: ``negativity_tol``, where the monitor's firing ends the
+    run (backend="spectral": a start below it would stop at the first step); at least
+    :data:`meanfield._measures.NEGATIVITY_TOL` where it hands off to particles (backend="hybrid", whose stricter
+    monitor, 1e-10, refused starts that "spectral" runs; it now hands them to particles at the first step)."""
+    return max(negativity_tol, NEGATIVITY_TOL) if hands_off else negativity_tol
+
+
+def start_bound(tol: float, given: float) -> str:
+    """The bound ``tol`` of the start check, for messages: "-negativity_tol = -1e-06", or the hybrid's floor beside
+    the ``negativity_tol`` ``given``."""
+    if tol == given:
+        return f"-negativity_tol = {-tol:g}"
+    return f"{-tol:g} (a start is checked against max(negativity_tol={given:g}, {NEGATIVITY_TOL:g}))"
 
 
 def _radius_schemes() -> str:
@@ -375,6 +391,10 @@ class SpectralBackend:
 
     name = "spectral"
 
+    #: whether the monitor's firing hands the state to particles (the hybrid's spectral phase) rather than ends the
+    #: run: the starting density is then checked against :func:`start_negativity_tol` with ``hands_off=True``
+    HANDS_OFF = False
+
     @classmethod
     def option_defaults(cls) -> dict:
         """{option name: default} of this backend."""
@@ -437,6 +457,8 @@ class SpectralBackend:
                              "when resolution is lost): use backend='hybrid', which sets it itself.")
         opts["filter"] = exponential_filter(opts["filter"])      # ["a", "b"] compared with 0 raised a TypeError
         self.options = opts
+        #: the most negative value on the grid a starting density (or species) may take, negated
+        self.start_negativity_tol = start_negativity_tol(opts["negativity_tol"], self.HANDS_OFF)
         self.zonal = isinstance(first, ZonalDensity)
         self._axis = first.axis if self.zonal else None
         self.t = 0.0
@@ -464,9 +486,9 @@ class SpectralBackend:
                    "unset" if s.lmax > self.basis.lmax else "")
             if len(species) > 1:     # the run checks the total density; a species is a density of its own too
                 low = self._lowest(y[i, 0])
-                if low < -opts["negativity_tol"]:
+                if low < -self.start_negativity_tol:
                     raise ValueError(f"species {i} must be a nonnegative density; its minimum on the solver's grid "
-                                     f"is {low:.3g} < -negativity_tol = {-opts['negativity_tol']:g}{cut} (the total "
+                                     f"is {low:.3g} < {start_bound(self.start_negativity_tol, opts['negativity_tol'])}{cut} (the total "
                                      "of the species may be positive: each one is a density of tokens).")
             if rad:
                 y[i, 1] = (self._resize_from(s.radius, s.lmax) if s.radius is not None
