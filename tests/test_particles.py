@@ -946,3 +946,26 @@ def test_usa_two_orthogonal_tokens_follow_their_closed_form_at_large_beta():
     x = traj.final.positions
     assert traj.status is mf.Status.OK
     assert abs(x[0] @ x[1] - exact) < 1e-9 * exact
+
+
+def test_a_radius_that_overflows_float64_is_diagnosed_as_such():
+    # USA at β = 709.7: Pre-LN's dr/dt = ⟨θ, A⟩ = e^β/2 for two orthogonal tokens, so r = 1 + t e^β/2 passes float64's
+    # largest value 1.8e308 at t ≈ 2.17.  The runs stopped NON_FINITE with "Non-finite state at t=2.2." (rk4, layers)
+    # or "Non-finite velocity at t=2.17246 (down to step 7.89e-13)." (rk45), naming neither the radius nor its cause
+    import warnings
+
+    beta = 709.7
+    model = mf.Model(beta, "pre-ln", attention="unnormalized")
+    start = mf.Particles([[1.0, 0, 0], [0, 1.0, 0]])
+    for options, where in ((dict(method="rk4", step=0.1), r"at t=2\.1: r = 1\.738e\+308, growing at dr/dt = 8\.275e\+307"),
+                           (dict(method="rk45"), r"at t=2\.17246: r = 1\.798e\+308, growing at dr/dt = 8\.275e\+307"),
+                           (dict(time="layers", step=0.1), r"in the layer from t=2\.1 \(r = 1\.738e\+308 before it\)")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mf.MeanfieldWarning)
+            tr = mf.simulate(model, start, 3.0, backend="particles", **options)
+        assert tr.status is mf.Status.NON_FINITE, options
+        assert re.search(r"Token \d's radius overflows float64 " + where, tr.detail), (options, tr.detail)
+        assert "attention='softmax'" in tr.detail
+        # the state kept is the last one before the overflow, on the exact line r = 1 + t e^β/2
+        t, r = tr.times[-1], tr.states[-1].radii
+        assert np.all(np.abs(r / (1 + t * (np.exp(beta) / 2)) - 1) < 1e-12), (options, r)

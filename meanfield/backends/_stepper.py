@@ -367,6 +367,7 @@ class ParticleStepper:
     #: the run's index of this stepper's first token, added to the token indices that its diagnoses name (a shard of
     #: meanfield.distributed_particles_sh holds a slice of the run's tokens)
     _token_offset = 0
+    _layer_radius = None    # ‖x_new‖ of the last layer (its radius, for the diagnosis of one that overflowed)
 
     @staticmethod
     def _undefined_attention(t, err: NullDirectionError) -> str:
@@ -385,11 +386,48 @@ class ParticleStepper:
                 f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''} at t={round(t, 12):.6g}, so dθ/dt = P_θA/s is "
                 f"undefined.{why}{_NO_SMALLER_STEP}")
 
-    def _nonfinite(self, detail: str) -> str:
+    def _nonfinite(self, detail: str, step: float | None = None) -> str:
         """The diagnosis of a non-finite state: the speed factor's or the attention field's, when either was the
-        cause; otherwise ``detail`` (a blown-up trial stage, which a smaller step can avoid)."""
+        cause; a radius that the radial law drives past float64's largest value within ``step`` (the step that
+        failed); otherwise ``detail`` (a blown-up trial stage, which a smaller step can avoid)."""
         issue, self._speed_issue = self._speed_issue, None
-        return issue or self._field_diagnosis() or detail
+        return issue or self._field_diagnosis() or self._radius_overflow(step) or detail
+
+    def _radius_overflow(self, step) -> str:
+        """Why a run with a radius failed, when a radius of the current (finite) state passes float64's largest
+        value within ``step`` at its rate dr/dt (unnormalized attention at β near 709.78: Pre-LN's dr/dt = ⟨θ, A⟩
+        ≈ e^β/n, so r reaches 1.8e308 at a finite time); "" otherwise.  The run stopped with "Non-finite state" or
+        "Non-finite velocity", which named neither the radius nor its cause."""
+        if step is None or not self.scheme.has_radius or not np.isfinite(self.y).all():
+            return ""
+        d = self.d
+        r = self.y[:, d]
+        if self.options["time"] == "layers":      # no rate: the layer's new radius itself (‖x_new‖ = inf)
+            over = np.flatnonzero(np.isposinf(self._layer_radius)) if self._layer_radius is not None else []
+            if not len(over):
+                return ""
+            j = int(over[np.argmax(r[over])])
+            return (f"Token {j + self._token_offset}'s radius overflows float64 in the layer from t={self.t:.6g} "
+                    f"(r = {r[j]:.4g} before it)"
+                    f"{f' (and {len(over) - 1} more token(s))' if len(over) > 1 else ''}.{_NO_SMALLER_STEP}"
+                    + (" With attention='unnormalized' the attention grows like e^β: lower β, or use "
+                       "attention='softmax'." if not self.model.softmax else ""))
+        with np.errstate(all="ignore"):
+            rate = self.rhs(self.t, self.y)[:, d]
+            reach = r + step * rate
+        self._speed_issue = None
+        over = np.flatnonzero(np.isfinite(rate) & (rate > 0) & ~np.isfinite(reach))
+        if not over.size:
+            return ""
+        j = int(over[np.argmax(r[over])])
+        with np.errstate(over="ignore"):
+            left = (np.finfo(float).max - r[j]) / rate[j]
+        return (f"Token {j + self._token_offset}'s radius overflows float64 at t={self.t:.6g}: r = {r[j]:.4g}, "
+                f"growing at dr/dt = "
+                f"{rate[j]:.4g} by the scheme's radial law, passes {np.finfo(float).max:.4g} within {left:.3g}"
+                f"{f' (and {over.size - 1} more token(s))' if over.size > 1 else ''}.{_NO_SMALLER_STEP}"
+                + (" With attention='unnormalized' dr/dt grows like e^β: lower β, or use attention='softmax'."
+                   if not self.model.softmax else ""))
 
     def _field_diagnosis(self) -> str | None:
         """Why the attention field is not finite at the current (finite) state, or None when it is finite.
@@ -642,7 +680,7 @@ class ParticleStepper:
     def _bad_state(self, y, t) -> bool:
         """Whether the step that ends at ``y`` (time ``t``) from ``self.y`` failed; sets the detail."""
         if not np.isfinite(y).all():
-            self.detail = self._nonfinite(f"Non-finite state at t={t:.6g}.")
+            self.detail = self._nonfinite(f"Non-finite state at t={t:.6g}.", t - self.t)
             return True
         if self.scheme.has_radius and (y[:, self.d] <= 0).any():
             self.detail = self._radius_detail(y, t)
@@ -676,7 +714,7 @@ class ParticleStepper:
             rate = float((k1 if k1 is not None else self.rhs(self.t, self.y))[j, d])
         if not (rate < 0 and r / -rate < 1e-6):
             return ""
-        return (f" Token {j}'s radius is r = {r:.3g}, falling at dr/dt = {rate:.3g}: the scheme's radial law drives it "
+        return (f" Token {j + self._token_offset}'s radius is r = {r:.3g}, falling at dr/dt = {rate:.3g}: the scheme's radial law drives it "
                 f"to 0 within {r / -rate:.3g}, where dθ/dt = P_θA/s blows up (s ∝ r); no step size gets past that "
                 "time.")
 
@@ -736,7 +774,7 @@ class ParticleStepper:
             k1 = self._segment_first_stage(self._stage_time(a, a, b), self.y)   # fresh at every segment start
         h = self._h if self._h is not None else max(self._initial_step(a, b, k1), o["min_step"])
         t = a
-        rejected, en = False, 0.0
+        rejected, en, h_try = False, 0.0, h
         while t < b:
             if self._out_of_steps():
                 self.t, self._h = t, h
@@ -746,7 +784,8 @@ class ParticleStepper:
             if h < o["min_step"] or bad_k1:
                 self.t = t
                 if bad_k1 or (rejected and en == np.inf):
-                    self.detail = self._nonfinite(f"Non-finite velocity at t={t:.6g} (down to step {h:.3g}).")
+                    self.detail = self._nonfinite(f"Non-finite velocity at t={t:.6g} (down to step {h:.3g}).",
+                                                  h_try)    # the step that failed
                     return Status.NON_FINITE
                 speed = "" if k1 is None else f", where the largest velocity component is {np.max(np.abs(k1)):.3g}"
                 self.detail = f"Step {h:.3g} < min_step={o['min_step']:.3g} at t={t:.6g}{speed}." + \
@@ -881,6 +920,6 @@ class ParticleStepper:
 
         with np.errstate(over="ignore", invalid="ignore"):      # a non-finite layer is diagnosed by _bad_state
             x_new = self.scheme.layer(x, attn, h, t, self.model)
-            rad = norms(x_new)
+            rad = self._layer_radius = norms(x_new)
             return (np.concatenate([x_new / rad[:, None], rad[:, None]], axis=1) if has_r
                     else x_new / rad[:, None])
