@@ -167,7 +167,7 @@ class ParticleStepper:
         (a max norm, stricter than scipy's RMS norm, so no particle is left behind).  The implicit methods use
         scipy's RMS norm, rtol in [2.22e-14, 1).
     first_step, max_step : float, optional
-        Initial and largest step of the embedded pairs (default: estimated; unbounded).
+        Initial and largest step of the embedded pairs (default: estimated, and raised to ``min_step``; unbounded).
     min_step : float
         The embedded pairs stop with ``Status.STEP_TOO_SMALL`` below this step.
     max_steps : int, optional
@@ -747,7 +747,12 @@ class ParticleStepper:
         return float(ratio.max())
 
     def _initial_step(self, a, b, f0):
-        # Hairer, Nørsett & Wanner (1993), II.4 (as scipy's select_initial_step), max norm.
+        # Hairer, Nørsett & Wanner (1993), II.4 (as scipy's select_initial_step), max norm.  The caller raises the
+        # estimate to min_step.  Its norms |f|/(atol + rtol|y|) overflow only where |f0| passes ~1.8e298 at the
+        # default tolerances (USA near β = 709.78, dr/dt ≈ e^β/2): d1 = inf makes h0 = 0 and the estimate 0, where
+        # the scaled one is below (0.01/1.8e308)^(1/(order+1)) ≈ 1e-52 anyway: either way the run starts at
+        # min_step (USA Pre-LN, two orthogonal tokens: 0 at β = 700, 1.0e-130 at β = 300; both runs then reach
+        # r = 1 + t e^β/2 to 2e-16 in 19 steps from min_step = 1e-12).
         o = self.options
         y0 = self.y
         scale = o["atol"] + o["rtol"] * np.abs(y0)
