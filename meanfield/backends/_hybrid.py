@@ -85,10 +85,11 @@ class HybridBackend:
     monitor is stricter by default (``tail_tol=1e-6``, ``negativity_tol=1e-10``) so the density handed
     over is resolved.  The starting density is checked as backend="spectral" checks it by default (min ρ ≥ −1e-6 on
     the grid, or −``negativity_tol`` if that is looser): a start between −1e-6 and −``negativity_tol`` is handed to
-    particles at the first step (its negative nodal mass clipped and reported).  ``lmax_max`` (default None: hand off at the starting band limit) lets the spectral
-    phase refine first, by ``refine_factor`` each time the tail passes ``tail_warn``, up to ``lmax_max``;
-    it hands off when the monitor fires at ``lmax_max``.  ``particle_backend`` is "auto" (particles-sh on
-    S² for isotropic kernels, else the exact "particles"), "particles-sh" or "particles";
+    particles at the first step (its negative nodal mass clipped and reported).  ``lmax_max`` (default None: hand
+    off at the starting band limit) lets the spectral phase refine first, by ``refine_factor`` each time the tail
+    passes ``tail_warn``, up to ``lmax_max``; it hands off when the monitor fires at ``lmax_max``.
+    ``particle_backend`` is "auto" (particles-sh on S² for isotropic kernels, else the exact "particles"),
+    "particles-sh" or "particles";
     ``particle_options`` is a dict passed to it (default: adaptive rk45 with its default tolerances),
     checked by that backend when the run starts; its ``max_steps`` counts the particle steps of the whole run, a
     resumed run's earlier ones included (as the hybrid's ``max_steps`` counts the spectral ones).  After the hand-off ``mean_alignment`` is |∫x dμ|²

@@ -317,8 +317,8 @@ _OPTIONS = dict(lmax=None, method="rk45", rtol=1e-9, atol=1e-12, first_step=None
 def start_negativity_tol(negativity_tol: float, hands_off: bool = False) -> float:
     """How negative the starting density may be on the grid: ``negativity_tol``, where the monitor's firing ends the
     run (backend="spectral": a start below it would stop at the first step); at least
-    :data:`meanfield._measures.NEGATIVITY_TOL` where it hands off to particles (backend="hybrid", whose stricter
-    monitor, 1e-10, refused starts that "spectral" runs; it now hands them to particles at the first step)."""
+    :data:`meanfield._measures.NEGATIVITY_TOL` where it hands off to particles (backend="hybrid": a start that
+    "spectral" runs but its stricter monitor, 1e-10, does not pass is handed to particles at the first step)."""
     return max(negativity_tol, NEGATIVITY_TOL) if hands_off else negativity_tol
 
 
@@ -487,8 +487,9 @@ class SpectralBackend:
             if len(species) > 1:     # the run checks the total density; a species is a density of its own too
                 low = self._lowest(y[i, 0])
                 if low < -self.start_negativity_tol:
+                    bound = start_bound(self.start_negativity_tol, opts["negativity_tol"])
                     raise ValueError(f"species {i} must be a nonnegative density; its minimum on the solver's grid "
-                                     f"is {low:.3g} < {start_bound(self.start_negativity_tol, opts['negativity_tol'])}{cut} (the total "
+                                     f"is {low:.3g} < {bound}{cut} (the total "
                                      "of the species may be positive: each one is a density of tokens).")
             if rad:
                 y[i, 1] = (self._resize_from(s.radius, s.lmax) if s.radius is not None
