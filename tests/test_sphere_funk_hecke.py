@@ -322,6 +322,12 @@ def test_bad_inputs_raise(call, match):
     (lambda: s.funk_hecke("5", 4), "`beta`"),
     (lambda: s.funk_hecke(5.0, 4.0), "`lmax`"),
     (lambda: s.funk_hecke(5.0, 4, d=3.0), "`d`"),
+    # `scaled` was read by its truth value: "no" and nan returned e^(-β)λ_ℓ, an array raised numpy's "truth value
+    # of an array is ambiguous"
+    (lambda: s.funk_hecke(5.0, 4, scaled="no"), "`scaled`"),
+    (lambda: s.funk_hecke(5.0, 4, scaled=np.nan), "`scaled`"),
+    (lambda: s.funk_hecke(5.0, 4, scaled=np.array([1, 0])), "`scaled`"),
+    (lambda: s.funk_hecke_dbeta(5.0, 4, scaled="no"), "`scaled`"),
 ])
 def test_wrong_types_raise_type_error(call, match):
     with pytest.raises(TypeError, match=match):

@@ -14,7 +14,7 @@ from .._lazy import LazyModule
 
 special = LazyModule("scipy.special")
 
-from .._validate import dimension, nonneg_int, open_fraction, positive_float, real_array
+from .._validate import dimension, flag, nonneg_int, open_fraction, positive_float, real_array
 from ._checks import check_memory
 
 # scipy's ive returns NaN beyond β = 2^30 − 1/2 ≈ 1.07e9 (AMOS gives up), and the power series needs ~β terms
@@ -194,6 +194,7 @@ def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
     beta = check_beta(beta)
     lmax = nonneg_int("lmax", lmax)
     d = dimension(d)
+    scaled = flag("scaled", scaled)     # "no" and nan were read as True by their truth value
     _check_degrees(lmax, "the Funk–Hecke multipliers")
     ell = np.arange(lmax + 1)
     if beta == 0.0:
@@ -252,6 +253,7 @@ def funk_hecke_dbeta(beta, lmax, d=3, scaled=False) -> np.ndarray:
     beta = check_beta(beta)
     lmax = nonneg_int("lmax", lmax)
     d = dimension(d)
+    scaled = flag("scaled", scaled)
     _check_degrees(lmax, "the derivatives of the Funk–Hecke multipliers")
     ell = np.arange(lmax + 1)
     if beta == 0.0:
