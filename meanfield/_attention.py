@@ -850,6 +850,7 @@ def attention_field_sh(model, directions, weights=None, targets=None, *, tol: fl
     concentrated the measure is: per unit mass |Z − Z_L| ≤ e^β ε_Z and |M − M_L| ≤ e^β ε_M
     (:func:`sh_error_bounds`).
     """
+    radial = flag("radial", radial)     # radial=None returned A = None as radial=False does
     x, w, y = _check_inputs(model, directions, weights, targets)
     ev = _SHEvaluator(model, tol, lmax, epsilon, nthreads)
     return ev(x, w, None if targets is None else y, radial)
@@ -883,6 +884,7 @@ def attention_field_from_coefficients(model, coefficients, targets, *, tol: floa
     from ._model import Model
     if not isinstance(model, Model):
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
+    radial = flag("radial", radial)
     ev = _SHEvaluator(model, tol, lmax, epsilon, nthreads)
     y = _check_points("targets", targets, 3)
     c = np.asarray(coefficients)

@@ -168,6 +168,15 @@ def test_bad_options(options, error, match):
         mf.simulate(mf.Model(beta=1.0), mf.Particles.uniform(10), 1.0, backend="particles-sh", **options)
 
 
+@pytest.mark.parametrize("radial", [None, "no", np.array([1, 0])])
+def test_radial_must_be_true_or_false(radial):
+    # radial was read by its truth value: radial=None returned A = None (the radial=False fast path) without a word,
+    # radial="no" the full field, an array numpy's "truth value of an array is ambiguous"
+    p = mf.Particles.uniform(10, seed=0)
+    with pytest.raises(TypeError, match="`radial` must be True or False"):
+        attention_field_sh(mf.Model(1.0), p.positions, radial=radial)
+
+
 def test_qkv_norm_with_a_value_matrix_that_maps_a_token_to_zero_is_refused():
     # the nonlinear values Vθ/‖Vθ‖ were 0/0: a velocity of NaN for every token, without a word (the exact backend
     # refuses it naming V and the token, and so does this one now)
