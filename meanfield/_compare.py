@@ -348,6 +348,8 @@ def wasserstein_distance(mu, nu, p: float = 2.0, *, grid_lmax: int | None = None
         raise ValueError(f"`p` must be ≥ 1 and finite (W_p is a metric for p ≥ 1); got p={p!r}.")
     p = float(p)
     max_pairs = nonneg_int("max_pairs", max_pairs, minimum=1)
+    if grid_lmax is not None:       # checked here, not only when a Density needs a grid (particles took any value)
+        grid_lmax = nonneg_int("grid_lmax", grid_lmax, minimum=1)
     mu, nu = _on_s1_s2(mu), _on_s1_s2(nu)
     dims = _common_dimension(mu, nu)
     if len(dims) != 1:

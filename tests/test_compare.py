@@ -106,6 +106,15 @@ def test_wasserstein_to_a_density_of_band_limit_zero_uses_a_grid_by_default(d):
     assert mf.wasserstein_distance(u, mf.Density.uniform(3, d=d)) == 0.0
 
 
+@pytest.mark.parametrize("grid_lmax, error", [(0, ValueError), (-3, ValueError), (2.5, TypeError), ("x", TypeError)])
+def test_grid_lmax_is_checked_between_particles_too(grid_lmax, error):
+    # grid_lmax was checked only when a Density needed a grid: between two particle sets any value (0, "x", nan)
+    # was accepted without a word
+    p, q = mf.Particles.uniform(4, seed=0), mf.Particles.uniform(5, seed=1)
+    with pytest.raises(error, match="`grid_lmax`"):
+        mf.wasserstein_distance(p, q, grid_lmax=grid_lmax)
+
+
 def test_wasserstein_on_the_circle_against_pots_circle_solver():
     import ot
     rng = np.random.default_rng(0)
