@@ -257,6 +257,18 @@ def test_bad_inputs():
         first_variation_gradient(p, 1.0, None, 2 * np.eye(3))
 
 
+@pytest.mark.parametrize("points, error", [
+    (np.array([[0.0, 0.0, 1.0 + 1.0j]]), ValueError),     # the imaginary part was dropped (a ComplexWarning only)
+    ([[True, False, False]], TypeError),                   # read as the point (1, 0, 0)
+    ("x", ValueError),                                      # numpy's "could not convert string to float"
+])
+def test_first_variation_points_must_be_real_numbers(points, error):
+    p = mf.Particles.uniform(5, seed=1)
+    for f in (first_variation, first_variation_gradient):
+        with pytest.raises(error, match="`points`"):
+            f(p, 2.0, None, points)
+
+
 # ----------------------------------------------------------------------------------------------
 # axisymmetric densities on any S^{d-1}
 

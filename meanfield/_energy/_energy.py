@@ -22,7 +22,7 @@ from scipy import special
 
 from .._errors import warn
 from .._measures import Density, Particles, ZonalDensity, conversion_hint
-from .._validate import choice, nonneg_int, open_fraction
+from .._validate import choice, nonneg_int, open_fraction, real_array
 from ..sphere import _circle as circ
 from ..sphere import _sh as sh
 from ..sphere._funk_hecke import funk_hecke, funk_hecke_unscaled, kernel_bandlimit, kernel_truncation_error
@@ -624,7 +624,7 @@ def _targets(measure, points, d):
         if _is_fe(measure):
             return measure.space.nodes
         raise ValueError("`points` is required for a Density (the first variation is a function on S^{d-1}).")
-    p = np.asarray(points, dtype=float)
+    p = real_array("points", points, allow_bool=False)    # complex (imaginary part dropped) and True/False passed
     if p.ndim < 1 or p.shape[-1] != d:
         raise ValueError(f"`points` must have shape (..., {d}); got shape {p.shape}.")
     if not np.all(np.isfinite(p)):
