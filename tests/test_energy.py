@@ -257,6 +257,21 @@ def test_bad_inputs():
         first_variation_gradient(p, 1.0, None, 2 * np.eye(3))
 
 
+
+@pytest.mark.parametrize("D", [np.float32(0.5), np.float16(0.5), 10 ** 400])
+def test_a_numpy_scalar_D_gives_the_value_of_the_float_without_a_warning(D):
+    # abs(np.float32(0.5)) > 1e100 cast 1e100 to float32: "RuntimeWarning: overflow encountered in cast" (an error
+    # under -W error); the Python integer 10**400 raised "int too large to convert to float"
+    p = mf.Particles.uniform(5, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if isinstance(D, int):
+            with pytest.raises(ValueError, match="`D` must be finite"):
+                mf.energy(p, 2.0, D)
+        else:
+            assert mf.energy(p, 2.0, D) == mf.energy(p, 2.0, float(D))
+
+
 @pytest.mark.parametrize("points, error", [
     (np.array([[0.0, 0.0, 1.0 + 1.0j]]), ValueError),     # the imaginary part was dropped (a ComplexWarning only)
     ([[True, False, False]], TypeError),                   # read as the point (1, 0, 0)

@@ -20,7 +20,7 @@ import numbers
 import numpy as np
 
 from .._errors import warn
-from .._validate import dimension, no_bools, positive_float
+from .._validate import _as_float, dimension, no_bools, positive_float
 
 _CHUNK_ELEMENTS = 2 ** 21  # ~16 MB of float64 kernel values per chunk
 _NO_SHIFT = 300.0          # exponents up to this need no overflow shift
@@ -63,9 +63,10 @@ def check_D(D, d: int, where: str | None = None) -> np.ndarray:
     if D is None:
         return np.eye(d)
     if isinstance(D, numbers.Real) and not isinstance(D, bool):
-        if not np.isfinite(D) or abs(D) > _HUGE:
+        c = _as_float(D)        # np.float32(2): abs(D) > 1e100 cast 1e100 to float32 ("overflow encountered in cast")
+        if not np.isfinite(c) or abs(c) > _HUGE:
             raise ValueError(f"`D` must be finite, of magnitude ≤ {_HUGE:g}; got D={D!r}.")
-        return float(D) * np.eye(d)
+        return c * np.eye(d)
     allowed = (f"`D` must be None, a real scalar, {d} numbers (a diagonal) or an array of shape ({d}, {d}) "
                f"({where or 'the measure' + chr(39) + 's dimension d'}={d})")
     no_bools("D", D)                    # [true, false] in a configuration was read as diag(1, 0)
