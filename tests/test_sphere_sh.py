@@ -81,6 +81,35 @@ def test_nphi_is_even_fft_friendly_and_sufficient(lmax, dealias):
     assert k == 1, g.nphi  # no large prime factor: 2·prime lengths made the FFTs 1.4–4× slower
 
 
+def test_fft_length_is_the_least_even_11_smooth_length_and_is_fast_for_a_huge_band_limit():
+    import threading
+
+    import meanfield as mf
+    from meanfield.sphere._sh import _fft_length
+
+    def smooth(m):
+        for p in (2, 3, 5, 7, 11):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    assert all(_fft_length(n) == next(m for m in range(n + n % 2, 2 * n + 3, 2) if smooth(m)) for n in range(1, 3000))
+    # counting up from n took 1 s at L = 10⁹ and never ended at L = 10²⁰, so Density.from_function(f, 10**20) hung
+    # before its memory check; it is refused at once
+    outcome = []
+
+    def call():
+        try:
+            mf.Density.from_function(lambda x: 1.0, 10 ** 20)
+        except Exception as e:          # noqa: BLE001  (the outcome is checked below)
+            outcome.append(e)
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert outcome and isinstance(outcome[0], mf.InsufficientMemoryError), outcome or "still running after 20 s"
+
+
 def test_grid_nodes_match_ducc0_rings():
     # our points must be where ducc0 puts its rings, or point-based and grid-based results disagree
     import ducc0
