@@ -216,6 +216,23 @@ def test_the_smallest_rtol_accepted_is_used_as_given():
         mf.equiangular_time("post-ln", 2.0, 5, 0.4, rtol=1.5e-14)
 
 
+def test_tolerances_of_any_real_type_reach_the_solver_as_floats():
+    # rtol and atol were checked, then passed on as given: atol=10**20 (a Python int beyond int64) reached LSODA as an
+    # object array, which raised "Cannot cast scalar from dtype('O')" and crashed the interpreter with a segmentation
+    # fault when collected; run in a subprocess so that the old crash fails this test, not the test session
+    import subprocess
+    import sys
+    code = ("import meanfield as mf, numpy as np\n"
+            "a = mf.equiangular('ngpt', 2.0, 5, [0.0, 0.5], atol=10**20)[0]\n"
+            "b = mf.equiangular('ngpt', 2.0, 5, [0.0, 0.5], atol=1e20)[0]\n"
+            "c = mf.equiangular_time('post-ln', 2.0, 5, 0.4, rtol=np.float16(0.001), atol=10**20)\n"
+            "d = mf.equiangular_time('post-ln', 2.0, 5, 0.4, rtol=float(np.float16(0.001)), atol=1e20)\n"
+            "import gc; gc.collect()\n"
+            "assert np.array_equal(a, b) and c == d, (a, b, c, d)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_equiangular_time_levels_that_are_not_numbers_are_named():
     # np.asarray(rho, dtype=float) raised "could not convert string to float: 'a'", naming nothing
     with pytest.raises(ValueError, match="`rho` must be numbers"):

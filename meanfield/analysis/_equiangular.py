@@ -91,7 +91,9 @@ def _lsoda_rtol(rtol) -> float:
 
 
 def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e-14):
-    """Validate the common arguments; return (scheme row, model, rhs(t, [ρ, r]), n, ρ0, r0)."""
+    """Validate the common arguments; return (scheme row, model, rhs(t, [ρ, r]), n, ρ0, r0, rtol, atol), the
+    tolerances as floats (passed on as given, atol=10**20 reached LSODA as an object array and crashed the
+    interpreter with a segmentation fault)."""
     sch = get_scheme(scheme)
     if not sch.continuous:
         raise UnsupportedModelError(f"scheme={sch.name!r} is defined only as a discrete layer map; "
@@ -108,8 +110,7 @@ def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e
         raise ValueError(f"scheme={sch.name!r} divides by ‖A‖, which is 0 at beta=0 from the simplex rho0 = −1/(n−1) "
                          f"(each A_i is the mean of the tokens): its ODE is undefined there; give beta > 0 or "
                          f"rho0 > −1/(n−1); got beta={beta!r}, n={n}, rho0={rho0!r}.")
-    _lsoda_rtol(rtol)
-    positive_float("atol", atol)
+    rtol, atol = _lsoda_rtol(rtol), positive_float("atol", atol)
     model = _scheme_model(sch, beta, alpha, tau, attention)
 
     def rhs(time, y):
@@ -123,7 +124,7 @@ def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e
         dr = 0.0 if sch.radial is None else sch.radial(np.asarray(radial), np.asarray(norm), np.asarray(r), time, model)
         return [float(drho), float(dr / r)]
 
-    return sch, model, rhs, n, rho0, r0
+    return sch, model, rhs, n, rho0, r0, rtol, atol
 
 
 def rho_rate(scheme, beta, n, t, rho, r=1.0, alpha=1.0, tau=None, attention="softmax") -> float:
@@ -231,7 +232,7 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
     t = increasing_times("t", t)
     if t[0] < 0:
         raise ValueError(f"`t` must be ≥ 0; got t[0]={t[0]!r}.")
-    sch, model, rhs, n, rho0, r0 = _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol, atol)
+    sch, model, rhs, n, rho0, r0, rtol, atol = _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol, atol)
 
     # integrate piecewise, split at the scheme's switch time (Mix-LN τ), where the velocity jumps
     cuts = _cuts(sch, model, t[-1])
@@ -276,7 +277,7 @@ def equiangular_time(scheme, beta, n, rho, r0=1.0, alpha=1.0, tau=None, *, atten
     float or ndarray
         The hitting times (shape of ``rho``).
     """
-    sch, model, rhs, n, rho0, r0 = _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol, atol)
+    sch, model, rhs, n, rho0, r0, rtol, atol = _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol, atol)
     t_max = positive_float("t_max", t_max)
     levels = real_array("rho", rho, allow_bool=False)   # np.asarray(float) raised "could not convert", naming nothing
     flat = np.atleast_1d(levels).ravel()
