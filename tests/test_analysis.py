@@ -433,6 +433,18 @@ def test_alignment_errors():
         mf.alignment_statistics("tokens")
 
 
+@pytest.mark.parametrize("measure", [mf.Particles.uniform(5), mf.Density.uniform(4)])
+def test_alignment_options_are_checked_for_every_measure(measure):
+    # method and chunk were checked only for particles: a Density took method="fast" and chunk="x" without a word;
+    # an array as method raised numpy's "truth value of an array is ambiguous"
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        mf.alignment_statistics(measure, method="fast")
+    with pytest.raises(TypeError, match="`method` must be one of"):
+        mf.aligned_fraction(measure, method=np.array(["auto", "tree"]))
+    with pytest.raises(TypeError, match="`chunk`"):
+        mf.alignment_statistics(measure, chunk="x")
+
+
 # ------------------------------------------------------------------------------------------------
 # the (β, t) phase diagram
 

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._measures import Density, Particles, conversion_hint, pair_alignment
-from .._validate import nonneg_int, positive_float, real_array
+from .._validate import choice, nonneg_int, positive_float, real_array
 
 
 class AlignmentStatistics(NamedTuple):
@@ -168,11 +168,12 @@ def alignment_statistics(measure, delta: float = 0.01, *, method: str = "auto",
     gives (0, δ/2) on S².
     """
     delta = _check_delta(delta)
+    # checked for every measure: a Density took method="fast" and chunk="x" without a word, and an array as
+    # `method` raised numpy's "truth value of an array is ambiguous"
+    choice("method", method, METHODS)
+    if chunk is not None:
+        chunk = nonneg_int("chunk", chunk, minimum=1)
     if isinstance(measure, Particles):
-        if method not in METHODS:
-            raise ValueError(f"`method` must be one of {list(METHODS)}; got method={method!r}.")
-        if chunk is not None:
-            chunk = nonneg_int("chunk", chunk, minimum=1)
         x, w = measure.positions, measure.weights
         frac = float(_pair_fraction(x, w, delta, method, chunk))
         return AlignmentStatistics(pair_alignment(w, x), frac, delta)
