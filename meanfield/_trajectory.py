@@ -127,7 +127,9 @@ def save_times(t_final, save_every=None, t_eval=None, t0=0.0) -> np.ndarray:
     save_every = positive_float("save_every", save_every)
     n = int(np.floor((t_final - t0) / save_every + 1e-9))
     ts = t0 + save_every * np.arange(n + 1)
-    if t_final - ts[-1] > 1e-9 * save_every:
+    # a span shorter than 1e-9·save_every still keeps t0 and t_final (t0 was replaced by t_final: one state, the
+    # initial one, labelled t_final)
+    if t_final - ts[-1] > 1e-9 * save_every or n == 0:
         ts = np.append(ts, t_final)
     else:
         ts[-1] = t_final

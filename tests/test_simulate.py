@@ -15,6 +15,17 @@ def test_save_times():
     assert np.allclose(save_times(1.0, t_eval=[0.5, 1.0]), [0, 0.5, 1.0])
 
 
+def test_a_run_shorter_than_a_billionth_of_save_every_keeps_its_initial_state():
+    # t0 was replaced by t_final when t_final − t0 < 1e-9·save_every: save_times(1e-10, 1.0) was [1e-10], and the run
+    # returned one state, the initial one labelled t_final
+    assert save_times(1e-10, save_every=1.0).tolist() == [0.0, 1e-10]
+    assert save_times(1.0 + 1e-10, save_every=1.0, t0=1.0).tolist() == [1.0, 1.0 + 1e-10]
+    p = mf.Particles.uniform(4, seed=0)
+    tr = mf.simulate(mf.Model(1.0), p, 1e-10, backend="particles", save_every=1.0)
+    assert tr.times.tolist() == [0.0, 1e-10] and len(tr.states) == 2
+    assert np.array_equal(tr.states[0].positions, p.positions)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(t_final=0.0), "`t_final`"), (dict(t_final=1.0, save_every=-1.0), "`save_every`"),
     (dict(t_final=1.0, t_eval=[0.5, 0.2]), "`t_eval`"), (dict(t_final=1.0, t_eval=[2.0]), "`t_eval`"),
