@@ -168,6 +168,11 @@ def test_bad_inputs():
         mf.find_stationary(p, 1.0, t_max=-1.0)
     with pytest.raises(ValueError, match="`check_every`"):
         mf.find_stationary(p, 1.0, check_every=0.0)
+    # more checks than states a run may keep: numpy's "Maximum allowed size exceeded" from the save times
+    with pytest.raises(ValueError, match="`check_every` must be ≥ t_max/1000000"):
+        mf.find_stationary(p, 1.0, check_every=1e-300)
+    with pytest.raises(ValueError, match="`check_every` must be ≥ t_max/1000000"):
+        mf.find_stationary(p, 1.0, t_max=1e300)
     with pytest.raises(ValueError, match="`tol`"):
         mf.stationary(p, 1.0, tol=-1.0)
     with pytest.raises(ValueError, match="`support_tol`"):

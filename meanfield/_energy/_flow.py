@@ -41,7 +41,7 @@ from scipy import integrate
 from .._integrators import IMPLICIT_METHODS
 from .._measures import Particles
 from ..backends._stepper import ParticleStepper, _takes_fixed_steps
-from .._validate import choice, nonneg_int, positive_float
+from .._validate import MAX_SAVES, choice, nonneg_int, positive_float
 from .._errors import warn
 from ._energy import _SPECTRAL_MIN_N, _check_particle_sums, atoms, energy_estimate, first_variation_gradient
 from ._kernel import (_scaled_kernel_sums, announced, check_beta, check_D, check_pair_work, check_symmetric,
@@ -478,4 +478,8 @@ def stationary_arguments(start, beta, D=None, *, direction="ascent", flow="gradi
     tol = positive_float("tol", tol)
     t_max = positive_float("t_max", t_max)
     check_every = positive_float("check_every", check_every)
+    if not t_max / check_every <= MAX_SAVES:       # each check keeps a state: numpy's "Maximum allowed size exceeded"
+        raise ValueError(f"`check_every` must be ≥ t_max/{MAX_SAVES} = {t_max / MAX_SAVES:.6g} (at most {MAX_SAVES} "
+                         f"stationarity checks, each keeping a state); got check_every={check_every!r} with "
+                         f"t_max={t_max!r}.")
     return dict(model=flow_model(beta, D, start.d, direction, flow), tol=tol, t_max=t_max, check_every=check_every)
