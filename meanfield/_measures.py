@@ -30,7 +30,7 @@ NEGATIVITY_TOL = 1e-6
 
 def _query_points(points, d) -> np.ndarray:
     """``points`` (..., d) as finite unit vectors (normalized here; zero vectors have no direction)."""
-    p = real_array("points", points)      # np.asarray(dtype=float) dropped imaginary parts with only a warning
+    p = real_array("points", points, allow_bool=False)    # complex: imaginary parts dropped; [[True, False, False]]: e1
     if p.ndim < 1 or p.shape[-1] != d:
         raise ValueError(f"`points` must have shape (..., {d}); got shape {p.shape}.")
     return unit_vectors("points", p)

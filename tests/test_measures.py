@@ -287,6 +287,16 @@ def test_evaluate_names_complex_or_non_numeric_arguments(call, name):
         call(np.array([[0.0, 0.6, 0.8 + 0j]]))          # a zero imaginary part is a real number
 
 
+
+@pytest.mark.parametrize("measure", [mf.Density.random(6, seed=1), mf.ZonalDensity.uniform(3)])
+def test_evaluate_refuses_boolean_points(measure):
+    # [[True, False, False]] was read as the point e1, as attention_field and first_variation refuse it
+    with pytest.raises(TypeError, match="`points` must be numbers; got booleans"):
+        measure.evaluate([[True, False, False]])
+    with pytest.raises(TypeError, match="`points` must be numbers; got booleans"):
+        measure.evaluate(np.eye(3, dtype=bool))
+
+
 def test_tail_fraction_names_a_bad_frac_and_gives_the_zero_field_no_tail():
     """frac = "a" raised "'<' not supported between instances of 'int' and 'str'"; the zero field returned NaN with a
     RuntimeWarning (0/0)."""
