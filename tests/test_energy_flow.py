@@ -173,6 +173,11 @@ def test_bad_inputs():
         mf.find_stationary(p, 1.0, check_every=1e-300)
     with pytest.raises(ValueError, match="`check_every` must be ≥ t_max/1000000"):
         mf.find_stationary(p, 1.0, t_max=1e300)
+    # an array as backend raised numpy's "truth value of an array is ambiguous"
+    with pytest.raises(ValueError, match="`backend` must be one of"):
+        mf.find_stationary(p, 1.0, backend=np.array(["particles", "spectral"]))
+    with pytest.raises(ValueError, match="`backend` must be one of"):
+        mf.gradient_flow(p, 1.0, t_final=1.0, backend=np.array(["particles", "spectral"]))
     with pytest.raises(ValueError, match="`tol`"):
         mf.stationary(p, 1.0, tol=-1.0)
     with pytest.raises(ValueError, match="`support_tol`"):

@@ -40,6 +40,7 @@ from scipy import integrate
 
 from .._integrators import IMPLICIT_METHODS
 from .._measures import Particles
+from ..backends._registry import get_backend
 from ..backends._stepper import ParticleStepper, _takes_fixed_steps
 from .._validate import MAX_SAVES, choice, nonneg_int, positive_float
 from .._errors import warn
@@ -328,6 +329,7 @@ def gradient_flow(initial, beta, D=None, *, t_final, direction: str = "ascent", 
                         "state by the softmax flow use find_stationary(..., flow='softmax'); for the softmax (SA) "
                         "dynamics, simulate(Model(beta, attention='softmax', K=D, V=D), ...) (V=-D: the descent).")
     model = flow_model(beta, D, d, direction)
+    get_backend(backend)            # before the work estimate, which compares it with "particles"
     identity_parts = nonneg_int("identity_parts", identity_parts)
     return _flow_with_identity(model, initial, t_final, save_times(t_final, save_every, t_eval), direction,
                                backend, options, total_parts=identity_parts,
@@ -445,6 +447,7 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
                              check_every=check_every)
     model, tol, t_max, check_every = a["model"], a["tol"], a["t_max"], a["check_every"]
     beta, D = model.beta, model.K.reshape(start.d, start.d)
+    get_backend(backend)            # an array raised numpy's "truth value of an array is ambiguous" below
     if backend == "particles" and not _takes_fixed_steps(options):    # tolerances of the adaptive pairs only: rk4
         options = {**_STATIONARY_TOLERANCES[options.get("method") in IMPLICIT_METHODS], **options}  # and layers
         # refuse them as ignored
