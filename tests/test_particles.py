@@ -901,11 +901,11 @@ def _two_tokens_in_a_generic_frame(rho):
     return np.array([[1.0, 0.0, 0.0], [rho, np.sqrt(1 - rho * rho), 0.0]]) @ R.T
 
 
-_OWN_TERM = ("known limitation: a token's own term e^β w_i θ_i, summed into A, leaves the others' tangential part to "
-             "the rounding of A − ⟨A, θ⟩θ (absolute ε·|A|).  Summing it apart fixes this but decorrelates the rounding "
-             "of nearly coincident tokens, whose relative (stiff) motion the shared summation order keeps exact: "
-             "BDF then could not pass a cluster merger (test_an_implicit_gradient_flow_merges_metastable_clusters, "
-             "100000 steps against 5468).  See Model's docstring.")
+# Known limitation: a token's own term e^β w_i θ_i, summed into A, leaves the others' tangential part to the rounding
+# of A − ⟨A, θ⟩θ (absolute ε·|A|).  Summing it apart fixes this but decorrelates the rounding of nearly coincident
+# tokens, whose relative (stiff) motion the shared summation order keeps exact: BDF then could not pass the cluster
+# merger of test_an_implicit_gradient_flow_merges_metastable_clusters (100000 steps against 5468).  Model's docstring.
+_OWN_TERM = "known limitation: a token's own term drowns the others' tangential part in rounding (see the comment)"
 
 
 @pytest.mark.xfail(strict=True, reason=_OWN_TERM)
