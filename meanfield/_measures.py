@@ -901,8 +901,7 @@ class ZonalDensity:
         t = 1, silently).  O(L) when even the poles are clear, else one more O(L·t.size) pass."""
         from .sphere import _zonal as zon
 
-        with np.errstate(over="ignore"):
-            norm = float(np.sqrt(np.sum(self.coeffs ** 2 / zon._harmonic_counts(self.lmax, self.d))))
+        norm = zon.l2_norm(self.coeffs, self.d)
         at_poles = float(np.sum(zon._rounding_sizes(self.coeffs, self.d)))
         if not t.size or at_poles <= _ROUNDING_WARN * norm:       # |P_ℓ| ≤ 1: δ(t) ≤ δ(±1) = Σ_ℓ min(…)
             return

@@ -349,7 +349,8 @@ def _rounding_bound(coeffs: np.ndarray, t: np.ndarray, d: int) -> np.ndarray:
     |δg_ℓ| ≲ eps·N(d, ℓ)·‖g‖·‖P_ℓ‖ = eps·√N(d, ℓ)·‖g‖ (‖P_ℓ‖² = 1/N(d, ℓ)); the synthesis adds eps·|g_ℓ| per term.
     A coefficient below that floor is all rounding (or exact, e.g. the zeros of the uniform density), so it counts
     with its own size.  Since |P_ℓ| ≤ 1 = P_ℓ(±1), δ is largest at the poles t = ±1, where P_ℓ is N(d, ℓ)^{1/2} times
-    its size where σ has its mass.  Measured against long double (315 cases): the error is ≤ 0.88·δ, median 0.09·δ.
+    its size where σ has its mass.  Measured against the exact series of e^{βt} (125 cases; long double shares the
+    float64 nodes' rounding, so it is no reference): ≤ 1.0·δ at the poles, ≤ 3.4·δ anywhere.
     O(L·t.size).
     """
     size = _rounding_sizes(coeffs, d)
@@ -366,8 +367,14 @@ def _rounding_sizes(coeffs: np.ndarray, d: int) -> np.ndarray:
     c = np.real(np.asarray(coeffs))
     counts = _harmonic_counts(c.size - 1, d)
     with np.errstate(over="ignore", invalid="ignore"):
-        norm = np.sqrt(np.sum(c * c / counts))
-        return np.minimum(np.abs(c), _ROUNDING_UNITS * np.finfo(float).eps * np.sqrt(counts) * norm)
+        return np.minimum(np.abs(c), _ROUNDING_UNITS * np.finfo(float).eps * np.sqrt(counts) * l2_norm(c, d))
+
+
+def l2_norm(coeffs: np.ndarray, d: int) -> float:
+    """‖g‖ = (∫ g² dσ)^{1/2} = (Σ_ℓ g_ℓ² / N(d, ℓ))^{1/2} of g = Σ_ℓ g_ℓ P_ℓ^{(d)} (Parseval; inf beyond float64)."""
+    c = np.real(np.asarray(coeffs))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.sqrt(np.sum(c * c / _harmonic_counts(c.size - 1, d))))
 
 
 def zonal_synthesis(coeffs: np.ndarray, t, d: int) -> np.ndarray:
