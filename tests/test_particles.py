@@ -436,6 +436,43 @@ def test_scale_free_schemes_agree_for_both_attentions_at_large_beta(scheme, back
     assert np.all(np.isfinite(runs[1].diagnostics["max_speed"]))
 
 
+@pytest.mark.parametrize("scheme, r0, extra", [("peri-ln", 2.0, {}), ("ngpt", 1.0, {"alpha": 0.5})])
+@pytest.mark.parametrize("backend, kw", [("particles", dict(method="rk45")), ("particles", dict(method="rk4", step=0.01)),
+                                         ("particles", dict(method="bdf")), ("particles-sh", dict(method="rk45"))])
+def test_a_speed_factor_beyond_float64_with_a_finite_velocity(scheme, r0, extra, backend, kw):
+    """USA at β = 709.7, two tokens at ρ0 = 0.999: ‖A‖ ≈ 0.75 e^β = 1.23e308, so Peri-LN's s = r‖A‖ (r = 2) and nGPT's
+    ‖A‖/α (α = 0.5) overflow float64 while P_θA/s is of order 1e-2.  The runs stopped at t = 0 (NON_FINITE, "The
+    speed factor … is inf").  Both schemes see only A/‖A‖, so softmax attention's closed-form ODE is the answer."""
+    beta, rho0 = 709.7, 0.999
+    c, s = np.sqrt((1 + rho0) / 2), np.sqrt((1 - rho0) / 2)
+    start = mf.Particles([[c, s, 0], [c, -s, 0]], radii=[r0, r0] if scheme == "peri-ln" else None)
+    tr = mf.simulate(mf.Model(beta, scheme, attention="unnormalized", **extra), start, 1.0, backend=backend,
+                     save_every=0.5, **kw)
+    assert tr.status is mf.Status.OK, tr.detail
+    rho, r = mf.equiangular(scheme, beta, 2, tr.times, r0=r0, attention="softmax", rho0=rho0, **extra)
+    got = np.array([x.positions[0] @ x.positions[1] for x in tr.states])
+    assert np.max(np.abs(got - rho)) < 1e-9 and rho[-1] - rho0 > 4e-4      # rtol 1e-10 (rk4: h⁴ ≈ 1e-8 of 1e-3)
+    if scheme == "peri-ln":
+        assert np.max(np.abs(np.array([x.radii for x in tr.states]) - r[:, None])) < 1e-9
+    # the saved speed was 0 where s = inf: it is |P_θA|/s, as the softmax run's
+    sa = mf.simulate(mf.Model(beta, scheme, **extra), start, 1.0, backend=backend, save_every=0.5, **kw)
+    np.testing.assert_allclose(tr.diagnostics["max_speed"], sa.diagnostics["max_speed"], rtol=1e-9)
+
+
+def test_an_overflowed_speed_factor_not_proportional_to_the_norm_stays_undefined():
+    # the rescaling by a power of two is exact only for s ∝ ‖A‖: a row s = r(1 + ‖A‖) keeps the diagnosis
+    from dataclasses import replace
+
+    from meanfield.backends._registry import get_backend
+
+    row = replace(SCHEMES["peri-ln"], name="custom", speed=lambda r, a, t, model: r * (1 + a))
+    st = get_backend("particles")(mf.Model(709.7, "peri-ln", attention="usa"),
+                                  mf.Particles([[1.0, 0, 0], [0.6, 0.8, 0]], radii=[3.0, 3.0]))
+    st.scheme = row
+    with pytest.raises(ValueError, match=r"The speed factor of scheme='custom' is inf for token 0"):
+        st.velocity()
+
+
 @pytest.mark.parametrize("options, error, match", [
     ({"stepsize": 0.1}, TypeError, "unknown option"),
     ({"time": "depth", "step": 0.1}, ValueError, "`time` must be one of"),

@@ -353,15 +353,48 @@ class ParticleStepper:
             s = self.scheme.speed(r, a_norm, t, self.model)
         unit = _all(s == 1.0)     # dividing by a unit speed is the identity, bit for bit: skip the (n, d) pass
         if not unit and not _all(np.isfinite(s) & (s != 0)):     # s divides the velocity (s < 0: r < 0, below)
-            self._speed_issue = self._speed_diagnosis(s, a_norm, t, n)
-            return np.full_like(y, np.nan)
+            dtheta = self._over_overflowed_speed(f.tangential, s, r, a_norm, t)
+            if dtheta is None:
+                self._speed_issue = self._speed_diagnosis(s, a_norm, t, n)
+                return np.full_like(y, np.nan)
+        else:
+            dtheta = f.tangential if unit else f.tangential / np.reshape(np.broadcast_to(s, (n,)), (-1, 1))
         self._speed_issue = None        # a rejected trial stage's diagnosis does not outlive it
-        dtheta = f.tangential if unit else f.tangential / np.reshape(np.broadcast_to(s, (n,)), (-1, 1))
         if not self.scheme.has_radius:
             return dtheta
         radial = f.radial if full else np.nan
         dr = self.scheme.radial(radial, a_norm, r, t, self.model) if self.scheme.radial is not None else 0 * r
         return np.concatenate([dtheta, np.reshape(np.broadcast_to(dr, (n,)), (-1, 1))], axis=1)
+
+    def _over_overflowed_speed(self, v, s, r, a_norm, t):
+        """v / s per token (``v`` of shape (n, k)) where the speed factor s = s(r, ‖A‖) overflowed float64 for some
+        tokens although the ratio is finite, else None (s is 0, NaN, or not proportional to ‖A‖).
+
+        Peri-LN's s = r‖A‖ and nGPT's ‖A‖/α pass 1.8e308 under unnormalized attention near β = 709.78 (‖A‖ ~ e^β;
+        Peri-LN with r = 2 from β ≈ 709.1), where P_θA/s ~ 1/r is of order one.  For those tokens ‖A‖ = m·2^e
+        (``np.frexp``) and the velocity is computed as (v·2^−e) / s(r, m): exact scalings by a power of two, taken
+        only where s(r, 2m) = 2·s(r, m) (a speed factor proportional to ‖A‖; any other row stays undefined there).
+        Tokens whose s is finite are divided as in :meth:`rhs`, bit for bit."""
+        n = len(v)
+        s = np.broadcast_to(s, (n,))
+        over = np.isposinf(s)
+        if np.ndim(a_norm) == 0 or not _all(over | (np.isfinite(s) & (s != 0))):
+            return None
+        a = a_norm[over]
+        if not _all(np.isfinite(a) & (a > 0)):
+            return None
+        m, e = np.frexp(a)                                  # ‖A‖ = m·2^e, m in [0.5, 1)
+        rr = np.broadcast_to(r, (n,))[over]
+        with np.errstate(over="ignore", invalid="ignore"):
+            s1 = np.broadcast_to(self.scheme.speed(rr, m, t, self.model), m.shape)
+            s2 = np.broadcast_to(self.scheme.speed(rr, 2 * m, t, self.model), m.shape)
+        if not _all(np.isfinite(s1) & (s1 != 0) & (s2 == 2 * s1)):
+            return None
+        out = np.empty_like(v)
+        fine = ~over
+        out[fine] = v[fine] / s[fine][:, None]
+        out[over] = np.ldexp(v[over], -e[:, None]) / s1[:, None]
+        return out
 
     _speed_issue = None
     #: the run's index of this stepper's first token, added to the token indices that its diagnoses name (a shard of
@@ -545,6 +578,9 @@ class ParticleStepper:
             if self.scheme.continuous:
                 s = self.scheme.speed(r, f.norm, self.t, self.model)
                 speed = norms(f.tangential) / np.abs(s)
+                if not _all(np.isfinite(s)):        # s overflowed (Peri-LN, nGPT near β = 709.78): speed 0 read
+                    scaled = self._over_overflowed_speed(norms(f.tangential)[:, None], np.abs(s), r, f.norm, self.t)
+                    speed = speed if scaled is None else scaled[:, 0]
                 out["max_speed"] = float(np.max(speed))
                 # Σ_j w_j |dθ_j/dt|², the spectral backend's ∫ρ|v|²dσ: continuous across a hybrid run's hand-off
                 out["dissipation"] = float(w @ np.square(speed))
