@@ -256,14 +256,50 @@ def test_an_implicit_rtol_out_of_range_is_told_the_implicit_range(method, rtol):
 def test_velocities_beyond_float64_norms_stop_an_implicit_run_with_the_diagnosis(method):
     # USA at β = 650 (allowed: β ≤ 709.78): scipy's RMS estimate of the first step overflows to 0, and the factorization
     # of I/h − J failed on infs: radau raised "ValueError: array must not contain infs or NaNs", bdf stopped with that
-    # as its detail.  With a first step given at β = 705 the closed-form Jacobian itself overflows (β e^β).  rk45
-    # reports the step and the largest velocity component; so do the implicit methods now
+    # as its detail, later with "Step 0 < min_step".  The first step is now estimated without the overflow (4.5e-280
+    # for bdf, 3.4e-272 for radau: the velocity's time scale), below min_step: the run stops at t = 0 and says why.
+    # With a first step given at β = 705 the closed-form Jacobian itself overflows (β e^β)
     start = mf.Particles.uniform(6, 3, seed=1)
     run = mf.simulate(mf.Model(650.0, attention="unnormalized"), start, 0.1, backend="particles", method=method)
     assert run.status is mf.Status.STEP_TOO_SMALL
-    assert re.match(rf"Step 0 < min_step=1e-12 at t=0 \({method}: its first step\), where the largest velocity "
-                    r"component is 3\.03e\+271\.$", run.detail), run.detail
+    m = re.match(rf"Step (\S+) < min_step=1e-12 at t=0 \({method}: its first step\), where the largest velocity "
+                 r"component is 3\.03e\+271: the state changes on time scales too short for steps of min_step to "
+                 r"follow \(lower `min_step` below (\S+) to follow them\)\.$", run.detail)
+    assert m and m[1] == m[2] and 1e-290 < float(m[1]) < 1e-270, run.detail
     run = mf.simulate(mf.Model(705.0, attention="unnormalized"), start, 0.1, backend="particles", method=method,
                       first_step=1e-3)
     assert run.status is mf.Status.STEP_TOO_SMALL
     assert run.detail.startswith(f"The '{method}' solver failed at t=0: the closed-form Jacobian overflows float64")
+
+
+@pytest.mark.parametrize("method", IMPLICIT)
+@pytest.mark.parametrize("beta", [2.0, 300.0])
+def test_the_first_step_estimate_is_scipys_where_scipys_does_not_overflow(method, beta):
+    # β = 300: velocity components ~3e124, whose squares still fit: scipy's select_initial_step is the reference
+    from scipy.integrate._ivp.common import select_initial_step
+
+    from meanfield.backends._implicit import _Segment
+    from meanfield.backends._registry import get_backend
+
+    st = get_backend("particles")(mf.Model(beta, attention="unnormalized"), mf.Particles.uniform(6, 3, seed=1),
+                                  method=method)
+    seg = _Segment(st, 0.0, 0.1)
+    y0 = st.y.ravel()
+    f0 = seg._velocity(0.0, y0)
+    theirs = select_initial_step(seg._velocity, 0.0, y0, 0.1, np.inf, f0, 1, 1 if method == "bdf" else 3,
+                                 st.options["rtol"], st.options["atol"])
+    assert seg._first_step(y0) == pytest.approx(theirs, rel=1e-12)
+
+
+@pytest.mark.parametrize("method", IMPLICIT)
+def test_an_implicit_run_with_velocities_beyond_float64_norms_follows_the_closed_form(method):
+    # USA Pre-LN at β = 650, two orthogonal tokens: dr/dt = e^β/2 (ρ stays ~1e-280), so r = 1 + t e^β/2.  With
+    # min_step lowered below the velocity's time scale (~1e-282) rk45 follows it, but bdf and radau stopped at t = 0
+    # ("Step 0 < min_step=1e-300"): scipy's first-step estimate had overflowed to 0
+    beta = 650.0
+    run = mf.simulate(mf.Model(beta, "pre-ln", attention="unnormalized"), mf.Particles([[1.0, 0, 0], [0, 1.0, 0]]),
+                      1.0, backend="particles", method=method, min_step=1e-300, save_every=0.5)
+    assert run.status is mf.Status.OK, run.detail
+    r = np.array([x.radii for x in run.states])
+    assert np.max(np.abs(r / (1 + run.times * np.exp(beta) / 2)[:, None] - 1)) < 1e-12
+    assert max(abs(x.positions[0] @ x.positions[1]) for x in run.states) < 1e-12      # atol

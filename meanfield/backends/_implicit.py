@@ -26,6 +26,16 @@ def advance_implicit(stepper, a: float, b: float) -> Status:
         return _Segment(stepper, a, b).run()
 
 
+def _log_rms(x, scale) -> float:
+    """log of the RMS norm of x/scale (scipy's ``norm``), finite wherever x is (-inf for x = 0, inf for an inf)."""
+    top = np.max(np.abs(x))
+    if not top > 0 or not np.isfinite(top):
+        return -np.inf if top == 0 else np.inf
+    u = (x / top) / scale
+    peak = np.max(np.abs(u))
+    return float(np.log(top) + np.log(peak) + 0.5 * np.log(np.mean(np.square(u / peak))))
+
+
 class _Segment:
     def __init__(self, stepper, a, b):
         self.st, self.a, self.b = stepper, a, b
@@ -58,7 +68,11 @@ class _Segment:
                         if not solver.h_abs >= min(o["min_step"], self.b - self.a):
                             if self.nonfinite:
                                 return self._failure(t, f"a non-finite velocity (first step {solver.h_abs:.3g})")
-                            return self._first_step_too_small(t, solver.h_abs, y0)
+                            h = solver.h_abs if first is not None else self._first_step(y0)
+                            if first is None and h >= min(o["min_step"], self.b - self.a) and not self.nonfinite:
+                                first, solver = h, None      # scipy's estimate overflowed to 0: start with this one
+                                continue
+                            return self._first_step_too_small(t, h, y0)
                         continue
                     message = solver.step()
             except (ValueError, np.linalg.LinAlgError) as err:     # a non-finite Jacobian: its LU refuses it
@@ -132,14 +146,40 @@ class _Segment:
         st._notify(h)
         return None
 
+    def _first_step(self, y0) -> float:
+        """scipy's estimate of the first step (``select_initial_step``, Hairer, Nørsett & Wanner II.4, with the solver's
+        error order: 1 for BDF, 3 for Radau) without its overflow: scipy's RMS norms square the entries, so from
+        velocity components of ~1e150 (USA at β ≳ 350) its estimate was 0, and a run stopped at t = 0 with "Step 0"
+        even with ``min_step`` lowered below the true estimate.  Here the norms are taken as logarithms of scaled
+        vectors; where scipy's do not overflow the two agree to rounding."""
+        o = self.st.options
+        order = 1 if self.st.method.solver == "BDF" else 3
+        span = self.b - self.a
+        scale = o["atol"] + np.abs(y0) * o["rtol"]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            f0 = self._velocity(self.a, y0)
+            l0, l1 = _log_rms(y0, scale), _log_rms(f0, scale)
+            h0 = 1e-6 if min(l0, l1) < np.log(1e-5) else 0.01 * np.exp(l0 - l1)
+            h0 = min(h0, span)
+            if not h0 > 0:
+                return 0.0
+            f1 = self._velocity(self.a + h0, y0 + h0 * f0)
+            l2 = _log_rms(0.5 * f1 - 0.5 * f0, scale) + np.log(2.0) - np.log(h0)
+            if max(l1, l2) <= np.log(1e-15):
+                h1 = max(1e-6, h0 * 1e-3)
+            else:
+                h1 = np.exp((np.log(0.01) - max(l1, l2)) / (order + 1))
+        return float(min(100 * h0, h1, span, o["max_step"] or np.inf))
+
     def _first_step_too_small(self, t, h, y0) -> Status:
-        """STEP_TOO_SMALL for a first step below ``min_step`` (scipy estimates it from RMS norms of the velocity, which
-        overflow to a step of 0 where its components pass ~1e150: the factorization of I/h − J then failed on infs)."""
+        """STEP_TOO_SMALL for a first step below ``min_step``: the velocity changes the state on a time scale shorter
+        than ``min_step`` (a limitation of the problem's scale, not an error of the solver)."""
         st = self.st
         with np.errstate(over="ignore", invalid="ignore"):
             speed = float(np.max(np.abs(self._velocity(t, y0)[:self.size])))
         st.detail = (f"Step {h:.3g} < min_step={st.options['min_step']:.3g} at t={t:.6g} ({st.method.name}: its first "
-                     f"step), where the largest velocity component is {speed:.3g}.")
+                     f"step), where the largest velocity component is {speed:.3g}: the state changes on time scales "
+                     f"too short for steps of min_step to follow (lower `min_step` below {h:.3g} to follow them).")
         return Status.STEP_TOO_SMALL
 
     def _failure(self, t, message) -> Status:
