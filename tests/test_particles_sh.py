@@ -206,6 +206,28 @@ def test_a_looser_tol_loosens_the_transforms_and_stays_within_it(tol):
     assert full <= b.diagnostics()["attention_error_bound"]
 
 
+@pytest.mark.parametrize("scheme", ["post-ln", "pre-ln"])
+def test_the_bound_relative_to_the_attention_is_reported_and_holds_at_large_beta(scheme):
+    """USA at β = 700, 200 uniform tokens: the bound on |A − A_L| is 2.3e292, on an attention of max|A| = 1.0e302 (both
+    scale like e^β); the run said Status OK with only that absolute number, which no `tol` can be compared with.
+    Relative to max|A| it is 2.2e-10, as softmax attention's 8.7e-10, and the direct sum differs by 2.2e-13 of max|A|
+    (1.4e-13 of max|P_θA|): the spectral velocity is as accurate as at small β, so no warning is due."""
+    from meanfield._schemes import norms
+    from meanfield._simulate import get_backend
+
+    x = mf.Particles.uniform(200, 3, seed=0).positions
+    for attention in ("softmax", "unnormalized"):
+        m = mf.Model(700.0, scheme, attention=attention)
+        diag = get_backend("particles-sh")(m, mf.Particles(x), method="rk4", step=1e-3).diagnostics()
+        rel = diag["relative_attention_error_bound"]
+        assert rel == diag["attention_error_bound"] / diag["max_attention"] and rel < 2e-9, attention
+        e, s = attention_field(m, x), attention_field_sh(m, x)
+        assert np.max(norms(e.A - s.A)) <= rel * np.max(norms(e.A))
+        assert np.max(norms(e.tangential - s.tangential)) < 1e-12 * np.max(norms(e.tangential))
+    traj = mf.simulate(m, mf.Particles(x), 1e-3, backend="particles-sh", method="rk4", step=1e-3)     # USA
+    assert traj.success and np.all(traj.diagnostics["relative_attention_error_bound"] < 2e-9)
+
+
 def test_the_bound_counts_the_transforms():
     eps_z, eps_m = sh_error_bounds(5.0, 21)
     with_z, with_m = sh_error_bounds(5.0, 21, 1e-10)

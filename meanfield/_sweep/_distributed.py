@@ -257,9 +257,12 @@ def _combine(parts, t, model, options):
         out["energy"] = float(np.exp(top - np.log(2 * model.beta)) * total)
     from ..sphere._funk_hecke import kernel_truncation_error
 
+    from ..backends._particles_sh import relative_bound
+
+    bound = max(p["attention_error_bound"] for p in parts)
     out.update(lmax=float(options["lmax"]),
                kernel_truncation_error=kernel_truncation_error(model.beta_eff, int(options["lmax"])),
-               attention_error_bound=max(p["attention_error_bound"] for p in parts))
+               attention_error_bound=bound, relative_attention_error_bound=relative_bound(bound, out["max_attention"]))
     return out
 
 
