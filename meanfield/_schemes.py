@@ -43,6 +43,38 @@ def norms(a: np.ndarray, axis: int = -1) -> np.ndarray:
     return out
 
 
+def over_overflowed_speed(scheme, v, s, r, a_norm, t, model):
+    """v / s per token (``v`` of shape (n, k), ``s`` the speed factor s(r, ‖A‖, t) of ``scheme`` at ``r`` and
+    ``a_norm``) where s overflowed float64 for some tokens although the ratio is finite; None where it is undefined
+    (s is 0 or NaN, ‖A‖ not finite, or s not proportional to ‖A‖).
+
+    Peri-LN's s = r‖A‖ and nGPT's ‖A‖/α pass 1.8e308 under unnormalized attention near β = 709.78 (‖A‖ ~ e^β;
+    Peri-LN with r = 2 from β ≈ 709.1), where P_θA/s ~ 1/r is of order one.  For those tokens ‖A‖ = m·2^e
+    (``np.frexp``) and the ratio is computed as (v·2^−e) / s(r, m): exact scalings by a power of two, taken only
+    where s(r, 2m) = 2·s(r, m) (a speed factor proportional to ‖A‖; any other row stays undefined there).  Tokens
+    whose s is finite are divided as v / s, bit for bit."""
+    n = len(v)
+    s = np.broadcast_to(s, (n,))
+    over = np.isposinf(s)
+    if np.ndim(a_norm) == 0 or not np.all(over | (np.isfinite(s) & (s != 0))):
+        return None
+    a = np.broadcast_to(a_norm, (n,))[over]
+    if not np.all(np.isfinite(a) & (a > 0)):
+        return None
+    m, e = np.frexp(a)                                  # ‖A‖ = m·2^e, m in [0.5, 1)
+    rr = np.broadcast_to(r, (n,))[over]
+    with np.errstate(over="ignore", invalid="ignore"):
+        s1 = np.broadcast_to(scheme.speed(rr, m, t, model), m.shape)
+        s2 = np.broadcast_to(scheme.speed(rr, 2 * m, t, model), m.shape)
+    if not np.all(np.isfinite(s1) & (s1 != 0) & (s2 == 2 * s1)):
+        return None
+    out = np.empty_like(v)
+    fine = ~over
+    out[fine] = v[fine] / s[fine][:, None]
+    out[over] = np.ldexp(v[over], -e[:, None]) / s1[:, None]
+    return out
+
+
 def normalize(x: np.ndarray) -> np.ndarray:
     """N(x) = x / ‖x‖ along the last axis."""
     return x / norms(x)[..., None]

@@ -64,6 +64,19 @@ def test_scale_free_schemes_agree_for_both_attentions_at_large_beta(scheme):
     assert sa[0][-1] > 0.991
 
 
+@pytest.mark.parametrize("scheme, kw", [("peri-ln", {"r0": 2.0}), ("ngpt", {"alpha": 0.5})])
+def test_scale_free_schemes_agree_for_both_attentions_where_the_speed_factor_overflows(scheme, kw):
+    """β = 709.7, ρ0 = 0.999: ‖A‖ ≈ 0.75 e^β = 1.23e308, so Peri-LN's r‖A‖ (r ≥ 2) and nGPT's ‖A‖/α (α = 0.5) are
+    inf, and dρ/dt = …/s read 0: the USA solution froze at ρ0 = 0.999 while the softmax one (the same ODE) reaches
+    0.99945 (Peri-LN) by t = 1."""
+    t = [0.5, 1.0]
+    sa = mf.equiangular(scheme, 709.7, 2, t, rho0=0.999, **kw)
+    usa = mf.equiangular(scheme, 709.7, 2, t, rho0=0.999, attention="unnormalized", **kw)
+    np.testing.assert_allclose(usa[0], sa[0], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(usa[1], sa[1], rtol=1e-12, atol=0)
+    assert sa[0][-1] > 0.9994
+
+
 def test_a_collapse_faster_than_the_integrator_stops_with_a_diagnosis(monkeypatch):
     """Pre-LN moves θ at speed 1/r: from r0 = 1e-300 the collapse takes ~1e-300 (it hung; now a ConvergenceError
     names r0); a run over its evaluation budget stops the same way instead of running on."""

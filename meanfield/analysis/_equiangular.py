@@ -28,7 +28,7 @@ from scipy.integrate import solve_ivp
 
 from .._errors import ConvergenceError, UnsupportedModelError
 from .._model import ATTENTIONS, Model
-from .._schemes import check_r0, get_scheme
+from .._schemes import check_r0, get_scheme, over_overflowed_speed
 from .._validate import (choice, increasing_times, nonneg_int, positive_float, real_array, real_number,
                          relative_tolerance)
 
@@ -121,6 +121,10 @@ def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e
         _, b, radial, norm = equiangular_attention(beta, n, rho, attention)
         s = sch.speed(np.asarray(r), np.asarray(norm), time, model)
         drho = 2.0 * b * (1.0 - rho) * (1.0 + (n - 1) * rho) / s
+        if np.isposinf(s):     # Peri-LN's r‖A‖, nGPT's ‖A‖/α beyond float64 (USA near β = 709.78): dρ/dt read 0
+            scaled = over_overflowed_speed(sch, np.reshape(2.0 * b * (1.0 - rho) * (1.0 + (n - 1) * rho), (1, 1)),
+                                           s, np.reshape(r, 1), np.reshape(norm, 1), time, model)
+            drho = drho if scaled is None else scaled[0, 0]
         dr = 0.0 if sch.radial is None else sch.radial(np.asarray(radial), np.asarray(norm), np.asarray(r), time, model)
         return [float(drho), float(dr / r)]
 

@@ -26,7 +26,7 @@ from .._integrators import (ADAPTIVE_OPTIONS, IMPLICIT_METHODS, IMPLICIT_MIN_RTO
                              get_method, next_step, refuse_unused, rk_step)
 from .._measures import Particles, conversion_hint, pair_alignment
 from .._model import Model
-from .._schemes import _TINY_NORM, TIME_FREE_ROWS, _angpt_layer, angpt_weight, norms
+from .._schemes import _TINY_NORM, TIME_FREE_ROWS, _angpt_layer, angpt_weight, norms, over_overflowed_speed
 from .._trajectory import Status
 from .._validate import ZeroVectorError, nonneg_int, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
@@ -367,34 +367,8 @@ class ParticleStepper:
         return np.concatenate([dtheta, np.reshape(np.broadcast_to(dr, (n,)), (-1, 1))], axis=1)
 
     def _over_overflowed_speed(self, v, s, r, a_norm, t):
-        """v / s per token (``v`` of shape (n, k)) where the speed factor s = s(r, ‖A‖) overflowed float64 for some
-        tokens although the ratio is finite, else None (s is 0, NaN, or not proportional to ‖A‖).
-
-        Peri-LN's s = r‖A‖ and nGPT's ‖A‖/α pass 1.8e308 under unnormalized attention near β = 709.78 (‖A‖ ~ e^β;
-        Peri-LN with r = 2 from β ≈ 709.1), where P_θA/s ~ 1/r is of order one.  For those tokens ‖A‖ = m·2^e
-        (``np.frexp``) and the velocity is computed as (v·2^−e) / s(r, m): exact scalings by a power of two, taken
-        only where s(r, 2m) = 2·s(r, m) (a speed factor proportional to ‖A‖; any other row stays undefined there).
-        Tokens whose s is finite are divided as in :meth:`rhs`, bit for bit."""
-        n = len(v)
-        s = np.broadcast_to(s, (n,))
-        over = np.isposinf(s)
-        if np.ndim(a_norm) == 0 or not _all(over | (np.isfinite(s) & (s != 0))):
-            return None
-        a = a_norm[over]
-        if not _all(np.isfinite(a) & (a > 0)):
-            return None
-        m, e = np.frexp(a)                                  # ‖A‖ = m·2^e, m in [0.5, 1)
-        rr = np.broadcast_to(r, (n,))[over]
-        with np.errstate(over="ignore", invalid="ignore"):
-            s1 = np.broadcast_to(self.scheme.speed(rr, m, t, self.model), m.shape)
-            s2 = np.broadcast_to(self.scheme.speed(rr, 2 * m, t, self.model), m.shape)
-        if not _all(np.isfinite(s1) & (s1 != 0) & (s2 == 2 * s1)):
-            return None
-        out = np.empty_like(v)
-        fine = ~over
-        out[fine] = v[fine] / s[fine][:, None]
-        out[over] = np.ldexp(v[over], -e[:, None]) / s1[:, None]
-        return out
+        """:func:`meanfield._schemes.over_overflowed_speed` for this stepper's scheme and model."""
+        return over_overflowed_speed(self.scheme, v, s, r, a_norm, t, self.model)
 
     _speed_issue = None
     #: the run's index of this stepper's first token, added to the token indices that its diagnoses name (a shard of
