@@ -408,6 +408,21 @@ def test_distributed_energy_beyond_e_to_the_709_is_finite_as_in_one_process(thre
     assert np.allclose(out.diagnostics["energy"], ref.diagnostics["energy"], rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("beta, r0", [(400.0, 1.0), (709.7, 3.0)])
+def test_distributed_speeds_of_unnormalized_attention_at_large_beta_are_as_in_one_process(threaded_client, beta, r0):
+    """The shards took |P_θA| by np.linalg.norm, whose squares overflow from ~1e154: USA Peri-LN at β = 400 saved
+    max_speed = dissipation = inf where one process reports 0.0195 and 2.9e-5; at β = 709.7 with r = 3 the speed factor
+    r‖A‖ itself overflows (one process divides it out scaled: 0.0039)."""
+    p = mf.Particles(mf.Particles.uniform(50, seed=4).positions, radii=np.full(50, r0))
+    model = mf.Model(beta, "peri-ln", attention="unnormalized")
+    ref = mf.simulate(model, p, 0.02, backend="particles-sh", step=0.01, threads=1)
+    out = distributed_particles_sh(model, p, 0.02, step=0.01, client=threaded_client, shards=2)
+    assert list(out.diagnostics) == list(ref.diagnostics)
+    for k, v in ref.diagnostics.items():
+        assert np.all(np.isfinite(v)), k
+        assert np.allclose(out.diagnostics[k], v, rtol=1e-12, atol=1e-14), k
+
+
 def test_distributed_failed_step_is_diagnosed_as_in_one_process(threaded_client):
     """A Pre-LN radius that reaches 0: the shard's diagnosis named the token by its index in its shard (token 2 for
     token 7) and evaluated dr/dt with the field of its last Runge–Kutta stage (−0.391, where one process gives the

@@ -209,7 +209,7 @@ class Shard:
         f = s._field(t, theta, True)
         out["max_attention"] = float(np.max(f.norm))
         if s.scheme.continuous:
-            speed = np.linalg.norm(f.tangential, axis=1) / np.abs(s.scheme.speed(r, f.norm, t, s.model))
+            speed = s.token_speeds(f, r, t)     # as one process (np.linalg.norm's squares overflowed: inf from β ≈ 355)
             out.update(max_speed=float(np.max(speed)), w_speed2=float(w @ np.square(speed)))
         if f.log_z is not None and np.all(np.isfinite(f.log_z)):
             # shifted by the largest log Z, as the backend's energy: e^{log Z} alone overflows from 709.78

@@ -550,11 +550,7 @@ class ParticleStepper:
                     raise
                 return out
             if self.scheme.continuous:
-                s = self.scheme.speed(r, f.norm, self.t, self.model)
-                speed = norms(f.tangential) / np.abs(s)
-                if not _all(np.isfinite(s)):        # s overflowed (Peri-LN, nGPT near β = 709.78): speed 0 read
-                    scaled = self._over_overflowed_speed(norms(f.tangential)[:, None], np.abs(s), r, f.norm, self.t)
-                    speed = speed if scaled is None else scaled[:, 0]
+                speed = self.token_speeds(f, r, self.t)
                 out["max_speed"] = float(np.max(speed))
                 # Σ_j w_j |dθ_j/dt|², the spectral backend's ∫ρ|v|²dσ: continuous across a hybrid run's hand-off
                 out["dissipation"] = float(w @ np.square(speed))
@@ -566,6 +562,17 @@ class ParticleStepper:
                 out["energy"] = float(np.exp(top - np.log(2 * self.model.beta)) * np.sum(np.exp(f.log_z - top) @ w))
             out.update(self._extra_diagnostics(f))
         return out
+
+    def token_speeds(self, f, r, t):
+        """|dθ_j/dt| = |P_θA_j| / |s_j| of the field ``f`` at radii ``r`` and time ``t`` (the diagnostics' speeds; a
+        distributed run's shards call it too).  Norms beyond float64's squares are taken scaled, and a speed factor
+        that overflowed float64 with a finite ratio (Peri-LN, nGPT near β = 709.78) is divided out scaled (it read 0)."""
+        s = self.scheme.speed(r, f.norm, t, self.model)
+        speed = norms(f.tangential) / np.abs(s)
+        if not _all(np.isfinite(s)):
+            scaled = self._over_overflowed_speed(norms(f.tangential)[:, None], np.abs(s), r, f.norm, t)
+            speed = speed if scaled is None else scaled[:, 0]
+        return speed
 
     def _extra_diagnostics(self, field) -> dict:
         return {}
