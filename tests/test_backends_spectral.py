@@ -396,6 +396,22 @@ def test_scale_free_schemes_agree_for_both_attentions_at_large_beta(scheme):
     assert np.max(np.abs(usa.coeffs - sa.coeffs)) < 1e-15
 
 
+@pytest.mark.filterwarnings("ignore::meanfield.MeanfieldWarning")    # lmax = 8 below the kernel's band limit 223
+@pytest.mark.parametrize("scheme, kw, r0", [("peri-ln", {}, 1e4), ("ngpt", {"alpha": 1e-4}, 1.0)])
+def test_scale_free_schemes_agree_for_both_attentions_where_the_speed_factor_overflows(scheme, kw, r0):
+    """β = 709.7, a smooth density: ‖A‖ ≈ 1e305 under USA, so Peri-LN's r‖A‖ with r = 1e4 and nGPT's ‖A‖/α with
+    α = 1e-4 are inf, and v = P_θA/s read 0: the USA run froze (status OK, max_speed 0) where softmax attention (the
+    same motion) moves at 4.4e-8 (Peri-LN)."""
+    rho = mf.Density.from_function(lambda x: 1 + 0.3 * x[..., 2], 8)
+    sa, usa = (mf.simulate(mf.Model(709.7, scheme, attention=a, **kw), rho, 0.05, r0=r0, save_every=0.05)
+               for a in ("softmax", "unnormalized"))
+    assert sa.success and usa.success
+    assert np.all(sa.diagnostics["max_speed"] > 0)
+    np.testing.assert_allclose(usa.diagnostics["max_speed"], sa.diagnostics["max_speed"], rtol=1e-12)
+    assert np.max(np.abs(sa.final.coeffs - rho.coeffs)) > 0                  # it moves
+    assert np.max(np.abs(usa.final.coeffs - sa.final.coeffs)) < 1e-15
+
+
 def test_species_speed_scales_with_inverse_radius():
     """Pre-LN species at r = 1 and r = 2 on the same density: the first moves twice as fast (to O(h))."""
     L, h = 12, 1e-5

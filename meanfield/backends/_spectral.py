@@ -22,7 +22,7 @@ from .._integrators import check_step_options, error_norm, get_method, l2_norm, 
 from .._measures import NEGATIVITY_TOL, Density, ZonalDensity, conversion_hint
 from .._memory import available_bytes, fits, require
 from .._model import Model
-from .._schemes import SCHEMES, norms
+from .._schemes import SCHEMES, norms, over_overflowed_speed
 from .._trajectory import Status
 from .._validate import choice, exponential_filter, nonneg_int, open_fraction, positive_float
 from ..sphere._funk_hecke import kernel_beta
@@ -618,10 +618,18 @@ class SpectralBackend:
         b, scheme = self.basis, self.model.scheme_def
         r = b.synth(y_i[1], out=workspace(b, "radius", b.weights.shape)) if scheme.has_radius else None
         a_norm = fields.norm if scheme.needs_norm else np.ones(())   # unused by these rows
-        s = scheme.speed(np.ones(()) if r is None else r, a_norm, t, self.model)
+        with np.errstate(over="ignore"):           # an s beyond float64 is divided out scaled below
+            s = scheme.speed(np.ones(()) if r is None else r, a_norm, t, self.model)
         if np.ndim(s) == 0 and s == 1:                                 # Post-LN
             return fields.tangential, r, a_norm
         v = np.divide(fields.tangential, s, out=workspace(b, "velocity", fields.tangential.shape))
+        if np.isposinf(s).any():    # r‖A‖ or ‖A‖/α beyond float64 (USA near β = 709.78): v read 0, the density froze
+            g = np.shape(s)
+            scaled = over_overflowed_speed(scheme, fields.tangential.reshape(len(v), -1).T, np.ravel(s),
+                                           np.broadcast_to(1.0 if r is None else r, g).ravel(),
+                                           np.broadcast_to(a_norm, g).ravel(), t, self.model)
+            if scaled is not None:
+                v[...] = scaled.T.reshape(v.shape)
         return v, r, a_norm
 
     def _radius_rate(self, t, r_c, v, r, a_norm, fields):
