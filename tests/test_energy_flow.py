@@ -263,6 +263,25 @@ def test_stationarity_reports_the_models_velocity_with_its_speed_factor(scheme, 
     assert np.allclose(report.speeds, np.linalg.norm(dtheta, axis=1), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("scheme, kw", [("peri-ln", {}), ("ngpt", {"alpha": 0.5})])
+def test_stationarity_where_the_speed_factor_overflows_is_that_of_softmax_attention(scheme, kw):
+    """USA at β = 709.7: two tokens at ρ = 0.999 have ‖A‖ ≈ 1.23e308, so Peri-LN's r‖A‖ (r = 2) and nGPT's ‖A‖/α
+    (α = 0.5) are inf; the speeds and the scale read 0 and the moving pair was reported stationary (max_speed 0).  A
+    zonal density with radius 1e4 likewise.  Both schemes see only A/‖A‖: softmax attention's report is the answer."""
+    c, s = np.sqrt(1.999 / 2), np.sqrt(0.001 / 2)
+    pair = mf.Particles([[c, s, 0], [c, -s, 0]], radii=[2.0, 2.0] if scheme == "peri-ln" else None)
+    measures = [pair]
+    if scheme == "peri-ln":
+        measures.append(mf.ZonalDensity.from_function(lambda t: 1 + 0.3 * t, 12, d=3, radius=lambda t: 1e4 + 0 * t,
+                                                       normalize=True))
+    for measure in measures:
+        sa, usa = (mf.stationary(measure, mf.Model(709.7, scheme, attention=a, **kw))
+                   for a in ("softmax", "unnormalized"))
+        assert not usa.stationary and not sa.stationary
+        np.testing.assert_allclose(usa.speeds, sa.speeds, rtol=1e-12)
+        assert usa.relative_speed == pytest.approx(sa.relative_speed, rel=1e-12) and sa.max_speed > 4e-8
+
+
 def _zonal_and_density(g, L=12):
     zonal = mf.ZonalDensity.from_function(g, L, d=3, normalize=True)
     dens = mf.Density.from_function(lambda x: g(x[..., 2]) / zonal_mass(g), L)

@@ -79,6 +79,26 @@ class StationarityReport:
                 f"({len(self.speeds)} support points; threshold {scale}{relative}).")
 
 
+def _over_speed(model, v, big, s, r, a_norm, t):
+    """(v / s, big / |s|): the velocity and the scale of the test, at points (v of shape (m,) or (m, d)).  Where the
+    speed factor overflowed float64 although the ratios are finite (Peri-LN's r‖A‖, nGPT's ‖A‖/α under USA near
+    β = 709.78) they are divided out scaled (:func:`meanfield._schemes.over_overflowed_speed`): v and big read 0
+    there, and a moving pair was reported stationary."""
+    plain = (v / s if np.ndim(v) == 1 else v / np.reshape(s, (-1, 1)), big / np.abs(s))
+    if not np.any(np.isposinf(s)):
+        return plain
+    from .._schemes import over_overflowed_speed
+
+    m = np.shape(big)[0]
+    cols = np.column_stack([np.reshape(v, (m, -1)), big])
+    g = (m,)
+    scaled = over_overflowed_speed(model.scheme_def, cols, np.broadcast_to(s, g), np.broadcast_to(r, g),
+                                   np.broadcast_to(a_norm, g), t, model)
+    if scaled is None:
+        return plain
+    return scaled[:, :-1].reshape(np.shape(v)), scaled[:, -1]
+
+
 def _support_points(measure, support_tol):
     if isinstance(measure, Particles):
         return measure.positions[measure.weights > 0]
@@ -146,9 +166,9 @@ def _zonal_speeds(rho: ZonalDensity, model_or_beta, D, t: float, support_tol: fl
         v, big = fields.tangential[0], np.asarray(fields.norm, dtype=float)
         if model.scheme_def.continuous:
             r = 1.0 if rho.radius is None else basis.synth(np.pad(rho.radius, (0, lmax - rho.lmax)))
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 s = model.scheme_def.speed(r, fields.norm if model.scheme_def.needs_norm else np.nan, t, model)
-                v, big = v / s, big / np.abs(s)
+                v, big = _over_speed(model, v, big, s, r, fields.norm, t)
     else:
         # above |b| = 300 in units of e^{|b|}: λ_ℓ(b) overflowed float64 from |b| ≈ 710 (NaN speeds)
         if abs(b) > _NO_SHIFT:
@@ -230,9 +250,10 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
         field = attention_field(model, y, np.maximum(a, 0.0), targets=pts)
         v, big = field.tangential, field.norm
         if model.scheme_def.continuous:   # a layer-only scheme (anGPT) has no speed: its P_x A is reported
-            with np.errstate(divide="ignore", invalid="ignore"):
-                s = model.scheme_def.speed(_radii_at(measure, pts), field.norm, t, model)
-                v, big = v / s[:, None], big / np.abs(s)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                r = _radii_at(measure, pts)
+                s = model.scheme_def.speed(r, field.norm, t, model)
+                v, big = _over_speed(model, v, big, s, r, field.norm, t)
     else:
         beta = check_beta(model_or_beta)
         Dm = check_symmetric(check_D(D, measure.d), "the gradient-flow velocity")
