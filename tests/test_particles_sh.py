@@ -1,6 +1,7 @@
 """particles-sh: the spectral velocity against the exact direct sum (same velocities to 1e-12), the
 truncation bound, the shared integrator, and the models it must refuse."""
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -207,25 +208,50 @@ def test_a_looser_tol_loosens_the_transforms_and_stays_within_it(tol):
 
 
 @pytest.mark.parametrize("scheme", ["post-ln", "pre-ln"])
-def test_the_bound_relative_to_the_attention_is_reported_and_holds_at_large_beta(scheme):
-    """USA at β = 700, 200 uniform tokens: the bound on |A − A_L| is 2.3e292, on an attention of max|A| = 1.0e302 (both
-    scale like e^β); the run said Status OK with only that absolute number, which no `tol` can be compared with.
-    Relative to max|A| it is 2.2e-10, as softmax attention's 8.7e-10, and the direct sum differs by 2.2e-13 of max|A|
-    (1.4e-13 of max|P_θA|): the spectral velocity is as accurate as at small β, so no warning is due."""
+def test_the_bound_relative_to_the_velocities_is_reported_and_holds_at_large_beta(scheme):
+    """USA at β = 700, 200 uniform tokens: the bound on |A − A_L| is 2.3e292 (the attention's scale e^β), over
+    max|P_θA| = 1.35e300 it is 1.7e-8 (SA: 5e-8), and the direct sum's tangential part differs by 1.4e-13 of it."""
     from meanfield._schemes import norms
     from meanfield._simulate import get_backend
 
     x = mf.Particles.uniform(200, 3, seed=0).positions
     for attention in ("softmax", "unnormalized"):
         m = mf.Model(700.0, scheme, attention=attention)
-        diag = get_backend("particles-sh")(m, mf.Particles(x), method="rk4", step=1e-3).diagnostics()
-        rel = diag["relative_attention_error_bound"]
-        assert rel == diag["attention_error_bound"] / diag["max_attention"] and rel < 2e-9, attention
         e, s = attention_field(m, x), attention_field_sh(m, x)
-        assert np.max(norms(e.A - s.A)) <= rel * np.max(norms(e.A))
-        assert np.max(norms(e.tangential - s.tangential)) < 1e-12 * np.max(norms(e.tangential))
-    traj = mf.simulate(m, mf.Particles(x), 1e-3, backend="particles-sh", method="rk4", step=1e-3)     # USA
-    assert traj.success and np.all(traj.diagnostics["relative_attention_error_bound"] < 2e-9)
+        diag = get_backend("particles-sh")(m, mf.Particles(x), method="rk4", step=1e-3).diagnostics()
+        rel = diag["relative_velocity_error_bound"]
+        assert rel == pytest.approx(diag["attention_error_bound"] / np.max(norms(s.tangential)), rel=1e-12)
+        assert rel < 1e-7, attention
+        assert np.max(norms(e.tangential - s.tangential)) <= rel * np.max(norms(e.tangential))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mf.MeanfieldWarning)           # resolved: no warning
+        traj = mf.simulate(m, mf.Particles(x), 1e-3, backend="particles-sh", method="rk4", step=1e-3)     # USA
+    assert traj.success and np.all(traj.diagnostics["relative_velocity_error_bound"] < 1e-7)
+
+
+@pytest.mark.parametrize("beta, computed", [(30.0, 0.507), (50.0, 3.4e5), (700.0, 3.1e286)])
+def test_unresolved_velocities_of_well_separated_tokens_are_reported_and_warned(beta, computed):
+    """Two orthogonal tokens, USA Post-LN: |P_θA| = 1/2 exactly (the direct sum gives it), but the spectral bound is
+    ~tol·e^β: the velocity came out as 0.507, 3.4e5, 3.1e286 at β = 30, 50, 700 with Status OK, no warning, and
+    an attention_error_bound (28, 1.3e10, 2.3e292) that said nothing without a scale.  Relative to max|P_θA| the
+    bound is ≥ 1 (56, 3.8e4, 7.3e5) and the run warns once; softmax attention's velocity is as wrong relatively
+    (the same field over Z) but its bound, ~1e-11 absolute, would take 10¹¹ time units to move a token by a radian."""
+    from meanfield._schemes import norms
+
+    start = mf.Particles([[1.0, 0, 0], [0, 1.0, 0]])
+    m = mf.Model(beta, attention="unnormalized")
+    assert np.max(norms(attention_field(m, start.positions).tangential)) == pytest.approx(0.5, rel=1e-15)
+    got = np.max(norms(attention_field_sh(m, start.positions).tangential))
+    assert got == pytest.approx(computed, rel=0.05)
+    with pytest.warns(mf.MeanfieldWarning, match=r"backend='particles-sh': the spectral velocity is not resolved at "
+                      r"t=0: its error bound \S+ is \S+ times the largest tangential attention") as caught:
+        traj = mf.simulate(m, start, 0.1, backend="particles-sh", method="rk4", step=0.01, save_every=0.05)
+    assert sum("not resolved" in str(w.message) for w in caught) == 1            # once per run
+    assert np.all(traj.diagnostics["relative_velocity_error_bound"] >= 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mf.MeanfieldWarning)
+        sa = mf.simulate(mf.Model(beta), start, 1.0, backend="particles-sh", method="rk4", step=0.1)
+    assert sa.diagnostics["relative_velocity_error_bound"][0] > 1 and sa.diagnostics["attention_error_bound"][0] < 1e-10
 
 
 def test_the_bound_counts_the_transforms():

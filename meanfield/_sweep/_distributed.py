@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from .._schemes import norms as _norms
+
 _SH_OPTIONS = ("tol", "lmax", "epsilon", "threads")
 # bytes per token that a shard holds while it steps: 530 measured (tracemalloc peak of a Shard's RK4 stages,
 # diagnostics and state, N = 4·10⁵, Post-LN and Pre-LN), most of it the spectral velocity's workspace (32 floats)
@@ -208,6 +210,7 @@ class Shard:
         s._mu = mu
         f = s._field(t, theta, True)
         out["max_attention"] = float(np.max(f.norm))
+        out["max_tangential"] = float(np.max(_norms(f.tangential)))
         if s.scheme.continuous:
             speed = s.token_speeds(f, r, t)     # as one process (np.linalg.norm's squares overflowed: inf from β ≈ 355)
             out.update(max_speed=float(np.max(speed)), w_speed2=float(w @ np.square(speed)))
@@ -262,7 +265,8 @@ def _combine(parts, t, model, options):
     bound = max(p["attention_error_bound"] for p in parts)
     out.update(lmax=float(options["lmax"]),
                kernel_truncation_error=kernel_truncation_error(model.beta_eff, int(options["lmax"])),
-               attention_error_bound=bound, relative_attention_error_bound=relative_bound(bound, out["max_attention"]))
+               attention_error_bound=bound,
+               relative_velocity_error_bound=relative_bound(bound, max(p["max_tangential"] for p in parts)))
     return out
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from .._attention import _SHEvaluator, sh_bandlimit, sh_error_bounds, sh_support, transform_epsilon
 from .._errors import UnsupportedModelError, warn
+from .._schemes import norms
 from .._validate import flag, nonneg_int, open_fraction
 from ..sphere._funk_hecke import kernel_bandlimit, kernel_beta, kernel_truncation_error
 from ._stepper import ParticleStepper
@@ -49,11 +50,15 @@ class ParticlesSHBackend(ParticleStepper):
     Those of the exact backend plus ``lmax``, ``kernel_truncation_error`` (Σ_{ℓ>L}(2ℓ+1)λ_ℓ/λ_0, the
     relative sup error of the kernel), ``attention_error_bound`` (a sup bound on |A − A_L| over
     the tokens implied by the truncation and the transforms' ε; see
-    :func:`meanfield._attention.sh_error_bounds`) and ``relative_attention_error_bound`` (that bound over
-    ``max_attention``, max_j |A_j|: the scale-free number to compare with ``tol``).  Under USA the attention and
-    its bound both scale like e^β (at β = 700, 200 uniform tokens: a bound of 2.3e292 on an attention of
-    1.0e302, relative 2.2e-10; measured against the direct sum 2.2e-13); under SA A is of order ‖V‖ and the two
-    are alike.
+    :func:`meanfield._attention.sh_error_bounds`) and ``relative_velocity_error_bound`` (that bound over the
+    largest tangential attention max_j |P_θA_j|, the part that moves the tokens: it bounds the velocities' error
+    relative to the fastest token's, the number to compare with ``tol``).  The bound is ~tol relative to the
+    attention's own scale (‖V‖ for SA, ‖V‖e^β for USA), not to the velocities: where the tokens' tangential
+    attention is e^{-β} of that scale (well-separated tokens at large β) the velocities carry no correct digit.
+    Two orthogonal tokens, USA: |P_θA| = 1/2, computed 0.507 at β = 30, 3.4e5 at β = 50, 3.1e286 at β = 700
+    (relative bound 56, 3.8e4, 7.3e5); 200 uniform tokens at β = 700: relative bound 1.7e-8, measured 1.4e-13.
+    A run warns (MeanfieldWarning, once) at a saved state where the relative bound is ≥ 1 and the bound could move
+    a token by over a radian by ``t_final``; SA's bound, of order tol·‖V‖, would take ~10⁹ time units to.
     """
 
     name = "particles-sh"
@@ -91,12 +96,39 @@ class ParticlesSHBackend(ParticleStepper):
     def _field(self, t, theta, full):
         return self._sh(theta, self.weights, radial=full)
 
+    _span = None            # t_final − t0 of the run (check_save_times), for the warning of _extra_diagnostics
+    _warned_unresolved = False
+
+    def check_save_times(self, times) -> None:
+        super().check_save_times(times)
+        self._span = float(times[-1]) - float(times[0])
+
     def _extra_diagnostics(self, field):
         bound = self.attention_error_bound(field)
+        rel = relative_bound(bound, float(np.max(norms(field.tangential))))
+        self._warn_unresolved(field, bound, rel)
         return {"lmax": float(self.options["lmax"]),
                 "kernel_truncation_error": self._kernel_error,
                 "attention_error_bound": bound,
-                "relative_attention_error_bound": relative_bound(bound, float(np.max(field.norm)))}
+                "relative_velocity_error_bound": rel}
+
+    def _warn_unresolved(self, field, bound, rel) -> None:
+        """Warn once where no token's velocity is resolved (``rel`` ≥ 1) and the error bound could move a token by
+        more than a radian over the run (bound / min_j s_j · (t_final − t0) ≥ 1)."""
+        if self._warned_unresolved or not rel >= 1 or not self._span or not self.scheme.continuous \
+                or self.options["time"] != "continuous":
+            return
+        r = self.y[:, self.d] if self.scheme.has_radius else 1.0
+        s = np.abs(np.broadcast_to(self.scheme.speed(r, field.norm, self.t, self.model), (self.n,)))
+        drift = bound / np.min(s) * self._span if np.min(s) > 0 else np.inf
+        if not drift >= 1:
+            return
+        self._warned_unresolved = True
+        warn(f"backend='particles-sh': the spectral velocity is not resolved at t={self.t:.6g}: its error bound "
+             f"{bound:.3g} is {rel:.3g} times the largest tangential attention max|P_θA| (relative_velocity_error_bound)"
+             f" and could move a token by {drift:.3g} rad by t_final. The bound is relative to the attention's own "
+             f"scale{' e^β' if not self.model.softmax else ''}, and these tokens' tangential attention is far below "
+             "it (well-separated tokens at large β); use backend='particles' (the direct sum).")
 
     def attention_error_bound(self, field) -> float:
         """Sup over the tokens of a bound on |A − A_L| from the kernel truncation and the transforms' ε.
@@ -115,9 +147,8 @@ class ParticlesSHBackend(ParticleStepper):
         return float(np.max((vnorm * eps_m + field.norm * eps_z) / denom))
 
 
-def relative_bound(bound: float, max_attention: float) -> float:
-    """``bound`` over the attention's scale max_j |A_j|: 0 for a zero bound, inf where the scale is 0 or not finite."""
+def relative_bound(bound: float, scale: float) -> float:
+    """``bound`` over ``scale`` (max_j |P_θA_j|): 0 for a zero bound, inf where the scale is 0 or not finite."""
     if bound == 0:
         return 0.0
-    rel = bound / max_attention if 0 < max_attention < np.inf else np.inf
-    return float(rel)
+    return float(bound / scale) if 0 < scale < np.inf else float("inf")
