@@ -247,7 +247,7 @@ def test_unresolved_velocities_of_well_separated_tokens_are_reported_and_warned(
                       r"t=0: its error bound \S+ is \S+ times the largest tangential attention") as caught:
         traj = mf.simulate(m, start, 0.1, backend="particles-sh", method="rk4", step=0.01, save_every=0.05)
     assert sum("not resolved" in str(w.message) for w in caught) == 1            # once per run
-    assert np.all(traj.diagnostics["relative_velocity_error_bound"] >= 1)
+    assert traj.diagnostics["relative_velocity_error_bound"][0] >= 1       # (later states are the noise's)
     with warnings.catch_warnings():
         warnings.simplefilter("error", mf.MeanfieldWarning)
         sa = mf.simulate(mf.Model(beta), start, 1.0, backend="particles-sh", method="rk4", step=0.1)

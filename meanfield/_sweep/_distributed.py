@@ -258,9 +258,8 @@ def _combine(parts, t, model, options):
         top = max(p["z_top"] for p in parts)
         total = sum(p["z_sum"] * np.exp(p["z_top"] - top) for p in parts)
         out["energy"] = float(np.exp(top - np.log(2 * model.beta)) * total)
-    from ..sphere._funk_hecke import kernel_truncation_error
-
     from ..backends._particles_sh import relative_bound
+    from ..sphere._funk_hecke import kernel_truncation_error
 
     bound = max(p["attention_error_bound"] for p in parts)
     out.update(lmax=float(options["lmax"]),

@@ -58,7 +58,8 @@ class ParticlesSHBackend(ParticleStepper):
     Two orthogonal tokens, USA: |P_θA| = 1/2, computed 0.507 at β = 30, 3.4e5 at β = 50, 3.1e286 at β = 700
     (relative bound 56, 3.8e4, 7.3e5); 200 uniform tokens at β = 700: relative bound 1.7e-8, measured 1.4e-13.
     A run warns (MeanfieldWarning, once) at a saved state where the relative bound is ≥ 1 and the bound could move
-    a token by over a radian by ``t_final``; SA's bound, of order tol·‖V‖, would take ~10⁹ time units to.
+    a token by over a radian by ``t_final``; SA's bound, of order tol·‖V‖ (1e-11 to 1e-9 here), would take
+    10⁹ to 10¹¹ time units to.
     """
 
     name = "particles-sh"
