@@ -212,11 +212,15 @@ register(Scheme(
     needs_norm=True, layer_normalizes_attention=True, reference=_KARAGODIN,
     description="Peri-LN: x ← x + h N(Attn(N(x))); speed 1/(r‖A‖), radial rate ⟨θ, A⟩/‖A‖."))
 
+def _ngpt_layer(x, attn, h, t, model):
+    return normalize(x + alpha_step_weight("ngpt", model, t, h) * (normalize(attn(x)) - x))
+
+
 register(Scheme(
     name="ngpt", has_radius=False,
     speed=lambda r, a_norm, t, model: a_norm / model.alpha_at(t),
     radial=None,
-    layer=lambda x, attn, h, t, model: normalize(x + h * model.alpha_at(t) * (normalize(attn(x)) - x)),
+    layer=_ngpt_layer,
     needs_norm=True, layer_normalizes_attention=True, uses_alpha=True,
     reference="Loshchilov et al. (2024), nGPT; " + _KARAGODIN,
     description="nGPT: x ← N(x + hα(N(Attn(x)) − x)); speed α_t/‖A‖."))
@@ -245,14 +249,19 @@ TIME_FREE_ROWS = frozenset([SCHEMES["post-ln"].speed, SCHEMES["pre-ln"].speed, S
                             SCHEMES["peri-ln"].speed, SCHEMES["peri-ln"].radial, SCHEMES["ngpt"].speed])
 
 
-def angpt_weight(model, t, h) -> float:
-    """anGPT's layer weight a = α_t·h, checked to be in (0, 1].
+#: The layer map each α-scheme's layer weight a = α_t·h interpolates with: (1 − a)·x + a·N(Attn), a > 1 extrapolates
+_WEIGHTED_LAYERS = {"angpt": "h ← ν(a)((1−a)h + a·N(Attn(N(h))))", "ngpt": "x ← N((1−a)x + a·N(Attn(x)))"}
 
-    The layer h ← ν(a)((1−a)h + a N(Attn(N(h)))) moves the stream towards the normalized attention output by the
-    fraction a (a = 1 replaces it); with a > 1 the weight (1 − a) of the stream is negative and the layer
-    extrapolates beyond N(Attn) (a = 2 gives ν(2)(2N(Attn) − h)), which is no anGPT layer.  A constant α is
-    checked before any work (:class:`meanfield.backends._stepper.ParticleStepper`); a callable α(t) at each layer
-    (a ValueError then ends the run there, as an α(t) ≤ 0 does).
+
+def alpha_step_weight(name, model, t, h) -> float:
+    """The layer weight a = α_t·h of scheme ``name`` (nGPT or anGPT), checked to be in (0, 1].
+
+    Both layers move the stream towards the normalized attention output by the fraction a (a = 1 replaces it):
+    nGPT's x ← N(x + a(N(Attn(x)) − x)) = N((1−a)x + a N(Attn(x))), anGPT's h ← ν(a)((1−a)h + a N(Attn(N(h)))).
+    With a > 1 the weight (1 − a) of the stream is negative and the layer extrapolates beyond N(Attn) (a = 2
+    gives N(2N(Attn) − x)), which is no such layer.  A constant α is checked before any work
+    (:class:`meanfield.backends._stepper.ParticleStepper`); a callable α(t) at each layer (a ValueError then ends
+    the run there, as an α(t) ≤ 0 does).
 
     Raises
     ------
@@ -263,10 +272,15 @@ def angpt_weight(model, t, h) -> float:
     a = alpha * h
     if not a <= 1.0 + 1e-12:      # the rounding of step = 1/α (1.0000000000000002) is a = 1
         given = f"alpha({float(t)!r})={alpha!r}" if callable(model.alpha) else f"alpha={alpha!r}"
-        raise ValueError(f"scheme='angpt' needs the layer weight a = alpha·step in (0, 1] (the layer interpolates "
-                         f"between the stream and N(Attn): (1−a)h + a·N(Attn), a > 1 extrapolates); got {given}, "
-                         f"step={h!r}: a = {a:.6g}. Lower `step` or `alpha`.")
+        raise ValueError(f"scheme={name!r} needs the layer weight a = alpha·step in (0, 1] (the layer "
+                         f"{_WEIGHTED_LAYERS[name]} interpolates between the stream and N(Attn), a > 1 "
+                         f"extrapolates); got {given}, step={h!r}: a = {a:.6g}. Lower `step` or `alpha`.")
     return a
+
+
+def angpt_weight(model, t, h) -> float:
+    """anGPT's layer weight a = α_t·h, checked to be in (0, 1] (:func:`alpha_step_weight`)."""
+    return alpha_step_weight("angpt", model, t, h)
 
 
 def _angpt_layer(x, attn, h, t, model):

@@ -248,3 +248,24 @@ def test_angpt_refuses_a_layer_weight_above_one():
     with pytest.raises(ValueError, match=r"got alpha\(0.8\)=1.3, step=0.8: a = 1.04"):
         mf.simulate(mf.Model(1.0, "angpt", alpha=alpha), p, 2.4, backend="particles", time="layers", step=0.8)
     assert max(calls) == 0.8        # the layer at t = 0 ran (a = 0.4), the one at t = 0.8 was refused
+
+
+def test_ngpt_refuses_a_layer_weight_above_one():
+    # x ← N(x + hα(N(A) − x)) = N((1 − a)x + a N(A)), a = α·step: a > 1 extrapolates past N(A) as anGPT's does
+    # (α = 2, step = 0.75 and α = 1, step = 1.5 ran, to a different state each, where anGPT refused); a = 1 runs
+    p = mf.Particles.uniform(4, seed=1)
+    for alpha, step in [(2.0, 0.75), (1.0, 1.5)]:
+        with pytest.raises(ValueError, match=r"scheme='ngpt' needs the layer weight a = alpha·step in \(0, 1\].*"
+                                             rf"got alpha={alpha!r}, step={step!r}: a = 1.5"):
+            mf.simulate(mf.Model(1.0, "ngpt", alpha=alpha), p, 3 * step, backend="particles", time="layers",
+                        step=step)
+    ok = mf.simulate(mf.Model(1.0, "ngpt", alpha=0.7), p, 3 / 0.7, backend="particles", time="layers", step=1 / 0.7)
+    assert ok.success
+    calls = []
+
+    def alpha(t):
+        calls.append(t)
+        return 0.5 + t
+    with pytest.raises(ValueError, match=r"scheme='ngpt'.*got alpha\(0.8\)=1.3, step=0.8: a = 1.04"):
+        mf.simulate(mf.Model(1.0, "ngpt", alpha=alpha), p, 2.4, backend="particles", time="layers", step=0.8)
+    assert max(calls) == 0.8

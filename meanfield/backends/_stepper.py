@@ -26,7 +26,8 @@ from .._integrators import (ADAPTIVE_OPTIONS, IMPLICIT_METHODS, IMPLICIT_MIN_RTO
                              get_method, next_step, refuse_unused, rk_step)
 from .._measures import Particles, conversion_hint, pair_alignment
 from .._model import Model
-from .._schemes import _TINY_NORM, TIME_FREE_ROWS, _angpt_layer, angpt_weight, norms, over_overflowed_speed
+from .._schemes import (_TINY_NORM, TIME_FREE_ROWS, _angpt_layer, _ngpt_layer, alpha_step_weight, norms,
+                        over_overflowed_speed)
 from .._trajectory import Status
 from .._validate import ZeroVectorError, nonneg_int, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
@@ -263,8 +264,9 @@ class ParticleStepper:
                 raise ValueError("`method` applies to time='continuous' only; time='layers' applies the "
                                  f"scheme's layer map (got method={opts['method']!r}).")
             refuse_unused(given, ADAPTIVE_OPTIONS, "time='layers' applies the scheme's layer map once per `step`")
-            if self.scheme.layer is _angpt_layer and not callable(self.model.alpha):
-                angpt_weight(self.model, 0.0, opts["step"])     # a = α·step ≤ 1, before any work
+            weighted = {_angpt_layer: "angpt", _ngpt_layer: "ngpt"}.get(self.scheme.layer)
+            if weighted is not None and not callable(self.model.alpha):
+                alpha_step_weight(weighted, self.model, 0.0, opts["step"])     # a = α·step ≤ 1, before any work
             self.method = None
             return opts
         if not self.scheme.continuous:
