@@ -14,7 +14,7 @@ import numpy as np
 
 from ._errors import warn
 from ._memory import require
-from ._validate import (complex_array, dimension, flag, function_of, no_bools, nonneg_int, real_array,
+from ._validate import (complex_array, dimension, flag, function_of, holds_text, no_bools, nonneg_int, real_array,
                         unit_vectors)
 from .sphere import _circle as circ
 from .sphere import _sh as sh
@@ -43,6 +43,8 @@ def _values_at(f, arg, shape, what: str) -> np.ndarray:
         raise ValueError(f"`{what}` must return real values; got complex values (imaginary parts up to "
                          f"{np.max(np.abs(raw.imag)):.3g}).")
     try:
+        if holds_text(raw):         # numpy reads "1" as 1
+            raise ValueError
         vals = raw.astype(float)
     except (TypeError, ValueError):
         raise ValueError(f"`{what}` must return real numbers; got dtype {raw.dtype}.") from None

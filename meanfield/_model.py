@@ -204,6 +204,8 @@ class Model:
         if callable(self.alpha):
             value = self.alpha(t)
             try:
+                if isinstance(value, (str, bytes, bool, np.bool_)):     # float("0.5") and float(True) would pass
+                    raise TypeError
                 a = float(value)
             except (TypeError, ValueError):     # "x" or an array: Python's message named neither alpha nor t
                 raise ValueError(f"`alpha(t)` must return a real number; got alpha({float(t)!r})={value!r}.") from None

@@ -65,14 +65,25 @@ def no_bools(name: str, value):
     return value
 
 
+def holds_text(a: np.ndarray) -> bool:
+    """True when the array ``a`` holds strings or bytes (its dtype is text, or an object array holds one): numpy
+    casts numeric text to numbers (np.asarray(["1", "0"], dtype=float) is [1., 0.]), which no parameter wants."""
+    if a.dtype.kind in "USV":
+        return True
+    return a.dtype == object and any(issubclass(k, (str, bytes)) for k in set(map(type, a.ravel().tolist())))
+
+
 def real_array(name: str, value, *, allow_bool: bool = True) -> np.ndarray:
-    """``value`` as a float array; a value that is not numeric (a string, ragged lists) or has a nonzero imaginary
-    part raises a ValueError naming ``name`` (numpy would drop the imaginary part with only a warning).  With
-    ``allow_bool=False`` (parameters that are numbers, not masks) booleans raise a TypeError (:func:`no_bools`)."""
+    """``value`` as a float array; a value that is not numeric (a string, numeric text such as "1" included, ragged
+    lists) or has a nonzero imaginary part raises a ValueError naming ``name`` (numpy would drop the imaginary part
+    with only a warning, and read "1" as 1).  With ``allow_bool=False`` (parameters that are numbers, not masks)
+    booleans raise a TypeError (:func:`no_bools`)."""
     if not allow_bool:
         no_bools(name, value)
     try:
         a = np.asarray(value)
+        if holds_text(a):
+            raise ValueError
         if np.iscomplexobj(a):
             if np.any(a.imag != 0):
                 raise ValueError(f"`{name}` must be real; got complex values (imaginary parts up to "
@@ -87,9 +98,12 @@ def real_array(name: str, value, *, allow_bool: bool = True) -> np.ndarray:
 
 def complex_array(name: str, value) -> np.ndarray:
     """``value`` as a new complex array; booleans (:func:`no_bools`) and values that are not numeric (malformed
-    strings, ragged lists, dicts) raise naming ``name`` (numpy's own message named neither)."""
+    strings, numeric text such as "1" included, ragged lists, dicts) raise naming ``name`` (numpy's own message
+    named neither, and numpy reads "1" as 1)."""
     no_bools(name, value)
     try:
+        if holds_text(np.asarray(value)):
+            raise ValueError
         return np.array(value, dtype=complex)
     except (TypeError, ValueError):
         raise ValueError(f"`{name}` must be numbers (an array of complex values); got {name}={value!r}.") from None

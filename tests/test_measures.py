@@ -190,6 +190,30 @@ def test_malformed_coefficients_are_refused_by_name(make, match):
         make()
 
 
+@pytest.mark.parametrize("make, name", [
+    (lambda: mf.Particles([["1", "0", "0"]]), "positions"),
+    (lambda: mf.Particles(np.array([[b"1", b"0", b"0"]])), "positions"),
+    (lambda: mf.Particles(np.array([["1", 0.0, 0.0]], dtype=object)), "positions"),
+    (lambda: mf.Particles(np.eye(3)[:2], weights=["0.5", "0.5"]), "weights"),
+    (lambda: mf.Particles(np.eye(3)[:2], radii=["1", "2"]), "radii"),
+    (lambda: mf.Density(["1", "0", "0"], 1), "coeffs"),
+    (lambda: mf.Density([1.0, 0, 0], 1, radius=np.array(["1", 0, 0], dtype=object)), "radius"),
+    (lambda: mf.ZonalDensity(["1", "0"], 1, d=3), "coeffs"),
+    (lambda: mf.Density.uniform(2).evaluate([["1", "0", "0"]]), "points"),
+])
+def test_numeric_text_is_refused_as_not_numbers(make, name):
+    # numpy casts numeric text to numbers: Particles([['1', '0', '0']]) was the point e1, Density(['1', '0', '0'], 1)
+    # a density, weights=['0.5', '0.5'] equal weights; "a" was refused, "1" was not
+    with pytest.raises(ValueError, match=f"`{name}` must be numbers"):
+        make()
+
+
+def test_from_function_refuses_numeric_text():
+    # f returning "1" everywhere gave the coefficients of the constant 1 (c00 = 3.5449077 = √(4π))
+    with pytest.raises(ValueError, match="`f` must return real numbers; got dtype <U1"):
+        mf.Density.from_function(lambda x: np.full(x.shape[:-1], "1"), 2)
+
+
 @pytest.mark.parametrize("make, match", [
     (lambda: mf.Density.from_function(3.0, 4), r"`f` must be a function, called as f\(points\) .*got f=3\.0"),
     (lambda: mf.Density.from_function(lambda x, y: x, 4), r"`f` must be callable as f\(points\) .*got f\(x, y\)"),

@@ -163,3 +163,17 @@ def test_boolean_matrices_are_refused(name, value):
     """Q=np.eye(3, dtype=bool) was read as the identity."""
     with pytest.raises(TypeError, match=rf"`{name}` must be numbers; got booleans"):
         mf.Model(1.0, **{name: value})
+
+
+@pytest.mark.parametrize("name", ["Q", "K", "V"])
+def test_numeric_text_matrices_are_refused(name):
+    """Q=[['1', '0', '0'], ...] was read as the identity (numpy casts numeric text)."""
+    with pytest.raises(ValueError, match=rf"`{name}` must be numbers"):
+        mf.Model(1.0, **{name: [["1", "0", "0"], ["0", "1", "0"], ["0", "0", "1"]]})
+
+
+@pytest.mark.parametrize("value", ["0.5", True])
+def test_a_callable_alpha_returning_text_or_a_bool_is_refused(value):
+    """float('0.5') and float(True) passed: alpha(t) = '0.5' ran as 0.5."""
+    with pytest.raises(ValueError, match=r"`alpha\(t\)` must return a real number; got alpha\(0\.0\)="):
+        mf.Model(1.0, "ngpt", alpha=lambda t: value).alpha_at(0.0)

@@ -562,6 +562,9 @@ def _g4():
     (lambda: s.synthesis(_A4, -1, _g4()), ValueError, "`lmax`"),
     (lambda: _g4().check(-1), ValueError, "`lmax`"),
     (lambda: s.synthesis("abc", 4, _g4()), ValueError, "`alm` must be numbers"),
+    # numeric text, which numpy casts: an object array holding "1" was synthesized as 1, ["0", "0", "1"] was e3
+    (lambda: s.synthesis(np.array(["1"] + [0] * 14, dtype=object), 4, _g4()), ValueError, "`alm` must be numbers"),
+    (lambda: s.points_to_angles([["0", "0", "1"]]), ValueError, "`points` must be numbers"),
     (lambda: s.analysis("x", 4, _g4()), ValueError, "`values` must be numbers"),
     (lambda: s.divergence("x", 4, _g4()), ValueError, "`vector` must be numbers"),
     (lambda: _g4().integrate(np.zeros(3)), ValueError, "`values` must have trailing shape"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import real_array
+from .._validate import holds_text, real_array
 
 _MEMORY_CHECK_FLOOR = 2 ** 26   # requests below 64 MiB are not checked against the available memory (hot paths)
 
@@ -26,7 +26,7 @@ def complex_array(name: str, value, *, contiguous: bool = False) -> np.ndarray:
         return convert(value, dtype=np.complex128)
     try:
         a = np.asarray(value)
-        if a.dtype.kind in "USV":
+        if holds_text(a):       # numeric text ("1") too, in an object array as well: numpy reads it as 1
             raise ValueError
         return convert(a, dtype=np.complex128)
     except (TypeError, ValueError):
