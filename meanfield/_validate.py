@@ -26,7 +26,7 @@ def positive_float(name: str, value, *, allow_zero: bool = False) -> float:
     ok = np.isfinite(v) and (v >= 0 if allow_zero else v > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{name}` must be finite and {bound}; got {name}={value!r}.")
+        raise ValueError(f"`{name}` must be finite and {bound}; got {name}={shown(value)}.")
     return v
 
 
@@ -34,7 +34,7 @@ def real_number(name: str, value) -> float:
     """Return ``value`` as a float after checking it is a finite real number (of either sign)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(_as_float(value)):
         raise (ValueError if isinstance(value, numbers.Real) and not isinstance(value, bool) else TypeError)(
-            f"`{name}` must be a finite real number; got {name}={value!r}.")
+            f"`{name}` must be a finite real number; got {name}={shown(value)}.")
     return float(value)
 
 
@@ -189,13 +189,32 @@ def relative_tolerance(value, name: str = "rtol") -> float:
     return value
 
 
+#: The largest integer float64 holds (≈ 1.8e308): a count, size or degree beyond it cannot be converted to a float,
+#: which every size estimate and formula does (float(10**400) raises OverflowError)
+FLOAT_MAX_INT = int(np.finfo(float).max)
+
+
+def shown(value) -> str:
+    """``repr(value)``, but an integer beyond float64's range as its size (repr(10**5000) raises "Exceeds the limit
+    (4300 digits) for integer string conversion", and 10**400 is 401 digits of message)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and abs(int(value)) > FLOAT_MAX_INT:
+        sign = "-" if value < 0 else ""
+        return f"{sign}<an integer of {abs(int(value)).bit_length()} bits, beyond float64's range (1.8e308)>"
+    return repr(value)
+
+
 def nonneg_int(name: str, value, *, minimum: int = 0, maximum: int | None = None) -> int:
-    """Return ``value`` as an int after checking it is an integer >= ``minimum`` (and <= ``maximum``, if given)."""
+    """Return ``value`` as an int after checking it is an integer >= ``minimum`` and <= ``maximum`` (by default the
+    largest integer float64 holds, :data:`FLOAT_MAX_INT`: a larger one overflowed the float conversions downstream,
+    with Python's or numpy's message naming no parameter)."""
     allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an integer {allowed}; got {name}={value!r}.")
+    if maximum is None and value > FLOAT_MAX_INT:
+        raise ValueError(f"`{name}` must be an integer {allowed} and within float64's range (≤ 1.8e308); "
+                         f"got {name}={shown(value)}.")
     if value < minimum or (maximum is not None and value > maximum):
-        raise ValueError(f"`{name}` must be an integer {allowed}; got {name}={value!r}.")
+        raise ValueError(f"`{name}` must be an integer {allowed}; got {name}={shown(value)}.")
     return int(value)
 
 
@@ -206,7 +225,7 @@ def seed_error(seed, accepted: str) -> Exception:
     integral = all(isinstance(s, (numbers.Integral, np.integer)) and not isinstance(s, (bool, np.bool_))
                    for s in entries)
     kind = ValueError if integral and entries else TypeError
-    return kind(f"`seed` must be {accepted}; got seed={seed!r}.")
+    return kind(f"`seed` must be {accepted}; got seed={shown(seed)}.")
 
 
 def checkpoint_every(value) -> int | str:
@@ -218,7 +237,7 @@ def checkpoint_every(value) -> int | str:
         raise ValueError(f"`checkpoint_every` must be an integer >= 1 or 'auto'; got checkpoint_every={value!r}.")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         error = ValueError if isinstance(value, numbers.Integral) and not isinstance(value, bool) else TypeError
-        raise error(f"`checkpoint_every` must be an integer >= 1 or 'auto'; got checkpoint_every={value!r}.")
+        raise error(f"`checkpoint_every` must be an integer >= 1 or 'auto'; got checkpoint_every={shown(value)}.")
     return int(value)
 
 

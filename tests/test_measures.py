@@ -208,6 +208,18 @@ def test_numeric_text_is_refused_as_not_numbers(make, name):
         make()
 
 
+@pytest.mark.parametrize("make, name", [
+    (lambda big: mf.Particles.uniform(big), "n"), (lambda big: mf.Particles.uniform(4, d=big), "d"),
+    (lambda big: mf.Density.uniform(big), "lmax"), (lambda big: mf.ZonalDensity.uniform(big), "lmax"),
+    (lambda big: mf.sample_density(mf.Density.uniform(2), big, seed=0), "n"),
+])
+def test_integers_beyond_float64_are_refused_by_name(make, name):
+    # 10**400 raised Python's "OverflowError: int too large to convert to float" from the memory estimate
+    for big in (10**400, 10**5000):
+        with pytest.raises(ValueError, match=rf"`{name}` must be an integer >= \d and within float64's range"):
+            make(big)
+
+
 def test_from_function_refuses_numeric_text():
     # f returning "1" everywhere gave the coefficients of the constant 1 (c00 = 3.5449077 = √(4π))
     with pytest.raises(ValueError, match="`f` must return real numbers; got dtype <U1"):
