@@ -425,6 +425,15 @@ def test_particles_case_times_both_alternatives_in_the_same_run(tmp_path):
     assert "exact backend ms" in text and (tmp_path / "particles_scaling.png").stat().st_size > 0
 
 
+def test_particles_case_with_the_check_n_left_out_of_sh_sizes_does_not_judge_the_target(tmp_path):
+    # sh_sizes=(100,) with dense_sizes=(100, 300), check_n=300 raised KeyError: 'sh' (the check called the
+    # particles-sh velocity the run had not set up at N = 300)
+    res = _particles.run(quick=True, sh_sizes=(100,), dense_sizes=(100, 300), check_n=300, dense_limit_s=5.0)
+    (target,) = [t for t in res["targets"] if t["name"].startswith("speedup at")]
+    assert target["met"] is None and "particles-sh not measured at the check N = 300" in target["note"]
+    assert _particles.report(res, tmp_path)
+
+
 def test_checkpoint_case_times_three_runs_and_checks_the_file(tmp_path):
     record = _bench.run_cases(["checkpoint"], quick=True, output=tmp_path, echo=lambda msg: None,
                               sizes={"checkpoint": {"lmax": 8, "saves": 20, "rounds": 1}})
