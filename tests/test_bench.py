@@ -181,6 +181,21 @@ def test_a_particle_run_that_stops_early_is_an_error_not_a_measurement(tmp_path,
         assert "max_steps" in res["error"]
 
 
+def test_accuracy_target_is_not_judged_without_an_iid_run(tmp_path):
+    # "the PDE reaches 1e-8 where i.i.d. particles cannot" was judged on the spectral runs alone when no i.i.d. run
+    # was measured (sh_n=iter(()), exact_n=iter(())); and an empty override ran the default sizes (N to 10⁴ with
+    # --quick, to 10⁶ on a full run) instead of none
+    from meanfield._bench import _accuracy
+
+    for none in ((), iter(())):
+        res = _accuracy.run(quick=True, spectral=((8, 1e-6),), sh_n=none, exact_n=none, quad_l=())
+        assert res["series"]["particles-sh (i.i.d.)"] == res["series"]["particles (exact, i.i.d.)"] == []
+        (target,) = res["targets"]
+        assert target["met"] is None and target["note"] == "not judged: no i.i.d. particle run in this run"
+        assert target["value"].startswith("spectral ")
+    assert _accuracy.report(res, tmp_path)
+
+
 def test_memory_case_says_how_it_measured(tmp_path):
     """The JSON's method said 'ru_maxrss − RSS after imports' while the peak is VmHWM, reset after the imports."""
     from meanfield._bench import _memory
