@@ -485,9 +485,11 @@ def test_distributed_qkv_norm_token_on_a_null_direction_at_the_start_is_refused(
         m.setattr(_distributed, "_local_client", no_cluster)
         with pytest.raises(NullDirectionError, match=single):
             distributed_particles_sh(_NULL_V, mf.Particles(x), 0.2, step=0.1, shards=2)
-    # tokens generated on the workers are checked there, before any step: V = 0 has no value anywhere
-    with pytest.raises(ValueError, match=r"`V` must map every direction .* maps token 0 \(and 4 more\) to 0\.$"):
-        distributed_particles_sh(mf.Model(1.0, "qkv-norm", V=np.zeros((3, 3))), 10, 0.2, step=0.1, client=client)
+    # tokens generated on the workers are checked there, before any step: V = 0 has no value anywhere, and the
+    # message counts the tokens of every shard (it said "(and 4 more)", the first of two shards' five)
+    with pytest.raises(ValueError, match=r"`V` must map every direction .* maps token 0 \(and 9 more\) to 0\.$"):
+        distributed_particles_sh(mf.Model(1.0, "qkv-norm", V=np.zeros((3, 3))), 10, 0.2, step=0.1, client=client,
+                                 shards=2)
 
 
 def _to_null_once(monkeypatch, method, weight, off_sphere=False):
@@ -591,6 +593,35 @@ def test_distributed_layer_map_failure_stops_as_one_process(threaded_client, mon
     assert out.detail == ref.detail
     assert np.array_equal(out.times, ref.times) and np.array_equal(out.steps["t"], ref.steps["t"])
     assert np.max(np.abs(out.final.positions - ref.final.positions)) < 1e-12
+
+
+def test_distributed_failure_counts_the_tokens_of_every_shard(threaded_client):
+    # nGPT's layer with V = 0: ‖A_j‖ = 0 for all ten tokens; one process says "token 0 (and 9 more)", the two shards
+    # said "token 0 (and 4 more)" (the first shard's own tokens)
+    m, p = mf.Model(1.0, "ngpt", V=np.zeros((3, 3))), mf.Particles.uniform(10, seed=1)
+    kw = dict(time="layers", step=0.1)
+    with pytest.warns(mf.MeanfieldWarning, match="stopped at t="):
+        ref = mf.simulate(m, p, 0.2, backend="particles-sh", threads=1, **kw)
+    with pytest.warns(mf.MeanfieldWarning, match="distributed_particles_sh stopped at t="):
+        out = distributed_particles_sh(m, p, 0.2, client=threaded_client, shards=2, **kw)
+    assert "‖A_j‖ = 0 for token 0 (and 9 more) at t=0" in ref.detail
+    assert out.status is ref.status is mf.Status.NON_FINITE and out.detail == ref.detail
+
+
+def test_shards_detail_counts_like_diagnoses_only():
+    from meanfield._sweep._distributed import _shards_detail
+    speed = "The speed factor of scheme='peri-ln' is {} for token {}{} at t=0.1, so dθ/dt = P_θA/s is undefined."
+    assert _shards_detail([speed.format(0, 0, ""), speed.format("nan", 5, " (and 3 more)")]) == \
+        speed.format(0, 0, " (and 4 more)")
+    radius = ("Token {}'s radius overflows float64 at t=0.5: r = {}, growing at dr/dt = 1e+301 by the scheme's radial "
+              "law, passes 1.798e+308 within 0.1{}. A smaller step does not help.")
+    assert _shards_detail([radius.format(3, 1e300, ""), radius.format(7, 2e300, " (and 2 more token(s))")]) == \
+        radius.format(3, 1e300, " (and 3 more token(s))")
+    # another diagnosis (or another head's matrix) is not counted; a message naming no token is kept as it is
+    null = "`V` of head {} must map every direction to a nonzero vector; it maps token {} to 0."
+    assert _shards_detail([null.format(0, 1), null.format(1, 6)]) == null.format(0, 1)
+    assert _shards_detail([speed.format(0, 0, ""), radius.format(7, 2e300, "")]) == speed.format(0, 0, "")
+    assert _shards_detail(["Non-finite state at t=0.3."] * 2) == "Non-finite state at t=0.3."
 
 
 # ----------------------------------------------------------------------------------------------

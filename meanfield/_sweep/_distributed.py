@@ -19,6 +19,7 @@ state kept) rather than with an exception out of a worker.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 
 import numpy as np
@@ -65,6 +66,39 @@ def _shard_class():
             return super()._field_diagnosis()
 
     return ShardStepper
+
+
+_MORE = re.compile(r" \(and (\d+) more( token\(s\))?\)")
+_TOKEN = re.compile(r"(?<=[Tt]oken )\d+")
+_NUMBER = re.compile(r"(?<!head )[-+]?(?:\d+\.?\d*(?:e[-+]?\d+)?|nan|inf)")     # (a head is part of the kind)
+
+
+def _shards_detail(details: list) -> str:
+    """The shards' diagnoses (non-empty, in token order) as one: the first shard's, its "token j (and K more)" counting
+    the tokens of every shard that gives the same diagnosis (the same text but for its numbers), as the one-process
+    diagnosis counts all the tokens.  Each shard's message counted its own tokens only: with V = 0 and ten tokens
+    on two shards, "token 0 (and 4 more)" for the "(and 9 more)" of one process."""
+    first = details[0]
+    if not _TOKEN.search(first):
+        return first
+
+    def kind(d):
+        return _NUMBER.sub("#", _MORE.sub("", d))
+
+    def count(d):
+        m = _MORE.search(d)
+        return 1 + int(m.group(1)) if m else 1
+    total = sum(count(d) for d in details if kind(d) == kind(first))
+    if total == count(first):
+        return first
+    if _MORE.search(first):
+        return _MORE.sub(lambda m: f" (and {total - 1} more{m.group(2) or ''})", first, count=1)
+    if first.startswith("Token "):      # "Token j's radius overflows … within x." names the others at its end
+        from ..backends._stepper import _NO_SMALLER_STEP
+        head, sep, tail = first.partition("." + _NO_SMALLER_STEP)
+        return f"{head} (and {total - 1} more token(s)){sep}{tail}"
+    m = _TOKEN.search(first)
+    return f"{first[:m.end()]} (and {total - 1} more){first[m.end():]}"
 
 
 class Shard:
@@ -470,7 +504,7 @@ class _Driver:
         undefined (QKV-Norm): the shards are in token order, so it names the first such token, as one process does."""
         undefined = [p for p in parts if isinstance(p, str)]
         if undefined:
-            return undefined[0]
+            return _shards_detail(undefined)
         return sum(parts[1:], parts[0]) if len(parts) > 1 else parts[0]
 
     def integrate(self, times, progress, Status, Trajectory, ParticleStepper):
@@ -552,7 +586,7 @@ class _Driver:
             bad = [d for d, _ in done if d]
             if bad:
                 self.mu = self._reduce(self._all("discard"))
-                return ts, bad[0]
+                return ts, _shards_detail(bad)
             self.mu = self._reduce([m for _, m in done])
             self.steps_t.append(a + (i + 1) * h)
             self.steps_dt.append(h)
@@ -598,7 +632,7 @@ class _Driver:
         bad = [d for d, _ in done if d]
         if bad:
             self.mu = self._reduce(self._all("discard"))
-            return bad[0]
+            return _shards_detail(bad)
         self.mu = self._reduce([m for _, m in done])
         return ""
 
