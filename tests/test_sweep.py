@@ -608,6 +608,41 @@ def test_distributed_failure_counts_the_tokens_of_every_shard(threaded_client):
     assert out.status is ref.status is mf.Status.NON_FINITE and out.detail == ref.detail
 
 
+@pytest.mark.parametrize("where", ["speed", "origin"])
+def test_distributed_failed_stage_stops_as_one_process(threaded_client, monkeypatch, where):
+    # Peri-LN with V = 0 (speed factor 0: the first stage's velocity is NaN), or a Runge–Kutta stage that puts token 4
+    # (second of two shards) at the origin: the shard's geometry raised ZeroVectorError ("a token's direction was
+    # lost") out of the dask worker, where one process stops with NON_FINITE, its diagnosis and the last good state
+    w = np.array([0.15, 0.15, 0.15, 0.15, 0.25, 0.15])
+    p = mf.Particles(mf.Particles.uniform(6, seed=1).positions, w)
+    m = mf.Model(1.0, "peri-ln", V=np.zeros((3, 3))) if where == "speed" else mf.Model(1.0)
+    if where == "origin":
+        from meanfield.backends._stepper import ParticleStepper
+        original = ParticleStepper._directions
+
+        def patched(self, y, *args, **kwargs):
+            out = original(self, y, *args, **kwargs)
+            hit = np.flatnonzero(self.weights == 0.25)
+            if hit.size and not getattr(self, "_hit", False) and abs(np.linalg.norm(y[hit[0], :3]) - 1) > 1e-9:
+                self._hit = True
+                out = np.array(out)
+                out[hit[0], :3] = 0.0
+            return out
+        monkeypatch.setattr(ParticleStepper, "_directions", patched)
+    with pytest.warns(mf.MeanfieldWarning, match="stopped at t="):
+        ref = mf.simulate(m, p, 0.4, backend="particles-sh", method="rk4", step=0.1, save_every=0.2, threads=1)
+    with pytest.warns(mf.MeanfieldWarning, match="distributed_particles_sh stopped at t=") as caught:
+        out = distributed_particles_sh(m, p, 0.4, step=0.1, save_every=0.2, client=threaded_client, shards=2)
+    # (and the diagnostics of V = 0's state, max_speed 0/0, warned numpy's "invalid value encountered in divide")
+    assert not [c for c in caught if issubclass(c.category, RuntimeWarning)]
+    expected = ("The speed factor of scheme='peri-ln' is 0 for token 0 (and 5 more) at t=0," if where == "speed" else
+                "A Runge–Kutta stage at t=0.05 sends a token to the origin")
+    assert ref.detail.startswith(expected), ref.detail
+    assert out.status is ref.status is mf.Status.NON_FINITE and out.detail == ref.detail
+    assert np.array_equal(out.times, ref.times) and np.array_equal(out.steps["t"], ref.steps["t"])
+    assert np.max(np.abs(out.final.positions - ref.final.positions)) < 1e-12
+
+
 def test_shards_detail_counts_like_diagnoses_only():
     from meanfield._sweep._distributed import _shards_detail
     speed = "The speed factor of scheme='peri-ln' is {} for token {}{} at t=0.1, so dθ/dt = P_θA/s is undefined."

@@ -78,6 +78,9 @@ def _shards_detail(details: list) -> str:
     the tokens of every shard that gives the same diagnosis (the same text but for its numbers), as the one-process
     diagnosis counts all the tokens.  Each shard's message counted its own tokens only: with V = 0 and ten tokens
     on two shards, "token 0 (and 4 more)" for the "(and 9 more)" of one process."""
+    # a shard whose tokens only received the NaN of another's failed stage says "Non-finite state at t=…"; one
+    # process gives the diagnosis of the stage that failed
+    details = [d for d in details if not d.startswith("Non-finite state at t=")] or details
     first = details[0]
     if not _TOKEN.search(first):
         return first
@@ -132,15 +135,34 @@ class Shard:
             self.s.y, self.s.t = self.pending
             self.pending = None
 
-    def _coefficients(self, y):
+    def _coefficients(self, y, t=None):
         """This shard's μ̂ at y, or (QKV-Norm, a token that V maps to 0) the message naming V and the token: the
-        driver ends the run with it, as the single-process stepper does, where an exception would leave the worker."""
+        driver ends the run with it, as the single-process stepper does, where an exception would leave the worker.
+
+        A Runge–Kutta stage (at time ``t``) that is not finite, or that sent a token to the origin, has a NaN μ̂: the
+        step then fails as in one process (every later stage NaN, the diagnosis that of the stage that failed), where
+        the geometry's ZeroVectorError came out of the worker."""
         from .._attention import NullDirectionError
+        from .._validate import ZeroVectorError
 
         try:
+            if t is not None and not np.isfinite(y).all():
+                return np.full_like(self.s._mu_start, np.nan)
             return self.s.coefficients(y)
         except NullDirectionError as err:
             return str(err)
+        except ZeroVectorError:
+            if t is None:
+                raise
+            self.s._speed_issue = self.s._lost_direction(t)
+            return np.full_like(self.s._mu_start, np.nan)
+
+    def _rhs(self, mu, t_stage):
+        """The stage's velocity of this shard's tokens from the total μ̂ ``mu``; NaN when ``mu`` is (a shard's stage
+        failed), as one process's rhs of a NaN stage, keeping the diagnosis of the stage that failed."""
+        if not np.isfinite(mu).all():
+            return np.full_like(self.yi, np.nan)
+        return self.s.rhs(t_stage, self.yi)
 
     def start(self):
         """μ̂ of the current state (stage 0 of the next step), or the diagnosis of :meth:`_coefficients`."""
@@ -151,19 +173,19 @@ class Shard:
         self.busy += time.perf_counter() - t0
         return mu
 
-    def stage(self, mu, t_stage, h):
-        """Velocity of the last stage from the total μ̂; returns this shard's μ̂ of the next stage (or the diagnosis
-        of :meth:`_coefficients`)."""
+    def stage(self, mu, t_stage, h, t_next):
+        """Velocity of the last stage (at ``t_stage``) from the total μ̂; returns this shard's μ̂ of the next stage, at
+        ``t_next`` (or the diagnosis of :meth:`_coefficients`)."""
         t0 = time.perf_counter()
         self._settle()
         s, tab = self.s, self.tab
         s._mu = mu
         if not self.ks:
             s._mu_start = mu        # the first stage is at the current state
-        self.ks.append(s.rhs(t_stage, self.yi))
+        self.ks.append(self._rhs(mu, t_stage))
         i = len(self.ks)
         self.yi = s.y + sum((h * tab.a[i, j]) * self.ks[j] for j in range(i) if tab.a[i, j] != 0)
-        mu = self._coefficients(self.yi)
+        mu = self._coefficients(self.yi, t_next)
         self.busy += time.perf_counter() - t0
         return mu
 
@@ -178,7 +200,7 @@ class Shard:
         t0 = time.perf_counter()
         s, tab = self.s, self.tab
         s._mu = mu
-        self.ks.append(s.rhs(t_stage, self.yi))
+        self.ks.append(self._rhs(mu, t_stage))
         y_new = s.y + sum((h * bj) * kj for bj, kj in zip(tab.b, self.ks) if bj != 0)
         y_new = s._project(y_new)
         self.ks, self.yi = [], None
@@ -246,7 +268,8 @@ class Shard:
         out["max_attention"] = float(np.max(f.norm))
         out["max_tangential"] = float(np.max(_norms(f.tangential)))
         if s.scheme.continuous:
-            speed = s.token_speeds(f, r, t)     # as one process (np.linalg.norm's squares overflowed: inf from β ≈ 355)
+            with np.errstate(invalid="ignore", divide="ignore"):      # a speed factor 0 reads NaN/inf, as one process
+                speed = s.token_speeds(f, r, t)     # as one process (np.linalg.norm's squares overflowed: inf from β ≈ 355)
             out.update(max_speed=float(np.max(speed)), w_speed2=float(w @ np.square(speed)))
         if f.log_z is not None and np.all(np.isfinite(f.log_z)):
             # shifted by the largest log Z, as the backend's energy: e^{log Z} alone overflows from 709.78
@@ -623,7 +646,7 @@ class _Driver:
             return ParticleStepper._stage_time(ts + tab.c[s] * h, a, b)
 
         for s in range(1, tab.stages):
-            self.mu = self._reduce(self._all("stage", self.mu, stage_time(s - 1), h))
+            self.mu = self._reduce(self._all("stage", self.mu, stage_time(s - 1), h, stage_time(s)))
             if isinstance(self.mu, str):     # stage s + 1, at stage_time(s), has no attention (QKV-Norm)
                 detail = ParticleStepper._undefined_attention(stage_time(s), self.mu)
                 self.mu = self._reduce(self._all("discard"))

@@ -348,8 +348,7 @@ class ParticleStepper:
                 self._speed_issue = self._undefined_attention(t, err)
                 return np.full_like(y, np.nan)
             except ZeroVectorError:       # a stage that lost a token's direction blew up as a non-finite one does
-                self._speed_issue = (f"A Runge–Kutta stage at t={t:.6g} sends a token to the origin (its direction "
-                                     "is lost): the step is too large for the velocities.")
+                self._speed_issue = self._lost_direction(t)
                 return np.full_like(y, np.nan)
             a_norm = f.norm if full else np.nan
             s = self.scheme.speed(r, a_norm, t, self.model)
@@ -377,6 +376,12 @@ class ParticleStepper:
     #: meanfield.distributed_particles_sh holds a slice of the run's tokens)
     _token_offset = 0
     _layer_radius = None    # ‖x_new‖ of the last layer (its radius, for the diagnosis of one that overflowed)
+
+    @staticmethod
+    def _lost_direction(t) -> str:
+        """The diagnosis of a Runge–Kutta stage at time ``t`` that sent a token to the origin."""
+        return (f"A Runge–Kutta stage at t={t:.6g} sends a token to the origin (its direction is lost): the step is "
+                "too large for the velocities.")
 
     @staticmethod
     def _undefined_attention(t, err: NullDirectionError) -> str:
