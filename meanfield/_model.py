@@ -170,6 +170,8 @@ class Model:
     def _compute_kernel_scale(self):
         if self.heads != 1:
             return None
+        if self.Q is None and self.K is None:       # QᵀK = I, without the two length-d arrays of ones (Model(d=2**40)
+            return 1.0                              # raised numpy's "Unable to allocate 8.00 TiB" when constructed)
         q, k = _structured(self.Q, self.d), _structured(self.K, self.d)
         if self.scheme_def.normalize_qkv and not (_is_orthogonal_multiple(q) and _is_orthogonal_multiple(k)):
             return None

@@ -182,3 +182,11 @@ def test_a_callable_alpha_returning_text_or_a_bool_is_refused(value):
     """float('0.5') and float(True) passed: alpha(t) = '0.5' ran as 0.5."""
     with pytest.raises(ValueError, match=r"`alpha\(t\)` must return a real number; got alpha\(0\.0\)="):
         mf.Model(1.0, "ngpt", alpha=lambda t: value).alpha_at(0.0)
+
+
+def test_a_large_d_without_q_and_k_allocates_nothing():
+    """QᵀK = I was found from two length-d arrays of ones: Model(1.0, d=10**8) took 12.9 s and 3.9 GB, and
+    d=2**40 raised numpy's "Unable to allocate 8.00 TiB" (a simulation with such d is refused by its memory check)."""
+    m = mf.Model(1.0, d=2**40)
+    assert m.isotropic and m.beta_eff == 1.0
+    assert mf.Model(2.0, d=2**40, attention="unnormalized").beta_eff == 2.0
