@@ -239,6 +239,21 @@ def test_harmonic_dimension_is_the_combinatorial_count(d):
         np.testing.assert_allclose(s.harmonic_dimension(3, ell), 2 * ell + 1, rtol=1e-13)
 
 
+def test_harmonic_dimension_and_band_limit_at_huge_degree_or_dimension():
+    # the log-gamma difference lost |log Γ(ℓ + d)|·eps: N(3, 2⁶²) was 1.0 (ℓ + 2 and ℓ + 1 are one float there),
+    # N(4, 2⁴⁰) 1.20845e24 for 1.20893e24, and in d = 2⁶² the kernel's degree shares vanished:
+    # kernel_truncation_error(1, 3, d=2⁶²) was 2.2e-75 and kernel_bandlimit(1, d=2⁶²) 0; d = 10³⁰ raised gammaln's
+    # TypeError (an object array).  As d → ∞ the shares tend to β^ℓ/ℓ!, the tail past L to Σ_{ℓ>L} 1/ℓ! at β = 1
+    np.testing.assert_allclose(s.harmonic_dimension(3, [2**30, 2**62]), [2.0**31 + 1, 2.0**63], rtol=1e-13)
+    np.testing.assert_allclose(s.harmonic_dimension(4, 2**40), float((2**40 + 1) ** 2), rtol=1e-13)
+    assert s.harmonic_dimension(2, 2**50) == 2.0
+    for d in (2**62, 10**30):
+        tails = [s.kernel_truncation_error(1.0, L, d) for L in (3, 8, 13)]
+        exact = [sum(1 / math.factorial(k) for k in range(L + 1, 40)) for L in (3, 8, 13)]
+        np.testing.assert_allclose(tails, exact, rtol=1e-12)
+        assert s.kernel_bandlimit(1.0, 1e-12, d) == 14      # 1/14! = 1.1e-11 > 1e-12 > Σ_{ℓ>14} 1/ℓ! = 7.6e-13
+
+
 @pytest.mark.parametrize("beta, tol, expected", [(5.0, 1e-6, 14), (5.0, 1e-12, 21), (50.0, 1e-6, 44),
                                                  (50.0, 1e-12, 59)])
 def test_kernel_bandlimit_documented_values(beta, tol, expected):
