@@ -134,6 +134,22 @@ class EnsembleResult:
         return all(s is Status.OK for s in self.statuses)
 
 
+#: bytes a replica holds before any run besides its tokens: its SeedSequence (~380), generator and Particles
+#: (tracemalloc: 1290 per replica of 4 tokens in d = 3, of which 128 are the tokens' positions and weights)
+_REPLICA_BYTES = 1200.0
+
+
+def _check_replica_memory(replicas: int, sampler_or_n, d: int) -> None:
+    """Refuse, before any seed is spawned, replicas whose seeds and initial tokens cannot be held (all are drawn
+    before the first run): replicas=10**12 spawned SeedSequences until it held 15 GB, with no message."""
+    from ._memory import require
+
+    n = sampler_or_n if isinstance(sampler_or_n, numbers.Integral) else 0      # a sampler's count is not known yet
+    require(replicas * (_REPLICA_BYTES + 8.0 * n * (d + 1)),
+            f"ensemble(replicas={replicas}{f', n={n}, d={d}' if n else ''}) (every replica's seed and initial tokens)",
+            "lower `replicas`" + (" or `n`." if n else "."))
+
+
 def _initial(sampler_or_n, model, rng):
     if isinstance(sampler_or_n, numbers.Integral) and not isinstance(sampler_or_n, bool):
         return Particles.uniform(int(sampler_or_n), model.d, seed=rng)
@@ -450,6 +466,7 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         raise seed_error(seed, "an int ≥ 0 or a numpy SeedSequence") from None
     if batch is not None:
         batch = flag("batch", batch)
+    _check_replica_memory(replicas, sampler_or_n, model.d)
     seeds = root.spawn(replicas)
     boot_seed = root.spawn(1)[0] if interval == "bootstrap" else None     # "t" leaves a SeedSequence as it was
 

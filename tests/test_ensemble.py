@@ -561,3 +561,12 @@ def test_a_complete_checkpoint_is_extended_to_a_later_t_final(tmp_path):
     assert np.max(np.abs(longer.values - fresh.values)) < 1e-13      # fixed steps: the same steps
     with pytest.raises(ValueError, match=r"holds another run .*the save times"):
         mf.ensemble(MODEL, 10, 1.2, checkpoint=path, **{**kw, "save_every": 0.3})
+
+
+@pytest.mark.parametrize("sampler_or_n", [4, lambda rng: mf.Particles.uniform(4, seed=rng)])
+def test_replicas_beyond_memory_are_refused_before_any_seed(sampler_or_n):
+    # replicas=10**12 spawned SeedSequences (and drew every replica's tokens) until the process held 15 GB, with
+    # no message; a replica holds ~1.2 kB besides its tokens (tracemalloc)
+    with pytest.raises(mf.InsufficientMemoryError, match=r"ensemble\(replicas=1000000000000.*\) \(every replica's seed "
+                                                        r"and initial tokens\) needs about .* lower `replicas`"):
+        mf.ensemble(mf.Model(1.0), sampler_or_n, 0.1, replicas=10**12)
