@@ -651,3 +651,14 @@ def test_an_interrupted_case_is_raised_by_run_cases(tmp_path, monkeypatch):
         _bench.run_cases(quick=True, output=tmp_path, echo=lambda msg: None)
     assert later == [] and not list(tmp_path.iterdir())
     assert _bench.cli(["--output", str(tmp_path)]) == 130
+
+
+@pytest.mark.parametrize("case, key", [("transforms", "sizes"), ("spectral", "sizes"), ("dedalus", "ntheta"),
+                                       ("particles", "sh_sizes"), ("particles", "dense_sizes"), ("hybrid", "hybrid"),
+                                       ("hybrid", "exact_n"), ("memory", "items"), ("small-n", "sizes"),
+                                       ("stiff", "runs"), ("ensemble", "sizes")])
+def test_an_empty_size_override_is_refused_by_name(case, key):
+    # transforms, spectral and dedalus ran no size and failed with "min() arg is an empty sequence" (or max()); the
+    # others read () as "the defaults" (particles-sh to N = 10⁶ on a full run)
+    with pytest.raises(ValueError, match=rf"`{key}` is empty: give at least one size, or leave it out"):
+        _bench.case_module(case).run(quick=True, **{key: ()})

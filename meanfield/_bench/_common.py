@@ -125,6 +125,18 @@ def completed(trajectory, what: str):
     return trajectory
 
 
+def sizes_override(name: str, value, default) -> tuple:
+    """A case's size override ``value`` as a tuple, ``default`` when it is None; an empty one is refused naming it (it
+    ran the defaults silently, sizes to 10⁶ on a full run, where ``x or default`` read it, or raised "min() arg is an
+    empty sequence" from the targets where ``x if x is not None`` did)."""
+    if value is None:
+        return tuple(default)
+    value = tuple(value)
+    if not value:
+        raise ValueError(f"`{name}` is empty: give at least one size, or leave it out (None) for the defaults.")
+    return value
+
+
 def comparison(what: str, ours: str, alternative: str, ours_s: float, alternative_s: float, **extra) -> dict:
     """One same-run comparison record: the times, the contenders and ``speedup`` = alternative / ours."""
     return dict(what=what, ours=ours, alternative=alternative, ours_s=float(ours_s),

@@ -78,8 +78,8 @@ def bench_row(ntheta: int, quick: bool) -> dict:
 def run(quick: bool = False, ntheta=None) -> dict:
     data, path = C.anchor("dedalus_sphere")
     anchor_rows = {r["ntheta"]: r for r in data["rows"]} if data else {}
-    wanted = tuple(ntheta) if ntheta is not None else (QUICK_NTHETA if quick else
-                                                       tuple(sorted(anchor_rows)) or (64, 128, 256, 512))
+    wanted = C.sizes_override("ntheta", ntheta, QUICK_NTHETA if quick else
+                              tuple(sorted(anchor_rows)) or (64, 128, 256, 512))
     rows = [bench_row(n, quick) for n in wanted]
     refs = []
     for r in rows:

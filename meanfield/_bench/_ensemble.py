@@ -86,7 +86,7 @@ def run(quick: bool = False, sizes=None, rounds: int | None = None, t_final: flo
         save_every: float = SAVE_EVERY, one_by_one_max: int = ONE_BY_ONE_MAX) -> dict:
     import meanfield as mf
 
-    sizes = tuple(tuple(s) for s in (sizes or (QUICK_SIZES if quick else SIZES)))
+    sizes = tuple(tuple(s) for s in C.sizes_override("sizes", sizes, QUICK_SIZES if quick else SIZES))
     rounds = rounds or (QUICK_ROUNDS if quick else ROUNDS)
     model = mf.Model(BETA)
     rows, comps = [], []

@@ -39,8 +39,8 @@ def run(quick: bool = False, hybrid=None, exact_n=None, reference=None) -> dict:
         return dict(case=NAME, title=TITLE, status="not available", reason=why, comparisons=[], targets=[])
     import meanfield as mf
 
-    hybrid = tuple(hybrid or (QUICK_HYBRID if quick else HYBRID))
-    exact_n = tuple(exact_n or (QUICK_EXACT_N if quick else EXACT_N))
+    hybrid = C.sizes_override("hybrid", hybrid, QUICK_HYBRID if quick else HYBRID)
+    exact_n = C.sizes_override("exact_n", exact_n, QUICK_EXACT_N if quick else EXACT_N)
     ref_l, ref_ov = reference or (QUICK_REF if quick else REF)
     model = mf.Model(BETA)
     rho0 = mf.Density.random(L0, seed=2, amplitude=0.7)

@@ -131,7 +131,7 @@ def child(kind: str, size: int) -> dict:
 
 
 def run(quick: bool = False, items=None) -> dict:
-    items = tuple(items or (QUICK_ITEMS if quick else ITEMS))
+    items = C.sizes_override("items", items, QUICK_ITEMS if quick else ITEMS)
     rows = []
     for kind, size in items:
         proc = subprocess.run([sys.executable, "-m", "meanfield._bench._memory", kind, str(size)],

@@ -120,8 +120,8 @@ def _sh_repeats(n, quick):
 def run(quick: bool = False, sh_sizes=None, dense_sizes=None, check_n=None, dense_limit_s=None) -> dict:
     from ..sphere import _sh as sh
 
-    sh_sizes = tuple(sh_sizes or (QUICK_SH_SIZES if quick else SH_SIZES))
-    dense_sizes = tuple(dense_sizes or (QUICK_DENSE_SIZES if quick else DENSE_SIZES))
+    sh_sizes = C.sizes_override("sh_sizes", sh_sizes, QUICK_SH_SIZES if quick else SH_SIZES)
+    dense_sizes = C.sizes_override("dense_sizes", dense_sizes, QUICK_DENSE_SIZES if quick else DENSE_SIZES)
     check_n = check_n or (QUICK_CHECK_N if quick else CHECK_N)
     limit = dense_limit_s or (QUICK_DENSE_LIMIT_S if quick else DENSE_LIMIT_S)
     cal = calibrate_dense(min(1000 if quick else 4000, max(dense_sizes)), repeats=2 if quick else 3)

@@ -69,7 +69,7 @@ def run(quick: bool = False, sizes=None, rounds: int | None = None, t_final: flo
         step: float = STEP) -> dict:
     import meanfield as mf
 
-    sizes = tuple(sizes or (QUICK_SIZES if quick else SIZES))
+    sizes = C.sizes_override("sizes", sizes, QUICK_SIZES if quick else SIZES)
     rounds = rounds or (QUICK_ROUNDS if quick else ROUNDS)
     model = mf.Model(BETA)
     rows = []

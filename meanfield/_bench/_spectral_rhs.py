@@ -73,7 +73,7 @@ def _repeats(lmax, quick):
 def run(quick: bool = False, sizes=None) -> dict:
     from ..sphere import _sh as sh
 
-    sizes = tuple(sizes) if sizes is not None else (QUICK_SIZES if quick else SIZES)
+    sizes = C.sizes_override("sizes", sizes, QUICK_SIZES if quick else SIZES)
     nt = sh.NTHREADS
     rows = []
     for L in sizes:

@@ -28,7 +28,7 @@ def _simulate(beta: float, t_final: float, method: str, n: int):
 
 
 def run(quick: bool = False, runs=None, rounds: int | None = None, n: int = N) -> dict:
-    runs = tuple(runs or (QUICK_RUNS if quick else RUNS))
+    runs = C.sizes_override("runs", runs, QUICK_RUNS if quick else RUNS)
     rounds = rounds or (QUICK_ROUNDS if quick else ROUNDS)
     rows, comps = [], []
     for beta, t_final in runs:

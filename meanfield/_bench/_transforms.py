@@ -98,7 +98,7 @@ def run(quick: bool = False, sizes=None) -> dict:
     from .. import sphere
     from ..sphere import _sh as sh
 
-    sizes = tuple(sizes) if sizes is not None else (QUICK_SIZES if quick else SIZES)
+    sizes = C.sizes_override("sizes", sizes, QUICK_SIZES if quick else SIZES)
     rows = [bench_one(lmax, _repeats(lmax, quick)) for lmax in sizes]
     comps = []
     for r in rows:
