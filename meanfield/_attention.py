@@ -102,9 +102,14 @@ def _check_inputs(model, directions, weights, targets, need_mass=True):
     return x, w, y
 
 
-def _finish(A, y, log_z, full=True):
+def _finish(A, y, log_z, full=True, A_tan=None):
+    """The field from the ambient A; ``A_tan``: A with the radial own terms left out of the rows that
+    :func:`_own_term_dominated` found (the tangential part is taken from it), or None (from A)."""
     radial = np.einsum("ij,ij->i", A, y)
-    tangential = A - radial[:, None] * y
+    if A_tan is None:
+        tangential = A - radial[:, None] * y
+    else:
+        tangential = A_tan - np.einsum("ij,ij->i", A_tan, y)[:, None] * y
     if not full:
         return AttentionField(None, tangential, None, None, log_z)
     return AttentionField(A, tangential, radial, norms(A), log_z)
@@ -139,6 +144,42 @@ def _unit_rows(a, name, points="token", head=None, heads=1, offset=0):
 
 # ----------------------------------------------------------------------------------------------
 # direct O(N·M) evaluation
+
+# A token's own term e^{β⟨q_i, k_i⟩} w_i v_i is radial when its value v_i is ∝ θ_i (V a multiple of the identity).
+# Summed into A, it leaves the others' tangential part to the rounding of A − ⟨A, θ⟩θ, an absolute error ε·|A|: where
+# the own term carries nearly all of a row's weight (an isolated token at large β) that is the whole tangential part
+# (USA, β = 40: two tokens froze, with status OK).  Such rows are summed again without their own term.  The others keep
+# the summation order they share: nearly coincident tokens then round alike and their relative (stiff) motion stays
+# exact; with every row summed apart, BDF could not pass a cluster merger (100000 steps against 5468).
+_OWN_TERM_SHARE = 1.0 - 1.0 / 16    # the rows summed again: own term above this share of the row's sum (error ≤ 16ε)
+
+
+def _own_term_dominated(logits, rhs, s, start):
+    """(group, row) indices of the rows of a block of exponentiated logits (groups, rows, ncols) whose own term
+    (row k's in column ``start`` + k; weights in ``rhs[..., -1]``) is above _OWN_TERM_SHARE of their sum ``s``;
+    None when there are none (the usual case: views and three array operations)."""
+    own = np.diagonal(logits, offset=start, axis1=1, axis2=2) * rhs[:, start:start + s.shape[1], -1]
+    dominated = own > _OWN_TERM_SHARE * s
+    return np.nonzero(dominated) if dominated.any() else None
+
+
+def _sum_without_own_term(logits, rhs, start, gi, ri):
+    """(k, d): Σ_{j≠i} E_ij w_j v_j of the rows (gi, ri) of the block: their sums again, own column left out."""
+    d = rhs.shape[-1] - 1
+    if logits.shape[0] == 1:
+        E = logits[0, ri]
+        E[np.arange(ri.size), start + ri] = 0.0
+        return E @ rhs[0, :, :d]
+    groups, which = np.unique(gi, return_inverse=True)
+    E = logits[groups]
+    np.einsum("gii->gi", E[:, :, start:])[...] = 0.0
+    return (E @ rhs[groups, :, :d])[which, ri]
+
+
+def _value_is_radial(VT) -> bool:
+    """Whether a head's value Vθ lies along θ (V = None or a multiple of I), and so, in self-attention, its own term."""
+    return VT is None or np.array_equal(VT, VT[0, 0] * np.eye(VT.shape[0]))
+
 
 def attention_field(model, directions, weights=None, targets=None, *, causal: bool = False,
                     chunk: int | None = None, nthreads: int | None = None) -> AttentionField:
@@ -228,6 +269,7 @@ class _DirectEvaluator:
         # _one_block's case: one head, softmax, no mask, every token with mass (a few hundred tokens' usual call)
         self.plain = model.heads == 1 and self.softmax and not causal and not self.massless.size and groups == 1
         self.w_col = weights[:, None]
+        self.radial_own = [_value_is_radial(VT) for _, _, VT in self.heads]
         self._block_plans = {}
 
     def _blocks(self, m, n):
@@ -270,6 +312,7 @@ class _DirectEvaluator:
                 return field
         A = np.zeros((m, d)) if len(self.heads) > 1 else None
         log_z = np.empty((len(self.heads), m))
+        heads = []      # per head: its A, and its A with the radial own terms of _own_term_dominated rows left out
         for h, (QT, KT, VT) in enumerate(self.heads):
             q = y if QT is None else y @ QT
             k = x if KT is None else x @ KT
@@ -284,8 +327,9 @@ class _DirectEvaluator:
             rhs3 = np.concatenate([w[:, None] * v, w[:, None]], axis=1).reshape(G, -1, d + 1)
             Ah = np.empty((m, d))
             Ah3, log_z3 = Ah.reshape(G, -1, d), log_z[h].reshape(G, -1)
+            own_radial, fixes = targets is None and self.radial_own[h], []
 
-            def block(gs, rs, q3=q3, kT3=kT3, rhs3=rhs3, Ah3=Ah3, log_z3=log_z3):
+            def block(gs, rs, q3=q3, kT3=kT3, rhs3=rhs3, Ah3=Ah3, log_z3=log_z3, own_radial=own_radial, fixes=fixes):
                 ncols = rs.stop if causal else cols          # causal: no column beyond the block's last row
                 logits = q3[gs, rs] @ kT3[gs, :, :ncols]          # (groups, rows, ncols)
                 if causal:
@@ -299,6 +343,12 @@ class _DirectEvaluator:
                 np.exp(logits, out=logits)
                 acc = logits @ rhs3[gs, :ncols]                  # (groups, rows, d+1)
                 s = acc[..., d]
+                dominated = _own_term_dominated(logits, rhs3[gs, :ncols], s, rs.start) if own_radial else None
+                if dominated is not None:                        # (row k's own column is rs.start + k)
+                    gi, ri = dominated
+                    others = _sum_without_own_term(logits, rhs3[gs, :ncols], rs.start, gi, ri)
+                    scale = 1 / s[gi, ri] if softmax else np.exp(mx[gi, ri])
+                    fixes.append(((gs.start + gi) * (m // G) + rs.start + ri, others * scale[:, None]))
                 if softmax and 0 < s.min() and s.max() < np.inf:   # every row sees mass: the branch below, unguarded
                     log_z3[gs, rs] = mx + np.log(s)
                     Ah3[gs, rs] = acc[..., :d] / s[..., None]
@@ -318,11 +368,12 @@ class _DirectEvaluator:
                 with single_threaded_blas():
                     _run_block_groups(lambda b: block(*b),
                                       [blocks[i::nthreads] for i in range(min(nthreads, len(blocks)))])
+            heads.append((Ah, _with_rows(Ah, fixes)))
             if A is None:
                 A = Ah
             else:
                 A += Ah
-        return _finish(A, y, log_z, full)
+        return _finish(A, y, log_z, full, _tangential_source(heads))
 
 
     def _one_block(self, x, y, targets, full):
@@ -342,11 +393,37 @@ class _DirectEvaluator:
         logits -= mx[:, None]
         np.exp(logits, out=logits)
         d = x.shape[1]
-        acc = logits @ np.concatenate([self.w_col * v, self.w_col], axis=1)
+        rhs = np.concatenate([self.w_col * v, self.w_col], axis=1)
+        acc = logits @ rhs
         s = acc[:, d]
         if not (0 < s.min() and s.max() < np.inf):
             return None
-        return _finish(acc[:, :d] / s[:, None], y, (mx + np.log(s))[None], full)
+        A, A_tan = acc[:, :d] / s[:, None], None
+        # (the test of _own_term_dominated, written out: for a hundred tokens it is ~8% of the call)
+        if targets is None and self.radial_own[0] and (logits.diagonal() * self.w > _OWN_TERM_SHARE * s).any():
+            gi, ri = _own_term_dominated(logits[None], rhs[None], s[None], 0)
+            A_tan = _with_rows(A, [(ri, _sum_without_own_term(logits[None], rhs[None], 0, gi, ri) / s[ri, None])])
+        return _finish(A, y, (mx + np.log(s))[None], full, A_tan)
+
+
+def _with_rows(A, fixes):
+    """A copy of ``A`` with the rows of each (rows, values) in ``fixes`` replaced; ``A`` itself when there are none."""
+    if not fixes:
+        return A
+    out = A.copy()
+    for rows, values in fixes:
+        out[rows] = values
+    return out
+
+
+def _tangential_source(heads):
+    """Σ_h A_h with the own-term-free rows, summed in the order of A (None when no head has such rows)."""
+    if all(a is a_tan for a, a_tan in heads):
+        return None
+    total = heads[0][1].copy()
+    for _, a_tan in heads[1:]:
+        total += a_tan
+    return total
 
 
 def _run_block_groups(block, groups) -> None:

@@ -31,12 +31,13 @@ class Model:
         QᵀK = c·I it needs β·c ≤ 709.78 (e^(βc) overflows float64 above).  An anisotropic kernel with
         :attr:`logit_bound` β·‖QᵀK‖ beyond that is warned about: backend="spectral" refuses it, and a
         particle run stops NON_FINITE, with the overflowing token named, once a token's weights overflow.
-        Far below that bound USA loses precision in the particle backends: the tangential velocity P_θA is formed
-        from A, whose own-token term e^(βc)·Vθ it is smaller than by e^(βc(1−ρ)) (ρ = ⟨θ, θ'⟩ of the nearest
-        other token), so it keeps only ~16 − βc(1−ρ)/2.3 digits.  Two orthogonal tokens in a generic frame (Post-LN,
-        rk45, rtol = 1e-10, t = 0.02): relative error of ρ(t) 1.2e-8 at β = 25, 1.4e-6 at β = 30; at β = 33 the
-        noise stalls the step control (steps of 3e-8); at β = 40 the tokens freeze (ρ = −1e-10 against 0.040) with
-        status OK.  Softmax attention keeps the same relative precision, but its speeds are then e^(−β(1−ρ)).
+        Far below that bound a token's own term e^(βc)·Vθ outweighs the others' by e^(βc(1−ρ)) (ρ = ⟨θ, θ'⟩ of
+        the nearest other token).  With V ∝ I it is radial: backend="particles" sums the rows it dominates again
+        without it, so the tangential velocity P_θA keeps its relative precision (two orthogonal tokens in a generic
+        frame, Post-LN USA, rk45, rtol = 1e-10, t = 0.02: relative error of ρ(t) 7e-10 at β = 25, 2e-9 at β = 40).
+        backend="particles-sh" cannot: its transforms' error is relative to the whole kernel sum, ~ε·e^(βc), so
+        USA keeps only ~16 − βc(1−ρ)/2.3 digits of such a velocity (the same run: 1.7e-4 at β = 25, 1.4e-2 at
+        β = 30; at β = 33 it stops STEP_TOO_SMALL).
     d : int
         Ambient dimension, d ≥ 2; tokens live on S^{d-1}.
     Q, K, V : array_like, shape (d, d) or (heads, d, d) with heads ≥ 1, optional
