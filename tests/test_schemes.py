@@ -230,14 +230,18 @@ def test_ngpt_layer_interpolates_between_x_and_the_attention_direction(alpha, h)
     np.testing.assert_allclose(out, normalize((1 - a) * x + a * A / 5.0), rtol=1e-15, atol=1e-16)
 
 
-def test_angpt_refuses_a_layer_weight_above_one():
-    # a = α·step is the interpolation weight of h ← ν(a)((1−a)h + a N(Attn(N(h)))): a > 1 extrapolates past N(Attn)
-    # (α = 1, step = 1.5 ran to status OK with radii 0.72–0.76 after 3 layers); a = 1 (step = 1/α) is allowed
+@pytest.mark.parametrize("scheme", ["angpt", "ngpt"])
+def test_a_layer_weight_above_one_is_refused(scheme):
+    # a = α·step is the interpolation weight of anGPT's h ← ν(a)((1−a)h + a N(Attn(N(h)))) and of nGPT's
+    # x ← N(x + hα(N(A) − x)) = N((1 − a)x + a N(A)): a > 1 extrapolates past N(Attn).  α = 1, step = 1.5 ran to status
+    # OK (anGPT: radii 0.72–0.76 after 3 layers; nGPT: also α = 2, step = 0.75, to another state); a = 1 is allowed
     p = mf.Particles.uniform(4, seed=1)
-    with pytest.raises(ValueError, match=r"scheme='angpt' needs the layer weight a = alpha·step in \(0, 1\].*"
-                                         r"got alpha=2.0, step=0.75: a = 1.5"):
-        mf.simulate(mf.Model(1.0, "angpt", alpha=2.0), p, 1.5, backend="particles", time="layers", step=0.75)
-    ok = mf.simulate(mf.Model(1.0, "angpt", alpha=0.7), p, 3 / 0.7, backend="particles", time="layers", step=1 / 0.7)
+    for alpha, step in [(2.0, 0.75), (1.0, 1.5)]:
+        with pytest.raises(ValueError, match=rf"scheme='{scheme}' needs the layer weight a = alpha·step in \(0, 1\].*"
+                                             rf"got alpha={alpha!r}, step={step!r}: a = 1.5"):
+            mf.simulate(mf.Model(1.0, scheme, alpha=alpha), p, 3 * step, backend="particles", time="layers",
+                        step=step)
+    ok = mf.simulate(mf.Model(1.0, scheme, alpha=0.7), p, 3 / 0.7, backend="particles", time="layers", step=1 / 0.7)
     assert ok.success
     # a callable α(t) is checked at each layer: the run ends with the layer whose weight passes 1
     calls = []
@@ -245,27 +249,6 @@ def test_angpt_refuses_a_layer_weight_above_one():
     def alpha(t):
         calls.append(t)
         return 0.5 + t
-    with pytest.raises(ValueError, match=r"got alpha\(0.8\)=1.3, step=0.8: a = 1.04"):
-        mf.simulate(mf.Model(1.0, "angpt", alpha=alpha), p, 2.4, backend="particles", time="layers", step=0.8)
+    with pytest.raises(ValueError, match=rf"scheme='{scheme}'.*got alpha\(0.8\)=1.3, step=0.8: a = 1.04"):
+        mf.simulate(mf.Model(1.0, scheme, alpha=alpha), p, 2.4, backend="particles", time="layers", step=0.8)
     assert max(calls) == 0.8        # the layer at t = 0 ran (a = 0.4), the one at t = 0.8 was refused
-
-
-def test_ngpt_refuses_a_layer_weight_above_one():
-    # x ← N(x + hα(N(A) − x)) = N((1 − a)x + a N(A)), a = α·step: a > 1 extrapolates past N(A) as anGPT's does
-    # (α = 2, step = 0.75 and α = 1, step = 1.5 ran, to a different state each, where anGPT refused); a = 1 runs
-    p = mf.Particles.uniform(4, seed=1)
-    for alpha, step in [(2.0, 0.75), (1.0, 1.5)]:
-        with pytest.raises(ValueError, match=r"scheme='ngpt' needs the layer weight a = alpha·step in \(0, 1\].*"
-                                             rf"got alpha={alpha!r}, step={step!r}: a = 1.5"):
-            mf.simulate(mf.Model(1.0, "ngpt", alpha=alpha), p, 3 * step, backend="particles", time="layers",
-                        step=step)
-    ok = mf.simulate(mf.Model(1.0, "ngpt", alpha=0.7), p, 3 / 0.7, backend="particles", time="layers", step=1 / 0.7)
-    assert ok.success
-    calls = []
-
-    def alpha(t):
-        calls.append(t)
-        return 0.5 + t
-    with pytest.raises(ValueError, match=r"scheme='ngpt'.*got alpha\(0.8\)=1.3, step=0.8: a = 1.04"):
-        mf.simulate(mf.Model(1.0, "ngpt", alpha=alpha), p, 2.4, backend="particles", time="layers", step=0.8)
-    assert max(calls) == 0.8
