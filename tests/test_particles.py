@@ -749,9 +749,11 @@ def test_stages_of_norm_1e300_keep_their_directions(backend):
     """A Runge–Kutta stage of a USA velocity ~1e302 has rows of ~1e300, whose squares overflow: the exact backend
     divided them by ‖x‖ = inf, lost the directions and stopped with NON_FINITE ("direction is lost"); particles-sh
     handed ducc0 a NaN colatitude and raised its assertion.  Scaled norms keep them: the radii grow to
-    r(3) ≈ 2.5e303 < float64's max, as dr/dt = ⟨θ, A⟩ ≈ 8e302 says."""
+    r(3) ≈ 2.5e303 < float64's max, as dr/dt = ⟨θ, A⟩ ≈ 8e302 says.  The directions' steps are not resolved (a
+    stage moves a token by 7.7e296 rad at r = 1), and the run says so."""
     model = mf.Model(beta=700, attention="unnormalized", scheme="pre-ln")
-    tr = mf.simulate(model, mf.Particles.uniform(12, seed=0), 3, backend=backend, method="rk4", step=0.5)
+    with pytest.warns(mf.MeanfieldWarning, match="does not resolve the motion at t=0"):
+        tr = mf.simulate(model, mf.Particles.uniform(12, seed=0), 3, backend=backend, method="rk4", step=0.5)
     assert tr.status is mf.Status.OK, tr.detail
     assert np.allclose(np.linalg.norm(tr.final.positions, axis=1), 1.0, rtol=0, atol=1e-15)
     assert np.all((tr.final.radii > 2e303) & (tr.final.radii < 3e303))
@@ -1066,3 +1068,44 @@ def test_a_radius_that_overflows_float64_is_diagnosed_as_such():
         # the state kept is the last one before the overflow, on the exact line r = 1 + t e^β/2
         t, r = tr.times[-1], tr.states[-1].radii
         assert np.all(np.abs(r / (1 + t * (np.exp(beta) / 2)) - 1) < 1e-12), (options, r)
+
+
+def test_a_fixed_step_that_cannot_resolve_the_motion_warns_once():
+    """USA at β = 700 with step=1e-4: the direct sum and particles-sh ended 1.3 apart (2 tokens; 1.9 with 200), both
+    with Status OK and no warning, as a stage moved a token by 3.6e215 rad in one step.  A fixed step in which a
+    Runge–Kutta stage moves a token by more than a radian now warns, once per run; a step small enough does not."""
+    m = mf.Model(700.0, attention="unnormalized")
+    p = mf.Particles.uniform(2, seed=0)
+    with pytest.warns(mf.MeanfieldWarning, match=r"backend='particles': the fixed step h=0.0001 \(method='rk4', "
+                      r"step=0.0001\) does not resolve the motion at t=0: in the step from there token \d moves "
+                      r"h·\|dθ/dt\| = \S+e\+2\d\d rad .* smaller `step` .*method='rk45'") as caught:
+        tr = mf.simulate(m, p, 0.01, backend="particles", method="rk4", step=1e-4, save_every=0.002)
+    assert tr.status is mf.Status.OK
+    assert sum("does not resolve" in str(w.message) for w in caught) == 1          # once per run
+    # the stages, not only the step's start: two orthogonal tokens start at |dθ/dt| = 1/2 (h·|v| = 5e-5) and
+    # accelerate as e^(β⟨θ_1, θ_2⟩); the velocity at the steps' starts stays small (a check of those alone was
+    # silent), a stage at t = 0.0014 reached 1.2e10 (and step=5e-5 ends 1.0 away)
+    with pytest.warns(mf.MeanfieldWarning, match=r"does not resolve the motion at t=0.0014"):
+        mf.simulate(m, mf.Particles([[1.0, 0, 0], [0, 1.0, 0]]), 0.01, backend="particles", method="rk4", step=1e-4)
+    # resolved: the same model and tokens with a step small enough (h·|v| = 0.036 at the start): halving it moves the
+    # end by ~1e-14
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mf.MeanfieldWarning)
+        a, b = (mf.simulate(m, p, 1e-223, backend="particles", method="rk4", step=h).final.positions
+                for h in (1e-226, 5e-227))
+    assert np.max(np.abs(a - b)) < 1e-12 and np.max(np.abs(a - p.positions)) > 1e-4
+
+
+@pytest.mark.parametrize("backend", ["particles", "particles-sh"])
+def test_resolved_fixed_steps_and_layers_do_not_warn(backend):
+    """SA at β = 4 with the documented step 0.05 (max h·|v| ≈ 0.03), and a layer map whose h‖A‖ is far above 1
+    (USA, β = 20, step 1: the layers are the model itself, not an approximation of the ODE), run without warning."""
+    p = mf.Particles.uniform(50, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(4.0), p, 2.0, backend=backend, method="rk4", step=0.05)
+        assert tr.status is mf.Status.OK
+        if backend == "particles":
+            tr = mf.simulate(mf.Model(20.0, attention="unnormalized"), p, 3.0, backend=backend, time="layers",
+                             step=1.0)
+            assert tr.status is mf.Status.OK

@@ -223,9 +223,11 @@ def test_the_bound_relative_to_the_velocities_is_reported_and_holds_at_large_bet
         assert rel == pytest.approx(diag["attention_error_bound"] / np.max(norms(s.tangential)), rel=1e-12)
         assert rel < 1e-7, attention
         assert np.max(norms(e.tangential - s.tangential)) <= rel * np.max(norms(e.tangential))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", mf.MeanfieldWarning)           # resolved: no warning
+    with warnings.catch_warnings(record=True) as caught:           # the velocity is resolved: no warning of it
+        warnings.simplefilter("always", mf.MeanfieldWarning)
         traj = mf.simulate(m, mf.Particles(x), 1e-3, backend="particles-sh", method="rk4", step=1e-3)     # USA
+    # (the step is not: h·|v| = 1.4e297, which the fixed-step check reports)
+    assert [str(w.message)[:60] for w in caught] == ["backend='particles-sh': the fixed step h=0.001 (method='rk4'"]
     assert traj.success and np.all(traj.diagnostics["relative_velocity_error_bound"] < 1e-7)
 
 
@@ -600,3 +602,17 @@ def test_the_kernel_part_of_the_bounds_is_the_closed_form_tail(beta, lmax):
     assert tail_z > 1e-6 and tail_r > 1e-6
     assert eps_z == pytest.approx(tail_z, rel=0, abs=1e-12)
     assert eps_m > tail_r + 1e-12
+
+
+def test_a_fixed_step_that_cannot_resolve_the_motion_warns():
+    """USA at β = 20, 20 tokens (max|dθ/dt| = 4.5e6): step=1e-3 ended 1.86 away from the direct sum's run with
+    Status OK and no warning; it now warns.  At step=1e-8 (h·|v| = 0.045) the backends agree to 5e-13, silently."""
+    m, p = mf.Model(20.0, attention="unnormalized"), mf.Particles.uniform(20, seed=0)
+    with pytest.warns(mf.MeanfieldWarning, match=r"backend='particles-sh': the fixed step h=0.001 .* does not resolve "
+                      r"the motion at t=0"):
+        assert mf.simulate(m, p, 0.01, backend="particles-sh", method="rk4", step=1e-3).status is mf.Status.OK
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mf.MeanfieldWarning)
+        a, b = (mf.simulate(m, p, 1e-6, backend=be, method="rk4", step=1e-8).final.positions
+                for be in ("particles-sh", "particles"))
+    assert np.max(np.abs(a - b)) < 1e-11 and np.max(np.abs(a - p.positions)) > 0.5     # (5.4e-13; moved 0.64)

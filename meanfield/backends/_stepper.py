@@ -162,7 +162,8 @@ class ParticleStepper:
         finite differences, n·d velocity evaluations).  Default: "rk4" when ``step`` is given, else "rk45".
     step : float, optional
         Fixed step of "rk4", or the layer step h of ``time="layers"``.  The steps of one
-        ``advance`` are uniform and at most ``step`` (equal to it when the interval is a multiple).
+        ``advance`` are uniform and at most ``step`` (equal to it when the interval is a multiple).  A "rk4" step in
+        which a stage moves a token by more than :attr:`UNRESOLVED_STEP_ANGLE` (1 rad) warns, once per run.
     rtol, atol : float
         Tolerances of the embedded pairs (rtol in [1e-14, 1)): the max over all components of |err| / (atol + rtol·|y|) is kept ≤ 1
         (a max norm, stricter than scipy's RMS norm, so no particle is left behind).  The implicit methods use
@@ -639,12 +640,14 @@ class ParticleStepper:
         # (Mix-LN at τ) is always evaluated on the segment's own side.
         return min(max(t, np.nextafter(a, b)), np.nextafter(b, a))
 
-    def _rk_step(self, t, h, y, a, b, k1=None):
+    def _rk_step(self, t, h, y, a, b, k1=None, watch=None):
+        """One Runge–Kutta step; with ``watch`` (a list), the largest stage speed and its token are kept in it
+        (:meth:`_watch_stages`)."""
         lo, hi = np.nextafter(a, b), np.nextafter(b, a)     # _stage_time's bounds, once per step
         if self.step_integrand is None:
             def f(tt, yy):
                 return self.rhs(min(max(tt, lo), hi), yy)
-            return rk_step(self.method, f, t, y, h, k1)
+            return rk_step(self.method, f if watch is None else self._watch_stages(f, watch), t, y, h, k1)
         g = self.step_integrand
         values = [] if k1 is None else [self._first_stage_value(k1, min(max(t, lo), hi), y)]
 
@@ -653,7 +656,7 @@ class ParticleStepper:
             with np.errstate(over="ignore", invalid="ignore"):  # a blown-up trial stage (|k|² = inf): its step fails
                 values.append(g(k, self._stage_log_z))
             return k
-        out = rk_step(self.method, f, t, y, h, k1)
+        out = rk_step(self.method, f if watch is None else self._watch_stages(f, watch), t, y, h, k1)
         # the next step's first stage is this one's (a rejected step) or its last (first same as last)
         self._stage_values = ((k1, values[0]), (out[2], values[-1]))
         # the step's own quadrature of ∫ g dt, as for an extra equation dS/dt = g (inf − inf: the step fails)
@@ -750,16 +753,73 @@ class ParticleStepper:
             if self._out_of_steps():
                 return Status.STEP_TOO_SMALL
             t = a + i * h
-            y_new, _, _ = self._rk_step(t, h, self.y, a, b)
+            watch = None if self._warned_unresolved_step else [0.0, 0]
+            y_new, _, _ = self._rk_step(t, h, self.y, a, b, watch=watch)
             y_new = self._project(y_new)
             if self._bad_state(y_new, t + h):
                 self.t = t
                 return Status.NON_FINITE
+            if watch is not None:       # a step that failed has its own diagnosis
+                self._check_step_resolves(t, h, *watch)
             self.y = y_new
             self.t = a + (i + 1) * h if i + 1 < nsteps else b
             self._log_step(self.t, h)
             self._notify(h)
         return Status.OK
+
+    #: A fixed Runge–Kutta step in which some stage moves a token by more than this angle (h·|dθ/dt|, radians) warns
+    #: (:meth:`_check_step_resolves`).  One radian is where a step is unresolved whatever the field: a straight step
+    #: of length 1 leaves the sphere by a factor √2 and the projection shortens its arc to π/4, and classical RK4 on
+    #: a plain rotation at h·ω = 1 already loses 0.6% of the amplitude and 5.6e-3 rad of phase per step (its
+    #: stability limit is h·ω = 2√2).  It is a floor, not an accuracy test (a field that varies on an angular scale
+    #: 1/β needs h·|v| ≪ 1/β); it catches the runs whose results are garbage (USA at β = 700, 200 tokens,
+    #: step 1e-4: h·|v| = 1.4e296, the two particle backends 1.9 apart, Status OK).
+    UNRESOLVED_STEP_ANGLE = 1.0
+    _warned_unresolved_step = False
+
+    def _watch_stages(self, f, watch):
+        """``f`` that also keeps in ``watch`` = [largest |dθ/dt| so far, its token] over the stages it returns: the
+        velocities the step computes anyway, O(n·d) per stage, their bits untouched."""
+        d = self.d
+
+        def watched(tt, yy):
+            k = f(tt, yy)
+            v = k[:, :d] if k.shape[1] > d else k
+            sq = np.einsum("ij,ij->i", v, v)       # (einsum raises no floating-point warnings: no errstate)
+            if not sq.size:
+                return k
+            j = int(sq.argmax())
+            top = float(sq[j])
+            if top < math.inf:
+                speed = math.sqrt(top)
+            else:       # squares beyond float64 (USA near β = 709.78: rows of ~1e300) or a NaN row: scaled norms
+                with np.errstate(over="ignore", invalid="ignore"):
+                    rows = np.nan_to_num(_row_norms(v), nan=0.0, posinf=np.inf)
+                j = int(rows.argmax())
+                speed = float(rows[j])
+            if speed > watch[0]:
+                watch[:] = [speed, j]
+            return k
+        return watched
+
+    def _check_step_resolves(self, t, h, speed, j) -> None:
+        """Warn (MeanfieldWarning, once per run) where a fixed Runge–Kutta step of ``h`` from time ``t`` has a stage
+        whose velocity |dθ/dt| = ``speed`` (token ``j``) moves the token by more than :attr:`UNRESOLVED_STEP_ANGLE`
+        radians.  The layer maps (``time="layers"``) are not checked: a layer of step h is the model itself (a
+        residual layer; h = 1 is one transformer layer per unit time), not an approximation of the ODE that a
+        smaller h would make right, and h‖A‖ > 1 is a regime of the model (docs/model.md, the layer maps).  An
+        infinite speed is left to the run's own diagnosis (a non-finite state)."""
+        move = h * speed
+        if not (math.isfinite(move) and move > self.UNRESOLVED_STEP_ANGLE):
+            return
+        from .._errors import warn
+        self._warned_unresolved_step = True
+        warn(f"backend={self.name!r}: the fixed step h={h:.3g} (method={self.method.name!r}, step="
+             f"{self.options['step']!r}) does not resolve the motion at t={t:.6g}: in the step from there token "
+             f"{j + self._token_offset} moves h·|dθ/dt| = {move:.3g} rad (|dθ/dt| = {speed:.3g} at a Runge–Kutta "
+             f"stage), more than {self.UNRESOLVED_STEP_ANGLE:g} rad, and the results are not accurate. Use a smaller "
+             f"`step` (well below 1/|dθ/dt| = {1 / speed:.3g}), or an adaptive method (method='rk45', the default "
+             "without `step`).")
 
     def _error_norm(self, err, y, y_new):
         # max |err| / (atol + rtol·max(|y|, |y_new|)), computed in place (the same operations, the same bits)
