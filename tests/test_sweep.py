@@ -423,6 +423,29 @@ def test_distributed_speeds_of_unnormalized_attention_at_large_beta_are_as_in_on
         assert np.allclose(out.diagnostics[k], v, rtol=1e-12, atol=1e-14), k
 
 
+def test_distributed_fixed_step_that_cannot_resolve_the_motion_warns_once_as_one_process(threaded_client):
+    """USA at β = 20, 20 tokens, step 1e-3: one process warns that a stage moves a token by more than a radian (the
+    two particle backends ended 1.86 apart); the shards, with their own copy of the RK4 loop, ran silently.  The
+    warning names the fastest token of all shards (its index in the run), once per run; a resolved step is silent."""
+    import warnings
+    model = mf.Model(20.0, attention="unnormalized")
+    p = mf.Particles.uniform(20, seed=0)
+
+    def unresolved(run):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run()
+        return [str(w.message) for w in caught if "does not resolve" in str(w.message)]
+    one = unresolved(lambda: mf.simulate(model, p, 0.01, backend="particles-sh", step=1e-3, threads=1))
+    many = unresolved(lambda: distributed_particles_sh(model, p, 0.01, step=1e-3, save_every=0.005,
+                                                       client=threaded_client, shards=3))
+    assert len(one) == len(many) == 1
+    token = re.search(r"token (\d+) moves", one[0]).group(1)
+    assert re.search(rf"at t=0: in the step from there token {token} moves", many[0]), many[0]
+    assert not unresolved(lambda: distributed_particles_sh(model, p, 1e-6, step=1e-8, client=threaded_client,
+                                                            shards=3))
+
+
 def test_distributed_failed_step_is_diagnosed_as_in_one_process(threaded_client):
     """A Pre-LN radius that reaches 0: the shard's diagnosis named the token by its index in its shard (token 2 for
     token 7) and evaluated dr/dt with the field of its last Runge–Kutta stage (−0.391, where one process gives the

@@ -126,6 +126,7 @@ class Shard:
         layers = self.s.options["time"] == "layers"
         self.tab = None if layers else get_method(self.s.options["method"])
         self.pending = None
+        self.watch = [0.0, 0]     # the step's largest stage speed and its token (ParticleStepper._watch_stages)
         self.busy = 0.0   # seconds spent computing in this actor's methods (benchmarks read it)
 
     # -- one Runge–Kutta step, stage by stage (the expressions of meanfield._integrators.rk_step) ------
@@ -162,13 +163,13 @@ class Shard:
         failed), as one process's rhs of a NaN stage, keeping the diagnosis of the stage that failed."""
         if not np.isfinite(mu).all():
             return np.full_like(self.yi, np.nan)
-        return self.s.rhs(t_stage, self.yi)
+        return self.s._watch_stages(self.s.rhs, self.watch)(t_stage, self.yi)
 
     def start(self):
         """μ̂ of the current state (stage 0 of the next step), or the diagnosis of :meth:`_coefficients`."""
         t0 = time.perf_counter()
         self._settle()
-        self.ks, self.yi = [], self.s.y
+        self.ks, self.yi, self.watch = [], self.s.y, [0.0, 0]
         mu = self._coefficients(self.yi)
         self.busy += time.perf_counter() - t0
         return mu
@@ -190,7 +191,8 @@ class Shard:
         return mu
 
     def finish(self, mu, t_stage, h, t_new):
-        """Last stage and the update: ("", μ̂ of the new state) or (diagnosis, None) for a bad state.
+        """Last stage and the update: ("", μ̂ of the new state, watch) or (diagnosis, None, watch) for a bad state,
+        where watch = [largest stage speed |dθ/dt| of the step, its token in the run] (the driver's resolution check).
 
         The new state becomes current at the next call unless :meth:`discard` comes first (one
         exchange per stage: the commit needs no round trip of its own).  A new state whose μ̂ is undefined
@@ -204,14 +206,16 @@ class Shard:
         y_new = s.y + sum((h * bj) * kj for bj, kj in zip(tab.b, self.ks) if bj != 0)
         y_new = s._project(y_new)
         self.ks, self.yi = [], None
+        watch = [self.watch[0], self.watch[1] + s._token_offset]
+        self.watch = [0.0, 0]
         if s._bad_state(y_new, t_new):
             self.busy += time.perf_counter() - t0
-            return s.detail, None
+            return s.detail, None, watch
         self.pending = (y_new, t_new)
         self.ks, self.yi = [], y_new
         mu = self._coefficients(y_new)
         self.busy += time.perf_counter() - t0
-        return "", mu
+        return "", mu, watch
 
     def layer(self, mu, t, h, t_new):
         """One layer of the scheme's map (``time="layers"``) from the current state, whose total μ̂ is ``mu``:
@@ -346,8 +350,8 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
         Final time.
     step : float
         The RK4 step (as ``step`` of the single-process backend: the steps between saved times are
-        uniform and at most ``step``), or with ``time="layers"`` the layer step h (t_final and the save times
-        whole numbers of layers).
+        uniform and at most ``step``; a step in which a stage moves a token by more than a radian warns once, as
+        there), or with ``time="layers"`` the layer step h (t_final and the save times whole numbers of layers).
     client : distributed.Client, optional
         Default: a new ``LocalCluster`` of ``workers`` processes, one thread each (closed at the end).
     workers : int, optional
@@ -652,11 +656,15 @@ class _Driver:
                 self.mu = self._reduce(self._all("discard"))
                 return detail
         done = self._all("finish", self.mu, stage_time(tab.stages - 1), h, ts + h)
-        bad = [d for d, _ in done if d]
+        bad = [d for d, _, _ in done if d]
         if bad:
             self.mu = self._reduce(self._all("discard"))
             return _shards_detail(bad)
-        self.mu = self._reduce([m for _, m in done])
+        self.mu = self._reduce([m for _, m, _ in done])
+        if not self.probe._warned_unresolved_step:      # one process's check, on the fastest token of all shards
+            speed, token = max((w for _, _, w in done), key=lambda w: w[0])
+            self.probe._token_offset = 0
+            self.probe._check_step_resolves(ts, h, speed, token)
         return ""
 
     def _weights(self):
