@@ -420,6 +420,8 @@ def _tangential_source(heads):
     """Σ_h A_h with the own-term-free rows, summed in the order of A (None when no head has such rows)."""
     if all(a is a_tan for a, a_tan in heads):
         return None
+    if len(heads) == 1:
+        return heads[0][1]              # already _with_rows' own copy
     total = heads[0][1].copy()
     for _, a_tan in heads[1:]:
         total += a_tan

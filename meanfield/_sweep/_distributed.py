@@ -663,7 +663,6 @@ class _Driver:
         self.mu = self._reduce([m for _, m, _ in done])
         if not self.probe._warned_unresolved_step:      # one process's check, on the fastest token of all shards
             speed, token = max((w for _, _, w in done), key=lambda w: w[0])
-            self.probe._token_offset = 0
             self.probe._check_step_resolves(ts, h, speed, token)
         return ""
 
