@@ -237,17 +237,31 @@ def _generated(path: Path) -> bool:
     return any(part in ("_build", "__pycache__", ".pytest_cache") for part in path.relative_to(ROOT).parts)
 
 
+def _shipped_text_files():
+    files = [ROOT / "README.md", ROOT / "pyproject.toml"]
+    return files + [p for d in _SHIPPED for p in sorted((ROOT / d).rglob("*"))
+                    if p.suffix in _TEXT and p.is_file() and not _generated(p)]
+
+
 def test_no_shipped_file_cites_the_unshipped_design_note():
     """The reference values, the model and the numerics are documented in docs/ (validation.md "Reference
     values", model.md, numerics.md); a citation of the internal design note points nowhere."""
-    files = [ROOT / "README.md", ROOT / "pyproject.toml"]
-    files += [p for d in _SHIPPED for p in sorted((ROOT / d).rglob("*"))
-              if p.suffix in _TEXT and p.is_file() and not _generated(p)]
+    files = _shipped_text_files()
     this = Path(__file__).resolve()
     hits = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}"
             for p in files if p.resolve() != this
             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if _UNSHIPPED_NOTE.search(line)]
     assert len(files) > 100 and not hits, "\n".join(hits)
+
+
+def test_no_shipped_text_holds_control_characters():
+    """A backslash escape swallowed on the way into a file (\\b, \\a, \\v in "\\beta", "\\approx",
+    "\\varepsilon") leaves an invisible control character and a formula that renders as "eta"."""
+    control = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+    hits = [f"{p.relative_to(ROOT)}:{i}: {control.sub(lambda m: repr(m.group()), line.strip())}"
+            for p in _shipped_text_files()
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if control.search(line)]
+    assert not hits, "\n".join(hits)
 
 
 def _reference_table():
