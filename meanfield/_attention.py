@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _threads
 from ._errors import UnsupportedModelError
-from ._schemes import norms
+from ._norms import norms
 from ._validate import ZeroVectorError, flag, nonneg_int, open_fraction, positive_float, real_array, unit_vectors
 
 _CHUNK_ELEMENTS = 2 ** 20  # default chunk: ~8 MB of float64 logits per worker

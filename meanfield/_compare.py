@@ -73,7 +73,7 @@ def _gram(a, b, d: int, lmax: int) -> np.ndarray:
     """⟨a_ℓ, b_ℓ⟩ in L²(σ), ℓ = 0 … lmax, of two measures on S^{d-1} that are Particles or ZonalDensity, by the
     addition theorem: the degree-ℓ part of δ_x is N(d, ℓ) P_ℓ(⟨·, x⟩), and ⟨P_ℓ(⟨·, x⟩), P_ℓ(⟨·, y⟩)⟩ =
     P_ℓ(⟨x, y⟩)/N(d, ℓ) (P_ℓ the Gegenbauer polynomials with P_ℓ(1) = 1)."""
-    from .sphere._funk_hecke import harmonic_dimension
+    from .sphere._harmonic_dimension import harmonic_dimension
     from .sphere._zonal import gegenbauer, gegenbauer_norms
 
     def profile(z):

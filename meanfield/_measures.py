@@ -14,8 +14,9 @@ import numpy as np
 
 from ._errors import warn
 from ._memory import require
-from ._validate import (complex_array, dimension, flag, function_of, holds_text, no_bools, nonneg_int, real_array,
-                        unit_vectors)
+from ._norms import norms as overflow_safe_norms
+from ._validate import (complex_array, dimension, flag, function_of, holds_text, no_bools, nonneg_int,
+                        random_generator, real_array, unit_vectors)
 from .sphere import _circle as circ
 from .sphere import _sh as sh
 
@@ -351,8 +352,7 @@ class Density:
         lmax = nonneg_int("lmax", lmax, minimum=1)
         degree, amplitude = cls._random_degree(degree, lmax), cls._random_amplitude(amplitude)
         d = _density_dimension(d)
-        from ._sampling import _rng
-        rng = _rng(seed)
+        rng = random_generator(seed)
         if d == 3:
             ell, m = sh.lm_arrays(degree)
             g = rng.standard_normal(ell.size) + 1j * rng.standard_normal(ell.size)
@@ -584,7 +584,6 @@ class Particles:
         dimension(x.shape[1])
         if not np.all(np.isfinite(x)):
             raise ValueError("`positions` must be finite; it contains NaN or inf.")
-        from ._schemes import norms as overflow_safe_norms
         norms = overflow_safe_norms(x, axis=1)            # entries near 1e308 have squares beyond float64
         normalize = flag("normalize", self.normalize)        # "no" was read as True
         if normalize:
@@ -657,8 +656,7 @@ class Particles:
         n, d = nonneg_int("n", n, minimum=1), dimension(d)
         if n * (3 * d + 2) > 2 ** 23:          # 64 MiB; below, not worth a read of /proc/meminfo per call
             require(8.0 * n * (3 * d + 2), f"Particles.uniform(n={n}, d={d})", "lower `n`.")
-        from ._sampling import _rng
-        x = _rng(seed).standard_normal((n, d))
+        x = random_generator(seed).standard_normal((n, d))
         return cls(x, None, radii, normalize=True)
 
     @classmethod
@@ -680,7 +678,7 @@ class Particles:
         Particles
             Positions of shape (n, d); the radii are the density's radius field at the samples, when it has one.
         """
-        from ._sampling import sample_density
+        from ._sampling import sample_density     # (the sampler builds Particles: it imports this module)
         return sample_density(density, n, seed)
 
     @property

@@ -13,22 +13,11 @@ import numpy as np
 
 from ._measures import Density, Particles, ZonalDensity, conversion_hint
 from ._memory import require
-from ._validate import nonneg_int, seed_error
+from ._validate import nonneg_int, random_generator
 from .sphere._zonal import gegenbauer_norms, zonal_synthesis
 
 _MARGIN = 1.05          # bound = margin × (max on the fine grid)
 _NEG_TOL = 1e-8         # relative negativity that is treated as rounding (clipped to 0)
-
-
-def _rng(seed):
-    if isinstance(seed, np.random.Generator):
-        return seed
-    try:
-        if isinstance(seed, (bool, np.bool_)):       # numpy takes True for the seed 1
-            raise TypeError
-        return np.random.default_rng(seed)
-    except (TypeError, ValueError):
-        raise seed_error(seed, "None, an int ≥ 0, a SeedSequence or a numpy Generator") from None
 
 
 def _uniform_sphere(rng, m, d):
@@ -119,7 +108,7 @@ def sample_density(density, n: int, seed=None, *, batch: int | None = None) -> P
     half the proposals.
     """
     n = nonneg_int("n", n, minimum=1)
-    rng = _rng(seed)
+    rng = random_generator(seed)
     if isinstance(density, (list, tuple)):
         return _sample_species(list(density), n, rng, batch)
     evaluate, fine, d = _evaluator(density)

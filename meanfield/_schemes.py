@@ -17,30 +17,9 @@ from typing import Callable
 
 import numpy as np
 
+from ._norms import norms
+
 SCHEMES: dict[str, "Scheme"] = {}
-
-
-_TINY_NORM = 1e-146   # below it the squares may have underflowed (their sum is a subnormal or 0)
-
-
-def norms(a: np.ndarray, axis: int = -1) -> np.ndarray:
-    """‖a‖ along ``axis`` for any finite a: unnormalized attention reaches ‖A‖ ~ e^β, whose square overflows from
-    β ≈ 355 (‖A‖ = inf froze Peri-LN and nGPT there); such entries, and those whose squares underflow, are
-    recomputed scaled by their largest component."""
-    a = np.asarray(a)
-    if a.ndim == 1:                                     # one vector: its norm, a scalar
-        return norms(a[None])[0]
-    with np.errstate(over="ignore", under="ignore"):
-        out = np.sqrt(np.sum(np.square(a), axis=axis))
-    bad = ~(np.isfinite(out) & (out > _TINY_NORM))
-    if np.any(bad):
-        rows = np.moveaxis(a, axis, -1)[bad]
-        scale = np.max(np.abs(rows), axis=-1)
-        with np.errstate(all="ignore"):       # a norm beyond float64's max is inf, as it should be
-            fixed = scale * np.sqrt(np.sum(np.square(rows / scale[:, None]), axis=-1))
-        # a zero row stays 0; a row holding inf or NaN keeps the plain sum's inf or NaN
-        out[bad] = np.where(scale == 0, 0.0, np.where(np.isfinite(scale), fixed, out[bad]))
-    return out
 
 
 def over_overflowed_speed(scheme, v, s, r, a_norm, t, model):

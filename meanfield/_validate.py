@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._norms import row_norms
+
 
 def _as_float(value) -> float:
     """float(value), inf for an integer beyond float64 (float(10**400) raises OverflowError): refused as not finite."""
@@ -143,21 +145,21 @@ class ZeroVectorError(ValueError):
 def unit_vectors(name: str, x: np.ndarray) -> np.ndarray:
     """The rows of ``x`` (..., d) as unit vectors: finite and nonzero, normalized unless already of unit
     norm to rounding (those are returned bit for bit)."""
-    norms = np.sqrt(np.einsum("...i,...i->...", x, x))
-    if norms.size:      # the common case in one pass: every norm finite and > 1e-146 (then so is every entry)
+    norms = row_norms(x)    # rows whose squares under- or overflow are recomputed: x/inf was a zero row, x/0 a NaN one
+    if norms.size:          # the common case: every norm finite and > 0 (then so is every entry)
         lo, hi = norms.min(), norms.max()
-        if lo > 1e-146 and hi < np.inf:     # (a NaN fails both: the checks below)
+        if lo > 0 and hi < np.inf:      # (a NaN fails both: the checks below)
             # max |norm − 1| is at the smallest or the largest norm (rounding of n − 1 is monotone in n)
             return x / norms[..., None] if max(abs(lo - 1), abs(hi - 1)) > 1e-15 else x
     if not np.all(np.isfinite(x)):
         raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
-    odd = ~(norms > 1e-146) | ~(norms < np.inf)     # squares that underflowed (a tiny row) or overflowed (a huge one)
-    if np.any(odd):     # x/inf would be a zero row, x/0 a NaN one: recompute those norms scaled by their largest entry
-        from ._schemes import norms as safe_norms
-        norms = np.array(norms, dtype=float)
-        norms[odd] = safe_norms(x[odd])
     if np.any(norms == 0):
         raise ZeroVectorError(f"`{name}` contains a zero vector, which has no direction.")
+    beyond = norms == np.inf        # finite rows whose norm exceeds float64 ([1e308, 1e308]): x/inf was a zero row
+    if np.any(beyond):
+        x = np.array(x, dtype=float)
+        x[beyond] /= np.max(np.abs(x[beyond]), axis=-1, keepdims=True)
+        norms = row_norms(x)
     if norms.size and np.max(np.abs(norms - 1)) > 1e-15:
         x = x / norms[..., None]
     return x
@@ -226,6 +228,19 @@ def seed_error(seed, accepted: str) -> Exception:
                    for s in entries)
     kind = ValueError if integral and entries else TypeError
     return kind(f"`seed` must be {accepted}; got seed={shown(seed)}.")
+
+
+def random_generator(seed) -> np.random.Generator:
+    """``seed`` (None, an int ≥ 0, a SeedSequence or a numpy Generator) as a numpy Generator; a Generator is
+    returned as is, so that the caller's stream continues."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    try:
+        if isinstance(seed, (bool, np.bool_)):       # numpy takes True for the seed 1
+            raise TypeError
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError):
+        raise seed_error(seed, "None, an int ≥ 0, a SeedSequence or a numpy Generator") from None
 
 
 def checkpoint_every(value) -> int | str:

@@ -761,8 +761,11 @@ def test_stages_of_norm_1e300_keep_their_directions(backend):
 
 def test_unit_vectors_of_huge_and_tiny_rows():
     from meanfield._validate import unit_vectors
-    x = np.array([[1e300, 1e300, 0.0], [1e-170, 0.0, 0.0], [0.6, 0.8, 0.0]])
-    assert np.allclose(unit_vectors("x", x), [[2 ** -0.5, 2 ** -0.5, 0], [1, 0, 0], [0.6, 0.8, 0]], rtol=0, atol=2.3e-16)
+    x = np.array([[1e300, 1e300, 0.0], [1e-170, 0.0, 0.0], [0.6, 0.8, 0.0], [1e308, -1e308, 0.0]])
+    # the last row's norm is beyond float64: it was divided by inf into a zero row
+    want = [[2 ** -0.5, 2 ** -0.5, 0], [1, 0, 0], [0.6, 0.8, 0], [2 ** -0.5, -2 ** -0.5, 0]]
+    assert np.allclose(unit_vectors("x", x), want, rtol=0, atol=2.3e-16)
+    assert np.allclose(unit_vectors("x", x[3]), want[3], rtol=0, atol=2.3e-16)
     with pytest.raises(ZeroVectorError, match="zero vector"):
         unit_vectors("x", np.zeros((1, 3)))
 
@@ -780,7 +783,7 @@ def test_a_stage_at_the_origin_is_diagnosed_not_raised(backend):
 
 def _unit_vectors_reference(name, x):
     """unit_vectors before its one-pass common case (every norm finite and > 1e-146)."""
-    from meanfield._schemes import norms as safe_norms
+    from meanfield._norms import norms as safe_norms
     if not np.all(np.isfinite(x)):
         raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
     norms = np.sqrt(np.einsum("...i,...i->...", x, x))
@@ -796,8 +799,8 @@ def _unit_vectors_reference(name, x):
 
 
 def _row_norms_reference(a):
-    """The stepper's _row_norms before its one-pass common case."""
-    from meanfield._schemes import norms as safe_norms
+    """row_norms before its one-pass common case."""
+    from meanfield._norms import norms as safe_norms
     nrm = np.sqrt(np.einsum("ij,ij->i", a, a))
     odd = ~(nrm > 1e-146) | ~(nrm < np.inf)
     if np.any(odd):
@@ -809,7 +812,7 @@ def test_unit_vectors_one_pass_case_matches_the_checks():
     # the common case (finite norms > 1e-146) in one pass: the same result, object and bits, as the full checks;
     # the unit test at the smallest and largest norms decides as the max over all rows did
     from meanfield._validate import unit_vectors
-    from meanfield.backends._stepper import _row_norms
+    from meanfield._norms import row_norms
     rng = np.random.default_rng(5)
     unit = rng.standard_normal((9, 3))
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
@@ -824,7 +827,7 @@ def test_unit_vectors_one_pass_case_matches_the_checks():
         got, want = unit_vectors("x", x), _unit_vectors_reference("x", x)
         assert (got is x) == (want is x) and np.array_equal(got, want)
         if x.ndim == 2 and x.size:
-            assert np.array_equal(_row_norms(x), _row_norms_reference(x))
+            assert np.array_equal(row_norms(x), _row_norms_reference(x))
     for bad, err in ((np.array([[np.nan, 0, 1.0]]), ValueError), (np.array([[np.inf, 0, 1.0]]), ValueError),
                      (np.array([[1.0, 0, 0], [0, 0, 0]]), ZeroVectorError)):
         with pytest.raises(err):
@@ -832,7 +835,7 @@ def test_unit_vectors_one_pass_case_matches_the_checks():
     with np.errstate(invalid="ignore"):
         for x in ([[np.nan, 0, 1.0], [1.0, 0, 0]], [[np.inf, 0, 1.0], [1.0, 0, 0]], [[1e-170, 0, 0], [1e300, 1e300, 0]],
                   [[0.0, 0, 0], [1.0, 0, 0]]):
-            assert np.array_equal(_row_norms(np.array(x)), _row_norms_reference(np.array(x)), equal_nan=True)
+            assert np.array_equal(row_norms(np.array(x)), _row_norms_reference(np.array(x)), equal_nan=True)
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"Q": np.diag([1.0, 2.0, 0.5]), "K": np.eye(3), "V": np.diag([1.0, -1.0, 2.0])},

@@ -211,7 +211,7 @@ def test_a_looser_tol_loosens_the_transforms_and_stays_within_it(tol):
 def test_the_bound_relative_to_the_velocities_is_reported_and_holds_at_large_beta(scheme):
     """USA at β = 700, 200 uniform tokens: the bound on |A − A_L| is 2.3e292 (the attention's scale e^β), over
     max|P_θA| = 1.35e300 it is 1.7e-8 (SA: 5e-8), and the direct sum's tangential part differs by 1.4e-13 of it."""
-    from meanfield._schemes import norms
+    from meanfield._norms import norms
     from meanfield._simulate import get_backend
 
     x = mf.Particles.uniform(200, 3, seed=0).positions
@@ -238,7 +238,7 @@ def test_unresolved_velocities_of_well_separated_tokens_are_reported_and_warned(
     an attention_error_bound (28, 1.3e10, 2.3e292) that said nothing without a scale.  Relative to max|P_θA| the
     bound is ≥ 1 (56, 3.8e4, 7.3e5) and the run warns once; softmax attention's velocity is as wrong relatively
     (the same field over Z) but its bound, ~1e-11 absolute, would take 10¹¹ time units to move a token by a radian."""
-    from meanfield._schemes import norms
+    from meanfield._norms import norms
 
     start = mf.Particles([[1.0, 0, 0], [0, 1.0, 0]])
     m = mf.Model(beta, attention="unnormalized")

@@ -351,7 +351,7 @@ def test_arguments_outside_the_interval_are_refused_and_rounding_is_clipped(f):
 def test_norms_beyond_float64_in_high_dimension_are_refused_with_the_largest_band_limit():
     # 1/N(1000, ℓ) underflowed to 0 from ℓ ≈ 450, and from_function's coefficients came out inf ("`coeffs` must be
     # finite with shape (451,); got shape (451,)"); N(1000, 294) ≈ 1e299.6 is the last below 1e300
-    from meanfield.sphere._funk_hecke import _log_harmonic_dimension
+    from meanfield.sphere._harmonic_dimension import _log_harmonic_dimension
 
     assert _log_harmonic_dimension(1000, np.array([294, 295])) @ [1, 0] < 300 * np.log(10) < \
         _log_harmonic_dimension(1000, np.array([294, 295])) @ [0, 1]

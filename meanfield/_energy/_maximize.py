@@ -20,7 +20,7 @@ from scipy import optimize
 
 from .._measures import Particles
 from .._memory import require
-from .._validate import flag, nonneg_int, open_fraction
+from .._validate import flag, nonneg_int, open_fraction, random_generator
 from ._classify import classify
 from ._kernel import (_LOG_FLOAT_MAX, _scaled_kernel_sums, check_beta, check_D, check_symmetric, dimension_for, pair_energy,
                       spectral_norm, tangent_project)
@@ -260,8 +260,7 @@ def maximize_energy(beta, D=None, d: int | None = None, *, n_particles: int = 6,
                            candidates=candidates, tol=tol)
     beta, D, d, n_particles, n_starts, candidates, tol = (a[k] for k in ("beta", "D", "d", "n_particles",
                                                                          "n_starts", "candidates", "tol"))
-    from .._sampling import _rng
-    rng = _rng(seed)
+    rng = random_generator(seed)
     cls = classify(D)
     vmin, vmax = cls.eigenvectors[:, 0], cls.eigenvectors[:, -1]
     cand = {"dirac": (vmax[None, :], np.ones(1)), "antipodal": (np.stack([vmin, -vmin]), np.full(2, 0.5))}
@@ -316,7 +315,6 @@ def maximize_arguments(beta, D=None, d: int | None = None, *, n_particles=6, n_s
     dict
         beta, D (d, d), d, n_particles, n_starts, seed, candidates, tol.
     """
-    from .._sampling import _rng
 
     beta = check_beta(beta)
     d = dimension_for(D, d)
@@ -337,7 +335,7 @@ def maximize_arguments(beta, D=None, d: int | None = None, *, n_particles=6, n_s
     candidates = flag("candidates", candidates)
     if not candidates and n_starts == 0:
         raise ValueError("`n_starts` must be ≥ 1 when candidates=False (nothing would be searched).")
-    _rng(seed)                                   # the seed's own checks
+    random_generator(seed)                       # the seed's own checks
     return dict(beta=beta, D=D, d=d, n_particles=n_particles, n_starts=n_starts, seed=seed,
                 candidates=candidates, tol=tol)
 

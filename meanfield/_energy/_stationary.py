@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._measures import Density, Particles, ZonalDensity, conversion_hint
-from .._schemes import norms
+from .._norms import norms
 from .._validate import positive_float
 from ..sphere._funk_hecke import funk_hecke, kernel_beta
 from ..sphere import _sh as sh

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from .._schemes import norms as _norms
+from .._norms import norms as _norms
 
 _SH_OPTIONS = ("tol", "lmax", "epsilon", "threads")
 # bytes per token that a shard holds while it steps: 530 measured (tracemalloc peak of a Shard's RK4 stages,

@@ -14,7 +14,7 @@ import numpy as np
 
 from .._attention import _SHEvaluator, sh_bandlimit, sh_error_bounds, sh_support, transform_epsilon
 from .._errors import UnsupportedModelError, warn
-from .._schemes import norms
+from .._norms import norms
 from .._validate import flag, nonneg_int, open_fraction
 from ..sphere._funk_hecke import kernel_bandlimit, kernel_beta, kernel_truncation_error
 from ._stepper import ParticleStepper

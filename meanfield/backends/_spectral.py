@@ -22,7 +22,8 @@ from .._integrators import check_step_options, error_norm, get_method, l2_norm, 
 from .._measures import NEGATIVITY_TOL, Density, ZonalDensity, conversion_hint
 from .._memory import available_bytes, fits, require
 from .._model import Model
-from .._schemes import SCHEMES, norms, over_overflowed_speed
+from .._norms import norms
+from .._schemes import SCHEMES, over_overflowed_speed
 from .._trajectory import Status
 from .._validate import choice, exponential_filter, nonneg_int, open_fraction, positive_float
 from ..sphere._funk_hecke import kernel_beta

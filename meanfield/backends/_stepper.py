@@ -26,8 +26,8 @@ from .._integrators import (ADAPTIVE_OPTIONS, IMPLICIT_METHODS, IMPLICIT_MIN_RTO
                              get_method, next_step, refuse_unused, rk_step)
 from .._measures import Particles, conversion_hint, pair_alignment
 from .._model import Model
-from .._schemes import (_TINY_NORM, TIME_FREE_ROWS, _angpt_layer, _ngpt_layer, alpha_step_weight, norms,
-                        over_overflowed_speed)
+from .._norms import norms, row_norms
+from .._schemes import TIME_FREE_ROWS, _angpt_layer, _ngpt_layer, alpha_step_weight, over_overflowed_speed
 from .._trajectory import Status
 from .._validate import ZeroVectorError, nonneg_int, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
@@ -66,18 +66,6 @@ def _probe_magnitude(scheme, t, model) -> bool:
         if scheme.radial is not None:
             used |= bool(np.isnan(scheme.radial(nan, nan, one, t, model)).any())
     return used
-
-
-def _row_norms(a):
-    """‖row‖ of ``a`` (n, d): the plain sum of squares, and :func:`~meanfield._schemes.norms` for the rows whose
-    squares overflow or underflow (a stage of a huge USA velocity reaches rows of ~1e300, which /inf zeroed)."""
-    nrm = np.sqrt(np.einsum("ij,ij->i", a, a))
-    if nrm.size and nrm.min() > _TINY_NORM and nrm.max() < np.inf:     # no odd row (a NaN fails both tests)
-        return nrm
-    odd = ~(nrm > _TINY_NORM) | ~(nrm < np.inf)
-    if np.any(odd):
-        nrm[odd] = norms(a[odd])
-    return nrm
 
 
 def _all(a) -> bool:
@@ -325,7 +313,7 @@ class ParticleStepper:
 
     def _directions(self, y, normalize=True):
         theta = y[:, :self.d]
-        return theta / _row_norms(theta)[:, None] if normalize else theta
+        return theta / row_norms(theta)[:, None] if normalize else theta
 
     def _split(self, y, normalize=True):
         r = y[:, self.d] if self.scheme.has_radius else np.ones(len(y))
@@ -699,9 +687,9 @@ class ParticleStepper:
         d = self.d
         with np.errstate(invalid="ignore"):     # a zero row becomes NaN: the non-finite state is diagnosed
             if y.shape[1] == d:     # no radius column: one division, no copy
-                return y / _row_norms(y)[:, None]
+                return y / row_norms(y)[:, None]
             y = y.copy()
-            y[:, :d] /= _row_norms(y[:, :d])[:, None]
+            y[:, :d] /= row_norms(y[:, :d])[:, None]
         return y
 
     def _bad_state(self, y, t) -> bool:
@@ -794,7 +782,7 @@ class ParticleStepper:
                 speed = math.sqrt(top)
             else:       # squares beyond float64 (USA near β = 709.78: rows of ~1e300) or a NaN row: scaled norms
                 with np.errstate(over="ignore", invalid="ignore"):
-                    rows = np.nan_to_num(_row_norms(v), nan=0.0, posinf=np.inf)
+                    rows = np.nan_to_num(row_norms(v), nan=0.0, posinf=np.inf)
                 j = int(rows.argmax())
                 speed = float(rows[j])
             if speed > watch[0]:

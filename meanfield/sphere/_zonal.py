@@ -20,6 +20,7 @@ special = LazyModule("scipy.special")
 
 from .._validate import dimension, flag, nonneg_int, real_array
 from ._checks import check_memory, finite
+from ._harmonic_dimension import _harmonic_counts, _log_harmonic_dimension
 
 
 @dataclass(frozen=True)
@@ -239,8 +240,6 @@ def gegenbauer_norms(lmax: int, d: int) -> np.ndarray:
     InsufficientMemoryError
         lmax + 1 norms would not fit in the available memory.
     """
-    from ._funk_hecke import _log_harmonic_dimension
-
     d, lmax = dimension(d), nonneg_int("lmax", lmax)
     check_memory(64.0 * (lmax + 1), lambda: f"the norms of {lmax + 1} degrees", "lower `lmax`.")
     log_n = _log_harmonic_dimension(d, np.arange(lmax + 1))
@@ -250,19 +249,6 @@ def gegenbauer_norms(lmax: int, d: int) -> np.ndarray:
         raise ValueError(f"`lmax`={lmax} is beyond float64 in d={d}: ∫P_ℓ² dσ = 1/N(d, ℓ) underflows (N(d, ℓ) > "
                          f"1e300) from ℓ = {top + 1}; the largest band limit of zonal functions in d={d} is {top}.")
     return 1.0 / _harmonic_counts(lmax, d)
-
-
-def _harmonic_counts(lmax: int, d: int) -> np.ndarray:
-    """N(d, ℓ), ℓ = 0 … lmax, by the product of the ratios N(d, ℓ)/N(d, ℓ − 1) = (2ℓ + d − 2)(ℓ + d − 3) /
-    ((2ℓ + d − 4) ℓ): relative error ≲ ℓ·eps (exact 2ℓ + 1 and 2 for d = 3, 2).  exp of the log-gamma form lost
-    |log Γ|·eps, ~1e-13 in d = 3 and 2.5e-12 in d = 1000 (N(1000, 1) = 999.9999999983), and every zonal
-    coefficient g_ℓ = N(d, ℓ) ∫ g P_ℓ dσ carried that error.  Overflows to inf beyond float64."""
-    ell = np.arange(lmax + 1, dtype=float)
-    if d <= 3:
-        return 2 * ell + 1 if d == 3 else np.where(ell == 0, 1.0, 2.0)
-    k = ell[1:]
-    with np.errstate(over="ignore"):
-        return np.concatenate([[1.0], np.cumprod((2 * k + d - 2) * (k + d - 3) / ((2 * k + d - 4) * k))])
 
 
 def zonal_analysis(values: np.ndarray, lmax: int, grid: ZonalGrid) -> np.ndarray:

@@ -1,0 +1,45 @@
+"""Vector norms that stay right where the squares leave float64.
+
+Unnormalized attention reaches ‖A‖ ~ e^β, whose square overflows from β ≈ 355, and a stage of a huge
+velocity reaches rows of ~1e300; tokens of tiny radius have squares that underflow.  The plain sum of
+squares then gives inf or 0 (‖A‖ = inf froze Peri-LN and nGPT; x/inf zeroed a direction).  Every norm
+of the package that may meet such values is taken here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+TINY_NORM = 1e-146   # below it the squares may have underflowed (their sum is a subnormal or 0)
+
+
+def norms(a: np.ndarray, axis: int = -1) -> np.ndarray:
+    """‖a‖ along ``axis`` for any finite ``a``: entries whose squares overflow or underflow are recomputed
+    scaled by their largest component; a norm beyond float64 is inf, a row holding inf or NaN keeps the
+    plain sum's inf or NaN.  A 1-D ``a`` gives a scalar."""
+    a = np.asarray(a)
+    if a.ndim == 1:                                     # one vector: its norm, a scalar
+        return norms(a[None])[0]
+    with np.errstate(over="ignore", under="ignore"):
+        out = np.sqrt(np.sum(np.square(a), axis=axis))
+    bad = ~(np.isfinite(out) & (out > TINY_NORM))
+    if np.any(bad):
+        rows = np.moveaxis(a, axis, -1)[bad]
+        scale = np.max(np.abs(rows), axis=-1)
+        with np.errstate(all="ignore"):       # a norm beyond float64's max is inf, as it should be
+            fixed = scale * np.sqrt(np.sum(np.square(rows / scale[:, None]), axis=-1))
+        # a zero row stays 0; a row holding inf or NaN keeps the plain sum's inf or NaN
+        out[bad] = np.where(scale == 0, 0.0, np.where(np.isfinite(scale), fixed, out[bad]))
+    return out
+
+
+def row_norms(a: np.ndarray) -> np.ndarray:
+    """‖row‖ of ``a`` (..., d), of shape (...): the plain sum of squares in one pass (the per-stage hot path),
+    and :func:`norms` for the rows whose squares overflow or underflow."""
+    nrm = np.sqrt(np.einsum("...i,...i->...", a, a))
+    if nrm.size and nrm.min() > TINY_NORM and nrm.max() < np.inf:     # no odd row (a NaN fails both tests)
+        return nrm
+    odd = ~(nrm > TINY_NORM) | ~(nrm < np.inf)
+    if np.any(odd):
+        nrm = np.array(nrm, dtype=float)
+        nrm[odd] = norms(a[odd])
+    return nrm
