@@ -179,6 +179,22 @@ def next_step(h: float, norm: float, error_order: int, safety: float = 0.9, min_
     return h * min(max_factor, max(min_factor, safety * norm ** (-1.0 / (error_order + 1))))
 
 
+def first_step_guess(d0: float, d1: float) -> float:
+    """The trial step h0 of the initial step estimate (Hairer, Nørsett & Wanner 1993, II.4, as scipy's
+    select_initial_step) from the scaled norms d0 = ‖y0‖ and d1 = ‖f(t0, y0)‖."""
+    return 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+
+
+def first_step_estimate(h0: float, d1: float, d2: float, order: int) -> float:
+    """The initial step from the trial step ``h0``, d1 = ‖f(t0, y0)‖ and d2 = ‖f(t0 + h0, y0 + h0 f0) − f0‖ / h0
+    (scaled norms; the same reference as :func:`first_step_guess`)."""
+    if d1 <= 1e-15 and d2 <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1))
+    return min(100 * h0, h1)
+
+
 ADAPTIVE_OPTIONS = ("rtol", "atol", "first_step", "max_step", "min_step")
 
 

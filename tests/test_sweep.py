@@ -472,8 +472,10 @@ def test_distributed_particles_sh_generated_tokens_and_errors(client):
     assert abs(out.diagnostics["mean_alignment"][-1]) < 0.05      # 1001 i.i.d. uniform tokens, t = 0.2
     with pytest.raises(TypeError, match="unknown option"):
         distributed_particles_sh(mf.Model(beta=2.0), 10, 0.2, step=0.1, client=client, chunk=3)
-    with pytest.raises(ValueError, match="'rk4' only"):
+    with pytest.raises(ValueError, match="method='rk45' chooses its own steps"):
         distributed_particles_sh(mf.Model(beta=2.0), 10, 0.2, step=0.1, client=client, method="rk45")
+    with pytest.raises(ValueError, match="the implicit method='bdf' needs a dense Jacobian"):
+        distributed_particles_sh(mf.Model(beta=2.0), 10, 0.2, client=client, method="bdf")
     with pytest.raises(mf.UnsupportedModelError):
         distributed_particles_sh(mf.Model(beta=2.0, d=4), 10, 0.2, step=0.1, client=client)
 
@@ -585,6 +587,79 @@ def test_distributed_layer_map_equals_single_process(threaded_client, model):
         distributed_particles_sh(model, p, 0.6, client=threaded_client, method="rk4", **kw)
     with pytest.raises(ValueError, match=r"whole numbers of layers of step=0.07"):
         distributed_particles_sh(model, p, 0.6, client=threaded_client, **{**kw, "step": 0.07})
+
+
+def _same_adaptive_run(ref, out, positions_tol=1e-12):
+    """An adaptive distributed run against one process: the same accepted and rejected steps, to rounding.  The
+    shards' μ̂ is summed in another order, and the error estimate h·Σ (b_j − b̂_j) k_j, a difference of stages ~ rtol
+    smaller than them, carries that rounding relative to rtol: the step sizes agree to ~ε/rtol (measured 2.6e-9 to
+    5.8e-7 at rtol = 1e-8, 2.5e-5 on one step at the default 1e-10), not bit for bit."""
+    assert out.status is ref.status and out.options == ref.options
+    np.testing.assert_allclose(out.times, ref.times, rtol=1e-3, atol=0)   # a stopped run's last time, as its steps
+    assert np.array_equal(out.steps["rejected"], ref.steps["rejected"])
+    np.testing.assert_allclose(out.steps["dt"], ref.steps["dt"], rtol=1e-3, atol=0)
+    np.testing.assert_allclose(out.steps["error"], ref.steps["error"], rtol=1e-3, atol=0)
+    # a stopped run's last state is at a time that differs as the steps do: the tokens moved by |Δt|·max_speed more
+    slack = np.abs(out.times - ref.times) * np.nan_to_num(ref.diagnostics["max_speed"])
+    for a, b, more in zip(ref.states, out.states, slack):
+        assert np.max(np.abs(a.positions - b.positions)) < positions_tol + 2 * more
+        if a.radii is not None:
+            assert np.max(np.abs(a.radii - b.radii)) < positions_tol + 2 * more
+
+
+@pytest.mark.parametrize("model, kw", [
+    (mf.Model(4.0), {}),                                                    # rk45 by default, without `step`
+    (mf.Model(4.0, "pre-ln"), dict(method="rk23", rtol=1e-8, atol=1e-10)),
+    (mf.Model(4.0, "mix-ln", tau=0.25), dict(first_step=0.5, rtol=1e-8, atol=1e-10)),     # rejected first step, τ
+], ids=["post-ln-rk45", "pre-ln-rk23", "mix-ln-rejections"])
+def test_distributed_adaptive_steps_equal_single_process(threaded_client, model, kw):
+    """distributed_particles_sh took fixed RK4 steps only (method='rk45' was refused): a user had to guess `step`
+    for millions of tokens.  The embedded pairs now run over the shards with the one-process step control (the error
+    norm a max over all tokens: over the shards' maxima)."""
+    n = 900
+    p = mf.Particles.uniform(n, seed=4, radii=np.linspace(0.5, 2.0, n) if model.scheme != "post-ln" else None)
+    ref = mf.simulate(model, p, 0.6, backend="particles-sh", save_every=0.3, threads=1, **kw)
+    out = distributed_particles_sh(model, p, 0.6, save_every=0.3, client=threaded_client, shards=3, **kw)
+    assert ref.status is mf.Status.OK and len(ref.steps["t"]) >= 4
+    _same_adaptive_run(ref, out)
+    assert ref.steps["rejected"].any() == ("first_step" in kw)
+    for k, v in ref.diagnostics.items():
+        assert np.allclose(out.diagnostics[k], v, rtol=1e-12, atol=1e-14), k
+
+
+@pytest.mark.parametrize("kw, status, match", [
+    (dict(max_steps=3), mf.Status.STEP_TOO_SMALL, r"^max_steps=3 steps taken by t="),
+    (dict(min_step=0.02, rtol=1e-12, atol=1e-14), mf.Status.STEP_TOO_SMALL,
+     r"^Step \S+ < min_step=0\.02 at t=\S+, where the largest velocity component is \S+\.$"),
+])
+def test_distributed_adaptive_run_that_stops_stops_as_one_process(threaded_client, kw, status, match):
+    n = 300
+    p = mf.Particles.uniform(n, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = mf.simulate(mf.Model(4.0), p, 0.6, backend="particles-sh", save_every=0.3, threads=1, **kw)
+        out = distributed_particles_sh(mf.Model(4.0), p, 0.6, save_every=0.3, client=threaded_client, shards=2, **kw)
+    assert ref.status is status and re.search(match, ref.detail), ref.detail
+    number = r"[-+]?\d+\.?\d*(?:e[-+]?\d+)?"
+    assert re.sub(number, "#", out.detail) == re.sub(number, "#", ref.detail)
+    # the time and the step (6 digits, 3 digits) agree as the steps do, to ~ε/rtol
+    np.testing.assert_allclose([float(v) for v in re.findall(number, out.detail)],
+                               [float(v) for v in re.findall(number, ref.detail)], rtol=1e-3)
+    _same_adaptive_run(ref, out)
+
+
+def test_distributed_adaptive_run_whose_velocity_is_undefined_stops_as_one_process(threaded_client):
+    """Peri-LN with V = 0: the speed factor is 0 and the first stage NaN; one process stops NON_FINITE at t = 0 with
+    the speed factor's diagnosis naming every token, and so do the shards."""
+    p = mf.Particles.uniform(6, seed=1)
+    m = mf.Model(1.0, "peri-ln", V=np.zeros((3, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = mf.simulate(m, p, 0.4, backend="particles-sh", save_every=0.2, threads=1)
+        out = distributed_particles_sh(m, p, 0.4, save_every=0.2, client=threaded_client, shards=2)
+    assert ref.detail.startswith("The speed factor of scheme='peri-ln' is 0 for token 0 (and 5 more) at t=0,")
+    assert out.status is ref.status is mf.Status.NON_FINITE and out.detail == ref.detail
+    assert np.array_equal(out.times, ref.times) and len(out.steps["t"]) == 0
 
 
 @pytest.mark.parametrize("where", ["nan", "null"])

@@ -7,7 +7,8 @@ multipliers, non-uniform syntheses).  A shard of tokens lives on one worker (a d
 whole run.  At every Runge–Kutta stage each shard sends its partial μ̂ (O(L²) numbers), the driver
 adds them and sends the sum back, and each shard evaluates the velocity of its own tokens and forms
 its next stage locally.  Only O(L²) numbers per shard and stage cross the network, so N is bounded
-by the cluster's memory; the integrator is the particles-sh backend's fixed-step RK4, or with
+by the cluster's memory; the integrator is the particles-sh backend's (its adaptive pairs, whose step's error norm
+is the largest of the shards' and accepted or rejected for all; fixed-step RK4), or with
 ``time="layers"`` its layer map (one reduction per layer), with the same arithmetic, so the result equals
 the single-process run to rounding (the sum of the shards' coefficients differs from the one-shot
 transform in the last bits).
@@ -24,9 +25,11 @@ import time
 
 import numpy as np
 
+from .._integrators import first_step_estimate, first_step_guess, next_step
 from .._norms import norms as _norms
 
 _SH_OPTIONS = ("tol", "lmax", "epsilon", "threads")
+_STEP_OPTIONS = ("method", "time", "rtol", "atol", "first_step", "max_step", "min_step", "max_steps")
 # bytes per token that a shard holds while it steps: 530 measured (tracemalloc peak of a Shard's RK4 stages,
 # diagnostics and state, N = 4·10⁵, Post-LN and Pre-LN), most of it the spectral velocity's workspace (32 floats)
 SHARD_BYTES_PER_TOKEN = 560.0
@@ -131,9 +134,12 @@ class Shard:
 
     # -- one Runge–Kutta step, stage by stage (the expressions of meanfield._integrators.rk_step) ------
     def _settle(self):
-        """Commit the state of the last successful step (the driver goes on only when every shard succeeded)."""
+        """Commit the state of the last successful step (the driver goes on only when every shard succeeded); an
+        embedded pair's step also hands over its last stage, the next step's first (first same as last)."""
         if self.pending is not None:
-            self.s.y, self.s.t = self.pending
+            self.s.y, self.s.t, k_last = self.pending
+            if k_last is not None:
+                self.k1 = k_last
             self.pending = None
 
     def _coefficients(self, y, t=None):
@@ -211,7 +217,7 @@ class Shard:
         if s._bad_state(y_new, t_new):
             self.busy += time.perf_counter() - t0
             return s.detail, None, watch
-        self.pending = (y_new, t_new)
+        self.pending = (y_new, t_new, None)
         self.ks, self.yi = [], y_new
         mu = self._coefficients(y_new)
         self.busy += time.perf_counter() - t0
@@ -228,10 +234,100 @@ class Shard:
         if s._bad_state(y_new, t_new):
             self.busy += time.perf_counter() - t0
             return s.detail, None
-        self.pending = (y_new, t_new)
+        self.pending = (y_new, t_new, None)
         mu = self._coefficients(y_new)
         self.busy += time.perf_counter() - t0
         return "", mu
+
+    # -- the embedded pairs (rk45, rk23): the driver accepts or rejects a step on the largest error of all shards --
+    def first_stage(self, mu, t):
+        """The velocity at the current state (whose total μ̂ is ``mu``; :meth:`start` set its geometry), the first
+        stage of an adaptive span, kept as ``k1``.  Returns (d0, d1, finite): this shard's largest scaled |y| and |k1|
+        for the initial step estimate (:meth:`ParticleStepper._initial_step`), and whether k1 is finite."""
+        t0 = time.perf_counter()
+        self._settle()
+        s = self.s
+        s._mu = s._mu_start = mu
+        self.k1 = s.rhs(t, s.y) if np.isfinite(mu).all() else np.full_like(s.y, np.nan)
+        o = s.options
+        self._scale = o["atol"] + o["rtol"] * np.abs(s.y)
+        with np.errstate(over="ignore", invalid="ignore"):
+            d0, d1 = np.max(np.abs(s.y) / self._scale), np.max(np.abs(self.k1) / self._scale)
+        self.busy += time.perf_counter() - t0
+        return float(d0), float(d1), bool(np.isfinite(self.k1).all())
+
+    def probe_step(self, h0, t_probe):
+        """μ̂ at y + h0·k1, the initial step estimate's trial point (at time ``t_probe``)."""
+        t0 = time.perf_counter()
+        self.yi = self.s.y + h0 * self.k1
+        mu = self._coefficients(self.yi, t_probe)
+        self.busy += time.perf_counter() - t0
+        return mu
+
+    def probe_rate(self, mu, t_probe, h0):
+        """d2 = max |f(trial point) − k1| / (scale · h0) over this shard: how fast the velocity changes."""
+        t0 = time.perf_counter()
+        self.s._mu = mu
+        f1 = self._rhs(mu, t_probe)
+        with np.errstate(over="ignore", invalid="ignore"):
+            d2 = float(np.max(np.abs(f1 - self.k1) / self._scale) / h0)
+        self.busy += time.perf_counter() - t0
+        return d2
+
+    def begin(self, mu, h, t_next):
+        """The first stage of a step of ``h`` from the current state (whose total μ̂ is ``mu``): ``k1``, the last stage
+        of the step accepted before; returns this shard's μ̂ of the second stage, at ``t_next``."""
+        t0 = time.perf_counter()
+        self._settle()
+        s = self.s
+        s._mu_start = mu
+        self.ks = [self.k1]
+        self.yi = s.y + (h * self.tab.a[1, 0]) * self.k1
+        mu = self._coefficients(self.yi, t_next)
+        self.busy += time.perf_counter() - t0
+        return mu
+
+    def finish_embedded(self, mu, t_stage, h, t_new):
+        """Last stage of an embedded pair's step: (this shard's error norm, "" or the diagnosis of a bad new state).
+        The new state is checked only where the error is accepted here (≤ 1); it becomes current at the next call
+        unless :meth:`reject` or :meth:`discard` comes first, and its last stage becomes the next step's first."""
+        t0 = time.perf_counter()
+        s, tab = self.s, self.tab
+        s._mu = mu
+        self.ks.append(self._rhs(mu, t_stage))
+        y_new = s.y + sum((h * bj) * kj for bj, kj in zip(tab.b, self.ks) if bj != 0)
+        err = sum((h * ej) * kj for ej, kj in zip(tab.b_err, self.ks) if ej != 0)
+        with np.errstate(invalid="ignore"):
+            en = s._error_norm(err, s.y, y_new)
+        en = en if np.isfinite(en) else np.inf
+        k_last, self.ks, self.yi = self.ks[-1], [], None
+        detail = ""
+        if en <= 1.0:
+            y_new = s._project(y_new)
+            if s._bad_state(y_new, t_new):
+                detail = s.detail
+            else:
+                self.pending = (y_new, t_new, k_last if tab.fsal else None)
+        self.busy += time.perf_counter() - t0
+        return en, detail
+
+    def reject(self):
+        """Drop the step just tried (its error was too large on some shard); ``k1`` stays the current state's."""
+        self.pending = None
+
+    def failure_detail(self, detail, step):
+        """This shard's diagnosis of a run whose velocity stopped being finite (the single-process
+        :meth:`ParticleStepper._nonfinite`), or ``detail`` when it has none of its own."""
+        return self.s._nonfinite(detail, step)
+
+    def stall_detail(self):
+        """(largest |velocity component| of the current first stage, smallest radius, the single-process account of
+        a radius about to reach 0 or "") for the message of a step below ``min_step``."""
+        s = self.s
+        radius = float(np.min(s.y[:, s.d])) if s.scheme.has_radius else np.inf
+        with np.errstate(invalid="ignore"):
+            top = float(np.max(np.abs(self.k1)))
+        return top, radius, s._vanishing_radius(self.k1)
 
     def discard(self):
         """Drop the last step (another shard failed) and return μ̂ of the state before it."""
@@ -330,10 +426,11 @@ def _combine(parts, t, model, options):
     return out
 
 
-def distributed_particles_sh(model, particles, t_final, *, step, client=None, workers: int | None = None,
+def distributed_particles_sh(model, particles, t_final, *, step=None, client=None, workers: int | None = None,
                              shards: int | None = None, save_every=None, t_eval=None, gather: bool = True,
                              seed=0, progress: bool = False, stats: dict | None = None, **options):
-    """The particles-sh backend's fixed-step RK4 (or its layer map) with the tokens sharded over dask workers.
+    """The particles-sh backend (its adaptive pairs, fixed-step RK4 or layer map) with the tokens sharded over dask
+    workers.
 
     Parameters
     ----------
@@ -348,10 +445,11 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
         to draw the same tokens on another cluster.
     t_final : float
         Final time.
-    step : float
+    step : float, optional
         The RK4 step (as ``step`` of the single-process backend: the steps between saved times are
         uniform and at most ``step``; a step in which a stage moves a token by more than a radian warns once, as
         there), or with ``time="layers"`` the layer step h (t_final and the save times whole numbers of layers).
+        Without it (and without ``method``) the run takes the adaptive steps of "rk45", as one process does.
     client : distributed.Client, optional
         Default: a new ``LocalCluster`` of ``workers`` processes, one thread each (closed at the end).
     workers : int, optional
@@ -374,15 +472,20 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
         computed in the steps), ``n``, ``shards``.  Wall time minus the busiest shard is the distribution overhead.
     **options
         ``tol``, ``lmax``, ``epsilon`` of particles-sh; ``threads`` per shard (default 1: one
-        shard per single-threaded worker); ``method`` only "rk4"; ``time`` "continuous" (the ODE, default) or
-        "layers" (the scheme's discrete layer map, one reduction of μ̂ per layer).
+        shard per single-threaded worker); ``method`` "rk45" (default without ``step``), "rk23" or "rk4" (default
+        with ``step``), with ``rtol``, ``atol``, ``first_step``, ``max_step``, ``min_step`` of the adaptive pairs as
+        for one process: a step's error norm is the largest over all shards' tokens, as over all tokens in one
+        process, so the same steps are accepted; ``max_steps``; ``time`` "continuous" (the ODE, default) or
+        "layers" (the scheme's discrete layer map, one reduction of μ̂ per layer).  The implicit methods are not
+        available here (their Jacobian is dense in all the tokens).
 
     Returns
     -------
     Trajectory
         ``backend="particles-sh"`` with the backend's diagnostics (sums and extrema combined over
-        the shards) and ``steps`` (``t``, ``dt``); equal to ``simulate(..., backend="particles-sh",
-        step=step)`` (with ``time="layers"`` too) to rounding.  Under QKV-Norm a state or Runge–Kutta stage
+        the shards) and ``steps`` (``t``, ``dt``; and ``error``, ``rejected`` for the adaptive pairs); equal to
+        ``simulate(..., backend="particles-sh")`` with the same options to rounding (an adaptive run takes the same
+        steps while no step's error norm falls within rounding of 1).  Under QKV-Norm a state or Runge–Kutta stage
         where V maps a token to 0 ends the run as there: ``Status.NON_FINITE``, the detail naming V and the
         token, the last good state kept (its diagnostics that need the attention NaN).
 
@@ -409,15 +512,18 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
 
     if not isinstance(model, Model):
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
-    unknown = sorted(set(options) - set(_SH_OPTIONS) - {"method", "time"})
+    valid = _SH_OPTIONS + _STEP_OPTIONS
+    unknown = sorted(set(options) - set(valid))
     if unknown:
         raise TypeError(f"unknown option(s) {unknown} for distributed_particles_sh; valid options are "
-                        f"{sorted(_SH_OPTIONS + ('method', 'time'))} (and step, save_every, t_eval, …).")
+                        f"{sorted(valid)} (and step, save_every, t_eval, …).")
     opts = {"step": step, "threads": 1, **options}
-    if opts.get("time", "continuous") == "continuous":
-        if opts.setdefault("method", "rk4") != "rk4":
-            raise ValueError(f"distributed_particles_sh integrates the ODE with the fixed-step 'rk4' only (or applies "
-                             f"the scheme's layer map with time='layers'); got method={options['method']!r}.")
+    from .._integrators import IMPLICIT_METHODS
+    if isinstance(opts.get("method"), str) and opts["method"] in IMPLICIT_METHODS:
+        raise ValueError(f"distributed_particles_sh takes the explicit methods 'rk45', 'rk23' and 'rk4' (or the "
+                         f"scheme's layer map with time='layers'); the implicit method={opts['method']!r} needs a "
+                         "dense Jacobian of all the tokens: use simulate(..., backend='particles-sh') for a few "
+                         "hundred tokens.")
     # validate the model and the options once, here, before any worker is involved
     from .._attention import sh_support
     from .._errors import UnsupportedModelError
@@ -443,7 +549,7 @@ def distributed_particles_sh(model, particles, t_final, *, step, client=None, wo
     times = save_times(t_final, save_every, t_eval)
     if resolved["time"] == "layers":
         probe.check_save_times(times)       # whole numbers of layers, and not too many
-    else:
+    elif not probe.method.adaptive:
         check_fixed_step_count(resolved, times[0], times[-1], adaptive=False)
     if stats is not None and not isinstance(stats, dict):
         raise TypeError(f"`stats` must be a dict (filled with the costs of the run) or None; got stats={stats!r}.")
@@ -504,6 +610,8 @@ class _Driver:
         self.round_trips = 0
         self.step_round_trips = 0
         self.t = 0.0          # the time of the state the shards hold (for the messages)
+        self.h = options.get("first_step")      # an embedded pair's step wanted from the current state on
+        self._stage_issue = ""      # why the last rejected stage had no attention (QKV-Norm), for the diagnosis
         self.step_wall = 0.0
 
     def _all(self, method, *args):
@@ -545,6 +653,8 @@ class _Driver:
             raise NullDirectionError(self.mu)
         saved_t, states, diags = [], [], []
         self.steps_t, self.steps_dt = [], []
+        self.steps_error, self.steps_rejected = [], []
+        self.Status = Status
 
         def keep(t):
             self.t = t
@@ -568,13 +678,14 @@ class _Driver:
             bar = tqdm(total=float(times[-1]), unit="t")
         try:
             layers = self.options["time"] == "layers"
+            advance = self._advance_layers if layers else (
+                self._advance_embedded if self.tab.adaptive else self._advance)
             for t_target in times[1:]:
-                # the layers of a stretch are not split at Mix-LN's τ (the layer map reads t), the RK4 steps are
+                # the layers of a stretch are not split at Mix-LN's τ (the layer map reads t), the RK steps are
                 spans = [(t, float(t_target))] if layers else ParticleStepper._segments(self.probe, t, float(t_target))
                 for a, b in spans:
-                    t, detail = (self._advance_layers if layers else self._advance)(a, b, ParticleStepper)
-                    if detail:
-                        status = Status.NON_FINITE
+                    t, status, detail = advance(a, b, ParticleStepper)
+                    if status is not Status.OK:
                         break
                 if status is not Status.OK:
                     break
@@ -589,15 +700,18 @@ class _Driver:
                 bar.close()
         if status is Status.INTERRUPTED and _PROPAGATE.get():
             raise KeyboardInterrupt(detail)          # as simulate() inside propagating_interrupts()
-        if status is Status.NON_FINITE and t > saved_t[-1]:
+        if status not in (Status.OK, Status.INTERRUPTED) and t > saved_t[-1]:
             keep(t)          # the last good state, as simulate() keeps it
         if status is not Status.OK:
             from .._errors import warn
             warn(f"distributed_particles_sh stopped at t={t:.6g}: {status.message} {detail}")
         keys = diags[0].keys()
+        steps = {"t": np.asarray(self.steps_t), "dt": np.asarray(self.steps_dt)}
+        if self.tab is not None and self.tab.adaptive:
+            steps.update(error=np.asarray(self.steps_error), rejected=np.asarray(self.steps_rejected, dtype=bool))
         return Trajectory(times=np.array(saved_t), states=states,
                           diagnostics={k: np.array([d.get(k, np.nan) for d in diags]) for k in keys},
-                          steps={"t": np.asarray(self.steps_t), "dt": np.asarray(self.steps_dt)}, model=self.model,
+                          steps=steps, model=self.model,
                           backend="particles-sh", status=status, detail=detail, options=dict(self.options))
 
     def _advance_layers(self, a, b, ParticleStepper):
@@ -608,22 +722,28 @@ class _Driver:
             t_step = time.perf_counter()
             ts = self.t = self.probe._layer_time(a + i * h, h)
             if isinstance(self.mu, str):     # the state the last layer reached has no attention: no layer from it
-                return ts, ParticleStepper._undefined_attention(ts, self.mu)
+                return ts, self.Status.NON_FINITE, ParticleStepper._undefined_attention(ts, self.mu)
+            if self._out_of_steps():
+                return ts, self.Status.STEP_TOO_SMALL, self.probe.step_budget_detail(self.options["max_steps"], ts)
             done = self._all("layer", self.mu, ts, h, a + (i + 1) * h)
             bad = [d for d, _ in done if d]
             if bad:
                 self.mu = self._reduce(self._all("discard"))
-                return ts, _shards_detail(bad)
+                return ts, self.Status.NON_FINITE, _shards_detail(bad)
             self.mu = self._reduce([m for _, m in done])
             self.steps_t.append(a + (i + 1) * h)
             self.steps_dt.append(h)
             self.step_wall += time.perf_counter() - t_step
             self.step_round_trips += 1
-        return b, ""
+        return b, self.Status.OK, ""
+
+    def _out_of_steps(self) -> bool:
+        limit = self.options["max_steps"]
+        return limit is not None and len(self.steps_t) >= limit
 
     def _advance(self, a, b, ParticleStepper):
-        """The fixed steps of ParticleStepper._advance_fixed over [a, b]: (the time reached, "") or (the time of
-        the last good state, the diagnosis of the failed step)."""
+        """The fixed steps of ParticleStepper._advance_fixed over [a, b]: (the time reached, Status.OK, "") or (the
+        time of the last good state, the status, the diagnosis of the failed step)."""
         n = (b - a) / self.options["step"]
         nsteps = max(1, int(round(n)) if abs(n - round(n)) < 1e-9 * max(1.0, n) else int(np.ceil(n)))
         h = (b - a) / nsteps
@@ -631,15 +751,118 @@ class _Driver:
             t_step = time.perf_counter()
             ts = self.t = a + i * h
             if isinstance(self.mu, str):     # the state the last step reached has no attention: no step from it
-                return ts, ParticleStepper._undefined_attention(ts, self.mu)
+                return ts, self.Status.NON_FINITE, ParticleStepper._undefined_attention(ts, self.mu)
+            if self._out_of_steps():
+                return ts, self.Status.STEP_TOO_SMALL, self.probe.step_budget_detail(self.options["max_steps"], ts)
             detail = self._step(ts, h, a, b, ParticleStepper)
             if detail:
-                return ts, detail
+                return ts, self.Status.NON_FINITE, detail
             self.steps_t.append(a + (i + 1) * h if i + 1 < nsteps else b)
             self.steps_dt.append(h)
             self.step_wall += time.perf_counter() - t_step
             self.step_round_trips += self.tab.stages
-        return b, ""
+        return b, self.Status.OK, ""
+
+    def _advance_embedded(self, a, b, ParticleStepper):
+        """The adaptive steps of ParticleStepper._advance_adaptive over [a, b], each step's error the largest of all
+        shards' (the single-process error norm is a max over the tokens): the same steps and arithmetic, so the same
+        result to the rounding of the reduced μ̂.  Returns as :meth:`_advance`."""
+        o, tab, Status = self.options, self.tab, self.Status
+        if isinstance(self.mu, str):
+            return a, Status.NON_FINITE, ParticleStepper._undefined_attention(a, self.mu)
+        first = self._all("first_stage", self.mu, ParticleStepper._stage_time(a, a, b))
+        k1_finite = all(f[2] for f in first)
+        if self.h is None:
+            self.h = max(self._initial_step(a, b, first, ParticleStepper) if k1_finite else 0.0, o["min_step"])
+        h, t = self.h, a
+        rejected, en, h_try = False, 0.0, h
+        while t < b:
+            if self._out_of_steps():
+                self.h = h
+                return t, Status.STEP_TOO_SMALL, self.probe.step_budget_detail(o["max_steps"], t)
+            h = min(h, o["max_step"])
+            if h < o["min_step"] or not k1_finite:
+                self.h = h
+                return t, *self._stalled(t, h, h_try, not k1_finite or (rejected and en == np.inf))
+            t_step = time.perf_counter()
+            last = t + h >= b - 1e-12 * max(1.0, abs(b))
+            h_try = b - t if last else h
+            en, detail, mu_last = self._embedded_step(t, h_try, a, b, ParticleStepper)
+            if detail:
+                self.mu = self._reduce(self._all("discard"))
+                return t, Status.NON_FINITE, detail
+            if en <= 1.0:
+                t = self.t = b if last else t + h_try
+                self.mu = mu_last if tab.fsal else self._reduce(self._all("start"))
+                if not tab.fsal:
+                    self._all("first_stage", self.mu, ParticleStepper._stage_time(t, a, b))
+                self.steps_t.append(t)
+                self.steps_dt.append(h_try)
+                self.steps_error.append(en)
+                self.steps_rejected.append(rejected)
+                h_next = next_step(h_try, en, tab.error_order)
+                if rejected:
+                    h_next = min(h_next, h_try)
+                h = max(h, h_next) if last else h_next     # a clipped last step says little about the nominal step
+                rejected = False
+                self.step_wall += time.perf_counter() - t_step
+            else:
+                self._all("reject")
+                h = next_step(h_try, en, tab.error_order) if np.isfinite(en) else 0.2 * h_try
+                rejected = True
+        self.h = h
+        return b, Status.OK, ""
+
+    def _embedded_step(self, t, h, a, b, ParticleStepper):
+        """One trial step of an embedded pair from ``t``: (largest error norm of the shards, "" or the diagnosis of a
+        bad new state where the step is accepted, the total μ̂ of the last stage)."""
+        tab = self.tab
+
+        def stage_time(s):
+            return ParticleStepper._stage_time(t + tab.c[s] * h, a, b)
+
+        mu = self._reduce(self._all("begin", self.mu, h, stage_time(1)))
+        s = 1
+        while s < tab.stages - 1 and not isinstance(mu, str):
+            mu = self._reduce(self._all("stage", mu, stage_time(s), h, stage_time(s + 1)))
+            s += 1
+        self.step_round_trips += tab.stages
+        if isinstance(mu, str):     # QKV-Norm's attention is undefined at stage s + 1: as a NaN stage in one process,
+            self._stage_issue = ParticleStepper._undefined_attention(stage_time(s), mu)    # the step is rejected
+            return np.inf, "", None
+        done = self._all("finish_embedded", mu, stage_time(tab.stages - 1), h, t + h)
+        en = max(e for e, _ in done)
+        bad = [d for _, d in done if d]
+        return en, (_shards_detail(bad) if en <= 1.0 and bad else ""), mu
+
+    def _initial_step(self, a, b, first, ParticleStepper):
+        """ParticleStepper._initial_step over the shards: the norms are maxima over the tokens."""
+        d0, d1 = max(f[0] for f in first), max(f[1] for f in first)
+        h0 = min(first_step_guess(d0, d1), b - a)
+        t_probe = ParticleStepper._stage_time(a + h0, a, b)
+        mu = self._reduce(self._all("probe_step", h0, t_probe))
+        if isinstance(mu, str):
+            return h0
+        d2 = max(self._all("probe_rate", mu, t_probe, h0))
+        return first_step_estimate(h0, d1, d2, self.tab.order)
+
+    def _stalled(self, t, h, h_try, nonfinite):
+        """(status, detail) of a step below ``min_step``: the velocity's diagnosis when it stopped being finite (the
+        first shard's own, else the generic one), else the step and the largest velocity component of all shards."""
+        Status = self.Status
+        # the current state's μ̂ and geometry, for the diagnoses (the step accepted last becomes current: no discard)
+        self.mu = self._reduce(self._all("start"))
+        if nonfinite:
+            generic = f"Non-finite velocity at t={t:.6g} (down to step {h:.3g})."
+            own = [d for d in self._all("failure_detail", generic, h_try) if d != generic]
+            if not own and self._stage_issue:
+                own = [self._stage_issue]
+            return Status.NON_FINITE, _shards_detail(own) if own else generic
+        parts = self._all("stall_detail")
+        top = max(p[0] for p in parts)
+        radius = min(parts, key=lambda p: p[1])[2]      # the account of the smallest radius of all, as one process
+        return Status.STEP_TOO_SMALL, (f"Step {h:.3g} < min_step={self.options['min_step']:.3g} at t={t:.6g}, where "
+                                       f"the largest velocity component is {top:.3g}.{radius}")
 
     def _step(self, ts, h, a, b, ParticleStepper):
         """One Runge–Kutta step from ``ts`` over the shards: "" (``self.mu`` is then that of the new state, or its

@@ -23,7 +23,7 @@ import numpy as np
 from .._attention import NullDirectionError
 from .._errors import UnsupportedModelError
 from .._integrators import (ADAPTIVE_OPTIONS, IMPLICIT_METHODS, IMPLICIT_MIN_RTOL, METHODS, check_step_options,
-                             get_method, next_step, refuse_unused, rk_step)
+                             first_step_estimate, first_step_guess, get_method, next_step, refuse_unused, rk_step)
 from .._measures import Particles, conversion_hint, pair_alignment
 from .._model import Model
 from .._norms import norms, row_norms
@@ -517,10 +517,14 @@ class ParticleStepper:
         limit = self.options["max_steps"]
         if limit is None or self._steps_before + len(self.step_log["t"]) < limit:
             return False
-        name, counted = self.STEP_BUDGET
-        self.detail = (f"{name}={limit} steps taken by t={self.t:.6g} ({counted}, a resumed run's earlier ones "
-                       f"included; not the step size: raise `{name}`).")
+        self.detail = self.step_budget_detail(limit, self.t)
         return True
+
+    def step_budget_detail(self, limit: int, t: float) -> str:
+        """Why a run stopped at time ``t`` after its ``max_steps`` = ``limit`` steps."""
+        name, counted = self.STEP_BUDGET
+        return (f"{name}={limit} steps taken by t={t:.6g} ({counted}, a resumed run's earlier ones included; not the "
+                f"step size: raise `{name}`).")
 
     def _log_step(self, t, h) -> None:
         if self.step_integrand is not None:
@@ -830,16 +834,11 @@ class ParticleStepper:
         scale = o["atol"] + o["rtol"] * np.abs(y0)
         with np.errstate(over="ignore", invalid="ignore"):    # a non-finite f0 stops the run, diagnosed
             d0, d1 = np.max(np.abs(y0) / scale), np.max(np.abs(f0) / scale)
-        h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
-        h0 = min(h0, b - a)
+        h0 = min(first_step_guess(d0, d1), b - a)
         f1 = self.rhs(self._stage_time(a + h0, a, b), y0 + h0 * f0)
         with np.errstate(over="ignore", invalid="ignore"):
             d2 = np.max(np.abs(f1 - f0) / scale) / h0
-        if d1 <= 1e-15 and d2 <= 1e-15:
-            h1 = max(1e-6, h0 * 1e-3)
-        else:
-            h1 = (0.01 / max(d1, d2)) ** (1.0 / (self.method.order + 1))
-        return min(100 * h0, h1)
+        return first_step_estimate(h0, d1, d2, self.method.order)
 
     def _advance_adaptive(self, a, b):
         o, tab = self.options, self.method
