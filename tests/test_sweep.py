@@ -648,6 +648,16 @@ def test_distributed_adaptive_run_that_stops_stops_as_one_process(threaded_clien
     _same_adaptive_run(ref, out)
 
 
+@pytest.mark.parametrize("kw", [dict(step=0.1), dict(step=0.1, time="layers")], ids=["rk4", "layers"])
+def test_distributed_fixed_steps_beyond_max_steps_are_refused_up_front_as_one_process(threaded_client, kw):
+    p = mf.Particles.uniform(30, seed=1)
+    with pytest.raises(ValueError) as one:
+        mf.simulate(mf.Model(2.0), p, 0.6, backend="particles-sh", threads=1, max_steps=4, **kw)
+    with pytest.raises(ValueError) as many:
+        distributed_particles_sh(mf.Model(2.0), p, 0.6, client=threaded_client, shards=2, max_steps=4, **kw)
+    assert str(many.value) == str(one.value) and "(max_steps=4)" in str(one.value)
+
+
 def test_distributed_adaptive_run_whose_velocity_is_undefined_stops_as_one_process(threaded_client):
     """Peri-LN with V = 0: the speed factor is 0 and the first stage NaN; one process stops NON_FINITE at t = 0 with
     the speed factor's diagnosis naming every token, and so do the shards."""

@@ -723,8 +723,6 @@ class _Driver:
             ts = self.t = self.probe._layer_time(a + i * h, h)
             if isinstance(self.mu, str):     # the state the last layer reached has no attention: no layer from it
                 return ts, self.Status.NON_FINITE, ParticleStepper._undefined_attention(ts, self.mu)
-            if self._out_of_steps():
-                return ts, self.Status.STEP_TOO_SMALL, self.probe.step_budget_detail(self.options["max_steps"], ts)
             done = self._all("layer", self.mu, ts, h, a + (i + 1) * h)
             bad = [d for d, _ in done if d]
             if bad:
@@ -752,8 +750,6 @@ class _Driver:
             ts = self.t = a + i * h
             if isinstance(self.mu, str):     # the state the last step reached has no attention: no step from it
                 return ts, self.Status.NON_FINITE, ParticleStepper._undefined_attention(ts, self.mu)
-            if self._out_of_steps():
-                return ts, self.Status.STEP_TOO_SMALL, self.probe.step_budget_detail(self.options["max_steps"], ts)
             detail = self._step(ts, h, a, b, ParticleStepper)
             if detail:
                 return ts, self.Status.NON_FINITE, detail
