@@ -154,12 +154,15 @@ class Model:
     def isotropic(self) -> bool:
         """True when QᵀK = c·I with c > 0 for a single head, so the kernel is zonal (spectral fast path).
 
-        β is then replaced by the effective β·c (see :attr:`beta_eff`)."""
+        β is then replaced by the effective β·c (see :attr:`beta_eff`).  For QKV-Norm, which normalizes queries and
+        keys, Q and K must also be multiples of orthogonal matrices (else the normalized kernel is not zonal), and the
+        effective β is β itself."""
         return self._kernel_scale() is not None
 
     @property
     def beta_eff(self) -> float:
-        """β·c for QᵀK = c·I; raises if the kernel is not isotropic."""
+        """The inverse temperature of the zonal kernel: β·c for QᵀK = c·I (β for QKV-Norm, whose unit queries and keys
+        cancel c); raises ``ValueError`` if the kernel is not isotropic (:attr:`isotropic`)."""
         c = self._kernel_scale()
         if c is None:
             raise ValueError("`beta_eff` needs QᵀK = c·I (an isotropic kernel).")

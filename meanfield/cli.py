@@ -71,7 +71,8 @@ def _parser():
     val = sub.add_parser("validate", help="reproduce the published results; print the comparison table",
                          epilog=_EPILOG["validate"])
     val.add_argument("--quick", action="store_true", help="the reduced suite (about a minute; run in CI)")
-    val.add_argument("--output", default="validation-out", help="folder for figures, JSON and REPORT.md")
+    val.add_argument("--output", default="validation-out",
+                     help="folder for figures, JSON and REPORT.md (default: validation-out)")
     bench = sub.add_parser("bench", help="performance report against the alternatives (same-run ratios)",
                            epilog=_EPILOG["bench"])
     from ._bench import CASES          # the registry, so the list cannot leave a case out ("checkpoint" was)

@@ -616,3 +616,24 @@ def test_the_pde_and_particle_example_configurations_differ_as_the_docs_say():
     post, peri = (tomllib.loads((DOCS.parent / "examples" / f"demo_{s}_ln.toml").read_text(encoding="utf-8"))
                   for s in ("post", "peri"))          # "differ only in the scheme" (cli.md)
     assert (post["model"].pop("scheme"), peri["model"].pop("scheme")) == ("post-ln", "peri-ln") and post == peri
+
+
+def test_every_command_line_default_is_in_its_help_and_in_the_synopsis():
+    """`meanfield COMMAND --help` names the default of every option that has one, and cli.md's synopsis shows it as
+    the placeholder (`validate --output` wrote into validation-out/ without either saying so)."""
+    import argparse
+
+    from meanfield import cli
+
+    sub = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    synopsis = re.search(r"```text\n(meanfield run .*?)```", _read("cli.md"), re.S).group(1)
+    checked = 0
+    for name, parser in sub.choices.items():
+        line = next(s for s in synopsis.splitlines() if s.startswith(f"meanfield {name} "))
+        for action in parser._actions:
+            if not action.option_strings or action.default in (None, False, [], argparse.SUPPRESS):
+                continue
+            assert f"default: {action.default}" in action.help, (name, action.option_strings, action.help)
+            assert f"{action.option_strings[0]} {action.default}" in line or action.choices, (name, line)
+            checked += 1
+    assert checked >= 6

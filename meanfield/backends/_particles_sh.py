@@ -59,7 +59,7 @@ class ParticlesSHBackend(ParticleStepper):
     (relative bound 56, 3.8e4, 7.3e5); 200 uniform tokens at β = 700: relative bound 1.7e-8, measured 1.4e-13.
     A run warns (MeanfieldWarning, once) at a saved state where the relative bound is ≥ 1 and the bound could move
     a token by over a radian by ``t_final``; SA's bound, of order tol·‖V‖ (1e-11 to 1e-9 here), would take
-    10⁹ to 10¹¹ time units to.
+    10⁹ to 10¹¹ time units to move a token by a radian.
     """
 
     name = "particles-sh"
