@@ -322,6 +322,7 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     Parameters
     ----------
     model : Model
+        The dynamics every replica runs (its ``d`` is that of the tokens).
     sampler_or_n : int or callable
         n: n i.i.d. uniform tokens on S^{d-1} per replica; or ``sampler(rng) -> Particles`` called with
         each replica's ``numpy.random.Generator``, e.g.
@@ -343,6 +344,15 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         A particle backend ("particles", "particles-sh").
     save_every, t_eval, t0
         As in :func:`meanfield.simulate`: the replicas start at ``t0`` and keep their states at the same times.
+    confidence : float
+        Level of the confidence interval, in (0, 1).
+    interval : {"t", "bootstrap"}
+        The confidence interval of the mean: "t", Student t (mean ∓ t quantile · std/√k); "bootstrap", the
+        bias-corrected and accelerated (BCa) bootstrap interval of ``scipy.stats.bootstrap`` with
+        9999 resamples, drawn with a generator seeded from ``seed`` (reproducible; see
+        ``EnsembleResult.bootstrap_seed``).  "bootstrap" needs R ≥ 1 + log₂(1/(1 − ``confidence``))
+        replicas (6 at 95 %, 4 at 80 %, 8 at 99 %); it covered the mean no better than "t" in any case
+        measured, and much worse for R ≤ 10: see Notes for when to use it.
     batch : bool, optional
         Run the R replicas together, as one run of backend "particles" with ``groups=R`` (each replica's tokens
         attend only to each other): one velocity evaluation for all of them, which for small n is much faster
@@ -365,15 +375,6 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         after another.  The implicit methods ("bdf", "radau") run batched only with ``batch=True`` (they factorize
         the batch's block-diagonal Jacobian sparse): they step as the stiffest replica needs, and the batch was no
         faster (10 replicas of 20 tokens, USA, β = 10, to t = 2, "bdf": 12.5 s batched, 11.0 s one by one).
-    confidence : float
-        Level of the confidence interval, in (0, 1).
-    interval : {"t", "bootstrap"}
-        The confidence interval of the mean: "t", Student t (mean ∓ t quantile · std/√k); "bootstrap", the
-        bias-corrected and accelerated (BCa) bootstrap interval of ``scipy.stats.bootstrap`` with
-        9999 resamples, drawn with a generator seeded from ``seed`` (reproducible; see
-        ``EnsembleResult.bootstrap_seed``).  "bootstrap" needs R ≥ 1 + log₂(1/(1 − ``confidence``))
-        replicas (6 at 95 %, 4 at 80 %, 8 at 99 %); it covered the mean no better than "t" in any case
-        measured, and much worse for R ≤ 10: see Notes for when to use it.
     **options
         Backend options.
 
