@@ -153,7 +153,7 @@ def _after_switch(t, model) -> bool:
     return model.tau is not None and t > model.tau
 
 
-_KARAGODIN = "Karagodin, Polyanskiy, Rigollet et al. (2025), normalization schemes, Table 1"
+_KARAGODIN = "Karagodin, Ge, Polyanskiy, Rigollet (2025), Normalization in attention dynamics, Table 1"
 
 register(Scheme(
     name="post-ln", has_radius=False,

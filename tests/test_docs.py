@@ -637,3 +637,13 @@ def test_every_command_line_default_is_in_its_help_and_in_the_synopsis():
             assert f"{action.option_strings[0]} {action.default}" in line or action.choices, (name, line)
             checked += 1
     assert checked >= 6
+
+
+def test_the_scheme_registry_cites_the_normalization_paper_as_the_validation_page_does():
+    """The registry's references (rendered in model.md's scheme table) named "Karagodin, Polyanskiy, Rigollet et
+    al.", leaving out the second author, Ge, whom validation.md and the validation suite cite."""
+    authors = "Karagodin, Ge, Polyanskiy, Rigollet"
+    assert f"{authors} 2025" in " ".join(_read("validation.md").split())
+    for name, scheme in mf.SCHEMES.items():
+        if "Karagodin" in scheme.reference:
+            assert f"{authors} (2025)" in scheme.reference, (name, scheme.reference)
