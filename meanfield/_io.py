@@ -456,6 +456,20 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
         False for a checkpoint of a run still in progress; default: the trajectory's ``run_info`` (a run from
         :func:`simulate` is complete when it reached its t_final; one stopped early, by a callback too, is
         saved resumable, as its checkpoint is), else True.
+
+    Returns
+    -------
+    Path
+        The file written (``path`` as a :class:`pathlib.Path`).
+
+    Raises
+    ------
+    TypeError
+        ``trajectory`` is neither a Trajectory nor an EnergyResult, ``path`` is not a str or Path, or
+        ``complete`` is not a bool.
+    ValueError
+        ``path`` is a folder, lies in a folder that does not exist, or is an existing file that is not a meanfield
+        result (not HDF5, or HDF5 of other data: never replaced).
     """
     from ._trajectory import Trajectory
 

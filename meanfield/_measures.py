@@ -222,6 +222,11 @@ class Density:
             Band limit L ≥ 0 of the storage (all coefficients but the first are zero).
         d : {3, 2}
             Ambient dimension: S² or S¹.
+
+        Returns
+        -------
+        Density
+            Mass 1, no radius field: ρ̂_00 = √(4π) on S², c_0 = 1 on S¹.
         """
         lmax, d = nonneg_int("lmax", lmax), _density_dimension(d)
         n = cls._ncoef(lmax, d)
@@ -424,6 +429,7 @@ class Density:
         Returns
         -------
         ndarray, shape (...,)
+            ρ at each direction, w.r.t. σ (the uniform density is 1); real.
         """
         p = _query_points(points, self.d)
         if p.size == 0:
@@ -477,11 +483,25 @@ class Density:
         return circ.circle_synthesis(self.coeffs, n)
 
     def mass(self) -> float:
-        """∫ ρ dσ (1 for a probability density)."""
+        """The mass ∫ ρ dσ, σ the normalized uniform measure.
+
+        Returns
+        -------
+        float
+            ρ̂_00/√(4π) on S², c_0 on S¹ (1 for a probability density).
+        """
         return float(self.coeffs[0].real / (_SQRT4PI if self.d == 3 else 1.0))
 
     def power(self) -> np.ndarray:
-        """Degree power ``E_ℓ = Σ_m |ρ̂_ℓm|²``, shape (lmax + 1,)."""
+        """The degree power spectrum E_ℓ of ρ (used by :meth:`tail_fraction`, which takes ratios of it).
+
+        Returns
+        -------
+        ndarray, shape (lmax + 1,)
+            On S²: E_ℓ = Σ_m |ρ̂_ℓm|² over m = −ℓ … ℓ, in area units (orthonormal harmonics of the area measure:
+            Σ_ℓ E_ℓ = ∫ ρ² dA = 4π ∫ ρ² dσ; the uniform density has E_0 = 4π).  On S¹: E_0 = c_0², E_k = 2|c_k|²
+            (the modes ±k), so Σ_k E_k = ∫ ρ² dσ.
+        """
         if self.d == 3:
             return sh.degree_power(self.coeffs, self.lmax)
         return np.abs(self.coeffs) ** 2 * np.where(np.arange(self.lmax + 1) == 0, 1.0, 2.0)
@@ -526,7 +546,18 @@ class Density:
         return Density(coeffs, self.lmax, self.d, radius)
 
     def normalized(self) -> "Density":
-        """This density divided by its mass (ValueError unless the mass is > 0); the radius is kept."""
+        """This density divided by its mass; the radius field is kept.
+
+        Returns
+        -------
+        Density
+            Mass 1.
+
+        Raises
+        ------
+        ValueError
+            If the mass is not > 0.
+        """
         return _normalized(self)
 
     def resized(self, lmax: int) -> "Density":
@@ -652,6 +683,11 @@ class Particles:
             For numpy's ``default_rng``.
         radii : float or array_like, shape (n,), optional
             Radii r_j > 0 (schemes with a radius).
+
+        Returns
+        -------
+        Particles
+            Positions of shape (n, d), weights 1/n.
         """
         n, d = nonneg_int("n", n, minimum=1), dimension(d)
         if n * (3 * d + 2) > 2 ** 23:          # 64 MiB; below, not worth a read of /proc/meminfo per call
@@ -697,7 +733,13 @@ class Particles:
         return self.positions
 
     def ambient(self) -> np.ndarray:
-        """r_j θ_j, shape (n, d) (θ_j when there are no radii)."""
+        """The tokens as points of R^d, x_j = r_j θ_j.
+
+        Returns
+        -------
+        ndarray, shape (n, d)
+            r_j θ_j (θ_j when there are no radii).
+        """
         return self.positions if self.radii is None else self.positions * self.radii[:, None]
 
     def __len__(self):
@@ -848,6 +890,7 @@ class ZonalDensity:
         Returns
         -------
         ndarray, the shape of ``t``
+            g(t), w.r.t. σ (the uniform density is 1).
 
         Raises
         ------
@@ -933,6 +976,7 @@ class ZonalDensity:
         Returns
         -------
         ndarray, shape (...,)
+            ρ(x) = g(⟨x, e⟩) at each direction, w.r.t. σ (the uniform density is 1).
 
         Raises
         ------
@@ -948,11 +992,28 @@ class ZonalDensity:
         return self.evaluate_profile(np.clip(p @ self.axis, -1.0, 1.0))
 
     def mass(self) -> float:
-        """∫ ρ dσ = g_0 (1 for a probability density)."""
+        """The mass ∫ ρ dσ, σ the normalized uniform measure.
+
+        Returns
+        -------
+        float
+            g_0 (1 for a probability density).
+        """
         return float(self.coeffs[0])
 
     def normalized(self) -> "ZonalDensity":
-        """This density divided by its mass (ValueError unless the mass is > 0); the radius is kept."""
+        """This density divided by its mass; the radius field is kept.
+
+        Returns
+        -------
+        ZonalDensity
+            Mass 1 (g_0 = 1).
+
+        Raises
+        ------
+        ValueError
+            If the mass is not > 0.
+        """
         return _normalized(self)
 
     def with_coeffs(self, coeffs, radius=None) -> "ZonalDensity":

@@ -228,7 +228,14 @@ class Model:
                 f"{given}, alpha={alpha!r}, tau={self.tau!r})")
 
     def matrices(self):
-        """(Q, K, V) as arrays of shape (heads, d, d), identities filled in."""
+        """The query, key and value matrices of every head.
+
+        Returns
+        -------
+        tuple of 3 ndarray, each of shape (heads, d, d)
+            (Q, K, V), the identity where a matrix is None and a (d, d) matrix repeated over the heads (read-only
+            broadcast views: copy before writing).
+        """
         eye = np.eye(self.d)[None]
         out = []
         for name in "QKV":

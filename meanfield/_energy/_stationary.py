@@ -215,6 +215,9 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
     Returns
     -------
     StationarityReport
+        ``stationary`` (the verdict), ``max_speed`` (max |v| on the support), ``scale`` (max |G| there),
+        ``relative_speed`` (max |v| / max(1, ``scale``), compared with ``tol``), ``threshold``, the support
+        ``points`` and their ``speeds``, and a one-line ``message``.
     """
     from .._model import Model
 
