@@ -151,7 +151,7 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         work.  An interruption (Ctrl-C, SIGTERM) or an error inside the run stores its resume point too.
         None: only at save times.
     t0 : float
-        Initial time (schemes such as LN-Scaling, Mix-LN and a time-dependent nGPT α depend on t).
+        Initial time, finite and ≥ 0 (schemes such as LN-Scaling, Mix-LN and a time-dependent nGPT α depend on t).
     metadata : dict, optional
         Extra attributes stored in the checkpoint's ``/run`` group (strings and numbers; the CLI stores the
         configuration text and the seed) and carried over by :func:`resume`.
@@ -171,7 +171,7 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     TypeError
         ``model`` is not a :class:`Model`, or an option is unknown to the backend.
     ValueError
-        Invalid times (``t_final`` ≤ ``t0``, save times outside [t0, t_final], both ``save_every`` and
+        Invalid times (``t0`` < 0, ``t_final`` ≤ ``t0``, save times outside [t0, t_final], both ``save_every`` and
         ``t_eval``), ``checkpoint_every`` < 1, an invalid option value, or an initial density (or one of
         several species) that is negative on the grid beyond ``negativity_tol`` (as given, or once truncated to
         the option ``lmax``).
@@ -634,6 +634,10 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
     ------
     ResultFileError
         When ``path`` is missing, damaged or not a meanfield result file (see :func:`load`).
+    ValueError
+        ``t_final`` before the stored one, ``save_every`` without ``t_final``, or ``options`` the backend refuses
+        (an unknown name, listed with the valid ones, or an invalid value, e.g. ``lmax_max`` below the band limit
+        the run has reached).
     """
     from ._io import load, read_resume_point, run_info
 
