@@ -647,3 +647,29 @@ def test_the_scheme_registry_cites_the_normalization_paper_as_the_validation_pag
     for name, scheme in mf.SCHEMES.items():
         if "Karagodin" in scheme.reference:
             assert f"{authors} (2025)" in scheme.reference, (name, scheme.reference)
+
+
+def test_the_quoted_runs_of_the_front_page_and_the_command_line_page(tmp_path, capsys):
+    """The numbers quoted for the shipped runs come from the runs: the front page's caption (README.md and
+    index.md: Post-LN's band limit "raised automatically from 48 to 108") and cli.md's `meanfield info` of
+    examples/post_ln_s2.toml, line for line (a few seconds: two spectral runs)."""
+    from meanfield import cli
+
+    examples = DOCS.parent / "examples"
+    demo = tmp_path / "demo.h5"
+    assert cli.main(["run", str(examples / "demo_post_ln.toml"), "--output", str(demo), "--quiet"]) == 0
+    lmax = mf.load(demo).diagnostics["lmax"]
+    quoted = f"from {lmax[0]:g} to {lmax[-1]:g}"
+    assert quoted == "from 48 to 108"
+    for text in ((DOCS.parent / "README.md").read_text(encoding="utf-8"), _read("index.md")):
+        assert f"raised automatically {quoted}" in " ".join(text.split())
+
+    out = tmp_path / "post_ln.h5"
+    assert cli.main(["run", str(examples / "post_ln_s2.toml"), "--output", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert cli.main(["info", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    block = re.search(r"For the example above:\s+```text\n(.*?)```", _read("cli.md"), re.S).group(1).splitlines()
+    assert len(block) == len(printed)
+    assert printed[0].replace(str(out), "post_ln.h5") == block[0]
+    assert printed[1:] == block[1:]
