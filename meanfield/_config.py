@@ -4,7 +4,7 @@ A configuration has four tables; unknown tables or keys are errors that list the
 
     [model]     beta, scheme, attention, d, Q, K, V, alpha, tau          (as meanfield.Model)
     [initial]   kind = "uniform" | "random" | "perturbed" | "particles", and its parameters
-    [run]       backend, t_final, save_every | t_eval, checkpoint_every, checkpoint_interval
+    [run]       backend, t0, t_final, save_every | t_eval, checkpoint_every, checkpoint_interval
     [options]   backend options (validated by the backend: lmax, rtol, on_resolution_loss, step, …)
 
 An energy problem (the extremizers and stationary states of E_{β,D}, :mod:`meanfield._energy`) is a
@@ -38,7 +38,7 @@ _INITIAL_KEYS = {
     "perturbed": {"kind", "lmax", "ell", "m", "eps"} | _SAMPLE_KEYS,
     "particles": {"kind", "n", "seed", "radius"},
 }
-_RUN_KEYS = {"backend", "t_final", "save_every", "t_eval", "checkpoint_every", "checkpoint_interval"}
+_RUN_KEYS = {"backend", "t0", "t_final", "save_every", "t_eval", "checkpoint_every", "checkpoint_interval"}
 _TABLES = {"model", "initial", "run", "options"}
 
 
@@ -70,6 +70,7 @@ class RunConfig:
     text: str = ""
     seed: int | None = None
     raw: dict = field(default_factory=dict)
+    t0: float = 0.0     # the start time: time-dependent models (LN-Scaling, α(t), Mix-LN's τ) read the clock
 
 
 def read_toml(path, what: str = "configuration") -> tuple[dict, str]:
@@ -134,9 +135,10 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     if "t_final" not in run:
         raise ConfigError("[run] needs `t_final`.")
     save = {k: run[k] for k in ("save_every", "t_eval") if k in run}
+    t0 = positive_float("t0", run.get("t0", 0.0), allow_zero=True)
     t_final = positive_float("t_final", run["t_final"])
-    save_every_count(t_final, save.get("save_every"))
-    times = save_times(t_final, **save)             # the save times are checked here, not when the run starts
+    save_every_count(t_final, save.get("save_every"), t0)
+    times = save_times(t_final, **save, t0=t0)      # the save times are checked here, not when the run starts
     options = dict(raw.get("options", {}))
     defaults = getattr(get_backend(backend), "option_defaults", None)       # a registered backend may lack it
     if defaults is not None:
@@ -149,7 +151,7 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     check_option_values(backend, model, initial, options, times)
     return RunConfig(model=model, initial=initial, backend=backend, t_final=t_final, save=save,
                      checkpoint_every=checkpoint_every, options=options, text=text, seed=seed, raw=raw,
-                     checkpoint_interval=checkpoint_interval)
+                     checkpoint_interval=checkpoint_interval, t0=t0)
 
 
 def _check_density_dimension(kind: str, d: int) -> None:

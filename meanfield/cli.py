@@ -494,7 +494,7 @@ def _run_one(cfg, output: Path, quiet: bool):
         mf.save(result, output, run_info=metadata)       # atomic: temporary file + rename
         return result
     # an existing file at `output` is replaced (atomically) only once the run is validated and has started
-    return mf.simulate(cfg.model, cfg.initial, cfg.t_final, backend=cfg.backend, checkpoint=output,
+    return mf.simulate(cfg.model, cfg.initial, cfg.t_final, backend=cfg.backend, t0=cfg.t0, checkpoint=output,
                        checkpoint_every=cfg.checkpoint_every, checkpoint_interval=cfg.checkpoint_interval,
                        progress=not quiet, metadata=metadata,
                        **cfg.save, **cfg.options)

@@ -45,6 +45,21 @@ save_every = 0.2
 """
 
 
+def test_a_configuration_starts_at_its_t0(tmp_path):
+    """LN-Scaling's speed depends on t: the file's run from t0 = 1 is simulate(..., t0=1), not the run from 0."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SMALL.format(scheme="ln-scaling", extra="").replace("t_final = 0.4", "t0 = 1.0\nt_final = 1.4"))
+    out = tmp_path / "r.h5"
+    assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+    got = mf.load(out)
+    c = parse_config(tomllib.loads(cfg.read_text()))
+    want = mf.simulate(c.model, c.initial, 1.4, t0=1.0, save_every=0.2)
+    from_zero = mf.simulate(c.model, c.initial, 0.4, save_every=0.2)
+    assert np.allclose(got.times, [1.0, 1.2, 1.4], rtol=0, atol=1e-15) and got.success
+    assert np.array_equal(got.final.coeffs, want.final.coeffs)
+    assert np.max(np.abs(got.final.coeffs - from_zero.final.coeffs)) > 1e-3
+
+
 @pytest.mark.parametrize("scheme", sorted(s for s in mf.SCHEMES if mf.SCHEMES[s].continuous))
 def test_run_info_plot_every_scheme(tmp_path, scheme, capsys):
     cfg = tmp_path / "c.toml"

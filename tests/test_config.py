@@ -176,10 +176,20 @@ def _with(table, **entries):
     (_with("model", Q="I"), r"`Q` must be numbers"),
     (_with("model", Q=[[1, 0, 0], [0, 1]]), r"`Q` must be numbers"),
     ({**RUN, "model": 3}, r"\[model\] must be a table; got model = 3"),
+    (_with("run", t0=-1.0), r"`t0` must be finite and >= 0; got t0=-1.0"),
+    (_with("run", t0="1"), r"`t0` must be a real number"),
+    (_with("run", t0=0.5), r"`t_final` must be > t0=0.5; got t_final=0.5"),
+    (_with("run", t0=0.2, t_eval=[0.1, 0.3]), r"`t_eval` must be strictly increasing within \[0.2, 0.5\]"),
 ])
 def test_run_values_are_checked_with_the_parameter_named(raw, match):
     with pytest.raises((ConfigError, ValueError, TypeError), match=match):
         parse_config(raw)
+
+
+def test_a_run_starts_at_t0():
+    """A file had no `t0`: LN-Scaling, α(t) and Mix-LN's τ read the clock, and a run could only start at t = 0."""
+    cfg = parse_config(_with("run", t0=0.2, save_every=0.1))
+    assert cfg.t0 == 0.2 and parse_config(RUN).t0 == 0.0
 
 
 def test_a_perturbed_start_adds_eps_to_one_coefficient():

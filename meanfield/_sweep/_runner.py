@@ -119,7 +119,7 @@ def _record_head(task: Task) -> dict:
 
 def _simulate(cfg):
     from .._simulate import simulate
-    return simulate(cfg.model, cfg.initial, cfg.t_final, backend=cfg.backend, **cfg.save, **cfg.options)
+    return simulate(cfg.model, cfg.initial, cfg.t_final, backend=cfg.backend, t0=cfg.t0, **cfg.save, **cfg.options)
 
 
 # ----------------------------------------------------------------------------------------------
