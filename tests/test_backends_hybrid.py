@@ -395,3 +395,56 @@ def test_negativity_tolerance_is_defined_once():
     from meanfield.backends._registry import BACKENDS
 
     assert BACKENDS["spectral"].option_defaults()["negativity_tol"] == NEGATIVITY_TOL == _NEGATIVITY_TOL
+
+
+def test_the_particle_phase_warns_of_an_unresolved_spectral_velocity():
+    """Two orthogonal tokens, USA at β = 30: particles-sh's velocity error bound is 56 times their tangential
+    attention, and backend='particles-sh' warns; the hybrid's particle phase (particles-sh) never did, as it had no
+    t_final to measure the drift by (the warning needs one; the hybrid never passed it).  It now warns as the
+    particle run does, the same words and numbers; and after a hand-off, measured from the hand-off to t_final."""
+    m = mf.Model(30.0, attention="unnormalized")
+    start = mf.Particles([[1.0, 0, 0], [0, 1.0, 0]])
+    runs = {}
+    for backend, options in (("particles-sh", dict(method="rk4", step=0.01)),
+                             ("hybrid", dict(particle_options=dict(method="rk4", step=0.01)))):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", mf.MeanfieldWarning)
+            mf.simulate(m, start, 0.1, backend=backend, save_every=0.05, **options)
+        runs[backend] = [str(w.message) for w in caught if "spectral velocity is not resolved" in str(w.message)]
+    assert len(runs["particles-sh"]) == 1 and runs["hybrid"] == runs["particles-sh"]
+    assert re.search(r"at t=0: its error bound \S+ is 55\.\d times", runs["hybrid"][0])
+
+
+def test_the_particle_phase_after_a_hand_off_measures_the_drift_from_there(monkeypatch):
+    """A bound of 1e6 (a stand-in for an unresolved velocity) warns at the first state after the hand-off, its drift
+    bound / min_j s_j · (t_final − t_handoff), the particle phase's own span (it had none: no warning)."""
+    from meanfield.backends._particles_sh import ParticlesSHBackend
+
+    monkeypatch.setattr(ParticlesSHBackend, "attention_error_bound", lambda self, field: 1e6)
+    rho = mf.Density.from_function(lambda x: np.exp(3 * x[..., 2]), 16, normalize=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(scheme="post-ln", beta=6.0, attention="unnormalized"), rho, 0.1,
+                         backend="hybrid", save_every=0.05)
+    t_hand = tr.run_info["handoff"]["t"]
+    assert tr.success and 0 < t_hand < 0.05
+    found = [str(w.message) for w in caught if "spectral velocity is not resolved" in str(w.message)]
+    assert len(found) == 1 and "at t=0.05:" in found[0], found
+    # Post-LN moves at unit speed factor (s = 1): the drift is 1e6·(t_final − t_handoff) (not 1e6·t_final = 1e5),
+    # printed to 3 digits
+    drift = float(re.search(r"could move a token by (\S+) rad", found[0]).group(1))
+    assert drift == pytest.approx(1e6 * (0.1 - t_hand), rel=5e-3)
+
+
+def test_the_particle_phase_warns_of_an_unresolved_fixed_step_after_a_hand_off():
+    """The fixed-step resolution warning lives in the particle stepper, which the hybrid's particle phase is: after
+    a hand-off at t ≈ 0.0024 (USA, β = 6), rk4 with step 0.05 moves a token by ~3 rad in a step, and warns once."""
+    rho = mf.Density.from_function(lambda x: np.exp(3 * x[..., 2]), 16, normalize=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(scheme="post-ln", beta=6.0, attention="unnormalized"), rho, 0.1,
+                         backend="hybrid", save_every=0.05, particle_options=dict(method="rk4", step=0.05))
+    found = [str(w.message) for w in caught if "does not resolve the motion" in str(w.message)]
+    assert tr.success and len(found) == 1
+    assert re.search(rf"fixed step h=0.0\d+ \(method='rk4', step=0.05\) does not resolve the motion at "
+                     rf"t={tr.run_info['handoff']['t']:.6g}: .* moves h·\|dθ/dt\| = \S+ rad", found[0]), found

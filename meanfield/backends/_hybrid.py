@@ -97,6 +97,9 @@ class HybridBackend:
     ``oversample`` (default 2) places the particles on the grid of band limit ``oversample``·L:
     (oversample)² times more particles on S² (oversample times more on S¹), a smaller particle error.
 
+    The particle phase warns as its backend run alone does (a fixed ``step`` in ``particle_options`` that does not
+    resolve the motion; particles-sh's unresolved velocity, its drift measured from the hand-off to ``t_final``).
+
     Accuracy: the particles carry the density's low moments exactly at hand-off; afterwards the particle
     method's error grows as the flow map roughens.  Measured (β = 5, Post-LN, ``Density.random(32, seed=2,
     amplitude=0.7)``, H^{-1} distance at L = 32 to a refined spectral solution at t = 3): from L = 32,
@@ -272,9 +275,26 @@ class HybridBackend:
     def phase(self) -> str:
         return "particles" if self._particles is not None else "spectral"
 
+    _t_final = None         # the run's t_final (check_save_times), for the particle phase's warnings
+
+    def check_save_times(self, times) -> None:
+        """Keep the run's ``t_final``, which the particle phase needs and does not see (it is built at the hand-off):
+        particles-sh warns of an unresolved velocity by how far its error bound could move a token by ``t_final``
+        (``relative_velocity_error_bound``).  The fixed steps of ``particle_options`` are counted by
+        :func:`meanfield.simulate` (:func:`~meanfield.backends._stepper.check_fixed_step_count`)."""
+        self._t_final = float(times[-1])
+        self._give_run_span()
+
+    def _give_run_span(self) -> None:
+        """The particle phase's span: from where it starts (the hand-off, or a Particles start) to ``t_final``."""
+        set_span = getattr(self._particles, "set_run_span", None)
+        if set_span is not None and self._t_final is not None:
+            set_span(self._particles.t, self._t_final)
+
     def _start_particles(self, particles, t):
         self._particles = BACKENDS[self.particle_backend](self.model, particles, **self.particle_options)
         self._particles.t = t
+        self._give_run_span()
         self._particles.on_step = self.on_step
         self._particles.STEP_BUDGET = ("particle_options['max_steps']", "the particle phase's steps of the whole run")
         # the particles stand for a density: ∬⟨x,y⟩dμdμ = |m|², self-pairs included, as the spectral phase

@@ -97,12 +97,18 @@ class ParticlesSHBackend(ParticleStepper):
     def _field(self, t, theta, full):
         return self._sh(theta, self.weights, radial=full)
 
-    _span = None            # t_final − t0 of the run (check_save_times), for the warning of _extra_diagnostics
+    _span = None            # t_final − t0 of the run (set_run_span), for the warning of _extra_diagnostics
     _warned_unresolved = False
 
     def check_save_times(self, times) -> None:
         super().check_save_times(times)
-        self._span = float(times[-1]) - float(times[0])
+        self.set_run_span(times[0], times[-1])
+
+    def set_run_span(self, t0, t_final) -> None:
+        """The run goes from ``t0`` to ``t_final``: what the warning of an unresolved velocity measures its drift over.
+        :func:`meanfield.simulate` sets it through :meth:`check_save_times`; the hybrid backend sets it for its particle
+        phase (from the hand-off, or the particle start, to ``t_final``), which it builds outside that call."""
+        self._span = float(t_final) - float(t0)
 
     def _extra_diagnostics(self, field):
         bound = self.attention_error_bound(field)
