@@ -446,6 +446,32 @@ def test_distributed_fixed_step_that_cannot_resolve_the_motion_warns_once_as_one
                                                             shards=3))
 
 
+@pytest.mark.parametrize("scheme, radii", [("post-ln", None), ("pre-ln", [2.0, 1.0])])
+def test_distributed_unresolved_velocity_warns_once_as_one_process(threaded_client, scheme, radii):
+    """Two orthogonal tokens, USA at β = 30: particles-sh's velocity error bound is 56 times their tangential
+    attention and one process warns (once) that it could move a token by over a radian by t_final; the shards
+    reported the same relative_velocity_error_bound and ran silently.  Now the same warning, the same numbers: the
+    drift divides by the smallest speed factor of all shards (Pre-LN s = r: the second shard's, 1)."""
+    import warnings
+    model = mf.Model(30.0, scheme, attention="unnormalized")
+    p = mf.Particles([[1.0, 0, 0], [0, 1.0, 0]], radii=radii)
+
+    def unresolved(run):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = run()
+        return out, [str(w.message) for w in caught if "spectral velocity is not resolved" in str(w.message)]
+    ref, one = unresolved(lambda: mf.simulate(model, p, 0.1, backend="particles-sh", step=0.01, save_every=0.05,
+                                              threads=1))
+    out, many = unresolved(lambda: distributed_particles_sh(model, p, 0.1, step=0.01, save_every=0.05,
+                                                            client=threaded_client, shards=2))
+    assert len(one) == 1 and many == one, (one, many)
+    # the bound's denominator is the computed max|P_θA| (0.507 for 0.5): summed in another order over the shards, its
+    # rounding grows by e^β·ε/|P_θA| ≈ 5e-3 (measured 6e-5), and later states are the noise's
+    bound = ref.diagnostics["relative_velocity_error_bound"][0]
+    assert bound > 1 and out.diagnostics["relative_velocity_error_bound"][0] == pytest.approx(bound, rel=5e-3)
+
+
 def test_distributed_failed_step_is_diagnosed_as_in_one_process(threaded_client):
     """A Pre-LN radius that reaches 0: the shard's diagnosis named the token by its index in its shard (token 2 for
     token 7) and evaluated dr/dt with the field of its last Runge–Kutta stage (−0.391, where one process gives the

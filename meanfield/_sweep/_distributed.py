@@ -370,7 +370,8 @@ class Shard:
         if s.scheme.continuous:
             with np.errstate(invalid="ignore", divide="ignore"):      # a speed factor 0 reads NaN/inf, as one process
                 speed = s.token_speeds(f, r, t)     # as one process (np.linalg.norm's squares overflowed: inf from β ≈ 355)
-            out.update(max_speed=float(np.max(speed)), w_speed2=float(w @ np.square(speed)))
+            out.update(max_speed=float(np.max(speed)), w_speed2=float(w @ np.square(speed)),
+                       min_speed_factor=s.min_speed_factor(f, r, t))
         if f.log_z is not None and np.all(np.isfinite(f.log_z)):
             # shifted by the largest log Z, as the backend's energy: e^{log Z} alone overflows from 709.78
             out["z_top"] = top = float(np.max(f.log_z))
@@ -448,8 +449,9 @@ def distributed_particles_sh(model, particles, t_final, *, step=None, client=Non
     step : float, optional
         The RK4 step (as ``step`` of the single-process backend: the steps between saved times are
         uniform and at most ``step``; a step in which a stage moves a token by more than a radian warns once, as
-        there), or with ``time="layers"`` the layer step h (t_final and the save times whole numbers of layers).
-        Without it (and without ``method``) the run takes the adaptive steps of "rk45", as one process does.
+        there; so does a velocity that is not resolved, ``relative_velocity_error_bound`` ≥ 1), or with
+        ``time="layers"`` the layer step h (t_final and the save times whole numbers of layers).  Without it (and
+        without ``method``) the run takes the adaptive steps of "rk45", as one process does.
     client : distributed.Client, optional
         Default: a new ``LocalCluster`` of ``workers`` processes, one thread each (closed at the end).
     workers : int, optional
@@ -551,6 +553,7 @@ def distributed_particles_sh(model, particles, t_final, *, step=None, client=Non
         probe.check_save_times(times)       # whole numbers of layers, and not too many
     elif not probe.method.adaptive:
         check_fixed_step_count(resolved, times[0], times[-1], adaptive=False)
+        probe.set_run_span(times[0], times[-1])     # its warning of an unresolved velocity measures the drift by it
     if stats is not None and not isinstance(stats, dict):
         raise TypeError(f"`stats` must be a dict (filled with the costs of the run) or None; got stats={stats!r}.")
     if workers is not None:
@@ -660,7 +663,9 @@ class _Driver:
             self.t = t
             saved_t.append(t)
             mu = None if isinstance(self.mu, str) else self.mu
-            diags.append(_combine(self._all("diagnostic_parts", mu, t), t, self.model, self.options))
+            parts = self._all("diagnostic_parts", mu, t)
+            diags.append(_combine(parts, t, self.model, self.options))
+            self._warn_unresolved(parts, diags[-1], t)
             if self.gather:
                 parts = self._all("state")
                 pos = np.concatenate([p["positions"] for p in parts])
@@ -713,6 +718,13 @@ class _Driver:
                           diagnostics={k: np.array([d.get(k, np.nan) for d in diags]) for k in keys},
                           steps=steps, model=self.model,
                           backend="particles-sh", status=status, detail=detail, options=dict(self.options))
+
+    def _warn_unresolved(self, parts, diag, t) -> None:
+        """One process's warning of an unresolved spectral velocity (once per run, the probe's flag), on the
+        combined bound and the smallest speed factor of all shards."""
+        if "min_speed_factor" in parts[0] and "relative_velocity_error_bound" in diag:
+            self.probe.warn_unresolved(t, diag["attention_error_bound"], diag["relative_velocity_error_bound"],
+                                       float(np.min([p["min_speed_factor"] for p in parts])))
 
     def _advance_layers(self, a, b, ParticleStepper):
         """The layers of ParticleStepper._advance_layers over [a, b]: (the time reached, "") or (the time of the last

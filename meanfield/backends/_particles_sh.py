@@ -113,25 +113,35 @@ class ParticlesSHBackend(ParticleStepper):
     def _extra_diagnostics(self, field):
         bound = self.attention_error_bound(field)
         rel = relative_bound(bound, float(np.max(norms(field.tangential))))
-        self._warn_unresolved(field, bound, rel)
+        if rel >= 1 and not self._warned_unresolved:        # the speed factors only where the warning may be due
+            r = self.y[:, self.d] if self.scheme.has_radius else 1.0
+            self.warn_unresolved(self.t, bound, rel, self.min_speed_factor(field, r, self.t))
         return {"lmax": float(self.options["lmax"]),
                 "kernel_truncation_error": self._kernel_error,
                 "attention_error_bound": bound,
                 "relative_velocity_error_bound": rel}
 
-    def _warn_unresolved(self, field, bound, rel) -> None:
-        """Warn once where no token's velocity is resolved (``rel`` ≥ 1) and the error bound could move a token by
-        more than a radian over the run (bound / min_j s_j · (t_final − t0) ≥ 1)."""
+    def min_speed_factor(self, field, r, t) -> float:
+        """min_j |s_j| of the scheme's speed factor over the tokens of ``field`` (radii ``r``) at time ``t``; NaN
+        where it is undefined (a distributed run's shards call it too); NaN for a scheme without an ODE."""
+        if not self.scheme.continuous:
+            return float("nan")
+        with np.errstate(invalid="ignore", over="ignore"):
+            s = self.scheme.speed(r, field.norm, t, self.model)
+        return float(np.min(np.abs(np.broadcast_to(s, (len(field.tangential),)))))
+
+    def warn_unresolved(self, t, bound, rel, min_speed) -> None:
+        """Warn once per run (a stepper, or a distributed run's probe) where no token's velocity is resolved at time
+        ``t`` (``rel`` ≥ 1) and the error ``bound`` could move a token by more than a radian over the run
+        (bound / ``min_speed`` · (t_final − t0) ≥ 1, ``min_speed`` = min_j |s_j|)."""
         if self._warned_unresolved or not rel >= 1 or not self._span or not self.scheme.continuous \
                 or self.options["time"] != "continuous":
             return
-        r = self.y[:, self.d] if self.scheme.has_radius else 1.0
-        s = np.abs(np.broadcast_to(self.scheme.speed(r, field.norm, self.t, self.model), (self.n,)))
-        drift = bound / np.min(s) * self._span if np.min(s) > 0 else np.inf
+        drift = bound / min_speed * self._span if min_speed > 0 else np.inf
         if not drift >= 1:
             return
         self._warned_unresolved = True
-        warn(f"backend='particles-sh': the spectral velocity is not resolved at t={self.t:.6g}: its error bound "
+        warn(f"backend='particles-sh': the spectral velocity is not resolved at t={t:.6g}: its error bound "
              f"{bound:.3g} is {rel:.3g} times the largest tangential attention max|P_θA| (relative_velocity_error_bound)"
              f" and could move a token by {drift:.3g} rad by t_final. The bound is relative to the attention's own "
              f"scale{' e^β' if not self.model.softmax else ''}, and these tokens' tangential attention is far below "
