@@ -590,6 +590,9 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
     at the save times the checkpoint had not reached yet, with the backend, options and metadata of the
     original run.  Run-wide counts go on from the step log of the saved part, as in a run never interrupted:
     ``max_steps`` bounds the steps of the whole run, and the diagnostic ``filtered_steps`` counts its filtered steps.
+    Warnings are not: the checkpoint keeps no record of them, and a warning given once per run (a fixed step that
+    does not resolve the motion, particles-sh's unresolved velocity) is given again by a continuation that meets its
+    condition again, once (the session that resumes may not have seen the first, and it concerns the stretch run now).
 
     Parameters
     ----------

@@ -597,3 +597,23 @@ def test_a_trajectory_as_initial_says_to_pass_one_of_its_states(backend):
 def test_the_hybrid_backend_names_an_initial_of_the_wrong_kind(initial):
     with pytest.raises(TypeError, match=r"backend='hybrid' needs `initial` to be a Density"):
         mf.simulate(mf.Model(1.0), initial, 0.2, backend="hybrid")
+
+
+def test_a_resumed_run_warns_again_once_where_it_meets_the_condition_again(tmp_path):
+    """The once-per-run warnings (a fixed step that does not resolve the motion, particles-sh's unresolved velocity)
+    are per call: a checkpoint keeps no record of them, and a continuation that meets the condition again warns
+    again, once, at its own time (documented in resume's docstring and docs/backends.md), never more often."""
+    path = tmp_path / "run.h5"
+    m = mf.Model(700.0, attention="unnormalized")
+    runs = []
+    for run in (lambda: mf.simulate(m, mf.Particles.uniform(2, seed=0), 0.004, backend="particles-sh", method="rk4",
+                                    step=1e-4, save_every=0.002, checkpoint=path, callback=lambda t, s, d: t >= 0.002),
+                lambda: mf.resume(path)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", mf.MeanfieldWarning)
+            run()
+        runs.append([str(w.message) for w in caught])
+    for messages, t in zip(runs, ("0", "0.002")):
+        for what in ("the spectral velocity is not resolved at t=", "does not resolve the motion at t="):
+            found = [x for x in messages if what in x]
+            assert len(found) == 1 and what + t + ":" in found[0], (what, messages)

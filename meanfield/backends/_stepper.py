@@ -151,7 +151,8 @@ class ParticleStepper:
     step : float, optional
         Fixed step of "rk4", or the layer step h of ``time="layers"``.  The steps of one
         ``advance`` are uniform and at most ``step`` (equal to it when the interval is a multiple).  A "rk4" step in
-        which a stage moves a token by more than :attr:`UNRESOLVED_STEP_ANGLE` (1 rad) warns, once per run.
+        which a stage moves a token by more than :attr:`UNRESOLVED_STEP_ANGLE` (1 rad) warns, once per run (per
+        stepper: a resumed run that meets it again warns again, see :func:`meanfield.resume`).
     rtol, atol : float
         Tolerances of the embedded pairs (rtol in [1e-14, 1)): the max over all components of |err| / (atol + rtol·|y|) is kept ≤ 1
         (a max norm, stricter than scipy's RMS norm, so no particle is left behind).  The implicit methods use
