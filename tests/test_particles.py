@@ -419,6 +419,28 @@ def test_radius_reaching_zero_stops_with_status():
     assert np.all(traj.final.radii > 0)
 
 
+@pytest.mark.parametrize("backend", ["particles", "particles-sh"])
+def test_radii_reaching_zero_together_are_counted(backend):
+    """Three equiangular tokens on a great circle, Pre-LN with V = −I: A_j ∝ −θ_j by symmetry, and the three radii
+    fall alike and cross 0 in the same step; the diagnosis named one token (as if it were the only one), where the
+    other multi-token diagnoses say "(and N more)".  Two mirror-image tokens whose radii vanish together under rk45
+    stop with STEP_TOO_SMALL, which counts them too."""
+    m = mf.Model(beta=1.0, scheme="pre-ln", V=-np.eye(3))
+    a = 2 * np.pi * np.arange(3) / 3
+    p = mf.Particles(np.stack([np.cos(a), np.sin(a), 0 * a], 1), radii=0.3)
+    with pytest.warns(mf.MeanfieldWarning, match="radius reached"):
+        tr = mf.simulate(m, p, 5.0, backend=backend, step=0.1)
+    assert tr.status is mf.Status.NON_FINITE
+    assert re.search(r"A radius reached ≤ 0 at t=0.6 \(token \d \(and 2 more\): r = -0.0223\)", tr.detail), tr.detail
+    c = 0.5
+    x = np.array([[np.cos(c), np.sin(c), 0], [np.cos(c), -np.sin(c), 0], [-1, 0, 0.0]])
+    with pytest.warns(mf.MeanfieldWarning, match="min_step"):
+        tr = mf.simulate(m, mf.Particles(x, radii=[0.3, 0.3, 1.0]), 5.0, backend=backend, min_step=1e-7)
+    assert tr.status is mf.Status.STEP_TOO_SMALL
+    assert re.search(r"Token [01]'s radius is r = \S+, falling at dr/dt = -0.537: the scheme's radial law drives it to 0 "
+                     r"within \S+ \(and 1 more token\(s\)\), where", tr.detail), tr.detail
+
+
 # ------------------------------------------------------------------------------------------------
 # options and bad input
 

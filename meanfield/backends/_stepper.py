@@ -710,7 +710,9 @@ class ParticleStepper:
     def _radius_detail(self, y, t) -> str:
         """Which radius crossed 0, and how fast it was falling at the start of the failed step (``self.y``)."""
         d, j = self.d, int(np.argmin(y[:, self.d]))
-        text = f"A radius reached ≤ 0 at t={t:.6g} (token {j + self._token_offset}: r = {y[j, d]:.3g})."
+        count = int(np.count_nonzero(y[:, d] <= 0))
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        text = f"A radius reached ≤ 0 at t={t:.6g} (token {j + self._token_offset}{more}: r = {y[j, d]:.3g})."
         if self.options["time"] == "layers":
             return text
         r = float(self.y[j, d])
@@ -729,14 +731,18 @@ class ParticleStepper:
             return ""
         d = self.d
         j = int(np.argmin(self.y[:, d]))
-        r = float(self.y[j, d])
+        radii = self.y[:, d]
         with np.errstate(all="ignore"):
-            rate = float((k1 if k1 is not None else self.rhs(self.t, self.y))[j, d])
-        if not (rate < 0 and r / -rate < 1e-6):
+            rates = (k1 if k1 is not None else self.rhs(self.t, self.y))[:, d]
+            vanishing = (rates < 0) & (radii < -1e-6 * rates)       # r / −dr/dt < 1e-6, without dividing
+        r, rate = float(radii[j]), float(rates[j])
+        if not vanishing[j]:
             return ""
+        count = int(np.count_nonzero(vanishing))
+        more = f" (and {count - 1} more token(s))" if count > 1 else ""
         return (f" Token {j + self._token_offset}'s radius is r = {r:.3g}, falling at dr/dt = {rate:.3g}: the scheme's radial law drives it "
-                f"to 0 within {r / -rate:.3g}, where dθ/dt = P_θA/s blows up (s ∝ r); no step size gets past that "
-                "time.")
+                f"to 0 within {r / -rate:.3g}{more}, where dθ/dt = P_θA/s blows up (s ∝ r); no step size gets past "
+                "that time.")
 
     def _advance_fixed(self, a, b):
         n = (b - a) / self.options["step"]
