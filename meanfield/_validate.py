@@ -205,16 +205,28 @@ def shown(value) -> str:
     return repr(value)
 
 
-def nonneg_int(name: str, value, *, minimum: int = 0, maximum: int | None = None) -> int:
-    """Return ``value`` as an int after checking it is an integer >= ``minimum`` and <= ``maximum`` (by default the
-    largest integer float64 holds, :data:`FLOAT_MAX_INT`: a larger one overflowed the float conversions downstream,
-    with Python's or numpy's message naming no parameter)."""
+#: The largest count, size or degree :func:`nonneg_int` takes by default (2**63 − 1): numpy indexes and sizes arrays
+#: with int64, so a larger one could only fail later (Model(d=2**64) was accepted, and Particles.uniform then asked
+#: to "lower `n`" for its memory); beyond float64 (10**400) the float conversions raised, naming no parameter
+INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+#: the default ceilings of :func:`nonneg_int`: (largest value, how a message names it)
+_RANGES = {"int64": (INT64_MAX, f"int64's range (≤ 2**63 − 1 = {INT64_MAX})"),
+           "float64": (FLOAT_MAX_INT, "float64's range (≤ 1.8e308)")}
+
+
+def nonneg_int(name: str, value, *, minimum: int = 0, maximum: int | None = None, within: str = "int64") -> int:
+    """Return ``value`` as an int after checking it is an integer >= ``minimum`` and <= ``maximum``.  Without
+    ``maximum`` it must be within ``within``'s range: "int64" (:data:`INT64_MAX`, what a count, size or degree that
+    sizes an array can be), or "float64" for a parameter that only enters formulas as a number (the dimension d of
+    the Funk–Hecke formulas, whose d → ∞ limit is meaningful).  A seed, not a count, passes its own ``maximum``."""
     allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an integer {allowed}; got {name}={value!r}.")
-    if maximum is None and value > FLOAT_MAX_INT:
-        raise ValueError(f"`{name}` must be an integer {allowed} and within float64's range (≤ 1.8e308); "
-                         f"got {name}={shown(value)}.")
+    top, what = _RANGES[within]
+    if maximum is None and value > top:
+        raise ValueError(f"`{name}` must be an integer {allowed} and within {what}; got {name}={shown(value)}.")
     if value < minimum or (maximum is not None and value > maximum):
         raise ValueError(f"`{name}` must be an integer {allowed}; got {name}={shown(value)}.")
     return int(value)
@@ -256,9 +268,9 @@ def checkpoint_every(value) -> int | str:
     return int(value)
 
 
-def dimension(value) -> int:
-    """Validate the ambient dimension ``d`` (tokens live on S^{d-1})."""
-    return nonneg_int("d", value, minimum=2)
+def dimension(value, within: str = "int64") -> int:
+    """Validate the ambient dimension ``d`` (tokens live on S^{d-1}); ``within`` as for :func:`nonneg_int`."""
+    return nonneg_int("d", value, minimum=2, within=within)
 
 
 def choice(name: str, value, allowed) -> str:

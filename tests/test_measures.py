@@ -213,11 +213,15 @@ def test_numeric_text_is_refused_as_not_numbers(make, name):
     (lambda big: mf.Density.uniform(big), "lmax"), (lambda big: mf.ZonalDensity.uniform(big), "lmax"),
     (lambda big: mf.sample_density(mf.Density.uniform(2), big, seed=0), "n"),
 ])
-def test_integers_beyond_float64_are_refused_by_name(make, name):
-    # 10**400 raised Python's "OverflowError: int too large to convert to float" from the memory estimate
-    for big in (10**400, 10**5000):
-        with pytest.raises(ValueError, match=rf"`{name}` must be an integer >= \d and within float64's range"):
+def test_integers_beyond_int64_are_refused_by_name(make, name):
+    # 10**400 raised Python's "OverflowError: int too large to convert to float" from the memory estimate; 2**63 to
+    # 1.8e308 passed the validator and met a memory check (Particles.uniform(4, d=2**64): "lower `n`")
+    for big in (2**63, 2**64, 10**19, 10**400, 10**5000):
+        with pytest.raises(ValueError, match=rf"`{name}` must be an integer >= \d and within int64's range "
+                                             r"\(≤ 2\*\*63 − 1 = 9223372036854775807\)"):
             make(big)
+    with pytest.raises(mf.InsufficientMemoryError):         # the largest int64 is a count: its memory is refused
+        make(2**63 - 1)
 
 
 def test_from_function_refuses_numeric_text():

@@ -57,8 +57,9 @@ def test_models_with_matrices_compare_and_hash():
     (dict(beta=np.inf), "`beta`"), (dict(beta=10**400), "`beta` must be finite and > 0"),   # float() overflowed
     # d = 10**400 raised numpy's "Maximum allowed dimension exceeded"; 10**5000 in a message raised Python's "Exceeds
     # the limit (4300 digits) for integer string conversion"
-    (dict(beta=1.0, d=10**400), r"`d` must be an integer >= 2 and within float64's range \(≤ 1.8e308\); got "
-                                r"d=<an integer of 1329 bits"),
+    (dict(beta=1.0, d=10**400), r"`d` must be an integer >= 2 and within int64's range \(≤ 2\*\*63 − 1 = \d+\); "
+                                r"got d=<an integer of 1329 bits"),
+    (dict(beta=1.0, d=2**64), r"`d` must be an integer >= 2 and within int64's range .*; got d=18446744073709551616\."),
     (dict(beta=10**5000), r"`beta` must be finite and > 0; got beta=<an integer of 16610 bits"),
     (dict(beta=1.0, d=1), "`d`"), (dict(beta=1.0, scheme="layer-norm"), "`scheme`"),
     (dict(beta=1.0, attention="linear"), "`attention`"), (dict(beta=1.0, scheme="mix-ln"), "`tau`"),

@@ -444,6 +444,16 @@ def test_radii_reaching_zero_together_are_counted(backend):
 # ------------------------------------------------------------------------------------------------
 # options and bad input
 
+@pytest.mark.parametrize("backend, option", [("particles", "threads"), ("particles", "chunk"),
+                                             ("particles", "max_steps"), ("particles-sh", "threads"),
+                                             ("particles-sh", "max_steps")])
+def test_counts_beyond_int64_are_refused_by_name(backend, option):
+    """threads=2**64 (or chunk, max_steps) ran, status OK, and was recorded as given: a count numpy cannot hold."""
+    p = mf.Particles.uniform(3, seed=0)
+    with pytest.raises(ValueError, match=rf"`{option}` must be an integer >= 1 and within int64's range"):
+        mf.simulate(mf.Model(1.0), p, 0.1, backend=backend, **{option: 2**64})
+    assert mf.simulate(mf.Model(1.0), p, 0.1, backend=backend, **{option: 2**63 - 1}).success
+
 @pytest.mark.parametrize("scheme", ["peri-ln", "ngpt"])
 @pytest.mark.parametrize("backend, kw", [("particles", {}), ("particles", dict(time="layers", step=0.05)),
                                          ("particles-sh", {})])

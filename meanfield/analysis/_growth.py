@@ -84,7 +84,7 @@ def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     """
     beta = check_beta(beta, allow_zero=False)
     lmax = nonneg_int("lmax", lmax, minimum=1)
-    d = dimension(d)
+    d = dimension(d, within="float64")      # a number in the formulas (d → ∞: the rates have a limit)
     attention = ATTENTIONS[choice("attention", attention, ATTENTIONS)]
     sch = get_scheme(scheme)
     if not sch.continuous:

@@ -194,7 +194,7 @@ def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
     """
     beta = check_beta(beta)
     lmax = nonneg_int("lmax", lmax)
-    d = dimension(d)
+    d = dimension(d, within="float64")     # a number in the formulas (d → ∞ has a limit), no array's size
     scaled = flag("scaled", scaled)     # "no" and nan were read as True by their truth value
     _check_degrees(lmax, "the Funk–Hecke multipliers")
     ell = np.arange(lmax + 1)
@@ -253,7 +253,7 @@ def funk_hecke_dbeta(beta, lmax, d=3, scaled=False) -> np.ndarray:
     """
     beta = check_beta(beta)
     lmax = nonneg_int("lmax", lmax)
-    d = dimension(d)
+    d = dimension(d, within="float64")     # a number in the formulas (d → ∞ has a limit), no array's size
     scaled = flag("scaled", scaled)
     _check_degrees(lmax, "the derivatives of the Funk–Hecke multipliers")
     ell = np.arange(lmax + 1)
@@ -300,7 +300,7 @@ def multiplier_ratios(beta: float, lmax: int, d: int = 3) -> tuple[np.ndarray, f
     """
     beta = check_beta(beta, allow_zero=False)
     lmax = nonneg_int("lmax", lmax)
-    d = dimension(d)
+    d = dimension(d, within="float64")     # a number in the formulas (d → ∞ has a limit), no array's size
     _check_degrees(lmax, "the Funk–Hecke multiplier ratios")
     ell = np.arange(lmax + 1)
     logs = _log_scaled_multipliers(beta, ell, d)
@@ -349,7 +349,7 @@ def kernel_bandlimit(beta, tol=1e-12, d=3) -> int:
     """
     beta = check_beta(beta)
     tol = open_fraction("tol", tol)
-    d = dimension(d)
+    d = dimension(d, within="float64")     # a number in the formulas (d → ∞ has a limit), no array's size
     if beta == 0.0:
         return 0
     start = min(int(beta + 4 * np.sqrt(beta * np.log(1 / tol) + 1) + 4 * np.log(1 / tol) + 30), _MAX_DEGREE)
@@ -403,7 +403,7 @@ def kernel_truncation_error(beta, lmax, d=3) -> float:
     """
     beta = check_beta(beta)
     lmax = nonneg_int("lmax", lmax)
-    d = dimension(d)
+    d = dimension(d, within="float64")     # a number in the formulas (d → ∞ has a limit), no array's size
     if beta == 0.0:
         return 0.0
     # the shares past lmax are summed until they are negligible, for lmax > _MAX_DEGREE from _MAX_DEGREE on: when

@@ -35,7 +35,7 @@ def harmonic_dimension(d: int, ell) -> np.ndarray:
     TypeError, ValueError
         ``d`` is not an integer ≥ 2, or ``ell`` is not integer degrees ≥ 0.
     """
-    d = dimension(d)
+    d = dimension(d, within="float64")     # a number in the formulas (d → ∞ has a limit), no array's size
     ell = real_array("ell", ell)
     bad = ~(np.isfinite(ell) & (ell >= 0) & (ell == np.floor(ell)))
     if bad.any():
