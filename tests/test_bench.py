@@ -662,3 +662,25 @@ def test_an_empty_size_override_is_refused_by_name(case, key):
     # others read () as "the defaults" (particles-sh to N = 10⁶ on a full run)
     with pytest.raises(ValueError, match=rf"`{key}` is empty: give at least one size, or leave it out"):
         _bench.case_module(case).run(quick=True, **{key: ()})
+
+
+@pytest.mark.parametrize("case, key", [("checkpoint", "lmax"), ("checkpoint", "saves"), ("checkpoint", "rounds"),
+                                       ("ensemble", "rounds"), ("small-n", "rounds"), ("stiff", "rounds"),
+                                       ("particles", "check_n"), ("sweep", "n"), ("sweep", "steps")])
+def test_a_zero_count_override_is_refused_by_name(case, key):
+    # `x or default` read 0 as "the default": rounds=0 timed the default rounds, the sweep case's n=0 ran N = 10⁶ on
+    # a full run; refused before any work, as a count must be an integer >= 1
+    with pytest.raises(ValueError, match=rf"`{key}` must be an integer >= 1; got {key}=0\."):
+        _bench.case_module(case).run(quick=True, **{key: 0})
+
+
+@pytest.mark.parametrize("case, key, value, match", [
+    ("particles", "dense_limit_s", 0.0, r"`dense_limit_s` must be finite and > 0; got dense_limit_s=0.0\."),
+    ("hybrid", "reference", (), r"`reference` must be a pair \(lmax, oversample\) of integers >= 1; got reference=\(\)"),
+    ("hybrid", "reference", (0, 2), r"`reference lmax` must be an integer >= 1; got reference lmax=0\."),
+    ("hybrid", "reference", (24, 0), r"`reference oversample` must be an integer >= 1; got reference oversample=0\."),
+])
+def test_other_zero_overrides_are_refused_by_name(case, key, value, match):
+    # dense_limit_s=0 read as the default 60 s budget (QUICK: 5 s); the hybrid's reference=() as the default (48, 2)
+    with pytest.raises(ValueError, match=match):
+        _bench.case_module(case).run(quick=True, **{key: value})

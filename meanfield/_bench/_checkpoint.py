@@ -46,9 +46,9 @@ def _counted_writes():
 def run(quick: bool = False, lmax: int | None = None, saves: int | None = None, rounds: int | None = None) -> dict:
     import meanfield as mf
 
-    lmax = lmax or (32 if quick else FULL_LMAX)
-    saves = saves or (100 if quick else FULL_SAVES)
-    rounds = rounds or (1 if quick else FULL_ROUNDS)
+    lmax = C.count_override("lmax", lmax, 32 if quick else FULL_LMAX)
+    saves = C.count_override("saves", saves, 100 if quick else FULL_SAVES)
+    rounds = C.count_override("rounds", rounds, 1 if quick else FULL_ROUNDS)
     model, rho = mf.Model(1.0, "post-ln"), mf.Density.random(lmax, seed=1, amplitude=0.3)
     folder = Path(tempfile.mkdtemp(prefix="meanfield-bench-checkpoint-"))
     kw = dict(save_every=1.0 / saves, lmax=lmax)

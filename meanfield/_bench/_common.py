@@ -137,6 +137,23 @@ def sizes_override(name: str, value, default) -> tuple:
     return value
 
 
+def count_override(name: str, value, default: int) -> int:
+    """A case's count override (``rounds``, ``n``, ``lmax``, …): ``default`` when it is None, else an integer ≥ 1
+    refused by name otherwise: ``x or default`` read 0 as "the default" (rounds=0 timed the full 5 rounds, n=0 in the
+    sweep case ran N = 10⁶ on a full run)."""
+    from .._validate import nonneg_int
+
+    return default if value is None else nonneg_int(name, value, minimum=1)
+
+
+def seconds_override(name: str, value, default: float) -> float:
+    """A case's time budget override: ``default`` when it is None, else a finite number of seconds > 0 (0 read as
+    the default, as :func:`count_override` says)."""
+    from .._validate import positive_float
+
+    return default if value is None else positive_float(name, value)
+
+
 def comparison(what: str, ours: str, alternative: str, ours_s: float, alternative_s: float, **extra) -> dict:
     """One same-run comparison record: the times, the contenders and ``speedup`` = alternative / ours."""
     return dict(what=what, ours=ours, alternative=alternative, ours_s=float(ours_s),

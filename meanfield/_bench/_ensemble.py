@@ -87,7 +87,7 @@ def run(quick: bool = False, sizes=None, rounds: int | None = None, t_final: flo
     import meanfield as mf
 
     sizes = tuple(tuple(s) for s in C.sizes_override("sizes", sizes, QUICK_SIZES if quick else SIZES))
-    rounds = rounds or (QUICK_ROUNDS if quick else ROUNDS)
+    rounds = C.count_override("rounds", rounds, QUICK_ROUNDS if quick else ROUNDS)
     model = mf.Model(BETA)
     rows, comps = [], []
     for R, n in sizes:

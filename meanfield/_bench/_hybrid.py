@@ -33,7 +33,18 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
+def _reference(value, default) -> tuple[int, int]:
+    """The reference run's (lmax, oversample): ``default`` when None, else two integers ≥ 1, refused by name before
+    any run (``reference or default`` read () as the default, and passed (0, 2) on to the reference run)."""
+    if value is None:
+        return default
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"`reference` must be a pair (lmax, oversample) of integers >= 1; got reference={value!r}.")
+    return (C.count_override("reference lmax", value[0], None), C.count_override("reference oversample", value[1], None))
+
+
 def run(quick: bool = False, hybrid=None, exact_n=None, reference=None) -> dict:
+    ref_l, ref_ov = _reference(reference, QUICK_REF if quick else REF)
     ok, why = available()
     if not ok:
         return dict(case=NAME, title=TITLE, status="not available", reason=why, comparisons=[], targets=[])
@@ -41,7 +52,6 @@ def run(quick: bool = False, hybrid=None, exact_n=None, reference=None) -> dict:
 
     hybrid = C.sizes_override("hybrid", hybrid, QUICK_HYBRID if quick else HYBRID)
     exact_n = C.sizes_override("exact_n", exact_n, QUICK_EXACT_N if quick else EXACT_N)
-    ref_l, ref_ov = reference or (QUICK_REF if quick else REF)
     model = mf.Model(BETA)
     rho0 = mf.Density.random(L0, seed=2, amplitude=0.7)
 

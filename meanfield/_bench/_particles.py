@@ -122,8 +122,8 @@ def run(quick: bool = False, sh_sizes=None, dense_sizes=None, check_n=None, dens
 
     sh_sizes = C.sizes_override("sh_sizes", sh_sizes, QUICK_SH_SIZES if quick else SH_SIZES)
     dense_sizes = C.sizes_override("dense_sizes", dense_sizes, QUICK_DENSE_SIZES if quick else DENSE_SIZES)
-    check_n = check_n or (QUICK_CHECK_N if quick else CHECK_N)
-    limit = dense_limit_s or (QUICK_DENSE_LIMIT_S if quick else DENSE_LIMIT_S)
+    check_n = C.count_override("check_n", check_n, QUICK_CHECK_N if quick else CHECK_N)
+    limit = C.seconds_override("dense_limit_s", dense_limit_s, QUICK_DENSE_LIMIT_S if quick else DENSE_LIMIT_S)
     cal = calibrate_dense(min(1000 if quick else 4000, max(dense_sizes)), repeats=2 if quick else 3)
     block, bthreads = cal["block_elements"], cal["blas_threads"]
     if bthreads != 1:       # the same rule as between sizes: more threads only when clearly faster

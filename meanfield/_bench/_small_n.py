@@ -70,7 +70,7 @@ def run(quick: bool = False, sizes=None, rounds: int | None = None, t_final: flo
     import meanfield as mf
 
     sizes = C.sizes_override("sizes", sizes, QUICK_SIZES if quick else SIZES)
-    rounds = rounds or (QUICK_ROUNDS if quick else ROUNDS)
+    rounds = C.count_override("rounds", rounds, QUICK_ROUNDS if quick else ROUNDS)
     model = mf.Model(BETA)
     rows = []
     for n in sizes:

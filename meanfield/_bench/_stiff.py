@@ -29,7 +29,7 @@ def _simulate(beta: float, t_final: float, method: str, n: int):
 
 def run(quick: bool = False, runs=None, rounds: int | None = None, n: int = N) -> dict:
     runs = C.sizes_override("runs", runs, QUICK_RUNS if quick else RUNS)
-    rounds = rounds or (QUICK_ROUNDS if quick else ROUNDS)
+    rounds = C.count_override("rounds", rounds, QUICK_ROUNDS if quick else ROUNDS)
     rows, comps = [], []
     for beta, t_final in runs:
         funcs = {m: (lambda m=m: _simulate(beta, t_final, m, n)) for m in ("rk45",) + IMPLICIT}

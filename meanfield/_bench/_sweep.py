@@ -27,14 +27,15 @@ def available() -> tuple[bool, str]:
 
 
 def run(quick: bool = False, n: int | None = None, steps: int | None = None) -> dict:
+    n = C.count_override("n", n, 100_000 if quick else 1_000_000)
+    steps = C.count_override("steps", steps, 3 if quick else 4)
     ok, why = available()
     if not ok:
         return dict(case=NAME, title=TITLE, status="not available", reason=why, comparisons=[], targets=[])
     from .._sweep._bench import bench_distributed, bench_sweep
 
     sw = bench_sweep(quick)
-    n = n or (100_000 if quick else 1_000_000)
-    dist = bench_distributed(n, steps=steps or (3 if quick else 4))
+    dist = bench_distributed(n, steps=steps)
     comps = [C.comparison(f"sweep of {sw['tasks']} tasks", f"{sw['workers']} local dask workers", "serial, one process",
                           sw["cluster_s"], sw["serial_s"]),
              C.comparison(f"particles-sh RK4 step, N = {dist['n']:,}", f"distributed, {dist['workers']} workers × 1 thread",
