@@ -676,7 +676,8 @@ def test_a_zero_count_override_is_refused_by_name(case, key):
 
 @pytest.mark.parametrize("case, key, value, match", [
     ("particles", "dense_limit_s", 0.0, r"`dense_limit_s` must be finite and > 0; got dense_limit_s=0.0\."),
-    ("hybrid", "reference", (), r"`reference` must be a pair \(lmax, oversample\) of integers >= 1; got reference=\(\)"),
+    ("hybrid", "reference", (), r"`reference` must be a pair \(lmax, oversample\) of integers >= 1; got "
+                                r"reference=\(\)"),
     ("hybrid", "reference", (0, 2), r"`reference lmax` must be an integer >= 1; got reference lmax=0\."),
     ("hybrid", "reference", (24, 0), r"`reference oversample` must be an integer >= 1; got reference oversample=0\."),
 ])

@@ -437,8 +437,8 @@ def test_radii_reaching_zero_together_are_counted(backend):
     with pytest.warns(mf.MeanfieldWarning, match="min_step"):
         tr = mf.simulate(m, mf.Particles(x, radii=[0.3, 0.3, 1.0]), 5.0, backend=backend, min_step=1e-7)
     assert tr.status is mf.Status.STEP_TOO_SMALL
-    assert re.search(r"Token [01]'s radius is r = \S+, falling at dr/dt = -0.537: the scheme's radial law drives it to 0 "
-                     r"within \S+ \(and 1 more token\(s\)\), where", tr.detail), tr.detail
+    assert re.search(r"Token [01]'s radius is r = \S+, falling at dr/dt = -0.537: the scheme's radial law drives it "
+                     r"to 0 within \S+ \(and 1 more token\(s\)\), where", tr.detail), tr.detail
 
 
 # ------------------------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ def _reference(value, default) -> tuple[int, int]:
         return default
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"`reference` must be a pair (lmax, oversample) of integers >= 1; got reference={value!r}.")
-    return (C.count_override("reference lmax", value[0], None), C.count_override("reference oversample", value[1], None))
+    return (C.count_override("reference lmax", value[0], None),
+            C.count_override("reference oversample", value[1], None))
 
 
 def run(quick: bool = False, hybrid=None, exact_n=None, reference=None) -> dict:
