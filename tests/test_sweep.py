@@ -492,13 +492,6 @@ def test_distributed_failed_step_is_diagnosed_as_in_one_process(threaded_client)
     assert out.detail == ref.detail and np.array_equal(out.times, ref.times)
 
 
-def test_distributed_seed_is_an_unsigned_64_bit_integer():
-    """Refused before any cluster starts, as a configuration's seed (it was any integer up to 1.8e308)."""
-    with pytest.raises(ValueError, match=r"`seed` must be an integer in \[0, 18446744073709551615\]; got "
-                                         r"seed=18446744073709551616\."):
-        distributed_particles_sh(mf.Model(beta=2.0), 10, 0.2, step=0.1, seed=2**64)
-
-
 def test_distributed_particles_sh_generated_tokens_and_errors(client):
     out = distributed_particles_sh(mf.Model(beta=2.0), 1001, 0.2, step=0.1, client=client, gather=False, seed=5)
     assert out.states == [None, None] and out.success

@@ -544,7 +544,6 @@ def distributed_particles_sh(model, particles, t_final, *, step=None, client=Non
     else:
         raise TypeError(f"`particles` must be meanfield.Particles or a token count N ≥ 1; got {particles!r}.")
     # every argument is checked here, before a local cluster is started (and before a run whose end would fail)
-    from .._config import SEED_MAX
     from .._validate import flag, nonneg_int, save_every_count
     from ..backends._stepper import check_fixed_step_count
 
@@ -564,7 +563,7 @@ def distributed_particles_sh(model, particles, t_final, *, step=None, client=Non
         if shards > n_total:
             raise ValueError(f"`shards` must be in [1, {n_total}] (the token count); got shards={shards!r}.")
     if not isinstance(particles, Particles) and seed is not None:      # None: fresh entropy, as numpy takes it
-        seed = nonneg_int("seed", seed, maximum=SEED_MAX)      # as a configuration's seed: an unsigned 64-bit integer
+        seed = nonneg_int("seed", seed, within="float64")      # a seed, not a count: numpy takes any size
     gather = flag("gather", gather)        # "no" would gather every state
     progress = flag("progress", progress)
     from ._runner import check_client
