@@ -777,6 +777,20 @@ def test_distributed_failed_stage_stops_as_one_process(threaded_client, monkeypa
     assert np.max(np.abs(out.final.positions - ref.final.positions)) < 1e-12
 
 
+def test_vanishing_radii_of_the_shards_name_the_smallest_and_count_all():
+    from meanfield._sweep._distributed import _vanishing_radii
+    from meanfield.backends._stepper import _VANISHING_TAIL
+
+    def told(j, r, more=""):
+        return f" Token {j}'s radius is r = {r:.3g}, falling at dr/dt = -1: the scheme's radial law drives it to 0 " \
+               f"within {r:.3g}{more}{_VANISHING_TAIL}"
+    parts = [(1.0, 2e-8, told(1, 2e-8)), (1.0, 5e-9, told(7, 5e-9, " (and 2 more token(s))")), (1.0, 0.5, "")]
+    assert _vanishing_radii(parts) == told(7, 5e-9, " (and 3 more token(s))")
+    assert _vanishing_radii(parts[:1]) == told(1, 2e-8)
+    assert _vanishing_radii([(1.0, 1e-9, ""), parts[0]]) == ""     # the smallest radius of all is not vanishing
+    assert _vanishing_radii([(1.0, np.inf, ""), (1.0, np.inf, "")]) == ""      # no radius
+
+
 def test_shards_detail_counts_like_diagnoses_only():
     from meanfield._sweep._distributed import _shards_detail
     speed = "The speed factor of scheme='peri-ln' is {} for token {}{} at t=0.1, so dθ/dt = P_θA/s is undefined."

@@ -107,6 +107,21 @@ def _shards_detail(details: list) -> str:
     return f"{first[:m.end()]} (and {total - 1} more){first[m.end():]}"
 
 
+def _vanishing_radii(parts) -> str:
+    """The shards' accounts of a radius about to reach 0 ((largest velocity component, smallest radius, account) of
+    :meth:`Shard.stall_detail`) as one process gives it: the smallest radius of all named, the tokens of every
+    shard counted."""
+    from ..backends._stepper import _VANISHING_TAIL
+
+    first = min(parts, key=lambda p: p[1])[2]
+    if not first:       # one process tells only of the smallest radius of all
+        return ""
+    told = [p for p in parts if p[2]]
+    total = sum(1 + int(m.group(1)) if (m := _MORE.search(p[2])) else 1 for p in told)
+    more = f" (and {total - 1} more token(s))" if total > 1 else ""
+    return _MORE.sub("", first).replace(_VANISHING_TAIL, more + _VANISHING_TAIL)
+
+
 class Shard:
     """A dask actor holding a shard of tokens and its Runge–Kutta stages (the driver only sees μ̂)."""
 
@@ -868,9 +883,8 @@ class _Driver:
             return Status.NON_FINITE, _shards_detail(own) if own else generic
         parts = self._all("stall_detail")
         top = max(p[0] for p in parts)
-        radius = min(parts, key=lambda p: p[1])[2]      # the account of the smallest radius of all, as one process
         return Status.STEP_TOO_SMALL, (f"Step {h:.3g} < min_step={self.options['min_step']:.3g} at t={t:.6g}, where "
-                                       f"the largest velocity component is {top:.3g}.{radius}")
+                                       f"the largest velocity component is {top:.3g}.{_vanishing_radii(parts)}")
 
     def _step(self, ts, h, a, b, ParticleStepper):
         """One Runge–Kutta step from ``ts`` over the shards: "" (``self.mu`` is then that of the new state, or its

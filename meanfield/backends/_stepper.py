@@ -35,6 +35,7 @@ from .._validate import check_options
 
 TIMES = ("continuous", "layers")
 _NO_SMALLER_STEP = " A smaller step does not help."
+_VANISHING_TAIL = ", where dθ/dt = P_θA/s blows up (s ∝ r); no step size gets past that time."
 _ZERO_ATTENTION = ("the token attends to nothing (all the tokens it sees have zero weight, e.g. a padding token "
                    "first under a causal mask, or V = 0)")
 
@@ -740,9 +741,8 @@ class ParticleStepper:
             return ""
         count = int(np.count_nonzero(vanishing))
         more = f" (and {count - 1} more token(s))" if count > 1 else ""
-        return (f" Token {j + self._token_offset}'s radius is r = {r:.3g}, falling at dr/dt = {rate:.3g}: the scheme's radial law drives it "
-                f"to 0 within {r / -rate:.3g}{more}, where dθ/dt = P_θA/s blows up (s ∝ r); no step size gets past "
-                "that time.")
+        return (f" Token {j + self._token_offset}'s radius is r = {r:.3g}, falling at dr/dt = {rate:.3g}: the scheme's "
+                f"radial law drives it to 0 within {r / -rate:.3g}{more}{_VANISHING_TAIL}")
 
     def _advance_fixed(self, a, b):
         n = (b - a) / self.options["step"]
