@@ -89,7 +89,7 @@ class OptimalityCertificate:
     def message(self) -> str:
         return (f"δE/δμ = 2E·(1 ± {self.support_residual:.2e}) on the support ({100 * self.support_fraction:.1f}% "
                 f"of nodes), ≥ 2E·(1 − {self.off_support_violation:.2e}) off it; selection bias ≤ "
-                f"{self.regularization_energy:.2e} in E ({self.solver}, {self.iterations} iterations).")
+                f"{self.regularization_energy:.2e} in E ({self.solver}, {self.iterations} iteration{'' if self.iterations == 1 else 's'}).")
 
 
 @dataclass(frozen=True, eq=False, repr=False)
