@@ -637,10 +637,12 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
     ------
     ResultFileError
         When ``path`` is missing, damaged or not a meanfield result file (see :func:`load`).
+    TypeError
+        ``options`` is not a dict of names, or names an option the backend does not have (listed with the valid
+        ones, as :func:`simulate` refuses an unknown keyword).
     ValueError
-        ``t_final`` before the stored one, ``save_every`` without ``t_final``, or ``options`` the backend refuses
-        (an unknown name, listed with the valid ones, or an invalid value, e.g. ``lmax_max`` below the band limit
-        the run has reached).
+        ``t_final`` before the stored one, ``save_every`` without ``t_final``, or an ``options`` value the backend
+        refuses (e.g. ``lmax_max`` below the band limit the run has reached).
     """
     from ._io import load, read_resume_point, run_info
 
@@ -736,7 +738,8 @@ def _option_overrides(options, done: Trajectory, stored: dict) -> dict:
     known = set(defaults()) if defaults is not None else None
     unknown = sorted(set(options) - known) if known is not None else []
     if unknown:
-        raise ValueError(f"`options`: unknown option(s) {unknown} for backend={backend!r}; valid: {sorted(known)}.")
+        # a TypeError, as simulate's for an unknown keyword (resume(options={'foo': 1}) raised ValueError)
+        raise TypeError(f"`options`: unknown option(s) {unknown} for backend={backend!r}; valid: {sorted(known)}.")
     options = dict(options)
     if backend == "hybrid" and isinstance(done.final, Particles):
         spectral = sorted(set(options) - {"particle_options"})

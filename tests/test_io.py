@@ -474,7 +474,7 @@ def test_resume_options_are_checked_against_the_run(tmp_path):
     path = tmp_path / "c.h5"
     mf.simulate(mf.Model(2.0), mf.Particles.uniform(40, seed=0), 0.4, backend="particles", step=0.1,
                 save_every=0.2, checkpoint=path)
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['no_such'\]"):
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['no_such'\]"):
         mf.resume(path, options={"chunk": 64, "no_such": 1})
     with pytest.raises(ValueError, match="is complete: give `t_final`"):
         mf.resume(path, options={"step": 0.05})
