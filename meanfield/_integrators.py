@@ -90,7 +90,8 @@ class ImplicitMethod:
     (``ParticleStepper._jacobian``: the exact backend's Post-LN, any heads, causal or not), else estimated by finite
     differences, n·d velocity evaluations each (n tokens in dimension d): meant for a few hundred tokens whose
     dynamics is stiff (USA attention and the gradient flow at large β, clusters that collapse fast and attract
-    slowly)."""
+    slowly).  BDF is scipy's with one more exit of its Newton iteration, at the rounding floor of its corrections
+    (:mod:`meanfield.backends._newton`)."""
     name: str
     order: int
     solver: str
@@ -98,6 +99,9 @@ class ImplicitMethod:
     implicit: bool = True
 
     def solver_class(self):
+        if self.solver == "BDF":        # its Newton iteration converges at the rounding floor (backends._newton)
+            from .backends._newton import FloorBDF
+            return FloorBDF
         from scipy import integrate
         return getattr(integrate, self.solver)
 

@@ -190,7 +190,7 @@ def test_the_closed_form_jacobian_is_used_where_it_applies_and_changes_nothing_b
 def test_an_implicit_gradient_flow_merges_metastable_clusters():
     """20 uniform tokens at β = 10 form two clusters (masses 0.6, 0.4, ⟨c₁, c₂⟩ ≈ −0.87) that attract at |v| ~ 5e-5:
     the explicit gradient flow, held at steps ~e^{−β}, took 22417 steps to reach t = 5.  BDF follows the slow
-    attraction, the merger at t ≈ 1.7e3 and the collapse, to the Dirac (measured: t = 1750, 4759 steps, 3.9–5.1 s at
+    attraction, the merger at t ≈ 1.7e3 and the collapse, to the Dirac (measured: t = 1750, 4396 steps, 3.0–7.9 s at
     find_stationary's implicit defaults rtol = 1e-8, atol = 1e-10)."""
     r = mf.find_stationary(mf.Particles.uniform(20, 3, seed=0), 10.0, t_max=5000.0, check_every=250.0, method="bdf")
     assert r.converged, r.message
@@ -303,3 +303,48 @@ def test_an_implicit_run_with_velocities_beyond_float64_norms_follows_the_closed
     r = np.array([x.radii for x in run.states])
     assert np.max(np.abs(r / (1 + run.times * np.exp(beta) / 2)[:, None] - 1)) < 1e-12
     assert max(abs(x.positions[0] @ x.positions[1]) for x in run.states) < 1e-12      # atol
+
+
+@pytest.mark.parametrize("spread", [1e-15, 1e-9])
+def test_bdf_holds_a_collapsed_cluster_at_the_rounding_floor_of_its_velocity(spread):
+    """20 tokens within ``spread`` of one point, USA Post-LN at β = 10 (the gradient flow of E, D = I): an exact
+    equilibrium once collapsed, but the velocity is the rounding of A − ⟨A, x⟩x, |A| ~ e^β, ~ε e^β = 5e-12 in the
+    directions J does not damp.  scipy's Newton iteration called two such corrections (2e-8..1e-6 of the error scale
+    against its tolerance 1e-4) diverged whenever the second was the larger, and halved the step: BDF's steps stayed
+    at 1e-5..1e-3 (here 2000 steps reached t = 0.29 and 1.0: STEP_TOO_SMALL at max_steps); with the floor's exit it
+    takes ~810 steps to t = 100.  The cluster stays collapsed and in place: the exact solution does not move."""
+    rng = np.random.default_rng(0)
+    center = np.array([0.36, 0.48, 0.8])
+    x = center + spread * rng.standard_normal((20, 3))
+    start = mf.Particles(x / np.linalg.norm(x, axis=1, keepdims=True))
+    run = mf.simulate(mf.Model(10.0, attention="unnormalized"), start, 100.0, backend="particles", method="bdf",
+                      rtol=1e-8, atol=1e-10, max_steps=2000)
+    assert run.status is mf.Status.OK, run.detail
+    p = run.final.positions
+    assert np.max(np.abs(p - p[0])) < 1e-15
+    assert np.max(np.abs(p - center)) < 1e-8        # rtol: measured 2.2e-11, the velocity's rounding over the run
+
+
+def _newton(increments, tol=1e-4):
+    """Both Newton iterations of a BDF step on corrections chosen in advance: I − cJ = I, c = 1, ψ = 0, scale 1, so
+    the k-th correction is f_k − Σ_{j<k} Δ_j and f returns the running sums of ``increments``."""
+    from scipy.integrate._ivp import bdf as scipy_bdf
+
+    from meanfield.backends._newton import solve_bdf_system
+
+    def run(solver):
+        values = iter(np.cumsum(increments))
+        return solver(lambda t, y: np.array([next(values)]), 1.0, np.zeros(1), 1.0, 0.0, None,
+                      lambda LU, b: b, np.ones(1), tol)
+    return run(solve_bdf_system), run(scipy_bdf.solve_bdf_system)
+
+
+def test_the_bdf_newton_iteration_converges_at_its_rounding_floor_only():
+    ours, scipys = _newton([1e-7, 1.2e-7, 1.0, 1.0])   # corrections at the floor: not shrinking, far within tol
+    assert ours[:2] == (True, 2) and ours[2][0] == pytest.approx(2.2e-7, rel=1e-12)
+    assert scipys[:2] == (False, 2)
+    for growing in ([1e-7, 2e-7, 1.0, 1.0], [1e-3, 1.2e-3, 1.0, 1.0]):  # doubled (CVODE's RDIV), or beyond tol
+        ours, scipys = _newton(growing)
+        assert ours[:2] == scipys[:2] == (False, 2)
+    ours, scipys = _newton([1e-3, 1e-5, 1e-7, 1.0])      # contracting: scipy's iteration, bit for bit
+    assert ours[:2] == scipys[:2] == (True, 2) and ours[2][0] == scipys[2][0]
