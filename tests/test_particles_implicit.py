@@ -348,3 +348,20 @@ def test_the_bdf_newton_iteration_converges_at_its_rounding_floor_only():
         assert ours[:2] == scipys[:2] == (False, 2)
     ours, scipys = _newton([1e-3, 1e-5, 1e-7, 1.0])      # contracting: scipy's iteration, bit for bit
     assert ours[:2] == scipys[:2] == (True, 2) and ours[2][0] == scipys[2][0]
+
+
+def test_the_bdf_newton_iteration_stands_in_for_scipys_own():
+    """FloorBDF runs scipy's BDF._step_impl with this module's solve_bdf_system: the same name and signature in
+    the installed scipy, else the substitution would fail (or, renamed, silently not happen)."""
+    import inspect
+
+    from scipy.integrate import BDF
+    from scipy.integrate._ivp import bdf as scipy_bdf
+
+    from meanfield.backends._newton import FloorBDF, solve_bdf_system
+
+    assert inspect.signature(solve_bdf_system) == inspect.signature(scipy_bdf.solve_bdf_system)
+    assert FloorBDF._step_impl.__code__ is BDF._step_impl.__code__
+    assert FloorBDF._step_impl.__globals__["solve_bdf_system"] is solve_bdf_system
+    assert scipy_bdf.solve_bdf_system is not solve_bdf_system          # scipy's module is left as it is
+    assert IMPLICIT_METHODS["bdf"].solver_class() is FloorBDF

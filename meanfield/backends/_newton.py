@@ -11,12 +11,13 @@ against a Newton tolerance of 1e-4, 1688 of 2688 Newton solves "diverged", each 
 order's equal-step count, and the steps stayed at 1e-5..1e-3 (STEP_TOO_SMALL at ``max_steps`` in an exact
 equilibrium).
 
-Here the test is SUNDIALS CVODE's (Hindmarsh et al., ACM TOMS 31, 2005, §2.1: ``cvNlsConvTest``): a correction
-that grew, but by less than RDIV = 2, ends the iteration as converged when it is itself within the Newton
-tolerance: the iterate then moved by less than the tolerance at every iteration and no iteration can move it less.
-scipy's tests are kept otherwise (converged when the geometric bound rate/(1 − rate)·‖Δ‖ is within the tolerance,
-diverged when the bound of the remaining iterations is not), so a run whose corrections contract is unchanged, bit
-for bit.  The accepted iterate's error is judged by the step's error estimate as before.
+Here one exit of SUNDIALS CVODE's test is added (``cvNlsConvTest`` in cvode_nls.c: converged when ‖Δ‖·min(1, rate)
+is within the tolerance, diverging when ‖Δ‖ > RDIV·‖Δ_prev‖, RDIV = 2): a correction that grew, but by less than
+RDIV, converges when it is itself within the Newton tolerance.  Corrections that stop shrinking at a size within
+the tolerance are the floor set by the velocity's rounding, which more iterations only redraw; a divergence grows
+them.  scipy's tests are kept otherwise (converged when the geometric bound rate/(1 − rate)·‖Δ‖ is within the
+tolerance, diverged when the bound of the remaining iterations is not), so an iteration whose corrections contract
+is scipy's, bit for bit.  The accepted iterate's error is judged by the step's error estimate as before.
 """
 from __future__ import annotations
 
