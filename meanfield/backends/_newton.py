@@ -11,13 +11,17 @@ against a Newton tolerance of 1e-4, 1688 of 2688 Newton solves "diverged", each 
 order's equal-step count, and the steps stayed at 1e-5..1e-3 (STEP_TOO_SMALL at ``max_steps`` in an exact
 equilibrium).
 
-Here one exit of SUNDIALS CVODE's test is added (``cvNlsConvTest`` in cvode_nls.c: converged when ‖Δ‖·min(1, rate)
-is within the tolerance, diverging when ‖Δ‖ > RDIV·‖Δ_prev‖, RDIV = 2): a correction that grew, but by less than
-RDIV, converges when it is itself within the Newton tolerance.  Corrections that stop shrinking at a size within
-the tolerance are the floor set by the velocity's rounding, which more iterations only redraw; a divergence grows
-them.  scipy's tests are kept otherwise (converged when the geometric bound rate/(1 − rate)·‖Δ‖ is within the
-tolerance, diverged when the bound of the remaining iterations is not), so an iteration whose corrections contract
-is scipy's, bit for bit.  The accepted iterate's error is judged by the step's error estimate as before.
+The corrections then measure the rounding of the implicit equation itself (c·δf, what an explicit step of the same
+h makes: h·δf), which no iteration removes.  scipy's Newton tolerance, tol = max(10ε/rtol, min(0.03, √rtol)) of the error scale,
+bounds the iteration error of a contracting iteration; against a floor ∝ h it would cap the step at
+h ≈ tol·rtol/(ε e^β) (β = 10: 0.2 at rtol = 1e-8, 4e-4 at rtol = 1e-10), far below what the error test asks.
+Here that floor is judged on the error test's scale, with SUNDIALS CVODE's bounds (``cvNlsConvTest`` in
+cvode_nls.c: converged when ‖Δ‖·min(1, rate) is within 0.1 of the error test's scale, NLSCOEF; diverging when
+‖Δ‖ > RDIV·‖Δ_prev‖, RDIV = 2): a correction that grew by less than RDIV converges when it is itself within
+:data:`FLOOR` = 0.1 of the error scale (or within scipy's tolerance, were that larger): a tenth of the tolerance
+of the step's error test, which judges the accepted iterate as before.  scipy's tests are kept otherwise (converged
+when the geometric bound rate/(1 − rate)·‖Δ‖ is within its tolerance, diverged when the bound of the remaining
+iterations is not), so an iteration whose corrections contract is scipy's, bit for bit.
 """
 from __future__ import annotations
 
@@ -29,11 +33,14 @@ from scipy.integrate._ivp import bdf as _scipy_bdf
 
 #: CVODE's RDIV: a correction more than this many times the previous one is divergence, whatever its size
 RDIV = 2.0
+#: CVODE's NLSCOEF: the largest correction (RMS of the error scale atol + rtol·|y|) that ends an iteration whose
+#: corrections stopped shrinking, at the rounding floor of the velocity
+FLOOR = 0.1
 
 
 def solve_bdf_system(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol):
     """scipy's ``solve_bdf_system`` (same arguments and returns: converged, iterations, y, d) with the rounding
-    floor's exit: a correction with 1 ≤ rate < :data:`RDIV` and a norm within ``tol`` converges."""
+    floor's exit: a correction with 1 ≤ rate < :data:`RDIV` and a norm within max(``tol``, :data:`FLOOR`) converges."""
     maxiter, norm = _scipy_bdf.NEWTON_MAXITER, _scipy_bdf.norm
     d = 0
     y = y_predict.copy()
@@ -46,7 +53,7 @@ def solve_bdf_system(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol):
         dy = solve_lu(LU, c * f - psi - d)
         dy_norm = norm(dy / scale)
         rate = None if dy_norm_old is None else dy_norm / dy_norm_old
-        floor = rate is not None and 1 <= rate < RDIV and dy_norm <= tol
+        floor = rate is not None and 1 <= rate < RDIV and dy_norm <= max(tol, FLOOR)
         if rate is not None and not floor and (rate >= 1 or rate ** (maxiter - k) / (1 - rate) * dy_norm > tol):
             break
         y += dy
