@@ -12,9 +12,9 @@ order's equal-step count, and the steps stayed at 1e-5..1e-3 (STEP_TOO_SMALL at 
 equilibrium).
 
 The corrections then measure the rounding of the implicit equation itself (c·δf, what an explicit step of the same
-h makes: h·δf), which no iteration removes.  scipy's Newton tolerance, tol = max(10ε/rtol, min(0.03, √rtol)) of the error scale,
-bounds the iteration error of a contracting iteration; against a floor ∝ h it would cap the step at
-h ≈ tol·rtol/(ε e^β) (β = 10: 0.2 at rtol = 1e-8, 4e-4 at rtol = 1e-10), far below what the error test asks.
+h makes: h·δf), which no iteration removes.  scipy's Newton tolerance, tol = max(10ε/rtol, min(0.03, √rtol)) of
+the error scale, bounds the iteration error of a contracting iteration; against a floor ∝ h it would cap the step
+at h ≈ tol·rtol/(ε e^β) (β = 10: 0.2 at rtol = 1e-8, 4e-4 at rtol = 1e-10), far below what the error test asks.
 Here that floor is judged on the error test's scale, with SUNDIALS CVODE's bounds (``cvNlsConvTest`` in
 cvode_nls.c: converged when ‖Δ‖·min(1, rate) is within 0.1 of the error test's scale, NLSCOEF; diverging when
 ‖Δ‖ > RDIV·‖Δ_prev‖, RDIV = 2): a correction that grew by less than RDIV converges when it is itself within
