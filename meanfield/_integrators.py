@@ -100,8 +100,14 @@ class ImplicitMethod:
 
     def solver_class(self):
         if self.solver == "BDF":        # its Newton iteration converges at the rounding floor (backends._newton)
-            from .backends._newton import FloorBDF
-            return FloorBDF
+            from .backends import _newton
+            if _newton.FloorBDF is not None:
+                return _newton.FloorBDF
+            import scipy
+            from ._errors import warn
+            warn(f"method='bdf' runs scipy {scipy.__version__}'s BDF unchanged: {_newton.MISMATCH}, so meanfield's "
+                 "Newton exit at the rounding floor cannot stand in for it (a fully collapsed cluster may then stall "
+                 "with STEP_TOO_SMALL; docs/numerics.md, stiff particle runs).")
         from scipy import integrate
         return getattr(integrate, self.solver)
 

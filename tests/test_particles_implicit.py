@@ -371,3 +371,23 @@ def test_the_bdf_newton_iteration_stands_in_for_scipys_own():
     assert FloorBDF._step_impl.__globals__["solve_bdf_system"] is solve_bdf_system
     assert scipy_bdf.solve_bdf_system is not solve_bdf_system          # scipy's module is left as it is
     assert IMPLICIT_METHODS["bdf"].solver_class() is FloorBDF
+
+
+def test_a_scipy_whose_bdf_differs_runs_its_bdf_unchanged_with_a_warning(monkeypatch):
+    """scipy's BDF internals are private: a release that changes them must not make method='bdf' fail."""
+    import types
+
+    from scipy.integrate import BDF
+    from scipy.integrate._ivp import bdf as scipy_bdf
+
+    from meanfield.backends import _newton
+
+    assert _newton.MISMATCH == ""
+    renamed = types.SimpleNamespace(**{k: v for k, v in vars(scipy_bdf).items() if k != "solve_bdf_system"})
+    assert "no longer calls" in _newton.scipy_mismatch(renamed, BDF._step_impl)
+    other = types.SimpleNamespace(**{**vars(scipy_bdf), "solve_bdf_system": lambda fun, t, y: None})
+    assert "is not solve_bdf_system" in _newton.scipy_mismatch(other, BDF._step_impl)
+    monkeypatch.setattr(_newton, "FloorBDF", None)
+    monkeypatch.setattr(_newton, "MISMATCH", "its BDF._step_impl no longer calls solve_bdf_system")
+    with pytest.warns(mf.MeanfieldWarning, match="runs scipy .*'s BDF unchanged: its BDF._step_impl no longer"):
+        assert IMPLICIT_METHODS["bdf"].solver_class() is BDF

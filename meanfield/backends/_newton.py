@@ -25,6 +25,7 @@ iterations is not), so an iteration whose corrections contract is scipy's, bit f
 """
 from __future__ import annotations
 
+import inspect
 import types
 
 import numpy as np
@@ -65,18 +66,38 @@ def solve_bdf_system(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol):
     return converged, k + 1, y, d
 
 
+def scipy_mismatch(bdf_module, step_impl) -> str:
+    """Why the installed scipy's BDF is not the one this module stands in for ("" when it is): its ``_step_impl``
+    must call ``solve_bdf_system``, with our signature, and the module must define what ours reads.  scipy's private
+    internals may change in any release; then the run takes scipy's BDF as it is (with a warning), not an error."""
+    ours = inspect.signature(solve_bdf_system)
+    theirs = getattr(bdf_module, "solve_bdf_system", None)
+    if theirs is None or "solve_bdf_system" not in step_impl.__code__.co_names:
+        return "its BDF._step_impl no longer calls solve_bdf_system"
+    try:
+        if inspect.signature(theirs) != ours:
+            return f"its solve_bdf_system{inspect.signature(theirs)} is not solve_bdf_system{ours}"
+    except (TypeError, ValueError):
+        return "its solve_bdf_system has no signature to compare"
+    missing = [name for name in ("NEWTON_MAXITER", "norm") if not hasattr(bdf_module, name)]
+    return f"its bdf module lacks {missing}" if missing else ""
+
+
 def _with_newton(step_impl):
     """scipy's ``BDF._step_impl`` itself, its global ``solve_bdf_system`` bound to this module's (scipy's module is
     left as it is: other users of its BDF in the process keep its iteration)."""
-    if "solve_bdf_system" not in step_impl.__code__.co_names:
-        raise ImportError("scipy's BDF._step_impl no longer calls solve_bdf_system: meanfield's BDF (its Newton "
-                          "iteration's rounding floor) needs updating for this scipy version.")
     scope = {**vars(_scipy_bdf), "solve_bdf_system": solve_bdf_system}
     return types.FunctionType(step_impl.__code__, scope, step_impl.__name__, step_impl.__defaults__,
                               step_impl.__closure__)
 
 
-class FloorBDF(BDF):
-    """:class:`scipy.integrate.BDF` whose Newton iteration converges at the rounding floor of its corrections (see
-    the module docstring); everything else is scipy's."""
-    _step_impl = _with_newton(BDF._step_impl)
+#: "" where FloorBDF stands in for the installed scipy's BDF; else why not (then FloorBDF is None)
+MISMATCH = scipy_mismatch(_scipy_bdf, BDF._step_impl)
+
+if MISMATCH:
+    FloorBDF = None
+else:
+    class FloorBDF(BDF):
+        """:class:`scipy.integrate.BDF` whose Newton iteration converges at the rounding floor of its corrections
+        (see the module docstring); everything else is scipy's."""
+        _step_impl = _with_newton(BDF._step_impl)
