@@ -633,11 +633,25 @@ class FEDensity:
         return vals.reshape(p.shape[:-1])
 
     def mass(self) -> float:
-        """∫ ρ dσ (by the space's quadrature)."""
+        """∫ ρ dσ, by the space's quadrature.
+
+        Returns
+        -------
+        float
+            The mass (dimensionless; σ is the normalized uniform measure, so the uniform ρ = 1 has mass 1).
+        """
         return float(self.space.mass @ self.values)
 
     def atoms(self):
-        """Quadrature nodes (Q, 3) and weights σ_q ρ(x_q) (Q,): ∫ f ρ dσ ≈ Σ_q a_q f(x_q)."""
+        """The density as weighted quadrature nodes: ∫ f ρ dσ ≈ Σ_q a_q f(x_q).
+
+        Returns
+        -------
+        points : ndarray, shape (Q, 3)
+            The quadrature nodes x_q on S² (unit vectors).
+        weights : ndarray, shape (Q,)
+            a_q = σ_q ρ(x_q), σ_q the node's quadrature weight (they sum to :meth:`mass`; negative where ρ is).
+        """
         return self.space.points, self.space.weights * (self.space.basis @ self.values)
 
     def to_density(self, lmax: int):
