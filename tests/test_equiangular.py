@@ -294,10 +294,107 @@ def test_hitting_times_of_a_fast_usa_collapse_match_the_quadrature(beta):
         assert t == pytest.approx(exact, rel=1e-9)
 
 
-def test_an_unresolvable_usa_collapse_names_its_cause_and_the_way_out():
-    """At β = 100 (USA, r0 = 1) a step overshoots ρ = 1 and the ODE turns non-finite; the error only said "ask for a
-    larger r0", which is 1 here.  It now names the e^(βρ) speed-up and points to equiangular_time."""
-    with pytest.raises(mf.ConvergenceError, match=r"r0=1;.*e\^\(βρ\).*equiangular_time gives the time of the collapse"):
-        mf.equiangular("post-ln", 100.0, 3, [0.01, 0.1], attention="unnormalized")
-    t_collapse = mf.equiangular_time("post-ln", 100.0, 3, 0.999, attention="unnormalized")
-    assert 0.01 < t_collapse < 0.02
+def _usa_post_ln_time(beta, n, rho, rho0=0.0):
+    """t(ρ) = ∫_ρ0^ρ n e^{−βu} / (2(1 − u)(1 + (n−1)u)) du: Post-LN under USA is separable, dρ/dt =
+    (2/n) e^{βρ}(1 − ρ)(1 + (n−1)ρ) (the module's b = e^{βρ}/n, s = 1; n = 2: e^{βρ}(1 − ρ²))."""
+    from scipy.integrate import quad
+    return quad(lambda u: n * np.exp(-beta * u) / (2 * (1 - u) * (1 + (n - 1) * u)), rho0, rho,
+                epsabs=1e-300, epsrel=1e-13, limit=500,
+                points=[rho0 + p / beta for p in (1, 5, 20) if rho0 + p / beta < rho])[0]
+
+
+def _usa_post_ln_rounds_to_one(beta, n):
+    """A time after which the exact ρ(t) is 1 in float64 (1 − ρ < 2^-54): t(0.999) plus a bound of the rest,
+    e^{−0.999β} n / (2(1 + 0.999(n−1))) · log(0.001 / 2^-54)."""
+    rest = np.exp(-0.999 * beta) * n / (2 * (1 + 0.999 * (n - 1))) * np.log(1e-3 * 2.0 ** 54)
+    return _usa_post_ln_time(beta, n, 0.999) + rest
+
+
+def _consistent_with_the_quadrature(beta, n, t, rho, rel):
+    """ρ(t) checked where it is well conditioned, in t: the quadrature's time of the value returned is t to ``rel``.
+    Near a fast collapse ρ(t) is a step of width ~e^{−β} (below one ulp of t from ρ ≈ 40/β): any ρ within the
+    collapse answers a t that is the collapse's time to float64, and ρ = 1 answers a t past it."""
+    if rho < 1:
+        return abs(_usa_post_ln_time(beta, n, rho) - t) <= rel * t
+    return _usa_post_ln_rounds_to_one(beta, n) <= t * (1 + rel)
+
+
+@pytest.mark.parametrize("n", [2, 5])
+@pytest.mark.parametrize("beta", [100.0, 200.0, 700.0, 709.7])
+def test_a_usa_collapse_at_large_beta_matches_the_quadrature(beta, n):
+    """USA speeds ρ up like e^{βρ}: at β = 100 ρ crossed (0.3, 1) within one ulp of t, LSODA overshot ρ = 1 and the ODE
+    became non-finite (ConvergenceError for β = 100, 200, 700; β = 50 passed).  The integration now hands over to the
+    arc length σ (dt/dσ ≤ 1) when the collapse outruns the clock.  1e-9: the global error of the ODE at rtol 1e-12 in
+    t (3.5e-11 relative at β = 100, n = 2; the hitting times agree to 2e-10 at β = 700).  At β = 709.7 the rate 2e^β
+    of 1 − ρ overflows float64."""
+    levels = [0.5 / beta, 5 / beta, 20 / beta, 30 / beta]      # from 30/β on the integration runs in σ
+    t_c = _usa_post_ln_time(beta, n, 0.999)
+    times = [_usa_post_ln_time(beta, n, level) for level in levels] + [t_c, t_c * (1 + 1e-8), 2 * t_c, 1.0, 2.0]
+    rho, r = mf.equiangular("post-ln", beta, n, times, attention="unnormalized")
+    assert rho[0] == pytest.approx(levels[0], rel=1e-9)          # slow yet: ρ itself is well conditioned
+    for t, value in zip(times, rho):
+        assert _consistent_with_the_quadrature(beta, n, t, value, rel=1e-9), (t, value)
+    # past the collapse the exact ρ is 1 in float64 (1 − ρ < 2^-54), and so is the value returned
+    assert _usa_post_ln_rounds_to_one(beta, n) < t_c * (1 + 1e-8)
+    assert np.all(rho[-4:] == 1.0) and np.all(np.diff(rho) >= 0) and np.all(r == 1.0)
+    # the time of the collapse, and ρ on either side of it
+    hit = mf.equiangular_time("post-ln", beta, n, [0.5, 0.999], attention="unnormalized")
+    np.testing.assert_allclose(hit, [_usa_post_ln_time(beta, n, 0.5), t_c], rtol=1e-9)
+    before, after = mf.equiangular("post-ln", beta, n, [hit[1] * (1 - 1e-8), hit[1] * (1 + 1e-8)],
+                                   attention="unnormalized")[0]
+    assert before < 0.5 and after == 1.0
+
+
+@pytest.mark.parametrize("beta", [50.0, 100.0, 700.0])
+def test_usa_collapses_of_ln_scaling_and_mix_ln_at_large_beta(beta):
+    """The other schemes whose USA collapse is reached (Pre-LN's radius grows like e^β t and slows it to ρ ~ e^{−β};
+    Peri-LN and nGPT are SA's ODE): LN-Scaling is Post-LN on the clock 2(√(t+1) − 1); Mix-LN with τ after the collapse
+    is Post-LN, then Pre-LN at ρ = 1, where dr/dt = ⟨θ, A⟩ = n a = e^β: r = r0 + e^β (t − τ).  Both stopped with a
+    ConvergenceError ("became non-finite") from β = 100; at β = 50 r(τ) came out 2.000002 for r0 = 2 (the first step
+    of Pre-LN, from speed e^β/r0, ends below one ulp of τ, and its end was returned at τ).  r to 1e-9: log r (≈ β) is
+    integrated to rtol·|log r| ≈ 1e-10 per step."""
+    n, r0, tau = 2, 2.0, 0.5
+    t = np.array([_usa_post_ln_time(beta, n, 5 / beta), _usa_post_ln_time(beta, n, 30 / beta), 0.1, 0.3])
+    clock = 2 * (np.sqrt(t + 1) - 1)
+    rho, _ = mf.equiangular("ln-scaling", beta, n, t, attention="unnormalized")
+    for c, value in zip(clock, rho):
+        assert _consistent_with_the_quadrature(beta, n, c, value, rel=1e-9), (c, value)
+    assert np.all(rho[2:] == 1.0)
+    rho, r = mf.equiangular("mix-ln", beta, n, [0.1, tau, 0.75, 1.0], r0=r0, tau=tau, attention="unnormalized")
+    assert np.all(rho == 1.0)
+    np.testing.assert_allclose(r, [r0, r0, r0 + np.exp(beta) * 0.25, r0 + np.exp(beta) * 0.5], rtol=1e-9)
+
+
+def test_particles_agree_with_a_usa_collapse_up_to_where_they_resolve_it():
+    """Two orthonormal tokens, USA Post-LN, β = 100: the particle backend (rk45, rtol 1e-12) follows the collapse up
+    to ρ ≈ 0.2 (its step then falls below min_step); there both agree, compared in t as above (ρ' ~ e^{βρ})."""
+    from test_particles import equiangular_start
+
+    beta, n = 100.0, 2
+    times = [_usa_post_ln_time(beta, n, level) for level in (0.01, 0.05, 0.1, 0.15)]
+    model = mf.Model(beta=beta, scheme="post-ln", d=n, attention="unnormalized")
+    traj = mf.simulate(model, equiangular_start(n), times[-1], backend="particles", t_eval=times, method="rk45",
+                       rtol=1e-12, atol=1e-14)
+    assert traj.success
+    particles = [state.positions[0] @ state.positions[1] for state in traj.states[1:]]
+    rho, _ = mf.equiangular("post-ln", beta, n, times, attention="unnormalized")
+    for t, p, e in zip(times, particles, rho):
+        assert abs(_usa_post_ln_time(beta, n, p) - _usa_post_ln_time(beta, n, e)) <= 1e-9 * t, (t, p, e)
+    assert particles[-1] > 0.1
+
+
+def test_a_usa_collapse_reached_near_t_0_stays_at_one():
+    """From ρ0 = 0.9 at β = 100 the collapse ends near t = 5e-41, where t resolves it; LSODA's history then carried ρ
+    past 1 (1 + 7e-15 at t = 5e-17), the rate 5e43 of 1 − ρ made the next step diverge and the ODE stopped
+    ("non-finite at t=2.9e-16").  A step that reaches ρ = 1 in float64 now restarts there, ρ = 1 kept exactly.
+    The hitting times' global error is ~1e3·rtol here (measured 8e-8, 1.3e-8, 1.2e-9, 1.8e-10 at rtol = 1e-10 … 1e-13,
+    ρ moving by only 0.05 to the first level): 5e-9 at rtol = 1e-12, and smaller at 1e-13."""
+    beta, n, rho0, levels = 100.0, 2, 0.9, (0.95, 0.999)
+    exact = np.array([_usa_post_ln_time(beta, n, level, rho0) for level in levels])
+    hit = mf.equiangular_time("post-ln", beta, n, levels, attention="unnormalized", rho0=rho0)
+    finer = mf.equiangular_time("post-ln", beta, n, levels, attention="unnormalized", rho0=rho0, rtol=1e-13)
+    np.testing.assert_allclose(hit, exact, rtol=5e-9)
+    assert np.all(np.abs(finer - exact) < np.abs(hit - exact) / 3)
+    rho, _ = mf.equiangular("post-ln", beta, n, [0.0, hit[0], 1e-30, 1.0, 2.0], attention="unnormalized", rho0=rho0)
+    assert rho[0] == rho0 and abs(_usa_post_ln_time(beta, n, rho[1], rho0) - hit[0]) <= 5e-9 * hit[0]
+    assert np.all(rho[2:] == 1.0)

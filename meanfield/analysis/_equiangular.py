@@ -20,11 +20,19 @@ law of the scheme (read from :mod:`meanfield._schemes`),
 For SA this is dρ/dt = (2/s) e^{βρ}(1 − ρ)(1 + (n−1)ρ)/(e^β + (n−1)e^{βρ}), the equation stated with the
 reference values (docs/validation.md); at β = 0 its Post-LN solution from ρ = 0 is
 ρ(t) = (e^{2t} − 1)/(e^{2t} + n − 1).
+
+Writing dρ/dt = κ (1 − ρ), κ = (2/s) b (1 + (n−1)ρ) is the rate at which 1 − ρ decays.  Under USA it grows like
+e^{βρ} (Post-LN: κ → 2e^β as ρ → 1), so at large β the collapse crosses most of (0, 1) within one ulp of t (from
+ρ ≈ 0.4 at β = 100), which no integration in t resolves.  The ODE is therefore integrated in t while it can be,
+and, once 1/κ falls below 2^30 ulps of t, in the arc length σ, dσ = (1 + κ + |d log r/dt|) dt, of the state
+(s, log r, t) with s = −log(1 − ρ): every rate there is in [−1, 1], and the collapse is a stretch of σ ~ 40.  When
+ρ rounds to 1 in float64 (1 − ρ < 2^-54; ρ never decreases), or a step in t reaches 1 while 1/κ is below 2^30 ulps
+of t, the integration goes on in t from ρ = 1 exactly, an equilibrium, with the radius alone.
 """
 from __future__ import annotations
 
 import numpy as np
-from scipy.integrate import solve_ivp
+from scipy.integrate import LSODA
 
 from .._errors import ConvergenceError, UnsupportedModelError
 from .._model import ATTENTIONS, Model
@@ -70,8 +78,8 @@ def _scheme_model(scheme, beta, alpha, tau, attention):
 # LSODA: near collapse ρ → 1 is a stable equilibrium, where an explicit method is held to O(1) steps by
 # stability (DOP853 took 1.0 s to t = 1e4 and would take hours to 1e8); LSODA switches to BDF there
 # (0.03 s to 1e8) and was also the more accurate at rtol = 1e-12 (7.7e-12 against 3.0e-11 for DOP853, both
-# against DOP853 at 1e-14, six schemes, β = 0.5..8, n = 3..50, t ≤ 30).
-_METHOD = "LSODA"
+# against DOP853 at 1e-14, six schemes, β = 0.5..8, n = 3..50, t ≤ 30).  It is stepped here (scipy's LSODA class)
+# so that the integration can change its independent variable mid-way (:func:`_steps`).
 
 
 #: LSODA (scipy) raises a smaller rtol to this, with only a UserWarning: refused up front instead
@@ -91,7 +99,8 @@ def _lsoda_rtol(rtol) -> float:
 
 
 def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e-14):
-    """Validate the common arguments; return (scheme row, model, rhs(t, [ρ, r]), n, ρ0, r0, rtol, atol), the
+    """Validate the common arguments; return (scheme row, model, (rhs(t, [ρ, log r]), rates(t, ρ, log r)), n, ρ0, r0,
+    rtol, atol), rates being (κ, d log r/dt) with dρ/dt = κ(1 − ρ), the
     tolerances as floats (passed on as given, atol=10**20 reached LSODA as an object array and crashed the
     interpreter with a segmentation fault)."""
     sch = get_scheme(scheme)
@@ -113,28 +122,43 @@ def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e
     rtol, atol = _lsoda_rtol(rtol), positive_float("atol", atol)
     model = _scheme_model(sch, beta, alpha, tau, attention)
 
+    def parts(time, rho, log_r):
+        r = np.exp(log_r)
+        _, b, radial, norm = equiangular_attention(beta, n, rho, attention)
+        s = sch.speed(np.asarray(r), np.asarray(norm), time, model)
+        dr = 0.0 if sch.radial is None else sch.radial(np.asarray(radial), np.asarray(norm), np.asarray(r), time, model)
+        return r, b, norm, s, dr
+
+    def over_s(v, s, r, norm, time):
+        # v / s; Peri-LN's r‖A‖, nGPT's ‖A‖/α overflow float64 (USA near β = 709.78) where v / s is finite: it read 0
+        out = v / s
+        if np.isposinf(s):
+            scaled = over_overflowed_speed(sch, np.reshape(v, (1, 1)), s, np.reshape(r, 1), np.reshape(norm, 1),
+                                           time, model)
+            out = out if scaled is None else scaled[0, 0]
+        return out
+
     def rhs(time, y):
         # the state is (ρ, log r): with r0 = 1e-150 the Jacobian entry ∂ρ'/∂r ~ ρ'/r overflowed and LSODA never
         # returned; ∂ρ'/∂log r = −ρ' (Pre-LN) stays finite, and atol is then a relative accuracy of r
         rho, log_r = y
-        r = np.exp(log_r)
-        _, b, radial, norm = equiangular_attention(beta, n, rho, attention)
-        s = sch.speed(np.asarray(r), np.asarray(norm), time, model)
-        drho = 2.0 * b * (1.0 - rho) * (1.0 + (n - 1) * rho) / s
-        if np.isposinf(s):     # Peri-LN's r‖A‖, nGPT's ‖A‖/α beyond float64 (USA near β = 709.78): dρ/dt read 0
-            scaled = over_overflowed_speed(sch, np.reshape(2.0 * b * (1.0 - rho) * (1.0 + (n - 1) * rho), (1, 1)),
-                                           s, np.reshape(r, 1), np.reshape(norm, 1), time, model)
-            drho = drho if scaled is None else scaled[0, 0]
-        dr = 0.0 if sch.radial is None else sch.radial(np.asarray(radial), np.asarray(norm), np.asarray(r), time, model)
+        r, b, norm, s, dr = parts(time, rho, log_r)
+        drho = over_s(2.0 * b * (1.0 - rho) * (1.0 + (n - 1) * rho), s, r, norm, time)
         return [float(drho), float(dr / r)]
 
-    return sch, model, rhs, n, rho0, r0, rtol, atol
+    def rates(time, rho, log_r):
+        """(κ, d log r/dt) with dρ/dt = κ (1 − ρ): κ, finite at ρ = 1, is the rate at which 1 − ρ decays."""
+        r, b, norm, s, dr = parts(time, rho, log_r)
+        # b / s first: 2b(1 + (n−1)ρ) itself overflows where s does (Peri-LN, USA β = 709.7), and inf/inf read NaN
+        return float(2.0 * over_s(b, s, r, norm, time) * (1.0 + (n - 1) * rho)), float(dr / r)
+
+    return sch, model, (rhs, rates), n, rho0, r0, rtol, atol
 
 
 def rho_rate(scheme, beta, n, t, rho, r=1.0, alpha=1.0, tau=None, attention="softmax") -> float:
     """dρ/dt of the equiangular ODE at the state (ρ, r) and time t (the right-hand side :func:`equiangular`
     integrates, whose state is (ρ, log r))."""
-    _, _, rhs, *_ = _setup(scheme, beta, n, 1.0, alpha, tau, attention, 0.0)
+    _, _, (rhs, _), *_ = _setup(scheme, beta, n, 1.0, alpha, tau, attention, 0.0)
     return rhs(t, [rho, np.log(r)])[0]
 
 
@@ -156,38 +180,171 @@ _MAX_EVALUATIONS = 1_000_000    # ~10 s; ordinary runs take 10²–10⁴, a coll
 
 
 class _Budget:
-    """A right-hand side that stops the integration with a ConvergenceError after _MAX_EVALUATIONS calls."""
+    """A right-hand side that stops the integration with a ConvergenceError after _MAX_EVALUATIONS calls.
 
-    def __init__(self, f, r0):
-        self.f, self.r0, self.calls = f, r0, 0
+    ``clock(x, y)`` is the time t at the solver's abscissa x and state y (x itself, or the state's t in σ)."""
 
-    def __call__(self, time, y):
+    def __init__(self, f, r0, clock=lambda x, y: x):
+        self.f, self.r0, self.clock, self.calls = f, r0, clock, 0
+
+    def __call__(self, x, y):
         self.calls += 1
         if self.calls > _MAX_EVALUATIONS:
             raise ConvergenceError(f"the equiangular ODE took over {_MAX_EVALUATIONS:,} evaluations and stopped at "
-                                   f"t={time:.6g}: its time scale is far below the span asked for (with r0={self.r0:g} "
-                                   "a Pre-LN-like speed r collapses the tokens in a time ~r0). Ask for a shorter span, "
-                                   "or a larger r0 or rtol.")
+                                   f"t={self.clock(x, y):.6g}: its time scale is far below the span asked for (with "
+                                   f"r0={self.r0:g} a Pre-LN-like speed r collapses the tokens in a time ~r0). Ask for "
+                                   "a shorter span, or a larger r0 or rtol.")
         with np.errstate(all="ignore"):
-            dy = self.f(time, y)
+            dy = self.f(x, y)
         if not np.all(np.isfinite(dy)):
-            # two causes: a radius r0 ≪ 1 (a Pre-LN-like speed 1/r), or USA at large β, whose speed grows like e^{βρ}
-            # (β = 100, r0 = 1: ρ crossed (0, 1) in under one ulp of t); "ask for a larger r0" alone misled there
-            raise ConvergenceError(f"the equiangular ODE became non-finite at t={time:.6g} (state {list(y)}): a step "
-                                   f"overshot a collapse whose time scale is below the integrator's resolution in t "
-                                   f"(r0={self.r0:g}; unnormalized attention speeds up like e^(βρ) as ρ → 1). Ask for "
-                                   "a larger r0, softmax attention or a smaller β, or a shorter span; "
+            raise ConvergenceError(f"the equiangular ODE became non-finite at t={self.clock(x, y):.6g} (state "
+                                   f"{list(y)}): a step overshot a collapse whose time scale is below the "
+                                   f"integrator's resolution in t (r0={self.r0:g}; a Pre-LN-like speed 1/r collapses "
+                                   "the tokens in a time ~r0). Ask for a larger r0 or a shorter span; "
                                    "equiangular_time gives the time of the collapse.")
         return dy
 
 
-def _solve(rhs, lo, hi, y0, r0, **kw):
-    """solve_ivp on the piece [lo, hi], its first step sized from the initial speed: LSODA's own choice stalled
-    at t = 0 when that speed was ~1e150 (r0 = 1e-150), and the budget ends a run that would not finish."""
-    f = _Budget(_inside(rhs, lo, hi), r0)
+def _first_step(f, lo, hi, y0):
+    """The first step, sized from the initial speed: LSODA's own choice stalled at t = 0 when that speed was ~1e150
+    (r0 = 1e-150)."""
     speed = float(np.max(np.abs(f(lo, y0))))
-    first = min(hi - lo, 1e-6 / speed) if speed > 0 and np.isfinite(speed) else None
-    return solve_ivp(f, (lo, hi), y0, method=_METHOD, first_step=first, **kw)
+    return min(hi - lo, 1e-6 / speed) if speed > 0 and np.isfinite(speed) else None
+
+
+#: κ·|t| (κ the rate of 1 − ρ, dρ/dt = κ(1 − ρ)) from which the integration in t hands over to the one in σ: 1/κ
+#: is then below 2^30 ulps of t.  LSODA's steps there are ~4e-4/κ (rtol 1e-12), 2^19 ulps; at USA β = 100 it went
+#: on to steps of 1 ulp at ρ ≈ 0.3 and then overshot ρ = 1 (ρ = 2131 at t = 0.0243, non-finite), at β = 700 from
+#: ρ ≈ 0.05.  Cases that never reach it (softmax attention, κ ≤ 2 for Post-LN, until t ≈ 2e6) keep their path.
+_SWITCH = 2.0 ** -30 / np.finfo(float).eps
+
+#: σ bound given to LSODA in σ (the loop ends when t reaches the piece's end or ρ rounds to 1)
+_SIGMA_MAX = 1e300
+
+
+def _outruns_the_clock(rates, t, y) -> bool:
+    """Whether 1/κ at the state y = (ρ, log r) and time t is below 2^30 ulps of t (:data:`_SWITCH`)."""
+    rho, log_r = float(y[0]), float(y[1])
+    with np.errstate(all="ignore"):
+        kappa, _ = rates(t, rho, log_r)
+    return bool(kappa * abs(t) >= _SWITCH)
+
+
+class _TimeStep:
+    """One LSODA step in t.  ``at(times)`` is (ρ, log r) at times in [t_old, t_new] from the step's dense output,
+    ``time_of(level)`` the time ρ reaches a level in (ρ_old, ρ_new].  Read it before the solver steps again."""
+
+    def __init__(self, solver, t_old, y_old):
+        self.solver, self.t_old, self.t_new, self.y_new = solver, t_old, solver.t, solver.y
+        self.rho_old, self.rho_new = float(y_old[0]), float(solver.y[0])
+
+    def at(self, times):
+        return self.solver.dense_output()(times)
+
+    def time_of(self, level):
+        dense = self.solver.dense_output() if self.t_new > self.t_old else None
+        return _crossing(dense, self.t_old, self.rho_old, self.t_new, self.rho_new, level)
+
+    def end(self, hi):
+        return list(self.y_new)      # the step ends at hi
+
+
+class _ArcStep:
+    """One LSODA step in σ of z = (s, log r, t), s = −log(1 − ρ); as :class:`_TimeStep`, t located on the dense
+    output (t_new ≥ hi may pass the piece's end)."""
+
+    def __init__(self, solver, z_old):
+        self.dense, self.z_old, self.z_new = solver.dense_output(), z_old, solver.y
+        self.sigma_old, self.sigma_new = solver.t_old, solver.t
+        self.t_old, self.t_new = float(z_old[2]), float(solver.y[2])
+        self.rho_old, self.rho_new = -np.expm1(-z_old[0]), -np.expm1(-solver.y[0])
+
+    def _state(self, sigma):
+        z = self.dense(np.asarray(sigma, dtype=float))
+        return np.array([-np.expm1(-z[0]), z[1]]), z[2]
+
+    def at(self, times):
+        sigma = [_crossing(self.dense, self.sigma_old, self.t_old, self.sigma_new, self.t_new, float(time), 2)
+                 for time in times]
+        return self._state(sigma)[0]
+
+    def time_of(self, level):
+        sigma = _crossing(self.dense, self.sigma_old, self.z_old[0], self.sigma_new, self.z_new[0],
+                          -np.log1p(-level), 0)
+        return float(np.clip(self._state(sigma)[1], self.t_old, self.t_new))
+
+    def end(self, hi):
+        return list(self.at([hi])[:, 0])
+
+
+def _steps(rhs, rates, lo, hi, y0, r0, rtol, atol):
+    """The steps of the ODE on the piece [lo, hi] from the state y0 = (ρ, log r) at lo, the last one ending at or
+    past hi.
+
+    In t (LSODA, as :func:`scipy.integrate.solve_ivp` steps it) until the collapse outruns the clock
+    (:data:`_SWITCH`); then in σ, dσ = (1 + κ + |d log r/dt|) dt, of z = (s, log r, t) with s = −log(1 − ρ), whose
+    rates ds/dσ = κ/(1 + κ + |·|) etc. are all in [−1, 1] however fast the collapse: a USA collapse at large β, which
+    crosses (0, 1) within one ulp of t, is there a step of σ ~ 40 while t moves by ~e^{−β}.  When ρ rounds to 1 in
+    float64 (s ≥ 54 ln 2; ρ never decreases), or a step in t reaches ρ ≥ 1 while the collapse outruns the clock,
+    the rest is integrated in t from ρ = 1 exactly, an equilibrium of the right-hand side: the radius alone."""
+    f = _Budget(_inside(rhs, lo, hi), r0)
+    start, y = lo, list(y0)
+    while True:
+        solver = LSODA(f, start, y, hi, first_step=_first_step(f, start, hi, y), rtol=rtol, atol=atol)
+        while solver.status == "running":
+            t_old, y_old = solver.t, solver.y
+            message = solver.step()
+            if solver.status == "failed":
+                raise ConvergenceError(f"equiangular ODE failed on [{lo}, {hi}]: {message}")
+            yield _TimeStep(solver, t_old, y_old)
+            if solver.status != "running":
+                return
+            if y[0] < 1.0 and _outruns_the_clock(rates, solver.t, solver.y):
+                break
+        else:
+            return
+        if solver.y[0] >= 1.0:
+            # collapsed: ρ = 1 is kept exactly by a fresh start (USA β = 100 from ρ0 = 0.9 reached ρ = 1 near t = 1e-40;
+            # LSODA's history then carried ρ to 1 + 7e-15 at t = 5e-17, where κ = 5e43 made the next step diverge:
+            # non-finite at t = 2.9e-16)
+            start, y = solver.t, [1.0, float(solver.y[1])]
+            continue
+        tail = yield from _arc_steps(rates, solver.t, solver.y, lo, hi, r0, rtol, atol)
+        if tail is None:
+            return
+        start, y = tail
+
+
+def _arc_steps(rates, t0, y0, lo, hi, r0, rtol, atol):
+    """:func:`_steps` in σ from the state y0 at t0; return (t, [1, log r]) where ρ rounds to 1 before hi, else None."""
+    inside = _inside(lambda time, y: rates(time, *y), lo, hi)
+
+    def arc(_, z):
+        s, log_r, time = z
+        kappa, dlog_r = inside(time, (-np.expm1(-s), log_r))
+        if np.isposinf(kappa):      # 2κ ~ 2e^β overflows from β = 709.09 (USA): dt/dσ ~ 1/κ is then below any ulp
+            return [1.0, 0.0 if np.isfinite(dlog_r) else np.nan, 0.0]
+        lam = 1.0 + kappa + abs(dlog_r)
+        return [kappa / lam, dlog_r / lam, 1.0 / lam]
+
+    f = _Budget(arc, r0, clock=lambda sigma, z: z[2])
+    z0 = [-np.log1p(-float(y0[0])), float(y0[1]), float(t0)]
+    # t ≥ t0 > 0 (κ·|t| ≥ _SWITCH) gets a purely relative tolerance: atol on it ended the collapse from ρ0 = 0.5 at
+    # USA β = 50 (t ~ 1e-12) 1.7e-8 early
+    solver = LSODA(f, 0.0, z0, _SIGMA_MAX, first_step=_first_step(f, 0.0, _SIGMA_MAX, z0), rtol=rtol,
+                   atol=[atol, atol, 0.0])
+    while solver.status == "running":
+        z_old = solver.y
+        message = solver.step()
+        if solver.status == "failed":
+            raise ConvergenceError(f"equiangular ODE failed on [{lo}, {hi}] (in σ, from t={t0:.6g}): {message}")
+        step = _ArcStep(solver, z_old)
+        yield step
+        if step.t_new >= hi:
+            return None
+        if step.rho_new == 1.0:
+            return step.t_new, [1.0, float(step.z_new[1])]
+    raise ConvergenceError(f"equiangular ODE did not reach t={hi} in σ ≤ {_SIGMA_MAX:g} (from t={t0:.6g}).")
 
 
 def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="softmax", rho0=0.0,
@@ -216,15 +373,17 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
     rho0 : float
         Initial inner product, in [−1/(n−1), 1) (0: an orthonormal start).
     rtol, atol : float
-        Tolerances of ``scipy.integrate.solve_ivp`` (LSODA, which turns implicit near the collapse
-        ρ → 1, so long times cost little); rtol in [2.22e-14, 1) (100 ulp: LSODA goes no lower), atol > 0.
-        They apply to the state (ρ, log r): the radius has the relative accuracy of log r's absolute one,
-        about atol + rtol·|log r| (7e-10 at rtol = 1e-12 for USA at β = 709, where r reaches e^703).
+        Tolerances of scipy's LSODA (which turns implicit near the collapse ρ → 1, so long times cost
+        little); rtol in [2.22e-14, 1) (100 ulp: LSODA goes no lower), atol > 0.  They apply to the state
+        (ρ, log r): the radius has the relative accuracy of log r's absolute one, about atol + rtol·|log r|
+        (7e-10 at rtol = 1e-12 for USA at β = 709, where r reaches e^703).  In the arc length of a fast
+        collapse (Notes) they apply to s = −log(1 − ρ), log r, and rtol alone to t.
 
     Returns
     -------
     rho : ndarray, shape (m,)
-        ⟨θ_i, θ_j⟩ at the times t (dimensionless).
+        ⟨θ_i, θ_j⟩ at the times t (dimensionless).  1 exactly once 1 − ρ < 2^-54 (float64 holds no closer value):
+        a USA collapse at large β (1 − ρ decays at the rate 2e^β for Post-LN) gives 1 from just after its time on.
     r : ndarray, shape (m,)
         The common radius (constant r0 for schemes without a radius).
 
@@ -232,11 +391,21 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
     ------
     UnsupportedModelError
         For layer-only schemes (anGPT).
+    ConvergenceError
+        When the integration cannot go on (a Pre-LN-like speed 1/r from r0 ≪ 1 collapses the tokens in a time ~r0).
+
+    Notes
+    -----
+    Where ρ moves faster than t can resolve (USA at large β: the collapse crosses (0.4, 1) within one ulp of t at
+    β = 100), ρ(t) is a step of width below one ulp, and its value at a time within the step is only as good as the
+    time: the errors are those of the hitting times, ~1e-11·t at rtol = 1e-12 (module docstring: the integration
+    then runs in an arc length in which the collapse is resolved).
     """
     t = increasing_times("t", t)
     if t[0] < 0:
         raise ValueError(f"`t` must be ≥ 0; got t[0]={t[0]!r}.")
-    sch, model, rhs, n, rho0, r0, rtol, atol = _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol, atol)
+    sch, model, (rhs, rates), n, rho0, r0, rtol, atol = _setup(scheme, beta, n, r0, alpha, tau, attention, rho0,
+                                                               rtol, atol)
 
     # integrate piecewise, split at the scheme's switch time (Mix-LN τ), where the velocity jumps
     cuts = _cuts(sch, model, t[-1])
@@ -251,11 +420,17 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
         last = hi == cuts[-1]
         if not last:
             te = np.append(te, hi)      # the state at the cut starts the next piece
-        sol = _solve(rhs, lo, hi, y0, r0, t_eval=te, rtol=rtol, atol=atol)
-        if not sol.success:
-            raise ConvergenceError(f"equiangular ODE failed on [{lo}, {hi}]: {sol.message}")
-        out[:, sel] = sol.y[:, :int(sel.sum())]
-        y0 = list(sol.y[:, -1])
+        # at lo itself the state is y0: a first step below one ulp of lo (USA Pre-LN after Mix-LN's τ, speed e^β/r0)
+        # ends at lo in float64, and its end was returned there (r(τ) = 2.000002 for r0 = 2 at β = 100)
+        vals, done = np.empty((2, te.size)), int(np.searchsorted(te, lo, side="right"))
+        vals[:, :done] = np.reshape(y0, (2, 1))
+        for step in _steps(rhs, rates, lo, hi, y0, r0, rtol, atol):
+            upto = int(np.searchsorted(te, step.t_new, side="right"))      # as solve_ivp's t_eval
+            if upto > done:
+                vals[:, done:upto] = step.at(te[done:upto])
+                done = upto
+        out[:, sel] = vals[:, :int(sel.sum())]
+        y0 = list(vals[:, -1])
     return out[0], np.exp(out[1])
 
 
@@ -281,7 +456,8 @@ def equiangular_time(scheme, beta, n, rho, r0=1.0, alpha=1.0, tau=None, *, atten
     float or ndarray
         The hitting times (shape of ``rho``).
     """
-    sch, model, rhs, n, rho0, r0, rtol, atol = _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol, atol)
+    sch, model, (rhs, rates), n, rho0, r0, rtol, atol = _setup(scheme, beta, n, r0, alpha, tau, attention, rho0,
+                                                               rtol, atol)
     t_max = positive_float("t_max", t_max)
     levels = real_array("rho", rho, allow_bool=False)   # np.asarray(float) raised "could not convert", naming nothing
     flat = np.atleast_1d(levels).ravel()
@@ -291,53 +467,43 @@ def equiangular_time(scheme, beta, n, rho, r0=1.0, alpha=1.0, tau=None, *, atten
     y0 = [rho0, np.log(r0)]
     cuts = _cuts(sch, model, t_max)
     for lo, hi in zip(cuts[:-1], cuts[1:]):
-        y0, done = _hitting_times(rhs, lo, hi, y0, r0, flat, out, rtol, atol)
+        y0, done = _hitting_times(rhs, rates, lo, hi, y0, r0, flat, out, rtol, atol)
         if done:
             break
     return float(out[0]) if levels.ndim == 0 else out.reshape(levels.shape)
 
 
-def _hitting_times(rhs, lo, hi, y0, r0, levels, out, rtol, atol):
-    """Step the ODE on [lo, hi] and set ``out[i]`` to the first time ρ reaches ``levels[i]`` (those still inf);
-    return (the state where it stopped, whether every level is reached).
+def _hitting_times(rhs, rates, lo, hi, y0, r0, levels, out, rtol, atol):
+    """Step the ODE on [lo, hi] (:func:`_steps`) and set ``out[i]`` to the first time ρ reaches ``levels[i]`` (those
+    still inf); return (the state at hi, whether every level is reached).
 
     The steps are taken here rather than by solve_ivp's events, whose root finder needs the dense output to
     change sign over the step: near a USA collapse at large β (speed ~e^{βρ}) ρ crosses most of (0, 1) within a
-    step shorter than one ulp of t, and solve_ivp raised "f(a) and f(b) must have different signs" (β ≥ 40).  Here
-    such a crossing is at the step's end, which is the hitting time to float64."""
-    from scipy.integrate import LSODA
+    step shorter than one ulp of t, and solve_ivp raised "f(a) and f(b) must have different signs" (β ≥ 40)."""
+    top, step = float(levels.max()), None
+    for step in _steps(rhs, rates, lo, hi, y0, r0, rtol, atol):
+        crossed = np.flatnonzero(np.isinf(out) & (levels > step.rho_old) & (levels <= step.rho_new))
+        for i in crossed:
+            out[i] = step.time_of(float(levels[i]))
+        if step.rho_new >= top:
+            return None, True
+    return step.end(hi), False
+
+
+def _crossing(dense, x_old, g_old, x_new, g_new, level, k=0) -> float:
+    """The abscissa in [x_old, x_new] at which component ``k`` of the step's solution, g_old < level ≤ g_new at its
+    ends, reaches ``level``: the root of the step's dense output, x_new for a step of zero length in float64, and the
+    step's chord where the dense output does not bracket the level (it differs from the step's ends by its own
+    error)."""
     from scipy.optimize import brentq
 
-    f = _Budget(_inside(rhs, lo, hi), r0)
-    speed = float(np.max(np.abs(f(lo, y0))))
-    first = min(hi - lo, 1e-6 / speed) if speed > 0 and np.isfinite(speed) else None
-    solver = LSODA(f, lo, y0, hi, first_step=first, rtol=rtol, atol=atol)
-    top = float(levels.max())
-    while solver.status == "running":
-        t_old, rho_old = solver.t, float(solver.y[0])
-        message = solver.step()
-        if solver.status == "failed":
-            raise ConvergenceError(f"equiangular ODE failed on [{lo}, {hi}]: {message}")
-        t_new, rho_new = solver.t, float(solver.y[0])
-        crossed = np.flatnonzero(np.isinf(out) & (levels > rho_old) & (levels <= rho_new))
-        dense = solver.dense_output() if crossed.size and t_new > t_old else None
-        for i in crossed:
-            out[i] = _crossing(dense, t_old, rho_old, t_new, rho_new, float(levels[i]), brentq)
-        if rho_new >= top:
-            return list(solver.y), True
-    return list(solver.y), False
-
-
-def _crossing(dense, t_old, rho_old, t_new, rho_new, level, brentq) -> float:
-    """The time in [t_old, t_new] at which ρ reaches ``level``, ρ(t_old) < level ≤ ρ(t_new): the root of the step's
-    dense output, t_new for a step of zero length in float64, and the step's chord where the dense output does
-    not bracket the level (it differs from the step's ends by its own error)."""
     if dense is None:
-        return float(t_new)
-    g_old, g_new = dense(t_old)[0] - level, dense(t_new)[0] - level
-    if g_old < 0 < g_new:
-        return float(brentq(lambda s: dense(s)[0] - level, t_old, t_new, xtol=1e-14, rtol=4 * np.finfo(float).eps))
-    if g_new == 0:
-        return float(t_new)
-    return float(t_old + (level - rho_old) / (rho_new - rho_old) * (t_new - t_old))
-
+        return float(x_new)
+    d_old, d_new = dense(x_old)[k] - level, dense(x_new)[k] - level
+    if d_old < 0 < d_new:
+        # relative only: xtol = 1e-14 ended the search at once for a hitting time of 5e-41 (1.4e-4 off)
+        return float(brentq(lambda x: dense(x)[k] - level, x_old, x_new, xtol=np.finfo(float).tiny,
+                            rtol=4 * np.finfo(float).eps))
+    if d_new == 0:
+        return float(x_new)
+    return float(x_old + (level - g_old) / (g_new - g_old) * (x_new - x_old))
