@@ -492,6 +492,20 @@ def test_distributed_failed_step_is_diagnosed_as_in_one_process(threaded_client)
     assert out.detail == ref.detail and np.array_equal(out.times, ref.times)
 
 
+@pytest.mark.parametrize("radii", [[0.21, 0.4, 0.4, 0.2], [0.22, 0.4, 0.4, 0.2]])
+def test_distributed_radii_reaching_zero_name_the_most_negative_as_one_process(threaded_client, radii):
+    """Tokens 0 and 3 (one on each shard) cross 0 in the same step: one process names the most negative radius
+    (token 3), the shards' merge named the first shard's (token 0, r = -0.0316 for -0.0334)."""
+    m = mf.Model(beta=1.0, scheme="pre-ln", V=-np.eye(3))
+    p = mf.Particles(mf.Particles.uniform(4, seed=3).positions, radii=radii)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = mf.simulate(m, p, 5.0, backend="particles-sh", step=0.1, threads=1)
+        out = distributed_particles_sh(m, p, 5.0, step=0.1, client=threaded_client, shards=2)
+    assert ref.detail.startswith("A radius reached ≤ 0 at t=0.5 (token 3 (and 1 more): r = -0.03")
+    assert out.status is ref.status is mf.Status.NON_FINITE and out.detail == ref.detail
+
+
 def test_distributed_particles_sh_generated_tokens_and_errors(client):
     out = distributed_particles_sh(mf.Model(beta=2.0), 1001, 0.2, step=0.1, client=client, gather=False, seed=5)
     assert out.states == [None, None] and out.success

@@ -73,6 +73,7 @@ def _shard_class():
 
 _MORE = re.compile(r" \(and (\d+) more( token\(s\))?\)")
 _TOKEN = re.compile(r"(?<=[Tt]oken )\d+")
+_RADIUS = re.compile(r"A radius reached ≤ 0 at t=\S+ \(token \d+(?: \(and \d+ more\))?: r = ([^)]+)\)")
 _NUMBER = re.compile(r"(?<!head )[-+]?(?:\d+\.?\d*(?:e[-+]?\d+)?|nan|inf)")     # (a head is part of the kind)
 
 
@@ -84,6 +85,9 @@ def _shards_detail(details: list) -> str:
     # a shard whose tokens only received the NaN of another's failed stage says "Non-finite state at t=…"; one
     # process gives the diagnosis of the stage that failed
     details = [d for d in details if not d.startswith("Non-finite state at t=")] or details
+    radii = [_RADIUS.match(d) for d in details]
+    if all(radii):      # one process names the most negative radius of all tokens (the first shard's is any)
+        details = [d for _, d in sorted(zip((float(m.group(1)) for m in radii), details), key=lambda p: p[0])]
     first = details[0]
     if not _TOKEN.search(first):
         return first
