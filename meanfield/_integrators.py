@@ -90,8 +90,8 @@ class ImplicitMethod:
     (``ParticleStepper._jacobian``: the exact backend's Post-LN, any heads, causal or not), else estimated by finite
     differences, n·d velocity evaluations each (n tokens in dimension d): meant for a few hundred tokens whose
     dynamics is stiff (USA attention and the gradient flow at large β, clusters that collapse fast and attract
-    slowly).  BDF is scipy's with one more exit of its Newton iteration, at the rounding floor of its corrections
-    (:mod:`meanfield.backends._newton`)."""
+    slowly).  The particle backends run BDF as scipy's with one more exit of its Newton iteration, at the rounding
+    floor of its corrections (:func:`meanfield.backends._newton.solver_class`)."""
     name: str
     order: int
     solver: str
@@ -99,15 +99,6 @@ class ImplicitMethod:
     implicit: bool = True
 
     def solver_class(self):
-        if self.solver == "BDF":        # its Newton iteration converges at the rounding floor (backends._newton)
-            from .backends import _newton
-            if _newton.FloorBDF is not None:
-                return _newton.FloorBDF
-            import scipy
-            from ._errors import warn
-            warn(f"method='bdf' runs scipy {scipy.__version__}'s BDF unchanged: {_newton.MISMATCH}, so meanfield's "
-                 "Newton exit at the rounding floor cannot stand in for it (a fully collapsed cluster may then stall "
-                 "with STEP_TOO_SMALL; docs/numerics.md, stiff particle runs).")
         from scipy import integrate
         return getattr(integrate, self.solver)
 

@@ -365,12 +365,14 @@ def test_the_bdf_newton_iteration_stands_in_for_scipys_own():
     from scipy.integrate._ivp import bdf as scipy_bdf
 
     from meanfield.backends._newton import FloorBDF, solve_bdf_system
+    from meanfield.backends._newton import solver_class as _newton_solver_class
 
     assert inspect.signature(solve_bdf_system) == inspect.signature(scipy_bdf.solve_bdf_system)
     assert FloorBDF._step_impl.__code__ is BDF._step_impl.__code__
     assert FloorBDF._step_impl.__globals__["solve_bdf_system"] is solve_bdf_system
     assert scipy_bdf.solve_bdf_system is not solve_bdf_system          # scipy's module is left as it is
-    assert IMPLICIT_METHODS["bdf"].solver_class() is FloorBDF
+    assert _newton_solver_class(IMPLICIT_METHODS["bdf"]) is FloorBDF
+    assert _newton_solver_class(IMPLICIT_METHODS["radau"]) is IMPLICIT_METHODS["radau"].solver_class()
 
 
 def test_a_scipy_whose_bdf_differs_runs_its_bdf_unchanged_with_a_warning(monkeypatch):
@@ -390,4 +392,4 @@ def test_a_scipy_whose_bdf_differs_runs_its_bdf_unchanged_with_a_warning(monkeyp
     monkeypatch.setattr(_newton, "FloorBDF", None)
     monkeypatch.setattr(_newton, "MISMATCH", "its BDF._step_impl no longer calls solve_bdf_system")
     with pytest.warns(mf.MeanfieldWarning, match="runs scipy .*'s BDF unchanged: its BDF._step_impl no longer"):
-        assert IMPLICIT_METHODS["bdf"].solver_class() is BDF
+        assert _newton.solver_class(IMPLICIT_METHODS["bdf"]) is BDF

@@ -54,6 +54,7 @@ class _Segment:
         # independent groups: a block-diagonal Jacobian, factorized sparse (scipy's splu), and with finite differences
         # one evaluation per column of a block (scipy groups the columns of different blocks)
         sparsity = self._block_pattern() if st._jacobian_blocks > 1 else None
+        from ._newton import solver_class     # scipy's solvers: imported by the runs that use them
         solver = None
         while solver is None or solver.status == "running":
             if st._out_of_steps():
@@ -62,7 +63,7 @@ class _Segment:
             try:
                 with np.errstate(over="ignore", invalid="ignore"):      # a blown-up trial: the solver shrinks its step
                     if solver is None:
-                        solver = st.method.solver_class()(self._velocity, self.a, y0, self.b, rtol=o["rtol"],
+                        solver = solver_class(st.method)(self._velocity, self.a, y0, self.b, rtol=o["rtol"],
                                                           atol=o["atol"], max_step=o["max_step"], first_step=first,
                                                           jac=jac, jac_sparsity=None if jac else sparsity)
                         if not solver.h_abs >= min(o["min_step"], self.b - self.a):

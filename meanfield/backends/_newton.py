@@ -101,3 +101,19 @@ else:
         """:class:`scipy.integrate.BDF` whose Newton iteration converges at the rounding floor of its corrections
         (see the module docstring); everything else is scipy's."""
         _step_impl = _with_newton(BDF._step_impl)
+
+
+def solver_class(method):
+    """The scipy solver class of an implicit ``method`` (:class:`meanfield._integrators.ImplicitMethod`), BDF as
+    :class:`FloorBDF` where it stands in for the installed scipy's (else scipy's own, with a warning saying why)."""
+    if method.solver != "BDF":
+        return method.solver_class()
+    if FloorBDF is not None:
+        return FloorBDF
+    import scipy
+
+    from .._errors import warn
+    warn(f"method='bdf' runs scipy {scipy.__version__}'s BDF unchanged: {MISMATCH}, so meanfield's Newton exit at "
+         "the rounding floor cannot stand in for it (a fully collapsed cluster may then stall with STEP_TOO_SMALL; "
+         "docs/numerics.md, stiff particle runs).")
+    return method.solver_class()
