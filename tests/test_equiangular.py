@@ -398,3 +398,45 @@ def test_a_usa_collapse_reached_near_t_0_stays_at_one():
     rho, _ = mf.equiangular("post-ln", beta, n, [0.0, hit[0], 1e-30, 1.0, 2.0], attention="unnormalized", rho0=rho0)
     assert rho[0] == rho0 and abs(_usa_post_ln_time(beta, n, rho[1], rho0) - hit[0]) <= 5e-9 * hit[0]
     assert np.all(rho[2:] == 1.0)
+
+
+def test_a_radius_beyond_float64_is_inf_with_one_warning_and_rho_goes_on(monkeypatch):
+    """USA β = 709.7: Pre-LN's r ≈ 1 + e^β t/n and Mix-LN's r = 1 + e^β (t − τ) after its collapse pass 1.8e308 at
+    t = n·1.086 and τ + 1.086.  The rows were evaluated at r = e^{log r} = inf, where dρ/dt and d log r/dt read 0:
+    Pre-LN's ρ froze at 8.5775e-306 (8.6e-4 low at t = 10; a numpy overflow warning), and Mix-LN spent the
+    10⁶-evaluation budget (~100 s) and stopped with a ConvergenceError naming r0 (now ~5·10⁴ evaluations; the budget
+    is cut to 10⁵ here so that the old path fails fast).  Beyond float64 the ODE is read in log r; r is inf there,
+    with one MeanfieldWarning naming the time.
+    Pre-LN's dρ/d log r = 2q(1 − ρ)(1 + (n−1)ρ)/(1 + q(n−1)ρ), q = e^{−β}, is 2q to 1e-300 at ρ ~ 1e-305, so
+    ρ = 2e^{−β} log r; log r is accurate to about atol + rtol·log r ≈ 7.1e-10 (docstring), hence the 2·7.1e-10 below,
+    the exit times to that times dt/d log r, and ρ (~1e-305, far below atol: its accuracy is that of the steps taken
+    for log r, 1e-12 relative) to 10·rtol."""
+    from meanfield.analysis import _equiangular
+    monkeypatch.setattr(_equiangular, "_MAX_EVALUATIONS", 100_000)
+    beta, n, log_tol = 709.7, 5, 2 * (1e-14 + 1e-12 * 710)
+    over = np.finfo(float).max / np.exp(beta)          # the span over which e^β·t passes float64: 1.086
+    t = np.array([1.0, 2.0, 5.0, 6.0, 10.0])
+    with pytest.warns(mf.MeanfieldWarning) as record:
+        rho, r = mf.equiangular("pre-ln", beta, n, t, attention="unnormalized")
+    log_r = beta + np.log(t / n)
+    np.testing.assert_allclose(rho, 2 * np.exp(-beta) * log_r, rtol=10 * 1e-12, atol=0)
+    np.testing.assert_allclose(np.log(r[:3]), log_r[:3], rtol=0, atol=log_tol)
+    assert np.all(np.isposinf(r[3:]))
+    assert len(record) == 1
+    exit_time = float(str(record[0].message).split(" at t=")[1].split()[0])
+    assert abs(exit_time - n * over) <= log_tol * n * over
+    tau, tm = 0.5, np.array([0.25, 1.0, 1.5, 1.6, 3.0])
+    with pytest.warns(mf.MeanfieldWarning) as record:
+        rho, r = mf.equiangular("mix-ln", beta, n, tm, tau=tau, attention="unnormalized")
+    assert np.all(rho == 1.0) and r[0] == 1.0 and np.all(np.isposinf(r[3:]))
+    np.testing.assert_allclose(np.log(r[1:3]), beta + np.log(tm[1:3] - tau), rtol=0, atol=log_tol)
+    assert len(record) == 1
+    exit_time = float(str(record[0].message).split(" at t=")[1].split()[0])
+    assert abs(exit_time - (tau + over)) <= log_tol * over
+
+
+def test_a_radial_rate_beyond_float64_is_named():
+    """Mix-LN after a USA collapse at β = 709 from r0 = 1e-3: d log r/dt = e^β/r0 passes 1.8e308 at τ (it stopped with
+    "non-finite … a step overshot a collapse", which is not what happens)."""
+    with pytest.raises(mf.ConvergenceError, match=r"d log r/dt .* overflows float64 at t=0\.5.*r0=0\.001"):
+        mf.equiangular("mix-ln", 709.0, 5, [0.25, 1.0], r0=1e-3, tau=0.5, attention="unnormalized")

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.integrate import LSODA
 
-from .._errors import ConvergenceError, UnsupportedModelError
+from .._errors import ConvergenceError, UnsupportedModelError, warn
 from .._model import ATTENTIONS, Model
 from .._schemes import check_r0, get_scheme, over_overflowed_speed
 from .._validate import (choice, increasing_times, nonneg_int, positive_float, real_array, real_number,
@@ -98,6 +98,19 @@ def _lsoda_rtol(rtol) -> float:
     return value
 
 
+#: log of float64's largest value (709.78): a radius whose log passes it is beyond float64
+_LOG_MAX = float(np.log(np.finfo(float).max))
+
+
+def _times_exp(x, e):
+    """x·e^e, taken as sign(x)·e^{log|x| + e}: finite where e^e alone underflows or overflows and the product does
+    not."""
+    x = float(x)
+    if x == 0 or not np.isfinite(x):
+        return x * np.exp(e) if x != 0 else 0.0
+    return float(np.copysign(np.exp(np.log(abs(x)) + e), x))
+
+
 def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e-14):
     """Validate the common arguments; return (scheme row, model, (rhs(t, [ρ, log r]), rates(t, ρ, log r)), n, ρ0, r0,
     rtol, atol), rates being (κ, d log r/dt) with dρ/dt = κ(1 − ρ), the
@@ -122,8 +135,8 @@ def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e
     rtol, atol = _lsoda_rtol(rtol), positive_float("atol", atol)
     model = _scheme_model(sch, beta, alpha, tau, attention)
 
-    def parts(time, rho, log_r):
-        r = np.exp(log_r)
+    def parts(time, rho, log_r, r=None):
+        r = np.exp(log_r) if r is None else r
         _, b, radial, norm = equiangular_attention(beta, n, rho, attention)
         s = sch.speed(np.asarray(r), np.asarray(norm), time, model)
         dr = 0.0 if sch.radial is None else sch.radial(np.asarray(radial), np.asarray(norm), np.asarray(r), time, model)
@@ -138,16 +151,44 @@ def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e
             out = out if scaled is None else scaled[0, 0]
         return out
 
+    def beyond(time, rho, log_r):
+        """(b/s, d log r/dt) where r = e^{log r} is beyond float64 (log r > :data:`_LOG_MAX`).
+
+        Read from the rows at r = 1 and 2: every row with a radius has a speed s ∝ r^k, k = 0 or 1, and a radial law
+        free of r, so b/s = (b/s)(1)·e^{−k log r} and d log r/dt = (dr/dt)(1)·e^{−log r}, products taken in logs
+        (e^{−log r} alone underflows where (dr/dt)(1) ~ e^β keeps the product finite).  Evaluated at r = inf the
+        rows gave b/s = 0 and d log r/dt = 0: ρ and r froze (Pre-LN USA β = 709.7: ρ stopped at 8.5775e-306)."""
+        _, b, norm, s1, dr1 = parts(time, rho, 0.0, 1.0)
+        _, _, _, s2, dr2 = parts(time, rho, 0.0, 2.0)
+        power = 1 if s2 == 2 * s1 else 0 if s2 == s1 else None
+        if power is None or dr2 != dr1:
+            raise ConvergenceError(f"the equiangular radius passed float64 (log r = {log_r:.6g} at t={time:.6g}) for "
+                                   f"scheme={sch.name!r}, whose speed or radial law does not scale with r as the "
+                                   "ODE continues it there (s ∝ r or 1, radial law free of r).")
+        return _times_exp(over_s(b, s1, 1.0, norm, time), -power * log_r), _times_exp(dr1, -log_r)
+
     def rhs(time, y):
         # the state is (ρ, log r): with r0 = 1e-150 the Jacobian entry ∂ρ'/∂r ~ ρ'/r overflowed and LSODA never
         # returned; ∂ρ'/∂log r = −ρ' (Pre-LN) stays finite, and atol is then a relative accuracy of r
         rho, log_r = y
+        if log_r > _LOG_MAX:
+            b_over_s, dlog_r = beyond(time, rho, log_r)
+            return [float(2.0 * b_over_s * (1.0 - rho) * (1.0 + (n - 1) * rho)), float(dlog_r)]
         r, b, norm, s, dr = parts(time, rho, log_r)
         drho = over_s(2.0 * b * (1.0 - rho) * (1.0 + (n - 1) * rho), s, r, norm, time)
+        if np.isposinf(dr / r) and np.isfinite(dr) and rho <= 1.0:
+            # it read "non-finite … a step overshot a collapse" (Mix-LN after τ, USA β = 709, r0 = 1e-3)
+            raise ConvergenceError(f"the equiangular radius's rate d log r/dt = (dr/dt)/r overflows float64 at "
+                                   f"t={time:.6g} (dr/dt = {float(dr):.4g}, r = {float(r):.4g}, r0={r0:g}; "
+                                   "unnormalized attention near beta = 709.78 moves r at ~e^beta). Ask for a smaller "
+                                   "beta or a larger r0.")
         return [float(drho), float(dr / r)]
 
     def rates(time, rho, log_r):
         """(κ, d log r/dt) with dρ/dt = κ (1 − ρ): κ, finite at ρ = 1, is the rate at which 1 − ρ decays."""
+        if log_r > _LOG_MAX:
+            b_over_s, dlog_r = beyond(time, rho, log_r)
+            return float(2.0 * b_over_s * (1.0 + (n - 1) * rho)), float(dlog_r)
         r, b, norm, s, dr = parts(time, rho, log_r)
         # b / s first: 2b(1 + (n−1)ρ) itself overflows where s does (Peri-LN, USA β = 709.7), and inf/inf read NaN
         return float(2.0 * over_s(b, s, r, norm, time) * (1.0 + (n - 1) * rho)), float(dr / r)
@@ -237,6 +278,7 @@ class _TimeStep:
     def __init__(self, solver, t_old, y_old):
         self.solver, self.t_old, self.t_new, self.y_new = solver, t_old, solver.t, solver.y
         self.rho_old, self.rho_new = float(y_old[0]), float(solver.y[0])
+        self.log_r_old, self.log_r_new = float(y_old[1]), float(solver.y[1])
 
     def at(self, times):
         return self.solver.dense_output()(times)
@@ -244,6 +286,11 @@ class _TimeStep:
     def time_of(self, level):
         dense = self.solver.dense_output() if self.t_new > self.t_old else None
         return _crossing(dense, self.t_old, self.rho_old, self.t_new, self.rho_new, level)
+
+    def time_of_log_r(self, level):
+        """The time log r reaches a level in (log r_old, log r_new] (log r never decreases: ⟨θ, A⟩ ≥ 0)."""
+        dense = self.solver.dense_output() if self.t_new > self.t_old else None
+        return _crossing(dense, self.t_old, self.log_r_old, self.t_new, self.log_r_new, level, 1)
 
     def end(self, hi):
         return list(self.y_new)      # the step ends at hi
@@ -258,6 +305,7 @@ class _ArcStep:
         self.sigma_old, self.sigma_new = solver.t_old, solver.t
         self.t_old, self.t_new = float(z_old[2]), float(solver.y[2])
         self.rho_old, self.rho_new = -np.expm1(-z_old[0]), -np.expm1(-solver.y[0])
+        self.log_r_old, self.log_r_new = float(z_old[1]), float(solver.y[1])
 
     def _state(self, sigma):
         z = self.dense(np.asarray(sigma, dtype=float))
@@ -271,6 +319,10 @@ class _ArcStep:
     def time_of(self, level):
         sigma = _crossing(self.dense, self.sigma_old, self.z_old[0], self.sigma_new, self.z_new[0],
                           -np.log1p(-level), 0)
+        return float(np.clip(self._state(sigma)[1], self.t_old, self.t_new))
+
+    def time_of_log_r(self, level):
+        sigma = _crossing(self.dense, self.sigma_old, self.log_r_old, self.sigma_new, self.log_r_new, level, 1)
         return float(np.clip(self._state(sigma)[1], self.t_old, self.t_new))
 
     def end(self, hi):
@@ -385,14 +437,22 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
         ⟨θ_i, θ_j⟩ at the times t (dimensionless).  1 exactly once 1 − ρ < 2^-54 (float64 holds no closer value):
         a USA collapse at large β (1 − ρ decays at the rate 2e^β for Post-LN) gives 1 from just after its time on.
     r : ndarray, shape (m,)
-        The common radius (constant r0 for schemes without a radius).
+        The common radius (constant r0 for schemes without a radius).  ``inf`` from the time it passes float64's
+        largest value 1.8e308 on (USA at β near 709.78: Pre-LN's r ≈ e^β t/n, Mix-LN's r0 + e^β (t − τ) after a
+        collapse); the integration goes on in log r, so ρ stays correct there (Pre-LN's ρ moves with log r).
+
+    Warns
+    -----
+    MeanfieldWarning
+        Once, naming the time at which r leaves float64, when some returned r is ``inf``.
 
     Raises
     ------
     UnsupportedModelError
         For layer-only schemes (anGPT).
     ConvergenceError
-        When the integration cannot go on (a Pre-LN-like speed 1/r from r0 ≪ 1 collapses the tokens in a time ~r0).
+        When the integration cannot go on (a Pre-LN-like speed 1/r from r0 ≪ 1 collapses the tokens in a time ~r0;
+        d log r/dt beyond float64, USA near β = 709.78 with r < 1).
 
     Notes
     -----
@@ -410,7 +470,7 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
     # integrate piecewise, split at the scheme's switch time (Mix-LN τ), where the velocity jumps
     cuts = _cuts(sch, model, t[-1])
     out = np.empty((2, t.size))
-    y0 = [rho0, np.log(r0)]
+    y0, t_out = [rho0, np.log(r0)], None       # t_out: the time r leaves float64
     for lo, hi in zip(cuts[:-1], cuts[1:]):
         sel = (t >= lo) & ((t < hi) if hi < cuts[-1] else (t <= hi))
         if hi == lo:
@@ -425,13 +485,21 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
         vals, done = np.empty((2, te.size)), int(np.searchsorted(te, lo, side="right"))
         vals[:, :done] = np.reshape(y0, (2, 1))
         for step in _steps(rhs, rates, lo, hi, y0, r0, rtol, atol):
+            if t_out is None and step.log_r_old <= _LOG_MAX < step.log_r_new:
+                t_out = step.time_of_log_r(_LOG_MAX)
             upto = int(np.searchsorted(te, step.t_new, side="right"))      # as solve_ivp's t_eval
             if upto > done:
                 vals[:, done:upto] = step.at(te[done:upto])
                 done = upto
         out[:, sel] = vals[:, :int(sel.sum())]
         y0 = list(vals[:, -1])
-    return out[0], np.exp(out[1])
+    with np.errstate(over="ignore"):
+        r = np.exp(out[1])
+    if np.any(np.isposinf(r)):
+        t_out = t[np.isposinf(r)][0] if t_out is None else t_out
+        warn(f"the equiangular radius leaves float64 (r > {np.finfo(float).max:.4g}) at t={t_out:.10g} and is "
+             f"returned as inf from there on (log r reaches {out[1].max():.10g}); rho is integrated on with log r.")
+    return out[0], r
 
 
 def equiangular_time(scheme, beta, n, rho, r0=1.0, alpha=1.0, tau=None, *, attention="softmax", rho0=0.0,
