@@ -325,6 +325,24 @@ def test_bdf_holds_a_collapsed_cluster_at_the_rounding_floor_of_its_velocity(spr
     assert np.max(np.abs(p - center)) < 1e-8        # rtol (measured 3.6e-11, 9.8e-11: rounding)
 
 
+def test_bdf_differences_stand_for_the_step_taken_far_from_t_0():
+    """scipy's BDF scaled its differences to a step h and stepped to t + h rounded: far from t = 0 the step taken
+    differs from h by up to half an ulp of t, and the predictor (for h) and the implicit equation (for the step taken)
+    disagree by ~ that × the velocity, whatever h.  USA at β = 10 (autonomous: Post-LN, constant α), 8 uniform
+    tokens, rtol = 1e-10, atol = 1e-12, started at t0 = 1e4 (half an ulp 9.1e-13 × speeds up to 645: 5.9e-10, against
+    error scales of 1e-12 + 1e-10·|y|): scipy's BDF stopped at its first step ("step size less than spacing between
+    numbers"); with D rescaled to the step taken the run takes the steps of the start at t0 = 0 (679 both) and ends
+    where it does (measured 5.4e-12 apart, both 1.8e-9 from rk45 at rtol = 1e-12).  The same failure stopped the
+    energy tutorial's merger at rtol = 1e-10, t = 1711."""
+    model, start = mf.Model(10.0, attention="unnormalized"), mf.Particles.uniform(8, 3, seed=0)
+    runs = [mf.simulate(model, start, t0 + 2.0, t0=t0, backend="particles", method="bdf", rtol=1e-10, atol=1e-12)
+            for t0 in (0.0, 1e4)]
+    for run in runs:
+        assert run.status is mf.Status.OK, run.detail
+    assert abs(len(runs[1].steps["t"]) - len(runs[0].steps["t"])) < 20
+    assert np.max(np.abs(runs[1].final.positions - runs[0].final.positions)) < 1e-8    # 100·rtol: global errors
+
+
 def _newton(increments, tol=1e-4):
     """Both Newton iterations of a BDF step on corrections chosen in advance: I − cJ = I, c = 1, ψ = 0, scale 1, so
     the k-th correction is f_k − Σ_{j<k} Δ_j and f returns the running sums of ``increments``."""
@@ -368,9 +386,13 @@ def test_the_bdf_newton_iteration_stands_in_for_scipys_own():
     from meanfield.backends._newton import solver_class as _newton_solver_class
 
     assert inspect.signature(solve_bdf_system) == inspect.signature(scipy_bdf.solve_bdf_system)
-    assert FloorBDF._step_impl.__code__ is BDF._step_impl.__code__
-    assert FloorBDF._step_impl.__globals__["solve_bdf_system"] is solve_bdf_system
+    solver = FloorBDF(lambda t, y: -y, 0.0, np.ones(1), 1.0)
+    step = solver._step_impl.__func__
+    assert step.__code__ is BDF._step_impl.__code__
+    assert step.__globals__["solve_bdf_system"].__self__.solver is solver       # the solver's _ExactSteps
+    assert step.__globals__["change_D"].__self__.solver is solver
     assert scipy_bdf.solve_bdf_system is not solve_bdf_system          # scipy's module is left as it is
+    assert scipy_bdf.change_D is not step.__globals__["change_D"]
     assert _newton_solver_class(IMPLICIT_METHODS["bdf"]) is FloorBDF
     assert _newton_solver_class(IMPLICIT_METHODS["radau"]) is IMPLICIT_METHODS["radau"].solver_class()
 
@@ -389,6 +411,8 @@ def test_a_scipy_whose_bdf_differs_runs_its_bdf_unchanged_with_a_warning(monkeyp
     assert "no longer calls" in _newton.scipy_mismatch(renamed, BDF._step_impl)
     other = types.SimpleNamespace(**{**vars(scipy_bdf), "solve_bdf_system": lambda fun, t, y: None})
     assert "is not solve_bdf_system" in _newton.scipy_mismatch(other, BDF._step_impl)
+    unscaled = types.SimpleNamespace(**{k: v for k, v in vars(scipy_bdf).items() if k != "change_D"})
+    assert "no longer rescales" in _newton.scipy_mismatch(unscaled, BDF._step_impl)
     monkeypatch.setattr(_newton, "FloorBDF", None)
     monkeypatch.setattr(_newton, "MISMATCH", "its BDF._step_impl no longer calls solve_bdf_system")
     with pytest.warns(mf.MeanfieldWarning, match="runs scipy .*'s BDF unchanged: its BDF._step_impl no longer"):

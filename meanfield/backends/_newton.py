@@ -1,4 +1,4 @@
-"""scipy's BDF with a Newton iteration that accepts its rounding floor.
+"""scipy's BDF with a Newton iteration that accepts its rounding floor, on differences that stand for the step taken.
 
 scipy's ``solve_bdf_system`` declares the simplified Newton iteration of a BDF step diverged as soon as a correction
 is not smaller than the one before (rate ≥ 1), however small both are, and the step is then halved.  Where the
@@ -22,6 +22,9 @@ cvode_nls.c: converged when ‖Δ‖·min(1, rate) is within 0.1 of the error te
 of the step's error test, which judges the accepted iterate as before.  scipy's tests are kept otherwise (converged
 when the geometric bound rate/(1 − rate)·‖Δ‖ is within its tolerance, diverged when the bound of the remaining
 iterations is not), so an iteration whose corrections contract is scipy's, bit for bit.
+
+Far from t = 0 the step scipy takes, t + h rounded, is not the h its differences were scaled to:
+:class:`_ExactSteps` rescales them to the step taken before each Newton iteration.
 """
 from __future__ import annotations
 
@@ -66,6 +69,38 @@ def solve_bdf_system(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol):
     return converged, k + 1, y, d
 
 
+class _ExactSteps:
+    """The step that BDF's differences stand for, kept equal to the step taken.
+
+    scipy's BDF scales its differences D to a step h (``change_D``), then steps to t_new = t + h, whose sum is
+    rounded: the step taken, t_new − t, differs from h by up to half an ulp of t.  The predictor and ψ still stand
+    for h while the implicit equation is solved with c = (t_new − t)/α, a formula of the wrong grid whose local error
+    is ~ (t_new − t − h)·f, whatever the step: at t ≈ 1711, 1.1e-13 × a velocity of 2450 is ~100 error scales at
+    rtol = 1e-10, and the steps shrank to 10 ulps of t (60 000 steps, then "step size less than spacing between
+    numbers").  Here every ``change_D`` is followed, and before the Newton iteration D is rescaled to the step taken
+    (as scipy itself does for a step clipped to ``t_bound``), the predictor, ψ and the error scale recomputed from it.
+    """
+
+    def __init__(self, solver):
+        self.solver, self.spacing = solver, solver.h_abs      # BDF's D[1] starts as f·h_abs
+
+    def change_D(self, D, order, factor):
+        _scipy_bdf.change_D(D, order, factor)
+        self.spacing *= factor
+
+    def solve_bdf_system(self, fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol):
+        s = self.solver
+        h = abs(t_new - s.t)        # the step taken: scipy's h = t_new − t, from which it takes c
+        if h != self.spacing:
+            order, D = s.order, s.D
+            self.change_D(D, order, h / self.spacing)
+            self.spacing = h
+            y_predict = np.sum(D[:order + 1], axis=0)
+            psi = np.dot(D[1:order + 1].T, s.gamma[1:order + 1]) / s.alpha[order]
+            scale = s.atol + s.rtol * np.abs(y_predict)
+        return solve_bdf_system(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol)
+
+
 def scipy_mismatch(bdf_module, step_impl) -> str:
     """Why the installed scipy's BDF is not the one this module stands in for ("" when it is): its ``_step_impl``
     must call ``solve_bdf_system``, with our signature, and the module must define what ours reads.  scipy's private
@@ -74,19 +109,25 @@ def scipy_mismatch(bdf_module, step_impl) -> str:
     theirs = getattr(bdf_module, "solve_bdf_system", None)
     if theirs is None or "solve_bdf_system" not in step_impl.__code__.co_names:
         return "its BDF._step_impl no longer calls solve_bdf_system"
+    if "change_D" not in step_impl.__code__.co_names or not hasattr(bdf_module, "change_D"):
+        return "its BDF._step_impl no longer rescales its differences by change_D"
     try:
         if inspect.signature(theirs) != ours:
             return f"its solve_bdf_system{inspect.signature(theirs)} is not solve_bdf_system{ours}"
     except (TypeError, ValueError):
         return "its solve_bdf_system has no signature to compare"
     missing = [name for name in ("NEWTON_MAXITER", "norm") if not hasattr(bdf_module, name)]
-    return f"its bdf module lacks {missing}" if missing else ""
+    if missing:
+        return f"its bdf module lacks {missing}"
+    unread = [name for name in ("D", "order", "gamma", "alpha") if name not in step_impl.__code__.co_names]
+    return f"its BDF._step_impl no longer reads {unread}" if unread else ""
 
 
-def _with_newton(step_impl):
-    """scipy's ``BDF._step_impl`` itself, its global ``solve_bdf_system`` bound to this module's (scipy's module is
-    left as it is: other users of its BDF in the process keep its iteration)."""
-    scope = {**vars(_scipy_bdf), "solve_bdf_system": solve_bdf_system}
+def _with_newton(step_impl, exact):
+    """scipy's ``BDF._step_impl`` itself, its globals ``solve_bdf_system`` and ``change_D`` bound to ``exact``'s
+    (:class:`_ExactSteps`: this module's Newton iteration on differences rescaled to the step taken); scipy's module
+    is left as it is: other users of its BDF in the process keep its iteration."""
+    scope = {**vars(_scipy_bdf), "solve_bdf_system": exact.solve_bdf_system, "change_D": exact.change_D}
     return types.FunctionType(step_impl.__code__, scope, step_impl.__name__, step_impl.__defaults__,
                               step_impl.__closure__)
 
@@ -99,8 +140,12 @@ if MISMATCH:
 else:
     class FloorBDF(BDF):
         """:class:`scipy.integrate.BDF` whose Newton iteration converges at the rounding floor of its corrections
-        (see the module docstring); everything else is scipy's."""
-        _step_impl = _with_newton(BDF._step_impl)
+        (see the module docstring) and whose differences stand for the step taken (:class:`_ExactSteps`);
+        everything else is scipy's."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._step_impl = types.MethodType(_with_newton(BDF._step_impl, _ExactSteps(self)), self)
 
 
 def solver_class(method):
