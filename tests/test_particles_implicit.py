@@ -343,6 +343,21 @@ def test_bdf_differences_stand_for_the_step_taken_far_from_t_0():
     assert np.max(np.abs(runs[1].final.positions - runs[0].final.positions)) < 1e-8    # 100·rtol: global errors
 
 
+@pytest.mark.parametrize("method", IMPLICIT)
+def test_an_implicit_run_too_far_from_t_0_to_resolve_its_steps_says_so(method):
+    """scipy's smallest step is ten ulps of t: 1.49e-7 at t0 = 1e8, 1.53e-4 at 1e11, while the same start takes steps
+    down to 3.1e-9 (BDF; 1.86e-8, its floor, from t0 = 1e7, where it still succeeds) and 4.3e-6 (Radau).  The run
+    stops with scipy's message, and says that the clock, not min_step, was the floor."""
+    model, start = mf.Model(10.0, attention="unnormalized"), mf.Particles.uniform(8, 3, seed=0)
+    t0 = 1e8 if method == "bdf" else 1e11
+    with pytest.warns(mf.MeanfieldWarning):
+        run = mf.simulate(model, start, t0 + 1.0, t0=t0, backend="particles", method=method, rtol=1e-8, atol=1e-10)
+    assert run.status is mf.Status.STEP_TOO_SMALL
+    floor = f"{10 * np.spacing(t0):.3g}"
+    assert "less than spacing between numbers" in run.detail
+    assert f"ten ulps of t, {floor}, above min_step=1e-12" in run.detail and "smaller t0" in run.detail, run.detail
+
+
 def _newton(increments, tol=1e-4):
     """Both Newton iterations of a BDF step on corrections chosen in advance: I − cJ = I, c = 1, ψ = 0, scale 1, so
     the k-th correction is f_k − Σ_{j<k} Δ_j and f returns the running sums of ``increments``."""

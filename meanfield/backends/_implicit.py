@@ -81,7 +81,7 @@ class _Segment:
                     raise
                 return self._failure(t, str(err))
             if solver.status == "failed":       # the step shrank to nothing: an undefined velocity, or stiffness
-                return self._failure(t, message)
+                return self._failure(t, message + self._clock_note(solver, t, message))
             status = self._accept(solver, t)
             if status is not None:
                 return status
@@ -182,6 +182,18 @@ class _Segment:
                      f"step), where the largest velocity component is {speed:.3g}: the state changes on time scales "
                      f"too short for steps of min_step to follow (lower `min_step` below {h:.3g} to follow them).")
         return Status.STEP_TOO_SMALL
+
+    def _clock_note(self, solver, t, message) -> str:
+        """Why scipy's step fell "below the spacing between numbers" where its floor, ten ulps of t, is above
+        ``min_step`` (from t ≈ 450 at the default 1e-12): the clock, not the solver, cannot resolve the steps the
+        dynamics asks for there ("" otherwise)."""
+        floor = 10 * float(np.spacing(abs(t)))
+        if message != getattr(solver, "TOO_SMALL_STEP", None) or not floor > self.st.options["min_step"]:
+            return ""
+        return (f" (scipy's smallest step at t={t:.6g} is ten ulps of t, {floor:.3g}, above min_step="
+                f"{self.st.options['min_step']:.3g}: float64 times cannot resolve steps the dynamics needs this far "
+                "from t = 0; where the velocity does not depend on t, a run from this state started at a smaller "
+                "t0 can)")
 
     def _failure(self, t, message) -> Status:
         """NON_FINITE with the stepper's diagnosis when the velocity was undefined at a trial state (a speed factor, a
