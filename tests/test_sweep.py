@@ -392,16 +392,23 @@ def test_distributed_particles_sh_equals_single_process(client, scheme, radii):
         assert np.allclose(out.diagnostics[k], v, rtol=1e-12, atol=1e-14), k
 
 
+def _one_and_distributed(model, p, t_final, client, shards=2, **kw):
+    """The same run in one process (particles-sh, one thread) and on ``shards`` shards, warnings silenced (runs that
+    stop warn by design): (one process's trajectory, the distributed one)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = mf.simulate(model, p, t_final, backend="particles-sh", threads=1, **kw)
+        out = distributed_particles_sh(model, p, t_final, client=client, shards=shards, **kw)
+    return ref, out
+
+
 def test_distributed_energy_beyond_e_to_the_709_is_finite_as_in_one_process(threaded_client):
     """The shards summed e^{log Z} unshifted: at β = 714 four tokens within 1e-3 rad have log Z ≈ 714 > 709.78 and
     the energy read inf, where the single-process backend (shifted by the largest log Z) gives 8.538e306."""
     x = np.array([[0, 0, 1.0], [1e-3, 0, 1], [0, 1e-3, 1], [1e-3, 1e-3, 1]])
     p = mf.Particles(x, normalize=True)
     model = mf.Model(beta=714.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = mf.simulate(model, p, 0.002, backend="particles-sh", step=0.001, threads=1, tol=1e-6)
-        out = distributed_particles_sh(model, p, 0.002, step=0.001, tol=1e-6, client=threaded_client, shards=2)
+    ref, out = _one_and_distributed(model, p, 0.002, threaded_client, step=0.001, tol=1e-6)
     direct = np.mean(np.exp(714.0 * (p.positions @ p.positions.T) - np.log(2 * 714.0)))      # E at t = 0
     assert np.isfinite(out.diagnostics["energy"]).all()
     assert out.diagnostics["energy"][0] == pytest.approx(direct, rel=1e-6)                    # tol = 1e-6
@@ -483,10 +490,7 @@ def test_distributed_failed_step_is_diagnosed_as_in_one_process(threaded_client)
     r[7] = 0.05
     p = mf.Particles(x, radii=r, normalize=True)
     model = mf.Model(beta=0.1, scheme="pre-ln")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = mf.simulate(model, p, 0.5, backend="particles-sh", step=0.1, threads=1)
-        out = distributed_particles_sh(model, p, 0.5, step=0.1, client=threaded_client, shards=2)
+    ref, out = _one_and_distributed(model, p, 0.5, threaded_client, step=0.1)
     assert ref.status is out.status is mf.Status.NON_FINITE
     assert "(token 7: r = -0.00535)" in ref.detail and "dr/dt = -0.586" in ref.detail
     assert out.detail == ref.detail and np.array_equal(out.times, ref.times)
@@ -498,10 +502,7 @@ def test_distributed_radii_reaching_zero_name_the_most_negative_as_one_process(t
     (token 3), the shards' merge named the first shard's (token 0, r = -0.0316 for -0.0334)."""
     m = mf.Model(beta=1.0, scheme="pre-ln", V=-np.eye(3))
     p = mf.Particles(mf.Particles.uniform(4, seed=3).positions, radii=radii)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = mf.simulate(m, p, 5.0, backend="particles-sh", step=0.1, threads=1)
-        out = distributed_particles_sh(m, p, 5.0, step=0.1, client=threaded_client, shards=2)
+    ref, out = _one_and_distributed(m, p, 5.0, threaded_client, step=0.1)
     assert ref.detail.startswith("A radius reached ≤ 0 at t=0.5 (token 3 (and 1 more): r = -0.03")
     assert out.status is ref.status is mf.Status.NON_FINITE and out.detail == ref.detail
 
@@ -675,10 +676,7 @@ def test_distributed_adaptive_steps_equal_single_process(threaded_client, model,
 def test_distributed_adaptive_run_that_stops_stops_as_one_process(threaded_client, kw, status, match):
     n = 300
     p = mf.Particles.uniform(n, seed=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = mf.simulate(mf.Model(4.0), p, 0.6, backend="particles-sh", save_every=0.3, threads=1, **kw)
-        out = distributed_particles_sh(mf.Model(4.0), p, 0.6, save_every=0.3, client=threaded_client, shards=2, **kw)
+    ref, out = _one_and_distributed(mf.Model(4.0), p, 0.6, threaded_client, save_every=0.3, **kw)
     assert ref.status is status and re.search(match, ref.detail), ref.detail
     number = r"[-+]?\d+\.?\d*(?:e[-+]?\d+)?"
     assert re.sub(number, "#", out.detail) == re.sub(number, "#", ref.detail)
@@ -703,10 +701,7 @@ def test_distributed_adaptive_run_whose_velocity_is_undefined_stops_as_one_proce
     the speed factor's diagnosis naming every token, and so do the shards."""
     p = mf.Particles.uniform(6, seed=1)
     m = mf.Model(1.0, "peri-ln", V=np.zeros((3, 3)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = mf.simulate(m, p, 0.4, backend="particles-sh", save_every=0.2, threads=1)
-        out = distributed_particles_sh(m, p, 0.4, save_every=0.2, client=threaded_client, shards=2)
+    ref, out = _one_and_distributed(m, p, 0.4, threaded_client, save_every=0.2)
     assert ref.detail.startswith("The speed factor of scheme='peri-ln' is 0 for token 0 (and 5 more) at t=0,")
     assert out.status is ref.status is mf.Status.NON_FINITE and out.detail == ref.detail
     assert np.array_equal(out.times, ref.times) and len(out.steps["t"]) == 0
