@@ -505,8 +505,9 @@ def distributed_particles_sh(model, particles, t_final, *, step=None, client=Non
     Trajectory
         ``backend="particles-sh"`` with the backend's diagnostics (sums and extrema combined over
         the shards) and ``steps`` (``t``, ``dt``; and ``error``, ``rejected`` for the adaptive pairs); equal to
-        ``simulate(..., backend="particles-sh")`` with the same options to rounding (an adaptive run takes the same
-        steps while no step's error norm falls within rounding of 1).  Under QKV-Norm a state or Runge–Kutta stage
+        ``simulate(..., backend="particles-sh")`` with the same options to rounding (an adaptive run accepts and
+        rejects the same steps, their sizes equal to about ε/rtol relative: the error estimate, a difference of
+        stages, carries the rounding of the shards' summed μ̂).  Under QKV-Norm a state or Runge–Kutta stage
         where V maps a token to 0 ends the run as there: ``Status.NON_FINITE``, the detail naming V and the
         token, the last good state kept (its diagnostics that need the attention NaN).
 
