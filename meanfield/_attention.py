@@ -32,7 +32,7 @@ import numpy as np
 from . import _threads
 from ._errors import UnsupportedModelError
 from ._norms import norms
-from ._validate import ZeroVectorError, flag, nonneg_int, open_fraction, positive_float, real_array, unit_vectors
+from ._validate import ZeroVectorError, flag, nonneg_int, open_fraction, real_array, unit_vectors
 
 _CHUNK_ELEMENTS = 2 ** 20  # default chunk: ~8 MB of float64 logits per worker
 _MEMORY_CHECK_FLOOR = 2 ** 26  # requests below 64 MiB are not checked against the available memory (hot path)

@@ -180,7 +180,7 @@ def _flow_with_identity(model, initial, t_final, times, direction, backend, opti
     The cost of the direct sums over particles is checked first (:func:`_check_flow_work`): up to the first
     stationarity check with ``stop`` (find_stationary), else for the whole run; the run's own sums are then
     not warned about again."""
-    beta, d = model.beta, initial.d
+    d = initial.d
     D = model.K.reshape(d, d)
     dense, saved = _dense_times(times, step=options.get("step"), **parts)
     if stop is None:

@@ -31,7 +31,6 @@ import warnings
 from pathlib import Path
 
 from .._durable import replace_durably
-from .._errors import MeanfieldError
 from .._io import json_text, json_value
 from ._outdir import TABLE_FILES, definition_files, refuse_foreign_files
 from ._spec import SweepSpec, Task

@@ -14,7 +14,7 @@ from .._lazy import LazyModule
 
 special = LazyModule("scipy.special")
 
-from .._validate import dimension, flag, nonneg_int, open_fraction, positive_float, real_array
+from .._validate import dimension, flag, nonneg_int, open_fraction, positive_float
 from ._checks import check_memory
 from ._harmonic_dimension import _log_harmonic_dimension
 
