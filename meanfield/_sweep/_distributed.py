@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from .._integrators import first_step_estimate, first_step_guess, next_step
+from .._integrators import _combine as _stage_sum, first_step_estimate, first_step_guess, next_step
 from .._norms import norms as _norms
 
 _SH_OPTIONS = ("tol", "lmax", "epsilon", "threads")
@@ -151,7 +151,7 @@ class Shard:
         self.watch = [0.0, 0]     # the step's largest stage speed and its token (ParticleStepper._watch_stages)
         self.busy = 0.0   # seconds spent computing in this actor's methods (benchmarks read it)
 
-    # -- one Runge–Kutta step, stage by stage (the expressions of meanfield._integrators.rk_step) ------
+    # -- one Runge–Kutta step, stage by stage (meanfield._integrators.rk_step's sums, split by stage) --
     def _settle(self):
         """Commit the state of the last successful step (the driver goes on only when every shard succeeded); an
         embedded pair's step also hands over its last stage, the next step's first (first same as last)."""
@@ -210,7 +210,7 @@ class Shard:
             s._mu_start = mu        # the first stage is at the current state
         self.ks.append(self._rhs(mu, t_stage))
         i = len(self.ks)
-        self.yi = s.y + sum((h * tab.a[i, j]) * self.ks[j] for j in range(i) if tab.a[i, j] != 0)
+        self.yi = s.y + _stage_sum(tab._terms[0][i], self.ks, h)
         mu = self._coefficients(self.yi, t_next)
         self.busy += time.perf_counter() - t0
         return mu
@@ -228,7 +228,7 @@ class Shard:
         s, tab = self.s, self.tab
         s._mu = mu
         self.ks.append(self._rhs(mu, t_stage))
-        y_new = s.y + sum((h * bj) * kj for bj, kj in zip(tab.b, self.ks) if bj != 0)
+        y_new = s.y + _stage_sum(tab._terms[2], self.ks, h)
         y_new = s._project(y_new)
         self.ks, self.yi = [], None
         watch = [self.watch[0], self.watch[1] + s._token_offset]
@@ -301,7 +301,7 @@ class Shard:
         s = self.s
         s._mu_start = mu
         self.ks = [self.k1]
-        self.yi = s.y + (h * self.tab.a[1, 0]) * self.k1
+        self.yi = s.y + _stage_sum(self.tab._terms[0][1], self.ks, h)
         mu = self._coefficients(self.yi, t_next)
         self.busy += time.perf_counter() - t0
         return mu
@@ -314,8 +314,8 @@ class Shard:
         s, tab = self.s, self.tab
         s._mu = mu
         self.ks.append(self._rhs(mu, t_stage))
-        y_new = s.y + sum((h * bj) * kj for bj, kj in zip(tab.b, self.ks) if bj != 0)
-        err = sum((h * ej) * kj for ej, kj in zip(tab.b_err, self.ks) if ej != 0)
+        y_new = s.y + _stage_sum(tab._terms[2], self.ks, h)
+        err = _stage_sum(tab._terms[3], self.ks, h)
         with np.errstate(invalid="ignore"):
             en = s._error_norm(err, s.y, y_new)
         en = en if np.isfinite(en) else np.inf
