@@ -637,3 +637,16 @@ def test_every_pair_is_aligned_at_delta_two(method, weighted):
     w = rng.random(1000) if weighted else None
     p = mf.Particles(x, weights=w, normalize=True)
     assert mf.aligned_fraction(p, 2.0, method=method) == 1.0
+
+
+@pytest.mark.parametrize("d", [10 ** 12, 2 ** 70])
+def test_l1_noise_threshold_takes_d_beyond_int64_as_a_formula_parameter(d):
+    # d is a number in χ²_d as in growth_rate (which takes d beyond int64); the quantile against the
+    # Cornish–Fisher expansion χ²_d(q) = d + z√(2d) + (2/3)(z² − 1) + O(d^{-1/2})
+    from scipy.stats import norm
+
+    z = norm.ppf(0.95)
+    expected = np.sqrt((d + z * np.sqrt(2.0 * d) + 2.0 / 3.0 * (z * z - 1.0)) / (d * 400.0))
+    assert mf.l1_noise_threshold(400, d, 0.95) == pytest.approx(expected, rel=1e-13)
+    gamma = mf.growth_rate(4.0, 1, d)
+    assert mf.l1_noise_time(4.0, 400, 0.5, d=d) == pytest.approx(np.log(0.5 / 0.05) / gamma, rel=1e-14)

@@ -236,7 +236,7 @@ def l1_noise_threshold(n, d=3, quantile=None) -> float:
         An amplitude of |m| (dimensionless, in [0, 1]).
     """
     n = nonneg_int("n", n, minimum=1)
-    d = dimension(d)
+    d = dimension(d, within="float64")      # a formula parameter (χ²_d), as in growth_rate
     if quantile is None:
         return float(1.0 / np.sqrt(n))
     if isinstance(quantile, bool) or not isinstance(quantile, numbers.Real) or not 0 < quantile < 1:
@@ -244,7 +244,7 @@ def l1_noise_threshold(n, d=3, quantile=None) -> float:
     from scipy import stats
 
     # |m_n| ≤ 1 always: the asymptotic quantile exceeds it for very few tokens (1.61 for n = 1)
-    return float(min(1.0, np.sqrt(stats.chi2.ppf(float(quantile), d) / (d * n))))
+    return float(min(1.0, np.sqrt(stats.chi2.ppf(float(quantile), float(d)) / (float(d) * n))))
 
 
 def l1_noise_time(beta, n, amplitude, d=3, attention="softmax", scheme="post-ln", quantile=None, r0=1.0,
@@ -266,10 +266,12 @@ def l1_noise_time(beta, n, amplitude, d=3, attention="softmax", scheme="post-ln"
         Number of tokens, n ≥ 1.
     amplitude : float
         Target |m|, in (0, 1].
-    d, attention, scheme, r0, alpha, tau
+    d, attention, scheme
         As in :func:`growth_rate`.
     quantile : float, optional
         As in :func:`l1_noise_threshold` (default: the RMS noise).
+    r0, alpha, tau
+        As in :func:`growth_rate`.
 
     Returns
     -------
