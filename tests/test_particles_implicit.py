@@ -305,24 +305,65 @@ def test_an_implicit_run_with_velocities_beyond_float64_norms_follows_the_closed
     assert max(abs(x.positions[0] @ x.positions[1]) for x in run.states) < 1e-12      # atol
 
 
+@pytest.mark.parametrize("method", IMPLICIT)
+@pytest.mark.parametrize(("beta", "budget"), [(10.0, 40), (15.0, 200)])
 @pytest.mark.parametrize("spread", [1e-15, 1e-9])
-def test_bdf_holds_a_collapsed_cluster_at_the_rounding_floor_of_its_velocity(spread):
-    """20 tokens within ``spread`` of one point, USA Post-LN at β = 10 (the gradient flow of E, D = I): an exact
-    equilibrium once collapsed, but the velocity is the rounding of A − ⟨A, x⟩x, |A| ~ e^β, ~ε e^β = 5e-12 in the
-    directions J does not damp.  scipy's Newton iteration called two such corrections (2e-8..1e-6 of the error scale
-    against its tolerance 1e-4) diverged whenever the second was the larger, and halved the step: BDF's steps stayed
-    at 1e-5..1e-3 (here 2000 steps reached t = 0.29 and 1.0: STEP_TOO_SMALL at max_steps); with the floor's exit it
-    takes 12 and 24 steps to t = 100.  The cluster stays collapsed and in place: the exact solution does not move."""
+def test_an_implicit_method_holds_a_collapsed_cluster_at_the_rounding_floor_of_its_velocity(method, beta, budget,
+                                                                                            spread):
+    """20 tokens within ``spread`` of one point, USA Post-LN (the gradient flow of E, D = I): an exact equilibrium once
+    collapsed, but the velocity is the rounding of A − ⟨A, x⟩x, |A| ~ e^β, ~ε e^β = 5e-12 at β = 10 in the
+    directions J does not damp.  scipy's Newton iterations called two such corrections (2e-8..1e-6 of the error scale
+    against their tolerance 1e-4) diverged whenever the second was not smaller, or shrank too slowly for their test,
+    and halved the step.  At β = 10 scipy's BDF stayed at steps of 1e-5..1e-3 (2000 steps reached t = 0.29 and 1.0)
+    and Radau took 120 and 136 steps to t = 100; at β = 15 Radau stalled (5000 steps reached t = 34.5 and 33.1,
+    median step 3.5e-4), and BDF with the floor for rates ≥ 1 only took 246 and 275.  With the floor's exit (rates
+    < 2): β = 10 BDF 9 and 16 steps, Radau 5 and 8; β = 15 (at the floor's cap h ≈ 0.1·rtol/(ε e^β) ≈ 1.4) BDF 84
+    and 87, Radau 83 and 85.  The cluster stays collapsed and in place: the exact solution does not move (drift
+    measured up to 1e-10 at β = 10, 4.0e-9 at β = 15: the floor's corrections, each within a tenth of the error
+    scale)."""
     rng = np.random.default_rng(0)
     center = np.array([0.36, 0.48, 0.8])
     x = center + spread * rng.standard_normal((20, 3))
     start = mf.Particles(x / np.linalg.norm(x, axis=1, keepdims=True))
-    run = mf.simulate(mf.Model(10.0, attention="unnormalized"), start, 100.0, backend="particles", method="bdf",
-                      rtol=1e-8, atol=1e-10, max_steps=2000)
+    run = mf.simulate(mf.Model(beta, attention="unnormalized"), start, 100.0, backend="particles", method=method,
+                      rtol=1e-8, atol=1e-10, max_steps=budget)
     assert run.status is mf.Status.OK, run.detail
     p = run.final.positions
     assert np.max(np.abs(p - p[0])) < 1e-15
-    assert np.max(np.abs(p - center)) < 1e-8        # rtol (measured 3.6e-11, 9.8e-11: rounding)
+    assert np.max(np.abs(p - center)) < 1e-8        # rtol
+
+
+def test_radau_with_the_floor_is_scipys_radau_where_its_newton_iterations_contract():
+    """Robertson's stiff kinetics (closed-form and finite-difference Jacobians) and a stiff linear system: every
+    Newton iteration scipy's tests end (converged, or diverged with corrections beyond the floor: two in Robertson's
+    run) ends the same way, so FloorRadau takes scipy's steps, bit for bit, with the same counts of evaluations."""
+    from scipy.integrate import Radau
+
+    from meanfield.backends._newton import FloorRadau
+
+    def robertson(t, y):
+        return np.array([-0.04 * y[0] + 1e4 * y[1] * y[2], 0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
+                         3e7 * y[1] ** 2])
+
+    def robertson_jacobian(t, y):
+        return np.array([[-0.04, 1e4 * y[2], 1e4 * y[1]], [0.04, -1e4 * y[2] - 6e7 * y[1], -1e4 * y[1]],
+                         [0.0, 6e7 * y[1], 0.0]])
+
+    A = np.array([[-1.0, 1.0, 0.0], [0.0, -1e3, 0.0], [0.0, 0.0, -1e6]])
+    problems = [(robertson, robertson_jacobian, [1.0, 0.0, 0.0], 1e5, 1e-6, 1e-10),
+                (robertson, None, [1.0, 0.0, 0.0], 1e5, 1e-6, 1e-10),
+                (lambda t, y: A @ y, lambda t, y: A, [1.0, 1.0, 1.0], 10.0, 1e-8, 1e-12)]
+    for fun, jac, y0, t_end, rtol, atol in problems:
+        runs = []
+        for cls in (FloorRadau, Radau):
+            solver = cls(fun, 0.0, np.array(y0), t_end, rtol=rtol, atol=atol, jac=jac)
+            steps = []
+            while solver.status == "running":
+                solver.step()
+                steps.append(np.r_[solver.t, solver.y])
+            runs.append((np.array(steps), solver.nfev, solver.njev, solver.nlu))
+        (ours, *counts), (theirs, *their_counts) = runs
+        assert len(ours) > 100 and np.array_equal(ours, theirs) and counts == their_counts
 
 
 def test_bdf_differences_stand_for_the_step_taken_far_from_t_0():
@@ -372,32 +413,38 @@ def _newton(increments, tol=1e-4):
     return run(solve_bdf_system), run(scipy_bdf.solve_bdf_system)
 
 
-def test_the_bdf_newton_iteration_converges_at_its_rounding_floor_only():
-    """Corrections that stopped shrinking end the iteration when within FLOOR = 0.1 of the error scale (CVODE's
-    NLSCOEF), even above scipy's tolerance (1e-4 here); growing by RDIV = 2, or beyond FLOOR, is divergence."""
+def test_the_newton_iteration_converges_at_its_rounding_floor_only():
+    """Corrections that stopped shrinking, or shrink too slowly for scipy's test, end the iteration when within
+    FLOOR = 0.1 of the error scale (CVODE's NLSCOEF), even above scipy's tolerance (1e-4 here); growing by RDIV = 2,
+    or beyond FLOOR, is divergence.  (The rule, newton_exit, is BDF's and Radau's.)"""
     from meanfield.backends._newton import FLOOR, RDIV
 
     assert (FLOOR, RDIV) == (0.1, 2.0)
-    for stalled in ([1e-7, 1.2e-7, 1.0, 1.0], [0.04, 0.05, 1.0, 1.0]):
+    # the last two shrink at rates 0.9 and 0.95, which scipy's test (rate^(4 − k)/(1 − rate)·‖Δ‖ ≤ tol) calls diverged:
+    # the floor had converged rates ≥ 1 only, so a slower correction ended the iteration and a faster one halved h
+    for stalled in ([1e-7, 1.2e-7, 1.0, 1.0], [0.04, 0.05, 1.0, 1.0], [0.05, 0.045, 1.0, 1.0], [1e-5, 9.5e-6, 1.0]):
         ours, scipys = _newton(stalled)
         assert ours[:2] == (True, 2) and ours[2][0] == pytest.approx(sum(stalled[:2]), rel=1e-12)
         assert scipys[:2] == (False, 2)
-    for growing in ([1e-7, 2e-7, 1.0, 1.0], [0.09, 0.11, 1.0, 1.0]):
+    for growing in ([1e-7, 2e-7, 1.0, 1.0], [0.09, 0.11, 1.0, 1.0], [0.5, 0.45, 1.0, 1.0]):
         ours, scipys = _newton(growing)
         assert ours[:2] == scipys[:2] == (False, 2)
-    ours, scipys = _newton([1e-3, 1e-5, 1e-7, 1.0])      # contracting: scipy's iteration, bit for bit
-    assert ours[:2] == scipys[:2] == (True, 2) and ours[2][0] == scipys[2][0]
+    for contracting in ([1e-3, 1e-5, 1e-7, 1.0], [1e-7, 9.5e-8, 1.0, 1.0]):     # scipy's iteration, bit for bit
+        ours, scipys = _newton(contracting)
+        assert ours[:2] == scipys[:2] == (True, 2) and ours[2][0] == scipys[2][0]
 
 
-def test_the_bdf_newton_iteration_stands_in_for_scipys_own():
-    """FloorBDF runs scipy's BDF._step_impl with this module's solve_bdf_system: the same name and signature in
-    the installed scipy, else the substitution would fail (or, renamed, silently not happen)."""
+def test_the_newton_iterations_stand_in_for_scipys_own():
+    """FloorBDF and FloorRadau run scipy's _step_impl with this module's solve_bdf_system and
+    solve_collocation_system: the same names and signatures in the installed scipy, else the substitution would fail
+    (or, renamed, silently not happen)."""
     import inspect
 
-    from scipy.integrate import BDF
+    from scipy.integrate import BDF, Radau
     from scipy.integrate._ivp import bdf as scipy_bdf
+    from scipy.integrate._ivp import radau as scipy_radau
 
-    from meanfield.backends._newton import FloorBDF, solve_bdf_system
+    from meanfield.backends._newton import FloorBDF, FloorRadau, solve_bdf_system, solve_collocation_system
     from meanfield.backends._newton import solver_class as _newton_solver_class
 
     assert inspect.signature(solve_bdf_system) == inspect.signature(scipy_bdf.solve_bdf_system)
@@ -409,7 +456,12 @@ def test_the_bdf_newton_iteration_stands_in_for_scipys_own():
     assert scipy_bdf.solve_bdf_system is not solve_bdf_system          # scipy's module is left as it is
     assert scipy_bdf.change_D is not step.__globals__["change_D"]
     assert _newton_solver_class(IMPLICIT_METHODS["bdf"]) is FloorBDF
-    assert _newton_solver_class(IMPLICIT_METHODS["radau"]) is IMPLICIT_METHODS["radau"].solver_class()
+    assert inspect.signature(solve_collocation_system) == inspect.signature(scipy_radau.solve_collocation_system)
+    step = FloorRadau(lambda t, y: -y, 0.0, np.ones(1), 1.0)._step_impl.__func__
+    assert step.__code__ is Radau._step_impl.__code__
+    assert step.__globals__["solve_collocation_system"] is solve_collocation_system
+    assert scipy_radau.solve_collocation_system is not solve_collocation_system
+    assert _newton_solver_class(IMPLICIT_METHODS["radau"]) is FloorRadau
 
 
 def test_a_scipy_whose_bdf_differs_runs_its_bdf_unchanged_with_a_warning(monkeypatch):
@@ -432,3 +484,26 @@ def test_a_scipy_whose_bdf_differs_runs_its_bdf_unchanged_with_a_warning(monkeyp
     monkeypatch.setattr(_newton, "MISMATCH", "its BDF._step_impl no longer calls solve_bdf_system")
     with pytest.warns(mf.MeanfieldWarning, match="runs scipy .*'s BDF unchanged: its BDF._step_impl no longer"):
         assert _newton.solver_class(IMPLICIT_METHODS["bdf"]) is BDF
+
+
+def test_a_scipy_whose_radau_differs_runs_its_radau_unchanged_with_a_warning(monkeypatch):
+    """scipy's Radau internals are private too: a release that changes them must not make method='radau' fail."""
+    import types
+
+    from scipy.integrate import Radau
+    from scipy.integrate._ivp import radau as scipy_radau
+
+    from meanfield.backends import _newton
+
+    assert _newton.RADAU_MISMATCH == ""
+    renamed = types.SimpleNamespace(**{k: v for k, v in vars(scipy_radau).items() if k != "solve_collocation_system"})
+    assert "Radau._step_impl no longer calls solve_collocation_system" in _newton.radau_mismatch(renamed,
+                                                                                                 Radau._step_impl)
+    other = types.SimpleNamespace(**{**vars(scipy_radau), "solve_collocation_system": lambda fun, t, y: None})
+    assert "is not solve_collocation_system" in _newton.radau_mismatch(other, Radau._step_impl)
+    untransformed = types.SimpleNamespace(**{k: v for k, v in vars(scipy_radau).items() if k != "TI_COMPLEX"})
+    assert "lacks ['TI_COMPLEX']" in _newton.radau_mismatch(untransformed, Radau._step_impl)
+    monkeypatch.setattr(_newton, "FloorRadau", None)
+    monkeypatch.setattr(_newton, "RADAU_MISMATCH", "its Radau._step_impl no longer calls solve_collocation_system")
+    with pytest.warns(mf.MeanfieldWarning, match="method='radau' runs scipy .*'s Radau unchanged: its Radau._step"):
+        assert _newton.solver_class(IMPLICIT_METHODS["radau"]) is Radau

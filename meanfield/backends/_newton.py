@@ -1,15 +1,19 @@
-"""scipy's BDF with a Newton iteration that accepts its rounding floor, on differences that stand for the step taken.
+"""scipy's BDF and Radau with a Newton iteration that accepts its rounding floor (BDF: on differences that stand for
+the step taken).
 
-scipy's ``solve_bdf_system`` declares the simplified Newton iteration of a BDF step diverged as soon as a correction
-is not smaller than the one before (rate ≥ 1), however small both are, and the step is then halved.  Where the
-velocity's rounding error does not vanish with the velocity, the corrections stop shrinking at c·δf (c = h/α, δf
-the rounding of f) in the directions the Newton matrix I − cJ does not damp (J's null directions): in a collapsed
-cluster of the USA gradient flow δf ≈ ε e^β in the radial and common directions (|f| = 7.3e-12 at β = 10 with the
-20 tokens within 1e-16 of each other, J's other eigenvalues −e^β).  The rate is then the ratio of two rounding
-errors, ≥ 1 about half the time whatever h: at rtol = 1e-8 the corrections were 2e-8..1e-6 of the error scale
-against a Newton tolerance of 1e-4, 1688 of 2688 Newton solves "diverged", each halving h and resetting the
-order's equal-step count, and the steps stayed at 1e-5..1e-3 (STEP_TOO_SMALL at ``max_steps`` in an exact
-equilibrium).
+scipy's ``solve_bdf_system`` and ``solve_collocation_system`` declare the simplified Newton iteration of an implicit
+step diverged as soon as a correction is not smaller than the one before (rate ≥ 1), or shrinks too slowly to meet
+the tolerance within the iterations left, however small the corrections are, and the step is then halved.  Where the
+velocity's rounding error does not vanish with the velocity, the corrections stop shrinking at c·δf (c = h/α for
+BDF, ~h for Radau; δf the rounding of f) in the directions the Newton matrix does not damp (J's null directions): in
+a collapsed cluster of the USA gradient flow δf ≈ ε e^β in the radial and common directions (|f| = 7.3e-12 at β = 10
+with the 20 tokens within 1e-16 of each other, J's other eigenvalues −e^β).  The rate is then the ratio of two
+rounding errors, ≥ 1 or close to it about half the time whatever h: at rtol = 1e-8 BDF's corrections were 2e-8..1e-6
+of the error scale against a Newton tolerance of 1e-4, 1688 of 2688 Newton solves "diverged", each halving h and
+resetting the order's equal-step count, and the steps stayed at 1e-5..1e-3 (STEP_TOO_SMALL at ``max_steps`` in an
+exact equilibrium).  Radau at β = 15 (20 tokens within 1e-15) called 10 522 of 15 522 solves diverged (5310 with
+1 ≤ rate < 2, 5212 with a rate < 1 too slow for scipy's test, all with corrections ≤ 0.1 of the error scale): 5000
+steps reached t = 34.5 (median step 3.5e-4).
 
 The corrections then measure the rounding of the implicit equation itself (c·δf, what an explicit step of the same
 h makes: h·δf), which no iteration removes.  scipy's Newton tolerance, tol = max(10ε/rtol, min(0.03, √rtol)) of
@@ -17,14 +21,16 @@ the error scale, bounds the iteration error of a contracting iteration; against 
 at h ≈ tol·rtol/(ε e^β) (β = 10: 0.2 at rtol = 1e-8, 4e-4 at rtol = 1e-10), far below what the error test asks.
 Here that floor is judged on the error test's scale, with SUNDIALS CVODE's bounds (``cvNlsConvTest`` in
 cvode_nls.c: converged when ‖Δ‖·min(1, rate) is within 0.1 of the error test's scale, NLSCOEF; diverging when
-‖Δ‖ > RDIV·‖Δ_prev‖, RDIV = 2): a correction that grew by less than RDIV converges when it is itself within
-:data:`FLOOR` = 0.1 of the error scale (or within scipy's tolerance, were that larger): a tenth of the tolerance
-of the step's error test, which judges the accepted iterate as before.  scipy's tests are kept otherwise (converged
-when the geometric bound rate/(1 − rate)·‖Δ‖ is within its tolerance, diverged when the bound of the remaining
-iterations is not), so an iteration whose corrections contract is scipy's, bit for bit.
+‖Δ‖ > RDIV·‖Δ_prev‖, RDIV = 2): where scipy's test would end the iteration as diverged, a correction that grew by
+less than RDIV (or shrank too slowly) converges when it is itself within :data:`FLOOR` = 0.1 of the error scale (or
+within scipy's tolerance, were that larger): a tenth of the tolerance of the step's error test, which judges the
+accepted iterate as before (:func:`newton_exit`).  scipy's tests are kept otherwise (converged when the geometric
+bound rate/(1 − rate)·‖Δ‖ is within its tolerance), so an iteration that scipy's tests end as converged, or continue,
+is scipy's, bit for bit.
 
-Far from t = 0 the step scipy takes, t + h rounded, is not the h its differences were scaled to:
-:class:`_ExactSteps` rescales them to the step taken before each Newton iteration.
+Far from t = 0 the step scipy's BDF takes, t + h rounded, is not the h its differences were scaled to:
+:class:`_ExactSteps` rescales them to the step taken before each Newton iteration (Radau, a one-step method, takes
+its step from t_new − t throughout).
 """
 from __future__ import annotations
 
@@ -32,8 +38,9 @@ import inspect
 import types
 
 import numpy as np
-from scipy.integrate import BDF
+from scipy.integrate import BDF, Radau
 from scipy.integrate._ivp import bdf as _scipy_bdf
+from scipy.integrate._ivp import radau as _scipy_radau
 
 #: CVODE's RDIV: a correction more than this many times the previous one is divergence, whatever its size
 RDIV = 2.0
@@ -42,9 +49,22 @@ RDIV = 2.0
 FLOOR = 0.1
 
 
+def newton_exit(k, maxiter, rate, norm, tol):
+    """The verdict on the ``k``-th correction (of ``maxiter``) of scipy's simplified Newton iteration, RMS ``norm`` on
+    the error scale, ``rate`` its ratio to the previous one (None for the first): False if it diverged (the correction
+    is not taken), True if the iteration converged with it, None to iterate on.  scipy's tests, in its own words,
+    except that what they call diverged converges at the rounding floor: rate < :data:`RDIV` and ``norm`` within
+    max(``tol``, :data:`FLOOR`)."""
+    if rate is not None and (rate >= 1 or rate ** (maxiter - k) / (1 - rate) * norm > tol):
+        return bool(rate < RDIV and norm <= max(tol, FLOOR))      # numpy's bools are not False
+    if norm == 0 or rate is not None and rate / (1 - rate) * norm < tol:
+        return True
+    return None
+
+
 def solve_bdf_system(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol):
     """scipy's ``solve_bdf_system`` (same arguments and returns: converged, iterations, y, d) with the rounding
-    floor's exit: a correction with 1 ≤ rate < :data:`RDIV` and a norm within max(``tol``, :data:`FLOOR`) converges."""
+    floor's exit (:func:`newton_exit`)."""
     maxiter, norm = _scipy_bdf.NEWTON_MAXITER, _scipy_bdf.norm
     d = 0
     y = y_predict.copy()
@@ -57,16 +77,54 @@ def solve_bdf_system(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol):
         dy = solve_lu(LU, c * f - psi - d)
         dy_norm = norm(dy / scale)
         rate = None if dy_norm_old is None else dy_norm / dy_norm_old
-        floor = rate is not None and 1 <= rate < RDIV and dy_norm <= max(tol, FLOOR)
-        if rate is not None and not floor and (rate >= 1 or rate ** (maxiter - k) / (1 - rate) * dy_norm > tol):
+        verdict = newton_exit(k, maxiter, rate, dy_norm, tol)
+        if verdict is False:
             break
         y += dy
         d += dy
-        if floor or dy_norm == 0 or rate is not None and rate / (1 - rate) * dy_norm < tol:
+        if verdict:
             converged = True
             break
         dy_norm_old = dy_norm
     return converged, k + 1, y, d
+
+
+def solve_collocation_system(fun, t, y, h, Z0, scale, tol, LU_real, LU_complex, solve_lu):
+    """scipy's ``solve_collocation_system`` of Radau IIA (same arguments and returns: converged, iterations, Z, rate)
+    with the rounding floor's exit (:func:`newton_exit`)."""
+    R = _scipy_radau
+    maxiter = R.NEWTON_MAXITER
+    M_real, M_complex = R.MU_REAL / h, R.MU_COMPLEX / h
+    W = R.TI.dot(Z0)
+    Z = Z0
+    F = np.empty((3, y.shape[0]))
+    ch = h * R.C
+    dW_norm_old = None
+    dW = np.empty_like(W)
+    converged = False
+    rate = None
+    for k in range(maxiter):
+        for i in range(3):
+            F[i] = fun(t + ch[i], y + Z[i])
+        if not np.all(np.isfinite(F)):
+            break
+        dW[0] = solve_lu(LU_real, F.T.dot(R.TI_REAL) - M_real * W[0])
+        dW_complex = solve_lu(LU_complex, F.T.dot(R.TI_COMPLEX) - M_complex * (W[1] + 1j * W[2]))
+        dW[1] = dW_complex.real
+        dW[2] = dW_complex.imag
+        dW_norm = R.norm(dW / scale)
+        if dW_norm_old is not None:
+            rate = dW_norm / dW_norm_old
+        verdict = newton_exit(k, maxiter, rate, dW_norm, tol)
+        if verdict is False:
+            break
+        W += dW
+        Z = R.T.dot(W)
+        if verdict:
+            converged = True
+            break
+        dW_norm_old = dW_norm
+    return converged, k + 1, Z, rate
 
 
 class _ExactSteps:
@@ -101,39 +159,54 @@ class _ExactSteps:
         return solve_bdf_system(fun, t_new, y_predict, c, psi, LU, solve_lu, scale, tol)
 
 
+def _mismatch(module, step_impl, name, ours, reads, step_reads=()) -> str:
+    """Why the installed scipy's solver is not the one this module stands in for ("" when it is): its ``_step_impl``
+    must call ``name`` from ``module``, with the signature of ``ours``, ``module`` must define ``reads`` and
+    ``_step_impl`` read ``step_reads``.  scipy's private internals may change in any release; then the run takes
+    scipy's solver as it is (with a warning), not an error."""
+    theirs = getattr(module, name, None)
+    if theirs is None or name not in step_impl.__code__.co_names:
+        return f"its _step_impl no longer calls {name}"
+    try:
+        if inspect.signature(theirs) != inspect.signature(ours):
+            return f"its {name}{inspect.signature(theirs)} is not {name}{inspect.signature(ours)}"
+    except (TypeError, ValueError):
+        return f"its {name} has no signature to compare"
+    missing = [r for r in reads if not hasattr(module, r)]
+    if missing:
+        return f"its module of {name} lacks {missing}"
+    unread = [r for r in step_reads if r not in step_impl.__code__.co_names]
+    return f"its _step_impl no longer reads {unread}" if unread else ""
+
+
 def scipy_mismatch(bdf_module, step_impl) -> str:
-    """Why the installed scipy's BDF is not the one this module stands in for ("" when it is): its ``_step_impl``
-    must call ``solve_bdf_system``, with our signature, and the module must define what ours reads.  scipy's private
-    internals may change in any release; then the run takes scipy's BDF as it is (with a warning), not an error."""
-    ours = inspect.signature(solve_bdf_system)
-    theirs = getattr(bdf_module, "solve_bdf_system", None)
-    if theirs is None or "solve_bdf_system" not in step_impl.__code__.co_names:
-        return "its BDF._step_impl no longer calls solve_bdf_system"
+    """Why the installed scipy's BDF is not the one :class:`FloorBDF` stands in for ("" when it is): as
+    :func:`_mismatch`, and its ``_step_impl`` must rescale its differences by ``change_D``."""
     if "change_D" not in step_impl.__code__.co_names or not hasattr(bdf_module, "change_D"):
         return "its BDF._step_impl no longer rescales its differences by change_D"
-    try:
-        if inspect.signature(theirs) != ours:
-            return f"its solve_bdf_system{inspect.signature(theirs)} is not solve_bdf_system{ours}"
-    except (TypeError, ValueError):
-        return "its solve_bdf_system has no signature to compare"
-    missing = [name for name in ("NEWTON_MAXITER", "norm") if not hasattr(bdf_module, name)]
-    if missing:
-        return f"its bdf module lacks {missing}"
-    unread = [name for name in ("D", "order", "gamma", "alpha") if name not in step_impl.__code__.co_names]
-    return f"its BDF._step_impl no longer reads {unread}" if unread else ""
+    why = _mismatch(bdf_module, step_impl, "solve_bdf_system", solve_bdf_system, ("NEWTON_MAXITER", "norm"),
+                    ("D", "order", "gamma", "alpha"))
+    return why.replace("its _step_impl", "its BDF._step_impl")
 
 
-def _with_newton(step_impl, exact):
-    """scipy's ``BDF._step_impl`` itself, its globals ``solve_bdf_system`` and ``change_D`` bound to ``exact``'s
-    (:class:`_ExactSteps`: this module's Newton iteration on differences rescaled to the step taken); scipy's module
-    is left as it is: other users of its BDF in the process keep its iteration."""
-    scope = {**vars(_scipy_bdf), "solve_bdf_system": exact.solve_bdf_system, "change_D": exact.change_D}
-    return types.FunctionType(step_impl.__code__, scope, step_impl.__name__, step_impl.__defaults__,
-                              step_impl.__closure__)
+def radau_mismatch(radau_module, step_impl) -> str:
+    """Why the installed scipy's Radau is not the one :class:`FloorRadau` stands in for ("" when it is)."""
+    why = _mismatch(radau_module, step_impl, "solve_collocation_system", solve_collocation_system,
+                    ("NEWTON_MAXITER", "norm", "MU_REAL", "MU_COMPLEX", "T", "TI", "TI_REAL", "TI_COMPLEX", "C"))
+    return why.replace("its _step_impl", "its Radau._step_impl")
+
+
+def _rebound(step_impl, module, **names):
+    """scipy's ``_step_impl`` itself, the globals ``names`` of its ``module`` bound to this module's; scipy's module is
+    left as it is: other users of its solvers in the process keep its iteration."""
+    return types.FunctionType(step_impl.__code__, {**vars(module), **names}, step_impl.__name__,
+                              step_impl.__defaults__, step_impl.__closure__)
 
 
 #: "" where FloorBDF stands in for the installed scipy's BDF; else why not (then FloorBDF is None)
 MISMATCH = scipy_mismatch(_scipy_bdf, BDF._step_impl)
+#: "" where FloorRadau stands in for the installed scipy's Radau; else why not (then FloorRadau is None)
+RADAU_MISMATCH = radau_mismatch(_scipy_radau, Radau._step_impl)
 
 if MISMATCH:
     FloorBDF = None
@@ -145,20 +218,32 @@ else:
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self._step_impl = types.MethodType(_with_newton(BDF._step_impl, _ExactSteps(self)), self)
+            exact = _ExactSteps(self)
+            self._step_impl = types.MethodType(_rebound(BDF._step_impl, _scipy_bdf, change_D=exact.change_D,
+                                                        solve_bdf_system=exact.solve_bdf_system), self)
+
+if RADAU_MISMATCH:
+    FloorRadau = None
+else:
+    class FloorRadau(Radau):
+        """:class:`scipy.integrate.Radau` whose Newton iteration converges at the rounding floor of its corrections
+        (see the module docstring); everything else is scipy's."""
+
+        _step_impl = _rebound(Radau._step_impl, _scipy_radau, solve_collocation_system=solve_collocation_system)
 
 
 def solver_class(method):
-    """The scipy solver class of an implicit ``method`` (:class:`meanfield._integrators.ImplicitMethod`), BDF as
-    :class:`FloorBDF` where it stands in for the installed scipy's (else scipy's own, with a warning saying why)."""
-    if method.solver != "BDF":
-        return method.solver_class()
-    if FloorBDF is not None:
-        return FloorBDF
-    import scipy
+    """The scipy solver class of an implicit ``method`` (:class:`meanfield._integrators.ImplicitMethod`): BDF and
+    Radau as :class:`FloorBDF` and :class:`FloorRadau` where they stand in for the installed scipy's (else scipy's
+    own, with a warning saying why)."""
+    ours, why = {"BDF": (FloorBDF, MISMATCH), "Radau": (FloorRadau, RADAU_MISMATCH)}.get(method.solver, (None, ""))
+    if ours is not None:
+        return ours
+    if why:
+        import scipy
 
-    from .._errors import warn
-    warn(f"method='bdf' runs scipy {scipy.__version__}'s BDF unchanged: {MISMATCH}, so meanfield's Newton exit at "
-         "the rounding floor cannot stand in for it (a fully collapsed cluster may then stall with STEP_TOO_SMALL; "
-         "docs/numerics.md, stiff particle runs).")
+        from .._errors import warn
+        warn(f"method={method.name!r} runs scipy {scipy.__version__}'s {method.solver} unchanged: {why}, so "
+             "meanfield's Newton exit at the rounding floor cannot stand in for it (a fully collapsed cluster may "
+             "then stall with STEP_TOO_SMALL; docs/numerics.md, stiff particle runs).")
     return method.solver_class()
