@@ -90,8 +90,8 @@ class ImplicitMethod:
     (``ParticleStepper._jacobian``: the exact backend's Post-LN, any heads, causal or not), else estimated by finite
     differences, n·d velocity evaluations each (n tokens in dimension d): meant for a few hundred tokens whose
     dynamics is stiff (USA attention and the gradient flow at large β, clusters that collapse fast and attract
-    slowly).  The particle backends run BDF as scipy's with one more exit of its Newton iteration, at the rounding
-    floor of its corrections (:func:`meanfield.backends._newton.solver_class`)."""
+    slowly).  The particle backends run BDF and Radau as scipy's with one more exit of their Newton iterations, at
+    the rounding floor of the corrections (:func:`meanfield.backends._newton.solver_class`)."""
     name: str
     order: int
     solver: str
