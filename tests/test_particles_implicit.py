@@ -47,7 +47,8 @@ def test_the_error_of_an_implicit_run_follows_its_tolerance(method):
 
 def test_an_implicit_method_steps_past_the_stiffness_of_usa_clusters():
     """USA at β = 10: once the tokens have clustered the explicit pair is held at steps ~e^{−β} by stability while
-    nothing moves (20 tokens to t = 5: rk45 20115 steps, radau 1062, bdf 1191; measured 10.1 s, 1.0 s and 0.49 s (benchmark case 11)).
+    nothing moves (20 tokens to t = 5: rk45 20115 steps, radau 1062, bdf 1191; measured 10.1 s, 1.0 s and 0.49 s,
+    benchmark case 11).
     Here 8 tokens to t = 2; both reach the same clusters."""
     model, start = mf.Model(10.0, attention="unnormalized"), mf.Particles.uniform(8, 3, seed=0)
     runs = {m: mf.simulate(model, start, 2.0, backend="particles", method=m, rtol=1e-8, atol=1e-10)
