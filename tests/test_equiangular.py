@@ -440,3 +440,43 @@ def test_a_radial_rate_beyond_float64_is_named():
     "non-finite … a step overshot a collapse", which is not what happens)."""
     with pytest.raises(mf.ConvergenceError, match=r"d log r/dt .* overflows float64 at t=0\.5.*r0=0\.001"):
         mf.equiangular("mix-ln", 709.0, 5, [0.25, 1.0], r0=1e-3, tau=0.5, attention="unnormalized")
+
+
+def _just_after(tau):
+    """Times from the float after τ to τ + 0.25: a few ulps, then decades of t − τ."""
+    ulps = [np.nextafter(tau, np.inf), tau + 4 * np.spacing(tau)]
+    return np.array(ulps + [tau + dt for dt in (1e-14, 1e-12, 1e-10, 1e-7, 1e-5, 1e-3, 0.25)])
+
+
+@pytest.mark.parametrize("beta", [50.0, 100.0, 700.0])
+def test_mix_ln_radius_just_after_tau_after_a_usa_collapse(beta):
+    """Mix-LN after a USA collapse (ρ = 1 at τ): dr/dt = e^β, so r = r0 + e^β (t − τ) exactly, which crosses from r0
+    to r0 + e^β·ulp(τ) (5.7e5 at β = 50) within the first ulp after τ.  The piece after τ was integrated in t, where
+    LSODA took ~95 steps of zero length (τ + h = τ) and log r came out 3.06 (β = 50), 2.79 (100), 2.77 (700) too high
+    at the float after τ, still 1.2e-8 at τ + 1e-5; it is now integrated on the clock t − τ.  log r to
+    2(atol + rtol·|log r|), as in test_a_radius_beyond_float64_is_inf_with_one_warning_and_rho_goes_on (measured
+    7.2e-11 at β = 50, 6.8e-10 at β = 700)."""
+    n, r0, tau = 2, 2.0, 0.5
+    assert _usa_post_ln_rounds_to_one(beta, n) < tau
+    t = _just_after(tau)
+    rho, r = mf.equiangular("mix-ln", beta, n, t, r0=r0, tau=tau, attention="unnormalized")
+    log_r = np.log(r0 + np.exp(beta) * (t - tau))          # t − τ is exact here (Sterbenz)
+    assert np.all(rho == 1.0)
+    np.testing.assert_allclose(np.log(r), log_r, rtol=0, atol=2 * (1e-14 + 1e-12 * log_r.max()))
+
+
+@pytest.mark.parametrize("beta", [50.0, 100.0])
+def test_mix_ln_radius_just_after_tau_before_a_usa_collapse(beta):
+    """τ at ρ = 0.2, before the USA collapse: after τ, Pre-LN's dr/dt = ⟨θ, A⟩ = (e^β/n)(1 + (n−1) e^{β(ρ−1)} ρ) while
+    dρ/d log r = 2e^{β(ρ−1)}(1 − ρ)(1 + (n−1)ρ)/(1 + (n−1) e^{β(ρ−1)} ρ) ≤ 1e-17 (β = 50) keeps ρ at ρ(τ) over the
+    40 units of log r to τ + 1e-5: r = r0 + ⟨θ, A⟩(ρ(τ)) (t − τ) to ~1e-17 relative.  log r came out 3.05 (β = 50) and
+    23.8 (β = 100) off; now 6.0e-11 and 1.2e-10, tolerance as in the test above.  ρ(τ) against the quadrature, in t."""
+    n, r0 = 2, 2.0
+    tau = _usa_post_ln_time(beta, n, 0.2)
+    t = _just_after(tau)[:-2]                                # to τ + 1e-5
+    rho, r = mf.equiangular("mix-ln", beta, n, np.concatenate([[tau], t]), r0=r0, tau=tau, attention="unnormalized")
+    assert _consistent_with_the_quadrature(beta, n, tau, rho[0], rel=1e-9)
+    assert np.all(np.abs(rho[1:] - rho[0]) <= 1e-15)
+    q = np.exp(beta * (rho[0] - 1))
+    log_r = np.log(r0 + np.exp(beta) / n * (1 + (n - 1) * q * rho[0]) * (t - tau))
+    np.testing.assert_allclose(np.log(r[1:]), log_r, rtol=0, atol=2 * (1e-14 + 1e-12 * log_r.max()))

@@ -27,7 +27,10 @@ e^{βρ} (Post-LN: κ → 2e^β as ρ → 1), so at large β the collapse crosse
 and, once 1/κ falls below 2^30 ulps of t, in the arc length σ, dσ = (1 + κ + |d log r/dt|) dt, of the state
 (s, log r, t) with s = −log(1 − ρ): every rate there is in [−1, 1], and the collapse is a stretch of σ ~ 40.  When
 ρ rounds to 1 in float64 (1 − ρ < 2^-54; ρ never decreases), or a step in t reaches 1 while 1/κ is below 2^30 ulps
-of t, the integration goes on in t from ρ = 1 exactly, an equilibrium, with the radius alone.
+of t, the integration goes on in t from ρ = 1 exactly, an equilibrium, with the radius alone.  Each piece between
+the scheme's switch times (Mix-LN: [0, τ] and [τ, ∞)) runs on its own clock t − τ, whose ulps are those of t for the
+first piece and finer near τ for the next: there USA's Pre-LN radius leaves r0 at the rate e^β/r0, a layer of width
+~r0 e^{−β}, below one ulp of τ from β ≈ 37 (r0 = 1, τ = 0.5).
 """
 from __future__ import annotations
 
@@ -213,8 +216,14 @@ def _cuts(sch, model, t_end):
 
 
 def _inside(rhs, lo, hi):
-    # evaluate strictly inside the piece so a jump at its ends is seen from the correct side
-    return lambda time, y: rhs(min(max(time, np.nextafter(lo, hi)), np.nextafter(hi, lo)), y)
+    """rhs on the piece [lo, hi] as a function of the piece's own clock x = t − lo.
+
+    Evaluated strictly inside the piece, so that a jump at its ends is seen from the correct side.  The clock starts
+    at 0 so that its ulps are those of x, not of lo: after Mix-LN's τ a USA radius moves at e^β/r0 (dr/dt = e^β at
+    ρ = 1), a layer of width r0 e^{−β} far below one ulp of τ, in which LSODA took 95 steps of zero length in t
+    (τ + h = τ) and log r came out 3.06 too high at the next float after τ (β = 50, r0 = 2); in x it is resolved."""
+    first, last = np.nextafter(lo, hi), np.nextafter(hi, lo)
+    return lambda x, y: rhs(min(max(lo + x, first), last), y)
 
 
 _MAX_EVALUATIONS = 1_000_000    # ~10 s; ordinary runs take 10²–10⁴, a collapse from r0 = 1e-150 ~7·10⁴
@@ -264,15 +273,16 @@ _SIGMA_MAX = 1e300
 
 
 def _outruns_the_clock(rates, t, y) -> bool:
-    """Whether 1/κ at the state y = (ρ, log r) and time t is below 2^30 ulps of t (:data:`_SWITCH`)."""
-    rho, log_r = float(y[0]), float(y[1])
+    """Whether 1/κ at the state y = (ρ, log r) and time t is below 2^30 ulps of t (:data:`_SWITCH`), ``rates(t, y)``
+    and t on the piece's clock (:func:`_inside`)."""
     with np.errstate(all="ignore"):
-        kappa, _ = rates(t, rho, log_r)
+        kappa, _ = rates(t, (float(y[0]), float(y[1])))
     return bool(kappa * abs(t) >= _SWITCH)
 
 
 class _TimeStep:
-    """One LSODA step in t.  ``at(times)`` is (ρ, log r) at times in [t_old, t_new] from the step's dense output,
+    """One LSODA step in the piece's clock x = t − lo (:func:`_inside`; ``t_old``, ``t_new`` and every time here are
+    on that clock).  ``at(times)`` is (ρ, log r) at times in [t_old, t_new] from the step's dense output,
     ``time_of(level)`` the time ρ reaches a level in (ρ_old, ρ_new].  Read it before the solver steps again."""
 
     def __init__(self, solver, t_old, y_old):
@@ -297,8 +307,8 @@ class _TimeStep:
 
 
 class _ArcStep:
-    """One LSODA step in σ of z = (s, log r, t), s = −log(1 − ρ); as :class:`_TimeStep`, t located on the dense
-    output (t_new ≥ hi may pass the piece's end)."""
+    """One LSODA step in σ of z = (s, log r, x), s = −log(1 − ρ), x = t − lo; as :class:`_TimeStep`, x located on
+    the dense output (t_new ≥ hi − lo may pass the piece's end)."""
 
     def __init__(self, solver, z_old):
         self.dense, self.z_old, self.z_new = solver.dense_output(), z_old, solver.y
@@ -331,7 +341,7 @@ class _ArcStep:
 
 def _steps(rhs, rates, lo, hi, y0, r0, rtol, atol):
     """The steps of the ODE on the piece [lo, hi] from the state y0 = (ρ, log r) at lo, the last one ending at or
-    past hi.
+    past hi; their times are on the piece's clock x = t − lo (:func:`_inside`), written t below.
 
     In t (LSODA, as :func:`scipy.integrate.solve_ivp` steps it) until the collapse outruns the clock
     (:data:`_SWITCH`); then in σ, dσ = (1 + κ + |d log r/dt|) dt, of z = (s, log r, t) with s = −log(1 − ρ), whose
@@ -339,10 +349,12 @@ def _steps(rhs, rates, lo, hi, y0, r0, rtol, atol):
     crosses (0, 1) within one ulp of t, is there a step of σ ~ 40 while t moves by ~e^{−β}.  When ρ rounds to 1 in
     float64 (s ≥ 54 ln 2; ρ never decreases), or a step in t reaches ρ ≥ 1 while the collapse outruns the clock,
     the rest is integrated in t from ρ = 1 exactly, an equilibrium of the right-hand side: the radius alone."""
-    f = _Budget(_inside(rhs, lo, hi), r0)
-    start, y = lo, list(y0)
+    span = hi - lo
+    f = _Budget(_inside(rhs, lo, hi), r0, clock=lambda x, y: lo + x)
+    piece_rates = _inside(lambda time, y: rates(time, *y), lo, hi)
+    start, y = 0.0, list(y0)
     while True:
-        solver = LSODA(f, start, y, hi, first_step=_first_step(f, start, hi, y), rtol=rtol, atol=atol)
+        solver = LSODA(f, start, y, span, first_step=_first_step(f, start, span, y), rtol=rtol, atol=atol)
         while solver.status == "running":
             t_old, y_old = solver.t, solver.y
             message = solver.step()
@@ -351,7 +363,7 @@ def _steps(rhs, rates, lo, hi, y0, r0, rtol, atol):
             yield _TimeStep(solver, t_old, y_old)
             if solver.status != "running":
                 return
-            if y[0] < 1.0 and _outruns_the_clock(rates, solver.t, solver.y):
+            if y[0] < 1.0 and _outruns_the_clock(piece_rates, solver.t, solver.y):
                 break
         else:
             return
@@ -361,25 +373,25 @@ def _steps(rhs, rates, lo, hi, y0, r0, rtol, atol):
             # non-finite at t = 2.9e-16)
             start, y = solver.t, [1.0, float(solver.y[1])]
             continue
-        tail = yield from _arc_steps(rates, solver.t, solver.y, lo, hi, r0, rtol, atol)
+        tail = yield from _arc_steps(piece_rates, solver.t, solver.y, lo, hi, r0, rtol, atol)
         if tail is None:
             return
         start, y = tail
 
 
 def _arc_steps(rates, t0, y0, lo, hi, r0, rtol, atol):
-    """:func:`_steps` in σ from the state y0 at t0; return (t, [1, log r]) where ρ rounds to 1 before hi, else None."""
-    inside = _inside(lambda time, y: rates(time, *y), lo, hi)
+    """:func:`_steps` in σ from the state y0 at t0, ``rates(x, (ρ, log r))`` and every time on the piece's clock
+    x = t − lo; return (x, [1, log r]) where ρ rounds to 1 before hi, else None."""
 
     def arc(_, z):
         s, log_r, time = z
-        kappa, dlog_r = inside(time, (-np.expm1(-s), log_r))
+        kappa, dlog_r = rates(time, (-np.expm1(-s), log_r))
         if np.isposinf(kappa):      # 2κ ~ 2e^β overflows from β = 709.09 (USA): dt/dσ ~ 1/κ is then below any ulp
             return [1.0, 0.0 if np.isfinite(dlog_r) else np.nan, 0.0]
         lam = 1.0 + kappa + abs(dlog_r)
         return [kappa / lam, dlog_r / lam, 1.0 / lam]
 
-    f = _Budget(arc, r0, clock=lambda sigma, z: z[2])
+    f = _Budget(arc, r0, clock=lambda sigma, z: lo + z[2])
     z0 = [-np.log1p(-float(y0[0])), float(y0[1]), float(t0)]
     # t ≥ t0 > 0 (κ·|t| ≥ _SWITCH) gets a purely relative tolerance: atol on it ended the collapse from ρ0 = 0.5 at
     # USA β = 50 (t ~ 1e-12) 1.7e-8 early
@@ -389,14 +401,14 @@ def _arc_steps(rates, t0, y0, lo, hi, r0, rtol, atol):
         z_old = solver.y
         message = solver.step()
         if solver.status == "failed":
-            raise ConvergenceError(f"equiangular ODE failed on [{lo}, {hi}] (in σ, from t={t0:.6g}): {message}")
+            raise ConvergenceError(f"equiangular ODE failed on [{lo}, {hi}] (in σ, from t={lo + t0:.6g}): {message}")
         step = _ArcStep(solver, z_old)
         yield step
-        if step.t_new >= hi:
+        if step.t_new >= hi - lo:
             return None
         if step.rho_new == 1.0:
             return step.t_new, [1.0, float(step.z_new[1])]
-    raise ConvergenceError(f"equiangular ODE did not reach t={hi} in σ ≤ {_SIGMA_MAX:g} (from t={t0:.6g}).")
+    raise ConvergenceError(f"equiangular ODE did not reach t={hi} in σ ≤ {_SIGMA_MAX:g} (from t={lo + t0:.6g}).")
 
 
 def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="softmax", rho0=0.0,
@@ -480,16 +492,17 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
         last = hi == cuts[-1]
         if not last:
             te = np.append(te, hi)      # the state at the cut starts the next piece
-        # at lo itself the state is y0: a first step below one ulp of lo (USA Pre-LN after Mix-LN's τ, speed e^β/r0)
-        # ends at lo in float64, and its end was returned there (r(τ) = 2.000002 for r0 = 2 at β = 100)
+        # at lo itself the state is y0 (a first step below one ulp of lo, USA Pre-LN after Mix-LN's τ, ended at lo
+        # when the steps were taken in t, and its end was returned there: r(τ) = 2.000002 for r0 = 2 at β = 100)
         vals, done = np.empty((2, te.size)), int(np.searchsorted(te, lo, side="right"))
         vals[:, :done] = np.reshape(y0, (2, 1))
+        xe = te - lo        # the steps' clock (_inside); exact from lo to 2·lo, else rounded as t itself is
         for step in _steps(rhs, rates, lo, hi, y0, r0, rtol, atol):
             if t_out is None and step.log_r_old <= _LOG_MAX < step.log_r_new:
-                t_out = step.time_of_log_r(_LOG_MAX)
-            upto = int(np.searchsorted(te, step.t_new, side="right"))      # as solve_ivp's t_eval
+                t_out = lo + step.time_of_log_r(_LOG_MAX)
+            upto = int(np.searchsorted(xe, step.t_new, side="right"))      # as solve_ivp's t_eval
             if upto > done:
-                vals[:, done:upto] = step.at(te[done:upto])
+                vals[:, done:upto] = step.at(xe[done:upto])
                 done = upto
         out[:, sel] = vals[:, :int(sel.sum())]
         y0 = list(vals[:, -1])
@@ -552,10 +565,10 @@ def _hitting_times(rhs, rates, lo, hi, y0, r0, levels, out, rtol, atol):
     for step in _steps(rhs, rates, lo, hi, y0, r0, rtol, atol):
         crossed = np.flatnonzero(np.isinf(out) & (levels > step.rho_old) & (levels <= step.rho_new))
         for i in crossed:
-            out[i] = step.time_of(float(levels[i]))
+            out[i] = lo + step.time_of(float(levels[i]))
         if step.rho_new >= top:
             return None, True
-    return step.end(hi), False
+    return step.end(hi - lo), False
 
 
 def _crossing(dense, x_old, g_old, x_new, g_new, level, k=0) -> float:
