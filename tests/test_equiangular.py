@@ -77,17 +77,74 @@ def test_scale_free_schemes_agree_for_both_attentions_where_the_speed_factor_ove
     assert sa[0][-1] > 0.9994
 
 
-def test_a_collapse_faster_than_the_integrator_stops_with_a_diagnosis(monkeypatch):
-    """Pre-LN moves θ at speed 1/r: from r0 = 1e-300 the collapse takes ~1e-300 (it hung; now a ConvergenceError
-    names r0); a run over its evaluation budget stops the same way instead of running on."""
+def test_a_run_over_its_evaluation_budget_stops_with_a_diagnosis(monkeypatch):
+    """Pre-LN moves θ at speed 1/r: from r0 ≪ 1 the collapse is spread over the decades of t from ~r0 on; a run over
+    its evaluation budget stops with a ConvergenceError naming r0 instead of running on."""
     from meanfield.analysis import _equiangular
-    with pytest.raises(mf.ConvergenceError, match=r"r0=1e-300"):
-        mf.equiangular("pre-ln", 2.0, 5, [0.5, 1.0], r0=1e-300)
     monkeypatch.setattr(_equiangular, "_MAX_EVALUATIONS", 50)
     with pytest.raises(mf.ConvergenceError, match="took over 50 evaluations"):
         mf.equiangular("pre-ln", 2.0, 5, [0.5, 1.0], r0=1e-40)
     with pytest.raises(mf.ConvergenceError, match="took over 50 evaluations"):
         mf.equiangular_time("pre-ln", 2.0, 5, 0.9, r0=1e-40)
+
+
+def _pre_ln_from_r0(beta, n, levels):
+    """(T, L) at the levels ρ of Pre-LN under SA from ρ0 = 0: t = r0·T(ρ) and log r = log r0 + L(ρ), by quadrature.
+
+    dρ/dt = 2b(1 − ρ)(1 + (n−1)ρ)/r and dr/dt = ⟨θ, A⟩ = a(1 + (n−1)qρ) (module docstring; q = e^{β(ρ−1)}, b = aq,
+    a = 1/(1 + (n−1)q)) give dlog r/dρ = g(ρ) = (1 + (n−1)qρ)/(2q(1 − ρ)(1 + (n−1)ρ)), free of r, and
+    dt/dρ = r/(2b(1 − ρ)(1 + (n−1)ρ)) = r0 h(ρ), h = e^{L(ρ)}/(2b(1 − ρ)(1 + (n−1)ρ)): L = ∫g, T = ∫h from 0."""
+    from scipy.integrate import quad
+
+    def q(v):
+        return np.exp(beta * (v - 1))
+
+    def L(rho):
+        return quad(lambda v: (1 + (n - 1) * q(v) * v) / (2 * q(v) * (1 - v) * (1 + (n - 1) * v)), 0.0, rho,
+                    epsabs=0, epsrel=1e-13, limit=200)[0]
+
+    def h(v):
+        return np.exp(L(v)) * (1 + (n - 1) * q(v)) / (2 * q(v) * (1 - v) * (1 + (n - 1) * v))
+
+    T = np.array([quad(h, 0.0, rho, epsabs=0, epsrel=1e-13, limit=200)[0] for rho in levels])
+    return T, np.array([L(rho) for rho in levels])
+
+
+def test_pre_ln_from_a_radius_near_the_smallest_normal_matches_the_quadrature():
+    """Pre-LN from r0 = 1e-300 (SA, β = 2, n = 5): the rates ~1/r0 made LSODA's own difference-quotient Jacobian
+    overflow (its increment ∝ max_i |f_i|/(atol + rtol|y_i|)), and the run stopped at its first stiff step ("became
+    non-finite at t=6.49e-301", from r0 ≤ 1e-297); the Jacobian is now the module's, with increments from the state.
+    Against the quadrature t = r0·T(ρ), log r = log r0 + L(ρ): log r to 2(atol + rtol·|log r|) as in the tests above
+    (1.4e-9; measured 2.6e-10), ρ to that times max |dρ/dlog r| = max 1/g = 0.64 (ρ is a function of log r along the
+    solution, so log r's error carries one of ρ: 8.9e-10; measured 2.6e-11, against 1.5e-12 from r0 = 1, where log r's
+    weight atol + rtol·|log r| is 1e-14 instead of 7e-10).  Peri-LN, whose rates are also homogeneous of degree −1 in
+    r (and whose dρ/dlog r is Pre-LN's: ‖A‖ cancels), is the same run from r0 = 1 at the times t/r0."""
+    beta, n, r0 = 2.0, 5, 1e-300
+    levels = np.array([0.1, 0.5, 0.9, 0.99, 0.999])
+    T, L = _pre_ln_from_r0(beta, n, levels)
+    rho, r = mf.equiangular("pre-ln", beta, n, r0 * T, r0=r0)
+    log_tol = 2 * (1e-14 + 1e-12 * abs(np.log(r0)))
+    np.testing.assert_allclose(np.log(r), np.log(r0) + L, rtol=0, atol=log_tol)
+    grid = np.linspace(0, 0.999, 1000)
+    q = np.exp(beta * (grid - 1))
+    slope = np.max(2 * q * (1 - grid) * (1 + (n - 1) * grid) / (1 + (n - 1) * q * grid))      # 1/g
+    np.testing.assert_allclose(rho, levels, rtol=0, atol=slope * log_tol)
+    peri, peri_r = mf.equiangular("peri-ln", beta, n, r0 * T, r0=r0)
+    unit, unit_r = mf.equiangular("peri-ln", beta, n, T, r0=1.0)
+    np.testing.assert_allclose(np.log(peri_r), np.log(r0) + np.log(unit_r), rtol=0, atol=log_tol)
+    np.testing.assert_allclose(peri, unit, rtol=0, atol=slope * log_tol)
+
+
+@pytest.mark.parametrize("r0", [1e-310, 5e-324])
+def test_a_subnormal_r0_is_refused_before_any_work(r0, monkeypatch):
+    # r = e^{log r} has fewer than 53 bits there and the rates ~1/r0 pass float64: the run stopped at its first step
+    # with "d log r/dt overflows … unnormalized attention near beta = 709.78" (softmax attention)
+    from meanfield.analysis import _equiangular
+    monkeypatch.setattr(_equiangular, "LSODA", None)        # any integration would fail with a TypeError
+    for call in (lambda: mf.equiangular("pre-ln", 2.0, 5, [0.0, 1.0], r0=r0),
+                 lambda: mf.equiangular_time("mix-ln", 2.0, 5, 0.5, r0=r0, tau=0.5)):
+        with pytest.raises(ValueError, match=r"`r0` must be ≥ 2\.2250738585072014e-308 \(float64's smallest normal"):
+            call()
 
 
 def test_rho_rate_is_the_reference_slope_at_any_radius():

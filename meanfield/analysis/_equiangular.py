@@ -104,6 +104,9 @@ def _lsoda_rtol(rtol) -> float:
 #: log of float64's largest value (709.78): a radius whose log passes it is beyond float64
 _LOG_MAX = float(np.log(np.finfo(float).max))
 
+#: float64's smallest normal number (2.2e-308), the smallest r0 taken
+_TINY = float(np.finfo(float).tiny)
+
 
 def _times_exp(x, e):
     """x·e^e, taken as sign(x)·e^{log|x| + e}: finite where e^e alone underflows or overflows and the product does
@@ -126,6 +129,11 @@ def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e
     beta = positive_float("beta", beta, allow_zero=True)
     n = nonneg_int("n", n, minimum=2)
     r0 = check_r0(sch, r0)      # as Model and the backends: r0 ≠ 1 is refused for a scheme without a radius
+    if r0 < _TINY:
+        # r = e^{log r} is subnormal there, with fewer than 53 bits, and the rates ~1/r0 of Pre-, Peri- and Mix-LN pass
+        # float64 (it stopped at the first step naming "unnormalized attention near beta = 709.78" for SA)
+        raise ValueError(f"`r0` must be ≥ {_TINY!r} (float64's smallest normal number) for the equiangular ODE; "
+                         f"got r0={r0!r}.")
     rho0 = real_number("rho0", rho0)      # float("a") raised "could not convert string to float", naming nothing
     if not (-1.0 / (n - 1) <= rho0 < 1.0):
         raise ValueError(f"`rho0` must be in [−1/(n−1), 1) = [{-1 / (n - 1):.6g}, 1) for n={n}; got rho0={rho0!r}.")
@@ -226,7 +234,7 @@ def _inside(rhs, lo, hi):
     return lambda x, y: rhs(min(max(lo + x, first), last), y)
 
 
-_MAX_EVALUATIONS = 1_000_000    # ~10 s; ordinary runs take 10²–10⁴, a collapse from r0 = 1e-150 ~7·10⁴
+_MAX_EVALUATIONS = 1_000_000    # ~10 s; ordinary runs take 10²–10⁴, a collapse from r0 = 1e-150 ~7·10⁴, 1e-300 ~1.3·10⁵
 
 
 class _Budget:
@@ -253,6 +261,27 @@ class _Budget:
                                    "the tokens in a time ~r0). Ask for a larger r0 or a shorter span; "
                                    "equiangular_time gives the time of the collapse.")
         return dy
+
+
+def _jacobian(f):
+    """∂f/∂y of the state (ρ, log r) by forward differences of relative size √ε (backward in ρ where ρ + h passes 1).
+
+    Given to LSODA in place of its own difference quotients, whose increment is 1000·|h|·ε·n·max_i |f_i|/w_i
+    (w_i = rtol·|y_i| + atol): the rates ~1/r0 of Pre-LN from r0 = 1e-297 (SA, β = 2, n = 5, default tolerances;
+    1e-295 ran) make that norm overflow, the increment is inf, and LSODA's first stiff step (after ~95 steps) asked
+    for the rate at ρ = inf ("became non-finite at t=6.56e-298").  These increments depend on y alone; the Jacobian only steers the corrector's
+    Newton iteration, the error control is LSODA's."""
+    def jac(x, y):
+        y = np.asarray(y, dtype=float)
+        f0, out = np.asarray(f(x, y), dtype=float), np.empty((y.size, y.size))
+        for j in range(y.size):     # two columns
+            h = np.sqrt(np.finfo(float).eps) * max(abs(y[j]), 1.0)
+            h = -h if j == 0 and y[0] + h > 1.0 else h
+            shifted = y.copy()
+            shifted[j] += h
+            out[:, j] = (np.asarray(f(x, shifted), dtype=float) - f0) / (shifted[j] - y[j])
+        return out
+    return jac
 
 
 def _first_step(f, lo, hi, y0):
@@ -354,7 +383,8 @@ def _steps(rhs, rates, lo, hi, y0, r0, rtol, atol):
     piece_rates = _inside(lambda time, y: rates(time, *y), lo, hi)
     start, y = 0.0, list(y0)
     while True:
-        solver = LSODA(f, start, y, span, first_step=_first_step(f, start, span, y), rtol=rtol, atol=atol)
+        solver = LSODA(f, start, y, span, first_step=_first_step(f, start, span, y), rtol=rtol, atol=atol,
+                       jac=_jacobian(f))
         while solver.status == "running":
             t_old, y_old = solver.t, solver.y
             message = solver.step()
@@ -426,8 +456,10 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
     t : array_like, shape (m,)
         Strictly increasing times ≥ 0 at which to return the solution.
     r0 : float
-        Initial radius r(0) > 0 (schemes with a radius; the others take only the default 1, as in
-        :class:`Model`).
+        Initial radius r(0) ≥ 2.2250738585072014e-308, float64's smallest normal number (schemes with a radius; the
+        others take only the default 1, as in :class:`Model`).  Pre-, Peri- and Mix-LN (after τ) move ρ and log r
+        at rates ~1/r, so from r0 ≪ 1 their solution is spread over the decades of t from ~r0 on: each costs a few
+        hundred evaluations at rtol = 1e-12 (1.3·10⁵ in all from r0 = 1e-300, a few seconds).
     alpha : float or callable
         nGPT step α_t > 0.
     tau : float, optional
