@@ -495,7 +495,7 @@ def equiangular(scheme, beta, n, t, r0=1.0, alpha=1.0, tau=None, *, attention="s
     UnsupportedModelError
         For layer-only schemes (anGPT).
     ConvergenceError
-        When the integration cannot go on (a Pre-LN-like speed 1/r from r0 ≪ 1 collapses the tokens in a time ~r0;
+        When the integration cannot go on (over 10⁶ evaluations: the ODE's time scale far below the span asked for;
         d log r/dt beyond float64, USA near β = 709.78 with r < 1).
 
     Notes
