@@ -190,9 +190,9 @@ def _setup(scheme, beta, n, r0, alpha, tau, attention, rho0, rtol=1e-12, atol=1e
         if np.isposinf(dr / r) and np.isfinite(dr) and rho <= 1.0:
             # it read "non-finite … a step overshot a collapse" (Mix-LN after τ, USA β = 709, r0 = 1e-3)
             raise ConvergenceError(f"the equiangular radius's rate d log r/dt = (dr/dt)/r overflows float64 at "
-                                   f"t={time:.6g} (dr/dt = {float(dr):.4g}, r = {float(r):.4g}, r0={r0:g}; "
-                                   "unnormalized attention near beta = 709.78 moves r at ~e^beta). Ask for a smaller "
-                                   "beta or a larger r0.")
+                                   f"t={time:.6g} (dr/dt = {float(dr):.4g}, r = {float(r):.4g}, r0={r0:g}: unnormalized "
+                                   "attention moves r at ~e^beta, so the rate ~e^beta/r passes 1.8e308 as beta nears "
+                                   "709.78 or as r shrinks). Ask for a smaller beta or a larger r0.")
         return [float(drho), float(dr / r)]
 
     def rates(time, rho, log_r):
