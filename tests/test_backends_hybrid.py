@@ -448,3 +448,14 @@ def test_the_particle_phase_warns_of_an_unresolved_fixed_step_after_a_hand_off()
     assert tr.success and len(found) == 1
     assert re.search(rf"fixed step h=0.0\d+ \(method='rk4', step=0.05\) does not resolve the motion at "
                      rf"t={tr.run_info['handoff']['t']:.6g}: .* moves h·\|dθ/dt\| = \S+ rad", found[0]), found
+
+
+def test_the_time_diagnostic_of_a_hybrid_run_is_its_save_times_in_both_phases():
+    """The particle phase records the diagnostic `t` and the spectral phase did not, so the merged diagnostics read
+    NaN for `t` at every spectral state (here t = 0.25, 0.5, 0.75 before a hand-off at t ≈ 0.92, from t0 = 0.25)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(5.0), mf.Density.random(24, seed=2, amplitude=0.7), 1.0, t0=0.25,
+                         backend="hybrid", save_every=0.25)
+    assert list(tr.diagnostics["phase"]) == [0, 0, 0, 1]       # both phases are saved
+    assert np.array_equal(tr.diagnostics["t"], tr.times)
