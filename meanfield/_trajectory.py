@@ -51,7 +51,9 @@ class Trajectory:
         above degree ⌊2L/3⌋ over the total, in [0, 1]), ``energy`` (E_β, NaN for an anisotropic kernel),
         ``max_speed`` (the largest |v| on the grid), ``dissipation`` (∫ρ|v|² dσ), ``lmax`` (the band limit
         L), ``filtered_steps``, ``mean_alignment`` (|∫x dμ|²) and, with a radius, ``mean_radius``; see
-        :doc:`numerics`.
+        :doc:`numerics`.  Those of the particle backends (``mean_alignment`` over the pairs i ≠ j, ``max_speed``,
+        ``dissipation``, ``max_attention``, ``energy``, the radius statistics, and the error bounds of
+        "particles-sh") and of the hybrid's two phases are listed in :doc:`backends`.
     steps : dict of str → ndarray, shape (n_steps,)
         Per-step records of the integrator, one entry per accepted step: ``t`` (the time the step reached),
         ``dt`` (its size), with the adaptive methods ``rejected`` (trial steps rejected before it), and the

@@ -673,3 +673,30 @@ def test_the_quoted_runs_of_the_front_page_and_the_command_line_page(tmp_path, c
     assert len(block) == len(printed)
     assert printed[0].replace(str(out), "post_ln.h5") == block[0]
     assert printed[1:] == block[1:]
+
+
+def test_backends_page_lists_the_diagnostics_and_the_step_log_of_the_particle_backends():
+    """backends.md's "particles-sh" section speaks of "the diagnostics of "particles"", which no page listed (what
+    `max_attention`, `min_radius` or the step log's `error` are was in a docstring the docs do not render): the
+    "particles" section names every key that its runs record (a radius scheme, a causal run, a layer map, anGPT),
+    and the hybrid section the keys its runs add to those of the two backends."""
+    import warnings
+
+    text = _read("backends.md")
+    particles = text[text.index('## `"particles"`'):text.index('## `"particles-sh"`')]
+    said = set(re.findall(r"`(\w+)`", particles[particles.index("Each saved state records"):]))
+    p = mf.Particles.uniform(12, d=4, seed=0)
+    runs = [mf.simulate(mf.Model(2.0, "pre-ln", d=4), p, 0.2, backend="particles"),
+            mf.simulate(mf.Model(2.0, d=4), p, 0.2, backend="particles", causal=True, method="rk23"),
+            mf.simulate(mf.Model(2.0, "peri-ln", d=4), p, 0.2, backend="particles", time="layers", step=0.1),
+            mf.simulate(mf.Model(2.0, "angpt", d=4), p, 0.2, backend="particles", time="layers", step=0.1)]
+    for run in runs:
+        assert set(run.diagnostics) | set(run.steps) <= said, (set(run.diagnostics) | set(run.steps)) - said
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        hybrid = mf.simulate(mf.Model(5.0), mf.Density.random(16, seed=2, amplitude=0.7), 0.2, backend="hybrid")
+        spectral = mf.simulate(mf.Model(5.0), mf.Density.random(16, seed=2, amplitude=0.7), 0.01)
+        sh = mf.simulate(mf.Model(5.0), mf.Particles.uniform(12, seed=0), 0.01, backend="particles-sh")
+    section = text[text.index('## `"hybrid"`'):]
+    added = set(hybrid.diagnostics) - set(spectral.diagnostics) - set(sh.diagnostics)
+    assert added and added <= set(re.findall(r"`(\w+)`", section)), added
