@@ -18,7 +18,7 @@ stats = LazyModule("scipy.stats")
 from ._errors import warn
 from ._measures import Particles, conversion_hint, pair_alignment
 from ._model import Model
-from ._simulate import Status, save_times, simulate
+from ._simulate import Status, particle_backend, save_times, simulate
 from ._validate import flag, nonneg_int, save_every_count, seed_error
 
 #: The confidence intervals of :func:`ensemble` (``interval=``).
@@ -387,8 +387,9 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     TypeError, ValueError
         Invalid input, before any run: ``replicas`` < 2, ``confidence`` outside (0, 1), ``interval`` not "t"
         or "bootstrap", "bootstrap" with fewer replicas than its minimum, ``seed`` not an int ≥ 0 or a
-        SeedSequence, a token count < 1, an observable that is not callable or does not return real numbers,
-        invalid times or backend options, a ``checkpoint`` file that holds another run.
+        SeedSequence, a ``backend`` other than "particles" and "particles-sh", a token count < 1, an observable
+        that is not callable or does not return real numbers, invalid times or backend options, a ``checkpoint``
+        file that holds another run.
 
     Notes
     -----
@@ -440,6 +441,7 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     if not isinstance(model, Model):       # n tokens are drawn on the model's sphere before simulate would check it
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
     replicas = nonneg_int("replicas", replicas, minimum=2)
+    backend = particle_backend(backend, "ensemble (replicas of token runs)")
     if not (isinstance(confidence, numbers.Real) and 0 < confidence < 1):
         raise ValueError(f"`confidence` must be in (0, 1); got confidence={confidence!r}.")
     if not (isinstance(interval, str) and interval in INTERVALS):

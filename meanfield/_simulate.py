@@ -858,6 +858,18 @@ class _Progress:
         self.bar.close()
 
 
+#: the backends that move tokens (:func:`particle_velocity`, :func:`meanfield.ensemble`); "hybrid" starts from a density
+PARTICLE_BACKENDS = ("particles", "particles-sh")
+
+
+def particle_backend(value, where: str) -> str:
+    """``value`` after checking it names a particle backend: "spectral" failed later on its Particles with "needs a
+    Density", and "hybrid" in particle_velocity with an AttributeError."""
+    if not (isinstance(value, str) and value in PARTICLE_BACKENDS):
+        raise ValueError(f"`backend` must be one of {list(PARTICLE_BACKENDS)} for {where}; got backend={value!r}.")
+    return value
+
+
 def particle_velocity(model, particles, t: float = 0.0, *, backend: str = "particles", **options):
     """The scheme's velocity of ``particles`` at time ``t``: one right-hand-side evaluation of a particle backend.
 
@@ -884,9 +896,10 @@ def particle_velocity(model, particles, t: float = 0.0, *, backend: str = "parti
     Raises
     ------
     ValueError
-        The velocity is undefined: a token's speed factor is 0 (Peri-LN and nGPT divide by ‖A_j‖, which is 0 for
-        a token that sees only zero-weight tokens, e.g. first under a causal mask, or with V = 0); the message
-        names the token.  (It used to return NaN for every token.)
+        ``backend`` is not "particles" or "particles-sh", or the velocity is undefined: a token's speed factor is 0
+        (Peri-LN and nGPT divide by ‖A_j‖, which is 0 for a token that sees only zero-weight tokens, e.g. first
+        under a causal mask, or with V = 0); the message names the token.  (It used to return NaN for every token.)
     """
     t = positive_float("t", t, allow_zero=True)       # LN-Scaling's √(t+1) at t = −5 was NaN for every token
+    backend = particle_backend(backend, "particle_velocity (the velocity of tokens)")
     return get_backend(backend)(model, particles, **options).velocity(t)

@@ -570,3 +570,12 @@ def test_replicas_beyond_memory_are_refused_before_any_seed(sampler_or_n):
     with pytest.raises(mf.InsufficientMemoryError, match=r"ensemble\(replicas=1000000000000.*\) \(every replica's seed "
                                                         r"and initial tokens\) needs about .* lower `replicas`"):
         mf.ensemble(mf.Model(1.0), sampler_or_n, 0.1, replicas=10**12)
+
+
+@pytest.mark.parametrize("backend", ["spectral", "hybrid", "particle"])
+def test_an_ensemble_refuses_a_backend_that_is_not_a_particle_backend_naming_the_two(backend):
+    """backend="spectral" drew every replica's tokens and then failed in the first run with "backend='spectral'
+    needs a Density" (the user gave a token count, not Particles); "hybrid" ran its particle phase, which the
+    ensemble's documentation does not offer."""
+    with pytest.raises(ValueError, match=r"`backend` must be one of \['particles', 'particles-sh'\] for ensemble"):
+        mf.ensemble(mf.Model(2.0), 8, 0.1, replicas=2, backend=backend)

@@ -1144,3 +1144,12 @@ def test_resolved_fixed_steps_and_layers_do_not_warn(backend):
             tr = mf.simulate(mf.Model(20.0, attention="unnormalized"), p, 3.0, backend=backend, time="layers",
                              step=1.0)
             assert tr.status is mf.Status.OK
+
+
+@pytest.mark.parametrize("backend", ["spectral", "hybrid"])
+def test_particle_velocity_refuses_a_backend_that_moves_no_tokens(backend):
+    """particle_velocity(backend="hybrid") raised AttributeError ('HybridBackend' object has no attribute
+    'velocity'), and backend="spectral" said it "needs a Density" for the Particles it was asked about."""
+    with pytest.raises(ValueError, match=r"`backend` must be one of \['particles', 'particles-sh'\] for "
+                                         r"particle_velocity"):
+        mf.particle_velocity(mf.Model(2.0), mf.Particles.uniform(4, seed=0), backend=backend)
