@@ -516,7 +516,9 @@ def _summary(traj, path) -> str:
     lines = [f"{path}: {traj!r}", f"  status: {traj.message}"]
     # particles-sh records the kernel's band limit; a hybrid run the density's, then the kernel's after its hand-off
     label = {"particles-sh": "lmax (kernel)", "hybrid": "lmax (ρ, kernel)"}.get(traj.backend, "lmax")
-    for k in ("energy", "mass_error", "tail_fraction", "min_rho", "max_speed", "lmax"):
+    # mean_alignment and mean_radius: a particle run (which has no mass_error, tail_fraction or min_rho) printed
+    # max_speed alone under a causal mask, nothing of how far its tokens clustered or its radii grew
+    for k in ("energy", "mean_alignment", "mean_radius", "mass_error", "tail_fraction", "min_rho", "max_speed", "lmax"):
         if k in d:
             lines.append(f"  {label if k == 'lmax' else k:16s} start {d[k][0]: .6g}   end {d[k][-1]: .6g}")
     return "\n".join(lines)

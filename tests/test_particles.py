@@ -1153,3 +1153,19 @@ def test_particle_velocity_refuses_a_backend_that_moves_no_tokens(backend):
     with pytest.raises(ValueError, match=r"`backend` must be one of \['particles', 'particles-sh'\] for "
                                          r"particle_velocity"):
         mf.particle_velocity(mf.Model(2.0), mf.Particles.uniform(4, seed=0), backend=backend)
+
+
+def test_meanfield_info_of_a_particle_run_prints_its_alignment_and_radius(tmp_path, capsys):
+    """`meanfield info` of a causal Pre-LN particle run printed max_speed alone (no energy under a causal mask, and
+    the density's mass_error, tail_fraction, min_rho do not exist): nothing of how far its tokens clustered or how
+    its radii grew.  It prints mean_alignment and mean_radius, start and end, as the run recorded them."""
+    from meanfield import cli
+
+    traj = mf.simulate(mf.Model(2.0, "pre-ln", d=5), mf.Particles.uniform(30, d=5, seed=0), 0.5, backend="particles",
+                       causal=True, method="rk4", step=0.1)
+    mf.save(traj, tmp_path / "p.h5")
+    assert cli.main(["info", str(tmp_path / "p.h5")]) == 0
+    printed = capsys.readouterr().out
+    for key in ("mean_alignment", "mean_radius", "max_speed"):
+        d = traj.diagnostics[key]
+        assert re.search(rf"^  {key} +start {d[0]: .6g}   end {d[-1]: .6g}$", printed, re.M), (key, printed)
