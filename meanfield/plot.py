@@ -485,10 +485,20 @@ def _write_whole(output, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _figure_diagnostics(trajectory) -> tuple:
+    """The diagnostics :func:`result_figure` draws: a density run's, and for a run of tokens only (no tail_fraction:
+    the density's resolution), mean_alignment and mean_radius in place of the density's two panels (a causal
+    Pre-LN run had max_speed alone: nothing of its clustering or its radii)."""
+    if "tail_fraction" in trajectory.diagnostics:
+        return _DEFAULT_DIAGNOSTICS
+    return "energy", "mean_alignment", "mean_radius", "max_speed"
+
+
 def result_figure(trajectory, output=None, panels: int = 4, projection: str = "mollweide"):
     """Snapshots of a trajectory (maps on S², each with its colour bar; curves on S¹; alignment histograms in
     d > 3) over one panel per diagnostic (energy, tail_fraction, min_rho, max_speed, those the run has,
-    from t0).
+    from t0; for a particle run, which has no tail_fraction or min_rho, energy, mean_alignment, mean_radius and
+    max_speed).
 
     Parameters
     ----------
@@ -526,7 +536,7 @@ def result_figure(trajectory, output=None, panels: int = 4, projection: str = "m
         return animation(trajectory, output, projection=projection)
     n = len(trajectory.states)
     idx = np.unique(np.linspace(0, n - 1, min(panels, n)).round().astype(int))
-    keys = [k for k in ("energy", "tail_fraction", "min_rho", "max_speed") if k in trajectory.diagnostics]
+    keys = [k for k in _figure_diagnostics(trajectory) if k in trajectory.diagnostics]
     cols = max(len(idx), len(keys))
     fig = plt.figure(figsize=(3.6 * cols, 6.3), constrained_layout=True)
     for j, i in enumerate(idx):

@@ -1169,3 +1169,17 @@ def test_meanfield_info_of_a_particle_run_prints_its_alignment_and_radius(tmp_pa
     for key in ("mean_alignment", "mean_radius", "max_speed"):
         d = traj.diagnostics[key]
         assert re.search(rf"^  {key} +start {d[0]: .6g}   end {d[-1]: .6g}$", printed, re.M), (key, printed)
+
+
+def test_the_figure_of_a_particle_run_draws_its_alignment_and_radius(tmp_path, monkeypatch):
+    """`meanfield plot` of a causal Pre-LN particle run drew one diagnostic panel, max_speed (no energy under a causal
+    mask; tail_fraction and min_rho are a density's): the tokens' clustering and radii were in no panel."""
+    from meanfield import plot
+
+    traj = mf.simulate(mf.Model(2.0, "pre-ln", d=5), mf.Particles.uniform(30, d=5, seed=0), 0.5, backend="particles",
+                       causal=True, method="rk4", step=0.1)
+    figures = []
+    monkeypatch.setattr(plot._plt(), "close", lambda fig=None: figures.append(fig))
+    plot.result_figure(traj, tmp_path / "p.png")
+    titles = [ax.get_title() for ax in figures[0].axes]
+    assert titles[-3:] == ["mean_alignment", "mean_radius", "max_speed"], titles
