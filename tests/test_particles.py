@@ -1183,3 +1183,12 @@ def test_the_figure_of_a_particle_run_draws_its_alignment_and_radius(tmp_path, m
     plot.result_figure(traj, tmp_path / "p.png")
     titles = [ax.get_title() for ax in figures[0].axes]
     assert titles[-3:] == ["mean_alignment", "mean_radius", "max_speed"], titles
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_an_array_of_positions_given_as_the_initial_tokens_is_told_how_to_wrap_them(as_list):
+    """The positions of a hand-written particle script, an (n, d) array, were refused with advice to sample a Density
+    or use the spectral backend only: the message now names meanfield.Particles(positions)."""
+    x = mf.Particles.uniform(5, seed=0).positions
+    with pytest.raises(TypeError, match=r"got (ndarray|list) .* becomes meanfield\.Particles\(positions\)"):
+        mf.simulate(mf.Model(2.0), x.tolist() if as_list else x, 0.1, backend="particles")
