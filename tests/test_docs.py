@@ -700,3 +700,22 @@ def test_backends_page_lists_the_diagnostics_and_the_step_log_of_the_particle_ba
     section = text[text.index('## `"hybrid"`'):]
     added = set(hybrid.diagnostics) - set(spectral.diagnostics) - set(sh.diagnostics)
     assert added and added <= set(re.findall(r"`(\w+)`", section)), added
+
+
+def test_backends_page_says_how_each_backend_fits_a_fixed_step_to_the_save_times():
+    """The same `step` gives other steps in the two kinds of backend (the spectral one shortens the step before a save
+    time, the particle ones cut each save interval into equal steps), which no page said: a PDE-against-particles
+    or step-convergence study at step=0.3 ran the particles with 0.25.  backends.md quotes both, as the runs take."""
+    import warnings
+
+    text = " ".join(_read("backends.md").split())
+    assert "`step=0.3` over $[0, 1]$ takes 0.3, 0.3, 0.3, 0.1" in text
+    assert text.count("`step=0.3` over $[0, 1]$ takes four steps of 0.25") == 2      # particles, particles-sh
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        spectral = mf.simulate(mf.Model(2.0), mf.Density.random(12, seed=1, amplitude=0.3), 1.0, method="rk4",
+                               step=0.3)
+    assert np.allclose(spectral.steps["dt"], [0.3, 0.3, 0.3, 0.1], rtol=0, atol=1e-15)
+    for backend in ("particles", "particles-sh"):
+        run = mf.simulate(mf.Model(2.0), mf.Particles.uniform(10, seed=0), 1.0, backend=backend, step=0.3)
+        assert np.allclose(run.steps["dt"], [0.25] * 4, rtol=0, atol=1e-15)
