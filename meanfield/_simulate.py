@@ -111,7 +111,8 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     model : Model
         The dynamics (β, scheme, attention, d, Q, K, V, α, τ).
     initial : Density, ZonalDensity, Particles or list of Density
-        The initial measure at time ``t0``; which types a backend accepts is in its docstring.
+        The initial measure at time ``t0``; which types each backend accepts is in :doc:`model` (which backend
+        handles what).
     t_final : float
         Final time (> t0), in the time unit of the ODE (for ``time="layers"``: depth = layers × step).
     backend : {"spectral", "particles", "particles-sh", "hybrid"}
@@ -156,7 +157,8 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         Extra attributes stored in the checkpoint's ``/run`` group (strings and numbers; the CLI stores the
         configuration text and the seed) and carried over by :func:`resume`.
     **options
-        Backend options (e.g. ``lmax``, ``rtol`` for "spectral"; ``step``, ``time`` for "particles").
+        Backend options (e.g. ``lmax``, ``rtol`` for "spectral"; ``step``, ``time`` for "particles"), every one
+        listed with its default in :doc:`backends`.
         Unknown options raise ``TypeError`` naming the valid ones; options the run would ignore (``rtol``,
         ``atol``, ``first_step``, ``max_step``, ``min_step`` with ``method="rk4"`` or ``time="layers"``;
         ``max_step=inf`` counts as unset) raise ``ValueError``.

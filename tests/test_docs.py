@@ -719,3 +719,13 @@ def test_backends_page_says_how_each_backend_fits_a_fixed_step_to_the_save_times
     for backend in ("particles", "particles-sh"):
         run = mf.simulate(mf.Model(2.0), mf.Particles.uniform(10, seed=0), 1.0, backend=backend, step=0.3)
         assert np.allclose(run.steps["dt"], [0.25] * 4, rtol=0, atol=1e-15)
+
+
+def test_simulate_points_to_rendered_pages_for_the_initial_types_and_the_options_of_each_backend():
+    """simulate's `initial` said "which types a backend accepts is in its docstring", and the backend classes'
+    docstrings are rendered on no page (api.md gives the backends module one line): it points to the model page's
+    table of which backend handles what, and `**options` to the page of every backend option."""
+    doc = " ".join(mf.simulate.__doc__.split())
+    assert "is in its docstring" not in doc
+    assert ":doc:`model` (which backend handles what)" in doc and "## Which backend handles what" in _read("model.md")
+    assert "listed with its default in :doc:`backends`" in doc
