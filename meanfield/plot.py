@@ -842,14 +842,14 @@ def _share_map_scales(columns, last_row) -> None:
 
 
 def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, projection: str = "mollweide",
-                      distance: str = "sobolev"):
+                      distance: str | None = None):
     """Side-by-side comparison of several runs: a spectral PDE run against particles, Post-LN against Peri-LN, ….
 
     One row per trajectory with ``panels`` snapshots at common times (drawn as in :func:`result_figure`:
     maps of densities, particles as scatter or histogram densities, curves on S¹; the maps of one
     column share a colour scale, shown under the column), then a last row with (i) the distance between
-    the runs over the times they share (:func:`comparison_distances`; for every pair of runs on S¹/S² of
-    which at least one holds densities, or every pair of such runs with ``distance="mmd"``) and (ii) the
+    the runs over the times they share (:func:`comparison_distances`; H⁻¹ for every pair of runs of which at
+    least one holds densities, MMD for every pair with ``distance="mmd"``) and (ii) the
     diagnostics that every run records (:data:`COMPARISON_KEYS`: energy, mean alignment, …), one line per
     run.
 
@@ -870,8 +870,10 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
         always give the time of the state shown.
     projection : {"mollweide", "3d"}
         How particles on S² are drawn (:func:`particles_map` or :func:`particles_3d`).
-    distance : {"sobolev", "mmd"}
-        The distance of the last row: H⁻¹ at a fixed band limit, or the attention-kernel MMD.
+    distance : {"sobolev", "mmd"}, optional
+        The distance of the last row: H⁻¹ at a fixed band limit, or the attention-kernel MMD.  Default: "sobolev"
+        when a run holds densities, else "mmd" (runs of particles only have no band limit for H⁻¹, and drew no
+        distance at all).
 
     Returns
     -------
@@ -899,6 +901,8 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
     trajs, labels = _check_comparison(trajectories, labels)
     panels = nonneg_int("panels", panels, minimum=1)
     projection = _check_projection(trajs, projection)
+    if distance is None:
+        distance = "sobolev" if any(_measure_kind(tr.states[0]) == "density" for tr in trajs) else "mmd"
     distance = choice("distance", distance, DISTANCES)
     if output is not None and str(output).lower().endswith(".gif"):
         raise ValueError("`output` cannot be a GIF for a comparison (animations take one run); "

@@ -343,3 +343,26 @@ def test_wasserstein_of_measures_of_mass_c_scales_like_c_to_the_1_over_p(p):
     two = mf.wasserstein_distance(mf.Density(2 * u.coeffs, L), mf.Density(2 * rho.coeffs, L), p)
     assert one > 0.1
     assert two == pytest.approx(2 ** (1 / p) * one, rel=1e-12)
+
+
+def test_the_comparison_figure_of_particle_runs_only_draws_their_mmd():
+    """Two particle runs (a causal and a plain one, d = 5) compared by comparison_figure, or `meanfield plot a.h5
+    b.h5`, drew no distance at all: the default H⁻¹ needs a density for its band limit, and the pair was skipped
+    silently.  Without a density the default is the attention-kernel MMD, the values of comparison_distances."""
+    import matplotlib.pyplot as plt
+
+    from meanfield import plot
+
+    p = mf.Particles.uniform(40, d=5, seed=0)
+    runs = [mf.simulate(mf.Model(2.0, d=5), p, 0.5, backend="particles", save_every=0.25, causal=causal)
+            for causal in (False, True)]
+    fig = plot.comparison_figure(runs, labels=["plain", "causal"])
+    (dist,) = [ax for ax in fig.axes if ax.get_gid() == "distance"]
+    assert "MMD" in dist.get_title()
+    t, v, _ = plot.comparison_distances(*runs, distance="mmd")
+    np.testing.assert_array_equal(dist.get_lines()[0].get_ydata(), v)
+    assert v[0] < 1e-12 and v[-1] > 0.01            # the same start (to rounding), then the mask moves them apart
+    plt.close(fig)
+    fig = plot.comparison_figure(runs, distance="sobolev")       # asked for: no band limit, so no curve
+    assert not [ax for ax in fig.axes if ax.get_gid() == "distance"]
+    plt.close(fig)
