@@ -1181,6 +1181,8 @@ def test_the_figure_of_a_particle_run_draws_its_alignment_and_radius(tmp_path, m
     figures = []
     monkeypatch.setattr(plot._plt(), "close", lambda fig=None: figures.append(fig))
     plot.result_figure(traj, tmp_path / "p.png")
+    monkeypatch.undo()
+    plot._plt().close(figures[0])            # left open, it failed the later tests that no figure is left open
     titles = [ax.get_title() for ax in figures[0].axes]
     assert titles[-3:] == ["mean_alignment", "mean_radius", "max_speed"], titles
 
