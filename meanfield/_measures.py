@@ -600,7 +600,9 @@ class Particles:
         Radii r_j > 0 for schemes with a radius; default None (r ≡ 1).
     normalize : bool
         Project nonzero ``positions`` onto the sphere and rescale ``weights`` to sum 1, instead of
-        refusing them.
+        refusing them.  The norms are dropped, not read as radii: tokens x_j = r_j θ_j of a residual stream
+        (Pre-LN, Peri-LN, …) are ``Particles(x / r[:, None], radii=r)`` with r = ‖x_j‖, the inverse of
+        :meth:`ambient`.
     """
 
     positions: np.ndarray

@@ -1194,3 +1194,15 @@ def test_an_array_of_positions_given_as_the_initial_tokens_is_told_how_to_wrap_t
     x = mf.Particles.uniform(5, seed=0).positions
     with pytest.raises(TypeError, match=r"got (ndarray|list) .* becomes meanfield\.Particles\(positions\)"):
         mf.simulate(mf.Model(2.0), x.tolist() if as_list else x, 0.1, backend="particles")
+
+
+def test_the_particles_docstring_says_how_to_keep_the_radii_of_points_of_the_residual_stream():
+    """A particle script holds the residual stream x_j = r_j θ_j; Particles(x, normalize=True) projects it and drops
+    the radii without a word, which Pre-LN and Peri-LN need.  The docstring says so and gives the inverse of
+    ambient(), which is exact."""
+    doc = " ".join(mf.Particles.__doc__.split())
+    assert "The norms are dropped, not read as radii" in doc and "Particles(x / r[:, None], radii=r)" in doc
+    x = 1.5 * mf.Particles.uniform(6, d=4, seed=0).positions
+    r = np.linalg.norm(x, axis=1)
+    np.testing.assert_allclose(mf.Particles(x / r[:, None], radii=r).ambient(), x, rtol=1e-15, atol=0)
+    assert mf.Particles(x, normalize=True).radii is None
