@@ -206,9 +206,9 @@ class ParticleStepper:
             raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
         if not isinstance(initial, Particles):
             # the positions of a hand-written particle script are an (n, d) array: say how to wrap them
-            wrap = (" An array of token positions, shape (n, d), becomes meanfield.Particles(positions) (weights "
-                    "1/n; normalize=True projects vectors that are not unit)." if isinstance(initial, (np.ndarray, list))
-                    else "")
+            wrap = "" if not isinstance(initial, (np.ndarray, list)) else (
+                " An array of token positions, shape (n, d), becomes meanfield.Particles(positions) (weights 1/n; "
+                "normalize=True projects vectors that are not unit).")
             raise TypeError(f"backend={self.name!r} needs `initial` to be meanfield.Particles; "
                             f"got {type(initial).__name__} (sample a Density with Particles.from_density, or use "
                             "backend='spectral', which evolves a Density)." + wrap + conversion_hint(initial))
