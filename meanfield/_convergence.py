@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._compare import sobolev_distance
-from ._measures import Density, ZonalDensity
+from ._measures import Density, Particles, ZonalDensity
 from ._validate import nonneg_int, positive_float, seed_error
 
 
@@ -179,23 +179,29 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
         ``density`` not a Density or ZonalDensity, ``seed`` of another type, spectral options given with a ``reference``, or a
         ``reference`` that is not a spectral Trajectory.
     ValueError
-        Fewer than two or non-increasing ``ns``, ``replicas`` < 1, a negative ``seed``, or a ``reference`` of
-        another model, from another initial state or that does not end at ``t_final``.
+        Fewer than two or non-increasing ``ns``, ``replicas`` < 1, a negative ``seed``, a ``backend`` other than
+        "particles" and "particles-sh", or a ``reference`` of another model, from another initial state or that does
+        not end at ``t_final``.  Invalid ``particle_options`` are refused (TypeError or ValueError) before any run.
     ConvergenceError
         If the reference or a particle run does not reach ``t_final``.
     """
     from ._sampling import sample_density
-    from ._simulate import simulate
+    from ._simulate import particle_backend, simulate
+    from .backends._registry import get_backend
 
     if not isinstance(density, (Density, ZonalDensity)):
         raise TypeError(f"`density` must be a meanfield.Density or ZonalDensity; got {type(density).__name__}.")
     t_final = positive_float("t_final", t_final)
     ns = _sizes("ns", ns, 1)
-    backend = _particle_backend(model) if backend is None else backend
+    backend = particle_backend(_particle_backend(model) if backend is None else backend, "convergence_in_n")
     replicas = nonneg_int("replicas", replicas, minimum=1)
     s = positive_float("s", s)
     root = _root_seed(seed)                     # before the reference run
     particle_options = dict(particle_options) if particle_options else {"step": 0.05}
+    # before the reference run, which can take minutes: backend="hybrid" or a misspelt option failed only after it,
+    # the hybrid with "method='rk45' chooses its own steps" (the default step=0.05 given to its spectral phase)
+    get_backend(backend).validate_options(model, Particles.uniform(2, density.d, seed=0), particle_options,
+                                          times=np.array([0.0, t_final]))
     if reference is None:
         reference = simulate(model, density, t_final, **spectral_options)
     elif spectral_options:

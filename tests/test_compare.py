@@ -366,3 +366,25 @@ def test_the_comparison_figure_of_particle_runs_only_draws_their_mmd():
     fig = plot.comparison_figure(runs, distance="sobolev")       # asked for: no band limit, so no curve
     assert not [ax for ax in fig.axes if ax.get_gid() == "distance"]
     plt.close(fig)
+
+
+@pytest.mark.parametrize("backend, options, error, match", [
+    ("hybrid", None, ValueError, r"`backend` must be one of \['particles', 'particles-sh'\] for convergence_in_n"),
+    ("spectral", None, ValueError, r"`backend` must be one of \['particles', 'particles-sh'\]"),
+    ("particles", {"stp": 0.05}, TypeError, r"unknown option\(s\) \['stp'\] for backend='particles'"),
+    ("particles", {"time": "layers", "step": 0.3}, ValueError, r"whole numbers of layers of step=0.3"),
+])
+def test_convergence_in_n_refuses_a_bad_particle_run_before_the_reference_run(monkeypatch, backend, options, error,
+                                                                             match):
+    """backend="hybrid" failed after the spectral reference run with "method='rk45' chooses its own steps" (the default
+    step=0.05 went to its spectral phase), "spectral" with "needs a Density", and a misspelt particle option only
+    after the reference run, which can take minutes: all are refused before it."""
+    import meanfield._simulate as sim
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("a run started before the particle options were checked")
+
+    monkeypatch.setattr(sim, "simulate", no_run)
+    with pytest.raises(error, match=match):
+        mf.convergence_in_n(mf.Model(2.0), mf.Density.random(8, seed=1, amplitude=0.3), 1.0, [10, 20], replicas=1,
+                            backend=backend, particle_options=options)
