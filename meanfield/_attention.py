@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _threads
-from ._errors import UnsupportedModelError
+from ._errors import UnsupportedModelError, warn
 from ._norms import norms
 from ._validate import ZeroVectorError, flag, nonneg_int, open_fraction, real_array, unit_vectors
 
@@ -182,7 +182,8 @@ def _value_is_radial(VT) -> bool:
 
 
 def attention_field(model, directions, weights=None, targets=None, *, causal: bool = False,
-                    chunk: int | None = None, nthreads: int | None = None) -> AttentionField:
+                    chunk: int | None = None, threads: int | None = None,
+                    nthreads: int | None = None) -> AttentionField:
     """Exact attention vector of the weighted tokens ``directions`` at ``targets``, by the direct sum.
 
     Parameters
@@ -201,11 +202,13 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
         Token j attends only to k ≤ j (index order).  Requires ``targets=None``.  SA normalizes over
         the visible tokens; USA keeps the plain weights (with w_k = 1/n: still the constant n).
     chunk : int, optional
-        Rows of targets processed at once; memory is O(chunk·N·nthreads) float64.  Default
+        Rows of targets processed at once; memory is O(chunk·N·threads) float64.  Default
         ≈ 2²⁰/N (about 8 MB per worker).
-    nthreads : int, optional
+    threads : int, optional
         Blocks evaluated at once on meanfield's worker threads (numpy releases the GIL); 1 runs them
-        sequentially.  Default: the usable cores.
+        sequentially.  Default: the usable cores.  (The particle backends' option of the same name.)
+    nthreads : int, optional
+        Deprecated: the old name of ``threads`` (a DeprecationWarning; both at once are refused).
 
     Returns
     -------
@@ -231,9 +234,21 @@ def attention_field(model, directions, weights=None, targets=None, *, causal: bo
         raise ValueError("`causal=True` needs `targets=None` (the mask is defined by token order).")
     if chunk is not None:
         chunk = nonneg_int("chunk", chunk, minimum=1)
+    threads = thread_count(threads, nthreads)
+    return _DirectEvaluator(model, w, causal=causal, chunk=chunk, nthreads=threads)(x, None if targets is None else y)
+
+
+def thread_count(threads, nthreads=None) -> int | None:
+    """``threads`` checked (an integer ≥ 1, or None: the usable cores), or ``nthreads``, its old name, with a
+    DeprecationWarning: the backends' option was ``threads`` and these functions' ``nthreads`` (ducc0's name)."""
+    name = "threads"
     if nthreads is not None:
-        nthreads = nonneg_int("nthreads", nthreads, minimum=1)
-    return _DirectEvaluator(model, w, causal=causal, chunk=chunk, nthreads=nthreads)(x, None if targets is None else y)
+        if threads is not None:
+            raise TypeError("give `threads` only: `nthreads` is its deprecated old name.")
+        warn("`nthreads` is deprecated; call it `threads` (the particle backends' option of the same name).",
+             DeprecationWarning)
+        threads, name = nthreads, "nthreads"
+    return None if threads is None else nonneg_int(name, threads, minimum=1)
 
 
 class _DirectEvaluator:
@@ -303,7 +318,7 @@ class _DirectEvaluator:
         if nbytes > _MEMORY_CHECK_FLOOR:        # (the message is written only then: this is the hot path)
             _check_memory(nbytes, f"the exact attention of N={n} tokens at M={m} targets (chunk={rows}, "
                           f"threads={nthreads})",
-                          "lower `chunk` or the thread count (`threads`, `nthreads`), or on S² use "
+                          "lower `chunk` or the thread count `threads`, or on S² use "
                           "backend='particles-sh' (memory O(N)).")
         beta, massless, softmax = model.beta, self.massless, self.softmax
         if self.plain and len(blocks) == 1:
@@ -880,7 +895,7 @@ class _FieldJob:
 
 def attention_field_sh(model, directions, weights=None, targets=None, *, tol: float = 1e-12,
                        lmax: int | None = None, epsilon: float | None = None, radial: bool = True,
-                       nthreads: int | None = None) -> AttentionField:
+                       threads: int | None = None, nthreads: int | None = None) -> AttentionField:
     """Attention vector on S² for QᵀK = c·I through the truncated Funk–Hecke expansion of the kernel.
 
     One adjoint non-uniform transform gives μ̂_ℓm = Σ_k w_k conj(Y_ℓm(θ_k)); multiplying by 4πλ_ℓ
@@ -910,8 +925,10 @@ def attention_field_sh(model, directions, weights=None, targets=None, *, tol: fl
     radial : bool
         If False and V is a multiple of the identity (the fast path), skip the radial synthesis:
         only ``tangential`` is returned; ``A``, ``radial``, ``norm`` and ``log_z`` are None.
-    nthreads : int, optional
+    threads : int, optional
         Threads for ducc0 and the geometry; default the usable cores.
+    nthreads : int, optional
+        Deprecated: the old name of ``threads`` (a DeprecationWarning; both at once are refused).
 
     Returns
     -------
@@ -930,8 +947,9 @@ def attention_field_sh(model, directions, weights=None, targets=None, *, tol: fl
     (:func:`sh_error_bounds`).
     """
     radial = flag("radial", radial)     # radial=None returned A = None as radial=False does
+    threads = thread_count(threads, nthreads)
     x, w, y = _check_inputs(model, directions, weights, targets)
-    ev = _SHEvaluator(model, tol, lmax, epsilon, nthreads)
+    ev = _SHEvaluator(model, tol, lmax, epsilon, threads)
     return ev(x, w, None if targets is None else y, radial)
 
 
@@ -940,21 +958,24 @@ def attention_field_sh(model, directions, weights=None, targets=None, *, tol: fl
 # shards' coefficients and evaluates the field at each shard's own targets (meanfield._sweep).
 
 def sh_coefficients(model, directions, weights=None, *, tol: float = 1e-12, lmax: int | None = None,
-                    epsilon: float | None = None, nthreads: int | None = None) -> np.ndarray:
+                    epsilon: float | None = None, threads: int | None = None,
+                    nthreads: int | None = None) -> np.ndarray:
     """The spherical-harmonic coefficients of the weighted tokens that :func:`attention_field_sh` convolves.
 
     Returns ``mu`` of shape (k, nalm) (ducc0 order, band limit L as in :func:`attention_field_sh`):
     row 0 is μ̂_ℓm = Σ_j w_j conj Y_ℓm(θ_j); with QKV-Norm and a V that is not a multiple of an
     orthogonal matrix, rows 1..3 are those of the weights w_j v_i(θ_j).  Linear in ``weights``: the
     sum over disjoint token sets (weights of the whole measure) is the coefficients of their union.
+    ``threads`` (``nthreads``, deprecated) as for :func:`attention_field_sh`.
     """
+    threads = thread_count(threads, nthreads)
     x, w, _ = _check_inputs(model, directions, weights, None, need_mass=False)   # linear: a shard may weigh 0
-    return _SHEvaluator(model, tol, lmax, epsilon, nthreads).coefficients(x, w)
+    return _SHEvaluator(model, tol, lmax, epsilon, threads).coefficients(x, w)
 
 
 def attention_field_from_coefficients(model, coefficients, targets, *, tol: float = 1e-12,
                                       lmax: int | None = None, epsilon: float | None = None, radial: bool = True,
-                                      nthreads: int | None = None) -> AttentionField:
+                                      threads: int | None = None, nthreads: int | None = None) -> AttentionField:
     """:func:`attention_field_sh` at ``targets`` from the coefficients of :func:`sh_coefficients`.
 
     ``attention_field_from_coefficients(model, sh_coefficients(model, x, w), y)`` equals
@@ -964,7 +985,8 @@ def attention_field_from_coefficients(model, coefficients, targets, *, tol: floa
     if not isinstance(model, Model):
         raise TypeError(f"`model` must be a meanfield.Model; got {type(model).__name__}.")
     radial = flag("radial", radial)
-    ev = _SHEvaluator(model, tol, lmax, epsilon, nthreads)
+    threads = thread_count(threads, nthreads)
+    ev = _SHEvaluator(model, tol, lmax, epsilon, threads)
     y = _check_points("targets", targets, 3)
     c = np.asarray(coefficients)
     if c.shape != ev.shape:

@@ -35,13 +35,14 @@ class MeanfieldWarning(UserWarning):
     band limit is below the requested tolerance, or a value overflowed float64."""
 
 
-def warn(message: str) -> None:
-    """Issue a :class:`MeanfieldWarning` attributed to the first caller outside meanfield: the user's line, not
-    the library's (a fixed ``stacklevel`` pointed into meanfield whenever the call depth differed)."""
+def warn(message: str, category: type[Warning] | None = None) -> None:
+    """Issue a :class:`MeanfieldWarning` (or ``category``) attributed to the first caller outside meanfield: the
+    user's line, not the library's (a fixed ``stacklevel`` pointed into meanfield whenever the call depth
+    differed)."""
     level, frame = 2, sys._getframe(1)
     while frame is not None and _ours(frame):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, MeanfieldWarning, stacklevel=level)
+    warnings.warn(message, category or MeanfieldWarning, stacklevel=level)
 
 
 def _ours(frame) -> bool:

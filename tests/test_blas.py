@@ -38,7 +38,7 @@ def test_exact_attention_restores_the_blas_threads():
     x = np.random.default_rng(0).standard_normal((3000, 3))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     with blas_threads(2):
-        ref = mf.attention_field(mf.Model(beta=5.0), x, nthreads=1).A
-        got = mf.attention_field(mf.Model(beta=5.0), x, nthreads=2, chunk=300).A
+        ref = mf.attention_field(mf.Model(beta=5.0), x, threads=1).A
+        got = mf.attention_field(mf.Model(beta=5.0), x, threads=2, chunk=300).A
         assert counts() == {2}
     assert np.max(np.abs(got - ref)) < 1e-14

@@ -73,7 +73,7 @@ def test_attention_matches_dense_formula_multihead(attention, scheme):
     theta, w = random_state(300, d)
     ref = naive_attention(m, theta, w)
     for chunk, threads in [(None, None), (1, 1), (7, 2), (1000, 1)]:
-        f = attention_field(m, theta, w, chunk=chunk, nthreads=threads)
+        f = attention_field(m, theta, w, chunk=chunk, threads=threads)
         assert np.max(np.abs(f.A - ref)) < 1e-13 * np.max(np.abs(ref))
     assert np.allclose(f.radial, np.einsum("ij,ij->i", theta, ref), rtol=0, atol=1e-13 * np.abs(ref).max())
     assert np.allclose(f.norm, np.linalg.norm(ref, axis=1), rtol=1e-13)
@@ -1056,7 +1056,7 @@ def test_rows_whose_own_term_does_not_dominate_keep_their_bits(attention, monkey
     x = np.concatenate([x, [[0.0, 0.0, 1.0]]])           # and one far from all: its own term dominates
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     model = mf.Model(beta=60.0, attention=attention)
-    for path in (dict(), dict(chunk=7, nthreads=2)):
+    for path in (dict(), dict(chunk=7, threads=2)):
         field = attention_field(model, x, **path)
         monkeypatch.setattr(att, "_OWN_TERM_SHARE", np.inf)            # nothing summed again
         plain = attention_field(model, x, **path)
@@ -1206,3 +1206,29 @@ def test_the_particles_docstring_says_how_to_keep_the_radii_of_points_of_the_res
     r = np.linalg.norm(x, axis=1)
     np.testing.assert_allclose(mf.Particles(x / r[:, None], radii=r).ambient(), x, rtol=1e-15, atol=0)
     assert mf.Particles(x, normalize=True).radii is None
+
+
+@pytest.mark.parametrize("call", ["attention_field", "attention_field_sh", "sh_coefficients",
+                                  "attention_field_from_coefficients"])
+def test_the_public_attention_functions_take_threads_as_the_backends_do(call):
+    # the backends' option is `threads`; these functions called it `nthreads` (ducc0's name): `threads` now,
+    # `nthreads` still accepted with a DeprecationWarning pointing at the caller, both at once refused
+    from meanfield._attention import attention_field_from_coefficients, sh_coefficients
+
+    model = mf.Model(beta=3.0)
+    x = mf.Particles.uniform(50, 3, seed=1).positions
+    funcs = {"attention_field": lambda **kw: mf.attention_field(model, x, **kw).A,
+             "attention_field_sh": lambda **kw: mf.attention_field_sh(model, x, **kw).A,
+             "sh_coefficients": lambda **kw: sh_coefficients(model, x, **kw),
+             "attention_field_from_coefficients": lambda **kw: attention_field_from_coefficients(
+                 model, sh_coefficients(model, x), x, **kw).A}
+    f = funcs[call]
+    new = f(threads=1)
+    with pytest.warns(DeprecationWarning, match="`nthreads` is deprecated; call it `threads`") as record:
+        old = f(nthreads=1)
+    assert record[0].filename == __file__
+    np.testing.assert_array_equal(new, old)
+    with pytest.raises(TypeError, match="give `threads` only"):
+        f(threads=1, nthreads=1)
+    with pytest.raises(ValueError, match="`threads` must be an integer >= 1"):
+        f(threads=0)

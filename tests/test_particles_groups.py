@@ -41,7 +41,7 @@ def test_each_group_gets_the_field_of_its_own_tokens(attention, causal, massless
     field = _DirectEvaluator(model, w, causal=causal, chunk=chunk, nthreads=threads, groups=G)(x)
     for k in range(G):
         own = slice(k * g, (k + 1) * g)
-        ref = attention_field(model, x[own], w[own] / w[own].sum(), causal=causal, nthreads=1)
+        ref = attention_field(model, x[own], w[own] / w[own].sum(), causal=causal, threads=1)
         # the same operations on the same numbers: bit for bit
         assert np.array_equal(field.A[own], ref.A)
         assert np.array_equal(field.log_z[:, own], ref.log_z)

@@ -286,7 +286,7 @@ MEMORY_REQUESTS = [
     pytest.param(1 << 30, lambda: mf.sample_density(SMOOTH, 10 ** 10),
                  ("sampling n=10000000000", "lower `n`"), id="sample_density"),
     pytest.param(1 << 30, lambda: mf.attention_field(mf.Model(1.0), mf.Particles.uniform(20000).positions,
-                                                     chunk=20000, nthreads=1),
+                                                     chunk=20000, threads=1),
                  ("exact attention of N=20000", "chunk=20000", "lower `chunk`"), id="attention_field-chunk"),
     pytest.param(1 << 30, lambda: sim(mf.Particles.uniform(20000), 0.1, backend="particles", chunk=20000,
                                       threads=1),

@@ -362,12 +362,12 @@ def test_split_attention_equals_the_one_shot_evaluation():
     w /= w.sum()
     V = np.array([[1, 0.2, 0], [0, 1, 0.3], [0.1, 0, 2.0]])
     for model in (mf.Model(beta=3.0), mf.Model(beta=2.0, scheme="qkv-norm", V=V)):
-        ref = attention_field_sh(model, x, w, nthreads=1)
-        c = sh_coefficients(model, x, w, nthreads=1)
-        f = attention_field_from_coefficients(model, c, x, nthreads=1)
+        ref = attention_field_sh(model, x, w, threads=1)
+        c = sh_coefficients(model, x, w, threads=1)
+        f = attention_field_from_coefficients(model, c, x, threads=1)
         for name in ("A", "tangential", "radial", "norm", "log_z"):
             assert np.array_equal(getattr(ref, name), getattr(f, name)), name
-        c2 = sh_coefficients(model, x[:250], w[:250], nthreads=1) + sh_coefficients(model, x[250:], w[250:], nthreads=1)
+        c2 = sh_coefficients(model, x[:250], w[:250], threads=1) + sh_coefficients(model, x[250:], w[250:], threads=1)
         assert np.abs(c2 - c).max() < 1e-13 * np.abs(c).max()   # linear: the sum of the parts, to rounding
     with pytest.raises(ValueError, match="`coefficients` must have shape"):
         attention_field_from_coefficients(mf.Model(beta=3.0), c, x)
