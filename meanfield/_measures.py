@@ -698,7 +698,7 @@ class Particles:
         return cls(x, None, radii, normalize=True)
 
     @classmethod
-    def from_density(cls, density, n: int, seed=None) -> "Particles":
+    def from_density(cls, density, n: int, seed=0) -> "Particles":
         """n i.i.d. samples of a Density or ZonalDensity, weights 1/n (see :func:`meanfield.sample_density`).
 
         Parameters
@@ -709,7 +709,8 @@ class Particles:
         n : int
             Number of tokens, ≥ 1.
         seed : None, int, SeedSequence or numpy.random.Generator
-            Randomness of the samples.
+            Randomness of the samples (default 0: the same tokens on every call, as :meth:`uniform`; None draws
+            fresh entropy).
 
         Returns
         -------

@@ -71,7 +71,7 @@ def _radii(density, points):
     return density.evaluate_radius(points)
 
 
-def sample_density(density, n: int, seed=None, *, batch: int | None = None) -> Particles:
+def sample_density(density, n: int, seed=0, *, batch: int | None = None) -> Particles:
     """n i.i.d. tokens from the probability density ``density`` (equal weights 1/n).
 
     Parameters
@@ -85,7 +85,9 @@ def sample_density(density, n: int, seed=None, *, batch: int | None = None) -> P
     n : int
         Number of samples, n ≥ 1 (≥ the number of species).
     seed : None, int, SeedSequence or numpy.random.Generator
-        Randomness (``numpy.random.default_rng(seed)``).
+        Randomness (``numpy.random.default_rng(seed)``); default 0, so that a call without a seed draws the same
+        tokens every time, as :meth:`Particles.uniform <meanfield.Particles.uniform>`, :meth:`Density.random
+        <meanfield.Density.random>` and configuration files do (None: fresh entropy on each call).
     batch : int, optional
         Proposals per round (default: enough for the remaining samples at the expected acceptance).
 

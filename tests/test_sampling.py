@@ -177,3 +177,14 @@ def test_zonal_sampling_ignores_the_rounding_at_the_poles(d, lmax):
     t = mf.sample_density(rho, 4000, seed=3).positions @ rho.axis
     exact = mf.sphere.funk_hecke_dbeta(5.0, 0, d)[0] / mf.funk_hecke(5.0, 0, d)[0]
     assert abs(t.mean() - exact) < 4 * t.std() / np.sqrt(t.size)
+
+
+def test_sampling_without_a_seed_is_reproducible_like_the_other_random_constructors():
+    # Particles.uniform, Density.random, ensemble and configuration files default to seed 0; the samplers drew fresh
+    # entropy (seed=None), so two calls without a seed gave other tokens while Particles.uniform gave the same
+    rho = mf.Density.from_function(lambda x: 1.0 + 0.5 * x[..., 2], 4)
+    first, again = mf.sample_density(rho, 50), mf.Particles.from_density(rho, 50)
+    np.testing.assert_array_equal(first.positions, again.positions)
+    np.testing.assert_array_equal(first.positions, mf.sample_density(rho, 50, seed=0).positions)
+    fresh = [mf.sample_density(rho, 50, seed=None).positions for _ in range(2)]
+    assert not np.array_equal(*fresh)
