@@ -321,7 +321,7 @@ def diagnostics(trajectory, keys=None, axes=None):
     _check_trajectory(trajectory)
     if keys is None:
         # the spectral set was the default for every run: a particle run raised on its own missing keys
-        keys = [k for k in _DEFAULT_DIAGNOSTICS if k in trajectory.diagnostics or k in trajectory.steps] \
+        keys = [k for k in _DEFAULT_DIAGNOSTICS if _has_values(trajectory, k)] \
             or sorted(k for k in trajectory.diagnostics if k != "t")
     keys = [keys] if isinstance(keys, str) else list(keys)
     missing = [k for k in keys if k not in trajectory.diagnostics and k not in trajectory.steps]
@@ -339,6 +339,13 @@ def diagnostics(trajectory, keys=None, axes=None):
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("t")
     return axes
+
+
+def _has_values(trajectory, key) -> bool:
+    """Whether the run records ``key`` with a finite value somewhere: an anisotropic kernel's ``energy`` is all NaN,
+    and its panel was drawn empty, on a meaningless axis."""
+    return any(np.isfinite(np.asarray(source[key], dtype=float)).any()
+               for source in (trajectory.diagnostics, trajectory.steps) if key in source)
 
 
 def _series(trajectory, key):
@@ -496,9 +503,9 @@ def _figure_diagnostics(trajectory) -> tuple:
 
 def result_figure(trajectory, output=None, panels: int = 4, projection: str = "mollweide"):
     """Snapshots of a trajectory (maps on S², each with its colour bar; curves on S¹; alignment histograms in
-    d > 3) over one panel per diagnostic (energy, tail_fraction, min_rho, max_speed, those the run has,
-    from t0; for a particle run, which has no tail_fraction or min_rho, energy, mean_alignment, mean_radius and
-    max_speed).
+    d > 3) over one panel per diagnostic (energy, tail_fraction, min_rho, max_speed, those the run has values
+    of — an anisotropic kernel's ``energy`` is NaN and gets no panel —, from t0; for a particle run, which has no
+    tail_fraction or min_rho, energy, mean_alignment, mean_radius and max_speed).
 
     Parameters
     ----------
@@ -536,7 +543,7 @@ def result_figure(trajectory, output=None, panels: int = 4, projection: str = "m
         return animation(trajectory, output, projection=projection)
     n = len(trajectory.states)
     idx = np.unique(np.linspace(0, n - 1, min(panels, n)).round().astype(int))
-    keys = [k for k in _figure_diagnostics(trajectory) if k in trajectory.diagnostics]
+    keys = [k for k in _figure_diagnostics(trajectory) if k in trajectory.diagnostics and _has_values(trajectory, k)]
     cols = max(len(idx), len(keys))
     fig = plt.figure(figsize=(3.6 * cols, 6.3), constrained_layout=True)
     for j, i in enumerate(idx):
@@ -914,7 +921,7 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
         warn(few)
     plt = _plt()
     curves = _distance_curves(trajs, labels, targets, distance)
-    keys = [k for k in COMPARISON_KEYS if all(k in tr.diagnostics for tr in trajs)]
+    keys = [k for k in COMPARISON_KEYS if all(k in tr.diagnostics and _has_values(tr, k) for tr in trajs)]
     n_bottom = min(bool(curves) + len(keys), max(len(targets), 3))
     keys = keys[: n_bottom - bool(curves)]
 

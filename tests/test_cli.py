@@ -1145,3 +1145,24 @@ def test_a_run_does_not_replace_an_unfinished_run_stored_at_its_output(tmp_path,
     finished.write_text(SMALL.format(scheme="post-ln", extra=""))
     assert main(["run", str(finished), "--output", str(tmp_path / "b.h5"), "--quiet"]) == 0
     assert main(["run", str(finished), "--output", str(tmp_path / "b.h5"), "--quiet"]) == 0
+
+
+def test_plot_of_an_anisotropic_kernel_draws_no_empty_energy_panel(tmp_path):
+    """The `energy` of an anisotropic kernel is NaN at every saved time and step: `meanfield plot` drew it as an empty
+    panel on a meaningless axis (−0.04 … 0.04 in t).  A diagnostic with no finite value now gets no panel."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from meanfield import plot as mfplot
+    cfg, out = tmp_path / "q.toml", tmp_path / "q.h5"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra="Q = [[1, 0, 0], [0, 0.5, 0], [0, 0, 1]]")
+                   .replace("t_final = 0.4", "t_final = 0.1"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+    traj = mf.load(out)
+    assert np.isnan(traj.diagnostics["energy"]).all()
+    fig = mfplot.result_figure(traj)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "energy" not in titles and {"tail_fraction", "min_rho", "max_speed"} <= set(titles), titles
+    assert "energy" not in [ax.get_title() for ax in mfplot.diagnostics(traj)]
+    matplotlib.pyplot.close("all")
