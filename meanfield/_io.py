@@ -648,6 +648,8 @@ def _read_trajectory(g, alpha=None):
     diagnostics = {k: _array(g["diagnostics"][k]) for k in g.get("diagnostics", {})}
     steps = {k: _array(g["steps"][k]) for k in g.get("steps", {})}
     options = json_value(g["run"].attrs["options"])
+    if isinstance(options.get("filter"), list):     # JSON has no tuple: the run's own options hold (strength, order)
+        options["filter"] = tuple(options["filter"])
     if len(states) != len(times):
         raise ResultFileError(f"{g.file.filename!r} is inconsistent: {len(states)} states for {len(times)} times.")
     short = {k: len(v) for k, v in diagnostics.items() if np.shape(v) != np.shape(times)}

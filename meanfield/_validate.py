@@ -344,14 +344,15 @@ def save_every_count(t_final, save_every, t0=0.0) -> None:
 
 def exponential_filter(value):
     """The spectral ``filter``: None, or (strength > 0, order > 0), two finite real numbers in a tuple, a list or a
-    1-D array (an array is taken as the tuple of its entries, so it gives the run of the same list)."""
+    1-D array, returned as a tuple of two floats (a list or numpy scalars were kept as given, and the run's
+    ``options`` then differed from those read back from its file, where JSON makes every pair a list)."""
     if value is None:
         return None
     pair = tuple(value.tolist()) if isinstance(value, np.ndarray) and value.ndim == 1 else value
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(map(_is_positive_number, pair))):
         raise ValueError(f"`filter` must be None or (strength, order): two finite numbers > 0 (a tuple, a list or a "
                          f"1-D array); got filter={value!r}.")
-    return pair
+    return tuple(float(v) for v in pair)
 
 
 def _is_positive_number(value) -> bool:

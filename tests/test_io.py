@@ -625,3 +625,15 @@ def test_an_hdf5_file_of_other_data_is_not_replaced_by_a_result(tmp_path, trajec
     assert data.read_bytes() == before
     result = mf.save(trajectory, tmp_path / "r.h5")
     assert mf.save(trajectory, result) == result            # an earlier result is replaced, as before
+
+
+@pytest.mark.parametrize("given", [(36, 8), [36.0, 8], np.array([36.0, 8.0])])
+def test_the_filter_option_reads_back_as_the_run_holds_it(tmp_path, given):
+    # the run kept `filter` as given (a list, or numpy scalars) and the file read it back as a JSON list: a filtered
+    # run's options differed from its own file's (tr.options != mf.load(path).options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(1.0), mf.Density.random(12, seed=1, degree=2), 0.05, filter=given)
+    assert tr.options["filter"] == (36.0, 8.0) and all(type(v) is float for v in tr.options["filter"])
+    back = mf.load(mf.save(tr, tmp_path / "f.h5"))
+    assert back.options == tr.options and isinstance(back.options["filter"], tuple)
