@@ -908,3 +908,16 @@ def test_zonal_minimum_counts_rounding_at_the_poles_as_zero():
     assert mf.simulate(mf.Model(4.0, "pre-ln", d=1000), with_radius, 0.1).success       # its radius field too
     with pytest.raises(ValueError, match=r"`initial` must be a nonnegative density; its minimum on the grid is -"):
         mf.simulate(mf.Model(4.0, d=1000), mf.ZonalDensity.from_function(lambda t: 1 - 30 * t, 30, d=1000), 0.1)
+
+
+def test_an_unknown_resolution_policy_is_refused_with_the_spectral_backends_own_choices():
+    # the error listed ['handoff', 'refine', 'stop'], and the 'handoff' it offered was then refused (it is the hybrid
+    # backend's); it lists the spectral backend's two policies now
+    rho = mf.Density.uniform(4)
+    with pytest.raises(ValueError, match=r"`on_resolution_loss` must be one of \['refine', 'stop'\]; got "
+                                         r"on_resolution_loss='raise'"):
+        mf.simulate(mf.Model(1.0), rho, 0.1, on_resolution_loss="raise")
+    with pytest.raises(TypeError, match=r"`on_resolution_loss` must be one of \['refine', 'stop'\] \(a string\)"):
+        mf.simulate(mf.Model(1.0), rho, 0.1, on_resolution_loss=np.array(["stop"]))
+    with pytest.raises(ValueError, match="use backend='hybrid'"):
+        mf.simulate(mf.Model(1.0), rho, 0.1, on_resolution_loss="handoff")

@@ -446,16 +446,19 @@ class SpectralBackend:
             raise ValueError(f"`refine_factor` must be finite and > 1 (each refinement raises the band limit by that "
                              f"factor); got refine_factor={factor!r}.")
         opts["max_steps"] = nonneg_int("max_steps", opts["max_steps"], minimum=1)
-        choice("on_resolution_loss", opts["on_resolution_loss"], POLICIES)
+        if isinstance(opts["on_resolution_loss"], str) and opts["on_resolution_loss"] == "handoff" \
+                and type(self).name != "hybrid":
+            raise ValueError("on_resolution_loss='handoff' is what backend='hybrid' does (spectral, then particles "
+                             "when resolution is lost): use backend='hybrid', which sets it itself.")
+        # the spectral backend's own choices: the error listed 'handoff', which it then refused
+        choice("on_resolution_loss", opts["on_resolution_loss"],
+               POLICIES if type(self).name == "hybrid" else tuple(p for p in POLICIES if p != "handoff"))
         if opts["lmax_max"] is not None or opts["on_resolution_loss"] == "refine":   # checked even when not refining
             opts["lmax_max"] = nonneg_int("lmax_max", opts["lmax_max"], minimum=1)
         if opts["on_resolution_loss"] == "refine" and opts["lmax_max"] < lmax:
             raise ValueError(f"`lmax_max` must be ≥ the starting band limit lmax={lmax} to refine; got "
                              f"lmax_max={opts['lmax_max']!r}.")
         choice("error_norm", opts["error_norm"], ("l2", "elementwise"))
-        if opts["on_resolution_loss"] == "handoff" and type(self).name != "hybrid":
-            raise ValueError("on_resolution_loss='handoff' is what backend='hybrid' does (spectral, then particles "
-                             "when resolution is lost): use backend='hybrid', which sets it itself.")
         opts["filter"] = exponential_filter(opts["filter"])      # ["a", "b"] compared with 0 raised a TypeError
         self.options = opts
         #: the most negative value on the grid a starting density (or species) may take, negated
