@@ -512,6 +512,8 @@ def _run_figure(results, stems, figure):
 
 
 def _summary(traj, path) -> str:
+    import numpy as np
+
     d = traj.diagnostics
     lines = [f"{path}: {traj!r}", f"  status: {traj.message}"]
     # particles-sh records the kernel's band limit; a hybrid run the density's, then the kernel's after its hand-off
@@ -519,8 +521,14 @@ def _summary(traj, path) -> str:
     # mean_alignment and mean_radius: a particle run (which has no mass_error, tail_fraction or min_rho) printed
     # max_speed alone under a causal mask, nothing of how far its tokens clustered or its radii grew
     for k in ("energy", "mean_alignment", "mean_radius", "mass_error", "tail_fraction", "min_rho", "max_speed", "lmax"):
-        if k in d:
-            lines.append(f"  {label if k == 'lmax' else k:16s} start {d[k][0]: .6g}   end {d[k][-1]: .6g}")
+        if k not in d:
+            continue
+        if k == "energy" and np.isnan(np.asarray(d[k], dtype=float)).all():
+            # "start nan end nan" read as a failed run; the spectral backend computes E_β for QᵀK = c·I only
+            lines.append(f"  {k:16s} not computed (NaN at every saved time: the spectral backend computes E_β for "
+                         "QᵀK = c·I only)")
+            continue
+        lines.append(f"  {label if k == 'lmax' else k:16s} start {d[k][0]: .6g}   end {d[k][-1]: .6g}")
     return "\n".join(lines)
 
 

@@ -1166,3 +1166,24 @@ def test_plot_of_an_anisotropic_kernel_draws_no_empty_energy_panel(tmp_path):
     assert "energy" not in titles and {"tail_fraction", "min_rho", "max_speed"} <= set(titles), titles
     assert "energy" not in [ax.get_title() for ax in mfplot.diagnostics(traj)]
     matplotlib.pyplot.close("all")
+
+
+def test_info_reports_the_radius_and_an_energy_that_was_not_computed(tmp_path, capsys):
+    """`info` printed "energy start nan end nan" for an anisotropic kernel (read as a failed run) and left out the
+    radius of a Pre-LN run, the quantity that scheme adds."""
+    out = {}
+    for name, extra, scheme in (("q", "Q = [[1, 0, 0], [0, 0.5, 0], [0, 0, 1]]", "post-ln"), ("r", "", "pre-ln")):
+        cfg, out[name] = tmp_path / f"{name}.toml", tmp_path / f"{name}.h5"
+        cfg.write_text(SMALL.format(scheme=scheme, extra=extra).replace("t_final = 0.4", "t_final = 0.1"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mf.MeanfieldWarning)
+            assert main(["run", str(cfg), "--output", str(out[name]), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out["q"])]) == 0
+    text = capsys.readouterr().out
+    assert "nan" not in text and "energy           not computed (NaN at every saved time" in text, text
+    assert "mean_radius" not in text
+    assert main(["info", str(out["r"])]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "mean_radius" in x)
+    radius = mf.load(out["r"]).diagnostics["mean_radius"]
+    assert line.split() == ["mean_radius", "start", f"{radius[0]:.6g}", "end", f"{radius[-1]:.6g}"]
