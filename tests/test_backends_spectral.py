@@ -921,3 +921,22 @@ def test_an_unknown_resolution_policy_is_refused_with_the_spectral_backends_own_
         mf.simulate(mf.Model(1.0), rho, 0.1, on_resolution_loss=np.array(["stop"]))
     with pytest.raises(ValueError, match="use backend='hybrid'"):
         mf.simulate(mf.Model(1.0), rho, 0.1, on_resolution_loss="handoff")
+
+
+@pytest.mark.parametrize("beta", [50.0, 400.0, 700.0])
+def test_usa_max_speed_is_finite_where_its_square_overflows(beta):
+    """USA's |v| grows like e^β/β²: from β ≈ 355 its square overflows float64 and `max_speed` read inf (with a numpy
+    overflow warning), so the CFL cap read 0 and the diagnosis of the stop said "the largest speed on the grid is inf".
+    ρ = 1 + z/2 has P_x A = (a/2) P_x e_z exactly, a = cosh β/β² − sinh β/β³, so max |v| = (a/2)·max sin θ over the nodes
+    (float64 rounding of e^β and of the multipliers: ~1e-13 relative)."""
+    from meanfield.sphere import SphereGrid
+    L = 4
+    rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 2], L)
+    sin_max = np.sqrt(1 - SphereGrid.for_bandlimit(L).points[..., 2] ** 2).max()
+    expect = 0.5 * sin_max * np.exp(beta - np.log(2) + np.log(1 / beta**2 - 1 / beta**3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)          # the kernel band limit of β at L = 4
+        warnings.simplefilter("error", RuntimeWarning)
+        tr = mf.simulate(mf.Model(beta, attention="usa"), rho, 1e-300, min_step=1e-305)
+    assert tr.diagnostics["max_speed"][0] == pytest.approx(expect, rel=1e-12)
+

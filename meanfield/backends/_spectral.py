@@ -242,6 +242,16 @@ def _tangent_dot(a, b, out, work):
     return out
 
 
+def _largest_norm(v) -> float:
+    """max over the grid of |v| (tangent components on axis 0), scaled so that |v|² need not fit in float64: it read
+    inf at USA's β ≳ 355 (|v| ~ e^β/β²), and so did ``max_speed``, the CFL cap (0) and the step-size diagnosis."""
+    scale = float(np.max(np.abs(v)))
+    if not np.isfinite(scale) or scale == 0:
+        return scale
+    w = v / scale
+    return scale * float(np.sqrt(np.max(np.sum(w * w, axis=0))))
+
+
 def _basis_like(basis, lmax):
     """A basis of band limit ``lmax`` that synthesizes onto ``basis``'s grid (for degree-L+1 products)."""
     if isinstance(basis, S2Basis):
@@ -607,8 +617,10 @@ class SpectralBackend:
         for i in range(y.shape[0]):
             v, r, a_norm = self._velocity(t, y[i], fields)
             flux = workspace(b, "flux", v.shape)
-            speed2 = _tangent_dot(v, v, workspace(b, "speed2", gshape), flux)
-            vmax = max(vmax, float(np.sqrt(speed2.max())))
+            with np.errstate(over="ignore"):   # |v|² beyond float64 (USA, β ≳ 355) while |v| is not: see below
+                speed2 = _tangent_dot(v, v, workspace(b, "speed2", gshape), flux)
+            peak = float(speed2.max())
+            vmax = max(vmax, np.sqrt(peak) if np.isfinite(peak) else _largest_norm(v))
             diss += float(b.inner(rho[i], speed2))
             np.negative(b.div(np.multiply(rho[i], v, out=flux)), out=dy[i, 0])
             if r is not None:
