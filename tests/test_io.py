@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import warnings
 
@@ -637,3 +638,28 @@ def test_the_filter_option_reads_back_as_the_run_holds_it(tmp_path, given):
     assert tr.options["filter"] == (36.0, 8.0) and all(type(v) is float for v in tr.options["filter"])
     back = mf.load(mf.save(tr, tmp_path / "f.h5"))
     assert back.options == tr.options and isinstance(back.options["filter"], tuple)
+
+
+def test_a_run_equals_the_trajectory_read_back_from_its_file(tmp_path):
+    # `traj == mf.load(path)` raised "The truth value of an array with more than one element is ambiguous" (the
+    # dataclass comparison of `times`): a run could not be compared with its own file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        rho = mf.Density.random(12, seed=1, degree=2)
+        one = mf.Density.from_function(lambda x: rho.evaluate(x) / 2, 12, radius=1.0)
+        runs = [mf.simulate(mf.Model(2.0, "pre-ln"), [one, one.with_coeffs(one.coeffs, 2 * one.radius)], 0.2,
+                            save_every=0.1),
+                mf.simulate(mf.Model(2.0, Q=np.diag([1.0, 0.5, 1.0])), rho, 0.1),         # energy NaN throughout
+                mf.simulate(mf.Model(2.0, d=5), mf.ZonalDensity.from_function(np.exp, 12, d=5, normalize=True), 0.2),
+                mf.simulate(mf.Model(2.0, "peri-ln", d=4), mf.Particles.uniform(20, d=4, seed=1), 0.2,
+                            backend="particles", save_every=0.1),
+                mf.simulate(mf.Model(2.0), rho, 0.2, checkpoint=tmp_path / "c.h5", metadata={"seeds": np.arange(3)})]
+    for i, run in enumerate(runs):
+        back = mf.load(mf.save(run, tmp_path / f"{i}.h5"))
+        assert run == back and back == run and not run != back, run
+    assert runs[-1] == mf.load(tmp_path / "c.h5")
+    last = runs[-1].states[-1]
+    other = dataclasses.replace(runs[-1], states=runs[-1].states[:-1] + [last.with_coeffs(last.coeffs * 1.001)])
+    assert other != runs[-1] and runs[0] != runs[1] and runs[0] != "a run"
+    with pytest.raises(TypeError, match="unhashable type: 'Trajectory'"):
+        hash(runs[0])
