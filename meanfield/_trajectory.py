@@ -93,10 +93,12 @@ class Trajectory:
 
     @property
     def success(self) -> bool:
+        """Whether the run reached ``t_final`` (status OK)."""
         return self.status is Status.OK
 
     @property
     def message(self) -> str:
+        """How the run ended: the status's message followed by ``detail`` (its numbers, what to change)."""
         return self.status.message + (f" {self.detail}" if self.detail else "")
 
     @property

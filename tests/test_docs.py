@@ -729,3 +729,18 @@ def test_simulate_points_to_rendered_pages_for_the_initial_types_and_the_options
     assert "is in its docstring" not in doc
     assert ":doc:`model` (which backend handles what)" in doc and "## Which backend handles what" in _read("model.md")
     assert "listed with its default in :doc:`backends`" in doc
+
+
+def test_every_member_the_api_page_lists_has_a_docstring():
+    # Trajectory.success and Trajectory.message were listed under `:members:` with no docstring: the API page showed
+    # their names and nothing else
+    import inspect
+    text = (DOCS / "api.md").read_text()
+    blank = []
+    for cls, members in re.findall(r"\.\. autoclass:: (\w+)\n\s+:members:([^\n]*(?:\n\s{13,}[^\n]*)*)", text):
+        for name in (m.strip() for m in members.replace("\n", " ").split(",") if m.strip()):
+            attr = inspect.getattr_static(getattr(mf, cls), name)
+            doc = attr.__doc__ if isinstance(attr, property) else inspect.getdoc(getattr(getattr(mf, cls), name))
+            if not (doc or "").strip():
+                blank.append(f"{cls}.{name}")
+    assert not blank, blank
