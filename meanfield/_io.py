@@ -291,6 +291,18 @@ def _read_model(g, alpha=None) -> Model:
         raise _ArgumentError(type(err)(f"`alpha` does not fit the run in the file: {err}")) from None
 
 
+#: What the arrays of a state group mean, stored as the attribute ``layout`` of ``/states``.
+STATE_LAYOUT = (
+    "One group per saved state, attrs kind and t. kind='density', d=3 (S²): coeffs = complex orthonormal "
+    "spherical-harmonic coefficients rho_lm of the density w.r.t. the normalized uniform measure sigma (rho_00 = "
+    "sqrt(4 pi) for mass 1, uniform density = 1), m >= 0 only, ducc0 order (m-major: (l,m) = (0,0), (1,0), …, (L,0), "
+    "(1,1), …, (L,1), …, (L,L)); kind='density', d=2 (S¹): coeffs = Fourier c_0 … c_L of "
+    "rho(phi) = sum_{|k|<=L} c_k e^{ik phi}, c_{-k} = conj(c_k), c_0 = 1 for mass 1; kind='zonal': coeffs = g_0 … g_L "
+    "of rho(x) = sum_l g_l P_l(<x, axis>), P_l the Gegenbauer polynomials of S^{d-1} with P_l(1) = 1; radius: the "
+    "radius field r(x), same layout; kind='particles': positions (n, d) unit directions, weights (sum 1), radii; "
+    "kind='species': sub-groups 0, 1, … . The rest of the file: meanfield docs, 'The HDF5 result layout' (cli.md).")
+
+
 def _write_trajectory(g, trajectory):
     """The trajectory layout (model, options, times, states, diagnostics, steps) into the group ``g``."""
     g.attrs.update(backend=trajectory.backend, status=trajectory.status.name, detail=trajectory.detail)
@@ -300,6 +312,7 @@ def _write_trajectory(g, trajectory):
     t = _put(g, "scales/t", np.asarray(trajectory.times, dtype=float))
     t.make_scale("t")
     states = g.create_group("states")
+    states.attrs["layout"] = STATE_LAYOUT      # a reader with h5py alone saw a complex array and no convention
     for i, (ti, s) in enumerate(zip(trajectory.times, trajectory.states)):
         sg = states.create_group(f"{i:06d}")
         sg.attrs["t"] = ti

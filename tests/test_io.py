@@ -663,3 +663,27 @@ def test_a_run_equals_the_trajectory_read_back_from_its_file(tmp_path):
     assert other != runs[-1] and runs[0] != runs[1] and runs[0] != "a run"
     with pytest.raises(TypeError, match="unhashable type: 'Trajectory'"):
         hash(runs[0])
+
+
+def test_a_result_file_says_what_its_state_arrays_mean(tmp_path):
+    """Read with h5py alone, a state was a complex array of length 153 and attrs lmax, d: nothing said which
+    coefficients, in which order or normalization.  /states now carries that as its attribute `layout`, and the
+    order it states is the one the arrays have (checked by rebuilding ρ at a point from the coefficients)."""
+    from scipy.special import sph_harm_y
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(1.0), mf.Density.random(6, seed=2, degree=3), 0.05)
+    path = mf.save(tr, tmp_path / "r.h5")
+    with h5py.File(path) as f:
+        layout = f["states"].attrs["layout"]
+        last = f["states"][sorted(f["states"])[-1]]
+        c, lmax = last["coeffs"][()], int(last.attrs["lmax"])
+    assert "ducc0 order (m-major: (l,m) = (0,0), (1,0), …, (L,0), (1,1)" in layout and "sqrt(4 pi)" in layout
+    ell = np.concatenate([np.arange(m, lmax + 1) for m in range(lmax + 1)])      # the order the text gives
+    em = np.concatenate([np.full(lmax + 1 - m, m) for m in range(lmax + 1)])
+    theta, phi = 1.1, 0.4
+    y = sph_harm_y(ell, em, theta, phi)
+    value = np.real(np.sum(c[em == 0] * y[em == 0]) + 2 * np.sum(c[em > 0] * y[em > 0]))
+    point = np.array([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)])
+    assert value == pytest.approx(tr.final.evaluate(point), rel=1e-12)
+    assert mf.load(path) == tr                         # the attribute changes nothing that is read back
