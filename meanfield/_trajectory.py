@@ -75,7 +75,7 @@ class Trajectory:
 
     Notes
     -----
-    ``==`` compares every field by value, arrays entry by entry (NaN equal to NaN) and states by their fields, so a
+    :meth:`at` returns the state saved at a given time.  ``==`` compares every field by value, arrays entry by entry (NaN equal to NaN) and states by their fields, so a
     run equals the :func:`meanfield.load` of its file (the generated comparison raised "The truth value of an array
     with more than one element is ambiguous").  A Trajectory is not hashable.
     """
@@ -105,6 +105,34 @@ class Trajectory:
     def final(self):
         """The last saved state."""
         return self.states[-1]
+
+    def at(self, t):
+        """The saved state at time ``t``: states are kept at the save times only and are not interpolated.
+
+        Parameters
+        ----------
+        t : float
+            One of :attr:`times` (to 1e-9 relative, so ``at(0.3)`` finds the state saved at 0.30000000000000004).
+
+        Returns
+        -------
+        Density, ZonalDensity, tuple of them (species) or Particles
+
+        Raises
+        ------
+        ValueError
+            ``t`` is not a saved time; the message gives the saved times around it (to keep a time, pass it in
+            ``t_eval`` to :func:`meanfield.simulate`).
+        """
+        t = positive_float("t", t, allow_zero=True)
+        i = int(np.argmin(np.abs(self.times - t)))
+        if abs(self.times[i] - t) > 1e-9 * max(1.0, abs(t)):
+            j = int(np.searchsorted(self.times, t))
+            near = " and ".join(f"{x:g}" for x in self.times[max(j - 1, 0): j + 1])
+            raise ValueError(f"`t` must be a saved time of the trajectory (states are not interpolated); got t={t!r}, "
+                             f"the saved times around it are {near} (of {len(self.times)} in [{self.times[0]:g}, "
+                             f"{self.times[-1]:g}]). Keep the states you need with `t_eval` in simulate.")
+        return self.states[i]
 
     def __len__(self):
         return len(self.times)

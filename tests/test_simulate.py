@@ -617,3 +617,19 @@ def test_a_resumed_run_warns_again_once_where_it_meets_the_condition_again(tmp_p
         for what in ("the spectral velocity is not resolved at t=", "does not resolve the motion at t="):
             found = [x for x in messages if what in x]
             assert len(found) == 1 and what + t + ":" in found[0], (what, messages)
+
+
+def test_the_state_at_a_saved_time():
+    # a trajectory had no way to ask for the state at a time: users searched `times` by hand and fell on
+    # 0.30000000000000004 != 0.3; `at` finds a saved time to rounding and refuses any other, naming its neighbours
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(1.0), mf.Density.random(8, seed=1, degree=2), 1.0, save_every=0.1)
+    assert tr.times[3] != 0.3 and tr.at(0.3) is tr.states[3] and tr.at(1) is tr.final and tr.at(0) is tr.states[0]
+    with pytest.raises(ValueError, match=r"`t` must be a saved time .*got t=0.35, the saved times around it are 0.3 "
+                                         r"and 0.4 \(of 11 in \[0, 1\]\)"):
+        tr.at(0.35)
+    with pytest.raises(ValueError, match=r"got t=2.0, the saved times around it are 1 \(of 11"):
+        tr.at(2.0)
+    with pytest.raises(TypeError, match="`t` must be a real number"):
+        tr.at("0.3")
