@@ -40,6 +40,8 @@ def _query_points(points, d) -> np.ndarray:
 def _values_at(f, arg, shape, what: str) -> np.ndarray:
     """f(arg) as one float per node, shape ``shape`` (a scalar result is broadcast: a constant function)."""
     raw = np.asarray(f(arg))
+    if raw.dtype == object and any(v is None for v in raw.flat):   # astype(float) read None as NaN
+        raise ValueError(f"`{what}` must return real numbers; got None (a function without a `return`?).")
     if np.iscomplexobj(raw):                    # float() would drop the imaginary part with only a ComplexWarning
         raise ValueError(f"`{what}` must return real values; got complex values (imaginary parts up to "
                          f"{np.max(np.abs(raw.imag)):.3g}).")

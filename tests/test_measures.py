@@ -390,3 +390,16 @@ def test_zonal_values_without_a_correct_digit_are_refused_and_imprecise_ones_war
         rho.evaluate_profile([0.3])                  # 10 standard deviations of t out: 5 correct digits
     with pytest.warns(mf.MeanfieldWarning, match=r"rounding up to 0.03"):
         mf.ZonalDensity.from_function(np.ones_like, 40, d=64).evaluate_profile(1.0)
+
+
+def test_a_function_that_returns_none_is_named_as_such():
+    # a profile or density function without `return` gave None, read as NaN: "`f` must return finite values; got
+    # nan at 364 of 364 quadrature nodes", which sent the user looking for a NaN
+    def forgot(x):
+        x[..., 0] + 1
+    with pytest.raises(ValueError, match=r"`f` must return real numbers; got None \(a function without a `return`\?\)"):
+        mf.Density.from_function(forgot, 8)
+    with pytest.raises(ValueError, match=r"`g` must return real numbers; got None"):
+        mf.ZonalDensity.from_function(lambda t: None, 8, d=5)
+    with pytest.raises(ValueError, match=r"`radius` must return real numbers; got None"):
+        mf.Density.from_function(lambda x: np.ones(x.shape[:-1]), 8, radius=forgot)
