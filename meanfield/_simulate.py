@@ -154,8 +154,8 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     t0 : float
         Initial time, finite and ≥ 0 (schemes such as LN-Scaling, Mix-LN and a time-dependent nGPT α depend on t).
     metadata : dict, optional
-        Extra attributes stored in the checkpoint's ``/run`` group (strings and numbers; the CLI stores the
-        configuration text and the seed) and carried over by :func:`resume`.
+        Extra attributes stored in the checkpoint's ``/run`` group (strings, numbers and booleans, or lists and dicts
+        of them; the CLI stores the configuration text and the seed) and carried over by :func:`resume`.
     **options
         Backend options (e.g. ``lmax``, ``rtol`` for "spectral"; ``step``, ``time`` for "particles"), every one
         listed with its default in :doc:`backends`.
@@ -179,6 +179,13 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         the option ``lmax``).
     UnsupportedModelError
         The backend cannot run this model or this initial measure.
+
+    Notes
+    -----
+    A Ctrl-C (``KeyboardInterrupt``) during the run ends the run and is not raised: ``simulate`` returns the
+    trajectory so far with status ``INTERRUPTED`` (a :class:`MeanfieldWarning` says so), its checkpoint written and
+    resumable.  A script that loops over runs therefore goes on to the next run; stop the loop on
+    ``traj.status is mf.Status.INTERRUPTED``.
     """
     return _simulate(model, initial, t_final, backend, save_every, t_eval, callback, progress, checkpoint,
                      checkpoint_every, t0, metadata, None, options, checkpoint_interval=checkpoint_interval)

@@ -633,3 +633,15 @@ def test_the_state_at_a_saved_time():
         tr.at(2.0)
     with pytest.raises(TypeError, match="`t` must be a real number"):
         tr.at("0.3")
+
+
+def test_a_ctrl_c_inside_a_run_returns_it_interrupted_as_the_docstring_says():
+    # simulate catches KeyboardInterrupt and returns (a loop over runs goes on to the next run): nothing said so, and
+    # a script's `except KeyboardInterrupt: break` never ran
+    assert "is not raised" in mf.simulate.__doc__ and "mf.Status.INTERRUPTED" in mf.simulate.__doc__
+
+    def stop(t, state, diagnostics):
+        raise KeyboardInterrupt
+    with pytest.warns(mf.MeanfieldWarning, match="Interrupted by KeyboardInterrupt"):
+        tr = mf.simulate(mf.Model(1.0), mf.Density.random(8, seed=1, degree=2), 1.0, save_every=0.5, callback=stop)
+    assert tr.status is mf.Status.INTERRUPTED and list(tr.times) == [0.0, 0.5]
