@@ -751,6 +751,17 @@ def _run_attr(v):
     return v.item() if hasattr(v, "item") else v
 
 
+def unstored_alpha(path) -> str | None:
+    """The text of the callable α of a trajectory file's model (which the file cannot hold), or None: none, another
+    kind of file, or one that cannot be read (:func:`load` diagnoses it)."""
+    try:
+        with _open(path) as f:
+            a = f["model"].attrs
+            return str(a["alpha_repr"]) if bool(a.get("alpha_callable", False)) else None
+    except Exception:       # a damaged or foreign file: load() says what is wrong with it
+        return None
+
+
 def run_info(path) -> dict:
     """The /run attributes of a result file (t_final, resume options, config text, …), JSON decoded."""
     f = _open(path)

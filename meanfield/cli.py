@@ -601,11 +601,34 @@ def _options_text(traj, width: int = 400) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def _info(args) -> int:
+class _UnstoredAlpha:
+    """Stands for the callable α of a run, which its file cannot hold: `info` and `plot` need no α, and refused such a
+    file ("pass `alpha=` to load()", which the command line cannot do).  Calling it says why it is not there."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __call__(self, t):
+        raise ValueError(f"the run's α(t) was a function ({self.text}), which its file does not hold: load it with "
+                         "meanfield.load(path, alpha=...) to evaluate it.")
+
+    def __repr__(self):
+        return f"{self.text} (a function, not stored)"
+
+
+def _load(path):
+    """mf.load(path) for reading: a run whose α was a function gets a stand-in that refuses to be called."""
     import meanfield as mf
+    from ._io import unstored_alpha
+
+    text = unstored_alpha(path)
+    return mf.load(path, alpha=None if text is None else _UnstoredAlpha(text))
+
+
+def _info(args) -> int:
     from ._io import run_info
 
-    traj = mf.load(args.result)
+    traj = _load(args.result)
     info = run_info(args.result)
     if _is_energy(traj):
         from ._io import file_attrs
@@ -639,7 +662,7 @@ def _plot(args) -> int:
     if drawn is not None:       # a result named r.png was replaced by its own figure
         raise ValueError(f"--output {args.output!r} is the result file {drawn!r}: the figure would replace it. Give "
                          "the figure another name.")
-    trajs = [mf.load(path) for path in args.result]
+    trajs = [_load(path) for path in args.result]
     energy = [isinstance(tr, mf.EnergyResult) for tr in trajs]
     if any(energy) and len(trajs) > 1:
         raise ValueError("an energy result is drawn on its own: give one file "

@@ -1187,3 +1187,20 @@ def test_info_reports_the_radius_and_an_energy_that_was_not_computed(tmp_path, c
     line = next(x for x in capsys.readouterr().out.splitlines() if "mean_radius" in x)
     radius = mf.load(out["r"]).diagnostics["mean_radius"]
     assert line.split() == ["mean_radius", "start", f"{radius[0]:.6g}", "end", f"{radius[-1]:.6g}"]
+
+
+def test_info_and_plot_read_a_run_whose_alpha_was_a_function(tmp_path, capsys):
+    """A Python run of nGPT with α(t) a function saves fine, but `meanfield info` and `plot` refused its file ("pass
+    `alpha=` to load()", which a command cannot do), though neither needs α.  They read it now, α shown as not stored."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(2.0, "ngpt", alpha=lambda t: 1 / (1 + t)), mf.Density.random(8, seed=1, degree=2),
+                         0.2, save_every=0.1)
+    path = mf.save(tr, tmp_path / "ngpt.h5")
+    with pytest.raises(mf.ResultFileError, match="callable alpha"):
+        mf.load(path)                                   # the library still asks for α
+    assert main(["info", str(path)]) == 0
+    model = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("  model:"))
+    assert "scheme=ngpt" in model and "<lambda>" in model and "(a function, not stored)" in model, model
+    assert main(["plot", str(path), "--output", str(tmp_path / "ngpt.png")]) == 0
+    assert (tmp_path / "ngpt.png").stat().st_size > 10_000
