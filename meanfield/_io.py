@@ -270,7 +270,7 @@ def _read_model(g, alpha=None) -> Model:
     a = g.attrs
     if bool(a["alpha_callable"]) and alpha is None:
         raise ResultFileError(f"the model used a callable alpha ({a['alpha_repr']}), which a file cannot hold; "
-                              "pass `alpha=` to load().")
+                              "pass `alpha=` to load() (or to resume(), which reads the file the same way).")
     tau = float(a["tau"])
     scheme = str(a["scheme"])
     given = alpha

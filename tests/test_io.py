@@ -687,3 +687,14 @@ def test_a_result_file_says_what_its_state_arrays_mean(tmp_path):
     point = np.array([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)])
     assert value == pytest.approx(tr.final.evaluate(point), rel=1e-12)
     assert mf.load(path) == tr                         # the attribute changes nothing that is read back
+
+
+def test_resume_of_a_run_with_a_function_alpha_names_its_own_alpha_argument(tmp_path):
+    # resume(path) said "pass `alpha=` to load()": the user called resume, which takes alpha= itself
+    alpha = lambda t: 1.0 / (1.0 + t)  # noqa: E731
+    path = tmp_path / "a.h5"
+    mf.simulate(mf.Model(1.0, "ngpt", alpha=alpha), mf.Density.uniform(4), 0.2, checkpoint=path,
+                callback=lambda t, s, d: True, save_every=0.1)
+    with pytest.raises(mf.ResultFileError, match=r"pass `alpha=` to load\(\) \(or to resume\(\)"):
+        mf.resume(path)
+    assert mf.resume(path, alpha=alpha).success
