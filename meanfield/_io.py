@@ -297,8 +297,8 @@ STATE_LAYOUT = (
     "spherical-harmonic coefficients rho_lm of the density w.r.t. the normalized uniform measure sigma (rho_00 = "
     "sqrt(4 pi) for mass 1, uniform density = 1), m >= 0 only, ducc0 order (m-major: (l,m) = (0,0), (1,0), …, (L,0), "
     "(1,1), …, (L,1), …, (L,L)); kind='density', d=2 (S¹): coeffs = Fourier c_0 … c_L of "
-    "rho(phi) = sum_{|k|<=L} c_k e^{ik phi}, c_{-k} = conj(c_k), c_0 = 1 for mass 1; kind='zonal': coeffs = g_0 … g_L "
-    "of rho(x) = sum_l g_l P_l(<x, axis>), P_l the Gegenbauer polynomials of S^{d-1} with P_l(1) = 1; radius: the "
+    "rho(phi) = sum_{|k|<=L} c_k e^{ik phi}, c_{-k} = conj(c_k), c_0 = 1 for mass 1; kind='zonal': coeffs = "
+    "g_0 … g_L of rho(x) = sum_l g_l P_l(<x, axis>), P_l the Gegenbauer polynomials of S^{d-1} with P_l(1) = 1; radius: the "
     "radius field r(x), same layout; kind='particles': positions (n, d) unit directions, weights (sum 1), radii; "
     "kind='species': sub-groups 0, 1, … . The rest of the file: meanfield docs, 'The HDF5 result layout' (cli.md).")
 

@@ -75,9 +75,10 @@ class Trajectory:
 
     Notes
     -----
-    :meth:`at` returns the state saved at a given time.  ``==`` compares every field by value, arrays entry by entry (NaN equal to NaN) and states by their fields, so a
-    run equals the :func:`meanfield.load` of its file (the generated comparison raised "The truth value of an array
-    with more than one element is ambiguous").  A Trajectory is not hashable.
+    :meth:`at` returns the state saved at a given time.  ``==`` compares every field by value, arrays entry by entry
+    (NaN equal to NaN) and states by their fields, so a run equals the :func:`meanfield.load` of its file (the
+    generated comparison raised "The truth value of an array with more than one element is ambiguous").  A Trajectory
+    is not hashable.
     """
 
     times: np.ndarray

@@ -27,10 +27,10 @@ from .._schemes import SCHEMES, over_overflowed_speed
 from .._trajectory import Status
 from .._validate import choice, exponential_filter, nonneg_int, open_fraction, positive_float
 from ..sphere._funk_hecke import kernel_beta
-from ..sphere._zonal import gegenbauer_norms
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, kernel_bandlimit,
                                   kernel_truncation_error)
+from ..sphere._zonal import gegenbauer_norms
 from ._bases import CircleBasis, S2Basis, ZonalBasis, workspace
 from .._validate import check_options
 
