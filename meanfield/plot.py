@@ -44,8 +44,9 @@ def density_map(density: Density, ax=None, vmax=None, cmap="magma", title=None, 
 
     Parameters
     ----------
-    density : Density or tuple of Density
-        A density on S² (d = 3), or a tuple of them (species: their total density is drawn).
+    density : Density, ZonalDensity or tuple of Density
+        A density on S² (d = 3), or a tuple of them (species: their total density is drawn).  A ZonalDensity
+        on S² is drawn as the Density it is (exactly: a band-limited zonal function is a band-limited function).
     ax : Axes, optional
         Axes with ``projection="mollweide"`` (created when None).
     vmax : float, optional
@@ -68,7 +69,9 @@ def density_map(density: Density, ax=None, vmax=None, cmap="magma", title=None, 
     ValueError
         If ``density`` is not a Density on S² (the message names the function for S¹ densities and particles).
     """
-    density = _total_density(density)
+    from ._compare import _on_s1_s2
+
+    density = _on_s1_s2(_total_density(density))     # a zonal density on S² was refused with no hint
     if not isinstance(density, Density) or density.d != 3:
         hint = {2: " For d = 2 use meanfield.plot.circle_density."}.get(getattr(density, "d", None), "")
         if isinstance(density, Particles):

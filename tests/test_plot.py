@@ -510,3 +510,16 @@ def test_a_zonal_state_in_high_dimension_is_drawn_where_its_values_are_not_round
     fig = plot.result_figure(mf.simulate(mf.Model(1.0, d=5), mf.ZonalDensity.uniform(12, d=5), 0.1), panels=1)
     assert fig.axes[0].get_xlabel() == "⟨x, e⟩"
     plt.close(fig)
+
+
+def test_density_map_draws_a_zonal_density_on_s2_as_the_density_it_is():
+    # a ZonalDensity on S² (a zonal spectral run's state) was refused with "got ZonalDensity" and no hint; it is a
+    # band-limited function, drawn exactly as Density.from_function of it
+    zonal = mf.ZonalDensity.from_function(lambda t: np.exp(3 * t), 16, d=3)
+    mesh = plot.density_map(zonal)
+    ref = plot.density_map(mf.Density.from_function(zonal.evaluate, zonal.lmax))
+    np.testing.assert_allclose(mesh.get_array(), ref.get_array(), rtol=0, atol=1e-13 * np.exp(3))
+    plt.close(mesh.axes.figure)
+    plt.close(ref.axes.figure)
+    with pytest.raises(ValueError, match="must be a Density on S²"):
+        plot.density_map(mf.ZonalDensity.from_function(lambda t: np.exp(3 * t), 16, d=5))
