@@ -57,8 +57,8 @@ class Trajectory:
         "particles-sh") and of the hybrid's two phases are listed in :doc:`backends`.
     steps : dict of str → ndarray, shape (n_steps,)
         Per-step records of the integrator, one entry per accepted step: ``t`` (the time the step reached),
-        ``dt`` (its size), with the adaptive methods ``rejected`` (trial steps rejected before it), and the
-        backend's monitors.
+        ``dt`` (its size), ``rejected`` (trial steps rejected before it: with the adaptive methods, and in every
+        spectral run, whose fixed steps record 0), and the backend's monitors.
     model : Model
     backend : str
     status : Status
