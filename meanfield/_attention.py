@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _threads
 from ._errors import UnsupportedModelError, warn
-from ._norms import norms
+from ._norms import einsum, norm_range, norms
 from ._validate import ZeroVectorError, flag, nonneg_int, open_fraction, real_array, unit_vectors
 
 _CHUNK_ELEMENTS = 2 ** 20  # default chunk: ~8 MB of float64 logits per worker
@@ -105,11 +105,11 @@ def _check_inputs(model, directions, weights, targets, need_mass=True):
 def _finish(A, y, log_z, full=True, A_tan=None):
     """The field from the ambient A; ``A_tan``: A with the radial own terms left out of the rows that
     :func:`_own_term_dominated` found (the tangential part is taken from it), or None (from A)."""
-    radial = np.einsum("ij,ij->i", A, y)
+    radial = einsum("ij,ij->i", A, y)
     if A_tan is None:
         tangential = A - radial[:, None] * y
     else:
-        tangential = A_tan - np.einsum("ij,ij->i", A_tan, y)[:, None] * y
+        tangential = A_tan - einsum("ij,ij->i", A_tan, y)[:, None] * y
     if not full:
         return AttentionField(None, tangential, None, None, log_z)
     return AttentionField(A, tangential, radial, norms(A), log_z)
@@ -284,8 +284,10 @@ class _DirectEvaluator:
         # _one_block's case: one head, softmax, no mask, every token with mass (a few hundred tokens' usual call)
         self.plain = model.heads == 1 and self.softmax and not causal and not self.massless.size and groups == 1
         self.w_col = weights[:, None]
+        self.w_max = float(weights.max()) if weights.size else 0.0
         self.radial_own = [_value_is_radial(VT) for _, _, VT in self.heads]
         self._block_plans = {}
+        self._one_block_n = None    # the token count whose field at the tokens is _one_block's, checks passed
 
     def _blocks(self, m, n):
         """The (group slice, row slice) of each block, and its rows and columns: row chunks of the one system, or
@@ -304,8 +306,13 @@ class _DirectEvaluator:
         per = max(1, (self.chunk or _CHUNK_ELEMENTS // g) // g)     # groups per block: ~`chunk` rows
         return [(slice(a, min(a + per, G)), slice(0, g)) for a in range(0, G, per)], min(per, G) * g, g
 
-    def __call__(self, x, y=None, full=True) -> AttentionField:
-        """The field of the tokens ``x`` (N, d; unit rows) at ``y`` (M, d; unit rows; default the tokens)."""
+    def __call__(self, x, y=None, full=True, log_z=True) -> AttentionField:
+        """The field of the tokens ``x`` (N, d; unit rows) at ``y`` (M, d; unit rows; default the tokens).
+        ``log_z=False``: with ``full=False``, ``log_z`` may be left None (the stepper's stages do not use it)."""
+        if y is None and self.plain and x.shape[0] == self._one_block_n:     # the plan below, made for these sizes
+            field = self._one_block(x, x, None, full, log_z)
+            if field is not None:
+                return field
         model, w, causal, G = self.model, self.w, self.causal, self.groups
         n, d = x.shape
         targets = y
@@ -322,7 +329,9 @@ class _DirectEvaluator:
                           "backend='particles-sh' (memory O(N)).")
         beta, massless, softmax = model.beta, self.massless, self.softmax
         if self.plain and len(blocks) == 1:
-            field = self._one_block(x, y, targets, full)
+            if targets is None and nbytes <= _MEMORY_CHECK_FLOOR:     # (above it, the check is made at each call)
+                self._one_block_n = n
+            field = self._one_block(x, y, targets, full, log_z)
             if field is not None:
                 return field
         A = np.zeros((m, d)) if len(self.heads) > 1 else None
@@ -391,11 +400,11 @@ class _DirectEvaluator:
         return _finish(A, y, log_z, full, _tangential_source(heads))
 
 
-    def _one_block(self, x, y, targets, full):
+    def _one_block(self, x, y, targets, full, log_z=True):
         """The general path's arithmetic when it is one block of one head with softmax, no mask and no massless
         token, written out (no closure, slices, scratch arrays or error-state switches: the same operations on the
         same arrays, so the same bits); None when a row's weight sum is not finite and > 0 (the general path, with
-        its guards, takes over)."""
+        its guards, takes over).  ``log_z`` False and not ``full``: log Z is left None."""
         QT, KT, VT = self.heads[0]
         q = y if QT is None else y @ QT
         k = x if KT is None else x @ KT
@@ -403,7 +412,7 @@ class _DirectEvaluator:
         if self.normalize_qkv:
             q = _unit_rows(q, "Q", "token" if targets is None else "target", head=0, heads=1)
             k, v = _unit_rows(k, "K", head=0, heads=1), _unit_rows(v, "V", head=0, heads=1)
-        logits = q @ np.ascontiguousarray((self.model.beta * k).T)
+        logits = q @ np.multiply(k.T, self.model.beta, order="C")     # (β k)ᵀ contiguous, in one pass
         mx = logits.max(axis=1)
         logits -= mx[:, None]
         np.exp(logits, out=logits)
@@ -411,14 +420,17 @@ class _DirectEvaluator:
         rhs = np.concatenate([self.w_col * v, self.w_col], axis=1)
         acc = logits @ rhs
         s = acc[:, d]
-        if not (0 < s.min() and s.max() < np.inf):
+        lo, hi = norm_range(s)
+        if not (0 < lo and hi < np.inf):
             return None
         A, A_tan = acc[:, :d] / s[:, None], None
-        # (the test of _own_term_dominated, written out: for a hundred tokens it is ~8% of the call)
-        if targets is None and self.radial_own[0] and (logits.diagonal() * self.w > _OWN_TERM_SHARE * s).any():
+        # (the test of _own_term_dominated, written out: for a hundred tokens it is ~8% of the call).  An own term
+        # e^(logit − max) w_i ≤ w_i: no row can pass it where the largest weight is within the share of every sum
+        if targets is None and self.radial_own[0] and not self.w_max <= _OWN_TERM_SHARE * lo and (
+                logits.diagonal() * self.w > _OWN_TERM_SHARE * s).any():
             gi, ri = _own_term_dominated(logits[None], rhs[None], s[None], 0)
             A_tan = _with_rows(A, [(ri, _sum_without_own_term(logits[None], rhs[None], 0, gi, ri) / s[ri, None])])
-        return _finish(A, y, (mx + np.log(s))[None], full, A_tan)
+        return _finish(A, y, (mx + np.log(s))[None] if full or log_z else None, full, A_tan)
 
 
 def _with_rows(A, fixes):

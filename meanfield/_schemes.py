@@ -228,6 +228,11 @@ TIME_FREE_ROWS = frozenset([SCHEMES["post-ln"].speed, SCHEMES["pre-ln"].speed, S
                             SCHEMES["peri-ln"].speed, SCHEMES["peri-ln"].radial, SCHEMES["ngpt"].speed])
 
 
+#: The speed factors above that are 1 for every r, ‖A‖, t and model (Post-LN's): the particle stepper neither calls
+#: them nor divides by them (:meth:`meanfield.backends._stepper.ParticleStepper.rhs`), the same bits as dividing by 1.
+UNIT_SPEED_ROWS = frozenset([SCHEMES["post-ln"].speed])
+
+
 #: The layer map each α-scheme's layer weight a = α_t·h interpolates with: (1 − a)·x + a·N(Attn), a > 1 extrapolates
 _WEIGHTED_LAYERS = {"angpt": "h ← ν(a)((1−a)h + a·N(Attn(N(h))))", "ngpt": "x ← N((1−a)x + a·N(Attn(x)))"}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._norms import row_norms
+from ._norms import norm_range, plain_row_norms, row_norms
 
 
 def _as_float(value) -> float:
@@ -145,12 +145,14 @@ class ZeroVectorError(ValueError):
 def unit_vectors(name: str, x: np.ndarray) -> np.ndarray:
     """The rows of ``x`` (..., d) as unit vectors: finite and nonzero, normalized unless already of unit
     norm to rounding (those are returned bit for bit)."""
+    norms, regular = plain_row_norms(x)
+    if regular:             # the common case, in one pass: every norm finite and > TINY_NORM (so every entry finite)
+        return _unit(x, norms, *norm_range(norms))
     norms = row_norms(x)    # rows whose squares under- or overflow are recomputed: x/inf was a zero row, x/0 a NaN one
-    if norms.size:          # the common case: every norm finite and > 0 (then so is every entry)
-        lo, hi = norms.min(), norms.max()
+    if norms.size:          # every norm finite and > 0 (then so is every entry)
+        lo, hi = norm_range(norms)
         if lo > 0 and hi < np.inf:      # (a NaN fails both: the checks below)
-            # max |norm − 1| is at the smallest or the largest norm (rounding of n − 1 is monotone in n)
-            return x / norms[..., None] if max(abs(lo - 1), abs(hi - 1)) > 1e-15 else x
+            return _unit(x, norms, lo, hi)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
     if np.any(norms == 0):
@@ -163,6 +165,12 @@ def unit_vectors(name: str, x: np.ndarray) -> np.ndarray:
     if norms.size and np.max(np.abs(norms - 1)) > 1e-15:
         x = x / norms[..., None]
     return x
+
+
+def _unit(x, norms, lo, hi):
+    """``x`` normalized by its row ``norms`` (all finite and > 0, from ``lo`` to ``hi``), or ``x`` itself when they
+    are 1 to rounding: max |norm − 1| is at the smallest or the largest norm (rounding of n − 1 is monotone in n)."""
+    return x / norms[..., None] if max(abs(lo - 1), abs(hi - 1)) > 1e-15 else x
 
 
 def max_step_value(value) -> float:

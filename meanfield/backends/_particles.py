@@ -145,7 +145,9 @@ class ParticlesBackend(ParticleStepper):
             o = self.options
             self._evaluator = _DirectEvaluator(self.model, self.weights, causal=o["causal"], chunk=o["chunk"],
                                                nthreads=o["threads"], groups=o["groups"])
-        return self._evaluator(unit_vectors("directions", theta), full=full)
+        # log Z only where it is used: the diagnostics (full) and a step integrand's stages (the softmax flow's)
+        return self._evaluator(unit_vectors("directions", theta), full=full,
+                               log_z=full or self.step_integrand is not None)
 
 
 def post_ln_jacobian(y, w, beta, Q, K, V, softmax: bool, causal: bool = False):

@@ -26,8 +26,9 @@ from .._integrators import (ADAPTIVE_OPTIONS, IMPLICIT_METHODS, IMPLICIT_MIN_RTO
                              first_step_estimate, first_step_guess, get_method, next_step, refuse_unused, rk_step)
 from .._measures import Particles, conversion_hint, pair_alignment
 from .._model import Model
-from .._norms import norms, row_norms
-from .._schemes import TIME_FREE_ROWS, _angpt_layer, _ngpt_layer, alpha_step_weight, over_overflowed_speed
+from .._norms import einsum, norms, plain_row_norms, row_norms
+from .._schemes import (TIME_FREE_ROWS, UNIT_SPEED_ROWS, _angpt_layer, _ngpt_layer, alpha_step_weight,
+                        over_overflowed_speed)
 from .._trajectory import Status
 from .._validate import ZeroVectorError, nonneg_int, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
@@ -335,6 +336,7 @@ class ParticleStepper:
         # (no per-token arrays of ones on the hot path)
         r = y[:, self.d] if self.scheme.has_radius else 1.0
         full = scheme_uses_magnitude(self.scheme, t, self.model)
+        unit = self.scheme.speed in UNIT_SPEED_ROWS
         with np.errstate(over="ignore", invalid="ignore"):     # a non-finite field is diagnosed, not warned about
             try:
                 f = self._field(t, theta, full)
@@ -346,8 +348,8 @@ class ParticleStepper:
                 self._speed_issue = self._lost_direction(t)
                 return np.full_like(y, np.nan)
             a_norm = f.norm if full else np.nan
-            s = self.scheme.speed(r, a_norm, t, self.model)
-        unit = _all(s == 1.0)     # dividing by a unit speed is the identity, bit for bit: skip the (n, d) pass
+            s = 1.0 if unit else self.scheme.speed(r, a_norm, t, self.model)
+        unit = unit or _all(s == 1.0)     # dividing by a unit speed is the identity, bit for bit: skip the (n, d) pass
         if not unit and not _all(np.isfinite(s) & (s != 0)):     # s divides the velocity (s < 0: r < 0, below)
             dtheta = self._over_overflowed_speed(f.tangential, s, r, a_norm, t)
             if dtheta is None:
@@ -695,11 +697,18 @@ class ParticleStepper:
 
     def _project(self, y):
         d = self.d
-        with np.errstate(invalid="ignore"):     # a zero row becomes NaN: the non-finite state is diagnosed
-            if y.shape[1] == d:     # no radius column: one division, no copy
-                return y / row_norms(y)[:, None]
-            y = y.copy()
-            y[:, :d] /= row_norms(y[:, :d])[:, None]
+        nrm, regular = plain_row_norms(y if y.shape[1] == d else y[:, :d])
+        if not regular:     # a zero row becomes NaN (the non-finite state is diagnosed); squares beyond float64
+            with np.errstate(invalid="ignore"):
+                return self._divided(y, row_norms(y[:, :d]))
+        return self._divided(y, nrm)      # every norm finite and > 0 (the usual case): no NaN to silence
+
+    def _divided(self, y, nrm):
+        """The state ``y`` with its directions divided by ``nrm``."""
+        if y.shape[1] == self.d:     # no radius column: one division, no copy
+            return y / nrm[:, None]
+        y = y.copy()
+        y[:, :self.d] /= nrm[:, None]
         return y
 
     def _bad_state(self, y, t) -> bool:
@@ -788,7 +797,7 @@ class ParticleStepper:
         def watched(tt, yy):
             k = f(tt, yy)
             v = k[:, :d] if k.shape[1] > d else k
-            sq = np.einsum("ij,ij->i", v, v)       # (einsum raises no floating-point warnings: no errstate)
+            sq = einsum("ij,ij->i", v, v)       # (einsum raises no floating-point warnings: no errstate)
             if not sq.size:
                 return k
             j = int(sq.argmax())
