@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._norms import norm_range, plain_row_norms, row_norms
+from ._norms import norm_range, plain_row_norms, regular, row_norms
 
 
 def _as_float(value) -> float:
@@ -145,9 +145,9 @@ class ZeroVectorError(ValueError):
 def unit_vectors(name: str, x: np.ndarray) -> np.ndarray:
     """The rows of ``x`` (..., d) as unit vectors: finite and nonzero, normalized unless already of unit
     norm to rounding (those are returned bit for bit)."""
-    norms, regular = plain_row_norms(x)
-    if regular:             # the common case, in one pass: every norm finite and > TINY_NORM (so every entry finite)
-        return _unit(x, norms, *norm_range(norms))
+    norms, lo, hi = plain_row_norms(x)
+    if regular(lo, hi):     # the common case, in one pass: every norm finite and > TINY_NORM (so every entry finite)
+        return _unit(x, norms, lo, hi)
     norms = row_norms(x)    # rows whose squares under- or overflow are recomputed: x/inf was a zero row, x/0 a NaN one
     if norms.size:          # every norm finite and > 0 (then so is every entry)
         lo, hi = norm_range(norms)

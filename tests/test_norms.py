@@ -28,3 +28,25 @@ def test_row_norms_of_ordinary_rows_are_the_plain_sum_of_squares():
     x = np.random.default_rng(0).standard_normal((50, 4))
     assert np.array_equal(row_norms(x), np.sqrt(np.einsum("ij,ij->i", x, x)))
     assert np.array_equal(row_norms(x[0]), np.sqrt(x[0] @ x[0]))
+
+
+def test_plain_row_norms_flag_every_odd_row():
+    # the stepper's fast paths (projection, unit_vectors) trust the plain norms only where plain_row_norms' range
+    # says every one is finite and > TINY_NORM: a NaN, inf, zero, underflowing or overflowing row must fail it
+    from meanfield._norms import TINY_NORM, norm_range, plain_row_norms, regular
+
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 20, 257):
+        x = rng.normal(size=(n, 3))
+        nrm, lo, hi = plain_row_norms(x)
+        assert regular(lo, hi) and lo == nrm.min() and hi == nrm.max()
+        assert np.array_equal(nrm, row_norms(x))
+        for odd in ([np.nan, 0, 0], [np.inf, 0, 0], [0, 0, 0], [1e-170, 0, 0], [1e200, 1e200, 0], [TINY_NORM, 0, 0]):
+            y = x.copy()
+            y[rng.integers(n)] = odd
+            with np.errstate(over="ignore", under="ignore"):
+                assert not regular(*plain_row_norms(y)[1:]), (n, odd)
+    assert not regular(*plain_row_norms(np.empty((0, 3)))[1:])
+    for values in (np.array([2.0, np.nan, -1.0]), np.array([[np.inf, 1.0], [np.nan, 0.0]]), np.array([3.0, -np.inf])):
+        lo, hi = norm_range(values)
+        assert np.array_equal([lo, hi], [values.min(), values.max()], equal_nan=True)

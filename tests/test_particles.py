@@ -2,6 +2,7 @@
 observed orders of the time integrators and of the layer maps, causal masking, invariances, bad input."""
 import warnings
 
+import itertools
 import re
 
 import numpy as np
@@ -897,6 +898,42 @@ def test_direct_evaluator_one_block_is_the_general_path(kwargs):
         assert not _DirectEvaluator(other, np.array(p.weights)).plain
     assert not _DirectEvaluator(model, np.array(p.weights), causal=True).plain
     assert not _DirectEvaluator(model, np.r_[0.0, np.full(39, 1 / 39)]).plain
+
+
+def test_direct_evaluator_own_term_pretest_and_log_z():
+    # _one_block skips the own-term test only where no row can pass it (largest weight within the share of the
+    # smallest weight sum): the same bits as with the test made (w_max = inf), where rows are summed again (β = 60:
+    # isolated tokens' own terms dominate) and where none is; log_z=False leaves log Z out of a stage (full=False)
+    from meanfield._attention import _OWN_TERM_SHARE, _DirectEvaluator
+    p = mf.Particles.uniform(30, seed=4)
+    x = np.array(p.positions)
+    for beta, w in ((60.0, np.array(p.weights)), (5.0, np.array(p.weights)), (5.0, np.r_[0.5, np.full(29, 0.5 / 29)])):
+        ev = _DirectEvaluator(mf.Model(beta), w)
+        assert ev.plain
+        got = [ev(x, full=full) for full in (True, False)]
+        s = np.exp(got[0].log_z[0] - np.max(beta * x @ x.T, axis=1))       # the weight sums after the shift
+        assert (ev.w_max <= _OWN_TERM_SHARE * s.min()) == (beta == 5.0 and w[0] < 0.5)    # where the test is skipped
+        w_max, ev.w_max = ev.w_max, np.inf
+        want = [ev(x, full=full) for full in (True, False)]
+        for g, h in zip(got, want):
+            assert all((a is None and b is None) or np.array_equal(a, b) for a, b in zip(g, h))
+        ev.w_max = w_max
+        stage = ev(x, full=False, log_z=False)
+        assert stage.log_z is None and np.array_equal(stage.tangential, got[1].tangential)
+    assert _DirectEvaluator(mf.Model(60.0), w)(x, full=True, log_z=False).log_z is not None     # full: always
+    dominated = _DirectEvaluator(mf.Model(60.0), np.array(p.weights))
+    assert not np.array_equal(dominated(x).tangential, dominated(x).A - dominated(x).radial[:, None] * x)
+
+
+def test_unit_speed_rows_are_one_everywhere():
+    # rhs neither calls nor divides by the speed factors of UNIT_SPEED_ROWS: each must be 1 for every r, ‖A‖, t, model
+    from meanfield._schemes import SCHEMES, UNIT_SPEED_ROWS
+    assert SCHEMES["post-ln"].speed in UNIT_SPEED_ROWS
+    models = [mf.Model(2.0), mf.Model(700.0, attention="unnormalized"), mf.Model(1.0, d=5)]
+    for speed in UNIT_SPEED_ROWS:
+        for r, a_norm, t, model in itertools.product((1.0, np.array([0.5, 3.0])), (np.nan, np.array([0.0, 1e300])),
+                                                     (0.0, 2.5, 1e6), models):
+            assert np.all(np.asarray(speed(r, a_norm, t, model)) == 1.0)
 
 
 @pytest.mark.parametrize("backend", ["particles", "particles-sh"])

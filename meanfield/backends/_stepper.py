@@ -26,7 +26,7 @@ from .._integrators import (ADAPTIVE_OPTIONS, IMPLICIT_METHODS, IMPLICIT_MIN_RTO
                              first_step_estimate, first_step_guess, get_method, next_step, refuse_unused, rk_step)
 from .._measures import Particles, conversion_hint, pair_alignment
 from .._model import Model
-from .._norms import einsum, norms, plain_row_norms, row_norms
+from .._norms import einsum, norm_range, norms, plain_row_norms, regular, row_norms
 from .._schemes import (TIME_FREE_ROWS, UNIT_SPEED_ROWS, _angpt_layer, _ngpt_layer, alpha_step_weight,
                         over_overflowed_speed)
 from .._trajectory import Status
@@ -697,8 +697,8 @@ class ParticleStepper:
 
     def _project(self, y):
         d = self.d
-        nrm, regular = plain_row_norms(y if y.shape[1] == d else y[:, :d])
-        if not regular:     # a zero row becomes NaN (the non-finite state is diagnosed); squares beyond float64
+        nrm, lo, hi = plain_row_norms(y if y.shape[1] == d else y[:, :d])
+        if not regular(lo, hi):     # a zero row becomes NaN (the non-finite state is diagnosed); squares beyond float64
             with np.errstate(invalid="ignore"):
                 return self._divided(y, row_norms(y[:, :d]))
         return self._divided(y, nrm)      # every norm finite and > 0 (the usual case): no NaN to silence
@@ -840,7 +840,7 @@ class ParticleStepper:
         scale += self.options["atol"]
         ratio = np.abs(err)
         ratio /= scale
-        return float(ratio.max())
+        return float(norm_range(ratio)[1])       # (its max, NaN where there is one, without max()'s wrapper)
 
     def _initial_step(self, a, b, f0):
         # Hairer, Nørsett & Wanner (1993), II.4 (as scipy's select_initial_step), max norm.  The caller raises the
