@@ -925,6 +925,43 @@ def test_direct_evaluator_own_term_pretest_and_log_z():
     assert not np.array_equal(dominated(x).tangential, dominated(x).A - dominated(x).radial[:, None] * x)
 
 
+@pytest.mark.parametrize("kwargs,options", [
+    ({}, {}), ({"V": 3.0 * np.eye(3)}, {"causal": True}),
+    ({"V": np.array([[0.0, 2.0, 0.0], [1.0, 0.0, 0.5], [0.0, 0.0, 1.0]]), "beta": 40.0}, {}),
+    ({"Q": np.stack([np.eye(3), 2 * np.eye(3)]), "V": np.stack([np.eye(3), np.diag([4.0, -1.0, 0.2])])}, {}),
+    ({}, {"groups": 2})])
+def test_speed_bound_bounds_every_stage(kwargs, options):
+    # a fixed-step run skips watching its stages where step · _speed_bound ≤ 1/2 rad: the bound must hold at every
+    # stage (off the sphere too: the velocity is evaluated at θ/‖θ‖), here at random off-sphere states
+    from meanfield.backends._particles import ParticlesBackend
+    kwargs = {"beta": 5.0, **kwargs}
+    beta = kwargs.pop("beta")
+    rng = np.random.default_rng(7)
+    w = rng.random(24)
+    w[[2, 5]] = 0.0                 # massless tokens (a causal row that sees none has A = 0)
+    st = ParticlesBackend(mf.Model(beta, **kwargs), mf.Particles(mf.Particles.uniform(24, seed=1).positions,
+                                                                 w / w.sum()), method="rk4", step=0.1, **options)
+    bound = st._speed_bound()
+    assert np.isfinite(bound)
+    for _ in range(20):
+        y = rng.normal(size=(24, 3)) * rng.uniform(0.5, 2.0, size=(24, 1))
+        assert np.max(np.linalg.norm(st.rhs(0.0, y), axis=1)) <= bound
+    for model in (mf.Model(beta, attention="unnormalized"), mf.Model(beta, scheme="peri-ln"),
+                  mf.Model(beta, scheme="ngpt")):
+        assert ParticlesBackend(model, mf.Particles.uniform(4), method="rk4", step=0.1)._speed_bound() == np.inf
+
+
+def test_unresolved_step_still_warns_for_post_ln_softmax():
+    # Post-LN with softmax skips the stage watch only where step · Σ‖V_h‖ ≤ 1/2: with V = 20·I and step 0.5 the
+    # stages move tokens by more than 1 rad, and the run warns as before
+    p = mf.Particles.uniform(20, seed=0)
+    with pytest.warns(mf.MeanfieldWarning, match="does not resolve the motion"):
+        mf.simulate(mf.Model(4.0, V=20.0 * np.eye(3)), p, 1.0, backend="particles", method="rk4", step=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mf.simulate(mf.Model(4.0), p, 1.0, backend="particles", method="rk4", step=0.5)     # |v| ≤ 1: 0.5 rad
+
+
 def test_unit_speed_rows_are_one_everywhere():
     # rhs neither calls nor divides by the speed factors of UNIT_SPEED_ROWS: each must be 1 for every r, ‖A‖, t, model
     from meanfield._schemes import SCHEMES, UNIT_SPEED_ROWS

@@ -7,10 +7,13 @@ any Q, K, V (heads summed), SA and USA, QKV-Norm, an optional causal mask, every
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._attention import _DirectEvaluator
 from .._measures import Particles, pair_alignment
+from .._schemes import UNIT_SPEED_ROWS
 from .._validate import flag, nonneg_int, unit_vectors
 from ._stepper import ParticleStepper
 
@@ -136,6 +139,21 @@ class ParticlesBackend(ParticleStepper):
                                    causal=causal)
                   for k in range(groups)]
         return None if any(b is None for b in blocks) else sparse.block_diag(blocks, format="csc")
+
+    def _speed_bound(self) -> float:
+        """Σ_h ‖V_h‖₂ for Post-LN (unit speed) with softmax attention, whose A_h is a convex combination of the values
+        V_h θ_k (of unit θ_k; a token that sees no mass has A = 0), so |dθ/dt| = |P_θ A| ≤ ‖A‖ ≤ Σ_h ‖V_h‖₂ at every
+        stage (the stages are evaluated at θ/‖θ‖; rounding is far inside the factor 2 the caller keeps); inf
+        otherwise."""
+        if self._bound is None:
+            m = self.model
+            self._bound = math.inf
+            if self.scheme.speed in UNIT_SPEED_ROWS and m.softmax and not self.scheme.normalize_qkv:
+                self._bound = 1.0 * m.heads if m.V is None else float(np.sum(np.linalg.norm(m.matrices()[2], 2,
+                                                                                              axis=(1, 2))))
+        return self._bound
+
+    _bound = None
 
     FIELD_NORMALIZES = True     # unit_vectors below normalizes (and refuses a zero direction) in one pass
     _evaluator = None
