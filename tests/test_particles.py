@@ -962,6 +962,20 @@ def test_unresolved_step_still_warns_for_post_ln_softmax():
         mf.simulate(mf.Model(4.0), p, 1.0, backend="particles", method="rk4", step=0.5)     # |v| ≤ 1: 0.5 rad
 
 
+def test_speed_kind_is_the_elementwise_tests():
+    # rhs reads "unit speed" and "divisible" from the ranges of s and |s|: the same answers as the elementwise tests,
+    # NaN, ±inf, ±0 and negative speeds (r < 0) included
+    from meanfield.backends._stepper import _speed_kind
+    cases = [1.0, 2.0, 0.0, np.nan, np.inf, np.ones(()), np.float64(1.0), np.array([1.0, 1.0]), np.array([1.0, 2.0]),
+             np.array([1.0, np.nan]), np.array([np.nan, 1.0]), np.array([-2.0, 3.0]), np.array([1.0, -0.0]),
+             np.array([0.5, np.inf]), np.array([-np.inf, 1.0]), np.array([[1.0], [1.0]]), np.array([1e-320, 1e308])]
+    for s in cases:
+        with np.errstate(invalid="ignore"):
+            unit = bool(np.all(np.asarray(s) == 1.0))
+            want = (unit, unit or bool(np.all(np.isfinite(s) & (np.asarray(s) != 0))))
+        assert _speed_kind(s) == want, s
+
+
 def test_unit_speed_rows_are_one_everywhere():
     # rhs neither calls nor divides by the speed factors of UNIT_SPEED_ROWS: each must be 1 for every r, ‖A‖, t, model
     from meanfield._schemes import SCHEMES, UNIT_SPEED_ROWS

@@ -75,6 +75,26 @@ def _all(a) -> bool:
     return a.all() if isinstance(a, (np.ndarray, np.generic)) else np.all(a)
 
 
+def _speed_kind(s) -> tuple:
+    """(every value of the speed factor ``s`` is 1, every one is finite and nonzero), for a scalar or an array; an
+    array's through the range of s and of |s| (argmin/argmax), which a NaN fails, instead of five array passes."""
+    if isinstance(s, np.ndarray) and s.size:
+        lo, hi = norm_range(s)
+        if lo == 1.0 and hi == 1.0:
+            return True, True
+        lo, hi = norm_range(np.abs(s))
+        return False, bool(lo > 0 and hi < np.inf)
+    unit = _all(s == 1.0)
+    return unit, unit or _all(np.isfinite(s) & (s != 0))
+
+
+def _column(v, n):
+    """The per-token values ``v`` (a scalar, or shape (n,)) as an (n, 1) column."""
+    if isinstance(v, np.ndarray) and v.shape == (n,):
+        return v[:, None]
+    return np.reshape(np.broadcast_to(v, (n,)), (-1, 1))
+
+
 COMMON_OPTIONS = {"time": "continuous", "method": None, "step": None, "rtol": 1e-10, "atol": 1e-12,
                   "first_step": None, "max_step": None, "min_step": 1e-12, "max_steps": None}
 
@@ -349,20 +369,22 @@ class ParticleStepper:
                 return np.full_like(y, np.nan)
             a_norm = f.norm if full else np.nan
             s = 1.0 if unit else self.scheme.speed(r, a_norm, t, self.model)
-        unit = unit or _all(s == 1.0)     # dividing by a unit speed is the identity, bit for bit: skip the (n, d) pass
-        if not unit and not _all(np.isfinite(s) & (s != 0)):     # s divides the velocity (s < 0: r < 0, below)
+        # dividing by a unit speed is the identity, bit for bit: skip the (n, d) pass; s divides the velocity where
+        # every value is finite and nonzero (s < 0: r < 0, below)
+        unit, divides = (True, True) if unit else _speed_kind(s)
+        if not divides:
             dtheta = self._over_overflowed_speed(f.tangential, s, r, a_norm, t)
             if dtheta is None:
                 self._speed_issue = self._speed_diagnosis(s, a_norm, t, n)
                 return np.full_like(y, np.nan)
         else:
-            dtheta = f.tangential if unit else f.tangential / np.reshape(np.broadcast_to(s, (n,)), (-1, 1))
+            dtheta = f.tangential if unit else f.tangential / _column(s, n)
         self._speed_issue = None        # a rejected trial stage's diagnosis does not outlive it
         if not self.scheme.has_radius:
             return dtheta
         radial = f.radial if full else np.nan
         dr = self.scheme.radial(radial, a_norm, r, t, self.model) if self.scheme.radial is not None else 0 * r
-        return np.concatenate([dtheta, np.reshape(np.broadcast_to(dr, (n,)), (-1, 1))], axis=1)
+        return np.concatenate([dtheta, _column(dr, n)], axis=1)
 
     def _over_overflowed_speed(self, v, s, r, a_norm, t):
         """:func:`meanfield._schemes.over_overflowed_speed` for this stepper's scheme and model."""
