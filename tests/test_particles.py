@@ -962,6 +962,35 @@ def test_unresolved_step_still_warns_for_post_ln_softmax():
         mf.simulate(mf.Model(4.0), p, 1.0, backend="particles", method="rk4", step=0.5)     # |v| ≤ 1: 0.5 rad
 
 
+@pytest.mark.parametrize("scheme", ["post-ln", "pre-ln"])
+def test_projection_vouches_only_for_states_bad_state_passes(scheme):
+    # the steps skip _bad_state where the projection's ranges show every direction finite and nonzero and every
+    # radius finite and > 0: it may vouch for no state that _bad_state refuses (those keep their diagnosis)
+    from meanfield.backends._particles import ParticlesBackend
+    st = ParticlesBackend(mf.Model(4.0, scheme=scheme), mf.Particles.uniform(6, seed=0), method="rk4", step=0.1)
+    rng = np.random.default_rng(3)
+    odd = ([np.nan, 0, 0], [np.inf, 0, 0], [0, 0, 0], [1e-170, 0, 0], [1e200, 1e200, 0], [1e-300, 1e-300, 0])
+    radii = (np.nan, np.inf, -np.inf, 0.0, -0.0, -1.0, 1e-320, 1e308)
+    states = [rng.normal(size=st.y.shape) for _ in range(5)]
+    for row, r in itertools.product(odd, radii + (1.0,)):
+        y = rng.normal(size=st.y.shape)
+        y[2, :3] = row
+        if st.y.shape[1] == 4:
+            y[:, 3] = np.abs(y[:, 3]) + 0.1
+            y[4, 3] = r
+        states.append(y)
+    for y in states:
+        with np.errstate(all="ignore"):
+            projected, good = st._projected(y)
+            assert np.array_equal(projected, st._project(y), equal_nan=True)
+            refused = st._bad_state(projected, 0.1)
+            big = np.any(np.linalg.norm(y[:, :3], axis=1) > 1e150)      # squares beyond float64: not vouched for
+        assert not (good and refused)
+        if not refused and np.all(np.isfinite(y)) and np.all(np.abs(y[:, :3]).max(axis=1) > 1e-100):
+            assert good or big
+    st.detail = ""
+
+
 def test_speed_kind_is_the_elementwise_tests():
     # rhs reads "unit speed" and "divisible" from the ranges of s and |s|: the same answers as the elementwise tests,
     # NaN, ±inf, ±0 and negative speeds (r < 0) included

@@ -718,12 +718,21 @@ class ParticleStepper:
     _stage_values = ()
 
     def _project(self, y):
+        return self._projected(y)[0]
+
+    def _projected(self, y):
+        """(``y`` with its directions projected to the sphere, whether it is known to pass :meth:`_bad_state`): every
+        direction's norm finite and > TINY_NORM (so every direction finite, and finite once divided) and every
+        radius finite and > 0, read from ranges the projection takes anyway."""
         d = self.d
         nrm, lo, hi = plain_row_norms(y if y.shape[1] == d else y[:, :d])
         if not regular(lo, hi):     # a zero row becomes NaN (the non-finite state is diagnosed); squares beyond float64
             with np.errstate(invalid="ignore"):
-                return self._divided(y, row_norms(y[:, :d]))
-        return self._divided(y, nrm)      # every norm finite and > 0 (the usual case): no NaN to silence
+                return self._divided(y, row_norms(y[:, :d])), False
+        if y.shape[1] == d:         # every norm finite and > 0 (the usual case): no NaN to silence
+            return y / nrm[:, None], True
+        lo, hi = norm_range(y[:, d])
+        return self._divided(y, nrm), bool(lo > 0 and hi < np.inf)
 
     def _divided(self, y, nrm):
         """The state ``y`` with its directions divided by ``nrm``."""
@@ -790,8 +799,8 @@ class ParticleStepper:
             t = a + i * h
             watch = None if self._warned_unresolved_step or unwatched else [0.0, 0]
             y_new, _, _ = self._rk_step(t, h, self.y, a, b, watch=watch)
-            y_new = self._project(y_new)
-            if self._bad_state(y_new, t + h):
+            y_new, good = self._projected(y_new)
+            if not good and self._bad_state(y_new, t + h):
                 self.t = t
                 return Status.NON_FINITE
             if watch is not None:       # a step that failed has its own diagnosis
@@ -924,8 +933,8 @@ class ParticleStepper:
             if not math.isfinite(en):
                 en = np.inf
             if en <= 1.0:
-                y_new = self._project(y_new)
-                if self._bad_state(y_new, t + h_try):
+                y_new, good = self._projected(y_new)
+                if not good and self._bad_state(y_new, t + h_try):
                     self.t = t
                     return Status.NON_FINITE
                 self.y = y_new
