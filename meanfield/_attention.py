@@ -403,8 +403,10 @@ class _DirectEvaluator:
     def _one_block(self, x, y, targets, full, log_z=True):
         """The general path's arithmetic when it is one block of one head with softmax, no mask and no massless
         token, written out (no closure, slices, scratch arrays or error-state switches: the same operations on the
-        same arrays, so the same bits); None when a row's weight sum is not finite and > 0 (the general path, with
-        its guards, takes over).  ``log_z`` False and not ``full``: log Z is left None."""
+        same arrays, so the same bits, but for the rows that :func:`_own_term_dominated` sums again: divided by their
+        weight sum here, multiplied by its reciprocal there, a rounding apart, ~1e-17); None when a row's weight sum
+        is not finite and > 0 (the general path, with its guards, takes over).  ``log_z`` False and not ``full``: log
+        Z is left None."""
         QT, KT, VT = self.heads[0]
         q = y if QT is None else y @ QT
         k = x if KT is None else x @ KT
