@@ -113,7 +113,8 @@ class Trajectory:
         Parameters
         ----------
         t : float
-            One of :attr:`times` (to 1e-9 relative, so ``at(0.3)`` finds the state saved at 0.30000000000000004).
+            One of :attr:`times`, to 1e-9 of the run's time scale (the largest of |t| and the saved times), so
+            ``at(0.3)`` finds the state saved at 0.30000000000000004.
 
         Returns
         -------
@@ -127,7 +128,8 @@ class Trajectory:
         """
         t = positive_float("t", t, allow_zero=True)
         i = int(np.argmin(np.abs(self.times - t)))
-        if abs(self.times[i] - t) > 1e-9 * max(1.0, abs(t)):
+        # relative to the run's own time scale: an absolute 1e-9 took t = 5e-10 for the state at 0 of a run to 1e-6
+        if abs(self.times[i] - t) > 1e-9 * max(abs(t), float(np.max(np.abs(self.times)))):
             j = int(np.searchsorted(self.times, t))
             near = " and ".join(f"{x:g}" for x in self.times[max(j - 1, 0): j + 1])
             raise ValueError(f"`t` must be a saved time of the trajectory (states are not interpolated); got t={t!r}, "

@@ -645,3 +645,12 @@ def test_a_ctrl_c_inside_a_run_returns_it_interrupted_as_the_docstring_says():
     with pytest.warns(mf.MeanfieldWarning, match="Interrupted by KeyboardInterrupt"):
         tr = mf.simulate(mf.Model(1.0), mf.Density.random(8, seed=1, degree=2), 1.0, save_every=0.5, callback=stop)
     assert tr.status is mf.Status.INTERRUPTED and list(tr.times) == [0.0, 0.5]
+
+
+def test_the_state_at_a_time_is_matched_on_the_run_s_own_time_scale():
+    # Trajectory.at matched to 1e-9 absolute below t = 1: in a run to t = 1e-6, at(5e-10) returned the state at 0
+    traj = mf.simulate(mf.Model(1.0), mf.Particles.uniform(8, seed=0), 1e-6, backend="particles", save_every=5e-7)
+    assert traj.at(1e-6) is traj.states[-1]
+    assert traj.at(5e-7 * (1 + 1e-12)) is traj.states[1]
+    with pytest.raises(ValueError, match="must be a saved time"):
+        traj.at(5e-10)
