@@ -744,3 +744,14 @@ def test_every_member_the_api_page_lists_has_a_docstring():
             if not (doc or "").strip():
                 blank.append(f"{cls}.{name}")
     assert not blank, blank
+
+
+def test_cli_page_stores_a_solver_result_as_it_shows(tmp_path, monkeypatch):
+    """cli.md: a minimizer from Python saved in an EnergyResult round-trips with D as the (d, d) matrix; the
+    EnergyResult stored a D given as a diagonal with shape (3,), and checked nothing of the problem it records."""
+    code = next(b for b in re.findall(r"```python\n(.*?)```", _read("cli.md"), re.S) if "mf.EnergyResult(" in b)
+    monkeypatch.chdir(tmp_path)
+    printed = []
+    exec(compile(code, "cli.md[EnergyResult]", "exec"), {"print": lambda *a: printed.append(" ".join(map(str, a)))})
+    expected = [line.split("# → ", 1)[1].strip() for line in code.splitlines() if "# → " in line]
+    assert printed == expected == ["True (3, 3) True"]

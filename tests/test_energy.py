@@ -773,3 +773,50 @@ def test_the_variation_multiplier_on_s2_is_lambda0_less_one_without_cancellation
         assert got == pytest.approx(funk_hecke(b, 0, 3, scaled=True)[0] - np.exp(-b), rel=1e-14)
     else:
         assert got == pytest.approx(np.exp(-b) * (b ** 2 / 6 + b ** 4 / 120), rel=b ** 4 + 1e-15)
+
+
+# ----------------------------------------------------------------------------------------------
+# EnergyResult built by hand (the way to store a solver's result with mf.save)
+
+def _minimizer_s2():
+    return mf.minimize_energy(1.0, [0.5, 1.0, 1.0], level=1)
+
+
+@pytest.mark.parametrize("args, error, match", [
+    (("maximise", 1.0, None, 3), ValueError, "`task` must be one of"),
+    (("minimize", -1.0, None, 3), ValueError, "`beta` must be finite and > 0"),
+    (("minimize", 1.0, np.eye(2), 3), ValueError, r"`D` must be .* shape \(3, 3\)"),
+    (("minimize", 1.0, [[1, 2, 0], [0, 1, 0], [0, 0, 1.0]], 3), ValueError, "`D` must be symmetric"),
+    (("minimize", 1.0, np.eye(2), 2), ValueError, r"`solution` lives on S\^2 \(d=3\) but d=2"),
+    (("maximize", 1.0, None, 3), TypeError, "`solution` of task='maximize' must be a MaximizingParticles"),
+])
+def test_energy_result_refuses_a_problem_its_solution_does_not_solve(args, error, match):
+    """EnergyResult took its fields unchecked: β = −1, a 2 × 2 D with d = 3, a non-symmetric D, an FEDensity filed
+    under d = 2 were saved and loaded back as such, and task='maximise' or an FEDensity as a maximizer failed
+    only inside save, with AttributeError: 'FEDensity' object has no attribute 'message'."""
+    with pytest.raises(error, match=match):
+        mf.EnergyResult(*args, _minimizer_s2())
+
+
+def test_energy_result_stores_D_as_the_solvers_read_it(tmp_path):
+    """D given as the solvers take it (None, a diagonal) was stored as given: None failed in save with h5py's
+    "Object dtype dtype('O') has no native HDF5 equivalent", a diagonal was stored with shape (3,), not (d, d)."""
+    rho = _minimizer_s2()
+    diagonal = mf.EnergyResult("minimize", 1.0, [0.5, 1.0, 1.0], 3, rho)
+    np.testing.assert_array_equal(diagonal.D, np.diag([0.5, 1.0, 1.0]))
+    back = mf.load(mf.save(diagonal, tmp_path / "min.h5"))
+    np.testing.assert_array_equal(back.D, np.diag([0.5, 1.0, 1.0]))
+    assert back.value == rho.value and back.success
+    np.testing.assert_array_equal(mf.EnergyResult("minimize", 1.0, None, 3, rho).D, np.eye(3))
+
+
+def test_energy_result_of_a_hand_built_fe_density_has_a_value_and_a_message(tmp_path):
+    """An FEDensity built by hand (no value, no certificate) as a "minimize" solution: `message`, and with it
+    `meanfield info` on its file, raised AttributeError: 'NoneType' object has no attribute 'message', and its
+    value read nan."""
+    space = mf.FESpace(mf.SphereMesh.icosahedral(1))
+    rho = mf.FEDensity(space, np.ones(space.ndof))
+    result = mf.load(mf.save(mf.EnergyResult("minimize", BETA, None, 3, rho), tmp_path / "fe.h5"))
+    assert not result.success and "no certificate" in result.message
+    assert result.value == mf.energy(rho, BETA)
+    assert result.value == pytest.approx(np.sinh(BETA) / (2 * BETA ** 2), rel=1e-4)    # its mass is 1 to 1.2e-5

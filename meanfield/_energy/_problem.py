@@ -12,9 +12,7 @@ import numpy as np
 from ._flow import find_stationary
 from ._maximize import maximize_energy
 from ._minimize import minimize_energy
-from ._results import EnergyResult
-
-TASKS = ("minimize", "maximize", "stationary")
+from ._results import TASKS, EnergyResult
 
 
 def solve_energy(config) -> EnergyResult:

@@ -10,8 +10,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._measures import Particles
+from .._validate import choice, dimension
 from ._classify import classify
-from ._energy import uniform_energy
+from ._energy import energy, uniform_energy
+from ._kernel import check_beta, check_D, check_symmetric
+
+TASKS = ("minimize", "maximize", "stationary")
 
 
 @dataclass(frozen=True)
@@ -81,20 +86,25 @@ class StationaryResult:
 class EnergyResult:
     """The outcome of an energy problem (``meanfield run`` on an ``[energy]`` configuration).
 
+    Built by ``meanfield run``, or by hand around what a solver returned, to store it with
+    :func:`meanfield.save`: ``mf.save(mf.EnergyResult("minimize", beta, D, d, mf.minimize_energy(beta, D, d)),
+    "min.h5")``.  Checked on construction: the file must say what problem its solution solves.
+
     Attributes
     ----------
     task : {"minimize", "maximize", "stationary"}
     beta : float
         β > 0.
     D : ndarray, shape (d, d)
-        The symmetric interaction matrix.
+        The symmetric interaction matrix (given as for the solvers: None for the identity, a scalar c for c·I,
+        d numbers for a diagonal, or a (d, d) array; stored as the (d, d) array).
     d : int
-        Ambient dimension: the measures live on S^{d-1}.
+        Ambient dimension ≥ 2: the measures live on S^{d-1}.
     solution : object
         Exactly what the solver returned: a :class:`~meanfield._energy.MinimizingDensity` (minimize,
-        d = 2), an :class:`~meanfield.FEDensity` (minimize, d = 3), a
+        d = 2), an :class:`~meanfield.FEDensity` (minimize, d = 3; one built by hand has no certificate), a
         :class:`~meanfield._energy.MaximizingParticles` (maximize) or a
-        :class:`~meanfield._energy.StationaryResult` (stationary, with the flow's trajectory).
+        :class:`~meanfield._energy.StationaryResult` (stationary, with the flow's trajectory), on S^{d-1}.
     parameters : dict
         The keyword arguments the solver was called with (those of the configuration).
     start : Particles or None
@@ -102,6 +112,14 @@ class EnergyResult:
     run_info : dict
         What its file records beside the result (filled by :func:`meanfield.load`: the CLI's ``config``
         text and ``seed``); :func:`meanfield.save` writes it back.
+
+    Raises
+    ------
+    ValueError
+        ``task`` not one of the three, an invalid β, ``d`` or D (of another size than d, or not symmetric), or a
+        ``solution`` or ``start`` on another sphere than S^{d-1}.
+    TypeError
+        A ``solution`` that is not what the solver of ``task`` returns, or a ``start`` that is not Particles.
     """
 
     task: str
@@ -113,6 +131,44 @@ class EnergyResult:
     start: object = field(default=None, repr=False)
     run_info: dict = field(default_factory=dict, repr=False)
 
+    def __post_init__(self):
+        # a hand-built result was stored as given: beta = -1, a 2 × 2 D with d = 3, a non-symmetric D or an
+        # FEDensity filed under d = 2 were written and read back as such, and task='maximise' failed only in save
+        choice("task", self.task, TASKS)
+        object.__setattr__(self, "beta", check_beta(self.beta))
+        d = dimension(self.d)
+        object.__setattr__(self, "d", d)
+        D = check_symmetric(check_D(self.D, d, "the argument `d`"), "an energy result")
+        object.__setattr__(self, "D", D)
+        self._check_solution()
+        if self.start is not None:
+            if not isinstance(self.start, Particles):
+                raise TypeError(f"`start` must be None or the initial Particles of the flow; got "
+                                f"{type(self.start).__name__}.")
+            if self.start.d != d:
+                raise ValueError(f"`start` lives on S^{self.start.d - 1} (d={self.start.d}) but d={d}.")
+        for name in ("parameters", "run_info"):
+            if not isinstance(getattr(self, name), dict):
+                raise TypeError(f"`{name}` must be a dict; got {type(getattr(self, name)).__name__}.")
+
+    def _check_solution(self):
+        """``solution`` is what the solver of ``task`` returns in dimension ``d``."""
+        from ._fem import FEDensity
+        from ._maximize import MaximizingParticles
+        from ._minimize import MinimizingDensity
+
+        s = self.solution
+        expected = {"minimize": ((MinimizingDensity, "MinimizingDensity (d = 2)"), (FEDensity, "FEDensity (d = 3)")),
+                    "maximize": ((MaximizingParticles, "MaximizingParticles"),),
+                    "stationary": ((StationaryResult, "StationaryResult"),)}[self.task]
+        if not isinstance(s, tuple(cls for cls, _ in expected)):
+            names = " or ".join(name for _, name in expected)
+            raise TypeError(f"`solution` of task={self.task!r} must be a {names}, what the solver returns; got "
+                            f"{type(s).__name__}.")
+        sd = s.state.d if isinstance(s, StationaryResult) else s.d
+        if sd != self.d:
+            raise ValueError(f"`solution` lives on S^{sd - 1} (d={sd}) but d={self.d}.")
+
     @property
     def measure(self):
         """The extremizer or the stationary state (a density or particles)."""
@@ -120,9 +176,12 @@ class EnergyResult:
 
     @property
     def value(self) -> float:
-        """E_{β,D} of :attr:`measure`."""
+        """E_{β,D} of :attr:`measure` (the solver's value; computed for a solution that has none)."""
         s = self.solution
-        return float(s.energy if isinstance(s, StationaryResult) else s.value)
+        value = float(s.energy if isinstance(s, StationaryResult) else s.value)
+        if np.isnan(value):     # an FEDensity built by hand carries no value: `meanfield info` printed E = nan
+            value = float(energy(self.measure, self.beta, self.D))
+        return value
 
     @property
     def certificate(self):
@@ -132,10 +191,11 @@ class EnergyResult:
 
     @property
     def success(self) -> bool:
-        """The certificate is satisfied at its default tolerance (stationary: the flow converged)."""
+        """The certificate is satisfied at its default tolerance (stationary: the flow converged; False without a
+        certificate)."""
         if isinstance(self.solution, StationaryResult):
             return bool(self.solution.converged)
-        return bool(self.certificate.satisfied())
+        return self.certificate is not None and bool(self.certificate.satisfied())
 
     @property
     def classification(self):
@@ -152,6 +212,8 @@ class EnergyResult:
         s = self.solution
         if isinstance(s, StationaryResult):
             return s.message
+        if self.certificate is None:        # an FEDensity built by hand: `meanfield info` raised AttributeError
+            return "no certificate: the solution was not produced by the solver."
         if self.task == "minimize":
             return s.certificate.message
         return s.message
