@@ -726,3 +726,30 @@ def test_a_stationary_result_beyond_float64_states_the_ratio_it_judged_and_store
     ok = mf.find_stationary(mf.Particles.uniform(6, 3, seed=1), 1.0, t_max=50)     # within float64: as before
     assert ok.relative_speed == mf.stationary(ok.state, 1.0).relative_speed <= 1e-10     # the default tol
     assert "judged on their ratio" not in ok.message
+
+
+@pytest.mark.parametrize("make", [
+    lambda: mf.Density.uniform(6),
+    lambda: mf.Density.uniform(6, d=2),
+    lambda: mf.FEDensity(mf.FESpace(mf.SphereMesh.icosahedral(1)), np.ones(42)),
+    lambda: mf.ZonalDensity.uniform(6, d=5),
+])
+@pytest.mark.parametrize("support_tol", [1.0, 2.0])
+def test_stationary_refuses_a_support_tol_that_leaves_no_support(make, support_tol):
+    """support_tol ≥ 1 kept no point of a density (ρ > support_tol·max ρ nowhere), and "max |v| = 0 on the
+    support (0 support points)" was reported stationary (so was a uniform density under D = diag(0.5, 1, 1.5),
+    which moves at 0.37)."""
+    with pytest.raises(ValueError, match=r"`support_tol` must be in \(0, 1\)"):
+        mf.stationary(make(), 1.0, support_tol=support_tol)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: mf.Density.uniform(6).with_coeffs(0 * mf.Density.uniform(6).coeffs),
+    lambda: mf.Density.uniform(6).with_coeffs(-mf.Density.uniform(6).coeffs),
+    lambda: mf.FEDensity(mf.FESpace(mf.SphereMesh.icosahedral(1)), np.zeros(42)),
+    lambda: mf.ZonalDensity(np.zeros(7), 6, d=5),
+])
+def test_stationary_refuses_a_density_without_positive_values(make):
+    """A zero or negative density has no support: the test held vacuously and it was reported stationary."""
+    with pytest.raises(ValueError, match="`measure` has no positive values"):
+        mf.stationary(make(), 1.0)

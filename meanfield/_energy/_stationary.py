@@ -6,8 +6,8 @@ scheme's speed factor s at the measure's radii (1 without them) and time ``t`` (
 zero set, but it sets the size of |v| that ``tol`` is compared with).  The velocity is the tangential part of a vector G (the
 ambient gradient ∫ e^{β⟨x,Dy⟩} D y dμ, or A/s) that can be of size e^{β‖D‖}: its rounding alone is
 ε·|G|, so ``tol`` is relative to the largest |G| on the support once that exceeds 1.  The support is: particles of
-positive weight, FE nodes with positive value, or the points of a Gauss–Legendre grid where a band-limited
-density exceeds ``support_tol`` · max ρ (for a ZonalDensity, the nodes of the zonal solver's grid,
+positive weight, or the FE nodes or the points of a Gauss–Legendre grid where a density exceeds
+``support_tol`` · max ρ (for a ZonalDensity, the nodes of the zonal solver's grid,
 one point per latitude: the velocity of an axisymmetric measure is meridional and depends on ⟨x, e⟩ only).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from .._measures import Density, Particles, ZonalDensity, conversion_hint
 from .._norms import norms
-from .._validate import positive_float
+from .._validate import open_fraction, positive_float
 from ..sphere._funk_hecke import funk_hecke, kernel_beta
 from ..sphere import _sh as sh
 from ._energy import _check_particle_sums, atoms
@@ -99,6 +99,16 @@ def _over_speed(model, v, big, s, r, a_norm, t):
     return scaled[:, :-1].reshape(np.shape(v)), scaled[:, -1]
 
 
+def _support(values, support_tol):
+    """Where ρ > support_tol · max ρ; a density with no positive value has no support, and the test "v = 0 on the
+    support" held vacuously: a zero or negative density was reported stationary."""
+    top = float(np.max(values))
+    if not top > 0:
+        raise ValueError(f"`measure` has no positive values (max ρ = {top:.3g}): it has no support to test "
+                         "stationarity on.")
+    return values > support_tol * top
+
+
 def _support_points(measure, support_tol):
     if isinstance(measure, Particles):
         return measure.positions[measure.weights > 0]
@@ -111,10 +121,10 @@ def _support_points(measure, support_tol):
             n = max(circ.circle_grid_size(measure.lmax), 64)
             pts = circ.circle_points(n)
             vals = measure.evaluate(pts)
-        return pts[vals > support_tol * np.max(vals)]
+        return pts[_support(vals, support_tol)]
     from ._fem import FEDensity
     if isinstance(measure, FEDensity):
-        return measure.space.nodes[measure.values > support_tol * np.max(measure.values)]
+        return measure.space.nodes[_support(measure.values, support_tol)]
     raise TypeError("`measure` must be a meanfield Particles, Density or FEDensity; "
                     f"got {type(measure).__name__}." + conversion_hint(measure))
 
@@ -179,7 +189,7 @@ def _zonal_speeds(rho: ZonalDensity, model_or_beta, D, t: float, support_tol: fl
         first_variation = basis.conv(g, lam / beta)
         v = basis.grad(first_variation)[0]
         big = abs(b) * np.abs(basis.synth(first_variation))       # |∫ c y e^{βc⟨x,y⟩} dμ| ≤ |c| β δE/δμ
-    keep = values > support_tol * np.max(values)
+    keep = _support(values, support_tol)
     nodes = basis.t[keep]
     e = rho.axis
     u = np.eye(rho.d)[int(np.argmin(np.abs(e)))]
@@ -208,7 +218,7 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
         support when that exceeds 1 (G the vector v is the tangential part of; see the module docstring):
         the test is max |v| ≤ tol · max(1, max |G|).
     support_tol : float
-        Densities: the support is where ρ > support_tol · max ρ.
+        Densities: the support is where ρ > support_tol · max ρ, in (0, 1) (a density needs a positive value).
     t : float
         The time of a Model's speed factor (nGPT's α(t), Mix-LN's switch at τ); 0 by default.
 
@@ -222,7 +232,7 @@ def stationary(measure, model_or_beta, D=None, tol: float = 1e-8, *, support_tol
     from .._model import Model
 
     tol = positive_float("tol", tol)
-    support_tol = positive_float("support_tol", support_tol)
+    support_tol = open_fraction("support_tol", support_tol)     # ≥ 1 left no support, reported stationary
     t = positive_float("t", t, allow_zero=True)
     if isinstance(measure, ZonalDensity):
         if isinstance(model_or_beta, Model):
