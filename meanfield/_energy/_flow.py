@@ -39,7 +39,7 @@ import numpy as np
 from scipy import integrate
 
 from .._integrators import IMPLICIT_METHODS
-from .._measures import Particles
+from .._measures import Particles, ZonalDensity
 from ..backends._registry import get_backend
 from ..backends._stepper import ParticleStepper, _takes_fixed_steps
 from .._validate import MAX_SAVES, choice, nonneg_int, positive_float
@@ -71,7 +71,7 @@ def flow_model(beta, D, d: int, direction: str = "ascent", flow: str = "gradient
 
 
 def dissipation(measure, beta, D=None, flow: str = "gradient") -> float:
-    """|dE/dt| along the flow, for Particles, Density or FEDensity.
+    """|dE/dt| along the flow, for Particles, Density, FEDensity or ZonalDensity (D = c·I).
 
     ``flow="gradient"``: ∫ |∇_S δE/δμ|² dμ.  ``flow="softmax"`` (velocity u = ±∇_S δE/δμ / Z, Z(x) =
     ∫ e^{β⟨x,Dy⟩} dμ(y)): ∫ Z |u|² dμ = ∫ |∇_S δE/δμ|² / Z dμ, computed in units of e^{β max⟨x,Dy⟩} per point
@@ -79,11 +79,39 @@ def dissipation(measure, beta, D=None, flow: str = "gradient") -> float:
     choice("flow", flow, FLOWS)
     d = measure.d
     D = check_symmetric(check_D(D, d), "the dissipation ∫|v|²dμ")
+    if isinstance(measure, ZonalDensity):
+        return _zonal_dissipation(measure, check_beta(beta), D, flow)
     y, a, _ = atoms(measure, check_beta(beta), D)
     if flow == "softmax":
         return _softmax_dissipation(measure, beta, D, y, a)
     g = first_variation_gradient(measure, beta, D, y)
     return float(a @ np.einsum("ij,ij->i", g, g))
+
+
+def _zonal_dissipation(rho: ZonalDensity, beta: float, D: np.ndarray, flow: str) -> float:
+    """∫ |v|² ρ dσ (over Z for the softmax flow) of an axisymmetric density on any S^{d-1}, D = c·I: δE/δμ is then
+    zonal, (1/β) Σ λ_ℓ(βc) g_ℓ P_ℓ, and v its meridional gradient; exact on the zonal grid (ρ|v|² has degree
+    ≤ 3L, the grid's dealiased rule integrates it) but for the kernel truncated at 1e-13.  Without it,
+    gradient_flow of a ZonalDensity raised "`measure` must be a meanfield Particles, Density or FEDensity"."""
+    from ..backends._bases import ZonalBasis
+    from ..sphere._funk_hecke import kernel_bandlimit
+    from ._energy import _multipliers
+
+    c = isotropic_scale(D)
+    if c is None:
+        raise ValueError(f"the dissipation of a ZonalDensity on S^{rho.d - 1} needs D = c·I (the kernel, and with it "
+                         "the velocity, is then zonal); got a D that is not a multiple of the identity.")
+    b = beta * c
+    lmax = max(rho.lmax, kernel_bandlimit(abs(b), 1e-13, rho.d) if b != 0 else 1)
+    basis = ZonalBasis(lmax, rho.d)
+    g = np.zeros(lmax + 1)
+    g[:rho.lmax + 1] = rho.coeffs
+    with np.errstate(over="ignore", invalid="ignore"):      # beyond float64 (β|c| ≳ 700): inf, as the energy
+        first_variation = basis.conv(g, _multipliers(b, lmax, rho.d) / beta)
+        v2 = basis.grad(first_variation)[0] ** 2
+        if flow == "softmax":
+            v2 = v2 / (beta * basis.synth(first_variation))
+        return float(basis.integrate(basis.synth(g) * v2))
 
 
 def _softmax_dissipation(measure, beta, D, y, a) -> float:
@@ -275,7 +303,8 @@ def gradient_flow(initial, beta, D=None, *, t_final, direction: str = "ascent", 
     Parameters
     ----------
     initial : Particles (or a Density for a backend that takes one)
-        The initial measure μ_0 on S^{d-1}.
+        The initial measure μ_0 on S^{d-1}; with ``backend="spectral"`` also a Density on S¹/S² or a ZonalDensity on
+        any S^{d-1} (D = c·I, c > 0: the zonal solver's kernel).
     beta : float
         β > 0.
     D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
