@@ -820,3 +820,11 @@ def test_energy_result_of_a_hand_built_fe_density_has_a_value_and_a_message(tmp_
     assert not result.success and "no certificate" in result.message
     assert result.value == mf.energy(rho, BETA)
     assert result.value == pytest.approx(np.sinh(BETA) / (2 * BETA ** 2), rel=1e-4)    # its mass is 1 to 1.2e-5
+
+
+@pytest.mark.parametrize("call", [lambda m: mf.energy(m, 1.0), lambda m: mf.energy_estimate(m, 1.0),
+                                  lambda m: mf.stationary(m, 1.0)])
+def test_a_non_measure_is_refused_with_every_measure_type_the_function_takes(call):
+    """energy() and stationary() take a ZonalDensity, but their TypeError listed "Particles, Density or FEDensity"."""
+    with pytest.raises(TypeError, match="`measure` must be a meanfield Particles, Density, ZonalDensity or FEDensity"):
+        call(np.ones(3))

@@ -219,10 +219,12 @@ def _is_fe(measure) -> bool:
     return isinstance(measure, FEDensity)
 
 
-def _measure_dim(measure) -> int:
+def _measure_dim(measure, accepted: str = "Particles, Density or FEDensity") -> int:
+    """``measure.d``; ``accepted``: the types the caller takes, for the message (energy() takes ZonalDensity too, and
+    its message left it out)."""
     if isinstance(measure, (Particles, Density)) or _is_fe(measure):
         return measure.d
-    raise TypeError("`measure` must be a meanfield Particles, Density or FEDensity; "
+    raise TypeError(f"`measure` must be a meanfield {accepted}; "
                     f"got {type(measure).__name__}." + conversion_hint(measure))
 
 
@@ -517,7 +519,7 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
         lmax = nonneg_int("lmax", lmax, minimum=1)
     if isinstance(measure, ZonalDensity):
         return _zonal_estimate(measure, check_beta(beta), check_D(D, measure.d), choice("method", method, METHODS))
-    d = _measure_dim(measure)
+    d = _measure_dim(measure, "Particles, Density, ZonalDensity or FEDensity")
     beta = check_beta(beta)
     D = check_D(D, d)
     choice("method", method, METHODS)

@@ -125,7 +125,7 @@ def _support_points(measure, support_tol):
     from ._fem import FEDensity
     if isinstance(measure, FEDensity):
         return measure.space.nodes[_support(measure.values, support_tol)]
-    raise TypeError("`measure` must be a meanfield Particles, Density or FEDensity; "
+    raise TypeError("`measure` must be a meanfield Particles, Density, ZonalDensity or FEDensity; "
                     f"got {type(measure).__name__}." + conversion_hint(measure))
 
 
