@@ -37,7 +37,9 @@ _LAZY = {
     **dict.fromkeys(["energy", "energy_estimate", "EnergyEstimate", "uniform_energy", "first_variation",
                      "first_variation_gradient", "gradient_flow", "find_stationary", "stationary",
                      "minimize_energy", "maximize_energy", "classify", "Classification", "FEDensity",
-                     "SphereMesh", "FESpace", "EnergyResult"], "._energy"),
+                     "SphereMesh", "FESpace", "EnergyResult", "MinimizingDensity", "OptimalityCertificate",
+                     "MaximizingParticles", "MaximizerCertificate", "StationarityReport", "StationaryResult"],
+                    "._energy"),
     # particles: attention fields, ensembles, sampling
     **dict.fromkeys(["attention_field", "attention_field_sh", "AttentionField"], "._attention"),
     **dict.fromkeys(["ensemble", "EnsembleResult", "mean_alignment"], "._ensemble"),

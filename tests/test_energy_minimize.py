@@ -346,3 +346,34 @@ def test_a_zero_interaction_has_the_uniform_minimizer_of_energy_one_over_two_bet
     values = r.nodal_values if d == 2 else r.values
     assert r.value == 0.25 and np.ptp(values) == 0.0
     assert r.certificate.solver == "constant kernel" and r.certificate.satisfied(1e-12)
+
+
+def test_the_nodes_of_a_circle_minimizer_carry_its_nodal_values_and_first_variation():
+    """MinimizingDensity had its nodal values but not their points (the plot and the certificate rebuilt them as
+    2πi/(2L+1)): ``nodes`` are those points, where the interpolant takes the nodal values and the first variation
+    is 2E to the certificate's support residual."""
+    D = np.diag([1.0, 1.05])
+    rho = mf.minimize_energy(1.0, D, d=2, lmax=16)
+    assert rho.nodes.shape == (33, 2)
+    np.testing.assert_allclose(rho.evaluate(rho.nodes), rho.nodal_values, rtol=0, atol=1e-13)
+    phi = mf.first_variation(rho, 1.0, D, rho.nodes)
+    assert np.max(np.abs(phi / (2 * rho.value) - 1)) <= rho.certificate.support_residual * (1 + 1e-9)
+
+
+def test_the_energy_solvers_return_public_documented_types():
+    """minimize_energy, maximize_energy, stationary and find_stationary returned classes reachable only as
+    meanfield._energy.X and absent from the API page: isinstance checks and the reference of their attributes
+    (the certificates' fields) had no public name."""
+    from pathlib import Path
+
+    api = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text(encoding="utf-8")
+    p = mf.Particles.uniform(4, d=2, seed=0)
+    results = {"MinimizingDensity": mf.minimize_energy(1.0, [1.0, 1.05], lmax=8),
+               "MaximizingParticles": mf.maximize_energy(1.0, [0.5, 1.0], n_starts=1),
+               "StationarityReport": mf.stationary(p, 1.0),
+               "StationaryResult": mf.find_stationary(p, 1.0, t_max=1.0)}
+    results["OptimalityCertificate"] = results["MinimizingDensity"].certificate
+    results["MaximizerCertificate"] = results["MaximizingParticles"].certificate
+    for name, obj in results.items():
+        assert type(obj) is getattr(mf, name) and name in mf.__all__, name
+        assert f".. autoclass:: {name}\n" in api, name

@@ -54,7 +54,17 @@ class MaximizerCertificate:
 
     def satisfied(self, tol: float = 1e-8) -> bool:
         """Both residuals ≤ ``tol``: the first-order condition holds (necessary for a maximizer, not sufficient;
-        see the module docstring)."""
+        see the module docstring).
+
+        Parameters
+        ----------
+        tol : float
+            Bound on ``excess`` and ``support_residual`` (relative to 2E).
+
+        Returns
+        -------
+        bool
+        """
         return self.excess <= tol and self.support_residual <= tol
 
 

@@ -82,7 +82,17 @@ class OptimalityCertificate:
     iterations: int
 
     def satisfied(self, tol: float = 1e-6) -> bool:
-        """True when both residuals are ≤ ``tol`` (relative to 2E), and the level 2E is a positive number."""
+        """True when both residuals are ≤ ``tol`` (relative to 2E), and the level 2E is a positive number.
+
+        Parameters
+        ----------
+        tol : float
+            Bound on ``support_residual`` and ``off_support_violation``.
+
+        Returns
+        -------
+        bool
+        """
         return self.level > 0 and self.support_residual <= tol and self.off_support_violation <= tol
 
     @property
@@ -100,11 +110,26 @@ class MinimizingDensity(Density):
     (shape (2L + 1,), ≥ 0, at the angles 2πi/(2L+1)) are the optimizer's unknowns.  Between the nodes
     the interpolant of a minimizer with partial support can dip below zero (Gibbs): use the nodal
     values, or a larger ``lmax``, for concentrated minimizers.
+
+    Attributes
+    ----------
+    value : float
+        E_{β,D} of the minimizer (dimensionless).
+    certificate : OptimalityCertificate
+        Its first-order optimality residuals.
+    nodal_values : ndarray, shape (2L + 1,)
+        ρ (w.r.t. σ) at :attr:`nodes`, ≥ 0.
     """
 
     value: float = float("nan")
     certificate: OptimalityCertificate | None = None
     nodal_values: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def nodes(self) -> np.ndarray:
+        """The points (cos 2πi/n, sin 2πi/n), n = 2L + 1, of :attr:`nodal_values`: shape (n, 2) (the plot of the nodal
+        values and the certificate's first variation were computed at them, but a user had to rebuild them)."""
+        return circ.circle_points(2 * self.lmax + 1)
 
     def __repr__(self):
         return f"MinimizingDensity(lmax={self.lmax}, d={self.d}, value={self.value:.12g})"

@@ -101,10 +101,10 @@ class EnergyResult:
     d : int
         Ambient dimension ≥ 2: the measures live on S^{d-1}.
     solution : object
-        Exactly what the solver returned: a :class:`~meanfield._energy.MinimizingDensity` (minimize,
+        Exactly what the solver returned: a :class:`~meanfield.MinimizingDensity` (minimize,
         d = 2), an :class:`~meanfield.FEDensity` (minimize, d = 3; one built by hand has no certificate), a
-        :class:`~meanfield._energy.MaximizingParticles` (maximize) or a
-        :class:`~meanfield._energy.StationaryResult` (stationary, with the flow's trajectory), on S^{d-1}.
+        :class:`~meanfield.MaximizingParticles` (maximize) or a
+        :class:`~meanfield.StationaryResult` (stationary, with the flow's trajectory), on S^{d-1}.
     parameters : dict
         The keyword arguments the solver was called with (those of the configuration).
     start : Particles or None
