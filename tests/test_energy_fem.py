@@ -201,3 +201,15 @@ def test_a_rule_too_weak_for_the_mass_matrix_is_refused(degree, q):
         mf.minimize_energy(1.0, [0.6, 1.0, 1.4], level=1, degree=degree, quadrature_degree=q)
     ok = FESpace(m, degree, 2 * degree)                          # the weakest accepted rule: a Gram matrix
     assert np.linalg.eigvalsh(ok.mass_matrix.toarray())[0] > 0.1 * np.max(ok.mass)
+
+
+def test_fe_space_energy_and_kernel_matrix_default_to_the_identity():
+    """FESpace.energy and kernel_matrix documented D "None: identity" (as mf.energy) but required it: energy(values, β)
+    raised TypeError (missing argument 'D').  With D omitted they are those of D = I."""
+    s = FESpace(SphereMesh.icosahedral(1), 1)
+    ones = np.ones(s.ndof)
+    assert s.energy(ones, 2.0) == s.energy(ones, 2.0, np.eye(3))
+    K, shift = s.kernel_matrix(2.0)
+    K_identity, shift_identity = s.kernel_matrix(2.0, np.eye(3))
+    np.testing.assert_array_equal(K, K_identity)
+    assert shift == shift_identity

@@ -339,7 +339,7 @@ class FESpace:
     def d(self) -> int:
         return 3
 
-    def kernel_matrix(self, beta: float, D: np.ndarray, method: str = "auto", variation: bool = False):
+    def kernel_matrix(self, beta: float, D=None, method: str = "auto", variation: bool = False):
         """K_ij = ∬ φ_i(x) φ_j(y) e^{β⟨x,Dy⟩} dσ dσ, scaled by e^{−shift}.
 
         Parameters
@@ -421,7 +421,7 @@ class FESpace:
         G, shift = kernel_coefficients(beta, D, lmax, variation)
         return self.harmonic_moments(lmax), G, shift
 
-    def energy(self, values, beta: float, D: np.ndarray) -> float:
+    def energy(self, values, beta: float, D=None) -> float:
         """E_{β,D} of the FE function with nodal ``values`` through the truncated kernel (tail ≤ 1e-15·λ_0).
 
         Cost O(nt·nq·L²): the moments u_k = ∫ ρ Y_k dσ by the space's quadrature, then (1/2β) uᵀGu.
@@ -433,7 +433,7 @@ class FESpace:
         beta : float
             β > 0.
         D : None, float, array_like of shape (3,) (a diagonal) or (3, 3)
-            Interaction matrix, as in :meth:`kernel_matrix`.
+            Interaction matrix (None: identity), as in :meth:`kernel_matrix`.
 
         Returns
         -------
