@@ -37,8 +37,9 @@ def _query_points(points, d) -> np.ndarray:
     return unit_vectors("points", p)
 
 
-def _values_at(f, arg, shape, what: str) -> np.ndarray:
-    """f(arg) as one float per node, shape ``shape`` (a scalar result is broadcast: a constant function)."""
+def _values_at(f, arg, shape, what: str, nodes: str = "quadrature nodes") -> np.ndarray:
+    """f(arg) as one float per node, shape ``shape`` (a scalar result is broadcast: a constant function); ``nodes``
+    names the points for the message."""
     raw = np.asarray(f(arg))
     if raw.dtype == object and any(v is None for v in raw.flat):   # astype(float) read None as NaN
         raise ValueError(f"`{what}` must return real numbers; got None (a function without a `return`?).")
@@ -60,7 +61,7 @@ def _values_at(f, arg, shape, what: str) -> np.ndarray:
     if bad.any():       # else the projection's "`coeffs` must be finite" named a parameter the caller never gave
         i = np.unravel_index(int(np.argmax(bad)), shape)
         raise ValueError(f"`{what}` must return finite values; got {float(vals[i])!r} at {int(bad.sum())} of {bad.size} "
-                         f"quadrature nodes (first at {np.asarray(arg)[i].tolist()!r}).")
+                         f"{nodes} (first at {np.asarray(arg)[i].tolist()!r}).")
     return vals
 
 

@@ -213,3 +213,28 @@ def test_fe_space_energy_and_kernel_matrix_default_to_the_identity():
     K_identity, shift_identity = s.kernel_matrix(2.0, np.eye(3))
     np.testing.assert_array_equal(K, K_identity)
     assert shift == shift_identity
+
+
+@pytest.mark.parametrize("values, error, match", [
+    (np.full(12, 1 + 1j), ValueError, "`values` must be real; got complex values"),
+    (np.ones(12, dtype=bool), TypeError, "`values` must be numbers; got booleans"),
+    (["1"] * 12, ValueError, r"`values` must be numbers \(an array of real values\)"),
+])
+def test_fe_density_refuses_values_that_are_not_real_numbers(values, error, match):
+    """FEDensity kept the real part of complex nodal values with only numpy's ComplexWarning, and read booleans and
+    numeric text as numbers."""
+    with pytest.raises(error, match=match):
+        FEDensity(FESpace(SphereMesh.icosahedral(0), 1), values)
+
+
+@pytest.mark.parametrize("f, match", [
+    (lambda x: np.ones(3), r"`f` must return one value per point: shape \(12,\)"),
+    (lambda x: np.full(x.shape[:-1], np.nan), "`f` must return finite values; got nan at 12 of 12 nodes"),
+    (lambda x: 1j * x[..., 0], "`f` must return real values"),
+])
+def test_fe_interpolate_names_a_bad_function(f, match):
+    """FESpace.interpolate raised numpy's "cannot reshape array of size 3 into shape (12,)" for a function that
+    does not return one value per node, and returned NaN (or dropped imaginary parts) without a word, where
+    Density.from_function names `f`."""
+    with pytest.raises(ValueError, match=match):
+        FESpace(SphereMesh.icosahedral(0), 1).interpolate(f)

@@ -557,8 +557,18 @@ class FESpace:
         Returns
         -------
         ndarray, shape (ndof,)
+
+        Raises
+        ------
+        ValueError
+            ``f`` returns complex, non-numeric or non-finite values, or not one value per node (a scalar is taken as
+            a constant): numpy's reshape error, or NaN values passed on to the FEDensity.
         """
-        return np.asarray(f(self.nodes), dtype=float).reshape(self.ndof)
+        from .._measures import _values_at
+        from .._validate import function_of
+
+        f = function_of("f", f, "f(points)")
+        return np.array(_values_at(f, self.nodes, (self.ndof,), "f", "nodes"))
 
     def __repr__(self):
         return (f"FESpace(P{self.degree}, level={self.mesh.level}, ndof={self.ndof}, "
@@ -592,7 +602,7 @@ class FEDensity:
     def __post_init__(self):
         if not isinstance(self.space, FESpace):
             raise TypeError(f"`space` must be an FESpace; got {type(self.space).__name__}.")
-        v = np.array(self.values, dtype=float)
+        v = np.array(real_array("values", self.values, allow_bool=False))   # complex: imaginary parts were dropped
         if v.shape != (self.space.ndof,):
             raise ValueError(f"`values` must have shape ({self.space.ndof},); got {v.shape}.")
         if not np.all(np.isfinite(v)):
