@@ -291,8 +291,11 @@ _ENERGY_KEYS = {           # the keyword arguments of the solver of each task, u
     "minimize": _ENERGY_COMMON | {"lmax", "level", "degree", "quadrature_degree", "regularization"},
     "maximize": _ENERGY_COMMON | {"n_particles", "n_starts", "seed", "candidates", "tol"},
     "stationary": _ENERGY_COMMON | {"positions", "weights", "n", "seed", "direction", "flow", "tol", "t_max",
-                                    "check_every"},
+                                    "check_every", "method", "rtol", "atol", "step"},
 }
+# the keys of task = "stationary" that are options of the particle backend its flow runs on: "bdf" is how a stiff
+# flow (clusters at β‖D‖ ≳ 10) reaches its stationary state, and a configuration could not ask for it
+_STATIONARY_BACKEND_KEYS = ("method", "rtol", "atol", "step")
 _MINIMIZE_BY_D = {2: {"lmax"}, 3: {"level", "degree", "quadrature_degree"}}   # discretization keys per d
 
 
@@ -368,9 +371,14 @@ def _check_energy_parameters(task, beta, D, d, params, start):
     from ._energy._minimize import minimize_arguments
     from ._errors import InsufficientMemoryError
 
+    from .backends._registry import check_option_values
+
     try:
         if task == "stationary":
-            stationary_arguments(start, beta, D, **params)
+            options = {k: params[k] for k in _STATIONARY_BACKEND_KEYS if k in params}
+            model = stationary_arguments(start, beta, D, **{k: v for k, v in params.items()
+                                                            if k not in _STATIONARY_BACKEND_KEYS})["model"]
+            check_option_values("particles", model, start, options)
         else:
             (minimize_arguments if task == "minimize" else maximize_arguments)(beta, D, d, **params)
     except (TypeError, ValueError, InsufficientMemoryError) as err:

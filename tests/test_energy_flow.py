@@ -777,3 +777,30 @@ def test_gradient_flow_of_a_zonal_density_in_high_dimension():
     backend = mf.simulate(flow_model(1.0, None, 5), rho, 0.5, save_every=0.25, backend="spectral")
     assert flow.diagnostics["dissipation"][0] == pytest.approx(backend.diagnostics["dissipation"][0], rel=1e-13)
     assert np.max(np.abs(flow.diagnostics["energy_identity_residual"])) < 1e-10
+
+
+def test_an_energy_configuration_runs_the_stiff_stationary_flow_by_bdf(tmp_path):
+    """The [energy] table of task = "stationary" had no `method`, `rtol`, `atol` or `step`: the implicit method that
+    find_stationary's docstring and the tutorial give for clusters at β = 10 (20 tokens merging at t = 1750, 4067 BDF
+    steps, where the explicit flow does not finish) could not be asked for from a configuration file."""
+    from meanfield import cli
+
+    config = tmp_path / "bdf.toml"
+    config.write_text('[energy]\ntask = "stationary"\nbeta = 10.0\nn = 20\nseed = 0\nt_max = 5000.0\n'
+                      'check_every = 250.0\nmethod = "bdf"\n', encoding="utf-8")
+    assert cli.main(["run", str(config), "--output", str(tmp_path / "bdf.h5"), "--quiet"]) == 0
+    result = mf.load(tmp_path / "bdf.h5")
+    assert result.success and result.solution.time == 1750.0 and result.parameters["method"] == "bdf"
+    assert result.value == pytest.approx(np.exp(10.0) / 20, rel=1e-12)            # the Dirac
+
+
+@pytest.mark.parametrize("line, match", [('method = "bdff"', "`method` must be one of"),
+                                         ("rtol = 0.0", r"`rtol` must be in \[1e-14, 1\)"),
+                                         ('method = "rk4"', "give `step` > 0")])
+def test_an_energy_configuration_checks_the_flow_options_on_reading(line, match):
+    import tomllib
+
+    from meanfield._config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=match):
+        parse_config(tomllib.loads(f'[energy]\ntask = "stationary"\nbeta = 1.0\nn = 3\n{line}\n'))
