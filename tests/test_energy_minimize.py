@@ -377,3 +377,37 @@ def test_the_energy_solvers_return_public_documented_types():
     for name, obj in results.items():
         assert type(obj) is getattr(mf, name) and name in mf.__all__, name
         assert f".. autoclass:: {name}\n" in api, name
+
+
+@pytest.mark.parametrize("beta, level", [(3e-8, 1), (3e-8, 2), (1e-8, 1), (1e-8, 2)])
+def test_the_s2_minimizer_at_tiny_beta_has_the_limit_second_moments(beta, level):
+    """At small β the minimizer's second moments tend to M_kk ∝ 1/D_k² (docs: the O(β²) part of the kernel sets
+    them).  The kernel matrix was truncated at 1e-15 of λ_0, which dropped its degree-2 part ((β‖D‖)²/6 ≈ 3e-16)
+    from β ≈ 3e-8: there level 2 returned 0.336, 0.329, 0.335 (level 3: 0.36, 0.357, 0.283) with a satisfied
+    certificate, and level 1, and every level at β = 1e-8, raised "numerically singular", whose advice (raise
+    `regularization`) returned the uniform moments.  The degree-2 part is resolved to ~ndof·ε/(β‖D‖) (7e-7 at
+    level 1, β = 1e-8; measured 5e-8), the limit to O(β)."""
+    D = np.array([0.6, 1.0, 1.4])
+    rho = mf.minimize_energy(beta, D, level=level)
+    x = rho.space.points
+    moments = (rho.space.weights * (rho.space.basis @ rho.values)) @ x ** 2
+    limit = D ** -2 / np.sum(D ** -2)
+    np.testing.assert_allclose(moments, limit, rtol=0, atol=1e-6)
+    assert rho.certificate.satisfied()
+
+
+def test_the_circle_minimizer_at_tiny_beta_has_the_limit_second_moments():
+    """β = 1e-8 on S¹, D = diag(1, 2): "numerically singular" before (the level-relative pull under the rounding of
+    the kernel's degree-1 entries); now 0.8, 0.2 (the tutorial's β = 1e-4 example) to 1e-8."""
+    rho = mf.minimize_energy(1e-8, np.diag([1.0, 2.0]), d=2)
+    th = 2 * np.pi * np.arange(2000) / 2000
+    x = np.stack([np.cos(th), np.sin(th)], 1)
+    np.testing.assert_allclose(np.mean(rho.evaluate(x)[:, None] * x ** 2, axis=0), [0.8, 0.2], rtol=0, atol=1e-7)
+
+
+def test_a_beta_too_small_to_resolve_is_refused_with_the_right_advice():
+    """Below β‖D‖ ≈ 1e-9 the minimum's level (degree 2) is under 1e-10 of the kernel's variation; the refusal
+    advised "Lower β‖D‖", the advice for the other end (D = diag(40, 0) at β = 1)."""
+    with pytest.raises(mf.ConvergenceError, match="β → 0 limit") as err:
+        mf.minimize_energy(1e-10, [0.6, 1.0, 1.4], level=1)
+    assert "Lower β‖D‖" not in str(err.value)

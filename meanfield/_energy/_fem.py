@@ -368,11 +368,12 @@ class FESpace:
         """
         from .._validate import choice
         from ..sphere._funk_hecke import kernel_bandlimit
-        from ._kernel import check_beta, check_D, spectral_norm
+        from ._kernel import check_beta, check_D, spectral_norm, variation_bandlimit
 
         choice("method", method, ("auto", "spectral", "direct"))
         beta, D = check_beta(beta), check_D(D, 3)
-        lk = max(1, kernel_bandlimit(beta * spectral_norm(D), 1e-15, 3))
+        b = beta * spectral_norm(D)
+        lk = variation_bandlimit(b, 3) if variation else max(1, kernel_bandlimit(b, 1e-15, 3))
         if method == "spectral" or (method == "auto" and (lk + 1) ** 2 < self.ndof):
             A, G, shift = self.kernel_factor(beta, D, lk, variation)
             K = (A @ G) @ A.T

@@ -110,6 +110,23 @@ def isotropic_scale(D: np.ndarray) -> float | None:
     return None
 
 
+def variation_bandlimit(b: float, d: int, tol: float = 1e-15) -> int:
+    """The degree L ≥ 1 at which the kernel e^{b⟨x,y⟩} is truncated when its variation e^{b⟨x,y⟩} − 1 is what matters
+    (the minimizers work with it): its tail beyond L below ``tol`` of the variation, not of λ_0.
+
+    The variation is (λ_0 − 1)/λ_0 ≈ b²/(2d) of the kernel for small b (E_σ⟨x,y⟩² = 1/d).  Truncated at ``tol``·λ_0,
+    its degree 2 (≈ b²/(2d), which sets the minimizer's second moments) fell below the tolerance from b ≈ 4e-8: the
+    truncation then stopped at degree 1, and minimize_energy on S² returned second moments 0.34, 0.33, 0.34 for
+    D = diag(0.6, 1, 1.4) at β = 3e-8 instead of 0.648, 0.233, 0.119 (and refused β = 1e-8 on S¹ as singular)."""
+    from ..sphere._funk_hecke import kernel_bandlimit
+
+    b = abs(float(b))
+    if b == 0.0:
+        return 1
+    relative = min(1.0, b * b / (2.0 * d))
+    return max(1, kernel_bandlimit(b, max(tol * relative, 1e-300), d))
+
+
 def spectral_norm(D: np.ndarray) -> float:
     """‖D‖₂ = max over unit x, y of ⟨x, D y⟩ (the largest singular value)."""
     return float(np.linalg.norm(D, 2)) if D.size else 0.0

@@ -38,9 +38,9 @@ from .._memory import require
 from .._measures import Density
 from .._validate import nonneg_int, positive_float
 from ..sphere import _circle as circ
-from ..sphere._funk_hecke import kernel_bandlimit
 from ..sphere._sh import NTHREADS
-from ._kernel import check_beta, check_D, check_symmetric, dimension_for, scaled_kernel, spectral_norm
+from ._kernel import (check_beta, check_D, check_symmetric, dimension_for, scaled_kernel, spectral_norm,
+                      variation_bandlimit)
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ def _solve(K, m, M, regularization):
             x, iters, solver = _solve_at(K, m, M, tau, regularization)
         except ConvergenceError:
             if solved is None:
-                raise
+                solved = _lift_until_solvable(K, m, M, tau, level, regularization)
             return _smallest_solvable_pull(K, m, M, tau, solved, regularization)
         solved = (x, tau, iters, solver)
         found = float(x @ K @ x)
@@ -206,6 +206,25 @@ def _solve(K, m, M, regularization):
             break
         level = found
     return solved
+
+
+def _lift_until_solvable(K, m, M, tau_singular, level, regularization):
+    """The first solve that succeeds when the pull τ_singular is below the rounding of K, raising τ tenfold up to the
+    level itself (a pull as large as the minimum: beyond it the selection rule, not K, would set the density).
+
+    At small β‖D‖ the kernel's variation has degree 1 at ~β‖D‖ and degree ℓ at ~(β‖D‖)^ℓ, so the level-relative
+    pull (1e-8 of degree 2's ~(β‖D‖)²) fell below the rounding of the degree-1 entries from β‖D‖ ≈ 1e-8 on, and
+    the minimizer was refused as "numerically singular", its advice to raise `regularization` returning the
+    uniform density; a pull just above that rounding keeps the second moments the minimizer has."""
+    tau = tau_singular
+    while tau < level:
+        tau = min(10.0 * tau, level)
+        try:
+            x, iters, solver = _solve_at(K, m, M, tau, regularization)
+        except ConvergenceError:
+            continue
+        return x, tau, iters, solver
+    return (*_solve_at(K, m, M, tau_singular, regularization),)      # raises its error
 
 
 def _smallest_solvable_pull(K, m, M, tau_singular, solved, regularization):
@@ -254,10 +273,14 @@ def _energy_of(rho, K, shift, beta) -> float:
     if top == 0.0:                              # D = 0: the constant kernel, E = 1/(2β) for every density
         return float(1.0 / (2.0 * beta))
     if not scaled > _MIN_SCALED_LEVEL * top:
+        # the advice depends on the end: "lower β‖D‖" was given at β‖D‖ = 1e-10 too, where it is β‖D‖ that is too small
+        advice = ("Lower β‖D‖, or use find_stationary(direction='descent') on particles." if shift >= 1 else
+                  "At small β‖D‖ the minimizer is set by the kernel's degree-2 part, ~(β‖D‖)² against its degree-1 "
+                  "part ~β‖D‖, and it tends to its β → 0 limit within O(β‖D‖): solve at β‖D‖ ≈ 1e-6 for that limit.")
         raise ConvergenceError(
             f"the minimum's kernel level is {scaled / top:.3g} of the kernel's largest variation e^(β‖D‖) − 1 "
             f"(β‖D‖ = {shift:.4g}), below float64 resolution of the discrete problem: its energy would have no "
-            f"correct digit. Lower β‖D‖, or use find_stationary(direction='descent') on particles.")
+            f"correct digit. {advice}")
     return float((1.0 + scaled * np.exp(shift)) / (2.0 * beta))
 
 
@@ -302,7 +325,7 @@ def _minimize_circle(beta, D, lmax, regularization):
     from ._energy import first_variation
 
     n = 2 * lmax + 1                                   # nodes; the trigonometric interpolant has degree lmax
-    lk = kernel_bandlimit(beta * spectral_norm(D), 1e-15, 2)
+    lk = variation_bandlimit(beta * spectral_norm(D), 2)
     N = n + 2 * lk + 2                                 # fine grid: exact for degree lmax + lk
     shift = beta * spectral_norm(D)
     xf = circ.circle_points(N)
@@ -380,8 +403,9 @@ def minimize_energy(beta, D=None, d: int | None = None, *, lmax: int | None = No
         D = diag(1, 2): 9e-13, the rounding of E = 5000, within 3.3e-13 + that rounding; the degree L adds its
         own error: 2e-9 at the default L = 64 against 1000 nodes there).  Small β is resolved: the pull is
         relative to the kernel's variation, not to its constant part, and the second moments meet the limit
-        β → 0, M_kk ∝ 1/D_k², within O(β) (β = 1e-5: 0.8, 0.2 for D = diag(1, 2) on S¹; 0.648, 0.233, 0.119
-        for D = diag(0.6, 1, 1.4) on S²).
+        β → 0, M_kk ∝ 1/D_k², within O(β) (β = 1e-5 and 1e-8: 0.8, 0.2 for D = diag(1, 2) on S¹; 0.648, 0.233, 0.119
+        for D = diag(0.6, 1, 1.4) on S²), down to β‖D‖ ≈ 1e-8; below ≈ 1e-9 the degree-2 part is under 1e-10 of the
+        degree-1 part and ConvergenceError says so.
         A smaller value lowers that bias down to where
         the rounding of the kernel matrix makes the problem singular; below that the smallest pull that
         still solves is used (the certificate reports its bias).  0 disables it: the nodal values in
@@ -403,7 +427,9 @@ def minimize_energy(beta, D=None, d: int | None = None, *, lmax: int | None = No
         When the discrete problem is singular (see ``regularization``), or when the minimum's kernel level
         is below 1e-10 of the kernel's largest value e^{β‖D‖}: the kernel matrix is scaled by e^{-β‖D‖},
         so such a minimum has no correct digit (e.g. D = diag(40, 0) at β = 1, whose minimum sits e^{-40}
-        below; it came back 2.7× too high).  A strongly anisotropic D at large β needs particles there.
+        below; it came back 2.7× too high).  A strongly anisotropic D at large β needs particles there.  At the
+        other end, β‖D‖ ≲ 1e-9, the minimum's level (the kernel's degree-2 part) is below 1e-10 of its
+        variation too.
     InsufficientMemoryError
         Before any work, when the dense matrices of the discretization (about 8·(6 + threads)·n² bytes
         for n unknowns on S², 64·n_fine² on S¹) exceed the available memory.
@@ -442,7 +468,7 @@ def minimize_arguments(beta, D=None, d: int | None = None, *, lmax=None, level=N
             if val is not None:
                 raise ValueError(f"`{name}` applies to d=3 (the FE discretization of S²); got {name}={val!r} with d=2.")
         lmax = 64 if lmax is None else nonneg_int("lmax", lmax, minimum=1)
-        fine = 2 * lmax + 3 + 2 * kernel_bandlimit(beta * spectral_norm(D), 1e-15, 2)
+        fine = 2 * lmax + 3 + 2 * variation_bandlimit(beta * spectral_norm(D), 2)
         require(64.0 * fine ** 2, f"minimize_energy on S¹ with lmax={lmax} (dense matrices of the {fine}-point grid)",
                 "lower `lmax`.")        # measured: ~6 arrays of fine² floats at the peak
         return dict(beta=beta, D=D, d=d, lmax=lmax, regularization=regularization)
@@ -453,7 +479,7 @@ def minimize_arguments(beta, D=None, d: int | None = None, *, lmax=None, level=N
     ndof = (10 if degree == 1 else 40) * 4 ** level + 2           # vertices (and edge midpoints for degree 2)
     # measured: 4.2 GB at 10242 unknowns; the direct kernel quadrature (FESpace.kernel_matrix "auto", taken
     # when the kernel's degree lk has (lk + 1)² ≥ ndof) adds one dense matrix per thread
-    lk = max(1, kernel_bandlimit(beta * spectral_norm(D), 1e-15, 3))
+    lk = variation_bandlimit(beta * spectral_norm(D), 3)
     per_thread = NTHREADS if (lk + 1) ** 2 >= ndof else 0
     require(8.0 * (6 + per_thread) * ndof ** 2, f"minimize_energy on S² with level={level}, degree={degree} "
             f"(dense matrices of {ndof} unknowns)", "lower `level` or `degree`.")
