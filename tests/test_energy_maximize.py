@@ -177,3 +177,19 @@ def test_a_candidate_tolerance_of_one_or_more_is_refused(tol):
     it was: the tolerance is a fraction in (0, 1)."""
     with pytest.raises(ValueError, match=r"`tol` must be in \(0, 1\)"):
         mf.maximize_energy(1.0, [-1.0, 0.3], tol=tol)
+
+
+@pytest.mark.parametrize("D, beta, log_expected", [
+    (np.eye(3), 710.0, 710.0 - np.log(1420.0)),                        # the Dirac, e^{βλ_max}/(2β)
+    (-np.eye(3), 712.0, 712.0 - np.log(2.0) - np.log(1424.0)),          # the antipodal pair, cosh(βλ_min)/(2β)
+])
+def test_classification_max_value_is_finite_where_the_maximum_is(D, beta, log_expected):
+    """max_value formed e^{βλ_max} (or cosh) before dividing by 2β: from βλ = 709.78 it read inf (with numpy's
+    overflow warning) for a maximum of 1.57e305 (D = I, β = 710)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = mf.classify(D).max_value(beta)
+    assert value == pytest.approx(np.exp(log_expected), rel=1e-12)
+    assert mf.classify(D).max_value(800.0) == np.inf

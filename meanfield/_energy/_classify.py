@@ -87,9 +87,12 @@ class Classification:
             the bottom one.
         """
         beta = check_beta(beta)
-        dirac = np.exp(beta * self.lambda_max)
-        anti = np.cosh(beta * self.lambda_min)
-        return float(max(dirac, anti)) / (2 * beta)
+        # in logs, divided by 2β before the exponential: e^{βλ_max} alone overflowed from βλ_max = 709.78, and the
+        # maximum, e^{βλ_max}/(2β), read inf up to ≈ 717 (β = 710, D = I: inf for 1.57e305), with numpy's warning
+        z = abs(beta * self.lambda_min)
+        top = max(beta * self.lambda_max, z + np.log1p(np.exp(-2.0 * z)) - np.log(2.0))      # log cosh z
+        with np.errstate(over="ignore"):
+            return float(np.exp(top - np.log(2.0 * beta)))
 
     def min_value(self, beta) -> float | None:
         """min E_{β,D} over probability measures, where it has a closed form.
