@@ -638,7 +638,8 @@ def _targets(measure, points, d):
             return measure.positions
         if _is_fe(measure):
             return measure.space.nodes
-        raise ValueError("`points` is required for a Density (the first variation is a function on S^{d-1}).")
+        raise ValueError("`points` is required for a Density or ZonalDensity (the first variation is a function on "
+                         "S^{d-1}).")
     p = real_array("points", points, allow_bool=False)    # complex (imaginary part dropped) and True/False passed
     if p.ndim < 1 or p.shape[-1] != d:
         raise ValueError(f"`points` must have shape (..., {d}); got shape {p.shape}.")
@@ -662,21 +663,23 @@ def first_variation(measure, beta, D=None, points=None) -> np.ndarray:
 
     Parameters
     ----------
-    measure : Particles, Density or FEDensity
-        μ.
+    measure : Particles, Density, ZonalDensity or FEDensity
+        μ (a ZonalDensity needs D = c·I: δE/δμ is then zonal, computed exactly by Funk–Hecke).
     beta : float
         β > 0.
     D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Interaction matrix (None: identity).
     points : array_like, shape (..., d), optional
         Unit vectors where to evaluate (default: the particle positions, or the FE nodes; required for a
-        Density).
+        Density or ZonalDensity).
 
     Returns
     -------
     ndarray, shape (...)
         The first variation at ``points``; along μ, ∫ δE/δμ dμ = 2E.
     """
+    if isinstance(measure, ZonalDensity):
+        return _zonal_first_variation(measure, beta, D, points)
     d = _measure_dim(measure)
     beta = check_beta(beta)
     D = check_D(D, d)
@@ -699,15 +702,15 @@ def first_variation_gradient(measure, beta, D=None, points=None) -> np.ndarray:
 
     Parameters
     ----------
-    measure : Particles, Density or FEDensity
-        μ on S^{d-1}.
+    measure : Particles, Density, ZonalDensity or FEDensity
+        μ on S^{d-1} (a ZonalDensity needs D = c·I).
     beta : float
         Inverse temperature β > 0.
     D : None, float, array_like of shape (d,) (a diagonal) or (d, d)
         Interaction matrix (None: identity).
     points : array_like, shape (..., d), optional
         Unit vectors where to evaluate (default: the particle positions, or the FE nodes; required for
-        a Density).
+        a Density or ZonalDensity).
 
     Returns
     -------
@@ -722,10 +725,38 @@ def first_variation_gradient(measure, beta, D=None, points=None) -> np.ndarray:
     TypeError
         ``measure`` is not one of the types above.
     """
+    if isinstance(measure, ZonalDensity):
+        return _zonal_first_variation(measure, beta, D, points, gradient=True)
     d = _measure_dim(measure)
     x = _targets(measure, points, d)
     flat = x.reshape(-1, d)
     return tangent_project(flat, first_variation_moment(measure, beta, D, flat)).reshape(x.shape)
+
+
+def _zonal_first_variation(rho: ZonalDensity, beta, D, points, gradient: bool = False) -> np.ndarray:
+    """δE/δμ (or its spherical gradient) of an axisymmetric density on any S^{d-1}, D = c·I: by Funk–Hecke it is
+    zonal, h(⟨x, e⟩) = (1/β) Σ_ℓ λ_ℓ(βc) g_ℓ P_ℓ(⟨x, e⟩), of the density's own degree (exact), and
+    ∇_S h(⟨x, e⟩) = h'(t)(e − t x) with P_ℓ' = ℓ(ℓ + d − 2)/(d − 1) P_{ℓ−1}^{(d+2)}.  energy() and stationary() took a
+    ZonalDensity, and these raised "`measure` must be a meanfield Particles, Density or FEDensity"."""
+    from ..sphere import _zonal as zon
+
+    beta = check_beta(beta)
+    c = isotropic_scale(check_D(D, rho.d))
+    if c is None:
+        raise ValueError(f"the first variation of a ZonalDensity on S^{rho.d - 1} needs D = c·I (the kernel is then "
+                         "zonal, and so is δE/δμ); got a D that is not a multiple of the identity.")
+    x = _targets(rho, points, rho.d)
+    flat = x.reshape(-1, rho.d)
+    t = np.clip(flat @ rho.axis, -1.0, 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):     # beyond float64 (β|c| ≳ 700): inf, as the energy
+        h = _multipliers(beta * c, rho.lmax, rho.d) * rho.coeffs / beta
+    if not gradient:
+        return ZonalDensity(h, rho.lmax, rho.d, rho.axis).evaluate_profile(t).reshape(x.shape[:-1])
+    if rho.lmax == 0:
+        return np.zeros_like(x)
+    ell = np.arange(1, rho.lmax + 1)[:, None]
+    slope = h[1:] @ (ell * (ell + rho.d - 2) / (rho.d - 1) * zon.gegenbauer(rho.lmax - 1, t, rho.d + 2))
+    return (slope[:, None] * (rho.axis[None, :] - t[:, None] * flat)).reshape(x.shape)
 
 
 def first_variation_moment(measure, beta, D, points) -> np.ndarray:
