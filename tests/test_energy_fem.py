@@ -238,3 +238,12 @@ def test_fe_interpolate_names_a_bad_function(f, match):
     Density.from_function names `f`."""
     with pytest.raises(ValueError, match=match):
         FESpace(SphereMesh.icosahedral(0), 1).interpolate(f)
+
+
+@pytest.mark.parametrize("method", ["pairs", "spectral"])
+def test_an_fe_density_is_offered_only_the_methods_it_takes(method):
+    """method='pairs' on an FEDensity said "densities take 'auto', 'exact' or 'quadrature'", and 'exact' then
+    raised "not available for an FE density"."""
+    rho = FEDensity(FESpace(SphereMesh.icosahedral(0), 1), np.ones(12))
+    with pytest.raises(ValueError, match=r"FE densities take 'auto' or 'quadrature'\.$"):
+        mf.energy(rho, 1.0, method=method)

@@ -556,8 +556,10 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
         value = pair_energy(measure.positions, measure.weights, beta, D)
         return EnergyEstimate(value, _pair_rounding(value, measure.n, d, beta, D), "pairs")
 
-    if method in ("pairs", "spectral"):
-        raise ValueError(f"`method`={method!r} is for Particles; densities take 'auto', 'exact' or 'quadrature'.")
+    if method in ("pairs", "spectral"):         # an FE density was offered 'exact', which it then refused
+        takes = ("densities take 'auto', 'exact' or 'quadrature'" if isinstance(measure, Density) else
+                 "FE densities take 'auto' or 'quadrature'")
+        raise ValueError(f"`method`={method!r} is for Particles; {takes}.")
     if isinstance(measure, Density):
         if method in ("auto", "exact"):
             if not np.any(measure.coeffs[1:]):
