@@ -804,3 +804,10 @@ def test_an_energy_configuration_checks_the_flow_options_on_reading(line, match)
 
     with pytest.raises(ConfigError, match=match):
         parse_config(tomllib.loads(f'[energy]\ntask = "stationary"\nbeta = 1.0\nn = 3\n{line}\n'))
+
+
+def test_every_energy_solver_result_has_its_energy_as_value():
+    """StationaryResult named its energy `energy` where MinimizingDensity, FEDensity, MaximizingParticles and
+    EnergyResult name it `value`: `find_stationary(...).value` raised AttributeError."""
+    r = mf.find_stationary(mf.Particles.uniform(3, d=2, seed=0), 1.0, t_max=2.0)
+    assert r.value == r.energy == mf.energy(r.state, 1.0)

@@ -60,6 +60,12 @@ class StationaryResult:
     relative_speed: float | None = None
 
     @property
+    def value(self) -> float:
+        """E_{β,D}(state), as ``energy``: the name the other solvers' results (MinimizingDensity, FEDensity,
+        MaximizingParticles) and EnergyResult give it (``result.value`` raised AttributeError here)."""
+        return self.energy
+
+    @property
     def message(self) -> str:
         bound = "" if self.threshold is None else f" (threshold tol·max(1, |G|) = {self.threshold:.3g}"
         if self.threshold is not None and self.relative_speed is not None and not (
