@@ -411,3 +411,18 @@ def test_a_beta_too_small_to_resolve_is_refused_with_the_right_advice():
     with pytest.raises(mf.ConvergenceError, match="β → 0 limit") as err:
         mf.minimize_energy(1e-10, [0.6, 1.0, 1.4], level=1)
     assert "Lower β‖D‖" not in str(err.value)
+
+
+@pytest.mark.parametrize("beta", [1e-200, 1e-300])
+@pytest.mark.parametrize("d", [2, 3])
+def test_a_beta_whose_kernel_variation_is_lost_in_rounding_is_refused_at_once(beta, d):
+    """At β‖D‖ ~ 1e-200 the level of the kernel's variation is ≤ 0 or underflows with the pull: the pull lifting
+    looped forever on a negative pull (×10 never reaching a positive level), and before it the refusal advised
+    raising `regularization`, which multiplies that level."""
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(mf.ConvergenceError, match="variation is lost in rounding") as err:
+        mf.minimize_energy(beta, [1.0, 2.0, 3.0][:d], **({"level": 1} if d == 3 else {}))
+    assert "raise `regularization`" not in str(err.value)
+    assert time.perf_counter() - t0 < 10.0

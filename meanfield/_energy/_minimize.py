@@ -188,6 +188,13 @@ def _solve(K, m, M, regularization):
     if not np.any(K):                           # D = 0: a constant kernel, every density minimizes; the uniform one
         return one / float(np.sum(m)), 0.0, 0, "constant kernel"
     level = float(one @ K @ one) / float(np.sum(m)) ** 2
+    if not (level > 0 and (regularization == 0 or regularization * level > 0)):
+        # a pull τ ∝ level that is ≤ 0 (or underflows to 0) lifts nothing: "raise `regularization`" was no way out
+        raise ConvergenceError(
+            f"the kernel's variation is lost in rounding (the uniform density's level 1ᵀK1 = {level:.3g} and with it "
+            f"the pull τ = {regularization * level:.3g} are not positive: the kernel e^(β⟨x,Dy⟩) − 1 is below float64 "
+            "resolution, β‖D‖ ≲ 1e-9): the minimizer tends to its β → 0 limit within O(β‖D‖), so solve at "
+            "β‖D‖ ≈ 1e-6 for that limit.")
     if regularization == 0:                     # no pull: one solve, no level to look for
         x, iters, solver = _solve_at(K, m, M, 0.0, regularization)
         return x, 0.0, iters, solver
@@ -209,7 +216,7 @@ def _solve(K, m, M, regularization):
 
 
 def _lift_until_solvable(K, m, M, tau_singular, level, regularization):
-    """The first solve that succeeds when the pull τ_singular is below the rounding of K, raising τ tenfold up to the
+    """The first solve that succeeds when the pull τ_singular is below the rounding of K, raising τ 100-fold up to the
     level itself (a pull as large as the minimum: beyond it the selection rule, not K, would set the density).
 
     At small β‖D‖ the kernel's variation has degree 1 at ~β‖D‖ and degree ℓ at ~(β‖D‖)^ℓ, so the level-relative
@@ -217,8 +224,8 @@ def _lift_until_solvable(K, m, M, tau_singular, level, regularization):
     the minimizer was refused as "numerically singular", its advice to raise `regularization` returning the
     uniform density; a pull just above that rounding keeps the second moments the minimizer has."""
     tau = tau_singular
-    while tau < level:
-        tau = min(10.0 * tau, level)
+    while 0 < tau < level:          # a pull ≤ 0 (a level lost in rounding, β‖D‖ ~ 1e-200) cannot be lifted
+        tau = min(100.0 * tau, level)
         try:
             x, iters, solver = _solve_at(K, m, M, tau, regularization)
         except ConvergenceError:
