@@ -490,7 +490,8 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
         from ._energy._results import EnergyResult
 
         if not isinstance(trajectory, EnergyResult):
-            raise TypeError(f"`trajectory` must be a Trajectory or an EnergyResult; got {type(trajectory).__name__}.")
+            raise TypeError(f"`trajectory` must be a Trajectory or an EnergyResult; got {type(trajectory).__name__}."
+                            + _energy_solution_hint(trajectory))
     path = check_output_path("path", path)
     if run_info is not None:
         run_info = check_run_info("run_info", run_info, reserved=("options",))
@@ -797,6 +798,21 @@ def _read_certificate(g):
         v = g.attrs.get(fl.name)
         kw[fl.name] = None if v is None else (str(v) if isinstance(v, str) else v.item())
     return cls(**kw)
+
+
+def _energy_solution_hint(value) -> str:
+    """How to save what an energy solver returned (it is not an EnergyResult until wrapped with its problem)."""
+    from ._energy._fem import FEDensity
+    from ._energy._maximize import MaximizingParticles
+    from ._energy._minimize import MinimizingDensity
+    from ._energy._results import StationaryResult
+
+    task = {MinimizingDensity: "minimize", FEDensity: "minimize", MaximizingParticles: "maximize",
+            StationaryResult: "stationary"}.get(type(value))
+    if task is None:
+        return ""
+    return (f" A solver's result is saved with its problem: mf.save(mf.EnergyResult({task!r}, beta, D, d, result), "
+            "path).")
 
 
 def _write_energy(f, result):

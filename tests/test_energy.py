@@ -888,3 +888,11 @@ def test_first_variation_gradient_of_a_zonal_density_in_high_dimension_is_tangen
     assert g @ u == pytest.approx((f[0] - f[1]) / (2 * h), abs=1e-9)
     with pytest.raises(ValueError, match="needs D = c·I"):
         first_variation(rho, 1.0, [1.0, 2.0, 3.0, 4.0, 5.0], [x])
+
+
+def test_saving_a_bare_solver_result_says_how_to_wrap_it(tmp_path):
+    """mf.save(minimize_energy(...), path) said only "`trajectory` must be a Trajectory or an EnergyResult; got
+    MinimizingDensity", with no word of how a solver's result becomes an EnergyResult."""
+    rho = mf.minimize_energy(1.0, [1.0, 1.05], lmax=8)
+    with pytest.raises(TypeError, match=r"mf\.EnergyResult\('minimize', beta, D, d, result\)"):
+        mf.save(rho, tmp_path / "min.h5")
