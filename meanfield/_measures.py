@@ -80,7 +80,9 @@ def conversion_hint(value) -> str:
     """What to call on a measure-like result that is not the measure asked for (appended to TypeErrors), or ''."""
     if type(value).__name__ == "FEDensity":
         return (" An FEDensity (the finite-element result of minimize_energy on S²) becomes a Density with "
-                "`.to_density(lmax)`.")
+                "`.to_density(lmax)` (band-limited: it can ring below 0 where ρ is small, and then cannot be "
+                "sampled), or weighted particles at its quadrature nodes with "
+                "`meanfield.Particles(*rho.atoms(), normalize=True)` (the same energy).")
     if type(value).__name__ == "Trajectory":
         return (" A Trajectory is a run's result: pass one of its states, `traj.final` (the last) or "
                 "`traj.states[i]`; to continue a checkpointed run itself, use meanfield.resume(path).")

@@ -247,3 +247,16 @@ def test_an_fe_density_is_offered_only_the_methods_it_takes(method):
     rho = FEDensity(FESpace(SphereMesh.icosahedral(0), 1), np.ones(12))
     with pytest.raises(ValueError, match=r"FE densities take 'auto' or 'quadrature'\.$"):
         mf.energy(rho, 1.0, method=method)
+
+
+def test_the_fe_conversion_hint_names_a_way_to_particles_that_works():
+    """Particles.from_density(FEDensity) pointed only to `.to_density(lmax)`, whose band-limited interpolant of the
+    S² minimizer (β = 2, D = diag(0.6, 1, 1.4), level 2) rings to −0.037 and cannot be sampled.  The hint now also
+    names the quadrature nodes as weighted particles (weights ≥ 0 for nonnegative P1 values), whose pair-sum energy is
+    the FE density's own (the quadrature that mf.energy uses for it)."""
+    D = [0.6, 1.0, 1.4]
+    fe = mf.minimize_energy(2.0, D, level=2)
+    with pytest.raises(TypeError, match=r"Particles\(\*rho\.atoms\(\), normalize=True\)"):
+        mf.Particles.from_density(fe, 100, seed=0)
+    particles = mf.Particles(*fe.atoms(), normalize=True)
+    assert mf.energy(particles, 2.0, D) == pytest.approx(fe.value, rel=1e-14)
