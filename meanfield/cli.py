@@ -567,7 +567,8 @@ def _energy_summary(res, path) -> str:
              (f"  problem: {res.task} E over probability measures on S^{res.d - 1}" if res.task != "stationary" else
               f"  problem: a stationary state of the gradient {res.parameters.get('direction', 'ascent')} of E"
               f"{' (softmax flow)' if res.parameters.get('flow') == 'softmax' else ''} from "
-              f"{res.start.n} particles on S^{res.d - 1}") + f", β = {res.beta:g}, D = {_matrix_text(res.D)}",
+              f"{'' if res.start is None else f'{res.start.n} '}particles on S^{res.d - 1}")
+             + f", β = {res.beta:g}, D = {_matrix_text(res.D)}",
              f"  D is {cls.kind} (eigenvalues {', '.join(f'{x:.6g}' for x in cls.eigenvalues)})"]
     if res.task != "stationary":
         lines.append(f"  theory: the {res.task}rs are {theory} [{tag}]")

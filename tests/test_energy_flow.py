@@ -811,3 +811,17 @@ def test_every_energy_solver_result_has_its_energy_as_value():
     EnergyResult name it `value`: `find_stationary(...).value` raised AttributeError."""
     r = mf.find_stationary(mf.Particles.uniform(3, d=2, seed=0), 1.0, t_max=2.0)
     assert r.value == r.energy == mf.energy(r.state, 1.0)
+
+
+def test_a_stationary_result_built_without_its_start_takes_the_flows_first_state(tmp_path, capsys):
+    """EnergyResult("stationary", …) without `start` (optional in its signature) was saved without it, and
+    `meanfield info` on the file raised AttributeError: 'NoneType' object has no attribute 'n'."""
+    from meanfield import cli
+
+    start = mf.Particles.uniform(5, seed=1)
+    r = mf.find_stationary(start, 1.0, [1.0, 0.5, 0.2], t_max=2.0)
+    result = mf.EnergyResult("stationary", 1.0, [1.0, 0.5, 0.2], 3, r)
+    np.testing.assert_array_equal(result.start.positions, start.positions)
+    path = mf.save(result, tmp_path / "s.h5")
+    assert cli.main(["info", str(path)]) == 0
+    assert "from 5 particles on S^2" in capsys.readouterr().out

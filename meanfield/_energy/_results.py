@@ -114,7 +114,7 @@ class EnergyResult:
     parameters : dict
         The keyword arguments the solver was called with (those of the configuration).
     start : Particles or None
-        The initial configuration of ``task = "stationary"``.
+        The initial configuration of ``task = "stationary"`` (default: the first state of the flow's trajectory).
     run_info : dict
         What its file records beside the result (filled by :func:`meanfield.load`: the CLI's ``config``
         text and ``seed``); :func:`meanfield.save` writes it back.
@@ -147,6 +147,10 @@ class EnergyResult:
         D = check_symmetric(check_D(self.D, d, "the argument `d`"), "an energy result")
         object.__setattr__(self, "D", D)
         self._check_solution()
+        if self.start is None and self.task == "stationary":
+            # the flow's first state is its start: without it `meanfield info` raised AttributeError on the file
+            states = getattr(self.solution.trajectory, "states", None) or [None]
+            object.__setattr__(self, "start", states[0] if isinstance(states[0], Particles) else None)
         if self.start is not None:
             if not isinstance(self.start, Particles):
                 raise TypeError(f"`start` must be None or the initial Particles of the flow; got "
