@@ -886,7 +886,7 @@ def test_first_variation_gradient_of_a_zonal_density_in_high_dimension_is_tangen
     h = 1e-6
     f = [first_variation(rho, 1.0, None, [(x + s * h * u) / np.linalg.norm(x + s * h * u)])[0] for s in (1, -1)]
     assert g @ u == pytest.approx((f[0] - f[1]) / (2 * h), abs=1e-9)
-    with pytest.raises(ValueError, match="needs D = c·I"):
+    with pytest.raises(ValueError, match="`D` must be c·I"):
         first_variation(rho, 1.0, [1.0, 2.0, 3.0, 4.0, 5.0], [x])
 
 

@@ -825,3 +825,9 @@ def test_a_stationary_result_built_without_its_start_takes_the_flows_first_state
     path = mf.save(result, tmp_path / "s.h5")
     assert cli.main(["info", str(path)]) == 0
     assert "from 5 particles on S^2" in capsys.readouterr().out
+
+
+def test_the_dissipation_of_a_zonal_density_names_d_when_it_is_not_isotropic():
+    rho = mf.ZonalDensity.uniform(4, d=5)
+    with pytest.raises(ValueError, match="`D` must be c·I for the dissipation of a ZonalDensity on S\\^4"):
+        dissipation(rho, 1.0, [1.0, 2.0, 3.0, 4.0, 5.0])

@@ -745,8 +745,8 @@ def _zonal_first_variation(rho: ZonalDensity, beta, D, points, gradient: bool = 
     beta = check_beta(beta)
     c = isotropic_scale(check_D(D, rho.d))
     if c is None:
-        raise ValueError(f"the first variation of a ZonalDensity on S^{rho.d - 1} needs D = c·I (the kernel is then "
-                         "zonal, and so is δE/δμ); got a D that is not a multiple of the identity.")
+        raise ValueError(f"`D` must be c·I for the first variation of a ZonalDensity on S^{rho.d - 1} (the kernel is "
+                         "then zonal, and so is δE/δμ); got a D that is not a multiple of the identity.")
     x = _targets(rho, points, rho.d)
     flat = x.reshape(-1, rho.d)
     t = np.clip(flat @ rho.axis, -1.0, 1.0)

@@ -99,8 +99,8 @@ def _zonal_dissipation(rho: ZonalDensity, beta: float, D: np.ndarray, flow: str)
 
     c = isotropic_scale(D)
     if c is None:
-        raise ValueError(f"the dissipation of a ZonalDensity on S^{rho.d - 1} needs D = c·I (the kernel, and with it "
-                         "the velocity, is then zonal); got a D that is not a multiple of the identity.")
+        raise ValueError(f"`D` must be c·I for the dissipation of a ZonalDensity on S^{rho.d - 1} (the kernel, and "
+                         "with it the velocity, is then zonal); got a D that is not a multiple of the identity.")
     b = beta * c
     lmax = max(rho.lmax, kernel_bandlimit(abs(b), 1e-13, rho.d) if b != 0 else 1)
     basis = ZonalBasis(lmax, rho.d)
