@@ -81,11 +81,37 @@ def dissipation(measure, beta, D=None, flow: str = "gradient") -> float:
     D = check_symmetric(check_D(D, d), "the dissipation ∫|v|²dμ")
     if isinstance(measure, ZonalDensity):
         return _zonal_dissipation(measure, check_beta(beta), D, flow)
+    if flow == "gradient" and _spectral_dissipation_applies(measure, beta, D):
+        return _spectral_dissipation(measure, check_beta(beta), D)
     y, a, _ = atoms(measure, check_beta(beta), D)
     if flow == "softmax":
         return _softmax_dissipation(measure, beta, D, y, a)
     g = first_variation_gradient(measure, beta, D, y)
     return float(a @ np.einsum("ij,ij->i", g, g))
+
+
+# the spectral velocity's scale e^{βc} stays within float64 with room for its squares below this (as _NO_SHIFT)
+_SPECTRAL_DISSIPATION_MAX_BC = 300.0
+
+
+def _spectral_dissipation_applies(measure, beta, D) -> bool:
+    """The O(N) dissipation applies: particles on S², more than the energy's spectral threshold, D = c·I, c > 0
+    (the kernel of backend="particles-sh"), βc ≤ 300."""
+    if not (isinstance(measure, Particles) and measure.d == 3 and measure.n > _SPECTRAL_MIN_N):
+        return False
+    c = isotropic_scale(D)
+    return c is not None and c > 0 and beta * c <= _SPECTRAL_DISSIPATION_MAX_BC
+
+
+def _spectral_dissipation(p: Particles, beta: float, D: np.ndarray) -> float:
+    """Σ_j w_j |v_j|², v = ∇_S δE/δμ at the particles by the truncated Funk–Hecke kernel (the velocity of
+    backend="particles-sh", :func:`meanfield.attention_field_sh`, tolerance 1e-13): O(N + L² log L) instead of the
+    O(N²) pair sums.  The energy of such particles is already the O(N) spectral sum; the dissipation's pairs made
+    gradient_flow(..., backend="particles-sh") O(N²) per recorded state (N = 8000: 0.5 s each, 65 states)."""
+    from .._attention import attention_field_sh
+
+    v = attention_field_sh(flow_model(beta, D, 3), p.positions, p.weights, tol=1e-13, radial=False).tangential
+    return float(p.weights @ np.einsum("ij,ij->i", v, v))
 
 
 def _zonal_dissipation(rho: ZonalDensity, beta: float, D: np.ndarray, flow: str) -> float:
@@ -178,11 +204,12 @@ def _evaluations_per_step(options: dict) -> int:
     return 1 if tab is None else tab.stages - int(tab.fsal)
 
 
-def _check_flow_work(name: str, initial, D, backend: str, options: dict, states: int, what: str) -> None:
+def _check_flow_work(name: str, initial, D, backend: str, options: dict, states: int, what: str, beta: float = 1.0,
+                     flow: str = "gradient") -> None:
     """:func:`check_pair_work` for a flow of Particles that records E and ∫|v|²dμ at ``states`` states.
 
-    Each costs the dissipation's direct sum, the energy's (unless the O(N) spectral sum applies: D = c·I on S² or
-    S¹ beyond 4000 particles) and, with backend="particles", one step's velocity evaluations (the exact attention,
+    Each costs the dissipation's direct sum (unless its O(N) spectral sum applies: D = c·I, c > 0, on S² beyond 4000
+    particles), the energy's (unless the O(N) spectral sum applies: D = c·I on S² or S¹ beyond 4000 particles) and, with backend="particles", one step's velocity evaluations (the exact attention,
     threaded: 1/threads of a sum each)."""
     from .. import _threads
 
@@ -190,12 +217,16 @@ def _check_flow_work(name: str, initial, D, backend: str, options: dict, states:
         return
     n, d = initial.n, initial.d
     spectral = isotropic_scale(D) is not None and d in (2, 3) and n > _SPECTRAL_MIN_N
+    spectral_dissipation = flow == "gradient" and _spectral_dissipation_applies(initial, beta, D)
     velocity = _evaluations_per_step(options) / _threads.NTHREADS if backend == "particles" else 0.0
     check_pair_work(name, n, d, what,
-                    passes=states * (2 - spectral + velocity), extra_bytes_per_atom=8.0 * _STEPPER_COPIES * (d + 1),
+                    passes=states * (2 - spectral - spectral_dissipation + velocity),
+                    extra_bytes_per_atom=8.0 * _STEPPER_COPIES * (d + 1),
                     advice=" The energy, the dissipation and the stationarity test of particles are O(N²) for any "
-                           "backend: use fewer particles, or a density (meanfield.minimize_energy, "
-                           "meanfield.maximize_energy, gradient_flow with backend='spectral').")
+                           "backend (but the energy and the dissipation on S² for D = c·I, c > 0, beyond 4000 particles: "
+                           "gradient_flow with backend='particles-sh' is then O(N) per state): use fewer particles, or a "
+                           "density (meanfield.minimize_energy, meanfield.maximize_energy, gradient_flow with "
+                           "backend='spectral').")
 
 
 def _flow_with_identity(model, initial, t_final, times, direction, backend, options, stop=None, flow="gradient",
@@ -213,11 +244,12 @@ def _flow_with_identity(model, initial, t_final, times, direction, backend, opti
     dense, saved = _dense_times(times, step=options.get("step"), **parts)
     if stop is None:
         _check_flow_work("initial", initial, D, backend, options, len(dense) + 1,
-                         f"gradient_flow's {len(dense) + 1} recorded states")
+                         f"gradient_flow's {len(dense) + 1} recorded states", model.beta, flow)
     else:
         first = int(saved[1]) + 1
         _check_flow_work("start", initial, D, backend, options, first,
-                         f"find_stationary's flow to its first stationarity check ({first} recorded states)")
+                         f"find_stationary's flow to its first stationarity check ({first} recorded states)",
+                         model.beta, flow)
     with announced():
         return _run_flow(model, initial, t_final, times, dense, saved, direction, backend, options, stop, flow)
 
