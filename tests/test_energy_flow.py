@@ -868,3 +868,31 @@ def test_a_particles_sh_gradient_flow_of_many_tokens_is_not_priced_as_pair_sums(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         flow_module._check_flow_work("initial", tokens, np.eye(3), "particles-sh", {}, 65, "65 states", 2.0)
+
+
+@pytest.mark.parametrize("beta, c", [(1.0, 1.0), (20.0, 1.0), (2.0, 3.0)])
+def test_the_stationarity_test_of_many_particles_on_s2_uses_the_spectral_velocity(beta, c, monkeypatch):
+    """stationary() of particles on S² beyond 4000 (D = c·I, c > 0) evaluated v and G by O(N²) pair sums at every
+    check of find_stationary (5000 tokens: 0.3 s a test, now 0.01 s).  The spectral velocity is used where its bound
+    δ = c e^{βc} ε_M is below 1e-2 of the threshold: the same verdict, max |v| and max |G| to ~1e-13 relative
+    (within δ); a `tol` the bound does not reach (1e-15) falls back to the pair sums."""
+    import meanfield._energy._stationary as st
+    from meanfield._attention import sh_bandlimit, sh_error_bounds, transform_epsilon
+
+    p = mf.Particles.uniform(5000, seed=3)
+    with monkeypatch.context() as m:            # the reference, by pair sums
+        m.setattr(st, "_spectral_report", lambda *args: None)
+        pairs = mf.stationary(p, beta, c)
+    calls = []
+    real = st._scaled_kernel_sums
+    monkeypatch.setattr(st, "_scaled_kernel_sums", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fast = mf.stationary(p, beta, c)
+    assert not calls                              # no pair sum
+    delta = c * np.exp(beta * c) * sh_error_bounds(beta * c, sh_bandlimit(flow_model(beta, c, 3), 1e-13),
+                                                   transform_epsilon(None, 1e-13))[1]
+    assert fast.stationary == pairs.stationary
+    assert abs(fast.max_speed - pairs.max_speed) <= delta and abs(fast.scale - pairs.scale) <= delta
+    x = np.zeros((6000, 3))
+    x[:3000, 2], x[3000:, 2] = 1.0, -1.0
+    exact = mf.stationary(mf.Particles(x), beta, c, tol=1e-15)       # two antipodal clusters: v = 0 exactly
+    assert calls and exact.max_speed == 0.0 and exact.stationary
