@@ -96,6 +96,7 @@ class MaximizingParticles(Particles):
 
     @property
     def message(self) -> str:
+        """One line: the support kind and source, E, the best ascent, and the certificate's excess."""
         c = self.certificate
         return (f"{self.kind} ({self.source}) with E = {self.value:.12g}; best ascent {self.ascent_best:.12g}; "
                 f"max δE/δμ exceeds 2E by {c.excess:.2e}.")

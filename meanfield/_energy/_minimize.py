@@ -97,6 +97,7 @@ class OptimalityCertificate:
 
     @property
     def message(self) -> str:
+        """One line: the residuals on and off the support, the support fraction, the selection bias, the solver."""
         return (f"δE/δμ = 2E·(1 ± {self.support_residual:.2e}) on the support ({100 * self.support_fraction:.1f}% "
                 f"of nodes), ≥ 2E·(1 − {self.off_support_violation:.2e}) off it; selection bias ≤ "
                 f"{self.regularization_energy:.2e} in E ({self.solver}, {self.iterations} iteration{'' if self.iterations == 1 else 's'}).")

@@ -67,6 +67,7 @@ class StationaryResult:
 
     @property
     def message(self) -> str:
+        """One line: stationary or not by the time reached, max |v| and the threshold (and why the flow stopped early)."""
         bound = "" if self.threshold is None else f" (threshold tol·max(1, |G|) = {self.threshold:.3g}"
         if self.threshold is not None and self.relative_speed is not None and not (
                 np.isfinite(self.max_speed) and np.isfinite(self.threshold)):

@@ -68,6 +68,7 @@ class StationarityReport:
 
     @property
     def message(self) -> str:
+        """One line: the verdict, max |v| on the support, the number of support points and the threshold."""
         verdict = "stationary" if self.stationary else "not stationary"
         scale = (f"tol·max(1, |G|) = {self.threshold:.3g}, |G| = {self.scale:.3g} the largest ambient vector whose "
                  "tangential part is v" if self.scale > 1 else f"tol = {self.tol:.3g}")
