@@ -492,11 +492,26 @@ def sh_support(model) -> str | None:
         return (f"the spectral velocity needs a single head; got {model.heads} heads. "
                 "Use backend='particles'.")
     if not model.isotropic:
+        c = _repulsive_scale(model)
+        if c is not None:       # zonal, but the multipliers are built for β·c > 0 ("not zonal" said the opposite)
+            return (f"QᵀK = c·I with c = {c:g} ≤ 0: the kernel exp(β⟨Qx, Ky⟩) = exp({model.beta * c:g}⟨x, y⟩) is zonal "
+                    "but not attracting (β·c ≤ 0), which the spectral velocity does not support. "
+                    "Use backend='particles'.")
         why = ("with QKV-Norm, Q and K must be multiples of orthogonal matrices with QᵀK ∝ I"
                if model.scheme_def.normalize_qkv else "QᵀK must be c·I with c > 0")
         return (f"the kernel exp(β⟨Qx, Ky⟩) is not zonal ({why}), so it has no Funk–Hecke expansion. "
                 "Use backend='particles'.")
     return None
+
+
+def _repulsive_scale(model) -> float | None:
+    """c when a single head's QᵀK is c·I with c ≤ 0 (outside QKV-Norm), else None."""
+    if model.heads != 1 or model.scheme_def.normalize_qkv:
+        return None
+    m = model._qk_product()
+    c = float(m[0] if m.ndim == 1 else m[0, 0])
+    from ._model import _is_multiple_of_identity
+    return c if c <= 0 and _is_multiple_of_identity(m, c, 1e-14 * max(abs(c), 1e-300)) else None
 
 
 def _linear_values(model):

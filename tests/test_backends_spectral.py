@@ -959,3 +959,10 @@ def test_the_truncation_of_a_zonal_initial_density_is_warned_about():
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(kernel band limit|simulate stopped)")
             mf.simulate(mf.Model(1.0, d=5), z, 0.01, lmax=4)
+
+
+def test_the_zonal_solver_names_a_repulsive_kernel_scale():
+    # QᵀK = −I on S⁴ is c·I: the refusal read "needs QᵀK = c·I" for a kernel that is c·I (c < 0)
+    zonal = mf.ZonalDensity.from_function(lambda t: 1 + 0.1 * t, 8, d=5)
+    with pytest.raises(mf.UnsupportedModelError, match=r"c > 0 \(got c = -1: "):
+        mf.simulate(mf.Model(2.0, d=5, K=-np.eye(5)), zonal, 0.1)

@@ -616,3 +616,14 @@ def test_a_fixed_step_that_cannot_resolve_the_motion_warns():
         a, b = (mf.simulate(m, p, 1e-6, backend=be, method="rk4", step=1e-8).final.positions
                 for be in ("particles-sh", "particles"))
     assert np.max(np.abs(a - b)) < 1e-11 and np.max(np.abs(a - p.positions)) > 0.5     # (5.4e-13; moved 0.64)
+
+
+@pytest.mark.parametrize("c", [-1.0, -2.5, 0.0])
+def test_a_zonal_but_repulsive_kernel_is_refused_as_such(c):
+    # QᵀK = c·I with c ≤ 0 is zonal: the refusal said "not zonal … so it has no Funk–Hecke expansion"
+    model = mf.Model(2.0, K=c * np.eye(3))
+    with pytest.raises(mf.UnsupportedModelError, match=rf"QᵀK = c·I with c = {c:g} ≤ 0: .* is zonal but not attracting"):
+        mf.simulate(model, mf.Particles.uniform(10, seed=0), 0.1, backend="particles-sh")
+    with pytest.raises(mf.UnsupportedModelError, match="is not zonal"):
+        mf.simulate(mf.Model(2.0, K=np.diag([1.0, 2.0, 3.0])), mf.Particles.uniform(10, seed=0), 0.1,
+                    backend="particles-sh")

@@ -110,7 +110,11 @@ class SpectralAttention:
             _check_invertible_for_qkv_norm(m)
         if not m.isotropic:
             if not self.basis.has_ambient:
-                raise UnsupportedModelError("the zonal solver needs QᵀK = c·I and V = v·I (an axisymmetric "
+                from .._attention import _repulsive_scale
+
+                c = _repulsive_scale(m)
+                why = "" if c is None else f" with c > 0 (got c = {c:g}: its multipliers are built for β·c > 0)"
+                raise UnsupportedModelError(f"the zonal solver needs QᵀK = c·I{why} and V = v·I (an axisymmetric "
                                             "problem); use d = 2, 3 or backend='particles'.")
             return "quadrature"
         v = None if m.V is None else m.V.reshape(m.d, m.d)
