@@ -563,20 +563,26 @@ def _to_null_once(monkeypatch, method, weight, off_sphere=False):
     null direction e3 of _NULL_V: in a projected state (``_project``, the end of the first step) or in the first
     Runge–Kutta stage off the sphere (``_directions``).  No run lands there by itself; an RK stage could."""
     from meanfield.backends._stepper import ParticleStepper
-    original = getattr(ParticleStepper, method)
 
-    def patched(self, y, *args, **kwargs):
-        out = original(self, y, *args, **kwargs)
-        hit = np.flatnonzero(self.weights == weight)
-        if not hit.size or getattr(self, "_went_null", False):
-            return out
-        if off_sphere and abs(np.linalg.norm(y[hit[0], :3]) - 1) < 1e-9:
-            return out
-        self._went_null = True
-        out = np.array(out)
-        out[hit[0], :3] = [0.0, 0.0, 1.0]
-        return out
-    monkeypatch.setattr(ParticleStepper, method, patched)
+    def patch(name, vouched=False):
+        original = getattr(ParticleStepper, name)
+
+        def patched(self, y, *args, **kwargs):
+            out = original(self, y, *args, **kwargs)
+            state = out[0] if vouched else out
+            hit = np.flatnonzero(self.weights == weight)
+            if not hit.size or getattr(self, "_went_null", False):
+                return out
+            if off_sphere and abs(np.linalg.norm(y[hit[0], :3]) - 1) < 1e-9:
+                return out
+            self._went_null = True
+            state = np.array(state)
+            state[hit[0], :3] = [0.0, 0.0, 1.0]
+            return (state, False) if vouched else state
+        monkeypatch.setattr(ParticleStepper, name, patched)
+    patch(method)
+    if method == "_project":        # one process's step loops project through _projected (which also vouches)
+        patch("_projected", vouched=True)
 
 
 @pytest.mark.parametrize("method, off_sphere, t_stop, saved", [

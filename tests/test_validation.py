@@ -191,8 +191,8 @@ def _asymmetric_velocity(monkeypatch, eps):
 
     orig = _attention._DirectEvaluator.__call__
 
-    def call(self, x, y=None, full=True):
-        f = orig(self, x, y, full)
+    def call(self, x, y=None, full=True, **kwargs):
+        f = orig(self, x, y, full, **kwargs)
         s = 1 + eps * np.linspace(0, 1, f.tangential.shape[0])[:, None]
         return f._replace(tangential=f.tangential * s, A=None if f.A is None else f.A + f.tangential * (s - 1))
     monkeypatch.setattr(_attention._DirectEvaluator, "__call__", call)
