@@ -119,21 +119,17 @@ def _zonal_dissipation(rho: ZonalDensity, beta: float, D: np.ndarray, flow: str)
     zonal, (1/β) Σ λ_ℓ(βc) g_ℓ P_ℓ, and v its meridional gradient; exact on the zonal grid (ρ|v|² has degree
     ≤ 3L, the grid's dealiased rule integrates it) but for the kernel truncated at 1e-13.  Without it,
     gradient_flow of a ZonalDensity raised "`measure` must be a meanfield Particles, Density or FEDensity"."""
-    from ..backends._bases import ZonalBasis
-    from ..sphere._funk_hecke import kernel_bandlimit
     from ._energy import _multipliers
+    from ._stationary import zonal_padded
 
     c = isotropic_scale(D)
     if c is None:
         raise ValueError(f"`D` must be c·I for the dissipation of a ZonalDensity on S^{rho.d - 1} (the kernel, and "
                          "with it the velocity, is then zonal); got a D that is not a multiple of the identity.")
     b = beta * c
-    lmax = max(rho.lmax, kernel_bandlimit(abs(b), 1e-13, rho.d) if b != 0 else 1)
-    basis = ZonalBasis(lmax, rho.d)
-    g = np.zeros(lmax + 1)
-    g[:rho.lmax + 1] = rho.coeffs
+    basis, g = zonal_padded(rho, b)
     with np.errstate(over="ignore", invalid="ignore"):      # beyond float64 (β|c| ≳ 700): inf, as the energy
-        first_variation = basis.conv(g, _multipliers(b, lmax, rho.d) / beta)
+        first_variation = basis.conv(g, _multipliers(b, basis.lmax, rho.d) / beta)
         v2 = basis.grad(first_variation)[0] ** 2
         if flow == "softmax":
             v2 = v2 / (beta * basis.synth(first_variation))

@@ -145,9 +145,7 @@ def _zonal_speeds(rho: ZonalDensity, model_or_beta, D, t: float, support_tol: fl
     tolerance 1e-13), with the solver's attention for a Model and ∇_S of (1/β) Σ λ_ℓ(βc) g_ℓ P_ℓ for the gradient
     flow (D = c·I: the kernel is then zonal)."""
     from .._model import Model
-    from ..backends._bases import ZonalBasis
     from ..backends._spectral import SpectralAttention
-    from ..sphere._funk_hecke import kernel_bandlimit
     from ._energy import _multipliers
 
     log_factor = 0.0
@@ -162,10 +160,8 @@ def _zonal_speeds(rho: ZonalDensity, model_or_beta, D, t: float, support_tol: fl
             raise ValueError("`D` must be c·I for a ZonalDensity (the interaction kernel is then zonal, and so is the "
                              "velocity); convert the density or use particles for another D.")
         b = beta * c
-    lmax = max(rho.lmax, kernel_bandlimit(abs(b), 1e-13, rho.d) if b != 0 else 1)
-    basis = ZonalBasis(lmax, rho.d)
-    g = np.zeros(lmax + 1)
-    g[:rho.lmax + 1] = rho.coeffs
+    basis, g = zonal_padded(rho, b)
+    lmax = basis.lmax
     values = basis.synth(g)
     if isinstance(model_or_beta, Model):
         if not np.all(values >= -1e-12 * np.max(np.abs(values))):
@@ -326,3 +322,15 @@ def _report(pts, speeds, tol, sizes, log_factor=0.0) -> StationarityReport:
         speeds = np.exp(np.log(speeds) + log_factor)                      # 0 stays 0
         top, scale = (float(np.exp(np.log(x) + log_factor)) for x in (top, big))
     return StationarityReport(bool(stationary), top, pts, speeds, tol, scale if sizes.size else 1.0, float(relative))
+
+
+def zonal_padded(rho: ZonalDensity, b: float):
+    """(the zonal basis, the profile ``rho.coeffs`` zero-padded to it) at a band limit that also holds the kernel
+    e^{b t} to 1e-13: the velocity and the stationarity test of a ZonalDensity are computed on it."""
+    from ..backends._bases import ZonalBasis
+    from ..sphere._funk_hecke import kernel_bandlimit
+
+    lmax = max(rho.lmax, kernel_bandlimit(abs(b), 1e-13, rho.d) if b != 0 else 1)
+    g = np.zeros(lmax + 1)
+    g[:rho.lmax + 1] = rho.coeffs
+    return ZonalBasis(lmax, rho.d), g
