@@ -17,6 +17,7 @@ from ._memory import require
 from ._norms import norms as overflow_safe_norms
 from ._validate import (complex_array, dimension, flag, function_of, holds_text, no_bools, nonneg_int,
                         random_generator, real_array, unit_vectors)
+from ._values import ComparedByValue
 from .sphere import _circle as circ
 from .sphere import _sh as sh
 
@@ -167,8 +168,10 @@ def _density_dimension(d) -> int:
 
 
 @dataclass(frozen=True, eq=False)
-class Density:
+class Density(ComparedByValue):
     """A band-limited density on S² (d = 3) or S¹ (d = 2).
+
+    ``==`` compares by value (every array entry by entry, as a run and its file compare); unhashable.
 
     Attributes
     ----------
@@ -592,8 +595,10 @@ class Density:
 
 
 @dataclass(frozen=True, eq=False)
-class Particles:
+class Particles(ComparedByValue):
     """Weighted tokens on S^{d-1}, optionally with radii (x_j = r_j θ_j).
+
+    ``==`` compares by value (every array entry by entry, as a run and its file compare); unhashable.
 
     Parameters
     ----------
@@ -613,7 +618,7 @@ class Particles:
     positions: np.ndarray
     weights: np.ndarray | None = None
     radii: np.ndarray | None = None
-    normalize: bool = field(default=False, repr=False)
+    normalize: bool = field(default=False, repr=False, compare=False)     # how it was built, not what it is
 
     def __post_init__(self):
         x = np.array(real_array("positions", self.positions, allow_bool=False))
@@ -771,8 +776,10 @@ _ROUNDING_WARN = 1e-6
 
 
 @dataclass(frozen=True, eq=False)
-class ZonalDensity:
+class ZonalDensity(ComparedByValue):
     """An axisymmetric density ρ(x) = g(⟨x, e⟩) on S^{d-1}, any d ≥ 2, w.r.t. the normalized measure σ.
+
+    ``==`` compares by value (every array entry by entry, as a run and its file compare); unhashable.
 
     Attributes
     ----------

@@ -9,6 +9,7 @@ import numpy as np
 
 from ._model import Model
 from ._validate import positive_float, real_array
+from ._values import same_values
 
 
 class Status(enum.Enum):
@@ -145,7 +146,7 @@ class Trajectory:
             return NotImplemented
         return (self.backend == other.backend and self.status is other.status and self.detail == other.detail
                 and self.model == other.model and len(self.states) == len(other.states)
-                and all(_same(getattr(self, f.name), getattr(other, f.name))
+                and all(same_values(getattr(self, f.name), getattr(other, f.name))
                         for f in dataclasses.fields(self) if f.name not in ("backend", "status", "detail", "model")))
 
     __hash__ = None
@@ -153,28 +154,6 @@ class Trajectory:
     def __repr__(self):
         return (f"Trajectory(backend={self.backend!r}, scheme={self.model.scheme!r}, n_saved={len(self.times)}, "
                 f"t=[{self.times[0]:g}, {self.times[-1]:g}], status={self.status.name})")
-
-
-def _same(a, b) -> bool:
-    """Equal by value: arrays entry by entry (NaN equal to NaN; a list read back from a file equals the array it was
-    written from), dicts, lists and tuples item by item, measures (dataclasses) field by field."""
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        try:
-            x, y = np.asarray(a), np.asarray(b)
-        except (TypeError, ValueError):
-            return False
-        nan_ok = x.dtype.kind in "fc" and y.dtype.kind in "fc"
-        return x.shape == y.shape and bool(np.array_equal(x, y, equal_nan=nan_ok))
-    if dataclasses.is_dataclass(a) and not isinstance(a, type):
-        return type(a) is type(b) and all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return (isinstance(b, (list, tuple)) and len(a) == len(b) and type(a) is type(b)
-                and all(_same(x, y) for x, y in zip(a, b)))
-    if isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b):
-        return True
-    return bool(a == b)
 
 
 def save_times(t_final, save_every=None, t_eval=None, t0=0.0) -> np.ndarray:

@@ -403,3 +403,24 @@ def test_a_function_that_returns_none_is_named_as_such():
         mf.ZonalDensity.from_function(lambda t: None, 8, d=5)
     with pytest.raises(ValueError, match=r"`radius` must return real numbers; got None"):
         mf.Density.from_function(lambda x: np.ones(x.shape[:-1]), 8, radius=forgot)
+
+
+def test_measures_compare_by_value_as_trajectories_do(tmp_path):
+    # Density, ZonalDensity and Particles compared by identity: traj.final == mf.load(path).final was silently False
+    # while traj == mf.load(path) was True (and an array field made the generated == raise)
+    rho = mf.Density.random(8, seed=1)
+    assert rho == mf.Density(rho.coeffs.copy(), rho.lmax) and rho != mf.Density.random(8, seed=2)
+    zonal = mf.ZonalDensity.from_function(lambda t: np.exp(t), 6, d=5)
+    assert zonal == mf.ZonalDensity(zonal.coeffs.copy(), 6, 5) and zonal != mf.ZonalDensity.from_function(
+        lambda t: np.exp(t), 6, d=5, axis=[1.0, 0, 0, 0, 0])
+    p = mf.Particles.uniform(6, seed=0, radii=np.linspace(1, 2, 6))
+    projected = mf.Particles(2.0 * p.positions, radii=p.radii, normalize=True)
+    kept = mf.Particles(projected.positions, radii=p.radii)        # the same tokens, built without normalize
+    assert projected == kept and p == mf.Particles(p.positions.copy(), radii=p.radii.copy())
+    assert p != mf.Particles(p.positions, radii=None) and p != rho and rho != "rho"
+    for m in (rho, zonal, p):
+        with pytest.raises(TypeError, match="unhashable"):
+            hash(m)
+    traj = mf.simulate(mf.Model(2.0), mf.Particles.uniform(6, seed=0), 0.2, backend="particles", save_every=0.1)
+    loaded = mf.load(mf.save(traj, tmp_path / "run.h5"))
+    assert loaded.final == traj.final and loaded.states[1] == traj.states[1] and loaded.states[0] != traj.final
