@@ -1048,7 +1048,8 @@ def energy_figure(result, output=None):
                 ax0.bar(np.arange(p.n), np.sort(p.weights)[::-1], color=color, label=label)
         if d == 2:
             ax0.set_xlim(0, 2 * np.pi)
-            ax0.set_xlabel("φ")
+        if d != 3:      # (in d > 3 the bars had no axis labels: which points, what height)
+            ax0.set_xlabel("φ" if d == 2 else "point, by decreasing weight")
             ax0.set_ylabel("weight")
             ax0.legend(fontsize=7)
         ax0.set_title(f"{shown[-1][2]}: {mu.n} point(s)", fontsize=9)
@@ -1072,6 +1073,7 @@ def energy_figure(result, output=None):
     else:
         vals = phi(mu.positions)
         ax1.plot(vals, "o")
+        ax1.set_xlabel("support point")
         ax1.set_title("δE/δμ / 2E on the support", fontsize=9)
     for ax in (ax0, ax1):
         if ax.name == "mollweide":

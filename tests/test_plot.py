@@ -523,3 +523,13 @@ def test_density_map_draws_a_zonal_density_on_s2_as_the_density_it_is():
     plt.close(ref.axes.figure)
     with pytest.raises(ValueError, match="must be a Density on S²"):
         plot.density_map(mf.ZonalDensity.from_function(lambda t: np.exp(3 * t), 16, d=5))
+
+
+def test_energy_figure_of_a_maximizer_in_d_above_3_labels_its_axes():
+    # the weights of a maximizer in d > 3 were drawn as bars with no axis labels (which points, what height)
+    res = mf.EnergyResult("maximize", 2.0, None, 5, mf.maximize_energy(2.0, None, 5, n_particles=3, n_starts=4))
+    fig = plot.energy_figure(res)
+    weights, variation = fig.axes[0], fig.axes[1]
+    assert weights.get_xlabel() == "point, by decreasing weight" and weights.get_ylabel() == "weight"
+    assert variation.get_xlabel() == "support point"
+    plt.close(fig)
