@@ -261,7 +261,7 @@ def _initial(kind, c, d, kernel_lmax: int = 0):
 
 def _perturbed(c, d, kernel_lmax: int = 0) -> Density:
     """The uniform density plus ``eps`` times one harmonic: Y_ℓm on S² (the coefficient of degree ℓ and order
-    m), cos ℓθ on S¹ (``m`` does not apply)."""
+    m), cos ℓφ on S¹ (``m`` does not apply)."""
     lmax = _band_limit(c, max(16, kernel_lmax), d, minimum=1)
     ell, eps = nonneg_int("ell", c.get("ell", 1), minimum=1), real_number("eps", c.get("eps", 1e-3))
     if ell > lmax:
@@ -277,7 +277,7 @@ def _perturbed(c, d, kernel_lmax: int = 0) -> Density:
         coeffs[lm_index(lmax, ell, m)] += eps
     else:
         if c.get("m", 0) != 0:
-            raise ValueError(f"`m` applies to d = 3 (Y_ℓm); on S¹ the perturbation is cos ℓθ; got m={c['m']!r}.")
+            raise ValueError(f"`m` applies to d = 3 (Y_ℓm); on S¹ the perturbation is cos(ℓφ); got m={c['m']!r}.")
         coeffs[ell] += eps / 2
     return Density(coeffs, lmax, d)
 
