@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from ._lazy import LazyModule
@@ -19,6 +19,7 @@ from ._errors import warn
 from ._measures import Particles, conversion_hint, pair_alignment
 from ._model import Model
 from ._simulate import Status, particle_backend, save_times, simulate
+from ._trajectory import _same
 from ._validate import flag, nonneg_int, save_every_count, seed_error
 
 #: The confidence intervals of :func:`ensemble` (``interval=``).
@@ -72,7 +73,7 @@ def mean_alignment(particles: Particles) -> float:
     return pair_alignment(particles.weights, particles.positions)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EnsembleResult:
     """Summary of R replicas.
 
@@ -108,6 +109,30 @@ class EnsembleResult:
     bootstrap_seed : numpy.random.SeedSequence or None
         For "bootstrap", the seed sequence of the resampling: the intervals are ``scipy.stats.bootstrap`` with
         ``rng=numpy.random.default_rng(bootstrap_seed)``; None for "t".
+    model : Model or None
+        The dynamics every replica ran.
+    backend : str or None
+        The particle backend of the runs ("particles" or "particles-sh").
+    options : dict
+        The backend options each replica ran with, after defaults, as a :class:`~meanfield.Trajectory`'s
+        ``options`` (those of replica 0's run; with ``batched``, ``groups`` is the 1 of a replica alone).
+    t0, t_final : float or None
+        The start and end times of the runs (``times[0]`` and ``times[-1]``).
+    observable : str or None
+        What ``values`` are: the observable's ``__name__`` ("mean_alignment" for the default), or its repr.
+    sampler : int, str or None
+        How each replica's initial tokens were drawn: n (an int) for n i.i.d. uniform tokens, else the
+        sampler's ``__name__`` (or repr).
+    batched : bool or None
+        Whether the replicas ran together as one run with ``groups`` = R (their adaptive steps shared).
+
+    Notes
+    -----
+    The provenance fields (``model`` … ``batched``) are None (``options`` empty) for a result built by hand; a
+    result of :func:`ensemble` fills them.  :func:`meanfield.save` writes a result to an HDF5 file and
+    :func:`meanfield.load` reads it back equal: ``==`` compares every field by value (arrays entry by entry, NaN
+    equal to NaN; seed sequences by their ``state``).  A callable backend option is stored as its name only, as
+    in a trajectory's file.  An EnsembleResult is not hashable.
     """
 
     times: np.ndarray
@@ -122,6 +147,14 @@ class EnsembleResult:
     statuses: list = field(repr=False)
     interval: str = "t"
     bootstrap_seed: np.random.SeedSequence | None = field(default=None, repr=False)
+    model: Model | None = None
+    backend: str | None = None
+    options: dict = field(default_factory=dict, repr=False)
+    t0: float | None = field(default=None, repr=False)
+    t_final: float | None = field(default=None, repr=False)
+    observable: str | None = None
+    sampler: int | str | None = field(default=None, repr=False)
+    batched: bool | None = field(default=None, repr=False)
 
     @property
     def replicas(self) -> int:
@@ -132,6 +165,18 @@ class EnsembleResult:
     def success(self) -> bool:
         """Whether every replica reached ``t_final`` (all statuses OK)."""
         return all(s is Status.OK for s in self.statuses)
+
+    def __eq__(self, other):
+        if not isinstance(other, EnsembleResult):
+            return NotImplemented
+        # SeedSequence has no value equality (a sequence read back from a file was never == the one written)
+        seeds = [[None if s is None else s.state for s in r.seeds] + [None if r.bootstrap_seed is None else
+                                                                     r.bootstrap_seed.state] for r in (self, other)]
+        return (_same(seeds[0], seeds[1]) and list(self.statuses) == list(other.statuses)
+                and all(_same(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
+                        if f.name not in ("seeds", "statuses", "bootstrap_seed")))
+
+    __hash__ = None
 
 
 #: bytes a replica holds before any run besides its tokens: its SeedSequence (~380), generator and Particles
@@ -208,8 +253,8 @@ _REPLICA_FAILURES = (Status.NON_FINITE, Status.STEP_TOO_SMALL)
 
 
 def _run_batched(model, initials, t_final, run, observable, shape):
-    """The replicas as one run of the exact backend with ``groups`` = R: per replica (times, values), and the
-    statuses; None when the run stopped where one replica may have stopped it (not by spending ``max_steps``, the
+    """The replicas as one run of the exact backend with ``groups`` = R: per replica (times, values), the
+    statuses, and the backend options of the run; None when the run stopped where one replica may have stopped it (not by spending ``max_steps``, the
     budget of the whole batch, and with no checkpoint holding the run)."""
     R, n = len(initials), max(p.n for p in initials)
     joint = _padded(initials, n)
@@ -234,7 +279,7 @@ def _run_batched(model, initials, t_final, run, observable, shape):
                                                             None if s.radii is None else s.radii[part]), shape)
                 for s in traj.states]
         rows.append((traj.times, vals))
-    return rows, [traj.status] * R
+    return rows, [traj.status] * R, {**traj.options, "groups": 1}     # a replica's own groups (batching needs 1)
 
 
 #: the options of :func:`simulate` that are not the backend's (the rest of an ensemble's ``run`` is)
@@ -264,8 +309,8 @@ def _resumed(model, joint, t_final, R, run):
         raise ValueError(f"`checkpoint` {str(path)!r} cannot be resumed by this ensemble: {err} (delete it or "
                          "choose another path).") from None
     if not isinstance(done, Trajectory) or "t_final" not in info:
-        raise ValueError(f"`checkpoint` {str(path)!r} holds no run of meanfield.simulate (an energy result, or a file "
-                         "saved without a run): delete it or choose another path.")
+        raise ValueError(f"`checkpoint` {str(path)!r} holds no run of meanfield.simulate (an energy or ensemble result "
+                         "saved by meanfield.save, or a file saved without a run): delete it or choose another path.")
     times = save_times(t_final, run["save_every"], run["t_eval"], run["t0"])
     # (a run that stopped early is stored incomplete, with the save times it did not reach: resume tries them again)
     planned = np.asarray(done.times if info["complete"] else [*done.times, *info.get("remaining_times", [])], float)
@@ -486,15 +531,16 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     run = dict(backend=backend, save_every=save_every, t_eval=t_eval, t0=t0, **options)
     batched = _run_batched(model, initials, t_final, run, observable, shape) if batch else None
     if batched is not None:
-        rows, statuses = batched
+        rows, statuses, resolved = batched
     else:
-        rows, statuses = [], []
+        rows, statuses, resolved = [], [], None
         for initial in initials:
             if statuses and statuses[-1] is Status.INTERRUPTED:      # Ctrl-C stops the ensemble, not one replica
                 rows.append((np.empty(0), []))
                 statuses.append(Status.INTERRUPTED)
                 continue
             traj = simulate(model, initial, t_final, **run)
+            resolved = dict(traj.options) if resolved is None else resolved
             statuses.append(traj.status)
             rows.append((traj.times, [_observed(observable, s, shape) for s in traj.states]))
     values = np.full((replicas, times.size) + shape, np.nan)
@@ -544,7 +590,18 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
                  "(rescale the observable or use interval='t').")
     return EnsembleResult(times=times, values=values, mean=mean, std=std, ci_low=ci_low, ci_high=ci_high,
                           count=count, confidence=float(confidence), seeds=list(seeds), statuses=statuses,
-                          interval=interval, bootstrap_seed=boot_seed)
+                          interval=interval, bootstrap_seed=boot_seed, model=model, backend=backend,
+                          options=resolved, t0=float(times[0]), t_final=float(times[-1]),
+                          observable=_name(observable), sampler=_name(sampler_or_n), batched=batched is not None)
+
+
+def _name(f) -> int | str:
+    """A token count as itself, a callable (observable, sampler) by its ``__name__``, else its repr: what a file can
+    hold of it."""
+    if isinstance(f, numbers.Integral) and not isinstance(f, bool):
+        return int(f)
+    name = getattr(f, "__name__", None)
+    return name if isinstance(name, str) else repr(f)
 
 
 def _replica_mean(x, axis):
@@ -585,3 +642,56 @@ def _bca(kept, counted, confidence, rng):
             lo[b:b + block], hi[b:b + block] = res.confidence_interval
         low[at], high[at] = lo.reshape(at.size, -1), hi.reshape(at.size, -1)
     return low.reshape(kept.shape[1:]), high.reshape(kept.shape[1:])
+
+
+def check_result(result: EnsembleResult) -> None:
+    """Refuse an EnsembleResult whose fields do not fit together (one built by hand), naming the field and what it
+    must be, before anything is written: R replicas and T times fix every shape."""
+    def fail(error, name, must, got):
+        raise error(f"EnsembleResult.{name} must be {must}; got {got}.")
+
+    def real(name, kinds="iuf"):
+        a = np.asarray(getattr(result, name))
+        if a.dtype.kind not in kinds:
+            fail(TypeError, name, "an array of " + ("integers" if kinds == "iu" else "real numbers"),
+                 f"dtype {a.dtype}")
+        return a
+
+    times = real("times")
+    if times.ndim != 1 or times.size == 0:
+        fail(ValueError, "times", "a non-empty 1-D array", f"shape {times.shape}")
+    T, values = times.size, real("values")
+    if values.ndim < 2 or values.shape[0] == 0 or values.shape[1] != T:
+        fail(ValueError, "values", f"of shape (R, T, ...) with R >= 1 and T = {T} (len(times))",
+             f"shape {values.shape}")
+    R, per_time = values.shape[0], values.shape[1:]
+    for name in ("mean", "std", "ci_low", "ci_high"):
+        if real(name).shape != per_time:
+            fail(ValueError, name, f"of shape {per_time} (values.shape[1:]: T times × the observable's shape)",
+                 f"shape {np.shape(getattr(result, name))}")
+    count = real("count", "iu")
+    if count.shape != (T,) or np.any(count < 0) or np.any(count > R):
+        fail(ValueError, "count", f"of shape ({T},) with values in [0, R={R}]",
+             f"shape {count.shape}, values in [{count.min(initial=0)}, {count.max(initial=0)}]")
+    for name, kind, what in (("seeds", np.random.SeedSequence, "numpy SeedSequences"), ("statuses", Status,
+                                                                                         "meanfield.Status values")):
+        items = getattr(result, name)
+        if not isinstance(items, (list, tuple)) or len(items) != R or not all(isinstance(x, kind) for x in items):
+            fail(TypeError if isinstance(items, (list, tuple)) and len(items) == R else ValueError, name,
+                 f"a list of R={R} {what} (one per replica)", repr(items)[:200])
+    if not (isinstance(result.confidence, numbers.Real) and 0 < result.confidence < 1):
+        fail(ValueError, "confidence", "in (0, 1)", repr(result.confidence))
+    if result.interval not in INTERVALS:
+        fail(ValueError, "interval", f"one of {', '.join(map(repr, INTERVALS))}", repr(result.interval))
+    for name, ok, must in (
+            ("bootstrap_seed", (np.random.SeedSequence,), "a numpy SeedSequence or None"),
+            ("model", (Model,), "a meanfield.Model or None"), ("backend", (str,), "a str or None"),
+            ("observable", (str,), "a str or None"), ("sampler", (numbers.Integral, str), "an int, a str or None"),
+            ("batched", (bool, np.bool_), "a bool or None"), ("t0", (numbers.Real,), "a finite number or None"),
+            ("t_final", (numbers.Real,), "a finite number or None")):
+        v = getattr(result, name)
+        if v is not None and (not isinstance(v, ok) or isinstance(v, numbers.Real) and not np.isfinite(v)
+                              or name in ("t0", "t_final", "sampler") and isinstance(v, (bool, np.bool_))):
+            fail(TypeError, name, must, repr(v))
+    if not isinstance(result.options, dict) or not all(isinstance(k, str) for k in result.options):
+        fail(TypeError, "options", "a dict of backend option names to values", repr(result.options)[:200])

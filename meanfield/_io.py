@@ -1,4 +1,5 @@
-"""Self-describing HDF5 results: write a Trajectory (or an energy result) atomically, read it back as it was.
+"""Self-describing HDF5 results: write a Trajectory (or an energy or ensemble result) atomically, read it back as it
+was.
 
 Layout (version 1)::
 
@@ -29,6 +30,17 @@ has ``format = "meanfield-energy"`` and the layout::
                          trajectory layout above: model, run, scales, states, diagnostics, steps)
     /solution/certificate  attrs class and the certificate's fields
 
+An :class:`~meanfield.EnsembleResult` (:func:`meanfield.ensemble`) has ``format = "meanfield-ensemble"``::
+
+    /                    attrs: format, format_version, meanfield_version, complete, replicas, confidence,
+                         interval, options (JSON), backend, observable, sampler (JSON), t0, t_final, batched
+    /model               as above
+    /scales/t            the saved times (a dimension scale)
+    /values              (R, T, ...); /mean, /std, /ci_low, /ci_high (T, ...); /count (T,)
+    /statuses            (R,) codes, attrs names (JSON: the Status names they index)
+    /seeds               the replicas' SeedSequences (attrs entropy, layout: see SEEDS_LAYOUT)
+    /bootstrap_seed      interval "bootstrap": the resampling's SeedSequence, the same layout
+
 Files are written to a temporary name in the same folder and renamed into place, so a reader (or a
 crash) never sees a half-written result; the data reaches the disk before the rename
 (:mod:`meanfield._durable`), so a power loss does not leave the new name with no data either.  Every non-empty array carries a Fletcher-32 checksum, and the
@@ -58,6 +70,9 @@ from ._schemes import get_scheme
 
 FORMAT = "meanfield-trajectory"
 ENERGY_FORMAT = "meanfield-energy"
+ENSEMBLE_FORMAT = "meanfield-ensemble"
+#: the formats a meanfield result file has (attribute ``format`` of its root)
+_FORMATS = (FORMAT, ENERGY_FORMAT, ENSEMBLE_FORMAT)
 FORMAT_VERSION = 1
 
 
@@ -100,9 +115,9 @@ def check_replaceable(name: str, path: Path) -> None:
                 fmt = f.attrs.get("format")
         except (OSError, RuntimeError, ValueError, KeyError):
             return      # unreadable (damaged): nothing left to lose, and a rerun must be able to replace it
-        if fmt not in (FORMAT, ENERGY_FORMAT):
+        if fmt not in _FORMATS:
             raise ValueError(f"{name}={str(path)!r} is an existing HDF5 file that is not a meanfield result (no "
-                             f"format={FORMAT!r} or {ENERGY_FORMAT!r} attribute); a result replaces only an earlier "
+                             f"format attribute {' or '.join(map(repr, _FORMATS))}); a result replaces only an earlier "
                              "result. Choose another path, or remove that file first.")
 
 
@@ -448,17 +463,22 @@ def _state_bytes(s) -> int:
 
 
 def save(trajectory, path, *, run_info: dict | None = None, complete: bool | None = None) -> Path:
-    """Write ``trajectory`` (or an energy result) to the HDF5 file ``path`` atomically (temporary file + rename).
+    """Write ``trajectory`` (or an energy or ensemble result) to the HDF5 file ``path`` atomically (temporary file +
+    rename).
 
     Parameters
     ----------
-    trajectory : Trajectory or EnergyResult
-        A run of :func:`meanfield.simulate`, or the :class:`~meanfield.EnergyResult` of an energy
-        problem (written in the ``meanfield-energy`` layout, see :doc:`cli`).
+    trajectory : Trajectory, EnergyResult or EnsembleResult
+        A run of :func:`meanfield.simulate`, the :class:`~meanfield.EnergyResult` of an energy
+        problem (written in the ``meanfield-energy`` layout, see :doc:`cli`), or the
+        :class:`~meanfield.EnsembleResult` of :func:`meanfield.ensemble` (the ``meanfield-ensemble`` layout: its
+        arrays, seeds, statuses and provenance; its fields are checked to fit together before anything is
+        written).
     path : str or Path
         Target file; an existing file is replaced only once the new one is complete.
     run_info : dict, optional
-        Extra run attributes (a ``note``, the CLI ``config`` text, ``seed``; ``t_final``, ``resume`` options),
+        Not for an EnsembleResult.  Extra run attributes (a ``note``, the CLI ``config`` text, ``seed``;
+        ``t_final``, ``resume`` options),
         added to the trajectory's own :attr:`~meanfield.Trajectory.run_info` (a key given here replaces the
         stored one): what :func:`load` read, or, for a run returned by :func:`simulate`, what its checkpoint
         would hold (its ``t_final``, the save times it did not reach, the step size of its last state), so
@@ -466,7 +486,7 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
         by hand), ``t_final`` is the last saved time, so that ``meanfield info`` shows it and
         :func:`meanfield.resume` can extend the file.
     complete : bool, optional
-        False for a checkpoint of a run still in progress; default: the trajectory's ``run_info`` (a run from
+        Not for an EnsembleResult.  False for a checkpoint of a run still in progress; default: the trajectory's ``run_info`` (a run from
         :func:`simulate` is complete when it reached its t_final; one stopped early, by a callback too, is
         saved resumable, as its checkpoint is), else True.
 
@@ -478,20 +498,25 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
     Raises
     ------
     TypeError
-        ``trajectory`` is neither a Trajectory nor an EnergyResult, ``path`` is not a str or Path, or
-        ``complete`` is not a bool.
+        ``trajectory`` is not a Trajectory, an EnergyResult or an EnsembleResult, ``path`` is not a str or Path,
+        ``complete`` is not a bool, ``run_info`` or ``complete`` is given with an EnsembleResult, or a field of an
+        EnsembleResult has the wrong type.
     ValueError
         ``path`` is a folder, lies in a folder that does not exist, or is an existing file that is not a meanfield
-        result (not HDF5, or HDF5 of other data: never replaced).
+        result (not HDF5, or HDF5 of other data: never replaced); the fields of an EnsembleResult do not fit
+        together (the shapes of R replicas and T times, one seed and one status per replica).
     """
+    from ._ensemble import EnsembleResult
     from ._trajectory import Trajectory
 
+    if isinstance(trajectory, EnsembleResult):
+        return _save_ensemble_checked(trajectory, path, run_info, complete)
     if not isinstance(trajectory, Trajectory):      # an energy result (its module is imported only for one)
         from ._energy._results import EnergyResult
 
         if not isinstance(trajectory, EnergyResult):
-            raise TypeError(f"`trajectory` must be a Trajectory or an EnergyResult; got {type(trajectory).__name__}."
-                            + _energy_solution_hint(trajectory))
+            raise TypeError(f"`trajectory` must be a Trajectory, an EnergyResult or an EnsembleResult; got "
+                            f"{type(trajectory).__name__}." + _energy_solution_hint(trajectory))
     path = check_output_path("path", path)
     if run_info is not None:
         run_info = check_run_info("run_info", run_info, reserved=("options",))
@@ -502,6 +527,17 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
                              {**(trajectory.run_info or {}), **(run_info or {})},
                              True if complete is None else complete)
     return _save_trajectory(trajectory, path, run_info, complete)
+
+
+def _save_ensemble_checked(result, path, run_info, complete) -> Path:
+    """:func:`save` of an EnsembleResult: its own record (provenance) only, no run record or checkpoint state."""
+    if run_info is not None:
+        raise TypeError("`run_info` is the run record of a Trajectory or an EnergyResult; an EnsembleResult records "
+                        "its own provenance (model, backend, options, t0, t_final, observable, sampler): omit it.")
+    if complete is not None:
+        raise TypeError("`complete` marks the checkpoint of a run in progress; an EnsembleResult is saved complete: "
+                        "omit it.")
+    return _save_ensemble(result, check_output_path("path", path))
 
 
 def _save_trajectory(trajectory, path, run_info=None, complete=None, point: ResumePoint | None = None) -> Path:
@@ -635,9 +671,9 @@ def _open(path):
             raise ResultFileError(config) from None
         raise ResultFileError(f"{str(path)!r} is not a readable HDF5 file (truncated or corrupted?): {e}") from None
     try:
-        if f.attrs.get("format") not in (FORMAT, ENERGY_FORMAT):
-            raise ResultFileError(f"{str(path)!r} is not a meanfield result file (no format={FORMAT!r} or "
-                                  f"{ENERGY_FORMAT!r} attribute).")
+        if f.attrs.get("format") not in _FORMATS:
+            raise ResultFileError(f"{str(path)!r} is not a meanfield result file (no format attribute "
+                                  f"{' or '.join(map(repr, _FORMATS))}).")
         stored = f.attrs.get(_ATTRS_DIGEST)          # files written before it have none
         version = int(f.attrs.get(_DIGEST_VERSION, 1))
         if stored is not None and str(stored) != _attributes_digest(f, version):
@@ -652,6 +688,14 @@ def _open(path):
     return f
 
 
+def _options_value(text) -> dict:
+    """Backend options as a run holds them, from their JSON text (a callable was stored as its name)."""
+    options = json_value(text)
+    if isinstance(options.get("filter"), list):     # JSON has no tuple: the run's own options hold (strength, order)
+        options["filter"] = tuple(options["filter"])
+    return options
+
+
 def _read_trajectory(g, alpha=None):
     from ._trajectory import Status, Trajectory
 
@@ -661,9 +705,7 @@ def _read_trajectory(g, alpha=None):
     states = [_read_state(groups[k]) for k in sorted(groups)]
     diagnostics = {k: _array(g["diagnostics"][k]) for k in g.get("diagnostics", {})}
     steps = {k: _array(g["steps"][k]) for k in g.get("steps", {})}
-    options = json_value(g["run"].attrs["options"])
-    if isinstance(options.get("filter"), list):     # JSON has no tuple: the run's own options hold (strength, order)
-        options["filter"] = tuple(options["filter"])
+    options = _options_value(g["run"].attrs["options"])
     if len(states) != len(times):
         raise ResultFileError(f"{g.file.filename!r} is inconsistent: {len(states)} states for {len(times)} times.")
     short = {k: len(v) for k, v in diagnostics.items() if np.shape(v) != np.shape(times)}
@@ -687,7 +729,8 @@ def load(path, *, alpha=None):
     Parameters
     ----------
     path : str or Path
-        An HDF5 file in the ``meanfield-trajectory`` or ``meanfield-energy`` layout (see :doc:`cli`).
+        An HDF5 file in the ``meanfield-trajectory``, ``meanfield-energy`` or ``meanfield-ensemble`` layout (see
+        :doc:`cli`).
     alpha : float or callable, optional
         The nGPT/anGPT step α_t of the model.  Required when the run used a callable α (a file stores
         only its repr); otherwise it replaces the stored constant (nGPT/anGPT only: for the other schemes a
@@ -695,14 +738,16 @@ def load(path, *, alpha=None):
 
     Returns
     -------
-    Trajectory or EnergyResult
+    Trajectory, EnergyResult or EnsembleResult
         The run as it was saved: times, states, diagnostics, steps, model, backend, options and status,
         and in ``run_info`` what the file records beside them (``t_final``, configuration text, seed,
         remaining save times, resume options, ``complete``).
         The checkpoint of a run still in progress (or killed) comes back with
         ``status = Status.INCOMPLETE`` (continue it with :func:`resume`).  A file written from an
         energy problem (``meanfield run`` on an ``[energy]`` configuration) is read back into its
-        :class:`~meanfield.EnergyResult`, whose ``solution`` is the object the solver returned.
+        :class:`~meanfield.EnergyResult`, whose ``solution`` is the object the solver returned.  An ensemble's
+        file is read back into an :class:`~meanfield.EnsembleResult` equal (``==``) to the one saved, but for
+        a callable backend option, which the file holds as its name.
 
     Raises
     ------
@@ -719,6 +764,8 @@ def load(path, *, alpha=None):
         with f:
             if f.attrs["format"] == ENERGY_FORMAT:
                 return _read_energy(f)
+            if f.attrs["format"] == ENSEMBLE_FORMAT:
+                return _read_ensemble(f, alpha)
             return _read_trajectory(f, alpha)
     except ResultFileError:
         raise
@@ -897,3 +944,140 @@ def _read_energy(f):
     return EnergyResult(str(pb.attrs["task"]), float(pb.attrs["beta"]), _array(pb["D"]), int(pb.attrs["d"]), sol,
                         json_value(pb.attrs["parameters"]), _read_state(f["start"]) if "start" in f else None,
                         run_info)
+
+
+# ----------------------------------------------------------------------------------------------
+# ensembles (format "meanfield-ensemble")
+
+#: How the arrays of ``/seeds`` give back the replicas' seed sequences, stored as its attribute ``layout``.
+SEEDS_LAYOUT = (
+    "Seed sequence i (replica i; one, for /bootstrap_seed) is numpy.random.SeedSequence(entropy[entropy_index[i]], "
+    "spawn_key=its spawn_key_length[i] entries of spawn_key (in order), pool_size=pool_size[i], "
+    "n_children_spawned=n_children_spawned[i]); attribute entropy: JSON list of the distinct entropies (ints, or "
+    "lists of ints). Replica i's initial tokens are drawn with numpy.random.default_rng(that sequence).")
+#: bytes of JSON an attribute holds comfortably (HDF5 refuses attributes beyond 64 kB in its default layout)
+_ATTR_TEXT_LIMIT = 60_000
+
+
+def _seed_arrays(name: str, seeds) -> dict:
+    """The arrays and entropy text of the ``/seeds`` layout (:data:`SEEDS_LAYOUT`), made before any file is opened:
+    what cannot be stored is refused naming ``name``."""
+    states = [s.state for s in seeds]
+    distinct: dict[str, int] = {}           # the replicas of one ensemble share their root's entropy
+    index = [distinct.setdefault(json_text(st["entropy"]), len(distinct)) for st in states]
+    text = "[" + ", ".join(distinct) + "]"
+    if len(text) > _ATTR_TEXT_LIMIT:
+        raise ValueError(f"EnsembleResult.{name} hold {len(distinct)} distinct entropies ({len(text)} bytes of "
+                         f"text), more than a file attribute holds ({_ATTR_TEXT_LIMIT}); seed the replicas by "
+                         "spawning one SeedSequence, as meanfield.ensemble does.")
+    keys = [k for st in states for k in st["spawn_key"]]
+    try:
+        flat = np.array(keys, dtype=np.uint64)
+    except OverflowError:
+        raise ValueError(f"EnsembleResult.{name}: a spawn key entry is outside [0, 2**64), which a file cannot hold; "
+                         f"got {max(keys)!r}.") from None
+    return dict(entropy=text, entropy_index=np.array(index, np.int64), spawn_key=flat,
+                spawn_key_length=np.array([len(st["spawn_key"]) for st in states], np.int64),
+                pool_size=np.array([st["pool_size"] for st in states], np.int64),
+                n_children_spawned=np.array([st["n_children_spawned"] for st in states], np.uint64))
+
+
+def _write_seeds(g, arrays: dict) -> None:
+    g.attrs.update(entropy=arrays["entropy"], layout=SEEDS_LAYOUT)
+    for k, v in arrays.items():
+        if k != "entropy":
+            _put(g, k, v)
+
+
+def _read_seeds(g) -> list:
+    entropies = json_value(g.attrs["entropy"])
+    index, lengths = _array(g["entropy_index"]), _array(g["spawn_key_length"])
+    flat, pool, spawned = _array(g["spawn_key"]), _array(g["pool_size"]), _array(g["n_children_spawned"])
+    if not (index.shape == lengths.shape == pool.shape == spawned.shape and int(lengths.sum()) == flat.size):
+        raise ResultFileError(f"{g.file.filename!r} is inconsistent: the arrays of {g.name} do not describe one seed "
+                              "sequence each.")
+    keys = np.split(flat, np.cumsum(lengths)[:-1])
+    return [np.random.SeedSequence(entropies[int(i)], spawn_key=tuple(int(x) for x in k), pool_size=int(p),
+                                   n_children_spawned=int(c)) for i, k, p, c in zip(index, keys, pool, spawned)]
+
+
+def _ensemble_arrays(result) -> dict:
+    """Everything of an EnsembleResult a file stores besides its attributes, checked (shapes, types) and converted
+    before the file is opened."""
+    from ._ensemble import check_result
+
+    check_result(result)
+    json_text(result.options)      # a value JSON cannot hold (a callable is stored as its name): refused here
+    return dict(seeds=_seed_arrays("seeds", result.seeds),
+                bootstrap_seed=None if result.bootstrap_seed is None else _seed_arrays("bootstrap_seed",
+                                                                                      [result.bootstrap_seed]),
+                statuses=np.array([list(type(s)).index(s) for s in result.statuses], np.int8))
+
+
+def _write_ensemble(f, result, arrays: dict) -> None:
+    from ._trajectory import Status
+
+    f.attrs.update(replicas=result.replicas, confidence=float(result.confidence), interval=result.interval,
+                   options=json_text(result.options))
+    for k in ("backend", "observable", "t0", "t_final", "batched"):
+        if getattr(result, k) is not None:
+            f.attrs[k] = getattr(result, k)
+    if result.sampler is not None:
+        f.attrs["sampler"] = json_text(result.sampler)       # an int or a name: JSON keeps which
+    if result.model is not None:
+        _write_model(f.create_group("model"), result.model)
+    t = _put(f, "scales/t", np.asarray(result.times))
+    t.make_scale("t")
+    _put(f, "values", result.values, compression="gzip", compression_opts=1).dims[1].attach_scale(t)
+    for k in ("mean", "std", "ci_low", "ci_high", "count"):
+        _put(f, k, getattr(result, k)).dims[0].attach_scale(t)
+    st = _put(f, "statuses", arrays["statuses"])
+    st.attrs["names"] = json_text([s.name for s in Status])
+    _write_seeds(f.create_group("seeds"), arrays["seeds"])
+    if arrays["bootstrap_seed"] is not None:
+        _write_seeds(f.create_group("bootstrap_seed"), arrays["bootstrap_seed"])
+
+
+def _save_ensemble(result, path: Path) -> Path:
+    arrays = _ensemble_arrays(result)
+    nbytes = sum(np.asarray(getattr(result, k)).nbytes for k in ("times", "values", "mean", "std", "ci_low",
+                                                                  "ci_high", "count"))
+    nbytes += sum(a.nbytes for g in (arrays["seeds"], arrays["bootstrap_seed"] or {}) for a in g.values()
+                  if isinstance(a, np.ndarray))
+    return _atomic_write(path, ENSEMBLE_FORMAT, lambda f: _write_ensemble(f, result, arrays), nbytes=nbytes)
+
+
+def _read_ensemble(f, alpha=None):
+    from ._ensemble import EnsembleResult, check_result
+    from ._trajectory import Status
+
+    a = f.attrs
+    names = json_value(f["statuses"].attrs["names"])
+    codes = _array(f["statuses"])
+    if codes.size and not (0 <= codes.min() and codes.max() < len(names)):
+        raise ResultFileError(f"{f.filename!r} is inconsistent: a status code outside the {len(names)} names.")
+    try:
+        statuses = [Status[names[int(c)]] for c in codes]
+    except KeyError as e:
+        raise ResultFileError(f"{f.filename!r} holds a status {e} this version of meanfield does not know.") from None
+    opt = {k: (a[k].item() if hasattr(a[k], "item") else a[k]) if k in a else None
+           for k in ("backend", "observable", "t0", "t_final", "batched")}
+    result = EnsembleResult(
+        times=_array(f["scales/t"]), values=_array(f["values"]), mean=_array(f["mean"]), std=_array(f["std"]),
+        ci_low=_array(f["ci_low"]), ci_high=_array(f["ci_high"]), count=_array(f["count"]),
+        confidence=float(a["confidence"]), seeds=_read_seeds(f["seeds"]), statuses=statuses,
+        interval=str(a["interval"]),
+        bootstrap_seed=_read_seeds(f["bootstrap_seed"])[0] if "bootstrap_seed" in f else None,
+        model=_read_model(f["model"], alpha) if "model" in f else None,
+        backend=None if opt["backend"] is None else str(opt["backend"]),
+        options=_options_value(a["options"]),
+        t0=None if opt["t0"] is None else float(opt["t0"]),
+        t_final=None if opt["t_final"] is None else float(opt["t_final"]),
+        observable=None if opt["observable"] is None else str(opt["observable"]),
+        sampler=json_value(a["sampler"]) if "sampler" in a else None,
+        batched=None if opt["batched"] is None else bool(opt["batched"]))
+    try:
+        check_result(result)
+    except (TypeError, ValueError) as e:
+        raise ResultFileError(f"{f.filename!r} is inconsistent: {e}") from None
+    return result

@@ -664,7 +664,7 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
     info = run_info(path)
     if "t_final" not in info:
         raise ValueError(f"`path` {str(path)!r} holds no run of meanfield.simulate (no t_final in its record: an "
-                         "energy result, or a file saved without a run); resume continues simulate runs.")
+                         "energy or ensemble result, or a file saved without a run); resume continues simulate runs.")
     done = load(path, alpha=alpha)
     stored_final = float(info["t_final"])
     remaining = [] if info["complete"] else list(info.get("remaining_times", []))

@@ -18,8 +18,9 @@ _EPILOG = {
            "meanfield run examples/energy_minimize_s2.toml --output min.h5 --figure min.png   (an energy problem)",
     "plot": "Examples: meanfield plot post_ln.h5 --output post_ln.png   (one result: snapshots and diagnostics); "
             "meanfield plot spectral.h5 particles.h5 --output compare.png --projection 3d   (several: a "
-            "comparison with their distance over time)",
-    "info": "Example: meanfield info post_ln.h5",
+            "comparison with their distance over time); meanfield plot ensemble.h5 --output ensemble.png   (an "
+            "ensemble's file: the mean and confidence interval over time)",
+    "info": "Examples: meanfield info post_ln.h5;  meanfield info ensemble.h5   (a file of mf.save(mf.ensemble(...)))",
     "demo": "Example: meanfield demo --output demo.png",
     "validate": "Example: meanfield validate --quick --output validation-out",
     "bench": "Example: meanfield bench --quick --output bench-out   (or: meanfield bench particles sweep --output "
@@ -227,11 +228,15 @@ def _run(args) -> int:
         if not Path(args.output).exists():
             print(f"meanfield run: error: nothing to resume: {args.output!r} does not exist", file=sys.stderr)
             return 2
-        from ._io import ENERGY_FORMAT, file_attrs
+        from ._io import ENERGY_FORMAT, ENSEMBLE_FORMAT, file_attrs
 
-        if file_attrs(args.output).get("format") == ENERGY_FORMAT:
+        fmt = file_attrs(args.output).get("format")
+        if fmt == ENERGY_FORMAT:
             raise ValueError(f"{args.output!r} holds an energy problem, which is solved in one go and has no "
                              "checkpoint: nothing to resume.")
+        if fmt == ENSEMBLE_FORMAT:
+            raise ValueError(f"{args.output!r} holds the summary of an ensemble (meanfield.ensemble), not a run's "
+                             "checkpoint: nothing to resume (an ensemble resumes through its `checkpoint` file).")
         _check_t_final(args.t_final, args.output)
         _warn_if_config_differs(paths[0], args.output)
         results = [mf.resume(args.output, t_final=args.t_final, progress=not args.quiet,
@@ -462,6 +467,12 @@ def _is_energy(result) -> bool:
     return isinstance(result, EnergyResult)
 
 
+def _is_ensemble(result) -> bool:
+    from ._ensemble import EnsembleResult
+
+    return isinstance(result, EnsembleResult)
+
+
 def _refuse_to_replace_an_unfinished_run(output: Path, config: Path) -> None:
     """A run into ``output`` must not replace a run stored there that stopped before its t_final (killed,
     interrupted, ended early): that is continued with --resume.  Replacing it discarded its work, and a batch
@@ -578,6 +589,45 @@ def _energy_summary(res, path) -> str:
     return "\n".join(lines)
 
 
+def _value_text(v) -> str:
+    """A scalar as %.6g, an array observable's value as its entries (abridged beyond 10)."""
+    import numpy as np
+
+    a = np.asarray(v, dtype=float)
+    return f"{a.item():.6g}" if a.ndim == 0 else np.array2string(a, precision=6, separator=", ", threshold=10)
+
+
+def _ensemble_summary(res, path) -> str:
+    """What `info` prints of an ensemble's file: the runs, the replicas that finished, and the observable's mean and
+    confidence interval at the first and last time."""
+    from collections import Counter
+
+    T, R = len(res.times), res.replicas
+    lines = [f"{path}: ensemble of {R} replicas, observable {res.observable or '(not recorded)'}, {T} times in "
+             f"[{res.times[0]:g}, {res.times[-1]:g}]"]
+    ok = sum(s.name == "OK" for s in res.statuses)
+    others = Counter(s.name for s in res.statuses if s.name != "OK")
+    lines.append(f"  replicas finished: {ok} of {R}" + (f" ({', '.join(f'{k}: {v}' for k, v in others.items())})"
+                                                      if others else ""))
+    lines.append(f"  interval: {100 * res.confidence:.3g} % {'Student t' if res.interval == 't' else 'BCa bootstrap'}")
+    for j in sorted({0, T - 1}):
+        low, high = _value_text(res.ci_low[j]), _value_text(res.ci_high[j])
+        interval = f"interval [{low}, {high}]" if res.mean.ndim == 1 else f"ci_low {low}   ci_high {high}"
+        lines.append(f"  t = {res.times[j]:<10g} mean {_value_text(res.mean[j])}   {interval}   "
+                     f"({int(res.count[j])} replicas counted)")
+    lines.append(f"  model: {_model_text(res.model) if res.model is not None else 'not recorded'}")
+    tokens = (f"{res.sampler} uniform tokens per replica" if isinstance(res.sampler, int) else
+              f"sampler {res.sampler}" if res.sampler is not None else "not recorded")
+    lines.append(f"  backend: {res.backend or 'not recorded'}"
+                 + (" (replicas batched as one run)" if res.batched else "") + f", initial tokens: {tokens}")
+    lines.append(f"  options: {_options_text(res) if res.options else 'not recorded'}")
+    entropies = {repr(s.entropy) for s in res.seeds}
+    lines.append(f"  seeds: {'entropy ' + entropies.pop() if len(entropies) == 1 else f'{len(entropies)} entropies'}, "
+                 f"spawn keys {res.seeds[0].spawn_key} … {res.seeds[-1].spawn_key} (replica i's tokens: "
+                 "numpy.random.default_rng(seeds[i]))")
+    return "\n".join(lines)
+
+
 def _options_text(traj, width: int = 400) -> str:
     """The run's backend options that are not the backend's defaults (given, or filled in by the run: a method
     chosen from ``step``), as name=value; "the backend's defaults" when there are none."""
@@ -631,6 +681,12 @@ def _info(args) -> int:
 
     traj = _load(args.result)
     info = run_info(args.result)
+    if _is_ensemble(traj):
+        from ._io import file_attrs
+
+        print(_ensemble_summary(traj, args.result))
+        print(f"  written by meanfield {file_attrs(args.result).get('meanfield_version')}")
+        return 0
     if _is_energy(traj):
         from ._io import file_attrs
 
@@ -656,7 +712,7 @@ def _info(args) -> int:
 
 def _plot(args) -> int:
     import meanfield as mf
-    from .plot import _plt, comparison_figure, describe, energy_figure, result_figure
+    from .plot import _plt, comparison_figure, describe, energy_figure, ensemble_figure, result_figure
 
     output_file("--output", args.output, FIGURE_SUFFIXES + ((".gif",) if len(args.result) == 1 else ()))
     drawn = next((r for r in args.result if _same_file(args.output, r)), None)
@@ -665,15 +721,19 @@ def _plot(args) -> int:
                          "the figure another name.")
     trajs = [_load(path) for path in args.result]
     energy = [isinstance(tr, mf.EnergyResult) for tr in trajs]
-    if any(energy) and len(trajs) > 1:
-        raise ValueError("an energy result is drawn on its own: give one file "
-                         f"({', '.join(p for p, e in zip(args.result, energy) if e)} is an energy result).")
-    if energy[0]:
+    ensemble = [_is_ensemble(tr) for tr in trajs]
+    for kind, which in (("an energy result", energy), ("an ensemble result", ensemble)):
+        if any(which) and len(trajs) > 1:
+            raise ValueError(f"{kind} is drawn on its own: give one file ({kind}: "
+                             f"{', '.join(p for p, e in zip(args.result, which) if e)}).")
         # said in the command's terms (energy_figure said "`output` …: the file type must be one of …", not why)
-        if Path(args.output).suffix.lower() == ".gif":
-            raise ValueError(f"--output {args.output!r}: an energy result is drawn as one figure, not an animation; "
+        if which[0] and Path(args.output).suffix.lower() == ".gif":
+            raise ValueError(f"--output {args.output!r}: {kind} is drawn as one figure, not an animation; "
                              f"give one of {', '.join(FIGURE_SUFFIXES)}.")
+    if energy[0]:
         _plt().close(energy_figure(trajs[0], args.output))
+    elif ensemble[0]:
+        _plt().close(ensemble_figure(trajs[0], args.output))
     elif len(trajs) == 1:
         result_figure(trajs[0], args.output, projection=args.projection)
     else:

@@ -15,7 +15,8 @@ from .sphere._sh import points_to_angles
 
 # the public names (the imported helpers above are not: ``from meanfield.plot import *`` gave ``choice``, ``warn``, …)
 __all__ = ["density_map", "particles_map", "particles_3d", "circle_density", "diagnostics", "result_figure", "animation",
-           "comparison_figure", "comparison_distances", "describe", "energy_figure", "COMPARISON_KEYS", "DISTANCES",
+           "comparison_figure", "comparison_distances", "describe", "energy_figure", "ensemble_figure",
+           "COMPARISON_KEYS", "DISTANCES",
            "PARTICLE_STYLES", "PROJECTIONS", "FIGURE_SUFFIXES"]
 
 
@@ -457,9 +458,11 @@ def _check_trajectory(trajectory) -> None:
     if _is_trajectory(trajectory):
         return
     from ._energy import EnergyResult
+    from ._ensemble import EnsembleResult
 
     hint = (" An energy result is drawn by meanfield.plot.energy_figure." if isinstance(trajectory, EnergyResult)
-            else _path_hint(trajectory))
+            else " An ensemble result is drawn by meanfield.plot.ensemble_figure."
+            if isinstance(trajectory, EnsembleResult) else _path_hint(trajectory))
     raise TypeError("`trajectory` must be a meanfield.Trajectory (from meanfield.simulate or meanfield.load); "
                     f"got {type(trajectory).__name__}.{hint}")
 
@@ -1085,6 +1088,81 @@ def energy_figure(result, output=None):
             else np.array2string(D, precision=3))
     fig.suptitle(f"{result.task} $E_{{\\beta,D}}$ on $S^{{{d - 1}}}$: β = {result.beta:g}, D = {dtxt}, "
                  f"E = {result.value:.10g}", fontsize=10)
+    if output is not None:
+        _write_whole(output, lambda path: fig.savefig(path, dpi=100))
+    return fig
+
+
+#: components of an array observable :func:`ensemble_figure` draws (the first ones; its title says so)
+_ENSEMBLE_COMPONENTS = 8
+#: replicas drawn as thin lines behind the mean of a scalar observable (the first ones)
+_ENSEMBLE_REPLICA_LINES = 50
+
+
+def ensemble_figure(result, output=None):
+    """The mean of an ensemble's observable with its confidence interval over time, and the replicas counted.
+
+    Left: the mean (a line per component of an array observable, the first eight) with the band from
+    ``ci_low`` to ``ci_high``, and for a scalar observable the first 50 replicas as thin grey lines.  Right: the
+    number of replicas counted at each time (``count``: those that reached it with a finite value).
+
+    Parameters
+    ----------
+    result : EnsembleResult
+        From :func:`meanfield.ensemble`, or :func:`meanfield.load` of its file.
+    output : str or Path, optional
+        Write the figure there, in the format of its extension (one of ``FIGURE_SUFFIXES``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure (managed by pyplot: ``plt.close(fig)`` when done).
+
+    Raises
+    ------
+    TypeError
+        If ``result`` is not an EnsembleResult.
+    ValueError
+        Before anything is drawn: an ``output`` in a missing folder, not writable, or of a file type other
+        than ``FIGURE_SUFFIXES``.
+    """
+    from ._ensemble import EnsembleResult
+
+    if not isinstance(result, EnsembleResult):
+        hint = " A Trajectory is drawn by meanfield.plot.result_figure." if _is_trajectory(result) else \
+            _path_hint(result)
+        raise TypeError(f"`result` must be a meanfield.EnsembleResult; got {type(result).__name__}.{hint}")
+    _check_figure_output(output, FIGURE_SUFFIXES)
+    plt = _plt()
+    t, R = np.asarray(result.times, float), result.replicas
+    mean, low, high = (np.asarray(a, float).reshape(t.size, -1) for a in (result.mean, result.ci_low, result.ci_high))
+    shown = min(mean.shape[1], _ENSEMBLE_COMPONENTS)
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 4.0), layout="constrained", width_ratios=(2, 1))
+    if np.ndim(result.mean) == 1:
+        for v in np.asarray(result.values, float)[:_ENSEMBLE_REPLICA_LINES]:
+            ax0.plot(t, v, color="0.75", lw=0.5, zorder=1)
+    for j in range(shown):
+        label = None if np.ndim(result.mean) == 1 else \
+            f"[{', '.join(str(int(i)) for i in np.unravel_index(j, np.shape(result.mean)[1:]))}]"
+        line, = ax0.plot(t, mean[:, j], marker="o", markersize=3, label=label, zorder=3)
+        ax0.fill_between(t, low[:, j], high[:, j], color=line.get_color(), alpha=0.25, lw=0, zorder=2)
+    if shown > 1:
+        ax0.legend(fontsize=7)
+    name = result.observable or "observable"
+    more = f" (components 1–{shown} of {mean.shape[1]})" if shown < mean.shape[1] else ""
+    ax0.set_title(f"{name}{more}: mean and {100 * result.confidence:.3g} % {result.interval} interval"
+                  + (f"; {min(R, _ENSEMBLE_REPLICA_LINES)} replicas in grey" if np.ndim(result.mean) == 1 else ""),
+                  fontsize=9)
+    ax0.set_xlabel("t")
+    ax1.step(t, np.asarray(result.count), where="mid")
+    ax1.set_ylim(0, R * 1.05)
+    ax1.set_xlabel("t")
+    ax1.set_title(f"replicas counted (of R = {R})", fontsize=9)
+    m = result.model
+    fig.suptitle(f"ensemble of {R} replicas" + (f": {m.scheme}, β = {m.beta:g}, d = {m.d}" if m is not None else "")
+                 + (f", backend {result.backend}" if result.backend else "")
+                 + (f", n = {result.sampler}" if isinstance(result.sampler, int) else
+                    f", sampler {result.sampler}" if result.sampler else ""), fontsize=10)
     if output is not None:
         _write_whole(output, lambda path: fig.savefig(path, dpi=100))
     return fig

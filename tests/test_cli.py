@@ -1204,3 +1204,56 @@ def test_info_and_plot_read_a_run_whose_alpha_was_a_function(tmp_path, capsys):
     assert "scheme=ngpt" in model and "<lambda>" in model and "(a function, not stored)" in model, model
     assert main(["plot", str(path), "--output", str(tmp_path / "ngpt.png")]) == 0
     assert (tmp_path / "ngpt.png").stat().st_size > 10_000
+
+
+def test_info_and_plot_of_an_ensemble_file(tmp_path, capsys):
+    """`meanfield info` and `plot` of a file of mf.save(mf.ensemble(...)) (which could not be saved before): the
+    replicas, the observable's mean and interval at the first and last time, how many replicas finished; a figure of
+    the mean and interval over time.  Drawn on its own, as one figure; not a run to resume."""
+    def sampler(rng):
+        return mf.Particles.uniform(20, 3, seed=rng, radii=rng.uniform(0.3, 3.0))
+
+    with warnings.catch_warnings():      # pre-ln with V = −I: one of the replicas stops (NON_FINITE at t ≈ 1.6)
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        r = mf.ensemble(mf.Model(3.0, "pre-ln", V=-np.eye(3)), sampler, 2.0, replicas=8, seed=2, save_every=0.5,
+                        step=0.01, batch=False, observable=lambda p: p.radii.mean())
+    path = mf.save(r, tmp_path / "ens.h5")
+    assert main(["info", str(path)]) == 0
+    text = capsys.readouterr().out
+    ok = sum(s is mf.Status.OK for s in r.statuses)
+    assert 0 < ok < 8
+    for part in ("ensemble of 8 replicas, observable <lambda>, 5 times in [0, 2]",
+                 f"replicas finished: {ok} of 8 (NON_FINITE: {8 - ok})", "interval: 95 % Student t",
+                 f"t = 0          mean {r.mean[0]:.6g}   interval [{r.ci_low[0]:.6g}, {r.ci_high[0]:.6g}]   (8 replicas",
+                 f"t = 2          mean {r.mean[-1]:.6g}   interval [{r.ci_low[-1]:.6g}, {r.ci_high[-1]:.6g}]   "
+                 f"({r.count[-1]} replicas", "scheme=pre-ln", "backend: particles, initial tokens: sampler sampler",
+                 "options: method='rk4', step=0.01", "seeds: entropy 2, spawn keys (0,) … (7,)"):
+        assert part in text, (part, text)
+    fig = tmp_path / "ens.png"
+    assert main(["plot", str(path), "--output", str(fig)]) == 0 and fig.stat().st_size > 10_000
+    assert main(["plot", str(path), str(path), "--output", str(fig)]) == 2
+    assert "an ensemble result is drawn on its own" in capsys.readouterr().err
+    assert main(["plot", str(path), "--output", str(tmp_path / "ens.gif")]) == 2
+    assert "an ensemble result is drawn as one figure, not an animation" in capsys.readouterr().err
+    assert main(["run", os.path.join(EXAMPLES, RUN_EXAMPLES[0]), "--output", str(path), "--resume"]) == 2
+    assert "holds the summary of an ensemble" in capsys.readouterr().err
+    assert mf.load(path) == r                   # untouched
+
+
+def test_info_and_plot_of_a_hand_built_ensemble_of_an_array_observable(tmp_path, capsys):
+    # no provenance recorded, an observable of 2 × 5 components (the figure draws the first 8), NaN intervals
+    R, T = 3, 4
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(R, T, 2, 5))
+    r = mf.EnsembleResult(np.arange(T, dtype=float), values, values.mean(0), values.std(0, ddof=1),
+                          np.full((T, 2, 5), np.nan), np.full((T, 2, 5), np.nan), np.full(T, R), 0.8,
+                          np.random.SeedSequence(3).spawn(R), [mf.Status.OK, mf.Status.OK, mf.Status.INTERRUPTED])
+    path = mf.save(r, tmp_path / "hand.h5")
+    assert main(["info", str(path)]) == 0
+    text = capsys.readouterr().out
+    for part in ("ensemble of 3 replicas, observable (not recorded), 4 times in [0, 3]",
+                 "replicas finished: 2 of 3 (INTERRUPTED: 1)", "interval: 80 % Student t", "ci_low [[nan, nan,",
+                 "model: not recorded", "backend: not recorded, initial tokens: not recorded", "options: not recorded"):
+        assert part in text, (part, text)
+    fig = tmp_path / "hand.png"
+    assert main(["plot", str(path), "--output", str(fig)]) == 0 and fig.stat().st_size > 10_000

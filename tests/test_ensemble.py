@@ -579,3 +579,44 @@ def test_an_ensemble_refuses_a_backend_that_is_not_a_particle_backend_naming_the
     ensemble's documentation does not offer."""
     with pytest.raises(ValueError, match=r"`backend` must be one of \['particles', 'particles-sh'\] for ensemble"):
         mf.ensemble(mf.Model(2.0), 8, 0.1, replicas=2, backend=backend)
+
+
+def test_an_ensemble_records_what_produced_it():
+    """The result said nothing of its model, backend, options, times, observable or sampler: only the batched run's
+    checkpoint kept any of it.  The recorded options are those a replica runs with alone (after defaults, as the
+    replica's own Trajectory records them)."""
+    def first_z(p):
+        return p.positions[0, 2]
+
+    def sampler(rng):
+        return mf.Particles.uniform(8, seed=rng)
+    for batch in (True, False):
+        r = mf.ensemble(MODEL, 8, 0.6, replicas=3, seed=4, save_every=0.3, t0=0.1, step=0.1, batch=batch)
+        alone = mf.simulate(MODEL, mf.Particles.uniform(8, seed=np.random.default_rng(r.seeds[2])), 0.6,
+                            backend="particles", save_every=0.3, t0=0.1, step=0.1)
+        assert (r.model, r.backend, r.t0, r.t_final, r.observable, r.sampler, r.batched) == (
+            MODEL, "particles", 0.1, 0.6, "mean_alignment", 8, batch)
+        assert r.options == alone.options and r.options["method"] == "rk4" and r.options["groups"] == 1
+        # fixed steps: batched, the replica's values are its own run's to rounding
+        assert np.max(np.abs(np.array([mf.mean_alignment(s) for s in alone.states]) - r.values[2])) < 1e-14
+    r = mf.ensemble(MODEL, sampler, 0.2, replicas=2, observable=first_z, backend="particles-sh", step=0.1)
+    assert (r.observable, r.sampler, r.backend, r.batched) == ("first_z", "sampler", "particles-sh", False)
+    assert r.options["lmax"] >= 1 and "groups" not in r.options
+
+
+def test_an_ensemble_result_built_by_hand_still_works_and_compares_by_value():
+    # the provenance fields come last, with defaults: the positional construction of before still works
+    seeds = np.random.SeedSequence(1).spawn(2)
+    parts = (np.array([0.0, 1.0]), np.array([[0.1, 0.2], [0.3, np.nan]]), np.array([0.2, 0.2]), np.zeros(2),
+             np.array([0.0, np.nan]), np.array([0.4, np.nan]), np.array([2, 1]), 0.9)
+    r = mf.EnsembleResult(*parts, seeds, [mf.Status.OK, mf.Status.NON_FINITE])
+    assert r.model is None and r.options == {} and r.interval == "t" and not r.success
+    # == compares by value (it raised "The truth value of an array ... is ambiguous"); NaN equals NaN, seed sequences
+    # by their state, not their identity
+    same = mf.EnsembleResult(*parts, np.random.SeedSequence(1).spawn(2), [mf.Status.OK, mf.Status.NON_FINITE])
+    assert r == same
+    assert r != mf.EnsembleResult(*parts, np.random.SeedSequence(2).spawn(2), [mf.Status.OK, mf.Status.NON_FINITE])
+    assert r != mf.EnsembleResult(*parts, seeds, [mf.Status.OK, mf.Status.OK])
+    assert r != mf.EnsembleResult(*parts, seeds, [mf.Status.OK, mf.Status.NON_FINITE], observable="x")
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(r)

@@ -698,3 +698,111 @@ def test_resume_of_a_run_with_a_function_alpha_names_its_own_alpha_argument(tmp_
     with pytest.raises(mf.ResultFileError, match=r"pass `alpha=` to load\(\) \(or to resume\(\)"):
         mf.resume(path)
     assert mf.resume(path, alpha=alpha).success
+
+
+def _ensemble_with_a_stopped_replica():
+    # pre-ln with V = −I drives a radius to 0 in one of these replicas (NON_FINITE at t ≈ 1.6): NaN values, counts
+    # below R, a status that is not OK
+    def sampler(rng):
+        return mf.Particles.uniform(20, 3, seed=rng, radii=rng.uniform(0.3, 3.0))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        return mf.ensemble(mf.Model(3.0, "pre-ln", V=-np.eye(3)), sampler, 2.0, replicas=8, seed=2, save_every=0.5,
+                           step=0.01, batch=False, observable=lambda p: np.array([p.radii.mean(), p.radii.min()]),
+                           interval="bootstrap", confidence=0.9)
+
+
+def _bits(a):
+    a = np.asarray(a)
+    return a.dtype.str, a.shape, a.tobytes()
+
+
+def test_an_ensemble_result_is_saved_and_loads_back_equal(tmp_path):
+    """An EnsembleResult could not be saved (TypeError): an hour of replicas was kept only as the batched run's
+    checkpoint.  Its file holds every array bit for bit, the seeds (a replica's tokens are drawn again from the
+    loaded seed), the statuses, the bootstrap seed and the provenance."""
+    runs = [mf.ensemble(mf.Model(2.0), 12, 0.4, replicas=3, seed=5, save_every=0.2, step=0.1),
+            _ensemble_with_a_stopped_replica()]
+    assert not runs[1].success and np.isnan(runs[1].values).any() and runs[1].bootstrap_seed is not None
+    for i, r in enumerate(runs):
+        back = mf.load(mf.save(r, tmp_path / f"e{i}.h5"))
+        assert isinstance(back, mf.EnsembleResult) and back == r
+        for k in ("times", "values", "mean", "std", "ci_low", "ci_high", "count"):
+            assert _bits(getattr(back, k)) == _bits(getattr(r, k)), k
+        assert [s.state for s in back.seeds] == [s.state for s in r.seeds]
+        assert back.statuses == r.statuses and back.confidence == r.confidence and back.interval == r.interval
+        assert (None if r.bootstrap_seed is None else r.bootstrap_seed.state) == (
+            None if back.bootstrap_seed is None else back.bootstrap_seed.state)
+        assert (back.model, back.backend, back.options, back.t0, back.t_final, back.observable, back.sampler,
+                back.batched) == (r.model, r.backend, r.options, r.t0, r.t_final, r.observable, r.sampler, r.batched)
+    back = mf.load(tmp_path / "e0.h5")
+    redrawn = mf.Particles.uniform(12, seed=np.random.default_rng(back.seeds[1]))
+    assert mf.mean_alignment(redrawn) == back.values[1, 0]
+    with h5py.File(tmp_path / "e1.h5") as f:       # self-describing for a plain HDF5 reader
+        assert f.attrs["format"] == "meanfield-ensemble" and f.attrs["replicas"] == 8
+        assert f["values"].dims[1][0].name == "/scales/t" and f["mean"].dims[0][0].name == "/scales/t"
+        assert "SeedSequence" in f["seeds"].attrs["layout"]
+
+
+def test_an_ensemble_file_keeps_a_callable_option_as_its_name_and_a_callable_alpha_needs_alpha(tmp_path):
+    def schedule(t):
+        return 0.5
+
+    seeds = np.random.SeedSequence(0).spawn(2)
+    r = mf.EnsembleResult(np.array([0.0, 1.0]), np.zeros((2, 2)), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2),
+                          np.array([2, 2]), 0.95, seeds, [mf.Status.OK] * 2, model=mf.Model(1.0, "ngpt", alpha=schedule),
+                          backend="particles", options={"hook": schedule, "step": 0.1})
+    path = mf.save(r, tmp_path / "c.h5")
+    with pytest.raises(mf.ResultFileError, match=r"callable alpha .*pass `alpha=` to load"):
+        mf.load(path)
+    back = mf.load(path, alpha=schedule)
+    assert back.options == {"hook": "<callable schedule>", "step": 0.1}      # as a trajectory's file holds it
+    assert back == dataclasses.replace(r, options=back.options)
+
+
+def _hand_built(**changes):
+    R, T = 3, 2
+    fields = dict(times=np.array([0.0, 1.0]), values=np.zeros((R, T)), mean=np.zeros(T), std=np.zeros(T),
+                  ci_low=np.zeros(T), ci_high=np.zeros(T), count=np.full(T, R), confidence=0.95,
+                  seeds=np.random.SeedSequence(0).spawn(R), statuses=[mf.Status.OK] * R)
+    return mf.EnsembleResult(**{**fields, **changes})
+
+
+@pytest.mark.parametrize("changes, error, match", [
+    (dict(mean=np.zeros(3)), ValueError, r"EnsembleResult.mean must be of shape \(2,\) .*got shape \(3,\)"),
+    (dict(values=np.zeros((3, 5))), ValueError, r"EnsembleResult.values must be of shape \(R, T, \.\.\.\) with R >= 1 "
+                                                r"and T = 2 \(len\(times\)\); got shape \(3, 5\)"),
+    (dict(ci_high=np.zeros((2, 2))), ValueError, r"EnsembleResult.ci_high must be of shape \(2,\)"),
+    (dict(count=np.array([3, 4])), ValueError, r"EnsembleResult.count must be of shape \(2,\) with values in \[0, R=3\]"),
+    (dict(count=np.array([3.0, 3.0])), TypeError, r"EnsembleResult.count must be an array of integers"),
+    (dict(seeds=np.random.SeedSequence(0).spawn(2)), ValueError, r"EnsembleResult.seeds must be a list of R=3 numpy "
+                                                                 r"SeedSequences"),
+    (dict(statuses=["OK"] * 3), TypeError, r"EnsembleResult.statuses must be a list of R=3 meanfield.Status"),
+    (dict(interval="z"), ValueError, r"EnsembleResult.interval must be one of 't', 'bootstrap'"),
+    (dict(t0=float("nan")), TypeError, r"EnsembleResult.t0 must be a finite number or None"),
+    (dict(options={"f": object()}), TypeError, r"cannot store option value"),
+])
+def test_an_inconsistent_ensemble_result_is_refused_before_anything_is_written(tmp_path, changes, error, match):
+    path = mf.save(_hand_built(), tmp_path / "e.h5")
+    before = path.read_bytes()
+    with pytest.raises(error, match=match):
+        mf.save(_hand_built(**changes), path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["e.h5"]
+
+
+def test_an_ensemble_file_is_no_run_to_resume_and_takes_no_run_record(tmp_path):
+    path = mf.save(_hand_built(), tmp_path / "e.h5")
+    assert mf.load(path) == _hand_built()
+    with pytest.raises(ValueError, match=r"holds no run of meanfield.simulate .*ensemble result"):
+        mf.resume(path)
+    with pytest.raises(ValueError, match=r"`checkpoint` .* holds no run of meanfield.simulate \(an energy or ensemble"):
+        mf.ensemble(mf.Model(1.0), 4, 0.2, replicas=2, step=0.1, checkpoint=path)
+    with pytest.raises(TypeError, match=r"`run_info` is the run record of a Trajectory"):
+        mf.save(_hand_built(), path, run_info={"note": "x"})
+    with pytest.raises(TypeError, match=r"`complete` marks the checkpoint"):
+        mf.save(_hand_built(), path, complete=False)
+    with h5py.File(path, "r+") as f:          # the attribute digest covers the ensemble's record too
+        f.attrs["confidence"] = 0.5
+    with pytest.raises(mf.ResultFileError, match="do not match their checksum"):
+        mf.load(path)
