@@ -1144,7 +1144,7 @@ def ensemble_figure(result, output=None):
     for j in range(shown):
         label = None if np.ndim(result.mean) == 1 else \
             f"[{', '.join(str(int(i)) for i in np.unravel_index(j, np.shape(result.mean)[1:]))}]"
-        line, = ax0.plot(t, mean[:, j], marker="o", markersize=3, label=label, zorder=3)
+        line, = ax0.plot(t, mean[:, j], marker="o" if t.size <= 30 else None, markersize=3, label=label, zorder=3)
         ax0.fill_between(t, low[:, j], high[:, j], color=line.get_color(), alpha=0.25, lw=0, zorder=2)
     if shown > 1:
         ax0.legend(fontsize=7)
