@@ -170,8 +170,7 @@ class EnsembleResult:
         if not isinstance(other, EnsembleResult):
             return NotImplemented
         # SeedSequence has no value equality (a sequence read back from a file was never == the one written)
-        seeds = [[None if s is None else s.state for s in r.seeds] + [None if r.bootstrap_seed is None else
-                                                                     r.bootstrap_seed.state] for r in (self, other)]
+        seeds = [[getattr(s, "state", s) for s in [*r.seeds, r.bootstrap_seed]] for r in (self, other)]
         return (_same(seeds[0], seeds[1]) and list(self.statuses) == list(other.statuses)
                 and all(_same(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
                         if f.name not in ("seeds", "statuses", "bootstrap_seed")))
@@ -254,8 +253,8 @@ _REPLICA_FAILURES = (Status.NON_FINITE, Status.STEP_TOO_SMALL)
 
 def _run_batched(model, initials, t_final, run, observable, shape):
     """The replicas as one run of the exact backend with ``groups`` = R: per replica (times, values), the
-    statuses, and the backend options of the run; None when the run stopped where one replica may have stopped it (not by spending ``max_steps``, the
-    budget of the whole batch, and with no checkpoint holding the run)."""
+    statuses, and the backend options of the run; None when the run stopped where one replica may have stopped it
+    (not by spending ``max_steps``, the budget of the whole batch, and with no checkpoint holding the run)."""
     R, n = len(initials), max(p.n for p in initials)
     joint = _padded(initials, n)
     with warnings.catch_warnings(record=True) as caught:
@@ -426,6 +425,8 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     Returns
     -------
     EnsembleResult
+        The statistics, with what produced them (model, backend, options, times, the observable's and the
+        sampler's names); :func:`meanfield.save` writes it to an HDF5 file, :func:`meanfield.load` reads it back.
 
     Raises
     ------

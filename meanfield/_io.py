@@ -486,9 +486,9 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
         by hand), ``t_final`` is the last saved time, so that ``meanfield info`` shows it and
         :func:`meanfield.resume` can extend the file.
     complete : bool, optional
-        Not for an EnsembleResult.  False for a checkpoint of a run still in progress; default: the trajectory's ``run_info`` (a run from
-        :func:`simulate` is complete when it reached its t_final; one stopped early, by a callback too, is
-        saved resumable, as its checkpoint is), else True.
+        Not for an EnsembleResult.  False for a checkpoint of a run still in progress; default: the
+        trajectory's ``run_info`` (a run from :func:`simulate` is complete when it reached its t_final; one
+        stopped early, by a callback too, is saved resumable, as its checkpoint is), else True.
 
     Returns
     -------

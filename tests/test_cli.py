@@ -1224,7 +1224,8 @@ def test_info_and_plot_of_an_ensemble_file(tmp_path, capsys):
     assert 0 < ok < 8
     for part in ("ensemble of 8 replicas, observable <lambda>, 5 times in [0, 2]",
                  f"replicas finished: {ok} of 8 (NON_FINITE: {8 - ok})", "interval: 95 % Student t",
-                 f"t = 0          mean {r.mean[0]:.6g}   interval [{r.ci_low[0]:.6g}, {r.ci_high[0]:.6g}]   (8 replicas",
+                 f"t = 0          mean {r.mean[0]:.6g}   interval [{r.ci_low[0]:.6g}, {r.ci_high[0]:.6g}]   "
+                 "(8 replicas",
                  f"t = 2          mean {r.mean[-1]:.6g}   interval [{r.ci_low[-1]:.6g}, {r.ci_high[-1]:.6g}]   "
                  f"({r.count[-1]} replicas", "scheme=pre-ln", "backend: particles, initial tokens: sampler sampler",
                  "options: method='rk4', step=0.01", "seeds: entropy 2, spawn keys (0,) … (7,)"):

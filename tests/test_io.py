@@ -751,7 +751,8 @@ def test_an_ensemble_file_keeps_a_callable_option_as_its_name_and_a_callable_alp
 
     seeds = np.random.SeedSequence(0).spawn(2)
     r = mf.EnsembleResult(np.array([0.0, 1.0]), np.zeros((2, 2)), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2),
-                          np.array([2, 2]), 0.95, seeds, [mf.Status.OK] * 2, model=mf.Model(1.0, "ngpt", alpha=schedule),
+                          np.array([2, 2]), 0.95, seeds, [mf.Status.OK] * 2,
+                          model=mf.Model(1.0, "ngpt", alpha=schedule),
                           backend="particles", options={"hook": schedule, "step": 0.1})
     path = mf.save(r, tmp_path / "c.h5")
     with pytest.raises(mf.ResultFileError, match=r"callable alpha .*pass `alpha=` to load"):
@@ -774,7 +775,8 @@ def _hand_built(**changes):
     (dict(values=np.zeros((3, 5))), ValueError, r"EnsembleResult.values must be of shape \(R, T, \.\.\.\) with R >= 1 "
                                                 r"and T = 2 \(len\(times\)\); got shape \(3, 5\)"),
     (dict(ci_high=np.zeros((2, 2))), ValueError, r"EnsembleResult.ci_high must be of shape \(2,\)"),
-    (dict(count=np.array([3, 4])), ValueError, r"EnsembleResult.count must be of shape \(2,\) with values in \[0, R=3\]"),
+    (dict(count=np.array([3, 4])), ValueError,
+     r"EnsembleResult.count must be of shape \(2,\) with values in \[0, R=3\]"),
     (dict(count=np.array([3.0, 3.0])), TypeError, r"EnsembleResult.count must be an array of integers"),
     (dict(seeds=np.random.SeedSequence(0).spawn(2)), ValueError, r"EnsembleResult.seeds must be a list of R=3 numpy "
                                                                  r"SeedSequences"),
