@@ -19,7 +19,7 @@ from ._errors import warn
 from ._measures import Particles, conversion_hint, pair_alignment
 from ._model import Model
 from ._simulate import Status, particle_backend, save_times, simulate
-from ._trajectory import _same
+from ._values import same_values
 from ._validate import flag, nonneg_int, save_every_count, seed_error
 
 #: The confidence intervals of :func:`ensemble` (``interval=``).
@@ -171,8 +171,8 @@ class EnsembleResult:
             return NotImplemented
         # SeedSequence has no value equality (a sequence read back from a file was never == the one written)
         seeds = [[getattr(s, "state", s) for s in [*r.seeds, r.bootstrap_seed]] for r in (self, other)]
-        return (_same(seeds[0], seeds[1]) and list(self.statuses) == list(other.statuses)
-                and all(_same(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
+        return (same_values(seeds[0], seeds[1]) and list(self.statuses) == list(other.statuses)
+                and all(same_values(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
                         if f.name not in ("seeds", "statuses", "bootstrap_seed")))
 
     __hash__ = None
