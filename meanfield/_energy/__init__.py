@@ -8,8 +8,8 @@ the function E_{β,D}.)
 from ._energy import (energy as energy, energy_estimate as energy_estimate, EnergyEstimate as EnergyEstimate,
                       uniform_energy as uniform_energy, first_variation as first_variation,
                       first_variation_gradient as first_variation_gradient)
-from ._flow import (gradient_flow as gradient_flow, find_stationary as find_stationary,
-                    dissipation as dissipation, flow_model as flow_model)
+from ._flow import gradient_flow as gradient_flow, find_stationary as find_stationary, dissipation as dissipation
+from ._kernel import flow_model as flow_model
 from ._stationary import stationary as stationary, StationarityReport as StationarityReport
 from ._fem import SphereMesh as SphereMesh, FESpace as FESpace, FEDensity as FEDensity
 from ._minimize import (minimize_energy as minimize_energy, MinimizingDensity as MinimizingDensity,

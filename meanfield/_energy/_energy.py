@@ -775,3 +775,16 @@ def first_variation_moment(measure, beta, D, points) -> np.ndarray:
         _, m2 = kernel_sums(points, y, a, beta, D.T, moment=True)
         m = 0.5 * (m + m2)
     return m
+
+
+# the spectral velocity's scale e^{βc} stays within float64 with room for its squares below this (as _NO_SHIFT)
+_SPECTRAL_DISSIPATION_MAX_BC = 300.0
+
+
+def _spectral_dissipation_applies(measure, beta, D) -> bool:
+    """The O(N) dissipation applies: particles on S², more than the energy's spectral threshold, D = c·I, c > 0
+    (the kernel of backend="particles-sh"), βc ≤ 300."""
+    if not (isinstance(measure, Particles) and measure.d == 3 and measure.n > _SPECTRAL_MIN_N):
+        return False
+    c = isotropic_scale(D)
+    return c is not None and c > 0 and beta * c <= _SPECTRAL_DISSIPATION_MAX_BC

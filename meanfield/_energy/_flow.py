@@ -44,30 +44,13 @@ from ..backends._registry import get_backend
 from ..backends._stepper import ParticleStepper, _takes_fixed_steps
 from .._validate import MAX_SAVES, choice, nonneg_int, positive_float
 from .._errors import warn
-from ._energy import _SPECTRAL_MIN_N, _check_particle_sums, atoms, energy_estimate, first_variation_gradient
-from ._kernel import (_scaled_kernel_sums, announced, check_beta, check_D, check_pair_work, check_symmetric,
-                      isotropic_scale, tangent_project)
+from ._energy import (_SPECTRAL_MIN_N, _check_particle_sums, _spectral_dissipation_applies, atoms, energy_estimate,
+                      first_variation_gradient)
+from ._kernel import (FLOWS, _scaled_kernel_sums, announced, check_beta, check_D, check_pair_work, check_symmetric,
+                      flow_model, isotropic_scale, tangent_project, zonal_padded)
 from ._results import StationaryResult
 from ._stationary import stationary
 
-DIRECTIONS = ("ascent", "descent")
-# the velocity field followed: "gradient" the Wasserstein gradient field ±∇_S δE/δμ (USA attention), "softmax" the
-# same field divided by Z(x) = ∫ e^{β⟨x,Dy⟩}dμ(y) = β δE/δμ(x) > 0 (SA attention): the same zeros, E still monotone
-FLOWS = ("gradient", "softmax")
-
-
-def flow_model(beta, D, d: int, direction: str = "ascent", flow: str = "gradient"):
-    """The :class:`~meanfield.Model` whose velocity is ±∇_S δE/δμ: USA, Post-LN, Q = I, K = D, V = ±D.
-
-    ``flow="softmax"``: the same Model with SA (softmax) attention, whose velocity is ±∇_S δE/δμ / Z,
-    Z(x) = ∫ e^{β⟨x,Dy⟩} dμ(y) (:func:`find_stationary`)."""
-    from .._model import Model
-
-    choice("direction", direction, DIRECTIONS)
-    choice("flow", flow, FLOWS)
-    D = check_symmetric(check_D(D, d), "the gradient flow")
-    return Model(check_beta(beta), scheme="post-ln", attention="unnormalized" if flow == "gradient" else "softmax",
-                 d=d, K=D, V=D if direction == "ascent" else -D)
 
 
 def dissipation(measure, beta, D=None, flow: str = "gradient") -> float:
@@ -90,17 +73,6 @@ def dissipation(measure, beta, D=None, flow: str = "gradient") -> float:
     return float(a @ np.einsum("ij,ij->i", g, g))
 
 
-# the spectral velocity's scale e^{βc} stays within float64 with room for its squares below this (as _NO_SHIFT)
-_SPECTRAL_DISSIPATION_MAX_BC = 300.0
-
-
-def _spectral_dissipation_applies(measure, beta, D) -> bool:
-    """The O(N) dissipation applies: particles on S², more than the energy's spectral threshold, D = c·I, c > 0
-    (the kernel of backend="particles-sh"), βc ≤ 300."""
-    if not (isinstance(measure, Particles) and measure.d == 3 and measure.n > _SPECTRAL_MIN_N):
-        return False
-    c = isotropic_scale(D)
-    return c is not None and c > 0 and beta * c <= _SPECTRAL_DISSIPATION_MAX_BC
 
 
 def _spectral_dissipation(p: Particles, beta: float, D: np.ndarray) -> float:
@@ -120,7 +92,6 @@ def _zonal_dissipation(rho: ZonalDensity, beta: float, D: np.ndarray, flow: str)
     ≤ 3L, the grid's dealiased rule integrates it) but for the kernel truncated at 1e-13.  Without it,
     gradient_flow of a ZonalDensity raised "`measure` must be a meanfield Particles, Density or FEDensity"."""
     from ._energy import _multipliers
-    from ._stationary import zonal_padded
 
     c = isotropic_scale(D)
     if c is None:

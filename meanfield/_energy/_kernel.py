@@ -20,7 +20,7 @@ import numbers
 import numpy as np
 
 from .._errors import warn
-from .._validate import _as_float, dimension, no_bools, positive_float
+from .._validate import _as_float, choice, dimension, no_bools, positive_float
 
 _CHUNK_ELEMENTS = 2 ** 21  # ~16 MB of float64 kernel values per chunk
 _NO_SHIFT = 300.0          # exponents up to this need no overflow shift
@@ -361,3 +361,38 @@ def _check_pair_memory(name, n, d, m, what, extra_bytes_per_atom, advice) -> Non
     largest = max(0, int((0.8 * available_bytes() - 8.0 * _CHUNK_ELEMENTS) / per_atom))
     require(nbytes, f"{what} over the N={n} particles of `{name}` (d={d})",
             f"`{name}` may hold at most about N={largest} particles here.{advice}")
+
+
+# ----------------------------------------------------------------------------------------------
+# shared by the gradient flow and the stationarity test
+
+DIRECTIONS = ("ascent", "descent")
+# the velocity field followed: "gradient" the Wasserstein gradient field ±∇_S δE/δμ (USA attention), "softmax" the
+# same field divided by Z(x) = ∫ e^{β⟨x,Dy⟩}dμ(y) = β δE/δμ(x) > 0 (SA attention): the same zeros, E still monotone
+FLOWS = ("gradient", "softmax")
+
+
+def flow_model(beta, D, d: int, direction: str = "ascent", flow: str = "gradient"):
+    """The :class:`~meanfield.Model` whose velocity is ±∇_S δE/δμ: USA, Post-LN, Q = I, K = D, V = ±D.
+
+    ``flow="softmax"``: the same Model with SA (softmax) attention, whose velocity is ±∇_S δE/δμ / Z,
+    Z(x) = ∫ e^{β⟨x,Dy⟩} dμ(y) (:func:`find_stationary`)."""
+    from .._model import Model
+
+    choice("direction", direction, DIRECTIONS)
+    choice("flow", flow, FLOWS)
+    D = check_symmetric(check_D(D, d), "the gradient flow")
+    return Model(check_beta(beta), scheme="post-ln", attention="unnormalized" if flow == "gradient" else "softmax",
+                 d=d, K=D, V=D if direction == "ascent" else -D)
+
+
+def zonal_padded(rho, b: float):
+    """(the zonal basis, the profile of the ZonalDensity ``rho`` zero-padded to it) at a band limit that also holds
+    the kernel e^{b t} to 1e-13: the velocity and the stationarity test of a ZonalDensity are computed on it."""
+    from ..backends._bases import ZonalBasis
+    from ..sphere._funk_hecke import kernel_bandlimit
+
+    lmax = max(rho.lmax, kernel_bandlimit(abs(b), 1e-13, rho.d) if b != 0 else 1)
+    g = np.zeros(lmax + 1)
+    g[:rho.lmax + 1] = rho.coeffs
+    return ZonalBasis(lmax, rho.d), g

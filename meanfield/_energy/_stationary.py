@@ -21,9 +21,9 @@ from .._norms import norms
 from .._validate import open_fraction, positive_float
 from ..sphere._funk_hecke import funk_hecke, kernel_beta
 from ..sphere import _sh as sh
-from ._energy import _check_particle_sums, atoms
+from ._energy import _check_particle_sums, _spectral_dissipation_applies, atoms
 from ._kernel import (_NO_SHIFT, _scaled_kernel_sums, check_beta, check_D, check_pair_work, check_symmetric,
-                      isotropic_scale, tangent_project)
+                      flow_model, isotropic_scale, tangent_project, zonal_padded)
 
 
 @dataclass(frozen=True)
@@ -291,7 +291,6 @@ def _spectral_report(measure, pts, beta: float, D: np.ndarray, tol: float) -> St
     (:func:`meanfield._attention.sh_error_bounds`) is below 1e-2 of the test's threshold; else None (pair sums).
     find_stationary asked it at every check by O(N²) pair sums (20 000 tokens: ~1.3 s a check)."""
     from .._attention import attention_field_sh, sh_bandlimit, sh_error_bounds, transform_epsilon
-    from ._flow import _spectral_dissipation_applies, flow_model
 
     if not _spectral_dissipation_applies(measure, beta, D) or not len(pts):
         return None
@@ -322,15 +321,3 @@ def _report(pts, speeds, tol, sizes, log_factor=0.0) -> StationarityReport:
         speeds = np.exp(np.log(speeds) + log_factor)                      # 0 stays 0
         top, scale = (float(np.exp(np.log(x) + log_factor)) for x in (top, big))
     return StationarityReport(bool(stationary), top, pts, speeds, tol, scale if sizes.size else 1.0, float(relative))
-
-
-def zonal_padded(rho: ZonalDensity, b: float):
-    """(the zonal basis, the profile ``rho.coeffs`` zero-padded to it) at a band limit that also holds the kernel
-    e^{b t} to 1e-13: the velocity and the stationarity test of a ZonalDensity are computed on it."""
-    from ..backends._bases import ZonalBasis
-    from ..sphere._funk_hecke import kernel_bandlimit
-
-    lmax = max(rho.lmax, kernel_bandlimit(abs(b), 1e-13, rho.d) if b != 0 else 1)
-    g = np.zeros(lmax + 1)
-    g[:rho.lmax + 1] = rho.coeffs
-    return ZonalBasis(lmax, rho.d), g
