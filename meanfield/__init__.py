@@ -42,7 +42,8 @@ _LAZY = {
                     "._energy"),
     # particles: attention fields, ensembles, sampling
     **dict.fromkeys(["attention_field", "attention_field_sh", "AttentionField"], "._attention"),
-    **dict.fromkeys(["ensemble", "EnsembleResult", "mean_alignment"], "._ensemble"),
+    **dict.fromkeys(["ensemble", "mean_alignment"], "._ensemble"),
+    "EnsembleResult": "._ensemble_result",
     **dict.fromkeys(["sample_density", "particles_coefficients"], "._sampling"),
     # sweeps on dask.distributed
     **dict.fromkeys(["run_sweep", "load_sweep", "SweepResult", "distributed_particles_sh"], "._sweep"),

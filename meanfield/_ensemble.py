@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from dataclasses import dataclass, field, fields
 
 import numpy as np
 from ._lazy import LazyModule
@@ -19,11 +18,9 @@ from ._errors import warn
 from ._measures import Particles, conversion_hint, pair_alignment
 from ._model import Model
 from ._simulate import Status, particle_backend, save_times, simulate
-from ._values import same_values
+from ._ensemble_result import INTERVALS, EnsembleResult
 from ._validate import flag, nonneg_int, save_every_count, seed_error
 
-#: The confidence intervals of :func:`ensemble` (``interval=``).
-INTERVALS = ("t", "bootstrap")
 #: Resamples per bootstrap interval (scipy's default).
 BOOTSTRAP_RESAMPLES = 9999
 #: Bound on the floats one ``scipy.stats.bootstrap`` call holds (resamples × replicas × columns): the times and
@@ -71,111 +68,6 @@ def mean_alignment(particles: Particles) -> float:
         raise TypeError(f"`particles` must be meanfield.Particles; got {type(particles).__name__} (for a "
                         "Density use alignment_statistics).")
     return pair_alignment(particles.weights, particles.positions)
-
-
-@dataclass(frozen=True, eq=False)
-class EnsembleResult:
-    """Summary of R replicas.
-
-    Attributes
-    ----------
-    times : ndarray, shape (T,)
-        The saved times (shared by all replicas).
-    values : ndarray, shape (R, T, ...)
-        The observable per replica and time as it returned it; NaN at the save times a replica did not reach
-        (the state where it stopped, between save times, is not counted).
-    mean, std : ndarray, shape (T, ...)
-        Mean and sample standard deviation (ddof = 1) over the k replicas counted at each time (``count``).
-        Where those k values are all equal, ``mean`` is that value and ``std`` is 0 exactly (a conserved
-        quantity's interval is then the point itself, not one that misses it by rounding).
-    ci_low, ci_high : ndarray, shape (T, ...)
-        The two-sided ``confidence`` interval of the mean, by ``interval``: "t", mean ∓ t_{(1+c)/2, k−1} ·
-        std/√k (Student t: exact for normally distributed values, approximate otherwise), NaN where k < 2;
-        "bootstrap", the BCa interval of ``scipy.stats.bootstrap`` over the k values, NaN where k is below the
-        minimum for ``confidence`` (see :func:`ensemble`).  Where the k values are all equal, both are that value.
-    count : ndarray, shape (T,)
-        The number k of replicas counted at each time: those that reached it with a finite observable (every
-        component finite, for an array observable; a non-finite value is warned about and leaves the
-        replica out of every component at that time).
-    confidence : float
-    seeds : list of numpy.random.SeedSequence
-        The replicas' seed sequences: replica i's initial tokens are drawn with
-        ``numpy.random.default_rng(seeds[i])``, so the sampler re-run with that generator gives them again.
-    statuses : list of Status
-        How each replica's run ended.  A Ctrl-C (KeyboardInterrupt) stops the whole ensemble: the replicas
-        interrupted, and those run one by one that had not started (no values), are INTERRUPTED.
-    interval : str
-        Which interval ``ci_low``, ``ci_high`` are: "t" or "bootstrap".
-    bootstrap_seed : numpy.random.SeedSequence or None
-        For "bootstrap", the seed sequence of the resampling: the intervals are ``scipy.stats.bootstrap`` with
-        ``rng=numpy.random.default_rng(bootstrap_seed)``; None for "t".
-    model : Model or None
-        The dynamics every replica ran.
-    backend : str or None
-        The particle backend of the runs ("particles" or "particles-sh").
-    options : dict
-        The backend options each replica ran with, after defaults, as a :class:`~meanfield.Trajectory`'s
-        ``options`` (those of replica 0's run; with ``batched``, ``groups`` is the 1 of a replica alone).
-    t0, t_final : float or None
-        The start and end times of the runs (``times[0]`` and ``times[-1]``).
-    observable : str or None
-        What ``values`` are: the observable's ``__name__`` ("mean_alignment" for the default), or its repr.
-    sampler : int, str or None
-        How each replica's initial tokens were drawn: n (an int) for n i.i.d. uniform tokens, else the
-        sampler's ``__name__`` (or repr).
-    batched : bool or None
-        Whether the replicas ran together as one run with ``groups`` = R (their adaptive steps shared).
-
-    Notes
-    -----
-    The provenance fields (``model`` … ``batched``) are None (``options`` empty) for a result built by hand; a
-    result of :func:`ensemble` fills them.  :func:`meanfield.save` writes a result to an HDF5 file and
-    :func:`meanfield.load` reads it back equal: ``==`` compares every field by value (arrays entry by entry, NaN
-    equal to NaN; seed sequences by their ``state``).  A callable backend option is stored as its name only, as
-    in a trajectory's file.  An EnsembleResult is not hashable.
-    """
-
-    times: np.ndarray
-    values: np.ndarray
-    mean: np.ndarray
-    std: np.ndarray
-    ci_low: np.ndarray
-    ci_high: np.ndarray
-    count: np.ndarray
-    confidence: float
-    seeds: list = field(repr=False)
-    statuses: list = field(repr=False)
-    interval: str = "t"
-    bootstrap_seed: np.random.SeedSequence | None = field(default=None, repr=False)
-    model: Model | None = None
-    backend: str | None = None
-    options: dict = field(default_factory=dict, repr=False)
-    t0: float | None = field(default=None, repr=False)
-    t_final: float | None = field(default=None, repr=False)
-    observable: str | None = None
-    sampler: int | str | None = field(default=None, repr=False)
-    batched: bool | None = field(default=None, repr=False)
-
-    @property
-    def replicas(self) -> int:
-        """The number R of replicas run."""
-        return self.values.shape[0]
-
-    @property
-    def success(self) -> bool:
-        """Whether every replica reached ``t_final`` (all statuses OK)."""
-        return all(s is Status.OK for s in self.statuses)
-
-    def __eq__(self, other):
-        if not isinstance(other, EnsembleResult):
-            return NotImplemented
-        # SeedSequence has no value equality (a sequence read back from a file was never == the one written)
-        seeds = [[getattr(s, "state", s) for s in [*r.seeds, r.bootstrap_seed]] for r in (self, other)]
-        return (same_values(seeds[0], seeds[1]) and list(self.statuses) == list(other.statuses)
-                and all(same_values(getattr(self, f.name), getattr(other, f.name)) for f in fields(self)
-                        if f.name not in ("seeds", "statuses", "bootstrap_seed")))
-
-    __hash__ = None
 
 
 #: bytes a replica holds before any run besides its tokens: its SeedSequence (~380), generator and Particles
@@ -645,54 +537,3 @@ def _bca(kept, counted, confidence, rng):
     return low.reshape(kept.shape[1:]), high.reshape(kept.shape[1:])
 
 
-def check_result(result: EnsembleResult) -> None:
-    """Refuse an EnsembleResult whose fields do not fit together (one built by hand), naming the field and what it
-    must be, before anything is written: R replicas and T times fix every shape."""
-    def fail(error, name, must, got):
-        raise error(f"EnsembleResult.{name} must be {must}; got {got}.")
-
-    def real(name, kinds="iuf"):
-        a = np.asarray(getattr(result, name))
-        if a.dtype.kind not in kinds:
-            fail(TypeError, name, "an array of " + ("integers" if kinds == "iu" else "real numbers"),
-                 f"dtype {a.dtype}")
-        return a
-
-    times = real("times")
-    if times.ndim != 1 or times.size == 0:
-        fail(ValueError, "times", "a non-empty 1-D array", f"shape {times.shape}")
-    T, values = times.size, real("values")
-    if values.ndim < 2 or values.shape[0] == 0 or values.shape[1] != T:
-        fail(ValueError, "values", f"of shape (R, T, ...) with R >= 1 and T = {T} (len(times))",
-             f"shape {values.shape}")
-    R, per_time = values.shape[0], values.shape[1:]
-    for name in ("mean", "std", "ci_low", "ci_high"):
-        if real(name).shape != per_time:
-            fail(ValueError, name, f"of shape {per_time} (values.shape[1:]: T times × the observable's shape)",
-                 f"shape {np.shape(getattr(result, name))}")
-    count = real("count", "iu")
-    if count.shape != (T,) or np.any(count < 0) or np.any(count > R):
-        fail(ValueError, "count", f"of shape ({T},) with values in [0, R={R}]",
-             f"shape {count.shape}, values in [{count.min(initial=0)}, {count.max(initial=0)}]")
-    for name, kind, what in (("seeds", np.random.SeedSequence, "numpy SeedSequences"), ("statuses", Status,
-                                                                                         "meanfield.Status values")):
-        items = getattr(result, name)
-        if not isinstance(items, (list, tuple)) or len(items) != R or not all(isinstance(x, kind) for x in items):
-            fail(TypeError if isinstance(items, (list, tuple)) and len(items) == R else ValueError, name,
-                 f"a list of R={R} {what} (one per replica)", repr(items)[:200])
-    if not (isinstance(result.confidence, numbers.Real) and 0 < result.confidence < 1):
-        fail(ValueError, "confidence", "in (0, 1)", repr(result.confidence))
-    if result.interval not in INTERVALS:
-        fail(ValueError, "interval", f"one of {', '.join(map(repr, INTERVALS))}", repr(result.interval))
-    for name, ok, must in (
-            ("bootstrap_seed", (np.random.SeedSequence,), "a numpy SeedSequence or None"),
-            ("model", (Model,), "a meanfield.Model or None"), ("backend", (str,), "a str or None"),
-            ("observable", (str,), "a str or None"), ("sampler", (numbers.Integral, str), "an int, a str or None"),
-            ("batched", (bool, np.bool_), "a bool or None"), ("t0", (numbers.Real,), "a finite number or None"),
-            ("t_final", (numbers.Real,), "a finite number or None")):
-        v = getattr(result, name)
-        if v is not None and (not isinstance(v, ok) or isinstance(v, numbers.Real) and not np.isfinite(v)
-                              or name in ("t0", "t_final", "sampler") and isinstance(v, (bool, np.bool_))):
-            fail(TypeError, name, must, repr(v))
-    if not isinstance(result.options, dict) or not all(isinstance(k, str) for k in result.options):
-        fail(TypeError, "options", "a dict of backend option names to values", repr(result.options)[:200])

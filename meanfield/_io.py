@@ -506,7 +506,7 @@ def save(trajectory, path, *, run_info: dict | None = None, complete: bool | Non
         result (not HDF5, or HDF5 of other data: never replaced); the fields of an EnsembleResult do not fit
         together (the shapes of R replicas and T times, one seed and one status per replica).
     """
-    from ._ensemble import EnsembleResult
+    from ._ensemble_result import EnsembleResult
     from ._trajectory import Trajectory
 
     if isinstance(trajectory, EnsembleResult):
@@ -1004,7 +1004,7 @@ def _read_seeds(g) -> list:
 def _ensemble_arrays(result) -> dict:
     """Everything of an EnsembleResult a file stores besides its attributes, checked (shapes, types) and converted
     before the file is opened."""
-    from ._ensemble import check_result
+    from ._ensemble_result import check_result
 
     check_result(result)
     json_text(result.options)      # a value JSON cannot hold (a callable is stored as its name): refused here
@@ -1048,7 +1048,7 @@ def _save_ensemble(result, path: Path) -> Path:
 
 
 def _read_ensemble(f, alpha=None):
-    from ._ensemble import EnsembleResult, check_result
+    from ._ensemble_result import EnsembleResult, check_result
     from ._trajectory import Status
 
     a = f.attrs

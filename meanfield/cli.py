@@ -468,7 +468,7 @@ def _is_energy(result) -> bool:
 
 
 def _is_ensemble(result) -> bool:
-    from ._ensemble import EnsembleResult
+    from ._ensemble_result import EnsembleResult
 
     return isinstance(result, EnsembleResult)
 

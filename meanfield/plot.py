@@ -458,7 +458,7 @@ def _check_trajectory(trajectory) -> None:
     if _is_trajectory(trajectory):
         return
     from ._energy import EnergyResult
-    from ._ensemble import EnsembleResult
+    from ._ensemble_result import EnsembleResult
 
     hint = (" An energy result is drawn by meanfield.plot.energy_figure." if isinstance(trajectory, EnergyResult)
             else " An ensemble result is drawn by meanfield.plot.ensemble_figure."
@@ -1126,7 +1126,7 @@ def ensemble_figure(result, output=None):
         Before anything is drawn: an ``output`` in a missing folder, not writable, or of a file type other
         than ``FIGURE_SUFFIXES``.
     """
-    from ._ensemble import EnsembleResult
+    from ._ensemble_result import EnsembleResult
 
     if not isinstance(result, EnsembleResult):
         hint = " A Trajectory is drawn by meanfield.plot.result_figure." if _is_trajectory(result) else \
