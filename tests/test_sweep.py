@@ -1465,3 +1465,51 @@ def test_a_hybrid_runs_mean_alignment_observable_is_its_diagnostic_across_the_ha
     assert 0.5 < traj.run_info["handoff"]["t"] < 5.5
     values = [OBSERVABLES["mean_alignment"](traj, i, 1e-3) for i in range(len(traj.times))]
     assert np.allclose(values, traj.diagnostics["mean_alignment"], rtol=1e-12, atol=1e-15)
+
+
+def test_each_record_says_how_its_observables_were_recorded(tmp_path):
+    """A rerun with another aligned_tol into the same folder left the records of both in tasks/, and nothing in a
+    record told which δ its aligned_fraction was counted with (sweep.toml holds only the last sweep's)."""
+    text = BASE + '[sweep]\nobservables = ["aligned_fraction"]\naligned_tol = {tol}\ngrid = {{ "model.beta" = [1.0] }}\n'
+    for tol in (1e-3, 0.5):
+        run_sweep(_spec(text.format(tol=tol)), tmp_path, serial=True, progress=False)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "tasks").glob("*.json")]
+    assert sorted(r["recording"]["aligned_tol"] for r in records) == [1e-3, 0.5]
+    assert all(r["recording"] == {"observables": ["aligned_fraction"], "at": "final", "hdf5": False,
+                                  "aligned_tol": r["recording"]["aligned_tol"]} for r in records)
+
+
+@pytest.mark.parametrize("kwargs, given", [
+    (dict(serial=True, workers=2), "`workers`, `serial=True`"),
+    (dict(scheduler="tcp://127.0.0.1:1", workers=2), "`scheduler`, `workers`"),
+    (dict(serial=True, scheduler="tcp://127.0.0.1:1"), "`scheduler`, `serial=True`"),
+])
+def test_run_sweep_refuses_two_places_to_run_as_the_command_line_does(tmp_path, kwargs, given):
+    """workers= with a client or a scheduler, and serial=True with either, were ignored without a word (the
+    command line refuses `--workers` with `--scheduler` or `--serial`)."""
+    spec = _spec(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
+    with pytest.raises(ValueError, match=f"give one of `client` .*; got {re.escape(given)}\\.$"):
+        run_sweep(spec, tmp_path / "out", progress=False, **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_sweep_refuses_workers_with_a_client(threaded_client, tmp_path):
+    spec = _spec(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
+    for kwargs in (dict(workers=7), dict(serial=True)):
+        with pytest.raises(ValueError, match="give one of `client`"):
+            run_sweep(spec, tmp_path / "out", client=threaded_client, progress=False, **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_summary_says_how_many_failures_it_does_not_list(tmp_path, capsys):
+    """The summary listed the first ten tasks that were not OK and said nothing of the others."""
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(BASE.replace("step = 0.1", "max_steps = 1") + '[sweep]\ngrid = { "initial.seed" = '
+                   + str(list(range(12))) + ' }\n')
+    assert cli.main(["sweep", str(cfg), "--serial", "--output", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "12 tasks: 12 run, 0 already done; STEP_TOO_SMALL 12" in captured.out
+    err = captured.err.splitlines()
+    assert sum(line.startswith("  STEP_TOO_SMALL: ") for line in err) == 10
+    assert err[-1] == (f"  … and 2 more task(s) not OK: their rows in {tmp_path / 'out' / 'results.jsonl'} or "
+                       f"{tmp_path / 'out' / 'results.csv'} say why.")

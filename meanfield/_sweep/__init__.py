@@ -20,6 +20,8 @@ from ._runner import CONNECT_TIMEOUT, check_output_folder, SweepResult as SweepR
     run_task as run_task
 from ._spec import SweepSpec as SweepSpec, load_sweep as load_sweep, parse_sweep as parse_sweep
 
+SHOWN_FAILURES = 10      # tasks not OK listed by the summary of `meanfield sweep`
+
 
 def main(args) -> int:
     """``meanfield sweep``: 0 when every task reached t_final, 1 when some ended early or failed (2: bad file)."""
@@ -47,8 +49,13 @@ def main(args) -> int:
         print(f"{result.tasks} tasks: {result.ran} run, {result.skipped} already done; "
               + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
               + (f"; {result.missing} not run yet (run the command again)" if result.missing else ""))
-        for r in result.failed[:10]:
+        failed = result.failed
+        for r in failed[:SHOWN_FAILURES]:
             print(f"  {r['status']}: {r['key']} {_params(r, spec)}: {r['error']}", file=sys.stderr)
+        if len(failed) > SHOWN_FAILURES:     # the list stopped at 10 without a word of the others
+            where = " or ".join(str(p) for p in result.paths)
+            print(f"  … and {len(failed) - SHOWN_FAILURES} more task(s) not OK: their rows in {where} say why.",
+                  file=sys.stderr)
         print("table: " + ", ".join(str(p) for p in result.paths))
     return 0 if result.success else 1
 

@@ -76,7 +76,7 @@ def run_task(task: Task, settings: dict, out_dir: str | None = None, threads: in
     from .._io import save
     from ._observables import record
 
-    row = _record_head(task)
+    row = _record_head(task, settings)
     t0 = time.perf_counter()
     try:
         with _threads(threads), warnings.catch_warnings():
@@ -108,12 +108,16 @@ def run_task(task: Task, settings: dict, out_dir: str | None = None, threads: in
     return row
 
 
-def _record_head(task: Task) -> dict:
-    """The fields every record starts with: which task, its resolved run configuration and the version, so
-    that a record describes itself without the sweep file."""
+def _record_head(task: Task, settings: dict) -> dict:
+    """The fields every record starts with: which task, its resolved run configuration, how it was recorded
+    (``settings``: the observables, ``at``, ``aligned_tol``, ``hdf5``) and the version, so that a record describes
+    itself without the sweep file.  The recording settings were missing: after a rerun with another ``aligned_tol``
+    into the same folder, the records of both were in ``tasks/`` and nothing told which δ an ``aligned_fraction``
+    was counted with (``sweep.toml`` holds only the last sweep's)."""
     from .. import __version__
     return {"key": task.key, "index": task.index, "params": task.params, "config": task.config,
-            "meanfield": __version__, "status": ERROR, "error": "", "wall_time": 0.0, "t_end": None}
+            "recording": dict(settings), "meanfield": __version__, "status": ERROR, "error": "", "wall_time": 0.0,
+            "t_end": None}
 
 
 def _simulate(cfg):
@@ -286,12 +290,13 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
         Run on this client (it is not closed).  Otherwise on ``scheduler`` if given, else on a new
         ``LocalCluster`` of ``workers`` processes with one thread each (closed at the end).
     workers : int, optional
-        Local worker processes, ≥ 1 (default: the usable cores); ignored with ``client`` or ``scheduler``.
+        Local worker processes, ≥ 1 (default: the usable cores); not with ``client`` or ``scheduler``.
     scheduler : str, optional
         Address of a running dask scheduler (e.g. ``"tcp://host:8786"``) to connect to, with a
-        ``distributed.Client`` closed at the end; ignored with ``client``.
+        ``distributed.Client`` closed at the end; not with ``client``.
     serial : bool
-        Run the tasks one after the other in this process (no dask).
+        Run the tasks one after the other in this process (no dask): not with ``client``, ``scheduler`` or
+        ``workers``.
     progress : bool
         A tqdm bar over the tasks.
     max_tasks : int, optional
@@ -316,7 +321,8 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
     ConnectionError
         The ``scheduler`` did not answer within ``connect_timeout`` seconds (or is not a dask scheduler).
     TypeError, ValueError
-        ``client`` is not a ``distributed.Client`` (an address goes to ``scheduler``), or not a running one.
+        ``client`` is not a ``distributed.Client`` (an address goes to ``scheduler``), or not a running one; or two
+        of ``client``, ``scheduler``, ``workers`` and ``serial=True``, which name different places to run, are given.
     """
     if isinstance(spec, (str, os.PathLike)):
         from ._spec import load_sweep
@@ -334,6 +340,7 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
     if max_tasks is not None:
         max_tasks = nonneg_int("max_tasks", max_tasks)
     connect = (scheduler, positive_float("connect_timeout", connect_timeout))
+    _check_where(client, workers, scheduler, serial)
     check_client(client)
     out = Path(out_dir)
     refuse_foreign_files(out, spec)      # (before the folder is created: a refused sweep leaves no folder behind)
@@ -341,6 +348,16 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     with _lock(out):
         return _run_locked(spec, out, client, workers, connect, serial, progress, max_tasks, threads)
+
+
+def _check_where(client, workers, scheduler, serial) -> None:
+    """At most one place to run the tasks, as ``meanfield sweep`` requires: ``run_sweep(..., client=c, workers=7)`` ran
+    on the client's workers, and ``serial=True`` with a client ran in this process, each without a word."""
+    given = [name for name, value in (("client", client), ("scheduler", scheduler), ("workers", workers))
+             if value is not None] + (["serial=True"] if serial else [])
+    if len(given) > 1:
+        raise ValueError(f"give one of `client` (a running cluster), `scheduler` (its address), `workers` (a new "
+                         f"local cluster) and `serial=True` (this process); got {', '.join(f'`{g}`' for g in given)}.")
 
 
 def _lock(out: Path):
@@ -404,7 +421,7 @@ def _run_dask(spec, todo, out, records, bar, client, workers, connect, limit, th
                 try:
                     row = fut.result()
                 except Exception as e:   # noqa: BLE001 - lost worker, unpicklable result, …
-                    row = {**_record_head(t), "error": f"{type(e).__name__}: {e}", "wall_time": None}
+                    row = {**_record_head(t, spec.record), "error": f"{type(e).__name__}: {e}", "wall_time": None}
                 if row["status"] == INTERRUPTED:      # a worker's Ctrl-C: the task is not done, a rerun runs it
                     records.pop(t.key, None)
                     handled.add(fut)
