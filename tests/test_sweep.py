@@ -1513,3 +1513,19 @@ def test_the_summary_says_how_many_failures_it_does_not_list(tmp_path, capsys):
     assert sum(line.startswith("  STEP_TOO_SMALL: ") for line in err) == 10
     assert err[-1] == (f"  … and 2 more task(s) not OK: their rows in {tmp_path / 'out' / 'results.jsonl'} or "
                        f"{tmp_path / 'out' / 'results.csv'} say why.")
+
+
+def test_a_table_left_by_deleted_records_is_refused_saying_so(tmp_path):
+    """Deleting DIR/tasks to have every task run again left the sweep's own table behind, and the refusal said only
+    that it "is not a table of the sweep records", of the table that sweep had written."""
+    import shutil
+    spec = _spec(BASE + '[sweep]\ngrid = { "model.beta" = [1.0, 2.0] }\n')
+    run_sweep(spec, tmp_path, serial=True, progress=False)
+    shutil.rmtree(tmp_path / "tasks")
+    with pytest.raises(FileExistsError, match=r"results.jsonl' exists .* \(it has a sweep table's columns, but none "
+                                              r"of its 2 rows has a record there: were the records deleted\? Then "
+                                              r"delete the tables \(results.jsonl, results.csv\) too"):
+        run_sweep(spec, tmp_path, serial=True, progress=False)
+    for name in ("results.jsonl", "results.csv"):
+        (tmp_path / name).unlink()
+    assert run_sweep(spec, tmp_path, serial=True, progress=False).ran == 2

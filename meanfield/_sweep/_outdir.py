@@ -57,9 +57,9 @@ def refuse_foreign_files(out: Path, spec) -> None:
         path = out / name
         if (path.exists() or path.is_symlink()) and not _is_sweep_table(path, recorded):
             raise FileExistsError(
-                f"{str(path)!r} exists and is not a table of the sweep records in {str(out / 'tasks')!r}:"
-                " a sweep writes its table there and would replace it. Move the file away, or give another output "
-                "folder (--output).")
+                f"{str(path)!r} exists and is not a table of the sweep records in {str(out / 'tasks')!r}"
+                f"{_orphan_rows(path)}: a sweep writes its table there and would replace it. Move the file away, or "
+                "give another output folder (--output).")
     if (out / "tasks").is_dir():
         return
     for name, text in definition_files(spec).items():
@@ -88,6 +88,19 @@ def _is_sweep_table(path: Path, recorded: set) -> bool:
         return True
     keys = _csv_keys(text) if path.suffix == ".csv" else _jsonl_keys(text)
     return keys is not None and (not keys or bool(keys & recorded))
+
+
+def _orphan_rows(path: Path) -> str:
+    """Why a table with a sweep table's columns is refused: none of its rows has a record any more.  Deleting
+    ``DIR/tasks`` to have every task run again left the sweep's own table behind, and the refusal said only "is not
+    a table of the sweep records", of the table that sweep had written."""
+    text = _text(path) if path.is_file() else None
+    keys = None if text is None else _csv_keys(text) if path.suffix == ".csv" else _jsonl_keys(text)
+    if not keys:
+        return ""
+    return (f" (it has a sweep table's columns, but none of its {len(keys)} rows has a record there: were the "
+            f"records deleted? Then delete the tables ({', '.join(TABLE_FILES.values())}) too, and the sweep runs "
+            "every task again)")
 
 
 def _csv_keys(text: str) -> set | None:
