@@ -69,7 +69,7 @@ def main(argv=None):
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
 
-    from meanfield._sweep import load_sweep, run_sweep
+    from meanfield import load_sweep, run_sweep
 
     spec = load_sweep(HERE / "phase_sweep.toml")
     result = run_sweep(spec, args.output, workers=args.workers, progress=not args.quiet)

@@ -755,3 +755,33 @@ def test_cli_page_stores_a_solver_result_as_it_shows(tmp_path, monkeypatch):
     exec(compile(code, "cli.md[EnergyResult]", "exec"), {"print": lambda *a: printed.append(" ".join(map(str, a)))})
     expected = [line.split("# → ", 1)[1].strip() for line in code.splitlines() if "# → " in line]
     assert printed == expected == ["True (3, 3) True"]
+
+
+def test_sweeps_page_names_every_setting_of_a_tasks_key():
+    """The page said "Changing the base configuration or the observables changes the keys": reordering the
+    observables, or switching `hdf5` or `aligned_tol`, also reruns every task, and the page did not say so."""
+    import tomllib
+
+    from meanfield._sweep import parse_sweep
+
+    text = _read("sweeps.md")
+    para = text[text.index("**Keys and resuming.**"):text.index("**Where tasks run.**")]
+    base = ('[model]\nbeta = 1.0\n[initial]\nkind = "particles"\nn = 8\n[run]\nbackend = "particles"\nt_final = 1.0\n[sweep]\n'
+            'grid = { "model.beta" = [1.0, 2.0] }\n')
+
+    def keys(extra):
+        return [t.key for t in parse_sweep(tomllib.loads(base + extra)).tasks]
+
+    plain = keys('observables = ["energy", "mean_alignment"]\n')
+    assert keys('observables = ["mean_alignment", "energy"]\n') != plain
+    assert keys('observables = ["energy", "mean_alignment"]\ntable = ["csv"]\n') == plain
+    for name in parse_sweep(tomllib.loads(base)).record:
+        assert f"`{name}`" in para
+    assert "even only their order" in para and "`table` is not part of the key" in para
+
+
+def test_examples_use_the_public_api():
+    """examples/phase_diagram.py imported load_sweep and run_sweep from the private meanfield._sweep, which the
+    page that shows it calls public (meanfield.load_sweep, meanfield.run_sweep)."""
+    for path in sorted((DOCS.parent / "examples").glob("*.py")):
+        assert not re.search(r"(from|import) meanfield\._", path.read_text(encoding="utf-8")), path.name
