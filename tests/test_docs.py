@@ -785,3 +785,23 @@ def test_examples_use_the_public_api():
     page that shows it calls public (meanfield.load_sweep, meanfield.run_sweep)."""
     for path in sorted((DOCS.parent / "examples").glob("*.py")):
         assert not re.search(r"(from|import) meanfield\._", path.read_text(encoding="utf-8")), path.name
+
+
+def test_sweeps_page_says_how_to_read_a_sweeps_rows_back_in_python(tmp_path):
+    """The page showed only print(result): how to get the rows of a finished sweep in Python without running it
+    again (max_tasks=0, documented in run_sweep's docstring only) was not said."""
+    import tomllib
+
+    from meanfield._sweep import parse_sweep
+
+    text = _read("sweeps.md")
+    assert "`run_sweep(spec, DIR, max_tasks=0)` (no\ncluster is started) gives the rows recorded so far" in text
+    assert "`result.rows` are the table's rows" in text
+    spec = parse_sweep(tomllib.loads('[model]\nbeta = 1.0\n[initial]\nkind = "particles"\nn = 8\n[run]\n'
+                                     'backend = "particles"\nt_final = 0.5\nsave_every = 0.25\n[options]\nstep = 0.25\n'
+                                     '[sweep]\nat = "saved"\ngrid = { "model.beta" = [1.0, 2.0, 3.0] }\n'))
+    first = mf.run_sweep(spec, tmp_path, serial=True, progress=False, max_tasks=2)
+    back = mf.run_sweep(spec, tmp_path, progress=False, max_tasks=0)      # no cluster, nothing run
+    assert (first.ran, back.ran, back.missing) == (2, 0, 1)
+    assert [r["model.beta"] for r in back.rows] == [1.0, 2.0] and back.rows[0]["t"] == [0.0, 0.25, 0.5]
+    assert back.rows == first.rows and back.failed == []
