@@ -1529,3 +1529,19 @@ def test_a_table_left_by_deleted_records_is_refused_saying_so(tmp_path):
     for name in ("results.jsonl", "results.csv"):
         (tmp_path / name).unlink()
     assert run_sweep(spec, tmp_path, serial=True, progress=False).ran == 2
+
+
+def test_the_summary_says_when_records_of_other_settings_were_not_used(tmp_path, capsys):
+    """After an edit of aligned_tol every task ran again and the summary said only "2 run, 0 already done", not that
+    the folder's 2 records were of other keys (kept, unused)."""
+    cfg, out = tmp_path / "s.toml", tmp_path / "out"
+    text = BASE + '[sweep]\naligned_tol = {tol}\ngrid = {{ "model.beta" = [1.0, 2.0] }}\n'
+    args = ["sweep", str(cfg), "--serial", "--output", str(out)]
+    cfg.write_text(text.format(tol=1e-3))
+    assert cli.main(args) == 0 and "other record" not in capsys.readouterr().out
+    cfg.write_text(text.format(tol=1e-2))
+    assert cli.main(args) == 0
+    said = capsys.readouterr().out
+    assert "2 tasks: 2 run, 0 already done; OK 2" in said
+    assert f"(2 other record(s) in {str(out / 'tasks')!r} belong to no task of this sweep: a task's key changes" in said
+    assert cli.main(args) == 0 and "other record" not in capsys.readouterr().out       # nothing ran: nothing to explain

@@ -57,6 +57,11 @@ def main(args) -> int:
             print(f"  … and {len(failed) - SHOWN_FAILURES} more task(s) not OK: their rows in {where} say why.",
                   file=sys.stderr)
         print("table: " + ", ".join(str(p) for p in result.paths))
+        others = _other_records(Path(args.output), spec)
+        if others and result.ran:
+            print(f"({others} other record(s) in {str(Path(args.output) / 'tasks')!r} belong to no task of this sweep: a "
+                  "task's key changes with the base configuration and the recording settings (observables and their "
+                  "order, at, aligned_tol, hdf5), and a record of another key is kept but not used)")
     return 0 if result.success else 1
 
 
@@ -70,6 +75,13 @@ def _connect_timeout(args) -> float:
     if args.scheduler is None:
         raise ValueError("`--connect-timeout` is the time to reach a `--scheduler`; give it with `--scheduler`.")
     return positive_float("--connect-timeout", timeout)
+
+
+def _other_records(out: Path, spec) -> int:
+    """The records in ``out/tasks`` of no task of ``spec``: a sweep whose every task ran again after an edit of its
+    file (its records kept under the old keys) said only "N run, 0 already done", not why."""
+    keys = {t.key for t in spec.tasks}
+    return sum(p.stem not in keys for p in (out / "tasks").glob("*.json"))
 
 
 def _params(row, spec):
