@@ -1545,3 +1545,11 @@ def test_the_summary_says_when_records_of_other_settings_were_not_used(tmp_path,
     assert "2 tasks: 2 run, 0 already done; OK 2" in said
     assert f"(2 other record(s) in {str(out / 'tasks')!r} belong to no task of this sweep: a task's key changes" in said
     assert cli.main(args) == 0 and "other record" not in capsys.readouterr().out       # nothing ran: nothing to explain
+
+
+def test_an_unknown_run_parameter_is_not_offered_the_checkpoint_keys_a_sweep_refuses():
+    """'unknown sweep parameter 'run.save_times'; valid keys of [run]: [..., 'checkpoint_every',
+    'checkpoint_interval', ...]': both are then refused ("a sweep task keeps no checkpoint")."""
+    with pytest.raises(ConfigError, match=re.escape("unknown sweep parameter 'run.save_times'; valid keys of [run]: "
+                                                    "['backend', 'save_every', 't0', 't_eval', 't_final'].")):
+        _spec(BASE + '[sweep.grid]\n"run.save_times" = [[0.0, 1.0]]\n')
