@@ -1553,3 +1553,22 @@ def test_an_unknown_run_parameter_is_not_offered_the_checkpoint_keys_a_sweep_ref
     with pytest.raises(ConfigError, match=re.escape("unknown sweep parameter 'run.save_times'; valid keys of [run]: "
                                                     "['backend', 'save_every', 't0', 't_eval', 't_final'].")):
         _spec(BASE + '[sweep.grid]\n"run.save_times" = [[0.0, 1.0]]\n')
+
+
+def test_records_of_another_version_are_kept_and_said_to_be(tmp_path, capsys):
+    """The version is not part of a key: after an upgrade a rerun kept the old records and said only "2 already
+    done" (the docs: "each record names the version that computed it"); now SweepResult.other_versions counts them
+    and the summary says so."""
+    cfg, out = tmp_path / "s.toml", tmp_path / "out"
+    cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0, 2.0] }\n')
+    args = ["sweep", str(cfg), "--serial", "--output", str(out)]
+    assert cli.main(args + ["--quiet"]) == 0
+    first = sorted((out / "tasks").glob("*.json"))[0]
+    first.write_text(first.read_text().replace(f'"meanfield": "{mf.__version__}"', '"meanfield": "0.0.1"'))
+    assert run_sweep(str(cfg), out, serial=True, progress=False).other_versions == {"0.0.1": 1}
+    assert "as does\n`SweepResult.other_versions`" in (Path(__file__).parents[1] / "docs" / "sweeps.md").read_text()
+    assert cli.main(args) == 0
+    assert (f"(1 of the 2 tasks already done were computed by another meanfield version (0.0.1: 1), not this one "
+            f"({mf.__version__}), and were kept: give a fresh --output to recompute them)") in capsys.readouterr().out
+    first.unlink()
+    assert run_sweep(str(cfg), out, serial=True, progress=False).other_versions == {}

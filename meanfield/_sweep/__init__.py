@@ -57,6 +57,12 @@ def main(args) -> int:
             print(f"  … and {len(failed) - SHOWN_FAILURES} more task(s) not OK: their rows in {where} say why.",
                   file=sys.stderr)
         print("table: " + ", ".join(str(p) for p in result.paths))
+        if result.other_versions:
+            from .. import __version__
+            versions = ", ".join(f"{v}: {n}" for v, n in sorted(result.other_versions.items()))
+            print(f"({sum(result.other_versions.values())} of the {result.skipped} tasks already done were computed by "
+                  f"another meanfield version ({versions}), not this one ({__version__}), and were kept: give a fresh "
+                  "--output to recompute them)")
         others = _other_records(Path(args.output), spec)
         if others and result.ran:
             print(f"({others} other record(s) in {str(Path(args.output) / 'tasks')!r} belong to no task of this sweep: a "

@@ -241,6 +241,9 @@ class SweepResult:
         The sweep's tasks.
     missing : int
         Tasks without a record yet (``max_tasks`` stopped the call, or it was interrupted): rerun to finish.
+    other_versions : dict
+        Of the tasks skipped, those whose record another meanfield version computed: version → count (the version
+        is not part of a key, so an upgrade keeps them; write to a fresh folder to recompute).
     failed : list of dict
         The rows whose ``status`` is not ``"OK"`` (a property).
     not_ok : int
@@ -249,9 +252,10 @@ class SweepResult:
         True when every task has a row and every row has status ``"OK"`` (a property).
     """
 
-    def __init__(self, rows, ran, skipped, paths, tasks=None):
+    def __init__(self, rows, ran, skipped, paths, tasks=None, other_versions=None):
         self.rows, self.ran, self.skipped, self.paths = rows, ran, skipped, paths
         self.tasks = len(rows) if tasks is None else int(tasks)
+        self.other_versions = dict(other_versions or {})
 
     @property
     def missing(self) -> int:
@@ -377,6 +381,7 @@ def _run_locked(spec, out, client, workers, connect, serial, progress, max_tasks
     todo = [t for t in spec.tasks if records.get(t.key, {}).get("status", ERROR) in RETRIED]
     todo_limit = len(todo) if max_tasks is None else max_tasks
     skipped = len(spec.tasks) - len(todo)
+    other_versions = _other_versions(spec, records)
     bar = _bar(progress, len(spec.tasks), skipped)
     ran = 0
     try:
@@ -398,7 +403,18 @@ def _run_locked(spec, out, client, workers, connect, serial, progress, max_tasks
         if bar is not None:
             bar.close()
         paths = write_tables(out, spec, records)
-    return SweepResult(table_rows(spec, records), ran, skipped, paths, tasks=len(spec.tasks))
+    return SweepResult(table_rows(spec, records), ran, skipped, paths, tasks=len(spec.tasks),
+                       other_versions=other_versions)
+
+
+def _other_versions(spec, records: dict) -> dict:
+    """version → how many of the records a run keeps (not retried) another meanfield version computed: after an
+    upgrade they were kept without a word ("216 already done")."""
+    from collections import Counter
+
+    from .. import __version__
+    kept = (records[t.key] for t in spec.tasks if records.get(t.key, {}).get("status", ERROR) not in RETRIED)
+    return dict(Counter(str(r.get("meanfield")) for r in kept if r.get("meanfield") != __version__))
 
 
 def _run_dask(spec, todo, out, records, bar, client, workers, connect, limit, threads) -> int:
