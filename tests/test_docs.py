@@ -766,7 +766,8 @@ def test_sweeps_page_names_every_setting_of_a_tasks_key():
 
     text = _read("sweeps.md")
     para = text[text.index("**Keys and resuming.**"):text.index("**Where tasks run.**")]
-    base = ('[model]\nbeta = 1.0\n[initial]\nkind = "particles"\nn = 8\n[run]\nbackend = "particles"\nt_final = 1.0\n[sweep]\n'
+    base = ('[model]\nbeta = 1.0\n[initial]\nkind = "particles"\nn = 8\n[run]\nbackend = "particles"\n'
+            't_final = 1.0\n[sweep]\n'
             'grid = { "model.beta" = [1.0, 2.0] }\n')
 
     def keys(extra):

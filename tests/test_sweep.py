@@ -1470,7 +1470,8 @@ def test_a_hybrid_runs_mean_alignment_observable_is_its_diagnostic_across_the_ha
 def test_each_record_says_how_its_observables_were_recorded(tmp_path):
     """A rerun with another aligned_tol into the same folder left the records of both in tasks/, and nothing in a
     record told which δ its aligned_fraction was counted with (sweep.toml holds only the last sweep's)."""
-    text = BASE + '[sweep]\nobservables = ["aligned_fraction"]\naligned_tol = {tol}\ngrid = {{ "model.beta" = [1.0] }}\n'
+    text = (BASE + '[sweep]\nobservables = ["aligned_fraction"]\naligned_tol = {tol}\n'
+            'grid = {{ "model.beta" = [1.0] }}\n')
     for tol in (1e-3, 0.5):
         run_sweep(_spec(text.format(tol=tol)), tmp_path, serial=True, progress=False)
     records = [json.loads(p.read_text()) for p in (tmp_path / "tasks").glob("*.json")]

@@ -65,9 +65,9 @@ def main(args) -> int:
                   "--output to recompute them)")
         others = _other_records(Path(args.output), spec)
         if others and result.ran:
-            print(f"({others} other record(s) in {str(Path(args.output) / 'tasks')!r} belong to no task of this sweep: a "
-                  "task's key changes with the base configuration and the recording settings (observables and their "
-                  "order, at, aligned_tol, hdf5), and a record of another key is kept but not used)")
+            print(f"({others} other record(s) in {str(Path(args.output) / 'tasks')!r} belong to no task of this "
+                  "sweep: a task's key changes with the base configuration and the recording settings (observables "
+                  "and their order, at, aligned_tol, hdf5), and a record of another key is kept but not used)")
     return 0 if result.success else 1
 
 

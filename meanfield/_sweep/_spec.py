@@ -267,7 +267,8 @@ def _check_address(name):
              "initial": set().union(*_INITIAL_KEYS.values())}.get(table)
     if valid is not None and key not in valid:
         # not the checkpoint keys, which a sweep refuses (check_structure): the list offered them as valid
-        raise ConfigError(f"unknown sweep parameter {name!r}; valid keys of [{table}]: {sorted(valid - NO_CHECKPOINT)}.")
+        raise ConfigError(f"unknown sweep parameter {name!r}; valid keys of [{table}]: "
+                          f"{sorted(valid - NO_CHECKPOINT)}.")
 
 
 def _check_task(config: dict, params: dict) -> None:
