@@ -1573,3 +1573,16 @@ def test_records_of_another_version_are_kept_and_said_to_be(tmp_path, capsys):
             f"({mf.__version__}), and were kept: give a fresh --output to recompute them)") in capsys.readouterr().out
     first.unlink()
     assert run_sweep(str(cfg), out, serial=True, progress=False).other_versions == {}
+
+
+def test_a_list_in_a_set_that_makes_a_task_invalid_points_to_grid():
+    """sets = [{ "model.beta" = [1.0, 2.0] }] (meaning two tasks) stopped with "`beta` must be a real number; got
+    beta=[1.0, 2.0]", which did not say that lists to combine belong in `grid`."""
+    with pytest.raises(ConfigError, match=re.escape("`beta` must be a real number; got beta=[1.0, 2.0]. (In `sets`, "
+                                                    "'model.beta' is given a list: a value of a set is one task's "
+                                                    "value; lists of values to combine go in `grid`.)")):
+        _spec(BASE + '[sweep]\nsets = [{ "model.beta" = [1.0, 2.0] }]\n')
+    with pytest.raises(ConfigError, match=r"`beta` must be finite and > 0; got beta=-1.0\.$"):    # no list: no hint
+        _spec(BASE + '[sweep]\nsets = [{ "model.beta" = -1.0 }]\n')
+    with pytest.raises(ConfigError, match=r"`beta` must be finite and > 0; got beta=-1.0\.$"):    # the list is fine
+        _spec(BASE + '[sweep]\nsets = [{ "model.beta" = -1.0, "run.t_eval" = [0.0, 1.0] }]\n')

@@ -217,7 +217,16 @@ def parse_sweep(raw: dict, text: str = "") -> SweepSpec:
             key = task_key(config, spec.record)
             if key in seen:
                 raise ConfigError(f"duplicate parameter sets in [sweep]: {seen[key]} and {params} give the same run.")
-            _check_task(config, params)
+            try:
+                _check_task(config, params)
+            except ConfigError as err:
+                listed = sorted(k for k, v in s.items()     # a list-valued option (t_eval) that is not at fault: no hint
+                                if isinstance(v, list) and f"`{k.partition('.')[2]}`" in str(err))
+                if not listed:
+                    raise
+                # sets = [{ "model.beta" = [1.0, 2.0] }] meant two tasks: "`beta` must be a real number" said not why
+                raise ConfigError(f"{err} (In `sets`, {', '.join(repr(k) for k in listed)} is given a list: a value of "
+                                  "a set is one task's value; lists of values to combine go in `grid`.)") from None
             seen[key] = params
             tasks.append(Task(index=len(tasks), params=params, config=config, key=key))
     object.__setattr__(spec, "tasks", tasks)
