@@ -220,7 +220,8 @@ def parse_sweep(raw: dict, text: str = "") -> SweepSpec:
             try:
                 _check_task(config, params)
             except ConfigError as err:
-                listed = sorted(k for k, v in s.items()     # a list-valued option (t_eval) that is not at fault: no hint
+                # only the key at fault: a list-valued t_eval beside a bad beta is no mistake
+                listed = sorted(k for k, v in s.items()
                                 if isinstance(v, list) and f"`{k.partition('.')[2]}`" in str(err))
                 if not listed:
                     raise
