@@ -7,6 +7,8 @@ from scipy import optimize
 
 import meanfield as mf
 from meanfield._energy import dissipation, flow_model
+from meanfield._energy._energy import atoms
+from meanfield._energy._flow import _softmax_dissipation
 
 
 def test_flow_model_velocity_is_gradient_of_first_variation():
@@ -896,3 +898,71 @@ def test_the_stationarity_test_of_many_particles_on_s2_uses_the_spectral_velocit
     x[:3000, 2], x[3000:, 2] = 1.0, -1.0
     exact = mf.stationary(mf.Particles(x), beta, c, tol=1e-15)       # two antipodal clusters: v = 0 exactly
     assert calls and exact.max_speed == 0.0 and exact.stationary
+
+
+def _softmax_dissipation_bound(p, beta, c):
+    """(the pair-sum softmax dissipation, the bound on the spectral one's error).  With |δv| ≤ δ = c e^{βc} ε_M and
+    |δZ| ≤ δ_Z = e^{βc} ε_Z (sh_error_bounds, unit mass) each term |v + δv|²/(Z + δZ) − |v|²/Z is within
+    (2|v|δ + δ²)/(Z − δ_Z) + |v|² δ_Z/(Z (Z − δ_Z)), summed over the atoms of positive weight."""
+    from meanfield._attention import sh_bandlimit, sh_error_bounds, transform_epsilon
+    from meanfield._energy._energy import first_variation
+
+    y, a, _ = atoms(p, beta, c * np.eye(3))
+    pairs = _softmax_dissipation(p, beta, c * np.eye(3), y, a)
+    keep = p.weights > 0
+    v = np.linalg.norm(mf.first_variation_gradient(p, beta, c, p.positions[keep]), axis=1)
+    z = beta * first_variation(p, beta, c, p.positions[keep])          # δE/δμ = Z/β for a symmetric D
+    lmax = sh_bandlimit(flow_model(beta, c, 3, flow="softmax"), 1e-13)
+    eps_z, eps_m = sh_error_bounds(beta * c, lmax, transform_epsilon(None, 1e-13))
+    delta, delta_z = c * np.exp(beta * c) * eps_m, np.exp(beta * c) * eps_z
+    terms = (2 * v * delta + delta ** 2) / (z - delta_z) + v ** 2 * delta_z / (z * (z - delta_z))
+    return pairs, float(p.weights[keep] @ terms)
+
+
+@pytest.mark.parametrize("beta", [1.0, 5.0, 20.0])
+@pytest.mark.parametrize("c", [1.0, 2.5])
+def test_the_softmax_dissipation_of_many_particles_on_s2_is_the_spectral_velocitys(beta, c):
+    """The softmax flow's dissipation Σ w Z |u|² = Σ w |v|²/Z of more than 4000 particles on S² (D = c·I, c > 0) took
+    O(N²) pair sums at every recorded state of find_stationary(..., flow="softmax"); it now takes u = v/Z and log Z
+    from the SA model's spectral attention (O(N)), within the spectral bound of the pair sum's value."""
+    p = mf.Particles.uniform(4001, seed=4)
+    got = dissipation(p, beta, c, flow="softmax")
+    pairs, bound = _softmax_dissipation_bound(p, beta, c)
+    assert abs(got - pairs) <= bound
+    assert abs(got - pairs) < 1e-12 * pairs          # measured 4e-15 to 5e-14 relative; the bound 1e-9 to 3e-8
+
+
+def test_the_spectral_softmax_dissipation_skips_weightless_particles():
+    """A particle of weight 0 opposite a cluster has Z = e^{-βc} of the scale, below the truncation error: its
+    spectral Z was ≤ 0 at β = 100 (log Z NaN, 0·inf) and the dissipation NaN; the pair sum's value is
+    4.76e40.  The atoms of positive weight, where Z ≥ w e^{βc}, give it within the bound."""
+    rng = np.random.default_rng(0)
+    x = np.array([0.0, 0.0, 1.0]) + 0.05 * rng.standard_normal((4001, 3))
+    x[-1] = [0.0, 0.0, -1.0]
+    w = np.full(4001, 1 / 4000)
+    w[-1] = 0.0
+    p = mf.Particles(x, w, normalize=True)
+    got = dissipation(p, 100.0, 1.0, flow="softmax")
+    pairs, bound = _softmax_dissipation_bound(p, 100.0, 1.0)
+    assert abs(got - pairs) <= bound
+
+
+def test_the_softmax_dissipation_of_many_tokens_takes_no_pair_sum(monkeypatch):
+    """The softmax dissipation of 5000 tokens on S² (D = I) calls neither the pair-sum path nor its kernel sums, and
+    find_stationary(..., flow="softmax", backend="particles-sh") of 20 000 tokens is no longer priced as O(N²)
+    dissipations at its 65 recorded states (it warned that they would take more than a minute)."""
+    import meanfield._energy._flow as flow_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an O(N²) pair sum was evaluated")
+
+    monkeypatch.setattr(flow_module, "_softmax_dissipation", refuse)
+    monkeypatch.setattr(flow_module, "_scaled_kernel_sums", refuse)
+    assert dissipation(mf.Particles.uniform(5000, seed=0), 2.0, flow="softmax") > 0
+    tokens = mf.Particles.uniform(20_000, seed=0)
+    model = flow_model(2.0, None, 3, flow="softmax")
+    monkeypatch.setattr(flow_module, "_run_flow", lambda *args: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flow_module._flow_with_identity(model, tokens, 1.0, np.array([0.0, 1.0]), "ascent", "particles-sh", {},
+                                        stop=lambda state: False, flow="softmax", min_parts=32, first_parts=64)

@@ -782,8 +782,8 @@ _SPECTRAL_DISSIPATION_MAX_BC = 300.0
 
 
 def _spectral_dissipation_applies(measure, beta, D) -> bool:
-    """The O(N) dissipation applies: particles on S², more than the energy's spectral threshold, D = c·I, c > 0
-    (the kernel of backend="particles-sh"), βc ≤ 300."""
+    """The O(N) dissipation (of the gradient and of the softmax flow) and stationarity test apply: particles on S²,
+    more than the energy's spectral threshold, D = c·I, c > 0 (the kernel of backend="particles-sh"), βc ≤ 300."""
     if not (isinstance(measure, Particles) and measure.d == 3 and measure.n > _SPECTRAL_MIN_N):
         return False
     c = isotropic_scale(D)

@@ -58,14 +58,16 @@ def dissipation(measure, beta, D=None, flow: str = "gradient") -> float:
 
     ``flow="gradient"``: ∫ |∇_S δE/δμ|² dμ.  ``flow="softmax"`` (velocity u = ±∇_S δE/δμ / Z, Z(x) =
     ∫ e^{β⟨x,Dy⟩} dμ(y)): ∫ Z |u|² dμ = ∫ |∇_S δE/δμ|² / Z dμ, computed in units of e^{β max⟨x,Dy⟩} per point
-    (Z and |∇_S δE/δμ|² / Z both grow like e^{β‖D‖})."""
+    (Z and |∇_S δE/δμ|² / Z both grow like e^{β‖D‖}).  Particles take O(N²) pair sums, but for either flow more
+    than 4000 particles on S² with D = c·I, c > 0, βc ≤ 300, which take the O(N) spectral velocity of
+    backend="particles-sh" (:func:`_spectral_dissipation`)."""
     choice("flow", flow, FLOWS)
     d = measure.d
     D = check_symmetric(check_D(D, d), "the dissipation ∫|v|²dμ")
     if isinstance(measure, ZonalDensity):
         return _zonal_dissipation(measure, check_beta(beta), D, flow)
-    if flow == "gradient" and _spectral_dissipation_applies(measure, beta, D):
-        return _spectral_dissipation(measure, check_beta(beta), D)
+    if _spectral_dissipation_applies(measure, beta, D):
+        return _spectral_dissipation(measure, check_beta(beta), D, flow)
     y, a, _ = atoms(measure, check_beta(beta), D)
     if flow == "softmax":
         return _softmax_dissipation(measure, beta, D, y, a)
@@ -75,15 +77,30 @@ def dissipation(measure, beta, D=None, flow: str = "gradient") -> float:
 
 
 
-def _spectral_dissipation(p: Particles, beta: float, D: np.ndarray) -> float:
-    """Σ_j w_j |v_j|², v = ∇_S δE/δμ at the particles by the truncated Funk–Hecke kernel (the velocity of
+def _spectral_dissipation(p: Particles, beta: float, D: np.ndarray, flow: str = "gradient") -> float:
+    """The dissipation of ``flow`` at the particles by the truncated Funk–Hecke kernel (the velocity of
     backend="particles-sh", :func:`meanfield.attention_field_sh`, tolerance 1e-13): O(N + L² log L) instead of the
     O(N²) pair sums.  The energy of such particles is already the O(N) spectral sum; the dissipation's pairs made
-    gradient_flow(..., backend="particles-sh") O(N²) per recorded state (N = 8000: 0.5 s each, 65 states)."""
+    gradient_flow(..., backend="particles-sh") O(N²) per recorded state (N = 8000: 0.5 s each, 65 states).
+
+    "gradient": Σ_j w_j |v_j|², v = ∇_S δE/δμ.  "softmax": Σ_j w_j Z_j |u_j|² with the SA model of
+    :func:`flow_model`, whose ``tangential`` is u = v/Z and whose ``log_z`` is log Z itself (its e^{-βc} scaling
+    is added back); Z ≤ e^{βc} fits in float64 for the βc ≤ 300 this applies to.  Its pair sums made every
+    recorded state of find_stationary(..., flow="softmax") O(N²): 20 000 uniform tokens, β = 2, D = I: 2–4.5 s,
+    now 0.01–0.02 s."""
     from .._attention import attention_field_sh
 
-    v = attention_field_sh(flow_model(beta, D, 3), p.positions, p.weights, tol=1e-13, radial=False).tangential
-    return float(p.weights @ np.einsum("ij,ij->i", v, v))
+    if flow == "gradient":
+        v = attention_field_sh(flow_model(beta, D, 3), p.positions, p.weights, tol=1e-13, radial=False).tangential
+        return float(p.weights @ np.einsum("ij,ij->i", v, v))
+    # at the atoms of positive weight only: there Z ≥ w e^{βc} (the atom itself) is far above the truncation error,
+    # while at a weightless atom away from the mass (e^{-2βc} of the scale) Z_L can be ≤ 0: log Z NaN, 0·inf terms
+    keep = p.weights > 0
+    targets = None if np.all(keep) else p.positions[keep]
+    field = attention_field_sh(flow_model(beta, D, 3, flow="softmax"), p.positions, p.weights, targets=targets,
+                               tol=1e-13)
+    u = field.tangential
+    return float(p.weights[keep] @ (np.exp(field.log_z[0]) * np.einsum("ij,ij->i", u, u)))
 
 
 def _zonal_dissipation(rho: ZonalDensity, beta: float, D: np.ndarray, flow: str) -> float:
@@ -171,12 +188,13 @@ def _evaluations_per_step(options: dict) -> int:
     return 1 if tab is None else tab.stages - int(tab.fsal)
 
 
-def _check_flow_work(name: str, initial, D, backend: str, options: dict, states: int, what: str, beta: float = 1.0,
-                     flow: str = "gradient") -> None:
+def _check_flow_work(name: str, initial, D, backend: str, options: dict, states: int, what: str,
+                     beta: float = 1.0) -> None:
     """:func:`check_pair_work` for a flow of Particles that records E and ∫|v|²dμ at ``states`` states.
 
-    Each costs the dissipation's direct sum (unless its O(N) spectral sum applies: D = c·I, c > 0, on S² beyond 4000
-    particles), the energy's (unless the O(N) spectral sum applies: D = c·I on S² or S¹ beyond 4000 particles) and, with backend="particles", one step's velocity evaluations (the exact attention,
+    Each costs the dissipation's direct sum, of either flow (unless its O(N) spectral sum applies: D = c·I, c > 0,
+    βc ≤ 300, on S² beyond 4000 particles), the energy's (unless the O(N) spectral sum applies: D = c·I on S² or S¹
+    beyond 4000 particles) and, with backend="particles", one step's velocity evaluations (the exact attention,
     threaded: 1/threads of a sum each)."""
     from .. import _threads
 
@@ -184,16 +202,16 @@ def _check_flow_work(name: str, initial, D, backend: str, options: dict, states:
         return
     n, d = initial.n, initial.d
     spectral = isotropic_scale(D) is not None and d in (2, 3) and n > _SPECTRAL_MIN_N
-    spectral_dissipation = flow == "gradient" and _spectral_dissipation_applies(initial, beta, D)
+    spectral_dissipation = _spectral_dissipation_applies(initial, beta, D)
     velocity = _evaluations_per_step(options) / _threads.NTHREADS if backend == "particles" else 0.0
     check_pair_work(name, n, d, what,
                     passes=states * (2 - spectral - spectral_dissipation + velocity),
                     extra_bytes_per_atom=8.0 * _STEPPER_COPIES * (d + 1),
                     advice=" The energy, the dissipation and the stationarity test of particles are O(N²) for any "
-                           "backend (but the energy and the dissipation on S² for D = c·I, c > 0, beyond 4000 particles: "
-                           "gradient_flow with backend='particles-sh' is then O(N) per state): use fewer particles, or a "
-                           "density (meanfield.minimize_energy, meanfield.maximize_energy, gradient_flow with "
-                           "backend='spectral').")
+                           "backend (but on S² for D = c·I, c > 0, βc ≤ 300, beyond 4000 particles: gradient_flow and "
+                           "find_stationary, either flow, with backend='particles-sh' are then O(N) per state): use "
+                           "fewer particles, or a density (meanfield.minimize_energy, meanfield.maximize_energy, "
+                           "gradient_flow with backend='spectral').")
 
 
 def _flow_with_identity(model, initial, t_final, times, direction, backend, options, stop=None, flow="gradient",
@@ -211,12 +229,12 @@ def _flow_with_identity(model, initial, t_final, times, direction, backend, opti
     dense, saved = _dense_times(times, step=options.get("step"), **parts)
     if stop is None:
         _check_flow_work("initial", initial, D, backend, options, len(dense) + 1,
-                         f"gradient_flow's {len(dense) + 1} recorded states", model.beta, flow)
+                         f"gradient_flow's {len(dense) + 1} recorded states", model.beta)
     else:
         first = int(saved[1]) + 1
         _check_flow_work("start", initial, D, backend, options, first,
                          f"find_stationary's flow to its first stationarity check ({first} recorded states)",
-                         model.beta, flow)
+                         model.beta)
     with announced():
         return _run_flow(model, initial, t_final, times, dense, saved, direction, backend, options, stop, flow)
 
@@ -425,7 +443,8 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
     MeanfieldWarning
         Particles so many that the O(N²) sums up to the first stationarity check (the energy, the dissipation and
         the velocity at each of the 65 states recorded until then) are expected to take more than a minute; the
-        message gives the estimate.
+        message gives the estimate.  Beyond 4000 particles on S² with D = c·I, c > 0, βc ≤ 300, the energy and
+        the dissipation (of either flow) are O(N) spectral sums, and the velocity too with backend="particles-sh".
 
     Notes
     -----
