@@ -616,13 +616,20 @@ def read_resume_point(path) -> ResumePoint | None:
                               f"{e}") from None
 
 
+def sweep_folder(path) -> bool:
+    """Whether ``path`` is a sweep's output folder itself (it has the ``tasks`` folder of records), which
+    ``meanfield info`` summarizes, as opposed to a file in it (:func:`_sweep_output`)."""
+    path = Path(path)
+    return path.is_dir() and (path / "tasks").is_dir()
+
+
 def _sweep_output(path: Path) -> str | None:
     """What to say when ``path`` is a sweep's output folder or table, not a result file (None otherwise)."""
     folder = path if path.is_dir() else path.parent
     if folder.name == "tasks" and path.suffix in ("", ".json") and any(
             (folder.parent / n).is_file() for n in ("sweep.toml", "sweep.json", "results.jsonl", "results.csv")):
         folder = folder.parent          # DIR/tasks or a task's record DIR/tasks/<key>.json ("truncated or corrupted?")
-    if not (folder / "tasks").is_dir() or not (path.is_dir() or path.suffix in (".jsonl", ".csv", ".toml", ".json")):
+    if not sweep_folder(folder) or not (path.is_dir() or path.suffix in (".jsonl", ".csv", ".toml", ".json")):
         return None
     runs = sorted((folder / "runs").glob("*.h5")) if (folder / "runs").is_dir() else []
     return (f"{str(path)!r} is the output of a sweep (`meanfield sweep`), not a run's result file: its table is "

@@ -677,8 +677,11 @@ def _load(path):
 
 
 def _info(args) -> int:
-    from ._io import run_info
+    from ._io import run_info, sweep_folder
 
+    if sweep_folder(args.result):
+        print(_sweep_folder_summary(Path(args.result)))
+        return 0
     traj = _load(args.result)
     info = run_info(args.result)
     if _is_ensemble(traj):
@@ -708,6 +711,68 @@ def _info(args) -> int:
         print(f"  resume point: t={point.t:.6g} (the state the run had reached past its last saved one; "
               "--resume continues from it)")
     return 0
+
+
+def _rows_text(count) -> str:
+    return "not a sweep table" if count is None else f"{count} row{'s' * (count != 1)}"
+
+
+SHOWN_VALUES = 8        # values of a swept parameter listed by `meanfield info DIR`
+
+
+def _sweep_folder_summary(out: Path) -> str:
+    """`meanfield info DIR` of a sweep's output folder: its sweep file, tasks, records by status, swept parameters and
+    tables, read only (it said only that DIR is a sweep's folder, not a result file)."""
+    from ._sweep._outdir import table_rows_count
+    from ._sweep._runner import read_sweep_folder
+
+    spec, problem, records, result = read_sweep_folder(out)
+    where = next((str(out / n) for n in ("sweep.toml", "sweep.json") if (out / n).is_file()), None)
+    lines = [f"{out}: the output of a sweep (`meanfield sweep`)"]
+    if spec is None:
+        lines.append(f"  sweep file: {where} cannot be read ({problem})" if where else "  sweep file: none recorded")
+        lines.append(f"  records: {len(records)} in {str(out / 'tasks')!r}")
+        lines += _status_lines(list(records.values()))
+    else:
+        lines.append(f"  sweep file (the one run last): {where}")
+        lines.append(f"  tasks: {result.tasks}, recorded {len(result.rows)}"
+                     + (f", not run yet {result.missing}" if result.missing else ""))
+        lines += _status_lines(result.rows)
+        others = len(records.keys() - {t.key for t in spec.tasks})
+        if others:
+            lines.append(f"  other records: {others} in {str(out / 'tasks')!r} belong to no task of this sweep file "
+                         "(another base configuration or other recording settings)")
+        if result.other_versions:
+            versions = ", ".join(f"{v}: {n}" for v, n in sorted(result.other_versions.items()))
+            count = sum(result.other_versions.values())
+            lines.append(f"  computed by another meanfield version: {count} ({versions})")
+        for name in spec.parameter_names:
+            values = list(dict.fromkeys(repr(t.params[name]) for t in spec.tasks if name in t.params))
+            shown = ", ".join(values[:SHOWN_VALUES]) + (", …" if len(values) > SHOWN_VALUES else "")
+            lines.append(f"  {name}: {len(values)} value(s): {shown}")
+    tables = [f"{p} ({_rows_text(table_rows_count(p))})" for p in (out / "results.jsonl", out / "results.csv")
+              if p.is_file()]
+    lines.append("  table: " + (", ".join(tables) if tables else "none yet (written at the end of a sweep)"))
+    return "\n".join(lines)
+
+
+def _status_lines(rows) -> list:
+    """The count of each status among ``rows`` (records or table rows), then the first rows not OK, with errors."""
+    from ._sweep import SHOWN_FAILURES
+    from ._sweep._runner import ERROR
+
+    counts = {}
+    for r in rows:
+        counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
+    if not counts:
+        return []
+    lines = ["  status: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+             + (" (a rerun runs the ERROR tasks again)" if ERROR in counts else "")]
+    failed = [r for r in rows if r.get("status") != "OK"]
+    lines += [f"    {r.get('status')}: {r.get('key')}: {r.get('error')}" for r in failed[:SHOWN_FAILURES]]
+    if len(failed) > SHOWN_FAILURES:
+        lines.append(f"    … and {len(failed) - SHOWN_FAILURES} more not OK")
+    return lines
 
 
 def _plot(args) -> int:

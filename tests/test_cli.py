@@ -1258,3 +1258,102 @@ def test_info_and_plot_of_a_hand_built_ensemble_of_an_array_observable(tmp_path,
         assert part in text, (part, text)
     fig = tmp_path / "hand.png"
     assert main(["plot", str(path), "--output", str(fig)]) == 0 and fig.stat().st_size > 10_000
+
+
+SWEEP_FOLDER = """
+[model]
+beta = 1.0
+[initial]
+kind = "particles"
+n = 12
+seed = 0
+[run]
+backend = "particles"
+t_final = 1.0
+save_every = 0.5
+[options]
+step = 0.1
+threads = 1
+[sweep]
+grid = { "model.beta" = [1.0, 2.0], "initial.seed" = [0, 1] }
+"""
+
+
+def test_info_of_a_sweep_folder_summarizes_it_from_its_records(tmp_path, capsys):
+    """`meanfield info DIR` said only "is the output of a sweep, not a run's result file" (exit status 2): now the
+    sweep file, the tasks and records, the statuses, the swept values and the tables, read without writing."""
+    import json
+
+    cfg, out = tmp_path / "s.toml", tmp_path / "out"
+    cfg.write_text(SWEEP_FOLDER)
+    assert main(["sweep", str(cfg), "--serial", "--quiet", "--output", str(out)]) == 0
+    capsys.readouterr()
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    for part in (f"sweep file (the one run last): {out / 'sweep.toml'}", "tasks: 4, recorded 4\n",
+                 "model.beta: 2 value(s): 1.0, 2.0", "initial.seed: 2 value(s): 0, 1", "status: OK 4\n",
+                 f"table: {out / 'results.jsonl'} (4 rows), {out / 'results.csv'} (4 rows)"):
+        assert part in text, (part, text)
+    assert "not run yet" not in text and "other records" not in text and "another meanfield version" not in text
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before        # read only: no table rewritten
+
+    # a failed task, one stopped early, one of another version, one of no task of this sweep, one not run yet
+    paths = sorted((out / "tasks").glob("*.json"))
+    records = [json.loads(p.read_text()) for p in paths]
+    records[0].update(status="ERROR", error="ValueError: boom")
+    records[1].update(status="NON_FINITE", error="the state became non-finite", meanfield="0.0.1")
+    for p, r in zip(paths[:2], records):
+        p.write_text(json.dumps(r))
+    paths[2].rename(out / "tasks" / "0123456789abcdef0123.json")       # its key no longer matches: not a record
+    (out / "tasks" / "fedcba9876543210fedc.json").write_text(json.dumps({**records[3], "key": "fedcba9876543210fedc"}))
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    for part in ("tasks: 4, recorded 3, not run yet 1", "other records: 1 in",
+                 "another meanfield version: 1 (0.0.1: 1)",
+                 "status: ERROR 1, NON_FINITE 1, OK 1 (a rerun runs the ERROR tasks again)",
+                 f"ERROR: {records[0]['key']}: ValueError: boom", f"NON_FINITE: {records[1]['key']}: the state became",
+                 "(4 rows)"):                   # the table is the one the sweep wrote, until the next run
+        assert part in text, (part, text)
+
+    # a sweep stopped before any task ran: no records, empty tables
+    empty = tmp_path / "empty"
+    mf.run_sweep(str(cfg), empty, max_tasks=0, progress=False)
+    assert main(["info", str(empty)]) == 0
+    text = capsys.readouterr().out
+    for part in ("tasks: 4, recorded 0, not run yet 4", f"{empty / 'results.csv'} (0 rows)"):
+        assert part in text, (part, text)
+    assert "status:" not in text
+    # without its sweep file (or with a damaged one): the records alone, and no table yet
+    for p in (empty / "results.csv", empty / "results.jsonl"):
+        p.unlink()
+    (empty / "sweep.toml").write_text("[sweep\n")
+    assert main(["info", str(empty)]) == 0
+    text = capsys.readouterr().out
+    assert f"sweep file: {empty / 'sweep.toml'} cannot be read (" in text and "records: 0 in" in text, text
+    assert "table: none yet" in text, text
+    (empty / "sweep.toml").unlink()
+    assert main(["info", str(empty)]) == 0
+    assert "sweep file: none recorded" in capsys.readouterr().out
+    assert main(["info", str(out / "tasks")]) == 2        # a file or folder inside it: still pointed to the table
+    assert "is the output of a sweep" in capsys.readouterr().err
+
+
+def test_the_quoted_info_of_the_phase_sweep_folder(tmp_path, capsys):
+    """docs/cli.md quotes `meanfield info phase-out` after the full phase sweep (216 tasks, 8–20 s: not run here).
+    The lines that do not depend on the records are compared with those of the folder before any task ran; the
+    others are those of a complete sweep whose tasks all reached t_final."""
+    import pathlib
+
+    docs = pathlib.Path(ROOT) / "docs" / "cli.md"
+    block = re.search(r"For the phase sweep\n\(`meanfield sweep [^`]*`\):\s+```text\n(.*?)```",
+                      docs.read_text(encoding="utf-8"), re.S).group(1).splitlines()
+    out = tmp_path / "phase-out"
+    mf.run_sweep(os.path.join(EXAMPLES, "phase_sweep.toml"), out, max_tasks=0, progress=False)
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    printed = [line.replace(str(out), "phase-out") for line in capsys.readouterr().out.splitlines()]
+    assert printed[:2] == block[:2] and printed[3:5] == block[4:6]
+    assert printed[2] == "  tasks: 216, recorded 0, not run yet 216"
+    assert block[2:4] == ["  tasks: 216, recorded 216", "  status: OK 216"]
+    assert printed[5].replace("(0 rows)", "(216 rows)") == block[6] and len(printed) == 6 and len(block) == 7

@@ -1051,11 +1051,12 @@ def test_a_partial_sweep_says_so_and_a_second_sweep_cannot_share_the_folder(tmp_
 
 
 def test_info_on_a_sweep_folder_says_what_it_is(tmp_path, capsys):
-    """`meanfield info DIR` and `plot DIR/results.jsonl` said "not a readable HDF5 file (truncated or corrupted?)"."""
+    """`meanfield info DIR` and `plot DIR/results.jsonl` said "not a readable HDF5 file (truncated or corrupted?)".
+    (`meanfield info DIR` of the folder itself now summarizes it: tests/test_cli.py.)"""
     out = tmp_path / "out"
     run_sweep(_spec(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n'), out, serial=True, progress=False)
     record = next((out / "tasks").glob("*.json"))       # the record folder and a record: "truncated or corrupted?"
-    for args in (["info", str(out)], ["plot", str(out / "results.jsonl"), "--output", str(tmp_path / "p.png")],
+    for args in (["plot", str(out / "results.jsonl"), "--output", str(tmp_path / "p.png")],
                  ["info", str(out / "tasks")], ["info", str(record)]):
         assert cli.main(args) == 2
         assert "is the output of a sweep (`meanfield sweep`), not a run's result file" in capsys.readouterr().err

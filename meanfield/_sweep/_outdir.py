@@ -103,6 +103,17 @@ def _orphan_rows(path: Path) -> str:
             "every task again)")
 
 
+def table_rows_count(path: Path) -> int | None:
+    """The number of rows of the sweep table ``path`` (0 for an empty file), or None when it is not one."""
+    text = _text(path) if path.is_file() else None
+    if text is None:
+        return None
+    if not text.strip():
+        return 0
+    keys = _csv_keys(text) if path.suffix == ".csv" else _jsonl_keys(text)
+    return None if keys is None else len(keys)
+
+
 def _csv_keys(text: str) -> set | None:
     """The keys of the rows of a sweep's CSV table (its header starts with ``key`` and has ``status``), else None."""
     try:

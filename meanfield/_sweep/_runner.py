@@ -407,6 +407,48 @@ def _run_locked(spec, out, client, workers, connect, serial, progress, max_tasks
                        other_versions=other_versions)
 
 
+def read_sweep_folder(out_dir) -> tuple:
+    """What a sweep's output folder holds, read only (no lock, no table written, no cluster).
+
+    ``run_sweep(spec, DIR, max_tasks=0)`` gives the same rows but writes the tables and takes the folder's lock
+    (refused while a sweep runs there): ``meanfield info DIR`` must only read.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The folder ``meanfield sweep ... --output DIR`` wrote.
+
+    Returns
+    -------
+    spec : SweepSpec or None
+        The sweep stored in the folder (``sweep.toml``, else ``sweep.json``); None when it has none.
+    problem : str
+        Why the stored sweep file could not be read (empty when it was, or when there is none).
+    records : dict
+        key → record of every task recorded in ``DIR/tasks`` (:func:`read_records`).
+    result : SweepResult or None
+        The stored sweep's rows and counts (``ran = 0``; ``paths``: the table files present); None without ``spec``.
+    """
+    from ._spec import load_sweep
+
+    out = Path(out_dir)
+    records = read_records(out)
+    spec, problem = None, ""
+    for name in ("sweep.toml", "sweep.json"):
+        if (out / name).is_file():
+            try:
+                spec = load_sweep(out / name)
+            except (OSError, ValueError) as e:      # ConfigError is a ValueError: an edited or damaged copy
+                problem = f"{type(e).__name__}: {e}"
+            break
+    if spec is None:
+        return None, problem, records, None
+    kept = sum(records.get(t.key, {}).get("status", ERROR) not in RETRIED for t in spec.tasks)
+    paths = [out / n for n in TABLE_FILES.values() if (out / n).is_file()]
+    return spec, problem, records, SweepResult(table_rows(spec, records), 0, kept, paths, tasks=len(spec.tasks),
+                                               other_versions=_other_versions(spec, records))
+
+
 def _other_versions(spec, records: dict) -> dict:
     """version → how many of the records a run keeps (not retried) another meanfield version computed: after an
     upgrade they were kept without a word ("216 already done")."""
