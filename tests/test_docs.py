@@ -806,3 +806,29 @@ def test_sweeps_page_says_how_to_read_a_sweeps_rows_back_in_python(tmp_path):
     assert (first.ran, back.ran, back.missing) == (2, 0, 1)
     assert [r["model.beta"] for r in back.rows] == [1.0, 2.0] and back.rows[0]["t"] == [0.0, 0.25, 0.5]
     assert back.rows == first.rows and back.failed == []
+
+
+def test_no_page_offers_nthreads_but_as_the_deprecated_name():
+    """numerics.md offered `threads`/`nthreads` as the particle backends' thread count (`nthreads` was the attention
+    functions' name, now deprecated for `threads`, which they and the backends take)."""
+    import inspect
+
+    for name in ("attention_field", "attention_field_sh"):
+        assert "threads" in inspect.signature(getattr(mf, name)).parameters
+    pages = sorted(DOCS.glob("*.md")) + sorted(DOCS.glob("tutorials/*.md")) + [DOCS.parent / "README.md"]
+    for path in pages:
+        for para in path.read_text(encoding="utf-8").split("\n\n"):
+            if "nthreads" in para:
+                assert "DeprecationWarning" in para, (path.name, para[:200])
+
+
+def test_stiff_merger_step_count_is_the_same_on_every_page():
+    """The BDF run of the energy tutorial (20 uniform tokens, β = 10, merger at t ≈ 1.7e3) took 4029 steps after
+    Radau's Newton floor commit re-measured it; numerics.md still said 4 067 and find_stationary's Notes 4064."""
+    from meanfield._energy import _flow
+
+    measured = re.search(r"# → True  \(measured: (\d+)\)", _read("tutorials/energy_extrema.md")).group(1)
+    numerics = re.search(r"to the Dirac \(\$E = e\^\{10\}/20\$\) in ([\d ]+) steps", _read("numerics.md")).group(1)
+    assert numerics.replace(" ", "") == measured
+    notes = re.search(r"at t = 1750 in (\d+) steps", " ".join(_flow.find_stationary.__doc__.split())).group(1)
+    assert notes == measured

@@ -466,9 +466,9 @@ def find_stationary(start, beta, D=None, *, direction: str = "ascent", flow: str
       ≈ 1e8 time units): an explicit method cannot follow the gradient flow there (its steps are held at
       ~e^{−β}) and nothing follows the softmax flow.  The gradient flow by ``method="bdf"`` does:
       ``find_stationary(start, 10.0, t_max=5000.0, check_every=250.0, method="bdf")`` (its default rtol = 1e-8,
-      atol = 1e-10) merges the clusters and converges to the Dirac (E = e^{10}/20) at t = 1750 in 4064 steps
-      (3.3–6.6 s); at rtol = 1e-10, atol = 1e-12 it took 60 532 steps (153 s) and failed at the merger, and at the
-      explicit pairs' 1e-12, 1e-14 it did not finish in 400 s.  A ``tol`` above the metastable
+      atol = 1e-10) merges the clusters and converges to the Dirac (E = e^{10}/20) at t = 1750 in 4029 steps
+      (1.8–2.3 s); at rtol = 1e-10, atol = 1e-12 in 8323 steps (4.1 s), and at the explicit pairs' 1e-12, 1e-14 it
+      did not finish in 400 s.  A ``tol`` above the metastable
       state's relative speed |v|/|G| (~2e-9 here) reports it stationary.  The softmax flow's steps (~3 time
       units once clustered) are cut to the recorded states, 32 per ``check_every``.
     * seven tokens, a ring of six at 0.8 rad from e₃ and one at e₃, D = I (ascent): both flows reach the Dirac
