@@ -832,3 +832,13 @@ def test_stiff_merger_step_count_is_the_same_on_every_page():
     assert numerics.replace(" ", "") == measured
     notes = re.search(r"at t = 1750 in (\d+) steps", " ".join(_flow.find_stationary.__doc__.split())).group(1)
     assert notes == measured
+
+
+def test_the_index_pages_lead_to_the_ensemble_files_and_the_sweep_summary():
+    """Saving an ensemble and `meanfield info` / `plot` of its file or of a sweep's folder were on their pages but
+    named by neither index: a reader of docs/index.md or the tutorials index could not tell they exist."""
+    index = " ".join(_read("index.md").split())
+    assert "`info` and `plot` also read an ensemble's file, `info` a sweep's folder" in index
+    assert "summarized by `meanfield info DIR`" in index
+    assert "`mf.save` and read back by `mf.load`, `meanfield info` and `meanfield plot`" in " ".join(
+        _read("tutorials/index.md").split())
