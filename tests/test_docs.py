@@ -585,13 +585,13 @@ def test_the_api_page_names_what_its_catch_all_renders():
     public = {n for n in mf.__all__ if not isinstance(getattr(mf, n), types.ModuleType)}
     rest = public - documented
     assert rest == {"sobolev_distance", "mmd", "wasserstein_distance", "convergence_in_n", "convergence_in_l",
-                    "ConvergenceResult", "attention_field_sh", "run_sweep", "load_sweep", "SweepResult",
+                    "ConvergenceResult", "run_sweep", "load_sweep", "SweepResult",
                     "distributed_particles_sh"}, sorted(rest)
     prose = text.split("## Other public names", 1)[1].split("```", 1)[0]
     for name in ("sobolev_distance", "mmd", "wasserstein_distance", "convergence_in_n", "convergence_in_l",
                  "ConvergenceResult"):
         assert f"meanfield.{name}" in prose, name
-    assert "spherical-harmonic attention field and the sweep tools" in " ".join(prose.split())
+    assert "distributed particles-sh velocity and the sweep tools" in " ".join(prose.split())
 
 
 def test_the_pde_and_particle_example_configurations_differ_as_the_docs_say():
