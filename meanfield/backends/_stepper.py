@@ -995,12 +995,17 @@ class ParticleStepper:
         h = self.options["step"]
         n = (t_target - t0) / h
         nl = int(round(n))
-        if abs(n - nl) > 1e-9 * max(1.0, n):
+        # the slack covers the rounding of the count (0.3/0.1 = 2.9999999999999996) and of the times themselves
+        # (t0 = 1e8), both in layers: a slack of 1e-9 layers however short the span let step = 1e10 (or t_final =
+        # 1e-12 with step = 0.1) pass as 0 layers, returning the initial state with status OK
+        if abs(n - nl) > 1e-9 * n + 1e-12 * (abs(t0) + abs(t_target)) / h:
             # the step in full and the count to 12 digits: a near miss (a float32 step 0.10000000149…) printed
             # as "step=0.1 … is 10 layers" contradicted the refusal
+            longer = (f" `step` must be at most {float(t_target) - float(t0):.12g}, the span it is to cover (one "
+                      "layer or more)." if nl == 0 else "")
             raise ValueError(f"time='layers': t_final and the save times must be whole numbers of layers of "
                              f"step={h!r}; {float(t_target):.12g} − {float(t0):.12g} is {n:.12g} layers "
-                             f"({nl} layers end at {float(t0) + nl * h:.17g}).")
+                             f"({nl} layers end at {float(t0) + nl * h:.17g}).{longer}")
         return nl
 
     def _layer_time(self, t, h):
