@@ -459,3 +459,71 @@ def test_the_time_diagnostic_of_a_hybrid_run_is_its_save_times_in_both_phases():
                          backend="hybrid", save_every=0.25)
     assert list(tr.diagnostics["phase"]) == [0, 0, 0, 1]       # both phases are saved
     assert np.array_equal(tr.diagnostics["t"], tr.times)
+
+
+def test_on_the_sphere_the_hand_off_is_where_the_spectral_monitor_fires_and_a_resume_crosses_it(tmp_path, monkeypatch):
+    """S², β = 5, particles-sh (auto), adaptive steps in both phases, a hand-off between save times (t ≈ 0.761).
+    backend="spectral" with the hybrid's monitor (tail_tol=1e-6, negativity_tol=1e-10) stops where the hybrid hands
+    off, its states the same bits; the nodes carry the density (weights > 0, mass 1 to rounding, its coefficients);
+    the particle phase is particles-sh from those nodes, bit for bit; a run killed at any step around the hand-off
+    resumes to the same bits."""
+    from meanfield._io import read_resume_point
+    import meanfield.backends._hybrid as hybrid
+
+    nodes = []
+    handoff = hybrid.density_to_particles
+    monkeypatch.setattr(hybrid, "density_to_particles", lambda *a, **k: nodes.append(handoff(*a, **k)) or nodes[-1])
+    model, rho = mf.Model(5.0), mf.Density.random(10, seed=2, amplitude=0.7)
+    kw = dict(save_every=0.3, lmax=24)
+    hyb = mf.simulate(model, rho, 0.9, backend="hybrid", oversample=1, **kw)
+    spec = mf.simulate(model, rho, 0.9, tail_tol=1e-6, negativity_tol=1e-10, **kw)
+    t = hyb.run_info["handoff"]["t"]
+    assert hyb.success and hyb.times[-1] == 0.9 and 0.6 < t < 0.9
+    assert spec.status is mf.Status.RESOLUTION_LOST and spec.times[-1] == t
+    before = np.flatnonzero(hyb.diagnostics["phase"] == 0)
+    assert len(before) == 3 and all(np.array_equal(hyb.states[i].coeffs, spec.states[i].coeffs) for i in before)
+    (particles, clipped), = nodes
+    assert clipped == 0.0 and np.all(particles.weights > 0) and abs(particles.weights.sum() - 1) < 1e-14
+    # sums of 2960 terms w_j Y_ℓm(x_j), |Y_ℓm| ≤ √(2L+1) = 7: rounding ≤ eps·2960·7 = 4.6e-12 (measured 1.1e-13)
+    assert np.max(np.abs(particles_coefficients(particles, 24) - spec.final.coeffs)) < 4.6e-12
+    part = mf.simulate(model, particles, 0.9, t0=t, backend="particles-sh", t_eval=[t, 0.9])
+    assert np.array_equal(part.final.positions, hyb.final.positions)
+    assert np.array_equal(part.final.weights, hyb.final.weights)
+    copies = _killed_copies(monkeypatch, tmp_path)
+    mf.simulate(model, rho, 0.9, backend="hybrid", oversample=1, checkpoint=tmp_path / "run.h5", checkpoint_interval=0,
+                **kw)
+    monkeypatch.undo()
+    points = sorted((p.t, c) for c in copies if (p := read_resume_point(c)) is not None)
+    at = next(i for i, (s, _) in enumerate(points) if s >= t)
+    assert points[at - 1][0] < t == points[at][0] < points[at + 1][0] < 0.9
+    for _, path in points[at - 1:at + 2]:       # the last spectral step, the hand-off's, the first particle step
+        resumed = mf.resume(path)
+        assert np.array_equal(resumed.final.positions, hyb.final.positions), path
+        assert resumed.run_info["handoff"] == hyb.run_info["handoff"] and resumed.detail == hyb.detail
+
+
+@pytest.mark.filterwarnings("ignore::meanfield.MeanfieldWarning")    # lmax below the kernel's band limit
+def test_a_density_that_stays_resolved_is_the_spectral_run_and_one_unresolved_at_the_start_is_handed_off_at_once():
+    """Never under-resolved: no hand-off, the spectral run with the hybrid's monitor to the bit, a Density at t_final,
+    no hand-off record.  Unresolved at t = 0 (a random density at its own band limit: tail fraction 7.3e-4 beyond
+    tail_tol=1e-6): handed off at t = 0, the nodes carrying the initial density, not the state of the rejected step."""
+    import meanfield.backends._hybrid as hybrid
+
+    smooth = mf.Density.from_function(lambda x: 1 + 0.3 * x[..., 2] + 0.2 * x[..., 0] * x[..., 1], 12, normalize=True)
+    model = mf.Model(2.0)
+    hyb = mf.simulate(model, smooth, 0.5, backend="hybrid", save_every=0.25)
+    spec = mf.simulate(model, smooth, 0.5, save_every=0.25, tail_tol=1e-6, negativity_tol=1e-10)
+    assert hyb.success and isinstance(hyb.final, mf.Density) and "handoff" not in hyb.run_info and hyb.detail == ""
+    assert all(np.array_equal(a.coeffs, b.coeffs) for a, b in zip(hyb.states, spec.states))
+    assert list(hyb.diagnostics["phase"]) == [0, 0, 0]
+    rough = mf.Density.random(8, seed=4, amplitude=0.5)
+    nodes = []
+    handoff = hybrid.density_to_particles
+    try:
+        hybrid.density_to_particles = lambda *a, **k: nodes.append(handoff(*a, **k)) or nodes[-1]
+        tr = mf.simulate(model, rough, 0.1, backend="hybrid", oversample=1)
+    finally:
+        hybrid.density_to_particles = handoff
+    assert tr.success and tr.run_info["handoff"]["t"] == 0.0 and "beyond tail_tol (tail fraction 7.260e-04 at t=0" in tr.detail
+    (particles, clipped), = nodes
+    assert clipped == 0.0 and np.max(np.abs(particles_coefficients(particles, 8) - rough.coeffs)) < 1e-13
