@@ -579,7 +579,7 @@ class ParticleStepper:
                 if not self.step_log["t"]:
                     raise
                 return out
-            if self.scheme.continuous:
+            if self.scheme.continuous and self._layer_alpha_defined(self.t):
                 speed = self.token_speeds(f, r, self.t)
                 out["max_speed"] = float(np.max(speed))
                 # Σ_j w_j |dθ_j/dt|², the spectral backend's ∫ρ|v|²dσ: continuous across a hybrid run's hand-off
@@ -592,6 +592,19 @@ class ParticleStepper:
                 out["energy"] = float(np.exp(top - np.log(2 * self.model.beta)) * np.sum(np.exp(f.log_z - top) @ w))
             out.update(self._extra_diagnostics(f))
         return out
+
+    def _layer_alpha_defined(self, t) -> bool:
+        """Whether a layered run's α(t) is defined at ``t``, where the ODE speed of the diagnostics needs it (nGPT's
+        s = ‖A‖/α_t).  The layers use α at t0, t0 + h, …, t_final − h only: a schedule α(t) = 1 − t is 0 at t_final = 1,
+        and the speed there raised its ValueError after the last layer, losing the run.  The speed (``max_speed``,
+        ``dissipation``) is then left out of that state's diagnostics (NaN in the Trajectory)."""
+        if self.options["time"] != "layers" or not callable(self.model.alpha) or not self.scheme.uses_alpha:
+            return True
+        try:
+            self.model.alpha_at(t)
+        except ValueError:
+            return False
+        return True
 
     def token_speeds(self, f, r, t):
         """|dθ_j/dt| = |P_θA_j| / |s_j| of the field ``f`` at radii ``r`` and time ``t`` (the diagnostics' speeds; a
