@@ -163,8 +163,8 @@ class ParticleStepper:
     --------------
     time : {"continuous", "layers"}
         Integrate the ODE of the scheme, or apply its discrete layer map (``step`` = layer step h;
-        t_final − t0 and the gaps between save times must be whole numbers of layers; layer k sits at
-        t0 + k·h).
+        t_final − t0 and the gaps between save times must be whole numbers of layers, so ``step`` ≤ t_final − t0;
+        layer k sits at t0 + k·h).
     method : {"rk4", "rk23", "rk45", "bdf", "radau"}, optional
         Runge–Kutta method (:data:`meanfield._integrators.METHODS`), or one of scipy's implicit solvers
         (:data:`meanfield._integrators.IMPLICIT_METHODS`) for stiff runs of a few hundred tokens (USA or the
