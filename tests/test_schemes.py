@@ -395,3 +395,15 @@ def _attention_weighted(beta, x, w):
     th = normalize(x)
     e = np.exp(beta * th @ th.T) * w
     return e @ th / e.sum(1, keepdims=True)
+
+
+def test_a_layered_alpha_schedule_need_not_be_defined_at_t_final_where_particles_sh_is_unresolved():
+    # where the spectral velocity is unresolved (relative bound ≥ 1: β = 20 at lmax = 2) particles-sh looked for the
+    # ODE's smallest speed factor, for its warning, at the final state: alpha(1) = 0 raised after the last layer.
+    # A layered run has no ODE speed to warn about
+    p = mf.Particles.uniform(5, seed=0)
+    model = mf.Model(20.0, "ngpt", alpha=lambda t: 1.0 - t)
+    with pytest.warns(mf.MeanfieldWarning, match="lmax=2 is below the kernel band limit"):
+        tr = mf.simulate(model, p, 1.0, backend="particles-sh", time="layers", step=0.1, save_every=0.5, lmax=2)
+    assert tr.success
+    assert np.all(tr.diagnostics["relative_velocity_error_bound"] >= 1)

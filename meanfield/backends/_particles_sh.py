@@ -123,8 +123,9 @@ class ParticlesSHBackend(ParticleStepper):
 
     def min_speed_factor(self, field, r, t) -> float:
         """min_j |s_j| of the scheme's speed factor over the tokens of ``field`` (radii ``r``) at time ``t``; NaN
-        where it is undefined (a distributed run's shards call it too); NaN for a scheme without an ODE."""
-        if not self.scheme.continuous:
+        where it is undefined (a distributed run's shards call it too); NaN for a scheme without an ODE, and for
+        a layered run, which never uses it (nGPT's α(t) need not be defined at t_final, after the last layer)."""
+        if not self.scheme.continuous or self.options["time"] != "continuous":
             return float("nan")
         with np.errstate(invalid="ignore", over="ignore"):
             s = self.scheme.speed(r, field.norm, t, self.model)
