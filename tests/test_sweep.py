@@ -1587,3 +1587,18 @@ def test_a_list_in_a_set_that_makes_a_task_invalid_points_to_grid():
         _spec(BASE + '[sweep]\nsets = [{ "model.beta" = -1.0 }]\n')
     with pytest.raises(ConfigError, match=r"`beta` must be finite and > 0; got beta=-1.0\.$"):    # the list is fine
         _spec(BASE + '[sweep]\nsets = [{ "model.beta" = -1.0, "run.t_eval" = [0.0, 1.0] }]\n')
+
+
+def test_distributed_layers_with_an_alpha_schedule_undefined_at_t_final_equal_single_process(threaded_client):
+    # nGPT's layers use α(t) = 1 − t at t = 0, …, 0.9, never α(1) = 0; the shards' diagnostics of the final state
+    # computed the ODE speed ‖A‖/α(1) and raised, as one process did: the speed is left out there (NaN), as there
+    model = mf.Model(1.0, "ngpt", alpha=lambda t: 1.0 - t)
+    p = mf.Particles.uniform(40, seed=3)
+    kw = dict(step=0.1, save_every=0.5, time="layers")
+    ref = mf.simulate(model, p, 1.0, backend="particles-sh", threads=1, **kw)
+    out = distributed_particles_sh(model, p, 1.0, client=threaded_client, shards=2, **kw)
+    assert out.status is ref.status is mf.Status.OK
+    assert np.isnan(out.diagnostics["max_speed"][-1]) and np.isnan(ref.diagnostics["max_speed"][-1])
+    for k, v in ref.diagnostics.items():
+        assert np.allclose(out.diagnostics[k], v, rtol=1e-12, atol=1e-14, equal_nan=True), k
+    assert np.max(np.abs(out.final.positions - ref.final.positions)) < 1e-12

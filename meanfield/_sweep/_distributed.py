@@ -386,7 +386,7 @@ class Shard:
         f = s._field(t, theta, True)
         out["max_attention"] = float(np.max(f.norm))
         out["max_tangential"] = float(np.max(_norms(f.tangential)))
-        if s.scheme.continuous:
+        if s.scheme.continuous and s._layer_alpha_defined(t):       # as one process: α(t_final) of layers may be 0
             with np.errstate(invalid="ignore", divide="ignore"):      # a speed factor 0 reads NaN/inf, as one process
                 speed = s.token_speeds(f, r, t)     # as one process (np.linalg.norm's squares overflowed: inf from β ≈ 355)
             out.update(max_speed=float(np.max(speed)), w_speed2=float(w @ np.square(speed)),
