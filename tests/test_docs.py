@@ -158,11 +158,13 @@ def _run_python_blocks(name):
 
 
 @pytest.mark.slow
-def test_ensembles_tutorial_code_prints_what_it_quotes():
-    """docs/tutorials/ensembles.md: its two blocks run (batched ensembles, about 100 s on two cores) and print what their comments
-    say; the prose quotes the same growth figures."""
+def test_ensembles_tutorial_code_prints_what_it_quotes(tmp_path, monkeypatch):
+    """docs/tutorials/ensembles.md: its blocks run (batched ensembles, about 100 s on two cores; the save/load block
+    writes its file in a temporary folder) and print what their comments say; the prose quotes the same growth
+    figures."""
+    monkeypatch.chdir(tmp_path)
     scope = _run_python_blocks("tutorials/ensembles.md")
-    assert scope["_checked"] == 7
+    assert scope["_checked"] == 8
     text = _read("tutorials/ensembles.md")
     g, e = scope["growth"]["post-ln"]
     assert f"within {100 * (1 - g[1] / e[1]):.1f} % (Post-LN)" in text
@@ -842,3 +844,30 @@ def test_the_index_pages_lead_to_the_ensemble_files_and_the_sweep_summary():
     assert "summarized by `meanfield info DIR`" in index
     assert "`mf.save` and read back by `mf.load`, `meanfield info` and `meanfield plot`" in " ".join(
         _read("tutorials/index.md").split())
+
+
+def test_ensembles_tutorial_save_and_load_block_runs_and_prints_what_it_quotes(tmp_path, monkeypatch, capsys):
+    """docs/tutorials/ensembles.md, "Saving and loading an ensemble": its python block was fenced ```py, so no test
+    ran it (nor its quoted output), nor the `meanfield info`/`plot` lines after it.  Here they run on a quick
+    ensemble of the same provenance (200 replicas, the default observable, rk4), in a temporary folder."""
+    from meanfield import cli
+
+    text = _read("tutorials/ensembles.md")
+    section = text.split("## Saving and loading an ensemble", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    post = mf.ensemble(mf.Model(4.0), 4, 0.1, replicas=200, seed=0, save_every=0.05, method="rk4", step=0.05)
+    printed = []
+    exec(compile(code, "ensembles.md[save and load]", "exec"),
+         {"mf": mf, "post": post, "print": lambda *a: printed.append(" ".join(map(str, a)))})
+    expected = [line.split("# → ", 1)[1].split("  ")[0].strip() for line in code.splitlines() if "# → " in line]
+    assert printed == expected == ["True 200 mean_alignment rk4"]
+    for line in commands.splitlines():
+        argv = line.split("#", 1)[0].split()
+        assert argv[0] == "meanfield"
+        capsys.readouterr()
+        assert cli.main(argv[1:]) == 0, line
+        if argv[1] == "info":
+            assert "ensemble of 200 replicas" in capsys.readouterr().out
+    assert (tmp_path / "post_ln_ensemble.png").is_file()
