@@ -57,7 +57,9 @@ class EnsembleResult:
         The particle backend of the runs ("particles" or "particles-sh").
     options : dict
         The backend options each replica ran with, after defaults, as a :class:`~meanfield.Trajectory`'s
-        ``options`` (those of replica 0's run; with ``batched``, ``groups`` is the 1 of a replica alone).
+        ``options`` (those of replica 0's run; with ``batched``, ``groups`` is the 1 of a replica alone).  Not all
+        are accepted back as given (``rtol`` with a fixed-step method is refused as ignored): to run the
+        ensemble again use :meth:`rerun_arguments`.
     t0, t_final : float or None
         The start and end times of the runs (``times[0]`` and ``times[-1]``).
     observable : str or None
@@ -107,6 +109,89 @@ class EnsembleResult:
     def success(self) -> bool:
         """Whether every replica reached ``t_final`` (all statuses OK)."""
         return all(s is Status.OK for s in self.statuses)
+
+    def rerun_arguments(self, observable=None, sampler=None) -> dict:
+        """The arguments of :func:`meanfield.ensemble` that run this ensemble again: ``mf.ensemble(**kw)`` with
+        ``kw = result.rerun_arguments()`` gives a result equal (``==``, bit for bit) to this one, on the same
+        machine and version, for a result read back by :func:`meanfield.load` too.
+
+        The recorded ``options`` are those after defaults, not all of which the run accepts back (``rtol`` with a
+        fixed-step method: refused as ignored); they are given back as the run took them.  The root seed comes
+        back from the replicas' seed sequences (an int seed as that int), the save times as ``t_eval``, and
+        ``batch`` as the replicas ran (one by one after a batched attempt that stopped early: one by one).
+
+        Parameters
+        ----------
+        observable : callable, optional
+            The observable, needed unless it was the default :func:`mean_alignment` (a file holds its name only);
+            its ``__name__`` must be the recorded one.
+        sampler : callable, optional
+            The sampler, needed when the initial tokens came from one (not from a token count); its ``__name__``
+            must be the recorded one.
+
+        Returns
+        -------
+        dict
+            ``model``, ``sampler_or_n``, ``t_final``, ``replicas``, ``seed``, ``observable``, ``backend``,
+            ``t_eval``, ``t0``, ``confidence``, ``interval``, ``batch`` and the backend options.
+
+        Raises
+        ------
+        ValueError
+            The result records no run (built by hand: ``model`` None), its seeds are not consecutive children of
+            one seed sequence, or a callable the run needs is missing or named otherwise.
+        TypeError
+            ``observable`` or ``sampler`` is not callable.
+        """
+        from ._ensemble import mean_alignment
+        from ._integrators import ADAPTIVE_OPTIONS, fixed_steps
+
+        if self.model is None or self.t0 is None or self.sampler is None or self.observable is None:
+            raise ValueError("this EnsembleResult records no run of meanfield.ensemble (built by hand: its model, "
+                             "t0, sampler or observable is None): there is nothing to run again.")
+        fixed = fixed_steps(self.options)
+        options = {k: v for k, v in self.options.items() if not (fixed and k in ADAPTIVE_OPTIONS)}
+        return dict(model=self.model, sampler_or_n=self._rerun_callable("sampler", sampler, None),
+                    t_final=float(self.times[-1]), replicas=self.replicas, seed=self._root_seed(),
+                    observable=self._rerun_callable("observable", observable, mean_alignment),
+                    backend=self.backend or "particles", t_eval=np.array(self.times, float), t0=float(self.times[0]),
+                    confidence=self.confidence, interval=self.interval,
+                    batch=None if self.batched is None else bool(self.batched), **options)
+
+    def _rerun_callable(self, name, given, default):
+        """The ``sampler`` (a recorded token count as itself) or ``observable`` of a rerun: ``given``, checked against
+        the recorded name, else ``default`` when that is what was recorded."""
+        from ._ensemble import _name
+
+        recorded = getattr(self, name)
+        if given is None:
+            if name == "sampler" and not isinstance(recorded, str):
+                return int(recorded)
+            if default is not None and recorded == _name(default):
+                return default
+            raise ValueError(f"this ensemble's {name} was {recorded!r}, which a result holds by name only: give it, "
+                             f"rerun_arguments({name}=...).")
+        if not callable(given):
+            raise TypeError(f"`{name}` must be callable; got {given!r}.")
+        if _name(given) != recorded:
+            raise ValueError(f"`{name}` must be the recorded {recorded!r}; got {_name(given)!r}.")
+        return given
+
+    def _root_seed(self):
+        """The ``seed`` that spawns ``seeds`` (and ``bootstrap_seed``, the next child) again: an int when they are the
+        first children of ``SeedSequence(int)``, else a SeedSequence that has spawned as many children before."""
+        states = [s.state for s in [*self.seeds, *([self.bootstrap_seed] if self.bootstrap_seed else [])]]
+        first = states[0]
+        key, k0 = tuple(first["spawn_key"][:-1]), first["spawn_key"][-1] if first["spawn_key"] else None
+        if k0 is None or any(st["entropy"] != first["entropy"] or st["pool_size"] != first["pool_size"]
+                             or tuple(st["spawn_key"]) != (*key, k0 + i) for i, st in enumerate(states)):
+            raise ValueError("this EnsembleResult's `seeds` (and `bootstrap_seed`) are not consecutive children of "
+                             "one SeedSequence, as meanfield.ensemble spawns them: no seed gives them again.")
+        entropy = first["entropy"]
+        if not key and k0 == 0 and isinstance(entropy, numbers.Integral) \
+                and first["pool_size"] == np.random.SeedSequence(0).pool_size:
+            return int(entropy)
+        return np.random.SeedSequence(entropy, spawn_key=key, pool_size=first["pool_size"], n_children_spawned=k0)
 
     def __eq__(self, other):
         if not isinstance(other, EnsembleResult):

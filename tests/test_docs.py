@@ -164,7 +164,7 @@ def test_ensembles_tutorial_code_prints_what_it_quotes(tmp_path, monkeypatch):
     figures."""
     monkeypatch.chdir(tmp_path)
     scope = _run_python_blocks("tutorials/ensembles.md")
-    assert scope["_checked"] == 8
+    assert scope["_checked"] == 9
     text = _read("tutorials/ensembles.md")
     g, e = scope["growth"]["post-ln"]
     assert f"within {100 * (1 - g[1] / e[1]):.1f} % (Post-LN)" in text
@@ -848,8 +848,9 @@ def test_the_index_pages_lead_to_the_ensemble_files_and_the_sweep_summary():
 
 def test_ensembles_tutorial_save_and_load_block_runs_and_prints_what_it_quotes(tmp_path, monkeypatch, capsys):
     """docs/tutorials/ensembles.md, "Saving and loading an ensemble": its python block was fenced ```py, so no test
-    ran it (nor its quoted output), nor the `meanfield info`/`plot` lines after it.  Here they run on a quick
-    ensemble of the same provenance (200 replicas, the default observable, rk4), in a temporary folder."""
+    ran it (nor its quoted output, nor the run again from the loaded file's arguments), nor the `meanfield
+    info`/`plot` lines after it.  Here they run on a quick ensemble of the same provenance (200 replicas, the default
+    observable, rk4), in a temporary folder."""
     from meanfield import cli
 
     text = _read("tutorials/ensembles.md")
@@ -862,7 +863,7 @@ def test_ensembles_tutorial_save_and_load_block_runs_and_prints_what_it_quotes(t
     exec(compile(code, "ensembles.md[save and load]", "exec"),
          {"mf": mf, "post": post, "print": lambda *a: printed.append(" ".join(map(str, a)))})
     expected = [line.split("# → ", 1)[1].split("  ")[0].strip() for line in code.splitlines() if "# → " in line]
-    assert printed == expected == ["True 200 mean_alignment rk4"]
+    assert printed == expected == ["True 200 mean_alignment rk4", "True"]
     for line in commands.splitlines():
         argv = line.split("#", 1)[0].split()
         assert argv[0] == "meanfield"

@@ -1,4 +1,5 @@
 """mf.ensemble: independent reproducible replicas, Student-t and bootstrap confidence intervals, bad input."""
+import dataclasses
 import warnings
 
 import numpy as np
@@ -620,3 +621,60 @@ def test_an_ensemble_result_built_by_hand_still_works_and_compares_by_value():
     assert r != mf.EnsembleResult(*parts, seeds, [mf.Status.OK, mf.Status.NON_FINITE], observable="x")
     with pytest.raises(TypeError, match="unhashable"):
         hash(r)
+
+
+def _first_z(p):
+    return p.positions[0, 2]
+
+
+def _sampler(rng):
+    return mf.Particles.uniform(int(rng.integers(4, 7)), seed=rng)
+
+
+@pytest.mark.parametrize("n, kwargs, callables", [
+    (6, dict(seed=0, save_every=0.3, method="rk4", step=0.07), {}),                 # batched, fixed steps
+    (6, dict(seed=3, backend="particles-sh", method="rk4", step=0.1), {}),         # one by one, fixed steps
+    (6, dict(seed=1, t0=0.2, interval="bootstrap", observable=_first_z, confidence=0.8), dict(observable=_first_z)),
+    (_sampler, dict(seed="spawned", time="layers", step=0.1), dict(sampler=_sampler)),
+])
+def test_a_loaded_result_runs_again_bit_for_bit_from_its_recorded_arguments(tmp_path, n, kwargs, callables):
+    """The recorded options (after defaults) were not re-runnable: a fixed-step run records `rtol`, `atol`,
+    `min_step`, which mf.ensemble refuses back as ignored ("option(s) ['rtol', 'atol', 'min_step'] would be
+    ignored"), and neither the root seed nor the save times were recorded as arguments.  rerun_arguments gives them:
+    run -> save -> load -> run again -> equal, bit for bit, for every field (a SeedSequence seed that had spawned
+    before included)."""
+    kwargs = dict(kwargs)
+    if kwargs["seed"] == "spawned":
+        kwargs["seed"] = np.random.SeedSequence(5)
+        kwargs["seed"].spawn(3)
+    r = mf.ensemble(mf.Model(4.0), n, 1.0, replicas=8, **kwargs)
+    path = tmp_path / "ensemble.h5"
+    mf.save(r, path)
+    back = mf.load(path)
+    if kwargs.get("method") == "rk4":
+        with pytest.raises(ValueError, match="would be ignored"):       # the recorded form, as it was
+            mf.ensemble(back.model, back.sampler, back.t_final, replicas=8, seed=kwargs["seed"], t_eval=back.times,
+                        backend=back.backend, **back.options)
+    again = mf.ensemble(**back.rerun_arguments(**callables))
+    assert again == r == back
+    assert np.array_equal(again.values, r.values, equal_nan=True) and again.batched == r.batched
+
+
+def test_rerun_arguments_refuse_what_cannot_run_again_by_name():
+    r = mf.ensemble(MODEL, 4, 0.2, replicas=2, seed=2, observable=_first_z, step=0.1)
+    with pytest.raises(ValueError, match=r"observable was '_first_z'.*rerun_arguments\(observable=\.\.\.\)"):
+        r.rerun_arguments()
+    with pytest.raises(ValueError, match="`observable` must be the recorded '_first_z'; got 'mean_alignment'"):
+        r.rerun_arguments(observable=mf.mean_alignment)
+    with pytest.raises(TypeError, match="`observable` must be callable"):
+        r.rerun_arguments(observable="_first_z")
+    with pytest.raises(ValueError, match="`sampler` must be the recorded 4"):
+        r.rerun_arguments(observable=_first_z, sampler=_sampler)
+    assert r.rerun_arguments(observable=_first_z)["seed"] == 2
+    hand = mf.EnsembleResult(r.times, r.values, r.mean, r.std, r.ci_low, r.ci_high, r.count, 0.95, r.seeds,
+                             r.statuses)
+    with pytest.raises(ValueError, match="records no run"):
+        hand.rerun_arguments()
+    scattered = dataclasses.replace(r, seeds=[np.random.SeedSequence(1), np.random.SeedSequence(2)])
+    with pytest.raises(ValueError, match="not consecutive children of one SeedSequence"):
+        scattered.rerun_arguments(observable=_first_z)
