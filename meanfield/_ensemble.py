@@ -95,6 +95,27 @@ def _initial(sampler_or_n, model, rng):
     return p
 
 
+def _check_initials(initials, model) -> None:
+    """Refuse, before any run, replicas whose tokens are not on the model's sphere (naming the first), and replicas
+    that are all the same tokens: a sampler that ignores its generator (``seed=0`` inside it) gave R copies of one
+    run, and a zero-width interval that claimed the mean exactly."""
+    for i, p in enumerate(initials):
+        if p.d != model.d:
+            raise ValueError(f"the sampler returned tokens in d={p.d} for replica {i}; the model has d={model.d} "
+                             "(every replica's tokens must be on the model's sphere).")
+    first = initials[0]
+
+    def same(p):
+        return (p.n == first.n and np.array_equal(p.positions, first.positions)
+                and np.array_equal(p.weights, first.weights)
+                and (p.radii is None) == (first.radii is None) and (p.radii is None or np.array_equal(p.radii,
+                                                                                                       first.radii)))
+    if all(same(p) for p in initials[1:]):
+        raise ValueError(f"the sampler returned the same tokens for all {len(initials)} replicas: it must draw them "
+                         "with the generator it is given (e.g. seed=rng), or the replicas are copies of one run and "
+                         "their interval has zero width.")
+
+
 def _unbatchable(initials, backend, options, explicit_request: bool = False) -> str:
     """Why the replicas cannot run as one grouped run of the exact backend, or (unless ``explicit_request``, the
     user's batch=True) should not by default; "" when they can."""
@@ -239,7 +260,11 @@ def _observed(observable, state, shape=None) -> np.ndarray:
     """``observable(state)`` as a float array, refused naming ``observable`` unless it is a real number or an array
     of them (of ``shape``, when given: that of the first value)."""
     value = observable(state)
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except ValueError:      # a ragged list: numpy's "inhomogeneous shape" named no parameter
+        raise TypeError(f"`observable` must return a real number or an array of real numbers of one shape; got "
+                        f"{value!r}.") from None
     if arr.dtype.kind not in "biuf":        # None became NaN (read as 'not reached'), a str or complex a bare error
         raise TypeError(f"`observable` must return a real number or an array of real numbers; got {value!r} "
                         f"(type {type(value).__name__}).")
@@ -269,9 +294,15 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         R ≥ 2.
     seed : int or SeedSequence
         Root seed: an int ≥ 0 (replica i uses ``SeedSequence(seed).spawn(R)[i]``, so the same seed gives
-        the same replicas, and a larger R the same first ones), or a SeedSequence, which is spawned from: its
-        next R children, so the same object passed again gives new, independent replicas.  With
-        ``interval="bootstrap"`` one more child, the next after the replicas', seeds the resampling.
+        the same replicas, and a larger R the same first initial tokens), or a SeedSequence, which is spawned
+        from: its next R children, so the same object passed again gives new, independent replicas.  With
+        ``interval="bootstrap"`` one more child, the next after the replicas', seeds the resampling.  (What
+        ``numpy.random.SeedSequence`` takes besides is accepted too: a list of ints, or None for fresh entropy
+        from the system, which the result's ``seeds`` record: :meth:`EnsembleResult.rerun_arguments` gives it
+        back.)  The first replicas of a larger R have the same values bit for bit when run one by one; batched,
+        they share their steps with the other replicas: with fixed steps their values agree to rounding (4e-17
+        measured), with an adaptive method to the tolerance (8e-14 at the default rtol, 12 tokens, β = 4, R = 3
+        against 7).
     observable : callable, optional
         ``observable(particles) -> float or array`` (real, of one shape) on every saved state; default
         :func:`mean_alignment`.  It is first called on replica 0's initial tokens, before any run.  A value
@@ -412,6 +443,7 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     boot_seed = root.spawn(1)[0] if interval == "bootstrap" else None     # "t" leaves a SeedSequence as it was
 
     initials = [_initial(sampler_or_n, model, np.random.default_rng(ss)) for ss in seeds]
+    _check_initials(initials, model)
     shape = _observed(observable, initials[0]).shape      # a bad observable is refused before any run
     why_not = _unbatchable(initials, backend, options, explicit_request=bool(batch))
     if batch and why_not:

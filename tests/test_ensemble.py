@@ -678,3 +678,46 @@ def test_rerun_arguments_refuse_what_cannot_run_again_by_name():
     scattered = dataclasses.replace(r, seeds=[np.random.SeedSequence(1), np.random.SeedSequence(2)])
     with pytest.raises(ValueError, match="not consecutive children of one SeedSequence"):
         scattered.rerun_arguments(observable=_first_z)
+
+
+def test_tokens_of_another_dimension_are_refused_naming_the_replica_before_any_run(monkeypatch):
+    """A sampler whose replicas had different d failed in the batching with numpy's "all the input array dimensions
+    except for the concatenation axis must match exactly"; run one by one, the replicas before it ran first."""
+    from meanfield import _ensemble
+
+    calls = []
+
+    def sampler(rng):
+        calls.append(rng)
+        return mf.Particles.uniform(5, 4 if len(calls) == 2 else 3, seed=rng)
+    for batch in (None, False):
+        calls.clear()
+        monkeypatch.setattr(_ensemble, "simulate", lambda *a, **k: pytest.fail("a replica ran"))
+        with pytest.raises(ValueError, match="tokens in d=4 for replica 1; the model has d=3"):
+            mf.ensemble(MODEL, sampler, 0.2, replicas=3, step=0.1, batch=batch)
+
+
+def test_a_sampler_that_ignores_its_generator_is_refused():
+    """A sampler that draws with a fixed seed gave R copies of one run: std 0 and a zero-width interval, silently."""
+    with pytest.raises(ValueError, match="same tokens for all 4 replicas: it must draw them with the generator"):
+        mf.ensemble(MODEL, lambda rng: mf.Particles.uniform(6, seed=0), 0.2, replicas=4, step=0.1)
+    # a sampler of few outcomes may repeat some replicas: only all of them alike is refused
+    r = mf.ensemble(MODEL, lambda rng: mf.Particles.uniform(6, seed=int(rng.integers(2))), 0.2, replicas=6, seed=1,
+                    step=0.1)
+    assert len(set(r.values[:, 0])) == 2
+
+
+def test_a_ragged_observable_is_refused_by_name():
+    with pytest.raises(TypeError, match="`observable` must return a real number or an array of real numbers of one"):
+        mf.ensemble(MODEL, 5, 0.2, replicas=2, step=0.1, observable=lambda p: [1.0, [2.0, 3.0]])
+
+
+def test_a_larger_ensemble_begins_with_the_same_replicas():
+    """The seed docstring said a larger R gives "the same first ones": their initial tokens, and their values bit for
+    bit run one by one; batched they share steps with the others, to rounding with fixed steps."""
+    kw = dict(seed=0, save_every=0.5, method="rk4", step=0.05)
+    for batch, bound in ((False, 0.0), (True, 1e-15)):
+        a = mf.ensemble(mf.Model(4.0), 12, 1.0, replicas=3, batch=batch, **kw)
+        b = mf.ensemble(mf.Model(4.0), 12, 1.0, replicas=7, batch=batch, **kw)
+        assert np.array_equal(a.values[:, 0], b.values[:3, 0])
+        assert np.max(np.abs(a.values - b.values[:3])) <= bound
