@@ -287,7 +287,9 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     sampler_or_n : int or callable
         n: n i.i.d. uniform tokens on S^{d-1} per replica; or ``sampler(rng) -> Particles`` called with
         each replica's ``numpy.random.Generator``, e.g.
-        ``lambda rng: mf.Particles.from_density(rho, 1000, seed=rng)``.
+        ``lambda rng: mf.Particles.from_density(rho, 1000, seed=rng)``.  The seed reproduces the replicas when the
+        sampler draws from that generator only (not from numpy's global state, nor ``seed=None``); one that
+        returns the same tokens for every replica is refused.
     t_final : float
         Final time (> ``t0``).
     replicas : int

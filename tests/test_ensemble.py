@@ -721,3 +721,11 @@ def test_a_larger_ensemble_begins_with_the_same_replicas():
         b = mf.ensemble(mf.Model(4.0), 12, 1.0, replicas=7, batch=batch, **kw)
         assert np.array_equal(a.values[:, 0], b.values[:3, 0])
         assert np.max(np.abs(a.values - b.values[:3])) <= bound
+
+
+
+def test_a_sampler_that_spawns_from_its_generator_is_reproducible():
+    def sampler(rng):
+        return mf.Particles.uniform(6, seed=rng.spawn(1)[0])
+    r = mf.ensemble(MODEL, sampler, 0.2, replicas=3, seed=4, step=0.1)
+    assert r == mf.ensemble(**r.rerun_arguments(sampler=sampler))
