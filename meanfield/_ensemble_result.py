@@ -35,6 +35,10 @@ class EnsembleResult:
         std/√k (Student t: exact for normally distributed values, approximate otherwise), NaN where k < 2;
         "bootstrap", the BCa interval of ``scipy.stats.bootstrap`` over the k values, NaN where k is below the
         minimum for ``confidence`` (see :func:`ensemble`).  Where the k values are all equal, both are that value.
+        The intervals are pointwise: each covers its own time's mean with probability ``confidence``; the band over
+        all the times covers the whole mean curve less often unless the values at different times are strongly
+        correlated (the mean z-coordinate of 20 tokens, β = 2, R = 10, 9 times in [0, 2], 1000 ensembles: 0.954–0.957
+        at each time, 0.951 for all nine at once).
     count : ndarray, shape (T,)
         The number k of replicas counted at each time: those that reached it with a finite observable (every
         component finite, for an array observable; a non-finite value is warned about and leaves the
