@@ -86,6 +86,22 @@ def _check_replica_memory(replicas: int, sampler_or_n, d: int) -> None:
             "lower `replicas`" + (" or `n`." if n else "."))
 
 
+#: peak bytes per float of the values array, from the replicas' values to the statistics (tracemalloc: 4.4×, the
+#: values, their rows before stacking, the counted copy and nanstd's temporaries)
+_VALUES_COPIES = 4.5
+
+
+def _check_values_memory(replicas: int, times: int, shape: tuple) -> None:
+    """Refuse, before any run, an observable whose values over the replicas and times cannot be held: they were
+    allocated after every run, so a run of hours ended in a MemoryError."""
+    from ._memory import require
+
+    require(_VALUES_COPIES * 8.0 * replicas * times * int(np.prod(shape)),
+            f"ensemble(replicas={replicas}) of an observable of shape {shape} at {times} times (its values and "
+            "their statistics)", "lower `replicas`, save fewer times (`save_every`, `t_eval`), or return fewer values "
+            "from `observable`.")
+
+
 def _initial(sampler_or_n, model, rng):
     if isinstance(sampler_or_n, numbers.Integral) and not isinstance(sampler_or_n, bool):
         return Particles.uniform(int(sampler_or_n), model.d, seed=rng)
@@ -451,6 +467,7 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     initials = [_initial(sampler_or_n, model, np.random.default_rng(ss)) for ss in seeds]
     _check_initials(initials, model)
     shape = _observed(observable, initials[0]).shape      # a bad observable is refused before any run
+    _check_values_memory(replicas, times.size, shape)
     why_not = _unbatchable(initials, backend, options, explicit_request=bool(batch))
     if batch and why_not:
         raise ValueError(f"`batch`=True: {why_not}; use batch=False.")

@@ -729,3 +729,14 @@ def test_a_sampler_that_spawns_from_its_generator_is_reproducible():
         return mf.Particles.uniform(6, seed=rng.spawn(1)[0])
     r = mf.ensemble(MODEL, sampler, 0.2, replicas=3, seed=4, step=0.1)
     assert r == mf.ensemble(**r.rerun_arguments(sampler=sampler))
+
+
+def test_values_beyond_memory_are_refused_before_any_run(monkeypatch):
+    """The values (R, T, ...) were allocated after every run: an observable of 10⁶ values per state at 1001 times of
+    1000 replicas (8 TB) ran all the replicas first, then failed in numpy."""
+    from meanfield import _ensemble
+
+    monkeypatch.setattr(_ensemble, "simulate", lambda *a, **k: pytest.fail("a replica ran"))
+    with pytest.raises(mf.InsufficientMemoryError, match=r"ensemble\(replicas=1000\) of an observable of shape "
+                                                        r"\(1000000,\) at 1001 times .* needs about .* `observable`"):
+        mf.ensemble(MODEL, 3, 1.0, replicas=1000, save_every=0.001, observable=lambda p: np.zeros(10**6))
