@@ -7,9 +7,11 @@
   relative to its start, against the linear theory about the uniform measure, e^{2∫λ₁} with
   λ₁ = mf.growth_rate(β, 1, scheme=…), divided by the radius 1 + t for Peri-LN (its speed is 1/(r‖A‖), and r
   grows at rate ≈ 1 near the uniform state);
-* that rate at t = 0 directly: E[2 m·dm/dt]/E[|m|²] over 3000 draws of 400 uniform tokens, against 2λ₁.
+* that rate at t = 0 directly: E[2 m·dm/dt]/E[|m|²] over 3000 draws of 400 uniform tokens, against 2λ₁;
+* why backend="particles-sh" runs its replicas one by one: 32 replicas of 2000 tokens against one run alone, and
+  the share of a run spent in its spectral evaluations (per replica: what a batch could not save).
 
-Run:  python docs/scripts/ensembles.py   (about 3 minutes on two cores; writes docs/images/ensembles.png)
+Run:  python docs/scripts/ensembles.py   (about 3.5 minutes on two cores; writes docs/images/ensembles.png)
 """
 import time
 from pathlib import Path
@@ -81,6 +83,41 @@ def initial_rate(n=400, draws=3000):
               f"{num.std() / np.sqrt(draws) / den.mean():.3f} against 2λ₁ = {2 * mf.growth_rate(beta, 1):.3f}")
 
 
+def sh_batching_headroom(n=2000, replicas=32, t_final=2.0):
+    """Seconds per replica of a particles-sh ensemble (run one by one) against one run alone, and the share of a run
+    (threads=1) spent in the spectral field: its non-uniform transforms take one replica's tokens per call, so one
+    stepper for all the replicas could save only the rest."""
+    from meanfield.backends._particles_sh import ParticlesSHBackend
+
+    model, kw = mf.Model(BETA), dict(backend="particles-sh", method="rk4", step=0.05, save_every=0.5)
+    mf.simulate(model, mf.Particles.uniform(n, seed=0), 0.2, **kw)          # imports and plans out of the timing
+    alone = []
+    for k in range(3):
+        t0 = time.perf_counter()
+        mf.simulate(model, mf.Particles.uniform(n, seed=k), t_final, **kw)
+        alone.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    mf.ensemble(model, n, t_final, replicas=replicas, seed=0, **kw)
+    per_replica = (time.perf_counter() - t0) / replicas
+    spent, field = [0.0], ParticlesSHBackend._field
+
+    def timed(self, *args):
+        t = time.perf_counter()
+        try:
+            return field(self, *args)
+        finally:
+            spent[0] += time.perf_counter() - t
+    ParticlesSHBackend._field = timed
+    try:
+        t0 = time.perf_counter()
+        mf.simulate(model, mf.Particles.uniform(n, seed=0), t_final, threads=1, **kw)
+        total = time.perf_counter() - t0
+    finally:
+        ParticlesSHBackend._field = field
+    print(f"particles-sh, {replicas} replicas of {n} tokens to t = {t_final:g}: {per_replica:.3f} s per replica; one run "
+          f"alone {min(alone):.3f}–{max(alone):.3f} s; spectral field {100 * spent[0] / total:.0f} % of a run (threads=1)")
+
+
 def figure(runs, growth):
     plt = plot._plt()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(9.6, 3.4), constrained_layout=True)
@@ -110,6 +147,7 @@ def main():
     batching_cost()
     figure(runs, linear_theory())
     initial_rate()
+    sh_batching_headroom()
 
 
 if __name__ == "__main__":
