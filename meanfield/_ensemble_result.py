@@ -184,7 +184,9 @@ class EnsembleResult:
     def _root_seed(self):
         """The ``seed`` that spawns ``seeds`` (and ``bootstrap_seed``, the next child) again: an int when they are the
         first children of ``SeedSequence(int)``, else a SeedSequence that has spawned as many children before."""
-        states = [s.state for s in [*self.seeds, *([self.bootstrap_seed] if self.bootstrap_seed else [])]]
+        states = [s.state for s in [*self.seeds, *([] if self.bootstrap_seed is None else [self.bootstrap_seed])]]
+        for st in states:       # an entropy given as a numpy array (seed=np.array([1, 2])) compares as a list
+            st["entropy"] = np.asarray(st["entropy"], dtype=object).tolist()
         first = states[0]
         key, k0 = tuple(first["spawn_key"][:-1]), first["spawn_key"][-1] if first["spawn_key"] else None
         if k0 is None or any(st["entropy"] != first["entropy"] or st["pool_size"] != first["pool_size"]

@@ -740,3 +740,11 @@ def test_values_beyond_memory_are_refused_before_any_run(monkeypatch):
     with pytest.raises(mf.InsufficientMemoryError, match=r"ensemble\(replicas=1000\) of an observable of shape "
                                                         r"\(1000000,\) at 1001 times .* needs about .* `observable`"):
         mf.ensemble(MODEL, 3, 1.0, replicas=1000, save_every=0.001, observable=lambda p: np.zeros(10**6))
+
+
+@pytest.mark.parametrize("seed", [np.array([1, 2], dtype=np.uint32), [3, 4], None, np.uint64(2**63 + 5)])
+def test_every_seed_numpy_takes_is_given_back_by_rerun_arguments(seed):
+    """An entropy given as a numpy array compared as an array ("truth value of an array ... is ambiguous"); None
+    (fresh entropy) comes back as the int the result recorded."""
+    r = mf.ensemble(MODEL, 5, 0.2, replicas=3, seed=seed, step=0.1, interval="bootstrap", confidence=0.7)
+    assert mf.ensemble(**r.rerun_arguments()) == r
