@@ -425,9 +425,9 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
     (values equal to 2e-15); the default rk45 took 14.2–16.3 s one by one and 1.4–1.6 s batched (the shared steps
     follow the hardest replica; values within 2e-11).  Backend "particles-sh" runs its replicas one by one, and
     batching them would gain little: 32 replicas of 2000 tokens (β = 4, ``method="rk4", step=0.05``, to t = 2) took
-    0.18 s per replica, as one run alone (0.13–0.20 s; under load 0.43–0.48 s against 0.42–0.46 s), and 85–90 % of
-    a run is its spectral evaluations, whose non-uniform transforms take one replica's tokens per call (each replica
-    has its own coefficients), so one stepper for all the replicas could save at most the other 10–15 %
+    0.18 s per replica, as one run alone (0.13–0.20 s; under load 0.43–0.48 s against 0.42–0.46 s), and 85–90 %
+    of a run is its spectral evaluations, whose non-uniform transforms take one replica's tokens per call (each
+    replica has its own coefficients), so one stepper for all the replicas could save at most the other 10–15 %
     (``docs/scripts/ensembles.py`` measures it).
     """
     if not isinstance(model, Model):       # n tokens are drawn on the model's sphere before simulate would check it

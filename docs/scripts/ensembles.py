@@ -114,8 +114,9 @@ def sh_batching_headroom(n=2000, replicas=32, t_final=2.0):
         total = time.perf_counter() - t0
     finally:
         ParticlesSHBackend._field = field
-    print(f"particles-sh, {replicas} replicas of {n} tokens to t = {t_final:g}: {per_replica:.3f} s per replica; one run "
-          f"alone {min(alone):.3f}–{max(alone):.3f} s; spectral field {100 * spent[0] / total:.0f} % of a run (threads=1)")
+    print(f"particles-sh, {replicas} replicas of {n} tokens to t = {t_final:g}: {per_replica:.3f} s per replica; "
+          f"one run alone {min(alone):.3f}–{max(alone):.3f} s; spectral field {100 * spent[0] / total:.0f} % of a run "
+          "(threads=1)")
 
 
 def figure(runs, growth):
