@@ -112,9 +112,9 @@ def _initial(sampler_or_n, model, rng):
 
 
 def _check_initials(initials, model) -> None:
-    """Refuse, before any run, replicas whose tokens are not on the model's sphere (naming the first), and replicas
-    that are all the same tokens: a sampler that ignores its generator (``seed=0`` inside it) gave R copies of one
-    run, and a zero-width interval that claimed the mean exactly."""
+    """Refuse, before any run, replicas whose tokens are not on the model's sphere (naming the first), and warn of
+    replicas that are all the same tokens: a sampler that ignores its generator (``seed=0`` inside it) gave R copies
+    of one run, and a zero-width interval that claimed the mean exactly, silently."""
     for i, p in enumerate(initials):
         if p.d != model.d:
             raise ValueError(f"the sampler returned tokens in d={p.d} for replica {i}; the model has d={model.d} "
@@ -127,9 +127,10 @@ def _check_initials(initials, model) -> None:
                 and (p.radii is None) == (first.radii is None) and (p.radii is None or np.array_equal(p.radii,
                                                                                                        first.radii)))
     if all(same(p) for p in initials[1:]):
-        raise ValueError(f"the sampler returned the same tokens for all {len(initials)} replicas: it must draw them "
-                         "with the generator it is given (e.g. seed=rng), or the replicas are copies of one run and "
-                         "their interval has zero width.")
+        # warned, not refused: a sampler of a few outcomes (configurations drawn from a list) can repeat one by chance
+        warn(f"ensemble: the sampler returned the same tokens for all {len(initials)} replicas; if it does not draw "
+             "them with the generator it is given (a fixed seed inside it instead of seed=rng), the replicas are "
+             "copies of one run and their interval has zero width.")
 
 
 def _unbatchable(initials, backend, options, explicit_request: bool = False) -> str:
@@ -305,7 +306,7 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         each replica's ``numpy.random.Generator``, e.g.
         ``lambda rng: mf.Particles.from_density(rho, 1000, seed=rng)``.  The seed reproduces the replicas when the
         sampler draws from that generator only (not from numpy's global state, nor ``seed=None``); one that
-        returns the same tokens for every replica is refused.
+        returns the same tokens for every replica is warned about.
     t_final : float
         Final time (> ``t0``).
     replicas : int
