@@ -1375,7 +1375,7 @@ def test_local_workers_leave_ctrl_c_to_the_sweep():
 
 def test_a_ctrl_c_while_the_local_workers_start_stops_the_sweep(tmp_path):
     """The workers were started with SIGINT ignored in the whole process, so a Ctrl-C pressed during the seconds they
-    take to start was dropped and the sweep ran on.  Now it stops: the one-line message, exit status 1, no traceback,
+    take to start was dropped and the sweep ran on.  Now it stops: the one-line message, exit status 130, no traceback,
     no process left behind."""
     psutil = pytest.importorskip("psutil")
     cfg = tmp_path / "s.toml"
@@ -1390,7 +1390,7 @@ def test_a_ctrl_c_while_the_local_workers_start_stops_the_sweep(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)         # what the terminal does: the whole group, workers included
     t0 = time.time()
     err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 1 and time.time() - t0 < 60, err
+    assert proc.returncode == 130 and time.time() - t0 < 60, err
     assert "meanfield sweep: interrupted; the finished tasks are recorded in" in err and "Traceback" not in err, err
     while time.time() < deadline and _session(psutil, proc.pid):
         time.sleep(0.1)
@@ -1602,3 +1602,30 @@ def test_distributed_layers_with_an_alpha_schedule_undefined_at_t_final_equal_si
     for k, v in ref.diagnostics.items():
         assert np.allclose(out.diagnostics[k], v, rtol=1e-12, atol=1e-14, equal_nan=True), k
     assert np.max(np.abs(out.final.positions - ref.final.positions)) < 1e-12
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_sweep_exits_with_130_not_the_status_of_a_failed_task(tmp_path, monkeypatch, capsys, signum):
+    """A sweep stopped by Ctrl-C or SIGTERM exited with 1, the status of a task that failed or ended early: a script
+    could not tell "rerun to continue" from "some rows are not OK".  Now 130, as every command the command line
+    stops on a Ctrl-C or SIGTERM (`meanfield run` before it stored anything, validate, bench, demo)."""
+    from meanfield._sweep import _runner
+    real, calls = _runner._simulate, []
+
+    def signalled_at_the_second(cfg):
+        calls.append(cfg)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signum)     # the command line's handler turns it into a KeyboardInterrupt here
+            time.sleep(1.0)
+        return real(cfg)
+    monkeypatch.setattr(_runner, "_simulate", signalled_at_the_second)
+    cfg, out = tmp_path / "s.toml", tmp_path / "out"
+    cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0, 2.0, 3.0] }\n')
+    assert cli.main(["sweep", str(cfg), "--serial", "--output", str(out), "--quiet"]) == 130
+    assert "meanfield sweep: interrupted; the finished tasks are recorded in" in capsys.readouterr().err
+    assert len(calls) == 2 and len(list((out / "tasks").glob("*.json"))) == 1
+    monkeypatch.setattr(_runner, "_simulate", real)
+    failing = tmp_path / "f.toml"           # a task that ends early: 1, not 130
+    failing.write_text(BASE.replace("step = 0.1", "max_steps = 1") + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
+    assert cli.main(["sweep", str(failing), "--serial", "--output", str(tmp_path / "f"), "--quiet"]) == 1
+    assert cli.main(["sweep", str(cfg), "--serial", "--output", str(out), "--quiet"]) == 0

@@ -21,10 +21,15 @@ from ._runner import CONNECT_TIMEOUT, check_output_folder, SweepResult as SweepR
 from ._spec import SweepSpec as SweepSpec, load_sweep as load_sweep, parse_sweep as parse_sweep
 
 SHOWN_FAILURES = 10      # tasks not OK listed by the summary of `meanfield sweep`
+# the exit status of a sweep stopped by Ctrl-C or SIGTERM: that of every command of the command line stopped so
+# (`meanfield run` before it stored anything, validate, bench, demo; 128 + SIGINT, the shell's for a Ctrl-C).  It was
+# 1, the status of a task that failed: a script could not tell "rerun to continue" from "look at the failed rows".
+INTERRUPTED_EXIT = 130
 
 
 def main(args) -> int:
-    """``meanfield sweep``: 0 when every task reached t_final, 1 when some ended early or failed (2: bad file)."""
+    """``meanfield sweep``: 0 when every task reached t_final, 1 when some ended early or failed, 2 for a bad file or
+    argument, INTERRUPTED_EXIT (130) when a Ctrl-C or SIGTERM stopped it (the finished tasks are recorded)."""
     spec = load_sweep(args.config)
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"`--workers` must be ≥ 1; got {args.workers}.")
@@ -41,7 +46,7 @@ def main(args) -> int:
     except KeyboardInterrupt:
         print(f"meanfield sweep: interrupted; the finished tasks are recorded in {args.output!r}: "
               "run the same command again to continue.", file=sys.stderr)
-        return 1
+        return INTERRUPTED_EXIT
     if not args.quiet:
         counts = {}
         for r in result.rows:
