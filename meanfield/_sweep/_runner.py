@@ -161,13 +161,13 @@ def read_records(out_dir: Path) -> dict:
 
 def table_rows(spec: SweepSpec, records: dict) -> list:
     """One flat row per task that has a record, in task order: parameters, status, error, time, observables."""
-    rows = []
+    rows, names = [], spec.parameter_names
     for t in spec.tasks:
         r = records.get(t.key)
         if r is None:
             continue
         row = {"key": t.key}
-        row.update({name: _ran_with(t, name) for name in spec.parameter_names})
+        row.update({name: _ran_with(t, name) for name in names})
         row.update(status=r.get("status"), error=r.get("error", ""), wall_time=r.get("wall_time"),
                    t_end=r.get("t_end"))
         if spec.at == "saved":
@@ -429,7 +429,7 @@ def read_sweep_folder(out_dir) -> tuple:
     result : SweepResult or None
         The stored sweep's rows and counts (``ran = 0``; ``paths``: the table files present); None without ``spec``.
     """
-    from ._spec import load_sweep
+    from ._spec import _load
 
     out = Path(out_dir)
     records = read_records(out)
@@ -437,7 +437,7 @@ def read_sweep_folder(out_dir) -> tuple:
     for name in ("sweep.toml", "sweep.json"):
         if (out / name).is_file():
             try:
-                spec = load_sweep(out / name)
+                spec = _load(out / name, check=False)      # the keys and parameters only: it was checked when it ran
             except (OSError, ValueError) as e:      # ConfigError is a ValueError: an edited or damaged copy
                 problem = f"{type(e).__name__}: {e}"
             break
