@@ -1671,3 +1671,66 @@ def test_info_of_a_sweep_folder_does_not_check_every_tasks_values_again(tmp_path
     spec, problem, records, result = read_sweep_folder(tmp_path / "out")
     assert checked == [] and problem == "" and (result.tasks, len(result.rows), result.missing) == (3, 2, 1)
     assert [t.key for t in spec.tasks] == [t.key for t in load_sweep(cfg).tasks] and len(checked) == 3
+
+
+def test_a_task_that_finishes_while_the_local_cluster_closes_after_a_ctrl_c_is_recorded(tmp_path, monkeypatch):
+    """After a Ctrl-C the sweep's local cluster closes, and its worker finishes the task it runs first (dask gives it
+    4 s): the task's HDF5 file was written, but its result went to a cancelled future, so it got no record and the
+    next sweep ran it again.  The workers of the sweep's own cluster now write each record themselves, atomically,
+    when the task ends; the sweep's table has its row, and a rerun runs only the tasks that never ran.
+
+    The worker's first task waits for the cluster's close to begin, then ends (a task ending during the shutdown,
+    whatever the machine's load); the Ctrl-C comes while it waits."""
+    import distributed
+
+    from meanfield._sweep import _local
+    flags = tmp_path / "flags"
+    flags.mkdir()
+
+    def hold_each_task_until_the_close(flag_dir):          # runs in the worker process
+        from meanfield._sweep import _runner
+        real = _runner._simulate
+
+        def held(cfg):
+            Path(flag_dir, "started").touch()
+            deadline = time.time() + 60
+            while not Path(flag_dir, "closing").exists() and time.time() < deadline:
+                time.sleep(0.01)
+            return real(cfg)
+        _runner._simulate = held
+
+    real_build = _local._build
+
+    def build(n):
+        cluster = real_build(n)
+        with distributed.Client(cluster) as c:
+            c.run(hold_each_task_until_the_close, str(flags))
+        real_close = cluster.close
+
+        def close(*args, **kwargs):
+            (flags / "closing").touch()
+            return real_close(*args, **kwargs)
+        cluster.close = close
+        return cluster
+
+    def ctrl_c_while_the_first_task_runs(futures):
+        deadline = time.time() + 60
+        while time.time() < deadline and not (flags / "started").exists():
+            time.sleep(0.01)
+        raise KeyboardInterrupt
+        yield       # (a generator, as as_completed is iterated)
+    monkeypatch.setattr(_local, "_build", build)
+    monkeypatch.setattr(distributed, "as_completed", ctrl_c_while_the_first_task_runs)
+    spec = _spec(BASE + '[sweep]\ngrid = { "initial.seed" = [0, 1, 2] }\nhdf5 = true\n')
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, tmp_path / "out", workers=1, progress=False)
+    out = tmp_path / "out"
+    recorded = {p.stem: json.loads(p.read_text()) for p in (out / "tasks").glob("*.json")}
+    assert list(recorded) == [spec.tasks[0].key] == [p.stem for p in (out / "runs").glob("*.h5")]
+    assert recorded[spec.tasks[0].key]["status"] == "OK" and not list((out / "tasks").glob(".*"))
+    assert [json.loads(line)["key"] for line in (out / "results.jsonl").read_text().splitlines()] == \
+        [spec.tasks[0].key]
+    monkeypatch.undo()
+    again = run_sweep(spec, out, workers=1, progress=False)
+    assert (again.ran, again.skipped) == (2, 1) and again.success
+

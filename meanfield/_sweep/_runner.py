@@ -2,7 +2,8 @@
 
 Layout of the output folder ``DIR``::
 
-    DIR/tasks/<key>.json   one record per finished task, written atomically when the task finishes
+    DIR/tasks/<key>.json   one record per finished task, written atomically when the task finishes (by the
+                           sweep's process, or by the worker of its own local cluster that ran the task)
     DIR/runs/<key>.h5      the task's trajectory (only with ``hdf5 = true``; written by the worker)
     DIR/results.csv        the table assembled from the records, one row per task, in task order
     DIR/results.jsonl      the same rows as JSON lines (lists stay lists)
@@ -13,8 +14,9 @@ A rerun skips every task that has a record (whatever its run status) except thos
 ``ERROR`` (an exception: retried, since it may have been transient, e.g. a lost worker).  A task interrupted
 (Ctrl-C, SIGTERM: its run returns status ``INTERRUPTED``) is not finished: it gets no record.  When a sweep on
 dask is interrupted, the tasks that had finished are recorded before it stops (their results fetched from the
-workers); those still running are not waited for and get no record (on a ``--scheduler``'s workers they may still
-write their ``runs/<key>.h5``, which a rerun replaces).  A file of one of
+workers).  The workers of the sweep's own local cluster write each record themselves when the task ends, so a task
+they finish while the cluster closes is recorded too; a task still running elsewhere gets no record (on a
+``--scheduler``'s workers it may still write its ``runs/<key>.h5``, which a rerun replaces).  A file of one of
 these names that no sweep wrote (a table without recorded rows, a sweep file in a folder where no sweep ran) is
 refused before any task runs (:func:`meanfield._sweep._outdir.refuse_foreign_files`).
 """
@@ -108,6 +110,23 @@ def run_task(task: Task, settings: dict, out_dir: str | None = None, threads: in
     return row
 
 
+def _run_and_record(task: Task, settings: dict, out_dir: str, threads: int | None, record: bool) -> tuple:
+    """:func:`run_task` on a dask worker; with ``record`` (a worker of the sweep's own local cluster: this machine,
+    this folder) the task's record is written here, atomically, as soon as the task ends.
+
+    Recorded by the sweep's process only, a task that finished while the local cluster shut down after a Ctrl-C (its
+    worker finishes the task it runs before it closes) was computed, its HDF5 file written, and run again by the
+    next sweep.  Returns (row, whether its record was written here); an INTERRUPTED row is never recorded."""
+    row = run_task(task, settings, out_dir, threads)
+    if not record or row["status"] == INTERRUPTED:
+        return row, False
+    try:
+        write_record(Path(out_dir), row)
+    except OSError:     # (the sweep's process writes it, and says why if it cannot either)
+        return row, False
+    return row, True
+
+
 def _record_head(task: Task, settings: dict) -> dict:
     """The fields every record starts with: which task, its resolved run configuration, how it was recorded
     (``settings``: the observables, ``at``, ``aligned_tol``, ``hdf5``) and the version, so that a record describes
@@ -150,13 +169,19 @@ def read_records(out_dir: Path) -> dict:
     folder = Path(out_dir) / "tasks"
     if folder.is_dir():
         for p in folder.glob("*.json"):
-            try:
-                r = json_value(p.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(r, dict) and r.get("key") == p.stem:
+            r = _read_record(p)
+            if r is not None:
                 recs[p.stem] = r
     return recs
+
+
+def _read_record(path: Path) -> dict | None:
+    """The record in ``path`` (``DIR/tasks/<key>.json``), or None when it is missing, unreadable or of another key."""
+    try:
+        r = json_value(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return r if isinstance(r, dict) and r.get("key") == path.stem else None
 
 
 def table_rows(spec: SweepSpec, records: dict) -> list:
@@ -460,61 +485,83 @@ def _other_versions(spec, records: dict) -> dict:
 
 
 def _run_dask(spec, todo, out, records, bar, client, workers, connect, limit, threads) -> int:
+    # the workers of the sweep's own local cluster write each record themselves (_run_and_record)
+    own = client is None and connect[0] is None
+    unhandled = {}              # on an interruption: the tasks submitted and not recorded by the loop
+    try:
+        with _client(client, workers, connect) as c:
+            return _submit_and_record(c, spec, todo[:limit], out, records, bar, own, threads, unhandled)
+    except KeyboardInterrupt:
+        if own:     # closed now: the tasks its workers finished while it shut down have their records
+            for key in unhandled:
+                row = _read_record(out / "tasks" / f"{key}.json")
+                if row is not None:
+                    records[key] = row
+        raise
+
+
+def _submit_and_record(c, spec, todo, out, records, bar, own, threads, unhandled) -> int:
+    """Run ``todo`` on the client ``c`` and record each task as it finishes; returns how many ran.  On a Ctrl-C the
+    finished tasks are recorded, the others cancelled, and ``unhandled`` holds key → task of those not recorded."""
     from distributed import as_completed
 
-    with _client(client, workers, connect) as c:
-        run_id = uuid.uuid4().hex[:8]     # fresh dask keys: a retried task is really run again
-        # absolute: a worker of --scheduler has its own working directory, where a relative --output put its HDF5 files
-        where = str(out.resolve())
-        # only the first `limit` tasks: with all of them submitted, the workers ran tasks past max_tasks whose
-        # results the loop then dropped (computed, not recorded, and computed again by the next sweep)
-        futures = {c.submit(run_task, t, spec.record, where, threads, key=f"meanfield-sweep-{t.key}-{run_id}",
-                            pure=False): t for t in todo[:limit]}
-        ran = 0
-        handled = set()             # futures whose row this loop has recorded (or dropped, if interrupted)
-        ac = as_completed(futures)
-        try:
-            for fut in ac:
-                t = futures[fut]
-                try:
-                    row = fut.result()
-                except Exception as e:   # noqa: BLE001 - lost worker, unpicklable result, …
-                    row = {**_record_head(t, spec.record), "error": f"{type(e).__name__}: {e}", "wall_time": None}
-                if row["status"] == INTERRUPTED:      # a worker's Ctrl-C: the task is not done, a rerun runs it
-                    records.pop(t.key, None)
-                    handled.add(fut)
-                    continue
+    run_id = uuid.uuid4().hex[:8]     # fresh dask keys: a retried task is really run again
+    # absolute: a worker of --scheduler has its own working directory, where a relative --output put its HDF5 files
+    where = str(out.resolve())
+    # only the first `limit` tasks (todo is cut there): with all of them submitted, the workers ran tasks past
+    # max_tasks whose results the loop then dropped (computed, not recorded, and computed again by the next sweep)
+    futures = {c.submit(_run_and_record, t, spec.record, where, threads, own,
+                        key=f"meanfield-sweep-{t.key}-{run_id}", pure=False): t for t in todo}
+    ran = 0
+    handled = set()             # futures whose row this loop has recorded (or dropped, if interrupted)
+    try:
+        for fut in as_completed(futures):
+            t = futures[fut]
+            try:
+                row, recorded = fut.result()
+            except Exception as e:   # noqa: BLE001 - lost worker, unpicklable result, …
+                row, recorded = {**_record_head(t, spec.record), "error": f"{type(e).__name__}: {e}",
+                                 "wall_time": None}, False
+            handled.add(fut)
+            if row["status"] == INTERRUPTED:      # a worker's Ctrl-C: the task is not done, a rerun runs it
+                records.pop(t.key, None)
+                continue
+            if not recorded:
                 write_record(out, row)
-                records[t.key] = row
-                handled.add(fut)
-                ran += 1
-                _tick(bar, row)
-                if ran >= limit:
-                    break
-        except KeyboardInterrupt:
-            _record_finished({f: t for f, t in futures.items() if f not in handled}, out, records)
-            raise
-        finally:
-            for f in futures:
-                if not f.done():
-                    f.cancel()
+            records[t.key] = row
+            ran += 1
+            _tick(bar, row)
+    except KeyboardInterrupt:
+        rest = {f: t for f, t in futures.items() if f not in handled}
+        done = _record_finished(rest, out, records)
+        unhandled.update((t.key, t) for t in rest.values() if t.key not in done)
+        raise
+    finally:
+        for f in futures:
+            if not f.done():
+                f.cancel()
     return ran
 
 
-def _record_finished(futures: dict, out: Path, records: dict) -> None:
+def _record_finished(futures: dict, out: Path, records: dict) -> set:
     """On an interruption: record the tasks of ``futures`` (future → task; those the loop has not recorded) that
     finished.  Their HDF5 files are written and whole, and without a record a rerun computed them again.  A task
-    still running is not waited for: it stays unrecorded, and a rerun runs it again."""
+    still running is not waited for here (a worker of the sweep's own local cluster records it if it finishes while
+    the cluster closes; elsewhere it stays unrecorded, and a rerun runs it again).  Returns the keys recorded."""
+    done = set()
     for fut, task in futures.items():
         if fut.status != "finished":
             continue
         try:
-            row = fut.result(timeout=FETCH_TIMEOUT)
+            row, recorded = fut.result(timeout=FETCH_TIMEOUT)
         except Exception:   # noqa: BLE001 - a result that cannot be fetched now: the task is run again
             continue
         if row.get("status") != INTERRUPTED:
-            write_record(out, row)
+            if not recorded:
+                write_record(out, row)
             records[task.key] = row
+            done.add(task.key)
+    return done
 
 
 @contextlib.contextmanager
