@@ -1750,3 +1750,29 @@ def test_options_threads_stays_in_the_key_because_the_particles_sh_result_depend
     keys = [_spec(BASE.replace("threads = 1", f"threads = {n}") + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
             .tasks[0].key for n in (1, 2)]
     assert keys[0] != keys[1]
+
+
+def test_a_ctrl_c_while_a_record_is_written_leaves_it_to_the_stop(client, tmp_path, monkeypatch):
+    """A Ctrl-C during the write of a finished task's record (a second or so of fsyncs on a busy disk) must not lose
+    it: the task is recorded by the stop, with the other finished ones, not run again by the next sweep."""
+    import distributed
+
+    from meanfield._sweep import _runner
+    real, calls = _runner.write_record, []
+
+    def ctrl_c_in_the_first_write(out, row):
+        calls.append(row["key"])
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real(out, row)
+
+    def all_done_first(futures):
+        distributed.wait(list(futures))
+        yield from futures
+    monkeypatch.setattr(_runner, "write_record", ctrl_c_in_the_first_write)
+    monkeypatch.setattr(distributed, "as_completed", all_done_first)
+    spec = _spec(BASE + '[sweep]\ngrid = { "initial.seed" = [0, 1] }\n')
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, tmp_path, client=client, progress=False)
+    assert sorted(p.stem for p in (tmp_path / "tasks").glob("*.json")) == sorted(t.key for t in spec.tasks)
+    assert calls[0] in calls[1:]

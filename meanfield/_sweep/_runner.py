@@ -522,13 +522,14 @@ def _submit_and_record(c, spec, todo, out, records, bar, own, threads, unhandled
             except Exception as e:   # noqa: BLE001 - lost worker, unpicklable result, …
                 row, recorded = {**_record_head(t, spec.record), "error": f"{type(e).__name__}: {e}",
                                  "wall_time": None}, False
-            handled.add(fut)
             if row["status"] == INTERRUPTED:      # a worker's Ctrl-C: the task is not done, a rerun runs it
                 records.pop(t.key, None)
+                handled.add(fut)
                 continue
             if not recorded:
                 write_record(out, row)
             records[t.key] = row
+            handled.add(fut)        # (after the write: a Ctrl-C during it leaves the record to _record_finished)
             ran += 1
             _tick(bar, row)
     except KeyboardInterrupt:
