@@ -1776,3 +1776,23 @@ def test_a_ctrl_c_while_a_record_is_written_leaves_it_to_the_stop(client, tmp_pa
         run_sweep(spec, tmp_path, client=client, progress=False)
     assert sorted(p.stem for p in (tmp_path / "tasks").glob("*.json")) == sorted(t.key for t in spec.tasks)
     assert calls[0] in calls[1:]
+
+
+def test_a_task_recorded_by_its_worker_whose_result_is_lost_keeps_its_record(tmp_path, monkeypatch):
+    """A worker of the sweep's own cluster writes the record when its task ends; if the result then does not arrive
+    (the worker is lost before it hands it over), the sweep wrote an ERROR row over that record, and the next sweep
+    ran the task again.  Now the record stays, and the row is the worker's."""
+    import distributed
+
+    def all_done_then_lost(futures):
+        distributed.wait(list(futures))
+
+        def lost(self, timeout=None):
+            raise distributed.client.FutureCancelledError(self.key, "the worker was lost")
+        monkeypatch.setattr(distributed.Future, "result", lost)
+        yield from futures
+    monkeypatch.setattr(distributed, "as_completed", all_done_then_lost)
+    spec = _spec(BASE + '[sweep]\ngrid = { "initial.seed" = [0, 1] }\n')
+    res = run_sweep(spec, tmp_path, workers=1, progress=False)
+    assert [r["status"] for r in res.rows] == ["OK", "OK"] and res.success
+    assert {json.loads(p.read_text())["status"] for p in (tmp_path / "tasks").glob("*.json")} == {"OK"}

@@ -520,8 +520,7 @@ def _submit_and_record(c, spec, todo, out, records, bar, own, threads, unhandled
             try:
                 row, recorded = fut.result()
             except Exception as e:   # noqa: BLE001 - lost worker, unpicklable result, …
-                row, recorded = {**_record_head(t, spec.record), "error": f"{type(e).__name__}: {e}",
-                                 "wall_time": None}, False
+                row, recorded = _lost_result(t, spec, out, own, e)
             if row["status"] == INTERRUPTED:      # a worker's Ctrl-C: the task is not done, a rerun runs it
                 records.pop(t.key, None)
                 handled.add(fut)
@@ -542,6 +541,17 @@ def _submit_and_record(c, spec, todo, out, records, bar, own, threads, unhandled
             if not f.done():
                 f.cancel()
     return ran
+
+
+def _lost_result(task, spec, out: Path, own: bool, err: Exception) -> tuple:
+    """(row, recorded) of a task whose result did not arrive (a lost worker, …): an ERROR row, to be recorded, unless
+    a worker of the sweep's own cluster recorded the task before it was lost (a record that a rerun keeps, not the
+    ERROR one of a retried task): the ERROR row replaced that record, and the next sweep ran the task again."""
+    if own:
+        kept = _read_record(out / "tasks" / f"{task.key}.json")
+        if kept is not None and kept.get("status", ERROR) not in RETRIED:
+            return kept, True
+    return {**_record_head(task, spec.record), "error": f"{type(err).__name__}: {err}", "wall_time": None}, False
 
 
 def _record_finished(futures: dict, out: Path, records: dict) -> set:
