@@ -131,9 +131,13 @@ _DENSITY_BYTES_PER_COEF, _ZONAL_BYTES_PER_COEF = 48.0, 24.0
 #: and of ZonalDensity.from_function (Gauss–Jacobi nodes are polished in long double: 128 measured; the product
 #: rule of ZonalGrid 40–53).
 _PROJECTION_BYTES_PER_NODE = {2: 40.0, 3: 72.0}
-# Density.random: the default degree of g (lowered to lmax), and the largest |amplitude| (at 100 the peaks of exp(g)
-# at degree 4 already need lmax ≈ 128 to stay nonnegative: beyond, ρ is spikes finer than the band limits runs use)
+# Density.random: the largest default degree of g, and the largest |amplitude| (at 100 the peaks of exp(g) at degree 4
+# already need lmax ≈ 128 to stay nonnegative: beyond, ρ is spikes finer than the band limits runs use)
 _RANDOM_DEGREE, _RANDOM_AMPLITUDE_MAX = 4, 100.0
+#: Band limit per degree of g that the default degree keeps, by d: at amplitude 1 and degree lmax // 6 on S² (lmax // 10
+#: on S¹) the tail fraction of every draw of seeds 0–50 is ≤ 8.2e-7 < tail_warn = 1e-6, the spectral backend's
+#: default (the fixed degree 4 put 31 of those 51 draws at lmax = 12 beyond its tail_tol = 1e-4: runs stopped at t = 0)
+_RANDOM_LMAX_PER_DEGREE = {3: 6, 2: 10}
 _ZONAL_PROJECTION_BYTES_PER_NODE = {"gauss-jacobi": 160.0, "product": 80.0}   # the product rule: 40-53 B measured
 
 
@@ -328,11 +332,24 @@ class Density(ComparedByValue):
         """A smooth random probability density ρ ∝ exp(g), g a random field of degree ≤ ``degree``.
 
         g has independent Gaussian coefficients (scaled by ``amplitude``, a real number): on S² of expected
-        degree power E_ℓ = 1 (area units, as :meth:`power`), so each degree adds 1/(4π) to the variance of g(x);
-        on S¹ of E|c_k|² = 1/4, so each degree adds 1/2, and S¹ fields are rougher.  exp(g) is positive and
-        entire; ρ is its projection onto degree ≤ ``lmax``, which dips below 0 when ``lmax`` does not resolve it:
-        on S¹ at the default degree 4, min ρ over seeds 0–7 is −1.17 at lmax = 8 (seed 3; below −0.1 for five of
-        the eight), −0.097 at lmax = 16 and −0.002 at lmax = 24 (measured on 2000 points of the field at L = 64).
+        degree power E_ℓ = 1 (area units, as :meth:`power`) for 1 ≤ ℓ ≤ ``degree`` and 0 above, so each degree adds
+        1/(4π) to the variance of g(x); on S¹ of E|c_k|² = 1/4, so each degree adds 1/2, and S¹ fields are rougher.
+        exp(g) is positive and entire: the spectrum of ρ decays faster than geometrically above ``degree`` (degree
+        n·``degree`` is first reached by the term g^n/n! of the exponential series), and ρ is its projection onto
+        degree ≤ ``lmax``.
+
+        The default degree is resolved at ``lmax`` by the spectral backend's monitor, so that a run from the defaults
+        starts resolved: lmax // 6 on S², lmax // 10 on S¹, kept between 1 and 4.  At amplitude 1, over seeds 0–50
+        and every lmax from 6 to 64 on S² (9 to 64 on S¹), the tail fraction of the draw (:meth:`tail_fraction`, the
+        monitor's) is at most 8.2e-7 (S¹: 4.2e-7), below the monitor's default ``tail_warn`` = 1e-6, and min ρ
+        on the grid is > 0.09 (S¹: > 0.001).  The former fixed degree 4 was beyond its ``tail_tol`` = 1e-4 for all
+        51 seeds at lmax = 8 and 31 at lmax = 12 (tail up to 0.025): those runs stopped at t = 0.  Below lmax = 6
+        on S² (9 on S¹) even degree 1 is not resolved (the monitor's tail starts at degree ⌊2·lmax/3⌋ + 1): its
+        tail reaches 3.2e-4 at lmax = 4 on S² (1.6e-2 on S¹, where ρ dips to −0.46 at lmax = 1); lower
+        ``amplitude`` there.
+        A larger ``degree`` dips below 0 when ``lmax`` does not resolve it: on S¹ at degree 4, min ρ over seeds
+        0–7 is −1.17 at lmax = 8 (seed 3; below −0.1 for five of the eight), −0.097 at lmax = 16 and −0.002 at
+        lmax = 24 (measured on 2000 points of the field at L = 64).
 
         Parameters
         ----------
@@ -343,10 +360,11 @@ class Density(ComparedByValue):
         seed : None, int, SeedSequence or numpy.random.Generator
             Randomness of g (``numpy.random.default_rng(seed)``).
         degree : int, optional
-            Largest degree of g, in [1, lmax] (default min(4, lmax)): degrees above the band limit cannot be
-            represented.  Keeping ρ nonnegative takes more, on S² lmax ≈ 2–3 × degree at amplitude 1 (lmax = 8:
-            min ρ > 0.15 at degree 4, down to −0.16 at degree 6, −0.94 at degree 8, over seeds 0–4), on S¹
-            lmax ≈ 6 × degree (above).
+            Largest degree of g, in [1, lmax] (default: max(1, min(4, lmax // 6)) on S², max(1, min(4, lmax // 10))
+            on S¹, above).  Degrees above the band limit cannot be represented.  Keeping ρ nonnegative takes more
+            than the degree, on S² lmax ≈ 2–3 × degree at amplitude 1 (lmax = 8: min ρ > 0.15 at degree 4, down to
+            −0.16 at degree 6, −0.94 at degree 8, over seeds 0–4), on S¹ lmax ≈ 6 × degree (above); the spectral
+            monitor's tail fraction takes lmax ≈ 6 × degree on S², 10 × degree on S¹.
         amplitude : float
             Factor of g, in [−100, 100]: 0 gives the uniform density, a larger magnitude sharper peaks (at
             100 and degree 4 they need lmax ≈ 128 to keep ρ nonnegative).
@@ -362,9 +380,8 @@ class Density(ComparedByValue):
             Naming the parameter and its allowed range: ``lmax`` < 1, ``degree`` outside [1, lmax],
             ``amplitude`` not a real number in [−100, 100], a bad ``d`` or ``seed``.
         """
-        lmax = nonneg_int("lmax", lmax, minimum=1)
-        degree, amplitude = cls._random_degree(degree, lmax), cls._random_amplitude(amplitude)
-        d = _density_dimension(d)
+        lmax, d = nonneg_int("lmax", lmax, minimum=1), _density_dimension(d)
+        degree, amplitude = cls._random_degree(degree, lmax, d), cls._random_amplitude(amplitude)
         rng = random_generator(seed)
         if d == 3:
             ell, m = sh.lm_arrays(degree)
@@ -385,10 +402,11 @@ class Density(ComparedByValue):
         return cls.from_function(unnormalized, lmax, d, normalize=True)
 
     @staticmethod
-    def _random_degree(degree, lmax: int) -> int:
-        """``degree`` of :meth:`random` (None: its default), checked against ``lmax``."""
+    def _random_degree(degree, lmax: int, d: int) -> int:
+        """``degree`` of :meth:`random` (None: its default, which depends on ``lmax`` and ``d``), checked against
+        ``lmax``."""
         if degree is None:
-            return min(_RANDOM_DEGREE, lmax)
+            return max(1, min(_RANDOM_DEGREE, lmax // _RANDOM_LMAX_PER_DEGREE[d]))
         degree = nonneg_int("degree", degree, minimum=1)
         if degree > lmax:
             raise ValueError(f"`degree` must be an integer in [1, lmax] = [1, {lmax}]; got degree={degree}: degrees "

@@ -47,8 +47,9 @@ class Trajectory:
         The saved states, one per time: a :class:`~meanfield.Density` or :class:`~meanfield.ZonalDensity`
         (``"spectral"``), a tuple of them (one per species), or :class:`~meanfield.Particles`.
     diagnostics : dict of str → ndarray, shape (n_saved,)
-        Scalar diagnostics at the saved times.  Of the spectral backend: ``mass`` (∫ρ dσ, σ the normalized
-        uniform measure: 1 for a probability density) and ``mass_error`` (its change since t0), ``min_rho``
+        Scalar diagnostics at the saved times.  Of every backend: ``t`` (the time of the state).  Of the
+        spectral backend: ``mass`` (∫ρ dσ, σ the normalized uniform measure: 1 for a probability density) and
+        ``mass_error`` (its change since t0), ``min_rho``
         (the smallest value of ρ on the grid; uniform density = 1), ``tail_fraction`` (the spectral energy
         above degree ⌊2L/3⌋ over the total, in [0, 1]), ``energy`` (E_β, NaN for an anisotropic kernel),
         ``max_speed`` (the largest |v| on the grid), ``dissipation`` (∫ρ|v|² dσ), ``lmax`` (the band limit

@@ -105,7 +105,7 @@ def test_hybrid_refuses_a_causal_mask_on_the_exact_particle_phase(causal):
 def test_hybrid_mean_alignment_is_continuous_at_the_hand_off():
     # the particles stand for the density: |m|² with self-pairs, as the spectral phase reports it
     model = mf.Model(3.0, "peri-ln")
-    dens = mf.Density.random(16, seed=3, amplitude=0.5)
+    dens = mf.Density.random(16, seed=3, degree=4, amplitude=0.5)
     spec = mf.simulate(model, dens, 0.25, save_every=0.25, rtol=1e-12)
     hyb = mf.simulate(model, dens, 0.25, backend="hybrid", save_every=0.25, tail_tol=1e-30,
                       particle_options=dict(rtol=1e-12, atol=1e-14))

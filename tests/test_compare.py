@@ -157,7 +157,7 @@ def test_wasserstein_is_a_rotation_invariant_metric():
      ValueError, "equal mass"),
     (lambda: mf.wasserstein_distance(mf.Particles.uniform(300), mf.Particles.uniform(300, seed=1), max_pairs=1000),
      ValueError, "more pairs than max_pairs=1000"),
-    (lambda: mf.wasserstein_distance(mf.Density.random(8, amplitude=3.0, seed=1), mf.Density.uniform(8)),
+    (lambda: mf.wasserstein_distance(mf.Density.random(8, degree=4, amplitude=3.0, seed=1), mf.Density.uniform(8)),
      ValueError, "negative at some grid nodes"),
     (lambda: mf.wasserstein_distance(np.zeros(3), mf.Density.uniform(4)), TypeError, "`mu` must be"),
 ])

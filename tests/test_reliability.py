@@ -567,7 +567,8 @@ def _max_diff(a, b):
     return max(np.max(np.abs(get(x) - get(y))) for x, y in zip(a.states, b.states))
 
 
-SPECTRAL_RUN = (mf.Model(5.0), mf.Density.random(20, seed=2), dict(save_every=0.25, on_resolution_loss="refine"))
+SPECTRAL_RUN = (mf.Model(5.0), mf.Density.random(20, seed=2, degree=4),
+                dict(save_every=0.25, on_resolution_loss="refine"))
 PARTICLE_RUN = (mf.Model(3.0, "pre-ln"), mf.Particles.uniform(12, seed=3, radii=1.5),
                 dict(save_every=0.25, backend="particles", step=0.05))
 
@@ -691,7 +692,7 @@ def _resume_point(path):
     return read_resume_point(path)
 
 
-ONE_INTERVAL = {"spectral": (mf.Model(5.0), mf.Density.random(20, seed=2), dict(on_resolution_loss="refine")),
+ONE_INTERVAL = {"spectral": (mf.Model(5.0), mf.Density.random(20, seed=2, degree=4), dict(on_resolution_loss="refine")),
                 "particles": (mf.Model(3.0, "pre-ln"), mf.Particles.uniform(12, seed=3, radii=1.5),
                               dict(backend="particles")),
                 "hybrid": (mf.Model(5.0), mf.Density.random(24, seed=2, amplitude=0.7),
@@ -833,7 +834,8 @@ INTERRUPTED_STEPS = {   # backend → (model, initial, kwargs, the functions of 
     "particles": (mf.Model(3.0, "pre-ln"), mf.Particles.uniform(12, seed=3, radii=1.5),
                   dict(backend="particles", step=0.05, save_every=0.5),
                   ("_advance_fixed", "_log_step", "advance")),
-    "spectral": (mf.Model(5.0), mf.Density.random(10, seed=2), dict(on_resolution_loss="refine", save_every=0.25),
+    "spectral": (mf.Model(5.0), mf.Density.random(10, seed=2, degree=4),
+                 dict(on_resolution_loss="refine", save_every=0.25),
                  ("_accept", "_monitor", "refine", "_advance_to")),       # three refinements
 }
 

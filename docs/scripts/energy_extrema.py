@@ -46,9 +46,9 @@ def energies():
     closed = special.i0(0.65) * special.i0(0.35) / 2.0
     print(f"  uniform on S¹, β = 1, D = diag(1, 0.3): mf.energy {E:.12f}  I0(0.65) I0(0.35)/2 {closed:.12f}"
           f"  rel. diff {E / closed - 1:.1e}")
-    rho = mf.Density.random(16, seed=0)
+    rho = mf.Density.random(16, seed=0, degree=4)
     exact, quad = mf.energy_estimate(rho, beta), mf.energy_estimate(rho, beta, method="quadrature")
-    print(f"  Density.random(16, seed=0), β = 2: {exact.method} {exact.value:.15f} (bound {exact.error_bound:.1e}), "
+    print(f"  Density.random(16, seed=0, degree=4), β = 2: {exact.method} {exact.value:.15f} (bound {exact.error_bound:.1e}), "
           f"{quad.method} {quad.value:.15f} (bound {quad.error_bound:.1e}); difference {exact.value - quad.value:.1e}")
     print(f"  classify(diag(1, 1.05)):\n{mf.classify(np.diag([1.0, 1.05])).message}")
 

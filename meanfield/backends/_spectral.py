@@ -1020,9 +1020,11 @@ class SpectralBackend:
             self.rhs(self.t, self.y)
         vmax, diss, min_rho = self._last
         mass = float(np.sum(self.basis.mass(self.y[:, 0])))
-        out = dict(mass=mass, mass_error=mass - self._mass0, min_rho=min_rho, tail_fraction=self._tail(),
-                   energy=self._energy(), max_speed=vmax, dissipation=diss, lmax=self.basis.lmax,
-                   filtered_steps=self._filter_count, mean_alignment=self._mean_alignment(mass))
+        # `t` as the particle backends record it (only the hybrid added it to its spectral phase): a spectral run's
+        # diagnostics had no time column
+        out = dict(t=float(self.t), mass=mass, mass_error=mass - self._mass0, min_rho=min_rho,
+                   tail_fraction=self._tail(), energy=self._energy(), max_speed=vmax, dissipation=diss,
+                   lmax=self.basis.lmax, filtered_steps=self._filter_count, mean_alignment=self._mean_alignment(mass))
         if self.model.scheme_def.has_radius:
             rho = np.stack([self.basis.synth(c) for c in self.y[:, 0]])
             r = np.stack([self.basis.synth(c) for c in self.y[:, 1]])
