@@ -164,11 +164,11 @@ def _real_axis_entries(name: str, c: np.ndarray, lmax: int, d: int) -> None:
 def _density_dimension(d) -> int:
     """``d`` of a Density, 2 (S¹) or 3 (S²), checked before anything is built for it (Density.random(8, d=4) and
     from_function raised a bare KeyError from the projection)."""
-    d = dimension(d)
-    if d not in (2, 3):
+    try:
+        return nonneg_int("d", d, minimum=2, maximum=3)
+    except ValueError:          # d = 1 was told "`d` must be an integer >= 2", the range of a ZonalDensity
         raise ValueError(f"`d` must be 2 or 3 for a Density (use Particles or the zonal solver for d > 3); "
-                         f"got d={d}.")
-    return d
+                         f"got d={d!r}.") from None
 
 
 @dataclass(frozen=True, eq=False)

@@ -439,3 +439,12 @@ def test_random_density_defaults_start_resolved_by_the_spectral_monitor(d, lmax)
         rho = mf.Density.random(lmax, d=d, seed=seed)
         assert rho.tail_fraction() <= _OPTIONS["tail_warn"] <= _OPTIONS["tail_tol"]
         assert rho.on_grid().min() > 0
+
+
+@pytest.mark.parametrize("d", [1, 0, -3])
+def test_density_constructors_name_the_two_dimensions_for_any_other_integer(d):
+    # d = 1 was told "`d` must be an integer >= 2" (the range of a ZonalDensity), and d = 4 "2 or 3"
+    for make in (lambda: mf.Density.random(8, d=d), lambda: mf.Density.uniform(8, d=d),
+                 lambda: mf.Density.from_function(lambda x: 1.0, 8, d=d)):
+        with pytest.raises(ValueError, match=rf"^`d` must be 2 or 3 for a Density .*got d={d}\.$"):
+            make()
