@@ -124,6 +124,17 @@ def _normalized(density):
     return density.with_coeffs(density.coeffs / m, density.radius)
 
 
+def _tail_fraction(power: np.ndarray, lmax: int, frac) -> float:
+    """Σ_{ℓ > ⌊frac·lmax⌋} E_ℓ / Σ_ℓ E_ℓ of the degree power ``power`` (the resolution monitor's, at frac = 2/3)."""
+    # "a" raised "'<' not supported between instances of 'int' and 'str'"
+    if isinstance(frac, bool) or not isinstance(frac, numbers.Real) or not 0 < frac < 1:
+        raise (ValueError if isinstance(frac, numbers.Real) and not isinstance(frac, bool) else TypeError)(
+            f"`frac` must be a real number in (0, 1); got frac={frac!r}.")
+    total = power.sum()
+    # the zero field gave 0/0: NaN with a RuntimeWarning
+    return float(power[int(np.floor(frac * lmax)) + 1:].sum() / total) if total > 0 else 0.0
+
+
 #: Peak bytes per coefficient of building a Density (the array, the validated copy, |c| for the m = 0 check) and a
 #: ZonalDensity (the array, its copy, the finiteness mask): 40 and 17 measured with tracemalloc, rounded up.
 _DENSITY_BYTES_PER_COEF, _ZONAL_BYTES_PER_COEF = 48.0, 24.0
@@ -545,14 +556,7 @@ class Density(ComparedByValue):
         float
             E_tail in [0, 1] (dimensionless; E_ℓ = :meth:`power`).  The zero field has no tail (0.0).
         """
-        # "a" raised "'<' not supported between instances of 'int' and 'str'"
-        if isinstance(frac, bool) or not isinstance(frac, numbers.Real) or not 0 < frac < 1:
-            raise (ValueError if isinstance(frac, numbers.Real) and not isinstance(frac, bool) else TypeError)(
-                f"`frac` must be a real number in (0, 1); got frac={frac!r}.")
-        e = self.power()
-        total = e.sum()
-        # the zero field gave 0/0: NaN with a RuntimeWarning
-        return float(e[int(np.floor(frac * self.lmax)) + 1:].sum() / total) if total > 0 else 0.0
+        return _tail_fraction(self.power(), self.lmax, frac)
 
     # -- transformations --------------------------------------------------------------------------
     def with_coeffs(self, coeffs, radius=None) -> "Density":
@@ -1033,6 +1037,35 @@ class ZonalDensity(ComparedByValue):
             g_0 (1 for a probability density).
         """
         return float(self.coeffs[0])
+
+    def power(self) -> np.ndarray:
+        """The degree power spectrum E_ℓ of ρ (used by :meth:`tail_fraction`, which takes ratios of it).
+
+        Returns
+        -------
+        ndarray, shape (lmax + 1,)
+            E_ℓ = g_ℓ² ∫ P_ℓ^{(d)}(⟨x, e⟩)² dσ = g_ℓ² / N(d, ℓ), N(d, ℓ) the dimension of the degree-ℓ harmonics,
+            w.r.t. the normalized measure σ: Σ_ℓ E_ℓ = ∫ ρ² dσ (the uniform density has E_0 = 1).
+        """
+        from .sphere._zonal import gegenbauer_norms
+
+        return self.coeffs ** 2 * gegenbauer_norms(self.lmax, self.d)
+
+    def tail_fraction(self, frac: float = 2 / 3) -> float:
+        """The tail-energy fraction E_tail = Σ_{ℓ > ⌊frac·L⌋} E_ℓ / Σ_ℓ E_ℓ of the resolution monitor, as
+        :meth:`Density.tail_fraction` (the zonal solver's diagnostic ``tail_fraction`` at frac = 2/3).
+
+        Parameters
+        ----------
+        frac : float
+            Where the tail starts, as a fraction of the band limit L, in (0, 1) (the monitor's 2/3).
+
+        Returns
+        -------
+        float
+            E_tail in [0, 1] (dimensionless; E_ℓ = :meth:`power`).  The zero field has no tail (0.0).
+        """
+        return _tail_fraction(self.power(), self.lmax, frac)
 
     def normalized(self) -> "ZonalDensity":
         """This density divided by its mass; the radius field is kept.

@@ -448,3 +448,20 @@ def test_density_constructors_name_the_two_dimensions_for_any_other_integer(d):
                  lambda: mf.Density.from_function(lambda x: 1.0, 8, d=d)):
         with pytest.raises(ValueError, match=rf"^`d` must be 2 or 3 for a Density .*got d={d}\.$"):
             make()
+
+
+def test_a_zonal_density_has_the_power_and_tail_fraction_of_the_monitor():
+    """A Density had power() and tail_fraction(), a ZonalDensity neither: its tail against the solver's tail_tol could
+    not be checked before a run.  Σ_ℓ E_ℓ = ∫ρ² dσ (quadrature on S⁴, where t = ⟨x, e⟩ has density ∝ 1 − t²), and
+    tail_fraction() is the run's diagnostic at t = 0."""
+    from scipy.integrate import quad
+    z = mf.ZonalDensity.from_function(lambda t: np.exp(3 * t), 12, d=5, normalize=True)
+    square = quad(lambda t: z.evaluate_profile(t) ** 2 * (1 - t * t), -1, 1, epsabs=0, epsrel=1e-13)[0]
+    assert z.power().sum() == pytest.approx(square / (4 / 3), rel=1e-12)
+    assert mf.ZonalDensity.uniform(6, d=5).power()[0] == 1.0 and mf.ZonalDensity.uniform(6, d=5).tail_fraction() == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(1.0, d=5), z, 0.01)
+    assert z.tail_fraction() == pytest.approx(tr.diagnostics["tail_fraction"][0], rel=1e-12)
+    with pytest.raises(ValueError, match=r"`frac` must be a real number in \(0, 1\); got frac=1"):
+        z.tail_fraction(1)

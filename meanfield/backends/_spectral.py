@@ -30,7 +30,6 @@ from ..sphere._funk_hecke import kernel_beta
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, kernel_bandlimit,
                                   kernel_truncation_error)
-from ..sphere._zonal import gegenbauer_norms
 from ._bases import CircleBasis, S2Basis, ZonalBasis, workspace
 from .._validate import check_options
 
@@ -494,8 +493,7 @@ class SpectralBackend:
         for i, s in enumerate(species):
             y[i, 0] = self._resize_from(s.coeffs, s.lmax)
             if s.lmax > self.basis.lmax:     # content dropped before the first step, unreported
-                # a ZonalDensity has no power(): its truncation went unreported (g_5 = 0.29 of e^{3t} on S⁴ at lmax=4)
-                e = s.power() if isinstance(s, Density) else np.abs(s.coeffs) ** 2 * gegenbauer_norms(s.lmax, s.d)
+                e = s.power()
                 lost = float(e[self.basis.lmax + 1:].sum() / e.sum())
                 if lost > opts["tail_warn"]:
                     warn(f"lmax={self.basis.lmax} truncates the initial density{f' (species {i})' if i else ''} "
