@@ -172,6 +172,24 @@ def _real_axis_entries(name: str, c: np.ndarray, lmax: int, d: int) -> None:
     axis.imag = 0.0
 
 
+_FROM_PYSHTOOLS = ("convert it with `alm, lmax = meanfield.sphere.from_shcoeffs(clm)` (any normalization, kind and "
+                   "csphase of a pyshtools.SHCoeffs `clm`; an array: pyshtools.SHCoeffs.from_array(array, "
+                   "normalization=..., csphase=...)), then Density.from_coefficients(alm, lmax).")
+
+
+def _refuse_pyshtools_object(value) -> None:
+    """A pyshtools SHCoeffs or SHGrid given as coefficients: say how to convert it (complex_array printed the object's
+    repr as the coefficients it "must be numbers")."""
+    name = type(value).__name__
+    if not type(value).__module__.startswith("pyshtools"):
+        return
+    if "Grid" in name:
+        raise TypeError(f"`coeffs` must be coefficients; got a pyshtools {name} (values on a grid): expand it, "
+                        f"`clm = grid.expand()`, and {_FROM_PYSHTOOLS} Or project the function itself with "
+                        "Density.from_function.")
+    raise TypeError(f"`coeffs` must be an array in meanfield's layout; got a pyshtools {name}: {_FROM_PYSHTOOLS}")
+
+
 def _density_dimension(d) -> int:
     """``d`` of a Density, 2 (S¹) or 3 (S²), checked before anything is built for it (Density.random(8, d=4) and
     from_function raised a bare KeyError from the projection)."""
@@ -212,6 +230,7 @@ class Density(ComparedByValue):
     def __post_init__(self):
         d = _density_dimension(self.d)
         lmax = nonneg_int("lmax", self.lmax)
+        _refuse_pyshtools_object(self.coeffs)
         c = complex_array("coeffs", self.coeffs)       # a malformed string raised "complex() arg is a malformed string"
         if c.shape != (self._ncoef(lmax, d),):
             raise ValueError(f"`coeffs` must have shape ({self._ncoef(lmax, d)},) for lmax={lmax}, d={d}; "
@@ -267,7 +286,8 @@ class Density(ComparedByValue):
         coeffs : array_like, complex
             d = 3: orthonormal SH coefficients in ducc0 order, shape ((L+1)(L+2)/2,) (m ≥ 0 only; a
             probability density has ρ̂_00 = √(4π)); d = 2: Fourier c_0..c_L, shape (L+1,) (c_0 = 1).
-            The m = 0 entries must be real (see :class:`Density`).
+            The m = 0 entries must be real (see :class:`Density`).  From a ``pyshtools.SHCoeffs`` ``clm`` of
+            any normalization: ``Density.from_coefficients(*meanfield.sphere.from_shcoeffs(clm))``.
         lmax : int, optional
             Band limit L; inferred from the length of ``coeffs`` when omitted.
         d : {3, 2}
@@ -279,7 +299,11 @@ class Density(ComparedByValue):
         -------
         Density
         """
+        _refuse_pyshtools_object(coeffs)
         c = complex_array("coeffs", coeffs)      # ragged lists raised numpy's error (when counting them)
+        if c.ndim == 3 and c.shape[0] == 2 and c.shape[1] == c.shape[2]:
+            raise ValueError(f"`coeffs` must be one coefficient array in meanfield's layout (see Density); got shape "
+                             f"{c.shape}, the layout of pyshtools' SHCoeffs.coeffs: {_FROM_PYSHTOOLS}")
         if lmax is None:
             lmax = cls._inferred_lmax(c, _density_dimension(d))
         out = cls(c, lmax, d, radius)

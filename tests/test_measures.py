@@ -465,3 +465,26 @@ def test_a_zonal_density_has_the_power_and_tail_fraction_of_the_monitor():
     assert z.tail_fraction() == pytest.approx(tr.diagnostics["tail_fraction"][0], rel=1e-12)
     with pytest.raises(ValueError, match=r"`frac` must be a real number in \(0, 1\); got frac=1"):
         z.tail_fraction(1)
+
+
+def test_pyshtools_objects_given_as_coefficients_say_how_to_convert_them():
+    """Density.from_coefficients(clm) of a pyshtools SHCoeffs said "`coeffs` must be numbers" and printed the
+    object; its .coeffs array (2, L+1, L+1) "must be one coefficient array of length (L + 1)(L + 2)/2"; a grid the
+    same.  Each names meanfield.sphere.from_shcoeffs, and the documented route gives the projection of the function
+    (a pyshtools '4pi' expansion of e^{2z + x} at L = 16 against Density.from_function: equal to 1e-13)."""
+    pysh = pytest.importorskip("pyshtools")
+    L = 16
+
+    def f(x):
+        return np.exp(2 * x[..., 2] + x[..., 0])
+    grid = pysh.SHGrid.from_zeros(L, kind="real")
+    lat, lon = np.meshgrid(np.deg2rad(grid.lats()), np.deg2rad(grid.lons()), indexing="ij")
+    grid.data[:] = f(np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], -1))
+    clm = grid.expand(normalization="4pi", lmax_calc=L)
+    alm, lmax = mf.sphere.from_shcoeffs(clm)
+    assert np.abs(mf.Density.from_coefficients(alm, lmax).coeffs - mf.Density.from_function(f, L).coeffs).max() < 1e-13
+    for bad, error in ((clm, TypeError), (clm.coeffs, ValueError), (grid, TypeError)):
+        with pytest.raises(error, match=r"meanfield\.sphere\.from_shcoeffs\(clm\)"):
+            mf.Density.from_coefficients(bad)
+    with pytest.raises(TypeError, match=r"got a pyshtools SHRealCoeffs: convert it"):
+        mf.Density(clm, L)
