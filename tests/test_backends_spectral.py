@@ -993,3 +993,18 @@ def test_a_run_of_the_documented_defaults_starts_resolved(lmax):
     assert tr.success, tr.detail
     assert not [w for w in caught if "resolution warning" in str(w.message)]      # not even tail_warn
     assert tr.diagnostics["tail_fraction"][0] <= 1e-6 and tr.diagnostics["min_rho"][0] > 0
+
+
+def test_the_backend_docstring_names_every_option_and_diagnostic():
+    """SpectralBackend's Options section left out step, rtol, atol, first/max/min_step, refine_factor, lmax_max,
+    quadrature_tol and mass_tol (half of them); it now names each option and each diagnostic a run records."""
+    doc = SpectralBackend.__doc__
+    options = doc[doc.index("Options\n"):]
+    named = set(re.findall(r"^    (\w+(?:, \w+)*) :", options, re.M))
+    named = {n for group in named for n in group.split(", ")}
+    assert named == set(SpectralBackend.option_defaults())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        tr = mf.simulate(mf.Model(1.0, "pre-ln"), mf.Density.random(8, seed=1), 0.01)
+    said = set(re.findall(r"``(\w+)``", doc[doc.index("Diagnostics of each saved state"):]))
+    assert set(tr.diagnostics) <= said

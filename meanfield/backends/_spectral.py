@@ -376,6 +376,13 @@ class SpectralBackend:
     method : {"rk45", "rk23", "rk4"}
         Explicit Runge–Kutta method; embedded pairs adapt the step to ``rtol``/``atol``, "rk4" uses the
         fixed ``step``.
+    step : float
+        The fixed step of "rk4" (required with it, refused by the adaptive methods), in the time unit of the ODE.
+    rtol, atol : float
+        Tolerances of the adaptive methods (``rtol`` in [1e-14, 1); default 1e-9 and 1e-12).
+    first_step, max_step, min_step : float
+        Trial steps of the adaptive methods: the first (default min(CFL cap, 0.01)), the largest (default inf),
+        and the smallest (default 1e-12; below it the run ends with status STEP_TOO_SMALL).
     error_norm : {"l2", "elementwise"}
         "l2": the step's error relative to the L² norm of the state; "elementwise": every coefficient
         against atol + rtol·|c| (for small perturbations of a large background).
@@ -395,6 +402,9 @@ class SpectralBackend:
         (0, 1], and 1 switches that check off.  min ρ is taken on the grid; for zonal data a negative value
         within its rounding estimate (:meth:`meanfield.ZonalDensity.rounding_error`: ~eps·√N(d, ℓ) at the nodes
         near the poles in high d) counts as 0.
+    refine_factor, lmax_max : float, int
+        Under "refine": each refinement goes to min(⌈refine_factor·L⌉, lmax_max) (refine_factor > 1, default
+        1.5; lmax_max ≥ the starting L, default 256).
     filter : None or (strength, order)
         Exponential filter exp(−strength (ℓ/L)^order) after each step.  It changes the answer; its use is
         warned about and recorded: ``steps["filtered"]`` marks the filtered steps, the diagnostic
@@ -402,6 +412,16 @@ class SpectralBackend:
     max_steps : int
         The run ends (status STEP_TOO_SMALL) once it has taken this many steps (those of ``Trajectory.steps``),
         counted over the whole run: a resumed run counts the steps of the part it continues.
+    quadrature_tol : float
+        Kernel accuracy in (0, 1) (default 1e-12): an ``lmax`` below ``kernel_bandlimit(β, quadrature_tol)`` is
+        warned about; the anisotropic-kernel quadrature must reach it on its grid.
+    mass_tol : float
+        Largest |mass error| before the run stops with status MASS_DRIFT (default 1e-10; the divergence is
+        discrete-exact, so the reported ``mass_error`` is 0 up to rounding).
+
+    Diagnostics of each saved state: ``t``, ``mass``, ``mass_error``, ``min_rho`` (on the grid, uniform density =
+    1), ``tail_fraction``, ``energy``, ``max_speed``, ``dissipation``, ``lmax``, ``filtered_steps``,
+    ``mean_alignment`` and, for the schemes with a radius, ``mean_radius`` (see :class:`meanfield.Trajectory`).
     """
 
     name = "spectral"
