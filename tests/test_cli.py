@@ -1023,7 +1023,7 @@ def test_info_of_an_interrupted_hybrid_run_tells_the_hand_off_once(tmp_path, cap
     def interrupt(t, state, diagnostics):
         if t >= 1.0:
             raise KeyboardInterrupt              # as a Ctrl-C between two steps
-    traj = mf.simulate(mf.Model(5.0), mf.Density.random(16, seed=2, amplitude=0.7), 2.0, backend="hybrid",
+    traj = mf.simulate(mf.Model(5.0), mf.Density.random(16, seed=2, degree=4, amplitude=0.7), 2.0, backend="hybrid",
                        save_every=0.5, callback=interrupt, checkpoint=out)
     assert traj.status is mf.Status.INTERRUPTED and traj.message.count("Handed off") == 1, traj.message
     assert mf.load(out).message.count("Handed off") == 1
