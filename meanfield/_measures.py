@@ -378,10 +378,11 @@ class Density(ComparedByValue):
         and every lmax from 6 to 64 on S² (9 to 64 on S¹), the tail fraction of the draw (:meth:`tail_fraction`, the
         monitor's) is at most 8.2e-7 (S¹: 4.2e-7), below the monitor's default ``tail_warn`` = 1e-6, and min ρ
         on the grid is > 0.09 (S¹: > 0.001).  The former fixed degree 4 was beyond its ``tail_tol`` = 1e-4 for all
-        51 seeds at lmax = 8 and 31 at lmax = 12 (tail up to 0.025): those runs stopped at t = 0.  Below lmax = 6
-        on S² (9 on S¹) even degree 1 is not resolved (the monitor's tail starts at degree ⌊2·lmax/3⌋ + 1): its
-        tail reaches 3.2e-4 at lmax = 4 on S² (1.6e-2 on S¹, where ρ dips to −0.46 at lmax = 1); lower
-        ``amplitude`` there.
+        51 seeds at lmax = 8 and 31 at lmax = 12 (tail up to 0.025): those runs stopped at t = 0.  ``degree=4``
+        reproduces those draws seed for seed; from lmax = 24 on S² (40 on S¹) the default draws are unchanged.
+        Below lmax = 6 on S² (9 on S¹) even degree 1 is not resolved (the monitor's tail starts at degree
+        ⌊2·lmax/3⌋ + 1): its tail reaches 3.2e-4 at lmax = 4 on S² (1.6e-2 on S¹, where ρ dips to −0.46 at
+        lmax = 1); lower ``amplitude`` there.
         A larger ``degree`` dips below 0 when ``lmax`` does not resolve it: on S¹ at degree 4, min ρ over seeds
         0–7 is −1.17 at lmax = 8 (seed 3; below −0.1 for five of the eight), −0.097 at lmax = 16 and −0.002 at
         lmax = 24 (measured on 2000 points of the field at L = 64).
