@@ -347,9 +347,7 @@ class HybridBackend:
 
     def diagnostics(self) -> dict:
         if self._particles is None:
-            # the particle phase records `t` and the spectral backend does not: the merged diagnostics read NaN at
-            # every spectral state
-            return {**self._spectral.diagnostics(), "t": float(self._spectral.t), "phase": 0.0}
+            return {**self._spectral.diagnostics(), "phase": 0.0}     # `t` included, as the particle phase's
         d = self._particles.diagnostics()
         w = self._particles.weights
         d.update(phase=1.0, mass=float(w.sum()), mass_error=float(w.sum() - 1.0), n_particles=float(len(w)))
