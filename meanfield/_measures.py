@@ -834,7 +834,9 @@ class ZonalDensity(ComparedByValue):
         g_ℓ in g(t) = Σ_ℓ g_ℓ P_ℓ^{(d)}(t), P_ℓ^{(d)} the Gegenbauer polynomials normalized to P(1) = 1
         (so the mass ∫ρ dσ is g_0).
     lmax : int
+        Band limit L ≥ 0.
     d : int
+        Ambient dimension, ≥ 2 (the density lives on S^{d-1}).
     axis : ndarray, shape (d,)
         The symmetry axis e (default the last basis vector).
     radius : ndarray or None
