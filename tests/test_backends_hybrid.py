@@ -473,7 +473,7 @@ def test_on_the_sphere_the_hand_off_is_where_the_spectral_monitor_fires_and_a_re
     nodes = []
     handoff = hybrid.density_to_particles
     monkeypatch.setattr(hybrid, "density_to_particles", lambda *a, **k: nodes.append(handoff(*a, **k)) or nodes[-1])
-    model, rho = mf.Model(5.0), mf.Density.random(10, seed=2, amplitude=0.7)
+    model, rho = mf.Model(5.0), mf.Density.random(10, seed=2, degree=4, amplitude=0.7)
     kw = dict(save_every=0.3, lmax=24)
     hyb = mf.simulate(model, rho, 0.9, backend="hybrid", oversample=1, **kw)
     spec = mf.simulate(model, rho, 0.9, tail_tol=1e-6, negativity_tol=1e-10, **kw)
@@ -516,7 +516,7 @@ def test_a_density_that_stays_resolved_is_the_spectral_run_and_one_unresolved_at
     assert hyb.success and isinstance(hyb.final, mf.Density) and "handoff" not in hyb.run_info and hyb.detail == ""
     assert all(np.array_equal(a.coeffs, b.coeffs) for a, b in zip(hyb.states, spec.states))
     assert list(hyb.diagnostics["phase"]) == [0, 0, 0]
-    rough = mf.Density.random(8, seed=4, amplitude=0.5)
+    rough = mf.Density.random(8, seed=4, degree=4, amplitude=0.5)
     nodes = []
     handoff = hybrid.density_to_particles
     try:
