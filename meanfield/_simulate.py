@@ -826,12 +826,17 @@ _RUN_KEYS = {"t_final", "remaining_times", "resume", "options", "complete", "han
 
 def _concatenate(a: Trajectory, b: Trajectory) -> Trajectory:
     """``a`` then ``b`` (which starts at ``a``'s last state); a key one of them lacks (e.g. the two phases
-    of a hybrid run) is NaN there."""
+    of a hybrid run) is NaN there, except the ``t`` diagnostic, which is the save times (a spectral run saved
+    before spectral runs recorded it, resumed now)."""
     def column(table, k, n):
         return np.asarray(table[k]) if k in table else np.full(n, np.nan)
 
-    na, nb = len(a.times), len(b.times)
-    diagnostics = {k: np.concatenate([column(a.diagnostics, k, na), column(b.diagnostics, k, nb)[1:]])
+    def diagnostic(traj, k):
+        if k == "t" and k not in traj.diagnostics:
+            return np.asarray(traj.times, dtype=float)
+        return column(traj.diagnostics, k, len(traj.times))
+
+    diagnostics = {k: np.concatenate([diagnostic(a, k), diagnostic(b, k)[1:]])
                    for k in dict.fromkeys([*a.diagnostics, *b.diagnostics])}
     sa, sb = len(a.steps.get("t", [])), len(b.steps.get("t", []))
     steps = {k: np.concatenate([column(a.steps, k, sa), column(b.steps, k, sb)])

@@ -654,3 +654,15 @@ def test_the_state_at_a_time_is_matched_on_the_run_s_own_time_scale():
     assert traj.at(5e-7 * (1 + 1e-12)) is traj.states[1]
     with pytest.raises(ValueError, match="must be a saved time"):
         traj.at(5e-10)
+
+
+def test_a_run_saved_without_the_time_diagnostic_resumed_reads_its_times_there():
+    # spectral runs record `t` since this version; the part of a resumed run saved by an older one has none, and
+    # read NaN in the joined run's `t` (any other missing key is unknown there: NaN)
+    from meanfield._simulate import _concatenate
+
+    a = mf.simulate(mf.Model(1.0), mf.Density.uniform(8), 0.2, save_every=0.1)
+    b = mf.simulate(mf.Model(1.0), a.final, 0.4, save_every=0.1, t0=0.2)
+    del a.diagnostics["t"]
+    ab = _concatenate(a, b)
+    assert np.array_equal(ab.diagnostics["t"], ab.times)
