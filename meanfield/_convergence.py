@@ -3,7 +3,8 @@ solver in the band limit L.
 
 * :func:`convergence_in_n`: N i.i.d. tokens drawn from a density, evolved by a particle backend, against the
   spectral solution from the same density; the H^{-s} distance at a fixed band limit has E‖μ_N − μ‖² = O(1/N),
-  so it decays like N^{-1/2}: the fitted slope of log distance against log N, with its standard error.
+  so it decays like N^{-1/2}: the fitted slope of log distance against log N, with its standard error and a 95 %
+  confidence interval from the replicas.
 * :func:`convergence_in_l`: the spectral solution at increasing band limits against the finest one; a smooth
   solution converges faster than any power of L, and the fitted decay per degree is reported.
 """
@@ -31,15 +32,28 @@ class ConvergenceResult:
     mean : ndarray, shape (k,)
         The distance averaged over the replicas (the distances themselves for ``convergence_in_l``).
     slope : float
-        Least-squares slope of log(mean) against log N (expect −1/2), or against L (the log-decay per degree,
-        negative when converging; NaN when ``convergence_in_l`` has a single distance, from two band limits, and
-        when a distance is exactly 0, which has no logarithm: e.g. a stationary density, the same at every L).
+        ``convergence_in_n``: the least-squares slope of log distance against log N over the k·replicas points
+        (the line through the geometric means of the replicas; expect −1/2).  ``convergence_in_l``: the slope of
+        log distance against L (the log-decay per degree, negative when converging).  NaN with a single point
+        (two band limits), and when a distance is exactly 0, which has no logarithm (e.g. a stationary density,
+        the same at every L).
     slope_stderr : float
-        Its standard error (NaN with two points, or with the slope).
+        Its standard error from the scatter of the points about the line, k·replicas − 2 degrees of freedom
+        (NaN with none: one replica at two N, or two band limits).  The replicas are independent draws and
+        log distance has an N-independent spread (√N(μ_N − μ) has a limit law), so for ``convergence_in_n`` this
+        is the sampling error of the slope; the distances of ``convergence_in_l`` are not random, and there it only
+        says how far they are from an exponential decay.
     reference : Trajectory
         The reference run (the spectral solution; the finest band limit for ``convergence_in_l``).
+    dof : int
+        The degrees of freedom of ``slope_stderr``: k·replicas − 2 (k − 2 for ``convergence_in_l``).
+    slope_ci : tuple of float
+        ``convergence_in_n``: the 95 % confidence interval of the slope, slope ± t·stderr with Student's t
+        quantile for ``dof`` degrees of freedom (12.7 at one, 2.0 at 60; ± 1.96·stderr at dof = 1 covered the true
+        slope 70 % of the time).  (NaN, NaN) without degrees of freedom, and for ``convergence_in_l``, whose
+        distances are not a sample.
     message : str
-        A one-line summary, "slope … ± … over N_min..N_max" (a property).
+        A one-line summary, "slope … ± … (95 % CI …, dof …) over N_min..N_max" (a property).
     """
 
     sizes: np.ndarray
@@ -48,23 +62,45 @@ class ConvergenceResult:
     slope: float
     slope_stderr: float
     reference: object
+    dof: int = 0
+    slope_ci: tuple = (float("nan"), float("nan"))
 
     @property
     def message(self) -> str:
-        """A one-line summary: the slope, its standard error and the range of sizes."""
-        return f"slope {self.slope:.4g} ± {self.slope_stderr:.2g} over {self.sizes[0]}..{self.sizes[-1]}"
+        """A one-line summary: the slope, its standard error (and 95 % confidence interval) and the sizes."""
+        ci = (f" (95 % CI {self.slope_ci[0]:.4g}..{self.slope_ci[1]:.4g}, {self.dof} dof)"
+              if np.all(np.isfinite(self.slope_ci)) else "")
+        return f"slope {self.slope:.4g} ± {self.slope_stderr:.2g}{ci} over {self.sizes[0]}..{self.sizes[-1]}"
 
 
-def _fit(x, distances):
-    """(slope, standard error) of the least-squares line through (x, log distances); NaN error with two points, and
-    both NaN when a distance is 0 (its log is −inf: numpy warned "divide by zero encountered in log" and the fit
-    returned NaN anyway)."""
-    distances = np.asarray(distances, dtype=float)
-    if len(x) < 2 or not np.all(distances > 0):
-        return float("nan"), float("nan")
-    y = np.log(distances)
-    (slope, _), cov = np.polyfit(x, y, 1, cov=True) if len(x) > 2 else (np.polyfit(x, y, 1), None)
-    return float(slope), float(np.sqrt(cov[0, 0])) if cov is not None else float("nan")
+def _fit(x, distances, confidence: float | None = 0.95):
+    """(slope, standard error, degrees of freedom, confidence interval) of the least-squares line through
+    (x, log distance) over every replica (rows of ``distances``, shape (replicas, k) or (k,)).
+
+    The standard error is the textbook one, from the residuals with k·replicas − 2 degrees of freedom, and the
+    interval uses Student's t quantile for them (``confidence=None``: no interval).  Fitting the logs of the
+    replica means threw the replicas away: two N gave no error at all, and three gave one from a single degree of
+    freedom, quoted as ± one standard error.  NaN without degrees of freedom, and everything NaN when a distance
+    is 0 (its log is −inf; numpy warned "divide by zero encountered in log")."""
+    from scipy import stats
+
+    nan = float("nan")
+    y = np.atleast_2d(np.asarray(distances, dtype=float))
+    if len(x) < 2 or not np.all(y > 0):
+        return nan, nan, 0, (nan, nan)
+    x = np.broadcast_to(np.asarray(x, dtype=float), y.shape).ravel()
+    y = np.log(y).ravel()
+    dx = x - x.mean()
+    slope = float(dx @ (y - y.mean()) / (dx @ dx))
+    dof = y.size - 2
+    if dof < 1:
+        return slope, nan, 0, (nan, nan)
+    residual = y - y.mean() - slope * dx
+    stderr = float(np.sqrt(residual @ residual / dof / (dx @ dx)))
+    if confidence is None:
+        return slope, stderr, dof, (nan, nan)
+    half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * stderr
+    return slope, stderr, dof, (slope - half, slope + half)
 
 
 def _sizes(name, values, minimum):
@@ -171,7 +207,9 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     Returns
     -------
     ConvergenceResult
-        ``sizes`` = N, ``distances`` (replicas, k), ``slope`` of log mean distance against log N (expect −0.5).
+        ``sizes`` = N, ``distances`` (replicas, k), ``slope`` of log distance against log N over every replica
+        (expect −0.5), its ``slope_stderr`` and 95 % ``slope_ci`` (k·replicas − 2 degrees of freedom: one
+        replica at two N has none).
 
     Raises
     ------
@@ -179,9 +217,9 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
         ``density`` not a Density or ZonalDensity, ``seed`` of another type, spectral options given with a ``reference``, or a
         ``reference`` that is not a spectral Trajectory.
     ValueError
-        Fewer than two or non-increasing ``ns``, ``replicas`` < 1, a negative ``seed``, a ``backend`` other than
-        "particles" and "particles-sh", or a ``reference`` of another model, from another initial state or that does
-        not end at ``t_final``.  Invalid ``particle_options`` are refused (TypeError or ValueError) before any run.
+        Fewer than two or non-increasing ``ns``, ``replicas`` < 1, ``lmax`` < 1, a negative ``seed``, a ``backend``
+        other than "particles" and "particles-sh", or a ``reference`` of another model, from another initial state
+        or that does not end at ``t_final``.  Invalid ``particle_options`` are refused (TypeError or ValueError) before any run.
     ConvergenceError
         If the reference or a particle run does not reach ``t_final``.
     """
@@ -196,6 +234,8 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     backend = particle_backend(_particle_backend(model) if backend is None else backend, "convergence_in_n")
     replicas = nonneg_int("replicas", replicas, minimum=1)
     s = positive_float("s", s)
+    if lmax is not None:                        # it was checked only after the reference run
+        lmax = nonneg_int("lmax", lmax, minimum=1)
     root = _root_seed(seed)                     # before the reference run
     particle_options = dict(particle_options) if particle_options else {"step": 0.05}
     # before the reference run, which can take minutes: backend="hybrid" or a misspelt option failed only after it,
@@ -210,7 +250,7 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
     else:
         _check_reference(reference, model, density, t_final)
     ref = _check_run(reference, "spectral reference run").final
-    lmax = ref.lmax if lmax is None else nonneg_int("lmax", lmax, minimum=1)
+    lmax = ref.lmax if lmax is None else lmax
     streams = [replica.spawn(ns.size) for replica in root.spawn(replicas)]
     dist = np.empty((replicas, ns.size))
     for j, n in enumerate(ns):
@@ -218,9 +258,8 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
             tokens = sample_density(density, int(n), seed=np.random.default_rng(streams[r][j]))
             run = _check_run(simulate(model, tokens, t_final, backend=backend, **particle_options), f"particle run N={n}")
             dist[r, j] = sobolev_distance(run.final, ref, s, lmax=lmax)
-    mean = dist.mean(axis=0)
-    slope, err = _fit(np.log(ns), mean)
-    return ConvergenceResult(ns, dist, mean, slope, err, reference)
+    slope, err, dof, ci = _fit(np.log(ns), dist)
+    return ConvergenceResult(ns, dist, dist.mean(axis=0), slope, err, reference, dof, ci)
 
 
 def convergence_in_l(model, density, t_final, lmaxes, *, s: float = 1.0, **spectral_options) -> ConvergenceResult:
@@ -263,5 +302,5 @@ def convergence_in_l(model, density, t_final, lmaxes, *, s: float = 1.0, **spect
             for L in lmaxes]
     ref = runs[-1].final
     dist = np.array([sobolev_distance(r.final, ref, s, lmax=int(lmaxes[-1])) for r in runs[:-1]])
-    slope, err = _fit(lmaxes[:-1].astype(float), dist)
-    return ConvergenceResult(lmaxes[:-1], dist, dist, slope, err, runs[-1])
+    slope, err, dof, _ = _fit(lmaxes[:-1].astype(float), dist, confidence=None)
+    return ConvergenceResult(lmaxes[:-1], dist, dist, slope, err, runs[-1], dof)

@@ -409,8 +409,8 @@ def _normalized_gegenbauer(ell, t, d):
 
 @pytest.mark.parametrize("d", [2, 3, 4, 5, 7])
 def test_two_diracs_and_a_dirac_against_uniform_have_their_closed_forms_in_any_dimension(d):
-    """‖δ_x − δ_y‖²_{H^{-s}} = Σ_ℓ (1 + ℓ(ℓ + d − 2))^{-s} 2N(d, ℓ)(1 − P_ℓ(cos θ)) and ‖δ_x − σ‖² = Σ_{ℓ≥1} (…)^{-s} N(d, ℓ)
-    (the addition theorem), MMD² = 2e^β − 2e^{β cos θ} and e^β − λ_0(β) (direct kernel sums), W_p = θ."""
+    """‖δ_x − δ_y‖²_{H^{-s}} = Σ_ℓ (1 + ℓ(ℓ + d − 2))^{-s} 2N(d, ℓ)(1 − P_ℓ(cos θ)) and ‖δ_x − σ‖² =
+    Σ_{ℓ≥1} (…)^{-s} N(d, ℓ) (the addition theorem), MMD² = 2e^β − 2e^{β cos θ} and e^β − λ_0(β) (direct kernel sums), W_p = θ."""
     from meanfield.sphere import harmonic_dimension
 
     theta, s, L, beta = 0.9, 1.3, 10, 2.5
