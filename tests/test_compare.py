@@ -301,7 +301,7 @@ def test_mmd_by_the_addition_theorem_is_the_direct_double_sum_in_higher_dimensio
     beta = 2.0
     L = mf.kernel_bandlimit(beta, 1e-14, d)
     by_degree = np.sqrt(np.sum(mf.funk_hecke(beta, L, d) * _degree_power_any_d(p, q, d, L)))
-    assert by_degree == pytest.approx(_mmd_direct(p, q, beta), rel=1e-11)
+    assert by_degree == pytest.approx(_mmd_direct(p, q, beta, d), rel=1e-11)
 
 
 @pytest.mark.parametrize("d", [5, 16])
@@ -472,3 +472,36 @@ def test_a_measure_and_its_copy_are_at_distance_exactly_zero_in_higher_dimension
             assert mf.mmd(p, p, 5.0) == 0.0 and mf.mmd(p, copy, 2.0) == 0.0
             assert mf.sobolev_distance(p, copy, lmax=8) == 0.0
             assert mf.sobolev_distance((p, z), (copy, z)) == 0.0 and mf.mmd((p, z), (copy, z), 2.0) == 0.0
+
+
+@pytest.mark.parametrize("d", [4, 5, 9])
+def test_mmd_with_a_zonal_density_in_higher_dimension_is_the_truncated_degree_sum(d):
+    """Exact MMD (direct sums between tokens, Funk–Hecke against zonal densities, O(N²)) against Σ_ℓ λ_ℓ ‖(μ − ν)_ℓ‖²
+    with the degree powers by Gegenbauer sums to the kernel's band limit at tol = 1e-15 (the former path, O(N²·L)):
+    zonal against particles both ways, two zonal densities of other axes and band limits, and species tuples."""
+    from meanfield._compare import _degree_power_any_d
+
+    e = np.zeros(d)
+    e[1] = 1.0
+    z = _zonal(d)
+    z2 = mf.ZonalDensity.from_function(lambda t: np.exp(0.5 * t), 6, d, axis=e).normalized()
+    p, q = mf.Particles.uniform(300, d, seed=1), mf.Particles.uniform(200, d, seed=2)
+    for beta in (0.5, 2.0, 8.0):
+        L = mf.kernel_bandlimit(beta, 1e-15, d)
+        for mu, nu in ((z, p), (p, z), (z, z2), ((z, p), q), ((p, z2), (q, z))):
+            by_degree = np.sqrt(np.sum(mf.funk_hecke(beta, L, d) * _degree_power_any_d(mu, nu, d, L)))
+            assert mf.mmd(mu, nu, beta) == pytest.approx(by_degree, rel=1e-13)
+    # a given lmax still truncates where a zonal density enters (and is ignored between tokens alone)
+    truncated = np.sqrt(np.sum(mf.funk_hecke(2.0, 3, d) * _degree_power_any_d(z, p, d, 3)))
+    assert mf.mmd(z, p, 2.0, lmax=3) == pytest.approx(truncated, rel=1e-13)
+    assert mf.mmd(p, q, 2.0, lmax=3) == mf.mmd(p, q, 2.0)
+
+
+def test_the_kernel_sum_of_a_measure_with_itself_on_half_the_pairs_is_the_full_sum():
+    from meanfield._compare import _kernel_sum
+
+    rng = np.random.default_rng(0)
+    p = mf.Particles(rng.standard_normal((500, 6)), rng.uniform(0, 1, 500), normalize=True)
+    full = p.weights @ np.exp(3.0 * (p.positions @ p.positions.T - 1.0)) @ p.weights
+    for chunk in (1, 700, 2 ** 22):
+        assert _kernel_sum(p, p, 3.0, 6, chunk_elements=chunk) == pytest.approx(full, rel=1e-13)
