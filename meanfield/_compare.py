@@ -1,5 +1,5 @@
-"""Distances between measures on the sphere: negative Sobolev norms and the attention-kernel MMD (S², S¹),
-and the Wasserstein distance of the geodesic metric (any S^{d-1}).
+"""Distances between measures on the sphere: negative Sobolev norms and the attention-kernel MMD (S², S¹ in spherical
+harmonics; particles and zonal densities on any S^{d-1}), and the Wasserstein distance of the geodesic metric.
 
 Both are computed from coefficients in the :class:`~meanfield.Density` layout (values w.r.t. the
 normalized measure σ), so a Density, Particles (their empirical measure) or a mixture compare alike:
@@ -238,7 +238,7 @@ def sobolev_distance(mu, nu, s: float = 1.0, lmax: int | None = None) -> float:
 
 
 def mmd(mu, nu, beta: float, tol: float = 1e-12, lmax: int | None = None) -> float:
-    """Maximum mean discrepancy of μ and ν with the attention kernel e^{β⟨x,y⟩} (S², S¹; particles on any S^{d-1}).
+    """Maximum mean discrepancy of μ and ν with the attention kernel e^{β⟨x,y⟩} on S^{d-1}, any d.
 
     MMD_β(μ, ν)² = ∬ e^{β⟨x,y⟩} d(μ−ν)(x) d(μ−ν)(y), with the kernel itself (not divided by λ_0) and
     the measures as given, computed exactly in spherical harmonics: Σ_ℓ λ_ℓ(β) times the degree-ℓ power

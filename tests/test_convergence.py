@@ -217,3 +217,8 @@ def test_convergence_in_n_refuses_a_bad_lmax_before_the_reference_run(monkeypatc
     monkeypatch.setattr(sim, "simulate", no_run)
     with pytest.raises(error, match="`lmax`"):
         mf.convergence_in_n(MODEL, mf.Density.uniform(8), 1.0, [10, 20], replicas=1, lmax=lmax)
+
+
+def test_the_fixture_studys_interval_holds_the_expected_slope(in_n):
+    _, r = in_n
+    assert r.dof == 2 * 4 - 2 and r.slope_ci[0] < -0.5 < r.slope_ci[1], r.message
