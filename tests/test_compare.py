@@ -547,3 +547,56 @@ def test_wasserstein_of_two_diracs_is_their_angle_at_any_order(angle, p):
     # 0.3^700 underflowed (W = 0.0), (π − 0.1)^650 overflowed (ConvergenceError "Problem infeasible")
     a, b = _two_diracs(3, angle)
     assert mf.wasserstein_distance(a, b, p) == pytest.approx(angle, rel=1e-14)
+
+
+def test_wasserstein_on_the_circle_is_the_best_cyclic_shift_and_to_a_dirac_tends_to_its_closed_form():
+    """On S¹, between two sets of n equal atoms, an optimal plan is a cyclic shift of the sorted angles (convex costs
+    of the arc length): W_p^p = min_k mean_i d(θ_i, φ_{i+k})^p, p = 1, 2, 3.  The uniform density against a Dirac at a
+    node: the sums over its 2L + 1 equispaced atoms, which tend to W_p^p = π^p/(p + 1) like L^{-2}."""
+    rng = np.random.default_rng(3)
+    theta, phi = np.sort(rng.uniform(0, 2 * np.pi, (2, 120)), axis=1)
+    a, b = (mf.Particles(np.stack([np.cos(t), np.sin(t)], axis=1)) for t in (theta, phi))
+    for p in (1.0, 2.0, 3.0):
+        gap = np.abs(theta[None, :] - np.stack([np.roll(phi, k) for k in range(120)]))
+        arc = np.minimum(gap, 2 * np.pi - gap)
+        assert mf.wasserstein_distance(a, b, p) == pytest.approx(np.min(np.mean(arc ** p, axis=1)) ** (1 / p),
+                                                                 rel=1e-13)
+    # the n = 2L + 1 atoms 2πk/n, |k| ≤ L: mean |θ| = 2πL(L + 1)/n², mean θ² = 4π²L(L + 1)/(3n²) exactly
+    dirac = mf.Particles([[1.0, 0.0]])
+    for L in (32, 128):
+        n = 2 * L + 1
+        w1, w2 = (mf.wasserstein_distance(dirac, mf.Density.uniform(4, 2), p, grid_lmax=L) for p in (1.0, 2.0))
+        assert w1 == pytest.approx(2 * np.pi * L * (L + 1) / n ** 2, rel=1e-14)
+        assert w2 == pytest.approx(np.sqrt(4 * np.pi ** 2 * L * (L + 1) / (3 * n ** 2)), rel=1e-14)
+    assert abs(w1 - np.pi / 2) < 3e-5 and abs(w2 - np.pi / np.sqrt(3)) < 3e-5      # → (π^p/(p + 1))^{1/p}
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_a_density_and_its_own_quadrature_atoms_are_at_distance_zero(d):
+    """Particles at the nodes of a quadrature exact to degree ≥ 2L, weighted by ρ times the quadrature weights, have
+    the coefficients of ρ up to degree L: H^{-s} and MMD at band limit L are rounding.  W_p to the atoms of the grid
+    that wasserstein_distance itself uses is 0."""
+    L = 10
+    rho = mf.Density.random(L, d=d, seed=1, amplitude=0.5)
+    if d == 3:
+        grid = mf.sphere.SphereGrid.for_bandlimit(L)
+        nodes, w = grid.points.reshape(-1, 3), (rho.on_grid(grid) * grid.weights).ravel() / (4 * np.pi)
+        same = mf.sphere.SphereGrid.for_bandlimit(2 * L, dealias=False)
+        atoms, aw = same.points.reshape(-1, 3), (rho.on_grid(same) * same.weights).ravel() / (4 * np.pi)
+    else:
+        n = 4 * L + 1
+        nodes = mf.sphere.circle_points(n)
+        w = rho.evaluate(nodes) / n
+        atoms = mf.sphere.circle_points(4 * L + 1)
+        aw = w
+    quad = mf.Particles(nodes, w, normalize=True)
+    assert mf.sobolev_distance(rho, quad) < 1e-14 and mf.mmd(rho, quad, 2.0, lmax=L) < 1e-14
+    assert mf.wasserstein_distance(rho, mf.Particles(atoms, aw, normalize=True)) < 1e-7
+
+
+@pytest.mark.parametrize("d", [2, 3, 5])
+def test_sobolev_and_mmd_are_symmetric_and_satisfy_the_triangle_inequality(d):
+    a, b, c = (mf.Particles.uniform(40, d, seed=s) for s in (1, 2, 3))
+    for dist in (lambda x, y: mf.sobolev_distance(x, y, lmax=8), lambda x, y: mf.mmd(x, y, 3.0)):
+        assert dist(a, b) == pytest.approx(dist(b, a), rel=1e-13)
+        assert dist(a, c) <= dist(a, b) + dist(b, c)
