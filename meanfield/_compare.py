@@ -180,8 +180,8 @@ def _mmd_direct(mu, nu, beta: float, d: int) -> float:
 
 def _kernel_sum(a, b, beta: float, d: int, chunk_elements: int = 2 ** 22) -> float:
     """e^{-β} ∬ e^{β⟨x,y⟩} da(x) db(y) of two Particles or ZonalDensity on S^{d-1}: between tokens the direct sum
-    over pairs (:func:`_pair_blocks`), O(N·M); with a zonal density
-    Σ_ℓ e^{-β}λ_ℓ ⟨a_ℓ, b_ℓ⟩ (Funk–Hecke), exact since the zonal degrees end at its band limit, O(N·L)."""
+    over pairs (:func:`_pair_blocks`), O(N·M); with a zonal density Σ_ℓ e^{-β}λ_ℓ ⟨a_ℓ, b_ℓ⟩ (Funk–Hecke), exact
+    since the zonal degrees end at its band limit, O(N·L)."""
     if isinstance(a, Particles) and isinstance(b, Particles):
         return sum(float(wa @ np.exp(beta * (t - 1.0)) @ wb) for wa, t, wb in _pair_blocks(a, b, chunk_elements))
     lmax = min(p.lmax for p in (a, b) if isinstance(p, ZonalDensity))
