@@ -600,3 +600,17 @@ def test_sobolev_and_mmd_are_symmetric_and_satisfy_the_triangle_inequality(d):
     for dist in (lambda x, y: mf.sobolev_distance(x, y, lmax=8), lambda x, y: mf.mmd(x, y, 3.0)):
         assert dist(a, b) == pytest.approx(dist(b, a), rel=1e-13)
         assert dist(a, c) <= dist(a, b) + dist(b, c)
+
+
+@pytest.mark.parametrize("d", [3, 5])
+def test_atoms_of_zero_weight_change_no_distance(d):
+    """A measure with extra atoms of weight 0 is the same measure: at distance 0 from it, and at the same distance
+    from a third (the transport's lower bound of the plan's largest angle skips massless atoms)."""
+    p = mf.Particles.uniform(6, d, seed=0)
+    padded = mf.Particles(np.concatenate([p.positions, mf.Particles.uniform(4, d, seed=9).positions]),
+                          np.concatenate([p.weights, np.zeros(4)]))
+    other = mf.Particles.uniform(5, d, seed=1)
+    for dist in (lambda x, y: mf.sobolev_distance(x, y, lmax=6), lambda x, y: mf.mmd(x, y, 2.0),
+                 mf.wasserstein_distance, lambda x, y: mf.wasserstein_distance(x, y, 40.0)):
+        assert dist(p, padded) < 1e-7
+        assert dist(padded, other) == pytest.approx(dist(p, other), rel=1e-12)
