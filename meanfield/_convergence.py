@@ -229,6 +229,8 @@ def convergence_in_n(model, density, t_final, ns, *, replicas: int = 3, seed=0, 
 
     if not isinstance(density, (Density, ZonalDensity)):
         raise TypeError(f"`density` must be a meanfield.Density or ZonalDensity; got {type(density).__name__}.")
+    if density.d != model.d:      # else the check of the particle options named `initial`, which the caller never passed
+        raise ValueError(f"`density` has d={density.d} but the model has d={model.d}.")
     t_final = positive_float("t_final", t_final)
     ns = _sizes("ns", ns, 1)
     backend = particle_backend(_particle_backend(model) if backend is None else backend, "convergence_in_n")

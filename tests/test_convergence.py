@@ -239,3 +239,9 @@ def test_the_slope_interval_covers_minus_one_half_for_iid_samples_of_a_density()
     covered = np.mean([lo <= -0.5 <= hi for _, _, _, (lo, hi) in fits])
     assert abs(covered - 0.95) < 0.035 and abs(slopes.mean() + 0.5) < 0.01, (covered, slopes.mean())
     assert errors.mean() == pytest.approx(slopes.std(), rel=0.15)
+
+
+def test_convergence_in_n_names_the_density_of_another_dimension_than_the_model():
+    # the particle options' check refused it first, as "`initial` has d=5 but the model has d=3"
+    with pytest.raises(ValueError, match=r"`density` has d=5 but the model has d=3"):
+        mf.convergence_in_n(MODEL, mf.ZonalDensity.uniform(6, 5), 0.1, [10, 20])
