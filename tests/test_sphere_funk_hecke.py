@@ -437,3 +437,17 @@ def test_kernel_beta_of_an_anisotropic_kernel_is_beta_times_both_spectral_norms(
     assert kernel_beta(mf.Model(1.5, Q=Q, K=K), 1e-12) == pytest.approx(9.0, rel=1e-15)
     with pytest.raises(ValueError, match=r"beta·‖Q‖₂·‖K‖₂ = 6e\+09 \(beta=1.0, ‖Q‖₂ = 2, ‖K‖₂ = 3e\+09\)"):
         kernel_beta(mf.Model(1.0, Q=Q, K=1e9 * K), 1e-12)
+
+
+@pytest.mark.parametrize("d", [7, 20])
+def test_low_degree_ratios_do_not_depend_on_lmax_where_high_degrees_underflow(d):
+    # β = 1e4: ive underflows past ℓ ≈ 3700, where the shares can still matter, so those degrees come from the
+    # power series.  All of them did, and its log form (log of a sum ~e^β, less β) loses ~β·eps: λ_1/λ_0 was off
+    # by 2e-12 at lmax = 5000 and exact at lmax = 1000.  Closed forms: λ_ℓ/λ_0 = I_{ℓ+ν}(β)/I_ν(β), ν = d/2 − 1,
+    # and ∂_β log λ_0 = I_{d/2}(β)/I_{d/2−1}(β)
+    beta, nu, ell = 1e4, d / 2 - 1, np.arange(11)
+    expected = special.ive(ell + nu, beta) / special.ive(nu, beta)
+    for lmax in (1000, 5000):
+        ratios, dlog = s.multiplier_ratios(beta, lmax, d)
+        np.testing.assert_allclose(ratios[:11], expected, rtol=2e-14, atol=0)
+        assert dlog == pytest.approx(special.ive(d / 2, beta) / special.ive(nu, beta), rel=2e-14)

@@ -80,9 +80,15 @@ def _log_scaled_multipliers(beta: float, ell: np.ndarray, d: int) -> np.ndarray:
         with np.errstate(under="ignore", divide="ignore"):
             logs = pre + np.log(special.ive(ell + d / 2 - 1, beta))
         lost = ~np.isfinite(logs)        # ive underflowed: log λ_ℓ < pre − 744 there
-        if np.isfinite(logs[0]) and (not lost.any() or np.max(
-                _log_harmonic_dimension(d, ell[lost].astype(float)) + pre - 744.0 - logs[0]) < -700):
-            return logs                  # what underflowed cannot reach a share of 1e-300 (d = 3 at large β)
+        if np.isfinite(logs[0]):
+            if lost.any() and np.max(_log_harmonic_dimension(d, ell[lost].astype(float)) + pre - 744.0
+                                     - logs[0]) >= -700:
+                # only the degrees that underflowed from the series: its log form loses ~β·eps (the log of the
+                # sum, ~β, less β), 2e-12 at β = 1e4, which all the ratios carried when every degree came from
+                # it, so that λ_1/λ_0 depended on lmax (d = 7, β = 1e4: lmax = 1000 exact, 5000 off by 2e-12)
+                log_lead, log_sum, *_ = _series(beta, ell[lost], d)
+                logs[lost] = log_lead + log_sum - beta
+            return logs                  # (else what underflowed cannot reach a share of 1e-300: d = 3, large β)
     log_lead, log_sum, *_ = _series(beta, ell, d)
     return log_lead + log_sum - beta
 
