@@ -208,3 +208,12 @@ def test_evaluate_and_sampling_on_s1_take_bounded_memory(monkeypatch):
     rho = mf.Density.from_function(lambda x: 1 + 0.5 * x[..., 0], lmax, d=2)
     p = mf.sample_density(rho, 50_000, seed=1)
     assert abs(p.positions[:, 0].mean() - 0.25) < 5 / np.sqrt(50_000)
+
+
+def test_circle_evaluation_and_adjoint_refuse_nan_naming_the_parameter():
+    # NaN weights gave NaN coefficients (the S² adjoint refuses them), NaN coefficients NaN values
+    with pytest.raises(ValueError, match="`weights` must be finite"):
+        s.circle_adjoint_points([1.0, np.nan], [0.1, 0.2], 3)
+    with pytest.raises(ValueError, match="`coeffs` must be finite"):
+        s.circle_evaluate([1.0, np.inf], [0.1])
+    np.testing.assert_allclose(s.circle_adjoint_points([0.25, 0.75], [0.0, np.pi], 2), [1.0, -0.5, 1.0], atol=1e-15)

@@ -241,3 +241,21 @@ def test_huge_requests_are_refused_before_allocating():
         s.mollweide_grid(a, 4, 10**9)                    # tried to allocate 1.6e19 bytes
     with pytest.raises(mf.InsufficientMemoryError, match="lower `lmax`"):
         s.to_shcoeffs(a, 10**8)
+
+
+def test_rotate_and_plotting_grid_refuse_nan_coefficients_naming_alm():
+    # a NaN coefficient came back as a NaN rotated field (or a plotting grid of NaN) with no error; a (k, m, nalm)
+    # stack failed inside ducc0 ("array has too many dimensions")
+    a = np.zeros(s.nalm(3), dtype=complex)
+    a[0] = 1.0
+    bad = a.copy()
+    bad[4] = np.nan
+    with pytest.raises(ValueError, match="`alm` must be finite"):
+        s.rotate(bad, 3, np.eye(3))
+    with pytest.raises(ValueError, match="`alm` must be finite"):
+        s.mollweide_grid(bad, 3)
+    with pytest.raises(ValueError, match=r"`alm` must have shape \(10,\) or \(k, 10\)"):
+        s.rotate(np.zeros((2, 2, s.nalm(3))), 3, np.eye(3))
+    r = s.rotation_matrix(0.3, 0.5, 0.7)
+    both = s.rotate(np.stack([a, 2 * a]), 3, r)          # k fields, each rotated
+    np.testing.assert_array_equal(both[1], s.rotate(2 * a, 3, r))

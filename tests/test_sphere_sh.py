@@ -673,3 +673,30 @@ def test_dealias_is_a_bool(make):
         with pytest.raises(TypeError, match=r"`dealias` must be True or False"):
             make(bad)
     assert make(np.False_) == make(False) != make(True)
+
+
+@pytest.mark.parametrize("fn", [s.synthesis_points, s.gradient_points])
+def test_point_evaluation_refuses_nan_coefficients_and_batches_naming_alm(fn):
+    # NaN coefficients came back as NaN values, and a (k, nalm) batch failed inside ducc0 with a RuntimeError
+    # "dimensionality mismatch": both are refused before the transform, naming `alm`
+    a = np.zeros(s.nalm(4), dtype=complex)
+    a[0] = 1.0
+    points = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    for bad in (np.nan, np.inf):
+        b = a.copy()
+        b[3] = bad
+        with pytest.raises(ValueError, match="`alm` must be finite"):
+            fn(b, 4, points)
+    with pytest.raises(ValueError, match=r"`alm` must be one set of coefficients, shape \(15,\); got shape \(2, 15\)"):
+        fn(np.stack([a, a]), 4, points)
+    assert np.all(np.isfinite(fn(a, 4, points)))
+
+
+def test_grid_transforms_pass_nan_through_for_the_steppers():
+    # documented: an adaptive stepper rejects a trial step by finding NaN or inf in its result, so the grid
+    # transforms must not raise on them
+    grid = s.SphereGrid.for_bandlimit(4)
+    a = np.zeros(s.nalm(4), dtype=complex)
+    a[3] = np.nan
+    assert np.isnan(s.synthesis(a, 4, grid)).any()
+    assert np.isnan(s.analysis(np.full(grid.shape, np.nan), 4, grid)).all()

@@ -371,3 +371,12 @@ def test_norms_are_the_inverse_counts_to_rounding(d):
     inv = 1.0 / np.array([float(n) for n in exact])
     np.testing.assert_allclose(s.gegenbauer_norms(L, d), inv, rtol=L * np.finfo(float).eps / 2, atol=0)   # 6e-16 measured
     assert s.harmonic_dimension(1000, 1) == 1000.0 and s.harmonic_dimension(d, 2) == exact[2]
+
+
+def test_zonal_transforms_refuse_nan_naming_the_parameter():
+    # NaN coefficients gave NaN values, NaN values NaN coefficients, with no error
+    grid = s.ZonalGrid(4, 5)
+    with pytest.raises(ValueError, match="`coeffs` must be finite"):
+        s.zonal_synthesis([1.0, np.nan], [0.1], 5)
+    with pytest.raises(ValueError, match="`values` must be finite"):
+        s.zonal_analysis(np.full(grid.size, np.nan), 2, grid)

@@ -1,5 +1,9 @@
 """The circle S¹ (d = 2): real Fourier series on an equispaced grid (FFT).
 
+NaN and inf pass through :func:`circle_synthesis`, :func:`circle_analysis` and :func:`circle_derivative` (an
+adaptive stepper rejects a trial step by finding them); :func:`circle_evaluate` and :func:`circle_adjoint_points`
+refuse them.
+
 Convention: a real field f(φ) = Σ_{|k|≤L} c_k e^{ikφ} is stored by c_0 … c_L (complex, c_{-k} = conj c_k),
 c_k = (1/2π) ∫ f e^{-ikφ} dφ, so the mean of f w.r.t. the normalized measure dφ/2π is c_0.  Functions of
 points take (..., 2) unit vectors, φ = atan2(x_2, x_1).
@@ -215,13 +219,15 @@ def circle_evaluate(coeffs: np.ndarray, phi) -> np.ndarray:
     Raises
     ------
     ValueError
-        ``coeffs`` is not a 1-D array of numbers with at least one entry, or ``phi`` is not finite real numbers.
+        ``coeffs`` is not a 1-D array of finite numbers with at least one entry, or ``phi`` is not finite real
+        numbers.
     InsufficientMemoryError
         The values would not fit in the available memory.
     """
     c = _series(coeffs)
     if c.ndim != 1:
         raise ValueError(f"`coeffs` must have shape (L + 1,) (one series); got shape {c.shape}.")
+    finite("coeffs", c)
     ph = finite("phi", real_array("phi", phi))
     check_memory(8.0 * ph.size, lambda: f"{ph.size} values on S¹", "evaluate fewer angles at a time.")
     k = np.arange(c.shape[-1])
@@ -260,13 +266,13 @@ def circle_adjoint_points(weights, phi, lmax: int) -> np.ndarray:
     Raises
     ------
     ValueError
-        ``lmax`` is not a nonnegative integer, or ``weights`` and ``phi`` are not 1-D arrays of real numbers of
-        the same length (``phi`` finite).
+        ``lmax`` is not a nonnegative integer, or ``weights`` and ``phi`` are not 1-D arrays of finite real
+        numbers of the same length.
     InsufficientMemoryError
         The table e^{-ikφ_j} would not fit in the available memory.
     """
     lmax = nonneg_int("lmax", lmax)
-    w = real_array("weights", weights)
+    w = finite("weights", real_array("weights", weights))     # as adjoint_synthesis_points on S² (NaN returned NaN)
     ph = finite("phi", real_array("phi", phi))
     if ph.ndim != 1 or w.shape != ph.shape:
         raise ValueError(f"`weights` and `phi` must be 1-D arrays of the same length (one weight per angle); got "

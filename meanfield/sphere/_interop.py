@@ -137,8 +137,8 @@ def rotate(alm: np.ndarray, lmax: int, rotation) -> np.ndarray:
 
     Parameters
     ----------
-    alm : array_like of complex, shape (nalm(lmax),)
-        Coefficients of f.
+    alm : array_like of complex, shape (nalm(lmax),) or (k, nalm(lmax))
+        Coefficients of f (or of k fields, each rotated), finite.
     lmax : int
         Their band limit L.
     rotation : array_like, shape (3, 3)
@@ -146,22 +146,26 @@ def rotate(alm: np.ndarray, lmax: int, rotation) -> np.ndarray:
 
     Returns
     -------
-    ndarray of complex, shape (nalm(lmax),)
+    ndarray of complex, shape of ``alm``
         The coefficients of the rotated field (same band limit).
 
     Raises
     ------
     ValueError
         ``rotation`` is not a proper 3×3 rotation (R Rᵀ = I to 1e-12, det R = 1), or ``alm`` does not
-        hold nalm(lmax) coefficients, or ``lmax`` is not an integer ≥ 0.
+        hold nalm(lmax) coefficients in its last axis, has more than two axes or holds NaN or inf, or ``lmax``
+        is not an integer ≥ 0.
     """
     lmax = nonneg_int("lmax", lmax)
     r = real_array("rotation", rotation)
     if r.shape != (3, 3) or not np.allclose(r @ r.T, np.eye(3), atol=1e-12) or np.linalg.det(r) < 0:
         raise ValueError("`rotation` must be a proper 3×3 rotation matrix (R Rᵀ = I, det R = 1).")
+    a = finite("alm", sh._as2d(alm, lmax))
+    if a.ndim > 2:      # ducc0 failed with "Assertion failure alm: array has too many dimensions"
+        raise ValueError(f"`alm` must have shape ({sh.nalm(lmax)},) or (k, {sh.nalm(lmax)}) (k fields); got shape "
+                         f"{a.shape}.")
     alpha, beta, gamma = _zyz_angles(r)
-    return sh._ducc().rotate_alm(sh._as2d(alm, lmax), lmax, gamma, beta, alpha,
-                                 nthreads=sh.NTHREADS)
+    return sh._ducc().rotate_alm(a, lmax, gamma, beta, alpha, nthreads=sh.NTHREADS)
 
 
 def mollweide_grid(alm: np.ndarray, lmax: int, nlat: int | None = None):
@@ -188,16 +192,15 @@ def mollweide_grid(alm: np.ndarray, lmax: int, nlat: int | None = None):
     Raises
     ------
     TypeError, ValueError
-        ``lmax`` is not an integer ≥ 0, ``nlat`` not an integer ≥ 1, or the last axis of ``alm`` is not nalm(lmax).
+        ``lmax`` is not an integer ≥ 0, ``nlat`` not an integer ≥ 1, or ``alm`` is not one set of nalm(lmax)
+        coefficients or holds NaN or inf.
     InsufficientMemoryError
         The grid would not fit in the available memory.
     """
     lmax = nonneg_int("lmax", lmax)
     nlat = max(2 * lmax + 2, 90) if nlat is None else nonneg_int("nlat", nlat, minimum=1)
     nlon = 2 * nlat
-    a = sh._as2d(alm, lmax)
-    if a.ndim != 1:
-        raise ValueError(f"`alm` must be one set of coefficients, shape ({sh.nalm(lmax)},); got shape {a.shape}.")
+    a = sh._one_field(alm, lmax, check_finite=True)
     check_memory(8.0 * nlat * nlon * 3 + 32.0 * nlat * (lmax + 1), lambda: f"a {nlat}×{nlon} plotting grid",
                  "lower `nlat`.")
     vals = sh._ducc().synthesis_2d(alm=a[None], spin=0, lmax=lmax,

@@ -11,6 +11,11 @@ Conventions (used everywhere in meanfield):
 * Tangent vector fields are stored as (2, ntheta, nphi) or (2, n) arrays of their components along
   (e_θ, e_φ); points in R³ as (..., 3).
 
+* NaN and inf: the grid transforms (:func:`synthesis`, :func:`analysis`, :func:`gradient`,
+  :func:`divergence`) and the per-degree operations pass them through, as numpy's FFTs do: an adaptive
+  stepper rejects a trial step by finding them in its result.  Evaluation at points, rotations, pyshtools
+  coefficients and plotting grids refuse them (ValueError naming ``alm``) before any work.
+
 A band limit L is analysed exactly on ⌊L⌋+1 rings; quadratic products of two degree-L fields are
 projected alias-free on ⌊3L/2⌋+1 rings (``SphereGrid.for_bandlimit(L)``, the 3/2 rule).
 """
@@ -449,6 +454,17 @@ def _as2d(alm, lmax=None):
     return a
 
 
+def _one_field(alm, lmax, check_finite: bool = False):
+    """:func:`_as2d` of one set of coefficients (shape (nalm(lmax),)), finite with ``check_finite``.
+
+    Finiteness is checked only where coefficients come from a user (points, rotations, plots): the grid transforms
+    pass NaN and inf through, because the adaptive steppers reject a trial step by finding them in its result."""
+    a = _as2d(alm, lmax)
+    if a.ndim != 1:
+        raise ValueError(f"`alm` must be one set of coefficients, shape ({nalm(lmax)},); got shape {a.shape}.")
+    return finite("alm", a) if check_finite else a
+
+
 def _grid_values(name, values, shape):
     v = real_array(name, values)
     if v.ndim < len(shape) or v.shape[-len(shape):] != shape:
@@ -573,9 +589,7 @@ def gradient(alm: np.ndarray, lmax: int, grid: SphereGrid, out: np.ndarray | Non
     """
     _check_grid(grid)
     grid.check(lmax)
-    a = _as2d(alm, lmax)
-    if a.ndim != 1:
-        raise ValueError(f"`alm` must be one set of coefficients, shape ({nalm(lmax)},); got shape {a.shape}.")
+    a = _one_field(alm, lmax)
     if lmax == 0:        # a constant: ducc0's spin-1 transforms need lmax ≥ 1
         result = _out(out, (2,) + grid.shape)
         result[...] = 0.0
@@ -816,12 +830,12 @@ def synthesis_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13)
     Raises
     ------
     ValueError
-        ``epsilon`` outside [1e-14, 1), ``lmax`` not a nonnegative integer, the last axis of ``alm``
-        not nalm(lmax), or ``points`` not of shape (..., 3) or holding NaN, inf or a zero vector.
+        ``epsilon`` outside [1e-14, 1), ``lmax`` not a nonnegative integer, ``alm`` not of shape (nalm(lmax),)
+        or holding NaN or inf, or ``points`` not of shape (..., 3) or holding NaN, inf or a zero vector.
     """
     epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
-    a = _as2d(alm, lmax)
+    a = _one_field(alm, lmax, check_finite=True)
     loc = _loc(points)
     shape = np.shape(points)[:-1]
     if loc.shape[0] == 0:                  # no points (ducc0 refuses an empty location array)
@@ -858,7 +872,7 @@ def gradient_points(alm: np.ndarray, lmax: int, points, epsilon: float = 1e-13, 
     """
     epsilon = check_epsilon(epsilon)
     lmax = nonneg_int("lmax", lmax)
-    a = _as2d(alm, lmax)
+    a = _one_field(alm, lmax, check_finite=True)
     loc = _loc(points)
     p_shape = np.shape(points)
     if lmax == 0 or loc.shape[0] == 0:   # a constant has no gradient (ducc0's spin-1 transforms need lmax ≥ 1)

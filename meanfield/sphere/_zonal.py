@@ -273,7 +273,8 @@ def zonal_analysis(values: np.ndarray, lmax: int, grid: ZonalGrid) -> np.ndarray
     Raises
     ------
     ValueError
-        ``values`` does not have one entry per node in its last axis, or ``lmax`` is not an integer ≥ 0.
+        ``values`` does not have one entry per node in its last axis or holds NaN or inf, or ``lmax`` is not an
+        integer ≥ 0.
     TypeError
         ``grid`` is not a :class:`ZonalGrid`.
     InsufficientMemoryError
@@ -282,7 +283,7 @@ def zonal_analysis(values: np.ndarray, lmax: int, grid: ZonalGrid) -> np.ndarray
     if not isinstance(grid, ZonalGrid):
         raise TypeError(f"`grid` must be a meanfield.sphere.ZonalGrid (e.g. ZonalGrid.for_bandlimit(lmax, d)); got "
                         f"{type(grid).__name__}.")
-    v = real_array("values", values)
+    v = finite("values", real_array("values", values))
     lmax = nonneg_int("lmax", lmax)
     if v.shape[-1:] != (grid.size,):
         raise ValueError(f"`values` must have {grid.size} entries (one per node) in its last axis; got shape {v.shape}.")
@@ -383,10 +384,10 @@ def zonal_synthesis(coeffs: np.ndarray, t, d: int) -> np.ndarray:
     Raises
     ------
     ValueError
-        ``coeffs`` is not an array of real numbers of shape (..., L + 1), ``t`` not real numbers in [−1, 1] (up
+        ``coeffs`` is not an array of finite real numbers of shape (..., L + 1), ``t`` not real numbers in [−1, 1] (up
         to 1e-12 of rounding, which is clipped), or ``d`` not an integer ≥ 2.
     """
-    c = real_array("coeffs", coeffs)
+    c = finite("coeffs", real_array("coeffs", coeffs))
     if c.ndim == 0 or c.shape[-1] == 0:
         raise ValueError(f"`coeffs` must have shape (..., L + 1) with L ≥ 0 (g_0 … g_L); got shape {c.shape}.")
     d = dimension(d)
