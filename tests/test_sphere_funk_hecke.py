@@ -451,3 +451,58 @@ def test_low_degree_ratios_do_not_depend_on_lmax_where_high_degrees_underflow(d)
         ratios, dlog = s.multiplier_ratios(beta, lmax, d)
         np.testing.assert_allclose(ratios[:11], expected, rtol=2e-14, atol=0)
         assert dlog == pytest.approx(special.ive(d / 2, beta) / special.ive(nu, beta), rel=2e-14)
+
+
+@pytest.mark.parametrize("d", [2, 3, 4, 7])
+@pytest.mark.parametrize("beta", [1e-310, 3e-308, 1e-300])
+def test_dbeta_at_tiny_beta_is_its_limit_without_overflow(d, beta):
+    # ∂_βλ_ℓ → (β/d, 1/d, 2β/(d(d + 2)), …) as β → 0.  The form (ℓ/β)λ_ℓ overflowed below β ≈ 5.6e-309 (∂_βλ_1 = inf,
+    # NaN at 5e-324) and met λ_1 flushed to 0 by ive near the smallest normal (d = 2, β = 3e-308: ∂_βλ_1 = 0 for ½)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = s.funk_hecke_dbeta(beta, 4, d)
+        assert s.funk_hecke_dbeta(beta, 4, d, scaled=True)[1] == pytest.approx(1 / d, rel=1e-15)
+    assert got[1] == pytest.approx(1 / d, rel=1e-15)
+    np.testing.assert_allclose(got[[0, 2]], [beta / d, 2 * beta / (d * (d + 2))], rtol=1e-6)   # (subnormals)
+    assert got[3] == got[4] == 0.0                                                          # β² and β³ underflow
+
+
+def _exact_series(beta, lmax, d, digits=40):
+    """e^{-β}λ_ℓ and e^{-β}∂_βλ_ℓ, ℓ ≤ lmax, from λ_ℓ = Π_{j<ℓ} (β/2)/(d/2 + j) Σ_k (β²/4)^k/(k!(ℓ + d/2)_k) (positive
+    terms, ∂_β of the k-th is (ℓ + 2k)/β times it) in ``digits``-digit decimal arithmetic."""
+    from decimal import Decimal, localcontext
+    with localcontext() as ctx:
+        ctx.prec = digits + 10
+        b, half = Decimal(repr(beta)), Decimal(d) / 2
+        z, scale, lead, out = b * b / 4, (-b).exp(), Decimal(1), []
+        for ell in range(lmax + 1):
+            lead = lead * (b / 2) / (half + ell - 1) if ell else lead
+            term = total = Decimal(1)
+            deriv, k = Decimal(ell), 0
+            while k <= beta or term > total * Decimal(10) ** -digits:
+                k += 1
+                term = term * z / (k * (ell + half + k - 1))
+                total, deriv = total + term, deriv + (ell + 2 * k) * term
+            out.append((float(lead * total * scale), float(lead * deriv / b * scale)))
+    return np.array(out).T
+
+
+@pytest.mark.parametrize("d", [2, 3, 4, 7])
+@pytest.mark.parametrize("beta", [1e-8, 1e-3, 1.0, 30.0, 300.0, 1000.0])
+def test_scaled_multipliers_and_derivatives_against_the_exact_series(d, beta):
+    # 50-digit sums of the power series (no Bessel function): the claimed accuracy is 2e-13 per multiplier
+    # (_energy._MULTIPLIER_REL); measured ≤ 9.6e-14, at high degree and small β, where ive loses digits
+    lam, dlam = _exact_series(beta, 40, d)
+    normal = lam > 1e-300       # (scipy's ive flushes values below ~1e-305 to 0: AMOS's underflow limit)
+    np.testing.assert_allclose(s.funk_hecke(beta, 40, d, scaled=True)[normal], lam[normal], rtol=2e-13, atol=0)
+    np.testing.assert_allclose(s.funk_hecke_dbeta(beta, 40, d, scaled=True)[normal], dlam[normal], rtol=2e-13, atol=0)
+
+
+@pytest.mark.parametrize("beta", [720.0, 740.0])
+def test_high_dimensional_series_beyond_beta_708_against_the_exact_series(beta):
+    # d = 3000 takes the power series (the Bessel prefactor overflows), which multiplied its sum by e^{-β}: a
+    # subnormal number beyond β ≈ 708, with digits lost: every multiplier was off by 2.9e-12 (β = 720) and by
+    # 2.6e-3 (β = 740)
+    lam, dlam = _exact_series(beta, 3, 3000)
+    np.testing.assert_allclose(s.funk_hecke(beta, 3, 3000, scaled=True), lam, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(s.funk_hecke_dbeta(beta, 3, 3000, scaled=True), dlam, rtol=1e-14, atol=0)
