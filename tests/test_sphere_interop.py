@@ -259,3 +259,35 @@ def test_rotate_and_plotting_grid_refuse_nan_coefficients_naming_alm():
     r = s.rotation_matrix(0.3, 0.5, 0.7)
     both = s.rotate(np.stack([a, 2 * a]), 3, r)          # k fields, each rotated
     np.testing.assert_array_equal(both[1], s.rotate(2 * a, 3, r))
+
+
+def test_pyshtools_fields_are_the_real_fields_of_meanfield():
+    # meanfield's transforms ignore Im a_ℓ0; to_shcoeffs passed it on, so pyshtools expanded a complex field 0.21
+    # away from synthesis (a_10 = 1 + 0.5j), and degree_power counted it in E_ℓ
+    lmax = 3
+    a = np.zeros(s.nalm(lmax), dtype=complex)
+    a[1], a[s.lm_index(lmax, 2, 1)] = 1 + 0.5j, 0.3 - 0.2j
+    grid = s.SphereGrid.for_bandlimit(lmax)
+    f = s.synthesis(a, lmax, grid)
+    theta, phi = s.points_to_angles(grid.points)
+    via_pysh = s.to_shcoeffs(a, lmax).expand(lat=90 - np.degrees(theta.ravel()), lon=np.degrees(phi.ravel()))
+    np.testing.assert_allclose(via_pysh, f.ravel(), rtol=0, atol=1e-14)
+    assert s.degree_power(a, lmax).sum() == pytest.approx(grid.integrate(f * f), rel=1e-14)
+    np.testing.assert_allclose(s.to_shcoeffs(a, lmax).spectrum() * 4 * np.pi, s.degree_power(a, lmax), rtol=1e-14)
+
+
+def test_from_shcoeffs_refuses_a_complex_field_and_nan():
+    # pyshtools' complex coefficients may describe a complex field; keeping their m ≥ 0 half gave another field
+    import pyshtools
+    c = pyshtools.SHCoeffs.from_random(np.ones(4), normalization="ortho", kind="complex", seed=1)
+    with pytest.raises(ValueError, match="`coeffs` must describe a real field"):
+        s.from_shcoeffs(c)
+    real = pyshtools.SHCoeffs.from_random(np.ones(4), normalization="4pi", csphase=1, kind="real", seed=1)
+    for kind in ("real", "complex"):
+        a, lmax = s.from_shcoeffs(real.convert(kind=kind))
+        np.testing.assert_allclose(s.synthesis_points(a, lmax, [[0.0, 0.6, 0.8]]),
+                                   real.expand(lat=[90 - np.degrees(np.arccos(0.8))], lon=[90.0]), rtol=1e-13)
+    bad = real.copy()
+    bad.coeffs[0, 2, 1] = np.nan
+    with pytest.raises(ValueError, match="`coeffs` must be finite"):
+        s.from_shcoeffs(bad)

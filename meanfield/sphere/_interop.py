@@ -22,14 +22,16 @@ def to_shcoeffs(alm: np.ndarray, lmax: int):
     Parameters
     ----------
     alm : array_like of complex, shape (nalm(lmax),)
-        meanfield coefficients of a real field.
+        meanfield coefficients of a real field (the imaginary parts of the a_ℓ0, which :func:`synthesis` ignores,
+        are dropped).
     lmax : int
         Their band limit L.
 
     Returns
     -------
     pyshtools.SHCoeffs
-        Complex coefficients of shape (2, L + 1, L + 1), the m < 0 half filled from the m ≥ 0 one.
+        Complex coefficients of shape (2, L + 1, L + 1), the m < 0 half filled from the m ≥ 0 one.  Its
+        ``spectrum()`` is :func:`degree_power` / 4π (pyshtools' power is per unit of normalized area).
 
     Raises
     ------
@@ -47,6 +49,9 @@ def to_shcoeffs(alm: np.ndarray, lmax: int):
     if alm.shape != ell.shape:
         raise ValueError(f"`alm` must have shape ({ell.size},) for lmax={lmax}; got shape {alm.shape}.")
     finite("alm", alm)                      # pyshtools would carry NaN into every expansion and spectrum
+    # the field of alm has the real parts of the a_ℓ0 (ducc0's transforms drop their imaginary parts): passed on,
+    # an imaginary a_ℓ0 made pyshtools expand a complex field 0.21 away from synthesis (a_10 = 1 + 0.5j)
+    alm = np.where(m == 0, alm.real, alm)
     arr = np.zeros((2, lmax + 1, lmax + 1), dtype=complex)
     arr[0, ell, m] = alm
     arr[1, ell, m] = (-1.0) ** m * np.conj(alm)
@@ -75,6 +80,9 @@ def from_shcoeffs(coeffs) -> tuple[np.ndarray, int]:
     ------
     TypeError
         ``coeffs`` is not a ``pyshtools.SHCoeffs``.
+    ValueError
+        ``coeffs`` holds NaN or inf, or describes a complex field (complex kind whose m < 0 half is not
+        (−1)^m conj(a_ℓm) in the 'ortho', csphase = −1 convention, to 1e-12 relative).
     """
     pysh = sys.modules.get("pyshtools")     # an SHCoeffs exists only once pyshtools is imported
     if pysh is None or not isinstance(coeffs, pysh.SHCoeffs):
@@ -82,7 +90,20 @@ def from_shcoeffs(coeffs) -> tuple[np.ndarray, int]:
     c = coeffs.convert(normalization="ortho", csphase=-1, kind=coeffs.kind).convert(kind="complex")
     lmax = c.lmax
     ell, m = sh.lm_arrays(lmax)
-    return np.ascontiguousarray(c.coeffs[0, ell, m]), lmax
+    alm, negative = finite("coeffs", c.coeffs[0, ell, m]), c.coeffs[1, ell, m]
+    # a complex field's m < 0 half is not (−1)^m conj(a_ℓm): keeping the m ≥ 0 half described another field
+    # (pyshtools' SHCoeffs.from_random(..., kind="complex") was taken without a word)
+    mismatch = np.where(m == 0, np.abs(alm.imag), np.abs(negative - (-1.0) ** m * np.conj(alm)))
+    scale = float(np.max(np.abs(alm), initial=0.0))
+    if np.any(mismatch > _REAL_FIELD_TOL * scale):
+        raise ValueError("`coeffs` must describe a real field (complex 'ortho' coefficients with c[1, ℓ, m] = "
+                         f"(−1)^m conj(c[0, ℓ, m]) and c[0, ℓ, 0] real); these differ by up to "
+                         f"{float(np.max(mismatch)) / scale:.3g} relative: a complex field, which meanfield's "
+                         "coefficients cannot hold (expand its real and imaginary parts separately).")
+    return np.ascontiguousarray(alm.real * (m == 0) + alm * (m > 0)), lmax
+
+
+_REAL_FIELD_TOL = 1e-12    # the rounding that pyshtools' conversions leave in the m < 0 half of a real field (0 seen)
 
 
 def rotation_matrix(alpha: float, beta: float, gamma: float) -> np.ndarray:

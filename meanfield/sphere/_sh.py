@@ -5,7 +5,7 @@ Conventions (used everywhere in meanfield):
 * Coefficients ``alm`` are complex, in ducc0/healpy order (m-major, m ≥ 0 only, index
   ``m(2L+1-m)/2 + ℓ``), for **orthonormal** complex harmonics Y_ℓm (∫|Y_ℓm|² dA = 1 on the unit
   sphere, area measure dA) with the Condon–Shortley phase.  A real field is
-  f = Σ_ℓ a_ℓ0 Y_ℓ0 + 2 Re Σ_{m>0} a_ℓm Y_ℓm.
+  f = Σ_ℓ Re(a_ℓ0) Y_ℓ0 + 2 Re Σ_{m>0} a_ℓm Y_ℓm (the transforms ignore the imaginary parts of the a_ℓ0).
 * Grid values are arrays of shape (ntheta, nphi); ring i is at colatitude ``theta[i]`` (north to
   south), pixel j at longitude 2πj/nphi.
 * Tangent vector fields are stored as (2, ntheta, nphi) or (2, n) arrays of their components along
@@ -247,7 +247,7 @@ def degree_power(alm: np.ndarray, lmax: int) -> np.ndarray:
     -------
     ndarray of float, shape (lmax + 1,)
         E_ℓ, in (field units)² × area: Σ_ℓ E_ℓ = ∫ f² dA on the unit sphere (the constant 1 has
-        E_0 = 4π).
+        E_0 = 4π).  pyshtools' ``SHCoeffs.spectrum()`` is E_ℓ/4π (power per unit of normalized area).
 
     Raises
     ------
@@ -258,7 +258,7 @@ def degree_power(alm: np.ndarray, lmax: int) -> np.ndarray:
     if alm.ndim != 1:
         raise ValueError(f"`alm` must be one set of coefficients, shape ({nalm(lmax)},); got shape {alm.shape}.")
     ell, m = _lm(lmax)
-    w = np.where(m == 0, 1.0, 2.0) * np.abs(alm) ** 2
+    w = np.where(m == 0, alm.real ** 2, 2.0 * np.abs(alm) ** 2)     # (Im a_ℓ0 is no part of the field)
     return np.bincount(ell, weights=w, minlength=lmax + 1)
 
 
