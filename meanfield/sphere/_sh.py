@@ -526,7 +526,9 @@ def analysis(values: np.ndarray, lmax: int, grid: SphereGrid) -> np.ndarray:
     """Coefficients up to ``lmax`` of grid values, by Gauss–Legendre quadrature (an L² projection).
 
     Exact for fields of degree ≤ 2·ntheta − 1 − lmax: with the 3/2-rule grid, the product of two
-    degree-``lmax`` fields is projected without aliasing.
+    degree-``lmax`` fields is projected without aliasing.  In floating point the round trip
+    analysis(synthesis(a)) has a relative L² error of ~0.5·L·eps (measured: 3e-14 at L = 255, 1.0e-13 at
+    L = 1000), the worst coefficient ~2·L·eps of max|a|.
 
     Parameters
     ----------
