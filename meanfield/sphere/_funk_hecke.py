@@ -174,7 +174,7 @@ def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
     beta : float
         Inverse temperature, 0 ≤ β ≤ 1e9 (dimensionless).
     lmax : int
-        Largest degree ℓ returned.
+        Largest degree ℓ returned, ≥ 0.
     d : int, optional
         Ambient dimension; the sphere is S^{d-1}. ``d >= 2``.
     scaled : bool, optional
@@ -248,7 +248,7 @@ def funk_hecke_dbeta(beta, lmax, d=3, scaled=False) -> np.ndarray:
     beta : float
         Inverse temperature, 0 ≤ β ≤ 1e9 (dimensionless).
     lmax : int
-        Largest degree ℓ returned.
+        Largest degree ℓ returned, ≥ 0.
     d : int, optional
         Ambient dimension; the sphere is S^{d-1}. ``d >= 2``.
     scaled : bool, optional
@@ -298,7 +298,7 @@ def multiplier_ratios(beta: float, lmax: int, d: int = 3) -> tuple[np.ndarray, f
     beta : float
         Inverse temperature, 0 < β ≤ 1e9 (dimensionless).
     lmax : int
-        Largest degree ℓ returned.
+        Largest degree ℓ returned, ≥ 0.
     d : int, optional
         Ambient dimension (sphere S^{d-1}), d ≥ 2.
 

@@ -154,7 +154,9 @@ def _zyz_angles(r: np.ndarray):
 def rotate(alm: np.ndarray, lmax: int, rotation) -> np.ndarray:
     """Coefficients of f∘R⁻¹ (the field carried along by the rotation R).
 
-    Uses ducc0's Wigner-matrix rotation (no stored tables).
+    Uses ducc0's Wigner-matrix rotation (no stored tables).  With R = :func:`rotation_matrix` (α, β, γ) this is
+    pyshtools' ``SHCoeffs.rotate(α, β, γ, degrees=False, body=True)``; its default ``body=False`` turns the
+    frame instead and gives f∘R, i.e. ``rotate(alm, lmax, R.T)``.
 
     Parameters
     ----------
