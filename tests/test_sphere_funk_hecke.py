@@ -506,3 +506,20 @@ def test_high_dimensional_series_beyond_beta_708_against_the_exact_series(beta):
     lam, dlam = _exact_series(beta, 3, 3000)
     np.testing.assert_allclose(s.funk_hecke(beta, 3, 3000, scaled=True), lam, rtol=1e-14, atol=0)
     np.testing.assert_allclose(s.funk_hecke_dbeta(beta, 3, 3000, scaled=True), dlam, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("d", [4, 5, 7, 50, 64])
+def test_harmonic_dimension_is_exact_at_any_degree_in_moderate_dimension(d):
+    # Python's exact binomials: N(d, ℓ) = C(ℓ + d − 1, d − 1) − C(ℓ + d − 3, d − 1).  Beyond degree 2²⁰ the counts
+    # came by logs, 1.2e-9 off (d = 4, ℓ = 2²⁰ + 1 next to larger degrees), 3.8e-9 (d = 7, ℓ = 3·10⁶), and one such
+    # degree sent the others in the array there too (N(4, 10⁵) exact alone, 9e-11 off next to 10⁷); the running
+    # product of ratios reached 1.8e-12 at ℓ = 2²⁰ in d = 4
+    ell = [0, 1, 2, 17, 10**5, 2**20, 2**20 + 1, 3 * 10**6, 10**7, 10**9, 10**12]
+    exact = [math.comb(k + d - 1, d - 1) - (math.comb(k + d - 3, d - 1) if k >= 2 else 0) for k in ell]
+    finite = [e < 10**300 for e in exact]
+    got = s.harmonic_dimension(d, ell)
+    np.testing.assert_allclose(got[finite], [float(e) for e, f in zip(exact, finite) if f], rtol=d * 2e-16, atol=0)
+    assert np.all(np.isinf(got[~np.array(finite)]))
+    small = [i for i, e in enumerate(exact) if e < 2**53]
+    np.testing.assert_array_equal(got[small], [float(exact[i]) for i in small])   # counts below 2⁵³ exactly
+    assert s.harmonic_dimension(d, 10**5) == got[4]                               # alone or in company

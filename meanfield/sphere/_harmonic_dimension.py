@@ -1,7 +1,7 @@
 """Dimension N(d, ℓ) of the degree-ℓ spherical harmonics on S^{d-1}: the weight of degree ℓ in every zonal
-expansion (g_ℓ = N(d, ℓ) ∫ g P_ℓ dσ) and in the Funk–Hecke sums of the kernel.  Three forms, each where it is
-accurate: exact counts in d = 2, 3; a product of ratios (relative error ≲ ℓ·eps) up to degree 2²⁰; logs (betaln)
-beyond, where N leaves float64 in high d.
+expansion (g_ℓ = N(d, ℓ) ∫ g P_ℓ dσ) and in the Funk–Hecke sums of the kernel.  Four forms, each where it is
+accurate: exact counts in d = 2, 3; a product of d − 2 factors (relative error ≲ d·eps) for d ≤ 64; above, a
+running product of ratios (≲ ℓ·eps) up to degree 2²⁰ and logs (betaln) beyond, where N leaves float64.
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ def harmonic_dimension(d: int, ell) -> np.ndarray:
     Returns
     -------
     ndarray of float, shape of ``ell``
-        N(d, ℓ) (exact while below 2⁵³ in d = 2, 3; relative error ≲ ℓ·eps otherwise for ℓ ≤ 2²⁰; by logs beyond,
-        log C(ℓ + d − 2, ℓ) from betaln: measured relative error of log N ≤ 1e-10, 2e-16 from ℓ + d ≈ 2³⁰ on; inf
-        where it exceeds float64, in very high d).
+        N(d, ℓ) (exact while below 2⁵³ in d = 2, 3; relative error ≲ d·eps for 4 ≤ d ≤ 64; for d > 64 ≲ ℓ·eps for
+        ℓ ≤ 2²⁰ and by logs beyond, log C(ℓ + d − 2, ℓ) from betaln: measured relative error of log N ≤ 1e-10,
+        2e-16 from ℓ + d ≈ 2³⁰ on; inf where it exceeds float64, in very high d).
 
     Raises
     ------
@@ -43,10 +43,41 @@ def harmonic_dimension(d: int, ell) -> np.ndarray:
                          + (" among others." if ell.ndim else "."))
     if d <= 3:          # 2ℓ + 1 and 2, at every degree
         return 2 * ell + 1 if d == 3 else np.where(ell == 0, 1.0, 2.0)
-    if ell.size and ell.max() <= _COUNT_TABLE_MAX:     # by logs N(1000, 1) was 999.9999999983 (see _harmonic_counts)
-        return _harmonic_counts(int(ell.max()), d)[ell.astype(int)]
-    with np.errstate(over="ignore"):
-        return np.exp(_log_harmonic_dimension(d, ell))
+    if d <= _PRODUCT_MAX_D:
+        # by logs (any degree beyond 2²⁰ sent all of them there) N(4, 2²⁰) was 1.2e-9 off, N(7, 3·10⁶) 3.8e-9
+        with np.errstate(over="ignore"):
+            return _product_counts(d, ell)
+    # each degree by its own form: one degree beyond the table sent every degree by logs
+    out = np.empty(ell.shape)
+    in_table = ell <= _COUNT_TABLE_MAX            # by logs N(1000, 1) was 999.9999999983 (see _harmonic_counts)
+    if in_table.any():
+        out[in_table] = _harmonic_counts(int(ell[in_table].max()), d)[ell[in_table].astype(int)]
+    if not in_table.all():
+        beyond = ell[~in_table]
+        with np.errstate(over="ignore"):
+            out[~in_table] = np.exp(_log_harmonic_dimension(d, beyond))
+    return out
+
+
+_PRODUCT_MAX_D = 64     # dimensions whose counts are a product of d − 2 factors (≲ d·eps relative, at any degree)
+
+
+def _product_counts(d: int, ell: np.ndarray) -> np.ndarray:
+    """N(d, ℓ) = C(ℓ + d − 2, d − 2)·(2ℓ + d − 2)/(ℓ + d − 2), the binomial as C(ℓ + j, j) = C(ℓ + j − 1, j − 1)·(ℓ + j)/j,
+    multiplied before it is divided: integers at every step, so exact below 2⁵³ (N(7, 1) = 7, not 7 − 1 ulp).
+    Where that order overflows (within a factor 2(ℓ + d) of float64's largest) the factors are taken as ratios
+    ≥ 1, which overflow only with the count."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        c = np.ones_like(ell)
+        for j in range(1, d - 1):
+            c = c * (ell + j) / j
+        exact = c * (2 * ell + d - 2) / (ell + d - 2)
+    if np.all(np.isfinite(exact)):
+        return exact
+    ratios = (2 * ell + d - 2) / (ell + d - 2)
+    for j in range(1, d - 1):
+        ratios = ratios * ((ell + j) / j)
+    return np.where(np.isfinite(exact), exact, ratios)
 
 
 _COUNT_TABLE_MAX = 2 ** 20       # degrees up to which harmonic_dimension builds the table of counts (8 MiB)
@@ -75,10 +106,14 @@ def _harmonic_counts(lmax: int, d: int) -> np.ndarray:
     """N(d, ℓ), ℓ = 0 … lmax, by the product of the ratios N(d, ℓ)/N(d, ℓ − 1) = (2ℓ + d − 2)(ℓ + d − 3) /
     ((2ℓ + d − 4) ℓ): relative error ≲ ℓ·eps (exact 2ℓ + 1 and 2 for d = 3, 2).  exp of the log-gamma form lost
     |log Γ|·eps, ~1e-13 in d = 3 and 2.5e-12 in d = 1000 (N(1000, 1) = 999.9999999983), and every zonal
-    coefficient g_ℓ = N(d, ℓ) ∫ g P_ℓ dσ carried that error.  Overflows to inf beyond float64."""
+    coefficient g_ℓ = N(d, ℓ) ∫ g P_ℓ dσ carried that error.  For 4 ≤ d ≤ 64 the direct product of d − 2
+    factors (:func:`_product_counts`, ≲ d·eps).  Overflows to inf beyond float64."""
     ell = np.arange(lmax + 1, dtype=float)
     if d <= 3:
         return 2 * ell + 1 if d == 3 else np.where(ell == 0, 1.0, 2.0)
+    if d <= _PRODUCT_MAX_D:     # the running product reached 1.8e-12 at ℓ = 2²⁰ in d = 4 (3e-13 at 10⁵)
+        with np.errstate(over="ignore"):
+            return _product_counts(d, ell)
     k = ell[1:]
     with np.errstate(over="ignore"):
         return np.concatenate([[1.0], np.cumprod((2 * k + d - 2) * (k + d - 3) / ((2 * k + d - 4) * k))])
