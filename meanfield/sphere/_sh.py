@@ -339,6 +339,11 @@ class SphereGrid:
         Returns
         -------
         SphereGrid
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``lmax`` is not an integer ≥ 0, or ``dealias`` is not True or False.
         """
         lmax, dealias = nonneg_int("lmax", lmax), flag("dealias", dealias)     # "no" was read as True
         ntheta = (3 * lmax) // 2 + 1 if dealias else lmax + 1

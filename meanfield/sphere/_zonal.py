@@ -72,6 +72,11 @@ class ZonalGrid:
         Returns
         -------
         ZonalGrid
+
+        Raises
+        ------
+        TypeError, ValueError
+            ``lmax`` is not an integer ≥ 0, ``d`` not an integer ≥ 2, or ``dealias`` is not True or False.
         """
         lmax, dealias = nonneg_int("lmax", lmax), flag("dealias", dealias)     # "no" was read as True
         return cls((3 * lmax) // 2 + 1 if dealias else lmax + 1, d)
