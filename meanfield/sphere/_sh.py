@@ -944,15 +944,22 @@ def adjoint_synthesis_points(values, points, lmax: int, epsilon: float = 1e-13) 
     return _threads.ordered_sum(_threads.map_slices(part, _threads.slices(v.shape[1], NTHREADS)))
 
 
+#: The largest band limit of :func:`ylm`: scipy 1.17's ``sph_harm_y`` returned NaN from degree ~646 on (every m and
+#: colatitude tried; L = 1000 gave 284 907 NaN of 501 501 values at one point), and ~1e-13 of pyshtools'
+#: ``spharm`` up to 645
+YLM_MAX_LMAX = 640
+
+
 def ylm(lmax: int, points) -> np.ndarray:
     """Complex orthonormal Y_ℓm at points for every stored (ℓ, m ≥ 0).
 
-    Direct evaluation (``scipy.special.sph_harm_y``), for tests and small n; prefer the transforms.
+    Direct evaluation (``scipy.special.sph_harm_y``), for tests and small n and L; prefer the transforms
+    (:func:`synthesis_points`, any L).
 
     Parameters
     ----------
     lmax : int
-        Band limit L.
+        Band limit L, 0 ≤ L ≤ 640 (:data:`YLM_MAX_LMAX`: scipy's ``sph_harm_y`` returns NaN beyond ~645).
     points : array_like, shape (n, 3)
         Directions (need not be unit length).
 
@@ -965,14 +972,14 @@ def ylm(lmax: int, points) -> np.ndarray:
     Raises
     ------
     ValueError
-        ``lmax`` is not a nonnegative integer, or ``points`` is not of shape (n, 3) or (3,) or holds NaN, inf
+        ``lmax`` is not an integer in [0, 640], or ``points`` is not of shape (n, 3) or (3,) or holds NaN, inf
         or a zero vector.
     InsufficientMemoryError
         The table of n × nalm(lmax) values would not fit in the available memory.
     """
     from scipy.special import sph_harm_y
 
-    lmax = nonneg_int("lmax", lmax)
+    lmax = nonneg_int("lmax", lmax, maximum=YLM_MAX_LMAX)     # (scipy's sph_harm_y is NaN from degree ~646 on)
     th, ph = points_to_angles(points)
     if th.ndim > 1:
         raise ValueError(f"`points` must have shape (n, 3) or (3,); got shape {np.shape(points)}.")
