@@ -523,3 +523,12 @@ def test_harmonic_dimension_is_exact_at_any_degree_in_moderate_dimension(d):
     small = [i for i, e in enumerate(exact) if e < 2**53]
     np.testing.assert_array_equal(got[small], [float(exact[i]) for i in small])   # counts below 2⁵³ exactly
     assert s.harmonic_dimension(d, 10**5) == got[4]                               # alone or in company
+
+
+@pytest.mark.parametrize("d, beta", [(800, 701.0), (512, 1000.0), (200, 1300.0)])
+def test_high_dimensional_multipliers_beyond_beta_700_against_the_exact_series(d, beta):
+    # d > 100 beyond β = 700 came from ive at orders ~d/2: 3.8e-13 off (d = 800, β = 701), ∂_βλ_0 3e-13 (d = 512,
+    # β = 1000), past the 2e-13 per multiplier that the energy bounds allow; now the series up to β = 1400
+    lam, dlam = _exact_series(beta, 3, d)
+    np.testing.assert_allclose(s.funk_hecke(beta, 3, d, scaled=True), lam, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(s.funk_hecke_dbeta(beta, 3, d, scaled=True), dlam, rtol=1e-14, atol=0)

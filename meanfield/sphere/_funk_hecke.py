@@ -58,22 +58,27 @@ def _scaled_multipliers(beta: float, ell: np.ndarray, d: int) -> np.ndarray:
     the prefactor cancels (see :func:`_bessel_form`).
     """
     pre = _prefactor_log(beta, d)
-    if _bessel_form(pre, beta, d):
+    if _bessel_form(pre, beta, d, ell.size):
         with np.errstate(under="ignore"):
             return np.exp(pre) * special.ive(ell + d / 2 - 1, beta)
     log_lead, log_sum, lead, mantissa, halvings = _series(beta, ell, d)
     with np.errstate(under="ignore", over="ignore"):
-        # lead · sum · e^{-β} with the sum's powers of two applied last (exactly): a few ulp wherever the
-        # partial products stay in the normal range; by logs (~|exponent|·eps) where they do not.  e^{-β} as
-        # (e^{-β/2})²: e^{-β} itself is subnormal beyond β ≈ 708, with digits lost (d = 3000, β = 740: 2.6e-3
-        # relative error in every multiplier, β = 720: 2.9e-12), where its square root is normal up to β ≈ 1416
+        # lead · sum · e^{-β}, e^{-β} as (e^{-β/2})² with the sum's powers of two applied (exactly) between the
+        # halves: a few ulp wherever the partial products stay in the normal range; by logs (~|exponent|·eps)
+        # where they do not.  e^{-β} itself is subnormal beyond β ≈ 708, with digits lost (d = 3000, β = 740:
+        # 2.6e-3 relative error in every multiplier, β = 720: 2.9e-12); its square root is normal up to β ≈ 1416,
+        # and sum·e^{-β/2} ≤ e^{β/2} stays finite.  (With both halves before the powers of two, a sum rescaled
+        # past 2^900 underflowed the product: by logs, 9e-14 off at d = 200, β = 1300.)
+        product = lead * mantissa
         half = np.exp(-beta / 2)
-        partial = ((lead * mantissa) * half) * half
-        direct = np.ldexp(partial, halvings)
+        first = product * half
+        direct = np.ldexp(first, halvings) * half
         by_logs = np.exp(log_lead + log_sum - beta)
-    # a normal partial means normal factors (sum·e^{-β} ≤ 1, I_ν(β) ≤ (β/2)^ν e^β/Γ(ν + 1)): a margin above float64's
-    # smallest normal (1e-290 was asked) sent the multipliers in [1e-308, 1e-290] by logs, 2e-13 off (d = 7, β = 1e-8)
-    safe = np.isfinite(direct) & (partial >= np.finfo(float).tiny) & np.isfinite(lead * mantissa)
+    # normal partial products mean normal factors (sum·e^{-β} ≤ 1, I_ν(β) ≤ (β/2)^ν e^β/Γ(ν + 1)): a margin above
+    # float64's smallest normal (1e-290 was asked) sent multipliers in [1e-308, 1e-290] by logs, 2e-13 off (d = 7,
+    # β = 1e-8)
+    tiny = np.finfo(float).tiny
+    safe = np.isfinite(product) & (first >= tiny) & np.isfinite(direct) & (direct >= tiny)
     return np.where(safe, direct, by_logs)
 
 
@@ -108,16 +113,35 @@ _LARGE_PREFACTOR_LOG = 40.0
 _BESSEL_MAX_D = 100
 
 
-def _bessel_form(pre: float, beta: float, d: int) -> bool:
+def _bessel_form(pre: float, beta: float, d: int, degrees: int | None = None) -> bool:
     """Whether e^{-β}λ_ℓ is taken from ``ive`` (else from the series): low d with a moderate prefactor, or β
-    beyond the series' reach with a prefactor that does not overflow."""
+    beyond the series' reach with a prefactor that does not overflow.  With the number of ``degrees`` (the
+    multipliers themselves, not their logs), d > 100 takes the series up to β = 1400 where its work is allowed:
+    ``ive`` at orders ~d/2 lost up to 4e-13 there (d = 800, β = 701; d = 512, β = 1000: 3e-13 in ∂_βλ_0)."""
     if beta > _BESSEL_FROM_BETA:
+        if (degrees is not None and d > _BESSEL_MAX_D and beta <= _SERIES_DIRECT_MAX_BETA
+                and _series_work(beta, d, degrees) <= _MAX_SERIES_WORK):
+            return False
         return pre < 0 or abs(pre) <= _LARGE_PREFACTOR_LOG
     return abs(pre) <= _LARGE_PREFACTOR_LOG and d <= _BESSEL_MAX_D
 _BESSEL_FROM_BETA = 700.0   # the series needs ~β terms: beyond this, ive wherever it is representable
+#: the series' direct form needs e^{-β/2} in float64's normal range (β < 1416); beyond, its logs lose ~β·eps, no
+#: better than ive (for the logs of the multipliers, _log_scaled_multipliers, that holds from β ≈ 700 on)
+_SERIES_DIRECT_MAX_BETA = 1400.0
 _RESCALE_BITS = 900
 _RESCALE = 2.0 ** _RESCALE_BITS     # the running series sum is divided by this (exactly) whenever it exceeds it
 _MAX_SERIES_WORK = 1e9     # degree × term evaluations of the power series (~10 s); beyond, refused (not a hang)
+
+
+def _series_peak(beta: float, d: int) -> float:
+    """The terms of degree 0 (the last to converge) peak where k(k + d/2 − 1) = β²/4: that many loop passes at
+    least."""
+    mu0, z = d / 2, beta * beta / 4
+    return 2 * z / (mu0 + np.sqrt(mu0 * mu0 + 4 * z))
+
+
+def _series_work(beta: float, d: int, degrees: int) -> float:
+    return _series_peak(beta, d) * (degrees + 2500)      # a pass costs ~25 µs, 2500 degrees' worth, of overhead
 
 
 def _series(beta: float, ell: np.ndarray, d: int):
@@ -130,10 +154,8 @@ def _series(beta: float, ell: np.ndarray, d: int):
     (it reaches ~e^β).
     """
     top = int(ell.max())
-    # the terms of degree 0 (the last to converge) peak where k(k + d/2 − 1) = β²/4: that many loop passes at least
-    mu0, z = d / 2, beta * beta / 4
-    peak = 2 * z / (mu0 + np.sqrt(mu0 * mu0 + 4 * z))
-    if peak * (ell.size + 2500) > _MAX_SERIES_WORK:     # a pass costs ~25 µs, 2500 degrees' worth, of overhead
+    peak = _series_peak(beta, d)
+    if _series_work(beta, d, ell.size) > _MAX_SERIES_WORK:
         raise ValueError(f"the Funk–Hecke multipliers at beta={beta!r}, d={d} need their power series (the Bessel "
                          f"form under- or overflows there) summed to about {peak:.3g} terms for each of {ell.size} "
                          f"degrees, which is refused (beyond ~{_MAX_SERIES_WORK:.0e} term evaluations, tens of "
@@ -205,8 +227,8 @@ def funk_hecke(beta, lmax, d=3, scaled=False) -> np.ndarray:
 
     Accuracy (relative, against 50-digit sums of that series): ≤ 1e-13 for d = 2, 3, 4, 7, β = 1e-8 … 1e3 and
     every degree whose e^{-β}λ_ℓ exceeds 1e-300 (the worst at high degree and small β, where ``ive`` loses
-    digits; a few ulp from the series); below ~1e-305 ``ive`` flushes values to 0.  In d > 100 at 700 < β < 1400
-    ``ive`` at orders ~d/2 reaches 4e-13 (d = 800, β = 701).
+    digits; a few ulp from the series); below ~1e-305 ``ive`` flushes values to 0.  In d > 100 the series (a few
+    ulp) serves up to β = 1400; beyond, ``ive`` at orders ~d/2 reaches 5e-13 (d = 800, β = 1500).
     """
     beta = check_beta(beta)
     lmax = nonneg_int("lmax", lmax)
