@@ -346,8 +346,19 @@ def multiplier_ratios(beta: float, lmax: int, d: int = 3) -> tuple[np.ndarray, f
     ell = np.arange(lmax + 1)
     logs = _log_scaled_multipliers(beta, ell, d)
     ratios = np.exp(logs - logs[0])
-    dlog_lam0 = (beta / d) * float(np.exp(_log_scaled_multipliers(beta, ell[:1], d + 2)[0] - logs[0]))
-    return ratios, dlog_lam0
+    return ratios, _dlog_lam0(beta, d, logs[0])
+
+
+def _dlog_lam0(beta: float, d: int, log_lam0: float) -> float:
+    """∂_β log λ_0 = (β/d) λ_0(β, d + 2)/λ_0(β, d), from the two multipliers where both are normal floats: exp of
+    the difference of their logs (~|log|, 420 at d = 512, β = 1000) lost 3e-13; by logs where they are not."""
+    with np.errstate(under="ignore", over="ignore"):
+        lam0, mu0 = _scaled_multipliers(beta, np.zeros(1, dtype=int), d)[0], \
+            _scaled_multipliers(beta, np.zeros(1, dtype=int), d + 2)[0]
+    tiny = np.finfo(float).tiny
+    if lam0 >= tiny and mu0 >= tiny and np.isfinite(lam0) and np.isfinite(mu0):
+        return (beta / d) * float(mu0 / lam0)
+    return (beta / d) * float(np.exp(_log_scaled_multipliers(beta, np.zeros(1, dtype=int), d + 2)[0] - log_lam0))
 
 
 def _degree_terms(beta: float, top: int, d: int) -> np.ndarray:
