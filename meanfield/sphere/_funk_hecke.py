@@ -52,7 +52,8 @@ def _scaled_multipliers(beta: float, ell: np.ndarray, d: int) -> np.ndarray:
     """e^{-β} λ_ℓ(β, d) for β > 0.
 
     From ``ive`` for d ≤ 100 where the log of its prefactor Γ(d/2)(2/β)^{d/2-1} is at most 40, and at β > 700
-    where the prefactor does not overflow (there a Bessel function that underflows gives a value below
+    (β > 1400 in d > 100, unless the series' work is refused) where the prefactor does not overflow (there a
+    Bessel function that underflows gives a value below
     float64, as it is); otherwise (the prefactor overflows while ``ive`` underflows at d = 512, β = 1; exp of
     a large exponent loses ~|exponent|·eps; ive loses digits at large orders) from the power series, in which
     the prefactor cancels (see :func:`_bessel_form`).
