@@ -540,3 +540,11 @@ def test_dlog_lam0_of_the_ratios_against_the_exact_series(d, beta):
     # d = 512, β = 1000): 8.4e-14, 3.1e-13 and 7.2e-14 off; now the quotient of the two multipliers
     lam, dlam = _exact_series(beta, 0, d)
     assert s.multiplier_ratios(beta, 3, d)[1] == pytest.approx(dlam[0] / lam[0], rel=2e-14, abs=0)
+
+
+@pytest.mark.parametrize("d, beta", [(128, 700.0), (4096, 700.0), (64, 700.0)])
+def test_multiplier_ratios_against_the_exact_series(d, beta):
+    # the ratios were exp of differences of logs of size ~β (the series): 1.0e-13, 1.1e-13 and 3.6e-14 off; now the
+    # quotients of the multipliers, which are normal floats here
+    lam, _ = _exact_series(beta, 3, d)
+    np.testing.assert_allclose(s.multiplier_ratios(beta, 3, d)[0], lam / lam[0], rtol=1e-14, atol=0)

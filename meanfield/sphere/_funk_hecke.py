@@ -311,10 +311,11 @@ def funk_hecke_dbeta(beta, lmax, d=3, scaled=False) -> np.ndarray:
 
 
 def multiplier_ratios(beta: float, lmax: int, d: int = 3) -> tuple[np.ndarray, float]:
-    """The ratios λ_ℓ/λ_0 and the logarithmic derivative ∂_βλ_0/λ_0, computed by logs.
+    """The ratios λ_ℓ/λ_0 and the logarithmic derivative ∂_βλ_0/λ_0.
 
-    Finite where e^{-β}λ_ℓ itself is below float64 (high d at large β, e.g. d = 512, β = 10⁴), where
-    :func:`funk_hecke` refuses.  ∂_βλ_0 = (β/d) λ_0(β, d + 2).
+    Quotients of the scaled multipliers where they are normal floats (a few ulp beyond theirs), by logs where
+    they are not: finite where e^{-β}λ_ℓ itself is below float64 (high d at large β, e.g. d = 512, β = 10⁴),
+    where :func:`funk_hecke` refuses (there to ~|log e^{-β}λ_ℓ|·eps).  ∂_βλ_0 = (β/d) λ_0(β, d + 2).
 
     Parameters
     ----------
@@ -345,21 +346,32 @@ def multiplier_ratios(beta: float, lmax: int, d: int = 3) -> tuple[np.ndarray, f
     d = dimension(d, within="float64")     # a number in the formulas (d → ∞ has a limit), no array's size
     _check_degrees(lmax, "the Funk–Hecke multiplier ratios")
     ell = np.arange(lmax + 1)
-    logs = _log_scaled_multipliers(beta, ell, d)
-    ratios = np.exp(logs - logs[0])
-    return ratios, _dlog_lam0(beta, d, logs[0])
+    # quotients of the multipliers where they are normal floats, exp of differences of logs only where they are
+    # not: the logs (~|log e^{-β}λ_ℓ|, ~β in the series) lost that much times eps, 1e-13 at d = 128, β = 700
+    scaled = _normal_or_nan(_scaled_multipliers, beta, ell, d)
+    ratios = scaled / scaled[0]
+    if np.isnan(ratios).any():
+        logs = _log_scaled_multipliers(beta, ell, d)
+        ratios = np.where(np.isnan(ratios), np.exp(logs - logs[0]), ratios)
+    return ratios, _dlog_lam0(beta, d)
 
 
-def _dlog_lam0(beta: float, d: int, log_lam0: float) -> float:
-    """∂_β log λ_0 = (β/d) λ_0(β, d + 2)/λ_0(β, d), from the two multipliers where both are normal floats: exp of
-    the difference of their logs (~|log|, 420 at d = 512, β = 1000) lost 3e-13; by logs where they are not."""
-    with np.errstate(under="ignore", over="ignore"):
-        lam0, mu0 = _scaled_multipliers(beta, np.zeros(1, dtype=int), d)[0], \
-            _scaled_multipliers(beta, np.zeros(1, dtype=int), d + 2)[0]
-    tiny = np.finfo(float).tiny
-    if lam0 >= tiny and mu0 >= tiny and np.isfinite(lam0) and np.isfinite(mu0):
-        return (beta / d) * float(mu0 / lam0)
-    return (beta / d) * float(np.exp(_log_scaled_multipliers(beta, np.zeros(1, dtype=int), d + 2)[0] - log_lam0))
+def _normal_or_nan(multipliers, beta: float, ell: np.ndarray, d: int) -> np.ndarray:
+    """``multipliers(beta, ell, d)`` with the entries that are not normal floats (0, subnormal, inf) set to NaN."""
+    with np.errstate(under="ignore", over="ignore", invalid="ignore"):
+        values = multipliers(beta, ell, d)
+    return np.where(np.isfinite(values) & (values >= np.finfo(float).tiny), values, np.nan)
+
+
+def _dlog_lam0(beta: float, d: int) -> float:
+    """∂_β log λ_0 = (β/d) λ_0(β, d + 2)/λ_0(β, d), the quotient of the two multipliers where both are normal
+    floats (exp of the difference of their logs, ~420 at d = 512, β = 1000, lost 3e-13); by logs where not."""
+    zero = np.zeros(1, dtype=int)
+    quotient = _normal_or_nan(_scaled_multipliers, beta, zero, d + 2)[0] / _normal_or_nan(_scaled_multipliers, beta,
+                                                                                          zero, d)[0]
+    if np.isnan(quotient):
+        quotient = np.exp(_log_scaled_multipliers(beta, zero, d + 2)[0] - _log_scaled_multipliers(beta, zero, d)[0])
+    return (beta / d) * float(quotient)
 
 
 def _degree_terms(beta: float, top: int, d: int) -> np.ndarray:
