@@ -650,3 +650,29 @@ def test_l1_noise_threshold_takes_d_beyond_int64_as_a_formula_parameter(d):
     assert mf.l1_noise_threshold(400, d, 0.95) == pytest.approx(expected, rel=1e-13)
     gamma = mf.growth_rate(4.0, 1, d)
     assert mf.l1_noise_time(4.0, 400, 0.5, d=d) == pytest.approx(np.log(0.5 / 0.05) / gamma, rel=1e-14)
+
+
+@pytest.mark.parametrize("scheme, kw", [("mix-ln", dict(tau=0.7)), ("ngpt", dict(alpha=0.5))])
+def test_phase_diagram_takes_the_scheme_parameters_and_is_exact_for_the_equiangular_start(scheme, kw):
+    # Mix-LN could not be run (its required `tau` had no way in) and nGPT only at α = 1 (`alpha` reached the
+    # backend as an unknown option); F is 1[ρ(t) ≥ 1 − δ] of the equiangular ODE with the same parameters
+    n, delta = 6, 0.05
+    betas, times = np.array([0.5, 2.0]), np.array([0.5, 1.0, 2.0, 3.0, 4.0, 6.0])
+    F = mf.alignment_phase_diagram(betas, times, initial=mf.Particles(np.eye(n)), delta=delta, scheme=scheme,
+                                   rtol=1e-10, atol=1e-12, **kw)
+    hit = np.array([mf.equiangular_time(scheme, b, n, 1 - delta, **kw) for b in betas])
+    assert np.min(np.abs(times[None, :] - hit[:, None])) > 0.05        # no hit within the runs' error of a time
+    assert np.array_equal(F, (times[None, :] >= hit[:, None]).astype(float))
+    assert 0 < F.sum() < F.size
+
+
+def test_phase_diagram_names_a_bad_scheme_parameter_before_any_run(monkeypatch):
+    from meanfield import _simulate
+
+    monkeypatch.setattr(_simulate, "simulate", lambda *a, **k: pytest.fail("a run started"))
+    with pytest.raises(ValueError, match="`tau`"):
+        mf.alignment_phase_diagram([1.0], [1.0], n=4, scheme="mix-ln")
+    with pytest.raises(ValueError, match="`alpha`"):
+        mf.alignment_phase_diagram([1.0], [1.0], n=4, scheme="ngpt", alpha=-1.0)
+    with pytest.raises(ValueError, match="`tau`"):
+        mf.alignment_phase_diagram([1.0, 2.0], [1.0], n=4, tau=0.5)

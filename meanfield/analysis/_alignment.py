@@ -217,8 +217,9 @@ def aligned_fraction(measure, delta: float = 0.01, *, method: str = "auto", chun
 
 
 def alignment_phase_diagram(betas, times, *, n: int = 256, d: int = 3, delta: float = 0.01,
-                            scheme: str = "post-ln", attention: str = "softmax", replicas: int = 1, seed=0,
-                            backend: str = "particles", initial=None, **options) -> np.ndarray:
+                            scheme: str = "post-ln", attention: str = "softmax", alpha=1.0, tau=None,
+                            replicas: int = 1, seed=0, backend: str = "particles", initial=None,
+                            **options) -> np.ndarray:
     """The fraction of aligned pairs F_δ(β, t) of particles started from the same tokens, on a (β, t) grid.
 
     For every β one run of :func:`meanfield.simulate` saves the states at all ``times`` (so the cost is
@@ -241,6 +242,10 @@ def alignment_phase_diagram(betas, times, *, n: int = 256, d: int = 3, delta: fl
         Alignment tolerance δ in (0, 2].
     scheme, attention : str
         As in :class:`meanfield.Model` (Q = K = V = I).
+    alpha : float or callable
+        The nGPT step α_t, as in :class:`meanfield.Model` (only scheme="ngpt" takes α ≠ 1).
+    tau : float, optional
+        The Mix-LN switch time, as in :class:`meanfield.Model` (required for scheme="mix-ln", refused otherwise).
     replicas : int
         Independent initial draws averaged (≥ 1).
     seed : None, int or SeedSequence
@@ -273,8 +278,12 @@ def alignment_phase_diagram(betas, times, *, n: int = 256, d: int = 3, delta: fl
     if initial is not None:
         if not isinstance(initial, Particles):
             raise TypeError(f"`initial` must be meanfield.Particles; got {type(initial).__name__}.")
-        starts = [initial]
         d = initial.d
+    # every Model before any run, so that a bad scheme, alpha or tau is named first (Mix-LN could not be run at all:
+    # its required `tau` had no way in, and `alpha` reached the backend as an unknown option)
+    models = [Model(float(beta), scheme=scheme, attention=attention, d=d, alpha=alpha, tau=tau) for beta in b]
+    if initial is not None:
+        starts = [initial]
     else:
         n = nonneg_int("n", n, minimum=2)
         replicas = nonneg_int("replicas", replicas, minimum=1)
@@ -288,8 +297,7 @@ def alignment_phase_diagram(betas, times, *, n: int = 256, d: int = 3, delta: fl
         starts = [Particles.uniform(n, d, seed=np.random.default_rng(s)) for s in root.spawn(replicas)]
     out = np.zeros((b.size, t.size))
     t_eval = t[t > 0]
-    for i, beta in enumerate(b):
-        model = Model(float(beta), scheme=scheme, attention=attention, d=d)
+    for i, (beta, model) in enumerate(zip(b, models)):
         for p in starts:
             traj = simulate(model, p, float(t[-1]), backend=backend, t_eval=t_eval, **options)
             if not traj.success:
