@@ -1,5 +1,7 @@
 """meanfield.analysis: growth rates and the most unstable mode, the ℓ = 1 noise floor, equiangular hitting times,
 clusters of particles and densities, pairwise alignment and the (β, t) phase diagram."""
+import warnings
+
 import numpy as np
 import pytest
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -676,3 +678,59 @@ def test_phase_diagram_names_a_bad_scheme_parameter_before_any_run(monkeypatch):
         mf.alignment_phase_diagram([1.0], [1.0], n=4, scheme="ngpt", alpha=-1.0)
     with pytest.raises(ValueError, match="`tau`"):
         mf.alignment_phase_diagram([1.0, 2.0], [1.0], n=4, tau=0.5)
+
+
+def _l1_reference_time(beta, n, amp, scheme, r0=1.0, tau=None, attention="softmax"):
+    """∫_0^t γ_1(u) du = ln(amp √n) solved in closed form: γ_1 = γ/s(u), γ the Post-LN rate and s(u) = r0 + a u
+    (Pre-LN, QKV-Norm; a = ⟨x, A⟩ of the uniform state), r0 + u (Peri-LN, with its own γ), √(u + 1) (LN-Scaling),
+    1 until τ and r0 + a(u − τ) after (Mix-LN)."""
+    phase = np.log(amp * np.sqrt(n))
+    gamma = mf.growth_rate(beta, 1, attention=attention)
+    a = 1 / np.tanh(beta) - 1 / beta
+    if attention == "unnormalized":
+        a *= np.sinh(beta) / beta                              # ∂_β λ_0 = ∂_β (sinh β/β)
+    if scheme in ("pre-ln", "qkv-norm"):
+        return r0 / a * np.expm1(phase * a / gamma)
+    if scheme == "peri-ln":
+        return r0 * np.expm1(phase / (mf.growth_rate(beta, 1, scheme="peri-ln", r0=r0) * r0))
+    if scheme == "ln-scaling":
+        return (phase / (2 * gamma) + 1) ** 2 - 1
+    return phase / gamma if phase <= gamma * tau else tau + r0 / a * np.expm1((phase - gamma * tau) * a / gamma)
+
+
+@pytest.mark.parametrize("scheme, kw", [("pre-ln", dict(r0=2.5)), ("qkv-norm", dict(r0=0.5)), ("peri-ln", dict(r0=2.5)),
+                                        ("ln-scaling", {}), ("mix-ln", dict(r0=2.5, tau=0.5)),
+                                        ("mix-ln", dict(r0=2.5, tau=10.0)), ("mix-ln", dict(tau=0.0))])
+@pytest.mark.parametrize("attention", ["softmax", "unnormalized"])
+def test_l1_noise_time_follows_the_speed_along_the_uniform_state(scheme, kw, attention):
+    # it was ln(amplitude/ε)/γ_1(t=0) for every scheme: 3.32 for Pre-LN at β = 1, n = 256, amplitude 0.5, where the
+    # radius r(u) = 1 + 0.313u slows the growth and the linear theory reaches it at 5.84
+    t = mf.l1_noise_time(1.0, 256, 0.5, scheme=scheme, attention=attention, **kw)
+    assert t == pytest.approx(_l1_reference_time(1.0, 256, 0.5, scheme, attention=attention, **kw), rel=1e-12)
+
+
+@pytest.mark.parametrize("scheme, kw, attention", [("pre-ln", dict(r0=1.0), "softmax"),
+                                                   ("pre-ln", dict(r0=2.0), "unnormalized"),
+                                                   ("peri-ln", dict(r0=1.5), "softmax"), ("ln-scaling", {}, "softmax"),
+                                                   ("mix-ln", dict(r0=1.5, tau=0.8), "softmax")])
+def test_l1_noise_time_against_the_spectral_solver(scheme, kw, attention):
+    # a second method: the spectral PDE from ρ = 1 + 3ε z (|m| = ε = 1/√n) reaches |m| = ε e^{1.5} at that time; the
+    # linearization errs by O(|m|) relative (4e-6 measured at |m| = 4.5e-6), the solver by ~rtol
+    eps, n, beta = 1e-6, 10**12, 1.0
+    amp = eps * np.exp(1.5)
+    t = mf.l1_noise_time(beta, n, amp, scheme=scheme, attention=attention, **kw)
+    r0 = kw.get("r0", 1.0)
+    rho = mf.Density.from_function(lambda p: 1 + 3 * eps * p[..., 2], 12, **({} if r0 == 1.0 else dict(radius=r0)))
+    model = mf.Model(beta, scheme=scheme, attention=attention, tau=kw.get("tau"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)      # lmax 12 below the kernel's band limit: ℓ = 1 only
+        final = mf.simulate(model, rho, t, backend="spectral", t_eval=[t], rtol=1e-10).states[-1]
+    k = np.unravel_index(np.argmax(np.abs(rho.coeffs - mf.Density.uniform(12).coeffs)), rho.coeffs.shape)
+    assert abs(final.coeffs[k] / rho.coeffs[k]) == pytest.approx(np.exp(1.5), rel=10 * amp)
+
+
+def test_l1_noise_time_beyond_float64_is_inf():
+    # Pre-LN at large β: γ_1 ≈ 2/β over r(u) ≈ u, so ln(amplitude/ε) needs t ~ exp(β ln(amplitude/ε)/2)
+    assert mf.l1_noise_time(1e4, 10**6, 0.5, scheme="pre-ln") == np.inf
+    assert mf.l1_noise_time(50.0, 10**6, 0.5, scheme="pre-ln") == pytest.approx(
+        _l1_reference_time(50.0, 10**6, 0.5, "pre-ln"), rel=1e-10)

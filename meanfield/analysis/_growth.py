@@ -251,12 +251,13 @@ def l1_noise_time(beta, n, amplitude, d=3, attention="softmax", scheme="post-ln"
                   alpha=1.0, tau=None) -> float:
     """Linear-theory time for the noise-seeded ℓ = 1 mode of n i.i.d. uniform tokens to reach ``amplitude``.
 
-    t = ln(amplitude / ε_n) / γ_1, with ε_n = :func:`l1_noise_threshold` (n, d, quantile) and γ_1 =
-    :func:`growth_rate` (β, 1, d, attention, scheme, r0, alpha) at t = 0.  It is the time at which the
-    mean vector |m(t)| = |m(0)| e^{γ_1 t} of the linearized dynamics reaches ``amplitude`` from the
-    noise floor; it is meaningful while the dynamics stays linear (amplitude ≪ 1) and for schemes
-    whose speed factor at the uniform state does not change in time (Post-LN, nGPT, and the radius
-    schemes only at early times).  Returns 0 when ``amplitude`` ≤ ε_n.
+    The mean vector of the linearized dynamics grows as |m(t)| = |m(0)| exp(∫_0^t γ_1(u) du) from the noise
+    floor |m(0)| = ε_n = :func:`l1_noise_threshold` (n, d, quantile); the time returned solves
+    ∫_0^t γ_1(u) du = ln(amplitude / ε_n), γ_1(u) = :func:`growth_rate` (β, 1, …, t=u) along the uniform state,
+    whose radius the scheme moves: r(u) = r0 + ‖A‖u for Pre-LN and QKV-Norm (‖A‖ = ⟨x, A⟩ of the uniform
+    state), r0 + u for Peri-LN, r0 until τ and then r0 + ‖A‖(u − τ) for Mix-LN; LN-Scaling's speed is √(u+1).
+    For Post-LN and nGPT (constant α) γ_1 is constant and t = ln(amplitude / ε_n) / γ_1.  It is meaningful
+    while the dynamics stays linear (amplitude ≪ 1).  Returns 0 when ``amplitude`` ≤ ε_n.
 
     Parameters
     ----------
@@ -271,16 +272,73 @@ def l1_noise_time(beta, n, amplitude, d=3, attention="softmax", scheme="post-ln"
     quantile : float, optional
         As in :func:`l1_noise_threshold` (default: the RMS noise).
     r0, alpha, tau
-        As in :func:`growth_rate`.
+        As in :func:`growth_rate`; ``r0`` is the radius at t = 0.
 
     Returns
     -------
     float
-        A time (the unit of the ODE).
+        A time (the unit of the ODE); ``inf`` where the radius schemes' slowing (γ_1 ∝ 1/r(u)) would not reach
+        ``amplitude`` before t = e^700.
     """
     amplitude = positive_float("amplitude", amplitude)
     if amplitude > 1:
         raise ValueError(f"`amplitude` must be in (0, 1] (|m| ≤ 1); got amplitude={amplitude!r}.")
     eps = l1_noise_threshold(n, d, quantile)
-    gamma = growth_rate(beta, 1, d, attention, scheme, r0, alpha, tau=tau)
-    return float(max(np.log(amplitude / eps), 0.0) / gamma)
+    gamma = growth_rate(beta, 1, d, attention, scheme, r0, alpha, tau=tau)     # checks every parameter
+    phase = np.log(amplitude / eps)
+    if phase <= 0:
+        return 0.0
+    sch = get_scheme(scheme)
+    _, dlog_lam0 = multiplier_ratios(beta, 1, d)
+    s0 = _uniform_speed(sch, dlog_lam0, r0, alpha, tau, 0.0)
+    # the radial law reads the uniform state's ⟨x, A⟩ = ‖A‖: λ_0 times the SA one for USA, except for the schemes
+    # that divide by ‖A‖ (Peri-LN: dr/dt = ⟨x, A⟩/‖A‖ = 1 either way; their rates are the SA ones)
+    cancels = attention == "softmax" or sch.needs_norm
+    radial_norm = dlog_lam0 if cancels else dlog_lam0 * funk_hecke(beta, 0, d)[0]
+    return _uniform_clock(sch, dlog_lam0, radial_norm, float(r0), alpha, tau, phase / (gamma * s0))
+
+
+#: log(1 + t) up to which :func:`_uniform_clock` integrates (t ≈ 1e304)
+_CLOCK_X_MAX = 700.0
+
+
+def _uniform_clock(sch, norm, radial_norm, r0, alpha, tau, target) -> float:
+    """The time t at which ∫_0^t du / s(u) = ``target``, s(u) the scheme's speed factor along the uniform state
+    (speed read with ‖A‖ = ``norm``, the radius moved by the radial law with ⟨x, A⟩ = ‖A‖ = ``radial_norm``).
+
+    Integrated in x = log(1 + t) for the state (log r, Φ = ∫ du/s): for the radius schemes r and t grow like e^x
+    and the rates in x stay bounded (Pre-LN at β = 50 reaches a level near t ~ 1e32); split at Mix-LN's τ."""
+    from scipy.integrate import solve_ivp
+
+    model = _SpeedModel(alpha, tau)
+
+    def speed(r, t):
+        return _uniform_speed(sch, norm, r, alpha, tau, t)
+
+    if sch.radial is None and speed(r0, 0.0) == speed(r0, 1.0):      # constant in time (Post-LN, nGPT)
+        return float(target * speed(r0, 0.0))
+    cuts = [0.0, _CLOCK_X_MAX]
+    if sch.uses_tau and 0 < tau:
+        cuts.insert(1, float(np.log1p(tau)))
+    y = [np.log(r0), 0.0]
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        t_lo, t_hi = float(np.expm1(lo)), float(np.expm1(hi))
+        first, last = np.nextafter(t_lo, t_hi), np.nextafter(t_hi, t_lo)
+
+        def rhs(x, state):
+            t = min(max(float(np.expm1(x)), first), last)      # strictly inside the piece: the side of a jump
+            r = float(np.exp(state[0]))
+            dr = 0.0 if sch.radial is None else float(sch.radial(np.asarray(radial_norm), np.asarray(radial_norm),
+                                                                  np.asarray(r), t, model))
+            return [(1.0 + t) * dr / r, (1.0 + t) / speed(r, t)]
+
+        def reached(_x, state):
+            return state[1] - target
+        reached.terminal = True
+
+        sol = solve_ivp(rhs, (lo, hi), y, method="DOP853", events=reached, rtol=1e-13,
+                        atol=[1e-14, 1e-14 * target])
+        if sol.t_events[0].size:
+            return float(np.expm1(sol.t_events[0][0]))
+        y = list(sol.y[:, -1])
+    return float("inf")
