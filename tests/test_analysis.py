@@ -734,3 +734,25 @@ def test_l1_noise_time_beyond_float64_is_inf():
     assert mf.l1_noise_time(1e4, 10**6, 0.5, scheme="pre-ln") == np.inf
     assert mf.l1_noise_time(50.0, 10**6, 0.5, scheme="pre-ln") == pytest.approx(
         _l1_reference_time(50.0, 10**6, 0.5, "pre-ln"), rel=1e-10)
+
+
+def test_direct_and_tree_counts_agree_at_the_threshold_and_at_tiny_delta():
+    # the Gram entries alone decided "direct": it missed orthogonal pairs that the tree counts at δ = 1 (a rotated
+    # octahedron: 0.4 against 0.8, the pairs at ⟨x, y⟩ = ±1e-17) and, where 1 − δ rounds to 1, counted every pair of a
+    # cluster of width 1e-9 (1.0 against 0.0065 at δ = 1e-20)
+    rot = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))[0]
+    octa = mf.Particles(np.concatenate([rot, -rot]))
+    for method in ("tree", "direct"):
+        assert mf.aligned_fraction(octa, 1.0, method=method) == pytest.approx(24 / 30, abs=1e-15)
+    ring = np.arange(8) * 2 * np.pi / 8
+    circle = mf.Particles(np.stack([np.cos(ring), np.sin(ring)], axis=1))
+    assert mf.aligned_fraction(circle, 1.0, method="direct") == mf.aligned_fraction(circle, 1.0, method="tree")
+    rng = np.random.default_rng(1)
+    x = np.array([0.0, 0.0, 1.0]) + 1e-9 * rng.standard_normal((50, 3))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    w = rng.random(50)
+    for p in (mf.Particles(x), mf.Particles(x, weights=w / w.sum())):
+        for delta in (1e-20, 1e-17):
+            tree, direct = (mf.aligned_fraction(p, delta, method=m) for m in ("tree", "direct"))
+            assert direct == pytest.approx(tree, rel=1e-13, abs=1e-15)
+        assert mf.aligned_fraction(p, 1e-20, method="direct") < 0.01      # chords ~1e-9 > √(2δ) = 1.4e-10
