@@ -756,3 +756,26 @@ def test_direct_and_tree_counts_agree_at_the_threshold_and_at_tiny_delta():
             tree, direct = (mf.aligned_fraction(p, delta, method=m) for m in ("tree", "direct"))
             assert direct == pytest.approx(tree, rel=1e-13, abs=1e-15)
         assert mf.aligned_fraction(p, 1e-20, method="direct") < 0.01      # chords ~1e-9 > √(2δ) = 1.4e-10
+
+
+@pytest.mark.parametrize("delta", [1e-10, 1e-13])
+def test_aligned_fraction_of_a_density_keeps_its_accuracy_as_delta_vanishes(delta):
+    # F_δ/(cap measure) → ∫ρ² dσ, with a relative correction O(ℓ²δ) (f_ℓ = δ/2 (1 − ℓ(ℓ+1)δ/4 + …) on S²,
+    # sin(ka)/(πk) = a/π (1 − k²a²/6 + …) on S¹); the multipliers as differences of Legendre values and arccos(1 − δ)
+    # erred by ε/δ: 3.9e-5 (S²) and 1.6e-4 (S¹) at δ = 1e-13
+    def on_s2(p):
+        return 1 + 0.6 * p[..., 2] + 0.3 * (3 * p[..., 2] ** 2 - 1) / 2 + 0.2 * p[..., 0] * p[..., 1] + 0.1 * p[..., 0] ** 5
+
+    rho = mf.Density.from_function(on_s2, 8)
+    z, wz = np.polynomial.legendre.leggauss(40)                # exact for ρ² (degree 10)
+    phi = np.linspace(0, 2 * np.pi, 80, endpoint=False)
+    zz, pp = np.meshgrid(z, phi, indexing="ij")
+    pts = np.stack([np.sqrt(1 - zz ** 2) * np.cos(pp), np.sqrt(1 - zz ** 2) * np.sin(pp), zz], axis=-1)
+    mean_square = np.sum(wz[:, None] / 160 * rho.evaluate(pts) ** 2)
+    rel = mf.aligned_fraction(rho, delta) / (delta / 2) / mean_square - 1
+    assert abs(rel) <= 8 * 9 * delta / 4 + 1e-13
+    circle = mf.Density.from_function(lambda p: 1 + 0.5 * p[..., 0] + 0.3 * (2 * p[..., 1] ** 2 - 1), 4, d=2)
+    theta = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    mean_square = np.mean(circle.evaluate(np.stack([np.cos(theta), np.sin(theta)], axis=1)) ** 2)
+    rel = mf.aligned_fraction(circle, delta) / (np.sqrt(2 * delta) / np.pi) / mean_square - 1
+    assert abs(rel) <= 4 ** 2 * delta / 2 + 1e-13
