@@ -779,3 +779,18 @@ def test_aligned_fraction_of_a_density_keeps_its_accuracy_as_delta_vanishes(delt
     mean_square = np.mean(circle.evaluate(np.stack([np.cos(theta), np.sin(theta)], axis=1)) ** 2)
     rel = mf.aligned_fraction(circle, delta) / (np.sqrt(2 * delta) / np.pi) / mean_square - 1
     assert abs(rel) <= 4 ** 2 * delta / 2 + 1e-13
+
+
+def test_ngpt_takes_a_step_schedule_as_the_model_does():
+    # Model takes a callable α(t); growth_rate refused it ("`alpha` must be a real number").  With α(t) = 1/(1 + t)
+    # nGPT's speed is ‖A‖(1 + t), so ∫γ_1 = γ_1(α=1) ln(1 + t): the noise-seeded mode reaches |m| at e^{L/γ} − 1
+    schedule = lambda t: 1.0 / (1.0 + t)                       # noqa: E731
+    assert mf.growth_rate(2.0, 1, scheme="ngpt", alpha=schedule, t=2.0) == \
+        mf.growth_rate(2.0, 1, scheme="ngpt", alpha=1.0 / 3.0)
+    phase = np.log(0.5 * np.sqrt(100))
+    expected = np.expm1(phase / mf.growth_rate(2.0, 1, scheme="ngpt"))
+    assert mf.l1_noise_time(2.0, 100, 0.5, scheme="ngpt", alpha=schedule) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match=r"`alpha\(t\)` must be finite and > 0"):
+        mf.growth_rate(2.0, 1, scheme="ngpt", alpha=lambda t: -1.0)
+    with pytest.raises(ValueError, match="`alpha` is only used by"):
+        mf.growth_rate(2.0, 1, alpha=schedule)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._model import ATTENTIONS
+from .._model import ATTENTIONS, Model
 from .._schemes import check_alpha, check_r0, check_tau, get_scheme
 from .._validate import choice, dimension, nonneg_int, positive_float
 from ..sphere._checks import check_memory
@@ -19,10 +19,14 @@ class _SpeedModel:
     """What a scheme row reads from a Model to evaluate its speed at the uniform state: α(t) and τ."""
 
     def __init__(self, alpha, tau):
-        self._alpha, self.tau = alpha, tau
+        self.alpha, self.tau = alpha, tau
 
-    def alpha_at(self, _t):
-        return self._alpha
+    alpha_at = Model.alpha_at       # a callable α is evaluated and checked as the Model does
+
+
+def _check_alpha(sch, alpha):
+    """α > 0, or a callable α(t) (nGPT's step schedule, as :class:`Model` takes it)."""
+    return check_alpha(sch, alpha if callable(alpha) else positive_float("alpha", alpha))
 
 
 def _uniform_speed(sch, norm_per_lam0, r0, alpha, tau, t) -> float:
@@ -61,8 +65,9 @@ def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     attention : {"softmax", "unnormalized"}
     scheme : str
         A continuous scheme of the registry; default "post-ln".
-    r0, alpha, t : float
-        Radius of the uniform state, nGPT step α and time of the speed factor, as in :func:`growth_rate`.
+    r0, alpha, t
+        Radius of the uniform state, nGPT step α (a number or a callable α(t)) and time of the speed factor, as
+        in :func:`growth_rate`.
     tau : float, optional
         The Mix-LN switch time (required for scheme="mix-ln", refused otherwise).
 
@@ -90,7 +95,7 @@ def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     if not sch.continuous:
         raise ValueError(f"`scheme` must be a continuous-time scheme; {sch.name!r} is a layer map only.")
     r0 = check_r0(sch, r0)
-    alpha = check_alpha(sch, positive_float("alpha", alpha))
+    alpha = _check_alpha(sch, alpha)
     t = positive_float("t", t, allow_zero=True)
     tau = check_tau(sch, tau)
     cancels = attention == "softmax" or sch.needs_norm   # e^β cancels (SA: in λ_ℓ/λ_0; Peri-LN, nGPT: in λ_ℓ/‖A‖)
@@ -135,9 +140,14 @@ def growth_rate(beta, ell, d=3, attention="softmax", scheme="post-ln", r0=1.0, a
     attention : {"softmax", "unnormalized"}
     scheme : str
         A continuous scheme of the registry; default "post-ln".
-    r0, alpha, t : float
-        Radius of the uniform state, nGPT step α and time of the speed factor.  ``r0`` ≠ 1 is refused unless
-        the scheme has a radius, ``alpha`` ≠ 1 unless scheme="ngpt" (as :class:`Model` refuses them).
+    r0 : float
+        Radius of the uniform state at time t (> 0).  The radius schemes move it: a run started at radius r0
+        has r0 + ‖A‖t at time t under Pre-LN and QKV-Norm, r0 + t under Peri-LN (:func:`l1_noise_time` follows
+        it).  ``r0`` ≠ 1 is refused unless the scheme has a radius (as :class:`Model` refuses it).
+    alpha : float or callable
+        nGPT step α > 0, or a schedule α(t) evaluated at ``t``; ≠ 1 is refused unless scheme="ngpt".
+    t : float
+        Time ≥ 0 of the speed factor (LN-Scaling's √(t+1), Mix-LN's switch, nGPT's α(t)).
     tau : float, optional
         The Mix-LN switch time (required for scheme="mix-ln", refused otherwise, as in :class:`Model`).
 
@@ -315,7 +325,7 @@ def _uniform_clock(sch, norm, radial_norm, r0, alpha, tau, target) -> float:
     def speed(r, t):
         return _uniform_speed(sch, norm, r, alpha, tau, t)
 
-    if sch.radial is None and speed(r0, 0.0) == speed(r0, 1.0):      # constant in time (Post-LN, nGPT)
+    if sch.radial is None and not callable(alpha) and speed(r0, 0.0) == speed(r0, 1.0):   # Post-LN, nGPT
         return float(target * speed(r0, 0.0))
     cuts = [0.0, _CLOCK_X_MAX]
     if sch.uses_tau and 0 < tau:
