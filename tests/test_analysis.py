@@ -794,3 +794,15 @@ def test_ngpt_takes_a_step_schedule_as_the_model_does():
         mf.growth_rate(2.0, 1, scheme="ngpt", alpha=lambda t: -1.0)
     with pytest.raises(ValueError, match="`alpha` is only used by"):
         mf.growth_rate(2.0, 1, alpha=schedule)
+
+
+@pytest.mark.parametrize("axis", [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+def test_a_ring_maximum_is_centred_on_the_ring(axis):
+    # ρ = exp(−20⟨x, e⟩²) peaks on the great circle ⟨x, e⟩ = 0: one plateau maximum whose nodes average to ~0; the
+    # normalized mean pointed anywhere ((−0.27, 0.62, 0.74) for e = z; (−0.996, 0, 0.093), ρ's minimum, for e = x)
+    e = np.array(axis)
+    rho = mf.Density.from_function(lambda p: np.exp(-20 * (p @ e) ** 2), 30, normalize=True)
+    cl = mf.density_clusters(rho)
+    assert cl.count == 1 and cl.masses[0] == pytest.approx(1.0, abs=1e-6)
+    spacing = np.pi / (1.5 * 2 * 30)                            # ring spacing of the evaluation grid (2L)
+    assert abs(cl.centers[0] @ e) < spacing and np.linalg.norm(cl.centers[0]) == pytest.approx(1.0, abs=1e-15)

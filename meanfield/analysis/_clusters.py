@@ -24,7 +24,8 @@ at.  A cluster is a local maximum whose basin holds mass ≥ ``min_mass`` (basin
 band-limited density carry almost no mass and are dropped) and whose peak rises above the lowest value
 of its basin (by 1e-8 of max ρ: a uniform density has no cluster).  Adjacent maxima with equal values to
 rounding (a plateau, e.g. the polar ring of a density peaked at a pole) are one maximum, centred at the
-mean of its nodes; centres are accurate to the grid spacing.
+mean of its nodes (at its highest node where that mean is short: a ring around a great circle); centres
+are accurate to the grid spacing.
 With ``level`` only the nodes where ρ ≥ level count towards the masses (the background is excluded).
 """
 from __future__ import annotations
@@ -380,9 +381,25 @@ def density_clusters(density, min_mass: float = 0.01, level: float | None = None
     rank = np.full(k, -1)
     rank[order] = np.arange(order.size)
     labels = np.where(counted, rank[basin], -1).reshape(shape)
-    norms = np.linalg.norm(sums[order], axis=1, keepdims=True)
-    centers = sums[order] / np.where(norms > 0, norms, 1.0)
-    return Clusters(labels, centers, masses[order], sizes[order], nodes)
+    return Clusters(labels, _plateau_centers(pts, v, top, basin, peak_val, sums)[order], masses[order], sizes[order],
+                    nodes)
+
+
+def _plateau_centers(pts, v, top, basin, peak_val, sums):
+    """The centre of each maximum: the normalized mean of its plateau's nodes (the pole of a polar-ring plateau), or,
+    where that mean is short (|mean| < 1/2: a plateau around a great circle, e.g. the ring maximum of
+    ρ = exp(−κ⟨x, e⟩²)), its highest node: the normalized mean pointed away from the ring, at the density's minimum."""
+    tops = np.flatnonzero(top)
+    best = tops[v[tops] == peak_val[basin[tops]]]
+    first = np.full(sums.shape[0], -1)
+    ids, at = np.unique(basin[best], return_index=True)
+    first[ids] = best[at]
+    norms = np.linalg.norm(sums, axis=1)
+    mean_length = norms / np.maximum(np.bincount(basin[tops], minlength=sums.shape[0]), 1)
+    short = mean_length < 0.5
+    centers = sums / np.where(norms > 0, norms, 1.0)[:, None]
+    centers[short] = pts[first[short]]
+    return centers
 
 
 def cluster_count(measure, **options) -> int:
