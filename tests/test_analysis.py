@@ -806,3 +806,16 @@ def test_a_ring_maximum_is_centred_on_the_ring(axis):
     assert cl.count == 1 and cl.masses[0] == pytest.approx(1.0, abs=1e-6)
     spacing = np.pi / (1.5 * 2 * 30)                            # ring spacing of the evaluation grid (2L)
     assert abs(cl.centers[0] @ e) < spacing and np.linalg.norm(cl.centers[0]) == pytest.approx(1.0, abs=1e-15)
+
+
+@pytest.mark.parametrize("d", [3, 8])
+def test_angle_pi_links_every_pair(d):
+    # arccos⟨x, y⟩ ≤ π for every pair: one cluster; a rounded antipodal pair (chord 2(1 + ε)) was split (2 of 200
+    # random pairs (x, −x) in d = 3, 3 of 100 in d = 8)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        x = rng.standard_normal(d)
+        x /= np.linalg.norm(x)
+        assert mf.particle_clusters(mf.Particles(np.stack([x, -x])), angle=np.pi).count == 1
+    cl = mf.particle_clusters(mf.Particles.uniform(50, d), angle=np.pi)
+    assert cl.count == 1 and cl.masses[0] == pytest.approx(1.0) and cl.sizes[0] == 50

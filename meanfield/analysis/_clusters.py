@@ -256,7 +256,12 @@ def particle_clusters(particles, angle: float = 0.1) -> Clusters:
                         + conversion_hint(particles))
     angle = _check_angle(angle)
     x, w = particles.positions, particles.weights
-    labels = _components(x, 2.0 * np.sin(0.5 * angle))
+    if angle == np.pi:
+        # every pair is linked (arccos ≤ π); the chord of a rounded antipodal pair reads 2(1 + ε) > 2 and split
+        # 2 of 200 random pairs (x, −x) into two clusters
+        labels = np.zeros(len(x), dtype=int)
+    else:
+        labels = _components(x, 2.0 * np.sin(0.5 * angle))
     labels, centers, masses, sizes = _summarize(labels, x, w)
     return Clusters(labels, centers, masses, sizes)
 
