@@ -819,3 +819,15 @@ def test_angle_pi_links_every_pair(d):
         assert mf.particle_clusters(mf.Particles(np.stack([x, -x])), angle=np.pi).count == 1
     cl = mf.particle_clusters(mf.Particles.uniform(50, d), angle=np.pi)
     assert cl.count == 1 and cl.masses[0] == pytest.approx(1.0) and cl.sizes[0] == 50
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_density_clusters_refuse_a_grid_beyond_memory_before_building_it(d, monkeypatch):
+    # resolution=3000 on S² (4·10⁷ nodes, ~650 B each) ran 78 s and then failed in numpy's "Unable to allocate 935. MiB"
+    from meanfield import _memory
+    from meanfield.sphere import _sh
+
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 2 ** 30)
+    monkeypatch.setattr(_sh, "synthesis", lambda *a, **k: pytest.fail("the grid was built"))
+    with pytest.raises(mf.InsufficientMemoryError, match=r"resolution=\d+.*lower `resolution`"):
+        mf.density_clusters(mf.Density.uniform(4, d=d), resolution=3000 if d == 3 else 10 ** 6)
