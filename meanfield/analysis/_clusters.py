@@ -25,7 +25,9 @@ band-limited density carry almost no mass and are dropped) and whose peak rises 
 of its basin (by 1e-8 of max ρ: a uniform density has no cluster).  Adjacent maxima with equal values to
 rounding (a plateau, e.g. the polar ring of a density peaked at a pole) are one maximum, centred at the
 mean of its nodes (at its highest node where that mean is short: a ring around a great circle); centres
-are accurate to the grid spacing.
+are accurate to the grid spacing.  On S², adjacent maxima with no valley between them (ρ along the arc
+joining them stays within 1e-3 of the lower one: the grid nodes along a ring or ridge maximum) are one
+maximum too (:func:`_join_ridge_maxima`).
 With ``level`` only the nodes where ρ ≥ level count towards the masses (the background is excluded).
 """
 from __future__ import annotations
@@ -339,6 +341,12 @@ def density_clusters(density, min_mass: float = 0.01, level: float | None = None
         ``labels`` on the evaluation grid (``nodes``; −1 outside the kept clusters), ``centers`` (the
         grid maxima), ``masses`` (∫ ρ dσ over each basin), ``sizes`` (grid nodes), sorted by
         decreasing mass.
+
+    Notes
+    -----
+    A maximum that is not a point (a ring, a ridge) is one cluster on S²: its grid nodes, each a discrete
+    maximum, are joined where ρ along the arc between them does not dip (module docstring).  A plateau that is
+    flat to rounding away from every peak (ties of 1e-10 of max ρ) stays a maximum of its own.
     """
     if not isinstance(density, Density):
         raise TypeError(f"`density` must be a meanfield.Density (S² or S¹); got {type(density).__name__}."
@@ -385,13 +393,17 @@ def density_clusters(density, min_mass: float = 0.01, level: float | None = None
     # signed: with the positive part only, the ripple basins of five Diracs at L = 40 weighed 0.01–0.03 each
     # (45 clusters, masses summing to 2.0); signed, they carry ~0 and the five clusters sum to 1
     mass_node = np.where(counted, v * w, 0.0)
-    ids, basin = np.unique(basin, return_inverse=True)
-    k = ids.size
+    pts = nodes.reshape(-1, nodes.shape[-1])
+    _, basin = np.unique(basin, return_inverse=True)
+    if density.d == 3:
+        basin = _join_ridge_maxima(density.resized(min(density.lmax, res)), pts, v, nb, basin, top)
+        _, basin = np.unique(basin, return_inverse=True)
+    k = int(basin.max()) + 1
     masses = np.bincount(basin, weights=mass_node, minlength=k)
     sizes = np.bincount(basin[counted], minlength=k)
     peak_val = np.full(k, -np.inf)
     np.maximum.at(peak_val, basin[top], v[top])
-    pts = nodes.reshape(-1, nodes.shape[-1])
+    top &= v >= peak_val[basin] - tol                              # the maxima at the peak of their basin, to ties
     sums = np.zeros((k, pts.shape[1]))
     np.add.at(sums, basin[top], pts[top])
     low = np.full(k, np.inf)
@@ -405,6 +417,69 @@ def density_clusters(density, min_mass: float = 0.01, level: float | None = None
     labels = np.where(counted, rank[basin], -1).reshape(shape)
     return Clusters(labels, _plateau_centers(pts, v, top, basin, peak_val, sums)[order], masses[order], sizes[order],
                     nodes)
+
+
+#: adjacent maxima are one when ρ along the arc between them stays above the lower one to this relative drop
+_RIDGE = 1e-3
+
+
+def _join_ridge_maxima(density, pts, v, nb, basin, maxima):
+    """Basin ids with adjacent maxima joined where the density along the great-circle arc between their peak nodes
+    stays above the lower peak (to a relative :data:`_RIDGE`): no valley separates them.
+
+    A maximum that is not a point (a ring, a ridge) is sampled by grid nodes at varying distances from it, and each
+    node nearer than its neighbours was a maximum of its own: the ring exp(−20⟨x, e⟩²), e = (0.6, 0, 0.8), at L = 30
+    gave 56 clusters of mass 0.011–0.044.  The arc is sampled every π/(4(L + 1)), a quarter of the band limit's
+    shortest wavelength.  Only maxima that rise above their basin (by :data:`_DEPTH`; not the ties of a flat
+    background) take part, and the joins are made from the highest arc down, each only while the arc stays above the
+    lower of the two groups' peaks (a spurious maximum on the ridge between two clusters joins one of them, not both).
+    """
+    k = int(basin.max()) + 1
+    tops = np.flatnonzero(maxima)                                      # a basin's highest node is one of them
+    order = tops[np.lexsort((-v[tops], basin[tops]))]
+    peak = order[np.searchsorted(basin[order], np.arange(k))]
+    low = np.full(k, np.inf)
+    np.minimum.at(low, basin, v)
+    top = v[peak]
+    vmax = float(np.max(np.abs(v)))
+    edges = []
+    for column in nb.T:                                                # the edges between basins: their borders
+        other = basin[column]
+        cross = basin < other
+        edges.append(np.stack([basin[cross], other[cross]], axis=1))
+    pairs = np.unique(np.concatenate(edges), axis=0)
+    risen = top - low > _DEPTH * vmax
+    pairs = pairs[risen[pairs[:, 0]] & risen[pairs[:, 1]]]
+    xp, xq = pts[peak[pairs[:, 0]]], pts[peak[pairs[:, 1]]]
+    arc = np.arccos(np.clip(np.einsum("ij,ij->i", xp, xq), -1.0, 1.0))
+    near = arc < 3.0                                                   # an antipodal pair has no single arc
+    pairs, xp, xq, arc = pairs[near], xp[near], xq[near], arc[near]
+    if pairs.size == 0:
+        return basin
+    count = np.ceil(arc / (np.pi / (4 * (density.lmax + 1)))).astype(int) + 1    # samples per arc, ends included
+    owner = np.repeat(np.arange(pairs.shape[0]), count)
+    frac = (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)) / np.repeat(count - 1, count)
+    path = (1.0 - frac)[:, None] * xp[owner] + frac[:, None] * xq[owner]     # normalized by evaluate: on the arc
+    lowest = np.full(pairs.shape[0], np.inf)
+    np.minimum.at(lowest, owner, density.evaluate(path))
+    cand = np.flatnonzero(lowest >= np.minimum(top[pairs[:, 0]], top[pairs[:, 1]]) * (1 - _RIDGE))
+    group, group_top = np.arange(k), top.copy()
+
+    def find(i):
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    for c in cand[np.argsort(-lowest[cand], kind="stable")]:        # the joins: few (ridge maxima)
+        i, j = find(pairs[c, 0]), find(pairs[c, 1])
+        if i != j and lowest[c] >= min(group_top[i], group_top[j]) * (1 - _RIDGE):
+            group[j], group_top[i] = i, max(group_top[i], group_top[j])
+    while True:                                                        # every basin to its group's root
+        nxt = group[group]
+        if np.array_equal(nxt, group):
+            return group[basin]
+        group = nxt
 
 
 def _plateau_centers(pts, v, top, basin, peak_val, sums):
