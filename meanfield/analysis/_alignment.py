@@ -73,8 +73,14 @@ def _pair_fraction(x, w, delta, method, chunk):
         # (three tight clusters), this one 0.01 s, the same count
         tree = cKDTree(x, balanced_tree=False, compact_nodes=False)
         r = np.sqrt(2.0 * delta)
-        total = int(tree.count_neighbors(tree, r)) if equal else \
-            float(tree.count_neighbors(tree, r, weights=(np.array(w), np.array(w))))
+        if equal:
+            total = int(tree.count_neighbors(tree, r))
+        else:
+            # the pairs apart in a bin of their own (chords in (r, 3]), summed without cancellation: none is exactly 1
+            total, apart = tree.count_neighbors(tree, [r, 3.0], weights=(np.array(w), np.array(w)), cumulative=False)
+            if apart == 0:
+                return 1.0
+            total = float(total)
     else:
         total = _gram_count(x, w, delta, chunk, equal)
     # the diagonal ⟨θ_i, θ_i⟩ = 1 ≥ 1 − δ is always counted; remove it.  Equal weights: in integers, so that no
@@ -83,9 +89,12 @@ def _pair_fraction(x, w, delta, method, chunk):
         return (total - n) / (n * (n - 1))
     # Unequal weights: the weighted sum and w·w round apart (1.5e-17 with no aligned pair); an excess within the
     # sums' rounding bound, n·ε of the total, is no aligned pair
-    excess = total - w2
-    if excess <= n * np.finfo(float).eps * total:
+    excess, bound = total - w2, n * np.finfo(float).eps * total
+    if excess <= bound:
         return 0.0
+    if (1.0 - w2) - excess <= bound:
+        # and a deficit within it is no pair apart (the Gram count; the tree's counts the pairs apart on their own)
+        return 1.0
     return min(excess / (1.0 - w2), 1.0)
 
 
@@ -197,7 +206,8 @@ def alignment_statistics(measure, delta: float = 0.01, *, method: str = "auto",
     if isinstance(measure, Particles):
         x, w = measure.positions, measure.weights
         frac = float(_pair_fraction(x, w, delta, method, chunk))
-        return AlignmentStatistics(pair_alignment(w, x), frac, delta)
+        # (|m|² − Σw²)/(1 − Σw²) rounds past ±1 (1 + 4e-16 for tokens at one point with some weights 0)
+        return AlignmentStatistics(min(max(pair_alignment(w, x), -1.0), 1.0), frac, delta)
     if isinstance(measure, Density):
         mean, frac = _density_stats(measure, delta)
         return AlignmentStatistics(mean, frac, delta)
