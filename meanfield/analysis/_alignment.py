@@ -195,7 +195,8 @@ def alignment_statistics(measure, delta: float = 0.01, *, method: str = "auto",
     Particles: the mean alignment is O(n) through the mean vector; the aligned fraction is an exact
     pair count (its cost grows with the number of aligned pairs for "tree", like n² d for "direct").
     Density: both are exact series in the coefficients (see the module docstring); the uniform density
-    gives (0, δ/2) on S².
+    gives (0, δ/2) on S².  Particles with no weighted pair of distinct tokens (one token, or every weight on
+    one) give (1, 1): one cluster.
     """
     delta = _check_delta(delta)
     # checked for every measure: a Density took method="fast" and chunk="x" without a word, and an array as
