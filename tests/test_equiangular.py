@@ -537,3 +537,16 @@ def test_mix_ln_radius_just_after_tau_before_a_usa_collapse(beta):
     q = np.exp(beta * (rho[0] - 1))
     log_r = np.log(r0 + np.exp(beta) / n * (1 + (n - 1) * q * rho[0]) * (t - tau))
     np.testing.assert_allclose(np.log(r[1:]), log_r, rtol=0, atol=2 * (1e-14 + 1e-12 * log_r.max()))
+
+
+def test_the_tail_keeps_rho_below_one_monotone_and_accurate():
+    # ρ itself carried an absolute error ~atol: Post-LN (SA, β = 2, n = 5) read ρ(20) = 1 + 1.2e-13 > 1 and then
+    # ρ(40) < ρ(20), where 1 − ρ ~ e^{−2t} rounds ρ to 1; below 1 − ρ = 1e-3 the state is now s = −log(1 − ρ)
+    rho, _ = mf.equiangular("post-ln", 2.0, 5, np.linspace(0.0, 60.0, 61))
+    assert np.all(rho <= 1.0) and np.all(np.diff(rho) >= 0) and rho[-1] == 1.0
+    # β = 0: 1 − ρ = n/(e^{2t} + n − 1); the error is LSODA's (3e-10 of 1 − ρ, carried from the switch at 1 − ρ = 1e-3)
+    # plus ρ's rounding (half an ulp of 1); it was 2855 ulps of 1 at t = 5, 92 at t = 15 (4 % of 1 − ρ)
+    n, t = 5, np.array([5.0, 10.0, 15.0])
+    rho, _ = mf.equiangular("post-ln", 0.0, n, t)
+    exact = n / (np.exp(2 * t) + n - 1)
+    assert np.all(np.abs((1 - rho) - exact) <= 1e-9 * exact + np.spacing(1.0))

@@ -24,8 +24,9 @@ reference values (docs/validation.md); at β = 0 its Post-LN solution from ρ = 
 Writing dρ/dt = κ (1 − ρ), κ = (2/s) b (1 + (n−1)ρ) is the rate at which 1 − ρ decays.  Under USA it grows like
 e^{βρ} (Post-LN: κ → 2e^β as ρ → 1), so at large β the collapse crosses most of (0, 1) within one ulp of t (from
 ρ ≈ 0.4 at β = 100), which no integration in t resolves.  The ODE is therefore integrated in t while it can be,
-and, once 1/κ falls below 2^30 ulps of t, in the arc length σ, dσ = (1 + κ + |d log r/dt|) dt, of the state
-(s, log r, t) with s = −log(1 − ρ): every rate there is in [−1, 1], and the collapse is a stretch of σ ~ 40.  When
+and, once 1/κ falls below 2^30 ulps of t or 1 − ρ below 1e-3, in the arc length σ, dσ = (1 + κ + |d log r/dt|) dt,
+of the state (s, log r, t) with s = −log(1 − ρ): every rate there is in [−1, 1], the collapse is a stretch of
+σ ~ 40, and 1 − ρ = e^{−s} keeps a relative accuracy in the tail (in ρ its error was absolute, ~atol: ρ > 1).  When
 ρ rounds to 1 in float64 (1 − ρ < 2^-54; ρ never decreases), or a step in t reaches 1 while 1/κ is below 2^30 ulps
 of t, the integration goes on in t from ρ = 1 exactly, an equilibrium, with the radius alone.  Each piece between
 the scheme's switch times (Mix-LN: [0, τ] and [τ, ∞)) runs on its own clock t − τ, whose ulps are those of t for the
@@ -297,6 +298,18 @@ def _first_step(f, lo, hi, y0):
 #: ρ ≈ 0.05.  Cases that never reach it (softmax attention, κ ≤ 2 for Post-LN, until t ≈ 2e6) keep their path.
 _SWITCH = 2.0 ** -30 / np.finfo(float).eps
 
+#: 1 − ρ below which the integration goes on in σ, whose state s = −log(1 − ρ) keeps 1 − ρ to a relative accuracy: in ρ
+#: itself atol bounded its absolute error, and the tail of Post-LN (SA, β = 2, n = 5) read ρ(20) = 1 + 1.2e-13 > 1 and
+#: ρ(40) = 1 − 4.4e-15 < ρ(20), where 1 − ρ ~ e^{−2t}, 1e-17 and 2e-35, round to ρ = 1
+_TAIL = 1e-3
+
+def _in_the_tail(t, y, rtol) -> bool:
+    """Whether 1 − ρ is below :data:`_TAIL` at the state y = (ρ, log r), and σ's time, weighted by rtol·t alone
+    (:func:`_arc_steps`), has a normal weight there: from r0 = 1e-300 (Pre-LN) the tail starts at t ~ 7e-299, where
+    rtol·t is subnormal and LSODA stopped ("Unexpected istate")."""
+    return bool(y[0] > 1.0 - _TAIL and rtol * abs(t) > 2.0 ** 20 * _TINY)
+
+
 #: σ bound given to LSODA in σ (the loop ends when t reaches the piece's end or ρ rounds to 1)
 _SIGMA_MAX = 1e300
 
@@ -393,7 +406,8 @@ def _steps(rhs, rates, lo, hi, y0, r0, rtol, atol):
             yield _TimeStep(solver, t_old, y_old)
             if solver.status != "running":
                 return
-            if y[0] < 1.0 and _outruns_the_clock(piece_rates, solver.t, solver.y):
+            if y[0] < 1.0 and (_in_the_tail(solver.t, solver.y, rtol)
+                               or _outruns_the_clock(piece_rates, solver.t, solver.y)):
                 break
         else:
             return
