@@ -457,6 +457,10 @@ def _join_ridge_maxima(density, pts, v, nb, basin, maxima):
     if pairs.size == 0:
         return basin
     count = np.ceil(arc / (np.pi / (4 * (density.lmax + 1)))).astype(int) + 1    # samples per arc, ends included
+    from ..sphere._checks import check_memory
+
+    check_memory(64.0 * float(count.sum()), lambda: f"ρ along {int(count.sum())} points of the arcs between adjacent "
+                 "maxima", "lower `resolution` (it truncates the density: fewer ripple maxima).")
     owner = np.repeat(np.arange(pairs.shape[0]), count)
     frac = (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)) / np.repeat(count - 1, count)
     path = (1.0 - frac)[:, None] * xp[owner] + frac[:, None] * xq[owner]     # normalized by evaluate: on the arc
