@@ -870,3 +870,12 @@ def test_all_pairs_aligned_with_some_weights_zero_give_exactly_one(method):
     w = np.r_[np.full(50, 1 / 50), np.zeros(50)]
     stats = mf.alignment_statistics(mf.Particles(x, weights=w), 0.01, method=method)
     assert stats.aligned_fraction == 1.0 and stats.mean_alignment == 1.0
+
+
+@pytest.mark.parametrize("r0", [1e-300, 1e-100, 1e300])
+@pytest.mark.parametrize("scheme", ["pre-ln", "peri-ln"])
+def test_l1_noise_time_from_any_radius(scheme, r0):
+    # the growth runs on the time scale r0/‖A‖: integrated in log(1 + t) it came out 3 % long from r0 = 1e-100 and
+    # inf from 1e-300; each piece now has the clock log(1 + u/c), c = min(1, r/|dr/dt|)
+    t = mf.l1_noise_time(1.0, 256, 0.5, scheme=scheme, r0=r0)
+    assert t == pytest.approx(_l1_reference_time(1.0, 256, 0.5, scheme, r0=r0), rel=1e-12)

@@ -308,16 +308,18 @@ def l1_noise_time(beta, n, amplitude, d=3, attention="softmax", scheme="post-ln"
     return _uniform_clock(sch, dlog_lam0, radial_norm, float(r0), alpha, tau, phase / (gamma * s0))
 
 
-#: log(1 + t) up to which :func:`_uniform_clock` integrates (t ≈ 1e304)
-_CLOCK_X_MAX = 700.0
+#: the time up to which :func:`_uniform_clock` integrates
+_CLOCK_T_MAX = 1e304
 
 
 def _uniform_clock(sch, norm, radial_norm, r0, alpha, tau, target) -> float:
     """The time t at which ∫_0^t du / s(u) = ``target``, s(u) the scheme's speed factor along the uniform state
     (speed read with ‖A‖ = ``norm``, the radius moved by the radial law with ⟨x, A⟩ = ‖A‖ = ``radial_norm``).
 
-    Integrated in x = log(1 + t) for the state (log r, Φ = ∫ du/s): for the radius schemes r and t grow like e^x
-    and the rates in x stay bounded (Pre-LN at β = 50 reaches a level near t ~ 1e32); split at Mix-LN's τ."""
+    Each piece between the scheme's switch times (Mix-LN's τ) is integrated on its own clock u = t − t_lo, in
+    x = log(1 + u/c) for the state (log r, Φ = ∫ du/s), c = min(1, r/|dr/dt|) at the piece's start: for the radius
+    schemes r and u grow like e^x and the rates in x stay bounded, from r0 = 1e-300 (c = r0/‖A‖) to Pre-LN's
+    t ~ 1e32 at β = 50 (in x = log(1 + t) the first gave 3 % too much from r0 = 1e-100 and inf from 1e-300)."""
     from scipy.integrate import solve_ivp
 
     model = _SpeedModel(alpha, tau)
@@ -325,30 +327,34 @@ def _uniform_clock(sch, norm, radial_norm, r0, alpha, tau, target) -> float:
     def speed(r, t):
         return _uniform_speed(sch, norm, r, alpha, tau, t)
 
+    def radial(r, t):
+        return 0.0 if sch.radial is None else float(sch.radial(np.asarray(radial_norm), np.asarray(radial_norm),
+                                                               np.asarray(r), t, model))
+
     if sch.radial is None and not callable(alpha) and speed(r0, 0.0) == speed(r0, 1.0):   # Post-LN, nGPT
         return float(target * speed(r0, 0.0))
-    cuts = [0.0, _CLOCK_X_MAX]
-    if sch.uses_tau and 0 < tau:
-        cuts.insert(1, float(np.log1p(tau)))
+    cuts = [0.0, tau, np.inf] if sch.uses_tau and 0 < tau else [0.0, np.inf]
     y = [np.log(r0), 0.0]
     for lo, hi in zip(cuts[:-1], cuts[1:]):
-        t_lo, t_hi = float(np.expm1(lo)), float(np.expm1(hi))
-        first, last = np.nextafter(t_lo, t_hi), np.nextafter(t_hi, t_lo)
+        first, last = np.nextafter(lo, hi), np.nextafter(min(hi, _CLOCK_T_MAX), lo)
+        r, rate = float(np.exp(y[0])), abs(radial(float(np.exp(y[0])), first))
+        c = min(1.0, r / rate) if rate > 0 else 1.0
 
-        def rhs(x, state):
-            t = min(max(float(np.expm1(x)), first), last)      # strictly inside the piece: the side of a jump
-            r = float(np.exp(state[0]))
-            dr = 0.0 if sch.radial is None else float(sch.radial(np.asarray(radial_norm), np.asarray(radial_norm),
-                                                                  np.asarray(r), t, model))
-            return [(1.0 + t) * dr / r, (1.0 + t) / speed(r, t)]
+        def rhs(x, state, c=c, lo=lo, first=first, last=last):
+            u = c * np.expm1(x)
+            t = min(max(lo + u, first), last)                  # strictly inside the piece: the side of a jump
+            with np.errstate(over="ignore"):        # a rejected trial step from r0 = 1e300 passes float64's range
+                r = float(np.exp(state[0]))
+            return [(c + u) * radial(r, t) / r, (c + u) / speed(r, t)]
 
         def reached(_x, state):
             return state[1] - target
         reached.terminal = True
 
-        sol = solve_ivp(rhs, (lo, hi), y, method="DOP853", events=reached, rtol=1e-13,
+        span = np.log1p((min(hi, _CLOCK_T_MAX) - lo) / c)
+        sol = solve_ivp(rhs, (0.0, span), y, method="DOP853", events=reached, rtol=1e-13,
                         atol=[1e-14, 1e-14 * target])
         if sol.t_events[0].size:
-            return float(np.expm1(sol.t_events[0][0]))
+            return float(lo + c * np.expm1(sol.t_events[0][0]))
         y = list(sol.y[:, -1])
     return float("inf")
