@@ -878,4 +878,20 @@ def test_l1_noise_time_from_any_radius(scheme, r0):
     # the growth runs on the time scale r0/‖A‖: integrated in log(1 + t) it came out 3 % long from r0 = 1e-100 and
     # inf from 1e-300; each piece now has the clock log(1 + u/c), c = min(1, r/|dr/dt|)
     t = mf.l1_noise_time(1.0, 256, 0.5, scheme=scheme, r0=r0)
-    assert t == pytest.approx(_l1_reference_time(1.0, 256, 0.5, scheme, r0=r0), rel=1e-12)
+    assert t == pytest.approx(_l1_reference_time(1.0, 256, 0.5, scheme, r0=r0), rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("scheme, kw, attention", [("mix-ln", dict(tau=1.4178525865004472, r0=6.877e-05), "unnormalized"),
+                                                   ("ln-scaling", {}, "unnormalized")])
+def test_l1_noise_time_far_below_the_unit_of_time(scheme, kw, attention, recwarn):
+    # USA at large β grows at ~e^β: the time is ~1e-15 (Mix-LN, before τ) or ~1e-176 (LN-Scaling, β = 405), where the
+    # event, located to a few ulps of log(1 + t), was 5 % off, and LN-Scaling's came out inf with overflow warnings;
+    # each piece's clock is now scaled to the growth's time scale as well
+    beta = 41.14305380233891 if scheme == "mix-ln" else 405.41143269894457
+    t = mf.l1_noise_time(beta, 82036, 0.1392673276522123, d=2 if scheme == "mix-ln" else 3, attention=attention,
+                         scheme=scheme, **kw)
+    gamma = mf.growth_rate(beta, 1, d=2 if scheme == "mix-ln" else 3, attention=attention)
+    phase = np.log(0.1392673276522123 * np.sqrt(82036))
+    # before τ (Mix-LN) the rate is the Post-LN one; LN-Scaling's (L/(2γ) + 1)² − 1 is L/γ to 1e-170 here
+    assert t == pytest.approx(phase / gamma, rel=1e-12, abs=0)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

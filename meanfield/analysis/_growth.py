@@ -311,15 +311,20 @@ def l1_noise_time(beta, n, amplitude, d=3, attention="softmax", scheme="post-ln"
 #: the time up to which :func:`_uniform_clock` integrates
 _CLOCK_T_MAX = 1e304
 
+#: float64's smallest normal number: the shortest time scale of a piece's clock
+_TINY = float(np.finfo(float).tiny)
+
 
 def _uniform_clock(sch, norm, radial_norm, r0, alpha, tau, target) -> float:
     """The time t at which ∫_0^t du / s(u) = ``target``, s(u) the scheme's speed factor along the uniform state
     (speed read with ‖A‖ = ``norm``, the radius moved by the radial law with ⟨x, A⟩ = ‖A‖ = ``radial_norm``).
 
     Each piece between the scheme's switch times (Mix-LN's τ) is integrated on its own clock u = t − t_lo, in
-    x = log(1 + u/c) for the state (log r, Φ = ∫ du/s), c = min(1, r/|dr/dt|) at the piece's start: for the radius
-    schemes r and u grow like e^x and the rates in x stay bounded, from r0 = 1e-300 (c = r0/‖A‖) to Pre-LN's
-    t ~ 1e32 at β = 50 (in x = log(1 + t) the first gave 3 % too much from r0 = 1e-100 and inf from 1e-300)."""
+    x = log(1 + u/c) for the state (log r, ψ = ∫ du/s / target), c = min(1, r/|dr/dt|, (1 − ψ)·target·s) at the
+    piece's start: the time scales of the radius and of the growth.  r and u grow like e^x and the rates in x stay
+    bounded, from r0 = 1e-300 (c = r0/‖A‖) to Pre-LN's t ~ 1e32 at β = 50, and the event's location, found to a few
+    ulps of x, is one to a few ulps of t (in x = log(1 + t): 3 % long from r0 = 1e-100, inf from 1e-300; USA Mix-LN
+    at β = 41, whose t ~ 3e-15 is reached before τ, 5 % long)."""
     from scipy.integrate import solve_ivp
 
     model = _SpeedModel(alpha, tau)
@@ -337,24 +342,34 @@ def _uniform_clock(sch, norm, radial_norm, r0, alpha, tau, target) -> float:
     y = [np.log(r0), 0.0]
     for lo, hi in zip(cuts[:-1], cuts[1:]):
         first, last = np.nextafter(lo, hi), np.nextafter(min(hi, _CLOCK_T_MAX), lo)
-        r, rate = float(np.exp(y[0])), abs(radial(float(np.exp(y[0])), first))
-        c = min(1.0, r / rate) if rate > 0 else 1.0
+        r = float(np.exp(y[0]))
+        rate = abs(radial(r, first))
+        c = max(min(1.0, r / rate if rate > 0 else 1.0, (1.0 - y[1]) * target * speed(r, first)), _TINY)
 
         def rhs(x, state, c=c, lo=lo, first=first, last=last):
-            u = c * np.expm1(x)
+            u = _scaled_expm1(c, x)
             t = min(max(lo + u, first), last)                  # strictly inside the piece: the side of a jump
-            with np.errstate(over="ignore"):        # a rejected trial step from r0 = 1e300 passes float64's range
+            with np.errstate(over="ignore", under="ignore"):
                 r = float(np.exp(state[0]))
-            return [(c + u) * radial(r, t) / r, (c + u) / speed(r, t)]
+            if not 0 < r < np.inf:      # a trial step beyond float64's radii (from r0 = 1e300): NaN rejects it
+                return [np.nan, np.nan]
+            return [(c + u) * radial(r, t) / r, (c + u) / speed(r, t) / target]
 
         def reached(_x, state):
-            return state[1] - target
+            return state[1] - 1.0
         reached.terminal = True
 
-        span = np.log1p((min(hi, _CLOCK_T_MAX) - lo) / c)
-        sol = solve_ivp(rhs, (0.0, span), y, method="DOP853", events=reached, rtol=1e-13,
-                        atol=[1e-14, 1e-14 * target])
+        span = float(np.logaddexp(0.0, np.log(min(hi, _CLOCK_T_MAX) - lo) - np.log(c)))     # log(1 + (hi − lo)/c)
+        # the rates in x are ≤ 1 at the start (c is the shorter time scale): a first step of 1e-2 is safe, where
+        # scipy's own choice probed a trial step of the size of the span (overflow warnings)
+        sol = solve_ivp(rhs, (0.0, span), y, method="DOP853", events=reached, rtol=1e-13, atol=1e-14,
+                        first_step=min(1e-2, span))
         if sol.t_events[0].size:
-            return float(lo + c * np.expm1(sol.t_events[0][0]))
+            return float(lo + _scaled_expm1(c, sol.t_events[0][0]))
         y = list(sol.y[:, -1])
     return float("inf")
+
+
+def _scaled_expm1(c, x) -> float:
+    """c·(e^x − 1), finite where e^x alone is not (x up to log(1e304/c), c down to 1e-300)."""
+    return float(c * np.expm1(x)) if x < 700 else float(np.exp(x + np.log(c)) - c)
