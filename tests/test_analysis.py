@@ -171,7 +171,7 @@ def test_equiangular_time_closed_form_and_limits():
     # β = 0, Post-LN: ρ(t) = (e^{2t} − 1)/(e^{2t} + n − 1)  ⇒  t(ρ) = ½ ln((1 + (n−1)ρ)/(1 − ρ))
     n, rho = 5, np.array([0.1, 0.5, 0.9])
     assert np.allclose(mf.equiangular_time("post-ln", 0.0, n, rho), 0.5 * np.log((1 + (n - 1) * rho) / (1 - rho)),
-                       rtol=1e-10)
+                       rtol=1e-10, atol=0)
     assert mf.equiangular_time("post-ln", 5.0, 256, 0.5, t_max=1.0) == np.inf
     with pytest.raises(ValueError, match="`rho`"):
         mf.equiangular_time("post-ln", 1.0, 4, 1.0)
@@ -535,7 +535,7 @@ def test_usa_rates_of_the_schemes_that_divide_by_the_norm_do_not_overflow(scheme
     sa = mf.growth_rates(beta, 6, scheme=scheme)
     assert np.all(np.isfinite(usa)) and usa[0] == 0.0
     assert np.allclose(usa, sa, rtol=1e-14, atol=0)
-    assert usa[1] == pytest.approx(2 / beta, rel=1e-13)
+    assert usa[1] == pytest.approx(2 / beta, rel=1e-13, abs=0)
 
 
 def test_usa_rates_beyond_float64_are_refused_where_they_overflow():

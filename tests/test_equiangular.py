@@ -153,9 +153,9 @@ def test_rho_rate_is_the_reference_slope_at_any_radius():
     from meanfield.analysis._equiangular import rho_rate
     beta, n = 5.0, 256
     post = 2.0 / (np.exp(beta) + n - 1)
-    assert rho_rate("post-ln", beta, n, 0.0, 0.0) == pytest.approx(post, rel=1e-14)
+    assert rho_rate("post-ln", beta, n, 0.0, 0.0) == pytest.approx(post, rel=1e-14, abs=0)
     for r in (0.5, 1.0, 3.0):
-        assert rho_rate("pre-ln", beta, n, 0.0, 0.0, r) == pytest.approx(post / r, rel=1e-14)
+        assert rho_rate("pre-ln", beta, n, 0.0, 0.0, r) == pytest.approx(post / r, rel=1e-14, abs=0)
 
 
 def test_attention_parts_against_explicit_vectors():
@@ -167,10 +167,10 @@ def test_attention_parts_against_explicit_vectors():
         E = np.exp(beta * X @ X.T) / n                 # weights 1/n
         A = (E @ X) / E.sum(1, keepdims=True) if attention == "softmax" else E @ X
         a, b, radial, norm = equiangular_attention(beta, n, rho, attention)
-        assert np.allclose(np.einsum("ij,ij->i", X, A), radial, rtol=1e-14)
-        assert np.allclose(np.linalg.norm(A, axis=1), norm, rtol=1e-14)
+        assert np.allclose(np.einsum("ij,ij->i", X, A), radial, rtol=1e-14, atol=0)
+        assert np.allclose(np.linalg.norm(A, axis=1), norm, rtol=1e-14, atol=0)
         PA = A - np.einsum("ij,ij->i", X, A)[:, None] * X
-        assert np.allclose(PA[0] @ X[1], b * (1 - rho) * (1 + (n - 1) * rho), rtol=1e-14)
+        assert np.allclose(PA[0] @ X[1], b * (1 - rho) * (1 + (n - 1) * rho), rtol=1e-14, atol=0)
 
 
 def _attention_parts_to_50_digits(beta, n, rho, usa):
@@ -196,7 +196,7 @@ def test_attention_magnitudes_are_accurate_near_the_simplex(beta, n, rho, attent
     # u = 1 + (n−1)ρ is too) ‖A‖ came out 1.05e-8·a for (1 − q)·a = 1.25e-8·a
     _, _, radial, norm = equiangular_attention(beta, n, rho, attention)
     want = _attention_parts_to_50_digits(beta, n, rho, attention == "unnormalized")
-    assert radial == pytest.approx(want[0], rel=1e-13) and norm == pytest.approx(want[1], rel=1e-13)
+    assert radial == pytest.approx(want[0], rel=1e-13, abs=0) and norm == pytest.approx(want[1], rel=1e-13, abs=0)
 
 
 @pytest.mark.parametrize("beta", [1e-8, 1e-3, 1.0])
@@ -348,7 +348,7 @@ def test_hitting_times_of_a_fast_usa_collapse_match_the_quadrature(beta):
     for level, t in zip(levels, got):
         exact = quad(lambda u: n * np.exp(-beta * u) / (2 * (1 - u) * (1 + (n - 1) * u)), 0, level,
                      epsabs=1e-16, epsrel=1e-13, limit=500, points=[1 / beta, 5 / beta])[0]
-        assert t == pytest.approx(exact, rel=1e-9)
+        assert t == pytest.approx(exact, rel=1e-9, abs=0)
 
 
 def _usa_post_ln_time(beta, n, rho, rho0=0.0):
