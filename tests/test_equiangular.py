@@ -550,3 +550,12 @@ def test_the_tail_keeps_rho_below_one_monotone_and_accurate():
     rho, _ = mf.equiangular("post-ln", 0.0, n, t)
     exact = n / (np.exp(2 * t) + n - 1)
     assert np.all(np.abs((1 - rho) - exact) <= 1e-9 * exact + np.spacing(1.0))
+
+
+def test_hitting_times_of_levels_near_one():
+    # β = 0, Post-LN: t(ρ) = ½ ln((1 + (n−1)ρ)/(1 − ρ)); with ρ's absolute error ~atol the times of 1 − 1e-10 and
+    # 1 − 1e-14 were 4e-4 and 8 % off; in s = −log(1 − ρ) (the tail) they are at the solver's 2e-11
+    n = 5
+    rho = np.array([0.5, 0.999, 1 - 1e-6, 1 - 1e-10, 1 - 1e-14])
+    exact = 0.5 * np.log((1 + (n - 1) * rho) / (1 - rho))
+    np.testing.assert_allclose(mf.equiangular_time("post-ln", 0.0, n, rho), exact, rtol=1e-10, atol=0)
