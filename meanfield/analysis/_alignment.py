@@ -78,8 +78,8 @@ def _pair_fraction(x, w, delta, method, chunk):
         else:
             # the pairs apart in a bin of their own (chords in (r, 3]), summed without cancellation: none is exactly 1
             total, apart = tree.count_neighbors(tree, [r, 3.0], weights=(np.array(w), np.array(w)), cumulative=False)
-            if apart == 0:
-                return 1.0
+            if apart < 0.5 * (1.0 - w2):        # most pairs aligned: 1 − (pairs apart), each term without cancellation
+                return float(max(1.0 - apart / (1.0 - w2), 0.0))
             total = float(total)
     else:
         total = _gram_count(x, w, delta, chunk, equal)
