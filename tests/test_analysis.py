@@ -847,10 +847,11 @@ def test_a_ring_off_the_grid_is_one_cluster(axis):
     assert abs(cl.centers[0] @ e) < np.pi / (1.5 * 2 * 30)
 
 
-def test_maxima_on_a_ridge_join_one_cluster_not_two():
-    # two bumps on a tilted great-circle ridge: the ridge's grid maxima join the bumps (7 clusters before), and the
-    # bumps, separated by the ridge's lower values, stay two
-    tilt = 0.35
+@pytest.mark.parametrize("tilt", [0.0, 0.35])
+def test_maxima_on_a_ridge_join_one_cluster_not_two(tilt):
+    # two bumps on a great-circle ridge: the ridge's grid maxima join the bumps (7 clusters before when tilted; when
+    # not, the ridge's part flat to 1e-12 far from both bumps was a third, 0.257), and the bumps, separated by the
+    # ridge's lower values, stay two
     c, s = np.cos(tilt), np.sin(tilt)
     rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]]) @ np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
     e, a, b = rot @ [1.0, 0, 0], rot @ [0, 0, 1.0], rot @ [0, 1.0, 0]
@@ -895,3 +896,14 @@ def test_l1_noise_time_far_below_the_unit_of_time(scheme, kw, attention, recwarn
     # before τ (Mix-LN) the rate is the Post-LN one; LN-Scaling's (L/(2γ) + 1)² − 1 is L/γ to 1e-170 here
     assert t == pytest.approx(phase / gamma, rel=1e-12, abs=0)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_close_bumps_with_a_valley_stay_two_clusters():
+    # the ridge join tolerates a dip of 1 % along the arc (grid nodes off a ridge by half a spacing); a valley of 6 %
+    # between two bumps 0.3 rad apart (κ = 60) is two clusters.  They straddle the pole, and the grid is symmetric
+    # about their mid-plane x = 0, so the basins are 0.5 each to rounding: the ascent by rise alone (not per unit
+    # length) crossed the pole and gave 0.68 and 0.32
+    half = 0.15
+    centers = [[np.sin(half), 0, np.cos(half)], [-np.sin(half), 0, np.cos(half)]]
+    cl = mf.density_clusters(_bumps(centers, [0.5, 0.5], 60.0, 60))
+    assert cl.count == 2 and cl.masses == pytest.approx([0.5, 0.5], abs=1e-6)
