@@ -767,7 +767,8 @@ def test_aligned_fraction_of_a_density_keeps_its_accuracy_as_delta_vanishes(delt
     # sin(ka)/(πk) = a/π (1 − k²a²/6 + …) on S¹); the multipliers as differences of Legendre values and arccos(1 − δ)
     # erred by ε/δ: 3.9e-5 (S²) and 1.6e-4 (S¹) at δ = 1e-13
     def on_s2(p):
-        return 1 + 0.6 * p[..., 2] + 0.3 * (3 * p[..., 2] ** 2 - 1) / 2 + 0.2 * p[..., 0] * p[..., 1] + 0.1 * p[..., 0] ** 5
+        x, y, z = p[..., 0], p[..., 1], p[..., 2]
+        return 1 + 0.6 * z + 0.3 * (3 * z ** 2 - 1) / 2 + 0.2 * x * y + 0.1 * x ** 5
 
     rho = mf.Density.from_function(on_s2, 8)
     z, wz = np.polynomial.legendre.leggauss(40)                # exact for ρ² (degree 10)
@@ -882,8 +883,8 @@ def test_l1_noise_time_from_any_radius(scheme, r0):
     assert t == pytest.approx(_l1_reference_time(1.0, 256, 0.5, scheme, r0=r0), rel=1e-12, abs=0)
 
 
-@pytest.mark.parametrize("scheme, kw, attention", [("mix-ln", dict(tau=1.4178525865004472, r0=6.877e-05), "unnormalized"),
-                                                   ("ln-scaling", {}, "unnormalized")])
+@pytest.mark.parametrize("scheme, kw, attention", [
+    ("mix-ln", dict(tau=1.4178525865004472, r0=6.877e-05), "unnormalized"), ("ln-scaling", {}, "unnormalized")])
 def test_l1_noise_time_far_below_the_unit_of_time(scheme, kw, attention, recwarn):
     # USA at large β grows at ~e^β: the time is ~1e-15 (Mix-LN, before τ) or ~1e-176 (LN-Scaling, β = 405), where the
     # event, located to a few ulps of log(1 + t), was 5 % off, and LN-Scaling's came out inf with overflow warnings;

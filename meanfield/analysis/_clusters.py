@@ -20,8 +20,8 @@ The neighbour queries use a KD-tree up to d = 6 and row blocks of the Gram matri
 **Densities** (S² and S¹).  The density is evaluated on a fine grid; every node points to its
 neighbour of steepest rise per unit length (itself where none rises; on S² the 8 neighbours of the
 Gauss–Legendre grid, across the pole for the polar rings), and pointer jumping sends every node to the
-local maximum its steepest-ascent path ends at.  A cluster is a local maximum whose basin holds mass ≥ ``min_mass`` (basins of Gibbs ripples of a
-band-limited density carry almost no mass and are dropped) and whose peak rises above the lowest value
+local maximum its steepest-ascent path ends at.  A cluster is a local maximum whose basin holds mass
+≥ ``min_mass`` (basins of Gibbs ripples of a band-limited density carry almost no mass and are dropped) and whose peak rises above the lowest value
 of its basin (by 1e-8 of max ρ: a uniform density has no cluster).  Adjacent maxima with equal values to
 rounding (a plateau, e.g. the polar ring of a density peaked at a pole) are one maximum, centred at the
 mean of its nodes (at its highest node where that mean is short: a ring around a great circle); centres
