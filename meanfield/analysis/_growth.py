@@ -106,7 +106,7 @@ def growth_rates(beta, lmax, d=3, attention="softmax", scheme="post-ln", r0=1.0,
     top = min(lmax, _zero_rate_degree(beta))                  # the rates beyond are 0.0
     check_memory(8.0 * (lmax + 1) + 200.0 * (top + 1), lambda: f"the growth rates of degrees 0 … {lmax}",
                  "lower `lmax`.")
-    ratios, dlog_lam0 = multiplier_ratios(beta, top, d)      # λ_ℓ/λ_0 by logs: finite for any β and d
+    ratios, dlog_lam0 = multiplier_ratios(beta, top, d)      # λ_ℓ/λ_0: finite for any β and d (by logs only below float64)
     ell = np.arange(top + 1)
     rates = ell * (ell + (d - 2.0)) * ratios / beta / _uniform_speed(sch, dlog_lam0, r0, alpha, tau, t)
     if top < lmax:
