@@ -15,6 +15,7 @@ file with the single table ``[energy]`` instead: ``task`` = "minimize" | "maximi
 """
 from __future__ import annotations
 
+import contextlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,51 +108,86 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     _check_keys("top level", raw, _TABLES)
     for t in ("model", "initial", "run"):
         if t not in raw:
-            raise ConfigError(f"the configuration needs a [{t}] table.")
+            raise ConfigError(f"the configuration needs the table [{t}] (a run has [model], [initial], [run] "
+                              "and optional [options]; an energy problem the single table [energy]).")
     for t in _TABLES & set(raw):
         if not isinstance(raw[t], dict):
             raise ConfigError(f"[{t}] must be a table; got {t} = {raw[t]!r}.")
     m = dict(raw["model"])
     _check_keys("model", m, _MODEL_KEYS)
     if "beta" not in m:
-        raise ConfigError("[model] needs `beta`.")
-    model = Model(**m)
+        raise ConfigError("[model] needs `beta` (the inverse temperature β, a number > 0).")
+    with _in_table("model", _MODEL_KEYS):
+        model = Model(**m)
     init = dict(raw["initial"])
     kind = init.get("kind")
     if not isinstance(kind, str) or kind not in _INITIAL_KEYS:
         raise ConfigError(f"[initial] `kind` must be one of {sorted(_INITIAL_KEYS)}; got kind={kind!r}.")
     _check_keys("initial", init, _INITIAL_KEYS[kind], f" (kind={kind!r})")
-    backend = dict(raw["run"]).get("backend", "spectral")
+    run = dict(raw["run"])
+    _check_keys("run", run, _RUN_KEYS)
+    backend = run.get("backend", "spectral")
+    with _in_table("run", _RUN_KEYS):
+        get_backend(backend)            # a misspelled name is said before the initial measure is built for it
     _check_density_dimension(kind, model.d)
     # a density the spectral solver evolves starts at a band limit resolving the kernel; one only sampled into
     # tokens keeps the kinds' defaults (the kernel's band limit grows like β, and the sampler's grid with it)
     spectral = "samples" not in init and backend in ("spectral", "hybrid")
-    initial, seed = _initial(kind, init, model.d, _kernel_band_limit(model) if spectral else 0)
-    if "samples" in init:
-        initial = _samples(initial, init)
+    with _in_table("initial", _INITIAL_KEYS[kind]):
+        initial, seed = _initial(kind, init, model.d, _kernel_band_limit(model) if spectral else 0)
+        if "samples" in init:
+            initial = _samples(initial, init)
     _check_initial_for(kind, init, backend)
-    run = dict(raw["run"])
-    _check_keys("run", run, _RUN_KEYS)
     if "t_final" not in run:
-        raise ConfigError("[run] needs `t_final`.")
+        raise ConfigError("[run] needs `t_final` (the final time, a number > `t0`, default 0).")
     save = {k: run[k] for k in ("save_every", "t_eval") if k in run}
-    t0 = positive_float("t0", run.get("t0", 0.0), allow_zero=True)
-    t_final = positive_float("t_final", run["t_final"])
-    save_every_count(t_final, save.get("save_every"), t0)
-    times = save_times(t_final, **save, t0=t0)      # the save times are checked here, not when the run starts
+    with _in_table("run", _RUN_KEYS):
+        t0 = positive_float("t0", run.get("t0", 0.0), allow_zero=True)
+        t_final = positive_float("t_final", run["t_final"])
+        save_every_count(t_final, save.get("save_every"), t0)
+        times = save_times(t_final, **save, t0=t0)      # the save times are checked here, not when the run starts
+        checkpoint_every = _checkpoint_every(run.get("checkpoint_every", "auto"))
+        checkpoint_interval = positive_float("checkpoint_interval", run.get("checkpoint_interval", 600.0),
+                                             allow_zero=True)
     options = dict(raw.get("options", {}))
     defaults = getattr(get_backend(backend), "option_defaults", None)       # a registered backend may lack it
-    if defaults is not None:
-        check_options(backend, options, defaults())       # the names first, listing the valid ones
-    _refuse_unused_step_options(options)
-    checkpoint_every = _checkpoint_every(run.get("checkpoint_every", "auto"))
-    checkpoint_interval = positive_float("checkpoint_interval", run.get("checkpoint_interval", 600.0), allow_zero=True)
-    # the values too, as the backend checks them when the run starts, but without building the solver (the
-    # particle backends on two probe tokens; spectral up to its set-up): a batch or a sweep stops before its first run
-    check_option_values(backend, model, initial, options, times)
+    names = _option_names(options) | set(defaults() if defaults is not None else ())
+    # a backend can refuse a model value for its solver (β too large for particles-sh's multipliers)
+    with _in_table("model", _MODEL_KEYS), _in_table("options", names, also=("unknown option", "particle_options")):
+        if defaults is not None:
+            check_options(backend, options, defaults())       # the names first, listing the valid ones
+        _refuse_unused_step_options(options)
+        # the values too, as the backend checks them when the run starts, but without building the solver (the
+        # particle backends on two probe tokens; spectral up to its set-up): a batch or a sweep stops before its
+        # first run
+        check_option_values(backend, model, initial, options, times)
     return RunConfig(model=model, initial=initial, backend=backend, t_final=t_final, save=save,
                      checkpoint_every=checkpoint_every, options=options, text=text, seed=seed, raw=raw,
                      checkpoint_interval=checkpoint_interval, t0=t0)
+
+
+@contextlib.contextmanager
+def _in_table(table: str, keys, also: tuple = ()):
+    """Name the table of the file whose value was refused: "[initial] `lmax` must be …", where "`lmax` must be …"
+    left the reader to guess between [initial] and [options] (both have an `lmax`).
+
+    A TypeError, ValueError or MemoryError (and their subclasses) whose message starts with one of ``keys`` in
+    backticks, or with one of the texts ``also``, is re-raised (the same object, so of the same type) with
+    "[table] " in front.  Other messages pass unchanged: those that name a table already, and a backend's refusal
+    of the model or the initial measure while it checks the options.
+    """
+    try:
+        yield
+    except (TypeError, ValueError, MemoryError) as e:
+        text = e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) else None
+        if text is not None and text.startswith(tuple(f"`{k}`" for k in keys) + tuple(also)):
+            e.args = (f"[{table}] {text}",)
+        raise
+
+
+def _option_names(options: dict) -> set:
+    """The option names of ``[options]``, those of its sub-tables (a hybrid run's ``particle_options``) included."""
+    return set(options) | {k for v in options.values() if isinstance(v, dict) for k in v}
 
 
 def _check_density_dimension(kind: str, d: int) -> None:

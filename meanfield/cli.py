@@ -250,18 +250,16 @@ def _run(args) -> int:
         for path in paths:                      # validate every file (option values included) before running any
             try:
                 configs.append(load_config(path))
-            except (ConfigError, ValueError, TypeError, MeanfieldError) as e:   # a bad value is refused by the Model,
-                if not several or str(path) in str(e):                        # say, or a backend, not the parser
+            # a bad value is refused by the Model, say, or a backend, not the parser: every message gets the file's
+            # name (one configuration's said "`beta` must be …", naming no file), but for read_toml's, which has it
+            except (ConfigError, ValueError, TypeError, MeanfieldError) as e:
+                if repr(str(path)) in str(e):
                     raise
                 raise ConfigError(f"{path}: {e}") from None
             except MemoryError as e:
-                if not several:
-                    raise
                 raise ConfigError(f"{path}: out of memory while reading it ({e}); lower its sizes (lmax, n, degree, "
                                   "samples, …).") from None
             except OverflowError as e:
-                if not several:
-                    raise
                 raise ConfigError(f"{path}: a value is too large for float64 arithmetic ({e}); lower it "
                                   "(e.g. beta).") from None
         if args.figure and several and any(isinstance(c, EnergyConfig) for c in configs):

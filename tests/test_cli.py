@@ -365,13 +365,13 @@ def test_one_config_with_a_figure_uses_the_result_figure(tmp_path):
     ([], "same-stem", "share the stem"),
     (["--figure", "f.png"], "energy", "an energy problem"),
     ([], "bad", "bad.toml: unknown key"),
-    ([], "bad-value", "bad.toml: `alpha` is only used"),
+    ([], "bad-value", "bad.toml: [model] `alpha` is only used"),
     ([], "bad-bytes", "bad.toml' is not UTF-8 text, as a TOML configuration must be (invalid continuation byte"),
-    ([], "bad-backend", "bad.toml: `backend` must be one of"),
-    ([], "bad-option", "bad.toml: unknown option(s) ['rtoll'] for backend='spectral'"),
-    ([], "bad-save", "bad.toml: `save_every` must be finite and > 0"),
-    ([], "bad-option-value", "bad.toml: `rtol` must be in [1e-14, 1) (float64 rounding below, no accuracy at 1); got rtol=0."),     # the last file's value
-    ([], "bad-step", "bad.toml: `step` must be ≥"),                                        # stopped the batch only
+    ([], "bad-backend", "bad.toml: [run] `backend` must be one of"),
+    ([], "bad-option", "bad.toml: [options] unknown option(s) ['rtoll'] for backend='spectral'"),
+    ([], "bad-save", "bad.toml: [run] `save_every` must be finite and > 0"),
+    ([], "bad-option-value", "bad.toml: [options] `rtol` must be in [1e-14, 1) (float64 rounding below, no accuracy at 1); got rtol=0."),     # the last file's value
+    ([], "bad-step", "bad.toml: [options] `step` must be ≥"),                                        # stopped the batch only
     ([], "bad-initial-size", "bad.toml: [initial] lmax=1000000000 needs about"),          # when its run started
 ])
 def test_several_configs_errors(tmp_path, capsys, extra, setup, match):
@@ -655,7 +655,7 @@ def test_memory_and_overflow_errors_are_one_line_not_a_traceback(tmp_path, capsy
                    'backend = "particles-sh"\n')
     assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 2
     err = capsys.readouterr().err                  # refused by name now, before the overflow
-    assert err.startswith("meanfield run: error: `beta` must be ≤ 1e9") and "Traceback" not in err
+    assert err.startswith(f"meanfield run: error: {cfg}: [model] `beta` must be ≤ 1e9") and "Traceback" not in err
     from meanfield import cli
 
     def overflow(args):
@@ -1357,3 +1357,21 @@ def test_the_quoted_info_of_the_phase_sweep_folder(tmp_path, capsys):
     assert printed[2] == "  tasks: 216, recorded 0, not run yet 216"
     assert block[2:4] == ["  tasks: 216, recorded 216", "  status: OK 216"]
     assert printed[5].replace("(0 rows)", "(216 rows)") == block[6] and len(printed) == 6 and len(block) == 7
+
+
+def test_an_error_in_one_configuration_names_the_file_and_the_table(tmp_path, capsys):
+    """With one CONFIG the message named neither: "meanfield run: error: `lmax` must be an integer >= 0; got
+    lmax=-1." (which file, and [initial] or [options]?); several configurations had the file's name only."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nbeta = 1.0\n[initial]\nkind = "uniform"\nlmax = -1\n[run]\nt_final = 0.1\n')
+    assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"meanfield run: error: {cfg}: [initial] `lmax` must be an integer >= 0; got "
+                                       "lmax=-1.\n")
+    cfg.write_text('[model]\nbeta = 1e308\n[initial]\nkind = "particles"\nn = 4\n[run]\nt_final = 0.1\n'
+                   'backend = "particles-sh"\n')
+    other = tmp_path / "ok.toml"
+    other.write_text(SMALL.format(scheme="post-ln", extra=""))
+    for args in ([str(cfg)], [str(other), str(cfg)]):
+        assert main(["run", *args, "--output", str(tmp_path / "out"), "--quiet"]) == 2
+        assert capsys.readouterr().err.startswith(f"meanfield run: error: {cfg}: [model] `beta` must be ≤ 1e9")
+    assert not (tmp_path / "r.h5").exists() and not (tmp_path / "out").exists()          # refused before any work

@@ -437,3 +437,28 @@ def test_a_configuration_saved_with_a_byte_order_mark_is_read(tmp_path):
     path.write_bytes(b"\xff\xfe[model]")             # not UTF-8: still said so
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         load_config(path)
+
+
+@pytest.mark.parametrize("raw, error, start", [
+    (_with("initial", lmax=-1), ValueError, "[initial] `lmax` must be an integer >= 0; got lmax=-1."),
+    (_with("options", lmax=-1), ValueError, "[options] `lmax` must be an integer >= 1"),
+    (_with("model", beta=-1.0), ValueError, "[model] `beta` must be finite and > 0; got beta=-1.0."),
+    (_with("model", attention=["softmax"]), TypeError, "[model] `attention` must be one of"),
+    (_with("model", scheme="mix-ln"), ValueError, "[model] `tau` (the Mix-LN switch time, τ ≥ 0) is required"),
+    (_with("run", t_final=-1), ValueError, "[run] `t_final` must be finite and > 0; got t_final=-1."),
+    (_with("run", backend="spectrl"), ValueError, "[run] `backend` must be one of ['hybrid', 'particles', "),
+    (_with("run", checkpoint_every=0), ValueError, "[run] `checkpoint_every` must be an integer >= 1 or 'auto'"),
+    (_with("options", rtoll=1e-6), TypeError, "[options] unknown option(s) ['rtoll'] for backend='spectral'"),
+    (_with("options", rtol=2.0), ValueError, "[options] `rtol` must be in [1e-14, 1)"),
+    (_with("run", backend="hybrid") | {"options": {"particle_options": {"step": 1e-300}}}, ValueError,
+     "[options] particle_options: `step` must be ≥"),
+    ({**RUN, "initial": {"kind": "particles", "n": 0}}, ValueError, "[initial] `n` must be an integer >= 1"),
+    ({"model": {"beta": 1e308}, "initial": {"kind": "particles", "n": 4},
+      "run": {"t_final": 0.1, "backend": "particles-sh"}}, ValueError, "[model] `beta` must be ≤ 1e9"),
+])
+def test_a_refused_value_names_its_table(raw, error, start):
+    """"`lmax` must be an integer >= 0" did not say which `lmax`: [initial] and [options] both have one (nor did
+    any value refused by the Model, the initial measure, the run or a backend name its table); the type is kept."""
+    with pytest.raises(error) as info:
+        parse_config(raw)
+    assert str(info.value).startswith(start), str(info.value)
