@@ -11,34 +11,57 @@ from pathlib import Path
 
 from ._validate import FIGURE_SUFFIXES, output_file
 
+# one example a line, each with what it does on the next (argparse's default formatter ran them into one paragraph)
 _EPILOG = {
-    "run": "Examples: meanfield run examples/post_ln_s2.toml --output post_ln.h5   (add --resume to continue a "
-           "killed run from its checkpoint, and --resume --t-final T to extend a finished one); meanfield run examples/demo_post_ln.toml examples/demo_peri_ln.toml "
-           "--output demo-runs --figure demo.png   (several runs into a folder, one comparison figure); "
-           "meanfield run examples/energy_minimize_s2.toml --output min.h5 --figure min.png   (an energy problem)",
-    "plot": "Examples: meanfield plot post_ln.h5 --output post_ln.png   (one result: snapshots and diagnostics); "
-            "meanfield plot spectral.h5 particles.h5 --output compare.png --projection 3d   (several: a "
-            "comparison with their distance over time); meanfield plot ensemble.h5 --output ensemble.png   (an "
-            "ensemble's file: the mean and confidence interval over time)",
-    "info": "Examples: meanfield info post_ln.h5;  meanfield info ensemble.h5   (a file of mf.save(mf.ensemble(...)))",
-    "demo": "Example: meanfield demo --output demo.png",
-    "validate": "Example: meanfield validate --quick --output validation-out",
-    "bench": "Example: meanfield bench --quick --output bench-out   (or: meanfield bench particles sweep --output "
-             "bench-out)",
+    "run": """examples:
+  meanfield run examples/post_ln_s2.toml --output post_ln.h5
+      one run; the result file is also its checkpoint
+  meanfield run examples/post_ln_s2.toml --output post_ln.h5 --resume
+      continue a killed or interrupted run from its checkpoint
+  meanfield run examples/post_ln_s2.toml --output post_ln.h5 --resume --t-final 4
+      extend a finished run to t = 4 in the same file
+  meanfield run examples/demo_post_ln.toml examples/demo_peri_ln.toml --output demo-runs --figure demo.png
+      several runs into a folder, one comparison figure
+  meanfield run examples/energy_minimize_s2.toml --output min.h5 --figure min.png
+      an energy problem (a file with an [energy] table)""",
+    "plot": """examples:
+  meanfield plot post_ln.h5 --output post_ln.png
+      one result: snapshots and diagnostics (--output post_ln.gif: an animation)
+  meanfield plot spectral.h5 particles.h5 --output compare.png --projection 3d
+      several: a comparison, with their distance over time
+  meanfield plot ensemble.h5 --output ensemble.png
+      an ensemble's file: the mean and confidence interval over time""",
+    "info": """examples:
+  meanfield info post_ln.h5
+      a run: status, diagnostics, model, options, checkpoint state
+  meanfield info ensemble.h5
+      a file of mf.save(mf.ensemble(...))
+  meanfield info sweep-out
+      a sweep's output folder: its tasks by status and its tables""",
+    "demo": "example:\n  meanfield demo --output demo.png",
+    "validate": "example:\n  meanfield validate --quick --output validation-out",
+    "bench": """examples:
+  meanfield bench --quick --output bench-out
+  meanfield bench particles sweep --output bench-out""",
     "sweep": "Example: meanfield sweep examples/phase_sweep.toml --workers 2 --output sweep-out",
+
 }
 
 
 def _parser():
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="meanfield", description="Mean-field self-attention dynamics on the sphere.",
-                                epilog="Run `meanfield COMMAND --help` for each command's options.")
+                                epilog="Run `meanfield COMMAND --help` for each command's options and examples.")
+    p.add_argument("--version", action="version", version=f"meanfield {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    raw = argparse.RawDescriptionHelpFormatter        # the examples' lines as written; the options' help wrapped
     run = sub.add_parser("run", help="run TOML configurations (or energy problems); write HDF5 results",
-                         epilog=_EPILOG["run"])
+                         epilog=_EPILOG["run"], formatter_class=raw)
     run.add_argument("config", nargs="+", metavar="CONFIG",
                      help="TOML file with [model], [initial], [run] and optional [options], or with one [energy] "
                           "table; several run one after the other")
-    run.add_argument("--output", required=True,
+    run.add_argument("--output", required=True, metavar="RESULT",
                      help="HDF5 result file (also the checkpoint); with several configurations a folder that "
                           "receives <config stem>.h5 for each")
     run.add_argument("--figure", default=None, metavar="FIG",
@@ -54,33 +77,39 @@ def _parser():
                           "syntax, e.g. --option lmax_max=512 after a RESOLUTION_LOST stop); repeatable")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     plot = sub.add_parser("plot", help="figures of a result file, or a comparison of several",
-                          epilog=_EPILOG["plot"])
+                          epilog=_EPILOG["plot"], formatter_class=raw)
     plot.add_argument("result", nargs="+", metavar="RESULT",
                       help="HDF5 result file(s); two or more make a side-by-side comparison")
-    plot.add_argument("--output", required=True,
+    plot.add_argument("--output", required=True, metavar="FIG",
                       help="figure file (.png, .pdf; for one result a .gif makes an animation)")
     plot.add_argument("--projection", choices=("mollweide", "3d"), default="mollweide",
                       help="how particles on S² are drawn (default: mollweide)")
-    info = sub.add_parser("info", help="summary of a result file", epilog=_EPILOG["info"])
-    info.add_argument("result")
+    info = sub.add_parser("info", help="summary of a result file (or of a sweep's output folder)",
+                          epilog=_EPILOG["info"], formatter_class=raw)
+    info.add_argument("result", metavar="RESULT",
+                      help="HDF5 result file of `meanfield run` or mf.save (a run, an energy problem, an ensemble), or "
+                           "the output folder of `meanfield sweep`")
     demo = sub.add_parser("demo", help="Post-LN vs Peri-LN on S² with the spectral solver; writes a figure",
-                          epilog=_EPILOG["demo"])
-    demo.add_argument("--output", default="demo.png", help="figure file (PNG; default: demo.png)")
-    demo.add_argument("--lmax", type=int, default=48, help="initial band limit L (default: 48)")
-    demo.add_argument("--beta", type=float, default=4.0, help="inverse temperature β > 0 (default: 4.0)")
-    demo.add_argument("--t-final", type=float, default=3.0, help="final time (default: 3.0)")
+                          epilog=_EPILOG["demo"], formatter_class=raw)
+    demo.add_argument("--output", default="demo.png", metavar="FIG",
+                      help=f"figure file ({', '.join(FIGURE_SUFFIXES[:3])}, …; default: demo.png)")
+    demo.add_argument("--lmax", type=int, default=48, metavar="L",
+                      help="initial band limit L ≥ 1, refined on demand (default: 48)")
+    demo.add_argument("--beta", type=float, default=4.0, metavar="BETA",
+                      help="inverse temperature β > 0 (default: 4.0)")
+    demo.add_argument("--t-final", type=float, default=3.0, metavar="T", help="final time T > 0 (default: 3.0)")
     val = sub.add_parser("validate", help="reproduce the published results; print the comparison table",
-                         epilog=_EPILOG["validate"])
+                         epilog=_EPILOG["validate"], formatter_class=raw)
     val.add_argument("--quick", action="store_true", help="the reduced suite (about a minute; run in CI)")
-    val.add_argument("--output", default="validation-out",
+    val.add_argument("--output", default="validation-out", metavar="FOLDER",
                      help="folder for figures, JSON and REPORT.md (default: validation-out)")
     bench = sub.add_parser("bench", help="performance report against the alternatives (same-run ratios)",
-                           epilog=_EPILOG["bench"])
+                           epilog=_EPILOG["bench"], formatter_class=raw)
     from ._bench import CASES          # the registry, so the list cannot leave a case out ("checkpoint" was)
     bench.add_argument("cases", nargs="*", metavar="CASE",
                        help=f"cases to run (default: all): {', '.join(CASES)}")
     bench.add_argument("--quick", action="store_true", help="small sizes only")
-    bench.add_argument("--output", required=True, help="folder for JSON, the markdown report and plots")
+    bench.add_argument("--output", required=True, metavar="FOLDER", help="folder for JSON, the markdown report and plots")
     sweep = sub.add_parser("sweep", help="a parameter sweep on dask.distributed (resumable)",
                            epilog=_EPILOG["sweep"])
     sweep.add_argument("config", help="TOML sweep file")

@@ -1375,3 +1375,22 @@ def test_an_error_in_one_configuration_names_the_file_and_the_table(tmp_path, ca
         assert main(["run", *args, "--output", str(tmp_path / "out"), "--quiet"]) == 2
         assert capsys.readouterr().err.startswith(f"meanfield run: error: {cfg}: [model] `beta` must be ≤ 1e9")
     assert not (tmp_path / "r.h5").exists() and not (tmp_path / "out").exists()          # refused before any work
+
+
+def test_help_shows_one_example_a_line_and_the_version(capsys):
+    """argparse ran the epilog's examples into one paragraph ("…--output post_ln.h5 (add --resume to continue a
+    killed run…); meanfield run examples/demo_post_ln.toml…"), `meanfield info --help` said nothing of its
+    argument (nor that a sweep folder is one), and there was no --version."""
+    for command, line in (("run", "meanfield run examples/post_ln_s2.toml --output post_ln.h5 --resume"),
+                          ("plot", "meanfield plot post_ln.h5 --output post_ln.png"),
+                          ("info", "meanfield info sweep-out"), ("bench", "meanfield bench --quick --output bench-out")):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert exit_.value.code == 0 and f"\n  {line}\n" in out, out
+    with pytest.raises(SystemExit):
+        main(["info", "--help"])
+    assert "the output folder of `meanfield sweep`" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"meanfield {mf.__version__}\n"
