@@ -848,11 +848,19 @@ def _demo(args) -> int:
     nbytes, nodes = _memory_estimate(lmax, 3, False, 1, False)   # the solver at the starting band limit
     require(nbytes, f"meanfield demo at --lmax {lmax} ({nodes} grid nodes)", "lower --lmax.")
     try:
-        run_demo(args.output, lmax=args.lmax, beta=args.beta, t_final=args.t_final)
+        runs = run_demo(args.output, lmax=args.lmax, beta=args.beta, t_final=args.t_final)
     except KeyboardInterrupt:
         print(f"meanfield demo: interrupted; no figure written ({args.output!r} is untouched).", file=sys.stderr)
         return 130
-    return 0
+    # a run that ended early (RESOLUTION_LOST at lmax_max = 4·--lmax, say) exited with status 0, as if it had not
+    early = {scheme: traj for scheme, traj in runs.items() if not traj.success}
+    for scheme, traj in early.items():
+        # the run's own advice names --resume and --option, which the demo (no checkpoint) has not
+        why = (f"the band limit reached its ceiling 4·--lmax = {4 * lmax}; raise --lmax"
+               if "reached lmax_max" in traj.detail else traj.message)
+        print(f"meanfield demo: {scheme} ended early ({traj.status.name}) at t={traj.times[-1]:g} of "
+              f"--t-final {args.t_final:g}: {why}.", file=sys.stderr)
+    return 1 if early else 0
 
 
 def _validate(args) -> int:

@@ -1394,3 +1394,17 @@ def test_help_shows_one_example_a_line_and_the_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out == f"meanfield {mf.__version__}\n"
+
+
+def test_a_demo_whose_runs_end_early_exits_with_status_1(tmp_path, capsys):
+    """`meanfield demo --lmax 3 --beta 8 --t-final 8`: both runs stopped with RESOLUTION_LOST at the refinement's
+    ceiling 4·--lmax = 12 (t ≈ 1.2 and 2.0), the table said so, and the command exited 0; the run's own advice
+    names --resume and --option, which the demo does not have."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(["demo", "--output", str(tmp_path / "d.png"), "--lmax", "3", "--beta", "8", "--t-final", "8"])
+    err = capsys.readouterr().err
+    assert code == 1 and (tmp_path / "d.png").is_file()
+    lines = [line for line in err.splitlines() if "ended early" in line]
+    assert [line.split()[2] for line in lines] == ["post-ln", "peri-ln"], err
+    assert all("(RESOLUTION_LOST)" in line and "4·--lmax = 12; raise --lmax." in line for line in lines), err
