@@ -295,6 +295,11 @@ def _run(args) -> int:
             raise ValueError("--figure with several configurations compares trajectories; an energy problem "
                              "([energy] table) gets its figure from its own run (`meanfield run CONFIG --output "
                              "RESULT.h5 --figure FIG.png`).")
+        if args.figure and several and len({c.model.d for c in configs}) > 1:   # found after every run, before
+            each = ", ".join(f"{p} d={c.model.d}" for p, c in zip(paths, configs))
+            raise ValueError(f"--figure with several configurations compares them side by side, on one sphere: their "
+                             f"[model] d must agree; got {each}. Leave out --figure, or draw the runs of one d with "
+                             "`meanfield plot`.")
         folder = Path(args.output)
         created = [p for p in (folder, *folder.parents) if not p.exists()] if several else []   # leaf first
         outputs = _outputs(paths, Path(args.output))
@@ -822,6 +827,9 @@ def _plot(args) -> int:
         if which[0] and Path(args.output).suffix.lower() == ".gif":
             raise ValueError(f"--output {args.output!r}: {kind} is drawn as one figure, not an animation; "
                              f"give one of {', '.join(FIGURE_SUFFIXES)}.")
+    if len(trajs) > 1 and len({tr.model.d for tr in trajs}) > 1:           # in the files' terms (comparison_figure's message names its `trajectories` argument)
+        each = ", ".join(f"{path} on S^{tr.model.d - 1} (d={tr.model.d})" for path, tr in zip(args.result, trajs))
+        raise ValueError(f"results compared side by side must be on the same sphere; got {each}.")
     if energy[0]:
         _plt().close(energy_figure(trajs[0], args.output))
     elif ensemble[0]:

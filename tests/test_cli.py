@@ -1408,3 +1408,21 @@ def test_a_demo_whose_runs_end_early_exits_with_status_1(tmp_path, capsys):
     lines = [line for line in err.splitlines() if "ended early" in line]
     assert [line.split()[2] for line in lines] == ["post-ln", "peri-ln"], err
     assert all("(RESOLUTION_LOST)" in line and "4·--lmax = 12; raise --lmax." in line for line in lines), err
+
+
+def test_results_on_different_spheres_are_refused_in_the_files_terms_and_before_the_runs(tmp_path, capsys):
+    """`meanfield run s1.toml s2.toml --output runs --figure f.png` ran both, then failed drawing with "`trajectories`
+    must all live in the same dimension d; got d = [2, 3]" (the API's argument, not the files), exit status 2 after
+    the work; `meanfield plot` of the two files said the same."""
+    s1, s2 = tmp_path / "s1.toml", tmp_path / "s2.toml"
+    s1.write_text(SMALL.format(scheme="post-ln", extra="d = 2"))
+    s2.write_text(SMALL.format(scheme="post-ln", extra=""))
+    out = tmp_path / "runs"
+    assert main(["run", str(s1), str(s2), "--output", str(out), "--figure", str(tmp_path / "f.png"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "their [model] d must agree; got " in err and f"{s1} d=2, {s2} d=3" in err, err
+    assert not out.exists() and not (tmp_path / "f.png").exists()
+    main(["run", str(s1), str(s2), "--output", str(out), "--quiet"])     # (s1 ends early: RESOLUTION_LOST)
+    assert main(["plot", str(out / "s1.h5"), str(out / "s2.h5"), "--output", str(tmp_path / "f.png")]) == 2
+    assert (f"must be on the same sphere; got {out / 's1.h5'} on S^1 (d=2), {out / 's2.h5'} on S^2 (d=3)"
+            in capsys.readouterr().err)
