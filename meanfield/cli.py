@@ -268,6 +268,7 @@ def _run(args) -> int:
                              "checkpoint: nothing to resume (an ensemble resumes through its `checkpoint` file).")
         _check_t_final(args.t_final, args.output)
         _warn_if_config_differs(paths[0], args.output)
+        _say_if_nothing_to_resume(args.output, args.t_final)
         results = [mf.resume(args.output, t_final=args.t_final, progress=not args.quiet,
                              options=_parse_options(args.option) or None,
                              **_stored_checkpoint_settings(args.output))]
@@ -402,6 +403,18 @@ def _check_t_final(t_final, output) -> None:
     if t_final is not None and stored is not None and t_final < float(stored) * (1 - 1e-12):
         raise ValueError(f"--t-final must be ≥ the t_final of the run stored in {str(output)!r}, {float(stored):g} "
                          f"(--t-final extends a run; the states up to it are in the file); got --t-final {t_final:g}.")
+
+
+def _say_if_nothing_to_resume(output, t_final) -> None:
+    """A --resume of a finished run (without a later --t-final) leaves the file as it is: say so, rather than print
+    the run's summary alone, as if it had been continued."""
+    from ._io import run_info
+
+    info = run_info(output)
+    stored = info.get("t_final")
+    if info.get("complete") and stored is not None and (t_final is None or t_final <= float(stored)):
+        print(f"meanfield run: {str(output)!r} holds a finished run (it reached t_final={float(stored):g}): nothing to "
+              "resume, the file is left as it is; add --t-final T to extend it.", file=sys.stderr)
 
 
 def _stored_checkpoint_settings(output) -> dict:

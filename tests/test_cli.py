@@ -1426,3 +1426,20 @@ def test_results_on_different_spheres_are_refused_in_the_files_terms_and_before_
     assert main(["plot", str(out / "s1.h5"), str(out / "s2.h5"), "--output", str(tmp_path / "f.png")]) == 2
     assert (f"must be on the same sphere; got {out / 's1.h5'} on S^1 (d=2), {out / 's2.h5'} on S^2 (d=3)"
             in capsys.readouterr().err)
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_resume(tmp_path, capsys):
+    """`--resume` of a run that had reached its t_final printed the run's summary and exited 0, as if it had been
+    continued: nothing said that the file was left as it was, nor how to run it longer."""
+    cfg, out = tmp_path / "c.toml", tmp_path / "r.h5"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
+    before, _ = out.read_bytes(), capsys.readouterr()
+    for extra in ([], ["--t-final", "0.4"]):
+        assert main(["run", str(cfg), "--output", str(out), "--resume", "--quiet", *extra]) == 0
+        assert capsys.readouterr().err == (f"meanfield run: {str(out)!r} holds a finished run (it reached t_final=0.4): "
+                                           "nothing to resume, the file is left as it is; add --t-final T to extend "
+                                           "it.\n")
+        assert out.read_bytes() == before
+    assert main(["run", str(cfg), "--output", str(out), "--resume", "--quiet", "--t-final", "0.6"]) == 0
+    assert "nothing to resume" not in capsys.readouterr().err and mf.load(out).times[-1] == 0.6
