@@ -52,10 +52,28 @@ def _check_keys(where, given, valid, qualifier: str = ""):
     unknown = set(given) - set(valid)
     if not unknown:
         return
+    hint = _key_hints(where, unknown, valid)
     if where == "top level":
         raise ConfigError(f"unknown table(s) {sorted(unknown)}; valid tables: {sorted(valid)} for a run, or a single "
-                          "[energy] table for an energy problem.")
-    raise ConfigError(f"unknown key(s) {sorted(unknown)} in [{where}]{qualifier}; valid keys: {sorted(valid)}.")
+                          f"[energy] table for an energy problem.{hint}")
+    raise ConfigError(f"unknown key(s) {sorted(unknown)} in [{where}]{qualifier}; valid keys: {sorted(valid)}.{hint}")
+
+
+def _key_hints(where, unknown, valid) -> str:
+    """" Did you mean …?" for a misspelled key (a close match among ``valid``), and where a key of a run's other
+    table belongs (``beta`` in [run]: it is a key of [model]); "" when there is nothing to suggest."""
+    import difflib
+
+    home = {"model": _MODEL_KEYS, "initial": set().union(*_INITIAL_KEYS.values()), "run": _RUN_KEYS}
+    hints = []
+    for key in sorted(map(str, unknown)):
+        close = difflib.get_close_matches(key, sorted(map(str, valid)), n=1, cutoff=0.7)
+        tables = [t for t, keys in home.items() if where in home and t != where and key in keys]
+        if close:
+            hints.append(f"{key!r}: did you mean {close[0]!r}?")
+        elif tables:
+            hints.append(f"{key!r} is a key of [{tables[0]}].")
+    return "".join(f" {h}" for h in hints)
 
 
 @dataclass
@@ -141,7 +159,7 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     if "t_final" not in run:
         raise ConfigError("[run] needs `t_final` (the final time, a number > `t0`, default 0).")
     save = {k: run[k] for k in ("save_every", "t_eval") if k in run}
-    with _in_table("run", _RUN_KEYS):
+    with _in_table("run", _RUN_KEYS, also=("Give either `save_every` or `t_eval`",)):
         t0 = positive_float("t0", run.get("t0", 0.0), allow_zero=True)
         t_final = positive_float("t_final", run["t_final"])
         save_every_count(t_final, save.get("save_every"), t0)

@@ -448,6 +448,7 @@ def test_a_configuration_saved_with_a_byte_order_mark_is_read(tmp_path):
     (_with("run", t_final=-1), ValueError, "[run] `t_final` must be finite and > 0; got t_final=-1."),
     (_with("run", backend="spectrl"), ValueError, "[run] `backend` must be one of ['hybrid', 'particles', "),
     (_with("run", checkpoint_every=0), ValueError, "[run] `checkpoint_every` must be an integer >= 1 or 'auto'"),
+    (_with("run", save_every=0.1, t_eval=[0.2]), ValueError, "[run] Give either `save_every` or `t_eval`, not both."),
     (_with("options", rtoll=1e-6), TypeError, "[options] unknown option(s) ['rtoll'] for backend='spectral'"),
     (_with("options", rtol=2.0), ValueError, "[options] `rtol` must be in [1e-14, 1)"),
     (_with("run", backend="hybrid") | {"options": {"particle_options": {"step": 1e-300}}}, ValueError,
@@ -462,3 +463,24 @@ def test_a_refused_value_names_its_table(raw, error, start):
     with pytest.raises(error) as info:
         parse_config(raw)
     assert str(info.value).startswith(start), str(info.value)
+
+
+@pytest.mark.parametrize("raw, hint", [
+    (_with("run", tfinal=1.0), " 'tfinal': did you mean 't_final'?"),
+    ({**RUN, "model": {"beat": 1.0}}, " 'beat': did you mean 'beta'?"),
+    (_with("run", beta=2.0), " 'beta' is a key of [model]."),
+    (_with("initial", save_every=0.1), " 'save_every' is a key of [run]."),
+    ({**RUN, "runs": {}}, " 'runs': did you mean 'run'?"),
+    ({"energy": {"task": "minimize", "beta": 1.0, "levle": 3}}, " 'levle': did you mean 'level'?"),
+])
+def test_an_unknown_key_gets_the_likely_fix(raw, hint):
+    """A misspelled key or a key put in the wrong table got the list of valid keys only, to be compared by eye."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert str(info.value).endswith(hint), str(info.value)
+
+
+def test_a_key_with_no_likely_fix_gets_no_hint():
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with("run", colour="red"))
+    assert str(info.value).endswith("'t_final'].")
