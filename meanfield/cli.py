@@ -319,8 +319,13 @@ def _run(args) -> int:
             raise ValueError(f"--output {str(clash)!r} is one of the configuration files; choose another path "
                              "(the result is an HDF5 file, e.g. RESULT.h5).")
         from ._io import check_replaceable
+        from ._simulate import _checkpoint_lock
         for out, path in zip(outputs, paths):   # before any run: an energy problem saves only after its solve
             check_replaceable("--output", out)
+            # a run writing there now: said as such (its file reads as a run "that stopped before its t_final", to be
+            # continued with --resume, which the lock refuses too), and before the first run of a batch, not after
+            with _checkpoint_lock(out):
+                pass
             _refuse_to_replace_an_unfinished_run(out, path)
         results = []
         from ._simulate import STOP_REQUESTED

@@ -1443,3 +1443,34 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_resume(tmp_path, capsy
         assert out.read_bytes() == before
     assert main(["run", str(cfg), "--output", str(out), "--resume", "--quiet", "--t-final", "0.6"]) == 0
     assert "nothing to resume" not in capsys.readouterr().err and mf.load(out).times[-1] == 0.6
+
+
+def test_an_output_another_run_is_writing_is_refused_as_such_before_any_run(tmp_path, capsys):
+    """The lock of a run in progress was found only when its own run started: `meanfield run a.toml b.toml` ran
+    a.toml, then failed on b.h5; and one configuration into the file of a run in progress (which reads as a run that
+    stopped before its t_final) was told to continue it with --resume, which the lock refuses too."""
+    import socket
+    paths = _two_configs(tmp_path)
+    out = tmp_path / "runs"
+    out.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".peri-ln.h5.lock").write_text(f"{socket.gethostname()} {writer.pid}")
+        assert main(["run", *paths, "--output", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"another run is writing {str(out / 'peri-ln.h5')!r} (lock held by" in err, err
+        assert sorted(os.listdir(out)) == [".peri-ln.h5.lock"]                  # post-ln did not run
+        unfinished = tmp_path / "a.h5"
+        cfg = tmp_path / "a.toml"
+        cfg.write_text(SMALL.format(scheme="post-ln", extra="").replace("t_final = 0.4", "t_final = 30.0"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mf.MeanfieldWarning)
+            assert main(["run", str(cfg), "--output", str(unfinished), "--quiet"]) == 1     # ends early
+        (tmp_path / ".a.h5.lock").write_text(f"{socket.gethostname()} {writer.pid}")
+        capsys.readouterr()
+        assert main(["run", str(cfg), "--output", str(unfinished), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"another run is writing {str(unfinished)!r}" in err and "--resume" not in err, err
+    finally:
+        writer.kill()
+        writer.wait()
