@@ -892,7 +892,29 @@ def _demo(args) -> int:
 def _validate(args) -> int:
     from ._validation import main as validation_main   # returns an exit code; args: quick, output
 
+    _validation_folder(args.output)
     return validation_main(args)
+
+
+def _validation_folder(output) -> None:
+    """Refuse, before the suite, a ``--output`` that cannot receive the report: '' (an unset shell variable) wrote
+    REPORT.md, validation.json and figures/ into the current folder, and a folder that cannot be created or written
+    gave a bare "[Errno 2] No such file or directory: '/proc/v'" or "[Errno 1] Operation not permitted: …"."""
+    import tempfile
+
+    what = "REPORT.md, validation.json and the figures"
+    if str(output) == "":
+        raise ValueError(f"--output must name a folder (created if missing) for {what}; got ''.")
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        return                      # the suite's own message: "is a file; give a folder …"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out, prefix=".validate-probe-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"--output {str(out)!r}: cannot create this folder or write in it, for {what} "
+                         f"({e.strerror or e}).") from None
 
 
 def _bench(args) -> int:

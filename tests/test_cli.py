@@ -1474,3 +1474,21 @@ def test_an_output_another_run_is_writing_is_refused_as_such_before_any_run(tmp_
     finally:
         writer.kill()
         writer.wait()
+
+
+def test_validate_refuses_an_output_it_cannot_write_before_the_suite(tmp_path, monkeypatch, capsys):
+    """`meanfield validate --output ''` (an unset shell variable) ran the suite into the current folder, and an
+    unwritable folder got a bare "[Errno 2] No such file or directory: '/proc/v'" naming no option."""
+    import meanfield._validation as validation
+
+    def suite(*args, **kwargs):
+        raise AssertionError("the suite ran")
+    monkeypatch.setattr(validation, "run_all", suite)
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "--quick", "--output", ""]) == 2
+    assert capsys.readouterr().err == ("meanfield validate: error: --output must name a folder (created if missing) "
+                                       "for REPORT.md, validation.json and the figures; got ''.\n")
+    assert main(["validate", "--quick", "--output", "/proc/self/v"]) == 2
+    assert capsys.readouterr().err.startswith("meanfield validate: error: --output '/proc/self/v': cannot create this "
+                                              "folder or write in it")
+    assert list(tmp_path.iterdir()) == []
