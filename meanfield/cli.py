@@ -232,10 +232,21 @@ def _parse_options(items) -> dict:
     return out
 
 
+def _refuse_empty_paths(args) -> None:
+    """An empty path argument (an unset shell variable: --figure "$FIG") is refused by name: `--figure ''` ran the run
+    and drew no figure (an empty string reads as no --figure), `--output ''` was said to be "the folder '.'"."""
+    names = {"output": "--output", "figure": "--figure", "config": "CONFIG", "result": "RESULT"}
+    for attr, name in names.items():
+        value = getattr(args, attr, None)
+        if value == "" or (isinstance(value, list) and "" in value):
+            raise ValueError(f"{name} is an empty string (an unset shell variable?); give a path.")
+
+
 def _run(args) -> int:
     import meanfield as mf
     from ._config import ConfigError, EnergyConfig, load_config
 
+    _refuse_empty_paths(args)
     paths = [Path(c) for c in args.config]
     several = len(paths) > 1
     if args.t_final is not None and not args.resume:
@@ -729,6 +740,7 @@ def _load(path):
 def _info(args) -> int:
     from ._io import run_info, sweep_folder
 
+    _refuse_empty_paths(args)
     if sweep_folder(args.result):
         print(_sweep_folder_summary(Path(args.result)))
         return 0
@@ -829,6 +841,7 @@ def _plot(args) -> int:
     import meanfield as mf
     from .plot import _plt, comparison_figure, describe, energy_figure, ensemble_figure, result_figure
 
+    _refuse_empty_paths(args)
     output_file("--output", args.output, FIGURE_SUFFIXES + ((".gif",) if len(args.result) == 1 else ()))
     drawn = next((r for r in args.result if _same_file(args.output, r)), None)
     if drawn is not None:       # a result named r.png was replaced by its own figure
@@ -867,6 +880,7 @@ def _demo(args) -> int:
     from ._validate import nonneg_int, positive_float
     from .backends._spectral import _memory_estimate
 
+    _refuse_empty_paths(args)
     output_file("--output", args.output, FIGURE_SUFFIXES)     # before the two runs, not after
     lmax = nonneg_int("--lmax", args.lmax, minimum=1)
     positive_float("--beta", args.beta)

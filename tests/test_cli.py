@@ -1492,3 +1492,19 @@ def test_validate_refuses_an_output_it_cannot_write_before_the_suite(tmp_path, m
     assert capsys.readouterr().err.startswith("meanfield validate: error: --output '/proc/self/v': cannot create this "
                                               "folder or write in it")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_path_argument_is_refused_by_name(tmp_path, capsys):
+    """`--figure ''` (an unset shell variable) ran the run and drew no figure, exit status 0: an empty string read as
+    no --figure; `--output ''` was "the folder '.'"."""
+    cfg, out = tmp_path / "c.toml", tmp_path / "r.h5"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    for argv, name in ((["run", str(cfg), "--output", str(out), "--figure", "", "--quiet"], "--figure"),
+                       (["run", str(cfg), "--output", "", "--quiet"], "--output"),
+                       (["run", "", "--output", str(out), "--quiet"], "CONFIG"),
+                       (["plot", str(out), "--output", ""], "--output"), (["info", ""], "RESULT"),
+                       (["demo", "--output", ""], "--output")):
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err.endswith(f"error: {name} is an empty string (an unset shell variable?); give a "
+                                                "path.\n"), argv
+    assert not out.exists()
