@@ -600,7 +600,13 @@ def _summary(traj, path) -> str:
             lines.append(f"  {k:16s} not computed (NaN at every saved time: the spectral backend computes E_β for "
                          "QᵀK = c·I only)")
             continue
-        lines.append(f"  {label if k == 'lmax' else k:16s} start {d[k][0]: .6g}   end {d[k][-1]: .6g}")
+        values = np.asarray(d[k], dtype=float)
+        end = f"{values[-1]: .6g}"
+        if np.isnan(values[-1]) and not np.isnan(values).all():
+            # a hybrid run's particle phase has no tail_fraction or min_rho: "end nan" read as a failed run
+            last = np.flatnonzero(~np.isnan(values))[-1]
+            end += f"   (NaN from t={traj.times[last + 1]:g} on; {values[last]:.6g} at t={traj.times[last]:g})"
+        lines.append(f"  {label if k == 'lmax' else k:16s} start {values[0]: .6g}   end {end}")
     return "\n".join(lines)
 
 

@@ -1508,3 +1508,18 @@ def test_an_empty_path_argument_is_refused_by_name(tmp_path, capsys):
         assert capsys.readouterr().err.endswith(f"error: {name} is an empty string (an unset shell variable?); give a "
                                                 "path.\n"), argv
     assert not out.exists()
+
+
+def test_info_says_where_a_diagnostic_stops_being_defined(tmp_path, capsys):
+    """A hybrid run's particle phase has no tail_fraction or min_rho: `info` printed "end  nan", which reads as a run
+    that failed; it now says from which saved time on, and the last value."""
+    out = tmp_path / "h.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        traj = mf.simulate(mf.Model(5.0), mf.Density.random(16, seed=2, amplitude=0.7), 1.0, backend="hybrid",
+                           save_every=0.5, checkpoint=out)
+    tail = traj.diagnostics["tail_fraction"]
+    assert traj.success and np.isfinite(tail[0]) and np.isnan(tail[1:]).all()        # handed off at t = 0
+    assert main(["info", str(out)]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("tail_fraction"))
+    assert line.endswith(f"end  nan   (NaN from t=0.5 on; {tail[0]:.6g} at t=0)"), line
