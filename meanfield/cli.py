@@ -44,7 +44,6 @@ _EPILOG = {
   meanfield bench --quick --output bench-out
   meanfield bench particles sweep --output bench-out""",
     "sweep": "Example: meanfield sweep examples/phase_sweep.toml --workers 2 --output sweep-out",
-
 }
 
 
