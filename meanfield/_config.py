@@ -157,7 +157,7 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
             initial = _samples(initial, init)
     _check_initial_for(kind, init, backend)
     if "t_final" not in run:
-        raise ConfigError("[run] needs `t_final` (the final time, a number > `t0`, default 0).")
+        raise ConfigError("[run] needs `t_final` (the final time, a number > `t0`, which is 0 by default).")
     save = {k: run[k] for k in ("save_every", "t_eval") if k in run}
     with _in_table("run", _RUN_KEYS, also=("Give either `save_every` or `t_eval`",)):
         t0 = positive_float("t0", run.get("t0", 0.0), allow_zero=True)
