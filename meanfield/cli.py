@@ -328,6 +328,7 @@ def _run(args) -> int:
         if clash is not None:                    # it was silently overwritten with HDF5
             raise ValueError(f"--output {str(clash)!r} is one of the configuration files; choose another path "
                              "(the result is an HDF5 file, e.g. RESULT.h5).")
+        _refuse_a_figure_or_configuration_name(outputs[0] if not several else None)
         from ._io import check_replaceable
         from ._simulate import _checkpoint_lock
         for out, path in zip(outputs, paths):   # before any run: an energy problem saves only after its solve
@@ -373,6 +374,21 @@ def _run(args) -> int:
             print(f"figure written to {args.figure}")
     ok = [res.success if _is_energy(res) else res.status.name in ("OK", "CALLBACK_STOP") for res in results]
     return 0 if all(ok) else 1
+
+
+def _refuse_a_figure_or_configuration_name(output) -> None:
+    """``meanfield run c.toml --output fig.png`` wrote the HDF5 result into fig.png (the figure is --figure's), and
+    ``--output c2.toml`` a result named as a configuration: refused before the run, naming the fix."""
+    if output is None:
+        return
+    suffix = Path(output).suffix.lower()
+    if suffix in FIGURE_SUFFIXES + (".gif",):
+        raise ValueError(f"--output {str(output)!r} is named as a figure; --output is the HDF5 result (and "
+                         f"checkpoint), e.g. {Path(output).with_suffix('.h5').name}: for a figure give --figure "
+                         f"{Path(output).name}.")
+    if suffix in (".toml", ".json"):
+        raise ValueError(f"--output {str(output)!r} is named as a configuration; --output is the HDF5 result, e.g. "
+                         f"{Path(output).with_suffix('.h5').name}.")
 
 
 def _check_figure(figure, output, gif: bool) -> None:

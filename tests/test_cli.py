@@ -902,11 +902,12 @@ def test_a_figure_at_the_output_path_is_refused_before_the_run(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "--figure" in err and "is the --output file" in err and "Traceback" not in err, err
     assert not out.exists()
+    out = tmp_path / "r.h5"                          # (a result named r.png is refused: named as a figure)
     assert main(["run", str(cfg), "--output", str(out), "--quiet"]) == 0
     before = out.read_bytes()
     link = tmp_path / "link.png"                     # another name of the same file
     link.symlink_to(out)
-    for figure in (out, link):
+    for figure in (link,):
         assert main(["run", str(cfg), "--output", str(out), "--resume", "--figure", str(figure), "--quiet"]) == 2
         assert "is the --output file" in capsys.readouterr().err
     assert out.read_bytes() == before and mf.load(out).success
@@ -1523,3 +1524,16 @@ def test_info_says_where_a_diagnostic_stops_being_defined(tmp_path, capsys):
     assert main(["info", str(out)]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("tail_fraction"))
     assert line.endswith(f"end  nan   (NaN from t=0.5 on; {tail[0]:.6g} at t=0)"), line
+
+
+def test_a_result_named_as_a_figure_or_a_configuration_is_refused(tmp_path, capsys):
+    """`meanfield run c.toml --output fig.png` (--output taken for the figure) wrote the HDF5 result into fig.png,
+    exit status 0; `--output c2.toml` a result named as a configuration."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln", extra=""))
+    for name, match in (("fig.png", "is named as a figure; --output is the HDF5 result (and checkpoint), e.g. fig.h5: "
+                                    "for a figure give --figure fig.png."),
+                        ("anim.GIF", "is named as a figure"), ("c2.toml", "is named as a configuration")):
+        assert main(["run", str(cfg), "--output", str(tmp_path / name), "--quiet"]) == 2
+        assert match in capsys.readouterr().err
+        assert not (tmp_path / name).exists()
