@@ -529,6 +529,10 @@ def _outputs(paths, output: Path) -> list:
                          "other in the --output folder.")
     if output.exists() and not output.is_dir():
         raise ValueError(f"with several configurations --output is a folder; {str(output)!r} is a file.")
+    if not output.exists() and output.suffix.lower() in (".h5", ".hdf5"):   # it made a folder named runs.h5
+        raise ValueError(f"with several configurations --output is a folder, which receives <config stem>.h5 for "
+                         f"each; {str(output)!r} is named as a result file: give a folder name (e.g. "
+                         f"{str(output.with_suffix(''))!r}).")
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as e:        # it was a bare "[Errno 2] No such file or directory: '/proc/self/runs'"

@@ -1537,3 +1537,17 @@ def test_a_result_named_as_a_figure_or_a_configuration_is_refused(tmp_path, caps
         assert main(["run", str(cfg), "--output", str(tmp_path / name), "--quiet"]) == 2
         assert match in capsys.readouterr().err
         assert not (tmp_path / name).exists()
+
+
+def test_several_configurations_into_a_result_file_name_are_refused(tmp_path, capsys):
+    """`meanfield run a.toml b.toml --output runs.h5` (meaning one file) made a folder named runs.h5 holding a.h5 and
+    b.h5; an existing folder of that name is still accepted."""
+    paths = _two_configs(tmp_path)
+    out = tmp_path / "runs.h5"
+    assert main(["run", *paths, "--output", str(out), "--quiet"]) == 2
+    assert (f"{str(out)!r} is named as a result file: give a folder name (e.g. {str(tmp_path / 'runs')!r})"
+            in capsys.readouterr().err)
+    assert not out.exists()
+    out.mkdir()
+    assert main(["run", *paths, "--output", str(out), "--quiet"]) == 0 and sorted(os.listdir(out)) == [
+        "peri-ln.h5", "post-ln.h5"]
