@@ -184,14 +184,19 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
                      checkpoint_interval=checkpoint_interval, t0=t0)
 
 
-@contextlib.contextmanager
 def _in_table(table: str, keys, also: tuple = ()):
     """Name the table of the file whose value was refused: "[initial] `lmax` must be …", where "`lmax` must be …"
-    left the reader to guess between [initial] and [options] (both have an `lmax`).
+    left the reader to guess between [initial] and [options] (both have an `lmax`).  See :func:`named_errors`."""
+    return named_errors(f"[{table}] ", keys, also)
+
+
+@contextlib.contextmanager
+def named_errors(prefix: str, keys, also: tuple = ()):
+    """Put ``prefix`` (where the value came from: "[initial] ", "--option ") in front of the errors about ``keys``.
 
     A TypeError, ValueError or MemoryError (and their subclasses) whose message starts with one of ``keys`` in
     backticks, or with one of the texts ``also``, is re-raised (the same object, so of the same type) with
-    "[table] " in front.  Other messages pass unchanged: those that name a table already, and a backend's refusal
+    ``prefix`` in front.  Other messages pass unchanged: those that name a table already, and a backend's refusal
     of the model or the initial measure while it checks the options.
     """
     try:
@@ -199,7 +204,7 @@ def _in_table(table: str, keys, also: tuple = ()):
     except (TypeError, ValueError, MemoryError) as e:
         text = e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) else None
         if text is not None and text.startswith(tuple(f"`{k}`" for k in keys) + tuple(also)):
-            e.args = (f"[{table}] {text}",)
+            e.args = (f"{prefix}{text}",)
         raise
 
 

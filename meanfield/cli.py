@@ -278,10 +278,15 @@ def _run(args) -> int:
                              "checkpoint: nothing to resume (an ensemble resumes through its `checkpoint` file).")
         _check_t_final(args.t_final, args.output)
         _warn_if_config_differs(paths[0], args.output)
-        _say_if_nothing_to_resume(args.output, args.t_final)
-        results = [mf.resume(args.output, t_final=args.t_final, progress=not args.quiet,
-                             options=_parse_options(args.option) or None,
-                             **_stored_checkpoint_settings(args.output))]
+        if not args.option:             # options for a finished run: refused by resume, naming --t-final
+            _say_if_nothing_to_resume(args.output, args.t_final)
+        from ._config import named_errors
+
+        options = _parse_options(args.option)
+        # "`lmax_max` must be …" and "`options`: unknown option(s) …" named no flag
+        with named_errors("--option ", {*options, "options"}):
+            results = [mf.resume(args.output, t_final=args.t_final, progress=not args.quiet, options=options or None,
+                                 **_stored_checkpoint_settings(args.output))]
         outputs = [Path(args.output)]
     else:
         from ._errors import MeanfieldError

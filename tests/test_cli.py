@@ -1551,3 +1551,19 @@ def test_several_configurations_into_a_result_file_name_are_refused(tmp_path, ca
     out.mkdir()
     assert main(["run", *paths, "--output", str(out), "--quiet"]) == 0 and sorted(os.listdir(out)) == [
         "peri-ln.h5", "post-ln.h5"]
+
+
+def test_a_refused_option_override_names_the_flag(tmp_path, capsys):
+    """`--resume --option lmax_max=-3` said "`lmax_max` must be an integer >= 1" and a misspelled name "`options`:
+    unknown option(s) …": neither named --option, the flag that gave them."""
+    cfg, out = tmp_path / "r.toml", tmp_path / "r.h5"
+    cfg.write_text(LOSES_RESOLUTION)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        main(["run", str(cfg), "--output", str(out), "--quiet"])
+    capsys.readouterr()
+    for option, start in (("lmax_max=-3", "--option `lmax_max` must be an integer >= 1"),
+                          ("lmax_mx=300", "--option `options`: unknown option(s) ['lmax_mx']")):
+        assert main(["run", str(cfg), "--output", str(out), "--resume", "--option", option, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"meanfield run: error: {start}"), err
