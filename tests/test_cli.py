@@ -1517,7 +1517,7 @@ def test_info_says_where_a_diagnostic_stops_being_defined(tmp_path, capsys):
     out = tmp_path / "h.h5"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mf.MeanfieldWarning)
-        traj = mf.simulate(mf.Model(5.0), mf.Density.random(16, seed=2, amplitude=0.7), 1.0, backend="hybrid",
+        traj = mf.simulate(mf.Model(5.0), mf.Density.random(16, seed=2, degree=4, amplitude=0.7), 1.0, backend="hybrid",
                            save_every=0.5, checkpoint=out)
     tail = traj.diagnostics["tail_fraction"]
     assert traj.success and np.isfinite(tail[0]) and np.isnan(tail[1:]).all()        # handed off at t = 0

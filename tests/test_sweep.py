@@ -208,11 +208,11 @@ def test_cli_sweep_on_a_scheduler(client, tmp_path, capsys):
     assert "2 tasks: 0 run, 2 already done; OK 2" in capsys.readouterr().out
     cfg.write_text(BASE + '[sweep]\ngrid = { "options.step" = [0.1, -0.1] }\n')
     assert cli.main(args + ["--quiet"]) == 2          # a bad option value: refused before any task runs
-    assert "task {'options.step': -0.1}: `step` must be finite and > 0" in capsys.readouterr().err
+    assert "task {'options.step': -0.1}: [options] `step` must be finite and > 0" in capsys.readouterr().err
     assert len(list((out / "tasks").glob("*.json"))) == 2                     # nothing ran
     cfg.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0, -2.0] }\n')
     assert cli.main(args + ["--quiet"]) == 2          # a model value is checked for every task before any runs
-    assert "task {'model.beta': -2.0}: `beta` must be finite and > 0" in capsys.readouterr().err
+    assert "task {'model.beta': -2.0}: [model] `beta` must be finite and > 0" in capsys.readouterr().err
     cfg.write_text(BASE + '[sweep]\ngrid = { "model.bta" = [1.0] }\n')
     assert cli.main(args) == 2
     assert "valid keys of [model]" in capsys.readouterr().err
@@ -1011,9 +1011,9 @@ def test_a_file_no_sweep_wrote_is_refused_before_any_task_runs(tmp_path, capsys)
 def test_every_task_is_checked_before_any_runs(tmp_path, capsys):
     """An option the backend does not take, a scheme typo or a seed of the wrong type stopped only the tasks
     that had it, as ERROR rows after the cluster started; now the sweep stops up front (exit 2), as `run` does."""
-    for grid, match in [('"options.tl" = [1e-3]', "task {'options.tl': 0.001}: unknown option(s) ['tl']"),
-                        ('"model.scheme" = ["postln"]', "task {'model.scheme': 'postln'}: `scheme` must be one of"),
-                        ('"initial.seed" = [1.5]', "task {'initial.seed': 1.5}: `seed`")]:
+    for grid, match in [('"options.tl" = [1e-3]', "task {'options.tl': 0.001}: [options] unknown option(s) ['tl']"),
+                        ('"model.scheme" = ["postln"]', "task {'model.scheme': 'postln'}: [model] `scheme` must be one of"),
+                        ('"initial.seed" = [1.5]', "task {'initial.seed': 1.5}: [initial] `seed`")]:
         with pytest.raises(ConfigError, match=re.escape(match)):
             _spec(BASE + f"[sweep]\ngrid = {{ {grid} }}\n")
     cfg = tmp_path / "s.toml"
@@ -1145,9 +1145,9 @@ def test_option_values_of_every_task_are_checked_before_any_runs(tmp_path, capsy
     """`"options.rtol" = [1e-6, 0.0]` ran task 1 and recorded task 2 as an ERROR row; _check_task promises refusal
     up front."""
     text = BASE.replace("step = 0.1\n", "") + '[sweep]\ngrid = { "options.rtol" = [1e-6, 0.0] }\n'
-    with pytest.raises(ConfigError, match=re.escape("task {'options.rtol': 0.0}: `rtol` must be in [1e-14, 1)")):
+    with pytest.raises(ConfigError, match=re.escape("task {'options.rtol': 0.0}: [options] `rtol` must be in [1e-14, 1)")):
         _spec(text)
-    for grid, match in [('"options.step" = [0.1, 1e-300]', "task {'options.step': 1e-300}: `step` must be ≥"),
+    for grid, match in [('"options.step" = [0.1, 1e-300]', "task {'options.step': 1e-300}: [options] `step` must be ≥"),
                         ('"initial.kind" = [["particles"]]', "[initial] `kind` must be one of"),
                         ('"model.attention" = [["softmax"]]', "`attention` must be one of"),
                         ('"run.backend" = ["particles-sh"], "model.d" = [4]', "backend='particles-sh'")]:
