@@ -666,3 +666,24 @@ def test_a_run_saved_without_the_time_diagnostic_resumed_reads_its_times_there()
     del a.diagnostics["t"]
     ab = _concatenate(a, b)
     assert np.array_equal(ab.diagnostics["t"], ab.times)
+
+
+def test_a_progress_bar_written_to_a_file_is_not_redrawn_ten_times_a_second(capsys, monkeypatch):
+    # a batch job's log (stderr not a terminal) got a progress line every 0.1 s: ~1 kB/s over hours.  On a terminal
+    # tqdm's default stays
+    import sys
+    import time as _time
+
+    from meanfield._simulate import BATCH_LOG_INTERVAL, _Progress
+
+    bar = _Progress(1.0, 0.0)
+    assert bar.bar.mininterval == BATCH_LOG_INTERVAL
+    for k in range(1, 11):
+        bar.step(k / 10, 0.1)
+        _time.sleep(0.12)
+    bar.close()
+    assert capsys.readouterr().err.count("\r") <= 3          # the first and the last line (tqdm: a redraw is '\r…')
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    on_terminal = _Progress(1.0, 0.0)
+    assert on_terminal.bar.mininterval == 0.1
+    on_terminal.close()
