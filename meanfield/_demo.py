@@ -39,23 +39,40 @@ def run_demo(output="demo.png", lmax=48, beta=4.0, t_final=3.0, quiet=False):
                      d["mass_error"][-1], d["tail_fraction"][-1], elapsed))
     if not quiet:
         print(f"meanfield demo: β = {beta}, SA attention, Q = K = V = I, band limit L = {lmax} (refined on demand)")
-        print(f"{'scheme':9s} {'status':8s} {'steps':>6s} {'L_end':>6s} {'E_β(t_end)':>11s} {'mass err':>9s} "
+        w = max(8, *(len(r[1]) for r in rows))             # RESOLUTION_LOST is 15 characters
+        print(f"{'scheme':9s} {'status':{w}s} {'steps':>6s} {'L_end':>6s} {'E_β(t_end)':>11s} {'mass err':>9s} "
               f"{'tail':>9s} {'time/s':>7s}")
         for r in rows:
-            print(f"{r[0]:9s} {r[1]:8s} {r[2]:6d} {r[3]:6d} {r[4]:11.6f} {r[5]:9.1e} {r[6]:9.1e} {r[7]:7.2f}")
+            print(f"{r[0]:9s} {r[1]:{w}s} {r[2]:6d} {r[3]:6d} {r[4]:11.6f} {r[5]:9.1e} {r[6]:9.1e} {r[7]:7.2f}")
     plt = plot._plt()
     fig = plt.figure(figsize=(10, 5.4), constrained_layout=True)
     for i, (scheme, traj) in enumerate(snaps.items()):
         for j, (t, st) in enumerate(zip(traj.times, traj.states)):
             ax = fig.add_subplot(2, 3, 3 * i + j + 1, projection="mollweide")
             plot.density_map(st, ax=ax, title=f"{scheme}, t = {t:g}, max ρ = {st.on_grid().max():.3g}")
-    fig.suptitle(f"Token density on S² (β = {beta}): Post-LN clusters faster than Peri-LN", fontsize=10)
+    fig.suptitle(f"Token density on S² (β = {beta}): {_verdict(snaps)}", fontsize=10)
     _save_whole(fig, output)
     plt.close(fig)
     if not quiet:
         print(f"figure written to {output}")
     return snaps
 
+
+
+def _verdict(runs) -> str:
+    """What the two runs show, for the figure's title: which one clustered more by t_final (its energy E_β, which
+    grows as tokens cluster), or that a run ended early (then the two are not compared)."""
+    early = [s for s, traj in runs.items() if not traj.success]
+    if early:
+        return " and ".join(_NAMES[s] for s in early) + " ended early (see the table)"
+    post, peri = (runs[s].diagnostics["energy"][-1] for s in ("post-ln", "peri-ln"))
+    if post == peri:
+        return "Post-LN and Peri-LN end at the same energy"
+    faster, slower = ("Post-LN", "Peri-LN") if post > peri else ("Peri-LN", "Post-LN")
+    return f"{faster} clusters faster than {slower}"
+
+
+_NAMES = {"post-ln": "Post-LN", "peri-ln": "Peri-LN"}
 
 
 def _save_whole(fig, output) -> None:

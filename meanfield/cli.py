@@ -909,11 +909,14 @@ def _demo(args) -> int:
     from ._memory import require
     from ._validate import nonneg_int, positive_float
     from .backends._spectral import _memory_estimate
+    from .sphere._funk_hecke import MAX_BETA
 
     _refuse_empty_paths(args)
     output_file("--output", args.output, FIGURE_SUFFIXES)     # before the two runs, not after
     lmax = nonneg_int("--lmax", args.lmax, minimum=1)
-    positive_float("--beta", args.beta)
+    if positive_float("--beta", args.beta) > MAX_BETA:       # the Funk–Hecke multipliers' limit, as the solver's
+        raise ValueError(f"`--beta` must be ≤ {MAX_BETA:g} (the Funk–Hecke multipliers of e^(βt) are computed "
+                         f"up to there); got --beta {args.beta:g}.")
     positive_float("--t-final", args.t_final)
     nbytes, nodes = _memory_estimate(lmax, 3, False, 1, False)   # the solver at the starting band limit
     require(nbytes, f"meanfield demo at --lmax {lmax} ({nodes} grid nodes)", "lower --lmax.")

@@ -1567,3 +1567,41 @@ def test_a_refused_option_override_names_the_flag(tmp_path, capsys):
         assert main(["run", str(cfg), "--output", str(out), "--resume", "--option", option, "--quiet"]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"meanfield run: error: {start}"), err
+
+
+def test_the_demo_table_stays_in_columns_and_its_title_says_what_the_runs_did(tmp_path, capsys):
+    """A status longer than 8 characters (RESOLUTION_LOST) pushed the demo table's columns out of line, and the
+    figure's title said "Post-LN clusters faster than Peri-LN" whatever the runs did (here both ended early)."""
+    from meanfield._demo import _verdict
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = mf._demo.run_demo(str(tmp_path / "d.png"), lmax=3, beta=8.0, t_final=8.0)
+    out = capsys.readouterr().out.splitlines()
+    header = next(line for line in out if line.startswith("scheme"))
+    rows = [line for line in out if line.startswith(("post-ln", "peri-ln"))]
+    assert len(rows) == 2 and all("RESOLUTION_LOST" in r for r in rows), out
+    for name in ("steps", "L_end", "time/s"):                  # right-aligned numbers end under their header
+        end = header.index(name) + len(name)
+        assert all(r[end - 1] != " " and (end == len(r) or r[end] == " ") for r in rows), (name, header, rows)
+    assert _verdict(runs) == "Post-LN and Peri-LN ended early (see the table)"
+
+
+def test_the_demo_verdict_compares_the_runs_energies():
+    from types import SimpleNamespace
+
+    from meanfield._demo import _verdict
+
+    def run(energy):
+        return SimpleNamespace(success=True, diagnostics={"energy": np.array([0.1, energy])})
+
+    assert _verdict({"post-ln": run(0.9), "peri-ln": run(0.5)}) == "Post-LN clusters faster than Peri-LN"
+    assert _verdict({"post-ln": run(0.5), "peri-ln": run(0.9)}) == "Peri-LN clusters faster than Post-LN"
+
+
+def test_demo_refuses_a_beta_beyond_the_multipliers_by_its_flag(tmp_path, capsys):
+    # `meanfield demo --beta 1e300` was refused by the solver as "`beta` must be ≤ 1e9", a name the command has not
+    assert main(["demo", "--output", str(tmp_path / "d.png"), "--beta", "1e300"]) == 2
+    err = capsys.readouterr().err
+    assert "`--beta` must be ≤ 1e+09" in err and "got --beta 1e+300" in err, err
+    assert not (tmp_path / "d.png").exists()
