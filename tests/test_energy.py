@@ -896,3 +896,22 @@ def test_saving_a_bare_solver_result_says_how_to_wrap_it(tmp_path):
     rho = mf.minimize_energy(1.0, [1.0, 1.05], lmax=8)
     with pytest.raises(TypeError, match=r"mf\.EnergyResult\('minimize', beta, D, d, result\)"):
         mf.save(rho, tmp_path / "min.h5")
+
+
+def test_circle_spectral_energy_of_many_tokens_at_high_degree_is_within_its_bound(monkeypatch):
+    """S¹, 6·10⁴ tokens at 300 distinct angles (200 coincident tokens each: the worst case of the non-uniform
+    FFT), lmax = 600 with 1 GiB available: the Fourier table took 48·n·(L + 1) = 1.7 GB and was refused.  The
+    spectral energy is within its bound of a long-double pair sum over the distinct angles, the bound not
+    vacuous."""
+    from meanfield import _memory
+
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 1 << 30)
+    rng = np.random.default_rng(11)
+    theta = np.concatenate([rng.normal(0.4, 0.05, 150), rng.uniform(-np.pi, np.pi, 150)])
+    y = np.stack([np.cos(theta), np.sin(theta)], axis=-1)
+    mult = rng.integers(100, 300, theta.size)
+    x = np.repeat(y, mult, axis=0)
+    est = mf.energy_estimate(mf.Particles(x), 20.0, 1.0, method="spectral", lmax=600)
+    yl, wl = y.astype(np.longdouble), mult.astype(np.longdouble) / mult.sum()
+    reference = float(wl @ np.exp(np.longdouble(20.0) * (yl @ yl.T)) @ wl / np.longdouble(40.0))
+    assert abs(est.value - reference) <= est.error_bound < 1e-11 * reference

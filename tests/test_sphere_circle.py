@@ -217,3 +217,38 @@ def test_circle_evaluation_and_adjoint_refuse_nan_naming_the_parameter():
     with pytest.raises(ValueError, match="`coeffs` must be finite"):
         s.circle_evaluate([1.0, np.inf], [0.1])
     np.testing.assert_allclose(s.circle_adjoint_points([0.25, 0.75], [0.0, np.pi], 2), [1.0, -0.5, 1.0], atol=1e-15)
+
+
+def _long_double_adjoint(w, phi, ks):
+    """Σ_j w_j e^{-ikφ_j} for the degrees ``ks``, in long double (an independent reference, ~1e-18)."""
+    wl, pl = w.astype(np.longdouble), phi.astype(np.longdouble)
+    return np.array([np.sum(wl * np.cos(k * pl)) - 1j * np.sum(wl * np.sin(k * pl)) for k in ks], dtype=complex)
+
+
+def test_adjoint_points_for_many_angles_and_degrees_is_within_its_bound(monkeypatch):
+    """circle_adjoint_points built the table e^{-ikφ_j} (48·n·(L + 1) bytes): 10.7 s and 11.5 GiB at n = 10⁶,
+    L = 256, and with 1 GiB available it refused n = 2·10⁵, L = 2000 (a 19 GB table).  Now a non-uniform FFT:
+    each c_k within circle_adjoint_error·Σ|w_j| of a long-double sum, with half the points coincident (their
+    kernel errors add up) and weights of both signs; c_0 summed as the direct path sums it; small inputs
+    (≤ 2¹⁶ table entries) still the direct table, to the bit."""
+    from meanfield import _memory
+
+    monkeypatch.setattr(_memory, "available_bytes", lambda: 1 << 30)
+    rng = np.random.default_rng(7)
+    n, lmax = 200_000, 2000
+    phi = rng.uniform(-np.pi, np.pi, n)
+    phi[: n // 2] = 2.9       # coincident: the worst case of the transform's error
+    w = rng.uniform(-0.5, 1.0, n) / n
+    got = s.circle_adjoint_points(w, phi, lmax)
+    from meanfield.sphere._circle import circle_adjoint_error
+    ks = np.array([0, 1, 2, 3, 17, 256, 999, 1000, 1999, 2000])
+    bound = circle_adjoint_error(n, lmax)[ks] * np.abs(w).sum()
+    assert np.all(np.abs(got[ks] - _long_double_adjoint(w, phi, ks)) <= bound)
+    assert np.all(bound < 1e-11 * np.abs(w).sum())           # not vacuous
+    assert got[0] == np.sum(w.astype(complex))
+    # the same below the switch, where the table is summed pairwise (as before)
+    small_w, small_phi = w[:1000], phi[-1000:]
+    k = np.arange(65)
+    np.testing.assert_array_equal(s.circle_adjoint_points(small_w, small_phi, 64),
+                                  np.sum(np.exp(-1j * k[:, None] * small_phi[None, :]) * small_w, axis=-1))
+    assert circle_adjoint_error(1000, 64)[-1] == pytest.approx((2 * np.log2(1000) + 2 + 64 * np.pi) * 2.0 ** -52)

@@ -448,9 +448,9 @@ def _particles_spectral(p: Particles, beta: float, c: float, lmax, tol):
         k = np.arange(lmax + 1)
         factor = np.where(k == 0, 1.0, 2.0)
         power = np.abs(ck) ** 2 * factor
-        # the sums' rounding: pairwise summation (log₂ n ulps) and the phase kφ_j (φ to an ulp of π)
-        eps_c = (2 * np.log2(max(len(phi), 2)) + 2 + np.pi * k) * np.finfo(float).eps * float(np.sum(p.weights))
-        nufft = float(np.sum(np.abs(lam) * factor * 2 * np.abs(ck) * eps_c))
+        # the error of each c_k: rounding, and the non-uniform FFT's beyond 2¹⁶ table entries (|φ_j| ≤ π from atan2)
+        eps_c = circ.circle_adjoint_error(len(phi), lmax) * float(np.sum(np.abs(p.weights)))
+        nufft = float(np.sum(np.abs(lam) * factor * (2 * np.abs(ck) + eps_c) * eps_c))     # |c + δ|² − |c|²
     value = float(lam @ power) / (2.0 * beta)
     lam0 = funk_hecke_unscaled(abs(b), 0, d)[0]
     bound = (lam0 * kernel_truncation_error(abs(b), lmax, d) + nufft) / (2.0 * beta) + _rounding(lam * power, beta)
