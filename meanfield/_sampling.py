@@ -237,7 +237,8 @@ def particles_coefficients(particles: Particles, lmax: int) -> np.ndarray:
     ndarray, complex
         d = 3: shape (nalm(L),), 4π Σ_j w_j conj(Y_ℓm(θ_j)) (orthonormal Y_ℓm; ρ̂_00 = √(4π) for unit
         mass), by one adjoint non-uniform transform, O(n + L² log L).  d = 2: shape (L + 1,),
-        c_k = Σ_j w_j e^{−ikφ_j} (c_0 = 1).  Wrap with ``Density.from_coefficients(c, L, d)``; the
+        c_k = Σ_j w_j e^{−ikφ_j} (c_0 = 1), O(n + L log L) beyond small n·L, to within
+        :func:`meanfield.sphere.circle_adjoint_error` · Σ_j |w_j|.  Wrap with ``Density.from_coefficients(c, L, d)``; the
         series of a Dirac sum does not converge, so use it through smooth functionals (H^{-s}
         distances, low modes).
     """

@@ -16,7 +16,8 @@ from ._sh import (SphereGrid as SphereGrid, nalm as nalm, lm_arrays as lm_arrays
 from ._circle import (circle_grid_size as circle_grid_size, circle_angles as circle_angles,
                       circle_points as circle_points, circle_synthesis as circle_synthesis,
                       circle_analysis as circle_analysis, circle_derivative as circle_derivative,
-                      circle_evaluate as circle_evaluate, circle_adjoint_points as circle_adjoint_points)
+                      circle_evaluate as circle_evaluate, circle_adjoint_points as circle_adjoint_points,
+                      circle_adjoint_error as circle_adjoint_error)
 from ._harmonic_dimension import harmonic_dimension as harmonic_dimension
 from ._zonal import (ZonalGrid as ZonalGrid, gegenbauer as gegenbauer, gegenbauer_norms as gegenbauer_norms,
                      zonal_analysis as zonal_analysis, zonal_synthesis as zonal_synthesis)
