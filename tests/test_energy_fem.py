@@ -260,3 +260,91 @@ def test_the_fe_conversion_hint_names_a_way_to_particles_that_works():
         mf.Particles.from_density(fe, 100, seed=0)
     particles = mf.Particles(*fe.atoms(), normalize=True)
     assert mf.energy(particles, 2.0, D) == pytest.approx(fe.value, rel=1e-14)
+
+
+@pytest.mark.parametrize("degree, beta", [(1, 1.0), (1, 8.0), (2, 1.0), (2, 8.0)])
+def test_fe_energy_error_bound_contains_the_uniform_closed_form_error_at_the_rules_order(degree, beta):
+    """The FE energy's error bound was NaN.  ρ_h = 1 is exact in the space and E = sinh β/(2β²) (D = I): the bound,
+    twice the difference from the rule of degree q + 8, contains the quadrature's error, at about twice it, and
+    falls as h^{q+2} (measured: bound/error = 2.00; 2^5.9–2^6.0 per level for P1's q = 4, 2^6.8–2^7.9 for P2's q = 6
+    from level 0, whose cells are pre-asymptotic at β = 8)."""
+    exact = np.sinh(beta) / (2 * beta ** 2)
+    levels = (1, 2, 3) if degree == 1 else (0, 1, 2)
+    bounds = []
+    for level in levels:
+        s = FESpace(SphereMesh.icosahedral(level), degree)
+        est = mf.energy_estimate(FEDensity(s, np.ones(s.ndof)), beta)
+        err = abs(est.value - exact)
+        assert err <= est.error_bound <= 2.5 * err, (level, err, est.error_bound)
+        bounds.append(est.error_bound)
+    q = 2 * degree + 2
+    orders = np.log2(np.array(bounds[:-1]) / bounds[1:])
+    assert orders[0] > q and abs(orders[-1] - (q + 2)) < 0.5, orders        # level 0 → 1 is pre-asymptotic
+
+
+def _nested_reference(rho, beta, D):
+    """E(ρ_h) independently of ρ_h's own rule: the level + 1 mesh (whose curved cells tile each cell of ρ_h's mesh)
+    with a degree-12 rule, ρ_h evaluated by point location, and the direct pair sum (error ~(h/2)^14)."""
+    from meanfield._energy._kernel import pair_energy
+
+    fine = FESpace(SphereMesh.icosahedral(rho.space.mesh.level + 1), 1, 12)
+    return pair_energy(fine.points, fine.weights * rho.evaluate(fine.points), beta, np.asarray(D, float))
+
+
+@pytest.mark.parametrize("D", [np.diag([0.6, 1.0, 1.4]), np.diag([1.0, 0.5, -0.8])], ids=["definite", "indefinite"])
+@pytest.mark.parametrize("degree", [1, 2])
+@pytest.mark.parametrize("f", [smooth, lambda x: np.exp(10 * (x[..., 2] - 1)) + 0.05], ids=["smooth", "peaked"])
+def test_fe_energy_error_bound_contains_the_error_against_a_nested_reference(f, degree, D):
+    """For non-uniform ρ_h and D ≠ c·I, on both evaluation paths (the direct pair sum and the truncated kernel), the
+    bound contains |E_q − E| against an independent reference, at 1.5–2.5 times it (the errors are 1e-6 to 1e-3)."""
+    s = FESpace(SphereMesh.icosahedral(1), degree)
+    rho = FEDensity(s, s.interpolate(f))
+    reference = _nested_reference(rho, 3.0, D)
+    from meanfield._energy._fem import fe_energy_estimate
+    for direct in (True, False):
+        value, bound = fe_energy_estimate(rho, 3.0, D, direct)
+        err = abs(value - reference)
+        assert 1.5 * err <= bound <= 2.5 * err, (direct, err, bound)
+    est = mf.energy_estimate(rho, 3.0, D)
+    assert (est.value, est.error_bound) == fe_energy_estimate(rho, 3.0, D, True)
+
+
+def test_an_fe_energy_the_mesh_does_not_resolve_is_warned_about():
+    """At β = 300 the kernel's width 0.06 is far below the level-0 cells (h = 1.05): the quadrature's error exceeds
+    the value, and the estimate says so."""
+    s = FESpace(SphereMesh.icosahedral(0), 1)
+    with pytest.warns(mf.MeanfieldWarning, match="does not resolve the kernel.*Refine the mesh"):
+        est = mf.energy_estimate(FEDensity(s, np.ones(s.ndof)), 300.0)
+    assert abs(est.value - np.sinh(300.0) / (2 * 300.0 ** 2)) <= est.error_bound
+
+
+def test_fe_space_energy_by_the_nufft_moments_equals_the_harmonics_table():
+    """FESpace.energy tabulated every harmonic at every node (23 s at level 5); the NUFFT moments give the same."""
+    from meanfield._energy._fem import kernel_coefficients, real_harmonics
+
+    s = FESpace(SphereMesh.icosahedral(2), 2)
+    values = s.interpolate(smooth)
+    D = np.diag([0.6, 1.0, 1.4])
+    G, shift = kernel_coefficients(1.3, D, 17)
+    u = real_harmonics(17, s.points).T @ (s.weights * (s.basis @ values))
+    assert s.energy(values, 1.3, D) == pytest.approx(float(u @ G @ u) * np.exp(shift) / 2.6, rel=1e-14)
+
+
+def test_locate_takes_directions_and_names_bad_points():
+    """FESpace.locate returned ξ = NaN for a zero vector, scipy's "'x' must be finite" for NaN, numpy's reshape error
+    for a single point of shape (3,) and an IndexError for a vector of norm 1e300.  Like FEDensity.evaluate it now
+    takes any nonzero finite vector as its direction (normalized here) and names `points` otherwise."""
+    s = FESpace(SphereMesh.icosahedral(1), 1)
+    x = mf.Particles.uniform(50, 3, seed=3).positions
+    tri, xi = s.locate(x)
+    for scaled in (2 * x, 1e300 * x, 1e-300 * x):
+        tri2, xi2 = s.locate(scaled)
+        np.testing.assert_array_equal(tri2, tri)
+        np.testing.assert_allclose(xi2, xi, atol=1e-14)
+    assert [a.shape for a in s.locate(np.zeros((0, 3)))] == [(0,), (0, 2)]
+    for bad, match in [([[0.0, 0.0, 0.0]], "`points` contains a zero vector"),
+                       ([[0.0, 0.0, np.nan]], "`points` must be finite"),
+                       ([0.0, 0.0, 1.0], r"`points` must have shape \(m, 3\)"),
+                       ([[1.0, 2.0]], r"`points` must have shape \(\.\.\., 3\)")]:
+        with pytest.raises(ValueError, match=match):
+            s.locate(bad)

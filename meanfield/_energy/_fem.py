@@ -26,6 +26,10 @@ from .._validate import no_bools, nonneg_int, real_array
 _MAX_LEVEL = 7
 _UNIT_TOL = 1e-12          # |‖v‖ − 1| allowed for a mesh vertex
 _DEGENERATE_DET = 1e-14    # det[a, b, c] at or below which a triangle is degenerate (level 7: ≥ 7e-5)
+_KERNEL_TOL = 1e-15        # kernel truncation of the spectral FE energy (tail ≤ this·λ_0, uniformly)
+_MOMENTS_EPS = 1e-14       # accuracy of the NUFFT moments (measured ≤ 2e-15·Σ|a| per moment at levels 2–5)
+_REFERENCE_STEP = 8        # the error estimate's reference rule: degree q + 8 (see energy_estimate)
+_ESTIMATE_SAFETY = 2.0     # |E_q − E| ≤ 2|E_q − E_{q+8}| while the reference's error is ≤ ½ of the rule's
 
 
 def _icosahedron():
@@ -238,20 +242,14 @@ def kernel_coefficients(beta: float, D: np.ndarray, lmax: int, variation: bool =
     product rule exact to degree 2·lmax + 3 in each variable.  With ``variation``, of the kernel less its constant
     part, e^{−shift}(e^{β⟨x,Dy⟩} − 1) (:func:`meanfield._energy._kernel.scaled_kernel`): G_00 lowered by e^{−shift}.
     """
-    from ..sphere._funk_hecke import funk_hecke
     from ..sphere._sh import SphereGrid
-    from ._kernel import isotropic_scale, scaled_kernel, scaled_mean_variation_s2, spectral_norm
+    from ._kernel import isotropic_scale, scaled_kernel, spectral_norm
 
     shift = beta * spectral_norm(D)
     ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
     c = isotropic_scale(D)
     if c is not None:
-        lam = funk_hecke(abs(beta * c), lmax, 3, scaled=True)
-        if c < 0:
-            lam = lam * (-1.0) ** np.arange(lmax + 1)
-        if variation:
-            lam[0] = scaled_mean_variation_s2(abs(beta * c))
-        return np.diag(lam[ell]), shift
+        return np.diag(_isotropic_multipliers(beta * c, lmax, variation)[ell]), shift
     grid = SphereGrid(lmax + 2, 2 * lmax + 4)
     x = grid.points.reshape(-1, 3)
     w = grid.weights.ravel() / (4 * np.pi)
@@ -260,10 +258,162 @@ def kernel_coefficients(beta: float, D: np.ndarray, lmax: int, variation: bool =
     return 0.5 * (G + G.T), shift
 
 
+def _isotropic_multipliers(b: float, lmax: int, variation: bool = False) -> np.ndarray:
+    """The scaled Funk–Hecke multipliers e^{−|b|} λ_ℓ(b), ℓ ≤ lmax, of e^{b⟨x,y⟩} for any real b (λ_ℓ(−|b|) =
+    (−1)^ℓ λ_ℓ(|b|)); with ``variation`` λ_0 of the kernel less its constant part (see :func:`kernel_coefficients`)."""
+    from ..sphere._funk_hecke import funk_hecke
+    from ._kernel import scaled_mean_variation_s2
+
+    lam = funk_hecke(abs(b), lmax, 3, scaled=True)
+    if b < 0:
+        lam = lam * (-1.0) ** np.arange(lmax + 1)
+    if variation:
+        lam[0] = scaled_mean_variation_s2(abs(b))
+    return lam
+
+
 def _basix():
     import basix  # deferred: basix is only needed by the FE path
 
     return basix
+
+
+def _cell_rule(mesh: SphereMesh, xi: np.ndarray, wq: np.ndarray):
+    """A reference-triangle rule (ξ (nq, 2), weights (nq,)) carried to every curved triangle of ``mesh`` by the radial
+    projection: its nodes on S², shape (nt·nq, 3), and their σ-weights (exact Jacobian), shape (nt·nq,)."""
+    v, f = mesh.vertices, mesh.triangles
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    X = a[:, None] + (b - a)[:, None] * xi[None, :, 0, None] + (c - a)[:, None] * xi[None, :, 1, None]
+    r = np.linalg.norm(X, axis=2)
+    jac = np.einsum("tqi,ti->tq", X, np.cross(b - a, c - a)) / r ** 3     # dA/dξ (reference area 1/2)
+    return (X / r[..., None]).reshape(-1, 3), (wq[None, :] * jac / (4 * np.pi)).ravel()
+
+
+def _reference_rule(q: int):
+    """The reference rule of the FE energy's error estimate, (ξ (n, 2), weights (n,)): basix's rule of degree
+    q + 8 on the reference triangle, or, where that exceeds 30 (basix's largest), its degree-30 rule on each of the
+    four half-size subtriangles (the composite rule's error is ~2^-31 of the degree-30 rule's, far below degree q's)."""
+    basix = _basix()
+    xi, w = basix.make_quadrature(basix.CellType.triangle, min(q + _REFERENCE_STEP, 30))
+    if q + _REFERENCE_STEP <= 30:
+        return xi, w
+    corners = [0.5 * xi + o for o in ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5))]
+    return np.concatenate(corners + [0.5 - 0.5 * xi]), np.tile(0.25 * w, 4)
+
+
+def _real_moments(a: np.ndarray, points: np.ndarray, lmax: int) -> np.ndarray:
+    """u_k = Σ_q a_q Y_k(x_q) for the real σ-orthonormal harmonics of :func:`real_harmonics`, shape ((L+1)²,).
+
+    By the adjoint NUFFT (:func:`meanfield.sphere._sh.adjoint_synthesis_points`), O(Q + L² log L): the table of
+    :func:`real_harmonics` at the Q nodes took 23 s at level 5 (Q = 122 880, L = 17), this 0.03 s."""
+    from ..sphere import _sh as sh
+
+    alm = sh.adjoint_synthesis_points(a, points, lmax, epsilon=_MOMENTS_EPS)      # Σ a conj(Y_ℓm), m ≥ 0
+    ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
+    m = np.arange(ell.size) - ell * ell - ell
+    c = alm[sh.lm_index(lmax, ell, np.abs(m))]
+    # Σ a Y_ℓm = conj(alm): Re for m ≥ 0, −Im for the sine harmonics (m < 0)
+    return np.sqrt(4 * np.pi) * np.where(m == 0, c.real, np.sqrt(2.0) * np.where(m > 0, c.real, -c.imag))
+
+
+def _spectral_energy(points: np.ndarray, a: np.ndarray, beta: float, D: np.ndarray) -> tuple[float, float]:
+    """(1/2β) Σ_qr a_q a_r e^{β⟨x_q, D x_r⟩} through the kernel truncated at degree L, and a bound on the error of
+    this evaluation against the exact double sum.
+
+    The bound adds: the truncation, tail ≤ tol·λ_0 uniformly for D = c·I (:func:`kernel_bandlimit`) and, for a
+    general D, up to (L + 1) times that through the projection in the second variable, on Σ|a|² mass; the moments'
+    NUFFT error (ε·Σ|a| per moment, so ‖δu‖ ≤ ε·Σ|a|·(L + 1)) through ‖G‖₂ (≤ its largest row sum); and the
+    rounding of uᵀGu and the multipliers (2e-13 relative, as in :mod:`._energy`) on |u|ᵀ|G||u|.  All in units of
+    e^{β‖D‖₂}/(2β)."""
+    from ..sphere._funk_hecke import funk_hecke, kernel_bandlimit
+    from ._kernel import isotropic_scale, spectral_norm
+
+    b = beta * spectral_norm(D)
+    lk = max(1, kernel_bandlimit(b, _KERNEL_TOL, 3))
+    u = _real_moments(a, points, lk)
+    c = isotropic_scale(D)
+    if c is not None:       # G is diagonal: a vector (as a dense matrix, 84 GB at β = 600, L = 231)
+        g = _isotropic_multipliers(beta * c, lk)[np.repeat(np.arange(lk + 1), 2 * np.arange(lk + 1) + 1)]
+        quad, size, norm = float(g @ u ** 2), float(np.abs(g) @ u ** 2), float(np.max(np.abs(g)))
+    else:                   # ‖G‖₂ ≤ its largest absolute row sum (symmetric): an SVD took 5 s at L = 42
+        G, _ = kernel_coefficients(beta, D, lk)
+        quad, size = float(u @ G @ u), float(np.abs(u) @ np.abs(G) @ np.abs(u))
+        norm = float(np.max(np.sum(np.abs(G), axis=1)))
+    with np.errstate(over="ignore"):
+        scale = np.exp(b) / (2.0 * beta)
+    l1 = float(np.sum(np.abs(a)))
+    du = _MOMENTS_EPS * l1 * (lk + 1)
+    tail = (lk + 2) * _KERNEL_TOL * float(funk_hecke(b, 0, 3, scaled=True)[0]) * l1 ** 2
+    nufft = norm * (2 * float(np.linalg.norm(u)) * du + du ** 2)
+    rounding = (2e-13 + 8 * lk ** 2 * np.finfo(float).eps) * size
+    with np.errstate(over="ignore", invalid="ignore"):
+        return quad * scale, (tail + nufft + rounding) * scale
+
+
+def _pair_sum(points: np.ndarray, a: np.ndarray, beta: float, D: np.ndarray) -> tuple[float, float]:
+    """The direct pair sum (1/2β) Σ_qr a_q a_r e^{β⟨x_q, D x_r⟩} and its rounding bound (that of the particles' pair
+    sum, on the sum of |terms|: the value itself for a ≥ 0, else at most (1/2β)(Σ|a|)² e^{β‖D‖₂})."""
+    from ._energy import _pair_rounding
+    from ._kernel import pair_energy, spectral_norm
+
+    value = pair_energy(points, a, beta, D)
+    if np.all(a >= 0):
+        size = abs(value)
+    else:
+        with np.errstate(over="ignore"):
+            size = float(np.sum(np.abs(a))) ** 2 * np.exp(beta * spectral_norm(D)) / (2.0 * beta)
+    return value, _pair_rounding(size, len(a), 3, beta, D)
+
+
+def _cheaper_by_pairs(n: int, beta: float, D: np.ndarray) -> bool:
+    """Whether the direct pair sum over n atoms is cheaper than :func:`_spectral_energy` (whose kernel coefficients
+    for a D ≠ c·I take a Gauss–Legendre grid of 2(L + 2)² nodes against (L + 1)² harmonics: 7.7 s at L = 37)."""
+    from ..sphere._funk_hecke import kernel_bandlimit
+    from ._kernel import isotropic_scale, spectral_norm
+
+    if isotropic_scale(D) is not None:
+        return False
+    lk = max(1, kernel_bandlimit(beta * spectral_norm(D), _KERNEL_TOL, 3))
+    return 1e-8 * n ** 2 < 2e-6 * 2 * (lk + 2) ** 2 * (lk + 1) ** 2
+
+
+def fe_energy_estimate(rho: "FEDensity", beta: float, D: np.ndarray, direct: bool) -> tuple[float, float]:
+    """E_{β,D}(ρ_h) of an FE density and an a-posteriori estimate of its error, for :func:`meanfield.energy_estimate`.
+
+    The value is the space's product quadrature of ∬ e^{β⟨x,Dy⟩} ρ_h ρ_h dσ dσ, by the direct pair sum over its
+    nodes (``direct``) or the truncated kernel.  ρ_h is exact in its space, so the error is the rule's on the smooth
+    integrand of each curved cell: O(h^{q+1}) a priori (measured h^{q+2} for even q: 2^6 per level for the default P1
+    rule q = 4, 2^8 for P2's q = 6).  It is estimated by the same energy under the rule of degree q + 8
+    (:func:`_reference_rule`), whose own error is smaller by a further factor ~h^8: |E_q − E| ≤ 2|E_q − E_{q+8}| as
+    long as the reference's error is at most half the rule's.  Measured over P1/P2, levels 0–3, β ≤ 300, D = I,
+    diag(0.6, 1, 1.4), diag(1, 0.5, −0.8), smooth and concentrated ρ: |E_q − E| / |E_q − E_{q+8}| between 0.97
+    and 1.19 (the largest on level 0 at β = 300, where the relative error is 2.3).  It is an estimate, not a proof:
+    a mesh that does not resolve the kernel's width 1/√(β‖D‖) can fool any two rules.  To it are added the
+    evaluations' own errors (truncation, NUFFT, rounding), 3× the value's and 2× the reference's.
+
+    Returns
+    -------
+    value, bound : float
+        E (dimensionless) and the estimate of |value − E(ρ_h)|; inf when the value is not finite.
+    """
+    pts, a = rho.atoms()
+    value, err = _pair_sum(pts, a, beta, D) if direct else _spectral_energy(pts, a, beta, D)
+    if not np.isfinite(value):
+        return value, float("inf")
+    space = rho.space
+    ref_pts, ref_a = space.rule_atoms(rho.values, *_reference_rule(space.quadrature_degree))
+    ref, ref_err = (_pair_sum if _cheaper_by_pairs(len(ref_a), beta, D) else _spectral_energy)(ref_pts, ref_a, beta, D)
+    bound = float(_ESTIMATE_SAFETY * abs(value - ref) + 3 * err + 2 * ref_err)
+    bound = bound if np.isfinite(bound) else float("inf")
+    if not bound < abs(value):
+        from .._errors import warn
+        from ._kernel import spectral_norm
+
+        warn(f"E_β,D of the FE density is not determined (value {value:.6g}, estimated error {bound:.3g}): its "
+             f"quadrature does not resolve the kernel, of width ~1/√(β‖D‖₂) = "
+             f"{1 / np.sqrt(beta * spectral_norm(D)):.3g} against the mesh size h = {space.mesh.h:.3g}. Refine the "
+             f"mesh (a higher `level`) or raise `quadrature_degree`.")
+    return value, bound
 
 
 class FESpace:
@@ -314,13 +464,8 @@ class FESpace:
             self.cell_dofs = np.concatenate([f, opp + len(v)], axis=1)
         xi, wq = basix.make_quadrature(basix.CellType.triangle, q)
         self._tab = self.element.tabulate(0, xi)[0, :, :, 0]            # (nq, ndofs_cell)
-        a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-        X = a[:, None] + (b - a)[:, None] * xi[None, :, 0, None] + (c - a)[:, None] * xi[None, :, 1, None]
-        r = np.linalg.norm(X, axis=2)
-        jac = np.einsum("tqi,ti->tq", X, np.cross(b - a, c - a)) / r ** 3     # dA/dξ (reference area 1/2)
-        nt, nq = r.shape
-        self.points = (X / r[..., None]).reshape(-1, 3)
-        self.weights = (wq[None, :] * jac / (4 * np.pi)).ravel()
+        self.points, self.weights = _cell_rule(mesh, xi, wq)
+        nt, nq = len(f), len(wq)
         k = self.cell_dofs.shape[1]
         rows = np.repeat(np.arange(nt * nq), k)
         cols = np.repeat(self.cell_dofs, nq, axis=0).ravel()
@@ -425,7 +570,9 @@ class FESpace:
     def energy(self, values, beta: float, D=None) -> float:
         """E_{β,D} of the FE function with nodal ``values`` through the truncated kernel (tail ≤ 1e-15·λ_0).
 
-        Cost O(nt·nq·L²): the moments u_k = ∫ ρ Y_k dσ by the space's quadrature, then (1/2β) uᵀGu.
+        Cost O(nt·nq + L² log L) for D = c·I: the moments u_k = ∫ ρ Y_k dσ by the space's quadrature (an adjoint
+        NUFFT, accurate to ~1e-15 of ∫|ρ| dσ), then (1/2β) uᵀGu; a general D adds G's Gauss–Legendre product rule,
+        O(L⁶).  :func:`meanfield.energy_estimate` of an :class:`FEDensity` also estimates the quadrature's error.
 
         Parameters
         ----------
@@ -439,18 +586,36 @@ class FESpace:
         Returns
         -------
         float
-            E_{β,D}(ρ) (dimensionless).
+            E_{β,D}(ρ) by the space's quadrature (dimensionless).
         """
-        from ..sphere._funk_hecke import kernel_bandlimit
-        from ._kernel import check_beta, check_D, spectral_norm
+        from ._kernel import check_beta, check_D
 
         beta, D = check_beta(beta), check_D(D, 3)
         values = FEDensity(self, values).values          # shape (ndof,), finite
-        lk = max(1, kernel_bandlimit(beta * spectral_norm(D), 1e-15, 3))
-        G, shift = kernel_coefficients(beta, D, lk)
-        u = real_harmonics(lk, self.points).T @ (self.weights * (self.basis @ values))
-        with np.errstate(over="ignore"):
-            return float(u @ G @ u) * np.exp(shift) / (2.0 * beta)
+        return _spectral_energy(self.points, self.weights * (self.basis @ values), beta, D)[0]
+
+    def rule_atoms(self, values, xi, wq):
+        """The FE function with nodal ``values`` as atoms of another reference-triangle rule on the same mesh.
+
+        Parameters
+        ----------
+        values : ndarray, shape (ndof,)
+            Nodal values of ρ.
+        xi : ndarray, shape (n, 2)
+            Nodes of the rule on the reference triangle.
+        wq : ndarray, shape (n,)
+            Its weights (summing to 1/2, the reference area).
+
+        Returns
+        -------
+        points : ndarray, shape (nt·n, 3)
+            The rule's nodes on S².
+        atoms : ndarray, shape (nt·n,)
+            σ-weight × ρ at each node.
+        """
+        points, weights = _cell_rule(self.mesh, xi, wq)
+        tab = self.element.tabulate(0, xi)[0, :, :, 0]                   # (n, ndofs_cell)
+        return points, weights * (values[self.cell_dofs] @ tab.T).ravel()
 
     def _kernel_direct(self, beta: float, D: np.ndarray, variation: bool = False):
         from ._kernel import scaled_kernel, spectral_norm
@@ -513,20 +678,34 @@ class FESpace:
         return xi, t
 
     def locate(self, points):
-        """The triangle that holds each point, and the point's coordinates on the reference triangle.
+        """The triangle that holds the direction of each point, and its coordinates on the reference triangle.
 
         Parameters
         ----------
         points : array_like, shape (m, 3)
-            Unit vectors.
+            Nonzero, finite vectors (normalized here, as in :meth:`FEDensity.evaluate`).
 
         Returns
         -------
         triangles : ndarray of int, shape (m,)
+            Row indices into ``mesh.triangles``.
         xi : ndarray, shape (m, 2)
             Reference coordinates, in the unit triangle.
+
+        Raises
+        ------
+        ValueError
+            ``points`` not of shape (m, 3), not finite, or holding a zero vector (no direction).
         """
-        p = np.asarray(points, dtype=float)
+        from .._measures import _query_points
+
+        # a zero vector was located with ξ = NaN, a NaN met scipy's "'x' must be finite", a single point (3,) numpy's
+        # reshape error and a vector of norm 1e300 an IndexError
+        p = _query_points(points, 3)
+        if p.ndim != 2:
+            raise ValueError(f"`points` must have shape (m, 3); got shape {p.shape}.")
+        if len(p) == 0:
+            return np.zeros(0, dtype=np.intp), np.zeros((0, 2))
         k = min(8, len(self.mesh.triangles))
         _, cand = self._tree.query(p, k=k)
         cand = cand.reshape(len(p), k)
