@@ -348,3 +348,21 @@ def test_locate_takes_directions_and_names_bad_points():
                        ([[1.0, 2.0]], r"`points` must have shape \(\.\.\., 3\)")]:
         with pytest.raises(ValueError, match=match):
             s.locate(bad)
+
+
+def test_numerics_page_fe_section_prints_what_it_quotes(capsys):
+    """docs/numerics.md ("Finite elements on S²") quotes the minimizer's energy with its error estimate."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "numerics.md").read_text(encoding="utf-8")
+    section = text.split("## Finite elements on $S^2$", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace = {}
+    exec(compile(code, "numerics.md", "exec"), namespace)
+    expected = [line.split("# → ", 1)[1].strip() for line in code.splitlines() if "# → " in line]
+    assert capsys.readouterr().out.splitlines() == expected
+    from meanfield._energy._fem import _reference_rule                # the mass defect the page names
+    fe = namespace["fe"]
+    exact_mass = fe.space._rule_atoms(fe.values, *_reference_rule(fe.space.quadrature_degree))[1].sum()
+    assert fe.mass() == pytest.approx(1.0, abs=1e-14) and 1 - exact_mass == pytest.approx(4.3e-9, abs=0.05e-9)
+    assert "1 - 4.3\\cdot10^{-9}" in section

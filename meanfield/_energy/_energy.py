@@ -10,7 +10,8 @@ Evaluation paths (one per measure type; the Funk–Hecke multipliers are those o
 * the uniform measure (any D, any d): the closed-form series of :func:`uniform_energy`.
 * ``Particles``: the exact pair sum (chunked, any d), or for D = c·I on S² / S¹ the O(N) spectral
   sum (adjoint non-uniform transform + Funk–Hecke) with the error bound of the kernel truncation.
-* ``FEDensity`` (:mod:`meanfield._energy._fem`): its own quadrature nodes as atoms.
+* ``FEDensity`` (:mod:`meanfield._energy._fem`): its own quadrature nodes as atoms, with an a-posteriori estimate
+  of the quadrature's error from a rule of degree q + 8.
 """
 from __future__ import annotations
 

@@ -401,7 +401,7 @@ def fe_energy_estimate(rho: "FEDensity", beta: float, D: np.ndarray, direct: boo
     if not np.isfinite(value):
         return value, float("inf")
     space = rho.space
-    ref_pts, ref_a = space.rule_atoms(rho.values, *_reference_rule(space.quadrature_degree))
+    ref_pts, ref_a = space._rule_atoms(rho.values, *_reference_rule(space.quadrature_degree))
     ref, ref_err = (_pair_sum if _cheaper_by_pairs(len(ref_a), beta, D) else _spectral_energy)(ref_pts, ref_a, beta, D)
     bound = float(_ESTIMATE_SAFETY * abs(value - ref) + 3 * err + 2 * ref_err)
     bound = bound if np.isfinite(bound) else float("inf")
@@ -594,7 +594,7 @@ class FESpace:
         values = FEDensity(self, values).values          # shape (ndof,), finite
         return _spectral_energy(self.points, self.weights * (self.basis @ values), beta, D)[0]
 
-    def rule_atoms(self, values, xi, wq):
+    def _rule_atoms(self, values, xi, wq):
         """The FE function with nodal ``values`` as atoms of another reference-triangle rule on the same mesh.
 
         Parameters
@@ -769,7 +769,9 @@ class FEDensity:
         Nodal values (≥ 0 for a minimizer; for P2, nonnegative nodal values do not imply ρ ≥ 0
         between nodes).
     value : float
-        E_{β,D} of this density, when it was produced by :func:`minimize_energy` (else NaN).
+        E_{β,D} of this density, when it was produced by :func:`minimize_energy` (else NaN): the space's quadrature
+        value E_q, exactly the energy of the atoms :meth:`atoms`; :func:`meanfield.energy_estimate` estimates its
+        error against the energy of the FE function itself.
     certificate : OptimalityCertificate or None
         The optimality residuals, when produced by :func:`minimize_energy`.
     """
