@@ -366,3 +366,39 @@ def test_numerics_page_fe_section_prints_what_it_quotes(capsys):
     exact_mass = fe.space._rule_atoms(fe.values, *_reference_rule(fe.space.quadrature_degree))[1].sum()
     assert fe.mass() == pytest.approx(1.0, abs=1e-14) and 1 - exact_mass == pytest.approx(4.3e-9, abs=0.05e-9)
     assert "1 - 4.3\\cdot10^{-9}" in section
+
+
+def test_harmonic_moments_and_kernel_factor_check_their_arguments():
+    """harmonic_moments(−1) returned an empty table and (1.5) numpy's casting error; kernel_factor took D as a list to
+    AttributeError ('list' object has no attribute 'size') and β = −1 to the factors of another kernel;
+    kernel_matrix read variation="yes" by its truth value.  Now each names its parameter."""
+    s = FESpace(SphereMesh.icosahedral(1), 1)
+    for bad, error in [(-1, ValueError), (1.5, TypeError)]:
+        with pytest.raises(error, match="`lmax`"):
+            s.harmonic_moments(bad)
+    A, G, shift = s.kernel_factor(1.0, [0.6, 1.0, 1.4], 3)                   # a diagonal, as in kernel_matrix
+    A2, G2, shift2 = s.kernel_factor(1.0, np.diag([0.6, 1.0, 1.4]), 3)
+    np.testing.assert_array_equal(G, G2)
+    with pytest.raises(ValueError, match="`beta`"):
+        s.kernel_factor(-1.0, np.eye(3), 3)
+    with pytest.raises(ValueError, match="`lmax`"):
+        s.kernel_factor(1.0, np.eye(3), -1)
+    with pytest.raises(TypeError, match="`variation`"):
+        s.kernel_factor(1.0, np.eye(3), 3, variation="yes")
+    with pytest.raises(TypeError, match="`variation`"):
+        s.kernel_matrix(1.0, None, "auto", "yes")
+
+
+@pytest.mark.parametrize("q", [16, 24, 30])
+def test_fe_energy_error_bound_of_rules_whose_reference_is_composite(q):
+    """For q > 22 the reference rule (degree q + 8 > 30, basix's largest) is the degree-30 rule on the four
+    half-size subtriangles: still a rule of the reference triangle (weights sum to ½) and the bound still contains
+    the error of ρ_h = 1 against sinh β/(2β²) (2.1e-8 at q = 16; at q = 24 and 30 the rounding, ~1e-11 of E)."""
+    from meanfield._energy._fem import _reference_rule
+
+    xi, w = _reference_rule(q)
+    assert w.sum() == pytest.approx(0.5, abs=1e-15) and np.all(xi >= 0) and np.all(xi.sum(axis=1) <= 1)
+    s = FESpace(SphereMesh.icosahedral(0), 1, q)
+    est = mf.energy_estimate(FEDensity(s, np.ones(s.ndof)), 8.0)
+    err = abs(est.value - np.sinh(8.0) / 128)
+    assert err <= est.error_bound <= max(2.5 * err, 1e-11 * est.value)

@@ -511,11 +511,12 @@ class FESpace:
         shift : float
             β‖D‖₂ (the largest exponent), so the true matrix is e^{shift} K.
         """
-        from .._validate import choice
+        from .._validate import choice, flag
         from ..sphere._funk_hecke import kernel_bandlimit
         from ._kernel import check_beta, check_D, spectral_norm, variation_bandlimit
 
         choice("method", method, ("auto", "spectral", "direct"))
+        variation = flag("variation", variation)         # "yes" was read by its truth value
         beta, D = check_beta(beta), check_D(D, 3)
         b = beta * spectral_norm(D)
         lk = variation_bandlimit(b, 3) if variation else max(1, kernel_bandlimit(b, 1e-15, 3))
@@ -538,7 +539,8 @@ class FESpace:
         ndarray, shape (ndof, (lmax + 1)²)
             By the space's quadrature.
         """
-        Y = real_harmonics(lmax, self.points)
+        # lmax = −1 returned an empty table, 1.5 numpy's casting error
+        Y = real_harmonics(nonneg_int("lmax", lmax), self.points)
         return np.asarray(self.basis.T @ (self.weights[:, None] * Y))
 
     def kernel_factor(self, beta: float, D: np.ndarray, lmax: int, variation: bool = False):
@@ -548,10 +550,10 @@ class FESpace:
         ----------
         beta : float
             β > 0.
-        D : ndarray, shape (3, 3)
-            Interaction matrix.
+        D : None, float, array_like of shape (3,) (a diagonal) or (3, 3)
+            Interaction matrix (None: identity), as in :meth:`kernel_matrix`.
         lmax : int
-            Degree L of the kernel's truncation.
+            Degree L ≥ 0 of the kernel's truncation.
         variation : bool
             G of the kernel less its constant part (see :meth:`kernel_matrix`).
 
@@ -563,8 +565,19 @@ class FESpace:
             The kernel's coefficients in the real harmonic basis, scaled by e^{−shift}.
         shift : float
             The scaling exponent, β‖D‖₂.
+
+        Raises
+        ------
+        TypeError, ValueError
+            β not finite and > 0, D not of those shapes, ``lmax`` not an integer ≥ 0, ``variation`` not a bool.
         """
-        G, shift = kernel_coefficients(beta, D, lmax, variation)
+        from .._validate import flag
+        from ._kernel import check_beta, check_D
+
+        # unchecked, D as a list raised AttributeError ('list' object has no attribute 'size') and β = −1 returned
+        # the factors of another kernel
+        beta, D, lmax = check_beta(beta), check_D(D, 3), nonneg_int("lmax", lmax)
+        G, shift = kernel_coefficients(beta, D, lmax, flag("variation", variation))
         return self.harmonic_moments(lmax), G, shift
 
     def energy(self, values, beta: float, D=None) -> float:
