@@ -43,7 +43,12 @@ _EPILOG = {
     "bench": """examples:
   meanfield bench --quick --output bench-out
   meanfield bench particles sweep --output bench-out""",
-    "sweep": "Example: meanfield sweep examples/phase_sweep.toml --workers 2 --output sweep-out",
+    "sweep": """example:
+  meanfield sweep examples/phase_sweep.toml --workers 2 --output sweep-out
+
+exit status: 0 every task reached t_final; 1 some task stopped early or failed (its row says why);
+2 the sweep file or an option is invalid (nothing is run); 130 stopped by Ctrl-C or SIGTERM (run the
+same command again to continue)""",
 }
 
 
@@ -110,7 +115,7 @@ def _parser():
     bench.add_argument("--quick", action="store_true", help="small sizes only")
     bench.add_argument("--output", required=True, metavar="FOLDER", help="folder for JSON, the markdown report and plots")
     sweep = sub.add_parser("sweep", help="a parameter sweep on dask.distributed (resumable)",
-                           epilog=_EPILOG["sweep"])
+                           epilog=_EPILOG["sweep"], formatter_class=raw)
     sweep.add_argument("config", help="TOML sweep file")
     sweep.add_argument("--workers", type=int, default=None, help="local workers (default: the usable cores)")
     sweep.add_argument("--scheduler", default=None, help="address of an existing dask scheduler")

@@ -1796,3 +1796,27 @@ def test_a_task_recorded_by_its_worker_whose_result_is_lost_keeps_its_record(tmp
     res = run_sweep(spec, tmp_path, workers=1, progress=False)
     assert [r["status"] for r in res.rows] == ["OK", "OK"] and res.success
     assert {json.loads(p.read_text())["status"] for p in (tmp_path / "tasks").glob("*.json")} == {"OK"}
+
+
+def test_sweep_help_gives_the_exit_statuses_and_its_example_on_a_line(capsys):
+    # a script around `meanfield sweep` needs 1 (a task not OK) and 130 (interrupted: run again) apart; the help said
+    # neither, and ran its example into the text before it
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--help"])
+    out = capsys.readouterr().out
+    assert "\n  meanfield sweep examples/phase_sweep.toml --workers 2 --output sweep-out\n" in out, out
+    text = " ".join(out.split())
+    assert "exit status: 0 every task reached t_final; 1 some task stopped early or failed" in text, out
+    assert "130 stopped by Ctrl-C or SIGTERM" in text, out
+
+
+def test_the_sweep_progress_bar_in_a_log_file_is_redrawn_every_30_seconds():
+    # a sweep is a batch job: with stderr not a terminal its bar was redrawn every 0.1 s into the log
+    from meanfield._simulate import BATCH_LOG_INTERVAL
+    from meanfield._sweep._runner import _bar
+
+    bar = _bar(True, 10, 0)
+    try:
+        assert bar.mininterval == BATCH_LOG_INTERVAL
+    finally:
+        bar.close()

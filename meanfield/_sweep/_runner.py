@@ -659,7 +659,10 @@ def _bar(progress, total, done):
     if not progress:
         return None
     from tqdm.auto import tqdm
-    return tqdm(total=total, initial=done, unit="task", desc="sweep")
+
+    from .._simulate import _progress_interval
+    # a sweep is a batch job: in a log file (stderr not a terminal) a line every 30 s, not every 0.1 s
+    return tqdm(total=total, initial=done, unit="task", desc="sweep", mininterval=_progress_interval(tqdm))
 
 
 def _tick(bar, row):
