@@ -273,6 +273,19 @@ def _resumed(model, joint, t_final, R, run):
                   checkpoint_interval=run.get("checkpoint_interval", 600.0), alpha=alpha, **more)
 
 
+def _warn_survivors(statuses, reached, times) -> None:
+    """One warning for the ensemble when replicas stopped early (each replica's own warning says why it stopped):
+    from the first time one did not reach, the statistics are over the replicas still running, a selected subset
+    whenever stopping depends on the trajectory.  An interrupted ensemble is not warned about again."""
+    stopped = [s is not Status.OK and s is not Status.INTERRUPTED for s in statuses]
+    if not any(stopped):
+        return
+    first = times[int(np.argmax(~reached.all(axis=0)))]
+    warn(f"ensemble: {sum(stopped)} of {len(statuses)} replicas stopped before t_final={times[-1]:g} (`statuses`); "
+         f"from t={first:g} on, mean, std and the interval are over the replicas that reached each time (`count`), "
+         "which biases them where stopping depends on the trajectory.")
+
+
 def _observed(observable, state, shape=None) -> np.ndarray:
     """``observable(state)`` as a float array, refused naming ``observable`` unless it is a real number or an array
     of them (of ``shape``, when given: that of the first value)."""
@@ -511,6 +524,7 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
         warn(f"ensemble: the observable is not finite at {int(bad.sum())} (replica, time) pair(s), e.g. replica {i} "
              f"at t={times[j]:g} ({values[i, j]!r}); those replicas are left out of mean, std and the interval at "
              "those times (see `count`).")
+    _warn_survivors(statuses, reached, times)
     kept = np.where(counted.reshape(counted.shape + (1,) * len(shape)), values, np.nan)
     count = counted.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():

@@ -751,3 +751,28 @@ def test_every_seed_numpy_takes_is_given_back_by_rerun_arguments(seed):
     (fresh entropy) comes back as the int the result recorded."""
     r = mf.ensemble(MODEL, 5, 0.2, replicas=3, seed=seed, step=0.1, interval="bootstrap", confidence=0.7)
     assert mf.ensemble(**r.rerun_arguments()) == r
+
+
+def test_an_ensemble_whose_replicas_stop_early_says_its_statistics_cover_the_survivors():
+    # each stopped replica was warned about by its own run, but nothing said that from then on the mean and its
+    # interval are over the replicas still running (a subset selected by the dynamics)
+    model = mf.Model(3.0, "pre-ln", V=-np.eye(3))
+
+    def sampler(rng):
+        return mf.Particles.uniform(50, 3, seed=rng, radii=rng.uniform(0.3, 3.0))
+    with pytest.warns(mf.MeanfieldWarning) as record:
+        r = mf.ensemble(model, sampler, 3.0, replicas=3, seed=2, save_every=1.0, step=0.01,
+                        observable=lambda p: p.radii.mean())
+    stopped = sum(s is not mf.Status.OK for s in r.statuses)
+    first = r.times[np.argmax(r.count < 3)]
+    summary = [str(w.message) for w in record if "replicas stopped before t_final" in str(w.message)]
+    assert summary == [f"ensemble: {stopped} of 3 replicas stopped before t_final=3 (`statuses`); from t={first:g} "
+                       "on, mean, std and the interval are over the replicas that reached each time (`count`), which "
+                       "biases them where stopping depends on the trajectory."], summary
+
+
+def test_an_ensemble_whose_replicas_all_reach_t_final_has_no_survivor_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mf.MeanfieldWarning)
+        r = mf.ensemble(MODEL, 10, 0.2, replicas=3, step=0.1)
+    assert r.success
