@@ -578,9 +578,6 @@ def transform_epsilon(epsilon: float | None, tol: float = 1e-12) -> float:
     return check_epsilon(epsilon, floor=2e-13)
 
 
-_DUCC_THREADS_FROM_L = 40   # band limit from which one ducc0 call gains from several threads (measured)
-
-
 _LOCAL = threading.local()
 _WORKSPACE_CACHE_MAX = 200_000   # keep per-thread scratch arrays between calls only up to this many points
 
@@ -711,9 +708,10 @@ class _SHEvaluator:
     """The spectral attention of one model at one band limit: everything that does not depend on the tokens.
 
     Built once per run by the particles-sh backend (and per call by the public functions below); the
-    token-dependent work is split into slices of points, each on a worker thread with a one-thread
-    ducc0 call (ducc0's own threads gain little below ~10⁶ points; slices gain ~1.6× on 2 cores).
-    The coefficients of the slices add up (the adjoint transform is linear).
+    token-dependent work is split into slices of points, each a one-thread ducc0 call, run on up to
+    ``nthreads`` worker threads (ducc0's own threads gain little below ~10⁶ points; slices gain ~1.6× on 2
+    cores).  The coefficients of the slices add up (the adjoint transform is linear).  The slices depend on
+    the number of points and the band limit only, so the result is the same bits for every ``nthreads``.
     """
 
     def __init__(self, model, tol: float = 1e-12, lmax: int | None = None, epsilon: float | None = None,
@@ -740,20 +738,21 @@ class _SHEvaluator:
         self._ducc = _ducc()
 
     def _plan(self, n):
-        """(slices, ducc0 threads per call): slices only when the points outweigh the O(L²) grid work each
-        repeats; otherwise ducc0's own threads, and those only when the grid work is large enough to share
-        (measured on 2 cores: at L = 21 two ducc0 threads are up to 1.6× slower than one below 10⁴ points;
-        at L = 60 and 120 they gain 1.1–1.8×)."""
-        if n >= 16 * (self.L + 1) ** 2:
-            slices = _threads.slices(n, self.nthreads)
-            if len(slices) > 1:
-                return slices, 1
-        return [slice(0, n)], (self.nthreads if self.L >= _DUCC_THREADS_FROM_L else 1)
+        """The slices of ``n`` points for every transform, each a one-thread ducc0 call: two (≥ 5000 points each)
+        when the points outweigh the O(L²) grid work each slice repeats, else one.
 
-    def _synth(self, alm, loc, out, threads, spin=0):
+        Not one per thread: the bits of ducc0's transforms depend on how the points are cut, and a run must not
+        depend on ``threads``.  The adjoint's sum over slices is added in their order, and ducc0 picks its
+        kernel (oversampling, support) from the points and the threads of each call, which changed the bits
+        of the syntheses too (tested on ducc0 0.42 at L = 21–120).  ducc0's own threads are not used: they
+        also enter that choice, and its adjoint adds its threads' points in arrival order."""
+        parts = _threads.REPRODUCIBLE_SLICES if n >= 16 * (self.L + 1) ** 2 else 1
+        return _threads.slices(n, parts)
+
+    def _synth(self, alm, loc, out, spin=0):
         kw = dict(mode="DERIV1") if spin else {}
         return self._ducc.synthesis_general(alm=alm, spin=spin, loc=loc, map=out, lmax=self.L,
-                                            epsilon=self.epsilon, nthreads=threads, **kw)
+                                            epsilon=self.epsilon, nthreads=1, **kw)
 
     def coefficients(self, x, w, ws: _Workspace | None = None, offset: int = 0) -> np.ndarray:
         """(k, nalm): μ̂_ℓm = Σ_j w_j conj Y_ℓm(θ_j) (and of w_j v_i(θ_j) for nonlinear values).
@@ -763,16 +762,9 @@ class _SHEvaluator:
         ``offset``: the index of ``x[0]`` among all the tokens (a shard's), as a refused value names it."""
         n = x.shape[0]
         ws = ws or _workspace("sources", n)
-        slices = self._adjoint_slices(n)
         with _forgotten_on_error(ws):
             return _threads.ordered_sum(_threads.map_slices(
-                lambda sl: self._coefficients_part(ws, x, w, sl, offset), slices))
-
-    def _adjoint_slices(self, n):
-        # one ducc0 thread per call: its threads add into a shared grid in arrival order, so the same tokens
-        # would give other bits on each call; slices added in order keep the result reproducible
-        slices, threads = self._plan(n)
-        return _threads.slices(n, self.nthreads) if threads > 1 else slices
+                lambda sl: self._coefficients_part(ws, x, w, sl, offset), self._plan(n), self.nthreads))
 
     def _coefficients_part(self, ws, x, w, sl, offset=0):
         """The coefficients of the tokens ``sl`` (filling their geometry in ``ws``); token j is ``offset`` + j."""
@@ -796,10 +788,9 @@ class _SHEvaluator:
         """
         n = y.shape[0]
         ws = ws or _workspace("targets", n)
-        slices, threads = self._plan(n)
-        job = _FieldJob(self, coeffs, n, radial, threads)
+        job = _FieldJob(self, coeffs, n, radial)
         with _forgotten_on_error(ws):
-            _threads.map_slices(lambda sl: job.part(ws, y, sl, geometry_ready), slices)
+            _threads.map_slices(lambda sl: job.part(ws, y, sl, geometry_ready), self._plan(n), self.nthreads)
         return job.finish(ws)
 
     def __call__(self, x, w, y=None, radial=True) -> AttentionField:
@@ -816,7 +807,7 @@ class _SHEvaluator:
 
     def _self_field(self, x, w, radial, ws) -> AttentionField | None:
         """The field of the tokens at themselves in one parallel region of two slices, or None where it does
-        not apply (one slice, ducc0's own threads, more than two slices, or called from a worker).
+        not apply (one slice or one thread, more than two slices, or called from a worker).
 
         Each thread transforms its slice, waits for the other at a barrier (whose action adds the two
         coefficient sets in slice order and prepares the syntheses), then synthesizes at its slice: one
@@ -825,12 +816,12 @@ class _SHEvaluator:
         another queued task, so a pool busy with other calls delays but cannot deadlock it.
         """
         n = x.shape[0]
-        slices, threads = self._plan(n)
-        if len(slices) != 2 or threads != 1 or _threads.on_worker():
+        slices = self._plan(n)
+        if len(slices) != 2 or self.nthreads < 2 or _threads.on_worker():
             return None
         mus, job = [None, None], []
         barrier = threading.Barrier(2, action=lambda: job.append(
-            _FieldJob(self, _threads.ordered_sum(mus), n, radial, threads)))
+            _FieldJob(self, _threads.ordered_sum(mus), n, radial)))
         # the worker's task, once queued, either starts before this thread gives up (which then waits for it) or
         # sees the call cancelled and leaves the scratch arrays alone: a Ctrl-C anywhere here, even inside
         # submit(), must neither leave it waiting at the barrier nor let it write into the next call's arrays
@@ -878,8 +869,8 @@ class _SHEvaluator:
 class _FieldJob:
     """The syntheses of one :meth:`_SHEvaluator.field` call: its multiplied coefficients and output arrays."""
 
-    def __init__(self, ev: _SHEvaluator, coeffs, n, radial, threads):
-        self.ev, self.n, self.threads = ev, n, threads
+    def __init__(self, ev: _SHEvaluator, coeffs, n, radial):
+        self.ev, self.n = ev, n
         self.z_alm = coeffs[:1] * ev.lam
         self.tangential_only = not radial and ev.v_scalar is not None
         self.out = np.empty((3, n))      # tangential (fast path), the moment M, or the nonlinear numerators
@@ -888,20 +879,20 @@ class _FieldJob:
         self.n_alms = [coeffs[1 + i][None] * ev.lam for i in range(3)] if not ev.linear else None
 
     def part(self, ws, y, sl, geometry_ready):
-        ev, b, out, log_z, threads = self.ev, self.ev.beta, self.out, self.log_z, self.threads
+        ev, b, out, log_z = self.ev, self.ev.beta, self.out, self.log_z
         if not geometry_ready:
             _fill_geometry(ws, y, sl)
         loc = ws.loc[sl]
-        z = ev._synth(self.z_alm, loc, ws.z[:, sl], threads)[0]                      # e^{-β} Z
+        z = ev._synth(self.z_alm, loc, ws.z[:, sl])[0]                               # e^{-β} Z
         if log_z is not None:       # the stepper's fast path skips it: a log costs ~10 ns per token
             with np.errstate(divide="ignore"):
                 np.log(z, out=log_z[0, sl])
             log_z[0, sl] += b
         if not ev.linear:
             for i in range(3):
-                ev._synth(self.n_alms[i], loc, out[i:i + 1, sl], threads)
+                ev._synth(self.n_alms[i], loc, out[i:i + 1, sl])
             return
-        grad = ev._synth(self.z_alm, loc, ws.grad[:, sl], threads, spin=1)   # (∂_θ Z, ∂_φ Z / sin θ), scaled
+        grad = ev._synth(self.z_alm, loc, ws.grad[:, sl], spin=1)            # (∂_θ Z, ∂_φ Z / sin θ), scaled
         if self.tangential_only:
             # V = v·I, tangential part only: A_tan = v ∇_S Z / (β Z) (SA) or v ∇_S Z / β (USA)
             scale = (np.divide(ev.v_scalar / b, z, out=ws.rad[0, sl]) if ev.softmax
@@ -909,7 +900,7 @@ class _FieldJob:
             _tangent_ambient(ws, sl, grad, scale, out[:, sl])
             return
         _tangent_ambient(ws, sl, grad, 1.0 / b, out[:, sl])
-        rad = ev._synth(self.r_alm, loc, ws.rad[:, sl], threads)                  # ∫⟨x,y⟩e^{β⟨x,y⟩}dμ, scaled
+        rad = ev._synth(self.r_alm, loc, ws.rad[:, sl])                           # ∫⟨x,y⟩e^{β⟨x,y⟩}dμ, scaled
         out[:, sl] += rad * ws.xt[:, sl]                                          # M = ∇_S Z/β + R x
 
     def finish(self, ws) -> AttentionField:
@@ -955,7 +946,8 @@ def attention_field_sh(model, directions, weights=None, targets=None, *, tol: fl
         If False and V is a multiple of the identity (the fast path), skip the radial synthesis:
         only ``tangential`` is returned; ``A``, ``radial``, ``norm`` and ``log_z`` are None.
     threads : int, optional
-        Threads for ducc0 and the geometry; default the usable cores.
+        Threads running the slices of points (one-thread ducc0 calls; at most two slices); default the usable
+        cores.  The result is the same bits for every value.
     nthreads : int, optional
         Deprecated: the old name of ``threads`` (a DeprecationWarning; both at once are refused).
 

@@ -20,6 +20,10 @@ except AttributeError:  # pragma: no cover - non-Linux
 
 THREAD_PREFIX = "meanfield-attn"
 MIN_PART = 5000   # points per thread below which splitting a non-uniform transform does not pay (measured)
+# the slices of a large non-uniform transform: a fixed number, not one per thread, because ducc0's result depends on
+# the slicing (the order of the adjoint's sum; the kernel its cost model picks from the points and threads of a call),
+# so a result would depend on the thread count.  Two: the most that pays on the 2-core machine measured
+REPRODUCIBLE_SLICES = 2
 
 _EXECUTOR: ThreadPoolExecutor | None = None
 _EXECUTOR_LOCK = threading.Lock()
@@ -71,11 +75,11 @@ def on_worker() -> bool:
     return threading.current_thread().name.startswith(THREAD_PREFIX)
 
 
-def map_slices(fn, parts: list[slice]) -> list:
+def map_slices(fn, parts: list[slice], nthreads: int | None = None) -> list:
     """[fn(s) for s in parts]: the first on this thread, the others on the workers at the same time.
 
-    All run on this thread when there is one slice or when it is a worker itself; the slices, and so
-    the bits of a sum over them, are the same either way.
+    All run on this thread, one after the other, when there is one slice, when ``nthreads`` is 1, or when
+    it is a worker itself; the slices, and so the bits of a sum over them, are the same either way.
 
     Parameters
     ----------
@@ -83,13 +87,15 @@ def map_slices(fn, parts: list[slice]) -> list:
         ``fn(slice)`` → a result.
     parts : list of slice
         From :func:`slices`.
+    nthreads : int, optional
+        1: run every slice on this thread (the caller's ``threads`` = 1); default, or more: one thread per slice.
 
     Returns
     -------
     list
         The results, in the order of ``parts``.
     """
-    if len(parts) == 1 or on_worker():
+    if len(parts) == 1 or nthreads == 1 or on_worker():
         return [fn(p) for p in parts]
     futures = [executor().submit(fn, s) for s in parts[1:]]
     try:

@@ -330,10 +330,10 @@ def test_concurrent_calls_do_not_share_scratch():
 
 
 def _split_evaluators(model, n):
-    """The spectral evaluator on one thread and on two threads (two slices of points at n ≥ 10⁴)."""
+    """The spectral evaluator on one thread and on two threads (two slices of points at n ≥ 10⁴ on either)."""
     from meanfield._attention import _SHEvaluator
     one, two = _SHEvaluator(model, nthreads=1), _SHEvaluator(model, nthreads=2)
-    assert len(one._plan(n)[0]) == 1 and len(two._plan(n)[0]) == 2
+    assert len(one._plan(n)) == len(two._plan(n)) == 2
     return one, two
 
 
@@ -359,7 +359,7 @@ def test_a_failing_slice_raises_its_own_error_and_the_next_call_works(failing_sl
     _, two = _split_evaluators(mf.Model(beta=5.0), len(x))
     ref = two(x, w).tangential.copy()
     real = _SHEvaluator._coefficients_part
-    starts = [sl.start for sl in two._plan(len(x))[0]]
+    starts = [sl.start for sl in two._plan(len(x))]
 
     def flaky(self, ws, pts, weights, sl):
         if sl.start == starts[failing_slice]:
@@ -627,3 +627,40 @@ def test_a_zonal_but_repulsive_kernel_is_refused_as_such(c):
     with pytest.raises(mf.UnsupportedModelError, match="is not zonal"):
         mf.simulate(mf.Model(2.0, K=np.diag([1.0, 2.0, 3.0])), mf.Particles.uniform(10, seed=0), 0.1,
                     backend="particles-sh")
+
+
+@pytest.mark.parametrize("n", [12_000, 30_000])
+def test_the_field_and_a_run_are_the_same_bits_for_every_thread_count(n):
+    """The adjoint transform was cut into one slice per thread and its slices' coefficients summed in order, so
+    the thread count set the order of the sum: at N = 12 000 one thread differed from two (1.2e-15 in A), at
+    30 000 each of 1–4 threads from the others; ducc0 also picks its kernel from the points and threads of a
+    call.  The slices now depend on N and L only: every thread count gives the same bits (a sweep's result
+    does not depend on ``threads``)."""
+    x, w = clustered(n, seed=12)
+    general = mf.Model(beta=5.0, **CASES["general-V"])
+    for m in (mf.Model(beta=5.0), general, mf.Model(beta=5.0, **CASES["qkv-norm-nonlinear-V"])):
+        ref = attention_field_sh(m, x, w, threads=1)
+        for threads in (2, 3, 4):
+            out = attention_field_sh(m, x, w, threads=threads)
+            assert all(np.array_equal(getattr(out, k), getattr(ref, k)) for k in ("A", "tangential", "log_z"))
+    y = clustered(5_000, seed=13)[0]         # other targets, and the large band limit that used ducc0's threads
+    ref = attention_field_sh(general, x, w, targets=y, lmax=60, threads=1).A
+    assert all(np.array_equal(attention_field_sh(general, x, w, targets=y, lmax=60, threads=t).A, ref)
+               for t in (2, 3, 4))
+    p = mf.Particles(x, w)
+    runs = [mf.simulate(mf.Model(beta=5.0), p, 0.2, backend="particles-sh", step=0.1, threads=t).final.positions
+            for t in (1, 2, 3, 4)]
+    assert all(np.array_equal(r, runs[0]) for r in runs[1:])
+
+
+def test_one_thread_runs_the_two_slices_itself(monkeypatch):
+    # threads=1 cuts the tokens as two threads do (the same bits) but must not use the worker pool for it
+    import meanfield._threads as threads_module
+    x, w = clustered(12_000, seed=14)
+    two = attention_field_sh(mf.Model(beta=5.0), x, w, threads=2).A
+
+    def no_pool():
+        raise AssertionError("threads=1 used a worker thread")
+
+    monkeypatch.setattr(threads_module, "executor", no_pool)
+    assert np.array_equal(attention_field_sh(mf.Model(beta=5.0), x, w, threads=1).A, two)
