@@ -738,15 +738,16 @@ class _SHEvaluator:
         self._ducc = _ducc()
 
     def _plan(self, n):
-        """The slices of ``n`` points for every transform, each a one-thread ducc0 call: two (≥ 5000 points each)
-        when the points outweigh the O(L²) grid work each slice repeats, else one.
+        """The slices of ``n`` points for every transform, each a one-thread ducc0 call: two (≥ 5000 points each),
+        or one per 125 000 points beyond 2.5·10⁵ (up to 32: :func:`_threads.reproducible_parts`), when the points
+        outweigh the O(L²) grid work each slice repeats, else one.
 
         Not one per thread: the bits of ducc0's transforms depend on how the points are cut, and a run must not
         depend on ``threads``.  The adjoint's sum over slices is added in their order, and ducc0 picks its
         kernel (oversampling, support) from the points and the threads of each call, which changed the bits
         of the syntheses too (tested on ducc0 0.42 at L = 21–120).  ducc0's own threads are not used: they
         also enter that choice, and its adjoint adds its threads' points in arrival order."""
-        parts = _threads.REPRODUCIBLE_SLICES if n >= 16 * (self.L + 1) ** 2 else 1
+        parts = _threads.reproducible_parts(n) if n >= 16 * (self.L + 1) ** 2 else 1
         return _threads.slices(n, parts)
 
     def _synth(self, alm, loc, out, spin=0):
@@ -946,8 +947,8 @@ def attention_field_sh(model, directions, weights=None, targets=None, *, tol: fl
         If False and V is a multiple of the identity (the fast path), skip the radial synthesis:
         only ``tangential`` is returned; ``A``, ``radial``, ``norm`` and ``log_z`` are None.
     threads : int, optional
-        Threads running the slices of points (one-thread ducc0 calls; at most two slices); default the usable
-        cores.  The result is the same bits for every value.
+        Threads running the slices of points (one-thread ducc0 calls; two slices below 3.75·10⁵ points, one per
+        125 000 beyond, up to 32); default the usable cores.  The result is the same bits for every value.
     nthreads : int, optional
         Deprecated: the old name of ``threads`` (a DeprecationWarning; both at once are refused).
 

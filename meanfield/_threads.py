@@ -20,10 +20,20 @@ except AttributeError:  # pragma: no cover - non-Linux
 
 THREAD_PREFIX = "meanfield-attn"
 MIN_PART = 5000   # points per thread below which splitting a non-uniform transform does not pay (measured)
-# the slices of a large non-uniform transform: a fixed number, not one per thread, because ducc0's result depends on
-# the slicing (the order of the adjoint's sum; the kernel its cost model picks from the points and threads of a call),
-# so a result would depend on the thread count.  Two: the most that pays on the 2-core machine measured
+# the slices of a large non-uniform transform: a number set by the point count, not one per thread, because ducc0's
+# result depends on the slicing (the order of the adjoint's sum; the kernel its cost model picks from the points and
+# threads of a call), so a result would depend on the thread count.  Two up to 2.5·10⁵ points (the most that pays on
+# the 2-core machine measured); beyond, one per POINTS_PER_SLICE points up to MAX_REPRODUCIBLE_SLICES, so that a
+# machine of more cores still splits a large call (on 2 cores 10⁶ points took about as long in 2, 4 or 8 slices)
 REPRODUCIBLE_SLICES = 2
+POINTS_PER_SLICE = 125_000
+MAX_REPRODUCIBLE_SLICES = 32
+
+
+def reproducible_parts(n: int) -> int:
+    """The number of slices of a transform of ``n`` points (above the size where slicing pays): a function of ``n``
+    only, so that the bits of the result do not depend on the threads that run the slices."""
+    return max(REPRODUCIBLE_SLICES, min(MAX_REPRODUCIBLE_SLICES, n // POINTS_PER_SLICE))
 
 _EXECUTOR: ThreadPoolExecutor | None = None
 _EXECUTOR_LOCK = threading.Lock()

@@ -677,3 +677,18 @@ def test_the_syntheses_alone_are_the_same_bits_for_every_thread_count(beta):
     c = sh_coefficients(m, x, threads=1)
     ref = attention_field_from_coefficients(m, c, y, threads=1).A
     assert all(np.array_equal(attention_field_from_coefficients(m, c, y, threads=t).A, ref) for t in (2, 3, 4))
+
+
+def test_a_large_call_is_cut_by_its_size_and_is_the_same_bits_for_every_thread_count():
+    # beyond 2.5·10⁵ points the slices are one per 125 000 (so that more cores share the call), still a function of
+    # the point count only: 4·10⁵ points are 3 slices whatever `threads` is
+    from meanfield import _threads
+
+    assert [_threads.reproducible_parts(n) for n in (10**4, 2 * 10**5, 4 * 10**5, 10**6, 10**8)] == [2, 2, 3, 8, 32]
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((400_000, 3))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    model = mf.Model(5.0)
+    fields = [mf.attention_field_sh(model, x, threads=n) for n in (1, 2, 3)]
+    for f in fields[1:]:
+        assert np.array_equal(f.A, fields[0].A) and np.array_equal(f.log_z, fields[0].log_z)

@@ -1735,18 +1735,17 @@ def test_a_task_that_finishes_while_the_local_cluster_closes_after_a_ctrl_c_is_r
     assert (again.ran, again.skipped) == (2, 1) and again.success
 
 
-def test_options_threads_stays_in_the_key_because_the_particles_sh_result_depends_on_it():
-    """Asked: leave `options.threads` out of a task's key, the result being the same for any thread count?  Not so
-    in the last bits: with 10⁴ tokens or more the particles-sh coefficients are summed over min(threads, N/5000)
-    parts (a run of 3·10⁴ tokens ends in a different state for each of 1–4 threads), so a record of one thread count
-    is not the result of another and the key keeps it (docs/sweeps.md, "Keys and resuming").  If this sum stops
-    depending on the thread count, `threads` can leave the key (keeping old records readable)."""
+def test_options_threads_stays_in_the_key_though_particles_sh_no_longer_depends_on_it():
+    """The particles-sh coefficients were summed over min(threads, N/5000) parts, so a record of one thread count was
+    not the result of another; they are now cut by the token count alone (the same bits for any `threads`).  The key
+    keeps `options.threads` all the same (docs/sweeps.md, "Keys and resuming"): the exact backend's threads = 1 uses
+    BLAS's own threads, and existing output folders are not rerun."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((12_000, 3))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     model = mf.Model(2.0)
     one, two = (sh_coefficients(model, x, threads=n) for n in (1, 2))
-    assert not np.array_equal(one, two) and np.allclose(one, two, rtol=0, atol=1e-12 * np.abs(one).max())
+    assert np.array_equal(one, two)
     keys = [_spec(BASE.replace("threads = 1", f"threads = {n}") + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
             .tasks[0].key for n in (1, 2)]
     assert keys[0] != keys[1]
