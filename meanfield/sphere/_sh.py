@@ -946,7 +946,9 @@ def adjoint_synthesis_points(values, points, lmax: int, epsilon: float = 1e-13) 
         return _ducc().adjoint_synthesis_general(map=np.ascontiguousarray(v[:, sl]), spin=0, lmax=lmax,
                                                  loc=loc[sl], epsilon=epsilon, nthreads=1)[0]
 
-    return _threads.ordered_sum(_threads.map_slices(part, _threads.slices(v.shape[1], NTHREADS)))
+    # slices by the point count, not one per core: the order of the sum, so the bits, would depend on the machine
+    n = v.shape[1]
+    return _threads.ordered_sum(_threads.map_slices(part, _threads.slices(n, _threads.reproducible_parts(n))))
 
 
 #: The largest band limit of :func:`ylm`: scipy 1.17's ``sph_harm_y`` returned NaN from degree ~646 on (every m and
