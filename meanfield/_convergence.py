@@ -53,7 +53,8 @@ class ConvergenceResult:
         slope 70 % of the time).  (NaN, NaN) without degrees of freedom, and for ``convergence_in_l``, whose
         distances are not a sample.
     message : str
-        A one-line summary, "slope … ± … (95 % CI …, dof …) over N_min..N_max" (a property).
+        A one-line summary, "slope … ± … (95 % CI low..high, k dof) over N_min..N_max" (a property; no interval
+        when there is none).
     """
 
     sizes: np.ndarray

@@ -128,7 +128,8 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
         to it: it is ``states[0]`` of the result); returning True stops the run, None or False goes on (any
         other return value is an error).
     progress : bool
-        Show a progress bar (tqdm) over simulated time.
+        Show a progress bar (tqdm) over simulated time, redrawn every 0.1 s on a terminal or in a notebook and
+        every 30 s when stderr is a file (a batch job's log).
     checkpoint : str or Path, optional
         HDF5 file written atomically once the run is validated (its initial state), then after saved
         states (``checkpoint_every``) and at the end (also after an interruption or a failure);
@@ -621,7 +622,8 @@ def resume(path, *, t_final=None, save_every=None, callback=None, progress: bool
         ``callback(t, state, diagnostics)`` at every newly saved time; returning True stops the run, None or
         False goes on (any other return value is an error).
     progress : bool
-        Show a progress bar (tqdm) over simulated time.
+        Show a progress bar (tqdm) over simulated time, redrawn every 0.1 s on a terminal or in a notebook and
+        every 30 s when stderr is a file (a batch job's log).
     checkpoint_every : int or "auto"
         When to rewrite ``path`` (atomically, with the whole trajectory so far) after newly saved states, as
         in :func:`simulate`: "auto" (default) paces the writes to ≤ 10 % of the wall-clock time, an integer k

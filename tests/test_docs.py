@@ -872,3 +872,82 @@ def test_ensembles_tutorial_save_and_load_block_runs_and_prints_what_it_quotes(t
         if argv[1] == "info":
             assert "ensemble of 200 replicas" in capsys.readouterr().out
     assert (tmp_path / "post_ln_ensemble.png").is_file()
+
+
+def test_the_command_line_page_quotes_the_errors_run_prints(tmp_path, monkeypatch, capsys):
+    """docs/cli.md quotes a configuration error (it names the file and the table) and two likely fixes of unknown
+    keys: `meanfield run` prints them so, and exits with 2 before any work."""
+    from meanfield import cli
+
+    text = _read("cli.md")
+    quoted = re.search(r"```text\n(meanfield run: error: c\.toml: .*)\n```", text).group(1)
+    monkeypatch.chdir(tmp_path)
+    example = (DOCS.parent / "examples" / "post_ln_s2.toml").read_text(encoding="utf-8")
+    Path("c.toml").write_text(example.replace("lmax = 32", "lmax = -1"), encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["run", "c.toml", "--output", "o.h5"]) == 2
+    assert capsys.readouterr().err.strip() == quoted and not Path("o.h5").exists()
+    Path("v.toml").write_text(example.replace("t_final = 3.0", "tfinal = 3.0\nbeta = 2.0"), encoding="utf-8")
+    assert cli.main(["run", "v.toml", "--output", "o.h5"]) == 2
+    err = capsys.readouterr().err
+    for fix in re.search(r"with the likely fix \(`(.*?)`, `(.*?)`\)", text).groups():
+        assert fix in err, (fix, err)
+
+
+def test_the_sweeps_page_says_which_commands_exit_with_130_as_the_command_line_page_does():
+    """docs/sweeps.md said 130 is "the status every `meanfield` command exits with when it is stopped so"; `meanfield
+    run` exits with 1 when a run it had started is interrupted (its checkpoint is resumable: docs/cli.md, and
+    tests/test_cli.py::test_an_interrupted_run_draws_no_figure), 130 only before it stored anything."""
+    sweeps, cli_page = (" ".join(_read(name).split()) for name in ("sweeps.md", "cli.md"))
+    assert "every `meanfield` command exits with" not in sweeps
+    assert "`meanfield run` exits with 130 only when stopped before its run stored anything" in sweeps
+    assert "a run cut short later exits with 1" in sweeps
+    assert "1 when it ended early (resolution lost, step too small, non-finite state, interrupted" in cli_page
+    assert "130 on a Ctrl-C or SIGTERM before the run stored anything" in cli_page
+
+
+def test_the_progress_bar_interval_of_a_batch_log_is_the_one_documented():
+    """simulate/resume(progress=True) redraw a bar written to a file every BATCH_LOG_INTERVAL seconds; the docstrings
+    and the command-line page say so with that number."""
+    from meanfield._simulate import BATCH_LOG_INTERVAL
+
+    said = f"every {BATCH_LOG_INTERVAL:g} s"
+    for doc in (mf.simulate.__doc__, mf.resume.__doc__):
+        assert said + " when stderr is a file" in " ".join(doc.split())
+    assert said + " when stderr is not a terminal" in " ".join(_read("cli.md").split())
+
+
+def test_the_convergence_message_has_the_shape_its_docstring_gives():
+    """ConvergenceResult.message: "slope … ± … (95 % CI low..high, k dof) over N_min..N_max" (the docstring said
+    "(95 % CI …, dof …)", with the count after the word), and no interval where there is none."""
+    ref = mf.ConvergenceResult(np.array([100, 400]), np.ones((2, 2)), np.ones(2), -0.5, 0.03, None, dof=2,
+                               slope_ci=(-0.63, -0.37))
+    assert ref.message == "slope -0.5 ± 0.03 (95 % CI -0.63..-0.37, 2 dof) over 100..400"
+    assert "(95 % CI low..high, k dof)" in " ".join(mf.ConvergenceResult.__doc__.split())
+    bare = mf.ConvergenceResult(np.array([12, 16]), np.ones(2), np.ones(2), -0.6, float("nan"), None)
+    assert bare.message == "slope -0.6 ± nan over 12..16"
+
+
+def test_the_demo_beta_limit_on_the_command_line_page_is_the_solvers():
+    from meanfield.sphere._funk_hecke import MAX_BETA
+
+    assert MAX_BETA == 1e9 and "`--beta` (4.0; at most 10⁹)" in _read("cli.md")
+
+
+@pytest.mark.slow
+def test_the_convergence_study_of_the_pde_vs_particles_tutorial_prints_what_it_quotes():
+    """docs/tutorials/pde_vs_particles.md: the one-call studies (no test ran them): convergence_in_n's message with
+    its interval and degrees of freedom, and convergence_in_l's distances (about 5 s here)."""
+    import warnings
+
+    text = _read("tutorials/pde_vs_particles.md")
+    code = re.search(r"```python\n(study = mf\.convergence_in_n.*?)```", text, re.S).group(1)
+    printed = []
+    scope = {"mf": mf, "model": mf.Model(4.0), "rho0": mf.Density.random(32, seed=1, degree=3, amplitude=1.2),
+             "print": lambda a: printed.append(a)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mf.MeanfieldWarning)
+        exec(compile(code, "pde_vs_particles.md[convergence]", "exec"), scope)
+    assert printed[0] == re.search(r"# prints: (.*)", code).group(1)
+    quoted = [float(v) for v in re.search(r"at t = 1: (.*?) \(measured\)", code).group(1).split(", ")]
+    assert np.array_equal(np.array([float(f"{v:.1e}") for v in printed[1]]), quoted)
