@@ -951,3 +951,38 @@ def test_the_convergence_study_of_the_pde_vs_particles_tutorial_prints_what_it_q
     assert printed[0] == re.search(r"# prints: (.*)", code).group(1)
     quoted = [float(v) for v in re.search(r"at t = 1: (.*?) \(measured\)", code).group(1).split(", ")]
     assert np.array_equal(np.array([float(f"{v:.1e}") for v in printed[1]]), quoted)
+
+
+def test_the_front_page_map_names_every_section_of_the_numerics_page():
+    """docs/index.md's map summarized numerics.md without its later sections (stiff particle runs, the finite
+    elements on S² added with the FE energy's error estimate, the threads): a newcomer could not find them there."""
+    entry = " ".join(_read("index.md").split("[Numerics](numerics.md)", 1)[1].split("\n[", 1)[0].split()).lower()
+    for heading, words in [("## Stiff particle runs", "stiff particle runs"),
+                           ("## Finite elements on $S^2$", "finite elements on $s^2$"),
+                           ("## Threads of the grid transforms", "threads"),
+                           ("## Particles with a spectral velocity", "particles-sh")]:
+        assert heading in _read("numerics.md") and words in entry, heading
+
+
+def test_harmonic_dimension_is_within_its_documented_error_and_the_quoted_inexact_count():
+    """meanfield.sphere.harmonic_dimension: relative error ≲ d·eps for 4 ≤ d ≤ 64 (its docstring); the private
+    product's docstring said "integers at every step, so exact below 2⁵³", but the last product C·(2ℓ + d − 2) can
+    pass 2⁵³ while the count does not: N(4, 341365) = 116530745956 comes out 116530745956.00002, as it now says."""
+    import math
+
+    from meanfield.sphere import _harmonic_dimension, harmonic_dimension
+
+    def exact(d, k):
+        return math.comb(k + d - 1, d - 1) - (math.comb(k + d - 3, d - 1) if k >= 2 else 0)
+
+    for d in (4, 5, 16, 64):
+        ell = np.unique(np.r_[np.arange(200), np.geomspace(1, 3e6, 40).astype(int), 341365])
+        got = harmonic_dimension(d, ell)
+        counts = [exact(d, int(k)) for k in ell]
+        finite = np.array([c < 10**300 for c in counts])
+        want = np.array([float(c) if f else np.inf for c, f in zip(counts, finite)])
+        assert np.all(np.abs(got[finite] - want[finite]) <= d * np.finfo(float).eps * want[finite])
+    assert exact(4, 341365) == 116530745956 < 2**53
+    assert f"{float(harmonic_dimension(4, 341365)):.17g}" == "116530745956.00002"
+    assert "N(4, 341365) = 116530745956 comes out 116530745956.00002" in " ".join(
+        _harmonic_dimension._product_counts.__doc__.split())

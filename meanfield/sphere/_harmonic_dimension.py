@@ -64,7 +64,9 @@ _PRODUCT_MAX_D = 64     # dimensions whose counts are a product of d − 2 facto
 
 def _product_counts(d: int, ell: np.ndarray) -> np.ndarray:
     """N(d, ℓ) = C(ℓ + d − 2, d − 2)·(2ℓ + d − 2)/(ℓ + d − 2), the binomial as C(ℓ + j, j) = C(ℓ + j − 1, j − 1)·(ℓ + j)/j,
-    multiplied before it is divided: integers at every step, so exact below 2⁵³ (N(7, 1) = 7, not 7 − 1 ulp).
+    multiplied before it is divided: integers at every step, so exact while each product stays below 2⁵³ (N(7, 1) = 7,
+    not 7 − 1 ulp); a count below 2⁵³ whose last product, C·(2ℓ + d − 2), is above it is within d·eps, not exact
+    (N(4, 341365) = 116530745956 comes out 116530745956.00002).
     Where that order overflows (within a factor 2(ℓ + d) of float64's largest) the factors are taken as ratios
     ≥ 1, which overflow only with the count."""
     with np.errstate(over="ignore", invalid="ignore"):
