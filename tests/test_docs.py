@@ -986,3 +986,14 @@ def test_harmonic_dimension_is_within_its_documented_error_and_the_quoted_inexac
     assert f"{float(harmonic_dimension(4, 341365)):.17g}" == "116530745956.00002"
     assert "N(4, 341365) = 116530745956 comes out 116530745956.00002" in " ".join(
         _harmonic_dimension._product_counts.__doc__.split())
+
+
+@pytest.mark.parametrize("backend", ["particles", "particles-sh"])
+def test_the_backends_page_says_a_layered_run_takes_at_least_one_layer(backend):
+    """A layer step longer than the span ran 0 layers and returned the initial state with status OK; it is refused
+    now (step ≤ t_final − t0), which each particle backend's `time` row of docs/backends.md says."""
+    section = _read("backends.md").split(f'## `"{backend}"`', 1)[1].split("\n## ", 1)[0]
+    row = _table_row(section, "`time`")
+    assert "at least one" in row[2], row
+    with pytest.raises(ValueError, match="`step` must be at most 1, the span"):
+        mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 1.0, backend=backend, time="layers", step=2.0)
