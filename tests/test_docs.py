@@ -997,3 +997,15 @@ def test_the_backends_page_says_a_layered_run_takes_at_least_one_layer(backend):
     assert "at least one" in row[2], row
     with pytest.raises(ValueError, match="`step` must be at most 1, the span"):
         mf.simulate(mf.Model(1.0), mf.Particles.uniform(20, seed=0), 1.0, backend=backend, time="layers", step=2.0)
+
+
+def test_the_pages_say_a_ring_maximum_of_a_density_is_one_cluster():
+    """density_clusters joins the grid maxima along a ring or ridge with no valley between them (it counted 56
+    clusters for a tilted ring before); the sweeps page's `modes` row and the validation page say so, and a ring
+    around the equator is one cluster holding the mass."""
+    row = _table_row(_read("sweeps.md"), "`modes`")
+    assert "a ring or ridge maximum counts once" in row[1]
+    assert "along a ring or ridge with no valley between them are one cluster" in " ".join(_read("validation.md").split())
+    ring = mf.Density.from_function(lambda x: np.exp(-20 * x[..., 2] ** 2), 30).normalized()
+    clusters = mf.density_clusters(ring)
+    assert clusters.count == 1 and clusters.masses[0] == pytest.approx(1.0, abs=1e-5)

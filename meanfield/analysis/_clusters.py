@@ -339,7 +339,8 @@ def density_clusters(density, min_mass: float = 0.01, level: float | None = None
     -------
     Clusters
         ``labels`` on the evaluation grid (``nodes``; −1 outside the kept clusters), ``centers`` (the
-        grid maxima), ``masses`` (∫ ρ dσ over each basin), ``sizes`` (grid nodes), sorted by
+        grid maximum; for a plateau of tied nodes their normalized mean, or its highest node where that mean is
+        short), ``masses`` (∫ ρ dσ over each basin), ``sizes`` (grid nodes), sorted by
         decreasing mass.
 
     Notes
