@@ -1009,3 +1009,16 @@ def test_the_pages_say_a_ring_maximum_of_a_density_is_one_cluster():
     ring = mf.Density.from_function(lambda x: np.exp(-20 * x[..., 2] ** 2), 30).normalized()
     clusters = mf.density_clusters(ring)
     assert clusters.count == 1 and clusters.masses[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_validation_page_says_an_unwritable_output_is_refused_before_the_suite(tmp_path, monkeypatch, capsys):
+    """`meanfield validate --output` that cannot be written is refused with status 2 before any result runs (69c20ec);
+    the validation page said only what the command writes there."""
+    from meanfield import _validation, cli
+
+    text = " ".join(_read("validation.md").split())
+    assert "is refused, naming `--output`, before the suite runs (exit status 2)" in text
+    (tmp_path / "afile").write_text("notes")
+    monkeypatch.setattr(_validation, "run_all", lambda *a, **k: pytest.fail("the suite ran"))
+    assert cli.main(["validate", "--quick", "--output", str(tmp_path / "afile" / "out")]) == 2
+    assert "--output" in capsys.readouterr().err
