@@ -1022,3 +1022,13 @@ def test_the_validation_page_says_an_unwritable_output_is_refused_before_the_sui
     monkeypatch.setattr(_validation, "run_all", lambda *a, **k: pytest.fail("the suite ran"))
     assert cli.main(["validate", "--quick", "--output", str(tmp_path / "afile" / "out")]) == 2
     assert "--output" in capsys.readouterr().err
+
+
+def test_the_api_page_and_the_readme_lead_to_rerun_arguments():
+    """EnsembleResult.rerun_arguments (new) was rendered under the class's members only: the ensemble prose of the API
+    page and the README's ensemble row name it, and it exists."""
+    assert callable(mf.EnsembleResult.rerun_arguments)
+    api = " ".join(_read("api.md").split())
+    assert "`mf.ensemble(**result.rerun_arguments())` ({meth}`~meanfield.EnsembleResult.rerun_arguments`)" in api
+    assert "`EnsembleResult.rerun_arguments`" in _table_row((DOCS.parent / "README.md").read_text(encoding="utf-8"),
+                                                             "`mf.ensemble`")[1]
