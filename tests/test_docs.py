@@ -1032,3 +1032,13 @@ def test_the_api_page_and_the_readme_lead_to_rerun_arguments():
     assert "`mf.ensemble(**result.rerun_arguments())` ({meth}`~meanfield.EnsembleResult.rerun_arguments`)" in api
     assert "`EnsembleResult.rerun_arguments`" in _table_row((DOCS.parent / "README.md").read_text(encoding="utf-8"),
                                                              "`mf.ensemble`")[1]
+
+
+def test_the_api_page_names_the_slope_interval_of_a_convergence_study():
+    """ConvergenceResult.dof and slope_ci (new) are attributes of a class rendered in the catch-all section: the
+    API page's prose names them, and they are the result's fields."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(mf.ConvergenceResult)}
+    assert {"dof", "slope_ci", "slope_stderr"} <= fields
+    assert "degrees of freedom `dof` and its 95 % interval `slope_ci`" in " ".join(_read("api.md").split())
