@@ -1042,3 +1042,13 @@ def test_the_api_page_names_the_slope_interval_of_a_convergence_study():
     fields = {f.name for f in dataclasses.fields(mf.ConvergenceResult)}
     assert {"dof", "slope_ci", "slope_stderr"} <= fields
     assert "degrees of freedom `dof` and its 95 % interval `slope_ci`" in " ".join(_read("api.md").split())
+
+
+def test_the_ensembles_tutorial_quotes_the_noise_seeded_times_l1_noise_time_gives():
+    """l1_noise_time integrates the degree-1 rate along the uniform state (882a468: it divided by the rate at t = 0
+    for every scheme); the ensembles tutorial quotes its Post-LN and Peri-LN times, the latter (a/ε)^(1/γ_1) − 1."""
+    text = " ".join(_read("tutorials/ensembles.md").split())
+    post, peri = (mf.l1_noise_time(4.0, 400, 0.3, scheme=s) for s in ("post-ln", "peri-ln"))
+    assert f"is {post:.2f} under Post-LN and {peri:.1f} under Peri-LN" in text
+    gamma, eps = mf.growth_rate(4.0, 1, scheme="peri-ln"), mf.l1_noise_threshold(400)
+    assert peri == pytest.approx((0.3 / eps) ** (1 / gamma) - 1, rel=1e-12, abs=0)
