@@ -1052,3 +1052,34 @@ def test_the_ensembles_tutorial_quotes_the_noise_seeded_times_l1_noise_time_give
     assert f"is {post:.2f} under Post-LN and {peri:.1f} under Peri-LN" in text
     gamma, eps = mf.growth_rate(4.0, 1, scheme="peri-ln"), mf.l1_noise_threshold(400)
     assert peri == pytest.approx((0.3 / eps) ** (1 / gamma) - 1, rel=1e-12, abs=0)
+
+
+def test_run_sweep_raises_keyboard_interrupt_after_recording_as_its_docstring_and_the_sweeps_page_say(
+        tmp_path, monkeypatch):
+    """run_sweep's Raises had no KeyboardInterrupt, and the sweeps page's Python section did not say what a Ctrl-C
+    does there: it raises, after the finished tasks are recorded and the tables written, and a rerun continues."""
+    import tomllib
+
+    from meanfield._sweep import _runner, parse_sweep
+
+    assert "KeyboardInterrupt" in _runner.run_sweep.__doc__
+    assert "A Ctrl-C stops `run_sweep` with `KeyboardInterrupt`, raised once the finished tasks are recorded and the " \
+           "tables written" in " ".join(_read("sweeps.md").split())
+    text = ('[model]\nbeta = 1.0\n[initial]\nkind = "particles"\nn = 8\nseed = 0\n[run]\nbackend = "particles"\n'
+            't_final = 0.2\n[options]\nmethod = "rk4"\nstep = 0.1\n[sweep.grid]\n"initial.seed" = [0, 1, 2]\n')
+    spec = parse_sweep(tomllib.loads(text), text)
+    real, calls = _runner.run_task, []
+
+    def stopped_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(_runner, "run_task", stopped_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        _runner.run_sweep(spec, tmp_path / "out", serial=True)
+    assert len(list((tmp_path / "out" / "tasks").glob("*.json"))) == 1
+    assert (tmp_path / "out" / "results.jsonl").read_text(encoding="utf-8").count("\n") == 1
+    monkeypatch.setattr(_runner, "run_task", real)
+    again = _runner.run_sweep(spec, tmp_path / "out", serial=True)
+    assert (again.ran, again.skipped) == (2, 1)

@@ -352,6 +352,9 @@ def run_sweep(spec: SweepSpec, out_dir, *, client=None, workers: int | None = No
     TypeError, ValueError
         ``client`` is not a ``distributed.Client`` (an address goes to ``scheduler``), or not a running one; or two
         of ``client``, ``scheduler``, ``workers`` and ``serial=True``, which name different places to run, are given.
+    KeyboardInterrupt
+        A Ctrl-C (or the command line's SIGTERM) stopped the sweep: raised after the finished tasks are recorded and
+        the tables written; a rerun into ``out_dir`` continues (``meanfield sweep`` exits with 130 there).
     """
     if isinstance(spec, (str, os.PathLike)):
         from ._spec import load_sweep
