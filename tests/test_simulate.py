@@ -1,4 +1,5 @@
 import os
+import re
 import warnings
 
 import numpy as np
@@ -687,3 +688,13 @@ def test_a_progress_bar_written_to_a_file_is_not_redrawn_ten_times_a_second(caps
     on_terminal = _Progress(1.0, 0.0)
     assert on_terminal.bar.mininterval == 0.1
     on_terminal.close()
+
+
+def test_a_state_on_another_sphere_than_the_model_is_told_how_to_build_the_model():
+    # "the density has d=3 but the model has d=2" named the mismatch, not the fix (Model's `d`)
+    with pytest.raises(ValueError, match=re.escape("the density has d=3 but the model has d=2 (a model on its "
+                                                   "sphere: mf.Model(..., d=3))")):
+        mf.simulate(mf.Model(1.0, d=2), mf.Density.uniform(4), 0.1)
+    with pytest.raises(ValueError, match=re.escape("`initial` has d=3 but the model has d=2 (a model on the tokens' "
+                                                   "sphere: mf.Model(..., d=3))")):
+        mf.simulate(mf.Model(1.0, d=2), mf.Particles.uniform(5, seed=0), 0.1, backend="particles", step=0.1)

@@ -562,7 +562,8 @@ class SpectralBackend:
             if s.d != self.model.d:
                 # a Density lives on S² or S¹ only: in higher d the spectral backend takes a ZonalDensity
                 hint = (" (a Density lives on S² or S¹: for d > 3 use a ZonalDensity, or Particles with a particle "
-                        "backend)" if isinstance(s, Density) and self.model.d > 3 else "")
+                        "backend)" if isinstance(s, Density) and self.model.d > 3
+                        else f" (a model on its sphere: mf.Model(..., d={s.d}))")
                 raise ValueError(f"the density has d={s.d} but the model has d={self.model.d}{hint}.")
             if len({s.lmax for s in species}) != 1:
                 raise ValueError("all species must share `lmax`.")

@@ -234,7 +234,8 @@ class ParticleStepper:
                             f"got {type(initial).__name__} (sample a Density with Particles.from_density, or use "
                             "backend='spectral', which evolves a Density)." + wrap + conversion_hint(initial))
         if initial.d != model.d:
-            raise ValueError(f"`initial` has d={initial.d} but the model has d={model.d}.")
+            raise ValueError(f"`initial` has d={initial.d} but the model has d={model.d} (a model on the tokens' "
+                             f"sphere: mf.Model(..., d={initial.d})).")
         self.model = model
         self.scheme = model.scheme_def
         self._check_model(model)
