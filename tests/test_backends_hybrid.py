@@ -308,7 +308,8 @@ def test_a_particle_start_checks_the_spectral_options_too(options, error, match)
 def test_a_nonpositive_tail_tol_is_named(tail_tol):
     # the hybrid lowered tail_warn to it first, and the refusal named the option not given: "`tail_warn` must be finite
     # and > 0; got tail_warn=-1.0"
-    with pytest.raises(ValueError, match=rf"^`tail_tol` must be finite and > 0; got tail_tol={tail_tol!r}\.$"):
+    with pytest.raises(ValueError, match=rf"^`tail_tol` must be in \(0, 1\] \(a fraction of the spectral energy; 1 "
+                                         rf"switches that check off\); got tail_tol={tail_tol!r}\.$"):
         mf.simulate(mf.Model(3.0), mf.Density.uniform(8), 0.1, backend="hybrid", tail_tol=tail_tol)
 
 

@@ -25,7 +25,7 @@ from .._model import Model
 from .._norms import norms
 from .._schemes import SCHEMES, over_overflowed_speed
 from .._trajectory import Status
-from .._validate import choice, exponential_filter, nonneg_int, open_fraction, positive_float
+from .._validate import choice, exponential_filter, nonneg_int, open_fraction, positive_float, real_number
 from ..sphere._funk_hecke import kernel_beta
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from ..sphere._funk_hecke import (funk_hecke, funk_hecke_dbeta, kernel_bandlimit,
@@ -462,12 +462,12 @@ class SpectralBackend:
         lmax = nonneg_int("lmax", first.lmax if opts["lmax"] is None else opts["lmax"], minimum=1)
         self.method = get_method(opts["method"])
         check_step_options(opts, self.method, options)
-        for k in ("cfl", "r0", "tail_warn", "tail_tol", "negativity_tol", "mass_tol"):
+        for k in ("cfl", "r0", "negativity_tol", "mass_tol"):
             positive_float(k, opts[k])
         if opts["r0"] != _OPTIONS["r0"]:        # not the default (which a resumed run's stored options repeat)
             self._check_r0_used(species)
         for k in ("tail_warn", "tail_tol"):     # a fraction of the energy is at most 1: 5 (for 5 %?) would never act
-            if opts[k] > 1:
+            if not 0 < real_number(k, opts[k]) <= 1:      # one message for 0, −1, NaN and 5: the range is (0, 1]
                 raise ValueError(f"`{k}` must be in (0, 1] (a fraction of the spectral energy; 1 switches that "
                                  f"check off); got {k}={opts[k]!r}.")
         monitor_thresholds(opts, options)
