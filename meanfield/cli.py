@@ -896,6 +896,9 @@ def _plot(args) -> int:
     if len(trajs) > 1 and len({tr.model.d for tr in trajs}) > 1:           # in the files' terms (comparison_figure's message names its `trajectories` argument)
         each = ", ".join(f"{path} on S^{tr.model.d - 1} (d={tr.model.d})" for path, tr in zip(args.result, trajs))
         raise ValueError(f"results compared side by side must be on the same sphere; got {each}.")
+    if (energy[0] or ensemble[0]) and args.projection == "3d":     # it was ignored without a word
+        raise ValueError(f"--projection 3d draws particles on S² in 3-D, and {args.result[0]} is "
+                         f"{'an energy result' if energy[0] else 'an ensemble result'} (drawn as one figure); omit it.")
     if energy[0]:
         _plt().close(energy_figure(trajs[0], args.output))
     elif ensemble[0]:

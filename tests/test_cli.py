@@ -1605,3 +1605,15 @@ def test_demo_refuses_a_beta_beyond_the_multipliers_by_its_flag(tmp_path, capsys
     err = capsys.readouterr().err
     assert "`--beta` must be ≤ 1e+09" in err and "got --beta 1e+300" in err, err
     assert not (tmp_path / "d.png").exists()
+
+
+def test_plot_refuses_projection_3d_of_an_energy_or_ensemble_result(tmp_path, capsys):
+    # a run without particles refused `--projection 3d` (result_figure), but an energy result or an ensemble ignored it
+    # without a word
+    ens = mf.save(mf.ensemble(mf.Model(1.0), 10, 0.2, replicas=3, step=0.1), tmp_path / "ens.h5")
+    fig = tmp_path / "e.png"
+    assert main(["plot", str(ens), "--output", str(fig), "--projection", "3d"]) == 2
+    assert (f"--projection 3d draws particles on S² in 3-D, and {ens} is an ensemble result (drawn as one figure); "
+            "omit it.") in capsys.readouterr().err
+    assert not fig.exists()
+    assert main(["plot", str(ens), "--output", str(fig)]) == 0
