@@ -366,7 +366,7 @@ def _run(args) -> int:
                 left = [str(p) for p in paths[len(results):]]
                 print(f"meanfield run: interrupted; not started: {', '.join(left)} (their --output files are "
                       "untouched).", file=sys.stderr)
-                return 1
+                return 130
     if args.resume and not args.quiet:
         print(_summary(results[0], outputs[0]))
     from ._simulate import STOP_REQUESTED
@@ -377,11 +377,13 @@ def _run(args) -> int:
         # every saved state can take minutes), over an earlier figure at that path
         print(f"meanfield run: interrupted; no figure written ({args.figure!r} is untouched); the result is "
               "resumable with --resume.", file=sys.stderr)
-        return 1
+        return 130
     if args.figure:
         _run_figure(results, [p.stem for p in paths], args.figure)
         if not args.quiet:
             print(f"figure written to {args.figure}")
+    if stopped:     # 130, as every command stopped by Ctrl-C or SIGTERM: a script tells "resume" from "ended early"
+        return 130
     ok = [res.success if _is_energy(res) else res.status.name in ("OK", "CALLBACK_STOP") for res in results]
     return 0 if all(ok) else 1
 

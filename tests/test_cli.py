@@ -175,7 +175,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1, err
+    assert proc.returncode == 130, err              # interrupted, resumable (1 is a run that ended early)
     assert mf.load(term).status is mf.Status.INTERRUPTED and not mf._io.run_info(term)["complete"]
     assert main(["run", str(cfg), "--output", str(term), "--resume", "--quiet"]) == 0
     assert max(np.max(np.abs(x.coeffs - y.coeffs)) for x, y in zip(a.states, mf.load(term).states)) <= 1e-14
@@ -615,7 +615,7 @@ def test_an_interrupted_batch_starts_no_further_run(tmp_path, monkeypatch, capsy
         STOP_REQUESTED.set()               # what the SIGTERM handler does
         return result
     monkeypatch.setattr(cli, "_run_one", first_then_sigterm)
-    assert main(["run", *paths, "--output", str(out), "--quiet"]) == 1
+    assert main(["run", *paths, "--output", str(out), "--quiet"]) == 130
     assert (out / "b.h5").read_bytes() == earlier and (out / "a.h5").exists()
     assert "not started" in capsys.readouterr().err and not STOP_REQUESTED.is_set()
 
@@ -990,7 +990,7 @@ def test_an_interrupted_run_draws_no_figure(tmp_path, monkeypatch, capsys, resum
             STOP_REQUESTED.set()
             return result
         monkeypatch.setattr(cli, "_run_one", interrupted)
-    assert main(args) == 1
+    assert main(args) == 130
     err = capsys.readouterr().err
     assert "interrupted; no figure written" in err and fig.read_bytes() == b"earlier figure", err
     assert mf.load(out).times[-1] == pytest.approx(0.6 if resume else 0.4) and not STOP_REQUESTED.is_set()

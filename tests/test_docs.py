@@ -895,15 +895,14 @@ def test_the_command_line_page_quotes_the_errors_run_prints(tmp_path, monkeypatc
 
 
 def test_the_sweeps_page_says_which_commands_exit_with_130_as_the_command_line_page_does():
-    """docs/sweeps.md said 130 is "the status every `meanfield` command exits with when it is stopped so"; `meanfield
-    run` exits with 1 when a run it had started is interrupted (its checkpoint is resumable: docs/cli.md, and
-    tests/test_cli.py::test_an_interrupted_run_draws_no_figure), 130 only before it stored anything."""
+    """Every command stopped by Ctrl-C or SIGTERM exits with 130 (`meanfield run` exited with 1 once its run had
+    started, like a run that ended early, which a script could not tell from "resume": tests/test_cli.py); the two
+    pages say so."""
     sweeps, cli_page = (" ".join(_read(name).split()) for name in ("sweeps.md", "cli.md"))
-    assert "every `meanfield` command exits with" not in sweeps
-    assert "`meanfield run` exits with 130 only when stopped before its run stored anything" in sweeps
-    assert "a run cut short later exits with 1" in sweeps
-    assert "1 when it ended early (resolution lost, step too small, non-finite state, interrupted" in cli_page
-    assert "130 on a Ctrl-C or SIGTERM before the run stored anything" in cli_page
+    assert "as every `meanfield` command exits when stopped so (`meanfield run` keeps a resumable checkpoint" in sweeps
+    assert "1 when it ended early (resolution lost, step too small, non-finite state:" in cli_page
+    assert "and 130 when a Ctrl-C or SIGTERM stopped it, as for every `meanfield` command" in cli_page
+    assert "exit status 1): draw it with `meanfield plot`" not in cli_page
 
 
 def test_the_progress_bar_interval_of_a_batch_log_is_the_one_documented():
