@@ -100,7 +100,7 @@ def _parser():
     demo.add_argument("--lmax", type=int, default=48, metavar="L",
                       help="initial band limit L ≥ 1, refined on demand (default: 48)")
     demo.add_argument("--beta", type=float, default=4.0, metavar="BETA",
-                      help="inverse temperature β > 0 (default: 4.0)")
+                      help="inverse temperature, 0 < β ≤ 1e9 (default: 4.0)")
     demo.add_argument("--t-final", type=float, default=3.0, metavar="T", help="final time T > 0 (default: 3.0)")
     val = sub.add_parser("validate", help="reproduce the published results; print the comparison table",
                          epilog=_EPILOG["validate"], formatter_class=raw)
