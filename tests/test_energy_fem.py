@@ -402,3 +402,85 @@ def test_fe_energy_error_bound_of_rules_whose_reference_is_composite(q):
     est = mf.energy_estimate(FEDensity(s, np.ones(s.ndof)), 8.0)
     err = abs(est.value - np.sinh(8.0) / 128)
     assert err <= est.error_bound <= max(2.5 * err, 1e-11 * est.value)
+
+
+def _product_rule_coefficients(beta, D, lmax, extra, variation=False):
+    """G_ab by the Gauss–Legendre product rule in both variables, exact to degree 2(lmax + extra) + 3 in each (the
+    former kernel_coefficients at extra = 0; with extra = 40 the reference of the tests below)."""
+    from meanfield._energy._fem import real_harmonics
+    from meanfield._energy._kernel import scaled_kernel, spectral_norm
+
+    shift = beta * spectral_norm(D)
+    grid = mf.sphere.SphereGrid(lmax + 2 + extra, 2 * (lmax + 2 + extra))
+    x = grid.points.reshape(-1, 3)
+    Y = real_harmonics(lmax, x) * (grid.weights.ravel() / (4 * np.pi))[:, None]
+    G = Y.T @ scaled_kernel(beta * (x @ D) @ x.T, shift, variation) @ Y
+    return 0.5 * (G + G.T)
+
+
+_GENERAL_D = {"symmetric": [[0.6, 0.1, 0.0], [0.1, 1.0, 0.2], [0.0, 0.2, 1.4]],
+              "non-symmetric": [[0.6, 0.5, 0.0], [-0.2, 1.0, 0.3], [0.1, 0.2, 1.4]],
+              "singular": [[1.0, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.0]],
+              "rank one": [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.3, 0.0, 1.0]]}
+
+
+@pytest.mark.parametrize("name", sorted(_GENERAL_D))
+@pytest.mark.parametrize("beta, lmax", [(1.0, 10), (1e-3, 6), (10.0, 4)])
+def test_kernel_coefficients_by_funk_hecke_match_a_fine_product_rule(name, beta, lmax):
+    """G_ab with y exact by Funk–Hecke (∫ e^{⟨z,y⟩} Y_b dσ = λ_ℓ(|z|) Y_b(z/|z|), z = βDᵀx) and one x-rule exact to
+    degree L + L_k.  Against the product rule 40 degrees finer: measured ≤ 2e-15·max|G| (here and for β‖D‖₂ up to
+    100), the former rule (exact to 2L + 3 in each variable) 2e-14 at β = 1, L = 10 and 0.12 at β = 10, L = 4, below
+    the kernel's band limit, where the new rule is still exact to rounding.  The singular D's (z = 0 on a great
+    circle, or on the rule's equator ring for the rank-one D) and the variation (G_00 lowered by e^{−shift}, without
+    cancellation at β = 1e-3, where G_00 is 3e-7) included."""
+    from meanfield._energy._fem import kernel_coefficients
+
+    D = np.array(_GENERAL_D[name])
+    for variation in (False, True):
+        G, shift = kernel_coefficients(beta, D, lmax, variation)
+        reference = _product_rule_coefficients(beta, D, lmax, 40, variation)
+        np.testing.assert_allclose(G, reference, rtol=0, atol=1e-14 * np.max(np.abs(reference)))
+        assert G[0, 0] == pytest.approx(reference[0, 0], rel=1e-13)
+    # the former rule: right at β = 1e-3, off below the band limit at β = 10 (0.12 for the symmetric D)
+    former_error = np.max(np.abs(_product_rule_coefficients(beta, D, lmax, 0, True) - reference))
+    if beta != 1.0:
+        assert (former_error <= 1e-14 * np.max(np.abs(reference))) == (beta < 1.0)
+
+
+def test_kernel_coefficients_of_a_non_symmetric_d_are_the_symmetrized_kernels():
+    """For a non-symmetric D, G is ½(G_D + G_Dᵀ), the kernel ½(e^{β⟨x,Dy⟩} + e^{β⟨x,Dᵀy⟩}) that ∬ρρK sees: the same
+    for D and Dᵀ, not that of the symmetric part ½(D + Dᵀ) (the energies differ by 4e-3 of themselves here)."""
+    from meanfield._energy._fem import kernel_coefficients
+
+    D = np.array(_GENERAL_D["non-symmetric"])
+    G, shift = kernel_coefficients(2.0, D, 12)
+    Gt, shift_t = kernel_coefficients(2.0, D.T, 12)
+    Gs, shift_s = kernel_coefficients(2.0, 0.5 * (D + D.T), 12)
+    np.testing.assert_allclose(G, Gt, rtol=0, atol=1e-15 * np.max(np.abs(G)))
+    np.testing.assert_array_equal(G, G.T)
+    u = np.eye(len(G))[0] + 0.3 * np.eye(len(G))[2]
+    assert abs(u @ G @ u * np.exp(shift) / (u @ Gs @ u * np.exp(shift_s)) - 1) > 1e-3
+
+
+@pytest.mark.parametrize("c", [1.7, -2.5])
+def test_general_kernel_coefficients_of_d_equal_c_identity_are_the_funk_hecke_multipliers(c):
+    """Through the general path (not the isotropic shortcut), D = c·I gives diag(e^{−|c|β} λ_ℓ(cβ)) (λ_ℓ(−b) =
+    (−1)^ℓ λ_ℓ(b)) to rounding, and its radial multipliers (vectorized over the radii) are funk_hecke's."""
+    from meanfield._energy._fem import _general_coefficients, _isotropic_multipliers, _radial_multipliers
+    from meanfield._energy._kernel import scaled_mean_variation_s2
+    from meanfield.sphere import funk_hecke
+
+    beta, lmax = 3.0, 14
+    ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
+    for variation in (False, True):
+        G = _general_coefficients(beta, c * np.eye(3), lmax, abs(c) * beta, variation)
+        expected = np.diag(_isotropic_multipliers(beta * c, lmax, variation)[ell])
+        np.testing.assert_allclose(G, expected, rtol=0, atol=2e-15)
+    r = np.array([0.0, 1e-300, 1e-8, 0.3, 1.0, 4.0, 6.0])
+    lam = _radial_multipliers(r, 30, 6.0, False)
+    lam_var = _radial_multipliers(r, 30, 6.0, True)
+    for i, ri in enumerate(r):
+        expected = funk_hecke(ri, 30, 3, scaled=True) * np.exp(ri - 6.0)
+        np.testing.assert_allclose(lam[i], expected, rtol=2e-13, atol=1e-300)
+        assert lam_var[i, 0] == pytest.approx(scaled_mean_variation_s2(ri) * np.exp(ri - 6.0), rel=1e-14, abs=0)
+        np.testing.assert_array_equal(lam_var[i, 1:], lam[i, 1:])

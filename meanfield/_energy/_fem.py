@@ -222,40 +222,164 @@ def real_harmonics(lmax: int, points) -> np.ndarray:
     """Real spherical harmonics orthonormal w.r.t. σ at unit points (Q, 3): shape (Q, (lmax+1)²).
 
     Degree-major order; for each ℓ the orders m = −ℓ..ℓ: √(8π) Im Y_ℓ|m| (m < 0), √(4π) Y_ℓ0,
-    √(8π) Re Y_ℓm (m > 0) of the complex orthonormal Y_ℓm (scipy ``sph_harm_y``).
+    √(8π) Re Y_ℓm (m > 0) of the complex orthonormal Y_ℓm (scipy's normalized Legendre functions
+    ``sph_legendre_p_all``, Condon–Shortley phase, as ``sph_harm_y``).
     """
-    from scipy.special import sph_harm_y
     from ..sphere._sh import points_to_angles
 
     th, ph = points_to_angles(points)
+    return _real_harmonics_at(lmax, th, ph)
+
+
+# points per block of the Legendre table: scipy's sph_legendre_p_all returns every order −L..L, (L+1)(2L+1) values per
+# point, twice the harmonics wanted
+_HARMONICS_BLOCK = 2048
+
+
+def _real_harmonics_at(lmax: int, theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """:func:`real_harmonics` at colatitudes θ and longitudes φ (shape (Q,)), by blocks of points.
+
+    scipy's ``sph_legendre_p_all`` gives all degrees and orders per point in one call: 0.85 s for 5408 points at
+    L = 50, where ``sph_harm_y`` per entry took 14 s."""
+    from scipy.special import sph_legendre_p_all
+
     ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
     m = np.arange(ell.size) - ell * ell - ell
-    Y = sph_harm_y(ell[None, :], np.abs(m)[None, :], th[:, None], ph[:, None])
-    return np.sqrt(4 * np.pi) * np.where(m == 0, Y.real, np.sqrt(2.0) * np.where(m > 0, Y.real, Y.imag))
+    scale = np.sqrt(4 * np.pi) * np.where(m == 0, 1.0, np.sqrt(2.0))
+    out = np.empty((theta.size, ell.size))
+    for lo in range(0, theta.size, _HARMONICS_BLOCK):
+        sl = slice(lo, lo + _HARMONICS_BLOCK)
+        P = sph_legendre_p_all(lmax, lmax, theta[sl])[0][ell, np.abs(m)].T          # P̄_ℓ|m|(θ), (block, N)
+        mphi = phi[sl, None] * np.abs(m)[None, :]
+        out[sl] = scale * P * np.where(m < 0, np.sin(mphi), np.cos(mphi))
+    return out
+
+
+# degrees beyond which the x-rule of kernel_coefficients need not be exact: where the kernel's multipliers are below
+# this fraction of λ_0 (their uniform tail, kernel_bandlimit).  Measured against a rule 40 degrees finer (non-symmetric
+# D, β‖D‖₂ = 10 and 30, L = 8, 20, 32): max|ΔG|/max|G| = 2e-12 at 1e-8, ≤ 6e-15 at 1e-11, ≤ 1.3e-15 (rounding) from
+# 1e-13 on; 1e-15 keeps a factor 100
+_COEFFICIENT_RULE_TOL = 1e-15
 
 
 def kernel_coefficients(beta: float, D: np.ndarray, lmax: int, variation: bool = False):
     """The kernel e^{β⟨x,Dy⟩ − shift} in the real σ-orthonormal harmonics of degree ≤ lmax.
 
     Returns (G, shift): G_ab = ∬ Y_a(x) e^{β⟨x,Dy⟩ − shift} Y_b(y) dσ dσ, shape ((lmax+1)², (lmax+1)²),
-    and shift = β‖D‖₂.  Diagonal Funk–Hecke multipliers for D = c·I; otherwise a Gauss–Legendre
-    product rule exact to degree 2·lmax + 3 in each variable.  With ``variation``, of the kernel less its constant
-    part, e^{−shift}(e^{β⟨x,Dy⟩} − 1) (:func:`meanfield._energy._kernel.scaled_kernel`): G_00 lowered by e^{−shift}.
+    symmetrized (½(G + Gᵀ): the coefficients of ½(e^{β⟨x,Dy⟩} + e^{β⟨x,Dᵀy⟩}), which any energy ∬ρρK sees for a
+    non-symmetric D), and shift = β‖D‖₂.  Diagonal Funk–Hecke multipliers for D = c·I.  Otherwise the y-integral is
+    exact by Funk–Hecke, with z = βDᵀx,
+
+        ∫ e^{⟨z,y⟩} Y_b(y) dσ(y) = λ_{ℓ_b}(|z|) Y_b(z/|z|),
+
+    and the x-integral a Gauss–Legendre rule exact to degree lmax + max(lmax + 3, L_k), L_k = the kernel's band
+    limit at 1e-15·λ_0 (:func:`_coefficient_grid`): max|ΔG| ≤ 3e-15·max|G| against a finer rule for β‖D‖₂ ≤ 100 at
+    L = L_k, and for L < L_k too (where the former product rule, exact to 2L + 3 in each variable, was off by 0.12
+    at β‖D‖₂ = 14.6, L = 4).  With ``variation``, of the kernel less its constant part,
+    e^{−shift}(e^{β⟨x,Dy⟩} − 1) (:func:`meanfield._energy._kernel.scaled_kernel`): G_00 lowered by e^{−shift}, by
+    λ_0 − 1 in the degree-0 column, without cancellation.
     """
-    from ..sphere._sh import SphereGrid
-    from ._kernel import isotropic_scale, scaled_kernel, spectral_norm
+    from ._kernel import isotropic_scale, spectral_norm
 
     shift = beta * spectral_norm(D)
     ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
     c = isotropic_scale(D)
     if c is not None:
         return np.diag(_isotropic_multipliers(beta * c, lmax, variation)[ell]), shift
-    grid = SphereGrid(lmax + 2, 2 * lmax + 4)
+    return _general_coefficients(beta, D, lmax, shift, variation), shift
+
+
+def _general_coefficients(beta: float, D: np.ndarray, lmax: int, shift: float, variation: bool) -> np.ndarray:
+    """G of :func:`kernel_coefficients` for any D (the one x-rule, y exact by Funk–Hecke), symmetrized."""
+    grid = _coefficient_grid(lmax, shift)
     x = grid.points.reshape(-1, 3)
     w = grid.weights.ravel() / (4 * np.pi)
-    Y = real_harmonics(lmax, x) * w[:, None]
-    G = Y.T @ scaled_kernel(beta * (x @ D) @ x.T, shift, variation) @ Y
-    return 0.5 * (G + G.T), shift
+    G = (real_harmonics(lmax, x) * w[:, None]).T @ _transformed_harmonics(beta, x @ D, lmax, shift, variation)
+    # the kernel is even under (x, y) → (−x, −y): the entries of odd ℓ_a + ℓ_b vanish, exactly, not to rounding (at
+    # β‖D‖ = 1e-200 their 1e-217 made the uniform density's level, an underflowed ~β², positive)
+    ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
+    G[(ell[:, None] + ell[None, :]) % 2 == 1] = 0.0
+    return 0.5 * (G + G.T)
+
+
+def _coefficient_grid(lmax: int, shift: float):
+    """The Gauss–Legendre grid of :func:`kernel_coefficients`' x-integral: exact to degree lmax + L_k.
+
+    The integrand Y_a(x) ∫ e^{β⟨x,Dy⟩} Y_b(y) dσ(y) has x-degrees ℓ_a + ℓ' with weights of the kernel's multipliers
+    λ_ℓ' (β‖D‖₂): beyond L_k their tail is below 1e-15·λ_0 (see :data:`_COEFFICIENT_RULE_TOL`).  And at least
+    2L + 3, as the former product rule in each variable: at small β‖D‖ the entries of degree ℓ are ~(β‖D‖)^ℓ, and
+    the minimizer reads the degree-2 block at β‖D‖ = 1e-8 (exact to L + L_k only, its second moments came out
+    0.49, 0.36, 0.15 for D = diag(0.6, 1, 1.4) instead of 0.648, 0.233, 0.119): the aliased kernel parts of
+    degree ≥ L + 4 are below every block."""
+    from ..sphere._funk_hecke import kernel_bandlimit
+    from ..sphere._sh import SphereGrid
+
+    degree = lmax + max(lmax + 3, kernel_bandlimit(shift, _COEFFICIENT_RULE_TOL, 3))
+    return SphereGrid(degree // 2 + 1, degree + 1)
+
+
+def _transformed_harmonics(beta: float, u: np.ndarray, lmax: int, shift: float, variation: bool) -> np.ndarray:
+    """F_ib = e^{−shift} λ_{ℓ_b}(|z_i|) Y_b(z_i/|z_i|) = ∫ e^{⟨z_i,y⟩ − shift} Y_b(y) dσ(y) (Funk–Hecke) for
+    z_i = β u_i, u_i = Dᵀx_i, shape (Q, (lmax+1)²); at u = 0 (a singular D) λ_ℓ(0) = δ_ℓ0 and the direction is
+    immaterial.  |z| as β|u|: |βu| squared underflowed to 0 at β = 1e-200."""
+    from ..sphere._sh import points_to_angles
+
+    size = np.linalg.norm(u, axis=1)
+    zero = size == 0
+    th, ph = points_to_angles(np.where(zero[:, None], [0.0, 0.0, 1.0], u))
+    lam = _radial_multipliers(beta * size, lmax, shift, variation)
+    ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
+    return _real_harmonics_at(lmax, th, ph) * lam[:, ell]
+
+
+def _radial_multipliers(r: np.ndarray, lmax: int, shift: float, variation: bool) -> np.ndarray:
+    """e^{−shift} λ_ℓ(r) for radii 0 ≤ r ≤ shift, shape (Q, lmax + 1): the S² Funk–Hecke multipliers of
+    :func:`meanfield.sphere.funk_hecke` vectorized over r.  From r ≥ 1 as e^{r}√(π/2r) ive(ℓ+½, r) (≤ 1.5e-13
+    relative at high degree, as there), below by the power series (:func:`_small_radius_multipliers`): ive's
+    I_{ℓ+½}(r) ~ r^{ℓ+½} underflowed before √(π/2r) scaled it back (λ_1 = 0 for r < 1e-205, where it is r/3),
+    λ_0 = sinh(r)/r in closed form (and λ_0 − 1 with ``variation``, as
+    :func:`meanfield._energy._kernel.scaled_mean_variation_s2`)."""
+    from scipy.special import ive
+
+    small = r < 1.0
+    big = np.where(small, 1.0, r)
+    grow = np.exp(r - shift)                                  # ≤ 1: r = β|Dᵀx| ≤ β‖D‖₂
+    with np.errstate(under="ignore"):
+        lam = (grow * np.sqrt(np.pi / (2 * big)))[:, None] * ive(np.arange(lmax + 1) + 0.5, big[:, None])
+        lam[small] = np.exp(-shift) * _small_radius_multipliers(r[small], lmax)
+    pos = np.where(r > 0, r, 1.0)
+    lam[:, 0] = np.where(r > 0, grow * -np.expm1(-2 * pos) / (2 * pos), np.exp(-shift))
+    if variation:
+        lam[:, 0] = np.where(r > 0, _scaled_variation0(pos, grow, shift), 0.0)
+    return lam
+
+
+def _small_radius_multipliers(r: np.ndarray, lmax: int) -> np.ndarray:
+    """λ_ℓ(r) for 0 ≤ r < 1: r^ℓ/(2ℓ+1)!! ₀F₁(ℓ + 3/2; r²/4), the leading factor as a running product (no overflow
+    of (2ℓ+1)!!, graceful underflow), the series to 12 terms (remainder < 1e-17 of the first at r < 1)."""
+    j = np.arange(1, lmax + 1)
+    lead = np.ones((r.size, lmax + 1))
+    with np.errstate(under="ignore"):
+        lead[:, 1:] = np.cumprod(r[:, None] / (2 * j + 1)[None, :], axis=1)
+        q = (r * r / 4)[:, None]
+        nu = np.arange(lmax + 1) + 1.5
+        term, total = np.ones_like(lead), np.ones_like(lead)
+        for k in range(1, 13):                      # the series' terms, each a vector operation over (r, ℓ)
+            term = term * q / (k * (nu + k - 1))
+            total += term
+    return lead * total
+
+
+def _scaled_variation0(r: np.ndarray, grow: np.ndarray, shift: float) -> np.ndarray:
+    """e^{−shift}(sinh(r)/r − 1) for r > 0 without cancellation: Σ_{k≥1} r^{2k}/(2k+1)! below r = 1 (12 terms: the
+    remainder is < 1e-17 of the first), e^{r − shift}(1 − e^{−2r})/(2r) − e^{−shift} above."""
+    from scipy.special import gammaln
+
+    small = r < 1.0
+    k = np.arange(12, 0, -1)
+    rs = np.where(small, r, 0.5)
+    series = np.sum(np.exp(2 * k[None, :] * np.log(rs)[:, None] - gammaln(2 * k + 2)[None, :]), axis=1)
+    return np.where(small, np.exp(-shift) * series, grow * -np.expm1(-2 * r) / (2 * r) - np.exp(-shift))
 
 
 def _isotropic_multipliers(b: float, lmax: int, variation: bool = False) -> np.ndarray:
