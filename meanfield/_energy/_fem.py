@@ -236,8 +236,10 @@ def real_harmonics(lmax: int, points) -> np.ndarray:
 _HARMONICS_BLOCK = 2048
 
 
-def _real_harmonics_at(lmax: int, theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """:func:`real_harmonics` at colatitudes θ and longitudes φ (shape (Q,)), by blocks of points.
+def _real_harmonics_at(lmax: int, theta: np.ndarray, phi: np.ndarray, radial: np.ndarray | None = None) -> np.ndarray:
+    """:func:`real_harmonics` at colatitudes θ and longitudes φ (shape (Q,)), by blocks of points; each times
+    ``radial[i, ℓ]`` (shape (Q, lmax + 1)) if given, within the block (a table-sized product was 1.2 GB more at
+    L = 91).
 
     scipy's ``sph_legendre_p_all`` gives all degrees and orders per point in one call: 0.85 s for 5408 points at
     L = 50, where ``sph_harm_y`` per entry took 14 s."""
@@ -252,6 +254,8 @@ def _real_harmonics_at(lmax: int, theta: np.ndarray, phi: np.ndarray) -> np.ndar
         P = sph_legendre_p_all(lmax, lmax, theta[sl])[0][ell, np.abs(m)].T          # P̄_ℓ|m|(θ), (block, N)
         mphi = phi[sl, None] * np.abs(m)[None, :]
         out[sl] = scale * P * np.where(m < 0, np.sin(mphi), np.cos(mphi))
+        if radial is not None:
+            out[sl] *= radial[sl][:, ell]
     return out
 
 
@@ -294,7 +298,9 @@ def _general_coefficients(beta: float, D: np.ndarray, lmax: int, shift: float, v
     grid = _coefficient_grid(lmax, shift)
     x = grid.points.reshape(-1, 3)
     w = grid.weights.ravel() / (4 * np.pi)
-    G = (real_harmonics(lmax, x) * w[:, None]).T @ _transformed_harmonics(beta, x @ D, lmax, shift, variation)
+    Y = real_harmonics(lmax, x)
+    Y *= w[:, None]                     # in place: each table is 1.2 GB at L = 91 (β‖D‖₂ = 100)
+    G = Y.T @ _transformed_harmonics(beta, x @ D, lmax, shift, variation)
     # the kernel is even under (x, y) → (−x, −y): the entries of odd ℓ_a + ℓ_b vanish, exactly, not to rounding (at
     # β‖D‖ = 1e-200 their 1e-217 made the uniform density's level, an underflowed ~β², positive)
     ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
@@ -327,9 +333,7 @@ def _transformed_harmonics(beta: float, u: np.ndarray, lmax: int, shift: float, 
     size = np.linalg.norm(u, axis=1)
     zero = size == 0
     th, ph = points_to_angles(np.where(zero[:, None], [0.0, 0.0, 1.0], u))
-    lam = _radial_multipliers(beta * size, lmax, shift, variation)
-    ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
-    return _real_harmonics_at(lmax, th, ph) * lam[:, ell]
+    return _real_harmonics_at(lmax, th, ph, _radial_multipliers(beta * size, lmax, shift, variation))
 
 
 def _radial_multipliers(r: np.ndarray, lmax: int, shift: float, variation: bool) -> np.ndarray:
