@@ -484,3 +484,18 @@ def test_general_kernel_coefficients_of_d_equal_c_identity_are_the_funk_hecke_mu
         np.testing.assert_allclose(lam[i], expected, rtol=2e-13, atol=1e-300)
         assert lam_var[i, 0] == pytest.approx(scaled_mean_variation_s2(ri) * np.exp(ri - 6.0), rel=1e-14, abs=0)
         np.testing.assert_array_equal(lam_var[i, 1:], lam[i, 1:])
+
+
+def test_kernel_coefficients_at_a_tiny_beta_keep_the_degree_one_block():
+    """At β = 1e-200 the degree-1 block, e^{−shift} λ_1 ~ β/3, must scale with β: |βDᵀx| squared underflowed to 0 (the
+    block was 0), and ive's I_{3/2}(r) ~ r^{3/2} underflowed before √(π/2r) scaled it back.  Odd ℓ_a + ℓ_b vanish
+    exactly (the kernel is even under (x, y) → (−x, −y))."""
+    from meanfield._energy._fem import kernel_coefficients
+
+    D = np.array(_GENERAL_D["symmetric"])
+    G_small, _ = kernel_coefficients(1e-200, D, 2, True)
+    G_ref, _ = kernel_coefficients(1e-100, D, 2, True)
+    block = G_ref[1:4, 1:4] / 1e-100
+    np.testing.assert_allclose(G_small[1:4, 1:4] / 1e-200, block, rtol=0, atol=1e-14 * np.max(np.abs(block)))
+    assert np.max(np.abs(G_ref[1:4, 1:4])) > 1e-101
+    assert not np.any(G_small[0, 1:4]) and not np.any(G_small[1:4, 4:])
