@@ -189,11 +189,15 @@ def _solve(K, m, M, regularization):
     if not np.any(K):                           # D = 0: a constant kernel, every density minimizes; the uniform one
         return one / float(np.sum(m)), 0.0, 0, "constant kernel"
     level = float(one @ K @ one) / float(np.sum(m)) ** 2
-    if not (level > 0 and (regularization == 0 or regularization * level > 0)):
+    # the level is a weighted mean of K's entries, each rounded to ~eps of the largest: below that it is noise (at
+    # β‖D‖ = 1e-200 it was −7.8e-218 or, with exact zeros in odd degrees, +5.7e-219 against entries of ~1e-200)
+    noise = _LEVEL_ROUNDING * float(np.max(np.abs(K)))
+    if not (level > noise and (regularization == 0 or regularization * level > 0)):
         # a pull τ ∝ level that is ≤ 0 (or underflows to 0) lifts nothing: "raise `regularization`" was no way out
         raise ConvergenceError(
-            f"the kernel's variation is lost in rounding (the uniform density's level 1ᵀK1 = {level:.3g} and with it "
-            f"the pull τ = {regularization * level:.3g} are not positive: the kernel e^(β⟨x,Dy⟩) − 1 is below float64 "
+            f"the kernel's variation is lost in rounding (the uniform density's level 1ᵀK1 = {level:.3g} is not above "
+            f"the rounding of the kernel matrix's entries, {noise:.3g}, or the pull τ = {regularization * level:.3g} "
+            "is not positive: the kernel e^(β⟨x,Dy⟩) − 1 is below float64 "
             "resolution, β‖D‖ ≲ 1e-9): the minimizer tends to its β → 0 limit within O(β‖D‖), so solve at "
             "β‖D‖ ≈ 1e-6 for that limit.")
     if regularization == 0:                     # no pull: one solve, no level to look for
@@ -270,6 +274,7 @@ def _solve_at(K, m, M, tau, regularization):
 
 _SUPPORT_FLOOR = 1e-8   # relative nodal value below which a node counts as off the support in the certificate
 _MIN_SCALED_LEVEL = 1e-10   # the minimum's level relative to the kernel's largest value, below which it is noise
+_LEVEL_ROUNDING = 8 * np.finfo(float).eps     # the uniform level's rounding, relative to the kernel matrix's largest entry
 
 
 def _energy_of(rho, K, shift, beta) -> float:
