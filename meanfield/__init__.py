@@ -10,7 +10,8 @@ from ._errors import (MeanfieldError as MeanfieldError, UnsupportedModelError as
                       ResolutionError as ResolutionError, NonFiniteStateError as NonFiniteStateError,
                       ConvergenceError as ConvergenceError, InsufficientMemoryError as InsufficientMemoryError,
                       MeanfieldWarning as MeanfieldWarning)
-from ._measures import Density as Density, Particles as Particles, ZonalDensity as ZonalDensity
+from ._measures import (Density as Density, Particles as Particles, ZonalDensity as ZonalDensity,
+                        mean_alignment as mean_alignment)
 from ._model import Model as Model
 from ._schemes import SCHEMES as SCHEMES, Scheme as Scheme, get_scheme as get_scheme
 from ._trajectory import Trajectory as Trajectory, Status as Status
@@ -42,7 +43,7 @@ _LAZY = {
                     "._energy"),
     # particles: attention fields, ensembles, sampling
     **dict.fromkeys(["attention_field", "attention_field_sh", "AttentionField"], "._attention"),
-    **dict.fromkeys(["ensemble", "mean_alignment"], "._ensemble"),
+    **dict.fromkeys(["ensemble"], "._ensemble"),
     "EnsembleResult": "._ensemble_result",
     **dict.fromkeys(["sample_density", "particles_coefficients"], "._sampling"),
     # sweeps on dask.distributed

@@ -15,10 +15,10 @@ from ._lazy import LazyModule
 stats = LazyModule("scipy.stats")
 
 from ._errors import warn
-from ._measures import Particles, conversion_hint, pair_alignment
+from ._measures import Particles, conversion_hint, mean_alignment
 from ._model import Model
 from ._simulate import Status, particle_backend, save_times, simulate
-from ._ensemble_result import INTERVALS, EnsembleResult
+from ._ensemble_result import INTERVALS, EnsembleResult, _name
 from ._validate import flag, nonneg_int, save_every_count, seed_error
 
 #: Resamples per bootstrap interval (scipy's default).
@@ -39,35 +39,6 @@ def _bootstrap_min_replicas(confidence: float) -> int:
     while 2.0 ** (1 - k) > 1 - confidence:
         k += 1
     return k
-
-
-def mean_alignment(particles: Particles) -> float:
-    """The mean pairwise alignment Σ_{i≠j} w_i w_j ⟨θ_i, θ_j⟩ / Σ_{i≠j} w_i w_j of weighted tokens.
-
-    Computed in O(n d) through the mean vector m = Σ_i w_i θ_i as (|m|² − Σ_i w_i²) / (1 − Σ_i w_i²);
-    the default observable of :func:`ensemble`.  Radii are ignored.  For particles it equals
-    ``alignment_statistics(particles).mean_alignment``.
-
-    Parameters
-    ----------
-    particles : Particles
-        Tokens θ_i on S^{d-1}, shape (n, d), with weights w_i summing to 1.
-
-    Returns
-    -------
-    float
-        The mean alignment in [−1, 1]: 1 for a single cluster (and for a single token), about 0 for
-        tokens spread uniformly.
-
-    Raises
-    ------
-    TypeError
-        If ``particles`` is not :class:`Particles` (for a Density use :func:`alignment_statistics`).
-    """
-    if not isinstance(particles, Particles):
-        raise TypeError(f"`particles` must be meanfield.Particles; got {type(particles).__name__} (for a "
-                        "Density use alignment_statistics).")
-    return pair_alignment(particles.weights, particles.positions)
 
 
 #: bytes a replica holds before any run besides its tokens: its SeedSequence (~380), generator and Particles
@@ -557,15 +528,6 @@ def ensemble(model, sampler_or_n, t_final, *, replicas: int, seed=0, observable=
                           interval=interval, bootstrap_seed=boot_seed, model=model, backend=backend,
                           options=resolved, t0=float(times[0]), t_final=float(times[-1]),
                           observable=_name(observable), sampler=_name(sampler_or_n), batched=batched is not None)
-
-
-def _name(f) -> int | str:
-    """A token count as itself, a callable (observable, sampler) by its ``__name__``, else its repr: what a file can
-    hold of it."""
-    if isinstance(f, numbers.Integral) and not isinstance(f, bool):
-        return int(f)
-    name = getattr(f, "__name__", None)
-    return name if isinstance(name, str) else repr(f)
 
 
 def _replica_mean(x, axis):

@@ -147,7 +147,7 @@ class EnsembleResult:
         TypeError
             ``observable`` or ``sampler`` is not callable.
         """
-        from ._ensemble import mean_alignment
+        from ._measures import mean_alignment
         from ._integrators import ADAPTIVE_OPTIONS, fixed_steps
 
         if self.model is None or self.t0 is None or self.sampler is None or self.observable is None:
@@ -165,7 +165,6 @@ class EnsembleResult:
     def _rerun_callable(self, name, given, default):
         """The ``sampler`` (a recorded token count as itself) or ``observable`` of a rerun: ``given``, checked against
         the recorded name, else ``default`` when that is what was recorded."""
-        from ._ensemble import _name
 
         recorded = getattr(self, name)
         if given is None:
@@ -262,3 +261,12 @@ def check_result(result: EnsembleResult) -> None:
             fail(TypeError, name, must, repr(v))
     if not isinstance(result.options, dict) or not all(isinstance(k, str) for k in result.options):
         fail(TypeError, "options", "a dict of backend option names to values", repr(result.options)[:200])
+
+
+def _name(f) -> int | str:
+    """A token count as itself, a callable (observable, sampler) by its ``__name__``, else its repr: what a file can
+    hold of it."""
+    if isinstance(f, numbers.Integral) and not isinstance(f, bool):
+        return int(f)
+    name = getattr(f, "__name__", None)
+    return name if isinstance(name, str) else repr(f)

@@ -1163,3 +1163,32 @@ def pair_alignment(weights, directions):
     m = w @ directions
     w2 = float(w @ w)
     return float((m @ m - w2) / (1.0 - w2)) if w2 < 1 else 1.0
+
+
+def mean_alignment(particles: Particles) -> float:
+    """The mean pairwise alignment Σ_{i≠j} w_i w_j ⟨θ_i, θ_j⟩ / Σ_{i≠j} w_i w_j of weighted tokens.
+
+    Computed in O(n d) through the mean vector m = Σ_i w_i θ_i as (|m|² − Σ_i w_i²) / (1 − Σ_i w_i²);
+    the default observable of :func:`ensemble`.  Radii are ignored.  For particles it equals
+    ``alignment_statistics(particles).mean_alignment``.
+
+    Parameters
+    ----------
+    particles : Particles
+        Tokens θ_i on S^{d-1}, shape (n, d), with weights w_i summing to 1.
+
+    Returns
+    -------
+    float
+        The mean alignment in [−1, 1]: 1 for a single cluster (and for a single token), about 0 for
+        tokens spread uniformly.
+
+    Raises
+    ------
+    TypeError
+        If ``particles`` is not :class:`Particles` (for a Density use :func:`alignment_statistics`).
+    """
+    if not isinstance(particles, Particles):
+        raise TypeError(f"`particles` must be meanfield.Particles; got {type(particles).__name__} (for a "
+                        "Density use alignment_statistics).")
+    return pair_alignment(particles.weights, particles.positions)

@@ -28,7 +28,7 @@ from ..sphere import _circle as circ
 from ..sphere import _sh as sh
 from ..sphere._funk_hecke import funk_hecke, funk_hecke_unscaled, kernel_bandlimit, kernel_truncation_error
 from ._kernel import (_LOG_FLOAT_MAX, _scaled_kernel_sums, check_beta, check_D, check_pair_work, dimension_for,
-                      isotropic_scale, kernel_sums, pair_energy, spectral_norm, tangent_project)
+                      isotropic_scale, kernel_sums, pair_energy, pair_rounding, spectral_norm, tangent_project)
 
 METHODS = ("auto", "exact", "pairs", "spectral", "quadrature")
 _GRID_TOL = 1e-15          # kernel truncation behind the quadrature grids of a Density
@@ -382,18 +382,6 @@ def _multipliers(b: float, lmax: int, d: int) -> np.ndarray:
     return lam
 
 
-def _pair_rounding(value: float, n: int, d: int, beta: float, D: np.ndarray) -> float:
-    """A bound on the float64 error of the pair sum (1/2β) Σ_jk a_j a_k e^{β⟨y_j, D y_k⟩} (positive terms).
-
-    Each exponent β⟨y_j, D y_k⟩ is rounded by at most (2d + 2)·u·β‖D‖_F in absolute terms, which e^{·} turns into a
-    relative error of its term (β‖D‖ ulps: 62 ulps measured at β = 200 against a long-double sum, 1 at β = 1); the
-    exponentials, the shifts and the divisions add a few ulps, and the two sums of n positive terms at most n ulps
-    each.  The pair sum reported 0.0 ("exact to rounding"), below its error from β ≈ 5 on, and 33 ulps for 5000
-    coincident particles at β = 1."""
-    eps = np.finfo(float).eps
-    return eps * ((2 * d + 4) * beta * float(np.linalg.norm(D)) + 2 * n + 6) * abs(value)
-
-
 def _exact_sum(lam, power, beta: float) -> EnergyEstimate:
     """(1/2β) Σ_ℓ λ_ℓ·power_ℓ, a Funk–Hecke (Parseval) sum, exact but for its rounding (warned about if it has no
     digit).  A degree without power contributes 0 whatever its λ_ℓ: beyond float64 (β ≳ 710) λ_ℓ = inf, and
@@ -557,7 +545,7 @@ def energy_estimate(measure, beta, D=None, *, method: str = "auto", lmax: int | 
         check_pair_work("measure", measure.n, d, "the energy's pair sum", advice=(
             " With D = c·I on S² or S¹, method='spectral' is O(N)." if spectral_ok and method == "pairs" else ""))
         value = pair_energy(measure.positions, measure.weights, beta, D)
-        return EnergyEstimate(value, _pair_rounding(value, measure.n, d, beta, D), "pairs")
+        return EnergyEstimate(value, pair_rounding(value, measure.n, d, beta, D), "pairs")
 
     if method in ("pairs", "spectral"):         # an FE density was offered 'exact', which it then refused
         takes = ("densities take 'auto', 'exact' or 'quadrature'" if isinstance(measure, Density) else

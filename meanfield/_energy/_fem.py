@@ -481,7 +481,7 @@ def _spectral_energy(points: np.ndarray, a: np.ndarray, beta: float, D: np.ndarr
 def _pair_sum(points: np.ndarray, a: np.ndarray, beta: float, D: np.ndarray) -> tuple[float, float]:
     """The direct pair sum (1/2β) Σ_qr a_q a_r e^{β⟨x_q, D x_r⟩} and its rounding bound (that of the particles' pair
     sum, on the sum of |terms|: the value itself for a ≥ 0, else at most (1/2β)(Σ|a|)² e^{β‖D‖₂})."""
-    from ._energy import _pair_rounding
+    from ._kernel import pair_rounding
     from ._kernel import pair_energy, spectral_norm
 
     value = pair_energy(points, a, beta, D)
@@ -490,7 +490,7 @@ def _pair_sum(points: np.ndarray, a: np.ndarray, beta: float, D: np.ndarray) -> 
     else:
         with np.errstate(over="ignore"):
             size = float(np.sum(np.abs(a))) ** 2 * np.exp(beta * spectral_norm(D)) / (2.0 * beta)
-    return value, _pair_rounding(size, len(a), 3, beta, D)
+    return value, pair_rounding(size, len(a), 3, beta, D)
 
 
 def _cheaper_by_pairs(n: int, beta: float, D: np.ndarray) -> bool:

@@ -396,3 +396,15 @@ def zonal_padded(rho, b: float):
     g = np.zeros(lmax + 1)
     g[:rho.lmax + 1] = rho.coeffs
     return ZonalBasis(lmax, rho.d), g
+
+
+def pair_rounding(value: float, n: int, d: int, beta: float, D: np.ndarray) -> float:
+    """A bound on the float64 error of the pair sum (1/2β) Σ_jk a_j a_k e^{β⟨y_j, D y_k⟩} (positive terms).
+
+    Each exponent β⟨y_j, D y_k⟩ is rounded by at most (2d + 2)·u·β‖D‖_F in absolute terms, which e^{·} turns into a
+    relative error of its term (β‖D‖ ulps: 62 ulps measured at β = 200 against a long-double sum, 1 at β = 1); the
+    exponentials, the shifts and the divisions add a few ulps, and the two sums of n positive terms at most n ulps
+    each.  The pair sum reported 0.0 ("exact to rounding"), below its error from β ≈ 5 on, and 33 ulps for 5000
+    coincident particles at β = 1."""
+    eps = np.finfo(float).eps
+    return eps * ((2 * d + 4) * beta * float(np.linalg.norm(D)) + 2 * n + 6) * abs(value)

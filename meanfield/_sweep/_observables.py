@@ -71,7 +71,7 @@ def _mean_alignment(traj, i, tol):
         m = s.weights @ s.positions / s.weights.sum()
         return float(m @ m)
     if isinstance(s, Particles):
-        from .._ensemble import mean_alignment
+        from .._measures import mean_alignment
         return _per_group(traj, s, mean_alignment)
     if isinstance(s, Density):
         m = density_mean(s)

@@ -98,7 +98,7 @@ def _scaled_case(rows):
 
 
 def _general_q(rows):
-    from .._ensemble import mean_alignment
+    from .._measures import mean_alignment
     from .._measures import Density
     from .._model import Model
     from .._sampling import sample_density
