@@ -235,6 +235,8 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
         setup(stepper)
     if point is not None and point.stage is not None and hasattr(stepper, "carry_stage"):
         stepper.carry_stage(t0, point.stage)     # the first stage the uninterrupted run had there
+    if point is not None and prefix is not None and hasattr(stepper, "carry_grid_origin"):
+        stepper.carry_grid_origin(float(prefix.times[-1]))     # fixed steps and layers go on on the same grid
     if prefix is not None and hasattr(stepper, "carry_steps"):
         stepper.carry_steps(prefix.steps)        # run-wide counts (max_steps, filtered_steps) go on from the saved part
     getattr(stepper, "check_save_times", lambda _: None)(times)     # e.g. whole layers, before any work
