@@ -32,7 +32,10 @@ class Backend(Protocol):
     (t, number of logged steps, …) that changes with every change of the state, so that a Ctrl-C half-way
     through a step can tell the state is no longer the one the last ``on_step`` saw.  For a resumed run, optional:
     ``carry_steps(steps)``, called with the step log of the saved part before the continuation starts, so that
-    run-wide counts (``max_steps``, a count among the diagnostics) go on as in a run never interrupted.
+    run-wide counts (``max_steps``, a count among the diagnostics) go on as in a run never interrupted;
+    ``carry_stage(t, stage)`` with the resume point's ``resume_stage()`` (an adaptive step's first stage); and
+    ``carry_grid_origin(t_saved)``, the last save time before the resume point, from which the interrupted
+    stretch's fixed steps or layers were counted (so that they go on on the same grid of times).
     """
 
     name: str
