@@ -34,6 +34,9 @@ from ._errors import UnsupportedModelError, warn
 from ._norms import einsum, norm_range, norms
 from ._validate import ZeroVectorError, flag, nonneg_int, open_fraction, real_array, unit_vectors
 
+#: ``a.max(axis=…)`` without the Python wrapper of ndarray.max (the same reduction, the same bits)
+_row_max = np.maximum.reduce
+
 _CHUNK_ELEMENTS = 2 ** 20  # default chunk: ~8 MB of float64 logits per worker
 _MEMORY_CHECK_FLOOR = 2 ** 26  # requests below 64 MiB are not checked against the available memory (hot path)
 
@@ -400,6 +403,18 @@ class _DirectEvaluator:
         return _finish(A, y, log_z, full, _tangential_source(heads))
 
 
+    _rhs = None
+
+    def _rhs_buffer(self, d):
+        """The (N, d + 1) array [w v | w] of :meth:`_one_block`, its weight column written once: the values are
+        written into it at each call (a concatenation of two new arrays was a tenth of a few tokens' call).  Read
+        only within the call that wrote it: an evaluator belongs to one stepper, whose stages run one at a time."""
+        rhs = self._rhs
+        if rhs is None or rhs.shape[1] != d + 1:
+            rhs = self._rhs = np.empty((self.w.size, d + 1))
+            rhs[:, d] = self.w
+        return rhs
+
     def _one_block(self, x, y, targets, full, log_z=True):
         """The general path's arithmetic when it is one block of one head with softmax, no mask and no massless
         token, written out (no closure, slices, scratch arrays or error-state switches: the same operations on the
@@ -415,11 +430,12 @@ class _DirectEvaluator:
             q = _unit_rows(q, "Q", "token" if targets is None else "target", head=0, heads=1)
             k, v = _unit_rows(k, "K", head=0, heads=1), _unit_rows(v, "V", head=0, heads=1)
         logits = q @ np.multiply(k.T, self.model.beta, order="C")     # (β k)ᵀ contiguous, in one pass
-        mx = logits.max(axis=1)
+        mx = _row_max(logits, axis=1)
         logits -= mx[:, None]
         np.exp(logits, out=logits)
         d = x.shape[1]
-        rhs = np.concatenate([self.w_col * v, self.w_col], axis=1)
+        rhs = self._rhs_buffer(d)
+        np.multiply(self.w_col, v, out=rhs[:, :d])
         acc = logits @ rhs
         s = acc[:, d]
         lo, hi = norm_range(s)

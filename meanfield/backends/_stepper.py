@@ -70,6 +70,42 @@ def _probe_magnitude(scheme, t, model) -> bool:
     return used
 
 
+#: ``a.all(axis=None)`` without ndarray.all's Python wrapper (the same reduction)
+_all_true = np.logical_and.reduce
+
+try:        # the error state that np.errstate sets, without building it at every entry (~1 µs, a few tokens' stage ~15)
+    from numpy._core._ufunc_config import _extobj_contextvar as _ERROR_STATE
+except ImportError:     # numpy < 2
+    _ERROR_STATE = None
+
+_QUIET_STATES: dict = {}      # the enclosing error state → the same with over and invalid ignored
+
+
+class _QuietOverflow:
+    """``np.errstate(over="ignore", invalid="ignore")`` for the stages: the state it sets is built once per enclosing
+    state (whose other settings it keeps, as np.errstate does) and then only set and reset."""
+
+    __slots__ = ("_token", "_fallback")
+
+    def __enter__(self):
+        if _ERROR_STATE is None:
+            self._fallback = np.errstate(over="ignore", invalid="ignore")
+            return self._fallback.__enter__()
+        outer = _ERROR_STATE.get()
+        quiet = _QUIET_STATES.get(outer)
+        if quiet is None:
+            if len(_QUIET_STATES) > 16:        # states of many user contexts: keep a few
+                _QUIET_STATES.clear()
+            with np.errstate(over="ignore", invalid="ignore"):
+                quiet = _QUIET_STATES[outer] = _ERROR_STATE.get()
+        self._token = _ERROR_STATE.set(quiet)
+
+    def __exit__(self, *exc_info):
+        if _ERROR_STATE is None:
+            return self._fallback.__exit__(*exc_info)
+        _ERROR_STATE.reset(self._token)
+
+
 def _all(a) -> bool:
     """``np.all(a)``, without its Python wrapper for a numpy array or scalar (a scheme row may return either)."""
     return a.all() if isinstance(a, (np.ndarray, np.generic)) else np.all(a)
@@ -350,7 +386,7 @@ class ParticleStepper:
 
     def rhs(self, t, y):
         """The scheme's ODE at the (possibly off-sphere) state y: same shape as y."""
-        if not np.isfinite(y).all():      # a blown-up stage: NaN for the step control, not an input error
+        if not _all_true(np.isfinite(y), axis=None):      # a blown-up stage: NaN for the step control, not an error
             return np.full_like(y, np.nan)
         n = len(y)
         theta = self._directions(y, normalize=not self.FIELD_NORMALIZES)
@@ -359,7 +395,7 @@ class ParticleStepper:
         r = y[:, self.d] if self.scheme.has_radius else 1.0
         full = scheme_uses_magnitude(self.scheme, t, self.model)
         unit = self.scheme.speed in UNIT_SPEED_ROWS
-        with np.errstate(over="ignore", invalid="ignore"):     # a non-finite field is diagnosed, not warned about
+        with _QuietOverflow():     # a non-finite field is diagnosed, not warned about
             try:
                 f = self._field(t, theta, full)
                 self._stage_log_z = f.log_z      # for a step integrand that needs Z (the softmax flow's)
@@ -698,12 +734,12 @@ class ParticleStepper:
     def _stage_time(t, a, b):
         # Keep stage times strictly inside the segment so a velocity that jumps at a segment end
         # (Mix-LN at τ) is always evaluated on the segment's own side.
-        return min(max(t, np.nextafter(a, b)), np.nextafter(b, a))
+        return min(max(t, math.nextafter(a, b)), math.nextafter(b, a))
 
     def _rk_step(self, t, h, y, a, b, k1=None, watch=None):
         """One Runge–Kutta step; with ``watch`` (a list), the largest stage speed and its token are kept in it
         (:meth:`_watch_stages`)."""
-        lo, hi = np.nextafter(a, b), np.nextafter(b, a)     # _stage_time's bounds, once per step
+        lo, hi = math.nextafter(a, b), math.nextafter(b, a)     # _stage_time's bounds (np.nextafter's ufunc: ~1 µs)
         if self.step_integrand is None:
             def f(tt, yy):
                 return self.rhs(min(max(tt, lo), hi), yy)
