@@ -403,17 +403,19 @@ class _DirectEvaluator:
         return _finish(A, y, log_z, full, _tangential_source(heads))
 
 
-    _rhs = None
+    _rhs = _rhs_values = None
 
     def _rhs_buffer(self, d):
-        """The (N, d + 1) array [w v | w] of :meth:`_one_block`, its weight column written once: the values are
-        written into it at each call (a concatenation of two new arrays was a tenth of a few tokens' call).  Read
-        only within the call that wrote it: an evaluator belongs to one stepper, whose stages run one at a time."""
+        """The (N, d + 1) array [w v | w] of :meth:`_one_block`, its weight column written once, and its first d
+        columns, where the values are written at each call (a concatenation of two new arrays was a tenth of a few
+        tokens' call).  Read only within the call that wrote it: an evaluator belongs to one stepper, whose stages
+        run one at a time."""
         rhs = self._rhs
         if rhs is None or rhs.shape[1] != d + 1:
             rhs = self._rhs = np.empty((self.w.size, d + 1))
             rhs[:, d] = self.w
-        return rhs
+            self._rhs_values = rhs[:, :d]
+        return rhs, self._rhs_values
 
     def _one_block(self, x, y, targets, full, log_z=True):
         """The general path's arithmetic when it is one block of one head with softmax, no mask and no massless
@@ -434,8 +436,8 @@ class _DirectEvaluator:
         logits -= mx[:, None]
         np.exp(logits, out=logits)
         d = x.shape[1]
-        rhs = self._rhs_buffer(d)
-        np.multiply(self.w_col, v, out=rhs[:, :d])
+        rhs, values = self._rhs_buffer(d)
+        np.multiply(self.w_col, v, out=values)
         acc = logits @ rhs
         s = acc[:, d]
         lo, hi = norm_range(s)

@@ -1148,9 +1148,10 @@ class ZonalDensity(ComparedByValue):
         return f"ZonalDensity(lmax={self.lmax}, d={self.d}, mass={self.mass():.6g})"
 
 
-def pair_alignment(weights, directions):
+def pair_alignment(weights, directions, squares=None):
     """Σ_{i≠j} w_i w_j ⟨θ_i, θ_j⟩ / Σ_{i≠j} w_i w_j of unit ``directions`` (n, d) with ``weights`` (n,) summing to 1,
     in O(n d) through m = Σ_i w_i θ_i: (|m|² − Σ w_i²) / (1 − Σ w_i²); 1 when there is no pair (one token).
+    ``squares``: Σ w_i² as ``float(w @ w)`` gives it, where the caller keeps it (a run logs every step's value).
 
     With a leading axis of G independent groups, ``weights`` (G, n) each summing to 1 and ``directions`` (G, n, d):
     each group's value, an ndarray (G,)."""
@@ -1161,7 +1162,7 @@ def pair_alignment(weights, directions):
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(w2 < 1, (np.einsum("gd,gd->g", m, m) - w2) / (1.0 - w2), 1.0)
     m = w @ directions
-    w2 = float(w @ w)
+    w2 = float(w @ w) if squares is None else squares
     return float((m @ m - w2) / (1.0 - w2)) if w2 < 1 else 1.0
 
 

@@ -142,6 +142,11 @@ class ZeroVectorError(ValueError):
     token's direction from bad input by it)."""
 
 
+class NonFiniteError(ValueError):
+    """NaN or inf where finite values are needed (a ValueError; the particle stepper tells a blown-up stage by it
+    where the field's own normalization is its finiteness check)."""
+
+
 def unit_vectors(name: str, x: np.ndarray) -> np.ndarray:
     """The rows of ``x`` (..., d) as unit vectors: finite and nonzero, normalized unless already of unit
     norm to rounding (those are returned bit for bit)."""
@@ -154,7 +159,7 @@ def unit_vectors(name: str, x: np.ndarray) -> np.ndarray:
         if lo > 0 and hi < np.inf:      # (a NaN fails both: the checks below)
             return _unit(x, norms, lo, hi)
     if not np.all(np.isfinite(x)):
-        raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
+        raise NonFiniteError(f"`{name}` must be finite; it contains NaN or inf.")
     if np.any(norms == 0):
         raise ZeroVectorError(f"`{name}` contains a zero vector, which has no direction.")
     beyond = norms == np.inf        # finite rows whose norm exceeds float64 ([1e308, 1e308]): x/inf was a zero row

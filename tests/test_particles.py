@@ -1349,3 +1349,63 @@ def test_the_public_attention_functions_take_threads_as_the_backends_do(call):
         f(threads=1, nthreads=1)
     with pytest.raises(ValueError, match="`threads` must be an integer >= 1"):
         f(threads=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# per-stage overhead at small n (bench case "small-n"): the checks are made once, from what the stage computes anyway
+
+def test_a_stage_of_directions_reads_its_finiteness_from_the_norms_and_a_blown_up_one_is_nan(monkeypatch):
+    # the field's normalization takes the row norms, which show a NaN or inf: a separate np.isfinite pass over the
+    # state was a twentieth of a stage at n = 20; a blown-up stage is still NaN, not an error, and the next one exact
+    from meanfield.backends._particles import ParticlesBackend
+
+    for scheme in ("post-ln", "pre-ln"):        # directions only, and with a radius column (checked apart)
+        b = ParticlesBackend(mf.Model(4.0, scheme=scheme), mf.Particles.uniform(20, 3, seed=0), step=0.05)
+        y = 1.01 * b.y
+        before = b.rhs(0.1, y)
+        for bad in (np.nan, np.inf, -np.inf):
+            z = y.copy()
+            z[3, 1] = bad
+            out = b.rhs(0.1, z)
+            assert out.shape == z.shape and np.all(np.isnan(out)), (scheme, bad)
+        np.testing.assert_array_equal(b.rhs(0.1, y), before)
+    calls, isfinite = [], np.isfinite
+    monkeypatch.setattr(np, "isfinite", lambda *a, **k: calls.append(1) or isfinite(*a, **k))
+    b = ParticlesBackend(mf.Model(4.0), mf.Particles.uniform(20, 3, seed=0), step=0.05)
+    b.rhs(0.1, 1.01 * b.y)          # (the first stage builds the evaluator)
+    calls.clear()
+    b.rhs(0.1, 1.01 * b.y)
+    assert not calls
+
+
+def test_a_stage_silences_overflow_and_keeps_the_callers_other_error_settings():
+    # the stages' error state is set from a cached one (np.errstate built it at every stage): it must still be
+    # the caller's with over and invalid ignored, and the caller's again after the stage, raised or not
+    from meanfield.backends._stepper import _QuietOverflow
+
+    for outer in (dict(divide="raise", under="warn"), dict(all="raise"), dict(over="warn", divide="ignore")):
+        with np.errstate(**outer):
+            before = np.geterr()
+            with _QuietOverflow():
+                inside = np.geterr()
+                np.array([1e308]) * 10.0            # silent, whatever the caller's setting
+            assert np.geterr() == before
+            with pytest.raises(KeyError), _QuietOverflow():
+                raise KeyError
+            assert np.geterr() == before
+        assert inside == {**before, "over": "ignore", "invalid": "ignore"}, outer
+
+
+def test_the_step_logs_alignment_with_the_runs_sum_of_squared_weights_the_same_bits():
+    from meanfield._measures import pair_alignment
+    from meanfield._norms import row_norms
+
+    rng = np.random.default_rng(5)
+    w = rng.random(37)
+    w /= w.sum()
+    x = mf.Particles.uniform(37, 4, seed=2).positions
+    assert pair_alignment(w, x, squares=float(w @ w)) == pair_alignment(w, x)
+    p = mf.Particles(x, w)
+    tr = mf.simulate(mf.Model(3.0, d=4), p, 0.5, backend="particles", step=0.1)
+    theta = tr.final.positions / row_norms(tr.final.positions)[:, None]     # as the step log normalizes them
+    assert tr.steps["mean_alignment"][-1] == pair_alignment(w, theta)

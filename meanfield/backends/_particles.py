@@ -156,6 +156,7 @@ class ParticlesBackend(ParticleStepper):
     _bound = None
 
     FIELD_NORMALIZES = True     # unit_vectors below normalizes (and refuses a zero direction) in one pass
+    FIELD_CHECKS_FINITE = True  # … and refuses NaN or inf first (NonFiniteError), from the norms it takes
     _evaluator = None
 
     def _field(self, t, theta, full):

@@ -30,7 +30,7 @@ from .._norms import einsum, norm_range, norms, plain_row_norms, regular, row_no
 from .._schemes import (TIME_FREE_ROWS, UNIT_SPEED_ROWS, _angpt_layer, _ngpt_layer, alpha_step_weight,
                         over_overflowed_speed)
 from .._trajectory import Status
-from .._validate import ZeroVectorError, nonneg_int, positive_float
+from .._validate import NonFiniteError, ZeroVectorError, nonneg_int, positive_float
 from ..sphere._funk_hecke import _MAX_UNSCALED_BETA as _LOG_FLOAT_MAX
 from .._validate import check_options
 
@@ -375,6 +375,8 @@ class ParticleStepper:
 
     # True when _field normalizes the directions itself (the spectral velocity does it on its threads)
     FIELD_NORMALIZES = False
+    # True when _field, given directions with a NaN or inf, raises NonFiniteError before any other work
+    FIELD_CHECKS_FINITE = False
 
     def _directions(self, y, normalize=True):
         theta = y[:, :self.d]
@@ -386,10 +388,13 @@ class ParticleStepper:
 
     def rhs(self, t, y):
         """The scheme's ODE at the (possibly off-sphere) state y: same shape as y."""
-        if not _all_true(np.isfinite(y), axis=None):      # a blown-up stage: NaN for the step control, not an error
+        # a blown-up stage: NaN for the step control, not an error; a field that checks its directions finds it
+        # in the norms it takes anyway (NonFiniteError, below), so a state of directions only is not read twice
+        checked = not (self.FIELD_CHECKS_FINITE and y.shape[1] == self.d)
+        if checked and not _all_true(np.isfinite(y), axis=None):
             return np.full_like(y, np.nan)
         n = len(y)
-        theta = self._directions(y, normalize=not self.FIELD_NORMALIZES)
+        theta = y if not checked and self.FIELD_NORMALIZES else self._directions(y, normalize=not self.FIELD_NORMALIZES)
         # without a radius r ≡ 1, and unused magnitudes are NaN: scalars broadcast through the scheme's row
         # (no per-token arrays of ones on the hot path)
         r = y[:, self.d] if self.scheme.has_radius else 1.0
@@ -399,6 +404,10 @@ class ParticleStepper:
             try:
                 f = self._field(t, theta, full)
                 self._stage_log_z = f.log_z      # for a step integrand that needs Z (the softmax flow's)
+            except NonFiniteError:
+                if checked:         # not the stage's directions: they were finite
+                    raise
+                return np.full_like(y, np.nan)
             except NullDirectionError as err:       # (a ZeroVectorError) QKV-Norm: a token on a null direction
                 self._speed_issue = self._undefined_attention(t, err)
                 return np.full_like(y, np.nan)
@@ -567,7 +576,12 @@ class ParticleStepper:
         if self.ALIGNMENT_SELF_PAIRS:
             mean = self.weights @ theta
             return float(mean @ mean)
-        return pair_alignment(self.weights, theta)
+        w = self.weights
+        if self._squares_of is not w:       # Σ w², once per run (the weights are replaced, never changed in place)
+            self._squares_of, self._squares = w, float(w @ w)
+        return pair_alignment(w, theta, squares=self._squares)
+
+    _squares_of = _squares = None
 
     _steps_before = 0     # steps of the saved part of a resumed run (carry_steps)
 
@@ -999,7 +1013,7 @@ class ParticleStepper:
                 self.t, self._h = t, h
                 return Status.STEP_TOO_SMALL
             h = min(h, max_step)
-            bad_k1 = k1 is not None and not np.isfinite(k1).all()
+            bad_k1 = k1 is not None and not _all_true(np.isfinite(k1), axis=None)
             if h < o["min_step"] or bad_k1:
                 self.t = t
                 if bad_k1 or (rejected and en == np.inf):
