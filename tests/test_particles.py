@@ -1378,24 +1378,6 @@ def test_a_stage_of_directions_reads_its_finiteness_from_the_norms_and_a_blown_u
     assert not calls
 
 
-def test_a_stage_silences_overflow_and_keeps_the_callers_other_error_settings():
-    # the stages' error state is set from a cached one (np.errstate built it at every stage): it must still be
-    # the caller's with over and invalid ignored, and the caller's again after the stage, raised or not
-    from meanfield.backends._stepper import _QuietOverflow
-
-    for outer in (dict(divide="raise", under="warn"), dict(all="raise"), dict(over="warn", divide="ignore")):
-        with np.errstate(**outer):
-            before = np.geterr()
-            with _QuietOverflow():
-                inside = np.geterr()
-                np.array([1e308]) * 10.0            # silent, whatever the caller's setting
-            assert np.geterr() == before
-            with pytest.raises(KeyError), _QuietOverflow():
-                raise KeyError
-            assert np.geterr() == before
-        assert inside == {**before, "over": "ignore", "invalid": "ignore"}, outer
-
-
 def test_the_step_logs_alignment_with_the_runs_sum_of_squared_weights_the_same_bits():
     from meanfield._measures import pair_alignment
     from meanfield._norms import row_norms

@@ -73,39 +73,6 @@ def _probe_magnitude(scheme, t, model) -> bool:
 #: ``a.all(axis=None)`` without ndarray.all's Python wrapper (the same reduction)
 _all_true = np.logical_and.reduce
 
-try:        # the error state that np.errstate sets, without building it at every entry (~1 µs, a few tokens' stage ~15)
-    from numpy._core._ufunc_config import _extobj_contextvar as _ERROR_STATE
-except ImportError:     # numpy < 2
-    _ERROR_STATE = None
-
-_QUIET_STATES: dict = {}      # the enclosing error state → the same with over and invalid ignored
-
-
-class _QuietOverflow:
-    """``np.errstate(over="ignore", invalid="ignore")`` for the stages: the state it sets is built once per enclosing
-    state (whose other settings it keeps, as np.errstate does) and then only set and reset."""
-
-    __slots__ = ("_token", "_fallback")
-
-    def __enter__(self):
-        if _ERROR_STATE is None:
-            self._fallback = np.errstate(over="ignore", invalid="ignore")
-            return self._fallback.__enter__()
-        outer = _ERROR_STATE.get()
-        quiet = _QUIET_STATES.get(outer)
-        if quiet is None:
-            if len(_QUIET_STATES) > 16:        # states of many user contexts: keep a few
-                _QUIET_STATES.clear()
-            with np.errstate(over="ignore", invalid="ignore"):
-                quiet = _QUIET_STATES[outer] = _ERROR_STATE.get()
-        self._token = _ERROR_STATE.set(quiet)
-
-    def __exit__(self, *exc_info):
-        if _ERROR_STATE is None:
-            return self._fallback.__exit__(*exc_info)
-        _ERROR_STATE.reset(self._token)
-
-
 def _all(a) -> bool:
     """``np.all(a)``, without its Python wrapper for a numpy array or scalar (a scheme row may return either)."""
     return a.all() if isinstance(a, (np.ndarray, np.generic)) else np.all(a)
@@ -400,7 +367,7 @@ class ParticleStepper:
         r = y[:, self.d] if self.scheme.has_radius else 1.0
         full = scheme_uses_magnitude(self.scheme, t, self.model)
         unit = self.scheme.speed in UNIT_SPEED_ROWS
-        with _QuietOverflow():     # a non-finite field is diagnosed, not warned about
+        with np.errstate(over="ignore", invalid="ignore"):     # a non-finite field is diagnosed, not warned about
             try:
                 f = self._field(t, theta, full)
                 self._stage_log_z = f.log_z      # for a step integrand that needs Z (the softmax flow's)
