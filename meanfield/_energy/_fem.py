@@ -242,18 +242,22 @@ def _real_harmonics_at(lmax: int, theta: np.ndarray, phi: np.ndarray, radial: np
     L = 91).
 
     scipy's ``sph_legendre_p_all`` gives all degrees and orders per point in one call: 0.85 s for 5408 points at
-    L = 50, where ``sph_harm_y`` per entry took 14 s."""
+    L = 50, where ``sph_harm_y`` per entry took 14 s.  The trigonometric factors are taken from a table of cos mφ,
+    sin mφ, 0 ≤ m ≤ lmax (the same values): both functions at every entry took 3.1 s of a 3.7 s block of 2046 points
+    at L = 91, the table 0.07 s."""
     from scipy.special import sph_legendre_p_all
 
     ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
     m = np.arange(ell.size) - ell * ell - ell
     scale = np.sqrt(4 * np.pi) * np.where(m == 0, 1.0, np.sqrt(2.0))
+    trig_column = np.where(m < 0, lmax + 1 - m, m)                   # into [cos 0..lmax | sin 0..lmax]
     out = np.empty((theta.size, ell.size))
     for lo in range(0, theta.size, _HARMONICS_BLOCK):
         sl = slice(lo, lo + _HARMONICS_BLOCK)
-        P = sph_legendre_p_all(lmax, lmax, theta[sl])[0][ell, np.abs(m)].T          # P̄_ℓ|m|(θ), (block, N)
-        mphi = phi[sl, None] * np.abs(m)[None, :]
-        out[sl] = scale * P * np.where(m < 0, np.sin(mphi), np.cos(mphi))
+        table = sph_legendre_p_all(lmax, lmax, theta[sl])[0][:, :lmax + 1]         # P̄_ℓm(θ), (ℓ, m ≥ 0, block)
+        P = np.moveaxis(table, -1, 0)[:, ell, np.abs(m)]                            # (block, N)
+        mphi = phi[sl, None] * np.arange(lmax + 1)[None, :]
+        out[sl] = scale * P * np.concatenate([np.cos(mphi), np.sin(mphi)], axis=1)[:, trig_column]
         if radial is not None:
             out[sl] *= radial[sl][:, ell]
     return out
