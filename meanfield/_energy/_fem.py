@@ -298,18 +298,94 @@ def kernel_coefficients(beta: float, D: np.ndarray, lmax: int, variation: bool =
 
 
 def _general_coefficients(beta: float, D: np.ndarray, lmax: int, shift: float, variation: bool) -> np.ndarray:
-    """G of :func:`kernel_coefficients` for any D (the one x-rule, y exact by Funk–Hecke), symmetrized."""
+    """G of :func:`kernel_coefficients` for any D (the one x-rule, y exact by Funk–Hecke), symmetrized.
+
+    G_ab = Σ_x w Y_a(x) F_b(x) (F of :func:`_transformed_harmonics`) summed ring by ring: on each ring of the tensor
+    grid the φ-sums of all columns b by one real FFT (the trigonometric factor of Y_a), then the θ-sums as one matrix
+    product per order m with the rings' weighted Legendre values.  O(L⁵) where the product of the two tables was
+    O(L⁶): at β‖D‖₂ = 100, L = 91, 7–17 s and a peak of 1.5 GB (RSS) against 156 s and 3.0 GB on a loaded 2-core
+    machine (54 s unloaded); at L = 37 0.3–0.4 s against 2.1 s; and faster from L = 2 on (0.8 ms against 1.0 ms;
+    L = 8: 6–8 ms against 94–100 ms), so the one path.
+
+    F_b(−x) = (−1)^{ℓ_b} F_b(x) and Y_a(−x) = (−1)^{ℓ_a} Y_a(x), and −x is a node with x (the GL rings symmetric
+    about the equator, an even number of longitudes): F is needed on the northern rings only, and the entries of
+    odd ℓ_a + ℓ_b vanish exactly, not to rounding (at β‖D‖ = 1e-200 their 1e-217 made the uniform density's level,
+    an underflowed ~β², positive)."""
     grid = _coefficient_grid(lmax, shift)
-    x = grid.points.reshape(-1, 3)
-    w = grid.weights.ravel() / (4 * np.pi)
-    Y = real_harmonics(lmax, x)
-    Y *= w[:, None]                     # in place: each table is 1.2 GB at L = 91 (β‖D‖₂ = 100)
-    G = Y.T @ _transformed_harmonics(beta, x @ D, lmax, shift, variation)
-    # the kernel is even under (x, y) → (−x, −y): the entries of odd ℓ_a + ℓ_b vanish, exactly, not to rounding (at
-    # β‖D‖ = 1e-200 their 1e-217 made the uniform density's level, an underflowed ~β², positive)
+    north = (grid.ntheta + 1) // 2
     ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
-    G[(ell[:, None] + ell[None, :]) % 2 == 1] = 0.0
-    return 0.5 * (G + G.T)
+    order = np.argsort(ell % 2, kind="stable")            # columns of even degree, then of odd degree
+    spectra = _ring_spectra(beta, D, lmax, shift, variation, grid, north, order)
+    G = _contract_rings(spectra.view(float), _ring_legendre(lmax, grid, north), lmax, order)
+    del spectra                                           # before the transpose's copy of G
+    G += G.T
+    G *= 0.5
+    return G
+
+
+def _contract_rings(spectra: np.ndarray, legendre: np.ndarray, lmax: int, order: np.ndarray) -> np.ndarray:
+    """Σ_rings legendre[|m_a|, ℓ_a] · spectra[|m_a|, ring, b] (cosine or sine part) for ℓ_a ≡ ℓ_b (mod 2), 0 for the
+    others: G before its symmetrization.  ``spectra`` as :func:`_ring_spectra`'s, viewed as real (lmax + 1, rings,
+    2·(lmax+1)²), its columns in ``order``; ``legendre`` as :func:`_ring_legendre`'s.
+
+    Per parity of ℓ, the columns in blocks (the whole product was twice the size of G), on one BLAS thread: a
+    product per order on OpenBLAS's thread team took 2.5 s against 0.08 s on a loaded 2-core machine (L = 91, one
+    block)."""
+    from .._blas import single_threaded_blas
+
+    ell = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
+    m = np.arange(ell.size) - ell * ell - ell
+    G = np.zeros((ell.size, ell.size))
+    split = np.count_nonzero(ell % 2 == 0)
+    with single_threaded_blas():
+        for parity, cols in ((0, order[:split]), (1, order[split:]))[:min(2, lmax + 1)]:
+            rows = np.flatnonzero(ell % 2 == parity)
+            table = np.ascontiguousarray(legendre[:, parity::2])              # (m, ℓ ≡ parity, ring)
+            first = 0 if parity == 0 else split
+            step = max(1, _CONTRACTION_BLOCK // table[:, :, 0].size)
+            for lo in range(0, cols.size, step):
+                hi = min(lo + step, cols.size)
+                H = np.matmul(table, spectra[:, :, 2 * (first + lo):2 * (first + hi)])
+                H = H.reshape(lmax + 1, -1, hi - lo, 2)                       # (m, ℓ, b, cos | sin)
+                G[np.ix_(rows, cols[lo:hi])] = H[np.abs(m[rows]), ell[rows] // 2, :, (m[rows] < 0).astype(int)]
+    return G
+
+
+# points per block of rings of the transformed harmonics F (on the whole grid F was 1.2 GB at L = 91), and entries of
+# the θ-contraction's output per block of columns
+_RING_BLOCK_POINTS = 512
+_CONTRACTION_BLOCK = 2 ** 23
+
+
+def _ring_spectra(beta, D, lmax, shift, variation, grid, north, order) -> np.ndarray:
+    """conj(Σ_φ F_b(θ, φ) e^{−imφ}) for the first ``north`` rings θ of ``grid``, orders 0 ≤ m ≤ lmax and the columns b
+    in ``order``: shape (lmax + 1, north, (lmax+1)²), complex; real part the cosine sums, imaginary part the sine
+    sums."""
+    from scipy.fft import rfft
+
+    out = np.empty((lmax + 1, north, order.size), complex)
+    step = max(1, _RING_BLOCK_POINTS // grid.nphi)
+    for lo in range(0, north, step):
+        hi = min(lo + step, north)
+        x = grid.points[lo:hi].reshape(-1, 3)
+        F = _transformed_harmonics(beta, x @ D, lmax, shift, variation).reshape(hi - lo, grid.nphi, -1)
+        spec = rfft(F, axis=1, overwrite_x=True)[:, :lmax + 1]
+        np.conjugate(spec[:, :, order].transpose(1, 0, 2), out=out[:, lo:hi])
+    return out
+
+
+def _ring_legendre(lmax: int, grid, north: int) -> np.ndarray:
+    """The θ-factors of the real harmonics (:func:`real_harmonics`) times the ring weights of σ, on the first
+    ``north`` rings of ``grid``, each doubled for its mirror ring (the equator's, its own mirror, not): shape
+    (lmax + 1 (m), lmax + 1 (ℓ), north)."""
+    from scipy.special import sph_legendre_p_all
+
+    w = grid.ring_weights[:north] * 2 / (4 * np.pi)
+    if grid.ntheta % 2:
+        w[-1] /= 2
+    P = sph_legendre_p_all(lmax, lmax, grid.theta[:north])[0][:, :lmax + 1]     # P̄_ℓm(θ), (ℓ, m, ring)
+    scale = np.sqrt(4 * np.pi) * np.where(np.arange(lmax + 1) == 0, 1.0, np.sqrt(2.0))
+    return P.transpose(1, 0, 2) * (scale[:, None, None] * w[None, None, :])
 
 
 def _coefficient_grid(lmax: int, shift: float):
@@ -320,12 +396,13 @@ def _coefficient_grid(lmax: int, shift: float):
     2L + 3, as the former product rule in each variable: at small β‖D‖ the entries of degree ℓ are ~(β‖D‖)^ℓ, and
     the minimizer reads the degree-2 block at β‖D‖ = 1e-8 (exact to L + L_k only, its second moments came out
     0.49, 0.36, 0.15 for D = diag(0.6, 1, 1.4) instead of 0.648, 0.233, 0.119): the aliased kernel parts of
-    degree ≥ L + 4 are below every block."""
+    degree ≥ L + 4 are below every block.  The longitudes 2·ntheta ≥ degree + 1, an even number: with x its
+    antipode −x is a node (:func:`_general_coefficients` uses it)."""
     from ..sphere._funk_hecke import kernel_bandlimit
     from ..sphere._sh import SphereGrid
 
     degree = lmax + max(lmax + 3, kernel_bandlimit(shift, _COEFFICIENT_RULE_TOL, 3))
-    return SphereGrid(degree // 2 + 1, degree + 1)
+    return SphereGrid(degree // 2 + 1, 2 * (degree // 2 + 1))
 
 
 def _transformed_harmonics(beta: float, u: np.ndarray, lmax: int, shift: float, variation: bool) -> np.ndarray:
@@ -498,16 +575,18 @@ def _pair_sum(points: np.ndarray, a: np.ndarray, beta: float, D: np.ndarray) -> 
 
 
 def _cheaper_by_pairs(n: int, beta: float, D: np.ndarray) -> bool:
-    """Whether the direct pair sum over n atoms is cheaper than :func:`_spectral_energy` (whose kernel coefficients
-    for a D ≠ c·I are one dense product of ~2(L + 2)² nodes against (L + 1)² harmonics twice: 0.66 s at L = 37,
-    ~2.5e-7 s per unit of the count below, where the former product rule in both variables took ~2e-6: 7.7 s)."""
+    """Whether the direct pair sum over n atoms is cheaper than :func:`_spectral_energy`, whose kernel coefficients
+    for a D ≠ c·I cost ~5e-8 s per unit of the count below, ~2(L + 2)² grid nodes times (L + 1)² harmonics (the
+    transformed harmonics on half the nodes dominate the ring transforms: 0.32–0.43 s at L = 37, 7–17 s at L = 91 on
+    a loaded 2-core machine, where the former dense product took 2.1 s and 156 s, ~2.5e-7 s per unit at L = 37, and
+    the product rule in both variables before it ~2e-6)."""
     from ..sphere._funk_hecke import kernel_bandlimit
     from ._kernel import isotropic_scale, spectral_norm
 
     if isotropic_scale(D) is not None:
         return False
     lk = max(1, kernel_bandlimit(beta * spectral_norm(D), _KERNEL_TOL, 3))
-    return 1e-8 * n ** 2 < 2.5e-7 * 2 * (lk + 2) ** 2 * (lk + 1) ** 2
+    return 1e-8 * n ** 2 < 5e-8 * 2 * (lk + 2) ** 2 * (lk + 1) ** 2
 
 
 def fe_energy_estimate(rho: "FEDensity", beta: float, D: np.ndarray, direct: bool) -> tuple[float, float]:
@@ -718,7 +797,9 @@ class FESpace:
 
         Cost O(nt·nq + L² log L) for D = c·I: the moments u_k = ∫ ρ Y_k dσ by the space's quadrature (an adjoint
         NUFFT, accurate to ~1e-15 of ∫|ρ| dσ), then (1/2β) uᵀGu; a general D adds G (:func:`kernel_coefficients`,
-        one dense product, O(L⁶): 0.66 s at L = 37).  :func:`meanfield.energy_estimate` of an :class:`FEDensity` also estimates the quadrature's error.
+        FFTs over the rings of its grid and one product per order, O(L⁵): 0.3–0.4 s at L = 37, 7–17 s at L = 91 on
+        a loaded 2-core machine, where the former dense product, O(L⁶), took 2.1 s and 156 s).
+        :func:`meanfield.energy_estimate` of an :class:`FEDensity` also estimates the quadrature's error.
 
         Parameters
         ----------
