@@ -29,7 +29,8 @@ _LAZY = {
     # analysis: linear theory, the equiangular ODE, clusters and alignment
     **dict.fromkeys(["growth_rate", "growth_rates", "most_unstable_mode", "UnstableMode", "l1_noise_threshold",
                      "l1_noise_time", "equiangular", "equiangular_time", "Clusters", "particle_clusters",
-                     "density_clusters", "cluster_count", "AlignmentStatistics", "alignment_statistics",
+                     "density_clusters", "cluster_count", "cluster_history", "ClusterHistory",
+                     "AlignmentStatistics", "alignment_statistics",
                      "aligned_fraction", "alignment_phase_diagram"], ".analysis"),
     # distances between measures
     **dict.fromkeys(["sobolev_distance", "mmd", "wasserstein_distance"], "._compare"),

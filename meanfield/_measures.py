@@ -86,7 +86,8 @@ def conversion_hint(value) -> str:
                 "`meanfield.Particles(*rho.atoms(), normalize=True)` (the same energy).")
     if type(value).__name__ == "Trajectory":
         return (" A Trajectory is a run's result: pass one of its states, `traj.final` (the last) or "
-                "`traj.states[i]`; to continue a checkpointed run itself, use meanfield.resume(path).")
+                "`traj.states[i]` (meanfield.cluster_history(traj) clusters every state); to continue a "
+                "checkpointed run itself, use meanfield.resume(path).")
     return ""
 
 

@@ -908,3 +908,43 @@ def test_close_bumps_with_a_valley_stay_two_clusters():
     centers = [[np.sin(half), 0, np.cos(half)], [-np.sin(half), 0, np.cos(half)]]
     cl = mf.density_clusters(_bumps(centers, [0.5, 0.5], 60.0, 60))
     assert cl.count == 2 and cl.masses == pytest.approx([0.5, 0.5], abs=1e-6)
+
+
+def test_cluster_history_times_the_merger_of_two_clusters_as_the_equiangular_ode():
+    # two clusters of 10 coincident tokens 1.2 rad apart are two tokens (n = 2) of the equiangular ODE: single
+    # linkage at 0.1 rad joins them when ρ reaches cos 0.1, at t_link; the history brackets it between saved states
+    phi = 1.2
+    x = np.repeat([[1.0, 0.0, 0.0], [np.cos(phi), np.sin(phi), 0.0]], 10, axis=0)
+    t_link = mf.equiangular_time("post-ln", 5.0, 2, np.cos(0.1), rho0=np.cos(phi))
+    traj = mf.simulate(mf.Model(5.0), mf.Particles(x), 2 * t_link, backend="particles", save_every=t_link / 8.5)
+    hist = mf.cluster_history(traj, angle=0.1)
+    assert list(hist.times) == list(traj.times)
+    assert list(hist.counts) == [2] * 9 + [1] * (len(traj.times) - 9)
+    (start, end), = hist.merges
+    assert start < t_link < end and end - start == pytest.approx(t_link / 8.5, rel=1e-12)
+    assert list(hist.lost) == [1]
+    assert hist.clusters[-1].masses == pytest.approx([1.0], abs=1e-15)
+
+
+def test_cluster_history_counts_by_hand_with_min_mass():
+    # four saved states by hand: clusters of masses (0.5, 0.3, 0.195, 0.005), then the two heavy ones joined, then
+    # the straggler joined, then all; min_mass = 0.01 leaves the straggler out
+    e = np.eye(3)
+    near = lambda v, s: v + s * np.array([0.0, 0.0, 1e-3])     # noqa: E731 (a token 1e-3 rad off v)
+    w = np.array([0.5, 0.3, 0.195, 0.005])
+    frames = [[e[0], e[1], -e[0], -e[1]], [e[0], near(e[0], 1), -e[0], -e[1]],
+              [e[0], near(e[0], 1), -e[0], near(-e[0], 1)], [e[0], near(e[0], 1), near(e[0], -1), near(e[0], 2)]]
+    states = [mf.Particles(np.array(f), weights=w, normalize=True) for f in frames]
+    times = np.array([0.0, 1.0, 2.0, 3.0])
+    traj = mf.Trajectory(times, states, {"t": times}, {}, mf.Model(1.0), "particles", mf.Status.OK)
+    assert list(mf.cluster_history(traj).counts) == [4, 3, 2, 1]
+    hist = mf.cluster_history(traj, min_mass=0.01)
+    assert list(hist.counts) == [3, 2, 2, 1]
+    assert hist.merges.tolist() == [[0.0, 1.0], [2.0, 3.0]] and list(hist.lost) == [1, 1]
+    with pytest.raises(TypeError, match="`trajectory` must be a meanfield.Trajectory"):
+        mf.cluster_history(states)
+    with pytest.raises(ValueError, match=r"`min_mass` must be in \[0, 1\]"):
+        mf.cluster_history(traj, min_mass=2.0)
+    with pytest.raises(TypeError, match="do not apply to Density states"):
+        mf.cluster_history(traj, delta=0.1)
+    assert mf.cluster_history is analysis.cluster_history and mf.ClusterHistory is analysis.ClusterHistory

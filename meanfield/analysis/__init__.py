@@ -9,6 +9,7 @@ from ._growth import (growth_rate as growth_rate, growth_rates as growth_rates,
                       l1_noise_threshold as l1_noise_threshold, l1_noise_time as l1_noise_time)
 from ._equiangular import equiangular as equiangular, equiangular_time as equiangular_time
 from ._clusters import (Clusters as Clusters, particle_clusters as particle_clusters,
-                        density_clusters as density_clusters, cluster_count as cluster_count)
+                        density_clusters as density_clusters, cluster_count as cluster_count,
+                        ClusterHistory as ClusterHistory, cluster_history as cluster_history)
 from ._alignment import (AlignmentStatistics as AlignmentStatistics, alignment_statistics as alignment_statistics,
                          aligned_fraction as aligned_fraction, alignment_phase_diagram as alignment_phase_diagram)

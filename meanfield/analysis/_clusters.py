@@ -561,3 +561,102 @@ def _check_cluster_options(options: dict, kind: str, clusters) -> None:
     if unknown:
         raise TypeError(f"option(s) {unknown} do not apply to {kind} (cluster_count passes them to "
                         f"{clusters.__name__}); valid: {valid}.")
+
+
+@dataclass(frozen=True)
+class ClusterHistory:
+    """The clusters of every saved state of a run (see :func:`cluster_history`).
+
+    Attributes
+    ----------
+    times : ndarray, shape (k,)
+        The run's saved times.
+    counts : ndarray of int, shape (k,)
+        The number of clusters (of mass ≥ ``min_mass``) of the state saved at each time.
+    clusters : tuple of Clusters
+        The clusters of each saved state as :func:`particle_clusters` or :func:`density_clusters` found them (for
+        particles all of them, whatever ``min_mass``): their masses, centres and labels.
+    min_mass : float or None
+        The smallest mass a cluster needs to be counted; None: every cluster of a particle state, and those of
+        mass ≥ 0.01 of a density state (:func:`density_clusters`'s default).
+    """
+
+    times: np.ndarray
+    counts: np.ndarray
+    clusters: tuple = field(repr=False)
+    min_mass: float | None = None
+
+    @property
+    def merges(self) -> np.ndarray:
+        """The saved-time intervals in which the count fell, one row (t_before, t_after) each, shape (m, 2).
+
+        A merger is located to the spacing of the saved states (``save_every``): save densely enough to time it.
+        """
+        drop = np.flatnonzero(np.diff(self.counts) < 0)
+        return np.stack([self.times[drop], self.times[drop + 1]], axis=1)
+
+    @property
+    def lost(self) -> np.ndarray:
+        """The number of clusters lost in each interval of :attr:`merges` (several mergers can share one)."""
+        return -np.diff(self.counts)[np.diff(self.counts) < 0]
+
+    def __repr__(self):
+        return (f"ClusterHistory({self.times.size} states, t = {self.times[0]:.4g} … {self.times[-1]:.4g}, "
+                f"counts {int(self.counts[0])} → {int(self.counts[-1])}, {len(self.lost)} interval(s) with mergers)")
+
+
+def cluster_history(trajectory, angle: float = 0.1, min_mass: float | None = None, **options) -> ClusterHistory:
+    """The cluster count of every saved state of a run, and the saved-time intervals in which clusters merged.
+
+    Parameters
+    ----------
+    trajectory : Trajectory
+        A run whose states are Particles (any d) or Densities on S² or S¹ (a hybrid run: both).
+    angle : float
+        Linkage threshold of :func:`particle_clusters` in radians, in (0, π] (particle states).
+    min_mass : float, optional
+        Count only the clusters of mass ≥ ``min_mass``, in [0, 1].  Default: every cluster of a particle state
+        (as :func:`cluster_count`), and :func:`density_clusters`'s default 0.01 for a density state.
+    **options
+        ``level`` and ``resolution`` of :func:`density_clusters` (density states).
+
+    Returns
+    -------
+    ClusterHistory
+        ``times``, ``counts`` and the ``clusters`` of each saved state; ``merges`` gives the intervals between saved
+        states in which the count fell and ``lost`` how many clusters each lost.
+
+    Raises
+    ------
+    TypeError
+        ``trajectory`` is not a Trajectory, an option is not ``level`` or ``resolution``, or a state is neither
+        Particles nor a Density.
+
+    Notes
+    -----
+    The count of a particle state counts single-linkage clusters: a token left between clusters, or a cluster still
+    forming, counts as a cluster of its own until it joins one; ``min_mass`` (e.g. 0.01) leaves such stragglers out.
+    """
+    from .._trajectory import Trajectory
+
+    if not isinstance(trajectory, Trajectory):
+        raise TypeError(f"`trajectory` must be a meanfield.Trajectory (the result of simulate or resume); got "
+                        f"{type(trajectory).__name__}.")
+    angle = _check_angle(angle)
+    if min_mass is not None:
+        min_mass = positive_float("min_mass", min_mass, allow_zero=True)
+        if min_mass > 1:
+            raise ValueError(f"`min_mass` must be in [0, 1]; got min_mass={min_mass!r}.")
+    density_options = {"min_mass": 0.01 if min_mass is None else min_mass, **options}
+    _check_cluster_options(density_options, "Density states", density_clusters)
+    found = []
+    for state in trajectory.states:                     # one clustering per saved state: few, each vectorized
+        if isinstance(state, Particles):
+            found.append(particle_clusters(state, angle=angle))
+        elif isinstance(state, Density):
+            found.append(density_clusters(state, **density_options))
+        else:
+            raise TypeError(f"the states of `trajectory` must be meanfield.Particles or meanfield.Density; got "
+                            f"{type(state).__name__}.")
+    counts = np.array([c.count_above(min_mass or 0.0) for c in found], dtype=int)
+    return ClusterHistory(np.asarray(trajectory.times, dtype=float), counts, tuple(found), min_mass)
