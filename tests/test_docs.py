@@ -1082,3 +1082,25 @@ def test_run_sweep_raises_keyboard_interrupt_after_recording_as_its_docstring_an
     monkeypatch.setattr(_runner, "run_task", real)
     again = _runner.run_sweep(spec, tmp_path / "out", serial=True)
     assert (again.ran, again.skipped) == (2, 1)
+
+
+@pytest.mark.slow
+def test_numerics_long_runs_of_clustered_tokens_quiet_step_and_example():
+    """numerics.md "Long runs of clustered tokens": the quiet-phase "rk45" step of SA is held by stability at ≈ 3.3
+    whatever β (median 3.34 at β = 10 for 200 tokens), and the cluster_history example prints what it says."""
+    section = " ".join(_read("numerics.md").split("## Long runs of clustered tokens", 1)[1]
+                       .split("## Particles with a spectral velocity", 1)[0].split())
+    assert "median of 3.34 at β = 10" in section and "mf.cluster_history(traj, angle=0.1, min_mass=0.01)" in section
+    assert "long runs of clustered tokens" in " ".join(_read("index.md").split())      # the front page's map
+    traj = mf.simulate(mf.Model(10.0), mf.Particles.uniform(200, seed=0), 1000.0, backend="particles",
+                       save_every=10.0)
+    dt = np.asarray(traj.steps["dt"])
+    assert np.median(dt[dt > 1]) == pytest.approx(3.34, abs=0.005)
+    assert np.min(dt) < 1e-2                        # the mergers' steps, within the run
+    traj = mf.simulate(mf.Model(10.0), mf.Particles.uniform(1000, seed=0), 1000.0, backend="particles-sh",
+                       save_every=10.0)
+    hist = mf.cluster_history(traj, angle=0.1, min_mass=0.01)
+    assert list(hist.counts[[1, 2, 17, 18, 41, 42]]) == [7, 5, 5, 4, 4, 3]
+    assert hist.merges[-2:].tolist() == [[170.0, 180.0], [410.0, 420.0]]
+    energy = traj.diagnostics["energy"]
+    assert (f"{energy[0]:.1f}", f"{energy[-1]:.1f}") == ("56.3", "391.7") and np.all(np.diff(energy) > 0)
