@@ -14,7 +14,8 @@ from .sphere._interop import mollweide_grid
 from .sphere._sh import points_to_angles
 
 # the public names (the imported helpers above are not: ``from meanfield.plot import *`` gave ``choice``, ``warn``, …)
-__all__ = ["density_map", "particles_map", "particles_3d", "circle_density", "diagnostics", "result_figure", "animation",
+__all__ = ["density_map", "particles_map", "particles_3d", "circle_density", "diagnostics", "cluster_counts",
+           "result_figure", "animation",
            "comparison_figure", "comparison_distances", "describe", "energy_figure", "ensemble_figure",
            "COMPARISON_KEYS", "DISTANCES",
            "PARTICLE_STYLES", "PROJECTIONS", "FIGURE_SUFFIXES"]
@@ -343,6 +344,43 @@ def diagnostics(trajectory, keys=None, axes=None):
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("t")
     return axes
+
+
+def cluster_counts(history, ax=None, merges: bool = True):
+    """The number of clusters of a run over time, a step line from each saved state to the next.
+
+    Parameters
+    ----------
+    history : ClusterHistory or Trajectory
+        The result of :func:`meanfield.cluster_history`; a Trajectory is clustered with its defaults
+        (``angle=0.1``; every cluster of a particle state).
+    ax : matplotlib Axes, optional
+        Default: a new figure.
+    merges : bool
+        Shade the intervals between saved states in which the count fell (``history.merges``).
+
+    Returns
+    -------
+    Axes
+        With a time axis that spans decades, ``ax.set_xscale("symlog", linthresh=...)`` shows the late mergers.
+    """
+    from .analysis import ClusterHistory, cluster_history
+
+    if _is_trajectory(history):
+        history = cluster_history(history)
+    elif not isinstance(history, ClusterHistory):
+        raise TypeError("`history` must be a meanfield.ClusterHistory (from meanfield.cluster_history) or a "
+                        f"Trajectory; got {type(history).__name__}.")
+    if ax is None:
+        _, ax = _plt().subplots(figsize=(4.5, 2.8), constrained_layout=True)
+    ax.step(history.times, history.counts, where="post", color="k")
+    if merges:
+        for start, end in history.merges:
+            ax.axvspan(start, end, color="tab:red", alpha=0.25, linewidth=0)
+    floor = "" if history.min_mass is None else f" of mass ≥ {history.min_mass:g}"
+    ax.set_xlabel("t")
+    ax.set_ylabel(f"clusters{floor}")
+    return ax
 
 
 def _has_values(trajectory, key) -> bool:

@@ -533,3 +533,24 @@ def test_energy_figure_of_a_maximizer_in_d_above_3_labels_its_axes():
     assert weights.get_xlabel() == "point, by decreasing weight" and weights.get_ylabel() == "weight"
     assert variation.get_xlabel() == "support point"
     plt.close(fig)
+
+
+def test_cluster_counts_draws_the_count_and_shades_the_mergers():
+    # four saved states by hand with counts 3, 2, 2, 1: a step line through them and one shaded span per fall
+    e = np.eye(3)
+    frames = [[e[0], e[1], e[2]], [e[0], e[0], e[2]], [e[0], e[0], e[2]], [e[0], e[0], e[0]]]
+    times = np.array([0.0, 1.0, 2.0, 4.0])
+    traj = mf.Trajectory(times, [mf.Particles(np.array(f)) for f in frames], {"t": times}, {}, mf.Model(1.0),
+                         "particles", mf.Status.OK)
+    hist = mf.cluster_history(traj, min_mass=0.1)
+    ax = plot.cluster_counts(hist)
+    line, = ax.get_lines()
+    assert list(line.get_xdata()) == list(times) and list(line.get_ydata()) == [3, 2, 2, 1]
+    assert line.get_drawstyle() == "steps-post"
+    assert [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches] == [(0.0, 1.0), (2.0, 4.0)]
+    assert ax.get_ylabel() == "clusters of mass ≥ 0.1"
+    ax = plot.cluster_counts(traj, merges=False)                  # a Trajectory, clustered with the defaults
+    assert list(ax.get_lines()[0].get_ydata()) == [3, 2, 2, 1] and not ax.patches and ax.get_ylabel() == "clusters"
+    with pytest.raises(TypeError, match="`history` must be a meanfield.ClusterHistory"):
+        plot.cluster_counts(traj.states)
+    plt.close("all")
