@@ -312,6 +312,16 @@ class _DirectEvaluator:
     def __call__(self, x, y=None, full=True, log_z=True) -> AttentionField:
         """The field of the tokens ``x`` (N, d; unit rows) at ``y`` (M, d; unit rows; default the tokens).
         ``log_z=False``: with ``full=False``, ``log_z`` may be left None (the stepper's stages do not use it)."""
+        from ._blas import single_threaded_blas
+
+        # one OpenBLAS thread for every block, not only for blocks on worker threads: the products are thin (inner or
+        # outer dimension d + 1), and a BLAS thread team woken for each made one block (N = 1000) 2.7x slower and a
+        # serial loop of blocks (N = 3000, threads=1) 7.5x slower on a loaded two-vCPU machine; the bits then no longer
+        # depend on the BLAS thread count (threads=1 and 2 differed by 3e-16 at N = 3000)
+        with single_threaded_blas():
+            return self._evaluate(x, y, full, log_z)
+
+    def _evaluate(self, x, y, full, log_z) -> AttentionField:
         if y is None and self.plain and x.shape[0] == self._one_block_n:     # the plan below, made for these sizes
             field = self._one_block(x, x, None, full, log_z)
             if field is not None:

@@ -42,3 +42,27 @@ def test_exact_attention_restores_the_blas_threads():
         got = mf.attention_field(mf.Model(beta=5.0), x, threads=2, chunk=300).A
         assert counts() == {2}
     assert np.max(np.abs(got - ref)) < 1e-14
+
+
+@pytest.mark.parametrize("n, threads", [(1000, None), (3000, 1)])
+def test_exact_attention_runs_every_block_on_one_blas_thread(monkeypatch, n, threads):
+    # one block (N = 1000) and a serial loop of blocks (threads=1) ran on the caller's BLAS team: 2.7x and 7.5x slower
+    # on a loaded two-vCPU machine (a run of 1000 tokens, beta = 10, to t = 5: 43-52 s, now 6-8 s), and the bits
+    # followed the BLAS thread count (3.3e-16 apart between one and two)
+    from meanfield import _attention
+
+    seen, finish = [], _attention._finish
+
+    def spy(*args, **kwargs):
+        seen.append(counts())
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(_attention, "_finish", spy)
+    x = mf.Particles.uniform(n, seed=0).positions
+    fields = []
+    for team in (1, 2):
+        with blas_threads(team):
+            fields.append(mf.attention_field(mf.Model(beta=10.0), x, threads=threads).A)
+            assert counts() == {team}
+    assert seen and all(s == {1} for s in seen)
+    assert np.array_equal(fields[0], fields[1])
