@@ -254,6 +254,13 @@ def thread_count(threads, nthreads=None) -> int | None:
     return None if threads is None else nonneg_int(name, threads, minimum=1)
 
 
+#: Below this size N·M·(d + 1) (tokens, targets, the products' third dimension) an evaluation does not take
+#: :func:`single_threaded_blas`: OpenBLAS runs a product m·n·k below 65 536 (its SMP_THRESHOLD_MIN, times a build's
+#: GEMM_MULTITHREAD_THRESHOLD ≥ 1) on one thread by itself, and the section's lock and thread-count calls (~5 µs) were
+#: a quarter of a 20-token stage (~22 µs)
+_SERIAL_BLAS_SIZE = 1 << 16
+
+
 class _DirectEvaluator:
     """The direct sum of one model over tokens of fixed weights: everything that does not depend on the token
     positions (the matrices, the zero-weight tokens, the weight column), built once.
@@ -318,6 +325,8 @@ class _DirectEvaluator:
         # outer dimension d + 1), and a BLAS thread team woken for each made one block (N = 1000) 2.7x slower and a
         # serial loop of blocks (N = 3000, threads=1) 7.5x slower on a loaded two-vCPU machine; the bits then no longer
         # depend on the BLAS thread count (threads=1 and 2 differed by 3e-16 at N = 3000)
+        if x.shape[0] * (x if y is None else y).shape[0] * (x.shape[1] + 1) < _SERIAL_BLAS_SIZE:
+            return self._evaluate(x, y, full, log_z)        # OpenBLAS runs these on one thread anyway
         with single_threaded_blas():
             return self._evaluate(x, y, full, log_z)
 

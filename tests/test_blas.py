@@ -66,3 +66,23 @@ def test_exact_attention_runs_every_block_on_one_blas_thread(monkeypatch, n, thr
             assert counts() == {team}
     assert seen and all(s == {1} for s in seen)
     assert np.array_equal(fields[0], fields[1])
+
+
+@pytest.mark.parametrize("n, d", [(20, 3), (100, 3), (127, 3), (40, 30)])
+def test_small_exact_attention_skips_the_blas_section_and_still_does_not_follow_the_blas_team(monkeypatch, n, d):
+    # below N·M·(d + 1) = 65 536 OpenBLAS runs the products on one thread by itself: the section's lock and
+    # thread-count calls (~5 µs, a quarter of a 20-token stage) are skipped there, and the bits still do not depend
+    # on the caller's BLAS team
+    from meanfield import _attention, _blas
+
+    entered = []
+    real = _blas.single_threaded_blas
+    monkeypatch.setattr(_blas, "single_threaded_blas", lambda: (entered.append(1), real())[1])
+    x = mf.Particles.uniform(n, d, seed=1).positions
+    model = mf.Model(beta=10.0, d=d)
+    fields = []
+    for team in (1, 2):
+        with blas_threads(team):
+            fields.append(mf.attention_field(model, x, threads=1).A)
+    assert not entered and n * n * (d + 1) < _attention._SERIAL_BLAS_SIZE
+    assert np.array_equal(fields[0], fields[1])
