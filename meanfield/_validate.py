@@ -302,12 +302,27 @@ def matrix(name: str, value, d: int) -> np.ndarray | None:
         return None
     a = real_array(name, value, allow_bool=False)
     if a.ndim not in (2, 3) or a.shape[-2:] != (d, d) or a.shape[0] == 0:
-        raise ValueError(f"`{name}` must have shape ({d}, {d}) or (heads, {d}, {d}) with heads ≥ 1; got shape {a.shape}.")
+        raise ValueError(f"`{name}` must have shape ({d}, {d}) or (heads, {d}, {d}) with heads ≥ 1; got shape {a.shape}."
+                         + _head_projection_hint(name, a.shape, d))
     if not np.all(np.isfinite(a)):
         raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
     a = a.copy()
     a.setflags(write=False)
     return a
+
+
+def _head_projection_hint(name: str, shape, d: int) -> str:
+    """How to pass a head's projection of shape (k, d), k < d (a transformer's W_Q, W_K, W_V), which Model refused
+    with the bare shape rule."""
+    if len(shape) not in (2, 3) or shape[-1] != d or not 0 < shape[-2] < d:
+        return ""
+    k = shape[-2]
+    if name == "V":
+        return (f" A head's value projection W_V of shape ({k}, {d}) maps back to R^{d} through the output projection "
+                f"W_O ({d}, {k}): pass V = W_O @ W_V.")
+    pad = "(" + "(0, 0), " * (len(shape) == 3) + f"(0, {d - k}), (0, 0))"
+    return (f" A head of dimension {k} < d is given zero-padded to ({d}, {d}): {name} = np.pad(W, {pad}) (only ⟨Qθ, Kθ'⟩ "
+            "enters, and rows zero in both Q and K cost nothing in backend='particles').")
 
 
 def increasing_times(name: str, t) -> np.ndarray:

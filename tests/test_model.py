@@ -191,3 +191,20 @@ def test_a_large_d_without_q_and_k_allocates_nothing():
     m = mf.Model(1.0, d=2**40)
     assert m.isotropic and m.beta_eff == 1.0
     assert mf.Model(2.0, d=2**40, attention="unnormalized").beta_eff == 2.0
+
+
+def test_a_head_projection_of_shape_k_by_d_is_refused_with_how_to_pass_it():
+    # a transformer's per-head W_Q, W_K, W_V have shape (k, d): the message gave only the shape rule, and left the
+    # user to find that a zero-padded (d, d) Q and K give the same logits and that V must carry the output projection
+    d, k = 16, 4
+    W = np.random.default_rng(0).standard_normal((2, k, d))
+    with pytest.raises(ValueError, match=r"zero-padded to \(16, 16\): Q = np\.pad\(W, \(\(0, 0\), \(0, 12\), \(0, 0\)\)\)"):
+        mf.Model(1.0, d=d, Q=W)
+    with pytest.raises(ValueError, match=r"K = np\.pad\(W, \(\(0, 12\), \(0, 0\)\)\)"):
+        mf.Model(1.0, d=d, K=W[0])
+    with pytest.raises(ValueError, match=r"pass V = W_O @ W_V"):
+        mf.Model(1.0, d=d, V=W)
+    padded = np.pad(W, ((0, 0), (0, d - k), (0, 0)))           # the hint's own expression gives a valid model
+    assert mf.Model(1.0, d=d, Q=padded, K=padded).heads == 2
+    with pytest.raises(ValueError, match=r"got shape \(16, 4\)\.$"):        # no hint for other shapes
+        mf.Model(1.0, d=d, Q=W[0].T)
