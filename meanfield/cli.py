@@ -641,17 +641,28 @@ def _summary(traj, path) -> str:
     return "\n".join(lines)
 
 
-def _matrix_text(D) -> str:
+def _matrix_text(D, limit: int | None = None) -> str:
+    """D as ``diag(…)`` or ``[row; row]``; with ``limit``, the rows after the one that passes ``limit`` characters are
+    left out (``info`` shows 160 of them: formatting all 12·768² entries of a model's Q took 6 s per matrix)."""
     import numpy as np
 
     if np.count_nonzero(D - np.diag(np.diag(D))) == 0:
         return "diag(" + ", ".join(f"{x:g}" for x in np.diag(D)) + ")"
-    return "[" + "; ".join(" ".join(f"{x:g}" for x in row) for row in D) + "]"
+    rows, length = [], 0
+    for row in D:
+        rows.append(" ".join(f"{x:g}" for x in row))
+        length += len(rows[-1]) + 2
+        if limit is not None and length > limit:
+            break
+    return "[" + "; ".join(rows) + "]"
 
 
 def _model_text(m, width: int = 160) -> str:
     """The model's parameters as ``info`` prints them: Q, K and V too when given (two runs that differed only in V, or
-    in their number of heads, had the same line), each cut to ``width`` characters."""
+    in their number of heads, had the same line), each cut to ``width`` characters; a matrix cut short ends with
+    its shape and a digest of its entries, so that runs whose matrices differ past the cut print different lines."""
+    import hashlib
+
     import numpy as np
 
     parts = [f"β={m.beta:g}, scheme={m.scheme}, attention={m.attention}, d={m.d}, α={m.alpha}, τ={m.tau}"]
@@ -660,8 +671,18 @@ def _model_text(m, width: int = 160) -> str:
         if M is None:                                  # the identity
             continue
         M = np.asarray(M)
-        text = _matrix_text(M) if M.ndim == 2 else f"{M.shape[0]} heads [" + "; ".join(_matrix_text(h) for h in M) + "]"
-        parts.append(f"{name}={text if len(text) <= width else text[:width - 1] + '…'}")
+        heads = [M] if M.ndim == 2 else M
+        texts, length = [], 0
+        for h in heads:                                # only as many heads as the width shows
+            texts.append(_matrix_text(h, width))
+            length += len(texts[-1]) + 2
+            if length > width:
+                break
+        text = texts[0] if M.ndim == 2 else f"{M.shape[0]} heads [" + "; ".join(texts) + "]"
+        if len(text) > width or len(texts) < len(heads):
+            digest = hashlib.sha256(np.ascontiguousarray(M, dtype=float).tobytes()).hexdigest()[:12]
+            text = text[:width - 1] + f"… ({'×'.join(map(str, M.shape))}, sha256 {digest})"
+        parts.append(f"{name}={text}")
     return ", ".join(parts)
 
 

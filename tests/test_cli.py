@@ -1617,3 +1617,23 @@ def test_plot_refuses_projection_3d_of_an_energy_or_ensemble_result(tmp_path, ca
             "omit it.") in capsys.readouterr().err
     assert not fig.exists()
     assert main(["plot", str(ens), "--output", str(fig)]) == 0
+
+
+def test_info_model_line_of_large_matrices_is_cut_with_a_digest_and_formats_only_what_it_shows(monkeypatch):
+    # `meanfield info` of a run with 12 heads of 768×768 took 17.9 s: every entry of Q, K and V was formatted, then
+    # the text cut to 160 characters; and two runs whose V differed past the cut printed the same model line
+    from meanfield import cli
+
+    rng = np.random.default_rng(0)
+    V = rng.standard_normal((3, 40, 40))
+    other = V.copy()
+    other[2, 39, 39] += 1.0
+    line, line_other = (cli._model_text(mf.Model(1.0, d=40, V=v)) for v in (V, other))
+    assert line != line_other
+    assert "… (3×40×40, sha256 " in line and line.startswith("β=1, scheme=post-ln"), line
+    formatted = []
+    original = cli._matrix_text
+    monkeypatch.setattr(cli, "_matrix_text", lambda D, *a: formatted.append(D.shape) or original(D, *a))
+    cli._model_text(mf.Model(1.0, d=40, V=V))
+    assert len(formatted) == 1                 # the first head fills the width: the others are not formatted
+    assert len(original(V[0], 160)) < 2 * 40 * 12     # and of it, only the rows the width shows
