@@ -451,10 +451,17 @@ def _state_panel(state, ax, title, colorbar=False):
     elif isinstance(state, Particles) and state.d == 3:
         particles_map(state, ax=ax, title=title)
     else:
-        x = state.positions[:: max(1, state.n // 2000)]      # the pair histogram of at most ~2000 tokens
-        g = x @ x.T
-        ax.hist(g[np.triu_indices(len(x), 1)], bins=50, range=(-1, 1))
+        # the pairs i < j of at most ~2000 tokens, each with its mass w_i w_j: tokens of zero weight (padding under
+        # an attention mask) are no part of the measure, and were counted as any other
+        every = max(1, state.n // 2000)
+        x, w = state.positions[::every], state.weights[::every]
+        i, j = np.triu_indices(len(x), 1)
+        pair_mass = w[i] * w[j]
+        total = pair_mass.sum()
+        ax.hist((x @ x.T)[i, j], bins=50, range=(-1, 1),
+                weights=pair_mass / total if total > 0 else pair_mass)
         ax.set_xlabel("⟨θ_i, θ_j⟩")
+        ax.set_ylabel("pair mass w_i w_j", fontsize=8)
         ax.set_title(title, fontsize=9)
 
 
@@ -546,8 +553,8 @@ def _figure_diagnostics(trajectory) -> tuple:
 
 
 def result_figure(trajectory, output=None, panels: int = 4, projection: str = "mollweide"):
-    """Snapshots of a trajectory (maps on S², each with its colour bar; curves on S¹; alignment histograms in
-    d > 3) over one panel per diagnostic (energy, tail_fraction, min_rho, max_speed, those the run has values
+    """Snapshots of a trajectory (maps on S², each with its colour bar; curves on S¹; histograms of ⟨θ_i, θ_j⟩ in
+    d > 3, each pair i < j with its mass w_i w_j) over one panel per diagnostic (energy, tail_fraction, min_rho, max_speed, those the run has values
     of — an anisotropic kernel's ``energy`` is NaN and gets no panel —, from t0; for a particle run, which has no
     tail_fraction or min_rho, energy, mean_alignment, mean_radius and max_speed).
 

@@ -554,3 +554,23 @@ def test_cluster_counts_draws_the_count_and_shades_the_mergers():
     with pytest.raises(TypeError, match="`history` must be a meanfield.ClusterHistory"):
         plot.cluster_counts(traj.states)
     plt.close("all")
+
+
+def test_pair_histogram_of_particles_in_d_above_3_weighs_each_pair_by_its_mass():
+    # the ⟨θ_i, θ_j⟩ panel of a particle state in d > 3 counted every pair alike: tokens of zero weight (padding
+    # under an attention mask, no part of the measure) filled the histogram as much as the others
+    rng = np.random.default_rng(0)
+    e = np.eye(6)[0]
+    x = np.vstack([e + 0.01 * rng.standard_normal((10, 6)), -e + 0.01 * rng.standard_normal((30, 6))])
+    w = np.r_[np.full(10, 0.1), np.zeros(30)]              # the 30 tokens near −e carry no mass
+    state = mf.Particles(x, weights=w, normalize=True)
+    traj = mf.simulate(mf.Model(1.0, d=6), state, 0.1, backend="particles", time="layers", step=0.1)
+    fig = plot.result_figure(traj, panels=1)
+    ax = fig.axes[0]
+    heights = np.array([b.get_height() for b in ax.patches])
+    lefts = np.array([b.get_x() for b in ax.patches])
+    assert heights.sum() == pytest.approx(1.0, abs=1e-12)       # the pair mass, normalized
+    assert heights[lefts < 0].sum() == 0.0                      # no mass in the pairs across the two groups
+    assert heights[lefts > 0.9].sum() == pytest.approx(1.0, abs=1e-12)
+    assert ax.get_xlabel() == "⟨θ_i, θ_j⟩"
+    plt.close(fig)
