@@ -226,6 +226,16 @@ def sobolev_distance(mu, nu, s: float = 1.0, lmax: int | None = None) -> float:
     -------
     float
         The distance, ≥ 0 (dimensionless, in the units of a density w.r.t. σ).
+
+    Notes
+    -----
+    In high d the distance of particles is that of their top degree.  A token's own degree-ℓ power is the
+    dimension N(d, ℓ) of the degree-ℓ harmonics (≈ d^ℓ/ℓ!), against the weight (1 + ℓ(ℓ + d − 2))^{-s} ≈ (ℓd)^{-s}:
+    unless s ≳ ``lmax`` the last degree outweighs the others.  Two independent sets of 500 uniform tokens at
+    ``lmax`` = 4, s = 1: 0.079 on S² (43 % from ℓ = 4), 3.5 in d = 64 (92 %), 138 in d = 768 (99.3 %).  It still
+    decays like N^{-1/2} (:func:`meanfield.convergence_in_n`), but its value says little about the measures; the
+    attention-kernel distance :func:`mmd` (exact in d > 3; 0.084 for the same tokens at β = 1) weighs the degrees
+    as the dynamics does.
     """
     s = positive_float("s", s)
     mu, nu = _on_s1_s2(mu), _on_s1_s2(nu)

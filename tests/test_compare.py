@@ -614,3 +614,19 @@ def test_atoms_of_zero_weight_change_no_distance(d):
                  mf.wasserstein_distance, lambda x, y: mf.wasserstein_distance(x, y, 40.0)):
         assert dist(p, padded) < 1e-7
         assert dist(padded, other) == pytest.approx(dist(p, other), rel=1e-12)
+
+
+@pytest.mark.parametrize("d, value, share", [(3, 0.079, 0.43), (64, 3.5, 0.92), (768, 138.0, 0.993)])
+def test_sobolev_distance_of_particles_in_high_d_is_its_top_degree_as_documented(d, value, share):
+    # in d = 768 the H^{-1} distance of two token sets is nearly all from degree lmax (N(d, ℓ) ≈ d^ℓ/ℓ! against
+    # the weight (1 + ℓ(ℓ + d − 2))^{-1}): the docstring said nothing of it, and an interpretability user read 138
+    # between two samples of one uniform measure as a large difference.  The Notes quote these numbers.
+    from meanfield._compare import _degree_power_any_d
+
+    a, b = mf.Particles.uniform(500, d, seed=1), mf.Particles.uniform(500, d, seed=2)
+    ell = np.arange(5)
+    terms = _degree_power_any_d(a, b, d, 4) / (1 + ell * (ell + d - 2.0))
+    assert mf.sobolev_distance(a, b, lmax=4) == pytest.approx(value, rel=0.02)
+    assert terms[4] / terms.sum() == pytest.approx(share, abs=0.005)
+    notes = mf.sobolev_distance.__doc__
+    assert f"{value:g} " in notes.replace("\n    ", " ") and f"{100 * share:g} %" in notes
