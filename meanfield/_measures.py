@@ -642,6 +642,14 @@ class Density(ComparedByValue):
         return f"Density(lmax={self.lmax}, d={self.d}, mass={self.mass():.6g}, radius={'yes' if self.radius is not None else 'no'})"
 
 
+def _rows_named(bad) -> str:
+    """The end of a message on the rows of ``positions`` flagged in ``bad``: which one first, and how many (of a
+    few thousand embeddings, the message named none)."""
+    rows = np.flatnonzero(bad)
+    more = f" (and {rows.size - 1} more)" if rows.size > 1 else ""
+    return f": row {int(rows[0])}{more}."
+
+
 @dataclass(frozen=True, eq=False)
 class Particles(ComparedByValue):
     """Weighted tokens on S^{d-1}, optionally with radii (x_j = r_j θ_j).
@@ -674,12 +682,13 @@ class Particles(ComparedByValue):
             raise ValueError(f"`positions` must have shape (n, d) with n ≥ 1; got shape {x.shape}.")
         dimension(x.shape[1])
         if not np.all(np.isfinite(x)):
-            raise ValueError("`positions` must be finite; it contains NaN or inf.")
+            raise ValueError("`positions` must be finite; it contains NaN or inf" + _rows_named(~np.isfinite(x).all(axis=1)))
         norms = overflow_safe_norms(x, axis=1)            # entries near 1e308 have squares beyond float64
         normalize = flag("normalize", self.normalize)        # "no" was read as True
         if normalize:
             if np.any(norms == 0):
-                raise ValueError("`positions` contains a zero vector, which has no direction.")
+                raise ValueError("`positions` contains a zero vector, which has no direction"
+                                 + _rows_named(norms == 0))
             x = x / norms[:, None]
         elif np.max(np.abs(norms - 1)) > 1e-10:
             raise ValueError(f"`positions` must be unit vectors (max | ‖x‖ − 1 | = {np.max(np.abs(norms - 1)):.3g}); "

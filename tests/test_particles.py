@@ -1425,3 +1425,17 @@ def test_heads_zero_padded_to_d_cost_their_own_dimension_and_give_the_direct_sum
         A += E @ unit(th @ V[h].T) / (E.sum(axis=1, keepdims=True) if attention == "softmax" else 1.0)
     field = mf.attention_field(model, th, w, causal=causal)
     np.testing.assert_allclose(field.A, A, rtol=0, atol=1e-13 * np.abs(A).max())
+
+
+def test_particles_name_the_row_of_a_zero_or_non_finite_embedding():
+    # of 2000 embeddings, "`positions` contains a zero vector" / "contains NaN or inf" named none: the user had to
+    # search the array for it
+    x = np.random.default_rng(0).standard_normal((2000, 64))
+    x[[17, 900, 1999]] = 0.0
+    with pytest.raises(ValueError, match=r"`positions` contains a zero vector, which has no direction: row 17 "
+                                         r"\(and 2 more\)\.$"):
+        mf.Particles(x, normalize=True)
+    x[[17, 900, 1999]] = 1.0
+    x[1234, 5] = np.nan
+    with pytest.raises(ValueError, match=r"`positions` must be finite; it contains NaN or inf: row 1234\.$"):
+        mf.Particles(x, normalize=True)
