@@ -667,8 +667,7 @@ class Particles(ComparedByValue):
     normalize : bool
         Project nonzero ``positions`` onto the sphere and rescale ``weights`` to sum 1, instead of
         refusing them.  The norms are dropped, not read as radii: tokens x_j = r_j θ_j of a residual stream
-        (Pre-LN, Peri-LN, …) are ``Particles(x / r[:, None], radii=r)`` with r = ‖x_j‖, the inverse of
-        :meth:`ambient`.
+        (Pre-LN, Peri-LN, …) are :meth:`from_ambient`, the inverse of :meth:`ambient`.
     """
 
     positions: np.ndarray
@@ -763,6 +762,39 @@ class Particles(ComparedByValue):
             require(8.0 * n * (3 * d + 2), f"Particles.uniform(n={n}, d={d})", "lower `n`.")
         x = random_generator(seed).standard_normal((n, d))
         return cls(x, None, radii, normalize=True)
+
+    @classmethod
+    def from_ambient(cls, positions, weights=None) -> "Particles":
+        """Tokens given as points x_j of R^d (embeddings, a residual stream): θ_j = x_j/‖x_j‖, r_j = ‖x_j‖.
+
+        The inverse of :meth:`ambient`, for the schemes with a radius (Pre-LN, Peri-LN, Mix-LN, QKV-Norm, anGPT); the
+        others move the directions θ_j only and keep the radii as they are.
+
+        Parameters
+        ----------
+        positions : array_like, shape (n, d)
+            Finite, nonzero vectors, of any norm (float32 input is read as float64).
+        weights : array_like, shape (n,), optional
+            Nonnegative with a positive sum (e.g. an attention mask: 0 for padding), rescaled to sum 1; default
+            uniform 1/n.
+
+        Returns
+        -------
+        Particles
+            ``positions`` the unit vectors θ_j, ``radii`` the norms ‖x_j‖, so that ``ambient()`` gives x back to
+            rounding (relative 2.3e-16 per entry).
+
+        Raises
+        ------
+        ValueError
+            A row that is zero or not finite (the message names it), or ``weights`` of another shape, negative or
+            summing to 0.
+        """
+        x = np.array(real_array("positions", positions, allow_bool=False), dtype=float)
+        if x.ndim != 2 or x.shape[0] < 1 or not np.all(np.isfinite(x)):
+            return cls(x, weights, normalize=True)          # its message: the shape, or the row that is not finite
+        # a zero row is refused by the checks of `positions`, which come before those of `radii`
+        return cls(x, weights, radii=overflow_safe_norms(x, axis=1), normalize=True)
 
     @classmethod
     def from_density(cls, density, n: int, seed=0) -> "Particles":

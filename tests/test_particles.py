@@ -1439,3 +1439,26 @@ def test_particles_name_the_row_of_a_zero_or_non_finite_embedding():
     x[1234, 5] = np.nan
     with pytest.raises(ValueError, match=r"`positions` must be finite; it contains NaN or inf: row 1234\.$"):
         mf.Particles(x, normalize=True)
+
+
+def test_particles_from_ambient_reads_embeddings_of_any_norm_as_directions_and_radii():
+    # an interpretability user's embeddings x_j (float32, norms 0.5 to 2000, padding weighted 0) had to be split by
+    # hand, Particles(x / r[:, None], radii=r), and float32 rows divided in float32 were refused as not unit
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((300, 96)) * rng.uniform(0.5, 2000, (300, 1))).astype(np.float32)
+    mask = np.r_[np.zeros(10), np.ones(290)]
+    p = mf.Particles.from_ambient(x, weights=mask)
+    x64 = x.astype(float)
+    np.testing.assert_allclose(p.radii, np.linalg.norm(x64, axis=1), rtol=1e-15)
+    np.testing.assert_allclose(p.ambient(), x64, rtol=0, atol=2.3e-16 * np.abs(x64).max(axis=1, keepdims=True).max())
+    np.testing.assert_allclose(np.linalg.norm(p.positions, axis=1), 1.0, rtol=0, atol=1e-15)
+    assert p.weights[:10].sum() == 0 and p.weights.sum() == pytest.approx(1.0, abs=1e-15)
+    assert mf.Particles.from_ambient(x64) == mf.Particles(x64 / np.linalg.norm(x64, axis=1)[:, None],
+                                                          radii=np.linalg.norm(x64, axis=1))
+    huge = mf.Particles.from_ambient(np.array([[1e300, 1e300], [3.0, 4.0]]))      # ‖x‖² beyond float64
+    np.testing.assert_allclose(huge.radii, [np.sqrt(2) * 1e300, 5.0], rtol=1e-15)
+    x64[7] = 0.0
+    with pytest.raises(ValueError, match=r"zero vector, which has no direction: row 7\."):
+        mf.Particles.from_ambient(x64)
+    with pytest.raises(ValueError, match=r"`positions` must have shape \(n, d\)"):
+        mf.Particles.from_ambient(x64[0])
