@@ -667,7 +667,8 @@ class Particles(ComparedByValue):
     normalize : bool
         Project nonzero ``positions`` onto the sphere and rescale ``weights`` to sum 1, instead of
         refusing them.  The norms are dropped, not read as radii: tokens x_j = r_j θ_j of a residual stream
-        (Pre-LN, Peri-LN, …) are :meth:`from_ambient`, the inverse of :meth:`ambient`.
+        (Pre-LN, Peri-LN, …) are :meth:`from_ambient`, i.e. ``Particles(x / r[:, None], radii=r)`` with r = ‖x_j‖,
+        the inverse of :meth:`ambient`.
     """
 
     positions: np.ndarray
