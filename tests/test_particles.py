@@ -1462,3 +1462,24 @@ def test_particles_from_ambient_reads_embeddings_of_any_norm_as_directions_and_r
         mf.Particles.from_ambient(x64)
     with pytest.raises(ValueError, match=r"`positions` must have shape \(n, d\)"):
         mf.Particles.from_ambient(x64[0])
+
+
+def test_speed_bound_of_large_value_matrices_takes_no_svd(monkeypatch):
+    # Σ_h ‖V_h‖₂ by SVD took 24-41 s for 12 heads of 768×768 before a Post-LN run of 20 tokens (one RK4 step: 2 s),
+    # to spare the stages an O(n) check; the bound min(‖V‖_F, √(‖V‖₁‖V‖_∞)) is O(d²), ≥ ‖V‖₂, and exact for c·I
+    from meanfield.backends._particles import ParticlesBackend, _spectral_norm_bounds
+
+    rng = np.random.default_rng(2)
+    V = np.stack([rng.standard_normal((40, 40)), 3.0 * np.eye(40), np.diag(rng.uniform(-2, 2, 40)),
+                  np.outer(rng.standard_normal(40), rng.standard_normal(40))])
+    exact = np.linalg.norm(V, 2, axis=(1, 2))
+    bounds = _spectral_norm_bounds(V)
+    assert np.all(bounds >= exact * (1 - 1e-14))
+    assert bounds[1] == 3.0 and bounds[2] == pytest.approx(exact[2], rel=1e-15)   # c·I, diagonal: exact
+    assert bounds[3] == pytest.approx(exact[3], rel=1e-12)                          # rank one: ‖V‖_F = ‖V‖₂
+
+    def no_svd(*args, **kwargs):
+        raise AssertionError("an O(d³) SVD for a bound")
+    monkeypatch.setattr(np.linalg, "svd", no_svd)
+    st = ParticlesBackend(mf.Model(2.0, d=40, V=V), mf.Particles.uniform(6, d=40, seed=0), method="rk4", step=0.1)
+    assert st._speed_bound() == pytest.approx(float(np.sum(bounds)), rel=1e-15)
