@@ -108,11 +108,24 @@ class Model:
                                  f"{self.beta_eff:g}: a token's own term e^(β·c) overflows float64, and so does its "
                                  "velocity (USA's speed grows like e^β). Softmax attention has no such limit.")
             return
-        if self.logit_bound > _LOG_FLOAT_MAX:
+        if self._logit_bound_above() > _LOG_FLOAT_MAX and self.logit_bound > _LOG_FLOAT_MAX:
             warn(f"attention='unnormalized' with β·‖QᵀK‖ = {self.logit_bound:g} > {_LOG_FLOAT_MAX:.2f}: "
                  "attention weights e^(β⟨Qx, Ky⟩) can overflow float64 (backend='spectral' refuses it; a "
                  "particle run stops NON_FINITE, diagnosed, when a token's weights overflow); softmax "
                  "attention has no such limit.")
+
+    def _logit_bound_above(self) -> float:
+        """An upper bound of :attr:`logit_bound` in O(heads·d²): β·max_h b(Q_h)·b(K_h), b(M) ≥ ‖M‖₂ of
+        :func:`._norms.spectral_norm_bounds` (1 for the identity).  The exact bound takes an SVD of each Q_hᵀK_h, O(d³):
+        Model(attention="unnormalized") with 12 heads of 768×768 took 24 s to find that nothing overflows."""
+        from ._norms import spectral_norm_bounds
+
+        if self.scheme_def.normalize_qkv:
+            return float(self.beta)
+        Qs, Ks, _ = self.matrices()
+        q = np.ones(self.heads) if self.Q is None else spectral_norm_bounds(Qs)
+        k = np.ones(self.heads) if self.K is None else spectral_norm_bounds(Ks)
+        return float(self.beta * np.max(q * k))
 
     @property
     def logit_bound(self) -> float:

@@ -208,3 +208,23 @@ def test_a_head_projection_of_shape_k_by_d_is_refused_with_how_to_pass_it():
     assert mf.Model(1.0, d=d, Q=padded, K=padded).heads == 2
     with pytest.raises(ValueError, match=r"got shape \(16, 4\)\.$"):        # no hint for other shapes
         mf.Model(1.0, d=d, Q=W[0].T)
+
+
+def test_usa_overflow_check_takes_no_svd_where_cheap_norm_bounds_rule_it_out(monkeypatch):
+    # Model(attention="unnormalized") with 12 heads of 768×768 took 24 s: β·max_h ‖Q_hᵀK_h‖₂ by one SVD per head, to
+    # find that no logit can reach 709.78.  Bounds of ‖Q_h‖₂‖K_h‖₂ in O(d²) rule that out first; the exact
+    # logit_bound is taken only where they do not, and still decides the warning
+    rng = np.random.default_rng(4)
+    Q, K = (rng.standard_normal((3, 48, 48)) / np.sqrt(48) for _ in range(2))
+    calls = []
+    svd = np.linalg._linalg.svd
+    monkeypatch.setattr(np.linalg._linalg, "svd", lambda *a, **k: calls.append(1) or svd(*a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = mf.Model(1.0, d=48, Q=Q, K=K, attention="unnormalized")
+        assert not calls
+        assert m._logit_bound_above() >= m.logit_bound
+        mf.Model(60.0, d=48, Q=Q, K=K, attention="unnormalized")     # cheap bound > 709.78, exact ~ 60·3: silent
+        assert calls
+    with pytest.warns(mf.MeanfieldWarning, match="can overflow float64"):
+        mf.Model(400.0, d=48, Q=Q, K=K, attention="unnormalized")

@@ -13,6 +13,7 @@ import numpy as np
 
 from .._attention import _DirectEvaluator
 from .._measures import Particles, pair_alignment
+from .._norms import spectral_norm_bounds
 from .._schemes import UNIT_SPEED_ROWS
 from .._validate import flag, nonneg_int, unit_vectors
 from ._stepper import ParticleStepper
@@ -153,7 +154,7 @@ class ParticlesBackend(ParticleStepper):
             m = self.model
             self._bound = math.inf
             if self.scheme.speed in UNIT_SPEED_ROWS and m.softmax and not self.scheme.normalize_qkv:
-                self._bound = 1.0 * m.heads if m.V is None else float(np.sum(_spectral_norm_bounds(m.matrices()[2])))
+                self._bound = 1.0 * m.heads if m.V is None else float(np.sum(spectral_norm_bounds(m.matrices()[2])))
         return self._bound
 
     _bound = None
@@ -230,10 +231,3 @@ def _post_ln_head(x, w, beta, Q, K, V, softmax, seen):
     idx = np.arange(n)
     T[idx, idx] += own
     return T, A
-
-
-def _spectral_norm_bounds(V) -> np.ndarray:
-    """Upper bounds of ‖V_h‖₂ for a stack V of shape (heads, d, d): min(‖V_h‖_F, √(‖V_h‖₁‖V_h‖_∞)) (Hölder), O(d²)."""
-    a = np.abs(V)
-    holder = np.sqrt(a.sum(axis=1).max(axis=1) * a.sum(axis=2).max(axis=1))
-    return np.minimum(np.sqrt(np.einsum("hij,hij->h", V, V)), holder)
