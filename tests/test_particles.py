@@ -1484,3 +1484,22 @@ def test_speed_bound_of_large_value_matrices_takes_no_svd(monkeypatch):
     monkeypatch.setattr(np.linalg._linalg, "svd", no_svd)        # (the one np.linalg.norm(·, 2) calls)
     st = ParticlesBackend(mf.Model(2.0, d=40, V=V), mf.Particles.uniform(6, d=40, seed=0), method="rk4", step=0.1)
     assert st._speed_bound() == pytest.approx(float(np.sum(bounds)), rel=1e-15)
+
+
+@pytest.mark.parametrize("scheme", ["peri-ln", "angpt"])
+def test_left_padding_under_a_causal_mask_is_diagnosed_with_the_remedy_that_holds(scheme):
+    # left padding (zero-weight tokens first, a transformer's attention mask) stops a scheme that normalizes A;
+    # the message said why but not what to do.  It now says that the padding can be left out, which the last part
+    # checks: the tokens with mass move alike with and without it (Pre-LN, where padding is allowed)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((30, 8)) * rng.uniform(1, 3, (30, 1))
+    w = np.r_[np.zeros(4), np.ones(26)]
+    padded = mf.Particles.from_ambient(x, weights=w)
+    kw = dict(alpha=0.5) if scheme == "angpt" else {}
+    with pytest.warns(mf.MeanfieldWarning, match="padding can be left out of the Particles"):
+        traj = mf.simulate(mf.Model(1.0, scheme=scheme, d=8, **kw), padded, 0.2, backend="particles", time="layers",
+                           step=0.1, causal=True)
+    assert traj.status is mf.Status.NON_FINITE
+    model = mf.Model(1.0, scheme="pre-ln", d=8, V=rng.standard_normal((8, 8)))
+    run = lambda p: mf.simulate(model, p, 0.2, backend="particles", step=0.05, causal=True).final.ambient()  # noqa: E731
+    np.testing.assert_allclose(run(padded)[4:], run(mf.Particles.from_ambient(x[4:])), rtol=1e-13, atol=0)

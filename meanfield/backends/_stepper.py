@@ -38,7 +38,8 @@ TIMES = ("continuous", "layers")
 _NO_SMALLER_STEP = " A smaller step does not help."
 _VANISHING_TAIL = ", where dθ/dt = P_θA/s blows up (s ∝ r); no step size gets past that time."
 _ZERO_ATTENTION = ("the token attends to nothing (all the tokens it sees have zero weight, e.g. a padding token "
-                   "first under a causal mask, or V = 0)")
+                   "first under a causal mask, or V = 0); a token of zero weight moves no other token, so padding can "
+                   "be left out of the Particles (the rows of nonzero weight) with no change to the rest")
 
 
 def scheme_uses_magnitude(scheme, t, model) -> bool:
