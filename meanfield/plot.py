@@ -820,8 +820,9 @@ def comparison_distances(a, b, targets=None, distance: str = "sobolev"):
     distance : {"sobolev", "mmd"}
         ``"sobolev"``: ‖μ − ν‖ in H⁻¹ (:func:`meanfield.sobolev_distance`, s = 1) truncated at one band
         limit L for all times, the smallest ``lmax`` of the densities compared (it needs at least one
-        density among the states).  ``"mmd"``: :func:`meanfield.mmd` with the attention kernel at the β
-        of ``a``'s model.
+        density among the states).  ``"mmd"``: :func:`meanfield.mmd` with the kernel e^{β⟨x, y⟩} at the β
+        of ``a``'s model (the kernel of Q = K = I: a model's own Q and K do not enter, since e^{β⟨Qx, Ky⟩} is not
+        a symmetric positive kernel in general).
 
     Returns
     -------
@@ -997,7 +998,9 @@ def comparison_figure(trajectories, output=None, labels=None, panels: int = 4, p
             for label, t, v in curves:
                 ax.plot(t, v, marker="o", markersize=3, label=label)
             ax.set_ylim(0, 1.1 * max(max(np.max(v), 0.0) for _, _, v in curves) or 1.0)
-            ax.set_title(r"$H^{-1}$ distance" if distance == "sobolev" else r"MMD$_\beta$ (attention kernel)",
+            # the kernel of Q = K = I: a model's e^{β⟨Qx, Ky⟩} is no symmetric positive kernel in general
+            ax.set_title(r"$H^{-1}$ distance" if distance == "sobolev" else
+                         rf"MMD$_\beta$, kernel $e^{{\beta\langle x, y\rangle}}$, $\beta$ = {trajs[0].model.beta:g}",
                          fontsize=9)
             ax.set_xlabel("t")
             ax.legend(fontsize=7)

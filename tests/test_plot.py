@@ -574,3 +574,21 @@ def test_pair_histogram_of_particles_in_d_above_3_weighs_each_pair_by_its_mass()
     assert heights[lefts > 0.9].sum() == pytest.approx(1.0, abs=1e-12)
     assert ax.get_xlabel() == "⟨θ_i, θ_j⟩"
     plt.close(fig)
+
+
+def test_comparison_mmd_panel_names_its_kernel_not_the_models_attention():
+    # two particle runs in d > 3 under a model with Q and K were compared under the title "MMD_β (attention
+    # kernel)", read as e^{β⟨Qx, Ky⟩}; the distance is mmd's e^{β⟨x, y⟩} (Q = K = I) at the first run's β
+    rng = np.random.default_rng(1)
+    Q = rng.standard_normal((6, 6))
+    p = mf.Particles.uniform(30, d=6, seed=0)
+    runs = [mf.simulate(mf.Model(2.0, d=6, Q=Q, K=Q), p, 0.2, backend="particles", step=0.1, save_every=0.1),
+            mf.simulate(mf.Model(2.0, d=6, Q=Q, K=Q, scheme="pre-ln"), p, 0.2, backend="particles", step=0.1,
+                        save_every=0.1)]
+    fig = plot.comparison_figure(runs)
+    (dist,) = [ax for ax in fig.axes if ax.get_gid() == "distance"]
+    assert dist.get_title() == r"MMD$_\beta$, kernel $e^{\beta\langle x, y\rangle}$, $\beta$ = 2", dist.get_title()
+    t, values, _ = plot.comparison_distances(*runs, distance="mmd")
+    np.testing.assert_allclose(dist.get_lines()[0].get_ydata(), values, rtol=0, atol=0)
+    assert values[-1] == mmd(runs[0].states[-1], runs[1].states[-1], 2.0)
+    plt.close(fig)
