@@ -119,7 +119,10 @@ def simulate(model: Model, initial, t_final, *, backend: str = "spectral", save_
     backend : {"spectral", "particles", "particles-sh", "hybrid"}
         See :data:`meanfield.BACKENDS`.
     save_every : float, optional
-        Keep the state every ``save_every`` time units (the end is always kept).
+        Keep the state every ``save_every`` time units (the end is always kept).  With the particle backends each
+        saved state costs one more attention evaluation, for its diagnostics: keeping every layer of
+        ``time="layers"`` about doubles the run (1500 tokens in d = 256, 12 layers: 4.9 s against 2.8 s keeping
+        the last), keeping every RK4 step adds a quarter.
     t_eval : array_like, optional
         Keep the state exactly at these times (dense output), within [t0, t_final]; the run still goes
         to ``t_final``, whose state is always kept.  Exclusive with ``save_every``.
