@@ -351,15 +351,23 @@ def _atoms(name: str, measure, grid_lmax):
 
 
 def _geodesic_cost(x, y, chunk_elements: int = 2 ** 22):
-    """arccos(⟨x_i, y_j⟩) (n, m) as 2·atan2(‖x_i − y_j‖, ‖x_i + y_j‖): accurate to a few ulp at every angle,
-    where arccos of a rounded inner product errs by ~1e-8 near 0 and 2·arcsin(chord/2) by ~1e-9 near π (rows
-    in chunks of ~``chunk_elements`` differences)."""
+    """arccos(⟨x_i, y_j⟩) (n, m).  Where |⟨x, y⟩| ≤ 1/2, arccos of the Gram matrix's entry (BLAS), whose slope there is
+    at most 2/√3: as accurate as the inner product, as the chords of the differences are.  Near 0 and π, where arccos
+    of a rounded inner product errs by ~1e-8, 2·atan2(‖x − y‖, ‖x + y‖) of those pairs only, accurate to a few ulp
+    (in chunks of ~``chunk_elements`` entries).  The differences of every pair, O(n·m·d) elementwise, took 20-40 s
+    for two sets of 2000 tokens in d = 768, where the simplex takes 1-2 s."""
     cost = np.empty((len(x), len(y)))
-    rows = max(1, chunk_elements // max(1, len(y) * x.shape[1]))
-    for i in range(0, len(x), rows):
-        chord = np.linalg.norm(x[i:i + rows, None, :] - y[None, :, :], axis=-1)
-        anti = np.linalg.norm(x[i:i + rows, None, :] + y[None, :, :], axis=-1)
-        cost[i:i + rows] = 2 * np.arctan2(chord, anti)
+    rows = max(1, chunk_elements // max(1, len(y)))
+    per = max(1, chunk_elements // max(1, x.shape[1]))
+    for r in range(0, len(x), rows):
+        g = x[r:r + rows] @ y.T
+        block = np.arccos(np.clip(g, -1.0, 1.0))
+        i, j = np.nonzero(np.abs(g) > 0.5)
+        for s in range(0, i.size, per):         # the pairs near 0 and π, ~chunk_elements coordinates at a time
+            a, b = x[r + i[s:s + per]], y[j[s:s + per]]
+            block[i[s:s + per], j[s:s + per]] = 2 * np.arctan2(np.linalg.norm(a - b, axis=-1),
+                                                               np.linalg.norm(a + b, axis=-1))
+        cost[r:r + rows] = block
     return cost
 
 
@@ -453,7 +461,7 @@ def wasserstein_distance(mu, nu, p: float = 2.0, *, grid_lmax: int | None = None
         mass (the grid's quadrature is not exact for its degree).
     max_pairs : int
         Largest n·m for n and m atoms (default 25·10⁶, 200 MB of costs); the simplex takes roughly
-        O(n³) time (two sets of 2000 particles: about 2 s here).
+        O(n³) time (two sets of 2000 particles: about 2 s here, in d = 3 as in d = 768).
 
     Returns
     -------
