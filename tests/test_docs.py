@@ -1104,3 +1104,27 @@ def test_numerics_long_runs_of_clustered_tokens_quiet_step_and_example():
     assert hist.merges[-2:].tolist() == [[170.0, 180.0], [410.0, 420.0]]
     energy = traj.diagnostics["energy"]
     assert (f"{energy[0]:.1f}", f"{energy[-1]:.1f}") == ("56.3", "391.7") and np.all(np.diff(energy) > 0)
+
+
+def test_api_page_says_how_to_bring_ones_own_tokens_and_heads_and_the_recipe_runs():
+    # an interpretability user (embeddings of one prompt, an attention mask, heads of dimension k < d) found no
+    # place in the docs that said how to pass them; the paragraph's recipe, run as written
+    import numpy as np
+
+    import meanfield as mf
+
+    text = " ".join(_read("api.md").split())
+    for phrase in ("mf.Particles.from_ambient(x, weights=mask)", "`Q[h, :k] = W_Q`, `K[h, :k] = W_K`, with "
+                   "`V[h] = W_O @ W_V`", "`causal=True`", "{func}`meanfield.mmd`"):
+        assert phrase in text, phrase
+    rng = np.random.default_rng(0)
+    n, d, H, k = 12, 8, 2, 4
+    x, mask = rng.standard_normal((n, d)) * 5, np.r_[np.zeros(2), np.ones(n - 2)]
+    W_Q, W_K, W_V, W_O = (rng.standard_normal((H, k, d)), rng.standard_normal((H, k, d)),
+                          rng.standard_normal((H, k, d)), rng.standard_normal((H, d, k)))
+    Q, K = np.zeros((H, d, d)), np.zeros((H, d, d))
+    Q[:, :k], K[:, :k] = W_Q, W_K
+    model = mf.Model(0.5, scheme="pre-ln", d=d, Q=Q, K=K, V=W_O @ W_V)
+    runs = [mf.simulate(model, mf.Particles.from_ambient(x, weights=mask), 0.3, backend="particles", causal=True,
+                        time="layers", step=0.1) for _ in range(2)]
+    assert all(r.success for r in runs) and mf.mmd(runs[0].final, runs[1].final, 0.5) == 0.0
