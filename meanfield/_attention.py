@@ -182,16 +182,20 @@ def _sum_without_own_term(logits, rhs, start, gi, ri):
 def _head_products(model, Q, K, V):
     """(Qᵀ, Kᵀ, Vᵀ) of one head, the right factors of the products θ Mᵀ; None for a matrix the model leaves None.
 
-    A matrix left None is the identity: its O(n·d²) product (most of the time at large d) is skipped.  The rows i
-    where both Q and K are zero add exact zeros to every logit ⟨Qθ, Kθ'⟩ and to the norms ‖Qθ‖, ‖Kθ'‖ of QKV-Norm:
-    they are dropped, so that a head of dimension k < d zero-padded to (d, d) costs O(n²k) for its logits and
-    O(n·d·k) for its queries and keys, not O(n²d) and O(n·d²) (n = 2000, d = 768, 12 heads of k = 64 on two cores:
-    one velocity 5–6 s instead of 13–14 s; the value sums Σ_k w_k e^(…) Vθ_k stay O(n²d) for a dense V).
+    A matrix left None is the identity: its O(n·d²) product (most of the time at large d) is skipped.  A row i that
+    is zero in Q or in K adds exact zeros (Qθ)_i (Kθ')_i to every logit ⟨Qθ, Kθ'⟩; for QKV-Norm, whose norms ‖Qθ‖,
+    ‖Kθ'‖ read every nonzero row, only a row zero in both.  Those rows are dropped, so that a head of dimension k < d
+    zero-padded to (d, d) (K may be left the identity) costs O(n²k) for its logits and O(n·d·k) for its queries and
+    keys, not O(n²d) and O(n·d²) (n = 2000, d = 768, 12 heads of k = 64 on two cores: one velocity 5–6 s instead of
+    13–14 s; the value sums Σ_k w_k e^(…) Vθ_k stay O(n²d) for a dense V).  One row is kept where none would be (a
+    zero Q: every logit 0), as the blocks need a query dimension.
     """
     QT, KT, VT = (None if given is None else M.T for given, M in ((model.Q, Q), (model.K, K), (model.V, V)))
-    if QT is not None and KT is not None:
-        used = Q.any(axis=1) | K.any(axis=1)
+    if QT is not None or KT is not None:        # (Q and K are the identity where the model leaves them None)
+        q_rows, k_rows = Q.any(axis=1), K.any(axis=1)
+        used = (q_rows | k_rows) if model.scheme_def.normalize_qkv else (q_rows & k_rows)
         if not used.all():
+            used[np.argmax(used)] = True        # (index 0 when none is used)
             QT, KT = Q[used].T, K[used].T
     return QT, KT, VT
 

@@ -44,7 +44,7 @@ class Model:
         Query, key and value matrices; None means the identity.  A leading axis gives several heads
         whose attention vectors are summed (the output projection is absorbed into V: V = W_O @ W_V).  A head of
         dimension k < d is given zero-padded, ``Q[h, :k] = W_Q`` and ``K[h, :k] = W_K``: only ⟨Qθ, Kθ'⟩ enters, and
-        backend="particles" skips the rows zero in both (its logits then cost O(n²k)).
+        backend="particles" skips the rows zero in Q or K (its logits then cost O(n²k)).
     alpha : float or callable, optional
         nGPT / anGPT step size α_t > 0, a constant or a function of t (refused, unless 1, for the
         other schemes).

@@ -322,7 +322,7 @@ def _head_projection_hint(name: str, shape, d: int) -> str:
                 f"W_O ({d}, {k}): pass V = W_O @ W_V.")
     pad = "(" + "(0, 0), " * (len(shape) == 3) + f"(0, {d - k}), (0, 0))"
     return (f" A head of dimension {k} < d is given zero-padded to ({d}, {d}): {name} = np.pad(W, {pad}) (only ⟨Qθ, Kθ'⟩ "
-            "enters, and rows zero in both Q and K cost nothing in backend='particles').")
+            "enters, and rows zero in Q or K cost nothing in backend='particles').")
 
 
 def increasing_times(name: str, t) -> np.ndarray:

@@ -1407,13 +1407,14 @@ def test_heads_zero_padded_to_d_cost_their_own_dimension_and_give_the_direct_sum
     for h, rows in enumerate([np.arange(k), np.arange(10, 10 + k), np.array([1, 5, 9, 20])]):
         Q[h, rows] = rng.standard_normal((k, d))
         K[h, rows] = rng.standard_normal((k, d))
-    K[2, 5] = 0.0                      # a row zero in K only is still used (QKV-Norm's ‖Qθ‖ needs it)
+    K[2, 5] = 0.0                      # a row zero in K only: dropped, but for QKV-Norm (its ‖Qθ‖ needs it)
     V = rng.standard_normal((H, d, d)) / np.sqrt(d)
     model = mf.Model(beta=1.3, scheme=scheme, attention=attention, d=d, Q=Q, K=K, V=V)
     p = mf.Particles(rng.standard_normal((n, d)), weights=rng.uniform(0.1, 1, n), normalize=True)
     ev = _DirectEvaluator(model, np.array(p.weights), causal=causal)
-    assert [QT.shape for QT, _, _ in ev.heads] == [(d, k)] * H
-    assert [KT.shape for _, KT, _ in ev.heads] == [(d, k)] * H
+    kept = [k, k, k if scheme == "qkv-norm" else k - 1]
+    assert [QT.shape for QT, _, _ in ev.heads] == [(d, c) for c in kept]
+    assert [KT.shape for _, KT, _ in ev.heads] == [(d, c) for c in kept]
     th, w = p.positions, p.weights
     unit = (lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)) if scheme == "qkv-norm" else (lambda a: a)
     A = np.zeros((n, d))
@@ -1503,3 +1504,29 @@ def test_left_padding_under_a_causal_mask_is_diagnosed_with_the_remedy_that_hold
     model = mf.Model(1.0, scheme="pre-ln", d=8, V=rng.standard_normal((8, 8)))
     run = lambda p: mf.simulate(model, p, 0.2, backend="particles", step=0.05, causal=True).final.ambient()  # noqa: E731
     np.testing.assert_allclose(run(padded)[4:], run(mf.Particles.from_ambient(x[4:])), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_zero_padded_q_with_k_left_the_identity_costs_its_own_dimension_too(causal):
+    # the rows of Q that are zero add zeros to ⟨Qθ, Kθ'⟩ whatever K is: with K = None (the identity) they were kept,
+    # as they are for a zero Q (every logit 0), which must still give the plain weighted mean
+    from meanfield._attention import _DirectEvaluator
+
+    rng = np.random.default_rng(4)
+    n, d, k = 40, 16, 3
+    Q = np.zeros((d, d))
+    Q[[2, 7, 11]] = rng.standard_normal((k, d))
+    V = rng.standard_normal((d, d))
+    p = mf.Particles(rng.standard_normal((n, d)), weights=rng.uniform(0.1, 1, n), normalize=True)
+    th, w = p.positions, p.weights
+    for q, rows in ((Q, k), (np.zeros((d, d)), 1)):
+        model = mf.Model(0.8, d=d, Q=q, V=V)
+        QT, KT, _ = _DirectEvaluator(model, np.array(w)).heads[0]
+        assert QT.shape == KT.shape == (d, rows)
+        logits = 0.8 * (th @ q.T) @ th.T
+        if causal:
+            logits[np.triu_indices(n, 1)] = -np.inf
+        E = np.exp(logits) * w
+        A = E @ (th @ V.T) / E.sum(axis=1, keepdims=True)
+        np.testing.assert_allclose(mf.attention_field(model, th, w, causal=causal).A, A, rtol=0,
+                                   atol=1e-13 * np.abs(A).max())
