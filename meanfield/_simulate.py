@@ -244,7 +244,7 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
         stepper.carry_steps(prefix.steps)        # run-wide counts (max_steps, filtered_steps) go on from the saved part
     getattr(stepper, "check_save_times", lambda _: None)(times)     # e.g. whole layers, before any work
     check_fixed_step_count(getattr(stepper, "options", {}), origin, times[-1])   # as the backend resolved them
-    run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix, point, checkpoint_every)
+    run = _Run(stepper, model, backend, times, checkpoint, metadata, prefix, point, checkpoint_every, options)
     _check_nonnegative(run.diags[0], getattr(stepper, "options", {}), getattr(stepper, "start_negativity_tol", None),
                        getattr(initial[0] if isinstance(initial, (list, tuple)) else initial, "lmax", None))
     with _terminated_after_checkpoint(checkpoint is not None), _checkpoint_lock(checkpoint):
@@ -446,8 +446,11 @@ class _Run:
     """The saved part of a run in progress: states, diagnostics, and how to write or resume it."""
 
     def __init__(self, stepper, model, backend, times, checkpoint, metadata=None, prefix=None, point=None,
-                 every: int | str = 1):
+                 every: int | str = 1, options: dict | None = None):
         self.stepper, self.model, self.backend = stepper, model, backend
+        # the options as given, recorded for a backend without an ``options`` attribute (a third-party one): without
+        # them its file said "the backend's defaults" and a resume ran with those
+        self.given_options = dict(options or {})
         self.metadata = dict(metadata or {})
         # the saved part of a resumed run: it ends where this part starts (or, resumed from a point, before)
         self.prefix = prefix
@@ -548,7 +551,7 @@ class _Run:
         steps = {k: np.asarray(v[:n]) for k, v in getattr(self.stepper, "step_log", {}).items()}
         return Trajectory(times=np.array(self.times), states=list(self.states), diagnostics=diagnostics,
                           steps=steps, model=self.model, backend=self.backend, status=self.status,
-                          detail=self.detail(), options=dict(getattr(self.stepper, "options", {})))
+                          detail=self.detail(), options=dict(getattr(self.stepper, "options", self.given_options)))
 
     def detail(self) -> str:
         """The run's detail: what interrupted it, if anything, then the backend's."""

@@ -23,7 +23,9 @@ class Backend(Protocol):
     ``t_target`` and returns a :class:`Status` (with ``detail`` set to a diagnosis when not OK);
     ``state()`` returns an independent copy of the current state (a Density, Particles, …);
     ``diagnostics()`` returns scalar diagnostics of the current state; ``step_log`` is a dict of
-    per-step lists (at least ``t`` and ``dt``).  An optional class method ``validate_options(model, initial,
+    per-step lists (at least ``t`` and ``dt``).  Optional: ``options``, a dict of the options as the backend
+    resolved them, which the result records (without it, the options given to :func:`simulate` are recorded, and a
+    resume continues with those).  An optional class method ``validate_options(model, initial,
     options, times=None)`` checks the option values cheaply, without building the solver, and returns them as
     the run would use them (:func:`check_option_values`: configuration files and sweeps are checked with it
     before any run).  For checkpoints between save times (resume points), optional too: ``resume_options()``
