@@ -66,7 +66,7 @@ from ._errors import MeanfieldError
 from ._lockfile import pid_alive
 from ._measures import Density, Particles, ZonalDensity
 from ._model import Model
-from ._schemes import get_scheme
+from ._schemes import SCHEMES, get_scheme
 
 FORMAT = "meanfield-trajectory"
 ENERGY_FORMAT = "meanfield-energy"
@@ -288,6 +288,10 @@ def _read_model(g, alpha=None) -> Model:
                               "pass `alpha=` to load() (or to resume(), which reads the file the same way).")
     tau = float(a["tau"])
     scheme = str(a["scheme"])
+    if scheme not in SCHEMES:       # a user's scheme (register_scheme) in a process that has not registered it
+        raise ResultFileError(f"the file was written with scheme={scheme!r}, which is not registered in this "
+                              f"process (registered: {sorted(SCHEMES)}): import the module that registers it "
+                              "(meanfield.register_scheme) before reading the file.")
     given = alpha
     stored = float(a["alpha"]) if not bool(a["alpha_callable"]) else 1.0
     if not get_scheme(scheme).uses_alpha:

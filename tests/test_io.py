@@ -808,3 +808,28 @@ def test_an_ensemble_file_is_no_run_to_resume_and_takes_no_run_record(tmp_path):
         f.attrs["confidence"] = 0.5
     with pytest.raises(mf.ResultFileError, match="do not match their checksum"):
         mf.load(path)
+
+
+def test_a_file_of_an_unregistered_user_scheme_names_the_scheme_not_a_damaged_file(tmp_path):
+    """A result of a user's scheme read by a process that has not registered it was reported as "damaged or
+    incomplete: ValueError: `scheme` must be one of [...]"; now the message names the scheme and the remedy, and
+    the same file reads once the scheme is registered again."""
+    import dataclasses
+
+    from meanfield._schemes import SCHEMES
+
+    row = dataclasses.replace(SCHEMES["post-ln"], name="io-user-scheme")
+    SCHEMES[row.name] = row
+    try:
+        traj = mf.simulate(mf.Model(1.0, scheme=row.name), mf.Particles.uniform(8, seed=0), 0.1, backend="particles")
+        mf.save(traj, tmp_path / "user.h5")
+    finally:
+        del SCHEMES[row.name]
+    with pytest.raises(mf.ResultFileError, match=r"scheme='io-user-scheme', which is not registered") as err:
+        mf.load(tmp_path / "user.h5")
+    assert "damaged" not in str(err.value)
+    SCHEMES[row.name] = row
+    try:
+        assert mf.load(tmp_path / "user.h5") == traj
+    finally:
+        del SCHEMES[row.name]
