@@ -22,6 +22,7 @@ def test_import_meanfield_imports_no_backend_until_the_registry_is_used():
 
 
 def test_a_registered_backend_joins_the_builtins_and_unknown_names_are_refused(monkeypatch):
+    len(BACKENDS)       # the built-ins loaded first: the restored registry keeps them (run alone, it lost them)
     monkeypatch.setattr(BACKENDS, "_classes", dict(BACKENDS._classes))
     cls = register_backend("mine")(type("Mine", (), {}))
     assert cls.name == "mine" and get_backend("mine") is cls and set(BUILTIN) < set(mf.BACKENDS)
@@ -64,6 +65,7 @@ def test_a_minimal_third_party_backend_keeps_its_options_through_save_and_resume
     """A backend without an ``options`` attribute (the protocol does not ask for one) had its options recorded as
     {}: its file said "the backend's defaults", and resume continued with step=0.01 instead of the run's 0.05, 4.4e-4
     off the uninterrupted run (20 tokens, t = 0.5).  Now the options as given are recorded: the same bits."""
+    len(BACKENDS)
     monkeypatch.setattr(BACKENDS, "_classes", dict(BACKENDS._classes))
     register_backend("euler-test")(_Euler)
     model, p = mf.Model(1.0), mf.Particles.uniform(20, 3, seed=1)
@@ -73,3 +75,13 @@ def test_a_minimal_third_party_backend_keeps_its_options_through_save_and_resume
     assert mf.load(tmp_path / "ck.h5").options == {"step": 0.05}
     resumed = mf.resume(tmp_path / "ck.h5", t_final=0.5)
     assert (resumed.final.directions == whole.final.directions).all()
+
+
+def test_register_backend_is_public_and_refuses_a_missing_name(monkeypatch):
+    """``@register_backend`` without its name replaced the class by the inner decorator, silently."""
+    len(BACKENDS)       # the built-ins loaded first: the restored registry keeps them
+    monkeypatch.setattr(BACKENDS, "_classes", dict(BACKENDS._classes))
+    assert mf.register_backend is register_backend
+    with pytest.raises(TypeError, match=r"`name` must be a non-empty string, as in @register_backend\(\"mine\"\)"):
+        register_backend(type("Mine", (), {}))
+    assert set(mf.BACKENDS) == set(BUILTIN)

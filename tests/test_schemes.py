@@ -407,3 +407,64 @@ def test_a_layered_alpha_schedule_need_not_be_defined_at_t_final_where_particles
         tr = mf.simulate(model, p, 1.0, backend="particles-sh", time="layers", step=0.1, save_every=0.5, lmax=2)
     assert tr.success
     assert np.all(tr.diagnostics["relative_velocity_error_bound"] >= 1)
+
+
+@pytest.fixture
+def user_schemes():
+    """The scheme registry as it was, restored after the test (the other tests iterate it)."""
+    from meanfield._schemes import SCHEMES
+
+    saved = dict(SCHEMES)
+    yield SCHEMES
+    SCHEMES.clear()
+    SCHEMES.update(saved)
+
+
+def _sandwich(name="sandwich-test", needs_norm=True):
+    g = lambda a_norm: np.sqrt(1.0 + np.asarray(a_norm) ** 2)     # noqa: E731
+    return mf.Scheme(name=name, has_radius=True, needs_norm=needs_norm,
+                     speed=lambda r, a_norm, t, model: r * g(a_norm),
+                     radial=lambda radial_a, a_norm, r, t, model: radial_a / g(a_norm),
+                     layer=lambda x, attn, h, t, model: x + h * attn(x) / g(norms(attn(x)))[:, None])
+
+
+def test_register_scheme_is_public_and_checks_the_row(user_schemes):
+    """Registering a scheme took the private ``meanfield._schemes.register``, which accepted anything (a built-in
+    name replaced Post-LN for every later run; a non-callable speed failed only inside a run)."""
+    import dataclasses
+
+    row = mf.register_scheme(_sandwich())
+    assert mf.SCHEMES["sandwich-test"] is row and mf.get_scheme("sandwich-test") is row
+    with pytest.raises(ValueError, match=r"`scheme.name` must not be a built-in scheme's .*got name='post-ln'"):
+        mf.register_scheme(dataclasses.replace(mf.SCHEMES["pre-ln"], name="post-ln"))
+    with pytest.raises(TypeError, match=r"`scheme` must be a meanfield.Scheme; got str"):
+        mf.register_scheme("post-ln")
+    with pytest.raises(TypeError, match=r"`scheme.speed` must be callable or None; got speed=1"):
+        mf.register_scheme(dataclasses.replace(row, name="bad", speed=1))
+    with pytest.raises(ValueError, match=r"a continuous scheme needs `speed`"):
+        mf.register_scheme(dataclasses.replace(row, name="bad", speed=None))
+    mf.unregister_scheme("sandwich-test")
+    assert "sandwich-test" not in mf.SCHEMES
+    with pytest.raises(ValueError, match=r"'post-ln' is built in"):
+        mf.unregister_scheme("post-ln")
+
+
+def test_a_row_that_reads_the_attention_norm_must_say_needs_norm(user_schemes):
+    """Without needs_norm the spectral backend passes ‖A‖ = 1 to the speed: a Sandwich-LN (s = r√(1 + ‖A‖²))
+    registered so ran 0.014 off the same row with needs_norm (lmax 14, t = 0.5), silently; it is now refused."""
+    with pytest.raises(ValueError, match=r"scheme 'sandwich-nonorm': .* must set needs_norm=True"):
+        mf.register_scheme(_sandwich("sandwich-nonorm", needs_norm=False))
+    assert "sandwich-nonorm" not in mf.SCHEMES
+
+
+@pytest.mark.parametrize("backend, kw", [("spectral", {}), ("hybrid", {}), ("particles", {}), ("particles-sh", {}),
+                                         ("particles", {"time": "layers", "step": 0.1})])
+def test_a_registered_copy_of_post_ln_gives_post_ln_bits_with_every_backend(user_schemes, backend, kw):
+    import dataclasses
+
+    mf.register_scheme(dataclasses.replace(mf.SCHEMES["post-ln"], name="post-ln-copy"))
+    initial = (mf.Density.random(12, seed=1, amplitude=0.3) if backend in ("spectral", "hybrid")
+               else mf.Particles.uniform(30, seed=1))
+    a, b = (mf.simulate(mf.Model(1.0, scheme=s), initial, 0.5, backend=backend, **kw).final
+            for s in ("post-ln", "post-ln-copy"))
+    assert a == b

@@ -88,7 +88,30 @@ BACKENDS = _BackendRegistry()
 
 
 def register_backend(name: str):
-    """Class decorator adding a backend to :data:`BACKENDS` under ``name`` (a built-in name is replaced)."""
+    """Class decorator adding a backend to :data:`BACKENDS` under ``name`` (a built-in name is replaced).
+
+    The class needs the methods of :class:`Backend` (docs/tutorials/extending.md has a tested example);
+    :func:`meanfield.simulate` constructs it as ``cls(model, initial, **options)``.
+
+    Parameters
+    ----------
+    name : str
+        The name that ``simulate(..., backend=name)`` and configuration files use.
+
+    Returns
+    -------
+    callable
+        The decorator; it sets ``cls.name`` and returns the class.
+
+    Raises
+    ------
+    TypeError
+        ``name`` is not a non-empty string (e.g. ``@register_backend`` used without its name: the class was
+        replaced by the decorator).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"`name` must be a non-empty string, as in @register_backend(\"mine\"); got {name!r}.")
+
     def deco(cls):
         _load_backends()
         cls.name = name
