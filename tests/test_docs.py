@@ -1128,3 +1128,20 @@ def test_api_page_says_how_to_bring_ones_own_tokens_and_heads_and_the_recipe_run
     runs = [mf.simulate(model, mf.Particles.from_ambient(x, weights=mask), 0.3, backend="particles", causal=True,
                         time="layers", step=0.1) for _ in range(2)]
     assert all(r.success for r in runs) and mf.mmd(runs[0].final, runs[1].final, 0.5) == 0.0
+
+
+def test_extending_page_registers_a_scheme_and_a_backend_and_prints_what_its_comments_say(monkeypatch):
+    """docs/tutorials/extending.md ("Adding a scheme", "Adding a backend"): its code runs against the public API
+    (register_scheme, register_backend) and prints what its comments say; what it registers is removed after."""
+    from meanfield.backends._registry import BACKENDS
+
+    len(BACKENDS)       # the built-ins loaded first: the restored registry keeps them
+    monkeypatch.setattr(BACKENDS, "_classes", dict(BACKENDS._classes))
+    saved = dict(mf.SCHEMES)
+    try:
+        scope = _run_python_blocks("tutorials/extending.md")
+    finally:
+        mf.SCHEMES.clear()
+        mf.SCHEMES.update(saved)
+    assert scope["_checked"] == 5
+    assert "extending" in _read("tutorials/index.md")
