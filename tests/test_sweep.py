@@ -1819,3 +1819,23 @@ def test_the_sweep_progress_bar_in_a_log_file_is_redrawn_every_30_seconds():
         assert bar.mininterval == BATCH_LOG_INTERVAL
     finally:
         bar.close()
+
+
+def test_a_user_scheme_runs_on_the_cluster_workers_as_in_this_process(client, tmp_path):
+    """A scheme registered in the sweep's process (mf.register_scheme, `meanfield --import`) was unknown to the
+    workers: every task ended ERROR, "`scheme` must be one of [...]", while --serial ran them.  The workers now
+    register the process's user schemes (and backends) before a task: a copy of Post-LN gives Post-LN's rows."""
+    import dataclasses
+
+    mf.register_scheme(dataclasses.replace(mf.SCHEMES["post-ln"], name="post-ln-sweep-copy"))
+    try:
+        user = _spec(BASE.replace("beta = 1.0", 'beta = 1.0\nscheme = "post-ln-sweep-copy"')
+                     + '[sweep]\nobservables = ["mean_alignment", "energy"]\n[sweep.grid]\n"initial.seed" = [0, 1]\n')
+        rows = run_sweep(user, tmp_path / "user", client=client, progress=False).rows
+    finally:
+        mf.unregister_scheme("post-ln-sweep-copy")
+    builtin = _spec(BASE + '[sweep]\nobservables = ["mean_alignment", "energy"]\n[sweep.grid]\n"initial.seed" = [0, 1]\n')
+    ref = run_sweep(builtin, tmp_path / "ref", serial=True, progress=False).rows
+    assert [r["status"] for r in rows] == ["OK", "OK"], [r.get("error") for r in rows]
+    keep = ("initial.seed", "mean_alignment", "energy", "t_end")
+    assert [{k: r[k] for k in keep} for r in rows] == [{k: r[k] for k in keep} for r in ref]

@@ -110,13 +110,39 @@ def run_task(task: Task, settings: dict, out_dir: str | None = None, threads: in
     return row
 
 
-def _run_and_record(task: Task, settings: dict, out_dir: str, threads: int | None, record: bool) -> tuple:
+def user_extensions() -> tuple:
+    """(the user's scheme rows, the user's backend classes) registered in this process, for the workers."""
+    from .._schemes import BUILTIN_SCHEMES, SCHEMES
+    from ..backends._registry import BACKENDS, BUILTIN
+
+    schemes = {name: row for name, row in SCHEMES.items() if name not in BUILTIN_SCHEMES}
+    backends = {name: cls for name, cls in BACKENDS.items()
+                if name not in BUILTIN or (cls.__module__, cls.__qualname__) != (
+                    f"meanfield.backends.{BUILTIN[name][0]}", BUILTIN[name][1])}
+    return schemes, backends
+
+
+def _install_extensions(extensions) -> None:
+    from .._schemes import SCHEMES
+    from ..backends._registry import BACKENDS, _load_backends
+
+    if not extensions:
+        return
+    schemes, backends = extensions
+    SCHEMES.update(schemes)
+    _load_backends()
+    BACKENDS._classes.update(backends)
+
+
+def _run_and_record(task: Task, settings: dict, out_dir: str, threads: int | None, record: bool,
+                    extensions: tuple | None = None) -> tuple:
     """:func:`run_task` on a dask worker; with ``record`` (a worker of the sweep's own local cluster: this machine,
     this folder) the task's record is written here, atomically, as soon as the task ends.
 
     Recorded by the sweep's process only, a task that finished while the local cluster shut down after a Ctrl-C (its
     worker finishes the task it runs before it closes) was computed, its HDF5 file written, and run again by the
     next sweep.  Returns (row, whether its record was written here); an INTERRUPTED row is never recorded."""
+    _install_extensions(extensions)
     row = run_task(task, settings, out_dir, threads)
     if not record or row["status"] == INTERRUPTED:
         return row, False
@@ -513,7 +539,10 @@ def _submit_and_record(c, spec, todo, out, records, bar, own, threads, unhandled
     where = str(out.resolve())
     # only the first `limit` tasks (todo is cut there): with all of them submitted, the workers ran tasks past
     # max_tasks whose results the loop then dropped (computed, not recorded, and computed again by the next sweep)
-    futures = {c.submit(_run_and_record, t, spec.record, where, threads, own,
+    # a user's schemes and backends (register_scheme, register_backend, `meanfield --import`) exist in this process
+    # only: a worker registers them before its task (their tasks ended with "`scheme` must be one of [...]")
+    extensions = user_extensions()
+    futures = {c.submit(_run_and_record, t, spec.record, where, threads, own, extensions,
                         key=f"meanfield-sweep-{t.key}-{run_id}", pure=False): t for t in todo}
     ran = 0
     handled = set()             # futures whose row this loop has recorded (or dropped, if interrupted)
