@@ -291,7 +291,8 @@ def _read_model(g, alpha=None) -> Model:
     if scheme not in SCHEMES:       # a user's scheme (register_scheme) in a process that has not registered it
         raise ResultFileError(f"the file was written with scheme={scheme!r}, which is not registered in this "
                               f"process (registered: {sorted(SCHEMES)}): import the module that registers it "
-                              "(meanfield.register_scheme) before reading the file.")
+                              "(meanfield.register_scheme) before reading the file; on the command line, "
+                              "`meanfield --import MODULE ...`.")
     given = alpha
     stored = float(a["alpha"]) if not bool(a["alpha_callable"]) else 1.0
     if not get_scheme(scheme).uses_alpha:

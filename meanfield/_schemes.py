@@ -225,7 +225,9 @@ def get_scheme(name) -> Scheme:
     try:
         return SCHEMES[name]
     except (KeyError, TypeError):
-        raise ValueError(f"`scheme` must be one of {sorted(SCHEMES)}; got scheme={name!r}.") from None
+        raise ValueError(f"`scheme` must be one of {sorted(SCHEMES)}; got scheme={name!r}. (A user's scheme is "
+                         "registered with meanfield.register_scheme; on the command line, by a module named with "
+                         "`meanfield --import MODULE`.)") from None
 
 
 def _ones(*arrays):

@@ -58,6 +58,10 @@ def _parser():
     p = argparse.ArgumentParser(prog="meanfield", description="Mean-field self-attention dynamics on the sphere.",
                                 epilog="Run `meanfield COMMAND --help` for each command's options and examples.")
     p.add_argument("--version", action="version", version=f"meanfield {__version__}")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE (from PYTHONPATH or the current folder) before the command: a module that "
+                        "registers a user's scheme or backend (mf.register_scheme, mf.register_backend), so that "
+                        "configurations, result files and sweeps can name it; repeatable")
     sub = p.add_subparsers(dest="command", required=True)
     raw = argparse.RawDescriptionHelpFormatter        # the examples' lines as written; the options' help wrapped
     run = sub.add_parser("run", help="run TOML configurations (or energy problems); write HDF5 results",
@@ -135,6 +139,7 @@ def main(argv=None) -> int:
     from ._errors import MeanfieldError
 
     try:
+        _import_modules(args.imports)
         with _one_line_warnings(args.command), _terminate_as_interrupt():
             return _COMMANDS[args.command](args)
     except KeyboardInterrupt:      # before a run started (reading a config, initial diagnostics), or in a command
@@ -156,6 +161,20 @@ def main(argv=None) -> int:
         print(f"meanfield {args.command}: error: a value is too large for float64 arithmetic ({e}); lower it "
               "(e.g. beta).", file=sys.stderr)
         return 2
+
+
+def _import_modules(names) -> None:
+    """Import the ``--import`` modules (a user's scheme or backend registers itself on import)."""
+    import importlib
+
+    if names and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())        # the console script's sys.path lacks the current folder
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ValueError(f"--import {name!r}: {type(e).__name__}: {e} (the module must be importable from "
+                             "PYTHONPATH or the current folder).") from None
 
 
 @contextlib.contextmanager

@@ -1637,3 +1637,34 @@ def test_info_model_line_of_large_matrices_is_cut_with_a_digest_and_formats_only
     cli._model_text(mf.Model(1.0, d=40, V=V))
     assert len(formatted) == 1                 # the first head fills the width: the others are not formatted
     assert len(original(V[0], 160)) < 2 * 40 * 12     # and of it, only the rows the width shows
+
+
+def test_import_option_lets_a_configuration_and_a_result_name_a_user_scheme(tmp_path, monkeypatch, capsys):
+    """A configuration naming a user's scheme was refused ("`scheme` must be one of [...]") and its result file
+    unreadable by `meanfield info` and `plot`, with no way to register the scheme: `meanfield --import MODULE`
+    imports the module that registers it (here from the current folder) before the command."""
+    (tmp_path / "user_scheme_mod.py").write_text(
+        "import dataclasses, meanfield as mf\n"
+        "mf.register_scheme(dataclasses.replace(mf.SCHEMES['post-ln'], name='post-ln-cli-copy'))\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "user_scheme_mod", raising=False)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SMALL.format(scheme="post-ln-cli-copy", extra=""))
+    try:
+        assert main(["--import", "user_scheme_mod", "run", str(cfg), "--output", "r.h5", "--quiet"]) == 0
+        assert main(["--import", "user_scheme_mod", "info", "r.h5"]) == 0
+        assert "scheme=post-ln-cli-copy" in capsys.readouterr().out
+        assert main(["--import", "user_scheme_mod", "plot", "r.h5", "--output", "r.png"]) == 0
+        ref = mf.simulate(mf.Model(3.0), parse_config(tomllib.loads(cfg.read_text())).initial, 0.4, save_every=0.2)
+        assert np.array_equal(mf.load("r.h5").final.coeffs, ref.final.coeffs)
+    finally:
+        mf.SCHEMES.pop("post-ln-cli-copy", None)
+        sys.modules.pop("user_scheme_mod", None)
+    assert main(["info", "r.h5"]) == 2
+    err = capsys.readouterr().err
+    assert "scheme='post-ln-cli-copy', which is not registered" in err and "meanfield --import MODULE" in err
+    assert main(["--import", "no_such_module_here", "info", "r.h5"]) == 2
+    assert "--import 'no_such_module_here': ModuleNotFoundError" in capsys.readouterr().err
+    assert main(["run", str(cfg), "--output", "r2.h5", "--quiet"]) == 2
+    assert "got scheme='post-ln-cli-copy'. (A user's scheme is registered with" in capsys.readouterr().err
