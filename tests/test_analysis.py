@@ -948,3 +948,67 @@ def test_cluster_history_counts_by_hand_with_min_mass():
     with pytest.raises(TypeError, match="do not apply to Density states"):
         mf.cluster_history(traj, delta=0.1)
     assert mf.cluster_history is analysis.cluster_history and mf.ClusterHistory is analysis.ClusterHistory
+
+
+def _aligned_pairs_cases(d, rng):
+    """Uniform, clustered, collapsed and not-quite-unit tokens on S^{d-1}, with δ at pair angles and at fixed values."""
+    def unit(v):
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+    centres = unit(rng.normal(size=(4, d)))
+    cases = [unit(rng.normal(size=(300, d))), unit(centres[rng.integers(0, 4, 400)] + 1e-3 * rng.normal(size=(400, d))),
+             centres[rng.integers(0, 4, 120)],
+             unit(rng.normal(size=(200, d))) * (1 + 1e-10 * rng.uniform(-1, 1, (200, 1)))]
+    for x in cases:
+        g = x @ x.T
+        at_pairs = 1 - rng.choice(g[np.triu_indices(len(x), 1)], 12, replace=False)
+        deltas = np.r_[1e-5, 0.01, 0.3, 1.0, np.pi / 2, 1.8, 1.999, at_pairs, np.nextafter(at_pairs, 0),
+                       np.nextafter(at_pairs, 3)]
+        yield x, deltas[(deltas > 0) & (deltas < 2)]
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_tree_and_direct_counts_agree_to_the_pair_at_every_delta(d):
+    # δ = 1 − ⟨θ_i, θ_j⟩ of a pair puts it on the threshold, to rounding: the Gram blocks decided it on √(einsum) ≤ h
+    # and the tree on the squares summed in order ≤ r², and the pair fell on different sides for 1 in 3 of the pairs of
+    # 5 uniform tokens); both now decide it on the tree's sum.  The counts of S¹ (sorted angles) and of δ > 1
+    # (the pairs apart, through −θ) are the Gram count's, pair for pair, weighted or not
+    from meanfield.analysis._alignment import _gram_count, _tree_counts
+
+    rng = np.random.default_rng(d)
+    for x, deltas in _aligned_pairs_cases(d, rng):
+        n = len(x)
+        for w in (np.full(n, 1.0 / n), rng.random(n) * (rng.random(n) > 0.2)):
+            w = w / w.sum()
+            equal = bool(np.all(w == w[0]))
+            for delta in deltas:
+                aligned, apart = _tree_counts(x, w, float(delta), equal)
+                exact = _gram_count(x, w, float(delta), None, equal)
+                if equal:
+                    assert (aligned if aligned is not None else n * n - apart) == exact, delta
+                else:
+                    assert (aligned if aligned is not None else 1.0 - apart) == pytest.approx(exact, abs=1e-13), delta
+            p = mf.Particles(x, weights=w)
+            for delta in deltas[::4]:
+                assert mf.aligned_fraction(p, delta, method="tree") == pytest.approx(
+                    mf.aligned_fraction(p, delta, method="direct"), rel=1e-13, abs=1e-15)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_tree_and_direct_count_a_pair_on_the_threshold_alike(d):
+    # δ = 1 − ⟨θ_i, θ_j⟩ of a pair: 0.9 against 1.0 (S²), 0.4 against 0.5 (S¹) for 5 tokens, 1 pair in 3 disagreed
+    five = mf.Particles.uniform(5, d, seed=0)
+    g = five.positions @ five.positions.T
+    for delta in 1 - g[np.triu_indices(5, 1)]:
+        assert mf.aligned_fraction(five, delta, method="tree") == mf.aligned_fraction(five, delta, method="direct")
+
+
+def test_aligned_fraction_on_the_circle_sorts_the_angles():
+    # S¹: the pairs of each token are runs of the sorted angles, O(n log n) at every δ; the dual tree's boundary cost
+    # grew with δ (2·10⁵ tokens at δ = 1: see the commit); the exact value for equally spaced tokens
+    n = 4000
+    a = np.arange(n) * 2 * np.pi / n
+    ring = mf.Particles(np.stack([np.cos(a), np.sin(a)], axis=1))
+    for k in (1, 7, 1000, 1999):                    # δ between the k-th and (k+1)-th spacing: 2k neighbours each
+        delta = 1 - np.cos((k + 0.5) * 2 * np.pi / n)
+        assert mf.aligned_fraction(ring, delta) == 2 * k / (n - 1)
+

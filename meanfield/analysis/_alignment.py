@@ -5,9 +5,10 @@ For a measure μ on S^{d-1} and a tolerance δ ∈ (0, 2]:
 * mean alignment  M = ∬_{x≠y} ⟨x, y⟩ dμ dμ / ∬_{x≠y} dμ dμ; for particles Σ_{i≠j} w_i w_j ⟨θ_i, θ_j⟩ /
   Σ_{i≠j} w_i w_j = (|m|² − Σ w_i²)/(1 − Σ w_i²) with the mean vector m = Σ w_i θ_i, O(n); for a density
   (no atoms) M = |m|², m = ∫ x ρ dσ;
-* aligned fraction  F_δ = the same average of 1[⟨x, y⟩ ≥ 1 − δ].  Particles: an exact pair count, by a
-  KD-tree dual-tree count in low dimension or in row blocks of the Gram matrix (memory O(chunk·n),
-  time O(n² d) with BLAS).  Density on S² or S¹: the
+* aligned fraction  F_δ = the same average of 1[⟨x, y⟩ ≥ 1 − δ].  Particles: an exact pair count, in low
+  dimension by the angles sorted once on S¹ (O(n log n)) or a KD-tree dual-tree count (of the pairs apart,
+  through −θ, when δ > 1), else in row blocks of the Gram matrix (memory O(chunk·n), time O(n² d) with BLAS);
+  a pair at the threshold to rounding is decided on its chord, the same way by each.  Density on S² or S¹: the
   indicator is a zonal kernel, so F_δ = Σ_ℓ f_ℓ E_ℓ(ρ) with its Funk–Hecke multipliers
   f_ℓ = ½∫_{1−δ}^1 P_ℓ(t) dt = (P_{ℓ−1}(1−δ) − P_{ℓ+1}(1−δ)) / (2(2ℓ+1)) on S² (f_0 = δ/2),
   f_k = sin(k a)/(π k) with a = arccos(1 − δ) on S¹ (f_0 = a/π); exact for a band-limited ρ (evaluated in forms
@@ -66,23 +67,14 @@ def _pair_fraction(x, w, delta, method, chunk):
         method = "tree" if d <= TREE_MAX_D else "direct"
     equal = bool(np.all(w == w[0]))
     if method == "tree":
-        # chord |θ_i − θ_j| ≤ √(2δ)  ⇔  ⟨θ_i, θ_j⟩ ≥ 1 − δ; the dual-tree count includes i = j
-        from scipy.spatial import cKDTree
-
-        # an unbalanced, non-compact tree: scipy's default took 26 s to count the pairs of 10⁵ collapsed tokens
-        # (three tight clusters), this one 0.01 s, the same count
-        tree = cKDTree(x, balanced_tree=False, compact_nodes=False)
-        r = np.sqrt(2.0 * delta)
-        if equal:
-            total = int(tree.count_neighbors(tree, r))
-        else:
-            # the pairs apart in a bin of their own (chords in (r, 3]), summed without cancellation: none is exactly 1
-            total, apart = tree.count_neighbors(tree, [r, 3.0], weights=(np.array(w), np.array(w)), cumulative=False)
-            if apart < 0.5 * (1.0 - w2):        # most pairs aligned: 1 − (pairs apart), each term without cancellation
-                return float(max(1.0 - apart / (1.0 - w2), 0.0))
-            total = float(total)
+        total, apart = _tree_counts(x, w, delta, equal)
     else:
-        total = _gram_count(x, w, delta, chunk, equal)
+        total, apart = _gram_count(x, w, delta, chunk, equal), None
+    if not equal and apart is not None and apart < 0.5 * (1.0 - w2):
+        # most pairs aligned: 1 − (pairs apart), each term summed without cancellation: none is exactly 1
+        return float(max(1.0 - apart / (1.0 - w2), 0.0))
+    if total is None:
+        total = n * n - apart if equal else float(np.sum(w)) ** 2 - apart
     # the diagonal ⟨θ_i, θ_i⟩ = 1 ≥ 1 − δ is always counted; remove it.  Equal weights: in integers, so that no
     # aligned pair gives exactly 0 (w·w and the count/n² round differently with the BLAS kernel: 3e-17 on AVX-512)
     if equal:
@@ -96,6 +88,119 @@ def _pair_fraction(x, w, delta, method, chunk):
         # and a deficit within it is no pair apart (the Gram count; the tree's counts the pairs apart on their own)
         return 1.0
     return min(excess / (1.0 - w2), 1.0)
+
+
+def _margin(x) -> float:
+    """A margin in ⟨θ_i, θ_j⟩ beyond which every rule agrees: a pair whose exact cos of the angle between θ_i/|θ_i| and
+    θ_j/|θ_j| is farther than this from 1 − δ has ⟨θ_i, θ_j⟩ computed farther than :data:`_neighbours._BAND` from it,
+    and its chord on the same side of √(2δ), for positions unit to η = max |‖θ‖² − 1| (≤ 2e-10) and any rounding."""
+    from ._neighbours import _BAND
+
+    eta = float(np.max(np.abs(np.einsum("ij,ij->i", x, x) - 1.0)))
+    return 2.0 * _BAND + 4.0 * eta + 1e-14
+
+
+def _tree_counts(x, w, delta, equal):
+    """(aligned, apart) for ``method="tree"``: Σ w_i w_j over the aligned ordered pairs (i = j included) and over the
+    pairs apart, either of them None where not counted (integers for equal weights).
+
+    S¹: both from the angles sorted once (:func:`_circle_counts`).  Elsewhere a dual-tree count, of the pairs apart
+    when δ > 1 (most pairs aligned): as pairs (θ_i, −θ_j) within chord √(2(2 − δ)), a smaller radius."""
+    from scipy.spatial import cKDTree
+
+    margin = _margin(x)
+    if x.shape[1] == 2 and margin < 1e-3 * delta:
+        # (below, 1 − δ ± margin reach 1 and every pair of a collapsed cluster would be decided one by one)
+        return _circle_counts(x, w, delta, margin, equal)
+    # an unbalanced, non-compact tree: scipy's default took 26 s to count the pairs of 10⁵ collapsed tokens
+    # (three tight clusters), this one 0.01 s, the same count
+    tree = cKDTree(x, balanced_tree=False, compact_nodes=False)
+    if delta > 1:
+        apart = _antipodal_apart(tree, x, w, delta, margin, equal)
+        if apart is not None:
+            return None, apart
+    # chord |θ_i − θ_j| ≤ √(2δ)  ⇔  ⟨θ_i, θ_j⟩ ≥ 1 − δ; the dual-tree count includes i = j
+    r = np.sqrt(2.0 * delta)
+    if equal:
+        return int(tree.count_neighbors(tree, r)), None
+    # the pairs apart in a bin of their own (chords in (r, 3]), summed without cancellation
+    total, apart = tree.count_neighbors(tree, [r, 3.0], weights=(np.array(w), np.array(w)), cumulative=False)
+    return float(total), float(apart)
+
+
+def _antipodal_apart(tree, x, w, delta, margin, equal):
+    """Σ w_i w_j over the pairs apart, counted as the pairs (−θ_i, θ_j) within chord √(2(2 − δ − margin))
+    (|θ_i + θ_j|² = 2 + 2⟨θ_i, θ_j⟩), or None when a pair of positive weight lies within the margin of the threshold
+    (its side is then decided on the chord |θ_i − θ_j|, which this count does not see)."""
+    from scipy.spatial import cKDTree
+
+    lo, hi = 2.0 * (2.0 - delta - margin), 2.0 * (2.0 - delta + margin)
+    if lo <= 0:
+        return None
+    anti = cKDTree(-x, balanced_tree=False, compact_nodes=False)
+    radii = np.sqrt([lo, hi])
+    if equal:
+        inner, outer = anti.count_neighbors(tree, radii)
+        return int(inner) if inner == outer else None
+    inner, shell = anti.count_neighbors(tree, radii, weights=(np.array(w), np.array(w)), cumulative=False)
+    return float(inner) if shell == 0 else None
+
+
+def _circle_counts(x, w, delta, margin, equal):
+    """(aligned, apart) on S¹ from the angles sorted once, O(n log n) at every δ.
+
+    A pair whose angle is below arccos(1 − δ + margin) is aligned, above arccos(1 − δ − margin) apart (see
+    :func:`_margin`; the angles from atan2 err by ~1e-15, inside the margin); token i's pairs of each kind are a
+    contiguous run of the sorted angles (repeated at ±2π), summed by prefix sums.  The few in between are decided
+    as the Gram count decides them (:meth:`_neighbours.GramIndex._decide`), so the counts are the same."""
+    from ._neighbours import GramIndex
+
+    n = len(x)
+    thr = 1.0 - delta
+    phi = np.arctan2(x[:, 1], x[:, 0])
+    order = np.argsort(phi, kind="stable")
+    xs, ps, ws = x[order], phi[order], w[order]
+    ext = np.concatenate([ps - 2 * np.pi, ps, ps + 2 * np.pi])
+    cum = np.concatenate([[0], np.cumsum(np.ones(3 * n, dtype=np.int64) if equal else np.tile(ws, 3))])
+    if thr + margin < 1:
+        t_in = np.arccos(thr + margin)
+        lo, hi = np.searchsorted(ext, ps - t_in), np.searchsorted(ext, ps + t_in, side="right")
+        hi = np.minimum(hi, lo + n)
+    else:                                                  # no pair is surely aligned
+        lo = hi = np.searchsorted(ext, ps)
+    t_out = np.arccos(thr - margin) if thr - margin > -1 else np.inf
+    right = np.minimum(np.searchsorted(ext, ps + t_out, side="right"), lo + n)
+    left = np.maximum(np.searchsorted(ext, ps - t_out), right - n)
+    # surely aligned: [lo, hi); surely apart: [right, left + n); in between: [left, lo) and [hi, right)
+    if equal:
+        aligned, apart = int(np.sum(hi - lo)), int(np.sum(left + n - right))
+    else:
+        aligned, apart = float(ws @ (cum[hi] - cum[lo])), float(ws @ (cum[left + n] - cum[right]))
+    gram, h = GramIndex(xs), np.sqrt(2.0 * delta)
+    for i, j in _runs(np.r_[left, hi], np.r_[lo - left, right - hi], n):
+        i %= n
+        hit = gram._decide(i, j, np.einsum("ij,ij->i", xs[i], xs[j]), thr, h)
+        if equal:
+            aligned, apart = aligned + int(np.count_nonzero(hit)), apart + int(np.count_nonzero(~hit))
+        else:
+            aligned += float(ws[i[hit]] @ ws[j[hit]])
+            apart += float(ws[i[~hit]] @ ws[j[~hit]])
+    return aligned, apart
+
+
+def _runs(start, count, n):
+    """The pairs (k, (start_k + t) mod n), t < count_k, in blocks of about :data:`_neighbours.BLOCK_ELEMENTS`."""
+    from ._neighbours import BLOCK_ELEMENTS
+
+    rows = np.flatnonzero(count)
+    if rows.size == 0:
+        return
+    ends = np.cumsum(count[rows])
+    for rr in np.split(rows, np.searchsorted(ends, np.arange(BLOCK_ELEMENTS, ends[-1], BLOCK_ELEMENTS), side="right")):
+        if rr.size:
+            cc = count[rr]
+            offsets = np.arange(cc.sum()) - np.repeat(np.cumsum(cc) - cc, cc)
+            yield np.repeat(rr, cc), (np.repeat(start[rr], cc) + offsets) % n
 
 
 def _gram_count(x, w, delta, chunk, equal):
@@ -176,12 +281,14 @@ def alignment_statistics(measure, delta: float = 0.01, *, method: str = "auto",
     delta : float
         Alignment tolerance δ in (0, 2]: ⟨x, y⟩ ≥ 1 − δ means an angle ≤ arccos(1 − δ).
     method : {"auto", "tree", "direct"}
-        Particles: how the aligned pairs are counted, both exactly.  "tree": a dual-tree count
-        (``scipy.spatial.cKDTree.count_neighbors`` at chord √(2δ)), fast in low dimension; "direct":
-        row blocks of the Gram matrix (BLAS), O(n² d) time and O(chunk · n) memory, better in high
-        dimension.  "auto": "tree" for d ≤ 6, else "direct".  Both decide a pair by its chord
-        |θ_i − θ_j| ≤ √(2δ) where ⟨θ_i, θ_j⟩ is within rounding (1e-12) of 1 − δ, so they agree at the threshold
-        and for δ down to the smallest chords.
+        Particles: how the aligned pairs are counted, both exactly.  "tree": on S¹ the angles sorted once
+        (O(n log n) at every δ); else a dual-tree count (``scipy.spatial.cKDTree.count_neighbors`` at chord
+        √(2δ), or of the pairs apart at chord √(2(2 − δ)) from −θ when δ > 1), fast in low dimension (on S² its
+        cost grows like n^1.5 towards δ = 1: ~10 s for 10⁵ tokens); "direct": row blocks of the Gram matrix
+        (BLAS), O(n² d) time and O(chunk · n) memory, better in high dimension.  "auto": "tree" for d ≤ 6, else
+        "direct".  Both decide a pair by its chord |θ_i − θ_j|, its squares summed in coordinate order against
+        2δ rounded as √(2δ)², where ⟨θ_i, θ_j⟩ is within rounding (1e-12) of 1 − δ, so they count the same pairs,
+        at the threshold (δ = 1 − ⟨θ_i, θ_j⟩ of a pair) and for δ down to the smallest chords.
     chunk : int, optional
         Rows per Gram block of ``method="direct"`` (default ≈ 4·10⁶ / n).
 
