@@ -1012,3 +1012,33 @@ def test_aligned_fraction_on_the_circle_sorts_the_angles():
         delta = 1 - np.cos((k + 0.5) * 2 * np.pi / n)
         assert mf.aligned_fraction(ring, delta) == 2 * k / (n - 1)
 
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_a_density_flat_to_rounding_has_no_cluster(d):
+    # no point of a flat density is more of a maximum than another: 0 clusters, not 1, with or without rounding noise
+    # (1e-15 of a random field added), and with min_mass=0 (every maximum kept)
+    uniform = mf.Density.uniform(24, d=d)
+    a = np.random.default_rng(d).standard_normal((4, d))
+    field = mf.Density.from_function(lambda x: np.sum(np.cos(3 * x @ a.T), axis=-1), 24, d=d)
+    noisy = mf.Density(uniform.coeffs + 1e-15 * field.coeffs / np.max(np.abs(field.coeffs)), 24, d=d)
+    for rho in (uniform, noisy, mf.Density.from_function(lambda x: np.ones(x.shape[:-1]), 24, d=d)):
+        for min_mass in (0.01, 0.0):
+            cl = mf.density_clusters(rho, min_mass=min_mass)
+            assert cl.count == 0 and cl.masses.size == 0 and np.all(cl.labels == -1)
+
+
+@pytest.mark.parametrize("direction", [(-3, -3, 1), (-3, 2, 1)])
+def test_a_plateau_flat_to_rounding_is_one_cluster(direction):
+    # ρ ∝ 1 − ((1 − ⟨x, e⟩)/2)⁴⁰ is flat to rounding over most of S², and dips at −e.  A node on the gentle slope at the
+    # plateau's edge, whose rise stayed within the tie tolerance, counted as a maximum of its own: its basin reached
+    # down the slope, 3e-8 below its peak (> 1e-8 of max ρ), and it was a second cluster (mass 0.005 with min_mass=0).
+    # Its prominence (the drop to the saddle towards the plateau) is that of a tie: one cluster, centred on the plateau
+    e = np.array(direction, float) / np.linalg.norm(direction)
+    rho = mf.Density.from_function(lambda x: 1 - ((1 - x @ e) / 2) ** 40, 48, normalize=True)
+    for min_mass in (0.01, 0.0):
+        cl = mf.density_clusters(rho, min_mass=min_mass)
+        assert cl.count == 1 and cl.masses[0] == pytest.approx(1.0, abs=1e-10)
+    two = _bumps([e, -e], [0.6, 0.4], 20.0, 40)           # a real two-cluster density: unchanged
+    cl = mf.density_clusters(two, min_mass=0.0)
+    assert cl.count == 2 and cl.masses == pytest.approx([0.6, 0.4], abs=1e-3)
+    assert np.all(np.max(cl.centers @ np.stack([e, -e]).T, axis=1) > np.cos(0.1))

@@ -21,9 +21,12 @@ The neighbour queries use a KD-tree up to d = 6 and row blocks of the Gram matri
 neighbour of steepest rise per unit length (itself where none rises; on S² the 8 neighbours of the
 Gauss–Legendre grid, across the pole for the polar rings), and pointer jumping sends every node to the
 local maximum its steepest-ascent path ends at.  A cluster is a local maximum whose basin holds mass
-≥ ``min_mass`` (basins of Gibbs ripples of a band-limited density carry almost no mass and are dropped) and whose peak rises above the lowest value
-of its basin (by 1e-8 of max ρ: a uniform density has no cluster).  Adjacent maxima with equal values to
-rounding (a plateau, e.g. the polar ring of a density peaked at a pole) are one maximum, centred at the
+≥ ``min_mass`` (basins of Gibbs ripples of a band-limited density carry almost no mass and are dropped) and whose
+prominence exceeds 1e-8 of max |ρ|: the drop from its peak to the highest saddle on a path to a higher maximum (for the
+highest, to the lowest value).  A less prominent maximum is none: its basin joins the maximum it merges into, so a
+density flat to rounding (the uniform density, with or without noise of 1e-15) has no cluster: 0, not 1, as no point
+of it is more of a maximum than another; and a plateau flat to rounding is one cluster.  Adjacent maxima with equal
+values to rounding (a plateau, e.g. the polar ring of a density peaked at a pole) are one maximum, centred at the
 mean of its nodes (at its highest node where that mean is short: a ring around a great circle); centres
 are accurate to the grid spacing.  On S², adjacent maxima with no valley between them (ρ along the arc
 joining them stays within 1 % of the lower one: the grid nodes along a ring or ridge maximum) are one
@@ -43,7 +46,7 @@ from ._neighbours import BLOCK_ELEMENTS, index
 
 _PAIRS = 1 << 22          # above this many pairs within r/2, leaders are chosen greedily
 _TIE = 1e-10             # relative difference of density values treated as a tie (rounding)
-_DEPTH = 1e-8            # a maximum counts when it rises this much (relative) above its basin
+_DEPTH = 1e-8            # a maximum counts when its prominence is above this much of max |ρ|
 _SMALL = 64               # groups up to this size are checked with all (token, member) pairs at once
 
 
@@ -346,8 +349,11 @@ def density_clusters(density, min_mass: float = 0.01, level: float | None = None
     Notes
     -----
     A maximum that is not a point (a ring, a ridge) is one cluster on S²: its grid nodes, each a discrete
-    maximum, are joined where ρ along the arc between them does not dip (module docstring).  A plateau that is
-    flat to rounding away from every peak (ties of 1e-10 of max ρ) stays a maximum of its own.
+    maximum, are joined where ρ along the arc between them does not dip (module docstring).  A maximum whose
+    prominence (the drop to the highest saddle towards a higher maximum; for the highest, to the minimum of ρ) is
+    at most 1e-8 of max |ρ| is not a cluster, and its basin counts towards the maximum it merges into: a density
+    flat to rounding (e.g. the uniform density) has 0 clusters, a plateau flat to rounding is one cluster, and a
+    shelf flat to rounding on the flank of a peak (no dip between them) belongs to that peak's cluster.
     """
     if not isinstance(density, Density):
         raise TypeError(f"`density` must be a meanfield.Density (S² or S¹); got {type(density).__name__}."
@@ -400,17 +406,19 @@ def density_clusters(density, min_mass: float = 0.01, level: float | None = None
         basin = _join_ridge_maxima(density.resized(min(density.lmax, res)), pts, v, nb, basin, top)
         _, basin = np.unique(basin, return_inverse=True)
     k = int(basin.max()) + 1
-    masses = np.bincount(basin, weights=mass_node, minlength=k)
-    sizes = np.bincount(basin[counted], minlength=k)
     peak_val = np.full(k, -np.inf)
     np.maximum.at(peak_val, basin[top], v[top])
+    # a maximum less prominent than 1e-8 of max |ρ| is not a cluster (none of a density flat to rounding is), and its
+    # basin joins the maximum it merges into
+    floor = _DEPTH * float(np.max(np.abs(v)))
+    owner, prominence = _prominence(v, nb, basin, peak_val, floor)
+    basin = owner[basin]
+    masses = np.bincount(basin, weights=mass_node, minlength=k)
+    sizes = np.bincount(basin[counted], minlength=k)
     top &= v >= peak_val[basin] - tol                              # the maxima at the peak of their basin, to ties
     sums = np.zeros((k, pts.shape[1]))
     np.add.at(sums, basin[top], pts[top])
-    low = np.full(k, np.inf)
-    np.minimum.at(low, basin, v)
-    depth = peak_val - low                                          # 0 for a flat density (no cluster)
-    ok = (depth > _DEPTH * float(np.max(np.abs(v)))) & (masses >= min_mass) & (sizes > 0)
+    ok = (prominence > floor) & (masses >= min_mass) & (sizes > 0)
     keep = np.flatnonzero(ok)
     order = keep[np.lexsort((keep, -masses[keep]))]
     rank = np.full(k, -1)
@@ -487,6 +495,52 @@ def _join_ridge_maxima(density, pts, v, nb, basin, maxima):
         if np.array_equal(nxt, group):
             return group[basin]
         group = nxt
+
+
+def _prominence(v, nb, basin, peak, floor):
+    """(owner, prominence): the basin that each basin joins, and the prominence of each basin's maximum: its peak less
+    the highest saddle on a path to a higher maximum (the highest maximum: less the lowest value), from the basins
+    merged across their borders from the highest saddle down (0-dimensional persistence; a border's saddle is its
+    highest min(ρ_a, ρ_b) over adjacent nodes a, b).  A maximum whose prominence is at most ``floor`` is no maximum
+    of its own: its basin is owned by the maximum it merges into.
+
+    The depth of a basin below its maximum (the former criterion) counted a node on a slope that the tie tolerance
+    made a maximum, next to a plateau flat to rounding: its basin reached down the slope (a cluster of mass 0.005,
+    3e-8 below the plateau of ρ ∝ 1 − ((1 − ⟨x, e⟩)/2)⁴⁰); its prominence is that of a tie."""
+    k = peak.size
+    a, b = np.repeat(np.arange(v.size), nb.shape[1]), nb.ravel()
+    cross = basin[a] != basin[b]
+    lo, hi = np.minimum(basin[a[cross]], basin[b[cross]]), np.maximum(basin[a[cross]], basin[b[cross]])
+    saddle = np.minimum(v[a[cross]], v[b[cross]])
+    order = np.lexsort((-saddle, lo * k + hi))                      # per border: its highest saddle first
+    key = (lo * k + hi)[order]
+    first = order[np.r_[True, key[1:] != key[:-1]]] if key.size else order
+    lo, hi, saddle = lo[first], hi[first], saddle[first]
+    prominence = np.full(k, np.nan)
+    root, best, owner = np.arange(k), np.arange(k), np.arange(k)    # best: the highest maximum of each merged set
+
+    def find(parent, i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for c in np.argsort(-saddle, kind="stable"):                    # the borders: one per pair of adjacent basins
+        i, j = find(root, lo[c]), find(root, hi[c])
+        if i != j:
+            if peak[best[j]] > peak[best[i]]:
+                i, j = j, i
+            prominence[best[j]] = peak[best[j]] - saddle[c]          # the lower maximum ends here
+            if prominence[best[j]] <= floor:
+                owner[find(owner, best[j])] = find(owner, best[i])
+            root[j] = i
+    alone = np.isnan(prominence)
+    prominence[alone] = peak[alone] - float(np.min(v))
+    while True:                                                        # every basin to its owner's root
+        nxt = owner[owner]
+        if np.array_equal(nxt, owner):
+            return owner, prominence
+        owner = nxt
 
 
 def _steepest_neighbour(pts, v, nb):
