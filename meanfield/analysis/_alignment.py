@@ -286,7 +286,7 @@ def alignment_statistics(measure, delta: float = 0.01, *, method: str = "auto",
         √(2δ), or of the pairs apart at chord √(2(2 − δ)) from −θ when δ > 1), fast in low dimension (on S² its
         cost grows like n^1.5 towards δ = 1: ~10 s for 10⁵ tokens); "direct": row blocks of the Gram matrix
         (BLAS), O(n² d) time and O(chunk · n) memory, better in high dimension.  "auto": "tree" for d ≤ 6, else
-        "direct".  Both decide a pair by its chord |θ_i − θ_j|, its squares summed in coordinate order against
+        "direct".  Both decide a pair by its chord |θ_i − θ_j|, its squares summed as scipy's tree sums them, against
         2δ rounded as √(2δ)², where ⟨θ_i, θ_j⟩ is within rounding (1e-12) of 1 − δ, so they count the same pairs,
         at the threshold (δ = 1 − ⟨θ_i, θ_j⟩ of a pair) and for δ down to the smallest chords.
     chunk : int, optional
