@@ -1145,3 +1145,16 @@ def test_extending_page_registers_a_scheme_and_a_backend_and_prints_what_its_com
         mf.SCHEMES.update(saved)
     assert scope["_checked"] == 5
     assert "extending" in _read("tutorials/index.md")
+
+
+def test_every_python_block_the_tests_run_is_one_the_pages_render():
+    """A closing fence with text after it (extending.md had "``` A built-in") is no closing fence in CommonMark: the
+    text block ran on to the end of the page, and "Adding a backend" with its Euler example rendered as plain text,
+    while the regex of _run_python_blocks still found and ran the example.  markdown-it (MyST's parser) must find
+    the same python blocks."""
+    markdown_it = pytest.importorskip("markdown_it")
+    for path in sorted(DOCS.rglob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        rendered = [tok.content for tok in markdown_it.MarkdownIt().parse(text)
+                    if tok.type == "fence" and tok.info.strip() == "python"]
+        assert rendered == re.findall(r"```python\n(.*?)```", text, re.S), path.name
