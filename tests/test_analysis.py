@@ -1054,3 +1054,27 @@ def test_tree_and_direct_count_a_pair_on_the_threshold_alike_in_high_dimension()
         g = six.positions @ six.positions.T
         for delta in 1 - g[np.triu_indices(6, 1)]:
             assert mf.aligned_fraction(six, delta, method="tree") == mf.aligned_fraction(six, delta, method="direct")
+
+
+def test_cluster_history_refuses_an_empty_run_and_out_of_range_arguments_with_their_range():
+    # an empty Trajectory gave a ClusterHistory whose repr raised IndexError; NaN angle and negative or NaN
+    # min_mass were told "finite and > 0" / "finite and >= 0", without the upper bound π or 1
+    def run(times, states):
+        times = np.asarray(times, dtype=float)
+        return mf.Trajectory(times, states, {"t": times}, {}, mf.Model(1.0), "particles", mf.Status.OK)
+
+    one = run([0.0], [mf.Particles(np.eye(3))])
+    assert list(mf.cluster_history(one).counts) == [3] and mf.cluster_history(one).merges.shape == (0, 2)
+    for bad in (run([], []), run([0.0, 1.0], one.states)):
+        with pytest.raises(ValueError, match="`trajectory` must hold at least one saved state, one per saved time"):
+            mf.cluster_history(bad)
+    for angle in (np.nan, -0.1, 0.0, 4.0):
+        with pytest.raises(ValueError, match=r"`angle` must be in \(0, π\]"):
+            mf.cluster_history(one, angle=angle)
+        with pytest.raises(ValueError, match=r"`angle` must be in \(0, π\]"):
+            mf.particle_clusters(one.final, angle=angle)
+    for min_mass in (np.nan, -0.1, np.inf, 2.0):
+        with pytest.raises(ValueError, match=r"`min_mass` must be in \[0, 1\]"):
+            mf.cluster_history(one, min_mass=min_mass)
+    with pytest.raises(TypeError, match="`angle` must be a real number"):
+        mf.cluster_history(one, angle="0.1")

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._measures import Density, Particles, conversion_hint
-from .._validate import nonneg_int, positive_float
+from .._validate import nonneg_int, positive_float, shown
 from ._neighbours import BLOCK_ELEMENTS, index
 
 _PAIRS = 1 << 22          # above this many pairs within r/2, leaders are chosen greedily
@@ -103,11 +103,23 @@ class Clusters:
         return f"Clusters(count={self.count}, masses=[{shown}])"
 
 
+def _in_range(name: str, value, ok, allowed: str) -> float:
+    """``value`` as a float, refused with its whole range (NaN or a negative value was told only "finite and >= 0")."""
+    try:
+        v = positive_float(name, value, allow_zero=True)       # a TypeError (not a number) goes through
+    except ValueError:
+        v = math.nan
+    if not ok(v):
+        raise ValueError(f"`{name}` must be in {allowed}; got {name}={shown(value)}.")
+    return v
+
+
 def _check_angle(angle) -> float:
-    angle = positive_float("angle", angle)
-    if angle > np.pi:
-        raise ValueError(f"`angle` must be in (0, π] (radians); got angle={angle!r}.")
-    return angle
+    return _in_range("angle", angle, lambda v: 0 < v <= np.pi, "(0, π] (radians)")
+
+
+def _check_min_mass(min_mass) -> float:
+    return _in_range("min_mass", min_mass, lambda v: 0 <= v <= 1, "[0, 1]")
 
 
 def _leaders(idx, x, h):
@@ -358,9 +370,7 @@ def density_clusters(density, min_mass: float = 0.01, level: float | None = None
     if not isinstance(density, Density):
         raise TypeError(f"`density` must be a meanfield.Density (S² or S¹); got {type(density).__name__}."
                         + conversion_hint(density))
-    min_mass = positive_float("min_mass", min_mass, allow_zero=True)
-    if min_mass > 1:
-        raise ValueError(f"`min_mass` must be in [0, 1]; got min_mass={min_mass!r}.")
+    min_mass = _check_min_mass(min_mass)
     if level is not None:
         if isinstance(level, bool) or not isinstance(level, (int, float, np.floating, np.integer)) \
                 or not np.isfinite(level):
@@ -685,6 +695,9 @@ def cluster_history(trajectory, angle: float = 0.1, min_mass: float | None = Non
     TypeError
         ``trajectory`` is not a Trajectory, an option is not ``level`` or ``resolution``, or a state is neither
         Particles nor a Density.
+    ValueError
+        ``trajectory`` holds no state (or not one per time), ``angle`` is outside (0, π] or ``min_mass`` outside
+        [0, 1] (NaN included).
 
     Notes
     -----
@@ -696,11 +709,12 @@ def cluster_history(trajectory, angle: float = 0.1, min_mass: float | None = Non
     if not isinstance(trajectory, Trajectory):
         raise TypeError(f"`trajectory` must be a meanfield.Trajectory (the result of simulate or resume); got "
                         f"{type(trajectory).__name__}.")
+    if len(trajectory.states) == 0 or len(trajectory.states) != len(trajectory.times):
+        raise ValueError(f"`trajectory` must hold at least one saved state, one per saved time; got "
+                         f"{len(trajectory.states)} states at {len(trajectory.times)} times.")
     angle = _check_angle(angle)
     if min_mass is not None:
-        min_mass = positive_float("min_mass", min_mass, allow_zero=True)
-        if min_mass > 1:
-            raise ValueError(f"`min_mass` must be in [0, 1]; got min_mass={min_mass!r}.")
+        min_mass = _check_min_mass(min_mass)
     density_options = {"min_mass": 0.01 if min_mass is None else min_mass, **options}
     _check_cluster_options(density_options, "Density states", density_clusters)
     found = []
