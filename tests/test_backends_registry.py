@@ -85,3 +85,18 @@ def test_register_backend_is_public_and_refuses_a_missing_name(monkeypatch):
     with pytest.raises(TypeError, match=r"`name` must be a non-empty string, as in @register_backend\(\"mine\"\)"):
         register_backend(type("Mine", (), {}))
     assert set(mf.BACKENDS) == set(BUILTIN)
+
+
+def test_register_backend_refuses_what_is_not_a_class(monkeypatch):
+    """A function (or an instance) under @register_backend("x") raised AttributeError on ``cls.name``, or was kept
+    with a ``name`` set on it; it is refused by name, and the registry is unchanged."""
+    len(BACKENDS)
+    monkeypatch.setattr(BACKENDS, "_classes", dict(BACKENDS._classes))
+
+    def stepper(model, initial):
+        return None
+
+    for obj in (42, stepper):
+        with pytest.raises(TypeError, match=r"@register_backend\('x'\) must decorate a class; got "):
+            register_backend("x")(obj)
+    assert set(mf.BACKENDS) == set(BUILTIN)

@@ -108,11 +108,14 @@ def register_backend(name: str):
     TypeError
         ``name`` is not a non-empty string (e.g. ``@register_backend`` used without its name: the class was
         replaced by the decorator).
+        The decorator raises it for what is not a class.
     """
     if not isinstance(name, str) or not name.strip():
         raise TypeError(f"`name` must be a non-empty string, as in @register_backend(\"mine\"); got {name!r}.")
 
     def deco(cls):
+        if not isinstance(cls, type):       # a function or an instance raised AttributeError on `cls.name`
+            raise TypeError(f"@register_backend({name!r}) must decorate a class; got {cls!r}.")
         _load_backends()
         cls.name = name
         BACKENDS._classes[name] = cls
