@@ -139,7 +139,8 @@ def register_scheme(scheme: Scheme) -> Scheme:
     Raises
     ------
     TypeError
-        ``scheme`` is not a Scheme, or its ``speed``, ``radial`` or ``layer`` is not callable.
+        ``scheme`` is not a Scheme, its ``speed``, ``radial`` or ``layer`` is not callable, or a flag
+        (``has_radius``, ``needs_norm``, ``continuous``, …) is not a bool.
     ValueError
         The name is empty or a built-in scheme's, or a continuous scheme has no ``speed``.
     """
@@ -150,6 +151,10 @@ def register_scheme(scheme: Scheme) -> Scheme:
     if scheme.name in BUILTIN_SCHEMES:
         raise ValueError(f"`scheme.name` must not be a built-in scheme's ({sorted(BUILTIN_SCHEMES)}); got "
                          f"name={scheme.name!r}: register a copy under a new name (dataclasses.replace(row, name=...)).")
+    for key in _FLAGS:      # has_radius="no" was taken as True: a row with a radius
+        if not isinstance(getattr(scheme, key), (bool, np.bool_)):
+            raise TypeError(f"`scheme.{key}` must be True or False; got {key}={getattr(scheme, key)!r} for scheme "
+                            f"{scheme.name!r}.")
     for key in ("speed", "radial", "layer"):
         f = getattr(scheme, key)
         if not (callable(f) or (f is None and key != "layer")):
@@ -164,6 +169,10 @@ def register_scheme(scheme: Scheme) -> Scheme:
         raise ValueError(f"scheme {scheme.name!r}: its speed or radial law reads `a_norm` (‖A‖; a NaN there gives "
                          "NaN), so the row must set needs_norm=True.")
     return register(scheme)
+
+
+_FLAGS = ("has_radius", "needs_norm", "layer_normalizes_attention", "continuous", "normalize_qkv", "uses_alpha",
+          "uses_tau")
 
 
 def _reads_a_norm(scheme) -> bool:
@@ -192,9 +201,13 @@ def unregister_scheme(name: str) -> None:
 
     Raises
     ------
+    TypeError
+        ``name`` is not a string.
     ValueError
         ``name`` is a built-in scheme, or no registered scheme.
     """
+    if not isinstance(name, str):       # a list raised "unhashable type: 'list'"
+        raise TypeError(f"`name` must be a string, the name of a scheme added by register_scheme; got {name!r}.")
     if name in BUILTIN_SCHEMES:
         raise ValueError(f"`name` must be a scheme added by register_scheme; {name!r} is built in.")
     if name not in SCHEMES:

@@ -468,3 +468,19 @@ def test_a_registered_copy_of_post_ln_gives_post_ln_bits_with_every_backend(user
     a, b = (mf.simulate(mf.Model(1.0, scheme=s), initial, 0.5, backend=backend, **kw).final
             for s in ("post-ln", "post-ln-copy"))
     assert a == b
+
+
+def test_register_scheme_refuses_flags_that_are_not_bools_and_unregister_a_name_that_is_not_a_string(user_schemes):
+    """has_radius="no" registered a row with a radius (a truthy string); unregister_scheme(["x"]) raised Python's
+    "unhashable type: 'list'"."""
+    import dataclasses
+
+    post = mf.SCHEMES["post-ln"]
+    for key, value in (("has_radius", "no"), ("needs_norm", 1), ("continuous", None)):
+        with pytest.raises(TypeError, match=rf"`scheme.{key}` must be True or False; got {key}="):
+            mf.register_scheme(dataclasses.replace(post, name="flag-test", **{key: value}))
+        assert "flag-test" not in mf.SCHEMES
+    mf.register_scheme(dataclasses.replace(post, name="flag-test", has_radius=np.bool_(False)))
+    with pytest.raises(TypeError, match=r"`name` must be a string, the name of a scheme added by register_scheme"):
+        mf.unregister_scheme(["flag-test"])
+    mf.unregister_scheme("flag-test")
