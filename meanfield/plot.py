@@ -9,7 +9,7 @@ import numpy as np
 
 from ._errors import MeanfieldWarning, warn
 from ._measures import Density, Particles, conversion_hint
-from ._validate import FIGURE_SUFFIXES, choice, nonneg_int, output_file
+from ._validate import FIGURE_SUFFIXES, choice, flag, nonneg_int, output_file
 from .sphere._interop import mollweide_grid
 from .sphere._sh import points_to_angles
 
@@ -363,9 +363,17 @@ def cluster_counts(history, ax=None, merges: bool = True):
     -------
     Axes
         With a time axis that spans decades, ``ax.set_xscale("symlog", linthresh=...)`` shows the late mergers.
+
+    Raises
+    ------
+    TypeError
+        ``history`` is neither a ClusterHistory nor a Trajectory, or ``merges`` is not a bool.
+    ValueError
+        As :func:`meanfield.cluster_history`, for a Trajectory it cannot cluster.
     """
     from .analysis import ClusterHistory, cluster_history
 
+    merges = flag("merges", merges)         # merges="no" shaded them
     if _is_trajectory(history):
         history = cluster_history(history)
     elif not isinstance(history, ClusterHistory):
@@ -373,7 +381,8 @@ def cluster_counts(history, ax=None, merges: bool = True):
                         f"Trajectory; got {type(history).__name__}.")
     if ax is None:
         _, ax = _plt().subplots(figsize=(4.5, 2.8), constrained_layout=True)
-    ax.step(history.times, history.counts, where="post", color="k")
+    # a line through one point draws nothing: a run saved once had a blank panel
+    ax.step(history.times, history.counts, where="post", color="k", marker="o" if history.times.size == 1 else None)
     if merges:
         for start, end in history.merges:
             ax.axvspan(start, end, color="tab:red", alpha=0.25, linewidth=0)

@@ -592,3 +592,15 @@ def test_comparison_mmd_panel_names_its_kernel_not_the_models_attention():
     np.testing.assert_allclose(dist.get_lines()[0].get_ydata(), values, rtol=0, atol=0)
     assert values[-1] == mmd(runs[0].states[-1], runs[1].states[-1], 2.0)
     plt.close(fig)
+
+
+def test_cluster_counts_marks_a_single_saved_state_and_refuses_a_non_boolean_merges():
+    # a run saved once drew a line through one point, i.e. nothing; merges="no" was taken as True
+    times = np.array([0.0])
+    traj = mf.Trajectory(times, [mf.Particles(np.eye(3))], {"t": times}, {}, mf.Model(1.0), "particles",
+                         mf.Status.OK)
+    line, = plot.cluster_counts(traj).get_lines()
+    assert line.get_xydata().tolist() == [[0.0, 3.0]] and line.get_marker() == "o"
+    with pytest.raises(TypeError, match=r"`merges` must be True or False; got merges='no'"):
+        plot.cluster_counts(traj, merges="no")
+    plt.close("all")
