@@ -175,6 +175,9 @@ def _import_modules(names) -> None:
         except ImportError as e:
             raise ValueError(f"--import {name!r}: {type(e).__name__}: {e} (the module must be importable from "
                              "PYTHONPATH or the current folder).") from None
+        except (ValueError, TypeError) as e:      # one line as the command's errors, but naming the module
+            kind = TypeError if isinstance(e, TypeError) else ValueError
+            raise kind(f"--import {name!r}: {type(e).__name__}: {e}") from None
 
 
 @contextlib.contextmanager

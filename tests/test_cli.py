@@ -1668,3 +1668,20 @@ def test_import_option_lets_a_configuration_and_a_result_name_a_user_scheme(tmp_
     assert "--import 'no_such_module_here': ModuleNotFoundError" in capsys.readouterr().err
     assert main(["run", str(cfg), "--output", "r2.h5", "--quiet"]) == 2
     assert "got scheme='post-ln-cli-copy'. (A user's scheme is registered with" in capsys.readouterr().err
+
+
+def test_import_option_names_the_module_whose_import_raised(tmp_path, monkeypatch, capsys):
+    """A module whose registration was refused printed "meanfield info: error: `scheme` must be a meanfield.Scheme;
+    got int." without the module's name, and an empty name "Empty module name"; both name --import and the module."""
+    (tmp_path / "bad_scheme_mod.py").write_text("import meanfield as mf\nmf.register_scheme(42)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "bad_scheme_mod", raising=False)
+    try:
+        assert main(["--import", "bad_scheme_mod", "info", "r.h5"]) == 2
+    finally:
+        sys.modules.pop("bad_scheme_mod", None)
+    assert ("--import 'bad_scheme_mod': TypeError: `scheme` must be a meanfield.Scheme; got int."
+            in capsys.readouterr().err)
+    assert main(["--import", "", "info", "r.h5"]) == 2
+    assert "--import '': ValueError: Empty module name" in capsys.readouterr().err
