@@ -678,8 +678,8 @@ class Particles(ComparedByValue):
 
     def __post_init__(self):
         x = np.array(real_array("positions", self.positions, allow_bool=False))
-        if x.ndim != 2 or x.shape[0] < 1:
-            raise ValueError(f"`positions` must have shape (n, d) with n ≥ 1; got shape {x.shape}.")
+        if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 2:      # (n, 1) was told "`d` must be an integer >= 2"
+            raise ValueError(f"`positions` must have shape (n, d) with n ≥ 1 and `d` ≥ 2; got shape {x.shape}.")
         dimension(x.shape[1])
         if not np.all(np.isfinite(x)):
             raise ValueError("`positions` must be finite; it contains NaN or inf" + _rows_named(~np.isfinite(x).all(axis=1)))
@@ -774,7 +774,7 @@ class Particles(ComparedByValue):
         Parameters
         ----------
         positions : array_like, shape (n, d)
-            Finite, nonzero vectors, of any norm (float32 input is read as float64).
+            Finite, nonzero real vectors, of any norm (float32 input is read as float64); n ≥ 1, d ≥ 2.
         weights : array_like, shape (n,), optional
             Nonnegative with a positive sum (e.g. an attention mask: 0 for padding), rescaled to sum 1; default
             uniform 1/n.
@@ -788,8 +788,10 @@ class Particles(ComparedByValue):
         Raises
         ------
         ValueError
-            A row that is zero or not finite (the message names it), or ``weights`` of another shape, negative or
-            summing to 0.
+            ``positions`` not of shape (n, d), a row that is zero or not finite (the message names it), or
+            ``weights`` of another shape, negative or summing to 0.
+        TypeError
+            ``positions`` or ``weights`` of booleans.
         """
         x = np.array(real_array("positions", positions, allow_bool=False), dtype=float)
         if x.ndim != 2 or x.shape[0] < 1 or not np.all(np.isfinite(x)):

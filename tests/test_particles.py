@@ -1530,3 +1530,12 @@ def test_a_zero_padded_q_with_k_left_the_identity_costs_its_own_dimension_too(ca
         A = E @ (th @ V.T) / E.sum(axis=1, keepdims=True)
         np.testing.assert_allclose(mf.attention_field(model, th, w, causal=causal).A, A, rtol=0,
                                    atol=1e-13 * np.abs(A).max())
+
+
+def test_positions_of_one_column_are_refused_by_their_shape():
+    # Particles(x) and Particles.from_ambient(x) of shape (n, 1) said "`d` must be an integer >= 2; got d=1", naming
+    # a parameter neither takes
+    for make in (mf.Particles, mf.Particles.from_ambient):
+        with pytest.raises(ValueError, match=r"`positions` must have shape \(n, d\) with n ≥ 1 and `d` ≥ 2; got shape "
+                                             r"\(3, 1\)"):
+            make(np.ones((3, 1)))
