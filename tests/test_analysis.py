@@ -1078,3 +1078,14 @@ def test_cluster_history_refuses_an_empty_run_and_out_of_range_arguments_with_th
             mf.cluster_history(one, min_mass=min_mass)
     with pytest.raises(TypeError, match="`angle` must be a real number"):
         mf.cluster_history(one, angle="0.1")
+
+
+def test_cluster_histories_and_clusters_compare_by_value():
+    # `==` of two ClusterHistory (or Clusters) computed alike raised "The truth value of an array ... is ambiguous"
+    times = np.array([0.0, 1.0])
+    e = np.eye(3)
+    states = [mf.Particles(e), mf.Particles(np.array([e[0], e[0], e[2]]))]
+    traj = mf.Trajectory(times, states, {"t": times}, {}, mf.Model(1.0), "particles", mf.Status.OK)
+    a, b = mf.cluster_history(traj), mf.cluster_history(traj)
+    assert a == b and a.clusters[1] == b.clusters[1]
+    assert a != mf.cluster_history(traj, min_mass=0.5) and a.clusters[0] != a.clusters[1]

@@ -42,6 +42,7 @@ import numpy as np
 
 from .._measures import Density, Particles, conversion_hint
 from .._validate import nonneg_int, positive_float, shown
+from .._values import ComparedByValue
 from ._neighbours import BLOCK_ELEMENTS, index
 
 _PAIRS = 1 << 22          # above this many pairs within r/2, leaders are chosen greedily
@@ -50,8 +51,8 @@ _DEPTH = 1e-8            # a maximum counts when its prominence is above this mu
 _SMALL = 64               # groups up to this size are checked with all (token, member) pairs at once
 
 
-@dataclass(frozen=True)
-class Clusters:
+@dataclass(frozen=True, eq=False)
+class Clusters(ComparedByValue):
     """Clusters of a measure, sorted by decreasing mass.
 
     Attributes
@@ -627,9 +628,12 @@ def _check_cluster_options(options: dict, kind: str, clusters) -> None:
                         f"{clusters.__name__}); valid: {valid}.")
 
 
-@dataclass(frozen=True)
-class ClusterHistory:
+@dataclass(frozen=True, eq=False)
+class ClusterHistory(ComparedByValue):
     """The clusters of every saved state of a run (see :func:`cluster_history`).
+
+    ``==`` compares by value, arrays entry by entry (the generated comparison raised "The truth value of an array …
+    is ambiguous"); unhashable.
 
     Attributes
     ----------
@@ -661,7 +665,8 @@ class ClusterHistory:
 
     @property
     def lost(self) -> np.ndarray:
-        """The number of clusters lost in each interval of :attr:`merges` (several mergers can share one)."""
+        """The number of clusters lost in each interval of :attr:`merges` (several mergers can share one): ints,
+        shape (m,)."""
         return -np.diff(self.counts)[np.diff(self.counts) < 0]
 
     def __repr__(self):
