@@ -120,10 +120,10 @@ def register(scheme: Scheme) -> Scheme:
 def register_scheme(scheme: Scheme) -> Scheme:
     """Add a user's :class:`Scheme` to :data:`SCHEMES` under ``scheme.name``, for every backend and analysis.
 
-    The row is read as the built-in ones are (docs/model.md, "Adding a scheme"): ``speed(r, a_norm, t, model)``
-    and ``radial(radial_a, a_norm, r, t, model)`` take numpy arrays that broadcast (one value per token or grid
-    point) and return an array of their broadcast shape; ``layer(x, attn, h, t, model)`` maps the (n, d) stream to
-    the next layer.  A process that reads a result of this scheme (``mf.load``, ``meanfield info``) must register
+    The row is read as the built-in ones are (docs/tutorials/extending.md, "Adding a scheme"):
+    ``speed(r, a_norm, t, model)`` and ``radial(radial_a, a_norm, r, t, model)`` take numpy arrays that broadcast (one
+    value per token or grid point) and return an array of their broadcast shape; ``layer(x, attn, h, t, model)`` maps
+    the (n, d) stream to the next layer.  A process that reads a result of this scheme (``mf.load``, ``meanfield info``) must register
     it first.
 
     Parameters

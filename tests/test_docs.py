@@ -1158,3 +1158,17 @@ def test_every_python_block_the_tests_run_is_one_the_pages_render():
         rendered = [tok.content for tok in markdown_it.MarkdownIt().parse(text)
                     if tok.type == "fence" and tok.info.strip() == "python"]
         assert rendered == re.findall(r"```python\n(.*?)```", text, re.S), path.name
+
+
+def test_the_docs_sections_that_docstrings_name_exist():
+    """register_scheme's docstring sent the reader to docs/model.md, "Adding a scheme", a section that page does not
+    have (it is in tutorials/extending.md).  Every ``docs/PAGE.md, "Heading"`` of the package's sources must name a
+    heading of that page (a heading that starts with the quoted words)."""
+    package = Path(__file__).resolve().parents[1] / "meanfield"
+    refs = [(src, page, heading) for src in sorted(package.rglob("*.py"))
+            for page, heading in re.findall(r'docs/([a-z_/]+\.md), "([^"]+)"', src.read_text(encoding="utf-8"))]
+    assert refs
+    for src, page, heading in refs:
+        headings = re.findall(r"^#+ (.+)$", _read(page), re.M)
+        heading = " ".join(heading.split())        # a reference wrapped over two lines of a docstring
+        assert any(h.startswith(heading) for h in headings), (src.name, page, heading)
