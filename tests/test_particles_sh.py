@@ -1,6 +1,7 @@
 """particles-sh: the spectral velocity against the exact direct sum (same velocities to 1e-12), the
 truncation bound, the shared integrator, and the models it must refuse."""
 import threading
+import re
 import warnings
 
 import numpy as np
@@ -692,3 +693,23 @@ def test_a_large_call_is_cut_by_its_size_and_is_the_same_bits_for_every_thread_c
     fields = [mf.attention_field_sh(model, x, threads=n) for n in (1, 2, 3)]
     for f in fields[1:]:
         assert np.array_equal(f.A, fields[0].A) and np.array_equal(f.log_z, fields[0].log_z)
+
+
+def test_an_unresolved_velocity_that_could_move_a_token_by_a_visible_angle_warns():
+    # two orthogonal USA tokens at β = 30, to t = 0.02: the bound (28, 56× the velocity 1/2) could move a token by
+    # 0.56 rad, below the former one-radian threshold, and the run ground silently (rk45 held at ~1.8e-7 by the noisy
+    # velocity: 740 s, against 0.07 s for the direct sum); softmax's ~1e-11 bound stays quiet over 10⁴ time units
+    from meanfield.backends._particles_sh import UNRESOLVED_DRIFT
+
+    start = mf.Particles([[1.0, 0, 0], [0, 1.0, 0]])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", mf.MeanfieldWarning)
+        mf.simulate(mf.Model(30.0, attention="unnormalized"), start, 0.02, backend="particles-sh", max_steps=5)
+    unresolved = [str(w.message) for w in caught if "not resolved" in str(w.message)]
+    assert len(unresolved) == 1 and re.search(r"could move a token by 0\.5\d* rad by t_final", unresolved[0])
+    assert UNRESOLVED_DRIFT == 0.01
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", mf.MeanfieldWarning)
+        sa = mf.simulate(mf.Model(30.0), start, 1e4, backend="particles-sh", max_steps=5)
+    assert not [w for w in caught if "not resolved" in str(w.message)]
+    assert sa.diagnostics["relative_velocity_error_bound"][0] > 1
