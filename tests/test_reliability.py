@@ -551,15 +551,16 @@ def test_a_step_below_min_step_names_the_largest_velocity():
 # ----------------------------------------------------------------------------------------------
 # Ctrl-C: the checkpoint is written before simulate returns, and resume continues the run
 
-def _interrupting(cls, k):
-    original, calls = cls.rhs, [0]
+def _interrupting(cls, k, method="rhs"):
+    """``cls``'s ``method`` raising KeyboardInterrupt at its ``k``-th call (a Ctrl-C inside a step)."""
+    original, calls = getattr(cls, method), [0]
 
-    def rhs(self, *args):
+    def interrupted(self, *args):
         calls[0] += 1
         if calls[0] == k:
             raise KeyboardInterrupt
         return original(self, *args)
-    return rhs
+    return interrupted
 
 
 def _max_diff(a, b):
@@ -940,17 +941,6 @@ def test_checkpoint_interval_is_checked(bad):
         mf.simulate(mf.Model(1.0), P, 0.1, backend="particles", checkpoint_interval=bad)
 
 
-def _interrupting_field(cls, k):
-    original, calls = cls._field, [0]
-
-    def field(self, *args):
-        calls[0] += 1
-        if calls[0] == k:
-            raise KeyboardInterrupt
-        return original(self, *args)
-    return field
-
-
 @pytest.mark.parametrize("scheme, time, calls", [
     ("ln-scaling", "rk4", 57), ("ngpt", "layers", 5), ("ngpt", "rk4", 13), ("mix-ln", "rk4", 57),
     ("mix-ln", "rk4", 95), ("post-ln", "rk4", 57), ("ln-scaling", "layers", 9)])
@@ -965,7 +955,7 @@ def test_fixed_steps_and_layers_resumed_mid_stretch_give_the_same_bits(tmp_path,
               **({"method": "rk4"} if time == "rk4" else {"time": "layers"}))
     full = mf.simulate(model, initial, 1.0, **kw)
     path = tmp_path / "ck.h5"
-    monkeypatch.setattr(ParticlesBackend, "_field", _interrupting_field(ParticlesBackend, calls))
+    monkeypatch.setattr(ParticlesBackend, "_field", _interrupting(ParticlesBackend, calls, "_field"))
     with pytest.warns(mf.MeanfieldWarning, match="KeyboardInterrupt"):
         mf.simulate(model, initial, 1.0, checkpoint=path, **kw)
     monkeypatch.undo()
