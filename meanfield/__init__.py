@@ -13,8 +13,8 @@ from ._errors import (MeanfieldError as MeanfieldError, UnsupportedModelError as
 from ._measures import (Density as Density, Particles as Particles, ZonalDensity as ZonalDensity,
                         mean_alignment as mean_alignment)
 from ._model import Model as Model
-from ._schemes import (SCHEMES as SCHEMES, Scheme as Scheme, get_scheme as get_scheme,
-                       register_scheme as register_scheme, unregister_scheme as unregister_scheme)
+from ._schemes import SCHEMES as SCHEMES, Scheme as Scheme, get_scheme as get_scheme
+from ._user_schemes import register_scheme as register_scheme, unregister_scheme as unregister_scheme
 from ._trajectory import Trajectory as Trajectory, Status as Status
 from ._simulate import simulate as simulate, resume as resume, particle_velocity as particle_velocity
 from .backends._registry import BACKENDS as BACKENDS, register_backend as register_backend
