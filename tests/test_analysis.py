@@ -1089,3 +1089,23 @@ def test_cluster_histories_and_clusters_compare_by_value():
     a, b = mf.cluster_history(traj), mf.cluster_history(traj)
     assert a == b and a.clusters[1] == b.clusters[1]
     assert a != mf.cluster_history(traj, min_mass=0.5) and a.clusters[0] != a.clusters[1]
+
+
+def test_cluster_history_refuses_states_it_cannot_cluster_before_any_clustering_and_says_what_to_do(monkeypatch):
+    # a run's third state of another kind was found after clustering the first two, with a message that named
+    # neither the state nor what to do with a zonal density or a run of several species
+    from meanfield.analysis import _clusters
+
+    calls = []
+    monkeypatch.setattr(_clusters, "particle_clusters", lambda *a, **k: calls.append(1))
+    import dataclasses
+
+    run = mf.simulate(mf.Model(1.0), mf.Particles.uniform(10, seed=0), 2.0, backend="particles", save_every=1.0)
+    p = run.final
+    zonal = dataclasses.replace(run, states=[p, p, mf.ZonalDensity.uniform(4, d=5)])
+    with pytest.raises(TypeError, match=r"state 2 \(t=2\) is ZonalDensity\. .*sample_density") as err:
+        mf.cluster_history(zonal)
+    assert not calls, err.value
+    species = dataclasses.replace(run, states=[(mf.Density.uniform(4), mf.Density.uniform(4))] * 3)
+    with pytest.raises(TypeError, match=r"state 0 \(t=0\) is tuple\. A run of several species .*cluster_count"):
+        mf.cluster_history(species)

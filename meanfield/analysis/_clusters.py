@@ -674,6 +674,18 @@ class ClusterHistory(ComparedByValue):
                 f"counts {int(self.counts[0])} → {int(self.counts[-1])}, {len(self.lost)} interval(s) with mergers)")
 
 
+def _state_hint(state) -> str:
+    """What to do with a saved state cluster_history cannot cluster (appended to its TypeError)."""
+    if isinstance(state, (tuple, list)):
+        return (" A run of several species saves one Density per species: cluster each species' state with "
+                "meanfield.cluster_count(traj.states[i][k]), or the sum of their densities.")
+    if type(state).__name__ == "ZonalDensity":
+        return (" A ZonalDensity (the zonal solver on S^{d-1}) is symmetric about its axis: its clusters are caps or "
+                "bands of its profile, which this function does not find; cluster samples of it "
+                "(meanfield.sample_density(state, n)) or read the profile itself.")
+    return ""
+
+
 def cluster_history(trajectory, angle: float = 0.1, min_mass: float | None = None, **options) -> ClusterHistory:
     """The cluster count of every saved state of a run, and the saved-time intervals in which clusters merged.
 
@@ -722,14 +734,15 @@ def cluster_history(trajectory, angle: float = 0.1, min_mass: float | None = Non
         min_mass = _check_min_mass(min_mass)
     density_options = {"min_mass": 0.01 if min_mass is None else min_mass, **options}
     _check_cluster_options(density_options, "Density states", density_clusters)
+    for i, state in enumerate(trajectory.states):      # all refused before any clustering
+        if not isinstance(state, (Particles, Density)):
+            raise TypeError(f"the states of `trajectory` must be meanfield.Particles or meanfield.Density; state {i} "
+                            f"(t={trajectory.times[i]:.6g}) is {type(state).__name__}.{_state_hint(state)}")
     found = []
     for state in trajectory.states:                     # one clustering per saved state: few, each vectorized
         if isinstance(state, Particles):
             found.append(particle_clusters(state, angle=angle))
-        elif isinstance(state, Density):
-            found.append(density_clusters(state, **density_options))
         else:
-            raise TypeError(f"the states of `trajectory` must be meanfield.Particles or meanfield.Density; got "
-                            f"{type(state).__name__}.")
+            found.append(density_clusters(state, **density_options))
     counts = np.array([c.count_above(min_mass or 0.0) for c in found], dtype=int)
     return ClusterHistory(np.asarray(trajectory.times, dtype=float), counts, tuple(found), min_mass)
