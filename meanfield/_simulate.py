@@ -239,7 +239,7 @@ def _simulate(model, initial, t_final, backend, save_every, t_eval, callback, pr
     if point is not None and point.stage is not None and hasattr(stepper, "carry_stage"):
         stepper.carry_stage(t0, point.stage)     # the first stage the uninterrupted run had there
     if point is not None and prefix is not None and hasattr(stepper, "carry_grid_origin"):
-        stepper.carry_grid_origin(float(prefix.times[-1]))     # fixed steps and layers go on on the same grid
+        stepper.carry_grid_origin(_grid_origin(prefix, t0))     # fixed steps and layers go on on the same grid
     if prefix is not None and hasattr(stepper, "carry_steps"):
         stepper.carry_steps(prefix.steps)        # run-wide counts (max_steps, filtered_steps) go on from the saved part
     getattr(stepper, "check_save_times", lambda _: None)(times)     # e.g. whole layers, before any work
@@ -310,6 +310,15 @@ def _warn_if_energy_overflowed(diags, model) -> None:
     if any(np.isposinf(d.get("energy", 0.0)) for d in diags):
         warn(f"the `energy` diagnostic exceeds the float64 range at beta={model.beta!r} (E grows like e^β/(2β) "
              "as tokens cluster): recorded as inf. The run's states and other diagnostics are unaffected.")
+
+
+def _grid_origin(prefix, t_point: float) -> float:
+    """Where the stretch a resume point at ``t_point`` interrupted began: the last save time of the saved part, or a
+    hybrid run's hand-off to particles after it (its particle phase started counting its steps there)."""
+    origin = float(prefix.times[-1])
+    handoff = (prefix.run_info or {}).get("handoff") or {}
+    t = handoff.get("t")
+    return float(t) if t is not None and origin < t <= t_point else origin
 
 
 def _step_hook(bar, run, interval):

@@ -374,6 +374,13 @@ class HybridBackend:
         if self._particles is not None:
             self._particles.carry_stage(t, stage)
 
+    def carry_grid_origin(self, t_saved: float) -> None:
+        """The particle phase's (see :meth:`ParticleStepper.carry_grid_origin`): its fixed steps go on on the grid of the
+        uninterrupted run, counted from ``t_saved`` (a save time, or the hand-off after it); nothing in the spectral
+        phase, whose fixed steps are counted from the state reached."""
+        if self._particles is not None:
+            self._particles.carry_grid_origin(t_saved)
+
     def carry_steps(self, steps: dict) -> None:
         """The steps of the saved part of a resumed run (its step log, ``phase`` 0 spectral, 1 particle), each
         counted by the phase that took them: a run resumed before its hand-off counts its spectral steps towards
