@@ -78,10 +78,11 @@ BAD_INPUTS = _beta_rows() + _bandlimit_rows() + [
     # d < 2 (and d outside a Density's 2, 3)
     *(_row(f"d=1-{name}", f, ValueError, "`d`", ">= 2", "d=1") for name, f in {
         "Model": lambda: mf.Model(1.0, d=1), "Particles.uniform": lambda: mf.Particles.uniform(4, d=1),
-        "Particles": lambda: mf.Particles([[1.0], [1.0]]),
         "ZonalDensity": lambda: mf.ZonalDensity.uniform(4, d=1), "funk_hecke": lambda: mf.funk_hecke(1.0, 4, d=1),
         "growth_rate": lambda: mf.growth_rate(1.0, 2, d=1), "uniform_energy": lambda: mf.uniform_energy(1.0, d=1),
     }.items()),
+    # positions of one column name `positions` and their shape (Particles takes no `d`)
+    _row("d=1-Particles", lambda: mf.Particles([[1.0], [1.0]]), ValueError, "`positions`", "`d` ≥ 2", "(2, 1)"),
     _row("d=1.5-Model", lambda: mf.Model(1.0, d=1.5), TypeError, "`d`", "integer", "d=1.5"),
     _row("d=4-Density", lambda: mf.Density.uniform(4, d=4), ValueError, "`d`", "2 or 3", "d=4"),
     _row("d=1-Density", lambda: mf.Density.uniform(4, d=1), ValueError, "`d`", "2 or 3", "d=1"),
