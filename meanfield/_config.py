@@ -3,7 +3,7 @@
 A configuration has four tables; unknown tables or keys are errors that list the valid ones::
 
     [model]     beta, scheme, attention, d, Q, K, V, alpha, tau          (as meanfield.Model)
-    [initial]   kind = "uniform" | "random" | "perturbed" | "particles", and its parameters
+    [initial]   kind = "uniform" | "random" | "perturbed" | "particles" | "file", and its parameters
     [run]       backend, t0, t_final, save_every | t_eval, checkpoint_every, checkpoint_interval
     [options]   backend options (validated by the backend: lmax, rtol, on_resolution_loss, step, …)
 
@@ -38,7 +38,9 @@ _INITIAL_KEYS = {
     "random": {"kind", "lmax", "seed", "degree", "amplitude", "r0"} | _SAMPLE_KEYS,
     "perturbed": {"kind", "lmax", "ell", "m", "eps"} | _SAMPLE_KEYS,
     "particles": {"kind", "n", "seed", "radius"},
+    "file": {"kind", "path", "sha256"},
 }
+_FILE_ARRAYS = ("positions", "weights", "radii")     # the arrays of a .npz tokens file
 _RUN_KEYS = {"backend", "t0", "t_final", "save_every", "t_eval", "checkpoint_every", "checkpoint_interval"}
 _TABLES = {"model", "initial", "run", "options"}
 
@@ -90,6 +92,7 @@ class RunConfig:
     seed: int | None = None
     raw: dict = field(default_factory=dict)
     t0: float = 0.0     # the start time: time-dependent models (LN-Scaling, α(t), Mix-LN's τ) read the clock
+    source: str | None = None   # where kind = "file" read its tokens (path, shape, sha256), recorded in the result
 
 
 def read_toml(path, what: str = "configuration") -> tuple[dict, str]:
@@ -112,12 +115,13 @@ def read_toml(path, what: str = "configuration") -> tuple[dict, str]:
 
 def load_config(path) -> RunConfig | EnergyConfig:
     """Read and validate a TOML configuration file (a run, or an energy problem with an ``[energy]`` table)."""
-    return parse_config(*read_toml(path))
+    return parse_config(*read_toml(path), base=Path(path).parent)
 
 
-def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
+def parse_config(raw: dict, text: str = "", base=None) -> RunConfig | EnergyConfig:
     """Validate a parsed configuration: a run (:class:`RunConfig`) or, with an ``[energy]`` table, an
-    energy problem (:class:`EnergyConfig`)."""
+    energy problem (:class:`EnergyConfig`).  A relative ``[initial] path`` is read from the folder ``base`` (the
+    configuration file's; None: the current directory)."""
     if "energy" in raw:
         return parse_energy_config(raw, text)
     if "sweep" in raw:
@@ -151,8 +155,12 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
     # a density the spectral solver evolves starts at a band limit resolving the kernel; one only sampled into
     # tokens keeps the kinds' defaults (the kernel's band limit grows like β, and the sampler's grid with it)
     spectral = "samples" not in init and backend in ("spectral", "hybrid")
+    source = None
     with _in_table("initial", _INITIAL_KEYS[kind]):
-        initial, seed = _initial(kind, init, model.d, _kernel_band_limit(model) if spectral else 0)
+        if kind == "file":
+            (initial, source), seed = _file_initial(init, model.d, base), None
+        else:
+            initial, seed = _initial(kind, init, model.d, _kernel_band_limit(model) if spectral else 0)
         if "samples" in init:
             initial = _samples(initial, init)
     _check_initial_for(kind, init, backend)
@@ -181,7 +189,7 @@ def parse_config(raw: dict, text: str = "") -> RunConfig | EnergyConfig:
         check_option_values(backend, model, initial, options, times)
     return RunConfig(model=model, initial=initial, backend=backend, t_final=t_final, save=save,
                      checkpoint_every=checkpoint_every, options=options, text=text, seed=seed, raw=raw,
-                     checkpoint_interval=checkpoint_interval, t0=t0)
+                     checkpoint_interval=checkpoint_interval, t0=t0, source=source)
 
 
 def _in_table(table: str, keys, also: tuple = ()):
@@ -216,7 +224,7 @@ def _option_names(options: dict) -> set:
 def _check_density_dimension(kind: str, d: int) -> None:
     """A density kind needs d = 2 or 3; said in the file's terms (the API's message points to the zonal solver,
     which a file has no kind for)."""
-    if kind != "particles" and d not in (2, 3):
+    if kind not in ("particles", "file") and d not in (2, 3):
         raise ConfigError(f"[initial] kind={kind!r} is a density on S² or S¹ ([model] d = 3 or 2); got d={d}: "
                           'for d > 3 use kind = "particles".')
 
@@ -224,14 +232,14 @@ def _check_density_dimension(kind: str, d: int) -> None:
 def _check_initial_for(kind: str, init: dict, backend) -> None:
     """Refuse an [initial] measure that the [run] backend cannot take, with the fix in the file's terms (the API's
     message names a Python call, Particles.from_density, where a file has the key `samples`)."""
-    tokens = kind == "particles" or "samples" in init
+    tokens = kind in ("particles", "file") or "samples" in init
     if not tokens and backend in ("particles", "particles-sh"):
         raise ConfigError(f"[run] backend={backend!r} moves tokens, and [initial] kind={kind!r} is a density: add "
                           '`samples = N` to [initial] to draw N tokens from it, or use kind = "particles".')
     if tokens and backend in ("spectral", "hybrid"):
-        given = "kind='particles'" if kind == "particles" else "`samples`"
+        given = f"kind={kind!r}" if kind in ("particles", "file") else "`samples`"
         raise ConfigError(f"[run] backend={backend!r} evolves a density, and [initial] {given} gives tokens: "
-                          + ('use kind = "uniform", "random" or "perturbed"' if kind == "particles"
+                          + ('use kind = "uniform", "random" or "perturbed"' if kind in ("particles", "file")
                              else "leave out `samples`")
                           + ', or backend = "particles" or "particles-sh".')
 
@@ -316,6 +324,86 @@ def _initial(kind, c, d, kernel_lmax: int = 0):
     radius = c.get("radius")
     radii = None if radius is None else np.full(n, positive_float("radius", radius))
     return Particles.uniform(n, d, seed=seed, radii=radii), seed
+
+
+def tokens_path(c, base=None) -> Path:
+    """The file of ``[initial] path`` (kind = "file"): a relative path is read from ``base``, the folder of the
+    configuration file (the current directory when None), so a run does not depend on where it was started."""
+    p = c.get("path")
+    if not isinstance(p, str) or not p:
+        raise ConfigError('[initial] kind="file" needs `path`, a string: a .npy array of shape (n, d) (ambient '
+                          f"embeddings) or a .npz with `positions` and optional `weights`, `radii`; got path={p!r}.")
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else Path(base if base is not None else ".") / path
+
+
+def read_tokens_file(path) -> tuple[bytes, str]:
+    """(contents, SHA-256 hex digest) of a tokens file; an unreadable one raises :class:`ConfigError`."""
+    import hashlib
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"[initial] cannot read `path` {str(path)!r}: {e.strerror or e}.") from None
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _file_initial(c, d: int, base) -> tuple[Particles, str]:
+    """The tokens of ``[initial] kind = "file"`` and a line saying where they came from (path, shape, digest).
+
+    The arrays are loaded from the bytes that were hashed (``allow_pickle=False``: a file runs no code), so
+    ``sha256`` (given, or pinned by a sweep) is the digest of what is run."""
+    import io
+    import zipfile
+
+    path = tokens_path(c, base)
+    where = f"[initial] `path` {str(path)!r}"
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".npz"):
+        raise ConfigError(f"{where} must name a .npy or .npz file (numpy.save, numpy.savez); got suffix {suffix!r}.")
+    data, digest = read_tokens_file(path)
+    pinned = c.get("sha256")
+    if pinned is not None and pinned != digest:
+        raise ConfigError(f"{where}: its SHA-256 is {digest}, not the `sha256` = {pinned!r} of [initial]: the file "
+                          "changed since it was pinned.")
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        arrays = {"positions": loaded} if suffix == ".npy" else {k: loaded[k] for k in loaded.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"{where} cannot be read as {suffix} without pickle (object arrays are refused): "
+                          f"{e}") from None
+    _check_token_arrays(arrays, where, d, suffix)
+    try:
+        if "radii" in arrays:        # directions and radii apart: the directions are normalized on reading
+            tokens = Particles(arrays["positions"], arrays.get("weights"), radii=arrays["radii"], normalize=True)
+        else:
+            tokens = Particles.from_ambient(arrays["positions"], arrays.get("weights"))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    n = tokens.positions.shape[0]
+    return tokens, f"file {str(path.resolve())!r} ({suffix[1:]}, {n} tokens in R^{d}, sha256 {digest})"
+
+
+def _check_token_arrays(arrays: dict, where: str, d: int, suffix: str) -> None:
+    """The arrays of a tokens file: known names, real numbers, positions of shape (n, d) with [model]'s d, finite."""
+    unknown = sorted(set(arrays) - set(_FILE_ARRAYS))
+    if unknown or "positions" not in arrays:
+        raise ConfigError(f"{where}: a .npz tokens file holds `positions` and optional `weights`, `radii`; got "
+                          f"arrays {sorted(arrays)}.")
+    for name, a in arrays.items():
+        if a.dtype.kind not in "fiu":
+            raise ConfigError(f"{where}: `{name}` must be an array of real numbers; got dtype {a.dtype}.")
+        if not np.all(np.isfinite(a)):
+            bad = np.argwhere(~np.isfinite(a))[0]
+            raise ConfigError(f"{where}: `{name}` has a value that is not finite (NaN or ±inf) at index "
+                              f"{tuple(int(i) for i in bad)}.")
+    x = arrays["positions"]
+    what = "the array" if suffix == ".npy" else "`positions`"
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise ConfigError(f"{where}: {what} must have shape (n, d) with n ≥ 1 (one token per row); got shape "
+                          f"{x.shape}.")
+    if x.shape[1] != d:
+        raise ConfigError(f"{where}: {what} has shape {x.shape}, tokens in R^{x.shape[1]}, but [model] d = {d}.")
 
 
 def _perturbed(c, d, kernel_lmax: int = 0) -> Density:

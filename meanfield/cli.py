@@ -612,6 +612,8 @@ def _run_one(cfg, output: Path, quiet: bool):
     from ._config import EnergyConfig
 
     metadata = {"config": cfg.text, **({"seed": cfg.seed} if cfg.seed is not None else {})}
+    if getattr(cfg, "source", None) is not None:        # kind = "file": the tokens are not in the config text
+        metadata["initial_source"] = cfg.source
     if isinstance(cfg, EnergyConfig):
         from ._energy._problem import solve_energy
 
@@ -844,6 +846,8 @@ def _info(args) -> int:
     print(_summary(traj, args.result))
     print(f"  model: {_model_text(m)}")
     print(f"  options: {_options_text(traj)}")
+    if info.get("initial_source") is not None:
+        print(f"  initial: {info['initial_source']}")
     print(f"  complete: {info['complete']}, t_final: {info.get('t_final')}, seed: {info.get('seed')}")
     print(f"  states: {len(traj)} saved, first {traj.states[0]!r}, last {traj.final!r}")
     from ._io import read_resume_point

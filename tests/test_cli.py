@@ -1685,3 +1685,27 @@ def test_import_option_names_the_module_whose_import_raised(tmp_path, monkeypatc
             in capsys.readouterr().err)
     assert main(["--import", "", "info", "r.h5"]) == 2
     assert "--import '': ValueError: Empty module name" in capsys.readouterr().err
+
+
+def test_run_from_a_tokens_file_equals_simulate_and_info_says_where_they_came_from(tmp_path, capsys, monkeypatch):
+    x = np.random.default_rng(5).normal(size=(30, 6)) * 7.0
+    np.save(tmp_path / "tokens.npy", x)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nbeta = 1.5\nd = 6\n[initial]\nkind = "file"\npath = "tokens.npy"\n[run]\n'
+                   'backend = "particles"\nt_final = 0.4\nsave_every = 0.2\n')
+    monkeypatch.chdir("/")
+    assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 0
+    ref = mf.simulate(mf.Model(beta=1.5, d=6), mf.Particles.from_ambient(x), 0.4, backend="particles", save_every=0.2)
+    got = mf.load(tmp_path / "r.h5")
+    for a, b in zip(got.states, ref.states):        # bit for bit
+        assert np.array_equal(a.positions, b.positions) and np.array_equal(a.radii, b.radii)
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "r.h5")]) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("  initial: "))
+    assert f"file {str((tmp_path / 'tokens.npy').resolve())!r} (npy, 30 tokens in R^6, sha256 " in line, line
+
+    np.save(tmp_path / "tokens.npy", x[:, :4])      # refused before running, naming the file and the table
+    assert main(["run", str(cfg), "--output", str(tmp_path / "s.h5"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: [initial] `path` {str(tmp_path / 'tokens.npy')!r}: the array has shape (30, 4)" in err, err
+    assert "[model] d = 6" in err and not (tmp_path / "s.h5").exists()

@@ -484,3 +484,93 @@ def test_a_key_with_no_likely_fix_gets_no_hint():
     with pytest.raises(ConfigError) as info:
         parse_config(_with("run", colour="red"))
     assert str(info.value).endswith("'t_final'].")
+
+
+# ----------------------------------------------------------------------------------------------
+# [initial] kind = "file": the tokens of a real model (embeddings saved with numpy)
+
+def _file_run(tmp_path, d=8, **initial):
+    """A run configuration reading its tokens from a file of ``tmp_path`` (the configuration's folder)."""
+    from meanfield._config import load_config
+
+    lines = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in {"kind": "file", **initial}.items())
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[model]\nbeta = 2.0\nd = {d}\n[initial]\n{lines}[run]\nbackend = \"particles\"\n"
+                   "t_final = 0.3\nsave_every = 0.1\n")
+    return load_config(cfg)
+
+
+def test_a_npy_file_is_read_as_ambient_embeddings_relative_to_the_configuration(tmp_path, monkeypatch):
+    x = np.random.default_rng(1).normal(size=(40, 8)) * np.linspace(0.5, 30, 40)[:, None]   # any norm
+    np.save(tmp_path / "tokens.npy", x)
+    monkeypatch.chdir("/")          # the path is read from the configuration's folder, not the current directory
+    cfg = _file_run(tmp_path, path="tokens.npy")
+    expected = mf.Particles.from_ambient(x)
+    assert cfg.initial == expected
+    assert "tokens.npy" in cfg.source and "40 tokens in R^8" in cfg.source and "sha256 " in cfg.source
+    got = mf.simulate(cfg.model, cfg.initial, cfg.t_final, backend=cfg.backend, **cfg.save, **cfg.options)
+    ref = mf.simulate(cfg.model, expected, 0.3, backend="particles", save_every=0.1)
+    for a, b in zip(got.states, ref.states):        # bit for bit
+        assert np.array_equal(a.positions, b.positions) and np.array_equal(a.radii, b.radii)
+        assert np.array_equal(a.weights, b.weights)
+
+
+def test_a_npz_file_gives_positions_weights_and_radii(tmp_path):
+    rng = np.random.default_rng(2)
+    x, w, r = rng.normal(size=(10, 5)), rng.uniform(0, 1, 10), rng.uniform(0.5, 2, 10)
+    np.savez(tmp_path / "a.npz", positions=x, weights=w)
+    assert _file_run(tmp_path, d=5, path="a.npz").initial == mf.Particles.from_ambient(x, w)
+    np.savez(tmp_path / "b.npz", positions=x, weights=w, radii=r)
+    cfg = _file_run(tmp_path, d=5, path="b.npz")
+    assert cfg.initial == mf.Particles(x, w, radii=r, normalize=True)       # directions normalized, radii as given
+
+
+@pytest.mark.parametrize("write, initial, match", [
+    (None, {"path": "missing.npy"}, r"\[initial\] cannot read `path` '.*missing.npy': No such file"),
+    (None, {}, r'\[initial\] kind="file" needs `path`'),
+    (lambda p: np.save(p / "t.npy", np.ones(8)), {"path": "t.npy"}, r"t.npy'.*shape \(n, d\).*got shape \(8,\)"),
+    (lambda p: np.save(p / "t.npy", np.ones((4, 3))), {"path": "t.npy"}, r"shape \(4, 3\), tokens in R\^3, but "
+                                                                          r"\[model\] d = 8"),
+    (lambda p: np.save(p / "t.npy", np.where(np.eye(4, 8) > 0, np.nan, 1.0)), {"path": "t.npy"},
+     r"t.npy'.*not finite \(NaN or ±inf\) at index \(0, 0\)"),
+    (lambda p: np.save(p / "t.npy", np.array([[1, "a"]] * 2, dtype=object)), {"path": "t.npy"},
+     r"t.npy' cannot be read as .npy without pickle"),
+    (lambda p: np.save(p / "t.npy", np.full((2, 8), "a")), {"path": "t.npy"}, r"real numbers; got dtype <U1"),
+    (lambda p: np.savez(p / "t.npz", x=np.ones((2, 8))), {"path": "t.npz"},
+     r"holds `positions` and optional `weights`, `radii`; got arrays \['x'\]"),
+    (lambda p: (p / "t.txt").write_text("1 2"), {"path": "t.txt"}, r"must name a .npy or .npz file"),
+    (lambda p: np.save(p / "t.npy", np.ones((2, 8))), {"path": "t.npy", "sha256": "0" * 64},
+     r"its SHA-256 is [0-9a-f]{64}, not the `sha256`"),
+    (lambda p: np.save(p / "t.npy", np.zeros((2, 8))), {"path": "t.npy"}, r"\[initial\] `path` '.*t.npy': "),
+])
+def test_a_tokens_file_is_refused_up_front_naming_the_file_and_the_table(tmp_path, write, initial, match):
+    if write is not None:
+        write(tmp_path)
+    with pytest.raises(ConfigError, match=match):
+        _file_run(tmp_path, **initial)
+
+
+def test_a_tokens_file_needs_a_particle_backend(tmp_path):
+    np.save(tmp_path / "t.npy", np.ones((2, 3)))
+    raw = {"model": {"beta": 1.0}, "initial": {"kind": "file", "path": str(tmp_path / "t.npy")},
+           "run": {"t_final": 1.0}}
+    with pytest.raises(ConfigError, match=r"backend='spectral' evolves a density, and \[initial\] kind='file'"):
+        parse_config(raw)
+
+
+def test_a_sweep_task_key_follows_the_contents_of_its_tokens_file(tmp_path):
+    from meanfield._sweep._spec import load_sweep
+
+    np.save(tmp_path / "t.npy", np.random.default_rng(3).normal(size=(6, 4)))
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('[model]\nbeta = 1.0\nd = 4\n[initial]\nkind = "file"\npath = "t.npy"\n[run]\n'
+                     'backend = "particles"\nt_final = 0.2\n[sweep]\ngrid = { "model.beta" = [1.0, 2.0] }\n')
+    first = load_sweep(sweep)
+    assert [t.key for t in load_sweep(sweep).tasks] == [t.key for t in first.tasks]
+    assert first.tasks[0].config["initial"]["path"] == str((tmp_path / "t.npy").resolve())   # from any folder
+    np.save(tmp_path / "t.npy", np.random.default_rng(4).normal(size=(6, 4)))
+    changed = load_sweep(sweep)
+    assert not {t.key for t in changed.tasks} & {t.key for t in first.tasks}
+    # a task whose file changed after the sweep was read is refused by its pinned digest
+    with pytest.raises(ConfigError, match="the file changed since it was pinned"):
+        parse_config(first.tasks[0].config)

@@ -104,9 +104,10 @@ def _load(path, check: bool) -> SweepSpec:
     """:func:`load_sweep`; with ``check=False`` without the value check of each task (:func:`_check_task`)."""
     from pathlib import Path
 
+    base = Path(path).parent        # where a relative [initial] path is read from
     if Path(path).suffix.lower() == ".json":     # was read as TOML: "not valid TOML: Invalid statement"
-        return _parse(_read_json(Path(path)), "", check)
-    return _parse(*read_toml(path, "sweep file"), check)
+        return _parse(_read_json(Path(path)), "", check, base)
+    return _parse(*read_toml(path, "sweep file"), check, base)
 
 
 def _read_json(path) -> dict:
@@ -150,7 +151,7 @@ def parse_sweep(raw: dict, text: str = "") -> SweepSpec:
     return _parse(raw, text, check=True)
 
 
-def _parse(raw: dict, text: str, check: bool) -> SweepSpec:
+def _parse(raw: dict, text: str, check: bool, base=None) -> SweepSpec:
     """:func:`parse_sweep`; ``check=False`` leaves out the value check of each task (a run configuration read as a
     run reads it, about 1.5 ms per task): ``meanfield info DIR`` needs only the tasks' parameters and keys, of a
     sweep file that was checked when it ran (15 s of its 17 s for 10⁴ tasks)."""
@@ -212,7 +213,7 @@ def _parse(raw: dict, text: str, check: bool) -> SweepSpec:
     spec = SweepSpec(tasks=[], observables=observables, at=at, aligned_tol=float(tol), hdf5=hdf5,
                      table=tuple(dict.fromkeys(table)), base=raw, text=text, definition=definition)
     names = list(grid)
-    tasks, seen = [], {}
+    tasks, seen, digests = [], {}, {}
     for s in sets:
         clash = sorted(set(s) & set(grid))
         if clash:
@@ -224,6 +225,7 @@ def _parse(raw: dict, text: str, check: bool) -> SweepSpec:
                 check_structure(config)
             except ConfigError as err:      # which task: "initial.kind" = ["uniform", "particles"] named none
                 raise ConfigError(f"task {params}: {err}" if params else str(err)) from None
+            _pin_tokens_file(config, base, digests, check)
             key = task_key(config, spec.record)
             if key in seen:
                 raise ConfigError(f"duplicate parameter sets in [sweep]: {seen[key]} and {params} give the same run.")
@@ -290,6 +292,29 @@ def _check_address(name):
         # not the checkpoint keys, which a sweep refuses (check_structure): the list offered them as valid
         raise ConfigError(f"unknown sweep parameter {name!r}; valid keys of [{table}]: "
                           f"{sorted(valid - NO_CHECKPOINT)}.")
+
+
+def _pin_tokens_file(config: dict, base, digests: dict, check: bool) -> None:
+    """[initial] kind = "file": the task's ``path`` made absolute (a worker reads it from wherever it runs) and its
+    contents' SHA-256 put in as ``sha256``, so the key changes with the file (a changed file is a new task, not one
+    already done) and a file changed while the sweep runs is refused by the task (digest mismatch).  With
+    ``check=False`` (``meanfield info DIR``) a file that cannot be read is left as written (its tasks' keys then
+    differ from those of the run)."""
+    from .._config import read_tokens_file, tokens_path
+
+    init = config["initial"]
+    if init.get("kind") != "file":
+        return
+    try:
+        path = tokens_path(init, base).resolve()
+        if path not in digests:
+            digests[path] = read_tokens_file(path)[1]
+    except ConfigError:
+        if check:
+            raise
+        return
+    init["path"] = str(path)
+    init.setdefault("sha256", digests[path])
 
 
 def _check_task(config: dict, params: dict) -> None:
