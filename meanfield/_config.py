@@ -2,7 +2,7 @@
 
 A configuration has four tables; unknown tables or keys are errors that list the valid ones::
 
-    [model]     beta, scheme, attention, d, Q, K, V, alpha, tau          (as meanfield.Model)
+    [model]     beta, scheme, attention, d, Q, K, V, alpha, tau          (as meanfield.Model; Q, K, V also as .npy paths)
     [initial]   kind = "uniform" | "random" | "perturbed" | "particles" | "file", and its parameters
     [run]       backend, t0, t_final, save_every | t_eval, checkpoint_every, checkpoint_interval
     [options]   backend options (validated by the backend: lmax, rtol, on_resolution_loss, step, …)
@@ -93,6 +93,7 @@ class RunConfig:
     raw: dict = field(default_factory=dict)
     t0: float = 0.0     # the start time: time-dependent models (LN-Scaling, α(t), Mix-LN's τ) read the clock
     source: str | None = None   # where kind = "file" read its tokens (path, shape, sha256), recorded in the result
+    matrices: str | None = None     # where [model] Q, K, V given as .npy files were read from
 
 
 def read_toml(path, what: str = "configuration") -> tuple[dict, str]:
@@ -139,6 +140,7 @@ def parse_config(raw: dict, text: str = "", base=None) -> RunConfig | EnergyConf
     _check_keys("model", m, _MODEL_KEYS)
     if "beta" not in m:
         raise ConfigError("[model] needs `beta` (the inverse temperature β, a number > 0).")
+    matrices = _matrix_files(m, base)
     with _in_table("model", _MODEL_KEYS):
         model = Model(**m)
     init = dict(raw["initial"])
@@ -189,7 +191,7 @@ def parse_config(raw: dict, text: str = "", base=None) -> RunConfig | EnergyConf
         check_option_values(backend, model, initial, options, times)
     return RunConfig(model=model, initial=initial, backend=backend, t_final=t_final, save=save,
                      checkpoint_every=checkpoint_every, options=options, text=text, seed=seed, raw=raw,
-                     checkpoint_interval=checkpoint_interval, t0=t0, source=source)
+                     checkpoint_interval=checkpoint_interval, t0=t0, source=source, matrices=matrices)
 
 
 def _in_table(table: str, keys, also: tuple = ()):
@@ -333,19 +335,89 @@ def tokens_path(c, base=None) -> Path:
     if not isinstance(p, str) or not p:
         raise ConfigError('[initial] kind="file" needs `path`, a string: a .npy array of shape (n, d) (ambient '
                           f"embeddings) or a .npz with `positions` and optional `weights`, `radii`; got path={p!r}.")
+    return _resolved(p, base)
+
+
+def _resolved(p: str, base) -> Path:
     path = Path(p).expanduser()
     return path if path.is_absolute() else Path(base if base is not None else ".") / path
 
 
-def read_tokens_file(path) -> tuple[bytes, str]:
-    """(contents, SHA-256 hex digest) of a tokens file; an unreadable one raises :class:`ConfigError`."""
+def read_tokens_file(path, where: str = "[initial] cannot read `path`") -> tuple[bytes, str]:
+    """(contents, SHA-256 hex digest) of a file a configuration names; an unreadable one raises
+    :class:`ConfigError` (``where``: what the message starts with)."""
     import hashlib
 
     try:
         data = Path(path).read_bytes()
     except OSError as e:
-        raise ConfigError(f"[initial] cannot read `path` {str(path)!r}: {e.strerror or e}.") from None
+        raise ConfigError(f"{where} {str(path)!r}: {e.strerror or e}.") from None
     return data, hashlib.sha256(data).hexdigest()
+
+
+def _check_pin(where: str, pinned, digest: str) -> None:
+    if pinned is not None and pinned != digest:
+        raise ConfigError(f"{where}: its SHA-256 is {digest}, not the `sha256` = {pinned!r} given with it: the file "
+                          "changed since it was pinned.")
+
+
+def _np_load(data: bytes, where: str, suffix: str):
+    """The array (.npy) or the NpzFile (.npz) of ``data``, without pickle: a file runs no code."""
+    import io
+    import zipfile
+
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"{where} cannot be read as {suffix} without pickle (object arrays are refused): "
+                          f"{e}") from None
+
+
+def _check_real_finite(where: str, name: str, a) -> None:
+    if a.dtype.kind not in "fiu":
+        raise ConfigError(f"{where}: `{name}` must be an array of real numbers; got dtype {a.dtype}.")
+    if not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ConfigError(f"{where}: `{name}` has a value that is not finite (NaN or ±inf) at index "
+                          f"{tuple(int(i) for i in bad)}.")
+
+
+MATRIX_FILE_KEYS = {"path", "sha256"}
+
+
+def matrix_file(name: str, value, base):
+    """(path, pinned sha256) of a [model] matrix ``name`` given as a .npy path string, or as a table
+    ``{ path = "...", sha256 = "..." }`` (how a sweep pins it); None for a matrix written out in the file."""
+    if isinstance(value, str):
+        value = {"path": value}
+    if not isinstance(value, dict):
+        return None
+    _check_keys("model", value, MATRIX_FILE_KEYS, f" `{name}`")
+    p = value.get("path")
+    if not isinstance(p, str) or not p:
+        raise ConfigError(f"[model] `{name}` as a table needs `path`, a string (a .npy file); got path={p!r}.")
+    return _resolved(p, base), value.get("sha256")
+
+
+def _matrix_files(m: dict, base) -> str | None:
+    """Replace in ``m`` the matrices Q, K, V given as .npy files by their arrays (checked: readable, real, finite;
+    the shapes are the Model's to check); the line saying where they came from, or None."""
+    sources = []
+    for name in ("Q", "K", "V"):
+        given = matrix_file(name, m.get(name), base)
+        if given is None:
+            continue
+        path, pinned = given
+        where = f"[model] `{name}` {str(path)!r}"
+        if path.suffix.lower() != ".npy":
+            raise ConfigError(f"{where} must name a .npy file (numpy.save); got suffix {path.suffix.lower()!r}.")
+        data, digest = read_tokens_file(path, f"[model] cannot read `{name}`")
+        _check_pin(where, pinned, digest)
+        a = _np_load(data, where, ".npy")
+        _check_real_finite(where, name, a)
+        m[name] = a
+        sources.append(f"{name} from {str(path.resolve())!r} (shape {a.shape}, sha256 {digest})")
+    return "; ".join(sources) or None
 
 
 def _file_initial(c, d: int, base) -> tuple[Particles, str]:
@@ -353,23 +425,17 @@ def _file_initial(c, d: int, base) -> tuple[Particles, str]:
 
     The arrays are loaded from the bytes that were hashed (``allow_pickle=False``: a file runs no code), so
     ``sha256`` (given, or pinned by a sweep) is the digest of what is run."""
-    import io
-    import zipfile
-
     path = tokens_path(c, base)
     where = f"[initial] `path` {str(path)!r}"
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".npz"):
         raise ConfigError(f"{where} must name a .npy or .npz file (numpy.save, numpy.savez); got suffix {suffix!r}.")
     data, digest = read_tokens_file(path)
-    pinned = c.get("sha256")
-    if pinned is not None and pinned != digest:
-        raise ConfigError(f"{where}: its SHA-256 is {digest}, not the `sha256` = {pinned!r} of [initial]: the file "
-                          "changed since it was pinned.")
+    _check_pin(where, c.get("sha256"), digest)
+    loaded = _np_load(data, where, suffix)
     try:
-        loaded = np.load(io.BytesIO(data), allow_pickle=False)
         arrays = {"positions": loaded} if suffix == ".npy" else {k: loaded[k] for k in loaded.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except ValueError as e:             # an object array inside a .npz is met when it is read
         raise ConfigError(f"{where} cannot be read as {suffix} without pickle (object arrays are refused): "
                           f"{e}") from None
     _check_token_arrays(arrays, where, d, suffix)
@@ -391,12 +457,7 @@ def _check_token_arrays(arrays: dict, where: str, d: int, suffix: str) -> None:
         raise ConfigError(f"{where}: a .npz tokens file holds `positions` and optional `weights`, `radii`; got "
                           f"arrays {sorted(arrays)}.")
     for name, a in arrays.items():
-        if a.dtype.kind not in "fiu":
-            raise ConfigError(f"{where}: `{name}` must be an array of real numbers; got dtype {a.dtype}.")
-        if not np.all(np.isfinite(a)):
-            bad = np.argwhere(~np.isfinite(a))[0]
-            raise ConfigError(f"{where}: `{name}` has a value that is not finite (NaN or ±inf) at index "
-                              f"{tuple(int(i) for i in bad)}.")
+        _check_real_finite(where, name, a)
     x = arrays["positions"]
     what = "the array" if suffix == ".npy" else "`positions`"
     if x.ndim != 2 or x.shape[0] < 1:

@@ -614,6 +614,8 @@ def _run_one(cfg, output: Path, quiet: bool):
     metadata = {"config": cfg.text, **({"seed": cfg.seed} if cfg.seed is not None else {})}
     if getattr(cfg, "source", None) is not None:        # kind = "file": the tokens are not in the config text
         metadata["initial_source"] = cfg.source
+    if getattr(cfg, "matrices", None) is not None:
+        metadata["matrix_sources"] = cfg.matrices
     if isinstance(cfg, EnergyConfig):
         from ._energy._problem import solve_energy
 
@@ -848,6 +850,8 @@ def _info(args) -> int:
     print(f"  options: {_options_text(traj)}")
     if info.get("initial_source") is not None:
         print(f"  initial: {info['initial_source']}")
+    if info.get("matrix_sources") is not None:
+        print(f"  matrices: {info['matrix_sources']}")
     print(f"  complete: {info['complete']}, t_final: {info.get('t_final')}, seed: {info.get('seed')}")
     print(f"  states: {len(traj)} saved, first {traj.states[0]!r}, last {traj.final!r}")
     from ._io import read_resume_point

@@ -1709,3 +1709,16 @@ def test_run_from_a_tokens_file_equals_simulate_and_info_says_where_they_came_fr
     err = capsys.readouterr().err
     assert f"{cfg}: [initial] `path` {str(tmp_path / 'tokens.npy')!r}: the array has shape (30, 4)" in err, err
     assert "[model] d = 6" in err and not (tmp_path / "s.h5").exists()
+
+
+def test_info_says_where_model_matrices_read_from_files_came_from(tmp_path, capsys):
+    np.save(tmp_path / "k.npy", np.diag([1.0, 2.0, 0.5]))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nbeta = 1.0\nd = 3\nK = "k.npy"\n[initial]\nkind = "particles"\nn = 6\n[run]\n'
+                   'backend = "particles"\nt_final = 0.2\n')
+    assert main(["run", str(cfg), "--output", str(tmp_path / "r.h5"), "--quiet"]) == 0
+    assert np.array_equal(mf.load(tmp_path / "r.h5").model.K, np.diag([1.0, 2.0, 0.5]))
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "r.h5")]) == 0
+    out = capsys.readouterr().out
+    assert f"  matrices: K from {str((tmp_path / 'k.npy').resolve())!r} (shape (3, 3), sha256 " in out, out

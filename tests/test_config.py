@@ -574,3 +574,52 @@ def test_a_sweep_task_key_follows_the_contents_of_its_tokens_file(tmp_path):
     # a task whose file changed after the sweep was read is refused by its pinned digest
     with pytest.raises(ConfigError, match="the file changed since it was pinned"):
         parse_config(first.tasks[0].config)
+
+
+def test_model_matrices_can_be_npy_files_read_from_the_configuration_folder(tmp_path, monkeypatch):
+    from meanfield._config import load_config
+
+    rng = np.random.default_rng(6)
+    Q, V = rng.normal(size=(4, 4)), rng.normal(size=(2, 4, 4))      # one head, and two heads
+    np.save(tmp_path / "q.npy", Q)
+    np.save(tmp_path / "v.npy", V)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nbeta = 1.0\nd = 4\nQ = "q.npy"\nV = { path = "v.npy" }\n[initial]\nkind = "particles"\n'
+                   'n = 5\n[run]\nbackend = "particles"\nt_final = 0.1\n')
+    monkeypatch.chdir("/")
+    got = load_config(cfg)
+    assert got.model == mf.Model(beta=1.0, d=4, Q=Q, V=V)
+    assert f"Q from {str((tmp_path / 'q.npy').resolve())!r} (shape (4, 4), sha256 " in got.matrices
+    assert "V from" in got.matrices and "K from" not in got.matrices
+
+    np.save(tmp_path / "q.npy", np.full((4, 4), np.nan))
+    with pytest.raises(ConfigError, match=r"\[model\] `Q` '.*q.npy': `Q` has a value that is not finite"):
+        load_config(cfg)
+    np.save(tmp_path / "q.npy", np.array([[1, "a"]], dtype=object))
+    with pytest.raises(ConfigError, match=r"\[model\] `Q` '.*q.npy' cannot be read as .npy without pickle"):
+        load_config(cfg)
+    np.save(tmp_path / "q.npy", np.eye(3))
+    with pytest.raises(ValueError, match=r"\[model\] `Q`"):       # the Model's own shape check, in the table
+        load_config(cfg)
+    (tmp_path / "q.npy").unlink()
+    with pytest.raises(ConfigError, match=r"\[model\] cannot read `Q` '.*q.npy': No such file"):
+        load_config(cfg)
+    np.save(tmp_path / "q.npy", Q)
+    cfg.write_text(cfg.read_text().replace('V = { path = "v.npy" }', 'V = { path = "v.npy", sha256 = "ab" }'))
+    with pytest.raises(ConfigError, match=r"\[model\] `V` '.*v.npy': its SHA-256 is [0-9a-f]{64}, not the"):
+        load_config(cfg)
+
+
+def test_a_sweep_task_key_follows_the_contents_of_its_matrix_files(tmp_path):
+    from meanfield._sweep._spec import load_sweep
+
+    np.save(tmp_path / "q.npy", np.eye(3))
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('[model]\nbeta = 1.0\nd = 3\nQ = "q.npy"\n[initial]\nkind = "particles"\nn = 4\n[run]\n'
+                     'backend = "particles"\nt_final = 0.2\n[sweep]\ngrid = { "model.beta" = [1.0, 2.0] }\n')
+    first = load_sweep(sweep)
+    assert first.tasks[0].config["model"]["Q"]["path"] == str((tmp_path / "q.npy").resolve())
+    np.save(tmp_path / "q.npy", 2 * np.eye(3))
+    assert not {t.key for t in load_sweep(sweep).tasks} & {t.key for t in first.tasks}
+    with pytest.raises(ConfigError, match="the file changed since it was pinned"):
+        parse_config(first.tasks[0].config)

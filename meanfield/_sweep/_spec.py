@@ -302,6 +302,7 @@ def _pin_tokens_file(config: dict, base, digests: dict, check: bool) -> None:
     differ from those of the run)."""
     from .._config import read_tokens_file, tokens_path
 
+    _pin_matrix_files(config, base, digests, check)
     init = config["initial"]
     if init.get("kind") != "file":
         return
@@ -315,6 +316,27 @@ def _pin_tokens_file(config: dict, base, digests: dict, check: bool) -> None:
         return
     init["path"] = str(path)
     init.setdefault("sha256", digests[path])
+
+
+def _pin_matrix_files(config: dict, base, digests: dict, check: bool) -> None:
+    """[model] Q, K, V given as .npy paths: each becomes ``{ path = <absolute>, sha256 = <of its contents> }``, as
+    the tokens file of [initial] (:func:`_pin_tokens_file`)."""
+    from .._config import matrix_file, read_tokens_file
+
+    model = config["model"]
+    for name in ("Q", "K", "V"):
+        try:
+            given = matrix_file(name, model.get(name), base)
+            if given is None:
+                continue
+            path, pinned = given[0].resolve(), given[1]
+            if path not in digests:
+                digests[path] = read_tokens_file(path, f"[model] cannot read `{name}`")[1]
+        except ConfigError:
+            if check:
+                raise
+            continue
+        model[name] = {"path": str(path), "sha256": pinned if pinned is not None else digests[path]}
 
 
 def _check_task(config: dict, params: dict) -> None:
