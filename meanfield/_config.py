@@ -409,8 +409,9 @@ def _matrix_files(m: dict, base) -> str | None:
             continue
         path, pinned = given
         where = f"[model] `{name}` {str(path)!r}"
-        if path.suffix.lower() != ".npy":
-            raise ConfigError(f"{where} must name a .npy file (numpy.save); got suffix {path.suffix.lower()!r}.")
+        if path.suffix.lower() != ".npy":        # Q = "I" was, and is, refused as numbers
+            raise ConfigError(f"[model] `{name}` must be numbers (a d×d matrix, or heads×d×d) or the path of a .npy "
+                              f"file holding them (numpy.save); got {name}={m[name]!r}, whose suffix is not .npy.")
         data, digest = read_tokens_file(path, f"[model] cannot read `{name}`")
         _check_pin(where, pinned, digest)
         a = _np_load(data, where, ".npy")

@@ -623,3 +623,16 @@ def test_a_sweep_task_key_follows_the_contents_of_its_matrix_files(tmp_path):
     assert not {t.key for t in load_sweep(sweep).tasks} & {t.key for t in first.tasks}
     with pytest.raises(ConfigError, match="the file changed since it was pinned"):
         parse_config(first.tasks[0].config)
+
+
+def test_an_object_array_inside_a_npz_is_refused_without_unpickling(tmp_path):
+    # np.load of a .npz defers each array: the pickle refusal comes when `positions` is read, not when it opens
+    np.savez(tmp_path / "t.npz", positions=np.array([[1, "a"]] * 2, dtype=object))
+    with pytest.raises(ConfigError, match=r"\[initial\] `path` '.*t.npz' cannot be read as .npz without pickle"):
+        _file_run(tmp_path, path="t.npz")
+
+
+def test_a_matrix_string_that_is_no_npy_path_says_both_forms():
+    with pytest.raises(ConfigError, match=r"\[model\] `Q` must be numbers .* or the path of a .npy file holding them"
+                                          r" \(numpy.save\); got Q='wq.txt', whose suffix is not .npy"):
+        parse_config(_with("model", Q="wq.txt"))

@@ -327,7 +327,7 @@ def _pin_matrix_files(config: dict, base, digests: dict, check: bool) -> None:
     for name in ("Q", "K", "V"):
         try:
             given = matrix_file(name, model.get(name), base)
-            if given is None:
+            if given is None or given[0].suffix.lower() != ".npy":      # parse_config says what is wrong
                 continue
             path, pinned = given[0].resolve(), given[1]
             if path not in digests:
