@@ -1839,3 +1839,28 @@ def test_a_user_scheme_runs_on_the_cluster_workers_as_in_this_process(client, tm
     assert [r["status"] for r in rows] == ["OK", "OK"], [r.get("error") for r in rows]
     keep = ("initial.seed", "mean_alignment", "energy", "t_end")
     assert [{k: r[k] for k in keep} for r in rows] == [{k: r[k] for k in keep} for r in ref]
+
+
+def test_a_sweep_folder_reads_relative_token_paths_from_the_sweep_files_folder(tmp_path, monkeypatch):
+    # `meanfield info DIR` reads the copy DIR/sweep.toml: its relative path was read from DIR, where the tokens file
+    # is not, and every task of a finished sweep counted as "not run yet" (its records as belonging to no task)
+    from meanfield._sweep._outdir import FOLDER_FILE
+    from meanfield._sweep._runner import read_sweep_folder
+
+    here = tmp_path / "study"
+    here.mkdir()
+    np.save(here / "t.npy", np.random.default_rng(3).normal(size=(6, 4)))
+    (here / "s.toml").write_text('[model]\nbeta = 1.0\nd = 4\n[initial]\nkind = "file"\npath = "t.npy"\n[run]\n'
+                                 'backend = "particles"\nt_final = 0.2\n[options]\nthreads = 1\n'
+                                 '[sweep]\ngrid = { "model.beta" = [1.0, 2.0] }\n')
+    out = tmp_path / "out"
+    result = run_sweep(load_sweep(here / "s.toml"), out, serial=True)
+    assert result.ran == 2 and (out / FOLDER_FILE).read_text().strip() == str(here.resolve())
+    monkeypatch.chdir(tmp_path)
+    spec, problem, records, table = read_sweep_folder(out)
+    assert not problem and table.missing == 0 and {t.key for t in spec.tasks} == set(records)
+    # a sweep that reads no file stores no folder (and removes a stale one)
+    plain = tmp_path / "plain.toml"
+    plain.write_text(BASE + '[sweep]\ngrid = { "model.beta" = [1.0] }\n')
+    run_sweep(load_sweep(plain), tmp_path / "out2", serial=True)
+    assert not (tmp_path / "out2" / FOLDER_FILE).exists()

@@ -16,17 +16,30 @@ from pathlib import Path
 from .._io import json_text
 
 TABLE_FILES = {"jsonl": "results.jsonl", "csv": "results.csv"}
+#: the sweep file's folder, stored beside its copy when the sweep reads files by relative paths
+FOLDER_FILE = "sweep.folder"
 
 
 def definition_files(spec) -> dict:
     """name → text of the sweep definition files a run writes into its folder, or None for one it removes (a copy
     the other way would describe another sweep)."""
+    # the folder its relative file paths are read from (the copy in ``out`` is read by `meanfield info DIR`, where
+    # they are not: its tasks' keys came out other than the run's, all "not run yet")
+    folder = {FOLDER_FILE: spec.folder + "\n" if spec.folder else None}
     if spec.text:
-        return {"sweep.toml": spec.text, "sweep.json": None}
+        return {"sweep.toml": spec.text, "sweep.json": None, **folder}
     if spec.definition:         # given as a dict: the fixed settings would otherwise be written nowhere
         # in the dict's order (sorted keys reordered the grid, and so the tasks and the columns of a rerun from it)
-        return {"sweep.json": json_text(spec.definition, indent=1) + "\n", "sweep.toml": None}
+        return {"sweep.json": json_text(spec.definition, indent=1) + "\n", "sweep.toml": None, **folder}
     return {}
+
+
+def stored_folder(out: Path) -> str | None:
+    """The sweep file's folder a sweep stored in ``out`` (:data:`FOLDER_FILE`), or None."""
+    try:
+        return (out / FOLDER_FILE).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def refuse_foreign_files(out: Path, spec) -> None:

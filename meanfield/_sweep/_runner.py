@@ -8,6 +8,7 @@ Layout of the output folder ``DIR``::
     DIR/results.csv        the table assembled from the records, one row per task, in task order
     DIR/results.jsonl      the same rows as JSON lines (lists stay lists)
     DIR/sweep.toml         the sweep file that was run (sweep.json when it was given as a dict, without text)
+    DIR/sweep.folder       the sweep file's folder, where its relative file paths are read from (when it reads any)
     DIR/.lock              while a sweep runs in DIR (a second sweep into the same folder is refused)
 
 A rerun skips every task that has a record (whatever its run status) except those recorded as
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from .._durable import replace_durably
 from .._io import json_text, json_value
-from ._outdir import TABLE_FILES, definition_files, refuse_foreign_files
+from ._outdir import TABLE_FILES, definition_files, refuse_foreign_files, stored_folder
 from ._spec import SweepSpec, Task
 
 ERROR = "ERROR"
@@ -491,7 +492,8 @@ def read_sweep_folder(out_dir) -> tuple:
     for name in ("sweep.toml", "sweep.json"):
         if (out / name).is_file():
             try:
-                spec = _load(out / name, check=False)      # the keys and parameters only: it was checked when it ran
+                # the keys and parameters only: it was checked when it ran; relative paths from the original's folder
+                spec = _load(out / name, check=False, folder=stored_folder(out))
             except (OSError, ValueError) as e:      # ConfigError is a ValueError: an edited or damaged copy
                 problem = f"{type(e).__name__}: {e}"
             break

@@ -25,6 +25,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .._config import _INITIAL_KEYS, _MODEL_KEYS, _RUN_KEYS, _TABLES, ConfigError, _check_keys, read_toml
 
@@ -62,6 +63,8 @@ class SweepSpec:
     base: dict = field(default_factory=dict, repr=False)
     text: str = field(default="", repr=False)
     definition: dict = field(default_factory=dict, repr=False)     # the parsed sweep file, [sweep] included
+    #: the sweep file's folder (absolute), where its relative file paths are read from; "" when it reads no file
+    folder: str = field(default="", repr=False)
 
     @property
     def parameter_names(self) -> list:
@@ -100,11 +103,11 @@ def load_sweep(path) -> SweepSpec:
     return _load(path, check=True)
 
 
-def _load(path, check: bool) -> SweepSpec:
-    """:func:`load_sweep`; with ``check=False`` without the value check of each task (:func:`_check_task`)."""
-    from pathlib import Path
-
-    base = Path(path).parent        # where a relative [initial] path is read from
+def _load(path, check: bool, folder=None) -> SweepSpec:
+    """:func:`load_sweep`; with ``check=False`` without the value check of each task (:func:`_check_task`).
+    ``folder``: where relative file paths are read from (default the file's own folder; a sweep's output folder
+    stores the original's, see :attr:`SweepSpec.folder`)."""
+    base = Path(folder) if folder else Path(path).parent      # where a relative [initial] path is read from
     if Path(path).suffix.lower() == ".json":     # was read as TOML: "not valid TOML: Invalid statement"
         return _parse(_read_json(Path(path)), "", check, base)
     return _parse(*read_toml(path, "sweep file"), check, base)
@@ -244,6 +247,8 @@ def _parse(raw: dict, text: str, check: bool, base=None) -> SweepSpec:
             seen[key] = params
             tasks.append(Task(index=len(tasks), params=params, config=config, key=key))
     object.__setattr__(spec, "tasks", tasks)
+    if digests and base is not None:
+        object.__setattr__(spec, "folder", str(Path(base).resolve()))
     return spec
 
 
