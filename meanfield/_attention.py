@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _threads
+from ._blas import single_threaded_blas
 from ._errors import UnsupportedModelError, warn
 from ._norms import einsum, norm_range, norms
 from ._validate import ZeroVectorError, flag, nonneg_int, open_fraction, real_array, unit_vectors
@@ -338,13 +339,12 @@ class _DirectEvaluator:
     def __call__(self, x, y=None, full=True, log_z=True) -> AttentionField:
         """The field of the tokens ``x`` (N, d; unit rows) at ``y`` (M, d; unit rows; default the tokens).
         ``log_z=False``: with ``full=False``, ``log_z`` may be left None (the stepper's stages do not use it)."""
-        from ._blas import single_threaded_blas
-
         # one OpenBLAS thread for every block, not only for blocks on worker threads: the products are thin (inner or
         # outer dimension d + 1), and a BLAS thread team woken for each made one block (N = 1000) 2.7x slower and a
         # serial loop of blocks (N = 3000, threads=1) 7.5x slower on a loaded two-vCPU machine; the bits then no longer
         # depend on the BLAS thread count (threads=1 and 2 differed by 3e-16 at N = 3000)
-        if x.shape[0] * (x if y is None else y).shape[0] * (x.shape[1] + 1) < _SERIAL_BLAS_SIZE:
+        n, d = x.shape
+        if n * (n if y is None else len(y)) * (d + 1) < _SERIAL_BLAS_SIZE:
             return self._evaluate(x, y, full, log_z)        # OpenBLAS runs these on one thread anyway
         with single_threaded_blas():
             return self._evaluate(x, y, full, log_z)
@@ -429,7 +429,6 @@ class _DirectEvaluator:
                 for gs, rs in blocks:
                     block(gs, rs)
             else:   # at most `nthreads` blocks at once (memory O(nthreads·chunk·N)), each on one BLAS thread
-                from ._blas import single_threaded_blas
                 with single_threaded_blas():
                     _run_block_groups(lambda b: block(*b),
                                       [blocks[i::nthreads] for i in range(min(nthreads, len(blocks)))])

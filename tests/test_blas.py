@@ -77,7 +77,7 @@ def test_small_exact_attention_skips_the_blas_section_and_still_does_not_follow_
 
     entered = []
     real = _blas.single_threaded_blas
-    monkeypatch.setattr(_blas, "single_threaded_blas", lambda: (entered.append(1), real())[1])
+    monkeypatch.setattr(_attention, "single_threaded_blas", lambda: (entered.append(1), real())[1])
     x = mf.Particles.uniform(n, d, seed=1).positions
     model = mf.Model(beta=10.0, d=d)
     fields = []
