@@ -954,18 +954,27 @@ def test_fixed_steps_and_layers_resumed_mid_stretch_give_the_same_bits(tmp_path,
     initial = mf.Particles.uniform(30, seed=4)
     kw = dict(backend="particles", save_every=0.5, step=0.03 if time == "rk4" else 0.05,
               **({"method": "rk4"} if time == "rk4" else {"time": "layers"}))
-    full = mf.simulate(model, initial, 1.0, **kw)
+    full, point, resumed = _interrupted_in_a_field_and_resumed(tmp_path, monkeypatch, ParticlesBackend, calls, model,
+                                                               initial, 1.0, kw)
+    assert point.t not in (0.0, 0.5, 1.0)
+    assert len(resumed.steps["t"]) == len(full.steps["t"])
+
+
+def _interrupted_in_a_field_and_resumed(tmp_path, monkeypatch, cls, calls, model, initial, t_final, kw):
+    """(uninterrupted run, resume point, resumed run) of a run stopped by Ctrl-C at ``cls``'s ``calls``-th field
+    evaluation; the resumed run is checked to give the uninterrupted run's times and states bit for bit."""
+    full = mf.simulate(model, initial, t_final, **kw)
     path = tmp_path / "ck.h5"
-    monkeypatch.setattr(ParticlesBackend, "_field", _interrupting(ParticlesBackend, calls, "_field"))
+    monkeypatch.setattr(cls, "_field", _interrupting(cls, calls, "_field"))
     with pytest.warns(mf.MeanfieldWarning, match="KeyboardInterrupt"):
-        mf.simulate(model, initial, 1.0, checkpoint=path, **kw)
+        mf.simulate(model, initial, t_final, checkpoint=path, **kw)
     monkeypatch.undo()
     point = _resume_point(path)
-    assert point is not None and point.t not in (0.0, 0.5, 1.0)
-    resumed = mf.resume(path, alpha=model.alpha) if scheme == "ngpt" else mf.resume(path)
+    assert point is not None
+    resumed = mf.resume(path, alpha=model.alpha) if callable(model.alpha) else mf.resume(path)
     assert resumed.success and np.array_equal(resumed.times, full.times)
-    assert all(np.array_equal(a.positions, b.positions) for a, b in zip(full.states, resumed.states))
-    assert len(resumed.steps["t"]) == len(full.steps["t"])
+    assert all(np.array_equal(_get(a), _get(b)) for a, b in zip(full.states, resumed.states))
+    return full, point, resumed
 
 
 @pytest.mark.parametrize("calls", [5, 60])
@@ -977,14 +986,6 @@ def test_a_hybrid_runs_fixed_particle_steps_resumed_after_its_hand_off_give_the_
 
     model, initial = mf.Model(5.0, "ln-scaling"), mf.Density.random(24, seed=2, amplitude=0.7)
     kw = dict(backend="hybrid", oversample=1, particle_options={"method": "rk4", "step": 0.03}, save_every=0.5)
-    full = mf.simulate(model, initial, 2.0, **kw)
-    path = tmp_path / "ck.h5"
-    monkeypatch.setattr(ParticlesSHBackend, "_field", _interrupting(ParticlesSHBackend, calls, "_field"))
-    with pytest.warns(mf.MeanfieldWarning, match="KeyboardInterrupt"):
-        mf.simulate(model, initial, 2.0, checkpoint=path, **kw)
-    monkeypatch.undo()
-    point = _resume_point(path)
+    full, point, _ = _interrupted_in_a_field_and_resumed(tmp_path, monkeypatch, ParticlesSHBackend, calls, model,
+                                                         initial, 2.0, kw)
     assert full.run_info["handoff"]["t"] < point.t and isinstance(point.state, mf.Particles)
-    resumed = mf.resume(path)
-    assert resumed.success and np.array_equal(resumed.times, full.times)
-    assert all(np.array_equal(_get(a), _get(b)) for a, b in zip(full.states, resumed.states))
