@@ -21,10 +21,15 @@ def test_import_meanfield_imports_no_backend_until_the_registry_is_used():
     assert out[0] == "['meanfield.backends._registry']" and out[1] == "True"
 
 
+def _minimal_class(name):
+    """A class with the methods register_backend asks for (what they do does not matter to registration)."""
+    return type(name, (), {m: (lambda self, *a: None) for m in ("advance", "state", "diagnostics")})
+
+
 def test_a_registered_backend_joins_the_builtins_and_unknown_names_are_refused(monkeypatch):
     len(BACKENDS)       # the built-ins loaded first: the restored registry keeps them (run alone, it lost them)
     monkeypatch.setattr(BACKENDS, "_classes", dict(BACKENDS._classes))
-    cls = register_backend("mine")(type("Mine", (), {}))
+    cls = register_backend("mine")(_minimal_class("Mine"))
     assert cls.name == "mine" and get_backend("mine") is cls and set(BUILTIN) < set(mf.BACKENDS)
     with pytest.raises(ValueError, match=r"`backend` must be one of \[.*'mine'.*\]; got backend='yours'"):
         get_backend("yours")
@@ -100,3 +105,13 @@ def test_register_backend_refuses_what_is_not_a_class(monkeypatch):
         with pytest.raises(TypeError, match=r"@register_backend\('x'\) must decorate a class; got "):
             register_backend("x")(obj)
     assert set(mf.BACKENDS) == set(BUILTIN)
+
+
+def test_register_backend_refuses_a_class_without_the_backend_methods(monkeypatch):
+    """A class without advance/state/diagnostics was registered, and its first run failed inside simulate with
+    "AttributeError: 'Mine' object has no attribute 'state'"."""
+    monkeypatch.setattr(BACKENDS, "_classes", dict(BACKENDS._classes))
+    half = type("Half", (), {"advance": lambda self, t: None, "state": 1})
+    with pytest.raises(TypeError, match=r"class Half lacks the Backend method\(s\) \['state', 'diagnostics'\]"):
+        register_backend("half")(half)
+    assert "half" not in BACKENDS

@@ -223,7 +223,8 @@ def test_a_registered_backend_without_option_defaults_still_parses(monkeypatch):
 
     BACKENDS._loaded()     # the built-in backends first, then a third-party one without option_defaults
     monkeypatch.setitem(BACKENDS._classes, "mine", None)
-    register_backend("mine")(type("Mine", (), {}))
+    register_backend("mine")(type("Mine", (), {m: (lambda self, *a: None) for m in ("advance", "state",
+                                                                                   "diagnostics")}))
     cfg = parse_config(_with("run", backend="mine") | {"options": {"anything": 1}})
     assert cfg.backend == "mine" and cfg.options == {"anything": 1}
 

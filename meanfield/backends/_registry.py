@@ -87,6 +87,10 @@ class _BackendRegistry(Mapping):
 BACKENDS = _BackendRegistry()
 
 
+#: The methods :func:`meanfield.simulate` calls on every backend (the rest of :class:`Backend` is optional)
+REQUIRED_METHODS = ("advance", "state", "diagnostics")
+
+
 def register_backend(name: str):
     """Class decorator adding a backend to :data:`BACKENDS` under ``name`` (a built-in name is replaced).
 
@@ -108,7 +112,8 @@ def register_backend(name: str):
     TypeError
         ``name`` is not a non-empty string (e.g. ``@register_backend`` used without its name: the class was
         replaced by the decorator).
-        The decorator raises it for what is not a class.
+        The decorator raises it for what is not a class, or a class without ``advance``, ``state`` or
+        ``diagnostics``.
     """
     if not isinstance(name, str) or not name.strip():
         raise TypeError(f"`name` must be a non-empty string, as in @register_backend(\"mine\"); got {name!r}.")
@@ -116,6 +121,11 @@ def register_backend(name: str):
     def deco(cls):
         if not isinstance(cls, type):       # a function or an instance raised AttributeError on `cls.name`
             raise TypeError(f"@register_backend({name!r}) must decorate a class; got {cls!r}.")
+        # a class without them was registered, and its first run failed inside simulate ("… has no attribute 'state'")
+        missing = [m for m in REQUIRED_METHODS if not callable(getattr(cls, m, None))]
+        if missing:
+            raise TypeError(f"@register_backend({name!r}): class {cls.__name__} lacks the Backend method(s) {missing} "
+                            "(advance(t_target) -> Status, state(), diagnostics(); see docs/tutorials/extending.md).")
         _load_backends()
         cls.name = name
         BACKENDS._classes[name] = cls
