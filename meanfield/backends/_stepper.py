@@ -665,8 +665,9 @@ class ParticleStepper:
         from ``t_saved`` (or Mix-LN's τ), not from the point.  Counted from the point, the remaining steps came out
         (b − p)/n instead of (b − a)/n and their times p + i·h instead of a + (k + i)·h, a few ulps apart: a
         time-dependent model (LN-Scaling, nGPT's α(t)) resumed mid-stretch ended 1.3e-15 to 5.5e-15 off the
-        uninterrupted run."""
-        self._grid_origin = float(t_saved)
+        uninterrupted run.  An adaptive run keeps nothing (its steps start from the resume point's own step size)."""
+        if _takes_fixed_steps(self.options):
+            self._grid_origin = float(t_saved)
 
     def _take_grid_origin(self, a: float, cut: float | None = None) -> float:
         """Where the fixed-step grid of a stretch starting at ``a`` begins: the carried save time (or ``cut``, a
